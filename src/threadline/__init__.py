@@ -1,0 +1,3 @@
+"""Threadline: a GraphQL API for AI chat history."""
+
+__version__ = "0.1.0"

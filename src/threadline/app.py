@@ -1,0 +1,82 @@
+"""The Starlette app factory: routes and the lifespan that owns the pool and the stream hub."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route, WebSocketRoute
+
+from threadline.db import Database
+from threadline.db.embedded import EmbeddedPostgres, resolve_database_url
+from threadline.db.migrate import apply_migrations
+from threadline.graphql.view import ThreadlineGraphQL
+from threadline.settings import Settings
+
+log = logging.getLogger("threadline")
+
+
+@dataclass
+class Services:
+    """Long-lived resources, created by the lifespan and reached by resolvers through the context."""
+
+    settings: Settings
+    db: Database = None  # type: ignore[assignment]
+    hub: Any = None
+    embedded: EmbeddedPostgres | None = None
+    background: list[Any] = field(default_factory=list)
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    from threadline.schema import schema
+
+    settings = settings or Settings.from_env()
+    services = Services(settings=settings)
+    graphql = ThreadlineGraphQL(schema, services, graphiql=not settings.production)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        dsn, services.embedded = resolve_database_url(settings.database_url, settings.data_dir)
+        services.settings = replace(settings, database_url=dsn)
+        if settings.migrate_on_start:
+            await apply_migrations(dsn)
+        services.db = await Database.connect(dsn, settings.db_pool_min, settings.db_pool_max)
+        from threadline.streaming.hub import StreamHub
+
+        services.hub = StreamHub(services.db, services.settings)
+        await services.hub.start()
+        try:
+            yield
+        finally:
+            await services.hub.stop()
+            await services.db.close()
+            if services.embedded is not None:
+                services.embedded.stop()
+
+    async def healthz(request: Request) -> JSONResponse:
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(request: Request) -> JSONResponse:
+        try:
+            await services.db.fetchval("SELECT 1")
+        except Exception as exc:  # noqa: BLE001 - any failure means not ready
+            return JSONResponse({"status": "unavailable", "error": type(exc).__name__}, status_code=503)
+        return JSONResponse({"status": "ready"})
+
+    app = Starlette(
+        routes=[
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+            Route("/graphql", graphql, methods=["GET", "POST"]),
+            WebSocketRoute("/graphql", graphql),
+        ],
+        lifespan=lifespan,
+    )
+    app.state.services = services
+    return app

@@ -1,0 +1,25 @@
+"""The caller every request carries."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Role(StrEnum):
+    ADMIN = "ADMIN"
+    MANAGER = "MANAGER"
+    MEMBER = "MEMBER"
+
+
+@dataclass(frozen=True)
+class Principal:
+    tenant_id: uuid.UUID
+    user_id: uuid.UUID
+    role: Role
+    team: str | None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role is Role.ADMIN

@@ -1,0 +1,142 @@
+"""All SQL of tenants, users and API keys. Tenant first in every signature."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from threadline.db import Executor
+
+USER_COLUMNS = "id, tenant_id, email, display_name, role, team, external_subject, created_at"
+
+
+async def insert_tenant(db: Executor, name: str) -> asyncpg.Record:
+    row = await db.fetchrow(
+        "INSERT INTO tenant (id, name, settings) VALUES ($1, $2, $3) RETURNING id, name, created_at",
+        uuid.uuid4(),
+        name,
+        {},
+    )
+    assert row is not None
+    return row
+
+
+async def insert_user(
+    db: Executor,
+    tenant_id: uuid.UUID,
+    *,
+    email: str | None,
+    display_name: str,
+    role: str,
+    team: str | None,
+    external_subject: str | None = None,
+) -> asyncpg.Record:
+    row = await db.fetchrow(
+        f"""INSERT INTO app_user (id, tenant_id, email, display_name, role, team, external_subject)
+            VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {USER_COLUMNS}""",
+        uuid.uuid4(),
+        tenant_id,
+        email,
+        display_name,
+        role,
+        team,
+        external_subject,
+    )
+    assert row is not None
+    return row
+
+
+async def upsert_subject_user(
+    db: Executor, tenant_id: uuid.UUID, subject: str, role: str, email: str | None
+) -> asyncpg.Record:
+    """The user behind a JWT subject, created on first sight; its role follows the token."""
+    row = await db.fetchrow(
+        f"""INSERT INTO app_user (id, tenant_id, email, display_name, role, team, external_subject)
+            VALUES ($1, $2, NULL, $3, $4, NULL, $3)
+            ON CONFLICT (tenant_id, external_subject) WHERE external_subject IS NOT NULL
+            DO UPDATE SET role = EXCLUDED.role
+            RETURNING {USER_COLUMNS}""",
+        uuid.uuid4(),
+        tenant_id,
+        subject,
+        role,
+    )
+    assert row is not None
+    return row
+
+
+async def user_by_id(db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        f"SELECT {USER_COLUMNS} FROM app_user WHERE tenant_id = $1 AND id = $2", tenant_id, user_id
+    )
+
+
+async def users_by_ids(db: Executor, tenant_id: uuid.UUID, ids: list[uuid.UUID]) -> list[asyncpg.Record]:
+    return await db.fetch(
+        f"SELECT {USER_COLUMNS} FROM app_user WHERE tenant_id = $1 AND id = ANY($2::uuid[])", tenant_id, ids
+    )
+
+
+async def list_users(
+    db: Executor, tenant_id: uuid.UUID, limit: int, after: tuple[object, ...] | None
+) -> list[asyncpg.Record]:
+    if after is None:
+        return await db.fetch(
+            f"SELECT {USER_COLUMNS} FROM app_user WHERE tenant_id = $1 ORDER BY created_at, id LIMIT $2",
+            tenant_id,
+            limit,
+        )
+    return await db.fetch(
+        f"""SELECT {USER_COLUMNS} FROM app_user WHERE tenant_id = $1 AND (created_at, id) > ($2, $3)
+            ORDER BY created_at, id LIMIT $4""",
+        tenant_id,
+        after[0],
+        after[1],
+        limit,
+    )
+
+
+async def count_users(db: Executor, tenant_id: uuid.UUID) -> int:
+    return int(await db.fetchval("SELECT count(*) FROM app_user WHERE tenant_id = $1", tenant_id))
+
+
+async def insert_api_key(
+    db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID, name: str, key_hash: str, prefix: str
+) -> asyncpg.Record:
+    row = await db.fetchrow(
+        """INSERT INTO api_key (id, tenant_id, user_id, name, key_hash, prefix, revoked, note)
+           VALUES ($1, $2, $3, $4, $5, $6, false, '')
+           RETURNING id, tenant_id, user_id, name, prefix, revoked, created_at""",
+        uuid.uuid4(),
+        tenant_id,
+        user_id,
+        name,
+        key_hash,
+        prefix,
+    )
+    assert row is not None
+    return row
+
+
+async def revoke_api_key(db: Executor, tenant_id: uuid.UUID, key_id: uuid.UUID) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        """UPDATE api_key SET revoked = true WHERE tenant_id = $1 AND id = $2
+           RETURNING id, tenant_id, user_id, name, prefix, revoked, created_at""",
+        tenant_id,
+        key_id,
+    )
+
+
+async def principal_by_key_hash(db: Executor, key_hash: str) -> asyncpg.Record | None:
+    """Not tenant-scoped by design: the key is what tells us the tenant."""
+    return await db.fetchrow(
+        """SELECT u.tenant_id, u.id AS user_id, u.role, u.team
+           FROM api_key k JOIN app_user u ON u.id = k.user_id
+           WHERE k.key_hash = $1 AND NOT k.revoked""",
+        key_hash,
+    )
+
+
+async def tenant_exists(db: Executor, tenant_id: uuid.UUID) -> bool:
+    return bool(await db.fetchval("SELECT EXISTS (SELECT 1 FROM tenant WHERE id = $1)", tenant_id))

@@ -1,0 +1,75 @@
+"""Query and Mutation fields of users and API keys."""
+
+from __future__ import annotations
+
+import strawberry
+
+from threadline.auth import repository as repo
+from threadline.auth import service
+from threadline.auth.principal import Role
+from threadline.auth.types import ApiKey, ApiKeyCreatePayload, User, UserCreateInput
+from threadline.errors import not_found
+from threadline.graphql.context import Info
+from threadline.graphql.pagination import Connection, as_datetime, as_uuid, connection, decode_cursor, page_size
+from threadline.ids import Kind, decode_id
+
+
+@strawberry.type
+class AuthQuery:
+    @strawberry.field(description="The authenticated caller.")
+    async def viewer(self, info: Info) -> User:
+        principal = await info.context.principal()
+        row = await repo.user_by_id(info.context.db, principal.tenant_id, principal.user_id)
+        if row is None:
+            raise not_found("User")
+        return User.from_row(row)
+
+    @strawberry.field(description="Users of the caller's tenant, oldest first (any member may list them).")
+    async def users(self, info: Info, first: int | None = None, after: str | None = None) -> Connection[User]:
+        principal = await info.context.principal()
+        settings = info.context.settings
+        limit = page_size(first, settings.page_size_default, settings.page_size_max)
+        cursor = decode_cursor(after, (as_datetime, as_uuid)) if after else None
+        db = info.context.db
+        rows = await repo.list_users(db, principal.tenant_id, limit + 1, cursor)
+        return connection(
+            rows,
+            limit,
+            User.from_row,
+            lambda r: (r["created_at"], r["id"]),
+            lambda: repo.count_users(db, principal.tenant_id),
+            has_previous=cursor is not None,
+        )
+
+
+@strawberry.type
+class AuthMutation:
+    @strawberry.mutation(description="Create a user in the caller's tenant (admins only).")
+    async def user_create(self, info: Info, input: UserCreateInput) -> User:
+        principal = await info.context.principal()
+        row = await service.create_user(
+            info.context.db,
+            principal,
+            email=input.email,
+            display_name=input.display_name,
+            role=Role(input.role),
+            team=input.team,
+        )
+        return User.from_row(row)
+
+    @strawberry.mutation(
+        description="Create an API key for a user (admins for anyone, others for themselves). "
+        "The secret is returned only here."
+    )
+    async def api_key_create(self, info: Info, user_id: strawberry.ID, name: str = "") -> ApiKeyCreatePayload:
+        principal = await info.context.principal()
+        row, secret = await service.create_api_key(
+            info.context.db, principal, decode_id(user_id, Kind.USER), name
+        )
+        return ApiKeyCreatePayload(api_key=ApiKey.from_row(row), secret=secret)
+
+    @strawberry.mutation(description="Revoke an API key (admins only); it stops authenticating at once.")
+    async def api_key_revoke(self, info: Info, id: strawberry.ID) -> ApiKey:
+        principal = await info.context.principal()
+        row = await service.revoke_api_key(info.context.db, principal, decode_id(id, Kind.API_KEY))
+        return ApiKey.from_row(row)

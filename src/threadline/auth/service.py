@@ -1,0 +1,119 @@
+"""Authentication, tenant bootstrap and the admin operations on users and keys."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+
+from threadline.auth import repository as repo
+from threadline.auth.principal import Principal, Role
+from threadline.auth.tokens import decode_jwt, hash_api_key, new_api_key, unauthenticated
+from threadline.db import Database, Executor
+from threadline.errors import bad_input, conflict, forbidden, not_found
+from threadline.settings import Settings
+
+
+@dataclass(frozen=True)
+class TenantBootstrap:
+    tenant_id: uuid.UUID
+    user_id: uuid.UUID
+    api_key: str
+
+
+async def authenticate(db: Executor, settings: Settings, authorization: str | None) -> Principal:
+    """The principal behind an `Authorization: Bearer ...` value; UNAUTHENTICATED otherwise."""
+    if not authorization:
+        raise unauthenticated("Missing credentials: send Authorization: Bearer <api key or JWT>")
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise unauthenticated("Malformed Authorization header: expected 'Bearer <token>'")
+    if token.count(".") == 2:
+        claims = decode_jwt(token, settings.jwt_secret, settings.jwt_issuer, settings.jwt_audience)
+        if not await repo.tenant_exists(db, claims.tenant_id):
+            raise unauthenticated("Invalid token: unknown tenant")
+        user = await repo.upsert_subject_user(db, claims.tenant_id, claims.subject, claims.role, claims.email)
+        return Principal(user["tenant_id"], user["id"], Role(user["role"]), user["team"])
+    if len(token) > 200:
+        raise unauthenticated()
+    row = await repo.principal_by_key_hash(db, hash_api_key(token))
+    if row is None:
+        raise unauthenticated("Invalid API key")
+    return Principal(row["tenant_id"], row["user_id"], Role(row["role"]), row["team"])
+
+
+async def create_tenant(db: Database, name: str, admin_email: str) -> TenantBootstrap:
+    name = name.strip()
+    if not name or len(name) > 200:
+        raise bad_input("Tenant name must be 1 to 200 characters")
+    email = _normalise_email(admin_email)
+    plaintext, key_hash, prefix = new_api_key()
+    async with db.transaction() as tx:
+        tenant = await repo.insert_tenant(tx, name)
+        user = await repo.insert_user(
+            tx, tenant["id"], email=email, display_name=email.split("@")[0], role=Role.ADMIN, team=None
+        )
+        await repo.insert_api_key(tx, tenant["id"], user["id"], "bootstrap", key_hash, prefix)
+    return TenantBootstrap(tenant["id"], user["id"], plaintext)
+
+
+def _normalise_email(email: str) -> str:
+    email = email.strip().lower()
+    if len(email) > 320 or "@" not in email or email.startswith("@") or email.endswith("@"):
+        raise bad_input(f"Invalid email address {email[:80]!r}", argument="email")
+    return email
+
+
+def _require_admin(principal: Principal) -> None:
+    if not principal.is_admin:
+        raise forbidden("Only tenant admins may manage users and API keys")
+
+
+async def create_user(
+    db: Database,
+    principal: Principal,
+    *,
+    email: str,
+    display_name: str | None,
+    role: Role,
+    team: str | None,
+) -> asyncpg.Record:
+    _require_admin(principal)
+    email = _normalise_email(email)
+    display = (display_name or email.split("@")[0]).strip()
+    if len(display) > 200:
+        raise bad_input("displayName is limited to 200 characters", argument="displayName")
+    team = team.strip() if team else None
+    if team is not None and not 1 <= len(team) <= 100:
+        raise bad_input("team must be 1 to 100 characters", argument="team")
+    try:
+        return await repo.insert_user(
+            db, principal.tenant_id, email=email, display_name=display, role=role, team=team
+        )
+    except asyncpg.UniqueViolationError as exc:
+        raise conflict(f"A user with email {email!r} already exists") from exc
+
+
+async def create_api_key(
+    db: Database, principal: Principal, user_id: uuid.UUID, name: str
+) -> tuple[asyncpg.Record, str]:
+    """Admins create keys for any user of their tenant; anyone may create keys for themself."""
+    if user_id != principal.user_id:
+        _require_admin(principal)
+    if len(name) > 200:
+        raise bad_input("API key name is limited to 200 characters", argument="name")
+    if await repo.user_by_id(db, principal.tenant_id, user_id) is None:
+        raise not_found("User")
+    plaintext, key_hash, prefix = new_api_key()
+    row = await repo.insert_api_key(db, principal.tenant_id, user_id, name.strip(), key_hash, prefix)
+    return row, plaintext
+
+
+async def revoke_api_key(db: Database, principal: Principal, key_id: uuid.UUID) -> asyncpg.Record:
+    _require_admin(principal)
+    row = await repo.revoke_api_key(db, principal.tenant_id, key_id)
+    if row is None:
+        raise not_found("ApiKey")
+    return row

@@ -1,0 +1,44 @@
+"""Tenants, users and API keys."""
+
+from piccolo.columns import (
+    UUID,
+    Boolean,
+    ForeignKey,
+    JSONB,
+    Text,
+    Timestamptz,
+    Varchar,
+)
+from piccolo.columns.defaults.timestamptz import TimestamptzNow
+from piccolo.table import Table
+
+
+class Tenant(Table, tablename="tenant"):
+    id = UUID(primary_key=True)
+    name = Varchar(length=200)
+    settings = JSONB(default="{}")
+    created_at = Timestamptz(default=TimestamptzNow())
+
+
+class AppUser(Table, tablename="app_user"):
+    id = UUID(primary_key=True)
+    tenant_id = ForeignKey(Tenant, null=False)
+    email = Varchar(length=320, null=True, default=None)
+    display_name = Varchar(length=200, default="")
+    role = Varchar(length=16, default="MEMBER")
+    team = Varchar(length=100, null=True, default=None)
+    external_subject = Varchar(length=255, null=True, default=None)
+    created_at = Timestamptz(default=TimestamptzNow())
+
+
+class ApiKey(Table, tablename="api_key"):
+    id = UUID(primary_key=True)
+    tenant_id = ForeignKey(Tenant, null=False)
+    user_id = ForeignKey(AppUser, null=False)
+    name = Varchar(length=200, default="")
+    key_hash = Varchar(length=64, unique=True)
+    prefix = Varchar(length=16)
+    revoked = Boolean(default=False)
+    created_at = Timestamptz(default=TimestamptzNow())
+    last_used_at = Timestamptz(null=True, default=None)
+    note = Text(default="")

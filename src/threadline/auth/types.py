@@ -1,0 +1,97 @@
+"""GraphQL types of users and API keys."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+import strawberry
+
+from threadline.auth import repository as repo
+from threadline.auth.principal import Role
+from threadline.graphql.context import Info
+from threadline.graphql.node import Node
+from threadline.ids import Kind, encode_id
+
+RoleEnum = strawberry.enum(Role, name="Role", description="A user's role in their tenant.")
+
+
+@strawberry.type(description="A person (or service) in a tenant.")
+class User(Node):
+    email: str | None = strawberry.field(description="Email address, if known.")
+    display_name: str = strawberry.field(description="Name shown to others.")
+    role: RoleEnum = strawberry.field(description="ADMIN sees the whole tenant, MANAGER their team's conversations.")
+    team: str | None = strawberry.field(description="Team name, used for MANAGER visibility.")
+    created_at: datetime = strawberry.field(description="When the user was created.")
+    uuid: strawberry.Private[uuid.UUID]
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> User:
+        return cls(
+            id=strawberry.ID(encode_id(Kind.USER, row["id"])),
+            uuid=row["id"],
+            email=row["email"],
+            display_name=row["display_name"],
+            role=Role(row["role"]),
+            team=row["team"],
+            created_at=row["created_at"],
+        )
+
+
+@strawberry.type(description="An API key. Its secret is shown only once, when it is created.")
+class ApiKey(Node):
+    name: str = strawberry.field(description="A label for the key.")
+    prefix: str = strawberry.field(description="The first characters of the key, to recognise it.")
+    revoked: bool = strawberry.field(description="A revoked key no longer authenticates.")
+    created_at: datetime = strawberry.field(description="When the key was created.")
+    user_uuid: strawberry.Private[uuid.UUID]
+
+    @strawberry.field(description="The user this key authenticates as.")
+    async def user(self, info: Info) -> User | None:
+        return await load_user(info, self.user_uuid)
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> ApiKey:
+        return cls(
+            id=strawberry.ID(encode_id(Kind.API_KEY, row["id"])),
+            name=row["name"],
+            prefix=row["prefix"],
+            revoked=row["revoked"],
+            created_at=row["created_at"],
+            user_uuid=row["user_id"],
+        )
+
+
+@strawberry.type(description="A new API key and its plaintext secret (shown this once, never again).")
+class ApiKeyCreatePayload:
+    api_key: ApiKey = strawberry.field(description="The stored key.")
+    secret: str = strawberry.field(description="The plaintext key to send as `Authorization: Bearer <secret>`.")
+
+
+@strawberry.input(description="A user to create in the caller's tenant.")
+class UserCreateInput:
+    email: str = strawberry.field(description="Email address, unique in the tenant.")
+    display_name: str | None = strawberry.field(default=None, description="Name shown to others.")
+    role: RoleEnum = strawberry.field(default=Role.MEMBER, description="Role in the tenant (default MEMBER).")
+    team: str | None = strawberry.field(default=None, description="Team name for MANAGER visibility.")
+
+
+async def load_user(info: Info, user_id: uuid.UUID | None) -> User | None:
+    """Users by id, batched per request (one query for all the authors and owners of a response)."""
+    if user_id is None:
+        return None
+    principal = await info.context.principal()
+    db = info.context.db
+
+    def factory() -> Any:
+        from strawberry.dataloader import DataLoader
+
+        async def load(ids: list[uuid.UUID]) -> list[User | None]:
+            rows = {r["id"]: r for r in await repo.users_by_ids(db, principal.tenant_id, list(ids))}
+            return [User.from_row(rows[i]) if i in rows else None for i in ids]
+
+        return DataLoader(load_fn=load)
+
+    return await info.context.loader("users", factory).load(user_id)  # type: ignore[no-any-return]

@@ -1,0 +1,135 @@
+"""`threadline` command line: serve | migrate | export-schema | tenant-create."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import logging
+import sys
+from pathlib import Path
+
+from threadline.settings import Settings
+
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from threadline.app import create_app
+    from threadline.db.embedded import describe_dsn, resolve_database_url
+
+    host = args.host or settings.host
+    port = args.port or settings.port
+    dsn, embedded = resolve_database_url(settings.database_url, settings.data_dir)
+    where = f"embedded PostgreSQL in {embedded.pgdata}" if embedded else describe_dsn(dsn)
+    print(f"threadline: database {where}", flush=True)
+    print(f"threadline: listening on http://{host}:{port}/graphql", flush=True)
+    try:
+        uvicorn.run(
+            create_app(dataclasses.replace(settings, database_url=dsn)),
+            host=host,
+            port=port,
+            log_level="info",
+            ws_max_size=1024 * 1024,
+        )
+    finally:
+        if embedded is not None:
+            embedded.stop()
+            print("threadline: embedded PostgreSQL stopped", flush=True)
+    return 0
+
+
+def _with_database(settings: Settings, work: object) -> object:
+    from threadline.db.embedded import resolve_database_url
+
+    dsn, embedded = resolve_database_url(settings.database_url, settings.data_dir)
+    try:
+        return asyncio.run(work(dsn))  # type: ignore[operator]
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+    from threadline.db.migrate import apply_migrations
+
+    print(_with_database(settings, apply_migrations))
+    return 0
+
+
+def _export_schema(args: argparse.Namespace, settings: Settings) -> int:
+    from threadline.schema import printed_schema
+
+    text = printed_schema()
+    if args.out == "-":
+        sys.stdout.write(text)
+    else:
+        Path(args.out).write_text(text)
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 0
+
+
+def _tenant_create(args: argparse.Namespace, settings: Settings) -> int:
+    from threadline.auth.service import create_tenant
+    from threadline.db import Database
+    from threadline.db.migrate import apply_migrations
+    from threadline.ids import Kind, encode_id
+
+    async def work(dsn: str) -> dict[str, str]:
+        await apply_migrations(dsn)
+        db = await Database.connect(dsn, 1, 2)
+        try:
+            created = await create_tenant(db, args.name, args.admin_email)
+        finally:
+            await db.close()
+        return {
+            "tenantId": encode_id(Kind.TENANT, created.tenant_id),
+            "userId": encode_id(Kind.USER, created.user_id),
+            "apiKey": created.api_key,
+        }
+
+    print(json.dumps(_with_database(settings, work)))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="threadline",
+        description="Threadline: a GraphQL API for AI chat history. Uses DATABASE_URL, or an embedded "
+        "PostgreSQL in THREADLINE_DATA_DIR when it is not set.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    serve = sub.add_parser("serve", help="run the HTTP and WebSocket server")
+    serve.add_argument("--host", help="interface to bind (default THREADLINE_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default THREADLINE_PORT or 8000)")
+    serve.set_defaults(run=_serve)
+
+    migrate = sub.add_parser("migrate", help="apply pending database migrations")
+    migrate.set_defaults(run=_migrate)
+
+    export_schema = sub.add_parser("export-schema", help="print the GraphQL schema (SDL)")
+    export_schema.add_argument("--out", default="schema.graphql", help="file to write, or - for stdout")
+    export_schema.set_defaults(run=_export_schema)
+
+    tenant = sub.add_parser("tenant-create", help="create a tenant and its first admin; prints JSON")
+    tenant.add_argument("name", help="tenant name")
+    tenant.add_argument("--admin-email", required=True, help="email of the first admin user")
+    tenant.set_defaults(run=_tenant_create)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+    except ValueError as exc:
+        print(f"threadline: {exc}", file=sys.stderr)
+        return 2
+    return int(args.run(args, settings))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

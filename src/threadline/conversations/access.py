@@ -1,0 +1,53 @@
+"""Who may read, write or manage a conversation. Every conversation read and write passes here."""
+
+from __future__ import annotations
+
+import uuid
+from enum import IntEnum
+
+import asyncpg
+
+from threadline.auth.principal import Principal, Role
+from threadline.conversations import repository as repo
+from threadline.db import Executor
+from threadline.errors import forbidden, not_found
+
+
+class Access(IntEnum):
+    NONE = 0
+    READ = 1
+    WRITE = 2
+    MANAGE = 3
+
+
+def access_level(principal: Principal, row: asyncpg.Record) -> Access:
+    """What `principal` may do with a conversation row fetched by `conversation_with_access`."""
+    if row["tenant_id"] != principal.tenant_id:
+        return Access.NONE
+    role = row["viewer_role"]
+    if principal.role is Role.ADMIN or role == "OWNER":
+        return Access.MANAGE
+    if role == "MEMBER":
+        return Access.WRITE
+    if role == "VIEWER":
+        return Access.READ
+    if principal.role is Role.MANAGER and principal.team and row["owner_team"] == principal.team:
+        return Access.READ
+    return Access.NONE
+
+
+async def require(
+    db: Executor, principal: Principal, conversation_id: uuid.UUID, need: Access, *, lock: bool = False
+) -> asyncpg.Record:
+    """The conversation row if `principal` has `need` on it: NOT_FOUND if invisible, FORBIDDEN if read-only."""
+    row = await repo.conversation_with_access(db, principal.tenant_id, conversation_id, principal.user_id, lock=lock)
+    if row is None:
+        raise not_found("Conversation")
+    level = access_level(principal, row)
+    if level is Access.NONE:
+        raise not_found("Conversation")
+    if level < need:
+        if need is Access.MANAGE:
+            raise forbidden("Only the conversation's owner (or a tenant admin) may do this")
+        raise forbidden("You have read-only access to this conversation")
+    return row

@@ -1,0 +1,286 @@
+"""All SQL of conversations, participants and invites. Tenant first in every signature."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from threadline.auth.principal import Principal, Role
+from threadline.db import Executor
+
+CONVERSATION_COLUMNS = """c.id, c.tenant_id, c.owner_id, c.title, c.description, c.tags, c.status,
+    c.session_id, c.ai_provider, c.model, c.max_history_messages, c.message_count, c.token_count,
+    c.created_at, c.updated_at, c.last_activity_at"""
+
+PARTICIPANT_COLUMNS = "id, tenant_id, conversation_id, user_id, role, joined_at"
+INVITE_COLUMNS = "id, tenant_id, conversation_id, user_id, inviter_id, role, status, created_at, accepted_at"
+
+
+async def insert_conversation(db: Executor, tenant_id: uuid.UUID, owner_id: uuid.UUID, **f: Any) -> asyncpg.Record:
+    row = await db.fetchrow(
+        f"""INSERT INTO conversation AS c (id, tenant_id, owner_id, title, description, tags, status,
+                session_id, ai_provider, model, max_history_messages, message_count, token_count)
+            VALUES ($1, $2, $3, $4, $5, $6, 'ACTIVE', $7, $8, $9, $10, 0, 0)
+            RETURNING {CONVERSATION_COLUMNS}""",
+        uuid.uuid4(),
+        tenant_id,
+        owner_id,
+        f["title"],
+        f["description"],
+        f["tags"],
+        f["session_id"],
+        f["ai_provider"],
+        f["model"],
+        f["max_history_messages"],
+    )
+    assert row is not None
+    return row
+
+
+async def conversation_with_access(
+    db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID, user_id: uuid.UUID, *, lock: bool = False
+) -> asyncpg.Record | None:
+    """The conversation, the caller's participant role (or NULL) and the owner's team, in one statement."""
+    return await db.fetchrow(
+        f"""SELECT {CONVERSATION_COLUMNS}, p.role AS viewer_role, ou.team AS owner_team
+            FROM conversation c
+            LEFT JOIN participant p ON p.conversation_id = c.id AND p.user_id = $3
+            LEFT JOIN app_user ou ON ou.id = c.owner_id
+            WHERE c.tenant_id = $1 AND c.id = $2
+            {"FOR UPDATE OF c" if lock else ""}""",
+        tenant_id,
+        conversation_id,
+        user_id,
+    )
+
+
+async def conversations_with_access(
+    db: Executor, tenant_id: uuid.UUID, ids: list[uuid.UUID], user_id: uuid.UUID
+) -> list[asyncpg.Record]:
+    return await db.fetch(
+        f"""SELECT {CONVERSATION_COLUMNS}, p.role AS viewer_role, ou.team AS owner_team
+            FROM conversation c
+            LEFT JOIN participant p ON p.conversation_id = c.id AND p.user_id = $3
+            LEFT JOIN app_user ou ON ou.id = c.owner_id
+            WHERE c.tenant_id = $1 AND c.id = ANY($2::uuid[])""",
+        tenant_id,
+        ids,
+        user_id,
+    )
+
+
+def visibility_sql(principal: Principal, params: list[Any], alias: str = "c") -> str:
+    """A WHERE fragment limiting `alias` to conversations `principal` may read; appends to `params`.
+
+    The tenant filter is always part of it, so no caller can forget it.
+    """
+    params.append(principal.tenant_id)
+    tenant_param = f"${len(params)}"
+    tenant = f"{alias}.tenant_id = {tenant_param}"
+    if principal.role is Role.ADMIN:
+        return tenant
+    params.append(principal.user_id)
+    member = f"{alias}.id IN (SELECT conversation_id FROM participant WHERE user_id = ${len(params)})"
+    if principal.role is Role.MANAGER and principal.team:
+        params.append(principal.team)
+        team = f"{alias}.owner_id IN (SELECT id FROM app_user WHERE tenant_id = {tenant_param} AND team = ${len(params)})"
+        return f"{tenant} AND ({member} OR {team})"
+    return f"{tenant} AND {member}"
+
+
+def _list_filters(
+    principal: Principal, status: str | None, tags: list[str] | None, params: list[Any]
+) -> str:
+    where = [visibility_sql(principal, params)]
+    if status is not None:
+        params.append(status)
+        where.append(f"c.status = ${len(params)}")
+    if tags:
+        params.append(tags)
+        where.append(f"c.tags @> ${len(params)}::varchar[]")
+    return " AND ".join(where)
+
+
+async def list_conversations(
+    db: Executor,
+    principal: Principal,
+    *,
+    status: str | None,
+    tags: list[str] | None,
+    limit: int,
+    after: tuple[datetime, uuid.UUID] | None,
+) -> list[asyncpg.Record]:
+    params: list[Any] = []
+    where = _list_filters(principal, status, tags, params)
+    if after is not None:
+        params.extend(after)
+        where += f" AND (c.last_activity_at, c.id) < (${len(params) - 1}, ${len(params)})"
+    params.append(limit)
+    return await db.fetch(
+        f"""SELECT {CONVERSATION_COLUMNS} FROM conversation c WHERE {where}
+            ORDER BY c.last_activity_at DESC, c.id DESC LIMIT ${len(params)}""",
+        *params,
+    )
+
+
+async def count_conversations(
+    db: Executor, principal: Principal, *, status: str | None, tags: list[str] | None
+) -> int:
+    params: list[Any] = []
+    where = _list_filters(principal, status, tags, params)
+    return int(await db.fetchval(f"SELECT count(*) FROM conversation c WHERE {where}", *params))
+
+
+async def update_conversation(
+    db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID, changes: dict[str, Any]
+) -> asyncpg.Record:
+    sets = []
+    params: list[Any] = [tenant_id, conversation_id]
+    for column, value in changes.items():
+        params.append(value)
+        sets.append(f"{column} = ${len(params)}")
+    sets.append("updated_at = now()")
+    row = await db.fetchrow(
+        f"""UPDATE conversation AS c SET {", ".join(sets)} WHERE c.tenant_id = $1 AND c.id = $2
+            RETURNING {CONVERSATION_COLUMNS}""",
+        *params,
+    )
+    assert row is not None
+    return row
+
+
+async def insert_participant(
+    db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID, user_id: uuid.UUID, role: str
+) -> asyncpg.Record:
+    row = await db.fetchrow(
+        f"""INSERT INTO participant (id, tenant_id, conversation_id, user_id, role)
+            VALUES ($1, $2, $3, $4, $5) RETURNING {PARTICIPANT_COLUMNS}""",
+        uuid.uuid4(),
+        tenant_id,
+        conversation_id,
+        user_id,
+        role,
+    )
+    assert row is not None
+    return row
+
+
+async def participants_of(db: Executor, tenant_id: uuid.UUID, conversation_ids: list[uuid.UUID]) -> list[asyncpg.Record]:
+    return await db.fetch(
+        f"""SELECT {PARTICIPANT_COLUMNS} FROM participant
+            WHERE tenant_id = $1 AND conversation_id = ANY($2::uuid[]) ORDER BY joined_at, id""",
+        tenant_id,
+        conversation_ids,
+    )
+
+
+async def participant(
+    db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID, user_id: uuid.UUID
+) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        f"""SELECT {PARTICIPANT_COLUMNS} FROM participant
+            WHERE tenant_id = $1 AND conversation_id = $2 AND user_id = $3""",
+        tenant_id,
+        conversation_id,
+        user_id,
+    )
+
+
+async def delete_participant(
+    db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID, user_id: uuid.UUID
+) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        f"""DELETE FROM participant WHERE tenant_id = $1 AND conversation_id = $2 AND user_id = $3
+            RETURNING {PARTICIPANT_COLUMNS}""",
+        tenant_id,
+        conversation_id,
+        user_id,
+    )
+
+
+async def set_participant_role(
+    db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID, user_id: uuid.UUID, role: str
+) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        f"""UPDATE participant SET role = $4 WHERE tenant_id = $1 AND conversation_id = $2 AND user_id = $3
+            RETURNING {PARTICIPANT_COLUMNS}""",
+        tenant_id,
+        conversation_id,
+        user_id,
+        role,
+    )
+
+
+async def insert_invite(
+    db: Executor,
+    tenant_id: uuid.UUID,
+    conversation_id: uuid.UUID,
+    user_id: uuid.UUID,
+    inviter_id: uuid.UUID,
+    role: str,
+) -> asyncpg.Record:
+    row = await db.fetchrow(
+        f"""INSERT INTO invite (id, tenant_id, conversation_id, user_id, inviter_id, role, status)
+            VALUES ($1, $2, $3, $4, $5, $6, 'PENDING') RETURNING {INVITE_COLUMNS}""",
+        uuid.uuid4(),
+        tenant_id,
+        conversation_id,
+        user_id,
+        inviter_id,
+        role,
+    )
+    assert row is not None
+    return row
+
+
+async def pending_invite_for(
+    db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID, user_id: uuid.UUID
+) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        f"""SELECT {INVITE_COLUMNS} FROM invite WHERE tenant_id = $1 AND conversation_id = $2
+            AND user_id = $3 AND status = 'PENDING'""",
+        tenant_id,
+        conversation_id,
+        user_id,
+    )
+
+
+async def invite_for_update(db: Executor, tenant_id: uuid.UUID, invite_id: uuid.UUID) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        f"SELECT {INVITE_COLUMNS} FROM invite WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+        tenant_id,
+        invite_id,
+    )
+
+
+async def mark_invite_accepted(db: Executor, tenant_id: uuid.UUID, invite_id: uuid.UUID) -> None:
+    await db.execute(
+        "UPDATE invite SET status = 'ACCEPTED', accepted_at = now() WHERE tenant_id = $1 AND id = $2",
+        tenant_id,
+        invite_id,
+    )
+
+
+async def invites_for_user(db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID) -> list[asyncpg.Record]:
+    return await db.fetch(
+        f"""SELECT {INVITE_COLUMNS} FROM invite WHERE tenant_id = $1 AND user_id = $2 AND status = 'PENDING'
+            ORDER BY created_at DESC LIMIT 200""",
+        tenant_id,
+        user_id,
+    )
+
+
+async def touch_activity(db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID, messages: int, tokens: int) -> None:
+    """Counters and last activity after new messages (row-locked, so concurrent writers add up)."""
+    await db.execute(
+        """UPDATE conversation SET message_count = message_count + $3, token_count = token_count + $4,
+               last_activity_at = greatest(last_activity_at, now()), updated_at = now()
+           WHERE tenant_id = $1 AND id = $2""",
+        tenant_id,
+        conversation_id,
+        messages,
+        tokens,
+    )

@@ -1,0 +1,51 @@
+"""Input normalisation for conversation fields (pure functions, no I/O)."""
+
+from __future__ import annotations
+
+from threadline.errors import bad_input
+from threadline.settings import Settings
+
+
+def normalise_tags(tags: list[str], settings: Settings, argument: str = "tags") -> list[str]:
+    """Trimmed, lower-case, deduplicated (first occurrence wins), bounded in length and count."""
+    seen: dict[str, None] = {}
+    for raw in tags:
+        tag = raw.strip().lower()
+        if not tag:
+            continue
+        if len(tag) > settings.tag_max_chars:
+            raise bad_input(
+                f"A tag is limited to {settings.tag_max_chars} characters (got {len(tag)})", argument=argument
+            )
+        seen.setdefault(tag, None)
+    if len(seen) > settings.tags_max_count:
+        raise bad_input(
+            f"A conversation may carry at most {settings.tags_max_count} tags (got {len(seen)})",
+            argument=argument,
+        )
+    return list(seen)
+
+
+def normalise_title(title: str, settings: Settings) -> str:
+    title = title.strip()
+    if not title:
+        raise bad_input("title must not be empty", argument="title")
+    if len(title) > settings.title_max_chars:
+        raise bad_input(
+            f"title is limited to {settings.title_max_chars} characters (got {len(title)})", argument="title"
+        )
+    return title
+
+
+def bounded_text(value: str | None, limit: int, argument: str) -> str | None:
+    if value is None:
+        return None
+    if len(value) > limit:
+        raise bad_input(f"{argument} is limited to {limit} characters (got {len(value)})", argument=argument)
+    return value
+
+
+def max_history(value: int, argument: str = "maxHistoryMessages") -> int:
+    if not 1 <= value <= 10_000:
+        raise bad_input(f"{argument} must be between 1 and 10000", argument=argument)
+    return value

@@ -1,0 +1,170 @@
+"""Query and Mutation fields of conversations, participants and invites."""
+
+from __future__ import annotations
+
+import strawberry
+
+from threadline.conversations import repository as repo
+from threadline.conversations import service
+from threadline.conversations.service import ConversationFields
+from threadline.conversations.types import (
+    Conversation,
+    ConversationCreateInput,
+    ConversationStatus,
+    ConversationUpdateInput,
+    Invite,
+    Participant,
+    ParticipantRole,
+)
+from threadline.conversations.rules import normalise_tags
+from threadline.graphql.context import Info
+from threadline.graphql.pagination import Connection, as_datetime, as_uuid, connection, decode_cursor, page_size
+from threadline.ids import Kind, decode_id
+
+
+def _fields(input: ConversationCreateInput | ConversationUpdateInput) -> ConversationFields:
+    return ConversationFields(
+        title=input.title,
+        description=input.description,
+        tags=input.tags,
+        ai_provider=input.ai_provider,
+        model=input.model,
+        session_id=input.session_id,
+        max_history_messages=input.max_history_messages,
+    )
+
+
+@strawberry.type
+class ConversationQuery:
+    @strawberry.field(description="A conversation the caller may read (NOT_FOUND otherwise).")
+    async def conversation(self, info: Info, id: strawberry.ID) -> Conversation | None:
+        principal = await info.context.principal()
+        row = await service.get(info.context.db, principal, decode_id(id, Kind.CONVERSATION))
+        return Conversation.from_row(row)
+
+    @strawberry.field(
+        description="Conversations the caller may read, most recent activity first. `status` defaults to "
+        "ACTIVE; `tags` keeps conversations carrying all of them."
+    )
+    async def conversations(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        status: ConversationStatus | None = ConversationStatus.ACTIVE,
+        tags: list[str] | None = None,
+    ) -> Connection[Conversation]:
+        principal = await info.context.principal()
+        settings = info.context.settings
+        limit = page_size(first, settings.page_size_default, settings.page_size_max)
+        cursor = decode_cursor(after, (as_datetime, as_uuid)) if after else None
+        wanted_tags = normalise_tags(tags, settings) if tags else None
+        status_value = status.value if status is not None else None
+        db = info.context.db
+        rows = await service.list_page(
+            db, principal, status=status_value, tags=wanted_tags, limit=limit + 1, after=cursor  # type: ignore[arg-type]
+        )
+        return connection(
+            rows,
+            limit,
+            Conversation.from_row,
+            lambda r: (r["last_activity_at"], r["id"]),
+            lambda: repo.count_conversations(db, principal, status=status_value, tags=wanted_tags),
+            has_previous=cursor is not None,
+        )
+
+    @strawberry.field(description="The caller's most recently active conversations (ACTIVE only).")
+    async def recent_conversations(self, info: Info, first: int | None = 10) -> list[Conversation]:
+        principal = await info.context.principal()
+        settings = info.context.settings
+        limit = page_size(first, 10, settings.page_size_max)
+        rows = await service.list_page(
+            info.context.db, principal, status="ACTIVE", tags=None, limit=limit, after=None
+        )
+        return [Conversation.from_row(r) for r in rows]
+
+    @strawberry.field(description="Invites waiting for the caller to accept.")
+    async def viewer_invites(self, info: Info) -> list[Invite]:
+        principal = await info.context.principal()
+        rows = await repo.invites_for_user(info.context.db, principal.tenant_id, principal.user_id)
+        return [Invite.from_row(r) for r in rows]
+
+
+@strawberry.type
+class ConversationMutation:
+    @strawberry.mutation(description="Create a conversation; the caller becomes its OWNER.")
+    async def conversation_create(self, info: Info, input: ConversationCreateInput) -> Conversation:
+        principal = await info.context.principal()
+        row = await service.create(info.context.db, info.context.settings, principal, _fields(input))
+        return Conversation.from_row(row)
+
+    @strawberry.mutation(description="Change a conversation's metadata (owner or admin).")
+    async def conversation_update(self, info: Info, id: strawberry.ID, input: ConversationUpdateInput) -> Conversation:
+        principal = await info.context.principal()
+        row = await service.update(
+            info.context.db, info.context.settings, principal, decode_id(id, Kind.CONVERSATION), _fields(input)
+        )
+        return Conversation.from_row(row)
+
+    @strawberry.mutation(description="Archive an ACTIVE conversation (owner or admin).")
+    async def conversation_archive(self, info: Info, id: strawberry.ID) -> Conversation:
+        return await _set_status(info, id, "archive")
+
+    @strawberry.mutation(description="Bring an ARCHIVED or DELETED conversation back to ACTIVE (owner or admin).")
+    async def conversation_restore(self, info: Info, id: strawberry.ID) -> Conversation:
+        return await _set_status(info, id, "restore")
+
+    @strawberry.mutation(description="Soft-delete a conversation: status DELETED, restorable (owner or admin).")
+    async def conversation_delete(self, info: Info, id: strawberry.ID) -> Conversation:
+        return await _set_status(info, id, "delete")
+
+    @strawberry.mutation(description="Invite a user of the tenant to a conversation (owner or admin).")
+    async def participant_invite(
+        self,
+        info: Info,
+        conversation_id: strawberry.ID,
+        user_id: strawberry.ID,
+        role: ParticipantRole | None = ParticipantRole.MEMBER,
+    ) -> Invite:
+        principal = await info.context.principal()
+        row = await service.invite(
+            info.context.db,
+            principal,
+            decode_id(conversation_id, Kind.CONVERSATION),
+            decode_id(user_id, Kind.USER),
+            (role or ParticipantRole.MEMBER).value,
+        )
+        return Invite.from_row(row)
+
+    @strawberry.mutation(description="Accept an invite addressed to the caller; returns the new participant.")
+    async def invite_accept(self, info: Info, id: strawberry.ID) -> Participant:
+        principal = await info.context.principal()
+        row = await service.accept_invite(info.context.db, principal, decode_id(id, Kind.INVITE))
+        return Participant.from_row(row)
+
+    @strawberry.mutation(description="Remove a participant (owner or admin), or leave (any participant, self).")
+    async def participant_remove(self, info: Info, conversation_id: strawberry.ID, user_id: strawberry.ID) -> bool:
+        principal = await info.context.principal()
+        return await service.remove_participant(
+            info.context.db, principal, decode_id(conversation_id, Kind.CONVERSATION), decode_id(user_id, Kind.USER)
+        )
+
+    @strawberry.mutation(description="Change a participant's role to MEMBER or VIEWER (owner or admin).")
+    async def participant_role_set(
+        self, info: Info, conversation_id: strawberry.ID, user_id: strawberry.ID, role: ParticipantRole
+    ) -> Participant:
+        principal = await info.context.principal()
+        row = await service.set_participant_role(
+            info.context.db,
+            principal,
+            decode_id(conversation_id, Kind.CONVERSATION),
+            decode_id(user_id, Kind.USER),
+            role.value,
+        )
+        return Participant.from_row(row)
+
+
+async def _set_status(info: Info, id: strawberry.ID, action: str) -> Conversation:
+    principal = await info.context.principal()
+    row = await service.set_status(info.context.db, principal, decode_id(id, Kind.CONVERSATION), action)
+    return Conversation.from_row(row)

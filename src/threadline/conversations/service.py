@@ -1,0 +1,199 @@
+"""Conversation rules: lifecycle, membership and invites. Transactions and publish() live here."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from threadline.auth import repository as users
+from threadline.auth.principal import Principal
+from threadline.conversations import repository as repo
+from threadline.conversations.access import Access, require
+from threadline.conversations.rules import bounded_text, max_history, normalise_tags, normalise_title
+from threadline.db import Database
+from threadline.errors import bad_input, conflict, forbidden, not_found
+from threadline.events.kinds import EventType
+from threadline.events.publish import publish
+from threadline.ids import Kind, encode_id
+from threadline.settings import Settings
+
+UNSET: Any = object()
+
+
+@dataclass
+class ConversationFields:
+    title: str | None = None
+    description: str | None = None
+    tags: list[str] | None = None
+    ai_provider: str | None = None
+    model: str | None = None
+    session_id: str | None = None
+    max_history_messages: int | None = None
+
+
+def _validated(fields: ConversationFields, settings: Settings) -> dict[str, Any]:
+    """Only the fields that were given, normalised; BAD_USER_INPUT on the first bad one."""
+    out: dict[str, Any] = {}
+    if fields.title is not None:
+        out["title"] = normalise_title(fields.title, settings)
+    if fields.description is not None:
+        out["description"] = bounded_text(fields.description, settings.description_max_chars, "description")
+    if fields.tags is not None:
+        out["tags"] = normalise_tags(fields.tags, settings)
+    if fields.ai_provider is not None:
+        out["ai_provider"] = bounded_text(fields.ai_provider.strip(), 64, "aiProvider") or None
+    if fields.model is not None:
+        out["model"] = bounded_text(fields.model.strip(), 128, "model") or None
+    if fields.session_id is not None:
+        out["session_id"] = bounded_text(fields.session_id, 255, "sessionId") or None
+    if fields.max_history_messages is not None:
+        out["max_history_messages"] = max_history(fields.max_history_messages)
+    return out
+
+
+async def create(db: Database, settings: Settings, principal: Principal, fields: ConversationFields) -> asyncpg.Record:
+    values = {
+        "title": "New conversation",
+        "description": "",
+        "tags": [],
+        "ai_provider": None,
+        "model": None,
+        "session_id": None,
+        "max_history_messages": 20,
+    }
+    values.update(_validated(fields, settings))
+    async with db.transaction() as tx:
+        row = await repo.insert_conversation(tx, principal.tenant_id, principal.user_id, **values)
+        await repo.insert_participant(tx, principal.tenant_id, row["id"], principal.user_id, "OWNER")
+    return row
+
+
+async def get(db: Database, principal: Principal, conversation_id: uuid.UUID) -> asyncpg.Record:
+    return await require(db, principal, conversation_id, Access.READ)
+
+
+async def update(
+    db: Database, settings: Settings, principal: Principal, conversation_id: uuid.UUID, fields: ConversationFields
+) -> asyncpg.Record:
+    changes = _validated(fields, settings)
+    async with db.transaction() as tx:
+        current = await require(tx, principal, conversation_id, Access.MANAGE, lock=True)
+        if not changes:
+            return current
+        return await repo.update_conversation(tx, principal.tenant_id, conversation_id, changes)
+
+
+_TRANSITIONS = {
+    "archive": ({"ACTIVE"}, "ARCHIVED"),
+    "restore": ({"ARCHIVED", "DELETED"}, "ACTIVE"),
+    "delete": ({"ACTIVE", "ARCHIVED"}, "DELETED"),
+}
+
+
+async def set_status(db: Database, principal: Principal, conversation_id: uuid.UUID, action: str) -> asyncpg.Record:
+    allowed_from, target = _TRANSITIONS[action]
+    async with db.transaction() as tx:
+        current = await require(tx, principal, conversation_id, Access.MANAGE, lock=True)
+        if current["status"] not in allowed_from:
+            raise conflict(f"Cannot {action} a conversation whose status is {current['status']}")
+        return await repo.update_conversation(tx, principal.tenant_id, conversation_id, {"status": target})
+
+
+async def list_page(
+    db: Database,
+    principal: Principal,
+    *,
+    status: str | None,
+    tags: list[str] | None,
+    limit: int,
+    after: tuple[datetime, uuid.UUID] | None,
+) -> list[asyncpg.Record]:
+    return await repo.list_conversations(db, principal, status=status, tags=tags, limit=limit, after=after)
+
+
+async def _membership_event(
+    tx: Any, principal: Principal, conversation_id: uuid.UUID, user_id: uuid.UUID, change: str, role: str | None
+) -> None:
+    await publish(
+        tx,
+        principal.tenant_id,
+        EventType.MEMBERSHIP_CHANGED,
+        conversation_id=conversation_id,
+        payload={"userId": encode_id(Kind.USER, user_id), "change": change, "role": role},
+    )
+
+
+def _invitable_role(role: str) -> str:
+    if role not in {"MEMBER", "VIEWER"}:
+        raise bad_input("An invite grants MEMBER or VIEWER; a conversation has one OWNER", argument="role")
+    return role
+
+
+async def invite(
+    db: Database, principal: Principal, conversation_id: uuid.UUID, user_id: uuid.UUID, role: str
+) -> asyncpg.Record:
+    role = _invitable_role(role)
+    async with db.transaction() as tx:
+        await require(tx, principal, conversation_id, Access.MANAGE, lock=True)
+        if await users.user_by_id(tx, principal.tenant_id, user_id) is None:
+            raise not_found("User")
+        if await repo.participant(tx, principal.tenant_id, conversation_id, user_id) is not None:
+            raise conflict("That user is already a participant")
+        if await repo.pending_invite_for(tx, principal.tenant_id, conversation_id, user_id) is not None:
+            raise conflict("That user already has a pending invite to this conversation")
+        return await repo.insert_invite(tx, principal.tenant_id, conversation_id, user_id, principal.user_id, role)
+
+
+async def accept_invite(db: Database, principal: Principal, invite_id: uuid.UUID) -> asyncpg.Record:
+    async with db.transaction() as tx:
+        inv = await repo.invite_for_update(tx, principal.tenant_id, invite_id)
+        if inv is None or inv["user_id"] != principal.user_id:
+            raise not_found("Invite")
+        if inv["status"] != "PENDING":
+            raise conflict(f"This invite is already {inv['status'].lower()}")
+        conv = await repo.conversation_with_access(tx, principal.tenant_id, inv["conversation_id"], principal.user_id)
+        if conv is None or conv["status"] == "DELETED":
+            raise not_found("Conversation")
+        await repo.mark_invite_accepted(tx, principal.tenant_id, invite_id)
+        participant = await repo.insert_participant(
+            tx, principal.tenant_id, inv["conversation_id"], principal.user_id, inv["role"]
+        )
+        await _membership_event(tx, principal, inv["conversation_id"], principal.user_id, "JOINED", inv["role"])
+        return participant
+
+
+async def remove_participant(
+    db: Database, principal: Principal, conversation_id: uuid.UUID, user_id: uuid.UUID
+) -> bool:
+    async with db.transaction() as tx:
+        need = Access.READ if user_id == principal.user_id else Access.MANAGE
+        await require(tx, principal, conversation_id, need, lock=True)
+        target = await repo.participant(tx, principal.tenant_id, conversation_id, user_id)
+        if target is None:
+            raise not_found("Participant")
+        if target["role"] == "OWNER":
+            raise conflict("The owner cannot be removed from their conversation")
+        await repo.delete_participant(tx, principal.tenant_id, conversation_id, user_id)
+        await _membership_event(tx, principal, conversation_id, user_id, "REMOVED", None)
+    return True
+
+
+async def set_participant_role(
+    db: Database, principal: Principal, conversation_id: uuid.UUID, user_id: uuid.UUID, role: str
+) -> asyncpg.Record:
+    role = _invitable_role(role)
+    async with db.transaction() as tx:
+        await require(tx, principal, conversation_id, Access.MANAGE, lock=True)
+        target = await repo.participant(tx, principal.tenant_id, conversation_id, user_id)
+        if target is None:
+            raise not_found("Participant")
+        if target["role"] == "OWNER":
+            raise forbidden("The owner's role cannot be changed")
+        row = await repo.set_participant_role(tx, principal.tenant_id, conversation_id, user_id, role)
+        assert row is not None
+        await _membership_event(tx, principal, conversation_id, user_id, "ROLE_CHANGED", role)
+        return row

@@ -1,0 +1,204 @@
+"""GraphQL types of conversations, participants and invites."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+from typing import TYPE_CHECKING, Annotated, Any
+
+import asyncpg
+import strawberry
+
+from threadline.auth.types import User, load_user
+from threadline.conversations import repository as repo
+from threadline.graphql.context import Info
+from threadline.graphql.node import Node
+from threadline.graphql.pagination import Connection
+from threadline.ids import Kind, encode_id
+
+if TYPE_CHECKING:
+    from threadline.threads.types import Message, Thread
+
+
+@strawberry.enum(description="Lifecycle of a conversation. DELETED is a soft delete that can be restored.")
+class ConversationStatus(StrEnum):
+    ACTIVE = "ACTIVE"
+    ARCHIVED = "ARCHIVED"
+    DELETED = "DELETED"
+
+
+@strawberry.enum(description="OWNER manages, MEMBER reads and writes, VIEWER reads.")
+class ParticipantRole(StrEnum):
+    OWNER = "OWNER"
+    MEMBER = "MEMBER"
+    VIEWER = "VIEWER"
+
+
+@strawberry.enum(description="State of an invite.")
+class InviteStatus(StrEnum):
+    PENDING = "PENDING"
+    ACCEPTED = "ACCEPTED"
+    REVOKED = "REVOKED"
+
+
+@strawberry.type(description="A user's membership in a conversation.")
+class Participant(Node):
+    role: ParticipantRole = strawberry.field(description="What the participant may do.")
+    joined_at: datetime = strawberry.field(description="When they joined.")
+    conversation_id: strawberry.ID = strawberry.field(description="The conversation's id.")
+    user_uuid: strawberry.Private[uuid.UUID]
+
+    @strawberry.field(description="The participating user.")
+    async def user(self, info: Info) -> User | None:
+        return await load_user(info, self.user_uuid)
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Participant:
+        return cls(
+            id=strawberry.ID(encode_id(Kind.PARTICIPANT, row["id"])),
+            role=ParticipantRole(row["role"]),
+            joined_at=row["joined_at"],
+            conversation_id=strawberry.ID(encode_id(Kind.CONVERSATION, row["conversation_id"])),
+            user_uuid=row["user_id"],
+        )
+
+
+@strawberry.type(description="An invitation for a user to join a conversation.")
+class Invite(Node):
+    role: ParticipantRole = strawberry.field(description="The role granted on acceptance.")
+    status: InviteStatus = strawberry.field(description="PENDING until accepted.")
+    created_at: datetime = strawberry.field(description="When the invite was made.")
+    accepted_at: datetime | None = strawberry.field(description="When it was accepted.")
+    conversation_id: strawberry.ID = strawberry.field(description="The conversation's id.")
+    user_uuid: strawberry.Private[uuid.UUID]
+    inviter_uuid: strawberry.Private[uuid.UUID | None]
+
+    @strawberry.field(description="The invited user.")
+    async def user(self, info: Info) -> User | None:
+        return await load_user(info, self.user_uuid)
+
+    @strawberry.field(description="Who sent the invite.")
+    async def inviter(self, info: Info) -> User | None:
+        return await load_user(info, self.inviter_uuid)
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Invite:
+        return cls(
+            id=strawberry.ID(encode_id(Kind.INVITE, row["id"])),
+            role=ParticipantRole(row["role"]),
+            status=InviteStatus(row["status"]),
+            created_at=row["created_at"],
+            accepted_at=row["accepted_at"],
+            conversation_id=strawberry.ID(encode_id(Kind.CONVERSATION, row["conversation_id"])),
+            user_uuid=row["user_id"],
+            inviter_uuid=row["inviter_id"],
+        )
+
+
+@strawberry.type(description="A conversation: participants and threads of messages.")
+class Conversation(Node):
+    title: str = strawberry.field(description="Title.")
+    description: str = strawberry.field(description="Free-text description.")
+    tags: list[str] = strawberry.field(description="Normalised tags (lower-case, unique).")
+    status: ConversationStatus = strawberry.field(description="ACTIVE, ARCHIVED or DELETED (soft).")
+    ai_provider: str | None = strawberry.field(description="Default AI provider for runs.")
+    model: str | None = strawberry.field(description="Default model for runs.")
+    session_id: str | None = strawberry.field(description="Client-supplied session identifier.")
+    max_history_messages: int = strawberry.field(description="Messages of context a run receives (default 20).")
+    message_count: int = strawberry.field(description="Messages in the conversation, tombstones included.")
+    token_count: int = strawberry.field(description="Tokens used by the conversation's messages.")
+    created_at: datetime = strawberry.field(description="When it was created.")
+    updated_at: datetime = strawberry.field(description="When it last changed.")
+    last_activity_at: datetime = strawberry.field(description="When the last message arrived.")
+    uuid: strawberry.Private[uuid.UUID]
+    owner_uuid: strawberry.Private[uuid.UUID | None]
+
+    @strawberry.field(description="The user who created the conversation.")
+    async def owner(self, info: Info) -> User | None:
+        return await load_user(info, self.owner_uuid)
+
+    @strawberry.field(description="Participants, in joining order.")
+    async def participants(self, info: Info) -> list[Participant]:
+        principal = await info.context.principal()
+        db = info.context.db
+
+        def factory() -> Any:
+            from strawberry.dataloader import DataLoader
+
+            async def load(ids: list[uuid.UUID]) -> list[list[Participant]]:
+                grouped: dict[uuid.UUID, list[Participant]] = {i: [] for i in ids}
+                for row in await repo.participants_of(db, principal.tenant_id, list(ids)):
+                    grouped[row["conversation_id"]].append(Participant.from_row(row))
+                return [grouped[i] for i in ids]
+
+            return DataLoader(load_fn=load)
+
+        return await info.context.loader("participants", factory).load(self.uuid)  # type: ignore[no-any-return]
+
+    @strawberry.field(description="Threads (one per root message), most recent activity first.")
+    async def threads(
+        self, info: Info, first: int | None = None, after: str | None = None
+    ) -> Connection[Annotated[Thread, strawberry.lazy("threadline.threads.types")]]:
+        from threadline.threads.resolvers import conversation_threads
+
+        return await conversation_threads(info, self.uuid, first, after)
+
+    @strawberry.field(
+        description="Messages of every thread, oldest first. Page with `first`/`after` (Relay) or "
+        "`limit`/`offset` (default 50); not both."
+    )
+    async def messages(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        limit: int | None = None,
+        offset: int | None = None,
+    ) -> Connection[Annotated[Message, strawberry.lazy("threadline.threads.types")]]:
+        from threadline.threads.resolvers import conversation_messages
+
+        return await conversation_messages(info, self.uuid, first, after, limit, offset)
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Conversation:
+        return cls(
+            id=strawberry.ID(encode_id(Kind.CONVERSATION, row["id"])),
+            uuid=row["id"],
+            owner_uuid=row["owner_id"],
+            title=row["title"],
+            description=row["description"],
+            tags=list(row["tags"] or []),
+            status=ConversationStatus(row["status"]),
+            ai_provider=row["ai_provider"],
+            model=row["model"],
+            session_id=row["session_id"],
+            max_history_messages=row["max_history_messages"],
+            message_count=row["message_count"],
+            token_count=row["token_count"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+            last_activity_at=row["last_activity_at"],
+        )
+
+
+@strawberry.input(description="A new conversation. Every field is optional.")
+class ConversationCreateInput:
+    title: str | None = strawberry.field(default=None, description="Title (1-500 characters).")
+    description: str | None = strawberry.field(default=None, description="Description.")
+    tags: list[str] | None = strawberry.field(default=None, description="Tags; normalised.")
+    ai_provider: str | None = strawberry.field(default=None, description="Default AI provider.")
+    model: str | None = strawberry.field(default=None, description="Default model.")
+    session_id: str | None = strawberry.field(default=None, description="Client session identifier.")
+    max_history_messages: int | None = strawberry.field(default=None, description="Default 20.")
+
+
+@strawberry.input(description="Changes to a conversation; omitted fields stay as they are.")
+class ConversationUpdateInput:
+    title: str | None = strawberry.field(default=None, description="Title (1-500 characters).")
+    description: str | None = strawberry.field(default=None, description="Description.")
+    tags: list[str] | None = strawberry.field(default=None, description="Replaces the tags; normalised.")
+    ai_provider: str | None = strawberry.field(default=None, description="Default AI provider.")
+    model: str | None = strawberry.field(default=None, description="Default model.")
+    session_id: str | None = strawberry.field(default=None, description="Client session identifier.")
+    max_history_messages: int | None = strawberry.field(default=None, description="Messages of run context.")

@@ -1,0 +1,5 @@
+"""Database access: the embedded server, the pool, the one transaction helper, migrations."""
+
+from threadline.db.database import Database, Executor, Transaction, sql_statement_count
+
+__all__ = ["Database", "Executor", "Transaction", "sql_statement_count"]

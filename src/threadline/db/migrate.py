@@ -1,0 +1,39 @@
+"""Apply the Piccolo migrations in `migrations/`, one process at a time."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import logging
+import os
+
+import asyncpg
+
+log = logging.getLogger(__name__)
+
+# Any constant works: it only serialises concurrent `migrate` runs against one database.
+_MIGRATION_LOCK = 0x7468726C
+
+
+async def apply_migrations(dsn: str) -> str:
+    """Run every pending migration; returns Piccolo's summary line."""
+    os.environ["THREADLINE_RESOLVED_DSN"] = dsn
+    os.environ.setdefault("PICCOLO_CONF", "threadline.db.piccolo_conf")
+    from piccolo.apps.migrations.commands.forwards import run_forwards
+
+    from threadline.db import piccolo_conf
+
+    piccolo_conf.DB.config = {"dsn": dsn}
+    lock = await asyncpg.connect(dsn)
+    try:
+        await lock.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            result = await run_forwards(app_name="threadline", migration_id="all", fake=False)
+        if not result.success:
+            raise RuntimeError(f"migrations failed: {result.message}\n{out.getvalue()}")
+        log.info("migrations: %s", result.message)
+        return str(result.message)
+    finally:
+        await lock.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK)
+        await lock.close()

@@ -1,0 +1,23 @@
+"""Every Piccolo table of every domain, in dependency order."""
+
+from piccolo.table import Table
+
+from threadline.auth.tables import ApiKey, AppUser, Tenant
+from threadline.conversations.tables import Conversation, Invite, Participant
+from threadline.events.tables import StreamEvent
+from threadline.threads.tables import Message, MessageChunk, MessageEdit, ReadMarker, Thread
+
+ALL_TABLES: tuple[type[Table], ...] = (
+    Tenant,
+    AppUser,
+    ApiKey,
+    Conversation,
+    Participant,
+    Invite,
+    Message,
+    Thread,
+    MessageEdit,
+    ReadMarker,
+    MessageChunk,
+    StreamEvent,
+)

@@ -1,0 +1,15 @@
+"""Event kinds: dotted names, as clients see them in `type`."""
+
+from enum import StrEnum
+
+
+class EventType(StrEnum):
+    THREAD_NEW = "thread.new"
+    THREAD_ACTIVITY = "thread.activity"
+    MESSAGE_DELTA = "message.delta"
+    MESSAGE_DONE = "message.done"
+    PRESENCE_UPDATE = "presence.update"
+    TYPING_UPDATE = "typing.update"
+    UNREAD_UPDATE = "unread.update"
+    MEMBERSHIP_CHANGED = "membership.changed"
+    ERROR = "error"

@@ -1,0 +1,16 @@
+"""The event log: every stream event, in commit-safe cursor order."""
+
+from piccolo.columns import JSONB, UUID, BigInt, Timestamptz, Varchar
+from piccolo.columns.defaults.timestamptz import TimestamptzNow
+from piccolo.table import Table
+
+
+class StreamEvent(Table, tablename="stream_event"):
+    id = BigInt(primary_key=True)
+    tenant_id = UUID()
+    conversation_id = UUID(null=True, default=None)
+    root_id = UUID(null=True, default=None)
+    recipient_id = UUID(null=True, default=None)
+    type = Varchar(length=32)
+    payload = JSONB(default="{}")
+    created_at = Timestamptz(default=TimestamptzNow())

@@ -1,0 +1,67 @@
+"""The per-request context and the typed `Info` alias resolvers use."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, TypeAlias
+
+import strawberry
+from strawberry.dataloader import DataLoader
+
+from threadline.auth.principal import Principal
+from threadline.auth.service import authenticate
+from threadline.db import Database
+from threadline.errors import ThreadlineError
+from threadline.settings import Settings
+
+
+@dataclass
+class Context:
+    db: Database
+    settings: Settings
+    authorization: str | None
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
+    services: Any = None  # the app's long-lived services (stream hub, ...), set by the view
+    request: Any = None
+    response: Any = None
+    _principal: Principal | None = None
+    _auth_error: ThreadlineError | None = None
+    _loaders: dict[str, DataLoader[Any, Any]] = field(default_factory=dict)
+    # Per-request caches keyed by domain (e.g. thread loads), so nested fields reuse one load.
+    cache: dict[Any, Any] = field(default_factory=dict)
+
+    async def principal(self) -> Principal:
+        """The authenticated caller; raises UNAUTHENTICATED (once per request, then cached)."""
+        if self._principal is not None:
+            return self._principal
+        if self._auth_error is not None:
+            raise self._auth_error
+        try:
+            self._principal = await authenticate(self.db, self.settings, self.authorization)
+        except ThreadlineError as exc:
+            self._auth_error = exc
+            raise
+        return self._principal
+
+    def loader(self, name: str, factory: Any) -> DataLoader[Any, Any]:
+        """A DataLoader created once per request (never shared across WebSocket events)."""
+        existing = self._loaders.get(name)
+        if existing is None:
+            existing = factory()
+            self._loaders[name] = existing
+        return existing
+
+    def fresh(self) -> Context:
+        """A copy with empty caches, for one subscription event on a long-lived socket."""
+        return Context(
+            db=self.db,
+            settings=self.settings,
+            authorization=self.authorization,
+            services=self.services,
+            request=self.request,
+            _principal=self._principal,
+        )
+
+
+Info: TypeAlias = strawberry.Info[Context, None]

@@ -1,0 +1,118 @@
+"""The one pagination helper: Relay connections over keyset cursors."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from datetime import datetime
+from typing import Any, Generic, TypeVar
+
+import orjson
+import strawberry
+
+from threadline.errors import bad_input
+
+T = TypeVar("T")
+
+
+@strawberry.type(description="Relay page information.")
+class PageInfo:
+    has_next_page: bool
+    has_previous_page: bool
+    start_cursor: str | None
+    end_cursor: str | None
+
+
+@strawberry.type(description="An item of a connection and its cursor.")
+class Edge(Generic[T]):
+    cursor: str
+    node: T
+
+
+@strawberry.type(description="A page of a list that can grow (Relay connection).")
+class Connection(Generic[T]):
+    edges: list[Edge[T]]
+    page_info: PageInfo
+    count_total: strawberry.Private[Callable[[], Awaitable[int]]]
+
+    @strawberry.field(description="The items of this page, without cursors.")
+    def nodes(self) -> list[T]:
+        return [edge.node for edge in self.edges]
+
+    @strawberry.field(description="How many items the whole list holds (one extra query, only if asked).")
+    async def total_count(self) -> int:
+        return await self.count_total()
+
+
+def page_size(first: int | None, default: int, cap: int, argument: str = "first") -> int:
+    if first is None:
+        return default
+    if first < 0:
+        raise bad_input(f"`{argument}` must not be negative", argument=argument)
+    if first > cap:
+        raise bad_input(f"`{argument}` is limited to {cap} (asked for {first})", argument=argument, limit=cap)
+    return first
+
+
+def encode_cursor(values: Sequence[Any]) -> str:
+    raw = orjson.dumps([_plain(v) for v in values])
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return value.hex
+    return value
+
+
+def decode_cursor(cursor: str, shape: Sequence[Callable[[Any], Any]], argument: str = "after") -> tuple[Any, ...]:
+    """Decode a cursor made by `encode_cursor`; `shape` converts each value back (BAD_USER_INPUT if off)."""
+    try:
+        padded = cursor + "=" * (-len(cursor) % 4)
+        values = orjson.loads(base64.urlsafe_b64decode(padded.encode()))
+        if not isinstance(values, list) or len(values) != len(shape):
+            raise ValueError("wrong arity")
+        return tuple(convert(v) for convert, v in zip(shape, values, strict=True))
+    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError) as exc:
+        raise bad_input(f"Malformed cursor in `{argument}`", argument=argument) from exc
+
+
+def as_datetime(value: Any) -> datetime:
+    return datetime.fromisoformat(value)
+
+
+def as_uuid(value: Any) -> uuid.UUID:
+    return uuid.UUID(hex=value)
+
+
+def as_int(value: Any) -> int:
+    if not isinstance(value, int):
+        raise ValueError("not an int")
+    return value
+
+
+def connection(
+    rows: Sequence[Any],
+    limit: int,
+    to_node: Callable[[Any], T],
+    cursor_of: Callable[[Any], Sequence[Any]],
+    count_total: Callable[[], Awaitable[int]],
+    has_previous: bool,
+) -> Connection[T]:
+    """Build a connection from `limit + 1` fetched rows (the extra row only tells there is a next page)."""
+    page = rows[:limit]
+    edges = [Edge(cursor=encode_cursor(cursor_of(r)), node=to_node(r)) for r in page]
+    return Connection(
+        edges=edges,
+        page_info=PageInfo(
+            has_next_page=len(rows) > limit,
+            has_previous_page=has_previous,
+            start_cursor=edges[0].cursor if edges else None,
+            end_cursor=edges[-1].cursor if edges else None,
+        ),
+        count_total=count_total,
+    )

@@ -1,0 +1,59 @@
+"""The thin strawberry GraphQL app: context creation, transport errors as GraphQL errors, WS auth."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from cross_web import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.types import Receive, Scope, Send
+from starlette.websockets import WebSocket
+from strawberry.asgi import GraphQL
+from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+
+from threadline.errors import ErrorCode
+from threadline.graphql.context import Context
+
+
+def error_response(message: str, code: ErrorCode, status: int, **extensions: Any) -> JSONResponse:
+    return JSONResponse(
+        {"data": None, "errors": [{"message": message, "extensions": {"code": code.value, **extensions}}]},
+        status_code=status,
+    )
+
+
+class ThreadlineGraphQL(GraphQL[Context, None]):
+    def __init__(self, schema: Any, services: Any, *, graphiql: bool) -> None:
+        super().__init__(
+            schema,
+            graphql_ide="graphiql" if graphiql else None,
+            # Only graphql-transport-ws: the legacy graphql-ws protocol had an auth bypass.
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+            keep_alive=True,
+            keep_alive_interval=15,
+        )
+        self.services = services
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await super().__call__(scope, receive, send)
+            return
+        request = Request(scope=scope, receive=receive)
+        try:
+            response = await self.run(request)
+        except HTTPException as exc:
+            code = ErrorCode.NOT_FOUND if exc.status_code == 404 else ErrorCode.BAD_USER_INPUT
+            response = error_response(exc.reason, code, exc.status_code)
+        await response(scope, receive, send)
+
+    async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
+        authorization = request.headers.get("authorization") if isinstance(request, Request) else None
+        return Context(
+            db=self.services.db,
+            settings=self.services.settings,
+            authorization=authorization,
+            services=self.services,
+            request=request,
+            response=response,
+        )

@@ -1,0 +1,59 @@
+"""Opaque public ids: a kind prefix and the row's UUID (`cnv_9f0c...`). `node(id)` dispatches on the prefix."""
+
+from __future__ import annotations
+
+import uuid
+from enum import StrEnum
+
+from threadline.errors import bad_input
+
+
+class Kind(StrEnum):
+    TENANT = "ten"
+    USER = "usr"
+    API_KEY = "key"
+    CONVERSATION = "cnv"
+    PARTICIPANT = "par"
+    INVITE = "inv"
+    MESSAGE = "msg"
+    THREAD = "thr"
+    RUN = "run"
+    RUN_STEP = "stp"
+
+
+_LABELS = {
+    Kind.TENANT: "Tenant",
+    Kind.USER: "User",
+    Kind.API_KEY: "ApiKey",
+    Kind.CONVERSATION: "Conversation",
+    Kind.PARTICIPANT: "Participant",
+    Kind.INVITE: "Invite",
+    Kind.MESSAGE: "Message",
+    Kind.THREAD: "Thread",
+    Kind.RUN: "Run",
+    Kind.RUN_STEP: "RunStep",
+}
+
+
+def encode_id(kind: Kind, value: uuid.UUID) -> str:
+    return f"{kind.value}_{value.hex}"
+
+
+def parse_id(value: str) -> tuple[Kind, uuid.UUID] | None:
+    """The kind and UUID of a public id, or None when it is not one of ours."""
+    if not isinstance(value, str) or len(value) != 36 or value[3] != "_":
+        return None
+    try:
+        kind = Kind(value[:3])
+        return kind, uuid.UUID(hex=value[4:])
+    except ValueError:
+        return None
+
+
+def decode_id(value: str, kind: Kind) -> uuid.UUID:
+    """The UUID behind a public id of the expected kind; BAD_USER_INPUT otherwise."""
+    parsed = parse_id(value)
+    if parsed is None or parsed[0] is not kind:
+        shown = value if len(value) <= 80 else value[:77] + "..."
+        raise bad_input(f"Malformed id {shown!r}: expected a {_LABELS[kind]} id", argument="id")
+    return parsed[1]

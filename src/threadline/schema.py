@@ -1,0 +1,79 @@
+"""Composes the domain schemas into one strawberry.Schema."""
+
+from __future__ import annotations
+
+import strawberry
+from strawberry.tools import merge_types
+
+from threadline.auth import repository as users
+from threadline.auth.schema import AuthMutation, AuthQuery
+from threadline.auth.types import User
+from threadline.conversations.schema import ConversationMutation, ConversationQuery
+from threadline.conversations.types import Conversation
+from threadline.errors import ThreadlineError
+from threadline.graphql.context import Info
+from threadline.graphql.errors import ErrorCodeEnum, ErrorCodes
+from threadline.graphql.node import Node
+from threadline.ids import Kind, parse_id
+from threadline.threads import repository as threads
+from threadline.threads import service as thread_service
+from threadline.threads.schema import ThreadMutation, ThreadQuery
+from threadline.threads.types import Message, Thread
+
+
+@strawberry.type
+class NodeQuery:
+    @strawberry.field(description="Any object by its global id, or null if it does not exist or is not visible.")
+    async def node(self, info: Info, id: strawberry.ID) -> Node | None:
+        principal = await info.context.principal()
+        parsed = parse_id(id)
+        if parsed is None:
+            return None
+        kind, value = parsed
+        db = info.context.db
+        try:
+            if kind is Kind.CONVERSATION:
+                from threadline.conversations import service
+
+                return Conversation.from_row(await service.get(db, principal, value))
+            if kind is Kind.MESSAGE:
+                row = await thread_service.readable_message(db, principal, value)
+                (path,) = await thread_service.path_ids(db, principal.tenant_id, [row])
+                return Message.from_row(row, path)
+            if kind is Kind.THREAD:
+                await thread_service.readable_message(db, principal, value)
+                thread = await threads.thread_with_root(db, principal.tenant_id, value, principal.user_id)
+                return Thread.from_row(thread) if thread else None
+            if kind is Kind.USER:
+                user = await users.user_by_id(db, principal.tenant_id, value)
+                return User.from_row(user) if user else None
+        except ThreadlineError:
+            return None
+        return None
+
+
+@strawberry.type
+class ErrorCodeQuery:
+    @strawberry.field(description="Every error code the API can send in `extensions.code`.")
+    def error_codes(self) -> list[ErrorCodeEnum]:  # type: ignore[valid-type]
+        return list(ErrorCodeEnum)  # type: ignore[arg-type]
+
+
+Query = merge_types("Query", (NodeQuery, AuthQuery, ConversationQuery, ThreadQuery, ErrorCodeQuery))
+Mutation = merge_types("Mutation", (AuthMutation, ConversationMutation, ThreadMutation))
+
+
+def build_schema() -> strawberry.Schema:
+    return strawberry.Schema(
+        query=Query,
+        mutation=Mutation,
+        types=[Conversation, Message, Thread, User],
+        extensions=[ErrorCodes],
+    )
+
+
+schema = build_schema()
+
+
+def printed_schema() -> str:
+    return str(schema.as_str()) + "\n"

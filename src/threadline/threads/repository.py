@@ -1,0 +1,314 @@
+"""All SQL of messages, threads, edits and read markers. Tenant first in every signature."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg
+
+from threadline.db import Executor
+from threadline.threads.paths import subtree_upper_bound
+
+MESSAGE_COLUMNS = """m.id, m.tenant_id, m.conversation_id, m.root_id, m.parent_id, m.depth, m.path, m.seq,
+    m.child_count, m.role, m.content, m.author_id, m.model, m.prompt_tokens, m.completion_tokens,
+    m.created_at, m.edited_at, m.deleted_at"""
+
+THREAD_COLUMNS = "t.id AS thread_id, t.reply_count, t.last_activity_at AS thread_last_activity_at, t.last_seq"
+
+
+async def insert_message(
+    db: Executor,
+    tenant_id: uuid.UUID,
+    *,
+    message_id: uuid.UUID,
+    conversation_id: uuid.UUID,
+    root_id: uuid.UUID,
+    parent_id: uuid.UUID | None,
+    depth: int,
+    path: bytes,
+    role: str,
+    content: str,
+    author_id: uuid.UUID | None,
+    model: str | None,
+    prompt_tokens: int | None,
+    completion_tokens: int | None,
+) -> asyncpg.Record:
+    row = await db.fetchrow(
+        f"""INSERT INTO message AS m (id, tenant_id, conversation_id, root_id, parent_id, depth, path,
+                child_count, role, content, author_id, model, prompt_tokens, completion_tokens)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, $11, $12, $13)
+            RETURNING {MESSAGE_COLUMNS}""",
+        message_id,
+        tenant_id,
+        conversation_id,
+        root_id,
+        parent_id,
+        depth,
+        path,
+        role,
+        content,
+        author_id,
+        model,
+        prompt_tokens,
+        completion_tokens,
+    )
+    assert row is not None
+    return row
+
+
+async def message(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID, *, lock: bool = False) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        f"SELECT {MESSAGE_COLUMNS} FROM message m WHERE m.tenant_id = $1 AND m.id = $2"
+        + (" FOR UPDATE" if lock else ""),
+        tenant_id,
+        message_id,
+    )
+
+
+async def bump_child_count(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID) -> None:
+    await db.execute(
+        "UPDATE message SET child_count = child_count + 1 WHERE tenant_id = $1 AND id = $2", tenant_id, message_id
+    )
+
+
+async def subtree(
+    db: Executor, tenant_id: uuid.UUID, root_id: uuid.UUID, path: bytes, max_depth: int | None
+) -> list[asyncpg.Record]:
+    """A node and its descendants in depth-first order: one range scan on (root_id, path)."""
+    if max_depth is None:
+        return await db.fetch(
+            f"""SELECT {MESSAGE_COLUMNS} FROM message m
+                WHERE m.root_id = $2 AND m.path >= $3 AND m.path < $4 AND m.tenant_id = $1 ORDER BY m.path""",
+            tenant_id,
+            root_id,
+            path,
+            subtree_upper_bound(path),
+        )
+    return await db.fetch(
+        f"""SELECT {MESSAGE_COLUMNS} FROM message m
+            WHERE m.root_id = $2 AND m.path >= $3 AND m.path < $4 AND m.tenant_id = $1 AND m.depth <= $5
+            ORDER BY m.path""",
+        tenant_id,
+        root_id,
+        path,
+        subtree_upper_bound(path),
+        max_depth,
+    )
+
+
+async def ids_by_paths(
+    db: Executor, tenant_id: uuid.UUID, root_ids: list[uuid.UUID], paths: list[bytes]
+) -> list[asyncpg.Record]:
+    """(root_id, path, id) for each requested (root_id, path) pair, in one statement."""
+    return await db.fetch(
+        """SELECT m.root_id, m.path, m.id FROM message m
+           JOIN unnest($2::uuid[], $3::bytea[]) AS k(root_id, path) ON m.root_id = k.root_id AND m.path = k.path
+           WHERE m.tenant_id = $1""",
+        tenant_id,
+        root_ids,
+        paths,
+    )
+
+
+async def insert_thread(db: Executor, tenant_id: uuid.UUID, root: asyncpg.Record) -> None:
+    await db.execute(
+        """INSERT INTO thread (id, tenant_id, conversation_id, reply_count, last_seq, created_at, last_activity_at)
+           VALUES ($1, $2, $3, 0, $4, $5, $5)""",
+        root["id"],
+        tenant_id,
+        root["conversation_id"],
+        root["seq"],
+        root["created_at"],
+    )
+
+
+async def thread_activity(
+    db: Executor, tenant_id: uuid.UUID, root_id: uuid.UUID, *, replies: int, last_seq: int | None
+) -> asyncpg.Record:
+    """Count a reply (or an edit/delete with replies=0) on the thread; row-locked, so writers add up."""
+    row = await db.fetchrow(
+        """UPDATE thread SET reply_count = reply_count + $3, last_activity_at = greatest(last_activity_at, now()),
+               last_seq = greatest(last_seq, coalesce($4, last_seq))
+           WHERE tenant_id = $1 AND id = $2 RETURNING id, reply_count, last_activity_at, last_seq""",
+        tenant_id,
+        root_id,
+        replies,
+        last_seq,
+    )
+    assert row is not None
+    return row
+
+
+def _unread_sql(user_param: str) -> str:
+    return f"""(SELECT count(*) FROM message x
+                WHERE x.root_id = t.id AND x.seq > coalesce(rm.last_read_seq, 0)
+                  AND x.author_id IS DISTINCT FROM {user_param} AND x.deleted_at IS NULL) AS unread_count"""
+
+
+async def threads_page(
+    db: Executor,
+    tenant_id: uuid.UUID,
+    conversation_id: uuid.UUID,
+    user_id: uuid.UUID,
+    limit: int,
+    after: tuple[Any, uuid.UUID] | None,
+) -> list[asyncpg.Record]:
+    """Threads newest activity first, each with its root and the viewer's unread count."""
+    params: list[Any] = [tenant_id, conversation_id, user_id]
+    cond = ""
+    if after is not None:
+        params.extend(after)
+        cond = "AND (t.last_activity_at, t.id) < ($4, $5)"
+    params.append(limit)
+    return await db.fetch(
+        f"""SELECT {THREAD_COLUMNS}, {MESSAGE_COLUMNS}, {_unread_sql("$3")}
+            FROM thread t JOIN message m ON m.id = t.id
+            LEFT JOIN read_marker rm ON rm.root_id = t.id AND rm.user_id = $3
+            WHERE t.tenant_id = $1 AND t.conversation_id = $2 {cond}
+            ORDER BY t.last_activity_at DESC, t.id DESC LIMIT ${len(params)}""",
+        *params,
+    )
+
+
+async def thread_with_root(
+    db: Executor, tenant_id: uuid.UUID, root_id: uuid.UUID, user_id: uuid.UUID
+) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        f"""SELECT {THREAD_COLUMNS}, {MESSAGE_COLUMNS}, {_unread_sql("$3")}
+            FROM thread t JOIN message m ON m.id = t.id
+            LEFT JOIN read_marker rm ON rm.root_id = t.id AND rm.user_id = $3
+            WHERE t.tenant_id = $1 AND t.id = $2""",
+        tenant_id,
+        root_id,
+        user_id,
+    )
+
+
+async def count_threads(db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID) -> int:
+    return int(
+        await db.fetchval(
+            "SELECT count(*) FROM thread WHERE tenant_id = $1 AND conversation_id = $2", tenant_id, conversation_id
+        )
+    )
+
+
+async def messages_page(
+    db: Executor,
+    tenant_id: uuid.UUID,
+    conversation_id: uuid.UUID,
+    *,
+    limit: int,
+    after_seq: int | None = None,
+    offset: int | None = None,
+) -> list[asyncpg.Record]:
+    if offset is not None:
+        return await db.fetch(
+            f"""SELECT {MESSAGE_COLUMNS} FROM message m WHERE m.tenant_id = $1 AND m.conversation_id = $2
+                ORDER BY m.seq OFFSET $3 LIMIT $4""",
+            tenant_id,
+            conversation_id,
+            offset,
+            limit,
+        )
+    return await db.fetch(
+        f"""SELECT {MESSAGE_COLUMNS} FROM message m WHERE m.tenant_id = $1 AND m.conversation_id = $2
+            AND m.seq > $3 ORDER BY m.seq LIMIT $4""",
+        tenant_id,
+        conversation_id,
+        after_seq or 0,
+        limit,
+    )
+
+
+async def count_messages(db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID) -> int:
+    return int(
+        await db.fetchval(
+            "SELECT count(*) FROM message WHERE tenant_id = $1 AND conversation_id = $2", tenant_id, conversation_id
+        )
+    )
+
+
+async def record_edit(
+    db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID, old_content: str, editor_id: uuid.UUID
+) -> None:
+    await db.execute(
+        "INSERT INTO message_edit (id, tenant_id, message_id, content, editor_id) VALUES ($1, $2, $3, $4, $5)",
+        uuid.uuid4(),
+        tenant_id,
+        message_id,
+        old_content,
+        editor_id,
+    )
+
+
+async def set_content(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID, content: str) -> asyncpg.Record:
+    row = await db.fetchrow(
+        f"""UPDATE message m SET content = $3, edited_at = now() WHERE m.tenant_id = $1 AND m.id = $2
+            RETURNING {MESSAGE_COLUMNS}""",
+        tenant_id,
+        message_id,
+        content,
+    )
+    assert row is not None
+    return row
+
+
+async def tombstone(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID) -> asyncpg.Record:
+    """Remove the content (and its edit history) but keep the node, so replies stay reachable."""
+    await db.execute("DELETE FROM message_edit WHERE tenant_id = $1 AND message_id = $2", tenant_id, message_id)
+    row = await db.fetchrow(
+        f"""UPDATE message m SET content = '', deleted_at = now() WHERE m.tenant_id = $1 AND m.id = $2
+            RETURNING {MESSAGE_COLUMNS}""",
+        tenant_id,
+        message_id,
+    )
+    assert row is not None
+    return row
+
+
+async def edits_of(db: Executor, tenant_id: uuid.UUID, message_ids: list[uuid.UUID]) -> list[asyncpg.Record]:
+    return await db.fetch(
+        """SELECT id, message_id, content, editor_id, edited_at FROM message_edit
+           WHERE tenant_id = $1 AND message_id = ANY($2::uuid[]) ORDER BY edited_at, id""",
+        tenant_id,
+        message_ids,
+    )
+
+
+async def chunks_of(db: Executor, tenant_id: uuid.UUID, message_ids: list[uuid.UUID]) -> list[asyncpg.Record]:
+    return await db.fetch(
+        """SELECT id, message_id, index, content, run_id, created_at FROM message_chunk
+           WHERE tenant_id = $1 AND message_id = ANY($2::uuid[]) ORDER BY message_id, index""",
+        tenant_id,
+        message_ids,
+    )
+
+
+async def mark_read(db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID, root_id: uuid.UUID) -> None:
+    await db.execute(
+        """INSERT INTO read_marker (id, tenant_id, user_id, root_id, last_read_seq, read_at)
+           SELECT $4, $1, $2, t.id, t.last_seq, now() FROM thread t WHERE t.tenant_id = $1 AND t.id = $3
+           ON CONFLICT (user_id, root_id) DO UPDATE
+             SET last_read_seq = greatest(read_marker.last_read_seq, EXCLUDED.last_read_seq), read_at = now()""",
+        tenant_id,
+        user_id,
+        root_id,
+        uuid.uuid4(),
+    )
+
+
+async def unread_counts(
+    db: Executor, tenant_id: uuid.UUID, root_id: uuid.UUID, user_ids: list[uuid.UUID]
+) -> list[asyncpg.Record]:
+    """Each given user's unread count in one thread (for unread.update events)."""
+    return await db.fetch(
+        """SELECT u.user_id, (SELECT count(*) FROM message x
+                 WHERE x.root_id = $2 AND x.seq > coalesce(rm.last_read_seq, 0)
+                   AND x.author_id IS DISTINCT FROM u.user_id AND x.deleted_at IS NULL) AS unread_count
+           FROM unnest($3::uuid[]) AS u(user_id)
+           LEFT JOIN read_marker rm ON rm.root_id = $2 AND rm.user_id = u.user_id AND rm.tenant_id = $1""",
+        tenant_id,
+        root_id,
+        user_ids,
+    )

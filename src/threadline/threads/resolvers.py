@@ -1,0 +1,152 @@
+"""Resolver bodies shared by the thread types and the Conversation fields that list threads."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from threadline.errors import bad_input
+from threadline.graphql.context import Info
+from threadline.graphql.pagination import Connection, as_datetime, as_int, as_uuid, connection, decode_cursor, page_size
+from threadline.threads import repository as repo
+from threadline.threads.types import Message, MessageChunk, MessageEdit, Thread
+
+
+def tree_messages(rows: Sequence[asyncpg.Record], top_path: list[uuid.UUID]) -> list[Message]:
+    """Messages of a depth-first row list, with path ids computed by a stack (no queries).
+
+    `top_path` is the ancestor ids of the first row, ending with its own id.
+    """
+    if not rows:
+        return []
+    base_depth = rows[0]["depth"]
+    stack: list[uuid.UUID] = list(top_path[:-1])
+    out = []
+    for row in rows:
+        del stack[len(top_path) - 1 + row["depth"] - base_depth :]
+        stack.append(row["id"])
+        out.append(Message.from_row(row, list(stack)))
+    return out
+
+
+async def _thread_children(info: Info, root_id: uuid.UUID) -> dict[uuid.UUID, list[Message]]:
+    """The whole thread grouped by parent, loaded once per request whatever the nesting asked for."""
+    key = ("thread-children", root_id)
+    cache = info.context.cache
+    pending = cache.get(key)
+    if pending is None:
+        pending = asyncio.ensure_future(_load_children(info, root_id))
+        cache[key] = pending
+    return await pending  # type: ignore[no-any-return]
+
+
+async def _load_children(info: Info, root_id: uuid.UUID) -> dict[uuid.UUID, list[Message]]:
+    principal = await info.context.principal()
+    rows = await repo.subtree(info.context.db, principal.tenant_id, root_id, b"", None)
+    children: dict[uuid.UUID, list[Message]] = {}
+    for message in tree_messages(rows, [root_id]):
+        parent = message.path[-2] if len(message.path) > 1 else None
+        if parent is not None:
+            children.setdefault(uuid.UUID(hex=str(parent)[4:]), []).append(message)
+    return children
+
+
+async def replies_of(info: Info, message: Message) -> list[Message]:
+    if message.child_count == 0:
+        return []
+    children = await _thread_children(info, message.root_uuid)
+    # Depth-first order puts each parent's children in sibling (oldest first) order already.
+    return children.get(message.uuid, [])
+
+
+async def conversation_threads(
+    info: Info, conversation_id: uuid.UUID, first: int | None, after: str | None
+) -> Connection[Thread]:
+    principal = await info.context.principal()
+    settings = info.context.settings
+    db = info.context.db
+    limit = page_size(first, settings.page_size_default, settings.page_size_max)
+    cursor = decode_cursor(after, (as_datetime, as_uuid)) if after else None
+    rows = await repo.threads_page(db, principal.tenant_id, conversation_id, principal.user_id, limit + 1, cursor)
+    return connection(
+        rows,
+        limit,
+        Thread.from_row,
+        lambda r: (r["thread_last_activity_at"], r["thread_id"]),
+        lambda: repo.count_threads(db, principal.tenant_id, conversation_id),
+        has_previous=cursor is not None,
+    )
+
+
+async def conversation_messages(
+    info: Info,
+    conversation_id: uuid.UUID,
+    first: int | None,
+    after: str | None,
+    limit: int | None,
+    offset: int | None,
+) -> Connection[Message]:
+    from threadline.threads.service import path_ids
+
+    principal = await info.context.principal()
+    settings = info.context.settings
+    db = info.context.db
+    if (limit is not None or offset is not None) and (first is not None or after is not None):
+        raise bad_input("Use either first/after or limit/offset, not both", argument="limit")
+    if offset is not None and offset < 0:
+        raise bad_input("`offset` must not be negative", argument="offset")
+    if limit is not None or offset is not None:
+        size = page_size(limit, settings.messages_page_default, settings.page_size_max, argument="limit")
+        rows = await repo.messages_page(db, principal.tenant_id, conversation_id, limit=size + 1, offset=offset or 0)
+        previous = bool(offset)
+    else:
+        size = page_size(first, settings.messages_page_default, settings.page_size_max)
+        after_seq = decode_cursor(after, (as_int,))[0] if after else None
+        rows = await repo.messages_page(db, principal.tenant_id, conversation_id, limit=size + 1, after_seq=after_seq)
+        previous = after_seq is not None
+    paths = dict(zip((r["id"] for r in rows[:size]), await path_ids(db, principal.tenant_id, rows[:size]), strict=True))
+    return connection(
+        rows,
+        size,
+        lambda r: Message.from_row(r, paths[r["id"]]),
+        lambda r: (r["seq"],),
+        lambda: repo.count_messages(db, principal.tenant_id, conversation_id),
+        has_previous=previous,
+    )
+
+
+def _batched(info: Info, name: str, fetch: Any, build: Any) -> Any:
+    def factory() -> Any:
+        from strawberry.dataloader import DataLoader
+
+        async def load(ids: list[uuid.UUID]) -> list[list[Any]]:
+            principal = await info.context.principal()
+            grouped: dict[uuid.UUID, list[Any]] = {i: [] for i in ids}
+            for row in await fetch(info.context.db, principal.tenant_id, list(ids)):
+                grouped[row["message_id"]].append(build(row))
+            return [grouped[i] for i in ids]
+
+        return DataLoader(load_fn=load)
+
+    return info.context.loader(name, factory)
+
+
+async def chunks_of(info: Info, message_id: uuid.UUID) -> list[MessageChunk]:
+    loader = _batched(
+        info,
+        "chunks",
+        repo.chunks_of,
+        lambda r: MessageChunk(index=r["index"], content=r["content"], created_at=r["created_at"]),
+    )
+    return await loader.load(message_id)  # type: ignore[no-any-return]
+
+
+async def edits_of(info: Info, message_id: uuid.UUID) -> list[MessageEdit]:
+    loader = _batched(
+        info, "edits", repo.edits_of, lambda r: MessageEdit(content=r["content"], edited_at=r["edited_at"])
+    )
+    return await loader.load(message_id)  # type: ignore[no-any-return]

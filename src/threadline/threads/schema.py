@@ -1,0 +1,115 @@
+"""Query and Mutation fields of messages and threads."""
+
+from __future__ import annotations
+
+import strawberry
+
+from threadline.errors import bad_input, not_found
+from threadline.graphql.context import Info
+from threadline.ids import Kind, decode_id
+from threadline.threads import repository as repo
+from threadline.threads import service
+from threadline.threads.resolvers import tree_messages
+from threadline.threads.service import MessageDraft, path_ids
+from threadline.threads.types import Message, MessageInput, Thread, ThreadTree
+
+
+def _draft(input: MessageInput) -> MessageDraft:
+    return MessageDraft(
+        content=input.content,
+        role=input.role.value,
+        model=input.model,
+        prompt_tokens=input.usage.prompt_tokens if input.usage else None,
+        completion_tokens=input.usage.completion_tokens if input.usage else None,
+    )
+
+
+@strawberry.type
+class ThreadQuery:
+    @strawberry.field(
+        description="A thread (or, given a non-root id, the subtree under that message) as a depth-first "
+        "snapshot with ancestry hints. `maxDepth` limits levels below the starting node; `fromId` starts "
+        "at a descendant. Costs a constant number of SQL statements whatever the size of the tree."
+    )
+    async def thread_tree(
+        self, info: Info, root_id: strawberry.ID, max_depth: int | None = None, from_id: strawberry.ID | None = None
+    ) -> ThreadTree:
+        principal = await info.context.principal()
+        db = info.context.db
+        if max_depth is not None and max_depth < 0:
+            raise bad_input("`maxDepth` must not be negative", argument="maxDepth")
+        top = await service.readable_message(db, principal, decode_id(root_id, Kind.MESSAGE))
+        if from_id is not None:
+            start = await repo.message(db, principal.tenant_id, decode_id(from_id, Kind.MESSAGE))
+            if start is None or start["root_id"] != top["root_id"] or not bytes(start["path"]).startswith(bytes(top["path"])):
+                raise not_found("Message")
+            top = start
+        (top_path,) = await path_ids(db, principal.tenant_id, [top])
+        rows = await repo.subtree(
+            db,
+            principal.tenant_id,
+            top["root_id"],
+            bytes(top["path"]),
+            top["depth"] + max_depth if max_depth is not None else None,
+        )
+        nodes = tree_messages(rows, top_path)
+        return ThreadTree(root=nodes[0], nodes=nodes, total_count=len(nodes))
+
+    @strawberry.field(description="A message the caller may read.")
+    async def message(self, info: Info, id: strawberry.ID) -> Message | None:
+        principal = await info.context.principal()
+        row = await service.readable_message(info.context.db, principal, decode_id(id, Kind.MESSAGE))
+        (path,) = await path_ids(info.context.db, principal.tenant_id, [row])
+        return Message.from_row(row, path)
+
+    @strawberry.field(description="A thread by its root message id, with the caller's unread count.")
+    async def thread(self, info: Info, root_id: strawberry.ID) -> Thread | None:
+        principal = await info.context.principal()
+        db = info.context.db
+        root = await service.readable_message(db, principal, decode_id(root_id, Kind.MESSAGE))
+        row = await repo.thread_with_root(db, principal.tenant_id, root["root_id"], principal.user_id)
+        if row is None:
+            raise not_found("Thread")
+        return Thread.from_row(row)
+
+
+@strawberry.type
+class ThreadMutation:
+    @strawberry.mutation(description="Start a thread: a new root message in a conversation the caller may write to.")
+    async def thread_start(self, info: Info, conversation_id: strawberry.ID, input: MessageInput) -> Message:
+        principal = await info.context.principal()
+        row = await service.start_thread(
+            info.context.db, info.context.settings, principal, decode_id(conversation_id, Kind.CONVERSATION), _draft(input)
+        )
+        return Message.from_row(row, [row["id"]])
+
+    @strawberry.mutation(description="Reply to any message (several replies to one message make branches).")
+    async def message_reply(self, info: Info, parent_id: strawberry.ID, input: MessageInput) -> Message:
+        principal = await info.context.principal()
+        row, path = await service.reply(
+            info.context.db, info.context.settings, principal, decode_id(parent_id, Kind.MESSAGE), _draft(input)
+        )
+        return Message.from_row(row, path)
+
+    @strawberry.mutation(description="Edit your own message; the previous version is kept in `edits`.")
+    async def message_edit(self, info: Info, id: strawberry.ID, content: str) -> Message:
+        principal = await info.context.principal()
+        row, path = await service.edit(
+            info.context.db, info.context.settings, principal, decode_id(id, Kind.MESSAGE), content
+        )
+        return Message.from_row(row, path)
+
+    @strawberry.mutation(
+        description="Delete a message (author, or the conversation's owner): its content is removed, the node "
+        "stays as a tombstone so replies remain reachable."
+    )
+    async def message_delete(self, info: Info, id: strawberry.ID) -> Message:
+        principal = await info.context.principal()
+        row, path = await service.delete(info.context.db, principal, decode_id(id, Kind.MESSAGE))
+        return Message.from_row(row, path)
+
+    @strawberry.mutation(description="Mark a thread read up to its latest message, for the caller.")
+    async def thread_mark_read(self, info: Info, root_id: strawberry.ID) -> Thread:
+        principal = await info.context.principal()
+        row = await service.mark_read(info.context.db, principal, decode_id(root_id, Kind.MESSAGE))
+        return Thread.from_row(row)

@@ -1,0 +1,315 @@
+"""Thread rules: starting threads, replies, edits, tombstones, read markers, tree loads."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+
+from threadline.auth.principal import Principal
+from threadline.conversations import repository as conversations
+from threadline.conversations.access import Access, access_level, require
+from threadline.db import Database, Executor
+from threadline.errors import bad_input, conflict, forbidden, not_found
+from threadline.events.kinds import EventType
+from threadline.events.publish import publish
+from threadline.ids import Kind, encode_id
+from threadline.settings import Settings
+from threadline.threads import repository as repo
+from threadline.threads.paths import ancestor_paths, encode_rank
+
+ROLES = {"USER", "ASSISTANT", "SYSTEM", "TOOL"}
+
+
+@dataclass(frozen=True)
+class MessageDraft:
+    content: str
+    role: str = "USER"
+    model: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+
+
+def validate_content(content: str, settings: Settings) -> str:
+    if not content.strip():
+        raise bad_input("content must not be empty", argument="content")
+    size = len(content.encode("utf-8", errors="surrogatepass"))
+    if size > settings.message_max_bytes:
+        raise bad_input(
+            f"content is {size} bytes; the limit is {settings.message_max_bytes} bytes",
+            argument="content",
+            limit=settings.message_max_bytes,
+        )
+    if "\x00" in content:
+        raise bad_input("content must not contain NUL characters", argument="content")
+    return content
+
+
+def _validate(draft: MessageDraft, settings: Settings) -> MessageDraft:
+    validate_content(draft.content, settings)
+    if draft.role not in ROLES:
+        raise bad_input(f"role must be one of {sorted(ROLES)}", argument="role")
+    for name, value in (("promptTokens", draft.prompt_tokens), ("completionTokens", draft.completion_tokens)):
+        if value is not None and not 0 <= value <= 10_000_000:
+            raise bad_input(f"usage.{name} must be between 0 and 10000000", argument=name)
+    if draft.model is not None and len(draft.model) > 128:
+        raise bad_input("model is limited to 128 characters", argument="model")
+    return draft
+
+
+def _writable(conversation: asyncpg.Record) -> None:
+    if conversation["status"] == "DELETED":
+        raise conflict("The conversation is deleted; restore it before writing to it")
+    if conversation["status"] == "ARCHIVED":
+        raise conflict("The conversation is archived; restore it before writing to it")
+
+
+def _tokens(draft: MessageDraft) -> int:
+    return (draft.prompt_tokens or 0) + (draft.completion_tokens or 0)
+
+
+def snapshot(row: asyncpg.Record, path_ids: list[uuid.UUID]) -> dict[str, Any]:
+    """A message as it travels in an event payload (public ids, ISO times)."""
+    return {
+        "id": encode_id(Kind.MESSAGE, row["id"]),
+        "conversationId": encode_id(Kind.CONVERSATION, row["conversation_id"]),
+        "rootId": encode_id(Kind.MESSAGE, row["root_id"]),
+        "parentId": encode_id(Kind.MESSAGE, row["parent_id"]) if row["parent_id"] else None,
+        "depth": row["depth"],
+        "path": [encode_id(Kind.MESSAGE, p) for p in path_ids],
+        "childCount": row["child_count"],
+        "role": row["role"],
+        "content": row["content"],
+        "authorId": encode_id(Kind.USER, row["author_id"]) if row["author_id"] else None,
+        "model": row["model"],
+        "promptTokens": row["prompt_tokens"],
+        "completionTokens": row["completion_tokens"],
+        "createdAt": row["created_at"].isoformat(),
+        "editedAt": row["edited_at"].isoformat() if row["edited_at"] else None,
+        "deletedAt": row["deleted_at"].isoformat() if row["deleted_at"] else None,
+    }
+
+
+async def path_ids(db: Executor, tenant_id: uuid.UUID, rows: list[asyncpg.Record]) -> list[list[uuid.UUID]]:
+    """Ancestor ids (root first, the message itself last) for each row, in one statement at most."""
+    wanted: list[tuple[uuid.UUID, bytes]] = []
+    for row in rows:
+        wanted.extend((row["root_id"], p) for p in ancestor_paths(row["path"]))
+    found: dict[tuple[uuid.UUID, bytes], uuid.UUID] = {}
+    if wanted:
+        unique = list(dict.fromkeys(wanted))
+        for r in await repo.ids_by_paths(db, tenant_id, [w[0] for w in unique], [w[1] for w in unique]):
+            found[(r["root_id"], bytes(r["path"]))] = r["id"]
+    return [
+        [found[(row["root_id"], p)] for p in ancestor_paths(row["path"])] + [row["id"]] for row in rows
+    ]
+
+
+async def _announce_activity(
+    tx: Executor,
+    principal: Principal,
+    message: asyncpg.Record,
+    thread: asyncpg.Record,
+    action: str,
+    path: list[uuid.UUID],
+) -> None:
+    await publish(
+        tx,
+        principal.tenant_id,
+        EventType.THREAD_ACTIVITY,
+        conversation_id=message["conversation_id"],
+        root_id=message["root_id"],
+        payload={
+            "action": action,
+            "message": snapshot(message, path),
+            "replyCount": thread["reply_count"],
+            "lastActivityAt": thread["last_activity_at"].isoformat(),
+        },
+    )
+    await announce_unread(tx, principal.tenant_id, message["conversation_id"], message["root_id"], principal.user_id)
+
+
+async def announce_unread(
+    tx: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID, root_id: uuid.UUID, actor: uuid.UUID | None
+) -> None:
+    """An unread.update to every participant but the actor, each carrying their own count."""
+    participants = await conversations.participants_of(tx, tenant_id, [conversation_id])
+    others = [p["user_id"] for p in participants if p["user_id"] != actor]
+    if not others:
+        return
+    for row in await repo.unread_counts(tx, tenant_id, root_id, others):
+        await publish(
+            tx,
+            tenant_id,
+            EventType.UNREAD_UPDATE,
+            conversation_id=conversation_id,
+            root_id=root_id,
+            recipient_id=row["user_id"],
+            payload={"unreadCount": row["unread_count"]},
+        )
+
+
+async def start_thread(
+    db: Database, settings: Settings, principal: Principal, conversation_id: uuid.UUID, draft: MessageDraft
+) -> asyncpg.Record:
+    draft = _validate(draft, settings)
+    message_id = uuid.uuid4()
+    async with db.transaction() as tx:
+        conversation = await require(tx, principal, conversation_id, Access.WRITE)
+        _writable(conversation)
+        row = await repo.insert_message(
+            tx,
+            principal.tenant_id,
+            message_id=message_id,
+            conversation_id=conversation_id,
+            root_id=message_id,
+            parent_id=None,
+            depth=0,
+            path=b"",
+            role=draft.role,
+            content=draft.content,
+            author_id=principal.user_id,
+            model=draft.model,
+            prompt_tokens=draft.prompt_tokens,
+            completion_tokens=draft.completion_tokens,
+        )
+        await repo.insert_thread(tx, principal.tenant_id, row)
+        await conversations.touch_activity(tx, principal.tenant_id, conversation_id, 1, _tokens(draft))
+        await publish(
+            tx,
+            principal.tenant_id,
+            EventType.THREAD_NEW,
+            conversation_id=conversation_id,
+            root_id=row["id"],
+            payload={
+                "message": snapshot(row, [row["id"]]),
+                "replyCount": 0,
+                "lastActivityAt": row["created_at"].isoformat(),
+            },
+        )
+        await announce_unread(tx, principal.tenant_id, conversation_id, row["id"], principal.user_id)
+    return row
+
+
+async def reply(
+    db: Database, settings: Settings, principal: Principal, parent_id: uuid.UUID, draft: MessageDraft
+) -> tuple[asyncpg.Record, list[uuid.UUID]]:
+    """A reply under any message; returns the new row and its path ids."""
+    draft = _validate(draft, settings)
+    async with db.transaction() as tx:
+        # Lock order everywhere: message, then thread, then conversation.
+        parent = await repo.message(tx, principal.tenant_id, parent_id, lock=True)
+        if parent is None:
+            raise not_found("Message")
+        conversation = await require(tx, principal, parent["conversation_id"], Access.WRITE)
+        _writable(conversation)
+        if parent["deleted_at"] is not None:
+            raise conflict("Cannot reply to a deleted message")
+        depth = parent["depth"] + 1
+        if depth > settings.thread_max_depth:
+            raise bad_input(
+                f"Replies may nest at most {settings.thread_max_depth} levels deep",
+                argument="parentId",
+                limit=settings.thread_max_depth,
+            )
+        row = await repo.insert_message(
+            tx,
+            principal.tenant_id,
+            message_id=uuid.uuid4(),
+            conversation_id=parent["conversation_id"],
+            root_id=parent["root_id"],
+            parent_id=parent["id"],
+            depth=depth,
+            path=bytes(parent["path"]) + encode_rank(parent["child_count"]),
+            role=draft.role,
+            content=draft.content,
+            author_id=principal.user_id,
+            model=draft.model,
+            prompt_tokens=draft.prompt_tokens,
+            completion_tokens=draft.completion_tokens,
+        )
+        await repo.bump_child_count(tx, principal.tenant_id, parent["id"])
+        thread = await repo.thread_activity(tx, principal.tenant_id, row["root_id"], replies=1, last_seq=row["seq"])
+        await conversations.touch_activity(tx, principal.tenant_id, row["conversation_id"], 1, _tokens(draft))
+        (path,) = await path_ids(tx, principal.tenant_id, [row])
+        await _announce_activity(tx, principal, row, thread, "REPLY", path)
+    return row, path
+
+
+async def _own_message(tx: Executor, principal: Principal, message_id: uuid.UUID) -> tuple[asyncpg.Record, asyncpg.Record]:
+    row = await repo.message(tx, principal.tenant_id, message_id, lock=True)
+    if row is None:
+        raise not_found("Message")
+    conversation = await require(tx, principal, row["conversation_id"], Access.READ)
+    return row, conversation
+
+
+async def edit(
+    db: Database, settings: Settings, principal: Principal, message_id: uuid.UUID, content: str
+) -> tuple[asyncpg.Record, list[uuid.UUID]]:
+    validate_content(content, settings)
+    async with db.transaction() as tx:
+        row, conversation = await _own_message(tx, principal, message_id)
+        if row["author_id"] != principal.user_id:
+            raise forbidden("Only the author may edit a message")
+        if access_level(principal, conversation) < Access.WRITE:
+            raise forbidden("You have read-only access to this conversation")
+        _writable(conversation)
+        if row["deleted_at"] is not None:
+            raise conflict("A deleted message cannot be edited")
+        if row["content"] == content:
+            (path,) = await path_ids(tx, principal.tenant_id, [row])
+            return row, path
+        await repo.record_edit(tx, principal.tenant_id, message_id, row["content"], principal.user_id)
+        updated = await repo.set_content(tx, principal.tenant_id, message_id, content)
+        thread = await repo.thread_activity(tx, principal.tenant_id, row["root_id"], replies=0, last_seq=None)
+        (path,) = await path_ids(tx, principal.tenant_id, [updated])
+        await _announce_activity(tx, principal, updated, thread, "EDIT", path)
+    return updated, path
+
+
+async def delete(
+    db: Database, principal: Principal, message_id: uuid.UUID
+) -> tuple[asyncpg.Record, list[uuid.UUID]]:
+    async with db.transaction() as tx:
+        row, conversation = await _own_message(tx, principal, message_id)
+        is_author = row["author_id"] == principal.user_id
+        if not is_author and access_level(principal, conversation) < Access.MANAGE:
+            raise forbidden("Only the author or the conversation's owner may delete a message")
+        if row["deleted_at"] is not None:
+            raise conflict("The message is already deleted")
+        updated = await repo.tombstone(tx, principal.tenant_id, message_id)
+        thread = await repo.thread_activity(tx, principal.tenant_id, row["root_id"], replies=0, last_seq=None)
+        (path,) = await path_ids(tx, principal.tenant_id, [updated])
+        await _announce_activity(tx, principal, updated, thread, "DELETE", path)
+    return updated, path
+
+
+async def readable_message(db: Executor, principal: Principal, message_id: uuid.UUID) -> asyncpg.Record:
+    row = await repo.message(db, principal.tenant_id, message_id)
+    if row is None:
+        raise not_found("Message")
+    await require(db, principal, row["conversation_id"], Access.READ)
+    return row
+
+
+async def mark_read(db: Database, principal: Principal, root_id: uuid.UUID) -> asyncpg.Record:
+    async with db.transaction() as tx:
+        root = await readable_message(tx, principal, root_id)
+        if root["parent_id"] is not None:
+            raise bad_input("threadMarkRead takes the id of a thread's root message", argument="rootId")
+        await repo.mark_read(tx, principal.tenant_id, principal.user_id, root_id)
+        thread = await repo.thread_with_root(tx, principal.tenant_id, root_id, principal.user_id)
+        assert thread is not None
+        await publish(
+            tx,
+            principal.tenant_id,
+            EventType.UNREAD_UPDATE,
+            conversation_id=root["conversation_id"],
+            root_id=root_id,
+            recipient_id=principal.user_id,
+            payload={"unreadCount": thread["unread_count"]},
+        )
+    return thread

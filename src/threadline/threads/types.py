@@ -1,0 +1,159 @@
+"""GraphQL types of messages, threads and thread trees."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import StrEnum
+
+import asyncpg
+import strawberry
+
+from threadline.auth.types import User, load_user
+from threadline.graphql.context import Info
+from threadline.graphql.node import Node
+from threadline.ids import Kind, encode_id
+
+
+@strawberry.enum(description="Who speaks in a message.")
+class MessageRole(StrEnum):
+    USER = "USER"
+    ASSISTANT = "ASSISTANT"
+    SYSTEM = "SYSTEM"
+    TOOL = "TOOL"
+
+
+@strawberry.type(description="Token usage.")
+class Usage:
+    prompt_tokens: int = strawberry.field(description="Tokens in the prompt.")
+    completion_tokens: int = strawberry.field(description="Tokens generated.")
+    total_tokens: int = strawberry.field(description="promptTokens + completionTokens.")
+
+    @classmethod
+    def of(cls, prompt: int | None, completion: int | None) -> Usage | None:
+        if prompt is None and completion is None:
+            return None
+        return cls(prompt_tokens=prompt or 0, completion_tokens=completion or 0, total_tokens=(prompt or 0) + (completion or 0))
+
+
+@strawberry.type(description="An earlier version of an edited message.")
+class MessageEdit:
+    content: str = strawberry.field(description="The content before the edit.")
+    edited_at: datetime = strawberry.field(description="When it was replaced.")
+
+
+@strawberry.type(description="A piece of streamed output, in order.")
+class MessageChunk:
+    index: int = strawberry.field(description="Position in the stream, from 0.")
+    content: str = strawberry.field(description="The text of this chunk.")
+    created_at: datetime = strawberry.field(description="When it arrived.")
+
+
+@strawberry.type(description="A message: a node of a thread tree.")
+class Message(Node):
+    conversation_id: strawberry.ID = strawberry.field(description="The conversation it belongs to.")
+    root_id: strawberry.ID = strawberry.field(description="Its thread's root message (itself for a root).")
+    parent_id: strawberry.ID | None = strawberry.field(description="The message it replies to; null for a root.")
+    depth: int = strawberry.field(description="0 for a root, parent's depth + 1 otherwise.")
+    path: list[strawberry.ID] = strawberry.field(description="Ancestor ids from the root, ending with this id.")
+    child_count: int = strawberry.field(description="Direct replies.")
+    role: MessageRole = strawberry.field(description="USER, ASSISTANT, SYSTEM or TOOL.")
+    content: str = strawberry.field(description="Text; empty for a deleted message (tombstone).")
+    model: str | None = strawberry.field(description="Model that produced it, if any.")
+    usage: Usage | None = strawberry.field(description="Token usage, if recorded.")
+    created_at: datetime = strawberry.field(description="When it was written.")
+    edited_at: datetime | None = strawberry.field(description="When it was last edited.")
+    deleted_at: datetime | None = strawberry.field(description="When it was deleted (tombstoned).")
+    is_deleted: bool = strawberry.field(description="True for a tombstone: content removed, node kept.")
+    uuid: strawberry.Private[uuid.UUID]
+    root_uuid: strawberry.Private[uuid.UUID]
+    author_uuid: strawberry.Private[uuid.UUID | None]
+
+    @strawberry.field(description="Who wrote it (null after erasure).")
+    async def author(self, info: Info) -> User | None:
+        return await load_user(info, self.author_uuid)
+
+    @strawberry.field(
+        description="Direct replies, oldest first. Any nesting depth is served from one load of the thread."
+    )
+    async def replies(self, info: Info) -> list[Message]:
+        from threadline.threads.resolvers import replies_of
+
+        return await replies_of(info, self)
+
+    @strawberry.field(description="Streamed output pieces in order (assistant messages).")
+    async def chunks(self, info: Info) -> list[MessageChunk]:
+        from threadline.threads.resolvers import chunks_of
+
+        return await chunks_of(info, self.uuid)
+
+    @strawberry.field(description="Earlier versions, oldest first (empty if never edited; cleared on delete).")
+    async def edits(self, info: Info) -> list[MessageEdit]:
+        from threadline.threads.resolvers import edits_of
+
+        return await edits_of(info, self.uuid)
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record, path: list[uuid.UUID]) -> Message:
+        parent = row["parent_id"]
+        return cls(
+            id=strawberry.ID(encode_id(Kind.MESSAGE, row["id"])),
+            uuid=row["id"],
+            root_uuid=row["root_id"],
+            author_uuid=row["author_id"],
+            conversation_id=strawberry.ID(encode_id(Kind.CONVERSATION, row["conversation_id"])),
+            root_id=strawberry.ID(encode_id(Kind.MESSAGE, row["root_id"])),
+            parent_id=strawberry.ID(encode_id(Kind.MESSAGE, parent)) if parent else None,
+            depth=row["depth"],
+            path=[strawberry.ID(encode_id(Kind.MESSAGE, p)) for p in path],
+            child_count=row["child_count"],
+            role=MessageRole(row["role"]),
+            content=row["content"],
+            model=row["model"],
+            usage=Usage.of(row["prompt_tokens"], row["completion_tokens"]),
+            created_at=row["created_at"],
+            edited_at=row["edited_at"],
+            deleted_at=row["deleted_at"],
+            is_deleted=row["deleted_at"] is not None,
+        )
+
+
+@strawberry.type(description="A thread: a root message and everything under it.")
+class Thread(Node):
+    root: Message = strawberry.field(description="The root message.")
+    reply_count: int = strawberry.field(description="Messages under the root.")
+    last_activity_at: datetime = strawberry.field(description="Last reply, edit or delete.")
+    unread_count: int = strawberry.field(
+        description="Messages by others (not deleted) after the viewer's read marker."
+    )
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Thread:
+        return cls(
+            id=strawberry.ID(encode_id(Kind.THREAD, row["thread_id"])),
+            root=Message.from_row(row, [row["id"]]),
+            reply_count=row["reply_count"],
+            last_activity_at=row["thread_last_activity_at"],
+            unread_count=row["unread_count"],
+        )
+
+
+@strawberry.type(description="A depth-first snapshot of a thread or subtree, with ancestry hints on each node.")
+class ThreadTree:
+    root: Message = strawberry.field(description="The node the snapshot starts at.")
+    nodes: list[Message] = strawberry.field(description="Every node in depth-first order, siblings oldest first, root first.")
+    total_count: int = strawberry.field(description="Number of nodes.")
+
+
+@strawberry.input(description="Token usage to record with a message.")
+class UsageInput:
+    prompt_tokens: int | None = strawberry.field(default=None, description="Prompt tokens.")
+    completion_tokens: int | None = strawberry.field(default=None, description="Completion tokens.")
+
+
+@strawberry.input(description="A message to post.")
+class MessageInput:
+    content: str = strawberry.field(description="Text, non-empty, at most the configured size (1 MiB by default).")
+    role: MessageRole = strawberry.field(default=MessageRole.USER, description="Defaults to USER.")
+    model: str | None = strawberry.field(default=None, description="Model that produced it, if any.")
+    usage: UsageInput | None = strawberry.field(default=None, description="Token usage, if known.")
