@@ -1,0 +1,127 @@
+"""Session fixtures: embedded PostgreSQL, migrated database, real server; truncation per test."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.harness import (
+    Actor,
+    Client,
+    EmbeddedDatabase,
+    Loop,
+    ServerThread,
+    create_database,
+    test_settings,
+    truncate_all,
+    unique,
+)
+from threadline.ids import Kind, encode_id
+
+
+@pytest.fixture(scope="session")
+def loop() -> Iterator[Loop]:
+    lp = Loop()
+    yield lp
+    lp.close()
+
+
+@pytest.fixture(scope="session")
+def pg(loop: Loop) -> Iterator[EmbeddedDatabase]:
+    database = EmbeddedDatabase()
+    database.start()
+    yield database
+    database.stop()
+
+
+@pytest.fixture(scope="session")
+def dsn(pg: EmbeddedDatabase, loop: Loop) -> str:
+    """The application database, migrated once per session."""
+    from threadline.db.migrate import apply_migrations
+
+    url = loop.run(create_database(pg.admin_dsn, "threadline_test"))
+    loop.run(apply_migrations(url))
+    return url
+
+
+@pytest.fixture(scope="session")
+def server(dsn: str) -> Iterator[ServerThread]:
+    srv = ServerThread(test_settings(dsn, migrate_on_start=False))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(autouse=True)
+def _clean(request: pytest.FixtureRequest, loop: Loop) -> Iterator[None]:
+    # Only tests that touch the database pay for truncation.
+    if "dsn" in request.fixturenames:
+        loop.run(truncate_all(request.getfixturevalue("dsn")))
+    yield
+
+
+@pytest.fixture
+def make_tenant(server: ServerThread, loop: Loop) -> Iterator[Callable[..., Actor]]:
+    """Creates a tenant with its admin; returns the admin as an Actor."""
+    from threadline.auth.service import create_tenant
+
+    clients: list[Client] = []
+
+    def make(name: str | None = None) -> Actor:
+        services = server.app.state.services
+        # The app's pool belongs to the server's loop; use a short-lived connection here.
+        from threadline.db import Database
+
+        async def work() -> Any:
+            db = await Database.connect(services.settings.database_url, 1, 1)
+            try:
+                return await create_tenant(db, name or unique("tenant"), f"{unique('admin')}@example.com")
+            finally:
+                await db.close()
+
+        created = loop.run(work())
+        client = Client(server.url, created.api_key)
+        clients.append(client)
+        return Actor(
+            encode_id(Kind.TENANT, created.tenant_id), encode_id(Kind.USER, created.user_id), created.api_key, client
+        )
+
+    yield make
+    for c in clients:
+        c.close()
+
+
+@pytest.fixture
+def admin(make_tenant: Callable[..., Actor]) -> Actor:
+    return make_tenant()
+
+
+@pytest.fixture
+def make_user(server: ServerThread) -> Iterator[Callable[..., Actor]]:
+    """Creates a user in `admin`'s tenant through the API (userCreate + apiKeyCreate)."""
+    clients: list[Client] = []
+
+    def make(admin: Actor, role: str = "MEMBER", team: str | None = None) -> Actor:
+        user = admin.client.ok(
+            "mutation($i: UserCreateInput!) { userCreate(input: $i) { id } }",
+            {"i": {"email": f"{unique('u')}@example.com", "role": role, "team": team}},
+        )["userCreate"]
+        key = admin.client.ok(
+            "mutation($u: ID!) { apiKeyCreate(userId: $u, name: \"test\") { secret } }", {"u": user["id"]}
+        )["apiKeyCreate"]["secret"]
+        client = Client(server.url, key)
+        clients.append(client)
+        return Actor(admin.tenant_id, user["id"], key, client)
+
+    yield make
+    for c in clients:
+        c.close()
+
+
+@pytest.fixture
+def anonymous(server: ServerThread) -> Iterator[Client]:
+    client = Client(server.url, None)
+    yield client
+    client.close()

@@ -1,0 +1,210 @@
+"""Test harness: one embedded PostgreSQL and one real uvicorn per session, plain sync clients.
+
+Tests talk to the server the way clients do: HTTP with httpx and WebSockets with `websockets`.
+The database is truncated between tests (streaming tests commit, so rollback cannot clean up).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import os
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+import asyncpg
+import httpx
+import uvicorn
+
+from threadline.settings import Settings
+
+T = TypeVar("T")
+
+TEST_JWT_SECRET = "test-secret-that-is-long-enough-for-hs256"
+
+
+class Loop:
+    """A private event loop for the test thread, for direct database work (setup and assertions)."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self.loop.run_until_complete(coro)
+
+    def close(self) -> None:
+        self.loop.close()
+
+
+class EmbeddedDatabase:
+    """The session's PostgreSQL: embedded (pgserver) unless THREADLINE_TEST_DATABASE_URL is set."""
+
+    def __init__(self) -> None:
+        self._embedded: Any = None
+        self._tmp: str | None = None
+        self.admin_dsn = ""
+
+    def start(self) -> str:
+        given = os.environ.get("THREADLINE_TEST_DATABASE_URL")
+        if given:
+            self.admin_dsn = given
+            return given
+        from threadline.db.embedded import EmbeddedPostgres
+
+        self._tmp = tempfile.mkdtemp(prefix="tl-test-", dir="/tmp" if Path("/tmp").is_dir() else None)
+        os.chmod(self._tmp, 0o755)
+        self._embedded = EmbeddedPostgres(Path(self._tmp))
+        self.admin_dsn = self._embedded.start()
+        return self.admin_dsn
+
+    def stop(self) -> None:
+        if self._embedded is not None:
+            self._embedded.stop()
+
+
+def database_dsn(admin_dsn: str, name: str) -> str:
+    """`admin_dsn` pointed at database `name` (handles the socket-style DSN pgserver gives)."""
+    base, sep, query = admin_dsn.partition("?")
+    head, _, _ = base.rpartition("/")
+    return f"{head}/{name}{sep}{query}"
+
+
+async def create_database(admin_dsn: str, name: str) -> str:
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return database_dsn(admin_dsn, name)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerThread:
+    """A real uvicorn serving the real app on 127.0.0.1, in a background thread of this process."""
+
+    def __init__(self, settings: Settings) -> None:
+        from threadline.app import create_app
+
+        self.port = free_port()
+        self.app = create_app(settings)
+        config = uvicorn.Config(
+            self.app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="on", ws_max_size=1024 * 1024
+        )
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/graphql"
+
+    def start(self) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("test server did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+
+def test_settings(dsn: str, **overrides: Any) -> Settings:
+    base = Settings(
+        database_url=dsn,
+        data_dir=Path(tempfile.gettempdir()) / "threadline-test-unused",
+        jwt_secret=TEST_JWT_SECRET,
+        migrate_on_start=True,
+        db_pool_min=1,
+        db_pool_max=10,
+    )
+    return dataclasses.replace(base, **overrides)
+
+
+TABLES_TO_KEEP = {"migration"}
+
+
+async def truncate_all(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        names = [
+            r["tablename"]
+            for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+            if r["tablename"] not in TABLES_TO_KEEP
+        ]
+        if names:
+            await conn.execute("TRUNCATE " + ", ".join(f'"{n}"' for n in names) + " CASCADE")
+    finally:
+        await conn.close()
+
+
+class GraphQLError(AssertionError):
+    pass
+
+
+class Client:
+    """A GraphQL-over-HTTP client for one caller."""
+
+    def __init__(self, base_url: str, token: str | None) -> None:
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        self.http = httpx.Client(base_url=base_url, headers=headers, timeout=60)
+        self.token = token
+
+    def execute(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The whole response body (data and errors)."""
+        response = self.http.post("/graphql", json={"query": query, "variables": variables or {}})
+        assert response.status_code in (200, 400), response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def ok(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        """`data` of a response that must have no errors."""
+        body = self.execute(query, variables)
+        if body.get("errors"):
+            raise GraphQLError(f"unexpected errors: {body['errors']}")
+        data: dict[str, Any] = body["data"]
+        return data
+
+    def error(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The first error of a response that must fail."""
+        body = self.execute(query, variables)
+        assert body.get("errors"), f"expected an error, got {body}"
+        first: dict[str, Any] = body["errors"][0]
+        return first
+
+    def code(self, query: str, variables: dict[str, Any] | None = None) -> str:
+        return str(self.error(query, variables)["extensions"]["code"])
+
+    def close(self) -> None:
+        self.http.close()
+
+
+@dataclasses.dataclass
+class Actor:
+    """A user with a working API key."""
+
+    tenant_id: str
+    user_id: str
+    api_key: str
+    client: Client
+
+
+def unique(prefix: str = "x") -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
