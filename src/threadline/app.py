@@ -48,12 +48,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await apply_migrations(dsn)
         services.db = await Database.connect(dsn, settings.db_pool_min, settings.db_pool_max)
         from threadline.streaming.hub import StreamHub
+        from threadline.streaming.maintenance import start_maintenance, stop_task
 
         services.hub = StreamHub(services.db, services.settings)
         await services.hub.start()
+        maintenance = start_maintenance(services.db, services.settings)
         try:
             yield
         finally:
+            await stop_task(maintenance)
             await services.hub.stop()
             await services.db.close()
             if services.embedded is not None:

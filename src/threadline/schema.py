@@ -12,11 +12,15 @@ from threadline.conversations.schema import ConversationMutation, ConversationQu
 from threadline.conversations.types import Conversation
 from threadline.errors import ThreadlineError
 from threadline.graphql.context import Info
+from threadline.graphql.base_schema import ThreadlineSchema
 from threadline.graphql.errors import ErrorCodeEnum, ErrorCodes
 from threadline.graphql.node import Node
 from threadline.ids import Kind, parse_id
 from threadline.threads import repository as threads
 from threadline.threads import service as thread_service
+from threadline.presence.schema import PresenceMutation
+from threadline.streaming.schema import StreamSubscription
+from threadline.streaming.types import EVENT_TYPES
 from threadline.threads.schema import ThreadMutation, ThreadQuery
 from threadline.threads.types import Message, Thread
 
@@ -60,14 +64,16 @@ class ErrorCodeQuery:
 
 
 Query = merge_types("Query", (NodeQuery, AuthQuery, ConversationQuery, ThreadQuery, ErrorCodeQuery))
-Mutation = merge_types("Mutation", (AuthMutation, ConversationMutation, ThreadMutation))
+Mutation = merge_types("Mutation", (AuthMutation, ConversationMutation, ThreadMutation, PresenceMutation))
+Subscription = merge_types("Subscription", (StreamSubscription,))
 
 
 def build_schema() -> strawberry.Schema:
-    return strawberry.Schema(
+    return ThreadlineSchema(
         query=Query,
         mutation=Mutation,
-        types=[Conversation, Message, Thread, User],
+        subscription=Subscription,
+        types=[Conversation, Message, Thread, User, *EVENT_TYPES],
         extensions=[ErrorCodes],
     )
 

@@ -79,6 +79,8 @@ class Settings:
     presence_timeout_seconds: float = 60.0
     typing_timeout_seconds: float = 5.0
     ws_init_timeout_seconds: float = 10.0
+    ws_max_operations: int = 100
+    maintenance_interval_seconds: float = 1.0
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -113,6 +115,10 @@ class Settings:
             typing_timeout_seconds=_env_float("THREADLINE_TYPING_TIMEOUT_SECONDS", cls.typing_timeout_seconds),
             ws_init_timeout_seconds=_env_float(
                 "THREADLINE_WS_INIT_TIMEOUT_SECONDS", cls.ws_init_timeout_seconds
+            ),
+            ws_max_operations=_env_int("THREADLINE_WS_MAX_OPERATIONS", cls.ws_max_operations),
+            maintenance_interval_seconds=_env_float(
+                "THREADLINE_MAINTENANCE_INTERVAL_SECONDS", cls.maintenance_interval_seconds
             ),
         )
 

@@ -4,7 +4,8 @@ from piccolo.table import Table
 
 from threadline.auth.tables import ApiKey, AppUser, Tenant
 from threadline.conversations.tables import Conversation, Invite, Participant
-from threadline.events.tables import StreamEvent
+from threadline.events.tables import StreamEvent, StreamState
+from threadline.presence.tables import Presence, TypingState
 from threadline.threads.tables import Message, MessageChunk, MessageEdit, ReadMarker, Thread
 
 ALL_TABLES: tuple[type[Table], ...] = (
@@ -20,4 +21,7 @@ ALL_TABLES: tuple[type[Table], ...] = (
     ReadMarker,
     MessageChunk,
     StreamEvent,
+    StreamState,
+    Presence,
+    TypingState,
 )

@@ -10,8 +10,6 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import orjson
-
 from threadline.db import Executor
 from threadline.events.kinds import EventType
 
@@ -28,11 +26,15 @@ async def publish(
     recipient_id: uuid.UUID | None = None,
     payload: dict[str, Any] | None = None,
 ) -> int:
+    # The transaction gets its xid *before* it draws an id from the sequence (the MATERIALIZED CTE runs
+    # first). The hub relies on that to tell a gap that may still fill from one that never will.
     event_id = int(
         await tx.fetchval(
-            """WITH e AS (
-                   INSERT INTO stream_event (tenant_id, conversation_id, root_id, recipient_id, type, payload)
-                   VALUES ($1, $2, $3, $4, $5, $6) RETURNING id
+            """WITH x AS MATERIALIZED (SELECT pg_current_xact_id() AS xid),
+               e AS (
+                   INSERT INTO stream_event (id, tenant_id, conversation_id, root_id, recipient_id, type, payload)
+                   SELECT nextval('stream_event_id_seq'), $1, $2, $3, $4, $5, $6 FROM x
+                   RETURNING id
                )
                SELECT e.id FROM e, LATERAL pg_notify($7, $8 || e.id::text) n""",
             tenant_id,
@@ -56,7 +58,3 @@ def _notice_prefix(conversation_id: uuid.UUID | None) -> str:
 def notice(raw: str) -> tuple[str, int]:
     conversation, _, event_id = raw.partition(":")
     return conversation, int(event_id)
-
-
-def dumps(payload: dict[str, Any]) -> str:
-    return orjson.dumps(payload).decode()

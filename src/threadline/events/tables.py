@@ -14,3 +14,10 @@ class StreamEvent(Table, tablename="stream_event"):
     type = Varchar(length=32)
     payload = JSONB(default="{}")
     created_at = Timestamptz(default=TimestamptzNow())
+
+
+class StreamState(Table, tablename="stream_state"):
+    """Process-independent facts about the log, e.g. the highest id pruned by retention."""
+
+    id = Varchar(length=64, primary_key=True)
+    value = BigInt(default=0)

@@ -25,6 +25,7 @@ class Context:
     services: Any = None  # the app's long-lived services (stream hub, ...), set by the view
     request: Any = None
     response: Any = None
+    connection_params: Any = None  # graphql-transport-ws connection_init payload
     _principal: Principal | None = None
     _auth_error: ThreadlineError | None = None
     _loaders: dict[str, DataLoader[Any, Any]] = field(default_factory=dict)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Any
 
 from cross_web import HTTPException
@@ -10,9 +11,10 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
-from threadline.errors import ErrorCode
+from threadline.errors import ErrorCode, ThreadlineError
 from threadline.graphql.context import Context
 
 
@@ -32,6 +34,8 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
             subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
             keep_alive=True,
             keep_alive_interval=15,
+            connection_init_wait_timeout=timedelta(seconds=services.settings.ws_init_timeout_seconds),
+            max_subscriptions_per_connection=services.settings.ws_max_operations,
         )
         self.services = services
 
@@ -57,3 +61,14 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
             request=request,
             response=response,
         )
+
+    async def on_ws_connect(self, context: Context) -> dict[str, object] | None:
+        """Authenticate the socket from `connection_init` ({"authorization": "Bearer ..."}); 4403 otherwise."""
+        params = context.connection_params if isinstance(context.connection_params, dict) else {}
+        authorization = params.get("authorization") or params.get("Authorization")
+        context.authorization = authorization if isinstance(authorization, str) else None
+        try:
+            await context.principal()
+        except ThreadlineError as exc:
+            raise ConnectionRejectionError({"code": exc.code.value, "message": exc.message}) from exc
+        return None

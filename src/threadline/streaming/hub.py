@@ -1,18 +1,238 @@
-"""The per-process StreamHub (completed in the streaming issue)."""
+"""The per-process StreamHub: one LISTEN, one reader of the log, in-process fan-out.
+
+Publishers write an event row and NOTIFY inside their transaction. The hub holds a single
+broadcaster subscription; a notification (or a resync after a reconnect, or a periodic poll) wakes
+the reader, which reads the log after its cursor once and routes each event to the matching
+subscribers' bounded queues.
+
+Ids come from a sequence, so they become visible out of commit order. The reader never moves its
+cursor past a gap that may still fill: a missing id was drawn by a transaction that had its xid
+before the id (publish() makes sure of that), hence before the read's snapshot; once the oldest
+running transaction is newer than that snapshot's xmax, the gap either filled (and is read) or was
+rolled back (and is skipped). So every committed event is delivered exactly once, in id order.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import uuid
+from collections import defaultdict
+
+from broadcaster import Broadcast
+
 from threadline.db import Database
+from threadline.events import log as event_log
+from threadline.events.kinds import EventType
+from threadline.events.log import LoggedEvent
+from threadline.events.publish import CHANNEL
 from threadline.settings import Settings
+from threadline.streaming.listener import SupervisedPostgresBackend
+from threadline.streaming.subscriber import Subscriber, subject_of
+
+log = logging.getLogger(__name__)
+
+READ_BATCH = 2000
+IDLE_POLL_SECONDS = 1.0
+GAP_POLL_SECONDS = 0.02
 
 
 class StreamHub:
     def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
         self.settings = settings
+        self.cursor = 0
+        self._guard: tuple[int, int] | None = None  # (highest id seen past a gap, snapshot xmax then)
+        self._wake = asyncio.Event()
+        self._by_conversation: dict[uuid.UUID, set[Subscriber]] = defaultdict(set)
+        self._viewers: dict[uuid.UUID, set[Subscriber]] = defaultdict(set)
+        self._participants: dict[uuid.UUID, set[uuid.UUID]] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self._broadcast: Broadcast | None = None
+        self.backend: SupervisedPostgresBackend | None = None
+        self.delivered = 0
+        self.maintenance: list[object] = []  # callables run periodically (presence/typing expiry, pruning)
+
+    # lifecycle -----------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        return None
+        assert self.settings.database_url, "the hub needs the resolved database URL"
+        self.cursor = await event_log.current_position(self.db)
+        self.backend = SupervisedPostgresBackend(self.settings.database_url)
+        self._broadcast = Broadcast(backend=self.backend)
+        await self._broadcast.connect()
+        ready = asyncio.Event()
+        self._tasks = [
+            asyncio.create_task(self._listen(ready), name="threadline-hub-listen"),
+            asyncio.create_task(self._read_loop(), name="threadline-hub-reader"),
+        ]
+        await ready.wait()
 
     async def stop(self) -> None:
-        return None
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        if self._broadcast is not None:
+            with contextlib.suppress(Exception):
+                await self._broadcast.disconnect()
+        for subs in list(self._by_conversation.values()) + list(self._viewers.values()):
+            for sub in subs:
+                sub.end("server shutting down")
+
+    async def _listen(self, ready: asyncio.Event) -> None:
+        assert self._broadcast is not None
+        # One subscription for the whole process (broadcaster's per-channel subscribe races).
+        async with self._broadcast.subscribe(CHANNEL) as subscription:
+            ready.set()
+            async for _ in subscription:  # type: ignore[attr-defined]
+                self._wake.set()
+
+    # subscribers ---------------------------------------------------------------------------------
+
+    async def subscribe(self, sub: Subscriber) -> Subscriber:
+        """Register `sub`; from now on it receives every event after `sub.start`."""
+        sub.start = self.cursor
+        if sub.follows_viewer:
+            self._viewers[sub.user_id].add(sub)
+        for conversation_id in sub.conversations:
+            self._by_conversation[conversation_id].add(sub)
+        if not sub.follows_viewer:
+            await self._load_participants(sub.conversations)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        if sub.follows_viewer:
+            self._discard(self._viewers, sub.user_id, sub)
+        for conversation_id in list(sub.conversations):
+            self._discard(self._by_conversation, conversation_id, sub)
+            if conversation_id not in self._by_conversation:
+                self._participants.pop(conversation_id, None)
+
+    def local_subscriptions(self, user_id: uuid.UUID) -> int:
+        """How many live subscriptions this process holds for a user (for presence on close)."""
+        count = len(self._viewers.get(user_id, ()))
+        for subs in self._by_conversation.values():
+            count += sum(1 for s in subs if s.user_id == user_id and not s.follows_viewer)
+        return count
+
+    @property
+    def subscriber_count(self) -> int:
+        return len({s for subs in self._by_conversation.values() for s in subs} | {
+            s for subs in self._viewers.values() for s in subs
+        })
+
+    @staticmethod
+    def _discard(index: dict[uuid.UUID, set[Subscriber]], key: uuid.UUID, sub: Subscriber) -> None:
+        subs = index.get(key)
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del index[key]
+
+    async def _load_participants(self, conversation_ids: set[uuid.UUID]) -> None:
+        missing = [c for c in conversation_ids if c not in self._participants]
+        if not missing:
+            return
+        rows = await self.db.fetch(
+            "SELECT conversation_id, user_id FROM participant WHERE conversation_id = ANY($1::uuid[])", missing
+        )
+        for c in missing:
+            self._participants.setdefault(c, set())
+        for row in rows:
+            self._participants[row["conversation_id"]].add(row["user_id"])
+
+    # reading and routing -------------------------------------------------------------------------
+
+    def poke(self) -> None:
+        self._wake.set()
+
+    async def _read_loop(self) -> None:
+        while True:
+            timeout = GAP_POLL_SECONDS if self._guard is not None else IDLE_POLL_SECONDS
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+            self._wake.clear()
+            try:
+                while await self._read_once() >= READ_BATCH:
+                    pass
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the database may be restarting; retry after a pause
+                log.exception("stream hub: reading the event log failed; retrying")
+                await asyncio.sleep(0.5)
+
+    async def _read_once(self) -> int:
+        tail = await event_log.read_tail(self.db, self.cursor, READ_BATCH)
+        events = tail.events
+        for event in events:
+            if not self._settled(event, tail.xmin):
+                guard = self._guard
+                if guard is None or tail.xmin >= guard[1]:
+                    self._guard = (events[-1].id, tail.xmax)
+                break
+            self.cursor = event.id
+            self._route(event)
+        if self._guard is not None and self.cursor >= self._guard[0]:
+            self._guard = None
+        return len(events)
+
+    def _settled(self, event: LoggedEvent, xmin: int) -> bool:
+        if event.id == self.cursor + 1:
+            return True
+        guard = self._guard
+        # The ids missing below `event` were drawn before the guard's snapshot; every transaction
+        # running then has finished once xmin passes its xmax, so a missing id will never appear.
+        return guard is not None and event.id <= guard[0] and xmin >= guard[1]
+
+    def _route(self, event: LoggedEvent) -> None:
+        if event.type == EventType.PRESENCE_UPDATE:
+            self._route_presence(event)
+            return
+        targets: set[Subscriber] = set()
+        if event.conversation_id is not None:
+            targets |= self._by_conversation.get(event.conversation_id, set())
+        if event.type == EventType.MEMBERSHIP_CHANGED:
+            self._membership_changed(event, targets)
+        for sub in targets:
+            if sub.wants(event):
+                sub.offer(event)
+                self.delivered += 1
+
+    def _membership_changed(self, event: LoggedEvent, targets: set[Subscriber]) -> None:
+        user = subject_of(event)
+        conversation = event.conversation_id
+        if user is None or conversation is None:
+            return
+        change = event.payload.get("change")
+        members = self._participants.get(conversation)
+        if members is not None:
+            if change == "REMOVED":
+                members.discard(user)
+            else:
+                members.add(user)
+        for sub in self._viewers.get(user, set()):
+            targets.add(sub)
+            if change == "REMOVED":
+                sub.conversations.discard(conversation)
+                self._discard(self._by_conversation, conversation, sub)
+            elif conversation not in sub.conversations:
+                sub.conversations.add(conversation)
+                self._by_conversation[conversation].add(sub)
+
+    def _route_presence(self, event: LoggedEvent) -> None:
+        user = subject_of(event)
+        if user is None:
+            return
+        for conversation, members in self._participants.items():
+            if user not in members:
+                continue
+            scoped = dataclasses.replace(event, conversation_id=conversation)
+            for sub in self._by_conversation.get(conversation, set()):
+                if sub.tenant_id == event.tenant_id and not sub.follows_viewer:
+                    sub.offer(scoped)
+                    self.delivered += 1

@@ -1,0 +1,134 @@
+"""Reading the event log: the hub's commit-safe tail, replay for `since`, and retention."""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from threadline.db import Database, Executor
+
+EVENT_COLUMNS = "id, tenant_id, conversation_id, root_id, recipient_id, type, payload, created_at"
+
+
+@dataclass(frozen=True, slots=True)
+class LoggedEvent:
+    id: int
+    tenant_id: uuid.UUID
+    conversation_id: uuid.UUID | None
+    root_id: uuid.UUID | None
+    recipient_id: uuid.UUID | None
+    type: str
+    payload: dict[str, Any]
+    created_at: datetime
+
+
+def _event(row: Any) -> LoggedEvent:
+    return LoggedEvent(
+        row["id"],
+        row["tenant_id"],
+        row["conversation_id"],
+        row["root_id"],
+        row["recipient_id"],
+        row["type"],
+        row["payload"],
+        row["created_at"],
+    )
+
+
+@dataclass(frozen=True)
+class Tail:
+    events: list[LoggedEvent]
+    xmin: int  # every transaction below this xid has finished
+    xmax: int  # every transaction that had started when the read was taken is below this xid
+
+
+async def read_tail(db: Database, after: int, limit: int) -> Tail:
+    """Committed events after `after`, with the snapshot bounds needed to judge gaps in the ids."""
+    async with db.transaction(isolation="repeatable_read") as tx:
+        snap = await tx.fetchrow(
+            """SELECT pg_snapshot_xmin(s)::text::bigint AS xmin, pg_snapshot_xmax(s)::text::bigint AS xmax
+               FROM pg_current_snapshot() s"""
+        )
+        rows = await tx.fetch(
+            f"SELECT {EVENT_COLUMNS} FROM stream_event WHERE id > $1 ORDER BY id LIMIT $2", after, limit
+        )
+    assert snap is not None
+    return Tail([_event(r) for r in rows], snap["xmin"], snap["xmax"])
+
+
+async def current_position(db: Executor) -> int:
+    """The highest id handed out so far (a safe starting point for a new hub: it replays nothing)."""
+    value = await db.fetchval("SELECT last_value FROM stream_event_id_seq")
+    return int(value or 0)
+
+
+async def replay(
+    db: Executor,
+    tenant_id: uuid.UUID,
+    *,
+    after: int,
+    through: int,
+    conversation_ids: list[uuid.UUID] | None,
+    recipient_id: uuid.UUID,
+    limit: int,
+) -> list[LoggedEvent]:
+    """A subscriber's missed events in (after, through]: its conversations' events, plus those addressed to it."""
+    if conversation_ids is None:
+        rows = await db.fetch(
+            f"""SELECT {EVENT_COLUMNS} FROM stream_event
+                WHERE tenant_id = $1 AND id > $2 AND id <= $3 AND recipient_id = $4
+                ORDER BY id LIMIT $5""",
+            tenant_id,
+            after,
+            through,
+            recipient_id,
+            limit,
+        )
+    else:
+        rows = await db.fetch(
+            f"""SELECT {EVENT_COLUMNS} FROM stream_event
+                WHERE tenant_id = $1 AND id > $2 AND id <= $3
+                  AND (conversation_id = ANY($4::uuid[]) OR recipient_id = $5)
+                ORDER BY id LIMIT $6""",
+            tenant_id,
+            after,
+            through,
+            conversation_ids,
+            recipient_id,
+            limit,
+        )
+    return [_event(r) for r in rows]
+
+
+async def pruned_through(db: Executor) -> int:
+    value = await db.fetchval("SELECT value FROM stream_state WHERE id = 'pruned_through'")
+    return int(value or 0)
+
+
+async def prune(db: Database, older_than_days: float, batch: int = 10_000) -> int:
+    """Delete events older than the retention age, remembering the highest id removed."""
+    removed = 0
+    while True:
+        async with db.transaction() as tx:
+            row = await tx.fetchrow(
+                """WITH gone AS (
+                       DELETE FROM stream_event WHERE id IN (
+                           SELECT id FROM stream_event WHERE created_at < now() - make_interval(secs => $1)
+                           ORDER BY id LIMIT $2)
+                       RETURNING id)
+                   SELECT count(*) AS n, max(id) AS top FROM gone""",
+                older_than_days * 86400.0,
+                batch,
+            )
+            assert row is not None
+            if row["n"]:
+                await tx.execute(
+                    """INSERT INTO stream_state (id, value) VALUES ('pruned_through', $1)
+                       ON CONFLICT (id) DO UPDATE SET value = greatest(stream_state.value, EXCLUDED.value)""",
+                    row["top"],
+                )
+        removed += int(row["n"])
+        if row["n"] < batch:
+            return removed

@@ -1,0 +1,49 @@
+"""Mutations for presence and typing."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+import strawberry
+
+from threadline.graphql.context import Info
+from threadline.ids import Kind, decode_id
+from threadline.presence import service
+
+
+@strawberry.enum(description="A user's presence.")
+class PresenceStatus(StrEnum):
+    ONLINE = "ONLINE"
+    AWAY = "AWAY"
+    OFFLINE = "OFFLINE"
+
+
+@strawberry.type
+class PresenceMutation:
+    @strawberry.mutation(
+        description="Report the caller alive (default ONLINE). Status changes are announced as "
+        "`presence.update`; silence longer than the presence timeout turns the caller OFFLINE."
+    )
+    async def presence_heartbeat(self, info: Info, status: PresenceStatus | None = PresenceStatus.ONLINE) -> bool:
+        principal = await info.context.principal()
+        await service.heartbeat(
+            info.context.db, principal.tenant_id, principal.user_id, (status or PresenceStatus.ONLINE).value
+        )
+        return True
+
+    @strawberry.mutation(
+        description="Start (renew) or stop the caller's typing indicator in a conversation, optionally in one "
+        "thread. It expires after a few seconds without renewal (`typing.update` isTyping=false)."
+    )
+    async def typing_set(
+        self, info: Info, conversation_id: strawberry.ID, is_typing: bool, root_id: strawberry.ID | None = None
+    ) -> bool:
+        principal = await info.context.principal()
+        return await service.set_typing(
+            info.context.db,
+            info.context.settings,
+            principal,
+            decode_id(conversation_id, Kind.CONVERSATION),
+            decode_id(root_id, Kind.MESSAGE) if root_id else None,
+            is_typing,
+        )

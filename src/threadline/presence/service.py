@@ -1,0 +1,150 @@
+"""Presence (ONLINE/AWAY/OFFLINE per user) and typing indicators, both expiring on silence."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+from threadline.auth.principal import Principal
+from threadline.conversations.access import Access, require
+from threadline.db import Database, Executor
+from threadline.errors import bad_input, not_found
+from threadline.events.kinds import EventType
+from threadline.events.publish import publish
+from threadline.ids import Kind, encode_id
+from threadline.settings import Settings
+
+STATUSES = {"ONLINE", "AWAY", "OFFLINE"}
+
+
+async def _announce_presence(
+    tx: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID, status: str, last_seen_at: datetime
+) -> None:
+    # One row for any number of conversations: the hub scopes it to each conversation the user is in.
+    await publish(
+        tx,
+        tenant_id,
+        EventType.PRESENCE_UPDATE,
+        conversation_id=None,
+        payload={
+            "userId": encode_id(Kind.USER, user_id),
+            "status": status,
+            "lastSeenAt": last_seen_at.isoformat(),
+        },
+    )
+
+
+async def heartbeat(db: Database, tenant_id: uuid.UUID, user_id: uuid.UUID, status: str) -> None:
+    """Record a sign of life; announce only when the status changes (heartbeats themselves are silent)."""
+    if status not in STATUSES:
+        raise bad_input(f"status must be one of {sorted(STATUSES)}", argument="status")
+    async with db.transaction() as tx:
+        previous = await tx.fetchval("SELECT status FROM presence WHERE id = $1 FOR UPDATE", user_id)
+        row = await tx.fetchrow(
+            """INSERT INTO presence AS p (id, tenant_id, status, last_seen_at) VALUES ($1, $2, $3, now())
+               ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, last_seen_at = now()
+               RETURNING p.last_seen_at""",
+            user_id,
+            tenant_id,
+            status,
+        )
+        assert row is not None
+        if previous != status:
+            await _announce_presence(tx, tenant_id, user_id, status, row["last_seen_at"])
+
+
+async def expire_presence(db: Database, settings: Settings) -> int:
+    """Users silent for longer than the presence timeout go OFFLINE (safe to run in every process)."""
+    async with db.transaction() as tx:
+        rows = await tx.fetch(
+            """UPDATE presence SET status = 'OFFLINE'
+               WHERE id IN (SELECT id FROM presence WHERE status <> 'OFFLINE'
+                            AND last_seen_at < now() - make_interval(secs => $1)
+                            ORDER BY last_seen_at LIMIT 1000 FOR UPDATE SKIP LOCKED)
+               RETURNING id, tenant_id, last_seen_at""",
+            settings.presence_timeout_seconds,
+        )
+        for row in rows:
+            await _announce_presence(tx, row["tenant_id"], row["id"], "OFFLINE", row["last_seen_at"])
+    return len(rows)
+
+
+async def _announce_typing(
+    tx: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID, root_id: uuid.UUID | None, user_id: uuid.UUID, typing: bool
+) -> None:
+    await publish(
+        tx,
+        tenant_id,
+        EventType.TYPING_UPDATE,
+        conversation_id=conversation_id,
+        root_id=root_id,
+        payload={"userId": encode_id(Kind.USER, user_id), "isTyping": typing},
+    )
+
+
+async def set_typing(
+    db: Database,
+    settings: Settings,
+    principal: Principal,
+    conversation_id: uuid.UUID,
+    root_id: uuid.UUID | None,
+    typing: bool,
+) -> bool:
+    """Start (or renew) or stop the caller's typing indicator; only changes are announced."""
+    async with db.transaction() as tx:
+        await require(tx, principal, conversation_id, Access.WRITE)
+        if root_id is not None:
+            root = await tx.fetchrow(
+                "SELECT conversation_id FROM message WHERE tenant_id = $1 AND id = $2 AND parent_id IS NULL",
+                principal.tenant_id,
+                root_id,
+            )
+            if root is None or root["conversation_id"] != conversation_id:
+                raise not_found("Thread")
+        if typing:
+            prev = await tx.fetchrow(
+                """SELECT expires_at > now() AS active, root_id FROM typing_state
+                   WHERE conversation_id = $1 AND user_id = $2 FOR UPDATE""",
+                conversation_id,
+                principal.user_id,
+            )
+            await tx.execute(
+                """INSERT INTO typing_state AS t (id, tenant_id, conversation_id, user_id, root_id, expires_at)
+                   VALUES ($5, $1, $2, $3, $4, now() + make_interval(secs => $6))
+                   ON CONFLICT (conversation_id, user_id) DO UPDATE
+                     SET root_id = EXCLUDED.root_id, expires_at = EXCLUDED.expires_at""",
+                principal.tenant_id,
+                conversation_id,
+                principal.user_id,
+                root_id,
+                uuid.uuid4(),
+                settings.typing_timeout_seconds,
+            )
+            if prev is None or not prev["active"] or prev["root_id"] != root_id:
+                await _announce_typing(tx, principal.tenant_id, conversation_id, root_id, principal.user_id, True)
+        else:
+            row = await tx.fetchrow(
+                """DELETE FROM typing_state WHERE conversation_id = $1 AND user_id = $2
+                   RETURNING expires_at > now() AS was_active, root_id""",
+                conversation_id,
+                principal.user_id,
+            )
+            if row is not None and row["was_active"]:
+                await _announce_typing(
+                    tx, principal.tenant_id, conversation_id, row["root_id"], principal.user_id, False
+                )
+    return typing
+
+
+async def expire_typing(db: Database) -> int:
+    """Typing indicators not renewed in time stop, with a `typing.update` isTyping=false."""
+    async with db.transaction() as tx:
+        rows = await tx.fetch(
+            """DELETE FROM typing_state WHERE id IN (
+                   SELECT id FROM typing_state WHERE expires_at < now()
+                   ORDER BY expires_at LIMIT 1000 FOR UPDATE SKIP LOCKED)
+               RETURNING tenant_id, conversation_id, user_id, root_id"""
+        )
+        for row in rows:
+            await _announce_typing(tx, row["tenant_id"], row["conversation_id"], row["root_id"], row["user_id"], False)
+    return len(rows)

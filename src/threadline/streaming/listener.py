@@ -1,0 +1,120 @@
+"""A broadcaster backend for PostgreSQL LISTEN that survives dropped connections.
+
+broadcaster 0.3.1's own Postgres backend never reconnects. This one owns a dedicated (never pooled)
+connection, watches it (termination callback plus a periodic ping), reconnects with backoff, and
+after every reconnect emits a RESYNC event on each channel so the hub catches up from the log.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import asyncpg
+from broadcaster import Event
+from broadcaster._backends.base import BroadcastBackend
+
+log = logging.getLogger(__name__)
+
+RESYNC = "\x00resync"
+
+
+class SupervisedPostgresBackend(BroadcastBackend):
+    def __init__(self, dsn: str, *, ping_interval: float = 2.0, max_backoff: float = 5.0) -> None:
+        self._dsn = dsn
+        self._ping_interval = ping_interval
+        self._max_backoff = max_backoff
+        self._channels: set[str] = set()
+        self._conn: asyncpg.Connection | None = None
+        self._queue: asyncio.Queue[Event] = asyncio.Queue()
+        self._lost = asyncio.Event()
+        self._supervisor: asyncio.Task[None] | None = None
+        self.reconnects = 0
+
+    async def connect(self) -> None:
+        await self._open()
+        self._supervisor = asyncio.create_task(self._supervise(), name="threadline-listen-supervisor")
+
+    async def disconnect(self) -> None:
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+        await self._close()
+
+    async def subscribe(self, channel: str) -> None:
+        self._channels.add(channel)
+        if self._conn is not None and not self._conn.is_closed():
+            await self._conn.add_listener(channel, self._on_notify)
+
+    async def unsubscribe(self, channel: str) -> None:
+        self._channels.discard(channel)
+        if self._conn is not None and not self._conn.is_closed():
+            await self._conn.remove_listener(channel, self._on_notify)
+
+    async def publish(self, channel: str, message: Any) -> None:
+        # Threadline publishes with pg_notify inside the writer's transaction; this is for completeness.
+        assert self._conn is not None
+        await self._conn.execute("SELECT pg_notify($1, $2)", channel, str(message))
+
+    async def next_published(self) -> Event:
+        return await self._queue.get()
+
+    def connection_pid(self) -> int | None:
+        """The backend pid of the LISTEN connection (tests terminate it to prove recovery)."""
+        if self._conn is None or self._conn.is_closed():
+            return None
+        return int(self._conn.get_server_pid())
+
+    def _on_notify(self, connection: Any, pid: int, channel: str, payload: str) -> None:
+        self._queue.put_nowait(Event(channel=channel, message=payload))
+
+    def _on_terminate(self, connection: Any) -> None:
+        self._lost.set()
+
+    async def _open(self) -> None:
+        conn = await asyncpg.connect(self._dsn)
+        conn.add_termination_listener(self._on_terminate)
+        for channel in self._channels:
+            await conn.add_listener(channel, self._on_notify)
+        self._conn = conn
+        self._lost.clear()
+
+    async def _close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None and not conn.is_closed():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(conn.close(), timeout=2)
+
+    async def _healthy(self) -> bool:
+        if self._conn is None or self._conn.is_closed() or self._lost.is_set():
+            return False
+        try:
+            await asyncio.wait_for(self._conn.fetchval("SELECT 1"), timeout=self._ping_interval * 2)
+        except (Exception, asyncio.TimeoutError):
+            return False
+        return True
+
+    async def _supervise(self) -> None:
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._lost.wait(), timeout=self._ping_interval)
+            if await self._healthy():
+                continue
+            log.warning("LISTEN connection lost; reconnecting")
+            await self._close()
+            delay = 0.05
+            while True:
+                try:
+                    await self._open()
+                    break
+                except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+                    log.warning("LISTEN reconnect failed (%s); retrying in %.2fs", exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self._max_backoff)
+            self.reconnects += 1
+            # Notifications sent while we were away are lost; the hub re-reads the log instead.
+            for channel in self._channels:
+                self._queue.put_nowait(Event(channel=channel, message=RESYNC))

@@ -1,0 +1,178 @@
+"""Subscriptions: conversationEvents and viewerEvents over graphql-transport-ws."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncGenerator
+from datetime import UTC, datetime
+
+import strawberry
+
+from threadline.conversations.access import Access, require
+from threadline.errors import ErrorCode, ThreadlineError, bad_input, not_found
+from threadline.events import log as event_log
+from threadline.events.kinds import EventType
+from threadline.graphql.context import Info
+from threadline.ids import Kind, decode_id
+from threadline.presence import service as presence
+from threadline.streaming.subscriber import Subscriber, subject_of
+from threadline.streaming.types import ConversationStreamEvent, stream_error, to_graphql
+
+REPLAY_BATCH = 1000
+_background: set[asyncio.Task[None]] = set()
+
+
+def parse_since(since: str | None) -> int | None:
+    if since is None:
+        return None
+    if not since.isdigit() or len(since) > 18:
+        raise bad_input("Malformed `since`: pass the `cursor` of an event you received", argument="since")
+    return int(since)
+
+
+async def _stream(info: Info, sub: Subscriber, since: str | None) -> AsyncGenerator[ConversationStreamEvent, None]:
+    db = info.context.db
+    hub = info.context.services.hub
+    since_id = parse_since(since)
+    if since_id is not None and since_id < await event_log.pruned_through(db):
+        raise ThreadlineError(
+            ErrorCode.CURSOR_EXPIRED,
+            "This cursor is older than the event log's retention; refetch the data and subscribe without `since`",
+        )
+    await hub.subscribe(sub)
+    await presence.heartbeat(db, sub.tenant_id, sub.user_id, "ONLINE")
+    last = sub.start
+    try:
+        if since_id is not None and since_id < sub.start:
+            after = since_id
+            conversations = list(sub.conversations)
+            while True:
+                batch = await event_log.replay(
+                    db,
+                    sub.tenant_id,
+                    after=after,
+                    through=sub.start,
+                    conversation_ids=conversations,
+                    recipient_id=sub.user_id,
+                    limit=REPLAY_BATCH,
+                )
+                for event in batch:
+                    if sub.wants(event):
+                        _fresh_caches(info)
+                        yield to_graphql(event, sub.user_id)
+                if len(batch) < REPLAY_BATCH:
+                    break
+                after = batch[-1].id
+        elif since_id is not None:
+            last = since_id  # a cursor from a process whose hub is ahead of ours
+        while True:
+            if not sub.queue.empty():
+                event = sub.queue.get_nowait()
+                if event.id <= last:
+                    continue
+                last = max(last, event.id)
+                _fresh_caches(info)
+                yield to_graphql(event, sub.user_id)
+                if await _lost_access(info, sub, event):
+                    return
+                continue
+            if sub.overflowed:
+                yield stream_error(
+                    ErrorCode.SLOW_CONSUMER.value,
+                    "Events arrived faster than this subscription read them; resubscribe with `since` set to "
+                    "this cursor",
+                    last,
+                    next(iter(sub.conversations), None) if not sub.follows_viewer else None,
+                    datetime.now(UTC),
+                )
+                return
+            if sub.ended:
+                return
+            sub.wake.clear()
+            if sub.queue.empty() and not sub.overflowed and not sub.ended:
+                await sub.wake.wait()
+    finally:
+        hub.unsubscribe(sub)
+        if hub.local_subscriptions(sub.user_id) == 0:
+            task = asyncio.create_task(presence.heartbeat(db, sub.tenant_id, sub.user_id, "OFFLINE"))
+            _background.add(task)
+            task.add_done_callback(_background.discard)
+
+
+def _fresh_caches(info: Info) -> None:
+    # The context lives as long as the socket: loaders must not serve one event's data to the next.
+    info.context.cache.clear()
+    info.context._loaders.clear()
+
+
+async def _lost_access(info: Info, sub: Subscriber, event: object) -> bool:
+    """After a removal of the subscriber itself, a conversation stream ends unless access remains."""
+    if sub.follows_viewer or getattr(event, "type", None) != EventType.MEMBERSHIP_CHANGED:
+        return False
+    if subject_of(event) != sub.user_id or event.payload.get("change") != "REMOVED":  # type: ignore[attr-defined]
+        return False
+    principal = await info.context.principal()
+    try:
+        await require(info.context.db, principal, next(iter(sub.conversations)), Access.READ)
+    except ThreadlineError:
+        return True
+    return False
+
+
+@strawberry.type
+class StreamSubscription:
+    @strawberry.subscription(
+        description="Every event of one conversation (optionally one thread: `rootId`). With `since` (an "
+        "event's cursor), first replays everything after it from the log, then continues live, with no gap "
+        "and no duplicate. Presence and typing are live only. Ends if the caller loses access."
+    )
+    async def conversation_events(
+        self, info: Info, conversation_id: strawberry.ID, root_id: strawberry.ID | None = None, since: str | None = None
+    ) -> AsyncGenerator[ConversationStreamEvent, None]:
+        principal = await info.context.principal()
+        db = info.context.db
+        cid = decode_id(conversation_id, Kind.CONVERSATION)
+        await require(db, principal, cid, Access.READ)
+        rid: uuid.UUID | None = None
+        if root_id is not None:
+            rid = decode_id(root_id, Kind.MESSAGE)
+            owner = await db.fetchval(
+                "SELECT conversation_id FROM message WHERE tenant_id = $1 AND id = $2 AND parent_id IS NULL",
+                principal.tenant_id,
+                rid,
+            )
+            if owner != cid:
+                raise not_found("Thread")
+        sub = Subscriber(
+            tenant_id=principal.tenant_id,
+            user_id=principal.user_id,
+            conversations={cid},
+            root_id=rid,
+            follows_viewer=False,
+            queue_size=info.context.settings.subscriber_queue_size,
+        )
+        async for event in _stream(info, sub, since):
+            yield event
+
+    @strawberry.subscription(
+        description="Every event of every conversation the caller participates in (joining or leaving "
+        "updates the set), plus events addressed to the caller. `since` replays as in conversationEvents."
+    )
+    async def viewer_events(self, info: Info, since: str | None = None) -> AsyncGenerator[ConversationStreamEvent, None]:
+        principal = await info.context.principal()
+        rows = await info.context.db.fetch(
+            "SELECT conversation_id FROM participant WHERE tenant_id = $1 AND user_id = $2",
+            principal.tenant_id,
+            principal.user_id,
+        )
+        sub = Subscriber(
+            tenant_id=principal.tenant_id,
+            user_id=principal.user_id,
+            conversations={r["conversation_id"] for r in rows},
+            root_id=None,
+            follows_viewer=True,
+            queue_size=info.context.settings.subscriber_queue_size,
+        )
+        async for event in _stream(info, sub, since):
+            yield event

@@ -1,0 +1,68 @@
+"""One live subscription inside a process: what it wants, and its bounded queue."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from dataclasses import dataclass, field
+
+from threadline.events.kinds import EventType
+from threadline.events.log import LoggedEvent
+from threadline.ids import Kind, parse_id
+
+
+def subject_of(event: LoggedEvent) -> uuid.UUID | None:
+    """The user an event is about (membership, presence, typing), from its payload."""
+    parsed = parse_id(event.payload.get("userId", ""))
+    return parsed[1] if parsed and parsed[0] is Kind.USER else None
+
+
+@dataclass(eq=False)
+class Subscriber:
+    tenant_id: uuid.UUID
+    user_id: uuid.UUID
+    # conversationEvents: exactly one conversation; viewerEvents: every conversation the user is in.
+    conversations: set[uuid.UUID]
+    root_id: uuid.UUID | None
+    follows_viewer: bool
+    queue_size: int
+    start: int = 0  # the hub's cursor when the subscriber was registered
+    queue: asyncio.Queue[LoggedEvent] = field(init=False)
+    overflowed: bool = False
+    ended: str | None = None  # why the hub ended this stream (membership lost), if it did
+    wake: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def __post_init__(self) -> None:
+        self.queue = asyncio.Queue(maxsize=self.queue_size)
+
+    def wants(self, event: LoggedEvent) -> bool:
+        if event.tenant_id != self.tenant_id:
+            return False
+        if event.recipient_id is not None and event.recipient_id != self.user_id:
+            return False
+        if event.conversation_id is None:
+            return False
+        if event.conversation_id not in self.conversations:
+            # A viewer stream also hears that it joined a conversation it was not yet following.
+            return (
+                self.follows_viewer
+                and event.type == EventType.MEMBERSHIP_CHANGED
+                and subject_of(event) == self.user_id
+            )
+        if self.root_id is not None and event.root_id is not None and event.root_id != self.root_id:
+            return False
+        return True
+
+    def offer(self, event: LoggedEvent) -> None:
+        """Queue an event; a full queue marks the subscriber as too slow (it will be closed)."""
+        if self.overflowed or self.ended:
+            return
+        try:
+            self.queue.put_nowait(event)
+        except asyncio.QueueFull:
+            self.overflowed = True
+        self.wake.set()
+
+    def end(self, reason: str) -> None:
+        self.ended = reason
+        self.wake.set()
