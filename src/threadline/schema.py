@@ -14,6 +14,7 @@ from threadline.errors import ThreadlineError
 from threadline.graphql.context import Info
 from threadline.graphql.base_schema import ThreadlineSchema
 from threadline.graphql.errors import ErrorCodeEnum, ErrorCodes
+from threadline.graphql.fast_execution import FastExecutionContext
 from threadline.graphql.node import Node
 from threadline.ids import Kind, parse_id
 from threadline.threads import repository as threads
@@ -68,13 +69,15 @@ Mutation = merge_types("Mutation", (AuthMutation, ConversationMutation, ThreadMu
 Subscription = merge_types("Subscription", (StreamSubscription,))
 
 
-def build_schema() -> strawberry.Schema:
+def build_schema(fast_execution: bool = True) -> strawberry.Schema:
+    """The served schema; `fast_execution=False` gives the stock executor (tests and benchmarks compare)."""
     return ThreadlineSchema(
         query=Query,
         mutation=Mutation,
         subscription=Subscription,
         types=[Conversation, Message, Thread, User, *EVENT_TYPES],
         extensions=[ErrorCodes],
+        execution_context_class=FastExecutionContext if fast_execution else None,
     )
 
 
