@@ -109,7 +109,8 @@ async def path_ids(db: Executor, tenant_id: uuid.UUID, rows: list[asyncpg.Record
 
 async def _announce_activity(
     tx: Executor,
-    principal: Principal,
+    tenant_id: uuid.UUID,
+    actor_id: uuid.UUID | None,
     message: asyncpg.Record,
     thread: asyncpg.Record,
     action: str,
@@ -117,7 +118,7 @@ async def _announce_activity(
 ) -> None:
     await publish(
         tx,
-        principal.tenant_id,
+        tenant_id,
         EventType.THREAD_ACTIVITY,
         conversation_id=message["conversation_id"],
         root_id=message["root_id"],
@@ -128,7 +129,7 @@ async def _announce_activity(
             "lastActivityAt": thread["last_activity_at"].isoformat(),
         },
     )
-    await announce_unread(tx, principal.tenant_id, message["conversation_id"], message["root_id"], principal.user_id)
+    await announce_unread(tx, tenant_id, message["conversation_id"], message["root_id"], actor_id)
 
 
 async def announce_unread(
@@ -205,36 +206,53 @@ async def reply(
             raise not_found("Message")
         conversation = await require(tx, principal, parent["conversation_id"], Access.WRITE)
         _writable(conversation)
-        if parent["deleted_at"] is not None:
-            raise conflict("Cannot reply to a deleted message")
-        depth = parent["depth"] + 1
-        if depth > settings.thread_max_depth:
-            raise bad_input(
-                f"Replies may nest at most {settings.thread_max_depth} levels deep",
-                argument="parentId",
-                limit=settings.thread_max_depth,
-            )
-        row = await repo.insert_message(
-            tx,
-            principal.tenant_id,
-            message_id=uuid.uuid4(),
-            conversation_id=parent["conversation_id"],
-            root_id=parent["root_id"],
-            parent_id=parent["id"],
-            depth=depth,
-            path=bytes(parent["path"]) + encode_rank(parent["child_count"]),
-            role=draft.role,
-            content=draft.content,
-            author_id=principal.user_id,
-            model=draft.model,
-            prompt_tokens=draft.prompt_tokens,
-            completion_tokens=draft.completion_tokens,
+        return await add_reply(tx, settings, principal.tenant_id, parent, draft, principal.user_id)
+
+
+async def add_reply(
+    tx: Executor,
+    settings: Settings,
+    tenant_id: uuid.UUID,
+    parent: asyncpg.Record,
+    draft: MessageDraft,
+    author_id: uuid.UUID | None,
+) -> tuple[asyncpg.Record, list[uuid.UUID]]:
+    """Insert a reply inside the caller's open transaction: the row, the parent's child count, the thread
+    and conversation counters, and the thread.activity / unread.update events.
+
+    The caller has locked `parent` (FOR UPDATE) and checked write access; `draft` is taken as is
+    (the run worker writes an empty assistant message and streams its content afterwards).
+    """
+    if parent["deleted_at"] is not None:
+        raise conflict("Cannot reply to a deleted message")
+    depth = parent["depth"] + 1
+    if depth > settings.thread_max_depth:
+        raise bad_input(
+            f"Replies may nest at most {settings.thread_max_depth} levels deep",
+            argument="parentId",
+            limit=settings.thread_max_depth,
         )
-        await repo.bump_child_count(tx, principal.tenant_id, parent["id"])
-        thread = await repo.thread_activity(tx, principal.tenant_id, row["root_id"], replies=1, last_seq=row["seq"])
-        await conversations.touch_activity(tx, principal.tenant_id, row["conversation_id"], 1, _tokens(draft))
-        (path,) = await path_ids(tx, principal.tenant_id, [row])
-        await _announce_activity(tx, principal, row, thread, "REPLY", path)
+    row = await repo.insert_message(
+        tx,
+        tenant_id,
+        message_id=uuid.uuid4(),
+        conversation_id=parent["conversation_id"],
+        root_id=parent["root_id"],
+        parent_id=parent["id"],
+        depth=depth,
+        path=bytes(parent["path"]) + encode_rank(parent["child_count"]),
+        role=draft.role,
+        content=draft.content,
+        author_id=author_id,
+        model=draft.model,
+        prompt_tokens=draft.prompt_tokens,
+        completion_tokens=draft.completion_tokens,
+    )
+    await repo.bump_child_count(tx, tenant_id, parent["id"])
+    thread = await repo.thread_activity(tx, tenant_id, row["root_id"], replies=1, last_seq=row["seq"])
+    await conversations.touch_activity(tx, tenant_id, row["conversation_id"], 1, _tokens(draft))
+    (path,) = await path_ids(tx, tenant_id, [row])
+    await _announce_activity(tx, tenant_id, author_id, row, thread, "REPLY", path)
     return row, path
 
 
@@ -266,7 +284,7 @@ async def edit(
         updated = await repo.set_content(tx, principal.tenant_id, message_id, content)
         thread = await repo.thread_activity(tx, principal.tenant_id, row["root_id"], replies=0, last_seq=None)
         (path,) = await path_ids(tx, principal.tenant_id, [updated])
-        await _announce_activity(tx, principal, updated, thread, "EDIT", path)
+        await _announce_activity(tx, principal.tenant_id, principal.user_id, updated, thread, "EDIT", path)
     return updated, path
 
 
@@ -283,7 +301,7 @@ async def delete(
         updated = await repo.tombstone(tx, principal.tenant_id, message_id)
         thread = await repo.thread_activity(tx, principal.tenant_id, row["root_id"], replies=0, last_seq=None)
         (path,) = await path_ids(tx, principal.tenant_id, [updated])
-        await _announce_activity(tx, principal, updated, thread, "DELETE", path)
+        await _announce_activity(tx, principal.tenant_id, principal.user_id, updated, thread, "DELETE", path)
     return updated, path
 
 
