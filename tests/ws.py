@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import socket
 import time
 from typing import Any
+from urllib.parse import urlparse
 
 from websockets.sync.client import ClientConnection, connect
 
@@ -12,8 +14,19 @@ PROTOCOL = "graphql-transport-ws"
 
 
 class WsClient:
-    def __init__(self, url: str, token: str | None, *, init: bool = True) -> None:
-        self.ws: ClientConnection = connect(url, subprotocols=[PROTOCOL], open_timeout=10, max_size=8 * 1024 * 1024)
+    def __init__(
+        self, url: str, token: str | None, *, init: bool = True, max_queue: int = 16, rcvbuf: int | None = None
+    ) -> None:
+        sock = None
+        if rcvbuf is not None:
+            # A small fixed receive buffer (no autotuning) makes a non-reading client fill up quickly.
+            host, port = urlparse(url).hostname, urlparse(url).port
+            sock = socket.socket()
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+            sock.connect((host, port))
+        self.ws: ClientConnection = connect(
+            url, sock=sock, subprotocols=[PROTOCOL], open_timeout=10, max_size=8 * 1024 * 1024, max_queue=max_queue
+        )
         self.pending: list[dict[str, Any]] = []
         if init:
             payload = {"authorization": f"Bearer {token}"} if token else {}
@@ -106,3 +119,65 @@ CONVERSATION_EVENTS = (
     + "} }"
 )
 VIEWER_EVENTS = "subscription($s: String) { viewerEvents(since: $s) {" + EVENT_FIELDS + "} }"
+
+
+class StalledWsClient:
+    """A client that subscribes and then stops reading its socket (a slow consumer).
+
+    Built on websockets' sans-I/O protocol over a plain socket with a small receive buffer, so that
+    nothing reads frames in the background and the server's writes back up for real.
+    """
+
+    def __init__(self, url: str, token: str, query: str, variables: dict[str, Any]) -> None:
+        from websockets.client import ClientProtocol
+        from websockets.uri import parse_uri
+
+        parsed = urlparse(url)
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8192)
+        self.sock.connect((parsed.hostname, parsed.port))
+        self.protocol = ClientProtocol(parse_uri(url), subprotocols=[PROTOCOL], max_size=None)
+        request = self.protocol.connect()
+        self.protocol.send_request(request)
+        self._flush()
+        self._read_until(lambda e: True)  # the handshake response
+        self._send({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"}})
+        self._read_until(lambda e: getattr(e, "data", None) is not None)  # connection_ack
+        self._send({"id": "1", "type": "subscribe", "payload": {"query": query, "variables": variables}})
+
+    def _send(self, message: dict[str, Any]) -> None:
+        self.protocol.send_text(json.dumps(message).encode())
+        self._flush()
+
+    def _flush(self) -> None:
+        for chunk in self.protocol.data_to_send():
+            self.sock.sendall(chunk)
+
+    def _read_until(self, done: Any) -> None:
+        while True:
+            data = self.sock.recv(65536)
+            self.protocol.receive_data(data)
+            events = self.protocol.events_received()
+            if any(done(e) for e in events):
+                return
+
+    def read_until_complete(self, timeout: float = 30.0) -> list[dict[str, Any]]:
+        """Start reading again: every protocol message up to the subscription's `complete`."""
+        self.sock.settimeout(timeout)
+        messages: list[dict[str, Any]] = []
+        while True:
+            self.protocol.receive_data(self.sock.recv(1 << 20))
+            for event in self.protocol.events_received():
+                data = getattr(event, "data", None)
+                if data is None:
+                    continue
+                message = json.loads(data)
+                if message["type"] == "ping":
+                    self._send({"type": "pong"})
+                    continue
+                messages.append(message)
+                if message["type"] == "complete":
+                    return messages
+
+    def close(self) -> None:
+        self.sock.close()
