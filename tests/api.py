@@ -10,10 +10,8 @@ from tests.harness import Actor, Loop
 
 CREATE = """mutation($i: ConversationCreateInput!) {
   conversationCreate(input: $i) { id title status tags messageCount } }"""
-START = """mutation($c: ID!, $x: String!, $r: MessageRole) {
-  threadStart(conversationId: $c, input: {content: $x, role: $r}) { id } }"""
-REPLY = """mutation($p: ID!, $x: String!, $r: MessageRole) {
-  messageReply(parentId: $p, input: {content: $x, role: $r}) { id } }"""
+START = "mutation($c: ID!, $i: MessageInput!) { threadStart(conversationId: $c, input: $i) { id } }"
+REPLY = "mutation($p: ID!, $i: MessageInput!) { messageReply(parentId: $p, input: $i) { id } }"
 INVITE = """mutation($c: ID!, $u: ID!, $r: ParticipantRole) {
   participantInvite(conversationId: $c, userId: $u, role: $r) { id role status } }"""
 ACCEPT = "mutation($i: ID!) { inviteAccept(id: $i) { id role user { id } } }"
@@ -25,12 +23,16 @@ def create_conversation(actor: Actor, title: str = "talk", **fields: Any) -> str
     return str(actor.client.ok(CREATE, {"i": {"title": title, **fields}})["conversationCreate"]["id"])
 
 
+def message_input(content: str, role: str | None) -> dict[str, Any]:
+    return {"content": content, **({"role": role} if role else {})}
+
+
 def start_thread(actor: Actor, conversation_id: str, content: str = "root", role: str | None = None) -> str:
-    return str(actor.client.ok(START, {"c": conversation_id, "x": content, "r": role})["threadStart"]["id"])
+    return str(actor.client.ok(START, {"c": conversation_id, "i": message_input(content, role)})["threadStart"]["id"])
 
 
 def reply(actor: Actor, parent_id: str, content: str = "reply", role: str | None = None) -> str:
-    return str(actor.client.ok(REPLY, {"p": parent_id, "x": content, "r": role})["messageReply"]["id"])
+    return str(actor.client.ok(REPLY, {"p": parent_id, "i": message_input(content, role)})["messageReply"]["id"])
 
 
 def join(owner: Actor, user: Actor, conversation_id: str, role: str = "MEMBER") -> None:

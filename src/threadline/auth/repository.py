@@ -128,6 +128,12 @@ async def revoke_api_key(db: Executor, tenant_id: uuid.UUID, key_id: uuid.UUID) 
     )
 
 
+async def api_key_exists(db: Executor, tenant_id: uuid.UUID, key_id: uuid.UUID) -> bool:
+    return bool(
+        await db.fetchval("SELECT EXISTS (SELECT 1 FROM api_key WHERE tenant_id = $1 AND id = $2)", tenant_id, key_id)
+    )
+
+
 async def principal_by_key_hash(db: Executor, key_hash: str) -> asyncpg.Record | None:
     """Not tenant-scoped by design: the key is what tells us the tenant."""
     return await db.fetchrow(

@@ -100,18 +100,22 @@ async def create_api_key(
     db: Database, principal: Principal, user_id: uuid.UUID, name: str
 ) -> tuple[asyncpg.Record, str]:
     """Admins create keys for any user of their tenant; anyone may create keys for themself."""
+    # Existence first: another tenant's user is NOT_FOUND for every caller, never FORBIDDEN.
+    if await repo.user_by_id(db, principal.tenant_id, user_id) is None:
+        raise not_found("User")
     if user_id != principal.user_id:
         _require_admin(principal)
     if len(name) > 200:
         raise bad_input("API key name is limited to 200 characters", argument="name")
-    if await repo.user_by_id(db, principal.tenant_id, user_id) is None:
-        raise not_found("User")
     plaintext, key_hash, prefix = new_api_key()
     row = await repo.insert_api_key(db, principal.tenant_id, user_id, name.strip(), key_hash, prefix)
     return row, plaintext
 
 
 async def revoke_api_key(db: Database, principal: Principal, key_id: uuid.UUID) -> asyncpg.Record:
+    # Existence first: another tenant's key is NOT_FOUND for every caller, never FORBIDDEN.
+    if not await repo.api_key_exists(db, principal.tenant_id, key_id):
+        raise not_found("ApiKey")
     _require_admin(principal)
     row = await repo.revoke_api_key(db, principal.tenant_id, key_id)
     if row is None:

@@ -294,7 +294,11 @@ async def delete(
     async with db.transaction() as tx:
         row, conversation = await _own_message(tx, principal, message_id)
         is_author = row["author_id"] == principal.user_id
-        if not is_author and access_level(principal, conversation) < Access.MANAGE:
+        level = access_level(principal, conversation)
+        if level < Access.WRITE:
+            # An author demoted to VIEWER no longer writes, deletes included.
+            raise forbidden("You have read-only access to this conversation")
+        if not is_author and level < Access.MANAGE:
             raise forbidden("Only the author or the conversation's owner may delete a message")
         if row["deleted_at"] is not None:
             raise conflict("The message is already deleted")
