@@ -82,16 +82,23 @@ def decode_cursor(cursor: str, shape: Sequence[Callable[[Any], Any]], argument: 
 
 
 def as_datetime(value: Any) -> datetime:
-    return datetime.fromisoformat(value)
+    if not isinstance(value, str):
+        raise ValueError("not a timestamp")
+    parsed = datetime.fromisoformat(value)
+    if parsed.tzinfo is None:
+        raise ValueError("timestamp without a time zone")
+    return parsed
 
 
 def as_uuid(value: Any) -> uuid.UUID:
+    if not isinstance(value, str):
+        raise ValueError("not a uuid")
     return uuid.UUID(hex=value)
 
 
 def as_int(value: Any) -> int:
-    if not isinstance(value, int):
-        raise ValueError("not an int")
+    if not isinstance(value, int) or isinstance(value, bool) or not -(2**63) <= value < 2**63:
+        raise ValueError("not a 64-bit int")
     return value
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -50,6 +51,17 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
             code = ErrorCode.NOT_FOUND if exc.status_code == 404 else ErrorCode.BAD_USER_INPUT
             response = error_response(exc.reason, code, exc.status_code)
         await response(scope, receive, send)
+
+    def decode_json(self, data: str | bytes) -> object:
+        # Strawberry expects an object (or a list, for batches): any other JSON value, or bytes that are
+        # not text, would fail deep inside it as a 500. They are the client's error.
+        try:
+            value = json.loads(data)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise HTTPException(400, "Unable to parse request body as JSON") from exc
+        if not isinstance(value, dict | list):
+            raise HTTPException(400, "A GraphQL request must be a JSON object")
+        return value
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         authorization = request.headers.get("authorization") if isinstance(request, Request) else None
