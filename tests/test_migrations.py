@@ -9,7 +9,10 @@ from threadline.db.migrate import apply_migrations
 from threadline.db.tables import ALL_TABLES
 
 # Columns maintained by raw SQL in migrations (Piccolo has no column type for them).
-RAW_COLUMNS: dict[str, set[str]] = {}
+RAW_COLUMNS: dict[str, set[str]] = {
+    "conversation": {"search_vector"},  # search: kept by a trigger
+    "message": {"search_vector"},  # search: kept by a trigger
+}
 
 _TYPE_NAMES = {
     "UUID": "uuid",

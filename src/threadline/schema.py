@@ -20,6 +20,7 @@ from threadline.ids import Kind, parse_id
 from threadline.threads import repository as threads
 from threadline.threads import service as thread_service
 from threadline.presence.schema import PresenceMutation
+from threadline.search.schema import SearchMutation, SearchQuery
 from threadline.streaming.schema import StreamSubscription
 from threadline.streaming.types import EVENT_TYPES
 from threadline.threads.schema import ThreadMutation, ThreadQuery
@@ -64,8 +65,8 @@ class ErrorCodeQuery:
         return list(ErrorCodeEnum)  # type: ignore[arg-type]
 
 
-Query = merge_types("Query", (NodeQuery, AuthQuery, ConversationQuery, ThreadQuery, ErrorCodeQuery))
-Mutation = merge_types("Mutation", (AuthMutation, ConversationMutation, ThreadMutation, PresenceMutation))
+Query = merge_types("Query", (NodeQuery, AuthQuery, ConversationQuery, ThreadQuery, ErrorCodeQuery, SearchQuery))
+Mutation = merge_types("Mutation", (AuthMutation, ConversationMutation, ThreadMutation, PresenceMutation, SearchMutation))
 Subscription = merge_types("Subscription", (StreamSubscription,))
 
 

@@ -6,6 +6,7 @@ from threadline.auth.tables import ApiKey, AppUser, Tenant
 from threadline.conversations.tables import Conversation, Invite, Participant
 from threadline.events.tables import StreamEvent, StreamState
 from threadline.presence.tables import Presence, TypingState
+from threadline.search.tables import SearchTerm
 from threadline.threads.tables import Message, MessageChunk, MessageEdit, ReadMarker, Thread
 
 ALL_TABLES: tuple[type[Table], ...] = (
@@ -24,4 +25,5 @@ ALL_TABLES: tuple[type[Table], ...] = (
     StreamState,
     Presence,
     TypingState,
+    SearchTerm,
 )

@@ -1,0 +1,102 @@
+"""All SQL of insights: usage aggregates over the conversations a principal may read.
+
+"In the window" means created in [since, until). Deleted conversations are left out. Days and
+hours are UTC.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from threadline.auth.principal import Principal
+from threadline.conversations.repository import visibility_sql
+from threadline.db import Executor
+
+
+def _conversations_in(principal: Principal, since: datetime, until: datetime, params: list[Any]) -> str:
+    where = visibility_sql(principal, params)
+    params.extend([since, until])
+    n = len(params)
+    return f"{where} AND c.status <> 'DELETED' AND c.created_at >= ${n - 1} AND c.created_at < ${n}"
+
+
+def _messages_in(principal: Principal, since: datetime, until: datetime, params: list[Any]) -> str:
+    """FROM/WHERE of messages written in the window in readable conversations."""
+    params.extend([principal.tenant_id, since, until])
+    n = len(params)
+    visible = visibility_sql(principal, params)
+    return f"""message m JOIN conversation c ON c.id = m.conversation_id
+               WHERE m.tenant_id = ${n - 2} AND m.created_at >= ${n - 1} AND m.created_at < ${n}
+                 AND {visible} AND c.status <> 'DELETED'"""
+
+
+async def conversation_totals(db: Executor, principal: Principal, since: datetime, until: datetime) -> asyncpg.Record:
+    params: list[Any] = []
+    where = _conversations_in(principal, since, until, params)
+    row = await db.fetchrow(
+        f"""SELECT count(*) AS conversations, coalesce(avg(c.message_count), 0)::float8 AS average_messages
+            FROM conversation c WHERE {where}""",
+        *params,
+    )
+    assert row is not None
+    return row
+
+
+async def conversations_per_day(
+    db: Executor, principal: Principal, since: datetime, until: datetime
+) -> list[asyncpg.Record]:
+    params: list[Any] = []
+    where = _conversations_in(principal, since, until, params)
+    return await db.fetch(
+        f"""SELECT (c.created_at AT TIME ZONE 'UTC')::date AS day, count(*) AS count
+            FROM conversation c WHERE {where} GROUP BY 1""",
+        *params,
+    )
+
+
+async def messages_per_day(db: Executor, principal: Principal, since: datetime, until: datetime) -> list[asyncpg.Record]:
+    params: list[Any] = []
+    source = _messages_in(principal, since, until, params)
+    return await db.fetch(
+        f"""SELECT (m.created_at AT TIME ZONE 'UTC')::date AS day, count(*) AS messages,
+                   coalesce(sum(m.prompt_tokens), 0)::bigint AS prompt_tokens,
+                   coalesce(sum(m.completion_tokens), 0)::bigint AS completion_tokens
+            FROM {source} GROUP BY 1""",
+        *params,
+    )
+
+
+async def messages_per_hour(db: Executor, principal: Principal, since: datetime, until: datetime) -> list[asyncpg.Record]:
+    params: list[Any] = []
+    source = _messages_in(principal, since, until, params)
+    return await db.fetch(
+        f"""SELECT extract(hour FROM m.created_at AT TIME ZONE 'UTC')::int AS hour, count(*) AS count
+            FROM {source} GROUP BY 1 ORDER BY count DESC, hour""",
+        *params,
+    )
+
+
+async def popular_tags(
+    db: Executor, principal: Principal, since: datetime, until: datetime, limit: int
+) -> list[asyncpg.Record]:
+    params: list[Any] = []
+    where = _conversations_in(principal, since, until, params)
+    params.append(limit)
+    return await db.fetch(
+        f"""SELECT t.tag, count(*) AS count FROM conversation c CROSS JOIN LATERAL unnest(c.tags) AS t(tag)
+            WHERE {where} GROUP BY t.tag ORDER BY count DESC, t.tag LIMIT ${len(params)}""",
+        *params,
+    )
+
+
+async def providers(db: Executor, principal: Principal, since: datetime, until: datetime) -> list[asyncpg.Record]:
+    params: list[Any] = []
+    where = _conversations_in(principal, since, until, params)
+    return await db.fetch(
+        f"""SELECT c.ai_provider AS provider, count(*) AS count FROM conversation c WHERE {where}
+            GROUP BY 1 ORDER BY count DESC, provider NULLS LAST""",
+        *params,
+    )

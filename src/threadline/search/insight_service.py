@@ -1,0 +1,90 @@
+"""Insight rules: the window, the viewer's scope, and series with every day present."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from enum import StrEnum
+
+import asyncpg
+
+from threadline.auth.principal import Principal, Role
+from threadline.db import Executor
+from threadline.errors import bad_input
+from threadline.search import insight_repository as repo
+
+DEFAULT_DAYS = 30
+MAX_DAYS = 366
+
+
+class InsightScope(StrEnum):
+    OWN = "OWN"
+    TEAM = "TEAM"
+    TENANT = "TENANT"
+
+
+@dataclass(frozen=True)
+class Window:
+    since: datetime
+    until: datetime
+
+    @property
+    def days(self) -> list[date]:
+        """Every UTC day the window touches, in order."""
+        first = self.since.astimezone(UTC).date()
+        last = (self.until - timedelta(microseconds=1)).astimezone(UTC).date()
+        return [first + timedelta(days=i) for i in range((last - first).days + 1)] if self.until > self.since else []
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+
+
+def window(since: datetime | None, until: datetime | None) -> Window:
+    """[from, to): `to` defaults to now, `from` to 30 days before `to`; at most 366 days."""
+    end = _aware(until) if until is not None else datetime.now(UTC)
+    start = _aware(since) if since is not None else end - timedelta(days=DEFAULT_DAYS)
+    if start > end:
+        raise bad_input("`from` must not be after `to`", argument="from")
+    if end - start > timedelta(days=MAX_DAYS):
+        raise bad_input(f"Insights cover at most {MAX_DAYS} days", argument="from", limit=MAX_DAYS)
+    return Window(start, end)
+
+
+def scope_of(principal: Principal) -> InsightScope:
+    if principal.role is Role.ADMIN:
+        return InsightScope.TENANT
+    if principal.role is Role.MANAGER and principal.team:
+        return InsightScope.TEAM
+    return InsightScope.OWN
+
+
+async def conversation_totals(db: Executor, principal: Principal, w: Window) -> asyncpg.Record:
+    return await repo.conversation_totals(db, principal, w.since, w.until)
+
+
+async def conversations_per_day(db: Executor, principal: Principal, w: Window) -> list[tuple[date, int]]:
+    counts = {r["day"]: r["count"] for r in await repo.conversations_per_day(db, principal, w.since, w.until)}
+    return [(day, counts.get(day, 0)) for day in w.days]
+
+
+async def usage_per_day(db: Executor, principal: Principal, w: Window) -> list[tuple[date, int, int, int]]:
+    """(day, messages, prompt tokens, completion tokens) for every day of the window."""
+    rows = {r["day"]: r for r in await repo.messages_per_day(db, principal, w.since, w.until)}
+    out = []
+    for day in w.days:
+        r = rows.get(day)
+        out.append((day, r["messages"], r["prompt_tokens"], r["completion_tokens"]) if r else (day, 0, 0, 0))
+    return out
+
+
+async def peak_hours(db: Executor, principal: Principal, w: Window) -> list[asyncpg.Record]:
+    return await repo.messages_per_hour(db, principal, w.since, w.until)
+
+
+async def popular_tags(db: Executor, principal: Principal, w: Window, limit: int) -> list[asyncpg.Record]:
+    return await repo.popular_tags(db, principal, w.since, w.until, limit)
+
+
+async def providers(db: Executor, principal: Principal, w: Window) -> list[asyncpg.Record]:
+    return await repo.providers(db, principal, w.since, w.until)

@@ -1,0 +1,275 @@
+"""All SQL of search: full-text hits, the typo-tolerance lexicon, snippets and the search language.
+
+Every query over conversations goes through `visibility_sql`, so a hit, a count or a snippet can
+only come from a conversation the caller may read. Tenant (or the principal carrying it) first.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from threadline.auth.principal import Principal
+from threadline.conversations.repository import CONVERSATION_COLUMNS, visibility_sql
+from threadline.db import Executor
+from threadline.threads.repository import MESSAGE_COLUMNS
+
+# ts_headline marks matches with private-use characters; the service escapes the text as HTML and
+# turns them into <mark> tags, so user text can never forge markup. Angle brackets are swapped for
+# two more of them first, or ts_headline would drop anything that looks like an HTML tag.
+MARK_START = "\ue000"
+MARK_END = "\ue001"
+LESS_THAN = "\ue002"
+GREATER_THAN = "\ue003"
+_HEADLINE_OPTIONS = f"StartSel={MARK_START}, StopSel={MARK_END}, MaxWords=30, MinWords=12"
+
+
+@dataclass(frozen=True)
+class SearchFilters:
+    """Normalised filters of `search` (every one optional but `statuses`)."""
+
+    statuses: tuple[str, ...]
+    tags: list[str] | None = None
+    owner_id: uuid.UUID | None = None
+    ai_provider: str | None = None
+    min_messages: int | None = None
+    since: datetime | None = None
+    until: datetime | None = None
+
+
+# (score, last_activity_at, id): the order of every result list, all descending.
+Position = tuple[float, datetime, uuid.UUID]
+
+
+def _conversation_filters(principal: Principal, f: SearchFilters, params: list[Any]) -> str:
+    where = [visibility_sql(principal, params)]
+    params.append(list(f.statuses))
+    where.append(f"c.status = ANY(${len(params)}::varchar[])")
+    if f.tags:
+        params.append(f.tags)
+        where.append(f"c.tags @> ${len(params)}::varchar[]")
+    if f.owner_id is not None:
+        params.append(f.owner_id)
+        where.append(f"c.owner_id = ${len(params)}")
+    if f.ai_provider is not None:
+        params.append(f.ai_provider)
+        where.append(f"lower(c.ai_provider) = lower(${len(params)})")
+    if f.min_messages is not None:
+        params.append(f.min_messages)
+        where.append(f"c.message_count >= ${len(params)}")
+    # A conversation is in the window when it was alive during it: created before the end,
+    # active after the start.
+    if f.since is not None:
+        params.append(f.since)
+        where.append(f"c.last_activity_at >= ${len(params)}")
+    if f.until is not None:
+        params.append(f.until)
+        where.append(f"c.created_at < ${len(params)}")
+    return " AND ".join(where)
+
+
+def _message_window(f: SearchFilters, params: list[Any]) -> str:
+    where = []
+    if f.since is not None:
+        params.append(f.since)
+        where.append(f"m.created_at >= ${len(params)}")
+    if f.until is not None:
+        params.append(f.until)
+        where.append(f"m.created_at < ${len(params)}")
+    return "".join(f" AND {w}" for w in where)
+
+
+def _after(after: Position | None, params: list[Any], score: str) -> str:
+    if after is None:
+        return ""
+    params.extend(after)
+    n = len(params)
+    return f"AND ({score}, c.last_activity_at, c.id) < (${n - 2}::float8, ${n - 1}, ${n})"
+
+
+def _hits_sql(principal: Principal, f: SearchFilters, query: str, messages: bool, params: list[Any]) -> str:
+    """Best score per matching conversation and its best-matching message (if any), unordered."""
+    params.append(query)
+    q = f"${len(params)}::tsquery"
+    conversations = _conversation_filters(principal, f, params)
+    message_branch = ""
+    if messages:
+        params.append(principal.tenant_id)
+        tenant = f"${len(params)}"
+        message_branch = f"""
+            UNION ALL
+            SELECT m.conversation_id, m.id, ts_rank(m.search_vector, {q})::float8, m.created_at
+            FROM message m JOIN conversation c ON c.id = m.conversation_id
+            WHERE m.tenant_id = {tenant} AND m.search_vector @@ {q} AND {conversations}
+                {_message_window(f, params)}"""
+    return f"""
+        SELECT conversation_id, max(score) AS score,
+               (array_agg(message_id ORDER BY score DESC, at DESC)
+                    FILTER (WHERE message_id IS NOT NULL))[1] AS message_id
+        FROM (
+            SELECT c.id AS conversation_id, NULL::uuid AS message_id,
+                   ts_rank(c.search_vector, {q})::float8 AS score, NULL::timestamptz AS at
+            FROM conversation c WHERE c.search_vector @@ {q} AND {conversations}
+            {message_branch}
+        ) hits
+        GROUP BY conversation_id"""
+
+
+async def text_hits(
+    db: Executor,
+    principal: Principal,
+    filters: SearchFilters,
+    query: str,
+    *,
+    messages: bool,
+    limit: int,
+    after: Position | None,
+) -> list[asyncpg.Record]:
+    """Conversations matching the tsquery `query`, best first, newest first among equals."""
+    params: list[Any] = []
+    hits = _hits_sql(principal, filters, query, messages, params)
+    cond = _after(after, params, "r.score")
+    params.append(limit)
+    return await db.fetch(
+        f"""SELECT {CONVERSATION_COLUMNS}, r.score, r.message_id
+            FROM ({hits}) r JOIN conversation c ON c.id = r.conversation_id
+            WHERE TRUE {cond}
+            ORDER BY r.score DESC, c.last_activity_at DESC, c.id DESC LIMIT ${len(params)}""",
+        *params,
+    )
+
+
+async def count_text_hits(
+    db: Executor, principal: Principal, filters: SearchFilters, query: str, *, messages: bool
+) -> int:
+    params: list[Any] = []
+    hits = _hits_sql(principal, filters, query, messages, params)
+    return int(await db.fetchval(f"SELECT count(*) FROM ({hits}) r", *params))
+
+
+async def recent(
+    db: Executor, principal: Principal, filters: SearchFilters, *, limit: int, after: Position | None
+) -> list[asyncpg.Record]:
+    """Conversations matching the filters, most recent activity first (a search without words)."""
+    params: list[Any] = []
+    where = _conversation_filters(principal, filters, params)
+    cond = _after(after, params, "0::float8")
+    params.append(limit)
+    return await db.fetch(
+        f"""SELECT {CONVERSATION_COLUMNS}, 0::float8 AS score, NULL::uuid AS message_id
+            FROM conversation c WHERE {where} {cond}
+            ORDER BY c.last_activity_at DESC, c.id DESC LIMIT ${len(params)}""",
+        *params,
+    )
+
+
+async def count_recent(db: Executor, principal: Principal, filters: SearchFilters) -> int:
+    params: list[Any] = []
+    where = _conversation_filters(principal, filters, params)
+    return int(await db.fetchval(f"SELECT count(*) FROM conversation c WHERE {where}", *params))
+
+
+async def parse_query(db: Executor, tenant_id: uuid.UUID, text: str) -> asyncpg.Record:
+    """The tenant's configuration and the tsquery of `text`: its text, size and whether an index can serve it."""
+    row = await db.fetchrow(
+        """SELECT x.cfg::text AS config, x.q::text AS query, numnode(x.q) AS nodes,
+                  querytree(x.q) NOT IN ('T', '') AS indexable
+           FROM (SELECT c.cfg, threadline_search_query(c.cfg, $2) AS q
+                 FROM (SELECT threadline_search_config($1) AS cfg) c) x""",
+        tenant_id,
+        text,
+    )
+    assert row is not None
+    return row
+
+
+async def similar_terms(
+    db: Executor, tenant_id: uuid.UUID, words: list[str], threshold: float, per_word: int
+) -> list[asyncpg.Record]:
+    """For each word, the tenant's title and tag words closest to it by trigram similarity."""
+    return await db.fetch(
+        """SELECT q.word, t.term, t.similarity
+           FROM unnest($2::text[]) AS q(word)
+           CROSS JOIN LATERAL (
+               SELECT s.term, threadline_trigram_similarity(s.trigrams, g.grams) AS similarity
+               FROM (SELECT threadline_trigrams(q.word) AS grams) g
+               JOIN search_term s ON s.tenant_id = $1 AND s.trigrams && g.grams
+                    AND abs(length(s.term) - length(q.word)) <= 3
+               WHERE threadline_trigram_similarity(s.trigrams, g.grams) >= $3
+               ORDER BY similarity DESC, s.term LIMIT $4
+           ) t""",
+        tenant_id,
+        words,
+        threshold,
+        per_word,
+    )
+
+
+async def hit_details(
+    db: Executor,
+    tenant_id: uuid.UUID,
+    config: str,
+    query: str | None,
+    conversation_ids: list[uuid.UUID],
+    message_ids: list[uuid.UUID | None],
+) -> list[asyncpg.Record]:
+    """Per hit, in order: the best message's columns (NULLs if none) and a marked-up snippet.
+
+    The snippet comes from the message, or else from the conversation's title, description and
+    tags; without a query it is the plain start of that text.
+    """
+    params: list[Any] = [
+        conversation_ids,
+        message_ids,
+        tenant_id,
+        "<>" + MARK_START + MARK_END + LESS_THAN + GREATER_THAN,
+        LESS_THAN + GREATER_THAN,
+    ]
+    source = """translate(left(coalesce(m.content,
+                    c.title || E'\\n' || c.description || E'\\n' || array_to_string(c.tags, ' ')), 100000),
+                $4, $5)"""
+    if query is None:
+        snippet = f"left({source}, 240)"
+    else:
+        params.extend([config, query, _HEADLINE_OPTIONS])
+        snippet = f"ts_headline($6::regconfig, {source}, $7::tsquery, $8)"
+    return await db.fetch(
+        f"""SELECT k.ord, {snippet} AS snippet, {MESSAGE_COLUMNS}
+            FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS k(conversation_id, message_id, ord)
+            JOIN conversation c ON c.id = k.conversation_id AND c.tenant_id = $3
+            LEFT JOIN message m ON m.id = k.message_id AND m.tenant_id = $3
+            ORDER BY k.ord""",
+        *params,
+    )
+
+
+async def search_language(db: Executor, tenant_id: uuid.UUID) -> str:
+    return str(await db.fetchval("SELECT threadline_search_config($1)::text", tenant_id))
+
+
+async def available_languages(db: Executor) -> list[str]:
+    rows = await db.fetch(
+        "SELECT cfgname FROM pg_ts_config WHERE cfgnamespace = 'pg_catalog'::regnamespace ORDER BY cfgname"
+    )
+    return [r["cfgname"] for r in rows]
+
+
+async def set_search_language(db: Executor, tenant_id: uuid.UUID, language: str) -> None:
+    """Store the tenant's language and rewrite its vectors with it (one transaction, no drift)."""
+    await db.execute(
+        """UPDATE tenant SET settings = coalesce(settings, jsonb_build_object())
+               || jsonb_build_object('searchLanguage', $2::text) WHERE id = $1""",
+        tenant_id,
+        language,
+    )
+    # The conversation trigger recomputes on any write of these columns, values unchanged.
+    await db.execute("UPDATE conversation SET title = title WHERE tenant_id = $1", tenant_id)
+    await db.execute(
+        """UPDATE message SET search_vector = threadline_search_vector(threadline_search_config($1), content)
+           WHERE tenant_id = $1 AND search_vector IS NOT NULL""",
+        tenant_id,
+    )

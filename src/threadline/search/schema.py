@@ -1,0 +1,165 @@
+"""Query and Mutation fields of search, tags, bulk archiving, insights and the search language."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any
+
+import strawberry
+
+from threadline.conversations.rules import normalise_tags
+from threadline.conversations.types import Conversation
+from threadline.errors import bad_input
+from threadline.graphql.context import Info
+from threadline.graphql.pagination import (
+    Connection,
+    as_datetime,
+    as_uuid,
+    connection,
+    decode_cursor,
+    page_size,
+)
+from threadline.ids import Kind, decode_id
+from threadline.search import insight_service, tag_service
+from threadline.search import service as search_service
+from threadline.search.repository import SearchFilters
+from threadline.search.service import SearchMode, SearchRequest
+from threadline.search.types import (
+    ConversationSearchInput,
+    Insights,
+    SearchResult,
+    SearchSettings,
+    TagCount,
+    hit_cursor,
+)
+
+DEFAULT_STATUSES = ("ACTIVE", "ARCHIVED")
+
+
+def _as_score(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ValueError("not a number")
+    return float(value)
+
+
+def _request(info: Info, input: ConversationSearchInput) -> SearchRequest:
+    settings = info.context.settings
+    limit = page_size(input.first, settings.page_size_default, settings.page_size_max)
+    after = None
+    if input.after:
+        mode, *position = decode_cursor(input.after, (SearchMode, _as_score, as_datetime, as_uuid))
+        after = (mode, tuple(position))
+    if input.min_messages is not None and input.min_messages < 0:
+        raise bad_input("`minMessages` must not be negative", argument="minMessages")
+    filters = SearchFilters(
+        statuses=(input.status.value,) if input.status is not None else DEFAULT_STATUSES,
+        tags=normalise_tags(input.tags, settings) if input.tags else None,
+        owner_id=decode_id(input.user_id, Kind.USER) if input.user_id is not None else None,
+        ai_provider=input.ai_provider.strip() if input.ai_provider and input.ai_provider.strip() else None,
+        min_messages=input.min_messages,
+        since=input.from_,
+        until=input.to,
+    )
+    return SearchRequest(query=input.query, filters=filters, limit=limit, after=after)  # type: ignore[arg-type]
+
+
+@strawberry.type
+class SearchQuery:
+    @strawberry.field(
+        description="Full-text search over the conversations the caller may read, best match first (ties: most "
+        "recent activity first). When nothing matches exactly, titles and tags are matched tolerantly of typos. "
+        "Without words, lists conversations matching the filters by recent activity."
+    )
+    async def search(self, info: Info, input: ConversationSearchInput) -> Connection[SearchResult]:
+        principal = await info.context.principal()
+        request = _request(info, input)
+        page = await search_service.search(info.context.db, principal, request)
+        return connection(
+            page.hits,
+            request.limit,
+            SearchResult.from_hit,
+            hit_cursor,
+            page.count,
+            has_previous=request.after is not None,
+        )
+
+    @strawberry.field(
+        description="Tags of the conversations the caller may read (deleted ones left out) with their counts, "
+        "most used first. `first` defaults to 100, at most 1000."
+    )
+    async def tags(self, info: Info, first: int | None = None) -> list[TagCount]:
+        principal = await info.context.principal()
+        limit = page_size(first, tag_service.TAGS_LIMIT_DEFAULT, tag_service.TAGS_LIMIT_MAX)
+        rows = await tag_service.tag_counts(info.context.db, principal, limit)
+        return [TagCount(tag=r["tag"], count=r["count"]) for r in rows]
+
+    @strawberry.field(
+        description="Usage insights over [from, to) (default: the last 30 days, at most 366) for the caller's "
+        "scope: their own and shared conversations, their team's for managers, the tenant's for admins."
+    )
+    async def insights(
+        self,
+        info: Info,
+        from_: Annotated[
+            datetime | None, strawberry.argument(name="from", description="Start (inclusive); default `to` - 30 days.")
+        ] = None,
+        to: Annotated[datetime | None, strawberry.argument(description="End (exclusive); default now.")] = None,
+    ) -> Insights:
+        principal = await info.context.principal()
+        window = insight_service.window(from_, to)
+        return Insights(
+            from_=window.since,
+            to=window.until,
+            scope=insight_service.scope_of(principal),
+            principal=principal,
+            window=window,
+            memo={},
+        )
+
+    @strawberry.field(description="The tenant's search language and the languages it may choose from.")
+    async def search_settings(self, info: Info) -> SearchSettings:
+        principal = await info.context.principal()
+        language, available = await search_service.search_language(info.context.db, principal)
+        return SearchSettings(language=language, available_languages=available)
+
+
+@strawberry.type
+class SearchMutation:
+    @strawberry.mutation(
+        description="Add and remove tags on many conversations at once, atomically: all change or none does. "
+        "NOT_FOUND if any conversation is not readable, FORBIDDEN if the caller does not manage one."
+    )
+    async def conversations_batch_tag(
+        self,
+        info: Info,
+        ids: list[strawberry.ID],
+        add: list[str] | None = None,
+        remove: list[str] | None = None,
+    ) -> list[Conversation]:
+        principal = await info.context.principal()
+        rows = await tag_service.batch_tag(
+            info.context.db,
+            info.context.settings,
+            principal,
+            [decode_id(i, Kind.CONVERSATION) for i in ids],
+            add or [],
+            remove or [],
+        )
+        return [Conversation.from_row(r) for r in rows]
+
+    @strawberry.mutation(
+        description="Archive every ACTIVE conversation of the tenant with no activity for `days` days or more "
+        "(admins only; done in batches). Returns how many were archived."
+    )
+    async def conversations_archive_older_than(self, info: Info, days: int) -> int:
+        principal = await info.context.principal()
+        return await tag_service.archive_older_than(info.context.db, principal, days)
+
+    @strawberry.mutation(
+        description="Set the tenant's search language (admins only), e.g. 'english', 'german', or 'simple' for "
+        "no stemming. Every conversation and message of the tenant is re-indexed in the same transaction."
+    )
+    async def search_language_set(self, info: Info, language: str) -> SearchSettings:
+        principal = await info.context.principal()
+        chosen, available = await search_service.set_search_language(info.context.db, principal, language)
+        return SearchSettings(language=chosen, available_languages=available)

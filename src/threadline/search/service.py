@@ -1,0 +1,206 @@
+"""Search rules: query parsing, text search with a typo-tolerant fallback, snippets, the search language.
+
+A search runs in one of three modes, carried in its cursors so that later pages continue the same
+way: TEXT (full-text over titles, descriptions, tags and messages), FUZZY (no TEXT hit at all: the
+query's words are corrected against the tenant's title and tag words, then searched again over
+conversations), RECENT (no words: the filters alone, most recent activity first).
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+import asyncpg
+
+from threadline.auth.principal import Principal
+from threadline.db import Database, Executor
+from threadline.errors import bad_input, forbidden
+from threadline.search import repository as repo
+from threadline.search.repository import GREATER_THAN, LESS_THAN, MARK_END, MARK_START, Position, SearchFilters
+from threadline.threads.service import path_ids
+
+QUERY_MAX_CHARS = 10_000
+FUZZY_THRESHOLD = 0.4
+FUZZY_TERMS_PER_WORD = 3
+FUZZY_MAX_WORDS = 8
+_WORD = re.compile(r"(?<![^\W_])[^\W_]{3,64}(?![^\W_])")
+_LETTER_OR_DIGIT = re.compile(r"[^\W_]")
+
+
+class SearchMode(StrEnum):
+    TEXT = "TEXT"
+    FUZZY = "FUZZY"
+    RECENT = "RECENT"
+
+
+@dataclass(frozen=True)
+class SearchRequest:
+    query: str | None
+    filters: SearchFilters
+    limit: int
+    after: tuple[SearchMode, Position] | None = None
+
+
+@dataclass(frozen=True)
+class SearchHit:
+    mode: SearchMode
+    conversation: asyncpg.Record
+    score: float
+    snippet: str
+    message: asyncpg.Record | None
+    message_path: list[uuid.UUID]
+
+    @property
+    def position(self) -> Position:
+        return (self.score, self.conversation["last_activity_at"], self.conversation["id"])
+
+
+@dataclass(frozen=True)
+class SearchPage:
+    """`limit` hits with details, plus one bare extra hit when there is a next page."""
+
+    hits: list[SearchHit]
+    count: Callable[[], Awaitable[int]]
+
+
+def check_window(since: datetime | None, until: datetime | None) -> None:
+    if since is not None and until is not None and since > until:
+        raise bad_input("`from` must not be after `to`", argument="from")
+
+
+def _clean(query: str | None) -> str:
+    if query is None:
+        return ""
+    if len(query) > QUERY_MAX_CHARS:
+        raise bad_input(
+            f"query is limited to {QUERY_MAX_CHARS} characters (got {len(query)})",
+            argument="query",
+            limit=QUERY_MAX_CHARS,
+        )
+    return query.replace("\x00", " ").strip()
+
+
+def mark_up(snippet: str) -> str:
+    """HTML-escaped text with matches wrapped in <mark> (user text can never forge markup)."""
+    escaped = html.escape(snippet, quote=False)
+    for private, public in ((LESS_THAN, "&lt;"), (GREATER_THAN, "&gt;"), (MARK_START, "<mark>"), (MARK_END, "</mark>")):
+        escaped = escaped.replace(private, public)
+    return escaped
+
+
+async def search(db: Database, principal: Principal, request: SearchRequest) -> SearchPage:
+    text = _clean(request.query)
+    check_window(request.filters.since, request.filters.until)
+    has_words = _LETTER_OR_DIGIT.search(text) is not None
+    after_mode, after = request.after if request.after is not None else (None, None)
+    if after_mode is not None and (after_mode is SearchMode.RECENT) == has_words:
+        raise bad_input("This cursor belongs to a different search", argument="after")
+    if not has_words:
+        # Nothing but quotes and operators: treated like an empty query.
+        return await _page(db, principal, request, SearchMode.RECENT, None, "simple", after)
+
+    parsed = await repo.parse_query(db, principal.tenant_id, text)
+    if parsed["nodes"] > 0 and not parsed["indexable"]:
+        raise bad_input("Add a word to look for: exclusions (-word) alone cannot be searched", argument="query")
+    config = parsed["config"]
+    # No lexeme at all (e.g. only words too long to index): nothing can match exactly.
+    if parsed["nodes"] > 0 and after_mode is not SearchMode.FUZZY:
+        page = await _page(db, principal, request, SearchMode.TEXT, parsed["query"], config, after)
+        if page.hits or after is not None:
+            return page
+    fuzzy = await _fuzzy_query(db, principal.tenant_id, text)
+    # Corrected words are exact ('simple') lexemes: a stemming parser would not mark them.
+    return await _page(db, principal, request, SearchMode.FUZZY, fuzzy, "simple", after)
+
+
+async def _fuzzy_query(db: Executor, tenant_id: uuid.UUID, text: str) -> str | None:
+    """A tsquery of known title and tag words close to the query's words: AND of each word's ORs."""
+    words = list(dict.fromkeys(w.lower() for w in _WORD.findall(text)))[:FUZZY_MAX_WORDS]
+    if not words:
+        return None
+    found: dict[str, list[str]] = {}
+    for row in await repo.similar_terms(db, tenant_id, words, FUZZY_THRESHOLD, FUZZY_TERMS_PER_WORD):
+        found.setdefault(row["word"], []).append(row["term"])
+    if not found:
+        return None
+    # Lexicon terms are alphanumeric only, so quoting them as tsquery literals is safe.
+    return " & ".join("(" + " | ".join(f"'{t}'" for t in terms) + ")" for terms in found.values())
+
+
+async def _page(
+    db: Database,
+    principal: Principal,
+    request: SearchRequest,
+    mode: SearchMode,
+    query: str | None,
+    config: str,
+    after: Position | None,
+) -> SearchPage:
+    filters, limit = request.filters, request.limit
+    if mode is SearchMode.RECENT:
+        rows = await repo.recent(db, principal, filters, limit=limit + 1, after=after)
+
+        async def count() -> int:
+            return await repo.count_recent(db, principal, filters)
+
+    elif query is None:
+        rows = []
+
+        async def count() -> int:
+            return 0
+
+    else:
+        messages = mode is SearchMode.TEXT
+        rows = await repo.text_hits(
+            db, principal, filters, query, messages=messages, limit=limit + 1, after=after
+        )
+
+        async def count() -> int:
+            return await repo.count_text_hits(db, principal, filters, query, messages=messages)
+
+    shown = rows[:limit]
+    details = (
+        await repo.hit_details(
+            db, principal.tenant_id, config, query, [r["id"] for r in shown], [r["message_id"] for r in shown]
+        )
+        if shown
+        else []
+    )
+    messages_found = [d for d in details if d["id"] is not None]
+    paths = dict(zip((d["id"] for d in messages_found), await path_ids(db, principal.tenant_id, messages_found)))
+    hits = [
+        SearchHit(
+            mode=mode,
+            conversation=row,
+            score=row["score"],
+            snippet=mark_up(detail["snippet"]),
+            message=detail if detail["id"] is not None else None,
+            message_path=paths.get(detail["id"], []),
+        )
+        for row, detail in zip(shown, details, strict=True)
+    ]
+    hits.extend(SearchHit(mode, row, row["score"], "", None, []) for row in rows[limit:])
+    return SearchPage(hits=hits, count=count)
+
+
+async def search_language(db: Executor, principal: Principal) -> tuple[str, list[str]]:
+    return await repo.search_language(db, principal.tenant_id), await repo.available_languages(db)
+
+
+async def set_search_language(db: Database, principal: Principal, language: str) -> tuple[str, list[str]]:
+    """Admins pick the tenant's stemming language; every vector of the tenant is rebuilt at once."""
+    if not principal.is_admin:
+        raise forbidden("Only a tenant admin may change the search language")
+    available = await repo.available_languages(db)
+    language = language.strip().lower()
+    if language not in available:
+        raise bad_input(f"Unknown search language {language[:64]!r}; one of {available}", argument="language")
+    async with db.transaction() as tx:
+        await repo.set_search_language(tx, principal.tenant_id, language)
+    return language, available

@@ -1,0 +1,200 @@
+"""GraphQL types of search, tags and insights."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import date, datetime
+from typing import Any
+
+import strawberry
+
+from threadline.auth.principal import Principal
+from threadline.conversations.types import Conversation, ConversationStatus
+from threadline.graphql.context import Info
+from threadline.graphql.pagination import page_size
+from threadline.search import insight_service
+from threadline.search.insight_service import InsightScope as InsightScopeValue
+from threadline.search.insight_service import Window
+from threadline.search.service import SearchHit
+from threadline.search.service import SearchMode as SearchModeValue
+from threadline.threads.types import Message
+
+SearchMatch = strawberry.enum(
+    SearchModeValue,
+    name="SearchMatch",
+    description="How a result was found: TEXT (full-text match), FUZZY (typo-tolerant match on titles and "
+    "tags, used only when no TEXT match exists), RECENT (no words to search: filters only, newest first).",
+)
+InsightScope = strawberry.enum(
+    InsightScopeValue,
+    name="InsightScope",
+    description="Whose conversations insights cover: OWN (yours and those shared with you), TEAM (also your "
+    "team's, for managers), TENANT (everyone's, for admins).",
+)
+
+
+@strawberry.input(description="A search over the conversations the caller may read. Every field is optional.")
+class ConversationSearchInput:
+    query: str | None = strawberry.field(
+        default=None,
+        description="Words to find in titles, descriptions, tags and messages, web-search style: "
+        '"quoted phrase", OR, -excluded. Empty lists conversations by recent activity. At most 10,000 characters.',
+    )
+    tags: list[str] | None = strawberry.field(default=None, description="Conversations carrying all of these tags.")
+    user_id: strawberry.ID | None = strawberry.field(default=None, description="Conversations owned by this user.")
+    from_: datetime | None = strawberry.field(
+        default=None,
+        name="from",
+        description="Active at or after this time (message hits: written at or after it).",
+    )
+    to: datetime | None = strawberry.field(
+        default=None, description="Created before this time (message hits: written before it)."
+    )
+    ai_provider: str | None = strawberry.field(default=None, description="Conversations with this AI provider.")
+    min_messages: int | None = strawberry.field(default=None, description="Conversations with at least this many messages.")
+    status: ConversationStatus | None = strawberry.field(
+        default=None, description="Only this status; by default ACTIVE and ARCHIVED (not DELETED)."
+    )
+    first: int | None = strawberry.field(default=None, description="Page size (default 20, at most 100).")
+    after: str | None = strawberry.field(default=None, description="Cursor of the last result of the previous page.")
+
+
+@strawberry.type(description="A conversation found by a search.")
+class SearchResult:
+    conversation: Conversation = strawberry.field(description="The conversation.")
+    message: Message | None = strawberry.field(
+        description="Its best-matching message, or null when the match is in the title, description or tags."
+    )
+    score: float = strawberry.field(description="Relevance; higher is better. 0 for RECENT results.")
+    snippet: str = strawberry.field(
+        description="HTML-escaped text around the match, matched words wrapped in <mark>...</mark>."
+    )
+    matched_by: SearchMatch = strawberry.field(description="How the result was found.")  # type: ignore[valid-type]
+
+    @classmethod
+    def from_hit(cls, hit: SearchHit) -> SearchResult:
+        return cls(
+            conversation=Conversation.from_row(hit.conversation),
+            message=Message.from_row(hit.message, hit.message_path) if hit.message is not None else None,
+            score=hit.score,
+            snippet=hit.snippet,
+            matched_by=hit.mode,
+        )
+
+
+@strawberry.type(description="A tag and how many conversations carry it.")
+class TagCount:
+    tag: str = strawberry.field(description="The tag.")
+    count: int = strawberry.field(description="Conversations carrying it.")
+
+
+@strawberry.type(description="The tenant's full-text search language.")
+class SearchSettings:
+    language: str = strawberry.field(
+        description="Stemming configuration added to exact ('simple') matching; 'simple' alone disables stemming."
+    )
+    available_languages: list[str] = strawberry.field(description="Every language that may be chosen.")
+
+
+@strawberry.type(description="A count for one UTC day.")
+class DailyCount:
+    day: date = strawberry.field(description="The UTC day.")
+    count: int = strawberry.field(description="How many.")
+
+
+@strawberry.type(description="Messages and token usage for one UTC day.")
+class DailyUsage:
+    day: date = strawberry.field(description="The UTC day.")
+    messages: int = strawberry.field(description="Messages written that day.")
+    prompt_tokens: int = strawberry.field(description="Prompt tokens recorded that day.")
+    completion_tokens: int = strawberry.field(description="Completion tokens recorded that day.")
+    total_tokens: int = strawberry.field(description="promptTokens + completionTokens.")
+
+
+@strawberry.type(description="Conversations using an AI provider.")
+class ProviderCount:
+    provider: str | None = strawberry.field(description="The provider; null for conversations without one.")
+    count: int = strawberry.field(description="Conversations.")
+    share: float = strawberry.field(description="Fraction of the window's conversations, 0 to 1.")
+
+
+@strawberry.type(description="Messages written in one hour of the day (UTC).")
+class HourCount:
+    hour: int = strawberry.field(description="Hour of the day, 0-23, UTC.")
+    count: int = strawberry.field(description="Messages written in that hour over the window.")
+
+
+@strawberry.type(
+    description="Usage over a window [from, to) for the viewer's scope. A conversation counts when it was "
+    "created in the window, a message when it was written in it; deleted conversations are left out. "
+    "Each field costs one query, only when asked."
+)
+class Insights:
+    from_: datetime = strawberry.field(name="from", description="Start of the window (inclusive).")
+    to: datetime = strawberry.field(description="End of the window (exclusive).")
+    scope: InsightScope = strawberry.field(description="Whose conversations are counted.")  # type: ignore[valid-type]
+    principal: strawberry.Private[Principal]
+    window: strawberry.Private[Window]
+    memo: strawberry.Private[dict[str, Any]]
+
+    async def _once(self, key: str, load: Callable[[], Awaitable[Any]]) -> Any:
+        if key not in self.memo:
+            self.memo[key] = await load()
+        return self.memo[key]
+
+    async def _totals(self, info: Info) -> Any:
+        return await self._once(
+            "totals", lambda: insight_service.conversation_totals(info.context.db, self.principal, self.window)
+        )
+
+    async def _usage(self, info: Info) -> list[tuple[date, int, int, int]]:
+        result: list[tuple[date, int, int, int]] = await self._once(
+            "usage", lambda: insight_service.usage_per_day(info.context.db, self.principal, self.window)
+        )
+        return result
+
+    @strawberry.field(description="Conversations created in the window.")
+    async def conversation_count(self, info: Info) -> int:
+        return int((await self._totals(info))["conversations"])
+
+    @strawberry.field(description="Messages written in the window.")
+    async def message_count(self, info: Info) -> int:
+        return sum(day[1] for day in await self._usage(info))
+
+    @strawberry.field(description="Conversations created per UTC day; every day of the window, zeros included.")
+    async def conversations_per_day(self, info: Info) -> list[DailyCount]:
+        rows = await insight_service.conversations_per_day(info.context.db, self.principal, self.window)
+        return [DailyCount(day=day, count=count) for day, count in rows]
+
+    @strawberry.field(description="Average messageCount of the conversations created in the window (0 if none).")
+    async def average_messages_per_conversation(self, info: Info) -> float:
+        return float((await self._totals(info))["average_messages"])
+
+    @strawberry.field(description="Messages and tokens per UTC day; every day of the window, zeros included.")
+    async def token_usage_per_day(self, info: Info) -> list[DailyUsage]:
+        return [
+            DailyUsage(day=d, messages=m, prompt_tokens=p, completion_tokens=c, total_tokens=p + c)
+            for d, m, p, c in await self._usage(info)
+        ]
+
+    @strawberry.field(description="Most used tags of the window's conversations, most used first.")
+    async def popular_tags(self, info: Info, first: int = 10) -> list[TagCount]:
+        limit = page_size(first, 10, 100)
+        rows = await insight_service.popular_tags(info.context.db, self.principal, self.window, limit)
+        return [TagCount(tag=r["tag"], count=r["count"]) for r in rows]
+
+    @strawberry.field(description="The window's conversations by AI provider, most used first.")
+    async def provider_distribution(self, info: Info) -> list[ProviderCount]:
+        rows = await insight_service.providers(info.context.db, self.principal, self.window)
+        total = sum(r["count"] for r in rows)
+        return [ProviderCount(provider=r["provider"], count=r["count"], share=r["count"] / total) for r in rows]
+
+    @strawberry.field(description="Messages per hour of the day (UTC) over the window, busiest first; idle hours omitted.")
+    async def peak_usage_hours(self, info: Info) -> list[HourCount]:
+        rows = await insight_service.peak_hours(info.context.db, self.principal, self.window)
+        return [HourCount(hour=r["hour"], count=r["count"]) for r in rows]
+
+
+def hit_cursor(hit: SearchHit) -> tuple[str, float, datetime, uuid.UUID]:
+    return (hit.mode.value, *hit.position)
