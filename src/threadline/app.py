@@ -53,10 +53,16 @@ def create_app(settings: Settings | None = None) -> Starlette:
         services.hub = StreamHub(services.db, services.settings)
         await services.hub.start()
         maintenance = start_maintenance(services.db, services.settings)
+        from threadline.porting.retention import start_retention, stop_retention
+
+        retention = start_retention(services.db, services.settings)
+        if retention is not None:
+            services.background.append(retention)
         try:
             yield
         finally:
             await stop_task(maintenance)
+            await stop_retention(retention)
             await services.hub.stop()
             await services.db.close()
             if services.embedded is not None:

@@ -117,6 +117,10 @@ def build_parser() -> argparse.ArgumentParser:
     tenant.add_argument("name", help="tenant name")
     tenant.add_argument("--admin-email", required=True, help="email of the first admin user")
     tenant.set_defaults(run=_tenant_create)
+
+    from threadline.porting.commands import add_commands as add_porting_commands
+
+    add_porting_commands(sub)
     return parser
 
 

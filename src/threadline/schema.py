@@ -6,6 +6,7 @@ import strawberry
 from strawberry.tools import merge_types
 
 from threadline.auth import repository as users
+from threadline.audit.schema import AuditQuery
 from threadline.auth.schema import AuthMutation, AuthQuery
 from threadline.auth.types import User
 from threadline.conversations.schema import ConversationMutation, ConversationQuery
@@ -17,6 +18,7 @@ from threadline.graphql.errors import ErrorCodeEnum, ErrorCodes
 from threadline.graphql.fast_execution import FastExecutionContext
 from threadline.graphql.node import Node
 from threadline.ids import Kind, parse_id
+from threadline.porting.schema import PortingMutation, PortingQuery
 from threadline.threads import repository as threads
 from threadline.threads import service as thread_service
 from threadline.presence.schema import PresenceMutation
@@ -65,8 +67,8 @@ class ErrorCodeQuery:
         return list(ErrorCodeEnum)  # type: ignore[arg-type]
 
 
-Query = merge_types("Query", (NodeQuery, AuthQuery, ConversationQuery, ThreadQuery, ErrorCodeQuery, SearchQuery))
-Mutation = merge_types("Mutation", (AuthMutation, ConversationMutation, ThreadMutation, PresenceMutation, SearchMutation))
+Query = merge_types("Query", (NodeQuery, AuthQuery, AuditQuery, PortingQuery, ConversationQuery, ThreadQuery, ErrorCodeQuery, SearchQuery))
+Mutation = merge_types("Mutation", (AuthMutation, PortingMutation, ConversationMutation, ThreadMutation, PresenceMutation, SearchMutation))
 Subscription = merge_types("Subscription", (StreamSubscription,))
 
 

@@ -82,6 +82,11 @@ class Settings:
     ws_max_operations: int = 100
     maintenance_interval_seconds: float = 1.0
 
+    # Import, export, data rights (issue 7)
+    import_item_max_bytes: int = 256 * 1024 * 1024
+    import_concurrency: int = 3
+    retention_interval_seconds: float = 3600.0
+
     @classmethod
     def from_env(cls) -> Settings:
         data_dir = os.environ.get("THREADLINE_DATA_DIR")
@@ -119,6 +124,11 @@ class Settings:
             ws_max_operations=_env_int("THREADLINE_WS_MAX_OPERATIONS", cls.ws_max_operations),
             maintenance_interval_seconds=_env_float(
                 "THREADLINE_MAINTENANCE_INTERVAL_SECONDS", cls.maintenance_interval_seconds
+            ),
+            import_item_max_bytes=_env_int("THREADLINE_IMPORT_ITEM_MAX_BYTES", cls.import_item_max_bytes),
+            import_concurrency=_env_int("THREADLINE_IMPORT_CONCURRENCY", cls.import_concurrency),
+            retention_interval_seconds=_env_float(
+                "THREADLINE_RETENTION_INTERVAL_SECONDS", cls.retention_interval_seconds
             ),
         )
 

@@ -7,11 +7,13 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from threadline.audit.service import AuditAction, record
 from threadline.auth import repository as repo
 from threadline.auth.principal import Principal, Role
 from threadline.auth.tokens import decode_jwt, hash_api_key, new_api_key, unauthenticated
 from threadline.db import Database, Executor
 from threadline.errors import bad_input, conflict, forbidden, not_found
+from threadline.ids import Kind
 from threadline.settings import Settings
 
 
@@ -89,9 +91,12 @@ async def create_user(
     if team is not None and not 1 <= len(team) <= 100:
         raise bad_input("team must be 1 to 100 characters", argument="team")
     try:
-        return await repo.insert_user(
-            db, principal.tenant_id, email=email, display_name=display, role=role, team=team
-        )
+        async with db.transaction() as tx:
+            row = await repo.insert_user(
+                tx, principal.tenant_id, email=email, display_name=display, role=role, team=team
+            )
+            await record(tx, principal, AuditAction.USER_CREATE, (Kind.USER, row["id"]), {"role": role.value})
+            return row
     except asyncpg.UniqueViolationError as exc:
         raise conflict(f"A user with email {email!r} already exists") from exc
 
@@ -108,7 +113,10 @@ async def create_api_key(
     if len(name) > 200:
         raise bad_input("API key name is limited to 200 characters", argument="name")
     plaintext, key_hash, prefix = new_api_key()
-    row = await repo.insert_api_key(db, principal.tenant_id, user_id, name.strip(), key_hash, prefix)
+    async with db.transaction() as tx:
+        row = await repo.insert_api_key(tx, principal.tenant_id, user_id, name.strip(), key_hash, prefix)
+        details = {"prefix": prefix, "forSelf": user_id == principal.user_id}
+        await record(tx, principal, AuditAction.API_KEY_CREATE, (Kind.API_KEY, row["id"]), details)
     return row, plaintext
 
 
@@ -117,7 +125,9 @@ async def revoke_api_key(db: Database, principal: Principal, key_id: uuid.UUID) 
     if not await repo.api_key_exists(db, principal.tenant_id, key_id):
         raise not_found("ApiKey")
     _require_admin(principal)
-    row = await repo.revoke_api_key(db, principal.tenant_id, key_id)
-    if row is None:
-        raise not_found("ApiKey")
+    async with db.transaction() as tx:
+        row = await repo.revoke_api_key(tx, principal.tenant_id, key_id)
+        if row is None:
+            raise not_found("ApiKey")
+        await record(tx, principal, AuditAction.API_KEY_REVOKE, (Kind.API_KEY, key_id), {"prefix": row["prefix"]})
     return row

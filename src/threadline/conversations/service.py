@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 
+from threadline.audit.service import AuditAction, record
 from threadline.auth import repository as users
 from threadline.auth.principal import Principal
 from threadline.conversations import repository as repo
@@ -196,4 +197,6 @@ async def set_participant_role(
         row = await repo.set_participant_role(tx, principal.tenant_id, conversation_id, user_id, role)
         assert row is not None
         await _membership_event(tx, principal, conversation_id, user_id, "ROLE_CHANGED", role)
+        details = {"conversationId": encode_id(Kind.CONVERSATION, conversation_id), "from": target["role"], "to": role}
+        await record(tx, principal, AuditAction.PARTICIPANT_ROLE_SET, (Kind.USER, user_id), details)
         return row

@@ -2,9 +2,11 @@
 
 from piccolo.table import Table
 
+from threadline.audit.tables import AuditLog
 from threadline.auth.tables import ApiKey, AppUser, Tenant
 from threadline.conversations.tables import Conversation, Invite, Participant
 from threadline.events.tables import StreamEvent, StreamState
+from threadline.porting.tables import ImportSource, MessageAttachment
 from threadline.presence.tables import Presence, TypingState
 from threadline.search.tables import SearchTerm
 from threadline.threads.tables import Message, MessageChunk, MessageEdit, ReadMarker, Thread
@@ -25,5 +27,8 @@ ALL_TABLES: tuple[type[Table], ...] = (
     StreamState,
     Presence,
     TypingState,
+    ImportSource,
+    MessageAttachment,
+    AuditLog,
     SearchTerm,
 )

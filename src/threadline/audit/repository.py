@@ -1,0 +1,95 @@
+"""All SQL of the audit log. Tenant first in every signature."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from threadline.db import Executor
+
+AUDIT_COLUMNS = "id, tenant_id, actor_id, action, target_kind, target_id, details, created_at"
+
+
+async def insert_entry(
+    db: Executor,
+    tenant_id: uuid.UUID,
+    *,
+    actor_id: uuid.UUID | None,
+    action: str,
+    target_kind: str | None,
+    target_id: uuid.UUID | None,
+    details: dict[str, Any],
+) -> None:
+    await db.execute(
+        """INSERT INTO audit_log (id, tenant_id, actor_id, action, target_kind, target_id, details)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)""",
+        uuid.uuid4(),
+        tenant_id,
+        actor_id,
+        action,
+        target_kind,
+        target_id,
+        details,
+    )
+
+
+def _filters(
+    tenant_id: uuid.UUID, action: str | None, actor_id: uuid.UUID | None, target_id: uuid.UUID | None
+) -> tuple[str, list[Any]]:
+    params: list[Any] = [tenant_id]
+    where = ["tenant_id = $1"]
+    for column, value in (("action", action), ("actor_id", actor_id), ("target_id", target_id)):
+        if value is not None:
+            params.append(value)
+            where.append(f"{column} = ${len(params)}")
+    return " AND ".join(where), params
+
+
+async def entries_page(
+    db: Executor,
+    tenant_id: uuid.UUID,
+    *,
+    action: str | None,
+    actor_id: uuid.UUID | None,
+    target_id: uuid.UUID | None,
+    limit: int,
+    after: tuple[datetime, uuid.UUID] | None,
+) -> list[asyncpg.Record]:
+    """Newest first."""
+    where, params = _filters(tenant_id, action, actor_id, target_id)
+    if after is not None:
+        params.extend(after)
+        where += f" AND (created_at, id) < (${len(params) - 1}, ${len(params)})"
+    params.append(limit)
+    return await db.fetch(
+        f"SELECT {AUDIT_COLUMNS} FROM audit_log WHERE {where} ORDER BY created_at DESC, id DESC LIMIT ${len(params)}",
+        *params,
+    )
+
+
+async def count_entries(
+    db: Executor,
+    tenant_id: uuid.UUID,
+    *,
+    action: str | None,
+    actor_id: uuid.UUID | None,
+    target_id: uuid.UUID | None,
+) -> int:
+    where, params = _filters(tenant_id, action, actor_id, target_id)
+    return int(await db.fetchval(f"SELECT count(*) FROM audit_log WHERE {where}", *params))
+
+
+async def reassign_user(db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID, placeholder_id: uuid.UUID) -> None:
+    """An erased user's past actions and the entries about them now point at the anonymous placeholder."""
+    await db.execute(
+        "UPDATE audit_log SET actor_id = $3 WHERE tenant_id = $1 AND actor_id = $2", tenant_id, user_id, placeholder_id
+    )
+    await db.execute(
+        "UPDATE audit_log SET target_id = $3 WHERE tenant_id = $1 AND target_id = $2 AND target_kind = 'User'",
+        tenant_id,
+        user_id,
+        placeholder_id,
+    )

@@ -1,0 +1,53 @@
+"""Query fields of the audit log (admins only)."""
+
+from __future__ import annotations
+
+import strawberry
+
+from threadline.audit import repository as repo
+from threadline.audit import service
+from threadline.audit.types import AuditEntry
+from threadline.errors import bad_input
+from threadline.graphql.context import Info
+from threadline.graphql.pagination import Connection, as_datetime, as_uuid, connection, decode_cursor, page_size
+from threadline.ids import Kind, decode_id, parse_id
+
+
+@strawberry.type
+class AuditQuery:
+    @strawberry.field(
+        description="The tenant's audit log, newest first (admins only). Filter by `action` (e.g. user.erase), "
+        "by the acting user, or by the object acted on (any id)."
+    )
+    async def audit_log(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        action: str | None = None,
+        actor_id: strawberry.ID | None = None,
+        target_id: strawberry.ID | None = None,
+    ) -> Connection[AuditEntry]:
+        principal = await info.context.principal()
+        service.require_admin(principal)
+        settings = info.context.settings
+        limit = page_size(first, settings.page_size_default, settings.page_size_max)
+        cursor = decode_cursor(after, (as_datetime, as_uuid)) if after else None
+        actor = decode_id(actor_id, Kind.USER) if actor_id is not None else None
+        target = None
+        if target_id is not None:
+            parsed = parse_id(target_id)
+            if parsed is None:
+                raise bad_input(f"Malformed id {target_id[:80]!r}", argument="targetId")
+            target = parsed[1]
+        db = info.context.db
+        filters = {"action": action, "actor_id": actor, "target_id": target}
+        rows = await service.entries_page(db, principal, limit=limit + 1, after=cursor, **filters)
+        return connection(
+            rows,
+            limit,
+            AuditEntry.from_row,
+            lambda r: (r["created_at"], r["id"]),
+            lambda: repo.count_entries(db, principal.tenant_id, **filters),
+            has_previous=cursor is not None,
+        )

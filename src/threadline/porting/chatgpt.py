@@ -1,0 +1,217 @@
+"""The ChatGPT data export: `conversations.json` (or `conversations-000.json`, ...), one conversation each.
+
+A conversation's `mapping` is a tree of nodes `{id, message | null, parent, children}`; several children
+are branches (edits, regenerations) and all of them are kept. Nodes without a message, hidden nodes
+and empty ones are skipped and their children re-attached to the nearest kept ancestor. A parent that
+is missing makes its child a thread root; a parent cycle is cut where it closes; both are reported.
+Non-text parts (images, audio, files) become attachments with a placeholder in the text.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from threadline.porting.model import (
+    ImportedConversation,
+    ImportedMessage,
+    ImportFormat,
+    Rejected,
+    break_cycles,
+    from_unix,
+    text,
+)
+
+ROLES = {"user": "USER", "assistant": "ASSISTANT", "system": "SYSTEM", "tool": "TOOL"}
+UNTITLED = "Untitled conversation"
+
+
+def parse(obj: Any) -> ImportedConversation:
+    if not isinstance(obj, dict):
+        raise Rejected(f"a ChatGPT conversation must be a JSON object, not {type(obj).__name__}")
+    external_id = text(obj.get("conversation_id")) or text(obj.get("id"))
+    if not external_id:
+        keys = ", ".join(sorted(obj)[:8])
+        raise Rejected(f"not a ChatGPT conversation: it has no id or conversation_id (keys: {keys})")
+    conversation = ImportedConversation(
+        source=ImportFormat.CHATGPT,
+        external_id=external_id,
+        title=(text(obj.get("title")) or "").strip() or UNTITLED,
+        messages=[],
+        ai_provider="openai",
+        model=text(obj.get("default_model_slug")),
+        created_at=from_unix(obj.get("create_time")),
+        updated_at=from_unix(obj.get("update_time")),
+        status="ARCHIVED" if obj.get("is_archived") is True else "ACTIVE",
+    )
+    mapping = obj.get("mapping")
+    if mapping is None:
+        conversation.warnings.append("the conversation has no mapping: imported without messages")
+        return conversation
+    if not isinstance(mapping, dict):
+        raise Rejected("`mapping` must be an object of nodes")
+    _read_tree(mapping, conversation)
+    if not conversation.messages:
+        conversation.warnings.append("the conversation has no visible messages")
+    return conversation
+
+
+def _read_tree(mapping: dict[str, Any], conversation: ImportedConversation) -> None:
+    warnings = conversation.warnings
+    nodes: dict[str, dict[str, Any]] = {}
+    for node_id, node in mapping.items():
+        if isinstance(node, dict):
+            nodes[node_id] = node
+        else:
+            warnings.append(f"node {node_id}: not an object, skipped")
+    parents: dict[str, str | None] = {}
+    for node_id, node in nodes.items():
+        parent = node.get("parent")
+        if parent is not None and not isinstance(parent, str):
+            parent = None
+        if parent is not None and parent not in nodes:
+            warnings.append(f"node {node_id}: parent {parent} is missing; the node starts a new thread")
+            parent = None
+        parents[node_id] = parent
+    for node_id in break_cycles(parents):
+        warnings.append(f"node {node_id}: its parents form a cycle; the cycle was cut here")
+
+    children: dict[str | None, list[str]] = {}
+    for node_id, node in nodes.items():
+        listed = node.get("children")
+        if isinstance(listed, list):
+            # The parent's own list gives the branch order; keep only children that agree on the parent.
+            children[node_id] = [c for c in listed if isinstance(c, str) and parents.get(c) == node_id]
+    for node_id, parent in parents.items():
+        siblings = children.setdefault(parent, [])
+        if parent is None or node_id not in siblings:
+            siblings.append(node_id)
+
+    # Depth-first, so each parent precedes its children and siblings keep their order.
+    stack: list[tuple[str, str | None]] = [(r, None) for r in reversed(children.get(None, []))]
+    seen: set[str] = set()
+    while stack:
+        node_id, kept_parent = stack.pop()
+        if node_id in seen:
+            continue
+        seen.add(node_id)
+        message = _message(node_id, nodes[node_id], kept_parent, conversation)
+        if message is not None:
+            conversation.messages.append(message)
+            kept_parent = message.key
+        for child in reversed(children.get(node_id, [])):
+            stack.append((child, kept_parent))
+
+
+def _message(
+    node_id: str, node: dict[str, Any], parent_key: str | None, conversation: ImportedConversation
+) -> ImportedMessage | None:
+    raw = node.get("message")
+    if not isinstance(raw, dict):
+        return None
+    metadata = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {}
+    if metadata.get("is_visually_hidden_from_conversation") is True:
+        return None
+    author = raw.get("author") if isinstance(raw.get("author"), dict) else {}
+    source_role = text(author.get("role")) or "user"
+    role = ROLES.get(source_role)
+    if role is None:
+        conversation.warnings.append(f"node {node_id}: unknown author role {source_role!r}, imported as tool")
+        role = "TOOL"
+    content, attachments = render(raw.get("content"))
+    if not content.strip() and not attachments:
+        return None
+    model = text(metadata.get("model_slug"))
+    if model is None and role == "ASSISTANT":
+        model = conversation.model
+    return ImportedMessage(
+        key=node_id,
+        parent_key=parent_key,
+        role=role,
+        content=content,
+        created_at=from_unix(raw.get("create_time")),
+        model=model,
+        attachments=attachments,
+    )
+
+
+def render(content: Any) -> tuple[str, list[dict[str, Any]]]:
+    """The text of a message's `content`, and its non-text parts as attachments."""
+    if not isinstance(content, dict):
+        return "", []
+    kind = text(content.get("content_type")) or "text"
+    if kind in ("text", "multimodal_text"):
+        return _parts(content.get("parts"))
+    if kind == "code":
+        language = text(content.get("language")) or ""
+        language = "" if language == "unknown" else language
+        return f"```{language}\n{text(content.get('text')) or ''}\n```", []
+    if kind == "execution_output":
+        return text(content.get("text")) or "", []
+    if kind == "tether_browsing_display":
+        return "\n\n".join(p for p in (text(content.get("result")), text(content.get("summary"))) if p), []
+    if kind == "tether_quote":
+        fields = (text(content.get("title")), text(content.get("url")), text(content.get("text")))
+        return "\n".join(p for p in fields if p), []
+    if kind == "thoughts":
+        thoughts = content.get("thoughts") if isinstance(content.get("thoughts"), list) else []
+        pieces = []
+        for t in thoughts:
+            if isinstance(t, dict):
+                pieces.extend(p for p in (text(t.get("summary")), text(t.get("content"))) if p)
+        return "\n\n".join(pieces), []
+    if kind == "reasoning_recap":
+        return text(content.get("content")) or "", []
+    if kind == "user_editable_context":
+        fields = (text(content.get("user_profile")), text(content.get("user_instructions")))
+        return "\n\n".join(p for p in fields if p), []
+    if kind == "system_error":
+        return f"{text(content.get('name')) or 'error'}: {text(content.get('text')) or ''}", []
+    if isinstance(content.get("parts"), list):
+        return _parts(content["parts"])
+    if text(content.get("text")):
+        return str(content["text"]), []
+    return f"[{kind}]", [{"type": kind, "data": _compact(content)}]
+
+
+def _parts(parts: Any) -> tuple[str, list[dict[str, Any]]]:
+    if not isinstance(parts, list):
+        return "", []
+    pieces: list[str] = []
+    attachments: list[dict[str, Any]] = []
+    for part in parts:
+        if isinstance(part, str):
+            if part:
+                pieces.append(part)
+            continue
+        if not isinstance(part, dict):
+            continue
+        kind = text(part.get("content_type")) or "unknown"
+        if kind == "audio_transcription":
+            pieces.append(text(part.get("text")) or "")
+            continue
+        attachment = _attachment(kind, part)
+        attachments.append(attachment)
+        pieces.append(f"[{attachment['type']}]")
+    return "\n".join(pieces), attachments
+
+
+def _attachment(kind: str, part: dict[str, Any]) -> dict[str, Any]:
+    if kind == "image_asset_pointer":
+        attachment: dict[str, Any] = {"type": "image", "pointer": text(part.get("asset_pointer"))}
+        for source, target in (("size_bytes", "size_bytes"), ("width", "width"), ("height", "height")):
+            if isinstance(part.get(source), int):
+                attachment[target] = part[source]
+        return attachment
+    if kind in ("audio_asset_pointer", "real_time_user_audio_video_asset_pointer"):
+        return {"type": "audio", "pointer": text(part.get("asset_pointer"))}
+    return {"type": kind, "data": _compact(part)}
+
+
+def _compact(value: dict[str, Any]) -> dict[str, Any]:
+    """A JSON-safe copy (the source may hold anything), capped so one odd part cannot bloat a row."""
+    raw = orjson.dumps(value, default=str)
+    if len(raw) <= 64 * 1024:
+        return orjson.loads(raw)  # type: ignore[no-any-return]
+    return {"truncated": True, "bytes": len(raw)}

@@ -1,0 +1,253 @@
+"""`threadline import` and `threadline export`: files in and out, straight against the database.
+
+Import streams its files (a 1 GB export never needs 1 GB of memory), shows a progress bar on stderr
+and prints a JSON report on stdout; the exit status is 1 when anything was refused. Export writes a
+Threadline document (`--conversation`) or a user's data-access export (`--user`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import time
+import uuid
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Any
+
+import orjson
+
+from threadline.porting.model import ImportFormat
+from threadline.settings import Settings
+
+_EXPORT_FILE = re.compile(r"(^|/)conversations(-\d+)?\.json$")
+
+
+def add_commands(sub: Any) -> None:
+    imp = sub.add_parser(
+        "import",
+        help="import conversations from export files (streamed; progress on stderr, JSON report on stdout)",
+        description="Import ChatGPT, Claude or Threadline exports. FILE may be conversations.json, the split "
+        "conversations-000.json, conversations-001.json, ... files, a directory holding them, or the export's "
+        ".zip. Each conversation imports in its own transaction; re-importing creates no duplicates. Exit "
+        "status 1 when any conversation was refused (the report lists them with their position in the file).",
+    )
+    imp.add_argument("files", nargs="+", metavar="FILE", help="export file(s), directory or .zip")
+    imp.add_argument("--format", required=True, choices=[f.value for f in ImportFormat], help="the files' format")
+    imp.add_argument(
+        "--api-key",
+        default=os.environ.get("THREADLINE_API_KEY"),
+        help="import as this key's user, who owns the new conversations (default THREADLINE_API_KEY)",
+    )
+    imp.add_argument("--conversation", help="add the threads of the one imported conversation to this conversation")
+    imp.add_argument("--quiet", action="store_true", help="no progress bar")
+    imp.set_defaults(run=_import)
+
+    exp = sub.add_parser(
+        "export",
+        help="export a conversation, or everything of a user, as Threadline JSON",
+        description="Write a conversation in the Threadline export format, or (--user) everything a user owns or "
+        "wrote, for a data-access request. With --api-key the key's access rules apply; without it the operator "
+        "(who has the database) may export anything. Audited either way.",
+    )
+    what = exp.add_mutually_exclusive_group(required=True)
+    what.add_argument("--conversation", help="conversation id (cnv_...)")
+    what.add_argument("--user", help="user id (usr_...)")
+    exp.add_argument("--out", required=True, help="file to write, or - for stdout")
+    exp.add_argument("--api-key", default=os.environ.get("THREADLINE_API_KEY"), help="act as this key's user")
+    exp.set_defaults(run=_export)
+
+
+def export_files(paths: list[str]) -> Iterator[tuple[str, int, Any]]:
+    """(name, size, opener) of every export file named by `paths` (files, directories, .zip archives)."""
+    for raw in paths:
+        path = Path(raw)
+        if path.is_dir():
+            found = sorted(p for p in path.iterdir() if _EXPORT_FILE.search(p.name))
+            if not found:
+                raise FileNotFoundError(f"{path}: no conversations.json or conversations-NNN.json in it")
+            for p in found:
+                yield str(p), p.stat().st_size, p.open
+        elif path.suffix.lower() == ".zip":
+            archive = zipfile.ZipFile(path)
+            members = sorted((m for m in archive.infolist() if _EXPORT_FILE.search(m.filename)), key=lambda m: m.filename)
+            if not members:
+                raise FileNotFoundError(f"{path}: no conversations.json in the archive")
+            for m in members:
+                yield f"{path}:{m.filename}", m.file_size, lambda _mode, m=m: archive.open(m)
+        else:
+            yield str(path), path.stat().st_size, path.open
+
+
+class Progress:
+    """A one-line progress bar on stderr, redrawn at most ten times a second."""
+
+    def __init__(self, total: int, enabled: bool) -> None:
+        self.total = max(total, 1)
+        self.enabled = enabled
+        self.done_bytes = 0
+        self.start = time.monotonic()
+        self._last = 0.0
+        self.conversations = 0
+        self.messages = 0
+
+    def update(self, read: int | None = None, *, conversations: int | None = None, messages: int | None = None) -> None:
+        if read is not None:
+            self.done_bytes = read
+        if conversations is not None:
+            self.conversations, self.messages = conversations, messages or 0
+        now = time.monotonic()
+        if self.enabled and now - self._last >= 0.1:
+            self._last = now
+            self._draw(now)
+
+    def _draw(self, now: float) -> None:
+        share = min(self.done_bytes / self.total, 1.0)
+        bar = "#" * int(share * 30)
+        rate = self.messages / max(now - self.start, 1e-6)
+        sys.stderr.write(
+            f"\rimport {share:4.0%} [{bar:<30}] {self.done_bytes / 1e6:,.1f}/{self.total / 1e6:,.1f} MB  "
+            f"{self.conversations:,} conversations  {self.messages:,} messages  {rate:,.0f} msg/s "
+        )
+        sys.stderr.flush()
+
+    def close(self) -> None:
+        if self.enabled:
+            self._draw(time.monotonic())
+            sys.stderr.write("\n")
+
+
+@contextmanager
+def _output(target: str) -> Iterator[IO[bytes]]:
+    if target == "-":
+        yield sys.stdout.buffer
+        sys.stdout.buffer.flush()
+        return
+    # Written beside the target and renamed at the end: a failed export leaves no half-written file.
+    partial = Path(f"{target}.partial")
+    try:
+        with open(partial, "wb") as f:
+            yield f
+        partial.replace(target)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def _fail(message: str) -> int:
+    print(f"threadline: {message}", file=sys.stderr)
+    return 2
+
+
+def _import(args: argparse.Namespace, settings: Settings) -> int:
+    from threadline.cli import _with_database
+    from threadline.errors import ThreadlineError
+
+    if not args.api_key:
+        return _fail("import needs --api-key (or THREADLINE_API_KEY): the key's user will own the conversations")
+    try:
+        files = list(export_files(args.files))
+    except (OSError, zipfile.BadZipFile) as exc:
+        return _fail(str(exc))
+    try:
+        report = _with_database(settings, lambda dsn: _import_work(dsn, settings, args, files))
+    except ThreadlineError as exc:
+        return _fail(exc.message)
+    print(orjson.dumps(report).decode())
+    return 1 if report["failed"] else 0
+
+
+async def _import_work(dsn: str, settings: Settings, args: argparse.Namespace, files: list[Any]) -> dict[str, Any]:
+    from threadline.auth.service import authenticate
+    from threadline.db import Database
+    from threadline.db.migrate import apply_migrations
+    from threadline.ids import Kind, decode_id
+    from threadline.porting.jsonstream import JsonArrayReader, JsonStreamError
+    from threadline.porting.service import Importer, ImportFailure
+
+    await apply_migrations(dsn)
+    db = await Database.connect(dsn, 1, settings.import_concurrency + 1)
+    try:
+        principal = await authenticate(db, settings, f"Bearer {args.api_key}")
+        target = decode_id(args.conversation, Kind.CONVERSATION) if args.conversation else None
+        progress = Progress(sum(size for _, size, _ in files), enabled=not args.quiet)
+        run = Importer(
+            db,
+            settings,
+            principal,
+            ImportFormat(args.format),
+            target_conversation_id=target,
+            concurrency=settings.import_concurrency,
+            on_progress=lambda r: progress.update(conversations=len(r.imported), messages=r.messages),
+        )
+        await run.check_access()
+        done_before = 0
+        for name, size, opener in files:
+            with opener("rb") as stream:
+                reader = JsonArrayReader(stream, max_item_bytes=settings.import_item_max_bytes)
+                failures_before = len(run.report.failures)
+                try:
+                    for item in reader:
+                        await run.submit(run.prepare(item))
+                        progress.update(done_before + reader.bytes_read)
+                except JsonStreamError as exc:
+                    run.report.failures.append(ImportFailure(-1, None, str(exc)))
+                for failure in run.report.failures[failures_before:]:
+                    failure.file = name
+            done_before += size
+        report = await run.finish()
+        progress.update(done_before)
+        progress.close()
+        return report.as_dict()
+    finally:
+        await db.close()
+
+
+def _export(args: argparse.Namespace, settings: Settings) -> int:
+    from threadline.cli import _with_database
+    from threadline.errors import ThreadlineError
+
+    try:
+        counts = _with_database(settings, lambda dsn: _export_work(dsn, settings, args))
+    except ThreadlineError as exc:
+        return _fail(exc.message)
+    print(orjson.dumps(counts).decode(), file=sys.stderr if args.out == "-" else sys.stdout)
+    return 0
+
+
+async def _export_work(dsn: str, settings: Settings, args: argparse.Namespace) -> dict[str, Any]:
+    from threadline.audit.service import SystemActor
+    from threadline.auth.service import authenticate
+    from threadline.db import Database
+    from threadline.db.migrate import apply_migrations
+    from threadline.errors import not_found
+    from threadline.ids import Kind, decode_id
+    from threadline.porting import exporter
+    from threadline.porting import repository as repo
+
+    await apply_migrations(dsn)
+    db = await Database.connect(dsn, 1, 2)
+    try:
+        actor: Any
+        kind, raw = (Kind.CONVERSATION, args.conversation) if args.conversation else (Kind.USER, args.user)
+        target: uuid.UUID = decode_id(raw, kind)
+        if args.api_key:
+            actor = await authenticate(db, settings, f"Bearer {args.api_key}")
+        else:
+            lookup = repo.tenant_of_conversation if kind is Kind.CONVERSATION else repo.tenant_of_user
+            tenant = await lookup(db, target)
+            if tenant is None:
+                raise not_found("Conversation" if kind is Kind.CONVERSATION else "User")
+            actor = SystemActor(tenant)
+        with _output(args.out) as out:
+            if kind is Kind.CONVERSATION:
+                document = await exporter.export_conversation(db, actor, target)
+                out.write(orjson.dumps(document))
+                return {"conversations": 1, "messages": len(document["messages"]), "out": args.out}
+            counts = await exporter.export_user(db, actor, target, out.write)
+            return {**counts, "out": args.out}
+    finally:
+        await db.close()

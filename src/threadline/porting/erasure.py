@@ -1,0 +1,137 @@
+"""Erasure of a user (right to be forgotten), in one transaction with an audit record.
+
+- Conversations the user owns are hard-deleted, with everything in them (cascade) and their events.
+- Their messages in other conversations become tombstones (content, edit history, chunks and
+  attachments removed; the node stays, so other users' replies remain readable) authored by the
+  tenant's anonymous placeholder user. With `redact_messages=False` the content stays, anonymised.
+- Rows that are only about them (API keys, memberships, read markers, presence, invites to them)
+  are deleted; every other reference to them, in any table, now points at the placeholder.
+- Events that mention them are removed from the event log, then the user row itself is deleted.
+
+The audit entry of the erasure keeps the erased user's id (as proof the request was carried out);
+earlier audit entries by or about them are rewritten to the placeholder.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+from threadline.audit import repository as audit_repo
+from threadline.audit.service import AuditAction, record
+from threadline.auth import repository as users
+from threadline.auth.principal import Principal, Role
+from threadline.db import Database, Executor
+from threadline.errors import bad_input, forbidden, not_found
+from threadline.ids import Kind, encode_id
+
+PLACEHOLDER_KEY = "anonymousUserId"
+PLACEHOLDER_NAME = "Deleted user"
+# (table, column) rows that exist only for the user: deleted, not reassigned.
+PERSONAL = {
+    ("api_key", "user_id"),
+    ("participant", "user_id"),
+    ("presence", "id"),
+    ("typing_state", "user_id"),
+    ("read_marker", "user_id"),
+    ("invite", "user_id"),
+}
+
+
+@dataclass(frozen=True)
+class Erasure:
+    user_id: uuid.UUID
+    placeholder_id: uuid.UUID
+    conversations_deleted: int
+    messages_redacted: int
+    messages_reassigned: int
+
+
+async def placeholder_user(tx: Executor, tenant_id: uuid.UUID) -> uuid.UUID:
+    """The tenant's anonymous author, created on first use (under the tenant row's lock)."""
+    settings = await tx.fetchval("SELECT settings FROM tenant WHERE id = $1 FOR UPDATE", tenant_id) or {}
+    existing = settings.get(PLACEHOLDER_KEY)
+    if existing and await users.user_by_id(tx, tenant_id, uuid.UUID(existing)) is not None:
+        return uuid.UUID(existing)
+    row = await users.insert_user(tx, tenant_id, email=None, display_name=PLACEHOLDER_NAME, role=Role.MEMBER, team=None)
+    await tx.execute(
+        "UPDATE tenant SET settings = settings || $2::jsonb WHERE id = $1", tenant_id, {PLACEHOLDER_KEY: str(row["id"])}
+    )
+    return row["id"]  # type: ignore[no-any-return]
+
+
+async def _user_references(tx: Executor) -> list[tuple[str, str]]:
+    """Every (table, column) with a foreign key to app_user, whoever's domain it belongs to."""
+    rows = await tx.fetch(
+        """SELECT c.conrelid::regclass::text AS tbl, a.attname AS col
+           FROM pg_constraint c JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey)
+           WHERE c.contype = 'f' AND c.confrelid = 'app_user'::regclass ORDER BY 1, 2"""
+    )
+    return [(r["tbl"].strip('"'), r["col"]) for r in rows]
+
+
+async def erase_user(db: Database, principal: Principal, user_id: uuid.UUID, *, redact_messages: bool = True) -> Erasure:
+    if not principal.is_admin:
+        raise forbidden("Only tenant admins may erase users")
+    if user_id == principal.user_id:
+        raise forbidden("Admins cannot erase themselves; ask another admin")
+    tenant = principal.tenant_id
+    async with db.transaction() as tx:
+        if await users.user_by_id(tx, tenant, user_id) is None:
+            raise not_found("User")
+        placeholder = await placeholder_user(tx, tenant)
+        if placeholder == user_id:
+            raise bad_input("The anonymous placeholder user cannot be erased", argument="userId")
+        owned = [
+            r["id"]
+            for r in await tx.fetch(
+                "SELECT id FROM conversation WHERE tenant_id = $1 AND owner_id = $2 FOR UPDATE", tenant, user_id
+            )
+        ]
+        await tx.execute(
+            "DELETE FROM stream_event WHERE tenant_id = $1 AND conversation_id = ANY($2::uuid[])", tenant, owned
+        )
+        await tx.execute("DELETE FROM conversation WHERE tenant_id = $1 AND id = ANY($2::uuid[])", tenant, owned)
+
+        authored = [
+            r["id"]
+            for r in await tx.fetch(
+                "SELECT id FROM message WHERE tenant_id = $1 AND author_id = $2 FOR UPDATE", tenant, user_id
+            )
+        ]
+        redacted = 0
+        if redact_messages and authored:
+            for table in ("message_edit", "message_chunk", "message_attachment"):
+                await tx.execute(f"DELETE FROM {table} WHERE tenant_id = $1 AND message_id = ANY($2::uuid[])", tenant, authored)
+            redacted = len(authored)
+            await tx.execute(
+                """UPDATE message SET content = '', deleted_at = coalesce(deleted_at, now())
+                   WHERE tenant_id = $1 AND id = ANY($2::uuid[])""",
+                tenant,
+                authored,
+            )
+        public_id = encode_id(Kind.USER, user_id)
+        mentioned = [encode_id(Kind.MESSAGE, m) for m in authored] if redact_messages else []
+        await tx.execute(
+            """DELETE FROM stream_event WHERE tenant_id = $1 AND (recipient_id = $2 OR strpos(payload::text, $3) > 0
+                   OR payload -> 'message' ->> 'id' = ANY($4::text[]))""",
+            tenant,
+            user_id,
+            public_id,
+            mentioned,
+        )
+        for table, column in await _user_references(tx):
+            if (table, column) in PERSONAL:
+                await tx.execute(f"DELETE FROM {table} WHERE {column} = $1", user_id)
+            elif table != "app_user":
+                await tx.execute(f"UPDATE {table} SET {column} = $2 WHERE {column} = $1", user_id, placeholder)
+        await audit_repo.reassign_user(tx, tenant, user_id, placeholder)
+        await tx.execute("DELETE FROM app_user WHERE tenant_id = $1 AND id = $2", tenant, user_id)
+        details = {
+            "conversationsDeleted": len(owned),
+            "messagesRedacted": redacted,
+            "messagesReassigned": len(authored),
+            "placeholderId": encode_id(Kind.USER, placeholder),
+        }
+        await record(tx, principal, AuditAction.USER_ERASE, (Kind.USER, user_id), details)
+    return Erasure(user_id, placeholder, len(owned), redacted, len(authored))

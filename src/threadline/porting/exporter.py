@@ -1,0 +1,142 @@
+"""Export: one conversation as a Threadline document, or everything of one user, streamed to a file."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import asyncpg
+import orjson
+
+from threadline.audit.service import Actor, AuditAction
+from threadline.auth import repository as users
+from threadline.auth.principal import Principal
+from threadline.conversations.access import Access, require
+from threadline.db import Database, Executor
+from threadline.errors import forbidden, not_found
+from threadline.ids import Kind, encode_id
+from threadline.porting import repository as repo
+from threadline.porting import threadline_format as fmt
+from threadline.porting.service import audited_export
+
+# How the generic run export names the id columns of the runs domain's tables.
+_ID_KINDS = {
+    "run_id": Kind.RUN,
+    "conversation_id": Kind.CONVERSATION,
+    "message_id": Kind.MESSAGE,
+    "output_message_id": Kind.MESSAGE,
+    "root_id": Kind.MESSAGE,
+    "created_by": Kind.USER,
+    "user_id": Kind.USER,
+    "author_id": Kind.USER,
+}
+
+
+async def conversation_document(
+    db: Executor, tenant_id: uuid.UUID, conversation: asyncpg.Record, exported_at: datetime
+) -> dict[str, Any]:
+    rows = await repo.conversation_messages(db, tenant_id, conversation["id"])
+    attachments: dict[uuid.UUID, list[dict[str, Any]]] = {}
+    for a in await repo.conversation_attachments(db, tenant_id, conversation["id"]):
+        attachments.setdefault(a["message_id"], []).append(a["data"])
+    messages = [fmt.message_entry(r, attachments.get(r["id"], [])) for r in rows]
+    runs = await runs_of(db, tenant_id, conversation["id"])
+    return fmt.document(conversation, messages, runs, exported_at)
+
+
+async def runs_of(db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID) -> list[dict[str, Any]]:
+    """The conversation's runs and their steps, read generically from the runs domain's tables.
+
+    Exports made before the runs tables existed simply carry `"runs": []`.
+    """
+    if not await repo.table_exists(db, "run"):
+        return []
+    runs = await repo.rows_as_json(db, "run", tenant_id, "conversation_id", [conversation_id])
+    steps: dict[str, list[dict[str, Any]]] = {}
+    if runs and await repo.table_exists(db, "run_step"):
+        ids = [uuid.UUID(r["id"]) for r in runs]
+        for step in await repo.rows_as_json(db, "run_step", tenant_id, "run_id", ids):
+            steps.setdefault(step["run_id"], []).append(_public(step, Kind.RUN_STEP))
+    return [{**_public(r, Kind.RUN), "steps": steps.get(r["id"], [])} for r in runs]
+
+
+def _public(row: dict[str, Any], kind: Kind) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if key == "tenant_id":
+            continue
+        id_kind = kind if key == "id" else _ID_KINDS.get(key)
+        if id_kind is not None and isinstance(value, str):
+            try:
+                value = encode_id(id_kind, uuid.UUID(value))
+            except ValueError:
+                pass
+        out[key] = value
+    return out
+
+
+async def export_conversation(db: Database, principal: Principal | Actor, conversation_id: uuid.UUID) -> dict[str, Any]:
+    """A conversation the caller may read, as a document; audited. An operator (no principal) sees all."""
+    if isinstance(principal, Principal):
+        row = await require(db, principal, conversation_id, Access.READ)
+    else:
+        row = await repo.conversation_row(db, principal.tenant_id, conversation_id)
+        if row is None:
+            raise not_found("Conversation")
+    document = await conversation_document(db, principal.tenant_id, row, datetime.now(UTC))
+    await audited_export(
+        db,
+        principal,
+        AuditAction.CONVERSATION_EXPORT,
+        (Kind.CONVERSATION, conversation_id),
+        {"messages": len(document["messages"])},
+    )
+    return document
+
+
+async def export_user(
+    db: Database, actor: Principal | Actor, user_id: uuid.UUID, write: Callable[[bytes], None]
+) -> dict[str, int]:
+    """Everything a user owns or wrote, for a data-access request, written piecewise (bounded memory).
+
+    `{metadata, user, conversations: [documents of the conversations they own], authored_messages:
+    [their messages in other conversations]}`. Admins may export anyone in their tenant, users themselves.
+    """
+    if isinstance(actor, Principal) and actor.user_id != user_id and not actor.is_admin:
+        raise forbidden("Only tenant admins may export another user's data")
+    user = await users.user_by_id(db, actor.tenant_id, user_id)
+    if user is None:
+        raise not_found("User")
+    now = datetime.now(UTC)
+    head = {
+        "metadata": {"exported_at": fmt.iso(now), "export_version": fmt.EXPORT_VERSION, "platform": fmt.PLATFORM, "kind": "user"},
+        "user": {
+            "id": encode_id(Kind.USER, user["id"]),
+            "email": user["email"],
+            "display_name": user["display_name"],
+            "role": user["role"],
+            "team": user["team"],
+            "created_at": fmt.iso(user["created_at"]),
+        },
+    }
+    write(orjson.dumps(head)[:-1] + b',"conversations":[')
+    conversation_ids = await repo.owned_conversation_ids(db, actor.tenant_id, user_id)
+    messages = 0
+    for n, conversation_id in enumerate(conversation_ids):
+        row = await repo.conversation_row(db, actor.tenant_id, conversation_id)
+        if row is None:  # deleted meanwhile
+            continue
+        document = await conversation_document(db, actor.tenant_id, row, now)
+        messages += len(document["messages"])
+        write((b"," if n else b"") + orjson.dumps(document))
+    write(b'],"authored_messages":[')
+    elsewhere = await repo.authored_elsewhere(db, actor.tenant_id, user_id)
+    for n, message in enumerate(elsewhere):
+        entry = {"conversation_id": encode_id(Kind.CONVERSATION, message["conversation_id"]), **fmt.message_entry(message, [])}
+        write((b"," if n else b"") + orjson.dumps(entry))
+    write(b"]}")
+    counts = {"conversations": len(conversation_ids), "messages": messages, "authoredElsewhere": len(elsewhere)}
+    await audited_export(db, actor, AuditAction.USER_EXPORT, (Kind.USER, user_id), counts)
+    return counts

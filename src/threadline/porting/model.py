@@ -1,0 +1,107 @@
+"""What every import format is read into: a conversation and its messages, independent of the source.
+
+Format readers (`chatgpt`, `claude`, `threadline_format`) are pure functions from decoded JSON to
+`ImportedConversation`; the importer turns that into rows. A reader raises `Rejected` for input it
+cannot use and appends to `warnings` for what it had to repair (missing parents, cycles, ...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class ImportFormat(StrEnum):
+    THREADLINE = "threadline"
+    CHATGPT = "chatgpt"
+    CLAUDE = "claude"
+
+
+class Rejected(ValueError):
+    """This conversation cannot be imported (the others of the same file still can)."""
+
+
+@dataclass
+class ImportedMessage:
+    key: str  # the source's message id, unique within the conversation
+    parent_key: str | None
+    role: str  # USER | ASSISTANT | SYSTEM | TOOL
+    content: str
+    created_at: datetime | None = None
+    model: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    attachments: list[dict[str, Any]] = field(default_factory=list)
+    edited_at: datetime | None = None
+    deleted_at: datetime | None = None
+
+
+@dataclass
+class ImportedConversation:
+    source: ImportFormat
+    external_id: str
+    title: str
+    # Siblings appear in the order they should keep (oldest branch first); parents may come anywhere.
+    messages: list[ImportedMessage]
+    description: str = ""
+    tags: list[str] = field(default_factory=list)
+    ai_provider: str | None = None
+    model: str | None = None
+    session_id: str | None = None
+    max_history_messages: int | None = None
+    status: str = "ACTIVE"
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    last_activity_at: datetime | None = None
+    warnings: list[str] = field(default_factory=list)
+
+
+def from_unix(value: Any) -> datetime | None:
+    """Unix seconds (int or float, as ChatGPT writes them) as an aware datetime; None if absent or bad."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    try:
+        return datetime.fromtimestamp(float(value), tz=UTC)
+    except (OverflowError, OSError, ValueError):
+        return None
+
+
+def from_iso(value: Any) -> datetime | None:
+    """An ISO 8601 time (with 'Z' or an offset; naive times are taken as UTC); None if absent or bad."""
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def text(value: Any) -> str | None:
+    return value if isinstance(value, str) else None
+
+
+def break_cycles(parents: dict[str, str | None]) -> list[str]:
+    """Make every parent chain end at a root: a node on a cycle loses its parent. Returns those nodes.
+
+    `parents` maps a node to its parent (None for a root, or a key that is not in the map, which
+    also counts as a root). It is changed in place.
+    """
+    state: dict[str, int] = {}  # 1 = on the current walk, 2 = known to reach a root
+    broken: list[str] = []
+    for start in parents:
+        walk: list[str] = []
+        node: str | None = start
+        while node is not None and node in parents and state.get(node) is None:
+            state[node] = 1
+            walk.append(node)
+            node = parents[node]
+        if node is not None and state.get(node) == 1:
+            # The walk came back to itself: cut the cycle where it closed.
+            parents[node] = None
+            broken.append(node)
+        for visited in walk:
+            state[visited] = 2
+    return broken

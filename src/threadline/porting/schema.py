@@ -1,0 +1,133 @@
+"""Query and Mutation fields of export, import, erasure and retention."""
+
+from __future__ import annotations
+
+import uuid
+
+import orjson
+import strawberry
+from strawberry.scalars import JSON
+
+from threadline.auth import repository as users
+from threadline.auth.types import User
+from threadline.conversations import repository as conversations
+from threadline.conversations.access import Access, access_level
+from threadline.conversations.types import Conversation
+from threadline.errors import forbidden
+from threadline.graphql.context import Info
+from threadline.ids import Kind, decode_id, encode_id
+from threadline.porting import erasure, exporter, retention, service
+from threadline.porting.model import ImportFormat
+from threadline.porting.types import (
+    ConversationImportInput,
+    ConversationImportReport,
+    ImportFailure,
+    RetentionPolicy,
+    UserErasure,
+)
+
+
+async def _readable(info: Info, ids: list[uuid.UUID]) -> list[Conversation]:
+    principal = await info.context.principal()
+    rows = await conversations.conversations_with_access(info.context.db, principal.tenant_id, ids, principal.user_id)
+    by_id = {r["id"]: r for r in rows if access_level(principal, r) >= Access.READ}
+    return [Conversation.from_row(by_id[i]) for i in dict.fromkeys(ids) if i in by_id]
+
+
+async def _import(info: Info, input: ConversationImportInput, *, all_or_nothing: bool) -> service.ImportReport:
+    principal = await info.context.principal()
+    target = decode_id(input.conversation_id, Kind.CONVERSATION) if input.conversation_id else None
+    return await service.import_data(
+        info.context.db,
+        info.context.settings,
+        principal,
+        ImportFormat(input.format.value),
+        input.data,
+        target_conversation_id=target,
+        all_or_nothing=all_or_nothing,
+    )
+
+
+@strawberry.type
+class PortingQuery:
+    @strawberry.field(
+        description="A conversation in the Threadline export format (every branch of every thread, runs, code "
+        "files extracted). The format is documented by a JSON Schema in the repository. Audited."
+    )
+    async def conversation_export(self, info: Info, id: strawberry.ID) -> JSON:
+        principal = await info.context.principal()
+        return await exporter.export_conversation(info.context.db, principal, decode_id(id, Kind.CONVERSATION))
+
+    @strawberry.field(
+        description="Everything a user owns or wrote, for a data-access request (admins for anyone, users for "
+        "themselves). Large exports: use `threadline export --user`. Audited."
+    )
+    async def user_export(self, info: Info, user_id: strawberry.ID) -> JSON:
+        principal = await info.context.principal()
+        chunks: list[bytes] = []
+        await exporter.export_user(info.context.db, principal, decode_id(user_id, Kind.USER), chunks.append)
+        return orjson.loads(b"".join(chunks))
+
+    @strawberry.field(description="The tenant's retention policy (admins only).")
+    async def retention_policy(self, info: Info) -> RetentionPolicy:
+        principal = await info.context.principal()
+        if not principal.is_admin:
+            raise forbidden("Only tenant admins may read the retention policy")
+        return RetentionPolicy(retention_days=await retention.retention_days(info.context.db, principal.tenant_id))
+
+
+@strawberry.type
+class PortingMutation:
+    @strawberry.mutation(
+        description="Import conversations (Threadline, ChatGPT or Claude export JSON); each becomes a conversation "
+        "owned by the caller. All or nothing: if any conversation is invalid, none is imported and the error lists "
+        "them (extensions.failures). Re-importing the same source ids returns the earlier conversations."
+    )
+    async def conversation_import(self, info: Info, input: ConversationImportInput) -> list[Conversation]:
+        report = await _import(info, input, all_or_nothing=True)
+        return await _readable(info, report.imported + report.existing)
+
+    @strawberry.mutation(
+        description="Like conversationImport, but imports every valid conversation (each in its own transaction) "
+        "and reports the refused ones instead of failing."
+    )
+    async def conversation_import_report(self, info: Info, input: ConversationImportInput) -> ConversationImportReport:
+        report = await _import(info, input, all_or_nothing=False)
+        return ConversationImportReport(
+            conversations=await _readable(info, report.imported + report.existing),
+            imported=len(report.imported),
+            skipped=len(report.existing),
+            failed=len(report.failures),
+            message_count=report.messages,
+            failures=[ImportFailure(index=f.index, external_id=f.external_id, message=f.message) for f in report.failures],
+            warnings=report.warnings,
+        )
+
+    @strawberry.mutation(
+        description="Erase a user (admins only), in one transaction: hard-delete the conversations they own, "
+        "empty their messages elsewhere (replies to them stay readable) and attribute them to an anonymous "
+        "placeholder, delete their keys and memberships and the user. `redactMessages: false` keeps the text "
+        "of their messages elsewhere, anonymised. Audited."
+    )
+    async def user_erase(self, info: Info, user_id: strawberry.ID, redact_messages: bool = True) -> UserErasure:
+        principal = await info.context.principal()
+        done = await erasure.erase_user(
+            info.context.db, principal, decode_id(user_id, Kind.USER), redact_messages=redact_messages
+        )
+        placeholder = await users.user_by_id(info.context.db, principal.tenant_id, done.placeholder_id)
+        return UserErasure(
+            user_id=strawberry.ID(encode_id(Kind.USER, done.user_id)),
+            placeholder=User.from_row(placeholder) if placeholder else None,
+            conversations_deleted=done.conversations_deleted,
+            messages_redacted=done.messages_redacted,
+            messages_reassigned=done.messages_reassigned,
+        )
+
+    @strawberry.mutation(
+        description="Set the tenant's retention (admins only): conversations deleted or inactive for longer than "
+        "`retentionDays` are hard-deleted by a background job; null turns it off. Audited."
+    )
+    async def tenant_retention_set(self, info: Info, retention_days: int | None) -> RetentionPolicy:
+        principal = await info.context.principal()
+        days = await retention.set_retention(info.context.db, principal, retention_days)
+        return RetentionPolicy(retention_days=days)

@@ -1,0 +1,237 @@
+"""Import and export rules: who may, what gets reported, one transaction per conversation, audit."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from threadline.audit.service import Actor, AuditAction, record
+from threadline.auth.principal import Principal
+from threadline.conversations.access import Access, require
+from threadline.db import Database
+from threadline.errors import bad_input, conflict
+from threadline.ids import Kind
+from threadline.porting import chatgpt, claude, importer, threadline_format
+from threadline.porting import repository as repo
+from threadline.porting.jsonstream import Item
+from threadline.porting.model import ImportedConversation, ImportFormat, Rejected
+from threadline.settings import Settings
+
+
+@dataclass
+class ImportFailure:
+    index: int  # position of the conversation in the file (0-based)
+    external_id: str | None
+    message: str
+    offset: int | None = None  # byte offset of the conversation in the file, when read from one
+    line: int | None = None
+    file: str | None = None
+
+
+@dataclass
+class ImportReport:
+    imported: list[uuid.UUID] = field(default_factory=list)
+    existing: list[uuid.UUID] = field(default_factory=list)  # already imported before: not duplicated
+    failures: list[ImportFailure] = field(default_factory=list)
+    messages: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "imported": len(self.imported),
+            "skipped": len(self.existing),
+            "failed": len(self.failures),
+            "messages": self.messages,
+            "warnings": self.warnings,
+            "failures": [f.__dict__ for f in self.failures],
+        }
+
+
+def read(fmt: ImportFormat, value: Any) -> list[ImportedConversation]:
+    if fmt is ImportFormat.CHATGPT:
+        return [chatgpt.parse(value)]
+    if fmt is ImportFormat.CLAUDE:
+        return [claude.parse(value)]
+    return threadline_format.parse(value)
+
+
+def items_of(data: Any) -> list[Item]:
+    """The conversations of a JSON value sent through the API: an array of them, or a single one."""
+    values = data if isinstance(data, list) else [data]
+    return [Item(index=i, offset=None, line=None, size=0, value=v) for i, v in enumerate(values)]  # type: ignore[arg-type]
+
+
+@dataclass
+class _Prepared:
+    item: Item
+    plan: importer.Plan
+
+
+class Importer:
+    """One import run: feed it items (from a stream or the API), then `finish()` for the report."""
+
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        principal: Principal,
+        fmt: ImportFormat,
+        *,
+        target_conversation_id: uuid.UUID | None = None,
+        concurrency: int = 1,
+        on_progress: Callable[[ImportReport], None] | None = None,
+    ) -> None:
+        self.db = db
+        self.settings = settings
+        self.principal = principal
+        self.fmt = fmt
+        self.target_id = target_conversation_id
+        self.report = ImportReport()
+        self._slots = asyncio.Semaphore(max(1, concurrency))
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._on_progress = on_progress
+        self._targeted = 0
+
+    async def check_access(self) -> None:
+        """Import into an existing conversation needs write access to it (and it must be open)."""
+        if self.target_id is None:
+            return
+        row = await require(self.db, self.principal, self.target_id, Access.WRITE)
+        if row["status"] != "ACTIVE":
+            raise conflict(f"The conversation is {row['status'].lower()}; restore it before importing into it")
+
+    def prepare(self, item: Item) -> list[_Prepared]:
+        """Parse and plan one item of the file: failures go to the report, nothing touches the database."""
+        if item.error is not None:
+            self._fail(item, None, item.error)
+            return []
+        try:
+            conversations = read(self.fmt, item.value)
+        except Rejected as exc:
+            self._fail(item, None, str(exc))
+            return []
+        prepared = []
+        for conversation in conversations:
+            try:
+                plan = importer.plan(conversation, self.settings)
+            except Rejected as exc:
+                self._fail(item, conversation.external_id, str(exc))
+                continue
+            if self.target_id is not None:
+                self._targeted += 1
+                if self._targeted > 1:
+                    self._fail(item, conversation.external_id, "only one conversation can be imported into an existing one")
+                    continue
+            prepared.append(_Prepared(item, plan))
+        return prepared
+
+    def _fail(self, item: Item, external_id: str | None, message: str) -> None:
+        self.report.failures.append(ImportFailure(item.index, external_id, message, item.offset, item.line))
+
+    async def submit(self, prepared: list[_Prepared]) -> None:
+        """Insert prepared conversations, up to `concurrency` at a time (waits for a free slot)."""
+        if not prepared:
+            return
+        known = await repo.imported_conversations(
+            self.db, self.principal.tenant_id, self.fmt.value, [p.plan.external_id for p in prepared]
+        )
+        for p in prepared:
+            if p.plan.external_id in known:
+                self.report.existing.append(known[p.plan.external_id])
+                continue
+            await self._slots.acquire()
+            task = asyncio.create_task(self._insert(p))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _insert(self, p: _Prepared) -> None:
+        try:
+            tenant = self.principal.tenant_id
+            async with self.db.transaction() as tx:
+                target = None
+                if self.target_id is not None:
+                    target = await require(tx, self.principal, self.target_id, Access.WRITE, lock=True)
+                conversation_id = await importer.insert(tx, tenant, self.principal.user_id, p.plan, target)
+            self.report.imported.append(conversation_id)
+            self.report.messages += len(p.plan.messages)
+            self.report.warnings.extend(f"{p.plan.external_id}: {w}" for w in p.plan.warnings)
+        except importer.AlreadyImported:
+            known = await repo.imported_conversations(
+                self.db, self.principal.tenant_id, self.fmt.value, [p.plan.external_id]
+            )
+            self.report.existing.extend(known.values())
+        except Exception as exc:  # noqa: BLE001 - one bad conversation must not stop the others
+            self._fail(p.item, p.plan.external_id, f"could not be stored: {type(exc).__name__}: {exc}")
+        finally:
+            self._slots.release()
+            if self._on_progress is not None:
+                self._on_progress(self.report)
+
+    async def finish(self, *, fatal: str | None = None) -> ImportReport:
+        """Wait for the inserts in flight, then audit the run."""
+        if self._tasks:
+            await asyncio.gather(*list(self._tasks))
+        if fatal is not None:
+            self.report.failures.append(ImportFailure(-1, None, fatal))
+        async with self.db.transaction() as tx:
+            target = (Kind.CONVERSATION, self.report.imported[0]) if len(self.report.imported) == 1 else None
+            await record(tx, self.principal, AuditAction.CONVERSATION_IMPORT, target, self.summary())
+        return self.report
+
+    def summary(self) -> dict[str, Any]:
+        r = self.report
+        return {
+            "format": self.fmt.value,
+            "imported": len(r.imported),
+            "skipped": len(r.existing),
+            "failed": len(r.failures),
+            "messages": r.messages,
+        }
+
+
+async def import_data(
+    db: Database,
+    settings: Settings,
+    principal: Principal,
+    fmt: ImportFormat,
+    data: Any,
+    *,
+    target_conversation_id: uuid.UUID | None = None,
+    all_or_nothing: bool,
+) -> ImportReport:
+    """Import JSON sent through the API. With `all_or_nothing`, one invalid conversation refuses them all."""
+    run = Importer(db, settings, principal, fmt, target_conversation_id=target_conversation_id)
+    await run.check_access()
+    prepared = [p for item in items_of(data) for p in run.prepare(item)]
+    if all_or_nothing and run.report.failures:
+        failures = run.report.failures
+        first = failures[0]
+        raise bad_input(
+            f"{len(failures)} conversation(s) cannot be imported, so none was: item {first.index}: {first.message}",
+            argument="input.data",
+            failures=[{"index": f.index, "externalId": f.external_id, "message": f.message} for f in failures],
+        )
+    await run.submit(prepared)
+    return await run.finish()
+
+
+async def import_stream(run: Importer, items: Iterable[Item]) -> ImportReport:
+    """Import items read lazily from a file (the CLI): parsing overlaps with the inserts in flight."""
+    from threadline.porting.jsonstream import JsonStreamError
+
+    await run.check_access()
+    fatal = None
+    try:
+        for item in items:
+            await run.submit(run.prepare(item))
+    except JsonStreamError as exc:
+        fatal = str(exc)
+    return await run.finish(fatal=fatal)
+
+
+async def audited_export(db: Database, actor: Actor, action: AuditAction, target: tuple[Kind, uuid.UUID], details: dict[str, Any]) -> None:
+    async with db.transaction() as tx:
+        await record(tx, actor, action, target, details)

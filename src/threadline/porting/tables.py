@@ -1,0 +1,30 @@
+"""Where imported conversations came from, and message attachments (files, images, tool blocks)."""
+
+from piccolo.columns import JSONB, UUID, ForeignKey, Integer, Timestamptz, Varchar
+from piccolo.columns.defaults.timestamptz import TimestamptzNow
+from piccolo.table import Table
+
+from threadline.auth.tables import Tenant
+from threadline.conversations.tables import Conversation
+from threadline.threads.tables import Message
+
+
+class ImportSource(Table, tablename="import_source"):
+    """(tenant, source, external id) -> conversation: re-importing a file creates no duplicates."""
+
+    id = UUID(primary_key=True)
+    tenant_id = ForeignKey(Tenant, null=False)
+    source = Varchar(length=16)
+    external_id = Varchar(length=255)
+    conversation_id = ForeignKey(Conversation, null=False)
+    created_at = Timestamptz(default=TimestamptzNow())
+
+
+class MessageAttachment(Table, tablename="message_attachment"):
+    """A non-text part of a message, kept as the JSON object the export format carries."""
+
+    id = UUID(primary_key=True)
+    tenant_id = ForeignKey(Tenant, null=False)
+    message_id = ForeignKey(Message, null=False)
+    position = Integer(default=0)
+    data = JSONB(default="{}")

@@ -1,0 +1,69 @@
+"""GraphQL types of import, export and data rights."""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import strawberry
+from strawberry.scalars import JSON
+
+from threadline.auth.types import User
+from threadline.conversations.types import Conversation
+
+
+@strawberry.enum(name="ImportFormat", description="Formats `conversationImport` reads.")
+class ImportFormatEnum(Enum):
+    THREADLINE = "threadline"
+    CHATGPT = "chatgpt"
+    CLAUDE = "claude"
+
+
+@strawberry.input(description="Conversations to import, as the decoded JSON of an export file.")
+class ConversationImportInput:
+    format: ImportFormatEnum = strawberry.field(
+        description="THREADLINE (our export: one document or an array), CHATGPT (conversations.json: an array "
+        "of conversations, or one), CLAUDE (conversations.json of a Claude export, or one conversation)."
+    )
+    data: JSON = strawberry.field(description="The file's JSON. Large files: use `threadline import`, which streams.")
+    conversation_id: strawberry.ID | None = strawberry.field(
+        default=None,
+        description="Add the threads of a single imported conversation to this existing one (needs write access) "
+        "instead of creating a new conversation.",
+    )
+
+
+@strawberry.type(description="A conversation of the input that could not be imported.")
+class ImportFailure:
+    index: int = strawberry.field(description="Its position in the input (0-based); -1 for the file as a whole.")
+    external_id: str | None = strawberry.field(description="Its id in the source, when it has one.")
+    message: str = strawberry.field(description="Why it was refused.")
+
+
+@strawberry.type(description="What an import did: conversations created, already there, refused.")
+class ConversationImportReport:
+    conversations: list[Conversation] = strawberry.field(
+        description="Imported conversations, then those imported before (re-imports return them, not copies)."
+    )
+    imported: int = strawberry.field(description="Conversations created now.")
+    skipped: int = strawberry.field(description="Conversations already imported earlier from the same source ids.")
+    failed: int = strawberry.field(description="Conversations refused (see failures); the others were imported.")
+    message_count: int = strawberry.field(description="Messages created now.")
+    failures: list[ImportFailure] = strawberry.field(description="Each refused conversation and why.")
+    warnings: list[str] = strawberry.field(description="What was repaired on the way (missing parents, cycles, ...).")
+
+
+@strawberry.type(description="The result of erasing a user.")
+class UserErasure:
+    user_id: strawberry.ID = strawberry.field(description="The erased user's id (it no longer resolves).")
+    placeholder: User | None = strawberry.field(description="The anonymous user now shown as author of their replies.")
+    conversations_deleted: int = strawberry.field(description="Conversations they owned, hard-deleted.")
+    messages_redacted: int = strawberry.field(description="Their messages elsewhere, emptied (tombstones).")
+    messages_reassigned: int = strawberry.field(description="Their messages elsewhere, now authored by the placeholder.")
+
+
+@strawberry.type(description="The tenant's retention policy.")
+class RetentionPolicy:
+    retention_days: int | None = strawberry.field(
+        description="Conversations deleted or inactive for longer than this many days are hard-deleted by a "
+        "background job; null keeps everything."
+    )
