@@ -29,6 +29,7 @@ class Services:
     settings: Settings
     db: Database = None  # type: ignore[assignment]
     hub: Any = None
+    runs: Any = None  # the run worker (threadline.runs.worker.Worker)
     embedded: EmbeddedPostgres | None = None
     background: list[Any] = field(default_factory=list)
 
@@ -53,6 +54,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         services.hub = StreamHub(services.db, services.settings)
         await services.hub.start()
         maintenance = start_maintenance(services.db, services.settings)
+        from threadline.runs.worker import Worker
+
+        services.runs = Worker(services.db, services.settings)
+        await services.runs.start()
         from threadline.porting.retention import start_retention, stop_retention
 
         retention = start_retention(services.db, services.settings)
@@ -63,6 +68,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         finally:
             await stop_task(maintenance)
             await stop_retention(retention)
+            await services.runs.stop()
             await services.hub.stop()
             await services.db.close()
             if services.embedded is not None:

@@ -93,6 +93,40 @@ def _tenant_create(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    import os
+    import signal
+
+    from threadline.db import Database
+    from threadline.db.migrate import apply_migrations
+    from threadline.runs.worker import Worker
+
+    if args.queue:
+        settings = dataclasses.replace(settings, run_queue=args.queue)
+    concurrency = args.concurrency if args.concurrency is not None else max(settings.run_workers, 1)
+
+    async def work(dsn: str) -> int:
+        if settings.migrate_on_start:
+            await apply_migrations(dsn)
+        db = await Database.connect(dsn, 1, concurrency + 4)
+        worker = Worker(db, dataclasses.replace(settings, database_url=dsn), concurrency)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            await worker.start()
+            print(f"threadline worker {worker.id}: pid {os.getpid()}, queue {worker.queue!r}, concurrency {concurrency}", flush=True)
+            await stop.wait()
+        finally:
+            await worker.stop()
+            await db.close()
+        print(f"threadline worker {worker.id}: stopped after {worker.executed} runs", flush=True)
+        return 0
+
+    return int(_with_database(settings, work))  # type: ignore[call-overload]
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="threadline",
@@ -117,6 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     tenant.add_argument("name", help="tenant name")
     tenant.add_argument("--admin-email", required=True, help="email of the first admin user")
     tenant.set_defaults(run=_tenant_create)
+
+    worker = sub.add_parser(
+        "worker", help="execute runs (any number of workers share one database); stops on SIGTERM or Ctrl-C"
+    )
+    worker.add_argument("--concurrency", type=int, help="runs at once (default THREADLINE_RUN_WORKERS, at least 1)")
+    worker.add_argument("--queue", help="queue to take runs from (default THREADLINE_RUN_QUEUE or 'default')")
+    worker.set_defaults(run=_worker)
 
     from threadline.porting.commands import add_commands as add_porting_commands
 

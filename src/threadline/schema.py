@@ -18,6 +18,8 @@ from threadline.graphql.errors import ErrorCodeEnum, ErrorCodes
 from threadline.graphql.fast_execution import FastExecutionContext
 from threadline.graphql.node import Node
 from threadline.ids import Kind, parse_id
+from threadline.runs.schema import RunMutation, RunQuery
+from threadline.runs.types import Run, RunStep
 from threadline.porting.schema import PortingMutation, PortingQuery
 from threadline.threads import repository as threads
 from threadline.threads import service as thread_service
@@ -52,6 +54,19 @@ class NodeQuery:
                 await thread_service.readable_message(db, principal, value)
                 thread = await threads.thread_with_root(db, principal.tenant_id, value, principal.user_id)
                 return Thread.from_row(thread) if thread else None
+            if kind is Kind.RUN:
+                from threadline.runs import service as runs
+
+                return Run.from_row(await runs.readable_run(db, principal, value))
+            if kind is Kind.RUN_STEP:
+                from threadline.runs import repository as run_steps
+                from threadline.runs import service as runs
+
+                step = await run_steps.step(db, principal.tenant_id, value)
+                if step is None:
+                    return None
+                await runs.readable_run(db, principal, step["run_id"])
+                return RunStep.from_row(step)
             if kind is Kind.USER:
                 user = await users.user_by_id(db, principal.tenant_id, value)
                 return User.from_row(user) if user else None
@@ -67,8 +82,8 @@ class ErrorCodeQuery:
         return list(ErrorCodeEnum)  # type: ignore[arg-type]
 
 
-Query = merge_types("Query", (NodeQuery, AuthQuery, AuditQuery, PortingQuery, ConversationQuery, ThreadQuery, ErrorCodeQuery, SearchQuery))
-Mutation = merge_types("Mutation", (AuthMutation, PortingMutation, ConversationMutation, ThreadMutation, PresenceMutation, SearchMutation))
+Query = merge_types("Query", (NodeQuery, RunQuery, AuthQuery, AuditQuery, PortingQuery, ConversationQuery, ThreadQuery, ErrorCodeQuery, SearchQuery))
+Mutation = merge_types("Mutation", (AuthMutation, RunMutation, PortingMutation, ConversationMutation, ThreadMutation, PresenceMutation, SearchMutation))
 Subscription = merge_types("Subscription", (StreamSubscription,))
 
 

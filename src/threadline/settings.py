@@ -40,6 +40,30 @@ def _env_bool(name: str, default: bool) -> bool:
     return raw.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _env_list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def _env_pairs(name: str, default: tuple[tuple[str, int], ...]) -> tuple[tuple[str, int], ...]:
+    """`name=int,name=int` (e.g. THREADLINE_MODEL_CONTEXT_TOKENS=gpt-4o=128000,echo=8192)."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    pairs = []
+    for part in raw.split(","):
+        key, sep, value = part.strip().rpartition("=")
+        try:
+            if not sep or not key:
+                raise ValueError(part)
+            pairs.append((key.strip(), int(value)))
+        except ValueError as exc:
+            raise ValueError(f"{name} must look like model=tokens,model=tokens; got {raw!r}") from exc
+    return tuple(pairs)
+
+
 def _default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("threadline"))
 
@@ -87,6 +111,35 @@ class Settings:
     import_concurrency: int = 3
     retention_interval_seconds: float = 3600.0
 
+    # Runs (issue 5)
+    run_workers: int = 2
+    run_queue: str = "default"
+    run_poll_seconds: float = 1.0
+    run_heartbeat_seconds: float = 1.0
+    run_stale_seconds: float = 30.0
+    run_recovery_seconds: float = 1.0
+    run_on_lost_worker: str = "expire"
+    run_max_attempts: int = 3
+    run_timeout_seconds: float = 300.0
+    run_max_active_per_user: int = 10
+    run_delta_interval_seconds: float = 0.05
+    run_default_provider: str = "echo"
+    run_output_reserve_tokens: int = 1024
+    model_context_tokens: tuple[tuple[str, int], ...] = (
+        ("echo", 8192),
+        ("gpt-4o", 128_000),
+        ("gpt-4o-mini", 128_000),
+        ("gpt-4.1", 1_000_000),
+        ("gpt-4.1-mini", 1_000_000),
+    )
+    default_context_tokens: int = 8192
+    echo_delay_seconds: float = 0.02
+    openai_base_url: str = "https://api.openai.com/v1"
+    openai_api_key: str | None = None
+    openai_default_model: str = "gpt-4o-mini"
+    openai_models: tuple[str, ...] = ("gpt-4o-mini", "gpt-4o", "gpt-4.1", "gpt-4.1-mini")
+    openai_connect_timeout_seconds: float = 10.0
+
     @classmethod
     def from_env(cls) -> Settings:
         data_dir = os.environ.get("THREADLINE_DATA_DIR")
@@ -130,7 +183,32 @@ class Settings:
             retention_interval_seconds=_env_float(
                 "THREADLINE_RETENTION_INTERVAL_SECONDS", cls.retention_interval_seconds
             ),
+            run_workers=_env_int("THREADLINE_RUN_WORKERS", cls.run_workers),
+            run_queue=_env_str("THREADLINE_RUN_QUEUE", cls.run_queue),
+            run_poll_seconds=_env_float("THREADLINE_RUN_POLL_SECONDS", cls.run_poll_seconds),
+            run_heartbeat_seconds=_env_float("THREADLINE_RUN_HEARTBEAT_SECONDS", cls.run_heartbeat_seconds),
+            run_stale_seconds=_env_float("THREADLINE_RUN_STALE_SECONDS", cls.run_stale_seconds),
+            run_recovery_seconds=_env_float("THREADLINE_RUN_RECOVERY_SECONDS", cls.run_recovery_seconds),
+            run_on_lost_worker=_env_str("THREADLINE_RUN_ON_LOST_WORKER", cls.run_on_lost_worker),
+            run_max_attempts=_env_int("THREADLINE_RUN_MAX_ATTEMPTS", cls.run_max_attempts),
+            run_timeout_seconds=_env_float("THREADLINE_RUN_TIMEOUT_SECONDS", cls.run_timeout_seconds),
+            run_max_active_per_user=_env_int("THREADLINE_RUN_MAX_ACTIVE_PER_USER", cls.run_max_active_per_user),
+            run_delta_interval_seconds=_env_float(
+                "THREADLINE_RUN_DELTA_INTERVAL_SECONDS", cls.run_delta_interval_seconds
+            ),
+            run_default_provider=_env_str("THREADLINE_RUN_DEFAULT_PROVIDER", cls.run_default_provider),
+            run_output_reserve_tokens=_env_int("THREADLINE_RUN_OUTPUT_RESERVE_TOKENS", cls.run_output_reserve_tokens),
+            model_context_tokens=_env_pairs("THREADLINE_MODEL_CONTEXT_TOKENS", cls.model_context_tokens),
+            default_context_tokens=_env_int("THREADLINE_DEFAULT_CONTEXT_TOKENS", cls.default_context_tokens),
+            echo_delay_seconds=_env_float("THREADLINE_ECHO_DELAY_SECONDS", cls.echo_delay_seconds),
+            openai_base_url=_env_str("THREADLINE_OPENAI_BASE_URL", cls.openai_base_url),
+            openai_api_key=os.environ.get("THREADLINE_OPENAI_API_KEY") or os.environ.get("OPENAI_API_KEY") or None,
+            openai_default_model=_env_str("THREADLINE_OPENAI_DEFAULT_MODEL", cls.openai_default_model),
+            openai_models=_env_list("THREADLINE_OPENAI_MODELS", cls.openai_models),
+            openai_connect_timeout_seconds=_env_float(
+                "THREADLINE_OPENAI_CONNECT_TIMEOUT_SECONDS", cls.openai_connect_timeout_seconds
+            ),
         )
 
     def describe(self) -> dict[str, object]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "jwt_secret"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in {"jwt_secret", "openai_api_key"}}

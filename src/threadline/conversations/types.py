@@ -18,6 +18,7 @@ from threadline.graphql.pagination import Connection
 from threadline.ids import Kind, encode_id
 
 if TYPE_CHECKING:
+    from threadline.runs.types import Run, RunStatus
     from threadline.threads.types import Message, Thread
 
 
@@ -159,6 +160,18 @@ class Conversation(Node):
         from threadline.threads.resolvers import conversation_messages
 
         return await conversation_messages(info, self.uuid, first, after, limit, offset)
+
+    @strawberry.field(description="Runs on the conversation's messages, newest first; `status` keeps runs in that state.")
+    async def runs(
+        self,
+        info: Info,
+        first: int | None = None,
+        after: str | None = None,
+        status: Annotated[RunStatus, strawberry.lazy("threadline.runs.types")] | None = None,
+    ) -> Connection[Annotated[Run, strawberry.lazy("threadline.runs.types")]]:
+        from threadline.runs.schema import conversation_runs
+
+        return await conversation_runs(info, self.uuid, first, after, status)
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Conversation:

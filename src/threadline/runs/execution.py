@@ -1,0 +1,281 @@
+"""Executing one claimed run: start (the assistant reply and its prompt), stream, end.
+
+Every write names the attempt the worker claimed, so a worker that was presumed dead (expired,
+requeued or force-cancelled meanwhile) finds its run gone at its next write and stops without
+writing: a run's output is never produced twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from threadline.conversations import repository as conversations
+from threadline.db import Database, Executor
+from threadline.errors import ThreadlineError, conflict
+from threadline.ids import Kind, encode_id
+from threadline.runs import output
+from threadline.runs import repository as repo
+from threadline.runs.context import ChatMessage, ContextTooLarge, build_prompt, history_limit, prompt_budget, prompt_tokens
+from threadline.runs.output import OutputDeleted, Usage
+from threadline.runs.providers import CompletionRequest, Finish, Provider, ProviderError
+from threadline.runs.service import end_run
+from threadline.runs.transitions import EXECUTING, RunStatus, StepType
+from threadline.settings import Settings
+from threadline.threads import repository as threads
+from threadline.threads.service import MessageDraft, add_reply, path_ids
+
+log = logging.getLogger(__name__)
+
+FINISH_STATUS = {"length": RunStatus.INCOMPLETE, "content_filter": RunStatus.INCOMPLETE}
+
+
+class Lost(Exception):
+    """This attempt no longer owns the run."""
+
+
+@dataclass
+class Signals:
+    cancel: asyncio.Event = field(default_factory=asyncio.Event)
+    lost: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(frozen=True)
+class Claim:
+    tenant_id: uuid.UUID
+    run_id: uuid.UUID
+    attempt: int
+
+
+@dataclass
+class Outcome:
+    status: RunStatus
+    error: tuple[str, str] | None = None
+    finish: Finish | None = None
+
+
+async def guard(tx: Executor, settings: Settings) -> None:
+    """A worker frozen inside a transaction (a paused VM, SIGSTOP) must not hold its run's lock forever."""
+    await tx.execute(f"SET LOCAL idle_in_transaction_session_timeout = {max(1000, int(settings.run_stale_seconds * 1000))}")
+
+
+async def owned(tx: Executor, claim: Claim, settings: Settings) -> asyncpg.Record:
+    """The run, locked, if this attempt still owns it; Lost otherwise."""
+    await guard(tx, settings)
+    run = await repo.run(tx, claim.tenant_id, claim.run_id, lock=True)
+    if run is None or run["attempt"] != claim.attempt or RunStatus(run["status"]) not in EXECUTING:
+        raise Lost()
+    return run
+
+
+async def start(db: Database, settings: Settings, claim: Claim) -> tuple[list[ChatMessage], asyncpg.Record] | None:
+    """The prompt and the output message, or None if the run ended here (cancelled, or failed to start)."""
+    async with db.transaction() as tx:
+        run = await owned(tx, claim, settings)
+        if run["status"] == RunStatus.CANCELLING:
+            await end_run(tx, run, RunStatus.CANCELLED, usage=Usage(0, 0))
+            return None
+        try:
+            prompt, message = await _prepare(tx, settings, run)
+        except (ThreadlineError, ContextTooLarge) as exc:
+            code, text = (exc.code.value, exc.message) if isinstance(exc, ThreadlineError) else ("CONTEXT_TOO_LARGE", str(exc))
+            await end_run(tx, run, RunStatus.FAILED, usage=Usage(0, 0), error=(code, text))
+            return None
+        await repo.insert_step(
+            tx, claim.tenant_id, claim.run_id, claim.attempt, StepType.MESSAGE_CREATION.value,
+            {"messageId": encode_id(Kind.MESSAGE, message["id"])},
+        )
+        await repo.progress(tx, claim.tenant_id, claim.run_id, claim.attempt, prompt_tokens(prompt), 0)
+    return prompt, message
+
+
+async def _prepare(tx: Executor, settings: Settings, run: asyncpg.Record) -> tuple[list[ChatMessage], asyncpg.Record]:
+    tenant_id = run["tenant_id"]
+    conversation = await conversations.conversation_with_access(
+        tx, tenant_id, run["conversation_id"], run["created_by"] or run["id"]
+    )
+    if conversation is None or conversation["status"] != "ACTIVE":
+        raise conflict("The conversation is no longer active")
+    message = await threads.message(tx, tenant_id, run["message_id"], lock=True)
+    if message is None or message["deleted_at"] is not None:
+        raise conflict("The message to answer was deleted")
+    (ids,) = await path_ids(tx, tenant_id, [message])
+    rows = {r["id"]: r for r in await repo.messages_by_ids(tx, tenant_id, ids)}
+    prompt = build_prompt(
+        [rows[i] for i in ids],
+        run["instructions"],
+        history_limit(run["max_history_messages"], conversation["max_history_messages"]),
+        prompt_budget(settings, run["model"]),
+    )
+    if run["output_message_id"] is None:
+        reply, _ = await add_reply(
+            tx, settings, tenant_id, message, MessageDraft(content="", role="ASSISTANT", model=run["model"]), None
+        )
+        await repo.set_output(tx, tenant_id, run["id"], reply["id"])
+        await repo.open_stream(tx, tenant_id, reply["id"])
+        return prompt, reply
+    # A requeued run: the lost attempt's partial output is discarded and written again from index 0.
+    reply = await threads.message(tx, tenant_id, run["output_message_id"], lock=True)
+    if reply is None or reply["deleted_at"] is not None:
+        raise conflict("The run's output message was deleted")
+    await repo.restart_stream(tx, tenant_id, reply["id"])
+    return prompt, reply
+
+
+class DeltaWriter:
+    """Buffers deltas and writes them as one chunk and one `message.delta` at most every `interval`."""
+
+    def __init__(self, db: Database, settings: Settings, claim: Claim, message: asyncpg.Record, signals: Signals, prompt: int) -> None:
+        self.db = db
+        self.settings = settings
+        self.claim = claim
+        self.message = message
+        self.signals = signals
+        self.prompt_tokens = prompt
+        self.completion_tokens = 0  # deltas received: the usage estimate until the provider reports one
+        self.pending: list[str] = []
+        self.wake = asyncio.Event()
+        self.lock = asyncio.Lock()
+
+    def add(self, text: str) -> None:
+        self.pending.append(text)
+        self.completion_tokens += 1
+        self.wake.set()
+
+    async def run(self) -> None:
+        last = 0.0
+        while True:
+            await self.wake.wait()
+            delay = last + self.settings.run_delta_interval_seconds - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            self.wake.clear()
+            await self.flush()
+            last = time.monotonic()
+
+    async def flush(self) -> None:
+        async with self.lock:
+            if not self.pending:
+                return
+            count = len(self.pending)
+            text = "".join(self.pending[:count])
+            async with self.db.transaction() as tx:
+                await guard(tx, self.settings)
+                status = await repo.progress(
+                    tx, self.claim.tenant_id, self.claim.run_id, self.claim.attempt, self.prompt_tokens, self.completion_tokens
+                )
+                if status is None:
+                    raise Lost()
+                if status == RunStatus.CANCELLING:
+                    self.signals.cancel.set()
+                await output.append(tx, self.claim.tenant_id, self.message, text, self.claim.run_id)
+            del self.pending[:count]
+
+    async def stop(self, task: asyncio.Task[None]) -> None:
+        """Stop the background flusher between two writes, never inside one."""
+        async with self.lock:
+            task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):  # its exception is read by the caller
+            await task
+
+
+async def _produce(provider: Provider, request: CompletionRequest, writer: DeltaWriter) -> Finish:
+    async with contextlib.aclosing(provider.stream(request)) as stream:  # type: ignore[type-var]
+        async for item in stream:
+            if isinstance(item, Finish):
+                return item
+            writer.add(item)
+    raise ProviderError("PROVIDER_BAD_STREAM", "The stream ended without finishing")
+
+
+async def execute(
+    db: Database, settings: Settings, providers: dict[str, Provider], claimed: asyncpg.Record, signals: Signals
+) -> None:
+    claim = Claim(claimed["tenant_id"], claimed["id"], claimed["attempt"])
+    began = time.monotonic()
+    try:
+        started = await start(db, settings, claim)
+    except Lost:
+        log.warning("run %s lost before it started (attempt %d)", claim.run_id, claim.attempt)
+        return
+    if started is None:
+        return
+    prompt, message = started
+    writer = DeltaWriter(db, settings, claim, message, signals, prompt_tokens(prompt))
+    request = CompletionRequest(model=claimed["model"], messages=prompt)
+    remaining = settings.run_timeout_seconds - (time.monotonic() - began)
+    outcome = await _stream(providers[claimed["provider"]], request, writer, signals, remaining)
+    if outcome is not None and outcome.error is not None and outcome.error[0] == "TIMEOUT":
+        outcome.error = ("TIMEOUT", f"The run did not finish within {settings.run_timeout_seconds:g} seconds")
+    if outcome is None:
+        log.warning("run %s lost while streaming (attempt %d); another instance took it over", claim.run_id, claim.attempt)
+        return
+    try:
+        await writer.flush()  # the partial output is kept whatever the outcome
+    except Lost:
+        log.warning("run %s lost at its end (attempt %d)", claim.run_id, claim.attempt)
+        return
+    except OutputDeleted:
+        outcome = Outcome(RunStatus.FAILED, ("OUTPUT_DELETED", "The output message was deleted while it was written"))
+    await _end(db, settings, claim, writer, outcome)
+
+
+async def _stream(
+    provider: Provider, request: CompletionRequest, writer: DeltaWriter, signals: Signals, timeout: float
+) -> Outcome | None:
+    producer = asyncio.create_task(_produce(provider, request, writer))
+    flusher = asyncio.create_task(writer.run())
+    cancelled = asyncio.create_task(signals.cancel.wait())
+    lost = asyncio.create_task(signals.lost.wait())
+    try:
+        done, _ = await asyncio.wait(
+            {producer, flusher, cancelled, lost}, timeout=max(timeout, 0.0), return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        for task in (producer, cancelled, lost):
+            task.cancel()
+        await writer.stop(flusher)
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await producer
+    if lost in done or (flusher in done and isinstance(flusher.exception(), Lost)):
+        return None
+    if cancelled in done:
+        return Outcome(RunStatus.CANCELLED)
+    if flusher in done:
+        exc = flusher.exception()
+        if isinstance(exc, OutputDeleted):
+            return Outcome(RunStatus.FAILED, ("OUTPUT_DELETED", "The output message was deleted while it was written"))
+        raise exc  # type: ignore[misc]  # a database failure: the reaper recovers the run
+    if producer in done:
+        exc = producer.exception()
+        if exc is None:
+            finish = producer.result()
+            return Outcome(FINISH_STATUS.get(finish.reason or "stop", RunStatus.COMPLETED), finish=finish)
+        if isinstance(exc, ProviderError):
+            return Outcome(RunStatus.FAILED, (exc.code, exc.message))
+        log.error("provider %s failed unexpectedly", provider.name, exc_info=exc)
+        return Outcome(RunStatus.FAILED, ("PROVIDER_ERROR", f"The provider failed: {type(exc).__name__}"))
+    return Outcome(RunStatus.FAILED, ("TIMEOUT", "The run did not finish in time"))
+
+
+async def _end(db: Database, settings: Settings, claim: Claim, writer: DeltaWriter, outcome: Outcome) -> None:
+    finish = outcome.finish
+    usage = Usage(
+        finish.prompt_tokens if finish and finish.prompt_tokens is not None else writer.prompt_tokens,
+        finish.completion_tokens if finish and finish.completion_tokens is not None else writer.completion_tokens,
+    )
+    try:
+        async with db.transaction() as tx:
+            run = await owned(tx, claim, settings)
+            if run["status"] == RunStatus.CANCELLING:
+                # Cancelled while finishing: CANCELLING only leads to CANCELLED, with whatever was written.
+                outcome = Outcome(RunStatus.CANCELLED)
+            await end_run(tx, run, outcome.status, usage=usage, error=outcome.error)
+    except Lost:
+        log.warning("run %s lost at its end (attempt %d)", claim.run_id, claim.attempt)

@@ -1,0 +1,172 @@
+"""Streamed output of a message: append a delta (a chunk row, the content, a `message.delta` event) and
+finish it (final usage, the conversation's token count, one `message.done`).
+
+Runs call these from the worker; `messageAppend` / `messageFinish` call them for clients that stream
+an assistant message themselves. Chunk `i` and the delta event with `index` `i` carry the same text,
+and the content is always the concatenation of the chunks, so a client that missed deltas can read
+`Message.chunks` and continue from the next index.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+
+import asyncpg
+
+from threadline.auth.principal import Principal
+from threadline.conversations import repository as conversations
+from threadline.conversations.access import Access, require
+from threadline.db import Database, Executor
+from threadline.errors import bad_input, conflict, forbidden, not_found
+from threadline.events.kinds import EventType
+from threadline.events.publish import publish
+from threadline.ids import Kind, encode_id
+from threadline.runs import repository as repo
+from threadline.settings import Settings
+from threadline.threads import repository as threads
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def payload(self) -> dict[str, int]:
+        return {
+            "promptTokens": self.prompt_tokens,
+            "completionTokens": self.completion_tokens,
+            "totalTokens": self.total_tokens,
+        }
+
+
+class OutputDeleted(Exception):
+    """The message being written was deleted."""
+
+
+def _public(run_id: uuid.UUID | None) -> str | None:
+    return encode_id(Kind.RUN, run_id) if run_id else None
+
+
+async def append(
+    tx: Executor, tenant_id: uuid.UUID, message: asyncpg.Record, delta: str, run_id: uuid.UUID | None
+) -> int:
+    """Append `delta` to `message` (a row with id, conversation_id, root_id); returns its chunk index."""
+    index = await repo.take_chunk_index(tx, tenant_id, message["id"])
+    if index is None:
+        raise conflict("The message is final; nothing can be appended")
+    if not await repo.append_content(tx, tenant_id, message["id"], delta, run_id, index):
+        raise OutputDeleted()
+    await publish(
+        tx,
+        tenant_id,
+        EventType.MESSAGE_DELTA,
+        conversation_id=message["conversation_id"],
+        root_id=message["root_id"],
+        payload={"messageId": encode_id(Kind.MESSAGE, message["id"]), "runId": _public(run_id), "index": index, "delta": delta},
+    )
+    return index
+
+
+async def finish(
+    tx: Executor,
+    tenant_id: uuid.UUID,
+    message: asyncpg.Record,
+    run_id: uuid.UUID | None,
+    usage: Usage | None,
+    *,
+    announce: bool = True,
+) -> asyncpg.Record:
+    """Make the message final: record `usage` (replacing what it had, the conversation's token count
+    adjusted by the difference) and publish `message.done` unless `announce` is False (a failed run
+    announces an `error` instead)."""
+    if not await repo.finish_stream(tx, tenant_id, message["id"]):
+        raise conflict("The message is already final")
+    row = message
+    if usage is not None:
+        before = (message["prompt_tokens"] or 0) + (message["completion_tokens"] or 0)
+        row = await repo.set_message_usage(tx, tenant_id, message["id"], usage.prompt_tokens, usage.completion_tokens)
+        await conversations.touch_activity(tx, tenant_id, message["conversation_id"], 0, usage.total_tokens - before)
+    if announce:
+        await publish(
+            tx,
+            tenant_id,
+            EventType.MESSAGE_DONE,
+            conversation_id=message["conversation_id"],
+            root_id=message["root_id"],
+            payload={
+                "messageId": encode_id(Kind.MESSAGE, message["id"]),
+                "runId": _public(run_id),
+                "usage": usage.payload() if usage is not None else _recorded(row),
+            },
+        )
+    return row
+
+
+def _recorded(row: asyncpg.Record) -> dict[str, int] | None:
+    if row["prompt_tokens"] is None and row["completion_tokens"] is None:
+        return None
+    return Usage(row["prompt_tokens"] or 0, row["completion_tokens"] or 0).payload()
+
+
+# clients that stream an assistant message themselves -------------------------------------------
+
+
+async def _writable_stream(tx: Executor, principal: Principal, message_id: uuid.UUID) -> asyncpg.Record:
+    row = await threads.message(tx, principal.tenant_id, message_id, lock=True)
+    if row is None:
+        raise not_found("Message")
+    conversation = await require(tx, principal, row["conversation_id"], Access.WRITE)
+    if conversation["status"] != "ACTIVE":
+        raise conflict(f"The conversation is {conversation['status'].lower()}; restore it before writing to it")
+    if row["role"] != "ASSISTANT":
+        raise bad_input("Only ASSISTANT messages are streamed", argument="id")
+    if row["deleted_at"] is not None:
+        raise conflict("The message is deleted")
+    if await repo.active_run_writing(tx, principal.tenant_id, message_id) is not None:
+        raise conflict("A run is writing this message")
+    if row["author_id"] != principal.user_id:
+        raise forbidden("Only the message's author may stream into it")
+    return row
+
+
+async def client_append(
+    db: Database, settings: Settings, principal: Principal, message_id: uuid.UUID, delta: str
+) -> asyncpg.Record:
+    if delta == "":
+        raise bad_input("delta must not be empty", argument="delta")
+    if "\x00" in delta:
+        raise bad_input("delta must not contain NUL characters", argument="delta")
+    async with db.transaction() as tx:
+        row = await _writable_stream(tx, principal, message_id)
+        size = len(row["content"].encode()) + len(delta.encode("utf-8", errors="surrogatepass"))
+        if size > settings.message_max_bytes:
+            raise bad_input(
+                f"content would be {size} bytes; the limit is {settings.message_max_bytes} bytes",
+                argument="delta",
+                limit=settings.message_max_bytes,
+            )
+        await repo.open_stream(tx, principal.tenant_id, message_id)
+        try:
+            await append(tx, principal.tenant_id, row, delta, None)
+        except OutputDeleted as exc:  # pragma: no cover - the row is locked and was checked above
+            raise conflict("The message is deleted") from exc
+        updated = await threads.message(tx, principal.tenant_id, message_id)
+    assert updated is not None
+    return updated
+
+
+async def client_finish(
+    db: Database, principal: Principal, message_id: uuid.UUID, usage: Usage | None
+) -> asyncpg.Record:
+    if usage is not None and not (
+        0 <= usage.prompt_tokens <= 10_000_000 and 0 <= usage.completion_tokens <= 10_000_000
+    ):
+        raise bad_input("usage values must be between 0 and 10000000", argument="usage")
+    async with db.transaction() as tx:
+        row = await _writable_stream(tx, principal, message_id)
+        return await finish(tx, principal.tenant_id, row, None, usage)

@@ -1,0 +1,121 @@
+"""`openai`: any OpenAI-compatible `POST {base}/chat/completions` endpoint, streamed as server-sent events.
+
+The request is `{"model", "messages", "stream": true, "stream_options": {"include_usage": true}}`.
+Failures become ProviderError codes: PROVIDER_ERROR (a non-2xx answer or an `error` object in the
+stream), PROVIDER_UNAVAILABLE (cannot connect, or the connection broke), PROVIDER_BAD_STREAM
+(anything that is not a well-formed completion stream, including one that ends before it finished).
+A hang is bounded by the run timeout, not here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import httpx
+import orjson
+
+from threadline.runs.providers.base import CompletionRequest, Finish, ProviderError
+
+_SSE_FIELDS = ("data:", "event:", "id:", "retry:", ":")
+
+
+class OpenAIProvider:
+    name = "openai"
+
+    def __init__(
+        self, base_url: str, api_key: str | None, models: tuple[str, ...], default_model: str, connect_timeout: float
+    ) -> None:
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.api_key = api_key
+        self._models = frozenset(models) | {default_model}
+        self._default = default_model
+        # No read timeout: a slow stream is legitimate, and the run timeout bounds a hang.
+        self.client = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=connect_timeout))
+
+    def models(self) -> frozenset[str]:
+        return self._models
+
+    def default_model(self) -> str:
+        return self._default
+
+    async def close(self) -> None:
+        await self.client.aclose()
+
+    def body(self, request: CompletionRequest) -> dict[str, Any]:
+        return {
+            "model": request.model,
+            "messages": [m.as_dict() for m in request.messages],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        }
+
+    async def stream(self, request: CompletionRequest) -> AsyncIterator[str | Finish]:
+        headers = {"Accept": "text/event-stream"}
+        if self.api_key:
+            headers["Authorization"] = f"Bearer {self.api_key}"
+        try:
+            async with self.client.stream("POST", self.url, json=self.body(request), headers=headers) as response:
+                if response.status_code // 100 != 2:
+                    detail = (await response.aread())[:300].decode("utf-8", errors="replace")
+                    raise ProviderError("PROVIDER_ERROR", f"The provider answered HTTP {response.status_code}: {detail}")
+                async for item in _completion_events(response.aiter_lines()):
+                    yield item
+        except httpx.TransportError as exc:
+            raise ProviderError("PROVIDER_UNAVAILABLE", f"Cannot reach the provider: {type(exc).__name__}") from exc
+
+
+async def _completion_events(lines: AsyncIterator[str]) -> AsyncIterator[str | Finish]:
+    reason: str | None = None
+    usage: dict[str, Any] | None = None
+    async for line in lines:
+        if not line or line.startswith(":"):
+            continue
+        if not line.startswith(_SSE_FIELDS):
+            raise ProviderError("PROVIDER_BAD_STREAM", f"Not a server-sent event line: {line[:80]!r}")
+        if not line.startswith("data:"):
+            continue
+        data = line[5:].strip()
+        if data == "[DONE]":
+            yield _finish(reason or "stop", usage)
+            return
+        chunk = _json(data)
+        if "error" in chunk:
+            error = chunk["error"]
+            message = error.get("message") if isinstance(error, dict) else str(error)
+            raise ProviderError("PROVIDER_ERROR", f"The provider reported an error: {message}")
+        if isinstance(chunk.get("usage"), dict):
+            usage = chunk["usage"]
+        choices = chunk.get("choices") or []
+        if not isinstance(choices, list):
+            raise ProviderError("PROVIDER_BAD_STREAM", "`choices` is not a list")
+        for choice in choices[:1]:
+            delta = choice.get("delta") if isinstance(choice, dict) else None
+            content = delta.get("content") if isinstance(delta, dict) else None
+            if content is not None and not isinstance(content, str):
+                raise ProviderError("PROVIDER_BAD_STREAM", "`delta.content` is not a string")
+            if content:
+                yield content
+            if choice.get("finish_reason"):
+                reason = str(choice["finish_reason"])
+    if reason is None:
+        raise ProviderError("PROVIDER_BAD_STREAM", "The stream ended before the completion finished")
+    yield _finish(reason, usage)
+
+
+def _json(data: str) -> dict[str, Any]:
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ProviderError("PROVIDER_BAD_STREAM", f"Malformed JSON in the stream: {data[:80]!r}") from exc
+    if not isinstance(value, dict):
+        raise ProviderError("PROVIDER_BAD_STREAM", "A stream event is not a JSON object")
+    return value
+
+
+def _finish(reason: str, usage: dict[str, Any] | None) -> Finish:
+    def count(key: str) -> int | None:
+        value = usage.get(key) if usage else None
+        return value if isinstance(value, int) and value >= 0 else None
+
+    return Finish(reason, count("prompt_tokens"), count("completion_tokens"))

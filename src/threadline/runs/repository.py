@@ -1,0 +1,414 @@
+"""All SQL of runs, run steps and streamed output. Tenant first in every signature, except the two
+statements of the worker that scan every tenant's runs by design (`claim_next`, `stale_run_ids`)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+import asyncpg
+
+from threadline.db import Executor
+from threadline.runs.transitions import ACTIVE, EXECUTING, STAMP, RunStatus, StepStatus
+from threadline.threads.repository import MESSAGE_COLUMNS
+
+RUN_COLUMNS = """r.id, r.tenant_id, r.conversation_id, r.message_id, r.root_id, r.output_message_id, r.created_by,
+    r.queue, r.status, r.provider, r.model, r.instructions, r.max_history_messages, r.prompt_tokens,
+    r.completion_tokens, r.last_error_code, r.last_error_message, r.attempt, r.worker_id, r.heartbeat_at,
+    r.created_at, r.updated_at, r.started_at, r.completed_at, r.cancelled_at, r.failed_at, r.expired_at,
+    extract(epoch FROM now() - r.heartbeat_at)::float8 AS heartbeat_age"""
+
+STEP_COLUMNS = """s.id, s.tenant_id, s.run_id, s.attempt, s.type, s.status, s.details, s.created_at, s.completed_at,
+    s.cancelled_at, s.failed_at, s.expired_at"""
+
+_ACTIVE = [s.value for s in ACTIVE]
+_EXECUTING = [s.value for s in EXECUTING]
+
+# Wakes workers: "queued:<queue>" after a run is queued, "cancel:<run hex>" after a cancel request.
+CHANNEL = "threadline_runs"
+
+
+async def notify_workers(db: Executor, payload: str) -> None:
+    """Delivered on commit, like every NOTIFY."""
+    await db.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+
+
+# runs -------------------------------------------------------------------------------------------
+
+
+async def insert_run(
+    db: Executor,
+    tenant_id: uuid.UUID,
+    *,
+    conversation_id: uuid.UUID,
+    message_id: uuid.UUID,
+    root_id: uuid.UUID,
+    created_by: uuid.UUID,
+    queue: str,
+    provider: str,
+    model: str,
+    instructions: str | None,
+    max_history_messages: int | None,
+) -> asyncpg.Record:
+    """Raises asyncpg.UniqueViolationError if the message already has an active run."""
+    row = await db.fetchrow(
+        f"""INSERT INTO run AS r (id, tenant_id, conversation_id, message_id, root_id, created_by, queue, status,
+                provider, model, instructions, max_history_messages)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, 'QUEUED', $8, $9, $10, $11)
+            RETURNING {RUN_COLUMNS}""",
+        uuid.uuid4(),
+        tenant_id,
+        conversation_id,
+        message_id,
+        root_id,
+        created_by,
+        queue,
+        provider,
+        model,
+        instructions,
+        max_history_messages,
+    )
+    assert row is not None
+    return row
+
+
+async def lock_user_runs(db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID) -> None:
+    """Serialise one user's run creations until the transaction ends, so the active-run cap holds."""
+    await db.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"runs:{tenant_id}:{user_id}")
+
+
+async def count_active_for_user(db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID) -> int:
+    return int(
+        await db.fetchval(
+            "SELECT count(*) FROM run WHERE created_by = $2 AND status = ANY($3::varchar[]) AND tenant_id = $1",
+            tenant_id,
+            user_id,
+            _ACTIVE,
+        )
+    )
+
+
+async def run(db: Executor, tenant_id: uuid.UUID, run_id: uuid.UUID, *, lock: bool = False) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        f"SELECT {RUN_COLUMNS} FROM run r WHERE r.tenant_id = $1 AND r.id = $2" + (" FOR UPDATE" if lock else ""),
+        tenant_id,
+        run_id,
+    )
+
+
+async def active_run_writing(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID) -> asyncpg.Record | None:
+    """The active run whose output is `message_id`, if any."""
+    return await db.fetchrow(
+        f"""SELECT {RUN_COLUMNS} FROM run r WHERE r.tenant_id = $1 AND r.output_message_id = $2
+            AND r.status = ANY($3::varchar[])""",
+        tenant_id,
+        message_id,
+        _ACTIVE,
+    )
+
+
+async def runs_page(
+    db: Executor,
+    tenant_id: uuid.UUID,
+    conversation_id: uuid.UUID,
+    *,
+    status: str | None,
+    limit: int,
+    after: tuple[Any, uuid.UUID] | None,
+) -> list[asyncpg.Record]:
+    """A conversation's runs, newest first."""
+    params: list[Any] = [tenant_id, conversation_id]
+    where = "r.tenant_id = $1 AND r.conversation_id = $2"
+    if status is not None:
+        params.append(status)
+        where += f" AND r.status = ${len(params)}"
+    if after is not None:
+        params.extend(after)
+        where += f" AND (r.created_at, r.id) < (${len(params) - 1}, ${len(params)})"
+    params.append(limit)
+    return await db.fetch(
+        f"SELECT {RUN_COLUMNS} FROM run r WHERE {where} ORDER BY r.created_at DESC, r.id DESC LIMIT ${len(params)}",
+        *params,
+    )
+
+
+async def count_runs(db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID, status: str | None) -> int:
+    if status is None:
+        value = await db.fetchval(
+            "SELECT count(*) FROM run WHERE tenant_id = $1 AND conversation_id = $2", tenant_id, conversation_id
+        )
+    else:
+        value = await db.fetchval(
+            "SELECT count(*) FROM run WHERE tenant_id = $1 AND conversation_id = $2 AND status = $3",
+            tenant_id,
+            conversation_id,
+            status,
+        )
+    return int(value)
+
+
+async def set_status(
+    db: Executor,
+    tenant_id: uuid.UUID,
+    run_id: uuid.UUID,
+    *,
+    current: RunStatus,
+    attempt: int,
+    target: RunStatus,
+    error: tuple[str, str] | None = None,
+    usage: tuple[int, int] | None = None,
+) -> asyncpg.Record | None:
+    """Move a run from `current` (in attempt `attempt`) to `target`; None if it is no longer there."""
+    params: list[Any] = [tenant_id, run_id, current.value, attempt, target.value]
+    sets = ["status = $5", "updated_at = now()"]
+    stamp = STAMP.get(target)
+    if stamp is not None and target is not RunStatus.IN_PROGRESS:
+        sets.append(f"{stamp} = now()")
+    if target not in EXECUTING:
+        sets.append("worker_id = NULL")
+    if error is not None:
+        params.extend(error)
+        sets.append(f"last_error_code = ${len(params) - 1}, last_error_message = ${len(params)}")
+    if usage is not None:
+        params.extend(usage)
+        sets.append(f"prompt_tokens = ${len(params) - 1}, completion_tokens = ${len(params)}")
+    return await db.fetchrow(
+        f"""UPDATE run r SET {", ".join(sets)}
+            WHERE r.tenant_id = $1 AND r.id = $2 AND r.status = $3 AND r.attempt = $4
+            RETURNING {RUN_COLUMNS}""",
+        *params,
+    )
+
+
+async def claim_next(db: Executor, queue: str, worker_id: str) -> asyncpg.Record | None:
+    """The oldest queued run of `queue`, now IN_PROGRESS for `worker_id` in a new attempt (every tenant)."""
+    return await db.fetchrow(
+        f"""WITH next AS (
+                SELECT id FROM run WHERE status = 'QUEUED' AND queue = $1
+                ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED
+            )
+            UPDATE run r SET status = 'IN_PROGRESS', attempt = r.attempt + 1, worker_id = $2, heartbeat_at = now(),
+                started_at = coalesce(r.started_at, now()), updated_at = now(), prompt_tokens = 0,
+                completion_tokens = 0
+            FROM next WHERE r.id = next.id
+            RETURNING {RUN_COLUMNS}""",
+        queue,
+        worker_id,
+    )
+
+
+async def heartbeat(
+    db: Executor, worker_id: str, runs: Sequence[tuple[uuid.UUID, uuid.UUID, int]]
+) -> list[asyncpg.Record]:
+    """Refresh the heartbeat of a worker's runs, given as (tenant, run, attempt); returns (id, status) of
+    those it still owns. A run missing from the result was expired, requeued or forcibly cancelled."""
+    return await db.fetch(
+        """UPDATE run r SET heartbeat_at = now()
+           FROM unnest($1::uuid[], $2::uuid[], $3::int[]) AS k(tenant_id, id, attempt)
+           WHERE r.tenant_id = k.tenant_id AND r.id = k.id AND r.attempt = k.attempt AND r.worker_id = $4
+             AND r.status = ANY($5::varchar[])
+           RETURNING r.id, r.status""",
+        [t for t, _, _ in runs],
+        [r for _, r, _ in runs],
+        [a for _, _, a in runs],
+        worker_id,
+        _EXECUTING,
+    )
+
+
+async def progress(
+    db: Executor, tenant_id: uuid.UUID, run_id: uuid.UUID, attempt: int, prompt_tokens: int, completion_tokens: int
+) -> str | None:
+    """Heartbeat plus usage so far, row-locked for the rest of the transaction; the run's status, or None
+    if this attempt no longer owns the run."""
+    value = await db.fetchval(
+        """UPDATE run SET heartbeat_at = now(), prompt_tokens = $4, completion_tokens = $5
+           WHERE tenant_id = $1 AND id = $2 AND attempt = $3 AND status = ANY($6::varchar[])
+           RETURNING status""",
+        tenant_id,
+        run_id,
+        attempt,
+        prompt_tokens,
+        completion_tokens,
+        _EXECUTING,
+    )
+    return str(value) if value is not None else None
+
+
+async def set_output(db: Executor, tenant_id: uuid.UUID, run_id: uuid.UUID, message_id: uuid.UUID) -> None:
+    await db.execute(
+        "UPDATE run SET output_message_id = $3 WHERE tenant_id = $1 AND id = $2", tenant_id, run_id, message_id
+    )
+
+
+async def stale_run_ids(db: Executor, stale_seconds: float, limit: int) -> list[asyncpg.Record]:
+    """(tenant_id, id) of executing runs whose worker has not heartbeaten for `stale_seconds` (every tenant)."""
+    return await db.fetch(
+        """SELECT tenant_id, id FROM run WHERE status = ANY($1::varchar[])
+           AND heartbeat_at < now() - make_interval(secs => $2) ORDER BY heartbeat_at LIMIT $3""",
+        _EXECUTING,
+        stale_seconds,
+        limit,
+    )
+
+
+async def lock_if_stale(
+    db: Executor, tenant_id: uuid.UUID, run_id: uuid.UUID, stale_seconds: float
+) -> asyncpg.Record | None:
+    """The run, locked, if it is still executing without a heartbeat (skipped if another instance has it)."""
+    return await db.fetchrow(
+        f"""SELECT {RUN_COLUMNS} FROM run r WHERE r.tenant_id = $1 AND r.id = $2
+            AND r.status = ANY($3::varchar[]) AND r.heartbeat_at < now() - make_interval(secs => $4)
+            FOR UPDATE SKIP LOCKED""",
+        tenant_id,
+        run_id,
+        _EXECUTING,
+        stale_seconds,
+    )
+
+
+# steps ------------------------------------------------------------------------------------------
+
+
+async def insert_step(
+    db: Executor, tenant_id: uuid.UUID, run_id: uuid.UUID, attempt: int, type: str, details: dict[str, Any]
+) -> None:
+    await db.execute(
+        """INSERT INTO run_step (id, tenant_id, run_id, attempt, type, status, details)
+           VALUES ($1, $2, $3, $4, $5, 'IN_PROGRESS', $6)""",
+        uuid.uuid4(),
+        tenant_id,
+        run_id,
+        attempt,
+        type,
+        details,
+    )
+
+
+async def end_open_steps(db: Executor, tenant_id: uuid.UUID, run_id: uuid.UUID, status: StepStatus) -> None:
+    stamp = {
+        StepStatus.COMPLETED: "completed_at",
+        StepStatus.CANCELLED: "cancelled_at",
+        StepStatus.FAILED: "failed_at",
+        StepStatus.EXPIRED: "expired_at",
+    }[status]
+    await db.execute(
+        f"""UPDATE run_step SET status = $3, {stamp} = now()
+            WHERE tenant_id = $1 AND run_id = $2 AND status = 'IN_PROGRESS'""",
+        tenant_id,
+        run_id,
+        status.value,
+    )
+
+
+async def steps_of(db: Executor, tenant_id: uuid.UUID, run_ids: list[uuid.UUID]) -> list[asyncpg.Record]:
+    return await db.fetch(
+        f"""SELECT {STEP_COLUMNS} FROM run_step s WHERE s.tenant_id = $1 AND s.run_id = ANY($2::uuid[])
+            ORDER BY s.created_at, s.id""",
+        tenant_id,
+        run_ids,
+    )
+
+
+async def step(db: Executor, tenant_id: uuid.UUID, step_id: uuid.UUID) -> asyncpg.Record | None:
+    return await db.fetchrow(f"SELECT {STEP_COLUMNS} FROM run_step s WHERE s.tenant_id = $1 AND s.id = $2", tenant_id, step_id)
+
+
+# streamed output --------------------------------------------------------------------------------
+
+
+async def messages_by_ids(db: Executor, tenant_id: uuid.UUID, ids: list[uuid.UUID]) -> list[asyncpg.Record]:
+    return await db.fetch(
+        f"SELECT {MESSAGE_COLUMNS} FROM message m WHERE m.tenant_id = $1 AND m.id = ANY($2::uuid[])", tenant_id, ids
+    )
+
+
+async def open_stream(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID) -> None:
+    await db.execute(
+        "INSERT INTO message_stream (id, tenant_id) VALUES ($2, $1) ON CONFLICT (id) DO NOTHING", tenant_id, message_id
+    )
+
+
+async def stream_state(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        "SELECT id, next_index, finished_at FROM message_stream WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+        tenant_id,
+        message_id,
+    )
+
+
+async def take_chunk_index(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID) -> int | None:
+    """The next chunk index of an unfinished stream (and advance it); None if finished or absent."""
+    value = await db.fetchval(
+        """UPDATE message_stream SET next_index = next_index + 1, updated_at = now()
+           WHERE tenant_id = $1 AND id = $2 AND finished_at IS NULL RETURNING next_index - 1""",
+        tenant_id,
+        message_id,
+    )
+    return int(value) if value is not None else None
+
+
+async def append_content(
+    db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID, delta: str, run_id: uuid.UUID | None, index: int
+) -> bool:
+    """Append to the content and store the chunk; False if the message was deleted meanwhile."""
+    appended = await db.fetchval(
+        """WITH m AS (
+               UPDATE message SET content = content || $3 WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL
+               RETURNING id
+           )
+           INSERT INTO message_chunk (tenant_id, message_id, index, content, run_id)
+           SELECT $1, m.id, $5, $3, $4 FROM m RETURNING index""",
+        tenant_id,
+        message_id,
+        delta,
+        run_id,
+        index,
+    )
+    return appended is not None
+
+
+async def finish_stream(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID) -> bool:
+    """Mark the stream final; False if it already was."""
+    value = await db.fetchval(
+        """INSERT INTO message_stream (id, tenant_id, finished_at) VALUES ($2, $1, now())
+           ON CONFLICT (id) DO UPDATE SET finished_at = now(), updated_at = now()
+           WHERE message_stream.finished_at IS NULL
+           RETURNING id""",
+        tenant_id,
+        message_id,
+    )
+    return value is not None
+
+
+async def restart_stream(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID) -> None:
+    """Discard a lost attempt's output so a requeued run writes the message from the start again."""
+    await db.execute("DELETE FROM message_chunk WHERE tenant_id = $1 AND message_id = $2", tenant_id, message_id)
+    await db.execute(
+        """UPDATE message SET content = '', prompt_tokens = NULL, completion_tokens = NULL
+           WHERE tenant_id = $1 AND id = $2""",
+        tenant_id,
+        message_id,
+    )
+    await db.execute(
+        """INSERT INTO message_stream (id, tenant_id) VALUES ($2, $1)
+           ON CONFLICT (id) DO UPDATE SET next_index = 0, finished_at = NULL, updated_at = now()""",
+        tenant_id,
+        message_id,
+    )
+
+
+async def set_message_usage(
+    db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID, prompt_tokens: int, completion_tokens: int
+) -> asyncpg.Record:
+    row = await db.fetchrow(
+        f"""UPDATE message m SET prompt_tokens = $3, completion_tokens = $4 WHERE m.tenant_id = $1 AND m.id = $2
+            RETURNING {MESSAGE_COLUMNS}""",
+        tenant_id,
+        message_id,
+        prompt_tokens,
+        completion_tokens,
+    )
+    assert row is not None
+    return row

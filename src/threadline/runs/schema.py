@@ -1,0 +1,106 @@
+"""Query and Mutation fields of runs, and of client-streamed assistant messages."""
+
+from __future__ import annotations
+
+import uuid
+
+import strawberry
+
+from threadline.graphql.context import Info
+from threadline.graphql.pagination import Connection, as_datetime, as_uuid, connection, decode_cursor, page_size
+from threadline.ids import Kind, decode_id
+from threadline.runs import output, service
+from threadline.runs import repository as repo
+from threadline.runs import transitions
+from threadline.runs.service import RunSpec
+from threadline.runs.types import Run, RunCreateInput
+from threadline.threads.service import path_ids
+from threadline.threads.types import Message, UsageInput
+
+
+async def conversation_runs(
+    info: Info, conversation_id: uuid.UUID, first: int | None, after: str | None, status: transitions.RunStatus | None
+) -> Connection[Run]:
+    """`Conversation.runs`: the caller can read the conversation (checked by the parent field)."""
+    principal = await info.context.principal()
+    settings = info.context.settings
+    db = info.context.db
+    limit = page_size(first, settings.page_size_default, settings.page_size_max)
+    cursor = decode_cursor(after, (as_datetime, as_uuid)) if after else None
+    status_value = status.value if status is not None else None
+    rows = await repo.runs_page(db, principal.tenant_id, conversation_id, status=status_value, limit=limit + 1, after=cursor)
+    return connection(
+        rows,
+        limit,
+        Run.from_row,
+        lambda r: (r["created_at"], r["id"]),
+        lambda: repo.count_runs(db, principal.tenant_id, conversation_id, status_value),
+        has_previous=cursor is not None,
+    )
+
+
+async def _message(info: Info, row: object) -> Message:
+    principal = await info.context.principal()
+    (path,) = await path_ids(info.context.db, principal.tenant_id, [row])  # type: ignore[list-item]
+    return Message.from_row(row, path)  # type: ignore[arg-type]
+
+
+@strawberry.type
+class RunQuery:
+    @strawberry.field(description="A run in a conversation the caller may read (NOT_FOUND otherwise).")
+    async def run(self, info: Info, id: strawberry.ID) -> Run | None:
+        principal = await info.context.principal()
+        return Run.from_row(await service.readable_run(info.context.db, principal, decode_id(id, Kind.RUN)))
+
+
+@strawberry.type
+class RunMutation:
+    @strawberry.mutation(
+        description="Queue a run: an assistant reply to `input.messageId`, streamed into a new ASSISTANT reply "
+        "as `message.delta` events and ending with `message.done`. Needs write access; CONFLICT if the message "
+        "already has an active run; RATE_LIMITED beyond the per-user cap of active runs."
+    )
+    async def run_create(self, info: Info, input: RunCreateInput) -> Run:
+        principal = await info.context.principal()
+        spec = RunSpec(
+            message_id=decode_id(input.message_id, Kind.MESSAGE),
+            provider=input.provider,
+            model=input.model,
+            instructions=input.instructions,
+            max_history_messages=input.max_history_messages,
+        )
+        return Run.from_row(await service.create_run(info.context.db, info.context.settings, principal, spec))
+
+    @strawberry.mutation(
+        description="Cancel a run. A queued run is cancelled at once; an executing one becomes CANCELLING and its "
+        "worker stops within a second, keeping the partial output (forced to CANCELLED if its worker is gone). "
+        "CONFLICT for a run that already ended."
+    )
+    async def run_cancel(self, info: Info, id: strawberry.ID) -> Run:
+        principal = await info.context.principal()
+        row = await service.cancel_run(info.context.db, info.context.settings, principal, decode_id(id, Kind.RUN))
+        return Run.from_row(row)
+
+    @strawberry.mutation(
+        description="Append streamed output to an ASSISTANT message you wrote (for clients that stream a model "
+        "themselves): stored as the next chunk and published as `message.delta`. CONFLICT once it is finished "
+        "or while a run writes it."
+    )
+    async def message_append(self, info: Info, id: strawberry.ID, delta: str) -> Message:
+        principal = await info.context.principal()
+        row = await output.client_append(
+            info.context.db, info.context.settings, principal, decode_id(id, Kind.MESSAGE), delta
+        )
+        return await _message(info, row)
+
+    @strawberry.mutation(
+        description="Finish an ASSISTANT message you streamed: records `usage` (added to the conversation's "
+        "tokenCount) and publishes `message.done`. Nothing can be appended afterwards."
+    )
+    async def message_finish(self, info: Info, id: strawberry.ID, usage: UsageInput | None = None) -> Message:
+        principal = await info.context.principal()
+        final = (
+            output.Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0) if usage is not None else None
+        )
+        row = await output.client_finish(info.context.db, principal, decode_id(id, Kind.MESSAGE), final)
+        return await _message(info, row)

@@ -1,0 +1,197 @@
+"""GraphQL types of runs and run steps."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from enum import Enum
+from typing import TYPE_CHECKING, Annotated, Any
+
+import asyncpg
+import strawberry
+from strawberry.scalars import JSON
+
+from threadline.graphql.context import Info
+from threadline.graphql.node import Node
+from threadline.ids import Kind, encode_id
+from threadline.runs import repository as repo
+from threadline.runs import transitions
+
+if TYPE_CHECKING:
+    from threadline.threads.types import Message, Usage
+
+RunStatus = strawberry.enum(
+    transitions.RunStatus,
+    name="RunStatus",
+    description="Where a run is: QUEUED -> IN_PROGRESS -> COMPLETED | FAILED | INCOMPLETE | EXPIRED, or "
+    "CANCELLING -> CANCELLED. COMPLETED, FAILED, INCOMPLETE, CANCELLED and EXPIRED are final.",
+)
+RunStepStatus = strawberry.enum(transitions.StepStatus, name="RunStepStatus", description="Where a run step is.")
+RunStepType = strawberry.enum(
+    transitions.StepType,
+    name="RunStepType",
+    description="MESSAGE_CREATION writes an output message; TOOL_CALLS is reserved for tool use.",
+)
+
+_MessageType = Annotated["Message", strawberry.lazy("threadline.threads.types")]
+_UsageType = Annotated["Usage", strawberry.lazy("threadline.threads.types")]
+
+
+@strawberry.type(description="Why a run failed or expired.")
+class RunError:
+    code: str = strawberry.field(
+        description="PROVIDER_ERROR, PROVIDER_UNAVAILABLE, PROVIDER_BAD_STREAM, TIMEOUT, RUN_EXPIRED, "
+        "CONTEXT_TOO_LARGE, OUTPUT_DELETED, or an API error code (e.g. CONFLICT) when the run could not start."
+    )
+    message: str = strawberry.field(description="Human-readable explanation.")
+
+
+@strawberry.type(description="One step of a run: an output message written (or, later, tool calls).")
+class RunStep(Node):
+    type: RunStepType = strawberry.field(description="What the step does.")  # type: ignore[valid-type]
+    status: RunStepStatus = strawberry.field(description="Where the step is.")  # type: ignore[valid-type]
+    details: JSON = strawberry.field(description="For MESSAGE_CREATION: {\"messageId\": ...}.")
+    attempt: int = strawberry.field(description="The run attempt the step belongs to (a requeued run retries).")
+    created_at: datetime = strawberry.field(description="When the step began.")
+    completed_at: datetime | None = strawberry.field(description="When it completed.")
+    cancelled_at: datetime | None = strawberry.field(description="When it was cancelled.")
+    failed_at: datetime | None = strawberry.field(description="When it failed.")
+    expired_at: datetime | None = strawberry.field(description="When it expired.")
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> RunStep:
+        return cls(
+            id=strawberry.ID(encode_id(Kind.RUN_STEP, row["id"])),
+            type=transitions.StepType(row["type"]),
+            status=transitions.StepStatus(row["status"]),
+            details=row["details"],
+            attempt=row["attempt"],
+            created_at=row["created_at"],
+            completed_at=row["completed_at"],
+            cancelled_at=row["cancelled_at"],
+            failed_at=row["failed_at"],
+            expired_at=row["expired_at"],
+        )
+
+
+@strawberry.type(description="An assistant generating a reply to a message, streamed into an output message.")
+class Run(Node):
+    status: RunStatus = strawberry.field(description="Where the run is.")  # type: ignore[valid-type]
+    provider: str = strawberry.field(description="`echo` or `openai`.")
+    model: str = strawberry.field(description="The model asked for.")
+    instructions: str | None = strawberry.field(description="Sent first, as a system message.")
+    max_history_messages: int | None = strawberry.field(description="The history limit asked for, if any.")
+    conversation_id: strawberry.ID = strawberry.field(description="The conversation of the message.")
+    attempt: int = strawberry.field(description="How many times a worker has started it (more than 1 after a requeue).")
+    last_error: RunError | None = strawberry.field(description="Why it failed or expired.")
+    created_at: datetime = strawberry.field(description="When it was queued.")
+    started_at: datetime | None = strawberry.field(description="When a worker first started it.")
+    completed_at: datetime | None = strawberry.field(description="When it completed (or ended INCOMPLETE).")
+    cancelled_at: datetime | None = strawberry.field(description="When it was cancelled.")
+    failed_at: datetime | None = strawberry.field(description="When it failed.")
+    expired_at: datetime | None = strawberry.field(description="When it expired.")
+    uuid: strawberry.Private[uuid.UUID]
+    message_uuid: strawberry.Private[uuid.UUID]
+    output_uuid: strawberry.Private[uuid.UUID | None]
+    prompt_tokens: strawberry.Private[int]
+    completion_tokens: strawberry.Private[int]
+
+    @strawberry.field(description="The message the run answers.")
+    async def message(self, info: Info) -> _MessageType | None:
+        return await _load_message(info, self.message_uuid)
+
+    @strawberry.field(description="The assistant reply it writes (null until a worker starts it).")
+    async def output(self, info: Info) -> _MessageType | None:
+        return await _load_message(info, self.output_uuid) if self.output_uuid else None
+
+    @strawberry.field(description="Token usage so far (partial while running or after a cancel); null while queued.")
+    def usage(self) -> _UsageType | None:
+        from threadline.threads.types import Usage
+
+        if self.status is transitions.RunStatus.QUEUED and self.attempt == 0:
+            return None
+        return Usage.of(self.prompt_tokens, self.completion_tokens)
+
+    @strawberry.field(description="Its steps, oldest first.")
+    async def steps(self, info: Info) -> list[RunStep]:
+        return await _load_steps(info, self.uuid)  # type: ignore[no-any-return]
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> Run:
+        error = None
+        if row["last_error_code"] is not None:
+            error = RunError(code=row["last_error_code"], message=row["last_error_message"] or "")
+        return cls(
+            id=strawberry.ID(encode_id(Kind.RUN, row["id"])),
+            uuid=row["id"],
+            message_uuid=row["message_id"],
+            output_uuid=row["output_message_id"],
+            status=transitions.RunStatus(row["status"]),
+            provider=row["provider"],
+            model=row["model"],
+            instructions=row["instructions"],
+            max_history_messages=row["max_history_messages"],
+            conversation_id=strawberry.ID(encode_id(Kind.CONVERSATION, row["conversation_id"])),
+            attempt=row["attempt"],
+            last_error=error,
+            prompt_tokens=row["prompt_tokens"],
+            completion_tokens=row["completion_tokens"],
+            created_at=row["created_at"],
+            started_at=row["started_at"],
+            completed_at=row["completed_at"],
+            cancelled_at=row["cancelled_at"],
+            failed_at=row["failed_at"],
+            expired_at=row["expired_at"],
+        )
+
+
+def _loader(info: Info, name: str, load: Any) -> Any:
+    def factory() -> Any:
+        from strawberry.dataloader import DataLoader
+
+        return DataLoader(load_fn=load)
+
+    return info.context.loader(name, factory)
+
+
+async def _load_message(info: Info, message_id: uuid.UUID) -> Message | None:
+    from threadline.threads.service import path_ids
+    from threadline.threads.types import Message
+
+    async def load(ids: list[uuid.UUID]) -> list[Message | None]:
+        principal = await info.context.principal()
+        db = info.context.db
+        rows = await repo.messages_by_ids(db, principal.tenant_id, list(ids))
+        paths = await path_ids(db, principal.tenant_id, rows)
+        found = {row["id"]: Message.from_row(row, path) for row, path in zip(rows, paths, strict=True)}
+        return [found.get(i) for i in ids]
+
+    return await _loader(info, "run-messages", load).load(message_id)  # type: ignore[no-any-return]
+
+
+async def _load_steps(info: Info, run_id: uuid.UUID) -> list[RunStep]:
+    async def load(ids: list[uuid.UUID]) -> list[list[RunStep]]:
+        principal = await info.context.principal()
+        grouped: dict[uuid.UUID, list[RunStep]] = {i: [] for i in ids}
+        for row in await repo.steps_of(info.context.db, principal.tenant_id, list(ids)):
+            grouped[row["run_id"]].append(RunStep.from_row(row))
+        return [grouped[i] for i in ids]
+
+    return await _loader(info, "run-steps", load).load(run_id)  # type: ignore[no-any-return]
+
+
+@strawberry.input(description="A run to queue: an assistant reply to `messageId`.")
+class RunCreateInput:
+    message_id: strawberry.ID = strawberry.field(description="The message to answer; the reply goes under it.")
+    provider: str | None = strawberry.field(
+        default=None, description="`echo` or `openai`; default: the conversation's aiProvider, else `echo`."
+    )
+    model: str | None = strawberry.field(
+        default=None, description="Default: the conversation's model (same provider), else the provider's default."
+    )
+    instructions: str | None = strawberry.field(default=None, description="Sent first, as a system message.")
+    max_history_messages: int | None = strawberry.field(
+        default=None,
+        description="How many messages of the branch (ending with `messageId`) to send; default: the "
+        "conversation's maxHistoryMessages, else 20. The result is trimmed to the model's token budget.",
+    )
