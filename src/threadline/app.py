@@ -54,6 +54,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
         services.hub = StreamHub(services.db, services.settings)
         await services.hub.start()
         maintenance = start_maintenance(services.db, services.settings)
+        from threadline.porting.retention import start_retention, stop_retention
+
+        retention = start_retention(services.db, services.settings)
+        if retention is not None:
+            services.background.append(retention)
         from threadline.runs.worker import Worker
 
         services.runs = Worker(services.db, services.settings)

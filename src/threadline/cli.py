@@ -152,6 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     tenant.add_argument("--admin-email", required=True, help="email of the first admin user")
     tenant.set_defaults(run=_tenant_create)
 
+    from threadline.porting.commands import add_commands as add_porting_commands
+
+    add_porting_commands(sub)
+
     worker = sub.add_parser(
         "worker", help="execute runs (any number of workers share one database); stops on SIGTERM or Ctrl-C"
     )

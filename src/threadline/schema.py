@@ -18,6 +18,7 @@ from threadline.graphql.errors import ErrorCodeEnum, ErrorCodes
 from threadline.graphql.fast_execution import FastExecutionContext
 from threadline.graphql.node import Node
 from threadline.ids import Kind, parse_id
+from threadline.porting.schema import PortingMutation, PortingQuery
 from threadline.runs.schema import RunMutation, RunQuery
 from threadline.runs.types import Run, RunStep
 from threadline.porting.schema import PortingMutation, PortingQuery

@@ -122,6 +122,7 @@ def plan(imported: ImportedConversation, settings: Settings) -> Plan:
                 "created_at": created,
                 "edited_at": message.edited_at,
                 "deleted_at": message.deleted_at,
+                "authored": message.role == "USER" if message.authored is None else message.authored,
             }
         )
         if parent is None:
@@ -192,7 +193,7 @@ async def insert(
             records.append(
                 (
                     m["id"], tenant_id, conversation_id, root["id"], m["parent_id"], m["depth"], m["path"], seq_of[i],
-                    m["child_count"], m["role"], m["content"], user_id if m["role"] == "USER" else None, m["model"],
+                    m["child_count"], m["role"], m["content"], user_id if m["authored"] else None, m["model"],
                     m["prompt_tokens"], m["completion_tokens"], m["created_at"], m["edited_at"], m["deleted_at"],
                 )  # fmt: skip
             )

@@ -36,6 +36,8 @@ class ImportedMessage:
     attachments: list[dict[str, Any]] = field(default_factory=list)
     edited_at: datetime | None = None
     deleted_at: datetime | None = None
+    # Whether the importing user becomes the author; None: USER messages are theirs, the others no one's.
+    authored: bool | None = None
 
 
 @dataclass

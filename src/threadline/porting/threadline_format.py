@@ -206,6 +206,7 @@ def _message(index: int, raw: Any) -> ImportedMessage:
         attachments=[a for a in attachments if isinstance(a, dict)],
         edited_at=from_iso(raw.get("edited_at")),
         deleted_at=from_iso(raw.get("deleted_at")),
+        authored=raw["author_id"] is not None if "author_id" in raw else None,
     )
 
 
