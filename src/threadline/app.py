@@ -63,11 +63,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
         services.runs = Worker(services.db, services.settings)
         await services.runs.start()
-        from threadline.porting.retention import start_retention, stop_retention
-
-        retention = start_retention(services.db, services.settings)
-        if retention is not None:
-            services.background.append(retention)
         try:
             yield
         finally:

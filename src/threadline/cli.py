@@ -162,10 +162,6 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--concurrency", type=int, help="runs at once (default THREADLINE_RUN_WORKERS, at least 1)")
     worker.add_argument("--queue", help="queue to take runs from (default THREADLINE_RUN_QUEUE or 'default')")
     worker.set_defaults(run=_worker)
-
-    from threadline.porting.commands import add_commands as add_porting_commands
-
-    add_porting_commands(sub)
     return parser
 
 

@@ -21,7 +21,6 @@ from threadline.ids import Kind, parse_id
 from threadline.porting.schema import PortingMutation, PortingQuery
 from threadline.runs.schema import RunMutation, RunQuery
 from threadline.runs.types import Run, RunStep
-from threadline.porting.schema import PortingMutation, PortingQuery
 from threadline.threads import repository as threads
 from threadline.threads import service as thread_service
 from threadline.presence.schema import PresenceMutation

@@ -34,8 +34,5 @@ ALL_TABLES: tuple[type[Table], ...] = (
     Run,
     RunStep,
     MessageStream,
-    ImportSource,
-    MessageAttachment,
-    AuditLog,
     SearchTerm,
 )
