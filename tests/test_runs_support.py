@@ -95,6 +95,28 @@ def stream_events(loop: Loop, dsn: str, conversation_public_id: str, types: tupl
     return [{"type": r["type"], "payload": r["payload"]} for r in loop.run(read())]
 
 
+def settle(loop: Loop, dsn: str, queue: str | None, timeout: float = 20.0) -> None:
+    """Wait until no run executes (and none waits in `queue`, whose server has workers), so the next
+    test's truncation does not deadlock with a worker's transaction."""
+
+    async def busy() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return int(
+                await conn.fetchval(
+                    """SELECT count(*) FROM run WHERE status IN ('IN_PROGRESS', 'CANCELLING')
+                       OR (status = 'QUEUED' AND queue = $1)""",
+                    queue or "",
+                )
+            )
+        finally:
+            await conn.close()
+
+    deadline = time.monotonic() + timeout
+    while loop.run(busy()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
 # a fake OpenAI-compatible server ----------------------------------------------------------------
 
 
