@@ -20,7 +20,6 @@ from typing import IO, Any
 import orjson
 
 _STRUCTURE = re.compile(rb'["\[\]{}]')
-_STRING_END = re.compile(rb'["\\]')
 _SCALAR_END = re.compile(rb'[,\]"]')
 # A whole string body and its closing quote in one C-level match (possessive: never backtracks).
 _STRING_BODY = re.compile(rb'[^"\\]*+(?:\\.[^"\\]*+)*+"', re.S)
@@ -162,17 +161,20 @@ class JsonArrayReader:
         whole = _STRING_BODY.match(self._buf, i)
         if whole is not None:
             return whole.end()
+        # The string runs past the buffer (or is unterminated): memchr-speed search, chunk by chunk.
         while True:
-            m = _STRING_END.search(self._buf, i)
-            if m is None:
-                i = self._need_more(len(self._buf), "a string")
+            quote = self._buf.find(b'"', i)
+            end = quote if quote >= 0 else len(self._buf)
+            backslash = self._buf.find(b"\\", i, end)
+            if backslash >= 0:
+                # A backslash escapes the next byte, which may not have arrived yet.
+                i = backslash + 2
+                while i > len(self._buf):
+                    i = self._need_more(len(self._buf), "a string") + 1
                 continue
-            if m.group() == b'"':
-                return m.end()
-            # A backslash escapes the next byte, which may not have arrived yet.
-            i = m.end() + 1
-            while i > len(self._buf):
-                i = self._need_more(len(self._buf), "a string") + 1
+            if quote >= 0:
+                return quote + 1
+            i = self._need_more(len(self._buf), "a string")
 
     def _item(self, index: int, i: int) -> tuple[Item, int]:
         """The element starting at buffer index `i`, and the buffer index just past it."""
