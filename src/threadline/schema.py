@@ -15,16 +15,16 @@ from threadline.errors import ThreadlineError
 from threadline.graphql.context import Info
 from threadline.graphql.base_schema import ThreadlineSchema
 from threadline.graphql.errors import ErrorCodeEnum, ErrorCodes
-from threadline.graphql.fast_execution import FastExecutionContext
 from threadline.graphql.node import Node
 from threadline.ids import Kind, parse_id
-from threadline.porting.schema import PortingMutation, PortingQuery
 from threadline.runs.schema import RunMutation, RunQuery
 from threadline.runs.types import Run, RunStep
+from threadline.porting.schema import PortingMutation, PortingQuery
 from threadline.threads import repository as threads
 from threadline.threads import service as thread_service
 from threadline.presence.schema import PresenceMutation
 from threadline.search.schema import SearchMutation, SearchQuery
+from threadline.streaming.fanout import FanoutExecutionContext
 from threadline.streaming.schema import StreamSubscription
 from threadline.streaming.types import EVENT_TYPES
 from threadline.threads.schema import ThreadMutation, ThreadQuery
@@ -70,6 +70,21 @@ class NodeQuery:
             if kind is Kind.USER:
                 user = await users.user_by_id(db, principal.tenant_id, value)
                 return User.from_row(user) if user else None
+            if kind is Kind.PARTICIPANT:
+                from threadline.conversations import service as conversations
+                from threadline.conversations.types import Participant
+
+                return Participant.from_row(await conversations.readable_participant(db, principal, value))
+            if kind is Kind.INVITE:
+                from threadline.conversations import service as conversations
+                from threadline.conversations.types import Invite
+
+                return Invite.from_row(await conversations.readable_invite(db, principal, value))
+            if kind is Kind.API_KEY:
+                from threadline.auth import service as auth
+                from threadline.auth.types import ApiKey
+
+                return ApiKey.from_row(await auth.readable_api_key(db, principal, value))
         except ThreadlineError:
             return None
         return None
@@ -95,7 +110,7 @@ def build_schema(fast_execution: bool = True) -> strawberry.Schema:
         subscription=Subscription,
         types=[Conversation, Message, Thread, User, *EVENT_TYPES],
         extensions=[ErrorCodes],
-        execution_context_class=FastExecutionContext if fast_execution else None,
+        execution_context_class=FanoutExecutionContext if fast_execution else None,
     )
 
 

@@ -29,6 +29,7 @@ from threadline.events.kinds import EventType
 from threadline.events.log import LoggedEvent
 from threadline.events.publish import CHANNEL
 from threadline.settings import Settings
+from threadline.streaming.fanout import SharedEvents
 from threadline.streaming.listener import SupervisedPostgresBackend
 from threadline.streaming.subscriber import Subscriber, subject_of
 
@@ -53,6 +54,7 @@ class StreamHub:
         self._broadcast: Broadcast | None = None
         self.backend: SupervisedPostgresBackend | None = None
         self.delivered = 0
+        self.shared_events = SharedEvents()
         self.maintenance: list[object] = []  # callables run periodically (presence/typing expiry, pruning)
 
     # lifecycle -----------------------------------------------------------------------------------

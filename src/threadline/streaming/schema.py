@@ -17,7 +17,7 @@ from threadline.graphql.context import Info
 from threadline.ids import Kind, decode_id
 from threadline.presence import service as presence
 from threadline.streaming.subscriber import Subscriber, subject_of
-from threadline.streaming.types import ConversationStreamEvent, stream_error, to_graphql
+from threadline.streaming.types import ConversationStreamEvent, stream_error
 
 REPLAY_BATCH = 1000
 _background: set[asyncio.Task[None]] = set()
@@ -60,7 +60,7 @@ async def _stream(info: Info, sub: Subscriber, since: str | None) -> AsyncGenera
                 for event in batch:
                     if sub.wants(event):
                         _fresh_caches(info)
-                        yield to_graphql(event, sub.user_id)
+                        yield hub.shared_events.get(event, sub.user_id)
                 if len(batch) < REPLAY_BATCH:
                     break
                 after = batch[-1].id
@@ -73,7 +73,7 @@ async def _stream(info: Info, sub: Subscriber, since: str | None) -> AsyncGenera
                     continue
                 last = max(last, event.id)
                 _fresh_caches(info)
-                yield to_graphql(event, sub.user_id)
+                yield hub.shared_events.get(event, sub.user_id)
                 if await _lost_access(info, sub, event):
                     return
                 continue

@@ -1,0 +1,285 @@
+"""Fan-out: N WebSocket subscribers on one conversation while events are published at a fixed rate.
+
+    .venv/bin/python bench/fanout.py [--subscribers 1000] [--rate 100] [--seconds 10] [--client-procs 2]
+
+The server (bench/server.py: the real app under uvicorn) runs in its own process; the subscribers run
+in `--client-procs` other processes and the publisher in this one. Latency is commit-to-receipt:
+receipt time minus the event's `occurredAt` (one clock: this machine's). The baseline is a plain
+`websockets` server in its own process broadcasting pre-serialised frames at the same rate to the
+same number of clients, measured by the same client code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing as mp
+import os
+import subprocess
+import sys
+import time
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import websockets
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from fixtures import Database, Server, create_tenant, free_port, percentile_ms, start_conversation  # noqa: E402
+
+MEASURED = 50  # subscribers that parse every frame and time it; the others read and discard bytes
+QUERY = """subscription($c: ID!) { conversationEvents(conversationId: $c) {
+  cursor type occurredAt ... on ThreadActivityEvent { replyCount changedMessage { id content } } } }"""
+REPLY = "mutation($p: ID!, $x: String!) { messageReply(parentId: $p, input: {content: $x}) { id } }"
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _occurred(event: dict[str, Any]) -> float:
+    value = event["occurredAt"]
+    return float(value) if isinstance(value, (int, float)) else datetime.fromisoformat(value).timestamp()
+
+
+async def _sink(url: str, graphql: bool, key: str, cid: str, connected: list[int], all_ready: asyncio.Event, count: int) -> None:
+    """A subscriber that reads and discards bytes: full load on the server, almost none on this CPU."""
+    from urllib.parse import urlparse
+
+    from websockets.client import ClientProtocol
+    from websockets.uri import parse_uri
+
+    parsed = urlparse(url)
+    reader, writer = await asyncio.open_connection(parsed.hostname, parsed.port)
+    protocol = ClientProtocol(parse_uri(url), subprotocols=["graphql-transport-ws"] if graphql else None, max_size=None)
+    protocol.send_request(protocol.connect())
+    for chunk in protocol.data_to_send():
+        writer.write(chunk)
+    while not protocol.events_received():
+        protocol.receive_data(await reader.read(65536))
+    if graphql:
+        for message in (
+            {"type": "connection_init", "payload": {"authorization": f"Bearer {key}"}},
+            {"id": "1", "type": "subscribe", "payload": {"query": QUERY, "variables": {"c": cid}}},
+        ):
+            protocol.send_text(orjson.dumps(message))
+        for chunk in protocol.data_to_send():
+            writer.write(chunk)
+    connected[0] += 1
+    if connected[0] == count:
+        all_ready.set()
+    while await reader.read(1 << 20):
+        pass
+
+
+async def _clients(url: str, graphql: bool, key: str, cid: str, count: int, measured: int, conn: Any) -> None:
+    latencies: list[float] = []
+    window = [0.0, float("inf")]
+    connected = [0]
+    all_ready = asyncio.Event()
+
+    async def one() -> None:
+        kwargs: dict[str, Any] = {"max_size": None, "open_timeout": 120}
+        if graphql:
+            kwargs["subprotocols"] = ["graphql-transport-ws"]
+        async with websockets.connect(url, **kwargs) as ws:
+            if graphql:
+                await ws.send(orjson.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {key}"}}).decode())
+                assert orjson.loads(await ws.recv())["type"] == "connection_ack"
+                await ws.send(orjson.dumps({"id": "1", "type": "subscribe", "payload": {"query": QUERY, "variables": {"c": cid}}}).decode())
+            connected[0] += 1
+            if connected[0] == count:
+                all_ready.set()
+            async for raw in ws:
+                now = time.time()
+                message = orjson.loads(raw)
+                if message.get("type") != "next":
+                    continue
+                event = message["payload"]["data"]["conversationEvents"]
+                if event["type"] == "thread.activity":
+                    occurred = _occurred(event)
+                    if window[0] <= occurred <= window[1]:
+                        latencies.append(now - occurred)
+
+    tasks = []
+    for i in range(count):
+        if i < measured:
+            tasks.append(asyncio.create_task(one()))
+        else:
+            tasks.append(asyncio.create_task(_sink(url, graphql, key, cid, connected, all_ready, count)))
+        if i % 50 == 49:
+            await asyncio.sleep(0.02)
+    await all_ready.wait()
+    conn.send("ready")
+    window[0], window[1] = await asyncio.to_thread(conn.recv)  # the measured window (epoch seconds)
+    await asyncio.sleep(max(0.0, window[1] - time.time()) + 2.0)
+    for t in tasks:
+        t.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    conn.send(latencies)
+
+
+def _client_process(url: str, graphql: bool, key: str, cid: str, count: int, measured: int, conn: Any) -> None:
+    asyncio.run(_clients(url, graphql, key, cid, count, measured, conn))
+
+
+def _start_clients(
+    url: str, graphql: bool, key: str, cid: str, total: int, procs: int, measured: int = 50
+) -> list[tuple[Any, Any]]:
+    ctx = mp.get_context("spawn")
+    started = []
+    for i in range(procs):
+        count = total // procs + (1 if i < total % procs else 0)
+        parent, child = ctx.Pipe()
+        share = measured // procs
+        proc = ctx.Process(target=_client_process, args=(url, graphql, key, cid, count, share, child), daemon=True)
+        proc.start()
+        started.append((proc, parent))
+    for _, parent in started:
+        assert parent.recv() == "ready"
+    return started
+
+
+def _finish(clients: list[tuple[Any, Any]], window: tuple[float, float]) -> list[float]:
+    for _, parent in clients:
+        parent.send(window)
+    latencies: list[float] = []
+    for proc, parent in clients:
+        latencies.extend(parent.recv())
+        proc.join(timeout=30)
+    return latencies
+
+
+def _report(events: int, subscribers: int, seconds: float, latencies: list[float], cpu: float) -> dict[str, float]:
+    measured = len(latencies) / max(events, 1)  # measuring clients that received every event
+    return {
+        "events": events,
+        "expected": events * MEASURED,
+        "delivered": len(latencies),
+        "deliveries_per_s": events * subscribers / seconds,
+        "measured_clients": measured,
+        "p50_ms": percentile_ms(latencies, 0.5) if latencies else float("nan"),
+        "p99_ms": percentile_ms(latencies, 0.99) if latencies else float("nan"),
+        "server_cpu": cpu,
+    }
+
+
+def run_threadline(subscribers: int, rate: float, seconds: float, procs: int) -> dict[str, float]:
+    database = Database()
+    dsn = database.start()
+    server = Server(dsn)
+    try:
+        caller = create_tenant(dsn)
+        with httpx.Client(base_url=server.url, headers=caller.headers, timeout=60) as client:
+            cid, root = start_conversation(client)
+        clients = _start_clients(f"ws://127.0.0.1:{server.port}/graphql", True, caller.api_key, cid, subscribers, procs)
+        time.sleep(1.0)
+
+        async def publish() -> int:
+            limit = asyncio.Semaphore(16)
+            async with httpx.AsyncClient(base_url=server.url, headers=caller.headers, timeout=60) as http:
+
+                async def one(i: int) -> None:
+                    async with limit:
+                        await http.post("/graphql", json={"query": REPLY, "variables": {"p": root, "x": f"event {i}"}})
+
+                start, tasks, sent = time.monotonic(), [], 0
+                while time.monotonic() - start < seconds:
+                    delay = start + sent / rate - time.monotonic()
+                    if delay > 0:
+                        await asyncio.sleep(delay)
+                    tasks.append(asyncio.create_task(one(sent)))
+                    sent += 1
+                await asyncio.gather(*tasks)
+                return sent
+
+        cpu0, t0, w0 = cpu_seconds(server.process.pid), time.monotonic(), time.time()
+        sent = asyncio.run(publish())
+        w1 = time.time()
+        time.sleep(2.0)
+        cpu = (cpu_seconds(server.process.pid) - cpu0) / (time.monotonic() - t0)
+        latencies = _finish(clients, (w0 - 1, w1 + 1))
+        return _report(sent, subscribers, seconds, latencies, cpu)
+    finally:
+        server.stop()
+        database.stop()
+
+
+BASELINE_SERVER = r'''
+import asyncio, json, sys, time, websockets
+clients = set()
+async def handler(ws):
+    clients.add(ws)
+    try:
+        await ws.wait_closed()
+    finally:
+        clients.discard(ws)
+async def main(port, rate):
+    async with websockets.serve(handler, "127.0.0.1", port, max_size=None):
+        print("ready", flush=True)
+        seconds = float(await asyncio.to_thread(sys.stdin.readline))
+        start = time.monotonic(); sent = 0
+        while time.monotonic() - start < seconds:
+            delay = start + sent / rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            frame = json.dumps({"id": "1", "type": "next", "payload": {"data": {"conversationEvents": {
+                "cursor": str(sent), "type": "thread.activity", "occurredAt": time.time(), "replyCount": sent,
+                "changedMessage": {"id": "msg_x", "content": f"event {sent}"}}}}})
+            websockets.broadcast(clients, frame)
+            sent += 1
+        print(sent, flush=True)
+        await asyncio.sleep(3600)
+asyncio.run(main(int(sys.argv[1]), float(sys.argv[2])))
+'''
+
+
+def run_baseline(subscribers: int, rate: float, seconds: float, procs: int) -> dict[str, float]:
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-c", BASELINE_SERVER, str(port), str(rate)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert server.stdout is not None and server.stdin is not None
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        clients = _start_clients(f"ws://127.0.0.1:{port}", False, "", "", subscribers, procs)
+        time.sleep(1.0)
+        cpu0, t0, w0 = cpu_seconds(server.pid), time.monotonic(), time.time()
+        server.stdin.write(f"{seconds}\n")
+        server.stdin.flush()
+        sent = int(server.stdout.readline())
+        w1 = time.time()
+        time.sleep(2.0)
+        cpu = (cpu_seconds(server.pid) - cpu0) / (time.monotonic() - t0)
+        latencies = _finish(clients, (w0 - 1, w1 + 1))
+        return _report(sent, subscribers, seconds, latencies, cpu)
+    finally:
+        server.kill()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--subscribers", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=100.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--client-procs", type=int, default=2)
+    args = parser.parse_args()
+    baseline = run_baseline(args.subscribers, args.rate, args.seconds, args.client_procs)
+    threadline = run_threadline(args.subscribers, args.rate, args.seconds, args.client_procs)
+    print(f"fan-out: {args.subscribers} subscribers, {args.rate:g} events/s for {args.seconds:g}s, "
+          f"{args.client_procs} client processes")
+    print(f"(latency from the {MEASURED} measuring clients; the other subscribers read and discard their frames)")
+    print(f"{'':12} {'timed/expected':>17} {'frames/s':>9} {'p50 ms':>8} {'p99 ms':>9} {'server CPU':>10}")
+    for name, r in (("baseline", baseline), ("threadline", threadline)):
+        print(
+            f"{name:12} {int(r['delivered']):>8}/{int(r['expected']):<8} {r['deliveries_per_s']:>8.0f} "
+            f"{r['p50_ms']:>8.1f} {r['p99_ms']:>9.1f} {r['server_cpu'] * 100:>9.0f}%"
+        )
+    print(f"ratio p99 threadline/baseline: {threadline['p99_ms'] / max(baseline['p99_ms'], 0.001):.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""Execute a subscription's selection once per event per group of identical subscribers.
+
+With 1,000 subscribers on one conversation, graphql-core would resolve the same selection 1,000 times
+per event. Instead each event becomes one shared root object per *viewer class* (the only thing a
+viewer can change in an event's fields, e.g. `thread.unreadCount` for the author), and its execution
+result is cached on that object per (query text, variables). Subscribers with the same query and
+variables then share one result; only the JSON framing is per socket.
+
+This is sound because the fields of event types depend only on the event, the tenant (every
+subscriber of an event is in its tenant) and the viewer class; per-viewer data must not be added to
+event types without adding it to `viewer_class`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections import OrderedDict
+from typing import Any
+
+from graphql import OperationType
+
+from threadline.events.kinds import EventType
+from threadline.events.log import LoggedEvent
+from threadline.graphql.fast_execution import FastExecutionContext
+from threadline.streaming.types import ConversationStreamEvent, to_graphql
+
+MEMO_SIZE = 4096
+
+
+def viewer_class(event: LoggedEvent, viewer_id: uuid.UUID) -> str:
+    """What distinguishes one viewer's rendering of `event` from another's (see `to_graphql`)."""
+    if event.type == EventType.THREAD_NEW:
+        author = event.payload.get("message", {}).get("authorId")
+        return "author" if author == f"usr_{viewer_id.hex}" else "reader"
+    return "any"
+
+
+class SharedEvents:
+    """A bounded memo of GraphQL event objects, one per (event, viewer class)."""
+
+    def __init__(self, size: int = MEMO_SIZE) -> None:
+        self._size = size
+        self._memo: OrderedDict[tuple[int, str, uuid.UUID | None], ConversationStreamEvent] = OrderedDict()
+
+    def get(self, event: LoggedEvent, viewer_id: uuid.UUID) -> ConversationStreamEvent:
+        key = (event.id, viewer_class(event, viewer_id), event.conversation_id)
+        found = self._memo.get(key)
+        if found is None:
+            found = to_graphql(event, viewer_id)
+            found.shared_results = {}  # type: ignore[attr-defined]
+            self._memo[key] = found
+            if len(self._memo) > self._size:
+                self._memo.popitem(last=False)
+        return found
+
+
+def _variables_key(values: dict[str, Any] | None) -> str:
+    return json.dumps(values or {}, sort_keys=True, default=str)
+
+
+class FanoutExecutionContext(FastExecutionContext):
+    """Reuses a subscription event's execution result across subscribers with the same query."""
+
+    def execute_operation(self, serially: bool | None = None) -> Any:
+        shared: dict[Any, Any] | None = getattr(self.root_value, "shared_results", None)
+        if shared is None or self.operation.operation is not OperationType.SUBSCRIPTION:
+            return super().execute_operation(serially)
+        loc = self.operation.loc
+        source = loc.source.body if loc is not None else str(id(self.operation))
+        key = (source, self.operation.name.value if self.operation.name else None, _variables_key(self.variable_values))
+        hit = shared.get(key)
+        if hit is not None:
+            return hit
+        result = super().execute_operation(serially)
+        if self.is_awaitable(result):
+            result = asyncio.ensure_future(result)
+        shared[key] = result
+        return result
