@@ -368,3 +368,45 @@ def test_victim_still_sees_everything_after_the_attacks(
     assert tree["nodes"] == [{"id": victim.root, "content": "secret root"}, {"id": victim.child, "content": "changed"}]
     conv = victim.owner.client.ok(CONVERSATION, {"id": victim.conversation})["conversation"]
     assert (conv["title"], conv["status"], conv["messageCount"]) == ("secret", "ACTIVE", 2)
+
+
+NODE = """query($id: ID!) { node(id: $id) { __typename id
+  ... on Participant { role user { id } } ... on Invite { status user { id } } ... on ApiKey { name user { id } } } }"""
+
+
+def node(actor: Actor, node_id: str) -> Any:
+    return actor.client.ok(NODE, {"id": node_id})["node"]
+
+
+def test_node_resolves_participants_invites_and_api_keys_only_for_those_who_may_see_them(
+    admin: Actor, make_user: Callable[..., Actor]
+) -> None:
+    owner, member, invitee, outsider = make_user(admin), make_user(admin), make_user(admin), make_user(admin)
+    cid = create_conversation(owner)
+    join(owner, member, cid)
+    participant = member.client.ok(
+        "query($c: ID!) { conversation(id: $c) { participants { id user { id } } } }", {"c": cid}
+    )["conversation"]["participants"][1]
+    assert participant["user"] == {"id": member.user_id}
+    invite = owner.client.ok(INVITE, {"c": cid, "u": invitee.user_id, "r": "VIEWER"})["participantInvite"]["id"]
+    key = member.client.ok(
+        'mutation($u: ID!) { apiKeyCreate(userId: $u, name: "own") { apiKey { id } } }', {"u": member.user_id}
+    )["apiKeyCreate"]["apiKey"]["id"]
+
+    expected_participant = {"__typename": "Participant", "id": participant["id"], "role": "MEMBER",
+                            "user": {"id": member.user_id}}
+    assert node(owner, participant["id"]) == expected_participant
+    assert node(member, participant["id"]) == expected_participant
+    assert node(outsider, participant["id"]) is None
+
+    expected_invite = {"__typename": "Invite", "id": invite, "status": "PENDING", "user": {"id": invitee.user_id}}
+    assert node(owner, invite) == expected_invite
+    assert node(invitee, invite) == expected_invite
+    assert node(admin, invite) == expected_invite
+    assert node(member, invite) is None  # a participant who does not manage the conversation
+    assert node(outsider, invite) is None
+
+    expected_key = {"__typename": "ApiKey", "id": key, "name": "own", "user": {"id": member.user_id}}
+    assert node(member, key) == expected_key
+    assert node(admin, key) == expected_key
+    assert node(owner, key) is None

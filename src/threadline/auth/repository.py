@@ -128,9 +128,12 @@ async def revoke_api_key(db: Executor, tenant_id: uuid.UUID, key_id: uuid.UUID) 
     )
 
 
-async def api_key_exists(db: Executor, tenant_id: uuid.UUID, key_id: uuid.UUID) -> bool:
-    return bool(
-        await db.fetchval("SELECT EXISTS (SELECT 1 FROM api_key WHERE tenant_id = $1 AND id = $2)", tenant_id, key_id)
+async def api_key_by_id(db: Executor, tenant_id: uuid.UUID, key_id: uuid.UUID) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        """SELECT id, tenant_id, user_id, name, prefix, revoked, created_at FROM api_key
+           WHERE tenant_id = $1 AND id = $2""",
+        tenant_id,
+        key_id,
     )
 
 

@@ -122,7 +122,7 @@ async def create_api_key(
 
 async def revoke_api_key(db: Database, principal: Principal, key_id: uuid.UUID) -> asyncpg.Record:
     # Existence first: another tenant's key is NOT_FOUND for every caller, never FORBIDDEN.
-    if not await repo.api_key_exists(db, principal.tenant_id, key_id):
+    if await repo.api_key_by_id(db, principal.tenant_id, key_id) is None:
         raise not_found("ApiKey")
     _require_admin(principal)
     async with db.transaction() as tx:
@@ -130,4 +130,12 @@ async def revoke_api_key(db: Database, principal: Principal, key_id: uuid.UUID) 
         if row is None:
             raise not_found("ApiKey")
         await record(tx, principal, AuditAction.API_KEY_REVOKE, (Kind.API_KEY, key_id), {"prefix": row["prefix"]})
+    return row
+
+
+async def readable_api_key(db: Executor, principal: Principal, key_id: uuid.UUID) -> asyncpg.Record:
+    """An API key (never its secret), for its user and for tenant admins; NOT_FOUND for anyone else."""
+    row = await repo.api_key_by_id(db, principal.tenant_id, key_id)
+    if row is None or (row["user_id"] != principal.user_id and not principal.is_admin):
+        raise not_found("ApiKey")
     return row

@@ -248,6 +248,16 @@ async def pending_invite_for(
     )
 
 
+async def participant_by_id(db: Executor, tenant_id: uuid.UUID, participant_id: uuid.UUID) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        f"SELECT {PARTICIPANT_COLUMNS} FROM participant WHERE tenant_id = $1 AND id = $2", tenant_id, participant_id
+    )
+
+
+async def invite_by_id(db: Executor, tenant_id: uuid.UUID, invite_id: uuid.UUID) -> asyncpg.Record | None:
+    return await db.fetchrow(f"SELECT {INVITE_COLUMNS} FROM invite WHERE tenant_id = $1 AND id = $2", tenant_id, invite_id)
+
+
 async def invite_for_update(db: Executor, tenant_id: uuid.UUID, invite_id: uuid.UUID) -> asyncpg.Record | None:
     return await db.fetchrow(
         f"SELECT {INVITE_COLUMNS} FROM invite WHERE tenant_id = $1 AND id = $2 FOR UPDATE",

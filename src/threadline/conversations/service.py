@@ -13,7 +13,7 @@ from threadline.audit.service import AuditAction, record
 from threadline.auth import repository as users
 from threadline.auth.principal import Principal
 from threadline.conversations import repository as repo
-from threadline.conversations.access import Access, require
+from threadline.conversations.access import Access, access_level, require
 from threadline.conversations.rules import bounded_text, max_history, normalise_tags, normalise_title
 from threadline.db import Database
 from threadline.errors import bad_input, conflict, forbidden, not_found
@@ -200,3 +200,26 @@ async def set_participant_role(
         details = {"conversationId": encode_id(Kind.CONVERSATION, conversation_id), "from": target["role"], "to": role}
         await record(tx, principal, AuditAction.PARTICIPANT_ROLE_SET, (Kind.USER, user_id), details)
         return row
+
+
+async def readable_participant(db: Database, principal: Principal, participant_id: uuid.UUID) -> asyncpg.Record:
+    """A participant row, for whoever may read its conversation."""
+    row = await repo.participant_by_id(db, principal.tenant_id, participant_id)
+    if row is None:
+        raise not_found("Participant")
+    await require(db, principal, row["conversation_id"], Access.READ)
+    return row
+
+
+async def readable_invite(db: Database, principal: Principal, invite_id: uuid.UUID) -> asyncpg.Record:
+    """An invite, for its invitee and for whoever manages its conversation; NOT_FOUND for anyone else."""
+    row = await repo.invite_by_id(db, principal.tenant_id, invite_id)
+    if row is None:
+        raise not_found("Invite")
+    if row["user_id"] != principal.user_id:
+        conversation = await repo.conversation_with_access(
+            db, principal.tenant_id, row["conversation_id"], principal.user_id
+        )
+        if conversation is None or access_level(principal, conversation) < Access.MANAGE:
+            raise not_found("Invite")
+    return row
