@@ -35,8 +35,11 @@ _LABELS = {
 }
 
 
+_PREFIXES = {kind: f"{kind.value}_" for kind in Kind}  # a tree read encodes ~5 ids per message
+
+
 def encode_id(kind: Kind, value: uuid.UUID) -> str:
-    return f"{kind.value}_{value.hex}"
+    return _PREFIXES[kind] + value.hex
 
 
 def parse_id(value: str) -> tuple[Kind, uuid.UUID] | None:

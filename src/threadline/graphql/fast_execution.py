@@ -17,6 +17,8 @@ byte-identical; plain attribute reads are repeatable, which is what makes the re
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from datetime import date, datetime, time
+from decimal import Decimal
 from operator import attrgetter
 from typing import Any
 
@@ -42,6 +44,9 @@ __all__ = ["FastExecutionContext"]
 
 _FAILED = object()  # an item the fast path hands back to the stock executor
 _COLLECTED_DIRECTIVES = frozenset({"skip", "include"})  # applied by field collection already
+_STR = frozenset({str})
+# Exact types that are never awaitable nor exceptions (no instance __dict__ to grow an __await__).
+_INERT_TYPES = frozenset({str, int, float, bool, datetime, date, time, Decimal})
 
 # Kinds of planned fields.
 _TYPENAME, _LEAF, _STRING, _LEAF_LIST, _STRING_LIST = range(5)
@@ -59,14 +64,14 @@ class _Plan:
     def __init__(
         self,
         steps: list[_Step],
-        is_type_of: Callable[[Any, GraphQLResolveInfo], Any] | None,
+        is_type_of: Callable[[Any, GraphQLResolveInfo[Any]], Any] | None,
         is_awaitable: Callable[[Any], bool],
     ) -> None:
         self.steps = steps
         self.is_type_of = is_type_of
         self.is_awaitable = is_awaitable
 
-    def complete(self, item: Any, info: GraphQLResolveInfo) -> Any:
+    def complete(self, item: Any, info: GraphQLResolveInfo[Any]) -> Any:
         """The completed dict of `item`, or `_FAILED` when the stock executor must do it."""
         if item is None or item is Undefined or isinstance(item, Exception):
             return _FAILED
@@ -86,41 +91,39 @@ class _Plan:
                     out[key] = None
                 elif kind == _STRING and type(value) is str:
                     out[key] = value
-                elif kind >= _LEAF_LIST:
+                elif kind < _LEAF_LIST:
+                    # What complete_value checks before serializing; skipped for types that cannot be either.
+                    if type(value) not in _INERT_TYPES and (isinstance(value, Exception) or is_awaitable(value)):
+                        return _FAILED
+                    serialized = serialize(value)  # type: ignore[misc]
+                    if serialized is None or serialized is Undefined:
+                        return _FAILED
+                    out[key] = serialized
+                else:
                     if type(value) is not list and type(value) is not tuple:
                         return _FAILED
-                    if kind == _STRING_LIST and all(type(element) is str for element in value):
+                    if kind == _STRING_LIST and _STR.issuperset(map(type, value)):
                         out[key] = list(value)
                         continue
-                    completed = []
+                    completed: list[Any] = []
                     for element in value:
                         if element is None or element is Undefined:
                             if items_non_null:
                                 return _FAILED
                             completed.append(None)
                             continue
-                        serialized = _serialize(element, serialize, is_awaitable)  # type: ignore[arg-type]
-                        if serialized is _FAILED:
+                        if type(element) not in _INERT_TYPES and (
+                            isinstance(element, Exception) or is_awaitable(element)
+                        ):
+                            return _FAILED
+                        serialized = serialize(element)  # type: ignore[misc]
+                        if serialized is None or serialized is Undefined:
                             return _FAILED
                         completed.append(serialized)
                     out[key] = completed
-                else:
-                    serialized = _serialize(value, serialize, is_awaitable)  # type: ignore[arg-type]
-                    if serialized is _FAILED:
-                        return _FAILED
-                    out[key] = serialized
         except Exception:  # noqa: BLE001 - the stock executor reports it, identically
             return _FAILED
         return out
-
-
-def _serialize(value: Any, serialize: Callable[[Any], Any], is_awaitable: Callable[[Any], bool]) -> Any:
-    if type(value) is not str and (isinstance(value, Exception) or is_awaitable(value)):
-        return _FAILED
-    serialized = serialize(value)
-    if serialized is None or serialized is Undefined:
-        return _FAILED
-    return serialized
 
 
 def _leaf_of(field_type: GraphQLOutputType) -> tuple[GraphQLLeafType, bool, bool, bool] | None:
@@ -165,7 +168,7 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         self,
         return_type: GraphQLList[GraphQLOutputType],
         field_details_list: FieldDetailsList,
-        info: GraphQLResolveInfo,
+        info: GraphQLResolveInfo[Any],
         path: Path,
         result: Any,
         position_context: Any,
@@ -177,7 +180,7 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         return super().complete_list_value(return_type, field_details_list, info, path, result, position_context)
 
     def _plan(self, item_type: GraphQLOutputType, field_details_list: FieldDetailsList) -> _Plan | None:
-        object_type = item_type.of_type if is_non_null_type(item_type) else item_type  # type: ignore[union-attr]
+        object_type = item_type.of_type if is_non_null_type(item_type) else item_type
         if not is_object_type(object_type):
             return None
         key = (object_type, id(field_details_list))
@@ -234,7 +237,7 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         plan: _Plan,
         item_type: GraphQLOutputType,
         field_details_list: FieldDetailsList,
-        info: GraphQLResolveInfo,
+        info: GraphQLResolveInfo[Any],
         path: Path,
         items: Iterable[Any],
     ) -> Any:

@@ -6,6 +6,7 @@ import json
 from datetime import timedelta
 from typing import Any
 
+import orjson
 from cross_web import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -51,6 +52,14 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
             code = ErrorCode.NOT_FOUND if exc.status_code == 404 else ErrorCode.BAD_USER_INPUT
             response = error_response(exc.reason, code, exc.status_code)
         await response(scope, receive, send)
+
+    def encode_json(self, data: object) -> str:
+        # orjson is ~8x faster than json.dumps on big results (a 10,000-node threadTree is ~7 MB); str, not
+        # bytes, so WebSocket messages stay text frames. Non-ASCII is sent as UTF-8 rather than \u escapes.
+        try:
+            return orjson.dumps(data).decode()
+        except TypeError:  # values orjson rejects (ints beyond 64 bits, ...) that json may still encode
+            return json.dumps(data, separators=(",", ":"))
 
     def decode_json(self, data: str | bytes) -> object:
         # Strawberry expects an object (or a list, for batches): any other JSON value, or bytes that are

@@ -8,10 +8,12 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+import strawberry
 
 from threadline.errors import bad_input
 from threadline.graphql.context import Info
 from threadline.graphql.pagination import Connection, as_datetime, as_int, as_uuid, connection, decode_cursor, page_size
+from threadline.ids import Kind, encode_id
 from threadline.threads import repository as repo
 from threadline.threads.types import Message, MessageChunk, MessageEdit, Thread
 
@@ -24,12 +26,15 @@ def tree_messages(rows: Sequence[asyncpg.Record], top_path: list[uuid.UUID]) -> 
     if not rows:
         return []
     base_depth = rows[0]["depth"]
-    stack: list[uuid.UUID] = list(top_path[:-1])
+    # Encoded ids on the stack: each id is encoded once, not once per descendant.
+    stack = [strawberry.ID(encode_id(Kind.MESSAGE, p)) for p in top_path[:-1]]
+    offset = len(top_path) - 1 - base_depth
+    from_row = Message.from_row_with_path_ids
     out = []
     for row in rows:
-        del stack[len(top_path) - 1 + row["depth"] - base_depth :]
-        stack.append(row["id"])
-        out.append(Message.from_row(row, list(stack)))
+        del stack[offset + row["depth"] :]
+        stack.append(strawberry.ID(encode_id(Kind.MESSAGE, row["id"])))
+        out.append(from_row(row, stack.copy()))
     return out
 
 

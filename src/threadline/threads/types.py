@@ -95,6 +95,11 @@ class Message(Node):
 
     @classmethod
     def from_row(cls, row: asyncpg.Record, path: list[uuid.UUID]) -> Message:
+        return cls.from_row_with_path_ids(row, [strawberry.ID(encode_id(Kind.MESSAGE, p)) for p in path])
+
+    @classmethod
+    def from_row_with_path_ids(cls, row: asyncpg.Record, path: list[strawberry.ID]) -> Message:
+        """`from_row` with the path already encoded (tree reads share ancestors' encodings)."""
         parent = row["parent_id"]
         return cls(
             id=strawberry.ID(encode_id(Kind.MESSAGE, row["id"])),
@@ -105,7 +110,7 @@ class Message(Node):
             root_id=strawberry.ID(encode_id(Kind.MESSAGE, row["root_id"])),
             parent_id=strawberry.ID(encode_id(Kind.MESSAGE, parent)) if parent else None,
             depth=row["depth"],
-            path=[strawberry.ID(encode_id(Kind.MESSAGE, p)) for p in path],
+            path=path,
             child_count=row["child_count"],
             role=MessageRole(row["role"]),
             content=row["content"],
