@@ -28,14 +28,8 @@ TERMINAL = {"COMPLETED", "FAILED", "INCOMPLETE", "CANCELLED", "EXPIRED"}
 
 def runs_server(dsn: str, **overrides: Any) -> ServerThread:
     """A server with its own run queue, so no other server's worker takes its runs."""
-    settings = test_settings(
-        dsn,
-        migrate_on_start=False,
-        run_queue=unique("q"),
-        run_heartbeat_seconds=0.2,
-        run_recovery_seconds=0.5,
-        **overrides,
-    )
+    defaults: dict[str, Any] = {"run_heartbeat_seconds": 0.2, "run_recovery_seconds": 0.5}
+    settings = test_settings(dsn, migrate_on_start=False, run_queue=unique("q"), **{**defaults, **overrides})
     return ServerThread(settings)
 
 

@@ -196,16 +196,17 @@ async def _produce(provider: Provider, request: CompletionRequest, writer: Delta
 
 async def execute(
     db: Database, settings: Settings, providers: dict[str, Provider], claimed: asyncpg.Record, signals: Signals
-) -> None:
+) -> bool:
+    """Run a claimed attempt to its end; False if the attempt lost the run to another instance."""
     claim = Claim(claimed["tenant_id"], claimed["id"], claimed["attempt"])
     began = time.monotonic()
     try:
         started = await start(db, settings, claim)
     except Lost:
         log.warning("run %s lost before it started (attempt %d)", claim.run_id, claim.attempt)
-        return
+        return False
     if started is None:
-        return
+        return True
     prompt, message = started
     writer = DeltaWriter(db, settings, claim, message, signals, prompt_tokens(prompt))
     request = CompletionRequest(model=claimed["model"], messages=prompt)
@@ -215,15 +216,15 @@ async def execute(
         outcome.error = ("TIMEOUT", f"The run did not finish within {settings.run_timeout_seconds:g} seconds")
     if outcome is None:
         log.warning("run %s lost while streaming (attempt %d); another instance took it over", claim.run_id, claim.attempt)
-        return
+        return False
     try:
         await writer.flush()  # the partial output is kept whatever the outcome
     except Lost:
         log.warning("run %s lost at its end (attempt %d)", claim.run_id, claim.attempt)
-        return
+        return False
     except OutputDeleted:
         outcome = Outcome(RunStatus.FAILED, ("OUTPUT_DELETED", "The output message was deleted while it was written"))
-    await _end(db, settings, claim, writer, outcome)
+    return await _end(db, settings, claim, writer, outcome)
 
 
 async def _stream(
@@ -264,7 +265,7 @@ async def _stream(
     return Outcome(RunStatus.FAILED, ("TIMEOUT", "The run did not finish in time"))
 
 
-async def _end(db: Database, settings: Settings, claim: Claim, writer: DeltaWriter, outcome: Outcome) -> None:
+async def _end(db: Database, settings: Settings, claim: Claim, writer: DeltaWriter, outcome: Outcome) -> bool:
     finish = outcome.finish
     usage = Usage(
         finish.prompt_tokens if finish and finish.prompt_tokens is not None else writer.prompt_tokens,
@@ -279,3 +280,5 @@ async def _end(db: Database, settings: Settings, claim: Claim, writer: DeltaWrit
             await end_run(tx, run, outcome.status, usage=usage, error=outcome.error)
     except Lost:
         log.warning("run %s lost at its end (attempt %d)", claim.run_id, claim.attempt)
+        return False
+    return True

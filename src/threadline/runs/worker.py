@@ -140,8 +140,8 @@ class Worker:
 
     async def _execute(self, claimed: asyncpg.Record, signals: Signals) -> None:
         try:
-            await execution.execute(self.db, self.settings, self._providers, claimed, signals)
-            self.executed += 1
+            if await execution.execute(self.db, self.settings, self._providers, claimed, signals):
+                self.executed += 1
         except asyncio.CancelledError:
             raise
         except Exception:  # noqa: BLE001 - the run stops heartbeating and recovery takes it over
