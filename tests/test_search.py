@@ -501,3 +501,44 @@ def test_archive_older_than_archives_idle_active_conversations(
     statuses = {e["node"]["conversation"]["title"]: e["node"]["conversation"]["status"] for e in search(admin)["edges"]}
     assert statuses == {"old 0": "ARCHIVED", "old 1": "ARCHIVED", "old 2": "ARCHIVED", "recent": "ACTIVE", "already archived": "ARCHIVED"}
     assert titles(foreign, status="ACTIVE") == ["foreign old"]
+
+
+# --- very common words ----------------------------------------------------------------------------------
+
+
+def bulk_messages(loop: Loop, dsn: str, conversation: str, author: str, content: str, count: int, age: str) -> None:
+    """`count` thread roots saying `content`, written `age` ago and before (volume the API would take minutes for)."""
+    sql(
+        loop,
+        dsn,
+        """INSERT INTO message (id, tenant_id, conversation_id, root_id, depth, path, role, content, author_id,
+                                created_at)
+           SELECT x.id, c.tenant_id, c.id, x.id, 0, ''::bytea, 'USER', $3, $4::uuid, now() - $5::text::interval - g * interval '1 second'
+           FROM conversation c, generate_series(1, $2) g, LATERAL (SELECT gen_random_uuid() AS id, g AS n) x
+           WHERE c.id = $1::uuid""",
+        uuid_of(conversation),
+        count,
+        content,
+        uuid_of(author),
+        age,
+    )
+
+
+def test_a_very_common_word_ranks_the_most_recent_matches_within_visibility(
+    admin: Actor, make_user: Callable[..., Actor], loop: Loop, dsn: str
+) -> None:
+    member = make_user(admin)
+    older = create_conversation(member, "Older")
+    newer = create_conversation(admin, "Newer")
+    bulk_messages(loop, dsn, older, member.user_id, "common word here", 1100, "1 hour")
+    bulk_messages(loop, dsn, newer, admin.user_id, "common word here", 1100, "1 minute")
+
+    # The admin's 1,000 most recent matches are all in "Newer"; the member cannot read "Newer",
+    # so their most recent matches are all in "Older".
+    admin_result = search(admin, query="common")
+    member_result = search(member, query="common")
+    assert [e["node"]["conversation"]["title"] for e in admin_result["edges"]] == ["Newer"]
+    assert admin_result["totalCount"] == 1
+    assert [e["node"]["conversation"]["title"] for e in member_result["edges"]] == ["Older"]
+    assert member_result["totalCount"] == 1
+    assert titles(admin, query="common", userId=member.user_id) == ["Older"]

@@ -91,21 +91,51 @@ def _after(after: Position | None, params: list[Any], score: str) -> str:
     return f"AND ({score}, c.last_activity_at, c.id) < (${n - 2}::float8, ${n - 1}, ${n})"
 
 
-def _hits_sql(principal: Principal, f: SearchFilters, query: str, messages: bool, params: list[Any]) -> str:
+# (messages scanned newest first, matches kept): see `search.service` for when this cap applies.
+RecentCap = tuple[int, int]
+
+
+def _message_matches_sql(
+    principal: Principal, f: SearchFilters, q: str, conversations: str, cap: RecentCap | None, params: list[Any]
+) -> str:
+    """Matching messages of readable, filtered conversations: all of them, or under `cap` only the
+    most recent matches among the tenant's newest messages (an index-order scan, not the GIN index)."""
+    params.append(principal.tenant_id)
+    tenant = f"${len(params)}"
+    window = _message_window(f, params)
+    if cap is None:
+        return f"""SELECT m.conversation_id, m.id, m.search_vector, m.created_at
+            FROM message m JOIN conversation c ON c.id = m.conversation_id
+            WHERE m.tenant_id = {tenant} AND m.search_vector @@ {q} AND {conversations} {window}"""
+    params.extend(cap)
+    n = len(params)
+    return f"""SELECT m.conversation_id, m.id, m.search_vector, m.created_at
+            FROM (SELECT m.conversation_id, m.id, m.search_vector, m.created_at FROM message m
+                  WHERE m.tenant_id = {tenant} {window} ORDER BY m.created_at DESC LIMIT ${n - 1}) m
+            JOIN conversation c ON c.id = m.conversation_id
+            WHERE m.search_vector @@ {q} AND {conversations}
+            ORDER BY m.created_at DESC LIMIT ${n}"""
+
+
+def _hits_sql(
+    principal: Principal,
+    f: SearchFilters,
+    query: str,
+    messages: bool,
+    cap: RecentCap | None,
+    params: list[Any],
+) -> str:
     """Best score per matching conversation and its best-matching message (if any), unordered."""
     params.append(query)
     q = f"${len(params)}::tsquery"
     conversations = _conversation_filters(principal, f, params)
     message_branch = ""
     if messages:
-        params.append(principal.tenant_id)
-        tenant = f"${len(params)}"
+        matches = _message_matches_sql(principal, f, q, conversations, cap, params)
         message_branch = f"""
             UNION ALL
             SELECT m.conversation_id, m.id, ts_rank(m.search_vector, {q})::float8, m.created_at
-            FROM message m JOIN conversation c ON c.id = m.conversation_id
-            WHERE m.tenant_id = {tenant} AND m.search_vector @@ {q} AND {conversations}
-                {_message_window(f, params)}"""
+            FROM ({matches}) m"""
     return f"""
         SELECT conversation_id, max(score) AS score,
                (array_agg(message_id ORDER BY score DESC, at DESC)
@@ -119,6 +149,18 @@ def _hits_sql(principal: Principal, f: SearchFilters, query: str, messages: bool
         GROUP BY conversation_id"""
 
 
+async def recent_message_matches(
+    db: Executor, principal: Principal, filters: SearchFilters, query: str, cap: RecentCap
+) -> int:
+    """How many matches (at most cap[1]) the newest cap[0] messages of the tenant hold for the caller."""
+    params: list[Any] = []
+    params.append(query)
+    q = f"${len(params)}::tsquery"
+    conversations = _conversation_filters(principal, filters, params)
+    matches = _message_matches_sql(principal, filters, q, conversations, cap, params)
+    return int(await db.fetchval(f"SELECT count(*) FROM ({matches}) m", *params))
+
+
 async def text_hits(
     db: Executor,
     principal: Principal,
@@ -126,12 +168,13 @@ async def text_hits(
     query: str,
     *,
     messages: bool,
+    cap: RecentCap | None,
     limit: int,
     after: Position | None,
 ) -> list[asyncpg.Record]:
     """Conversations matching the tsquery `query`, best first, newest first among equals."""
     params: list[Any] = []
-    hits = _hits_sql(principal, filters, query, messages, params)
+    hits = _hits_sql(principal, filters, query, messages, cap, params)
     cond = _after(after, params, "r.score")
     params.append(limit)
     return await db.fetch(
@@ -144,10 +187,10 @@ async def text_hits(
 
 
 async def count_text_hits(
-    db: Executor, principal: Principal, filters: SearchFilters, query: str, *, messages: bool
+    db: Executor, principal: Principal, filters: SearchFilters, query: str, *, messages: bool, cap: RecentCap | None
 ) -> int:
     params: list[Any] = []
-    hits = _hits_sql(principal, filters, query, messages, params)
+    hits = _hits_sql(principal, filters, query, messages, cap, params)
     return int(await db.fetchval(f"SELECT count(*) FROM ({hits}) r", *params))
 
 

@@ -23,7 +23,7 @@ from threadline.ids import Kind, decode_id
 from threadline.search import insight_service, tag_service
 from threadline.search import service as search_service
 from threadline.search.repository import SearchFilters
-from threadline.search.service import SearchMode, SearchRequest
+from threadline.search.service import Continuation, SearchMode, SearchRequest
 from threadline.search.types import (
     ConversationSearchInput,
     Insights,
@@ -34,6 +34,12 @@ from threadline.search.types import (
 )
 
 DEFAULT_STATUSES = ("ACTIVE", "ARCHIVED")
+
+
+def _as_bool(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("not a boolean")
+    return value
 
 
 def _as_score(value: Any) -> float:
@@ -47,8 +53,8 @@ def _request(info: Info, input: ConversationSearchInput) -> SearchRequest:
     limit = page_size(input.first, settings.page_size_default, settings.page_size_max)
     after = None
     if input.after:
-        mode, *position = decode_cursor(input.after, (SearchMode, _as_score, as_datetime, as_uuid))
-        after = (mode, tuple(position))
+        mode, capped, score, at, cid = decode_cursor(input.after, (SearchMode, _as_bool, _as_score, as_datetime, as_uuid))
+        after = Continuation(mode, capped, (score, at, cid))
     if input.min_messages is not None and input.min_messages < 0:
         raise bad_input("`minMessages` must not be negative", argument="minMessages")
     filters = SearchFilters(
@@ -60,7 +66,7 @@ def _request(info: Info, input: ConversationSearchInput) -> SearchRequest:
         since=input.from_,
         until=input.to,
     )
-    return SearchRequest(query=input.query, filters=filters, limit=limit, after=after)  # type: ignore[arg-type]
+    return SearchRequest(query=input.query, filters=filters, limit=limit, after=after)
 
 
 @strawberry.type

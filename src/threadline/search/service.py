@@ -22,15 +22,30 @@ from threadline.auth.principal import Principal
 from threadline.db import Database, Executor
 from threadline.errors import bad_input, forbidden
 from threadline.search import repository as repo
-from threadline.search.repository import GREATER_THAN, LESS_THAN, MARK_END, MARK_START, Position, SearchFilters
+from threadline.search.repository import (
+    GREATER_THAN,
+    LESS_THAN,
+    MARK_END,
+    MARK_START,
+    Position,
+    RecentCap,
+    SearchFilters,
+)
 from threadline.threads.service import path_ids
 
 QUERY_MAX_CHARS = 10_000
+# A query common enough to match RECENT_KEEP of the tenant's RECENT_SCAN newest messages is ranked
+# over those most recent matches only (plus every title, description and tag match): ranking every
+# match of a word found in a third of a million messages would cost seconds. Rarer queries rank
+# every match exactly (through the GIN index).
+RECENT_SCAN = 20_000
+RECENT_KEEP = 1_000
 FUZZY_THRESHOLD = 0.4
 FUZZY_TERMS_PER_WORD = 3
 FUZZY_MAX_WORDS = 8
 _WORD = re.compile(r"(?<![^\W_])[^\W_]{3,64}(?![^\W_])")
 _LETTER_OR_DIGIT = re.compile(r"[^\W_]")
+_CAP: RecentCap = (RECENT_SCAN, RECENT_KEEP)
 
 
 class SearchMode(StrEnum):
@@ -40,16 +55,26 @@ class SearchMode(StrEnum):
 
 
 @dataclass(frozen=True)
+class Continuation:
+    """What a cursor carries: how the search ran, so that later pages continue the same way."""
+
+    mode: SearchMode
+    capped: bool
+    position: Position
+
+
+@dataclass(frozen=True)
 class SearchRequest:
     query: str | None
     filters: SearchFilters
     limit: int
-    after: tuple[SearchMode, Position] | None = None
+    after: Continuation | None = None
 
 
 @dataclass(frozen=True)
 class SearchHit:
     mode: SearchMode
+    capped: bool
     conversation: asyncpg.Record
     score: float
     snippet: str
@@ -57,8 +82,9 @@ class SearchHit:
     message_path: list[uuid.UUID]
 
     @property
-    def position(self) -> Position:
-        return (self.score, self.conversation["last_activity_at"], self.conversation["id"])
+    def continuation(self) -> Continuation:
+        position = (self.score, self.conversation["last_activity_at"], self.conversation["id"])
+        return Continuation(self.mode, self.capped, position)
 
 
 @dataclass(frozen=True)
@@ -98,25 +124,33 @@ async def search(db: Database, principal: Principal, request: SearchRequest) -> 
     text = _clean(request.query)
     check_window(request.filters.since, request.filters.until)
     has_words = _LETTER_OR_DIGIT.search(text) is not None
-    after_mode, after = request.after if request.after is not None else (None, None)
-    if after_mode is not None and (after_mode is SearchMode.RECENT) == has_words:
+    cont = request.after
+    if cont is not None and (cont.mode is SearchMode.RECENT) == has_words:
         raise bad_input("This cursor belongs to a different search", argument="after")
+    after = cont.position if cont is not None else None
     if not has_words:
         # Nothing but quotes and operators: treated like an empty query.
-        return await _page(db, principal, request, SearchMode.RECENT, None, "simple", after)
+        return await _page(db, principal, request, SearchMode.RECENT, None, "simple", None, after)
 
     parsed = await repo.parse_query(db, principal.tenant_id, text)
     if parsed["nodes"] > 0 and not parsed["indexable"]:
         raise bad_input("Add a word to look for: exclusions (-word) alone cannot be searched", argument="query")
     config = parsed["config"]
     # No lexeme at all (e.g. only words too long to index): nothing can match exactly.
-    if parsed["nodes"] > 0 and after_mode is not SearchMode.FUZZY:
-        page = await _page(db, principal, request, SearchMode.TEXT, parsed["query"], config, after)
+    if parsed["nodes"] > 0 and (cont is None or cont.mode is SearchMode.TEXT):
+        if cont is not None:
+            capped = cont.capped
+        else:
+            found = await repo.recent_message_matches(db, principal, request.filters, parsed["query"], _CAP)
+            capped = found >= RECENT_KEEP
+        page = await _page(
+            db, principal, request, SearchMode.TEXT, parsed["query"], config, _CAP if capped else None, after
+        )
         if page.hits or after is not None:
             return page
     fuzzy = await _fuzzy_query(db, principal.tenant_id, text)
     # Corrected words are exact ('simple') lexemes: a stemming parser would not mark them.
-    return await _page(db, principal, request, SearchMode.FUZZY, fuzzy, "simple", after)
+    return await _page(db, principal, request, SearchMode.FUZZY, fuzzy, "simple", None, after)
 
 
 async def _fuzzy_query(db: Executor, tenant_id: uuid.UUID, text: str) -> str | None:
@@ -140,6 +174,7 @@ async def _page(
     mode: SearchMode,
     query: str | None,
     config: str,
+    cap: RecentCap | None,
     after: Position | None,
 ) -> SearchPage:
     filters, limit = request.filters, request.limit
@@ -158,11 +193,11 @@ async def _page(
     else:
         messages = mode is SearchMode.TEXT
         rows = await repo.text_hits(
-            db, principal, filters, query, messages=messages, limit=limit + 1, after=after
+            db, principal, filters, query, messages=messages, cap=cap, limit=limit + 1, after=after
         )
 
         async def count() -> int:
-            return await repo.count_text_hits(db, principal, filters, query, messages=messages)
+            return await repo.count_text_hits(db, principal, filters, query, messages=messages, cap=cap)
 
     shown = rows[:limit]
     details = (
@@ -177,6 +212,7 @@ async def _page(
     hits = [
         SearchHit(
             mode=mode,
+            capped=cap is not None,
             conversation=row,
             score=row["score"],
             snippet=mark_up(detail["snippet"]),
@@ -185,7 +221,7 @@ async def _page(
         )
         for row, detail in zip(shown, details, strict=True)
     ]
-    hits.extend(SearchHit(mode, row, row["score"], "", None, []) for row in rows[limit:])
+    hits.extend(SearchHit(mode, cap is not None, row, row["score"], "", None, []) for row in rows[limit:])
     return SearchPage(hits=hits, count=count)
 
 

@@ -196,5 +196,6 @@ class Insights:
         return [HourCount(hour=r["hour"], count=r["count"]) for r in rows]
 
 
-def hit_cursor(hit: SearchHit) -> tuple[str, float, datetime, uuid.UUID]:
-    return (hit.mode.value, *hit.position)
+def hit_cursor(hit: SearchHit) -> tuple[str, bool, float, datetime, uuid.UUID]:
+    cont = hit.continuation
+    return (cont.mode.value, cont.capped, *cont.position)
