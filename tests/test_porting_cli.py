@@ -89,7 +89,7 @@ def test_a_malformed_conversation_is_reported_with_its_position_and_the_rest_imp
     assert (report["imported"], report["failed"]) == (1, 1)
     (failure,) = report["failures"]
     assert (failure["index"], failure["offset"], failure["line"]) == (0, 2, 2)
-    assert failure["message"] == "malformed JSON: invalid literal, expected 'true' at byte 28 (line 2, column 27)"
+    assert failure["message"] == "malformed JSON: Expecting value at byte 28 (line 2, column 27)"
     assert body.encode()[28:31] == b"tru"
 
 

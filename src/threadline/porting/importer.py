@@ -171,18 +171,21 @@ async def insert(
     target: asyncpg.Record | None = None,
 ) -> uuid.UUID:
     """Insert a planned conversation (or add its threads to `target`); returns the conversation id."""
+    messages = plan.messages
     if target is None:
         conversation_id = uuid.uuid4()
-        await repo.insert_conversation(tx, tenant_id, user_id, id=conversation_id, **plan.conversation)
-        await conversations.insert_participant(tx, tenant_id, conversation_id, user_id, "OWNER")
+        seqs = await repo.insert_imported_conversation(
+            tx, tenant_id, user_id, plan.source, plan.external_id, len(messages), id=conversation_id, **plan.conversation
+        )
+        if seqs is None:
+            raise AlreadyImported(plan.external_id)
     else:
         conversation_id = target["id"]
-    if not await repo.claim_source(tx, tenant_id, plan.source, plan.external_id, conversation_id):
-        raise AlreadyImported(plan.external_id)
-    messages = plan.messages
+        if not await repo.claim_source(tx, tenant_id, plan.source, plan.external_id, conversation_id):
+            raise AlreadyImported(plan.external_id)
+        seqs = await repo.next_seqs(tx, len(messages))
     if messages:
         # Sequence numbers in time order, so "oldest first" by seq matches the source's chronology.
-        seqs = await repo.next_seqs(tx, len(messages))
         order = sorted(range(len(messages)), key=lambda i: (messages[i]["created_at"], i))
         seq_of = [0] * len(messages)
         for i, seq in zip(order, seqs, strict=True):

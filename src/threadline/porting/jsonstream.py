@@ -1,29 +1,31 @@
 """Reads the elements of a top-level JSON array one at a time, from a binary stream of any size.
 
 Exports are often hundreds of megabytes: loading them whole would need several times that in memory.
-The reader scans the stream in chunks, cuts out each element's bytes (string-aware bracket matching)
-and decodes only that element with orjson, so memory is bounded by the largest element and an element
-that is larger than `max_item_bytes` is skipped without being kept. A malformed element is reported
-with its exact byte offset, line and column, and the reader goes on with the next one; a stream that
-ends early or breaks the array's own syntax stops the reader with an error that says where.
+The reader decodes the stream in chunks and parses one element at a time, so memory is bounded by
+the largest element, and an element larger than `max_item_bytes` is skipped without being kept.
 
-A top-level object (a single Threadline export) is read as a one-element array.
+Each element is first parsed by the standard library's C scanner straight from the buffer. When
+that fails (the element runs past the buffer, or is malformed), a string-aware bracket scan finds
+where the element ends, reading more as needed, and the element is parsed again on its own: a
+malformed element is then reported with its byte offset, line and column, and reading goes on with
+the next one. A stream that ends early or breaks the array's own syntax stops the reader with an
+error that says where. A top-level object (a single Threadline export) reads as a one-element array.
 """
 
 from __future__ import annotations
 
+import codecs
+import json
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import IO, Any
 
-import orjson
-
-_STRUCTURE = re.compile(rb'["\[\]{}]')
-_SCALAR_END = re.compile(rb'[,\]"]')
+_STRUCTURE = re.compile(r'["\[\]{}]')
+_SCALAR_END = re.compile(r'[,\]"]')
 # A whole string body and its closing quote in one C-level match (possessive: never backtracks).
-_STRING_BODY = re.compile(rb'[^"\\]*+(?:\\.[^"\\]*+)*+"', re.S)
-_SPACE = b" \t\r\n"
+_STRING_BODY = re.compile(r'[^"\\]*+(?:\\.[^"\\]*+)*+"', re.S)
+_SPACE = " \t\r\n\ufeff"
 CHUNK = 1 << 20
 
 
@@ -42,8 +44,8 @@ class Item:
     """One element of the array: its decoded value, or why it could not be decoded."""
 
     index: int
-    offset: int  # byte offset of the element's first byte
-    line: int
+    offset: int | None  # byte offset of the element's first byte (None when not read from a file)
+    line: int | None
     size: int
     value: Any = None
     error: str | None = None
@@ -53,14 +55,19 @@ class JsonArrayReader:
     def __init__(self, stream: IO[bytes], *, max_item_bytes: int, chunk: int = CHUNK) -> None:
         self._stream = stream
         self._chunk = chunk
+        self._utf8 = codecs.getincrementaldecoder("utf-8")("strict")
+        self._json = json.JSONDecoder()
         self.max_item_bytes = max_item_bytes
-        self._buf = bytearray()
-        self._base = 0  # file offset of _buf[0]
+        self._buf = ""
+        self._base = 0  # byte offset of _buf[0]
         self._lines_before = 0  # newlines before _buf[0]
-        self._line_start = 0  # file offset where the line containing _buf[0] starts
+        self._column_before = 0  # characters between the last newline before _buf[0] and _buf[0]
         self._eof = False
+        self._mark = (0, 0, 0, 0)  # last position asked for: (index, byte offset, newlines before, column)
+        self._read_size = chunk
         self._start = 0  # buffer index where the current element starts (negative once dropped from)
-        self._dropped = False
+        self._start_offset = 0  # its byte offset
+        self._dropped = False  # whether part of it was forgotten for being too large
         self.bytes_read = 0
 
     # -- buffer ---------------------------------------------------------------------------------
@@ -68,31 +75,47 @@ class JsonArrayReader:
     def _more(self) -> bool:
         if self._eof:
             return False
-        data = self._stream.read(self._chunk)
+        data = self._stream.read(self._read_size)
+        try:
+            text = self._utf8.decode(data, final=not data)
+        except UnicodeDecodeError as exc:
+            self._buf += data[: exc.start].decode("utf-8", "replace")  # to count lines and columns up to it
+            raise JsonStreamError("invalid UTF-8", self.bytes_read + exc.start, *self._where(len(self._buf))[1:]) from exc
+        self.bytes_read += len(data)
         if not data:
             self._eof = True
             return False
-        self.bytes_read += len(data)
-        self._buf += data
+        self._buf += text
         return True
 
     def _drop(self, upto: int) -> None:
-        """Forget buffer bytes before `upto` (a buffer index)."""
+        """Forget buffer characters before index `upto`."""
         if upto <= 0:
             return
-        self._lines_before += self._buf.count(b"\n", 0, upto)
-        last = self._buf.rfind(b"\n", 0, upto)
-        if last >= 0:
-            self._line_start = self._base + last + 1
-        self._base += upto
-        del self._buf[:upto]
+        self._position(upto)
+        _, self._base, self._lines_before, self._column_before = self._mark
+        self._buf = self._buf[upto:]
+        self._mark = (0, self._base, self._lines_before, self._column_before)
+
+    def _position(self, i: int) -> tuple[int, int, int]:
+        """(byte offset, newlines before, characters since the line start) of buffer index `i`.
+
+        Counted on from the last position asked for, so reading a file costs one pass over it.
+        """
+        at, offset, lines, column = self._mark
+        if i < at:
+            at, offset, lines, column = 0, self._base, self._lines_before, self._column_before
+        segment = self._buf[at:i]
+        newlines = segment.count("\n")
+        column = len(segment) - segment.rfind("\n") - 1 if newlines else column + len(segment)
+        offset += len(segment.encode("utf-8", "surrogatepass"))
+        self._mark = (i, offset, lines + newlines, column)
+        return offset, lines + newlines, column
 
     def _where(self, i: int) -> tuple[int, int, int]:
-        """(offset, line, column) of buffer index `i`, 1-based line and column."""
-        line = self._lines_before + self._buf.count(b"\n", 0, i) + 1
-        last = self._buf.rfind(b"\n", 0, i)
-        line_start = self._base + last + 1 if last >= 0 else self._line_start
-        return self._base + i, line, self._base + i - line_start + 1
+        """(byte offset, line, column) of buffer index `i`; line and column count from 1."""
+        offset, lines, column = self._position(i)
+        return offset, lines + 1, column + 1
 
     def _fail(self, message: str, i: int) -> JsonStreamError:
         return JsonStreamError(message, *self._where(i))
@@ -109,19 +132,21 @@ class JsonArrayReader:
             if not self._more():
                 return i
 
-    # -- elements -------------------------------------------------------------------------------
+    # -- the careful path -----------------------------------------------------------------------
 
     def _need_more(self, i: int, what: str) -> int:
-        """Read more bytes while scanning at buffer index `i` (the end of the buffer); returns the new `i`.
+        """Read more while scanning at buffer index `i` (the end of the buffer); returns the new `i`.
 
         An element that has outgrown `max_item_bytes` is forgotten as it is scanned, so it never
-        occupies more memory than that.
+        occupies more memory than that. Reads grow while one element goes on, so a huge element
+        costs a few large reads rather than many buffer copies.
         """
-        if i - self._start > self.max_item_bytes:
+        if i - self._start > self.max_item_bytes // 4 and self._position(i)[0] - self._start_offset > self.max_item_bytes:
             self._dropped = True
             self._drop(i)
             self._start -= i
             i = 0
+        self._read_size = min(self._read_size * 2, 64 * CHUNK)
         if not self._more():
             raise self._fail(f"unexpected end of file inside {what}", len(self._buf))
         return i
@@ -129,14 +154,14 @@ class JsonArrayReader:
     def _scan_value(self, i: int) -> int:
         """Index just past the value starting at `i` (which is `self._start`)."""
         depth = 0
-        if self._buf[i : i + 1] not in (b"{", b"["):
+        if self._buf[i] not in "{[":
             # A scalar element: it runs to the next ',' or ']' at this level.
             while True:
                 m = _SCALAR_END.search(self._buf, i)
                 if m is None:
                     i = self._need_more(len(self._buf), "an array element")
                     continue
-                if m.group() == b'"':
+                if m.group() == '"':
                     i = self._scan_string(m.end())
                     continue
                 return m.start()
@@ -147,9 +172,9 @@ class JsonArrayReader:
                 continue
             c = m.group()
             i = m.end()
-            if c == b'"':
+            if c == '"':
                 i = self._scan_string(i)
-            elif c in (b"{", b"["):
+            elif c in "{[":
                 depth += 1
             else:
                 depth -= 1
@@ -161,13 +186,13 @@ class JsonArrayReader:
         whole = _STRING_BODY.match(self._buf, i)
         if whole is not None:
             return whole.end()
-        # The string runs past the buffer (or is unterminated): memchr-speed search, chunk by chunk.
+        # The string runs past the buffer (or is unterminated): find() chunk by chunk.
         while True:
-            quote = self._buf.find(b'"', i)
+            quote = self._buf.find('"', i)
             end = quote if quote >= 0 else len(self._buf)
-            backslash = self._buf.find(b"\\", i, end)
+            backslash = self._buf.find("\\", i, end)
             if backslash >= 0:
-                # A backslash escapes the next byte, which may not have arrived yet.
+                # A backslash escapes the next character, which may not have arrived yet.
                 i = backslash + 2
                 while i > len(self._buf):
                     i = self._need_more(len(self._buf), "a string") + 1
@@ -176,46 +201,53 @@ class JsonArrayReader:
                 return quote + 1
             i = self._need_more(len(self._buf), "a string")
 
+    # -- elements -------------------------------------------------------------------------------
+
     def _item(self, index: int, i: int) -> tuple[Item, int]:
         """The element starting at buffer index `i`, and the buffer index just past it."""
         offset, line, _ = self._where(i)
-        self._start = i
-        self._dropped = False
+        self._read_size = self._chunk
+        if self._buf[i] in "{[":
+            if len(self._buf) - i < self._chunk // 2:
+                self._more()  # so that a typical element is whole before the fast attempt
+            try:
+                value, end = self._json.raw_decode(self._buf, i)
+            except (ValueError, RecursionError):
+                pass
+            else:
+                size = self._position(end)[0] - offset
+                if size <= self.max_item_bytes:
+                    return Item(index=index, offset=offset, line=line, size=size, value=value), end
+        self._start, self._start_offset, self._dropped = i, offset, False
         end = self._scan_value(i)
-        size = self._base + end - offset
-        if self._dropped:
+        size = self._position(end)[0] - offset
+        if self._dropped or size > self.max_item_bytes:
             error = f"element is {size} bytes; the limit is {self.max_item_bytes} bytes"
             return Item(index=index, offset=offset, line=line, size=size, error=error), end
-        return self._decode(index, i, end), end
-
-    def _decode(self, index: int, start: int, end: int) -> Item:
-        offset, line, _ = self._where(start)
-        raw = bytes(self._buf[start:end])
-        item = Item(index=index, offset=offset, line=line, size=end - start)
+        item = Item(index=index, offset=offset, line=line, size=size)
+        i = self._start
         try:
-            item.value = orjson.loads(raw)
-        except orjson.JSONDecodeError as exc:
-            at = start + len(raw.decode("utf-8", "replace")[: exc.pos].encode("utf-8", "replace"))
-            where, line_at, column = self._where(min(at, len(self._buf)))
-            item.error = f"malformed JSON: {exc.msg} at byte {where} (line {line_at}, column {column})"
-        return item
+            item.value = json.loads(self._buf[i:end])
+        except (ValueError, RecursionError) as exc:
+            where, line_at, column = self._where(i + getattr(exc, "pos", 0))
+            message = getattr(exc, "msg", "too deeply nested")
+            item.error = f"malformed JSON: {message} at byte {where} (line {line_at}, column {column})"
+        return item, end
 
     def __iter__(self) -> Iterator[Item]:
         i = self._skip_space(0)
         if i >= len(self._buf):
             raise self._fail("empty file: expected a JSON array", i)
-        if self._buf.startswith(b"\xef\xbb\xbf", i):
-            i = self._skip_space(i + 3)
-        first = self._buf[i : i + 1]
-        if first == b"{":
+        first = self._buf[i]
+        if first == "{":
             item, end = self._item(0, i)
             yield item
             self._expect_end(end)
             return
-        if first != b"[":
-            raise self._fail(f"expected '[' or '{{', found {first.decode('latin-1')!r}", i)
+        if first != "[":
+            raise self._fail(f"expected '[' or '{{', found {first!r}", i)
         i = self._skip_space(i + 1)
-        if self._buf[i : i + 1] == b"]":
+        if self._buf[i : i + 1] == "]":
             self._expect_end(i + 1)
             return
         index = 0
@@ -225,16 +257,18 @@ class JsonArrayReader:
             item, end = self._item(index, i)
             yield item
             index += 1
-            self._drop(end)
-            i = self._skip_space(0)
+            if end > self._chunk:
+                self._drop(end)
+                end = 0
+            i = self._skip_space(end)
             c = self._buf[i : i + 1]
-            if c == b"]":
+            if c == "]":
                 self._expect_end(i + 1)
                 return
-            if c != b",":
+            if c != ",":
                 if not c:
                     raise self._fail("unexpected end of file: the array is not closed", i)
-                raise self._fail(f"expected ',' or ']' after an array element, found {c.decode('latin-1')!r}", i)
+                raise self._fail(f"expected ',' or ']' after an array element, found {c!r}", i)
             i = self._skip_space(i + 1)
 
     def _expect_end(self, i: int) -> None:

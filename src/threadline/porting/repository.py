@@ -52,13 +52,27 @@ async def claim_source(
     return row is not None
 
 
-async def insert_conversation(db: Executor, tenant_id: uuid.UUID, owner_id: uuid.UUID, **f: Any) -> asyncpg.Record:
+async def insert_imported_conversation(
+    db: Executor, tenant_id: uuid.UUID, owner_id: uuid.UUID, source: str, external_id: str, messages: int, **f: Any
+) -> list[int] | None:
+    """The conversation, its owner and its source in one round trip, with `messages` sequence numbers
+    drawn for its messages; None (and nothing usable: roll back) if the source was imported already."""
     row = await db.fetchrow(
-        f"""INSERT INTO conversation AS c (id, tenant_id, owner_id, title, description, tags, status, session_id,
-                ai_provider, model, max_history_messages, message_count, token_count, created_at, updated_at,
-                last_activity_at)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)
-            RETURNING {CONVERSATION_COLUMNS}""",
+        """WITH conv AS (
+               INSERT INTO conversation (id, tenant_id, owner_id, title, description, tags, status, session_id,
+                   ai_provider, model, max_history_messages, message_count, token_count, created_at, updated_at,
+                   last_activity_at)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING id
+           ), owner AS (
+               INSERT INTO participant (id, tenant_id, conversation_id, user_id, role)
+               SELECT $17, $2, id, $3, 'OWNER' FROM conv
+           ), src AS (
+               INSERT INTO import_source (id, tenant_id, source, external_id, conversation_id)
+               SELECT $18, $2, $19, $20, id FROM conv
+               ON CONFLICT (tenant_id, source, external_id) DO NOTHING RETURNING id
+           )
+           SELECT EXISTS (SELECT 1 FROM src) AS claimed,
+                  ARRAY(SELECT nextval('message_seq_seq') FROM generate_series(1, $21)) AS seqs""",
         f["id"],
         tenant_id,
         owner_id,
@@ -75,9 +89,14 @@ async def insert_conversation(db: Executor, tenant_id: uuid.UUID, owner_id: uuid
         f["created_at"],
         f["updated_at"],
         f["last_activity_at"],
+        uuid.uuid4(),
+        uuid.uuid4(),
+        source,
+        external_id,
+        messages,
     )
     assert row is not None
-    return row
+    return sorted(row["seqs"]) if row["claimed"] else None
 
 
 async def next_seqs(db: Executor, count: int) -> list[int]:

@@ -94,6 +94,7 @@ class Importer:
         self._tasks: set[asyncio.Task[None]] = set()
         self._on_progress = on_progress
         self._targeted = 0
+        self._pending: list[_Prepared] = []
 
     async def check_access(self) -> None:
         """Import into an existing conversation needs write access to it (and it must be open)."""
@@ -132,17 +133,24 @@ class Importer:
         self.report.failures.append(ImportFailure(item.index, external_id, message, item.offset, item.line))
 
     async def submit(self, prepared: list[_Prepared]) -> None:
-        """Insert prepared conversations, up to `concurrency` at a time (waits for a free slot)."""
-        if not prepared:
+        """Queue prepared conversations; they are inserted in batches, `concurrency` at a time."""
+        self._pending.extend(prepared)
+        if len(self._pending) >= 32:
+            await self._flush()
+
+    async def _flush(self) -> None:
+        batch, self._pending = self._pending, []
+        if not batch:
             return
+        # One look-up for the batch: conversations imported before are reported, not inserted again.
         known = await repo.imported_conversations(
-            self.db, self.principal.tenant_id, self.fmt.value, [p.plan.external_id for p in prepared]
+            self.db, self.principal.tenant_id, self.fmt.value, [p.plan.external_id for p in batch]
         )
-        for p in prepared:
+        for p in batch:
             if p.plan.external_id in known:
                 self.report.existing.append(known[p.plan.external_id])
                 continue
-            await self._slots.acquire()
+            await self._slots.acquire()  # waits while `concurrency` inserts are in flight
             task = asyncio.create_task(self._insert(p))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -171,7 +179,8 @@ class Importer:
                 self._on_progress(self.report)
 
     async def finish(self, *, fatal: str | None = None) -> ImportReport:
-        """Wait for the inserts in flight, then audit the run."""
+        """Insert what is still queued, wait for the inserts in flight, then audit the run."""
+        await self._flush()
         if self._tasks:
             await asyncio.gather(*list(self._tasks))
         if fatal is not None:

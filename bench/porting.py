@@ -1,0 +1,234 @@
+"""Import and export figures: a generated ChatGPT export through `threadline import`, one big conversation
+through the exporter, each against a raw baseline measured in the same run.
+
+    .venv/bin/python bench/porting.py                      # 5,000 conversations x 100 messages, 10,000-message export
+    .venv/bin/python bench/porting.py --conversations 500  # scaled down
+
+Import: `threadline import --format chatgpt` in a subprocess (its peak RSS is read from the kernel),
+against a raw COPY of the same message rows into a bare copy of the message table (no indexes, no
+tree, no parsing). Export: `conversationExport`'s document for a 10,000-message conversation,
+against the bare `SELECT` of its rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import asyncpg
+import orjson
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from threadline.db import Database  # noqa: E402
+from threadline.db.embedded import EmbeddedPostgres  # noqa: E402
+from threadline.db.migrate import apply_migrations  # noqa: E402
+
+
+def node(node_id: str, parent: str | None, children: list[str], role: str, text: str, t: float) -> dict[str, object]:
+    return {
+        "id": node_id,
+        "message": {
+            "id": node_id,
+            "author": {"role": role, "name": None, "metadata": {}},
+            "create_time": t,
+            "update_time": None,
+            "content": {"content_type": "text", "parts": [text]},
+            "status": "finished_successfully",
+            "end_turn": True,
+            "weight": 1.0,
+            "metadata": {"model_slug": "gpt-4o" if role == "assistant" else None, "request_id": "req-1"},
+            "recipient": "all",
+        },
+        "parent": parent,
+        "children": children,
+    }
+
+
+TEXT = (
+    "Here is a fairly typical paragraph of a chat message, with some \"quotes\", a newline\nand a code sample:\n"
+    "```python\nfor i in range(10):\n    print(i)\n```\nThat should be enough to look like real traffic. "
+)
+
+
+def conversation(index: int, messages: int, branches: int) -> dict[str, object]:
+    """`branches` chains under one root (edits of the first message), `messages` nodes in all."""
+    mapping: dict[str, object] = {}
+    root = f"c{index}-root"
+    per = messages // branches
+    heads = []
+    t0 = 1_700_000_000.0 + index * 1000
+    n = 0
+    for b in range(branches):
+        previous = root
+        ids = [f"c{index}-b{b}-m{k}" for k in range(per)]
+        heads.append(ids[0])
+        for k, node_id in enumerate(ids):
+            role = "user" if k % 2 == 0 else "assistant"
+            children = [ids[k + 1]] if k + 1 < per else []
+            mapping[node_id] = node(node_id, previous, children, role, f"{TEXT}#{n}", t0 + n)
+            previous = node_id
+            n += 1
+    mapping[root] = {"id": root, "message": None, "parent": None, "children": heads}
+    cid = str(uuid.UUID(int=index + 1))
+    return {
+        "title": f"Conversation {index}",
+        "create_time": t0,
+        "update_time": t0 + n,
+        "mapping": mapping,
+        "current_node": heads[-1],
+        "default_model_slug": "gpt-4o",
+        "id": cid,
+        "conversation_id": cid,
+    }
+
+
+def write_export(path: Path, conversations: int, messages: int) -> None:
+    with path.open("wb") as f:
+        f.write(b"[")
+        for i in range(conversations):
+            if i:
+                f.write(b",\n")
+            f.write(orjson.dumps(conversation(i, messages, branches=2)))
+        f.write(b"]")
+
+
+async def raw_copy_rate(dsn: str, rows: int) -> float:
+    """Messages per second for a bare COPY of message-shaped rows into an index-free copy of the table."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("CREATE TEMP TABLE bench_message (LIKE message INCLUDING DEFAULTS)")
+        tenant, conversation = uuid.uuid4(), uuid.uuid4()
+        now = datetime.now(UTC)
+        records = [
+            (uuid.uuid4(), tenant, conversation, conversation, None, i % 100, bytes([i % 200]), i, 0, "USER", f"{TEXT}#{i}", now)
+            for i in range(rows)
+        ]
+        columns = ["id", "tenant_id", "conversation_id", "root_id", "parent_id", "depth", "path", "seq", "child_count", "role", "content", "created_at"]
+        start = time.perf_counter()
+        for k in range(0, rows, 10_000):
+            await conn.copy_records_to_table("bench_message", records=records[k : k + 10_000], columns=columns)
+        return rows / (time.perf_counter() - start)
+    finally:
+        await conn.close()
+
+
+def import_run(dsn: str, path: Path, api_key: str) -> tuple[float, dict[str, object], int]:
+    env = {**os.environ, "DATABASE_URL": dsn}
+    start = time.perf_counter()
+    result = subprocess.run(
+        [sys.executable, "-m", "threadline.cli", "import", str(path), "--format", "chatgpt", "--api-key", api_key, "--quiet"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+    )
+    elapsed = time.perf_counter() - start
+    if result.returncode != 0:
+        raise SystemExit(f"import failed: {result.stderr[-2000:]}")
+    peak_kb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    return elapsed, json.loads(result.stdout.strip().splitlines()[-1]), peak_kb
+
+
+async def export_figures(dsn: str, tenant_id: uuid.UUID, conversation_id: uuid.UUID) -> tuple[float, float, int]:
+    from threadline.porting import exporter
+    from threadline.porting import repository as repo
+
+    db = await Database.connect(dsn, 1, 2)
+    try:
+        row = await repo.conversation_row(db, tenant_id, conversation_id)
+        assert row is not None
+        raw, full, size = [], [], 0
+        for _ in range(3):
+            start = time.perf_counter()
+            await db.fetch("SELECT * FROM message WHERE tenant_id = $1 AND conversation_id = $2", tenant_id, conversation_id)
+            raw.append(time.perf_counter() - start)
+            start = time.perf_counter()
+            document = await exporter.conversation_document(db, tenant_id, row, datetime.now(UTC))
+            size = len(orjson.dumps(document))
+            full.append(time.perf_counter() - start)
+        assert len(document["messages"]) > 0
+        return min(raw), min(full), size
+    finally:
+        await db.close()
+
+
+async def setup(dsn: str) -> tuple[uuid.UUID, str]:
+    from threadline.auth.service import create_tenant
+
+    await apply_migrations(dsn)
+    db = await Database.connect(dsn, 1, 2)
+    try:
+        created = await create_tenant(db, f"bench-{uuid.uuid4().hex[:6]}", f"bench-{uuid.uuid4().hex[:6]}@example.com")
+        return created.tenant_id, created.api_key
+    finally:
+        await db.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--conversations", type=int, default=5000)
+    parser.add_argument("--messages", type=int, default=100, help="messages per conversation")
+    parser.add_argument("--export-messages", type=int, default=10_000)
+    args = parser.parse_args()
+
+    workdir = Path(tempfile.mkdtemp(prefix="tl-bench-porting-"))
+    embedded = None
+    dsn = os.environ.get("DATABASE_URL")
+    if not dsn:
+        embedded = EmbeddedPostgres(workdir)
+        dsn = embedded.start()
+    try:
+        tenant_id, api_key = asyncio.run(setup(dsn))
+        export_file = workdir / "conversations.json"
+        start = time.perf_counter()
+        write_export(export_file, args.conversations, args.messages)
+        total = args.conversations * args.messages
+        size = export_file.stat().st_size
+        print(f"generated {args.conversations:,} conversations / {total:,} messages, {size / 1e6:,.0f} MB "
+              f"in {time.perf_counter() - start:.1f} s")
+
+        raw_rate = asyncio.run(raw_copy_rate(dsn, min(total, 200_000)))
+        elapsed, report, peak_kb = import_run(dsn, export_file, api_key)
+        rate = report["messages"] / elapsed  # type: ignore[operator]
+        print(f"import: {report['imported']:,} conversations, {report['messages']:,} messages in {elapsed:.1f} s = "
+              f"{rate:,.0f} messages/s; peak RSS {peak_kb / 1024:,.0f} MB for a {size / 1e6:,.0f} MB file")
+        print(f"  raw COPY baseline (no parsing, no tree, no indexes): {raw_rate:,.0f} messages/s; "
+              f"import / raw = {rate / raw_rate:.2f}")
+
+        big = workdir / "big.json"
+        big.write_bytes(orjson.dumps([conversation(10**6, args.export_messages, branches=max(1, args.export_messages // 500))]))
+        elapsed_big, big_report, _ = import_run(dsn, big, api_key)
+        conversation_id = asyncio.run(_conversation_by_title(dsn, f"Conversation {10**6}"))
+        raw_s, export_s, bytes_out = asyncio.run(export_figures(dsn, tenant_id, conversation_id))
+        print(f"export of a {big_report['messages']:,}-message conversation: {export_s * 1000:,.0f} ms "
+              f"({bytes_out / 1e6:,.1f} MB of JSON); raw SELECT of its rows {raw_s * 1000:,.0f} ms; "
+              f"export / raw = {export_s / raw_s:.1f}")
+    finally:
+        if embedded is not None:
+            embedded.stop()
+
+
+async def _conversation_by_title(dsn: str, title: str) -> uuid.UUID:
+    conn = await asyncpg.connect(dsn)
+    try:
+        value = await conn.fetchval("SELECT id FROM conversation WHERE title = $1", title)
+        assert isinstance(value, uuid.UUID)
+        return value
+    finally:
+        await conn.close()
+
+
+if __name__ == "__main__":
+    main()
