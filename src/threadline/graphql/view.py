@@ -61,11 +61,12 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
         except TypeError:  # values orjson rejects (ints beyond 64 bits, ...) that json may still encode
             return json.dumps(data, separators=(",", ":"))
 
-    def decode_json(self, data: str | bytes) -> object:
-        # Strawberry expects an object (or a list, for batches): any other JSON value, or bytes that are
-        # not text, would fail deep inside it as a 500. They are the client's error.
+    def parse_json(self, data: str | bytes) -> Any:
+        # HTTP only (WebSocket messages go through decode_json). Strawberry expects an object (or a list,
+        # for batches): any other JSON value, or bytes that are not text, would fail deep inside it as a
+        # 500. They are the client's error.
         try:
-            value = json.loads(data)
+            value = self.decode_json(data)
         except (ValueError, UnicodeDecodeError) as exc:
             raise HTTPException(400, "Unable to parse request body as JSON") from exc
         if not isinstance(value, dict | list):
