@@ -19,10 +19,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from datetime import date, datetime, time
 from decimal import Decimal
+from enum import Enum
 from operator import attrgetter
 from typing import Any
 
-from graphql import GraphQLID, GraphQLObjectType, GraphQLString
+from graphql import GraphQLEnumType, GraphQLID, GraphQLObjectType, GraphQLString
 from graphql.execution.collect_fields import FieldDetailsList
 from graphql.execution.executor import collect_iterator_awaitables
 from graphql.pyutils import Path, Undefined, gather_with_cancel
@@ -52,8 +53,8 @@ _INERT_TYPES = frozenset({str, int, float, bool, datetime, date, time, Decimal})
 _TYPENAME, _LEAF, _STRING, _LEAF_LIST, _STRING_LIST = range(5)
 
 # One planned field: (response key, kind, attribute getter or constant, serializer, non-null,
-# list items non-null).
-_Step = tuple[str, int, Any, Callable[[Any], Any] | None, bool, bool]
+# list items non-null, exact value types that need no awaitable/exception check).
+_Step = tuple[str, int, Any, Callable[[Any], Any] | None, bool, bool, frozenset[type]]
 
 
 class _Plan:
@@ -80,7 +81,7 @@ class _Plan:
             if self.is_type_of is not None and self.is_type_of(item, info) is not True:
                 return _FAILED
             out: dict[str, Any] = {}
-            for key, kind, get, serialize, non_null, items_non_null in self.steps:
+            for key, kind, get, serialize, non_null, items_non_null, inert in self.steps:
                 if kind == _TYPENAME:
                     out[key] = get
                     continue
@@ -93,7 +94,7 @@ class _Plan:
                     out[key] = value
                 elif kind < _LEAF_LIST:
                     # What complete_value checks before serializing; skipped for types that cannot be either.
-                    if type(value) not in _INERT_TYPES and (isinstance(value, Exception) or is_awaitable(value)):
+                    if type(value) not in inert and (isinstance(value, Exception) or is_awaitable(value)):
                         return _FAILED
                     serialized = serialize(value)  # type: ignore[misc]
                     if serialized is None or serialized is Undefined:
@@ -112,7 +113,7 @@ class _Plan:
                                 return _FAILED
                             completed.append(None)
                             continue
-                        if type(element) not in _INERT_TYPES and (
+                        if type(element) not in inert and (
                             isinstance(element, Exception) or is_awaitable(element)
                         ):
                             return _FAILED
@@ -124,6 +125,37 @@ class _Plan:
         except Exception:  # noqa: BLE001 - the stock executor reports it, identically
             return _FAILED
         return out
+
+
+def _serializer(leaf_type: GraphQLLeafType) -> tuple[Callable[[Any], Any], frozenset[type]]:
+    """The leaf type's serializer, with its results for a strawberry enum's members computed up front.
+
+    Strawberry serializes an enum member by scanning every value of the enum; the members are a closed
+    set of singletons, so each member's name is worked out once, by that same serializer.
+    """
+    serialize = leaf_type.coerce_output_value
+    members = getattr(leaf_type, "wrapped_cls", None)
+    if not isinstance(leaf_type, GraphQLEnumType) or not (isinstance(members, type) and issubclass(members, Enum)):
+        return serialize, _INERT_TYPES
+    names: dict[int, Any] = {}
+    for member in members:
+        if hasattr(member, "__await__"):  # would be awaited, not serialized
+            return serialize, _INERT_TYPES
+        try:
+            names[id(member)] = serialize(member)
+        except Exception:  # noqa: BLE001, S112 - left to the serializer at completion time
+            continue
+
+    def serialize_member(value: Any) -> Any:
+        if type(value) is members:
+            name = names.get(id(value))
+            if name is not None:
+                return name
+        return serialize(value)
+
+    # Exact members of the enum are neither awaitable (checked above) nor exceptions.
+    inert = _INERT_TYPES if issubclass(members, Exception) else _INERT_TYPES | {members}
+    return serialize_member, inert
 
 
 def _leaf_of(field_type: GraphQLOutputType) -> tuple[GraphQLLeafType, bool, bool, bool] | None:
@@ -210,7 +242,7 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
                     return None
             name = sub_details[0].node.name.value
             if name == "__typename":
-                steps.append((response_key, _TYPENAME, object_type.name, None, True, False))
+                steps.append((response_key, _TYPENAME, object_type.name, None, True, False, _INERT_TYPES))
                 continue
             field_def = self.schema.get_field(object_type, name)
             if field_def is None:
@@ -229,7 +261,8 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
                 kind = _STRING_LIST if is_string else _LEAF_LIST
             else:
                 kind = _STRING if is_string else _LEAF
-            steps.append((response_key, kind, getter, leaf_type.coerce_output_value, non_null, items_non_null))
+            serialize, inert = _serializer(leaf_type)
+            steps.append((response_key, kind, getter, serialize, non_null, items_non_null, inert))
         return _Plan(steps, object_type.is_type_of, self.is_awaitable)
 
     def _complete_items(
