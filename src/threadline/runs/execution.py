@@ -34,6 +34,7 @@ from threadline.threads.service import MessageDraft, add_reply, path_ids
 log = logging.getLogger(__name__)
 
 FINISH_STATUS = {"length": RunStatus.INCOMPLETE, "content_filter": RunStatus.INCOMPLETE}
+OUTPUT_DELETED = ("OUTPUT_DELETED", "The output message was deleted while it was written")
 
 
 class Lost(Exception):
@@ -149,33 +150,35 @@ class DeltaWriter:
         self.wake.set()
 
     async def run(self) -> None:
-        last = 0.0
+        last = -self.settings.run_delta_interval_seconds
         while True:
             await self.wake.wait()
+            # Writes start at most once per interval, however long each takes.
             delay = last + self.settings.run_delta_interval_seconds - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
             self.wake.clear()
-            await self.flush()
             last = time.monotonic()
+            async with self.lock:
+                async with self.db.transaction() as tx:
+                    await guard(tx, self.settings)
+                    await self.write(tx)
 
-    async def flush(self) -> None:
-        async with self.lock:
-            if not self.pending:
-                return
-            count = len(self.pending)
-            text = "".join(self.pending[:count])
-            async with self.db.transaction() as tx:
-                await guard(tx, self.settings)
-                status = await repo.progress(
-                    tx, self.claim.tenant_id, self.claim.run_id, self.claim.attempt, self.prompt_tokens, self.completion_tokens
-                )
-                if status is None:
-                    raise Lost()
-                if status == RunStatus.CANCELLING:
-                    self.signals.cancel.set()
-                await output.append(tx, self.claim.tenant_id, self.message, text, self.claim.run_id)
-            del self.pending[:count]
+    async def write(self, tx: Executor) -> None:
+        """Write what is pending as one chunk, in the caller's transaction; Lost if the run is gone."""
+        if not self.pending:
+            return
+        count = len(self.pending)
+        text = "".join(self.pending[:count])
+        status = await repo.progress(
+            tx, self.claim.tenant_id, self.claim.run_id, self.claim.attempt, self.prompt_tokens, self.completion_tokens
+        )
+        if status is None:
+            raise Lost()
+        if status == RunStatus.CANCELLING:
+            self.signals.cancel.set()
+        await output.append(tx, self.claim.tenant_id, self.message, text, self.claim.run_id)
+        del self.pending[:count]
 
     async def stop(self, task: asyncio.Task[None]) -> None:
         """Stop the background flusher between two writes, never inside one."""
@@ -217,13 +220,6 @@ async def execute(
     if outcome is None:
         log.warning("run %s lost while streaming (attempt %d); another instance took it over", claim.run_id, claim.attempt)
         return False
-    try:
-        await writer.flush()  # the partial output is kept whatever the outcome
-    except Lost:
-        log.warning("run %s lost at its end (attempt %d)", claim.run_id, claim.attempt)
-        return False
-    except OutputDeleted:
-        outcome = Outcome(RunStatus.FAILED, ("OUTPUT_DELETED", "The output message was deleted while it was written"))
     return await _end(db, settings, claim, writer, outcome)
 
 
@@ -251,7 +247,7 @@ async def _stream(
     if flusher in done:
         exc = flusher.exception()
         if isinstance(exc, OutputDeleted):
-            return Outcome(RunStatus.FAILED, ("OUTPUT_DELETED", "The output message was deleted while it was written"))
+            return Outcome(RunStatus.FAILED, OUTPUT_DELETED)
         raise exc  # type: ignore[misc]  # a database failure: the reaper recovers the run
     if producer in done:
         exc = producer.exception()
@@ -274,6 +270,10 @@ async def _end(db: Database, settings: Settings, claim: Claim, writer: DeltaWrit
     try:
         async with db.transaction() as tx:
             run = await owned(tx, claim, settings)
+            try:
+                await writer.write(tx)  # the partial output is kept whatever the outcome
+            except OutputDeleted:
+                outcome = Outcome(RunStatus.FAILED, OUTPUT_DELETED)
             if run["status"] == RunStatus.CANCELLING:
                 # Cancelled while finishing: CANCELLING only leads to CANCELLED, with whatever was written.
                 outcome = Outcome(RunStatus.CANCELLED)

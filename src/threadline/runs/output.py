@@ -80,11 +80,14 @@ async def finish(
     usage: Usage | None,
     *,
     announce: bool = True,
-) -> asyncpg.Record:
+    strict: bool = True,
+) -> asyncpg.Record | None:
     """Make the message final: record `usage` (replacing what it had, the conversation's token count
     adjusted by the difference) and publish `message.done` unless `announce` is False (a failed run
-    announces an `error` instead)."""
+    announces an `error` instead). If it already was final: CONFLICT, or None when not `strict`."""
     if not await repo.finish_stream(tx, tenant_id, message["id"]):
+        if not strict:
+            return None
         raise conflict("The message is already final")
     row = message
     if usage is not None:
@@ -169,4 +172,6 @@ async def client_finish(
         raise bad_input("usage values must be between 0 and 10000000", argument="usage")
     async with db.transaction() as tx:
         row = await _writable_stream(tx, principal, message_id)
-        return await finish(tx, principal.tenant_id, row, None, usage)
+        finished = await finish(tx, principal.tenant_id, row, None, usage)
+    assert finished is not None
+    return finished

@@ -330,14 +330,6 @@ async def open_stream(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID)
     )
 
 
-async def stream_state(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID) -> asyncpg.Record | None:
-    return await db.fetchrow(
-        "SELECT id, next_index, finished_at FROM message_stream WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
-        tenant_id,
-        message_id,
-    )
-
-
 async def take_chunk_index(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID) -> int | None:
     """The next chunk index of an unfinished stream (and advance it); None if finished or absent."""
     value = await db.fetchval(

@@ -178,9 +178,9 @@ async def end_run(
     message = None
     if target in TERMINAL and run["output_message_id"] is not None:
         message = await threads.message(tx, run["tenant_id"], run["output_message_id"], lock=True)
-        state = await repo.stream_state(tx, run["tenant_id"], run["output_message_id"])
-        if message is not None and state is not None and state["finished_at"] is None:
-            await output.finish(tx, run["tenant_id"], message, run["id"], usage, announce=target in ANNOUNCED_DONE)
+        if message is not None:
+            announce = target in ANNOUNCED_DONE
+            await output.finish(tx, run["tenant_id"], message, run["id"], usage, announce=announce, strict=False)
     if target in (RunStatus.FAILED, RunStatus.EXPIRED):
         code, text = error or (target.value, f"The run is {target.value.lower()}")
         await publish(
