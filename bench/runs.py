@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import multiprocessing as mp
 import os
 import subprocess
@@ -38,7 +37,6 @@ import orjson
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fixtures import Database, Server, percentile_ms  # noqa: E402
-
 from threadline.auth.principal import Principal, Role  # noqa: E402
 from threadline.runs.providers import CompletionRequest, Finish  # noqa: E402
 from threadline.settings import Settings  # noqa: E402

@@ -4,6 +4,7 @@ selection and trimming), provider failures, cancel mid-stream, concurrent branch
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -21,6 +22,7 @@ from tests.test_runs_support import (
     wait_for,
     wait_for_chunks,
 )
+from tests.ws import CONVERSATION_EVENTS, WsClient
 
 STREAM_TYPES = ("message.delta", "message.done", "error")
 TOKEN_COUNT = "query($c: ID!) { conversation(id: $c) { tokenCount } }"
@@ -250,3 +252,29 @@ def test_a_client_cannot_append_to_a_message_a_run_is_writing(owner: Actor) -> N
     assert error["extensions"]["code"] == "CONFLICT" and error["message"] == "A run is writing this message"
     owner.client.ok(RUN_CANCEL, {"id": run["id"]})
     assert wait_for(owner, run["id"])["status"] == "CANCELLED"
+
+
+def test_a_subscriber_sees_the_deltas_in_order_then_exactly_one_done(owner: Actor, runs: ServerThread) -> None:
+    cid = create_conversation(owner)
+    root = start_thread(owner, cid, "question")
+    client = WsClient(runs.ws_url, owner.api_key)
+    try:
+        client.subscribe(CONVERSATION_EVENTS, {"c": cid})
+        reply(owner, root, "are you there?")  # its event proves the subscription is live
+        assert client.events(1, ignore=("presence.update", "unread.update"))[0]["type"] == "thread.activity"
+        asked = reply(owner, root, "count for me")
+        run = create_run(owner, asked, provider="openai", model="fake-slow")
+        wait_for_chunks(owner, run["id"], count=3)
+        owner.client.ok(RUN_CANCEL, {"id": run["id"]})
+        seen: list[dict[str, Any]] = []
+        while not seen or seen[-1]["type"] != "message.done":
+            seen.extend(e for e in client.events(1) if e["type"] in STREAM_TYPES)
+        client.expect_quiet(0.5, ignore=("presence.update", "unread.update", "thread.activity"))
+    finally:
+        client.close()
+    done = wait_for(owner, run["id"])
+    chunks = done["output"]["chunks"]
+    assert [e["type"] for e in seen] == ["message.delta"] * len(chunks) + ["message.done"]
+    assert [(e["index"], e["delta"]) for e in seen[:-1]] == [(c["index"], c["content"]) for c in chunks]
+    assert {e["messageId"] for e in seen} == {done["output"]["id"]} and {e["runId"] for e in seen} == {run["id"]}
+    assert seen[-1]["usage"] == done["usage"]

@@ -16,7 +16,16 @@ import pytest
 
 from tests.api import create_conversation, start_thread
 from tests.harness import Actor, Loop, ServerThread
-from tests.test_runs_support import RUN_CANCEL, create_run, on, runs_server, settle, stream_events, wait_for, wait_for_chunks
+from tests.test_runs_support import (
+    RUN_CANCEL,
+    create_run,
+    on,
+    runs_server,
+    settle,
+    stream_events,
+    wait_for,
+    wait_for_chunks,
+)
 
 WORDS = " ".join(f"word{i}" for i in range(40))
 REPLY = f"echo: {WORDS}"

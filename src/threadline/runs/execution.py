@@ -22,7 +22,14 @@ from threadline.errors import ThreadlineError, conflict
 from threadline.ids import Kind, encode_id
 from threadline.runs import output
 from threadline.runs import repository as repo
-from threadline.runs.context import ChatMessage, ContextTooLarge, build_prompt, history_limit, prompt_budget, prompt_tokens
+from threadline.runs.context import (
+    ChatMessage,
+    ContextTooLarge,
+    build_prompt,
+    history_limit,
+    prompt_budget,
+    prompt_tokens,
+)
 from threadline.runs.output import OutputDeleted, Usage
 from threadline.runs.providers import CompletionRequest, Finish, Provider, ProviderError
 from threadline.runs.service import end_run

@@ -7,11 +7,17 @@ import uuid
 import strawberry
 
 from threadline.graphql.context import Info
-from threadline.graphql.pagination import Connection, as_datetime, as_uuid, connection, decode_cursor, page_size
+from threadline.graphql.pagination import (
+    Connection,
+    as_datetime,
+    as_uuid,
+    connection,
+    decode_cursor,
+    page_size,
+)
 from threadline.ids import Kind, decode_id
-from threadline.runs import output, service
+from threadline.runs import output, service, transitions
 from threadline.runs import repository as repo
-from threadline.runs import transitions
 from threadline.runs.service import RunSpec
 from threadline.runs.types import Run, RunCreateInput
 from threadline.threads.service import path_ids
