@@ -449,6 +449,79 @@ def test_message_pages_have_no_duplicates_or_gaps_while_replies_arrive(admin: Ac
     assert len(seen) == total
 
 
+def test_message_pages_never_step_over_a_reply_that_commits_late(
+    admin: Actor, loop: Loop, dsn: str, server: ServerThread
+) -> None:
+    """A reply that waits for another writer of the same conversation must not end up ordered before a
+    message that committed while it waited, or a page read in between steps over it for good.
+
+    Two held row locks stage the interleaving: `other` stands for a writer of the same conversation that
+    got there first (it commits a new thread directly), `gate` keeps the API reply from committing until
+    the reader has paged past what is visible.
+    """
+    cid = create_conversation(admin)
+    root = start_thread(admin, cid, "root")
+    conversation, root_uuid = uuid_of(cid), uuid_of(root)
+    tenant, author = uuid_of(admin.tenant_id), uuid_of(admin.user_id)
+
+    async def connect() -> asyncpg.Connection:
+        return await asyncpg.connect(dsn)
+
+    other, gate, probe = loop.run(connect()), loop.run(connect()), loop.run(connect())
+    other_tx, gate_tx = other.transaction(), gate.transaction()
+    loop.run(other_tx.start())
+    loop.run(gate_tx.start())
+
+    async def waiting() -> int:
+        return int(await probe.fetchval(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        ))
+
+    def wait_for_a_blocked_writer() -> None:
+        for _ in range(500):
+            if loop.run(waiting()) >= 1:
+                return
+            threading.Event().wait(0.02)
+        raise AssertionError("the reply never waited for the held locks")
+
+    late: list[str] = []
+    writer_client = Client(server.url, admin.api_key)
+    writer = threading.Thread(target=lambda: late.append(
+        writer_client.ok("mutation($p: ID!) { messageReply(parentId: $p, input: {content: \"late\"}) { id } }",
+                         {"p": root})["messageReply"]["id"]))
+    try:
+        loop.run(other.execute("SELECT 1 FROM conversation WHERE id = $1 FOR NO KEY UPDATE", conversation))
+        loop.run(gate.execute("SELECT 1 FROM thread WHERE id = $1 FOR NO KEY UPDATE", root_uuid))
+        writer.start()
+        wait_for_a_blocked_writer()
+        first_id = uuid.uuid4()
+        loop.run(other.execute(
+            """INSERT INTO message (id, tenant_id, conversation_id, root_id, parent_id, depth, path, child_count, role,
+                   content, author_id) VALUES ($1, $2, $3, $1, NULL, 0, ''::bytea, 0, 'USER', 'first', $4)""",
+            first_id, tenant, conversation, author,
+        ))
+        loop.run(other.execute(
+            """INSERT INTO thread (id, tenant_id, conversation_id, reply_count, last_seq)
+               SELECT id, tenant_id, conversation_id, 0, seq FROM message WHERE id = $1""", first_id,
+        ))
+        loop.run(other_tx.commit())
+        wait_for_a_blocked_writer()  # the reply now waits at the gate, uncommitted
+        seen: list[str] = []
+        page = admin.client.ok(MESSAGES_RELAY, {"c": cid, "first": 10})["conversation"]["messages"]
+        seen += [e["node"]["id"] for e in page["edges"]]
+        assert seen == [root, encode_id(Kind.MESSAGE, first_id)]
+        loop.run(gate_tx.rollback())
+        writer.join(timeout=30)
+        assert len(late) == 1
+        rest = admin.client.ok(MESSAGES_RELAY, {"c": cid, "first": 10, "after": page["pageInfo"]["endCursor"]})
+        seen += [e["node"]["id"] for e in rest["conversation"]["messages"]["edges"]]
+        assert seen == [root, encode_id(Kind.MESSAGE, first_id), late[0]]
+    finally:
+        writer_client.close()
+        for conn in (other, gate, probe):
+            loop.run(conn.close())
+
+
 def test_limit_offset_pages_have_no_duplicates_or_gaps_while_replies_arrive(admin: Actor) -> None:
     cid = create_conversation(admin)
     root = start_thread(admin, cid)

@@ -160,6 +160,8 @@ async def start_thread(
     async with db.transaction() as tx:
         conversation = await require(tx, principal, conversation_id, Access.WRITE)
         _writable(conversation)
+        # Counters first: the conversation row lock orders this message's seq after every earlier commit.
+        await conversations.touch_activity(tx, principal.tenant_id, conversation_id, 1, _tokens(draft))
         row = await repo.insert_message(
             tx,
             principal.tenant_id,
@@ -177,7 +179,6 @@ async def start_thread(
             completion_tokens=draft.completion_tokens,
         )
         await repo.insert_thread(tx, principal.tenant_id, row)
-        await conversations.touch_activity(tx, principal.tenant_id, conversation_id, 1, _tokens(draft))
         await publish(
             tx,
             principal.tenant_id,
@@ -200,7 +201,7 @@ async def reply(
     """A reply under any message; returns the new row and its path ids."""
     draft = _validate(draft, settings)
     async with db.transaction() as tx:
-        # Lock order everywhere: message, then thread, then conversation.
+        # Lock order everywhere: message, then conversation, then thread.
         parent = await repo.message(tx, principal.tenant_id, parent_id, lock=True)
         if parent is None:
             raise not_found("Message")
@@ -232,6 +233,10 @@ async def add_reply(
             argument="parentId",
             limit=settings.thread_max_depth,
         )
+    # Lock the conversation row (its counters) before drawing the message's seq: writers of one conversation
+    # then draw seqs in commit order, so a reader paging by seq, or a read marker, never passes a message
+    # that commits later with a smaller seq.
+    await conversations.touch_activity(tx, tenant_id, parent["conversation_id"], 1, _tokens(draft))
     row = await repo.insert_message(
         tx,
         tenant_id,
@@ -250,7 +255,6 @@ async def add_reply(
     )
     await repo.bump_child_count(tx, tenant_id, parent["id"])
     thread = await repo.thread_activity(tx, tenant_id, row["root_id"], replies=1, last_seq=row["seq"])
-    await conversations.touch_activity(tx, tenant_id, row["conversation_id"], 1, _tokens(draft))
     (path,) = await path_ids(tx, tenant_id, [row])
     await _announce_activity(tx, tenant_id, author_id, row, thread, "REPLY", path)
     return row, path
