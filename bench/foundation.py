@@ -22,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import uuid
 from pathlib import Path
@@ -53,22 +54,37 @@ CONVERSATIONS = """query($n: Int!) { conversations(first: $n) {
   pageInfo { hasNextPage endCursor } } }"""
 
 
-def serve_until_ready(data_dir: Path) -> float:
-    """Seconds from spawning `threadline serve` to a 200 from /readyz; the server is then stopped with SIGINT."""
+def serve_until_ready(data_dir: Path) -> tuple[float, float]:
+    """Seconds from spawning `threadline serve` to its "database" line (embedded PostgreSQL up) and to a
+    200 from /readyz (migrations, pool, stream hub); the server is then stopped with SIGINT."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
     env["THREADLINE_DATA_DIR"] = str(data_dir)
     start = time.perf_counter()
     process = subprocess.Popen(
-        [str(THREADLINE), "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [str(THREADLINE), "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
     )
+    database_up: list[float] = []
+
+    def watch_output() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith("threadline: database") and not database_up:
+                database_up.append(time.perf_counter() - start)
+
+    threading.Thread(target=watch_output, daemon=True).start()
     try:
         while True:
             if process.poll() is not None:
                 raise RuntimeError("threadline serve exited during start-up")
             try:
                 if httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1).status_code == 200:
-                    return time.perf_counter() - start
+                    ready = time.perf_counter() - start
+                    return (database_up[0] if database_up else float("nan")), ready
             except httpx.TransportError:
                 pass
             if time.perf_counter() - start > 120:
@@ -95,24 +111,29 @@ def bare_postgres_start(data_dir: Path) -> float:
 
 
 def cold_start(runs: int) -> None:
-    serve, warm, bare = [], [], []
+    fresh: list[tuple[float, float]] = []
+    warm: list[tuple[float, float]] = []
+    bare: list[float] = []
     for _ in range(runs):
         for kind in ("serve", "bare"):
             directory = Path(tempfile.mkdtemp(prefix="tl-cold-"))
             os.chmod(directory, 0o755)
             try:
                 if kind == "serve":
-                    serve.append(serve_until_ready(directory))
+                    fresh.append(serve_until_ready(directory))
                     warm.append(serve_until_ready(directory))
                 else:
                     bare.append(bare_postgres_start(directory))
             finally:
                 shutil.rmtree(directory, ignore_errors=True)
     base = statistics.median(bare)
-    print(f"cold start of `threadline serve` to a 200 from /readyz (median of {runs}, fresh data directory)")
-    print(f"  serve, fresh directory: {statistics.median(serve):6.2f} s   (ratio to bare PostgreSQL {statistics.median(serve) / base:.2f})")
-    print(f"  serve, warm restart:    {statistics.median(warm):6.2f} s   (ratio {statistics.median(warm) / base:.2f})")
-    print(f"  bare pgserver start:    {base:6.2f} s   (initdb + start + SELECT 1, in-process)")
+    print(f"start of `threadline serve` until /readyz answers 200 (median of {runs}; seconds)")
+    print(f"{'':24} {'database up':>11} {'ready':>7} {'ratio':>6}")
+    for name, samples in (("fresh data directory", fresh), ("restart, same directory", warm)):
+        up = statistics.median(s[0] for s in samples)
+        ready = statistics.median(s[1] for s in samples)
+        print(f"  {name:22} {up:>11.2f} {ready:>7.2f} {ready / base:>6.2f}")
+    print(f"  {'bare pgserver (raw)':22} {base:>11.2f} {base:>7.2f} {1:>6.2f}   initdb + start + SELECT 1, in-process")
 
 
 def create_member(client: httpx.Client) -> tuple[str, str]:
