@@ -17,6 +17,7 @@ from typing import Any, NewType
 
 import pytest
 import strawberry
+from strawberry.extensions import SchemaExtension
 
 from tests.api import create_conversation, reply, start_thread
 from tests.harness import Actor, Loop, test_settings
@@ -268,6 +269,24 @@ def test_the_innermost_leaf_only_lists_of_nested_selections_take_the_fast_path(
     asyncio.run(FAST_EDGE.execute("{ matrix { id } }"))
     # The outer list holds lists; each of the three inner lists completes its items in one pass.
     assert plans == [("matrix", False), ("matrix", True), ("matrix", True), ("matrix", True)]
+
+
+class Shout(SchemaExtension):
+    """A schema extension that wraps every resolver (as tracing or permission extensions do)."""
+
+    def resolve(self, _next: Any, root: Any, info: Any, *args: Any, **kwargs: Any) -> Any:
+        result = _next(root, info, *args, **kwargs)
+        return result.upper() if isinstance(result, str) else result
+
+
+def test_schema_extensions_that_wrap_resolvers_turn_the_fast_path_off(plans: list[tuple[str, bool]]) -> None:
+    stock = strawberry.Schema(EdgeQuery, types=[Item], extensions=[Shout])
+    fast = strawberry.Schema(EdgeQuery, types=[Item], extensions=[Shout], execution_context_class=PlanRecorder)
+    query = f"{{ items {{ {LEAVES} }} }}"
+    stock_result, fast_result = asyncio.run(stock.execute(query)), asyncio.run(fast.execute(query))
+    assert as_json(fast_result) == as_json(stock_result)
+    assert stock_result.data is not None and stock_result.data["items"][0]["name"] == "ITEM 0 ✓"
+    assert plans == []
 
 
 # --- the real schema, on real threads -----------------------------------------------------------------

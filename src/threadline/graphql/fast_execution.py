@@ -218,8 +218,12 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         key = (object_type, id(field_details_list))
         cached = self._plans.get(key)
         if cached is None:
+            try:
+                plan = self._build_plan(object_type, field_details_list)
+            except Exception:  # noqa: BLE001 - the stock path raises it per item, where stock would
+                plan = None
             # Keep the list alive with its plan so its id cannot be reused (as collect_subfields does).
-            cached = (field_details_list, self._build_plan(object_type, field_details_list))
+            cached = (field_details_list, plan)
             self._plans[key] = cached
         return cached[1]
 
