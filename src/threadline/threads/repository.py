@@ -146,16 +146,17 @@ def _unread_sql(user_param: str) -> str:
                   AND x.author_id IS DISTINCT FROM {user_param} AND x.deleted_at IS NULL) AS unread_count"""
 
 
-async def threads_page(
+async def threads_pages(
     db: Executor,
     tenant_id: uuid.UUID,
-    conversation_id: uuid.UUID,
+    conversation_ids: list[uuid.UUID],
     user_id: uuid.UUID,
     limit: int,
     after: tuple[Any, uuid.UUID] | None,
 ) -> list[asyncpg.Record]:
-    """Threads newest activity first, each with its root and the viewer's unread count."""
-    params: list[Any] = [tenant_id, conversation_id, user_id]
+    """A page of threads for each conversation (newest activity first, each with its root and the viewer's
+    unread count), all in one statement: a conversation list asking for threads costs one query."""
+    params: list[Any] = [tenant_id, conversation_ids, user_id]
     cond = ""
     if after is not None:
         params.extend(after)
@@ -163,10 +164,14 @@ async def threads_page(
     params.append(limit)
     return await db.fetch(
         f"""SELECT {THREAD_COLUMNS}, {MESSAGE_COLUMNS}, {_unread_sql("$3")}
-            FROM thread t JOIN message m ON m.id = t.id
+            FROM unnest($2::uuid[]) AS wanted(id)
+            CROSS JOIN LATERAL (
+                SELECT t.* FROM thread t WHERE t.tenant_id = $1 AND t.conversation_id = wanted.id {cond}
+                ORDER BY t.last_activity_at DESC, t.id DESC LIMIT ${len(params)}
+            ) t
+            JOIN message m ON m.id = t.id
             LEFT JOIN read_marker rm ON rm.root_id = t.id AND rm.user_id = $3
-            WHERE t.tenant_id = $1 AND t.conversation_id = $2 {cond}
-            ORDER BY t.last_activity_at DESC, t.id DESC LIMIT ${len(params)}""",
+            ORDER BY t.conversation_id, t.last_activity_at DESC, t.id DESC""",
         *params,
     )
 
@@ -185,47 +190,48 @@ async def thread_with_root(
     )
 
 
-async def count_threads(db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID) -> int:
-    return int(
-        await db.fetchval(
-            "SELECT count(*) FROM thread WHERE tenant_id = $1 AND conversation_id = $2", tenant_id, conversation_id
-        )
+async def count_threads(db: Executor, tenant_id: uuid.UUID, conversation_ids: list[uuid.UUID]) -> list[asyncpg.Record]:
+    return await db.fetch(
+        """SELECT conversation_id, count(*) AS n FROM thread WHERE tenant_id = $1 AND conversation_id = ANY($2::uuid[])
+           GROUP BY conversation_id""",
+        tenant_id,
+        conversation_ids,
     )
 
 
-async def messages_page(
+async def messages_pages(
     db: Executor,
     tenant_id: uuid.UUID,
-    conversation_id: uuid.UUID,
+    conversation_ids: list[uuid.UUID],
     *,
     limit: int,
     after_seq: int | None = None,
     offset: int | None = None,
 ) -> list[asyncpg.Record]:
-    if offset is not None:
-        return await db.fetch(
-            f"""SELECT {MESSAGE_COLUMNS} FROM message m WHERE m.tenant_id = $1 AND m.conversation_id = $2
-                ORDER BY m.seq OFFSET $3 LIMIT $4""",
-            tenant_id,
-            conversation_id,
-            offset,
-            limit,
-        )
+    """A page of messages for each conversation, oldest first, in one statement."""
     return await db.fetch(
-        f"""SELECT {MESSAGE_COLUMNS} FROM message m WHERE m.tenant_id = $1 AND m.conversation_id = $2
-            AND m.seq > $3 ORDER BY m.seq LIMIT $4""",
+        f"""SELECT {MESSAGE_COLUMNS} FROM unnest($2::uuid[]) AS wanted(id)
+            CROSS JOIN LATERAL (
+                SELECT m.* FROM message m WHERE m.tenant_id = $1 AND m.conversation_id = wanted.id AND m.seq > $3
+                ORDER BY m.seq OFFSET $4 LIMIT $5
+            ) m
+            ORDER BY m.conversation_id, m.seq""",
         tenant_id,
-        conversation_id,
+        conversation_ids,
         after_seq or 0,
+        offset or 0,
         limit,
     )
 
 
-async def count_messages(db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID) -> int:
-    return int(
-        await db.fetchval(
-            "SELECT count(*) FROM message WHERE tenant_id = $1 AND conversation_id = $2", tenant_id, conversation_id
-        )
+async def count_messages(
+    db: Executor, tenant_id: uuid.UUID, conversation_ids: list[uuid.UUID]
+) -> list[asyncpg.Record]:
+    return await db.fetch(
+        """SELECT conversation_id, count(*) AS n FROM message WHERE tenant_id = $1 AND conversation_id = ANY($2::uuid[])
+           GROUP BY conversation_id""",
+        tenant_id,
+        conversation_ids,
     )
 
 

@@ -68,6 +68,37 @@ async def replies_of(info: Info, message: Message) -> list[Message]:
     return children.get(message.uuid, [])
 
 
+def _per_conversation(info: Info, name: str, fetch: Any) -> Any:
+    """A request-wide DataLoader of rows per conversation id: a list of conversations asking for the same
+    page of threads (or messages) costs one statement, not one per conversation."""
+
+    def factory() -> Any:
+        from strawberry.dataloader import DataLoader
+
+        async def load(ids: list[uuid.UUID]) -> list[list[Any]]:
+            grouped: dict[uuid.UUID, list[Any]] = {i: [] for i in ids}
+            for row in await fetch(list(ids)):
+                grouped[row["conversation_id"]].append(row)
+            return [grouped[i] for i in ids]
+
+        return DataLoader(load_fn=load)
+
+    return info.context.loader(name, factory)
+
+
+def _counts(info: Info, name: str, fetch: Any) -> Any:
+    def factory() -> Any:
+        from strawberry.dataloader import DataLoader
+
+        async def load(ids: list[uuid.UUID]) -> list[int]:
+            counts = {r["conversation_id"]: int(r["n"]) for r in await fetch(list(ids))}
+            return [counts.get(i, 0) for i in ids]
+
+        return DataLoader(load_fn=load)
+
+    return info.context.loader(name, factory)
+
+
 async def conversation_threads(
     info: Info, conversation_id: uuid.UUID, first: int | None, after: str | None
 ) -> Connection[Thread]:
@@ -76,13 +107,18 @@ async def conversation_threads(
     db = info.context.db
     limit = page_size(first, settings.page_size_default, settings.page_size_max)
     cursor = decode_cursor(after, (as_datetime, as_uuid)) if after else None
-    rows = await repo.threads_page(db, principal.tenant_id, conversation_id, principal.user_id, limit + 1, cursor)
+    pages = _per_conversation(
+        info,
+        f"threads:{limit}:{cursor}",
+        lambda ids: repo.threads_pages(db, principal.tenant_id, ids, principal.user_id, limit + 1, cursor),
+    )
+    counts = _counts(info, "thread-counts", lambda ids: repo.count_threads(db, principal.tenant_id, ids))
     return connection(
-        rows,
+        await pages.load(conversation_id),
         limit,
         Thread.from_row,
         lambda r: (r["thread_last_activity_at"], r["thread_id"]),
-        lambda: repo.count_threads(db, principal.tenant_id, conversation_id),
+        lambda: counts.load(conversation_id),
         has_previous=cursor is not None,
     )
 
@@ -104,24 +140,45 @@ async def conversation_messages(
         raise bad_input("Use either first/after or limit/offset, not both", argument="limit")
     if offset is not None and offset < 0:
         raise bad_input("`offset` must not be negative", argument="offset")
+    after_seq: int | None = None
     if limit is not None or offset is not None:
         size = page_size(limit, settings.messages_page_default, settings.page_size_max, argument="limit")
-        rows = await repo.messages_page(db, principal.tenant_id, conversation_id, limit=size + 1, offset=offset or 0)
         previous = bool(offset)
     else:
         size = page_size(first, settings.messages_page_default, settings.page_size_max)
         after_seq = decode_cursor(after, (as_int,))[0] if after else None
-        rows = await repo.messages_page(db, principal.tenant_id, conversation_id, limit=size + 1, after_seq=after_seq)
         previous = after_seq is not None
-    paths = dict(zip((r["id"] for r in rows[:size]), await path_ids(db, principal.tenant_id, rows[:size]), strict=True))
+
+    async def fetch(ids: list[uuid.UUID]) -> list[_WithPath]:
+        rows = await repo.messages_pages(
+            db, principal.tenant_id, ids, limit=size + 1, after_seq=after_seq, offset=offset
+        )
+        paths = await path_ids(db, principal.tenant_id, rows)  # one statement for every page's ancestors
+        return [_WithPath(row, path) for row, path in zip(rows, paths, strict=True)]
+
+    pages = _per_conversation(info, f"messages:{size}:{after_seq}:{offset}", fetch)
+    counts = _counts(info, "message-counts", lambda ids: repo.count_messages(db, principal.tenant_id, ids))
     return connection(
-        rows,
+        await pages.load(conversation_id),
         size,
-        lambda r: Message.from_row(r, paths[r["id"]]),
-        lambda r: (r["seq"],),
-        lambda: repo.count_messages(db, principal.tenant_id, conversation_id),
+        lambda r: Message.from_row(r.row, r.path),
+        lambda r: (r.row["seq"],),
+        lambda: counts.load(conversation_id),
         has_previous=previous,
     )
+
+
+class _WithPath:
+    """A message row and its ancestor ids; indexable like the row for grouping by conversation."""
+
+    __slots__ = ("path", "row")
+
+    def __init__(self, row: asyncpg.Record, path: list[uuid.UUID]) -> None:
+        self.row = row
+        self.path = path
+
+    def __getitem__(self, key: str) -> Any:
+        return self.row[key]
 
 
 def _batched(info: Info, name: str, fetch: Any, build: Any) -> Any:
