@@ -10,7 +10,14 @@ from threadline.auth.principal import Role
 from threadline.auth.types import ApiKey, ApiKeyCreatePayload, User, UserCreateInput
 from threadline.errors import not_found
 from threadline.graphql.context import Info
-from threadline.graphql.pagination import Connection, as_datetime, as_uuid, connection, decode_cursor, page_size
+from threadline.graphql.pagination import (
+    Connection,
+    as_datetime,
+    as_uuid,
+    connection,
+    decode_cursor,
+    page_size,
+)
 from threadline.ids import Kind, decode_id
 
 

@@ -1,10 +1,10 @@
 """Tenants, users and API keys."""
 
 from piccolo.columns import (
+    JSONB,
     UUID,
     Boolean,
     ForeignKey,
-    JSONB,
     Text,
     Timestamptz,
     Varchar,

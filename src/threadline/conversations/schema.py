@@ -6,6 +6,7 @@ import strawberry
 
 from threadline.conversations import repository as repo
 from threadline.conversations import service
+from threadline.conversations.rules import normalise_tags
 from threadline.conversations.service import ConversationFields
 from threadline.conversations.types import (
     Conversation,
@@ -16,9 +17,15 @@ from threadline.conversations.types import (
     Participant,
     ParticipantRole,
 )
-from threadline.conversations.rules import normalise_tags
 from threadline.graphql.context import Info
-from threadline.graphql.pagination import Connection, as_datetime, as_uuid, connection, decode_cursor, page_size
+from threadline.graphql.pagination import (
+    Connection,
+    as_datetime,
+    as_uuid,
+    connection,
+    decode_cursor,
+    page_size,
+)
 from threadline.ids import Kind, decode_id
 
 

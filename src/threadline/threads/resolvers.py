@@ -12,7 +12,15 @@ import strawberry
 
 from threadline.errors import bad_input
 from threadline.graphql.context import Info
-from threadline.graphql.pagination import Connection, as_datetime, as_int, as_uuid, connection, decode_cursor, page_size
+from threadline.graphql.pagination import (
+    Connection,
+    as_datetime,
+    as_int,
+    as_uuid,
+    connection,
+    decode_cursor,
+    page_size,
+)
 from threadline.ids import Kind, encode_id
 from threadline.threads import repository as repo
 from threadline.threads.types import Message, MessageChunk, MessageEdit, Thread
