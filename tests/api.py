@@ -54,6 +54,12 @@ WRITTEN_TABLES = (
     "message_edit",
     "read_marker",
     "message_chunk",
+    "run",
+    "run_step",
+    "message_stream",
+    "audit_log",
+    "import_source",
+    "message_attachment",
 )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -261,6 +262,8 @@ class Victim:
     child: str
     invite: str
     api_key_id: str
+    run: str
+    run_output: str
 
 
 @pytest.fixture
@@ -276,7 +279,15 @@ def victim(make_tenant: Callable[..., Actor], make_user: Callable[..., Actor]) -
     key = admin.client.ok(
         'mutation($u: ID!) { apiKeyCreate(userId: $u, name: "k") { apiKey { id } } }', {"u": member.user_id}
     )["apiKeyCreate"]["apiKey"]["id"]
-    return Victim(admin, member, cid, root, child, invite, key)
+    run = admin.client.ok("mutation($m: ID!) { runCreate(input: {messageId: $m}) { id } }", {"m": child})
+    run_id = run["runCreate"]["id"]
+    for _ in range(500):  # the echo worker answers in the background; wait until it is done
+        done = admin.client.ok("query($r: ID!) { run(id: $r) { status output { id } } }", {"r": run_id})["run"]
+        if done["status"] == "COMPLETED":
+            break
+        threading.Event().wait(0.02)
+    assert done["status"] == "COMPLETED"
+    return Victim(admin, member, cid, root, child, invite, key, run_id, done["output"]["id"])
 
 
 def _attacks(v: Victim, own_conversation: str) -> list[tuple[str, str, dict[str, Any]]]:
@@ -308,6 +319,14 @@ def _attacks(v: Victim, own_conversation: str) -> list[tuple[str, str, dict[str,
         ("typingSet", "mutation($c: ID!) { typingSet(conversationId: $c, isTyping: true) }", {"c": cid}),
         ("typingSet in a thread", "mutation($c: ID!, $r: ID!) { typingSet(conversationId: $c, rootId: $r, isTyping: true) }",
          {"c": cid, "r": root}),
+        ("run", "query($r: ID!) { run(id: $r) { id status } }", {"r": v.run}),
+        ("runCreate", "mutation($m: ID!) { runCreate(input: {messageId: $m}) { id } }", {"m": child}),
+        ("runCancel", "mutation($r: ID!) { runCancel(id: $r) { id } }", {"r": v.run}),
+        ("messageAppend", 'mutation($m: ID!) { messageAppend(id: $m, delta: "x") { id } }', {"m": v.run_output}),
+        ("messageFinish", "mutation($m: ID!) { messageFinish(id: $m) { id } }", {"m": v.run_output}),
+        ("conversationExport", "query($c: ID!) { conversationExport(id: $c) }", {"c": cid}),
+        ("conversationsBatchTag", 'mutation($c: ID!) { conversationsBatchTag(ids: [$c], add: ["pwned"]) { id } }',
+         {"c": cid}),
     ]
 
 
@@ -340,6 +359,32 @@ def test_another_tenants_user_gets_not_found_for_everything_and_changes_nothing(
     assert snapshot(loop, dsn) == before
 
 
+USER_DATA_OPERATIONS = [
+    ("userExport", "query($u: ID!) { userExport(userId: $u) }"),
+    ("userErase", "mutation($u: ID!) { userErase(userId: $u) { __typename } }"),
+]
+
+
+@pytest.mark.parametrize(
+    "attacker_role",
+    [
+        "ADMIN",
+        pytest.param("MEMBER", marks=pytest.mark.xfail(
+            strict=True, reason="porting/ answers FORBIDDEN (admins only) before looking the user up")),
+    ],
+)
+def test_another_tenants_user_data_operations_are_not_found(
+    victim: Victim, make_tenant: Callable[..., Actor], make_user: Callable[..., Actor], loop: Loop, dsn: str,
+    attacker_role: str,
+) -> None:
+    other_admin = make_tenant()
+    attacker = other_admin if attacker_role == "ADMIN" else make_user(other_admin)
+    before = snapshot(loop, dsn)
+    codes = {name: attacker.client.code(query, {"u": victim.member.user_id}) for name, query in USER_DATA_OPERATIONS}
+    assert snapshot(loop, dsn) == before
+    assert codes == {"userExport": "NOT_FOUND", "userErase": "NOT_FOUND"}
+
+
 @pytest.mark.parametrize("attacker_role", ["ADMIN", "MEMBER"])
 def test_another_tenants_objects_are_invisible_in_lists_and_node(
     victim: Victim, make_tenant: Callable[..., Actor], make_user: Callable[..., Actor], attacker_role: str
@@ -355,6 +400,11 @@ def test_another_tenants_objects_are_invisible_in_lists_and_node(
     users = attacker.client.ok("{ users(first: 100) { nodes { id } } }")["users"]["nodes"]
     assert users == [{"id": attacker.user_id}] if attacker_role == "ADMIN" else len(users) == 2
     assert attacker.client.ok("{ viewerInvites { id } }") == {"viewerInvites": []}
+    for query in ['{ search(input: {query: "secret"}) { totalCount } }',
+                  'query($u: ID!) { search(input: {userId: $u}) { totalCount } }']:
+        assert attacker.client.ok(query, {"u": victim.member.user_id})["search"]["totalCount"] == 0
+    assert "private" not in [t["tag"] for t in attacker.client.ok("{ tags { tag } }")["tags"]]
+    assert attacker.client.ok("{ insights { conversationCount } }")["insights"]["conversationCount"] == 1 - 1
 
 
 def test_victim_still_sees_everything_after_the_attacks(
@@ -365,9 +415,14 @@ def test_victim_still_sees_everything_after_the_attacks(
     for _, query, variables in _attacks(victim, own):
         attacker.client.error(query, variables)
     tree = victim.owner.client.ok(TREE, {"r": victim.root})["threadTree"]
-    assert tree["nodes"] == [{"id": victim.root, "content": "secret root"}, {"id": victim.child, "content": "changed"}]
+    assert tree["nodes"] == [
+        {"id": victim.root, "content": "secret root"},
+        {"id": victim.child, "content": "changed"},
+        {"id": victim.run_output, "content": "echo: changed"},
+    ]
     conv = victim.owner.client.ok(CONVERSATION, {"id": victim.conversation})["conversation"]
-    assert (conv["title"], conv["status"], conv["messageCount"]) == ("secret", "ACTIVE", 2)
+    assert (conv["title"], conv["status"], conv["messageCount"]) == ("secret", "ACTIVE", 3)
+    assert conv["tags"] == ["private"]
 
 
 NODE = """query($id: ID!) { node(id: $id) { __typename id
