@@ -2,12 +2,14 @@
 
     DATABASE_URL=... .venv/bin/python bench/server.py --port 8123 --executor stock|fast
 
-Adds one route, `/_bench/sql-statements`, reporting this process's SQL statement count.
+Adds one route, `/_bench/sql-statements`: the SQL statements this process has sent for requests (the
+server's own background tasks, all named `threadline-...`, are not counted, as in tests/test_threads.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 
 import uvicorn
 from starlette.requests import Request
@@ -23,8 +25,17 @@ def main() -> None:
 
     import threadline.schema
     from threadline.app import create_app
-    from threadline.db import sql_statement_count
+    from threadline.db import database, sql_statement_count
     from threadline.settings import Settings
+
+    count_statement = database._count
+
+    def count_request_statements() -> None:
+        task = asyncio.current_task()
+        if task is None or not task.get_name().startswith("threadline-"):
+            count_statement()
+
+    database._count = count_request_statements
 
     if args.executor == "stock":
         threadline.schema.schema = threadline.schema.build_schema(fast_execution=False)
