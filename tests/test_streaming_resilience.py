@@ -14,7 +14,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from tests.harness import Actor, Client, Loop, ServerThread, free_port, test_settings
-from tests.test_streaming import CREATE, REPLY, START, conversation, join
+from tests.test_streaming import CREATE, REPLY, START, conversation, join, live
 from tests.ws import CONVERSATION_EVENTS, StalledWsClient, WsClient
 
 
@@ -45,7 +45,7 @@ def test_every_event_arrives_after_the_listen_connection_is_terminated(
     root = admin.client.ok(START, {"c": cid, "x": "root"})["threadStart"]["id"]
     client = WsClient(server.ws_url, admin.api_key)
     try:
-        client.subscribe(CONVERSATION_EVENTS, {"c": cid})
+        client.subscribe(CONVERSATION_EVENTS, {"c": cid, "s": live(admin)})
         admin.client.ok(REPLY, {"p": root, "x": "before"})
         assert client.events(1)[0]["changedMessage"]["content"] == "before"
         hub = server.app.state.services.hub
@@ -102,7 +102,7 @@ def test_subscriber_on_one_process_sees_writes_made_through_another(admin: Actor
         client = WsClient(server.ws_url, admin.api_key)
         other = Client(f"http://127.0.0.1:{port}", admin.api_key)
         try:
-            client.subscribe(CONVERSATION_EVENTS, {"c": cid})
+            client.subscribe(CONVERSATION_EVENTS, {"c": cid, "s": live(admin)})
             root = other.ok(START, {"c": cid, "x": "from the other process"})["threadStart"]["id"]
             for i in range(5):
                 other.ok(REPLY, {"p": root, "x": str(i)})
@@ -123,7 +123,7 @@ def test_large_event_content_is_delivered_intact(admin: Actor, server: ServerThr
     big = "é" * 30_000 + "end"  # far beyond NOTIFY's 8000-byte limit
     client = WsClient(server.ws_url, admin.api_key)
     try:
-        client.subscribe(CONVERSATION_EVENTS, {"c": cid})
+        client.subscribe(CONVERSATION_EVENTS, {"c": cid, "s": live(admin)})
         admin.client.ok(REPLY, {"p": root, "x": big})
         assert client.events(1)[0]["changedMessage"]["content"] == big
     finally:
@@ -202,7 +202,7 @@ def test_presence_goes_offline_after_silence(admin: Actor, make_user: Callable[.
     watcher = WsClient(tuned.ws_url, admin.api_key)
     other = Client(tuned.url, member.api_key)
     try:
-        watcher.subscribe(CONVERSATION_EVENTS, {"c": cid})
+        watcher.subscribe(CONVERSATION_EVENTS, {"c": cid, "s": live(admin)})
         other.ok("mutation { presenceHeartbeat(status: ONLINE) }")
         seen: list[tuple[str, str]] = []
         deadline = time.monotonic() + 15
@@ -253,7 +253,8 @@ def test_oversized_and_malformed_socket_messages_close_only_that_socket(admin: A
     big.ws.send("x" * (2 * 1024 * 1024))
     with pytest.raises(ConnectionClosed) as closed:
         big.receive(timeout=10)
-    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+    # 1009 (message too big), or an abrupt close if the server hung up while the frame was in flight.
+    assert closed.value.rcvd is None or closed.value.rcvd.code == 1009
     garbage = WsClient(tuned.ws_url, admin.api_key)
     garbage.ws.send("{not json")
     with pytest.raises(ConnectionClosed) as closed2:

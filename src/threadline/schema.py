@@ -25,7 +25,7 @@ from threadline.threads import service as thread_service
 from threadline.presence.schema import PresenceMutation
 from threadline.search.schema import SearchMutation, SearchQuery
 from threadline.streaming.fanout import FanoutExecutionContext
-from threadline.streaming.schema import StreamSubscription
+from threadline.streaming.schema import StreamQuery, StreamSubscription
 from threadline.streaming.types import EVENT_TYPES
 from threadline.threads.schema import ThreadMutation, ThreadQuery
 from threadline.threads.types import Message, Thread
@@ -97,7 +97,7 @@ class ErrorCodeQuery:
         return list(ErrorCodeEnum)  # type: ignore[arg-type]
 
 
-Query = merge_types("Query", (NodeQuery, RunQuery, AuthQuery, AuditQuery, PortingQuery, ConversationQuery, ThreadQuery, ErrorCodeQuery, SearchQuery))
+Query = merge_types("Query", (NodeQuery, RunQuery, AuthQuery, AuditQuery, PortingQuery, ConversationQuery, ThreadQuery, ErrorCodeQuery, StreamQuery, SearchQuery))
 Mutation = merge_types("Mutation", (AuthMutation, RunMutation, PortingMutation, ConversationMutation, ThreadMutation, PresenceMutation, SearchMutation))
 Subscription = merge_types("Subscription", (StreamSubscription,))
 

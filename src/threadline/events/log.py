@@ -40,27 +40,33 @@ def _event(row: Any) -> LoggedEvent:
 @dataclass(frozen=True)
 class Tail:
     events: list[LoggedEvent]
-    xmin: int  # every transaction below this xid has finished
-    xmax: int  # every transaction that had started when the read was taken is below this xid
+    # Transactions holding the publish lock, read after the events: any writer that drew an id below
+    # the highest id read and has not finished yet is among them.
+    publishers: frozenset[str]
 
 
 async def read_tail(db: Database, after: int, limit: int) -> Tail:
-    """Committed events after `after`, with the snapshot bounds needed to judge gaps in the ids."""
-    async with db.transaction(isolation="repeatable_read") as tx:
-        snap = await tx.fetchrow(
-            """SELECT pg_snapshot_xmin(s)::text::bigint AS xmin, pg_snapshot_xmax(s)::text::bigint AS xmax
-               FROM pg_current_snapshot() s"""
-        )
+    """Committed events after `after`, then the transactions still publishing (to judge id gaps)."""
+    from threadline.events.publish import PUBLISH_LOCK
+
+    async with db.transaction() as tx:
         rows = await tx.fetch(
             f"SELECT {EVENT_COLUMNS} FROM stream_event WHERE id > $1 ORDER BY id LIMIT $2", after, limit
         )
-    assert snap is not None
-    return Tail([_event(r) for r in rows], snap["xmin"], snap["xmax"])
+        holders = await tx.fetch(
+            """SELECT virtualtransaction FROM pg_locks
+               WHERE locktype = 'advisory' AND classid = 0 AND objid = $1 AND objsubid = 1 AND granted""",
+            PUBLISH_LOCK,
+        )
+    return Tail([_event(r) for r in rows], frozenset(r["virtualtransaction"] for r in holders))
 
 
 async def current_position(db: Executor) -> int:
     """The highest id handed out so far (a safe starting point for a new hub: it replays nothing)."""
-    value = await db.fetchval("SELECT last_value FROM stream_event_id_seq")
+    # A sequence that was never used reports last_value 1 with is_called false: nothing handed out yet.
+    value = await db.fetchval(
+        "SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM stream_event_id_seq"
+    )
     return int(value or 0)
 
 

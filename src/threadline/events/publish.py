@@ -14,6 +14,9 @@ from threadline.db import Executor
 from threadline.events.kinds import EventType
 
 CHANNEL = "threadline_events"
+# Advisory lock key held (shared) by every transaction that publishes; it shows in pg_locks as
+# locktype 'advisory', classid 0, objid PUBLISH_LOCK.
+PUBLISH_LOCK = 0x74686C65
 
 
 async def publish(
@@ -26,11 +29,12 @@ async def publish(
     recipient_id: uuid.UUID | None = None,
     payload: dict[str, Any] | None = None,
 ) -> int:
-    # The transaction gets its xid *before* it draws an id from the sequence (the MATERIALIZED CTE runs
-    # first). The hub relies on that to tell a gap that may still fill from one that never will.
+    # The transaction takes the shared publish lock *before* it draws an id from the sequence (the
+    # MATERIALIZED CTE runs first) and holds it until it ends. The hub relies on that to tell a gap in
+    # the ids that may still fill (its writer still holds the lock) from one that never will.
     event_id = int(
         await tx.fetchval(
-            """WITH x AS MATERIALIZED (SELECT pg_current_xact_id() AS xid),
+            """WITH x AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared($9::bigint) AS locked),
                e AS (
                    INSERT INTO stream_event (id, tenant_id, conversation_id, root_id, recipient_id, type, payload)
                    SELECT nextval('stream_event_id_seq'), $1, $2, $3, $4, $5, $6 FROM x
@@ -45,6 +49,7 @@ async def publish(
             payload or {},
             CHANNEL,
             _notice_prefix(conversation_id),
+            PUBLISH_LOCK,
         )
     )
     return event_id

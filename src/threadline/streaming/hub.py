@@ -6,10 +6,12 @@ the reader, which reads the log after its cursor once and routes each event to t
 subscribers' bounded queues.
 
 Ids come from a sequence, so they become visible out of commit order. The reader never moves its
-cursor past a gap that may still fill: a missing id was drawn by a transaction that had its xid
-before the id (publish() makes sure of that), hence before the read's snapshot; once the oldest
-running transaction is newer than that snapshot's xmax, the gap either filled (and is read) or was
-rolled back (and is skipped). So every committed event is delivered exactly once, in id order.
+cursor past a gap that may still fill: every publishing transaction holds a shared advisory lock
+from before it draws its id until it ends (publish() makes sure of that). When a read shows a gap,
+the hub notes which transactions held that lock right after the read; once none of them does, the
+gap either filled (and is read) or was rolled back (and is skipped). Unrelated long transactions do
+not hold delivery up; only a publisher that is still open can. So every committed event is delivered
+exactly once, in id order.
 """
 
 from __future__ import annotations
@@ -45,7 +47,8 @@ class StreamHub:
         self.db = db
         self.settings = settings
         self.cursor = 0
-        self._guard: tuple[int, int] | None = None  # (highest id seen past a gap, snapshot xmax then)
+        # (highest id read past a gap, publishers holding the lock right after that read)
+        self._guard: tuple[int, frozenset[str]] | None = None
         self._wake = asyncio.Event()
         self._by_conversation: dict[uuid.UUID, set[Subscriber]] = defaultdict(set)
         self._viewers: dict[uuid.UUID, set[Subscriber]] = defaultdict(set)
@@ -153,6 +156,15 @@ class StreamHub:
     def poke(self) -> None:
         self._wake.set()
 
+    async def settled_cursor(self, timeout: float = 5.0) -> int:
+        """A cursor covering everything committed before this call (waits for the reader to get there)."""
+        committed = int(await self.db.fetchval("SELECT coalesce(max(id), 0) FROM stream_event"))
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self.cursor < committed and asyncio.get_running_loop().time() < deadline:
+            self._wake.set()
+            await asyncio.sleep(0.005)
+        return self.cursor
+
     async def _read_loop(self) -> None:
         while True:
             timeout = GAP_POLL_SECONDS if self._guard is not None else IDLE_POLL_SECONDS
@@ -172,10 +184,10 @@ class StreamHub:
         tail = await event_log.read_tail(self.db, self.cursor, READ_BATCH)
         events = tail.events
         for event in events:
-            if not self._settled(event, tail.xmin):
+            if not self._settled(event, tail.publishers):
                 guard = self._guard
-                if guard is None or tail.xmin >= guard[1]:
-                    self._guard = (events[-1].id, tail.xmax)
+                if guard is None or not (guard[1] & tail.publishers):
+                    self._guard = (events[-1].id, tail.publishers)
                 break
             self.cursor = event.id
             self._route(event)
@@ -183,13 +195,13 @@ class StreamHub:
             self._guard = None
         return len(events)
 
-    def _settled(self, event: LoggedEvent, xmin: int) -> bool:
+    def _settled(self, event: LoggedEvent, publishers: frozenset[str]) -> bool:
         if event.id == self.cursor + 1:
             return True
         guard = self._guard
-        # The ids missing below `event` were drawn before the guard's snapshot; every transaction
-        # running then has finished once xmin passes its xmax, so a missing id will never appear.
-        return guard is not None and event.id <= guard[0] and xmin >= guard[1]
+        # The ids missing below `event` were drawn before the guard's read by writers that were then
+        # finished or among the guard's publishers; once none of those still publishes, they never appear.
+        return guard is not None and event.id <= guard[0] and not (guard[1] & publishers)
 
     def _route(self, event: LoggedEvent) -> None:
         if event.type == EventType.PRESENCE_UPDATE:

@@ -121,6 +121,17 @@ async def _lost_access(info: Info, sub: Subscriber, event: object) -> bool:
 
 
 @strawberry.type
+class StreamQuery:
+    @strawberry.field(
+        description="A stream position to pass as `since`: subscribing with it misses nothing committed after "
+        "this call. Fetch it together with the data a client renders, then subscribe with it."
+    )
+    async def stream_cursor(self, info: Info) -> str:
+        await info.context.principal()
+        return str(await info.context.services.hub.settled_cursor())
+
+
+@strawberry.type
 class StreamSubscription:
     @strawberry.subscription(
         description="Every event of one conversation (optionally one thread: `rootId`). With `since` (an "
