@@ -56,27 +56,40 @@ def raw_tree_body(rows: list[asyncpg.Record]) -> bytes:
     return orjson.dumps({"data": {"threadTree": {"totalCount": len(nodes), "nodes": nodes}}})
 
 
-async def raw_baseline(dsn: str, tenant_id: uuid.UUID, root_id: uuid.UUID, runs: int) -> tuple[list[float], bytes]:
-    conn = await asyncpg.connect(dsn)
-    samples = []
-    body = b""
-    try:
-        for i in range(runs + 2):
-            start = time.perf_counter()
-            rows = await conn.fetch(
-                """SELECT id, parent_id, depth, role, content, created_at FROM message
-                   WHERE root_id = $2 AND path >= $3 AND path < $4 AND tenant_id = $1 ORDER BY path""",
-                tenant_id,
-                root_id,
-                b"",
-                subtree_upper_bound(b""),
-            )
-            body = raw_tree_body(rows)
-            if i >= 2:
-                samples.append(time.perf_counter() - start)
-    finally:
-        await conn.close()
-    return samples, body
+class RawTree:
+    """The raw baseline: one asyncpg connection fetching the rows, orjson serialising the same body."""
+
+    def __init__(self, dsn: str, tenant_id: uuid.UUID, root_id: uuid.UUID) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.conn = self.loop.run_until_complete(asyncpg.connect(dsn))
+        self.args = (tenant_id, root_id, b"", subtree_upper_bound(b""))
+
+    async def _body(self) -> bytes:
+        rows = await self.conn.fetch(
+            """SELECT id, parent_id, depth, role, content, created_at FROM message
+               WHERE root_id = $2 AND path >= $3 AND path < $4 AND tenant_id = $1 ORDER BY path""",
+            *self.args,
+        )
+        return raw_tree_body(rows)
+
+    def sample(self) -> tuple[float, bytes]:
+        start = time.perf_counter()
+        body = self.loop.run_until_complete(self._body())
+        return time.perf_counter() - start, body
+
+    def close(self) -> None:
+        self.loop.run_until_complete(self.conn.close())
+        self.loop.close()
+
+
+def http_sample(client: httpx.Client, query: str, root: str) -> tuple[float, bytes]:
+    start = time.perf_counter()
+    response = client.post("/graphql", json={"query": query, "variables": {"r": root}})
+    body = response.content
+    elapsed = time.perf_counter() - start
+    if response.status_code != 200:
+        raise RuntimeError(response.text[:500])
+    return elapsed, body
 
 
 def http_samples(
@@ -86,15 +99,10 @@ def http_samples(
     samples = []
     body = b""
     with httpx.Client(base_url=server.url, headers=caller.headers, timeout=120) as client:
-        payload = {"query": query, "variables": {"r": root}}
         for i in range(runs + warmup):
-            start = time.perf_counter()
-            response = client.post("/graphql", json=payload)
-            body = response.content
+            elapsed, body = http_sample(client, query, root)
             if i >= warmup:
-                samples.append(time.perf_counter() - start)
-            if response.status_code != 200:
-                raise RuntimeError(response.text[:500])
+                samples.append(elapsed)
     return samples, body
 
 
@@ -123,18 +131,34 @@ def main() -> None:
         print("threadTree, end to end over HTTP (median ms; ratio = HTTP / raw asyncpg+orjson baseline)")
         print(f"{'nodes':>7} {'raw':>8} {'stock':>8} {'ratio':>6} {'fast':>8} {'ratio':>6} {'speed-up':>8} {'MB':>5}")
         for size, n in runs.items():
-            root_id = decode_id(roots[size], Kind.MESSAGE)
-            raw, raw_body = asyncio.run(raw_baseline(dsn, caller.tenant_id, root_id, n))
-            results: dict[str, float] = {}
+            # Rounds interleave raw, stock and fast, so all three see the same machine conditions.
+            raw = RawTree(dsn, caller.tenant_id, decode_id(roots[size], Kind.MESSAGE))
+            clients = {
+                name: httpx.Client(base_url=server.url, headers=caller.headers, timeout=120)
+                for name, server in servers.items()
+            }
+            samples: dict[str, list[float]] = {"raw": [], **{name: [] for name in servers}}
             bodies: dict[str, bytes] = {}
-            for name, server in servers.items():
-                samples, bodies[name] = http_samples(server, caller, TREE_QUERY, roots[size], n)
-                results[name] = median_ms(samples)
+            try:
+                for i in range(n + 2):
+                    elapsed, bodies["raw"] = raw.sample()
+                    if i >= 2:
+                        samples["raw"].append(elapsed)
+                    for name, client in clients.items():
+                        elapsed, bodies[name] = http_sample(client, TREE_QUERY, roots[size])
+                        if i >= 2:
+                            samples[name].append(elapsed)
+            finally:
+                raw.close()
+                for client in clients.values():
+                    client.close()
+            raw_body = bodies["raw"]
+            results = {name: median_ms(values) for name, values in samples.items()}
             if bodies["stock"] != bodies["fast"]:
                 raise SystemExit("stock and fast executors returned different bytes")
             if not same_json(bodies["fast"], raw_body):
                 raise SystemExit("the raw baseline does not produce the same response")
-            base = median_ms(raw)
+            base = results["raw"]
             print(
                 f"{size:>7} {base:>8.1f} {results['stock']:>8.1f} {results['stock'] / base:>6.2f}"
                 f" {results['fast']:>8.1f} {results['fast'] / base:>6.2f}"
@@ -149,12 +173,11 @@ def main() -> None:
                 before = server.sql_statements()
                 http_samples(server, caller, NESTED_QUERY, roots[2_000], runs=0, warmup=1)
                 statements.append(server.sql_statements() - before)
-            samples, body = http_samples(server, caller, NESTED_QUERY, roots[2_000], 3 if args.quick else 20)
+            latencies, body = http_samples(server, caller, NESTED_QUERY, roots[2_000], 3 if args.quick else 20)
             reached = body.count(b'"id"')
-            # The server's background upkeep shares the counter: the most common count is the request's.
             print(
                 f"  {name:>5}: {statistics.mode(statements)} SQL statements per request {statements},"
-                f" median {median_ms(samples):.1f} ms, {reached} messages in the response"
+                f" median {median_ms(latencies):.1f} ms, {reached} messages in the response"
             )
     finally:
         for server in servers.values():
