@@ -313,3 +313,31 @@ def test_odd_but_valid_unicode_is_stored_as_given(admin: Actor) -> None:
     created = admin.client.ok(CREATE, {"i": {"title": title, "tags": ["\u00c9t\u00c9"]}})["conversationCreate"]
     assert created["title"] == title.strip()
     assert created["tags"] == ["\u00e9t\u00e9"]
+
+
+@pytest.mark.parametrize(
+    "query,variables",
+    [
+        (CREATE, {"i": {"title": "a\x00b"}}),
+        (CREATE, {"i": {"description": "a\x00b"}}),
+        (CREATE, {"i": {"tags": ["a\x00b"]}}),
+        (CREATE, {"i": {"sessionId": "a\x00b"}}),
+        (CREATE, {"i": {"model": "a\x00b"}}),
+        (UPDATE, {"i": {"title": "a\x00b"}}),
+        ("mutation($i: UserCreateInput!) { userCreate(input: $i) { id } }", {"i": {"email": "a\x00b@example.com"}}),
+        ("mutation($i: UserCreateInput!) { userCreate(input: $i) { id } }",
+         {"i": {"email": "ok@example.com", "displayName": "a\x00b"}}),
+        ("mutation($i: UserCreateInput!) { userCreate(input: $i) { id } }",
+         {"i": {"email": "ok@example.com", "team": "a\x00b"}}),
+        ("mutation($u: ID!) { apiKeyCreate(userId: $u, name: \"a\\u0000b\") { secret } }", {}),
+        ('{ conversations(tags: ["a\\u0000"]) { totalCount } }', {}),
+        ("mutation($c: ID!) { threadStart(conversationId: $c, input: {content: \"x\", model: \"m\\u0000\"}) { id } }",
+         {}),
+    ],
+)
+def test_nul_characters_in_any_text_are_bad_user_input(
+    admin: Actor, world: dict[str, Any], query: str, variables: dict[str, Any]
+) -> None:
+    error = admin.client.error(query, {"id": world["c"], "c": world["c"], "u": admin.user_id, **variables})
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert "NUL" in error["message"]

@@ -18,6 +18,10 @@ ErrorCodeEnum = strawberry.enum(
 )
 
 
+# character_not_in_repertoire (a NUL in a text value) and untranslatable_character.
+_UNSTORABLE_TEXT = frozenset({"22021", "22P05"})
+
+
 def _request_id(extension: SchemaExtension) -> str | None:
     context = extension.execution_context.context
     return getattr(context, "request_id", None)
@@ -42,6 +46,18 @@ def format_error(error: GraphQLError, request_id: str | None) -> GraphQLError:
         # Coercion errors of variables and arguments are the client's.
         return GraphQLError(
             error.message,
+            error.nodes,
+            error.source,
+            error.positions,
+            error.path,
+            None,
+            {"code": ErrorCode.BAD_USER_INPUT.value},
+        )
+    if getattr(original, "sqlstate", None) in _UNSTORABLE_TEXT:
+        # PostgreSQL text cannot hold NUL: whichever string field carried it, the input is the client's error
+        # (and the statement failed, so nothing was written).
+        return GraphQLError(
+            "Text must not contain NUL (\\u0000) characters",
             error.nodes,
             error.source,
             error.positions,
