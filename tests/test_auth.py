@@ -244,7 +244,8 @@ def test_same_subject_in_two_tenants_is_two_users(make_tenant: Callable[..., Act
 
 @pytest.mark.parametrize(
     "case",
-    ["expired", "wrong secret", "unknown tenant", "malformed tenant", "bad role", "no exp", "no sub", "alg none"],
+    ["expired", "wrong secret", "unknown tenant", "malformed tenant", "bad role", "no exp", "no sub", "alg none",
+     "nul in sub", "empty sub"],
 )
 def test_invalid_jwt_is_unauthenticated_and_provisions_nobody(
     admin: Actor, as_token: Any, loop: Loop, dsn: str, case: str
@@ -260,6 +261,8 @@ def test_invalid_jwt_is_unauthenticated_and_provisions_nobody(
         "no sub": lambda: jwt.encode(
             {"tenant": tenant, "exp": int(time.time()) + 60}, TEST_JWT_SECRET, algorithm="HS256"
         ),
+        "nul in sub": lambda: token(tenant, "mal\x00lory"),
+        "empty sub": lambda: token(tenant, ""),
         "alg none": lambda: jwt.encode(
             {"sub": "mallory", "tenant": tenant, "exp": int(time.time()) + 60}, None, algorithm="none"
         ),

@@ -66,7 +66,7 @@ def decode_jwt(token: str, secret: str | None, issuer: str | None, audience: str
     except ValueError as exc:
         raise unauthenticated("Invalid token: bad role claim") from exc
     subject = str(claims["sub"])
-    if not subject or len(subject) > 255:
+    if not subject or len(subject) > 255 or "\x00" in subject:
         raise unauthenticated("Invalid token: bad sub claim")
     email = claims.get("email")
     return JwtClaims(subject, tenant_id, role, str(email) if email else None)
