@@ -20,7 +20,8 @@ import strawberry
 from strawberry.extensions import SchemaExtension
 
 from tests.api import create_conversation, reply, start_thread
-from tests.harness import Actor, Loop, test_settings
+from tests.harness import Actor, Loop
+from tests.harness import test_settings as settings_for
 from threadline.graphql.context import Context
 from threadline.graphql.fast_execution import FastExecutionContext
 from threadline.schema import build_schema
@@ -342,7 +343,7 @@ def run_real(loop: Loop, dsn: str, schema: Any, admin: Actor, query: str, variab
         try:
             context = Context(
                 db=db,
-                settings=test_settings(dsn),
+                settings=settings_for(dsn),
                 authorization=f"Bearer {admin.api_key}",
                 request_id="same-for-both",
             )
