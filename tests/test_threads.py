@@ -312,6 +312,11 @@ def test_negative_max_depth_is_bad_user_input(admin: Actor, random_tree: Model) 
     assert admin.client.code(TREE, {"r": random_tree.ids[0], "d": -1}) == "BAD_USER_INPUT"
 
 
+def test_largest_max_depth_below_a_non_root_is_the_whole_subtree(admin: Actor, random_tree: Model) -> None:
+    inner = next(i for i in range(1, 300) if random_tree.depth(i) == 2 and random_tree.children(i))
+    assert tree(admin.client, random_tree.ids[inner], 2**31 - 1) == random_tree.snapshot(inner)
+
+
 # --- nested replies -------------------------------------------------------------------------------
 
 NESTED_5 = """query($r: ID!) { message(id: $r) { id depth

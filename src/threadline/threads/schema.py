@@ -50,7 +50,8 @@ class ThreadQuery:
             principal.tenant_id,
             top["root_id"],
             bytes(top["path"]),
-            top["depth"] + max_depth if max_depth is not None else None,
+            # Clamped to the integer column's range: any larger bound means the whole subtree anyway.
+            min(top["depth"] + max_depth, 2**31 - 1) if max_depth is not None else None,
         )
         nodes = tree_messages(rows, top_path)
         return ThreadTree(root=nodes[0], nodes=nodes, total_count=len(nodes))
