@@ -278,3 +278,15 @@ def test_a_subscriber_sees_the_deltas_in_order_then_exactly_one_done(owner: Acto
     assert [(e["index"], e["delta"]) for e in seen[:-1]] == [(c["index"], c["content"]) for c in chunks]
     assert {e["messageId"] for e in seen} == {done["output"]["id"]} and {e["runId"] for e in seen} == {run["id"]}
     assert seen[-1]["usage"] == done["usage"]
+
+
+def test_deleting_the_output_while_it_streams_fails_the_run(owner: Actor, loop: Loop, dsn: str) -> None:
+    cid = create_conversation(owner)
+    run = create_run(owner, start_thread(owner, cid, "busy"), provider="openai", model="fake-slow")
+    output = wait_for_chunks(owner, run["id"])["output"]
+    owner.client.ok("mutation($id: ID!) { messageDelete(id: $id) { id } }", {"id": output["id"]})
+    failed = wait_for(owner, run["id"])
+    assert failed["status"] == "FAILED"
+    assert failed["lastError"] == {"code": "OUTPUT_DELETED", "message": "The output message was deleted while it was written"}
+    assert failed["output"]["content"] == ""
+    assert stream_events(loop, dsn, cid, STREAM_TYPES)[-1]["type"] == "error"
