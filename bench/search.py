@@ -18,7 +18,6 @@ import asyncio
 import bisect
 import itertools
 import random
-import statistics
 import sys
 import time
 import uuid
@@ -53,8 +52,28 @@ python rust go node docker kubernetes cluster pod container image volume secret 
 branch commit merge review issue bug fix feature patch upgrade latency throughput queue worker job
 schedule cron backup restore replica primary shard partition lock transaction commit rollback
 deploying deployed tests testing failed failing works working slow fast broken running""".split()
-TAGS = ["ops", "prod", "staging", "bug", "feature", "design", "infra", "frontend", "backend", "data",
-        "ml", "security", "billing", "support", "research", "docs", "perf", "mobile", "api", "legal"]
+TAGS = [
+    "ops",
+    "prod",
+    "staging",
+    "bug",
+    "feature",
+    "design",
+    "infra",
+    "frontend",
+    "backend",
+    "data",
+    "ml",
+    "security",
+    "billing",
+    "support",
+    "research",
+    "docs",
+    "perf",
+    "mobile",
+    "api",
+    "legal",
+]
 PROVIDERS = ["openai", "anthropic", "echo", "mistral", None]
 CODE_TOKENS = ["ECONNRESET", "src/payments/ledger.py", "get_user_by_id", "ERR_SSL_PROTOCOL", "0xDEADBEEF"]
 PHRASE = "connection pool exhausted"
@@ -111,7 +130,9 @@ async def load(conn: asyncpg.Connection, messages: int, conversations: int) -> d
     for _ in range(conversations):
         cid, owner = uuid.uuid4(), rng.choice(users[1:])[0]
         created = NOW - timedelta(seconds=rng.uniform(0, 365 * 86400))
-        tags = sorted({TAGS[min(int(rng.paretovariate(1.2)) - 1, len(TAGS) - 1)] for _ in range(rng.randint(0, 3))})
+        tags = sorted(
+            {TAGS[min(int(rng.paretovariate(1.2)) - 1, len(TAGS) - 1)] for _ in range(rng.randint(0, 3))}
+        )
         at = created
         tokens = 0
         roots = max(1, per_conversation // 10)
@@ -123,20 +144,48 @@ async def load(conn: asyncpg.Connection, messages: int, conversations: int) -> d
                 mid = root if depth == 0 else uuid.uuid4()
                 at += timedelta(seconds=rng.uniform(5, 900))
                 assistant = depth % 2 == 1
-                prompt, completion = (rng.randint(50, 2000), rng.randint(20, 800)) if assistant else (None, None)
+                prompt, completion = (
+                    (rng.randint(50, 2000), rng.randint(20, 800)) if assistant else (None, None)
+                )
                 tokens += (prompt or 0) + (completion or 0)
-                message_rows.append((
-                    mid, tenant, cid, root, None if depth == 0 else parent, depth, path,
-                    1 if depth < size - 1 else 0, "ASSISTANT" if assistant else "USER",
-                    corpus.text(8, 60), None if assistant else owner, "gpt-bench" if assistant else None,
-                    prompt, completion, at,
-                ))
+                message_rows.append(
+                    (
+                        mid,
+                        tenant,
+                        cid,
+                        root,
+                        None if depth == 0 else parent,
+                        depth,
+                        path,
+                        1 if depth < size - 1 else 0,
+                        "ASSISTANT" if assistant else "USER",
+                        corpus.text(8, 60),
+                        None if assistant else owner,
+                        "gpt-bench" if assistant else None,
+                        prompt,
+                        completion,
+                        at,
+                    )
+                )
                 parent, path = mid, path + encode_rank(0)
             threads.append((root, tenant, cid, size - 1, at, at))
-        conv_rows.append((
-            cid, tenant, owner, " ".join(corpus.word() for _ in range(rng.randint(2, 6))).capitalize(),
-            corpus.text(0, 20), tags, "ACTIVE", rng.choice(PROVIDERS), per_conversation, tokens, created, at, at,
-        ))
+        conv_rows.append(
+            (
+                cid,
+                tenant,
+                owner,
+                " ".join(corpus.word() for _ in range(rng.randint(2, 6))).capitalize(),
+                corpus.text(0, 20),
+                tags,
+                "ACTIVE",
+                rng.choice(PROVIDERS),
+                per_conversation,
+                tokens,
+                created,
+                at,
+                at,
+            )
+        )
         participants.append((uuid.uuid4(), tenant, cid, owner, "OWNER"))
         if rng.random() < 0.1:
             other = rng.choice(users[1:])[0]
@@ -145,18 +194,55 @@ async def load(conn: asyncpg.Connection, messages: int, conversations: int) -> d
     # Rows arrive in time order in a live system, so the heap is in time order too.
     conv_rows.sort(key=lambda r: r[10])
     message_rows.sort(key=lambda r: r[14])
-    await conn.copy_records_to_table("conversation", records=conv_rows, columns=[
-        "id", "tenant_id", "owner_id", "title", "description", "tags", "status", "ai_provider",
-        "message_count", "token_count", "created_at", "updated_at", "last_activity_at"])
+    await conn.copy_records_to_table(
+        "conversation",
+        records=conv_rows,
+        columns=[
+            "id",
+            "tenant_id",
+            "owner_id",
+            "title",
+            "description",
+            "tags",
+            "status",
+            "ai_provider",
+            "message_count",
+            "token_count",
+            "created_at",
+            "updated_at",
+            "last_activity_at",
+        ],
+    )
     await conn.copy_records_to_table(
         "participant", records=participants, columns=["id", "tenant_id", "conversation_id", "user_id", "role"]
     )
     for start in range(0, len(message_rows), 100_000):
-        await conn.copy_records_to_table("message", records=message_rows[start : start + 100_000], columns=[
-            "id", "tenant_id", "conversation_id", "root_id", "parent_id", "depth", "path", "child_count",
-            "role", "content", "author_id", "model", "prompt_tokens", "completion_tokens", "created_at"])
-    await conn.copy_records_to_table("thread", records=threads, columns=[
-        "id", "tenant_id", "conversation_id", "reply_count", "created_at", "last_activity_at"])
+        await conn.copy_records_to_table(
+            "message",
+            records=message_rows[start : start + 100_000],
+            columns=[
+                "id",
+                "tenant_id",
+                "conversation_id",
+                "root_id",
+                "parent_id",
+                "depth",
+                "path",
+                "child_count",
+                "role",
+                "content",
+                "author_id",
+                "model",
+                "prompt_tokens",
+                "completion_tokens",
+                "created_at",
+            ],
+        )
+    await conn.copy_records_to_table(
+        "thread",
+        records=threads,
+        columns=["id", "tenant_id", "conversation_id", "reply_count", "created_at", "last_activity_at"],
+    )
     return {"tenant": tenant, "admin": users[0][0], "member": users[5][0], "member_team": users[5][5]}
 
 
@@ -176,7 +262,9 @@ async def prepare(dsn: str, messages: int, conversations: int, reuse: bool) -> d
             print(f"reusing the loaded data set ({messages:,} messages)")
             return {k: (uuid.UUID(v) if k != "member_team" and k != "size" else v) for k, v in meta.items()}
         if await conn.fetchval("SELECT count(*) FROM tenant"):
-            raise SystemExit("the bench database already holds data: delete bench/.data/search or pass --reuse")
+            raise SystemExit(
+                "the bench database already holds data: delete bench/.data/search or pass --reuse"
+            )
         await conn.execute("SET maintenance_work_mem = '512MB'")
         for name in REBUILT:
             await conn.execute(f"DROP INDEX IF EXISTS {name}")
@@ -187,8 +275,10 @@ async def prepare(dsn: str, messages: int, conversations: int, reuse: bool) -> d
         for sql in REBUILT.values():
             await conn.execute(sql)
         await conn.execute("VACUUM ANALYZE")
-        print(f"loaded {messages:,} messages in {conversations:,} conversations with COPY in {loaded - started:.0f} s "
-              f"(search vectors computed by the triggers), indexes and VACUUM ANALYZE {time.perf_counter() - loaded:.0f} s")
+        print(
+            f"loaded {messages:,} messages in {conversations:,} conversations with COPY in {loaded - started:.0f} s "
+            f"(search vectors computed by the triggers), indexes and VACUUM ANALYZE {time.perf_counter() - loaded:.0f} s"
+        )
         ids["size"] = f"{messages}/{conversations}"
         await conn.executemany(
             "INSERT INTO bench_meta (key, value) VALUES ($1, $2)", [(k, str(v)) for k, v in ids.items()]
@@ -213,7 +303,10 @@ def searches() -> list[tuple[str, dict[str, Any]]]:
         ("exclusion", {"query": "deploy -staging"}),
         ("word + tag", {"query": "database", "tags": ["ops"]}),
         ("word + last 30 days", {"query": "database", "since": recent}),
-        ("word + tag + date + provider", {"query": "error", "tags": ["prod"], "since": recent, "ai_provider": "openai"}),
+        (
+            "word + tag + date + provider",
+            {"query": "error", "tags": ["prod"], "since": recent, "ai_provider": "openai"},
+        ),
         ("rare code token", {"query": "ECONNRESET"}),
         ("rare path", {"query": "src/payments/ledger.py"}),
         ("rare identifier", {"query": "get_user_by_id"}),
@@ -253,39 +346,48 @@ def p(values: list[float], q: float) -> float:
 async def measure(db: Database, ids: dict[str, Any], repeat: int) -> None:
     admin = Principal(ids["tenant"], ids["admin"], Role.ADMIN, None)
     member = Principal(ids["tenant"], ids["member"], Role.MEMBER, ids["member_team"])
-    print(f"\n{'search':32} {'admin p50':>9} {'p95':>7} {'member p50':>10} {'p95':>7} {'raw p50':>8} {'ratio':>6} {'hits':>6}")
+    print(
+        f"\n{'search':32} {'admin p50':>9} {'p95':>7} {'member p50':>10} {'p95':>7} {'raw p50':>8} {'ratio':>6} {'hits':>6}"
+    )
     everything: dict[str, list[float]] = {"admin": [], "member": []}
     for name, spec in searches():
         req = request(spec)
         rows: dict[str, list[float]] = {}
         hits = 0
         for who, principal in (("admin", admin), ("member", member)):
-            rows[who] = await timed(lambda pr=principal: search_service.search(db, pr, req), repeat)
+            rows[who] = await timed(lambda pr=principal, r=req: search_service.search(db, pr, r), repeat)
             everything[who] += rows[who]
         page = await search_service.search(db, admin, req)
         hits = len(page.hits)
-        raw = await timed(lambda: raw_search(db, ids["tenant"], spec["query"]), repeat) if spec["query"] else [0.0]
+        raw = (
+            await timed(lambda q=spec["query"]: raw_search(db, ids["tenant"], q), repeat)
+            if spec["query"]
+            else [0.0]
+        )
         ratio = p(rows["admin"], 0.5) / p(raw, 0.5) if p(raw, 0.5) else float("nan")
-        print(f"{name:32} {p(rows['admin'], .5):9.1f} {p(rows['admin'], .95):7.1f} {p(rows['member'], .5):10.1f} "
-              f"{p(rows['member'], .95):7.1f} {p(raw, .5):8.1f} {ratio:6.1f} {hits:>6}")
+        print(
+            f"{name:32} {p(rows['admin'], 0.5):9.1f} {p(rows['admin'], 0.95):7.1f} {p(rows['member'], 0.5):10.1f} "
+            f"{p(rows['member'], 0.95):7.1f} {p(raw, 0.5):8.1f} {ratio:6.1f} {hits:>6}"
+        )
     for who, values in everything.items():
-        print(f"all searches as {who}: p50 {p(values, .5):.1f} ms, p95 {p(values, .95):.1f} ms ({len(values)} runs)")
+        print(
+            f"all searches as {who}: p50 {p(values, 0.5):.1f} ms, p95 {p(values, 0.95):.1f} ms ({len(values)} runs)"
+        )
     print()
     window = insight_service.window(NOW - timedelta(days=30), NOW)
     for who, principal in (("admin", admin), ("member", member)):
         t = await timed(lambda pr=principal: tag_service.tag_counts(db, pr, 100), repeat)
-        print(f"tags as {who}: p50 {p(t, .5):.1f} ms, p95 {p(t, .95):.1f} ms")
+        print(f"tags as {who}: p50 {p(t, 0.5):.1f} ms, p95 {p(t, 0.95):.1f} ms")
 
         async def insights(pr: Principal = principal) -> None:
             await insight_service.conversation_totals(db, pr, window)
             await insight_service.conversations_per_day(db, pr, window)
-            await insight_service.usage_per_day(db, pr, window)
+            await insight_service.message_activity(db, pr, window)
             await insight_service.popular_tags(db, pr, window, 10)
             await insight_service.providers(db, pr, window)
-            await insight_service.peak_hours(db, pr, window)
 
         t = await timed(insights, repeat)
-        print(f"insights (every field, 30 days) as {who}: p50 {p(t, .5):.1f} ms, p95 {p(t, .95):.1f} ms")
+        print(f"insights (every field, 30 days) as {who}: p50 {p(t, 0.5):.1f} ms, p95 {p(t, 0.95):.1f} ms")
 
 
 async def raw_search(db: Database, tenant: uuid.UUID, query: str) -> None:
@@ -300,8 +402,11 @@ async def raw_search(db: Database, tenant: uuid.UUID, query: str) -> None:
 
 async def sizes(db: Database) -> None:
     print("\nrelation             table MB   indexes MB   search index MB")
-    for table, index in (("message", "message_search"), ("conversation", "conversation_search"),
-                         ("search_term", "search_term_trigrams")):
+    for table, index in (
+        ("message", "message_search"),
+        ("conversation", "conversation_search"),
+        ("search_term", "search_term_trigrams"),
+    ):
         row = await db.fetchrow(
             """SELECT pg_table_size($1::regclass) AS t, pg_indexes_size($1::regclass) AS i,
                       pg_relation_size($2::regclass) AS s""",
@@ -313,10 +418,14 @@ async def sizes(db: Database) -> None:
 
 
 async def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--messages", type=int, default=1_000_000)
     parser.add_argument("--conversations", type=int, default=50_000)
-    parser.add_argument("--repeat", type=int, default=20, help="timed runs per measurement (after one warm-up)")
+    parser.add_argument(
+        "--repeat", type=int, default=20, help="timed runs per measurement (after one warm-up)"
+    )
     parser.add_argument("--reuse", action="store_true", help="measure the data set already loaded")
     parser.add_argument("--data-dir", type=Path, default=REPO / "bench" / ".data" / "search")
     args = parser.parse_args()

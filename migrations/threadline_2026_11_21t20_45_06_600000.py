@@ -113,6 +113,7 @@ CREATE INDEX message_search ON message USING gin (search_vector);
 ALTER TABLE message ALTER COLUMN search_vector SET STATISTICS 1000;
 ALTER TABLE conversation ALTER COLUMN search_vector SET STATISTICS 1000;
 CREATE INDEX conversation_tenant_created ON conversation (tenant_id, created_at);
+CREATE INDEX conversation_tenant_deleted ON conversation (tenant_id) WHERE status = 'DELETED';
 CREATE INDEX message_tenant_created ON message (tenant_id, created_at)
     INCLUDE (conversation_id, prompt_tokens, completion_tokens);
 """

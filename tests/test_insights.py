@@ -31,7 +31,11 @@ def at(text: str) -> datetime:
 def message(content: str, usage: tuple[int, int] | None = None) -> dict[str, Any]:
     if usage is None:
         return {"content": content}
-    return {"content": content, "role": "ASSISTANT", "usage": {"promptTokens": usage[0], "completionTokens": usage[1]}}
+    return {
+        "content": content,
+        "role": "ASSISTANT",
+        "usage": {"promptTokens": usage[0], "completionTokens": usage[1]},
+    }
 
 
 class DataSet:
@@ -93,7 +97,9 @@ def people(
     b1 = data.conversation(blue, "b1", "2026-01-05T09:40:00Z", aiProvider="openai", tags=["secret"])
     data.thread(blue, b1, ("2026-01-05T09:40:00Z", message("blue answer", (1000, 1000))))
     m1 = data.conversation(manager, "m1", "2026-01-07T23:59:00Z")
-    data.thread(manager, m1, ("2026-01-07T23:59:00Z", message("one")), ("2026-01-07T23:59:30Z", message("two")))
+    data.thread(
+        manager, m1, ("2026-01-07T23:59:00Z", message("one")), ("2026-01-07T23:59:30Z", message("two"))
+    )
     gone = data.conversation(admin, "gone", "2026-01-06T10:00:00Z", tags=["ops"])
     data.thread(admin, gone, ("2026-01-06T10:00:00Z", message("deleted later", (7, 7))))
     admin.client.ok("mutation($id: ID!) { conversationDelete(id: $id) { id } }", {"id": gone})
@@ -133,7 +139,11 @@ def test_member_sees_own_conversations(people: dict[str, Actor]) -> None:
             {"day": "2026-01-06", "count": 1},
             {"day": "2026-01-07", "count": 0},
         ],
-        "tokenUsagePerDay": [usage("2026-01-05", 2, 100, 50), usage("2026-01-06", 2, 10, 5), usage("2026-01-07", 0, 0, 0)],
+        "tokenUsagePerDay": [
+            usage("2026-01-05", 2, 100, 50),
+            usage("2026-01-06", 2, 10, 5),
+            usage("2026-01-07", 0, 0, 0),
+        ],
         "popularTags": [{"tag": "ops", "count": 2}, {"tag": "prod", "count": 1}],
         "providerDistribution": [
             {"provider": "anthropic", "count": 1, "share": 0.5},
@@ -160,7 +170,11 @@ def test_manager_sees_the_team(people: dict[str, Actor]) -> None:
         {"provider": "openai", "count": 1, "share": pytest.approx(1 / 3)},
         {"provider": None, "count": 1, "share": pytest.approx(1 / 3)},
     ]
-    assert result["peakUsageHours"] == [{"hour": 9, "count": 2}, {"hour": 14, "count": 2}, {"hour": 23, "count": 2}]
+    assert result["peakUsageHours"] == [
+        {"hour": 9, "count": 2},
+        {"hour": 14, "count": 2},
+        {"hour": 23, "count": 2},
+    ]
 
 
 def test_admin_sees_the_tenant_without_deleted_or_foreign_conversations(people: dict[str, Actor]) -> None:
@@ -175,13 +189,21 @@ def test_admin_sees_the_tenant_without_deleted_or_foreign_conversations(people: 
         usage("2026-01-06", 2, 10, 5),
         usage("2026-01-07", 2, 0, 0),
     ]
-    assert result["popularTags"] == [{"tag": "ops", "count": 2}, {"tag": "prod", "count": 1}, {"tag": "secret", "count": 1}]
+    assert result["popularTags"] == [
+        {"tag": "ops", "count": 2},
+        {"tag": "prod", "count": 1},
+        {"tag": "secret", "count": 1},
+    ]
     assert result["providerDistribution"] == [
         {"provider": "openai", "count": 2, "share": 0.5},
         {"provider": "anthropic", "count": 1, "share": 0.25},
         {"provider": None, "count": 1, "share": 0.25},
     ]
-    assert result["peakUsageHours"] == [{"hour": 9, "count": 3}, {"hour": 14, "count": 2}, {"hour": 23, "count": 2}]
+    assert result["peakUsageHours"] == [
+        {"hour": 9, "count": 3},
+        {"hour": 14, "count": 2},
+        {"hour": 23, "count": 2},
+    ]
 
 
 def test_window_bounds_are_start_inclusive_and_end_exclusive(people: dict[str, Actor]) -> None:
@@ -194,8 +216,15 @@ def test_an_empty_window_has_zeros_and_no_division_by_zero(people: dict[str, Act
     result = insights(people["blue"], {"from": "2026-02-01T00:00:00Z", "to": "2026-02-03T00:00:00Z"})
     assert result["conversationCount"] == 0
     assert result["averageMessagesPerConversation"] == 0.0
-    assert result["conversationsPerDay"] == [{"day": "2026-02-01", "count": 0}, {"day": "2026-02-02", "count": 0}]
-    assert result["providerDistribution"] == [] and result["peakUsageHours"] == [] and result["popularTags"] == []
+    assert result["conversationsPerDay"] == [
+        {"day": "2026-02-01", "count": 0},
+        {"day": "2026-02-02", "count": 0},
+    ]
+    assert (
+        result["providerDistribution"] == []
+        and result["peakUsageHours"] == []
+        and result["popularTags"] == []
+    )
 
 
 def test_default_window_is_the_last_thirty_days(admin: Actor) -> None:
@@ -205,7 +234,13 @@ def test_default_window_is_the_last_thirty_days(admin: Actor) -> None:
 
 
 def test_bad_windows_are_bad_input(admin: Actor, anonymous: Any) -> None:
-    assert admin.client.code(INSIGHTS, {"from": "2026-01-08T00:00:00Z", "to": "2026-01-05T00:00:00Z"}) == "BAD_USER_INPUT"
-    assert admin.client.code(INSIGHTS, {"from": "2024-01-01T00:00:00Z", "to": "2026-01-05T00:00:00Z"}) == "BAD_USER_INPUT"
+    assert (
+        admin.client.code(INSIGHTS, {"from": "2026-01-08T00:00:00Z", "to": "2026-01-05T00:00:00Z"})
+        == "BAD_USER_INPUT"
+    )
+    assert (
+        admin.client.code(INSIGHTS, {"from": "2024-01-01T00:00:00Z", "to": "2026-01-05T00:00:00Z"})
+        == "BAD_USER_INPUT"
+    )
     assert admin.client.code("{ insights { popularTags(first: 101) { tag } } }") == "BAD_USER_INPUT"
     assert anonymous.code(INSIGHTS, WINDOW) == "UNAUTHENTICATED"

@@ -24,16 +24,25 @@ def _conversations_in(principal: Principal, since: datetime, until: datetime, pa
 
 
 def _messages_in(principal: Principal, since: datetime, until: datetime, params: list[Any]) -> str:
-    """FROM/WHERE of messages written in the window in readable conversations."""
+    """FROM/WHERE of messages written in the window in readable, not deleted conversations."""
     params.extend([principal.tenant_id, since, until])
     n = len(params)
+    window = f"m.tenant_id = ${n - 2} AND m.created_at >= ${n - 1} AND m.created_at < ${n}"
+    scratch: list[Any] = []
+    visibility_sql(principal, scratch)
+    if len(scratch) == 1:
+        # The caller reads the whole tenant: leave out the (few) deleted conversations instead of
+        # joining every message to its conversation.
+        return f"""message m WHERE {window} AND m.conversation_id NOT IN
+                   (SELECT d.id FROM conversation d WHERE d.tenant_id = ${n - 2} AND d.status = 'DELETED')"""
     visible = visibility_sql(principal, params)
     return f"""message m JOIN conversation c ON c.id = m.conversation_id
-               WHERE m.tenant_id = ${n - 2} AND m.created_at >= ${n - 1} AND m.created_at < ${n}
-                 AND {visible} AND c.status <> 'DELETED'"""
+               WHERE {window} AND {visible} AND c.status <> 'DELETED'"""
 
 
-async def conversation_totals(db: Executor, principal: Principal, since: datetime, until: datetime) -> asyncpg.Record:
+async def conversation_totals(
+    db: Executor, principal: Principal, since: datetime, until: datetime
+) -> asyncpg.Record:
     params: list[Any] = []
     where = _conversations_in(principal, since, until, params)
     row = await db.fetchrow(
@@ -57,24 +66,19 @@ async def conversations_per_day(
     )
 
 
-async def messages_per_day(db: Executor, principal: Principal, since: datetime, until: datetime) -> list[asyncpg.Record]:
+async def message_activity(
+    db: Executor, principal: Principal, since: datetime, until: datetime
+) -> list[asyncpg.Record]:
+    """Messages and tokens per UTC day (rows with `day`) and messages per UTC hour (rows with `hour`)."""
     params: list[Any] = []
     source = _messages_in(principal, since, until, params)
     return await db.fetch(
-        f"""SELECT (m.created_at AT TIME ZONE 'UTC')::date AS day, count(*) AS messages,
+        f"""SELECT (m.created_at AT TIME ZONE 'UTC')::date AS day,
+                   extract(hour FROM m.created_at AT TIME ZONE 'UTC')::int AS hour,
+                   count(*) AS messages,
                    coalesce(sum(m.prompt_tokens), 0)::bigint AS prompt_tokens,
                    coalesce(sum(m.completion_tokens), 0)::bigint AS completion_tokens
-            FROM {source} GROUP BY 1""",
-        *params,
-    )
-
-
-async def messages_per_hour(db: Executor, principal: Principal, since: datetime, until: datetime) -> list[asyncpg.Record]:
-    params: list[Any] = []
-    source = _messages_in(principal, since, until, params)
-    return await db.fetch(
-        f"""SELECT extract(hour FROM m.created_at AT TIME ZONE 'UTC')::int AS hour, count(*) AS count
-            FROM {source} GROUP BY 1 ORDER BY count DESC, hour""",
+            FROM {source} GROUP BY GROUPING SETS ((1), (2))""",
         *params,
     )
 
@@ -92,7 +96,9 @@ async def popular_tags(
     )
 
 
-async def providers(db: Executor, principal: Principal, since: datetime, until: datetime) -> list[asyncpg.Record]:
+async def providers(
+    db: Executor, principal: Principal, since: datetime, until: datetime
+) -> list[asyncpg.Record]:
     params: list[Any] = []
     where = _conversations_in(principal, since, until, params)
     return await db.fetch(

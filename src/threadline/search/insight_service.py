@@ -5,13 +5,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 import asyncpg
 
 from threadline.auth.principal import Principal, Role
-from threadline.db import Executor
+from threadline.db import Database
 from threadline.errors import bad_input
 from threadline.search import insight_repository as repo
+from threadline.search.service import planned
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 366
@@ -33,7 +35,11 @@ class Window:
         """Every UTC day the window touches, in order."""
         first = self.since.astimezone(UTC).date()
         last = (self.until - timedelta(microseconds=1)).astimezone(UTC).date()
-        return [first + timedelta(days=i) for i in range((last - first).days + 1)] if self.until > self.since else []
+        return (
+            [first + timedelta(days=i) for i in range((last - first).days + 1)]
+            if self.until > self.since
+            else []
+        )
 
 
 def _aware(value: datetime) -> datetime:
@@ -51,6 +57,11 @@ def window(since: datetime | None, until: datetime | None) -> Window:
     return Window(start, end)
 
 
+async def _planned(db: Database, query: Any, *args: Any) -> Any:
+    async with planned(db) as tx:
+        return await query(tx, *args)
+
+
 def scope_of(principal: Principal) -> InsightScope:
     if principal.role is Role.ADMIN:
         return InsightScope.TENANT
@@ -59,32 +70,44 @@ def scope_of(principal: Principal) -> InsightScope:
     return InsightScope.OWN
 
 
-async def conversation_totals(db: Executor, principal: Principal, w: Window) -> asyncpg.Record:
-    return await repo.conversation_totals(db, principal, w.since, w.until)
+async def conversation_totals(db: Database, principal: Principal, w: Window) -> asyncpg.Record:
+    return await _planned(db, repo.conversation_totals, principal, w.since, w.until)
 
 
-async def conversations_per_day(db: Executor, principal: Principal, w: Window) -> list[tuple[date, int]]:
-    counts = {r["day"]: r["count"] for r in await repo.conversations_per_day(db, principal, w.since, w.until)}
+async def conversations_per_day(db: Database, principal: Principal, w: Window) -> list[tuple[date, int]]:
+    counts = {
+        r["day"]: r["count"]
+        for r in await _planned(db, repo.conversations_per_day, principal, w.since, w.until)
+    }
     return [(day, counts.get(day, 0)) for day in w.days]
 
 
-async def usage_per_day(db: Executor, principal: Principal, w: Window) -> list[tuple[date, int, int, int]]:
-    """(day, messages, prompt tokens, completion tokens) for every day of the window."""
-    rows = {r["day"]: r for r in await repo.messages_per_day(db, principal, w.since, w.until)}
-    out = []
+@dataclass(frozen=True)
+class Activity:
+    per_day: list[tuple[date, int, int, int]]  # (day, messages, prompt tokens, completion tokens), every day
+    per_hour: list[tuple[int, int]]  # (hour, messages), busiest first, idle hours left out
+
+
+async def message_activity(db: Database, principal: Principal, w: Window) -> Activity:
+    rows = await _planned(db, repo.message_activity, principal, w.since, w.until)
+    days = {r["day"]: r for r in rows if r["day"] is not None}
+    per_day = []
     for day in w.days:
-        r = rows.get(day)
-        out.append((day, r["messages"], r["prompt_tokens"], r["completion_tokens"]) if r else (day, 0, 0, 0))
-    return out
+        r = days.get(day)
+        per_day.append(
+            (day, r["messages"], r["prompt_tokens"], r["completion_tokens"]) if r else (day, 0, 0, 0)
+        )
+    hours = sorted(
+        ((r["hour"], r["messages"]) for r in rows if r["hour"] is not None), key=lambda h: (-h[1], h[0])
+    )
+    return Activity(per_day, hours)
 
 
-async def peak_hours(db: Executor, principal: Principal, w: Window) -> list[asyncpg.Record]:
-    return await repo.messages_per_hour(db, principal, w.since, w.until)
+async def popular_tags(db: Database, principal: Principal, w: Window, limit: int) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await _planned(db, repo.popular_tags, principal, w.since, w.until, limit)
+    return rows
 
 
-async def popular_tags(db: Executor, principal: Principal, w: Window, limit: int) -> list[asyncpg.Record]:
-    return await repo.popular_tags(db, principal, w.since, w.until, limit)
-
-
-async def providers(db: Executor, principal: Principal, w: Window) -> list[asyncpg.Record]:
-    return await repo.providers(db, principal, w.since, w.until)
+async def providers(db: Database, principal: Principal, w: Window) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await _planned(db, repo.providers, principal, w.since, w.until)
+    return rows

@@ -96,7 +96,12 @@ RecentCap = tuple[int, int]
 
 
 def _message_matches_sql(
-    principal: Principal, f: SearchFilters, q: str, conversations: str, cap: RecentCap | None, params: list[Any]
+    principal: Principal,
+    f: SearchFilters,
+    q: str,
+    conversations: str,
+    cap: RecentCap | None,
+    params: list[Any],
 ) -> str:
     """Matching messages of readable, filtered conversations: all of them, or under `cap` only the
     most recent matches among the tenant's newest messages (an index-order scan, not the GIN index)."""
@@ -187,7 +192,13 @@ async def text_hits(
 
 
 async def count_text_hits(
-    db: Executor, principal: Principal, filters: SearchFilters, query: str, *, messages: bool, cap: RecentCap | None
+    db: Executor,
+    principal: Principal,
+    filters: SearchFilters,
+    query: str,
+    *,
+    messages: bool,
+    cap: RecentCap | None,
 ) -> int:
     params: list[Any] = []
     hits = _hits_sql(principal, filters, query, messages, cap, params)
@@ -214,6 +225,15 @@ async def count_recent(db: Executor, principal: Principal, filters: SearchFilter
     params: list[Any] = []
     where = _conversation_filters(principal, filters, params)
     return int(await db.fetchval(f"SELECT count(*) FROM conversation c WHERE {where}", *params))
+
+
+async def plan_with_actual_values(tx: Executor) -> None:
+    """Plan this transaction's statements for their actual values, never with a cached generic plan.
+
+    How selective a search is swings by orders of magnitude with its words and its caller; a
+    generic plan made for unknown values can take seconds where the custom one takes milliseconds.
+    """
+    await tx.execute("SET LOCAL plan_cache_mode = force_custom_plan")
 
 
 async def parse_query(db: Executor, tenant_id: uuid.UUID, text: str) -> asyncpg.Record:

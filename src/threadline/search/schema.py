@@ -53,7 +53,9 @@ def _request(info: Info, input: ConversationSearchInput) -> SearchRequest:
     limit = page_size(input.first, settings.page_size_default, settings.page_size_max)
     after = None
     if input.after:
-        mode, capped, score, at, cid = decode_cursor(input.after, (SearchMode, _as_bool, _as_score, as_datetime, as_uuid))
+        mode, capped, score, at, cid = decode_cursor(
+            input.after, (SearchMode, _as_bool, _as_score, as_datetime, as_uuid)
+        )
         after = Continuation(mode, capped, (score, at, cid))
     if input.min_messages is not None and input.min_messages < 0:
         raise bad_input("`minMessages` must not be negative", argument="minMessages")
@@ -107,9 +109,12 @@ class SearchQuery:
         self,
         info: Info,
         from_: Annotated[
-            datetime | None, strawberry.argument(name="from", description="Start (inclusive); default `to` - 30 days.")
+            datetime | None,
+            strawberry.argument(name="from", description="Start (inclusive); default `to` - 30 days."),
         ] = None,
-        to: Annotated[datetime | None, strawberry.argument(description="End (exclusive); default now.")] = None,
+        to: Annotated[
+            datetime | None, strawberry.argument(description="End (exclusive); default now.")
+        ] = None,
     ) -> Insights:
         principal = await info.context.principal()
         window = insight_service.window(from_, to)

@@ -11,7 +11,8 @@ from __future__ import annotations
 import html
 import re
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
@@ -34,18 +35,18 @@ from threadline.search.repository import (
 from threadline.threads.service import path_ids
 
 QUERY_MAX_CHARS = 10_000
-# A query common enough to match RECENT_KEEP of the tenant's RECENT_SCAN newest messages is ranked
-# over those most recent matches only (plus every title, description and tag match): ranking every
-# match of a word found in a third of a million messages would cost seconds. Rarer queries rank
-# every match exactly (through the GIN index).
-RECENT_SCAN = 20_000
-RECENT_KEEP = 1_000
+# A query matching at least 0.5% of the tenant's newest messages (25 of the newest 5,000: the probe) is
+# ranked over its 300 most recent matches among the newest 30,000 messages, plus every title,
+# description and tag match. Ranking every match of a word found in 100,000 messages would read
+# 100,000 scattered heap pages; this reads a few hundred recent ones. Rarer queries rank every
+# match exactly, through the GIN index.
+RECENT_PROBE: RecentCap = (5_000, 25)
+RECENT_CAP: RecentCap = (30_000, 300)
 FUZZY_THRESHOLD = 0.4
 FUZZY_TERMS_PER_WORD = 3
 FUZZY_MAX_WORDS = 8
 _WORD = re.compile(r"(?<![^\W_])[^\W_]{3,64}(?![^\W_])")
 _LETTER_OR_DIGIT = re.compile(r"[^\W_]")
-_CAP: RecentCap = (RECENT_SCAN, RECENT_KEEP)
 
 
 class SearchMode(StrEnum):
@@ -115,14 +116,34 @@ def _clean(query: str | None) -> str:
 def mark_up(snippet: str) -> str:
     """HTML-escaped text with matches wrapped in <mark> (user text can never forge markup)."""
     escaped = html.escape(snippet, quote=False)
-    for private, public in ((LESS_THAN, "&lt;"), (GREATER_THAN, "&gt;"), (MARK_START, "<mark>"), (MARK_END, "</mark>")):
+    for private, public in (
+        (LESS_THAN, "&lt;"),
+        (GREATER_THAN, "&gt;"),
+        (MARK_START, "<mark>"),
+        (MARK_END, "</mark>"),
+    ):
         escaped = escaped.replace(private, public)
     return escaped
+
+
+@asynccontextmanager
+async def planned(db: Database) -> AsyncIterator[Executor]:
+    """A transaction whose statements are planned for their actual values (see the repository)."""
+    async with db.transaction() as tx:
+        await repo.plan_with_actual_values(tx)
+        yield tx
 
 
 async def search(db: Database, principal: Principal, request: SearchRequest) -> SearchPage:
     text = _clean(request.query)
     check_window(request.filters.since, request.filters.until)
+    async with planned(db) as tx:
+        return await _search(tx, db, principal, request, text)
+
+
+async def _search(
+    tx: Executor, db: Database, principal: Principal, request: SearchRequest, text: str
+) -> SearchPage:
     has_words = _LETTER_OR_DIGIT.search(text) is not None
     cont = request.after
     if cont is not None and (cont.mode is SearchMode.RECENT) == has_words:
@@ -130,27 +151,40 @@ async def search(db: Database, principal: Principal, request: SearchRequest) -> 
     after = cont.position if cont is not None else None
     if not has_words:
         # Nothing but quotes and operators: treated like an empty query.
-        return await _page(db, principal, request, SearchMode.RECENT, None, "simple", None, after)
+        return await _page(tx, db, principal, request, SearchMode.RECENT, None, "simple", None, after)
 
-    parsed = await repo.parse_query(db, principal.tenant_id, text)
+    parsed = await repo.parse_query(tx, principal.tenant_id, text)
     if parsed["nodes"] > 0 and not parsed["indexable"]:
-        raise bad_input("Add a word to look for: exclusions (-word) alone cannot be searched", argument="query")
+        raise bad_input(
+            "Add a word to look for: exclusions (-word) alone cannot be searched", argument="query"
+        )
     config = parsed["config"]
     # No lexeme at all (e.g. only words too long to index): nothing can match exactly.
     if parsed["nodes"] > 0 and (cont is None or cont.mode is SearchMode.TEXT):
         if cont is not None:
             capped = cont.capped
         else:
-            found = await repo.recent_message_matches(db, principal, request.filters, parsed["query"], _CAP)
-            capped = found >= RECENT_KEEP
+            found = await repo.recent_message_matches(
+                tx, principal, request.filters, parsed["query"], RECENT_PROBE
+            )
+            capped = found >= RECENT_PROBE[1]
         page = await _page(
-            db, principal, request, SearchMode.TEXT, parsed["query"], config, _CAP if capped else None, after
+            tx,
+            db,
+            principal,
+            request,
+            SearchMode.TEXT,
+            parsed["query"],
+            config,
+            RECENT_CAP if capped else None,
+            after,
         )
         if page.hits or after is not None:
             return page
+    # The lexicon lookup calls SQL functions per candidate: left to the default (cached) plans.
     fuzzy = await _fuzzy_query(db, principal.tenant_id, text)
     # Corrected words are exact ('simple') lexemes: a stemming parser would not mark them.
-    return await _page(db, principal, request, SearchMode.FUZZY, fuzzy, "simple", None, after)
+    return await _page(tx, db, principal, request, SearchMode.FUZZY, fuzzy, "simple", None, after)
 
 
 async def _fuzzy_query(db: Executor, tenant_id: uuid.UUID, text: str) -> str | None:
@@ -168,6 +202,7 @@ async def _fuzzy_query(db: Executor, tenant_id: uuid.UUID, text: str) -> str | N
 
 
 async def _page(
+    tx: Executor,
     db: Database,
     principal: Principal,
     request: SearchRequest,
@@ -179,10 +214,11 @@ async def _page(
 ) -> SearchPage:
     filters, limit = request.filters, request.limit
     if mode is SearchMode.RECENT:
-        rows = await repo.recent(db, principal, filters, limit=limit + 1, after=after)
+        rows = await repo.recent(tx, principal, filters, limit=limit + 1, after=after)
 
         async def count() -> int:
-            return await repo.count_recent(db, principal, filters)
+            async with planned(db) as counting:
+                return await repo.count_recent(counting, principal, filters)
 
     elif query is None:
         rows = []
@@ -193,22 +229,31 @@ async def _page(
     else:
         messages = mode is SearchMode.TEXT
         rows = await repo.text_hits(
-            db, principal, filters, query, messages=messages, cap=cap, limit=limit + 1, after=after
+            tx, principal, filters, query, messages=messages, cap=cap, limit=limit + 1, after=after
         )
 
         async def count() -> int:
-            return await repo.count_text_hits(db, principal, filters, query, messages=messages, cap=cap)
+            async with planned(db) as counting:
+                return await repo.count_text_hits(
+                    counting, principal, filters, query, messages=messages, cap=cap
+                )
 
     shown = rows[:limit]
     details = (
         await repo.hit_details(
-            db, principal.tenant_id, config, query, [r["id"] for r in shown], [r["message_id"] for r in shown]
+            tx, principal.tenant_id, config, query, [r["id"] for r in shown], [r["message_id"] for r in shown]
         )
         if shown
         else []
     )
     messages_found = [d for d in details if d["id"] is not None]
-    paths = dict(zip((d["id"] for d in messages_found), await path_ids(db, principal.tenant_id, messages_found)))
+    paths = dict(
+        zip(
+            (d["id"] for d in messages_found),
+            await path_ids(tx, principal.tenant_id, messages_found),
+            strict=True,
+        )
+    )
     hits = [
         SearchHit(
             mode=mode,

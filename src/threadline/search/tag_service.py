@@ -13,6 +13,7 @@ from threadline.conversations.rules import normalise_tags
 from threadline.db import Database
 from threadline.errors import bad_input, forbidden, not_found
 from threadline.search import tag_repository as repo
+from threadline.search.service import planned
 from threadline.settings import Settings
 
 TAGS_LIMIT_DEFAULT = 100
@@ -22,7 +23,8 @@ ARCHIVE_MAX_DAYS = 36_500
 
 
 async def tag_counts(db: Database, principal: Principal, limit: int) -> list[asyncpg.Record]:
-    return await repo.tag_counts(db, principal, limit)
+    async with planned(db) as tx:
+        return await repo.tag_counts(tx, principal, limit)
 
 
 async def batch_tag(
@@ -49,7 +51,9 @@ async def batch_tag(
     if both := sorted(removing.intersection(adding)):
         raise bad_input(f"A tag cannot be both added and removed: {both}", argument="remove")
     async with db.transaction() as tx:
-        rows = {r["id"]: r for r in await repo.lock_with_access(tx, principal.tenant_id, ids, principal.user_id)}
+        rows = {
+            r["id"]: r for r in await repo.lock_with_access(tx, principal.tenant_id, ids, principal.user_id)
+        }
         levels = {cid: access_level(principal, rows[cid]) if cid in rows else Access.NONE for cid in ids}
         if any(level is Access.NONE for level in levels.values()):
             raise not_found("Conversation")

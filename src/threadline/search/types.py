@@ -41,8 +41,12 @@ class ConversationSearchInput:
         description="Words to find in titles, descriptions, tags and messages, web-search style: "
         '"quoted phrase", OR, -excluded. Empty lists conversations by recent activity. At most 10,000 characters.',
     )
-    tags: list[str] | None = strawberry.field(default=None, description="Conversations carrying all of these tags.")
-    user_id: strawberry.ID | None = strawberry.field(default=None, description="Conversations owned by this user.")
+    tags: list[str] | None = strawberry.field(
+        default=None, description="Conversations carrying all of these tags."
+    )
+    user_id: strawberry.ID | None = strawberry.field(
+        default=None, description="Conversations owned by this user."
+    )
     from_: datetime | None = strawberry.field(
         default=None,
         name="from",
@@ -51,13 +55,19 @@ class ConversationSearchInput:
     to: datetime | None = strawberry.field(
         default=None, description="Created before this time (message hits: written before it)."
     )
-    ai_provider: str | None = strawberry.field(default=None, description="Conversations with this AI provider.")
-    min_messages: int | None = strawberry.field(default=None, description="Conversations with at least this many messages.")
+    ai_provider: str | None = strawberry.field(
+        default=None, description="Conversations with this AI provider."
+    )
+    min_messages: int | None = strawberry.field(
+        default=None, description="Conversations with at least this many messages."
+    )
     status: ConversationStatus | None = strawberry.field(
         default=None, description="Only this status; by default ACTIVE and ARCHIVED (not DELETED)."
     )
     first: int | None = strawberry.field(default=None, description="Page size (default 20, at most 100).")
-    after: str | None = strawberry.field(default=None, description="Cursor of the last result of the previous page.")
+    after: str | None = strawberry.field(
+        default=None, description="Cursor of the last result of the previous page."
+    )
 
 
 @strawberry.type(description="A conversation found by a search.")
@@ -145,12 +155,13 @@ class Insights:
 
     async def _totals(self, info: Info) -> Any:
         return await self._once(
-            "totals", lambda: insight_service.conversation_totals(info.context.db, self.principal, self.window)
+            "totals",
+            lambda: insight_service.conversation_totals(info.context.db, self.principal, self.window),
         )
 
-    async def _usage(self, info: Info) -> list[tuple[date, int, int, int]]:
-        result: list[tuple[date, int, int, int]] = await self._once(
-            "usage", lambda: insight_service.usage_per_day(info.context.db, self.principal, self.window)
+    async def _activity(self, info: Info) -> insight_service.Activity:
+        result: insight_service.Activity = await self._once(
+            "activity", lambda: insight_service.message_activity(info.context.db, self.principal, self.window)
         )
         return result
 
@@ -160,14 +171,18 @@ class Insights:
 
     @strawberry.field(description="Messages written in the window.")
     async def message_count(self, info: Info) -> int:
-        return sum(day[1] for day in await self._usage(info))
+        return sum(day[1] for day in (await self._activity(info)).per_day)
 
-    @strawberry.field(description="Conversations created per UTC day; every day of the window, zeros included.")
+    @strawberry.field(
+        description="Conversations created per UTC day; every day of the window, zeros included."
+    )
     async def conversations_per_day(self, info: Info) -> list[DailyCount]:
         rows = await insight_service.conversations_per_day(info.context.db, self.principal, self.window)
         return [DailyCount(day=day, count=count) for day, count in rows]
 
-    @strawberry.field(description="Average messageCount of the conversations created in the window (0 if none).")
+    @strawberry.field(
+        description="Average messageCount of the conversations created in the window (0 if none)."
+    )
     async def average_messages_per_conversation(self, info: Info) -> float:
         return float((await self._totals(info))["average_messages"])
 
@@ -175,7 +190,7 @@ class Insights:
     async def token_usage_per_day(self, info: Info) -> list[DailyUsage]:
         return [
             DailyUsage(day=d, messages=m, prompt_tokens=p, completion_tokens=c, total_tokens=p + c)
-            for d, m, p, c in await self._usage(info)
+            for d, m, p, c in (await self._activity(info)).per_day
         ]
 
     @strawberry.field(description="Most used tags of the window's conversations, most used first.")
@@ -188,12 +203,15 @@ class Insights:
     async def provider_distribution(self, info: Info) -> list[ProviderCount]:
         rows = await insight_service.providers(info.context.db, self.principal, self.window)
         total = sum(r["count"] for r in rows)
-        return [ProviderCount(provider=r["provider"], count=r["count"], share=r["count"] / total) for r in rows]
+        return [
+            ProviderCount(provider=r["provider"], count=r["count"], share=r["count"] / total) for r in rows
+        ]
 
-    @strawberry.field(description="Messages per hour of the day (UTC) over the window, busiest first; idle hours omitted.")
+    @strawberry.field(
+        description="Messages per hour of the day (UTC) over the window, busiest first; idle hours omitted."
+    )
     async def peak_usage_hours(self, info: Info) -> list[HourCount]:
-        rows = await insight_service.peak_hours(info.context.db, self.principal, self.window)
-        return [HourCount(hour=r["hour"], count=r["count"]) for r in rows]
+        return [HourCount(hour=h, count=c) for h, c in (await self._activity(info)).per_hour]
 
 
 def hit_cursor(hit: SearchHit) -> tuple[str, bool, float, datetime, uuid.UUID]:
