@@ -228,16 +228,17 @@ def test_subscriptions_per_socket_are_bounded_and_others_keep_working(admin: Act
     cid = conversation(admin)
     client = WsClient(tuned.ws_url, admin.api_key)
     try:
-        for i in range(50):
+        attempts = 10_000
+        for i in range(attempts):
             client.subscribe(CONVERSATION_EVENTS, {"c": cid}, op_id=f"op{i}")
         refused = 0
-        deadline = time.monotonic() + 10
-        while refused < 45 and time.monotonic() < deadline:
-            message = client.receive(timeout=10)
+        deadline = time.monotonic() + 60
+        while refused < attempts - 5 and time.monotonic() < deadline:
+            message = client.receive(timeout=30)
             if message["type"] == "error":
                 refused += 1
                 assert "limit" in message["payload"][0]["message"].lower()
-        assert refused == 45
+        assert refused == attempts - 5  # the tuned server allows 5 operations per socket
         client.send({"id": "unknown-op", "type": "complete"})  # completing an unknown id is harmless
         healthy = Client(tuned.url, admin.api_key)
         try:
