@@ -9,7 +9,14 @@ from threadline.audit import service
 from threadline.audit.types import AuditEntry
 from threadline.errors import bad_input
 from threadline.graphql.context import Info
-from threadline.graphql.pagination import Connection, as_datetime, as_uuid, connection, decode_cursor, page_size
+from threadline.graphql.pagination import (
+    Connection,
+    as_datetime,
+    as_uuid,
+    connection,
+    decode_cursor,
+    page_size,
+)
 from threadline.ids import Kind, decode_id, parse_id
 
 
@@ -41,13 +48,14 @@ class AuditQuery:
                 raise bad_input(f"Malformed id {target_id[:80]!r}", argument="targetId")
             target = parsed[1]
         db = info.context.db
-        filters = {"action": action, "actor_id": actor, "target_id": target}
-        rows = await service.entries_page(db, principal, limit=limit + 1, after=cursor, **filters)
+        rows = await service.entries_page(
+            db, principal, action=action, actor_id=actor, target_id=target, limit=limit + 1, after=cursor
+        )
         return connection(
             rows,
             limit,
             AuditEntry.from_row,
             lambda r: (r["created_at"], r["id"]),
-            lambda: repo.count_entries(db, principal.tenant_id, **filters),
+            lambda: repo.count_entries(db, principal.tenant_id, action=action, actor_id=actor, target_id=target),
             has_previous=cursor is not None,
         )

@@ -18,8 +18,10 @@ from threadline.porting.model import (
     ImportedMessage,
     ImportFormat,
     Rejected,
+    array,
     break_cycles,
     from_unix,
+    obj,
     text,
 )
 
@@ -110,10 +112,10 @@ def _message(
     raw = node.get("message")
     if not isinstance(raw, dict):
         return None
-    metadata = raw.get("metadata") if isinstance(raw.get("metadata"), dict) else {}
+    metadata = obj(raw.get("metadata"))
     if metadata.get("is_visually_hidden_from_conversation") is True:
         return None
-    author = raw.get("author") if isinstance(raw.get("author"), dict) else {}
+    author = obj(raw.get("author"))
     source_role = text(author.get("role")) or "user"
     role = ROLES.get(source_role)
     if role is None:
@@ -152,11 +154,11 @@ def render(content: Any) -> tuple[str, list[dict[str, Any]]]:
     if kind == "tether_browsing_display":
         return "\n\n".join(p for p in (text(content.get("result")), text(content.get("summary"))) if p), []
     if kind == "tether_quote":
-        fields = (text(content.get("title")), text(content.get("url")), text(content.get("text")))
-        return "\n".join(p for p in fields if p), []
+        quote = (text(content.get("title")), text(content.get("url")), text(content.get("text")))
+        return "\n".join(p for p in quote if p), []
     if kind == "thoughts":
-        thoughts = content.get("thoughts") if isinstance(content.get("thoughts"), list) else []
-        pieces = []
+        thoughts = array(content.get("thoughts"))
+        pieces: list[str] = []
         for t in thoughts:
             if isinstance(t, dict):
                 pieces.extend(p for p in (text(t.get("summary")), text(t.get("content"))) if p)
@@ -164,8 +166,8 @@ def render(content: Any) -> tuple[str, list[dict[str, Any]]]:
     if kind == "reasoning_recap":
         return text(content.get("content")) or "", []
     if kind == "user_editable_context":
-        fields = (text(content.get("user_profile")), text(content.get("user_instructions")))
-        return "\n\n".join(p for p in fields if p), []
+        context = (text(content.get("user_profile")), text(content.get("user_instructions")))
+        return "\n\n".join(p for p in context if p), []
     if kind == "system_error":
         return f"{text(content.get('name')) or 'error'}: {text(content.get('text')) or ''}", []
     if isinstance(content.get("parts"), list):

@@ -16,6 +16,7 @@ from threadline.porting.model import (
     ImportedMessage,
     ImportFormat,
     Rejected,
+    array,
     break_cycles,
     from_iso,
     text,
@@ -96,7 +97,7 @@ def _message(index: int, entry: dict[str, Any], conversation: ImportedConversati
         role = "TOOL"
     pieces: list[str] = []
     attachments: list[dict[str, Any]] = []
-    blocks = entry.get("content") if isinstance(entry.get("content"), list) else []
+    blocks = array(entry.get("content"))
     for block in blocks:
         if not isinstance(block, dict):
             continue

@@ -78,7 +78,7 @@ def export_files(paths: list[str]) -> Iterator[tuple[str, int, Any]]:
             if not members:
                 raise FileNotFoundError(f"{path}: no conversations.json in the archive")
             for m in members:
-                yield f"{path}:{m.filename}", m.file_size, lambda _mode, m=m: archive.open(m)
+                yield f"{path}:{m.filename}", m.file_size, lambda _mode, m=m, archive=archive: archive.open(m)
         else:
             yield str(path), path.stat().st_size, path.open
 
@@ -157,7 +157,7 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
     except ThreadlineError as exc:
         return _fail(exc.message)
     print(orjson.dumps(report).decode())
-    return 1 if report["failed"] else 0
+    return 1 if report["failed"] else 0  # type: ignore[index]
 
 
 async def _import_work(dsn: str, settings: Settings, args: argparse.Namespace, files: list[Any]) -> dict[str, Any]:
@@ -247,7 +247,7 @@ async def _export_work(dsn: str, settings: Settings, args: argparse.Namespace) -
                 document = await exporter.export_conversation(db, actor, target)
                 out.write(orjson.dumps(document))
                 return {"conversations": 1, "messages": len(document["messages"]), "out": args.out}
-            counts = await exporter.export_user(db, actor, target, out.write)
+            counts = await exporter.export_user(db, actor, target, out.write)  # type: ignore[arg-type]
             return {**counts, "out": args.out}
     finally:
         await db.close()

@@ -75,11 +75,11 @@ def plan(imported: ImportedConversation, settings: Settings) -> Plan:
         by_key[message.key] = message
     parents: dict[str, str | None] = {}
     for key, message in by_key.items():
-        parent = message.parent_key
-        if parent is not None and parent not in by_key:
-            warnings.append(f"message {key}: parent {parent} is missing; the message starts a new thread")
-            parent = None
-        parents[key] = parent
+        parent_key = message.parent_key
+        if parent_key is not None and parent_key not in by_key:
+            warnings.append(f"message {key}: parent {parent_key} is missing; the message starts a new thread")
+            parent_key = None
+        parents[key] = parent_key
     for key in break_cycles(parents):
         warnings.append(f"message {key}: its parents form a cycle; the cycle was cut here")
 

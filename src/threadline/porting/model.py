@@ -85,6 +85,15 @@ def text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def obj(value: Any) -> dict[str, Any]:
+    """`value` if it is a JSON object, else an empty one (sources leave out or null what they like)."""
+    return value if isinstance(value, dict) else {}
+
+
+def array(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def break_cycles(parents: dict[str, str | None]) -> list[str]:
     """Make every parent chain end at a root: a node on a cycle loses its parent. Returns those nodes.
 

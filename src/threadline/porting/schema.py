@@ -56,7 +56,7 @@ class PortingQuery:
     )
     async def conversation_export(self, info: Info, id: strawberry.ID) -> JSON:
         principal = await info.context.principal()
-        return await exporter.export_conversation(info.context.db, principal, decode_id(id, Kind.CONVERSATION))
+        return await exporter.export_conversation(info.context.db, principal, decode_id(id, Kind.CONVERSATION))  # type: ignore[return-value]
 
     @strawberry.field(
         description="Everything a user owns or wrote, for a data-access request (admins for anyone, users for "

@@ -21,7 +21,9 @@ from threadline.porting.model import (
     ImportedMessage,
     ImportFormat,
     Rejected,
+    array,
     from_iso,
+    obj,
     text,
 )
 
@@ -141,7 +143,7 @@ def parse_document(doc: Any) -> ImportedConversation:
     external_id = text(doc.get("conversation_id"))
     if not external_id:
         raise Rejected("not a Threadline export: it has no conversation_id")
-    metadata = doc.get("metadata") if isinstance(doc.get("metadata"), dict) else {}
+    metadata = obj(doc.get("metadata"))
     version = text(metadata.get("export_version")) or ""
     if version.split(".")[0] != EXPORT_VERSION.split(".")[0]:
         raise Rejected(f"unsupported export_version {version!r}: this server reads version {EXPORT_VERSION}")
@@ -152,7 +154,7 @@ def parse_document(doc: Any) -> ImportedConversation:
     if not isinstance(raw_messages, list):
         raise Rejected("`messages` must be an array")
     status = (text(conv.get("status")) or "active").upper()
-    tags = conv.get("tags") if isinstance(conv.get("tags"), list) else []
+    tags = array(conv.get("tags"))
     imported = ImportedConversation(
         source=ImportFormat.THREADLINE,
         external_id=external_id,
@@ -192,8 +194,8 @@ def _message(index: int, raw: Any) -> ImportedMessage:
     parent = raw.get("parent_id")
     if parent is not None and not isinstance(parent, str):
         raise Rejected(f"{where}: parent_id must be a string or null")
-    tokens = raw.get("tokens") if isinstance(raw.get("tokens"), dict) else {}
-    attachments = raw.get("attachments") if isinstance(raw.get("attachments"), list) else []
+    tokens = obj(raw.get("tokens"))
+    attachments = array(raw.get("attachments"))
     return ImportedMessage(
         key=key,
         parent_key=parent,
