@@ -61,10 +61,9 @@ async def _load_children(info: Info, root_id: uuid.UUID) -> dict[uuid.UUID, list
     principal = await info.context.principal()
     rows = await repo.subtree(info.context.db, principal.tenant_id, root_id, b"", None)
     children: dict[uuid.UUID, list[Message]] = {}
-    for message in tree_messages(rows, [root_id]):
-        parent = message.path[-2] if len(message.path) > 1 else None
-        if parent is not None:
-            children.setdefault(uuid.UUID(hex=str(parent)[4:]), []).append(message)
+    for row, message in zip(rows, tree_messages(rows, [root_id]), strict=True):
+        if row["parent_id"] is not None:
+            children.setdefault(row["parent_id"], []).append(message)
     return children
 
 
