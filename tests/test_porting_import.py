@@ -290,3 +290,12 @@ def test_import_into_an_existing_conversation_adds_its_threads(admin: Actor, loo
     imported = admin.client.ok(IMPORT, {"i": {"format": "CHATGPT", "data": data, "conversationId": target}})
     assert imported["conversationImport"] == [{"id": target, "title": "mine", "messageCount": 3}]
     assert_tree_is_consistent(loop, dsn, target)
+    # Readers of the conversation hear about the new thread as they would for threadStart.
+    events = sql(
+        loop,
+        dsn,
+        "SELECT payload FROM stream_event WHERE conversation_id = $1 AND type = 'thread.new' ORDER BY id",
+        decode_id(target, Kind.CONVERSATION),
+    )
+    announced = [json.loads(e["payload"]) for e in events]
+    assert [(p["message"]["content"], p["replyCount"]) for p in announced] == [("already here", 0), ("One", 1)]

@@ -20,10 +20,13 @@ from threadline.conversations import repository as conversations
 from threadline.conversations.rules import normalise_tags
 from threadline.db import Transaction
 from threadline.errors import ThreadlineError
+from threadline.events.kinds import EventType
+from threadline.events.publish import publish
 from threadline.porting import repository as repo
 from threadline.porting.model import ImportedConversation, ImportedMessage, Rejected, break_cycles
 from threadline.settings import Settings
 from threadline.threads.paths import encode_rank
+from threadline.threads.service import snapshot
 
 
 @dataclass
@@ -210,7 +213,28 @@ async def insert(
         await conversations.touch_activity(
             tx, tenant_id, conversation_id, len(messages), plan.conversation["token_count"]
         )
+        # The conversation already has readers: announce each new thread as threadStart would.
+        for index in plan.roots:
+            root = {**messages[index], "conversation_id": conversation_id, "root_id": messages[index]["id"]}
+            root["author_id"] = user_id if root["authored"] else None
+            await publish(
+                tx,
+                tenant_id,
+                EventType.THREAD_NEW,
+                conversation_id=conversation_id,
+                root_id=root["id"],
+                payload={
+                    "message": snapshot(root, [root["id"]]),  # type: ignore[arg-type]
+                    "replyCount": _subtree_size(plan, index) - 1,
+                    "lastActivityAt": root["created_at"].isoformat(),
+                },
+            )
     return conversation_id
+
+
+def _subtree_size(plan: Plan, root_index: int) -> int:
+    later = [r for r in plan.roots if r > root_index]
+    return (later[0] if later else len(plan.messages)) - root_index
 
 
 def _thread_records(
