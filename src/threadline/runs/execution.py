@@ -21,6 +21,7 @@ from threadline.db import Database, Executor
 from threadline.errors import ThreadlineError, conflict
 from threadline.ids import Kind, encode_id
 from threadline.runs import output
+from threadline.runs import output_repository as streams
 from threadline.runs import repository as repo
 from threadline.runs.context import (
     ChatMessage,
@@ -114,7 +115,7 @@ async def _prepare(tx: Executor, settings: Settings, run: asyncpg.Record) -> tup
     if message is None or message["deleted_at"] is not None:
         raise conflict("The message to answer was deleted")
     (ids,) = await path_ids(tx, tenant_id, [message])
-    rows = {r["id"]: r for r in await repo.messages_by_ids(tx, tenant_id, ids)}
+    rows = {r["id"]: r for r in await streams.messages_by_ids(tx, tenant_id, ids)}
     prompt = build_prompt(
         [rows[i] for i in ids],
         run["instructions"],
@@ -126,13 +127,13 @@ async def _prepare(tx: Executor, settings: Settings, run: asyncpg.Record) -> tup
             tx, settings, tenant_id, message, MessageDraft(content="", role="ASSISTANT", model=run["model"]), None
         )
         await repo.set_output(tx, tenant_id, run["id"], reply["id"])
-        await repo.open_stream(tx, tenant_id, reply["id"])
+        await streams.open_stream(tx, tenant_id, reply["id"])
         return prompt, reply
     # A requeued run: the lost attempt's partial output is discarded and written again from index 0.
     reply = await threads.message(tx, tenant_id, run["output_message_id"], lock=True)
     if reply is None or reply["deleted_at"] is not None:
         raise conflict("The run's output message was deleted")
-    await repo.restart_stream(tx, tenant_id, reply["id"])
+    await streams.restart_stream(tx, tenant_id, reply["id"])
     return prompt, reply
 
 

@@ -22,6 +22,7 @@ from threadline.errors import bad_input, conflict, forbidden, not_found
 from threadline.events.kinds import EventType
 from threadline.events.publish import publish
 from threadline.ids import Kind, encode_id
+from threadline.runs import output_repository as streams
 from threadline.runs import repository as repo
 from threadline.settings import Settings
 from threadline.threads import repository as threads
@@ -56,10 +57,10 @@ async def append(
     tx: Executor, tenant_id: uuid.UUID, message: asyncpg.Record, delta: str, run_id: uuid.UUID | None
 ) -> int:
     """Append `delta` to `message` (a row with id, conversation_id, root_id); returns its chunk index."""
-    index = await repo.take_chunk_index(tx, tenant_id, message["id"])
+    index = await streams.take_chunk_index(tx, tenant_id, message["id"])
     if index is None:
         raise conflict("The message is final; nothing can be appended")
-    if not await repo.append_content(tx, tenant_id, message["id"], delta, run_id, index):
+    if not await streams.append_content(tx, tenant_id, message["id"], delta, run_id, index):
         raise OutputDeleted()
     await publish(
         tx,
@@ -85,14 +86,14 @@ async def finish(
     """Make the message final: record `usage` (replacing what it had, the conversation's token count
     adjusted by the difference) and publish `message.done` unless `announce` is False (a failed run
     announces an `error` instead). If it already was final: CONFLICT, or None when not `strict`."""
-    if not await repo.finish_stream(tx, tenant_id, message["id"]):
+    if not await streams.finish_stream(tx, tenant_id, message["id"]):
         if not strict:
             return None
         raise conflict("The message is already final")
     row = message
     if usage is not None:
         before = (message["prompt_tokens"] or 0) + (message["completion_tokens"] or 0)
-        row = await repo.set_message_usage(tx, tenant_id, message["id"], usage.prompt_tokens, usage.completion_tokens)
+        row = await streams.set_message_usage(tx, tenant_id, message["id"], usage.prompt_tokens, usage.completion_tokens)
         await conversations.touch_activity(tx, tenant_id, message["conversation_id"], 0, usage.total_tokens - before)
     if announce:
         await publish(
@@ -153,7 +154,7 @@ async def client_append(
                 argument="delta",
                 limit=settings.message_max_bytes,
             )
-        await repo.open_stream(tx, principal.tenant_id, message_id)
+        await streams.open_stream(tx, principal.tenant_id, message_id)
         try:
             await append(tx, principal.tenant_id, row, delta, None)
         except OutputDeleted as exc:  # pragma: no cover - the row is locked and was checked above

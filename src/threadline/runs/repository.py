@@ -11,7 +11,6 @@ import asyncpg
 
 from threadline.db import Executor
 from threadline.runs.transitions import ACTIVE, EXECUTING, STAMP, RunStatus, StepStatus
-from threadline.threads.repository import MESSAGE_COLUMNS
 
 RUN_COLUMNS = """r.id, r.tenant_id, r.conversation_id, r.message_id, r.root_id, r.output_message_id, r.created_by,
     r.queue, r.status, r.provider, r.model, r.instructions, r.max_history_messages, r.prompt_tokens,
@@ -313,94 +312,3 @@ async def steps_of(db: Executor, tenant_id: uuid.UUID, run_ids: list[uuid.UUID])
 
 async def step(db: Executor, tenant_id: uuid.UUID, step_id: uuid.UUID) -> asyncpg.Record | None:
     return await db.fetchrow(f"SELECT {STEP_COLUMNS} FROM run_step s WHERE s.tenant_id = $1 AND s.id = $2", tenant_id, step_id)
-
-
-# streamed output --------------------------------------------------------------------------------
-
-
-async def messages_by_ids(db: Executor, tenant_id: uuid.UUID, ids: list[uuid.UUID]) -> list[asyncpg.Record]:
-    return await db.fetch(
-        f"SELECT {MESSAGE_COLUMNS} FROM message m WHERE m.tenant_id = $1 AND m.id = ANY($2::uuid[])", tenant_id, ids
-    )
-
-
-async def open_stream(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID) -> None:
-    await db.execute(
-        "INSERT INTO message_stream (id, tenant_id) VALUES ($2, $1) ON CONFLICT (id) DO NOTHING", tenant_id, message_id
-    )
-
-
-async def take_chunk_index(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID) -> int | None:
-    """The next chunk index of an unfinished stream (and advance it); None if finished or absent."""
-    value = await db.fetchval(
-        """UPDATE message_stream SET next_index = next_index + 1, updated_at = now()
-           WHERE tenant_id = $1 AND id = $2 AND finished_at IS NULL RETURNING next_index - 1""",
-        tenant_id,
-        message_id,
-    )
-    return int(value) if value is not None else None
-
-
-async def append_content(
-    db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID, delta: str, run_id: uuid.UUID | None, index: int
-) -> bool:
-    """Append to the content and store the chunk; False if the message was deleted meanwhile."""
-    appended = await db.fetchval(
-        """WITH m AS (
-               UPDATE message SET content = content || $3 WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL
-               RETURNING id
-           )
-           INSERT INTO message_chunk (tenant_id, message_id, index, content, run_id)
-           SELECT $1, m.id, $5, $3, $4 FROM m RETURNING index""",
-        tenant_id,
-        message_id,
-        delta,
-        run_id,
-        index,
-    )
-    return appended is not None
-
-
-async def finish_stream(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID) -> bool:
-    """Mark the stream final; False if it already was."""
-    value = await db.fetchval(
-        """INSERT INTO message_stream (id, tenant_id, finished_at) VALUES ($2, $1, now())
-           ON CONFLICT (id) DO UPDATE SET finished_at = now(), updated_at = now()
-           WHERE message_stream.finished_at IS NULL
-           RETURNING id""",
-        tenant_id,
-        message_id,
-    )
-    return value is not None
-
-
-async def restart_stream(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID) -> None:
-    """Discard a lost attempt's output so a requeued run writes the message from the start again."""
-    await db.execute("DELETE FROM message_chunk WHERE tenant_id = $1 AND message_id = $2", tenant_id, message_id)
-    await db.execute(
-        """UPDATE message SET content = '', prompt_tokens = NULL, completion_tokens = NULL
-           WHERE tenant_id = $1 AND id = $2""",
-        tenant_id,
-        message_id,
-    )
-    await db.execute(
-        """INSERT INTO message_stream (id, tenant_id) VALUES ($2, $1)
-           ON CONFLICT (id) DO UPDATE SET next_index = 0, finished_at = NULL, updated_at = now()""",
-        tenant_id,
-        message_id,
-    )
-
-
-async def set_message_usage(
-    db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID, prompt_tokens: int, completion_tokens: int
-) -> asyncpg.Record:
-    row = await db.fetchrow(
-        f"""UPDATE message m SET prompt_tokens = $3, completion_tokens = $4 WHERE m.tenant_id = $1 AND m.id = $2
-            RETURNING {MESSAGE_COLUMNS}""",
-        tenant_id,
-        message_id,
-        prompt_tokens,
-        completion_tokens,
-    )
-    assert row is not None
-    return row

@@ -13,6 +13,7 @@ from strawberry.scalars import JSON
 from threadline.graphql.context import Info
 from threadline.graphql.node import Node
 from threadline.ids import Kind, encode_id
+from threadline.runs import output_repository as streams
 from threadline.runs import repository as repo
 from threadline.runs import transitions
 
@@ -160,7 +161,7 @@ async def _load_message(info: Info, message_id: uuid.UUID) -> Message | None:
     async def load(ids: list[uuid.UUID]) -> list[Message | None]:
         principal = await info.context.principal()
         db = info.context.db
-        rows = await repo.messages_by_ids(db, principal.tenant_id, list(ids))
+        rows = await streams.messages_by_ids(db, principal.tenant_id, list(ids))
         paths = await path_ids(db, principal.tenant_id, rows)
         found = {row["id"]: Message.from_row(row, path) for row, path in zip(rows, paths, strict=True)}
         return [found.get(i) for i in ids]
