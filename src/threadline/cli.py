@@ -31,7 +31,7 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             host=host,
             port=port,
             log_level="info",
-            ws_max_size=1024 * 1024,
+            ws_max_size=settings.ws_max_message_bytes,
             # Event frames are small; compressing each one per socket costs more CPU than it saves.
             ws_per_message_deflate=False,
         )

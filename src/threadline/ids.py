@@ -19,6 +19,7 @@ class Kind(StrEnum):
     THREAD = "thr"
     RUN = "run"
     RUN_STEP = "stp"
+    RATE_LIMIT_PROFILE = "rlp"
 
 
 _LABELS = {
@@ -32,6 +33,7 @@ _LABELS = {
     Kind.THREAD: "Thread",
     Kind.RUN: "Run",
     Kind.RUN_STEP: "RunStep",
+    Kind.RATE_LIMIT_PROFILE: "RateLimitProfile",
 }
 
 

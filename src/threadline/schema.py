@@ -14,7 +14,8 @@ from threadline.conversations.types import Conversation
 from threadline.errors import ThreadlineError
 from threadline.graphql.context import Info
 from threadline.graphql.base_schema import ThreadlineSchema
-from threadline.graphql.errors import ErrorCodeEnum, ErrorCodes
+from threadline.graphql.errors import ErrorCodeEnum, ErrorCodes, SqlStatementCount
+from threadline.graphql.limits import query_limits
 from threadline.graphql.node import Node
 from threadline.ids import Kind, parse_id
 from threadline.runs.schema import RunMutation, RunQuery
@@ -23,7 +24,9 @@ from threadline.porting.schema import PortingMutation, PortingQuery
 from threadline.threads import repository as threads
 from threadline.threads import service as thread_service
 from threadline.presence.schema import PresenceMutation
+from threadline.ratelimits.schema import RateLimitMutation, RateLimitQuery, RateLimits
 from threadline.search.schema import SearchMutation, SearchQuery
+from threadline.search.tag_service import TAGS_LIMIT_MAX
 from threadline.streaming.fanout import FanoutExecutionContext
 from threadline.streaming.schema import StreamQuery, StreamSubscription
 from threadline.streaming.types import EVENT_TYPES
@@ -85,6 +88,11 @@ class NodeQuery:
                 from threadline.auth.types import ApiKey
 
                 return ApiKey.from_row(await auth.readable_api_key(db, principal, value))
+            if kind is Kind.RATE_LIMIT_PROFILE:
+                from threadline.ratelimits import service as ratelimits
+                from threadline.ratelimits.types import RateLimitProfile
+
+                return RateLimitProfile.from_row(await ratelimits.readable_profile(db, principal, value))
         except ThreadlineError:
             return None
         return None
@@ -97,8 +105,8 @@ class ErrorCodeQuery:
         return list(ErrorCodeEnum)  # type: ignore[arg-type]
 
 
-Query = merge_types("Query", (NodeQuery, RunQuery, AuthQuery, AuditQuery, PortingQuery, ConversationQuery, ThreadQuery, ErrorCodeQuery, StreamQuery, SearchQuery))
-Mutation = merge_types("Mutation", (AuthMutation, RunMutation, PortingMutation, ConversationMutation, ThreadMutation, PresenceMutation, SearchMutation))
+Query = merge_types("Query", (NodeQuery, RunQuery, AuthQuery, AuditQuery, PortingQuery, ConversationQuery, ThreadQuery, ErrorCodeQuery, StreamQuery, SearchQuery, RateLimitQuery))
+Mutation = merge_types("Mutation", (AuthMutation, RunMutation, PortingMutation, ConversationMutation, ThreadMutation, PresenceMutation, SearchMutation, RateLimitMutation))
 Subscription = merge_types("Subscription", (StreamSubscription,))
 
 
@@ -109,7 +117,7 @@ def build_schema(fast_execution: bool = True) -> strawberry.Schema:
         mutation=Mutation,
         subscription=Subscription,
         types=[Conversation, Message, Thread, User, *EVENT_TYPES],
-        extensions=[ErrorCodes],
+        extensions=[ErrorCodes, SqlStatementCount, query_limits({"Query.tags": TAGS_LIMIT_MAX}), RateLimits],
         execution_context_class=FanoutExecutionContext if fast_execution else None,
     )
 

@@ -140,6 +140,27 @@ class Settings:
     openai_models: tuple[str, ...] = ("gpt-4o-mini", "gpt-4o", "gpt-4.1", "gpt-4.1-mini")
     openai_connect_timeout_seconds: float = 10.0
 
+    # Limits and hardening (issue 8)
+    query_max_depth: int = 15
+    query_max_aliases: int = 30
+    query_max_tokens: int = 2000
+    query_max_cost: int = 20_000
+    request_max_bytes: int = 10 * 1024 * 1024
+    ws_max_message_bytes: int = 1024 * 1024
+    introspection: bool = True
+    cors_origins: tuple[str, ...] = ()
+    ws_allowed_origins: tuple[str, ...] = ()
+    log_json: bool = False
+    metrics_enabled: bool = True
+    rate_limit_enabled: bool = True
+    rate_limit_window_seconds: int = 60
+    rate_limit_requests: int = 6000
+    rate_limit_mutations: int = 1200
+    rate_limit_runs: int = 300
+    rate_limit_subscriptions: int = 600
+    rate_limit_burst: int = 0
+    shutdown_grace_seconds: float = 10.0
+
     @classmethod
     def from_env(cls) -> Settings:
         data_dir = os.environ.get("THREADLINE_DATA_DIR")
@@ -208,6 +229,25 @@ class Settings:
             openai_connect_timeout_seconds=_env_float(
                 "THREADLINE_OPENAI_CONNECT_TIMEOUT_SECONDS", cls.openai_connect_timeout_seconds
             ),
+            query_max_depth=_env_int("THREADLINE_QUERY_MAX_DEPTH", cls.query_max_depth),
+            query_max_aliases=_env_int("THREADLINE_QUERY_MAX_ALIASES", cls.query_max_aliases),
+            query_max_tokens=_env_int("THREADLINE_QUERY_MAX_TOKENS", cls.query_max_tokens),
+            query_max_cost=_env_int("THREADLINE_QUERY_MAX_COST", cls.query_max_cost),
+            request_max_bytes=_env_int("THREADLINE_REQUEST_MAX_BYTES", cls.request_max_bytes),
+            ws_max_message_bytes=_env_int("THREADLINE_WS_MAX_MESSAGE_BYTES", cls.ws_max_message_bytes),
+            introspection=_env_bool("THREADLINE_INTROSPECTION", cls.introspection),
+            cors_origins=_env_list("THREADLINE_CORS_ORIGINS", cls.cors_origins),
+            ws_allowed_origins=_env_list("THREADLINE_WS_ALLOWED_ORIGINS", cls.ws_allowed_origins),
+            log_json=_env_bool("THREADLINE_LOG_JSON", cls.log_json),
+            metrics_enabled=_env_bool("THREADLINE_METRICS", cls.metrics_enabled),
+            rate_limit_enabled=_env_bool("THREADLINE_RATE_LIMIT", cls.rate_limit_enabled),
+            rate_limit_window_seconds=_env_int("THREADLINE_RATE_LIMIT_WINDOW_SECONDS", cls.rate_limit_window_seconds),
+            rate_limit_requests=_env_int("THREADLINE_RATE_LIMIT_REQUESTS", cls.rate_limit_requests),
+            rate_limit_mutations=_env_int("THREADLINE_RATE_LIMIT_MUTATIONS", cls.rate_limit_mutations),
+            rate_limit_runs=_env_int("THREADLINE_RATE_LIMIT_RUNS", cls.rate_limit_runs),
+            rate_limit_subscriptions=_env_int("THREADLINE_RATE_LIMIT_SUBSCRIPTIONS", cls.rate_limit_subscriptions),
+            rate_limit_burst=_env_int("THREADLINE_RATE_LIMIT_BURST", cls.rate_limit_burst),
+            shutdown_grace_seconds=_env_float("THREADLINE_SHUTDOWN_GRACE_SECONDS", cls.shutdown_grace_seconds),
         )
 
     def describe(self) -> dict[str, object]:

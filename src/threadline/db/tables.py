@@ -8,6 +8,7 @@ from threadline.conversations.tables import Conversation, Invite, Participant
 from threadline.events.tables import StreamEvent, StreamState
 from threadline.porting.tables import ImportSource, MessageAttachment
 from threadline.presence.tables import Presence, TypingState
+from threadline.ratelimits.tables import RateLimitAssignment, RateLimitBucket, RateLimitProfile
 from threadline.runs.tables import MessageStream, Run, RunStep
 from threadline.search.tables import SearchTerm
 from threadline.threads.tables import Message, MessageChunk, MessageEdit, ReadMarker, Thread
@@ -35,4 +36,7 @@ ALL_TABLES: tuple[type[Table], ...] = (
     RunStep,
     MessageStream,
     SearchTerm,
+    RateLimitProfile,
+    RateLimitAssignment,
+    RateLimitBucket,
 )

@@ -10,13 +10,15 @@ import orjson
 from cross_web import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.types import Receive, Scope, Send
+from starlette.datastructures import Headers
+from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
 from threadline.errors import ErrorCode, ThreadlineError
+from threadline.db import count_request_statements
 from threadline.graphql.context import Context
 
 
@@ -25,6 +27,61 @@ def error_response(message: str, code: ErrorCode, status: int, **extensions: Any
         {"data": None, "errors": [{"message": message, "extensions": {"code": code.value, **extensions}}]},
         status_code=status,
     )
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+def body_too_large(limit: int) -> JSONResponse:
+    return error_response(
+        f"The request body is larger than {limit} bytes (the limit)",
+        ErrorCode.BAD_USER_INPUT,
+        413,
+        limitName="requestBytes",
+        limit=limit,
+    )
+
+
+def body_size_guard(receive: Receive, limit: int) -> Receive:
+    """`receive` that stops a body (chunked, or longer than its Content-Length says) past `limit` bytes."""
+    seen = 0
+
+    async def guarded() -> Message:
+        nonlocal seen
+        message = await receive()
+        if message["type"] == "http.request":
+            seen += len(message.get("body", b""))
+            if seen > limit:
+                raise BodyTooLarge
+        return message
+
+    return guarded
+
+
+def message_size_guard(receive: Receive, send: Send, limit: int) -> tuple[Receive, Send]:
+    """Closes a WebSocket with 1009 (message too big) on a message over `limit` bytes, whatever the server's
+    own frame limit (uvicorn's ws_max_size is set from the same setting by `threadline serve`)."""
+    closed = False
+
+    async def guarded_receive() -> Message:
+        nonlocal closed
+        message = await receive()
+        if message["type"] == "websocket.receive":
+            text = message.get("text")
+            size = len(text.encode()) if text is not None else len(message.get("bytes") or b"")
+            if size > limit:
+                closed = True
+                await send({"type": "websocket.close", "code": 1009, "reason": f"message over {limit} bytes"})
+                return {"type": "websocket.disconnect", "code": 1009}
+        return message
+
+    async def guarded_send(message: Message) -> None:
+        if closed:
+            return  # the socket is closing; the protocol handler is still winding down
+        await send(message)
+
+    return guarded_receive, guarded_send
 
 
 class ThreadlineGraphQL(GraphQL[Context, None]):
@@ -42,15 +99,24 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
         self.services = services
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        settings = self.services.settings
         if scope["type"] != "http":
+            receive, send = message_size_guard(receive, send, settings.ws_max_message_bytes)
             await super().__call__(scope, receive, send)
             return
-        request = Request(scope=scope, receive=receive)
+        limit = settings.request_max_bytes
+        declared = Headers(scope=scope).get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            await body_too_large(limit)(scope, receive, send)
+            return
+        request = Request(scope=scope, receive=body_size_guard(receive, limit))
         try:
             response = await self.run(request)
         except HTTPException as exc:
             code = ErrorCode.NOT_FOUND if exc.status_code == 404 else ErrorCode.BAD_USER_INPUT
             response = error_response(exc.reason, code, exc.status_code)
+        except BodyTooLarge:
+            response = body_too_large(limit)
         await response(scope, receive, send)
 
     def encode_json(self, data: object) -> str:
@@ -75,6 +141,7 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         authorization = request.headers.get("authorization") if isinstance(request, Request) else None
+        counting = self.services.settings.expose_sql_count and isinstance(request, Request)
         return Context(
             db=self.services.db,
             settings=self.services.settings,
@@ -82,6 +149,7 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
             services=self.services,
             request=request,
             response=response,
+            sql_statements=count_request_statements() if counting else None,
         )
 
     async def on_ws_connect(self, context: Context) -> dict[str, object] | None:

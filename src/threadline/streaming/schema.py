@@ -16,6 +16,7 @@ from threadline.events.kinds import EventType
 from threadline.graphql.context import Info
 from threadline.ids import Kind, decode_id
 from threadline.presence import service as presence
+from threadline.ratelimits.schema import subscription_started
 from threadline.streaming.subscriber import Subscriber, subject_of
 from threadline.streaming.types import ConversationStreamEvent, stream_error
 
@@ -142,6 +143,7 @@ class StreamSubscription:
         self, info: Info, conversation_id: strawberry.ID, root_id: strawberry.ID | None = None, since: str | None = None
     ) -> AsyncGenerator[ConversationStreamEvent, None]:
         principal = await info.context.principal()
+        await subscription_started(info)
         db = info.context.db
         cid = decode_id(conversation_id, Kind.CONVERSATION)
         await require(db, principal, cid, Access.READ)
@@ -172,6 +174,7 @@ class StreamSubscription:
     )
     async def viewer_events(self, info: Info, since: str | None = None) -> AsyncGenerator[ConversationStreamEvent, None]:
         principal = await info.context.principal()
+        await subscription_started(info)
         rows = await info.context.db.fetch(
             "SELECT conversation_id FROM participant WHERE tenant_id = $1 AND user_id = $2",
             principal.tenant_id,

@@ -1,0 +1,155 @@
+"""Rate limits in the API: admin fields for profiles, and their enforcement on every operation."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import strawberry
+from graphql import FieldNode, GraphQLError, InlineFragmentNode, OperationType, get_operation_ast
+from graphql import ExecutionResult as GraphQLExecutionResult
+from starlette.responses import Response
+from strawberry.extensions import SchemaExtension
+
+from threadline.errors import ThreadlineError
+from threadline.graphql.context import Context, Info
+from threadline.ids import Kind, decode_id
+from threadline.ratelimits import service
+from threadline.ratelimits.types import (
+    EffectiveRateLimit,
+    RateLimitProfile,
+    RateLimitProfileCreateInput,
+    RateLimitProfileUpdateInput,
+    input_values,
+)
+
+
+def _root_fields(selection_set: Any) -> list[str]:
+    names: list[str] = []
+    for selection in selection_set.selections:
+        if isinstance(selection, FieldNode):
+            names.append(selection.name.value)
+        elif isinstance(selection, InlineFragmentNode):
+            names.extend(_root_fields(selection.selection_set))
+    return names
+
+
+def operation_costs(document: Any, operation_name: str | None) -> dict[str, int]:
+    operation = get_operation_ast(document, operation_name)
+    if operation is None or operation.operation is not OperationType.MUTATION:
+        return {"requests": 1}
+    fields = [name for name in _root_fields(operation.selection_set) if not name.startswith("__")]
+    return {"requests": 1, "mutations": len(fields), "runs": fields.count("runCreate")}
+
+
+def _report(response: Any, budget: service.Budget) -> None:
+    if isinstance(response, Response):
+        response.headers["RateLimit-Limit"] = str(budget.limit)
+        response.headers["RateLimit-Remaining"] = str(budget.remaining)
+        response.headers["RateLimit-Reset"] = str(budget.reset_seconds)
+
+
+class RateLimits(SchemaExtension):
+    """Draws each query and mutation from the caller's budgets before it executes (subscriptions: see
+    `subscription_started`). Anonymous calls are not counted: they fail authentication anyway."""
+
+    async def on_execute(self) -> AsyncIterator[None]:
+        execution = self.execution_context
+        context = execution.context
+        if isinstance(context, Context) and context.settings.rate_limit_enabled and execution.graphql_document:
+            costs = operation_costs(execution.graphql_document, execution.operation_name)
+            if execution.operation_type is not OperationType.SUBSCRIPTION:
+                await self._spend(context, costs)
+        yield
+
+    async def _spend(self, context: Context, costs: dict[str, int]) -> None:
+        try:
+            principal = await context.principal()
+        except ThreadlineError:
+            return
+        try:
+            budget = await service.spend(context.db, context.settings, principal, costs)
+        except service.RateLimited as exc:
+            self.execution_context.result = GraphQLExecutionResult(
+                data=None, errors=[GraphQLError(exc.message, original_error=exc)]
+            )
+            _report(context.response, exc.budget)
+            if isinstance(context.response, Response):
+                context.response.status_code = 429
+                context.response.headers["Retry-After"] = str(exc.extensions["retryAfter"])
+            return
+        _report(context.response, budget)
+
+
+async def subscription_started(info: Info) -> None:
+    """Draws one subscription start from the caller's budget; RATE_LIMITED (with retryAfter) when spent."""
+    context = info.context
+    if context.settings.rate_limit_enabled:
+        principal = await context.principal()
+        await service.spend(context.db, context.settings, principal, {"requests": 0, "subscriptions": 1})
+
+
+@strawberry.type
+class RateLimitQuery:
+    @strawberry.field(description="The tenant's rate-limit profiles, by name (admins only).")
+    async def rate_limit_profiles(self, info: Info) -> list[RateLimitProfile]:
+        principal = await info.context.principal()
+        return [RateLimitProfile.from_row(r) for r in await service.list_profiles(info.context.db, principal)]
+
+    @strawberry.field(
+        description="The budgets that apply to a user (the caller by default; other users: admins only)."
+    )
+    async def rate_limit(self, info: Info, user_id: strawberry.ID | None = None) -> EffectiveRateLimit:
+        principal = await info.context.principal()
+        uid = decode_id(user_id, Kind.USER) if user_id is not None else principal.user_id
+        row = await service.effective_profile(info.context.db, principal, uid)
+        return EffectiveRateLimit.of(row, info.context.settings)
+
+
+@strawberry.type
+class RateLimitMutation:
+    @strawberry.mutation(description="Create a rate-limit profile (admins only); effective at once.")
+    async def rate_limit_profile_create(self, info: Info, input: RateLimitProfileCreateInput) -> RateLimitProfile:
+        principal = await info.context.principal()
+        settings = info.context.settings
+        built_in = dict(
+            zip(
+                ("window_seconds", "burst", "requests_per_window", "mutations_per_window", "runs_per_window",
+                 "subscriptions_per_window"),
+                service.built_in(settings),
+                strict=True,
+            )
+        )
+        values = {k: (built_in.get(k) if v is None else v) for k, v in input_values(input).items()}
+        return RateLimitProfile.from_row(await service.create_profile(info.context.db, principal, values))
+
+    @strawberry.mutation(
+        description="Change a rate-limit profile (admins only); every process applies it to the next request."
+    )
+    async def rate_limit_profile_update(
+        self, info: Info, id: strawberry.ID, input: RateLimitProfileUpdateInput
+    ) -> RateLimitProfile:
+        principal = await info.context.principal()
+        pid = decode_id(id, Kind.RATE_LIMIT_PROFILE)
+        row = await service.update_profile(info.context.db, principal, pid, input_values(input))
+        return RateLimitProfile.from_row(row)
+
+    @strawberry.mutation(
+        description="Delete a rate-limit profile (admins only); its users fall back to the tenant default."
+    )
+    async def rate_limit_profile_delete(self, info: Info, id: strawberry.ID) -> bool:
+        principal = await info.context.principal()
+        return await service.delete_profile(info.context.db, principal, decode_id(id, Kind.RATE_LIMIT_PROFILE))
+
+    @strawberry.mutation(
+        description="Assign a profile to a user (admins only), or with `profileId: null` return them to the "
+        "tenant default; effective at once."
+    )
+    async def rate_limit_profile_assign(
+        self, info: Info, user_id: strawberry.ID, profile_id: strawberry.ID | None = None
+    ) -> EffectiveRateLimit:
+        principal = await info.context.principal()
+        uid = decode_id(user_id, Kind.USER)
+        pid = decode_id(profile_id, Kind.RATE_LIMIT_PROFILE) if profile_id is not None else None
+        row = await service.assign_profile(info.context.db, principal, uid, pid)
+        return EffectiveRateLimit.of(row, info.context.settings)

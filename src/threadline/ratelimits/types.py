@@ -1,0 +1,122 @@
+"""GraphQL types of rate-limit profiles."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import asyncpg
+import strawberry
+
+from threadline.graphql.node import Node
+from threadline.ids import Kind, encode_id
+from threadline.settings import Settings
+
+
+@strawberry.type(
+    description="A named set of budgets. Each budget refills `...PerWindow` tokens every `windowSeconds` and "
+    "holds at most `...PerWindow + burst`; over budget, calls fail with RATE_LIMITED and `retryAfter`."
+)
+class RateLimitProfile(Node):
+    name: str = strawberry.field(description="Unique within the tenant.")
+    window_seconds: int = strawberry.field(description="Length of the window the budgets refill over.")
+    burst: int = strawberry.field(description="Tokens each budget may hold beyond its per-window amount.")
+    requests_per_window: int = strawberry.field(description="Operations of any kind (queries and mutations).")
+    mutations_per_window: int = strawberry.field(description="Top-level mutation fields.")
+    runs_per_window: int = strawberry.field(description="`runCreate` calls.")
+    subscriptions_per_window: int = strawberry.field(description="Subscription starts.")
+    is_default: bool = strawberry.field(description="Applies to every user of the tenant without an assigned profile.")
+    created_at: datetime = strawberry.field(description="When the profile was created.")
+    updated_at: datetime = strawberry.field(description="When the profile last changed.")
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> RateLimitProfile:
+        return cls(
+            id=strawberry.ID(encode_id(Kind.RATE_LIMIT_PROFILE, row["id"])),
+            name=row["name"],
+            window_seconds=row["window_seconds"],
+            burst=row["burst"],
+            requests_per_window=row["requests_per_window"],
+            mutations_per_window=row["mutations_per_window"],
+            runs_per_window=row["runs_per_window"],
+            subscriptions_per_window=row["subscriptions_per_window"],
+            is_default=row["is_default"],
+            created_at=row["created_at"],
+            updated_at=row["updated_at"],
+        )
+
+
+@strawberry.type(description="The budgets that apply to a user, and the profile they come from.")
+class EffectiveRateLimit:
+    profile: RateLimitProfile | None = strawberry.field(
+        description="The assigned profile, else the tenant's default; null when the server's built-in budgets apply."
+    )
+    window_seconds: int = strawberry.field(description="Length of the window the budgets refill over.")
+    burst: int = strawberry.field(description="Tokens each budget may hold beyond its per-window amount.")
+    requests_per_window: int = strawberry.field(description="Operations of any kind (queries and mutations).")
+    mutations_per_window: int = strawberry.field(description="Top-level mutation fields.")
+    runs_per_window: int = strawberry.field(description="`runCreate` calls.")
+    subscriptions_per_window: int = strawberry.field(description="Subscription starts.")
+
+    @classmethod
+    def of(cls, row: asyncpg.Record | None, settings: Settings) -> EffectiveRateLimit:
+        if row is not None:
+            profile = RateLimitProfile.from_row(row)
+            return cls(
+                profile=profile,
+                window_seconds=profile.window_seconds,
+                burst=profile.burst,
+                requests_per_window=profile.requests_per_window,
+                mutations_per_window=profile.mutations_per_window,
+                runs_per_window=profile.runs_per_window,
+                subscriptions_per_window=profile.subscriptions_per_window,
+            )
+        return cls(
+            profile=None,
+            window_seconds=settings.rate_limit_window_seconds,
+            burst=settings.rate_limit_burst,
+            requests_per_window=settings.rate_limit_requests,
+            mutations_per_window=settings.rate_limit_mutations,
+            runs_per_window=settings.rate_limit_runs,
+            subscriptions_per_window=settings.rate_limit_subscriptions,
+        )
+
+
+@strawberry.input(description="A new rate-limit profile; budgets left out take the server's built-in values.")
+class RateLimitProfileCreateInput:
+    name: str = strawberry.field(description="Unique within the tenant.")
+    window_seconds: int | None = strawberry.field(default=None, description="1 to 86400 seconds.")
+    burst: int | None = strawberry.field(default=None, description="Extra tokens each budget may hold.")
+    requests_per_window: int | None = strawberry.field(default=None, description="Operations per window.")
+    mutations_per_window: int | None = strawberry.field(default=None, description="Mutation fields per window.")
+    runs_per_window: int | None = strawberry.field(default=None, description="`runCreate` calls per window.")
+    subscriptions_per_window: int | None = strawberry.field(default=None, description="Subscription starts per window.")
+    is_default: bool | None = strawberry.field(
+        default=None, description="Make it the tenant's default (the previous default stops being one)."
+    )
+
+
+@strawberry.input(description="Changes to a rate-limit profile; fields left out stay as they are.")
+class RateLimitProfileUpdateInput:
+    name: str | None = strawberry.field(default=None, description="Unique within the tenant.")
+    window_seconds: int | None = strawberry.field(default=None, description="1 to 86400 seconds.")
+    burst: int | None = strawberry.field(default=None, description="Extra tokens each budget may hold.")
+    requests_per_window: int | None = strawberry.field(default=None, description="Operations per window.")
+    mutations_per_window: int | None = strawberry.field(default=None, description="Mutation fields per window.")
+    runs_per_window: int | None = strawberry.field(default=None, description="`runCreate` calls per window.")
+    subscriptions_per_window: int | None = strawberry.field(default=None, description="Subscription starts per window.")
+    is_default: bool | None = strawberry.field(
+        default=None, description="true makes it the tenant's default; false stops it being the default."
+    )
+
+
+def input_values(data: RateLimitProfileCreateInput | RateLimitProfileUpdateInput) -> dict[str, object]:
+    return {
+        "name": data.name,
+        "window_seconds": data.window_seconds,
+        "burst": data.burst,
+        "requests_per_window": data.requests_per_window,
+        "mutations_per_window": data.mutations_per_window,
+        "runs_per_window": data.runs_per_window,
+        "subscriptions_per_window": data.subscriptions_per_window,
+        "is_default": data.is_default,
+    }

@@ -1,0 +1,270 @@
+"""Rate limits: profiles in tables, budgets at their edges, shared across processes, changes effective at once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from tests.harness import Actor, ServerThread, free_port
+from tests.ws import WsClient
+
+# 86,400 s windows refill one token per 86,400 / perWindow seconds: nothing refills during a test.
+DAY = 86_400
+CREATE = """mutation($i: RateLimitProfileCreateInput!) { rateLimitProfileCreate(input: $i) {
+  id name windowSeconds burst requestsPerWindow mutationsPerWindow runsPerWindow subscriptionsPerWindow isDefault } }"""
+ASSIGN = """mutation($u: ID!, $p: ID) { rateLimitProfileAssign(userId: $u, profileId: $p) {
+  profile { name } requestsPerWindow } }"""
+UPDATE = """mutation($id: ID!, $i: RateLimitProfileUpdateInput!) { rateLimitProfileUpdate(id: $id, input: $i) {
+  name requestsPerWindow } }"""
+VIEWER = "{ viewer { id } }"
+
+
+def profile(admin: Actor, name: str, **budgets: Any) -> str:
+    values = {"name": name, "windowSeconds": DAY, **budgets}
+    return str(admin.client.ok(CREATE, {"i": values})["rateLimitProfileCreate"]["id"])
+
+
+def assign(admin: Actor, user: Actor, profile_id: str | None) -> dict[str, Any]:
+    return dict(admin.client.ok(ASSIGN, {"u": user.user_id, "p": profile_id})["rateLimitProfileAssign"])
+
+
+def post(url: str, actor: Actor, query: str, variables: dict[str, Any] | None = None) -> httpx.Response:
+    return httpx.post(
+        f"{url}/graphql",
+        json={"query": query, "variables": variables or {}},
+        headers={"Authorization": f"Bearer {actor.api_key}"},
+        timeout=30,
+    )
+
+
+def headers(response: httpx.Response) -> tuple[str | None, str | None, str | None]:
+    h = response.headers
+    return h.get("RateLimit-Limit"), h.get("RateLimit-Remaining"), h.get("RateLimit-Reset")
+
+
+@pytest.fixture
+def member(admin: Actor, make_user: Callable[..., Actor]) -> Actor:
+    return make_user(admin)
+
+
+def test_requests_are_allowed_up_to_the_budget_and_refused_one_past_it(
+    admin: Actor, member: Actor, server: ServerThread
+) -> None:
+    assign(admin, member, profile(admin, "three", requestsPerWindow=3))
+    seen = []
+    for _ in range(3):
+        response = post(server.url, member, VIEWER)
+        assert response.status_code == 200
+        assert response.json() == {"data": {"viewer": {"id": member.user_id}}}
+        seen.append(headers(response))
+    # One token per 28,800 s: the reset is how long until the bucket is full again.
+    assert seen == [("3", "2", "28800"), ("3", "1", "57600"), ("3", "0", "86400")]
+    refused = post(server.url, member, VIEWER)
+    assert refused.status_code == 429
+    assert refused.headers["Retry-After"] == "28800"
+    assert headers(refused) == ("3", "0", "28800")
+    assert refused.json() == {
+        "data": None,
+        "errors": [
+            {
+                "message": "Rate limit of the `requests` budget reached (3 at most); retry after 28800 s",
+                "extensions": {"code": "RATE_LIMITED", "retryAfter": 28800, "budget": "requests", "limit": 3},
+            }
+        ],
+    }
+
+
+def test_burst_adds_to_what_a_budget_holds(admin: Actor, member: Actor, server: ServerThread) -> None:
+    assign(admin, member, profile(admin, "burst", requestsPerWindow=2, burst=1))
+    assert [post(server.url, member, VIEWER).status_code for _ in range(4)] == [200, 200, 200, 429]
+
+
+def test_mutations_have_their_own_budget_and_queries_go_on(admin: Actor, member: Actor, server: ServerThread) -> None:
+    assign(admin, member, profile(admin, "m2", mutationsPerWindow=2))
+    create = 'mutation { conversationCreate(input: {title: "x"}) { title } }'
+    for _ in range(2):
+        assert post(server.url, member, create).json() == {"data": {"conversationCreate": {"title": "x"}}}
+    refused = post(server.url, member, create).json()
+    assert refused["errors"][0]["extensions"] == {
+        "code": "RATE_LIMITED", "retryAfter": 43200, "budget": "mutations", "limit": 2
+    }
+    assert member.client.ok("{ conversations { totalCount } }") == {"conversations": {"totalCount": 2}}
+
+
+def test_each_top_level_mutation_field_draws_from_the_mutation_budget(
+    admin: Actor, member: Actor, server: ServerThread
+) -> None:
+    assign(admin, member, profile(admin, "m3", mutationsPerWindow=3))
+    two = 'mutation { a: conversationCreate(input: {title: "a"}) { id } b: conversationCreate(input: {title: "b"}) { id } }'
+    assert post(server.url, member, two).status_code == 200
+    assert post(server.url, member, two).json()["errors"][0]["extensions"]["budget"] == "mutations"
+    assert member.client.ok("{ conversations { totalCount } }") == {"conversations": {"totalCount": 2}}
+
+
+def test_run_creation_has_its_own_budget(admin: Actor, member: Actor, server: ServerThread) -> None:
+    assign(admin, member, profile(admin, "r1", runsPerWindow=1))
+    cid = member.client.ok('mutation { conversationCreate(input: {title: "r"}) { id } }')["conversationCreate"]["id"]
+    mids = [
+        member.client.ok(
+            "mutation($c: ID!) { threadStart(conversationId: $c, input: {content: \"hi\"}) { id } }", {"c": cid}
+        )["threadStart"]["id"]
+        for _ in range(2)
+    ]
+    run = "mutation($m: ID!) { runCreate(input: {messageId: $m}) { status } }"
+    assert post(server.url, member, run, {"m": mids[0]}).json()["data"]["runCreate"]["status"] in {
+        "QUEUED", "IN_PROGRESS", "COMPLETED"
+    }
+    refused = post(server.url, member, run, {"m": mids[1]}).json()
+    assert refused["errors"][0]["extensions"] == {
+        "code": "RATE_LIMITED", "retryAfter": 86400, "budget": "runs", "limit": 1
+    }
+
+
+def test_subscription_starts_have_their_own_budget(admin: Actor, member: Actor, server: ServerThread) -> None:
+    assign(admin, member, profile(admin, "s1", subscriptionsPerWindow=1))
+    ws = WsClient(server.ws_url, member.api_key)
+    try:
+        ws.subscribe("subscription { viewerEvents { type } }", op_id="1")
+        ws.subscribe("subscription { viewerEvents { type } }", op_id="2")
+        message = ws.receive()
+        while message.get("id") != "2":
+            message = ws.receive()
+        assert message["type"] == "next"
+        assert message["payload"]["errors"][0]["extensions"] == {
+            "code": "RATE_LIMITED", "retryAfter": 86400, "budget": "subscriptions", "limit": 1
+        }
+    finally:
+        ws.ws.close()
+
+
+def test_a_raised_budget_applies_at_once(admin: Actor, member: Actor, server: ServerThread) -> None:
+    pid = profile(admin, "two", requestsPerWindow=2)
+    assign(admin, member, pid)
+    assert [post(server.url, member, VIEWER).status_code for _ in range(3)] == [200, 200, 429]
+    assert admin.client.ok(UPDATE, {"id": pid, "i": {"requestsPerWindow": 5}}) == {
+        "rateLimitProfileUpdate": {"name": "two", "requestsPerWindow": 5}
+    }
+    # Raising 2 -> 5 grants the 3 extra tokens at once.
+    assert [post(server.url, member, VIEWER).status_code for _ in range(4)] == [200, 200, 200, 429]
+
+
+def test_a_lowered_budget_applies_at_once(admin: Actor, member: Actor, server: ServerThread) -> None:
+    pid = profile(admin, "ten", requestsPerWindow=10)
+    assign(admin, member, pid)
+    assert post(server.url, member, VIEWER).status_code == 200
+    admin.client.ok(UPDATE, {"id": pid, "i": {"requestsPerWindow": 2}})
+    # One of the two is spent already.
+    assert [post(server.url, member, VIEWER).status_code for _ in range(2)] == [200, 429]
+
+
+def test_the_tenant_default_profile_applies_to_unassigned_users_and_assignments_override_it(
+    admin: Actor, member: Actor, server: ServerThread
+) -> None:
+    roomy = profile(admin, "roomy", requestsPerWindow=100)
+    assign(admin, admin, roomy)  # the default applies to admins too
+    default = admin.client.ok(
+        CREATE, {"i": {"name": "default", "windowSeconds": DAY, "requestsPerWindow": 1, "isDefault": True}}
+    )["rateLimitProfileCreate"]
+    assert default["isDefault"] is True
+    assert member.client.ok("{ rateLimit { profile { name } requestsPerWindow } }") == {
+        "rateLimit": {"profile": {"name": "default"}, "requestsPerWindow": 1}
+    }
+    assert post(server.url, member, VIEWER).status_code == 429  # the query above spent the one token
+    assert assign(admin, member, roomy) == {"profile": {"name": "roomy"}, "requestsPerWindow": 100}
+    assert post(server.url, member, VIEWER).status_code == 200
+    assert assign(admin, member, None) == {"profile": {"name": "default"}, "requestsPerWindow": 1}
+    assert post(server.url, member, VIEWER).status_code == 429
+
+
+def test_a_new_default_replaces_the_old_one(admin: Actor) -> None:
+    profile(admin, "a", isDefault=True)
+    profile(admin, "b", isDefault=True)
+    listed = admin.client.ok("{ rateLimitProfiles { name isDefault } }")["rateLimitProfiles"]
+    assert listed == [{"name": "a", "isDefault": False}, {"name": "b", "isDefault": True}]
+
+
+def test_without_profiles_the_built_in_budgets_apply(member: Actor) -> None:
+    assert member.client.ok(
+        "{ rateLimit { profile { id } windowSeconds burst requestsPerWindow mutationsPerWindow runsPerWindow "
+        "subscriptionsPerWindow } }"
+    ) == {
+        "rateLimit": {
+            "profile": None, "windowSeconds": 60, "burst": 0, "requestsPerWindow": 6000, "mutationsPerWindow": 1200,
+            "runsPerWindow": 300, "subscriptionsPerWindow": 600,
+        }
+    }
+
+
+def test_only_admins_manage_profiles(admin: Actor, member: Actor) -> None:
+    pid = profile(admin, "p")
+    assert member.client.code("{ rateLimitProfiles { id } }") == "FORBIDDEN"
+    assert member.client.code(CREATE, {"i": {"name": "mine"}}) == "FORBIDDEN"
+    assert member.client.code(UPDATE, {"id": pid, "i": {"requestsPerWindow": 1}}) == "FORBIDDEN"
+    assert member.client.code(ASSIGN, {"u": member.user_id, "p": None}) == "FORBIDDEN"
+    assert member.client.code("query($u: ID!) { rateLimit(userId: $u) { burst } }", {"u": admin.user_id}) == "FORBIDDEN"
+
+
+def test_another_tenants_profile_is_not_found(admin: Actor, make_tenant: Callable[..., Actor], member: Actor) -> None:
+    other = make_tenant()
+    theirs = profile(other, "theirs")
+    assert admin.client.code(ASSIGN, {"u": member.user_id, "p": theirs}) == "NOT_FOUND"
+    assert admin.client.code(UPDATE, {"id": theirs, "i": {"burst": 1}}) == "NOT_FOUND"
+    assert admin.client.ok("query($id: ID!) { node(id: $id) { id } }", {"id": theirs}) == {"node": None}
+
+
+def test_profile_input_is_checked(admin: Actor) -> None:
+    assert admin.client.code(CREATE, {"i": {"name": " "}}) == "BAD_USER_INPUT"
+    assert admin.client.code(CREATE, {"i": {"name": "w", "windowSeconds": 0}}) == "BAD_USER_INPUT"
+    assert admin.client.code(CREATE, {"i": {"name": "n", "burst": -1}}) == "BAD_USER_INPUT"
+    profile(admin, "same")
+    assert admin.client.code(CREATE, {"i": {"name": "same"}}) == "CONFLICT"
+
+
+@pytest.fixture
+def second_process(server: ServerThread, dsn: str) -> Iterator[str]:
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": dsn, "THREADLINE_MIGRATE_ON_START": "false"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "threadline.cli", "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert time.monotonic() < deadline, "second server did not start"
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_two_processes_share_one_budget(admin: Actor, member: Actor, server: ServerThread, second_process: str) -> None:
+    assign(admin, member, profile(admin, "four", requestsPerWindow=4))
+    urls = [server.url, second_process] * 3
+    assert [post(url, member, VIEWER).status_code for url in urls] == [200, 200, 200, 200, 429, 429]
+
+
+def test_a_profile_change_made_through_one_process_applies_in_the_other(
+    admin: Actor, member: Actor, server: ServerThread, second_process: str
+) -> None:
+    pid = profile(admin, "one", requestsPerWindow=1)
+    assign(admin, member, pid)
+    assert [post(second_process, member, VIEWER).status_code for _ in range(2)] == [200, 429]
+    admin.client.ok(UPDATE, {"id": pid, "i": {"requestsPerWindow": 2}})
+    assert [post(second_process, member, VIEWER).status_code for _ in range(2)] == [200, 429]
