@@ -136,6 +136,7 @@ def test_settings(dsn: str, **overrides: Any) -> Settings:
         database_url=dsn,
         data_dir=Path(tempfile.gettempdir()) / "threadline-test-unused",
         jwt_secret=TEST_JWT_SECRET,
+        expose_sql_count=True,
         migrate_on_start=True,
         db_pool_min=1,
         db_pool_max=10,
@@ -193,6 +194,13 @@ class Client:
         assert body.get("errors"), f"expected an error, got {body}"
         first: dict[str, Any] = body["errors"][0]
         return first
+
+    def statements(self, query: str, variables: dict[str, Any] | None = None) -> int:
+        """SQL statements the server sent for this one request (`extensions.sqlStatements`)."""
+        body = self.execute(query, variables)
+        if body.get("errors"):
+            raise GraphQLError(f"unexpected errors: {body['errors']}")
+        return int(body["extensions"]["sqlStatements"])
 
     def code(self, query: str, variables: dict[str, Any] | None = None) -> str:
         return str(self.error(query, variables)["extensions"]["code"])

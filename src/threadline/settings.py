@@ -95,6 +95,8 @@ class Settings:
     messages_page_default: int = 50
 
     production: bool = False
+    # Report each response's SQL statement count in `extensions.sqlStatements` (tests, benchmarks).
+    expose_sql_count: bool = False
 
     # Streaming (issue 4)
     broadcast_url: str | None = None
@@ -185,6 +187,7 @@ class Settings:
             thread_max_depth=_env_int("THREADLINE_THREAD_MAX_DEPTH", cls.thread_max_depth),
             messages_page_default=_env_int("THREADLINE_MESSAGES_PAGE_DEFAULT", cls.messages_page_default),
             production=_env_bool("THREADLINE_PRODUCTION", cls.production),
+            expose_sql_count=_env_bool("THREADLINE_EXPOSE_SQL_COUNT", cls.expose_sql_count),
             broadcast_url=os.environ.get("THREADLINE_BROADCAST_URL") or None,
             subscriber_queue_size=_env_int("THREADLINE_SUBSCRIBER_QUEUE_SIZE", cls.subscriber_queue_size),
             event_retention_days=_env_float("THREADLINE_EVENT_RETENTION_DAYS", cls.event_retention_days),

@@ -7,26 +7,37 @@ how tests prove that tree reads cost a constant number of queries.
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 from typing import Any, Protocol
 
 import asyncpg
 import orjson
 
-_counter = itertools.count()
 _statements = 0
+# The statements of one request: set by the GraphQL view, inherited by the tasks the request starts.
+_request_statements: ContextVar[list[int] | None] = ContextVar("threadline_request_statements", default=None)
 
 
 def sql_statement_count() -> int:
-    """How many SQL statements this process has sent so far (tests diff it around a request)."""
+    """How many SQL statements this process has sent so far (all requests and background work)."""
     return _statements
+
+
+def count_request_statements() -> list[int]:
+    """Start counting the current request's statements; the returned cell holds the count."""
+    cell = [0]
+    _request_statements.set(cell)
+    return cell
 
 
 def _count() -> None:
     global _statements
     _statements += 1
+    cell = _request_statements.get()
+    if cell is not None:
+        cell[0] += 1
 
 
 class Executor(Protocol):

@@ -26,6 +26,7 @@ class Context:
     request: Any = None
     response: Any = None
     connection_params: Any = None  # graphql-transport-ws connection_init payload
+    sql_statements: list[int] | None = None  # this request's statement count, when exposed
     _principal: Principal | None = None
     _auth_error: ThreadlineError | None = None
     _loaders: dict[str, DataLoader[Any, Any]] = field(default_factory=dict)

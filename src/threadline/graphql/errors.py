@@ -89,3 +89,11 @@ class ErrorCodes(SchemaExtension):
         if result is not None and errors:
             request_id = _request_id(self)
             result.errors = [format_error(e, request_id) for e in errors]
+
+
+class SqlStatementCount(SchemaExtension):
+    """Adds `extensions.sqlStatements` (this request's SQL statements) when the setting enables it."""
+
+    def get_results(self) -> dict[str, object]:
+        cell = getattr(self.execution_context.context, "sql_statements", None)
+        return {"sqlStatements": cell[0]} if cell is not None else {}
