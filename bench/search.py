@@ -374,6 +374,16 @@ async def measure(db: Database, ids: dict[str, Any], repeat: int) -> None:
             f"all searches as {who}: p50 {p(values, 0.5):.1f} ms, p95 {p(values, 0.95):.1f} ms ({len(values)} runs)"
         )
     print()
+    corpus = Corpus()
+    long_queries = {
+        "10,000 chars, 1,000+ distinct words": " ".join(corpus.words[100:2100])[:10_000],
+        "10,000 chars, one word repeated": ("error " * 2000)[:10_000],
+        "10,000 chars of quotes and operators": ('"error -" OR ' * 1000)[:10_000],
+    }
+    for name, text in long_queries.items():
+        t = await timed(lambda r=request({"query": text}): search_service.search(db, admin, r), repeat)
+        print(f"{name} as admin: p50 {p(t, 0.5):.1f} ms, p95 {p(t, 0.95):.1f} ms")
+    print()
     window = insight_service.window(NOW - timedelta(days=30), NOW)
     for who, principal in (("admin", admin), ("member", member)):
         t = await timed(lambda pr=principal: tag_service.tag_counts(db, pr, 100), repeat)

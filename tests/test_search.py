@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -431,6 +432,39 @@ def test_ten_thousand_character_query_is_answered(admin: Actor) -> None:
     words = " ".join(f"w{i}" for i in range(2000))[:10_000]
     assert titles(admin, query=words) == []
     assert search_error(admin, query="k" * 10_001) == "BAD_USER_INPUT"
+
+
+def test_words_after_the_32nd_are_ignored(admin: Actor) -> None:
+    talk(admin, "Kafka", "kafka")
+
+    def matched(query: str) -> list[tuple[str, str]]:
+        return [
+            (e["node"]["conversation"]["title"], e["node"]["matchedBy"])
+            for e in search(admin, query=query)["edges"]
+        ]
+
+    assert matched("kafka " * 32 + "zzzunknownzzz") == [("Kafka", "TEXT")]
+    # With the 33rd word counted nothing matches exactly; the typo fallback drops unknown words.
+    assert matched("kafka " * 31 + "zzzunknownzzz") == [("Kafka", "FUZZY")]
+
+
+def test_text_postgres_cannot_store_is_not_an_error(admin: Actor) -> None:
+    talk(admin, "Kafka", "kafka", tags=["ops"], aiProvider="openai")
+
+    def ascii_titles(**input: Any) -> list[str]:
+        # json.dumps escapes a lone surrogate as \ud800, which a JSON parser turns back into one.
+        body = json.dumps({"query": SEARCH, "variables": {"i": input}})
+        response = admin.client.http.post(
+            "/graphql", content=body, headers={"content-type": "application/json"}
+        )
+        data = response.json()
+        assert "errors" not in data, data
+        return [e["node"]["conversation"]["title"] for e in data["data"]["search"]["edges"]]
+
+    assert ascii_titles(query="kafka\ud800") == ["Kafka"]
+    assert ascii_titles(query="kafka", tags=["ops\ud800"]) == ["Kafka"]
+    assert ascii_titles(query="kafka", aiProvider="open\x00ai") == []
+    assert ascii_titles(query="kafka\x00") == ["Kafka"]
 
 
 def test_malformed_arguments_are_bad_input(admin: Actor) -> None:

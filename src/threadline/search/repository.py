@@ -228,12 +228,15 @@ async def count_recent(db: Executor, principal: Principal, filters: SearchFilter
 
 
 async def plan_with_actual_values(tx: Executor) -> None:
-    """Plan this transaction's statements for their actual values, never with a cached generic plan.
+    """Plan this transaction's statements for their actual values, never with a cached generic plan,
+    and without parallel workers.
 
     How selective a search is swings by orders of magnitude with its words and its caller; a
     generic plan made for unknown values can take seconds where the custom one takes milliseconds.
     """
     await tx.execute("SET LOCAL plan_cache_mode = force_custom_plan")
+    # An API answers many small searches at once: parallel workers cost more to start than they save.
+    await tx.execute("SET LOCAL max_parallel_workers_per_gather = 0")
 
 
 async def parse_query(db: Executor, tenant_id: uuid.UUID, text: str) -> asyncpg.Record:

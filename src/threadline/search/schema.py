@@ -23,7 +23,7 @@ from threadline.ids import Kind, decode_id
 from threadline.search import insight_service, tag_service
 from threadline.search import service as search_service
 from threadline.search.repository import SearchFilters
-from threadline.search.service import Continuation, SearchMode, SearchRequest
+from threadline.search.service import Continuation, SearchMode, SearchRequest, sendable
 from threadline.search.types import (
     ConversationSearchInput,
     Insights,
@@ -61,9 +61,9 @@ def _request(info: Info, input: ConversationSearchInput) -> SearchRequest:
         raise bad_input("`minMessages` must not be negative", argument="minMessages")
     filters = SearchFilters(
         statuses=(input.status.value,) if input.status is not None else DEFAULT_STATUSES,
-        tags=normalise_tags(input.tags, settings) if input.tags else None,
+        tags=normalise_tags([sendable(t) for t in input.tags], settings) if input.tags else None,
         owner_id=decode_id(input.user_id, Kind.USER) if input.user_id is not None else None,
-        ai_provider=input.ai_provider.strip() if input.ai_provider and input.ai_provider.strip() else None,
+        ai_provider=sendable(input.ai_provider).strip() or None if input.ai_provider else None,
         min_messages=input.min_messages,
         since=input.from_,
         until=input.to,

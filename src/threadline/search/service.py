@@ -35,6 +35,9 @@ from threadline.search.repository import (
 from threadline.threads.service import path_ids
 
 QUERY_MAX_CHARS = 10_000
+# Words after the 32nd are ignored, like web search engines do: each word is a posting list to
+# intersect and a term to test on every candidate, so a pasted page would cost seconds.
+QUERY_MAX_WORDS = 32
 # A query matching at least 0.5% of the tenant's newest messages (25 of the newest 5,000: the probe) is
 # ranked over its 300 most recent matches among the newest 30,000 messages, plus every title,
 # description and tag match. Ranking every match of a word found in 100,000 messages would read
@@ -47,6 +50,7 @@ FUZZY_TERMS_PER_WORD = 3
 FUZZY_MAX_WORDS = 8
 _WORD = re.compile(r"(?<![^\W_])[^\W_]{3,64}(?![^\W_])")
 _LETTER_OR_DIGIT = re.compile(r"[^\W_]")
+_UNSENDABLE = re.compile(r"[\x00\ud800-\udfff]")
 
 
 class SearchMode(StrEnum):
@@ -110,7 +114,13 @@ def _clean(query: str | None) -> str:
             argument="query",
             limit=QUERY_MAX_CHARS,
         )
-    return query.replace("\x00", " ").strip()
+    # NUL and lone surrogates cannot reach PostgreSQL text: they would fail the request.
+    return " ".join(sendable(query).split()[:QUERY_MAX_WORDS])
+
+
+def sendable(text: str) -> str:
+    """`text` without NUL and lone surrogates (PostgreSQL text cannot hold them)."""
+    return _UNSENDABLE.sub(" ", text)
 
 
 def mark_up(snippet: str) -> str:

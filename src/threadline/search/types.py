@@ -39,7 +39,8 @@ class ConversationSearchInput:
     query: str | None = strawberry.field(
         default=None,
         description="Words to find in titles, descriptions, tags and messages, web-search style: "
-        '"quoted phrase", OR, -excluded. Empty lists conversations by recent activity. At most 10,000 characters.',
+        '"quoted phrase", OR, -excluded. Empty lists conversations by recent activity. At most 10,000 characters; '
+        "words after the 32nd are ignored.",
     )
     tags: list[str] | None = strawberry.field(
         default=None, description="Conversations carrying all of these tags."
