@@ -63,7 +63,7 @@ def test_active_runs_per_user_are_capped_even_when_created_at_once(
     owner: Actor, make_user: Callable[..., Actor], queue: ServerThread
 ) -> None:
     cid = create_conversation(owner)
-    messages = [start_thread(owner, cid, f"m{i}") for i in range(20)]
+    messages = [start_thread(owner, cid, f"m{i}") for i in range(100)]
     results: list[dict[str, Any]] = []
     lock = threading.Lock()
 
@@ -80,7 +80,7 @@ def test_active_runs_per_user_are_capped_even_when_created_at_once(
     created = [r for r in results if not r.get("errors")]
     refused = [r["errors"][0]["extensions"] for r in results if r.get("errors")]
     assert len(created) == CAP
-    assert refused == [{"code": "RATE_LIMITED", "retryAfter": 1, "limit": CAP}] * (20 - CAP)
+    assert refused == [{"code": "RATE_LIMITED", "retryAfter": 1, "limit": CAP}] * (100 - CAP)
     assert owner.client.ok(RUNS, {"c": cid, "s": "QUEUED"})["conversation"]["runs"]["totalCount"] == CAP
 
     # Ending a run frees one of the owner's places; another user has places of their own.

@@ -18,6 +18,7 @@ import asyncpg
 
 from threadline.db import Database, Executor
 from threadline.runs import repository as repo
+from threadline.runs.output import Usage
 from threadline.runs.service import end_run, stored_usage
 from threadline.runs.transitions import RunStatus
 from threadline.settings import Settings
@@ -47,7 +48,7 @@ async def release(tx: Executor, settings: Settings, run: asyncpg.Record, reason:
         await end_run(tx, run, RunStatus.CANCELLED, usage=stored_usage(run))
         return RunStatus.CANCELLED
     if policy(settings) is LostWorkerPolicy.REQUEUE and run["attempt"] < settings.run_max_attempts:
-        await end_run(tx, run, RunStatus.QUEUED)
+        await end_run(tx, run, RunStatus.QUEUED, usage=Usage(0, 0))
         await repo.notify_workers(tx, f"queued:{run['queue']}")
         return RunStatus.QUEUED
     await end_run(tx, run, RunStatus.EXPIRED, usage=stored_usage(run), error=("RUN_EXPIRED", reason))

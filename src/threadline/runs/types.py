@@ -108,7 +108,7 @@ class Run(Node):
     def usage(self) -> _UsageType | None:
         from threadline.threads.types import Usage
 
-        if self.status is transitions.RunStatus.QUEUED and self.attempt == 0:
+        if self.status is transitions.RunStatus.QUEUED:
             return None
         return Usage.of(self.prompt_tokens, self.completion_tokens)
 
