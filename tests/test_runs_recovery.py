@@ -160,6 +160,7 @@ def test_a_killed_workers_run_is_expired_by_a_live_instance_and_not_run_again(
     assert events[-1]["payload"]["code"] == "RUN_EXPIRED"
     assert "stopped after 0 runs" in survivor.stop()
     assert wait_for(owner, run["id"])["output"]["content"] == content
+    assert owner.client.code(RUN_CANCEL, {"id": run["id"]}) == "CONFLICT"
 
 
 def test_a_killed_workers_run_is_requeued_and_its_output_written_exactly_once(
@@ -216,18 +217,22 @@ def test_cancelling_a_run_whose_worker_is_gone_is_forced(
 ) -> None:
     worker = _start(workers, dsn, queue)
     cid = create_conversation(owner)
-    run = create_run(owner, start_thread(owner, cid, WORDS))
-    wait_for_chunks(owner, run["id"])
+    first, second = (create_run(owner, start_thread(owner, cid, WORDS)) for _ in range(2))
+    for run in (first, second):
+        wait_for_chunks(owner, run["id"])
     worker.kill()
     # Its last heartbeat is fresh: the cancel is a request to the (dead) worker.
-    assert owner.client.ok(RUN_CANCEL, {"id": run["id"]})["runCancel"]["status"] == "CANCELLING"
+    assert owner.client.ok(RUN_CANCEL, {"id": first["id"]})["runCancel"]["status"] == "CANCELLING"
     time.sleep(2.5)  # the server's threshold for a worker to count as gone
-    cancelled = owner.client.ok(RUN_CANCEL, {"id": run["id"]})["runCancel"]
-    assert cancelled["status"] == "CANCELLED" and cancelled["cancelledAt"] is not None
-    content = cancelled["output"]["content"]
-    assert content == _contiguous(cancelled["output"]["chunks"]) and REPLY.startswith(content)
-    usage = {"promptTokens": 4 + 3 + 68, "completionTokens": len(content.split())}
-    assert cancelled["usage"] == cancelled["output"]["usage"] == {**usage, "totalTokens": sum(usage.values())}
-    assert [s["status"] for s in cancelled["steps"]] == ["CANCELLED"]
+    for run in (first, second):  # CANCELLING -> CANCELLED and IN_PROGRESS -> CANCELLED, both forced
+        cancelled = owner.client.ok(RUN_CANCEL, {"id": run["id"]})["runCancel"]
+        assert cancelled["status"] == "CANCELLED" and cancelled["cancelledAt"] is not None
+        output = cancelled["output"]
+        content = output["content"]
+        assert content == _contiguous(output["chunks"]) and REPLY.startswith(content)
+        usage = {"promptTokens": 4 + 3 + 68, "completionTokens": len(content.split())}
+        assert cancelled["usage"] == output["usage"] == {**usage, "totalTokens": sum(usage.values())}
+        assert [s["status"] for s in cancelled["steps"]] == ["CANCELLED"]
     events = stream_events(loop, dsn, cid, STREAM_TYPES)
-    assert [e["type"] for e in events] == ["message.delta"] * len(cancelled["output"]["chunks"]) + ["message.done"]
+    assert [e["type"] for e in events].count("message.done") == 2
+    assert {e["payload"]["runId"] for e in events if e["type"] == "message.done"} == {first["id"], second["id"]}
