@@ -853,7 +853,7 @@ def test_tree_reads_cost_the_same_statements_for_10_and_1000_nodes(
     ]:
         few, many = statements(admin.client, query, args_small), statements(admin.client, query, args_large)
         assert few == many, query
-        assert many <= 8, query
+        assert many <= 9, query  # auth, rate limit, access, the range scan, and one per nested list
     assert admin.client.ok(TREE_ALL, {"r": large.ids[0]})["threadTree"]["totalCount"] == 1000
 
 
