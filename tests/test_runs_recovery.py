@@ -20,6 +20,7 @@ from tests.test_runs_support import (
     RUN_CANCEL,
     create_run,
     on,
+    read_run,
     runs_server,
     settle,
     stream_events,
@@ -236,3 +237,17 @@ def test_cancelling_a_run_whose_worker_is_gone_is_forced(
     events = stream_events(loop, dsn, cid, STREAM_TYPES)
     assert [e["type"] for e in events].count("message.done") == 2
     assert {e["payload"]["runId"] for e in events if e["type"] == "message.done"} == {first["id"], second["id"]}
+
+
+def test_a_worker_stopped_with_sigterm_releases_its_runs_at_once(
+    owner: Actor, workers: list[WorkerProcess], dsn: str, queue: str, loop: Loop
+) -> None:
+    worker = _start(workers, dsn, queue, THREADLINE_RUN_ON_LOST_WORKER="expire")
+    cid = create_conversation(owner)
+    run = create_run(owner, start_thread(owner, cid, WORDS))
+    wait_for_chunks(owner, run["id"])
+    assert "stopped after 0 runs" in worker.stop()
+    released = read_run(owner, run["id"])  # released before the process exited: no heartbeat had to go stale
+    assert released["status"] == "EXPIRED"
+    assert released["lastError"] == {"code": "RUN_EXPIRED", "message": "The worker executing the run stopped"}
+    assert REPLY.startswith(released["output"]["content"])
