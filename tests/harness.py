@@ -144,6 +144,9 @@ def test_settings(dsn: str, **overrides: Any) -> Settings:
     return dataclasses.replace(base, **overrides)
 
 
+test_settings.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
+
+
 TABLES_TO_KEEP = {"migration"}
 
 
@@ -165,6 +168,16 @@ class GraphQLError(AssertionError):
     pass
 
 
+def without_count(body: dict[str, Any]) -> dict[str, Any]:
+    """Drops `extensions.sqlStatements` (test servers expose it) so bodies compare with what clients see."""
+    extensions = body.get("extensions")
+    if isinstance(extensions, dict):
+        extensions.pop("sqlStatements", None)
+        if not extensions:
+            del body["extensions"]
+    return body
+
+
 class Client:
     """A GraphQL-over-HTTP client for one caller."""
 
@@ -174,7 +187,13 @@ class Client:
         self.token = token
 
     def execute(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
-        """The whole response body (data and errors)."""
+        """The whole response body (data and errors), without the test server's diagnostic SQL count."""
+        body = self.raw(query, variables)
+        without_count(body)
+        return body
+
+    def raw(self, query: str, variables: dict[str, Any] | None = None) -> dict[str, Any]:
+        """The whole response body as served."""
         response = self.http.post("/graphql", json={"query": query, "variables": variables or {}})
         assert response.status_code in (200, 400), response.text
         body: dict[str, Any] = response.json()
@@ -197,7 +216,7 @@ class Client:
 
     def statements(self, query: str, variables: dict[str, Any] | None = None) -> int:
         """SQL statements the server sent for this one request (`extensions.sqlStatements`)."""
-        body = self.execute(query, variables)
+        body = self.raw(query, variables)
         if body.get("errors"):
             raise GraphQLError(f"unexpected errors: {body['errors']}")
         return int(body["extensions"]["sqlStatements"])

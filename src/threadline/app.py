@@ -9,8 +9,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Route, WebSocketRoute
 
 from threadline.db import Database
@@ -54,21 +56,21 @@ def create_app(settings: Settings | None = None) -> Starlette:
         services.hub = StreamHub(services.db, services.settings)
         await services.hub.start()
         maintenance = start_maintenance(services.db, services.settings)
+        from threadline.runs.worker import Worker
+
+        services.runs = Worker(services.db, services.settings)
+        await services.runs.start()
         from threadline.porting.retention import start_retention, stop_retention
 
         retention = start_retention(services.db, services.settings)
         if retention is not None:
             services.background.append(retention)
-        from threadline.runs.worker import Worker
-
-        services.runs = Worker(services.db, services.settings)
-        await services.runs.start()
         try:
             yield
         finally:
             await stop_task(maintenance)
             await stop_retention(retention)
-            await services.runs.stop()
+            await services.runs.stop(requeue=True)  # a graceful shutdown returns claimed runs to the queue
             await services.hub.stop()
             await services.db.close()
             if services.embedded is not None:
@@ -84,13 +86,34 @@ def create_app(settings: Settings | None = None) -> Starlette:
             return JSONResponse({"status": "unavailable", "error": type(exc).__name__}, status_code=503)
         return JSONResponse({"status": "ready"})
 
+    async def metrics(request: Request) -> PlainTextResponse:
+        from threadline.observability.metrics import METRICS
+
+        return PlainTextResponse(await METRICS.render(services), media_type="text/plain; version=0.0.4")
+
+    from threadline.observability.requests import RequestIds
+
+    middleware = [Middleware(RequestIds)]
+    if settings.cors_origins:
+        middleware.append(
+            Middleware(
+                CORSMiddleware,
+                allow_origins=list(settings.cors_origins),
+                allow_methods=["GET", "POST", "OPTIONS"],
+                allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
+                expose_headers=["X-Request-Id", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "Retry-After"],
+                max_age=600,
+            )
+        )
     app = Starlette(
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            *([Route("/metrics", metrics)] if settings.metrics_enabled else []),
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
         ],
+        middleware=middleware,
         lifespan=lifespan,
     )
     app.state.services = services

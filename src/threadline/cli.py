@@ -31,7 +31,10 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
             host=host,
             port=port,
             log_level="info",
+            log_config=None,  # uvicorn's loggers propagate to ours (request ids, THREADLINE_LOG_JSON)
             ws_max_size=settings.ws_max_message_bytes,
+            # SIGTERM: stop accepting, close WebSockets with 1012, let requests in flight finish this long.
+            timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_seconds)),
             # Event frames are small; compressing each one per socket costs more CPU than it saves.
             ws_per_message_deflate=False,
         )
@@ -175,6 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"threadline: {exc}", file=sys.stderr)
         return 2
+    from threadline.observability.logs import configure as configure_logging
+
+    configure_logging(settings.log_json)
     return int(args.run(args, settings))
 
 

@@ -5,31 +5,32 @@ from __future__ import annotations
 import strawberry
 from strawberry.tools import merge_types
 
-from threadline.auth import repository as users
 from threadline.audit.schema import AuditQuery
+from threadline.auth import repository as users
 from threadline.auth.schema import AuthMutation, AuthQuery
 from threadline.auth.types import User
 from threadline.conversations.schema import ConversationMutation, ConversationQuery
 from threadline.conversations.types import Conversation
 from threadline.errors import ThreadlineError
-from threadline.graphql.context import Info
 from threadline.graphql.base_schema import ThreadlineSchema
+from threadline.graphql.context import Info
 from threadline.graphql.errors import ErrorCodeEnum, ErrorCodes, SqlStatementCount
 from threadline.graphql.limits import query_limits
 from threadline.graphql.node import Node
 from threadline.ids import Kind, parse_id
-from threadline.runs.schema import RunMutation, RunQuery
-from threadline.runs.types import Run, RunStep
+from threadline.observability.schema import OperationMetrics
 from threadline.porting.schema import PortingMutation, PortingQuery
-from threadline.threads import repository as threads
-from threadline.threads import service as thread_service
 from threadline.presence.schema import PresenceMutation
 from threadline.ratelimits.schema import RateLimitMutation, RateLimitQuery, RateLimits
+from threadline.runs.schema import RunMutation, RunQuery
+from threadline.runs.types import Run, RunStep
 from threadline.search.schema import SearchMutation, SearchQuery
 from threadline.search.tag_service import TAGS_LIMIT_MAX
 from threadline.streaming.fanout import FanoutExecutionContext
 from threadline.streaming.schema import StreamQuery, StreamSubscription
 from threadline.streaming.types import EVENT_TYPES
+from threadline.threads import repository as threads
+from threadline.threads import service as thread_service
 from threadline.threads.schema import ThreadMutation, ThreadQuery
 from threadline.threads.types import Message, Thread
 
@@ -117,7 +118,7 @@ def build_schema(fast_execution: bool = True) -> strawberry.Schema:
         mutation=Mutation,
         subscription=Subscription,
         types=[Conversation, Message, Thread, User, *EVENT_TYPES],
-        extensions=[ErrorCodes, SqlStatementCount, query_limits({"Query.tags": TAGS_LIMIT_MAX}), RateLimits],
+        extensions=[OperationMetrics, ErrorCodes, SqlStatementCount, query_limits({"Query.tags": TAGS_LIMIT_MAX}), RateLimits],
         execution_context_class=FanoutExecutionContext if fast_execution else None,
     )
 

@@ -1,4 +1,5 @@
 """Query limits, checked after parsing and before execution: tokens, depth, aliases, list sizes, cost.
+Also per-request schema policy from settings: introspection on or off, no field suggestions in production.
 
 Each refusal is a GraphQL error with `extensions.code` BAD_USER_INPUT, `limitName` (which limit),
 `limit` (its configured value, as `first` caps report it) and `actual` (what the document asked for).
@@ -32,7 +33,7 @@ from graphql import (
     VariableNode,
     get_named_type,
 )
-from graphql.validation import ASTValidationRule, ValidationContext
+from graphql.validation import ASTValidationRule, NoSchemaIntrospectionCustomRule, ValidationContext
 from strawberry.extensions import SchemaExtension
 
 from threadline.errors import ErrorCode
@@ -41,6 +42,7 @@ from threadline.settings import Settings
 _LIST_SIZE_ARGUMENTS = ("first", "last", "limit")
 _DEPTH_FREE = frozenset({("Message", "replies")})
 _TOKEN_ERROR = "tokens. Parsing aborted."
+_SUGGESTION = " Did you mean"
 
 
 def limit_error(name: str, limit: int, actual: int, message: str, nodes: Any = None) -> GraphQLError:
@@ -234,9 +236,17 @@ class QueryLimits(SchemaExtension):
         self.max_tokens = settings.query_max_tokens
         # graphql-core counts the end-of-document token too.
         execution.parse_options["max_tokens"] = settings.query_max_tokens + 1
-        rule = limit_rule(settings, execution.variables or {}, self.list_caps)
-        execution.validation_rules = (*execution.validation_rules, rule)
+        rules: tuple[type[ASTValidationRule], ...] = (limit_rule(settings, execution.variables or {}, self.list_caps),)
+        if not settings.introspection:
+            rules = (*rules, NoSchemaIntrospectionCustomRule)
+        execution.validation_rules = (*execution.validation_rules, *rules)
         yield
+        if settings.production:
+            # No "Did you mean ...?" in production: suggestions map out a schema whose introspection may be off.
+            result = execution.result
+            for error in [*(execution.pre_execution_errors or ()), *(getattr(result, "errors", None) or ())]:
+                if _SUGGESTION in error.message:
+                    error.message = error.message.split(_SUGGESTION)[0].rstrip()
 
     def on_parse(self) -> Iterator[None]:
         yield

@@ -2,23 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import time
 from datetime import timedelta
 from typing import Any
 
+import jwt
 import orjson
 from cross_web import HTTPException
+from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.datastructures import Headers
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 
-from threadline.errors import ErrorCode, ThreadlineError
 from threadline.db import count_request_statements
+from threadline.errors import ErrorCode, ThreadlineError
 from threadline.graphql.context import Context
 
 
@@ -95,6 +99,9 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
             keep_alive_interval=15,
             connection_init_wait_timeout=timedelta(seconds=services.settings.ws_init_timeout_seconds),
             max_subscriptions_per_connection=services.settings.ws_max_operations,
+            # Browsers' cross-origin handshakes are refused (HTTP 403) unless listed; clients without an Origin
+            # header (not browsers) and same-origin pages are always accepted.
+            allowed_origins=services.settings.ws_allowed_origins,
         )
         self.services = services
 
@@ -102,7 +109,12 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
         settings = self.services.settings
         if scope["type"] != "http":
             receive, send = message_size_guard(receive, send, settings.ws_max_message_bytes)
-            await super().__call__(scope, receive, send)
+            try:
+                await super().__call__(scope, receive, send)
+            finally:
+                expiry = scope.get("state", {}).get("token_expiry")
+                if expiry is not None:
+                    expiry.cancel()
             return
         limit = settings.request_max_bytes
         declared = Headers(scope=scope).get("content-length", "")
@@ -142,7 +154,7 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         authorization = request.headers.get("authorization") if isinstance(request, Request) else None
         counting = self.services.settings.expose_sql_count and isinstance(request, Request)
-        return Context(
+        context = Context(
             db=self.services.db,
             settings=self.services.settings,
             authorization=authorization,
@@ -151,6 +163,10 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
             response=response,
             sql_statements=count_request_statements() if counting else None,
         )
+        request_id = request.scope.get("state", {}).get("request_id")  # set by observability.RequestIds
+        if request_id:
+            context.request_id = request_id
+        return context
 
     async def on_ws_connect(self, context: Context) -> dict[str, object] | None:
         """Authenticate the socket from `connection_init` ({"authorization": "Bearer ..."}); 4403 otherwise."""
@@ -161,4 +177,28 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
             await context.principal()
         except ThreadlineError as exc:
             raise ConnectionRejectionError({"code": exc.code.value, "message": exc.message}) from exc
+        expires = token_expiry(context.authorization)
+        if expires is not None and isinstance(context.request, WebSocket):
+            context.request.scope.setdefault("state", {})["token_expiry"] = asyncio.create_task(
+                close_at_expiry(context.request, expires), name="threadline-ws-token-expiry"
+            )
         return None
+
+
+def token_expiry(authorization: str | None) -> float | None:
+    """The `exp` of a JWT bearer token (already verified by authentication); None for API keys."""
+    token = (authorization or "").strip().partition(" ")[2].strip()
+    if token.count(".") != 2:
+        return None
+    try:
+        exp = jwt.decode(token, options={"verify_signature": False}).get("exp")
+    except jwt.PyJWTError:
+        return None
+    return float(exp) if isinstance(exp, int | float) else None
+
+
+async def close_at_expiry(websocket: WebSocket, expires: float) -> None:
+    """Ends the session when its token expires: 4401, as for a connection_init with an expired token."""
+    await asyncio.sleep(max(expires - time.time(), 0))
+    with contextlib.suppress(Exception):  # the socket may be closing already
+        await websocket.close(code=4401, reason="token expired")

@@ -6,8 +6,8 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import strawberry
-from graphql import FieldNode, GraphQLError, InlineFragmentNode, OperationType, get_operation_ast
 from graphql import ExecutionResult as GraphQLExecutionResult
+from graphql import FieldNode, GraphQLError, InlineFragmentNode, OperationType, get_operation_ast
 from starlette.responses import Response
 from strawberry.extensions import SchemaExtension
 

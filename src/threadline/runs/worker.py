@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import socket
@@ -62,8 +63,9 @@ class Worker:
             self._tasks.append(asyncio.create_task(self._recovery_loop(), name="threadline-run-recovery"))
         log.info("run worker %s: queue %r, concurrency %d", self.id, self.queue, self.concurrency)
 
-    async def stop(self) -> None:
-        """Stop claiming; runs in flight are released at once (requeued or expired, by the policy)."""
+    async def stop(self, requeue: bool = False) -> None:
+        """Stop claiming; runs in flight are released at once (requeued or expired, by the policy; with
+        `requeue`, as for a graceful server shutdown, back to the queue while attempts remain)."""
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -77,19 +79,20 @@ class Worker:
                 await active.task
         for run_id, active in in_flight.items():
             with contextlib.suppress(Exception):
-                await self._release(run_id, active)
+                await self._release(run_id, active, requeue)
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.close()
         for provider in self._providers.values():
             await provider.close()
 
-    async def _release(self, run_id: uuid.UUID, active: ActiveRun) -> None:
+    async def _release(self, run_id: uuid.UUID, active: ActiveRun, requeue: bool = False) -> None:
+        settings = dataclasses.replace(self.settings, run_on_lost_worker="requeue") if requeue else self.settings
         async with self.db.transaction() as tx:
             run = await repo.run(tx, active.tenant_id, run_id, lock=True)
             if run is None or run["attempt"] != active.attempt or run["worker_id"] != self.id:
                 return
-            status = await recovery.release(tx, self.settings, run, "The worker executing the run stopped")
+            status = await recovery.release(tx, settings, run, "The worker executing the run stopped")
         log.info("run %s released at shutdown: %s", run_id, status.value)
 
     # waking up ------------------------------------------------------------------------------------

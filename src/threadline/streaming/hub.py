@@ -65,7 +65,13 @@ class StreamHub:
     async def start(self) -> None:
         assert self.settings.database_url, "the hub needs the resolved database URL"
         self.cursor = await event_log.current_position(self.db)
-        self.backend = SupervisedPostgresBackend(self.settings.database_url)
+        # The LISTEN connection may go elsewhere than the pool (e.g. straight to the primary when the pool goes
+        # through a transaction-mode pooler, where LISTEN does not work). Publishing is pg_notify in the writer's
+        # transaction, so only PostgreSQL URLs make sense here.
+        listen_url = self.settings.broadcast_url or self.settings.database_url
+        if not listen_url.startswith(("postgres://", "postgresql://")):
+            raise ValueError(f"THREADLINE_BROADCAST_URL must be a PostgreSQL URL, not {listen_url.split(':')[0]}://")
+        self.backend = SupervisedPostgresBackend(listen_url)
         self._broadcast = Broadcast(backend=self.backend)
         await self._broadcast.connect()
         ready = asyncio.Event()

@@ -93,7 +93,7 @@ class SupervisedPostgresBackend(BroadcastBackend):
             return False
         try:
             await asyncio.wait_for(self._conn.fetchval("SELECT 1"), timeout=self._ping_interval * 2)
-        except (Exception, asyncio.TimeoutError):
+        except (TimeoutError, Exception):
             return False
         return True
 
@@ -110,7 +110,7 @@ class SupervisedPostgresBackend(BroadcastBackend):
                 try:
                     await self._open()
                     break
-                except (OSError, asyncpg.PostgresError, asyncio.TimeoutError) as exc:
+                except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
                     log.warning("LISTEN reconnect failed (%s); retrying in %.2fs", exc, delay)
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, self._max_backoff)

@@ -1,0 +1,62 @@
+"""ASGI middleware: a request id per HTTP request or WebSocket (X-Request-Id in and out), counted in metrics."""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from threadline.observability import logs
+from threadline.observability.metrics import METRICS
+
+_ACCEPTABLE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+
+
+def request_id_of(scope: Scope) -> str | None:
+    state = scope.get("state")
+    return state.get("request_id") if isinstance(state, dict) else None
+
+
+class RequestIds:
+    """Takes the client's X-Request-Id when it is a plain token (else makes one), puts it in the scope state,
+    the logging context and the response headers."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        given = Headers(scope=scope).get("x-request-id", "")
+        rid = given if _ACCEPTABLE_ID.fullmatch(given) else uuid.uuid4().hex[:16]
+        scope.setdefault("state", {})["request_id"] = rid
+        token = logs.request_id.set(rid)
+        outcome: int | str = 500 if scope["type"] == "http" else "closed"
+        started = time.perf_counter()
+
+        async def observed_send(message: Message) -> None:
+            nonlocal outcome
+            kind = message["type"]
+            if kind == "http.response.start":
+                outcome = message["status"]
+                MutableHeaders(scope=message)["X-Request-Id"] = rid
+            elif kind == "websocket.accept":
+                headers = list(message.get("headers") or [])
+                headers.append((b"x-request-id", rid.encode()))
+                message = {**message, "headers": headers}
+            elif kind == "websocket.close":
+                outcome = message.get("code", 1000)
+            await send(message)
+
+        try:
+            await self.app(scope, receive, observed_send)
+        finally:
+            if scope["type"] == "http" and scope.get("path") != "/metrics":
+                METRICS.observe_request("http", outcome, time.perf_counter() - started)
+            elif scope["type"] == "websocket":
+                METRICS.observe_request("websocket", outcome, 0.0)
+            logs.request_id.reset(token)
