@@ -23,7 +23,7 @@ from threadline.graphql.pagination import (
 )
 from threadline.ids import Kind, encode_id
 from threadline.threads import repository as repo
-from threadline.threads.types import Message, MessageChunk, MessageEdit, Thread
+from threadline.threads.types import Message, MessageChunk, MessageEdit, Thread, TreeIds
 
 
 def tree_messages(rows: Sequence[asyncpg.Record], top_path: list[uuid.UUID]) -> list[Message]:
@@ -38,11 +38,12 @@ def tree_messages(rows: Sequence[asyncpg.Record], top_path: list[uuid.UUID]) -> 
     stack = [strawberry.ID(encode_id(Kind.MESSAGE, p)) for p in top_path[:-1]]
     offset = len(top_path) - 1 - base_depth
     from_row = Message.from_row_with_path_ids
+    shared = TreeIds(conversation_id=strawberry.ID(encode_id(Kind.CONVERSATION, rows[0]["conversation_id"])))
     out = []
     for row in rows:
         del stack[offset + row["depth"] :]
-        stack.append(strawberry.ID(encode_id(Kind.MESSAGE, row["id"])))
-        out.append(from_row(row, stack.copy()))
+        stack.append(encode_id(Kind.MESSAGE, row["id"]))  # type: ignore[arg-type]  # an ID is a str
+        out.append(from_row(row, stack.copy(), shared))
     return out
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
+from uuid import UUID
 
 import asyncpg
 import strawberry
@@ -21,6 +22,16 @@ class MessageRole(StrEnum):
     ASSISTANT = "ASSISTANT"
     SYSTEM = "SYSTEM"
     TOOL = "TOOL"
+
+
+_ROLES = {role.value: role for role in MessageRole}
+
+
+@dataclass(frozen=True, slots=True)
+class TreeIds:
+    """Encodings every message of one thread read shares."""
+
+    conversation_id: strawberry.ID
 
 
 @strawberry.type(description="Token usage.")
@@ -65,9 +76,9 @@ class Message(Node):
     edited_at: datetime | None = strawberry.field(description="When it was last edited.")
     deleted_at: datetime | None = strawberry.field(description="When it was deleted (tombstoned).")
     is_deleted: bool = strawberry.field(description="True for a tombstone: content removed, node kept.")
-    uuid: strawberry.Private[uuid.UUID]
-    root_uuid: strawberry.Private[uuid.UUID]
-    author_uuid: strawberry.Private[uuid.UUID | None]
+    uuid: strawberry.Private[UUID]
+    root_uuid: strawberry.Private[UUID]
+    author_uuid: strawberry.Private[UUID | None]
 
     @strawberry.field(description="Who wrote it (null after erasure).")
     async def author(self, info: Info) -> User | None:
@@ -94,25 +105,36 @@ class Message(Node):
         return await edits_of(info, self.uuid)
 
     @classmethod
-    def from_row(cls, row: asyncpg.Record, path: list[uuid.UUID]) -> Message:
+    def from_row(cls, row: asyncpg.Record, path: list[UUID]) -> Message:
         return cls.from_row_with_path_ids(row, [strawberry.ID(encode_id(Kind.MESSAGE, p)) for p in path])
 
     @classmethod
-    def from_row_with_path_ids(cls, row: asyncpg.Record, path: list[strawberry.ID]) -> Message:
-        """`from_row` with the path already encoded (tree reads share ancestors' encodings)."""
-        parent = row["parent_id"]
+    def from_row_with_path_ids(
+        cls, row: asyncpg.Record, path: list[strawberry.ID], shared: TreeIds | None = None
+    ) -> Message:
+        """`from_row` with the path already encoded. A tree read passes `shared`: there the path is complete
+        (root first, ending with this message), so the message's own, parent's and root's ids are in it."""
+        if shared is not None:
+            own_id, root_id, conversation_id = path[-1], path[0], shared.conversation_id
+            parent_id = path[-2] if len(path) > 1 else None
+        else:
+            parent = row["parent_id"]
+            own_id = strawberry.ID(encode_id(Kind.MESSAGE, row["id"]))
+            root_id = strawberry.ID(encode_id(Kind.MESSAGE, row["root_id"]))
+            conversation_id = strawberry.ID(encode_id(Kind.CONVERSATION, row["conversation_id"]))
+            parent_id = strawberry.ID(encode_id(Kind.MESSAGE, parent)) if parent else None
         return cls(
-            id=strawberry.ID(encode_id(Kind.MESSAGE, row["id"])),
+            id=own_id,
             uuid=row["id"],
             root_uuid=row["root_id"],
             author_uuid=row["author_id"],
-            conversation_id=strawberry.ID(encode_id(Kind.CONVERSATION, row["conversation_id"])),
-            root_id=strawberry.ID(encode_id(Kind.MESSAGE, row["root_id"])),
-            parent_id=strawberry.ID(encode_id(Kind.MESSAGE, parent)) if parent else None,
+            conversation_id=conversation_id,
+            root_id=root_id,
+            parent_id=parent_id,
             depth=row["depth"],
             path=path,
             child_count=row["child_count"],
-            role=MessageRole(row["role"]),
+            role=_ROLES.get(row["role"]) or MessageRole(row["role"]),
             content=row["content"],
             model=row["model"],
             usage=Usage.of(row["prompt_tokens"], row["completion_tokens"]),
