@@ -22,7 +22,8 @@ RoleEnum = strawberry.enum(Role, name="Role", description="A user's role in thei
 class User(Node):
     email: str | None = strawberry.field(description="Email address, if known.")
     display_name: str = strawberry.field(description="Name shown to others.")
-    role: RoleEnum = strawberry.field(description="ADMIN sees the whole tenant, MANAGER their team's conversations.")
+    role: RoleEnum = strawberry.field(  # type: ignore[valid-type]
+        description="ADMIN sees the whole tenant, MANAGER their team's conversations.")
     team: str | None = strawberry.field(description="Team name, used for MANAGER visibility.")
     created_at: datetime = strawberry.field(description="When the user was created.")
     uuid: strawberry.Private[uuid.UUID]
@@ -74,7 +75,8 @@ class ApiKeyCreatePayload:
 class UserCreateInput:
     email: str = strawberry.field(description="Email address, unique in the tenant.")
     display_name: str | None = strawberry.field(default=None, description="Name shown to others.")
-    role: RoleEnum = strawberry.field(default=Role.MEMBER, description="Role in the tenant (default MEMBER).")
+    role: RoleEnum = strawberry.field(  # type: ignore[valid-type]
+        default=Role.MEMBER, description="Role in the tenant (default MEMBER).")
     team: str | None = strawberry.field(default=None, description="Team name for MANAGER visibility.")
 
 

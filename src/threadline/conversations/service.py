@@ -57,7 +57,7 @@ def _validated(fields: ConversationFields, settings: Settings) -> dict[str, Any]
 
 
 async def create(db: Database, settings: Settings, principal: Principal, fields: ConversationFields) -> asyncpg.Record:
-    values = {
+    values: dict[str, object] = {
         "title": "New conversation",
         "description": "",
         "tags": [],

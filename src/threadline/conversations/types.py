@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from enum import StrEnum
 from typing import TYPE_CHECKING, Annotated, Any
+from uuid import UUID
 
 import asyncpg
 import strawberry
@@ -48,7 +48,7 @@ class Participant(Node):
     role: ParticipantRole = strawberry.field(description="What the participant may do.")
     joined_at: datetime = strawberry.field(description="When they joined.")
     conversation_id: strawberry.ID = strawberry.field(description="The conversation's id.")
-    user_uuid: strawberry.Private[uuid.UUID]
+    user_uuid: strawberry.Private[UUID]
 
     @strawberry.field(description="The participating user.")
     async def user(self, info: Info) -> User | None:
@@ -72,8 +72,8 @@ class Invite(Node):
     created_at: datetime = strawberry.field(description="When the invite was made.")
     accepted_at: datetime | None = strawberry.field(description="When it was accepted.")
     conversation_id: strawberry.ID = strawberry.field(description="The conversation's id.")
-    user_uuid: strawberry.Private[uuid.UUID]
-    inviter_uuid: strawberry.Private[uuid.UUID | None]
+    user_uuid: strawberry.Private[UUID]
+    inviter_uuid: strawberry.Private[UUID | None]
 
     @strawberry.field(description="The invited user.")
     async def user(self, info: Info) -> User | None:
@@ -112,8 +112,8 @@ class Conversation(Node):
     created_at: datetime = strawberry.field(description="When it was created.")
     updated_at: datetime = strawberry.field(description="When it last changed.")
     last_activity_at: datetime = strawberry.field(description="When the last message arrived.")
-    uuid: strawberry.Private[uuid.UUID]
-    owner_uuid: strawberry.Private[uuid.UUID | None]
+    uuid: strawberry.Private[UUID]
+    owner_uuid: strawberry.Private[UUID | None]
 
     @strawberry.field(description="The user who created the conversation.")
     async def owner(self, info: Info) -> User | None:
@@ -127,8 +127,8 @@ class Conversation(Node):
         def factory() -> Any:
             from strawberry.dataloader import DataLoader
 
-            async def load(ids: list[uuid.UUID]) -> list[list[Participant]]:
-                grouped: dict[uuid.UUID, list[Participant]] = {i: [] for i in ids}
+            async def load(ids: list[UUID]) -> list[list[Participant]]:
+                grouped: dict[UUID, list[Participant]] = {i: [] for i in ids}
                 for row in await repo.participants_of(db, principal.tenant_id, list(ids)):
                     grouped[row["conversation_id"]].append(Participant.from_row(row))
                 return [grouped[i] for i in ids]
@@ -167,7 +167,7 @@ class Conversation(Node):
         info: Info,
         first: int | None = None,
         after: str | None = None,
-        status: Annotated[RunStatus, strawberry.lazy("threadline.runs.types")] | None = None,
+        status: Annotated[RunStatus, strawberry.lazy("threadline.runs.types")] | None = None,  # type: ignore[valid-type]
     ) -> Connection[Annotated[Run, strawberry.lazy("threadline.runs.types")]]:
         from threadline.runs.schema import conversation_runs
 

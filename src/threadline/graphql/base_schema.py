@@ -22,7 +22,7 @@ class ThreadlineSchema(strawberry.Schema):
             async for result in results:
                 errors = getattr(result, "errors", None)
                 if errors:
-                    result.errors = [format_error(e, request_id) for e in errors]
+                    result.errors = [format_error(e, request_id) for e in errors]  # type: ignore[union-attr]
                 yield result
 
         return formatted()

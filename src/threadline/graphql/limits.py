@@ -126,12 +126,14 @@ class _Walker:
                 inner = selection.selection_set
             elif isinstance(selection, InlineFragmentNode):
                 inner = selection.selection_set
-            else:
+            elif isinstance(selection, FragmentSpreadNode):
                 fragment = self.context.get_fragment(selection.name.value)
                 if fragment is None or selection.name.value in seen:
                     continue
                 seen = seen | {selection.name.value}
                 inner = fragment.selection_set
+            else:
+                continue
             if inner is not None:
                 self.introspection(inner, seen)
 
@@ -180,6 +182,8 @@ def limit_rule(settings: Settings, variables: Mapping[str, Any], list_caps: Mapp
     """A validation rule bound to one request's settings and variables."""
 
     class QueryLimitRule(ASTValidationRule):
+        context: ValidationContext  # the rule runs with a schema
+
         def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
             root = self.context.schema.get_root_type(node.operation)
             walker = _Walker(self.context, settings, variables, list_caps)

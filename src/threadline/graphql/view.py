@@ -65,13 +65,16 @@ def body_size_guard(receive: Receive, limit: int) -> Receive:
 
 def message_size_guard(receive: Receive, send: Send, limit: int) -> tuple[Receive, Send]:
     """Closes a WebSocket with 1009 (message too big) on a message over `limit` bytes, whatever the server's
-    own frame limit (uvicorn's ws_max_size is set from the same setting by `threadline serve`)."""
+    own frame limit (uvicorn's ws_max_size is set from the same setting by `threadline serve`); drops sends
+    once the socket is closed."""
     closed = False
 
     async def guarded_receive() -> Message:
         nonlocal closed
         message = await receive()
-        if message["type"] == "websocket.receive":
+        if message["type"] == "websocket.disconnect":
+            closed = True
+        elif message["type"] == "websocket.receive":
             text = message.get("text")
             size = len(text.encode()) if text is not None else len(message.get("bytes") or b"")
             if size > limit:
@@ -81,8 +84,13 @@ def message_size_guard(receive: Receive, send: Send, limit: int) -> tuple[Receiv
         return message
 
     async def guarded_send(message: Message) -> None:
+        nonlocal closed
         if closed:
-            return  # the socket is closing; the protocol handler is still winding down
+            # The socket is closing or gone; subscriptions still winding down would make the server raise
+            # "websocket.send after websocket.close" for every event in flight.
+            return
+        if message["type"] == "websocket.close":
+            closed = True
         await send(message)
 
     return guarded_receive, guarded_send

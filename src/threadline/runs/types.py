@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import uuid
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
+from uuid import UUID
 
 import asyncpg
 import strawberry
@@ -90,9 +90,9 @@ class Run(Node):
     cancelled_at: datetime | None = strawberry.field(description="When it was cancelled.")
     failed_at: datetime | None = strawberry.field(description="When it failed.")
     expired_at: datetime | None = strawberry.field(description="When it expired.")
-    uuid: strawberry.Private[uuid.UUID]
-    message_uuid: strawberry.Private[uuid.UUID]
-    output_uuid: strawberry.Private[uuid.UUID | None]
+    uuid: strawberry.Private[UUID]
+    message_uuid: strawberry.Private[UUID]
+    output_uuid: strawberry.Private[UUID | None]
     prompt_tokens: strawberry.Private[int]
     completion_tokens: strawberry.Private[int]
 
@@ -154,11 +154,11 @@ def _loader(info: Info, name: str, load: Any) -> Any:
     return info.context.loader(name, factory)
 
 
-async def _load_message(info: Info, message_id: uuid.UUID) -> Message | None:
+async def _load_message(info: Info, message_id: UUID) -> Message | None:
     from threadline.threads.service import path_ids
     from threadline.threads.types import Message
 
-    async def load(ids: list[uuid.UUID]) -> list[Message | None]:
+    async def load(ids: list[UUID]) -> list[Message | None]:
         principal = await info.context.principal()
         db = info.context.db
         rows = await streams.messages_by_ids(db, principal.tenant_id, list(ids))
@@ -169,10 +169,10 @@ async def _load_message(info: Info, message_id: uuid.UUID) -> Message | None:
     return await _loader(info, "run-messages", load).load(message_id)  # type: ignore[no-any-return]
 
 
-async def _load_steps(info: Info, run_id: uuid.UUID) -> list[RunStep]:
-    async def load(ids: list[uuid.UUID]) -> list[list[RunStep]]:
+async def _load_steps(info: Info, run_id: UUID) -> list[RunStep]:
+    async def load(ids: list[UUID]) -> list[list[RunStep]]:
         principal = await info.context.principal()
-        grouped: dict[uuid.UUID, list[RunStep]] = {i: [] for i in ids}
+        grouped: dict[UUID, list[RunStep]] = {i: [] for i in ids}
         for row in await repo.steps_of(info.context.db, principal.tenant_id, list(ids)):
             grouped[row["run_id"]].append(RunStep.from_row(row))
         return [grouped[i] for i in ids]

@@ -56,7 +56,7 @@ class SharedEvents:
         return found
 
 
-def _variables_key(values: dict[str, Any] | None) -> str:
+def _variables_key(values: object) -> str:
     return json.dumps(values or {}, sort_keys=True, default=str)
 
 

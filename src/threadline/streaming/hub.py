@@ -100,7 +100,7 @@ class StreamHub:
         # One subscription for the whole process (broadcaster's per-channel subscribe races).
         async with self._broadcast.subscribe(CHANNEL) as subscription:
             ready.set()
-            async for _ in subscription:  # type: ignore[attr-defined]
+            async for _ in subscription:  # type: ignore[attr-defined,union-attr]
                 self._wake.set()
 
     # subscribers ---------------------------------------------------------------------------------

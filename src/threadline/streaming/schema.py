@@ -13,6 +13,7 @@ from threadline.conversations.access import Access, require
 from threadline.errors import ErrorCode, ThreadlineError, bad_input, not_found
 from threadline.events import log as event_log
 from threadline.events.kinds import EventType
+from threadline.events.log import LoggedEvent
 from threadline.graphql.context import Info
 from threadline.ids import Kind, decode_id
 from threadline.presence import service as presence
@@ -107,11 +108,11 @@ def _fresh_caches(info: Info) -> None:
     info.context._loaders.clear()
 
 
-async def _lost_access(info: Info, sub: Subscriber, event: object) -> bool:
+async def _lost_access(info: Info, sub: Subscriber, event: LoggedEvent) -> bool:
     """After a removal of the subscriber itself, a conversation stream ends unless access remains."""
-    if sub.follows_viewer or getattr(event, "type", None) != EventType.MEMBERSHIP_CHANGED:
+    if sub.follows_viewer or event.type != EventType.MEMBERSHIP_CHANGED:
         return False
-    if subject_of(event) != sub.user_id or event.payload.get("change") != "REMOVED":  # type: ignore[attr-defined]
+    if subject_of(event) != sub.user_id or event.payload.get("change") != "REMOVED":
         return False
     principal = await info.context.principal()
     try:
