@@ -58,14 +58,17 @@ async def conversation_with_access(
 
 
 async def conversations_with_access(
-    db: Executor, tenant_id: uuid.UUID, ids: list[uuid.UUID], user_id: uuid.UUID
+    db: Executor, tenant_id: uuid.UUID, ids: list[uuid.UUID], user_id: uuid.UUID, *, lock: bool = False
 ) -> list[asyncpg.Record]:
+    """Conversations with the caller's role and the owner's team; with `lock`, row-locked in id order (so
+    concurrent batch writers cannot deadlock)."""
+    locking = " ORDER BY c.id FOR UPDATE OF c" if lock else ""
     return await db.fetch(
         f"""SELECT {CONVERSATION_COLUMNS}, p.role AS viewer_role, ou.team AS owner_team
             FROM conversation c
             LEFT JOIN participant p ON p.conversation_id = c.id AND p.user_id = $3
             LEFT JOIN app_user ou ON ou.id = c.owner_id
-            WHERE c.tenant_id = $1 AND c.id = ANY($2::uuid[])""",
+            WHERE c.tenant_id = $1 AND c.id = ANY($2::uuid[]){locking}""",
         tenant_id,
         ids,
         user_id,

@@ -27,23 +27,6 @@ async def tag_counts(db: Executor, principal: Principal, limit: int) -> list[asy
     )
 
 
-async def lock_with_access(
-    db: Executor, tenant_id: uuid.UUID, ids: list[uuid.UUID], user_id: uuid.UUID
-) -> list[asyncpg.Record]:
-    """Conversations with the caller's role and the owner's team, row-locked in id order (no deadlock)."""
-    return await db.fetch(
-        f"""SELECT {CONVERSATION_COLUMNS}, p.role AS viewer_role, ou.team AS owner_team
-            FROM conversation c
-            LEFT JOIN participant p ON p.conversation_id = c.id AND p.user_id = $3
-            LEFT JOIN app_user ou ON ou.id = c.owner_id
-            WHERE c.tenant_id = $1 AND c.id = ANY($2::uuid[])
-            ORDER BY c.id FOR UPDATE OF c""",
-        tenant_id,
-        ids,
-        user_id,
-    )
-
-
 async def set_tags(
     db: Executor, tenant_id: uuid.UUID, changes: list[tuple[uuid.UUID, list[str]]]
 ) -> list[asyncpg.Record]:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from threadline.auth.principal import Principal
+from threadline.conversations import repository as conversation_repo
 from threadline.conversations.access import Access, access_level
 from threadline.conversations.rules import normalise_tags
 from threadline.db import Database
@@ -52,7 +53,9 @@ async def batch_tag(
         raise bad_input(f"A tag cannot be both added and removed: {both}", argument="remove")
     async with db.transaction() as tx:
         rows = {
-            r["id"]: r for r in await repo.lock_with_access(tx, principal.tenant_id, ids, principal.user_id)
+            r["id"]: r for r in await conversation_repo.conversations_with_access(
+                tx, principal.tenant_id, ids, principal.user_id, lock=True
+            )
         }
         levels = {cid: access_level(principal, rows[cid]) if cid in rows else Access.NONE for cid in ids}
         if any(level is Access.NONE for level in levels.values()):
