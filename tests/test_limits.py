@@ -127,6 +127,21 @@ def test_cost_reads_list_sizes_from_variables(caller: Client) -> None:
     assert limit_error(caller, query, {"n": 100})["actual"] == 101
 
 
+def test_a_repeated_document_is_judged_anew_for_its_variables(caller: Client) -> None:
+    # Validation of the document is remembered per query text; the limits are not.
+    query = "query($n: Int) { conversations(first: $n) { nodes { id } } }"
+    for _ in range(2):
+        assert limit_error(caller, query, {"n": 100})["actual"] == 101
+        assert caller.ok(query, {"n": 99}) == {"conversations": {"nodes": []}}
+
+
+def test_a_repeated_invalid_document_gets_the_same_error_each_time(caller: Client) -> None:
+    errors = [caller.execute("{ viewer { nope } }")["errors"] for _ in range(3)]
+    assert errors[0] == errors[1] == errors[2]
+    assert errors[0][0]["message"].startswith("Cannot query field 'nope' on type 'User'.")
+    assert errors[0][0]["extensions"] == {"code": "BAD_USER_INPUT"}
+
+
 def test_cost_uses_the_default_page_size_when_first_is_absent(caller: Client) -> None:
     # 20 by default: conversations (1) + 20 x (edges (1) + node (1)) = 41; twice = 82; three times = 123.
     twice = "{ a: conversations { edges { node { id } } } b: conversations { edges { node { id } } } }"

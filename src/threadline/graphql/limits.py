@@ -16,25 +16,30 @@ argument's default when absent, `page_size_default` when that is null too). Leaf
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from graphql import (
+    DocumentNode,
     FieldNode,
     FragmentSpreadNode,
     GraphQLError,
     GraphQLInterfaceType,
     GraphQLObjectType,
+    GraphQLSchema,
     InlineFragmentNode,
     IntValueNode,
     OperationDefinitionNode,
     SelectionSetNode,
     VariableNode,
     get_named_type,
+    validate,
 )
 from graphql.validation import ASTValidationRule, NoSchemaIntrospectionCustomRule, ValidationContext
 from strawberry.extensions import SchemaExtension
+from strawberry.schema.schema import validate_document
 
 from threadline.errors import ErrorCode
 from threadline.settings import Settings
@@ -49,7 +54,12 @@ def limit_error(name: str, limit: int, actual: int, message: str, nodes: Any = N
     return GraphQLError(
         message,
         nodes,
-        extensions={"code": ErrorCode.BAD_USER_INPUT.value, "limitName": name, "limit": limit, "actual": actual},
+        extensions={
+            "code": ErrorCode.BAD_USER_INPUT.value,
+            "limitName": name,
+            "limit": limit,
+            "actual": actual,
+        },
     )
 
 
@@ -77,7 +87,9 @@ class _Walker:
         self.measure = _Measure()
         self.list_errors: list[GraphQLError] = []
 
-    def selections(self, parent: Any, selection_set: SelectionSetNode, depth: int, seen: frozenset[str]) -> int:
+    def selections(
+        self, parent: Any, selection_set: SelectionSetNode, depth: int, seen: frozenset[str]
+    ) -> int:
         """The cost of `selection_set` under type `parent` at `depth`; records depth and aliases as it goes."""
         cost = 0
         for selection in selection_set.selections:
@@ -178,7 +190,9 @@ class _Walker:
         return None
 
 
-def limit_rule(settings: Settings, variables: Mapping[str, Any], list_caps: Mapping[str, int]) -> type[ASTValidationRule]:
+def limit_rule(
+    settings: Settings, variables: Mapping[str, Any], list_caps: Mapping[str, int]
+) -> type[ASTValidationRule]:
     """A validation rule bound to one request's settings and variables."""
 
     class QueryLimitRule(ASTValidationRule):
@@ -240,10 +254,9 @@ class QueryLimits(SchemaExtension):
         self.max_tokens = settings.query_max_tokens
         # graphql-core counts the end-of-document token too.
         execution.parse_options["max_tokens"] = settings.query_max_tokens + 1
-        rules: tuple[type[ASTValidationRule], ...] = (limit_rule(settings, execution.variables or {}, self.list_caps),)
+        self.limit_rule = limit_rule(settings, execution.variables or {}, self.list_caps)
         if not settings.introspection:
-            rules = (*rules, NoSchemaIntrospectionCustomRule)
-        execution.validation_rules = (*execution.validation_rules, *rules)
+            execution.validation_rules = (*execution.validation_rules, NoSchemaIntrospectionCustomRule)
         yield
         if settings.production:
             # No "Did you mean ...?" in production: suggestions map out a schema whose introspection may be off.
@@ -251,6 +264,18 @@ class QueryLimits(SchemaExtension):
             for error in [*(execution.pre_execution_errors or ()), *(getattr(result, "errors", None) or ())]:
                 if _SUGGESTION in error.message:
                     error.message = error.message.split(_SUGGESTION)[0].rstrip()
+
+    def on_validate(self) -> Iterator[None]:
+        """The schema's rules, whose verdict depends only on the document (cached per query text), then the
+        limit rule, which also depends on the variables and settings (run every time, on its own)."""
+        execution = self.execution_context
+        document = execution.graphql_document
+        if document is not None and execution.pre_execution_errors is None:
+            schema = execution.schema._schema
+            standard = _validate_standard(schema, execution.query, document, execution.validation_rules)
+            limits = validate(schema, document, (self.limit_rule,))
+            execution.pre_execution_errors = [*limits, *standard]
+        yield
 
     def on_parse(self) -> Iterator[None]:
         yield
@@ -264,6 +289,44 @@ class QueryLimits(SchemaExtension):
                     "limit": self.max_tokens,
                     "actual": self.max_tokens + 1,
                 }
+
+
+_VALIDATED: OrderedDict[tuple[Any, ...], list[GraphQLError]] = OrderedDict()
+_VALIDATED_SIZE = 512
+
+
+def _validate_standard(
+    schema: GraphQLSchema,
+    query: str | None,
+    document: DocumentNode,
+    rules: tuple[type[ASTValidationRule], ...],
+) -> list[GraphQLError]:
+    """Strawberry's document validation, remembered per (schema, query text, rules) for the most recent
+    documents: ~30 rules cost ~1 ms per request even for `{ viewer { id } }`, and clients repeat queries."""
+    if query is None:
+        return validate_document(schema, document, rules)
+    key = (id(schema), query, rules)
+    errors = _VALIDATED.get(key)
+    if errors is None:
+        errors = validate_document(schema, document, rules)
+        _VALIDATED[key] = errors
+        if len(_VALIDATED) > _VALIDATED_SIZE:
+            _VALIDATED.popitem(last=False)
+    else:
+        _VALIDATED.move_to_end(key)
+    # Fresh error objects: later extensions rewrite messages and extensions in place.
+    return [
+        GraphQLError(
+            e.message,
+            nodes=e.nodes,
+            source=e.source,
+            positions=e.positions,
+            path=e.path,
+            original_error=e.original_error,
+            extensions=dict(e.extensions) if e.extensions else None,
+        )
+        for e in errors
+    ]
 
 
 def query_limits(list_caps: Mapping[str, int]) -> type[QueryLimits]:
