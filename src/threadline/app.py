@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
@@ -36,6 +37,18 @@ class Services:
     background: list[Any] = field(default_factory=list)
 
 
+def tune_garbage_collector(gen0_threshold: int) -> None:
+    """Fewer, cheaper cyclic collections. A response of 10,000 rows allocates hundreds of thousands of
+    objects; with the default threshold (700) that triggers full collections mid-request that walk every
+    object the process holds (~100 ms measured on a 10,000-node threadTree). Freezing what exists after
+    start-up (modules, schema, pools) takes it out of every later collection."""
+    if gen0_threshold <= 0:
+        return
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(gen0_threshold, 20, 100)
+
+
 def create_app(settings: Settings | None = None) -> Starlette:
     from threadline.schema import schema
 
@@ -65,6 +78,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         retention = start_retention(services.db, services.settings)
         if retention is not None:
             services.background.append(retention)
+        tune_garbage_collector(settings.gc_gen0_threshold)
         try:
             yield
         finally:

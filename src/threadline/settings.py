@@ -162,6 +162,8 @@ class Settings:
     rate_limit_subscriptions: int = 600
     rate_limit_burst: int = 0
     shutdown_grace_seconds: float = 10.0
+    # Objects allocated between young-generation collections (Python's default is 700); 0 keeps the default.
+    gc_gen0_threshold: int = 50_000
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -251,6 +253,7 @@ class Settings:
             rate_limit_subscriptions=_env_int("THREADLINE_RATE_LIMIT_SUBSCRIPTIONS", cls.rate_limit_subscriptions),
             rate_limit_burst=_env_int("THREADLINE_RATE_LIMIT_BURST", cls.rate_limit_burst),
             shutdown_grace_seconds=_env_float("THREADLINE_SHUTDOWN_GRACE_SECONDS", cls.shutdown_grace_seconds),
+            gc_gen0_threshold=_env_int("THREADLINE_GC_GEN0_THRESHOLD", cls.gc_gen0_threshold),
         )
 
     def describe(self) -> dict[str, object]:
