@@ -13,6 +13,7 @@ import json
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
 from decimal import Decimal
+from http import HTTPStatus
 from typing import Any, NewType
 
 import pytest
@@ -158,6 +159,9 @@ BAD_ITEMS: dict[str, Any] = {
     "set for a list": lambda: [item(0, tags={"only"})],
     "int out of range": lambda: [item(0), item(1, count=2**40)],
     "bool and float coerced": lambda: [item(0, count=True, ratio=2, name=3.5)],
+    "ints at the 32-bit edges": lambda: [item(0, count=2**31 - 1), item(1, count=-(2**31)), item(2, count=2**31)],
+    "int subclass and numeric strings in an int field": lambda: [item(0, count=HTTPStatus.OK), item(1, count="7")],
+    "ints where a bool is expected": lambda: [item(0, flag=1), item(1, flag=0), item(2, flag=2.0)],
     "object in a string field": lambda: [item(0, name=object())],
     "bytes in a string field": lambda: [item(0, maybe=b"raw")],
     "bad enum value": lambda: [item(0, color="green"), item(1)],

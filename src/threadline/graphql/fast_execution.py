@@ -24,7 +24,7 @@ from enum import Enum
 from operator import attrgetter
 from typing import Any
 
-from graphql import GraphQLEnumType, GraphQLID, GraphQLObjectType, GraphQLString
+from graphql import GraphQLBoolean, GraphQLEnumType, GraphQLID, GraphQLInt, GraphQLObjectType, GraphQLString
 from graphql.execution.collect_fields import FieldDetailsList
 from graphql.execution.executor import collect_iterator_awaitables
 from graphql.pyutils import Path, Undefined, gather_with_cancel
@@ -51,7 +51,7 @@ _STR = frozenset({str})
 _INERT_TYPES = frozenset({str, int, float, bool, datetime, date, time, Decimal})
 
 # Kinds of planned fields.
-_TYPENAME, _LEAF, _STRING, _LEAF_LIST, _STRING_LIST = range(5)
+_TYPENAME, _LEAF, _STRING, _LEAF_LIST, _STRING_LIST, _INT, _BOOLEAN = range(7)
 
 # One planned field: (response key, kind, attribute getter or constant, serializer, non-null,
 # list items non-null, exact value types that need no awaitable/exception check).
@@ -149,8 +149,13 @@ def _compile(
                 "                return _FAILED",
             ]
         else:
+            # Values the leaf's serializer would return unchanged, without the call.
             if kind == _STRING:
                 body += ["        elif type(v) is str:", f"            o{i} = v"]
+            elif kind == _INT:
+                body += ["        elif type(v) is int and -2147483648 <= v <= 2147483647:", f"            o{i} = v"]
+            elif kind == _BOOLEAN:
+                body += ["        elif type(v) is bool:", f"            o{i} = v"]
             body += [
                 "        else:",
                 # What complete_value checks before serializing; skipped for types that cannot be either.
@@ -321,8 +326,14 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
             is_string = leaf_type is GraphQLString or leaf_type is GraphQLID  # a str serializes to itself
             if is_list:
                 kind = _STRING_LIST if is_string else _LEAF_LIST
+            elif is_string:
+                kind = _STRING
+            elif leaf_type is GraphQLInt:
+                kind = _INT
+            elif leaf_type is GraphQLBoolean:
+                kind = _BOOLEAN
             else:
-                kind = _STRING if is_string else _LEAF
+                kind = _LEAF
             serialize, inert = _serializer(leaf_type)
             steps.append((response_key, kind, getter, serialize, non_null, items_non_null, inert))
         return _Plan(steps, object_type.is_type_of, self.is_awaitable)
