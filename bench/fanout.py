@@ -31,8 +31,13 @@ from fixtures import Database, Server, create_tenant, free_port, percentile_ms, 
 
 MEASURED = 50  # subscribers that parse every frame and time it; the others read and discard bytes
 QUERY = """subscription($c: ID!) { conversationEvents(conversationId: $c) {
-  cursor type occurredAt ... on ThreadActivityEvent { replyCount changedMessage { id content } } } }"""
+  cursor type occurredAt ... on ThreadActivityEvent { replyCount changedMessage { id content } }
+  ... on MessageDeltaEvent { messageId index delta } } }"""
 REPLY = "mutation($p: ID!, $x: String!) { messageReply(parentId: $p, input: {content: $x}) { id } }"
+ASSISTANT = 'mutation($p: ID!) { messageReply(parentId: $p, input: {content: "...", role: ASSISTANT}) { id } }'
+APPEND = "mutation($m: ID!, $x: String!) { messageAppend(id: $m, delta: $x) { id } }"
+STREAMS = 10  # assistant messages the `append` source streams into, round robin
+TIMED = ("thread.activity", "message.delta")
 
 
 def cpu_seconds(pid: int) -> float:
@@ -99,7 +104,7 @@ async def _clients(url: str, graphql: bool, key: str, cid: str, count: int, meas
                 if message.get("type") != "next":
                     continue
                 event = message["payload"]["data"]["conversationEvents"]
-                if event["type"] == "thread.activity":
+                if event["type"] in TIMED:
                     occurred = _occurred(event)
                     if window[0] <= occurred <= window[1]:
                         latencies.append(now - occurred)
@@ -167,7 +172,7 @@ def _report(events: int, subscribers: int, seconds: float, latencies: list[float
     }
 
 
-def run_threadline(subscribers: int, rate: float, seconds: float, procs: int) -> dict[str, float]:
+def run_threadline(subscribers: int, rate: float, seconds: float, procs: int, source: str) -> dict[str, float]:
     database = Database()
     dsn = database.start()
     server = Server(dsn)
@@ -175,8 +180,14 @@ def run_threadline(subscribers: int, rate: float, seconds: float, procs: int) ->
         caller = create_tenant(dsn)
         with httpx.Client(base_url=server.url, headers=caller.headers, timeout=60) as client:
             cid, root = start_conversation(client)
+            streams = [
+                client.post("/graphql", json={"query": ASSISTANT, "variables": {"p": root}}).json()["data"]["messageReply"]["id"]
+                for _ in range(STREAMS)
+            ]
         clients = _start_clients(f"ws://127.0.0.1:{server.port}/graphql", True, caller.api_key, cid, subscribers, procs)
         time.sleep(1.0)
+
+        failures: list[str] = []
 
         async def publish() -> int:
             limit = asyncio.Semaphore(16)
@@ -184,7 +195,13 @@ def run_threadline(subscribers: int, rate: float, seconds: float, procs: int) ->
 
                 async def one(i: int) -> None:
                     async with limit:
-                        await http.post("/graphql", json={"query": REPLY, "variables": {"p": root, "x": f"event {i}"}})
+                        if source == "reply":
+                            body = {"query": REPLY, "variables": {"p": root, "x": f"event {i}"}}
+                        else:
+                            body = {"query": APPEND, "variables": {"m": streams[i % STREAMS], "x": f" token{i}"}}
+                        response = await http.post("/graphql", json=body)
+                        if response.status_code != 200 or "errors" in response.json():
+                            failures.append(response.text[:200])
 
                 start, tasks, sent = time.monotonic(), [], 0
                 while time.monotonic() - start < seconds:
@@ -199,10 +216,13 @@ def run_threadline(subscribers: int, rate: float, seconds: float, procs: int) ->
         cpu0, t0, w0 = cpu_seconds(server.process.pid), time.monotonic(), time.time()
         sent = asyncio.run(publish())
         w1 = time.time()
+        if failures:
+            raise RuntimeError(f"{len(failures)} publishing requests failed, e.g. {failures[0]}")
         time.sleep(2.0)
         cpu = (cpu_seconds(server.process.pid) - cpu0) / (time.monotonic() - t0)
+        hub = httpx.get(f"{server.url}/_bench/hub-latency", timeout=30).json()
         latencies = _finish(clients, (w0 - 1, w1 + 1))
-        return _report(sent, subscribers, seconds, latencies, cpu)
+        return {**_report(sent, subscribers, seconds, latencies, cpu), "hub": hub}
     finally:
         server.stop()
         database.stop()
@@ -266,11 +286,18 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=100.0)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--client-procs", type=int, default=2)
+    parser.add_argument(
+        "--source",
+        choices=("append", "reply"),
+        default="append",
+        help="what publishes: messageAppend round robin over 10 assistant messages (message.delta, streamed output) "
+        "or messageReply to one thread root (thread.activity; every write contends on the thread's rows)",
+    )
     args = parser.parse_args()
     baseline = run_baseline(args.subscribers, args.rate, args.seconds, args.client_procs)
-    threadline = run_threadline(args.subscribers, args.rate, args.seconds, args.client_procs)
+    threadline = run_threadline(args.subscribers, args.rate, args.seconds, args.client_procs, args.source)
     print(f"fan-out: {args.subscribers} subscribers, {args.rate:g} events/s for {args.seconds:g}s, "
-          f"{args.client_procs} client processes")
+          f"{args.client_procs} client processes, events from {args.source}")
     print(f"(latency from the {MEASURED} measuring clients; the other subscribers read and discard their frames)")
     print(f"{'':12} {'timed/expected':>17} {'frames/s':>9} {'p50 ms':>8} {'p99 ms':>9} {'server CPU':>10}")
     for name, r in (("baseline", baseline), ("threadline", threadline)):
@@ -278,6 +305,11 @@ def main() -> None:
             f"{name:12} {int(r['delivered']):>8}/{int(r['expected']):<8} {r['deliveries_per_s']:>8.0f} "
             f"{r['p50_ms']:>8.1f} {r['p99_ms']:>9.1f} {r['server_cpu'] * 100:>9.0f}%"
         )
+    hub = threadline["hub"]
+    notified = hub.get("notified", {})
+    print(f"threadline hub: event transaction start -> NOTIFY received: p50 {notified.get('p50_ms')} ms, "
+          f"p99 {notified.get('p99_ms')} ms; -> routed to subscriber queues: p50 {hub.get('p50_ms')} ms, "
+          f"p99 {hub.get('p99_ms')} ms, max {hub.get('max_ms')} ms over {hub.get('events')} events")
     print(f"ratio p99 threadline/baseline: {threadline['p99_ms'] / max(baseline['p99_ms'], 0.001):.1f}x")
 
 

@@ -41,10 +41,55 @@ def main() -> None:
         threadline.schema.schema = threadline.schema.build_schema(fast_execution=False)
     app = create_app(Settings.from_env())
 
+    # Hub-side latency: from an event's transaction start (created_at) to the moment the hub routes it.
+    import time as _time
+
+    from threadline.streaming.hub import StreamHub
+
+    from threadline.events.publish import notice
+    from threadline.streaming.listener import SupervisedPostgresBackend
+
+    routed: list[float] = []
+    notified: list[float] = []  # transaction start -> NOTIFY received (the writer's commit, roughly)
+    notify_at: dict[int, float] = {}
+    original_route = StreamHub._route
+    original_notify = SupervisedPostgresBackend._on_notify
+
+    def timed_notify(self: SupervisedPostgresBackend, *args: object) -> None:
+        try:
+            notify_at[notice(str(args[-1]))[1]] = _time.time()
+        except ValueError:
+            pass
+        original_notify(self, *args)  # type: ignore[arg-type]
+
+    def timed_route(self: StreamHub, event: object) -> None:
+        now = _time.time()
+        routed.append(now - event.created_at.timestamp())  # type: ignore[attr-defined]
+        at = notify_at.pop(event.id, None)  # type: ignore[attr-defined]
+        if at is not None:
+            notified.append(at - event.created_at.timestamp())  # type: ignore[attr-defined]
+        original_route(self, event)  # type: ignore[arg-type]
+
+    SupervisedPostgresBackend._on_notify = timed_notify  # type: ignore[method-assign]
+
+    StreamHub._route = timed_route  # type: ignore[method-assign]
+
+    def summary(samples: list[float]) -> dict[str, float]:
+        values = sorted(samples)
+        samples.clear()
+        if not values:
+            return {"events": 0}
+        pick = lambda q: round(values[min(len(values) - 1, int(q * len(values)))] * 1000, 1)  # noqa: E731
+        return {"events": len(values), "p50_ms": pick(0.5), "p99_ms": pick(0.99), "max_ms": pick(1.0)}
+
+    async def hub_latency(request: Request) -> JSONResponse:
+        return JSONResponse({**summary(routed), "notified": summary(notified)})
+
     async def statements(request: Request) -> JSONResponse:
         return JSONResponse({"count": sql_statement_count()})
 
     app.router.routes.append(Route("/_bench/sql-statements", statements))
+    app.router.routes.append(Route("/_bench/hub-latency", hub_latency))
     uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", ws_per_message_deflate=False)
 
 
