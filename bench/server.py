@@ -44,9 +44,8 @@ def main() -> None:
     # Hub-side latency: from an event's transaction start (created_at) to the moment the hub routes it.
     import time as _time
 
-    from threadline.streaming.hub import StreamHub
-
     from threadline.events.publish import notice
+    from threadline.streaming.hub import StreamHub
     from threadline.streaming.listener import SupervisedPostgresBackend
 
     routed: list[float] = []
