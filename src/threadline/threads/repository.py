@@ -16,8 +16,11 @@ MESSAGE_COLUMNS = """m.id, m.tenant_id, m.conversation_id, m.root_id, m.parent_i
 
 # What a tree read turns into Messages (`tree_messages`): no tenant, path or seq, which it does not use; a
 # 10,000-node thread decodes ~20% faster.
-TREE_COLUMNS = """m.id, m.conversation_id, m.root_id, m.parent_id, m.depth, m.child_count, m.role, m.content,
-    m.author_id, m.model, m.prompt_tokens, m.completion_tokens, m.created_at, m.edited_at, m.deleted_at"""
+TREE_FIELDS = (
+    "id", "conversation_id", "root_id", "parent_id", "depth", "child_count", "role", "content",
+    "author_id", "model", "prompt_tokens", "completion_tokens", "created_at", "edited_at", "deleted_at",
+)  # fmt: skip
+TREE_COLUMNS = ", ".join(f"m.{name}" for name in TREE_FIELDS)
 
 THREAD_COLUMNS = "t.id AS thread_id, t.reply_count, t.last_activity_at AS thread_last_activity_at, t.last_seq"
 

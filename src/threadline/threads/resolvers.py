@@ -23,27 +23,63 @@ from threadline.graphql.pagination import (
 )
 from threadline.ids import Kind, encode_id
 from threadline.threads import repository as repo
-from threadline.threads.types import Message, MessageChunk, MessageEdit, Thread, TreeIds
+from threadline.threads.types import (
+    MESSAGE_ROLES,
+    Message,
+    MessageChunk,
+    MessageEdit,
+    MessageRole,
+    Thread,
+    Usage,
+)
 
 
 def tree_messages(rows: Sequence[asyncpg.Record], top_path: list[uuid.UUID]) -> list[Message]:
-    """Messages of a depth-first row list, with path ids computed by a stack (no queries).
+    """Messages of a depth-first list of `repo.TREE_COLUMNS` rows, with path ids computed by a stack (no
+    queries). `top_path` is the ancestor ids of the first row, ending with its own id.
 
-    `top_path` is the ancestor ids of the first row, ending with its own id.
+    Rows are unpacked by position (~10,000 rows per large thread: named lookups were a third of the time).
     """
     if not rows:
         return []
+    if tuple(rows[0].keys()) != repo.TREE_FIELDS:
+        raise AssertionError("tree rows must have repo.TREE_COLUMNS")
     base_depth = rows[0]["depth"]
     # Encoded ids on the stack: each id is encoded once, not once per descendant.
-    stack = [strawberry.ID(encode_id(Kind.MESSAGE, p)) for p in top_path[:-1]]
+    stack: list[strawberry.ID] = [strawberry.ID(encode_id(Kind.MESSAGE, p)) for p in top_path[:-1]]
     offset = len(top_path) - 1 - base_depth
-    from_row = Message.from_row_with_path_ids
-    shared = TreeIds(conversation_id=strawberry.ID(encode_id(Kind.CONVERSATION, rows[0]["conversation_id"])))
+    conversation_id = strawberry.ID(encode_id(Kind.CONVERSATION, rows[0]["conversation_id"]))
+    roles = MESSAGE_ROLES
     out = []
-    for row in rows:
-        del stack[offset + row["depth"] :]
-        stack.append(encode_id(Kind.MESSAGE, row["id"]))  # type: ignore[arg-type]  # an ID is a str
-        out.append(from_row(row, stack.copy(), shared))
+    for (
+        message_id, _, root_id, _, depth, child_count, role, content,
+        author_id, model, prompt_tokens, completion_tokens, created_at, edited_at, deleted_at,
+    ) in rows:  # fmt: skip
+        del stack[offset + depth :]
+        stack.append(encode_id(Kind.MESSAGE, message_id))  # type: ignore[arg-type]  # an ID is a str
+        path = stack.copy()
+        out.append(
+            Message(
+                id=path[-1],
+                uuid=message_id,
+                root_uuid=root_id,
+                author_uuid=author_id,
+                conversation_id=conversation_id,
+                root_id=path[0],
+                parent_id=path[-2] if len(path) > 1 else None,
+                depth=depth,
+                path=path,
+                child_count=child_count,
+                role=roles.get(role) or MessageRole(role),
+                content=content,
+                model=model,
+                usage=None if prompt_tokens is None and completion_tokens is None else Usage.of(prompt_tokens, completion_tokens),
+                created_at=created_at,
+                edited_at=edited_at,
+                deleted_at=deleted_at,
+                is_deleted=deleted_at is not None,
+            )
+        )
     return out
 
 

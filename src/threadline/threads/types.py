@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from uuid import UUID
@@ -24,14 +23,7 @@ class MessageRole(StrEnum):
     TOOL = "TOOL"
 
 
-_ROLES = {role.value: role for role in MessageRole}
-
-
-@dataclass(frozen=True, slots=True)
-class TreeIds:
-    """Encodings every message of one thread read shares."""
-
-    conversation_id: strawberry.ID
+MESSAGE_ROLES = {role.value: role for role in MessageRole}
 
 
 @strawberry.type(description="Token usage.")
@@ -109,32 +101,21 @@ class Message(Node):
         return cls.from_row_with_path_ids(row, [strawberry.ID(encode_id(Kind.MESSAGE, p)) for p in path])
 
     @classmethod
-    def from_row_with_path_ids(
-        cls, row: asyncpg.Record, path: list[strawberry.ID], shared: TreeIds | None = None
-    ) -> Message:
-        """`from_row` with the path already encoded. A tree read passes `shared`: there the path is complete
-        (root first, ending with this message), so the message's own, parent's and root's ids are in it."""
-        if shared is not None:
-            own_id, root_id, conversation_id = path[-1], path[0], shared.conversation_id
-            parent_id = path[-2] if len(path) > 1 else None
-        else:
-            parent = row["parent_id"]
-            own_id = strawberry.ID(encode_id(Kind.MESSAGE, row["id"]))
-            root_id = strawberry.ID(encode_id(Kind.MESSAGE, row["root_id"]))
-            conversation_id = strawberry.ID(encode_id(Kind.CONVERSATION, row["conversation_id"]))
-            parent_id = strawberry.ID(encode_id(Kind.MESSAGE, parent)) if parent else None
+    def from_row_with_path_ids(cls, row: asyncpg.Record, path: list[strawberry.ID]) -> Message:
+        """`from_row` with the path already encoded."""
+        parent = row["parent_id"]
         return cls(
-            id=own_id,
+            id=strawberry.ID(encode_id(Kind.MESSAGE, row["id"])),
             uuid=row["id"],
             root_uuid=row["root_id"],
             author_uuid=row["author_id"],
-            conversation_id=conversation_id,
-            root_id=root_id,
-            parent_id=parent_id,
+            conversation_id=strawberry.ID(encode_id(Kind.CONVERSATION, row["conversation_id"])),
+            root_id=strawberry.ID(encode_id(Kind.MESSAGE, row["root_id"])),
+            parent_id=strawberry.ID(encode_id(Kind.MESSAGE, parent)) if parent else None,
             depth=row["depth"],
             path=path,
             child_count=row["child_count"],
-            role=_ROLES.get(row["role"]) or MessageRole(row["role"]),
+            role=MESSAGE_ROLES.get(row["role"]) or MessageRole(row["role"]),
             content=row["content"],
             model=row["model"],
             usage=Usage.of(row["prompt_tokens"], row["completion_tokens"]),
