@@ -343,3 +343,60 @@ def test_nul_characters_in_any_text_are_bad_user_input(
     error = admin.client.error(query, {"id": world["c"], "c": world["c"], "u": admin.user_id, **variables})
     assert error["extensions"]["code"] == "BAD_USER_INPUT"
     assert "NUL" in error["message"]
+
+
+# --- DateTime arguments at the edges (found by tests/test_fuzz.py) ---------------------------------
+
+INSIGHTS = """query($f: DateTime, $t: DateTime) { insights(from: $f, to: $t) {
+  from to conversationCount messageCount conversationsPerDay { count } averageMessagesPerConversation
+  tokenUsagePerDay { messages } popularTags { tag } providerDistribution { count } peakUsageHours { hour } } }"""
+SEARCH_WINDOW = """query($f: DateTime, $t: DateTime) { search(input: {from: $f, to: $t}) {
+  totalCount nodes { conversation { id } } } }"""
+
+
+@pytest.mark.parametrize(
+    "variables",
+    [
+        {"t": "9999-12-31T23:59:59-05:00"},
+        {"f": "9999-12-31T23:59:59-05:00", "t": "9999-12-31T23:59:59-05:00"},
+        {"f": "0001-01-01T00:00:00+05:00"},
+        {"f": "0001-01-01T00:00:00+05:00", "t": "0001-01-02T00:00:00+00:00"},
+    ],
+)
+@pytest.mark.parametrize("query", [INSIGHTS, SEARCH_WINDOW], ids=["insights", "search"])
+def test_instants_beyond_the_datetime_range_are_bad_user_input(
+    admin: Actor, world: dict[str, Any], query: str, variables: dict[str, Any]
+) -> None:
+    """An offset that moves the instant past 9999 or before year 1 in UTC was an INTERNAL error (asyncpg)."""
+    error = admin.client.error(query, variables)
+    assert error["extensions"]["code"] == "BAD_USER_INPUT", error
+    assert "DateTime" in error["message"]
+    literal = "{" + query.split(") {", 1)[1]  # the same document with literals instead of variables
+    for name in ("f", "t"):
+        literal = literal.replace(f"${name}", json.dumps(variables.get(name)))
+    assert admin.client.code(literal) == "BAD_USER_INPUT"
+
+
+@pytest.mark.parametrize(
+    "variables",
+    [
+        {"f": "2024-01-01T00:00:00", "t": "2024-02-01T00:00:00+00:00"},  # naive and aware: was INTERNAL
+        {"f": "2024-01-01T00:00:00+02:00", "t": "2024-02-01T00:00:00"},
+        {"t": "0001-01-05T00:00:00Z"},  # the default `from` (30 days earlier) was before year 1
+        {"f": "0001-01-01T00:00:00Z", "t": "0001-01-01T00:00:00Z"},
+        {"f": "0001-01-01T00:00:00Z", "t": "0001-01-03T00:00:00Z"},
+        {"f": "9999-12-30T00:00:00Z", "t": "9999-12-31T23:59:59.999999Z"},
+    ],
+)
+@pytest.mark.parametrize("query", [INSIGHTS, SEARCH_WINDOW], ids=["insights", "search"])
+def test_datetime_windows_at_the_edges_of_the_range_are_answered(
+    admin: Actor, world: dict[str, Any], query: str, variables: dict[str, Any]
+) -> None:
+    admin.client.ok(query, variables)
+
+
+def test_a_naive_datetime_means_utc(admin: Actor, world: dict[str, Any]) -> None:
+    naive = admin.client.ok(INSIGHTS, {"f": "2024-01-01T00:00:00", "t": "2024-01-03T00:00:00"})["insights"]
+    aware = admin.client.ok(INSIGHTS, {"f": "2024-01-01T00:00:00Z", "t": "2024-01-03T00:00:00Z"})["insights"]
+    assert naive == aware
+    assert len(naive["conversationsPerDay"]) == 2

@@ -1,18 +1,21 @@
 """Fuzzing the served schema (schema.graphql) with hypothesis-graphql, over HTTP, on a fixed budget.
 
-Every generated query and mutation goes to the real test server as an ADMIN, as a MEMBER and without
-credentials. Whatever it asks, the answer must be JSON with a status below 500 and no error may be
-INTERNAL. Ids mix the seeded objects' real ids, ids of another kind, unknown ids and malformed strings;
-half of the documents pass their arguments as variables (their own coercion path) instead of literals.
+Generated queries and mutations go to the real test server as an ADMIN, as a MEMBER and without
+credentials, and schema-violating documents (hypothesis-graphql's NEGATIVE mode) as the admin. Whatever a document asks, the answer must be JSON with a status below 500 (a 429 is
+fine), and no error may be INTERNAL or lack a code. Ids are mostly seeded ids of the kind the argument
+takes, else ids of another kind, unknown ids, malformed strings or integers; `after` is a real
+cursor, null or junk; half of the documents pass their arguments as variables (another coercion path)
+instead of literals.
 
-Generation is derandomized and the example database is off, so every run tries the same documents
-(the seeded ids differ). Each test prints `fuzz <caller> <kind>: N cases, 0 INTERNAL, 0 5xx` (run
-with -s to see it) and asserts that it tried its whole budget.
+Generation is derandomized and the example database is off, so every run sends the same documents
+(only the seeded ids differ). Each test prints `fuzz <caller> <kind>: N cases, 0 INTERNAL, 0 5xx`
+(see it with -s) and asserts that it sent its whole budget.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -25,9 +28,10 @@ import asyncpg
 import graphql
 import httpx
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, given, seed, settings
 from hypothesis import strategies as st
 from hypothesis_graphql import Mode, mutations, nodes, queries
+from hypothesis_graphql._strategies.negative_sites import enumerate_violation_sites
 
 from tests.api import create_conversation, reply, start_thread
 from tests.harness import Actor, Loop, ServerThread
@@ -38,19 +42,21 @@ SCHEMA = graphql.build_schema((Path(__file__).resolve().parent.parent / "schema.
 
 # Cases per test: (caller, kind) -> max_examples. Together they run in about half a minute.
 BUDGET = {
-    ("admin", "queries"): 120,
-    ("admin", "mutations"): 120,
-    ("member", "queries"): 80,
-    ("member", "mutations"): 80,
-    ("admin", "invalid"): 100,
-    ("anonymous", "any"): 40,
+    ("admin", "queries"): 300,
+    ("admin", "mutations"): 300,
+    ("member", "queries"): 200,
+    ("member", "mutations"): 200,
+    ("admin", "invalid"): 150,
+    ("anonymous", "any"): 80,
 }
-CASES: Counter[str] = Counter()
-DEBUG: Counter[str] = Counter()
-SEND_TIME = [0.0]  # cases actually sent, per test: proves a test did not fuzz nothing
+# For longer local runs: THREADLINE_FUZZ_SCALE=10 multiplies the budgets; THREADLINE_FUZZ_SEED=N tries
+# other documents than the fixed ones.
+SCALE = float(os.environ.get("THREADLINE_FUZZ_SCALE", "1"))
+SEED = os.environ.get("THREADLINE_FUZZ_SEED")
+CASES: Counter[str] = Counter()  # cases actually sent, per test: proves a test did not fuzz nothing
 
 FUZZ_SETTINGS = {
-    "derandomize": True,
+    "derandomize": SEED is None,
     "deadline": None,
     "database": None,
     "suppress_health_check": [HealthCheck.too_slow, HealthCheck.data_too_large, HealthCheck.filter_too_much],
@@ -214,6 +220,9 @@ ODD_TIMES = st.sampled_from(
         "2024-01-01T00:00:00",
         "+275760-09-13T00:00:00Z",
         "1970-01-01T00:00:00Z",
+        "0001-01-01T00:00:00Z",
+        "9999-12-31T23:59:59.999999Z",
+        "0001-01-01T00:00:00",
         "now",
         "",
         "2024-01-01T00:00:00+99:00",
@@ -260,11 +269,14 @@ def id_nodes(real: list[str]) -> st.SearchStrategy[graphql.ValueNode]:
     right_kind = st.integers(min_value=0, max_value=1000).map(lambda n: f"{REAL}{n}")
     other_kind = st.tuples(real_ids, st.sampled_from(list(Kind))).map(lambda p: f"{p[1].value}_{p[0][4:]}")
     unknown = st.builds(encode_id, st.sampled_from(list(Kind)), st.uuids())
-    strings = st.one_of(
-        right_kind, right_kind, right_kind, right_kind, right_kind, real_ids, other_kind, unknown,
-        st.sampled_from(MALFORMED_IDS), TEXT, real_ids.map(lambda i: i.upper()),
+    wrong = st.one_of(
+        real_ids, other_kind, unknown, st.sampled_from(MALFORMED_IDS), TEXT, real_ids.map(lambda i: i.upper()),
+        st.integers(min_value=-(2**40), max_value=2**40),
     )
-    return strings.map(nodes.String) | st.integers(min_value=-(2**40), max_value=2**40).map(nodes.Int)
+    # About three in four are real ids of the right kind, so most operations get past their ids.
+    return st.one_of(right_kind, right_kind, right_kind, wrong).map(
+        lambda v: nodes.Int(v) if isinstance(v, int) else nodes.String(v)
+    )
 
 
 # The kind of id an argument (or input field) takes, by its name; `id` by the field's name prefix.
@@ -280,9 +292,12 @@ KIND_OF_FIELD = [
 ]
 
 
-def with_real_ids(document: graphql.DocumentNode, real: list[str]) -> graphql.DocumentNode:
+def with_real_ids(
+    document: graphql.DocumentNode, real: list[str], cursors: dict[str, list[str]] | None = None
+) -> graphql.DocumentNode:
     """Replaces each REAL placeholder by a seeded id of the kind its argument takes (any kind for
-    `node(id)`, `targetId` and the like)."""
+    `node(id)`, `targetId` and the like). `after` gets a real cursor of its connection a third of the
+    time, null a third, and the generated string otherwise (deterministically, by that string's length)."""
     by_kind: dict[str, list[str]] = {}
     for value in real:
         by_kind.setdefault(value[:3], []).append(value)
@@ -296,6 +311,15 @@ def with_real_ids(document: graphql.DocumentNode, real: list[str]) -> graphql.Do
                 return next((kind for prefix, kind in KIND_OF_FIELD if name.startswith(prefix)), None)
         return None
 
+    def cursor_here(generated: str) -> graphql.ValueNode:
+        pool = next((cursors[name] for name in reversed(names) if cursors and name in cursors), [])
+        choice = len(generated) % 3
+        if choice == 0 or (choice == 2 and not pool):
+            return graphql.NullValueNode()
+        if choice == 2:
+            return nodes.String(pool[len(generated) % len(pool)])
+        return nodes.String(generated)
+
     class Resolve(graphql.Visitor):
         def enter_field(self, node: graphql.FieldNode, *_: Any) -> None:
             names.append(node.name.value)
@@ -307,6 +331,8 @@ def with_real_ids(document: graphql.DocumentNode, real: list[str]) -> graphql.Do
         leave_argument = leave_object_field = leave_field  # type: ignore[assignment]
 
         def enter_string_value(self, node: graphql.StringValueNode, *_: Any) -> Any:
+            if names and names[-1] == "after":
+                return cursor_here(node.value)
             if not node.value.startswith(REAL):
                 return None
             kind = kind_here()
@@ -316,8 +342,24 @@ def with_real_ids(document: graphql.DocumentNode, real: list[str]) -> graphql.Do
     return graphql.visit(document, Resolve())
 
 
+# Strings: words the API accepts (providers, languages, emails, tags) often enough that mutations get
+# past validation, and any text, blanks and lengths just past the limits otherwise.
+STRING_NODES = st.one_of(
+    st.sampled_from(
+        ["hello world", "x", "echo", "openai", "english", "simple", "gpt-4o", "Same", " padded ", '"quoted phrase" OR -x']
+    ),
+    NAME.map(lambda n: f"{n}@example.com"),
+    TEXT,
+    st.sampled_from(["", " ", "\n\t", "a\x00b"]),
+    st.sampled_from([65, 101, 129, 256, 501, 10_001, 100_001]).map(lambda n: "s" * n),
+).map(nodes.String)
+
+
 def scalars(real_ids: list[str]) -> dict[str, st.SearchStrategy[graphql.ValueNode]]:
-    return {"ID": id_nodes(real_ids), "DateTime": DATETIME_NODES, "Date": DATE_NODES, "JSON": JSON_NODES}
+    return {
+        "ID": id_nodes(real_ids), "String": STRING_NODES, "DateTime": DATETIME_NODES, "Date": DATE_NODES,
+        "JSON": JSON_NODES,
+    }
 
 
 # --- documents -------------------------------------------------------------------------------------
@@ -357,23 +399,55 @@ class Case:
     variables: dict[str, Any]
 
 
-def cases(kind: str, real_ids: list[str]) -> st.SearchStrategy[Case]:
+def documents(
+    operation: str, custom: dict[str, st.SearchStrategy[graphql.ValueNode]], mode: Mode
+) -> st.SearchStrategy[graphql.DocumentNode]:
+    """Operations on one root field (a query: up to three). One field at a time generates fast, spreads the
+    budget evenly over the fields, and lets every mutation run: a failed non-null mutation field stops
+    the ones after it."""
+    root, make, most = (SCHEMA.query_type, queries, 3) if operation == "query" else (SCHEMA.mutation_type, mutations, 1)
+    assert root is not None
+    names = sorted(root.fields)
+    if mode is Mode.NEGATIVE:  # only fields with something to violate in their arguments
+        sites = {site.path[0].field_name for site in enumerate_violation_sites(SCHEMA, root)}
+        names = [name for name in names if name in sites]
+    per_field = {
+        name: make(SCHEMA, fields=[name], custom_scalars=custom, print_ast=lambda d: d, mode=mode) for name in names
+    }
+
+    @st.composite
+    def merged(draw: st.DrawFn) -> graphql.DocumentNode:
+        names = draw(st.lists(st.sampled_from(sorted(per_field)), min_size=1, max_size=most, unique=True))
+        operations = [draw(per_field[name]).definitions[0] for name in names]
+        assert all(isinstance(o, graphql.OperationDefinitionNode) for o in operations)
+        selections = tuple(s for o in operations for s in o.selection_set.selections)  # type: ignore[attr-defined]
+        return graphql.DocumentNode(
+            definitions=(
+                graphql.OperationDefinitionNode(
+                    operation=operations[0].operation,  # type: ignore[attr-defined]
+                    variable_definitions=(),
+                    selection_set=graphql.SelectionSetNode(selections=selections),
+                ),
+            )
+        )
+
+    return merged()
+
+
+def cases(kind: str, real_ids: list[str], cursors: dict[str, list[str]]) -> st.SearchStrategy[Case]:
     custom = scalars(real_ids)
     mode = Mode.NEGATIVE if kind == "invalid" else Mode.POSITIVE
-    makers = {"queries": [queries], "mutations": [mutations], "invalid": [queries, mutations],
-              "any": [queries, mutations]}[kind]
-    documents = st.one_of(
-        [make(SCHEMA, custom_scalars=custom, print_ast=lambda d: d, mode=mode) for make in makers]
-    )
+    operations = {"queries": ["query"], "mutations": ["mutation"]}.get(kind, ["query", "mutation"])
+    generated = st.one_of([documents(operation, custom, mode) for operation in operations])
 
     def build(document: graphql.DocumentNode, as_variables: bool) -> Case:
-        document = with_real_ids(document, real_ids)
+        document = with_real_ids(document, real_ids, cursors)
         if as_variables and mode is Mode.POSITIVE:
             document, variables = lift_arguments(document)
             return Case(graphql.print_ast(document), variables)
         return Case(graphql.print_ast(document), {})
 
-    return st.builds(build, documents, st.booleans())
+    return st.builds(build, generated, st.booleans())
 
 
 # --- the fuzzer ------------------------------------------------------------------------------------
@@ -399,10 +473,7 @@ class Fuzzer:
 
     def send(self, case: Case) -> None:
         CASES[self.label] += 1
-        import time
-        t = time.monotonic()
         response = self.http.post("/graphql", json={"query": case.query, "variables": case.variables})
-        SEND_TIME.append(time.monotonic() - t) if False else SEND_TIME.__setitem__(0, SEND_TIME[0] + time.monotonic() - t)
         problems = []
         if response.status_code >= 500:
             self.server_errors += 1
@@ -418,7 +489,6 @@ class Fuzzer:
         for error in errors:
             code = (error.get("extensions") or {}).get("code")
             self.codes[str(code)] += 1
-            DEBUG[(error.get("message") or "")[:60]] += 1
             if code == "INTERNAL":
                 self.internal += 1
                 problems.append(f"INTERNAL at {error.get('path')}")
@@ -436,16 +506,17 @@ class Fuzzer:
         self.repair(case)
 
     def run(self, strategy: st.SearchStrategy[Case], budget: int) -> None:
+        budget = round(budget * SCALE)
+
         @settings(max_examples=budget, **FUZZ_SETTINGS)  # type: ignore[arg-type]
         @given(case=strategy)
         def fuzz(case: Case) -> None:
             self.send(case)
 
-        import time
-        t = time.monotonic()
+        if SEED is not None:
+            fuzz = seed(int(SEED))(fuzz)
+
         fuzz()
-        print("TIME", time.monotonic() - t, "SEND", SEND_TIME)
-        print(DEBUG.most_common(40))
         self.http.close()
         print(
             f"\nfuzz {self.label}: {CASES[self.label]} cases, {self.internal} INTERNAL, {self.server_errors} 5xx "
@@ -464,14 +535,35 @@ class World:
     admin: Actor
     member: Actor
     ids: list[str]
+    cursors: dict[str, list[str]]
 
 
-def _ok(actor: Actor, query: str, variables: dict[str, Any]) -> dict[str, Any]:
-    return actor.client.ok(query, variables)
+INVITE = "mutation($c: ID!, $u: ID!) { participantInvite(conversationId: $c, userId: $u) { id } }"
+KEY = 'mutation($u: ID!) { apiKeyCreate(userId: $u, name: "v") { apiKey { id } } }'
+DETAILS = "query($c: ID!) { conversation(id: $c) { participants { id } threads(first: 5) { nodes { id } } } }"
+CURSORS = """query($c: ID!) {
+  conversations(first: 2) { edges { cursor } } users(first: 2) { edges { cursor } }
+  search(input: {first: 2}) { edges { cursor } }
+  conversation(id: $c) { threads(first: 2) { edges { cursor } } messages(first: 2) { edges { cursor } }
+    runs(first: 2) { edges { cursor } } } }"""
+
+
+def cursors(actor: Actor, conversation: str) -> dict[str, list[str]]:
+    """Real cursors of each connection, as `actor` sees them."""
+    data = actor.client.ok(CURSORS, {"c": conversation})
+    connections = {**data.pop("conversation"), **data}
+    return {name: [edge["cursor"] for edge in value["edges"]] for name, value in connections.items()}
 
 
 @pytest.fixture
-def world(admin: Actor, make_user: Callable[..., Actor], server: ServerThread, loop: Loop, dsn: str) -> Iterator[World]:
+def settled(server: ServerThread, loop: Loop, dsn: str) -> Iterator[None]:
+    """Afterwards (even when seeding failed), no run executes: the next test's truncation would deadlock."""
+    yield
+    settle(loop, dsn, server.app.state.services.settings.run_queue)
+
+
+@pytest.fixture
+def world(admin: Actor, make_user: Callable[..., Actor], settled: None) -> World:
     """Objects of every kind: the member's own conversation and the admin's (one shared with the member,
     one private), threads and replies, an invite, a run, a victim user with a key, a rate-limit profile."""
     member = make_user(admin, role="MEMBER")
@@ -485,19 +577,20 @@ def world(admin: Actor, make_user: Callable[..., Actor], server: ServerThread, l
         first = reply(actor, root, "first reply")
         nested = reply(actor, first, "nested reply")
         ids += [root, first, nested]
-    invite = _ok(admin, "mutation($c: ID!, $u: ID!) { participantInvite(conversationId: $c, userId: $u) { id } }",
-                 {"c": shared, "u": member.user_id})["participantInvite"]["id"]
-    run = _ok(admin, RUN_CREATE, {"i": {"messageId": nested, "provider": "echo"}})["runCreate"]["id"]
-    key = _ok(admin, 'mutation($u: ID!) { apiKeyCreate(userId: $u, name: "v") { apiKey { id } } }',
-              {"u": victim.user_id})["apiKeyCreate"]["apiKey"]["id"]
-    profile = _ok(admin, 'mutation { rateLimitProfileCreate(input: {name: "fuzz"}) { id } }', {})
-    ids += [invite, run, key, profile["rateLimitProfileCreate"]["id"]]
-    details = _ok(admin, """query($c: ID!) { conversation(id: $c) { participants { id }
-        threads(first: 5) { nodes { id } } } }""", {"c": shared})["conversation"]
+    ok = admin.client.ok
+    invite = ok(INVITE, {"c": shared, "u": member.user_id})["participantInvite"]["id"]
+    run = ok(RUN_CREATE, {"i": {"messageId": nested, "provider": "echo"}})["runCreate"]["id"]
+    key = ok(KEY, {"u": victim.user_id})["apiKeyCreate"]["apiKey"]["id"]
+    profile = ok('mutation { rateLimitProfileCreate(input: {name: "fuzz"}) { id } }')["rateLimitProfileCreate"]["id"]
+    ids += [invite, run, key, profile]
+    details = ok(DETAILS, {"c": shared})["conversation"]
     ids += [p["id"] for p in details["participants"]] + [t["id"] for t in details["threads"]["nodes"]]
     assert {i[:3] for i in ids} >= {k.value for k in Kind} - {Kind.RUN_STEP}, ids
-    yield World(admin, member, ids)
-    settle(loop, dsn, server.app.state.services.settings.run_queue)
+    pools: dict[str, list[str]] = {}
+    for actor, conversation in [(admin, shared), (member, own)]:
+        for name, found in cursors(actor, conversation).items():
+            pools.setdefault(name, []).extend(found)
+    return World(admin, member, ids, pools)
 
 
 @pytest.fixture
@@ -532,7 +625,7 @@ def test_fuzz_as_admin(
     world: World, server: ServerThread, restore_budgets: Callable[[Case], None], kind: str
 ) -> None:
     fuzzer = Fuzzer(f"admin {kind}", server.url, world.admin.api_key, restore_budgets)
-    fuzzer.run(cases(kind, world.ids), BUDGET[("admin", kind)])
+    fuzzer.run(cases(kind, world.ids, world.cursors), BUDGET[("admin", kind)])
 
 
 @pytest.mark.parametrize("kind", ["queries", "mutations"])
@@ -540,12 +633,12 @@ def test_fuzz_as_member(
     world: World, server: ServerThread, restore_budgets: Callable[[Case], None], kind: str
 ) -> None:
     fuzzer = Fuzzer(f"member {kind}", server.url, world.member.api_key, restore_budgets)
-    fuzzer.run(cases(kind, world.ids), BUDGET[("member", kind)])
+    fuzzer.run(cases(kind, world.ids, world.cursors), BUDGET[("member", kind)])
 
 
 def test_fuzz_without_credentials(world: World, server: ServerThread) -> None:
     fuzzer = Fuzzer("anonymous", server.url, None)
-    fuzzer.run(cases("any", world.ids), BUDGET[("anonymous", "any")])
+    fuzzer.run(cases("any", world.ids, world.cursors), BUDGET[("anonymous", "any")])
 
 
 def test_the_id_strategy_mixes_real_unknown_and_malformed_ids() -> None:

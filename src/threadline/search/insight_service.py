@@ -33,13 +33,11 @@ class Window:
     @property
     def days(self) -> list[date]:
         """Every UTC day the window touches, in order."""
+        if self.until <= self.since:
+            return []
         first = self.since.astimezone(UTC).date()
         last = (self.until - timedelta(microseconds=1)).astimezone(UTC).date()
-        return (
-            [first + timedelta(days=i) for i in range((last - first).days + 1)]
-            if self.until > self.since
-            else []
-        )
+        return [first + timedelta(days=i) for i in range((last - first).days + 1)]
 
 
 def _aware(value: datetime) -> datetime:
@@ -49,7 +47,10 @@ def _aware(value: datetime) -> datetime:
 def window(since: datetime | None, until: datetime | None) -> Window:
     """[from, to): `to` defaults to now, `from` to 30 days before `to`; at most 366 days."""
     end = _aware(until) if until is not None else datetime.now(UTC)
-    start = _aware(since) if since is not None else end - timedelta(days=DEFAULT_DAYS)
+    if since is not None:
+        start = _aware(since)
+    else:  # 30 days before `to`, or the earliest instant there is
+        start = max(end, datetime.min.replace(tzinfo=UTC) + timedelta(days=DEFAULT_DAYS)) - timedelta(days=DEFAULT_DAYS)
     if start > end:
         raise bad_input("`from` must not be after `to`", argument="from")
     if end - start > timedelta(days=MAX_DAYS):
