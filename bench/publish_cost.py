@@ -19,6 +19,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fanout import REPLY, _finish, _start_clients  # noqa: E402
+
 from fixtures import Database, Server, create_tenant, percentile_ms, start_conversation  # noqa: E402
 
 
