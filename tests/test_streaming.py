@@ -178,6 +178,9 @@ def test_typing_starts_and_expires(admin: Actor, make_user: Callable[..., Actor]
     join(admin, member, cid)
     client = ws(admin)
     client.subscribe(CONVERSATION_EVENTS, {"c": cid, "s": live(admin)})
+    # Typing is live only (never replayed): the stream must be open before the member types.
+    admin.client.ok(START, {"c": cid, "x": "open"})
+    assert client.events(1)[0]["type"] == "thread.new"
     member.client.ok("mutation($c: ID!) { typingSet(conversationId: $c, isTyping: true) }", {"c": cid})
     member.client.ok("mutation($c: ID!) { typingSet(conversationId: $c, isTyping: true) }", {"c": cid})  # renewal: silent
     events = client.events(2, timeout=15)

@@ -203,6 +203,9 @@ def test_presence_goes_offline_after_silence(admin: Actor, make_user: Callable[.
     other = Client(tuned.url, member.api_key)
     try:
         watcher.subscribe(CONVERSATION_EVENTS, {"c": cid, "s": live(admin)})
+        # Presence is live only (never replayed): the stream must be open before the member shows up.
+        admin.client.ok(START, {"c": cid, "x": "open"})
+        assert watcher.events(1)[0]["type"] == "thread.new"
         other.ok("mutation { presenceHeartbeat(status: ONLINE) }")
         seen: list[tuple[str, str]] = []
         deadline = time.monotonic() + 15
