@@ -34,7 +34,9 @@ QUERY = """subscription($c: ID!) { conversationEvents(conversationId: $c) {
   cursor type occurredAt ... on ThreadActivityEvent { replyCount changedMessage { id content } }
   ... on MessageDeltaEvent { messageId index delta } } }"""
 REPLY = "mutation($p: ID!, $x: String!) { messageReply(parentId: $p, input: {content: $x}) { id } }"
-ASSISTANT = 'mutation($p: ID!) { messageReply(parentId: $p, input: {content: "...", role: ASSISTANT}) { id } }'
+ASSISTANT = (
+    'mutation($p: ID!) { messageReply(parentId: $p, input: {content: "...", role: ASSISTANT}) { id } }'
+)
 APPEND = "mutation($m: ID!, $x: String!) { messageAppend(id: $m, delta: $x) { id } }"
 STREAMS = 10  # assistant messages the `append` source streams into, round robin
 TIMED = ("thread.activity", "message.delta")
@@ -50,7 +52,9 @@ def _occurred(event: dict[str, Any]) -> float:
     return float(value) if isinstance(value, (int, float)) else datetime.fromisoformat(value).timestamp()
 
 
-async def _sink(url: str, graphql: bool, key: str, cid: str, connected: list[int], all_ready: asyncio.Event, count: int) -> None:
+async def _sink(
+    url: str, graphql: bool, key: str, cid: str, connected: list[int], all_ready: asyncio.Event, count: int
+) -> None:
     """A subscriber that reads and discards bytes: full load on the server, almost none on this CPU."""
     from urllib.parse import urlparse
 
@@ -59,7 +63,9 @@ async def _sink(url: str, graphql: bool, key: str, cid: str, connected: list[int
 
     parsed = urlparse(url)
     reader, writer = await asyncio.open_connection(parsed.hostname, parsed.port)
-    protocol = ClientProtocol(parse_uri(url), subprotocols=["graphql-transport-ws"] if graphql else None, max_size=None)
+    protocol = ClientProtocol(
+        parse_uri(url), subprotocols=["graphql-transport-ws"] if graphql else None, max_size=None
+    )
     protocol.send_request(protocol.connect())
     for chunk in protocol.data_to_send():
         writer.write(chunk)
@@ -92,9 +98,17 @@ async def _clients(url: str, graphql: bool, key: str, cid: str, count: int, meas
             kwargs["subprotocols"] = ["graphql-transport-ws"]
         async with websockets.connect(url, **kwargs) as ws:
             if graphql:
-                await ws.send(orjson.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {key}"}}).decode())
+                await ws.send(
+                    orjson.dumps(
+                        {"type": "connection_init", "payload": {"authorization": f"Bearer {key}"}}
+                    ).decode()
+                )
                 assert orjson.loads(await ws.recv())["type"] == "connection_ack"
-                await ws.send(orjson.dumps({"id": "1", "type": "subscribe", "payload": {"query": QUERY, "variables": {"c": cid}}}).decode())
+                await ws.send(
+                    orjson.dumps(
+                        {"id": "1", "type": "subscribe", "payload": {"query": QUERY, "variables": {"c": cid}}}
+                    ).decode()
+                )
             connected[0] += 1
             if connected[0] == count:
                 all_ready.set()
@@ -127,7 +141,9 @@ async def _clients(url: str, graphql: bool, key: str, cid: str, count: int, meas
     conn.send(latencies)
 
 
-def _client_process(url: str, graphql: bool, key: str, cid: str, count: int, measured: int, conn: Any) -> None:
+def _client_process(
+    url: str, graphql: bool, key: str, cid: str, count: int, measured: int, conn: Any
+) -> None:
     asyncio.run(_clients(url, graphql, key, cid, count, measured, conn))
 
 
@@ -140,7 +156,9 @@ def _start_clients(
         count = total // procs + (1 if i < total % procs else 0)
         parent, child = ctx.Pipe()
         share = measured // procs
-        proc = ctx.Process(target=_client_process, args=(url, graphql, key, cid, count, share, child), daemon=True)
+        proc = ctx.Process(
+            target=_client_process, args=(url, graphql, key, cid, count, share, child), daemon=True
+        )
         proc.start()
         started.append((proc, parent))
     for _, parent in started:
@@ -158,7 +176,9 @@ def _finish(clients: list[tuple[Any, Any]], window: tuple[float, float]) -> list
     return latencies
 
 
-def _report(events: int, subscribers: int, seconds: float, latencies: list[float], cpu: float) -> dict[str, float]:
+def _report(
+    events: int, subscribers: int, seconds: float, latencies: list[float], cpu: float
+) -> dict[str, float]:
     measured = len(latencies) / max(events, 1)  # measuring clients that received every event
     return {
         "events": events,
@@ -172,19 +192,28 @@ def _report(events: int, subscribers: int, seconds: float, latencies: list[float
     }
 
 
-def run_threadline(subscribers: int, rate: float, seconds: float, procs: int, source: str) -> dict[str, float]:
+def run_threadline(
+    subscribers: int, rate: float, seconds: float, procs: int, source: str
+) -> dict[str, float]:
     database = Database()
     dsn = database.start()
-    server = Server(dsn)
+    # The write load is the point here: the default mutation budget (1,200 a minute per user) would throttle it.
+    server = Server(
+        dsn, env={"THREADLINE_RATE_LIMIT_MUTATIONS": "10000000", "THREADLINE_RATE_LIMIT_REQUESTS": "10000000"}
+    )
     try:
         caller = create_tenant(dsn)
         with httpx.Client(base_url=server.url, headers=caller.headers, timeout=60) as client:
             cid, root = start_conversation(client)
             streams = [
-                client.post("/graphql", json={"query": ASSISTANT, "variables": {"p": root}}).json()["data"]["messageReply"]["id"]
+                client.post("/graphql", json={"query": ASSISTANT, "variables": {"p": root}}).json()["data"][
+                    "messageReply"
+                ]["id"]
                 for _ in range(STREAMS)
             ]
-        clients = _start_clients(f"ws://127.0.0.1:{server.port}/graphql", True, caller.api_key, cid, subscribers, procs)
+        clients = _start_clients(
+            f"ws://127.0.0.1:{server.port}/graphql", True, caller.api_key, cid, subscribers, procs
+        )
         time.sleep(1.0)
 
         failures: list[str] = []
@@ -198,7 +227,10 @@ def run_threadline(subscribers: int, rate: float, seconds: float, procs: int, so
                         if source == "reply":
                             body = {"query": REPLY, "variables": {"p": root, "x": f"event {i}"}}
                         else:
-                            body = {"query": APPEND, "variables": {"m": streams[i % STREAMS], "x": f" token{i}"}}
+                            body = {
+                                "query": APPEND,
+                                "variables": {"m": streams[i % STREAMS], "x": f" token{i}"},
+                            }
                         response = await http.post("/graphql", json=body)
                         if response.status_code != 200 or "errors" in response.json():
                             failures.append(response.text[:200])
@@ -228,7 +260,7 @@ def run_threadline(subscribers: int, rate: float, seconds: float, procs: int, so
         database.stop()
 
 
-BASELINE_SERVER = r'''
+BASELINE_SERVER = r"""
 import asyncio, json, sys, time, websockets
 clients = set()
 async def handler(ws):
@@ -254,13 +286,16 @@ async def main(port, rate):
         print(sent, flush=True)
         await asyncio.sleep(3600)
 asyncio.run(main(int(sys.argv[1]), float(sys.argv[2])))
-'''
+"""
 
 
 def run_baseline(subscribers: int, rate: float, seconds: float, procs: int) -> dict[str, float]:
     port = free_port()
     server = subprocess.Popen(
-        [sys.executable, "-c", BASELINE_SERVER, str(port), str(rate)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        [sys.executable, "-c", BASELINE_SERVER, str(port), str(rate)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
     )
     assert server.stdout is not None and server.stdin is not None
     try:
@@ -296,9 +331,13 @@ def main() -> None:
     args = parser.parse_args()
     baseline = run_baseline(args.subscribers, args.rate, args.seconds, args.client_procs)
     threadline = run_threadline(args.subscribers, args.rate, args.seconds, args.client_procs, args.source)
-    print(f"fan-out: {args.subscribers} subscribers, {args.rate:g} events/s for {args.seconds:g}s, "
-          f"{args.client_procs} client processes, events from {args.source}")
-    print(f"(latency from the {MEASURED} measuring clients; the other subscribers read and discard their frames)")
+    print(
+        f"fan-out: {args.subscribers} subscribers, {args.rate:g} events/s for {args.seconds:g}s, "
+        f"{args.client_procs} client processes, events from {args.source}"
+    )
+    print(
+        f"(latency from the {MEASURED} measuring clients; the other subscribers read and discard their frames)"
+    )
     print(f"{'':12} {'timed/expected':>17} {'frames/s':>9} {'p50 ms':>8} {'p99 ms':>9} {'server CPU':>10}")
     for name, r in (("baseline", baseline), ("threadline", threadline)):
         print(
@@ -307,9 +346,11 @@ def main() -> None:
         )
     hub = threadline["hub"]
     notified = hub.get("notified", {})
-    print(f"threadline hub: event transaction start -> NOTIFY received: p50 {notified.get('p50_ms')} ms, "
-          f"p99 {notified.get('p99_ms')} ms; -> routed to subscriber queues: p50 {hub.get('p50_ms')} ms, "
-          f"p99 {hub.get('p99_ms')} ms, max {hub.get('max_ms')} ms over {hub.get('events')} events")
+    print(
+        f"threadline hub: event transaction start -> NOTIFY received: p50 {notified.get('p50_ms')} ms, "
+        f"p99 {notified.get('p99_ms')} ms; -> routed to subscriber queues: p50 {hub.get('p50_ms')} ms, "
+        f"p99 {hub.get('p99_ms')} ms, max {hub.get('max_ms')} ms over {hub.get('events')} events"
+    )
     print(f"ratio p99 threadline/baseline: {threadline['p99_ms'] / max(baseline['p99_ms'], 0.001):.1f}x")
 
 

@@ -90,10 +90,10 @@ class Database:
 class Server:
     """`bench/server.py` (the real app under uvicorn) in a child process on 127.0.0.1."""
 
-    def __init__(self, dsn: str, *, executor: str = "fast") -> None:
+    def __init__(self, dsn: str, *, executor: str = "fast", env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "DATABASE_URL": dsn, "THREADLINE_MIGRATE_ON_START": "0"}
+        env = {**os.environ, "DATABASE_URL": dsn, "THREADLINE_MIGRATE_ON_START": "0", **(env or {})}
         self.process = subprocess.Popen(
             [sys.executable, str(BENCH_DIR / "server.py"), "--port", str(self.port), "--executor", executor],
             env=env,

@@ -38,7 +38,9 @@ CLIENTS = 8
 REPLY = """mutation($p: ID!, $c: String!) { messageReply(parentId: $p, input: {content: $c}) { id depth } }"""
 
 
-async def api_replies(server: Server, caller: Caller, root: str, per_client: int) -> tuple[float, list[float], int]:
+async def api_replies(
+    server: Server, caller: Caller, root: str, per_client: int
+) -> tuple[float, list[float], int]:
     ids = [root]
     latencies: list[float] = []
     failures = 0
@@ -99,7 +101,9 @@ async def raw_replies(
                     content,
                     caller.user_id,
                 )
-                await conn.execute("UPDATE message SET child_count = child_count + 1 WHERE id = $1", parent_id)
+                await conn.execute(
+                    "UPDATE message SET child_count = child_count + 1 WHERE id = $1", parent_id
+                )
                 await conn.execute(
                     "UPDATE thread SET reply_count = reply_count + 1, last_activity_at = now() WHERE id = $1",
                     parent["root_id"],
@@ -128,7 +132,10 @@ def main() -> None:
 
     database = Database()
     dsn = database.start()
-    server = Server(dsn)
+    # The write load is the point here: the default mutation budget (1,200 a minute per user) would throttle it.
+    server = Server(
+        dsn, env={"THREADLINE_RATE_LIMIT_MUTATIONS": "10000000", "THREADLINE_RATE_LIMIT_REQUESTS": "10000000"}
+    )
     try:
         caller = create_tenant(dsn)
         with httpx.Client(base_url=server.url, headers=caller.headers, timeout=60) as client:
@@ -173,7 +180,9 @@ def main() -> None:
             f" p99 {percentile_ms(raw_latencies, 0.99):6.1f} ms (asyncpg, the same row writes)"
         )
         print(f"  ratio raw/API throughput: {raw_rate / api_rate:.2f}")
-        print(f"  counters after the run: {'correct' if counts == expected else f'WRONG: {counts} != {expected}'}")
+        print(
+            f"  counters after the run: {'correct' if counts == expected else f'WRONG: {counts} != {expected}'}"
+        )
     finally:
         server.stop()
         database.stop()

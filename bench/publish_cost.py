@@ -23,7 +23,9 @@ from fanout import REPLY, _finish, _start_clients  # noqa: E402
 from fixtures import Database, Server, create_tenant, percentile_ms, start_conversation  # noqa: E402
 
 
-async def _write(url: str, headers: dict[str, str], root: str, seconds: float, writers: int) -> tuple[int, list[float]]:
+async def _write(
+    url: str, headers: dict[str, str], root: str, seconds: float, writers: int
+) -> tuple[int, list[float]]:
     latencies: list[float] = []
     done = 0
     async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as http:
@@ -34,7 +36,9 @@ async def _write(url: str, headers: dict[str, str], root: str, seconds: float, w
             i = 0
             while time.monotonic() < stop:
                 t0 = time.perf_counter()
-                response = await http.post("/graphql", json={"query": REPLY, "variables": {"p": root, "x": f"{w}-{i}"}})
+                response = await http.post(
+                    "/graphql", json={"query": REPLY, "variables": {"p": root, "x": f"{w}-{i}"}}
+                )
                 assert "errors" not in response.json(), response.text
                 latencies.append(time.perf_counter() - t0)
                 done += 1
@@ -52,18 +56,29 @@ def main() -> None:
     args = parser.parse_args()
     database = Database()
     dsn = database.start()
-    server = Server(dsn)
+    # The write load is the point here: the default mutation budget (1,200 a minute per user) would throttle it.
+    server = Server(
+        dsn, env={"THREADLINE_RATE_LIMIT_MUTATIONS": "10000000", "THREADLINE_RATE_LIMIT_REQUESTS": "10000000"}
+    )
     try:
         caller = create_tenant(dsn)
         with httpx.Client(base_url=server.url, headers=caller.headers, timeout=60) as client:
             cid, root = start_conversation(client)
         alone, lat_alone = asyncio.run(_write(server.url, caller.headers, root, args.seconds, args.writers))
         clients = _start_clients(
-            f"ws://127.0.0.1:{server.port}/graphql", True, caller.api_key, cid, args.subscribers, 2, measured=0
+            f"ws://127.0.0.1:{server.port}/graphql",
+            True,
+            caller.api_key,
+            cid,
+            args.subscribers,
+            2,
+            measured=0,
         )
         time.sleep(1.0)
         w0 = time.time()
-        watched, lat_watched = asyncio.run(_write(server.url, caller.headers, root, args.seconds, args.writers))
+        watched, lat_watched = asyncio.run(
+            _write(server.url, caller.headers, root, args.seconds, args.writers)
+        )
         _finish(clients, (w0, time.time()))
     finally:
         server.stop()
@@ -74,7 +89,9 @@ def main() -> None:
         ("no subscribers (baseline)", alone, lat_alone),
         (f"{args.subscribers} subscribers", watched, lat_watched),
     ):
-        print(f"{name:28} {count / args.seconds:>10.1f} {percentile_ms(lat, 0.5):>8.1f} {percentile_ms(lat, 0.99):>8.1f}")
+        print(
+            f"{name:28} {count / args.seconds:>10.1f} {percentile_ms(lat, 0.5):>8.1f} {percentile_ms(lat, 0.99):>8.1f}"
+        )
     print(f"ratio with/without subscribers: {watched / max(alone, 1):.2f}")
 
 

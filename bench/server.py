@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 
 import uvicorn
 from starlette.requests import Request
@@ -89,7 +90,18 @@ def main() -> None:
 
     app.router.routes.append(Route("/_bench/sql-statements", statements))
     app.router.routes.append(Route("/_bench/hub-latency", hub_latency))
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", ws_per_message_deflate=False)
+    profile_to = os.environ.get("THREADLINE_BENCH_PROFILE")  # a file: cProfile the whole server run into it
+    if profile_to:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    try:
+        uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", ws_per_message_deflate=False)
+    finally:
+        if profile_to:
+            profiler.disable()
+            profiler.dump_stats(profile_to)
 
 
 if __name__ == "__main__":

@@ -91,7 +91,15 @@ def message_size_guard(receive: Receive, send: Send, limit: int) -> tuple[Receiv
             return
         if message["type"] == "websocket.close":
             closed = True
-        await send(message)
+        try:
+            await send(message)
+        except (RuntimeError, OSError):
+            # The peer went away while events were in flight (uvicorn: ClientDisconnected, or "send after
+            # close" once it answered the client's close frame). The receive side ends the operations; a
+            # frame for a gone peer is dropped here instead of failing (and logging) every operation.
+            if message["type"] != "websocket.send":
+                raise
+            closed = True
 
     return guarded_receive, guarded_send
 
