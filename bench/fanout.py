@@ -192,14 +192,34 @@ def _report(
     }
 
 
+def _await_subscriptions(url: str, expected: int, timeout: float = 60.0) -> None:
+    """Every subscription is live on the server (its /metrics gauge), or the run is void."""
+    deadline = time.monotonic() + timeout
+    active = 0
+    while time.monotonic() < deadline:
+        text = httpx.get(f"{url}/metrics", timeout=10).text
+        line = next((x for x in text.splitlines() if x.startswith("threadline_subscriptions_active ")), "")
+        active = int(float(line.split()[-1])) if line else 0
+        if active >= expected:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"only {active} of {expected} subscriptions became active")
+
+
 def run_threadline(
     subscribers: int, rate: float, seconds: float, procs: int, source: str
 ) -> dict[str, float]:
     database = Database()
     dsn = database.start()
-    # The write load is the point here: the default mutation budget (1,200 a minute per user) would throttle it.
+    # One user holds every subscription and publishes every event: the default budgets (600 subscription
+    # starts and 1,200 mutations a minute per user) would refuse most of them.
     server = Server(
-        dsn, env={"THREADLINE_RATE_LIMIT_MUTATIONS": "10000000", "THREADLINE_RATE_LIMIT_REQUESTS": "10000000"}
+        dsn,
+        env={
+            "THREADLINE_RATE_LIMIT_MUTATIONS": "10000000",
+            "THREADLINE_RATE_LIMIT_REQUESTS": "10000000",
+            "THREADLINE_RATE_LIMIT_SUBSCRIPTIONS": "10000000",
+        },
     )
     try:
         caller = create_tenant(dsn)
@@ -214,7 +234,7 @@ def run_threadline(
         clients = _start_clients(
             f"ws://127.0.0.1:{server.port}/graphql", True, caller.api_key, cid, subscribers, procs
         )
-        time.sleep(1.0)
+        _await_subscriptions(server.url, subscribers)
 
         failures: list[str] = []
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fanout import REPLY, _finish, _start_clients  # noqa: E402
+from fanout import REPLY, _await_subscriptions, _finish, _start_clients  # noqa: E402
 
 from fixtures import Database, Server, create_tenant, percentile_ms, start_conversation  # noqa: E402
 
@@ -58,7 +58,12 @@ def main() -> None:
     dsn = database.start()
     # The write load is the point here: the default mutation budget (1,200 a minute per user) would throttle it.
     server = Server(
-        dsn, env={"THREADLINE_RATE_LIMIT_MUTATIONS": "10000000", "THREADLINE_RATE_LIMIT_REQUESTS": "10000000"}
+        dsn,
+        env={
+            "THREADLINE_RATE_LIMIT_MUTATIONS": "10000000",
+            "THREADLINE_RATE_LIMIT_REQUESTS": "10000000",
+            "THREADLINE_RATE_LIMIT_SUBSCRIPTIONS": "10000000",
+        },
     )
     try:
         caller = create_tenant(dsn)
@@ -74,7 +79,7 @@ def main() -> None:
             2,
             measured=0,
         )
-        time.sleep(1.0)
+        _await_subscriptions(server.url, args.subscribers)
         w0 = time.time()
         watched, lat_watched = asyncio.run(
             _write(server.url, caller.headers, root, args.seconds, args.writers)
