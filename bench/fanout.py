@@ -27,7 +27,15 @@ import orjson
 import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from fixtures import Database, Server, create_tenant, free_port, percentile_ms, start_conversation  # noqa: E402
+from fixtures import (  # noqa: E402
+    UNTHROTTLED,
+    Database,
+    Server,
+    create_tenant,
+    free_port,
+    percentile_ms,
+    start_conversation,
+)
 
 MEASURED = 50  # subscribers that parse every frame and time it; the others read and discard bytes
 QUERY = """subscription($c: ID!) { conversationEvents(conversationId: $c) {
@@ -213,14 +221,7 @@ def run_threadline(
     dsn = database.start()
     # One user holds every subscription and publishes every event: the default budgets (600 subscription
     # starts and 1,200 mutations a minute per user) would refuse most of them.
-    server = Server(
-        dsn,
-        env={
-            "THREADLINE_RATE_LIMIT_MUTATIONS": "10000000",
-            "THREADLINE_RATE_LIMIT_REQUESTS": "10000000",
-            "THREADLINE_RATE_LIMIT_SUBSCRIPTIONS": "10000000",
-        },
-    )
+    server = Server(dsn, env=UNTHROTTLED)
     try:
         caller = create_tenant(dsn)
         with httpx.Client(base_url=server.url, headers=caller.headers, timeout=60) as client:

@@ -117,13 +117,26 @@ class Server:
         return int(httpx.get(f"{self.url}/_bench/sql-statements", timeout=10).json()["count"])
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
+
+
+def stop_process(process: subprocess.Popen[Any]) -> None:
+    """Ctrl-C a server process (a graceful shutdown), killing it if it has not ended within 20 s."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGINT)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+# Benches where one user writes (and subscribes) far beyond the default per-minute budgets.
+UNTHROTTLED = {
+    "THREADLINE_RATE_LIMIT_MUTATIONS": "10000000",
+    "THREADLINE_RATE_LIMIT_REQUESTS": "10000000",
+    "THREADLINE_RATE_LIMIT_SUBSCRIPTIONS": "10000000",
+}
 
 
 @dataclass

@@ -28,7 +28,6 @@ import asyncio
 import multiprocessing
 import os
 import random
-import signal
 import subprocess
 import sys
 import time
@@ -50,6 +49,7 @@ from fixtures import (
     free_port,
     percentile_ms,
     seed_conversations,
+    stop_process,
 )
 
 CONVERSATIONS_PER_USER_API = 6
@@ -274,13 +274,7 @@ class ServerProcess:
         return dict(httpx.get(f"{self.url}/_bench/memory", timeout=30).json())
 
     def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGINT)
-            try:
-                self.process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        stop_process(self.process)
 
 
 # ---------------------------------------------------------------------------------------------------

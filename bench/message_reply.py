@@ -21,6 +21,7 @@ import asyncpg
 import httpx
 
 from fixtures import (
+    UNTHROTTLED,
     Caller,
     Database,
     Server,
@@ -133,9 +134,7 @@ def main() -> None:
     database = Database()
     dsn = database.start()
     # The write load is the point here: the default mutation budget (1,200 a minute per user) would throttle it.
-    server = Server(
-        dsn, env={"THREADLINE_RATE_LIMIT_MUTATIONS": "10000000", "THREADLINE_RATE_LIMIT_REQUESTS": "10000000"}
-    )
+    server = Server(dsn, env=UNTHROTTLED)
     try:
         caller = create_tenant(dsn)
         with httpx.Client(base_url=server.url, headers=caller.headers, timeout=60) as client:

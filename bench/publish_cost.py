@@ -20,7 +20,7 @@ import httpx
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fanout import REPLY, _await_subscriptions, _finish, _start_clients  # noqa: E402
 
-from fixtures import Database, Server, create_tenant, percentile_ms, start_conversation  # noqa: E402
+from fixtures import UNTHROTTLED, Database, Server, create_tenant, percentile_ms, start_conversation  # noqa: E402
 
 
 async def _write(
@@ -57,14 +57,7 @@ def main() -> None:
     database = Database()
     dsn = database.start()
     # The write load is the point here: the default mutation budget (1,200 a minute per user) would throttle it.
-    server = Server(
-        dsn,
-        env={
-            "THREADLINE_RATE_LIMIT_MUTATIONS": "10000000",
-            "THREADLINE_RATE_LIMIT_REQUESTS": "10000000",
-            "THREADLINE_RATE_LIMIT_SUBSCRIPTIONS": "10000000",
-        },
-    )
+    server = Server(dsn, env=UNTHROTTLED)
     try:
         caller = create_tenant(dsn)
         with httpx.Client(base_url=server.url, headers=caller.headers, timeout=60) as client:
