@@ -365,14 +365,7 @@ USER_DATA_OPERATIONS = [
 ]
 
 
-@pytest.mark.parametrize(
-    "attacker_role",
-    [
-        "ADMIN",
-        pytest.param("MEMBER", marks=pytest.mark.xfail(
-            strict=True, reason="porting/ answers FORBIDDEN (admins only) before looking the user up")),
-    ],
-)
+@pytest.mark.parametrize("attacker_role", ["ADMIN", "MEMBER"])
 def test_another_tenants_user_data_operations_are_not_found(
     victim: Victim, make_tenant: Callable[..., Actor], make_user: Callable[..., Actor], loop: Loop, dsn: str,
     attacker_role: str,

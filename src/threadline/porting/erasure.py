@@ -71,14 +71,15 @@ async def _user_references(tx: Executor) -> list[tuple[str, str]]:
 
 
 async def erase_user(db: Database, principal: Principal, user_id: uuid.UUID, *, redact_messages: bool = True) -> Erasure:
-    if not principal.is_admin:
-        raise forbidden("Only tenant admins may erase users")
-    if user_id == principal.user_id:
-        raise forbidden("Admins cannot erase themselves; ask another admin")
     tenant = principal.tenant_id
     async with db.transaction() as tx:
+        # Looked up first: a user outside the caller's tenant is NOT_FOUND whoever asks (API.md).
         if await users.user_by_id(tx, tenant, user_id) is None:
             raise not_found("User")
+        if not principal.is_admin:
+            raise forbidden("Only tenant admins may erase users")
+        if user_id == principal.user_id:
+            raise forbidden("Admins cannot erase themselves; ask another admin")
         placeholder = await placeholder_user(tx, tenant)
         if placeholder == user_id:
             raise bad_input("The anonymous placeholder user cannot be erased", argument="userId")

@@ -104,11 +104,13 @@ async def export_user(
     `{metadata, user, conversations: [documents of the conversations they own], authored_messages:
     [their messages in other conversations]}`. Admins may export anyone in their tenant, users themselves.
     """
-    if isinstance(actor, Principal) and actor.user_id != user_id and not actor.is_admin:
-        raise forbidden("Only tenant admins may export another user's data")
+    # Looked up first: a user outside the caller's tenant is NOT_FOUND whoever asks (API.md); members may
+    # see who is in their own tenant, so FORBIDDEN after the lookup reveals nothing.
     user = await users.user_by_id(db, actor.tenant_id, user_id)
     if user is None:
         raise not_found("User")
+    if isinstance(actor, Principal) and actor.user_id != user_id and not actor.is_admin:
+        raise forbidden("Only tenant admins may export another user's data")
     now = datetime.now(UTC)
     head = {
         "metadata": {"exported_at": fmt.iso(now), "export_version": fmt.EXPORT_VERSION, "platform": fmt.PLATFORM, "kind": "user"},
