@@ -61,7 +61,14 @@ def _occurred(event: dict[str, Any]) -> float:
 
 
 async def _sink(
-    url: str, graphql: bool, key: str, cid: str, connected: list[int], all_ready: asyncio.Event, count: int
+    url: str,
+    graphql: bool,
+    key: str,
+    cid: str,
+    connected: list[int],
+    all_ready: asyncio.Event,
+    count: int,
+    frames: list[int],
 ) -> None:
     """A subscriber that reads and discards bytes: full load on the server, almost none on this CPU."""
     from urllib.parse import urlparse
@@ -90,14 +97,15 @@ async def _sink(
     connected[0] += 1
     if connected[0] == count:
         all_ready.set()
-    while await reader.read(1 << 20):
-        pass
+    while chunk := await reader.read(1 << 20):
+        frames[0] += chunk.count(b'"next"')  # one per event frame (a marker split across reads is lost: rare)
 
 
 async def _clients(url: str, graphql: bool, key: str, cid: str, count: int, measured: int, conn: Any) -> None:
     latencies: list[float] = []
     window = [0.0, float("inf")]
     connected = [0]
+    frames = [0]  # event frames received by every client of this process, until they stop
     all_ready = asyncio.Event()
 
     async def one() -> None:
@@ -125,6 +133,7 @@ async def _clients(url: str, graphql: bool, key: str, cid: str, count: int, meas
                 message = orjson.loads(raw)
                 if message.get("type") != "next":
                     continue
+                frames[0] += 1
                 event = message["payload"]["data"]["conversationEvents"]
                 if event["type"] in TIMED:
                     occurred = _occurred(event)
@@ -136,7 +145,9 @@ async def _clients(url: str, graphql: bool, key: str, cid: str, count: int, meas
         if i < measured:
             tasks.append(asyncio.create_task(one()))
         else:
-            tasks.append(asyncio.create_task(_sink(url, graphql, key, cid, connected, all_ready, count)))
+            tasks.append(
+                asyncio.create_task(_sink(url, graphql, key, cid, connected, all_ready, count, frames))
+            )
         if i % 50 == 49:
             await asyncio.sleep(0.02)
     await all_ready.wait()
@@ -146,7 +157,7 @@ async def _clients(url: str, graphql: bool, key: str, cid: str, count: int, meas
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    conn.send(latencies)
+    conn.send((latencies, frames[0]))
 
 
 def _client_process(
@@ -174,18 +185,23 @@ def _start_clients(
     return started
 
 
-def _finish(clients: list[tuple[Any, Any]], window: tuple[float, float]) -> list[float]:
+def _finish(clients: list[tuple[Any, Any]], window: tuple[float, float]) -> tuple[list[float], int]:
+    """The measuring clients' latencies, and the event frames every client received before stopping (2 s
+    after the window)."""
     for _, parent in clients:
         parent.send(window)
     latencies: list[float] = []
+    frames = 0
     for proc, parent in clients:
-        latencies.extend(parent.recv())
+        got, count = parent.recv()
+        latencies.extend(got)
+        frames += count
         proc.join(timeout=30)
-    return latencies
+    return latencies, frames
 
 
 def _report(
-    events: int, subscribers: int, seconds: float, latencies: list[float], cpu: float
+    events: int, subscribers: int, seconds: float, latencies: list[float], cpu: float, frames: int
 ) -> dict[str, float]:
     measured = len(latencies) / max(events, 1)  # measuring clients that received every event
     return {
@@ -193,6 +209,8 @@ def _report(
         "expected": events * MEASURED,
         "delivered": len(latencies),
         "deliveries_per_s": events * subscribers / seconds,
+        "frames_received": frames,
+        "frames_expected": events * subscribers,
         "measured_clients": measured,
         "p50_ms": percentile_ms(latencies, 0.5) if latencies else float("nan"),
         "p99_ms": percentile_ms(latencies, 0.99) if latencies else float("nan"),
@@ -274,8 +292,8 @@ def run_threadline(
         time.sleep(2.0)
         cpu = (cpu_seconds(server.process.pid) - cpu0) / (time.monotonic() - t0)
         hub = httpx.get(f"{server.url}/_bench/hub-latency", timeout=30).json()
-        latencies = _finish(clients, (w0 - 1, w1 + 1))
-        return {**_report(sent, subscribers, seconds, latencies, cpu), "hub": hub}
+        latencies, frames = _finish(clients, (w0 - 1, w1 + 1))
+        return {**_report(sent, subscribers, seconds, latencies, cpu, frames), "hub": hub}
     finally:
         server.stop()
         database.stop()
@@ -330,8 +348,8 @@ def run_baseline(subscribers: int, rate: float, seconds: float, procs: int) -> d
         w1 = time.time()
         time.sleep(2.0)
         cpu = (cpu_seconds(server.pid) - cpu0) / (time.monotonic() - t0)
-        latencies = _finish(clients, (w0 - 1, w1 + 1))
-        return _report(sent, subscribers, seconds, latencies, cpu)
+        latencies, frames = _finish(clients, (w0 - 1, w1 + 1))
+        return _report(sent, subscribers, seconds, latencies, cpu, frames)
     finally:
         server.kill()
 
@@ -363,7 +381,8 @@ def main() -> None:
     for name, r in (("baseline", baseline), ("threadline", threadline)):
         print(
             f"{name:12} {int(r['delivered']):>8}/{int(r['expected']):<8} {r['deliveries_per_s']:>8.0f} "
-            f"{r['p50_ms']:>8.1f} {r['p99_ms']:>9.1f} {r['server_cpu'] * 100:>9.0f}%"
+            f"{r['p50_ms']:>8.1f} {r['p99_ms']:>9.1f} {r['server_cpu'] * 100:>9.0f}%   "
+            f"all clients received {int(r['frames_received'])}/{int(r['frames_expected'])} frames in time"
         )
     hub = threadline["hub"]
     notified = hub.get("notified", {})

@@ -77,7 +77,7 @@ def main() -> None:
         watched, lat_watched = asyncio.run(
             _write(server.url, caller.headers, root, args.seconds, args.writers)
         )
-        _finish(clients, (w0, time.time()))
+        _, received = _finish(clients, (w0, time.time()))
     finally:
         server.stop()
         database.stop()
@@ -91,6 +91,7 @@ def main() -> None:
             f"{name:28} {count / args.seconds:>10.1f} {percentile_ms(lat, 0.5):>8.1f} {percentile_ms(lat, 0.99):>8.1f}"
         )
     print(f"ratio with/without subscribers: {watched / max(alone, 1):.2f}")
+    print(f"event frames the subscribers received by 2 s after the writes: {received}")
 
 
 if __name__ == "__main__":
