@@ -97,7 +97,14 @@ def main() -> None:
         profiler = cProfile.Profile()
         profiler.enable()
     try:
-        uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning", ws_per_message_deflate=False)
+        uvicorn.run(
+            app,
+            host="127.0.0.1",
+            port=args.port,
+            log_level="warning",
+            ws_per_message_deflate=False,
+            ws=os.environ.get("THREADLINE_BENCH_WS", "auto"),  # uvicorn's WebSocket implementation
+        )
     finally:
         if profile_to:
             profiler.disable()
