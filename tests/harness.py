@@ -169,12 +169,16 @@ class GraphQLError(AssertionError):
 
 
 def without_count(body: dict[str, Any]) -> dict[str, Any]:
-    """Drops `extensions.sqlStatements` (test servers expose it) so bodies compare with what clients see."""
+    """Drops what differs per request so bodies compare as values: `extensions.sqlStatements` (test servers
+    expose it) and each error's `extensions.requestId` (tests/test_hardening.py checks those)."""
     extensions = body.get("extensions")
     if isinstance(extensions, dict):
         extensions.pop("sqlStatements", None)
         if not extensions:
             del body["extensions"]
+    for error in body.get("errors") or ():
+        if isinstance(error, dict) and isinstance(error.get("extensions"), dict):
+            error["extensions"].pop("requestId", None)
     return body
 
 

@@ -66,6 +66,36 @@ def test_a_request_id_sent_by_the_client_is_kept(server: ServerThread, admin: Ac
     assert response.headers["X-Request-Id"] == "trace-42.a:b"
 
 
+def test_every_error_carries_the_request_id(server: ServerThread, admin: Actor) -> None:
+    headers = {"Authorization": f"Bearer {admin.api_key}", "X-Request-Id": "trace-errors-1"}
+    cases = [
+        {"query": "{ nope }"},  # validation
+        {"query": 'query { conversation(id: "cnv_00000000000000000000000000000000") { id } }'},  # NOT_FOUND
+        {"query": 'query { conversation(id: "garbage") { id } }'},  # BAD_USER_INPUT from a resolver
+    ]
+    for body in cases:
+        response = httpx.post(f"{server.url}/graphql", json=body, headers=headers)
+        errors = response.json()["errors"]
+        assert errors and all(e["extensions"]["requestId"] == "trace-errors-1" for e in errors), errors
+    too_big = httpx.post(
+        f"{server.url}/graphql", content=b"{" + b" " * (11 * 1024 * 1024) + b"}", headers=headers
+    )
+    assert too_big.status_code == 413
+    assert too_big.json()["errors"][0]["extensions"]["requestId"] == "trace-errors-1"
+
+
+def test_errors_on_a_socket_carry_its_request_id(server: ServerThread, admin: Actor) -> None:
+    ws = WsClient(server.ws_url, admin.api_key)
+    try:
+        ws.subscribe('subscription { conversationEvents(conversationId: "cnv_00000000000000000000000000000000") { type } }')
+        message = ws.receive()
+        error = message["payload"][0] if message["type"] == "error" else message["payload"]["errors"][0]
+        assert error["extensions"]["code"] == "NOT_FOUND"
+        assert re.fullmatch(r"[0-9a-f]{16}", error["extensions"]["requestId"])
+    finally:
+        ws.ws.close()
+
+
 def test_a_request_id_that_is_not_a_plain_token_is_replaced(server: ServerThread) -> None:
     response = httpx.get(f"{server.url}/healthz", headers={"X-Request-Id": "evil\tid with spaces"})
     assert re.fullmatch(r"[0-9a-f]{16}", response.headers["X-Request-Id"])

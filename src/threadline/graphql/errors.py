@@ -28,7 +28,15 @@ def _request_id(extension: SchemaExtension) -> str | None:
 
 
 def format_error(error: GraphQLError, request_id: str | None) -> GraphQLError:
-    """The client-facing version of `error`: our codes pass through; anything unexpected is masked."""
+    """The client-facing version of `error` with the request's id in `extensions.requestId` (also in the
+    X-Request-Id header and the logs): our codes pass through; anything unexpected is masked."""
+    formatted = _client_error(error, request_id)
+    if request_id and formatted.extensions is not None:
+        formatted.extensions["requestId"] = request_id
+    return formatted
+
+
+def _client_error(error: GraphQLError, request_id: str | None) -> GraphQLError:
     original = error.original_error
     if isinstance(original, ThreadlineError):
         extensions = {"code": original.code.value, **original.extensions}

@@ -26,7 +26,11 @@ from threadline.errors import ErrorCode, ThreadlineError
 from threadline.graphql.context import Context
 
 
-def error_response(message: str, code: ErrorCode, status: int, **extensions: Any) -> JSONResponse:
+def error_response(
+    message: str, code: ErrorCode, status: int, request_id: str | None = None, **extensions: Any
+) -> JSONResponse:
+    if request_id:
+        extensions["requestId"] = request_id
     return JSONResponse(
         {"data": None, "errors": [{"message": message, "extensions": {"code": code.value, **extensions}}]},
         status_code=status,
@@ -37,11 +41,12 @@ class BodyTooLarge(Exception):
     pass
 
 
-def body_too_large(limit: int) -> JSONResponse:
+def body_too_large(limit: int, request_id: str | None) -> JSONResponse:
     return error_response(
         f"The request body is larger than {limit} bytes (the limit)",
         ErrorCode.BAD_USER_INPUT,
         413,
+        request_id,
         limitName="requestBytes",
         limit=limit,
     )
@@ -133,18 +138,19 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
                     expiry.cancel()
             return
         limit = settings.request_max_bytes
+        request_id = scope.get("state", {}).get("request_id")  # set by observability.RequestIds
         declared = Headers(scope=scope).get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
-            await body_too_large(limit)(scope, receive, send)
+            await body_too_large(limit, request_id)(scope, receive, send)
             return
         request = Request(scope=scope, receive=body_size_guard(receive, limit))
         try:
             response = await self.run(request)
         except HTTPException as exc:
             code = ErrorCode.NOT_FOUND if exc.status_code == 404 else ErrorCode.BAD_USER_INPUT
-            response = error_response(exc.reason, code, exc.status_code)
+            response = error_response(exc.reason, code, exc.status_code, request_id)
         except BodyTooLarge:
-            response = body_too_large(limit)
+            response = body_too_large(limit, request_id)
         await response(scope, receive, send)
 
     def encode_json(self, data: object) -> str:
