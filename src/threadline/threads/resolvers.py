@@ -24,13 +24,10 @@ from threadline.graphql.pagination import (
 from threadline.ids import Kind, encode_id
 from threadline.threads import repository as repo
 from threadline.threads.types import (
-    MESSAGE_ROLES,
     Message,
     MessageChunk,
     MessageEdit,
-    MessageRole,
     Thread,
-    Usage,
 )
 
 
@@ -49,7 +46,7 @@ def tree_messages(rows: Sequence[asyncpg.Record], top_path: list[uuid.UUID]) -> 
     stack: list[strawberry.ID] = [strawberry.ID(encode_id(Kind.MESSAGE, p)) for p in top_path[:-1]]
     offset = len(top_path) - 1 - base_depth
     conversation_id = strawberry.ID(encode_id(Kind.CONVERSATION, rows[0]["conversation_id"]))
-    roles = MESSAGE_ROLES
+    build = Message.stored
     out = []
     for (
         message_id, _, root_id, _, depth, child_count, role, content,
@@ -59,26 +56,11 @@ def tree_messages(rows: Sequence[asyncpg.Record], top_path: list[uuid.UUID]) -> 
         stack.append(encode_id(Kind.MESSAGE, message_id))  # type: ignore[arg-type]  # an ID is a str
         path = stack.copy()
         out.append(
-            Message(
-                id=path[-1],
-                uuid=message_id,
-                root_uuid=root_id,
-                author_uuid=author_id,
-                conversation_id=conversation_id,
-                root_id=path[0],
-                parent_id=path[-2] if len(path) > 1 else None,
-                depth=depth,
-                path=path,
-                child_count=child_count,
-                role=roles.get(role) or MessageRole(role),
-                content=content,
-                model=model,
-                usage=None if prompt_tokens is None and completion_tokens is None else Usage.of(prompt_tokens, completion_tokens),
-                created_at=created_at,
-                edited_at=edited_at,
-                deleted_at=deleted_at,
-                is_deleted=deleted_at is not None,
-            )
+            build(
+                path, path[-1], path[-2] if len(path) > 1 else None, path[0], conversation_id,
+                message_id, root_id, author_id, depth, child_count, role, content, model,
+                prompt_tokens, completion_tokens, created_at, edited_at, deleted_at,
+            )  # fmt: skip
         )
     return out
 
