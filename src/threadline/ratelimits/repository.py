@@ -13,6 +13,15 @@ PROFILE_COLUMNS = (
     "id, tenant_id, name, window_seconds, burst, requests_per_window, mutations_per_window, runs_per_window, "
     "subscriptions_per_window, is_default, created_at, updated_at"
 )
+# A profile's budget settings, in the order `service.built_in` gives the server's own values.
+BUDGET_FIELDS = (
+    "window_seconds",
+    "burst",
+    "requests_per_window",
+    "mutations_per_window",
+    "runs_per_window",
+    "subscriptions_per_window",
+)
 # Budget columns, in the order `BuiltIn` values are bound ($3.. of `consume`).
 BUDGETS = ("requests", "mutations", "runs", "subscriptions")
 

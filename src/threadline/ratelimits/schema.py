@@ -15,6 +15,7 @@ from threadline.errors import ThreadlineError
 from threadline.graphql.context import Context, Info
 from threadline.ids import Kind, decode_id
 from threadline.ratelimits import service
+from threadline.ratelimits.repository import BUDGET_FIELDS
 from threadline.ratelimits.types import (
     EffectiveRateLimit,
     RateLimitProfile,
@@ -112,14 +113,7 @@ class RateLimitMutation:
     async def rate_limit_profile_create(self, info: Info, input: RateLimitProfileCreateInput) -> RateLimitProfile:
         principal = await info.context.principal()
         settings = info.context.settings
-        built_in = dict(
-            zip(
-                ("window_seconds", "burst", "requests_per_window", "mutations_per_window", "runs_per_window",
-                 "subscriptions_per_window"),
-                service.built_in(settings),
-                strict=True,
-            )
-        )
+        built_in = dict(zip(BUDGET_FIELDS, service.built_in(settings), strict=True))
         values = {k: (built_in.get(k) if v is None else v) for k, v in input_values(input).items()}
         return RateLimitProfile.from_row(await service.create_profile(info.context.db, principal, values))
 

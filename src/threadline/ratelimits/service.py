@@ -49,6 +49,7 @@ class RateLimited(ThreadlineError):
 
 
 def built_in(settings: Settings) -> tuple[int, int, int, int, int, int]:
+    """The server's own budgets (THREADLINE_RATE_LIMIT_*), in `repo.BUDGET_FIELDS` order."""
     return (
         settings.rate_limit_window_seconds,
         settings.rate_limit_burst,
@@ -109,7 +110,7 @@ def _checked(values: dict[str, object]) -> dict[str, object]:
     window = values.get("window_seconds")
     if window is not None and not 1 <= int(window) <= 86_400:  # type: ignore[call-overload]
         raise bad_input("`windowSeconds` must be between 1 and 86400", argument="windowSeconds")
-    for key in ("burst", "requests_per_window", "mutations_per_window", "runs_per_window", "subscriptions_per_window"):
+    for key in repo.BUDGET_FIELDS[1:]:  # the window has its own range, above
         value = values.get(key)
         if value is not None and not 0 <= int(value) <= 1_000_000_000:  # type: ignore[call-overload]
             camel = key.split("_")[0] + "".join(p.title() for p in key.split("_")[1:])

@@ -9,6 +9,8 @@ import strawberry
 
 from threadline.graphql.node import Node
 from threadline.ids import Kind, encode_id
+from threadline.ratelimits.repository import BUDGET_FIELDS
+from threadline.ratelimits.service import built_in
 from threadline.settings import Settings
 
 
@@ -33,15 +35,10 @@ class RateLimitProfile(Node):
         return cls(
             id=strawberry.ID(encode_id(Kind.RATE_LIMIT_PROFILE, row["id"])),
             name=row["name"],
-            window_seconds=row["window_seconds"],
-            burst=row["burst"],
-            requests_per_window=row["requests_per_window"],
-            mutations_per_window=row["mutations_per_window"],
-            runs_per_window=row["runs_per_window"],
-            subscriptions_per_window=row["subscriptions_per_window"],
             is_default=row["is_default"],
             created_at=row["created_at"],
             updated_at=row["updated_at"],
+            **{name: row[name] for name in BUDGET_FIELDS},
         )
 
 
@@ -59,26 +56,9 @@ class EffectiveRateLimit:
 
     @classmethod
     def of(cls, row: asyncpg.Record | None, settings: Settings) -> EffectiveRateLimit:
-        if row is not None:
-            profile = RateLimitProfile.from_row(row)
-            return cls(
-                profile=profile,
-                window_seconds=profile.window_seconds,
-                burst=profile.burst,
-                requests_per_window=profile.requests_per_window,
-                mutations_per_window=profile.mutations_per_window,
-                runs_per_window=profile.runs_per_window,
-                subscriptions_per_window=profile.subscriptions_per_window,
-            )
-        return cls(
-            profile=None,
-            window_seconds=settings.rate_limit_window_seconds,
-            burst=settings.rate_limit_burst,
-            requests_per_window=settings.rate_limit_requests,
-            mutations_per_window=settings.rate_limit_mutations,
-            runs_per_window=settings.rate_limit_runs,
-            subscriptions_per_window=settings.rate_limit_subscriptions,
-        )
+        if row is None:
+            return cls(profile=None, **dict(zip(BUDGET_FIELDS, built_in(settings), strict=True)))
+        return cls(profile=RateLimitProfile.from_row(row), **{name: row[name] for name in BUDGET_FIELDS})
 
 
 @strawberry.input(description="A new rate-limit profile; budgets left out take the server's built-in values.")
@@ -112,11 +92,6 @@ class RateLimitProfileUpdateInput:
 def input_values(data: RateLimitProfileCreateInput | RateLimitProfileUpdateInput) -> dict[str, object]:
     return {
         "name": data.name,
-        "window_seconds": data.window_seconds,
-        "burst": data.burst,
-        "requests_per_window": data.requests_per_window,
-        "mutations_per_window": data.mutations_per_window,
-        "runs_per_window": data.runs_per_window,
-        "subscriptions_per_window": data.subscriptions_per_window,
+        **{name: getattr(data, name) for name in BUDGET_FIELDS},
         "is_default": data.is_default,
     }
