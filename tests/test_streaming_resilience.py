@@ -269,3 +269,39 @@ def test_oversized_and_malformed_socket_messages_close_only_that_socket(admin: A
         assert healthy.ok("{ viewer { id } }")["viewer"]["id"] == admin.user_id
     finally:
         healthy.close()
+
+
+def test_the_listen_connection_uses_the_broadcast_url(admin: Actor, loop: Loop, dsn: str) -> None:
+    listen_dsn = dsn + ("&" if "?" in dsn else "?") + "application_name=threadline-listen-test"
+    srv = ServerThread(test_settings(dsn, migrate_on_start=False, broadcast_url=listen_dsn))
+    srv.start()
+    try:
+
+        async def listeners() -> list[str]:
+            conn = await asyncpg.connect(dsn)
+            try:
+                rows = await conn.fetch(
+                    "SELECT query FROM pg_stat_activity WHERE application_name = 'threadline-listen-test'"
+                )
+                return [r["query"] for r in rows]
+            finally:
+                await conn.close()
+
+        assert any(q.startswith("LISTEN") for q in loop.run(listeners()))
+        cid = conversation(admin)
+        client = WsClient(srv.ws_url, admin.api_key)
+        try:
+            client.subscribe(CONVERSATION_EVENTS, {"c": cid, "s": live(admin)})
+            admin.client.ok(START, {"c": cid, "x": "through the broadcast connection"})
+            assert client.events(1)[0]["thread"]["root"]["content"] == "through the broadcast connection"
+        finally:
+            client.close()
+    finally:
+        srv.stop()
+
+
+def test_a_broadcast_url_that_is_not_postgresql_stops_the_server_from_starting(dsn: str) -> None:
+    srv = ServerThread(test_settings(dsn, migrate_on_start=False, broadcast_url="redis://127.0.0.1:6379"))
+    with pytest.raises(RuntimeError, match="did not start"):
+        srv.start()
+    srv.stop()

@@ -76,7 +76,7 @@ async def _stream(info: Info, sub: Subscriber, since: str | None) -> AsyncGenera
                 last = max(last, event.id)
                 _fresh_caches(info)
                 yield hub.shared_events.get(event, sub.user_id)
-                if await _lost_access(info, sub, event):
+                if event.type == EventType.MEMBERSHIP_CHANGED and await _lost_access(info, sub, event):
                     return
                 continue
             if sub.overflowed:
@@ -109,8 +109,9 @@ def _fresh_caches(info: Info) -> None:
 
 
 async def _lost_access(info: Info, sub: Subscriber, event: LoggedEvent) -> bool:
-    """After a removal of the subscriber itself, a conversation stream ends unless access remains."""
-    if sub.follows_viewer or event.type != EventType.MEMBERSHIP_CHANGED:
+    """After a membership.changed removing the subscriber itself, a conversation stream ends unless access
+    remains (an admin, say)."""
+    if sub.follows_viewer:
         return False
     if subject_of(event) != sub.user_id or event.payload.get("change") != "REMOVED":
         return False
