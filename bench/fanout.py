@@ -60,6 +60,53 @@ def _occurred(event: dict[str, Any]) -> float:
     return float(value) if isinstance(value, (int, float)) else datetime.fromisoformat(value).timestamp()
 
 
+class _SinkProtocol(asyncio.Protocol):
+    """Reads and discards: completes the handshake, subscribes, then only counts event frames, in the
+    transport's callback (no task, no frame parsing): full load on the server, little on this CPU."""
+
+    def __init__(self, url: str, graphql: bool, key: str, cid: str, opened: asyncio.Future[None], frames: list[int]) -> None:
+        from websockets.client import ClientProtocol
+        from websockets.uri import parse_uri
+
+        self.ws = ClientProtocol(parse_uri(url), subprotocols=["graphql-transport-ws"] if graphql else None, max_size=None)
+        self.graphql, self.key, self.cid = graphql, key, cid
+        self.opened, self.frames = opened, frames
+        self.handshaken = False
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        self.ws.send_request(self.ws.connect())
+        self._flush()
+
+    def _flush(self) -> None:
+        assert self.transport is not None
+        for chunk in self.ws.data_to_send():
+            self.transport.write(chunk)
+
+    def data_received(self, data: bytes) -> None:
+        if self.handshaken:
+            self.frames[0] += data.count(b'"next"')  # one per event frame (a marker split across reads is lost: rare)
+            return
+        self.ws.receive_data(data)
+        if not self.ws.events_received():
+            return
+        self.handshaken = True
+        if self.graphql:
+            for message in (
+                {"type": "connection_init", "payload": {"authorization": f"Bearer {self.key}"}},
+                {"id": "1", "type": "subscribe", "payload": {"query": QUERY, "variables": {"c": self.cid}}},
+            ):
+                self.ws.send_text(orjson.dumps(message))
+            self._flush()
+        if not self.opened.done():
+            self.opened.set_result(None)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(exc or ConnectionError("closed"))
+
+
 async def _sink(
     url: str,
     graphql: bool,
@@ -70,35 +117,22 @@ async def _sink(
     count: int,
     frames: list[int],
 ) -> None:
-    """A subscriber that reads and discards bytes: full load on the server, almost none on this CPU."""
     from urllib.parse import urlparse
 
-    from websockets.client import ClientProtocol
-    from websockets.uri import parse_uri
-
     parsed = urlparse(url)
-    reader, writer = await asyncio.open_connection(parsed.hostname, parsed.port)
-    protocol = ClientProtocol(
-        parse_uri(url), subprotocols=["graphql-transport-ws"] if graphql else None, max_size=None
+    loop = asyncio.get_running_loop()
+    opened: asyncio.Future[None] = loop.create_future()
+    transport, _ = await loop.create_connection(
+        lambda: _SinkProtocol(url, graphql, key, cid, opened, frames), parsed.hostname, parsed.port
     )
-    protocol.send_request(protocol.connect())
-    for chunk in protocol.data_to_send():
-        writer.write(chunk)
-    while not protocol.events_received():
-        protocol.receive_data(await reader.read(65536))
-    if graphql:
-        for message in (
-            {"type": "connection_init", "payload": {"authorization": f"Bearer {key}"}},
-            {"id": "1", "type": "subscribe", "payload": {"query": QUERY, "variables": {"c": cid}}},
-        ):
-            protocol.send_text(orjson.dumps(message))
-        for chunk in protocol.data_to_send():
-            writer.write(chunk)
-    connected[0] += 1
-    if connected[0] == count:
-        all_ready.set()
-    while chunk := await reader.read(1 << 20):
-        frames[0] += chunk.count(b'"next"')  # one per event frame (a marker split across reads is lost: rare)
+    try:
+        await opened
+        connected[0] += 1
+        if connected[0] == count:
+            all_ready.set()
+        await asyncio.Event().wait()  # until cancelled
+    finally:
+        transport.close()
 
 
 async def _clients(url: str, graphql: bool, key: str, cid: str, count: int, measured: int, conn: Any) -> None:
@@ -163,7 +197,9 @@ async def _clients(url: str, graphql: bool, key: str, cid: str, count: int, meas
 def _client_process(
     url: str, graphql: bool, key: str, cid: str, count: int, measured: int, conn: Any
 ) -> None:
-    asyncio.run(_clients(url, graphql, key, cid, count, measured, conn))
+    import uvloop  # the clients share the machine with the server: the cheaper their loop, the fairer the run
+
+    uvloop.run(_clients(url, graphql, key, cid, count, measured, conn))
 
 
 def _start_clients(
@@ -292,6 +328,13 @@ def run_threadline(
         time.sleep(2.0)
         cpu = (cpu_seconds(server.process.pid) - cpu0) / (time.monotonic() - t0)
         hub = httpx.get(f"{server.url}/_bench/hub-latency", timeout=30).json()
+        metrics = httpx.get(f"{server.url}/metrics", timeout=30).text
+        hub["paths"] = {
+            path: int(float(line.split()[-1]))
+            for path in ("direct", "queued")
+            for line in metrics.splitlines()
+            if line.startswith(f'threadline_stream_deliveries_total{{path="{path}"}}')
+        }
         latencies, frames = _finish(clients, (w0 - 1, w1 + 1))
         return {**_report(sent, subscribers, seconds, latencies, cpu, frames), "hub": hub}
     finally:
@@ -367,8 +410,15 @@ def main() -> None:
         help="what publishes: messageAppend round robin over 10 assistant messages (message.delta, streamed output) "
         "or messageReply to one thread root (thread.activity; every write contends on the thread's rows)",
     )
+    parser.add_argument("--skip-baseline", action="store_true", help="only the Threadline run (e.g. for profiling)")
     args = parser.parse_args()
-    baseline = run_baseline(args.subscribers, args.rate, args.seconds, args.client_procs)
+    nan = float("nan")
+    baseline = (
+        {"delivered": 0, "expected": 0, "deliveries_per_s": 0, "p50_ms": nan, "p99_ms": nan, "server_cpu": 0,
+         "frames_received": 0, "frames_expected": 0}
+        if args.skip_baseline
+        else run_baseline(args.subscribers, args.rate, args.seconds, args.client_procs)
+    )
     threadline = run_threadline(args.subscribers, args.rate, args.seconds, args.client_procs, args.source)
     print(
         f"fan-out: {args.subscribers} subscribers, {args.rate:g} events/s for {args.seconds:g}s, "
@@ -391,6 +441,7 @@ def main() -> None:
         f"p99 {notified.get('p99_ms')} ms; -> routed to subscriber queues: p50 {hub.get('p50_ms')} ms, "
         f"p99 {hub.get('p99_ms')} ms, max {hub.get('max_ms')} ms over {hub.get('events')} events"
     )
+    print(f"threadline deliveries: {hub.get('paths')} (direct: one shared frame written to the socket; queued: the per-operation path)")
     print(f"ratio p99 threadline/baseline: {threadline['p99_ms'] / max(baseline['p99_ms'], 0.001):.1f}x")
 
 

@@ -107,7 +107,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     from threadline.observability.requests import RequestIds
 
-    middleware = [Middleware(RequestIds)]
+    from threadline.streaming.direct import CaptureWebSocketWriter
+
+    # First: it must see the server's own `send` (streaming.direct writes frames to its socket).
+    middleware = [Middleware(CaptureWebSocketWriter), Middleware(RequestIds)]
     if settings.cors_origins:
         middleware.append(
             Middleware(

@@ -101,6 +101,9 @@ class Settings:
     # Streaming (issue 4)
     broadcast_url: str | None = None
     subscriber_queue_size: int = 1000
+    # Live events go straight to the socket (one shared, pre-serialised frame per event and query) when the
+    # server and the result allow it; False sends every frame through the stock per-operation path.
+    stream_direct_frames: bool = True
     event_retention_days: float = 7.0
     presence_timeout_seconds: float = 60.0
     typing_timeout_seconds: float = 5.0
@@ -192,6 +195,7 @@ class Settings:
             expose_sql_count=_env_bool("THREADLINE_EXPOSE_SQL_COUNT", cls.expose_sql_count),
             broadcast_url=os.environ.get("THREADLINE_BROADCAST_URL") or None,
             subscriber_queue_size=_env_int("THREADLINE_SUBSCRIBER_QUEUE_SIZE", cls.subscriber_queue_size),
+            stream_direct_frames=_env_bool("THREADLINE_STREAM_DIRECT_FRAMES", cls.stream_direct_frames),
             event_retention_days=_env_float("THREADLINE_EVENT_RETENTION_DAYS", cls.event_retention_days),
             presence_timeout_seconds=_env_float(
                 "THREADLINE_PRESENCE_TIMEOUT_SECONDS", cls.presence_timeout_seconds

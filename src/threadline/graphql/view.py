@@ -20,10 +20,12 @@ from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import BaseGraphQLTransportWSHandler, Operation
 
 from threadline.db import count_request_statements
 from threadline.errors import ErrorCode, ThreadlineError
 from threadline.graphql.context import Context
+from threadline.streaming.direct import CURRENT_OPERATION
 
 
 def error_response(
@@ -109,7 +111,18 @@ def message_size_guard(receive: Receive, send: Send, limit: int) -> tuple[Receiv
     return guarded_receive, guarded_send
 
 
+class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
+    """strawberry's graphql-transport-ws handler; each operation's task knows its operation (for the
+    subscription's direct lane, streaming.direct)."""
+
+    async def run_operation(self, operation: Operation[Context, None]) -> None:
+        CURRENT_OPERATION.set(operation)  # this task's own context
+        await super().run_operation(operation)
+
+
 class ThreadlineGraphQL(GraphQL[Context, None]):
+    graphql_transport_ws_handler_class = TransportWSHandler
+
     def __init__(self, schema: Any, services: Any, *, graphiql: bool) -> None:
         super().__init__(
             schema,

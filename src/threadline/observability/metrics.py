@@ -15,6 +15,7 @@ class Metrics:
         self.operations: Counter[str] = Counter()  # query | mutation | subscription
         self.errors: Counter[str] = Counter()  # extensions.code
         self.rate_limited: Counter[str] = Counter()  # budget
+        self.stream_frames: Counter[str] = Counter()  # direct | queued (streaming.direct)
 
     def observe_request(self, transport: str, status: int | str, seconds: float) -> None:
         self.requests[(transport, str(status))] += 1
@@ -57,6 +58,9 @@ class Metrics:
                [("", hub.cursor if hub else 0)])
         family("threadline_events_delivered_total", "counter", "Events this process delivered to subscribers.",
                [("", hub.delivered if hub else 0)])
+        family("threadline_stream_deliveries_total", "counter",
+               "Events handed to subscriptions: written directly as a shared frame, or queued for the stock path.",
+               [(f'{{path="{p}"}}', self.stream_frames[p]) for p in ("direct", "queued")])
         db = getattr(services, "db", None)
         pool = getattr(db, "pool", None)
         if pool is not None:

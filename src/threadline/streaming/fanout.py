@@ -14,6 +14,7 @@ event types without adding it to `viewer_class`.
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import json
 import uuid
 from collections import OrderedDict
@@ -27,6 +28,11 @@ from threadline.graphql.fast_execution import FastExecutionContext
 from threadline.streaming.types import ConversationStreamEvent, to_graphql
 
 MEMO_SIZE = 4096
+
+# The subscription's executor, set when it is built (in the operation's task): its direct lane uses it.
+SUBSCRIPTION_EXECUTOR: contextvars.ContextVar[FanoutExecutionContext] = contextvars.ContextVar(
+    "threadline_subscription_executor"
+)
 
 
 def viewer_class(event: LoggedEvent, viewer_id: uuid.UUID) -> str:
@@ -65,6 +71,18 @@ class FanoutExecutionContext(FastExecutionContext):
 
     _fanout_key: tuple[str, str | None, str] | None = None
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if self.operation.operation is OperationType.SUBSCRIPTION:
+            # The subscription's resolver runs in this task next; its direct lane needs this executor.
+            SUBSCRIPTION_EXECUTOR.set(self)
+
+    def fanout_key(self) -> tuple[str, str | None, str]:
+        """(query text, operation name, variables): subscriptions with equal keys share results."""
+        if self._fanout_key is None:
+            self._fanout_key = self._subscription_key()
+        return self._fanout_key
+
     def _subscription_key(self) -> tuple[str, str | None, str]:
         loc = self.operation.loc
         source = loc.source.body if loc is not None else str(id(self.operation))
@@ -73,8 +91,8 @@ class FanoutExecutionContext(FastExecutionContext):
     def build_per_event_executor(self, payload: Any) -> Any:
         # The key is the subscription's own (query text, operation, variables): worked out once per
         # subscription, not once per event (serialising the variables cost ~10 us per frame).
-        if self._fanout_key is None and self.operation.operation is OperationType.SUBSCRIPTION:
-            self._fanout_key = self._subscription_key()
+        if self.operation.operation is OperationType.SUBSCRIPTION:
+            self.fanout_key()
         return super().build_per_event_executor(payload)
 
     def execute_operation(self, serially: bool | None = None) -> Any:

@@ -18,6 +18,7 @@ from threadline.graphql.context import Info
 from threadline.ids import Kind, decode_id
 from threadline.presence import service as presence
 from threadline.ratelimits.schema import subscription_started
+from threadline.streaming.direct import lane_for
 from threadline.streaming.subscriber import Subscriber, subject_of
 from threadline.streaming.types import ConversationStreamEvent, stream_error
 
@@ -44,7 +45,8 @@ async def _stream(info: Info, sub: Subscriber, since: str | None) -> AsyncGenera
         )
     await hub.subscribe(sub)
     await presence.heartbeat(db, sub.tenant_id, sub.user_id, "ONLINE")
-    last = sub.start
+    sub.last = sub.start
+    sub.lane = lane_for(info, hub, sub.user_id)
     try:
         if since_id is not None and since_id < sub.start:
             after = since_id
@@ -67,13 +69,13 @@ async def _stream(info: Info, sub: Subscriber, since: str | None) -> AsyncGenera
                     break
                 after = batch[-1].id
         elif since_id is not None:
-            last = since_id  # a cursor from a process whose hub is ahead of ours
+            sub.last = since_id  # a cursor from a process whose hub is ahead of ours
         while True:
             if not sub.queue.empty():
                 event = sub.queue.get_nowait()
-                if event.id <= last:
+                if event.id <= sub.last:
                     continue
-                last = max(last, event.id)
+                sub.last = event.id
                 _fresh_caches(info)
                 yield hub.shared_events.get(event, sub.user_id)
                 if event.type == EventType.MEMBERSHIP_CHANGED and await _lost_access(info, sub, event):
@@ -84,7 +86,7 @@ async def _stream(info: Info, sub: Subscriber, since: str | None) -> AsyncGenera
                     ErrorCode.SLOW_CONSUMER.value,
                     "Events arrived faster than this subscription read them; resubscribe with `since` set to "
                     "this cursor",
-                    last,
+                    sub.last,
                     next(iter(sub.conversations), None) if not sub.follows_viewer else None,
                     datetime.now(UTC),
                 )
@@ -93,8 +95,14 @@ async def _stream(info: Info, sub: Subscriber, since: str | None) -> AsyncGenera
                 return
             sub.wake.clear()
             if sub.queue.empty() and not sub.overflowed and not sub.ended:
-                await sub.wake.wait()
+                # Idle with everything sent: the hub may write events straight to the socket meanwhile.
+                sub.lane_open = sub.lane is not None
+                try:
+                    await sub.wake.wait()
+                finally:
+                    sub.lane_open = False
     finally:
+        sub.lane_open = False
         hub.unsubscribe(sub)
         if hub.local_subscriptions(sub.user_id) == 0:
             task = asyncio.create_task(presence.heartbeat(db, sub.tenant_id, sub.user_id, "OFFLINE"))

@@ -5,10 +5,15 @@ from __future__ import annotations
 import asyncio
 import uuid
 from dataclasses import dataclass, field
+from typing import Any
 
 from threadline.events.kinds import EventType
 from threadline.events.log import LoggedEvent
 from threadline.ids import Kind, parse_id
+from threadline.observability.metrics import METRICS
+from threadline.streaming.direct import Lane
+
+STREAM_FRAMES = METRICS.stream_frames
 
 
 def subject_of(event: LoggedEvent) -> uuid.UUID | None:
@@ -31,6 +36,10 @@ class Subscriber:
     overflowed: bool = False
     ended: str | None = None  # why the hub ended this stream (membership lost), if it did
     wake: asyncio.Event = field(default_factory=asyncio.Event)
+    last: int = 0  # the highest event id delivered (an event at or below it is a duplicate)
+    # Direct delivery (streaming.direct): open while the stream is idle with nothing queued.
+    lane: Lane | None = None
+    lane_open: bool = False
 
     def __post_init__(self) -> None:
         self.queue = asyncio.Queue(maxsize=self.queue_size)
@@ -53,10 +62,21 @@ class Subscriber:
             return False
         return True
 
-    def offer(self, event: LoggedEvent) -> None:
-        """Queue an event; a full queue marks the subscriber as too slow (it will be closed)."""
+    def offer(self, event: LoggedEvent, frames: dict[Any, Any]) -> None:
+        """Deliver an event through the open lane, or queue it (a full queue marks the subscriber as too slow:
+        it will be closed). `frames` is the event's frame cache, shared by every subscriber it is routed to."""
         if self.overflowed or self.ended:
             return
+        if self.lane_open:
+            if event.id <= self.last:
+                return
+            if self.lane.deliver(event, frames):  # type: ignore[union-attr]
+                self.last = event.id
+                STREAM_FRAMES["direct"] += 1
+                return
+            # The stock path takes this event and every later one until the queue is drained again.
+            self.lane_open = False
+        STREAM_FRAMES["queued"] += 1
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
