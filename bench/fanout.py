@@ -254,6 +254,20 @@ def _report(
     }
 
 
+def _other_cpu(clients: list[tuple[Any, Any]]) -> dict[str, float]:
+    """CPU seconds of the subscriber processes and of every PostgreSQL process (the machine is shared)."""
+    postgres = 0.0
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if (entry / "comm").read_text().strip() == "postgres":
+                    postgres += cpu_seconds(int(entry.name))
+            except OSError:
+                pass
+    return {"clients": sum(cpu_seconds(proc.pid) for proc, _ in clients), "postgres": postgres,
+            "publisher": time.process_time()}
+
+
 def _await_subscriptions(url: str, expected: int, timeout: float = 60.0) -> None:
     """Every subscription is live on the server (its /metrics gauge), or the run is void."""
     deadline = time.monotonic() + timeout
@@ -320,14 +334,17 @@ def run_threadline(
                 await asyncio.gather(*tasks)
                 return sent
 
+        others0 = _other_cpu(clients)
         cpu0, t0, w0 = cpu_seconds(server.process.pid), time.monotonic(), time.time()
         sent = asyncio.run(publish())
         w1 = time.time()
         if failures:
             raise RuntimeError(f"{len(failures)} publishing requests failed, e.g. {failures[0]}")
         time.sleep(2.0)
-        cpu = (cpu_seconds(server.process.pid) - cpu0) / (time.monotonic() - t0)
+        elapsed = time.monotonic() - t0
+        cpu = (cpu_seconds(server.process.pid) - cpu0) / elapsed
         hub = httpx.get(f"{server.url}/_bench/hub-latency", timeout=30).json()
+        hub["machine"] = {k: round((v - others0[k]) / elapsed, 2) for k, v in _other_cpu(clients).items()}
         metrics = httpx.get(f"{server.url}/metrics", timeout=30).text
         hub["paths"] = {
             path: int(float(line.split()[-1]))
@@ -441,6 +458,9 @@ def main() -> None:
         f"p99 {notified.get('p99_ms')} ms; -> routed to subscriber queues: p50 {hub.get('p50_ms')} ms, "
         f"p99 {hub.get('p99_ms')} ms, max {hub.get('max_ms')} ms over {hub.get('events')} events"
     )
+    route = hub.get("route", {})
+    print(f"threadline hub: routing one event (the loop is held meanwhile): p50 {route.get('p50_ms')} ms, p99 {route.get('p99_ms')} ms, max {route.get('max_ms')} ms")
+    print(f"threadline run, other processes' CPU (cores): {hub.get('machine')}")
     print(f"threadline deliveries: {hub.get('paths')} (direct: one shared frame written to the socket; queued: the per-operation path)")
     print(f"ratio p99 threadline/baseline: {threadline['p99_ms'] / max(baseline['p99_ms'], 0.001):.1f}x")
 

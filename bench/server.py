@@ -50,6 +50,7 @@ def main() -> None:
     from threadline.streaming.listener import SupervisedPostgresBackend
 
     routed: list[float] = []
+    route_seconds: list[float] = []  # how long routing one event took (the hub holds the loop meanwhile)
     notified: list[float] = []  # transaction start -> NOTIFY received (the writer's commit, roughly)
     notify_at: dict[int, float] = {}
     original_route = StreamHub._route
@@ -69,6 +70,7 @@ def main() -> None:
         if at is not None:
             notified.append(at - event.created_at.timestamp())  # type: ignore[attr-defined]
         original_route(self, event)  # type: ignore[arg-type]
+        route_seconds.append(_time.time() - now)
 
     SupervisedPostgresBackend._on_notify = timed_notify  # type: ignore[method-assign]
 
@@ -83,7 +85,7 @@ def main() -> None:
         return {"events": len(values), "p50_ms": pick(0.5), "p99_ms": pick(0.99), "max_ms": pick(1.0)}
 
     async def hub_latency(request: Request) -> JSONResponse:
-        return JSONResponse({**summary(routed), "notified": summary(notified)})
+        return JSONResponse({**summary(routed), "notified": summary(notified), "route": summary(route_seconds)})
 
     async def statements(request: Request) -> JSONResponse:
         return JSONResponse({"count": sql_statement_count()})

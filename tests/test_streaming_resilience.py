@@ -305,3 +305,49 @@ def test_a_broadcast_url_that_is_not_postgresql_stops_the_server_from_starting(d
     with pytest.raises(RuntimeError, match="did not start"):
         srv.start()
     srv.stop()
+
+
+def test_an_open_publisher_holds_later_events_back_until_it_commits_or_rolls_back(
+    admin: Actor, server: ServerThread, dsn: str, loop: Loop
+) -> None:
+    """Ids are drawn before commit: a later event must wait while an earlier id may still commit (then both
+    arrive, in id order), and must not wait forever once that id's transaction rolled back."""
+    from threadline.db import Database
+    from threadline.events.kinds import EventType
+    from threadline.events.publish import publish
+    from threadline.ids import Kind, decode_id
+
+    cid = conversation(admin)
+    tenant = decode_id(admin.tenant_id, Kind.TENANT)
+    conversation_uuid = decode_id(cid, Kind.CONVERSATION)
+    db = loop.run(Database.connect(dsn, 1, 1))
+    client = WsClient(server.ws_url, admin.api_key)
+    try:
+        client.subscribe(CONVERSATION_EVENTS, {"c": cid, "s": live(admin)})
+        for outcome in ("commit", "rollback"):
+            conn = loop.run(db.pool.acquire())
+            transaction = conn.transaction()
+            loop.run(transaction.start())
+            held = loop.run(
+                publish(
+                    conn,
+                    tenant,
+                    EventType.TYPING_UPDATE,
+                    conversation_id=conversation_uuid,
+                    payload={"userId": admin.user_id, "isTyping": True},
+                )
+            )
+            root = admin.client.ok(START, {"c": cid, "x": outcome})["threadStart"]["id"]  # a later id, committed
+            client.expect_quiet(0.8)  # thread.new waits behind the open transaction's id
+            loop.run(getattr(transaction, outcome)())
+            loop.run(db.pool.release(conn))
+            expected = ["typing.update", "thread.new"] if outcome == "commit" else ["thread.new"]
+            events = client.events(len(expected))
+            assert [e["type"] for e in events] == expected
+            if outcome == "commit":
+                assert int(events[0]["cursor"]) == held < int(events[1]["cursor"])
+            assert events[-1]["thread"]["root"]["id"] == root
+            client.expect_quiet(0.3)
+    finally:
+        client.close()
+        db.pool.terminate()  # does not wait for a connection left in its transaction by a failed assertion

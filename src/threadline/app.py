@@ -106,7 +106,6 @@ def create_app(settings: Settings | None = None) -> Starlette:
         return PlainTextResponse(await METRICS.render(services), media_type="text/plain; version=0.0.4")
 
     from threadline.observability.requests import RequestIds
-
     from threadline.streaming.direct import CaptureWebSocketWriter
 
     # First: it must see the server's own `send` (streaming.direct writes frames to its socket).

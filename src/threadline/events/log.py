@@ -40,25 +40,35 @@ def _event(row: Any) -> LoggedEvent:
 @dataclass(frozen=True)
 class Tail:
     events: list[LoggedEvent]
-    # Transactions holding the publish lock, read after the events: any writer that drew an id below
-    # the highest id read and has not finished yet is among them.
+    # Transactions holding the publish lock, read after the events' snapshot (see read_tail).
     publishers: frozenset[str]
 
 
 async def read_tail(db: Database, after: int, limit: int) -> Tail:
-    """Committed events after `after`, then the transactions still publishing (to judge id gaps)."""
+    """Committed events after `after`, and the transactions holding the publish lock when they were read.
+
+    One statement (one round trip): its snapshot is taken when it starts, and pg_locks is read live
+    while it runs, so the holders are read after the events' snapshot: any writer that drew an id below
+    the highest id read and had not committed by then is among them, unless it ended in between (and
+    then the next read sees its event)."""
     from threadline.events.publish import PUBLISH_LOCK
 
-    async with db.transaction() as tx:
-        rows = await tx.fetch(
-            f"SELECT {EVENT_COLUMNS} FROM stream_event WHERE id > $1 ORDER BY id LIMIT $2", after, limit
-        )
-        holders = await tx.fetch(
-            """SELECT virtualtransaction FROM pg_locks
-               WHERE locktype = 'advisory' AND classid = 0 AND objid = $1 AND objsubid = 1 AND granted""",
-            PUBLISH_LOCK,
-        )
-    return Tail([_event(r) for r in rows], frozenset(r["virtualtransaction"] for r in holders))
+    rows = await db.fetch(
+        f"""SELECT p.publishers, e.* FROM (
+                SELECT array(SELECT virtualtransaction FROM pg_locks
+                             WHERE locktype = 'advisory' AND classid = 0 AND objid = $3 AND objsubid = 1
+                               AND granted) AS publishers
+            ) p
+            LEFT JOIN LATERAL (
+                SELECT {EVENT_COLUMNS} FROM stream_event WHERE id > $1 ORDER BY id LIMIT $2
+            ) e ON true
+            ORDER BY e.id""",
+        after,
+        limit,
+        PUBLISH_LOCK,
+    )
+    events = [_event(r) for r in rows if r["id"] is not None]
+    return Tail(events, frozenset(rows[0]["publishers"]) if rows else frozenset())
 
 
 async def current_position(db: Executor) -> int:

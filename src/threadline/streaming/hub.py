@@ -7,10 +7,15 @@ subscribers' bounded queues.
 
 Ids come from a sequence, so they become visible out of commit order. The reader never moves its
 cursor past a gap that may still fill: every publishing transaction holds a shared advisory lock
-from before it draws its id until it ends (publish() makes sure of that). When a read shows a gap,
-the hub notes which transactions held that lock right after the read; once none of them does, the
-gap either filled (and is read) or was rolled back (and is skipped). Unrelated long transactions do
-not hold delivery up; only a publisher that is still open can. So every committed event is delivered
+from before it draws its id until it ends (publish() makes sure of that). Each read returns the
+committed events after the cursor and the transactions holding that lock just after the events'
+snapshot. When a read shows a gap, the hub keeps that read's lock holders as the gap's guard: a
+missing id was drawn by one of them (or by a transaction that had ended before the holders were read,
+whose event the next read sees). The gap is skipped (the transaction rolled back) only at a read whose
+*previous* read, taken before its snapshot, found none of the guard's transactions still holding the
+lock: any of them that committed did so before that snapshot, so its event would have been read.
+Unrelated long transactions do not hold delivery up; only a publisher that is still open can. So every
+committed event is delivered exactly once, in id order.
 exactly once, in id order.
 """
 
@@ -22,6 +27,7 @@ import dataclasses
 import logging
 import uuid
 from collections import defaultdict
+from collections.abc import Iterable
 
 from broadcaster import Broadcast
 
@@ -30,12 +36,15 @@ from threadline.events import log as event_log
 from threadline.events.kinds import EventType
 from threadline.events.log import LoggedEvent
 from threadline.events.publish import CHANNEL
+from threadline.observability.metrics import METRICS
 from threadline.settings import Settings
+from threadline.streaming.direct import Lane
 from threadline.streaming.fanout import SharedEvents
 from threadline.streaming.listener import SupervisedPostgresBackend
 from threadline.streaming.subscriber import Subscriber, subject_of
 
 log = logging.getLogger(__name__)
+STREAM_FRAMES = METRICS.stream_frames
 
 READ_BATCH = 2000
 IDLE_POLL_SECONDS = 1.0
@@ -49,6 +58,7 @@ class StreamHub:
         self.cursor = 0
         # (highest id read past a gap, publishers holding the lock right after that read)
         self._guard: tuple[int, frozenset[str]] | None = None
+        self._publishers: frozenset[str] = frozenset()  # lock holders seen by the previous read
         self._wake = asyncio.Event()
         self._by_conversation: dict[uuid.UUID, set[Subscriber]] = defaultdict(set)
         self._viewers: dict[uuid.UUID, set[Subscriber]] = defaultdict(set)
@@ -58,6 +68,7 @@ class StreamHub:
         self.backend: SupervisedPostgresBackend | None = None
         self.delivered = 0
         self.shared_events = SharedEvents()
+        self.dirty_lanes: list[Lane] = []  # direct lanes holding frames of the current routing pass
         self.maintenance: list[object] = []  # callables run periodically (presence/typing expiry, pruning)
 
     # lifecycle -----------------------------------------------------------------------------------
@@ -188,32 +199,39 @@ class StreamHub:
 
     async def _read_once(self) -> int:
         tail = await event_log.read_tail(self.db, self.cursor, READ_BATCH)
+        before, self._publishers = self._publishers, tail.publishers  # `before` was read before tail's snapshot
         events = tail.events
-        for event in events:
-            if not self._settled(event, tail.publishers):
-                guard = self._guard
-                if guard is None or not (guard[1] & tail.publishers):
-                    self._guard = (events[-1].id, tail.publishers)
-                break
-            self.cursor = event.id
-            self._route(event)
+        try:
+            for event in events:
+                if not self._settled(event, before):
+                    guard = self._guard
+                    if guard is None or event.id > guard[0]:
+                        self._guard = (events[-1].id, tail.publishers)
+                    break
+                self.cursor = event.id
+                self._route(event)
+        finally:
+            self._flush()
         if self._guard is not None and self.cursor >= self._guard[0]:
             self._guard = None
         return len(events)
 
-    def _settled(self, event: LoggedEvent, publishers: frozenset[str]) -> bool:
+    def _settled(self, event: LoggedEvent, before: frozenset[str]) -> bool:
         if event.id == self.cursor + 1:
             return True
         guard = self._guard
-        # The ids missing below `event` were drawn before the guard's read by writers that were then
-        # finished or among the guard's publishers; once none of those still publishes, they never appear.
-        return guard is not None and event.id <= guard[0] and not (guard[1] & publishers)
+        # The ids missing below `event` were drawn by the guard's transactions (or by ones the read after the
+        # guard's sees); once none of the guard's held the lock before this read's snapshot, they never appear.
+        return guard is not None and event.id <= guard[0] and not (guard[1] & before)
 
     def _route(self, event: LoggedEvent) -> None:
         """Hands `event` to every subscriber that wants it, in one pass. (Slicing the pass with loop turns in
         between, to let other work in, cut the hub's throughput by two thirds at 1,000 subscribers: measured.)"""
         if event.type == EventType.PRESENCE_UPDATE:
             self._route_presence(event)
+            return
+        if event.type != EventType.MEMBERSHIP_CHANGED and event.conversation_id is not None:
+            self._offer_in_conversation(event, self._by_conversation.get(event.conversation_id, ()))
             return
         targets: set[Subscriber] = set()
         if event.conversation_id is not None:
@@ -222,11 +240,46 @@ class StreamHub:
             self._membership_changed(event, targets)
         self._offer(event, [sub for sub in targets if sub.wants(event)])
 
+    def _offer_in_conversation(self, event: LoggedEvent, subscribers: Iterable[Subscriber]) -> None:
+        """The hot path: `Subscriber.wants` for subscribers indexed under the event's conversation (so it is
+        theirs), comparing the tenant as an int and the recipient and thread only where the event has one."""
+        frames: dict[object, object] = {}  # the event's frames, built once for all (streaming.direct)
+        tenant = event.tenant_id.int
+        recipient = event.recipient_id
+        root = event.root_id
+        offered = direct = 0
+        for sub in subscribers:
+            if sub.tenant_int != tenant:
+                continue
+            if recipient is not None and recipient != sub.user_id:
+                continue
+            if root is not None and sub.root_id is not None and root != sub.root_id:
+                continue
+            offered += 1
+            direct += sub.offer(event, frames)
+        self._count(offered, direct)
+
     def _offer(self, event: LoggedEvent, subscribers: list[Subscriber]) -> None:
         frames: dict[object, object] = {}  # the event's frames, built once for all (streaming.direct)
+        direct = 0
         for sub in subscribers:
-            sub.offer(event, frames)
-        self.delivered += len(subscribers)
+            direct += sub.offer(event, frames)
+        self._count(len(subscribers), direct)
+
+    def _count(self, offered: int, direct: int) -> None:
+        self.delivered += offered
+        STREAM_FRAMES["direct"] += direct
+        STREAM_FRAMES["queued"] += offered - direct
+
+    def _flush(self) -> None:
+        """Writes the pass's direct frames (no await since routing began, so nothing else wrote meanwhile)."""
+        dirty = self.dirty_lanes
+        for lane in dirty:
+            try:
+                lane.flush()
+            except Exception:  # noqa: BLE001 - one broken socket must not keep frames from the others
+                log.exception("stream hub: writing to a socket failed")
+        dirty.clear()
 
     def _membership_changed(self, event: LoggedEvent, targets: set[Subscriber]) -> None:
         user = subject_of(event)

@@ -10,10 +10,7 @@ from typing import Any
 from threadline.events.kinds import EventType
 from threadline.events.log import LoggedEvent
 from threadline.ids import Kind, parse_id
-from threadline.observability.metrics import METRICS
 from threadline.streaming.direct import Lane
-
-STREAM_FRAMES = METRICS.stream_frames
 
 
 def subject_of(event: LoggedEvent) -> uuid.UUID | None:
@@ -41,8 +38,11 @@ class Subscriber:
     lane: Lane | None = None
     lane_open: bool = False
 
+    tenant_int: int = field(init=False)  # tenant_id.int: the hub's hot path compares ints, not UUIDs
+
     def __post_init__(self) -> None:
         self.queue = asyncio.Queue(maxsize=self.queue_size)
+        self.tenant_int = self.tenant_id.int
 
     def wants(self, event: LoggedEvent) -> bool:
         if event.tenant_id != self.tenant_id:
@@ -62,26 +62,26 @@ class Subscriber:
             return False
         return True
 
-    def offer(self, event: LoggedEvent, frames: dict[Any, Any]) -> None:
-        """Deliver an event through the open lane, or queue it (a full queue marks the subscriber as too slow:
-        it will be closed). `frames` is the event's frame cache, shared by every subscriber it is routed to."""
+    def offer(self, event: LoggedEvent, frames: dict[Any, Any]) -> bool:
+        """Deliver an event through the open lane (True), or queue it (a full queue marks the subscriber as
+        too slow: it will be closed). `frames` is the event's frame cache, shared by every subscriber it is
+        routed to."""
         if self.overflowed or self.ended:
-            return
+            return False
         if self.lane_open:
             if event.id <= self.last:
-                return
+                return False
             if self.lane.deliver(event, frames):  # type: ignore[union-attr]
                 self.last = event.id
-                STREAM_FRAMES["direct"] += 1
-                return
+                return True
             # The stock path takes this event and every later one until the queue is drained again.
             self.lane_open = False
-        STREAM_FRAMES["queued"] += 1
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
             self.overflowed = True
         self.wake.set()
+        return False
 
     def end(self, reason: str) -> None:
         self.ended = reason
