@@ -136,7 +136,7 @@ async def _sink(
 
 
 async def _clients(url: str, graphql: bool, key: str, cid: str, count: int, measured: int, conn: Any) -> None:
-    latencies: list[float] = []
+    latencies: list[tuple[int, float, float]] = []  # (cursor, received, occurredAt) of timed events
     window = [0.0, float("inf")]
     connected = [0]
     frames = [0]  # event frames received by every client of this process, until they stop
@@ -172,7 +172,7 @@ async def _clients(url: str, graphql: bool, key: str, cid: str, count: int, meas
                 if event["type"] in TIMED:
                     occurred = _occurred(event)
                     if window[0] <= occurred <= window[1]:
-                        latencies.append(now - occurred)
+                        latencies.append((int(event["cursor"]), now, occurred))
 
     tasks = []
     for i in range(count):
@@ -221,35 +221,89 @@ def _start_clients(
     return started
 
 
-def _finish(clients: list[tuple[Any, Any]], window: tuple[float, float]) -> tuple[list[float], int]:
-    """The measuring clients' latencies, and the event frames every client received before stopping (2 s
+def _finish(clients: list[tuple[Any, Any]], window: tuple[float, float]) -> tuple[list[tuple[int, float, float]], int]:
+    """The measuring clients' receipts, and the event frames every client received before stopping (2 s
     after the window)."""
     for _, parent in clients:
         parent.send(window)
-    latencies: list[float] = []
+    receipts: list[tuple[int, float, float]] = []
     frames = 0
     for proc, parent in clients:
         got, count = parent.recv()
-        latencies.extend(got)
+        receipts.extend(got)
         frames += count
         proc.join(timeout=30)
-    return latencies, frames
+    return receipts, frames
+
+
+def _commit_times(dsn: str, receipts: list[tuple[int, float, float]]) -> dict[int, float]:
+    """When each received event's transaction committed (track_commit_timestamp is on in the bench database)."""
+    import asyncpg
+
+    async def fetch() -> dict[int, float]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            rows = await conn.fetch(
+                "SELECT id, extract(epoch FROM pg_xact_commit_timestamp(xmin))::float8 AS at FROM stream_event"
+                " WHERE id = ANY($1::bigint[])",
+                sorted({cursor for cursor, _, _ in receipts}),
+            )
+        finally:
+            await conn.close()
+        return {r["id"]: r["at"] for r in rows if r["at"] is not None}
+
+    return asyncio.run(fetch())
+
+
+def _stages(
+    receipts: list[tuple[int, float, float]], committed: dict[int, float], timeline: dict[str, list[float]]
+) -> dict[str, str]:
+    """Where the time from commit to receipt goes (p50 / p99 ms of each stage, over the timed events)."""
+    stages: dict[str, list[float]] = {"commit->notify": [], "notify->routed": [], "routed->flushed": [], "flushed->received": []}
+    for cursor, received, _ in receipts:
+        seen, routed, flushed = timeline.get(str(cursor), (0.0, 0.0, 0.0))
+        commit = committed.get(cursor)
+        if not (seen and routed and flushed and commit):
+            continue
+        stages["commit->notify"].append(seen - commit)
+        stages["notify->routed"].append(routed - seen)
+        stages["routed->flushed"].append(flushed - routed)
+        stages["flushed->received"].append(received - flushed)
+    return {
+        k: f"{percentile_ms(v, 0.5):.1f} / {percentile_ms(v, 0.99):.1f}" if v else "n/a" for k, v in stages.items()
+    }
 
 
 def _report(
-    events: int, subscribers: int, seconds: float, latencies: list[float], cpu: float, frames: int
-) -> dict[str, float]:
-    measured = len(latencies) / max(events, 1)  # measuring clients that received every event
+    events: int,
+    subscribers: int,
+    seconds: float,
+    receipts: list[tuple[int, float, float]],
+    cpu: float,
+    frames: int,
+    committed: dict[int, float] | None = None,
+) -> dict[str, Any]:
+    """Latency from commit to receipt (the issue's figure: commit times from PostgreSQL, or for the baseline
+    the moment it sent the frame) and, for Threadline, also from the event's transaction start."""
+    from_start = [received - occurred for _, received, occurred in receipts]
+    if committed is None:
+        from_commit = from_start
+    else:
+        missing = sum(1 for cursor, _, _ in receipts if cursor not in committed)
+        assert not missing, f"{missing} receipts without a commit time"
+        from_commit = [received - committed[cursor] for cursor, received, _ in receipts]
+    nan = float("nan")
     return {
         "events": events,
         "expected": events * MEASURED,
-        "delivered": len(latencies),
+        "delivered": len(receipts),
         "deliveries_per_s": events * subscribers / seconds,
         "frames_received": frames,
         "frames_expected": events * subscribers,
-        "measured_clients": measured,
-        "p50_ms": percentile_ms(latencies, 0.5) if latencies else float("nan"),
-        "p99_ms": percentile_ms(latencies, 0.99) if latencies else float("nan"),
+        "p50_ms": percentile_ms(from_commit, 0.5) if receipts else nan,
+        "p99_ms": percentile_ms(from_commit, 0.99) if receipts else nan,
+        "start_p50_ms": percentile_ms(from_start, 0.5) if receipts else nan,
+        "start_p99_ms": percentile_ms(from_start, 0.99) if receipts else nan,
         "server_cpu": cpu,
     }
 
@@ -285,7 +339,7 @@ def _await_subscriptions(url: str, expected: int, timeout: float = 60.0) -> None
 def run_threadline(
     subscribers: int, rate: float, seconds: float, procs: int, source: str
 ) -> dict[str, float]:
-    database = Database()
+    database = Database(commit_timestamps=True)
     dsn = database.start()
     # One user holds every subscription and publishes every event: the default budgets (600 subscription
     # starts and 1,200 mutations a minute per user) would refuse most of them.
@@ -352,8 +406,11 @@ def run_threadline(
             for line in metrics.splitlines()
             if line.startswith(f'threadline_stream_deliveries_total{{path="{path}"}}')
         }
-        latencies, frames = _finish(clients, (w0 - 1, w1 + 1))
-        return {**_report(sent, subscribers, seconds, latencies, cpu, frames), "hub": hub}
+        timeline = httpx.get(f"{server.url}/_bench/hub-timeline", timeout=30).json()
+        receipts, frames = _finish(clients, (w0 - 1, w1 + 1))
+        committed = _commit_times(dsn, receipts)
+        hub["stages"] = _stages(receipts, committed, timeline)
+        return {**_report(sent, subscribers, seconds, receipts, cpu, frames, committed), "hub": hub}
     finally:
         server.stop()
         database.stop()
@@ -408,8 +465,8 @@ def run_baseline(subscribers: int, rate: float, seconds: float, procs: int) -> d
         w1 = time.time()
         time.sleep(2.0)
         cpu = (cpu_seconds(server.pid) - cpu0) / (time.monotonic() - t0)
-        latencies, frames = _finish(clients, (w0 - 1, w1 + 1))
-        return _report(sent, subscribers, seconds, latencies, cpu, frames)
+        receipts, frames = _finish(clients, (w0 - 1, w1 + 1))
+        return _report(sent, subscribers, seconds, receipts, cpu, frames)
     finally:
         server.kill()
 
@@ -442,7 +499,8 @@ def main() -> None:
         f"{args.client_procs} client processes, events from {args.source}"
     )
     print(
-        f"(latency from the {MEASURED} measuring clients; the other subscribers read and discard their frames)"
+        f"(latency from commit to receipt at the {MEASURED} measuring clients, commit times from PostgreSQL's "
+        "track_commit_timestamp; the other subscribers read and discard their frames)"
     )
     print(f"{'':12} {'timed/expected':>17} {'frames/s':>9} {'p50 ms':>8} {'p99 ms':>9} {'server CPU':>10}")
     for name, r in (("baseline", baseline), ("threadline", threadline)):
@@ -460,8 +518,13 @@ def main() -> None:
     )
     route = hub.get("route", {})
     print(f"threadline hub: routing one event (the loop is held meanwhile): p50 {route.get('p50_ms')} ms, p99 {route.get('p99_ms')} ms, max {route.get('max_ms')} ms")
+    print(f"threadline stages, commit to receipt (p50 / p99 ms): {hub.get('stages')}")
     print(f"threadline run, other processes' CPU (cores): {hub.get('machine')}")
     print(f"threadline deliveries: {hub.get('paths')} (direct: one shared frame written to the socket; queued: the per-operation path)")
+    print(
+        f"threadline from the event's transaction start (occurredAt) instead of its commit: "
+        f"p50 {threadline['start_p50_ms']:.1f} ms, p99 {threadline['start_p99_ms']:.1f} ms"
+    )
     print(f"ratio p99 threadline/baseline: {threadline['p99_ms'] / max(baseline['p99_ms'], 0.001):.1f}x")
 
 

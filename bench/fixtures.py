@@ -53,7 +53,10 @@ def percentile_ms(samples: Sequence[float], q: float) -> float:
 class Database:
     """A private embedded PostgreSQL with a migrated `threadline_bench` database; removed on stop."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, commit_timestamps: bool = False) -> None:
+        # commit_timestamps: PostgreSQL records when each transaction committed (track_commit_timestamp),
+        # so a bench can measure from the commit, via pg_xact_commit_timestamp(xmin).
+        self.commit_timestamps = commit_timestamps
         self.tmp = Path(tempfile.mkdtemp(prefix="tl-bench-"))
         os.chmod(self.tmp, 0o755)
         self._embedded: Any = None
@@ -65,6 +68,19 @@ class Database:
 
         self._embedded = EmbeddedPostgres(self.tmp)
         admin_dsn = self._embedded.start()
+        if self.commit_timestamps:  # takes effect at a restart
+
+            async def track() -> None:
+                conn = await asyncpg.connect(admin_dsn)
+                try:
+                    await conn.execute("ALTER SYSTEM SET track_commit_timestamp = on")
+                finally:
+                    await conn.close()
+
+            asyncio.run(track())
+            self._embedded.stop()
+            self._embedded = EmbeddedPostgres(self.tmp)
+            admin_dsn = self._embedded.start()
 
         async def create() -> str:
             conn = await asyncpg.connect(admin_dsn)

@@ -63,8 +63,24 @@ def main() -> None:
             pass
         original_notify(self, *args)  # type: ignore[arg-type]
 
+    timeline: dict[int, tuple[float, float, float]] = {}  # event id -> (NOTIFY seen, routed, flushed)
+    original_flush = StreamHub._flush
+    routed_ids: list[int] = []
+
+    def timed_flush(self: StreamHub) -> None:
+        original_flush(self)
+        now = _time.time()
+        for event_id in routed_ids:
+            seen, routed, _ = timeline.get(event_id, (0.0, 0.0, 0.0))
+            timeline[event_id] = (seen, routed, now)
+        routed_ids.clear()
+
+    StreamHub._flush = timed_flush  # type: ignore[method-assign]
+
     def timed_route(self: StreamHub, event: object) -> None:
         now = _time.time()
+        routed_ids.append(event.id)  # type: ignore[attr-defined]
+        timeline[event.id] = (notify_at.get(event.id, 0.0), now, 0.0)  # type: ignore[attr-defined]
         routed.append(now - event.created_at.timestamp())  # type: ignore[attr-defined]
         at = notify_at.pop(event.id, None)  # type: ignore[attr-defined]
         if at is not None:
@@ -84,6 +100,10 @@ def main() -> None:
         pick = lambda q: round(values[min(len(values) - 1, int(q * len(values)))] * 1000, 1)  # noqa: E731
         return {"events": len(values), "p50_ms": pick(0.5), "p99_ms": pick(0.99), "max_ms": pick(1.0)}
 
+    async def hub_timeline(request: Request) -> JSONResponse:
+        """Per event: when the hub saw its NOTIFY, routed it, and flushed its frames (epoch seconds)."""
+        return JSONResponse({str(k): v for k, v in timeline.items()})
+
     async def hub_latency(request: Request) -> JSONResponse:
         return JSONResponse({**summary(routed), "notified": summary(notified), "route": summary(route_seconds)})
 
@@ -92,6 +112,7 @@ def main() -> None:
 
     app.router.routes.append(Route("/_bench/sql-statements", statements))
     app.router.routes.append(Route("/_bench/hub-latency", hub_latency))
+    app.router.routes.append(Route("/_bench/hub-timeline", hub_timeline))
     profile_to = os.environ.get("THREADLINE_BENCH_PROFILE")  # a file: cProfile the whole server run into it
     if profile_to:
         import cProfile

@@ -130,7 +130,7 @@ class Lane:
 
     __slots__ = (
         "context", "dirty", "executor", "frame_key", "key", "operation", "operation_id", "operations", "pending",
-        "shared_events", "viewer", "writer",
+        "protocol", "shared_events", "transport", "viewer", "writable", "writer",
     )
 
     def __init__(
@@ -154,7 +154,10 @@ class Lane:
         self.shared_events = shared_events
         self.viewer = viewer
         self.key = executor.fanout_key()
-        self.frame_key = (self.key, self.operation_id)
+        # One string (its hash is cached): looked up once per subscriber and event.
+        self.frame_key = "\x00".join((self.operation_id, self.key[0], self.key[1] or "", self.key[2]))
+        # The writer's parts, for the per-event check (DirectWriter.ready, inlined in take).
+        self.protocol, self.transport, self.writable = writer._protocol, writer._transport, writer._writable
 
     def deliver(self, event: LoggedEvent, frames: dict[Any, Any]) -> bool:
         """Take `event`'s frame for the socket (written by `flush` at the end of the hub's routing pass, before
@@ -163,11 +166,17 @@ class Lane:
         kind = event.type
         if kind == MEMBERSHIP_CHANGED:
             return False
-        if self.operations.get(self.operation_id) is not self.operation or not self.writer.ready():
+        return self.take(event, frames, kind == THREAD_NEW)
+
+    def take(self, event: LoggedEvent, frames: dict[Any, Any], by_viewer: bool) -> bool:
+        """`deliver` for an event known not to be membership.changed; `by_viewer`: it is thread.new."""
+        if self.operations.get(self.operation_id) is not self.operation:
+            return False
+        if not self.writable.is_set() or self.protocol.close_sent or self.transport.is_closing():  # DirectWriter.ready
             return False
         frame_key = self.frame_key
-        if kind == THREAD_NEW:  # the one type whose rendering depends on the viewer
-            frame_key = (frame_key, viewer_class(event, self.viewer))
+        if by_viewer:
+            frame_key = frame_key + "\x00" + viewer_class(event, self.viewer)
         frame = frames.get(frame_key, _MISSING)
         if frame is _MISSING:
             frame = frames[frame_key] = self._frame(event, frames)
@@ -182,7 +191,7 @@ class Lane:
         """Writes this pass's frames in one go: one system call per socket for however many events the hub
         read at once (under load it reads several, so the cost per frame falls as the rate rises)."""
         pending = self.pending
-        self.writer.write(pending[0] if len(pending) == 1 else b"".join(pending))
+        self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
         pending.clear()
 
     def _frame(self, event: LoggedEvent, frames: dict[Any, Any]) -> bytes | None:

@@ -247,6 +247,8 @@ class StreamHub:
         tenant = event.tenant_id.int
         recipient = event.recipient_id
         root = event.root_id
+        event_id = event.id
+        by_viewer = event.type == EventType.THREAD_NEW  # the one type whose rendering depends on the viewer
         offered = direct = 0
         for sub in subscribers:
             if sub.tenant_int != tenant:
@@ -256,7 +258,12 @@ class StreamHub:
             if root is not None and sub.root_id is not None and root != sub.root_id:
                 continue
             offered += 1
-            direct += sub.offer(event, frames)
+            # Inlined Subscriber.offer for an idle subscription with its lane open (the common case).
+            if sub.lane_open and event_id > sub.last and sub.lane.take(event, frames, by_viewer):  # type: ignore[union-attr]
+                sub.last = event_id
+                direct += 1
+            else:
+                direct += sub.offer(event, frames)
         self._count(offered, direct)
 
     def _offer(self, event: LoggedEvent, subscribers: list[Subscriber]) -> None:

@@ -85,4 +85,5 @@ class Subscriber:
 
     def end(self, reason: str) -> None:
         self.ended = reason
+        self.lane_open = False  # nothing more goes straight to the socket (the hub's hot path relies on it)
         self.wake.set()
