@@ -235,3 +235,95 @@ def lane_for(info: Any, hub: Any, viewer: Any) -> Lane | None:
     if executor.operation is not info._raw_info.operation or executor.context_value is not context:
         return None
     return Lane(writer, operation, executor, context, hub.shared_events, viewer, hub.dirty_lanes)
+
+
+class LaneGroup:
+    """The idle subscriptions of one conversation (and thread filter) whose lanes share a frame key (query,
+    variables, operation id): an event's frame is appended once for the whole group during the routing
+    pass, and the pass's frames are written to every member's socket at its end. Per event the hub does
+    no work per member; per pass, one write each.
+
+    Frames wait here only during the hub's synchronous routing pass. Before a member takes an event by
+    itself (an event the group does not take: thread.new, addressed events, a frame the lane cannot
+    build), the group hands its pending frames to the members' own lanes (`spill`), so order holds."""
+
+    __slots__ = ("events", "frame_key", "key", "members", "pending", "registry", "root_id", "taken", "tenant_int")
+
+    def __init__(self, key: str, frame_key: str, tenant_int: int, root_id: Any, registry: dict[str, LaneGroup]) -> None:
+        self.key = key
+        self.frame_key = frame_key
+        self.tenant_int = tenant_int
+        self.root_id = root_id
+        self.registry = registry  # the conversation's groups (this one leaves it when its last member does)
+        self.members: set[Any] = set()  # Subscriber
+        self.pending: list[bytes] = []
+        self.events: list[LoggedEvent] = []
+        self.taken = 0  # the id of the last event the group took (members skip it in the hub's loop)
+
+    def take(self, event: LoggedEvent, frames: dict[Any, Any], dirty: list[Any]) -> bool:
+        frame = frames.get(self.frame_key, _MISSING)
+        if frame is _MISSING:
+            lane = next(iter(self.members)).lane
+            frame = frames[self.frame_key] = lane._frame(event, frames)
+        if frame is None:
+            return False
+        if not self.pending:
+            dirty.append(self)
+        self.pending.append(frame)
+        self.events.append(event)
+        self.taken = event.id
+        return True
+
+    def spill(self) -> None:
+        """Moves the pending frames to every member's own lane (they are written there, in order, first)."""
+        if not self.pending:
+            return
+        for sub in self.members:
+            self._spill_to(sub)
+        self.pending.clear()
+        self.events.clear()
+
+    def _spill_to(self, sub: Any) -> None:
+        lane = sub.lane
+        if not lane.pending:
+            lane.dirty.append(lane)
+        lane.pending.extend(self.pending)
+        sub.last = self.events[-1].id
+
+    def leave(self, sub: Any) -> None:
+        if self.pending and not sub.ended:
+            self._spill_to(sub)
+        self.members.discard(sub)
+        if not self.members and not self.pending:
+            self.registry.pop(self.key, None)
+
+    def flush(self) -> int:
+        """Writes the pass's frames to every member that can take them now; the others leave the group and
+        get the pass's events through the stock path. Returns how many deliveries went that way."""
+        if not self.pending:
+            return 0
+        data = self.pending[0] if len(self.pending) == 1 else b"".join(self.pending)
+        last = self.events[-1].id
+        events = list(self.events)
+        self.pending.clear()
+        self.events.clear()
+        fallen = 0
+        for sub in list(self.members):
+            lane = sub.lane
+            if (
+                lane.operations.get(lane.operation_id) is lane.operation
+                and lane.writable.is_set()
+                and not lane.protocol.close_sent
+                and not lane.transport.is_closing()
+            ):
+                lane.transport.write(data)
+                sub.last = last
+                continue
+            sub.close_lane()
+            for event in events:
+                if event.id > sub.last:
+                    sub.offer(event, {})
+                    fallen += 1
+        if not self.members:
+            self.registry.pop(self.key, None)
+        return fallen

@@ -38,7 +38,7 @@ from threadline.events.log import LoggedEvent
 from threadline.events.publish import CHANNEL
 from threadline.observability.metrics import METRICS
 from threadline.settings import Settings
-from threadline.streaming.direct import Lane
+from threadline.streaming.direct import Lane, LaneGroup
 from threadline.streaming.fanout import SharedEvents
 from threadline.streaming.listener import SupervisedPostgresBackend
 from threadline.streaming.subscriber import Subscriber, subject_of
@@ -69,6 +69,8 @@ class StreamHub:
         self.delivered = 0
         self.shared_events = SharedEvents()
         self.dirty_lanes: list[Lane] = []  # direct lanes holding frames of the current routing pass
+        self.dirty_groups: list[LaneGroup] = []  # lane groups holding frames of the current routing pass
+        self._groups: dict[uuid.UUID, dict[str, LaneGroup]] = {}  # per conversation, by group key
         self.maintenance: list[object] = []  # callables run periodically (presence/typing expiry, pruning)
 
     # lifecycle -----------------------------------------------------------------------------------
@@ -127,6 +129,24 @@ class StreamHub:
             await self._load_participants(sub.conversations)
         return sub
 
+    def open_lane(self, sub: Subscriber) -> None:
+        """The subscription is idle with nothing queued: events may go straight to its socket, shared with the
+        other subscriptions of its conversation that have the same frame key (`LaneGroup`)."""
+        lane = sub.lane
+        if lane is None or sub.ended or sub.overflowed:
+            return
+        sub.lane_open = True
+        if sub.follows_viewer or sub.last > self.cursor:
+            return  # a viewer stream spans conversations; a cursor ahead of the hub's needs the per-event check
+        (conversation,) = sub.conversations
+        groups = self._groups.setdefault(conversation, {})
+        key = lane.frame_key + "\x00" + (sub.root_id.hex if sub.root_id else "")
+        group = groups.get(key)
+        if group is None:
+            group = groups[key] = LaneGroup(key, lane.frame_key, sub.tenant_int, sub.root_id, groups)
+        group.members.add(sub)
+        sub.group = group
+
     def unsubscribe(self, sub: Subscriber) -> None:
         if sub.follows_viewer:
             self._discard(self._viewers, sub.user_id, sub)
@@ -134,6 +154,8 @@ class StreamHub:
             self._discard(self._by_conversation, conversation_id, sub)
             if conversation_id not in self._by_conversation:
                 self._participants.pop(conversation_id, None)
+                if not self._groups.get(conversation_id, True):
+                    del self._groups[conversation_id]
 
     def local_subscriptions(self, user_id: uuid.UUID) -> int:
         """How many live subscriptions this process holds for a user (for presence on close)."""
@@ -250,7 +272,25 @@ class StreamHub:
         event_id = event.id
         by_viewer = event.type == EventType.THREAD_NEW  # the one type whose rendering depends on the viewer
         offered = direct = 0
+        groups = self._groups.get(event.conversation_id)  # type: ignore[arg-type]
+        if groups:
+            shared = not by_viewer and recipient is None
+            for group in list(groups.values()):
+                if (
+                    shared
+                    and group.members
+                    and group.tenant_int == tenant
+                    and (root is None or group.root_id is None or root == group.root_id)
+                    and group.take(event, frames, self.dirty_groups)
+                ):
+                    continue
+                group.spill()  # its members take this event one by one: their earlier frames go first
         for sub in subscribers:
+            group = sub.group
+            if group is not None and group.taken == event_id:
+                offered += 1
+                direct += 1
+                continue
             if sub.tenant_int != tenant:
                 continue
             if recipient is not None and recipient != sub.user_id:
@@ -268,6 +308,9 @@ class StreamHub:
 
     def _offer(self, event: LoggedEvent, subscribers: list[Subscriber]) -> None:
         frames: dict[object, object] = {}  # the event's frames, built once for all (streaming.direct)
+        for sub in subscribers:
+            if sub.group is not None:
+                sub.group.spill()  # the group's earlier frames go before this one
         direct = 0
         for sub in subscribers:
             direct += sub.offer(event, frames)
@@ -279,7 +322,9 @@ class StreamHub:
         STREAM_FRAMES["queued"] += offered - direct
 
     def _flush(self) -> None:
-        """Writes the pass's direct frames (no await since routing began, so nothing else wrote meanwhile)."""
+        """Writes the pass's direct frames (no await since routing began, so nothing else wrote meanwhile):
+        the lanes' own frames first (a group spills into them before a later event of the pass), then the
+        groups'."""
         dirty = self.dirty_lanes
         for lane in dirty:
             try:
@@ -287,6 +332,15 @@ class StreamHub:
             except Exception:  # noqa: BLE001 - one broken socket must not keep frames from the others
                 log.exception("stream hub: writing to a socket failed")
         dirty.clear()
+        for group in self.dirty_groups:
+            try:
+                fallen = group.flush()
+            except Exception:  # noqa: BLE001
+                log.exception("stream hub: writing to a socket failed")
+                continue
+            STREAM_FRAMES["direct"] -= fallen
+            STREAM_FRAMES["queued"] += fallen
+        self.dirty_groups.clear()
 
     def _membership_changed(self, event: LoggedEvent, targets: set[Subscriber]) -> None:
         user = subject_of(event)

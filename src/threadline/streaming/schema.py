@@ -96,13 +96,13 @@ async def _stream(info: Info, sub: Subscriber, since: str | None) -> AsyncGenera
             sub.wake.clear()
             if sub.queue.empty() and not sub.overflowed and not sub.ended:
                 # Idle with everything sent: the hub may write events straight to the socket meanwhile.
-                sub.lane_open = sub.lane is not None
+                hub.open_lane(sub)
                 try:
                     await sub.wake.wait()
                 finally:
-                    sub.lane_open = False
+                    sub.close_lane()
     finally:
-        sub.lane_open = False
+        sub.close_lane()
         hub.unsubscribe(sub)
         if hub.local_subscriptions(sub.user_id) == 0:
             task = asyncio.create_task(presence.heartbeat(db, sub.tenant_id, sub.user_id, "OFFLINE"))

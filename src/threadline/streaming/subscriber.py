@@ -10,7 +10,7 @@ from typing import Any
 from threadline.events.kinds import EventType
 from threadline.events.log import LoggedEvent
 from threadline.ids import Kind, parse_id
-from threadline.streaming.direct import Lane
+from threadline.streaming.direct import Lane, LaneGroup
 
 
 def subject_of(event: LoggedEvent) -> uuid.UUID | None:
@@ -37,6 +37,7 @@ class Subscriber:
     # Direct delivery (streaming.direct): open while the stream is idle with nothing queued.
     lane: Lane | None = None
     lane_open: bool = False
+    group: LaneGroup | None = None  # while its lane is open, the group it shares frames with (if any)
 
     tenant_int: int = field(init=False)  # tenant_id.int: the hub's hot path compares ints, not UUIDs
 
@@ -75,7 +76,7 @@ class Subscriber:
                 self.last = event.id
                 return True
             # The stock path takes this event and every later one until the queue is drained again.
-            self.lane_open = False
+            self.close_lane()
         try:
             self.queue.put_nowait(event)
         except asyncio.QueueFull:
@@ -85,5 +86,12 @@ class Subscriber:
 
     def end(self, reason: str) -> None:
         self.ended = reason
-        self.lane_open = False  # nothing more goes straight to the socket (the hub's hot path relies on it)
+        self.close_lane()  # nothing more goes straight to the socket (the hub's hot path relies on it)
         self.wake.set()
+
+    def close_lane(self) -> None:
+        self.lane_open = False
+        group = self.group
+        if group is not None:
+            self.group = None
+            group.leave(self)
