@@ -286,8 +286,8 @@ class StreamHub:
                     continue
                 group.spill()  # its members take this event one by one: their earlier frames go first
         for sub in subscribers:
-            group = sub.group
-            if group is not None and group.taken == event_id:
+            joined = sub.group
+            if joined is not None and joined.taken == event_id:
                 offered += 1
                 direct += 1
                 continue
