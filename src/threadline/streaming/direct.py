@@ -10,6 +10,8 @@ Once a subscription is live and idle (everything queued was sent), the hub hands
 `Lane` instead: the selection's result for (event, viewer class, query, variables) is executed once
 (`FanoutExecutionContext`'s shared result), serialised once, framed once per operation id, and the
 same bytes are written to every socket's transport, in the hub's routing pass, without waking any task.
+Idle subscriptions of one conversation with the same frame key form a `LaneGroup`: per event the hub
+appends one frame per group, and at the end of the pass writes each member's frames in one call.
 
 The lane only takes what it can deliver exactly as the stock path would; for everything else it
 declines and the event goes to the subscriber's queue, which wakes the stock path (and the lane stays
@@ -101,14 +103,6 @@ class DirectWriter:
             and all(type(e) is PerMessageDeflate for e in p.conn.extensions)
         )
 
-    def ready(self) -> bool:
-        """Not closing (uvicorn answers a client's close at once, setting close_sent), and the transport is not
-        asking writers to wait (its buffer is over the high-water mark)."""
-        return self._writable.is_set() and not self._protocol.close_sent and not self._transport.is_closing()
-
-    def write(self, frame: bytes) -> None:
-        self._transport.write(frame)
-
 
 class CaptureWebSocketWriter:
     """ASGI middleware (outermost, where `send` is still the server's own) that puts a `DirectWriter`
@@ -156,7 +150,7 @@ class Lane:
         self.key = executor.fanout_key()
         # One string (its hash is cached): looked up once per subscriber and event.
         self.frame_key = "\x00".join((self.operation_id, self.key[0], self.key[1] or "", self.key[2]))
-        # The writer's parts, for the per-event check (DirectWriter.ready, inlined in take).
+        # The writer's parts, for open_now() and flush().
         self.protocol, self.transport, self.writable = writer._protocol, writer._transport, writer._writable
 
     def deliver(self, event: LoggedEvent, frames: dict[Any, Any]) -> bool:
@@ -170,9 +164,7 @@ class Lane:
 
     def take(self, event: LoggedEvent, frames: dict[Any, Any], by_viewer: bool) -> bool:
         """`deliver` for an event known not to be membership.changed; `by_viewer`: it is thread.new."""
-        if self.operations.get(self.operation_id) is not self.operation:
-            return False
-        if not self.writable.is_set() or self.protocol.close_sent or self.transport.is_closing():  # DirectWriter.ready
+        if not self.open_now():
             return False
         frame_key = self.frame_key
         if by_viewer:
@@ -186,6 +178,17 @@ class Lane:
             self.dirty.append(self)
         self.pending.append(frame)
         return True
+
+    def open_now(self) -> bool:
+        """The operation is still running (the client did not complete it), the socket is not closing (uvicorn
+        answers a client's close at once, setting close_sent) and its transport is not asking writers to wait
+        (its buffer is over the high-water mark)."""
+        return (
+            self.operations.get(self.operation_id) is self.operation
+            and self.writable.is_set()
+            and not self.protocol.close_sent
+            and not self.transport.is_closing()
+        )
 
     def flush(self) -> None:
         """Writes this pass's frames in one go: one system call per socket for however many events the hub
@@ -310,12 +313,7 @@ class LaneGroup:
         fallen = 0
         for sub in list(self.members):
             lane = sub.lane
-            if (
-                lane.operations.get(lane.operation_id) is lane.operation
-                and lane.writable.is_set()
-                and not lane.protocol.close_sent
-                and not lane.transport.is_closing()
-            ):
+            if lane.open_now():
                 lane.transport.write(data)
                 sub.last = last
                 continue
