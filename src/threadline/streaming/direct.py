@@ -124,7 +124,7 @@ class Lane:
 
     __slots__ = (
         "context", "dirty", "executor", "frame_key", "key", "operation", "operation_id", "operations", "pending",
-        "protocol", "shared_events", "transport", "viewer", "writable", "writer",
+        "protocol", "shared_events", "transport", "viewer", "writable",
     )
 
     def __init__(
@@ -137,7 +137,6 @@ class Lane:
         viewer: Any,
         dirty: list[Lane],
     ) -> None:
-        self.writer = writer
         self.pending: list[bytes] = []  # frames of this routing pass, written together by flush()
         self.dirty = dirty  # the hub's lanes with pending frames
         self.operation = operation

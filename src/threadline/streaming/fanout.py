@@ -99,9 +99,7 @@ class FanoutExecutionContext(FastExecutionContext):
         shared: dict[Any, Any] | None = getattr(self.root_value, "shared_results", None)
         if shared is None or self.operation.operation is not OperationType.SUBSCRIPTION:
             return super().execute_operation(serially)
-        key = self._fanout_key
-        if key is None:  # not built by build_per_event_executor (an executor used directly)
-            key = self._subscription_key()
+        key = self.fanout_key()
         hit = shared.get(key)
         if hit is not None:
             return hit
