@@ -4,8 +4,9 @@
 - Their messages in other conversations become tombstones (content, edit history, chunks and
   attachments removed; the node stays, so other users' replies remain readable) authored by the
   tenant's anonymous placeholder user. With `redact_messages=False` the content stays, anonymised.
-- Rows that are only about them (API keys, memberships, read markers, presence, invites to them)
-  are deleted; every other reference to them, in any table, now points at the placeholder.
+- Rows that are only about them (API keys, memberships, read markers, presence, typing, invites to
+  them, rate-limit buckets and profile assignment) are deleted; references that attribute an object
+  that stays (authorship, edits, invites they sent, runs they started) now point at the placeholder.
 - Events that mention them are removed from the event log, then the user row itself is deleted.
 
 The audit entry of the erasure keeps the erased user's id (as proof the request was carried out);
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 
 from threadline.audit import repository as audit_repo
 from threadline.audit.service import AuditAction, record
+from threadline.auth import live as live_credentials
 from threadline.auth import repository as users
 from threadline.auth.principal import Principal, Role
 from threadline.db import Database, Executor
@@ -27,7 +29,9 @@ from threadline.ids import Kind, encode_id
 
 PLACEHOLDER_KEY = "anonymousUserId"
 PLACEHOLDER_NAME = "Deleted user"
-# (table, column) rows that exist only for the user: deleted, not reassigned.
+# (table, column) rows that exist only for the user: deleted, not reassigned. Everything keyed by a user
+# is personal data; moving it to the placeholder would also collide with the next erased user's rows
+# (one bucket per user and budget, one assignment per user).
 PERSONAL = {
     ("api_key", "user_id"),
     ("participant", "user_id"),
@@ -35,6 +39,18 @@ PERSONAL = {
     ("typing_state", "user_id"),
     ("read_marker", "user_id"),
     ("invite", "user_id"),
+    ("rate_limit_bucket", "user_id"),
+    ("rate_limit_assignment", "user_id"),
+}
+# (table, column) that attribute someone else's object (or a shared one) to the user: these now name the
+# placeholder, so the object stays. A foreign key to app_user in neither set is treated as personal
+# (tests/test_hostile_porting.py makes adding one a conscious choice).
+ATTRIBUTED = {
+    ("conversation", "owner_id"),  # their own conversations are deleted above: only ever a no-op
+    ("message", "author_id"),
+    ("message_edit", "editor_id"),
+    ("invite", "inviter_id"),
+    ("run", "created_by"),
 }
 
 
@@ -122,11 +138,14 @@ async def erase_user(db: Database, principal: Principal, user_id: uuid.UUID, *, 
             mentioned,
         )
         for table, column in await _user_references(tx):
-            if (table, column) in PERSONAL:
-                await tx.execute(f"DELETE FROM {table} WHERE {column} = $1", user_id)
-            elif table != "app_user":
+            if (table, column) in ATTRIBUTED:
                 await tx.execute(f"UPDATE {table} SET {column} = $2 WHERE {column} = $1", user_id, placeholder)
+            elif table != "app_user":
+                await tx.execute(f"DELETE FROM {table} WHERE {column} = $1", user_id)
         await audit_repo.reassign_user(tx, tenant, user_id, placeholder)
+        # After the event scrub above (its announcement must survive it): open sockets of the user close, and a
+        # JWT subject of theirs stays erased.
+        await live_credentials.user_erased(tx, tenant, user_id)
         await tx.execute("DELETE FROM app_user WHERE tenant_id = $1 AND id = $2", tenant, user_id)
         details = {
             "conversationsDeleted": len(owned),
