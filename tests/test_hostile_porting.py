@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from tests.api import create_conversation, join
 from tests.harness import Actor, Loop
 from tests.test_porting_import import sql
 from threadline.ids import Kind, decode_id
 from threadline.porting import erasure
+from threadline.porting.threadline_format import EXPORT_VERSION
 
 ERASE = "mutation($u: ID!) { userErase(userId: $u) { userId placeholder { id } } }"
 PROFILE = """mutation { rateLimitProfileCreate(input: {name: "tight", requestsPerWindow: 100000}) { id } }"""
@@ -71,3 +73,79 @@ def test_every_reference_to_a_user_is_either_erased_or_anonymised_by_design(loop
     assert references == erasure.PERSONAL | erasure.ATTRIBUTED
     assert not erasure.PERSONAL & erasure.ATTRIBUTED
     assert {(t, c) for t, c in USER_KEYED.items()} <= erasure.PERSONAL
+
+
+# -- item 13: imports into others' conversations, and self-reported usage ----------------------------------
+
+IMPORT = """mutation($i: ConversationImportInput!) { conversationImport(input: $i) { id tokenCount messageCount } }"""
+USAGES = """query($c: ID!) { conversation(id: $c) { tokenCount messages(first: 50) { edges { node {
+  content createdAt usage { promptTokens completionTokens totalTokens imported } } } } } }"""
+POST = """mutation($c: ID!, $i: MessageInput!) { threadStart(conversationId: $c, input: $i) { id } }"""
+SPEND = """{ insights(from: "2000-01-01T00:00:00Z", to: "2000-12-31T00:00:00Z") {
+  tokenUsagePerDay { promptTokens completionTokens } } }"""
+
+
+def backdated(external_id: str, prompt: int = 1_000_000, completion: int = 5_000_000) -> dict[str, Any]:
+    """A Threadline export claiming huge usage, dated in the past."""
+    at = "2000-06-01T12:00:00+00:00"
+    return {
+        "conversation_id": external_id,
+        "metadata": {"export_version": EXPORT_VERSION},
+        "conversation": {"title": "history", "created_at": at},
+        "messages": [
+            {"id": "q", "role": "user", "content": "question", "created_at": at},
+            {
+                "id": "a", "parent_id": "q", "role": "assistant", "content": "answer", "created_at": at,
+                "tokens": {"prompt": prompt, "completion": completion},
+            },
+        ],
+    }  # fmt: skip
+
+
+def test_a_member_cannot_import_backdated_messages_into_someone_elses_conversation(
+    admin: Actor, make_user: Any, loop: Loop, dsn: str
+) -> None:
+    member = make_user(admin)
+    theirs = create_conversation(admin, "the admin's")
+    join(admin, member, theirs, role="MEMBER")
+    refused = member.client.error(IMPORT, {"i": {"format": "THREADLINE", "data": backdated("x1"), "conversationId": theirs}})
+    assert refused["extensions"]["code"] == "FORBIDDEN"
+    assert sql(loop, dsn, "SELECT count(*) AS n FROM message")[0]["n"] == 0
+    assert sql(loop, dsn, "SELECT count(*) AS n FROM import_source")[0]["n"] == 0
+    # Their own conversation is theirs to fill; a tenant admin may import into anyone's.
+    mine = create_conversation(member, "the member's")
+    done = member.client.ok(IMPORT, {"i": {"format": "THREADLINE", "data": backdated("x2"), "conversationId": mine}})
+    assert done["conversationImport"] == [{"id": mine, "tokenCount": 0, "messageCount": 2}]
+    done = admin.client.ok(IMPORT, {"i": {"format": "THREADLINE", "data": backdated("x3"), "conversationId": mine}})
+    assert done["conversationImport"] == [{"id": mine, "tokenCount": 0, "messageCount": 4}]
+
+
+def test_usage_from_files_is_shown_flagged_as_imported_and_never_counted_as_spend(
+    admin: Actor, make_user: Any
+) -> None:
+    member = make_user(admin)
+    imported = member.client.ok(IMPORT, {"i": {"format": "THREADLINE", "data": backdated("y1")}})["conversationImport"]
+    conversation = imported[0]["id"]
+    assert imported == [{"id": conversation, "tokenCount": 0, "messageCount": 2}]
+    # Usage measured (or reported live) on this server still counts, next to the imported one.
+    live = {"content": "live", "role": "ASSISTANT", "usage": {"promptTokens": 3, "completionTokens": 4}}
+    member.client.ok(POST, {"c": conversation, "i": live})
+    again = member.client.ok(IMPORT, {"i": {"format": "THREADLINE", "data": backdated("y2", 7, 8), "conversationId": conversation}})
+    assert again["conversationImport"][0]["tokenCount"] == 7
+
+    read = member.client.ok(USAGES, {"c": conversation})["conversation"]
+    assert read["tokenCount"] == 7
+    usages = sorted(
+        (e["node"]["content"], e["node"]["usage"] and tuple(e["node"]["usage"].values()))
+        for e in read["messages"]["edges"]
+    )
+    assert usages == [
+        ("answer", (7, 8, 15, True)),
+        ("answer", (1_000_000, 5_000_000, 6_000_000, True)),
+        ("live", (3, 4, 7, False)),
+        ("question", None),
+        ("question", None),
+    ]
+    # Spend insights over the backdated days see the messages but none of their self-reported tokens.
+    days = member.client.ok(SPEND)["insights"]["tokenUsagePerDay"]
+    assert {(d["promptTokens"], d["completionTokens"]) for d in days} == {(0, 0)}

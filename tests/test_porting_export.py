@@ -110,6 +110,9 @@ def test_round_trip_export_import_export_is_identical_apart_from_ids_and_export_
         copy = report["conversations"][0]["id"]
         assert copy != original
         second = export(admin, copy)
+        # Usage read from a file is not spend on this server (issue 12): the copy's token count starts at 0.
+        assert second["conversation"].pop("token_count") == 0
+        first["conversation"].pop("token_count")
         assert _normalised(second) == _normalised(first)
 
 

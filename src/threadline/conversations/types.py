@@ -108,7 +108,10 @@ class Conversation(Node):
     session_id: str | None = strawberry.field(description="Client-supplied session identifier.")
     max_history_messages: int = strawberry.field(description="Messages of context a run receives (default 20).")
     message_count: int = strawberry.field(description="Messages in the conversation, tombstones included.")
-    token_count: int = strawberry.field(description="Tokens used by the conversation's messages.")
+    token_count: int = strawberry.field(
+        description="Tokens used by the conversation's messages; usage read from imported files "
+        "(`Usage.imported`) is not counted."
+    )
     created_at: datetime = strawberry.field(description="When it was created.")
     updated_at: datetime = strawberry.field(description="When it last changed.")
     last_activity_at: datetime = strawberry.field(description="When the last message arrived.")

@@ -43,7 +43,10 @@ def add_commands(sub: Any) -> None:
         default=os.environ.get("THREADLINE_API_KEY"),
         help="import as this key's user, who owns the new conversations (default THREADLINE_API_KEY)",
     )
-    imp.add_argument("--conversation", help="add the threads of the one imported conversation to this conversation")
+    imp.add_argument(
+        "--conversation",
+        help="add the threads of the one imported conversation to this conversation (its owner or an admin only)",
+    )
     imp.add_argument("--quiet", action="store_true", help="no progress bar")
     imp.set_defaults(run=_import)
 

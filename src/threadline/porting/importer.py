@@ -126,6 +126,7 @@ def plan(imported: ImportedConversation, settings: Settings) -> Plan:
                 "edited_at": message.edited_at,
                 "deleted_at": message.deleted_at,
                 "authored": message.role == "USER" if message.authored is None else message.authored,
+                "usage_imported": message.prompt_tokens is not None or message.completion_tokens is not None,
             }
         )
         if parent is None:
@@ -154,7 +155,9 @@ def plan(imported: ImportedConversation, settings: Settings) -> Plan:
         "model": _clip(imported.model, 128, "model", warnings),
         "max_history_messages": imported.max_history_messages or 20,
         "message_count": len(messages),
-        "token_count": sum((m["prompt_tokens"] or 0) + (m["completion_tokens"] or 0) for m in messages),
+        # Usage in a file is self-reported: kept on each message (flagged as imported) but never counted as
+        # the conversation's spend, which only Threadline's own runs and live messages add to.
+        "token_count": 0,
         "created_at": created_at,
         "updated_at": imported.updated_at or last_activity,
         "last_activity_at": last_activity,
@@ -201,6 +204,7 @@ async def insert(
                     m["id"], tenant_id, conversation_id, root["id"], m["parent_id"], m["depth"], m["path"], seq_of[i],
                     m["child_count"], m["role"], m["content"], user_id if m["authored"] else None, m["model"],
                     m["prompt_tokens"], m["completion_tokens"], m["created_at"], m["edited_at"], m["deleted_at"],
+                    m["usage_imported"],
                 )  # fmt: skip
             )
         await repo.copy_messages(tx, records)
@@ -217,6 +221,7 @@ async def insert(
         for index in plan.roots:
             root = {**messages[index], "conversation_id": conversation_id, "root_id": messages[index]["id"]}
             root["author_id"] = user_id if root["authored"] else None
+            message = {**snapshot(root, [root["id"]]), "usageImported": root["usage_imported"]}  # type: ignore[arg-type]
             await publish(
                 tx,
                 tenant_id,
@@ -224,7 +229,7 @@ async def insert(
                 conversation_id=conversation_id,
                 root_id=root["id"],
                 payload={
-                    "message": snapshot(root, [root["id"]]),  # type: ignore[arg-type]
+                    "message": message,
                     "replyCount": _subtree_size(plan, index) - 1,
                     "lastActivityAt": root["created_at"].isoformat(),
                 },

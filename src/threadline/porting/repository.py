@@ -15,7 +15,7 @@ from threadline.threads.repository import MESSAGE_COLUMNS
 MESSAGE_COPY_COLUMNS = (
     "id", "tenant_id", "conversation_id", "root_id", "parent_id", "depth", "path", "seq", "child_count",
     "role", "content", "author_id", "model", "prompt_tokens", "completion_tokens", "created_at",
-    "edited_at", "deleted_at",
+    "edited_at", "deleted_at", "usage_imported",
 )  # fmt: skip
 THREAD_COPY_COLUMNS = ("id", "tenant_id", "conversation_id", "reply_count", "last_seq", "created_at", "last_activity_at")
 

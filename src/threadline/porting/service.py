@@ -97,10 +97,12 @@ class Importer:
         self._pending: list[_Prepared] = []
 
     async def check_access(self) -> None:
-        """Import into an existing conversation needs write access to it (and it must be open)."""
+        """Import into an existing conversation needs its owner or a tenant admin (and it must be open):
+        imported messages carry their own (past) dates, so a member could otherwise rewrite the history
+        of someone else's conversation."""
         if self.target_id is None:
             return
-        row = await require(self.db, self.principal, self.target_id, Access.WRITE)
+        row = await require(self.db, self.principal, self.target_id, Access.MANAGE)
         if row["status"] != "ACTIVE":
             raise conflict(f"The conversation is {row['status'].lower()}; restore it before importing into it")
 
@@ -161,7 +163,7 @@ class Importer:
             async with self.db.transaction() as tx:
                 target = None
                 if self.target_id is not None:
-                    target = await require(tx, self.principal, self.target_id, Access.WRITE, lock=True)
+                    target = await require(tx, self.principal, self.target_id, Access.MANAGE, lock=True)
                 conversation_id = await importer.insert(tx, tenant, self.principal.user_id, p.plan, target)
             self.report.imported.append(conversation_id)
             self.report.messages += len(p.plan.messages)

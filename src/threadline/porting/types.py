@@ -27,8 +27,8 @@ class ConversationImportInput:
     data: JSON = strawberry.field(description="The file's JSON. Large files: use `threadline import`, which streams.")
     conversation_id: strawberry.ID | None = strawberry.field(
         default=None,
-        description="Add the threads of a single imported conversation to this existing one (needs write access) "
-        "instead of creating a new conversation.",
+        description="Add the threads of a single imported conversation to this existing one instead of creating "
+        "a new conversation. Only its owner (or a tenant admin) may: imported messages keep their original dates.",
     )
 
 

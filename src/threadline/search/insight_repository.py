@@ -76,8 +76,9 @@ async def message_activity(
         f"""SELECT (m.created_at AT TIME ZONE 'UTC')::date AS day,
                    extract(hour FROM m.created_at AT TIME ZONE 'UTC')::int AS hour,
                    count(*) AS messages,
-                   coalesce(sum(m.prompt_tokens), 0)::bigint AS prompt_tokens,
-                   coalesce(sum(m.completion_tokens), 0)::bigint AS completion_tokens
+                   coalesce(sum(m.prompt_tokens) FILTER (WHERE NOT m.usage_imported), 0)::bigint AS prompt_tokens,
+                   coalesce(sum(m.completion_tokens) FILTER (WHERE NOT m.usage_imported), 0)::bigint
+                       AS completion_tokens
             FROM {source} GROUP BY GROUPING SETS ((1), (2))""",
         *params,
     )

@@ -124,7 +124,7 @@ def message_from_snapshot(s: dict[str, Any]) -> Message:
         role=MessageRole(s["role"]),
         content=s["content"],
         model=s.get("model"),
-        usage=Usage.of(s.get("promptTokens"), s.get("completionTokens")),
+        usage=Usage.of(s.get("promptTokens"), s.get("completionTokens"), bool(s.get("usageImported"))),
         created_at=created,
         edited_at=_dt(s.get("editedAt")),
         deleted_at=_dt(s.get("deletedAt")),

@@ -12,13 +12,14 @@ from threadline.threads.paths import subtree_upper_bound
 
 MESSAGE_COLUMNS = """m.id, m.tenant_id, m.conversation_id, m.root_id, m.parent_id, m.depth, m.path, m.seq,
     m.child_count, m.role, m.content, m.author_id, m.model, m.prompt_tokens, m.completion_tokens,
-    m.created_at, m.edited_at, m.deleted_at"""
+    m.created_at, m.edited_at, m.deleted_at, m.usage_imported"""
 
 # What a tree read turns into Messages (`tree_messages`): no tenant, path or seq, which it does not use; a
 # 10,000-node thread decodes ~20% faster.
 TREE_FIELDS = (
     "id", "conversation_id", "root_id", "parent_id", "depth", "child_count", "role", "content",
     "author_id", "model", "prompt_tokens", "completion_tokens", "created_at", "edited_at", "deleted_at",
+    "usage_imported",
 )  # fmt: skip
 TREE_COLUMNS = ", ".join(f"m.{name}" for name in TREE_FIELDS)
 
@@ -279,6 +280,13 @@ async def tombstone(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID) -
     )
     assert row is not None
     return row
+
+
+async def drop_chunks(db: Executor, tenant_id: uuid.UUID, message_ids: list[uuid.UUID]) -> None:
+    """Streamed pieces of messages whose text was replaced (edit) or removed (delete, erasure)."""
+    await db.execute(
+        "DELETE FROM message_chunk WHERE tenant_id = $1 AND message_id = ANY($2::uuid[])", tenant_id, message_ids
+    )
 
 
 async def edits_of(db: Executor, tenant_id: uuid.UUID, message_ids: list[uuid.UUID]) -> list[asyncpg.Record]:

@@ -50,7 +50,7 @@ def tree_messages(rows: Sequence[asyncpg.Record], top_path: list[uuid.UUID]) -> 
     out = []
     for (
         message_id, _, root_id, _, depth, child_count, role, content,
-        author_id, model, prompt_tokens, completion_tokens, created_at, edited_at, deleted_at,
+        author_id, model, prompt_tokens, completion_tokens, created_at, edited_at, deleted_at, usage_imported,
     ) in rows:  # fmt: skip
         del stack[offset + depth :]
         stack.append(encode_id(Kind.MESSAGE, message_id))  # type: ignore[arg-type]  # an ID is a str
@@ -59,7 +59,7 @@ def tree_messages(rows: Sequence[asyncpg.Record], top_path: list[uuid.UUID]) -> 
             build(
                 path, path[-1], path[-2] if len(path) > 1 else None, path[0], conversation_id,
                 message_id, root_id, author_id, depth, child_count, role, content, model,
-                prompt_tokens, completion_tokens, created_at, edited_at, deleted_at,
+                prompt_tokens, completion_tokens, created_at, edited_at, deleted_at, usage_imported,
             )  # fmt: skip
         )
     return out

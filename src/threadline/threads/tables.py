@@ -3,6 +3,7 @@
 from piccolo.columns import (
     UUID,
     BigInt,
+    Boolean,
     Bytea,
     ForeignKey,
     Integer,
@@ -38,6 +39,8 @@ class Message(Table, tablename="message"):
     created_at = Timestamptz(default=TimestamptzNow())
     edited_at = Timestamptz(null=True, default=None)
     deleted_at = Timestamptz(null=True, default=None)
+    # The usage came from an import file (self-reported): shown, but not counted as spend.
+    usage_imported = Boolean(default=False)
 
 
 class Thread(Table, tablename="thread"):

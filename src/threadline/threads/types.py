@@ -31,12 +31,18 @@ class Usage:
     prompt_tokens: int = strawberry.field(description="Tokens in the prompt.")
     completion_tokens: int = strawberry.field(description="Tokens generated.")
     total_tokens: int = strawberry.field(description="promptTokens + completionTokens.")
+    imported: bool = strawberry.field(
+        default=False,
+        description="True when the usage was read from an imported file (self-reported, not measured by "
+        "Threadline): it is shown but not counted in the conversation's tokenCount nor in usage insights.",
+    )
 
     @classmethod
-    def of(cls, prompt: int | None, completion: int | None) -> Usage | None:
+    def of(cls, prompt: int | None, completion: int | None, imported: bool = False) -> Usage | None:
         if prompt is None and completion is None:
             return None
-        return cls(prompt_tokens=prompt or 0, completion_tokens=completion or 0, total_tokens=(prompt or 0) + (completion or 0))
+        total = (prompt or 0) + (completion or 0)
+        return cls(prompt_tokens=prompt or 0, completion_tokens=completion or 0, total_tokens=total, imported=imported)
 
 
 @strawberry.type(description="An earlier version of an edited message.")
@@ -118,6 +124,7 @@ class Message(Node):
             created_at=row["created_at"],
             edited_at=row["edited_at"],
             deleted_at=row["deleted_at"],
+            usage_imported=row.get("usage_imported") or False,
         )
 
     @classmethod
@@ -141,6 +148,7 @@ class Message(Node):
         created_at: datetime,
         edited_at: datetime | None,
         deleted_at: datetime | None,
+        usage_imported: bool = False,
     ) -> Message:
         """A message from its stored values, ids already encoded (tree reads encode each id once, and pass
         the arguments by position: ~10,000 calls per large thread)."""
@@ -158,7 +166,7 @@ class Message(Node):
             role=_ROLES.get(role) or MessageRole(role),
             content=content,
             model=model,
-            usage=Usage.of(prompt_tokens, completion_tokens),
+            usage=Usage.of(prompt_tokens, completion_tokens, usage_imported),
             created_at=created_at,
             edited_at=edited_at,
             deleted_at=deleted_at,
