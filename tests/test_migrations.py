@@ -12,6 +12,7 @@ from threadline.db.tables import ALL_TABLES
 RAW_COLUMNS: dict[str, set[str]] = {
     "conversation": {"search_vector"},  # search: kept by a trigger
     "message": {"search_vector"},  # search: kept by a trigger
+    "stream_event": {"message_id"},  # events.scrub: generated from the payload
 }
 
 _TYPE_NAMES = {

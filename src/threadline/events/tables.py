@@ -6,6 +6,9 @@ from piccolo.table import Table
 
 
 class StreamEvent(Table, tablename="stream_event"):
+    """(Also `message_id`, generated from the payload by a migration and not a Piccolo column: the message
+    whose content a thread.new, thread.activity or message.delta carries, for events.scrub.)"""
+
     id = BigInt(primary_key=True)
     tenant_id = UUID()
     conversation_id = UUID(null=True, default=None)

@@ -26,6 +26,7 @@ from threadline.auth.principal import Principal, Role
 from threadline.db import Database, Executor
 from threadline.errors import bad_input, forbidden, not_found
 from threadline.ids import Kind, encode_id
+from threadline.threads.service import follow_content
 
 PLACEHOLDER_KEY = "anonymousUserId"
 PLACEHOLDER_NAME = "Deleted user"
@@ -121,12 +122,14 @@ async def erase_user(db: Database, principal: Principal, user_id: uuid.UUID, *, 
             for table in ("message_edit", "message_chunk", "message_attachment"):
                 await tx.execute(f"DELETE FROM {table} WHERE tenant_id = $1 AND message_id = ANY($2::uuid[])", tenant, authored)
             redacted = len(authored)
-            await tx.execute(
+            tombstones = await tx.fetch(
                 """UPDATE message SET content = '', deleted_at = coalesce(deleted_at, now())
-                   WHERE tenant_id = $1 AND id = ANY($2::uuid[])""",
+                   WHERE tenant_id = $1 AND id = ANY($2::uuid[]) RETURNING id, content, edited_at, deleted_at""",
                 tenant,
                 authored,
             )
+            # Events carrying their text that the deletes below keep (deltas name no user) lose it.
+            await follow_content(tx, tenant, tombstones)
         public_id = encode_id(Kind.USER, user_id)
         mentioned = [encode_id(Kind.MESSAGE, m) for m in authored] if redact_messages else []
         await tx.execute(

@@ -44,21 +44,28 @@ def viewer_class(event: LoggedEvent, viewer_id: uuid.UUID) -> str:
 
 
 class SharedEvents:
-    """A bounded memo of GraphQL event objects, one per (event, viewer class)."""
+    """A bounded memo of GraphQL event objects, one per (event, viewer class).
+
+    Each entry keeps the payload it was rendered from: an event read again (a replay) after its payload was
+    rewritten (events.scrub: an edit, a delete, an erasure) is rendered afresh, never from the old text."""
 
     def __init__(self, size: int = MEMO_SIZE) -> None:
         self._size = size
-        self._memo: OrderedDict[tuple[int, str, uuid.UUID | None], ConversationStreamEvent] = OrderedDict()
+        self._memo: OrderedDict[
+            tuple[int, str, uuid.UUID | None], tuple[dict[str, Any], ConversationStreamEvent]
+        ] = OrderedDict()
 
     def get(self, event: LoggedEvent, viewer_id: uuid.UUID) -> ConversationStreamEvent:
         key = (event.id, viewer_class(event, viewer_id), event.conversation_id)
-        found = self._memo.get(key)
-        if found is None:
-            found = to_graphql(event, viewer_id)
-            found.shared_results = {}  # type: ignore[attr-defined]
-            self._memo[key] = found
-            if len(self._memo) > self._size:
-                self._memo.popitem(last=False)
+        entry = self._memo.get(key)
+        # Live routing hands every subscriber the same LoggedEvent (an identity check); a replay reads its own.
+        if entry is not None and (entry[0] is event.payload or entry[0] == event.payload):
+            return entry[1]
+        found = to_graphql(event, viewer_id)
+        found.shared_results = {}  # type: ignore[attr-defined]
+        self._memo[key] = (event.payload, found)
+        if len(self._memo) > self._size:
+            self._memo.popitem(last=False)
         return found
 
 

@@ -15,6 +15,7 @@ from threadline.db import Database, Executor
 from threadline.errors import bad_input, conflict, forbidden, not_found
 from threadline.events.kinds import EventType
 from threadline.events.publish import publish
+from threadline.events.scrub import follow_messages
 from threadline.ids import Kind, encode_id
 from threadline.settings import Settings
 from threadline.threads import repository as repo
@@ -260,6 +261,17 @@ async def add_reply(
     return row, path
 
 
+async def follow_content(tx: Executor, tenant_id: uuid.UUID, rows: list[asyncpg.Record]) -> None:
+    """After an edit, delete or erasure changed the text of `rows` (as they now are): their streamed chunks
+    go, and the logged events that carry their earlier text are rewritten (events.scrub), so neither a read
+    nor a replay (`since`) shows it again. (`Message.edits` keeps an edited message's earlier versions on
+    purpose, until it is deleted.)"""
+    if not rows:
+        return
+    await repo.drop_chunks(tx, tenant_id, [row["id"] for row in rows])
+    await follow_messages(tx, tenant_id, rows)
+
+
 async def _own_message(tx: Executor, principal: Principal, message_id: uuid.UUID) -> tuple[asyncpg.Record, asyncpg.Record]:
     row = await repo.message(tx, principal.tenant_id, message_id, lock=True)
     if row is None:
@@ -286,6 +298,7 @@ async def edit(
             return row, path
         await repo.record_edit(tx, principal.tenant_id, message_id, row["content"], principal.user_id)
         updated = await repo.set_content(tx, principal.tenant_id, message_id, content)
+        await follow_content(tx, principal.tenant_id, [updated])
         thread = await repo.thread_activity(tx, principal.tenant_id, row["root_id"], replies=0, last_seq=None)
         (path,) = await path_ids(tx, principal.tenant_id, [updated])
         await _announce_activity(tx, principal.tenant_id, principal.user_id, updated, thread, "EDIT", path)
@@ -307,6 +320,7 @@ async def delete(
         if row["deleted_at"] is not None:
             raise conflict("The message is already deleted")
         updated = await repo.tombstone(tx, principal.tenant_id, message_id)
+        await follow_content(tx, principal.tenant_id, [updated])
         thread = await repo.thread_activity(tx, principal.tenant_id, row["root_id"], replies=0, last_seq=None)
         (path,) = await path_ids(tx, principal.tenant_id, [updated])
         await _announce_activity(tx, principal.tenant_id, principal.user_id, updated, thread, "DELETE", path)
