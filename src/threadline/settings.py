@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -64,6 +65,20 @@ def _env_pairs(name: str, default: tuple[tuple[str, int], ...]) -> tuple[tuple[s
     return tuple(pairs)
 
 
+def _env_secrets(name: str) -> tuple[tuple[str, str], ...]:
+    """A JSON object of string keys to secret strings (e.g. tenant id to HS256 secret)."""
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return ()
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise ValueError(f"{name} must be a JSON object of strings") from exc
+    if not isinstance(value, dict) or not all(isinstance(v, str) and v for v in value.values()):
+        raise ValueError(f"{name} must be a JSON object of non-empty strings")
+    return tuple(value.items())
+
+
 def _default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("threadline"))
 
@@ -83,6 +98,8 @@ class Settings:
     jwt_secret: str | None = None
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
+    # (tenant id, HS256 secret): a tenant listed here accepts only tokens signed with its own secret.
+    jwt_tenant_secrets: tuple[tuple[str, str], ...] = ()
 
     page_size_max: int = 100
     page_size_default: int = 20
@@ -182,6 +199,7 @@ class Settings:
             jwt_secret=os.environ.get("THREADLINE_JWT_SECRET") or None,
             jwt_issuer=os.environ.get("THREADLINE_JWT_ISSUER") or None,
             jwt_audience=os.environ.get("THREADLINE_JWT_AUDIENCE") or None,
+            jwt_tenant_secrets=_env_secrets("THREADLINE_JWT_TENANT_SECRETS"),
             page_size_max=_env_int("THREADLINE_PAGE_SIZE_MAX", cls.page_size_max),
             page_size_default=_env_int("THREADLINE_PAGE_SIZE_DEFAULT", cls.page_size_default),
             title_max_chars=_env_int("THREADLINE_TITLE_MAX_CHARS", cls.title_max_chars),
@@ -261,4 +279,5 @@ class Settings:
         )
 
     def describe(self) -> dict[str, object]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in {"jwt_secret", "openai_api_key"}}
+        secret = {"jwt_secret", "jwt_tenant_secrets", "openai_api_key"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in secret}

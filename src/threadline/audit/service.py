@@ -33,6 +33,7 @@ class AuditAction(StrEnum):
     USER_EXPORT = "user.export"
     USER_ERASE = "user.erase"
     USER_CREATE = "user.create"
+    USER_ROLE_SET = "user.role_set"
     API_KEY_CREATE = "api_key.create"
     API_KEY_REVOKE = "api_key.revoke"
     PARTICIPANT_ROLE_SET = "participant.role_set"

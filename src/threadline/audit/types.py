@@ -24,7 +24,8 @@ class AuditEntry:
     id: strawberry.ID = strawberry.field(description="The entry's id.")
     action: str = strawberry.field(
         description="Dotted action name: conversation.export, conversation.import, user.export, user.erase, "
-        "user.create, api_key.create, api_key.revoke, participant.role_set, tenant.retention_set, retention.purge."
+        "user.create, user.role_set, api_key.create, api_key.revoke, participant.role_set, tenant.retention_set, "
+        "retention.purge."
     )
     actor_id: strawberry.ID | None = strawberry.field(
         description="The user who acted; null for the server itself (retention) or an operator's CLI."

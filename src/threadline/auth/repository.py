@@ -47,23 +47,59 @@ async def insert_user(
     return row
 
 
-async def upsert_subject_user(
-    db: Executor, tenant_id: uuid.UUID, subject: str, role: str, email: str | None
-) -> asyncpg.Record:
-    """The user behind a JWT subject, created on first sight; its role follows the token."""
-    row = await db.fetchrow(
+async def subject_user(db: Executor, tenant_id: uuid.UUID, subject: str) -> asyncpg.Record | None:
+    """The user provisioned for a JWT subject, if any."""
+    return await db.fetchrow(
+        f"SELECT {USER_COLUMNS} FROM app_user WHERE tenant_id = $1 AND external_subject = $2", tenant_id, subject
+    )
+
+
+async def insert_subject_user(
+    db: Executor, tenant_id: uuid.UUID, subject: str, subject_hash: str, role: str
+) -> asyncpg.Record | None:
+    """Provisions the user of a JWT subject on first sight, with the token's role; None when the subject was
+    erased (its tombstone exists) or another request provisioned it meanwhile (read it with subject_user)."""
+    return await db.fetchrow(
         f"""INSERT INTO app_user (id, tenant_id, email, display_name, role, team, external_subject)
-            VALUES ($1, $2, NULL, $3, $4, NULL, $3)
-            ON CONFLICT (tenant_id, external_subject) WHERE external_subject IS NOT NULL
-            DO UPDATE SET role = EXCLUDED.role
+            SELECT $1, $2, NULL, $3, $4, NULL, $3
+            WHERE NOT EXISTS (SELECT 1 FROM erased_subject WHERE tenant_id = $2 AND subject_hash = $5)
+            ON CONFLICT (tenant_id, external_subject) WHERE external_subject IS NOT NULL DO NOTHING
             RETURNING {USER_COLUMNS}""",
         uuid.uuid4(),
         tenant_id,
         subject,
         role,
+        subject_hash,
     )
-    assert row is not None
-    return row
+
+
+async def subject_erased(db: Executor, tenant_id: uuid.UUID, subject_hash: str) -> bool:
+    return bool(
+        await db.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM erased_subject WHERE tenant_id = $1 AND subject_hash = $2)",
+            tenant_id,
+            subject_hash,
+        )
+    )
+
+
+async def insert_erased_subject(db: Executor, tenant_id: uuid.UUID, subject_hash: str) -> None:
+    await db.execute(
+        """INSERT INTO erased_subject (id, tenant_id, subject_hash) VALUES ($1, $2, $3)
+           ON CONFLICT (tenant_id, subject_hash) DO NOTHING""",
+        uuid.uuid4(),
+        tenant_id,
+        subject_hash,
+    )
+
+
+async def set_user_role(db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID, role: str) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        f"UPDATE app_user SET role = $3 WHERE tenant_id = $1 AND id = $2 RETURNING {USER_COLUMNS}",
+        tenant_id,
+        user_id,
+        role,
+    )
 
 
 async def user_by_id(db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID) -> asyncpg.Record | None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import strawberry
 
 from threadline.auth import repository as repo
 from threadline.auth import service
 from threadline.auth.principal import Role
-from threadline.auth.types import ApiKey, ApiKeyCreatePayload, User, UserCreateInput
+from threadline.auth.types import ApiKey, ApiKeyCreatePayload, RoleEnum, User, UserCreateInput
 from threadline.errors import not_found
 from threadline.graphql.context import Info
 from threadline.graphql.pagination import (
@@ -65,6 +67,20 @@ class AuthMutation:
         return User.from_row(row)
 
     @strawberry.mutation(
+        description="Change a user's role in the tenant (admins only, not their own). The stored role is the "
+        "one that counts, also for JWT users after their first sign-in; open WebSockets of the user see it at once."
+    )
+    async def user_role_set(
+        self,
+        info: Info,
+        user_id: Annotated[strawberry.ID, strawberry.argument(description="The user whose role changes.")],
+        role: Annotated[RoleEnum, strawberry.argument(description="The new role.")],  # type: ignore[valid-type]
+    ) -> User:
+        principal = await info.context.principal()
+        row = await service.set_user_role(info.context.db, principal, decode_id(user_id, Kind.USER), Role(role))
+        return User.from_row(row)
+
+    @strawberry.mutation(
         description="Create an API key for a user (admins for anyone, others for themselves). "
         "The secret is returned only here."
     )
@@ -75,7 +91,8 @@ class AuthMutation:
         )
         return ApiKeyCreatePayload(api_key=ApiKey.from_row(row), secret=secret)
 
-    @strawberry.mutation(description="Revoke an API key (admins only); it stops authenticating at once.")
+    @strawberry.mutation(description="Revoke an API key: your own, or (admins) any key of the tenant; it stops authenticating at "
+        "once, also on open WebSockets.")
     async def api_key_revoke(self, info: Info, id: strawberry.ID) -> ApiKey:
         principal = await info.context.principal()
         row = await service.revoke_api_key(info.context.db, principal, decode_id(id, Kind.API_KEY))

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import functools
 import uuid
 from dataclasses import dataclass
 
 import asyncpg
 
 from threadline.audit.service import AuditAction, record
+from threadline.auth import live
 from threadline.auth import repository as repo
 from threadline.auth.principal import Principal, Role
-from threadline.auth.tokens import decode_jwt, hash_api_key, new_api_key, unauthenticated
+from threadline.auth.tokens import (
+    JwtClaims,
+    decode_jwt,
+    hash_api_key,
+    hash_subject,
+    new_api_key,
+    tenant_secrets,
+    unauthenticated,
+)
 from threadline.db import Database, Executor
 from threadline.errors import bad_input, conflict, forbidden, not_found
 from threadline.ids import Kind
@@ -33,10 +43,14 @@ async def authenticate(db: Executor, settings: Settings, authorization: str | No
     if scheme.lower() != "bearer" or not token:
         raise unauthenticated("Malformed Authorization header: expected 'Bearer <token>'")
     if token.count(".") == 2:
-        claims = decode_jwt(token, settings.jwt_secret, settings.jwt_issuer, settings.jwt_audience)
-        if not await repo.tenant_exists(db, claims.tenant_id):
-            raise unauthenticated("Invalid token: unknown tenant")
-        user = await repo.upsert_subject_user(db, claims.tenant_id, claims.subject, claims.role, claims.email)
+        claims = decode_jwt(
+            token,
+            settings.jwt_secret,
+            settings.jwt_issuer,
+            settings.jwt_audience,
+            _tenant_secrets(settings.jwt_tenant_secrets),
+        )
+        user = await _subject_user(db, claims)
         return Principal(user["tenant_id"], user["id"], Role(user["role"]), user["team"])
     if len(token) > 200:
         raise unauthenticated()
@@ -44,6 +58,31 @@ async def authenticate(db: Executor, settings: Settings, authorization: str | No
     if row is None:
         raise unauthenticated("Invalid API key")
     return Principal(row["tenant_id"], row["user_id"], Role(row["role"]), row["team"])
+
+
+@functools.lru_cache(maxsize=4)
+def _tenant_secrets(pairs: tuple[tuple[str, str], ...]) -> dict[uuid.UUID, str]:
+    return tenant_secrets(pairs)
+
+
+async def _subject_user(db: Executor, claims: JwtClaims) -> asyncpg.Record:
+    """The user of a JWT subject. The token's role is used once, to provision the user on first sight; after
+    that the stored role wins (an admin changes it with userRoleSet; an old ADMIN token does not re-promote a
+    demoted user). An erased subject stays erased: its tokens are UNAUTHENTICATED, not a new user."""
+    user = await repo.subject_user(db, claims.tenant_id, claims.subject)
+    if user is not None:
+        return user
+    if not await repo.tenant_exists(db, claims.tenant_id):
+        raise unauthenticated("Invalid token: unknown tenant")
+    subject_hash = hash_subject(claims.subject)
+    user = await repo.insert_subject_user(db, claims.tenant_id, claims.subject, subject_hash, claims.role)
+    if user is None:
+        user = await repo.subject_user(db, claims.tenant_id, claims.subject)  # provisioned concurrently
+    if user is None:
+        if await repo.subject_erased(db, claims.tenant_id, subject_hash):
+            raise unauthenticated("Invalid token: this user was erased")
+        raise unauthenticated("Invalid token: unknown subject")
+    return user
 
 
 async def create_tenant(db: Database, name: str, admin_email: str) -> TenantBootstrap:
@@ -121,15 +160,36 @@ async def create_api_key(
 
 
 async def revoke_api_key(db: Database, principal: Principal, key_id: uuid.UUID) -> asyncpg.Record:
-    # Existence first: another tenant's key is NOT_FOUND for every caller, never FORBIDDEN.
-    if await repo.api_key_by_id(db, principal.tenant_id, key_id) is None:
-        raise not_found("ApiKey")
-    _require_admin(principal)
+    """Anyone revokes their own keys (a leaked key must not wait for an admin); admins any key of their
+    tenant. Another user's key is NOT_FOUND to a non-admin, as for reading it (readable_api_key)."""
+    await readable_api_key(db, principal, key_id)
     async with db.transaction() as tx:
         row = await repo.revoke_api_key(tx, principal.tenant_id, key_id)
         if row is None:
             raise not_found("ApiKey")
         await record(tx, principal, AuditAction.API_KEY_REVOKE, (Kind.API_KEY, key_id), {"prefix": row["prefix"]})
+        await live.principal_changed(tx, principal.tenant_id, row["user_id"], "revoked")
+    return row
+
+
+async def set_user_role(db: Database, principal: Principal, user_id: uuid.UUID, role: Role) -> asyncpg.Record:
+    """Admins change a user's tenant role; it takes effect at once, on open sockets too (auth.live). An admin
+    cannot change their own role (a tenant must not lose its last admin by accident)."""
+    async with db.transaction() as tx:
+        # Existence first: another tenant's user is NOT_FOUND for every caller, never FORBIDDEN.
+        before = await repo.user_by_id(tx, principal.tenant_id, user_id)
+        if before is None:
+            raise not_found("User")
+        _require_admin(principal)
+        if user_id == principal.user_id:
+            raise forbidden("Admins cannot change their own role; ask another admin")
+        row = await repo.set_user_role(tx, principal.tenant_id, user_id, role.value)
+        if row is None:
+            raise not_found("User")
+        if before["role"] != row["role"]:
+            details = {"from": before["role"], "to": row["role"]}
+            await record(tx, principal, AuditAction.USER_ROLE_SET, (Kind.USER, user_id), details)
+            await live.principal_changed(tx, principal.tenant_id, user_id, "role")
     return row
 
 

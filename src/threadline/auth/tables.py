@@ -42,3 +42,13 @@ class ApiKey(Table, tablename="api_key"):
     created_at = Timestamptz(default=TimestamptzNow())
     last_used_at = Timestamptz(null=True, default=None)
     note = Text(default="")
+
+
+class ErasedSubject(Table, tablename="erased_subject"):
+    """JWT subjects whose user was erased: a token for one of them provisions nobody again. Only a hash of
+    the subject is kept (the subject itself is the erased person's identifier at their identity provider)."""
+
+    id = UUID(primary_key=True)
+    tenant_id = ForeignKey(Tenant, null=False)
+    subject_hash = Varchar(length=64)
+    erased_at = Timestamptz(default=TimestamptzNow())

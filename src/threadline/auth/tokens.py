@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import uuid
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import jwt
@@ -39,13 +40,55 @@ class JwtClaims:
     email: str | None
 
 
-def decode_jwt(token: str, secret: str | None, issuer: str | None, audience: str | None) -> JwtClaims:
-    if not secret:
+def hash_subject(subject: str) -> str:
+    """What the tombstone of an erased JWT subject keeps (never the subject itself)."""
+    return hashlib.sha256(subject.encode()).hexdigest()
+
+
+def _tenant_of(raw: object) -> uuid.UUID:
+    tenant_raw = str(raw)
+    parsed = parse_id(tenant_raw)
+    try:
+        return parsed[1] if parsed and parsed[0] is Kind.TENANT else uuid.UUID(tenant_raw)
+    except ValueError as exc:
+        raise unauthenticated("Invalid token: bad tenant claim") from exc
+
+
+def tenant_secrets(pairs: Iterable[tuple[str, str]]) -> dict[uuid.UUID, str]:
+    """THREADLINE_JWT_TENANT_SECRETS keyed by tenant (public `ten_` ids and raw UUIDs both accepted)."""
+    secrets_by_tenant: dict[uuid.UUID, str] = {}
+    for key, secret in pairs:
+        try:
+            secrets_by_tenant[_tenant_of(key)] = secret
+        except ThreadlineError as exc:
+            raise ValueError(f"THREADLINE_JWT_TENANT_SECRETS: {key!r} is not a tenant id") from exc
+    return secrets_by_tenant
+
+
+def decode_jwt(
+    token: str,
+    secret: str | None,
+    issuer: str | None,
+    audience: str | None,
+    per_tenant: Mapping[uuid.UUID, str] | None = None,
+) -> JwtClaims:
+    """Verifies an HS256 token. The key is the tenant's own secret when it has one (`per_tenant`; then the
+    global `secret` is not accepted for that tenant), else the global one. The tenant claim is read unverified
+    only to pick the key; the signature then covers it."""
+    try:
+        unverified = jwt.decode(token, options={"verify_signature": False})
+    except jwt.PyJWTError as exc:
+        raise unauthenticated(f"Invalid token: {exc}") from exc
+    if "tenant" not in unverified:
+        raise unauthenticated('Invalid token: Token is missing the "tenant" claim')
+    tenant_id = _tenant_of(unverified["tenant"])
+    key = (per_tenant or {}).get(tenant_id) or secret
+    if not key:
         raise unauthenticated("JWT authentication is not configured on this server")
     try:
         claims = jwt.decode(
             token,
-            secret,
+            key,
             algorithms=["HS256"],
             issuer=issuer,
             audience=audience,
@@ -55,12 +98,6 @@ def decode_jwt(token: str, secret: str | None, issuer: str | None, audience: str
         raise unauthenticated("Token expired") from exc
     except jwt.PyJWTError as exc:
         raise unauthenticated(f"Invalid token: {exc}") from exc
-    tenant_raw = str(claims["tenant"])
-    parsed = parse_id(tenant_raw)
-    try:
-        tenant_id = parsed[1] if parsed and parsed[0] is Kind.TENANT else uuid.UUID(tenant_raw)
-    except ValueError as exc:
-        raise unauthenticated("Invalid token: bad tenant claim") from exc
     try:
         role = Role(str(claims.get("role", "MEMBER")).upper())
     except ValueError as exc:

@@ -3,7 +3,7 @@
 from piccolo.table import Table
 
 from threadline.audit.tables import AuditLog
-from threadline.auth.tables import ApiKey, AppUser, Tenant
+from threadline.auth.tables import ApiKey, AppUser, ErasedSubject, Tenant
 from threadline.conversations.tables import Conversation, Invite, Participant
 from threadline.events.tables import StreamEvent, StreamState
 from threadline.porting.tables import ImportSource, MessageAttachment
@@ -17,6 +17,7 @@ ALL_TABLES: tuple[type[Table], ...] = (
     Tenant,
     AppUser,
     ApiKey,
+    ErasedSubject,
     Conversation,
     Participant,
     Invite,

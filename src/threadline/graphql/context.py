@@ -12,7 +12,7 @@ from strawberry.dataloader import DataLoader
 from threadline.auth.principal import Principal
 from threadline.auth.service import authenticate
 from threadline.db import Database
-from threadline.errors import ThreadlineError
+from threadline.errors import ErrorCode, ThreadlineError
 from threadline.settings import Settings
 
 
@@ -45,6 +45,14 @@ class Context:
             self._auth_error = exc
             raise
         return self._principal
+
+    def forget_principal(self) -> None:
+        """On a long-lived socket: the next principal() authenticates again, so a revoked key, an erased user
+        or a changed role counts from the next operation on (ARCHITECTURE.md: credentials are live). A refusal
+        (UNAUTHENTICATED) stays: a credential once found revoked never works again on this socket."""
+        self._principal = None
+        if self._auth_error is not None and self._auth_error.code is not ErrorCode.UNAUTHENTICATED:
+            self._auth_error = None
 
     def loader(self, name: str, factory: Any) -> DataLoader[Any, Any]:
         """A DataLoader created once per request (never shared across WebSocket events)."""

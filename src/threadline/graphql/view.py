@@ -29,6 +29,7 @@ from threadline.db import count_request_statements
 from threadline.errors import ErrorCode, ThreadlineError
 from threadline.graphql.context import Context
 from threadline.streaming.direct import CURRENT_OPERATION
+from threadline.streaming.sessions import SocketSession
 
 
 def error_response(
@@ -120,6 +121,9 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
 
     async def run_operation(self, operation: Operation[Context, None]) -> None:
         CURRENT_OPERATION.set(operation)  # this task's own context
+        # Each operation authenticates again: a socket never runs one under a principal cached at connect
+        # (credentials are live; streaming.sessions closes the socket when they stop holding).
+        self.context.forget_principal()
         await super().run_operation(operation)
 
 
@@ -152,6 +156,9 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
                 expiry = scope.get("state", {}).get("token_expiry")
                 if expiry is not None:
                     expiry.cancel()
+                session = scope.get("state", {}).get("live_session")
+                if session is not None:
+                    self.services.hub.sessions.remove(session)
             return
         limit = settings.request_max_bytes
         request_id = scope.get("state", {}).get("request_id")  # set by observability.RequestIds
@@ -212,7 +219,15 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
         authorization = params.get("authorization") or params.get("Authorization")
         context.authorization = authorization if isinstance(authorization, str) else None
         try:
-            await context.principal()
+            principal = await context.principal()
+            if isinstance(context.request, WebSocket):
+                # Registered before authenticating once more: a revocation committed after that second check
+                # reaches the socket through the hub; one committed before it fails the check.
+                session = SocketSession(context, context.request, principal.tenant_id, principal.user_id)
+                context.request.scope.setdefault("state", {})["live_session"] = session
+                self.services.hub.sessions.add(session)
+                context.forget_principal()
+                await context.principal()
         except ThreadlineError as exc:
             raise ConnectionRejectionError({"code": exc.code.value, "message": exc.message}) from exc
         expires = token_expiry(context.authorization)

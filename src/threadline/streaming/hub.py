@@ -41,6 +41,7 @@ from threadline.settings import Settings
 from threadline.streaming.direct import Lane, LaneGroup
 from threadline.streaming.fanout import SharedEvents
 from threadline.streaming.listener import SupervisedPostgresBackend
+from threadline.streaming.sessions import SocketSessions
 from threadline.streaming.subscriber import Subscriber, subject_of
 
 log = logging.getLogger(__name__)
@@ -72,6 +73,7 @@ class StreamHub:
         self.dirty_groups: list[LaneGroup] = []  # lane groups holding frames of the current routing pass
         self._groups: dict[uuid.UUID, dict[str, LaneGroup]] = {}  # per conversation, by group key
         self.maintenance: list[object] = []  # callables run periodically (presence/typing expiry, pruning)
+        self.sessions = SocketSessions(db)  # open sockets by user: principal.changed re-checks them
 
     # lifecycle -----------------------------------------------------------------------------------
 
@@ -255,6 +257,9 @@ class StreamHub:
         if event.type != EventType.MEMBERSHIP_CHANGED and event.conversation_id is not None:
             self._offer_in_conversation(event, self._by_conversation.get(event.conversation_id, ()))
             return
+        if event.type == EventType.PRINCIPAL_CHANGED:
+            self.sessions.principal_changed(event, self._subscriptions_of(subject_of(event)))
+            return
         targets: set[Subscriber] = set()
         if event.conversation_id is not None:
             targets |= self._by_conversation.get(event.conversation_id, set())
@@ -362,6 +367,15 @@ class StreamHub:
             elif conversation not in sub.conversations:
                 sub.conversations.add(conversation)
                 self._by_conversation[conversation].add(sub)
+
+    def _subscriptions_of(self, user: uuid.UUID | None) -> list[Subscriber]:
+        """Every subscription of a user in this process (rare: a credential change; a scan is fine)."""
+        if user is None:
+            return []
+        found = set(self._viewers.get(user, ()))
+        for subs in self._by_conversation.values():
+            found.update(s for s in subs if s.user_id == user)
+        return list(found)
 
     def _route_presence(self, event: LoggedEvent) -> None:
         user = subject_of(event)

@@ -1,0 +1,40 @@
+"""Credentials are live (ARCHITECTURE.md, Trust): a change to who a user is reaches every process.
+
+A revoked key, an erased user or a changed role is announced with a `principal.changed` event, published in
+the writer's transaction like every event (so it is announced only if it commits, and a process whose LISTEN
+was down reads it from the log). Each process's hub hands it to the open sockets of that user
+(streaming.sessions), which re-check their credential and close with 4403 when it no longer holds. The event
+carries ids only; it is addressed to no conversation, so no subscription ever delivers it.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from threadline.auth import repository as repo
+from threadline.auth.tokens import hash_subject
+from threadline.db import Executor
+from threadline.events.kinds import EventType
+from threadline.events.publish import publish
+from threadline.ids import Kind, encode_id
+
+
+async def principal_changed(tx: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID, reason: str) -> None:
+    """Announces, in `tx`, that the user's sockets must re-check their credential (`reason`: revoked, erased,
+    role)."""
+    await publish(
+        tx,
+        tenant_id,
+        EventType.PRINCIPAL_CHANGED,
+        conversation_id=None,
+        payload={"userId": encode_id(Kind.USER, user_id), "reason": reason},
+    )
+
+
+async def user_erased(tx: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID) -> None:
+    """Called by erasure before the user row goes: a JWT subject of the user is remembered (as a hash) so its
+    tokens provision nobody again, and open sockets of the user close."""
+    row = await repo.user_by_id(tx, tenant_id, user_id)
+    if row is not None and row["external_subject"]:
+        await repo.insert_erased_subject(tx, tenant_id, hash_subject(row["external_subject"]))
+    await principal_changed(tx, tenant_id, user_id, "erased")

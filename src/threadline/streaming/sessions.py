@@ -1,0 +1,131 @@
+"""Open WebSockets by user, so that credentials are live (ARCHITECTURE.md, Trust).
+
+A socket authenticates once, in `connection_init`, and may stay open for days. When a user's key is revoked,
+the user is erased or their role changes, the writer publishes `principal.changed` (auth.live); every process's
+hub reads it from the log and hands it here. Each open socket of that user authenticates again from the
+database: one whose credential no longer holds is closed with 4403 (its operations end, no event follows). The
+user's subscriptions in this process are checked again under the stored role: a conversation stream the user
+may no longer read ends, as after being removed from the conversation.
+
+Queries and mutations on a socket also authenticate again at the start of each operation (view.py), so they
+never run under a principal cached at connect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections import defaultdict
+from typing import Any
+
+from threadline.auth import repository as users
+from threadline.auth.principal import Principal, Role
+from threadline.conversations.access import Access, require
+from threadline.db import Database
+from threadline.errors import ErrorCode, ThreadlineError
+from threadline.events.log import LoggedEvent
+from threadline.streaming.subscriber import Subscriber, subject_of
+
+log = logging.getLogger(__name__)
+
+REVOKED_CLOSE_CODE = 4403  # as for a connection_init with bad credentials
+RETRY_CLOSE_CODE = 1013  # try again later: the credential could not be checked (database down)
+
+
+class SocketSession:
+    """One authenticated WebSocket: its GraphQL context (which caches the principal) and the socket."""
+
+    def __init__(self, context: Any, websocket: Any, tenant_id: uuid.UUID, user_id: uuid.UUID) -> None:
+        self.context = context
+        self.websocket = websocket
+        self.tenant_id = tenant_id
+        self.user_id = user_id
+        self.closed = False
+
+    async def recheck(self) -> bool:
+        """Authenticates the socket's credential again; closes the socket (False) when it no longer holds."""
+        self.context.forget_principal()
+        try:
+            await self.context.principal()
+        except ThreadlineError as exc:
+            if exc.code is ErrorCode.UNAUTHENTICATED:
+                await self.close(REVOKED_CLOSE_CODE, "credentials revoked")
+            else:
+                await self.close(RETRY_CLOSE_CODE, "credentials could not be checked; reconnect")
+            return False
+        except Exception:  # noqa: BLE001 - e.g. the database is restarting: do not keep an unchecked socket
+            log.exception("re-checking a socket's credentials failed; closing it")
+            await self.close(RETRY_CLOSE_CODE, "credentials could not be checked; reconnect")
+            return False
+        return True
+
+    async def close(self, code: int, reason: str) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        with contextlib.suppress(Exception):  # the socket may be closing already
+            await self.websocket.close(code=code, reason=reason)
+
+
+class SocketSessions:
+    """The process's open sockets by user (owned by the StreamHub, which routes `principal.changed` here)."""
+
+    def __init__(self, db: Database) -> None:
+        self.db = db
+        self._by_user: dict[uuid.UUID, set[SocketSession]] = defaultdict(set)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def add(self, session: SocketSession) -> None:
+        self._by_user[session.user_id].add(session)
+
+    def remove(self, session: SocketSession) -> None:
+        sessions = self._by_user.get(session.user_id)
+        if sessions is not None:
+            sessions.discard(session)
+            if not sessions:
+                del self._by_user[session.user_id]
+
+    def __len__(self) -> int:
+        return sum(len(s) for s in self._by_user.values())
+
+    def principal_changed(self, event: LoggedEvent, subscribers: list[Subscriber]) -> None:
+        """Called by the hub's reader (no await there): the checks run in a task of their own."""
+        user = subject_of(event)
+        if user is None:
+            return
+        sessions = [s for s in self._by_user.get(user, ()) if s.tenant_id == event.tenant_id]
+        subscribers = [s for s in subscribers if s.tenant_id == event.tenant_id and not s.ended]
+        if not sessions and not subscribers:
+            return
+        task = asyncio.create_task(
+            self._recheck(event.tenant_id, user, sessions, subscribers), name="threadline-credentials-recheck"
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _recheck(
+        self, tenant_id: uuid.UUID, user_id: uuid.UUID, sessions: list[SocketSession], subscribers: list[Subscriber]
+    ) -> None:
+        await asyncio.gather(*(s.recheck() for s in sessions))
+        if not subscribers:
+            return
+        try:
+            row = await users.user_by_id(self.db, tenant_id, user_id)
+            if row is None:  # erased: nothing of theirs streams on (their sockets are closed above)
+                for sub in subscribers:
+                    sub.end("user erased")
+                return
+            principal = Principal(tenant_id, user_id, Role(row["role"]), row["team"])
+            for sub in subscribers:
+                if sub.follows_viewer or sub.ended:
+                    continue  # viewerEvents follows memberships, whatever the role
+                try:
+                    await require(self.db, principal, next(iter(sub.conversations)), Access.READ)
+                except ThreadlineError:
+                    sub.end("access lost")
+        except Exception:  # noqa: BLE001 - a database error must not leave streams running unchecked
+            log.exception("re-checking subscriptions after a credential change failed; ending them")
+            for sub in subscribers:
+                sub.end("credentials could not be checked")
