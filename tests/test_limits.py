@@ -18,6 +18,7 @@ LIMITS = {
     "query_max_aliases": 3,
     "query_max_tokens": 50,
     "query_max_cost": 100,
+    "query_max_duplicate_fields": 50,  # the token tests repeat `id` (tests/test_hostile_limits.py tests this one)
     "request_max_bytes": 2000,
     "ws_max_message_bytes": 1000,
 }

@@ -131,6 +131,16 @@ class Settings:
     # Import, export, data rights (issue 7)
     import_item_max_bytes: int = 256 * 1024 * 1024
     import_concurrency: int = 3
+    # One conversationImport(Report) request (issue 12): bigger imports belong to `threadline import`.
+    import_api_max_bytes: int = 8 * 1024 * 1024
+    import_api_max_conversations: int = 100
+    import_api_max_messages: int = 10_000
+    import_items_per_mutation: int = 100
+    # Export archives read by `threadline import` (zip bombs): checked before and while expanding.
+    import_zip_max_members: int = 10_000
+    import_zip_max_member_bytes: int = 4 * 1024 * 1024 * 1024
+    import_zip_max_total_bytes: int = 16 * 1024 * 1024 * 1024
+    import_zip_max_ratio: int = 100
     retention_interval_seconds: float = 3600.0
 
     # Runs (issue 5)
@@ -167,6 +177,10 @@ class Settings:
     query_max_aliases: int = 30
     query_max_tokens: int = 2000
     query_max_cost: int = 20_000
+    query_max_duplicate_fields: int = 20
+    query_max_fragment_spreads: int = 40
+    query_max_messages: int = 25_000
+    response_max_bytes: int = 64 * 1024 * 1024
     request_max_bytes: int = 10 * 1024 * 1024
     ws_max_message_bytes: int = 1024 * 1024
     introspection: bool = True
@@ -228,6 +242,18 @@ class Settings:
             ),
             import_item_max_bytes=_env_int("THREADLINE_IMPORT_ITEM_MAX_BYTES", cls.import_item_max_bytes),
             import_concurrency=_env_int("THREADLINE_IMPORT_CONCURRENCY", cls.import_concurrency),
+            import_api_max_bytes=_env_int("THREADLINE_IMPORT_API_MAX_BYTES", cls.import_api_max_bytes),
+            import_api_max_conversations=_env_int(
+                "THREADLINE_IMPORT_API_MAX_CONVERSATIONS", cls.import_api_max_conversations
+            ),
+            import_api_max_messages=_env_int("THREADLINE_IMPORT_API_MAX_MESSAGES", cls.import_api_max_messages),
+            import_items_per_mutation=_env_int("THREADLINE_IMPORT_ITEMS_PER_MUTATION", cls.import_items_per_mutation),
+            import_zip_max_members=_env_int("THREADLINE_IMPORT_ZIP_MAX_MEMBERS", cls.import_zip_max_members),
+            import_zip_max_member_bytes=_env_int(
+                "THREADLINE_IMPORT_ZIP_MAX_MEMBER_BYTES", cls.import_zip_max_member_bytes
+            ),
+            import_zip_max_total_bytes=_env_int("THREADLINE_IMPORT_ZIP_MAX_TOTAL_BYTES", cls.import_zip_max_total_bytes),
+            import_zip_max_ratio=_env_int("THREADLINE_IMPORT_ZIP_MAX_RATIO", cls.import_zip_max_ratio),
             retention_interval_seconds=_env_float(
                 "THREADLINE_RETENTION_INTERVAL_SECONDS", cls.retention_interval_seconds
             ),
@@ -260,6 +286,14 @@ class Settings:
             query_max_aliases=_env_int("THREADLINE_QUERY_MAX_ALIASES", cls.query_max_aliases),
             query_max_tokens=_env_int("THREADLINE_QUERY_MAX_TOKENS", cls.query_max_tokens),
             query_max_cost=_env_int("THREADLINE_QUERY_MAX_COST", cls.query_max_cost),
+            query_max_duplicate_fields=_env_int(
+                "THREADLINE_QUERY_MAX_DUPLICATE_FIELDS", cls.query_max_duplicate_fields
+            ),
+            query_max_fragment_spreads=_env_int(
+                "THREADLINE_QUERY_MAX_FRAGMENT_SPREADS", cls.query_max_fragment_spreads
+            ),
+            query_max_messages=_env_int("THREADLINE_QUERY_MAX_MESSAGES", cls.query_max_messages),
+            response_max_bytes=_env_int("THREADLINE_RESPONSE_MAX_BYTES", cls.response_max_bytes),
             request_max_bytes=_env_int("THREADLINE_REQUEST_MAX_BYTES", cls.request_max_bytes),
             ws_max_message_bytes=_env_int("THREADLINE_WS_MAX_MESSAGE_BYTES", cls.ws_max_message_bytes),
             introspection=_env_bool("THREADLINE_INTROSPECTION", cls.introspection),

@@ -7,7 +7,13 @@ Each refusal is a GraphQL error with `extensions.code` BAD_USER_INPUT, `limitNam
 Depth counts nested field selections, the top-level field being 1. Two exemptions keep legitimate
 documents legal: `Message.replies` adds no depth (a nested-replies tree is served from one load of the
 thread, and its size is bounded by the token limit), and introspection (`__schema`, `__type`) is not
-counted for depth or cost (it is bounded by the schema, and tools send deep `ofType` chains).
+counted for depth (tools send deep `ofType` chains), and its fields cost nothing but `__schema`, which is
+priced at half the cost limit plus one: an operation may read the whole schema once, not thirty times.
+
+Two more limits keep graphql-core's field-merging rule (quadratic in same-named selections) cheap: the
+selections sharing one response key in one selection set, and the distinct fragments spread in one. The
+limit rule runs first, then authentication (for anything but the public root fields), then the schema's
+own rules: an anonymous caller's document costs a linear walk, never more.
 
 Cost estimates the objects an operation can return: every object (or list of objects) field costs 1,
 plus its children's cost multiplied by the list size it asks for (`first`, `last` or `limit`, the
@@ -17,13 +23,14 @@ argument's default when absent, `page_size_default` when that is null too). Leaf
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from graphql import (
     DocumentNode,
     FieldNode,
+    FragmentDefinitionNode,
     FragmentSpreadNode,
     GraphQLError,
     GraphQLInterfaceType,
@@ -63,15 +70,37 @@ def limit_error(name: str, limit: int, actual: int, message: str, nodes: Any = N
     )
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Measure:
+    """What a selection set adds below the level it sits at: depth levels, aliases and cost."""
+
     depth: int = 0
     aliases: int = 0
     cost: int = 0
 
+    def __add__(self, other: _Measure) -> _Measure:
+        return _Measure(
+            max(self.depth, other.depth), _saturated(self.aliases + other.aliases), _saturated(self.cost + other.cost)
+        )
+
+
+_EMPTY = _Measure()
+# Counts are only compared with limits: saturating keeps the arithmetic on small ints whatever a document of
+# doubling fragments multiplies up to.
+_SATURATION = 2**62
+
+
+def _saturated(value: int) -> int:
+    return min(value, _SATURATION)
+
 
 class _Walker:
-    """Measures one operation: depth, aliases and cost, following fragments (each spread once per path)."""
+    """Measures one operation: depth, aliases and cost.
+
+    Each fragment is measured once per parent type and the result reused at every further spread, so the walk
+    costs time linear in the document's size: a chain of fragments that each spread the previous one twice
+    doubles the *measure* (and is refused for it), never the work of measuring.
+    """
 
     def __init__(
         self,
@@ -84,70 +113,123 @@ class _Walker:
         self.settings = settings
         self.variables = variables
         self.list_caps = list_caps
-        self.measure = _Measure()
-        self.list_errors: list[GraphQLError] = []
+        self.list_errors: dict[int, GraphQLError] = {}  # by field node: a fragment's error is reported once
+        self.merge_errors: dict[str, GraphQLError] = {}  # by limit name: the first selection set over it
+        self._fragments: dict[tuple[str, str], _Measure | None] = {}  # None while being measured (cycles)
+        self._introspection_fragments: dict[str, int | None] = {}
 
-    def selections(
-        self, parent: Any, selection_set: SelectionSetNode, depth: int, seen: frozenset[str]
-    ) -> int:
-        """The cost of `selection_set` under type `parent` at `depth`; records depth and aliases as it goes."""
-        cost = 0
+    def selections(self, parent: Any, selection_set: SelectionSetNode, flattened: bool = False) -> _Measure:
+        if not flattened:
+            self.merging(selection_set)
+        total = _EMPTY
         for selection in selection_set.selections:
             if isinstance(selection, FieldNode):
-                cost += self.field(parent, selection, depth, seen)
+                total += self.field(parent, selection)
             elif isinstance(selection, InlineFragmentNode):
                 inner = parent
                 if selection.type_condition is not None:
                     inner = self.context.schema.get_type(selection.type_condition.name.value) or parent
-                cost += self.selections(inner, selection.selection_set, depth, seen)
+                total += self.selections(inner, selection.selection_set, flattened=True)
             elif isinstance(selection, FragmentSpreadNode):
-                name = selection.name.value
-                fragment = self.context.get_fragment(name)
-                if fragment is None or name in seen:
-                    continue  # unknown fragments and cycles are other rules' errors
-                inner = self.context.schema.get_type(fragment.type_condition.name.value) or parent
-                cost += self.selections(inner, fragment.selection_set, depth, seen | {name})
-        return cost
+                total += self.fragment(parent, selection.name.value)
+        return total
 
-    def field(self, parent: Any, node: FieldNode, depth: int, seen: frozenset[str]) -> int:
+    def merging(self, selection_set: SelectionSetNode) -> None:
+        """Bounds what graphql-core's field-merging rule compares pairwise in one selection set (inline fragments
+        flattened into it): selections sharing a response key, and distinct fragments spread."""
+        keys: dict[str, int] = {}
+        spreads: set[str] = set()
+        pending = [selection_set]
+        while pending:
+            for selection in pending.pop().selections:
+                if isinstance(selection, FieldNode):
+                    key = (selection.alias or selection.name).value
+                    keys[key] = keys.get(key, 0) + 1
+                elif isinstance(selection, InlineFragmentNode):
+                    pending.append(selection.selection_set)
+                elif isinstance(selection, FragmentSpreadNode):
+                    spreads.add(selection.name.value)
+        duplicates = max(keys.values(), default=0)
+        if duplicates > self.settings.query_max_duplicate_fields and "duplicateFields" not in self.merge_errors:
+            key = max(keys, key=keys.__getitem__)
+            limit = self.settings.query_max_duplicate_fields
+            self.merge_errors["duplicateFields"] = limit_error(
+                "duplicateFields",
+                limit,
+                duplicates,
+                f"`{key}` is selected {duplicates} times in one selection set; the limit is {limit}",
+                [selection_set],
+            )
+        if len(spreads) > self.settings.query_max_fragment_spreads and "fragmentSpreads" not in self.merge_errors:
+            limit = self.settings.query_max_fragment_spreads
+            self.merge_errors["fragmentSpreads"] = limit_error(
+                "fragmentSpreads",
+                limit,
+                len(spreads),
+                f"{len(spreads)} different fragments are spread in one selection set; the limit is {limit}",
+                [selection_set],
+            )
+
+    def fragment(self, parent: Any, name: str) -> _Measure:
+        key = (name, getattr(parent, "name", ""))
+        if key in self._fragments:
+            return self._fragments[key] or _EMPTY  # measured already, or a cycle (another rule's error)
+        definition = self.context.get_fragment(name)
+        if definition is None:
+            return _EMPTY  # unknown fragments are another rule's error
+        self._fragments[key] = None
+        inner = self.context.schema.get_type(definition.type_condition.name.value) or parent
+        measure = self.selections(inner, definition.selection_set)
+        self._fragments[key] = measure
+        return measure
+
+    def field(self, parent: Any, node: FieldNode) -> _Measure:
         name = node.name.value
-        if node.alias is not None:
-            self.measure.aliases += 1
+        alias = 1 if node.alias is not None else 0
         if name.startswith("__"):
-            if node.selection_set is not None:
-                self.introspection(node.selection_set, seen)
-            return 0
+            inner = self.introspection(node.selection_set) if node.selection_set is not None else 0
+            # The whole schema is one bounded but sizeable answer (~25 ms here): once per operation.
+            price = self.settings.query_max_cost // 2 + 1 if name == "__schema" else 0
+            return _Measure(0, _saturated(alias + inner), price)
         parent_name = getattr(parent, "name", "")
-        level = depth if (parent_name, name) in _DEPTH_FREE else depth + 1
-        self.measure.depth = max(self.measure.depth, level)
+        level = 0 if (parent_name, name) in _DEPTH_FREE else 1
         if node.selection_set is None:
-            return 0
+            return _Measure(level, alias, 0)
         definition = None
         if isinstance(parent, GraphQLObjectType | GraphQLInterfaceType):
             definition = parent.fields.get(name)
         child_type = get_named_type(definition.type) if definition is not None else None
         size = self.list_size(parent_name, node, definition)
-        return 1 + size * self.selections(child_type, node.selection_set, level, seen)
+        child = self.selections(child_type, node.selection_set)
+        return _Measure(level + child.depth, _saturated(alias + child.aliases), _saturated(1 + size * child.cost))
 
-    def introspection(self, selection_set: SelectionSetNode, seen: frozenset[str]) -> None:
-        """Aliases still count inside introspection; depth and cost do not."""
+    def introspection(self, selection_set: SelectionSetNode, flattened: bool = False) -> int:
+        """The aliases under an introspection field (they still count; depth and cost do not)."""
+        if not flattened:
+            self.merging(selection_set)
+        aliases = 0
         for selection in selection_set.selections:
             if isinstance(selection, FieldNode):
                 if selection.alias is not None:
-                    self.measure.aliases += 1
-                inner = selection.selection_set
+                    aliases += 1
+                if selection.selection_set is not None:
+                    aliases += self.introspection(selection.selection_set)
             elif isinstance(selection, InlineFragmentNode):
-                inner = selection.selection_set
+                aliases += self.introspection(selection.selection_set, flattened=True)
             elif isinstance(selection, FragmentSpreadNode):
-                fragment = self.context.get_fragment(selection.name.value)
-                if fragment is None or selection.name.value in seen:
-                    continue
-                seen = seen | {selection.name.value}
-                inner = fragment.selection_set
-            else:
-                continue
-            if inner is not None:
-                self.introspection(inner, seen)
+                aliases += self.introspection_fragment(selection.name.value)
+        return _saturated(aliases)
+
+    def introspection_fragment(self, name: str) -> int:
+        if name in self._introspection_fragments:
+            return self._introspection_fragments[name] or 0
+        definition = self.context.get_fragment(name)
+        if definition is None:
+            return 0
+        self._introspection_fragments[name] = None
+        aliases = self.introspection(definition.selection_set)
+        self._introspection_fragments[name] = aliases
+        return aliases
 
     def list_size(self, parent_name: str, node: FieldNode, definition: Any) -> int:
         if definition is None:
@@ -163,7 +245,7 @@ class _Walker:
                 continue
             cap = self.list_caps.get(f"{parent_name}.{node.name.value}", self.settings.page_size_max)
             if value > cap:
-                self.list_errors.append(
+                self.list_errors[id(node)] = (
                     limit_error(
                         "listSize",
                         cap,
@@ -201,8 +283,8 @@ def limit_rule(
         def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
             root = self.context.schema.get_root_type(node.operation)
             walker = _Walker(self.context, settings, variables, list_caps)
-            cost = walker.selections(root, node.selection_set, 0, frozenset())
-            measure = walker.measure
+            measure = walker.selections(root, node.selection_set)
+            cost = measure.cost
             if measure.depth > settings.query_max_depth:
                 self.report_error(
                     limit_error(
@@ -224,7 +306,9 @@ def limit_rule(
                         [node],
                     )
                 )
-            for error in walker.list_errors:
+            for error in walker.merge_errors.values():
+                self.report_error(error)
+            for error in walker.list_errors.values():
                 self.report_error(error)
             if not walker.list_errors and cost > settings.query_max_cost:
                 self.report_error(
@@ -265,16 +349,21 @@ class QueryLimits(SchemaExtension):
                 if _SUGGESTION in error.message:
                     error.message = error.message.split(_SUGGESTION)[0].rstrip()
 
-    def on_validate(self) -> Iterator[None]:
-        """The schema's rules, whose verdict depends only on the document (cached per query text), then the
-        limit rule, which also depends on the variables and settings (run every time, on its own)."""
+    async def on_validate(self) -> AsyncIterator[None]:
+        """Cheapest and most decisive first, each step only if the previous one passed: the limit rule (linear
+        in the document, no I/O), then the caller's credentials for anything but introspection (an anonymous
+        caller gets no further), then the schema's rules (cached per query text; graphql-core's overlapping-
+        fields rule is quadratic in same-named fields, so it only sees documents within the limits)."""
         execution = self.execution_context
         document = execution.graphql_document
         if document is not None and execution.pre_execution_errors is None:
             schema = execution.schema._schema
-            standard = _validate_standard(schema, execution.query, document, execution.validation_rules)
-            limits = validate(schema, document, (self.limit_rule,))
-            execution.pre_execution_errors = [*limits, *standard]
+            errors = validate(schema, document, (self.limit_rule,))
+            if not errors:
+                errors = await _refuse_anonymous(execution.context, document)
+            if not errors:
+                errors = _validate_standard(schema, execution.query, document, execution.validation_rules)
+            execution.pre_execution_errors = errors
         yield
 
     def on_parse(self) -> Iterator[None]:
@@ -289,6 +378,43 @@ class QueryLimits(SchemaExtension):
                     "limit": self.max_tokens,
                     "actual": self.max_tokens + 1,
                 }
+
+
+# Root fields anyone may ask for: the schema itself (third parties introspect before they have a key).
+_PUBLIC_ROOT_FIELDS = frozenset({"__schema", "__type", "__typename", "errorCodes"})
+
+
+def _root_field_names(document: DocumentNode) -> set[str]:
+    """The root field names of every operation, through fragments (each fragment read once)."""
+    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    names: set[str] = set()
+    visited: set[str] = set()
+    pending = [d.selection_set for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    while pending:
+        for selection in pending.pop().selections:
+            if isinstance(selection, FieldNode):
+                names.add(selection.name.value)
+            elif isinstance(selection, InlineFragmentNode):
+                pending.append(selection.selection_set)
+            elif isinstance(selection, FragmentSpreadNode) and selection.name.value not in visited:
+                visited.add(selection.name.value)
+                fragment = fragments.get(selection.name.value)
+                if fragment is not None:
+                    pending.append(fragment.selection_set)
+    return names
+
+
+async def _refuse_anonymous(context: Any, document: DocumentNode) -> list[GraphQLError]:
+    """UNAUTHENTICATED before any further work when a document asks for more than the public root fields
+    and the caller's credentials do not hold (the principal is then cached for the resolvers)."""
+    principal = getattr(context, "principal", None)
+    if principal is None or _root_field_names(document) <= _PUBLIC_ROOT_FIELDS:
+        return []
+    try:
+        await principal()
+    except Exception as exc:  # ThreadlineError (UNAUTHENTICATED), or the database being unreachable
+        return [GraphQLError(str(getattr(exc, "message", "")) or "Authentication failed", original_error=exc)]
+    return []
 
 
 _VALIDATED: OrderedDict[tuple[Any, ...], list[GraphQLError]] = OrderedDict()
