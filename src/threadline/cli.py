@@ -7,25 +7,60 @@ import asyncio
 import dataclasses
 import json
 import logging
+import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from threadline.settings import Settings
 
 
+class Terminated(BaseException):
+    """SIGTERM, turned into an exception so that `finally` blocks (stopping the embedded PostgreSQL) run."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+@contextmanager
+def terminate_gracefully() -> Iterator[None]:
+    """Runs the body with SIGTERM raising `Terminated`, then dies of SIGTERM as asked, after the body's
+    cleanup. Python's default for SIGTERM ends the process on the spot, and uvicorn re-raises the SIGTERM it
+    caught once it has shut down: without this, an embedded PostgreSQL would outlive every `systemctl stop`,
+    `docker stop` or Kubernetes eviction."""
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        yield
+    except Terminated:
+        # Exit the way the signal asked (systemd counts a SIGTERM death as a clean stop).
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.raise_signal(signal.SIGTERM)
+        raise SystemExit(128 + signal.SIGTERM) from None  # only if the signal is blocked
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
+    with terminate_gracefully():
+        return _serve_until_stopped(args, settings)
+
+
+def _serve_until_stopped(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
     from threadline.app import create_app
-    from threadline.db.embedded import describe_dsn, resolve_database_url
+    from threadline.db.embedded import EmbeddedPostgres, describe_dsn
 
     host = args.host or settings.host
     port = args.port or settings.port
-    dsn, embedded = resolve_database_url(settings.database_url, settings.data_dir)
-    where = f"embedded PostgreSQL in {embedded.pgdata}" if embedded else describe_dsn(dsn)
-    print(f"threadline: database {where}", flush=True)
-    print(f"threadline: listening on http://{host}:{port}/graphql", flush=True)
+    embedded = None if settings.database_url else EmbeddedPostgres(settings.data_dir)
     try:
+        dsn = embedded.start() if embedded is not None else str(settings.database_url)
+        where = f"embedded PostgreSQL in {embedded.pgdata}" if embedded else describe_dsn(dsn)
+        print(f"threadline: database {where}", flush=True)
+        print(f"threadline: listening on http://{host}:{port}/graphql", flush=True)
         uvicorn.run(
             create_app(dataclasses.replace(settings, database_url=dsn)),
             host=host,
@@ -40,20 +75,23 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
         )
     finally:
         if embedded is not None:
+            signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the stop short
             embedded.stop()
-            print("threadline: embedded PostgreSQL stopped", flush=True)
+            print("threadline: embedded PostgreSQL left (stopped if this was its last user)", flush=True)
     return 0
 
 
 def _with_database(settings: Settings, work: object) -> object:
-    from threadline.db.embedded import resolve_database_url
+    from threadline.db.embedded import EmbeddedPostgres
 
-    dsn, embedded = resolve_database_url(settings.database_url, settings.data_dir)
-    try:
-        return asyncio.run(work(dsn))  # type: ignore[operator]
-    finally:
-        if embedded is not None:
-            embedded.stop()
+    with terminate_gracefully():
+        embedded = None if settings.database_url else EmbeddedPostgres(settings.data_dir)
+        try:
+            dsn = embedded.start() if embedded is not None else str(settings.database_url)
+            return asyncio.run(work(dsn))  # type: ignore[operator]
+        finally:
+            if embedded is not None:
+                embedded.stop()
 
 
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:

@@ -16,6 +16,12 @@ class ErrorCode(StrEnum):
     INTERNAL = "INTERNAL"
     CURSOR_EXPIRED = "CURSOR_EXPIRED"
     SLOW_CONSUMER = "SLOW_CONSUMER"
+    UNAVAILABLE = "UNAVAILABLE"
+
+
+# What `extensions.retryAfter` (and the Retry-After header) of an UNAVAILABLE answer says: a PostgreSQL
+# restart or failover typically takes a few seconds.
+UNAVAILABLE_RETRY_AFTER_SECONDS = 5
 
 
 class ThreadlineError(Exception):

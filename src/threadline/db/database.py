@@ -15,6 +15,19 @@ from typing import Any, Protocol
 import asyncpg
 import orjson
 
+# `application_name` of each kind of connection, so pg_stat_activity shows who holds what.
+POOL = "threadline-pool"  # a server process's pool (requests, the hub's log reads, in-process run workers)
+HUB = "threadline-hub"  # a server process's LISTEN connection for live events
+WORKER = "threadline-worker"  # `threadline worker`'s pool, and every run worker's LISTEN connection
+IMPORT = "threadline-import"  # `threadline import`
+EXPORT = "threadline-export"  # `threadline export`
+MIGRATE = "threadline-migrate"  # migrations and their advisory lock
+CLI = "threadline-cli"  # other one-off commands (tenant-create)
+
+# SQLSTATEs that mean the server cannot serve anyone right now, as opposed to a statement that failed:
+# admin_shutdown, crash_shutdown, cannot_connect_now (starting or stopping), too_many_connections.
+_UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+
 _statements = 0
 # The statements of one request: set by the GraphQL view, inherited by the tasks the request starts.
 _request_statements: ContextVar[list[int] | None] = ContextVar("threadline_request_statements", default=None)
@@ -38,6 +51,32 @@ def _count() -> None:
     cell = _request_statements.get()
     if cell is not None:
         cell[0] += 1
+
+
+class DatabaseUnreachable(ConnectionError):
+    """No connection to PostgreSQL could be opened (it is down, restarting, or its socket is gone)."""
+
+
+def database_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` (or what caused it) says the database cannot be reached right now: an outage or a
+    restart, which clients should retry, rather than a failed statement."""
+    seen: BaseException | None = exc
+    for _ in range(5):  # the cause chain of a wrapped error; bounded in case of cycles
+        if seen is None:
+            return False
+        if isinstance(seen, DatabaseUnreachable | asyncpg.PostgresConnectionError):
+            return True
+        if getattr(seen, "sqlstate", None) in _UNAVAILABLE_SQLSTATES:
+            return True
+        if isinstance(seen, asyncpg.InterfaceError) and "closed" in str(seen):
+            return True  # "connection is closed", "pool is closing"
+        seen = seen.__cause__
+    return False
+
+
+def connect_settings(application_name: str) -> dict[str, str]:
+    """asyncpg's `server_settings` for a connection of this kind (the constants above)."""
+    return {"application_name": application_name}
 
 
 class Executor(Protocol):
@@ -103,9 +142,30 @@ class Database:
         self.dsn = dsn
 
     @classmethod
-    async def connect(cls, dsn: str, min_size: int = 2, max_size: int = 20) -> Database:
+    async def connect(
+        cls,
+        dsn: str,
+        min_size: int = 2,
+        max_size: int = 20,
+        *,
+        application_name: str = POOL,
+        statement_timeout_seconds: float | None = None,
+        idle_in_transaction_timeout_seconds: float | None = None,
+    ) -> Database:
+        server_settings = connect_settings(application_name)
+        # Bounds enforced by PostgreSQL itself (0 or None: none): a writer stuck in its transaction is ended
+        # instead of holding back live delivery of its conversations (and its locks) indefinitely.
+        if statement_timeout_seconds:
+            server_settings["statement_timeout"] = str(int(statement_timeout_seconds * 1000))
+        if idle_in_transaction_timeout_seconds:
+            server_settings["idle_in_transaction_session_timeout"] = str(int(idle_in_transaction_timeout_seconds * 1000))
         pool = await asyncpg.create_pool(
-            dsn, min_size=min_size, max_size=max_size, init=_init_connection, command_timeout=60
+            dsn,
+            min_size=min_size,
+            max_size=max_size,
+            init=_init_connection,
+            command_timeout=60,
+            server_settings=server_settings,
         )
         assert pool is not None
         return cls(pool, dsn)
@@ -114,9 +174,22 @@ class Database:
         await self.pool.close()
 
     @asynccontextmanager
+    async def connection(self) -> AsyncIterator[asyncpg.Connection]:
+        """A pooled connection. Failing to open one (the server is down or restarting) raises
+        DatabaseUnreachable, so the API can tell an outage from a bug."""
+        try:
+            conn = await self.pool.acquire()
+        except (OSError, TimeoutError) as exc:
+            raise DatabaseUnreachable(f"cannot connect to the database: {exc}") from exc
+        try:
+            yield conn
+        finally:
+            await self.pool.release(conn)
+
+    @asynccontextmanager
     async def transaction(self, *, isolation: str = "read_committed") -> AsyncIterator[Transaction]:
         """The one transaction helper: commit on success, roll back on any exception."""
-        async with self.pool.acquire() as conn:
+        async with self.connection() as conn:
             tx = Transaction(conn)
             async with conn.transaction(isolation=isolation):
                 yield tx
@@ -125,20 +198,25 @@ class Database:
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         _count()
-        return await self.pool.fetch(sql, *args)
+        async with self.connection() as conn:
+            return await conn.fetch(sql, *args)
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
         _count()
-        return await self.pool.fetchrow(sql, *args)
+        async with self.connection() as conn:
+            return await conn.fetchrow(sql, *args)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
         _count()
-        return await self.pool.fetchval(sql, *args)
+        async with self.connection() as conn:
+            return await conn.fetchval(sql, *args)
 
     async def execute(self, sql: str, *args: Any) -> str:
         _count()
-        return await self.pool.execute(sql, *args)
+        async with self.connection() as conn:
+            return await conn.execute(sql, *args)
 
     async def executemany(self, sql: str, args: Sequence[Sequence[Any]]) -> None:
         _count()
-        await self.pool.executemany(sql, args)
+        async with self.connection() as conn:
+            await conn.executemany(sql, args)

@@ -7,15 +7,24 @@ from collections.abc import Iterator
 
 import strawberry
 from graphql import GraphQLError
+from starlette.responses import Response
 from strawberry.extensions import SchemaExtension
 
-from threadline.errors import ErrorCode, ThreadlineError
+from threadline.db.database import database_unavailable
+from threadline.errors import UNAVAILABLE_RETRY_AFTER_SECONDS, ErrorCode, ThreadlineError
 
 log = logging.getLogger("threadline.graphql")
 
 ErrorCodeEnum = strawberry.enum(
     ErrorCode, name="ErrorCode", description="Machine-readable error codes, sent as `extensions.code`."
 )
+_VALUE_DESCRIPTIONS = {
+    ErrorCode.UNAVAILABLE: "The database cannot be reached (an outage or a restart), or the server is shutting "
+    "down. HTTP 503 (a new WebSocket closes with 1013); retry after `extensions.retryAfter` seconds. A mutation "
+    "cut off this way may or may not have taken effect.",
+}
+for _value in ErrorCodeEnum.__strawberry_definition__.values:  # type: ignore[attr-defined]
+    _value.description = _VALUE_DESCRIPTIONS.get(_value.value, _value.description)
 
 
 # character_not_in_repertoire (a NUL in a text value) and untranslatable_character.
@@ -73,6 +82,17 @@ def _client_error(error: GraphQLError, request_id: str | None) -> GraphQLError:
             None,
             {"code": ErrorCode.BAD_USER_INPUT.value},
         )
+    if database_unavailable(original):
+        log.warning("database unavailable (request %s) at %s: %r", request_id, error.path, original)
+        return GraphQLError(
+            "The database is unavailable; retry later",
+            error.nodes,
+            error.source,
+            error.positions,
+            error.path,
+            None,
+            {"code": ErrorCode.UNAVAILABLE.value, "retryAfter": UNAVAILABLE_RETRY_AFTER_SECONDS},
+        )
     log.error(
         "internal error (request %s) at %s", request_id, error.path, exc_info=original
     )
@@ -97,6 +117,17 @@ class ErrorCodes(SchemaExtension):
         if result is not None and errors:
             request_id = _request_id(self)
             result.errors = [format_error(e, request_id) for e in errors]
+            _answer_unavailable(self.execution_context.context, result.errors)
+
+
+def _answer_unavailable(context: object, errors: list[GraphQLError]) -> None:
+    """An outage is HTTP 503 with Retry-After, not a 200 (WebSocket operations just carry the error)."""
+    if not any((e.extensions or {}).get("code") == ErrorCode.UNAVAILABLE.value for e in errors):
+        return
+    response = getattr(context, "response", None)
+    if isinstance(response, Response):
+        response.status_code = 503
+        response.headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER_SECONDS)
 
 
 class SqlStatementCount(SchemaExtension):

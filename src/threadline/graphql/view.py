@@ -24,9 +24,11 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
     Operation,
 )
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage
 
 from threadline.db import count_request_statements
-from threadline.errors import ErrorCode, ThreadlineError
+from threadline.db.database import database_unavailable
+from threadline.errors import UNAVAILABLE_RETRY_AFTER_SECONDS, ErrorCode, ThreadlineError
 from threadline.graphql.context import Context
 from threadline.streaming.direct import CURRENT_OPERATION
 from threadline.streaming.sessions import SocketSession
@@ -41,6 +43,15 @@ def error_response(
         {"data": None, "errors": [{"message": message, "extensions": {"code": code.value, **extensions}}]},
         status_code=status,
     )
+
+
+def unavailable_response(message: str, request_id: str | None) -> JSONResponse:
+    """503 UNAVAILABLE with retryAfter (and Retry-After): the database is down, or the server is stopping."""
+    response = error_response(
+        message, ErrorCode.UNAVAILABLE, 503, request_id, retryAfter=UNAVAILABLE_RETRY_AFTER_SECONDS
+    )
+    response.headers["Retry-After"] = str(UNAVAILABLE_RETRY_AFTER_SECONDS)
+    return response
 
 
 class BodyTooLarge(Exception):
@@ -126,6 +137,16 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         self.context.forget_principal()
         await super().run_operation(operation)
 
+    async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
+        try:
+            await super().handle_connection_init(message)
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            # Authentication needs the database: 1013 (try again later) tells the client to come back,
+            # where an unhandled error would drop the socket without a reason.
+            await self.websocket.close(code=1013, reason="database unavailable; retry later")
+
 
 class ThreadlineGraphQL(GraphQL[Context, None]):
     graphql_transport_ws_handler_class = TransportWSHandler
@@ -174,6 +195,17 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
             response = error_response(exc.reason, code, exc.status_code, request_id)
         except BodyTooLarge:
             response = body_too_large(limit, request_id)
+        except asyncio.CancelledError:
+            # uvicorn cancels the requests still running when the shutdown grace ends; they get the same JSON
+            # answer as an outage instead of uvicorn's plain-text 500.
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            response = unavailable_response("The server is shutting down; retry later", request_id)
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            response = unavailable_response("The database is unavailable; retry later", request_id)
         await response(scope, receive, send)
 
     def encode_json(self, data: object) -> str:

@@ -1,0 +1,169 @@
+"""Outages are answered (503 UNAVAILABLE with retryAfter, WebSocket 1013), and the server recovers once
+PostgreSQL is back. These tests run their own embedded PostgreSQL, which they stop and start."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import httpx
+import pytest
+import uvicorn
+from websockets.exceptions import ConnectionClosed
+
+from tests.harness import Loop, ServerThread, create_database, free_port, test_settings
+from tests.ws import WsClient
+from threadline.db.embedded import EmbeddedPostgres
+
+VIEWER = "{ viewer { id } }"
+
+
+class Outage:
+    """A second embedded PostgreSQL (its own data directory) with a migrated database and a tenant."""
+
+    def __init__(self, loop: Loop) -> None:
+        self.loop = loop
+        self.data_dir = Path(tempfile.mkdtemp(prefix="tl-outage-", dir="/tmp"))
+        os.chmod(self.data_dir, 0o755)
+        self.embedded = EmbeddedPostgres(self.data_dir)
+        admin_dsn = self.embedded.start()
+        self.dsn = loop.run(create_database(admin_dsn, "threadline_outage"))
+        self.api_key = loop.run(self._tenant())
+
+    async def _tenant(self) -> str:
+        from threadline.auth.service import create_tenant
+        from threadline.db import Database
+        from threadline.db.migrate import apply_migrations
+
+        await apply_migrations(self.dsn)
+        db = await Database.connect(self.dsn, 1, 1)
+        try:
+            return (await create_tenant(db, "outage", "admin@example.com")).api_key
+        finally:
+            await db.close()
+
+    def stop_database(self) -> None:
+        self.embedded.stop()
+
+    def start_database(self) -> None:
+        self.embedded = EmbeddedPostgres(self.data_dir)
+        self.embedded.start()
+
+
+@pytest.fixture
+def outage(loop: Loop) -> Iterator[Outage]:
+    setup = Outage(loop)
+    yield setup
+    setup.embedded.stop()
+
+
+def post(url: str, api_key: str, query: str = VIEWER) -> httpx.Response:
+    return httpx.post(
+        f"{url}/graphql", json={"query": query}, headers={"Authorization": f"Bearer {api_key}"}, timeout=60
+    )
+
+
+def assert_unavailable(response: httpx.Response) -> dict[str, Any]:
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "5"
+    error: dict[str, Any] = response.json()["errors"][0]
+    assert error["extensions"]["code"] == "UNAVAILABLE"
+    assert error["extensions"]["retryAfter"] == 5
+    return error
+
+
+def test_database_restart_is_unavailable_then_recovers(outage: Outage) -> None:
+    server = ServerThread(test_settings(outage.dsn, migrate_on_start=False))
+    server.start()
+    try:
+        assert post(server.url, outage.api_key).json()["data"]["viewer"]["id"]
+
+        outage.stop_database()
+        # Every request while it is down, including the first one on the pool's now dead connections.
+        for _ in range(3):
+            error = assert_unavailable(post(server.url, outage.api_key))
+            assert error["message"] == "The database is unavailable; retry later"
+            assert error["extensions"]["requestId"]
+        assert httpx.get(f"{server.url}/readyz").status_code == 503
+
+        # A new WebSocket cannot be authenticated: closed with 1013 (try again later) and a reason.
+        client = WsClient(server.ws_url, None, init=False)
+        client.send({"type": "connection_init", "payload": {"authorization": f"Bearer {outage.api_key}"}})
+        with pytest.raises(ConnectionClosed) as closed:
+            client.receive(timeout=30)
+        assert closed.value.rcvd is not None
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1013, "database unavailable; retry later")
+
+        outage.start_database()
+        deadline = time.monotonic() + 60
+        while (response := post(server.url, outage.api_key)).status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert response.status_code == 200
+        assert response.json()["data"]["viewer"]["id"]
+        assert httpx.get(f"{server.url}/readyz").status_code == 200
+        socket = WsClient(server.ws_url, outage.api_key)  # acknowledged again
+        socket.ws.close()
+    finally:
+        server.stop()
+
+
+def test_request_cut_off_by_the_shutdown_grace_is_unavailable_json(outage: Outage) -> None:
+    from threadline.app import create_app
+
+    port = free_port()
+    config = uvicorn.Config(
+        create_app(test_settings(outage.dsn, migrate_on_start=False)),
+        host="127.0.0.1",
+        port=port,
+        log_level="warning",
+        timeout_graceful_shutdown=1,
+    )
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    while not server.started:
+        assert thread.is_alive()
+        time.sleep(0.02)
+    url = f"http://127.0.0.1:{port}"
+    assert post(url, outage.api_key).status_code == 200
+
+    async def lock_users() -> asyncpg.Connection:
+        conn = await asyncpg.connect(outage.dsn)
+        await conn.execute("BEGIN; LOCK TABLE app_user IN ACCESS EXCLUSIVE MODE")
+        return conn
+
+    async def blocked() -> int:
+        conn = await asyncpg.connect(outage.dsn)
+        try:
+            return int(
+                await conn.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                )
+            )
+        finally:
+            await conn.close()
+
+    locker = outage.loop.run(lock_users())
+    try:
+        answers: list[httpx.Response] = []
+        request = threading.Thread(target=lambda: answers.append(post(url, outage.api_key)))
+        request.start()
+        deadline = time.monotonic() + 30
+        while outage.loop.run(blocked()) == 0:
+            assert time.monotonic() < deadline, "the request never waited for the lock"
+            time.sleep(0.05)
+        server.should_exit = True  # what SIGTERM does; the request outlives the 1 s grace
+        request.join(timeout=60)
+        thread.join(timeout=60)
+    finally:
+        outage.loop.run(locker.close())
+    assert len(answers) == 1
+    assert answers[0].headers["content-type"] == "application/json"
+    error = assert_unavailable(answers[0])
+    assert error["message"] == "The server is shutting down; retry later"
