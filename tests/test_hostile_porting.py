@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
+
 from tests.api import create_conversation, join
-from tests.harness import Actor, Loop
+from tests.harness import Actor, Client, Loop, ServerThread, test_settings, unique
 from tests.test_porting_import import sql
-from threadline.ids import Kind, decode_id
+from threadline.db import Database
+from threadline.ids import Kind, decode_id, encode_id
 from threadline.porting import erasure
 from threadline.porting.threadline_format import EXPORT_VERSION
 
@@ -149,3 +153,109 @@ def test_usage_from_files_is_shown_flagged_as_imported_and_never_counted_as_spen
     # Spend insights over the backdated days see the messages but none of their self-reported tokens.
     days = member.client.ok(SPEND)["insights"]["tokenUsagePerDay"]
     assert {(d["promptTokens"], d["completionTokens"]) for d in days} == {(0, 0)}
+
+
+# -- item 7: one import request is bounded, and pays by its size ------------------------------------------
+
+IMPORT_REPORT = """mutation($i: ConversationImportInput!) { conversationImportReport(input: $i) { imported messageCount } }"""
+CAPS = {
+    "import_api_max_conversations": 3,
+    "import_api_max_messages": 10,
+    "import_api_max_bytes": 20_000,
+    "import_items_per_mutation": 4,
+}
+
+
+@pytest.fixture(scope="module")
+def capped(dsn: str) -> Iterator[ServerThread]:
+    srv = ServerThread(test_settings(dsn, migrate_on_start=False, **CAPS))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def importer(capped: ServerThread, loop: Loop, dsn: str) -> Iterator[Actor]:
+    """A tenant admin calling the server with small import caps."""
+    from threadline.auth.service import create_tenant
+
+    async def work() -> Any:
+        db = await Database.connect(dsn, 1, 1)
+        try:
+            return await create_tenant(db, unique("tenant"), f"{unique('admin')}@example.com")
+        finally:
+            await db.close()
+
+    created = loop.run(work())
+    client = Client(capped.url, created.api_key)
+    yield Actor(encode_id(Kind.TENANT, created.tenant_id), encode_id(Kind.USER, created.user_id), created.api_key, client)
+    client.close()
+
+
+def document(external_id: str, messages: int = 1, text: str = "hello") -> dict[str, Any]:
+    """A Threadline export of one thread of `messages` messages."""
+    return {
+        "conversation_id": external_id,
+        "metadata": {"export_version": EXPORT_VERSION},
+        "conversation": {"title": external_id},
+        "messages": [
+            {"id": f"m{i}", "parent_id": f"m{i - 1}" if i else None, "role": "user", "content": text}
+            for i in range(messages)
+        ],
+    }
+
+
+def _stored(loop: Loop, dsn: str) -> tuple[int, int]:
+    row = sql(loop, dsn, "SELECT (SELECT count(*) FROM conversation) AS c, (SELECT count(*) FROM message) AS m")[0]
+    return row["c"], row["m"]
+
+
+@pytest.mark.parametrize("mutation", [IMPORT, IMPORT_REPORT])
+def test_an_import_request_over_a_cap_is_refused_whole_naming_the_limit(
+    importer: Actor, loop: Loop, dsn: str, mutation: str
+) -> None:
+    cases = [
+        # Four conversations, as an array and as a user export holding them in one item.
+        ([document(f"c{i}") for i in range(4)], 3, "THREADLINE_IMPORT_API_MAX_CONVERSATIONS"),
+        ({"conversations": [document(f"c{i}") for i in range(4)]}, 3, "THREADLINE_IMPORT_API_MAX_CONVERSATIONS"),
+        ([document("a", 6), document("b", 5)], 10, "THREADLINE_IMPORT_API_MAX_MESSAGES"),
+        ([document("big", 2, "x" * 15_000)], 20_000, "THREADLINE_IMPORT_API_MAX_BYTES"),
+    ]
+    for data, limit, setting in cases:
+        error = importer.client.error(mutation, {"i": {"format": "THREADLINE", "data": data}})
+        assert error["extensions"]["code"] == "BAD_USER_INPUT"
+        assert (error["extensions"]["limit"], error["extensions"]["setting"]) == (limit, setting)
+        assert setting in error["message"] and "threadline import" in error["message"]
+        assert _stored(loop, dsn) == (0, 0)
+    # At the caps exactly, the import goes through.
+    data = [document("a", 4), document("b", 3), document("c", 3)]
+    importer.client.ok(mutation, {"i": {"format": "THREADLINE", "data": data}})
+    assert _stored(loop, dsn) == (3, 10)
+
+
+def test_an_import_draws_from_the_mutations_budget_by_its_size(
+    importer: Actor, make_user: Any, loop: Loop, dsn: str
+) -> None:
+    tight = importer.client.ok(
+        'mutation { rateLimitProfileCreate(input: {name: "seven", mutationsPerWindow: 7, windowSeconds: 86400}) { id } }'
+    )["rateLimitProfileCreate"]["id"]
+    importer.client.ok(ASSIGN, {"u": importer.user_id, "p": tight})
+    # 7 a day, 2 spent on the profile and its assignment: 5 left. 3 conversations + 9 messages = 12 items
+    # cost 3 units of 4 items (2 left); the same again is refused (the mutation itself took 1: 1 left).
+    first = [document(f"a{i}", 3) for i in range(3)]
+    assert importer.client.ok(IMPORT_REPORT, {"i": {"format": "THREADLINE", "data": first}})["conversationImportReport"] == {
+        "imported": 3, "messageCount": 9,
+    }  # fmt: skip
+    second = [document(f"b{i}", 3) for i in range(3)]
+    response = importer.client.http.post(
+        "/graphql", json={"query": IMPORT_REPORT, "variables": {"i": {"format": "THREADLINE", "data": second}}}
+    )
+    assert (response.status_code, response.headers["RateLimit-Limit"]) == (429, "7")
+    assert int(response.headers["Retry-After"]) > 0
+    refused = response.json()["errors"][0]["extensions"]
+    assert (refused["code"], refused["budget"]) == ("RATE_LIMITED", "mutations")
+    assert _stored(loop, dsn) == (3, 9)
+    # A small import still fits in what is left (one unit: the mutation itself); nothing more does.
+    importer.client.ok(IMPORT_REPORT, {"i": {"format": "THREADLINE", "data": [document("c0")]}})
+    assert _stored(loop, dsn) == (4, 10)
+    assert importer.client.http.post("/graphql", json={"query": "mutation { presenceHeartbeat }"}).status_code == 429

@@ -14,10 +14,11 @@ from threadline.conversations.access import Access, require
 from threadline.db import Database
 from threadline.errors import bad_input, conflict
 from threadline.ids import Kind
-from threadline.porting import chatgpt, claude, importer, threadline_format
+from threadline.porting import chatgpt, claude, importer, request_limits, threadline_format
 from threadline.porting import repository as repo
 from threadline.porting.jsonstream import Item
 from threadline.porting.model import ImportedConversation, ImportFormat, Rejected
+from threadline.ratelimits import service as ratelimits
 from threadline.settings import Settings
 
 
@@ -213,10 +214,21 @@ async def import_data(
     target_conversation_id: uuid.UUID | None = None,
     all_or_nothing: bool,
 ) -> ImportReport:
-    """Import JSON sent through the API. With `all_or_nothing`, one invalid conversation refuses them all."""
+    """Import JSON sent through the API. With `all_or_nothing`, one invalid conversation refuses them all.
+
+    A request over the size caps (request_limits) is refused whole before anything is written, and an
+    accepted one draws from the `mutations` budget by its size."""
     run = Importer(db, settings, principal, fmt, target_conversation_id=target_conversation_id)
     await run.check_access()
-    prepared = [p for item in items_of(data) for p in run.prepare(item)]
+    request_limits.check_bytes(data, settings)
+    items = items_of(data)
+    request_limits.check_conversations(len(items), settings)  # before parsing: one item is at least one
+    prepared = [p for item in items for p in run.prepare(item)]
+    # Conversations of the input, refused ones included (a user export holds several in one item).
+    conversations = len(prepared) + len(run.report.failures)
+    messages = sum(len(p.plan.messages) for p in prepared)
+    request_limits.check_conversations(conversations, settings)
+    request_limits.check_messages(messages, settings)
     if all_or_nothing and run.report.failures:
         failures = run.report.failures
         first = failures[0]
@@ -225,6 +237,8 @@ async def import_data(
             argument="input.data",
             failures=[{"index": f.index, "externalId": f.external_id, "message": f.message} for f in failures],
         )
+    cost = request_limits.mutation_cost(conversations, messages, settings)
+    await ratelimits.spend_by_size(db, settings, principal, "mutations", cost - 1)
     await run.submit(prepared)
     return await run.finish()
 

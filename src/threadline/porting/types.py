@@ -24,7 +24,12 @@ class ConversationImportInput:
         description="THREADLINE (our export: one document or an array), CHATGPT (conversations.json: an array "
         "of conversations, or one), CLAUDE (conversations.json of a Claude export, or one conversation)."
     )
-    data: JSON = strawberry.field(description="The file's JSON. Large files: use `threadline import`, which streams.")
+    data: JSON = strawberry.field(
+        description="The file's JSON. One request carries at most 8 MiB of it, 100 conversations and 10,000 "
+        "messages by default (THREADLINE_IMPORT_API_MAX_*; more is BAD_USER_INPUT naming the limit, and nothing is "
+        "imported) and draws one `mutations` unit per 100 conversations and messages. Larger files: use "
+        "`threadline import`, which streams."
+    )
     conversation_id: strawberry.ID | None = strawberry.field(
         default=None,
         description="Add the threads of a single imported conversation to this existing one instead of creating "

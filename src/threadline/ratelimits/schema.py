@@ -62,6 +62,19 @@ class RateLimits(SchemaExtension):
             if execution.operation_type is not OperationType.SUBSCRIPTION:
                 await self._spend(context, costs)
         yield
+        if isinstance(context, Context):
+            self._answer_late_refusal(context)
+
+    def _answer_late_refusal(self, context: Context) -> None:
+        """A resolver that drew more by the size of its input (`service.spend_by_size`) and was refused is
+        answered like a refusal before execution: 429 with Retry-After and the budget's headers."""
+        for error in getattr(self.execution_context.result, "errors", None) or ():
+            refusal = getattr(error, "original_error", None)
+            if isinstance(refusal, service.RateLimited) and isinstance(context.response, Response):
+                _report(context.response, refusal.budget)
+                context.response.status_code = 429
+                context.response.headers["Retry-After"] = str(refusal.extensions["retryAfter"])
+                return
 
     async def _spend(self, context: Context, costs: dict[str, int]) -> None:
         try:

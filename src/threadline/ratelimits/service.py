@@ -96,6 +96,13 @@ async def spend(db: Executor, settings: Settings, principal: Principal, costs: d
     raise RateLimited(Budget(row["bucket"], row["capacity"], row["tokens_milli"] // 1000, retry_after), retry_after)
 
 
+async def spend_by_size(db: Executor, settings: Settings, principal: Principal, budget: str, cost: int) -> None:
+    """Draws `cost` more from one budget, for an operation priced by its input once read (an import, by its
+    size); the extension already drew the operation's first unit. RATE_LIMITED, taking nothing, when spent."""
+    if settings.rate_limit_enabled and cost > 0:
+        await spend(db, settings, principal, {budget: cost})
+
+
 def _require_admin(principal: Principal) -> None:
     if not principal.is_admin:
         raise forbidden("Only tenant admins may manage rate-limit profiles")
