@@ -4,6 +4,9 @@ PostgreSQL is back. These tests run their own embedded PostgreSQL, which they st
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -17,7 +20,7 @@ import pytest
 import uvicorn
 from websockets.exceptions import ConnectionClosed
 
-from tests.harness import Loop, ServerThread, create_database, free_port, test_settings
+from tests.harness import TEST_JWT_SECRET, Loop, ServerThread, create_database, free_port, test_settings
 from tests.ws import WsClient
 from threadline.db.embedded import EmbeddedPostgres
 
@@ -167,3 +170,109 @@ def test_request_cut_off_by_the_shutdown_grace_is_unavailable_json(outage: Outag
     assert answers[0].headers["content-type"] == "application/json"
     error = assert_unavailable(answers[0])
     assert error["message"] == "The server is shutting down; retry later"
+
+
+# --- the embedded PostgreSQL of `threadline serve` ------------------------------------------------
+
+
+def postmasters(pgdata: Path) -> list[int]:
+    """Pids of the PostgreSQL servers (postmasters, not their backends) running on `pgdata`."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["name", "cmdline", "ppid"]):
+        cmdline = proc.info["cmdline"] or []
+        if proc.info["name"] == "postgres" and str(pgdata) in cmdline:
+            found.append(proc.pid)  # backends rewrite their command line ("postgres: checkpointer", ...)
+    return found
+
+
+class Serve:
+    """Starts `threadline serve` on the embedded PostgreSQL of one data directory (no DATABASE_URL)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.data_dir = data_dir
+        self.pgdata = (data_dir / "pgdata").resolve()
+        self.started: list[subprocess.Popen[bytes]] = []
+
+    def __call__(self) -> tuple[subprocess.Popen[bytes], str]:
+        """A new server process, once it is ready."""
+        port = free_port()
+        env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "threadline.cli", "serve", "--port", str(port)],
+            env={**env, "THREADLINE_DATA_DIR": str(self.data_dir), "THREADLINE_JWT_SECRET": TEST_JWT_SECRET},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        self.started.append(proc)
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    return proc, url
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, "threadline serve exited"
+            assert time.monotonic() < deadline, "threadline serve did not start"
+            time.sleep(0.1)
+
+
+@pytest.fixture
+def serve() -> Iterator[Serve]:
+    data_dir = Path(tempfile.mkdtemp(prefix="tl-serve-", dir="/tmp"))
+    os.chmod(data_dir, 0o755)
+    servers = Serve(data_dir)
+    yield servers
+    for proc in servers.started:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    for pid in postmasters(servers.pgdata):  # whatever a failing test left running
+        os.kill(pid, signal.SIGQUIT)
+
+
+def stop(proc: subprocess.Popen[bytes], sig: signal.Signals) -> int:
+    proc.send_signal(sig)
+    return proc.wait(timeout=60)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_stopping_serve_stops_its_embedded_postgres(serve: Serve, sig: signal.Signals) -> None:
+    proc, _ = serve()
+    assert len(postmasters(serve.pgdata)) == 1
+    stop(proc, sig)
+    assert postmasters(serve.pgdata) == []
+
+
+def test_sigterm_ends_serve_by_the_signal_after_stopping_postgres(serve: Serve) -> None:
+    proc, _ = serve()
+    # As uvicorn does: a supervisor sees the process ended by the signal it sent (a clean stop for systemd).
+    assert stop(proc, signal.SIGTERM) == -signal.SIGTERM
+    assert postmasters(serve.pgdata) == []
+
+
+def test_a_killed_server_leaves_postgres_to_the_next_one_which_stops_it(serve: Serve) -> None:
+    first, _ = serve()
+    [running] = postmasters(serve.pgdata)
+    first.kill()
+    first.wait(timeout=30)
+    assert postmasters(serve.pgdata) == [running]  # nothing could stop it; its pid stays in pgserver's list
+
+    second, url = serve()
+    assert postmasters(serve.pgdata) == [running]  # joined, not a second server on the same data
+    assert httpx.get(f"{url}/readyz").status_code == 200
+    stop(second, signal.SIGTERM)
+    assert postmasters(serve.pgdata) == []  # the dead first user no longer keeps it running
+
+
+def test_two_servers_share_one_postgres_stopped_by_the_last(serve: Serve) -> None:
+    first, _ = serve()
+    second, url = serve()
+    [running] = postmasters(serve.pgdata)
+    stop(first, signal.SIGTERM)
+    assert postmasters(serve.pgdata) == [running]
+    assert httpx.get(f"{url}/readyz").status_code == 200
+    stop(second, signal.SIGINT)
+    assert postmasters(serve.pgdata) == []
