@@ -17,7 +17,8 @@ import pytest
 
 from tests.api import create_conversation, join, reply, start_thread
 from tests.harness import Actor, Loop, ServerThread, unique
-from tests.test_runs_support import create_run, on, runs_server, settle, wait_for
+from tests.test_runs_recovery import REPLY, WORDS, WorkerProcess
+from tests.test_runs_support import create_run, on, runs_server, settle, wait_for, wait_for_chunks
 from tests.ws import CONVERSATION_EVENTS, VIEWER_EVENTS, WsClient
 
 EDIT = "mutation($m: ID!, $x: String!) { messageEdit(id: $m, content: $x) { id content } }"
@@ -233,3 +234,70 @@ def test_a_replay_after_userErase_has_none_of_the_erased_users_text(
     for word in words.values():
         for table in ("stream_event", "message_chunk", "message", "message_edit"):
             assert rows_containing(loop, dsn, table, word) == 0, (table, word)
+
+
+def test_retention_leaves_no_event_or_chunk_of_a_purged_conversation(
+    admin: Actor, loop: Loop, dsn: str
+) -> None:
+    """(A guard: retention hard-deletes a conversation's events with it, and its chunks by cascade.)"""
+    from threadline.db import Database
+    from threadline.porting.retention import purge_expired
+
+    admin.client.ok("mutation { tenantRetentionSet(retentionDays: 30) { retentionDays } }")
+    cid = create_conversation(admin, "hostile-retention")
+    words = {p: unique(p) for p in ("ROOT", "STREAM")}
+    root = start_thread(admin, cid, words["ROOT"])
+    streamed = reply(admin, root, "…", role="ASSISTANT")
+    admin.client.ok(APPEND, {"m": streamed, "d": words["STREAM"]})
+    admin.client.ok(FINISH, {"m": streamed})
+    sql(loop, dsn, "UPDATE conversation SET last_activity_at = now() - interval '31 days' WHERE id = $1::uuid", cid[4:])
+
+    async def purge() -> int:
+        db = await Database.connect(dsn, 1, 2)
+        try:
+            return await purge_expired(db)
+        finally:
+            await db.close()
+
+    assert loop.run(purge()) == 1
+    for word in words.values():
+        for table in ("stream_event", "message_chunk", "message"):
+            assert rows_containing(loop, dsn, table, word) == 0, (table, word)
+
+
+@pytest.fixture(scope="module")
+def workerless(dsn: str) -> Iterator[ServerThread]:
+    # Runs execute only in `threadline worker` processes here, so one can be killed mid-run.
+    server = runs_server(dsn, run_workers=0, run_recovery_seconds=0, run_stale_seconds=2.0)
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_a_requeued_runs_lost_attempt_replays_without_its_text(
+    admin: Actor, workerless: ServerThread, ws: Callable[..., WsClient], loop: Loop, dsn: str
+) -> None:
+    owner = on(workerless, admin)
+    queue = str(workerless.app.state.services.settings.run_queue)
+    workers = [WorkerProcess(dsn, queue)]
+    try:
+        cid = create_conversation(owner)
+        run = create_run(owner, start_thread(owner, cid, WORDS))
+        wait_for_chunks(owner, run["id"])
+        workers[0].kill()  # mid-stream: its deltas are logged, its chunks are discarded by the requeue
+        workers.append(WorkerProcess(dsn, queue, THREADLINE_RUN_ON_LOST_WORKER="requeue"))
+        done = wait_for(owner, run["id"])
+        assert done["status"] == "COMPLETED" and done["attempt"] == 2
+
+        expected = logged_ids(loop, dsn, cid, owner.user_id)
+        frames = replay(ws(owner, workerless), CONVERSATION_EVENTS, {"c": cid, "s": "0"}, expected[-1])
+        assert cursors(frames, expected[-1]) == expected
+        deltas = [event_of(f) for f in frames if event_of(f)["type"] == "message.delta"]
+        # Both attempts' deltas are replayed (index 0 twice), but only the second's carry text: the message's.
+        assert [d["index"] for d in deltas].count(0) == 2
+        assert "".join(d["delta"] for d in deltas) == REPLY == done["output"]["content"]
+    finally:
+        for worker in workers:
+            if worker.proc.poll() is None:
+                worker.kill()
+        settle(loop, dsn, None)

@@ -37,7 +37,7 @@ from threadline.runs.service import end_run
 from threadline.runs.transitions import EXECUTING, RunStatus, StepType
 from threadline.settings import Settings
 from threadline.threads import repository as threads
-from threadline.threads.service import MessageDraft, add_reply, path_ids
+from threadline.threads.service import MessageDraft, add_reply, follow_content, path_ids
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +134,11 @@ async def _prepare(tx: Executor, settings: Settings, run: asyncpg.Record) -> tup
     if reply is None or reply["deleted_at"] is not None:
         raise conflict("The run's output message was deleted")
     await streams.restart_stream(tx, tenant_id, reply["id"])
+    # The lost attempt's deltas stay in the log: they lose their text, so a replay (`since`) shows only
+    # what the message now holds (events.scrub).
+    reset = await threads.message(tx, tenant_id, reply["id"])
+    assert reset is not None
+    await follow_content(tx, tenant_id, [reset])
     return prompt, reply
 
 
