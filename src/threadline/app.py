@@ -62,7 +62,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
         services.settings = replace(settings, database_url=dsn)
         if settings.migrate_on_start:
             await apply_migrations(dsn)
-        services.db = await Database.connect(dsn, settings.db_pool_min, settings.db_pool_max)
+        services.db = await Database.connect(
+            dsn,
+            settings.db_pool_min,
+            settings.db_pool_max,
+            statement_timeout_seconds=settings.db_statement_timeout_seconds,
+            idle_in_transaction_timeout_seconds=settings.db_idle_in_transaction_timeout_seconds,
+        )
         from threadline.streaming.hub import StreamHub
         from threadline.streaming.maintenance import start_maintenance, stop_task
 

@@ -94,6 +94,10 @@ class Settings:
     migrate_on_start: bool = True
     db_pool_min: int = 2
     db_pool_max: int = 20
+    # Server-side bounds on every pool connection (PostgreSQL statement_timeout and
+    # idle_in_transaction_session_timeout): a stuck writer cannot hold locks, or live delivery, for hours.
+    db_statement_timeout_seconds: float = 60.0
+    db_idle_in_transaction_timeout_seconds: float = 15.0
 
     jwt_secret: str | None = None
     jwt_issuer: str | None = None
@@ -118,6 +122,7 @@ class Settings:
     # Streaming (issue 4)
     broadcast_url: str | None = None
     subscriber_queue_size: int = 1000
+    event_memo_max_bytes: int = 64 * 1024 * 1024  # the hub's memo of rendered events, by payload bytes
     # Live events go straight to the socket (one shared, pre-serialised frame per event and query) when the
     # server and the result allow it; False sends every frame through the stock per-operation path.
     stream_direct_frames: bool = True
@@ -210,6 +215,12 @@ class Settings:
             migrate_on_start=_env_bool("THREADLINE_MIGRATE_ON_START", cls.migrate_on_start),
             db_pool_min=_env_int("THREADLINE_DB_POOL_MIN", cls.db_pool_min),
             db_pool_max=_env_int("THREADLINE_DB_POOL_MAX", cls.db_pool_max),
+            db_statement_timeout_seconds=_env_float(
+                "THREADLINE_DB_STATEMENT_TIMEOUT_SECONDS", cls.db_statement_timeout_seconds
+            ),
+            db_idle_in_transaction_timeout_seconds=_env_float(
+                "THREADLINE_DB_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS", cls.db_idle_in_transaction_timeout_seconds
+            ),
             jwt_secret=os.environ.get("THREADLINE_JWT_SECRET") or None,
             jwt_issuer=os.environ.get("THREADLINE_JWT_ISSUER") or None,
             jwt_audience=os.environ.get("THREADLINE_JWT_AUDIENCE") or None,
@@ -227,6 +238,7 @@ class Settings:
             expose_sql_count=_env_bool("THREADLINE_EXPOSE_SQL_COUNT", cls.expose_sql_count),
             broadcast_url=os.environ.get("THREADLINE_BROADCAST_URL") or None,
             subscriber_queue_size=_env_int("THREADLINE_SUBSCRIBER_QUEUE_SIZE", cls.subscriber_queue_size),
+            event_memo_max_bytes=_env_int("THREADLINE_EVENT_MEMO_MAX_BYTES", cls.event_memo_max_bytes),
             stream_direct_frames=_env_bool("THREADLINE_STREAM_DIRECT_FRAMES", cls.stream_direct_frames),
             event_retention_days=_env_float("THREADLINE_EVENT_RETENTION_DAYS", cls.event_retention_days),
             presence_timeout_seconds=_env_float(

@@ -38,46 +38,105 @@ def _event(row: Any) -> LoggedEvent:
 
 
 @dataclass(frozen=True)
+class OpenPublishers:
+    """What may still commit, read live (see read_tail): the sequence position, then the open publishers'
+    floors (every id they can still commit is above their floor) and the buckets they publish to."""
+
+    position: int
+    floors: dict[str, int]  # per transaction that holds a floor lock
+    buckets: dict[int, int]  # bucket -> the lowest floor of the transactions holding it
+
+    @property
+    def safe(self) -> int:
+        """No id at or below this may still commit: every lower id is committed or gone."""
+        return min(self.position, *self.floors.values()) if self.floors else self.position
+
+    def safe_for(self, bucket: int) -> int:
+        """The same for the ids of one bucket's conversations (and of events of no conversation, bucket 0):
+        a transaction publishing to another bucket draws this bucket's ids only after taking its lock,
+        which is after this was read, so above `position`."""
+        return min(self.position, self.buckets.get(bucket, self.position), self.buckets.get(0, self.position))
+
+
+NO_PUBLISHERS = OpenPublishers(0, {}, {})
+
+
+@dataclass(frozen=True)
 class Tail:
     events: list[LoggedEvent]
-    # Transactions holding the publish lock, read after the events' snapshot (see read_tail).
-    publishers: frozenset[str]
+    # The publishers, read after the events' snapshot (see read_tail).
+    publishers: OpenPublishers
+
+
+# The sequence position first, then the publish locks: a transaction whose locks are not seen draws its
+# ids after the position was read, so above it. (The lateral subquery refers to the position, so it can
+# only run once the position is read; pg_lock_status() runs inside it.)
+_PUBLISHERS = """
+    SELECT s.position, l.txs, l.floors, l.buckets FROM (
+        SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END AS position
+        FROM stream_event_id_seq OFFSET 0
+    ) s
+    CROSS JOIN LATERAL (
+        SELECT array_agg(virtualtransaction) AS txs,
+               array_agg(CASE WHEN objsubid = 1 THEN ((classid::int8 & 65535) << 32) | objid::int8 END) AS floors,
+               array_agg(CASE WHEN objsubid = 2 THEN objid::int8 END) AS buckets
+        FROM pg_locks
+        WHERE locktype = 'advisory' AND granted AND s.position IS NOT NULL
+          AND ((objsubid = 1 AND classid::int8 >> 16 = $1) OR (objsubid = 2 AND classid::int8 = $2))
+    ) l"""
+
+
+def _publishers(row: Any) -> OpenPublishers:
+    floors: dict[str, int] = {}
+    held: list[tuple[str, int]] = []
+    for tx, floor, bucket in zip(row["txs"] or (), row["floors"] or (), row["buckets"] or (), strict=True):
+        if floor is not None:
+            floors[tx] = min(floor, floors.get(tx, floor))
+        else:
+            held.append((tx, bucket))
+    position = int(row["position"] or 0)
+    buckets: dict[int, int] = {}
+    for tx, bucket in held:
+        # Taken after the floor: a holder without a visible floor is impossible, but stay on the safe side.
+        floor = floors.get(tx, 0)
+        buckets[bucket] = min(floor, buckets.get(bucket, floor))
+    return OpenPublishers(position, floors, buckets)
+
+
+async def open_publishers(db: Executor) -> OpenPublishers:
+    from threadline.events.publish import BUCKET_LOCK, FLOOR_TAG
+
+    return _publishers(await db.fetchrow(_PUBLISHERS, FLOOR_TAG, BUCKET_LOCK))
+
+
+async def safe_position(db: Executor) -> int:
+    """A cursor no open transaction can still commit an event at or below: a new hub starts there, and
+    `streamCursor` returns it (the sequence position alone counts ids drawn by transactions still open)."""
+    return (await open_publishers(db)).safe
 
 
 async def read_tail(db: Database, after: int, limit: int) -> Tail:
-    """Committed events after `after`, and the transactions holding the publish lock when they were read.
+    """Committed events after `after`, and the open publishers read just after them.
 
-    One statement (one round trip): its snapshot is taken when it starts, and pg_locks is read live
-    while it runs, so the holders are read after the events' snapshot: any writer that drew an id below
-    the highest id read and had not committed by then is among them, unless it ended in between (and
-    then the next read sees its event)."""
-    from threadline.events.publish import PUBLISH_LOCK
+    One statement (one round trip): its snapshot is taken when it starts, and the sequence and pg_locks
+    are read live while it runs, so after the events' snapshot. The hub uses each read's publishers for
+    the *next* read: a transaction not among them either had ended (its event is in the next read's
+    snapshot) or drew its ids later (above their position)."""
+    from threadline.events.publish import BUCKET_LOCK, FLOOR_TAG
 
     rows = await db.fetch(
-        f"""SELECT p.publishers, e.* FROM (
-                SELECT array(SELECT virtualtransaction FROM pg_locks
-                             WHERE locktype = 'advisory' AND classid = 0 AND objid = $3 AND objsubid = 1
-                               AND granted) AS publishers
-            ) p
+        f"""SELECT p.position, p.txs, p.floors, p.buckets, e.* FROM ({_PUBLISHERS}) p
             LEFT JOIN LATERAL (
-                SELECT {EVENT_COLUMNS} FROM stream_event WHERE id > $1 ORDER BY id LIMIT $2
+                SELECT {EVENT_COLUMNS} FROM stream_event WHERE id > $3 ORDER BY id LIMIT $4
             ) e ON true
             ORDER BY e.id""",
+        FLOOR_TAG,
+        BUCKET_LOCK,
         after,
         limit,
-        PUBLISH_LOCK,
     )
     events = [_event(r) for r in rows if r["id"] is not None]
-    return Tail(events, frozenset(rows[0]["publishers"]) if rows else frozenset())
-
-
-async def current_position(db: Executor) -> int:
-    """The highest id handed out so far (a safe starting point for a new hub: it replays nothing)."""
-    # A sequence that was never used reports last_value 1 with is_called false: nothing handed out yet.
-    value = await db.fetchval(
-        "SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END FROM stream_event_id_seq"
-    )
-    return int(value or 0)
+    return Tail(events, _publishers(rows[0]) if rows else NO_PUBLISHERS)
 
 
 async def replay(

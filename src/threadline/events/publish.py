@@ -14,9 +14,23 @@ from threadline.db import Executor
 from threadline.events.kinds import EventType
 
 CHANNEL = "threadline_events"
-# Advisory lock key held (shared) by every transaction that publishes; it shows in pg_locks as
-# locktype 'advisory', classid 0, objid PUBLISH_LOCK.
-PUBLISH_LOCK = 0x74686C65
+# Every publishing transaction holds two kinds of shared advisory lock until it ends, both taken *before*
+# it draws an id from the sequence (the MATERIALIZED CTEs run before the INSERT's nextval):
+# - its floor, once per transaction: FLOOR_BASE + the sequence position read just before its first id, so
+#   every id it can still commit is above it (pg_locks: bigint form, objsubid 1, classid >> 16 == FLOOR_TAG);
+# - one per bucket of the conversations it publishes to (BUCKET_LOCK, bucket; two-int form, objsubid 2),
+#   bucket 0 for events of no conversation (presence).
+# The hub reads them (events.log.read_tail) to tell which ids may still commit, overall and per bucket:
+# a cursor never passes the first, and an open writer only holds back its own buckets' conversations.
+FLOOR_TAG = 0x7468
+FLOOR_BASE = FLOOR_TAG << 48  # ids stay below 2**48
+BUCKET_LOCK = 0x74686C63
+BUCKETS = 256  # an open writer holds back at most 1/255 of the conversations (those sharing its bucket)
+FLOOR_SETTING = "threadline.publish_floor"  # transaction-local: set once the floor lock is held
+
+
+def bucket_of(conversation_id: uuid.UUID | None) -> int:
+    return 0 if conversation_id is None else 1 + conversation_id.int % (BUCKETS - 1)
 
 
 async def publish(
@@ -29,12 +43,23 @@ async def publish(
     recipient_id: uuid.UUID | None = None,
     payload: dict[str, Any] | None = None,
 ) -> int:
-    # The transaction takes the shared publish lock *before* it draws an id from the sequence (the
-    # MATERIALIZED CTE runs first) and holds it until it ends. The hub relies on that to tell a gap in
-    # the ids that may still fill (its writer still holds the lock) from one that never will.
+    # The floor lock is taken once per transaction (a transaction-local setting remembers it): one lock per
+    # bulk import, not one per event. The bucket lock is re-entrant, so repeating it adds nothing.
     event_id = int(
         await tx.fetchval(
-            """WITH x AS MATERIALIZED (SELECT pg_advisory_xact_lock_shared($9::bigint) AS locked),
+            """WITH s AS MATERIALIZED (
+                   SELECT coalesce(current_setting($10, true), '') = '' AS first,
+                          CASE WHEN is_called THEN last_value ELSE last_value - 1 END AS floor
+                   FROM stream_event_id_seq
+               ),
+               f AS MATERIALIZED (
+                   SELECT CASE WHEN s.first THEN pg_try_advisory_xact_lock_shared($11::bigint + s.floor) END AS held,
+                          CASE WHEN s.first THEN set_config($10, s.floor::text, true) END AS noted
+                   FROM s
+               ),
+               x AS MATERIALIZED (
+                   SELECT pg_advisory_xact_lock_shared($9::int, $12::int) AS locked, f.held, f.noted FROM f
+               ),
                e AS (
                    INSERT INTO stream_event (id, tenant_id, conversation_id, root_id, recipient_id, type, payload)
                    SELECT nextval('stream_event_id_seq'), $1, $2, $3, $4, $5, $6 FROM x
@@ -49,7 +74,10 @@ async def publish(
             payload or {},
             CHANNEL,
             _notice_prefix(conversation_id),
-            PUBLISH_LOCK,
+            BUCKET_LOCK,
+            FLOOR_SETTING,
+            FLOOR_BASE,
+            bucket_of(conversation_id),
         )
     )
     return event_id

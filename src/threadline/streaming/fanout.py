@@ -20,6 +20,7 @@ import uuid
 from collections import OrderedDict
 from typing import Any
 
+import orjson
 from graphql import OperationType
 
 from threadline.events.kinds import EventType
@@ -28,6 +29,8 @@ from threadline.graphql.fast_execution import FastExecutionContext
 from threadline.streaming.types import ConversationStreamEvent, to_graphql
 
 MEMO_SIZE = 4096
+MEMO_BYTES = 64 * 1024 * 1024
+ENTRY_OVERHEAD = 2048  # the event object, its key, and the shared results of a small event
 
 # The subscription's executor, set when it is built (in the operation's task): its direct lane uses it.
 SUBSCRIPTION_EXECUTOR: contextvars.ContextVar[FanoutExecutionContext] = contextvars.ContextVar(
@@ -44,16 +47,23 @@ def viewer_class(event: LoggedEvent, viewer_id: uuid.UUID) -> str:
 
 
 class SharedEvents:
-    """A bounded memo of GraphQL event objects, one per (event, viewer class).
+    """A bounded memo of GraphQL event objects, one per (event, viewer class): at most `size` entries and
+    about `max_bytes` (an entry counts its payload's JSON size twice: the event object and the shared
+    execution results each hold the content), so memory follows the bound, not the events' size.
 
     Each entry keeps the payload it was rendered from: an event read again (a replay) after its payload was
     rewritten (events.scrub: an edit, a delete, an erasure) is rendered afresh, never from the old text."""
 
-    def __init__(self, size: int = MEMO_SIZE) -> None:
+    def __init__(self, size: int = MEMO_SIZE, max_bytes: int = MEMO_BYTES) -> None:
         self._size = size
+        self._max_bytes = max_bytes
         self._memo: OrderedDict[
-            tuple[int, str, uuid.UUID | None], tuple[dict[str, Any], ConversationStreamEvent]
+            tuple[int, str, uuid.UUID | None], tuple[dict[str, Any], ConversationStreamEvent, int]
         ] = OrderedDict()
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._memo)
 
     def get(self, event: LoggedEvent, viewer_id: uuid.UUID) -> ConversationStreamEvent:
         key = (event.id, viewer_class(event, viewer_id), event.conversation_id)
@@ -63,9 +73,14 @@ class SharedEvents:
             return entry[1]
         found = to_graphql(event, viewer_id)
         found.shared_results = {}  # type: ignore[attr-defined]
-        self._memo[key] = (event.payload, found)
-        if len(self._memo) > self._size:
-            self._memo.popitem(last=False)
+        cost = ENTRY_OVERHEAD + 2 * len(orjson.dumps(event.payload))
+        if entry is not None:
+            self.bytes -= entry[2]
+        self._memo[key] = (event.payload, found, cost)
+        self.bytes += cost
+        # The newest entry stays even if it alone is over the bound: the subscribers being served need it.
+        while len(self._memo) > 1 and (len(self._memo) > self._size or self.bytes > self._max_bytes):
+            self.bytes -= self._memo.popitem(last=False)[1][2]
         return found
 
 

@@ -6,17 +6,21 @@ the reader, which reads the log after its cursor once and routes each event to t
 subscribers' bounded queues.
 
 Ids come from a sequence, so they become visible out of commit order. The reader never moves its
-cursor past a gap that may still fill: every publishing transaction holds a shared advisory lock
-from before it draws its id until it ends (publish() makes sure of that). Each read returns the
-committed events after the cursor and the transactions holding that lock just after the events'
-snapshot. When a read shows a gap, the hub keeps that read's lock holders as the gap's guard: a
-missing id was drawn by one of them (or by a transaction that had ended before the holders were read,
-whose event the next read sees). The gap is skipped (the transaction rolled back) only at a read whose
-*previous* read, taken before its snapshot, found none of the guard's transactions still holding the
-lock: any of them that committed did so before that snapshot, so its event would have been read.
-Unrelated long transactions do not hold delivery up; only a publisher that is still open can. So every
-committed event is delivered exactly once, in id order.
-exactly once, in id order.
+cursor past an id that may still commit: every publishing transaction holds, from before it draws its
+first id until it ends, a shared advisory lock keyed by its *floor* (the sequence position just before
+that id) and one per bucket of the conversations it publishes to (events.publish). Each read returns
+the committed events after the cursor and, read just after their snapshot, the sequence position and
+those locks (events.log.read_tail). With the previous read's publishers (read before this read's
+snapshot), every id at or below `min(position, floors)` is committed and visible, or gone: the cursor
+moves up to it, and, between gaps, one id at a time. A new hub starts at that same bound, so an event
+committed after it started is never behind its cursor, and `streamCursor` returns it too.
+
+Order is per conversation bucket, not global, for conversation subscriptions: when an open writer holds
+the cursor back, the events after it whose bucket (and bucket 0, presence) no open writer holds are
+routed "early" to the conversationEvents subscriptions of their conversation, and `_early` remembers
+how far each conversation got, so the cursor's own pass later skips them there. viewerEvents streams,
+membership changes and principal changes keep the global order (they span conversations). So every
+committed event is delivered exactly once to each subscriber, in id order per conversation.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from threadline.db import Database
 from threadline.events import log as event_log
 from threadline.events.kinds import EventType
 from threadline.events.log import LoggedEvent
-from threadline.events.publish import CHANNEL
+from threadline.events.publish import CHANNEL, bucket_of
 from threadline.observability.metrics import METRICS
 from threadline.settings import Settings
 from threadline.streaming.direct import Lane, LaneGroup
@@ -48,6 +52,7 @@ log = logging.getLogger(__name__)
 STREAM_FRAMES = METRICS.stream_frames
 
 READ_BATCH = 2000
+EARLY_READS = 5  # batches read past a held-back cursor for early routing, per pass (bounds the work)
 IDLE_POLL_SECONDS = 1.0
 GAP_POLL_SECONDS = 0.02
 
@@ -56,10 +61,11 @@ class StreamHub:
     def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
         self.settings = settings
-        self.cursor = 0
-        # (highest id read past a gap, publishers holding the lock right after that read)
-        self._guard: tuple[int, frozenset[str]] | None = None
-        self._publishers: frozenset[str] = frozenset()  # lock holders seen by the previous read
+        self.cursor = 0  # every event at or below it was routed; no id at or below it may still commit
+        self._publishers = event_log.NO_PUBLISHERS  # read with the previous read, before this one's snapshot
+        self._held = False  # the last read left committed events behind an open writer
+        # conversation -> the highest id routed early to its conversation subscriptions (above the cursor)
+        self._early: dict[uuid.UUID, int] = {}
         self._wake = asyncio.Event()
         self._by_conversation: dict[uuid.UUID, set[Subscriber]] = defaultdict(set)
         self._viewers: dict[uuid.UUID, set[Subscriber]] = defaultdict(set)
@@ -68,7 +74,7 @@ class StreamHub:
         self._broadcast: Broadcast | None = None
         self.backend: SupervisedPostgresBackend | None = None
         self.delivered = 0
-        self.shared_events = SharedEvents()
+        self.shared_events = SharedEvents(max_bytes=settings.event_memo_max_bytes)
         self.dirty_lanes: list[Lane] = []  # direct lanes holding frames of the current routing pass
         self.dirty_groups: list[LaneGroup] = []  # lane groups holding frames of the current routing pass
         self._groups: dict[uuid.UUID, dict[str, LaneGroup]] = {}  # per conversation, by group key
@@ -79,7 +85,10 @@ class StreamHub:
 
     async def start(self) -> None:
         assert self.settings.database_url, "the hub needs the resolved database URL"
-        self.cursor = await event_log.current_position(self.db)
+        # Not the sequence position: it counts ids drawn by transactions still open, whose events would
+        # then be behind the cursor when they commit.
+        self._publishers = await event_log.open_publishers(self.db)
+        self.cursor = self._publishers.safe
         # The LISTEN connection may go elsewhere than the pool (e.g. straight to the primary when the pool goes
         # through a transaction-mode pooler, where LISTEN does not work). Publishing is pg_notify in the writer's
         # transaction, so only PostgreSQL URLs make sense here.
@@ -122,7 +131,7 @@ class StreamHub:
 
     async def subscribe(self, sub: Subscriber) -> Subscriber:
         """Register `sub`; from now on it receives every event after `sub.start`."""
-        sub.start = self.cursor
+        sub.start = self.cursor if sub.follows_viewer else self.position(next(iter(sub.conversations)))
         if sub.follows_viewer:
             self._viewers[sub.user_id].add(sub)
         for conversation_id in sub.conversations:
@@ -138,9 +147,11 @@ class StreamHub:
         if lane is None or sub.ended or sub.overflowed:
             return
         sub.lane_open = True
-        if sub.follows_viewer or sub.last > self.cursor:
-            return  # a viewer stream spans conversations; a cursor ahead of the hub's needs the per-event check
+        if sub.follows_viewer:
+            return  # a viewer stream spans conversations
         (conversation,) = sub.conversations
+        if sub.last > self.position(conversation):
+            return  # a cursor ahead of the hub's needs the per-event check
         groups = self._groups.setdefault(conversation, {})
         key = lane.frame_key + "\x00" + (sub.root_id.hex if sub.root_id else "")
         group = groups.get(key)
@@ -197,23 +208,29 @@ class StreamHub:
     def poke(self) -> None:
         self._wake.set()
 
-    async def settled_cursor(self, timeout: float = 5.0) -> int:
-        """A cursor covering everything committed before this call (waits for the reader to get there)."""
-        committed = int(await self.db.fetchval("SELECT coalesce(max(id), 0) FROM stream_event"))
+    def position(self, conversation: uuid.UUID) -> int:
+        """How far a conversation's subscriptions got: the cursor, or beyond it if routed early."""
+        return max(self.cursor, self._early.get(conversation, 0))
+
+    async def settled_cursor(self, timeout: float = 1.0) -> int:
+        """A cursor covering everything committed before this call, that no open transaction can still
+        commit below (events.log.safe_position). Waits a little for the reader to get there, so that a
+        subscription with it usually starts live at once; a cursor ahead of the hub's is fine too."""
+        safe = await event_log.safe_position(self.db)
         deadline = asyncio.get_running_loop().time() + timeout
-        while self.cursor < committed and asyncio.get_running_loop().time() < deadline:
+        while self.cursor < safe and asyncio.get_running_loop().time() < deadline:
             self._wake.set()
             await asyncio.sleep(0.005)
-        return self.cursor
+        return safe
 
     async def _read_loop(self) -> None:
         while True:
-            timeout = GAP_POLL_SECONDS if self._guard is not None else IDLE_POLL_SECONDS
+            timeout = GAP_POLL_SECONDS if self._held else IDLE_POLL_SECONDS
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=timeout)
             self._wake.clear()
             try:
-                while await self._read_once() >= READ_BATCH:
+                while await self._read_once():
                     pass
             except asyncio.CancelledError:
                 raise
@@ -221,32 +238,59 @@ class StreamHub:
                 log.exception("stream hub: reading the event log failed; retrying")
                 await asyncio.sleep(0.5)
 
-    async def _read_once(self) -> int:
+    async def _read_once(self) -> bool:
+        """One pass; True if the batch was full and the cursor moved (read on at once)."""
+        before = self._publishers  # read before this read's snapshot
         tail = await event_log.read_tail(self.db, self.cursor, READ_BATCH)
-        before, self._publishers = self._publishers, tail.publishers  # `before` was read before tail's snapshot
+        self._publishers = tail.publishers
         events = tail.events
+        safe = before.safe
+        start = self.cursor
+        held: list[LoggedEvent] = []
         try:
-            for event in events:
-                if not self._settled(event, before):
-                    guard = self._guard
-                    if guard is None or event.id > guard[0]:
-                        self._guard = (events[-1].id, tail.publishers)
+            for i, event in enumerate(events):
+                if event.id != self.cursor + 1 and event.id > safe:
+                    held = events[i:]  # an id below it may still commit
                     break
                 self.cursor = event.id
                 self._route(event)
+            if held:
+                await self._route_early(held, before, full=len(events) >= READ_BATCH)
         finally:
             self._flush()
-        if self._guard is not None and self.cursor >= self._guard[0]:
-            self._guard = None
-        return len(events)
+        self._held = bool(held)
+        if self._early:
+            self._early = {c: i for c, i in self._early.items() if i > self.cursor}
+        return len(events) >= READ_BATCH and self.cursor > start
 
-    def _settled(self, event: LoggedEvent, before: frozenset[str]) -> bool:
-        if event.id == self.cursor + 1:
-            return True
-        guard = self._guard
-        # The ids missing below `event` were drawn by the guard's transactions (or by ones the read after the
-        # guard's sees); once none of the guard's held the lock before this read's snapshot, they never appear.
-        return guard is not None and event.id <= guard[0] and not (guard[1] & before)
+    async def _route_early(self, held: list[LoggedEvent], before: event_log.OpenPublishers, *, full: bool) -> None:
+        """Routes the events the cursor is held back from to their conversation subscriptions when no open
+        writer may still commit an id of their bucket (or of bucket 0) below them: `before` was read before
+        these events' snapshots, so such an id was committed and is among them, or is gone. Later batches
+        (read when `full`) have later snapshots: the same holds."""
+        reads = 1
+        while True:
+            for event in held:
+                if event.type == EventType.MEMBERSHIP_CHANGED:
+                    return  # it changes who follows what (viewer streams, presence): everything after waits
+                if event.type == EventType.PRESENCE_UPDATE:
+                    self._route_presence(event, early=before)
+                    continue
+                conversation = event.conversation_id
+                if conversation is None or event.id <= self._early.get(conversation, 0):
+                    continue  # events of no conversation (principal changes) keep the cursor's order
+                if event.id > before.safe_for(bucket_of(conversation)):
+                    continue
+                self._early[conversation] = event.id
+                subs = self._by_conversation.get(conversation)
+                if subs:
+                    self._offer_in_conversation(event, [s for s in subs if not s.follows_viewer])
+            if not full or reads >= EARLY_READS:
+                return
+            self._flush()  # frames of this batch go out before the next read's await
+            more = await event_log.read_tail(self.db, held[-1].id, READ_BATCH)
+            held, full = more.events, len(more.events) >= READ_BATCH
+            reads += 1
 
     def _route(self, event: LoggedEvent) -> None:
         """Hands `event` to every subscriber that wants it, in one pass. (Slicing the pass with loop turns in
@@ -255,7 +299,12 @@ class StreamHub:
             self._route_presence(event)
             return
         if event.type != EventType.MEMBERSHIP_CHANGED and event.conversation_id is not None:
-            self._offer_in_conversation(event, self._by_conversation.get(event.conversation_id, ()))
+            subs = self._by_conversation.get(event.conversation_id, ())
+            if self._early and event.id <= self._early.get(event.conversation_id, 0):
+                # Routed early to the conversation's own subscriptions: only viewer streams still need it.
+                self._offer(event, [s for s in subs if s.follows_viewer and s.wants(event)])
+                return
+            self._offer_in_conversation(event, subs)
             return
         if event.type == EventType.PRINCIPAL_CHANGED:
             self.sessions.principal_changed(event, self._subscriptions_of(subject_of(event)))
@@ -377,12 +426,21 @@ class StreamHub:
             found.update(s for s in subs if s.user_id == user)
         return list(found)
 
-    def _route_presence(self, event: LoggedEvent) -> None:
+    def _route_presence(self, event: LoggedEvent, early: event_log.OpenPublishers | None = None) -> None:
+        """To the conversation subscriptions of the user's conversations; `early` (the publishers read before
+        the event's snapshot) routes it only where it is safe ahead of the cursor (see _route_early)."""
         user = subject_of(event)
         if user is None:
             return
         for conversation, members in self._participants.items():
             if user not in members:
+            routed = self._early.get(conversation, 0)
+            if event.id <= routed:
+                continue  # already routed early there
+            if early is not None:
+                if event.id > early.safe_for(bucket_of(conversation)):
+                    continue
+                self._early[conversation] = event.id
                 continue
             scoped = dataclasses.replace(event, conversation_id=conversation)
             subs = self._by_conversation.get(conversation, set())
