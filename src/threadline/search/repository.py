@@ -26,6 +26,16 @@ MARK_END = "\ue001"
 LESS_THAN = "\ue002"
 GREATER_THAN = "\ue003"
 _HEADLINE_OPTIONS = f"StartSel={MARK_START}, StopSel={MARK_END}, MaxWords=30, MinWords=12"
+# Snippet work per hit is bounded whatever the message's length: the first SNIPPET_SCAN_CHARS characters are
+# scanned in chunks (to_tsvector, linear) for the first one holding a query word, and ts_headline (which
+# is superlinear in the text's length and in the number of matches) runs on a window of about 1,500
+# characters around it. A match further in leaves the snippet at the start of the text.
+SNIPPET_SCAN_CHARS = 20_000
+SNIPPET_CHUNK_CHARS = 1_000
+# A word cut by a chunk's end is whole in the chunk before (words longer than this are rarely queried).
+SNIPPET_CHUNK_OVERLAP = 64
+SNIPPET_CONTEXT_CHARS = 200
+SNIPPET_WINDOW_CHARS = SNIPPET_CHUNK_CHARS + SNIPPET_CHUNK_OVERLAP + 2 * SNIPPET_CONTEXT_CHARS
 
 
 @dataclass(frozen=True)
@@ -240,10 +250,11 @@ async def plan_with_actual_values(tx: Executor) -> None:
 
 
 async def parse_query(db: Executor, tenant_id: uuid.UUID, text: str) -> asyncpg.Record:
-    """The tenant's configuration and the tsquery of `text`: its text, size and whether an index can serve it."""
+    """The tenant's configuration and the tsquery of `text`: its text, size, whether an index can serve it
+    and its words that are not excluded (`positive`)."""
     row = await db.fetchrow(
         """SELECT x.cfg::text AS config, x.q::text AS query, numnode(x.q) AS nodes,
-                  querytree(x.q) NOT IN ('T', '') AS indexable
+                  querytree(x.q) NOT IN ('T', '') AS indexable, querytree(x.q) AS positive
            FROM (SELECT c.cfg, threadline_search_query(c.cfg, $2) AS q
                  FROM (SELECT threadline_search_config($1) AS cfg) c) x""",
         tenant_id,
@@ -279,14 +290,15 @@ async def hit_details(
     db: Executor,
     tenant_id: uuid.UUID,
     config: str,
-    query: str | None,
+    highlight: str | None,
     conversation_ids: list[uuid.UUID],
     message_ids: list[uuid.UUID | None],
 ) -> list[asyncpg.Record]:
     """Per hit, in order: the best message's columns (NULLs if none) and a marked-up snippet.
 
     The snippet comes from the message, or else from the conversation's title, description and
-    tags; without a query it is the plain start of that text.
+    tags; without words to highlight (`highlight`: a tsquery OR-ing the query's words) it is the
+    plain start of that text.
     """
     params: list[Any] = [
         conversation_ids,
@@ -295,19 +307,41 @@ async def hit_details(
         "<>" + MARK_START + MARK_END + LESS_THAN + GREATER_THAN,
         LESS_THAN + GREATER_THAN,
     ]
-    source = """translate(left(coalesce(m.content,
-                    c.title || E'\\n' || c.description || E'\\n' || array_to_string(c.tags, ' ')), 100000),
-                $4, $5)"""
-    if query is None:
-        snippet = f"left({source}, 240)"
+    body = """coalesce(m.content,
+                    c.title || E'\\n' || c.description || E'\\n' || array_to_string(c.tags, ' '))"""
+    window = ""
+    if highlight is None:
+        snippet = "translate(left(s.body, 240), $4, $5)"
     else:
-        params.extend([config, query, _HEADLINE_OPTIONS])
-        snippet = f"ts_headline($6::regconfig, {source}, $7::tsquery, $8)"
+        params.extend(
+            [
+                config,
+                highlight,
+                _HEADLINE_OPTIONS,
+                SNIPPET_SCAN_CHARS,
+                SNIPPET_CHUNK_CHARS,
+                SNIPPET_CHUNK_CHARS + SNIPPET_CHUNK_OVERLAP,
+                SNIPPET_CONTEXT_CHARS,
+                SNIPPET_WINDOW_CHARS,
+            ]
+        )
+        # generate_series yields the chunks in order and LIMIT 1 stops at the first match (no sort).
+        # A window that starts inside the text drops its first (likely cut) word.
+        window = """CROSS JOIN LATERAL (
+                SELECT coalesce((SELECT g.at FROM generate_series(1, least(length(s.body), $9), $10) AS g(at)
+                                 WHERE to_tsvector($6::regconfig, substr(s.body, g.at, $11)) @@ $7::tsquery
+                                 LIMIT 1), 1) AS at) f
+            CROSS JOIN LATERAL (
+                SELECT CASE WHEN f.at > $12 THEN regexp_replace(substr(s.body, f.at - $12, $13), '^\\S*\\s+', '')
+                            ELSE substr(s.body, 1, $13) END AS text) w"""
+        snippet = "ts_headline($6::regconfig, translate(w.text, $4, $5), $7::tsquery, $8)"
     return await db.fetch(
         f"""SELECT k.ord, {snippet} AS snippet, {MESSAGE_COLUMNS}
             FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS k(conversation_id, message_id, ord)
             JOIN conversation c ON c.id = k.conversation_id AND c.tenant_id = $3
             LEFT JOIN message m ON m.id = k.message_id AND m.tenant_id = $3
+            CROSS JOIN LATERAL (SELECT {body} AS body) s
+            {window}
             ORDER BY k.ord""",
         *params,
     )

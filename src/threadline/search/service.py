@@ -51,6 +51,8 @@ FUZZY_MAX_WORDS = 8
 _WORD = re.compile(r"(?<![^\W_])[^\W_]{3,64}(?![^\W_])")
 _LETTER_OR_DIGIT = re.compile(r"[^\W_]")
 _UNSENDABLE = re.compile(r"[\x00\ud800-\udfff]")
+# A lexeme as tsquery text prints it: quoted, quotes doubled, backslashes escaped, maybe a weight or prefix mark.
+_LEXEME = re.compile(r"'(?:[^'\\]|''|\\.)*'(?::[*A-D]+)?")
 
 
 class SearchMode(StrEnum):
@@ -123,6 +125,16 @@ def sendable(text: str) -> str:
     return _UNSENDABLE.sub(" ", text)
 
 
+def highlight_query(query: str | None) -> str | None:
+    """The distinct words of tsquery text `query`, OR-ed: what a snippet marks.
+
+    ts_headline on the query itself can take exponential time in its structure ("a b or a b or ...":
+    minutes for one 2,000-character message); on a flat OR of distinct words it is linear.
+    """
+    lexemes = list(dict.fromkeys(_LEXEME.findall(query or "")))
+    return " | ".join(lexemes) or None
+
+
 def mark_up(snippet: str) -> str:
     """HTML-escaped text with matches wrapped in <mark> (user text can never forge markup)."""
     escaped = html.escape(snippet, quote=False)
@@ -188,6 +200,7 @@ async def _search(
             config,
             RECENT_CAP if capped else None,
             after,
+            highlight=highlight_query(parsed["positive"]),
         )
         if page.hits or after is not None:
             return page
@@ -221,7 +234,9 @@ async def _page(
     config: str,
     cap: RecentCap | None,
     after: Position | None,
+    highlight: str | None = None,
 ) -> SearchPage:
+    """A page of hits; snippets mark the words of `highlight` (default: those of `query`)."""
     filters, limit = request.filters, request.limit
     if mode is SearchMode.RECENT:
         rows = await repo.recent(tx, principal, filters, limit=limit + 1, after=after)
@@ -251,7 +266,12 @@ async def _page(
     shown = rows[:limit]
     details = (
         await repo.hit_details(
-            tx, principal.tenant_id, config, query, [r["id"] for r in shown], [r["message_id"] for r in shown]
+            tx,
+            principal.tenant_id,
+            config,
+            highlight or highlight_query(query),
+            [r["id"] for r in shown],
+            [r["message_id"] for r in shown],
         )
         if shown
         else []
