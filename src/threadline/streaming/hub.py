@@ -307,7 +307,7 @@ class StreamHub:
             self._offer_in_conversation(event, subs)
             return
         if event.type == EventType.PRINCIPAL_CHANGED:
-            self.sessions.principal_changed(event, self._subscriptions_of(subject_of(event)))
+            self.sessions.principal_changed(event, self._subscriptions_of(event.tenant_id, subject_of(event)))
             return
         targets: set[Subscriber] = set()
         if event.conversation_id is not None:
@@ -417,13 +417,12 @@ class StreamHub:
                 sub.conversations.add(conversation)
                 self._by_conversation[conversation].add(sub)
 
-    def _subscriptions_of(self, user: uuid.UUID | None) -> list[Subscriber]:
-        """Every subscription of a user in this process (rare: a credential change; a scan is fine)."""
-        if user is None:
-            return []
-        found = set(self._viewers.get(user, ()))
-        for subs in self._by_conversation.values():
-            found.update(s for s in subs if s.user_id == user)
+    def _subscriptions_of(self, tenant: uuid.UUID, user: uuid.UUID | None) -> list[Subscriber]:
+        """Every subscription in this process of a user, or (None: an erasure, which names nobody in the log) of
+        the whole tenant. Rare (a credential change): a scan is fine."""
+        found: set[Subscriber] = set()
+        for subs in list(self._by_conversation.values()) + list(self._viewers.values()):
+            found.update(s for s in subs if s.tenant_id == tenant and (user is None or s.user_id == user))
         return list(found)
 
     def _route_presence(self, event: LoggedEvent, early: event_log.OpenPublishers | None = None) -> None:

@@ -91,19 +91,39 @@ class SocketSessions:
         return sum(len(s) for s in self._by_user.values())
 
     def principal_changed(self, event: LoggedEvent, subscribers: list[Subscriber]) -> None:
-        """Called by the hub's reader (no await there): the checks run in a task of their own."""
+        """Called by the hub's reader (no await there) with the subscriptions of the event's user (of its tenant
+        when it names none: an erasure); the checks run in a task of their own."""
+        tenant = event.tenant_id
         user = subject_of(event)
-        if user is None:
-            return
-        sessions = [s for s in self._by_user.get(user, ()) if s.tenant_id == event.tenant_id]
-        subscribers = [s for s in subscribers if s.tenant_id == event.tenant_id and not s.ended]
+        if user is not None:
+            sessions = [s for s in self._by_user.get(user, ()) if s.tenant_id == tenant]
+        else:
+            sessions = [s for group in self._by_user.values() for s in group if s.tenant_id == tenant]
+        subscribers = [s for s in subscribers if s.tenant_id == tenant and not s.ended]
         if not sessions and not subscribers:
             return
-        task = asyncio.create_task(
-            self._recheck(event.tenant_id, user, sessions, subscribers), name="threadline-credentials-recheck"
+        work = (
+            self._recheck(tenant, user, sessions, subscribers)
+            if user is not None
+            else self._sweep(tenant, sessions, subscribers)
         )
+        task = asyncio.create_task(work, name="threadline-credentials-recheck")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _sweep(self, tenant_id: uuid.UUID, sessions: list[SocketSession], subscribers: list[Subscriber]) -> None:
+        """After an erasure (the log names nobody): one query finds which of the tenant's users with sockets or
+        subscriptions here are gone; their sockets close and their subscriptions end."""
+        try:
+            ids = list({s.user_id for s in sessions} | {s.user_id for s in subscribers})
+            present = {r["id"] for r in await users.users_by_ids(self.db, tenant_id, ids)}
+        except Exception:  # noqa: BLE001 - unchecked is not an option: every socket checks itself instead
+            log.exception("finding erased users failed; re-checking every socket of the tenant")
+            present = set()
+        await asyncio.gather(*(s.recheck() for s in sessions if s.user_id not in present))
+        for sub in subscribers:
+            if sub.user_id not in present:
+                sub.end("user erased")
 
     async def _recheck(
         self, tenant_id: uuid.UUID, user_id: uuid.UUID, sessions: list[SocketSession], subscribers: list[Subscriber]
