@@ -52,6 +52,19 @@ def test_a_match_past_the_scanned_prefix_is_found_and_its_snippet_is_the_start(a
     assert snippet.startswith("lorem ipsum dolor sit amet")
 
 
+def test_snippet_work_per_page_is_bounded_too(admin: Actor) -> None:
+    for _ in range(40):
+        conversation = create_conversation(admin, "notes")
+        start_thread(admin, conversation, FILLER * 450 + "the zanzibar outage")  # 12,150 characters in
+
+    # One hit: its first 20,000 characters are scanned. Forty: 400,000 characters over the page, 10,000 each.
+    (alone,) = search_edges(admin, query="zanzibar", first=1)
+    assert "<mark>zanzibar</mark>" in alone["node"]["snippet"]
+    page = search_edges(admin, query="zanzibar", first=40)
+    assert len(page) == 40
+    assert all("<mark>" not in e["node"]["snippet"] for e in page)
+
+
 def test_snippet_of_a_query_of_repeated_alternatives_is_answered(admin: Actor) -> None:
     # ts_headline on this query's own structure takes time exponential in it and superlinear in the text:
     # ~8 s per 10,000 characters measured, so over 60 s (the driver's timeout: INTERNAL) for this message.

@@ -31,6 +31,8 @@ _HEADLINE_OPTIONS = f"StartSel={MARK_START}, StopSel={MARK_END}, MaxWords=30, Mi
 # is superlinear in the text's length and in the number of matches) runs on a window of about 1,500
 # characters around it. A match further in leaves the snippet at the start of the text.
 SNIPPET_SCAN_CHARS = 20_000
+# ... and at most this many per page: a page of 100 hits scans the first 4,000 characters of each.
+SNIPPET_SCAN_CHARS_PER_PAGE = 400_000
 SNIPPET_CHUNK_CHARS = 1_000
 # A word cut by a chunk's end is whole in the chunk before (words longer than this are rarely queried).
 SNIPPET_CHUNK_OVERLAP = 64
@@ -318,7 +320,7 @@ async def hit_details(
                 config,
                 highlight,
                 _HEADLINE_OPTIONS,
-                SNIPPET_SCAN_CHARS,
+                min(SNIPPET_SCAN_CHARS, SNIPPET_SCAN_CHARS_PER_PAGE // max(len(conversation_ids), 1)),
                 SNIPPET_CHUNK_CHARS,
                 SNIPPET_CHUNK_CHARS + SNIPPET_CHUNK_OVERLAP,
                 SNIPPET_CONTEXT_CHARS,
