@@ -20,7 +20,7 @@ import pytest
 import uvicorn
 from websockets.exceptions import ConnectionClosed
 
-from tests.harness import TEST_JWT_SECRET, Loop, ServerThread, create_database, free_port, test_settings
+from tests.harness import TEST_JWT_SECRET, Actor, Loop, ServerThread, create_database, free_port, test_settings
 from tests.ws import WsClient
 from threadline.db.embedded import EmbeddedPostgres
 
@@ -276,3 +276,64 @@ def test_two_servers_share_one_postgres_stopped_by_the_last(serve: Serve) -> Non
     assert httpx.get(f"{url}/readyz").status_code == 200
     stop(second, signal.SIGINT)
     assert postmasters(serve.pgdata) == []
+
+
+# --- application_name by role -----------------------------------------------------------------------
+
+
+async def backends(dsn: str) -> list[tuple[str, str | None]]:
+    """(application_name, wait_event_type) of every other connection to the database."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT application_name, wait_event_type FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    finally:
+        await conn.close()
+    return [(r["application_name"], r["wait_event_type"]) for r in rows]
+
+
+def test_every_connection_of_a_server_is_named_by_its_role(server: ServerThread, dsn: str, loop: Loop) -> None:
+    names = {name for name, _ in loop.run(backends(dsn))}
+    # The pool, the hub's LISTEN connection, the run worker's LISTEN connection; nothing unnamed.
+    assert {"threadline-pool", "threadline-hub", "threadline-worker"} <= names
+    assert all(name.startswith("threadline-") for name in names), names
+
+
+def test_an_import_shows_as_migrate_then_import_while_it_waits(admin: Actor, dsn: str, loop: Loop) -> None:
+    from threadline.db.migrate import _MIGRATION_LOCK
+
+    async def hold() -> asyncpg.Connection:
+        conn = await asyncpg.connect(dsn)
+        await conn.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
+        await conn.execute("BEGIN; LOCK TABLE conversation IN ACCESS EXCLUSIVE MODE")
+        return conn
+
+    def waiting(name: str) -> None:
+        deadline = time.monotonic() + 60
+        while (name, "Lock") not in loop.run(backends(dsn)):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, f"no {name} connection waited: {loop.run(backends(dsn))}"
+            time.sleep(0.05)
+
+    holder = loop.run(hold())
+    env = {**os.environ, "DATABASE_URL": dsn}
+    env.pop("THREADLINE_API_KEY", None)
+    file = Path(__file__).parent / "fixtures" / "claude" / "conversations.json"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "threadline.cli", "import", str(file), "--format", "claude", "--quiet",
+         "--api-key", admin.api_key],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        waiting("threadline-migrate")  # on the migration lock
+        loop.run(holder.execute("SELECT pg_advisory_unlock($1)", _MIGRATION_LOCK))
+        waiting("threadline-import")  # on the conversation table
+        loop.run(holder.execute("COMMIT"))
+        assert proc.wait(timeout=120) == 0, proc.communicate()
+    finally:
+        loop.run(holder.close())
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)

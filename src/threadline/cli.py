@@ -116,12 +116,13 @@ def _export_schema(args: argparse.Namespace, settings: Settings) -> int:
 def _tenant_create(args: argparse.Namespace, settings: Settings) -> int:
     from threadline.auth.service import create_tenant
     from threadline.db import Database
+    from threadline.db.database import CLI
     from threadline.db.migrate import apply_migrations
     from threadline.ids import Kind, encode_id
 
     async def work(dsn: str) -> dict[str, str]:
         await apply_migrations(dsn)
-        db = await Database.connect(dsn, 1, 2)
+        db = await Database.connect(dsn, 1, 2, application_name=CLI)
         try:
             created = await create_tenant(db, args.name, args.admin_email)
         finally:
@@ -141,6 +142,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     import signal
 
     from threadline.db import Database
+    from threadline.db.database import WORKER
     from threadline.db.migrate import apply_migrations
     from threadline.runs.worker import Worker
 
@@ -151,7 +153,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     async def work(dsn: str) -> int:
         if settings.migrate_on_start:
             await apply_migrations(dsn)
-        db = await Database.connect(dsn, 1, concurrency + 4)
+        db = await Database.connect(dsn, 1, concurrency + 4, application_name=WORKER)
         worker = Worker(db, dataclasses.replace(settings, database_url=dsn), concurrency)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

@@ -166,13 +166,14 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
 async def _import_work(dsn: str, settings: Settings, args: argparse.Namespace, files: list[Any]) -> dict[str, Any]:
     from threadline.auth.service import authenticate
     from threadline.db import Database
+    from threadline.db.database import IMPORT
     from threadline.db.migrate import apply_migrations
     from threadline.ids import Kind, decode_id
     from threadline.porting.jsonstream import JsonArrayReader, JsonStreamError
     from threadline.porting.service import Importer, ImportFailure
 
     await apply_migrations(dsn)
-    db = await Database.connect(dsn, 1, settings.import_concurrency + 1)
+    db = await Database.connect(dsn, 1, settings.import_concurrency + 1, application_name=IMPORT)
     try:
         principal = await authenticate(db, settings, f"Bearer {args.api_key}")
         target = decode_id(args.conversation, Kind.CONVERSATION) if args.conversation else None
@@ -225,6 +226,7 @@ async def _export_work(dsn: str, settings: Settings, args: argparse.Namespace) -
     from threadline.audit.service import SystemActor
     from threadline.auth.service import authenticate
     from threadline.db import Database
+    from threadline.db.database import EXPORT
     from threadline.db.migrate import apply_migrations
     from threadline.errors import not_found
     from threadline.ids import Kind, decode_id
@@ -232,7 +234,7 @@ async def _export_work(dsn: str, settings: Settings, args: argparse.Namespace) -
     from threadline.porting import repository as repo
 
     await apply_migrations(dsn)
-    db = await Database.connect(dsn, 1, 2)
+    db = await Database.connect(dsn, 1, 2, application_name=EXPORT)
     try:
         actor: Any
         kind, raw = (Kind.CONVERSATION, args.conversation) if args.conversation else (Kind.USER, args.user)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from threadline.db import Database
+from threadline.db.database import WORKER, connect_settings
 from threadline.runs import execution, recovery
 from threadline.runs import repository as repo
 from threadline.runs.execution import Signals
@@ -99,7 +100,7 @@ class Worker:
 
     async def _listen(self) -> None:
         try:
-            self._listener = await asyncpg.connect(self.db.dsn)
+            self._listener = await asyncpg.connect(self.db.dsn, server_settings=connect_settings(WORKER))
             await self._listener.add_listener(repo.CHANNEL, self._notified)
         except (OSError, asyncpg.PostgresError) as exc:
             log.warning("run worker cannot LISTEN (%s); polling every %s s", exc, self.settings.run_poll_seconds)

@@ -16,6 +16,8 @@ import asyncpg
 from broadcaster import Event
 from broadcaster._backends.base import BroadcastBackend
 
+from threadline.db.database import HUB, connect_settings
+
 log = logging.getLogger(__name__)
 
 RESYNC = "\x00resync"
@@ -75,7 +77,7 @@ class SupervisedPostgresBackend(BroadcastBackend):
         self._lost.set()
 
     async def _open(self) -> None:
-        conn = await asyncpg.connect(self._dsn)
+        conn = await asyncpg.connect(self._dsn, server_settings=connect_settings(HUB))
         conn.add_termination_listener(self._on_terminate)
         for channel in self._channels:
             await conn.add_listener(channel, self._on_notify)
