@@ -3,12 +3,16 @@ linear walk, and graphql-core's quadratic field-merging rule only sees documents
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 
+from tests import harness
+from tests.api import create_conversation, reply, start_thread
 from tests.harness import Actor, Client, ServerThread
+from tests.ws import WsClient
 
 # A request the old, exponential limit walker would not finish in hours: a failure here is a timeout.
 TIMEOUT = 20
@@ -119,3 +123,129 @@ def test_a_fragment_spread_twice_reports_its_list_error_once(server: ServerThrea
     fragments += [f"fragment F{i} on Query {{ ...F{i - 1} ...F{i - 1} }}" for i in range(1, levels + 1)]
     body = post(server, f"{{ ...F{levels} }} " + " ".join(fragments), admin.api_key)
     assert [e["extensions"]["limitName"] for e in body["errors"]] == ["listSize"]
+
+
+# --- Execution budgets: tree fields cost what they return, across aliases and fragments -----------------
+
+BUDGETS = {"query_max_messages": 50, "response_max_bytes": 20_000, "query_max_aliases": 100}
+
+
+@pytest.fixture(scope="module")
+def budgeted(dsn: str) -> Iterator[ServerThread]:
+    srv = ServerThread(harness.test_settings(dsn, migrate_on_start=False, **BUDGETS))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture
+def member(budgeted: ServerThread, admin: Actor) -> Iterator[Client]:
+    client = Client(budgeted.url, admin.api_key)
+    yield client
+    client.close()
+
+
+def chain(actor: Actor, length: int) -> str:
+    conversation = create_conversation(actor)
+    root = parent = start_thread(actor, conversation, "root")
+    for i in range(length):
+        parent = reply(actor, parent, f"link {i}")
+    return root
+
+
+def limit_names(body: dict[str, Any]) -> list[str]:
+    return [e["extensions"].get("limitName") for e in body.get("errors") or []]
+
+
+def test_aliases_of_replies_share_one_message_budget(admin: Actor, member: Client) -> None:
+    root = start_thread(admin, create_conversation(admin), "root")
+    for i in range(30):
+        reply(admin, root, f"reply {i}")
+    one = member.ok("query($id: ID!) { message(id: $id) { replies { id } } }", {"id": root})
+    assert len(one["message"]["replies"]) == 30
+    # The issue's 30 aliases of `replies` on a root with 20,000 replies, in small: 2 x 30 > 50.
+    body = member.execute("query($id: ID!) { message(id: $id) { a: replies { id } b: replies { id } } }", {"id": root})
+    assert limit_names(body) == ["messages"]
+    error = body["errors"][0]
+    assert error["extensions"] == {"code": "BAD_USER_INPUT", "limitName": "messages", "limit": 50, "actual": 60}
+
+
+def test_fragment_fan_out_over_a_tree_is_charged_per_returned_node(admin: Actor, member: Client) -> None:
+    # A binary tree of 15 nodes read through fragments that visit every subtree twice: 2^levels paths.
+    root = start_thread(admin, create_conversation(admin), "root")
+    level = [root]
+    for _ in range(3):
+        level = [reply(admin, node, "child") for node in level for _ in range(2)]
+
+    def fan_out(levels: int) -> str:
+        fragments = ["fragment F0 on Message { id }"] + [
+            f"fragment F{i} on Message {{ l: replies {{ ...F{i - 1} }} r: replies {{ ...F{i - 1} }} }}"
+            for i in range(1, levels + 1)
+        ]
+        return f"query($id: ID!) {{ message(id: $id) {{ ...F{levels} }} }} " + " ".join(fragments)
+
+    # 4 + 4 x (4 + 4 x 4) = 84 messages would be returned; the budget is 50.
+    assert limit_names(member.execute(fan_out(3), {"id": root})) == ["messages"]
+    assert "errors" not in member.execute(fan_out(2), {"id": root})  # 4 + 4 x 4 = 20
+
+
+def test_aliases_of_thread_tree_over_a_deep_chain_are_charged_for_their_paths(admin: Actor, member: Client) -> None:
+    root = chain(admin, 24)  # 25 nodes, paths 1..25 ids long: 325 ids (~10 KB) in all
+    with_paths = "query($id: ID!) { a: threadTree(rootId: $id) { nodes { path } } b: threadTree(rootId: $id) { nodes { path } } }"
+    body = member.execute(with_paths, {"id": root})
+    assert limit_names(body) == ["responseBytes"]
+    assert body["errors"][0]["extensions"]["limit"] == 20_000
+    # Without `path`, the same two trees are well within the budget: only what is selected is charged.
+    without = member.ok(with_paths.replace("path", "id"), {"id": root})
+    assert len(without["a"]["nodes"]) == len(without["b"]["nodes"]) == 25
+
+
+def test_thread_tree_is_refused_when_one_tree_is_over_the_message_budget(admin: Actor, member: Client) -> None:
+    root = chain(admin, 60)
+    body = member.execute("query($id: ID!) { threadTree(rootId: $id) { totalCount } }", {"id": root})
+    assert limit_names(body) == ["messages"]
+    assert body["errors"][0]["extensions"]["actual"] == 61
+    # A subtree within the budget is the way to read it.
+    assert member.ok(
+        "query($id: ID!) { threadTree(rootId: $id, maxDepth: 40) { totalCount } }", {"id": root}
+    ) == {"threadTree": {"totalCount": 41}}
+
+
+def test_the_budget_is_per_operation_not_per_connection(admin: Actor, budgeted: ServerThread) -> None:
+    root = chain(admin, 30)
+    query = "query($id: ID!) { threadTree(rootId: $id) { totalCount } }"
+    ws = WsClient(budgeted.url.replace("http", "ws") + "/graphql", admin.api_key)
+    try:
+        for op in range(3):  # 3 x 31 > 50: each operation has its own budget
+            ws.subscribe(query, {"id": root}, op_id=str(op))
+            assert ws.next_event(str(op)) == {"threadTree": {"totalCount": 31}}
+        ws.subscribe(query.replace("{ totalCount }", "{ totalCount } b: threadTree(rootId: $id) { totalCount }"), {"id": root}, op_id="x")
+        message = ws.receive()
+        while message["id"] != "x":  # the earlier operations' `complete`
+            message = ws.receive()
+        assert message["type"] == "next", message
+        assert limit_names(message["payload"]) == ["messages"]
+    finally:
+        ws.close()
+
+
+def test_a_response_over_the_byte_limit_is_refused_whole(admin: Actor, member: Client) -> None:
+    # One message's content is not a tree read; the encoded response is checked as a backstop.
+    conversation = create_conversation(admin)
+    big = start_thread(admin, conversation, "x" * 25_000)
+    body = member.raw("query($id: ID!) { message(id: $id) { content } }", {"id": big})
+    assert body["data"] is None
+    assert limit_names(body) == ["responseBytes"]
+    assert body["errors"][0]["extensions"]["limit"] == 20_000
+    assert member.ok("query($id: ID!) { message(id: $id) { id } }", {"id": big})["message"]["id"] == big
+
+
+def test_chunks_and_edits_are_charged_as_response_bytes(admin: Actor, member: Client) -> None:
+    message = start_thread(admin, create_conversation(admin), "v0")
+    for i in range(1, 4):
+        admin.client.ok(
+            "mutation($id: ID!, $c: String!) { messageEdit(id: $id, content: $c) { id } }",
+            {"id": message, "c": f"v{i}" + "e" * 25_000},
+        )
+    body = member.execute("query($id: ID!) { message(id: $id) { edits { content } } }", {"id": message})
+    assert limit_names(body) == ["responseBytes"]

@@ -13,6 +13,7 @@ from threadline.conversations.schema import ConversationMutation, ConversationQu
 from threadline.conversations.types import Conversation
 from threadline.errors import ThreadlineError
 from threadline.graphql.base_schema import ThreadlineSchema
+from threadline.graphql.budget import OutputBudgets
 from threadline.graphql.context import Info
 from threadline.graphql.errors import ErrorCodeEnum, ErrorCodes, SqlStatementCount
 from threadline.graphql.limits import query_limits
@@ -119,7 +120,7 @@ def build_schema(fast_execution: bool = True) -> strawberry.Schema:
         mutation=Mutation,
         subscription=Subscription,
         types=[Conversation, Message, Thread, User, *EVENT_TYPES],
-        extensions=[OperationMetrics, ErrorCodes, SqlStatementCount, query_limits({"Query.tags": TAGS_LIMIT_MAX}), RateLimits],
+        extensions=[OperationMetrics, ErrorCodes, SqlStatementCount, query_limits({"Query.tags": TAGS_LIMIT_MAX}), RateLimits, OutputBudgets],
         execution_context_class=FanoutExecutionContext if fast_execution else None,
         scalar_overrides=SCALAR_OVERRIDES,
     )

@@ -54,6 +54,12 @@ def unavailable_response(message: str, request_id: str | None) -> JSONResponse:
     return response
 
 
+def response_too_large(limit: int, actual: int) -> dict[str, Any]:
+    message = f"The response would be {actual} bytes; the limit is {limit} (ask for less, or page through it)"
+    extensions = {"code": ErrorCode.BAD_USER_INPUT.value, "limitName": "responseBytes", "limit": limit, "actual": actual}
+    return {"data": None, "errors": [{"message": message, "extensions": extensions}]}
+
+
 class BodyTooLarge(Exception):
     pass
 
@@ -212,9 +218,16 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
         # orjson is ~8x faster than json.dumps on big results (a 10,000-node threadTree is ~7 MB); str, not
         # bytes, so WebSocket messages stay text frames. Non-ASCII is sent as UTF-8 rather than \u escapes.
         try:
-            return orjson.dumps(data).decode()
+            encoded = orjson.dumps(data).decode()
         except TypeError:  # values orjson rejects (ints beyond 64 bits, ...) that json may still encode
-            return json.dumps(data, separators=(",", ":"))
+            encoded = json.dumps(data, separators=(",", ":"))
+        limit = self.services.settings.response_max_bytes
+        if len(encoded) > limit and isinstance(data, dict):
+            # The operation's output budget (graphql.budget) estimates as it resolves; this is the backstop
+            # for what it cannot see. A WebSocket `next` keeps its envelope, with the error as its payload.
+            refusal = response_too_large(limit, len(encoded))
+            encoded = orjson.dumps({**data, "payload": refusal} if "payload" in data else refusal).decode()
+        return encoded
 
     def parse_json(self, data: str | bytes) -> Any:
         # HTTP only (WebSocket messages go through decode_json). Strawberry expects an object (or a list,

@@ -11,6 +11,7 @@ import asyncpg
 import strawberry
 
 from threadline.errors import bad_input
+from threadline.graphql import budget
 from threadline.graphql.context import Info
 from threadline.graphql.pagination import (
     Connection,
@@ -91,7 +92,20 @@ async def replies_of(info: Info, message: Message) -> list[Message]:
         return []
     children = await _thread_children(info, message.root_uuid)
     # Depth-first order puts each parent's children in sibling (oldest first) order already.
-    return children.get(message.uuid, [])
+    replies = children.get(message.uuid, [])
+    if replies and budget.current() is not None:
+        await budget.charge_messages(
+            info, len(replies), sum(len(m.content) for m in replies), sum(len(m.path) for m in replies)
+        )
+    return replies
+
+
+async def charge_tree_rows(info: Info, rows: Sequence[asyncpg.Record]) -> None:
+    """Charges the operation's output budget for `repo.TREE_COLUMNS` rows about to become messages (before
+    they are built: a path list per node is what makes deep chains expensive)."""
+    if rows and budget.current() is not None:
+        content = sum(len(r["content"]) for r in rows)
+        await budget.charge_messages(info, len(rows), content, sum(r["depth"] + 1 for r in rows))
 
 
 def _per_conversation(info: Info, name: str, fetch: Any) -> Any:
@@ -230,11 +244,15 @@ async def chunks_of(info: Info, message_id: uuid.UUID) -> list[MessageChunk]:
         repo.chunks_of,
         lambda r: MessageChunk(index=r["index"], content=r["content"], created_at=r["created_at"]),
     )
-    return await loader.load(message_id)  # type: ignore[no-any-return]
+    chunks: list[MessageChunk] = await loader.load(message_id)
+    budget.charge_bytes(sum(len(c.content) + 80 for c in chunks))
+    return chunks
 
 
 async def edits_of(info: Info, message_id: uuid.UUID) -> list[MessageEdit]:
     loader = _batched(
         info, "edits", repo.edits_of, lambda r: MessageEdit(content=r["content"], edited_at=r["edited_at"])
     )
-    return await loader.load(message_id)  # type: ignore[no-any-return]
+    edits: list[MessageEdit] = await loader.load(message_id)
+    budget.charge_bytes(sum(len(e.content) + 60 for e in edits))
+    return edits

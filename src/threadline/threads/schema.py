@@ -9,7 +9,7 @@ from threadline.graphql.context import Info
 from threadline.ids import Kind, decode_id
 from threadline.threads import repository as repo
 from threadline.threads import service
-from threadline.threads.resolvers import tree_messages
+from threadline.threads.resolvers import charge_tree_rows, tree_messages
 from threadline.threads.service import MessageDraft, path_ids
 from threadline.threads.types import Message, MessageInput, Thread, ThreadTree
 
@@ -53,6 +53,7 @@ class ThreadQuery:
             # Clamped to the integer column's range: any larger bound means the whole subtree anyway.
             min(top["depth"] + max_depth, 2**31 - 1) if max_depth is not None else None,
         )
+        await charge_tree_rows(info, rows)
         nodes = tree_messages(rows, top_path)
         return ThreadTree(root=nodes[0], nodes=nodes, total_count=len(nodes))
 

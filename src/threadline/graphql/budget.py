@@ -1,0 +1,153 @@
+"""What one operation may return, counted while it executes: messages and an estimate of response bytes.
+
+The static cost model (graphql/limits.py) cannot price tree fields: `replies`, `threadTree.nodes` and `path`
+are as long as the data makes them, and aliases and fragments repeat them. So resolvers that return tree data
+charge this budget with what they are about to return, across every alias and fragment of the operation; past
+either limit the field fails with BAD_USER_INPUT (`limitName` `messages` or `responseBytes`) and so does every
+later charge, whatever part of the tree it is in. The budget also hands the event loop back to other requests
+every few thousand messages, so a big response is built in slices rather than in one block.
+
+The budget lives in a context variable set per query or mutation (`OutputBudgets` extension); the tasks
+graphql-core starts for async fields share the same budget object. Subscriptions carry no budget: each event
+is its own small execution.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any
+
+from graphql import FieldNode, FragmentSpreadNode, InlineFragmentNode, OperationType, SelectionSetNode
+from strawberry.extensions import SchemaExtension
+
+from threadline.errors import ErrorCode, ThreadlineError
+from threadline.settings import Settings
+
+# Bytes a message costs in a response before its content and path: ids, role, timestamps and JSON syntax.
+MESSAGE_OVERHEAD_BYTES = 200
+# Bytes one id costs in a `path` list (an encoded id, its quotes and comma).
+PATH_ID_BYTES = 30
+# Messages charged between two hand-overs of the event loop to other requests.
+YIELD_EVERY_MESSAGES = 2_000
+
+
+class OutputLimitExceeded(ThreadlineError):
+    def __init__(self, name: str, limit: int, actual: int, what: str) -> None:
+        super().__init__(
+            ErrorCode.BAD_USER_INPUT,
+            f"The operation would return {actual} {what}; the limit is {limit} "
+            "(ask for a subtree with `threadTree(fromId:, maxDepth:)`, or use fewer aliases)",
+            limitName=name,
+            limit=limit,
+            actual=actual,
+        )
+
+
+@dataclass
+class OutputBudget:
+    max_messages: int
+    max_bytes: int
+    messages: int = 0
+    bytes: int = 0
+    exceeded: OutputLimitExceeded | None = None
+    _since_yield: int = 0
+    _selections: dict[int, frozenset[str]] = field(default_factory=dict)
+
+    def charge(self, messages: int, size: int) -> None:
+        """Counts what a field is about to return; raises once over a limit (and for every later charge)."""
+        if self.exceeded is not None:
+            raise self.exceeded
+        self.messages += messages
+        self.bytes += size
+        self._since_yield += messages
+        if self.messages > self.max_messages:
+            self.exceeded = OutputLimitExceeded("messages", self.max_messages, self.messages, "messages")
+        elif self.bytes > self.max_bytes:
+            self.exceeded = OutputLimitExceeded("responseBytes", self.max_bytes, self.bytes, "bytes (estimated)")
+        if self.exceeded is not None:
+            raise self.exceeded
+
+    async def pause(self) -> None:
+        """Lets other requests run if this operation has charged many messages since it last did."""
+        if self._since_yield >= YIELD_EVERY_MESSAGES:
+            self._since_yield = 0
+            await asyncio.sleep(0)
+
+    def selected(self, info: Any) -> frozenset[str]:
+        """Every field name selected anywhere below the current field (through fragments), once per field node."""
+        raw = getattr(info, "_raw_info", info)
+        key = id(raw.field_nodes[0])
+        names = self._selections.get(key)
+        if names is None:
+            names = _names_below(raw.field_nodes, raw.fragments)
+            self._selections[key] = names
+        return names
+
+
+_BUDGET: ContextVar[OutputBudget | None] = ContextVar("threadline_output_budget", default=None)
+
+
+def current() -> OutputBudget | None:
+    return _BUDGET.get()
+
+
+def _names_below(field_nodes: list[FieldNode], fragments: dict[str, Any]) -> frozenset[str]:
+    names: set[str] = set()
+    visited: set[str] = set()
+    pending: list[SelectionSetNode] = [n.selection_set for n in field_nodes if n.selection_set is not None]
+    while pending:
+        for selection in pending.pop().selections:
+            if isinstance(selection, FieldNode):
+                names.add(selection.name.value)
+                if selection.selection_set is not None:
+                    pending.append(selection.selection_set)
+            elif isinstance(selection, InlineFragmentNode):
+                pending.append(selection.selection_set)
+            elif isinstance(selection, FragmentSpreadNode) and selection.name.value not in visited:
+                visited.add(selection.name.value)
+                fragment = fragments.get(selection.name.value)
+                if fragment is not None:
+                    pending.append(fragment.selection_set)
+    return frozenset(names)
+
+
+async def charge_messages(info: Any, count: int, content_bytes: int, path_ids: int) -> None:
+    """Charges `count` messages about to be returned under the current field. Content and path bytes count
+    only if `content` or `path` is selected somewhere below it."""
+    budget = _BUDGET.get()
+    if budget is None:
+        return
+    selected = budget.selected(info)
+    size = count * MESSAGE_OVERHEAD_BYTES
+    if "content" in selected:
+        size += content_bytes
+    if "path" in selected:
+        size += path_ids * PATH_ID_BYTES
+    budget.charge(count, size)
+    await budget.pause()
+
+
+def charge_bytes(size: int) -> None:
+    """Charges text about to be returned that is not a message (chunks, edits, exports)."""
+    budget = _BUDGET.get()
+    if budget is not None:
+        budget.charge(0, size)
+
+
+class OutputBudgets(SchemaExtension):
+    """Gives each query and mutation its own budget, from the request's settings."""
+
+    def on_execute(self) -> Iterator[None]:
+        execution = self.execution_context
+        settings = getattr(execution.context, "settings", None)
+        if execution.operation_type is OperationType.SUBSCRIPTION or not isinstance(settings, Settings):
+            yield
+            return
+        token = _BUDGET.set(OutputBudget(settings.query_max_messages, settings.response_max_bytes))
+        try:
+            yield
+        finally:
+            _BUDGET.reset(token)
