@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import struct
+import zipfile
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.api import create_conversation, join
 from tests.harness import Actor, Client, Loop, ServerThread, test_settings, unique
-from tests.test_porting_import import sql
+from tests.test_porting_cli import report_of, run
+from tests.test_porting_import import FIXTURES, sql
 from threadline.db import Database
 from threadline.ids import Kind, decode_id, encode_id
 from threadline.porting import erasure
@@ -259,3 +263,84 @@ def test_an_import_draws_from_the_mutations_budget_by_its_size(
     importer.client.ok(IMPORT_REPORT, {"i": {"format": "THREADLINE", "data": [document("c0")]}})
     assert _stored(loop, dsn) == (4, 10)
     assert importer.client.http.post("/graphql", json={"query": "mutation { presenceHeartbeat }"}).status_code == 429
+
+
+# -- item 15: zip bombs given to `threadline import` --------------------------------------------------------
+
+CLAUDE = (FIXTURES / "claude" / "conversations.json").read_text()
+
+
+def _import(dsn: str, admin: Actor, archive: Path, **env: str) -> Any:
+    return run(dsn, "import", str(archive), "--format", "claude", "--api-key", admin.api_key, "--quiet", env=env)
+
+
+def test_a_zip_bomb_is_refused_before_anything_is_imported(admin: Actor, dsn: str, loop: Loop, tmp_path: Path) -> None:
+    # Real conversations, then 64 MB of whitespace: ~64 KB of zip (a ratio near 1000).
+    archive = tmp_path / "export.zip"
+    with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z, z.open("conversations.json", "w") as f:
+        f.write(CLAUDE.rstrip()[:-1].encode() + b",")
+        for _ in range(64):
+            f.write(b" " * (1 << 20))
+        f.write(b"{}]")
+    assert archive.stat().st_size < 200_000
+    result = _import(dsn, admin, archive)
+    assert result.returncode == 2, result.stdout
+    message = result.stderr.strip()
+    assert message.startswith(f"threadline: {archive}:conversations.json expands ")
+    assert message.endswith("the limit is a ratio of 100 (THREADLINE_IMPORT_ZIP_MAX_RATIO)")
+    assert "Traceback" not in result.stderr
+    assert _stored(loop, dsn) == (0, 0)
+
+
+def _zip(path: Path, members: dict[str, str]) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, text in members.items():
+            z.writestr(name, text)
+    return path
+
+
+def test_entries_file_size_and_total_expansion_of_an_archive_are_capped_by_settings(
+    admin: Actor, dsn: str, loop: Loop, tmp_path: Path
+) -> None:
+    many = _zip(tmp_path / "many.zip", {"conversations.json": CLAUDE, "a.txt": "a", "b.txt": "b"})
+    result = _import(dsn, admin, many, THREADLINE_IMPORT_ZIP_MAX_MEMBERS="2")
+    assert (result.returncode, result.stderr.strip()) == (
+        2, f"threadline: {many}: 3 entries; the limit is 2 (THREADLINE_IMPORT_ZIP_MAX_MEMBERS)"
+    )  # fmt: skip
+    one = _zip(tmp_path / "one.zip", {"conversations.json": CLAUDE})
+    result = _import(dsn, admin, one, THREADLINE_IMPORT_ZIP_MAX_MEMBER_BYTES="1000")
+    assert (result.returncode, result.stderr.strip()) == (
+        2, f"threadline: {one}:conversations.json expands to {len(CLAUDE)} bytes; the limit is 1000 "
+        "(THREADLINE_IMPORT_ZIP_MAX_MEMBER_BYTES)"
+    )  # fmt: skip
+    split = _zip(tmp_path / "split.zip", {"conversations-000.json": CLAUDE, "conversations-001.json": CLAUDE})
+    limit = str(len(CLAUDE) * 2 - 1)
+    result = _import(dsn, admin, split, THREADLINE_IMPORT_ZIP_MAX_TOTAL_BYTES=limit)
+    assert (result.returncode, result.stderr.strip()) == (
+        2, f"threadline: {split}: its export files expand to more than {limit} bytes (THREADLINE_IMPORT_ZIP_MAX_TOTAL_BYTES)"
+    )  # fmt: skip
+    assert _stored(loop, dsn) == (0, 0)
+    # Within the limits the same archive imports.
+    result = _import(dsn, admin, split, THREADLINE_IMPORT_ZIP_MAX_TOTAL_BYTES=str(len(CLAUDE) * 2))
+    assert result.returncode == 0, result.stderr
+    assert (report_of(result)["imported"], report_of(result)["skipped"]) == (2, 2)
+
+
+def test_an_archive_whose_header_understates_a_file_is_refused_not_believed(
+    admin: Actor, dsn: str, loop: Loop, tmp_path: Path
+) -> None:
+    archive = _zip(tmp_path / "liar.zip", {"conversations.json": CLAUDE})
+    data = bytearray(archive.read_bytes())
+    # The central directory's uncompressed size (offset 24 of the entry) claims 2 bytes: "[]".
+    entry = data.index(b"PK\x01\x02")
+    assert struct.unpack_from("<I", data, entry + 24)[0] == len(CLAUDE)
+    struct.pack_into("<I", data, entry + 24, 2)
+    archive.write_bytes(bytes(data))
+    result = _import(dsn, admin, archive)
+    assert result.returncode == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    report = report_of(result)
+    assert report["imported"] == 0
+    (failure,) = report["failures"]
+    assert failure["message"].startswith("archive refused: Bad CRC-32 for file 'conversations.json'")
+    assert _stored(loop, dsn) == (0, 0)

@@ -129,7 +129,7 @@ def test_import_refuses_bad_keys_and_read_only_targets(admin: Actor, make_user: 
     denied = run(dsn, "import", split, "--format", "chatgpt", "--api-key", viewer.api_key, "--conversation", target)
     assert (denied.returncode, denied.stderr.strip().splitlines()[-1]) == (
         2,
-        "threadline: You have read-only access to this conversation",
+        "threadline: Only the conversation's owner (or a tenant admin) may do this",
     )
     unknown = run(dsn, "import", split, "--format", "gemini", "--api-key", admin.api_key)
     assert unknown.returncode == 2 and "invalid choice: 'gemini'" in unknown.stderr

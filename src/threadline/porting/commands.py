@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import sys
 import time
 import uuid
@@ -21,10 +20,9 @@ from typing import IO, Any
 
 import orjson
 
+from threadline.porting.archive import EXPORT_FILE, ArchiveRefused, archive_files
 from threadline.porting.model import ImportFormat
 from threadline.settings import Settings
-
-_EXPORT_FILE = re.compile(r"(^|/)conversations(-\d+)?\.json$")
 
 
 def add_commands(sub: Any) -> None:
@@ -65,23 +63,21 @@ def add_commands(sub: Any) -> None:
     exp.set_defaults(run=_export)
 
 
-def export_files(paths: list[str]) -> Iterator[tuple[str, int, Any]]:
-    """(name, size, opener) of every export file named by `paths` (files, directories, .zip archives)."""
+def export_files(paths: list[str], settings: Settings) -> Iterator[tuple[str, int, Any]]:
+    """(name, size, opener) of every export file named by `paths` (files, directories, .zip archives).
+
+    An archive is checked against the expansion limits (`archive.archive_files`) as it is listed, so a
+    zip bomb is refused before anything is imported."""
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if _EXPORT_FILE.search(p.name))
+            found = sorted(p for p in path.iterdir() if EXPORT_FILE.search(p.name))
             if not found:
                 raise FileNotFoundError(f"{path}: no conversations.json or conversations-NNN.json in it")
             for p in found:
                 yield str(p), p.stat().st_size, p.open
         elif path.suffix.lower() == ".zip":
-            archive = zipfile.ZipFile(path)
-            members = sorted((m for m in archive.infolist() if _EXPORT_FILE.search(m.filename)), key=lambda m: m.filename)
-            if not members:
-                raise FileNotFoundError(f"{path}: no conversations.json in the archive")
-            for m in members:
-                yield f"{path}:{m.filename}", m.file_size, lambda _mode, m=m, archive=archive: archive.open(m)
+            yield from archive_files(path, settings)
         else:
             yield str(path), path.stat().st_size, path.open
 
@@ -152,8 +148,8 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
     if not args.api_key:
         return _fail("import needs --api-key (or THREADLINE_API_KEY): the key's user will own the conversations")
     try:
-        files = list(export_files(args.files))
-    except (OSError, zipfile.BadZipFile) as exc:
+        files = list(export_files(args.files, settings))
+    except (OSError, zipfile.BadZipFile, ArchiveRefused) as exc:
         return _fail(str(exc))
     try:
         report = _with_database(settings, lambda dsn: _import_work(dsn, settings, args, files))
@@ -199,6 +195,10 @@ async def _import_work(dsn: str, settings: Settings, args: argparse.Namespace, f
                         progress.update(done_before + reader.bytes_read)
                 except JsonStreamError as exc:
                     run.report.failures.append(ImportFailure(-1, None, str(exc)))
+                except (ArchiveRefused, zipfile.BadZipFile) as exc:
+                    # Expansion past a limit, or past a header that lied about it (zipfile then finds the
+                    # CRC wrong): what was read before stays imported, the rest of the file is refused.
+                    run.report.failures.append(ImportFailure(-1, None, f"archive refused: {exc}"))
                 for failure in run.report.failures[failures_before:]:
                     failure.file = name
             done_before += size
