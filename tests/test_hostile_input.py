@@ -5,11 +5,17 @@ Every case goes through the public API of the real server, as an attacker would 
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Any
 
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed
+
 from tests.api import create_conversation, start_thread
-from tests.harness import Actor
+from tests.harness import Actor, Client, ServerThread
+from tests.ws import WsClient
 
 SEARCH = """query($i: ConversationSearchInput!) { search(input: $i) {
   edges { node { snippet matchedBy message { id } conversation { title } } } } }"""
@@ -94,3 +100,120 @@ def test_absurd_searches_are_refused(admin: Actor) -> None:
     assert code(query="k" * 10_001) == "BAD_USER_INPUT"
     assert code(query="kafka", first=101) == "BAD_USER_INPUT"
     assert code(query="kafka", first=1_000_000) == "BAD_USER_INPUT"
+
+
+# --- lone surrogates (item 9) ---------------------------------------------------------------------------
+
+CREATE = "mutation($i: ConversationCreateInput!) { conversationCreate(input: $i) { id title } }"
+
+
+def post_raw(client: Client, body: str) -> httpx.Response:
+    """POSTs `body` as is: json.dumps escapes a lone surrogate as \\ud800, which the server decodes back."""
+    return client.http.post("/graphql", content=body, headers={"content-type": "application/json"})
+
+
+def error_code(response: httpx.Response) -> str:
+    assert response.status_code in (200, 400), response.text
+    return str(response.json()["errors"][0]["extensions"]["code"])
+
+
+def test_a_lone_surrogate_in_a_variable_is_bad_input(admin: Actor) -> None:
+    body = json.dumps({"query": CREATE, "variables": {"i": {"title": "chat \ud800"}}})
+    assert error_code(post_raw(admin.client, body)) == "BAD_USER_INPUT"
+    body = json.dumps({"query": CREATE, "variables": {"i": {"title": "ok", "tags": ["\udfff"]}}})
+    assert error_code(post_raw(admin.client, body)) == "BAD_USER_INPUT"
+    assert admin.client.ok("{ conversations(first: 5) { edges { node { id } } } }")["conversations"]["edges"] == []
+
+
+def test_a_lone_surrogate_inline_in_the_document_is_bad_input(admin: Actor) -> None:
+    escaped = 'mutation { conversationCreate(input: {title: "chat \\ud800"}) { id } }'  # a GraphQL escape
+    assert error_code(post_raw(admin.client, json.dumps({"query": escaped}))) == "BAD_USER_INPUT"
+    raw = 'mutation { conversationCreate(input: {title: "chat \ud800"}) { id } }'  # the character itself
+    assert error_code(post_raw(admin.client, json.dumps({"query": raw}))) == "BAD_USER_INPUT"
+    block = 'mutation { conversationCreate(input: {title: """chat \ud800"""}) { id } }'
+    assert error_code(post_raw(admin.client, json.dumps({"query": block}))) == "BAD_USER_INPUT"
+
+
+def test_a_surrogate_pair_is_text(admin: Actor) -> None:
+    body = json.dumps({"query": CREATE, "variables": {"i": {"title": "chat \U0001f600"}}})  # \ud83d\ude00
+    response = post_raw(admin.client, body)
+    assert response.json()["data"]["conversationCreate"]["title"] == "chat \U0001f600"
+
+
+def test_a_lone_surrogate_in_a_json_argument_is_bad_input(admin: Actor) -> None:
+    query = "mutation($d: JSON!) { conversationImportReport(data: $d) { imported { id } } }"
+    body = json.dumps({"query": query, "variables": {"d": {"conversations": [{"title": "\ud800"}]}}})
+    assert error_code(post_raw(admin.client, body)) == "BAD_USER_INPUT"
+
+
+def test_a_lone_surrogate_on_a_socket_is_bad_input_and_the_socket_stays_open(
+    server: ServerThread, admin: Actor
+) -> None:
+    ws = WsClient(server.ws_url, admin.api_key)
+    try:
+        ws.ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {
+            "query": CREATE, "variables": {"i": {"title": "chat \ud800"}}}}))
+        message = ws.receive()
+        assert message["id"] == "1"
+        errors = message["payload"] if message["type"] == "error" else message["payload"]["errors"]
+        assert errors[0]["extensions"]["code"] == "BAD_USER_INPUT"
+        ws.subscribe(CREATE, {"i": {"title": "fine"}}, op_id="2")
+        assert ws.next_event("2")["conversationCreate"]["title"] == "fine"
+    finally:
+        ws.close()
+
+
+# --- deeply nested JSON (item 10) -----------------------------------------------------------------------
+
+
+def nested(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def test_deeply_nested_json_body_is_400_before_authentication(anonymous: Client) -> None:
+    body = '{"query": "{ __typename }", "variables": {"v": ' + nested(1000) + "}}"
+    response = post_raw(anonymous, body)
+    assert response.status_code == 400
+    assert response.headers["content-type"].startswith("application/json")
+    (error,) = response.json()["errors"]
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert error["extensions"]["limitName"] == "jsonDepth"
+    assert "Traceback" not in response.text
+    # Nested past the interpreter's recursion limit, too.
+    assert post_raw(anonymous, '{"query": ' + nested(100_000) + "}").status_code == 400
+    # Ordinary nesting is fine.
+    ordinary = post_raw(anonymous, '{"query": "{ __typename }", "variables": {"v": ' + nested(20) + "}}")
+    assert ordinary.json()["data"] == {"__typename": "Query"}
+
+
+def test_deeply_nested_variables_in_a_get_query_string_are_400(anonymous: Client) -> None:
+    response = anonymous.http.get("/graphql", params={"query": "{ __typename }", "variables": nested(1000)})
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["extensions"]["limitName"] == "jsonDepth"
+
+
+def test_a_deeply_nested_json_argument_inline_is_refused(admin: Actor) -> None:
+    value = "{a: " * 1000 + "1" + "}" * 1000
+    query = "mutation { conversationImportReport(data: " + value + ") { imported { id } } }"
+    response = post_raw(admin.client, json.dumps({"query": query}))
+    assert error_code(response) == "BAD_USER_INPUT"
+    assert "Traceback" not in response.text
+
+
+def test_a_deeply_nested_json_argument_in_variables_is_refused(admin: Actor) -> None:
+    query = "mutation($d: JSON!) { conversationImportReport(data: $d) { imported { id } } }"
+    body = '{"query": ' + json.dumps(query) + ', "variables": {"d": ' + '{"a": ' * 200 + "1" + "}" * 200 + "}}"
+    assert error_code(post_raw(admin.client, body)) == "BAD_USER_INPUT"
+
+
+def test_deeply_nested_json_on_a_socket_closes_it_with_4400(server: ServerThread, admin: Actor) -> None:
+    ws = WsClient(server.ws_url, admin.api_key)
+    try:
+        ws.ws.send('{"id": "1", "type": "subscribe", "payload": ' + nested(1000) + "}")
+        with pytest.raises(ConnectionClosed) as closed:
+            ws.receive()
+        assert closed.value.rcvd is not None
+        assert closed.value.rcvd.code == 4400
+        assert "nested deeper than" in closed.value.rcvd.reason
+    finally:
+        ws.close()

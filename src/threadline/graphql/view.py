@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import sys
 import time
 from datetime import timedelta
 from typing import Any
@@ -25,10 +26,12 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     Operation,
 )
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import Message as WsMessage
 
 from threadline.db import count_request_statements
 from threadline.db.database import database_unavailable
 from threadline.errors import UNAVAILABLE_RETRY_AFTER_SECONDS, ErrorCode, ThreadlineError
+from threadline.graphql import request_json
 from threadline.graphql.context import Context
 from threadline.streaming.direct import CURRENT_OPERATION
 from threadline.streaming.sessions import SocketSession
@@ -72,6 +75,17 @@ def body_too_large(limit: int, request_id: str | None) -> JSONResponse:
         request_id,
         limitName="requestBytes",
         limit=limit,
+    )
+
+
+def json_too_deep(request_id: str | None) -> JSONResponse:
+    return error_response(
+        f"The request's JSON is nested deeper than {request_json.JSON_MAX_DEPTH} levels (the limit)",
+        ErrorCode.BAD_USER_INPUT,
+        400,
+        request_id,
+        limitName="jsonDepth",
+        limit=request_json.JSON_MAX_DEPTH,
     )
 
 
@@ -143,6 +157,31 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         self.context.forget_principal()
         await super().run_operation(operation)
 
+    async def handle_message(self, message: WsMessage) -> None:
+        # A lone surrogate cannot be stored or sent as UTF-8: an operation carrying one fails alone
+        # (BAD_USER_INPUT), any other message closes the socket (4400) like any malformed message.
+        if not request_json.holds_lone_surrogate(message):
+            await super().handle_message(message)
+            return
+        fields: dict[str, Any] = dict(message) if isinstance(message, dict) else {}
+        op_id = fields.get("id")
+        if fields.get("type") != "subscribe" or not isinstance(op_id, str) or not self.connection_acknowledged:
+            await self.handle_invalid_message(request_json.LONE_SURROGATE_MESSAGE)
+            return
+        extensions = {"code": ErrorCode.BAD_USER_INPUT.value}
+        request_id = getattr(self.context, "request_id", None)
+        if request_id:
+            extensions["requestId"] = request_id
+        error = {"message": request_json.LONE_SURROGATE_MESSAGE, "extensions": extensions}
+        await self.send_message({"id": op_id, "type": "error", "payload": [error]})  # type: ignore[list-item]
+
+    async def handle_invalid_message(self, error_message: str) -> None:
+        # Called while strawberry handles NonJsonMessageReceived: a message refused for its depth says so.
+        cause = getattr(sys.exc_info()[1], "__cause__", None)
+        if isinstance(cause, request_json.JsonTooDeep):
+            error_message = cause.msg
+        await super().handle_invalid_message(error_message)
+
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
         try:
             await super().handle_connection_init(message)
@@ -199,8 +238,12 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
         except HTTPException as exc:
             code = ErrorCode.NOT_FOUND if exc.status_code == 404 else ErrorCode.BAD_USER_INPUT
             response = error_response(exc.reason, code, exc.status_code, request_id)
+            if isinstance(exc.__cause__, request_json.JsonTooDeep):  # strawberry wraps JSONDecodeErrors
+                response = json_too_deep(request_id)
         except BodyTooLarge:
             response = body_too_large(limit, request_id)
+        except request_json.JsonTooDeep:
+            response = json_too_deep(request_id)
         except asyncio.CancelledError:
             # uvicorn cancels the requests still running when the shutdown grace ends; they get the same JSON
             # answer as an outage instead of uvicorn's plain-text 500.
@@ -235,11 +278,19 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
         # 500. They are the client's error.
         try:
             value = self.decode_json(data)
+        except request_json.JsonTooDeep:
+            raise
         except (ValueError, UnicodeDecodeError) as exc:
             raise HTTPException(400, "Unable to parse request body as JSON") from exc
         if not isinstance(value, dict | list):
             raise HTTPException(400, "A GraphQL request must be a JSON object")
+        if request_json.may_hold_lone_surrogate(data) and request_json.holds_lone_surrogate(value):
+            raise HTTPException(400, request_json.LONE_SURROGATE_MESSAGE)
         return value
+
+    def decode_json(self, data: str | bytes) -> object:
+        # HTTP bodies, GET variables and WebSocket messages: nesting is bounded (request_json).
+        return request_json.decode(data)
 
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         authorization = request.headers.get("authorization") if isinstance(request, Request) else None
