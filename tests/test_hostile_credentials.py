@@ -1,6 +1,6 @@
-"""Credentials are live (issue 12, items 2, 11, 12): revocation, erasure, removal and role changes reach open
-sockets in every server process; JWT rules (stored role wins, erased subjects stay erased, per-tenant secrets);
-members revoke their own API keys.
+"""Credentials are live (issue 12, items 2, 11, 12): revocation, erasure, removal and role changes reach
+open sockets in every server process; JWT rules (stored role wins, erased subjects stay erased, per-tenant
+secrets); members revoke their own API keys.
 
 Two server processes: the session's in-process server (`server`) and a second `threadline serve` subprocess
 (`other`) on the same database. Changes are made through one; sockets on both must see them.
@@ -169,7 +169,9 @@ def connection_refused(base_url: str, bearer: str) -> int:
         client.close()
 
 
-def member_with_key(admin: Actor, make_user: Callable[..., Actor], role: str = "MEMBER") -> tuple[Actor, str, str]:
+def member_with_key(
+    admin: Actor, make_user: Callable[..., Actor], role: str = "MEMBER"
+) -> tuple[Actor, str, str]:
     """A user (with the key make_user gave them) and a second key of theirs: (user, secret, key id)."""
     user = make_user(admin, role)
     created = user.client.ok(KEY_CREATE, {"u": user.user_id})["apiKeyCreate"]
@@ -223,7 +225,8 @@ def test_a_role_change_reaches_open_sockets_in_every_process(
     admin.client.ok(START, {"c": cid, "x": "not for a member"})
     there.expect_quiet(0.5)
     audit = admin.client.ok(AUDIT)["auditLog"]["nodes"][0]
-    assert audit == {"action": "user.role_set", "targetId": boss.user_id, "details": {"from": "ADMIN", "to": "MEMBER"}}
+    expected = {"action": "user.role_set", "targetId": boss.user_id, "details": {"from": "ADMIN", "to": "MEMBER"}}
+    assert audit == expected
 
 
 def test_an_operation_on_an_open_socket_runs_under_the_current_role(
@@ -282,7 +285,9 @@ def test_a_removed_participant_stops_streaming_and_cannot_read_the_conversation_
 # --- item 11: JWT rules ---------------------------------------------------------------------------
 
 
-def test_the_stored_role_wins_over_the_role_claim_after_provisioning(admin: Actor, server: ServerThread) -> None:
+def test_the_stored_role_wins_over_the_role_claim_after_provisioning(
+    admin: Actor, server: ServerThread
+) -> None:
     def viewer(role: str) -> dict[str, Any]:
         with closing(Client(server.url, token(admin.tenant_id, "bob", role))) as client:
             return client.ok(VIEWER)["viewer"]  # type: ignore[no-any-return]
@@ -334,9 +339,11 @@ def test_a_tenant_with_its_own_jwt_secret_accepts_only_tokens_signed_with_it(
             return body["errors"][0]["extensions"]["code"] if body.get("errors") else None
 
         assert code(own.tenant_id, own_secret) is None
-        assert code(own.tenant_id, TEST_JWT_SECRET) == "UNAUTHENTICATED"  # the global secret no longer covers it
-        assert code(shared.tenant_id, TEST_JWT_SECRET) is None  # other tenants keep the global secret
-        assert code(shared.tenant_id, own_secret) == "UNAUTHENTICATED"  # one tenant's secret mints for no other
+        # The global secret no longer covers a tenant with its own; other tenants keep it.
+        assert code(own.tenant_id, TEST_JWT_SECRET) == "UNAUTHENTICATED"
+        assert code(shared.tenant_id, TEST_JWT_SECRET) is None
+        # One tenant's secret mints tokens for no other tenant.
+        assert code(shared.tenant_id, own_secret) == "UNAUTHENTICATED"
     finally:
         srv.stop()
 
@@ -351,7 +358,8 @@ def test_user_role_set_is_for_admins_on_others_in_their_tenant(
     assert admin.client.code(ROLE_SET, {"u": admin.user_id, "r": "MEMBER"}) == "FORBIDDEN"
     stranger = make_tenant()
     assert stranger.client.code(ROLE_SET, {"u": target.user_id, "r": "MEMBER"}) == "NOT_FOUND"
-    assert admin.client.code(ROLE_SET, {"u": encode_id(Kind.USER, uuid.uuid4()), "r": "MEMBER"}) == "NOT_FOUND"
+    unknown = encode_id(Kind.USER, uuid.uuid4())
+    assert admin.client.code(ROLE_SET, {"u": unknown, "r": "MEMBER"}) == "NOT_FOUND"
     assert target.client.ok(VIEWER)["viewer"]["role"] == "MEMBER"
 
 

@@ -20,7 +20,7 @@ from threadline.ids import Kind, encode_id
 
 
 async def principal_changed(tx: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID, reason: str) -> None:
-    """Announces, in `tx`, that the user's sockets must re-check their credential (`reason`: revoked, role)."""
+    """Announces, in `tx`, that the user's sockets must re-check their credential (reason: revoked, role)."""
     await publish(
         tx,
         tenant_id,
@@ -33,8 +33,11 @@ async def principal_changed(tx: Executor, tenant_id: uuid.UUID, user_id: uuid.UU
 async def user_erased(tx: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID) -> None:
     """Called by erasure before the user row goes: a JWT subject of the user is remembered (as a hash) so its
     tokens provision nobody again, and open sockets of the user close. The announcement names nobody (the log
-    must keep no trace of an erased user): each process checks which users with sockets in the tenant are gone."""
+    must keep no trace of an erased user): each process checks which of the tenant's users with sockets are
+    gone."""
     row = await repo.user_by_id(tx, tenant_id, user_id)
     if row is not None and row["external_subject"]:
         await repo.insert_erased_subject(tx, tenant_id, hash_subject(row["external_subject"]))
-    await publish(tx, tenant_id, EventType.PRINCIPAL_CHANGED, conversation_id=None, payload={"reason": "erased"})
+    await publish(
+        tx, tenant_id, EventType.PRINCIPAL_CHANGED, conversation_id=None, payload={"reason": "erased"}
+    )

@@ -50,7 +50,9 @@ async def insert_user(
 async def subject_user(db: Executor, tenant_id: uuid.UUID, subject: str) -> asyncpg.Record | None:
     """The user provisioned for a JWT subject, if any."""
     return await db.fetchrow(
-        f"SELECT {USER_COLUMNS} FROM app_user WHERE tenant_id = $1 AND external_subject = $2", tenant_id, subject
+        f"SELECT {USER_COLUMNS} FROM app_user WHERE tenant_id = $1 AND external_subject = $2",
+        tenant_id,
+        subject,
     )
 
 
@@ -93,7 +95,9 @@ async def insert_erased_subject(db: Executor, tenant_id: uuid.UUID, subject_hash
     )
 
 
-async def set_user_role(db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID, role: str) -> asyncpg.Record | None:
+async def set_user_role(
+    db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID, role: str
+) -> asyncpg.Record | None:
     return await db.fetchrow(
         f"UPDATE app_user SET role = $3 WHERE tenant_id = $1 AND id = $2 RETURNING {USER_COLUMNS}",
         tenant_id,

@@ -68,16 +68,20 @@ class AuthMutation:
 
     @strawberry.mutation(
         description="Change a user's role in the tenant (admins only, not their own). The stored role is the "
-        "one that counts, also for JWT users after their first sign-in; open WebSockets of the user see it at once."
+        "one that counts, also for JWT users after their first sign-in; open WebSockets of the user see it at "
+        "once."
     )
     async def user_role_set(
         self,
         info: Info,
         user_id: Annotated[strawberry.ID, strawberry.argument(description="The user whose role changes.")],
-        role: Annotated[RoleEnum, strawberry.argument(description="The new role.")],  # type: ignore[valid-type]
+        role: Annotated[
+            RoleEnum, strawberry.argument(description="The new role.")  # type: ignore[valid-type]
+        ],
     ) -> User:
         principal = await info.context.principal()
-        row = await service.set_user_role(info.context.db, principal, decode_id(user_id, Kind.USER), Role(role))
+        target = decode_id(user_id, Kind.USER)
+        row = await service.set_user_role(info.context.db, principal, target, Role(role))
         return User.from_row(row)
 
     @strawberry.mutation(
@@ -91,8 +95,10 @@ class AuthMutation:
         )
         return ApiKeyCreatePayload(api_key=ApiKey.from_row(row), secret=secret)
 
-    @strawberry.mutation(description="Revoke an API key: your own, or (admins) any key of the tenant; it stops authenticating at "
-        "once, also on open WebSockets.")
+    @strawberry.mutation(
+        description="Revoke an API key: your own, or (admins) any key of the tenant; it stops authenticating "
+        "at once, also on open WebSockets."
+    )
     async def api_key_revoke(self, info: Info, id: strawberry.ID) -> ApiKey:
         principal = await info.context.principal()
         row = await service.revoke_api_key(info.context.db, principal, decode_id(id, Kind.API_KEY))

@@ -167,7 +167,8 @@ async def revoke_api_key(db: Database, principal: Principal, key_id: uuid.UUID) 
         row = await repo.revoke_api_key(tx, principal.tenant_id, key_id)
         if row is None:
             raise not_found("ApiKey")
-        await record(tx, principal, AuditAction.API_KEY_REVOKE, (Kind.API_KEY, key_id), {"prefix": row["prefix"]})
+        details = {"prefix": row["prefix"]}
+        await record(tx, principal, AuditAction.API_KEY_REVOKE, (Kind.API_KEY, key_id), details)
         await live.principal_changed(tx, principal.tenant_id, row["user_id"], "revoked")
     return row
 

@@ -307,7 +307,7 @@ class StreamHub:
             self._offer_in_conversation(event, subs)
             return
         if event.type == EventType.PRINCIPAL_CHANGED:
-            self.sessions.principal_changed(event, self._subscriptions_of(event.tenant_id, subject_of(event)))
+            self.sessions.principal_changed(event, self._subscriptions_of)
             return
         targets: set[Subscriber] = set()
         if event.conversation_id is not None:

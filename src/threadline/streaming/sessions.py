@@ -1,8 +1,8 @@
 """Open WebSockets by user, so that credentials are live (ARCHITECTURE.md, Trust).
 
 A socket authenticates once, in `connection_init`, and may stay open for days. When a user's key is revoked,
-the user is erased or their role changes, the writer publishes `principal.changed` (auth.live); every process's
-hub reads it from the log and hands it here. Each open socket of that user authenticates again from the
+the user is erased or their role changes, the writer publishes `principal.changed` (auth.live); every
+process's hub reads it from the log and hands it here. Each open socket of that user authenticates again from the
 database: one whose credential no longer holds is closed with 4403 (its operations end, no event follows). The
 user's subscriptions in this process are checked again under the stored role: a conversation stream the user
 may no longer read ends, as after being removed from the conversation.
@@ -18,6 +18,7 @@ import contextlib
 import logging
 import uuid
 from collections import defaultdict
+from collections.abc import Callable
 from typing import Any
 
 from threadline.auth import repository as users
@@ -32,6 +33,10 @@ log = logging.getLogger(__name__)
 
 REVOKED_CLOSE_CODE = 4403  # as for a connection_init with bad credentials
 RETRY_CLOSE_CODE = 1013  # try again later: the credential could not be checked (database down)
+
+
+# The hub's subscriptions of a tenant's user (all of the tenant's for None).
+FindSubscriptions = Callable[[uuid.UUID, "uuid.UUID | None"], list[Subscriber]]
 
 
 class SocketSession:
@@ -90,30 +95,33 @@ class SocketSessions:
     def __len__(self) -> int:
         return sum(len(s) for s in self._by_user.values())
 
-    def principal_changed(self, event: LoggedEvent, subscribers: list[Subscriber]) -> None:
-        """Called by the hub's reader (no await there) with the subscriptions of the event's user (of its tenant
-        when it names none: an erasure); the checks run in a task of their own."""
+    def principal_changed(self, event: LoggedEvent, find: FindSubscriptions) -> None:
+        """Called by the hub's reader (no await there); `find(tenant, user)` lists the hub's subscriptions of
+        the event's user (of its tenant when the event names none: an erasure). The checks run in a task of their
+        own, and look the subscriptions up again after the sockets are checked, so that one which registered
+        meanwhile (its operation authenticated just before the change) is checked too."""
         tenant = event.tenant_id
         user = subject_of(event)
         if user is not None:
             sessions = [s for s in self._by_user.get(user, ()) if s.tenant_id == tenant]
         else:
             sessions = [s for group in self._by_user.values() for s in group if s.tenant_id == tenant]
-        subscribers = [s for s in subscribers if s.tenant_id == tenant and not s.ended]
-        if not sessions and not subscribers:
+        if not sessions and not find(tenant, user):
             return
-        work = (
-            self._recheck(tenant, user, sessions, subscribers)
-            if user is not None
-            else self._sweep(tenant, sessions, subscribers)
-        )
+        if user is not None:
+            work = self._recheck(tenant, user, sessions, find)
+        else:
+            work = self._sweep(tenant, sessions, find)
         task = asyncio.create_task(work, name="threadline-credentials-recheck")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _sweep(self, tenant_id: uuid.UUID, sessions: list[SocketSession], subscribers: list[Subscriber]) -> None:
-        """After an erasure (the log names nobody): one query finds which of the tenant's users with sockets or
-        subscriptions here are gone; their sockets close and their subscriptions end."""
+    async def _sweep(
+        self, tenant_id: uuid.UUID, sessions: list[SocketSession], find: FindSubscriptions
+    ) -> None:
+        """After an erasure (the log names nobody): one query finds which of the tenant's users with sockets
+        or subscriptions here are gone; their sockets close and their subscriptions end."""
+        subscribers = find(tenant_id, None)
         try:
             ids = list({s.user_id for s in sessions} | {s.user_id for s in subscribers})
             present = {r["id"] for r in await users.users_by_ids(self.db, tenant_id, ids)}
@@ -121,14 +129,15 @@ class SocketSessions:
             log.exception("finding erased users failed; re-checking every socket of the tenant")
             present = set()
         await asyncio.gather(*(s.recheck() for s in sessions if s.user_id not in present))
-        for sub in subscribers:
+        for sub in find(tenant_id, None):
             if sub.user_id not in present:
                 sub.end("user erased")
 
     async def _recheck(
-        self, tenant_id: uuid.UUID, user_id: uuid.UUID, sessions: list[SocketSession], subscribers: list[Subscriber]
+        self, tenant_id: uuid.UUID, user_id: uuid.UUID, sessions: list[SocketSession], find: FindSubscriptions
     ) -> None:
         await asyncio.gather(*(s.recheck() for s in sessions))
+        subscribers = [s for s in find(tenant_id, user_id) if not s.ended]
         if not subscribers:
             return
         try:
