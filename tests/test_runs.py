@@ -113,7 +113,8 @@ def test_an_echo_run_writes_an_assistant_reply_under_its_message_and_completes(o
     events = stream_events(loop, dsn, cid, STREAM_TYPES)
     assert [e["type"] for e in events] == ["message.delta"] * len(output["chunks"]) + ["message.done"]
     assert [e["payload"] for e in events[:-1]] == [
-        {"messageId": output["id"], "runId": run["id"], "index": c["index"], "delta": c["content"]} for c in output["chunks"]
+        {"messageId": output["id"], "runId": run["id"], "attempt": 1, "index": c["index"], "delta": c["content"]}
+        for c in output["chunks"]
     ]
     assert events[-1]["payload"] == {"messageId": output["id"], "runId": run["id"], "usage": _usage(10, 3)}
 
@@ -265,8 +266,8 @@ def test_a_client_streams_its_assistant_message_with_append_and_finish(owner: Ac
     assert finished == {"id": message, "content": "Hi there!", "usage": _usage(5, 2)}
     assert owner.client.ok(CONVERSATION_RUNS, {"c": cid})["conversation"]["tokenCount"] == 7
     assert [e["payload"] for e in stream_events(loop, dsn, cid, STREAM_TYPES)] == [
-        {"messageId": message, "runId": None, "index": 0, "delta": " there"},
-        {"messageId": message, "runId": None, "index": 1, "delta": "!"},
+        {"messageId": message, "runId": None, "attempt": 1, "index": 0, "delta": " there"},
+        {"messageId": message, "runId": None, "attempt": 1, "index": 1, "delta": "!"},
         {"messageId": message, "runId": None, "usage": _usage(5, 2)},
     ]
     assert owner.client.code(APPEND, {"id": message, "d": "more"}) == "CONFLICT"

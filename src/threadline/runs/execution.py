@@ -190,7 +190,7 @@ class DeltaWriter:
             raise Lost()
         if status == RunStatus.CANCELLING:
             self.signals.cancel.set()
-        await output.append(tx, self.claim.tenant_id, self.message, text, self.claim.run_id)
+        await output.append(tx, self.claim.tenant_id, self.message, text, self.claim.run_id, self.claim.attempt)
         del self.pending[:count]
 
     async def stop(self, task: asyncio.Task[None]) -> None:

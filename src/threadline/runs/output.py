@@ -4,7 +4,9 @@ finish it (final usage, the conversation's token count, one `message.done`).
 Runs call these from the worker; `messageAppend` / `messageFinish` call them for clients that stream
 an assistant message themselves. Chunk `i` and the delta event with `index` `i` carry the same text,
 and the content is always the concatenation of the chunks, so a client that missed deltas can read
-`Message.chunks` and continue from the next index.
+`Message.chunks` and continue from the next index. Each delta names the run's `attempt` (1 for clients'
+own streams): a requeued run writes the message again from index 0 under a higher attempt, and a delta
+with a higher attempt than any seen before tells clients to drop the text they have.
 """
 
 from __future__ import annotations
@@ -54,9 +56,15 @@ def _public(run_id: uuid.UUID | None) -> str | None:
 
 
 async def append(
-    tx: Executor, tenant_id: uuid.UUID, message: asyncpg.Record, delta: str, run_id: uuid.UUID | None
+    tx: Executor,
+    tenant_id: uuid.UUID,
+    message: asyncpg.Record,
+    delta: str,
+    run_id: uuid.UUID | None,
+    attempt: int = 1,
 ) -> int:
-    """Append `delta` to `message` (a row with id, conversation_id, root_id); returns its chunk index."""
+    """Append `delta` to `message` (a row with id, conversation_id, root_id) as written by `attempt` of
+    its run; returns its chunk index."""
     index = await streams.take_chunk_index(tx, tenant_id, message["id"])
     if index is None:
         raise conflict("The message is final; nothing can be appended")
@@ -68,7 +76,13 @@ async def append(
         EventType.MESSAGE_DELTA,
         conversation_id=message["conversation_id"],
         root_id=message["root_id"],
-        payload={"messageId": encode_id(Kind.MESSAGE, message["id"]), "runId": _public(run_id), "index": index, "delta": delta},
+        payload={
+            "messageId": encode_id(Kind.MESSAGE, message["id"]),
+            "runId": _public(run_id),
+            "attempt": attempt,
+            "index": index,
+            "delta": delta,
+        },
     )
     return index
 

@@ -45,6 +45,12 @@ class MessageDeltaEvent(ConversationStreamEvent):
     run_id: strawberry.ID | None = strawberry.field(description="The run producing it, if any.")
     index: int = strawberry.field(description="Index of the first chunk in this delta.")
     delta: str = strawberry.field(description="Text appended (several tokens may be coalesced).")
+    attempt: int = strawberry.field(
+        description="The run's attempt that wrote it (1 for a client's own stream). A run whose worker was lost "
+        "may be requeued and write the message again from index 0: a delta with a higher attempt than any seen "
+        "before for the message resets its text (drop what was shown, then append this delta); deltas of a "
+        "lower attempt are to be ignored."
+    )
 
 
 @strawberry.type(description="`message.done`: a streamed message is final.")
@@ -173,7 +179,12 @@ def to_graphql(event: LoggedEvent, viewer_id: Any) -> ConversationStreamEvent:
         )
     if kind is EventType.MESSAGE_DELTA:
         return MessageDeltaEvent(
-            **common, message_id=p["messageId"], run_id=p.get("runId"), index=p["index"], delta=p["delta"]
+            **common,
+            message_id=p["messageId"],
+            run_id=p.get("runId"),
+            index=p["index"],
+            delta=p["delta"],
+            attempt=p.get("attempt", 1),  # logged before attempts were announced: first attempts
         )
     if kind is EventType.MESSAGE_DONE:
         return MessageDoneEvent(**common, message_id=p["messageId"], run_id=p.get("runId"), usage=_usage(p.get("usage")))
