@@ -1,5 +1,6 @@
-"""Outages are answered (503 UNAVAILABLE with retryAfter, WebSocket 1013), and the server recovers once
-PostgreSQL is back. These tests run their own embedded PostgreSQL, which they stop and start."""
+"""Faults around the database: an outage is answered (503 UNAVAILABLE with retryAfter, WebSocket 1013) and
+the server recovers once PostgreSQL is back (a second embedded PostgreSQL the tests stop and start); the
+embedded PostgreSQL of `threadline serve` never outlives its last user; every connection is named by role."""
 
 from __future__ import annotations
 

@@ -27,6 +27,8 @@ CLI = "threadline-cli"  # other one-off commands (tenant-create)
 # SQLSTATEs that mean the server cannot serve anyone right now, as opposed to a statement that failed:
 # admin_shutdown, crash_shutdown, cannot_connect_now (starting or stopping), too_many_connections.
 _UNAVAILABLE_SQLSTATES = frozenset({"57P01", "57P02", "57P03", "53300"})
+# asyncpg's InterfaceError texts for a connection lost under a statement, or a pool shut down mid-request.
+_CLOSED = ("connection is closed", "pool is closing", "pool is closed")
 
 _statements = 0
 # The statements of one request: set by the GraphQL view, inherited by the tasks the request starts.
@@ -68,8 +70,8 @@ def database_unavailable(exc: BaseException) -> bool:
             return True
         if getattr(seen, "sqlstate", None) in _UNAVAILABLE_SQLSTATES:
             return True
-        if isinstance(seen, asyncpg.InterfaceError) and "closed" in str(seen):
-            return True  # "connection is closed", "pool is closing"
+        if isinstance(seen, asyncpg.InterfaceError) and any(text in str(seen) for text in _CLOSED):
+            return True
         seen = seen.__cause__
     return False
 
