@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from typing import Any, Protocol
+from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import orjson
@@ -76,8 +77,11 @@ def database_unavailable(exc: BaseException) -> bool:
     return False
 
 
-def connect_settings(application_name: str) -> dict[str, str]:
-    """asyncpg's `server_settings` for a connection of this kind (the constants above)."""
+def connect_settings(application_name: str, dsn: str) -> dict[str, str]:
+    """asyncpg's `server_settings` for a connection of this kind (the constants above) to `dsn`. An
+    `application_name` the DSN sets itself wins: the operator chose it."""
+    if "application_name" in parse_qs(urlsplit(dsn).query):
+        return {}
     return {"application_name": application_name}
 
 
@@ -154,7 +158,7 @@ class Database:
         statement_timeout_seconds: float | None = None,
         idle_in_transaction_timeout_seconds: float | None = None,
     ) -> Database:
-        server_settings = connect_settings(application_name)
+        server_settings = connect_settings(application_name, dsn)
         # Bounds enforced by PostgreSQL itself (0 or None: none): a writer stuck in its transaction is ended
         # instead of holding back live delivery of its conversations (and its locks) indefinitely.
         if statement_timeout_seconds:

@@ -25,8 +25,8 @@ async def apply_migrations(dsn: str) -> str:
 
     from threadline.db.database import MIGRATE, connect_settings
 
-    piccolo_conf.DB.config = {"dsn": dsn, "server_settings": connect_settings(MIGRATE)}
-    lock = await asyncpg.connect(dsn, server_settings=connect_settings(MIGRATE))
+    piccolo_conf.DB.config = {"dsn": dsn, "server_settings": connect_settings(MIGRATE, dsn)}
+    lock = await asyncpg.connect(dsn, server_settings=connect_settings(MIGRATE, dsn))
     try:
         await lock.execute("SELECT pg_advisory_lock($1)", _MIGRATION_LOCK)
         out = io.StringIO()

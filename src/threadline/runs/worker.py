@@ -100,7 +100,7 @@ class Worker:
 
     async def _listen(self) -> None:
         try:
-            self._listener = await asyncpg.connect(self.db.dsn, server_settings=connect_settings(WORKER))
+            self._listener = await asyncpg.connect(self.db.dsn, server_settings=connect_settings(WORKER, self.db.dsn))
             await self._listener.add_listener(repo.CHANNEL, self._notified)
         except (OSError, asyncpg.PostgresError) as exc:
             log.warning("run worker cannot LISTEN (%s); polling every %s s", exc, self.settings.run_poll_seconds)

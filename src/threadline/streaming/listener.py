@@ -77,7 +77,7 @@ class SupervisedPostgresBackend(BroadcastBackend):
         self._lost.set()
 
     async def _open(self) -> None:
-        conn = await asyncpg.connect(self._dsn, server_settings=connect_settings(HUB))
+        conn = await asyncpg.connect(self._dsn, server_settings=connect_settings(HUB, self._dsn))
         conn.add_termination_listener(self._on_terminate)
         for channel in self._channels:
             await conn.add_listener(channel, self._on_notify)
