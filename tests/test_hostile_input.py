@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed
 
 from tests.api import create_conversation, start_thread
-from tests.harness import Actor, Client, ServerThread
+from tests.harness import Actor, Client, Loop, ServerThread, unique
 from tests.ws import WsClient
 
 SEARCH = """query($i: ConversationSearchInput!) { search(input: $i) {
@@ -217,3 +219,78 @@ def test_deeply_nested_json_on_a_socket_closes_it_with_4400(server: ServerThread
         assert "nested deeper than" in closed.value.rcvd.reason
     finally:
         ws.close()
+
+
+# --- rate-limit ceilings (item 8) -----------------------------------------------------------------------
+
+PROFILE_CREATE = """mutation($i: RateLimitProfileCreateInput!) { rateLimitProfileCreate(input: $i) {
+  id requestsPerWindow } }"""
+PROFILE_UPDATE = """mutation($id: ID!, $i: RateLimitProfileUpdateInput!) { rateLimitProfileUpdate(id: $id, input: $i) {
+  name requestsPerWindow } }"""
+PROFILE_ASSIGN = """mutation($u: ID!, $p: ID) { rateLimitProfileAssign(userId: $u, profileId: $p) {
+  requestsPerWindow } }"""
+EFFECTIVE = "{ rateLimit { windowSeconds burst requestsPerWindow mutationsPerWindow } }"
+
+
+def test_a_profile_above_the_operators_ceiling_is_refused_naming_it(admin: Actor) -> None:
+    def refused(**values: Any) -> dict[str, Any]:
+        return admin.client.error(PROFILE_CREATE, {"i": {"name": unique("p"), **values}})
+
+    # The default ceiling: 60,000 requests per 60 s, held or refilled.
+    error = refused(windowSeconds=1, requestsPerWindow=1_000_000_000)
+    assert error["extensions"] == {
+        "code": "BAD_USER_INPUT",
+        "argument": "requestsPerWindow",
+        "limitName": "rateLimitCeiling",
+        "setting": "THREADLINE_RATE_LIMIT_CEILING_REQUESTS",
+        "limit": 60_000,
+    }
+    # Budgets left out take the built-in values (6,000 requests per window): over the ceiling for a 1 s window.
+    assert refused(windowSeconds=1, mutationsPerWindow=200)["extensions"]["argument"] == "requestsPerWindow"
+    one_second = {"windowSeconds": 1, "requestsPerWindow": 1000, "runsPerWindow": 50, "subscriptionsPerWindow": 100}
+    assert refused(**one_second, mutationsPerWindow=201)["extensions"]["argument"] == "mutationsPerWindow"
+    assert refused(windowSeconds=3600, requestsPerWindow=1000, burst=1_000_000)["extensions"]["argument"] == "burst"
+    assert refused(windowSeconds=86_400, runsPerWindow=3001)["extensions"]["setting"] == (
+        "THREADLINE_RATE_LIMIT_CEILING_RUNS"
+    )
+    # At the ceiling is fine: 1,000 per second is 60,000 per minute.
+    created = admin.client.ok(PROFILE_CREATE, {"i": {"name": "fast", **one_second, "mutationsPerWindow": 200}})
+    profile_id = created["rateLimitProfileCreate"]["id"]
+    update_error = admin.client.error(PROFILE_UPDATE, {"id": profile_id, "i": {"requestsPerWindow": 1001}})
+    assert update_error["extensions"]["limitName"] == "rateLimitCeiling"
+    update_error = admin.client.error(PROFILE_UPDATE, {"id": profile_id, "i": {"windowSeconds": 1, "burst": 59_001}})
+    assert update_error["extensions"]["argument"] == "burst"
+    assert admin.client.ok(PROFILE_UPDATE, {"id": profile_id, "i": {"name": "quick"}})["rateLimitProfileUpdate"] == {
+        "name": "quick",
+        "requestsPerWindow": 1000,
+    }
+
+
+def test_a_profile_stored_over_a_ceiling_is_clamped_when_enforced(
+    admin: Actor, make_user: Callable[..., Actor], dsn: str, loop: Loop
+) -> None:
+    member = make_user(admin)
+    created = admin.client.ok(PROFILE_CREATE, {"i": {"name": "legacy", "windowSeconds": 60}})
+    admin.client.ok(PROFILE_ASSIGN, {"u": member.user_id, "p": created["rateLimitProfileCreate"]["id"]})
+
+    async def lift() -> None:  # as stored before the ceilings existed (or before the operator lowered them)
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(
+                "UPDATE rate_limit_profile SET window_seconds = 1, requests_per_window = 1000000000, "
+                "mutations_per_window = 1000000000, burst = 1000000000 WHERE name = 'legacy'"
+            )
+        finally:
+            await conn.close()
+
+    loop.run(lift())
+    response = member.client.http.post("/graphql", json={"query": "{ viewer { id } }"})
+    # Per 1 s window, ceilings per 60 s / 60: 1,000 requests, 200 mutations, 50 runs (300 stored), 100 subscriptions
+    # (600 stored). One burst serves every budget: the smallest room left under a ceiling, 3,000 - 50 runs.
+    assert response.headers["RateLimit-Limit"] == str(1000 + 2950)
+    assert member.client.ok(EFFECTIVE)["rateLimit"] == {
+        "windowSeconds": 1,
+        "burst": 2950,
+        "requestsPerWindow": 1000,
+        "mutationsPerWindow": 200,
+    }

@@ -200,6 +200,11 @@ class Settings:
     rate_limit_runs: int = 300
     rate_limit_subscriptions: int = 600
     rate_limit_burst: int = 0
+    # Operator ceilings no tenant profile exceeds: per THREADLINE_RATE_LIMIT_WINDOW_SECONDS, and tokens held.
+    rate_limit_ceiling_requests: int = 60_000
+    rate_limit_ceiling_mutations: int = 12_000
+    rate_limit_ceiling_runs: int = 3_000
+    rate_limit_ceiling_subscriptions: int = 6_000
     shutdown_grace_seconds: float = 10.0
     # Objects allocated between young-generation collections (Python's default is 700); 0 keeps the default.
     gc_gen0_threshold: int = 50_000
@@ -320,6 +325,16 @@ class Settings:
             rate_limit_runs=_env_int("THREADLINE_RATE_LIMIT_RUNS", cls.rate_limit_runs),
             rate_limit_subscriptions=_env_int("THREADLINE_RATE_LIMIT_SUBSCRIPTIONS", cls.rate_limit_subscriptions),
             rate_limit_burst=_env_int("THREADLINE_RATE_LIMIT_BURST", cls.rate_limit_burst),
+            rate_limit_ceiling_requests=_env_int(
+                "THREADLINE_RATE_LIMIT_CEILING_REQUESTS", cls.rate_limit_ceiling_requests
+            ),
+            rate_limit_ceiling_mutations=_env_int(
+                "THREADLINE_RATE_LIMIT_CEILING_MUTATIONS", cls.rate_limit_ceiling_mutations
+            ),
+            rate_limit_ceiling_runs=_env_int("THREADLINE_RATE_LIMIT_CEILING_RUNS", cls.rate_limit_ceiling_runs),
+            rate_limit_ceiling_subscriptions=_env_int(
+                "THREADLINE_RATE_LIMIT_CEILING_SUBSCRIPTIONS", cls.rate_limit_ceiling_subscriptions
+            ),
             shutdown_grace_seconds=_env_float("THREADLINE_SHUTDOWN_GRACE_SECONDS", cls.shutdown_grace_seconds),
             gc_gen0_threshold=_env_int("THREADLINE_GC_GEN0_THRESHOLD", cls.gc_gen0_threshold),
         )

@@ -135,12 +135,30 @@ WITH profile AS (
     SELECT $5::int, $6::int, $7::int, $8::int, $9::int, $10::int, 1
     ORDER BY priority
     LIMIT 1
+), limited AS (
+    -- The server's own budgets (priority 1) apply as the operator set them. A tenant's profile is bounded by the
+    -- operator's ceilings ($11..$14 per $15 seconds, in BUDGETS order), also one stored before they were
+    -- lowered: no faster refill, no more tokens held (the rule of service.clamped).
+    SELECT window_seconds, requests_per_window, mutations_per_window, runs_per_window, subscriptions_per_window,
+           burst
+    FROM profile WHERE priority = 1
+    UNION ALL
+    SELECT window_seconds, requests_per_window, mutations_per_window, runs_per_window, subscriptions_per_window,
+           GREATEST(LEAST(burst, $11 - requests_per_window, $12 - mutations_per_window, $13 - runs_per_window,
+                          $14 - subscriptions_per_window), 0)
+    FROM (SELECT window_seconds, burst,
+                 LEAST(requests_per_window, $11::bigint * window_seconds / $15, $11)::int AS requests_per_window,
+                 LEAST(mutations_per_window, $12::bigint * window_seconds / $15, $12)::int AS mutations_per_window,
+                 LEAST(runs_per_window, $13::bigint * window_seconds / $15, $13)::int AS runs_per_window,
+                 LEAST(subscriptions_per_window, $14::bigint * window_seconds / $15, $14)::int
+                     AS subscriptions_per_window
+          FROM profile WHERE priority = 0) asked
 ), wanted AS (
     SELECT w.bucket, w.cost,
            CASE w.bucket WHEN 'requests' THEN p.requests_per_window WHEN 'mutations' THEN p.mutations_per_window
                          WHEN 'runs' THEN p.runs_per_window ELSE p.subscriptions_per_window END AS per_window,
            p.window_seconds, p.burst
-    FROM unnest($3::text[], $4::int[]) AS w (bucket, cost), profile p
+    FROM unnest($3::text[], $4::int[]) AS w (bucket, cost), limited p
 )
 INSERT INTO rate_limit_bucket AS b (id, tenant_id, user_id, bucket, capacity, per_window, window_seconds,
                                     tokens_milli, last_cost, allowed, updated_at)
@@ -167,10 +185,21 @@ async def consume(
     user_id: uuid.UUID,
     costs: dict[str, int],
     built_in: tuple[int, int, int, int, int, int],
+    ceilings: tuple[int, int, int, int],
+    ceiling_window_seconds: int,
 ) -> list[asyncpg.Record]:
     """Takes `costs` tokens from each budget that has them; returns every bucket with its verdict (`allowed`).
 
     `built_in` is (window_seconds, burst, requests, mutations, runs, subscriptions) for tenants without a
-    default profile.
+    default profile; `ceilings` (in BUDGETS order, per `ceiling_window_seconds`) bound every profile.
     """
-    return await db.fetch(_CONSUME, tenant_id, user_id, list(costs), list(costs.values()), *built_in)
+    return await db.fetch(
+        _CONSUME,
+        tenant_id,
+        user_id,
+        list(costs),
+        list(costs.values()),
+        *built_in,
+        *ceilings,
+        ceiling_window_seconds,
+    )

@@ -128,7 +128,8 @@ class RateLimitMutation:
         settings = info.context.settings
         built_in = dict(zip(BUDGET_FIELDS, service.built_in(settings), strict=True))
         values = {k: (built_in.get(k) if v is None else v) for k, v in input_values(input).items()}
-        return RateLimitProfile.from_row(await service.create_profile(info.context.db, principal, values))
+        row = await service.create_profile(info.context.db, settings, principal, values)
+        return RateLimitProfile.from_row(row)
 
     @strawberry.mutation(
         description="Change a rate-limit profile (admins only); every process applies it to the next request."
@@ -138,7 +139,8 @@ class RateLimitMutation:
     ) -> RateLimitProfile:
         principal = await info.context.principal()
         pid = decode_id(id, Kind.RATE_LIMIT_PROFILE)
-        row = await service.update_profile(info.context.db, principal, pid, input_values(input))
+        values = input_values(input)
+        row = await service.update_profile(info.context.db, info.context.settings, principal, pid, values)
         return RateLimitProfile.from_row(row)
 
     @strawberry.mutation(

@@ -60,6 +60,77 @@ def built_in(settings: Settings) -> tuple[int, int, int, int, int, int]:
     )
 
 
+# Per budget column: the setting that caps it (the operator's ceiling over every tenant's profiles).
+CEILING_SETTINGS = {
+    "requests_per_window": "rate_limit_ceiling_requests",
+    "mutations_per_window": "rate_limit_ceiling_mutations",
+    "runs_per_window": "rate_limit_ceiling_runs",
+    "subscriptions_per_window": "rate_limit_ceiling_subscriptions",
+}
+
+
+def ceilings(settings: Settings) -> tuple[int, int, int, int]:
+    """The operator's ceilings, in `repo.BUDGETS` order (requests, mutations, runs, subscriptions)."""
+    return (
+        settings.rate_limit_ceiling_requests,
+        settings.rate_limit_ceiling_mutations,
+        settings.rate_limit_ceiling_runs,
+        settings.rate_limit_ceiling_subscriptions,
+    )
+
+
+def clamped(budgets: dict[str, int], settings: Settings) -> dict[str, int]:
+    """`budgets` (a tenant profile's `repo.BUDGET_FIELDS`) as enforced under the ceilings: no budget refills faster
+    than its ceiling per the server's window, nor holds more than its ceiling (`perWindow + burst`; one burst
+    serves every budget, so it is the smallest room left). `repo.consume` applies the same rule in SQL, so a
+    profile stored before a ceiling was lowered is clamped rather than refused."""
+    out = dict(budgets)
+    window = budgets["window_seconds"]
+    room = [budgets["burst"]]
+    for field, setting in CEILING_SETTINGS.items():
+        ceiling = getattr(settings, setting)
+        out[field] = min(budgets[field], ceiling * window // settings.rate_limit_window_seconds, ceiling)
+        room.append(ceiling - out[field])
+    out["burst"] = max(min(room), 0)
+    return out
+
+
+def _over_ceiling(budgets: dict[str, int], settings: Settings) -> None:
+    """BAD_USER_INPUT naming the first budget a profile would lift above the operator's ceiling."""
+    window = budgets["window_seconds"]
+    for field, setting in CEILING_SETTINGS.items():
+        ceiling = getattr(settings, setting)
+        per_window = budgets[field]
+        camel = _camel(field)
+        env = "THREADLINE_" + setting.upper()
+        if per_window * settings.rate_limit_window_seconds > ceiling * window:
+            raise bad_input(
+                f"`{camel}` of {per_window} per {window} s is above the server's ceiling of {ceiling} per "
+                f"{settings.rate_limit_window_seconds} s ({env})",
+                argument=camel,
+                limitName="rateLimitCeiling",
+                setting=env,
+                limit=ceiling,
+            )
+        if per_window + budgets["burst"] > ceiling:
+            raise bad_input(
+                f"`{camel}` + `burst` ({per_window + budgets['burst']} tokens) is above the server's ceiling of "
+                f"{ceiling} ({env})",
+                argument="burst" if budgets["burst"] else camel,
+                limitName="rateLimitCeiling",
+                setting=env,
+                limit=ceiling,
+            )
+
+
+def _budgets(values: dict[str, object]) -> dict[str, int]:
+    return {k: int(values[k]) for k in repo.BUDGET_FIELDS}  # type: ignore[call-overload]
+
+
+def _camel(field: str) -> str:
+    return field.split("_")[0] + "".join(p.title() for p in field.split("_")[1:])
+
+
 def _seconds_until(tokens_milli: int, wanted_milli: int, per_window: int, window_seconds: int) -> int:
     missing = wanted_milli - tokens_milli
     if missing <= 0:
@@ -81,7 +152,15 @@ def _budget(row: asyncpg.Record) -> Budget:
 async def spend(db: Executor, settings: Settings, principal: Principal, costs: dict[str, int]) -> Budget:
     """Draws `costs` from the caller's budgets; returns the budget to report, or raises RATE_LIMITED."""
     costs = {name: cost for name, cost in costs.items() if cost > 0}
-    rows = await repo.consume(db, principal.tenant_id, principal.user_id, costs, built_in(settings))
+    rows = await repo.consume(
+        db,
+        principal.tenant_id,
+        principal.user_id,
+        costs,
+        built_in(settings),
+        ceilings(settings),
+        settings.rate_limit_window_seconds,
+    )
     refused = [r for r in rows if not r["allowed"]]
     if not refused:
         return min((_budget(r) for r in rows), key=lambda b: (b.remaining, b.name != "requests"))
@@ -120,7 +199,7 @@ def _checked(values: dict[str, object]) -> dict[str, object]:
     for key in repo.BUDGET_FIELDS[1:]:  # the window has its own range, above
         value = values.get(key)
         if value is not None and not 0 <= int(value) <= 1_000_000_000:  # type: ignore[call-overload]
-            camel = key.split("_")[0] + "".join(p.title() for p in key.split("_")[1:])
+            camel = _camel(key)
             raise bad_input(f"`{camel}` must be between 0 and 1000000000", argument=camel)
     return values
 
@@ -138,9 +217,13 @@ async def readable_profile(db: Executor, principal: Principal, profile_id: uuid.
     return row
 
 
-async def create_profile(db: Database, principal: Principal, values: dict[str, object]) -> asyncpg.Record:
+async def create_profile(
+    db: Database, settings: Settings, principal: Principal, values: dict[str, object]
+) -> asyncpg.Record:
     _require_admin(principal)
     values = _checked({k: v for k, v in values.items() if v is not None})
+    defaults: dict[str, object] = dict(zip(repo.BUDGET_FIELDS, built_in(settings), strict=True))
+    _over_ceiling(_budgets({**defaults, **values}), settings)
     async with db.transaction() as tx:
         if values.get("is_default"):
             await repo.clear_default(tx, principal.tenant_id)
@@ -151,11 +234,17 @@ async def create_profile(db: Database, principal: Principal, values: dict[str, o
 
 
 async def update_profile(
-    db: Database, principal: Principal, profile_id: uuid.UUID, values: dict[str, object]
+    db: Database, settings: Settings, principal: Principal, profile_id: uuid.UUID, values: dict[str, object]
 ) -> asyncpg.Record:
     _require_admin(principal)
     values = _checked({k: v for k, v in values.items() if v is not None})
     async with db.transaction() as tx:
+        if any(k in values for k in repo.BUDGET_FIELDS):
+            # Checked as the profile will be; a rename alone is fine even over a since-lowered ceiling.
+            current = await repo.profile(tx, principal.tenant_id, profile_id)
+            if current is None:
+                raise not_found("RateLimitProfile")
+            _over_ceiling(_budgets({**dict(current), **values}), settings)
         if values.get("is_default"):
             await repo.clear_default(tx, principal.tenant_id, keep=profile_id)
         try:

@@ -10,7 +10,7 @@ import strawberry
 from threadline.graphql.node import Node
 from threadline.ids import Kind, encode_id
 from threadline.ratelimits.repository import BUDGET_FIELDS
-from threadline.ratelimits.service import built_in
+from threadline.ratelimits.service import built_in, clamped
 from threadline.settings import Settings
 
 
@@ -58,7 +58,9 @@ class EffectiveRateLimit:
     def of(cls, row: asyncpg.Record | None, settings: Settings) -> EffectiveRateLimit:
         if row is None:
             return cls(profile=None, **dict(zip(BUDGET_FIELDS, built_in(settings), strict=True)))
-        return cls(profile=RateLimitProfile.from_row(row), **{name: row[name] for name in BUDGET_FIELDS})
+        # What is enforced: the operator's ceilings clamp a tenant's profile (service.clamped).
+        budgets = clamped({name: row[name] for name in BUDGET_FIELDS}, settings)
+        return cls(profile=RateLimitProfile.from_row(row), **budgets)
 
 
 @strawberry.input(description="A new rate-limit profile; budgets left out take the server's built-in values.")
