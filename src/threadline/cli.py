@@ -9,9 +9,8 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+from types import TracebackType
 
 from threadline.settings import Settings
 
@@ -24,26 +23,29 @@ def _raise_terminated(signum: int, frame: object) -> None:
     raise Terminated
 
 
-@contextmanager
-def terminate_gracefully() -> Iterator[None]:
+class GracefulTermination:
     """Runs the body with SIGTERM raising `Terminated`, then dies of SIGTERM as asked, after the body's
     cleanup. Python's default for SIGTERM ends the process on the spot, and uvicorn re-raises the SIGTERM it
     caught once it has shut down: without this, an embedded PostgreSQL would outlive every `systemctl stop`,
     `docker stop` or Kubernetes eviction."""
-    previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    try:
-        yield
-    except Terminated:
+
+    def __enter__(self) -> None:
+        self._previous = signal.signal(signal.SIGTERM, _raise_terminated)
+
+    def __exit__(
+        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if kind is not Terminated:
+            signal.signal(signal.SIGTERM, self._previous)
+            return
         # Exit the way the signal asked (systemd counts a SIGTERM death as a clean stop).
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.raise_signal(signal.SIGTERM)
         raise SystemExit(128 + signal.SIGTERM) from None  # only if the signal is blocked
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
-    with terminate_gracefully():
+    with GracefulTermination():
         return _serve_until_stopped(args, settings)
 
 
@@ -84,7 +86,7 @@ def _serve_until_stopped(args: argparse.Namespace, settings: Settings) -> int:
 def _with_database(settings: Settings, work: object) -> object:
     from threadline.db.embedded import EmbeddedPostgres
 
-    with terminate_gracefully():
+    with GracefulTermination():
         embedded = None if settings.database_url else EmbeddedPostgres(settings.data_dir)
         try:
             dsn = embedded.start() if embedded is not None else str(settings.database_url)
