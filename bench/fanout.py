@@ -28,6 +28,7 @@ import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fixtures import (  # noqa: E402
+    METRICS_HEADERS,
     UNTHROTTLED,
     Database,
     Server,
@@ -327,7 +328,7 @@ def _await_subscriptions(url: str, expected: int, timeout: float = 60.0) -> None
     deadline = time.monotonic() + timeout
     active = 0
     while time.monotonic() < deadline:
-        text = httpx.get(f"{url}/metrics", timeout=10).text
+        text = httpx.get(f"{url}/metrics", headers=METRICS_HEADERS, timeout=10).text
         line = next((x for x in text.splitlines() if x.startswith("threadline_subscriptions_active ")), "")
         active = int(float(line.split()[-1])) if line else 0
         if active >= expected:
@@ -399,7 +400,7 @@ def run_threadline(
         cpu = (cpu_seconds(server.process.pid) - cpu0) / elapsed
         hub = httpx.get(f"{server.url}/_bench/hub-latency", timeout=30).json()
         hub["machine"] = {k: round((v - others0[k]) / elapsed, 2) for k, v in _other_cpu(clients).items()}
-        metrics = httpx.get(f"{server.url}/metrics", timeout=30).text
+        metrics = httpx.get(f"{server.url}/metrics", headers=METRICS_HEADERS, timeout=30).text
         hub["paths"] = {
             path: int(float(line.split()[-1]))
             for path in ("direct", "queued")

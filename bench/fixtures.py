@@ -109,7 +109,13 @@ class Server:
     def __init__(self, dsn: str, *, executor: str = "fast", env: dict[str, str] | None = None) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "DATABASE_URL": dsn, "THREADLINE_MIGRATE_ON_START": "0", **(env or {})}
+        env = {
+            **os.environ,
+            "DATABASE_URL": dsn,
+            "THREADLINE_MIGRATE_ON_START": "0",
+            "THREADLINE_METRICS_TOKEN": BENCH_METRICS_TOKEN,
+            **(env or {}),
+        }
         self.process = subprocess.Popen(
             [sys.executable, str(BENCH_DIR / "server.py"), "--port", str(self.port), "--executor", executor],
             env=env,
@@ -146,6 +152,10 @@ def stop_process(process: subprocess.Popen[Any]) -> None:
             process.kill()
             process.wait()
 
+
+# /metrics needs a bearer token (THREADLINE_METRICS_TOKEN); the benches read it.
+BENCH_METRICS_TOKEN = "bench-metrics-token"
+METRICS_HEADERS = {"Authorization": f"Bearer {BENCH_METRICS_TOKEN}"}
 
 # Benches where one user writes (and subscribes) far beyond the default per-minute budgets.
 UNTHROTTLED = {

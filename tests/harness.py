@@ -27,6 +27,9 @@ from threadline.settings import Settings
 T = TypeVar("T")
 
 TEST_JWT_SECRET = "test-secret-that-is-long-enough-for-hs256"
+TEST_METRICS_TOKEN = "test-metrics-token"
+# What a scraper sends to /metrics (THREADLINE_METRICS_TOKEN).
+METRICS_HEADERS = {"Authorization": f"Bearer {TEST_METRICS_TOKEN}"}
 
 
 class Loop:
@@ -136,6 +139,7 @@ def test_settings(dsn: str, **overrides: Any) -> Settings:
         database_url=dsn,
         data_dir=Path(tempfile.gettempdir()) / "threadline-test-unused",
         jwt_secret=TEST_JWT_SECRET,
+        metrics_token=TEST_METRICS_TOKEN,
         expose_sql_count=True,
         migrate_on_start=True,
         db_pool_min=1,

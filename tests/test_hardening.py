@@ -19,7 +19,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from tests import harness
-from tests.harness import TEST_JWT_SECRET, Actor, Client, ServerThread, free_port
+from tests.harness import METRICS_HEADERS, TEST_JWT_SECRET, Actor, Client, ServerThread, free_port
 from tests.ws import PROTOCOL, WsClient
 
 APP_ORIGIN = "https://app.example"
@@ -105,11 +105,11 @@ def test_a_request_id_that_is_not_a_plain_token_is_replaced(server: ServerThread
 
 
 def test_metrics_count_requests_and_errors_by_code(server: ServerThread, admin: Actor, anonymous: Client) -> None:
-    before = httpx.get(f"{server.url}/metrics").text
+    before = httpx.get(f"{server.url}/metrics", headers=METRICS_HEADERS).text
     anonymous.execute("{ viewer { id } }")
     admin.client.execute("{ nope }")
     admin.client.execute("{ nope }")
-    after = httpx.get(f"{server.url}/metrics")
+    after = httpx.get(f"{server.url}/metrics", headers=METRICS_HEADERS)
     assert after.headers["content-type"].startswith("text/plain; version=0.0.4")
     text = after.text
     code = 'threadline_graphql_errors_total{code="%s"}'
@@ -124,7 +124,7 @@ def test_metrics_count_requests_and_errors_by_code(server: ServerThread, admin: 
 
 def test_metrics_show_active_subscriptions(server: ServerThread, admin: Actor) -> None:
     def active() -> float:
-        return metric(httpx.get(f"{server.url}/metrics").text, "threadline_subscriptions_active")
+        return metric(httpx.get(f"{server.url}/metrics", headers=METRICS_HEADERS).text, "threadline_subscriptions_active")
 
     before = active()
     ws = WsClient(server.ws_url, admin.api_key)

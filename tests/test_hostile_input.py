@@ -16,7 +16,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 
 from tests.api import create_conversation, start_thread
-from tests.harness import Actor, Client, Loop, ServerThread, unique
+from tests.harness import METRICS_HEADERS, Actor, Client, Loop, ServerThread, test_settings, unique
 from tests.ws import WsClient
 
 SEARCH = """query($i: ConversationSearchInput!) { search(input: $i) {
@@ -294,3 +294,26 @@ def test_a_profile_stored_over_a_ceiling_is_clamped_when_enforced(
         "requestsPerWindow": 1000,
         "mutationsPerWindow": 200,
     }
+
+
+# --- /metrics (item 14) ---------------------------------------------------------------------------------
+
+
+def test_metrics_need_the_operators_bearer_token(server: ServerThread) -> None:
+    assert httpx.get(f"{server.url}/metrics").status_code == 401
+    wrong = httpx.get(f"{server.url}/metrics", headers={"Authorization": "Bearer guessed"})
+    assert (wrong.status_code, wrong.headers["WWW-Authenticate"]) == (401, "Bearer")
+    assert "threadline_" not in wrong.text
+    scraped = httpx.get(f"{server.url}/metrics", headers=METRICS_HEADERS)
+    assert scraped.status_code == 200
+    assert "# TYPE threadline_subscriptions_active " in scraped.text
+
+
+def test_metrics_are_not_served_without_a_token_setting(dsn: str) -> None:
+    srv = ServerThread(test_settings(dsn, migrate_on_start=False, metrics_token=None))
+    srv.start()
+    try:
+        assert httpx.get(f"{srv.url}/metrics", headers=METRICS_HEADERS).status_code == 404
+        assert httpx.get(f"{srv.url}/healthz").status_code == 200
+    finally:
+        srv.stop()

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness import Actor, ServerThread
+from tests.harness import METRICS_HEADERS, Actor, ServerThread
 from tests.ws import CONVERSATION_EVENTS, VIEWER_EVENTS, WsClient
 
 START = "mutation($c: ID!, $x: String!) { threadStart(conversationId: $c, input: {content: $x}) { id } }"
@@ -24,13 +24,13 @@ INVITE = "mutation($c: ID!, $u: ID!) { participantInvite(conversationId: $c, use
 
 
 def metric(server: ServerThread, name: str) -> float:
-    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    text = httpx.get(f"{server.url}/metrics", headers=METRICS_HEADERS, timeout=10).text
     line = next(x for x in text.splitlines() if x.startswith(name + " ") or x.startswith(name + "{"))
     return float(line.split()[-1])
 
 
 def direct_deliveries(server: ServerThread) -> float:
-    text = httpx.get(f"{server.url}/metrics", timeout=10).text
+    text = httpx.get(f"{server.url}/metrics", headers=METRICS_HEADERS, timeout=10).text
     line = next(x for x in text.splitlines() if x.startswith('threadline_stream_deliveries_total{path="direct"}'))
     return float(line.split()[-1])
 

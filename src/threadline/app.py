@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import hmac
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
@@ -35,6 +36,14 @@ class Services:
     runs: Any = None  # the run worker (threadline.runs.worker.Worker)
     embedded: EmbeddedPostgres | None = None
     background: list[Any] = field(default_factory=list)
+
+
+def metrics_authorized(authorization: str | None, token: str | None) -> bool:
+    """Whether `authorization` is `Bearer <token>` (compared in constant time)."""
+    scheme, _, given = (authorization or "").partition(" ")
+    if token is None or scheme.lower() != "bearer":
+        return False
+    return hmac.compare_digest(given.strip().encode(), token.encode())
 
 
 def tune_garbage_collector(gen0_threshold: int) -> None:
@@ -109,7 +118,14 @@ def create_app(settings: Settings | None = None) -> Starlette:
     async def metrics(request: Request) -> PlainTextResponse:
         from threadline.observability.metrics import METRICS
 
+        # Metrics reveal every tenant's activity: only a scraper holding the operator's token reads them.
+        if not metrics_authorized(request.headers.get("authorization"), settings.metrics_token):
+            return PlainTextResponse("metrics need the bearer token", 401, {"WWW-Authenticate": "Bearer"})
         return PlainTextResponse(await METRICS.render(services), media_type="text/plain; version=0.0.4")
+
+    serve_metrics = settings.metrics_enabled and settings.metrics_token is not None
+    if settings.metrics_enabled and not serve_metrics:
+        log.warning("/metrics is not served: set THREADLINE_METRICS_TOKEN (scrapers send it as a bearer token)")
 
     from threadline.observability.requests import RequestIds
     from threadline.streaming.direct import CaptureWebSocketWriter
@@ -131,7 +147,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
-            *([Route("/metrics", metrics)] if settings.metrics_enabled else []),
+            *([Route("/metrics", metrics)] if serve_metrics else []),
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
         ],

@@ -193,6 +193,8 @@ class Settings:
     ws_allowed_origins: tuple[str, ...] = ()
     log_json: bool = False
     metrics_enabled: bool = True
+    # /metrics answers only `Authorization: Bearer <this>`; without it /metrics is not served at all.
+    metrics_token: str | None = None
     rate_limit_enabled: bool = True
     rate_limit_window_seconds: int = 60
     rate_limit_requests: int = 6000
@@ -318,6 +320,7 @@ class Settings:
             ws_allowed_origins=_env_list("THREADLINE_WS_ALLOWED_ORIGINS", cls.ws_allowed_origins),
             log_json=_env_bool("THREADLINE_LOG_JSON", cls.log_json),
             metrics_enabled=_env_bool("THREADLINE_METRICS", cls.metrics_enabled),
+            metrics_token=os.environ.get("THREADLINE_METRICS_TOKEN") or None,
             rate_limit_enabled=_env_bool("THREADLINE_RATE_LIMIT", cls.rate_limit_enabled),
             rate_limit_window_seconds=_env_int("THREADLINE_RATE_LIMIT_WINDOW_SECONDS", cls.rate_limit_window_seconds),
             rate_limit_requests=_env_int("THREADLINE_RATE_LIMIT_REQUESTS", cls.rate_limit_requests),
@@ -340,5 +343,5 @@ class Settings:
         )
 
     def describe(self) -> dict[str, object]:
-        secret = {"jwt_secret", "jwt_tenant_secrets", "openai_api_key"}
+        secret = {"jwt_secret", "jwt_tenant_secrets", "openai_api_key", "metrics_token"}
         return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in secret}
