@@ -433,6 +433,7 @@ class StreamHub:
             return
         for conversation, members in self._participants.items():
             if user not in members:
+                continue
             routed = self._early.get(conversation, 0)
             if event.id <= routed:
                 continue  # already routed early there
@@ -440,7 +441,6 @@ class StreamHub:
                 if event.id > early.safe_for(bucket_of(conversation)):
                     continue
                 self._early[conversation] = event.id
-                continue
             scoped = dataclasses.replace(event, conversation_id=conversation)
             subs = self._by_conversation.get(conversation, set())
             self._offer(scoped, [s for s in subs if s.tenant_id == event.tenant_id and not s.follows_viewer])
