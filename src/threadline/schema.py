@@ -19,6 +19,7 @@ from threadline.graphql.errors import ErrorCodeEnum, ErrorCodes, SqlStatementCou
 from threadline.graphql.limits import query_limits
 from threadline.graphql.node import Node
 from threadline.graphql.scalars import SCALAR_OVERRIDES
+from threadline.idempotency.schema import IdempotencyKeys
 from threadline.ids import Kind, parse_id
 from threadline.observability.schema import OperationMetrics
 from threadline.porting.schema import PortingMutation, PortingQuery
@@ -120,7 +121,7 @@ def build_schema(fast_execution: bool = True) -> strawberry.Schema:
         mutation=Mutation,
         subscription=Subscription,
         types=[Conversation, Message, Thread, User, *EVENT_TYPES],
-        extensions=[OperationMetrics, ErrorCodes, SqlStatementCount, query_limits({"Query.tags": TAGS_LIMIT_MAX}), RateLimits, OutputBudgets],
+        extensions=[OperationMetrics, ErrorCodes, SqlStatementCount, query_limits({"Query.tags": TAGS_LIMIT_MAX}), RateLimits, OutputBudgets, IdempotencyKeys],
         execution_context_class=FanoutExecutionContext if fast_execution else None,
         scalar_overrides=SCALAR_OVERRIDES,
     )

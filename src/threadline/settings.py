@@ -147,6 +147,8 @@ class Settings:
     import_zip_max_total_bytes: int = 16 * 1024 * 1024 * 1024
     import_zip_max_ratio: int = 100
     retention_interval_seconds: float = 3600.0
+    # How long a creating mutation's idempotency key (clientMutationId / Idempotency-Key) is kept, per user.
+    idempotency_ttl_seconds: float = 86400.0
 
     # Runs (issue 5)
     run_workers: int = 2
@@ -276,6 +278,7 @@ class Settings:
             retention_interval_seconds=_env_float(
                 "THREADLINE_RETENTION_INTERVAL_SECONDS", cls.retention_interval_seconds
             ),
+            idempotency_ttl_seconds=_env_float("THREADLINE_IDEMPOTENCY_TTL_SECONDS", cls.idempotency_ttl_seconds),
             run_workers=_env_int("THREADLINE_RUN_WORKERS", cls.run_workers),
             run_queue=_env_str("THREADLINE_RUN_QUEUE", cls.run_queue),
             run_poll_seconds=_env_float("THREADLINE_RUN_POLL_SECONDS", cls.run_poll_seconds),

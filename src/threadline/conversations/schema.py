@@ -26,6 +26,8 @@ from threadline.graphql.pagination import (
     decode_cursor,
     page_size,
 )
+from threadline.idempotency.schema import run_once
+from threadline.idempotency.types import ClientMutationId
 from threadline.ids import Kind, decode_id
 
 
@@ -100,9 +102,19 @@ class ConversationQuery:
 @strawberry.type
 class ConversationMutation:
     @strawberry.mutation(description="Create a conversation; the caller becomes its OWNER.")
-    async def conversation_create(self, info: Info, input: ConversationCreateInput) -> Conversation:
+    async def conversation_create(
+        self, info: Info, input: ConversationCreateInput, client_mutation_id: ClientMutationId = None
+    ) -> Conversation:
         principal = await info.context.principal()
-        row = await service.create(info.context.db, info.context.settings, principal, _fields(input))
+        settings = info.context.settings
+        done = await run_once(
+            info,
+            client_mutation_id,
+            {"input": input},
+            lambda db: service.create(db, settings, principal, _fields(input)),
+            lambda row: [row["id"]],
+        )
+        row = done.value if done.value is not None else await service.get(info.context.db, principal, done.ids[0])
         return Conversation.from_row(row)
 
     @strawberry.mutation(description="Change a conversation's metadata (owner or admin).")
@@ -132,15 +144,25 @@ class ConversationMutation:
         conversation_id: strawberry.ID,
         user_id: strawberry.ID,
         role: ParticipantRole | None = ParticipantRole.MEMBER,
+        client_mutation_id: ClientMutationId = None,
     ) -> Invite:
         principal = await info.context.principal()
-        row = await service.invite(
-            info.context.db,
-            principal,
-            decode_id(conversation_id, Kind.CONVERSATION),
-            decode_id(user_id, Kind.USER),
-            (role or ParticipantRole.MEMBER).value,
+        done = await run_once(
+            info,
+            client_mutation_id,
+            {"conversationId": conversation_id, "userId": user_id, "role": role},
+            lambda db: service.invite(
+                db,
+                principal,
+                decode_id(conversation_id, Kind.CONVERSATION),
+                decode_id(user_id, Kind.USER),
+                (role or ParticipantRole.MEMBER).value,
+            ),
+            lambda row: [row["id"]],
         )
+        row = done.value
+        if row is None:
+            row = await service.readable_invite(info.context.db, principal, done.ids[0])
         return Invite.from_row(row)
 
     @strawberry.mutation(description="Accept an invite addressed to the caller; returns the new participant.")

@@ -6,6 +6,7 @@ from threadline.audit.tables import AuditLog
 from threadline.auth.tables import ApiKey, AppUser, ErasedSubject, Tenant
 from threadline.conversations.tables import Conversation, Invite, Participant
 from threadline.events.tables import StreamEvent, StreamState
+from threadline.idempotency.tables import IdempotencyKey
 from threadline.porting.tables import ImportSource, MessageAttachment
 from threadline.presence.tables import Presence, TypingState
 from threadline.ratelimits.tables import RateLimitAssignment, RateLimitBucket, RateLimitProfile
@@ -40,4 +41,5 @@ ALL_TABLES: tuple[type[Table], ...] = (
     RateLimitProfile,
     RateLimitAssignment,
     RateLimitBucket,
+    IdempotencyKey,
 )

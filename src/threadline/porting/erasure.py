@@ -42,6 +42,7 @@ PERSONAL = {
     ("invite", "user_id"),
     ("rate_limit_bucket", "user_id"),
     ("rate_limit_assignment", "user_id"),
+    ("idempotency_key", "user_id"),  # holds ids of what they created, never content
 }
 # (table, column) that attribute someone else's object (or a shared one) to the user: these now name the
 # placeholder, so the object stays. A foreign key to app_user in neither set is treated as personal

@@ -16,6 +16,7 @@ from threadline.audit.service import AuditAction, SystemActor, record
 from threadline.auth.principal import Principal
 from threadline.db import Database, Executor
 from threadline.errors import bad_input, forbidden
+from threadline.idempotency import service as idempotency
 from threadline.settings import Settings
 
 log = logging.getLogger("threadline.retention")
@@ -92,6 +93,7 @@ async def _run_forever(db: Database, interval: float) -> None:
             deleted = await purge_expired(db)
             if deleted:
                 log.info("retention: deleted %d conversations", deleted)
+            await idempotency.purge_expired(db)  # expired idempotency keys go with the same pass
         except Exception:  # noqa: BLE001 - the job must survive a bad pass and try again later
             log.exception("retention pass failed")
         await asyncio.sleep(interval)

@@ -15,6 +15,8 @@ from threadline.graphql.pagination import (
     decode_cursor,
     page_size,
 )
+from threadline.idempotency.schema import run_once
+from threadline.idempotency.types import ClientMutationId
 from threadline.ids import Kind, decode_id
 from threadline.runs import output, service, transitions
 from threadline.runs import repository as repo
@@ -66,8 +68,9 @@ class RunMutation:
         "as `message.delta` events and ending with `message.done`. Needs write access; CONFLICT if the message "
         "already has an active run; RATE_LIMITED beyond the per-user cap of active runs."
     )
-    async def run_create(self, info: Info, input: RunCreateInput) -> Run:
+    async def run_create(self, info: Info, input: RunCreateInput, client_mutation_id: ClientMutationId = None) -> Run:
         principal = await info.context.principal()
+        settings = info.context.settings
         spec = RunSpec(
             message_id=decode_id(input.message_id, Kind.MESSAGE),
             provider=input.provider,
@@ -75,7 +78,17 @@ class RunMutation:
             instructions=input.instructions,
             max_history_messages=input.max_history_messages,
         )
-        return Run.from_row(await service.create_run(info.context.db, info.context.settings, principal, spec))
+        done = await run_once(
+            info,
+            client_mutation_id,
+            {"input": input},
+            lambda db: service.create_run(db, settings, principal, spec),
+            lambda row: [row["id"]],
+        )
+        row = done.value
+        if row is None:
+            row = await service.readable_run(info.context.db, principal, done.ids[0])
+        return Run.from_row(row)
 
     @strawberry.mutation(
         description="Cancel a run. A queued run is cancelled at once; an executing one becomes CANCELLING and its "

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import uuid
+
 import strawberry
 
 from threadline.errors import bad_input, not_found
 from threadline.graphql.context import Info
+from threadline.idempotency.schema import run_once
+from threadline.idempotency.types import ClientMutationId
 from threadline.ids import Kind, decode_id
 from threadline.threads import repository as repo
 from threadline.threads import service
@@ -22,6 +26,14 @@ def _draft(input: MessageInput) -> MessageDraft:
         prompt_tokens=input.usage.prompt_tokens if input.usage else None,
         completion_tokens=input.usage.completion_tokens if input.usage else None,
     )
+
+
+async def _current(info: Info, message_id: uuid.UUID) -> Message:
+    """A message as it is now (the answer to a retried threadStart or messageReply)."""
+    principal = await info.context.principal()
+    row = await service.readable_message(info.context.db, principal, message_id)
+    (path,) = await path_ids(info.context.db, principal.tenant_id, [row])
+    return Message.from_row(row, path)
 
 
 @strawberry.type
@@ -78,19 +90,40 @@ class ThreadQuery:
 @strawberry.type
 class ThreadMutation:
     @strawberry.mutation(description="Start a thread: a new root message in a conversation the caller may write to.")
-    async def thread_start(self, info: Info, conversation_id: strawberry.ID, input: MessageInput) -> Message:
+    async def thread_start(
+        self, info: Info, conversation_id: strawberry.ID, input: MessageInput, client_mutation_id: ClientMutationId = None
+    ) -> Message:
         principal = await info.context.principal()
-        row = await service.start_thread(
-            info.context.db, info.context.settings, principal, decode_id(conversation_id, Kind.CONVERSATION), _draft(input)
+        settings = info.context.settings
+        done = await run_once(
+            info,
+            client_mutation_id,
+            {"conversationId": conversation_id, "input": input},
+            lambda db: service.start_thread(
+                db, settings, principal, decode_id(conversation_id, Kind.CONVERSATION), _draft(input)
+            ),
+            lambda row: [row["id"]],
         )
-        return Message.from_row(row, [row["id"]])
+        if done.value is None:
+            return await _current(info, done.ids[0])
+        return Message.from_row(done.value, [done.value["id"]])
 
     @strawberry.mutation(description="Reply to any message (several replies to one message make branches).")
-    async def message_reply(self, info: Info, parent_id: strawberry.ID, input: MessageInput) -> Message:
+    async def message_reply(
+        self, info: Info, parent_id: strawberry.ID, input: MessageInput, client_mutation_id: ClientMutationId = None
+    ) -> Message:
         principal = await info.context.principal()
-        row, path = await service.reply(
-            info.context.db, info.context.settings, principal, decode_id(parent_id, Kind.MESSAGE), _draft(input)
+        settings = info.context.settings
+        done = await run_once(
+            info,
+            client_mutation_id,
+            {"parentId": parent_id, "input": input},
+            lambda db: service.reply(db, settings, principal, decode_id(parent_id, Kind.MESSAGE), _draft(input)),
+            lambda written: [written[0]["id"]],
         )
+        if done.value is None:
+            return await _current(info, done.ids[0])
+        row, path = done.value
         return Message.from_row(row, path)
 
     @strawberry.mutation(description="Edit your own message; the previous version is kept in `edits`.")
