@@ -142,9 +142,11 @@ def test_a_surrogate_pair_is_text(admin: Actor) -> None:
     assert response.json()["data"]["conversationCreate"]["title"] == "chat \U0001f600"
 
 
+IMPORT = "mutation($d: JSON!) { conversationImport(input: {format: THREADLINE, data: $d}) { id } }"
+
+
 def test_a_lone_surrogate_in_a_json_argument_is_bad_input(admin: Actor) -> None:
-    query = "mutation($d: JSON!) { conversationImportReport(data: $d) { imported { id } } }"
-    body = json.dumps({"query": query, "variables": {"d": {"conversations": [{"title": "\ud800"}]}}})
+    body = json.dumps({"query": IMPORT, "variables": {"d": {"title": "\ud800", "messages": []}}})
     assert error_code(post_raw(admin.client, body)) == "BAD_USER_INPUT"
 
 
@@ -196,16 +198,17 @@ def test_deeply_nested_variables_in_a_get_query_string_are_400(anonymous: Client
 
 def test_a_deeply_nested_json_argument_inline_is_refused(admin: Actor) -> None:
     value = "{a: " * 1000 + "1" + "}" * 1000
-    query = "mutation { conversationImportReport(data: " + value + ") { imported { id } } }"
+    query = "mutation { conversationImport(input: {format: THREADLINE, data: " + value + "}) { id } }"
     response = post_raw(admin.client, json.dumps({"query": query}))
     assert error_code(response) == "BAD_USER_INPUT"
-    assert "Traceback" not in response.text
+    assert "nested too deeply" in response.json()["errors"][0]["message"]
 
 
 def test_a_deeply_nested_json_argument_in_variables_is_refused(admin: Actor) -> None:
-    query = "mutation($d: JSON!) { conversationImportReport(data: $d) { imported { id } } }"
-    body = '{"query": ' + json.dumps(query) + ', "variables": {"d": ' + '{"a": ' * 200 + "1" + "}" * 200 + "}}"
-    assert error_code(post_raw(admin.client, body)) == "BAD_USER_INPUT"
+    body = '{"query": ' + json.dumps(IMPORT) + ', "variables": {"d": ' + '{"a": ' * 200 + "1" + "}" * 200 + "}}"
+    response = post_raw(admin.client, body)
+    assert response.status_code == 400
+    assert response.json()["errors"][0]["extensions"]["limitName"] == "jsonDepth"
 
 
 def test_deeply_nested_json_on_a_socket_closes_it_with_4400(server: ServerThread, admin: Actor) -> None:
