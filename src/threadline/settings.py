@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import platformdirs
@@ -344,7 +344,3 @@ class Settings:
             shutdown_grace_seconds=_env_float("THREADLINE_SHUTDOWN_GRACE_SECONDS", cls.shutdown_grace_seconds),
             gc_gen0_threshold=_env_int("THREADLINE_GC_GEN0_THRESHOLD", cls.gc_gen0_threshold),
         )
-
-    def describe(self) -> dict[str, object]:
-        secret = {"jwt_secret", "jwt_tenant_secrets", "openai_api_key", "metrics_token"}
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in secret}

@@ -22,8 +22,6 @@ from threadline.events.publish import publish
 from threadline.ids import Kind, encode_id
 from threadline.settings import Settings
 
-UNSET: Any = object()
-
 
 @dataclass
 class ConversationFields:

@@ -113,11 +113,6 @@ class Transaction:
 
     def __init__(self, conn: asyncpg.Connection) -> None:
         self.conn = conn
-        self._after_commit: list[Any] = []
-
-    def after_commit(self, callback: Any) -> None:
-        """Run `callback()` once the transaction has committed (never if it rolls back)."""
-        self._after_commit.append(callback)
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         _count()
@@ -199,8 +194,6 @@ class Database:
             tx = Transaction(conn)
             async with conn.transaction(isolation=isolation):
                 yield tx
-        for callback in tx._after_commit:
-            callback()
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         _count()

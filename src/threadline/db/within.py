@@ -34,7 +34,6 @@ class WithinTransaction(Database):
         if isolation != "read_committed":
             # The open transaction's isolation cannot change; a caller that needs another must not be wrapped.
             raise RuntimeError(f"cannot run a {isolation} transaction inside an open read committed one")
-        # after_commit callbacks land on the open transaction and run once it commits.
         yield self.tx
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:

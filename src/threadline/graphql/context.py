@@ -62,16 +62,5 @@ class Context:
             self._loaders[name] = existing
         return existing
 
-    def fresh(self) -> Context:
-        """A copy with empty caches, for one subscription event on a long-lived socket."""
-        return Context(
-            db=self.db,
-            settings=self.settings,
-            authorization=self.authorization,
-            services=self.services,
-            request=self.request,
-            _principal=self._principal,
-        )
-
 
 Info: TypeAlias = strawberry.Info[Context, None]
