@@ -502,7 +502,7 @@ def main() -> None:
             f"2. authenticated tree reads (median of {tree_runs}; RSS+ = the largest peak growth of one request)"
         )
         print(
-            f"{'request':<86} {'CPU ms':>8} {'DB ms':>7} {'wall ms':>8} {'resp MB':>8} {'RSS+MB':>7}  outcome"
+            f"{'request':<86} {'CPU ms':>8} {'DB ms':>7} {'wall ms':>8} {'resp KB':>8} {'RSS+MB':>7}  outcome"
         )
         for case in TREE_CASES:
             costs = []
@@ -519,7 +519,7 @@ def main() -> None:
             wall = statistics.median(c.wall_ms for c in costs)
             last = costs[-1]
             print(
-                f"{case.name:<86} {cpu:>8.0f} {db:>7.0f} {wall:>8.0f} {last.response_bytes / 1e6:>8.2f}"
+                f"{case.name:<86} {cpu:>8.0f} {db:>7.0f} {wall:>8.0f} {last.response_bytes / 1e3:>8.1f}"
                 f" {max(c.rss_growth_mb for c in costs):>7.1f}  {last.outcome}"
             )
 
