@@ -10,38 +10,9 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from types import TracebackType
 
+from threadline.db.standalone import GracefulTermination, with_database
 from threadline.settings import Settings
-
-
-class Terminated(BaseException):
-    """SIGTERM, turned into an exception so that `finally` blocks (stopping the embedded PostgreSQL) run."""
-
-
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated
-
-
-class GracefulTermination:
-    """Runs the body with SIGTERM raising `Terminated`, then dies of SIGTERM as asked, after the body's
-    cleanup. Python's default for SIGTERM ends the process on the spot, and uvicorn re-raises the SIGTERM it
-    caught once it has shut down: without this, an embedded PostgreSQL would outlive every `systemctl stop`,
-    `docker stop` or Kubernetes eviction."""
-
-    def __enter__(self) -> None:
-        self._previous = signal.signal(signal.SIGTERM, _raise_terminated)
-
-    def __exit__(
-        self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        if kind is not Terminated:
-            signal.signal(signal.SIGTERM, self._previous)
-            return
-        # Exit the way the signal asked (systemd counts a SIGTERM death as a clean stop).
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
-        signal.raise_signal(signal.SIGTERM)
-        raise SystemExit(128 + signal.SIGTERM) from None  # only if the signal is blocked
 
 
 def _serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -83,23 +54,10 @@ def _serve_until_stopped(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _with_database(settings: Settings, work: object) -> object:
-    from threadline.db.embedded import EmbeddedPostgres
-
-    with GracefulTermination():
-        embedded = None if settings.database_url else EmbeddedPostgres(settings.data_dir)
-        try:
-            dsn = embedded.start() if embedded is not None else str(settings.database_url)
-            return asyncio.run(work(dsn))  # type: ignore[operator]
-        finally:
-            if embedded is not None:
-                embedded.stop()
-
-
 def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     from threadline.db.migrate import apply_migrations
 
-    print(_with_database(settings, apply_migrations))
+    print(with_database(settings, apply_migrations))
     return 0
 
 
@@ -135,7 +93,7 @@ def _tenant_create(args: argparse.Namespace, settings: Settings) -> int:
             "apiKey": created.api_key,
         }
 
-    print(json.dumps(_with_database(settings, work)))
+    print(json.dumps(with_database(settings, work)))
     return 0
 
 
@@ -171,7 +129,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         print(f"threadline worker {worker.id}: stopped after {worker.executed} runs", flush=True)
         return 0
 
-    return int(_with_database(settings, work))  # type: ignore[call-overload]
+    return with_database(settings, work)
 
 
 def build_parser() -> argparse.ArgumentParser:

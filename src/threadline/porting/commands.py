@@ -20,6 +20,7 @@ from typing import IO, Any
 
 import orjson
 
+from threadline.db.standalone import with_database
 from threadline.porting.archive import EXPORT_FILE, ArchiveRefused, archive_files
 from threadline.porting.model import ImportFormat
 from threadline.settings import Settings
@@ -142,7 +143,6 @@ def _fail(message: str) -> int:
 
 
 def _import(args: argparse.Namespace, settings: Settings) -> int:
-    from threadline.cli import _with_database
     from threadline.errors import ThreadlineError
 
     if not args.api_key:
@@ -152,11 +152,11 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
     except (OSError, zipfile.BadZipFile, ArchiveRefused) as exc:
         return _fail(str(exc))
     try:
-        report = _with_database(settings, lambda dsn: _import_work(dsn, settings, args, files))
+        report = with_database(settings, lambda dsn: _import_work(dsn, settings, args, files))
     except ThreadlineError as exc:
         return _fail(exc.message)
     print(orjson.dumps(report).decode())
-    return 1 if report["failed"] else 0  # type: ignore[index]
+    return 1 if report["failed"] else 0
 
 
 async def _import_work(dsn: str, settings: Settings, args: argparse.Namespace, files: list[Any]) -> dict[str, Any]:
@@ -211,11 +211,10 @@ async def _import_work(dsn: str, settings: Settings, args: argparse.Namespace, f
 
 
 def _export(args: argparse.Namespace, settings: Settings) -> int:
-    from threadline.cli import _with_database
     from threadline.errors import ThreadlineError
 
     try:
-        counts = _with_database(settings, lambda dsn: _export_work(dsn, settings, args))
+        counts = with_database(settings, lambda dsn: _export_work(dsn, settings, args))
     except ThreadlineError as exc:
         return _fail(exc.message)
     print(orjson.dumps(counts).decode(), file=sys.stderr if args.out == "-" else sys.stdout)
