@@ -12,7 +12,9 @@ from threadline.errors import bad_input, not_found
 from threadline.events.kinds import EventType
 from threadline.events.publish import publish
 from threadline.ids import Kind, encode_id
+from threadline.presence import repository as repo
 from threadline.settings import Settings
+from threadline.threads import repository as threads
 
 STATUSES = {"ONLINE", "AWAY", "OFFLINE"}
 
@@ -39,31 +41,16 @@ async def heartbeat(db: Database, tenant_id: uuid.UUID, user_id: uuid.UUID, stat
     if status not in STATUSES:
         raise bad_input(f"status must be one of {sorted(STATUSES)}", argument="status")
     async with db.transaction() as tx:
-        previous = await tx.fetchval("SELECT status FROM presence WHERE id = $1 FOR UPDATE", user_id)
-        row = await tx.fetchrow(
-            """INSERT INTO presence AS p (id, tenant_id, status, last_seen_at) VALUES ($1, $2, $3, now())
-               ON CONFLICT (id) DO UPDATE SET status = EXCLUDED.status, last_seen_at = now()
-               RETURNING p.last_seen_at""",
-            user_id,
-            tenant_id,
-            status,
-        )
-        assert row is not None
+        previous = await repo.presence_status(tx, tenant_id, user_id)
+        last_seen_at = await repo.record_presence(tx, tenant_id, user_id, status)
         if previous != status:
-            await _announce_presence(tx, tenant_id, user_id, status, row["last_seen_at"])
+            await _announce_presence(tx, tenant_id, user_id, status, last_seen_at)
 
 
 async def expire_presence(db: Database, settings: Settings) -> int:
     """Users silent for longer than the presence timeout go OFFLINE (safe to run in every process)."""
     async with db.transaction() as tx:
-        rows = await tx.fetch(
-            """UPDATE presence SET status = 'OFFLINE'
-               WHERE id IN (SELECT id FROM presence WHERE status <> 'OFFLINE'
-                            AND last_seen_at < now() - make_interval(secs => $1)
-                            ORDER BY last_seen_at LIMIT 1000 FOR UPDATE SKIP LOCKED)
-               RETURNING id, tenant_id, last_seen_at""",
-            settings.presence_timeout_seconds,
-        )
+        rows = await repo.expire_presence(tx, settings.presence_timeout_seconds)
         for row in rows:
             await _announce_presence(tx, row["tenant_id"], row["id"], "OFFLINE", row["last_seen_at"])
     return len(rows)
@@ -94,41 +81,17 @@ async def set_typing(
     async with db.transaction() as tx:
         await require(tx, principal, conversation_id, Access.WRITE)
         if root_id is not None:
-            root = await tx.fetchrow(
-                "SELECT conversation_id FROM message WHERE tenant_id = $1 AND id = $2 AND parent_id IS NULL",
-                principal.tenant_id,
-                root_id,
-            )
-            if root is None or root["conversation_id"] != conversation_id:
+            if await threads.thread_conversation(tx, principal.tenant_id, root_id) != conversation_id:
                 raise not_found("Thread")
         if typing:
-            prev = await tx.fetchrow(
-                """SELECT expires_at > now() AS active, root_id FROM typing_state
-                   WHERE conversation_id = $1 AND user_id = $2 FOR UPDATE""",
-                conversation_id,
-                principal.user_id,
-            )
-            await tx.execute(
-                """INSERT INTO typing_state AS t (id, tenant_id, conversation_id, user_id, root_id, expires_at)
-                   VALUES ($5, $1, $2, $3, $4, now() + make_interval(secs => $6))
-                   ON CONFLICT (conversation_id, user_id) DO UPDATE
-                     SET root_id = EXCLUDED.root_id, expires_at = EXCLUDED.expires_at""",
-                principal.tenant_id,
-                conversation_id,
-                principal.user_id,
-                root_id,
-                uuid.uuid4(),
-                settings.typing_timeout_seconds,
+            prev = await repo.typing_state(tx, principal.tenant_id, conversation_id, principal.user_id)
+            await repo.start_typing(
+                tx, principal.tenant_id, conversation_id, principal.user_id, root_id, settings.typing_timeout_seconds
             )
             if prev is None or not prev["active"] or prev["root_id"] != root_id:
                 await _announce_typing(tx, principal.tenant_id, conversation_id, root_id, principal.user_id, True)
         else:
-            row = await tx.fetchrow(
-                """DELETE FROM typing_state WHERE conversation_id = $1 AND user_id = $2
-                   RETURNING expires_at > now() AS was_active, root_id""",
-                conversation_id,
-                principal.user_id,
-            )
+            row = await repo.stop_typing(tx, principal.tenant_id, conversation_id, principal.user_id)
             if row is not None and row["was_active"]:
                 await _announce_typing(
                     tx, principal.tenant_id, conversation_id, row["root_id"], principal.user_id, False
@@ -139,12 +102,7 @@ async def set_typing(
 async def expire_typing(db: Database) -> int:
     """Typing indicators not renewed in time stop, with a `typing.update` isTyping=false."""
     async with db.transaction() as tx:
-        rows = await tx.fetch(
-            """DELETE FROM typing_state WHERE id IN (
-                   SELECT id FROM typing_state WHERE expires_at < now()
-                   ORDER BY expires_at LIMIT 1000 FOR UPDATE SKIP LOCKED)
-               RETURNING tenant_id, conversation_id, user_id, root_id"""
-        )
+        rows = await repo.expire_typing(tx)
         for row in rows:
             await _announce_typing(tx, row["tenant_id"], row["conversation_id"], row["root_id"], row["user_id"], False)
     return len(rows)

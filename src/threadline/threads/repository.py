@@ -75,6 +75,16 @@ async def message(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID, *, 
     )
 
 
+async def thread_conversation(db: Executor, tenant_id: uuid.UUID, root_id: uuid.UUID) -> uuid.UUID | None:
+    """The conversation of the thread whose root is `root_id`; None if that is no root of this tenant."""
+    value = await db.fetchval(
+        "SELECT conversation_id FROM message WHERE tenant_id = $1 AND id = $2 AND parent_id IS NULL",
+        tenant_id,
+        root_id,
+    )
+    return value if isinstance(value, uuid.UUID) else None
+
+
 async def bump_child_count(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID) -> None:
     await db.execute(
         "UPDATE message SET child_count = child_count + 1 WHERE tenant_id = $1 AND id = $2", tenant_id, message_id
