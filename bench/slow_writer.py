@@ -29,7 +29,6 @@ import websockets
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from fixtures import UNTHROTTLED, Caller, Database, Server, create_tenant, start_conversation  # noqa: E402
-
 from threadline.events.kinds import EventType  # noqa: E402
 from threadline.events.publish import bucket_of, publish  # noqa: E402
 from threadline.ids import Kind, decode_id  # noqa: E402

@@ -21,7 +21,15 @@ import pytest
 import uvicorn
 from websockets.exceptions import ConnectionClosed
 
-from tests.harness import TEST_JWT_SECRET, Actor, Loop, ServerThread, create_database, free_port, test_settings
+from tests.harness import (
+    TEST_JWT_SECRET,
+    Actor,
+    Loop,
+    ServerThread,
+    create_database,
+    free_port,
+    test_settings,
+)
 from tests.ws import WsClient
 from threadline.db.embedded import EmbeddedPostgres
 

@@ -106,7 +106,7 @@ class NodeQuery:
 class ErrorCodeQuery:
     @strawberry.field(description="Every error code the API can send in `extensions.code`.")
     def error_codes(self) -> list[ErrorCodeEnum]:  # type: ignore[valid-type]
-        return list(ErrorCodeEnum)  # type: ignore[arg-type]
+        return list(ErrorCodeEnum)
 
 
 Query = merge_types("Query", (NodeQuery, RunQuery, AuthQuery, AuditQuery, PortingQuery, ConversationQuery, ThreadQuery, ErrorCodeQuery, StreamQuery, SearchQuery, RateLimitQuery))

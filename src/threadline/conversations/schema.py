@@ -71,7 +71,7 @@ class ConversationQuery:
         status_value = status.value if status is not None else None
         db = info.context.db
         rows = await service.list_page(
-            db, principal, status=status_value, tags=wanted_tags, limit=limit + 1, after=cursor  # type: ignore[arg-type]
+            db, principal, status=status_value, tags=wanted_tags, limit=limit + 1, after=cursor
         )
         return connection(
             rows,

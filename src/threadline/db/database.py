@@ -116,7 +116,8 @@ class Transaction:
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         _count()
-        return await self.conn.fetch(sql, *args)
+        rows: list[asyncpg.Record] = await self.conn.fetch(sql, *args)
+        return rows
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
         _count()
@@ -128,7 +129,8 @@ class Transaction:
 
     async def execute(self, sql: str, *args: Any) -> str:
         _count()
-        return await self.conn.execute(sql, *args)
+        status: str = await self.conn.execute(sql, *args)
+        return status
 
     async def executemany(self, sql: str, args: Sequence[Sequence[Any]]) -> None:
         _count()
@@ -198,7 +200,8 @@ class Database:
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         _count()
         async with self.connection() as conn:
-            return await conn.fetch(sql, *args)
+            rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
+            return rows
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
         _count()
@@ -213,7 +216,8 @@ class Database:
     async def execute(self, sql: str, *args: Any) -> str:
         _count()
         async with self.connection() as conn:
-            return await conn.execute(sql, *args)
+            status: str = await conn.execute(sql, *args)
+            return status
 
     async def executemany(self, sql: str, args: Sequence[Sequence[Any]]) -> None:
         _count()

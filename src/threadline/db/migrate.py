@@ -22,7 +22,6 @@ async def apply_migrations(dsn: str) -> str:
     from piccolo.apps.migrations.commands.forwards import run_forwards
 
     from threadline.db import piccolo_conf
-
     from threadline.db.database import MIGRATE, connect_settings
 
     piccolo_conf.DB.config = {"dsn": dsn, "server_settings": connect_settings(MIGRATE, dsn)}

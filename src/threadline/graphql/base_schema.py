@@ -13,7 +13,7 @@ from threadline.graphql.errors import format_error
 
 
 class ThreadlineSchema(strawberry.Schema):
-    async def stream(self, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    async def stream(self, *args: Any, **kwargs: Any) -> Any:
         results = await super().stream(*args, **kwargs)
         context = kwargs.get("context_value")
         request_id = getattr(context, "request_id", None)

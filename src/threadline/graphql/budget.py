@@ -20,8 +20,9 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from graphql import FieldNode, FragmentSpreadNode, InlineFragmentNode, OperationType, SelectionSetNode
+from graphql import FieldNode, FragmentSpreadNode, InlineFragmentNode, SelectionSetNode
 from strawberry.extensions import SchemaExtension
+from strawberry.types.graphql import OperationType
 
 from threadline.errors import ErrorCode, ThreadlineError
 from threadline.settings import Settings
@@ -143,6 +144,7 @@ class OutputBudgets(SchemaExtension):
     def on_execute(self) -> Iterator[None]:
         execution = self.execution_context
         settings = getattr(execution.context, "settings", None)
+        # strawberry's own OperationType: graphql-core's SUBSCRIPTION is another enum and never matched.
         if execution.operation_type is OperationType.SUBSCRIPTION or not isinstance(settings, Settings):
             yield
             return

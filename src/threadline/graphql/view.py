@@ -25,7 +25,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
     Operation,
 )
-from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage
+from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage, ErrorMessage
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import Message as WsMessage
 
 from threadline.db import count_request_statements
@@ -168,12 +168,16 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         if fields.get("type") != "subscribe" or not isinstance(op_id, str) or not self.connection_acknowledged:
             await self.handle_invalid_message(request_json.LONE_SURROGATE_MESSAGE)
             return
-        extensions = {"code": ErrorCode.BAD_USER_INPUT.value}
+        extensions: dict[str, Any] = {"code": ErrorCode.BAD_USER_INPUT.value}
         request_id = getattr(self.context, "request_id", None)
         if request_id:
             extensions["requestId"] = request_id
-        error = {"message": request_json.LONE_SURROGATE_MESSAGE, "extensions": extensions}
-        await self.send_message({"id": op_id, "type": "error", "payload": [error]})  # type: ignore[list-item]
+        refusal: ErrorMessage = {
+            "id": op_id,
+            "type": "error",
+            "payload": [{"message": request_json.LONE_SURROGATE_MESSAGE, "extensions": extensions}],
+        }
+        await self.send_message(refusal)
 
     async def handle_invalid_message(self, error_message: str) -> None:
         # Called while strawberry handles NonJsonMessageReceived: a message refused for its depth says so.

@@ -58,7 +58,7 @@ def parse(obj: Any) -> ImportedConversation:
     if linked:
         _link(entries, messages, conversation)
         # Oldest first among siblings (a stable sort keeps file order for equal times).
-        messages.sort(key=lambda m: (m.created_at is None, m.created_at or 0))  # type: ignore[arg-type,return-value]
+        messages.sort(key=lambda m: (m.created_at is None, m.created_at or 0))
     else:
         for previous, message in zip(messages, messages[1:], strict=False):
             message.parent_key = previous.key

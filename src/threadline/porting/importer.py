@@ -221,7 +221,7 @@ async def insert(
         for index in plan.roots:
             root = {**messages[index], "conversation_id": conversation_id, "root_id": messages[index]["id"]}
             root["author_id"] = user_id if root["authored"] else None
-            message = {**snapshot(root, [root["id"]]), "usageImported": root["usage_imported"]}  # type: ignore[arg-type]
+            message = {**snapshot(root, [root["id"]]), "usageImported": root["usage_imported"]}
             await publish(
                 tx,
                 tenant_id,

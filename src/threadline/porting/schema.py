@@ -66,7 +66,8 @@ class PortingQuery:
         principal = await info.context.principal()
         chunks: list[bytes] = []
         await exporter.export_user(info.context.db, principal, decode_id(user_id, Kind.USER), chunks.append)
-        return orjson.loads(b"".join(chunks))
+        document: JSON = orjson.loads(b"".join(chunks))
+        return document
 
     @strawberry.field(description="The tenant's retention policy (admins only).")
     async def retention_policy(self, info: Info) -> RetentionPolicy:

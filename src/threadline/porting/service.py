@@ -62,7 +62,7 @@ def read(fmt: ImportFormat, value: Any) -> list[ImportedConversation]:
 def items_of(data: Any) -> list[Item]:
     """The conversations of a JSON value sent through the API: an array of them, or a single one."""
     values = data if isinstance(data, list) else [data]
-    return [Item(index=i, offset=None, line=None, size=0, value=v) for i, v in enumerate(values)]  # type: ignore[arg-type]
+    return [Item(index=i, offset=None, line=None, size=0, value=v) for i, v in enumerate(values)]
 
 
 @dataclass

@@ -10,6 +10,7 @@ from graphql import ExecutionResult as GraphQLExecutionResult
 from graphql import FieldNode, GraphQLError, InlineFragmentNode, OperationType, get_operation_ast
 from starlette.responses import Response
 from strawberry.extensions import SchemaExtension
+from strawberry.types.graphql import OperationType as ExecutedOperation
 
 from threadline.errors import ThreadlineError
 from threadline.graphql.context import Context, Info
@@ -59,7 +60,8 @@ class RateLimits(SchemaExtension):
         context = execution.context
         if isinstance(context, Context) and context.settings.rate_limit_enabled and execution.graphql_document:
             costs = operation_costs(execution.graphql_document, execution.operation_name)
-            if execution.operation_type is not OperationType.SUBSCRIPTION:
+            # strawberry's OperationType: graphql-core's SUBSCRIPTION is another enum and never matched.
+            if execution.operation_type is not ExecutedOperation.SUBSCRIPTION:
                 await self._spend(context, costs)
         yield
         if isinstance(context, Context):

@@ -49,8 +49,8 @@ async def conversation_runs(
 
 async def _message(info: Info, row: object) -> Message:
     principal = await info.context.principal()
-    (path,) = await path_ids(info.context.db, principal.tenant_id, [row])  # type: ignore[list-item]
-    return Message.from_row(row, path)  # type: ignore[arg-type]
+    (path,) = await path_ids(info.context.db, principal.tenant_id, [row])
+    return Message.from_row(row, path)
 
 
 @strawberry.type

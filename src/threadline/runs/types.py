@@ -114,7 +114,7 @@ class Run(Node):
 
     @strawberry.field(description="Its steps, oldest first.")
     async def steps(self, info: Info) -> list[RunStep]:
-        return await _load_steps(info, self.uuid)  # type: ignore[no-any-return]
+        return await _load_steps(info, self.uuid)
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Run:

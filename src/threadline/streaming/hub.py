@@ -124,7 +124,7 @@ class StreamHub:
         # One subscription for the whole process (broadcaster's per-channel subscribe races).
         async with self._broadcast.subscribe(CHANNEL) as subscription:
             ready.set()
-            async for _ in subscription:  # type: ignore[attr-defined,union-attr]
+            async for _ in subscription:  # type: ignore[union-attr]
                 self._wake.set()
 
     # subscribers ---------------------------------------------------------------------------------
