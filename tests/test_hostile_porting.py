@@ -20,7 +20,7 @@ from threadline.porting import erasure
 from threadline.porting.threadline_format import EXPORT_VERSION
 
 ERASE = "mutation($u: ID!) { userErase(userId: $u) { userId placeholder { id } } }"
-PROFILE = """mutation { rateLimitProfileCreate(input: {name: "tight", requestsPerWindow: 100000}) { id } }"""
+PROFILE = """mutation { rateLimitProfileCreate(input: {name: "tight", requestsPerWindow: 50000}) { id } }"""
 ASSIGN = "mutation($u: ID!, $p: ID) { rateLimitProfileAssign(userId: $u, profileId: $p) { requestsPerWindow } }"
 
 # Tables keyed by a user: after erasure, no row of these may name the erased user (nor the placeholder,
