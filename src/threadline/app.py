@@ -21,6 +21,7 @@ from threadline.db import Database
 from threadline.db.embedded import EmbeddedPostgres, resolve_database_url
 from threadline.db.migrate import apply_migrations
 from threadline.graphql.view import ThreadlineGraphQL
+from threadline.observability.repository import ping
 from threadline.settings import Settings
 
 log = logging.getLogger("threadline")
@@ -110,7 +111,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     async def readyz(request: Request) -> JSONResponse:
         try:
-            await services.db.fetchval("SELECT 1")
+            await ping(services.db)
         except Exception as exc:  # noqa: BLE001 - any failure means not ready
             return JSONResponse({"status": "unavailable", "error": type(exc).__name__}, status_code=503)
         return JSONResponse({"status": "ready"})

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+from threadline.runs.repository import count_by_status
+
 ACTIVE_RUN_STATES = ("QUEUED", "IN_PROGRESS", "REQUIRES_ACTION", "CANCELLING")
 
 
@@ -69,11 +71,7 @@ class Metrics:
                    [('{state="in_use"}', size - idle), ('{state="idle"}', idle)])
             family("threadline_db_pool_max", "gauge", "Database pool size limit.", [("", pool.get_max_size())])
         if db is not None:
-            rows = await db.fetch(
-                "SELECT status, count(*) AS n FROM run WHERE status = ANY($1::text[]) GROUP BY status",
-                list(ACTIVE_RUN_STATES),
-            )
-            counts = {r["status"]: r["n"] for r in rows}
+            counts = await count_by_status(db, ACTIVE_RUN_STATES)
             family("threadline_runs", "gauge", "Runs not yet finished, by state (all processes).",
                    [(f'{{state="{s}"}}', counts.get(s, 0)) for s in ACTIVE_RUN_STATES])
         return "\n".join(lines) + "\n"

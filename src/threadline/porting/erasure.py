@@ -26,6 +26,7 @@ from threadline.auth.principal import Principal, Role
 from threadline.db import Database, Executor
 from threadline.errors import bad_input, forbidden, not_found
 from threadline.ids import Kind, encode_id
+from threadline.porting import repository as repo
 from threadline.threads.service import follow_content
 
 PLACEHOLDER_KEY = "anonymousUserId"
@@ -67,25 +68,13 @@ class Erasure:
 
 async def placeholder_user(tx: Executor, tenant_id: uuid.UUID) -> uuid.UUID:
     """The tenant's anonymous author, created on first use (under the tenant row's lock)."""
-    settings = await tx.fetchval("SELECT settings FROM tenant WHERE id = $1 FOR UPDATE", tenant_id) or {}
+    settings = await repo.tenant_settings(tx, tenant_id, lock=True)
     existing = settings.get(PLACEHOLDER_KEY)
     if existing and await users.user_by_id(tx, tenant_id, uuid.UUID(existing)) is not None:
         return uuid.UUID(existing)
     row = await users.insert_user(tx, tenant_id, email=None, display_name=PLACEHOLDER_NAME, role=Role.MEMBER, team=None)
-    await tx.execute(
-        "UPDATE tenant SET settings = settings || $2::jsonb WHERE id = $1", tenant_id, {PLACEHOLDER_KEY: str(row["id"])}
-    )
+    await repo.merge_tenant_settings(tx, tenant_id, {PLACEHOLDER_KEY: str(row["id"])})
     return row["id"]  # type: ignore[no-any-return]
-
-
-async def _user_references(tx: Executor) -> list[tuple[str, str]]:
-    """Every (table, column) with a foreign key to app_user, whoever's domain it belongs to."""
-    rows = await tx.fetch(
-        """SELECT c.conrelid::regclass::text AS tbl, a.attname AS col
-           FROM pg_constraint c JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey)
-           WHERE c.contype = 'f' AND c.confrelid = 'app_user'::regclass ORDER BY 1, 2"""
-    )
-    return [(r["tbl"].strip('"'), r["col"]) for r in rows]
 
 
 async def erase_user(db: Database, principal: Principal, user_id: uuid.UUID, *, redact_messages: bool = True) -> Erasure:
@@ -101,56 +90,29 @@ async def erase_user(db: Database, principal: Principal, user_id: uuid.UUID, *, 
         placeholder = await placeholder_user(tx, tenant)
         if placeholder == user_id:
             raise bad_input("The anonymous placeholder user cannot be erased", argument="userId")
-        owned = [
-            r["id"]
-            for r in await tx.fetch(
-                "SELECT id FROM conversation WHERE tenant_id = $1 AND owner_id = $2 FOR UPDATE", tenant, user_id
-            )
-        ]
-        await tx.execute(
-            "DELETE FROM stream_event WHERE tenant_id = $1 AND conversation_id = ANY($2::uuid[])", tenant, owned
-        )
-        await tx.execute("DELETE FROM conversation WHERE tenant_id = $1 AND id = ANY($2::uuid[])", tenant, owned)
+        owned = await repo.lock_owned_conversations(tx, tenant, user_id)
+        await repo.delete_conversations(tx, tenant, owned)
 
-        authored = [
-            r["id"]
-            for r in await tx.fetch(
-                "SELECT id FROM message WHERE tenant_id = $1 AND author_id = $2 FOR UPDATE", tenant, user_id
-            )
-        ]
+        authored = await repo.lock_authored_messages(tx, tenant, user_id)
         redacted = 0
         if redact_messages and authored:
-            for table in ("message_edit", "message_chunk", "message_attachment"):
-                await tx.execute(f"DELETE FROM {table} WHERE tenant_id = $1 AND message_id = ANY($2::uuid[])", tenant, authored)
             redacted = len(authored)
-            tombstones = await tx.fetch(
-                """UPDATE message SET content = '', deleted_at = coalesce(deleted_at, now())
-                   WHERE tenant_id = $1 AND id = ANY($2::uuid[]) RETURNING id, content, edited_at, deleted_at""",
-                tenant,
-                authored,
-            )
+            tombstones = await repo.redact_messages(tx, tenant, authored)
             # Events carrying their text that the deletes below keep (deltas name no user) lose it.
             await follow_content(tx, tenant, tombstones)
         public_id = encode_id(Kind.USER, user_id)
         mentioned = [encode_id(Kind.MESSAGE, m) for m in authored] if redact_messages else []
-        await tx.execute(
-            """DELETE FROM stream_event WHERE tenant_id = $1 AND (recipient_id = $2 OR strpos(payload::text, $3) > 0
-                   OR payload -> 'message' ->> 'id' = ANY($4::text[]))""",
-            tenant,
-            user_id,
-            public_id,
-            mentioned,
-        )
-        for table, column in await _user_references(tx):
+        await repo.delete_events_mentioning(tx, tenant, user_id, public_id, mentioned)
+        for table, column, scoped in await repo.user_references(tx):
             if (table, column) in ATTRIBUTED:
-                await tx.execute(f"UPDATE {table} SET {column} = $2 WHERE {column} = $1", user_id, placeholder)
+                await repo.reassign_user_rows(tx, tenant, table, column, scoped, user_id, placeholder)
             elif table != "app_user":
-                await tx.execute(f"DELETE FROM {table} WHERE {column} = $1", user_id)
+                await repo.delete_user_rows(tx, tenant, table, column, scoped, user_id)
         await audit_repo.reassign_user(tx, tenant, user_id, placeholder)
         # After the event scrub above (its announcement must survive it): open sockets of the user close, and a
         # JWT subject of theirs stays erased.
         await live_credentials.user_erased(tx, tenant, user_id)
-        await tx.execute("DELETE FROM app_user WHERE tenant_id = $1 AND id = $2", tenant, user_id)
+        await repo.delete_user(tx, tenant, user_id)
         details = {
             "conversationsDeleted": len(owned),
             "messagesRedacted": redacted,

@@ -207,3 +207,137 @@ async def tenant_of_user(db: Executor, user_id: uuid.UUID) -> uuid.UUID | None:
     """Not tenant-scoped by design, like `tenant_of_conversation`."""
     value = await db.fetchval("SELECT tenant_id FROM app_user WHERE id = $1", user_id)
     return value if isinstance(value, uuid.UUID) else None
+
+
+# -- tenant settings (retention policy, erasure placeholder) ------------------------------------------
+
+
+async def tenant_settings(db: Executor, tenant_id: uuid.UUID, *, lock: bool = False) -> dict[str, Any]:
+    """The tenant's settings object; with `lock`, the tenant row stays locked until the transaction ends."""
+    value = await db.fetchval(
+        "SELECT settings FROM tenant WHERE id = $1" + (" FOR UPDATE" if lock else ""), tenant_id
+    )
+    return value if isinstance(value, dict) else {}
+
+
+async def merge_tenant_settings(db: Executor, tenant_id: uuid.UUID, values: dict[str, Any]) -> None:
+    """Set these keys of the tenant's settings (bound as a parameter: Piccolo mangles literal braces)."""
+    await db.execute("UPDATE tenant SET settings = settings || $2::jsonb WHERE id = $1", tenant_id, values)
+
+
+async def drop_tenant_setting(db: Executor, tenant_id: uuid.UUID, key: str) -> None:
+    await db.execute("UPDATE tenant SET settings = settings - $2::text WHERE id = $1", tenant_id, key)
+
+
+# -- erasure and retention ---------------------------------------------------------------------------
+
+
+async def delete_conversations(db: Executor, tenant_id: uuid.UUID, ids: list[uuid.UUID]) -> None:
+    """Hard-delete conversations with everything in them (cascade) and their events in the log."""
+    await db.execute(
+        "DELETE FROM stream_event WHERE tenant_id = $1 AND conversation_id = ANY($2::uuid[])", tenant_id, ids
+    )
+    await db.execute("DELETE FROM conversation WHERE tenant_id = $1 AND id = ANY($2::uuid[])", tenant_id, ids)
+
+
+async def lock_owned_conversations(db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID) -> list[uuid.UUID]:
+    rows = await db.fetch(
+        "SELECT id FROM conversation WHERE tenant_id = $1 AND owner_id = $2 FOR UPDATE", tenant_id, user_id
+    )
+    return [r["id"] for r in rows]
+
+
+async def lock_authored_messages(db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID) -> list[uuid.UUID]:
+    rows = await db.fetch(
+        "SELECT id FROM message WHERE tenant_id = $1 AND author_id = $2 FOR UPDATE", tenant_id, user_id
+    )
+    return [r["id"] for r in rows]
+
+
+async def redact_messages(db: Executor, tenant_id: uuid.UUID, message_ids: list[uuid.UUID]) -> list[asyncpg.Record]:
+    """Messages become tombstones: content, edit history, chunks and attachments go; the nodes stay.
+    Returns (id, content, edited_at, deleted_at) of each, for the event scrub."""
+    for table in ("message_edit", "message_chunk", "message_attachment"):
+        await db.execute(
+            f"DELETE FROM {table} WHERE tenant_id = $1 AND message_id = ANY($2::uuid[])", tenant_id, message_ids
+        )
+    return await db.fetch(
+        """UPDATE message SET content = '', deleted_at = coalesce(deleted_at, now())
+           WHERE tenant_id = $1 AND id = ANY($2::uuid[]) RETURNING id, content, edited_at, deleted_at""",
+        tenant_id,
+        message_ids,
+    )
+
+
+async def delete_events_mentioning(
+    db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID, public_user_id: str, public_message_ids: list[str]
+) -> None:
+    """Events addressed to the user, naming them anywhere in their payload, or carrying one of the messages."""
+    await db.execute(
+        """DELETE FROM stream_event WHERE tenant_id = $1 AND (recipient_id = $2 OR strpos(payload::text, $3) > 0
+               OR payload -> 'message' ->> 'id' = ANY($4::text[]))""",
+        tenant_id,
+        user_id,
+        public_user_id,
+        public_message_ids,
+    )
+
+
+async def user_references(db: Executor) -> list[tuple[str, str, bool]]:
+    """Every (table, column) with a foreign key to app_user, whoever's domain it belongs to, and whether
+    the table has a tenant_id column (the catalog itself has no tenant)."""
+    rows = await db.fetch(
+        """SELECT c.conrelid::regclass::text AS tbl, a.attname AS col,
+                  EXISTS (SELECT 1 FROM pg_attribute t WHERE t.attrelid = c.conrelid AND t.attname = 'tenant_id'
+                          AND NOT t.attisdropped) AS scoped
+           FROM pg_constraint c JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = ANY (c.conkey)
+           WHERE c.contype = 'f' AND c.confrelid = 'app_user'::regclass ORDER BY 1, 2"""
+    )
+    return [(r["tbl"].strip('"'), r["col"], r["scoped"]) for r in rows]
+
+
+def _naming_user(column: str, scoped: bool) -> str:
+    # Names come from the catalog (user_references), never from input.
+    return f"tenant_id = $1 AND {column} = $2" if scoped else f"{column} = $2 AND $1::uuid IS NOT NULL"
+
+
+async def reassign_user_rows(
+    db: Executor, tenant_id: uuid.UUID, table: str, column: str, scoped: bool, user_id: uuid.UUID, to: uuid.UUID
+) -> None:
+    """Rows of `table` whose `column` names the user now name `to` (a reference found by user_references)."""
+    await db.execute(
+        f"UPDATE {table} SET {column} = $3 WHERE {_naming_user(column, scoped)}", tenant_id, user_id, to
+    )
+
+
+async def delete_user_rows(
+    db: Executor, tenant_id: uuid.UUID, table: str, column: str, scoped: bool, user_id: uuid.UUID
+) -> None:
+    await db.execute(f"DELETE FROM {table} WHERE {_naming_user(column, scoped)}", tenant_id, user_id)
+
+
+async def delete_user(db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID) -> None:
+    await db.execute("DELETE FROM app_user WHERE tenant_id = $1 AND id = $2", tenant_id, user_id)
+
+
+async def tenants_with_retention(db: Executor) -> list[asyncpg.Record]:
+    """(id, days) of every tenant with a retention policy: the purge job's work list, over all tenants."""
+    return await db.fetch(
+        """SELECT id, (settings ->> 'retentionDays')::int AS days FROM tenant
+           WHERE jsonb_typeof(settings -> 'retentionDays') = 'number'"""
+    )
+
+
+async def lock_expired_conversations(db: Executor, tenant_id: uuid.UUID, days: int, limit: int) -> list[uuid.UUID]:
+    """Up to `limit` conversations deleted, or without activity, for `days` or more; rows another process
+    is purging are skipped."""
+    rows = await db.fetch(
+        """SELECT id FROM conversation
+           WHERE tenant_id = $1 AND (last_activity_at < now() - make_interval(days => $2)
+               OR (status = 'DELETED' AND updated_at < now() - make_interval(days => $2)))
+           ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED""",
+        tenant_id,
+        days,
+        limit,
+    )
+    return [r["id"] for r in rows]

@@ -17,6 +17,7 @@ from threadline.auth.principal import Principal
 from threadline.db import Database, Executor
 from threadline.errors import bad_input, forbidden
 from threadline.idempotency import service as idempotency
+from threadline.porting import repository as repo
 from threadline.settings import Settings
 
 log = logging.getLogger("threadline.retention")
@@ -25,8 +26,7 @@ MAX_DAYS = 36_500
 
 
 async def retention_days(db: Executor, tenant_id: uuid.UUID) -> int | None:
-    settings = await db.fetchval("SELECT settings FROM tenant WHERE id = $1", tenant_id) or {}
-    value = settings.get(RETENTION_KEY)
+    value = (await repo.tenant_settings(db, tenant_id)).get(RETENTION_KEY)
     return value if isinstance(value, int) else None
 
 
@@ -37,43 +37,24 @@ async def set_retention(db: Database, principal: Principal, days: int | None) ->
         raise bad_input(f"retentionDays must be between 1 and {MAX_DAYS}, or null for no limit", argument="retentionDays")
     async with db.transaction() as tx:
         if days is None:
-            await tx.execute("UPDATE tenant SET settings = settings - $2::text WHERE id = $1", principal.tenant_id, RETENTION_KEY)
+            await repo.drop_tenant_setting(tx, principal.tenant_id, RETENTION_KEY)
         else:
-            await tx.execute(
-                "UPDATE tenant SET settings = settings || $2::jsonb WHERE id = $1", principal.tenant_id, {RETENTION_KEY: days}
-            )
+            await repo.merge_tenant_settings(tx, principal.tenant_id, {RETENTION_KEY: days})
         await record(tx, principal, AuditAction.RETENTION_SET, None, {RETENTION_KEY: days})
     return days
 
 
 async def purge_expired(db: Database, batch: int = 200) -> int:
     """One pass over every tenant with a policy; returns how many conversations were deleted."""
-    tenants = await db.fetch(
-        """SELECT id, (settings ->> 'retentionDays')::int AS days FROM tenant
-           WHERE jsonb_typeof(settings -> 'retentionDays') = 'number'"""
-    )
+    tenants = await repo.tenants_with_retention(db)
     total = 0
     for tenant in tenants:
         while True:
             async with db.transaction() as tx:
-                ids = [
-                    r["id"]
-                    for r in await tx.fetch(
-                        """SELECT id FROM conversation
-                           WHERE tenant_id = $1 AND (last_activity_at < now() - make_interval(days => $2)
-                               OR (status = 'DELETED' AND updated_at < now() - make_interval(days => $2)))
-                           ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED""",
-                        tenant["id"],
-                        tenant["days"],
-                        batch,
-                    )
-                ]
+                ids = await repo.lock_expired_conversations(tx, tenant["id"], tenant["days"], batch)
                 if not ids:
                     break
-                await tx.execute(
-                    "DELETE FROM stream_event WHERE tenant_id = $1 AND conversation_id = ANY($2::uuid[])", tenant["id"], ids
-                )
-                await tx.execute("DELETE FROM conversation WHERE tenant_id = $1 AND id = ANY($2::uuid[])", tenant["id"], ids)
+                await repo.delete_conversations(tx, tenant["id"], ids)
                 await record(
                     tx,
                     SystemActor(tenant["id"]),

@@ -71,7 +71,7 @@ class Outcome:
 
 async def guard(tx: Executor, settings: Settings) -> None:
     """A worker frozen inside a transaction (a paused VM, SIGSTOP) must not hold its run's lock forever."""
-    await tx.execute(f"SET LOCAL idle_in_transaction_session_timeout = {max(1000, int(settings.run_stale_seconds * 1000))}")
+    await repo.limit_idle_in_transaction(tx, settings.run_stale_seconds)
 
 
 async def owned(tx: Executor, claim: Claim, settings: Settings) -> asyncpg.Record:

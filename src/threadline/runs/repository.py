@@ -1,5 +1,6 @@
-"""All SQL of runs, run steps and streamed output. Tenant first in every signature, except the two
-statements of the worker that scan every tenant's runs by design (`claim_next`, `stale_run_ids`)."""
+"""All SQL of runs, run steps and streamed output. Tenant first in every signature, except the statements
+that span every tenant's runs by design: the worker's scans (`claim_next`, `stale_run_ids`) and the
+operator's metric (`count_by_status`)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,20 @@ CHANNEL = "threadline_runs"
 async def notify_workers(db: Executor, payload: str) -> None:
     """Delivered on commit, like every NOTIFY."""
     await db.execute("SELECT pg_notify($1, $2)", CHANNEL, payload)
+
+
+async def limit_idle_in_transaction(db: Executor, seconds: float) -> None:
+    """For the rest of the open transaction, PostgreSQL ends it if it sits idle for `seconds` (at least one)."""
+    # SET takes no bind parameters; the value is an int built here, never input.
+    await db.execute(f"SET LOCAL idle_in_transaction_session_timeout = {max(1000, int(seconds * 1000))}")
+
+
+async def count_by_status(db: Executor, statuses: Sequence[str]) -> dict[str, int]:
+    """How many runs of all tenants are in each of `statuses` (absent: none)."""
+    rows = await db.fetch(
+        "SELECT status, count(*) AS n FROM run WHERE status = ANY($1::text[]) GROUP BY status", list(statuses)
+    )
+    return {r["status"]: r["n"] for r in rows}
 
 
 # runs -------------------------------------------------------------------------------------------
