@@ -10,7 +10,7 @@ import asyncpg
 from threadline.auth.principal import Principal, Role
 from threadline.conversations import repository as repo
 from threadline.db import Executor
-from threadline.errors import forbidden, not_found
+from threadline.errors import conflict, forbidden, not_found
 
 
 class Access(IntEnum):
@@ -51,3 +51,11 @@ async def require(
             raise forbidden("Only the conversation's owner (or a tenant admin) may do this")
         raise forbidden("You have read-only access to this conversation")
     return row
+
+
+def require_writable(conversation: asyncpg.Record) -> None:
+    """Only an ACTIVE conversation can be written to: messages, edits, runs, streamed output and imports into
+    it. An ARCHIVED or DELETED one is CONFLICT until it is restored. The one home of this rule."""
+    status = conversation["status"]
+    if status != "ACTIVE":
+        raise conflict(f"The conversation is {status.lower()}; restore it before writing to it")

@@ -10,9 +10,9 @@ from typing import Any
 
 from threadline.audit.service import Actor, AuditAction, record
 from threadline.auth.principal import Principal
-from threadline.conversations.access import Access, require
+from threadline.conversations.access import Access, require, require_writable
 from threadline.db import Database
-from threadline.errors import bad_input, conflict
+from threadline.errors import bad_input
 from threadline.ids import Kind
 from threadline.porting import chatgpt, claude, importer, request_limits, threadline_format
 from threadline.porting import repository as repo
@@ -104,8 +104,7 @@ class Importer:
         if self.target_id is None:
             return
         row = await require(self.db, self.principal, self.target_id, Access.MANAGE)
-        if row["status"] != "ACTIVE":
-            raise conflict(f"The conversation is {row['status'].lower()}; restore it before importing into it")
+        require_writable(row)
 
     def prepare(self, item: Item) -> list[_Prepared]:
         """Parse and plan one item of the file: failures go to the report, nothing touches the database."""

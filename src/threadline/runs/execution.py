@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import asyncpg
 
 from threadline.conversations import repository as conversations
+from threadline.conversations.access import require_writable
 from threadline.db import Database, Executor
 from threadline.errors import ThreadlineError, conflict
 from threadline.ids import Kind, encode_id
@@ -109,8 +110,9 @@ async def _prepare(tx: Executor, settings: Settings, run: asyncpg.Record) -> tup
     conversation = await conversations.conversation_with_access(
         tx, tenant_id, run["conversation_id"], run["created_by"] or run["id"]
     )
-    if conversation is None or conversation["status"] != "ACTIVE":
+    if conversation is None:  # hard-deleted: the run goes with it (cascade), so its lock keeps this from happening
         raise conflict("The conversation is no longer active")
+    require_writable(conversation)
     message = await threads.message(tx, tenant_id, run["message_id"], lock=True)
     if message is None or message["deleted_at"] is not None:
         raise conflict("The message to answer was deleted")

@@ -18,7 +18,7 @@ import asyncpg
 
 from threadline.auth.principal import Principal
 from threadline.conversations import repository as conversations
-from threadline.conversations.access import Access, require
+from threadline.conversations.access import Access, require, require_writable
 from threadline.db import Database, Executor
 from threadline.errors import bad_input, conflict, forbidden, not_found
 from threadline.events.kinds import EventType
@@ -139,8 +139,7 @@ async def _writable_stream(tx: Executor, principal: Principal, message_id: uuid.
     if row is None:
         raise not_found("Message")
     conversation = await require(tx, principal, row["conversation_id"], Access.WRITE)
-    if conversation["status"] != "ACTIVE":
-        raise conflict(f"The conversation is {conversation['status'].lower()}; restore it before writing to it")
+    require_writable(conversation)
     if row["role"] != "ASSISTANT":
         raise bad_input("Only ASSISTANT messages are streamed", argument="id")
     if row["deleted_at"] is not None:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from threadline.auth.principal import Principal
-from threadline.conversations.access import Access, require
+from threadline.conversations.access import Access, require, require_writable
 from threadline.db import Database, Executor
 from threadline.errors import ErrorCode, ThreadlineError, bad_input, conflict, not_found
 from threadline.events.kinds import EventType
@@ -74,8 +74,7 @@ async def create_run(db: Database, settings: Settings, principal: Principal, spe
         if message is None:
             raise not_found("Message")
         conversation = await require(tx, principal, message["conversation_id"], Access.WRITE)
-        if conversation["status"] != "ACTIVE":
-            raise conflict(f"The conversation is {conversation['status'].lower()}; restore it before writing to it")
+        require_writable(conversation)
         if message["deleted_at"] is not None:
             raise conflict("Cannot answer a deleted message")
         provider, model = _provider_and_model(spec, settings, conversation)

@@ -10,7 +10,7 @@ import asyncpg
 
 from threadline.auth.principal import Principal
 from threadline.conversations import repository as conversations
-from threadline.conversations.access import Access, access_level, require
+from threadline.conversations.access import Access, access_level, require, require_writable
 from threadline.db import Database, Executor
 from threadline.errors import bad_input, conflict, forbidden, not_found
 from threadline.events.kinds import EventType
@@ -58,13 +58,6 @@ def _validate(draft: MessageDraft, settings: Settings) -> MessageDraft:
     if draft.model is not None and len(draft.model) > 128:
         raise bad_input("model is limited to 128 characters", argument="model")
     return draft
-
-
-def _writable(conversation: asyncpg.Record) -> None:
-    if conversation["status"] == "DELETED":
-        raise conflict("The conversation is deleted; restore it before writing to it")
-    if conversation["status"] == "ARCHIVED":
-        raise conflict("The conversation is archived; restore it before writing to it")
 
 
 def _tokens(draft: MessageDraft) -> int:
@@ -160,7 +153,7 @@ async def start_thread(
     message_id = uuid.uuid4()
     async with db.transaction() as tx:
         conversation = await require(tx, principal, conversation_id, Access.WRITE)
-        _writable(conversation)
+        require_writable(conversation)
         # Counters first: the conversation row lock orders this message's seq after every earlier commit.
         await conversations.touch_activity(tx, principal.tenant_id, conversation_id, 1, _tokens(draft))
         row = await repo.insert_message(
@@ -207,7 +200,7 @@ async def reply(
         if parent is None:
             raise not_found("Message")
         conversation = await require(tx, principal, parent["conversation_id"], Access.WRITE)
-        _writable(conversation)
+        require_writable(conversation)
         return await add_reply(tx, settings, principal.tenant_id, parent, draft, principal.user_id)
 
 
@@ -290,7 +283,7 @@ async def edit(
             raise forbidden("Only the author may edit a message")
         if access_level(principal, conversation) < Access.WRITE:
             raise forbidden("You have read-only access to this conversation")
-        _writable(conversation)
+        require_writable(conversation)
         if row["deleted_at"] is not None:
             raise conflict("A deleted message cannot be edited")
         if row["content"] == content:
