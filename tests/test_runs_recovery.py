@@ -12,6 +12,7 @@ import time
 import uuid
 from collections.abc import Iterator
 
+import asyncpg
 import pytest
 
 from tests.api import create_conversation, start_thread
@@ -27,9 +28,12 @@ from tests.test_runs_support import (
     wait_for,
     wait_for_chunks,
 )
+from threadline.ids import Kind, decode_id
 
 WORDS = " ".join(f"word{i}" for i in range(40))
 REPLY = f"echo: {WORDS}"
+# The server's run_stale_seconds: a run without a heartbeat for longer counts as abandoned for runCancel.
+STALE_SECONDS = 2.0
 STREAM_TYPES = ("message.delta", "message.done", "error")
 
 
@@ -97,7 +101,7 @@ class WorkerProcess:
 def server(dsn: str) -> Iterator[ServerThread]:
     # No in-process workers and no recovery here: only the worker processes execute and recover runs.
     # A run counts as abandoned for runCancel after 2 s without a heartbeat.
-    srv = runs_server(dsn, run_workers=0, run_recovery_seconds=0, run_stale_seconds=2.0)
+    srv = runs_server(dsn, run_workers=0, run_recovery_seconds=0, run_stale_seconds=STALE_SECONDS)
     srv.start()
     yield srv
     srv.stop()
@@ -213,6 +217,29 @@ def test_a_frozen_worker_that_wakes_up_after_its_run_was_requeued_writes_nothing
     assert "stopped after 1 runs" in survivor.stop()
 
 
+def wait_until_heartbeats_are_stale(loop: Loop, dsn: str, run_ids: list[str], timeout: float = 30.0) -> None:
+    """Polls the runs' last heartbeats until each is older than the server's threshold for a gone worker."""
+    ids = [decode_id(run_id, Kind.RUN) for run_id in run_ids]
+
+    async def stale() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            count: int = await conn.fetchval(
+                """SELECT count(*) FROM run WHERE id = ANY($1::uuid[])
+                   AND (heartbeat_at IS NULL OR now() - heartbeat_at > make_interval(secs => $2))""",
+                ids,
+                STALE_SECONDS,
+            )
+            return count
+        finally:
+            await conn.close()
+
+    deadline = time.monotonic() + timeout
+    while loop.run(stale()) < len(ids):
+        assert time.monotonic() < deadline, "the runs kept a fresh heartbeat after their worker was killed"
+        time.sleep(0.1)
+
+
 def test_cancelling_a_run_whose_worker_is_gone_is_forced(
     owner: Actor, workers: list[WorkerProcess], dsn: str, queue: str, loop: Loop
 ) -> None:
@@ -224,7 +251,7 @@ def test_cancelling_a_run_whose_worker_is_gone_is_forced(
     worker.kill()
     # Its last heartbeat is fresh: the cancel is a request to the (dead) worker.
     assert owner.client.ok(RUN_CANCEL, {"id": first["id"]})["runCancel"]["status"] == "CANCELLING"
-    time.sleep(2.5)  # the server's threshold for a worker to count as gone
+    wait_until_heartbeats_are_stale(loop, dsn, [first["id"], second["id"]])
     for run in (first, second):  # CANCELLING -> CANCELLED and IN_PROGRESS -> CANCELLED, both forced
         cancelled = owner.client.ok(RUN_CANCEL, {"id": run["id"]})["runCancel"]
         assert cancelled["status"] == "CANCELLED" and cancelled["cancelledAt"] is not None

@@ -77,14 +77,27 @@ def frames_until(client: WsClient, done: Callable[[dict[str, Any]], bool], timeo
             return out
 
 
-def by_cursor(frames: list[str], after: int) -> dict[tuple[str, str], str]:
-    """(operation id, cursor) -> raw frame, for events after `after`; cursors rise per operation."""
+def each_operation_saw(node_id: str, operation_ids: set[str]) -> Callable[[dict[str, Any]], bool]:
+    """For `frames_until`: done once every operation in `operation_ids` delivered an event naming `node_id`."""
+    waiting = set(operation_ids)
+
+    def done(message: dict[str, Any]) -> bool:
+        if f'"{node_id}"' in json.dumps(message["payload"]):
+            waiting.discard(message["id"])
+        return not waiting
+
+    return done
+
+
+def by_cursor(frames: list[str], after: int, decode: Callable[[str], int]) -> dict[tuple[str, str], str]:
+    """(operation id, cursor) -> raw frame, for events after `after`; positions (`decode`: cursors are opaque)
+    rise per operation."""
     out: dict[tuple[str, str], str] = {}
     last: dict[str, int] = {}
     for raw in frames:
         message = json.loads(raw)
         event = next(iter(message["payload"]["data"].values()))
-        cursor = int(event["cursor"])
+        cursor = decode(event["cursor"])
         assert cursor > last.get(message["id"], 0), "events out of order"
         last[message["id"]] = cursor
         if cursor > after:
@@ -116,9 +129,16 @@ def test_direct_frames_equal_stock_frames_for_every_event_type(
             pair.append(client)
         pairs.append(pair)
     deadline = time.monotonic() + 10
-    while metric(server, "threadline_subscriptions_active") < 12 and time.monotonic() < deadline:
+    while metric(server, "threadline_subscriptions_active") < 12:
+        assert time.monotonic() < deadline, "the 12 subscriptions never registered"
         time.sleep(0.05)
-    time.sleep(0.3)  # the subscriptions' opening presence heartbeats commit before the marker below
+    # Each subscription records its opening presence heartbeat (committed, maybe announced) before it
+    # delivers anything: once every operation has delivered this warm-up thread, all those announcements
+    # precede the marker below.
+    warm_up = admin.client.ok(START, {"c": cid, "x": "warm-up"})["threadStart"]["id"]
+    for pair in pairs:
+        for client in pair:
+            frames_until(client, each_operation_saw(warm_up, {"1", "a-2", "v"}))
     before = direct_deliveries(server)
 
     # The marker: frames before it may differ (presence of sockets opening after others); none after it.
@@ -147,17 +167,20 @@ def test_direct_frames_equal_stock_frames_for_every_event_type(
         event = next(iter(message["payload"]["data"].values()))
         return message["id"] == "v" and event["type"] == "thread.new" and event["thread"]["root"]["id"] == last
 
+    def decode(cursor: str) -> int:
+        return position(server, admin.tenant_id, cursor)
+
     seen_types: set[str] = set()
     for direct_client, stock_client in pairs:
         direct_frames = frames_until(direct_client, is_last)
         stock_frames = frames_until(stock_client, is_last)
         marker_cursor = min(
-            int(next(iter(json.loads(f)["payload"]["data"].values()))["cursor"])
+            decode(next(iter(json.loads(f)["payload"]["data"].values()))["cursor"])
             for f in direct_frames
             if f'"{marker}"' in f
         )
-        direct_events = by_cursor(direct_frames, marker_cursor - 1)
-        stock_events = by_cursor(stock_frames, marker_cursor - 1)
+        direct_events = by_cursor(direct_frames, marker_cursor - 1, decode)
+        stock_events = by_cursor(stock_frames, marker_cursor - 1, decode)
         assert direct_events.keys() == stock_events.keys()
         for key, raw in direct_events.items():
             assert raw == stock_events[key], key
