@@ -1,39 +1,28 @@
-"""Who may read, write or manage a conversation. Every conversation read and write passes here."""
+"""Who may read, write or manage a conversation. Every conversation read and write passes here.
+
+The rule itself lives in `access_rule` (also the source of the SQL form, `repository.visibility_sql`);
+this module applies it to rows and turns a shortfall into the API's errors.
+"""
 
 from __future__ import annotations
 
 import uuid
-from enum import IntEnum
 
 import asyncpg
 
-from threadline.auth.principal import Principal, Role
+from threadline.auth.principal import Principal
+from threadline.conversations import access_rule
 from threadline.conversations import repository as repo
+from threadline.conversations.access_rule import Access
 from threadline.db import Executor
 from threadline.errors import conflict, forbidden, not_found
 
-
-class Access(IntEnum):
-    NONE = 0
-    READ = 1
-    WRITE = 2
-    MANAGE = 3
+__all__ = ["Access", "access_level", "require", "require_writable"]
 
 
 def access_level(principal: Principal, row: asyncpg.Record) -> Access:
     """What `principal` may do with a conversation row fetched by `conversation_with_access`."""
-    if row["tenant_id"] != principal.tenant_id:
-        return Access.NONE
-    role = row["viewer_role"]
-    if principal.role is Role.ADMIN or role == "OWNER":
-        return Access.MANAGE
-    if role == "MEMBER":
-        return Access.WRITE
-    if role == "VIEWER":
-        return Access.READ
-    if principal.role is Role.MANAGER and principal.team and row["owner_team"] == principal.team:
-        return Access.READ
-    return Access.NONE
+    return access_rule.access_level(principal, row["tenant_id"], row["viewer_role"], row["owner_team"])
 
 
 async def require(

@@ -8,7 +8,8 @@ from typing import Any
 
 import asyncpg
 
-from threadline.auth.principal import Principal, Role
+from threadline.auth.principal import Principal
+from threadline.conversations.access_rule import reach
 from threadline.db import Executor
 
 CONVERSATION_COLUMNS = """c.id, c.tenant_id, c.owner_id, c.title, c.description, c.tags, c.status,
@@ -78,17 +79,20 @@ async def conversations_with_access(
 def visibility_sql(principal: Principal, params: list[Any], alias: str = "c") -> str:
     """A WHERE fragment limiting `alias` to conversations `principal` may read; appends to `params`.
 
-    The tenant filter is always part of it, so no caller can forget it.
+    The SQL form of `access_rule` ("access >= READ"), from the same `reach`. The tenant filter is always
+    part of it, so no caller can forget it.
     """
     params.append(principal.tenant_id)
     tenant_param = f"${len(params)}"
     tenant = f"{alias}.tenant_id = {tenant_param}"
-    if principal.role is Role.ADMIN:
+    scope = reach(principal)
+    if scope.whole_tenant:
         return tenant
     params.append(principal.user_id)
+    # Any participant row: every participant role grants at least READ (access_rule.PARTICIPANT_ACCESS).
     member = f"{alias}.id IN (SELECT conversation_id FROM participant WHERE user_id = ${len(params)})"
-    if principal.role is Role.MANAGER and principal.team:
-        params.append(principal.team)
+    if scope.team is not None:
+        params.append(scope.team)
         team = f"{alias}.owner_id IN (SELECT id FROM app_user WHERE tenant_id = {tenant_param} AND team = ${len(params)})"
         return f"{tenant} AND ({member} OR {team})"
     return f"{tenant} AND {member}"
