@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 import strawberry
 
-from threadline.auth import repository as repo
+from threadline.auth import loaders
 from threadline.auth.principal import Role
 from threadline.graphql.context import Info
 from threadline.graphql.node import Node
@@ -84,16 +83,5 @@ async def load_user(info: Info, user_id: uuid.UUID | None) -> User | None:
     """Users by id, batched per request (one query for all the authors and owners of a response)."""
     if user_id is None:
         return None
-    principal = await info.context.principal()
-    db = info.context.db
-
-    def factory() -> Any:
-        from strawberry.dataloader import DataLoader
-
-        async def load(ids: list[uuid.UUID]) -> list[User | None]:
-            rows = {r["id"]: r for r in await repo.users_by_ids(db, principal.tenant_id, list(ids))}
-            return [User.from_row(rows[i]) if i in rows else None for i in ids]
-
-        return DataLoader(load_fn=load)
-
-    return await info.context.loader("users", factory).load(user_id)  # type: ignore[no-any-return]
+    row = await loaders.user(info, user_id)
+    return User.from_row(row) if row is not None else None

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 from uuid import UUID
 
 import asyncpg
 import strawberry
 
 from threadline.auth.types import User, load_user
-from threadline.conversations import repository as repo
+from threadline.conversations import loaders
 from threadline.graphql.context import Info
 from threadline.graphql.node import Node
 from threadline.graphql.pagination import Connection
@@ -124,21 +124,7 @@ class Conversation(Node):
 
     @strawberry.field(description="Participants, in joining order.")
     async def participants(self, info: Info) -> list[Participant]:
-        principal = await info.context.principal()
-        db = info.context.db
-
-        def factory() -> Any:
-            from strawberry.dataloader import DataLoader
-
-            async def load(ids: list[UUID]) -> list[list[Participant]]:
-                grouped: dict[UUID, list[Participant]] = {i: [] for i in ids}
-                for row in await repo.participants_of(db, principal.tenant_id, list(ids)):
-                    grouped[row["conversation_id"]].append(Participant.from_row(row))
-                return [grouped[i] for i in ids]
-
-            return DataLoader(load_fn=load)
-
-        return await info.context.loader("participants", factory).load(self.uuid)  # type: ignore[no-any-return]
+        return [Participant.from_row(row) for row in await loaders.participants(info, self.uuid)]
 
     @strawberry.field(description="Threads (one per root message), most recent activity first.")
     async def threads(

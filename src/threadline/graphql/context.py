@@ -55,12 +55,18 @@ class Context:
             self._auth_error = None
 
     def loader(self, name: str, factory: Any) -> DataLoader[Any, Any]:
-        """A DataLoader created once per request (never shared across WebSocket events)."""
+        """A DataLoader created once per operation (never shared across WebSocket operations or events)."""
         existing = self._loaders.get(name)
         if existing is None:
             existing = factory()
             self._loaders[name] = existing
         return existing
+
+    def forget_loaders(self) -> None:
+        """On a long-lived socket, before each operation or event: loaders and caches start empty, so nothing
+        one operation loaded is served to the next (the socket's context outlives them all)."""
+        self.cache.clear()
+        self._loaders.clear()
 
 
 Info: TypeAlias = strawberry.Info[Context, None]

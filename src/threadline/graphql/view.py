@@ -155,6 +155,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         # Each operation authenticates again: a socket never runs one under a principal cached at connect
         # (credentials are live; streaming.sessions closes the socket when they stop holding).
         self.context.forget_principal()
+        self.context.forget_loaders()  # nor with what an earlier operation on the socket loaded
         await super().run_operation(operation)
 
     async def handle_message(self, message: WsMessage) -> None:

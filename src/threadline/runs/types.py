@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated
 from uuid import UUID
 
 import asyncpg
@@ -13,9 +13,7 @@ from strawberry.scalars import JSON
 from threadline.graphql.context import Info
 from threadline.graphql.node import Node
 from threadline.ids import Kind, encode_id
-from threadline.runs import output_repository as streams
-from threadline.runs import repository as repo
-from threadline.runs import transitions
+from threadline.runs import loaders, transitions
 
 if TYPE_CHECKING:
     from threadline.threads.types import Message, Usage
@@ -145,39 +143,15 @@ class Run(Node):
         )
 
 
-def _loader(info: Info, name: str, load: Any) -> Any:
-    def factory() -> Any:
-        from strawberry.dataloader import DataLoader
-
-        return DataLoader(load_fn=load)
-
-    return info.context.loader(name, factory)
-
-
 async def _load_message(info: Info, message_id: UUID) -> Message | None:
-    from threadline.threads.service import path_ids
     from threadline.threads.types import Message
 
-    async def load(ids: list[UUID]) -> list[Message | None]:
-        principal = await info.context.principal()
-        db = info.context.db
-        rows = await streams.messages_by_ids(db, principal.tenant_id, list(ids))
-        paths = await path_ids(db, principal.tenant_id, rows)
-        found = {row["id"]: Message.from_row(row, path) for row, path in zip(rows, paths, strict=True)}
-        return [found.get(i) for i in ids]
-
-    return await _loader(info, "run-messages", load).load(message_id)  # type: ignore[no-any-return]
+    found = await loaders.message(info, message_id)
+    return Message.from_row(*found) if found is not None else None
 
 
 async def _load_steps(info: Info, run_id: UUID) -> list[RunStep]:
-    async def load(ids: list[UUID]) -> list[list[RunStep]]:
-        principal = await info.context.principal()
-        grouped: dict[UUID, list[RunStep]] = {i: [] for i in ids}
-        for row in await repo.steps_of(info.context.db, principal.tenant_id, list(ids)):
-            grouped[row["run_id"]].append(RunStep.from_row(row))
-        return [grouped[i] for i in ids]
-
-    return await _loader(info, "run-steps", load).load(run_id)  # type: ignore[no-any-return]
+    return [RunStep.from_row(row) for row in await loaders.steps(info, run_id)]
 
 
 @strawberry.input(description="A run to queue: an assistant reply to `messageId`.")

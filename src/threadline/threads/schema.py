@@ -13,9 +13,9 @@ from threadline.idempotency.types import ClientMutationId
 from threadline.ids import Kind, decode_id
 from threadline.threads import repository as repo
 from threadline.threads import service
-from threadline.threads.resolvers import charge_tree_rows, tree_messages
+from threadline.threads.resolvers import charge_tree_rows
 from threadline.threads.service import MessageDraft, path_ids
-from threadline.threads.types import Message, MessageInput, Thread, ThreadTree
+from threadline.threads.types import Message, MessageInput, Thread, ThreadTree, tree_messages
 
 
 def _draft(input: MessageInput) -> MessageDraft:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from enum import StrEnum
 from uuid import UUID
@@ -10,9 +11,12 @@ import asyncpg
 import strawberry
 
 from threadline.auth.types import User, load_user
+from threadline.graphql import budget
 from threadline.graphql.context import Info
 from threadline.graphql.node import Node
 from threadline.ids import Kind, encode_id
+from threadline.threads import loaders
+from threadline.threads import repository as repo
 
 
 @strawberry.enum(description="Who speaks in a message.")
@@ -86,21 +90,28 @@ class Message(Node):
         description="Direct replies, oldest first. Any nesting depth is served from one load of the thread."
     )
     async def replies(self, info: Info) -> list[Message]:
-        from threadline.threads.resolvers import replies_of
-
-        return await replies_of(info, self)
+        if self.child_count == 0:
+            return []
+        children = await loaders.thread_children(info, self.root_uuid, tree_messages)
+        # Depth-first order puts each parent's children in sibling (oldest first) order already.
+        replies = children.get(self.uuid, [])
+        if replies and budget.current() is not None:
+            await budget.charge_messages(
+                info, len(replies), sum(len(m.content) for m in replies), sum(len(m.path) for m in replies)
+            )
+        return replies
 
     @strawberry.field(description="Streamed output pieces in order (assistant messages).")
     async def chunks(self, info: Info) -> list[MessageChunk]:
-        from threadline.threads.resolvers import chunks_of
-
-        return await chunks_of(info, self.uuid)
+        return [
+            MessageChunk(index=r["index"], content=r["content"], created_at=r["created_at"])
+            for r in await loaders.chunks(info, self.uuid)
+        ]
 
     @strawberry.field(description="Earlier versions, oldest first (empty if never edited; cleared on delete).")
     async def edits(self, info: Info) -> list[MessageEdit]:
-        from threadline.threads.resolvers import edits_of
-
-        return await edits_of(info, self.uuid)
+        rows = await loaders.edits(info, self.uuid)
+        return [MessageEdit(content=r["content"], edited_at=r["edited_at"]) for r in rows]
 
     @classmethod
     def from_row(cls, row: asyncpg.Record, path: list[UUID]) -> Message:
@@ -172,6 +183,40 @@ class Message(Node):
             deleted_at=deleted_at,
             is_deleted=deleted_at is not None,
         )
+
+
+def tree_messages(rows: Sequence[asyncpg.Record], top_path: list[UUID]) -> list[Message]:
+    """Messages of a depth-first list of `repo.TREE_COLUMNS` rows, with path ids computed by a stack (no
+    queries). `top_path` is the ancestor ids of the first row, ending with its own id.
+
+    Rows are unpacked by position (~10,000 rows per large thread: named lookups were a third of the time).
+    """
+    if not rows:
+        return []
+    if tuple(rows[0].keys()) != repo.TREE_FIELDS:
+        raise AssertionError("tree rows must have repo.TREE_COLUMNS")
+    base_depth = rows[0]["depth"]
+    # Encoded ids on the stack: each id is encoded once, not once per descendant.
+    stack: list[strawberry.ID] = [strawberry.ID(encode_id(Kind.MESSAGE, p)) for p in top_path[:-1]]
+    offset = len(top_path) - 1 - base_depth
+    conversation_id = strawberry.ID(encode_id(Kind.CONVERSATION, rows[0]["conversation_id"]))
+    build = Message.stored
+    out = []
+    for (
+        message_id, _, root_id, _, depth, child_count, role, content,
+        author_id, model, prompt_tokens, completion_tokens, created_at, edited_at, deleted_at, usage_imported,
+    ) in rows:  # fmt: skip
+        del stack[offset + depth :]
+        stack.append(encode_id(Kind.MESSAGE, message_id))  # type: ignore[arg-type]  # an ID is a str
+        path = stack.copy()
+        out.append(
+            build(
+                path, path[-1], path[-2] if len(path) > 1 else None, path[0], conversation_id,
+                message_id, root_id, author_id, depth, child_count, role, content, model,
+                prompt_tokens, completion_tokens, created_at, edited_at, deleted_at, usage_imported,
+            )  # fmt: skip
+        )
+    return out
 
 
 @strawberry.type(description="A thread: a root message and everything under it.")

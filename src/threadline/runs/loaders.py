@@ -1,0 +1,38 @@
+"""Request-wide loaders of run data (graphql/loaders.py): the messages runs answer and write, and run
+steps, each in one statement per response. Rows come back as stored; `runs/types.py` builds the objects."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from threadline.graphql.context import Info
+from threadline.graphql.loaders import grouped_loader, single_loader
+from threadline.runs import output_repository as streams
+from threadline.runs import repository as repo
+from threadline.threads.service import path_ids
+
+
+async def message(info: Info, message_id: uuid.UUID) -> tuple[asyncpg.Record, list[uuid.UUID]] | None:
+    """A message by id with its ancestor ids (the ancestors of every message loaded in one statement)."""
+
+    async def fetch(ids: list[uuid.UUID]) -> list[tuple[asyncpg.Record, list[uuid.UUID]]]:
+        principal = await info.context.principal()
+        db = info.context.db
+        rows = await streams.messages_by_ids(db, principal.tenant_id, ids)
+        return list(zip(rows, await path_ids(db, principal.tenant_id, rows), strict=True))
+
+    loader = single_loader(info, "run-messages", fetch, key=lambda pair: pair[0]["id"])
+    return await loader.load(message_id)
+
+
+async def steps(info: Info, run_id: uuid.UUID) -> list[asyncpg.Record]:
+    """A run's steps, oldest first."""
+
+    async def fetch(ids: list[uuid.UUID]) -> list[asyncpg.Record]:
+        principal = await info.context.principal()
+        return await repo.steps_of(info.context.db, principal.tenant_id, ids)
+
+    loader = grouped_loader(info, "run-steps", fetch, key=lambda row: row["run_id"])
+    return await loader.load(run_id)

@@ -1,0 +1,134 @@
+"""Request-wide loaders of thread data (graphql/loaders.py): the pages of threads and messages a list of
+conversations asks for, their counts, chunks and edits, and a whole thread for nested `replies`.
+
+Rows come back as stored; `threads/types.py` builds the GraphQL objects, so this module never imports it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import asyncpg
+
+from threadline.graphql import budget
+from threadline.graphql.context import Info
+from threadline.graphql.loaders import counting_loader, grouped_loader
+from threadline.threads import repository as repo
+from threadline.threads.service import path_ids
+
+M = TypeVar("M")
+
+
+async def thread_page(
+    info: Info, conversation_id: uuid.UUID, limit: int, cursor: tuple[Any, ...] | None
+) -> list[asyncpg.Record]:
+    """`limit` threads of a conversation (with root and unread count) after `cursor`: a list of
+    conversations asking for the same page costs one statement."""
+    principal = await info.context.principal()
+    db = info.context.db
+    loader = grouped_loader(
+        info,
+        f"threads:{limit}:{cursor}",
+        lambda ids: repo.threads_pages(db, principal.tenant_id, ids, principal.user_id, limit, cursor),
+        key=lambda row: row["conversation_id"],
+    )
+    return await loader.load(conversation_id)
+
+
+async def thread_count(info: Info, conversation_id: uuid.UUID) -> int:
+    principal = await info.context.principal()
+    db = info.context.db
+    loader = counting_loader(
+        info,
+        "thread-counts",
+        lambda ids: repo.count_threads(db, principal.tenant_id, ids),
+        key=lambda row: row["conversation_id"],
+        count=lambda row: int(row["n"]),
+    )
+    return await loader.load(conversation_id)
+
+
+async def message_page(
+    info: Info, conversation_id: uuid.UUID, limit: int, after_seq: int | None, offset: int | None
+) -> list[tuple[asyncpg.Record, list[uuid.UUID]]]:
+    """`limit` messages of a conversation in order, each with its ancestor ids (one more statement for
+    every page's ancestors together)."""
+    principal = await info.context.principal()
+    db = info.context.db
+
+    async def fetch(ids: list[uuid.UUID]) -> list[tuple[asyncpg.Record, list[uuid.UUID]]]:
+        tenant = principal.tenant_id
+        rows = await repo.messages_pages(db, tenant, ids, limit=limit, after_seq=after_seq, offset=offset)
+        return list(zip(rows, await path_ids(db, principal.tenant_id, rows), strict=True))
+
+    loader = grouped_loader(
+        info, f"messages:{limit}:{after_seq}:{offset}", fetch, key=lambda pair: pair[0]["conversation_id"]
+    )
+    return await loader.load(conversation_id)
+
+
+async def message_count(info: Info, conversation_id: uuid.UUID) -> int:
+    principal = await info.context.principal()
+    db = info.context.db
+    loader = counting_loader(
+        info,
+        "message-counts",
+        lambda ids: repo.count_messages(db, principal.tenant_id, ids),
+        key=lambda row: row["conversation_id"],
+        count=lambda row: int(row["n"]),
+    )
+    return await loader.load(conversation_id)
+
+
+async def chunks(info: Info, message_id: uuid.UUID) -> list[asyncpg.Record]:
+    """A message's streamed chunks in order, charged to the operation's response bytes."""
+    principal = await info.context.principal()
+    db = info.context.db
+    loader = grouped_loader(
+        info, "chunks", lambda ids: repo.chunks_of(db, principal.tenant_id, ids), key=lambda r: r["message_id"]
+    )
+    rows = await loader.load(message_id)
+    budget.charge_bytes(sum(len(r["content"]) + 80 for r in rows))
+    return rows
+
+
+async def edits(info: Info, message_id: uuid.UUID) -> list[asyncpg.Record]:
+    """A message's earlier versions, oldest first, charged to the operation's response bytes."""
+    principal = await info.context.principal()
+    db = info.context.db
+    loader = grouped_loader(
+        info, "edits", lambda ids: repo.edits_of(db, principal.tenant_id, ids), key=lambda r: r["message_id"]
+    )
+    rows = await loader.load(message_id)
+    budget.charge_bytes(sum(len(r["content"]) + 60 for r in rows))
+    return rows
+
+
+async def thread_children(
+    info: Info, root_id: uuid.UUID, build: Callable[[Sequence[asyncpg.Record], list[uuid.UUID]], list[M]]
+) -> dict[uuid.UUID, list[M]]:
+    """The whole thread as `build(rows, [root_id])` made it, grouped by parent id: loaded once per operation
+    whatever the nesting of `replies` asked for (one statement per thread)."""
+    key = ("thread-children", root_id)
+    cache = info.context.cache
+    pending = cache.get(key)
+    if pending is None:
+        pending = asyncio.ensure_future(_children(info, root_id, build))
+        cache[key] = pending
+    return await pending  # type: ignore[no-any-return]
+
+
+async def _children(
+    info: Info, root_id: uuid.UUID, build: Callable[[Sequence[asyncpg.Record], list[uuid.UUID]], list[M]]
+) -> dict[uuid.UUID, list[M]]:
+    principal = await info.context.principal()
+    rows = await repo.subtree(info.context.db, principal.tenant_id, root_id, b"", None)
+    children: dict[uuid.UUID, list[M]] = {}
+    for row, message in zip(rows, build(rows, [root_id]), strict=True):
+        if row["parent_id"] is not None:
+            children.setdefault(row["parent_id"], []).append(message)
+    return children
+
