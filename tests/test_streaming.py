@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
-from tests.harness import Actor, ServerThread
+from tests.harness import Actor, Client, ServerThread, test_settings
 from tests.ws import CONVERSATION_EVENTS, VIEWER_EVENTS, WsClient
 
 CREATE = "mutation($t: String) { conversationCreate(input: {title: $t}) { id } }"
@@ -30,6 +30,17 @@ def join(owner: Actor, member: Actor, cid: str, role: str = "MEMBER") -> None:
         {"c": cid, "u": member.user_id, "r": role},
     )["participantInvite"]["id"]
     member.client.ok("mutation($i: ID!) { inviteAccept(id: $i) { id } }", {"i": invite})
+
+
+@pytest.fixture(scope="module")
+def quick_typing(dsn: str) -> Iterator[ServerThread]:
+    """A second in-process server whose typing indicators expire after half a second, sharing the database."""
+    srv = ServerThread(
+        test_settings(dsn, migrate_on_start=False, typing_timeout_seconds=0.5, maintenance_interval_seconds=0.2)
+    )
+    srv.start()
+    yield srv
+    srv.stop()
 
 
 @pytest.fixture
@@ -172,16 +183,22 @@ def test_removed_participant_stream_ends(
     client.expect_quiet(0.3)
 
 
-def test_typing_starts_and_expires(admin: Actor, make_user: Callable[..., Actor], ws: Callable[..., WsClient]) -> None:
+def test_typing_starts_and_expires(admin: Actor, make_user: Callable[..., Actor], quick_typing: ServerThread) -> None:
     member = make_user(admin)
     cid = conversation(admin)
     join(admin, member, cid)
-    client = ws(admin)
-    client.subscribe(CONVERSATION_EVENTS, {"c": cid, "s": live(admin)})
-    # Typing is live only (never replayed): the stream must be open before the member types.
-    admin.client.ok(START, {"c": cid, "x": "open"})
-    assert client.events(1)[0]["type"] == "thread.new"
-    member.client.ok("mutation($c: ID!) { typingSet(conversationId: $c, isTyping: true) }", {"c": cid})
-    member.client.ok("mutation($c: ID!) { typingSet(conversationId: $c, isTyping: true) }", {"c": cid})  # renewal: silent
-    events = client.events(2, timeout=15)
-    assert [(e["userId"], e["isTyping"]) for e in events] == [(member.user_id, True), (member.user_id, False)]
+    typist = Client(quick_typing.url, member.api_key)
+    client = WsClient(quick_typing.ws_url, admin.api_key)
+    try:
+        client.subscribe(CONVERSATION_EVENTS, {"c": cid, "s": live(admin)})
+        # Typing is live only (never replayed): the stream must be open before the member types.
+        admin.client.ok(START, {"c": cid, "x": "open"})
+        assert client.events(1)[0]["type"] == "thread.new"
+        typist.ok("mutation($c: ID!) { typingSet(conversationId: $c, isTyping: true) }", {"c": cid})
+        typist.ok("mutation($c: ID!) { typingSet(conversationId: $c, isTyping: true) }", {"c": cid})  # renewal: silent
+        # Expired by the server's THREADLINE_TYPING_TIMEOUT_SECONDS (0.5 s here), not by the member.
+        events = client.events(2, timeout=15)
+        assert [(e["userId"], e["isTyping"]) for e in events] == [(member.user_id, True), (member.user_id, False)]
+    finally:
+        client.close()
+        typist.close()
