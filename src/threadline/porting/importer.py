@@ -2,7 +2,7 @@
 
 Planning is pure and checks everything first (sizes, depth, tags), so a conversation either imports
 whole or not at all. Each message row gets what the threads domain maintains for live writes: the
-materialised path (parent's path + `encode_rank(rank among siblings)`), depth, root, child count;
+materialised path and depth (threads.tree_rules, as for a live reply), root, child count;
 each root gets a thread row (reply count, last seq, last activity); the conversation gets its message
 and token counts. Rows go in with COPY, one conversation per transaction.
 """
@@ -25,8 +25,8 @@ from threadline.events.publish import publish
 from threadline.porting import repository as repo
 from threadline.porting.model import ImportedConversation, ImportedMessage, Rejected, break_cycles
 from threadline.settings import Settings
-from threadline.threads.paths import encode_rank
 from threadline.threads.service import snapshot
+from threadline.threads.tree_rules import ROOT, TooDeep, reply_placement
 
 
 @dataclass
@@ -100,12 +100,14 @@ def plan(imported: ImportedConversation, settings: Settings) -> Plan:
         key, parent_index, rank = stack.pop()
         message = by_key[key]
         parent = messages[parent_index] if parent_index >= 0 else None
-        depth = parent["depth"] + 1 if parent else 0
-        if depth > settings.thread_max_depth:
-            raise Rejected(
-                f"message {key} is {depth} replies deep; the limit is {settings.thread_max_depth} "
-                "(THREADLINE_THREAD_MAX_DEPTH)"
+        try:
+            placement = (
+                reply_placement(parent["depth"], parent["path"], rank, settings.thread_max_depth) if parent else ROOT
             )
+        except TooDeep as exc:
+            raise Rejected(
+                f"message {key} is {exc.depth} replies deep; the limit is {exc.limit} (THREADLINE_THREAD_MAX_DEPTH)"
+            ) from None
         row_id = uuid.uuid4()
         created = message.created_at or (parent["created_at"] if parent else fallback_time)
         index = len(messages)
@@ -114,8 +116,8 @@ def plan(imported: ImportedConversation, settings: Settings) -> Plan:
                 "id": row_id,
                 "root_index": parent["root_index"] if parent else index,
                 "parent_id": parent["id"] if parent else None,
-                "depth": depth,
-                "path": parent["path"] + encode_rank(rank) if parent else b"",
+                "depth": placement.depth,
+                "path": placement.path,
                 "child_count": len(children.get(key, [])),
                 "role": message.role,
                 "content": _clean_text(message, settings, warnings),

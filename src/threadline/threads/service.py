@@ -19,7 +19,8 @@ from threadline.events.scrub import follow_messages
 from threadline.ids import Kind, encode_id
 from threadline.settings import Settings
 from threadline.threads import repository as repo
-from threadline.threads.paths import ancestor_paths, encode_rank
+from threadline.threads.paths import ancestor_paths
+from threadline.threads.tree_rules import ROOT, TooDeep, reply_placement
 
 ROLES = {"USER", "ASSISTANT", "SYSTEM", "TOOL"}
 
@@ -163,8 +164,8 @@ async def start_thread(
             conversation_id=conversation_id,
             root_id=message_id,
             parent_id=None,
-            depth=0,
-            path=b"",
+            depth=ROOT.depth,
+            path=ROOT.path,
             role=draft.role,
             content=draft.content,
             author_id=principal.user_id,
@@ -220,13 +221,16 @@ async def add_reply(
     """
     if parent["deleted_at"] is not None:
         raise conflict("Cannot reply to a deleted message")
-    depth = parent["depth"] + 1
-    if depth > settings.thread_max_depth:
+    try:
+        placement = reply_placement(
+            parent["depth"], bytes(parent["path"]), parent["child_count"], settings.thread_max_depth
+        )
+    except TooDeep:
         raise bad_input(
             f"Replies may nest at most {settings.thread_max_depth} levels deep",
             argument="parentId",
             limit=settings.thread_max_depth,
-        )
+        ) from None
     # Lock the conversation row (its counters) before drawing the message's seq: writers of one conversation
     # then draw seqs in commit order, so a reader paging by seq, or a read marker, never passes a message
     # that commits later with a smaller seq.
@@ -238,8 +242,8 @@ async def add_reply(
         conversation_id=parent["conversation_id"],
         root_id=parent["root_id"],
         parent_id=parent["id"],
-        depth=depth,
-        path=bytes(parent["path"]) + encode_rank(parent["child_count"]),
+        depth=placement.depth,
+        path=placement.path,
         role=draft.role,
         content=draft.content,
         author_id=author_id,
