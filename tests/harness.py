@@ -151,7 +151,8 @@ def test_settings(dsn: str, **overrides: Any) -> Settings:
 test_settings.__test__ = False  # type: ignore[attr-defined]  # a helper, not a test
 
 
-TABLES_TO_KEEP = {"migration"}
+# stream_cursor_key: the secret cursors are encoded with (a server setting kept in the database, not data).
+TABLES_TO_KEEP = {"migration", "stream_cursor_key"}
 
 
 async def truncate_all(dsn: str) -> None:

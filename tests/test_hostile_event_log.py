@@ -16,7 +16,7 @@ import asyncpg
 import pytest
 
 from tests.api import create_conversation, join, reply, start_thread
-from tests.harness import Actor, Loop, ServerThread, unique
+from tests.harness import Actor, Loop, ServerThread, test_settings, unique
 from tests.test_runs_recovery import REPLY, WORDS, WorkerProcess
 from tests.test_runs_support import create_run, on, runs_server, settle, wait_for, wait_for_chunks
 from tests.ws import CONVERSATION_EVENTS, VIEWER_EVENTS, WsClient
@@ -61,21 +61,33 @@ def sql(loop: Loop, dsn: str, query: str, *args: Any) -> list[asyncpg.Record]:
     return loop.run(run())
 
 
-def logged_ids(loop: Loop, dsn: str, conversation: str, recipient: str) -> list[int]:
-    """Ids of the logged events a subscriber of `conversation` (user `recipient`) replays."""
+def logged_cursors(loop: Loop, dsn: str, conversation: str, recipient: str) -> list[str]:
+    """Cursors of the logged events a subscriber of `conversation` (user `recipient`) replays, in log order,
+    encoded as the API shows them (opaque, per tenant) with the key every server process of `dsn` uses."""
+    from threadline.streaming.cursors import load_codec
+
     rows = sql(
         loop,
         dsn,
-        """SELECT id FROM stream_event WHERE conversation_id = $1::uuid
+        """SELECT id, tenant_id FROM stream_event WHERE conversation_id = $1::uuid
              AND (recipient_id IS NULL OR recipient_id = $2::uuid) ORDER BY id""",
         conversation[4:],
         recipient[4:],
     )
-    return [r["id"] for r in rows]
+
+    async def codec() -> Any:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await load_codec(conn, test_settings(dsn))
+        finally:
+            await conn.close()
+
+    cursors = loop.run(codec())
+    return [cursors.encode(r["tenant_id"], r["id"]) for r in rows]
 
 
-def replay(client: WsClient, query: str, variables: dict[str, Any], through: int) -> list[str]:
-    """Subscribe with `since` and return the raw text of every event frame up to cursor `through`."""
+def replay(client: WsClient, query: str, variables: dict[str, Any], through: str) -> list[str]:
+    """Subscribe with `since` and return the raw text of every event frame up to the one of cursor `through`."""
     client.subscribe(query, variables)
     frames: list[str] = []
     deadline = time.monotonic() + 20
@@ -88,7 +100,7 @@ def replay(client: WsClient, query: str, variables: dict[str, Any], through: int
             continue
         assert message["type"] == "next" and not message["payload"].get("errors"), message
         frames.append(raw)
-        if int(event_of(raw)["cursor"]) >= through:
+        if event_of(raw)["cursor"] == through:
             return frames
 
 
@@ -96,8 +108,8 @@ def event_of(raw: str) -> dict[str, Any]:
     return next(iter(json.loads(raw)["payload"]["data"].values()))  # type: ignore[no-any-return]
 
 
-def cursors(frames: list[str], through: int) -> list[int]:
-    return [int(event_of(f)["cursor"]) for f in frames if int(event_of(f)["cursor"]) <= through]
+def cursors(frames: list[str]) -> list[str]:
+    return [event_of(f)["cursor"] for f in frames]
 
 
 def wait_for_event(client: WsClient, accept: Callable[[dict[str, Any]], bool]) -> None:
@@ -130,12 +142,12 @@ def test_a_replay_after_edit_and_delete_shows_only_the_current_text(
     wait_for_event(watcher, lambda e: e.get("action") == "DELETE")
 
     join(admin, late, cid)  # joins after all of it
-    expected = logged_ids(loop, dsn, cid, late.user_id)
+    expected = logged_cursors(loop, dsn, cid, late.user_id)
     frames = replay(ws(late), CONVERSATION_EVENTS, {"c": cid, "s": "0"}, expected[-1])
     author_frames = replay(ws(author), VIEWER_EVENTS, {"s": "0"}, expected[-1])
 
     # Every event of the log, once, in order (nothing was removed to hide the text).
-    assert cursors(frames, expected[-1]) == expected
+    assert cursors(frames) == expected
     for replayed in (frames, author_frames):
         text = "\n".join(replayed)
         assert first not in text and second not in text and kept_before not in text
@@ -183,9 +195,9 @@ def test_a_deleted_run_output_leaves_no_streamed_text_in_replays_or_chunks(
 
     assert owner.client.ok(MESSAGE, {"m": output})["message"] == {"content": "", "isDeleted": True, "chunks": []}
     join(owner, late, cid)
-    expected = logged_ids(loop, dsn, cid, late.user_id)
+    expected = logged_cursors(loop, dsn, cid, late.user_id)
     frames = replay(ws(late, runs), CONVERSATION_EVENTS, {"c": cid, "s": "0"}, expected[-1])
-    assert cursors(frames, expected[-1]) == expected
+    assert cursors(frames) == expected
     deltas = [event_of(f) for f in frames if event_of(f)["type"] == "message.delta"]
     assert deltas and all(d["messageId"] == output and d["delta"] == "" for d in deltas)
     assert [d["index"] for d in deltas] == list(range(len(deltas)))
@@ -219,7 +231,7 @@ def test_a_replay_after_userErase_has_none_of_the_erased_users_text(
     assert admin.client.ok(ERASE, {"u": erased.user_id})["userErase"]["messagesRedacted"] == 3
 
     join(admin, late, cid)
-    expected = logged_ids(loop, dsn, cid, late.user_id)
+    expected = logged_cursors(loop, dsn, cid, late.user_id)
     for client, query, variables in (
         (ws(late), CONVERSATION_EVENTS, {"c": cid, "s": "0"}),
         (ws(admin), CONVERSATION_EVENTS, {"c": cid, "s": "0"}),
@@ -229,7 +241,7 @@ def test_a_replay_after_userErase_has_none_of_the_erased_users_text(
         text = "\n".join(frames)
         assert not [w for w in words.values() if w in text], text
         assert "other-reply-stays" in text
-    assert cursors(replay(ws(late), CONVERSATION_EVENTS, {"c": cid, "s": "0"}, expected[-1]), expected[-1]) == expected
+    assert cursors(replay(ws(late), CONVERSATION_EVENTS, {"c": cid, "s": "0"}, expected[-1])) == expected
 
     for word in words.values():
         for table in ("stream_event", "message_chunk", "message", "message_edit"):
@@ -289,9 +301,9 @@ def test_a_requeued_runs_lost_attempt_replays_without_its_text(
         done = wait_for(owner, run["id"])
         assert done["status"] == "COMPLETED" and done["attempt"] == 2
 
-        expected = logged_ids(loop, dsn, cid, owner.user_id)
+        expected = logged_cursors(loop, dsn, cid, owner.user_id)
         frames = replay(ws(owner, workerless), CONVERSATION_EVENTS, {"c": cid, "s": "0"}, expected[-1])
-        assert cursors(frames, expected[-1]) == expected
+        assert cursors(frames) == expected
         deltas = [event_of(f) for f in frames if event_of(f)["type"] == "message.delta"]
         # Both attempts' deltas are replayed (index 0 twice), but only the second's carry text: the message's.
         assert [d["index"] for d in deltas].count(0) == 2

@@ -15,7 +15,7 @@ import httpx
 
 from tests.harness import Actor, Client, Loop, ServerThread, free_port, test_settings
 from tests.test_streaming import REPLY, START, conversation, live
-from tests.ws import CONVERSATION_EVENTS, VIEWER_EVENTS, WsClient
+from tests.ws import CONVERSATION_EVENTS, VIEWER_EVENTS, WsClient, position
 from threadline.ids import Kind, decode_id
 
 
@@ -105,8 +105,11 @@ def conversation_in_another_bucket(actor: Actor, cid: str) -> str:
 
 
 def test_a_process_started_while_a_publisher_is_open_delivers_its_event_and_its_cursor_does_not_skip_it(
-    admin: Actor, loop: Loop, dsn: str
+    admin: Actor, server: ServerThread, loop: Loop, dsn: str
 ) -> None:
+    def at(cursor: str) -> int:  # the position an opaque cursor names (both processes share the key)
+        return position(server, admin.tenant_id, cursor)
+
     cid = conversation(admin)
     root = admin.client.ok(START, {"c": cid, "x": "root"})["threadStart"]["id"]
     with open_writer(loop, dsn, admin, cid) as writer:
@@ -117,7 +120,7 @@ def test_a_process_started_while_a_publisher_is_open_delivers_its_event_and_its_
             resumed = WsClient(url.replace("http", "ws") + "/graphql", admin.api_key)
             try:
                 cursor = other.ok("{ streamCursor }")["streamCursor"]
-                assert int(cursor) < writer.event_id  # the open transaction's id may still commit
+                assert at(cursor) < writer.event_id  # the open transaction's id may still commit
                 fresh.subscribe(CONVERSATION_EVENTS, {"c": cid})
                 resumed.subscribe(CONVERSATION_EVENTS, {"c": cid, "s": cursor})
                 fresh.expect_quiet(0.3)  # nothing is delivered before the open id settles
@@ -126,7 +129,7 @@ def test_a_process_started_while_a_publisher_is_open_delivers_its_event_and_its_
                 for client in (fresh, resumed):
                     events = client.events(3)
                     assert [e["type"] for e in events] == ["typing.update", "thread.activity", "thread.activity"]
-                    assert int(events[0]["cursor"]) == writer.event_id
+                    assert at(events[0]["cursor"]) == writer.event_id
                     assert [e["changedMessage"]["content"] for e in events[1:]] == ["committed meanwhile", "after"]
             finally:
                 fresh.close()
@@ -138,9 +141,9 @@ def test_stream_cursor_stays_below_an_open_publisher(admin: Actor, server: Serve
     cid = conversation(admin)
     with open_writer(loop, dsn, admin, cid) as writer:
         admin.client.ok(START, {"c": cid, "x": "later"})
-        assert int(live(admin)) < writer.event_id
+        assert position(server, admin.tenant_id, live(admin)) < writer.event_id
         writer.commit()
-    assert int(live(admin)) > writer.event_id
+    assert position(server, admin.tenant_id, live(admin)) > writer.event_id
 
 
 def test_an_open_writer_on_one_conversation_does_not_hold_back_another(
@@ -161,16 +164,16 @@ def test_an_open_writer_on_one_conversation_does_not_hold_back_another(
             got = on_other.events(1, timeout=30)
             assert writer.open
             assert got[0]["type"] == "thread.new" and got[0]["thread"]["root"]["id"] == started
-            assert int(got[0]["cursor"]) > writer.event_id
+            assert position(server, admin.tenant_id, got[0]["cursor"]) > writer.event_id
             # Its own conversation and viewer streams (which span conversations) keep the global order.
             admin.client.ok(START, {"c": slow, "x": "behind the writer"})
             on_slow.expect_quiet(0.5)
             writer.commit()
             slow_events = on_slow.events(2)
             assert [e["type"] for e in slow_events] == ["typing.update", "thread.new"]
-            assert int(slow_events[0]["cursor"]) == writer.event_id
+            assert position(server, admin.tenant_id, slow_events[0]["cursor"]) == writer.event_id
             viewer_events = viewer.events(2, ignore=("presence.update", "typing.update"))
-            cursors = [int(e["cursor"]) for e in viewer_events]
+            cursors = [position(server, admin.tenant_id, e["cursor"]) for e in viewer_events]
             assert cursors == sorted(cursors)
             assert [e["thread"]["root"]["content"] for e in viewer_events if e["type"] == "thread.new"] == [
                 "not held back",

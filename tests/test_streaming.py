@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 import pytest
 
 from tests.harness import Actor, Client, ServerThread, test_settings
-from tests.ws import CONVERSATION_EVENTS, VIEWER_EVENTS, WsClient
+from tests.ws import CONVERSATION_EVENTS, VIEWER_EVENTS, WsClient, position
 
 CREATE = "mutation($t: String) { conversationCreate(input: {title: $t}) { id } }"
 START = "mutation($c: ID!, $x: String!) { threadStart(conversationId: $c, input: {content: $x}) { id } }"
@@ -60,7 +60,9 @@ def ws(server: ServerThread) -> Callable[..., WsClient]:
             pass
 
 
-def test_thread_new_and_activity_arrive_in_order(admin: Actor, ws: Callable[..., WsClient]) -> None:
+def test_thread_new_and_activity_arrive_in_order(
+    admin: Actor, ws: Callable[..., WsClient], server: ServerThread
+) -> None:
     cid = conversation(admin)
     client = ws(admin)
     client.subscribe(CONVERSATION_EVENTS, {"c": cid, "s": live(admin)})
@@ -72,7 +74,7 @@ def test_thread_new_and_activity_arrive_in_order(admin: Actor, ws: Callable[...,
     assert events[0]["conversationId"] == cid and events[0]["rootId"] == root
     assert events[1]["changedMessage"] == {"id": reply, "content": "world", "parentId": root, "isDeleted": False, "path": [root, reply]}
     assert events[1]["replyCount"] == 1 and events[1]["action"] == "REPLY"
-    assert int(events[1]["cursor"]) > int(events[0]["cursor"])
+    assert position(server, admin.tenant_id, events[1]["cursor"]) > position(server, admin.tenant_id, events[0]["cursor"])
 
 
 def test_resume_with_since_replays_exactly_once_while_writes_continue(

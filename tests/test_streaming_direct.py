@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.harness import METRICS_HEADERS, Actor, ServerThread
-from tests.ws import CONVERSATION_EVENTS, VIEWER_EVENTS, WsClient
+from tests.ws import CONVERSATION_EVENTS, VIEWER_EVENTS, WsClient, position
 
 START = "mutation($c: ID!, $x: String!) { threadStart(conversationId: $c, input: {content: $x}) { id } }"
 REPLY = "mutation($p: ID!, $x: String!, $r: MessageRole) { messageReply(parentId: $p, input: {content: $x, role: $r}) { id } }"

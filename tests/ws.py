@@ -24,9 +24,10 @@ class WsClient:
             sock = socket.socket()
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
             sock.connect((host, port))
+        # Entered as a context (left by close()): websockets 17.1 deprecates using connect() directly.
         self.ws: ClientConnection = connect(
             url, sock=sock, subprotocols=[PROTOCOL], open_timeout=10, max_size=8 * 1024 * 1024, max_queue=max_queue
-        )
+        ).__enter__()
         self.pending: list[dict[str, Any]] = []
         if init:
             payload = {"authorization": f"Bearer {token}"} if token else {}
@@ -181,3 +182,11 @@ class StalledWsClient:
 
     def close(self) -> None:
         self.sock.close()
+
+
+def position(server: Any, tenant_id: str, cursor: str) -> int:
+    """The log position a stream cursor names (cursors are opaque, per tenant): decoded by the in-process
+    test server's own codec (`server` is a tests.harness.ServerThread; `tenant_id` a public tenant id)."""
+    from threadline.ids import Kind, decode_id
+
+    return int(server.app.state.services.hub.cursors.decode(decode_id(tenant_id, Kind.TENANT), cursor))

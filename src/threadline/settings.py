@@ -197,6 +197,8 @@ class Settings:
     metrics_enabled: bool = True
     # /metrics answers only `Authorization: Bearer <this>`; without it /metrics is not served at all.
     metrics_token: str | None = None
+    # The secret stream cursors are keyed by (per tenant); unset: a random one stored in the database.
+    cursor_secret: str | None = None
     rate_limit_enabled: bool = True
     rate_limit_window_seconds: int = 60
     rate_limit_requests: int = 6000
@@ -324,6 +326,7 @@ class Settings:
             log_json=_env_bool("THREADLINE_LOG_JSON", cls.log_json),
             metrics_enabled=_env_bool("THREADLINE_METRICS", cls.metrics_enabled),
             metrics_token=os.environ.get("THREADLINE_METRICS_TOKEN") or None,
+            cursor_secret=os.environ.get("THREADLINE_CURSOR_SECRET") or None,
             rate_limit_enabled=_env_bool("THREADLINE_RATE_LIMIT", cls.rate_limit_enabled),
             rate_limit_window_seconds=_env_int("THREADLINE_RATE_LIMIT_WINDOW_SECONDS", cls.rate_limit_window_seconds),
             rate_limit_requests=_env_int("THREADLINE_RATE_LIMIT_REQUESTS", cls.rate_limit_requests),

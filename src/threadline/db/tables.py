@@ -12,6 +12,7 @@ from threadline.presence.tables import Presence, TypingState
 from threadline.ratelimits.tables import RateLimitAssignment, RateLimitBucket, RateLimitProfile
 from threadline.runs.tables import MessageStream, Run, RunStep
 from threadline.search.tables import SearchTerm
+from threadline.streaming.tables import StreamCursorKey
 from threadline.threads.tables import Message, MessageChunk, MessageEdit, ReadMarker, Thread
 
 ALL_TABLES: tuple[type[Table], ...] = (
@@ -29,6 +30,7 @@ ALL_TABLES: tuple[type[Table], ...] = (
     MessageChunk,
     StreamEvent,
     StreamState,
+    StreamCursorKey,
     Presence,
     TypingState,
     ImportSource,

@@ -26,6 +26,7 @@ from graphql import OperationType
 from threadline.events.kinds import EventType
 from threadline.events.log import LoggedEvent
 from threadline.graphql.fast_execution import FastExecutionContext
+from threadline.streaming.cursors import CursorCodec
 from threadline.streaming.types import ConversationStreamEvent, to_graphql
 
 MEMO_SIZE = 4096
@@ -52,9 +53,13 @@ class SharedEvents:
     execution results each hold the content), so memory follows the bound, not the events' size.
 
     Each entry keeps the payload it was rendered from: an event read again (a replay) after its payload was
-    rewritten (events.scrub: an edit, a delete, an erasure) is rendered afresh, never from the old text."""
+    rewritten (events.scrub: an edit, a delete, an erasure) is rendered afresh, never from the old text.
 
-    def __init__(self, size: int = MEMO_SIZE, max_bytes: int = MEMO_BYTES) -> None:
+    The event's opaque cursor is encoded here, with the rendering: once per entry, shared by every subscriber
+    and by both delivery paths (streaming.direct frames carry the same string as the stock path's)."""
+
+    def __init__(self, cursors: CursorCodec | None = None, size: int = MEMO_SIZE, max_bytes: int = MEMO_BYTES) -> None:
+        self.cursors = cursors  # set by the hub once it has loaded the key (before any subscription starts)
         self._size = size
         self._max_bytes = max_bytes
         self._memo: OrderedDict[
@@ -71,7 +76,9 @@ class SharedEvents:
         # Live routing hands every subscriber the same LoggedEvent (an identity check); a replay reads its own.
         if entry is not None and (entry[0] is event.payload or entry[0] == event.payload):
             return entry[1]
-        found = to_graphql(event, viewer_id)
+        cursors = self.cursors
+        assert cursors is not None, "SharedEvents used before the hub loaded the cursor key"
+        found = to_graphql(event, viewer_id, cursors.encode(event.tenant_id, event.id))
         found.shared_results = {}  # type: ignore[attr-defined]
         cost = ENTRY_OVERHEAD + 2 * len(orjson.dumps(event.payload))
         if entry is not None:

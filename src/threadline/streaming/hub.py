@@ -42,6 +42,7 @@ from threadline.events.log import LoggedEvent
 from threadline.events.publish import CHANNEL, bucket_of
 from threadline.observability.metrics import METRICS
 from threadline.settings import Settings
+from threadline.streaming.cursors import CursorCodec, load_codec
 from threadline.streaming.direct import Lane, LaneGroup
 from threadline.streaming.fanout import SharedEvents
 from threadline.streaming.listener import SupervisedPostgresBackend
@@ -75,6 +76,7 @@ class StreamHub:
         self.backend: SupervisedPostgresBackend | None = None
         self.delivered = 0
         self.shared_events = SharedEvents(max_bytes=settings.event_memo_max_bytes)
+        self._cursors: CursorCodec | None = None  # loaded by start(): the key of every cursor the API shows
         self.dirty_lanes: list[Lane] = []  # direct lanes holding frames of the current routing pass
         self.dirty_groups: list[LaneGroup] = []  # lane groups holding frames of the current routing pass
         self._groups: dict[uuid.UUID, dict[str, LaneGroup]] = {}  # per conversation, by group key
@@ -85,6 +87,7 @@ class StreamHub:
 
     async def start(self) -> None:
         assert self.settings.database_url, "the hub needs the resolved database URL"
+        self._cursors = self.shared_events.cursors = await load_codec(self.db, self.settings)
         # Not the sequence position: it counts ids drawn by transactions still open, whose events would
         # then be behind the cursor when they commit.
         self._publishers = await event_log.open_publishers(self.db)
@@ -126,6 +129,13 @@ class StreamHub:
             ready.set()
             async for _ in subscription:  # type: ignore[union-attr]
                 self._wake.set()
+
+    @property
+    def cursors(self) -> CursorCodec:
+        """Positions as each tenant's opaque cursors and back (streaming.cursors); the hub itself, the replay and
+        SLOW_CONSUMER work with the plain positions."""
+        assert self._cursors is not None, "the hub is not started"
+        return self._cursors
 
     # subscribers ---------------------------------------------------------------------------------
 

@@ -6,11 +6,12 @@ import asyncio
 import uuid
 from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 import strawberry
 
 from threadline.conversations.access import Access, require
-from threadline.errors import ErrorCode, ThreadlineError, bad_input, not_found
+from threadline.errors import ErrorCode, ThreadlineError, not_found
 from threadline.events import log as event_log
 from threadline.events.kinds import EventType
 from threadline.events.log import LoggedEvent
@@ -22,22 +23,24 @@ from threadline.streaming.direct import lane_for
 from threadline.streaming.subscriber import Subscriber, subject_of
 from threadline.streaming.types import ConversationStreamEvent, stream_error
 
+if TYPE_CHECKING:
+    from threadline.streaming.hub import StreamHub
+
 REPLAY_BATCH = 1000
 _background: set[asyncio.Task[None]] = set()
 
 
-def parse_since(since: str | None) -> int | None:
+def parse_since(hub: StreamHub, tenant_id: uuid.UUID, since: str | None) -> int | None:
+    """The position `since` names: one of the tenant's opaque cursors, or a numeric one (streaming.cursors)."""
     if since is None:
         return None
-    if not since.isdigit() or len(since) > 18:
-        raise bad_input("Malformed `since`: pass the `cursor` of an event you received", argument="since")
-    return int(since)
+    return hub.cursors.decode(tenant_id, since)
 
 
 async def _stream(info: Info, sub: Subscriber, since: str | None) -> AsyncGenerator[ConversationStreamEvent, None]:
     db = info.context.db
     hub = info.context.services.hub
-    since_id = parse_since(since)
+    since_id = parse_since(hub, sub.tenant_id, since)
     if since_id is not None and since_id < await event_log.pruned_through(db):
         raise ThreadlineError(
             ErrorCode.CURSOR_EXPIRED,
@@ -86,7 +89,7 @@ async def _stream(info: Info, sub: Subscriber, since: str | None) -> AsyncGenera
                     ErrorCode.SLOW_CONSUMER.value,
                     "Events arrived faster than this subscription read them; resubscribe with `since` set to "
                     "this cursor",
-                    sub.last,
+                    hub.cursors.encode(sub.tenant_id, sub.last),
                     next(iter(sub.conversations), None) if not sub.follows_viewer else None,
                     datetime.now(UTC),
                 )
@@ -138,8 +141,9 @@ class StreamQuery:
         "this call. Fetch it together with the data a client renders, then subscribe with it."
     )
     async def stream_cursor(self, info: Info) -> str:
-        await info.context.principal()
-        return str(await info.context.services.hub.settled_cursor())
+        principal = await info.context.principal()
+        hub: StreamHub = info.context.services.hub
+        return hub.cursors.encode(principal.tenant_id, await hub.settled_cursor())
 
 
 @strawberry.type
