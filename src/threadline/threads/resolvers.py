@@ -1,5 +1,5 @@
-"""Resolver bodies of thread reads that build more than one type: a thread tree's messages (charged before
-they are built) and the Conversation fields that page threads and messages."""
+"""Resolver bodies of thread reads that build more than one type: `threadTree`'s answer (charged before its
+messages are built) and the Conversation fields that page threads and messages."""
 
 from __future__ import annotations
 
@@ -21,12 +21,20 @@ from threadline.graphql.pagination import (
     page_size,
 )
 from threadline.threads import loaders
-from threadline.threads.types import Message, Thread
+from threadline.threads.tree_service import TreeRows
+from threadline.threads.types import Message, Thread, ThreadTree, tree_messages
+
+
+async def thread_tree(info: Info, read: TreeRows) -> ThreadTree:
+    """`threadTree`'s answer: the rows are charged to the operation's output budget before any message is
+    built (a path list per node is what makes deep chains expensive)."""
+    await charge_tree_rows(info, read.rows)
+    nodes = tree_messages(read.rows, read.top_path)
+    return ThreadTree(root=nodes[0], nodes=nodes, total_count=len(nodes))
 
 
 async def charge_tree_rows(info: Info, rows: Sequence[asyncpg.Record]) -> None:
-    """Charges the operation's output budget for `repo.TREE_COLUMNS` rows about to become messages (before
-    they are built: a path list per node is what makes deep chains expensive)."""
+    """Charges the operation's output budget for `repo.TREE_COLUMNS` rows about to become messages."""
     if rows and budget.current() is not None:
         content = sum(len(r["content"]) for r in rows)
         await budget.charge_messages(info, len(rows), content, sum(r["depth"] + 1 for r in rows))

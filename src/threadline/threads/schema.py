@@ -12,10 +12,9 @@ from threadline.idempotency.schema import run_once
 from threadline.idempotency.types import ClientMutationId
 from threadline.ids import Kind, decode_id
 from threadline.threads import repository as repo
-from threadline.threads import service
-from threadline.threads.resolvers import charge_tree_rows
+from threadline.threads import resolvers, service, tree_service
 from threadline.threads.service import MessageDraft, path_ids
-from threadline.threads.types import Message, MessageInput, Thread, ThreadTree, tree_messages
+from threadline.threads.types import Message, MessageInput, Thread, ThreadTree
 
 
 def _draft(input: MessageInput) -> MessageDraft:
@@ -47,27 +46,12 @@ class ThreadQuery:
         self, info: Info, root_id: strawberry.ID, max_depth: int | None = None, from_id: strawberry.ID | None = None
     ) -> ThreadTree:
         principal = await info.context.principal()
-        db = info.context.db
         if max_depth is not None and max_depth < 0:
             raise bad_input("`maxDepth` must not be negative", argument="maxDepth")
-        top = await service.readable_message(db, principal, decode_id(root_id, Kind.MESSAGE))
-        if from_id is not None:
-            start = await repo.message(db, principal.tenant_id, decode_id(from_id, Kind.MESSAGE))
-            if start is None or start["root_id"] != top["root_id"] or not bytes(start["path"]).startswith(bytes(top["path"])):
-                raise not_found("Message")
-            top = start
-        (top_path,) = await path_ids(db, principal.tenant_id, [top])
-        rows = await repo.subtree(
-            db,
-            principal.tenant_id,
-            top["root_id"],
-            bytes(top["path"]),
-            # Clamped to the integer column's range: any larger bound means the whole subtree anyway.
-            min(top["depth"] + max_depth, 2**31 - 1) if max_depth is not None else None,
-        )
-        await charge_tree_rows(info, rows)
-        nodes = tree_messages(rows, top_path)
-        return ThreadTree(root=nodes[0], nodes=nodes, total_count=len(nodes))
+        start = decode_id(root_id, Kind.MESSAGE)
+        descendant = decode_id(from_id, Kind.MESSAGE) if from_id is not None else None
+        read = await tree_service.thread_tree(info.context.db, principal, start, max_depth, descendant)
+        return await resolvers.thread_tree(info, read)
 
     @strawberry.field(description="A message the caller may read.")
     async def message(self, info: Info, id: strawberry.ID) -> Message | None:
