@@ -223,7 +223,6 @@ async def insert(
         for index in plan.roots:
             root = {**messages[index], "conversation_id": conversation_id, "root_id": messages[index]["id"]}
             root["author_id"] = user_id if root["authored"] else None
-            message = {**snapshot(root, [root["id"]]), "usageImported": root["usage_imported"]}
             await publish(
                 tx,
                 tenant_id,
@@ -231,7 +230,7 @@ async def insert(
                 conversation_id=conversation_id,
                 root_id=root["id"],
                 payload={
-                    "message": message,
+                    "message": snapshot(root, [root["id"]]),
                     "replyCount": _subtree_size(plan, index) - 1,
                     "lastActivityAt": root["created_at"].isoformat(),
                 },

@@ -66,7 +66,8 @@ def _tokens(draft: MessageDraft) -> int:
 
 
 def snapshot(row: asyncpg.Record, path_ids: list[uuid.UUID]) -> dict[str, Any]:
-    """A message as it travels in an event payload (public ids, ISO times)."""
+    """A message as it travels in an event payload (public ids, ISO times): the one builder of that shape,
+    for live writes and imports alike (streaming.types reads it back)."""
     return {
         "id": encode_id(Kind.MESSAGE, row["id"]),
         "conversationId": encode_id(Kind.CONVERSATION, row["conversation_id"]),
@@ -84,6 +85,7 @@ def snapshot(row: asyncpg.Record, path_ids: list[uuid.UUID]) -> dict[str, Any]:
         "createdAt": row["created_at"].isoformat(),
         "editedAt": row["edited_at"].isoformat() if row["edited_at"] else None,
         "deletedAt": row["deleted_at"].isoformat() if row["deleted_at"] else None,
+        "usageImported": row["usage_imported"],
     }
 
 
