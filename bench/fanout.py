@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -137,7 +138,7 @@ async def _sink(
 
 
 async def _clients(url: str, graphql: bool, key: str, cid: str, count: int, measured: int, conn: Any) -> None:
-    latencies: list[tuple[int, float, float]] = []  # (cursor, received, occurredAt) of timed events
+    latencies: list[tuple[str, float, float]] = []  # (cursor, received, occurredAt) of timed events
     window = [0.0, float("inf")]
     connected = [0]
     frames = [0]  # event frames received by every client of this process, until they stop
@@ -173,7 +174,7 @@ async def _clients(url: str, graphql: bool, key: str, cid: str, count: int, meas
                 if event["type"] in TIMED:
                     occurred = _occurred(event)
                     if window[0] <= occurred <= window[1]:
-                        latencies.append((int(event["cursor"]), now, occurred))
+                        latencies.append((event["cursor"], now, occurred))
 
     tasks = []
     for i in range(count):
@@ -222,19 +223,40 @@ def _start_clients(
     return started
 
 
-def _finish(clients: list[tuple[Any, Any]], window: tuple[float, float]) -> tuple[list[tuple[int, float, float]], int]:
-    """The measuring clients' receipts, and the event frames every client received before stopping (2 s
-    after the window)."""
+def _finish(
+    clients: list[tuple[Any, Any]], window: tuple[float, float], position: Callable[[str], int] = int
+) -> tuple[list[tuple[int, float, float]], int]:
+    """The measuring clients' receipts (each event's log position, from its cursor by `position`), and the
+    event frames every client received before stopping (2 s after the window)."""
     for _, parent in clients:
         parent.send(window)
     receipts: list[tuple[int, float, float]] = []
     frames = 0
     for proc, parent in clients:
         got, count = parent.recv()
-        receipts.extend(got)
+        receipts.extend((position(cursor), received, occurred) for cursor, received, occurred in got)
         frames += count
         proc.join(timeout=30)
     return receipts, frames
+
+
+def _positions(dsn: str, tenant_id: Any) -> Callable[[str], int]:
+    """Threadline's cursors are opaque per tenant: their log positions, decoded with the key every server
+    process of `dsn` uses (THREADLINE_CURSOR_SECRET, or the stored secret)."""
+    import asyncpg
+
+    from threadline.settings import Settings
+    from threadline.streaming.cursors import load_codec
+
+    async def load() -> Any:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return await load_codec(conn, Settings.from_env())
+        finally:
+            await conn.close()
+
+    codec = asyncio.run(load())
+    return lambda cursor: int(codec.decode(tenant_id, cursor))
 
 
 def _commit_times(dsn: str, receipts: list[tuple[int, float, float]]) -> dict[int, float]:
@@ -408,7 +430,7 @@ def run_threadline(
             if line.startswith(f'threadline_stream_deliveries_total{{path="{path}"}}')
         }
         timeline = httpx.get(f"{server.url}/_bench/hub-timeline", timeout=30).json()
-        receipts, frames = _finish(clients, (w0 - 1, w1 + 1))
+        receipts, frames = _finish(clients, (w0 - 1, w1 + 1), _positions(dsn, caller.tenant_id))
         committed = _commit_times(dsn, receipts)
         hub["stages"] = _stages(receipts, committed, timeline)
         return {**_report(sent, subscribers, seconds, receipts, cpu, frames, committed), "hub": hub}
