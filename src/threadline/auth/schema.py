@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated
 
 import strawberry
@@ -12,6 +13,7 @@ from threadline.auth.principal import Role
 from threadline.auth.types import ApiKey, ApiKeyCreatePayload, RoleEnum, User, UserCreateInput
 from threadline.errors import not_found
 from threadline.graphql.context import Info
+from threadline.graphql.node import register
 from threadline.graphql.pagination import (
     Connection,
     as_datetime,
@@ -103,3 +105,18 @@ class AuthMutation:
         principal = await info.context.principal()
         row = await service.revoke_api_key(info.context.db, principal, decode_id(id, Kind.API_KEY))
         return ApiKey.from_row(row)
+
+
+async def _user_node(info: Info, user_id: uuid.UUID) -> User | None:
+    principal = await info.context.principal()
+    row = await repo.user_by_id(info.context.db, principal.tenant_id, user_id)
+    return User.from_row(row) if row else None
+
+
+async def _api_key_node(info: Info, key_id: uuid.UUID) -> ApiKey:
+    principal = await info.context.principal()
+    return ApiKey.from_row(await service.readable_api_key(info.context.db, principal, key_id))
+
+
+register(Kind.USER, _user_node)
+register(Kind.API_KEY, _api_key_node)

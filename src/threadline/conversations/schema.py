@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import uuid
+
 import strawberry
 
 from threadline.conversations import repository as repo
@@ -18,6 +20,7 @@ from threadline.conversations.types import (
     ParticipantRole,
 )
 from threadline.graphql.context import Info
+from threadline.graphql.node import register
 from threadline.graphql.pagination import (
     Connection,
     as_datetime,
@@ -197,3 +200,23 @@ async def _set_status(info: Info, id: strawberry.ID, action: str) -> Conversatio
     principal = await info.context.principal()
     row = await service.set_status(info.context.db, principal, decode_id(id, Kind.CONVERSATION), action)
     return Conversation.from_row(row)
+
+
+async def _conversation_node(info: Info, conversation_id: uuid.UUID) -> Conversation:
+    principal = await info.context.principal()
+    return Conversation.from_row(await service.get(info.context.db, principal, conversation_id))
+
+
+async def _participant_node(info: Info, participant_id: uuid.UUID) -> Participant:
+    principal = await info.context.principal()
+    return Participant.from_row(await service.readable_participant(info.context.db, principal, participant_id))
+
+
+async def _invite_node(info: Info, invite_id: uuid.UUID) -> Invite:
+    principal = await info.context.principal()
+    return Invite.from_row(await service.readable_invite(info.context.db, principal, invite_id))
+
+
+register(Kind.CONVERSATION, _conversation_node)
+register(Kind.PARTICIPANT, _participant_node)
+register(Kind.INVITE, _invite_node)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -14,6 +15,7 @@ from strawberry.types.graphql import OperationType as ExecutedOperation
 
 from threadline.errors import ThreadlineError
 from threadline.graphql.context import Context, Info
+from threadline.graphql.node import register
 from threadline.ids import Kind, decode_id
 from threadline.ratelimits import service
 from threadline.ratelimits.repository import BUDGET_FIELDS
@@ -164,3 +166,11 @@ class RateLimitMutation:
         pid = decode_id(profile_id, Kind.RATE_LIMIT_PROFILE) if profile_id is not None else None
         row = await service.assign_profile(info.context.db, principal, uid, pid)
         return EffectiveRateLimit.of(row, info.context.settings)
+
+
+async def _profile_node(info: Info, profile_id: uuid.UUID) -> RateLimitProfile:
+    principal = await info.context.principal()
+    return RateLimitProfile.from_row(await service.readable_profile(info.context.db, principal, profile_id))
+
+
+register(Kind.RATE_LIMIT_PROFILE, _profile_node)

@@ -7,6 +7,7 @@ import uuid
 import strawberry
 
 from threadline.graphql.context import Info
+from threadline.graphql.node import register
 from threadline.graphql.pagination import (
     Connection,
     as_datetime,
@@ -21,7 +22,7 @@ from threadline.ids import Kind, decode_id
 from threadline.runs import output, service, transitions
 from threadline.runs import repository as repo
 from threadline.runs.service import RunSpec
-from threadline.runs.types import Run, RunCreateInput
+from threadline.runs.types import Run, RunCreateInput, RunStep
 from threadline.threads.service import path_ids
 from threadline.threads.types import Message, UsageInput
 
@@ -123,3 +124,21 @@ class RunMutation:
         )
         row = await output.client_finish(info.context.db, principal, decode_id(id, Kind.MESSAGE), final)
         return await _message(info, row)
+
+
+async def _run_node(info: Info, run_id: uuid.UUID) -> Run:
+    principal = await info.context.principal()
+    return Run.from_row(await service.readable_run(info.context.db, principal, run_id))
+
+
+async def _run_step_node(info: Info, step_id: uuid.UUID) -> RunStep | None:
+    principal = await info.context.principal()
+    step = await repo.step(info.context.db, principal.tenant_id, step_id)
+    if step is None:
+        return None
+    await service.readable_run(info.context.db, principal, step["run_id"])
+    return RunStep.from_row(step)
+
+
+register(Kind.RUN, _run_node)
+register(Kind.RUN_STEP, _run_step_node)

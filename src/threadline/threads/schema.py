@@ -8,6 +8,7 @@ import strawberry
 
 from threadline.errors import bad_input, not_found
 from threadline.graphql.context import Info
+from threadline.graphql.node import register
 from threadline.idempotency.schema import run_once
 from threadline.idempotency.types import ClientMutationId
 from threadline.ids import Kind, decode_id
@@ -132,3 +133,21 @@ class ThreadMutation:
         principal = await info.context.principal()
         row = await service.mark_read(info.context.db, principal, decode_id(root_id, Kind.MESSAGE))
         return Thread.from_row(row)
+
+
+async def _message_node(info: Info, message_id: uuid.UUID) -> Message:
+    principal = await info.context.principal()
+    row = await service.readable_message(info.context.db, principal, message_id)
+    (path,) = await path_ids(info.context.db, principal.tenant_id, [row])
+    return Message.from_row(row, path)
+
+
+async def _thread_node(info: Info, root_id: uuid.UUID) -> Thread | None:
+    principal = await info.context.principal()
+    await service.readable_message(info.context.db, principal, root_id)
+    row = await repo.thread_with_root(info.context.db, principal.tenant_id, root_id, principal.user_id)
+    return Thread.from_row(row) if row else None
+
+
+register(Kind.MESSAGE, _message_node)
+register(Kind.THREAD, _thread_node)
