@@ -22,7 +22,9 @@ from threadline.graphql.pagination import (
     decode_cursor,
     page_size,
 )
-from threadline.ids import Kind, decode_id
+from threadline.ids import Kind, decode_id, encode_id
+from threadline.porting import erasure
+from threadline.porting.types import UserErasure
 
 
 @strawberry.type
@@ -105,6 +107,31 @@ class AuthMutation:
         principal = await info.context.principal()
         row = await service.revoke_api_key(info.context.db, principal, decode_id(id, Kind.API_KEY))
         return ApiKey.from_row(row)
+
+
+@strawberry.type
+class UserErasureMutation:
+    """Erasure of a user and their data (the work is porting/erasure.py's, with export and retention)."""
+
+    @strawberry.mutation(
+        description="Erase a user (admins only), in one transaction: hard-delete the conversations they own, "
+        "empty their messages elsewhere (replies to them stay readable) and attribute them to an anonymous "
+        "placeholder, delete their keys and memberships and the user. `redactMessages: false` keeps the text "
+        "of their messages elsewhere, anonymised. Audited."
+    )
+    async def user_erase(self, info: Info, user_id: strawberry.ID, redact_messages: bool = True) -> UserErasure:
+        principal = await info.context.principal()
+        done = await erasure.erase_user(
+            info.context.db, principal, decode_id(user_id, Kind.USER), redact_messages=redact_messages
+        )
+        placeholder = await repo.user_by_id(info.context.db, principal.tenant_id, done.placeholder_id)
+        return UserErasure(
+            user_id=strawberry.ID(encode_id(Kind.USER, done.user_id)),
+            placeholder=User.from_row(placeholder) if placeholder else None,
+            conversations_deleted=done.conversations_deleted,
+            messages_redacted=done.messages_redacted,
+            messages_reassigned=done.messages_reassigned,
+        )
 
 
 async def _user_node(info: Info, user_id: uuid.UUID) -> User | None:

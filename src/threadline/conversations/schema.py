@@ -32,6 +32,7 @@ from threadline.graphql.pagination import (
 from threadline.idempotency.schema import run_once
 from threadline.idempotency.types import ClientMutationId
 from threadline.ids import Kind, decode_id
+from threadline.search import tag_service
 
 
 def _fields(input: ConversationCreateInput | ConversationUpdateInput) -> ConversationFields:
@@ -200,6 +201,41 @@ async def _set_status(info: Info, id: strawberry.ID, action: str) -> Conversatio
     principal = await info.context.principal()
     row = await service.set_status(info.context.db, principal, decode_id(id, Kind.CONVERSATION), action)
     return Conversation.from_row(row)
+
+
+@strawberry.type
+class ConversationBulkMutation:
+    """Changes to many conversations at once."""
+
+    @strawberry.mutation(
+        description="Add and remove tags on many conversations at once, atomically: all change or none does. "
+        "NOT_FOUND if any conversation is not readable, FORBIDDEN if the caller does not manage one."
+    )
+    async def conversations_batch_tag(
+        self,
+        info: Info,
+        ids: list[strawberry.ID],
+        add: list[str] | None = None,
+        remove: list[str] | None = None,
+    ) -> list[Conversation]:
+        principal = await info.context.principal()
+        rows = await tag_service.batch_tag(
+            info.context.db,
+            info.context.settings,
+            principal,
+            [decode_id(i, Kind.CONVERSATION) for i in ids],
+            add or [],
+            remove or [],
+        )
+        return [Conversation.from_row(r) for r in rows]
+
+    @strawberry.mutation(
+        description="Archive every ACTIVE conversation of the tenant with no activity for `days` days or more "
+        "(admins only; done in batches). Returns how many were archived."
+    )
+    async def conversations_archive_older_than(self, info: Info, days: int) -> int:
+        principal = await info.context.principal()
+        return await tag_service.archive_older_than(info.context.db, principal, days)
 
 
 async def _conversation_node(info: Info, conversation_id: uuid.UUID) -> Conversation:

@@ -1,4 +1,4 @@
-"""Query and Mutation fields of export, import, erasure and retention."""
+"""Query and Mutation fields of export, import and retention (`userErase` is the users' domain: auth/schema.py)."""
 
 from __future__ import annotations
 
@@ -8,22 +8,19 @@ import orjson
 import strawberry
 from strawberry.scalars import JSON
 
-from threadline.auth import repository as users
-from threadline.auth.types import User
 from threadline.conversations import repository as conversations
 from threadline.conversations.access import Access, access_level
 from threadline.conversations.types import Conversation
 from threadline.errors import forbidden
 from threadline.graphql.context import Info
-from threadline.ids import Kind, decode_id, encode_id
-from threadline.porting import erasure, exporter, retention, service
+from threadline.ids import Kind, decode_id
+from threadline.porting import exporter, retention, service
 from threadline.porting.model import ImportFormat
 from threadline.porting.types import (
     ConversationImportInput,
     ConversationImportReport,
     ImportFailure,
     RetentionPolicy,
-    UserErasure,
 )
 
 
@@ -104,26 +101,9 @@ class PortingMutation:
             warnings=report.warnings,
         )
 
-    @strawberry.mutation(
-        description="Erase a user (admins only), in one transaction: hard-delete the conversations they own, "
-        "empty their messages elsewhere (replies to them stay readable) and attribute them to an anonymous "
-        "placeholder, delete their keys and memberships and the user. `redactMessages: false` keeps the text "
-        "of their messages elsewhere, anonymised. Audited."
-    )
-    async def user_erase(self, info: Info, user_id: strawberry.ID, redact_messages: bool = True) -> UserErasure:
-        principal = await info.context.principal()
-        done = await erasure.erase_user(
-            info.context.db, principal, decode_id(user_id, Kind.USER), redact_messages=redact_messages
-        )
-        placeholder = await users.user_by_id(info.context.db, principal.tenant_id, done.placeholder_id)
-        return UserErasure(
-            user_id=strawberry.ID(encode_id(Kind.USER, done.user_id)),
-            placeholder=User.from_row(placeholder) if placeholder else None,
-            conversations_deleted=done.conversations_deleted,
-            messages_redacted=done.messages_redacted,
-            messages_reassigned=done.messages_reassigned,
-        )
 
+@strawberry.type
+class RetentionMutation:
     @strawberry.mutation(
         description="Set the tenant's retention (admins only): conversations deleted or inactive for longer than "
         "`retentionDays` are hard-deleted by a background job; null turns it off. Audited."

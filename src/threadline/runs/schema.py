@@ -1,4 +1,4 @@
-"""Query and Mutation fields of runs, and of client-streamed assistant messages."""
+"""Query and Mutation fields of runs."""
 
 from __future__ import annotations
 
@@ -19,12 +19,10 @@ from threadline.graphql.pagination import (
 from threadline.idempotency.schema import run_once
 from threadline.idempotency.types import ClientMutationId
 from threadline.ids import Kind, decode_id
-from threadline.runs import output, service, transitions
 from threadline.runs import repository as repo
+from threadline.runs import service, transitions
 from threadline.runs.service import RunSpec
 from threadline.runs.types import Run, RunCreateInput, RunStep
-from threadline.threads.service import path_ids
-from threadline.threads.types import Message, UsageInput
 
 
 async def conversation_runs(
@@ -46,12 +44,6 @@ async def conversation_runs(
         lambda: repo.count_runs(db, principal.tenant_id, conversation_id, status_value),
         has_previous=cursor is not None,
     )
-
-
-async def _message(info: Info, row: object) -> Message:
-    principal = await info.context.principal()
-    (path,) = await path_ids(info.context.db, principal.tenant_id, [row])
-    return Message.from_row(row, path)
 
 
 @strawberry.type
@@ -100,30 +92,6 @@ class RunMutation:
         principal = await info.context.principal()
         row = await service.cancel_run(info.context.db, info.context.settings, principal, decode_id(id, Kind.RUN))
         return Run.from_row(row)
-
-    @strawberry.mutation(
-        description="Append streamed output to an ASSISTANT message you wrote (for clients that stream a model "
-        "themselves): stored as the next chunk and published as `message.delta`. CONFLICT once it is finished "
-        "or while a run writes it."
-    )
-    async def message_append(self, info: Info, id: strawberry.ID, delta: str) -> Message:
-        principal = await info.context.principal()
-        row = await output.client_append(
-            info.context.db, info.context.settings, principal, decode_id(id, Kind.MESSAGE), delta
-        )
-        return await _message(info, row)
-
-    @strawberry.mutation(
-        description="Finish an ASSISTANT message you streamed: records `usage` (added to the conversation's "
-        "tokenCount) and publishes `message.done`. Nothing can be appended afterwards."
-    )
-    async def message_finish(self, info: Info, id: strawberry.ID, usage: UsageInput | None = None) -> Message:
-        principal = await info.context.principal()
-        final = (
-            output.Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0) if usage is not None else None
-        )
-        row = await output.client_finish(info.context.db, principal, decode_id(id, Kind.MESSAGE), final)
-        return await _message(info, row)
 
 
 async def _run_node(info: Info, run_id: uuid.UUID) -> Run:

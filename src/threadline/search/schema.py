@@ -1,4 +1,4 @@
-"""Query and Mutation fields of search, tags, bulk archiving, insights and the search language."""
+"""Query and Mutation fields of search, tags, insights and the search language."""
 
 from __future__ import annotations
 
@@ -8,7 +8,6 @@ from typing import Annotated, Any
 import strawberry
 
 from threadline.conversations.rules import normalise_tags
-from threadline.conversations.types import Conversation
 from threadline.errors import bad_input
 from threadline.graphql.context import Info
 from threadline.graphql.pagination import (
@@ -136,36 +135,6 @@ class SearchQuery:
 
 @strawberry.type
 class SearchMutation:
-    @strawberry.mutation(
-        description="Add and remove tags on many conversations at once, atomically: all change or none does. "
-        "NOT_FOUND if any conversation is not readable, FORBIDDEN if the caller does not manage one."
-    )
-    async def conversations_batch_tag(
-        self,
-        info: Info,
-        ids: list[strawberry.ID],
-        add: list[str] | None = None,
-        remove: list[str] | None = None,
-    ) -> list[Conversation]:
-        principal = await info.context.principal()
-        rows = await tag_service.batch_tag(
-            info.context.db,
-            info.context.settings,
-            principal,
-            [decode_id(i, Kind.CONVERSATION) for i in ids],
-            add or [],
-            remove or [],
-        )
-        return [Conversation.from_row(r) for r in rows]
-
-    @strawberry.mutation(
-        description="Archive every ACTIVE conversation of the tenant with no activity for `days` days or more "
-        "(admins only; done in batches). Returns how many were archived."
-    )
-    async def conversations_archive_older_than(self, info: Info, days: int) -> int:
-        principal = await info.context.principal()
-        return await tag_service.archive_older_than(info.context.db, principal, days)
-
     @strawberry.mutation(
         description="Set the tenant's search language (admins only), e.g. 'english', 'german', or 'simple' for "
         "no stemming. Every conversation and message of the tenant is re-indexed in the same transaction."

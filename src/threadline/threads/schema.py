@@ -1,9 +1,10 @@
-"""Query and Mutation fields of messages and threads."""
+"""Query and Mutation fields of messages and threads, and of client-streamed assistant messages."""
 
 from __future__ import annotations
 
 import uuid
 
+import asyncpg
 import strawberry
 
 from threadline.errors import bad_input, not_found
@@ -12,10 +13,11 @@ from threadline.graphql.node import register
 from threadline.idempotency.schema import run_once
 from threadline.idempotency.types import ClientMutationId
 from threadline.ids import Kind, decode_id
+from threadline.runs import output
 from threadline.threads import repository as repo
 from threadline.threads import resolvers, service, tree_service
 from threadline.threads.service import MessageDraft, path_ids
-from threadline.threads.types import Message, MessageInput, Thread, ThreadTree
+from threadline.threads.types import Message, MessageInput, Thread, ThreadTree, UsageInput
 
 
 def _draft(input: MessageInput) -> MessageDraft:
@@ -32,6 +34,12 @@ async def _current(info: Info, message_id: uuid.UUID) -> Message:
     """A message as it is now (the answer to a retried threadStart or messageReply)."""
     principal = await info.context.principal()
     row = await service.readable_message(info.context.db, principal, message_id)
+    (path,) = await path_ids(info.context.db, principal.tenant_id, [row])
+    return Message.from_row(row, path)
+
+
+async def _with_path(info: Info, row: asyncpg.Record) -> Message:
+    principal = await info.context.principal()
     (path,) = await path_ids(info.context.db, principal.tenant_id, [row])
     return Message.from_row(row, path)
 
@@ -133,6 +141,35 @@ class ThreadMutation:
         principal = await info.context.principal()
         row = await service.mark_read(info.context.db, principal, decode_id(root_id, Kind.MESSAGE))
         return Thread.from_row(row)
+
+
+@strawberry.type
+class MessageStreamMutation:
+    """Client-streamed ASSISTANT messages (a run streams its own through runs/output.py too)."""
+
+    @strawberry.mutation(
+        description="Append streamed output to an ASSISTANT message you wrote (for clients that stream a model "
+        "themselves): stored as the next chunk and published as `message.delta`. CONFLICT once it is finished "
+        "or while a run writes it."
+    )
+    async def message_append(self, info: Info, id: strawberry.ID, delta: str) -> Message:
+        principal = await info.context.principal()
+        row = await output.client_append(
+            info.context.db, info.context.settings, principal, decode_id(id, Kind.MESSAGE), delta
+        )
+        return await _with_path(info, row)
+
+    @strawberry.mutation(
+        description="Finish an ASSISTANT message you streamed: records `usage` (added to the conversation's "
+        "tokenCount) and publishes `message.done`. Nothing can be appended afterwards."
+    )
+    async def message_finish(self, info: Info, id: strawberry.ID, usage: UsageInput | None = None) -> Message:
+        principal = await info.context.principal()
+        final = (
+            output.Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0) if usage is not None else None
+        )
+        row = await output.client_finish(info.context.db, principal, decode_id(id, Kind.MESSAGE), final)
+        return await _with_path(info, row)
 
 
 async def _message_node(info: Info, message_id: uuid.UUID) -> Message:
