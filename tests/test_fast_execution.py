@@ -19,6 +19,7 @@ from typing import Any, NewType
 import pytest
 import strawberry
 from strawberry.extensions import SchemaExtension
+from strawberry.schema.config import StrawberryConfig
 
 from tests.api import create_conversation, reply, start_thread
 from tests.harness import Actor, Loop
@@ -45,8 +46,14 @@ def as_json(result: Any) -> str:
 
 # --- an edge-case schema ------------------------------------------------------------------------------
 
-Money = strawberry.scalar(
-    NewType("Money", Decimal), serialize=lambda v: f"{v:.2f} EUR", parse_value=Decimal, description="Money."
+Money = NewType("Money", Decimal)
+# Custom scalars through the config's scalar_map (passing a class to strawberry.scalar() is deprecated).
+EDGE_CONFIG = StrawberryConfig(
+    scalar_map={
+        Money: strawberry.scalar(
+            name="Money", serialize=lambda v: f"{v:.2f} EUR", parse_value=Decimal, description="Money."
+        )
+    }
 )
 
 
@@ -70,7 +77,7 @@ class Item(Named):
     color: Color
     at: datetime
     day: date
-    price: Money  # type: ignore[valid-type]
+    price: Money
     tags: list[str]
     ids: list[strawberry.ID]
     scores: list[int | None]
@@ -207,8 +214,8 @@ class EdgeQuery:
         raise RuntimeError("the whole list failed")
 
 
-STOCK_EDGE = strawberry.Schema(EdgeQuery, types=[Item])
-FAST_EDGE = strawberry.Schema(EdgeQuery, types=[Item], execution_context_class=PlanRecorder)
+STOCK_EDGE = strawberry.Schema(EdgeQuery, types=[Item], config=EDGE_CONFIG)
+FAST_EDGE = strawberry.Schema(EdgeQuery, types=[Item], config=EDGE_CONFIG, execution_context_class=PlanRecorder)
 
 LEAVES = "id name count ratio flag color at day price tags ids scores maybe"
 
@@ -285,8 +292,10 @@ class Shout(SchemaExtension):
 
 
 def test_schema_extensions_that_wrap_resolvers_turn_the_fast_path_off(plans: list[tuple[str, bool]]) -> None:
-    stock = strawberry.Schema(EdgeQuery, types=[Item], extensions=[Shout])
-    fast = strawberry.Schema(EdgeQuery, types=[Item], extensions=[Shout], execution_context_class=PlanRecorder)
+    stock = strawberry.Schema(EdgeQuery, types=[Item], config=EDGE_CONFIG, extensions=[Shout])
+    fast = strawberry.Schema(
+        EdgeQuery, types=[Item], config=EDGE_CONFIG, extensions=[Shout], execution_context_class=PlanRecorder
+    )
     query = f"{{ items {{ {LEAVES} }} }}"
     stock_result, fast_result = asyncio.run(stock.execute(query)), asyncio.run(fast.execute(query))
     assert as_json(fast_result) == as_json(stock_result)
