@@ -368,7 +368,7 @@ def vacuum(dsn: str) -> None:
     asyncio.run(work())
 
 
-def seed(dsn: str, server: Server, caller: Caller) -> dict[str, str]:
+def seed(dsn: str, server: Server, caller: Caller, wanted: set[str] | None = None) -> dict[str, str]:
     """The trees the cases read, by shape: root ids."""
     roots: dict[str, str] = {}
     shapes: dict[str, Callable[[str], None]] = {
@@ -380,6 +380,8 @@ def seed(dsn: str, server: Server, caller: Caller) -> dict[str, str]:
     }
     with httpx.Client(base_url=server.url, headers=caller.headers, timeout=60) as client:
         for shape, grow in shapes.items():
+            if wanted is not None and shape not in wanted:
+                continue
             _, root = start_conversation(client)
             grow(root)
             roots[shape] = root
@@ -452,7 +454,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--window", type=float, default=3.0, help="seconds each attack runs in part 3")
     parser.add_argument("--quick", action="store_true", help="1 run per tree request, 1 s windows")
+    parser.add_argument(
+        "--only", default="", help="run only the tree requests whose name contains this text (skips part 1)"
+    )
     args = parser.parse_args()
+    cases = [case for case in TREE_CASES if args.only in case.name]
     window = 1.0 if args.quick else args.window
     tree_runs = 1 if args.quick else 3
 
@@ -464,7 +470,7 @@ def main() -> None:
         attacker = create_tenant(dsn)
         viewer = create_tenant(dsn)
         t0 = time.perf_counter()
-        roots = seed(dsn, server, attacker)
+        roots = seed(dsn, server, attacker, {case.shape for case in cases})
         print(
             f"seeded {sum((20_000, 999, 4_094, 9_999, 24_999))} messages in {time.perf_counter() - t0:.1f} s"
         )
@@ -484,7 +490,7 @@ def main() -> None:
             f"{'document':<62} {'bytes':>6} {'CPU ms':>8} {'ratio':>8} {'DB ms':>6} {'wall ms':>8} {'RSS+MB':>7} {'n':>4}  outcome"
         )
         base = None
-        for name, query in ANONYMOUS.items():
+        for name, query in ANONYMOUS.items() if not args.only else ():
             variables = {"id": "msg_x"} if "$id" in query else {}
 
             def send(query: str = query, variables: dict[str, Any] = variables) -> httpx.Response:
@@ -504,7 +510,7 @@ def main() -> None:
         print(
             f"{'request':<86} {'CPU ms':>8} {'DB ms':>7} {'wall ms':>8} {'resp KB':>8} {'RSS+MB':>7}  outcome"
         )
-        for case in TREE_CASES:
+        for case in cases:
             costs = []
             for _ in range(tree_runs):
 
@@ -533,7 +539,7 @@ def main() -> None:
         stop_at = time.perf_counter() + window
         alone = summary(viewer_latencies(server.url, viewer, lambda: time.perf_counter() > stop_at))
         print(f"{'nothing else (baseline)':<86} {'':>5} {alone[0]:>7.1f} {alone[1]:>7.1f} {alone[2]:>7.1f}")
-        for case in TREE_CASES:
+        for case in cases:
             latencies, sent = under_attack(
                 server.url, attacker, viewer, case.query, roots[case.shape], window, 3
             )

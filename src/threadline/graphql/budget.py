@@ -4,8 +4,8 @@ The static cost model (graphql/limits.py) cannot price tree fields: `replies`, `
 are as long as the data makes them, and aliases and fragments repeat them. So resolvers that return tree data
 charge this budget with what they are about to return, across every alias and fragment of the operation; past
 either limit the field fails with BAD_USER_INPUT (`limitName` `messages` or `responseBytes`) and so does every
-later charge, whatever part of the tree it is in. The budget also hands the event loop back to other requests
-every few thousand messages, so a big response is built in slices rather than in one block.
+later charge, whatever part of the tree it is in. The budget also tells resolvers when to hand the event loop back
+to other requests (every few thousand messages), so a big response is built in slices rather than one block.
 
 The budget lives in a context variable set per query or mutation (`OutputBudgets` extension); the tasks
 graphql-core starts for async fields share the same budget object. Subscriptions carry no budget: each event
@@ -71,11 +71,12 @@ class OutputBudget:
         if self.exceeded is not None:
             raise self.exceeded
 
-    async def pause(self) -> None:
-        """Lets other requests run if this operation has charged many messages since it last did."""
+    def due(self) -> bool:
+        """True once per YIELD_EVERY_MESSAGES charged: time to let other requests run."""
         if self._since_yield >= YIELD_EVERY_MESSAGES:
             self._since_yield = 0
-            await asyncio.sleep(0)
+            return True
+        return False
 
     def selected(self, info: Any) -> frozenset[str]:
         """Every field name selected anywhere below the current field (through fragments), once per field node."""
@@ -115,12 +116,13 @@ def _names_below(field_nodes: list[FieldNode], fragments: dict[str, Any]) -> fro
     return frozenset(names)
 
 
-async def charge_messages(info: Any, count: int, content_bytes: int, path_ids: int) -> None:
-    """Charges `count` messages about to be returned under the current field. Content and path bytes count
-    only if `content` or `path` is selected somewhere below it."""
+def charge_messages(info: Any, count: int, content_bytes: int, path_ids: int) -> bool:
+    """Charges `count` messages about to be returned under the current field (content and path bytes count
+    only if `content` or `path` is selected somewhere below it). True when the caller should hand the event
+    loop to other requests (`await hand_over()`) before going on."""
     budget = _BUDGET.get()
     if budget is None:
-        return
+        return False
     selected = budget.selected(info)
     size = count * MESSAGE_OVERHEAD_BYTES
     if "content" in selected:
@@ -128,7 +130,12 @@ async def charge_messages(info: Any, count: int, content_bytes: int, path_ids: i
     if "path" in selected:
         size += path_ids * PATH_ID_BYTES
     budget.charge(count, size)
-    await budget.pause()
+    return budget.due()
+
+
+async def hand_over() -> None:
+    """Lets the other requests' ready work run before this operation goes on."""
+    await asyncio.sleep(0)
 
 
 def charge_bytes(size: int) -> None:

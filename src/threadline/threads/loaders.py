@@ -121,6 +121,14 @@ async def thread_children(
     return await pending  # type: ignore[no-any-return]
 
 
+def loaded_thread_children(info: Info, root_id: uuid.UUID) -> dict[uuid.UUID, list[Any]] | None:
+    """The thread `thread_children` loaded in this operation, if it is loaded already (else None)."""
+    pending = info.context.cache.get(("thread-children", root_id))
+    if pending is None or not pending.done() or pending.cancelled() or pending.exception() is not None:
+        return None
+    return pending.result()  # type: ignore[no-any-return]
+
+
 async def _children(
     info: Info, root_id: uuid.UUID, build: Callable[[Sequence[asyncpg.Record], list[uuid.UUID]], list[M]]
 ) -> dict[uuid.UUID, list[M]]:

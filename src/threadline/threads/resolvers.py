@@ -22,14 +22,15 @@ from threadline.graphql.pagination import (
 )
 from threadline.threads import loaders
 from threadline.threads.tree_service import TreeRows
-from threadline.threads.types import Message, Thread, ThreadTree, tree_messages
+from threadline.threads.types import Message, Thread, ThreadTree, tree_messages_in_slices
 
 
 async def thread_tree(info: Info, read: TreeRows) -> ThreadTree:
     """`threadTree`'s answer: the rows are charged to the operation's output budget before any message is
-    built (a path list per node is what makes deep chains expensive)."""
+    built (a path list per node is what makes deep chains expensive), and big trees are built in slices with
+    the event loop handed to other requests in between."""
     await charge_tree_rows(info, read.rows)
-    nodes = tree_messages(read.rows, read.top_path)
+    nodes = await tree_messages_in_slices(read.rows, read.top_path)
     return ThreadTree(root=nodes[0], nodes=nodes, total_count=len(nodes))
 
 
@@ -37,7 +38,8 @@ async def charge_tree_rows(info: Info, rows: Sequence[asyncpg.Record]) -> None:
     """Charges the operation's output budget for `repo.TREE_COLUMNS` rows about to become messages."""
     if rows and budget.current() is not None:
         content = sum(len(r["content"]) for r in rows)
-        await budget.charge_messages(info, len(rows), content, sum(r["depth"] + 1 for r in rows))
+        if budget.charge_messages(info, len(rows), content, sum(r["depth"] + 1 for r in rows)):
+            await budget.hand_over()
 
 
 async def conversation_threads(

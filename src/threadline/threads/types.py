@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import inspect
+from collections.abc import Awaitable, Sequence
 from datetime import datetime
 from enum import StrEnum
 from uuid import UUID
@@ -89,17 +90,8 @@ class Message(Node):
     @strawberry.field(
         description="Direct replies, oldest first. Any nesting depth is served from one load of the thread."
     )
-    async def replies(self, info: Info) -> list[Message]:
-        if self.child_count == 0:
-            return []
-        children = await loaders.thread_children(info, self.root_uuid, tree_messages)
-        # Depth-first order puts each parent's children in sibling (oldest first) order already.
-        replies = children.get(self.uuid, [])
-        if replies and budget.current() is not None:
-            await budget.charge_messages(
-                info, len(replies), sum(len(m.content) for m in replies), sum(len(m.path) for m in replies)
-            )
-        return replies
+    def replies(self, info: Info) -> list[Message]:
+        return _replies(self, info)  # type: ignore[return-value]  # a list, or an awaitable graphql-core awaits
 
     @strawberry.field(description="Streamed output pieces in order (assistant messages).")
     async def chunks(self, info: Info) -> list[MessageChunk]:
@@ -185,38 +177,92 @@ class Message(Node):
         )
 
 
+def _replies(message: Message, info: Info) -> list[Message] | Awaitable[list[Message]]:
+    """Not a coroutine: once the thread is loaded (by the first `replies` of an operation), every nested
+    `replies` is answered synchronously, without a coroutine and a task per node (~5x less CPU per message)."""
+    if message.child_count == 0:
+        return []
+    children = loaders.loaded_thread_children(info, message.root_uuid)
+    if children is None:
+        return _replies_after_load(message, info)
+    replies: list[Message] = children.get(message.uuid, [])
+    if replies:
+        # No hand-over here: returning an awaitable only defers this subtree while the synchronous pass goes on
+        # elsewhere (measured: deferring every node after a hand-over tripled the CPU and did not free the loop).
+        budget.charge_messages(
+            info, len(replies), sum(len(m.content) for m in replies), sum(len(m.path) for m in replies)
+        )
+    return replies
+
+
+async def _replies_after_load(message: Message, info: Info) -> list[Message]:
+    await loaders.thread_children(info, message.root_uuid, tree_messages)
+    result = _replies(message, info)
+    return await result if inspect.isawaitable(result) else result
+
+
 def tree_messages(rows: Sequence[asyncpg.Record], top_path: list[UUID]) -> list[Message]:
     """Messages of a depth-first list of `repo.TREE_COLUMNS` rows, with path ids computed by a stack (no
-    queries). `top_path` is the ancestor ids of the first row, ending with its own id.
+    queries). `top_path` is the ancestor ids of the first row, ending with its own id."""
+    builder = _TreeBuilder(rows, top_path)
+    builder.build(rows)
+    return builder.out
+
+
+async def tree_messages_in_slices(rows: Sequence[asyncpg.Record], top_path: list[UUID]) -> list[Message]:
+    """`tree_messages`, handing the event loop to other requests between slices of a big tree."""
+    builder = _TreeBuilder(rows, top_path)
+    for start in range(0, len(rows), TREE_SLICE_ROWS):
+        if start:
+            await budget.hand_over()
+        builder.build(rows[start : start + TREE_SLICE_ROWS])
+    return builder.out
+
+
+# Rows built between two hand-overs of the event loop (~10 ms of work here).
+TREE_SLICE_ROWS = 2_000
+
+
+class _TreeBuilder:
+    """Builds Messages from consecutive slices of one depth-first list of rows.
 
     Rows are unpacked by position (~10,000 rows per large thread: named lookups were a third of the time).
     """
-    if not rows:
-        return []
-    if tuple(rows[0].keys()) != repo.TREE_FIELDS:
-        raise AssertionError("tree rows must have repo.TREE_COLUMNS")
-    base_depth = rows[0]["depth"]
-    # Encoded ids on the stack: each id is encoded once, not once per descendant.
-    stack: list[strawberry.ID] = [strawberry.ID(encode_id(Kind.MESSAGE, p)) for p in top_path[:-1]]
-    offset = len(top_path) - 1 - base_depth
-    conversation_id = strawberry.ID(encode_id(Kind.CONVERSATION, rows[0]["conversation_id"]))
-    build = Message.stored
-    out = []
-    for (
-        message_id, _, root_id, _, depth, child_count, role, content,
-        author_id, model, prompt_tokens, completion_tokens, created_at, edited_at, deleted_at, usage_imported,
-    ) in rows:  # fmt: skip
-        del stack[offset + depth :]
-        stack.append(encode_id(Kind.MESSAGE, message_id))  # type: ignore[arg-type]  # an ID is a str
-        path = stack.copy()
-        out.append(
-            build(
-                path, path[-1], path[-2] if len(path) > 1 else None, path[0], conversation_id,
-                message_id, root_id, author_id, depth, child_count, role, content, model,
-                prompt_tokens, completion_tokens, created_at, edited_at, deleted_at, usage_imported,
-            )  # fmt: skip
-        )
-    return out
+
+    __slots__ = ("conversation_id", "offset", "out", "stack")
+
+    def __init__(self, rows: Sequence[asyncpg.Record], top_path: list[UUID]) -> None:
+        self.out: list[Message] = []
+        self.stack: list[strawberry.ID] = []
+        self.offset = 0
+        self.conversation_id = strawberry.ID("")
+        if not rows:
+            return
+        if tuple(rows[0].keys()) != repo.TREE_FIELDS:
+            raise AssertionError("tree rows must have repo.TREE_COLUMNS")
+        # Encoded ids on the stack: each id is encoded once, not once per descendant.
+        self.stack = [strawberry.ID(encode_id(Kind.MESSAGE, p)) for p in top_path[:-1]]
+        self.offset = len(top_path) - 1 - rows[0]["depth"]
+        self.conversation_id = strawberry.ID(encode_id(Kind.CONVERSATION, rows[0]["conversation_id"]))
+
+    def build(self, rows: Sequence[asyncpg.Record]) -> None:
+        stack, offset, conversation_id = self.stack, self.offset, self.conversation_id
+        build = Message.stored
+        append = self.out.append
+        for (
+            message_id, _, root_id, _, depth, child_count, role, content,
+            author_id, model, prompt_tokens, completion_tokens, created_at, edited_at, deleted_at, usage_imported,
+        ) in rows:  # fmt: skip
+            del stack[offset + depth :]
+            stack.append(encode_id(Kind.MESSAGE, message_id))  # type: ignore[arg-type]  # an ID is a str
+            path = stack.copy()
+            append(
+                build(
+                    path, path[-1], path[-2] if len(path) > 1 else None, path[0], conversation_id,
+                    message_id, root_id, author_id, depth, child_count, role, content, model,
+                    prompt_tokens, completion_tokens, created_at, edited_at, deleted_at, usage_imported,
+                )  # fmt: skip
+            )
 
 
 @strawberry.type(description="A thread: a root message and everything under it.")
