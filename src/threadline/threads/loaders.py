@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import asyncpg
@@ -108,9 +108,11 @@ async def edits(info: Info, message_id: uuid.UUID) -> list[asyncpg.Record]:
 
 
 async def thread_children(
-    info: Info, root_id: uuid.UUID, build: Callable[[Sequence[asyncpg.Record], list[uuid.UUID]], list[M]]
+    info: Info,
+    root_id: uuid.UUID,
+    build: Callable[[Sequence[asyncpg.Record], list[uuid.UUID]], Awaitable[list[M]]],
 ) -> dict[uuid.UUID, list[M]]:
-    """The whole thread as `build(rows, [root_id])` made it, grouped by parent id: loaded once per operation
+    """The whole thread as `await build(rows, [root_id])` made it, grouped by parent id: loaded once per operation
     whatever the nesting of `replies` asked for (one statement per thread)."""
     key = ("thread-children", root_id)
     cache = info.context.cache
@@ -130,12 +132,14 @@ def loaded_thread_children(info: Info, root_id: uuid.UUID) -> dict[uuid.UUID, li
 
 
 async def _children(
-    info: Info, root_id: uuid.UUID, build: Callable[[Sequence[asyncpg.Record], list[uuid.UUID]], list[M]]
+    info: Info,
+    root_id: uuid.UUID,
+    build: Callable[[Sequence[asyncpg.Record], list[uuid.UUID]], Awaitable[list[M]]],
 ) -> dict[uuid.UUID, list[M]]:
     principal = await info.context.principal()
     rows = await repo.subtree(info.context.db, principal.tenant_id, root_id, b"", None)
     children: dict[uuid.UUID, list[M]] = {}
-    for row, message in zip(rows, build(rows, [root_id]), strict=True):
+    for row, message in zip(rows, await build(rows, [root_id]), strict=True):
         if row["parent_id"] is not None:
             children.setdefault(row["parent_id"], []).append(message)
     return children

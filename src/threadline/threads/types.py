@@ -196,7 +196,7 @@ def _replies(message: Message, info: Info) -> list[Message] | Awaitable[list[Mes
 
 
 async def _replies_after_load(message: Message, info: Info) -> list[Message]:
-    await loaders.thread_children(info, message.root_uuid, tree_messages)
+    await loaders.thread_children(info, message.root_uuid, tree_messages_in_slices)
     result = _replies(message, info)
     return await result if inspect.isawaitable(result) else result
 
