@@ -14,7 +14,7 @@ MESSAGE_COLUMNS = """m.id, m.tenant_id, m.conversation_id, m.root_id, m.parent_i
     m.child_count, m.role, m.content, m.author_id, m.model, m.prompt_tokens, m.completion_tokens,
     m.created_at, m.edited_at, m.deleted_at, m.usage_imported"""
 
-# What a tree read turns into Messages (`tree_messages`): no tenant, path or seq, which it does not use; a
+# What a tree read turns into Messages (`tree_messages_in_slices`): no tenant, path or seq, which it does not use; a
 # 10,000-node thread decodes ~20% faster.
 TREE_FIELDS = (
     "id", "conversation_id", "root_id", "parent_id", "depth", "child_count", "role", "content",

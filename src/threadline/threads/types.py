@@ -201,16 +201,10 @@ async def _replies_after_load(message: Message, info: Info) -> list[Message]:
     return await result if inspect.isawaitable(result) else result
 
 
-def tree_messages(rows: Sequence[asyncpg.Record], top_path: list[UUID]) -> list[Message]:
-    """Messages of a depth-first list of `repo.TREE_COLUMNS` rows, with path ids computed by a stack (no
-    queries). `top_path` is the ancestor ids of the first row, ending with its own id."""
-    builder = _TreeBuilder(rows, top_path)
-    builder.build(rows)
-    return builder.out
-
-
 async def tree_messages_in_slices(rows: Sequence[asyncpg.Record], top_path: list[UUID]) -> list[Message]:
-    """`tree_messages`, handing the event loop to other requests between slices of a big tree."""
+    """Messages of a depth-first list of `repo.TREE_COLUMNS` rows, with path ids computed by a stack (no
+    queries); `top_path` is the ancestor ids of the first row, ending with its own id. A big tree is built in
+    slices, with the event loop handed to other requests in between."""
     builder = _TreeBuilder(rows, top_path)
     for start in range(0, len(rows), TREE_SLICE_ROWS):
         if start:
