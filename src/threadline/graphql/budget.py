@@ -20,11 +20,11 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from graphql import FieldNode, FragmentSpreadNode, InlineFragmentNode, SelectionSetNode
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
 from threadline.errors import ErrorCode, ThreadlineError
+from threadline.graphql.selections import field_names
 from threadline.settings import Settings
 
 # Bytes a message costs in a response before its content and path: ids, role, timestamps and JSON syntax.
@@ -84,7 +84,8 @@ class OutputBudget:
         key = id(raw.field_nodes[0])
         names = self._selections.get(key)
         if names is None:
-            names = _names_below(raw.field_nodes, raw.fragments)
+            selection_sets = [n.selection_set for n in raw.field_nodes if n.selection_set is not None]
+            names = field_names(selection_sets, raw.fragments, deep=True)
             self._selections[key] = names
         return names
 
@@ -94,26 +95,6 @@ _BUDGET: ContextVar[OutputBudget | None] = ContextVar("threadline_output_budget"
 
 def current() -> OutputBudget | None:
     return _BUDGET.get()
-
-
-def _names_below(field_nodes: list[FieldNode], fragments: dict[str, Any]) -> frozenset[str]:
-    names: set[str] = set()
-    visited: set[str] = set()
-    pending: list[SelectionSetNode] = [n.selection_set for n in field_nodes if n.selection_set is not None]
-    while pending:
-        for selection in pending.pop().selections:
-            if isinstance(selection, FieldNode):
-                names.add(selection.name.value)
-                if selection.selection_set is not None:
-                    pending.append(selection.selection_set)
-            elif isinstance(selection, InlineFragmentNode):
-                pending.append(selection.selection_set)
-            elif isinstance(selection, FragmentSpreadNode) and selection.name.value not in visited:
-                visited.add(selection.name.value)
-                fragment = fragments.get(selection.name.value)
-                if fragment is not None:
-                    pending.append(fragment.selection_set)
-    return frozenset(names)
 
 
 def charge_messages(info: Any, count: int, content_bytes: int, path_ids: int) -> bool:

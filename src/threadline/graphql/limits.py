@@ -49,6 +49,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import validate_document
 
 from threadline.errors import ErrorCode
+from threadline.graphql.selections import field_names
 from threadline.settings import Settings
 
 _LIST_SIZE_ARGUMENTS = ("first", "last", "limit")
@@ -384,31 +385,13 @@ class QueryLimits(SchemaExtension):
 _PUBLIC_ROOT_FIELDS = frozenset({"__schema", "__type", "__typename", "errorCodes"})
 
 
-def _root_field_names(document: DocumentNode) -> set[str]:
-    """The root field names of every operation, through fragments (each fragment read once)."""
-    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
-    names: set[str] = set()
-    visited: set[str] = set()
-    pending = [d.selection_set for d in document.definitions if isinstance(d, OperationDefinitionNode)]
-    while pending:
-        for selection in pending.pop().selections:
-            if isinstance(selection, FieldNode):
-                names.add(selection.name.value)
-            elif isinstance(selection, InlineFragmentNode):
-                pending.append(selection.selection_set)
-            elif isinstance(selection, FragmentSpreadNode) and selection.name.value not in visited:
-                visited.add(selection.name.value)
-                fragment = fragments.get(selection.name.value)
-                if fragment is not None:
-                    pending.append(fragment.selection_set)
-    return names
-
-
 async def _refuse_anonymous(context: Any, document: DocumentNode) -> list[GraphQLError]:
     """UNAUTHENTICATED before any further work when a document asks for more than the public root fields
     and the caller's credentials do not hold (the principal is then cached for the resolvers)."""
     principal = getattr(context, "principal", None)
-    if principal is None or _root_field_names(document) <= _PUBLIC_ROOT_FIELDS:
+    operations = [d.selection_set for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    if principal is None or field_names(operations, fragments, deep=False) <= _PUBLIC_ROOT_FIELDS:
         return []
     try:
         await principal()
