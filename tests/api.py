@@ -35,6 +35,11 @@ def reply(actor: Actor, parent_id: str, content: str = "reply", role: str | None
     return str(actor.client.ok(REPLY, {"p": parent_id, "i": message_input(content, role)})["messageReply"]["id"])
 
 
+def stream_cursor(actor: Actor) -> str:
+    """Where the caller's streams stand now (an opaque cursor for `since`)."""
+    return str(actor.client.ok("{ streamCursor }")["streamCursor"])
+
+
 def join(owner: Actor, user: Actor, conversation_id: str, role: str = "MEMBER") -> None:
     """`owner` invites `user` with `role` and `user` accepts."""
     invite = owner.client.ok(INVITE, {"c": conversation_id, "u": user.user_id, "r": role})["participantInvite"]

@@ -18,6 +18,7 @@ from tests.harness import (
     truncate_all,
     unique,
 )
+from tests.ws import WsClient
 from threadline.ids import Kind, encode_id
 
 
@@ -125,3 +126,21 @@ def anonymous(server: ServerThread) -> Iterator[Client]:
     client = Client(server.url, None)
     yield client
     client.close()
+
+
+@pytest.fixture
+def ws(server: ServerThread) -> Iterator[Callable[..., WsClient]]:
+    """Opens WebSocket clients for actors (on the session's server unless told), closed after the test."""
+    opened: list[WsClient] = []
+
+    def open_(actor: Actor, on_server: ServerThread | None = None) -> WsClient:
+        client = WsClient((on_server or server).ws_url, actor.api_key)
+        opened.append(client)
+        return client
+
+    yield open_
+    for client in opened:
+        try:
+            client.close()
+        except Exception:  # noqa: BLE001 - closed by the server already
+            pass

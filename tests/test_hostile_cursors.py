@@ -7,37 +7,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import pytest
-
-from tests.api import create_conversation, reply, start_thread
+from tests.api import create_conversation, reply, start_thread, stream_cursor
 from tests.harness import Actor, Client, ServerThread, test_settings
 from tests.ws import CONVERSATION_EVENTS, VIEWER_EVENTS, WsClient, position
 
 OPAQUE = re.compile(r"c1\.[0-9a-f]{24}")
-
-
-@pytest.fixture
-def ws(server: ServerThread) -> Iterator[Callable[..., WsClient]]:
-    opened: list[WsClient] = []
-
-    def open_(actor: Actor, on_server: ServerThread | None = None) -> WsClient:
-        client = WsClient((on_server or server).ws_url, actor.api_key)
-        opened.append(client)
-        return client
-
-    yield open_
-    for client in opened:
-        try:
-            client.close()
-        except Exception:
-            pass
-
-
-def stream_cursor(actor: Actor) -> str:
-    return str(actor.client.ok("{ streamCursor }")["streamCursor"])
 
 
 def refusal(client: WsClient) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from tests.api import create_conversation, join, reply, start_thread
+from tests.api import create_conversation, join, reply, start_thread, stream_cursor
 from tests.harness import Actor, Loop, ServerThread, test_settings, unique
 from tests.test_runs_recovery import REPLY, WORDS, WorkerProcess
 from tests.test_runs_support import create_run, on, runs_server, settle, wait_for, wait_for_chunks
@@ -27,27 +27,6 @@ APPEND = "mutation($m: ID!, $d: String!) { messageAppend(id: $m, delta: $d) { id
 FINISH = "mutation($m: ID!) { messageFinish(id: $m) { id } }"
 ERASE = "mutation($u: ID!) { userErase(userId: $u) { userId messagesRedacted } }"
 MESSAGE = "query($m: ID!) { message(id: $m) { content isDeleted chunks { index content } } }"
-
-
-@pytest.fixture
-def ws(server: ServerThread) -> Iterator[Callable[..., WsClient]]:
-    opened: list[WsClient] = []
-
-    def open_(actor: Actor, on_server: ServerThread | None = None) -> WsClient:
-        client = WsClient((on_server or server).ws_url, actor.api_key)
-        opened.append(client)
-        return client
-
-    yield open_
-    for client in opened:
-        try:
-            client.close()
-        except Exception:
-            pass
-
-
-def live_cursor(actor: Actor) -> str:
-    return str(actor.client.ok("{ streamCursor }")["streamCursor"])
 
 
 def sql(loop: Loop, dsn: str, query: str, *args: Any) -> list[asyncpg.Record]:
@@ -131,7 +110,7 @@ def test_a_replay_after_edit_and_delete_shows_only_the_current_text(
     join(admin, author, cid)
     # A live subscriber: the server renders (and keeps) every event as it happens.
     watcher = ws(admin)
-    watcher.subscribe(CONVERSATION_EVENTS, {"c": cid, "s": live_cursor(admin)})
+    watcher.subscribe(CONVERSATION_EVENTS, {"c": cid, "s": stream_cursor(admin)})
 
     first, second, kept_before, kept_after = (unique(p) for p in ("FIRST", "SECOND", "BEFORE", "AFTER"))
     root = start_thread(author, cid, kept_before)
@@ -180,7 +159,7 @@ def test_a_deleted_run_output_leaves_no_streamed_text_in_replays_or_chunks(
     owner, late = on(runs, admin), on(runs, make_user(admin))
     cid = create_conversation(owner, "hostile-run")
     watcher = ws(owner, runs)
-    watcher.subscribe(CONVERSATION_EVENTS, {"c": cid, "s": live_cursor(owner)})
+    watcher.subscribe(CONVERSATION_EVENTS, {"c": cid, "s": stream_cursor(owner)})
     word = unique("streamed")
     root = start_thread(owner, cid, word)
     run = wait_for(owner, create_run(owner, root)["id"])
@@ -216,7 +195,7 @@ def test_a_replay_after_userErase_has_none_of_the_erased_users_text(
     join(admin, erased, cid)
     join(admin, other, cid)
     watcher = ws(admin)
-    watcher.subscribe(CONVERSATION_EVENTS, {"c": cid, "s": live_cursor(admin)})
+    watcher.subscribe(CONVERSATION_EVENTS, {"c": cid, "s": stream_cursor(admin)})
 
     words = {p: unique(p) for p in ("ROOT", "DRAFT", "FINAL", "STREAM")}
     root = start_thread(erased, cid, words["ROOT"])
