@@ -14,20 +14,13 @@ import uuid
 from threadline.auth import repository as repo
 from threadline.auth.tokens import hash_subject
 from threadline.db import Executor
-from threadline.events.kinds import EventType
-from threadline.events.publish import publish
-from threadline.ids import Kind, encode_id
+from threadline.events.announce import publish_principal_changed
+from threadline.events.payloads import PrincipalChanged
 
 
 async def principal_changed(tx: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID, reason: str) -> None:
     """Announces, in `tx`, that the user's sockets must re-check their credential (reason: revoked, role)."""
-    await publish(
-        tx,
-        tenant_id,
-        EventType.PRINCIPAL_CHANGED,
-        conversation_id=None,
-        payload={"userId": encode_id(Kind.USER, user_id), "reason": reason},
-    )
+    await publish_principal_changed(tx, tenant_id, PrincipalChanged(user_id, reason))
 
 
 async def user_erased(tx: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID) -> None:
@@ -38,6 +31,4 @@ async def user_erased(tx: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID) ->
     row = await repo.user_by_id(tx, tenant_id, user_id)
     if row is not None and row["external_subject"]:
         await repo.insert_erased_subject(tx, tenant_id, hash_subject(row["external_subject"]))
-    await publish(
-        tx, tenant_id, EventType.PRINCIPAL_CHANGED, conversation_id=None, payload={"reason": "erased"}
-    )
+    await publish_principal_changed(tx, tenant_id, PrincipalChanged(None, "erased"))

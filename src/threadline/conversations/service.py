@@ -17,8 +17,8 @@ from threadline.conversations.access import Access, access_level, require
 from threadline.conversations.rules import bounded_text, max_history, normalise_tags, normalise_title
 from threadline.db import Database
 from threadline.errors import bad_input, conflict, forbidden, not_found
-from threadline.events.kinds import EventType
-from threadline.events.publish import publish
+from threadline.events.announce import publish_membership_changed
+from threadline.events.payloads import MembershipChanged
 from threadline.ids import Kind, encode_id
 from threadline.settings import Settings
 
@@ -117,12 +117,8 @@ async def list_page(
 async def _membership_event(
     tx: Any, principal: Principal, conversation_id: uuid.UUID, user_id: uuid.UUID, change: str, role: str | None
 ) -> None:
-    await publish(
-        tx,
-        principal.tenant_id,
-        EventType.MEMBERSHIP_CHANGED,
-        conversation_id=conversation_id,
-        payload={"userId": encode_id(Kind.USER, user_id), "change": change, "role": role},
+    await publish_membership_changed(
+        tx, principal.tenant_id, MembershipChanged(user_id, change, role), conversation_id=conversation_id
     )
 
 

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from threadline.db import Database, Executor
+from threadline.events.payloads import EventPayload
+from threadline.events.stored import decode
 
 EVENT_COLUMNS = "id, tenant_id, conversation_id, root_id, recipient_id, type, payload, created_at"
 
@@ -20,8 +22,19 @@ class LoggedEvent:
     root_id: uuid.UUID | None
     recipient_id: uuid.UUID | None
     type: str
-    payload: dict[str, Any]
+    payload: dict[str, Any]  # as stored (events.stored); read it through `data`
     created_at: datetime
+    _data: EventPayload | None = field(default=None, init=False, compare=False, repr=False)
+
+    @property
+    def data(self) -> EventPayload:
+        """The typed payload (events.payloads), decoded once per object: live routing hands one object to
+        every subscriber, so the hub and each rendering share the decoding."""
+        found = self._data
+        if found is None:
+            found = decode(self.type, self.payload)
+            object.__setattr__(self, "_data", found)
+        return found
 
 
 def _event(row: Any) -> LoggedEvent:

@@ -19,15 +19,12 @@ from collections.abc import Iterable
 from typing import Any
 
 from threadline.db import Executor
+from threadline.events.stored import text_fields
 
 
 def current_text(row: Any) -> dict[str, Any]:
-    """The snapshot fields (threads.service.snapshot) that follow a message's text."""
-    return {
-        "content": row["content"],
-        "editedAt": row["edited_at"].isoformat() if row["edited_at"] else None,
-        "deletedAt": row["deleted_at"].isoformat() if row["deleted_at"] else None,
-    }
+    """The stored snapshot fields (events.stored) that follow a message's text."""
+    return text_fields(row["content"], row["edited_at"], row["deleted_at"])
 
 
 async def follow_messages(tx: Executor, tenant_id: uuid.UUID, rows: Iterable[Any]) -> None:

@@ -20,8 +20,8 @@ from threadline.conversations import repository as conversations
 from threadline.conversations.rules import normalise_tags
 from threadline.db import Transaction
 from threadline.errors import ThreadlineError
-from threadline.events.kinds import EventType
-from threadline.events.publish import publish
+from threadline.events.announce import publish_thread_new
+from threadline.events.payloads import ThreadNew
 from threadline.porting import repository as repo
 from threadline.porting.model import ImportedConversation, ImportedMessage, Rejected, break_cycles
 from threadline.settings import Settings
@@ -223,18 +223,8 @@ async def insert(
         for index in plan.roots:
             root = {**messages[index], "conversation_id": conversation_id, "root_id": messages[index]["id"]}
             root["author_id"] = user_id if root["authored"] else None
-            await publish(
-                tx,
-                tenant_id,
-                EventType.THREAD_NEW,
-                conversation_id=conversation_id,
-                root_id=root["id"],
-                payload={
-                    "message": snapshot(root, [root["id"]]),
-                    "replyCount": _subtree_size(plan, index) - 1,
-                    "lastActivityAt": root["created_at"].isoformat(),
-                },
-            )
+            thread = ThreadNew(snapshot(root, [root["id"]]), _subtree_size(plan, index) - 1, root["created_at"])
+            await publish_thread_new(tx, tenant_id, thread)
     return conversation_id
 
 

@@ -9,9 +9,8 @@ from threadline.auth.principal import Principal
 from threadline.conversations.access import Access, require
 from threadline.db import Database, Executor
 from threadline.errors import bad_input, not_found
-from threadline.events.kinds import EventType
-from threadline.events.publish import publish
-from threadline.ids import Kind, encode_id
+from threadline.events.announce import publish_presence_update, publish_typing_update
+from threadline.events.payloads import PresenceUpdate, TypingUpdate
 from threadline.presence import repository as repo
 from threadline.settings import Settings
 from threadline.threads import repository as threads
@@ -23,17 +22,7 @@ async def _announce_presence(
     tx: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID, status: str, last_seen_at: datetime
 ) -> None:
     # One row for any number of conversations: the hub scopes it to each conversation the user is in.
-    await publish(
-        tx,
-        tenant_id,
-        EventType.PRESENCE_UPDATE,
-        conversation_id=None,
-        payload={
-            "userId": encode_id(Kind.USER, user_id),
-            "status": status,
-            "lastSeenAt": last_seen_at.isoformat(),
-        },
-    )
+    await publish_presence_update(tx, tenant_id, PresenceUpdate(user_id, status, last_seen_at))
 
 
 async def heartbeat(db: Database, tenant_id: uuid.UUID, user_id: uuid.UUID, status: str) -> None:
@@ -59,13 +48,8 @@ async def expire_presence(db: Database, settings: Settings) -> int:
 async def _announce_typing(
     tx: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID, root_id: uuid.UUID | None, user_id: uuid.UUID, typing: bool
 ) -> None:
-    await publish(
-        tx,
-        tenant_id,
-        EventType.TYPING_UPDATE,
-        conversation_id=conversation_id,
-        root_id=root_id,
-        payload={"userId": encode_id(Kind.USER, user_id), "isTyping": typing},
+    await publish_typing_update(
+        tx, tenant_id, TypingUpdate(user_id, typing), conversation_id=conversation_id, root_id=root_id
     )
 
 

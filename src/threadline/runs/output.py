@@ -12,7 +12,6 @@ with a higher attempt than any seen before tells clients to drop the text they h
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
 
 import asyncpg
 
@@ -21,38 +20,19 @@ from threadline.conversations import repository as conversations
 from threadline.conversations.access import Access, require, require_writable
 from threadline.db import Database, Executor
 from threadline.errors import bad_input, conflict, forbidden, not_found
-from threadline.events.kinds import EventType
-from threadline.events.publish import publish
-from threadline.ids import Kind, encode_id
+from threadline.events.announce import publish_message_delta, publish_message_done
+from threadline.events.payloads import MessageDelta, MessageDone, TokenUsage
 from threadline.runs import output_repository as streams
 from threadline.runs import repository as repo
 from threadline.settings import Settings
 from threadline.threads import repository as threads
 
-
-@dataclass(frozen=True)
-class Usage:
-    prompt_tokens: int
-    completion_tokens: int
-
-    @property
-    def total_tokens(self) -> int:
-        return self.prompt_tokens + self.completion_tokens
-
-    def payload(self) -> dict[str, int]:
-        return {
-            "promptTokens": self.prompt_tokens,
-            "completionTokens": self.completion_tokens,
-            "totalTokens": self.total_tokens,
-        }
+# The token counts a run or a client reports: the same value `message.done` carries.
+Usage = TokenUsage
 
 
 class OutputDeleted(Exception):
     """The message being written was deleted."""
-
-
-def _public(run_id: uuid.UUID | None) -> str | None:
-    return encode_id(Kind.RUN, run_id) if run_id else None
 
 
 async def append(
@@ -70,19 +50,12 @@ async def append(
         raise conflict("The message is final; nothing can be appended")
     if not await streams.append_content(tx, tenant_id, message["id"], delta, run_id, index):
         raise OutputDeleted()
-    await publish(
+    await publish_message_delta(
         tx,
         tenant_id,
-        EventType.MESSAGE_DELTA,
+        MessageDelta(message["id"], run_id, attempt, index, delta),
         conversation_id=message["conversation_id"],
         root_id=message["root_id"],
-        payload={
-            "messageId": encode_id(Kind.MESSAGE, message["id"]),
-            "runId": _public(run_id),
-            "attempt": attempt,
-            "index": index,
-            "delta": delta,
-        },
     )
     return index
 
@@ -110,25 +83,20 @@ async def finish(
         row = await streams.set_message_usage(tx, tenant_id, message["id"], usage.prompt_tokens, usage.completion_tokens)
         await conversations.touch_activity(tx, tenant_id, message["conversation_id"], 0, usage.total_tokens - before)
     if announce:
-        await publish(
+        await publish_message_done(
             tx,
             tenant_id,
-            EventType.MESSAGE_DONE,
+            MessageDone(message["id"], run_id, usage if usage is not None else _recorded(row)),
             conversation_id=message["conversation_id"],
             root_id=message["root_id"],
-            payload={
-                "messageId": encode_id(Kind.MESSAGE, message["id"]),
-                "runId": _public(run_id),
-                "usage": usage.payload() if usage is not None else _recorded(row),
-            },
         )
     return row
 
 
-def _recorded(row: asyncpg.Record) -> dict[str, int] | None:
+def _recorded(row: asyncpg.Record) -> Usage | None:
     if row["prompt_tokens"] is None and row["completion_tokens"] is None:
         return None
-    return Usage(row["prompt_tokens"] or 0, row["completion_tokens"] or 0).payload()
+    return Usage(row["prompt_tokens"] or 0, row["completion_tokens"] or 0)
 
 
 # clients that stream an assistant message themselves -------------------------------------------

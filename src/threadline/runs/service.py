@@ -11,9 +11,8 @@ from threadline.auth.principal import Principal
 from threadline.conversations.access import Access, require, require_writable
 from threadline.db import Database, Executor
 from threadline.errors import ErrorCode, ThreadlineError, bad_input, conflict, not_found
-from threadline.events.kinds import EventType
-from threadline.events.publish import publish
-from threadline.ids import Kind, encode_id
+from threadline.events.announce import publish_error
+from threadline.events.payloads import StreamError
 from threadline.runs import output
 from threadline.runs import repository as repo
 from threadline.runs.output import Usage
@@ -182,17 +181,11 @@ async def end_run(
             await output.finish(tx, run["tenant_id"], message, run["id"], usage, announce=announce, strict=False)
     if target in (RunStatus.FAILED, RunStatus.EXPIRED):
         code, text = error or (target.value, f"The run is {target.value.lower()}")
-        await publish(
+        await publish_error(
             tx,
             run["tenant_id"],
-            EventType.ERROR,
+            StreamError(code, text, run["id"], message["id"] if message is not None else None),
             conversation_id=run["conversation_id"],
             root_id=run["root_id"],
-            payload={
-                "code": code,
-                "message": text,
-                "runId": encode_id(Kind.RUN, run["id"]),
-                "messageId": encode_id(Kind.MESSAGE, message["id"]) if message is not None else None,
-            },
         )
     return updated

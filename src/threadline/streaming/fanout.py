@@ -25,10 +25,13 @@ from graphql import OperationType
 
 from threadline.events.kinds import EventType
 from threadline.events.log import LoggedEvent
+from threadline.events.payloads import ThreadNew
 from threadline.graphql.fast_execution import FastExecutionContext
 from threadline.streaming.cursors import CursorCodec
-from threadline.streaming.types import ConversationStreamEvent, to_graphql
+from threadline.streaming.render import to_graphql
+from threadline.streaming.types import ConversationStreamEvent
 
+THREAD_NEW = EventType.THREAD_NEW.value
 MEMO_SIZE = 4096
 MEMO_BYTES = 64 * 1024 * 1024
 ENTRY_OVERHEAD = 2048  # the event object, its key, and the shared results of a small event
@@ -41,10 +44,11 @@ SUBSCRIPTION_EXECUTOR: contextvars.ContextVar[FanoutExecutionContext] = contextv
 
 def viewer_class(event: LoggedEvent, viewer_id: uuid.UUID) -> str:
     """What distinguishes one viewer's rendering of `event` from another's (see `to_graphql`)."""
-    if event.type == EventType.THREAD_NEW:
-        author = event.payload.get("message", {}).get("authorId")
-        return "author" if author == f"usr_{viewer_id.hex}" else "reader"
-    return "any"
+    if event.type != THREAD_NEW:
+        return "any"  # (checked first: an event found in the memo is not decoded again)
+    data = event.data
+    assert isinstance(data, ThreadNew)
+    return "author" if data.message.author_id == viewer_id else "reader"
 
 
 class SharedEvents:

@@ -39,6 +39,7 @@ from threadline.db import Database
 from threadline.events import log as event_log
 from threadline.events.kinds import EventType
 from threadline.events.log import LoggedEvent
+from threadline.events.payloads import MembershipChanged
 from threadline.events.publish import CHANNEL, bucket_of
 from threadline.observability.metrics import METRICS
 from threadline.settings import Settings
@@ -407,11 +408,11 @@ class StreamHub:
         self.dirty_groups.clear()
 
     def _membership_changed(self, event: LoggedEvent, targets: set[Subscriber]) -> None:
-        user = subject_of(event)
+        data = event.data
         conversation = event.conversation_id
-        if user is None or conversation is None:
+        if not isinstance(data, MembershipChanged) or conversation is None:
             return
-        change = event.payload.get("change")
+        user, change = data.user_id, data.change
         members = self._participants.get(conversation)
         if members is not None:
             if change == "REMOVED":

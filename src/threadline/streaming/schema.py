@@ -15,13 +15,15 @@ from threadline.errors import ErrorCode, ThreadlineError, not_found
 from threadline.events import log as event_log
 from threadline.events.kinds import EventType
 from threadline.events.log import LoggedEvent
+from threadline.events.payloads import MembershipChanged
 from threadline.graphql.context import Info
 from threadline.ids import Kind, decode_id
 from threadline.presence import service as presence
 from threadline.ratelimits.schema import subscription_started
 from threadline.streaming.direct import lane_for
-from threadline.streaming.subscriber import Subscriber, subject_of
-from threadline.streaming.types import ConversationStreamEvent, stream_error
+from threadline.streaming.render import stream_error
+from threadline.streaming.subscriber import Subscriber
+from threadline.streaming.types import ConversationStreamEvent
 
 if TYPE_CHECKING:
     from threadline.streaming.hub import StreamHub
@@ -124,7 +126,8 @@ async def _lost_access(info: Info, sub: Subscriber, event: LoggedEvent) -> bool:
     remains (an admin, say)."""
     if sub.follows_viewer:
         return False
-    if subject_of(event) != sub.user_id or event.payload.get("change") != "REMOVED":
+    data = event.data
+    if not isinstance(data, MembershipChanged) or data.user_id != sub.user_id or data.change != "REMOVED":
         return False
     principal = await info.context.principal()
     try:

@@ -9,14 +9,13 @@ from typing import Any
 
 from threadline.events.kinds import EventType
 from threadline.events.log import LoggedEvent
-from threadline.ids import Kind, parse_id
+from threadline.events.payloads import subject
 from threadline.streaming.direct import Lane, LaneGroup
 
 
 def subject_of(event: LoggedEvent) -> uuid.UUID | None:
-    """The user an event is about (membership, presence, typing), from its payload."""
-    parsed = parse_id(event.payload.get("userId", ""))
-    return parsed[1] if parsed and parsed[0] is Kind.USER else None
+    """The user an event is about (membership, presence, typing, credentials), from its typed payload."""
+    return subject(event.data)
 
 
 @dataclass(eq=False)

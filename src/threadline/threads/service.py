@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,10 +14,9 @@ from threadline.conversations import repository as conversations
 from threadline.conversations.access import Access, access_level, require, require_writable
 from threadline.db import Database, Executor
 from threadline.errors import bad_input, conflict, forbidden, not_found
-from threadline.events.kinds import EventType
-from threadline.events.publish import publish
+from threadline.events.announce import publish_thread_activity, publish_thread_new, publish_unread_update
+from threadline.events.payloads import MessageSnapshot, ThreadActivity, ThreadNew, UnreadUpdate
 from threadline.events.scrub import follow_messages
-from threadline.ids import Kind, encode_id
 from threadline.settings import Settings
 from threadline.threads import repository as repo
 from threadline.threads.paths import ancestor_paths
@@ -65,28 +65,28 @@ def _tokens(draft: MessageDraft) -> int:
     return (draft.prompt_tokens or 0) + (draft.completion_tokens or 0)
 
 
-def snapshot(row: asyncpg.Record, path_ids: list[uuid.UUID]) -> dict[str, Any]:
-    """A message as it travels in an event payload (public ids, ISO times): the one builder of that shape,
-    for live writes and imports alike (streaming.types reads it back)."""
-    return {
-        "id": encode_id(Kind.MESSAGE, row["id"]),
-        "conversationId": encode_id(Kind.CONVERSATION, row["conversation_id"]),
-        "rootId": encode_id(Kind.MESSAGE, row["root_id"]),
-        "parentId": encode_id(Kind.MESSAGE, row["parent_id"]) if row["parent_id"] else None,
-        "depth": row["depth"],
-        "path": [encode_id(Kind.MESSAGE, p) for p in path_ids],
-        "childCount": row["child_count"],
-        "role": row["role"],
-        "content": row["content"],
-        "authorId": encode_id(Kind.USER, row["author_id"]) if row["author_id"] else None,
-        "model": row["model"],
-        "promptTokens": row["prompt_tokens"],
-        "completionTokens": row["completion_tokens"],
-        "createdAt": row["created_at"].isoformat(),
-        "editedAt": row["edited_at"].isoformat() if row["edited_at"] else None,
-        "deletedAt": row["deleted_at"].isoformat() if row["deleted_at"] else None,
-        "usageImported": row["usage_imported"],
-    }
+def snapshot(row: asyncpg.Record | Mapping[str, Any], path_ids: list[uuid.UUID]) -> MessageSnapshot:
+    """A message as it travels in an event payload: the one builder of it, for live writes and imports alike
+    (events.stored stores it, streaming.render reads it back)."""
+    return MessageSnapshot(
+        id=row["id"],
+        conversation_id=row["conversation_id"],
+        root_id=row["root_id"],
+        parent_id=row["parent_id"],
+        depth=row["depth"],
+        path=tuple(path_ids),
+        child_count=row["child_count"],
+        role=row["role"],
+        content=row["content"],
+        author_id=row["author_id"],
+        model=row["model"],
+        prompt_tokens=row["prompt_tokens"],
+        completion_tokens=row["completion_tokens"],
+        created_at=row["created_at"],
+        edited_at=row["edited_at"],
+        deleted_at=row["deleted_at"],
+        usage_imported=row["usage_imported"],
+    )
 
 
 async def path_ids(db: Executor, tenant_id: uuid.UUID, rows: list[asyncpg.Record]) -> list[list[uuid.UUID]]:
@@ -113,18 +113,8 @@ async def _announce_activity(
     action: str,
     path: list[uuid.UUID],
 ) -> None:
-    await publish(
-        tx,
-        tenant_id,
-        EventType.THREAD_ACTIVITY,
-        conversation_id=message["conversation_id"],
-        root_id=message["root_id"],
-        payload={
-            "action": action,
-            "message": snapshot(message, path),
-            "replyCount": thread["reply_count"],
-            "lastActivityAt": thread["last_activity_at"].isoformat(),
-        },
+    await publish_thread_activity(
+        tx, tenant_id, ThreadActivity(action, snapshot(message, path), thread["reply_count"], thread["last_activity_at"])
     )
     await announce_unread(tx, tenant_id, message["conversation_id"], message["root_id"], actor_id)
 
@@ -138,14 +128,13 @@ async def announce_unread(
     if not others:
         return
     for row in await repo.unread_counts(tx, tenant_id, root_id, others):
-        await publish(
+        await publish_unread_update(
             tx,
             tenant_id,
-            EventType.UNREAD_UPDATE,
+            UnreadUpdate(row["unread_count"]),
             conversation_id=conversation_id,
             root_id=root_id,
             recipient_id=row["user_id"],
-            payload={"unreadCount": row["unread_count"]},
         )
 
 
@@ -176,18 +165,7 @@ async def start_thread(
             completion_tokens=draft.completion_tokens,
         )
         await repo.insert_thread(tx, principal.tenant_id, row)
-        await publish(
-            tx,
-            principal.tenant_id,
-            EventType.THREAD_NEW,
-            conversation_id=conversation_id,
-            root_id=row["id"],
-            payload={
-                "message": snapshot(row, [row["id"]]),
-                "replyCount": 0,
-                "lastActivityAt": row["created_at"].isoformat(),
-            },
-        )
+        await publish_thread_new(tx, principal.tenant_id, ThreadNew(snapshot(row, [row["id"]]), 0, row["created_at"]))
         await announce_unread(tx, principal.tenant_id, conversation_id, row["id"], principal.user_id)
     return row
 
@@ -342,13 +320,12 @@ async def mark_read(db: Database, principal: Principal, root_id: uuid.UUID) -> a
         await repo.mark_read(tx, principal.tenant_id, principal.user_id, root_id)
         thread = await repo.thread_with_root(tx, principal.tenant_id, root_id, principal.user_id)
         assert thread is not None
-        await publish(
+        await publish_unread_update(
             tx,
             principal.tenant_id,
-            EventType.UNREAD_UPDATE,
+            UnreadUpdate(thread["unread_count"]),
             conversation_id=root["conversation_id"],
             root_id=root_id,
             recipient_id=principal.user_id,
-            payload={"unreadCount": thread["unread_count"]},
         )
     return thread

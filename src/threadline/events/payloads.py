@@ -1,0 +1,153 @@
+"""The event contract: one typed payload per event kind (events.kinds), in internal ids (UUIDs) and values.
+
+Services build these and publish them with events.announce (one `publish_*` per kind); the hub routes by
+their typed fields (streaming.hub) and streaming.render turns them into GraphQL events. Only events.stored
+knows how they are written into the log (JSON with public ids, the shape logged events have always had) and
+how they are read back.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+
+from threadline.events.kinds import EventType
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSnapshot:
+    """A message as an event carries it (thread.new, thread.activity); built by threads.service.snapshot.
+    Its text fields (content, edited_at, deleted_at) follow the message in the log (events.scrub)."""
+
+    id: uuid.UUID
+    conversation_id: uuid.UUID
+    root_id: uuid.UUID
+    parent_id: uuid.UUID | None
+    depth: int
+    path: tuple[uuid.UUID, ...]  # ancestor ids from the root, ending with the message itself
+    child_count: int
+    role: str
+    content: str
+    author_id: uuid.UUID | None
+    model: str | None
+    prompt_tokens: int | None
+    completion_tokens: int | None
+    created_at: datetime
+    edited_at: datetime | None
+    deleted_at: datetime | None
+    usage_imported: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadNew:
+    message: MessageSnapshot  # the root
+    reply_count: int  # 0, or the replies an import brought along
+    last_activity_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadActivity:
+    action: str  # REPLY, EDIT or DELETE
+    message: MessageSnapshot  # the message added, edited or deleted
+    reply_count: int
+    last_activity_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDelta:
+    message_id: uuid.UUID
+    run_id: uuid.UUID | None
+    attempt: int  # the run's attempt that wrote it (1 for a client's own stream)
+    index: int  # the chunk index of this delta
+    delta: str
+
+
+@dataclass(frozen=True, slots=True)
+class TokenUsage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class MessageDone:
+    message_id: uuid.UUID
+    run_id: uuid.UUID | None
+    usage: TokenUsage | None
+
+
+@dataclass(frozen=True, slots=True)
+class PresenceUpdate:
+    user_id: uuid.UUID
+    status: str  # ONLINE, AWAY or OFFLINE
+    last_seen_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class TypingUpdate:
+    user_id: uuid.UUID
+    is_typing: bool
+
+
+@dataclass(frozen=True, slots=True)
+class UnreadUpdate:
+    unread_count: int  # the recipient's own count (the event is addressed to one user)
+
+
+@dataclass(frozen=True, slots=True)
+class MembershipChanged:
+    user_id: uuid.UUID
+    change: str  # JOINED, REMOVED or ROLE_CHANGED
+    role: str | None  # after the change; None when removed
+
+
+@dataclass(frozen=True, slots=True)
+class PrincipalChanged:
+    user_id: uuid.UUID | None  # None after an erasure: the log keeps no trace of an erased user
+    reason: str  # revoked, role, erased
+
+
+@dataclass(frozen=True, slots=True)
+class StreamError:
+    code: str
+    message: str
+    run_id: uuid.UUID | None
+    message_id: uuid.UUID | None
+
+
+EventPayload = (
+    ThreadNew
+    | ThreadActivity
+    | MessageDelta
+    | MessageDone
+    | PresenceUpdate
+    | TypingUpdate
+    | UnreadUpdate
+    | MembershipChanged
+    | PrincipalChanged
+    | StreamError
+)
+
+KIND_OF: dict[type[EventPayload], EventType] = {
+    ThreadNew: EventType.THREAD_NEW,
+    ThreadActivity: EventType.THREAD_ACTIVITY,
+    MessageDelta: EventType.MESSAGE_DELTA,
+    MessageDone: EventType.MESSAGE_DONE,
+    PresenceUpdate: EventType.PRESENCE_UPDATE,
+    TypingUpdate: EventType.TYPING_UPDATE,
+    UnreadUpdate: EventType.UNREAD_UPDATE,
+    MembershipChanged: EventType.MEMBERSHIP_CHANGED,
+    PrincipalChanged: EventType.PRINCIPAL_CHANGED,
+    StreamError: EventType.ERROR,
+}
+
+
+def subject(payload: EventPayload) -> uuid.UUID | None:
+    """The user an event is about (membership, presence, typing, credentials), if any."""
+    if isinstance(payload, MembershipChanged | PresenceUpdate | TypingUpdate | PrincipalChanged):
+        return payload.user_id
+    return None
