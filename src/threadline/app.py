@@ -129,10 +129,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
         log.warning("/metrics is not served: set THREADLINE_METRICS_TOKEN (scrapers send it as a bearer token)")
 
     from threadline.observability.requests import RequestIds
-    from threadline.streaming.direct import CaptureWebSocketWriter
+    from threadline.streaming.transport import CaptureDirectSockets
 
     # First: it must see the server's own `send` (streaming.direct writes frames to its socket).
-    middleware = [Middleware(CaptureWebSocketWriter), Middleware(RequestIds)]
+    middleware = [Middleware(CaptureDirectSockets), Middleware(RequestIds)]
     if settings.cors_origins:
         middleware.append(
             Middleware(

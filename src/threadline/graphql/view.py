@@ -33,8 +33,8 @@ from threadline.db.database import database_unavailable
 from threadline.errors import UNAVAILABLE_RETRY_AFTER_SECONDS, ErrorCode, ThreadlineError
 from threadline.graphql import request_json
 from threadline.graphql.context import Context
-from threadline.streaming.direct import CURRENT_OPERATION
 from threadline.streaming.sessions import SocketSession
+from threadline.streaming.transport import enter_operation
 
 
 def error_response(
@@ -148,10 +148,10 @@ def message_size_guard(receive: Receive, send: Send, limit: int) -> tuple[Receiv
 
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     """strawberry's graphql-transport-ws handler; each operation's task knows its operation (for the
-    subscription's direct lane, streaming.direct)."""
+    subscription's direct lane: streaming.transport, streaming.direct)."""
 
     async def run_operation(self, operation: Operation[Context, None]) -> None:
-        CURRENT_OPERATION.set(operation)  # this task's own context
+        enter_operation(operation)  # this task's own context
         # Each operation authenticates again: a socket never runs one under a principal cached at connect
         # (credentials are live; streaming.sessions closes the socket when they stop holding).
         self.context.forget_principal()

@@ -26,6 +26,10 @@ closed until that queue is drained, so frames stay in order):
 - servers other than uvicorn's sans-I/O WebSocket protocol (the default with `websockets` installed):
   there is no transport to write to, and every frame takes the stock path.
 
+Everything that touches the server's internals (uvicorn's protocol, the websockets connection, strawberry's
+operations and its `next` message bytes) is in streaming.transport, behind `DirectSocket`; this module
+works with that interface and with the shared results of streaming.fanout.
+
 Per-result schema extensions would add `extensions` to each stock frame; the served schema has none
 that do for WebSocket operations (`sqlStatements` is HTTP only, and the lane refuses a context that
 counts statements). tests/test_streaming_direct.py checks that both paths send the same bytes for
@@ -34,15 +38,10 @@ every event type.
 
 from __future__ import annotations
 
-import contextvars
-import struct
 from typing import Any
 
 import orjson
 from graphql import ExecutionResult as GraphQLExecutionResult
-from starlette.types import ASGIApp, Receive, Scope, Send
-from websockets.extensions.permessage_deflate import PerMessageDeflate
-from websockets.protocol import State
 
 from threadline.events.kinds import EventType
 from threadline.events.log import LoggedEvent
@@ -52,85 +51,24 @@ from threadline.streaming.fanout import (
     SharedEvents,
     viewer_class,
 )
+from threadline.streaming.transport import DirectSocket, next_frame
 
 MEMBERSHIP_CHANGED = EventType.MEMBERSHIP_CHANGED.value
 THREAD_NEW = EventType.THREAD_NEW.value
-STATE_KEY = "threadline.direct_writer"
-_SANSIO_MODULE = "uvicorn.protocols.websockets.websockets_sansio_impl"
 _MISSING = object()
-
-# The strawberry operation (graphql-transport-ws) whose task is running: set by the view's handler.
-CURRENT_OPERATION: contextvars.ContextVar[Any] = contextvars.ContextVar("threadline_ws_operation")
-
-
-def text_frame(payload: bytes) -> bytes:
-    """An unmasked, unfragmented WebSocket text frame (RFC 6455 5.2), as a server sends it."""
-    n = len(payload)
-    if n < 126:
-        return bytes((0x81, n)) + payload
-    if n < 65536:
-        return struct.pack("!BBH", 0x81, 126, n) + payload
-    return struct.pack("!BBQ", 0x81, 127, n) + payload
-
-
-class DirectWriter:
-    """Writes whole frames to one WebSocket's transport, in order with uvicorn's own writes."""
-
-    __slots__ = ("_protocol", "_transport", "_writable")
-
-    def __init__(self, protocol: Any) -> None:
-        self._protocol = protocol
-        self._transport = protocol.transport
-        self._writable = protocol.writable
-
-    @classmethod
-    def of(cls, send: Send) -> DirectWriter | None:
-        """A writer for the socket behind uvicorn's ASGI `send`, or None for any other server."""
-        protocol = getattr(send, "__self__", None)
-        if protocol is None or type(protocol).__module__ != _SANSIO_MODULE:
-            return None
-        if not all(hasattr(protocol, a) for a in ("transport", "conn", "writable", "close_sent", "handshake_complete")):
-            return None
-        return cls(protocol)
-
-    def usable(self) -> bool:
-        """Open, and no extension other than compression (permessage-deflate) negotiated: a sender may leave
-        any message uncompressed (RFC 7692 section 6), which leaves both sides' compression contexts alone."""
-        p = self._protocol
-        return (
-            p.handshake_complete
-            and p.conn.state is State.OPEN
-            and all(type(e) is PerMessageDeflate for e in p.conn.extensions)
-        )
-
-
-class CaptureWebSocketWriter:
-    """ASGI middleware (outermost, where `send` is still the server's own) that puts a `DirectWriter`
-    for each WebSocket in its scope state."""
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "websocket":
-            writer = DirectWriter.of(send)
-            if writer is not None:
-                scope.setdefault("state", {})[STATE_KEY] = writer
-        await self.app(scope, receive, send)
 
 
 class Lane:
     """One subscription's direct delivery: which operation, socket, executor and viewer it is."""
 
     __slots__ = (
-        "context", "dirty", "executor", "frame_key", "key", "operation", "operation_id", "operations", "pending",
-        "protocol", "shared_events", "transport", "viewer", "writable",
+        "context", "dirty", "executor", "frame_key", "key", "operation_id", "pending", "shared_events", "socket",
+        "viewer",
     )
 
     def __init__(
         self,
-        writer: DirectWriter,
-        operation: Any,
+        socket: DirectSocket,
         executor: FanoutExecutionContext,
         context: Any,
         shared_events: SharedEvents,
@@ -139,9 +77,8 @@ class Lane:
     ) -> None:
         self.pending: list[bytes] = []  # frames of this routing pass, written together by flush()
         self.dirty = dirty  # the hub's lanes with pending frames
-        self.operation = operation
-        self.operation_id: str = operation.id
-        self.operations: dict[str, Any] = operation.handler.operations
+        self.socket = socket  # the operation on its socket (streaming.transport)
+        self.operation_id = socket.operation_id
         self.executor = executor
         self.context = context
         self.shared_events = shared_events
@@ -149,8 +86,6 @@ class Lane:
         self.key = executor.fanout_key()
         # One string (its hash is cached): looked up once per subscriber and event.
         self.frame_key = "\x00".join((self.operation_id, self.key[0], self.key[1] or "", self.key[2]))
-        # The writer's parts, for open_now() and flush().
-        self.protocol, self.transport, self.writable = writer._protocol, writer._transport, writer._writable
 
     def deliver(self, event: LoggedEvent, frames: dict[Any, Any]) -> bool:
         """Take `event`'s frame for the socket (written by `flush` at the end of the hub's routing pass, before
@@ -163,14 +98,14 @@ class Lane:
 
     def take(self, event: LoggedEvent, frames: dict[Any, Any], by_viewer: bool) -> bool:
         """`deliver` for an event known not to be membership.changed; `by_viewer`: it is thread.new."""
-        if not self.open_now():
+        if not self.socket.is_open():
             return False
         frame_key = self.frame_key
         if by_viewer:
             frame_key = frame_key + "\x00" + viewer_class(event, self.viewer)
         frame = frames.get(frame_key, _MISSING)
         if frame is _MISSING:
-            frame = frames[frame_key] = self._frame(event, frames)
+            frame = frames[frame_key] = self.frame(event, frames)
         if frame is None:
             return False
         if not self.pending:
@@ -178,25 +113,15 @@ class Lane:
         self.pending.append(frame)
         return True
 
-    def open_now(self) -> bool:
-        """The operation is still running (the client did not complete it), the socket is not closing (uvicorn
-        answers a client's close at once, setting close_sent) and its transport is not asking writers to wait
-        (its buffer is over the high-water mark)."""
-        return (
-            self.operations.get(self.operation_id) is self.operation
-            and self.writable.is_set()
-            and not self.protocol.close_sent
-            and not self.transport.is_closing()
-        )
-
     def flush(self) -> None:
         """Writes this pass's frames in one go: one system call per socket for however many events the hub
         read at once (under load it reads several, so the cost per frame falls as the rate rises)."""
-        pending = self.pending
-        self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
-        pending.clear()
+        self.socket.write_frames(self.pending)
+        self.pending.clear()
 
-    def _frame(self, event: LoggedEvent, frames: dict[Any, Any]) -> bytes | None:
+    def frame(self, event: LoggedEvent, frames: dict[Any, Any]) -> bytes | None:
+        """`event`'s `next` frame for this lane's operation (its payload shared through `frames` with every lane
+        of the same query and variables), or None when the stock path must send it."""
         shared = self.shared_events.get(event, self.viewer)
         payload_key = (id(shared), self.key)
         payload = frames.get(payload_key, _MISSING)
@@ -204,13 +129,11 @@ class Lane:
             payload = frames[payload_key] = self._payload(shared)
         if payload is None:
             return None
-        # Byte for byte what strawberry sends: orjson.dumps({"id": ..., "type": "next", "payload": ...}).
-        return text_frame(b'{"id":' + orjson.dumps(self.operation_id) + b',"type":"next","payload":' + payload + b"}")
+        return next_frame(self.operation_id, payload)
 
     def _payload(self, shared: Any) -> bytes | None:
         # As before each stock execution: the socket's loaders must not serve one event's data to the next.
-        self.context.cache.clear()
-        self.context._loaders.clear()
+        self.context.forget_loaders()
         executor = self.executor.build_per_event_executor(shared)
         result = executor.execute_operation(False)
         if executor.is_awaitable(result) or not isinstance(result, GraphQLExecutionResult) or result.errors:
@@ -226,17 +149,14 @@ def lane_for(info: Any, hub: Any, viewer: Any) -> Lane | None:
     context = info.context
     if not context.settings.stream_direct_frames or getattr(context, "sql_statements", None) is not None:
         return None
-    request = context.request
-    state = getattr(request, "scope", {}).get("state") or {}
-    writer = state.get(STATE_KEY)
-    operation = CURRENT_OPERATION.get(None)
     executor = SUBSCRIPTION_EXECUTOR.get(None)
-    if writer is None or operation is None or executor is None or not writer.usable():
+    # It comes from this task's context; make sure it is this subscription's.
+    if executor is None or executor.operation is not info.operation or executor.context_value is not context:
         return None
-    # Both come from this task's context; make sure they are this subscription's.
-    if executor.operation is not info._raw_info.operation or executor.context_value is not context:
+    socket = DirectSocket.of_running_operation(context.request)
+    if socket is None:
         return None
-    return Lane(writer, operation, executor, context, hub.shared_events, viewer, hub.dirty_lanes)
+    return Lane(socket, executor, context, hub.shared_events, viewer, hub.dirty_lanes)
 
 
 class LaneGroup:
@@ -266,7 +186,7 @@ class LaneGroup:
         frame = frames.get(self.frame_key, _MISSING)
         if frame is _MISSING:
             lane = next(iter(self.members)).lane
-            frame = frames[self.frame_key] = lane._frame(event, frames)
+            frame = frames[self.frame_key] = lane.frame(event, frames)
         if frame is None:
             return False
         if not self.pending:
@@ -304,16 +224,16 @@ class LaneGroup:
         get the pass's events through the stock path. Returns how many deliveries went that way."""
         if not self.pending:
             return 0
-        data = self.pending[0] if len(self.pending) == 1 else b"".join(self.pending)
+        batch = [self.pending[0] if len(self.pending) == 1 else b"".join(self.pending)]  # joined once for all
         last = self.events[-1].id
         events = list(self.events)
         self.pending.clear()
         self.events.clear()
         fallen = 0
         for sub in list(self.members):
-            lane = sub.lane
-            if lane.open_now():
-                lane.transport.write(data)
+            socket = sub.lane.socket
+            if socket.is_open():
+                socket.write_frames(batch)
                 sub.last = last
                 continue
             sub.close_lane()

@@ -117,8 +117,7 @@ async def _stream(info: Info, sub: Subscriber, since: str | None) -> AsyncGenera
 
 def _fresh_caches(info: Info) -> None:
     # The context lives as long as the socket: loaders must not serve one event's data to the next.
-    info.context.cache.clear()
-    info.context._loaders.clear()
+    info.context.forget_loaders()
 
 
 async def _lost_access(info: Info, sub: Subscriber, event: LoggedEvent) -> bool:

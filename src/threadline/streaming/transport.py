@@ -1,0 +1,138 @@
+"""The one module that knows the server's internals: the seam between direct frames and uvicorn, websockets
+and strawberry.
+
+streaming.direct writes a subscription's events straight to its socket (see its docstring for why and when).
+No public API offers what that needs, so this module reaches into:
+
+- uvicorn's sans-I/O WebSocket protocol (`uvicorn.protocols.websockets.websockets_sansio_impl`, the default
+  with `websockets` installed): its ASGI `send` is a bound method of the protocol object, which holds the
+  asyncio transport (to write whole frames in order with uvicorn's own writes), the `writable` event
+  (cleared while the transport's buffer is over the high-water mark) and `close_sent`;
+- the `websockets` connection inside it: its state, and the extensions negotiated;
+- strawberry's graphql-transport-ws operations: the handler's `operations` (a completed operation leaves it),
+  and the exact bytes of its `next` message (orjson of `{"id", "type", "payload"}`, in a text frame).
+
+Everything else goes through the narrow interface below: `CaptureDirectSockets` (the outermost ASGI
+middleware, app.py), `enter_operation` (graphql.view's handler, in each operation's task), `DirectSocket`
+(one running operation on one socket: `is_open`, `write_frames`) and `next_frame`. pyproject.toml bounds
+uvicorn, websockets and strawberry-graphql to the releases this was written against. Anything unexpected
+(another server or protocol implementation, a missing attribute, another extension) yields no
+`DirectSocket`, and every frame of that subscription takes the stock path.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import struct
+from collections.abc import Sequence
+from typing import Any
+
+import orjson
+from starlette.types import ASGIApp, Receive, Scope, Send
+from websockets.extensions.permessage_deflate import PerMessageDeflate
+from websockets.protocol import State
+
+STATE_KEY = "threadline.direct_socket"
+_SANSIO_MODULE = "uvicorn.protocols.websockets.websockets_sansio_impl"
+_PROTOCOL_ATTRIBUTES = ("transport", "conn", "writable", "close_sent", "handshake_complete")
+
+# The strawberry operation (graphql-transport-ws) whose task is running: set by `enter_operation`.
+_CURRENT_OPERATION: contextvars.ContextVar[Any] = contextvars.ContextVar("threadline_ws_operation")
+
+
+def text_frame(payload: bytes) -> bytes:
+    """An unmasked, unfragmented WebSocket text frame (RFC 6455 5.2), as a server sends it."""
+    n = len(payload)
+    if n < 126:
+        return bytes((0x81, n)) + payload
+    if n < 65536:
+        return struct.pack("!BBH", 0x81, 126, n) + payload
+    return struct.pack("!BBQ", 0x81, 127, n) + payload
+
+
+def next_frame(operation_id: str, payload: bytes) -> bytes:
+    """The frame of a graphql-transport-ws `next` message for an operation, `payload` being the JSON of its
+    execution result: byte for byte what strawberry sends, orjson.dumps({"id": ..., "type": "next", "payload": ...})."""
+    return text_frame(b'{"id":' + orjson.dumps(operation_id) + b',"type":"next","payload":' + payload + b"}")
+
+
+def _server_protocol(send: Send) -> Any:
+    """uvicorn's sans-I/O protocol object behind its ASGI `send`, or None for any other server."""
+    protocol = getattr(send, "__self__", None)
+    if protocol is None or type(protocol).__module__ != _SANSIO_MODULE:
+        return None
+    if not all(hasattr(protocol, a) for a in _PROTOCOL_ATTRIBUTES):
+        return None
+    return protocol
+
+
+class CaptureDirectSockets:
+    """ASGI middleware (outermost, where `send` is still the server's own) that keeps each WebSocket's server
+    protocol in its scope state, for the socket's `DirectSocket`s."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "websocket":
+            protocol = _server_protocol(send)
+            if protocol is not None:
+                scope.setdefault("state", {})[STATE_KEY] = protocol
+        await self.app(scope, receive, send)
+
+
+def enter_operation(operation: Any) -> None:
+    """Called by the graphql-transport-ws handler in each operation's own task, before it runs: a subscription
+    resolving in that task finds its socket through `DirectSocket.of_running_operation`."""
+    _CURRENT_OPERATION.set(operation)
+
+
+class DirectSocket:
+    """One running graphql-transport-ws operation on one WebSocket, written to directly: whole frames go to the
+    socket's transport, in order with uvicorn's own writes."""
+
+    __slots__ = ("_operation", "_operations", "_protocol", "_transport", "_writable", "operation_id")
+
+    def __init__(self, protocol: Any, operation: Any) -> None:
+        self._protocol = protocol
+        self._transport = protocol.transport
+        self._writable = protocol.writable
+        self._operation = operation
+        self._operations: dict[str, Any] = operation.handler.operations
+        self.operation_id: str = operation.id
+
+    @classmethod
+    def of_running_operation(cls, request: Any) -> DirectSocket | None:
+        """The socket of `request` (the operation's starlette WebSocket) for the operation whose task is running,
+        or None: another server, no operation, or a socket that cannot take direct frames (`_usable`)."""
+        state = getattr(request, "scope", {}).get("state") or {}
+        protocol = state.get(STATE_KEY)
+        operation = _CURRENT_OPERATION.get(None)
+        if protocol is None or operation is None or not _usable(protocol):
+            return None
+        return cls(protocol, operation)
+
+    def is_open(self) -> bool:
+        """The operation is still running (the client did not complete it), the socket is not closing (uvicorn
+        answers a client's close at once, setting close_sent) and its transport is not asking writers to wait
+        (its buffer is over the high-water mark)."""
+        return (
+            self._operations.get(self.operation_id) is self._operation
+            and self._writable.is_set()
+            and not self._protocol.close_sent
+            and not self._transport.is_closing()
+        )
+
+    def write_frames(self, frames: Sequence[bytes]) -> None:
+        """Writes whole frames in one go (one system call for however many there are)."""
+        self._transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+
+
+def _usable(protocol: Any) -> bool:
+    """Open, and no extension other than compression (permessage-deflate) negotiated: a sender may leave any
+    message uncompressed (RFC 7692 section 6), which leaves both sides' compression contexts alone."""
+    return bool(
+        protocol.handshake_complete
+        and protocol.conn.state is State.OPEN
+        and all(type(e) is PerMessageDeflate for e in protocol.conn.extensions)
+    )
