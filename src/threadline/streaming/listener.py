@@ -13,8 +13,7 @@ import logging
 from typing import Any
 
 import asyncpg
-from broadcaster import Event
-from broadcaster._backends.base import BroadcastBackend
+from broadcaster import BroadcastBackend, Event
 
 from threadline.db.database import HUB, connect_settings
 
