@@ -1,4 +1,6 @@
-"""Event kinds: dotted names, as clients see them in `type`."""
+"""Event kinds: dotted names, as clients see them in `type`.
+
+Each kind has one typed payload (events.payloads, mapped by KIND_OF) and one `publish_*` (events.announce)."""
 
 from enum import StrEnum
 
