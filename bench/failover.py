@@ -26,10 +26,13 @@ processed, on any server process"). A SLOW_CONSUMER `error` event is handled the
 Variants:
 - `subscribers-killed`: the subscribers are on A (which takes no writes); A is killed. Every subscriber
   resumes on B or C.
-- `writer-killed`: the subscribers are on B, which also takes half the writes; B is killed while it has
-  write requests in flight (the kill waits, up to 1 s, for one in flight), so some writes die mid-request,
-  possibly mid-transaction or after their commit but before the answer. Their retries go to C with the same
-  key; a retry whose first attempt had committed is answered `Idempotent-Replayed: true` (counted).
+- `writer-killed`: the subscribers are on B, which also takes half the writes; B is killed mid-write: a
+  burst of `--burst` writes is sent to B at once, and once half of them are in flight B is killed within
+  `--kill-after` ms (uniform jitter), so some writes die before their transaction, some mid-transaction,
+  and some may die after their commit but before the answer. (Each process's connections carry
+  `application_name=bench-failover-<name>`; the victim's open and writing transactions are read from
+  pg_stat_activity just before the kill.) The retries go to C with the same key; a retry whose first
+  attempt had committed is answered `Idempotent-Replayed: true` (counted as replayed).
   Subscribers resume on A or C.
 
 Figures, per subscription, summed over all subscriptions of a run. The counted events are every event
@@ -57,6 +60,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import random
 import subprocess
 import sys
 import time
@@ -124,6 +128,7 @@ class Run:
     retried_keys: set[str] = field(default_factory=set)
     unacked: list[str] = field(default_factory=list)
     write_errors: Counter[str] = field(default_factory=Counter)
+    http: list[httpx.AsyncClient] = field(default_factory=list)
 
     def ws_url(self, server: int) -> str:
         return self.servers[server].url.replace("http", "ws") + "/graphql"
@@ -206,8 +211,8 @@ async def follow(run: Run, sub: Sub) -> None:
         await asyncio.sleep(min(0.02 * attempt, 0.5))
 
 
-async def write(run: Run, http: list[httpx.AsyncClient], writers: list[int], n: int, root: str, key: str) -> None:
-    preferred = writers[n % len(writers)]
+async def write(run: Run, writers: list[int], n: int, root: str, key: str, preferred: int | None = None) -> None:
+    preferred = writers[n % len(writers)] if preferred is None else preferred
     attempt, last = 0, -1
     while True:
         candidates = [w for w in writers if w in run.alive] or writers
@@ -218,7 +223,7 @@ async def write(run: Run, http: list[httpx.AsyncClient], writers: list[int], n: 
         run.inflight[server] += 1
         error = ""
         try:
-            response = await http[server].post(
+            response = await run.http[server].post(
                 "/graphql", json={"query": REPLY, "variables": {"p": root, "x": key, "k": key}}
             )
             body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
@@ -242,23 +247,31 @@ async def write(run: Run, http: list[httpx.AsyncClient], writers: list[int], n: 
 
 
 async def writers_loop(run: Run, writers: list[int], roots: list[str], rate: float, tag: str) -> None:
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=64)
-    http = [
-        httpx.AsyncClient(base_url=s.url, headers=run.caller.headers, timeout=30, limits=limits) for s in run.servers
-    ]
+    tasks = []
+    start, n = time.monotonic(), 0
+    while run.writing:
+        delay = start + n / rate - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(write(run, writers, n, roots[n % len(roots)], f"{tag}-w{n}")))
+        n += 1
+    await asyncio.gather(*tasks)
+
+
+async def open_transactions(dsn: str, server: str) -> tuple[int, int]:
+    """The victim's backends in a transaction, and those of them that have written (hold a transaction id)."""
+    conn = await asyncpg.connect(dsn)
     try:
-        tasks = []
-        start, n = time.monotonic(), 0
-        while run.writing:
-            delay = start + n / rate - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(write(run, http, writers, n, roots[n % len(roots)], f"{tag}-w{n}")))
-            n += 1
-        await asyncio.gather(*tasks)
+        row = await conn.fetchrow(
+            """SELECT count(*) FILTER (WHERE xact_start IS NOT NULL) AS open,
+                      count(*) FILTER (WHERE backend_xid IS NOT NULL) AS writing
+               FROM pg_stat_activity WHERE application_name = $1""",
+            server,
+        )
     finally:
-        for client in http:
-            await client.aclose()
+        await conn.close()
+    assert row is not None
+    return int(row["open"]), int(row["writing"])
 
 
 def machine_state() -> str:
@@ -272,6 +285,19 @@ async def scenario(args: argparse.Namespace, variant: str, dsn: str, servers: li
     victim = 0 if variant == "subscribers-killed" else 1
     writers = [1, 2]
     run = Run(servers, caller, alive={0, 1, 2})
+    limits = httpx.Limits(max_connections=128, max_keepalive_connections=128)
+    run.http = [httpx.AsyncClient(base_url=s.url, headers=caller.headers, timeout=30, limits=limits) for s in servers]
+    try:
+        return await _scenario(args, variant, dsn, run, victim, writers)
+    finally:
+        for client in run.http:
+            await client.aclose()
+
+
+async def _scenario(
+    args: argparse.Namespace, variant: str, dsn: str, run: Run, victim: int, writers: list[int]
+) -> dict[str, Any]:
+    servers, caller = run.servers, run.caller
     tag = f"{variant}-{uuid.uuid4().hex[:6]}"
     with httpx.Client(base_url=servers[1].url, headers=caller.headers, timeout=30) as client:
         made = [start_conversation(client) for _ in range(args.conversations)]
@@ -292,9 +318,22 @@ async def scenario(args: argparse.Namespace, variant: str, dsn: str, servers: li
     await asyncio.sleep(2.0 + args.subscribers / 50)  # every subscription started (and replayed to now)
     writing = asyncio.create_task(writers_loop(run, writers, roots, args.rate, tag))
     await asyncio.sleep(args.before)
-    waited = time.monotonic()
-    while run.inflight[victim] == 0 and time.monotonic() - waited < 1.0:
-        await asyncio.sleep(0.001)
+    burst: list[asyncio.Task[None]] = []
+    open_at_kill = (0, 0)
+    if victim in writers:
+        # A burst of writes to the victim, killed `--kill-after` ms (jittered) after half of them are in
+        # flight: some not yet begun, some mid-transaction, some committed with the answer not yet sent.
+        burst = [
+            asyncio.create_task(
+                write(run, writers, i, roots[i % len(roots)], f"{tag}-b{i}", preferred=victim)
+            )
+            for i in range(args.burst)
+        ]
+        waited = time.monotonic()
+        while run.inflight[victim] < max(1, args.burst // 2) and time.monotonic() - waited < 1.0:
+            await asyncio.sleep(0.001)
+        await asyncio.sleep(random.uniform(0, args.kill_after / 1000))
+        open_at_kill = await open_transactions(dsn, f"bench-failover-{NAMES[victim]}")
     in_flight_at_kill = run.inflight[victim]
     servers[victim].process.kill()  # SIGKILL
     run.alive.discard(victim)
@@ -303,6 +342,7 @@ async def scenario(args: argparse.Namespace, variant: str, dsn: str, servers: li
     await asyncio.sleep(args.after)
     run.writing = False
     await writing
+    await asyncio.gather(*burst)
     writes_done = time.monotonic()
 
     # Quiescence: the log's events for each scope all received, or nothing new for 5 s.
@@ -350,6 +390,7 @@ async def scenario(args: argparse.Namespace, variant: str, dsn: str, servers: li
         "kill_to_ack": (percentile_ms(from_kill, 0.5), percentile_ms(from_kill, 0.99)) if from_kill else None,
         "types": dict(types),
         "in_flight_at_kill": in_flight_at_kill,
+        "open_transactions_at_kill": open_at_kill,
         "acked": len(run.acked),
         "replayed": sum(run.acked.values()),
         "retried_writes": len(run.retried_keys),
@@ -432,7 +473,7 @@ async def stored_writes(dsn: str, caller: Caller, tag: str) -> tuple[int, int]:
         row = await conn.fetchrow(
             "SELECT count(*) AS n, count(DISTINCT content) AS d FROM message WHERE tenant_id = $1 AND content LIKE $2",
             caller.tenant_id,
-            f"{tag}-w%",
+            f"{tag}-%",
         )
     finally:
         await conn.close()
@@ -445,7 +486,9 @@ def one_run(args: argparse.Namespace, variant: str) -> dict[str, Any]:
     dsn = database.start()
     servers: list[Server] = []
     try:
-        servers = [Server(dsn, env=UNTHROTTLED) for _ in range(3)]
+        # Each process's connections carry its name (pg_stat_activity shows the victim's open transactions).
+        servers = [Server(f"{dsn}{'&' if '?' in dsn else '?'}application_name=bench-failover-{name}", env=UNTHROTTLED)
+                   for name in NAMES]
         caller = create_tenant(dsn)
         return asyncio.run(scenario(args, variant, dsn, servers, caller))
     finally:
@@ -462,6 +505,8 @@ def main() -> None:
     parser.add_argument("--before", type=float, default=4.0, help="seconds of writes before the kill")
     parser.add_argument("--after", type=float, default=5.0, help="seconds of writes after the kill")
     parser.add_argument("--repeat", type=int, default=1)
+    parser.add_argument("--burst", type=int, default=20, help="writer-killed: writes sent to B at once just before the kill")
+    parser.add_argument("--kill-after", type=float, default=30.0, help="writer-killed: kill within this many ms (uniform) of the burst being half in flight")
     parser.add_argument("--variant", choices=("subscribers-killed", "writer-killed", "both"), default="both")
     args = parser.parse_args()
     variants = ["subscribers-killed", "writer-killed"] if args.variant == "both" else [args.variant]
@@ -481,7 +526,8 @@ def main() -> None:
     print()
     print("| variant (killed) | events expected | delivered | lost | duplicated | unexpected | resubscribed | "
           "kill -9 to ack p50 / p99 ms | close to ack p50 / p99 ms | close to first event p50 / p99 ms | "
-          "writes acked | messages stored (distinct) | writes retried (replayed) | in flight at kill |")
+          "writes acked | messages stored (distinct) | writes retried (replayed) | in flight at kill "
+          "(victim's transactions open / writing) |")
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 
     def pair(value: tuple[float, float] | None) -> str:
@@ -492,7 +538,8 @@ def main() -> None:
             f"| {r['variant']} ({r['victim']}) | {r['expected']} | {r['delivered']} | {r['lost']} | {r['duplicated']} | "
             f"{r['unexpected']} | {r['resubscribed']}/{r['subscriptions']} | {pair(r['kill_to_ack'])} | "
             f"{pair(r['reconnect_ack'])} | {pair(r['reconnect_first'])} | {r['acked']} | "
-            f"{r['rows']} ({r['distinct_rows']}) | {r['retried_writes']} ({r['replayed']}) | {r['in_flight_at_kill']} |"
+            f"{r['rows']} ({r['distinct_rows']}) | {r['retried_writes']} ({r['replayed']}) | {r['in_flight_at_kill']} "
+            f"({r['open_transactions_at_kill'][0]} / {r['open_transactions_at_kill'][1]}) |"
         )
 
 
