@@ -25,19 +25,24 @@ from __future__ import annotations
 import contextvars
 import struct
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.protocol import State
 
+if TYPE_CHECKING:
+    # Typed against the pinned releases: mypy sees an attribute this module relies on that a release renames.
+    from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import Operation
+    from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+
 STATE_KEY = "threadline.direct_socket"
 _SANSIO_MODULE = "uvicorn.protocols.websockets.websockets_sansio_impl"
 _PROTOCOL_ATTRIBUTES = ("transport", "conn", "writable", "close_sent", "handshake_complete")
 
 # The strawberry operation (graphql-transport-ws) whose task is running: set by `enter_operation`.
-_CURRENT_OPERATION: contextvars.ContextVar[Any] = contextvars.ContextVar("threadline_ws_operation")
+_CURRENT_OPERATION: contextvars.ContextVar[Operation[Any, Any]] = contextvars.ContextVar("threadline_ws_operation")
 
 
 def text_frame(payload: bytes) -> bytes:
@@ -56,9 +61,9 @@ def next_frame(operation_id: str, payload: bytes) -> bytes:
     return text_frame(b'{"id":' + orjson.dumps(operation_id) + b',"type":"next","payload":' + payload + b"}")
 
 
-def _server_protocol(send: Send) -> Any:
+def _server_protocol(send: Send) -> WebSocketsSansIOProtocol | None:
     """uvicorn's sans-I/O protocol object behind its ASGI `send`, or None for any other server."""
-    protocol = getattr(send, "__self__", None)
+    protocol: WebSocketsSansIOProtocol | None = getattr(send, "__self__", None)
     if protocol is None or type(protocol).__module__ != _SANSIO_MODULE:
         return None
     if not all(hasattr(protocol, a) for a in _PROTOCOL_ATTRIBUTES):
@@ -81,7 +86,7 @@ class CaptureDirectSockets:
         await self.app(scope, receive, send)
 
 
-def enter_operation(operation: Any) -> None:
+def enter_operation(operation: Operation[Any, Any]) -> None:
     """Called by the graphql-transport-ws handler in each operation's own task, before it runs: a subscription
     resolving in that task finds its socket through `DirectSocket.of_running_operation`."""
     _CURRENT_OPERATION.set(operation)
@@ -93,12 +98,12 @@ class DirectSocket:
 
     __slots__ = ("_operation", "_operations", "_protocol", "_transport", "_writable", "operation_id")
 
-    def __init__(self, protocol: Any, operation: Any) -> None:
+    def __init__(self, protocol: WebSocketsSansIOProtocol, operation: Operation[Any, Any]) -> None:
         self._protocol = protocol
         self._transport = protocol.transport
         self._writable = protocol.writable
         self._operation = operation
-        self._operations: dict[str, Any] = operation.handler.operations
+        self._operations = operation.handler.operations
         self.operation_id: str = operation.id
 
     @classmethod
@@ -128,7 +133,7 @@ class DirectSocket:
         self._transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
 
-def _usable(protocol: Any) -> bool:
+def _usable(protocol: WebSocketsSansIOProtocol) -> bool:
     """Open, and no extension other than compression (permessage-deflate) negotiated: a sender may leave any
     message uncompressed (RFC 7692 section 6), which leaves both sides' compression contexts alone."""
     return bool(
