@@ -31,6 +31,9 @@ def _serve_until_stopped(args: argparse.Namespace, settings: Settings) -> int:
     embedded = None if settings.database_url else EmbeddedPostgres(settings.data_dir)
     try:
         dsn = embedded.start() if embedded is not None else str(settings.database_url)
+        # What someone starting the server needs to know, and nothing else unless asked (--verbose).
+        if embedded is not None:
+            print(f"threadline: data directory {settings.data_dir}", flush=True)
         where = f"embedded PostgreSQL in {embedded.pgdata}" if embedded else describe_dsn(dsn)
         print(f"threadline: database {where}", flush=True)
         print(f"threadline: listening on http://{host}:{port}/graphql", flush=True)
@@ -38,7 +41,7 @@ def _serve_until_stopped(args: argparse.Namespace, settings: Settings) -> int:
             create_app(dataclasses.replace(settings, database_url=dsn)),
             host=host,
             port=port,
-            log_level="info",
+            log_level=None,  # observability/logs.py sets the levels (quiet start, --verbose)
             log_config=None,  # uvicorn's loggers propagate to ours (request ids, THREADLINE_LOG_JSON)
             ws_max_size=settings.ws_max_message_bytes,
             # SIGTERM: stop accepting, close WebSockets with 1012, let requests in flight finish this long.
@@ -143,6 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve = sub.add_parser("serve", help="run the HTTP and WebSocket server")
     serve.add_argument("--host", help="interface to bind (default THREADLINE_HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default THREADLINE_PORT or 8000)")
+    serve.add_argument(
+        "-v", "--verbose", action="store_true",
+        help="debug logs, the embedded PostgreSQL's own output included (same as THREADLINE_LOG_LEVEL=debug)",
+    )  # fmt: skip
     serve.set_defaults(run=_serve)
 
     migrate = sub.add_parser("migrate", help="apply pending database migrations")
@@ -180,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     from threadline.observability.logs import configure as configure_logging
 
-    configure_logging(settings.log_json)
+    verbose = bool(getattr(args, "verbose", False))
+    configure_logging(settings.log_json, logging.DEBUG if verbose else logging.getLevelNamesMapping()[settings.log_level.upper()])
     return int(args.run(args, settings))
 
 

@@ -41,6 +41,16 @@ def _env_bool(name: str, default: bool) -> bool:
     return raw.strip().lower() in {"1", "true", "yes", "on"}
 
 
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+
+def _env_log_level(name: str, default: str) -> str:
+    raw = os.environ.get(name, "").strip().lower() or default
+    if raw not in LOG_LEVELS:
+        raise ValueError(f"{name} must be one of {', '.join(LOG_LEVELS)}; got {raw!r}")
+    return raw
+
+
 def _env_list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
@@ -194,6 +204,8 @@ class Settings:
     cors_origins: tuple[str, ...] = ()
     ws_allowed_origins: tuple[str, ...] = ()
     log_json: bool = False
+    # "debug" also shows the embedded PostgreSQL's own output (initdb, pg_ctl) and library chatter.
+    log_level: str = "info"
     metrics_enabled: bool = True
     # /metrics answers only `Authorization: Bearer <this>`; without it /metrics is not served at all.
     metrics_token: str | None = None
@@ -324,6 +336,7 @@ class Settings:
             cors_origins=_env_list("THREADLINE_CORS_ORIGINS", cls.cors_origins),
             ws_allowed_origins=_env_list("THREADLINE_WS_ALLOWED_ORIGINS", cls.ws_allowed_origins),
             log_json=_env_bool("THREADLINE_LOG_JSON", cls.log_json),
+            log_level=_env_log_level("THREADLINE_LOG_LEVEL", cls.log_level),
             metrics_enabled=_env_bool("THREADLINE_METRICS", cls.metrics_enabled),
             metrics_token=os.environ.get("THREADLINE_METRICS_TOKEN") or None,
             cursor_secret=os.environ.get("THREADLINE_CURSOR_SECRET") or None,

@@ -43,7 +43,7 @@ class EmbeddedPostgres:
         # cleanup_mode=None: pgserver's own exit hook must not stop a server other processes still use.
         self._server = get_server(self.pgdata, cleanup_mode=None)
         uri: str = self._server.get_uri()
-        log.info("embedded PostgreSQL running with data in %s", self.pgdata)
+        log.debug("embedded PostgreSQL running with data in %s", self.pgdata)  # serve prints it itself
         return uri
 
     def stop(self) -> None:

