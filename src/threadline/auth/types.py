@@ -11,10 +11,20 @@ import strawberry
 from threadline.auth import loaders
 from threadline.auth.principal import Role
 from threadline.graphql.context import Info
+from threadline.graphql.describe import describe_values
 from threadline.graphql.node import Node
 from threadline.ids import Kind, encode_id
 
 RoleEnum = strawberry.enum(Role, name="Role", description="A user's role in their tenant.")
+describe_values(
+    RoleEnum,
+    {
+        "ADMIN": "Sees and manages the whole tenant: users, API keys, rate limits, retention, erasure, the audit "
+        "log, every conversation.",
+        "MANAGER": "A MEMBER who also reads the conversations of their team's users (`User.team`).",
+        "MEMBER": "Sees the conversations they own or take part in.",
+    },
+)
 
 
 @strawberry.type(description="A person (or service) in a tenant.")

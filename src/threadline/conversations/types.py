@@ -13,6 +13,7 @@ import strawberry
 from threadline.auth.types import User, load_user
 from threadline.conversations import loaders
 from threadline.graphql.context import Info
+from threadline.graphql.describe import describe_values
 from threadline.graphql.node import Node
 from threadline.graphql.pagination import Connection
 from threadline.ids import Kind, encode_id
@@ -41,6 +42,34 @@ class InviteStatus(StrEnum):
     PENDING = "PENDING"
     ACCEPTED = "ACCEPTED"
     REVOKED = "REVOKED"
+
+
+describe_values(
+    ConversationStatus,
+    {
+        "ACTIVE": "In use: readable and writable by its participants.",
+        "ARCHIVED": "Read-only until restored (`conversationRestore`); writes are CONFLICT.",
+        "DELETED": "Soft-deleted (`conversationDelete`): kept, but writes are CONFLICT; `conversationRestore` "
+        "brings it back. Filter lists with `status: ACTIVE` to leave it out.",
+    },
+)
+describe_values(
+    ParticipantRole,
+    {
+        "OWNER": "Manages the conversation: everything a MEMBER does, plus inviting and removing participants, "
+        "changing their roles, archiving and deleting. Each conversation has exactly one (its creator).",
+        "MEMBER": "Reads and writes: starts threads, replies, edits and deletes own messages, starts runs.",
+        "VIEWER": "Reads only.",
+    },
+)
+describe_values(
+    InviteStatus,
+    {
+        "PENDING": "Sent, waiting for the invitee to accept (`inviteAccept`).",
+        "ACCEPTED": "Accepted: the invitee is a participant with the invite's role.",
+        "REVOKED": "Withdrawn before it was accepted; it can no longer be accepted.",
+    },
+)
 
 
 @strawberry.type(description="A user's membership in a conversation.")

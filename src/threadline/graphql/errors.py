@@ -19,6 +19,25 @@ ErrorCodeEnum = strawberry.enum(
     ErrorCode, name="ErrorCode", description="Machine-readable error codes, sent as `extensions.code`."
 )
 _VALUE_DESCRIPTIONS = {
+    ErrorCode.UNAUTHENTICATED: "No credentials, or ones that are unknown, expired or revoked. Send "
+    "`Authorization: Bearer <API key or JWT>` (a WebSocket: in the `connection_init` payload; refused with 4403).",
+    ErrorCode.FORBIDDEN: "The caller is known but its role does not allow this operation (a MEMBER calling an "
+    "admin mutation, a VIEWER writing). Retrying does not help.",
+    ErrorCode.NOT_FOUND: "No such object, or one the caller may not see (another tenant's objects are never "
+    "distinguished from missing ones). `extensions.argument` names the argument when there is one.",
+    ErrorCode.BAD_USER_INPUT: "An argument is malformed or out of range (a cursor of another tenant, `first` over "
+    "its cap, an unknown id kind), or the operation exceeds a query limit (`extensions.limitName`). "
+    "`extensions.argument` names the argument; `extensions.limit` gives a cap when one was hit.",
+    ErrorCode.CONFLICT: "The object is not in a state that allows this change (a run already finished, a duplicate "
+    "name), or an idempotency key was reused with other arguments. Refetch before retrying.",
+    ErrorCode.RATE_LIMITED: "A rate-limit budget (requests, mutations, runs, subscriptions) or the "
+    "active-runs cap is used up; retry after `extensions.retryAfter` seconds.",
+    ErrorCode.INTERNAL: "An unexpected server error; the message is masked. `extensions.requestId` identifies it "
+    "in the server's logs.",
+    ErrorCode.CURSOR_EXPIRED: "A `since` cursor older than the retained event log (events are kept "
+    "THREADLINE_EVENT_RETENTION_DAYS, 7 by default). Refetch the state, then subscribe afresh from `streamCursor`.",
+    ErrorCode.SLOW_CONSUMER: "A subscriber did not read its events fast enough and its queue overflowed; the "
+    "stream ends with an `error` event carrying the cursor to resume from (`since`).",
     ErrorCode.UNAVAILABLE: "The database cannot be reached (an outage or a restart), or the server is shutting "
     "down. HTTP 503 (a new WebSocket closes with 1013); retry after `extensions.retryAfter` seconds. A mutation "
     "cut off this way may or may not have taken effect.",

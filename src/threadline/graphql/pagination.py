@@ -19,22 +19,34 @@ T = TypeVar("T")
 
 @strawberry.type(description="Relay page information.")
 class PageInfo:
-    has_next_page: bool
-    has_previous_page: bool
-    start_cursor: str | None
-    end_cursor: str | None
+    has_next_page: bool = strawberry.field(
+        description="Whether more items follow this page: ask again with `after: endCursor` to get them."
+    )
+    has_previous_page: bool = strawberry.field(
+        description="Whether items precede this page: true when it was asked for with `after` (or, for a "
+        "conversation's `messages`, with an `offset` above 0). Pages go forward only (`first`/`after`)."
+    )
+    start_cursor: str | None = strawberry.field(
+        description="The cursor of the first item of this page; null when the page is empty."
+    )
+    end_cursor: str | None = strawberry.field(
+        description="The cursor of the last item of this page, to pass as `after` for the next page; null when "
+        "the page is empty. Opaque: do not parse or build cursors."
+    )
 
 
 @strawberry.type(description="An item of a connection and its cursor.")
 class Edge(Generic[T]):
-    cursor: str
-    node: T
+    cursor: str = strawberry.field(
+        description="Opaque position of this item, to pass as `after` to continue after it."
+    )
+    node: T = strawberry.field(description="The item itself.")
 
 
 @strawberry.type(description="A page of a list that can grow (Relay connection).")
 class Connection(Generic[T]):
-    edges: list[Edge[T]]
-    page_info: PageInfo
+    edges: list[Edge[T]] = strawberry.field(description="The items of this page, in order, each with its cursor.")
+    page_info: PageInfo = strawberry.field(description="Whether more items follow, and the cursors to get them.")
     count_total: strawberry.Private[Callable[[], Awaitable[int]]]
 
     @strawberry.field(description="The items of this page, without cursors.")

@@ -9,6 +9,7 @@ from strawberry.scalars import JSON
 
 from threadline.auth.types import User
 from threadline.conversations.types import Conversation
+from threadline.graphql.describe import describe_values
 
 
 @strawberry.enum(name="ImportFormat", description="Formats `conversationImport` reads.")
@@ -16,6 +17,16 @@ class ImportFormatEnum(Enum):
     THREADLINE = "threadline"
     CHATGPT = "chatgpt"
     CLAUDE = "claude"
+
+
+describe_values(
+    ImportFormatEnum,
+    {
+        "THREADLINE": "Threadline's own export format (`conversationExport`): one document or an array.",
+        "CHATGPT": "The `conversations.json` of a ChatGPT data export: an array of conversations, or one.",
+        "CLAUDE": "The `conversations.json` of a Claude data export: an array of conversations, or one.",
+    },
+)
 
 
 @strawberry.input(description="Conversations to import, as the decoded JSON of an export file.")

@@ -7,6 +7,7 @@ from enum import StrEnum
 import strawberry
 
 from threadline.graphql.context import Info
+from threadline.graphql.describe import describe_values
 from threadline.ids import Kind, decode_id
 from threadline.presence import service
 
@@ -16,6 +17,16 @@ class PresenceStatus(StrEnum):
     ONLINE = "ONLINE"
     AWAY = "AWAY"
     OFFLINE = "OFFLINE"
+
+
+describe_values(
+    PresenceStatus,
+    {
+        "ONLINE": "Active now (the default of `presenceHeartbeat`).",
+        "AWAY": "Connected but idle, as the client reports it.",
+        "OFFLINE": "Gone: said so, or silent for longer than the presence timeout (60 s by default).",
+    },
+)
 
 
 @strawberry.type

@@ -11,6 +11,7 @@ import strawberry
 from strawberry.scalars import JSON
 
 from threadline.graphql.context import Info
+from threadline.graphql.describe import describe_values
 from threadline.graphql.node import Node
 from threadline.ids import Kind, encode_id
 from threadline.runs import loaders, transitions
@@ -29,6 +30,40 @@ RunStepType = strawberry.enum(
     transitions.StepType,
     name="RunStepType",
     description="MESSAGE_CREATION writes an output message; TOOL_CALLS is reserved for tool use.",
+)
+
+describe_values(
+    RunStatus,
+    {
+        "QUEUED": "Waiting for a worker.",
+        "IN_PROGRESS": "A worker is producing the output message (streamed as `message.delta` events).",
+        "REQUIRES_ACTION": "Waiting for tool outputs from the client (reserved: no provider calls tools yet).",
+        "CANCELLING": "`runCancel` was asked; the worker stops at its next step, then CANCELLED.",
+        "CANCELLED": "Final: cancelled; the partial output stays.",
+        "FAILED": "Final: the provider or the worker failed; `error` says why.",
+        "COMPLETED": "Final: the output message is complete.",
+        "INCOMPLETE": "Final: the model stopped early (output length limit or content filter); the partial output "
+        "stays.",
+        "EXPIRED": "Final: its worker was lost (and THREADLINE_RUN_ON_LOST_WORKER is `expire`) or tool outputs "
+        "did not come in time; the partial output stays.",
+    },
+)
+describe_values(
+    RunStepStatus,
+    {
+        "IN_PROGRESS": "The step is running.",
+        "CANCELLED": "Final: the run was cancelled during this step.",
+        "FAILED": "Final: the step failed; the run's `error` says why.",
+        "COMPLETED": "Final: the step finished.",
+        "EXPIRED": "Final: the run expired during this step.",
+    },
+)
+describe_values(
+    RunStepType,
+    {
+        "MESSAGE_CREATION": "The step writes the run's output message.",
+        "TOOL_CALLS": "Reserved for tool calls (no provider calls tools yet).",
+    },
 )
 
 _MessageType = Annotated["Message", strawberry.lazy("threadline.threads.types")]

@@ -12,6 +12,7 @@ import strawberry
 from threadline.auth.principal import Principal
 from threadline.conversations.types import Conversation, ConversationStatus
 from threadline.graphql.context import Info
+from threadline.graphql.describe import describe_values
 from threadline.graphql.pagination import page_size
 from threadline.search import insight_service
 from threadline.search.insight_service import InsightScope as InsightScopeValue
@@ -31,6 +32,24 @@ InsightScope = strawberry.enum(
     name="InsightScope",
     description="Whose conversations insights cover: OWN (yours and those shared with you), TEAM (also your "
     "team's, for managers), TENANT (everyone's, for admins).",
+)
+
+
+describe_values(
+    SearchMatch,
+    {
+        "TEXT": "A full-text match of the query's words (titles, descriptions, tags and message content).",
+        "FUZZY": "A typo-tolerant match on titles and tags, used only when no TEXT match exists.",
+        "RECENT": "No words to search: the filters only, newest first.",
+    },
+)
+describe_values(
+    InsightScope,
+    {
+        "OWN": "Your conversations and those shared with you.",
+        "TEAM": "Also your team's conversations (managers).",
+        "TENANT": "Every conversation in the tenant (admins).",
+    },
 )
 
 

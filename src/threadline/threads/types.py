@@ -14,6 +14,7 @@ import strawberry
 from threadline.auth.types import User, load_user
 from threadline.graphql import budget
 from threadline.graphql.context import Info
+from threadline.graphql.describe import describe_values
 from threadline.graphql.node import Node
 from threadline.ids import Kind, encode_id
 from threadline.threads import loaders
@@ -26,6 +27,17 @@ class MessageRole(StrEnum):
     ASSISTANT = "ASSISTANT"
     SYSTEM = "SYSTEM"
     TOOL = "TOOL"
+
+
+describe_values(
+    MessageRole,
+    {
+        "USER": "Written by a person (or a client on their behalf).",
+        "ASSISTANT": "Written by a model, usually by a run (`Message.run`).",
+        "SYSTEM": "Instructions for the model, not shown as conversation by most clients.",
+        "TOOL": "The output of a tool the model called.",
+    },
+)
 
 
 _ROLES = {role.value: role for role in MessageRole}
