@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 
 import asyncpg
 
+from threadline.db import Executor
 from threadline.graphql import budget
 from threadline.graphql.context import Info
 from threadline.graphql.loaders import counting_loader, grouped_loader
@@ -38,17 +39,27 @@ async def thread_page(
     return await loader.load(conversation_id)
 
 
-async def thread_count(info: Info, conversation_id: uuid.UUID) -> int:
+async def _per_conversation_count(
+    info: Info,
+    name: str,
+    fetch: Callable[[Executor, uuid.UUID, list[uuid.UUID]], Awaitable[list[asyncpg.Record]]],
+    conversation_id: uuid.UUID,
+) -> int:
+    """A count per conversation from `fetch`'s grouped rows (`conversation_id`, `n`), one statement for all."""
     principal = await info.context.principal()
     db = info.context.db
     loader = counting_loader(
         info,
-        "thread-counts",
-        lambda ids: repo.count_threads(db, principal.tenant_id, ids),
+        name,
+        lambda ids: fetch(db, principal.tenant_id, ids),
         key=lambda row: row["conversation_id"],
         count=lambda row: int(row["n"]),
     )
     return await loader.load(conversation_id)
+
+
+async def thread_count(info: Info, conversation_id: uuid.UUID) -> int:
+    return await _per_conversation_count(info, "thread-counts", repo.count_threads, conversation_id)
 
 
 async def message_page(
@@ -71,16 +82,7 @@ async def message_page(
 
 
 async def message_count(info: Info, conversation_id: uuid.UUID) -> int:
-    principal = await info.context.principal()
-    db = info.context.db
-    loader = counting_loader(
-        info,
-        "message-counts",
-        lambda ids: repo.count_messages(db, principal.tenant_id, ids),
-        key=lambda row: row["conversation_id"],
-        count=lambda row: int(row["n"]),
-    )
-    return await loader.load(conversation_id)
+    return await _per_conversation_count(info, "message-counts", repo.count_messages, conversation_id)
 
 
 async def chunks(info: Info, message_id: uuid.UUID) -> list[asyncpg.Record]:
