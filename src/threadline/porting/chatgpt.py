@@ -19,9 +19,9 @@ from threadline.porting.model import (
     ImportFormat,
     Rejected,
     array,
-    break_cycles,
     from_unix,
     obj,
+    settle_parents,
     text,
 )
 
@@ -67,17 +67,8 @@ def _read_tree(mapping: dict[str, Any], conversation: ImportedConversation) -> N
             nodes[node_id] = node
         else:
             warnings.append(f"node {node_id}: not an object, skipped")
-    parents: dict[str, str | None] = {}
-    for node_id, node in nodes.items():
-        parent = node.get("parent")
-        if parent is not None and not isinstance(parent, str):
-            parent = None
-        if parent is not None and parent not in nodes:
-            warnings.append(f"node {node_id}: parent {parent} is missing; the node starts a new thread")
-            parent = None
-        parents[node_id] = parent
-    for node_id in break_cycles(parents):
-        warnings.append(f"node {node_id}: its parents form a cycle; the cycle was cut here")
+    claimed = [(node_id, _parent_of(node)) for node_id, node in nodes.items()]
+    parents = settle_parents(claimed, nodes, "node", warnings)
 
     children: dict[str | None, list[str]] = {}
     for node_id, node in nodes.items():
@@ -104,6 +95,11 @@ def _read_tree(mapping: dict[str, Any], conversation: ImportedConversation) -> N
             kept_parent = message.key
         for child in reversed(children.get(node_id, [])):
             stack.append((child, kept_parent))
+
+
+def _parent_of(node: dict[str, Any]) -> str | None:
+    parent = node.get("parent")
+    return parent if isinstance(parent, str) else None
 
 
 def _message(

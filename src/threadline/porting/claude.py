@@ -17,8 +17,8 @@ from threadline.porting.model import (
     ImportFormat,
     Rejected,
     array,
-    break_cycles,
     from_iso,
+    settle_parents,
     text,
 )
 
@@ -68,21 +68,15 @@ def parse(obj: Any) -> ImportedConversation:
 
 def _link(entries: list[dict[str, Any]], messages: list[ImportedMessage], conversation: ImportedConversation) -> None:
     keys = {m.key for m in messages}
-    parents: dict[str, str | None] = {}
-    for entry, message in zip(entries, messages, strict=True):
-        parent = text(entry.get("parent_message_uuid"))
-        if parent == ROOT_SENTINEL or not parent:
-            parent = None
-        elif parent not in keys:
-            conversation.warnings.append(
-                f"message {message.key}: parent {parent} is missing; the message starts a new thread"
-            )
-            parent = None
-        parents[message.key] = parent
-    for key in break_cycles(parents):
-        conversation.warnings.append(f"message {key}: its parents form a cycle; the cycle was cut here")
+    claimed = [(message.key, _parent_of(entry)) for entry, message in zip(entries, messages, strict=True)]
+    parents = settle_parents(claimed, keys, "message", conversation.warnings)
     for message in messages:
         message.parent_key = parents[message.key]
+
+
+def _parent_of(entry: dict[str, Any]) -> str | None:
+    parent = text(entry.get("parent_message_uuid"))
+    return None if parent == ROOT_SENTINEL or not parent else parent
 
 
 def _message(index: int, entry: dict[str, Any], conversation: ImportedConversation) -> ImportedMessage:

@@ -23,7 +23,7 @@ from threadline.errors import ThreadlineError
 from threadline.events.announce import publish_thread_new
 from threadline.events.payloads import ThreadNew
 from threadline.porting import repository as repo
-from threadline.porting.model import ImportedConversation, ImportedMessage, Rejected, break_cycles
+from threadline.porting.model import ImportedConversation, ImportedMessage, Rejected, settle_parents
 from threadline.settings import Settings
 from threadline.threads.service import snapshot
 from threadline.threads.tree_rules import ROOT, TooDeep, reply_placement
@@ -76,15 +76,8 @@ def plan(imported: ImportedConversation, settings: Settings) -> Plan:
             warnings.append(f"message {message.key}: duplicate id, the later one was skipped")
             continue
         by_key[message.key] = message
-    parents: dict[str, str | None] = {}
-    for key, message in by_key.items():
-        parent_key = message.parent_key
-        if parent_key is not None and parent_key not in by_key:
-            warnings.append(f"message {key}: parent {parent_key} is missing; the message starts a new thread")
-            parent_key = None
-        parents[key] = parent_key
-    for key in break_cycles(parents):
-        warnings.append(f"message {key}: its parents form a cycle; the cycle was cut here")
+    claimed = [(key, message.parent_key) for key, message in by_key.items()]
+    parents = settle_parents(claimed, by_key, "message", warnings)
 
     children: dict[str | None, list[str]] = {}
     for key in by_key:

@@ -7,6 +7,7 @@ cannot use and appends to `warnings` for what it had to repair (missing parents,
 
 from __future__ import annotations
 
+from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -116,3 +117,21 @@ def break_cycles(parents: dict[str, str | None]) -> list[str]:
         for visited in walk:
             state[visited] = 2
     return broken
+
+
+def settle_parents(
+    claimed: Iterable[tuple[str, str | None]], known: Container[str], noun: str, warnings: list[str]
+) -> dict[str, str | None]:
+    """Each node's parent, repaired into a forest: a parent that is not `known` makes its node a thread
+    root, and a parent cycle is cut where it closes (`break_cycles`); each repair is reported in `warnings`
+    under `noun` ("node", "message") and the node's key. The one home of this rule for the format readers
+    and the importer, so that every source is repaired, and reported, alike."""
+    parents: dict[str, str | None] = {}
+    for key, parent in claimed:
+        if parent is not None and parent not in known:
+            warnings.append(f"{noun} {key}: parent {parent} is missing; the {noun} starts a new thread")
+            parent = None
+        parents[key] = parent
+    for key in break_cycles(parents):
+        warnings.append(f"{noun} {key}: its parents form a cycle; the cycle was cut here")
+    return parents
