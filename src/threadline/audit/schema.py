@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import strawberry
 
 from threadline.audit import repository as repo
@@ -10,7 +12,9 @@ from threadline.audit.types import AuditEntry
 from threadline.errors import bad_input
 from threadline.graphql.context import Info
 from threadline.graphql.pagination import (
+    After,
     Connection,
+    First,
     as_datetime,
     as_uuid,
     connection,
@@ -29,11 +33,23 @@ class AuditQuery:
     async def audit_log(
         self,
         info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        action: str | None = None,
-        actor_id: strawberry.ID | None = None,
-        target_id: strawberry.ID | None = None,
+        first: First = None,
+        after: After = None,
+        action: Annotated[
+            str | None,
+            strawberry.argument(
+                description="Only entries of this action, as in `AuditEntry.action` (e.g. `user.erase`, "
+                "`conversation.export`, `api_key.revoke`)."
+            ),
+        ] = None,
+        actor_id: Annotated[
+            strawberry.ID | None, strawberry.argument(description="Only entries by this user (`User.id`).")
+        ] = None,
+        target_id: Annotated[
+            strawberry.ID | None,
+            strawberry.argument(description="Only entries about this object: the id of any user, key, conversation, "
+            "message or run."),
+        ] = None,
     ) -> Connection[AuditEntry]:
         principal = await info.context.principal()
         service.require_admin(principal)

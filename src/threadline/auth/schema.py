@@ -15,7 +15,9 @@ from threadline.errors import not_found
 from threadline.graphql.context import Info
 from threadline.graphql.node import register
 from threadline.graphql.pagination import (
+    After,
     Connection,
+    First,
     as_datetime,
     as_uuid,
     connection,
@@ -38,7 +40,7 @@ class AuthQuery:
         return User.from_row(row)
 
     @strawberry.field(description="Users of the caller's tenant, oldest first (any member may list them).")
-    async def users(self, info: Info, first: int | None = None, after: str | None = None) -> Connection[User]:
+    async def users(self, info: Info, first: First = None, after: After = None) -> Connection[User]:
         principal = await info.context.principal()
         settings = info.context.settings
         limit = page_size(first, settings.page_size_default, settings.page_size_max)
@@ -58,7 +60,9 @@ class AuthQuery:
 @strawberry.type
 class AuthMutation:
     @strawberry.mutation(description="Create a user in the caller's tenant (admins only).")
-    async def user_create(self, info: Info, input: UserCreateInput) -> User:
+    async def user_create(
+        self, info: Info, input: Annotated[UserCreateInput, strawberry.argument(description="The new user's fields.")]
+    ) -> User:
         principal = await info.context.principal()
         row = await service.create_user(
             info.context.db,
@@ -92,7 +96,20 @@ class AuthMutation:
         description="Create an API key for a user (admins for anyone, others for themselves). "
         "The secret is returned only here."
     )
-    async def api_key_create(self, info: Info, user_id: strawberry.ID, name: str = "") -> ApiKeyCreatePayload:
+    async def api_key_create(
+        self,
+        info: Info,
+        user_id: Annotated[
+            strawberry.ID, strawberry.argument(description="The user the key authenticates as (`User.id`).")
+        ],
+        name: Annotated[
+            str,
+            strawberry.argument(
+                description="A label to recognise the key by (where it is used); at most 200 characters, trimmed. "
+                "Empty by default."
+            ),
+        ] = "",
+    ) -> ApiKeyCreatePayload:
         principal = await info.context.principal()
         row, secret = await service.create_api_key(
             info.context.db, principal, decode_id(user_id, Kind.USER), name
@@ -103,7 +120,9 @@ class AuthMutation:
         description="Revoke an API key: your own, or (admins) any key of the tenant; it stops authenticating "
         "at once, also on open WebSockets."
     )
-    async def api_key_revoke(self, info: Info, id: strawberry.ID) -> ApiKey:
+    async def api_key_revoke(
+        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="The key's id (`ApiKey.id`).")]
+    ) -> ApiKey:
         principal = await info.context.principal()
         row = await service.revoke_api_key(info.context.db, principal, decode_id(id, Kind.API_KEY))
         return ApiKey.from_row(row)
@@ -119,7 +138,18 @@ class UserErasureMutation:
         "placeholder, delete their keys and memberships and the user. `redactMessages: false` keeps the text "
         "of their messages elsewhere, anonymised. Audited."
     )
-    async def user_erase(self, info: Info, user_id: strawberry.ID, redact_messages: bool = True) -> UserErasure:
+    async def user_erase(
+        self,
+        info: Info,
+        user_id: Annotated[strawberry.ID, strawberry.argument(description="The user to erase (`User.id`).")],
+        redact_messages: Annotated[
+            bool,
+            strawberry.argument(
+                description="true (default): empty the text of their messages in others' conversations; false: "
+                "keep it, attributed to the anonymous placeholder."
+            ),
+        ] = True,
+    ) -> UserErasure:
         principal = await info.context.principal()
         done = await erasure.erase_user(
             info.context.db, principal, decode_id(user_id, Kind.USER), redact_messages=redact_messages

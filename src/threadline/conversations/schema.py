@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
 import strawberry
 
@@ -22,7 +23,10 @@ from threadline.conversations.types import (
 from threadline.graphql.context import Info
 from threadline.graphql.node import register
 from threadline.graphql.pagination import (
+    PAGE_SIZE_LIMIT,
+    After,
     Connection,
+    First,
     as_datetime,
     as_uuid,
     connection,
@@ -34,6 +38,9 @@ from threadline.idempotency.types import ClientMutationId
 from threadline.ids import Kind, decode_id
 from threadline.search import tag_service
 
+# Arguments several fields share.
+ConversationId = Annotated[strawberry.ID, strawberry.argument(description="The conversation's id (`Conversation.id`).")]
+UserId = Annotated[strawberry.ID, strawberry.argument(description="The user's id (`User.id`), of the same tenant.")]
 
 def _fields(input: ConversationCreateInput | ConversationUpdateInput) -> ConversationFields:
     return ConversationFields(
@@ -50,7 +57,9 @@ def _fields(input: ConversationCreateInput | ConversationUpdateInput) -> Convers
 @strawberry.type
 class ConversationQuery:
     @strawberry.field(description="A conversation the caller may read (NOT_FOUND otherwise).")
-    async def conversation(self, info: Info, id: strawberry.ID) -> Conversation | None:
+    async def conversation(
+        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="The conversation's id.")]
+    ) -> Conversation | None:
         principal = await info.context.principal()
         row = await service.get(info.context.db, principal, decode_id(id, Kind.CONVERSATION))
         return Conversation.from_row(row)
@@ -62,10 +71,19 @@ class ConversationQuery:
     async def conversations(
         self,
         info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        status: ConversationStatus | None = ConversationStatus.ACTIVE,
-        tags: list[str] | None = None,
+        first: First = None,
+        after: After = None,
+        status: Annotated[
+            ConversationStatus | None,
+            strawberry.argument(description="Only conversations in this state (ACTIVE by default); null for all."),
+        ] = ConversationStatus.ACTIVE,
+        tags: Annotated[
+            list[str] | None,
+            strawberry.argument(
+                description="Only conversations carrying every one of these tags (compared lower-case and trimmed, "
+                "as stored)."
+            ),
+        ] = None,
     ) -> Connection[Conversation]:
         principal = await info.context.principal()
         settings = info.context.settings
@@ -87,7 +105,14 @@ class ConversationQuery:
         )
 
     @strawberry.field(description="The caller's most recently active conversations (ACTIVE only).")
-    async def recent_conversations(self, info: Info, first: int | None = 10) -> list[Conversation]:
+    async def recent_conversations(
+        self,
+        info: Info,
+        first: Annotated[
+            int | None,
+            strawberry.argument(description=f"How many conversations to return: 10 by default, {PAGE_SIZE_LIMIT}."),
+        ] = 10,
+    ) -> list[Conversation]:
         principal = await info.context.principal()
         settings = info.context.settings
         limit = page_size(first, 10, settings.page_size_max)
@@ -107,7 +132,10 @@ class ConversationQuery:
 class ConversationMutation:
     @strawberry.mutation(description="Create a conversation; the caller becomes its OWNER.")
     async def conversation_create(
-        self, info: Info, input: ConversationCreateInput, client_mutation_id: ClientMutationId = None
+        self,
+        info: Info,
+        input: Annotated[ConversationCreateInput, strawberry.argument(description="The new conversation's fields.")],
+        client_mutation_id: ClientMutationId = None,
     ) -> Conversation:
         principal = await info.context.principal()
         settings = info.context.settings
@@ -122,7 +150,15 @@ class ConversationMutation:
         return Conversation.from_row(row)
 
     @strawberry.mutation(description="Change a conversation's metadata (owner or admin).")
-    async def conversation_update(self, info: Info, id: strawberry.ID, input: ConversationUpdateInput) -> Conversation:
+    async def conversation_update(
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The conversation to change.")],
+        input: Annotated[
+            ConversationUpdateInput,
+            strawberry.argument(description="The new values; fields left out (or null) keep their value."),
+        ],
+    ) -> Conversation:
         principal = await info.context.principal()
         row = await service.update(
             info.context.db, info.context.settings, principal, decode_id(id, Kind.CONVERSATION), _fields(input)
@@ -130,24 +166,37 @@ class ConversationMutation:
         return Conversation.from_row(row)
 
     @strawberry.mutation(description="Archive an ACTIVE conversation (owner or admin).")
-    async def conversation_archive(self, info: Info, id: strawberry.ID) -> Conversation:
+    async def conversation_archive(
+        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="The ACTIVE conversation to archive.")]
+    ) -> Conversation:
         return await _set_status(info, id, "archive")
 
     @strawberry.mutation(description="Bring an ARCHIVED or DELETED conversation back to ACTIVE (owner or admin).")
-    async def conversation_restore(self, info: Info, id: strawberry.ID) -> Conversation:
+    async def conversation_restore(
+        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="The ARCHIVED or DELETED conversation to restore.")]
+    ) -> Conversation:
         return await _set_status(info, id, "restore")
 
     @strawberry.mutation(description="Soft-delete a conversation: status DELETED, restorable (owner or admin).")
-    async def conversation_delete(self, info: Info, id: strawberry.ID) -> Conversation:
+    async def conversation_delete(
+        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="The conversation to delete (softly).")]
+    ) -> Conversation:
         return await _set_status(info, id, "delete")
 
     @strawberry.mutation(description="Invite a user of the tenant to a conversation (owner or admin).")
     async def participant_invite(
         self,
         info: Info,
-        conversation_id: strawberry.ID,
-        user_id: strawberry.ID,
-        role: ParticipantRole | None = ParticipantRole.MEMBER,
+        conversation_id: ConversationId,
+        user_id: Annotated[
+            strawberry.ID, strawberry.argument(description="The user to invite (`User.id`), of the same tenant.")
+        ],
+        role: Annotated[
+            ParticipantRole | None,
+            strawberry.argument(
+                description="The role granted on acceptance: MEMBER (default) or VIEWER; OWNER is BAD_USER_INPUT."
+            ),
+        ] = ParticipantRole.MEMBER,
         client_mutation_id: ClientMutationId = None,
     ) -> Invite:
         principal = await info.context.principal()
@@ -170,13 +219,24 @@ class ConversationMutation:
         return Invite.from_row(row)
 
     @strawberry.mutation(description="Accept an invite addressed to the caller; returns the new participant.")
-    async def invite_accept(self, info: Info, id: strawberry.ID) -> Participant:
+    async def invite_accept(
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The invite's id (`Invite.id`, see `viewerInvites`).")],
+    ) -> Participant:
         principal = await info.context.principal()
         row = await service.accept_invite(info.context.db, principal, decode_id(id, Kind.INVITE))
         return Participant.from_row(row)
 
     @strawberry.mutation(description="Remove a participant (owner or admin), or leave (any participant, self).")
-    async def participant_remove(self, info: Info, conversation_id: strawberry.ID, user_id: strawberry.ID) -> bool:
+    async def participant_remove(
+        self,
+        info: Info,
+        conversation_id: ConversationId,
+        user_id: Annotated[
+            strawberry.ID, strawberry.argument(description="The participant to remove (`User.id`); the caller's own to leave.")
+        ],
+    ) -> bool:
         principal = await info.context.principal()
         return await service.remove_participant(
             info.context.db, principal, decode_id(conversation_id, Kind.CONVERSATION), decode_id(user_id, Kind.USER)
@@ -184,7 +244,13 @@ class ConversationMutation:
 
     @strawberry.mutation(description="Change a participant's role to MEMBER or VIEWER (owner or admin).")
     async def participant_role_set(
-        self, info: Info, conversation_id: strawberry.ID, user_id: strawberry.ID, role: ParticipantRole
+        self,
+        info: Info,
+        conversation_id: ConversationId,
+        user_id: UserId,
+        role: Annotated[
+            ParticipantRole, strawberry.argument(description="The new role: MEMBER or VIEWER (the OWNER stays OWNER).")
+        ],
     ) -> Participant:
         principal = await info.context.principal()
         row = await service.set_participant_role(
@@ -214,9 +280,21 @@ class ConversationBulkMutation:
     async def conversations_batch_tag(
         self,
         info: Info,
-        ids: list[strawberry.ID],
-        add: list[str] | None = None,
-        remove: list[str] | None = None,
+        ids: Annotated[
+            list[strawberry.ID],
+            strawberry.argument(description="The conversations to change: at least one, at most 100 (THREADLINE_PAGE_SIZE_MAX)."),
+        ],
+        add: Annotated[
+            list[str] | None,
+            strawberry.argument(
+                description="Tags to add (trimmed, lower-cased; each at most 64 characters, at most 50 tags per "
+                "conversation)."
+            ),
+        ] = None,
+        remove: Annotated[
+            list[str] | None,
+            strawberry.argument(description="Tags to remove; a tag both added and removed is BAD_USER_INPUT."),
+        ] = None,
     ) -> list[Conversation]:
         principal = await info.context.principal()
         rows = await tag_service.batch_tag(
@@ -233,7 +311,13 @@ class ConversationBulkMutation:
         description="Archive every ACTIVE conversation of the tenant with no activity for `days` days or more "
         "(admins only; done in batches). Returns how many were archived."
     )
-    async def conversations_archive_older_than(self, info: Info, days: int) -> int:
+    async def conversations_archive_older_than(
+        self,
+        info: Info,
+        days: Annotated[
+            int, strawberry.argument(description="Idle time in days (last activity at least this long ago): 1 to 36,500.")
+        ],
+    ) -> int:
         principal = await info.context.principal()
         return await tag_service.archive_older_than(info.context.db, principal, days)
 

@@ -15,7 +15,7 @@ from threadline.conversations import loaders
 from threadline.graphql.context import Info
 from threadline.graphql.describe import describe_values
 from threadline.graphql.node import Node
-from threadline.graphql.pagination import Connection
+from threadline.graphql.pagination import PAGE_SIZE_LIMIT, After, Connection, First
 from threadline.ids import Kind, encode_id
 
 if TYPE_CHECKING:
@@ -157,7 +157,7 @@ class Conversation(Node):
 
     @strawberry.field(description="Threads (one per root message), most recent activity first.")
     async def threads(
-        self, info: Info, first: int | None = None, after: str | None = None
+        self, info: Info, first: First = None, after: After = None
     ) -> Connection[Annotated[Thread, strawberry.lazy("threadline.threads.types")]]:
         from threadline.threads.resolvers import conversation_threads
 
@@ -170,10 +170,25 @@ class Conversation(Node):
     async def messages(
         self,
         info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        limit: int | None = None,
-        offset: int | None = None,
+        first: Annotated[
+            int | None,
+            strawberry.argument(description=f"How many messages to return: 50 by default, {PAGE_SIZE_LIMIT}."),
+        ] = None,
+        after: After = None,
+        limit: Annotated[
+            int | None,
+            strawberry.argument(
+                description=f"Page size for offset paging (with `offset`): 50 by default, {PAGE_SIZE_LIMIT}. "
+                "Not with `first`/`after`."
+            ),
+        ] = None,
+        offset: Annotated[
+            int | None,
+            strawberry.argument(
+                description="Messages to skip from the oldest (0 by default, not negative), for offset paging. "
+                "Not with `first`/`after`; prefer cursors, which stay right while messages arrive."
+            ),
+        ] = None,
     ) -> Connection[Annotated[Message, strawberry.lazy("threadline.threads.types")]]:
         from threadline.threads.resolvers import conversation_messages
 
@@ -183,9 +198,12 @@ class Conversation(Node):
     async def runs(
         self,
         info: Info,
-        first: int | None = None,
-        after: str | None = None,
-        status: Annotated[RunStatus, strawberry.lazy("threadline.runs.types")] | None = None,  # type: ignore[valid-type]
+        first: First = None,
+        after: After = None,
+        status: Annotated[
+            Annotated[RunStatus, strawberry.lazy("threadline.runs.types")] | None,  # type: ignore[valid-type]
+            strawberry.argument(description="Only runs in this state; all runs when omitted."),
+        ] = None,
     ) -> Connection[Annotated[Run, strawberry.lazy("threadline.runs.types")]]:
         from threadline.runs.schema import conversation_runs
 

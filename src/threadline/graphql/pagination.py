@@ -7,7 +7,7 @@ import binascii
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 import orjson
 import strawberry
@@ -15,6 +15,18 @@ import strawberry
 from threadline.errors import bad_input
 
 T = TypeVar("T")
+
+# The `first`/`after` arguments of every connection, described once (defaults that differ say so themselves).
+PAGE_SIZE_LIMIT = "at most 100 (THREADLINE_PAGE_SIZE_MAX); more is BAD_USER_INPUT naming the limit"
+AFTER_DESCRIPTION = (
+    "Continue after this cursor: `pageInfo.endCursor` (or an edge's `cursor`) of a previous page of the same "
+    "list, with the same other arguments. Omit for the first page. Cursors are opaque; a malformed one is "
+    "BAD_USER_INPUT."
+)
+First = Annotated[
+    int | None, strawberry.argument(description=f"How many items to return: 20 by default, {PAGE_SIZE_LIMIT}.")
+]
+After = Annotated[str | None, strawberry.argument(description=AFTER_DESCRIPTION)]
 
 
 @strawberry.type(description="Relay page information.")

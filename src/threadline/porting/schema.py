@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
 import orjson
 import strawberry
@@ -51,7 +52,9 @@ class PortingQuery:
         description="A conversation in the Threadline export format (every branch of every thread, runs, code "
         "files extracted). The format is documented by a JSON Schema in the repository. Audited."
     )
-    async def conversation_export(self, info: Info, id: strawberry.ID) -> JSON:
+    async def conversation_export(
+        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="The conversation to export.")]
+    ) -> JSON:
         principal = await info.context.principal()
         return await exporter.export_conversation(info.context.db, principal, decode_id(id, Kind.CONVERSATION))  # type: ignore[return-value]
 
@@ -59,7 +62,13 @@ class PortingQuery:
         description="Everything a user owns or wrote, for a data-access request (admins for anyone, users for "
         "themselves). Large exports: use `threadline export --user`. Audited."
     )
-    async def user_export(self, info: Info, user_id: strawberry.ID) -> JSON:
+    async def user_export(
+        self,
+        info: Info,
+        user_id: Annotated[
+            strawberry.ID, strawberry.argument(description="The user whose data to export (`User.id`); yours, or anyone's for admins.")
+        ],
+    ) -> JSON:
         principal = await info.context.principal()
         chunks: list[bytes] = []
         await exporter.export_user(info.context.db, principal, decode_id(user_id, Kind.USER), chunks.append)
@@ -81,7 +90,14 @@ class PortingMutation:
         "owned by the caller. All or nothing: if any conversation is invalid, none is imported and the error lists "
         "them (extensions.failures). Re-importing the same source ids returns the earlier conversations."
     )
-    async def conversation_import(self, info: Info, input: ConversationImportInput) -> list[Conversation]:
+    async def conversation_import(
+        self,
+        info: Info,
+        input: Annotated[
+            ConversationImportInput,
+            strawberry.argument(description="The format, the decoded export file, and optionally a conversation to add to."),
+        ],
+    ) -> list[Conversation]:
         report = await _import(info, input, all_or_nothing=True)
         return await _readable(info, report.imported + report.existing)
 
@@ -89,7 +105,14 @@ class PortingMutation:
         description="Like conversationImport, but imports every valid conversation (each in its own transaction) "
         "and reports the refused ones instead of failing."
     )
-    async def conversation_import_report(self, info: Info, input: ConversationImportInput) -> ConversationImportReport:
+    async def conversation_import_report(
+        self,
+        info: Info,
+        input: Annotated[
+            ConversationImportInput,
+            strawberry.argument(description="The format, the decoded export file, and optionally a conversation to add to."),
+        ],
+    ) -> ConversationImportReport:
         report = await _import(info, input, all_or_nothing=False)
         return ConversationImportReport(
             conversations=await _readable(info, report.imported + report.existing),
@@ -108,7 +131,17 @@ class RetentionMutation:
         description="Set the tenant's retention (admins only): conversations deleted or inactive for longer than "
         "`retentionDays` are hard-deleted by a background job; null turns it off. Audited."
     )
-    async def tenant_retention_set(self, info: Info, retention_days: int | None) -> RetentionPolicy:
+    async def tenant_retention_set(
+        self,
+        info: Info,
+        retention_days: Annotated[
+            int | None,
+            strawberry.argument(
+                description="Days (1 to 36,500) a conversation may stay deleted or inactive before it is "
+                "hard-deleted; null: keep everything."
+            ),
+        ],
+    ) -> RetentionPolicy:
         principal = await info.context.principal()
         days = await retention.set_retention(info.context.db, principal, retention_days)
         return RetentionPolicy(retention_days=days)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
 import asyncpg
 import strawberry
@@ -19,6 +20,10 @@ from threadline.threads import resolvers, service, tree_service
 from threadline.threads.service import MessageDraft, path_ids
 from threadline.threads.types import Message, MessageInput, Thread, ThreadTree, UsageInput
 
+RootId = Annotated[
+    strawberry.ID, strawberry.argument(description="The id of the thread's root message (`Message.rootId`, `Thread.root`).")
+]
+NewMessage = Annotated[MessageInput, strawberry.argument(description="The message: content, role, model, usage.")]
 
 def _draft(input: MessageInput) -> MessageDraft:
     return MessageDraft(
@@ -52,7 +57,27 @@ class ThreadQuery:
         "at a descendant. Costs a constant number of SQL statements whatever the size of the tree."
     )
     async def thread_tree(
-        self, info: Info, root_id: strawberry.ID, max_depth: int | None = None, from_id: strawberry.ID | None = None
+        self,
+        info: Info,
+        root_id: Annotated[
+            strawberry.ID,
+            strawberry.argument(
+                description="Where the snapshot starts: a thread's root message, or any message for its subtree."
+            ),
+        ],
+        max_depth: Annotated[
+            int | None,
+            strawberry.argument(
+                description="Levels below the starting message to include (0: that message alone); all when omitted. "
+                "Not negative."
+            ),
+        ] = None,
+        from_id: Annotated[
+            strawberry.ID | None,
+            strawberry.argument(
+                description="Start at this descendant of `rootId` instead (its ancestry is still reported)."
+            ),
+        ] = None,
     ) -> ThreadTree:
         principal = await info.context.principal()
         if max_depth is not None and max_depth < 0:
@@ -63,14 +88,16 @@ class ThreadQuery:
         return await resolvers.thread_tree(info, read)
 
     @strawberry.field(description="A message the caller may read.")
-    async def message(self, info: Info, id: strawberry.ID) -> Message | None:
+    async def message(
+        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="The message's id.")]
+    ) -> Message | None:
         principal = await info.context.principal()
         row = await service.readable_message(info.context.db, principal, decode_id(id, Kind.MESSAGE))
         (path,) = await path_ids(info.context.db, principal.tenant_id, [row])
         return Message.from_row(row, path)
 
     @strawberry.field(description="A thread by its root message id, with the caller's unread count.")
-    async def thread(self, info: Info, root_id: strawberry.ID) -> Thread | None:
+    async def thread(self, info: Info, root_id: RootId) -> Thread | None:
         principal = await info.context.principal()
         db = info.context.db
         root = await service.readable_message(db, principal, decode_id(root_id, Kind.MESSAGE))
@@ -84,7 +111,13 @@ class ThreadQuery:
 class ThreadMutation:
     @strawberry.mutation(description="Start a thread: a new root message in a conversation the caller may write to.")
     async def thread_start(
-        self, info: Info, conversation_id: strawberry.ID, input: MessageInput, client_mutation_id: ClientMutationId = None
+        self,
+        info: Info,
+        conversation_id: Annotated[
+            strawberry.ID, strawberry.argument(description="The conversation to start the thread in (`Conversation.id`).")
+        ],
+        input: NewMessage,
+        client_mutation_id: ClientMutationId = None,
     ) -> Message:
         principal = await info.context.principal()
         settings = info.context.settings
@@ -103,7 +136,16 @@ class ThreadMutation:
 
     @strawberry.mutation(description="Reply to any message (several replies to one message make branches).")
     async def message_reply(
-        self, info: Info, parent_id: strawberry.ID, input: MessageInput, client_mutation_id: ClientMutationId = None
+        self,
+        info: Info,
+        parent_id: Annotated[
+            strawberry.ID,
+            strawberry.argument(
+                description="The message replied to; replies nest at most 1000 levels deep (THREADLINE_THREAD_MAX_DEPTH)."
+            ),
+        ],
+        input: NewMessage,
+        client_mutation_id: ClientMutationId = None,
     ) -> Message:
         principal = await info.context.principal()
         settings = info.context.settings
@@ -120,7 +162,14 @@ class ThreadMutation:
         return Message.from_row(row, path)
 
     @strawberry.mutation(description="Edit your own message; the previous version is kept in `edits`.")
-    async def message_edit(self, info: Info, id: strawberry.ID, content: str) -> Message:
+    async def message_edit(
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The message to edit (yours).")],
+        content: Annotated[
+            str, strawberry.argument(description="The new text: non-empty, at most 1 MiB (THREADLINE_MESSAGE_MAX_BYTES).")
+        ],
+    ) -> Message:
         principal = await info.context.principal()
         row, path = await service.edit(
             info.context.db, info.context.settings, principal, decode_id(id, Kind.MESSAGE), content
@@ -131,13 +180,15 @@ class ThreadMutation:
         description="Delete a message (author, or the conversation's owner): its content is removed, the node "
         "stays as a tombstone so replies remain reachable."
     )
-    async def message_delete(self, info: Info, id: strawberry.ID) -> Message:
+    async def message_delete(
+        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="The message to delete.")]
+    ) -> Message:
         principal = await info.context.principal()
         row, path = await service.delete(info.context.db, principal, decode_id(id, Kind.MESSAGE))
         return Message.from_row(row, path)
 
     @strawberry.mutation(description="Mark a thread read up to its latest message, for the caller.")
-    async def thread_mark_read(self, info: Info, root_id: strawberry.ID) -> Thread:
+    async def thread_mark_read(self, info: Info, root_id: RootId) -> Thread:
         principal = await info.context.principal()
         row = await service.mark_read(info.context.db, principal, decode_id(root_id, Kind.MESSAGE))
         return Thread.from_row(row)
@@ -152,7 +203,19 @@ class MessageStreamMutation:
         "themselves): stored as the next chunk and published as `message.delta`. CONFLICT once it is finished "
         "or while a run writes it."
     )
-    async def message_append(self, info: Info, id: strawberry.ID, delta: str) -> Message:
+    async def message_append(
+        self,
+        info: Info,
+        id: Annotated[
+            strawberry.ID, strawberry.argument(description="The unfinished ASSISTANT message you are streaming.")
+        ],
+        delta: Annotated[
+            str,
+            strawberry.argument(
+                description="Text to add at the end; the whole message stays within 1 MiB (THREADLINE_MESSAGE_MAX_BYTES)."
+            ),
+        ],
+    ) -> Message:
         principal = await info.context.principal()
         row = await output.client_append(
             info.context.db, info.context.settings, principal, decode_id(id, Kind.MESSAGE), delta
@@ -163,7 +226,14 @@ class MessageStreamMutation:
         description="Finish an ASSISTANT message you streamed: records `usage` (added to the conversation's "
         "tokenCount) and publishes `message.done`. Nothing can be appended afterwards."
     )
-    async def message_finish(self, info: Info, id: strawberry.ID, usage: UsageInput | None = None) -> Message:
+    async def message_finish(
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The ASSISTANT message you streamed.")],
+        usage: Annotated[
+            UsageInput | None, strawberry.argument(description="Its token usage, if the model reported it.")
+        ] = None,
+    ) -> Message:
         principal = await info.context.principal()
         final = (
             output.Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0) if usage is not None else None
