@@ -57,41 +57,38 @@ class SearchFilters:
 Position = tuple[float, datetime, uuid.UUID]
 
 
+def _bind(params: list[Any], value: Any) -> str:
+    """Add `value` to the statement's parameters; returns its placeholder (`$n`)."""
+    params.append(value)
+    return f"${len(params)}"
+
+
 def _conversation_filters(principal: Principal, f: SearchFilters, params: list[Any]) -> str:
     where = [visibility_sql(principal, params)]
-    params.append(list(f.statuses))
-    where.append(f"c.status = ANY(${len(params)}::varchar[])")
+    where.append(f"c.status = ANY({_bind(params, list(f.statuses))}::varchar[])")
     if f.tags:
-        params.append(f.tags)
-        where.append(f"c.tags @> ${len(params)}::varchar[]")
+        where.append(f"c.tags @> {_bind(params, f.tags)}::varchar[]")
     if f.owner_id is not None:
-        params.append(f.owner_id)
-        where.append(f"c.owner_id = ${len(params)}")
+        where.append(f"c.owner_id = {_bind(params, f.owner_id)}")
     if f.ai_provider is not None:
-        params.append(f.ai_provider)
-        where.append(f"lower(c.ai_provider) = lower(${len(params)})")
+        where.append(f"lower(c.ai_provider) = lower({_bind(params, f.ai_provider)})")
     if f.min_messages is not None:
-        params.append(f.min_messages)
-        where.append(f"c.message_count >= ${len(params)}")
+        where.append(f"c.message_count >= {_bind(params, f.min_messages)}")
     # A conversation is in the window when it was alive during it: created before the end,
     # active after the start.
     if f.since is not None:
-        params.append(f.since)
-        where.append(f"c.last_activity_at >= ${len(params)}")
+        where.append(f"c.last_activity_at >= {_bind(params, f.since)}")
     if f.until is not None:
-        params.append(f.until)
-        where.append(f"c.created_at < ${len(params)}")
+        where.append(f"c.created_at < {_bind(params, f.until)}")
     return " AND ".join(where)
 
 
 def _message_window(f: SearchFilters, params: list[Any]) -> str:
     where = []
     if f.since is not None:
-        params.append(f.since)
-        where.append(f"m.created_at >= ${len(params)}")
+        where.append(f"m.created_at >= {_bind(params, f.since)}")
     if f.until is not None:
-        params.append(f.until)
-        where.append(f"m.created_at < ${len(params)}")
+        where.append(f"m.created_at < {_bind(params, f.until)}")
     return "".join(f" AND {w}" for w in where)
 
 
@@ -117,8 +114,7 @@ def _message_matches_sql(
 ) -> str:
     """Matching messages of readable, filtered conversations: all of them, or under `cap` only the
     most recent matches among the tenant's newest messages (an index-order scan, not the GIN index)."""
-    params.append(principal.tenant_id)
-    tenant = f"${len(params)}"
+    tenant = _bind(params, principal.tenant_id)
     window = _message_window(f, params)
     if cap is None:
         return f"""SELECT m.conversation_id, m.id, m.search_vector, m.created_at
@@ -143,8 +139,7 @@ def _hits_sql(
     params: list[Any],
 ) -> str:
     """Best score per matching conversation and its best-matching message (if any), unordered."""
-    params.append(query)
-    q = f"${len(params)}::tsquery"
+    q = f"{_bind(params, query)}::tsquery"
     conversations = _conversation_filters(principal, f, params)
     message_branch = ""
     if messages:
@@ -171,8 +166,7 @@ async def recent_message_matches(
 ) -> int:
     """How many matches (at most cap[1]) the newest cap[0] messages of the tenant hold for the caller."""
     params: list[Any] = []
-    params.append(query)
-    q = f"${len(params)}::tsquery"
+    q = f"{_bind(params, query)}::tsquery"
     conversations = _conversation_filters(principal, filters, params)
     matches = _message_matches_sql(principal, filters, q, conversations, cap, params)
     return int(await db.fetchval(f"SELECT count(*) FROM ({matches}) m", *params))
