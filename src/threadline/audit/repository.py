@@ -9,6 +9,7 @@ from typing import Any
 import asyncpg
 
 from threadline.db import Executor
+from threadline.db.repository import older_than
 
 AUDIT_COLUMNS = "id, tenant_id, actor_id, action, target_kind, target_id, details, created_at"
 
@@ -60,9 +61,7 @@ async def entries_page(
 ) -> list[asyncpg.Record]:
     """Newest first."""
     where, params = _filters(tenant_id, action, actor_id, target_id)
-    if after is not None:
-        params.extend(after)
-        where += f" AND (created_at, id) < (${len(params) - 1}, ${len(params)})"
+    where += older_than("created_at, id", after, params)
     params.append(limit)
     return await db.fetch(
         f"SELECT {AUDIT_COLUMNS} FROM audit_log WHERE {where} ORDER BY created_at DESC, id DESC LIMIT ${len(params)}",

@@ -11,6 +11,7 @@ import asyncpg
 from threadline.auth.principal import Principal
 from threadline.conversations.access_rule import reach
 from threadline.db import Executor
+from threadline.db.repository import older_than
 
 CONVERSATION_COLUMNS = """c.id, c.tenant_id, c.owner_id, c.title, c.description, c.tags, c.status,
     c.session_id, c.ai_provider, c.model, c.max_history_messages, c.message_count, c.token_count,
@@ -122,9 +123,7 @@ async def list_conversations(
 ) -> list[asyncpg.Record]:
     params: list[Any] = []
     where = _list_filters(principal, status, tags, params)
-    if after is not None:
-        params.extend(after)
-        where += f" AND (c.last_activity_at, c.id) < (${len(params) - 1}, ${len(params)})"
+    where += older_than("c.last_activity_at, c.id", after, params)
     params.append(limit)
     return await db.fetch(
         f"""SELECT {CONVERSATION_COLUMNS} FROM conversation c WHERE {where}

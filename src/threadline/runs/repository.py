@@ -11,6 +11,7 @@ from typing import Any
 import asyncpg
 
 from threadline.db import Executor
+from threadline.db.repository import older_than
 from threadline.runs.transitions import ACTIVE, EXECUTING, STAMP, RunStatus, StepStatus
 
 RUN_COLUMNS = """r.id, r.tenant_id, r.conversation_id, r.message_id, r.root_id, r.output_message_id, r.created_by,
@@ -137,9 +138,7 @@ async def runs_page(
     if status is not None:
         params.append(status)
         where += f" AND r.status = ${len(params)}"
-    if after is not None:
-        params.extend(after)
-        where += f" AND (r.created_at, r.id) < (${len(params) - 1}, ${len(params)})"
+    where += older_than("r.created_at, r.id", after, params)
     params.append(limit)
     return await db.fetch(
         f"SELECT {RUN_COLUMNS} FROM run r WHERE {where} ORDER BY r.created_at DESC, r.id DESC LIMIT ${len(params)}",

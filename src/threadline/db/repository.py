@@ -1,0 +1,17 @@
+"""SQL fragments shared by the domain repositories (the statements themselves stay in each domain's
+`repository.py`)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+
+def older_than(columns: str, after: Sequence[Any] | None, params: list[Any]) -> str:
+    """The keyset condition of a newest-first page: ` AND (columns) < ($n-1, $n)`, binding the (time, id)
+    of the previous page's last row into `params`; "" for the first page. One home for the rule, so that
+    every newest-first list pages the same way (strictly after the cursor, ties broken by id)."""
+    if after is None:
+        return ""
+    params.extend(after)
+    return f" AND ({columns}) < (${len(params) - 1}, ${len(params)})"
