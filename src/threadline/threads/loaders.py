@@ -85,28 +85,33 @@ async def message_count(info: Info, conversation_id: uuid.UUID) -> int:
     return await _per_conversation_count(info, "message-counts", repo.count_messages, conversation_id)
 
 
-async def chunks(info: Info, message_id: uuid.UUID) -> list[asyncpg.Record]:
-    """A message's streamed chunks in order, charged to the operation's response bytes."""
+async def _texts_per_message(
+    info: Info,
+    name: str,
+    fetch: Callable[[Executor, uuid.UUID, list[uuid.UUID]], Awaitable[list[asyncpg.Record]]],
+    message_id: uuid.UUID,
+    overhead: int,
+) -> list[asyncpg.Record]:
+    """A message's rows of text from `fetch` (one statement for every message asked), charged to the
+    operation's response bytes: each row's content plus `overhead` for its other fields."""
     principal = await info.context.principal()
     db = info.context.db
     loader = grouped_loader(
-        info, "chunks", lambda ids: repo.chunks_of(db, principal.tenant_id, ids), key=lambda r: r["message_id"]
+        info, name, lambda ids: fetch(db, principal.tenant_id, ids), key=lambda r: r["message_id"]
     )
     rows = await loader.load(message_id)
-    budget.charge_bytes(sum(len(r["content"]) + 80 for r in rows))
+    budget.charge_bytes(sum(len(r["content"]) + overhead for r in rows))
     return rows
+
+
+async def chunks(info: Info, message_id: uuid.UUID) -> list[asyncpg.Record]:
+    """A message's streamed chunks in order, charged to the operation's response bytes."""
+    return await _texts_per_message(info, "chunks", repo.chunks_of, message_id, overhead=80)
 
 
 async def edits(info: Info, message_id: uuid.UUID) -> list[asyncpg.Record]:
     """A message's earlier versions, oldest first, charged to the operation's response bytes."""
-    principal = await info.context.principal()
-    db = info.context.db
-    loader = grouped_loader(
-        info, "edits", lambda ids: repo.edits_of(db, principal.tenant_id, ids), key=lambda r: r["message_id"]
-    )
-    rows = await loader.load(message_id)
-    budget.charge_bytes(sum(len(r["content"]) + 60 for r in rows))
-    return rows
+    return await _texts_per_message(info, "edits", repo.edits_of, message_id, overhead=60)
 
 
 async def thread_children(
