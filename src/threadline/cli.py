@@ -174,6 +174,9 @@ def build_parser() -> argparse.ArgumentParser:
     from threadline.porting.commands import add_commands as add_porting_commands
 
     add_porting_commands(sub)
+    from threadline.documents.commands import add_commands as add_document_commands
+
+    add_document_commands(sub)
     return parser
 
 

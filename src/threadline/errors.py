@@ -17,6 +17,7 @@ class ErrorCode(StrEnum):
     CURSOR_EXPIRED = "CURSOR_EXPIRED"
     SLOW_CONSUMER = "SLOW_CONSUMER"
     UNAVAILABLE = "UNAVAILABLE"
+    PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
 
 
 # What `extensions.retryAfter` (and the Retry-After header) of an UNAVAILABLE answer says: a PostgreSQL

@@ -199,6 +199,12 @@ class Settings:
     query_max_messages: int = 25_000
     response_max_bytes: int = 64 * 1024 * 1024
     request_max_bytes: int = 10 * 1024 * 1024
+    # Persisted documents (graphql/persisted.py): automatic persisted queries kept in the database (least
+    # recently used evicted beyond the count; a longer text runs but is not kept), and trusted-documents mode
+    # (only documents registered with `threadline documents register` run).
+    persisted_documents_max: int = 10_000
+    persisted_document_max_bytes: int = 100_000
+    trusted_documents: bool = False
     ws_max_message_bytes: int = 1024 * 1024
     introspection: bool = True
     cors_origins: tuple[str, ...] = ()
@@ -331,6 +337,11 @@ class Settings:
             query_max_messages=_env_int("THREADLINE_QUERY_MAX_MESSAGES", cls.query_max_messages),
             response_max_bytes=_env_int("THREADLINE_RESPONSE_MAX_BYTES", cls.response_max_bytes),
             request_max_bytes=_env_int("THREADLINE_REQUEST_MAX_BYTES", cls.request_max_bytes),
+            persisted_documents_max=_env_int("THREADLINE_PERSISTED_DOCUMENTS_MAX", cls.persisted_documents_max),
+            persisted_document_max_bytes=_env_int(
+                "THREADLINE_PERSISTED_DOCUMENT_MAX_BYTES", cls.persisted_document_max_bytes
+            ),
+            trusted_documents=_env_bool("THREADLINE_TRUSTED_DOCUMENTS", cls.trusted_documents),
             ws_max_message_bytes=_env_int("THREADLINE_WS_MAX_MESSAGE_BYTES", cls.ws_max_message_bytes),
             introspection=_env_bool("THREADLINE_INTROSPECTION", cls.introspection),
             cors_origins=_env_list("THREADLINE_CORS_ORIGINS", cls.cors_origins),

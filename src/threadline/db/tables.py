@@ -5,6 +5,7 @@ from piccolo.table import Table
 from threadline.audit.tables import AuditLog
 from threadline.auth.tables import ApiKey, AppUser, ErasedSubject, Tenant
 from threadline.conversations.tables import Conversation, Invite, Participant
+from threadline.documents.tables import PersistedDocument
 from threadline.events.tables import StreamEvent, StreamState
 from threadline.idempotency.tables import IdempotencyKey
 from threadline.porting.tables import ImportSource, MessageAttachment
@@ -44,4 +45,5 @@ ALL_TABLES: tuple[type[Table], ...] = (
     RateLimitAssignment,
     RateLimitBucket,
     IdempotencyKey,
+    PersistedDocument,
 )

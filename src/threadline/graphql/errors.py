@@ -41,6 +41,9 @@ _VALUE_DESCRIPTIONS = {
     ErrorCode.UNAVAILABLE: "The database cannot be reached (an outage or a restart), or the server is shutting "
     "down. HTTP 503 (a new WebSocket closes with 1013); retry after `extensions.retryAfter` seconds. A mutation "
     "cut off this way may or may not have taken effect.",
+    ErrorCode.PERSISTED_QUERY_NOT_FOUND: "The persisted document named by `extensions.persistedQuery.sha256Hash` "
+    "or `documentId` is not known (message `PersistedQueryNotFound`, HTTP 200): send the query text with the "
+    "hash once (Apollo's and urql's persisted-query links do), or, in trusted-documents mode, register it.",
 }
 for _value in ErrorCodeEnum.__strawberry_definition__.values:  # type: ignore[attr-defined]
     _value.description = _VALUE_DESCRIPTIONS.get(_value.value, _value.description)
