@@ -19,7 +19,6 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
-from strawberry.exceptions import ConnectionRejectionError
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
@@ -33,6 +32,7 @@ from threadline.db.database import database_unavailable
 from threadline.errors import UNAVAILABLE_RETRY_AFTER_SECONDS, ErrorCode, ThreadlineError
 from threadline.graphql import persisted, request_json
 from threadline.graphql.context import Context
+from threadline.graphql.socket_auth import SocketRefused, connection_authorization
 from threadline.streaming.sessions import SocketSession
 from threadline.streaming.transport import enter_operation
 
@@ -190,6 +190,8 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     async def handle_connection_init(self, message: ConnectionInitMessage) -> None:
         try:
             await super().handle_connection_init(message)
+        except SocketRefused as exc:
+            await self.websocket.close(code=exc.code, reason=exc.reason)
         except Exception as exc:
             if not database_unavailable(exc):
                 raise
@@ -324,10 +326,9 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
         return context
 
     async def on_ws_connect(self, context: Context) -> dict[str, object] | None:
-        """Authenticate the socket from `connection_init` ({"authorization": "Bearer ..."}); 4403 otherwise."""
-        params = context.connection_params if isinstance(context.connection_params, dict) else {}
-        authorization = params.get("authorization") or params.get("Authorization")
-        context.authorization = authorization if isinstance(authorization, str) else None
+        """Authenticate the socket from `connection_init` ({"authorization": "Bearer ..."} and the other names
+        graphql.socket_auth accepts); otherwise closed with 4403 and a reason naming the cause."""
+        context.authorization = connection_authorization(context.connection_params)
         try:
             principal = await context.principal()
             if isinstance(context.request, WebSocket):
@@ -339,7 +340,7 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
                 context.forget_principal()
                 await context.principal()
         except ThreadlineError as exc:
-            raise ConnectionRejectionError({"code": exc.code.value, "message": exc.message}) from exc
+            raise SocketRefused(exc.message) from exc
         expires = token_expiry(context.authorization)
         if expires is not None and isinstance(context.request, WebSocket):
             context.request.scope.setdefault("state", {})["token_expiry"] = asyncio.create_task(
