@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from tests.harness import TEST_JWT_SECRET, Actor, Loop, ServerThread, free_port, test_settings
+from tests.ws import WsClient
 
 THREADLINE = [sys.executable, "-m", "threadline.cli"]
 
@@ -304,3 +305,31 @@ def test_register_cli_reads_both_manifest_formats_and_is_idempotent(
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"format": "something-else", "version": 1, "operations": []}))
     assert register(dsn, bad).returncode == 2
+
+
+def ws_result(client: WsClient, query: str) -> dict[str, Any]:
+    """A query's result over graphql-transport-ws ({"data"} or {"errors"})."""
+    op_id = client.subscribe(query, op_id=uuid.uuid4().hex[:8])
+    result: dict[str, Any] = {}
+    while True:
+        message = client.receive(timeout=30)
+        if message.get("id") != op_id:
+            continue
+        if message["type"] == "error":
+            return {"errors": message["payload"]}
+        if message["type"] == "next":
+            result = message["payload"]
+        elif message["type"] == "complete":
+            return result
+
+
+def test_trusted_mode_holds_on_websockets_too(admin: Actor, trusted: ServerThread, tmp_path: Path, dsn: str) -> None:
+    query = viewer_query()
+    client = WsClient(trusted.ws_url, admin.api_key)
+    try:
+        refused = ws_result(client, query)
+        assert refused["errors"][0]["extensions"]["reason"] == "untrustedDocument", refused
+        assert register(dsn, apollo_manifest(tmp_path, query)).returncode == 0
+        assert ws_result(client, query)["data"]["viewer"]["id"] == admin.user_id
+    finally:
+        client.close()
