@@ -67,66 +67,39 @@ def format_error(error: GraphQLError, request_id: str | None) -> GraphQLError:
     return formatted
 
 
+def _at(error: GraphQLError, message: str, extensions: dict[str, object]) -> GraphQLError:
+    """The client's error in place of `error`: the same nodes, source, positions and path, no original error
+    (what the client sees is the message and the extensions, never the exception behind them)."""
+    return GraphQLError(message, error.nodes, error.source, error.positions, error.path, None, extensions)
+
+
 def _client_error(error: GraphQLError, request_id: str | None) -> GraphQLError:
     original = error.original_error
     if isinstance(original, ThreadlineError):
-        extensions = {"code": original.code.value, **original.extensions}
-        return GraphQLError(
-            original.message, error.nodes, error.source, error.positions, error.path, None, extensions
-        )
+        return _at(error, original.message, {"code": original.code.value, **original.extensions})
     if original is None:
         # Parse and validation errors from graphql-core (unknown fields, bad enum values, ...).
         extensions = dict(error.extensions or {})
         extensions.setdefault("code", ErrorCode.BAD_USER_INPUT.value)
-        return GraphQLError(
-            error.message, error.nodes, error.source, error.positions, error.path, None, extensions
-        )
+        return _at(error, error.message, extensions)
     if isinstance(original, GraphQLError) and original.original_error is None:
         # Coercion errors of variables and arguments are the client's.
-        return GraphQLError(
-            error.message,
-            error.nodes,
-            error.source,
-            error.positions,
-            error.path,
-            None,
-            {"code": ErrorCode.BAD_USER_INPUT.value},
-        )
+        return _at(error, error.message, {"code": ErrorCode.BAD_USER_INPUT.value})
     if getattr(original, "sqlstate", None) in _UNSTORABLE_TEXT:
         # PostgreSQL text cannot hold NUL: whichever string field carried it, the input is the client's error
         # (and the statement failed, so nothing was written).
-        return GraphQLError(
-            "Text must not contain NUL (\\u0000) characters",
-            error.nodes,
-            error.source,
-            error.positions,
-            error.path,
-            None,
-            {"code": ErrorCode.BAD_USER_INPUT.value},
-        )
+        return _at(error, "Text must not contain NUL (\\u0000) characters", {"code": ErrorCode.BAD_USER_INPUT.value})
     if database_unavailable(original):
         log.warning("database unavailable (request %s) at %s: %r", request_id, error.path, original)
-        return GraphQLError(
+        return _at(
+            error,
             "The database is unavailable; retry later",
-            error.nodes,
-            error.source,
-            error.positions,
-            error.path,
-            None,
             {"code": ErrorCode.UNAVAILABLE.value, "retryAfter": UNAVAILABLE_RETRY_AFTER_SECONDS},
         )
     log.error(
         "internal error (request %s) at %s", request_id, error.path, exc_info=original
     )
-    return GraphQLError(
-        "Internal server error",
-        error.nodes,
-        error.source,
-        error.positions,
-        error.path,
-        None,
-        {"code": ErrorCode.INTERNAL.value, "requestId": request_id},
-    )
+    return _at(error, "Internal server error", {"code": ErrorCode.INTERNAL.value, "requestId": request_id})
 
 
 class ErrorCodes(SchemaExtension):
