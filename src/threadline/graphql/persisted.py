@@ -30,7 +30,7 @@ import logging
 import re
 import weakref
 from collections import OrderedDict
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -110,30 +110,30 @@ def _document(row: Any) -> Document | None:
     return Document(row["id"], row["sha256"], row["body"], row["pinned"])
 
 
-async def find_by_sha256(db: Any, sha256: str, *, pinned: bool) -> Document | None:
+async def _find(
+    db: Any, kind: str, key: str, fetch: Callable[[Any, str], Awaitable[Any]], *, pinned: bool
+) -> Document | None:
+    """The document under `key` (`kind` "sha" or "id"): from the process's cache, else from the database
+    (`fetch`), which also refreshes a cached copy that is not pinned when a pinned one is asked for."""
     cache = cache_for(db)
-    doc = cache.get("sha", sha256)
+    doc = cache.get(kind, key)
     if doc is None or (pinned and not doc.pinned):
-        doc = _document(await repository.by_sha256(db, sha256))
+        doc = _document(await fetch(db, key))
         if doc is not None:
             cache.put(doc)
     if doc is None or (pinned and not doc.pinned):
         return None
     return doc
+
+
+async def find_by_sha256(db: Any, sha256: str, *, pinned: bool) -> Document | None:
+    return await _find(db, "sha", sha256, repository.by_sha256, pinned=pinned)
 
 
 async def find_by_id(db: Any, doc_id: str, *, pinned: bool) -> Document | None:
     if doc_id.startswith("sha256:") and _SHA256.fullmatch(doc_id[7:]):
         return await find_by_sha256(db, doc_id[7:].lower(), pinned=pinned)
-    cache = cache_for(db)
-    doc = cache.get("id", doc_id)
-    if doc is None or (pinned and not doc.pinned):
-        doc = _document(await repository.by_id(db, doc_id))
-        if doc is not None:
-            cache.put(doc)
-    if doc is None or (pinned and not doc.pinned):
-        return None
-    return doc
+    return await _find(db, "id", doc_id, repository.by_id, pinned=pinned)
 
 
 async def lift_document_ids(data: Any, request: Any) -> Any:
