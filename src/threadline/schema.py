@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Annotated
+
 import strawberry
 from strawberry.tools import merge_types
 
@@ -13,6 +15,7 @@ from threadline.conversations.types import Conversation
 from threadline.graphql.base_schema import ThreadlineSchema
 from threadline.graphql.budget import OutputBudgets
 from threadline.graphql.context import Info
+from threadline.graphql.describe import describe_type
 from threadline.graphql.errors import ErrorCodeEnum, ErrorCodes, SqlStatementCount
 from threadline.graphql.limits import query_limits
 from threadline.graphql.node import Node, resolve_node
@@ -36,7 +39,11 @@ from threadline.threads.types import Message, Thread
 @strawberry.type
 class NodeQuery:
     @strawberry.field(description="Any object by its global id, or null if it does not exist or is not visible.")
-    async def node(self, info: Info, id: strawberry.ID) -> Node | None:
+    async def node(
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="Any object's global id (the `id` of a Node).")],
+    ) -> Node | None:
         # Each domain's schema.py registers its kinds (graphql/node.py).
         return await resolve_node(info, id)
 
@@ -70,6 +77,16 @@ Mutation = merge_types(
     ),
 )
 Subscription = merge_types("Subscription", (StreamSubscription,))
+describe_type(Query, "Reads. Every field needs credentials (`Authorization: Bearer <API key or JWT>`) and sees only the caller's tenant.")
+describe_type(
+    Mutation,
+    "Writes. Mutations that create accept a `clientMutationId` (idempotency key) so a retry after an ambiguous "
+    "failure does not create twice.",
+)
+describe_type(
+    Subscription,
+    "Live event streams; after a disconnect, resubscribe with `since` (the last event's `cursor`) to miss nothing.",
+)
 
 
 def build_schema(fast_execution: bool = True) -> strawberry.Schema:

@@ -20,3 +20,8 @@ def describe_values(enum: type[Enum], descriptions: Mapping[str, str]) -> None:
         raise ValueError(f"{definition.name}: values without a description {sorted(missing)}, unknown {sorted(unknown)}")
     for value in definition.values:
         value.description = descriptions[value.name]
+
+
+def describe_type(cls: type, description: str) -> None:
+    """Describes a type built by `merge_types` (the root types), which takes no description of its own."""
+    cls.__strawberry_definition__.description = description  # type: ignore[attr-defined]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Annotated
 
 import strawberry
 
@@ -35,7 +36,14 @@ class PresenceMutation:
         description="Report the caller alive (default ONLINE). Status changes are announced as "
         "`presence.update`; silence longer than the presence timeout turns the caller OFFLINE."
     )
-    async def presence_heartbeat(self, info: Info, status: PresenceStatus | None = PresenceStatus.ONLINE) -> bool:
+    async def presence_heartbeat(
+        self,
+        info: Info,
+        status: Annotated[
+            PresenceStatus | None,
+            strawberry.argument(description="What to report: ONLINE by default, AWAY when idle, OFFLINE when leaving."),
+        ] = PresenceStatus.ONLINE,
+    ) -> bool:
         principal = await info.context.principal()
         await service.heartbeat(
             info.context.db, principal.tenant_id, principal.user_id, (status or PresenceStatus.ONLINE).value
@@ -47,7 +55,19 @@ class PresenceMutation:
         "thread. It expires after a few seconds without renewal (`typing.update` isTyping=false)."
     )
     async def typing_set(
-        self, info: Info, conversation_id: strawberry.ID, is_typing: bool, root_id: strawberry.ID | None = None
+        self,
+        info: Info,
+        conversation_id: Annotated[
+            strawberry.ID, strawberry.argument(description="The conversation typed in (`Conversation.id`).")
+        ],
+        is_typing: Annotated[
+            bool,
+            strawberry.argument(description="true starts or renews the indicator (it lapses after 5 s without renewal); false stops it."),
+        ],
+        root_id: Annotated[
+            strawberry.ID | None,
+            strawberry.argument(description="The root message of the thread typed in; omitted: the conversation as a whole."),
+        ] = None,
     ) -> bool:
         principal = await info.context.principal()
         return await service.set_typing(

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 from graphql import ExecutionResult as GraphQLExecutionResult
@@ -117,7 +117,14 @@ class RateLimitQuery:
     @strawberry.field(
         description="The budgets that apply to a user (the caller by default; other users: admins only)."
     )
-    async def rate_limit(self, info: Info, user_id: strawberry.ID | None = None) -> EffectiveRateLimit:
+    async def rate_limit(
+        self,
+        info: Info,
+        user_id: Annotated[
+            strawberry.ID | None,
+            strawberry.argument(description="The user (`User.id`); the caller when omitted. Others' need an admin."),
+        ] = None,
+    ) -> EffectiveRateLimit:
         principal = await info.context.principal()
         uid = decode_id(user_id, Kind.USER) if user_id is not None else principal.user_id
         row = await service.effective_profile(info.context.db, principal, uid)
@@ -127,7 +134,16 @@ class RateLimitQuery:
 @strawberry.type
 class RateLimitMutation:
     @strawberry.mutation(description="Create a rate-limit profile (admins only); effective at once.")
-    async def rate_limit_profile_create(self, info: Info, input: RateLimitProfileCreateInput) -> RateLimitProfile:
+    async def rate_limit_profile_create(
+        self,
+        info: Info,
+        input: Annotated[
+            RateLimitProfileCreateInput,
+            strawberry.argument(
+                description="The profile's name and budgets; budgets left out take the server's built-in values."
+            ),
+        ],
+    ) -> RateLimitProfile:
         principal = await info.context.principal()
         settings = info.context.settings
         built_in = dict(zip(BUDGET_FIELDS, service.built_in(settings), strict=True))
@@ -139,7 +155,13 @@ class RateLimitMutation:
         description="Change a rate-limit profile (admins only); every process applies it to the next request."
     )
     async def rate_limit_profile_update(
-        self, info: Info, id: strawberry.ID, input: RateLimitProfileUpdateInput
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The profile to change (`RateLimitProfile.id`).")],
+        input: Annotated[
+            RateLimitProfileUpdateInput,
+            strawberry.argument(description="The values to change; fields left out keep their value."),
+        ],
     ) -> RateLimitProfile:
         principal = await info.context.principal()
         pid = decode_id(id, Kind.RATE_LIMIT_PROFILE)
@@ -150,7 +172,11 @@ class RateLimitMutation:
     @strawberry.mutation(
         description="Delete a rate-limit profile (admins only); its users fall back to the tenant default."
     )
-    async def rate_limit_profile_delete(self, info: Info, id: strawberry.ID) -> bool:
+    async def rate_limit_profile_delete(
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The profile to delete (`RateLimitProfile.id`).")],
+    ) -> bool:
         principal = await info.context.principal()
         return await service.delete_profile(info.context.db, principal, decode_id(id, Kind.RATE_LIMIT_PROFILE))
 
@@ -159,7 +185,13 @@ class RateLimitMutation:
         "tenant default; effective at once."
     )
     async def rate_limit_profile_assign(
-        self, info: Info, user_id: strawberry.ID, profile_id: strawberry.ID | None = None
+        self,
+        info: Info,
+        user_id: Annotated[strawberry.ID, strawberry.argument(description="The user to assign (`User.id`).")],
+        profile_id: Annotated[
+            strawberry.ID | None,
+            strawberry.argument(description="The profile (`RateLimitProfile.id`); null or omitted: the tenant default."),
+        ] = None,
     ) -> EffectiveRateLimit:
         principal = await info.context.principal()
         uid = decode_id(user_id, Kind.USER)

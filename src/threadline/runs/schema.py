@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from typing import Annotated
 
 import strawberry
 
@@ -49,7 +50,9 @@ async def conversation_runs(
 @strawberry.type
 class RunQuery:
     @strawberry.field(description="A run in a conversation the caller may read (NOT_FOUND otherwise).")
-    async def run(self, info: Info, id: strawberry.ID) -> Run | None:
+    async def run(
+        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="The run's id (`Run.id`).")]
+    ) -> Run | None:
         principal = await info.context.principal()
         return Run.from_row(await service.readable_run(info.context.db, principal, decode_id(id, Kind.RUN)))
 
@@ -61,7 +64,15 @@ class RunMutation:
         "as `message.delta` events and ending with `message.done`. Needs write access; CONFLICT if the message "
         "already has an active run; RATE_LIMITED beyond the per-user cap of active runs."
     )
-    async def run_create(self, info: Info, input: RunCreateInput, client_mutation_id: ClientMutationId = None) -> Run:
+    async def run_create(
+        self,
+        info: Info,
+        input: Annotated[
+            RunCreateInput,
+            strawberry.argument(description="The message to answer, and optionally the provider, model and instructions."),
+        ],
+        client_mutation_id: ClientMutationId = None,
+    ) -> Run:
         principal = await info.context.principal()
         settings = info.context.settings
         spec = RunSpec(
@@ -88,7 +99,9 @@ class RunMutation:
         "worker stops within a second, keeping the partial output (forced to CANCELLED if its worker is gone). "
         "CONFLICT for a run that already ended."
     )
-    async def run_cancel(self, info: Info, id: strawberry.ID) -> Run:
+    async def run_cancel(
+        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="The run to cancel (`Run.id`).")]
+    ) -> Run:
         principal = await info.context.principal()
         row = await service.cancel_run(info.context.db, info.context.settings, principal, decode_id(id, Kind.RUN))
         return Run.from_row(row)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import strawberry
 
@@ -11,7 +11,9 @@ from threadline.conversations.rules import normalise_tags
 from threadline.errors import bad_input
 from threadline.graphql.context import Info
 from threadline.graphql.pagination import (
+    After,
     Connection,
+    First,
     as_datetime,
     as_uuid,
     connection,
@@ -33,6 +35,7 @@ from threadline.search.types import (
 )
 
 DEFAULT_STATUSES = ("ACTIVE", "ARCHIVED")
+T = TypeVar("T")
 
 
 def _as_bool(value: Any) -> bool:
@@ -47,13 +50,26 @@ def _as_score(value: Any) -> float:
     return float(value)
 
 
-def _request(info: Info, input: ConversationSearchInput) -> SearchRequest:
+def _given_once(name: str, argument: T | None, in_input: T | None) -> T | None:
+    """`first`/`after` as field arguments (what Relay's compiler needs) or, deprecated, inside the input: either
+    place, or both with the same value (a client moving over may send both); different values are refused."""
+    if argument is not None and in_input is not None and argument != in_input:
+        raise bad_input(
+            f"`{name}` is given both as an argument of `search` and in its input, with different values; "
+            f"give it once, as the argument (`input.{name}` is deprecated)",
+            argument=name,
+        )
+    return argument if argument is not None else in_input
+
+
+def _request(info: Info, input: ConversationSearchInput, first: int | None, after_cursor: str | None) -> SearchRequest:
     settings = info.context.settings
-    limit = page_size(input.first, settings.page_size_default, settings.page_size_max)
+    limit = page_size(_given_once("first", first, input.first), settings.page_size_default, settings.page_size_max)
+    cursor = _given_once("after", after_cursor, input.after)
     after = None
-    if input.after:
+    if cursor:
         mode, capped, score, at, cid = decode_cursor(
-            input.after, (SearchMode, _as_bool, _as_score, as_datetime, as_uuid)
+            cursor, (SearchMode, _as_bool, _as_score, as_datetime, as_uuid)
         )
         after = Continuation(mode, capped, (score, at, cid))
     if input.min_messages is not None and input.min_messages < 0:
@@ -77,9 +93,18 @@ class SearchQuery:
         "recent activity first). When nothing matches exactly, titles and tags are matched tolerantly of typos. "
         "Without words, lists conversations matching the filters by recent activity."
     )
-    async def search(self, info: Info, input: ConversationSearchInput) -> Connection[SearchResult]:
+    async def search(
+        self,
+        info: Info,
+        input: Annotated[
+            ConversationSearchInput,
+            strawberry.argument(description="The words to find and the filters; `{}` lists everything readable."),
+        ],
+        first: First = None,
+        after: After = None,
+    ) -> Connection[SearchResult]:
         principal = await info.context.principal()
-        request = _request(info, input)
+        request = _request(info, input, first, after)
         page = await search_service.search(info.context.db, principal, request)
         return connection(
             page.hits,
@@ -94,7 +119,14 @@ class SearchQuery:
         description="Tags of the conversations the caller may read (deleted ones left out) with their counts, "
         "most used first. `first` defaults to 100, at most 1000."
     )
-    async def tags(self, info: Info, first: int | None = None) -> list[TagCount]:
+    async def tags(
+        self,
+        info: Info,
+        first: Annotated[
+            int | None,
+            strawberry.argument(description="How many tags to return: 100 by default, at most 1000 (more is BAD_USER_INPUT)."),
+        ] = None,
+    ) -> list[TagCount]:
         principal = await info.context.principal()
         limit = page_size(first, tag_service.TAGS_LIMIT_DEFAULT, tag_service.TAGS_LIMIT_MAX)
         rows = await tag_service.tag_counts(info.context.db, principal, limit)
@@ -139,7 +171,17 @@ class SearchMutation:
         description="Set the tenant's search language (admins only), e.g. 'english', 'german', or 'simple' for "
         "no stemming. Every conversation and message of the tenant is re-indexed in the same transaction."
     )
-    async def search_language_set(self, info: Info, language: str) -> SearchSettings:
+    async def search_language_set(
+        self,
+        info: Info,
+        language: Annotated[
+            str,
+            strawberry.argument(
+                description="A PostgreSQL text search configuration listed in `searchSettings.availableLanguages` "
+                "(e.g. `english`, `german`, `simple`); another is BAD_USER_INPUT."
+            ),
+        ],
+    ) -> SearchSettings:
         principal = await info.context.principal()
         chosen, available = await search_service.set_search_language(info.context.db, principal, language)
         return SearchSettings(language=chosen, available_languages=available)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime
-from typing import Any
+from typing import Annotated, Any
 
 import strawberry
 
@@ -84,9 +84,18 @@ class ConversationSearchInput:
     status: ConversationStatus | None = strawberry.field(
         default=None, description="Only this status; by default ACTIVE and ARCHIVED (not DELETED)."
     )
-    first: int | None = strawberry.field(default=None, description="Page size (default 20, at most 100).")
+    first: int | None = strawberry.field(
+        default=None,
+        description="Page size (default 20, at most 100). Deprecated: pass `first` as an argument of `search`.",
+        deprecation_reason="Pass `first` as an argument of `search` (Relay connection arguments). Both may be "
+        "given only with the same value.",
+    )
     after: str | None = strawberry.field(
-        default=None, description="Cursor of the last result of the previous page."
+        default=None,
+        description="Cursor of the last result of the previous page. Deprecated: pass `after` as an argument of "
+        "`search`.",
+        deprecation_reason="Pass `after` as an argument of `search` (Relay connection arguments). Both may be "
+        "given only with the same value.",
     )
 
 
@@ -214,7 +223,13 @@ class Insights:
         ]
 
     @strawberry.field(description="Most used tags of the window's conversations, most used first.")
-    async def popular_tags(self, info: Info, first: int = 10) -> list[TagCount]:
+    async def popular_tags(
+        self,
+        info: Info,
+        first: Annotated[
+            int, strawberry.argument(description="How many tags to return: 10 by default, at most 100 (more is BAD_USER_INPUT).")
+        ] = 10,
+    ) -> list[TagCount]:
         limit = page_size(first, 10, 100)
         rows = await insight_service.popular_tags(info.context.db, self.principal, self.window, limit)
         return [TagCount(tag=r["tag"], count=r["count"]) for r in rows]

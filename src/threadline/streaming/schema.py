@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 
@@ -27,6 +27,16 @@ from threadline.streaming.types import ConversationStreamEvent
 
 if TYPE_CHECKING:
     from threadline.streaming.hub import StreamHub
+
+Since = Annotated[
+    str | None,
+    strawberry.argument(
+        description="Resume after this position: an event's `cursor`, or `streamCursor`. Events committed after "
+        "it are replayed first, then the stream goes live (no gap, no duplicate). `\"0\"`: from the start of the "
+        "retained log; older than the retention (7 days by default): CURSOR_EXPIRED; another tenant's or an "
+        "altered cursor: BAD_USER_INPUT. Omitted: live events only."
+    ),
+]
 
 REPLAY_BATCH = 1000
 _background: set[asyncio.Task[None]] = set()
@@ -156,7 +166,18 @@ class StreamSubscription:
         "and no duplicate. Presence and typing are live only. Ends if the caller loses access."
     )
     async def conversation_events(
-        self, info: Info, conversation_id: strawberry.ID, root_id: strawberry.ID | None = None, since: str | None = None
+        self,
+        info: Info,
+        conversation_id: Annotated[
+            strawberry.ID, strawberry.argument(description="The conversation to follow (`Conversation.id`); readable by the caller.")
+        ],
+        root_id: Annotated[
+            strawberry.ID | None,
+            strawberry.argument(
+                description="Only the events of this thread (its root message's id); omitted: the whole conversation."
+            ),
+        ] = None,
+        since: Since = None,
     ) -> AsyncGenerator[ConversationStreamEvent, None]:
         principal = await info.context.principal()
         await subscription_started(info)
@@ -188,7 +209,7 @@ class StreamSubscription:
         description="Every event of every conversation the caller participates in (joining or leaving "
         "updates the set), plus events addressed to the caller. `since` replays as in conversationEvents."
     )
-    async def viewer_events(self, info: Info, since: str | None = None) -> AsyncGenerator[ConversationStreamEvent, None]:
+    async def viewer_events(self, info: Info, since: Since = None) -> AsyncGenerator[ConversationStreamEvent, None]:
         principal = await info.context.principal()
         await subscription_started(info)
         rows = await info.context.db.fetch(

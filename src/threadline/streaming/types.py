@@ -10,7 +10,16 @@ import strawberry
 from threadline.threads.types import Message, Thread, Usage
 
 
-@strawberry.interface(description="An event on a conversation's stream. `cursor` resumes a stream with `since`.")
+# Events carry no `id`: they are not entities a client refetches or updates, and a normalising cache (Apollo,
+# urql's graphcache, Relay) gains nothing from storing them. Clients read them with a `no-cache` policy
+# (README, "Client caching of events") and apply each one to the cached objects it names.
+@strawberry.interface(
+    description="An event on a conversation's stream. `cursor` resumes a stream with `since`. Events have no "
+    "`id` and are not objects to cache: read subscriptions with a `no-cache` fetch policy (Apollo: "
+    "`fetchPolicy: 'no-cache'`) and apply each event to the cached objects it names (`conversationId`, "
+    "`rootId`, the message or run in its payload). `cursor` identifies an event within its tenant if a client "
+    "needs a key (the same event has the same cursor on every process and in every replay)."
+)
 class ConversationStreamEvent:
     # Opaque and per tenant (streaming.cursors): the caller encodes the position with the event's tenant key.
     cursor: str = strawberry.field(description="Position in the stream; pass it as `since` to resume after it.")
