@@ -128,8 +128,13 @@ class Invite(Node):
 
 @strawberry.type(description="A conversation: participants and threads of messages.")
 class Conversation(Node):
-    title: str = strawberry.field(description="Title.")
-    description: str = strawberry.field(description="Free-text description.")
+    title: str = strawberry.field(
+        description="What the conversation is about, as shown in lists: 1 to 500 characters, trimmed; "
+        "\"New conversation\" unless given."
+    )
+    description: str = strawberry.field(
+        description="Free text about the conversation, up to 10,000 characters; empty unless given."
+    )
     tags: list[str] = strawberry.field(description="Normalised tags (lower-case, unique).")
     status: ConversationStatus = strawberry.field(description="ACTIVE, ARCHIVED or DELETED (soft).")
     ai_provider: str | None = strawberry.field(description="Default AI provider for runs.")
@@ -233,21 +238,49 @@ class Conversation(Node):
 
 @strawberry.input(description="A new conversation. Every field is optional.")
 class ConversationCreateInput:
-    title: str | None = strawberry.field(default=None, description="Title (1-500 characters).")
-    description: str | None = strawberry.field(default=None, description="Description.")
-    tags: list[str] | None = strawberry.field(default=None, description="Tags; normalised.")
-    ai_provider: str | None = strawberry.field(default=None, description="Default AI provider.")
-    model: str | None = strawberry.field(default=None, description="Default model.")
-    session_id: str | None = strawberry.field(default=None, description="Client session identifier.")
-    max_history_messages: int | None = strawberry.field(default=None, description="Default 20.")
+    title: str | None = strawberry.field(
+        default=None, description="1 to 500 characters, trimmed; \"New conversation\" when omitted."
+    )
+    description: str | None = strawberry.field(default=None, description="Free text, up to 10,000 characters.")
+    tags: list[str] | None = strawberry.field(
+        default=None,
+        description="Labels to filter and search by: stored trimmed, lower-case and without duplicates; each at "
+        "most 64 characters, at most 50 tags.",
+    )
+    ai_provider: str | None = strawberry.field(
+        default=None, description="Provider runs use when `runCreate` names none (`echo`, `openai`); at most 64 characters."
+    )
+    model: str | None = strawberry.field(
+        default=None, description="Model runs use when `runCreate` names none; at most 128 characters."
+    )
+    session_id: str | None = strawberry.field(
+        default=None, description="An identifier of the client's own (a chat session), stored as is; at most 255 characters."
+    )
+    max_history_messages: int | None = strawberry.field(
+        default=None, description="Messages of context a run sends to the model: 1 to 10,000, 20 when omitted."
+    )
 
 
 @strawberry.input(description="Changes to a conversation; omitted fields stay as they are.")
 class ConversationUpdateInput:
-    title: str | None = strawberry.field(default=None, description="Title (1-500 characters).")
-    description: str | None = strawberry.field(default=None, description="Description.")
-    tags: list[str] | None = strawberry.field(default=None, description="Replaces the tags; normalised.")
-    ai_provider: str | None = strawberry.field(default=None, description="Default AI provider.")
-    model: str | None = strawberry.field(default=None, description="Default model.")
-    session_id: str | None = strawberry.field(default=None, description="Client session identifier.")
-    max_history_messages: int | None = strawberry.field(default=None, description="Messages of run context.")
+    title: str | None = strawberry.field(default=None, description="The new title: 1 to 500 characters, trimmed.")
+    description: str | None = strawberry.field(
+        default=None, description="The new description, up to 10,000 characters (empty clears it)."
+    )
+    tags: list[str] | None = strawberry.field(
+        default=None,
+        description="Replaces all the tags (empty list: none); stored trimmed, lower-case, without duplicates; "
+        "each at most 64 characters, at most 50.",
+    )
+    ai_provider: str | None = strawberry.field(
+        default=None, description="Provider runs use when `runCreate` names none; empty string clears it."
+    )
+    model: str | None = strawberry.field(
+        default=None, description="Model runs use when `runCreate` names none; empty string clears it."
+    )
+    session_id: str | None = strawberry.field(
+        default=None, description="The client's own session identifier; empty string clears it."
+    )
+    max_history_messages: int | None = strawberry.field(
+        default=None, description="Messages of context a run sends to the model: 1 to 10,000."
+    )

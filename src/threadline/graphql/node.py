@@ -15,7 +15,10 @@ from threadline.ids import Kind, parse_id
 
 @strawberry.interface(description="An object with a global, opaque id; `node(id)` fetches any of them.")
 class Node:
-    id: strawberry.ID = strawberry.field(description="Opaque global id.")
+    id: strawberry.ID = strawberry.field(
+        description="Opaque global id, unique across types: `node(id:)` fetches the object by it, and cache "
+        "normalisation can key on it alone. Do not parse it."
+    )
 
 
 # Fetches one object of a kind for the caller; raises (NOT_FOUND, FORBIDDEN, ...) or returns None when the

@@ -52,7 +52,7 @@ class Edge(Generic[T]):
     cursor: str = strawberry.field(
         description="Opaque position of this item, to pass as `after` to continue after it."
     )
-    node: T = strawberry.field(description="The item itself.")
+    node: T = strawberry.field(description="The item at this position of the list.")
 
 
 @strawberry.type(description="A page of a list that can grow (Relay connection).")

@@ -101,7 +101,9 @@ class ConversationSearchInput:
 
 @strawberry.type(description="A conversation found by a search.")
 class SearchResult:
-    conversation: Conversation = strawberry.field(description="The conversation.")
+    conversation: Conversation = strawberry.field(
+        description="The conversation found (also when the match is in one of its messages)."
+    )
     message: Message | None = strawberry.field(
         description="Its best-matching message, or null when the match is in the title, description or tags."
     )
@@ -124,7 +126,7 @@ class SearchResult:
 
 @strawberry.type(description="A tag and how many conversations carry it.")
 class TagCount:
-    tag: str = strawberry.field(description="The tag.")
+    tag: str = strawberry.field(description="The tag as stored (trimmed, lower-case).")
     count: int = strawberry.field(description="Conversations carrying it.")
 
 
@@ -139,7 +141,7 @@ class SearchSettings:
 @strawberry.type(description="A count for one UTC day.")
 class DailyCount:
     day: date = strawberry.field(description="The UTC day.")
-    count: int = strawberry.field(description="How many.")
+    count: int = strawberry.field(description="How many that day (0 for a day without any).")
 
 
 @strawberry.type(description="Messages and token usage for one UTC day.")
@@ -154,7 +156,7 @@ class DailyUsage:
 @strawberry.type(description="Conversations using an AI provider.")
 class ProviderCount:
     provider: str | None = strawberry.field(description="The provider; null for conversations without one.")
-    count: int = strawberry.field(description="Conversations.")
+    count: int = strawberry.field(description="The window's conversations with this provider.")
     share: float = strawberry.field(description="Fraction of the window's conversations, 0 to 1.")
 
 

@@ -82,7 +82,7 @@ class Message(Node):
     parent_id: strawberry.ID | None = strawberry.field(description="The message it replies to; null for a root.")
     depth: int = strawberry.field(description="0 for a root, parent's depth + 1 otherwise.")
     path: list[strawberry.ID] = strawberry.field(description="Ancestor ids from the root, ending with this id.")
-    child_count: int = strawberry.field(description="Direct replies.")
+    child_count: int = strawberry.field(description="Replies directly under this message (branches), deleted ones included.")
     role: MessageRole = strawberry.field(description="USER, ASSISTANT, SYSTEM or TOOL.")
     content: str = strawberry.field(description="Text; empty for a deleted message (tombstone).")
     model: str | None = strawberry.field(description="Model that produced it, if any.")
@@ -295,13 +295,17 @@ class Thread(Node):
 class ThreadTree:
     root: Message = strawberry.field(description="The node the snapshot starts at.")
     nodes: list[Message] = strawberry.field(description="Every node in depth-first order, siblings oldest first, root first.")
-    total_count: int = strawberry.field(description="Number of nodes.")
+    total_count: int = strawberry.field(description="How many messages `nodes` holds.")
 
 
 @strawberry.input(description="Token usage to record with a message.")
 class UsageInput:
-    prompt_tokens: int | None = strawberry.field(default=None, description="Prompt tokens.")
-    completion_tokens: int | None = strawberry.field(default=None, description="Completion tokens.")
+    prompt_tokens: int | None = strawberry.field(
+        default=None, description="Tokens the model read (the prompt), as the provider reported them."
+    )
+    completion_tokens: int | None = strawberry.field(
+        default=None, description="Tokens the model wrote, as the provider reported them."
+    )
 
 
 @strawberry.input(description="A message to post.")
