@@ -76,7 +76,9 @@ class RunError:
         description="PROVIDER_ERROR, PROVIDER_UNAVAILABLE, PROVIDER_BAD_STREAM, TIMEOUT, RUN_EXPIRED, "
         "CONTEXT_TOO_LARGE, OUTPUT_DELETED, or an API error code (e.g. CONFLICT) when the run could not start."
     )
-    message: str = strawberry.field(description="Human-readable explanation.")
+    message: str = strawberry.field(
+        description="An explanation for people (the provider's message where there is one); match on `code`, not on it."
+    )
 
 
 @strawberry.type(description="One step of a run: an output message written (or, later, tool calls).")

@@ -90,8 +90,12 @@ class MembershipChangedEvent(ConversationStreamEvent):
 
 @strawberry.type(description="`error`: a stream-level failure, e.g. SLOW_CONSUMER or a failed run.")
 class StreamErrorEvent(ConversationStreamEvent):
-    code: str = strawberry.field(description="Machine-readable code.")
-    message: str = strawberry.field(description="Human-readable explanation.")
+    code: str = strawberry.field(
+        description="What failed: SLOW_CONSUMER (the subscriber fell behind and the stream ends; resubscribe with "
+        "`since` set to this event's `cursor`), or a run's `RunError.code` when a run failed or expired (the "
+        "stream goes on)."
+    )
+    message: str = strawberry.field(description="An explanation for people (logs, a notice); match on `code`, not on it.")
 
 
 EVENT_TYPES = [
