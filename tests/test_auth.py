@@ -77,7 +77,7 @@ def test_missing_authorization_is_unauthenticated_and_writes_nothing(
 def test_bad_credentials_are_unauthenticated(admin: Actor, server: ServerThread, header: str) -> None:
     response = httpx.post(f"{server.url}/graphql", json={"query": VIEWER}, headers={"Authorization": header})
     body = response.json()
-    assert body["data"] is None
+    assert "data" not in body  # refused before execution (GraphQL over HTTP: no `data` entry)
     assert body["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED"
 
 

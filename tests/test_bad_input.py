@@ -280,7 +280,8 @@ def test_mutation_over_get_is_refused(admin: Actor, server: ServerThread, world:
         params={"query": 'mutation { conversationCreate(input: {title: "via get"}) { id } }'},
         headers={"Authorization": f"Bearer {admin.api_key}", "Accept": "application/json"},
     )
-    assert response.status_code == 400
+    assert response.status_code == 405  # GraphQL over HTTP: MUST, with the method that works
+    assert response.headers["Allow"] == "POST"
     error = response.json()["errors"][0]
     assert error["extensions"]["code"] == "BAD_USER_INPUT"
     assert "GET" in error["message"]

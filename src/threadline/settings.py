@@ -199,6 +199,9 @@ class Settings:
     query_max_messages: int = 25_000
     response_max_bytes: int = 64 * 1024 * 1024
     request_max_bytes: int = 10 * 1024 * 1024
+    # Operations one HTTP request may batch (a JSON array body, Apollo's BatchHttpLink); 0 refuses batches. Each
+    # operation is limited and rate-counted on its own (graphql/batching.py).
+    batch_max: int = 0
     # Persisted documents (graphql/persisted.py): automatic persisted queries kept in the database (least
     # recently used evicted beyond the count; a longer text runs but is not kept), and trusted-documents mode
     # (only documents registered with `threadline documents register` run).
@@ -337,6 +340,7 @@ class Settings:
             query_max_messages=_env_int("THREADLINE_QUERY_MAX_MESSAGES", cls.query_max_messages),
             response_max_bytes=_env_int("THREADLINE_RESPONSE_MAX_BYTES", cls.response_max_bytes),
             request_max_bytes=_env_int("THREADLINE_REQUEST_MAX_BYTES", cls.request_max_bytes),
+            batch_max=_env_int("THREADLINE_BATCH_MAX", cls.batch_max),
             persisted_documents_max=_env_int("THREADLINE_PERSISTED_DOCUMENTS_MAX", cls.persisted_documents_max),
             persisted_document_max_bytes=_env_int(
                 "THREADLINE_PERSISTED_DOCUMENT_MAX_BYTES", cls.persisted_document_max_bytes

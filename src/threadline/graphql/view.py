@@ -30,7 +30,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import Messag
 from threadline.db import count_request_statements
 from threadline.db.database import database_unavailable
 from threadline.errors import UNAVAILABLE_RETRY_AFTER_SECONDS, ErrorCode, ThreadlineError
-from threadline.graphql import persisted, request_json
+from threadline.graphql import batching, over_http, persisted, request_json
 from threadline.graphql.context import Context
 from threadline.graphql.socket_auth import SocketRefused, connection_authorization
 from threadline.streaming.sessions import SocketSession
@@ -40,11 +40,13 @@ from threadline.streaming.transport import enter_operation
 def error_response(
     message: str, code: ErrorCode, status: int, request_id: str | None = None, **extensions: Any
 ) -> JSONResponse:
+    """A refusal before any GraphQL work: no `data` entry (nothing executed), in the negotiated media type."""
     if request_id:
         extensions["requestId"] = request_id
     return JSONResponse(
-        {"data": None, "errors": [{"message": message, "extensions": {"code": code.value, **extensions}}]},
+        {"errors": [{"message": message, "extensions": {"code": code.value, **extensions}}]},
         status_code=status,
+        media_type=over_http.content_type(),
     )
 
 
@@ -235,18 +237,29 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
             return
         limit = settings.request_max_bytes
         request_id = scope.get("state", {}).get("request_id")  # set by observability.RequestIds
-        declared = Headers(scope=scope).get("content-length", "")
+        headers = Headers(scope=scope)
+        media_type = over_http.negotiate(headers.get("accept"))
+        over_http.use(media_type or over_http.APPLICATION_JSON)
+        declared = headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             await body_too_large(limit, request_id)(scope, receive, send)
             return
         request = Request(scope=scope, receive=body_size_guard(receive, limit))
+        refusal = self.refuse_media_types(request, media_type, request_id)
+        if refusal is not None:
+            await refusal(scope, receive, send)
+            return
         try:
             response = await self.run(request)
         except HTTPException as exc:
             code = ErrorCode.NOT_FOUND if exc.status_code == 404 else ErrorCode.BAD_USER_INPUT
-            response = error_response(exc.reason, code, exc.status_code, request_id)
+            status = over_http.refusal_status(exc, exc.status_code)
+            response = error_response(exc.reason, code, status, request_id, **batching.error_extensions(exc))
             if isinstance(exc.__cause__, request_json.JsonTooDeep):  # strawberry wraps JSONDecodeErrors
                 response = json_too_deep(request_id)
+            elif over_http.is_mutation_over_get(exc, request.method):
+                response.status_code = 405  # GraphQL over HTTP: MUST, and say which method works
+                response.headers["Allow"] = "POST"
         except BodyTooLarge:
             response = body_too_large(limit, request_id)
         except request_json.JsonTooDeep:
@@ -263,6 +276,56 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
                 raise
             response = unavailable_response("The database is unavailable; retry later", request_id)
         await response(scope, receive, send)
+
+    def refuse_media_types(self, request: Request, media_type: str | None, request_id: str | None) -> Response | None:
+        """406 for an Accept header that admits no JSON type (a GraphiQL visit or a streaming transport
+        negotiates elsewhere); 415 for a POST body that is not application/json."""
+        accept = request.headers.get("accept")
+        visit = self.should_render_graphql_ide(self.request_adapter_class(request))
+        if media_type is None and not visit and not over_http.streams(accept):
+            message = f"Not acceptable: responses are {over_http.GRAPHQL_RESPONSE_JSON} or {over_http.APPLICATION_JSON}"
+            return error_response(message, ErrorCode.BAD_USER_INPUT, 406, request_id)
+        if request.method == "POST" and not over_http.is_json_body(request.headers.get("content-type")):
+            message = f"Unsupported Content-Type: send the request as {over_http.APPLICATION_JSON}"
+            return error_response(message, ErrorCode.BAD_USER_INPUT, 415, request_id)
+        return None
+
+    async def process_result(self, request: Request, result: Any) -> Any:
+        body = await super().process_result(request, result)
+        if over_http.is_request_error(result.data, result.errors):
+            body.pop("data", None)
+        return body
+
+    def create_response(self, response_data: Any, sub_response: Response) -> Response:
+        response = super().create_response(response_data, sub_response)
+        response.headers["content-type"] = over_http.content_type()
+        if isinstance(response_data, dict):  # a batch's status was merged from its operations' (graphql.batching)
+            response.status_code = over_http.result_status(response_data, sub_response.status_code)
+        if response.status_code == 401:
+            response.headers["WWW-Authenticate"] = "Bearer"
+        return response
+
+    def _validate_batch_request(self, request_data: list[Any], protocol: Any) -> None:
+        # strawberry's check reads the schema's batching_config; ours reads THREADLINE_BATCH_MAX.
+        batching.check(request_data, self.services.settings.batch_max)
+        transport = self._get_stream_transport(protocol)
+        if transport is not None:
+            raise HTTPException(400, transport.batching_error)
+
+    async def execute_operation(  # noqa: PLR0917 - strawberry's signature
+        self,
+        request: Request,
+        request_adapter: Any,
+        request_data: Any,
+        context: Context,
+        root_value: None,
+        sub_response: Response,
+    ) -> Any:
+        if isinstance(request_data, list):
+            return await batching.execute(self, request, request_adapter, request_data, root_value, sub_response)
+        return await super().execute_operation(
+            request, request_adapter, request_data, context, root_value, sub_response
+        )
 
     def encode_json(self, data: object) -> str:
         # orjson is ~8x faster than json.dumps on big results (a 10,000-node threadTree is ~7 MB); str, not
