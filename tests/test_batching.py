@@ -30,8 +30,10 @@ def batching(dsn: str) -> Iterator[ServerThread]:
     srv.stop()
 
 
-def send(server: ServerThread, actor: Actor | None, operations: Any, accept: str = APOLLO_ACCEPT) -> httpx.Response:
-    headers = {"Accept": accept}
+def send(
+    server: ServerThread, actor: Actor | None, operations: Any, accept: str = APOLLO_ACCEPT, **extra: str
+) -> httpx.Response:
+    headers = {"Accept": accept, **extra}
     if actor is not None:
         headers["Authorization"] = f"Bearer {actor.api_key}"
     return httpx.post(f"{server.url}/graphql", json=operations, headers=headers, timeout=30)
@@ -71,6 +73,24 @@ def test_mutations_in_a_batch_run_in_the_order_sent(batching: ServerThread, admi
     assert second == {"data": {"conversationCreate": {"title": "second"}}}
     # The query after them sees both: operations run one after the other, not concurrently.
     assert sorted(n["title"] for n in listed["data"]["conversations"]["nodes"]) == ["first", "second"]
+
+
+def test_an_idempotency_key_header_on_a_batch_is_refused_before_anything_runs(
+    batching: ServerThread, admin: Actor
+) -> None:
+    operations = [{"query": CREATE, "variables": {"t": t}} for t in ("one", "two")]
+    response = send(batching, admin, operations, **{"Idempotency-Key": "k-1"})
+    assert response.status_code == 400
+    (error,) = response.json()["errors"]
+    assert error["extensions"]["argument"] == "Idempotency-Key"
+    assert "clientMutationId" in error["message"]
+    assert admin.client.ok(TITLES) == {"conversations": {"nodes": []}}
+    # Keys per mutation work in a batch: each operation is its own request.
+    keyed = "mutation($t: String!, $k: String) { conversationCreate(input: {title: $t}, clientMutationId: $k) { id } }"
+    first = send(batching, admin, [{"query": keyed, "variables": {"t": "a", "k": "ka"}}] * 2)
+    one, again = bodies(first)
+    assert one == again  # the second is a replay of the first
+    assert len(admin.client.ok(TITLES)["conversations"]["nodes"]) == 1
 
 
 def test_each_operation_fails_alone_with_its_own_errors(batching: ServerThread, admin: Actor) -> None:

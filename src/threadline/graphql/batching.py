@@ -21,6 +21,7 @@ from strawberry.types import ExecutionResult
 
 from threadline.errors import ErrorCode
 from threadline.graphql import over_http
+from threadline.idempotency.schema import HEADER as IDEMPOTENCY_HEADER
 
 _RETRY_STATUSES = frozenset({429, 503})
 
@@ -78,6 +79,13 @@ async def execute(
 ) -> list[ExecutionResult]:
     """Runs each operation alone (own context and sub-response) and gives the batch's response the merged
     status and headers."""
+    if request.headers.get(IDEMPOTENCY_HEADER) is not None:
+        # The header names one write; every mutation of a batch would replay (or conflict with) the first.
+        raise BatchRefused(
+            f"The {IDEMPOTENCY_HEADER} header covers one operation, not a batch: give each mutation its own "
+            "`clientMutationId`",
+            argument=IDEMPOTENCY_HEADER,
+        )
     results: list[ExecutionResult] = []
     statuses: list[int] = []
     for operation in operations:
