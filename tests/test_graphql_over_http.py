@@ -88,6 +88,7 @@ def test_the_response_media_type_follows_the_accept_header(
     assert media(response) == expected
     if expected == GRJ:
         assert response.headers["content-type"] == GRJ_CONTENT_TYPE
+    assert "Accept" in response.headers["Vary"]  # a cache keys GET responses on it
     assert without_count(response.json()) == {"data": {"viewer": {"id": admin.user_id}}}
 
 
@@ -206,8 +207,10 @@ def test_a_post_body_other_than_application_json_is_415(
 def test_get_runs_queries_and_answers_errors_like_post(server: ServerThread, admin: Actor) -> None:
     ok = get(server, {"query": "query($n: String!) { __type(name: $n) { name } }", "variables": '{"n": "User"}'}, GRJ)
     assert (ok.status_code, media(ok), without_count(ok.json())) == (200, GRJ, {"data": {"__type": {"name": "User"}}})
+    assert "Accept" in ok.headers["Vary"]
     broken = get(server, {"query": "{"}, GRJ)
     assert broken.status_code == 400 and "data" not in broken.json()
+    assert "Accept" in broken.headers["Vary"]
     legacy = get(server, {"query": "{"}, JSON)
     assert legacy.status_code == 200 and "data" not in legacy.json()
     missing = get(server, {"variables": "{}"}, GRJ)

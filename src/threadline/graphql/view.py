@@ -47,6 +47,7 @@ def error_response(
         {"errors": [{"message": message, "extensions": {"code": code.value, **extensions}}]},
         status_code=status,
         media_type=over_http.content_type(),
+        headers={"Vary": "Accept"},
     )
 
 
@@ -299,6 +300,7 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
     def create_response(self, response_data: Any, sub_response: Response) -> Response:
         response = super().create_response(response_data, sub_response)
         response.headers["content-type"] = over_http.content_type()
+        response.headers.add_vary_header("Accept")  # the media type follows it: caches must key on it (GET)
         if isinstance(response_data, dict):  # a batch's status was merged from its operations' (graphql.batching)
             response.status_code = over_http.result_status(response_data, sub_response.status_code)
         if response.status_code == 401:
