@@ -15,11 +15,12 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
-from starlette.routing import Route, WebSocketRoute
+from starlette.routing import Mount, Route, WebSocketRoute
 
 from threadline.db import Database
 from threadline.db.embedded import EmbeddedPostgres, resolve_database_url
 from threadline.db.migrate import apply_migrations
+from threadline.graphql import graphiql
 from threadline.graphql.view import ThreadlineGraphQL
 from threadline.observability.repository import ping
 from threadline.settings import Settings
@@ -149,6 +150,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             *([Route("/metrics", metrics)] if serve_metrics else []),
+            # GraphiQL's assets, from the package (development mode only, like the page itself).
+            *([] if settings.production else [Mount(graphiql.STATIC_PATH, app=graphiql.static_files())]),
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
         ],

@@ -15,7 +15,7 @@ import orjson
 from cross_web import HTTPException
 from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
+from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
@@ -30,7 +30,7 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.types import Messag
 from threadline.db import count_request_statements
 from threadline.db.database import database_unavailable
 from threadline.errors import UNAVAILABLE_RETRY_AFTER_SECONDS, ErrorCode, ThreadlineError
-from threadline.graphql import batching, over_http, persisted, request_json
+from threadline.graphql import batching, graphiql, over_http, persisted, request_json
 from threadline.graphql.context import Context
 from threadline.graphql.socket_auth import SocketRefused, connection_authorization
 from threadline.streaming.sessions import SocketSession
@@ -359,6 +359,10 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
         if request_json.may_hold_lone_surrogate(data) and request_json.holds_lone_surrogate(value):
             raise HTTPException(400, request_json.LONE_SURROGATE_MESSAGE)
         return value
+
+    async def render_graphql_ide(self, request: Request) -> Response:
+        # Our page: its assets come from the package, not a CDN, and it asks for the key (graphql.graphiql).
+        return HTMLResponse(graphiql.page(request.url.path))
 
     def should_render_graphql_ide(self, request: Any) -> bool:
         # A GET naming a persisted document (hash or id, no query text) is an operation, not a GraphiQL visit.
