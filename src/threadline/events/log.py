@@ -1,4 +1,5 @@
-"""Reading the event log: the hub's commit-safe tail, replay for `since`, and retention."""
+"""Reading the event log: the hub's commit-safe tail, replay for `since`, and retention (the statements are
+events.repository's; this module turns their rows into LoggedEvent and OpenPublishers)."""
 
 from __future__ import annotations
 
@@ -8,10 +9,10 @@ from datetime import datetime
 from typing import Any
 
 from threadline.db import Database, Executor
+from threadline.events import repository as event_repo
 from threadline.events.payloads import EventPayload
+from threadline.events.publish import BUCKET_LOCK, FLOOR_TAG
 from threadline.events.stored import decode
-
-EVENT_COLUMNS = "id, tenant_id, conversation_id, root_id, recipient_id, type, payload, created_at"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,24 +82,6 @@ class Tail:
     publishers: OpenPublishers
 
 
-# The sequence position first, then the publish locks: a transaction whose locks are not seen draws its
-# ids after the position was read, so above it. (The lateral subquery refers to the position, so it can
-# only run once the position is read; pg_lock_status() runs inside it.)
-_PUBLISHERS = """
-    SELECT s.position, l.txs, l.floors, l.buckets FROM (
-        SELECT CASE WHEN is_called THEN last_value ELSE last_value - 1 END AS position
-        FROM stream_event_id_seq OFFSET 0
-    ) s
-    CROSS JOIN LATERAL (
-        SELECT array_agg(virtualtransaction) AS txs,
-               array_agg(CASE WHEN objsubid = 1 THEN ((classid::int8 & 65535) << 32) | objid::int8 END) AS floors,
-               array_agg(CASE WHEN objsubid = 2 THEN objid::int8 END) AS buckets
-        FROM pg_locks
-        WHERE locktype = 'advisory' AND granted AND s.position IS NOT NULL
-          AND ((objsubid = 1 AND classid::int8 >> 16 = $1) OR (objsubid = 2 AND classid::int8 = $2))
-    ) l"""
-
-
 def _publishers(row: Any) -> OpenPublishers:
     floors: dict[str, int] = {}
     held: list[tuple[str, int]] = []
@@ -117,9 +100,7 @@ def _publishers(row: Any) -> OpenPublishers:
 
 
 async def open_publishers(db: Executor) -> OpenPublishers:
-    from threadline.events.publish import BUCKET_LOCK, FLOOR_TAG
-
-    return _publishers(await db.fetchrow(_PUBLISHERS, FLOOR_TAG, BUCKET_LOCK))
+    return _publishers(await event_repo.open_publishers(db, floor_tag=FLOOR_TAG, bucket_lock=BUCKET_LOCK))
 
 
 async def safe_position(db: Executor) -> int:
@@ -135,19 +116,7 @@ async def read_tail(db: Database, after: int, limit: int) -> Tail:
     are read live while it runs, so after the events' snapshot. The hub uses each read's publishers for
     the *next* read: a transaction not among them either had ended (its event is in the next read's
     snapshot) or drew its ids later (above their position)."""
-    from threadline.events.publish import BUCKET_LOCK, FLOOR_TAG
-
-    rows = await db.fetch(
-        f"""SELECT p.position, p.txs, p.floors, p.buckets, e.* FROM ({_PUBLISHERS}) p
-            LEFT JOIN LATERAL (
-                SELECT {EVENT_COLUMNS} FROM stream_event WHERE id > $3 ORDER BY id LIMIT $4
-            ) e ON true
-            ORDER BY e.id""",
-        FLOOR_TAG,
-        BUCKET_LOCK,
-        after,
-        limit,
-    )
+    rows = await event_repo.read_tail(db, after, limit, floor_tag=FLOOR_TAG, bucket_lock=BUCKET_LOCK)
     events = [_event(r) for r in rows if r["id"] is not None]
     return Tail(events, _publishers(rows[0]) if rows else NO_PUBLISHERS)
 
@@ -163,36 +132,21 @@ async def replay(
     limit: int,
 ) -> list[LoggedEvent]:
     """A subscriber's missed events in (after, through]: its conversations' events, plus those addressed to it."""
-    if conversation_ids is None:
-        rows = await db.fetch(
-            f"""SELECT {EVENT_COLUMNS} FROM stream_event
-                WHERE tenant_id = $1 AND id > $2 AND id <= $3 AND recipient_id = $4
-                ORDER BY id LIMIT $5""",
-            tenant_id,
-            after,
-            through,
-            recipient_id,
-            limit,
-        )
-    else:
-        rows = await db.fetch(
-            f"""SELECT {EVENT_COLUMNS} FROM stream_event
-                WHERE tenant_id = $1 AND id > $2 AND id <= $3
-                  AND (conversation_id = ANY($4::uuid[]) OR recipient_id = $5)
-                ORDER BY id LIMIT $6""",
-            tenant_id,
-            after,
-            through,
-            conversation_ids,
-            recipient_id,
-            limit,
-        )
+    rows = await event_repo.replay(
+        db,
+        tenant_id,
+        after=after,
+        through=through,
+        conversation_ids=conversation_ids,
+        recipient_id=recipient_id,
+        limit=limit,
+    )
     return [_event(r) for r in rows]
 
 
 async def pruned_through(db: Executor) -> int:
-    value = await db.fetchval("SELECT value FROM stream_state WHERE id = 'pruned_through'")
-    return int(value or 0)
+    """The highest id retention removed: a cursor below it may have lost events."""
+    return await event_repo.pruned_through(db)
 
 
 async def prune(db: Database, older_than_days: float, batch: int = 10_000) -> int:
@@ -200,23 +154,10 @@ async def prune(db: Database, older_than_days: float, batch: int = 10_000) -> in
     removed = 0
     while True:
         async with db.transaction() as tx:
-            row = await tx.fetchrow(
-                """WITH gone AS (
-                       DELETE FROM stream_event WHERE id IN (
-                           SELECT id FROM stream_event WHERE created_at < now() - make_interval(secs => $1)
-                           ORDER BY id LIMIT $2)
-                       RETURNING id)
-                   SELECT count(*) AS n, max(id) AS top FROM gone""",
-                older_than_days * 86400.0,
-                batch,
-            )
-            assert row is not None
-            if row["n"]:
-                await tx.execute(
-                    """INSERT INTO stream_state (id, value) VALUES ('pruned_through', $1)
-                       ON CONFLICT (id) DO UPDATE SET value = greatest(stream_state.value, EXCLUDED.value)""",
-                    row["top"],
-                )
-        removed += int(row["n"])
-        if row["n"] < batch:
+            n, top = await event_repo.prune_batch(tx, older_than_days * 86400.0, batch)
+            if n:
+                assert top is not None
+                await event_repo.note_pruned_through(tx, top)
+        removed += n
+        if n < batch:
             return removed

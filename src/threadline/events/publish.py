@@ -1,4 +1,6 @@
-"""publish(): an event row in the log and a NOTIFY, both inside the writer's transaction.
+"""publish(): an event row in the log and a NOTIFY, both inside the writer's transaction (the statement is
+events.repository.insert_event; this module owns the lock protocol it follows). Services do not call it:
+they use the typed `publish_*` of events.announce, its only caller (tests/test_architecture.py holds that).
 
 Nothing is announced that did not commit (NOTIFY is delivered on commit), and nothing commits
 unannounced (the row and the notification share the transaction). The notification carries ids only,
@@ -11,11 +13,12 @@ import uuid
 from typing import Any
 
 from threadline.db import Executor
+from threadline.events import repository as event_repo
 from threadline.events.kinds import EventType
 
 CHANNEL = "threadline_events"
 # Every publishing transaction holds two kinds of shared advisory lock until it ends, both taken *before*
-# it draws an id from the sequence (the MATERIALIZED CTEs run before the INSERT's nextval):
+# it draws an id from the sequence (events.repository.insert_event takes them in the statement that draws it):
 # - its floor, once per transaction: FLOOR_BASE + the sequence position read just before its first id, so
 #   every id it can still commit is above it (pg_locks: bigint form, objsubid 1, classid >> 16 == FLOOR_TAG);
 # - one per bucket of the conversations it publishes to (BUCKET_LOCK, bucket; two-int form, objsubid 2),
@@ -43,44 +46,21 @@ async def publish(
     recipient_id: uuid.UUID | None = None,
     payload: dict[str, Any] | None = None,
 ) -> int:
-    # The floor lock is taken once per transaction (a transaction-local setting remembers it): one lock per
-    # bulk import, not one per event. The bucket lock is re-entrant, so repeating it adds nothing.
-    event_id = int(
-        await tx.fetchval(
-            """WITH s AS MATERIALIZED (
-                   SELECT coalesce(current_setting($10, true), '') = '' AS first,
-                          CASE WHEN is_called THEN last_value ELSE last_value - 1 END AS floor
-                   FROM stream_event_id_seq
-               ),
-               f AS MATERIALIZED (
-                   SELECT CASE WHEN s.first THEN pg_try_advisory_xact_lock_shared($11::bigint + s.floor) END AS held,
-                          CASE WHEN s.first THEN set_config($10, s.floor::text, true) END AS noted
-                   FROM s
-               ),
-               x AS MATERIALIZED (
-                   SELECT pg_advisory_xact_lock_shared($9::int, $12::int) AS locked, f.held, f.noted FROM f
-               ),
-               e AS (
-                   INSERT INTO stream_event (id, tenant_id, conversation_id, root_id, recipient_id, type, payload)
-                   SELECT nextval('stream_event_id_seq'), $1, $2, $3, $4, $5, $6 FROM x
-                   RETURNING id
-               )
-               SELECT e.id FROM e, LATERAL pg_notify($7, $8 || e.id::text) n""",
-            tenant_id,
-            conversation_id,
-            root_id,
-            recipient_id,
-            type.value,
-            payload or {},
-            CHANNEL,
-            _notice_prefix(conversation_id),
-            BUCKET_LOCK,
-            FLOOR_SETTING,
-            FLOOR_BASE,
-            bucket_of(conversation_id),
-        )
+    return await event_repo.insert_event(
+        tx,
+        tenant_id,
+        conversation_id,
+        root_id,
+        recipient_id,
+        type.value,
+        payload or {},
+        channel=CHANNEL,
+        notice_prefix=_notice_prefix(conversation_id),
+        bucket_lock=BUCKET_LOCK,
+        bucket=bucket_of(conversation_id),
+        floor_setting=FLOOR_SETTING,
+        floor_base=FLOOR_BASE,
     )
-    return event_id
 
 
 def _notice_prefix(conversation_id: uuid.UUID | None) -> str:

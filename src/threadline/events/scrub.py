@@ -9,7 +9,8 @@ never removed: ids, order and count stay what subscribers replay and resume by, 
 after every event of the message by the message row's lock, which each writer of it holds.
 
 (The hub reads each event once and forgets it; SharedEvents, which keeps rendered events for a while, sees
-the rewritten payload of a replayed event and renders it afresh.)
+the rewritten payload of a replayed event and renders it afresh. The statement that rewrites is
+events.repository.rewrite_message_events.)
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from threadline.db import Executor
+from threadline.events import repository as event_repo
 from threadline.events.stored import text_fields
 
 
@@ -32,15 +34,5 @@ async def follow_messages(tx: Executor, tenant_id: uuid.UUID, rows: Iterable[Any
     current = {str(row["id"]): current_text(row) for row in rows}
     if not current:
         return
-    # `message.delta` events get an empty delta; snapshots get the current fields (the key is the message
-    # id as text, the patch merged into the snapshot).
-    await tx.execute(
-        """UPDATE stream_event e SET payload = CASE e.type
-               WHEN 'message.delta' THEN e.payload || jsonb_build_object('delta', '')
-               ELSE jsonb_set(e.payload, ARRAY['message'], (e.payload -> 'message') || ($2::jsonb -> e.message_id::text))
-           END
-           WHERE e.tenant_id = $1 AND e.message_id = ANY($3::uuid[])""",
-        tenant_id,
-        current,
-        [uuid.UUID(key) for key in current],
-    )
+    # Keyed by the message id as text: the statement merges each message's patch into its snapshots.
+    await event_repo.rewrite_message_events(tx, tenant_id, current)
