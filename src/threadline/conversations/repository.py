@@ -183,6 +183,14 @@ async def participants_of(db: Executor, tenant_id: uuid.UUID, conversation_ids: 
     )
 
 
+async def conversations_joined(db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID) -> set[uuid.UUID]:
+    """The conversations the user takes part in (any role): what a viewerEvents subscription starts with."""
+    rows = await db.fetch(
+        "SELECT conversation_id FROM participant WHERE tenant_id = $1 AND user_id = $2", tenant_id, user_id
+    )
+    return {r["conversation_id"] for r in rows}
+
+
 async def participant(
     db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID, user_id: uuid.UUID
 ) -> asyncpg.Record | None:

@@ -35,6 +35,7 @@ from collections.abc import Iterable
 
 from broadcaster import Broadcast
 
+from threadline.conversations import repository as conversation_repo
 from threadline.db import Database
 from threadline.events import log as event_log
 from threadline.events.kinds import EventType
@@ -81,7 +82,6 @@ class StreamHub:
         self.dirty_lanes: list[Lane] = []  # direct lanes holding frames of the current routing pass
         self.dirty_groups: list[LaneGroup] = []  # lane groups holding frames of the current routing pass
         self._groups: dict[uuid.UUID, dict[str, LaneGroup]] = {}  # per conversation, by group key
-        self.maintenance: list[object] = []  # callables run periodically (presence/typing expiry, pruning)
         self.sessions = SocketSessions(db)  # open sockets by user: principal.changed re-checks them
 
     # lifecycle -----------------------------------------------------------------------------------
@@ -148,7 +148,7 @@ class StreamHub:
         for conversation_id in sub.conversations:
             self._by_conversation[conversation_id].add(sub)
         if not sub.follows_viewer:
-            await self._load_participants(sub.conversations)
+            await self._load_participants(sub.tenant_id, sub.conversations)
         return sub
 
     def open_lane(self, sub: Subscriber) -> None:
@@ -202,22 +202,18 @@ class StreamHub:
             if not subs:
                 del index[key]
 
-    async def _load_participants(self, conversation_ids: set[uuid.UUID]) -> None:
+    async def _load_participants(self, tenant_id: uuid.UUID, conversation_ids: set[uuid.UUID]) -> None:
+        """Who takes part in these conversations of the tenant (presence goes to their subscriptions)."""
         missing = [c for c in conversation_ids if c not in self._participants]
         if not missing:
             return
-        rows = await self.db.fetch(
-            "SELECT conversation_id, user_id FROM participant WHERE conversation_id = ANY($1::uuid[])", missing
-        )
+        rows = await conversation_repo.participants_of(self.db, tenant_id, missing)
         for c in missing:
             self._participants.setdefault(c, set())
         for row in rows:
             self._participants[row["conversation_id"]].add(row["user_id"])
 
     # reading and routing -------------------------------------------------------------------------
-
-    def poke(self) -> None:
-        self._wake.set()
 
     def position(self, conversation: uuid.UUID) -> int:
         """How far a conversation's subscriptions got: the cursor, or beyond it if routed early."""

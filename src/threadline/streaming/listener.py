@@ -16,6 +16,7 @@ import asyncpg
 from broadcaster import BroadcastBackend, Event
 
 from threadline.db.database import HUB, connect_settings
+from threadline.streaming import repository as stream_repo
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +59,7 @@ class SupervisedPostgresBackend(BroadcastBackend):
     async def publish(self, channel: str, message: Any) -> None:
         # Threadline publishes with pg_notify inside the writer's transaction; this is for completeness.
         assert self._conn is not None
-        await self._conn.execute("SELECT pg_notify($1, $2)", channel, str(message))
+        await stream_repo.notify(self._conn, channel, str(message))
 
     async def next_published(self) -> Event:
         return await self._queue.get()
@@ -93,7 +94,7 @@ class SupervisedPostgresBackend(BroadcastBackend):
         if self._conn is None or self._conn.is_closed() or self._lost.is_set():
             return False
         try:
-            await asyncio.wait_for(self._conn.fetchval("SELECT 1"), timeout=self._ping_interval * 2)
+            await asyncio.wait_for(stream_repo.ping(self._conn), timeout=self._ping_interval * 2)
         except (TimeoutError, Exception):
             return False
         return True

@@ -1,4 +1,8 @@
-"""SQL of the streaming package's own table: the secret stream cursors are keyed by (one row, no tenant)."""
+"""SQL of the streaming package: its own table (the secret stream cursors are keyed by: one row, no tenant) and
+the two statements the LISTEN backend (streaming.listener) runs on its dedicated connection (no table).
+
+The rest of the package's reads go through their domains' repositories: the event log through events.log /
+events.repository, participants through conversations.repository, thread roots through threads.repository."""
 
 from __future__ import annotations
 
@@ -26,3 +30,14 @@ async def create_cursor_key(db: Executor, secret: str) -> None:
         CURSOR_KEY_ID,
         secret,
     )
+
+
+async def notify(conn: asyncpg.Connection, channel: str, message: str) -> None:
+    """NOTIFY `message` on `channel` outside any writer's transaction (broadcaster's `publish`; Threadline's
+    own events are announced by events.publish inside the writer's transaction)."""
+    await conn.execute("SELECT pg_notify($1, $2)", channel, message)
+
+
+async def ping(conn: asyncpg.Connection) -> None:
+    """A round trip on the LISTEN connection: it raises or hangs if the connection is gone."""
+    await conn.fetchval("SELECT 1")

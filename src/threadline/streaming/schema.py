@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import strawberry
 
+from threadline.conversations import repository as conversation_repo
 from threadline.conversations.access import Access, require
 from threadline.errors import ErrorCode, ThreadlineError, not_found
 from threadline.events import log as event_log
@@ -24,6 +25,7 @@ from threadline.streaming.direct import lane_for
 from threadline.streaming.render import stream_error
 from threadline.streaming.subscriber import Subscriber
 from threadline.streaming.types import ConversationStreamEvent
+from threadline.threads import repository as thread_repo
 
 if TYPE_CHECKING:
     from threadline.streaming.hub import StreamHub
@@ -187,12 +189,7 @@ class StreamSubscription:
         rid: uuid.UUID | None = None
         if root_id is not None:
             rid = decode_id(root_id, Kind.MESSAGE)
-            owner = await db.fetchval(
-                "SELECT conversation_id FROM message WHERE tenant_id = $1 AND id = $2 AND parent_id IS NULL",
-                principal.tenant_id,
-                rid,
-            )
-            if owner != cid:
+            if await thread_repo.thread_conversation(db, principal.tenant_id, rid) != cid:
                 raise not_found("Thread")
         sub = Subscriber(
             tenant_id=principal.tenant_id,
@@ -212,15 +209,11 @@ class StreamSubscription:
     async def viewer_events(self, info: Info, since: Since = None) -> AsyncGenerator[ConversationStreamEvent, None]:
         principal = await info.context.principal()
         await subscription_started(info)
-        rows = await info.context.db.fetch(
-            "SELECT conversation_id FROM participant WHERE tenant_id = $1 AND user_id = $2",
-            principal.tenant_id,
-            principal.user_id,
-        )
+        joined = await conversation_repo.conversations_joined(info.context.db, principal.tenant_id, principal.user_id)
         sub = Subscriber(
             tenant_id=principal.tenant_id,
             user_id=principal.user_id,
-            conversations={r["conversation_id"] for r in rows},
+            conversations=joined,
             root_id=None,
             follows_viewer=True,
             queue_size=info.context.settings.subscriber_queue_size,
