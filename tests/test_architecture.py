@@ -5,11 +5,16 @@ ones inside functions and under TYPE_CHECKING: a deferred import is still a depe
 - Domains never import `streaming/`: they publish events and the hub delivers them. Only the wiring
   (`app.py`, the root `schema.py`) and the GraphQL plumbing (`graphql/`) may.
 - No two modules import each other, directly or round a longer loop.
+- Only `events/announce.py` calls `events.publish.publish`: services announce through its typed `publish_*`.
+- SQL statements (a string literal starting with SELECT, INSERT INTO, UPDATE ... SET, DELETE FROM or
+  WITH name AS) live only in repository modules (`repository.py`, `<topic>_repository.py`) and the
+  modules listed in SQL_EXEMPT (migrations live outside the package, in migrations/).
 """
 
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +25,20 @@ PACKAGE = "threadline"
 NOT_DOMAINS = frozenset({"db", "graphql", "streaming"})
 # Modules allowed to import strawberry beyond the layout rule, each with its reason. None today.
 STRAWBERRY_EXCEPTIONS: dict[str, str] = {}
+# The one module that may call events.publish.publish (the untyped publisher).
+PUBLISH = f"{PACKAGE}.events.publish"
+PUBLISHERS = frozenset({f"{PACKAGE}.events.announce"})
+# Modules allowed to hold SQL outside repository.py files, each with its reason.
+SQL_EXEMPT: dict[str, str] = {
+    f"{PACKAGE}.db.migrate": "takes and releases the migrations' advisory lock: plumbing, no table of a domain",
+}
+# A statement at the start of a string literal (leading whitespace allowed): SELECT (with or without FROM:
+# `SELECT 1` and `SELECT pg_notify(...)` are statements too), INSERT INTO, UPDATE ... SET, DELETE FROM, or
+# a CTE. Upper case, as the code writes SQL; English in docstrings and messages ("Select a model", "delete
+# from the list") does not match.
+SQL_STATEMENT = re.compile(
+    r"\A\s*(?:SELECT\s|INSERT\s+INTO\b|UPDATE\s+\w+[\s\S]*?\bSET\b|DELETE\s+FROM\b|WITH\s+\w+\s+AS\b)"
+)
 
 
 @dataclass(frozen=True)
@@ -73,6 +92,51 @@ def internal_target(name: str, modules: dict[str, Path]) -> str | None:
 def all_imports(root: Path = SRC) -> tuple[dict[str, Path], list[Import]]:
     modules = module_files(root)
     return modules, [found for name, path in modules.items() for found in imports_of(name, path, modules)]
+
+
+def publish_violations(modules: dict[str, Path]) -> list[str]:
+    """Calls of events.publish.publish outside PUBLISHERS: `from ...events.publish import publish`, or
+    `.publish` read off the module (however it was imported)."""
+    found: list[str] = []
+    for module, path in modules.items():
+        if module in PUBLISHERS or module == PUBLISH:
+            continue
+        tree = ast.parse(path.read_text(), filename=str(path))
+        aliases: set[str] = set()  # names the module events.publish is bound to here
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                for alias in node.names:
+                    if node.module == PUBLISH and alias.name == "publish":
+                        found.append(f"{module}:{node.lineno} imports {PUBLISH}.publish")
+                    elif f"{node.module}.{alias.name}" == PUBLISH:
+                        aliases.add(alias.asname or alias.name)
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name == PUBLISH:
+                        aliases.add(alias.asname or PUBLISH)
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and node.attr == "publish" and ast.unparse(node.value) in aliases:
+                found.append(f"{module}:{node.lineno} uses {PUBLISH}.publish")
+    return found
+
+
+def sql_violations(modules: dict[str, Path]) -> list[str]:
+    """String literals (f-strings by their first literal part) that start with a SQL statement, in a module
+    that is neither a repository module nor in SQL_EXEMPT."""
+    found: list[str] = []
+    for module, path in modules.items():
+        if path.name.endswith("repository.py") or module in SQL_EXEMPT:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+            text: object = None
+            if isinstance(node, ast.Constant):
+                text = node.value
+            elif isinstance(node, ast.JoinedStr) and node.values and isinstance(node.values[0], ast.Constant):
+                text = node.values[0].value
+            if isinstance(text, str) and SQL_STATEMENT.match(text):
+                found.append(f"{module}:{node.lineno} holds SQL: {text.strip().splitlines()[0][:60]}")
+    # An f-string's literal parts are Constants too: report each line once.
+    return sorted(set(found))
 
 
 def strawberry_violations(imports: list[Import]) -> list[str]:
@@ -159,6 +223,16 @@ def test_no_module_imports_itself_round_a_cycle() -> None:
     assert import_cycles(modules, imports) == []
 
 
+def test_only_events_announce_calls_the_untyped_publish() -> None:
+    modules, _ = all_imports()
+    assert publish_violations(modules) == []
+
+
+def test_sql_lives_only_in_repositories_and_the_ddl_modules() -> None:
+    modules, _ = all_imports()
+    assert sql_violations(modules) == []
+
+
 def test_the_contract_sees_violations_in_a_package_that_breaks_it(tmp_path: Path) -> None:
     """The checks themselves can fail: a made-up package with one violation of each rule."""
     package = tmp_path / PACKAGE
@@ -171,8 +245,28 @@ def test_the_contract_sees_violations_in_a_package_that_breaks_it(tmp_path: Path
     (package / "threads" / "service.py").write_text(
         "def publish() -> None:\n    from threadline.streaming.hub import wake\n    from .types import Message\n"
     )
-    (package / "threads" / "repository.py").write_text("from strawberry import ID\n")
+    (package / "threads" / "repository.py").write_text(
+        "from strawberry import ID\nQ = 'SELECT id FROM message'\n"
+    )
+    (package / "threads" / "rules.py").write_text(
+        'from threadline.events.publish import CHANNEL, publish\n'
+        'from threadline.events import publish as p\n'
+        'async def f(db, t):\n'
+        '    """Select a thread from the list, then update the set."""\n'
+        '    await p.publish(db, t)\n'
+        '    await db.fetch(f"""\n  UPDATE message SET x = 1 WHERE id = {t}""")\n'
+        '    return "SELECT 1", "INSERT INTO message VALUES (1)"\n'
+    )
     modules, imports = all_imports(tmp_path)
+    assert publish_violations(modules) == [
+        "threadline.threads.rules:1 imports threadline.events.publish.publish",
+        "threadline.threads.rules:5 uses threadline.events.publish.publish",
+    ]
+    assert sql_violations(modules) == [
+        "threadline.threads.rules:6 holds SQL: UPDATE message SET x = 1 WHERE id =",
+        "threadline.threads.rules:8 holds SQL: INSERT INTO message VALUES (1)",
+        "threadline.threads.rules:8 holds SQL: SELECT 1",
+    ]
     assert strawberry_violations(imports) == ["threadline.threads.repository:1 imports strawberry"]
     assert streaming_violations(imports) == ["threadline.threads.service:2 imports threadline.streaming.hub"]
     assert import_cycles(modules, imports) == [["threadline.threads.service", "threadline.threads.types"]]
