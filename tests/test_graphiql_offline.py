@@ -65,6 +65,8 @@ def production(dsn: str) -> Iterator[ServerThread]:
 def test_the_page_loads_only_assets_served_by_the_server_with_long_cache_headers(server: ServerThread) -> None:
     page = httpx.get(f"{server.url}/graphql", headers=BROWSER)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    # The browser itself refuses anything not from this server.
+    assert "default-src 'self'" in page.headers["content-security-policy"]
     assert "https://" not in page.text and "unpkg.com" not in page.text
     urls = [url for url in page_assets(page.text) if not url.startswith("data:")]
     assert len(urls) == 6, urls  # react, react-dom, graphiql (js, css), the explorer plugin (js, css)
@@ -168,6 +170,8 @@ def test_graphiql_runs_a_query_and_a_subscription_offline(server: ServerThread, 
         socket.on("framereceived", lambda frame: frames.append(str(frame)))
 
     page.on("websocket", on_socket)
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
     try:
         page.goto(f"{server.url}/graphql")  # a browser's Accept: text/html
         page.wait_for_selector(".graphiql-query-editor .CodeMirror", timeout=30_000)
@@ -199,5 +203,9 @@ def test_graphiql_runs_a_query_and_a_subscription_offline(server: ServerThread, 
         assert sockets and all(url.startswith(f"ws://127.0.0.1:{server.port}/graphql") for url in sockets), sockets
         assert refused == []
         assert admin.api_key not in str(page.evaluate("JSON.stringify(window.localStorage)"))
+        assert not [message for message in console if "Content Security Policy" in message], console
+
+        page.click("#threadline-key-forget")
+        assert page.evaluate("window.sessionStorage.getItem('threadline.apiKey')") is None
     finally:
         context.close()

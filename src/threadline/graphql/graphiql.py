@@ -13,7 +13,7 @@ import html
 import os
 from pathlib import Path
 
-from starlette.responses import Response
+from starlette.responses import HTMLResponse, Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import Scope
 
@@ -30,6 +30,13 @@ ASSETS = {
     "explorer_js": "plugin-explorer-1.0.2/index.umd.js",
     "explorer_css": "plugin-explorer-1.0.2/style.css",
 }
+
+# The page may load and connect to this server only: what a CDN URL would need is refused by the browser too.
+# Inline script and styles: the page's own script, and the styles GraphiQL's components set.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; script-src 'self' 'unsafe-inline'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data:; font-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 
 # Asset URLs carry a hash of the file (`?v=`), so a browser may keep them for a year: an upgraded file has a
 # new URL.
@@ -54,6 +61,11 @@ def page(graphql_path: str) -> str:
     for name, rel in ASSETS.items():
         text = text.replace("{{" + name + "}}", html.escape(f"{base}/{rel}?v={versions[rel]}"))
     return text
+
+
+def page_response(graphql_path: str) -> HTMLResponse:
+    headers = {"Content-Security-Policy": CONTENT_SECURITY_POLICY, "Cache-Control": "no-cache"}
+    return HTMLResponse(page(graphql_path), headers=headers)
 
 
 class _CachedStaticFiles(StaticFiles):

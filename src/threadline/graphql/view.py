@@ -15,7 +15,7 @@ import orjson
 from cross_web import HTTPException
 from starlette.datastructures import Headers
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
@@ -362,7 +362,7 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
 
     async def render_graphql_ide(self, request: Request) -> Response:
         # Our page: its assets come from the package, not a CDN, and it asks for the key (graphql.graphiql).
-        return HTMLResponse(graphiql.page(request.url.path))
+        return graphiql.page_response(request.url.path)
 
     def should_render_graphql_ide(self, request: Any) -> bool:
         # A GET naming a persisted document (hash or id, no query text) is an operation, not a GraphiQL visit.
