@@ -87,7 +87,11 @@ from fixtures import (  # noqa: E402
 )
 
 FIELDS = "cursor type conversationId"
-CONVERSATION_QUERY = "subscription($c: ID!, $s: String) { conversationEvents(conversationId: $c, since: $s) { " + FIELDS + " } }"
+CONVERSATION_QUERY = (
+    "subscription($c: ID!, $s: String) { conversationEvents(conversationId: $c, since: $s) { "
+    + FIELDS
+    + " } }"
+)
 VIEWER_QUERY = "subscription($s: String) { viewerEvents(since: $s) { " + FIELDS + " } }"
 REPLY = (
     "mutation($p: ID!, $x: String!, $k: String) "
@@ -148,7 +152,10 @@ async def follow(run: Run, sub: Sub) -> None:
             ) as ws:
                 await ws.send(
                     orjson.dumps(
-                        {"type": "connection_init", "payload": {"authorization": f"Bearer {run.caller.api_key}"}}
+                        {
+                            "type": "connection_init",
+                            "payload": {"authorization": f"Bearer {run.caller.api_key}"},
+                        }
                     ).decode()
                 )
                 ack = orjson.loads(await asyncio.wait_for(ws.recv(), 10))
@@ -211,12 +218,18 @@ async def follow(run: Run, sub: Sub) -> None:
         await asyncio.sleep(min(0.02 * attempt, 0.5))
 
 
-async def write(run: Run, writers: list[int], n: int, root: str, key: str, preferred: int | None = None) -> None:
+async def write(
+    run: Run, writers: list[int], n: int, root: str, key: str, preferred: int | None = None
+) -> None:
     preferred = writers[n % len(writers)] if preferred is None else preferred
     attempt, last = 0, -1
     while True:
         candidates = [w for w in writers if w in run.alive] or writers
-        server = preferred if attempt == 0 and preferred in candidates else candidates[(n + attempt) % len(candidates)]
+        server = (
+            preferred
+            if attempt == 0 and preferred in candidates
+            else candidates[(n + attempt) % len(candidates)]
+        )
         if attempt and server == last and len(candidates) > 1:
             server = next(w for w in candidates if w != last)
         last = server
@@ -226,7 +239,11 @@ async def write(run: Run, writers: list[int], n: int, root: str, key: str, prefe
             response = await run.http[server].post(
                 "/graphql", json={"query": REPLY, "variables": {"p": root, "x": key, "k": key}}
             )
-            body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
+            body = (
+                response.json()
+                if response.headers.get("content-type", "").startswith("application/json")
+                else {}
+            )
             if response.status_code == 200 and not body.get("errors") and body.get("data"):
                 run.acked[key] = response.headers.get("idempotent-replayed") == "true"
                 return
@@ -276,17 +293,25 @@ async def open_transactions(dsn: str, server: str) -> tuple[int, int]:
 
 def machine_state() -> str:
     load = Path("/proc/loadavg").read_text().split()[:3]
-    mem = next(line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemAvailable"))
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent).stdout.strip()
+    mem = next(
+        line for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemAvailable")
+    )
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
+    ).stdout.strip()
     return f"{os.cpu_count()} cores, load average {' '.join(load)}, {int(mem.split()[1]) // 1024} MB available, commit {commit}"
 
 
-async def scenario(args: argparse.Namespace, variant: str, dsn: str, servers: list[Server], caller: Caller) -> dict[str, Any]:
+async def scenario(
+    args: argparse.Namespace, variant: str, dsn: str, servers: list[Server], caller: Caller
+) -> dict[str, Any]:
     victim = 0 if variant == "subscribers-killed" else 1
     writers = [1, 2]
     run = Run(servers, caller, alive={0, 1, 2})
     limits = httpx.Limits(max_connections=128, max_keepalive_connections=128)
-    run.http = [httpx.AsyncClient(base_url=s.url, headers=caller.headers, timeout=30, limits=limits) for s in servers]
+    run.http = [
+        httpx.AsyncClient(base_url=s.url, headers=caller.headers, timeout=30, limits=limits) for s in servers
+    ]
     try:
         return await _scenario(args, variant, dsn, run, victim, writers)
     finally:
@@ -303,7 +328,9 @@ async def _scenario(
         made = [start_conversation(client) for _ in range(args.conversations)]
         conversations = [c for c, _ in made]
         roots = [r for _, r in made]
-        start_cursor = client.post("/graphql", json={"query": "{ streamCursor }"}).json()["data"]["streamCursor"]
+        start_cursor = client.post("/graphql", json={"query": "{ streamCursor }"}).json()["data"][
+            "streamCursor"
+        ]
     subs = [
         Sub(
             i,
@@ -357,7 +384,9 @@ async def _scenario(
             break
         await asyncio.sleep(0.25)
     quiet = time.monotonic() - writes_done
-    expected = await expected_events(dsn, caller, subs, conversations)  # once more: nothing may have been late
+    expected = await expected_events(
+        dsn, caller, subs, conversations
+    )  # once more: nothing may have been late
     types = await event_types(dsn, caller, position(start_cursor))
     run.stopping = True
     for t in tasks:
@@ -405,7 +434,9 @@ async def _scenario(
     }
 
 
-async def expected_events(dsn: str, caller: Caller, subs: list[Sub], conversations: list[str]) -> dict[int, set[int]]:
+async def expected_events(
+    dsn: str, caller: Caller, subs: list[Sub], conversations: list[str]
+) -> dict[int, set[int]]:
     """Per subscription (by index): the log positions its scope holds after its start cursor (see the docstring)."""
     from threadline.ids import Kind, decode_id
 
@@ -421,9 +452,14 @@ async def expected_events(dsn: str, caller: Caller, subs: list[Sub], conversatio
             caller.user_id,
             list(NOT_COUNTED),
         )
-        mine = {r["conversation_id"] for r in await conn.fetch(
-            "SELECT conversation_id FROM participant WHERE tenant_id = $1 AND user_id = $2", caller.tenant_id, caller.user_id
-        )}
+        mine = {
+            r["conversation_id"]
+            for r in await conn.fetch(
+                "SELECT conversation_id FROM participant WHERE tenant_id = $1 AND user_id = $2",
+                caller.tenant_id,
+                caller.user_id,
+            )
+        }
     finally:
         await conn.close()
     ids = {c: decode_id(c, Kind.CONVERSATION) for c in conversations}
@@ -487,8 +523,12 @@ def one_run(args: argparse.Namespace, variant: str) -> dict[str, Any]:
     servers: list[Server] = []
     try:
         # Each process's connections carry its name (pg_stat_activity shows the victim's open transactions).
-        servers = [Server(f"{dsn}{'&' if '?' in dsn else '?'}application_name=bench-failover-{name}", env=UNTHROTTLED)
-                   for name in NAMES]
+        servers = [
+            Server(
+                f"{dsn}{'&' if '?' in dsn else '?'}application_name=bench-failover-{name}", env=UNTHROTTLED
+            )
+            for name in NAMES
+        ]
         caller = create_tenant(dsn)
         return asyncio.run(scenario(args, variant, dsn, servers, caller))
     finally:
@@ -505,8 +545,15 @@ def main() -> None:
     parser.add_argument("--before", type=float, default=4.0, help="seconds of writes before the kill")
     parser.add_argument("--after", type=float, default=5.0, help="seconds of writes after the kill")
     parser.add_argument("--repeat", type=int, default=1)
-    parser.add_argument("--burst", type=int, default=20, help="writer-killed: writes sent to B at once just before the kill")
-    parser.add_argument("--kill-after", type=float, default=30.0, help="writer-killed: kill within this many ms (uniform) of the burst being half in flight")
+    parser.add_argument(
+        "--burst", type=int, default=20, help="writer-killed: writes sent to B at once just before the kill"
+    )
+    parser.add_argument(
+        "--kill-after",
+        type=float,
+        default=30.0,
+        help="writer-killed: kill within this many ms (uniform) of the burst being half in flight",
+    )
     parser.add_argument("--variant", choices=("subscribers-killed", "writer-killed", "both"), default="both")
     args = parser.parse_args()
     variants = ["subscribers-killed", "writer-killed"] if args.variant == "both" else [args.variant]
@@ -524,10 +571,12 @@ def main() -> None:
             results.append(result)
             print(result, flush=True)
     print()
-    print("| variant (killed) | events expected | delivered | lost | duplicated | unexpected | resubscribed | "
-          "kill -9 to ack p50 / p99 ms | close to ack p50 / p99 ms | close to first event p50 / p99 ms | "
-          "writes acked | messages stored (distinct) | writes retried (replayed) | in flight at kill "
-          "(victim's transactions open / writing) |")
+    print(
+        "| variant (killed) | events expected | delivered | lost | duplicated | unexpected | resubscribed | "
+        "kill -9 to ack p50 / p99 ms | close to ack p50 / p99 ms | close to first event p50 / p99 ms | "
+        "writes acked | messages stored (distinct) | writes retried (replayed) | in flight at kill "
+        "(victim's transactions open / writing) |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |")
 
     def pair(value: tuple[float, float] | None) -> str:

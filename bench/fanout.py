@@ -66,11 +66,15 @@ class _SinkProtocol(asyncio.Protocol):
     """Reads and discards: completes the handshake, subscribes, then only counts event frames, in the
     transport's callback (no task, no frame parsing): full load on the server, little on this CPU."""
 
-    def __init__(self, url: str, graphql: bool, key: str, cid: str, opened: asyncio.Future[None], frames: list[int]) -> None:
+    def __init__(
+        self, url: str, graphql: bool, key: str, cid: str, opened: asyncio.Future[None], frames: list[int]
+    ) -> None:
         from websockets.client import ClientProtocol
         from websockets.uri import parse_uri
 
-        self.ws = ClientProtocol(parse_uri(url), subprotocols=["graphql-transport-ws"] if graphql else None, max_size=None)
+        self.ws = ClientProtocol(
+            parse_uri(url), subprotocols=["graphql-transport-ws"] if graphql else None, max_size=None
+        )
         self.graphql, self.key, self.cid = graphql, key, cid
         self.opened, self.frames = opened, frames
         self.handshaken = False
@@ -88,7 +92,9 @@ class _SinkProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         if self.handshaken:
-            self.frames[0] += data.count(b'"next"')  # one per event frame (a marker split across reads is lost: rare)
+            self.frames[0] += data.count(
+                b'"next"'
+            )  # one per event frame (a marker split across reads is lost: rare)
             return
         self.ws.receive_data(data)
         if not self.ws.events_received():
@@ -282,7 +288,12 @@ def _stages(
     receipts: list[tuple[int, float, float]], committed: dict[int, float], timeline: dict[str, list[float]]
 ) -> dict[str, str]:
     """Where the time from commit to receipt goes (p50 / p99 ms of each stage, over the timed events)."""
-    stages: dict[str, list[float]] = {"commit->notify": [], "notify->routed": [], "routed->flushed": [], "flushed->received": []}
+    stages: dict[str, list[float]] = {
+        "commit->notify": [],
+        "notify->routed": [],
+        "routed->flushed": [],
+        "flushed->received": [],
+    }
     for cursor, received, _ in receipts:
         seen, routed, flushed = timeline.get(str(cursor), (0.0, 0.0, 0.0))
         commit = committed.get(cursor)
@@ -293,7 +304,8 @@ def _stages(
         stages["routed->flushed"].append(flushed - routed)
         stages["flushed->received"].append(received - flushed)
     return {
-        k: f"{percentile_ms(v, 0.5):.1f} / {percentile_ms(v, 0.99):.1f}" if v else "n/a" for k, v in stages.items()
+        k: f"{percentile_ms(v, 0.5):.1f} / {percentile_ms(v, 0.99):.1f}" if v else "n/a"
+        for k, v in stages.items()
     }
 
 
@@ -341,8 +353,11 @@ def _other_cpu(clients: list[tuple[Any, Any]]) -> dict[str, float]:
                     postgres += cpu_seconds(int(entry.name))
             except OSError:
                 pass
-    return {"clients": sum(cpu_seconds(proc.pid) for proc, _ in clients), "postgres": postgres,
-            "publisher": time.process_time()}
+    return {
+        "clients": sum(cpu_seconds(proc.pid) for proc, _ in clients),
+        "postgres": postgres,
+        "publisher": time.process_time(),
+    }
 
 
 def _await_subscriptions(url: str, expected: int, timeout: float = 60.0) -> None:
@@ -507,12 +522,22 @@ def main() -> None:
         help="what publishes: messageAppend round robin over 10 assistant messages (message.delta, streamed output) "
         "or messageReply to one thread root (thread.activity; every write contends on the thread's rows)",
     )
-    parser.add_argument("--skip-baseline", action="store_true", help="only the Threadline run (e.g. for profiling)")
+    parser.add_argument(
+        "--skip-baseline", action="store_true", help="only the Threadline run (e.g. for profiling)"
+    )
     args = parser.parse_args()
     nan = float("nan")
     baseline = (
-        {"delivered": 0, "expected": 0, "deliveries_per_s": 0, "p50_ms": nan, "p99_ms": nan, "server_cpu": 0,
-         "frames_received": 0, "frames_expected": 0}
+        {
+            "delivered": 0,
+            "expected": 0,
+            "deliveries_per_s": 0,
+            "p50_ms": nan,
+            "p99_ms": nan,
+            "server_cpu": 0,
+            "frames_received": 0,
+            "frames_expected": 0,
+        }
         if args.skip_baseline
         else run_baseline(args.subscribers, args.rate, args.seconds, args.client_procs)
     )
@@ -540,10 +565,14 @@ def main() -> None:
         f"p99 {hub.get('p99_ms')} ms, max {hub.get('max_ms')} ms over {hub.get('events')} events"
     )
     route = hub.get("route", {})
-    print(f"threadline hub: routing one event (the loop is held meanwhile): p50 {route.get('p50_ms')} ms, p99 {route.get('p99_ms')} ms, max {route.get('max_ms')} ms")
+    print(
+        f"threadline hub: routing one event (the loop is held meanwhile): p50 {route.get('p50_ms')} ms, p99 {route.get('p99_ms')} ms, max {route.get('max_ms')} ms"
+    )
     print(f"threadline stages, commit to receipt (p50 / p99 ms): {hub.get('stages')}")
     print(f"threadline run, other processes' CPU (cores): {hub.get('machine')}")
-    print(f"threadline deliveries: {hub.get('paths')} (direct: one shared frame written to the socket; queued: the per-operation path)")
+    print(
+        f"threadline deliveries: {hub.get('paths')} (direct: one shared frame written to the socket; queued: the per-operation path)"
+    )
     print(
         f"threadline from the event's transaction start (occurredAt) instead of its commit: "
         f"p50 {threadline['start_p50_ms']:.1f} ms, p99 {threadline['start_p99_ms']:.1f} ms"

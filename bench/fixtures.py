@@ -184,7 +184,9 @@ def create_tenant(dsn: str) -> Caller:
     async def work() -> Caller:
         db = await Pool.connect(dsn, 1, 1)
         try:
-            made = await create(db, f"bench-{uuid.uuid4().hex[:6]}", f"admin-{uuid.uuid4().hex[:6]}@example.com")
+            made = await create(
+                db, f"bench-{uuid.uuid4().hex[:6]}", f"admin-{uuid.uuid4().hex[:6]}@example.com"
+            )
         finally:
             await db.close()
         return Caller(made.tenant_id, made.user_id, made.api_key)
@@ -203,9 +205,9 @@ def graphql(client: httpx.Client, query: str, variables: dict[str, Any] | None =
 
 def start_conversation(client: httpx.Client) -> tuple[str, str]:
     """A new conversation and a thread root in it, through the API: (conversation id, root id)."""
-    conversation = graphql(
-        client, 'mutation { conversationCreate(input: {title: "bench"}) { id } }'
-    )["conversationCreate"]["id"]
+    conversation = graphql(client, 'mutation { conversationCreate(input: {title: "bench"}) { id } }')[
+        "conversationCreate"
+    ]["id"]
     root = graphql(
         client,
         'mutation($c: ID!) { threadStart(conversationId: $c, input: {content: "root"}) { id } }',
@@ -239,7 +241,9 @@ def seed_tree(dsn: str, caller: Caller, root_public_id: str, nodes: int, seed: i
     async def work() -> None:
         conn = await asyncpg.connect(dsn)
         try:
-            root = await conn.fetchrow("SELECT conversation_id, created_at FROM message WHERE id = $1", root_id)
+            root = await conn.fetchrow(
+                "SELECT conversation_id, created_at FROM message WHERE id = $1", root_id
+            )
             assert root is not None
             conversation_id = root["conversation_id"]
             ids = [root_id]
@@ -302,7 +306,9 @@ def seed_tree(dsn: str, caller: Caller, root_public_id: str, nodes: int, seed: i
                 nodes - 1,
             )
             await conn.execute(
-                "UPDATE conversation SET message_count = message_count + $2 WHERE id = $1", conversation_id, nodes - 1
+                "UPDATE conversation SET message_count = message_count + $2 WHERE id = $1",
+                conversation_id,
+                nodes - 1,
             )
             await conn.execute("ANALYZE message")
         finally:
@@ -311,7 +317,9 @@ def seed_tree(dsn: str, caller: Caller, root_public_id: str, nodes: int, seed: i
     asyncio.run(work())
 
 
-def seed_conversations(dsn: str, tenant_id: uuid.UUID, user_id: uuid.UUID, count: int, seed: int = 11) -> None:
+def seed_conversations(
+    dsn: str, tenant_id: uuid.UUID, user_id: uuid.UUID, count: int, seed: int = 11
+) -> None:
     """`count` conversations owned by `user_id` (OWNER participant rows), spread over 30 days of activity."""
     rng = random.Random(seed)
 

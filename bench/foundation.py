@@ -133,7 +133,9 @@ def cold_start(runs: int) -> None:
         up = statistics.median(s[0] for s in samples)
         ready = statistics.median(s[1] for s in samples)
         print(f"  {name:22} {up:>11.2f} {ready:>7.2f} {ready / base:>6.2f}")
-    print(f"  {'bare pgserver (raw)':22} {base:>11.2f} {base:>7.2f} {1:>6.2f}   initdb + start + SELECT 1, in-process")
+    print(
+        f"  {'bare pgserver (raw)':22} {base:>11.2f} {base:>7.2f} {1:>6.2f}   initdb + start + SELECT 1, in-process"
+    )
 
 
 def create_member(client: httpx.Client) -> tuple[str, str]:
@@ -228,7 +230,9 @@ def conversation_pages(quick: bool) -> None:
         seed_conversations(dsn, member.tenant_id, member.user_id, 10_000)
 
         print()
-        print("conversations(first: N) for a MEMBER in 10,000 conversations, over HTTP (fields: id title tags")
+        print(
+            "conversations(first: N) for a MEMBER in 10,000 conversations, over HTTP (fields: id title tags"
+        )
         print("status messageCount lastActivityAt owner{id email} participants{role user{id}} + cursors)")
         print(f"{'first':>6} {'p50 ms':>8} {'p99 ms':>8} {'SQL/req':>8} {'raw p50':>8} {'ratio':>6}")
         loop = asyncio.new_event_loop()

@@ -37,7 +37,9 @@ from threadline.db.migrate import apply_migrations  # noqa: E402
 from threadline.threads.paths import encode_rank  # noqa: E402
 
 
-def node(node_id: str, parent: str | None, children: list[str], role: str, text: str, t: float) -> dict[str, object]:
+def node(
+    node_id: str, parent: str | None, children: list[str], role: str, text: str, t: float
+) -> dict[str, object]:
     return {
         "id": node_id,
         "message": {
@@ -58,7 +60,7 @@ def node(node_id: str, parent: str | None, children: list[str], role: str, text:
 
 
 TEXT = (
-    "Here is a fairly typical paragraph of a chat message, with some \"quotes\", a newline\nand a code sample:\n"
+    'Here is a fairly typical paragraph of a chat message, with some "quotes", a newline\nand a code sample:\n'
     "```python\nfor i in range(10):\n    print(i)\n```\nThat should be enough to look like real traffic. "
 )
 
@@ -124,9 +126,13 @@ async def raw_copy_rates(dsn: str, rows: int) -> tuple[float, float]:
         for table in ("bench_message", "message"):
             async with conn.transaction():
                 await conn.execute("CREATE TEMP TABLE bench_message (LIKE message INCLUDING DEFAULTS)")
-                await conn.execute("INSERT INTO tenant (id, name, settings) VALUES ($1, 'raw', '{}'::jsonb)", tenant)
                 await conn.execute(
-                    "INSERT INTO app_user (id, tenant_id, display_name, role) VALUES ($1, $2, 'raw', 'ADMIN')", owner, tenant
+                    "INSERT INTO tenant (id, name, settings) VALUES ($1, 'raw', '{}'::jsonb)", tenant
+                )
+                await conn.execute(
+                    "INSERT INTO app_user (id, tenant_id, display_name, role) VALUES ($1, $2, 'raw', 'ADMIN')",
+                    owner,
+                    tenant,
                 )
                 await conn.execute(
                     "INSERT INTO conversation (id, tenant_id, owner_id, title) VALUES ($1, $2, $3, 'raw')",
@@ -148,7 +154,18 @@ def import_run(dsn: str, path: Path, api_key: str) -> tuple[float, dict[str, obj
     env = {**os.environ, "DATABASE_URL": dsn}
     start = time.perf_counter()
     result = subprocess.run(
-        [sys.executable, "-m", "threadline.cli", "import", str(path), "--format", "chatgpt", "--api-key", api_key, "--quiet"],
+        [
+            sys.executable,
+            "-m",
+            "threadline.cli",
+            "import",
+            str(path),
+            "--format",
+            "chatgpt",
+            "--api-key",
+            api_key,
+            "--quiet",
+        ],
         capture_output=True,
         text=True,
         env=env,
@@ -161,7 +178,9 @@ def import_run(dsn: str, path: Path, api_key: str) -> tuple[float, dict[str, obj
     return elapsed, json.loads(result.stdout.strip().splitlines()[-1]), peak_kb
 
 
-async def export_figures(dsn: str, tenant_id: uuid.UUID, conversation_id: uuid.UUID) -> tuple[float, float, int]:
+async def export_figures(
+    dsn: str, tenant_id: uuid.UUID, conversation_id: uuid.UUID
+) -> tuple[float, float, int]:
     from threadline.porting import exporter
     from threadline.porting import repository as repo
 
@@ -172,7 +191,11 @@ async def export_figures(dsn: str, tenant_id: uuid.UUID, conversation_id: uuid.U
         raw, full, size = [], [], 0
         for _ in range(3):
             start = time.perf_counter()
-            await db.fetch("SELECT * FROM message WHERE tenant_id = $1 AND conversation_id = $2", tenant_id, conversation_id)
+            await db.fetch(
+                "SELECT * FROM message WHERE tenant_id = $1 AND conversation_id = $2",
+                tenant_id,
+                conversation_id,
+            )
             raw.append(time.perf_counter() - start)
             start = time.perf_counter()
             document = await exporter.conversation_document(db, tenant_id, row, datetime.now(UTC))
@@ -190,14 +213,18 @@ async def setup(dsn: str) -> tuple[uuid.UUID, str]:
     await apply_migrations(dsn)
     db = await Database.connect(dsn, 1, 2)
     try:
-        created = await create_tenant(db, f"bench-{uuid.uuid4().hex[:6]}", f"bench-{uuid.uuid4().hex[:6]}@example.com")
+        created = await create_tenant(
+            db, f"bench-{uuid.uuid4().hex[:6]}", f"bench-{uuid.uuid4().hex[:6]}@example.com"
+        )
         return created.tenant_id, created.api_key
     finally:
         await db.close()
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--conversations", type=int, default=5000)
     parser.add_argument("--messages", type=int, default=100, help="messages per conversation")
     parser.add_argument("--export-messages", type=int, default=10_000)
@@ -216,26 +243,38 @@ def main() -> None:
         write_export(export_file, args.conversations, args.messages)
         total = args.conversations * args.messages
         size = export_file.stat().st_size
-        print(f"generated {args.conversations:,} conversations / {total:,} messages, {size / 1e6:,.0f} MB "
-              f"in {time.perf_counter() - start:.1f} s")
+        print(
+            f"generated {args.conversations:,} conversations / {total:,} messages, {size / 1e6:,.0f} MB "
+            f"in {time.perf_counter() - start:.1f} s"
+        )
 
         bare_rate, table_rate = asyncio.run(raw_copy_rates(dsn, min(total, 100_000)))
         elapsed, report, peak_kb = import_run(dsn, export_file, api_key)
         rate = report["messages"] / elapsed  # type: ignore[operator]
-        print(f"import: {report['imported']:,} conversations, {report['messages']:,} messages in {elapsed:.1f} s = "
-              f"{rate:,.0f} messages/s; peak RSS {peak_kb / 1024:,.0f} MB for a {size / 1e6:,.0f} MB file")
-        print(f"  raw COPY baseline into the message table (its indexes and search trigger; no parsing, no tree): "
-              f"{table_rate:,.0f} messages/s; import / raw = {rate / table_rate:.2f}")
+        print(
+            f"import: {report['imported']:,} conversations, {report['messages']:,} messages in {elapsed:.1f} s = "
+            f"{rate:,.0f} messages/s; peak RSS {peak_kb / 1024:,.0f} MB for a {size / 1e6:,.0f} MB file"
+        )
+        print(
+            f"  raw COPY baseline into the message table (its indexes and search trigger; no parsing, no tree): "
+            f"{table_rate:,.0f} messages/s; import / raw = {rate / table_rate:.2f}"
+        )
         print(f"  raw COPY into an index-free copy of the table: {bare_rate:,.0f} messages/s")
 
         big = workdir / "big.json"
-        big.write_bytes(orjson.dumps([conversation(10**6, args.export_messages, branches=max(1, args.export_messages // 500))]))
+        big.write_bytes(
+            orjson.dumps(
+                [conversation(10**6, args.export_messages, branches=max(1, args.export_messages // 500))]
+            )
+        )
         elapsed_big, big_report, _ = import_run(dsn, big, api_key)
         conversation_id = asyncio.run(_conversation_by_title(dsn, f"Conversation {10**6}"))
         raw_s, export_s, bytes_out = asyncio.run(export_figures(dsn, tenant_id, conversation_id))
-        print(f"export of a {big_report['messages']:,}-message conversation: {export_s * 1000:,.0f} ms "
-              f"({bytes_out / 1e6:,.1f} MB of JSON); raw SELECT of its rows {raw_s * 1000:,.0f} ms; "
-              f"export / raw = {export_s / raw_s:.1f}")
+        print(
+            f"export of a {big_report['messages']:,}-message conversation: {export_s * 1000:,.0f} ms "
+            f"({bytes_out / 1e6:,.1f} MB of JSON); raw SELECT of its rows {raw_s * 1000:,.0f} ms; "
+            f"export / raw = {export_s / raw_s:.1f}"
+        )
     finally:
         if embedded is not None:
             embedded.stop()

@@ -1,6 +1,6 @@
 """Run the thread and foundation benchmarks one after another (each starts its own database and server).
 
-    .venv/bin/python bench/run_all.py [--quick]
+.venv/bin/python bench/run_all.py [--quick]
 """
 
 from __future__ import annotations

@@ -93,11 +93,15 @@ async def seed(
 
     db = await Pool.connect(dsn, 1, 4)
     try:
-        made = await create_tenant(db, f"bench-{uuid.uuid4().hex[:6]}", f"a-{uuid.uuid4().hex[:6]}@example.com")
+        made = await create_tenant(
+            db, f"bench-{uuid.uuid4().hex[:6]}", f"a-{uuid.uuid4().hex[:6]}@example.com"
+        )
         principal = Principal(made.tenant_id, made.user_id, Role.ADMIN, None)
         conversation = await conversations.create(db, settings, principal, ConversationFields(title="runs"))
         roots = [
-            (await threads.start_thread(db, settings, principal, conversation["id"], MessageDraft(content)))["id"]
+            (await threads.start_thread(db, settings, principal, conversation["id"], MessageDraft(content)))[
+                "id"
+            ]
             for _ in range(messages)
         ]
     finally:
@@ -118,11 +122,23 @@ async def _subscribers(url: str, key: str, cid: str, count: int, conn: Any) -> N
     finished = asyncio.Event()
 
     async def one() -> None:
-        async with websockets.connect(url, subprotocols=["graphql-transport-ws"], max_size=None, open_timeout=60) as ws:
-            await ws.send(orjson.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {key}"}}).decode())
+        async with websockets.connect(
+            url, subprotocols=["graphql-transport-ws"], max_size=None, open_timeout=60
+        ) as ws:
+            await ws.send(
+                orjson.dumps(
+                    {"type": "connection_init", "payload": {"authorization": f"Bearer {key}"}}
+                ).decode()
+            )
             assert orjson.loads(await ws.recv())["type"] == "connection_ack"
             await ws.send(
-                orjson.dumps({"id": "1", "type": "subscribe", "payload": {"query": SUBSCRIPTION, "variables": {"c": cid}}}).decode()
+                orjson.dumps(
+                    {
+                        "id": "1",
+                        "type": "subscribe",
+                        "payload": {"query": SUBSCRIPTION, "variables": {"c": cid}},
+                    }
+                ).decode()
             )
             ready[0] += 1
             if ready[0] == count:
@@ -158,7 +174,9 @@ def _subscriber_process(url: str, key: str, cid: str, count: int, conn: Any) -> 
     asyncio.run(_subscribers(url, key, cid, count, conn))
 
 
-async def streaming(dsn: str, tokens: int, rate: float, subscribers: int, ws_url: str | None) -> dict[str, Any]:
+async def streaming(
+    dsn: str, tokens: int, rate: float, subscribers: int, ws_url: str | None
+) -> dict[str, Any]:
     from threadline.db import Database as Pool
     from threadline.events.publish import CHANNEL
     from threadline.ids import Kind, encode_id
@@ -176,7 +194,14 @@ async def streaming(dsn: str, tokens: int, rate: float, subscribers: int, ws_url
     if ws_url:
         ctx = mp.get_context("spawn")
         parent, child = ctx.Pipe()
-        clients = (ctx.Process(target=_subscriber_process, args=(ws_url, key, encode_id(Kind.CONVERSATION, cid), subscribers, child), daemon=True), parent)
+        clients = (
+            ctx.Process(
+                target=_subscriber_process,
+                args=(ws_url, key, encode_id(Kind.CONVERSATION, cid), subscribers, child),
+                daemon=True,
+            ),
+            parent,
+        )
         clients[0].start()
         assert await asyncio.to_thread(parent.recv) == "ready"
 
@@ -272,10 +297,14 @@ async def queue_runs(dsn: str, count: int, conversations: int) -> tuple[list[uui
     db = await Pool.connect(dsn, 1, 4)
     try:
         for _ in range(conversations - 1):
-            other = await conversation_service.create(db, settings, principal, ConversationFields(title="runs"))
+            other = await conversation_service.create(
+                db, settings, principal, ConversationFields(title="runs")
+            )
             cids.append(other["id"])
             for _ in range(count // conversations):
-                root = await threads.start_thread(db, settings, principal, other["id"], MessageDraft(REPLY_INPUT))
+                root = await threads.start_thread(
+                    db, settings, principal, other["id"], MessageDraft(REPLY_INPUT)
+                )
                 all_roots.append(root["id"])
         ids = [(await runs.create_run(db, settings, principal, RunSpec(r)))["id"] for r in all_roots]
     finally:
@@ -310,8 +339,13 @@ async def verify(dsn: str, cids: list[uuid.UUID], ids: list[uuid.UUID]) -> dict[
     exactly_once = (
         len(runs) == len(ids)
         and all(
-            r["status"] == "COMPLETED" and r["attempt"] == 1 and r["steps"] == 1 and r["outputs"] == 1
-            and r["content"] == expected and r["chunks"] == expected and list(r["indexes"]) == list(range(len(r["indexes"])))
+            r["status"] == "COMPLETED"
+            and r["attempt"] == 1
+            and r["steps"] == 1
+            and r["outputs"] == 1
+            and r["content"] == expected
+            and r["chunks"] == expected
+            and list(r["indexes"]) == list(range(len(r["indexes"])))
             for r in runs
         )
         and sorted(d["run"] for d in done) == sorted(f"run_{i.hex}" for i in ids)
@@ -390,11 +424,17 @@ def main() -> None:
     os.environ["THREADLINE_RUN_WORKERS"] = "0"  # the bench server must not execute the measured runs
     server = Server(dsn)
     try:
-        s = asyncio.run(streaming(dsn, args.tokens, args.rate, args.subscribers, f"ws://127.0.0.1:{server.port}/graphql"))
+        s = asyncio.run(
+            streaming(dsn, args.tokens, args.rate, args.subscribers, f"ws://127.0.0.1:{server.port}/graphql")
+        )
         print(f"streaming: {s['tokens']} tokens at {args.rate:g}/s")
-        print(f"  provider alone {s['provider_s']:.2f} s, run end to end {s['wall_s']:.2f} s: ratio {s['ratio']:.3f}")
+        print(
+            f"  provider alone {s['provider_s']:.2f} s, run end to end {s['wall_s']:.2f} s: ratio {s['ratio']:.3f}"
+        )
         print(f"  {s['deltas']} message.delta notifications: {s['notifications_per_s']:.1f}/s")
-        print(f"  transaction start -> LISTEN delivery: p50 {s['listen_p50_ms']:.1f} ms, p99 {s['listen_p99_ms']:.1f} ms")
+        print(
+            f"  transaction start -> LISTEN delivery: p50 {s['listen_p50_ms']:.1f} ms, p99 {s['listen_p99_ms']:.1f} ms"
+        )
         if "ws_p50_ms" in s:
             print(
                 f"  {s['subscribers']} WebSocket subscribers: {s['delivered']}/{s['expected']} deltas delivered, "
@@ -406,9 +446,13 @@ def main() -> None:
                 f"throughput: {t['runs']} echo runs in {t['conversations']} conversation(s), "
                 f"2 worker processes x concurrency {t['concurrency']}"
             )
-            print(f"  {t['seconds']:.2f} s first claim to last end: {t['runs_per_s']:.1f} runs/s; per worker {t['per_worker']}")
+            print(
+                f"  {t['seconds']:.2f} s first claim to last end: {t['runs_per_s']:.1f} runs/s; per worker {t['per_worker']}"
+            )
             print(f"  exactly once: {t['exactly_once']}")
-            print(f"  baseline: {t['raw_updates_per_s']:.0f} single-row UPDATE transactions/s on one connection;")
+            print(
+                f"  baseline: {t['raw_updates_per_s']:.0f} single-row UPDATE transactions/s on one connection;"
+            )
             print(f"  one run costs as much time as {t['raw_updates_per_run']:.1f} of them")
     finally:
         server.stop()

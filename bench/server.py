@@ -105,7 +105,9 @@ def main() -> None:
         return JSONResponse({str(k): v for k, v in timeline.items()})
 
     async def hub_latency(request: Request) -> JSONResponse:
-        return JSONResponse({**summary(routed), "notified": summary(notified), "route": summary(route_seconds)})
+        return JSONResponse(
+            {**summary(routed), "notified": summary(notified), "route": summary(route_seconds)}
+        )
 
     async def statements(request: Request) -> JSONResponse:
         return JSONResponse({"count": sql_statement_count()})

@@ -34,14 +34,20 @@ from threadline.events.publish import bucket_of, publish  # noqa: E402
 from threadline.ids import Kind, decode_id  # noqa: E402
 
 FIELDS = "cursor type ... on ThreadActivityEvent { changedMessage { content } }"
-REPLY = 'mutation($p: ID!, $x: String!) { messageReply(parentId: $p, input: {content: $x}) { id } }'
+REPLY = "mutation($p: ID!, $x: String!) { messageReply(parentId: $p, input: {content: $x}) { id } }"
 
 
-async def follow(url: str, caller: Caller, query: str, variables: dict[str, Any], seen: dict[str, float]) -> None:
+async def follow(
+    url: str, caller: Caller, query: str, variables: dict[str, Any], seen: dict[str, float]
+) -> None:
     async with websockets.connect(url, subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
-        await ws.send(json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {caller.api_key}"}}))
+        await ws.send(
+            json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {caller.api_key}"}})
+        )
         await ws.recv()
-        await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query, "variables": variables}}))
+        await ws.send(
+            json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query, "variables": variables}})
+        )
         async for raw in ws:
             message = json.loads(raw)
             if message.get("type") == "ping":
@@ -54,14 +60,18 @@ async def follow(url: str, caller: Caller, query: str, variables: dict[str, Any]
                 seen[content] = time.monotonic()
 
 
-async def phase(name: str, seconds: float, base: str, root: str, caller: Caller, rate: float) -> dict[str, float]:
+async def phase(
+    name: str, seconds: float, base: str, root: str, caller: Caller, rate: float
+) -> dict[str, float]:
     """Replies for `seconds`; returns when each was acknowledged (committed), by content."""
     sent: dict[str, float] = {}
     async with httpx.AsyncClient(base_url=base, headers=caller.headers, timeout=30) as client:
         end = time.monotonic() + seconds
         while time.monotonic() < end:
             content = f"{name}-{uuid.uuid4().hex[:8]}"
-            body = (await client.post("/graphql", json={"query": REPLY, "variables": {"p": root, "x": content}})).json()
+            body = (
+                await client.post("/graphql", json={"query": REPLY, "variables": {"p": root, "x": content}})
+            ).json()
             assert not body.get("errors"), body
             sent[content] = time.monotonic()
             await asyncio.sleep(1 / rate)
@@ -99,13 +109,17 @@ async def open_writer(dsn: str, caller: Caller, conversation: str, idle_timeout:
     return conn, tx
 
 
-async def run(args: argparse.Namespace, dsn: str, server: Server, slow_caller: Caller, other_caller: Caller) -> None:
+async def run(
+    args: argparse.Namespace, dsn: str, server: Server, slow_caller: Caller, other_caller: Caller
+) -> None:
     with httpx.Client(base_url=server.url, headers=slow_caller.headers, timeout=30) as client:
         slow, _ = start_conversation(client)
     with httpx.Client(base_url=server.url, headers=other_caller.headers, timeout=30) as client:
         while True:
             other, root = start_conversation(client)
-            if bucket_of(decode_id(other, Kind.CONVERSATION)) != bucket_of(decode_id(slow, Kind.CONVERSATION)):
+            if bucket_of(decode_id(other, Kind.CONVERSATION)) != bucket_of(
+                decode_id(slow, Kind.CONVERSATION)
+            ):
                 break
     ws_url = server.url.replace("http", "ws") + "/graphql"
     streams: dict[str, dict[str, float]] = {"conversationEvents": {}, "viewerEvents": {}}
@@ -120,7 +134,13 @@ async def run(args: argparse.Namespace, dsn: str, server: Server, slow_caller: C
             )
         ),
         asyncio.create_task(
-            follow(ws_url, other_caller, "subscription { viewerEvents { " + FIELDS + " } }", {}, streams["viewerEvents"])
+            follow(
+                ws_url,
+                other_caller,
+                "subscription { viewerEvents { " + FIELDS + " } }",
+                {},
+                streams["viewerEvents"],
+            )
         ),
     ]
     await asyncio.sleep(1)

@@ -129,7 +129,9 @@ def main() -> None:
                 roots[size] = root
 
         print("threadTree, end to end over HTTP (median ms; ratio = HTTP / raw asyncpg+orjson baseline)")
-        print(f"{'nodes':>7} {'raw':>8} {'stock':>8} {'ratio':>6} {'fast':>8} {'ratio':>6} {'speed-up':>8} {'MB':>5}")
+        print(
+            f"{'nodes':>7} {'raw':>8} {'stock':>8} {'ratio':>6} {'fast':>8} {'ratio':>6} {'speed-up':>8} {'MB':>5}"
+        )
         for size, n in runs.items():
             # Rounds interleave raw, stock and fast, so all three see the same machine conditions.
             raw = RawTree(dsn, caller.tenant_id, decode_id(roots[size], Kind.MESSAGE))
@@ -173,7 +175,9 @@ def main() -> None:
                 before = server.sql_statements()
                 http_samples(server, caller, NESTED_QUERY, roots[2_000], runs=0, warmup=1)
                 statements.append(server.sql_statements() - before)
-            latencies, body = http_samples(server, caller, NESTED_QUERY, roots[2_000], 3 if args.quick else 20)
+            latencies, body = http_samples(
+                server, caller, NESTED_QUERY, roots[2_000], 3 if args.quick else 20
+            )
             reached = body.count(b'"id"')
             print(
                 f"  {name:>5}: {statistics.mode(statements)} SQL statements per request {statements},"

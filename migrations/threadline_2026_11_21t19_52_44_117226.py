@@ -94,9 +94,7 @@ DESCRIPTION = "initial tables"
 
 
 async def forwards():
-    manager = MigrationManager(
-        migration_id=ID, app_name="threadline", description=DESCRIPTION
-    )
+    manager = MigrationManager(migration_id=ID, app_name="threadline", description=DESCRIPTION)
 
     manager.add_table(
         class_name="Conversation",
@@ -105,9 +103,7 @@ async def forwards():
         columns=None,
     )
 
-    manager.add_table(
-        class_name="Invite", tablename="invite", schema=None, columns=None
-    )
+    manager.add_table(class_name="Invite", tablename="invite", schema=None, columns=None)
 
     manager.add_table(
         class_name="MessageChunk",
@@ -116,9 +112,7 @@ async def forwards():
         columns=None,
     )
 
-    manager.add_table(
-        class_name="AppUser", tablename="app_user", schema=None, columns=None
-    )
+    manager.add_table(class_name="AppUser", tablename="app_user", schema=None, columns=None)
 
     manager.add_table(
         class_name="StreamEvent",
@@ -127,13 +121,9 @@ async def forwards():
         columns=None,
     )
 
-    manager.add_table(
-        class_name="Message", tablename="message", schema=None, columns=None
-    )
+    manager.add_table(class_name="Message", tablename="message", schema=None, columns=None)
 
-    manager.add_table(
-        class_name="Thread", tablename="thread", schema=None, columns=None
-    )
+    manager.add_table(class_name="Thread", tablename="thread", schema=None, columns=None)
 
     manager.add_table(
         class_name="Participant",
@@ -142,13 +132,9 @@ async def forwards():
         columns=None,
     )
 
-    manager.add_table(
-        class_name="ApiKey", tablename="api_key", schema=None, columns=None
-    )
+    manager.add_table(class_name="ApiKey", tablename="api_key", schema=None, columns=None)
 
-    manager.add_table(
-        class_name="Tenant", tablename="tenant", schema=None, columns=None
-    )
+    manager.add_table(class_name="Tenant", tablename="tenant", schema=None, columns=None)
 
     manager.add_table(
         class_name="MessageEdit",

@@ -28,11 +28,15 @@ def message_input(content: str, role: str | None) -> dict[str, Any]:
 
 
 def start_thread(actor: Actor, conversation_id: str, content: str = "root", role: str | None = None) -> str:
-    return str(actor.client.ok(START, {"c": conversation_id, "i": message_input(content, role)})["threadStart"]["id"])
+    return str(
+        actor.client.ok(START, {"c": conversation_id, "i": message_input(content, role)})["threadStart"]["id"]
+    )
 
 
 def reply(actor: Actor, parent_id: str, content: str = "reply", role: str | None = None) -> str:
-    return str(actor.client.ok(REPLY, {"p": parent_id, "i": message_input(content, role)})["messageReply"]["id"])
+    return str(
+        actor.client.ok(REPLY, {"p": parent_id, "i": message_input(content, role)})["messageReply"]["id"]
+    )
 
 
 def stream_cursor(actor: Actor) -> str:
@@ -42,7 +46,9 @@ def stream_cursor(actor: Actor) -> str:
 
 def join(owner: Actor, user: Actor, conversation_id: str, role: str = "MEMBER") -> None:
     """`owner` invites `user` with `role` and `user` accepts."""
-    invite = owner.client.ok(INVITE, {"c": conversation_id, "u": user.user_id, "r": role})["participantInvite"]
+    invite = owner.client.ok(INVITE, {"c": conversation_id, "u": user.user_id, "r": role})[
+        "participantInvite"
+    ]
     user.client.ok(ACCEPT, {"i": invite["id"]})
 
 

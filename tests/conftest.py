@@ -86,7 +86,10 @@ def make_tenant(server: ServerThread, loop: Loop) -> Iterator[Callable[..., Acto
         client = Client(server.url, created.api_key)
         clients.append(client)
         return Actor(
-            encode_id(Kind.TENANT, created.tenant_id), encode_id(Kind.USER, created.user_id), created.api_key, client
+            encode_id(Kind.TENANT, created.tenant_id),
+            encode_id(Kind.USER, created.user_id),
+            created.api_key,
+            client,
         )
 
     yield make
@@ -110,7 +113,7 @@ def make_user(server: ServerThread) -> Iterator[Callable[..., Actor]]:
             {"i": {"email": f"{unique('u')}@example.com", "role": role, "team": team}},
         )["userCreate"]
         key = admin.client.ok(
-            "mutation($u: ID!) { apiKeyCreate(userId: $u, name: \"test\") { secret } }", {"u": user["id"]}
+            'mutation($u: ID!) { apiKeyCreate(userId: $u, name: "test") { secret } }', {"u": user["id"]}
         )["apiKeyCreate"]["secret"]
         client = Client(server.url, key)
         clients.append(client)

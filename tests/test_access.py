@@ -31,7 +31,9 @@ def listed(actor: Actor) -> list[str]:
 # --- participants and invites ---------------------------------------------------------------------
 
 
-def test_non_participant_member_cannot_see_a_conversation(admin: Actor, make_user: Callable[..., Actor]) -> None:
+def test_non_participant_member_cannot_see_a_conversation(
+    admin: Actor, make_user: Callable[..., Actor]
+) -> None:
     stranger = make_user(admin)
     cid = create_conversation(admin)
     root = start_thread(admin, cid)
@@ -43,7 +45,9 @@ def test_non_participant_member_cannot_see_a_conversation(admin: Actor, make_use
     assert listed(stranger) == []
 
 
-def test_invited_member_reads_and_writes_after_accepting(admin: Actor, make_user: Callable[..., Actor]) -> None:
+def test_invited_member_reads_and_writes_after_accepting(
+    admin: Actor, make_user: Callable[..., Actor]
+) -> None:
     owner = make_user(admin)
     member = make_user(admin)
     cid = create_conversation(owner, "shared")
@@ -85,7 +89,9 @@ def test_invite_errors(admin: Actor, make_user: Callable[..., Actor]) -> None:
     assert owner.client.code(INVITE, {"c": cid, "u": owner.user_id, "r": "MEMBER"}) == "CONFLICT"
 
 
-def test_invite_to_a_deleted_conversation_cannot_be_accepted(admin: Actor, make_user: Callable[..., Actor]) -> None:
+def test_invite_to_a_deleted_conversation_cannot_be_accepted(
+    admin: Actor, make_user: Callable[..., Actor]
+) -> None:
     member = make_user(admin)
     cid = create_conversation(admin)
     invite = admin.client.ok(INVITE, {"c": cid, "u": member.user_id, "r": "MEMBER"})["participantInvite"]
@@ -94,7 +100,9 @@ def test_invite_to_a_deleted_conversation_cannot_be_accepted(admin: Actor, make_
     assert member.client.code(CONVERSATION, {"id": cid}) == "NOT_FOUND"
 
 
-def test_owner_removes_a_participant_who_then_loses_access(admin: Actor, make_user: Callable[..., Actor]) -> None:
+def test_owner_removes_a_participant_who_then_loses_access(
+    admin: Actor, make_user: Callable[..., Actor]
+) -> None:
     owner, member = make_user(admin), make_user(admin)
     cid = create_conversation(owner)
     join(owner, member, cid)
@@ -165,7 +173,9 @@ def test_viewer_reads_but_every_write_is_forbidden(
     viewer.client.ok("mutation($r: ID!) { threadMarkRead(rootId: $r) { unreadCount } }", {"r": root})
 
 
-def test_viewer_cannot_delete_their_own_earlier_message(admin: Actor, make_user: Callable[..., Actor]) -> None:
+def test_viewer_cannot_delete_their_own_earlier_message(
+    admin: Actor, make_user: Callable[..., Actor]
+) -> None:
     owner, member = make_user(admin), make_user(admin)
     cid = create_conversation(owner)
     join(owner, member, cid)
@@ -182,18 +192,26 @@ def test_member_writes_but_cannot_manage(admin: Actor, make_user: Callable[..., 
     join(owner, member, cid)
     reply(member, root)
     assert member.client.code(UPDATE, {"c": cid}) == "FORBIDDEN"
-    assert member.client.code("mutation($c: ID!) { conversationDelete(id: $c) { id } }", {"c": cid}) == "FORBIDDEN"
+    assert (
+        member.client.code("mutation($c: ID!) { conversationDelete(id: $c) { id } }", {"c": cid})
+        == "FORBIDDEN"
+    )
     assert member.client.code(EDIT, {"m": root}) == "FORBIDDEN"  # not the author
     assert member.client.code(DELETE_MESSAGE, {"m": root}) == "FORBIDDEN"
 
 
-def test_owner_deletes_others_messages_but_cannot_edit_them(admin: Actor, make_user: Callable[..., Actor]) -> None:
+def test_owner_deletes_others_messages_but_cannot_edit_them(
+    admin: Actor, make_user: Callable[..., Actor]
+) -> None:
     owner, member = make_user(admin), make_user(admin)
     cid = create_conversation(owner)
     join(owner, member, cid)
     theirs = start_thread(member, cid, "theirs")
     assert owner.client.code(EDIT, {"m": theirs}) == "FORBIDDEN"
-    assert owner.client.ok(DELETE_MESSAGE, {"m": theirs})["messageDelete"] == {"id": theirs, "isDeleted": True}
+    assert owner.client.ok(DELETE_MESSAGE, {"m": theirs})["messageDelete"] == {
+        "id": theirs,
+        "isDeleted": True,
+    }
 
 
 # --- tenant roles: ADMIN / MANAGER / MEMBER -------------------------------------------------------
@@ -275,14 +293,18 @@ def victim(make_tenant: Callable[..., Actor], make_user: Callable[..., Actor]) -
     root = start_thread(admin, cid, "secret root")
     child = reply(member, root, "secret child")
     member.client.ok(EDIT, {"m": child})
-    invite = admin.client.ok(INVITE, {"c": cid, "u": invitee.user_id, "r": "VIEWER"})["participantInvite"]["id"]
+    invite = admin.client.ok(INVITE, {"c": cid, "u": invitee.user_id, "r": "VIEWER"})["participantInvite"][
+        "id"
+    ]
     key = admin.client.ok(
         'mutation($u: ID!) { apiKeyCreate(userId: $u, name: "k") { apiKey { id } } }', {"u": member.user_id}
     )["apiKeyCreate"]["apiKey"]["id"]
     run = admin.client.ok("mutation($m: ID!) { runCreate(input: {messageId: $m}) { id } }", {"m": child})
     run_id = run["runCreate"]["id"]
     for _ in range(500):  # the echo worker answers in the background; wait until it is done
-        done = admin.client.ok("query($r: ID!) { run(id: $r) { status output { id } } }", {"r": run_id})["run"]
+        done = admin.client.ok("query($r: ID!) { run(id: $r) { status output { id } } }", {"r": run_id})[
+            "run"
+        ]
         if done["status"] == "COMPLETED":
             break
         threading.Event().wait(0.02)
@@ -304,7 +326,11 @@ def _attacks(v: Victim, own_conversation: str) -> list[tuple[str, str, dict[str,
         ("conversationRestore", "mutation($c: ID!) { conversationRestore(id: $c) { id } }", {"c": cid}),
         ("conversationDelete", "mutation($c: ID!) { conversationDelete(id: $c) { id } }", {"c": cid}),
         ("participantInvite", INVITE, {"c": cid, "u": v.member.user_id, "r": "MEMBER"}),
-        ("participantInvite of a foreign user", INVITE, {"c": own_conversation, "u": v.member.user_id, "r": "MEMBER"}),
+        (
+            "participantInvite of a foreign user",
+            INVITE,
+            {"c": own_conversation, "u": v.member.user_id, "r": "MEMBER"},
+        ),
         ("inviteAccept", ACCEPT, {"i": v.invite}),
         ("participantRemove", REMOVE, {"c": cid, "u": v.member.user_id}),
         ("participantRoleSet", ROLE_SET, {"c": cid, "u": v.member.user_id, "r": "VIEWER"}),
@@ -313,20 +339,33 @@ def _attacks(v: Victim, own_conversation: str) -> list[tuple[str, str, dict[str,
         ("messageEdit", EDIT, {"m": child}),
         ("messageDelete", DELETE_MESSAGE, {"m": child}),
         ("threadMarkRead", "mutation($r: ID!) { threadMarkRead(rootId: $r) { unreadCount } }", {"r": root}),
-        ("apiKeyCreate", 'mutation($u: ID!) { apiKeyCreate(userId: $u, name: "x") { secret } }',
-         {"u": v.member.user_id}),
+        (
+            "apiKeyCreate",
+            'mutation($u: ID!) { apiKeyCreate(userId: $u, name: "x") { secret } }',
+            {"u": v.member.user_id},
+        ),
         ("apiKeyRevoke", "mutation($k: ID!) { apiKeyRevoke(id: $k) { id } }", {"k": v.api_key_id}),
         ("typingSet", "mutation($c: ID!) { typingSet(conversationId: $c, isTyping: true) }", {"c": cid}),
-        ("typingSet in a thread", "mutation($c: ID!, $r: ID!) { typingSet(conversationId: $c, rootId: $r, isTyping: true) }",
-         {"c": cid, "r": root}),
+        (
+            "typingSet in a thread",
+            "mutation($c: ID!, $r: ID!) { typingSet(conversationId: $c, rootId: $r, isTyping: true) }",
+            {"c": cid, "r": root},
+        ),
         ("run", "query($r: ID!) { run(id: $r) { id status } }", {"r": v.run}),
         ("runCreate", "mutation($m: ID!) { runCreate(input: {messageId: $m}) { id } }", {"m": child}),
         ("runCancel", "mutation($r: ID!) { runCancel(id: $r) { id } }", {"r": v.run}),
-        ("messageAppend", 'mutation($m: ID!) { messageAppend(id: $m, delta: "x") { id } }', {"m": v.run_output}),
+        (
+            "messageAppend",
+            'mutation($m: ID!) { messageAppend(id: $m, delta: "x") { id } }',
+            {"m": v.run_output},
+        ),
         ("messageFinish", "mutation($m: ID!) { messageFinish(id: $m) { id } }", {"m": v.run_output}),
         ("conversationExport", "query($c: ID!) { conversationExport(id: $c) }", {"c": cid}),
-        ("conversationsBatchTag", 'mutation($c: ID!) { conversationsBatchTag(ids: [$c], add: ["pwned"]) { id } }',
-         {"c": cid}),
+        (
+            "conversationsBatchTag",
+            'mutation($c: ID!) { conversationsBatchTag(ids: [$c], add: ["pwned"]) { id } }',
+            {"c": cid},
+        ),
     ]
 
 
@@ -367,13 +406,20 @@ USER_DATA_OPERATIONS = [
 
 @pytest.mark.parametrize("attacker_role", ["ADMIN", "MEMBER"])
 def test_another_tenants_user_data_operations_are_not_found(
-    victim: Victim, make_tenant: Callable[..., Actor], make_user: Callable[..., Actor], loop: Loop, dsn: str,
+    victim: Victim,
+    make_tenant: Callable[..., Actor],
+    make_user: Callable[..., Actor],
+    loop: Loop,
+    dsn: str,
     attacker_role: str,
 ) -> None:
     other_admin = make_tenant()
     attacker = other_admin if attacker_role == "ADMIN" else make_user(other_admin)
     before = snapshot(loop, dsn)
-    codes = {name: attacker.client.code(query, {"u": victim.member.user_id}) for name, query in USER_DATA_OPERATIONS}
+    codes = {
+        name: attacker.client.code(query, {"u": victim.member.user_id})
+        for name, query in USER_DATA_OPERATIONS
+    }
     assert snapshot(loop, dsn) == before
     assert codes == {"userExport": "NOT_FOUND", "userErase": "NOT_FOUND"}
 
@@ -384,17 +430,33 @@ def test_another_tenants_objects_are_invisible_in_lists_and_node(
 ) -> None:
     other_admin = make_tenant()
     attacker = other_admin if attacker_role == "ADMIN" else make_user(other_admin)
-    for node_id in [victim.conversation, victim.root, victim.child, "thr_" + victim.root[4:], victim.member.user_id,
-                    victim.invite, victim.api_key_id]:
-        assert attacker.client.ok("query($id: ID!) { node(id: $id) { id } }", {"id": node_id}) == {"node": None}
+    for node_id in [
+        victim.conversation,
+        victim.root,
+        victim.child,
+        "thr_" + victim.root[4:],
+        victim.member.user_id,
+        victim.invite,
+        victim.api_key_id,
+    ]:
+        assert attacker.client.ok("query($id: ID!) { node(id: $id) { id } }", {"id": node_id}) == {
+            "node": None
+        }
     assert attacker.client.ok(LIST)["conversations"] == {"totalCount": 0, "nodes": []}
     assert attacker.client.ok("{ recentConversations { id } }") == {"recentConversations": []}
-    assert attacker.client.ok('{ conversations(tags: ["private"]) { totalCount } }')["conversations"]["totalCount"] == 0
+    assert (
+        attacker.client.ok('{ conversations(tags: ["private"]) { totalCount } }')["conversations"][
+            "totalCount"
+        ]
+        == 0
+    )
     users = attacker.client.ok("{ users(first: 100) { nodes { id } } }")["users"]["nodes"]
     assert users == [{"id": attacker.user_id}] if attacker_role == "ADMIN" else len(users) == 2
     assert attacker.client.ok("{ viewerInvites { id } }") == {"viewerInvites": []}
-    for query in ['{ search(input: {query: "secret"}) { totalCount } }',
-                  'query($u: ID!) { search(input: {userId: $u}) { totalCount } }']:
+    for query in [
+        '{ search(input: {query: "secret"}) { totalCount } }',
+        "query($u: ID!) { search(input: {userId: $u}) { totalCount } }",
+    ]:
         assert attacker.client.ok(query, {"u": victim.member.user_id})["search"]["totalCount"] == 0
     assert "private" not in [t["tag"] for t in attacker.client.ok("{ tags { tag } }")["tags"]]
     assert attacker.client.ok("{ insights { conversationCount } }")["insights"]["conversationCount"] == 1 - 1
@@ -436,18 +498,29 @@ def test_node_resolves_participants_invites_and_api_keys_only_for_those_who_may_
         "query($c: ID!) { conversation(id: $c) { participants { id user { id } } } }", {"c": cid}
     )["conversation"]["participants"][1]
     assert participant["user"] == {"id": member.user_id}
-    invite = owner.client.ok(INVITE, {"c": cid, "u": invitee.user_id, "r": "VIEWER"})["participantInvite"]["id"]
+    invite = owner.client.ok(INVITE, {"c": cid, "u": invitee.user_id, "r": "VIEWER"})["participantInvite"][
+        "id"
+    ]
     key = member.client.ok(
         'mutation($u: ID!) { apiKeyCreate(userId: $u, name: "own") { apiKey { id } } }', {"u": member.user_id}
     )["apiKeyCreate"]["apiKey"]["id"]
 
-    expected_participant = {"__typename": "Participant", "id": participant["id"], "role": "MEMBER",
-                            "user": {"id": member.user_id}}
+    expected_participant = {
+        "__typename": "Participant",
+        "id": participant["id"],
+        "role": "MEMBER",
+        "user": {"id": member.user_id},
+    }
     assert node(owner, participant["id"]) == expected_participant
     assert node(member, participant["id"]) == expected_participant
     assert node(outsider, participant["id"]) is None
 
-    expected_invite = {"__typename": "Invite", "id": invite, "status": "PENDING", "user": {"id": invitee.user_id}}
+    expected_invite = {
+        "__typename": "Invite",
+        "id": invite,
+        "status": "PENDING",
+        "user": {"id": invitee.user_id},
+    }
     assert node(owner, invite) == expected_invite
     assert node(invitee, invite) == expected_invite
     assert node(admin, invite) == expected_invite

@@ -115,7 +115,11 @@ def publish_violations(modules: dict[str, Path]) -> list[str]:
                     if alias.name == PUBLISH:
                         aliases.add(alias.asname or PUBLISH)
         for node in ast.walk(tree):
-            if isinstance(node, ast.Attribute) and node.attr == "publish" and ast.unparse(node.value) in aliases:
+            if (
+                isinstance(node, ast.Attribute)
+                and node.attr == "publish"
+                and ast.unparse(node.value) in aliases
+            ):
                 found.append(f"{module}:{node.lineno} uses {PUBLISH}.publish")
     return found
 
@@ -164,7 +168,8 @@ def streaming_violations(imports: list[Import]) -> list[str]:
     return [
         found.where()
         for found in imports
-        if is_domain(found.importer) and (found.imported == streaming or found.imported.startswith(streaming + "."))
+        if is_domain(found.importer)
+        and (found.imported == streaming or found.imported.startswith(streaming + "."))
     ]
 
 
@@ -238,7 +243,11 @@ def test_the_contract_sees_violations_in_a_package_that_breaks_it(tmp_path: Path
     package = tmp_path / PACKAGE
     (package / "threads").mkdir(parents=True)
     (package / "streaming").mkdir()
-    for init in (package / "__init__.py", package / "threads" / "__init__.py", package / "streaming" / "__init__.py"):
+    for init in (
+        package / "__init__.py",
+        package / "threads" / "__init__.py",
+        package / "streaming" / "__init__.py",
+    ):
         init.write_text("")
     (package / "streaming" / "hub.py").write_text("import strawberry\n")
     (package / "threads" / "types.py").write_text("import strawberry\nfrom . import service\n")
@@ -249,11 +258,11 @@ def test_the_contract_sees_violations_in_a_package_that_breaks_it(tmp_path: Path
         "from strawberry import ID\nQ = 'SELECT id FROM message'\n"
     )
     (package / "threads" / "rules.py").write_text(
-        'from threadline.events.publish import CHANNEL, publish\n'
-        'from threadline.events import publish as p\n'
-        'async def f(db, t):\n'
+        "from threadline.events.publish import CHANNEL, publish\n"
+        "from threadline.events import publish as p\n"
+        "async def f(db, t):\n"
         '    """Select a thread from the list, then update the set."""\n'
-        '    await p.publish(db, t)\n'
+        "    await p.publish(db, t)\n"
         '    await db.fetch(f"""\n  UPDATE message SET x = 1 WHERE id = {t}""")\n'
         '    return "SELECT 1", "INSERT INTO message VALUES (1)"\n'
     )
@@ -270,4 +279,3 @@ def test_the_contract_sees_violations_in_a_package_that_breaks_it(tmp_path: Path
     assert strawberry_violations(imports) == ["threadline.threads.repository:1 imports strawberry"]
     assert streaming_violations(imports) == ["threadline.threads.service:2 imports threadline.streaming.hub"]
     assert import_cycles(modules, imports) == [["threadline.threads.service", "threadline.threads.types"]]
-

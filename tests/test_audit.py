@@ -19,19 +19,35 @@ def log(who: Actor, **filters: Any) -> dict[str, Any]:
 
 def entries(who: Actor, **filters: Any) -> list[tuple[str, str | None, str | None, str | None, Any]]:
     return [
-        (n["action"], n["actorId"], n["targetKind"], n["targetId"], n["details"]) for n in log(who, **filters)["nodes"]
+        (n["action"], n["actorId"], n["targetKind"], n["targetId"], n["details"])
+        for n in log(who, **filters)["nodes"]
     ]
 
 
 def test_user_creation_and_api_keys_are_recorded_newest_first(admin: Actor, make_user: Any) -> None:
     member = make_user(admin)  # userCreate + apiKeyCreate by the admin
-    key = member.client.ok('mutation($u: ID!) { apiKeyCreate(userId: $u, name: "mine") { apiKey { id prefix } } }', {"u": member.user_id})
+    key = member.client.ok(
+        'mutation($u: ID!) { apiKeyCreate(userId: $u, name: "mine") { apiKey { id prefix } } }',
+        {"u": member.user_id},
+    )
     created = key["apiKeyCreate"]["apiKey"]
     admin.client.ok("mutation($k: ID!) { apiKeyRevoke(id: $k) { id } }", {"k": created["id"]})
     rows = entries(admin)
     assert [r[0] for r in rows] == ["api_key.revoke", "api_key.create", "api_key.create", "user.create"]
-    assert rows[0] == ("api_key.revoke", admin.user_id, "ApiKey", created["id"], {"prefix": created["prefix"]})
-    assert rows[1] == ("api_key.create", member.user_id, "ApiKey", created["id"], {"prefix": created["prefix"], "forSelf": True})
+    assert rows[0] == (
+        "api_key.revoke",
+        admin.user_id,
+        "ApiKey",
+        created["id"],
+        {"prefix": created["prefix"]},
+    )
+    assert rows[1] == (
+        "api_key.create",
+        member.user_id,
+        "ApiKey",
+        created["id"],
+        {"prefix": created["prefix"], "forSelf": True},
+    )
     assert rows[2][:3] == ("api_key.create", admin.user_id, "ApiKey") and rows[2][4]["forSelf"] is False
     assert rows[3] == ("user.create", admin.user_id, "User", member.user_id, {"role": "MEMBER"})
 
@@ -87,7 +103,9 @@ def test_the_log_filters_by_actor_and_target_and_pages(admin: Actor, make_user: 
     assert page["nodes"][0]["actor"] == {"id": admin.user_id}
 
 
-def test_only_admins_read_the_audit_log_of_their_own_tenant(admin: Actor, make_user: Any, make_tenant: Any) -> None:
+def test_only_admins_read_the_audit_log_of_their_own_tenant(
+    admin: Actor, make_user: Any, make_tenant: Any
+) -> None:
     make_user(admin)
     member = make_user(admin, role="MANAGER")
     assert member.client.code(LOG) == "FORBIDDEN"

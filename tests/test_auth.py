@@ -22,8 +22,15 @@ KEY_CREATE = """mutation($u: ID!, $n: String!) {
 KEY_REVOKE = "mutation($k: ID!) { apiKeyRevoke(id: $k) { id revoked } }"
 
 
-def token(tenant_id: str, sub: str, role: str = "MEMBER", *, expires_in: float = 300, secret: str = TEST_JWT_SECRET,
-          **extra: Any) -> str:
+def token(
+    tenant_id: str,
+    sub: str,
+    role: str = "MEMBER",
+    *,
+    expires_in: float = 300,
+    secret: str = TEST_JWT_SECRET,
+    **extra: Any,
+) -> str:
     claims = {"sub": sub, "tenant": tenant_id, "role": role, "exp": int(time.time() + expires_in), **extra}
     return jwt.encode(claims, secret, algorithm="HS256")
 
@@ -164,7 +171,9 @@ def test_user_role_defaults_to_member(admin: Actor) -> None:
     assert user["team"] is None
 
 
-def test_only_admins_create_users(admin: Actor, make_user: Callable[..., Actor], loop: Loop, dsn: str) -> None:
+def test_only_admins_create_users(
+    admin: Actor, make_user: Callable[..., Actor], loop: Loop, dsn: str
+) -> None:
     manager = make_user(admin, role="MANAGER", team="t")
     users = count_rows(loop, dsn, "app_user")
     assert manager.client.code(USER_CREATE, {"i": {"email": "z@example.com"}}) == "FORBIDDEN"
@@ -231,8 +240,9 @@ def test_jwt_accepts_the_raw_tenant_uuid_too(admin: Actor, as_token: Any) -> Non
 def test_jwt_users_can_work_with_conversations(admin: Actor, as_token: Any) -> None:
     client = as_token(token(admin.tenant_id, "dave"))
     created = client.ok(CREATE, {"i": {"title": "from a jwt"}})["conversationCreate"]
-    assert client.ok("query($id: ID!) { conversation(id: $id) { title owner { displayName } } }",
-                     {"id": created["id"]})["conversation"] == {"title": "from a jwt", "owner": {"displayName": "dave"}}
+    assert client.ok(
+        "query($id: ID!) { conversation(id: $id) { title owner { displayName } } }", {"id": created["id"]}
+    )["conversation"] == {"title": "from a jwt", "owner": {"displayName": "dave"}}
 
 
 def test_same_subject_in_two_tenants_is_two_users(make_tenant: Callable[..., Actor], as_token: Any) -> None:
@@ -244,8 +254,18 @@ def test_same_subject_in_two_tenants_is_two_users(make_tenant: Callable[..., Act
 
 @pytest.mark.parametrize(
     "case",
-    ["expired", "wrong secret", "unknown tenant", "malformed tenant", "bad role", "no exp", "no sub", "alg none",
-     "nul in sub", "empty sub"],
+    [
+        "expired",
+        "wrong secret",
+        "unknown tenant",
+        "malformed tenant",
+        "bad role",
+        "no exp",
+        "no sub",
+        "alg none",
+        "nul in sub",
+        "empty sub",
+    ],
 )
 def test_invalid_jwt_is_unauthenticated_and_provisions_nobody(
     admin: Actor, as_token: Any, loop: Loop, dsn: str, case: str
@@ -257,7 +277,9 @@ def test_invalid_jwt_is_unauthenticated_and_provisions_nobody(
         "unknown tenant": lambda: token(encode_id(Kind.TENANT, uuid.uuid4()), "mallory"),
         "malformed tenant": lambda: token("not-a-tenant", "mallory"),
         "bad role": lambda: token(tenant, "mallory", "OWNER"),
-        "no exp": lambda: jwt.encode({"sub": "mallory", "tenant": tenant}, TEST_JWT_SECRET, algorithm="HS256"),
+        "no exp": lambda: jwt.encode(
+            {"sub": "mallory", "tenant": tenant}, TEST_JWT_SECRET, algorithm="HS256"
+        ),
         "no sub": lambda: jwt.encode(
             {"tenant": tenant, "exp": int(time.time()) + 60}, TEST_JWT_SECRET, algorithm="HS256"
         ),

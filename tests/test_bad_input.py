@@ -41,19 +41,59 @@ def unknown(kind: Kind) -> str:
 ID_OPERATIONS = [
     ("conversation", CONVERSATION, "id", Kind.CONVERSATION, {}),
     ("conversationUpdate", UPDATE, "id", Kind.CONVERSATION, {"i": {"title": "x"}}),
-    ("conversationArchive", "mutation($id: ID!) { conversationArchive(id: $id) { id } }", "id", Kind.CONVERSATION, {}),
-    ("conversationRestore", "mutation($id: ID!) { conversationRestore(id: $id) { id } }", "id", Kind.CONVERSATION, {}),
-    ("conversationDelete", "mutation($id: ID!) { conversationDelete(id: $id) { id } }", "id", Kind.CONVERSATION, {}),
-    ("threadStart", 'mutation($id: ID!) { threadStart(conversationId: $id, input: {content: "x"}) { id } }', "id",
-     Kind.CONVERSATION, {}),
-    ("messageReply", 'mutation($id: ID!) { messageReply(parentId: $id, input: {content: "x"}) { id } }', "id",
-     Kind.MESSAGE, {}),
-    ("messageEdit", 'mutation($id: ID!) { messageEdit(id: $id, content: "x") { id } }', "id", Kind.MESSAGE, {}),
+    (
+        "conversationArchive",
+        "mutation($id: ID!) { conversationArchive(id: $id) { id } }",
+        "id",
+        Kind.CONVERSATION,
+        {},
+    ),
+    (
+        "conversationRestore",
+        "mutation($id: ID!) { conversationRestore(id: $id) { id } }",
+        "id",
+        Kind.CONVERSATION,
+        {},
+    ),
+    (
+        "conversationDelete",
+        "mutation($id: ID!) { conversationDelete(id: $id) { id } }",
+        "id",
+        Kind.CONVERSATION,
+        {},
+    ),
+    (
+        "threadStart",
+        'mutation($id: ID!) { threadStart(conversationId: $id, input: {content: "x"}) { id } }',
+        "id",
+        Kind.CONVERSATION,
+        {},
+    ),
+    (
+        "messageReply",
+        'mutation($id: ID!) { messageReply(parentId: $id, input: {content: "x"}) { id } }',
+        "id",
+        Kind.MESSAGE,
+        {},
+    ),
+    (
+        "messageEdit",
+        'mutation($id: ID!) { messageEdit(id: $id, content: "x") { id } }',
+        "id",
+        Kind.MESSAGE,
+        {},
+    ),
     ("messageDelete", "mutation($id: ID!) { messageDelete(id: $id) { id } }", "id", Kind.MESSAGE, {}),
     ("threadTree", "query($id: ID!) { threadTree(rootId: $id) { totalCount } }", "id", Kind.MESSAGE, {}),
     ("message", "query($id: ID!) { message(id: $id) { id } }", "id", Kind.MESSAGE, {}),
     ("thread", "query($id: ID!) { thread(rootId: $id) { replyCount } }", "id", Kind.MESSAGE, {}),
-    ("threadMarkRead", "mutation($id: ID!) { threadMarkRead(rootId: $id) { unreadCount } }", "id", Kind.MESSAGE, {}),
+    (
+        "threadMarkRead",
+        "mutation($id: ID!) { threadMarkRead(rootId: $id) { unreadCount } }",
+        "id",
+        Kind.MESSAGE,
+        {},
+    ),
     ("inviteAccept", "mutation($id: ID!) { inviteAccept(id: $id) { id } }", "id", Kind.INVITE, {}),
     ("apiKeyRevoke", "mutation($id: ID!) { apiKeyRevoke(id: $id) { id } }", "id", Kind.API_KEY, {}),
     ("apiKeyCreate", "mutation($id: ID!) { apiKeyCreate(userId: $id) { secret } }", "id", Kind.USER, {}),
@@ -67,7 +107,13 @@ def test_unknown_ids_are_not_found_and_malformed_ids_bad_user_input(
     error = admin.client.error(query, {var: unknown(kind), **extra})
     assert error["extensions"]["code"] == "NOT_FOUND"
     assert error["message"].endswith("not found")
-    for bad in ["", "nonsense", "cnv_not-hex-at-all-0000000000000000", "x" * 10_000, encode_id(Kind.RUN, uuid.uuid4())]:
+    for bad in [
+        "",
+        "nonsense",
+        "cnv_not-hex-at-all-0000000000000000",
+        "x" * 10_000,
+        encode_id(Kind.RUN, uuid.uuid4()),
+    ]:
         error = admin.client.error(query, {var: bad, **extra})
         assert error["extensions"]["code"] == "BAD_USER_INPUT", bad[:40]
         assert error["message"].startswith("Malformed id")
@@ -102,8 +148,20 @@ def test_participant_invite_of_an_unknown_user_or_conversation_is_not_found(
         ({"sessionId": "s" * 256}, "sessionId is limited to 255 characters"),
         ({"model": "m" * 129}, "model is limited to 128 characters"),
     ],
-    ids=["empty", "blank", "501", "10MB", "1000 tags", "long tag", "description", "history 0", "history -5",
-         "history big", "session", "model"],
+    ids=[
+        "empty",
+        "blank",
+        "501",
+        "10MB",
+        "1000 tags",
+        "long tag",
+        "description",
+        "history 0",
+        "history -5",
+        "history big",
+        "session",
+        "model",
+    ],
 )
 def test_bad_conversation_fields_are_refused_on_create_and_update(
     admin: Actor, world: dict[str, Any], fields: dict[str, Any], fragment: str
@@ -120,8 +178,10 @@ def test_thousand_copies_of_one_tag_are_one_tag(admin: Actor) -> None:
 
 
 def test_filtering_by_too_many_tags_is_bad_user_input(admin: Actor, world: dict[str, Any]) -> None:
-    error = admin.client.error("query($t: [String!]) { conversations(tags: $t) { totalCount } }",
-                               {"t": [f"t{i}" for i in range(1000)]})
+    error = admin.client.error(
+        "query($t: [String!]) { conversations(tags: $t) { totalCount } }",
+        {"t": [f"t{i}" for i in range(1000)]},
+    )
     assert error["extensions"]["code"] == "BAD_USER_INPUT"
 
 
@@ -135,9 +195,14 @@ def test_filtering_by_too_many_tags_is_bad_user_input(admin: Actor, world: dict[
         ("query($s: ConversationStatus) { conversations(status: $s) { totalCount } }", {"s": "GONE"}),
         ("query($s: ConversationStatus) { conversations(status: $s) { totalCount } }", {"s": "active"}),
         ('mutation { userCreate(input: {email: "a@b.c", role: OWNER}) { id } }', {}),
-        ('mutation($c: ID!) { threadStart(conversationId: $c, input: {content: "x", role: BOT}) { id } }', None),
-        ("mutation($c: ID!, $u: ID!) { participantInvite(conversationId: $c, userId: $u, role: ADMIN) { id } }",
-         None),
+        (
+            'mutation($c: ID!) { threadStart(conversationId: $c, input: {content: "x", role: BOT}) { id } }',
+            None,
+        ),
+        (
+            "mutation($c: ID!, $u: ID!) { participantInvite(conversationId: $c, userId: $u, role: ADMIN) { id } }",
+            None,
+        ),
         ("{ conversations(first: 2147483648) { totalCount } }", {}),
         ('{ conversations(first: "ten") { totalCount } }', {}),
         ("mutation { conversationCreate(input: {maxHistoryMessages: 99999999999}) { id } }", {}),
@@ -145,7 +210,10 @@ def test_filtering_by_too_many_tags_is_bad_user_input(admin: Actor, world: dict[
         ("mutation { conversationCreate(input: {nonsense: 1}) { id } }", {}),
         ("{ conversations { nodes { nonsense } } }", {}),
         ("{ conversations( }", {}),
-        ("mutation($i: ConversationCreateInput!) { conversationCreate(input: $i) { id } }", {"i": "not an object"}),
+        (
+            "mutation($i: ConversationCreateInput!) { conversationCreate(input: $i) { id } }",
+            {"i": "not an object"},
+        ),
         ("mutation($i: ConversationCreateInput!) { conversationCreate(input: $i) { id } }", {}),
     ],
 )
@@ -174,10 +242,14 @@ def test_bad_message_input_is_refused_for_roots_and_replies(
     admin: Actor, world: dict[str, Any], message_input: dict[str, Any], fragment: str
 ) -> None:
     for query, variables in [
-        ("mutation($c: ID!, $i: MessageInput!) { threadStart(conversationId: $c, input: $i) { id } }",
-         {"c": world["c"], "i": message_input}),
-        ("mutation($p: ID!, $i: MessageInput!) { messageReply(parentId: $p, input: $i) { id } }",
-         {"p": world["r"], "i": message_input}),
+        (
+            "mutation($c: ID!, $i: MessageInput!) { threadStart(conversationId: $c, input: $i) { id } }",
+            {"c": world["c"], "i": message_input},
+        ),
+        (
+            "mutation($p: ID!, $i: MessageInput!) { messageReply(parentId: $p, input: $i) { id } }",
+            {"p": world["r"], "i": message_input},
+        ),
     ]:
         error = admin.client.error(query, variables)
         assert error["extensions"]["code"] == "BAD_USER_INPUT"
@@ -257,8 +329,17 @@ def test_malformed_cursors_are_bad_user_input(admin: Actor, world: dict[str, Any
 
 @pytest.mark.parametrize(
     "body",
-    [b"{not json", b"", b"[]", b'"just a string"', b"null", b'{"query": 5}', b'{"variables": {}}',
-     b'{"query": "{ viewer { id } }", "variables": "nope"}', b"\xff\xfe\x00"],
+    [
+        b"{not json",
+        b"",
+        b"[]",
+        b'"just a string"',
+        b"null",
+        b'{"query": 5}',
+        b'{"variables": {}}',
+        b'{"query": "{ viewer { id } }", "variables": "nope"}',
+        b"\xff\xfe\x00",
+    ],
 )
 def test_malformed_request_bodies_get_a_graphql_error_and_the_server_keeps_serving(
     admin: Actor, server: ServerThread, world: dict[str, Any], body: bytes
@@ -295,15 +376,25 @@ def test_writes_without_valid_credentials_are_unauthenticated(
     token = {
         "missing": None,
         "wrong key": "tlk_" + "B" * 43,
-        "expired jwt": jwt.encode({"sub": "x", "tenant": admin.tenant_id, "exp": now - 5}, TEST_JWT_SECRET, "HS256"),
-        "wrong-secret jwt": jwt.encode({"sub": "x", "tenant": admin.tenant_id, "exp": now + 60}, "z" * 40, "HS256"),
+        "expired jwt": jwt.encode(
+            {"sub": "x", "tenant": admin.tenant_id, "exp": now - 5}, TEST_JWT_SECRET, "HS256"
+        ),
+        "wrong-secret jwt": jwt.encode(
+            {"sub": "x", "tenant": admin.tenant_id, "exp": now + 60}, "z" * 40, "HS256"
+        ),
     }[bearer]
     client = Client(server.url, token)
     try:
         for query, variables in [
             (CREATE, {"i": {"title": "x"}}),
-            ('mutation($c: ID!) { threadStart(conversationId: $c, input: {content: "x"}) { id } }', {"c": world["c"]}),
-            ('mutation($r: ID!) { messageReply(parentId: $r, input: {content: "x"}) { id } }', {"r": world["r"]}),
+            (
+                'mutation($c: ID!) { threadStart(conversationId: $c, input: {content: "x"}) { id } }',
+                {"c": world["c"]},
+            ),
+            (
+                'mutation($r: ID!) { messageReply(parentId: $r, input: {content: "x"}) { id } }',
+                {"r": world["r"]},
+            ),
             ("query($c: ID!) { conversation(id: $c) { id } }", {"c": world["c"]}),
         ]:
             assert client.code(query, variables) == "UNAUTHENTICATED"
@@ -313,7 +404,9 @@ def test_writes_without_valid_credentials_are_unauthenticated(
 
 def test_odd_but_valid_unicode_is_stored_as_given(admin: Actor) -> None:
     title = "\U0001f600 \u202e rtl \ufeff"
-    created = admin.client.ok(CREATE, {"i": {"title": title, "tags": ["\u00c9t\u00c9"]}})["conversationCreate"]
+    created = admin.client.ok(CREATE, {"i": {"title": title, "tags": ["\u00c9t\u00c9"]}})[
+        "conversationCreate"
+    ]
     assert created["title"] == title.strip()
     assert created["tags"] == ["\u00e9t\u00e9"]
 
@@ -327,15 +420,24 @@ def test_odd_but_valid_unicode_is_stored_as_given(admin: Actor) -> None:
         (CREATE, {"i": {"sessionId": "a\x00b"}}),
         (CREATE, {"i": {"model": "a\x00b"}}),
         (UPDATE, {"i": {"title": "a\x00b"}}),
-        ("mutation($i: UserCreateInput!) { userCreate(input: $i) { id } }", {"i": {"email": "a\x00b@example.com"}}),
-        ("mutation($i: UserCreateInput!) { userCreate(input: $i) { id } }",
-         {"i": {"email": "ok@example.com", "displayName": "a\x00b"}}),
-        ("mutation($i: UserCreateInput!) { userCreate(input: $i) { id } }",
-         {"i": {"email": "ok@example.com", "team": "a\x00b"}}),
-        ("mutation($u: ID!) { apiKeyCreate(userId: $u, name: \"a\\u0000b\") { secret } }", {}),
+        (
+            "mutation($i: UserCreateInput!) { userCreate(input: $i) { id } }",
+            {"i": {"email": "a\x00b@example.com"}},
+        ),
+        (
+            "mutation($i: UserCreateInput!) { userCreate(input: $i) { id } }",
+            {"i": {"email": "ok@example.com", "displayName": "a\x00b"}},
+        ),
+        (
+            "mutation($i: UserCreateInput!) { userCreate(input: $i) { id } }",
+            {"i": {"email": "ok@example.com", "team": "a\x00b"}},
+        ),
+        ('mutation($u: ID!) { apiKeyCreate(userId: $u, name: "a\\u0000b") { secret } }', {}),
         ('{ conversations(tags: ["a\\u0000"]) { totalCount } }', {}),
-        ("mutation($c: ID!) { threadStart(conversationId: $c, input: {content: \"x\", model: \"m\\u0000\"}) { id } }",
-         {}),
+        (
+            'mutation($c: ID!) { threadStart(conversationId: $c, input: {content: "x", model: "m\\u0000"}) { id } }',
+            {},
+        ),
     ],
 )
 def test_nul_characters_in_any_text_are_bad_user_input(

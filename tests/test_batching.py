@@ -24,7 +24,9 @@ TITLES = "{ conversations { nodes { title } } }"
 
 @pytest.fixture(scope="module")
 def batching(dsn: str) -> Iterator[ServerThread]:
-    srv = ServerThread(harness.test_settings(dsn, migrate_on_start=False, batch_max=BATCH_MAX, query_max_depth=4))
+    srv = ServerThread(
+        harness.test_settings(dsn, migrate_on_start=False, batch_max=BATCH_MAX, query_max_depth=4)
+    )
     srv.start()
     yield srv
     srv.stop()
@@ -45,7 +47,9 @@ def bodies(response: httpx.Response) -> list[dict[str, Any]]:
     return [without_count(body) for body in payload]
 
 
-def test_a_batch_is_answered_in_order_one_response_per_operation(batching: ServerThread, admin: Actor) -> None:
+def test_a_batch_is_answered_in_order_one_response_per_operation(
+    batching: ServerThread, admin: Actor
+) -> None:
     response = send(
         batching,
         admin,
@@ -111,11 +115,17 @@ def test_each_operation_fails_alone_with_its_own_errors(batching: ServerThread, 
     assert ok == {"data": {"viewer": {"id": admin.user_id}}}
 
 
-def test_operations_strawberry_refuses_are_errors_of_their_own_entry(batching: ServerThread, admin: Actor) -> None:
-    response = send(batching, admin, [{"variables": {}}, {"query": VIEWER, "operationName": "Missing"}, {"query": VIEWER}])
+def test_operations_strawberry_refuses_are_errors_of_their_own_entry(
+    batching: ServerThread, admin: Actor
+) -> None:
+    response = send(
+        batching, admin, [{"variables": {}}, {"query": VIEWER, "operationName": "Missing"}, {"query": VIEWER}]
+    )
     assert response.status_code == 200
     missing, unknown, ok = bodies(response)
-    assert "data" not in missing and missing["errors"][0]["message"] == "No GraphQL query found in the request"
+    assert (
+        "data" not in missing and missing["errors"][0]["message"] == "No GraphQL query found in the request"
+    )
     assert "data" not in unknown and unknown["errors"][0]["extensions"]["code"] == "BAD_USER_INPUT"
     assert ok == {"data": {"viewer": {"id": admin.user_id}}}
 
@@ -158,7 +168,12 @@ def test_a_batch_over_the_limit_is_400_naming_it(batching: ServerThread, admin: 
         "errors": [
             {
                 "message": "The batch holds 4 operations; the limit is 3 (THREADLINE_BATCH_MAX)",
-                "extensions": {"code": "BAD_USER_INPUT", "limitName": "batchOperations", "limit": 3, "actual": 4},
+                "extensions": {
+                    "code": "BAD_USER_INPUT",
+                    "limitName": "batchOperations",
+                    "limit": 3,
+                    "actual": 4,
+                },
             }
         ]
     }
@@ -171,10 +186,15 @@ def test_a_batch_over_the_limit_is_400_naming_it(batching: ServerThread, admin: 
         ([], "A batch must hold at least one operation"),
         ([{"query": VIEWER}, 7], "Operation 1 of the batch: a GraphQL request must be a JSON object"),
         ([{"query": 5}], "Operation 0 of the batch: `query` must be a string or null, if provided"),
-        ([{"query": VIEWER, "variables": [1]}], "Operation 0 of the batch: `variables` must be an object or null, if provided"),
+        (
+            [{"query": VIEWER, "variables": [1]}],
+            "Operation 0 of the batch: `variables` must be an object or null, if provided",
+        ),
     ],
 )
-def test_a_malformed_batch_is_400(batching: ServerThread, admin: Actor, operations: Any, message: str) -> None:
+def test_a_malformed_batch_is_400(
+    batching: ServerThread, admin: Actor, operations: Any, message: str
+) -> None:
     response = send(batching, admin, operations)
     assert response.status_code == 400
     assert [e["message"] for e in response.json()["errors"]] == [message]

@@ -60,7 +60,12 @@ def test_create_stores_every_field_and_normalises_tags(admin: Actor) -> None:
     assert c["title"] == "Planning"
     assert c["description"] == "the plan"
     assert c["tags"] == ["work", "urgent", "q3"]
-    assert (c["aiProvider"], c["model"], c["sessionId"], c["maxHistoryMessages"]) == ("echo", "echo-1", "sess-42", 7)
+    assert (c["aiProvider"], c["model"], c["sessionId"], c["maxHistoryMessages"]) == (
+        "echo",
+        "echo-1",
+        "sess-42",
+        7,
+    )
     again = admin.client.ok(f"query($id: ID!) {{ conversation(id: $id) {{ {FULL} }} }}", {"id": c["id"]})
     assert again["conversation"] == c
 
@@ -69,7 +74,9 @@ def test_update_changes_only_the_given_fields(admin: Actor) -> None:
     c = admin.client.ok(CREATE_FULL, {"i": {"title": "a", "description": "d", "tags": ["x"], "model": "m"}})[
         "conversationCreate"
     ]
-    updated = admin.client.ok(UPDATE, {"id": c["id"], "i": {"title": "b", "tags": ["Y", "z"]}})["conversationUpdate"]
+    updated = admin.client.ok(UPDATE, {"id": c["id"], "i": {"title": "b", "tags": ["Y", "z"]}})[
+        "conversationUpdate"
+    ]
     assert updated["title"] == "b"
     assert updated["tags"] == ["y", "z"]
     assert (updated["description"], updated["model"]) == ("d", "m")
@@ -100,7 +107,9 @@ def test_archived_conversation_can_be_deleted(admin: Actor) -> None:
     assert admin.client.ok(DELETE, {"id": cid})["conversationDelete"]["status"] == "DELETED"
 
 
-def test_soft_deleted_conversation_leaves_the_default_list_keeps_its_threads_and_comes_back(admin: Actor) -> None:
+def test_soft_deleted_conversation_leaves_the_default_list_keeps_its_threads_and_comes_back(
+    admin: Actor,
+) -> None:
     cid = create_conversation(admin, "doomed")
     keep = create_conversation(admin, "kept")
     root = start_thread(admin, cid, "still here")
@@ -118,11 +127,15 @@ def test_writing_to_a_deleted_or_archived_conversation_is_a_conflict(admin: Acto
     cid = create_conversation(admin)
     root = start_thread(admin, cid)
     admin.client.ok(ARCHIVE, {"id": cid})
-    assert admin.client.code("mutation($c: ID!) { threadStart(conversationId: $c, input: {content: \"x\"}) { id } }",
-                             {"c": cid}) == "CONFLICT"
+    assert (
+        admin.client.code(
+            'mutation($c: ID!) { threadStart(conversationId: $c, input: {content: "x"}) { id } }', {"c": cid}
+        )
+        == "CONFLICT"
+    )
     admin.client.ok(DELETE, {"id": cid})
     error = admin.client.error(
-        "mutation($p: ID!) { messageReply(parentId: $p, input: {content: \"x\"}) { id } }", {"p": root}
+        'mutation($p: ID!) { messageReply(parentId: $p, input: {content: "x"}) { id } }', {"p": root}
     )
     assert error["extensions"]["code"] == "CONFLICT"
     assert "deleted" in error["message"]
@@ -234,16 +247,28 @@ def test_node_resolves_every_kind_of_id(admin: Actor) -> None:
     query = """query($id: ID!) { node(id: $id) { __typename id
       ... on Conversation { title } ... on Message { content path } ... on Thread { replyCount root { id } }
       ... on User { role } } }"""
-    assert admin.client.ok(query, {"id": cid})["node"] == {"__typename": "Conversation", "id": cid, "title": "noded"}
+    assert admin.client.ok(query, {"id": cid})["node"] == {
+        "__typename": "Conversation",
+        "id": cid,
+        "title": "noded",
+    }
     assert admin.client.ok(query, {"id": child})["node"] == {
-        "__typename": "Message", "id": child, "content": "c", "path": [root, child]
+        "__typename": "Message",
+        "id": child,
+        "content": "c",
+        "path": [root, child],
     }
     thread_id = "thr_" + root[4:]
     assert admin.client.ok(query, {"id": thread_id})["node"] == {
-        "__typename": "Thread", "id": thread_id, "replyCount": 1, "root": {"id": root}
+        "__typename": "Thread",
+        "id": thread_id,
+        "replyCount": 1,
+        "root": {"id": root},
     }
     assert admin.client.ok(query, {"id": admin.user_id})["node"] == {
-        "__typename": "User", "id": admin.user_id, "role": "ADMIN"
+        "__typename": "User",
+        "id": admin.user_id,
+        "role": "ADMIN",
     }
 
 
@@ -262,7 +287,9 @@ def test_node_of_an_unknown_id_is_null(admin: Actor, node_id: str) -> None:
     assert admin.client.ok("query($id: ID!) { node(id: $id) { id } }", {"id": node_id}) == {"node": None}
 
 
-def test_conversation_with_participants_and_owner_of_many(admin: Actor, make_user: Callable[..., Actor]) -> None:
+def test_conversation_with_participants_and_owner_of_many(
+    admin: Actor, make_user: Callable[..., Actor]
+) -> None:
     from tests.api import join
 
     cid = create_conversation(admin)

@@ -80,7 +80,8 @@ def test_every_kind_a_service_publishes_keeps_its_stored_shape_and_reads_back_lo
     answer = reply(admin, root, "...", role="ASSISTANT")  # thread.activity REPLY
     admin.client.ok('mutation($m: ID!) { messageAppend(id: $m, delta: "hel") { id } }', {"m": answer})
     admin.client.ok(
-        "mutation($m: ID!) { messageFinish(id: $m, usage: {promptTokens: 3, completionTokens: 4}) { id } }", {"m": answer}
+        "mutation($m: ID!) { messageFinish(id: $m, usage: {promptTokens: 3, completionTokens: 4}) { id } }",
+        {"m": answer},
     )
     edited = reply(admin, root, "draft")
     admin.client.ok('mutation($m: ID!) { messageEdit(id: $m, content: "final") { id } }', {"m": edited})
@@ -93,7 +94,8 @@ def test_every_kind_a_service_publishes_keeps_its_stored_shape_and_reads_back_lo
         {"c": cid, "u": member.user_id},
     )
     key = admin.client.ok(
-        'mutation($u: ID!) { apiKeyCreate(userId: $u, name: "spare") { apiKey { id } } }', {"u": member.user_id}
+        'mutation($u: ID!) { apiKeyCreate(userId: $u, name: "spare") { apiKey { id } } }',
+        {"u": member.user_id},
     )["apiKeyCreate"]["apiKey"]["id"]
     admin.client.ok("mutation($k: ID!) { apiKeyRevoke(id: $k) { id } }", {"k": key})  # principal.changed
     admin.client.ok("mutation($u: ID!) { userErase(userId: $u) { userId } }", {"u": gone.user_id})
@@ -112,7 +114,9 @@ def test_every_kind_a_service_publishes_keeps_its_stored_shape_and_reads_back_lo
             assert set(stored["message"]) == SNAPSHOT_KEYS, stored
         assert encode(decode(kind, stored)) == stored, kind
         # The generated column still finds the message whose content the event carries (events.scrub).
-        carried = stored.get("messageId") if kind == "message.delta" else (stored.get("message") or {}).get("id")
+        carried = (
+            stored.get("messageId") if kind == "message.delta" else (stored.get("message") or {}).get("id")
+        )
         if kind in ("thread.new", "thread.activity", "message.delta"):
             assert row["message_id"] == uuid.UUID(hex=carried[4:])
         else:
@@ -120,7 +124,9 @@ def test_every_kind_a_service_publishes_keeps_its_stored_shape_and_reads_back_lo
     assert seen == set(STORED_KEYS), seen ^ set(STORED_KEYS)
 
 
-def _publish_legacy(loop: Loop, server: ServerThread, tenant: str, conversation: str, events: list[tuple[str, dict[str, Any]]]) -> None:
+def _publish_legacy(
+    loop: Loop, server: ServerThread, tenant: str, conversation: str, events: list[tuple[str, dict[str, Any]]]
+) -> None:
     """Logs payloads in older shapes through the real publisher (its locks keep the hub's order safe)."""
     from threadline.db import Database
     from threadline.events.kinds import EventType
@@ -164,9 +170,27 @@ def test_events_logged_in_older_shapes_replay_as_they_always_did(
         cid,
         [
             ("thread.new", {"_root": root, "message": old_snapshot, "lastActivityAt": at}),  # no replyCount
-            ("thread.activity", {"_root": root, "message": {**old_snapshot, "id": other, "path": [root, other],
-                "parentId": root, "depth": 1, "content": "", "deletedAt": at}, "replyCount": 1, "lastActivityAt": at}),  # fmt: skip
-            ("message.delta", {"_root": root, "messageId": other, "runId": None, "index": 0, "delta": "hi"}),  # no attempt
+            (
+                "thread.activity",
+                {
+                    "_root": root,
+                    "message": {
+                        **old_snapshot,
+                        "id": other,
+                        "path": [root, other],
+                        "parentId": root,
+                        "depth": 1,
+                        "content": "",
+                        "deletedAt": at,
+                    },
+                    "replyCount": 1,
+                    "lastActivityAt": at,
+                },
+            ),  # fmt: skip
+            (
+                "message.delta",
+                {"_root": root, "messageId": other, "runId": None, "index": 0, "delta": "hi"},
+            ),  # no attempt
             ("message.done", {"_root": root, "messageId": other, "usage": {"promptTokens": 2}}),  # no runId
             ("error", {"_root": root, "code": "FAILED"}),  # no message, runId or messageId
         ],
@@ -187,8 +211,16 @@ def test_events_logged_in_older_shapes_replay_as_they_always_did(
                 "unreadCount": 1,
                 "lastActivityAt": at,
                 "root": {
-                    "id": root, "parentId": None, "path": [root], "depth": 0, "content": "old root", "role": "USER",
-                    "model": None, "usage": None, "isDeleted": False, "editedAt": None,
+                    "id": root,
+                    "parentId": None,
+                    "path": [root],
+                    "depth": 0,
+                    "content": "old root",
+                    "role": "USER",
+                    "model": None,
+                    "usage": None,
+                    "isDeleted": False,
+                    "editedAt": None,
                 },  # fmt: skip
             },
         },
@@ -199,7 +231,15 @@ def test_events_logged_in_older_shapes_replay_as_they_always_did(
             "action": "REPLY",
             "changedMessage": {"id": other, "content": "", "isDeleted": True, "deletedAt": at},
         },
-        {"type": "message.delta", "rootId": root, "messageId": other, "runId": None, "index": 0, "delta": "hi", "attempt": 1},
+        {
+            "type": "message.delta",
+            "rootId": root,
+            "messageId": other,
+            "runId": None,
+            "index": 0,
+            "delta": "hi",
+            "attempt": 1,
+        },
         {
             "type": "message.done",
             "rootId": root,

@@ -166,8 +166,15 @@ BAD_ITEMS: dict[str, Any] = {
     "set for a list": lambda: [item(0, tags={"only"})],
     "int out of range": lambda: [item(0), item(1, count=2**40)],
     "bool and float coerced": lambda: [item(0, count=True, ratio=2, name=3.5)],
-    "ints at the 32-bit edges": lambda: [item(0, count=2**31 - 1), item(1, count=-(2**31)), item(2, count=2**31)],
-    "int subclass and numeric strings in an int field": lambda: [item(0, count=HTTPStatus.OK), item(1, count="7")],
+    "ints at the 32-bit edges": lambda: [
+        item(0, count=2**31 - 1),
+        item(1, count=-(2**31)),
+        item(2, count=2**31),
+    ],
+    "int subclass and numeric strings in an int field": lambda: [
+        item(0, count=HTTPStatus.OK),
+        item(1, count="7"),
+    ],
     "ints where a bool is expected": lambda: [item(0, flag=1), item(1, flag=0), item(2, flag=2.0)],
     "object in a string field": lambda: [item(0, name=object())],
     "bytes in a string field": lambda: [item(0, maybe=b"raw")],
@@ -215,7 +222,9 @@ class EdgeQuery:
 
 
 STOCK_EDGE = strawberry.Schema(EdgeQuery, types=[Item], config=EDGE_CONFIG)
-FAST_EDGE = strawberry.Schema(EdgeQuery, types=[Item], config=EDGE_CONFIG, execution_context_class=PlanRecorder)
+FAST_EDGE = strawberry.Schema(
+    EdgeQuery, types=[Item], config=EDGE_CONFIG, execution_context_class=PlanRecorder
+)
 
 LEAVES = "id name count ratio flag color at day price tags ids scores maybe"
 
@@ -229,8 +238,14 @@ EDGE_QUERIES: dict[str, tuple[str, dict[str, Any]]] = {
         " maybe @include(if: $no) color @skip(if: $no) } }",
         {"yes": True, "no": False},
     ),
-    "skip on the list itself": ("query($s: Boolean!) { items @skip(if: $s) { id } other: items { id } }", {"s": True}),
-    "nested objects mixed with leaves": ("{ items(case: \"nested\") { id child { id name child { id } } count } }", {}),
+    "skip on the list itself": (
+        "query($s: Boolean!) { items @skip(if: $s) { id } other: items { id } }",
+        {"s": True},
+    ),
+    "nested objects mixed with leaves": (
+        '{ items(case: "nested") { id child { id name child { id } } count } }',
+        {},
+    ),
     "field with arguments": ('{ items { id greeting(name: "x") } }', {}),
     "abstract list": ("{ named { __typename name ... on Item { id } } }", {}),
     "list of lists": ("{ matrix { id count } }", {}),
@@ -324,7 +339,7 @@ THREAD_QUERIES: dict[str, str] = {
         messages(first: 10) { edges { cursor node { id role content } } pageInfo { hasNextPage } } } }""",
     "conversation list": "{ conversations(first: 5) { nodes { id title tags status messageCount } } }",
     "enum list": "{ errorCodes }",
-    "a malformed id": "query($r: ID!) { threadTree(rootId: \"nope\") { totalCount } other: threadTree(rootId: $r) { totalCount } }",
+    "a malformed id": 'query($r: ID!) { threadTree(rootId: "nope") { totalCount } other: threadTree(rootId: $r) { totalCount } }',
 }
 
 
@@ -332,7 +347,7 @@ THREAD_QUERIES: dict[str, str] = {
 def thread(admin: Actor) -> dict[str, str]:
     """A small branching thread with roles, usage, a model, an edit and a tombstone."""
     conversation = create_conversation(admin, "fast path", tags=["x", "y"])
-    root = start_thread(admin, conversation, "root ✓ \"quoted\"")
+    root = start_thread(admin, conversation, 'root ✓ "quoted"')
     a = reply(admin, root, "a", role="ASSISTANT")
     b = reply(admin, root, "b")
     reply(admin, a, "a.1")

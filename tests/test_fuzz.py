@@ -96,10 +96,19 @@ JSON_LEAVES = (
     | TEXT
 )
 JSON_VALUES = st.recursive(
-    JSON_LEAVES, lambda inner: st.lists(inner, max_size=4) | st.dictionaries(NAME, inner, max_size=4), max_leaves=12
+    JSON_LEAVES,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(NAME, inner, max_size=4),
+    max_leaves=12,
 )
 WHEN = st.sampled_from(
-    ["2024-01-01T00:00:00Z", "0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-12:00", "2024-02-30", "", "yesterday"]
+    [
+        "2024-01-01T00:00:00Z",
+        "0001-01-01T00:00:00+14:00",
+        "9999-12-31T23:59:59-12:00",
+        "2024-02-30",
+        "",
+        "yesterday",
+    ]
 )
 LOOSE = JSON_VALUES | WHEN | st.integers(min_value=-(2**40), max_value=2**40)
 ROLES = st.sampled_from(["user", "assistant", "system", "tool", "human", "USER", "robot", ""]) | LOOSE
@@ -113,7 +122,9 @@ def _maybe(strategy: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
 THREADLINE_DOC = st.fixed_dictionaries(
     {
         "conversation_id": _maybe(st.sampled_from(["ext-1", "ext-2"])),
-        "metadata": _maybe(st.fixed_dictionaries({"export_version": _maybe(st.sampled_from(["1.0", "1.9", "2.0"]))})),
+        "metadata": _maybe(
+            st.fixed_dictionaries({"export_version": _maybe(st.sampled_from(["1.0", "1.9", "2.0"]))})
+        ),
         "conversation": _maybe(
             st.fixed_dictionaries(
                 {},
@@ -167,7 +178,9 @@ CHATGPT_DOC = st.fixed_dictionaries(
                                     optional={
                                         "author": _maybe(st.fixed_dictionaries({"role": ROLES})),
                                         "content": _maybe(
-                                            st.fixed_dictionaries({"parts": _maybe(st.lists(LOOSE, max_size=3))})
+                                            st.fixed_dictionaries(
+                                                {"parts": _maybe(st.lists(LOOSE, max_size=3))}
+                                            )
                                         ),
                                         "create_time": LOOSE,
                                     },
@@ -207,7 +220,13 @@ JSON_NODES = (
 ).map(to_node)
 
 ZONES = st.sampled_from(
-    [None, UTC, timezone(timedelta(hours=14)), timezone(-timedelta(hours=12)), timezone(timedelta(minutes=-90))]
+    [
+        None,
+        UTC,
+        timezone(timedelta(hours=14)),
+        timezone(-timedelta(hours=12)),
+        timezone(timedelta(minutes=-90)),
+    ]
 )
 ODD_TIMES = st.sampled_from(
     [
@@ -270,7 +289,12 @@ def id_nodes(real: list[str]) -> st.SearchStrategy[graphql.ValueNode]:
     other_kind = st.tuples(real_ids, st.sampled_from(list(Kind))).map(lambda p: f"{p[1].value}_{p[0][4:]}")
     unknown = st.builds(encode_id, st.sampled_from(list(Kind)), st.uuids())
     wrong = st.one_of(
-        real_ids, other_kind, unknown, st.sampled_from(MALFORMED_IDS), TEXT, real_ids.map(lambda i: i.upper()),
+        real_ids,
+        other_kind,
+        unknown,
+        st.sampled_from(MALFORMED_IDS),
+        TEXT,
+        real_ids.map(lambda i: i.upper()),
         st.integers(min_value=-(2**40), max_value=2**40),
     )
     # About three in four are real ids of the right kind, so most operations get past their ids.
@@ -281,14 +305,26 @@ def id_nodes(real: list[str]) -> st.SearchStrategy[graphql.ValueNode]:
 
 # The kind of id an argument (or input field) takes, by its name; `id` by the field's name prefix.
 KIND_OF_ARGUMENT = {
-    "conversationId": Kind.CONVERSATION, "ids": Kind.CONVERSATION, "rootId": Kind.MESSAGE,
-    "parentId": Kind.MESSAGE, "fromId": Kind.MESSAGE, "messageId": Kind.MESSAGE, "userId": Kind.USER,
-    "actorId": Kind.USER, "profileId": Kind.RATE_LIMIT_PROFILE,
+    "conversationId": Kind.CONVERSATION,
+    "ids": Kind.CONVERSATION,
+    "rootId": Kind.MESSAGE,
+    "parentId": Kind.MESSAGE,
+    "fromId": Kind.MESSAGE,
+    "messageId": Kind.MESSAGE,
+    "userId": Kind.USER,
+    "actorId": Kind.USER,
+    "profileId": Kind.RATE_LIMIT_PROFILE,
 }
 KIND_OF_FIELD = [
-    ("conversation", Kind.CONVERSATION), ("message", Kind.MESSAGE), ("thread", Kind.MESSAGE), ("run", Kind.RUN),
-    ("invite", Kind.INVITE), ("apiKey", Kind.API_KEY), ("rateLimitProfile", Kind.RATE_LIMIT_PROFILE),
-    ("user", Kind.USER), ("participant", Kind.PARTICIPANT),
+    ("conversation", Kind.CONVERSATION),
+    ("message", Kind.MESSAGE),
+    ("thread", Kind.MESSAGE),
+    ("run", Kind.RUN),
+    ("invite", Kind.INVITE),
+    ("apiKey", Kind.API_KEY),
+    ("rateLimitProfile", Kind.RATE_LIMIT_PROFILE),
+    ("user", Kind.USER),
+    ("participant", Kind.PARTICIPANT),
 ]
 
 
@@ -337,7 +373,7 @@ def with_real_ids(
                 return None
             kind = kind_here()
             pool = by_kind.get(kind.value, real) if kind is not None else real
-            return nodes.String(pool[int(node.value[len(REAL):]) % len(pool)])
+            return nodes.String(pool[int(node.value[len(REAL) :]) % len(pool)])
 
     return graphql.visit(document, Resolve())
 
@@ -346,7 +382,18 @@ def with_real_ids(
 # past validation, and any text, blanks and lengths just past the limits otherwise.
 STRING_NODES = st.one_of(
     st.sampled_from(
-        ["hello world", "x", "echo", "openai", "english", "simple", "gpt-4o", "Same", " padded ", '"quoted phrase" OR -x']
+        [
+            "hello world",
+            "x",
+            "echo",
+            "openai",
+            "english",
+            "simple",
+            "gpt-4o",
+            "Same",
+            " padded ",
+            '"quoted phrase" OR -x',
+        ]
     ),
     NAME.map(lambda n: f"{n}@example.com"),
     TEXT,
@@ -357,7 +404,10 @@ STRING_NODES = st.one_of(
 
 def scalars(real_ids: list[str]) -> dict[str, st.SearchStrategy[graphql.ValueNode]]:
     return {
-        "ID": id_nodes(real_ids), "String": STRING_NODES, "DateTime": DATETIME_NODES, "Date": DATE_NODES,
+        "ID": id_nodes(real_ids),
+        "String": STRING_NODES,
+        "DateTime": DATETIME_NODES,
+        "Date": DATE_NODES,
         "JSON": JSON_NODES,
     }
 
@@ -388,7 +438,9 @@ def lift_arguments(document: graphql.DocumentNode) -> tuple[graphql.DocumentNode
     operation = lifted.definitions[0]
     assert isinstance(operation, graphql.OperationDefinitionNode)
     operation = graphql.OperationDefinitionNode(
-        operation=operation.operation, variable_definitions=tuple(definitions), selection_set=operation.selection_set
+        operation=operation.operation,
+        variable_definitions=tuple(definitions),
+        selection_set=operation.selection_set,
     )
     return graphql.DocumentNode(definitions=(operation,)), variables
 
@@ -405,14 +457,17 @@ def documents(
     """Operations on one root field (a query: up to three). One field at a time generates fast, spreads the
     budget evenly over the fields, and lets every mutation run: a failed non-null mutation field stops
     the ones after it."""
-    root, make, most = (SCHEMA.query_type, queries, 3) if operation == "query" else (SCHEMA.mutation_type, mutations, 1)
+    root, make, most = (
+        (SCHEMA.query_type, queries, 3) if operation == "query" else (SCHEMA.mutation_type, mutations, 1)
+    )
     assert root is not None
     names = sorted(root.fields)
     if mode is Mode.NEGATIVE:  # only fields with something to violate in their arguments
         sites = {site.path[0].field_name for site in enumerate_violation_sites(SCHEMA, root)}
         names = [name for name in names if name in sites]
     per_field = {
-        name: make(SCHEMA, fields=[name], custom_scalars=custom, print_ast=lambda d: d, mode=mode) for name in names
+        name: make(SCHEMA, fields=[name], custom_scalars=custom, print_ast=lambda d: d, mode=mode)
+        for name in names
     }
 
     @st.composite
@@ -523,7 +578,9 @@ class Fuzzer:
             f"(root fields answered: {self.answered}; errors: {dict(self.codes.most_common())})"
         )
         shown = "\n".join(self.failures[:8])
-        assert not self.failures, f"{len(self.failures)} of {CASES[self.label]} cases broke the contract:\n{shown}"
+        assert not self.failures, (
+            f"{len(self.failures)} of {CASES[self.label]} cases broke the contract:\n{shown}"
+        )
         assert CASES[self.label] >= budget, f"only {CASES[self.label]} of {budget} cases were tried"
 
 
@@ -581,7 +638,9 @@ def world(admin: Actor, make_user: Callable[..., Actor], settled: None) -> World
     invite = ok(INVITE, {"c": shared, "u": member.user_id})["participantInvite"]["id"]
     run = ok(RUN_CREATE, {"i": {"messageId": nested, "provider": "echo"}})["runCreate"]["id"]
     key = ok(KEY, {"u": victim.user_id})["apiKeyCreate"]["apiKey"]["id"]
-    profile = ok('mutation { rateLimitProfileCreate(input: {name: "fuzz"}) { id } }')["rateLimitProfileCreate"]["id"]
+    profile = ok('mutation { rateLimitProfileCreate(input: {name: "fuzz"}) { id } }')[
+        "rateLimitProfileCreate"
+    ]["id"]
     ids += [invite, run, key, profile]
     details = ok(DETAILS, {"c": shared})["conversation"]
     ids += [p["id"] for p in details["participants"]] + [t["id"] for t in details["threads"]["nodes"]]
@@ -604,7 +663,9 @@ def restore_budgets(world: World, loop: Loop, dsn: str) -> Iterator[Callable[[Ca
     async def reset(profiles: bool) -> None:
         if profiles:
             await conn.execute("DELETE FROM rate_limit_assignment WHERE tenant_id = $1", tenant)
-            await conn.execute("UPDATE rate_limit_profile SET is_default = false WHERE tenant_id = $1", tenant)
+            await conn.execute(
+                "UPDATE rate_limit_profile SET is_default = false WHERE tenant_id = $1", tenant
+            )
         await conn.execute("DELETE FROM rate_limit_bucket WHERE tenant_id = $1", tenant)
 
     def repair(case: Case) -> None:

@@ -62,7 +62,9 @@ def production(dsn: str) -> Iterator[ServerThread]:
     srv.stop()
 
 
-def test_the_page_loads_only_assets_served_by_the_server_with_long_cache_headers(server: ServerThread) -> None:
+def test_the_page_loads_only_assets_served_by_the_server_with_long_cache_headers(
+    server: ServerThread,
+) -> None:
     page = httpx.get(f"{server.url}/graphql", headers=BROWSER)
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     # The browser itself refuses anything not from this server.
@@ -81,7 +83,9 @@ def test_the_page_loads_only_assets_served_by_the_server_with_long_cache_headers
     assert licence.status_code == 200 and "MIT License" in licence.text
 
 
-def test_production_mode_serves_neither_the_page_nor_its_assets(server: ServerThread, production: ServerThread) -> None:
+def test_production_mode_serves_neither_the_page_nor_its_assets(
+    server: ServerThread, production: ServerThread
+) -> None:
     url = page_assets(httpx.get(f"{server.url}/graphql", headers=BROWSER).text)[-1]
     assert httpx.get(f"{production.url}{url}").status_code == 404
     assert "graphiql" not in httpx.get(f"{production.url}/graphql", headers=BROWSER).text.lower()
@@ -126,7 +130,8 @@ def editor_value(page: Any, selector: str) -> str:
 
 def run_in_graphiql(page: Any, document: str) -> None:
     page.evaluate(
-        "(text) => document.querySelector('.graphiql-query-editor .CodeMirror').CodeMirror.setValue(text)", document
+        "(text) => document.querySelector('.graphiql-query-editor .CodeMirror').CodeMirror.setValue(text)",
+        document,
     )
     page.click(".graphiql-execute-button")
 
@@ -147,7 +152,9 @@ def active_subscriptions(server: ServerThread) -> float:
 
 # `admin` before `chromium`: Playwright's sync API runs an event loop in this thread, where the tenant fixture
 # runs its own.
-def test_graphiql_runs_a_query_and_a_subscription_offline(server: ServerThread, admin: Actor, chromium: Any) -> None:
+def test_graphiql_runs_a_query_and_a_subscription_offline(
+    server: ServerThread, admin: Actor, chromium: Any
+) -> None:
     context = chromium.new_context()
     refused: list[str] = []
     sockets: list[str] = []
@@ -184,7 +191,10 @@ def test_graphiql_runs_a_query_and_a_subscription_offline(server: ServerThread, 
         assert admin.api_key not in str(page.evaluate("JSON.stringify(window.localStorage)"))
 
         run_in_graphiql(page, "{ viewer { id } }")
-        wait_for(lambda: admin.user_id in editor_value(page, ".graphiql-response .CodeMirror"), "the query's result")
+        wait_for(
+            lambda: admin.user_id in editor_value(page, ".graphiql-response .CodeMirror"),
+            "the query's result",
+        )
 
         # The viewer's streams cover the conversations they are in when subscribing (and those they join).
         conversation = create_conversation(admin, "from graphiql")
@@ -195,12 +205,18 @@ def test_graphiql_runs_a_query_and_a_subscription_offline(server: ServerThread, 
         for _ in range(5):
             start_thread(admin, conversation)
             try:
-                wait_for(lambda: "thread.new" in editor_value(page, ".graphiql-response .CodeMirror"), "the event", 6)
+                wait_for(
+                    lambda: "thread.new" in editor_value(page, ".graphiql-response .CodeMirror"),
+                    "the event",
+                    6,
+                )
                 break
             except AssertionError:
                 continue
         assert "thread.new" in editor_value(page, ".graphiql-response .CodeMirror"), frames
-        assert sockets and all(url.startswith(f"ws://127.0.0.1:{server.port}/graphql") for url in sockets), sockets
+        assert sockets and all(url.startswith(f"ws://127.0.0.1:{server.port}/graphql") for url in sockets), (
+            sockets
+        )
         assert refused == []
         assert admin.api_key not in str(page.evaluate("JSON.stringify(window.localStorage)"))
         assert not [message for message in console if "Content Security Policy" in message], console

@@ -30,13 +30,19 @@ def post(
 ) -> httpx.Response:
     """POSTs `body` (JSON-encoded unless bytes) with exactly these headers (no Accept when `accept` is None)."""
     content = body if isinstance(body, bytes) else json.dumps(body).encode()
-    headers = {"Accept": accept, "Content-Type": content_type, "Authorization": f"Bearer {key}" if key else None}
+    headers = {
+        "Accept": accept,
+        "Content-Type": content_type,
+        "Authorization": f"Bearer {key}" if key else None,
+    }
     with httpx.Client(base_url=server.url, timeout=30) as client:
         request = client.build_request("POST", "/graphql", content=content)
         return client.send(with_headers(request, headers))
 
 
-def get(server: ServerThread, params: dict[str, str], accept: str | None, key: str | None = None) -> httpx.Response:
+def get(
+    server: ServerThread, params: dict[str, str], accept: str | None, key: str | None = None
+) -> httpx.Response:
     headers = {"Accept": accept, "Authorization": f"Bearer {key}" if key else None}
     with httpx.Client(base_url=server.url, timeout=30) as client:
         return client.send(with_headers(client.build_request("GET", "/graphql", params=params), headers))
@@ -93,7 +99,9 @@ def test_the_response_media_type_follows_the_accept_header(
 
 
 @pytest.mark.parametrize("accept", ["text/plain", "application/xml", "application/json;q=0", "image/*"])
-def test_an_accept_header_admitting_no_json_type_is_406(server: ServerThread, admin: Actor, accept: str) -> None:
+def test_an_accept_header_admitting_no_json_type_is_406(
+    server: ServerThread, admin: Actor, accept: str
+) -> None:
     response = post(server, {"query": "{ viewer { id } }"}, accept, admin.api_key)
     assert response.status_code == 406
     body = response.json()
@@ -109,8 +117,14 @@ REQUEST_ERRORS = {
     # The spec's examples, each refused before execution.
     "document parsing failure": {"query": "{"},
     "document validation failure": {"query": "{ viewer { noSuchField } }"},
-    "operation cannot be determined": {"query": "query A { __typename } query B { __typename }", "operationName": "C"},
-    "variable coercion failure": {"query": "query($n: String!) { __type(name: $n) { name } }", "variables": {"n": 7}},
+    "operation cannot be determined": {
+        "query": "query A { __typename } query B { __typename }",
+        "operationName": "C",
+    },
+    "variable coercion failure": {
+        "query": "query($n: String!) { __type(name: $n) { name } }",
+        "variables": {"n": 7},
+    },
     "query limit": {"query": "{" + " __typename" * 21 + " }"},
 }
 
@@ -185,18 +199,24 @@ def test_an_unauthenticated_caller_is_401_in_graphql_response_json(server: Serve
     assert "data" not in legacy.json()
     assert codes(legacy.json()) == ["UNAUTHENTICATED"]
     # Introspection stays public in either type.
-    assert without_count(post(server, {"query": "{ __typename }"}, GRJ).json()) == {"data": {"__typename": "Query"}}
+    assert without_count(post(server, {"query": "{ __typename }"}, GRJ).json()) == {
+        "data": {"__typename": "Query"}
+    }
 
 
 # --- POST bodies and GET --------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("content_type", [None, "text/plain", "application/x-www-form-urlencoded", "application/graphql"])
+@pytest.mark.parametrize(
+    "content_type", [None, "text/plain", "application/x-www-form-urlencoded", "application/graphql"]
+)
 def test_a_post_body_other_than_application_json_is_415(
     server: ServerThread, admin: Actor, content_type: str | None
 ) -> None:
     for accept in (GRJ, JSON):
-        response = post(server, {"query": "{ viewer { id } }"}, accept, admin.api_key, content_type=content_type)
+        response = post(
+            server, {"query": "{ viewer { id } }"}, accept, admin.api_key, content_type=content_type
+        )
         assert response.status_code == 415, response.text
         assert media(response) == accept
         assert "data" not in response.json()
@@ -205,8 +225,16 @@ def test_a_post_body_other_than_application_json_is_415(
 
 
 def test_get_runs_queries_and_answers_errors_like_post(server: ServerThread, admin: Actor) -> None:
-    ok = get(server, {"query": "query($n: String!) { __type(name: $n) { name } }", "variables": '{"n": "User"}'}, GRJ)
-    assert (ok.status_code, media(ok), without_count(ok.json())) == (200, GRJ, {"data": {"__type": {"name": "User"}}})
+    ok = get(
+        server,
+        {"query": "query($n: String!) { __type(name: $n) { name } }", "variables": '{"n": "User"}'},
+        GRJ,
+    )
+    assert (ok.status_code, media(ok), without_count(ok.json())) == (
+        200,
+        GRJ,
+        {"data": {"__type": {"name": "User"}}},
+    )
     assert "Accept" in ok.headers["Vary"]
     broken = get(server, {"query": "{"}, GRJ)
     assert broken.status_code == 400 and "data" not in broken.json()

@@ -87,7 +87,9 @@ def test_every_error_carries_the_request_id(server: ServerThread, admin: Actor) 
 def test_errors_on_a_socket_carry_its_request_id(server: ServerThread, admin: Actor) -> None:
     ws = WsClient(server.ws_url, admin.api_key)
     try:
-        ws.subscribe('subscription { conversationEvents(conversationId: "cnv_00000000000000000000000000000000") { type } }')
+        ws.subscribe(
+            'subscription { conversationEvents(conversationId: "cnv_00000000000000000000000000000000") { type } }'
+        )
         message = ws.receive()
         error = message["payload"][0] if message["type"] == "error" else message["payload"]["errors"][0]
         assert error["extensions"]["code"] == "NOT_FOUND"
@@ -104,7 +106,9 @@ def test_a_request_id_that_is_not_a_plain_token_is_replaced(server: ServerThread
 # --- metrics -------------------------------------------------------------------------------------
 
 
-def test_metrics_count_requests_and_errors_by_code(server: ServerThread, admin: Actor, anonymous: Client) -> None:
+def test_metrics_count_requests_and_errors_by_code(
+    server: ServerThread, admin: Actor, anonymous: Client
+) -> None:
     before = httpx.get(f"{server.url}/metrics", headers=METRICS_HEADERS).text
     anonymous.execute("{ viewer { id } }")
     admin.client.execute("{ nope }")
@@ -117,14 +121,21 @@ def test_metrics_count_requests_and_errors_by_code(server: ServerThread, admin: 
     assert metric(text, code % "BAD_USER_INPUT") - metric(before, code % "BAD_USER_INPUT") == 2
     ok = 'threadline_http_requests_total{transport="http",status="200"}'
     assert metric(text, ok) - metric(before, ok) == 3
-    for family in ("threadline_db_pool_max", "threadline_events_published_total", "threadline_events_delivered_total"):
+    for family in (
+        "threadline_db_pool_max",
+        "threadline_events_published_total",
+        "threadline_events_delivered_total",
+    ):
         assert f"# TYPE {family} " in text
     assert 'threadline_runs{state="QUEUED"} ' in text
 
 
 def test_metrics_show_active_subscriptions(server: ServerThread, admin: Actor) -> None:
     def active() -> float:
-        return metric(httpx.get(f"{server.url}/metrics", headers=METRICS_HEADERS).text, "threadline_subscriptions_active")
+        return metric(
+            httpx.get(f"{server.url}/metrics", headers=METRICS_HEADERS).text,
+            "threadline_subscriptions_active",
+        )
 
     before = active()
     ws = WsClient(server.ws_url, admin.api_key)
@@ -166,7 +177,9 @@ def test_introspection_can_be_turned_off(production: ServerThread, admin: Actor)
         client.close()
 
 
-def test_graphiql_is_served_in_development_and_not_in_production(server: ServerThread, production: ServerThread) -> None:
+def test_graphiql_is_served_in_development_and_not_in_production(
+    server: ServerThread, production: ServerThread
+) -> None:
     browser = {"Accept": "text/html"}
     dev = httpx.get(f"{server.url}/graphql", headers=browser)
     assert dev.status_code == 200 and "graphiql" in dev.text.lower()
@@ -197,7 +210,9 @@ def test_cors_allows_listed_origins_only(production: ServerThread) -> None:
 
 
 def test_cors_is_off_without_an_allow_list(server: ServerThread) -> None:
-    response = httpx.post(f"{server.url}/graphql", json={"query": "{ __typename }"}, headers={"Origin": APP_ORIGIN})
+    response = httpx.post(
+        f"{server.url}/graphql", json={"query": "{ __typename }"}, headers={"Origin": APP_ORIGIN}
+    )
     assert "Access-Control-Allow-Origin" not in response.headers
 
 
@@ -208,10 +223,14 @@ def test_websocket_from_an_unlisted_origin_is_refused_before_accept(production: 
     assert refused.value.response.status_code == 403
 
 
-def test_websocket_from_a_listed_origin_or_without_origin_is_accepted(production: ServerThread, admin: Actor) -> None:
+def test_websocket_from_a_listed_origin_or_without_origin_is_accepted(
+    production: ServerThread, admin: Actor
+) -> None:
     ws_url = f"ws://127.0.0.1:{production.port}/graphql"
     with connect(ws_url, subprotocols=[PROTOCOL], origin=APP_ORIGIN, open_timeout=10) as ws:  # type: ignore[arg-type]
-        ws.send(json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {admin.api_key}"}}))
+        ws.send(
+            json.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {admin.api_key}"}})
+        )
         assert '"connection_ack"' in str(ws.recv(timeout=10))
     client = WsClient(ws_url, admin.api_key)  # no Origin header: not a browser
     client.ws.close()
@@ -277,13 +296,17 @@ def test_sigterm_closes_sockets_with_1012_and_returns_the_run_in_progress_to_the
     proc, url = _serve(dsn, THREADLINE_RUN_QUEUE=queue, THREADLINE_ECHO_DELAY_SECONDS="0.2")
     try:
         client = Client(url, admin.api_key)
-        cid = client.ok('mutation { conversationCreate(input: {title: "t"}) { id } }')["conversationCreate"]["id"]
+        cid = client.ok('mutation { conversationCreate(input: {title: "t"}) { id } }')["conversationCreate"][
+            "id"
+        ]
         words = " ".join(f"w{i}" for i in range(200))
         mid = client.ok(
             "mutation($c: ID!, $t: String!) { threadStart(conversationId: $c, input: {content: $t}) { id } }",
             {"c": cid, "t": words},
         )["threadStart"]["id"]
-        run = client.ok("mutation($m: ID!) { runCreate(input: {messageId: $m}) { id } }", {"m": mid})["runCreate"]
+        run = client.ok("mutation($m: ID!) { runCreate(input: {messageId: $m}) { id } }", {"m": mid})[
+            "runCreate"
+        ]
         query = "query($r: ID!) { run(id: $r) { status attempt } }"
         deadline = time.monotonic() + 30
         while admin.client.ok(query, {"r": run["id"]})["run"]["status"] != "IN_PROGRESS":

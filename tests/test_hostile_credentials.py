@@ -225,7 +225,11 @@ def test_a_role_change_reaches_open_sockets_in_every_process(
     admin.client.ok(START, {"c": cid, "x": "not for a member"})
     there.expect_quiet(0.5)
     audit = admin.client.ok(AUDIT)["auditLog"]["nodes"][0]
-    expected = {"action": "user.role_set", "targetId": boss.user_id, "details": {"from": "ADMIN", "to": "MEMBER"}}
+    expected = {
+        "action": "user.role_set",
+        "targetId": boss.user_id,
+        "details": {"from": "ADMIN", "to": "MEMBER"},
+    }
     assert audit == expected
 
 

@@ -51,7 +51,14 @@ def test_another_tenants_cursor_or_an_altered_one_is_bad_user_input(
     a_event_cursor = watcher.events(1)[0]["cursor"]
     body = a_event_cursor[3:]
     altered = "c1." + body[:10] + ("0" if body[10] != "0" else "1") + body[11:]
-    for since in (stream_cursor(a), a_event_cursor, altered, "c1." + body[:-2], "c1.zz" + body[2:], "c2." + body):
+    for since in (
+        stream_cursor(a),
+        a_event_cursor,
+        altered,
+        "c1." + body[:-2],
+        "c1.zz" + body[2:],
+        "c2." + body,
+    ):
         client = ws(b)
         client.subscribe(CONVERSATION_EVENTS, {"c": b_conversation, "s": since})
         assert refusal(client) == "BAD_USER_INPUT", since
@@ -96,7 +103,9 @@ def test_cursors_do_not_show_how_many_events_other_tenants_wrote_in_between(
     # their differences say nothing about B's activity. (12 random values in order: 1 chance in 13!.)
     as_numbers = [int(c[3:], 16) for c in cursors]
     assert cursors != sorted(cursors) and as_numbers != sorted(as_numbers)
-    assert not any(0 <= later - earlier <= 1000 for earlier, later in zip(as_numbers, as_numbers[1:], strict=False))
+    assert not any(
+        0 <= later - earlier <= 1000 for earlier, later in zip(as_numbers, as_numbers[1:], strict=False)
+    )
 
 
 def test_numeric_zero_still_replays_everything_and_other_numbers_are_no_longer_issued(
@@ -123,7 +132,9 @@ def test_numeric_zero_still_replays_everything_and_other_numbers_are_no_longer_i
         assert refusal(client) == "CURSOR_EXPIRED"
 
 
-def test_resuming_with_an_emitted_cursor_has_no_gap_or_duplicate(admin: Actor, ws: Callable[..., WsClient]) -> None:
+def test_resuming_with_an_emitted_cursor_has_no_gap_or_duplicate(
+    admin: Actor, ws: Callable[..., WsClient]
+) -> None:
     cid = create_conversation(admin, "resume")
     root = start_thread(admin, cid, "root")
     first = ws(admin)
@@ -137,14 +148,18 @@ def test_resuming_with_an_emitted_cursor_has_no_gap_or_duplicate(admin: Actor, w
     resumed = ws(admin)
     resumed.subscribe(CONVERSATION_EVENTS, {"c": cid, "s": got[2]["cursor"]})
     rest = resumed.events(6, ignore=("presence.update", "unread.update"))
-    assert [e["changedMessage"]["content"] for e in rest] == ["before-3", "before-4"] + [f"after-{i}" for i in range(4)]
+    assert [e["changedMessage"]["content"] for e in rest] == ["before-3", "before-4"] + [
+        f"after-{i}" for i in range(4)
+    ]
     assert [e["cursor"] for e in rest[:2]] == [e["cursor"] for e in got[3:]]
     resumed.expect_quiet(0.3, ignore=("presence.update", "unread.update"))
 
 
 def _second_server(server: ServerThread, **overrides: Any) -> ServerThread:
     settings = server.app.state.services.settings
-    other = ServerThread(dataclasses.replace(test_settings(settings.database_url, migrate_on_start=False), **overrides))
+    other = ServerThread(
+        dataclasses.replace(test_settings(settings.database_url, migrate_on_start=False), **overrides)
+    )
     other.start()
     return other
 
@@ -161,7 +176,9 @@ def test_two_server_processes_issue_the_same_cursor_for_the_same_event(
             client = ws(admin, on)
             http = Client(on.url, admin.api_key)  # each process's own streamCursor
             try:
-                client.subscribe(CONVERSATION_EVENTS, {"c": cid, "s": http.ok("{ streamCursor }")["streamCursor"]})
+                client.subscribe(
+                    CONVERSATION_EVENTS, {"c": cid, "s": http.ok("{ streamCursor }")["streamCursor"]}
+                )
             finally:
                 http.close()
             sockets.append(client)

@@ -154,7 +154,12 @@ def runs(dsn: str) -> Iterator[ServerThread]:
 
 
 def test_a_deleted_run_output_leaves_no_streamed_text_in_replays_or_chunks(
-    admin: Actor, make_user: Callable[..., Actor], runs: ServerThread, ws: Callable[..., WsClient], loop: Loop, dsn: str
+    admin: Actor,
+    make_user: Callable[..., Actor],
+    runs: ServerThread,
+    ws: Callable[..., WsClient],
+    loop: Loop,
+    dsn: str,
 ) -> None:
     owner, late = on(runs, admin), on(runs, make_user(admin))
     cid = create_conversation(owner, "hostile-run")
@@ -172,7 +177,11 @@ def test_a_deleted_run_output_leaves_no_streamed_text_in_replays_or_chunks(
     owner.client.ok(DELETE, {"m": output})
     wait_for_event(watcher, lambda e: e.get("action") == "DELETE")
 
-    assert owner.client.ok(MESSAGE, {"m": output})["message"] == {"content": "", "isDeleted": True, "chunks": []}
+    assert owner.client.ok(MESSAGE, {"m": output})["message"] == {
+        "content": "",
+        "isDeleted": True,
+        "chunks": [],
+    }
     join(owner, late, cid)
     expected = logged_cursors(loop, dsn, cid, late.user_id)
     frames = replay(ws(late, runs), CONVERSATION_EVENTS, {"c": cid, "s": "0"}, expected[-1])
@@ -182,7 +191,12 @@ def test_a_deleted_run_output_leaves_no_streamed_text_in_replays_or_chunks(
     assert [d["index"] for d in deltas] == list(range(len(deltas)))
     assert word not in "\n".join(frames)
 
-    assert sql(loop, dsn, "SELECT count(*) AS n FROM message_chunk WHERE message_id = $1::uuid", output[4:])[0]["n"] == 0
+    assert (
+        sql(loop, dsn, "SELECT count(*) AS n FROM message_chunk WHERE message_id = $1::uuid", output[4:])[0][
+            "n"
+        ]
+        == 0
+    )
     assert rows_containing(loop, dsn, "stream_event", word) == 0
     assert rows_containing(loop, dsn, "message_chunk", word) == 0
 
@@ -241,7 +255,12 @@ def test_retention_leaves_no_event_or_chunk_of_a_purged_conversation(
     streamed = reply(admin, root, "…", role="ASSISTANT")
     admin.client.ok(APPEND, {"m": streamed, "d": words["STREAM"]})
     admin.client.ok(FINISH, {"m": streamed})
-    sql(loop, dsn, "UPDATE conversation SET last_activity_at = now() - interval '31 days' WHERE id = $1::uuid", cid[4:])
+    sql(
+        loop,
+        dsn,
+        "UPDATE conversation SET last_activity_at = now() - interval '31 days' WHERE id = $1::uuid",
+        cid[4:],
+    )
 
     async def purge() -> int:
         db = await Database.connect(dsn, 1, 2)

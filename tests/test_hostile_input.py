@@ -124,7 +124,10 @@ def test_a_lone_surrogate_in_a_variable_is_bad_input(admin: Actor) -> None:
     assert error_code(post_raw(admin.client, body)) == "BAD_USER_INPUT"
     body = json.dumps({"query": CREATE, "variables": {"i": {"title": "ok", "tags": ["\udfff"]}}})
     assert error_code(post_raw(admin.client, body)) == "BAD_USER_INPUT"
-    assert admin.client.ok("{ conversations(first: 5) { edges { node { id } } } }")["conversations"]["edges"] == []
+    assert (
+        admin.client.ok("{ conversations(first: 5) { edges { node { id } } } }")["conversations"]["edges"]
+        == []
+    )
 
 
 def test_a_lone_surrogate_inline_in_the_document_is_bad_input(admin: Actor) -> None:
@@ -155,8 +158,15 @@ def test_a_lone_surrogate_on_a_socket_is_bad_input_and_the_socket_stays_open(
 ) -> None:
     ws = WsClient(server.ws_url, admin.api_key)
     try:
-        ws.ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": {
-            "query": CREATE, "variables": {"i": {"title": "chat \ud800"}}}}))
+        ws.ws.send(
+            json.dumps(
+                {
+                    "id": "1",
+                    "type": "subscribe",
+                    "payload": {"query": CREATE, "variables": {"i": {"title": "chat \ud800"}}},
+                }
+            )
+        )
         message = ws.receive()
         assert message["id"] == "1"
         errors = message["payload"] if message["type"] == "error" else message["payload"]["errors"]
@@ -205,7 +215,9 @@ def test_a_deeply_nested_json_argument_inline_is_refused(admin: Actor) -> None:
 
 
 def test_a_deeply_nested_json_argument_in_variables_is_refused(admin: Actor) -> None:
-    body = '{"query": ' + json.dumps(IMPORT) + ', "variables": {"d": ' + '{"a": ' * 200 + "1" + "}" * 200 + "}}"
+    body = (
+        '{"query": ' + json.dumps(IMPORT) + ', "variables": {"d": ' + '{"a": ' * 200 + "1" + "}" * 200 + "}}"
+    )
     response = post_raw(admin.client, body)
     assert response.status_code == 400
     assert response.json()["errors"][0]["extensions"]["limitName"] == "jsonDepth"
@@ -250,20 +262,34 @@ def test_a_profile_above_the_operators_ceiling_is_refused_naming_it(admin: Actor
     }
     # Budgets left out take the built-in values (6,000 requests per window): over the ceiling for a 1 s window.
     assert refused(windowSeconds=1, mutationsPerWindow=200)["extensions"]["argument"] == "requestsPerWindow"
-    one_second = {"windowSeconds": 1, "requestsPerWindow": 1000, "runsPerWindow": 50, "subscriptionsPerWindow": 100}
+    one_second = {
+        "windowSeconds": 1,
+        "requestsPerWindow": 1000,
+        "runsPerWindow": 50,
+        "subscriptionsPerWindow": 100,
+    }
     assert refused(**one_second, mutationsPerWindow=201)["extensions"]["argument"] == "mutationsPerWindow"
-    assert refused(windowSeconds=3600, requestsPerWindow=1000, burst=1_000_000)["extensions"]["argument"] == "burst"
+    assert (
+        refused(windowSeconds=3600, requestsPerWindow=1000, burst=1_000_000)["extensions"]["argument"]
+        == "burst"
+    )
     assert refused(windowSeconds=86_400, runsPerWindow=3001)["extensions"]["setting"] == (
         "THREADLINE_RATE_LIMIT_CEILING_RUNS"
     )
     # At the ceiling is fine: 1,000 per second is 60,000 per minute.
-    created = admin.client.ok(PROFILE_CREATE, {"i": {"name": "fast", **one_second, "mutationsPerWindow": 200}})
+    created = admin.client.ok(
+        PROFILE_CREATE, {"i": {"name": "fast", **one_second, "mutationsPerWindow": 200}}
+    )
     profile_id = created["rateLimitProfileCreate"]["id"]
     update_error = admin.client.error(PROFILE_UPDATE, {"id": profile_id, "i": {"requestsPerWindow": 1001}})
     assert update_error["extensions"]["limitName"] == "rateLimitCeiling"
-    update_error = admin.client.error(PROFILE_UPDATE, {"id": profile_id, "i": {"windowSeconds": 1, "burst": 59_001}})
+    update_error = admin.client.error(
+        PROFILE_UPDATE, {"id": profile_id, "i": {"windowSeconds": 1, "burst": 59_001}}
+    )
     assert update_error["extensions"]["argument"] == "burst"
-    assert admin.client.ok(PROFILE_UPDATE, {"id": profile_id, "i": {"name": "quick"}})["rateLimitProfileUpdate"] == {
+    assert admin.client.ok(PROFILE_UPDATE, {"id": profile_id, "i": {"name": "quick"}})[
+        "rateLimitProfileUpdate"
+    ] == {
         "name": "quick",
         "requestsPerWindow": 1000,
     }

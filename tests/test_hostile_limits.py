@@ -33,7 +33,9 @@ def post(server: ServerThread, query: str, token: str | None = None, variables: 
 def doubling_fragments(levels: int, body: str) -> str:
     """`message { ...F<levels> }` where each fragment spreads the one below it twice through `body`."""
     fragments = ["fragment F0 on Message { id }"]
-    fragments += [f"fragment F{i} on Message {{ {body.format(p=f'F{i - 1}')} }}" for i in range(1, levels + 1)]
+    fragments += [
+        f"fragment F{i} on Message {{ {body.format(p=f'F{i - 1}')} }}" for i in range(1, levels + 1)
+    ]
     return f"query($id: ID!) {{ message(id: $id) {{ ...F{levels} }} }} " + " ".join(fragments)
 
 
@@ -44,7 +46,9 @@ def only_error(body: dict[str, Any]) -> dict[str, Any]:
     return error
 
 
-def test_fragments_that_double_at_every_level_are_refused_by_cost_in_one_linear_walk(server: ServerThread) -> None:
+def test_fragments_that_double_at_every_level_are_refused_by_cost_in_one_linear_walk(
+    server: ServerThread,
+) -> None:
     # The issue's 1.3 KB document with 60 levels instead of 19: 2^60 paths, one walk per fragment (graphql-core
     # itself aborts documents nested past 200 levels).
     query = doubling_fragments(60, "replies {{ ...{p} }} replies {{ ...{p} }}")
@@ -62,7 +66,9 @@ def test_doubling_fragments_of_free_fields_reach_no_further_than_authentication(
     assert error["extensions"]["code"] == "UNAUTHENTICATED"
 
 
-def test_doubling_fragments_are_measured_linearly_for_a_signed_in_caller_too(server: ServerThread, admin: Actor) -> None:
+def test_doubling_fragments_are_measured_linearly_for_a_signed_in_caller_too(
+    server: ServerThread, admin: Actor
+) -> None:
     query = doubling_fragments(60, "replies {{ ...{p} }} replies {{ ...{p} }}")
     error = only_error(post(server, query, admin.api_key, {"id": "msg_x"}))
     assert error["extensions"]["limitName"] == "cost"
@@ -76,8 +82,10 @@ def test_an_anonymous_document_is_refused_before_the_schema_rules_run(anonymous:
 
 
 def test_introspection_stays_public(anonymous: Client) -> None:
-    assert anonymous.ok("{ __schema { queryType { name } } }") == {"__schema": {"queryType": {"name": "Query"}}}
-    assert anonymous.ok("{ __type(name: \"Message\") { name } }") == {"__type": {"name": "Message"}}
+    assert anonymous.ok("{ __schema { queryType { name } } }") == {
+        "__schema": {"queryType": {"name": "Query"}}
+    }
+    assert anonymous.ok('{ __type(name: "Message") { name } }') == {"__type": {"name": "Message"}}
 
 
 def test_the_whole_schema_may_be_read_once_per_operation(anonymous: Client) -> None:
@@ -89,14 +97,23 @@ def test_the_whole_schema_may_be_read_once_per_operation(anonymous: Client) -> N
 def test_same_named_selections_are_allowed_at_the_limit_and_refused_one_past_it(anonymous: Client) -> None:
     assert anonymous.ok("{" + " __typename" * 20 + " }") == {"__typename": "Query"}
     error = only_error(anonymous.execute("{" + " __typename" * 21 + " }"))
-    assert error["extensions"] == {"code": "BAD_USER_INPUT", "limitName": "duplicateFields", "limit": 20, "actual": 21}
+    assert error["extensions"] == {
+        "code": "BAD_USER_INPUT",
+        "limitName": "duplicateFields",
+        "limit": 20,
+        "actual": 21,
+    }
 
 
-def test_same_named_selections_count_through_inline_fragments_and_inside_introspection(anonymous: Client) -> None:
+def test_same_named_selections_count_through_inline_fragments_and_inside_introspection(
+    anonymous: Client,
+) -> None:
     inline = "{ __schema { types { name" + " ... on __Type { name }" * 20 + " } } }"
     assert only_error(anonymous.execute(inline))["extensions"]["limitName"] == "duplicateFields"
     # 300 conflicting selections under one alias: graphql-core compares every pair (quadratic) unless refused.
-    conflicting = "{ __schema { types { " + " ".join(("a: name", "a: kind")[i % 2] for i in range(300)) + " } } }"
+    conflicting = (
+        "{ __schema { types { " + " ".join(("a: name", "a: kind")[i % 2] for i in range(300)) + " } } }"
+    )
     body = anonymous.execute(conflicting)
     assert "data" not in body  # refused before execution
     assert {e["extensions"]["limitName"] for e in body["errors"]} == {"aliases", "duplicateFields"}
@@ -107,7 +124,9 @@ def test_distinct_fragment_spreads_are_allowed_at_the_limit_and_refused_one_past
 ) -> None:
     def document(n: int) -> str:
         spreads = " ".join(f"...U{i}" for i in range(n))
-        return "{ viewer { " + spreads + " } } " + " ".join(f"fragment U{i} on User {{ id }}" for i in range(n))
+        return (
+            "{ viewer { " + spreads + " } } " + " ".join(f"fragment U{i} on User {{ id }}" for i in range(n))
+        )
 
     body = post(server, document(40), admin.api_key)
     assert body.get("errors") is None, body
@@ -118,7 +137,9 @@ def test_distinct_fragment_spreads_are_allowed_at_the_limit_and_refused_one_past
 
 
 @pytest.mark.parametrize("levels", [10, 30])
-def test_a_fragment_spread_twice_reports_its_list_error_once(server: ServerThread, admin: Actor, levels: int) -> None:
+def test_a_fragment_spread_twice_reports_its_list_error_once(
+    server: ServerThread, admin: Actor, levels: int
+) -> None:
     fragments = ["fragment F0 on Query { conversations(first: 1000) { nodes { id } } }"]
     fragments += [f"fragment F{i} on Query {{ ...F{i - 1} ...F{i - 1} }}" for i in range(1, levels + 1)]
     body = post(server, f"{{ ...F{levels} }} " + " ".join(fragments), admin.api_key)
@@ -164,10 +185,17 @@ def test_aliases_of_replies_share_one_message_budget(admin: Actor, member: Clien
     one = member.ok("query($id: ID!) { message(id: $id) { replies { id } } }", {"id": root})
     assert len(one["message"]["replies"]) == 30
     # The issue's 30 aliases of `replies` on a root with 20,000 replies, in small: 2 x 30 > 50.
-    body = member.execute("query($id: ID!) { message(id: $id) { a: replies { id } b: replies { id } } }", {"id": root})
+    body = member.execute(
+        "query($id: ID!) { message(id: $id) { a: replies { id } b: replies { id } } }", {"id": root}
+    )
     assert limit_names(body) == ["messages"]
     error = body["errors"][0]
-    assert error["extensions"] == {"code": "BAD_USER_INPUT", "limitName": "messages", "limit": 50, "actual": 60}
+    assert error["extensions"] == {
+        "code": "BAD_USER_INPUT",
+        "limitName": "messages",
+        "limit": 50,
+        "actual": 60,
+    }
 
 
 def test_fragment_fan_out_over_a_tree_is_charged_per_returned_node(admin: Actor, member: Client) -> None:
@@ -189,7 +217,9 @@ def test_fragment_fan_out_over_a_tree_is_charged_per_returned_node(admin: Actor,
     assert "errors" not in member.execute(fan_out(2), {"id": root})  # 4 + 4 x 4 = 20
 
 
-def test_aliases_of_thread_tree_over_a_deep_chain_are_charged_for_their_paths(admin: Actor, member: Client) -> None:
+def test_aliases_of_thread_tree_over_a_deep_chain_are_charged_for_their_paths(
+    admin: Actor, member: Client
+) -> None:
     root = chain(admin, 24)  # 25 nodes, paths 1..25 ids long: 325 ids (~10 KB) in all
     with_paths = "query($id: ID!) { a: threadTree(rootId: $id) { nodes { path } } b: threadTree(rootId: $id) { nodes { path } } }"
     body = member.execute(with_paths, {"id": root})
@@ -200,7 +230,9 @@ def test_aliases_of_thread_tree_over_a_deep_chain_are_charged_for_their_paths(ad
     assert len(without["a"]["nodes"]) == len(without["b"]["nodes"]) == 25
 
 
-def test_thread_tree_is_refused_when_one_tree_is_over_the_message_budget(admin: Actor, member: Client) -> None:
+def test_thread_tree_is_refused_when_one_tree_is_over_the_message_budget(
+    admin: Actor, member: Client
+) -> None:
     root = chain(admin, 60)
     body = member.execute("query($id: ID!) { threadTree(rootId: $id) { totalCount } }", {"id": root})
     assert limit_names(body) == ["messages"]
@@ -219,7 +251,11 @@ def test_the_budget_is_per_operation_not_per_connection(admin: Actor, budgeted: 
         for op in range(3):  # 3 x 31 > 50: each operation has its own budget
             ws.subscribe(query, {"id": root}, op_id=str(op))
             assert ws.next_event(str(op)) == {"threadTree": {"totalCount": 31}}
-        ws.subscribe(query.replace("{ totalCount }", "{ totalCount } b: threadTree(rootId: $id) { totalCount }"), {"id": root}, op_id="x")
+        ws.subscribe(
+            query.replace("{ totalCount }", "{ totalCount } b: threadTree(rootId: $id) { totalCount }"),
+            {"id": root},
+            op_id="x",
+        )
         message = ws.receive()
         while message["id"] != "x":  # the earlier operations' `complete`
             message = ws.receive()

@@ -21,7 +21,9 @@ from threadline.porting.threadline_format import EXPORT_VERSION
 
 ERASE = "mutation($u: ID!) { userErase(userId: $u) { userId placeholder { id } } }"
 PROFILE = """mutation { rateLimitProfileCreate(input: {name: "tight", requestsPerWindow: 50000}) { id } }"""
-ASSIGN = "mutation($u: ID!, $p: ID) { rateLimitProfileAssign(userId: $u, profileId: $p) { requestsPerWindow } }"
+ASSIGN = (
+    "mutation($u: ID!, $p: ID) { rateLimitProfileAssign(userId: $u, profileId: $p) { requestsPerWindow } }"
+)
 
 # Tables keyed by a user: after erasure, no row of these may name the erased user (nor the placeholder,
 # which would then collide with the next erased user's rows).
@@ -60,12 +62,25 @@ def test_erasing_users_one_after_another_erases_everything_keyed_by_them(
 
     ids = [decode_id(u, Kind.USER) for u in (first.user_id, second.user_id, placeholder)]
     left = {
-        table: [r["n"] for r in sql(loop, dsn, f"SELECT count(*) AS n FROM {table} WHERE {column} = ANY($1::uuid[])", ids)]
+        table: [
+            r["n"]
+            for r in sql(
+                loop, dsn, f"SELECT count(*) AS n FROM {table} WHERE {column} = ANY($1::uuid[])", ids
+            )
+        ]
         for table, column in USER_KEYED.items()
     }
     assert left == {table: [0] for table in USER_KEYED}
     # The admin who erased them keeps their own budget.
-    assert sql(loop, dsn, "SELECT count(*) AS n FROM rate_limit_bucket WHERE user_id = $1", decode_id(admin.user_id, Kind.USER))[0]["n"] > 0
+    assert (
+        sql(
+            loop,
+            dsn,
+            "SELECT count(*) AS n FROM rate_limit_bucket WHERE user_id = $1",
+            decode_id(admin.user_id, Kind.USER),
+        )[0]["n"]
+        > 0
+    )
 
 
 def test_every_reference_to_a_user_is_either_erased_or_anonymised_by_design(loop: Loop, dsn: str) -> None:
@@ -116,15 +131,21 @@ def test_a_member_cannot_import_backdated_messages_into_someone_elses_conversati
     member = make_user(admin)
     theirs = create_conversation(admin, "the admin's")
     join(admin, member, theirs, role="MEMBER")
-    refused = member.client.error(IMPORT, {"i": {"format": "THREADLINE", "data": backdated("x1"), "conversationId": theirs}})
+    refused = member.client.error(
+        IMPORT, {"i": {"format": "THREADLINE", "data": backdated("x1"), "conversationId": theirs}}
+    )
     assert refused["extensions"]["code"] == "FORBIDDEN"
     assert sql(loop, dsn, "SELECT count(*) AS n FROM message")[0]["n"] == 0
     assert sql(loop, dsn, "SELECT count(*) AS n FROM import_source")[0]["n"] == 0
     # Their own conversation is theirs to fill; a tenant admin may import into anyone's.
     mine = create_conversation(member, "the member's")
-    done = member.client.ok(IMPORT, {"i": {"format": "THREADLINE", "data": backdated("x2"), "conversationId": mine}})
+    done = member.client.ok(
+        IMPORT, {"i": {"format": "THREADLINE", "data": backdated("x2"), "conversationId": mine}}
+    )
     assert done["conversationImport"] == [{"id": mine, "tokenCount": 0, "messageCount": 2}]
-    done = admin.client.ok(IMPORT, {"i": {"format": "THREADLINE", "data": backdated("x3"), "conversationId": mine}})
+    done = admin.client.ok(
+        IMPORT, {"i": {"format": "THREADLINE", "data": backdated("x3"), "conversationId": mine}}
+    )
     assert done["conversationImport"] == [{"id": mine, "tokenCount": 0, "messageCount": 4}]
 
 
@@ -132,13 +153,17 @@ def test_usage_from_files_is_shown_flagged_as_imported_and_never_counted_as_spen
     admin: Actor, make_user: Any
 ) -> None:
     member = make_user(admin)
-    imported = member.client.ok(IMPORT, {"i": {"format": "THREADLINE", "data": backdated("y1")}})["conversationImport"]
+    imported = member.client.ok(IMPORT, {"i": {"format": "THREADLINE", "data": backdated("y1")}})[
+        "conversationImport"
+    ]
     conversation = imported[0]["id"]
     assert imported == [{"id": conversation, "tokenCount": 0, "messageCount": 2}]
     # Usage measured (or reported live) on this server still counts, next to the imported one.
     live = {"content": "live", "role": "ASSISTANT", "usage": {"promptTokens": 3, "completionTokens": 4}}
     member.client.ok(POST, {"c": conversation, "i": live})
-    again = member.client.ok(IMPORT, {"i": {"format": "THREADLINE", "data": backdated("y2", 7, 8), "conversationId": conversation}})
+    again = member.client.ok(
+        IMPORT, {"i": {"format": "THREADLINE", "data": backdated("y2", 7, 8), "conversationId": conversation}}
+    )
     assert again["conversationImport"][0]["tokenCount"] == 7
 
     read = member.client.ok(USAGES, {"c": conversation})["conversation"]
@@ -192,7 +217,12 @@ def importer(capped: ServerThread, loop: Loop, dsn: str) -> Iterator[Actor]:
 
     created = loop.run(work())
     client = Client(capped.url, created.api_key)
-    yield Actor(encode_id(Kind.TENANT, created.tenant_id), encode_id(Kind.USER, created.user_id), created.api_key, client)
+    yield Actor(
+        encode_id(Kind.TENANT, created.tenant_id),
+        encode_id(Kind.USER, created.user_id),
+        created.api_key,
+        client,
+    )
     client.close()
 
 
@@ -210,7 +240,9 @@ def document(external_id: str, messages: int = 1, text: str = "hello") -> dict[s
 
 
 def _stored(loop: Loop, dsn: str) -> tuple[int, int]:
-    row = sql(loop, dsn, "SELECT (SELECT count(*) FROM conversation) AS c, (SELECT count(*) FROM message) AS m")[0]
+    row = sql(
+        loop, dsn, "SELECT (SELECT count(*) FROM conversation) AS c, (SELECT count(*) FROM message) AS m"
+    )[0]
     return row["c"], row["m"]
 
 
@@ -221,7 +253,11 @@ def test_an_import_request_over_a_cap_is_refused_whole_naming_the_limit(
     cases = [
         # Four conversations, as an array and as a user export holding them in one item.
         ([document(f"c{i}") for i in range(4)], 3, "THREADLINE_IMPORT_API_MAX_CONVERSATIONS"),
-        ({"conversations": [document(f"c{i}") for i in range(4)]}, 3, "THREADLINE_IMPORT_API_MAX_CONVERSATIONS"),
+        (
+            {"conversations": [document(f"c{i}") for i in range(4)]},
+            3,
+            "THREADLINE_IMPORT_API_MAX_CONVERSATIONS",
+        ),
         ([document("a", 6), document("b", 5)], 10, "THREADLINE_IMPORT_API_MAX_MESSAGES"),
         ([document("big", 2, "x" * 15_000)], 20_000, "THREADLINE_IMPORT_API_MAX_BYTES"),
     ]
@@ -252,7 +288,8 @@ def test_an_import_draws_from_the_mutations_budget_by_its_size(
     }  # fmt: skip
     second = [document(f"b{i}", 3) for i in range(3)]
     response = importer.client.http.post(
-        "/graphql", json={"query": IMPORT_REPORT, "variables": {"i": {"format": "THREADLINE", "data": second}}}
+        "/graphql",
+        json={"query": IMPORT_REPORT, "variables": {"i": {"format": "THREADLINE", "data": second}}},
     )
     assert (response.status_code, response.headers["RateLimit-Limit"]) == (429, "7")
     assert int(response.headers["Retry-After"]) > 0
@@ -262,7 +299,10 @@ def test_an_import_draws_from_the_mutations_budget_by_its_size(
     # A small import still fits in what is left (one unit: the mutation itself); nothing more does.
     importer.client.ok(IMPORT_REPORT, {"i": {"format": "THREADLINE", "data": [document("c0")]}})
     assert _stored(loop, dsn) == (4, 10)
-    assert importer.client.http.post("/graphql", json={"query": "mutation { presenceHeartbeat }"}).status_code == 429
+    assert (
+        importer.client.http.post("/graphql", json={"query": "mutation { presenceHeartbeat }"}).status_code
+        == 429
+    )
 
 
 # -- item 15: zip bombs given to `threadline import` --------------------------------------------------------
@@ -271,10 +311,14 @@ CLAUDE = (FIXTURES / "claude" / "conversations.json").read_text()
 
 
 def _import(dsn: str, admin: Actor, archive: Path, **env: str) -> Any:
-    return run(dsn, "import", str(archive), "--format", "claude", "--api-key", admin.api_key, "--quiet", env=env)
+    return run(
+        dsn, "import", str(archive), "--format", "claude", "--api-key", admin.api_key, "--quiet", env=env
+    )
 
 
-def test_a_zip_bomb_is_refused_before_anything_is_imported(admin: Actor, dsn: str, loop: Loop, tmp_path: Path) -> None:
+def test_a_zip_bomb_is_refused_before_anything_is_imported(
+    admin: Actor, dsn: str, loop: Loop, tmp_path: Path
+) -> None:
     # Real conversations, then 64 MB of whitespace: ~64 KB of zip (a ratio near 1000).
     archive = tmp_path / "export.zip"
     with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z, z.open("conversations.json", "w") as f:

@@ -49,13 +49,19 @@ def limit_error(client: Client, query: str, variables: dict[str, Any] | None = N
 def test_depth_is_allowed_at_the_limit_and_refused_one_past_it(caller: Client) -> None:
     assert caller.ok("{ conversations { nodes { owner { id } } } }") == {"conversations": {"nodes": []}}
     assert limit_error(caller, "{ conversations { edges { node { owner { id } } } } }") == {
-        "code": "BAD_USER_INPUT", "limitName": "depth", "limit": 4, "actual": 5
+        "code": "BAD_USER_INPUT",
+        "limitName": "depth",
+        "limit": 4,
+        "actual": 5,
     }
 
 
 def test_depth_error_names_the_limit(caller: Client) -> None:
     error = caller.error("{ conversations { edges { node { owner { id } } } } }")
-    assert error["message"] == "Query depth 5 exceeds the limit of 4 (nested `replies` of a Message do not count)"
+    assert (
+        error["message"]
+        == "Query depth 5 exceeds the limit of 4 (nested `replies` of a Message do not count)"
+    )
 
 
 def test_nested_replies_do_not_count_toward_depth(caller: Client, admin: Actor) -> None:
@@ -94,16 +100,26 @@ def test_thread_tree_is_not_limited_by_depth(caller: Client) -> None:
 
 def test_aliases_are_allowed_at_the_limit_and_refused_one_past_it(caller: Client, admin: Actor) -> None:
     assert caller.ok("{ a: viewer { id } b: viewer { id } c: viewer { id } }") == {
-        "a": {"id": admin.user_id}, "b": {"id": admin.user_id}, "c": {"id": admin.user_id}
+        "a": {"id": admin.user_id},
+        "b": {"id": admin.user_id},
+        "c": {"id": admin.user_id},
     }
     assert limit_error(caller, "{ a: viewer { id } b: viewer { id } c: viewer { id } d: viewer { id } }") == {
-        "code": "BAD_USER_INPUT", "limitName": "aliases", "limit": 3, "actual": 4
+        "code": "BAD_USER_INPUT",
+        "limitName": "aliases",
+        "limit": 3,
+        "actual": 4,
     }
 
 
 def test_aliases_inside_fragments_count(caller: Client) -> None:
     query = "{ a: viewer { ...F } b: viewer { id } } fragment F on User { x: id y: id }"
-    assert limit_error(caller, query) == {"code": "BAD_USER_INPUT", "limitName": "aliases", "limit": 3, "actual": 4}
+    assert limit_error(caller, query) == {
+        "code": "BAD_USER_INPUT",
+        "limitName": "aliases",
+        "limit": 3,
+        "actual": 4,
+    }
 
 
 def test_tokens_are_allowed_at_the_limit_and_refused_one_past_it(caller: Client, admin: Actor) -> None:
@@ -118,7 +134,10 @@ def test_cost_is_allowed_at_the_limit_and_refused_one_past_it(caller: Client) ->
     # conversations (1) + first x nodes (1 each).
     assert caller.ok("{ conversations(first: 99) { nodes { id } } }") == {"conversations": {"nodes": []}}
     assert limit_error(caller, "{ conversations(first: 100) { nodes { id } } }") == {
-        "code": "BAD_USER_INPUT", "limitName": "cost", "limit": 100, "actual": 101
+        "code": "BAD_USER_INPUT",
+        "limitName": "cost",
+        "limit": 100,
+        "actual": 101,
     }
 
 
@@ -148,13 +167,18 @@ def test_cost_uses_the_default_page_size_when_first_is_absent(caller: Client) ->
     twice = "{ a: conversations { edges { node { id } } } b: conversations { edges { node { id } } } }"
     assert caller.ok(twice) == {"a": {"edges": []}, "b": {"edges": []}}
     thrice = twice[:-1] + " c: conversations { edges { node { id } } } }"
-    assert limit_error(caller, thrice) == {"code": "BAD_USER_INPUT", "limitName": "cost", "limit": 100, "actual": 123}
+    assert limit_error(caller, thrice) == {
+        "code": "BAD_USER_INPUT",
+        "limitName": "cost",
+        "limit": 100,
+        "actual": 123,
+    }
 
 
 def test_list_size_over_the_cap_is_refused_before_execution(caller: Client) -> None:
-    assert limit_error(caller, "query($n: Int) { conversations(first: $n) { nodes { id } } }", {"n": 101}) == {
-        "code": "BAD_USER_INPUT", "limitName": "listSize", "limit": 100, "actual": 101
-    }
+    assert limit_error(
+        caller, "query($n: Int) { conversations(first: $n) { nodes { id } } }", {"n": 101}
+    ) == {"code": "BAD_USER_INPUT", "limitName": "listSize", "limit": 100, "actual": 101}
 
 
 def test_introspection_is_not_limited_by_depth_or_cost(caller: Client) -> None:
@@ -217,7 +241,9 @@ def test_batched_operations_are_refused(limited: ServerThread, admin: Actor) -> 
     }
 
 
-def test_websocket_message_over_the_limit_closes_the_socket_with_1009(limited: ServerThread, admin: Actor) -> None:
+def test_websocket_message_over_the_limit_closes_the_socket_with_1009(
+    limited: ServerThread, admin: Actor
+) -> None:
     ws = WsClient(limited.ws_url, admin.api_key)
     try:
         query = "subscription { viewerEvents { type } }"

@@ -55,7 +55,9 @@ def test_a_second_query_on_a_socket_sees_a_participant_removed_in_between(
         ws.close()
 
 
-def test_a_second_query_on_a_socket_sees_a_reply_posted_in_between(server: ServerThread, admin: Actor) -> None:
+def test_a_second_query_on_a_socket_sees_a_reply_posted_in_between(
+    server: ServerThread, admin: Actor
+) -> None:
     root = start_thread(admin, create_conversation(admin))
     reply(admin, root, "first")
     ws = WsClient(server.ws_url, admin.api_key)

@@ -51,7 +51,10 @@ def test_migrations_build_every_piccolo_table_and_column(pg: EmbeddedDatabase, l
 
     found: dict[str, dict[str, tuple[str, bool]]] = {}
     for row in loop.run(columns()):
-        found.setdefault(row["table_name"], {})[row["column_name"]] = (row["data_type"], row["is_nullable"] == "YES")
+        found.setdefault(row["table_name"], {})[row["column_name"]] = (
+            row["data_type"],
+            row["is_nullable"] == "YES",
+        )
 
     expected_tables = {t._meta.tablename for t in ALL_TABLES}
     assert expected_tables <= set(found), f"tables missing: {expected_tables - set(found)}"

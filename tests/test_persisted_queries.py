@@ -61,7 +61,9 @@ def stored(loop: Loop, dsn: str) -> dict[str, bool]:
     async def work() -> dict[str, bool]:
         conn = await asyncpg.connect(dsn)
         try:
-            return {r["id"]: r["pinned"] for r in await conn.fetch("SELECT id, pinned FROM persisted_document")}
+            return {
+                r["id"]: r["pinned"] for r in await conn.fetch("SELECT id, pinned FROM persisted_document")
+            }
         finally:
             await conn.close()
 
@@ -80,7 +82,10 @@ def other(dsn: str) -> Iterator[str]:
         "THREADLINE_RUN_WORKERS": "0",
     }
     proc = subprocess.Popen(
-        [*THREADLINE, "serve", "--port", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        [*THREADLINE, "serve", "--port", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     url = f"http://127.0.0.1:{port}"
     try:
@@ -110,7 +115,9 @@ def trusted(dsn: str, server: ServerThread) -> Iterator[ServerThread]:
 @pytest.fixture(scope="module")
 def bounded(dsn: str, server: ServerThread) -> Iterator[ServerThread]:
     srv = ServerThread(
-        test_settings(dsn, migrate_on_start=False, persisted_documents_max=2, persisted_document_max_bytes=200)
+        test_settings(
+            dsn, migrate_on_start=False, persisted_documents_max=2, persisted_document_max_bytes=200
+        )
     )
     srv.start()
     yield srv
@@ -120,7 +127,11 @@ def bounded(dsn: str, server: ServerThread) -> Iterator[ServerThread]:
 def register(dsn: str, manifest: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "DATABASE_URL": dsn, "PYTHONUNBUFFERED": "1"}
     return subprocess.run(
-        [*THREADLINE, "documents", "register", str(manifest)], capture_output=True, text=True, env=env, timeout=300
+        [*THREADLINE, "documents", "register", str(manifest)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
 
 
@@ -164,7 +175,10 @@ def test_hash_that_does_not_match_the_text_is_refused_and_not_kept(
     assert error["message"] == "provided sha does not match query"
     assert wrong not in stored(loop, dsn)
     # The hash alone still names nothing: the text was not registered under the wrong hash.
-    assert first_error(post(server.url, admin, {"extensions": apq(wrong)}))["message"] == "PersistedQueryNotFound"
+    assert (
+        first_error(post(server.url, admin, {"extensions": apq(wrong)}))["message"]
+        == "PersistedQueryNotFound"
+    )
 
 
 def test_malformed_persisted_query_extension_is_bad_input(admin: Actor, server: ServerThread) -> None:
@@ -173,15 +187,22 @@ def test_malformed_persisted_query_extension_is_bad_input(admin: Actor, server: 
         assert error["extensions"]["code"] == "BAD_USER_INPUT", error
 
 
-def test_anonymous_callers_do_not_register(anonymous: Any, server: ServerThread, loop: Loop, dsn: str) -> None:
+def test_anonymous_callers_do_not_register(
+    anonymous: Any, server: ServerThread, loop: Loop, dsn: str
+) -> None:
     query = f"query Public_{uuid.uuid4().hex[:10]} {{ __typename }}"
     response = post(server.url, None, {"query": query, "extensions": apq(sha(query))})
     assert response.json()["data"] == {"__typename": "Query"}  # it runs
     assert sha(query) not in stored(loop, dsn)  # but is not kept
-    assert first_error(post(server.url, None, {"extensions": apq(sha(query))}))["message"] == "PersistedQueryNotFound"
+    assert (
+        first_error(post(server.url, None, {"extensions": apq(sha(query))}))["message"]
+        == "PersistedQueryNotFound"
+    )
 
 
-def test_get_with_a_hash_only_runs_queries_but_not_mutations(admin: Actor, server: ServerThread, other: str) -> None:
+def test_get_with_a_hash_only_runs_queries_but_not_mutations(
+    admin: Actor, server: ServerThread, other: str
+) -> None:
     query = viewer_query()
     params = {"extensions": json.dumps(apq(sha(query)))}
     # httpx sends Accept: */*, as curl does: a GET naming a document is an operation, not the GraphiQL page.
@@ -202,10 +223,14 @@ def test_get_with_a_hash_only_runs_queries_but_not_mutations(admin: Actor, serve
     assert "data" not in refused.json() or not refused.json()["data"]
 
 
-def test_stored_documents_are_bounded_least_recently_used_first(admin: Actor, bounded: ServerThread, loop: Loop, dsn: str) -> None:
+def test_stored_documents_are_bounded_least_recently_used_first(
+    admin: Actor, bounded: ServerThread, loop: Loop, dsn: str
+) -> None:
     queries = [viewer_query() for _ in range(3)]
     for query in queries:
-        assert post(bounded.url, admin, {"query": query, "extensions": apq(sha(query))}).json()["data"]["viewer"]
+        assert post(bounded.url, admin, {"query": query, "extensions": apq(sha(query))}).json()["data"][
+            "viewer"
+        ]
         time.sleep(0.01)  # distinct last-use times
     kept = stored(loop, dsn)
     assert set(kept) == {sha(queries[1]), sha(queries[2])}, kept  # the least recently used went
@@ -223,7 +248,9 @@ def test_stored_documents_are_bounded_least_recently_used_first(admin: Actor, bo
 def apollo_manifest(tmp_path: Path, *queries: str) -> Path:
     path = tmp_path / "persisted-query-manifest.json"
     operations = [{"id": sha(q), "name": q.split()[1], "type": "query", "body": q} for q in queries]
-    path.write_text(json.dumps({"format": "apollo-persisted-query-manifest", "version": 1, "operations": operations}))
+    path.write_text(
+        json.dumps({"format": "apollo-persisted-query-manifest", "version": 1, "operations": operations})
+    )
     return path
 
 
@@ -235,18 +262,24 @@ def test_trusted_mode_runs_only_registered_documents(
     error = first_error(post(trusted.url, admin, {"query": query}))
     assert error["extensions"]["code"] == "BAD_USER_INPUT"
     assert error["extensions"]["reason"] == "untrustedDocument"
-    assert first_error(post(trusted.url, admin, {"extensions": apq(sha(query))}))["message"] == "PersistedQueryNotFound"
+    assert (
+        first_error(post(trusted.url, admin, {"extensions": apq(sha(query))}))["message"]
+        == "PersistedQueryNotFound"
+    )
     error = first_error(post(trusted.url, admin, {"query": query, "extensions": apq(sha(query))}))
     assert error["extensions"]["reason"] == "untrustedDocument"
-    assert first_error(post(trusted.url, admin, {"documentId": f"sha256:{sha(query)}"}))["extensions"]["code"] == (
-        "PERSISTED_QUERY_NOT_FOUND"
-    )
+    assert first_error(post(trusted.url, admin, {"documentId": f"sha256:{sha(query)}"}))["extensions"][
+        "code"
+    ] == ("PERSISTED_QUERY_NOT_FOUND")
     assert sha(query) not in stored(loop, dsn)
 
     # Automatically persisted (on a server not in trusted mode) is not trusted.
     assert post(server.url, admin, {"query": query, "extensions": apq(sha(query))}).json()["data"]
     assert stored(loop, dsn) == {sha(query): False}
-    assert first_error(post(trusted.url, admin, {"extensions": apq(sha(query))}))["message"] == "PersistedQueryNotFound"
+    assert (
+        first_error(post(trusted.url, admin, {"extensions": apq(sha(query))}))["message"]
+        == "PersistedQueryNotFound"
+    )
 
     # Registered from the client's manifest: by hash, by documentId (POST and GET), and as text.
     result = register(dsn, apollo_manifest(tmp_path, query))
@@ -264,7 +297,10 @@ def test_trusted_mode_runs_only_registered_documents(
     assert response.json()["data"]["viewer"]["id"] == admin.user_id, response.text
 
     # Anything else is still refused.
-    assert first_error(post(trusted.url, admin, {"query": viewer_query()}))["extensions"]["reason"] == "untrustedDocument"
+    assert (
+        first_error(post(trusted.url, admin, {"query": viewer_query()}))["extensions"]["reason"]
+        == "untrustedDocument"
+    )
 
 
 def test_register_cli_reads_both_manifest_formats_and_is_idempotent(
@@ -275,7 +311,11 @@ def test_register_cli_reads_both_manifest_formats_and_is_idempotent(
     first = register(dsn, apollo)
     assert first.returncode == 0, first.stderr
     assert json.loads(first.stdout) == {
-        "added": [sha(apollo_query)], "pinned": [], "unchanged": [], "conflicts": [], "invalid": []
+        "added": [sha(apollo_query)],
+        "pinned": [],
+        "unchanged": [],
+        "conflicts": [],
+        "invalid": [],
     }
     again = register(dsn, apollo)
     assert json.loads(again.stdout)["unchanged"] == [sha(apollo_query)]
@@ -299,7 +339,10 @@ def test_register_cli_reads_both_manifest_formats_and_is_idempotent(
     report = json.loads(result.stdout)
     assert report["conflicts"] == ["relay-viewer-1"]
     assert [i["id"] for i in report["invalid"]] == ["broken"]
-    assert post(trusted.url, admin, {"documentId": "relay-viewer-1"}).json()["data"]["viewer"]["id"] == admin.user_id
+    assert (
+        post(trusted.url, admin, {"documentId": "relay-viewer-1"}).json()["data"]["viewer"]["id"]
+        == admin.user_id
+    )
 
     # Not a manifest at all.
     bad = tmp_path / "bad.json"
@@ -323,7 +366,9 @@ def ws_result(client: WsClient, query: str) -> dict[str, Any]:
             return result
 
 
-def test_trusted_mode_holds_on_websockets_too(admin: Actor, trusted: ServerThread, tmp_path: Path, dsn: str) -> None:
+def test_trusted_mode_holds_on_websockets_too(
+    admin: Actor, trusted: ServerThread, tmp_path: Path, dsn: str
+) -> None:
     query = viewer_query()
     client = WsClient(trusted.ws_url, admin.api_key)
     try:

@@ -30,8 +30,12 @@ def report_of(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     return json.loads(result.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
 
-def test_import_of_a_split_export_directory_shows_progress_and_counts(admin: Actor, dsn: str, loop: Loop) -> None:
-    result = run(dsn, "import", str(FIXTURES / "chatgpt-split"), "--format", "chatgpt", "--api-key", admin.api_key)
+def test_import_of_a_split_export_directory_shows_progress_and_counts(
+    admin: Actor, dsn: str, loop: Loop
+) -> None:
+    result = run(
+        dsn, "import", str(FIXTURES / "chatgpt-split"), "--format", "chatgpt", "--api-key", admin.api_key
+    )
     assert result.returncode == 0, result.stderr
     report = report_of(result)
     assert {k: report[k] for k in ("imported", "skipped", "failed", "messages")} == {
@@ -39,7 +43,18 @@ def test_import_of_a_split_export_directory_shows_progress_and_counts(admin: Act
     }  # fmt: skip
     assert "import 100% [##############################]" in result.stderr
     assert "2 conversations  3 messages" in result.stderr
-    again = report_of(run(dsn, "import", str(FIXTURES / "chatgpt-split"), "--format", "chatgpt", "--api-key", admin.api_key, "--quiet"))
+    again = report_of(
+        run(
+            dsn,
+            "import",
+            str(FIXTURES / "chatgpt-split"),
+            "--format",
+            "chatgpt",
+            "--api-key",
+            admin.api_key,
+            "--quiet",
+        )
+    )
     assert (again["imported"], again["skipped"]) == (0, 2)
     titles = sorted(r["title"] for r in sql(loop, dsn, "SELECT title FROM conversation"))
     assert titles == ["First shard", "Second shard"]
@@ -71,7 +86,10 @@ def test_a_truncated_file_keeps_the_whole_conversations_and_says_where_it_broke(
     assert (report["imported"], report["failed"]) == (1, 1)
     (failure,) = report["failures"]
     column = len(cut) - cut.rfind("\n")
-    assert failure["message"] == f"unexpected end of file inside a string at byte {len(cut)} (line 3, column {column})"
+    assert (
+        failure["message"]
+        == f"unexpected end of file inside a string at byte {len(cut)} (line 3, column {column})"
+    )
     assert failure["file"] == str(path)
     assert [r["title"] for r in sql(loop, dsn, "SELECT title FROM conversation")] == ["First shard"]
 
@@ -93,7 +111,9 @@ def test_a_malformed_conversation_is_reported_with_its_position_and_the_rest_imp
     assert body.encode()[28:31] == b"tru"
 
 
-def test_a_100_mb_message_is_refused_with_the_configured_limit(admin: Actor, dsn: str, tmp_path: Path) -> None:
+def test_a_100_mb_message_is_refused_with_the_configured_limit(
+    admin: Actor, dsn: str, tmp_path: Path
+) -> None:
     conversation = json.loads((FIXTURES / "chatgpt-split" / "conversations-000.json").read_text())[0]
     conversation["mapping"]["m2"]["message"]["content"]["parts"] = ["@@HUGE@@"]
     head, tail = json.dumps([conversation]).split("@@HUGE@@")
@@ -126,7 +146,9 @@ def test_import_refuses_bad_keys_and_read_only_targets(admin: Actor, make_user: 
     viewer = make_user(admin)
     target = create_conversation(admin, "read only for them")
     join(admin, viewer, target, role="VIEWER")
-    denied = run(dsn, "import", split, "--format", "chatgpt", "--api-key", viewer.api_key, "--conversation", target)
+    denied = run(
+        dsn, "import", split, "--format", "chatgpt", "--api-key", viewer.api_key, "--conversation", target
+    )
     assert (denied.returncode, denied.stderr.strip().splitlines()[-1]) == (
         2,
         "threadline: Only the conversation's owner (or a tenant admin) may do this",
@@ -135,16 +157,34 @@ def test_import_refuses_bad_keys_and_read_only_targets(admin: Actor, make_user: 
     assert unknown.returncode == 2 and "invalid choice: 'gemini'" in unknown.stderr
 
 
-def test_export_of_a_conversation_equals_the_api_export(admin: Actor, make_user: Any, dsn: str, tmp_path: Path) -> None:
+def test_export_of_a_conversation_equals_the_api_export(
+    admin: Actor, make_user: Any, dsn: str, tmp_path: Path
+) -> None:
     conversation = branched_conversation(admin)
     out = tmp_path / "conversation.json"
     result = run(dsn, "export", "--conversation", conversation, "--out", str(out), "--api-key", admin.api_key)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout.strip().splitlines()[-1]) == {"conversations": 1, "messages": 5, "out": str(out)}
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == {
+        "conversations": 1,
+        "messages": 5,
+        "out": str(out),
+    }
     assert _normalised(json.loads(out.read_text())) == _normalised(export(admin, conversation))
     outsider = make_user(admin)
-    denied = run(dsn, "export", "--conversation", conversation, "--out", str(tmp_path / "x.json"), "--api-key", outsider.api_key)
-    assert (denied.returncode, denied.stderr.strip().splitlines()[-1]) == (2, "threadline: Conversation not found")
+    denied = run(
+        dsn,
+        "export",
+        "--conversation",
+        conversation,
+        "--out",
+        str(tmp_path / "x.json"),
+        "--api-key",
+        outsider.api_key,
+    )
+    assert (denied.returncode, denied.stderr.strip().splitlines()[-1]) == (
+        2,
+        "threadline: Conversation not found",
+    )
     assert not (tmp_path / "x.json").exists()
 
 
@@ -162,7 +202,11 @@ def test_operator_exports_everything_of_a_user_for_a_data_access_request(
     assert [c["messages"][0]["content"] for c in data["conversations"]] == ["hello from member"]
     entries = admin.client.ok('{ auditLog(action: "user.export") { nodes { actorId targetId details } } }')
     assert entries["auditLog"]["nodes"] == [
-        {"actorId": None, "targetId": member.user_id, "details": {"conversations": 1, "messages": 1, "authoredElsewhere": 0}}
+        {
+            "actorId": None,
+            "targetId": member.user_id,
+            "details": {"conversations": 1, "messages": 1, "authoredElsewhere": 0},
+        }
     ]
 
 

@@ -19,7 +19,9 @@ FIXTURES = Path(__file__).parent / "fixtures"
 IMPORT_REPORT = """mutation($i: ConversationImportInput!) { conversationImportReport(input: $i) {
   imported skipped failed messageCount warnings failures { index externalId message }
   conversations { id title status aiProvider model messageCount createdAt lastActivityAt } } }"""
-IMPORT = """mutation($i: ConversationImportInput!) { conversationImport(input: $i) { id title messageCount } }"""
+IMPORT = (
+    """mutation($i: ConversationImportInput!) { conversationImport(input: $i) { id title messageCount } }"""
+)
 
 
 def fixture(name: str) -> Any:
@@ -27,7 +29,9 @@ def fixture(name: str) -> Any:
 
 
 def import_report(actor: Actor, fmt: str, data: Any, **extra: Any) -> dict[str, Any]:
-    return actor.client.ok(IMPORT_REPORT, {"i": {"format": fmt, "data": data, **extra}})["conversationImportReport"]
+    return actor.client.ok(IMPORT_REPORT, {"i": {"format": fmt, "data": data, **extra}})[
+        "conversationImportReport"
+    ]
 
 
 async def _fetch(dsn: str, sql: str, *args: Any) -> list[asyncpg.Record]:
@@ -72,7 +76,12 @@ def assert_tree_is_consistent(loop: Loop, dsn: str, conversation_id: str) -> Non
             assert (r["root_id"], bytes(r["path"]), r["depth"]) == (r["id"], b"", 0)
         else:
             assert r["parent_id"] in by_id
-    threads = sql(loop, dsn, "SELECT * FROM thread WHERE conversation_id = $1", decode_id(conversation_id, Kind.CONVERSATION))
+    threads = sql(
+        loop,
+        dsn,
+        "SELECT * FROM thread WHERE conversation_id = $1",
+        decode_id(conversation_id, Kind.CONVERSATION),
+    )
     roots = [r for r in rows if r["parent_id"] is None]
     assert {t["id"] for t in threads} == {r["id"] for r in roots}
     for t in threads:
@@ -80,7 +89,9 @@ def assert_tree_is_consistent(loop: Loop, dsn: str, conversation_id: str) -> Non
         assert t["reply_count"] == len(members) - 1
         assert t["last_seq"] == max(r["seq"] for r in members)
         assert t["last_activity_at"] == max(r["created_at"] for r in members)
-    (conv,) = sql(loop, dsn, "SELECT * FROM conversation WHERE id = $1", decode_id(conversation_id, Kind.CONVERSATION))
+    (conv,) = sql(
+        loop, dsn, "SELECT * FROM conversation WHERE id = $1", decode_id(conversation_id, Kind.CONVERSATION)
+    )
     assert conv["message_count"] == len(rows)
 
 
@@ -119,7 +130,15 @@ def test_chatgpt_export_becomes_trees_with_every_branch(admin: Actor, loop: Loop
     models = [r["model"] for r in tree_rows(loop, dsn, branches["id"])]
     assert models == [None, "gpt-4", "gpt-4o", None, "gpt-4o", None, "gpt-4o"]
     times = [r["created_at"].timestamp() for r in tree_rows(loop, dsn, branches["id"])]
-    assert times == [1700000010.0, 1700000020.0, 1700000030.0, 1700000040.0, 1700000050.0, 1700000100.0, 1700000110.0]
+    assert times == [
+        1700000010.0,
+        1700000020.0,
+        1700000030.0,
+        1700000040.0,
+        1700000050.0,
+        1700000100.0,
+        1700000110.0,
+    ]
 
 
 def test_chatgpt_null_title_missing_times_and_empty_mappings(admin: Actor, loop: Loop, dsn: str) -> None:
@@ -130,11 +149,16 @@ def test_chatgpt_null_title_missing_times_and_empty_mappings(admin: Actor, loop:
     first = tree_rows(loop, dsn, untitled["id"])[0]
     assert first["created_at"].timestamp() == 1700001000.5
     assert (empty["messageCount"], no_mapping["messageCount"]) == (0, 0)
-    assert "chatgpt-conv-no-mapping: the conversation has no mapping: imported without messages" in report["warnings"]
+    assert (
+        "chatgpt-conv-no-mapping: the conversation has no mapping: imported without messages"
+        in report["warnings"]
+    )
     assert "chatgpt-conv-empty-mapping: the conversation has no visible messages" in report["warnings"]
 
 
-def test_chatgpt_multimodal_parts_tools_missing_parents_and_cycles(admin: Actor, loop: Loop, dsn: str) -> None:
+def test_chatgpt_multimodal_parts_tools_missing_parents_and_cycles(
+    admin: Actor, loop: Loop, dsn: str
+) -> None:
     report = import_report(admin, "CHATGPT", fixture("chatgpt/conversations.json"))
     pictures = report["conversations"][4]
     assert outline(loop, dsn, pictures["id"]) == [
@@ -145,8 +169,14 @@ def test_chatgpt_multimodal_parts_tools_missing_parents_and_cycles(admin: Actor,
         (0, "USER", "Loop A"),
         (1, "ASSISTANT", "Loop B"),
     ]
-    assert "chatgpt-conv-multimodal: node orphan: parent ghost is missing; the node starts a new thread" in report["warnings"]
-    assert "chatgpt-conv-multimodal: node loop-a: its parents form a cycle; the cycle was cut here" in report["warnings"]
+    assert (
+        "chatgpt-conv-multimodal: node orphan: parent ghost is missing; the node starts a new thread"
+        in report["warnings"]
+    )
+    assert (
+        "chatgpt-conv-multimodal: node loop-a: its parents form a cycle; the cycle was cut here"
+        in report["warnings"]
+    )
     attachments = sql(
         loop,
         dsn,
@@ -155,12 +185,21 @@ def test_chatgpt_multimodal_parts_tools_missing_parents_and_cycles(admin: Actor,
         decode_id(pictures["id"], Kind.CONVERSATION),
     )
     assert [json.loads(a["data"]) for a in attachments] == [
-        {"type": "image", "pointer": "file-service://file-abc", "size_bytes": 2048, "width": 640, "height": 480}
+        {
+            "type": "image",
+            "pointer": "file-service://file-abc",
+            "size_bytes": 2048,
+            "width": 640,
+            "height": 480,
+        }
     ]
 
 
 def test_chatgpt_split_export_imports_every_shard(admin: Actor, loop: Loop, dsn: str) -> None:
-    shards = [fixture("chatgpt-split/conversations-000.json"), fixture("chatgpt-split/conversations-001.json")]
+    shards = [
+        fixture("chatgpt-split/conversations-000.json"),
+        fixture("chatgpt-split/conversations-001.json"),
+    ]
     titles = [c["title"] for shard in shards for c in import_report(admin, "CHATGPT", shard)["conversations"]]
     assert titles == ["First shard", "Second shard"]
 
@@ -174,7 +213,11 @@ def test_claude_export_keeps_branches_blocks_and_files(admin: Actor, loop: Loop,
     assert outline(loop, dsn, branches["id"]) == [
         (0, "USER", "Plan a weekend in Lisbon"),
         (1, "ASSISTANT", "Day 1: Belem. Day 2: Alfama."),
-        (1, "ASSISTANT", "[tool use: web_search]\n\n[tool result: web_search]\n\nVisit MAAT and the Gulbenkian."),
+        (
+            1,
+            "ASSISTANT",
+            "[tool use: web_search]\n\n[tool result: web_search]\n\nVisit MAAT and the Gulbenkian.",
+        ),
         (2, "USER", "Thanks!"),
     ]
     # Older exports have no parent links: one linear chain in file order.
@@ -217,17 +260,26 @@ def test_imported_conversations_belong_to_the_importer_and_user_messages_are_the
         "query($id: ID!) { conversation(id: $id) { owner { id } participants { role user { id } } } }",
         {"id": conversation["id"]},
     )["conversation"]
-    assert viewer == {"owner": {"id": member.user_id}, "participants": [{"role": "OWNER", "user": {"id": member.user_id}}]}
+    assert viewer == {
+        "owner": {"id": member.user_id},
+        "participants": [{"role": "OWNER", "user": {"id": member.user_id}}],
+    }
     authors = {(r["role"], r["author_id"]) for r in tree_rows(loop, dsn, conversation["id"])}
     assert authors == {("USER", decode_id(member.user_id, Kind.USER)), ("ASSISTANT", None)}
 
 
-def test_invalid_conversations_are_reported_and_the_others_imported(admin: Actor, loop: Loop, dsn: str) -> None:
+def test_invalid_conversations_are_reported_and_the_others_imported(
+    admin: Actor, loop: Loop, dsn: str
+) -> None:
     data = [{"title": "no id here", "mapping": {}}, fixture("chatgpt-split/conversations-000.json")[0], 42]
     report = import_report(admin, "CHATGPT", data)
     assert (report["imported"], report["failed"]) == (1, 2)
     assert report["failures"] == [
-        {"index": 0, "externalId": None, "message": "not a ChatGPT conversation: it has no id or conversation_id (keys: mapping, title)"},
+        {
+            "index": 0,
+            "externalId": None,
+            "message": "not a ChatGPT conversation: it has no id or conversation_id (keys: mapping, title)",
+        },
         {"index": 2, "externalId": None, "message": "a ChatGPT conversation must be a JSON object, not int"},
     ]
 
@@ -236,13 +288,20 @@ def test_conversation_import_is_all_or_nothing(admin: Actor, loop: Loop, dsn: st
     data = [fixture("chatgpt-split/conversations-000.json")[0], {"id": "x", "mapping": "oops"}]
     error = admin.client.error(IMPORT, {"i": {"format": "CHATGPT", "data": data}})
     assert error["extensions"]["code"] == "BAD_USER_INPUT"
-    assert error["message"] == "1 conversation(s) cannot be imported, so none was: item 1: `mapping` must be an object of nodes"
-    assert error["extensions"]["failures"] == [{"index": 1, "externalId": None, "message": "`mapping` must be an object of nodes"}]
+    assert (
+        error["message"]
+        == "1 conversation(s) cannot be imported, so none was: item 1: `mapping` must be an object of nodes"
+    )
+    assert error["extensions"]["failures"] == [
+        {"index": 1, "externalId": None, "message": "`mapping` must be an object of nodes"}
+    ]
     (count,) = sql(loop, dsn, "SELECT count(*) AS n FROM message")
     assert count["n"] == 0
 
 
-def test_a_message_over_the_size_limit_refuses_its_conversation_only(admin: Actor, loop: Loop, dsn: str) -> None:
+def test_a_message_over_the_size_limit_refuses_its_conversation_only(
+    admin: Actor, loop: Loop, dsn: str
+) -> None:
     huge = "x" * (1024 * 1024 + 1)
     data = fixture("chatgpt-split/conversations-000.json")
     data[0]["mapping"]["m2"]["message"]["content"]["parts"] = [huge]
@@ -264,21 +323,31 @@ def test_unknown_format_is_refused_by_the_schema(admin: Actor) -> None:
 def test_a_file_of_another_format_is_reported_per_conversation(admin: Actor) -> None:
     report = import_report(admin, "CHATGPT", fixture("claude/conversations.json"))
     assert report["failed"] == 2
-    assert report["failures"][0]["message"].startswith("not a ChatGPT conversation: it has no id or conversation_id")
+    assert report["failures"][0]["message"].startswith(
+        "not a ChatGPT conversation: it has no id or conversation_id"
+    )
 
 
 def test_import_needs_credentials(anonymous: Client) -> None:
     assert anonymous.code(IMPORT, {"i": {"format": "CHATGPT", "data": []}}) == "UNAUTHENTICATED"
 
 
-def test_import_into_a_conversation_needs_write_access(admin: Actor, make_user: Any, loop: Loop, dsn: str) -> None:
+def test_import_into_a_conversation_needs_write_access(
+    admin: Actor, make_user: Any, loop: Loop, dsn: str
+) -> None:
     viewer = make_user(admin)
     target = create_conversation(admin, "shared")
     join(admin, viewer, target, role="VIEWER")
     data = fixture("chatgpt-split/conversations-000.json")
-    assert viewer.client.code(IMPORT, {"i": {"format": "CHATGPT", "data": data, "conversationId": target}}) == "FORBIDDEN"
+    assert (
+        viewer.client.code(IMPORT, {"i": {"format": "CHATGPT", "data": data, "conversationId": target}})
+        == "FORBIDDEN"
+    )
     outsider = make_user(admin)
-    assert outsider.client.code(IMPORT, {"i": {"format": "CHATGPT", "data": data, "conversationId": target}}) == "NOT_FOUND"
+    assert (
+        outsider.client.code(IMPORT, {"i": {"format": "CHATGPT", "data": data, "conversationId": target}})
+        == "NOT_FOUND"
+    )
     (count,) = sql(loop, dsn, "SELECT count(*) AS n FROM message")
     assert count["n"] == 0
 
@@ -298,4 +367,7 @@ def test_import_into_an_existing_conversation_adds_its_threads(admin: Actor, loo
         decode_id(target, Kind.CONVERSATION),
     )
     announced = [json.loads(e["payload"]) for e in events]
-    assert [(p["message"]["content"], p["replyCount"]) for p in announced] == [("already here", 0), ("One", 1)]
+    assert [(p["message"]["content"], p["replyCount"]) for p in announced] == [
+        ("already here", 0),
+        ("One", 1),
+    ]

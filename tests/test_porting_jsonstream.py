@@ -53,7 +53,10 @@ def test_a_malformed_element_is_reported_with_its_position_and_reading_goes_on()
         (b"", "empty file: expected a JSON array at byte 0 (line 1, column 1)"),
         (b'[{"a": 1},\n {"a": "cut', "unexpected end of file inside a string at byte 22 (line 2, column 12)"),
         (b'[{"a": 1}', "unexpected end of file: the array is not closed at byte 9 (line 1, column 10)"),
-        (b'[{"a": 1}\n{"b": 2}]', "expected ',' or ']' after an array element, found '{' at byte 10 (line 2, column 1)"),
+        (
+            b'[{"a": 1}\n{"b": 2}]',
+            "expected ',' or ']' after an array element, found '{' at byte 10 (line 2, column 1)",
+        ),
         (b"[1] x", "unexpected data after the end of the JSON value at byte 4 (line 1, column 5)"),
         (b'["\xff"]', "invalid UTF-8 at byte 2 (line 1, column 3)"),
         (b"nope", "expected '[' or '{', found 'n' at byte 0 (line 1, column 1)"),

@@ -16,7 +16,9 @@ from threadline.porting.retention import purge_expired
 
 ERASE = """mutation($u: ID!, $r: Boolean) { userErase(userId: $u, redactMessages: $r) {
   userId conversationsDeleted messagesRedacted messagesReassigned placeholder { id displayName email } } }"""
-TREE = """query($r: ID!) { threadTree(rootId: $r) { nodes { content isDeleted author { id displayName } } } }"""
+TREE = (
+    """query($r: ID!) { threadTree(rootId: $r) { nodes { content isDeleted author { id displayName } } } }"""
+)
 RETENTION_SET = "mutation($d: Int) { tenantRetentionSet(retentionDays: $d) { retentionDays } }"
 
 
@@ -24,7 +26,10 @@ async def _rows_mentioning(dsn: str, needles: list[str]) -> dict[str, list[str]]
     """For each needle, every `table: row` of the database whose text contains it."""
     conn = await asyncpg.connect(dsn)
     try:
-        tables = [r["tablename"] for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")]
+        tables = [
+            r["tablename"]
+            for r in await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        ]
         found: dict[str, list[str]] = {}
         for table in tables:
             for row in await conn.fetch(f'SELECT t::text AS row FROM "{table}" t'):
@@ -53,7 +58,9 @@ def test_erasure_leaves_no_trace_of_the_user_and_keeps_other_replies_readable(
     root = start_thread(erased, shared, "secret-root-elsewhere")
     answer = reply(other, root, "other-reply-stays")
     mine = reply(erased, answer, "secret-first-draft")
-    erased.client.ok('mutation($i: ID!) { messageEdit(id: $i, content: "secret-second-draft") { id } }', {"i": mine})
+    erased.client.ok(
+        'mutation($i: ID!) { messageEdit(id: $i, content: "secret-second-draft") { id } }', {"i": mine}
+    )
     erased.client.ok("mutation($r: ID!) { threadMarkRead(rootId: $r) { id } }", {"r": root})
     admin.client.ok(
         "mutation($c: ID!, $u: ID!) { participantRoleSet(conversationId: $c, userId: $u, role: VIEWER) { id } }",
@@ -106,7 +113,11 @@ def test_erasure_without_redaction_keeps_the_text_under_the_placeholder(admin: A
     root = start_thread(erased, shared, "keep my words")
     done = admin.client.ok(ERASE, {"u": erased.user_id, "r": False})["userErase"]
     (node,) = admin.client.ok(TREE, {"r": root})["threadTree"]["nodes"]
-    assert node == {"content": "keep my words", "isDeleted": False, "author": {"id": done["placeholder"]["id"], "displayName": "Deleted user"}}
+    assert node == {
+        "content": "keep my words",
+        "isDeleted": False,
+        "author": {"id": done["placeholder"]["id"], "displayName": "Deleted user"},
+    }
 
 
 def test_a_second_erasure_reuses_the_placeholder(admin: Actor, make_user: Any) -> None:
@@ -122,7 +133,9 @@ def test_only_admins_erase_and_not_themselves(admin: Actor, make_user: Any, make
     assert member.client.code(ERASE, {"u": target.user_id}) == "FORBIDDEN"
     assert admin.client.code(ERASE, {"u": admin.user_id}) == "FORBIDDEN"
     assert make_tenant().client.code(ERASE, {"u": target.user_id}) == "NOT_FOUND"
-    assert admin.client.ok("query($u: ID!) { node(id: $u) { id } }", {"u": target.user_id})["node"] == {"id": target.user_id}
+    assert admin.client.ok("query($u: ID!) { node(id: $u) { id } }", {"u": target.user_id})["node"] == {
+        "id": target.user_id
+    }
 
 
 def _backdate(loop: Loop, dsn: str, conversation: str, column: str, days: int) -> None:
@@ -136,9 +149,13 @@ def _backdate(loop: Loop, dsn: str, conversation: str, column: str, days: int) -
 
 
 def test_retention_policy_is_set_by_admins(admin: Actor, make_user: Any) -> None:
-    assert admin.client.ok("{ retentionPolicy { retentionDays } }")["retentionPolicy"] == {"retentionDays": None}
+    assert admin.client.ok("{ retentionPolicy { retentionDays } }")["retentionPolicy"] == {
+        "retentionDays": None
+    }
     assert admin.client.ok(RETENTION_SET, {"d": 30})["tenantRetentionSet"] == {"retentionDays": 30}
-    assert admin.client.ok("{ retentionPolicy { retentionDays } }")["retentionPolicy"] == {"retentionDays": 30}
+    assert admin.client.ok("{ retentionPolicy { retentionDays } }")["retentionPolicy"] == {
+        "retentionDays": 30
+    }
     assert admin.client.code(RETENTION_SET, {"d": 0}) == "BAD_USER_INPUT"
     member = make_user(admin)
     assert member.client.code(RETENTION_SET, {"d": 1}) == "FORBIDDEN"
@@ -175,7 +192,9 @@ def test_retention_job_hard_deletes_conversations_deleted_or_inactive_past_the_p
     remaining = {r["title"] for r in sql(loop, dsn, "SELECT title FROM conversation")}
     assert remaining == {"fresh", "recently deleted", "no policy there"}
     assert sql(loop, dsn, "SELECT count(*) AS n FROM message WHERE content = 'old words'")[0]["n"] == 0
-    entries = admin.client.ok('{ auditLog(action: "retention.purge") { nodes { actorId details } } }')["auditLog"]["nodes"]
+    entries = admin.client.ok('{ auditLog(action: "retention.purge") { nodes { actorId details } } }')[
+        "auditLog"
+    ]["nodes"]
     assert entries == [{"actorId": None, "details": {"conversations": 2, "retentionDays": 30}}]
     assert loop.run(run_job()) == 0
 

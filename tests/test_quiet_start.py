@@ -36,7 +36,12 @@ class Served:
         }
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "threadline.cli", "serve", "--port", str(self.port), *args],
-            env={**environment, "THREADLINE_DATA_DIR": str(data_dir), "THREADLINE_JWT_SECRET": TEST_JWT_SECRET, **env},
+            env={
+                **environment,
+                "THREADLINE_DATA_DIR": str(data_dir),
+                "THREADLINE_JWT_SECRET": TEST_JWT_SECRET,
+                **env,
+            },
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             text=True,
@@ -91,7 +96,9 @@ def serve(data_dir: Path, *args: str, **env: str) -> tuple[list[str], int]:
             served.proc.wait(timeout=30)
 
 
-def test_serve_prints_its_address_database_and_data_directory_and_no_postgres_internals(data_dir: Path) -> None:
+def test_serve_prints_its_address_database_and_data_directory_and_no_postgres_internals(
+    data_dir: Path,
+) -> None:
     lines, port = serve(data_dir)
     pgdata = (data_dir / "pgdata").resolve()
     output = "\n".join(lines)

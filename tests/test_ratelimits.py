@@ -85,14 +85,21 @@ def test_burst_adds_to_what_a_budget_holds(admin: Actor, member: Actor, server: 
     assert [post(server.url, member, VIEWER).status_code for _ in range(4)] == [200, 200, 200, 429]
 
 
-def test_mutations_have_their_own_budget_and_queries_go_on(admin: Actor, member: Actor, server: ServerThread) -> None:
+def test_mutations_have_their_own_budget_and_queries_go_on(
+    admin: Actor, member: Actor, server: ServerThread
+) -> None:
     assign(admin, member, profile(admin, "m2", mutationsPerWindow=2))
     create = 'mutation { conversationCreate(input: {title: "x"}) { title } }'
     for _ in range(2):
-        assert without_count(post(server.url, member, create).json()) == {"data": {"conversationCreate": {"title": "x"}}}
+        assert without_count(post(server.url, member, create).json()) == {
+            "data": {"conversationCreate": {"title": "x"}}
+        }
     refused = without_count(post(server.url, member, create).json())
     assert refused["errors"][0]["extensions"] == {
-        "code": "RATE_LIMITED", "retryAfter": 43200, "budget": "mutations", "limit": 2
+        "code": "RATE_LIMITED",
+        "retryAfter": 43200,
+        "budget": "mutations",
+        "limit": 2,
     }
     assert member.client.ok("{ conversations { totalCount } }") == {"conversations": {"totalCount": 2}}
 
@@ -109,20 +116,27 @@ def test_each_top_level_mutation_field_draws_from_the_mutation_budget(
 
 def test_run_creation_has_its_own_budget(admin: Actor, member: Actor, server: ServerThread) -> None:
     assign(admin, member, profile(admin, "r1", runsPerWindow=1))
-    cid = member.client.ok('mutation { conversationCreate(input: {title: "r"}) { id } }')["conversationCreate"]["id"]
+    cid = member.client.ok('mutation { conversationCreate(input: {title: "r"}) { id } }')[
+        "conversationCreate"
+    ]["id"]
     mids = [
         member.client.ok(
-            "mutation($c: ID!) { threadStart(conversationId: $c, input: {content: \"hi\"}) { id } }", {"c": cid}
+            'mutation($c: ID!) { threadStart(conversationId: $c, input: {content: "hi"}) { id } }', {"c": cid}
         )["threadStart"]["id"]
         for _ in range(2)
     ]
     run = "mutation($m: ID!) { runCreate(input: {messageId: $m}) { status } }"
     assert post(server.url, member, run, {"m": mids[0]}).json()["data"]["runCreate"]["status"] in {
-        "QUEUED", "IN_PROGRESS", "COMPLETED"
+        "QUEUED",
+        "IN_PROGRESS",
+        "COMPLETED",
     }
     refused = without_count(post(server.url, member, run, {"m": mids[1]}).json())
     assert refused["errors"][0]["extensions"] == {
-        "code": "RATE_LIMITED", "retryAfter": 86400, "budget": "runs", "limit": 1
+        "code": "RATE_LIMITED",
+        "retryAfter": 86400,
+        "budget": "runs",
+        "limit": 1,
     }
 
 
@@ -138,7 +152,10 @@ def test_subscription_starts_have_their_own_budget(admin: Actor, member: Actor, 
             message = ws.receive()
         assert message["id"] in {"1", "2"}
         assert without_count(message["payload"])["errors"][0]["extensions"] == {
-            "code": "RATE_LIMITED", "retryAfter": 86400, "budget": "subscriptions", "limit": 1
+            "code": "RATE_LIMITED",
+            "retryAfter": 86400,
+            "budget": "subscriptions",
+            "limit": 1,
         }
         refused = message["id"]
         assert ws.receive() == {"id": refused, "type": "complete"}
@@ -199,8 +216,13 @@ def test_without_profiles_the_built_in_budgets_apply(member: Actor) -> None:
         "subscriptionsPerWindow } }"
     ) == {
         "rateLimit": {
-            "profile": None, "windowSeconds": 60, "burst": 0, "requestsPerWindow": 6000, "mutationsPerWindow": 1200,
-            "runsPerWindow": 300, "subscriptionsPerWindow": 600,
+            "profile": None,
+            "windowSeconds": 60,
+            "burst": 0,
+            "requestsPerWindow": 6000,
+            "mutationsPerWindow": 1200,
+            "runsPerWindow": 300,
+            "subscriptionsPerWindow": 600,
         }
     }
 
@@ -211,10 +233,15 @@ def test_only_admins_manage_profiles(admin: Actor, member: Actor) -> None:
     assert member.client.code(CREATE, {"i": {"name": "mine"}}) == "FORBIDDEN"
     assert member.client.code(UPDATE, {"id": pid, "i": {"requestsPerWindow": 1}}) == "FORBIDDEN"
     assert member.client.code(ASSIGN, {"u": member.user_id, "p": None}) == "FORBIDDEN"
-    assert member.client.code("query($u: ID!) { rateLimit(userId: $u) { burst } }", {"u": admin.user_id}) == "FORBIDDEN"
+    assert (
+        member.client.code("query($u: ID!) { rateLimit(userId: $u) { burst } }", {"u": admin.user_id})
+        == "FORBIDDEN"
+    )
 
 
-def test_another_tenants_profile_is_not_found(admin: Actor, make_tenant: Callable[..., Actor], member: Actor) -> None:
+def test_another_tenants_profile_is_not_found(
+    admin: Actor, make_tenant: Callable[..., Actor], member: Actor
+) -> None:
     other = make_tenant()
     theirs = profile(other, "theirs")
     assert admin.client.code(ASSIGN, {"u": member.user_id, "p": theirs}) == "NOT_FOUND"
@@ -257,7 +284,9 @@ def second_process(server: ServerThread, dsn: str) -> Iterator[str]:
         proc.wait(timeout=20)
 
 
-def test_two_processes_share_one_budget(admin: Actor, member: Actor, server: ServerThread, second_process: str) -> None:
+def test_two_processes_share_one_budget(
+    admin: Actor, member: Actor, server: ServerThread, second_process: str
+) -> None:
     assign(admin, member, profile(admin, "four", requestsPerWindow=4))
     urls = [server.url, second_process] * 3
     assert [post(url, member, VIEWER).status_code for url in urls] == [200, 200, 200, 200, 429, 429]

@@ -67,7 +67,12 @@ def open_writer(loop: Loop, dsn: str, actor: Actor, cid: str) -> Iterator[OpenWr
 def second_process(dsn: str) -> Iterator[str]:
     """`threadline serve` in a new process on the same database; yields its base URL once ready."""
     port = free_port()
-    env = {**os.environ, "DATABASE_URL": dsn, "THREADLINE_MIGRATE_ON_START": "false", "THREADLINE_PORT": str(port)}
+    env = {
+        **os.environ,
+        "DATABASE_URL": dsn,
+        "THREADLINE_MIGRATE_ON_START": "false",
+        "THREADLINE_PORT": str(port),
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "threadline.cli", "serve", "--port", str(port)],
         env=env,
@@ -128,16 +133,25 @@ def test_a_process_started_while_a_publisher_is_open_delivers_its_event_and_its_
                 other.ok(REPLY, {"p": root, "x": "after"})
                 for client in (fresh, resumed):
                     events = client.events(3)
-                    assert [e["type"] for e in events] == ["typing.update", "thread.activity", "thread.activity"]
+                    assert [e["type"] for e in events] == [
+                        "typing.update",
+                        "thread.activity",
+                        "thread.activity",
+                    ]
                     assert at(events[0]["cursor"]) == writer.event_id
-                    assert [e["changedMessage"]["content"] for e in events[1:]] == ["committed meanwhile", "after"]
+                    assert [e["changedMessage"]["content"] for e in events[1:]] == [
+                        "committed meanwhile",
+                        "after",
+                    ]
             finally:
                 fresh.close()
                 resumed.close()
                 other.close()
 
 
-def test_stream_cursor_stays_below_an_open_publisher(admin: Actor, server: ServerThread, loop: Loop, dsn: str) -> None:
+def test_stream_cursor_stays_below_an_open_publisher(
+    admin: Actor, server: ServerThread, loop: Loop, dsn: str
+) -> None:
     cid = conversation(admin)
     with open_writer(loop, dsn, admin, cid) as writer:
         admin.client.ok(START, {"c": cid, "x": "later"})
@@ -222,9 +236,13 @@ def test_the_event_memo_is_bounded_by_bytes(admin: Actor, dsn: str) -> None:
         owner = Client(srv.url, admin.api_key)
         client = WsClient(srv.ws_url, admin.api_key)
         try:
-            cid = owner.ok("mutation { conversationCreate(input: {title: \"big\"}) { id } }")["conversationCreate"]["id"]
+            cid = owner.ok('mutation { conversationCreate(input: {title: "big"}) { id } }')[
+                "conversationCreate"
+            ]["id"]
             root = owner.ok(START, {"c": cid, "x": "root"})["threadStart"]["id"]
-            client.subscribe(CONVERSATION_EVENTS, {"c": cid, "s": owner.ok("{ streamCursor }")["streamCursor"]})
+            client.subscribe(
+                CONVERSATION_EVENTS, {"c": cid, "s": owner.ok("{ streamCursor }")["streamCursor"]}
+            )
             big = "x" * 200_000
             for _ in range(20):
                 owner.ok(REPLY, {"p": root, "x": big})

@@ -44,7 +44,12 @@ def sql(loop: Loop, dsn: str, query: str, *args: Any) -> list[asyncpg.Record]:
 
 
 def replies_to(loop: Loop, dsn: str, parent_id: str) -> int:
-    rows = sql(loop, dsn, "SELECT count(*) AS n FROM message WHERE parent_id = $1", decode_id(parent_id, Kind.MESSAGE))
+    rows = sql(
+        loop,
+        dsn,
+        "SELECT count(*) AS n FROM message WHERE parent_id = $1",
+        decode_id(parent_id, Kind.MESSAGE),
+    )
     return int(rows[0]["n"])
 
 
@@ -128,7 +133,8 @@ def test_a_retry_returns_the_object_as_it_is_now(admin: Actor, loop: Loop, dsn: 
     key = unique("key")
     created = admin.client.ok(CREATE, {"i": {"title": "first"}, "k": key})["conversationCreate"]
     admin.client.ok(
-        'mutation($id: ID!) { conversationUpdate(id: $id, input: {title: "renamed"}) { id } }', {"id": created["id"]}
+        'mutation($id: ID!) { conversationUpdate(id: $id, input: {title: "renamed"}) { id } }',
+        {"id": created["id"]},
     )
     again = admin.client.ok(CREATE, {"i": {"title": "first"}, "k": key})["conversationCreate"]
     assert again == {"id": created["id"], "title": "renamed"}
@@ -155,9 +161,9 @@ def test_the_same_key_with_other_arguments_is_conflict_and_writes_nothing(
 def test_a_failed_request_does_not_keep_its_key(admin: Actor, thread: str, loop: Loop, dsn: str) -> None:
     """The key is recorded in the write's transaction: a write that fails leaves the key free."""
     key = unique("key")
-    assert admin.client.error(REPLY, {"p": thread, "i": {"content": "  "}, "k": key})["extensions"]["code"] == (
-        "BAD_USER_INPUT"
-    )
+    assert admin.client.error(REPLY, {"p": thread, "i": {"content": "  "}, "k": key})["extensions"][
+        "code"
+    ] == ("BAD_USER_INPUT")
     assert sql(loop, dsn, "SELECT count(*) AS n FROM idempotency_key")[0]["n"] == 0
     reply = admin.client.ok(REPLY, {"p": thread, "i": {"content": "fixed"}, "k": key})["messageReply"]
     assert reply["content"] == "fixed" and replies_to(loop, dsn, thread) == 1
@@ -176,10 +182,13 @@ def test_concurrent_requests_with_one_key_create_one_message(
     lock = threading.Lock()
 
     def send() -> None:
-        with httpx.Client(base_url=server.url, headers={"Authorization": f"Bearer {admin.api_key}"}, timeout=60) as http:
+        with httpx.Client(
+            base_url=server.url, headers={"Authorization": f"Bearer {admin.api_key}"}, timeout=60
+        ) as http:
             barrier.wait()
             body = http.post(
-                "/graphql", json={"query": REPLY, "variables": {"p": thread, "i": {"content": "once"}, "k": key}}
+                "/graphql",
+                json={"query": REPLY, "variables": {"p": thread, "i": {"content": "once"}, "k": key}},
             ).json()
         with lock:
             answers.append(body)
@@ -216,18 +225,23 @@ def test_the_idempotency_key_header_works_like_client_mutation_id(
     assert replies_to(loop, dsn, thread) == 1
 
 
-def test_the_header_is_refused_on_a_request_it_cannot_cover(admin: Actor, thread: str, loop: Loop, dsn: str) -> None:
+def test_the_header_is_refused_on_a_request_it_cannot_cover(
+    admin: Actor, thread: str, loop: Loop, dsn: str
+) -> None:
     two_fields = """mutation($p: ID!) { a: messageReply(parentId: $p, input: {content: "a"}) { id }
                                          b: messageReply(parentId: $p, input: {content: "b"}) { id } }"""
     response = post(admin, two_fields, {"p": thread}, key=unique("k"))
-    assert code_of(response) == "BAD_USER_INPUT" and response.json()["errors"][0]["extensions"]["argument"] == (
-        "Idempotency-Key"
-    )
+    assert code_of(response) == "BAD_USER_INPUT" and response.json()["errors"][0]["extensions"][
+        "argument"
+    ] == ("Idempotency-Key")
     # A mutation that takes no key would silently not be protected: refused too.
     edit = 'mutation($id: ID!) { messageEdit(id: $id, content: "changed") { id } }'
     assert code_of(post(admin, edit, {"id": thread}, key=unique("k"))) == "BAD_USER_INPUT"
     assert replies_to(loop, dsn, thread) == 0
-    assert sql(loop, dsn, "SELECT content FROM message WHERE id = $1", decode_id(thread, Kind.MESSAGE))[0][0] == "root"
+    assert (
+        sql(loop, dsn, "SELECT content FROM message WHERE id = $1", decode_id(thread, Kind.MESSAGE))[0][0]
+        == "root"
+    )
     # Queries ignore it: reads are safe to retry.
     query = post(admin, "{ viewer { id } }", {}, key=unique("k"))
     assert query.json()["data"]["viewer"]["id"] == admin.user_id
@@ -240,7 +254,9 @@ def test_another_users_same_key_is_independent(
     admin: Actor, make_user: Any, thread: str, loop: Loop, dsn: str
 ) -> None:
     member = make_user(admin)
-    conversation = sql(loop, dsn, "SELECT conversation_id FROM message WHERE id = $1", decode_id(thread, Kind.MESSAGE))[0][0]
+    conversation = sql(
+        loop, dsn, "SELECT conversation_id FROM message WHERE id = $1", decode_id(thread, Kind.MESSAGE)
+    )[0][0]
     join(admin, member, encode_id(Kind.CONVERSATION, conversation))
     key = unique("shared")
     mine = admin.client.ok(REPLY, {"p": thread, "i": {"content": "same"}, "k": key})["messageReply"]["id"]
@@ -250,14 +266,16 @@ def test_another_users_same_key_is_independent(
     assert member.client.ok(CREATE, {"i": {"title": "x"}, "k": unique("k")})
 
 
-def test_keys_are_bounded_in_length_and_count_per_request(admin: Actor, thread: str, loop: Loop, dsn: str) -> None:
+def test_keys_are_bounded_in_length_and_count_per_request(
+    admin: Actor, thread: str, loop: Loop, dsn: str
+) -> None:
     for bad in ("", "k" * 201, "tab\tinside"):
         error = admin.client.error(REPLY, {"p": thread, "i": {"content": "x"}, "k": bad})
         assert error["extensions"]["code"] == "BAD_USER_INPUT", bad
     too_long = post(admin, REPLY_PLAIN, {"p": thread, "i": {"content": "x"}}, key="k" * 201)
-    assert code_of(too_long) == "BAD_USER_INPUT" and too_long.json()["errors"][0]["extensions"]["argument"] == (
-        "Idempotency-Key"
-    )
+    assert code_of(too_long) == "BAD_USER_INPUT" and too_long.json()["errors"][0]["extensions"][
+        "argument"
+    ] == ("Idempotency-Key")
     assert admin.client.ok(REPLY, {"p": thread, "i": {"content": "x"}, "k": "k" * 200})
     fields = " ".join(
         f'f{i}: messageReply(parentId: $p, input: {{content: "n{i}"}}, clientMutationId: "key-{i}") {{ id }}'
@@ -275,16 +293,27 @@ def test_erasing_a_user_deletes_their_keys_which_hold_ids_not_content(
     admin: Actor, make_user: Any, loop: Loop, dsn: str
 ) -> None:
     member = make_user(admin)
-    conversation = member.client.ok(CREATE, {"i": {"title": "secret title"}, "k": unique("k")})["conversationCreate"]
-    member.client.ok(START_KEYED, {"c": conversation["id"], "i": {"content": "secret words"}, "k": unique("k")})
+    conversation = member.client.ok(CREATE, {"i": {"title": "secret title"}, "k": unique("k")})[
+        "conversationCreate"
+    ]
+    member.client.ok(
+        START_KEYED, {"c": conversation["id"], "i": {"content": "secret words"}, "k": unique("k")}
+    )
     admin.client.ok(CREATE, {"i": {"title": "admin's"}, "k": unique("k")})
     member_id = decode_id(member.user_id, Kind.USER)
-    stored = sql(loop, dsn, "SELECT key, operation, request_hash, result::text AS result FROM idempotency_key WHERE user_id = $1", member_id)
+    stored = sql(
+        loop,
+        dsn,
+        "SELECT key, operation, request_hash, result::text AS result FROM idempotency_key WHERE user_id = $1",
+        member_id,
+    )
     assert len(stored) == 2
     assert not any("secret" in str(tuple(row)) for row in stored)
 
     admin.client.ok("mutation($u: ID!) { userErase(userId: $u) { userId } }", {"u": member.user_id})
-    assert sql(loop, dsn, "SELECT count(*) AS n FROM idempotency_key WHERE user_id = $1", member_id)[0]["n"] == 0
+    assert (
+        sql(loop, dsn, "SELECT count(*) AS n FROM idempotency_key WHERE user_id = $1", member_id)[0]["n"] == 0
+    )
     assert sql(loop, dsn, "SELECT count(*) AS n FROM idempotency_key")[0]["n"] == 1  # the admin's stays
 
 
@@ -297,7 +326,9 @@ TTL_SECONDS = 1.0
 @pytest.fixture(scope="module")
 def short_server(dsn: str) -> Iterator[ServerThread]:
     srv = ServerThread(
-        test_settings(dsn, migrate_on_start=False, idempotency_ttl_seconds=TTL_SECONDS, retention_interval_seconds=0.2)
+        test_settings(
+            dsn, migrate_on_start=False, idempotency_ttl_seconds=TTL_SECONDS, retention_interval_seconds=0.2
+        )
     )
     srv.start()
     yield srv
@@ -318,17 +349,32 @@ def short_admin(short_server: ServerThread, loop: Loop) -> Iterator[Actor]:
 
     created = loop.run(work())
     client = Client(short_server.url, created.api_key)
-    yield Actor(encode_id(Kind.TENANT, created.tenant_id), encode_id(Kind.USER, created.user_id), created.api_key, client)
+    yield Actor(
+        encode_id(Kind.TENANT, created.tenant_id),
+        encode_id(Kind.USER, created.user_id),
+        created.api_key,
+        client,
+    )
     client.close()
 
 
-def test_keys_expire_after_the_configured_time_and_are_purged(short_admin: Actor, loop: Loop, dsn: str) -> None:
-    thread = str(short_admin.client.ok(START, {"c": create_conversation(short_admin), "i": {"content": "r"}})["threadStart"]["id"])
+def test_keys_expire_after_the_configured_time_and_are_purged(
+    short_admin: Actor, loop: Loop, dsn: str
+) -> None:
+    thread = str(
+        short_admin.client.ok(START, {"c": create_conversation(short_admin), "i": {"content": "r"}})[
+            "threadStart"
+        ]["id"]
+    )
     key = unique("key")
-    first = short_admin.client.ok(REPLY, {"p": thread, "i": {"content": "one"}, "k": key})["messageReply"]["id"]
+    first = short_admin.client.ok(REPLY, {"p": thread, "i": {"content": "one"}, "k": key})["messageReply"][
+        "id"
+    ]
     time.sleep(TTL_SECONDS + 0.5)
     # Expired: the key is free again, for the same request (a new message) or another one.
-    second = short_admin.client.ok(REPLY, {"p": thread, "i": {"content": "one"}, "k": key})["messageReply"]["id"]
+    second = short_admin.client.ok(REPLY, {"p": thread, "i": {"content": "one"}, "k": key})["messageReply"][
+        "id"
+    ]
     assert second != first and replies_to(loop, dsn, thread) == 2
     time.sleep(TTL_SECONDS + 0.5)
     other = short_admin.client.ok(REPLY, {"p": thread, "i": {"content": "two"}, "k": key})["messageReply"]

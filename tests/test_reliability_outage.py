@@ -110,11 +110,16 @@ def test_database_restart_is_unavailable_then_recovers(outage: Outage) -> None:
         with pytest.raises(ConnectionClosed) as closed:
             client.receive(timeout=30)
         assert closed.value.rcvd is not None
-        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (1013, "database unavailable; retry later")
+        assert (closed.value.rcvd.code, closed.value.rcvd.reason) == (
+            1013,
+            "database unavailable; retry later",
+        )
 
         outage.start_database()
         deadline = time.monotonic() + 60
-        while (response := post(server.url, outage.api_key)).status_code != 200 and time.monotonic() < deadline:
+        while (
+            response := post(server.url, outage.api_key)
+        ).status_code != 200 and time.monotonic() < deadline:
             time.sleep(0.2)
         assert response.status_code == 200
         assert response.json()["data"]["viewer"]["id"]
@@ -303,7 +308,9 @@ async def backends(dsn: str) -> list[tuple[str, str | None]]:
     return [(r["application_name"], r["wait_event_type"]) for r in rows]
 
 
-def test_every_connection_of_a_server_is_named_by_its_role(server: ServerThread, dsn: str, loop: Loop) -> None:
+def test_every_connection_of_a_server_is_named_by_its_role(
+    server: ServerThread, dsn: str, loop: Loop
+) -> None:
     names = {name for name, _ in loop.run(backends(dsn))}
     # The pool, the hub's LISTEN connection, the run worker's LISTEN connection; nothing unnamed.
     assert {"threadline-pool", "threadline-hub", "threadline-worker"} <= names

@@ -64,13 +64,17 @@ def _usage(prompt: int, completion: int) -> dict[str, int]:
     return {"promptTokens": prompt, "completionTokens": completion, "totalTokens": prompt + completion}
 
 
-def test_an_echo_run_writes_an_assistant_reply_under_its_message_and_completes(owner: Actor, loop: Loop, dsn: str) -> None:
+def test_an_echo_run_writes_an_assistant_reply_under_its_message_and_completes(
+    owner: Actor, loop: Loop, dsn: str
+) -> None:
     cid = create_conversation(owner)
     root = start_thread(owner, cid, "hello world")
     queued = create_run(owner, root)
     # (Only the run's own fields: its steps are read when the response is built, and by then a worker
     # may have started it.)
-    assert {k: queued[k] for k in ("status", "provider", "model", "attempt", "usage", "output", "lastError")} == {
+    assert {
+        k: queued[k] for k in ("status", "provider", "model", "attempt", "usage", "output", "lastError")
+    } == {
         "status": "QUEUED",
         "provider": "echo",
         "model": "echo",
@@ -99,7 +103,9 @@ def test_an_echo_run_writes_an_assistant_reply_under_its_message_and_completes(o
     assert [c["index"] for c in output["chunks"]] == list(range(len(output["chunks"])))
     assert "".join(c["content"] for c in output["chunks"]) == "echo: hello world"
     [step] = run["steps"]
-    assert {k: step[k] for k in ("type", "status", "details", "attempt", "cancelledAt", "failedAt", "expiredAt")} == {
+    assert {
+        k: step[k] for k in ("type", "status", "details", "attempt", "cancelledAt", "failedAt", "expiredAt")
+    } == {
         "type": "MESSAGE_CREATION",
         "status": "COMPLETED",
         "details": {"messageId": output["id"]},
@@ -113,7 +119,13 @@ def test_an_echo_run_writes_an_assistant_reply_under_its_message_and_completes(o
     events = stream_events(loop, dsn, cid, STREAM_TYPES)
     assert [e["type"] for e in events] == ["message.delta"] * len(output["chunks"]) + ["message.done"]
     assert [e["payload"] for e in events[:-1]] == [
-        {"messageId": output["id"], "runId": run["id"], "attempt": 1, "index": c["index"], "delta": c["content"]}
+        {
+            "messageId": output["id"],
+            "runId": run["id"],
+            "attempt": 1,
+            "index": c["index"],
+            "delta": c["content"],
+        }
         for c in output["chunks"]
     ]
     assert events[-1]["payload"] == {"messageId": output["id"], "runId": run["id"], "usage": _usage(10, 3)}
@@ -172,7 +184,9 @@ def test_conversation_runs_lists_newest_first_and_filters_by_status(owner: Actor
     page = owner.client.ok(CONVERSATION_RUNS, {"c": cid, "f": 2})["conversation"]["runs"]
     assert [n["id"] for n in page["nodes"]] == [done[2], done[1]]
     assert page["totalCount"] == 3 and page["pageInfo"]["hasNextPage"] is True
-    rest = owner.client.ok(CONVERSATION_RUNS, {"c": cid, "f": 2, "a": page["pageInfo"]["endCursor"]})["conversation"]["runs"]
+    rest = owner.client.ok(CONVERSATION_RUNS, {"c": cid, "f": 2, "a": page["pageInfo"]["endCursor"]})[
+        "conversation"
+    ]["runs"]
     assert [n["id"] for n in rest["nodes"]] == [done[0]] and rest["pageInfo"]["hasNextPage"] is False
     completed = owner.client.ok(CONVERSATION_RUNS, {"c": cid, "s": "COMPLETED"})["conversation"]["runs"]
     assert completed["totalCount"] == 3
@@ -180,13 +194,19 @@ def test_conversation_runs_lists_newest_first_and_filters_by_status(owner: Actor
     assert queued == {"totalCount": 0, "nodes": [], "pageInfo": {"hasNextPage": False, "endCursor": None}}
 
 
-def test_node_resolves_runs_and_run_steps(owner: Actor, make_tenant: Callable[..., Actor], runs: ServerThread) -> None:
+def test_node_resolves_runs_and_run_steps(
+    owner: Actor, make_tenant: Callable[..., Actor], runs: ServerThread
+) -> None:
     cid = create_conversation(owner)
     run = wait_for(owner, create_run(owner, start_thread(owner, cid, "node"))["id"])
     step_id = run["steps"][0]["id"]
     query = "query($id: ID!) { node(id: $id) { id ... on Run { status } ... on RunStep { type stepStatus: status } } }"
     assert owner.client.ok(query, {"id": run["id"]})["node"] == {"id": run["id"], "status": "COMPLETED"}
-    assert owner.client.ok(query, {"id": step_id})["node"] == {"id": step_id, "type": "MESSAGE_CREATION", "stepStatus": "COMPLETED"}
+    assert owner.client.ok(query, {"id": step_id})["node"] == {
+        "id": step_id,
+        "type": "MESSAGE_CREATION",
+        "stepStatus": "COMPLETED",
+    }
     stranger = on(runs, make_tenant())
     assert stranger.client.ok(query, {"id": run["id"]})["node"] is None
     assert stranger.client.ok(query, {"id": step_id})["node"] is None
@@ -252,7 +272,9 @@ def test_the_conversation_defaults_choose_provider_and_model(owner: Actor) -> No
 # client-streamed assistant messages ----------------------------------------------------------
 
 
-def test_a_client_streams_its_assistant_message_with_append_and_finish(owner: Actor, loop: Loop, dsn: str) -> None:
+def test_a_client_streams_its_assistant_message_with_append_and_finish(
+    owner: Actor, loop: Loop, dsn: str
+) -> None:
     cid = create_conversation(owner)
     root = start_thread(owner, cid, "question")
     message = reply(owner, root, "Hi", role="ASSISTANT")
@@ -262,7 +284,9 @@ def test_a_client_streams_its_assistant_message_with_append_and_finish(owner: Ac
         "chunks": [{"index": 0, "content": " there"}],
     }
     owner.client.ok(APPEND, {"id": message, "d": "!"})
-    finished = owner.client.ok(FINISH, {"id": message, "u": {"promptTokens": 5, "completionTokens": 2}})["messageFinish"]
+    finished = owner.client.ok(FINISH, {"id": message, "u": {"promptTokens": 5, "completionTokens": 2}})[
+        "messageFinish"
+    ]
     assert finished == {"id": message, "content": "Hi there!", "usage": _usage(5, 2)}
     assert owner.client.ok(CONVERSATION_RUNS, {"c": cid})["conversation"]["tokenCount"] == 7
     assert [e["payload"] for e in stream_events(loop, dsn, cid, STREAM_TYPES)] == [
@@ -274,7 +298,9 @@ def test_a_client_streams_its_assistant_message_with_append_and_finish(owner: Ac
     assert owner.client.code(FINISH, {"id": message}) == "CONFLICT"
 
 
-def test_only_the_author_of_an_assistant_message_streams_into_it(owner: Actor, member_of: Callable[..., Actor]) -> None:
+def test_only_the_author_of_an_assistant_message_streams_into_it(
+    owner: Actor, member_of: Callable[..., Actor]
+) -> None:
     cid = create_conversation(owner)
     root = start_thread(owner, cid, "question")
     message = reply(owner, root, "Hi", role="ASSISTANT")

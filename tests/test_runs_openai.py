@@ -82,7 +82,9 @@ def _chain(actor: Actor, conversation_id: str, turns: list[tuple[str, str]]) -> 
     return ids
 
 
-def test_the_prompt_is_the_branch_cut_to_max_history_with_instructions_first(owner: Actor, fake: FakeOpenAI) -> None:
+def test_the_prompt_is_the_branch_cut_to_max_history_with_instructions_first(
+    owner: Actor, fake: FakeOpenAI
+) -> None:
     cid = create_conversation(owner)
     ids = _chain(
         owner,
@@ -99,7 +101,9 @@ def test_the_prompt_is_the_branch_cut_to_max_history_with_instructions_first(own
     reply(owner, ids[0], "a sibling branch")
     reply(owner, ids[-1], "a reply after the run's message")
     owner.client.ok("mutation($id: ID!) { messageDelete(id: $id) { id } }", {"id": ids[3]})
-    run = create_run(owner, ids[-1], provider="openai", model="fake-ok", instructions="Be brief.", maxHistoryMessages=3)
+    run = create_run(
+        owner, ids[-1], provider="openai", model="fake-ok", instructions="Be brief.", maxHistoryMessages=3
+    )
     assert wait_for(owner, run["id"])["status"] == "COMPLETED"
     assert _sent(fake, "fake-ok") == [
         {"role": "system", "content": "Be brief."},
@@ -116,16 +120,24 @@ def test_the_conversations_max_history_applies_when_the_run_sets_none(owner: Act
     run = create_run(owner, ids[-1])
     assert (run["provider"], run["model"]) == ("openai", "fake-ok")
     wait_for(owner, run["id"])
-    assert _sent(fake, "fake-ok") == [{"role": "assistant", "content": "two"}, {"role": "user", "content": "three"}]
+    assert _sent(fake, "fake-ok") == [
+        {"role": "assistant", "content": "two"},
+        {"role": "user", "content": "three"},
+    ]
 
 
-def test_the_prompt_is_trimmed_oldest_first_to_the_models_token_budget(owner: Actor, fake: FakeOpenAI) -> None:
+def test_the_prompt_is_trimmed_oldest_first_to_the_models_token_budget(
+    owner: Actor, fake: FakeOpenAI
+) -> None:
     cid = create_conversation(owner)
     # Each message is 40 bytes: 4 + 10 = 14 tokens; "Be brief." is 4 + 3 = 7; the prompt adds 3.
     # Four messages need 66 tokens; the budget of 45 keeps the last two (38).
     contents = [f"message number {i} " + "x" * (40 - len(f"message number {i} ")) for i in range(4)]
     ids = _chain(owner, cid, [("USER", c) for c in contents])
-    run = wait_for(owner, create_run(owner, ids[-1], provider="openai", model="fake-small", instructions="Be brief.")["id"])
+    run = wait_for(
+        owner,
+        create_run(owner, ids[-1], provider="openai", model="fake-small", instructions="Be brief.")["id"],
+    )
     assert run["status"] == "COMPLETED"
     assert _sent(fake, "fake-small") == [
         {"role": "system", "content": "Be brief."},
@@ -134,7 +146,9 @@ def test_the_prompt_is_trimmed_oldest_first_to_the_models_token_budget(owner: Ac
     ]
 
 
-def test_a_message_too_large_for_the_budget_fails_the_run_without_calling_the_provider(owner: Actor, fake: FakeOpenAI) -> None:
+def test_a_message_too_large_for_the_budget_fails_the_run_without_calling_the_provider(
+    owner: Actor, fake: FakeOpenAI
+) -> None:
     cid = create_conversation(owner)
     root = start_thread(owner, cid, "y" * 200)  # 4 + 50 + 3 = 57 tokens > 45
     run = wait_for(owner, create_run(owner, root, provider="openai", model="fake-small")["id"])
@@ -143,7 +157,9 @@ def test_a_message_too_large_for_the_budget_fails_the_run_without_calling_the_pr
     assert fake.requests_for("fake-small") == []
 
 
-def test_usage_reported_by_the_provider_is_recorded_on_message_run_and_conversation(owner: Actor, loop: Loop, dsn: str) -> None:
+def test_usage_reported_by_the_provider_is_recorded_on_message_run_and_conversation(
+    owner: Actor, loop: Loop, dsn: str
+) -> None:
     cid = create_conversation(owner)
     root = start_thread(owner, cid, "question")
     run = wait_for(owner, create_run(owner, root, provider="openai", model="fake-ok")["id"])
@@ -164,8 +180,18 @@ def test_usage_reported_by_the_provider_is_recorded_on_message_run_and_conversat
 @pytest.mark.parametrize(
     ("model", "code", "message", "partial"),
     [
-        ("fake-500", "PROVIDER_ERROR", 'The provider answered HTTP 500: {"error": {"message": "model overloaded"}}', ""),
-        ("fake-garbage", "PROVIDER_BAD_STREAM", "Not a server-sent event line: 'this is not an event stream'", "partial"),
+        (
+            "fake-500",
+            "PROVIDER_ERROR",
+            'The provider answered HTTP 500: {"error": {"message": "model overloaded"}}',
+            "",
+        ),
+        (
+            "fake-garbage",
+            "PROVIDER_BAD_STREAM",
+            "Not a server-sent event line: 'this is not an event stream'",
+            "partial",
+        ),
         ("fake-badjson", "PROVIDER_BAD_STREAM", "Malformed JSON in the stream: '{not json'", "partial"),
         ("fake-hang", "TIMEOUT", "The run did not finish within 2 seconds", "waiting"),
     ],
@@ -174,7 +200,9 @@ def test_provider_failures_fail_the_run_keep_the_partial_output_and_publish_an_e
     owner: Actor, loop: Loop, dsn: str, model: str, code: str, message: str, partial: str
 ) -> None:
     cid = create_conversation(owner)
-    run = wait_for(owner, create_run(owner, start_thread(owner, cid, "question"), provider="openai", model=model)["id"])
+    run = wait_for(
+        owner, create_run(owner, start_thread(owner, cid, "question"), provider="openai", model=model)["id"]
+    )
     assert run["status"] == "FAILED" and run["failedAt"] is not None and run["completedAt"] is None
     assert run["lastError"] == {"code": code, "message": message}
     output = run["output"]
@@ -184,21 +212,34 @@ def test_provider_failures_fail_the_run_keep_the_partial_output_and_publish_an_e
     assert step["status"] == "FAILED" and step["failedAt"] is not None
     events = stream_events(loop, dsn, cid, STREAM_TYPES)
     assert [e["type"] for e in events] == ["message.delta"] * len(output["chunks"]) + ["error"]
-    assert events[-1]["payload"] == {"code": code, "message": message, "runId": run["id"], "messageId": output["id"]}
+    assert events[-1]["payload"] == {
+        "code": code,
+        "message": message,
+        "runId": run["id"],
+        "messageId": output["id"],
+    }
     assert owner.client.code(RUN_CANCEL, {"id": run["id"]}) == "CONFLICT"
 
 
 def test_a_length_cut_makes_the_run_incomplete(owner: Actor, loop: Loop, dsn: str) -> None:
     cid = create_conversation(owner)
-    run = wait_for(owner, create_run(owner, start_thread(owner, cid, "long"), provider="openai", model="fake-length")["id"])
+    run = wait_for(
+        owner,
+        create_run(owner, start_thread(owner, cid, "long"), provider="openai", model="fake-length")["id"],
+    )
     assert run["status"] == "INCOMPLETE" and run["completedAt"] is not None and run["lastError"] is None
     assert run["output"]["content"] == "Cut"
     assert run["steps"][0]["status"] == "COMPLETED"
-    assert [e["type"] for e in stream_events(loop, dsn, cid, STREAM_TYPES)] == ["message.delta", "message.done"]
+    assert [e["type"] for e in stream_events(loop, dsn, cid, STREAM_TYPES)] == [
+        "message.delta",
+        "message.done",
+    ]
     assert owner.client.code(RUN_CANCEL, {"id": run["id"]}) == "CONFLICT"
 
 
-def test_cancel_mid_stream_keeps_the_partial_output_and_ends_with_one_done(owner: Actor, loop: Loop, dsn: str) -> None:
+def test_cancel_mid_stream_keeps_the_partial_output_and_ends_with_one_done(
+    owner: Actor, loop: Loop, dsn: str
+) -> None:
     cid = create_conversation(owner)
     root = start_thread(owner, cid, "count")
     run = create_run(owner, root, provider="openai", model="fake-slow")
@@ -219,7 +260,11 @@ def test_cancel_mid_stream_keeps_the_partial_output_and_ends_with_one_done(owner
     events = stream_events(loop, dsn, cid, STREAM_TYPES)
     assert [e["type"] for e in events] == ["message.delta"] * len(done["output"]["chunks"]) + ["message.done"]
     assert [e["payload"]["index"] for e in events[:-1]] == list(range(len(events) - 1))
-    assert events[-1]["payload"] == {"messageId": done["output"]["id"], "runId": run["id"], "usage": _usage(9, received)}
+    assert events[-1]["payload"] == {
+        "messageId": done["output"]["id"],
+        "runId": run["id"],
+        "usage": _usage(9, received),
+    }
     assert owner.client.code(RUN_CANCEL, {"id": run["id"]}) == "CONFLICT"
     assert owner.client.ok(TOKEN_COUNT, {"c": cid})["conversation"]["tokenCount"] == 9 + received
 
@@ -247,14 +292,16 @@ def test_a_client_cannot_append_to_a_message_a_run_is_writing(owner: Actor) -> N
     run = create_run(owner, start_thread(owner, cid, "busy"), provider="openai", model="fake-slow")
     output = wait_for_chunks(owner, run["id"])["output"]
     error = owner.client.error(
-        "mutation($id: ID!) { messageAppend(id: $id, delta: \"x\") { id } }", {"id": output["id"]}
+        'mutation($id: ID!) { messageAppend(id: $id, delta: "x") { id } }', {"id": output["id"]}
     )
     assert error["extensions"]["code"] == "CONFLICT" and error["message"] == "A run is writing this message"
     owner.client.ok(RUN_CANCEL, {"id": run["id"]})
     assert wait_for(owner, run["id"])["status"] == "CANCELLED"
 
 
-def test_a_subscriber_sees_the_deltas_in_order_then_exactly_one_done(owner: Actor, runs: ServerThread) -> None:
+def test_a_subscriber_sees_the_deltas_in_order_then_exactly_one_done(
+    owner: Actor, runs: ServerThread
+) -> None:
     cid = create_conversation(owner)
     root = start_thread(owner, cid, "question")
     client = WsClient(runs.ws_url, owner.api_key)
@@ -276,7 +323,9 @@ def test_a_subscriber_sees_the_deltas_in_order_then_exactly_one_done(owner: Acto
     chunks = done["output"]["chunks"]
     assert [e["type"] for e in seen] == ["message.delta"] * len(chunks) + ["message.done"]
     assert [(e["index"], e["delta"]) for e in seen[:-1]] == [(c["index"], c["content"]) for c in chunks]
-    assert {e["messageId"] for e in seen} == {done["output"]["id"]} and {e["runId"] for e in seen} == {run["id"]}
+    assert {e["messageId"] for e in seen} == {done["output"]["id"]} and {e["runId"] for e in seen} == {
+        run["id"]
+    }
     assert seen[-1]["usage"] == done["usage"]
 
 
@@ -287,6 +336,9 @@ def test_deleting_the_output_while_it_streams_fails_the_run(owner: Actor, loop: 
     owner.client.ok("mutation($id: ID!) { messageDelete(id: $id) { id } }", {"id": output["id"]})
     failed = wait_for(owner, run["id"])
     assert failed["status"] == "FAILED"
-    assert failed["lastError"] == {"code": "OUTPUT_DELETED", "message": "The output message was deleted while it was written"}
+    assert failed["lastError"] == {
+        "code": "OUTPUT_DELETED",
+        "message": "The output message was deleted while it was written",
+    }
     assert failed["output"]["content"] == ""
     assert stream_events(loop, dsn, cid, STREAM_TYPES)[-1]["type"] == "error"

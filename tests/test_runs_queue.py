@@ -37,7 +37,10 @@ def test_a_queued_run_is_cancelled_at_once_and_stays_cancelled(owner: Actor) -> 
     assert cancelled["startedAt"] is None and cancelled["output"] is None and cancelled["steps"] == []
     assert cancelled["usage"] == {"promptTokens": 0, "completionTokens": 0, "totalTokens": 0}
     error = owner.client.error(RUN_CANCEL, {"id": run["id"]})
-    assert error["extensions"]["code"] == "CONFLICT" and error["message"] == "The run is CANCELLED, which is final"
+    assert (
+        error["extensions"]["code"] == "CONFLICT"
+        and error["message"] == "The run is CANCELLED, which is final"
+    )
     assert read_run(owner, run["id"])["status"] == "CANCELLED"
 
 
@@ -56,7 +59,9 @@ def test_a_second_active_run_on_the_same_message_conflicts(owner: Actor) -> None
         "totalCount": 2,
         "nodes": [{"id": again["id"]}, {"id": other["id"]}],
     }
-    assert owner.client.ok(RUNS, {"c": cid, "s": "CANCELLED"})["conversation"]["runs"]["nodes"] == [{"id": first["id"]}]
+    assert owner.client.ok(RUNS, {"c": cid, "s": "CANCELLED"})["conversation"]["runs"]["nodes"] == [
+        {"id": first["id"]}
+    ]
 
 
 def test_active_runs_per_user_are_capped_even_when_created_at_once(

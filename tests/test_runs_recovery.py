@@ -188,7 +188,9 @@ def test_a_killed_workers_run_is_requeued_and_its_output_written_exactly_once(
     events = stream_events(loop, dsn, cid, STREAM_TYPES)
     assert [e["type"] for e in events].count("message.done") == 1 and events[-1]["type"] == "message.done"
     # The second attempt restarts the stream at index 0; its deltas alone make the reply.
-    restart = max(i for i, e in enumerate(events) if e["type"] == "message.delta" and e["payload"]["index"] == 0)
+    restart = max(
+        i for i, e in enumerate(events) if e["type"] == "message.delta" and e["payload"]["index"] == 0
+    )
     assert "".join(e["payload"]["delta"] for e in events[restart:-1]) == REPLY
     count = owner.client.ok("query($c: ID!) { conversation(id: $c) { messageCount } }", {"c": cid})
     assert count["conversation"]["messageCount"] == 2
@@ -263,7 +265,10 @@ def test_cancelling_a_run_whose_worker_is_gone_is_forced(
         assert [s["status"] for s in cancelled["steps"]] == ["CANCELLED"]
     events = stream_events(loop, dsn, cid, STREAM_TYPES)
     assert [e["type"] for e in events].count("message.done") == 2
-    assert {e["payload"]["runId"] for e in events if e["type"] == "message.done"} == {first["id"], second["id"]}
+    assert {e["payload"]["runId"] for e in events if e["type"] == "message.done"} == {
+        first["id"],
+        second["id"],
+    }
 
 
 def test_a_worker_stopped_with_sigterm_releases_its_runs_at_once(

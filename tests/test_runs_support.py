@@ -46,7 +46,9 @@ def read_run(actor: Actor, run_id: str) -> dict[str, Any]:
     return actor.client.ok(RUN, {"id": run_id})["run"]  # type: ignore[no-any-return]
 
 
-def wait_for(actor: Actor, run_id: str, statuses: set[str] = TERMINAL, timeout: float = 20.0) -> dict[str, Any]:
+def wait_for(
+    actor: Actor, run_id: str, statuses: set[str] = TERMINAL, timeout: float = 20.0
+) -> dict[str, Any]:
     """The run once its status is one of `statuses` (polling; fails after `timeout`)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -69,7 +71,9 @@ def wait_for_chunks(actor: Actor, run_id: str, count: int = 1, timeout: float = 
         time.sleep(0.02)
 
 
-def stream_events(loop: Loop, dsn: str, conversation_public_id: str, types: tuple[str, ...]) -> list[dict[str, Any]]:
+def stream_events(
+    loop: Loop, dsn: str, conversation_public_id: str, types: tuple[str, ...]
+) -> list[dict[str, Any]]:
     """The logged events of a conversation of the given types, in cursor order: [{type, payload}]."""
     conversation = conversation_public_id[4:]
 
@@ -119,7 +123,10 @@ def _sse(payload: Any) -> bytes:
 
 
 def _delta(text: str, finish: str | None = None) -> dict[str, Any]:
-    return {"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}]}
+    return {
+        "object": "chat.completion.chunk",
+        "choices": [{"index": 0, "delta": {"content": text}, "finish_reason": finish}],
+    }
 
 
 class FakeOpenAI:
@@ -208,9 +215,24 @@ class FakeOpenAI:
             if model in ("fake-ok", "fake-pair", "fake-small", "fake-nousage"):
                 for text in ("Hello", " there", "!"):
                     send(_sse(_delta(text)))
-                send(_sse({"object": "chat.completion.chunk", "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
+                send(
+                    _sse(
+                        {
+                            "object": "chat.completion.chunk",
+                            "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+                        }
+                    )
+                )
                 if model != "fake-nousage":
-                    send(_sse({"object": "chat.completion.chunk", "choices": [], "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}}))
+                    send(
+                        _sse(
+                            {
+                                "object": "chat.completion.chunk",
+                                "choices": [],
+                                "usage": {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14},
+                            }
+                        )
+                    )
                 send(b"data: [DONE]\n\n")
             elif model == "fake-length":
                 send(_sse(_delta("Cut", "length")))

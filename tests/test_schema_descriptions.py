@@ -73,7 +73,9 @@ def test_date_time_date_and_json_link_their_specifications(admin: Actor) -> None
         "Date": "https://scalars.graphql.org/andimarek/local-date",
         "JSON": "https://www.rfc-editor.org/rfc/rfc8259",
     }
-    assert types["DateTime"]["description"].startswith("An instant, as an RFC 3339 date-time with a time offset")
+    assert types["DateTime"]["description"].startswith(
+        "An instant, as an RFC 3339 date-time with a time offset"
+    )
 
 
 def test_stream_events_document_their_no_cache_policy(admin: Actor) -> None:
@@ -84,7 +86,9 @@ def test_stream_events_document_their_no_cache_policy(admin: Actor) -> None:
     assert "id" not in {f["name"] for f in event["fields"]}
 
 
-def test_search_takes_first_and_after_as_field_arguments_and_deprecates_them_in_its_input(admin: Actor) -> None:
+def test_search_takes_first_and_after_as_field_arguments_and_deprecates_them_in_its_input(
+    admin: Actor,
+) -> None:
     types = {t["name"]: t for t in introspect(admin)["types"]}
     (search,) = [f for f in types["Query"]["fields"] if f["name"] == "search"]
     assert [(a["name"], a["type"]["name"]) for a in search["args"]] == [
@@ -105,14 +109,21 @@ def test_search_pages_with_first_and_after_arguments(admin: Actor) -> None:
     assert len(first["edges"]) == 2
     assert first["pageInfo"]["hasNextPage"] is True
     assert first["pageInfo"]["hasPreviousPage"] is False
-    rest = admin.client.ok(SEARCH, {"i": {"query": "kestrel"}, "first": 2, "after": first["pageInfo"]["endCursor"]})
+    rest = admin.client.ok(
+        SEARCH, {"i": {"query": "kestrel"}, "first": 2, "after": first["pageInfo"]["endCursor"]}
+    )
     assert len(rest["search"]["edges"]) == 1
-    assert rest["search"]["pageInfo"] == {"hasNextPage": False, "hasPreviousPage": True, "endCursor": rest[
-        "search"]["pageInfo"]["endCursor"]}
+    assert rest["search"]["pageInfo"] == {
+        "hasNextPage": False,
+        "hasPreviousPage": True,
+        "endCursor": rest["search"]["pageInfo"]["endCursor"],
+    }
     seen = [e["node"]["conversation"]["title"] for e in first["edges"] + rest["search"]["edges"]]
     assert sorted(seen) == ["kestrel one", "kestrel three", "kestrel two"]
     # The deprecated input fields still page the same way (clients written against them keep working).
-    old = admin.client.ok(SEARCH, {"i": {"query": "kestrel", "first": 2, "after": first["pageInfo"]["endCursor"]}})
+    old = admin.client.ok(
+        SEARCH, {"i": {"query": "kestrel", "first": 2, "after": first["pageInfo"]["endCursor"]}}
+    )
     assert old["search"]["edges"] == rest["search"]["edges"]
 
 

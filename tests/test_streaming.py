@@ -36,7 +36,9 @@ def join(owner: Actor, member: Actor, cid: str, role: str = "MEMBER") -> None:
 def quick_typing(dsn: str) -> Iterator[ServerThread]:
     """A second in-process server whose typing indicators expire after half a second, sharing the database."""
     srv = ServerThread(
-        test_settings(dsn, migrate_on_start=False, typing_timeout_seconds=0.5, maintenance_interval_seconds=0.2)
+        test_settings(
+            dsn, migrate_on_start=False, typing_timeout_seconds=0.5, maintenance_interval_seconds=0.2
+        )
     )
     srv.start()
     yield srv
@@ -48,7 +50,9 @@ def ws(server: ServerThread) -> Callable[..., WsClient]:
     opened: list[WsClient] = []
 
     def open_(actor: Actor | None = None, token: str | None = None, init: bool = True) -> WsClient:
-        client = WsClient(server.ws_url, token if token is not None else (actor.api_key if actor else None), init=init)
+        client = WsClient(
+            server.ws_url, token if token is not None else (actor.api_key if actor else None), init=init
+        )
         opened.append(client)
         return client
 
@@ -72,9 +76,17 @@ def test_thread_new_and_activity_arrive_in_order(
     assert [e["type"] for e in events] == ["thread.new", "thread.activity"]
     assert events[0]["thread"]["root"] == {"id": root, "content": "hello", "author": {"id": admin.user_id}}
     assert events[0]["conversationId"] == cid and events[0]["rootId"] == root
-    assert events[1]["changedMessage"] == {"id": reply, "content": "world", "parentId": root, "isDeleted": False, "path": [root, reply]}
+    assert events[1]["changedMessage"] == {
+        "id": reply,
+        "content": "world",
+        "parentId": root,
+        "isDeleted": False,
+        "path": [root, reply],
+    }
     assert events[1]["replyCount"] == 1 and events[1]["action"] == "REPLY"
-    assert position(server, admin.tenant_id, events[1]["cursor"]) > position(server, admin.tenant_id, events[0]["cursor"])
+    assert position(server, admin.tenant_id, events[1]["cursor"]) > position(
+        server, admin.tenant_id, events[0]["cursor"]
+    )
 
 
 def test_resume_with_since_replays_exactly_once_while_writes_continue(
@@ -123,12 +135,16 @@ def test_subscribing_to_another_tenants_conversation_is_not_found(
     assert errors[0]["extensions"]["code"] == "NOT_FOUND"
 
 
-def test_connection_without_or_with_bad_token_is_closed_4403(ws: Callable[..., WsClient], server: ServerThread) -> None:
+def test_connection_without_or_with_bad_token_is_closed_4403(
+    ws: Callable[..., WsClient], server: ServerThread
+) -> None:
     from websockets.exceptions import ConnectionClosed
 
     for token in (None, "tlk_wrong"):
         client = WsClient(server.ws_url, None, init=False)
-        client.send({"type": "connection_init", "payload": {"authorization": f"Bearer {token}"} if token else {}})
+        client.send(
+            {"type": "connection_init", "payload": {"authorization": f"Bearer {token}"} if token else {}}
+        )
         with pytest.raises(ConnectionClosed) as closed:
             client.receive(timeout=5)
         assert closed.value.rcvd is not None and closed.value.rcvd.code == 4403
@@ -179,13 +195,19 @@ def test_removed_participant_stream_ends(
         {"c": cid, "u": member.user_id},
     )
     event = client.events(1, ignore=("presence.update", "unread.update"))[0]
-    assert (event["type"], event["change"], event["userId"]) == ("membership.changed", "REMOVED", member.user_id)
+    assert (event["type"], event["change"], event["userId"]) == (
+        "membership.changed",
+        "REMOVED",
+        member.user_id,
+    )
     assert client.receive()["type"] == "complete"
     admin.client.ok(START, {"c": cid, "x": "after removal"})
     client.expect_quiet(0.3)
 
 
-def test_typing_starts_and_expires(admin: Actor, make_user: Callable[..., Actor], quick_typing: ServerThread) -> None:
+def test_typing_starts_and_expires(
+    admin: Actor, make_user: Callable[..., Actor], quick_typing: ServerThread
+) -> None:
     member = make_user(admin)
     cid = conversation(admin)
     join(admin, member, cid)
@@ -197,10 +219,15 @@ def test_typing_starts_and_expires(admin: Actor, make_user: Callable[..., Actor]
         admin.client.ok(START, {"c": cid, "x": "open"})
         assert client.events(1)[0]["type"] == "thread.new"
         typist.ok("mutation($c: ID!) { typingSet(conversationId: $c, isTyping: true) }", {"c": cid})
-        typist.ok("mutation($c: ID!) { typingSet(conversationId: $c, isTyping: true) }", {"c": cid})  # renewal: silent
+        typist.ok(
+            "mutation($c: ID!) { typingSet(conversationId: $c, isTyping: true) }", {"c": cid}
+        )  # renewal: silent
         # Expired by the server's THREADLINE_TYPING_TIMEOUT_SECONDS (0.5 s here), not by the member.
         events = client.events(2, timeout=15)
-        assert [(e["userId"], e["isTyping"]) for e in events] == [(member.user_id, True), (member.user_id, False)]
+        assert [(e["userId"], e["isTyping"]) for e in events] == [
+            (member.user_id, True),
+            (member.user_id, False),
+        ]
     finally:
         client.close()
         typist.close()

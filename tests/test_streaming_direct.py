@@ -31,7 +31,9 @@ def metric(server: ServerThread, name: str) -> float:
 
 def direct_deliveries(server: ServerThread) -> float:
     text = httpx.get(f"{server.url}/metrics", headers=METRICS_HEADERS, timeout=10).text
-    line = next(x for x in text.splitlines() if x.startswith('threadline_stream_deliveries_total{path="direct"}'))
+    line = next(
+        x for x in text.splitlines() if x.startswith('threadline_stream_deliveries_total{path="direct"}')
+    )
     return float(line.split()[-1])
 
 
@@ -59,7 +61,9 @@ def sockets(server: ServerThread) -> Iterator[Callable[[Actor, bool], WsClient]]
             pass
 
 
-def frames_until(client: WsClient, done: Callable[[dict[str, Any]], bool], timeout: float = 15.0) -> list[str]:
+def frames_until(
+    client: WsClient, done: Callable[[dict[str, Any]], bool], timeout: float = 15.0
+) -> list[str]:
     """Raw text of every `next` frame (any operation) up to and including the one `done` accepts."""
     out: list[str] = []
     deadline = time.monotonic() + timeout
@@ -112,7 +116,9 @@ def test_direct_frames_equal_stock_frames_for_every_event_type(
     sockets: Callable[[Actor, bool], WsClient],
 ) -> None:
     member = make_user(admin)
-    cid = admin.client.ok("mutation { conversationCreate(input: {title: \"direct\"}) { id } }")["conversationCreate"]["id"]
+    cid = admin.client.ok('mutation { conversationCreate(input: {title: "direct"}) { id } }')[
+        "conversationCreate"
+    ]["id"]
     invite = admin.client.ok(INVITE, {"c": cid, "u": member.user_id})["participantInvite"]["id"]
     member.client.ok("mutation($i: ID!) { inviteAccept(id: $i) { id } }", {"i": invite})
 
@@ -145,14 +151,18 @@ def test_direct_frames_equal_stock_frames_for_every_event_type(
     marker = admin.client.ok(START, {"c": cid, "x": "marker"})["threadStart"]["id"]
     # thread.new for its author and for a reader (different viewer classes), thread.activity for a reply,
     # an edit and a delete, unread.update, message.delta / message.done, typing, presence, membership.
-    root = member.client.ok(START, {"c": cid, "x": "héllo \"quoted\" ✓"})["threadStart"]["id"]
+    root = member.client.ok(START, {"c": cid, "x": 'héllo "quoted" ✓'})["threadStart"]["id"]
     reply = admin.client.ok(REPLY, {"p": root, "x": "a reply"})["messageReply"]["id"]
     admin.client.ok('mutation($m: ID!) { messageEdit(id: $m, content: "edited") { id } }', {"m": reply})
     assistant = admin.client.ok(REPLY, {"p": root, "x": "…", "r": "ASSISTANT"})["messageReply"]["id"]
     for piece in ("Hel", "lo", " 🌍" * 40):
-        admin.client.ok("mutation($m: ID!, $d: String!) { messageAppend(id: $m, delta: $d) { id } }", {"m": assistant, "d": piece})
+        admin.client.ok(
+            "mutation($m: ID!, $d: String!) { messageAppend(id: $m, delta: $d) { id } }",
+            {"m": assistant, "d": piece},
+        )
     admin.client.ok(
-        "mutation($m: ID!) { messageFinish(id: $m, usage: {promptTokens: 3, completionTokens: 4}) { id } }", {"m": assistant}
+        "mutation($m: ID!) { messageFinish(id: $m, usage: {promptTokens: 3, completionTokens: 4}) { id } }",
+        {"m": assistant},
     )
     member.client.ok("mutation($c: ID!) { typingSet(conversationId: $c, isTyping: true) }", {"c": cid})
     member.client.ok("mutation { presenceHeartbeat(status: AWAY) }")
@@ -165,7 +175,9 @@ def test_direct_frames_equal_stock_frames_for_every_event_type(
 
     def is_last(message: dict[str, Any]) -> bool:
         event = next(iter(message["payload"]["data"].values()))
-        return message["id"] == "v" and event["type"] == "thread.new" and event["thread"]["root"]["id"] == last
+        return (
+            message["id"] == "v" and event["type"] == "thread.new" and event["thread"]["root"]["id"] == last
+        )
 
     def decode(cursor: str) -> int:
         return position(server, admin.tenant_id, cursor)
@@ -184,7 +196,9 @@ def test_direct_frames_equal_stock_frames_for_every_event_type(
         assert direct_events.keys() == stock_events.keys()
         for key, raw in direct_events.items():
             assert raw == stock_events[key], key
-        seen_types |= {next(iter(json.loads(f)["payload"]["data"].values()))["type"] for f in direct_events.values()}
+        seen_types |= {
+            next(iter(json.loads(f)["payload"]["data"].values()))["type"] for f in direct_events.values()
+        }
     assert seen_types >= {
         "thread.new",
         "thread.activity",

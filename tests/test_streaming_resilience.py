@@ -74,7 +74,9 @@ def test_every_event_arrives_after_the_listen_connection_is_terminated(
         client.close()
 
 
-def test_subscriber_on_one_process_sees_writes_made_through_another(admin: Actor, server: ServerThread, dsn: str) -> None:
+def test_subscriber_on_one_process_sees_writes_made_through_another(
+    admin: Actor, server: ServerThread, dsn: str
+) -> None:
     port = free_port()
     env = {
         **os.environ,
@@ -138,7 +140,10 @@ def test_slow_consumer_gets_an_error_and_resumes_from_its_cursor(admin: Actor, t
     try:
         hub = tuned.app.state.services.hub
         deadline = time.monotonic() + 10
-        while not any(s.user_id for subs in hub._by_conversation.values() for s in subs) and time.monotonic() < deadline:
+        while (
+            not any(s.user_id for subs in hub._by_conversation.values() for s in subs)
+            and time.monotonic() < deadline
+        ):
             time.sleep(0.05)
         payload = "x" * 200_000
         sent = 0
@@ -161,7 +166,9 @@ def test_slow_consumer_gets_an_error_and_resumes_from_its_cursor(admin: Actor, t
         try:
             resumed.subscribe(CONVERSATION_EVENTS, {"c": cid, "s": error["cursor"]})
             rest = resumed.events(sent - len(delivered) + 3, timeout=30)
-            assert [e["changedMessage"]["content"] for e in rest] == [payload] * (sent - len(delivered)) + ["after"] * 3
+            assert [e["changedMessage"]["content"] for e in rest] == [payload] * (sent - len(delivered)) + [
+                "after"
+            ] * 3
             resumed.expect_quiet(0.3)
         finally:
             resumed.close()
@@ -170,7 +177,9 @@ def test_slow_consumer_gets_an_error_and_resumes_from_its_cursor(admin: Actor, t
         owner.close()
 
 
-def test_since_older_than_retention_is_cursor_expired(admin: Actor, server: ServerThread, loop: Loop, dsn: str) -> None:
+def test_since_older_than_retention_is_cursor_expired(
+    admin: Actor, server: ServerThread, loop: Loop, dsn: str
+) -> None:
     from threadline.db import Database
     from threadline.events.log import prune
 
@@ -195,7 +204,9 @@ def test_since_older_than_retention_is_cursor_expired(admin: Actor, server: Serv
         client.close()
 
 
-def test_presence_goes_offline_after_silence(admin: Actor, make_user: Callable[..., Actor], tuned: ServerThread) -> None:
+def test_presence_goes_offline_after_silence(
+    admin: Actor, make_user: Callable[..., Actor], tuned: ServerThread
+) -> None:
     member = make_user(admin)
     cid = conversation(admin)
     join(admin, member, cid)
@@ -227,7 +238,9 @@ def test_socket_without_connection_init_is_closed_after_the_timeout(tuned: Serve
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4408
 
 
-def test_subscriptions_per_socket_are_bounded_and_others_keep_working(admin: Actor, tuned: ServerThread) -> None:
+def test_subscriptions_per_socket_are_bounded_and_others_keep_working(
+    admin: Actor, tuned: ServerThread
+) -> None:
     cid = conversation(admin)
     client = WsClient(tuned.ws_url, admin.api_key)
     try:
@@ -252,7 +265,9 @@ def test_subscriptions_per_socket_are_bounded_and_others_keep_working(admin: Act
         client.close()
 
 
-def test_oversized_and_malformed_socket_messages_close_only_that_socket(admin: Actor, tuned: ServerThread) -> None:
+def test_oversized_and_malformed_socket_messages_close_only_that_socket(
+    admin: Actor, tuned: ServerThread
+) -> None:
     big = WsClient(tuned.ws_url, admin.api_key)
     big.ws.send("x" * (2 * 1024 * 1024))
     with pytest.raises(ConnectionClosed) as closed:
@@ -337,7 +352,9 @@ def test_an_open_publisher_holds_later_events_back_until_it_commits_or_rolls_bac
                     payload={"userId": admin.user_id, "isTyping": True},
                 )
             )
-            root = admin.client.ok(START, {"c": cid, "x": outcome})["threadStart"]["id"]  # a later id, committed
+            root = admin.client.ok(START, {"c": cid, "x": outcome})["threadStart"][
+                "id"
+            ]  # a later id, committed
             client.expect_quiet(0.8)  # thread.new waits behind the open transaction's id
             loop.run(getattr(transaction, outcome)())
             loop.run(db.pool.release(conn))

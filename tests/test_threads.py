@@ -130,8 +130,19 @@ def tree_rows(
     for i, p in enumerate(parents):
         paths.append(b"" if p is None else paths[p] + encode_rank(model.children(p).index(i)))
         rows.append(
-            (ids[i], tenant, conversation, ids[0], ids[p] if p is not None else None, model.depth(i), paths[i],
-             len(model.children(i)), "USER", f"node {i}", author)
+            (
+                ids[i],
+                tenant,
+                conversation,
+                ids[0],
+                ids[p] if p is not None else None,
+                model.depth(i),
+                paths[i],
+                len(model.children(i)),
+                "USER",
+                f"node {i}",
+                author,
+            )
         )
     return model, rows, (ids[0], tenant, conversation, len(parents) - 1)
 
@@ -148,7 +159,9 @@ def seed_tree(loop: Loop, dsn: str, actor: Actor, conversation_id: str, parents:
                 await conn.executemany(MESSAGE_INSERT, rows)
                 await conn.execute(THREAD_INSERT, *thread)
                 await conn.execute(
-                    "UPDATE conversation SET message_count = message_count + $2 WHERE id = $1", conversation, len(rows)
+                    "UPDATE conversation SET message_count = message_count + $2 WHERE id = $1",
+                    conversation,
+                    len(rows),
                 )
         finally:
             await conn.close()
@@ -167,7 +180,9 @@ def build_through_api(actor: Actor, conversation_id: str, parents: list[int | No
     return model
 
 
-def tree(client: Client, root: str, max_depth: int | None = None, from_id: str | None = None) -> dict[str, Any]:
+def tree(
+    client: Client, root: str, max_depth: int | None = None, from_id: str | None = None
+) -> dict[str, Any]:
     return client.ok(TREE, {"r": root, "d": max_depth, "f": from_id})["threadTree"]
 
 
@@ -177,23 +192,47 @@ def tree(client: Client, root: str, max_depth: int | None = None, from_id: str |
 def test_thread_start_and_reply_record_every_field(admin: Actor) -> None:
     cid = create_conversation(admin)
     root = admin.client.ok(
-        f"mutation($c: ID!) {{ threadStart(conversationId: $c, input: {{content: \"hi\"}}) {{ {MESSAGE_FIELDS} }} }}",
+        f'mutation($c: ID!) {{ threadStart(conversationId: $c, input: {{content: "hi"}}) {{ {MESSAGE_FIELDS} }} }}',
         {"c": cid},
     )["threadStart"]
     assert root == {
-        "id": root["id"], "conversationId": cid, "rootId": root["id"], "parentId": None, "depth": 0,
-        "path": [root["id"]], "childCount": 0, "role": "USER", "content": "hi", "model": None,
+        "id": root["id"],
+        "conversationId": cid,
+        "rootId": root["id"],
+        "parentId": None,
+        "depth": 0,
+        "path": [root["id"]],
+        "childCount": 0,
+        "role": "USER",
+        "content": "hi",
+        "model": None,
         "createdAt": root["createdAt"],
     }
     child = admin.client.ok(
         REPLY_FULL,
-        {"p": root["id"], "i": {"content": "answer", "role": "ASSISTANT", "model": "echo-1",
-                                "usage": {"promptTokens": 3, "completionTokens": 4}}},
+        {
+            "p": root["id"],
+            "i": {
+                "content": "answer",
+                "role": "ASSISTANT",
+                "model": "echo-1",
+                "usage": {"promptTokens": 3, "completionTokens": 4},
+            },
+        },
     )["messageReply"]
     assert child == {
-        "id": child["id"], "conversationId": cid, "rootId": root["id"], "parentId": root["id"], "depth": 1,
-        "path": [root["id"], child["id"]], "childCount": 0, "role": "ASSISTANT", "content": "answer",
-        "model": "echo-1", "createdAt": child["createdAt"], "author": {"id": admin.user_id},
+        "id": child["id"],
+        "conversationId": cid,
+        "rootId": root["id"],
+        "parentId": root["id"],
+        "depth": 1,
+        "path": [root["id"], child["id"]],
+        "childCount": 0,
+        "role": "ASSISTANT",
+        "content": "answer",
+        "model": "echo-1",
+        "createdAt": child["createdAt"],
+        "author": {"id": admin.user_id},
         "usage": {"promptTokens": 3, "completionTokens": 4, "totalTokens": 7},
     }
     assert child["createdAt"] >= root["createdAt"]
@@ -226,7 +265,9 @@ def test_branches_keep_siblings_oldest_first(admin: Actor) -> None:
     assert [n["id"] for n in snap["nodes"]] == [model.ids[i] for i in [0, 1, 3, 5, 6, 2, 7, 4]]
 
 
-def test_fan_crossing_the_one_byte_rank_boundary_stays_in_reply_order(admin: Actor, loop: Loop, dsn: str) -> None:
+def test_fan_crossing_the_one_byte_rank_boundary_stays_in_reply_order(
+    admin: Actor, loop: Loop, dsn: str
+) -> None:
     cid = create_conversation(admin)
     model = seed_tree(loop, dsn, admin, cid, [None] + [0] * 238)
     for _ in range(4):  # ranks 238..241: the sibling encoding grows from one byte to three at 240
@@ -280,7 +321,9 @@ def test_seeded_random_tree_reads_back_in_depth_first_order(admin: Actor, random
     assert tree(admin.client, random_tree.ids[0]) == random_tree.snapshot()
 
 
-def test_thread_tree_of_a_non_root_id_is_that_subtree_with_full_ancestry(admin: Actor, random_tree: Model) -> None:
+def test_thread_tree_of_a_non_root_id_is_that_subtree_with_full_ancestry(
+    admin: Actor, random_tree: Model
+) -> None:
     inner = [i for i in range(1, 300) if random_tree.children(i) and random_tree.depth(i) >= 2]
     for i in inner[:5]:
         snap = tree(admin.client, random_tree.ids[i])
@@ -290,7 +333,9 @@ def test_thread_tree_of_a_non_root_id_is_that_subtree_with_full_ancestry(admin: 
 
 def test_from_id_starts_at_a_descendant(admin: Actor, random_tree: Model) -> None:
     start = max(range(300), key=lambda i: len(random_tree.dfs(i)) if random_tree.depth(i) == 3 else 0)
-    assert tree(admin.client, random_tree.ids[0], from_id=random_tree.ids[start]) == random_tree.snapshot(start)
+    assert tree(admin.client, random_tree.ids[0], from_id=random_tree.ids[start]) == random_tree.snapshot(
+        start
+    )
 
 
 def test_from_id_outside_the_given_subtree_is_not_found(admin: Actor, random_tree: Model) -> None:
@@ -346,7 +391,8 @@ def test_nested_replies_through_threads_and_thread_tree(admin: Actor, loop: Loop
         "query($r: ID!) { threadTree(rootId: $r) { nodes { id replies { id } } } }", {"r": first.ids[0]}
     )["threadTree"]["nodes"]
     assert nodes == [
-        {"id": first.ids[i], "replies": [{"id": first.ids[c]} for c in first.children(i)]} for i in first.dfs()
+        {"id": first.ids[i], "replies": [{"id": first.ids[c]} for c in first.children(i)]}
+        for i in first.dfs()
     ]
 
 
@@ -375,8 +421,10 @@ def test_counts_and_paths_stay_correct_under_concurrent_replies(
                     # Half the replies go to the root, so writers collide on one parent.
                     parent = 0 if rng.random() < 0.5 else rng.randrange(len(model.ids))
                     parent_id = model.ids[parent]
-                new = client.ok("mutation($p: ID!) { messageReply(parentId: $p, input: {content: \"c\"}) { id } }",
-                                {"p": parent_id})["messageReply"]["id"]
+                new = client.ok(
+                    'mutation($p: ID!) { messageReply(parentId: $p, input: {content: "c"}) { id } }',
+                    {"p": parent_id},
+                )["messageReply"]["id"]
                 with lock:
                     model.add(parent, new)
         except BaseException as exc:  # noqa: BLE001 - reported below
@@ -451,7 +499,9 @@ def test_message_pages_have_no_duplicates_or_gaps_while_replies_arrive(admin: Ac
     seen: list[str] = []
     after = None
     while True:
-        page = admin.client.ok(MESSAGES_RELAY, {"c": cid, "first": 4, "after": after})["conversation"]["messages"]
+        page = admin.client.ok(MESSAGES_RELAY, {"c": cid, "first": 4, "after": after})["conversation"][
+            "messages"
+        ]
         seen += [e["node"]["id"] for e in page["edges"]]
         assert page["pageInfo"]["hasPreviousPage"] is (after is not None)
         if not page["pageInfo"]["hasNextPage"]:
@@ -489,9 +539,11 @@ def test_message_pages_never_step_over_a_reply_that_commits_late(
     loop.run(gate_tx.start())
 
     async def waiting() -> int:
-        return int(await probe.fetchval(
-            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        ))
+        return int(
+            await probe.fetchval(
+                "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"
+            )
+        )
 
     def wait_for_a_blocked_writer() -> None:
         for _ in range(500):
@@ -502,24 +554,37 @@ def test_message_pages_never_step_over_a_reply_that_commits_late(
 
     late: list[str] = []
     writer_client = Client(server.url, admin.api_key)
-    writer = threading.Thread(target=lambda: late.append(
-        writer_client.ok("mutation($p: ID!) { messageReply(parentId: $p, input: {content: \"late\"}) { id } }",
-                         {"p": root})["messageReply"]["id"]))
+    writer = threading.Thread(
+        target=lambda: late.append(
+            writer_client.ok(
+                'mutation($p: ID!) { messageReply(parentId: $p, input: {content: "late"}) { id } }',
+                {"p": root},
+            )["messageReply"]["id"]
+        )
+    )
     try:
         loop.run(other.execute("SELECT 1 FROM conversation WHERE id = $1 FOR NO KEY UPDATE", conversation))
         loop.run(gate.execute("SELECT 1 FROM thread WHERE id = $1 FOR NO KEY UPDATE", root_uuid))
         writer.start()
         wait_for_a_blocked_writer()
         first_id = uuid.uuid4()
-        loop.run(other.execute(
-            """INSERT INTO message (id, tenant_id, conversation_id, root_id, parent_id, depth, path, child_count, role,
+        loop.run(
+            other.execute(
+                """INSERT INTO message (id, tenant_id, conversation_id, root_id, parent_id, depth, path, child_count, role,
                    content, author_id) VALUES ($1, $2, $3, $1, NULL, 0, ''::bytea, 0, 'USER', 'first', $4)""",
-            first_id, tenant, conversation, author,
-        ))
-        loop.run(other.execute(
-            """INSERT INTO thread (id, tenant_id, conversation_id, reply_count, last_seq)
-               SELECT id, tenant_id, conversation_id, 0, seq FROM message WHERE id = $1""", first_id,
-        ))
+                first_id,
+                tenant,
+                conversation,
+                author,
+            )
+        )
+        loop.run(
+            other.execute(
+                """INSERT INTO thread (id, tenant_id, conversation_id, reply_count, last_seq)
+               SELECT id, tenant_id, conversation_id, 0, seq FROM message WHERE id = $1""",
+                first_id,
+            )
+        )
         loop.run(other_tx.commit())
         wait_for_a_blocked_writer()  # the reply now waits at the gate, uncommitted
         seen: list[str] = []
@@ -529,7 +594,9 @@ def test_message_pages_never_step_over_a_reply_that_commits_late(
         loop.run(gate_tx.rollback())
         writer.join(timeout=30)
         assert len(late) == 1
-        rest = admin.client.ok(MESSAGES_RELAY, {"c": cid, "first": 10, "after": page["pageInfo"]["endCursor"]})
+        rest = admin.client.ok(
+            MESSAGES_RELAY, {"c": cid, "first": 10, "after": page["pageInfo"]["endCursor"]}
+        )
         seen += [e["node"]["id"] for e in rest["conversation"]["messages"]["edges"]]
         assert seen == [root, encode_id(Kind.MESSAGE, first_id), late[0]]
     finally:
@@ -545,7 +612,9 @@ def test_limit_offset_pages_have_no_duplicates_or_gaps_while_replies_arrive(admi
     seen: list[str] = []
     offset = 0
     while True:
-        page = admin.client.ok(MESSAGES_OFFSET, {"c": cid, "limit": 3, "offset": offset})["conversation"]["messages"]
+        page = admin.client.ok(MESSAGES_OFFSET, {"c": cid, "limit": 3, "offset": offset})["conversation"][
+            "messages"
+        ]
         seen += [n["id"] for n in page["nodes"]]
         assert page["pageInfo"]["hasPreviousPage"] is (offset > 0)
         if not page["pageInfo"]["hasNextPage"]:
@@ -629,13 +698,22 @@ def test_tombstone_keeps_replies_reachable_and_drops_content_and_history(admin: 
         "query($m: ID!) { message(id: $m) { replies { content isDeleted replies { content replies { content } } } } }",
         {"m": model.ids[0]},
     )["message"]["replies"]
-    assert nested == [{"content": "", "isDeleted": True,
-                       "replies": [{"content": "child of doomed", "replies": [{"content": "grandchild"}]}]}]
+    assert nested == [
+        {
+            "content": "",
+            "isDeleted": True,
+            "replies": [{"content": "child of doomed", "replies": [{"content": "grandchild"}]}],
+        }
+    ]
     assert admin.client.code(DELETE, {"m": model.ids[1]}) == "CONFLICT"
     assert admin.client.code(EDIT, {"m": model.ids[1], "x": "revive"}) == "CONFLICT"
-    assert admin.client.code(
-        "mutation($p: ID!) { messageReply(parentId: $p, input: {content: \"x\"}) { id } }", {"p": model.ids[1]}
-    ) == "CONFLICT"
+    assert (
+        admin.client.code(
+            'mutation($p: ID!) { messageReply(parentId: $p, input: {content: "x"}) { id } }',
+            {"p": model.ids[1]},
+        )
+        == "CONFLICT"
+    )
     # The grandchild still takes replies, and the counters keep the tombstone.
     reply(admin, model.ids[3])
     conv = admin.client.ok("query($c: ID!) { conversation(id: $c) { messageCount } }", {"c": cid})
@@ -650,7 +728,10 @@ def test_deleting_a_root_keeps_the_thread(admin: Actor) -> None:
     snap = admin.client.ok(
         "query($r: ID!) { threadTree(rootId: $r) { nodes { id content isDeleted } } }", {"r": root}
     )["threadTree"]["nodes"]
-    assert snap == [{"id": root, "content": "", "isDeleted": True}, {"id": child, "content": "child", "isDeleted": False}]
+    assert snap == [
+        {"id": root, "content": "", "isDeleted": True},
+        {"id": child, "content": "child", "isDeleted": False},
+    ]
     assert admin.client.ok(THREAD, {"r": root})["thread"]["replyCount"] == 1
 
 
@@ -744,17 +825,22 @@ def test_reply_in_a_deleted_conversation_is_a_conflict_and_writes_nothing(
     admin.client.ok("mutation($c: ID!) { conversationDelete(id: $c) { id } }", {"c": cid})
     before = snapshot(loop, dsn)
     error = admin.client.error(
-        "mutation($p: ID!) { messageReply(parentId: $p, input: {content: \"x\"}) { id } }", {"p": root}
+        'mutation($p: ID!) { messageReply(parentId: $p, input: {content: "x"}) { id } }', {"p": root}
     )
     assert error["extensions"]["code"] == "CONFLICT"
     assert error["message"] == "The conversation is deleted; restore it before writing to it"
-    assert admin.client.code(
-        "mutation($c: ID!) { threadStart(conversationId: $c, input: {content: \"x\"}) { id } }", {"c": cid}
-    ) == "CONFLICT"
+    assert (
+        admin.client.code(
+            'mutation($c: ID!) { threadStart(conversationId: $c, input: {content: "x"}) { id } }', {"c": cid}
+        )
+        == "CONFLICT"
+    )
     assert snapshot(loop, dsn) == before
 
 
-def test_viewer_cannot_write_to_a_thread(admin: Actor, make_user: Callable[..., Actor], loop: Loop, dsn: str) -> None:
+def test_viewer_cannot_write_to_a_thread(
+    admin: Actor, make_user: Callable[..., Actor], loop: Loop, dsn: str
+) -> None:
     from tests.api import snapshot
 
     viewer = make_user(admin)
@@ -788,18 +874,25 @@ def test_replies_beyond_the_depth_limit_are_refused(
         cid = create_conversation(admin)
         chain = [start_thread(admin, cid)]
         for _ in range(5):
-            chain.append(client.ok("mutation($p: ID!) { messageReply(parentId: $p, input: {content: \"x\"}) { id } }",
-                                   {"p": chain[-1]})["messageReply"]["id"])
+            chain.append(
+                client.ok(
+                    'mutation($p: ID!) { messageReply(parentId: $p, input: {content: "x"}) { id } }',
+                    {"p": chain[-1]},
+                )["messageReply"]["id"]
+            )
         before = snapshot(loop, dsn)
         error = client.error(
-            "mutation($p: ID!) { messageReply(parentId: $p, input: {content: \"x\"}) { id } }", {"p": chain[-1]}
+            'mutation($p: ID!) { messageReply(parentId: $p, input: {content: "x"}) { id } }', {"p": chain[-1]}
         )
         assert error["extensions"]["code"] == "BAD_USER_INPUT"
         assert error["extensions"]["limit"] == 5
         assert "5 levels" in error["message"]
         assert snapshot(loop, dsn) == before
         # A sibling at the limit is still fine.
-        client.ok("mutation($p: ID!) { messageReply(parentId: $p, input: {content: \"x\"}) { depth } }", {"p": chain[-2]})
+        client.ok(
+            'mutation($p: ID!) { messageReply(parentId: $p, input: {content: "x"}) { depth } }',
+            {"p": chain[-2]},
+        )
     finally:
         client.close()
 
@@ -873,7 +966,11 @@ def seed_conversations(loop: Loop, dsn: str, owner: Actor, member: Actor, n: int
             )
             await conn.executemany(
                 "INSERT INTO participant (id, tenant_id, conversation_id, user_id, role) VALUES ($1, $2, $3, $4, $5)",
-                [(uuid.uuid4(), tenant, c, u, r) for c in ids for u, r in ((owner_id, "OWNER"), (member_id, "MEMBER"))],
+                [
+                    (uuid.uuid4(), tenant, c, u, r)
+                    for c in ids
+                    for u, r in ((owner_id, "OWNER"), (member_id, "MEMBER"))
+                ],
             )
             # Three threads of four messages in each conversation.
             threads = [tree_rows(tenant, member_id, c, [None, 0, 1, 1]) for c in ids for _ in range(3)]
@@ -904,9 +1001,9 @@ def test_conversation_list_costs_the_same_statements_whatever_first_is(
     assert costs[50] <= 12  # includes the rate-limit check of the request
     nodes = caller.client.ok(LIST_ALL, {"n": 50})["conversations"]["nodes"]
     assert len(nodes) == 50
-    assert {(len(n["threads"]["nodes"]), n["threads"]["totalCount"], len(n["messages"]["nodes"])) for n in nodes} == {
-        (2, 3, 3)
-    }
+    assert {
+        (len(n["threads"]["nodes"]), n["threads"]["totalCount"], len(n["messages"]["nodes"])) for n in nodes
+    } == {(2, 3, 3)}
     assert {n["messages"]["totalCount"] for n in nodes} == {3 * 4}
 
 
@@ -921,5 +1018,8 @@ def test_conversation_messages_and_threads_pages_cost_the_same_whatever_first_is
     threads = """query($c: ID!, $n: Int) { conversation(id: $c) { threads(first: $n) {
       nodes { unreadCount replyCount root { id author { id } } } } } }"""
     for query in (messages, threads):
-        few, many = statements(admin.client, query, {"c": cid, "n": 2}), statements(admin.client, query, {"c": cid, "n": 12})
+        few, many = (
+            statements(admin.client, query, {"c": cid, "n": 2}),
+            statements(admin.client, query, {"c": cid, "n": 12}),
+        )
         assert few == many, query

@@ -23,15 +23,26 @@ SERVER_IMPORTERS = {
 # Private attributes of other objects still read in streaming/ and graphql/, each with its reason. They are not
 # part of the direct-frame path; pyproject.toml bounds strawberry-graphql for them too.
 PRIVATE_READS = {
-    ("graphql/limits.py", "_schema"): "strawberry keeps the GraphQLSchema its validation runs on in Schema._schema",
-    ("graphql/budget.py", "_raw_info"): "graphql-core's resolve info (field nodes, fragments) behind strawberry's Info",
-    ("graphql/fast_execution.py", "_threadline_attribute"): "not foreign: the module's own mark on its resolvers",
+    (
+        "graphql/limits.py",
+        "_schema",
+    ): "strawberry keeps the GraphQLSchema its validation runs on in Schema._schema",
+    (
+        "graphql/budget.py",
+        "_raw_info",
+    ): "graphql-core's resolve info (field nodes, fragments) behind strawberry's Info",
+    (
+        "graphql/fast_execution.py",
+        "_threadline_attribute",
+    ): "not foreign: the module's own mark on its resolvers",
 }
 
 
 def _modules(*packages: str) -> dict[str, ast.Module]:
-    paths = [p for package in packages for p in sorted((SRC / package).rglob("*.py"))] if packages else sorted(
-        SRC.rglob("*.py")
+    paths = (
+        [p for package in packages for p in sorted((SRC / package).rglob("*.py"))]
+        if packages
+        else sorted(SRC.rglob("*.py"))
     )
     return {p.relative_to(SRC).as_posix(): ast.parse(p.read_text(), str(p)) for p in paths}
 

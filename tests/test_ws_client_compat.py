@@ -97,7 +97,10 @@ def test_a_jwt_is_accepted_under_authToken_too(server: ServerThread, admin: Acto
 
 
 def test_a_bad_key_is_refused_with_4403_and_a_reason_naming_it(server: ServerThread, admin: Actor) -> None:
-    assert refusal(init(server, {"authorization": "Bearer tlk_wrong"})) == (4403, "Forbidden: Invalid API key")
+    assert refusal(init(server, {"authorization": "Bearer tlk_wrong"})) == (
+        4403,
+        "Forbidden: Invalid API key",
+    )
     assert refusal(init(server, {"authToken": "tlk_wrong"})) == (4403, "Forbidden: Invalid API key")
 
 

@@ -15,7 +15,13 @@ PROTOCOL = "graphql-transport-ws"
 
 class WsClient:
     def __init__(
-        self, url: str, token: str | None, *, init: bool = True, max_queue: int = 16, rcvbuf: int | None = None
+        self,
+        url: str,
+        token: str | None,
+        *,
+        init: bool = True,
+        max_queue: int = 16,
+        rcvbuf: int | None = None,
     ) -> None:
         sock = None
         if rcvbuf is not None:
@@ -26,7 +32,12 @@ class WsClient:
             sock.connect((host, port))
         # Entered as a context (left by close()): websockets 17.1 deprecates using connect() directly.
         self.ws: ClientConnection = connect(
-            url, sock=sock, subprotocols=[PROTOCOL], open_timeout=10, max_size=8 * 1024 * 1024, max_queue=max_queue
+            url,
+            sock=sock,
+            subprotocols=[PROTOCOL],
+            open_timeout=10,
+            max_size=8 * 1024 * 1024,
+            max_queue=max_queue,
         ).__enter__()
         self.pending: list[dict[str, Any]] = []
         if init:
@@ -54,7 +65,9 @@ class WsClient:
             return message
 
     def subscribe(self, query: str, variables: dict[str, Any] | None = None, op_id: str = "1") -> str:
-        self.send({"id": op_id, "type": "subscribe", "payload": {"query": query, "variables": variables or {}}})
+        self.send(
+            {"id": op_id, "type": "subscribe", "payload": {"query": query, "variables": variables or {}}}
+        )
         return op_id
 
     def next_event(self, op_id: str = "1", timeout: float = 10.0) -> dict[str, Any]:
@@ -70,7 +83,11 @@ class WsClient:
             return data
 
     def events(
-        self, count: int, op_id: str = "1", timeout: float = 10.0, ignore: tuple[str, ...] = ("presence.update",)
+        self,
+        count: int,
+        op_id: str = "1",
+        timeout: float = 10.0,
+        ignore: tuple[str, ...] = ("presence.update",),
     ) -> list[dict[str, Any]]:
         """The next `count` events of `op_id`, skipping types in `ignore` (presence by default)."""
         out: list[dict[str, Any]] = []

@@ -127,7 +127,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     serve_metrics = settings.metrics_enabled and settings.metrics_token is not None
     if settings.metrics_enabled and not serve_metrics:
-        log.warning("/metrics is not served: set THREADLINE_METRICS_TOKEN (scrapers send it as a bearer token)")
+        log.warning(
+            "/metrics is not served: set THREADLINE_METRICS_TOKEN (scrapers send it as a bearer token)"
+        )
 
     from threadline.observability.requests import RequestIds
     from threadline.streaming.transport import CaptureDirectSockets
@@ -141,7 +143,13 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 allow_origins=list(settings.cors_origins),
                 allow_methods=["GET", "POST", "OPTIONS"],
                 allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
-                expose_headers=["X-Request-Id", "RateLimit-Limit", "RateLimit-Remaining", "RateLimit-Reset", "Retry-After"],
+                expose_headers=[
+                    "X-Request-Id",
+                    "RateLimit-Limit",
+                    "RateLimit-Remaining",
+                    "RateLimit-Reset",
+                    "Retry-After",
+                ],
                 max_age=600,
             )
         )

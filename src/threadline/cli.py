@@ -124,7 +124,10 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
             loop.add_signal_handler(sig, stop.set)
         try:
             await worker.start()
-            print(f"threadline worker {worker.id}: pid {os.getpid()}, queue {worker.queue!r}, concurrency {concurrency}", flush=True)
+            print(
+                f"threadline worker {worker.id}: pid {os.getpid()}, queue {worker.queue!r}, concurrency {concurrency}",
+                flush=True,
+            )
             await stop.wait()
         finally:
             await worker.stop()
@@ -167,7 +170,9 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser(
         "worker", help="execute runs (any number of workers share one database); stops on SIGTERM or Ctrl-C"
     )
-    worker.add_argument("--concurrency", type=int, help="runs at once (default THREADLINE_RUN_WORKERS, at least 1)")
+    worker.add_argument(
+        "--concurrency", type=int, help="runs at once (default THREADLINE_RUN_WORKERS, at least 1)"
+    )
     worker.add_argument("--queue", help="queue to take runs from (default THREADLINE_RUN_QUEUE or 'default')")
     worker.set_defaults(run=_worker)
 
@@ -191,7 +196,10 @@ def main(argv: list[str] | None = None) -> int:
     from threadline.observability.logs import configure as configure_logging
 
     verbose = bool(getattr(args, "verbose", False))
-    configure_logging(settings.log_json, logging.DEBUG if verbose else logging.getLevelNamesMapping()[settings.log_level.upper()])
+    configure_logging(
+        settings.log_json,
+        logging.DEBUG if verbose else logging.getLevelNamesMapping()[settings.log_level.upper()],
+    )
     return int(args.run(args, settings))
 
 

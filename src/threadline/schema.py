@@ -38,11 +38,15 @@ from threadline.threads.types import Message, Thread
 
 @strawberry.type
 class NodeQuery:
-    @strawberry.field(description="Any object by its global id, or null if it does not exist or is not visible.")
+    @strawberry.field(
+        description="Any object by its global id, or null if it does not exist or is not visible."
+    )
     async def node(
         self,
         info: Info,
-        id: Annotated[strawberry.ID, strawberry.argument(description="Any object's global id (the `id` of a Node).")],
+        id: Annotated[
+            strawberry.ID, strawberry.argument(description="Any object's global id (the `id` of a Node).")
+        ],
     ) -> Node | None:
         # Each domain's schema.py registers its kinds (graphql/node.py).
         return await resolve_node(info, id)
@@ -55,7 +59,22 @@ class ErrorCodeQuery:
         return list(ErrorCodeEnum)
 
 
-Query = merge_types("Query", (NodeQuery, RunQuery, AuthQuery, AuditQuery, PortingQuery, ConversationQuery, ThreadQuery, ErrorCodeQuery, StreamQuery, SearchQuery, RateLimitQuery))
+Query = merge_types(
+    "Query",
+    (
+        NodeQuery,
+        RunQuery,
+        AuthQuery,
+        AuditQuery,
+        PortingQuery,
+        ConversationQuery,
+        ThreadQuery,
+        ErrorCodeQuery,
+        StreamQuery,
+        SearchQuery,
+        RateLimitQuery,
+    ),
+)
 # The order of the classes is the printed order of the fields (schema.graphql is checked in and diffed): a
 # domain whose fields sit between other domains' ones (message streaming, erasure, bulk changes) exports
 # them as a class of their own that keeps their place.
@@ -77,7 +96,10 @@ Mutation = merge_types(
     ),
 )
 Subscription = merge_types("Subscription", (StreamSubscription,))
-describe_type(Query, "Reads. Every field needs credentials (`Authorization: Bearer <API key or JWT>`) and sees only the caller's tenant.")
+describe_type(
+    Query,
+    "Reads. Every field needs credentials (`Authorization: Bearer <API key or JWT>`) and sees only the caller's tenant.",
+)
 describe_type(
     Mutation,
     "Writes. Mutations that create accept a `clientMutationId` (idempotency key) so a retry after an ambiguous "
@@ -96,7 +118,16 @@ def build_schema(fast_execution: bool = True) -> strawberry.Schema:
         mutation=Mutation,
         subscription=Subscription,
         types=[Conversation, Message, Thread, User, *EVENT_TYPES],
-        extensions=[PersistedDocuments, OperationMetrics, ErrorCodes, SqlStatementCount, query_limits({"Query.tags": TAGS_LIMIT_MAX}), RateLimits, OutputBudgets, IdempotencyKeys],
+        extensions=[
+            PersistedDocuments,
+            OperationMetrics,
+            ErrorCodes,
+            SqlStatementCount,
+            query_limits({"Query.tags": TAGS_LIMIT_MAX}),
+            RateLimits,
+            OutputBudgets,
+            IdempotencyKeys,
+        ],
         execution_context_class=FanoutExecutionContext if fast_execution else None,
         scalar_overrides=SCALAR_OVERRIDES,
     )

@@ -251,7 +251,8 @@ class Settings:
                 "THREADLINE_DB_STATEMENT_TIMEOUT_SECONDS", cls.db_statement_timeout_seconds
             ),
             db_idle_in_transaction_timeout_seconds=_env_float(
-                "THREADLINE_DB_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS", cls.db_idle_in_transaction_timeout_seconds
+                "THREADLINE_DB_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS",
+                cls.db_idle_in_transaction_timeout_seconds,
             ),
             jwt_secret=os.environ.get("THREADLINE_JWT_SECRET") or None,
             jwt_issuer=os.environ.get("THREADLINE_JWT_ISSUER") or None,
@@ -276,7 +277,9 @@ class Settings:
             presence_timeout_seconds=_env_float(
                 "THREADLINE_PRESENCE_TIMEOUT_SECONDS", cls.presence_timeout_seconds
             ),
-            typing_timeout_seconds=_env_float("THREADLINE_TYPING_TIMEOUT_SECONDS", cls.typing_timeout_seconds),
+            typing_timeout_seconds=_env_float(
+                "THREADLINE_TYPING_TIMEOUT_SECONDS", cls.typing_timeout_seconds
+            ),
             ws_init_timeout_seconds=_env_float(
                 "THREADLINE_WS_INIT_TIMEOUT_SECONDS", cls.ws_init_timeout_seconds
             ),
@@ -290,18 +293,26 @@ class Settings:
             import_api_max_conversations=_env_int(
                 "THREADLINE_IMPORT_API_MAX_CONVERSATIONS", cls.import_api_max_conversations
             ),
-            import_api_max_messages=_env_int("THREADLINE_IMPORT_API_MAX_MESSAGES", cls.import_api_max_messages),
-            import_items_per_mutation=_env_int("THREADLINE_IMPORT_ITEMS_PER_MUTATION", cls.import_items_per_mutation),
+            import_api_max_messages=_env_int(
+                "THREADLINE_IMPORT_API_MAX_MESSAGES", cls.import_api_max_messages
+            ),
+            import_items_per_mutation=_env_int(
+                "THREADLINE_IMPORT_ITEMS_PER_MUTATION", cls.import_items_per_mutation
+            ),
             import_zip_max_members=_env_int("THREADLINE_IMPORT_ZIP_MAX_MEMBERS", cls.import_zip_max_members),
             import_zip_max_member_bytes=_env_int(
                 "THREADLINE_IMPORT_ZIP_MAX_MEMBER_BYTES", cls.import_zip_max_member_bytes
             ),
-            import_zip_max_total_bytes=_env_int("THREADLINE_IMPORT_ZIP_MAX_TOTAL_BYTES", cls.import_zip_max_total_bytes),
+            import_zip_max_total_bytes=_env_int(
+                "THREADLINE_IMPORT_ZIP_MAX_TOTAL_BYTES", cls.import_zip_max_total_bytes
+            ),
             import_zip_max_ratio=_env_int("THREADLINE_IMPORT_ZIP_MAX_RATIO", cls.import_zip_max_ratio),
             retention_interval_seconds=_env_float(
                 "THREADLINE_RETENTION_INTERVAL_SECONDS", cls.retention_interval_seconds
             ),
-            idempotency_ttl_seconds=_env_float("THREADLINE_IDEMPOTENCY_TTL_SECONDS", cls.idempotency_ttl_seconds),
+            idempotency_ttl_seconds=_env_float(
+                "THREADLINE_IDEMPOTENCY_TTL_SECONDS", cls.idempotency_ttl_seconds
+            ),
             run_workers=_env_int("THREADLINE_RUN_WORKERS", cls.run_workers),
             run_queue=_env_str("THREADLINE_RUN_QUEUE", cls.run_queue),
             run_poll_seconds=_env_float("THREADLINE_RUN_POLL_SECONDS", cls.run_poll_seconds),
@@ -311,17 +322,23 @@ class Settings:
             run_on_lost_worker=_env_str("THREADLINE_RUN_ON_LOST_WORKER", cls.run_on_lost_worker),
             run_max_attempts=_env_int("THREADLINE_RUN_MAX_ATTEMPTS", cls.run_max_attempts),
             run_timeout_seconds=_env_float("THREADLINE_RUN_TIMEOUT_SECONDS", cls.run_timeout_seconds),
-            run_max_active_per_user=_env_int("THREADLINE_RUN_MAX_ACTIVE_PER_USER", cls.run_max_active_per_user),
+            run_max_active_per_user=_env_int(
+                "THREADLINE_RUN_MAX_ACTIVE_PER_USER", cls.run_max_active_per_user
+            ),
             run_delta_interval_seconds=_env_float(
                 "THREADLINE_RUN_DELTA_INTERVAL_SECONDS", cls.run_delta_interval_seconds
             ),
             run_default_provider=_env_str("THREADLINE_RUN_DEFAULT_PROVIDER", cls.run_default_provider),
-            run_output_reserve_tokens=_env_int("THREADLINE_RUN_OUTPUT_RESERVE_TOKENS", cls.run_output_reserve_tokens),
+            run_output_reserve_tokens=_env_int(
+                "THREADLINE_RUN_OUTPUT_RESERVE_TOKENS", cls.run_output_reserve_tokens
+            ),
             model_context_tokens=_env_pairs("THREADLINE_MODEL_CONTEXT_TOKENS", cls.model_context_tokens),
             default_context_tokens=_env_int("THREADLINE_DEFAULT_CONTEXT_TOKENS", cls.default_context_tokens),
             echo_delay_seconds=_env_float("THREADLINE_ECHO_DELAY_SECONDS", cls.echo_delay_seconds),
             openai_base_url=_env_str("THREADLINE_OPENAI_BASE_URL", cls.openai_base_url),
-            openai_api_key=os.environ.get("THREADLINE_OPENAI_API_KEY") or os.environ.get("OPENAI_API_KEY") or None,
+            openai_api_key=os.environ.get("THREADLINE_OPENAI_API_KEY")
+            or os.environ.get("OPENAI_API_KEY")
+            or None,
             openai_default_model=_env_str("THREADLINE_OPENAI_DEFAULT_MODEL", cls.openai_default_model),
             openai_models=_env_list("THREADLINE_OPENAI_MODELS", cls.openai_models),
             openai_connect_timeout_seconds=_env_float(
@@ -341,7 +358,9 @@ class Settings:
             response_max_bytes=_env_int("THREADLINE_RESPONSE_MAX_BYTES", cls.response_max_bytes),
             request_max_bytes=_env_int("THREADLINE_REQUEST_MAX_BYTES", cls.request_max_bytes),
             batch_max=_env_int("THREADLINE_BATCH_MAX", cls.batch_max),
-            persisted_documents_max=_env_int("THREADLINE_PERSISTED_DOCUMENTS_MAX", cls.persisted_documents_max),
+            persisted_documents_max=_env_int(
+                "THREADLINE_PERSISTED_DOCUMENTS_MAX", cls.persisted_documents_max
+            ),
             persisted_document_max_bytes=_env_int(
                 "THREADLINE_PERSISTED_DOCUMENT_MAX_BYTES", cls.persisted_document_max_bytes
             ),
@@ -356,11 +375,15 @@ class Settings:
             metrics_token=os.environ.get("THREADLINE_METRICS_TOKEN") or None,
             cursor_secret=os.environ.get("THREADLINE_CURSOR_SECRET") or None,
             rate_limit_enabled=_env_bool("THREADLINE_RATE_LIMIT", cls.rate_limit_enabled),
-            rate_limit_window_seconds=_env_int("THREADLINE_RATE_LIMIT_WINDOW_SECONDS", cls.rate_limit_window_seconds),
+            rate_limit_window_seconds=_env_int(
+                "THREADLINE_RATE_LIMIT_WINDOW_SECONDS", cls.rate_limit_window_seconds
+            ),
             rate_limit_requests=_env_int("THREADLINE_RATE_LIMIT_REQUESTS", cls.rate_limit_requests),
             rate_limit_mutations=_env_int("THREADLINE_RATE_LIMIT_MUTATIONS", cls.rate_limit_mutations),
             rate_limit_runs=_env_int("THREADLINE_RATE_LIMIT_RUNS", cls.rate_limit_runs),
-            rate_limit_subscriptions=_env_int("THREADLINE_RATE_LIMIT_SUBSCRIPTIONS", cls.rate_limit_subscriptions),
+            rate_limit_subscriptions=_env_int(
+                "THREADLINE_RATE_LIMIT_SUBSCRIPTIONS", cls.rate_limit_subscriptions
+            ),
             rate_limit_burst=_env_int("THREADLINE_RATE_LIMIT_BURST", cls.rate_limit_burst),
             rate_limit_ceiling_requests=_env_int(
                 "THREADLINE_RATE_LIMIT_CEILING_REQUESTS", cls.rate_limit_ceiling_requests
@@ -368,10 +391,14 @@ class Settings:
             rate_limit_ceiling_mutations=_env_int(
                 "THREADLINE_RATE_LIMIT_CEILING_MUTATIONS", cls.rate_limit_ceiling_mutations
             ),
-            rate_limit_ceiling_runs=_env_int("THREADLINE_RATE_LIMIT_CEILING_RUNS", cls.rate_limit_ceiling_runs),
+            rate_limit_ceiling_runs=_env_int(
+                "THREADLINE_RATE_LIMIT_CEILING_RUNS", cls.rate_limit_ceiling_runs
+            ),
             rate_limit_ceiling_subscriptions=_env_int(
                 "THREADLINE_RATE_LIMIT_CEILING_SUBSCRIPTIONS", cls.rate_limit_ceiling_subscriptions
             ),
-            shutdown_grace_seconds=_env_float("THREADLINE_SHUTDOWN_GRACE_SECONDS", cls.shutdown_grace_seconds),
+            shutdown_grace_seconds=_env_float(
+                "THREADLINE_SHUTDOWN_GRACE_SECONDS", cls.shutdown_grace_seconds
+            ),
             gc_gen0_threshold=_env_int("THREADLINE_GC_GEN0_THRESHOLD", cls.gc_gen0_threshold),
         )

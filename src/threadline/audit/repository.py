@@ -81,10 +81,15 @@ async def count_entries(
     return int(await db.fetchval(f"SELECT count(*) FROM audit_log WHERE {where}", *params))
 
 
-async def reassign_user(db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID, placeholder_id: uuid.UUID) -> None:
+async def reassign_user(
+    db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID, placeholder_id: uuid.UUID
+) -> None:
     """An erased user's past actions and the entries about them now point at the anonymous placeholder."""
     await db.execute(
-        "UPDATE audit_log SET actor_id = $3 WHERE tenant_id = $1 AND actor_id = $2", tenant_id, user_id, placeholder_id
+        "UPDATE audit_log SET actor_id = $3 WHERE tenant_id = $1 AND actor_id = $2",
+        tenant_id,
+        user_id,
+        placeholder_id,
     )
     await db.execute(
         "UPDATE audit_log SET target_id = $3 WHERE tenant_id = $1 AND target_id = $2 AND target_kind = 'User'",

@@ -47,8 +47,10 @@ class AuditQuery:
         ] = None,
         target_id: Annotated[
             strawberry.ID | None,
-            strawberry.argument(description="Only entries about this object: the id of any user, key, conversation, "
-            "message or run."),
+            strawberry.argument(
+                description="Only entries about this object: the id of any user, key, conversation, "
+                "message or run."
+            ),
         ] = None,
     ) -> Connection[AuditEntry]:
         principal = await info.context.principal()
@@ -72,6 +74,8 @@ class AuditQuery:
             limit,
             AuditEntry.from_row,
             lambda r: (r["created_at"], r["id"]),
-            lambda: repo.count_entries(db, principal.tenant_id, action=action, actor_id=actor, target_id=target),
+            lambda: repo.count_entries(
+                db, principal.tenant_id, action=action, actor_id=actor, target_id=target
+            ),
             has_previous=cursor is not None,
         )

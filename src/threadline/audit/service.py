@@ -100,5 +100,11 @@ async def entries_page(
 ) -> list[asyncpg.Record]:
     require_admin(principal)
     return await repo.entries_page(
-        db, principal.tenant_id, action=action, actor_id=actor_id, target_id=target_id, limit=limit, after=after
+        db,
+        principal.tenant_id,
+        action=action,
+        actor_id=actor_id,
+        target_id=target_id,
+        limit=limit,
+        after=after,
     )

@@ -30,13 +30,19 @@ class AuditEntry:
     actor_id: strawberry.ID | None = strawberry.field(
         description="The user who acted; null for the server itself (retention) or an operator's CLI."
     )
-    target_kind: str | None = strawberry.field(description="Type of the object acted on (User, Conversation, ...).")
+    target_kind: str | None = strawberry.field(
+        description="Type of the object acted on (User, Conversation, ...)."
+    )
     target_id: strawberry.ID | None = strawberry.field(description="Id of the object acted on.")
-    details: JSON = strawberry.field(description="Action-specific facts (counts, roles, formats); no personal data.")
+    details: JSON = strawberry.field(
+        description="Action-specific facts (counts, roles, formats); no personal data."
+    )
     created_at: datetime = strawberry.field(description="When it happened.")
     actor_uuid: strawberry.Private[uuid.UUID | None]
 
-    @strawberry.field(description="The user who acted, if they still exist (erased users read as the placeholder).")
+    @strawberry.field(
+        description="The user who acted, if they still exist (erased users read as the placeholder)."
+    )
     async def actor(self, info: Info) -> User | None:
         return await load_user(info, self.actor_uuid)
 

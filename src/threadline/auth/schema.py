@@ -61,7 +61,9 @@ class AuthQuery:
 class AuthMutation:
     @strawberry.mutation(description="Create a user in the caller's tenant (admins only).")
     async def user_create(
-        self, info: Info, input: Annotated[UserCreateInput, strawberry.argument(description="The new user's fields.")]
+        self,
+        info: Info,
+        input: Annotated[UserCreateInput, strawberry.argument(description="The new user's fields.")],
     ) -> User:
         principal = await info.context.principal()
         row = await service.create_user(
@@ -121,7 +123,9 @@ class AuthMutation:
         "at once, also on open WebSockets."
     )
     async def api_key_revoke(
-        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="The key's id (`ApiKey.id`).")]
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The key's id (`ApiKey.id`).")],
     ) -> ApiKey:
         principal = await info.context.principal()
         row = await service.revoke_api_key(info.context.db, principal, decode_id(id, Kind.API_KEY))

@@ -32,7 +32,8 @@ class User(Node):
     email: str | None = strawberry.field(description="Email address, if known.")
     display_name: str = strawberry.field(description="Name shown to others.")
     role: RoleEnum = strawberry.field(  # type: ignore[valid-type]
-        description="ADMIN sees the whole tenant, MANAGER their team's conversations.")
+        description="ADMIN sees the whole tenant, MANAGER their team's conversations."
+    )
     team: str | None = strawberry.field(description="Team name, used for MANAGER visibility.")
     created_at: datetime = strawberry.field(description="When the user was created.")
     uuid: strawberry.Private[uuid.UUID]
@@ -77,7 +78,9 @@ class ApiKey(Node):
 @strawberry.type(description="A new API key and its plaintext secret (shown this once, never again).")
 class ApiKeyCreatePayload:
     api_key: ApiKey = strawberry.field(description="The stored key.")
-    secret: str = strawberry.field(description="The plaintext key to send as `Authorization: Bearer <secret>`.")
+    secret: str = strawberry.field(
+        description="The plaintext key to send as `Authorization: Bearer <secret>`."
+    )
 
 
 @strawberry.input(description="A user to create in the caller's tenant.")
@@ -85,7 +88,8 @@ class UserCreateInput:
     email: str = strawberry.field(description="Email address, unique in the tenant.")
     display_name: str | None = strawberry.field(default=None, description="Name shown to others.")
     role: RoleEnum = strawberry.field(  # type: ignore[valid-type]
-        default=Role.MEMBER, description="Role in the tenant (default MEMBER).")
+        default=Role.MEMBER, description="Role in the tenant (default MEMBER)."
+    )
     team: str | None = strawberry.field(default=None, description="Team name for MANAGER visibility.")
 
 

@@ -29,7 +29,9 @@ async def require(
     db: Executor, principal: Principal, conversation_id: uuid.UUID, need: Access, *, lock: bool = False
 ) -> asyncpg.Record:
     """The conversation row if `principal` has `need` on it: NOT_FOUND if invisible, FORBIDDEN if read-only."""
-    row = await repo.conversation_with_access(db, principal.tenant_id, conversation_id, principal.user_id, lock=lock)
+    row = await repo.conversation_with_access(
+        db, principal.tenant_id, conversation_id, principal.user_id, lock=lock
+    )
     if row is None:
         raise not_found("Conversation")
     level = access_level(principal, row)

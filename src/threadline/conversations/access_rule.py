@@ -27,7 +27,11 @@ class Access(IntEnum):
     MANAGE = 3
 
 
-PARTICIPANT_ACCESS: dict[str, Access] = {"OWNER": Access.MANAGE, "MEMBER": Access.WRITE, "VIEWER": Access.READ}
+PARTICIPANT_ACCESS: dict[str, Access] = {
+    "OWNER": Access.MANAGE,
+    "MEMBER": Access.WRITE,
+    "VIEWER": Access.READ,
+}
 TENANT_ADMIN_ACCESS = Access.MANAGE
 TEAM_MANAGER_ACCESS = Access.READ
 # The SQL form reads "is a participant" as "may read": every participant role must grant at least READ.

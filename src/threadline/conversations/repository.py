@@ -21,7 +21,9 @@ PARTICIPANT_COLUMNS = "id, tenant_id, conversation_id, user_id, role, joined_at"
 INVITE_COLUMNS = "id, tenant_id, conversation_id, user_id, inviter_id, role, status, created_at, accepted_at"
 
 
-async def insert_conversation(db: Executor, tenant_id: uuid.UUID, owner_id: uuid.UUID, **f: Any) -> asyncpg.Record:
+async def insert_conversation(
+    db: Executor, tenant_id: uuid.UUID, owner_id: uuid.UUID, **f: Any
+) -> asyncpg.Record:
     row = await db.fetchrow(
         f"""INSERT INTO conversation AS c (id, tenant_id, owner_id, title, description, tags, status,
                 session_id, ai_provider, model, max_history_messages, message_count, token_count)
@@ -99,9 +101,7 @@ def visibility_sql(principal: Principal, params: list[Any], alias: str = "c") ->
     return f"{tenant} AND {member}"
 
 
-def _list_filters(
-    principal: Principal, status: str | None, tags: list[str] | None, params: list[Any]
-) -> str:
+def _list_filters(principal: Principal, status: str | None, tags: list[str] | None, params: list[Any]) -> str:
     where = [visibility_sql(principal, params)]
     if status is not None:
         params.append(status)
@@ -174,7 +174,9 @@ async def insert_participant(
     return row
 
 
-async def participants_of(db: Executor, tenant_id: uuid.UUID, conversation_ids: list[uuid.UUID]) -> list[asyncpg.Record]:
+async def participants_of(
+    db: Executor, tenant_id: uuid.UUID, conversation_ids: list[uuid.UUID]
+) -> list[asyncpg.Record]:
     return await db.fetch(
         f"""SELECT {PARTICIPANT_COLUMNS} FROM participant
             WHERE tenant_id = $1 AND conversation_id = ANY($2::uuid[]) ORDER BY joined_at, id""",
@@ -262,17 +264,25 @@ async def pending_invite_for(
     )
 
 
-async def participant_by_id(db: Executor, tenant_id: uuid.UUID, participant_id: uuid.UUID) -> asyncpg.Record | None:
+async def participant_by_id(
+    db: Executor, tenant_id: uuid.UUID, participant_id: uuid.UUID
+) -> asyncpg.Record | None:
     return await db.fetchrow(
-        f"SELECT {PARTICIPANT_COLUMNS} FROM participant WHERE tenant_id = $1 AND id = $2", tenant_id, participant_id
+        f"SELECT {PARTICIPANT_COLUMNS} FROM participant WHERE tenant_id = $1 AND id = $2",
+        tenant_id,
+        participant_id,
     )
 
 
 async def invite_by_id(db: Executor, tenant_id: uuid.UUID, invite_id: uuid.UUID) -> asyncpg.Record | None:
-    return await db.fetchrow(f"SELECT {INVITE_COLUMNS} FROM invite WHERE tenant_id = $1 AND id = $2", tenant_id, invite_id)
+    return await db.fetchrow(
+        f"SELECT {INVITE_COLUMNS} FROM invite WHERE tenant_id = $1 AND id = $2", tenant_id, invite_id
+    )
 
 
-async def invite_for_update(db: Executor, tenant_id: uuid.UUID, invite_id: uuid.UUID) -> asyncpg.Record | None:
+async def invite_for_update(
+    db: Executor, tenant_id: uuid.UUID, invite_id: uuid.UUID
+) -> asyncpg.Record | None:
     return await db.fetchrow(
         f"SELECT {INVITE_COLUMNS} FROM invite WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
         tenant_id,
@@ -297,7 +307,9 @@ async def invites_for_user(db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUI
     )
 
 
-async def touch_activity(db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID, messages: int, tokens: int) -> None:
+async def touch_activity(
+    db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID, messages: int, tokens: int
+) -> None:
     """Counters and last activity after new messages (row-locked, so concurrent writers add up)."""
     await db.execute(
         """UPDATE conversation SET message_count = message_count + $3, token_count = token_count + $4,

@@ -39,8 +39,13 @@ from threadline.ids import Kind, decode_id
 from threadline.search import tag_service
 
 # Arguments several fields share.
-ConversationId = Annotated[strawberry.ID, strawberry.argument(description="The conversation's id (`Conversation.id`).")]
-UserId = Annotated[strawberry.ID, strawberry.argument(description="The user's id (`User.id`), of the same tenant.")]
+ConversationId = Annotated[
+    strawberry.ID, strawberry.argument(description="The conversation's id (`Conversation.id`).")
+]
+UserId = Annotated[
+    strawberry.ID, strawberry.argument(description="The user's id (`User.id`), of the same tenant.")
+]
+
 
 def _fields(input: ConversationCreateInput | ConversationUpdateInput) -> ConversationFields:
     return ConversationFields(
@@ -58,7 +63,9 @@ def _fields(input: ConversationCreateInput | ConversationUpdateInput) -> Convers
 class ConversationQuery:
     @strawberry.field(description="A conversation the caller may read (NOT_FOUND otherwise).")
     async def conversation(
-        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="The conversation's id.")]
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The conversation's id.")],
     ) -> Conversation | None:
         principal = await info.context.principal()
         row = await service.get(info.context.db, principal, decode_id(id, Kind.CONVERSATION))
@@ -75,7 +82,9 @@ class ConversationQuery:
         after: After = None,
         status: Annotated[
             ConversationStatus | None,
-            strawberry.argument(description="Only conversations in this state (ACTIVE by default); null for all."),
+            strawberry.argument(
+                description="Only conversations in this state (ACTIVE by default); null for all."
+            ),
         ] = ConversationStatus.ACTIVE,
         tags: Annotated[
             list[str] | None,
@@ -110,7 +119,9 @@ class ConversationQuery:
         info: Info,
         first: Annotated[
             int | None,
-            strawberry.argument(description=f"How many conversations to return: 10 by default, {PAGE_SIZE_LIMIT}."),
+            strawberry.argument(
+                description=f"How many conversations to return: 10 by default, {PAGE_SIZE_LIMIT}."
+            ),
         ] = 10,
     ) -> list[Conversation]:
         principal = await info.context.principal()
@@ -134,7 +145,9 @@ class ConversationMutation:
     async def conversation_create(
         self,
         info: Info,
-        input: Annotated[ConversationCreateInput, strawberry.argument(description="The new conversation's fields.")],
+        input: Annotated[
+            ConversationCreateInput, strawberry.argument(description="The new conversation's fields.")
+        ],
         client_mutation_id: ClientMutationId = None,
     ) -> Conversation:
         principal = await info.context.principal()
@@ -146,7 +159,11 @@ class ConversationMutation:
             lambda db: service.create(db, settings, principal, _fields(input)),
             lambda row: [row["id"]],
         )
-        row = done.value if done.value is not None else await service.get(info.context.db, principal, done.ids[0])
+        row = (
+            done.value
+            if done.value is not None
+            else await service.get(info.context.db, principal, done.ids[0])
+        )
         return Conversation.from_row(row)
 
     @strawberry.mutation(description="Change a conversation's metadata (owner or admin).")
@@ -161,25 +178,41 @@ class ConversationMutation:
     ) -> Conversation:
         principal = await info.context.principal()
         row = await service.update(
-            info.context.db, info.context.settings, principal, decode_id(id, Kind.CONVERSATION), _fields(input)
+            info.context.db,
+            info.context.settings,
+            principal,
+            decode_id(id, Kind.CONVERSATION),
+            _fields(input),
         )
         return Conversation.from_row(row)
 
     @strawberry.mutation(description="Archive an ACTIVE conversation (owner or admin).")
     async def conversation_archive(
-        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="The ACTIVE conversation to archive.")]
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The ACTIVE conversation to archive.")],
     ) -> Conversation:
         return await _set_status(info, id, "archive")
 
-    @strawberry.mutation(description="Bring an ARCHIVED or DELETED conversation back to ACTIVE (owner or admin).")
+    @strawberry.mutation(
+        description="Bring an ARCHIVED or DELETED conversation back to ACTIVE (owner or admin)."
+    )
     async def conversation_restore(
-        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="The ARCHIVED or DELETED conversation to restore.")]
+        self,
+        info: Info,
+        id: Annotated[
+            strawberry.ID, strawberry.argument(description="The ARCHIVED or DELETED conversation to restore.")
+        ],
     ) -> Conversation:
         return await _set_status(info, id, "restore")
 
-    @strawberry.mutation(description="Soft-delete a conversation: status DELETED, restorable (owner or admin).")
+    @strawberry.mutation(
+        description="Soft-delete a conversation: status DELETED, restorable (owner or admin)."
+    )
     async def conversation_delete(
-        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="The conversation to delete (softly).")]
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The conversation to delete (softly).")],
     ) -> Conversation:
         return await _set_status(info, id, "delete")
 
@@ -189,7 +222,8 @@ class ConversationMutation:
         info: Info,
         conversation_id: ConversationId,
         user_id: Annotated[
-            strawberry.ID, strawberry.argument(description="The user to invite (`User.id`), of the same tenant.")
+            strawberry.ID,
+            strawberry.argument(description="The user to invite (`User.id`), of the same tenant."),
         ],
         role: Annotated[
             ParticipantRole | None,
@@ -222,24 +256,35 @@ class ConversationMutation:
     async def invite_accept(
         self,
         info: Info,
-        id: Annotated[strawberry.ID, strawberry.argument(description="The invite's id (`Invite.id`, see `viewerInvites`).")],
+        id: Annotated[
+            strawberry.ID,
+            strawberry.argument(description="The invite's id (`Invite.id`, see `viewerInvites`)."),
+        ],
     ) -> Participant:
         principal = await info.context.principal()
         row = await service.accept_invite(info.context.db, principal, decode_id(id, Kind.INVITE))
         return Participant.from_row(row)
 
-    @strawberry.mutation(description="Remove a participant (owner or admin), or leave (any participant, self).")
+    @strawberry.mutation(
+        description="Remove a participant (owner or admin), or leave (any participant, self)."
+    )
     async def participant_remove(
         self,
         info: Info,
         conversation_id: ConversationId,
         user_id: Annotated[
-            strawberry.ID, strawberry.argument(description="The participant to remove (`User.id`); the caller's own to leave.")
+            strawberry.ID,
+            strawberry.argument(
+                description="The participant to remove (`User.id`); the caller's own to leave."
+            ),
         ],
     ) -> bool:
         principal = await info.context.principal()
         return await service.remove_participant(
-            info.context.db, principal, decode_id(conversation_id, Kind.CONVERSATION), decode_id(user_id, Kind.USER)
+            info.context.db,
+            principal,
+            decode_id(conversation_id, Kind.CONVERSATION),
+            decode_id(user_id, Kind.USER),
         )
 
     @strawberry.mutation(description="Change a participant's role to MEMBER or VIEWER (owner or admin).")
@@ -249,7 +294,8 @@ class ConversationMutation:
         conversation_id: ConversationId,
         user_id: UserId,
         role: Annotated[
-            ParticipantRole, strawberry.argument(description="The new role: MEMBER or VIEWER (the OWNER stays OWNER).")
+            ParticipantRole,
+            strawberry.argument(description="The new role: MEMBER or VIEWER (the OWNER stays OWNER)."),
         ],
     ) -> Participant:
         principal = await info.context.principal()
@@ -282,7 +328,9 @@ class ConversationBulkMutation:
         info: Info,
         ids: Annotated[
             list[strawberry.ID],
-            strawberry.argument(description="The conversations to change: at least one, at most 100 (THREADLINE_PAGE_SIZE_MAX)."),
+            strawberry.argument(
+                description="The conversations to change: at least one, at most 100 (THREADLINE_PAGE_SIZE_MAX)."
+            ),
         ],
         add: Annotated[
             list[str] | None,
@@ -293,7 +341,9 @@ class ConversationBulkMutation:
         ] = None,
         remove: Annotated[
             list[str] | None,
-            strawberry.argument(description="Tags to remove; a tag both added and removed is BAD_USER_INPUT."),
+            strawberry.argument(
+                description="Tags to remove; a tag both added and removed is BAD_USER_INPUT."
+            ),
         ] = None,
     ) -> list[Conversation]:
         principal = await info.context.principal()
@@ -315,7 +365,10 @@ class ConversationBulkMutation:
         self,
         info: Info,
         days: Annotated[
-            int, strawberry.argument(description="Idle time in days (last activity at least this long ago): 1 to 36,500.")
+            int,
+            strawberry.argument(
+                description="Idle time in days (last activity at least this long ago): 1 to 36,500."
+            ),
         ],
     ) -> int:
         principal = await info.context.principal()
@@ -329,7 +382,9 @@ async def _conversation_node(info: Info, conversation_id: uuid.UUID) -> Conversa
 
 async def _participant_node(info: Info, participant_id: uuid.UUID) -> Participant:
     principal = await info.context.principal()
-    return Participant.from_row(await service.readable_participant(info.context.db, principal, participant_id))
+    return Participant.from_row(
+        await service.readable_participant(info.context.db, principal, participant_id)
+    )
 
 
 async def _invite_node(info: Info, invite_id: uuid.UUID) -> Invite:

@@ -54,7 +54,9 @@ def _validated(fields: ConversationFields, settings: Settings) -> dict[str, Any]
     return out
 
 
-async def create(db: Database, settings: Settings, principal: Principal, fields: ConversationFields) -> asyncpg.Record:
+async def create(
+    db: Database, settings: Settings, principal: Principal, fields: ConversationFields
+) -> asyncpg.Record:
     values: dict[str, object] = {
         "title": "New conversation",
         "description": "",
@@ -76,7 +78,11 @@ async def get(db: Database, principal: Principal, conversation_id: uuid.UUID) ->
 
 
 async def update(
-    db: Database, settings: Settings, principal: Principal, conversation_id: uuid.UUID, fields: ConversationFields
+    db: Database,
+    settings: Settings,
+    principal: Principal,
+    conversation_id: uuid.UUID,
+    fields: ConversationFields,
 ) -> asyncpg.Record:
     changes = _validated(fields, settings)
     async with db.transaction() as tx:
@@ -93,7 +99,9 @@ _TRANSITIONS = {
 }
 
 
-async def set_status(db: Database, principal: Principal, conversation_id: uuid.UUID, action: str) -> asyncpg.Record:
+async def set_status(
+    db: Database, principal: Principal, conversation_id: uuid.UUID, action: str
+) -> asyncpg.Record:
     allowed_from, target = _TRANSITIONS[action]
     async with db.transaction() as tx:
         current = await require(tx, principal, conversation_id, Access.MANAGE, lock=True)
@@ -115,7 +123,12 @@ async def list_page(
 
 
 async def _membership_event(
-    tx: Any, principal: Principal, conversation_id: uuid.UUID, user_id: uuid.UUID, change: str, role: str | None
+    tx: Any,
+    principal: Principal,
+    conversation_id: uuid.UUID,
+    user_id: uuid.UUID,
+    change: str,
+    role: str | None,
 ) -> None:
     await publish_membership_changed(
         tx, principal.tenant_id, MembershipChanged(user_id, change, role), conversation_id=conversation_id
@@ -140,7 +153,9 @@ async def invite(
             raise conflict("That user is already a participant")
         if await repo.pending_invite_for(tx, principal.tenant_id, conversation_id, user_id) is not None:
             raise conflict("That user already has a pending invite to this conversation")
-        return await repo.insert_invite(tx, principal.tenant_id, conversation_id, user_id, principal.user_id, role)
+        return await repo.insert_invite(
+            tx, principal.tenant_id, conversation_id, user_id, principal.user_id, role
+        )
 
 
 async def accept_invite(db: Database, principal: Principal, invite_id: uuid.UUID) -> asyncpg.Record:
@@ -150,14 +165,18 @@ async def accept_invite(db: Database, principal: Principal, invite_id: uuid.UUID
             raise not_found("Invite")
         if inv["status"] != "PENDING":
             raise conflict(f"This invite is already {inv['status'].lower()}")
-        conv = await repo.conversation_with_access(tx, principal.tenant_id, inv["conversation_id"], principal.user_id)
+        conv = await repo.conversation_with_access(
+            tx, principal.tenant_id, inv["conversation_id"], principal.user_id
+        )
         if conv is None or conv["status"] == "DELETED":
             raise not_found("Conversation")
         await repo.mark_invite_accepted(tx, principal.tenant_id, invite_id)
         participant = await repo.insert_participant(
             tx, principal.tenant_id, inv["conversation_id"], principal.user_id, inv["role"]
         )
-        await _membership_event(tx, principal, inv["conversation_id"], principal.user_id, "JOINED", inv["role"])
+        await _membership_event(
+            tx, principal, inv["conversation_id"], principal.user_id, "JOINED", inv["role"]
+        )
         return participant
 
 
@@ -191,12 +210,18 @@ async def set_participant_role(
         row = await repo.set_participant_role(tx, principal.tenant_id, conversation_id, user_id, role)
         assert row is not None
         await _membership_event(tx, principal, conversation_id, user_id, "ROLE_CHANGED", role)
-        details = {"conversationId": encode_id(Kind.CONVERSATION, conversation_id), "from": target["role"], "to": role}
+        details = {
+            "conversationId": encode_id(Kind.CONVERSATION, conversation_id),
+            "from": target["role"],
+            "to": role,
+        }
         await record(tx, principal, AuditAction.PARTICIPANT_ROLE_SET, (Kind.USER, user_id), details)
         return row
 
 
-async def readable_participant(db: Database, principal: Principal, participant_id: uuid.UUID) -> asyncpg.Record:
+async def readable_participant(
+    db: Database, principal: Principal, participant_id: uuid.UUID
+) -> asyncpg.Record:
     """A participant row, for whoever may read its conversation."""
     row = await repo.participant_by_id(db, principal.tenant_id, participant_id)
     if row is None:

@@ -130,7 +130,7 @@ class Invite(Node):
 class Conversation(Node):
     title: str = strawberry.field(
         description="What the conversation is about, as shown in lists: 1 to 500 characters, trimmed; "
-        "\"New conversation\" unless given."
+        '"New conversation" unless given.'
     )
     description: str = strawberry.field(
         description="Free text about the conversation, up to 10,000 characters; empty unless given."
@@ -140,7 +140,9 @@ class Conversation(Node):
     ai_provider: str | None = strawberry.field(description="Default AI provider for runs.")
     model: str | None = strawberry.field(description="Default model for runs.")
     session_id: str | None = strawberry.field(description="Client-supplied session identifier.")
-    max_history_messages: int = strawberry.field(description="Messages of context a run receives (default 20).")
+    max_history_messages: int = strawberry.field(
+        description="Messages of context a run receives (default 20)."
+    )
     message_count: int = strawberry.field(description="Messages in the conversation, tombstones included.")
     token_count: int = strawberry.field(
         description="Tokens used by the conversation's messages; usage read from imported files "
@@ -177,7 +179,9 @@ class Conversation(Node):
         info: Info,
         first: Annotated[
             int | None,
-            strawberry.argument(description=f"How many messages to return: 50 by default, {PAGE_SIZE_LIMIT}."),
+            strawberry.argument(
+                description=f"How many messages to return: 50 by default, {PAGE_SIZE_LIMIT}."
+            ),
         ] = None,
         after: After = None,
         limit: Annotated[
@@ -199,7 +203,9 @@ class Conversation(Node):
 
         return await conversation_messages(info, self.uuid, first, after, limit, offset)
 
-    @strawberry.field(description="Runs on the conversation's messages, newest first; `status` keeps runs in that state.")
+    @strawberry.field(
+        description="Runs on the conversation's messages, newest first; `status` keeps runs in that state."
+    )
     async def runs(
         self,
         info: Info,
@@ -239,31 +245,38 @@ class Conversation(Node):
 @strawberry.input(description="A new conversation. Every field is optional.")
 class ConversationCreateInput:
     title: str | None = strawberry.field(
-        default=None, description="1 to 500 characters, trimmed; \"New conversation\" when omitted."
+        default=None, description='1 to 500 characters, trimmed; "New conversation" when omitted.'
     )
-    description: str | None = strawberry.field(default=None, description="Free text, up to 10,000 characters.")
+    description: str | None = strawberry.field(
+        default=None, description="Free text, up to 10,000 characters."
+    )
     tags: list[str] | None = strawberry.field(
         default=None,
         description="Labels to filter and search by: stored trimmed, lower-case and without duplicates; each at "
         "most 64 characters, at most 50 tags.",
     )
     ai_provider: str | None = strawberry.field(
-        default=None, description="Provider runs use when `runCreate` names none (`echo`, `openai`); at most 64 characters."
+        default=None,
+        description="Provider runs use when `runCreate` names none (`echo`, `openai`); at most 64 characters.",
     )
     model: str | None = strawberry.field(
         default=None, description="Model runs use when `runCreate` names none; at most 128 characters."
     )
     session_id: str | None = strawberry.field(
-        default=None, description="An identifier of the client's own (a chat session), stored as is; at most 255 characters."
+        default=None,
+        description="An identifier of the client's own (a chat session), stored as is; at most 255 characters.",
     )
     max_history_messages: int | None = strawberry.field(
-        default=None, description="Messages of context a run sends to the model: 1 to 10,000, 20 when omitted."
+        default=None,
+        description="Messages of context a run sends to the model: 1 to 10,000, 20 when omitted.",
     )
 
 
 @strawberry.input(description="Changes to a conversation; omitted fields stay as they are.")
 class ConversationUpdateInput:
-    title: str | None = strawberry.field(default=None, description="The new title: 1 to 500 characters, trimmed.")
+    title: str | None = strawberry.field(
+        default=None, description="The new title: 1 to 500 characters, trimmed."
+    )
     description: str | None = strawberry.field(
         default=None, description="The new description, up to 10,000 characters (empty clears it)."
     )

@@ -161,7 +161,9 @@ class Database:
         if statement_timeout_seconds:
             server_settings["statement_timeout"] = str(int(statement_timeout_seconds * 1000))
         if idle_in_transaction_timeout_seconds:
-            server_settings["idle_in_transaction_session_timeout"] = str(int(idle_in_transaction_timeout_seconds * 1000))
+            server_settings["idle_in_transaction_session_timeout"] = str(
+                int(idle_in_transaction_timeout_seconds * 1000)
+            )
         pool = await asyncpg.create_pool(
             dsn,
             min_size=min_size,

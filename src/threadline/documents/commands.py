@@ -47,7 +47,9 @@ def _register(args: argparse.Namespace, settings: Settings) -> int:
     valid = []
     for entry in entries:
         if not 0 < len(entry.id) <= DOCUMENT_ID_MAX_CHARS:
-            report["invalid"].append({"id": entry.id[:DOCUMENT_ID_MAX_CHARS], "error": "id longer than 200 characters or empty"})
+            report["invalid"].append(
+                {"id": entry.id[:DOCUMENT_ID_MAX_CHARS], "error": "id longer than 200 characters or empty"}
+            )
             continue
         try:
             parse(entry.body)

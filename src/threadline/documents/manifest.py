@@ -40,7 +40,9 @@ def read_manifest(path: Path) -> list[ManifestEntry]:
             raise ManifestError(f"{path}: `operations` must be a list")
         entries = []
         for position, op in enumerate(operations):
-            if not (isinstance(op, dict) and isinstance(op.get("id"), str) and isinstance(op.get("body"), str)):
+            if not (
+                isinstance(op, dict) and isinstance(op.get("id"), str) and isinstance(op.get("body"), str)
+            ):
                 raise ManifestError(f"{path}: operations[{position}] needs a string `id` and `body`")
             name = op.get("name")
             entries.append(ManifestEntry(op["id"], op["body"], name if isinstance(name, str) else None))

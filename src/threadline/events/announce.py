@@ -56,17 +56,29 @@ async def publish_thread_new(tx: Executor, tenant_id: uuid.UUID, payload: Thread
 
 async def publish_thread_activity(tx: Executor, tenant_id: uuid.UUID, payload: ThreadActivity) -> int:
     message = payload.message
-    return await _publish(tx, tenant_id, payload, conversation_id=message.conversation_id, root_id=message.root_id)
+    return await _publish(
+        tx, tenant_id, payload, conversation_id=message.conversation_id, root_id=message.root_id
+    )
 
 
 async def publish_message_delta(
-    tx: Executor, tenant_id: uuid.UUID, payload: MessageDelta, *, conversation_id: uuid.UUID, root_id: uuid.UUID
+    tx: Executor,
+    tenant_id: uuid.UUID,
+    payload: MessageDelta,
+    *,
+    conversation_id: uuid.UUID,
+    root_id: uuid.UUID,
 ) -> int:
     return await _publish(tx, tenant_id, payload, conversation_id=conversation_id, root_id=root_id)
 
 
 async def publish_message_done(
-    tx: Executor, tenant_id: uuid.UUID, payload: MessageDone, *, conversation_id: uuid.UUID, root_id: uuid.UUID
+    tx: Executor,
+    tenant_id: uuid.UUID,
+    payload: MessageDone,
+    *,
+    conversation_id: uuid.UUID,
+    root_id: uuid.UUID,
 ) -> int:
     return await _publish(tx, tenant_id, payload, conversation_id=conversation_id, root_id=root_id)
 
@@ -113,6 +125,11 @@ async def publish_principal_changed(tx: Executor, tenant_id: uuid.UUID, payload:
 
 
 async def publish_error(
-    tx: Executor, tenant_id: uuid.UUID, payload: StreamError, *, conversation_id: uuid.UUID, root_id: uuid.UUID | None
+    tx: Executor,
+    tenant_id: uuid.UUID,
+    payload: StreamError,
+    *,
+    conversation_id: uuid.UUID,
+    root_id: uuid.UUID | None,
 ) -> int:
     return await _publish(tx, tenant_id, payload, conversation_id=conversation_id, root_id=root_id)

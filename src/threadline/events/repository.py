@@ -108,7 +108,9 @@ async def open_publishers(db: Executor, *, floor_tag: int, bucket_lock: int) -> 
     return await db.fetchrow(_PUBLISHERS, floor_tag, bucket_lock)
 
 
-async def read_tail(db: Database, after: int, limit: int, *, floor_tag: int, bucket_lock: int) -> list[asyncpg.Record]:
+async def read_tail(
+    db: Database, after: int, limit: int, *, floor_tag: int, bucket_lock: int
+) -> list[asyncpg.Record]:
     """Every tenant's committed events after `after` (at most `limit`), each row also carrying the publishers
     read live after the events' snapshot (a single row with null event columns when there is no event).
     Cross-tenant by design: see the module's docstring."""
@@ -194,7 +196,9 @@ async def note_pruned_through(tx: Executor, top: int) -> None:
     )
 
 
-async def rewrite_message_events(tx: Executor, tenant_id: uuid.UUID, current: dict[str, dict[str, Any]]) -> None:
+async def rewrite_message_events(
+    tx: Executor, tenant_id: uuid.UUID, current: dict[str, dict[str, Any]]
+) -> None:
     """The tenant's logged events carrying the content of the messages keyed in `current` (message id as text
     -> the snapshot fields that follow its text): `message.delta` events get an empty delta, snapshots get
     those fields merged into their `message` (events.scrub)."""

@@ -83,7 +83,11 @@ def _usage(usage: TokenUsage | None) -> dict[str, int] | None:
 def encode(p: EventPayload) -> dict[str, Any]:
     """The JSON stored for a payload."""
     if isinstance(p, ThreadNew):
-        return {"message": _snapshot(p.message), "replyCount": p.reply_count, "lastActivityAt": p.last_activity_at.isoformat()}
+        return {
+            "message": _snapshot(p.message),
+            "replyCount": p.reply_count,
+            "lastActivityAt": p.last_activity_at.isoformat(),
+        }
     if isinstance(p, ThreadActivity):
         return {
             "action": p.action,
@@ -106,7 +110,11 @@ def encode(p: EventPayload) -> dict[str, Any]:
             "usage": _usage(p.usage),
         }
     if isinstance(p, PresenceUpdate):
-        return {"userId": encode_id(Kind.USER, p.user_id), "status": p.status, "lastSeenAt": p.last_seen_at.isoformat()}
+        return {
+            "userId": encode_id(Kind.USER, p.user_id),
+            "status": p.status,
+            "lastSeenAt": p.last_seen_at.isoformat(),
+        }
     if isinstance(p, TypingUpdate):
         return {"userId": encode_id(Kind.USER, p.user_id), "isTyping": p.is_typing}
     if isinstance(p, UnreadUpdate):
@@ -115,7 +123,11 @@ def encode(p: EventPayload) -> dict[str, Any]:
         return {"userId": encode_id(Kind.USER, p.user_id), "change": p.change, "role": p.role}
     if isinstance(p, PrincipalChanged):
         # An erasure names nobody: not even a null key.
-        return {"reason": p.reason} if p.user_id is None else {"userId": encode_id(Kind.USER, p.user_id), "reason": p.reason}
+        return (
+            {"reason": p.reason}
+            if p.user_id is None
+            else {"userId": encode_id(Kind.USER, p.user_id), "reason": p.reason}
+        )
     return {
         "code": p.code,
         "message": p.message,
@@ -178,10 +190,14 @@ def decode(type: str, p: dict[str, Any]) -> EventPayload:
     if kind is EventType.THREAD_NEW:
         return ThreadNew(_read_snapshot(p["message"]), p.get("replyCount", 0), _at(p["lastActivityAt"]))
     if kind is EventType.THREAD_ACTIVITY:
-        return ThreadActivity(p.get("action", "REPLY"), _read_snapshot(p["message"]), p["replyCount"], _at(p["lastActivityAt"]))
+        return ThreadActivity(
+            p.get("action", "REPLY"), _read_snapshot(p["message"]), p["replyCount"], _at(p["lastActivityAt"])
+        )
     if kind is EventType.MESSAGE_DELTA:
         # Logged before attempts were announced: first attempts.
-        return MessageDelta(_id(p["messageId"]), _opt_id(p.get("runId")), p.get("attempt", 1), p["index"], p["delta"])
+        return MessageDelta(
+            _id(p["messageId"]), _opt_id(p.get("runId")), p.get("attempt", 1), p["index"], p["delta"]
+        )
     if kind is EventType.MESSAGE_DONE:
         return MessageDone(_id(p["messageId"]), _opt_id(p.get("runId")), _read_usage(p.get("usage")))
     if kind is EventType.PRESENCE_UPDATE:

@@ -27,6 +27,8 @@ class ThreadlineSchema(strawberry.Schema):
 
         return formatted()
 
-    def process_errors(self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None) -> None:
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
         # Expected errors (our codes, validation) are the client's business; format_error logs the rest.
         return None

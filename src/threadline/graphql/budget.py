@@ -67,7 +67,9 @@ class OutputBudget:
         if self.messages > self.max_messages:
             self.exceeded = OutputLimitExceeded("messages", self.max_messages, self.messages, "messages")
         elif self.bytes > self.max_bytes:
-            self.exceeded = OutputLimitExceeded("responseBytes", self.max_bytes, self.bytes, "bytes (estimated)")
+            self.exceeded = OutputLimitExceeded(
+                "responseBytes", self.max_bytes, self.bytes, "bytes (estimated)"
+            )
         if self.exceeded is not None:
             raise self.exceeded
 

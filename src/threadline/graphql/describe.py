@@ -17,7 +17,9 @@ def describe_values(enum: type[Enum], descriptions: Mapping[str, str]) -> None:
     missing = {member.name for member in enum} - set(descriptions)
     unknown = set(descriptions) - {member.name for member in enum}
     if missing or unknown:
-        raise ValueError(f"{definition.name}: values without a description {sorted(missing)}, unknown {sorted(unknown)}")
+        raise ValueError(
+            f"{definition.name}: values without a description {sorted(missing)}, unknown {sorted(unknown)}"
+        )
     for value in definition.values:
         value.description = descriptions[value.name]
 

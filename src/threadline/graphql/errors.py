@@ -88,7 +88,9 @@ def _client_error(error: GraphQLError, request_id: str | None) -> GraphQLError:
     if getattr(original, "sqlstate", None) in _UNSTORABLE_TEXT:
         # PostgreSQL text cannot hold NUL: whichever string field carried it, the input is the client's error
         # (and the statement failed, so nothing was written).
-        return _at(error, "Text must not contain NUL (\\u0000) characters", {"code": ErrorCode.BAD_USER_INPUT.value})
+        return _at(
+            error, "Text must not contain NUL (\\u0000) characters", {"code": ErrorCode.BAD_USER_INPUT.value}
+        )
     if database_unavailable(original):
         log.warning("database unavailable (request %s) at %s: %r", request_id, error.path, original)
         return _at(
@@ -96,9 +98,7 @@ def _client_error(error: GraphQLError, request_id: str | None) -> GraphQLError:
             "The database is unavailable; retry later",
             {"code": ErrorCode.UNAVAILABLE.value, "retryAfter": UNAVAILABLE_RETRY_AFTER_SECONDS},
         )
-    log.error(
-        "internal error (request %s) at %s", request_id, error.path, exc_info=original
-    )
+    log.error("internal error (request %s) at %s", request_id, error.path, exc_info=original)
     return _at(error, "Internal server error", {"code": ErrorCode.INTERNAL.value, "requestId": request_id})
 
 

@@ -75,11 +75,17 @@ class _Plan:
         is_awaitable: Callable[[Any], bool],
     ) -> None:
         self.steps = steps
-        self.complete: Callable[[Any, GraphQLResolveInfo[Any]], Any] = _compile(steps, is_type_of, is_awaitable)
+        self.complete: Callable[[Any, GraphQLResolveInfo[Any]], Any] = _compile(
+            steps, is_type_of, is_awaitable
+        )
 
 
 def _complete_leaf_list(
-    value: Any, serialize: Callable[[Any], Any], items_non_null: bool, inert: frozenset[type], strings: bool,
+    value: Any,
+    serialize: Callable[[Any], Any],
+    items_non_null: bool,
+    inert: frozenset[type],
+    strings: bool,
     is_awaitable: Callable[[Any], bool],
 ) -> Any:
     """A list of leaves completed as `complete_list_value` would, or `_FAILED`."""
@@ -153,7 +159,10 @@ def _compile(
             if kind == _STRING:
                 body += ["        elif type(v) is str:", f"            o{i} = v"]
             elif kind == _INT:
-                body += ["        elif type(v) is int and -2147483648 <= v <= 2147483647:", f"            o{i} = v"]
+                body += [
+                    "        elif type(v) is int and -2147483648 <= v <= 2147483647:",
+                    f"            o{i} = v",
+                ]
             elif kind == _BOOLEAN:
                 body += ["        elif type(v) is bool:", f"            o{i} = v"]
             body += [
@@ -183,7 +192,9 @@ def _serializer(leaf_type: GraphQLLeafType) -> tuple[Callable[[Any], Any], froze
     """
     serialize = leaf_type.coerce_output_value
     members = getattr(leaf_type, "wrapped_cls", None)
-    if not isinstance(leaf_type, GraphQLEnumType) or not (isinstance(members, type) and issubclass(members, Enum)):
+    if not isinstance(leaf_type, GraphQLEnumType) or not (
+        isinstance(members, type) and issubclass(members, Enum)
+    ):
         return serialize, _INERT_TYPES
     names: dict[int, Any] = {}
     for member in members:
@@ -272,7 +283,9 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
             plan = self._plan(return_type.of_type, field_details_list)
             if plan is not None:
                 return self._complete_items(plan, return_type.of_type, field_details_list, info, path, result)
-        return super().complete_list_value(return_type, field_details_list, info, path, result, position_context)
+        return super().complete_list_value(
+            return_type, field_details_list, info, path, result, position_context
+        )
 
     def _plan(self, item_type: GraphQLOutputType, field_details_list: FieldDetailsList) -> _Plan | None:
         object_type = item_type.of_type if is_non_null_type(item_type) else item_type
@@ -290,7 +303,9 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
             self._plans[key] = cached
         return cached[1]
 
-    def _build_plan(self, object_type: GraphQLObjectType, field_details_list: FieldDetailsList) -> _Plan | None:
+    def _build_plan(
+        self, object_type: GraphQLObjectType, field_details_list: FieldDetailsList
+    ) -> _Plan | None:
         for details in field_details_list:  # the list field itself: no @stream or custom directive
             if any(d.name.value not in _COLLECTED_DIRECTIVES for d in details.node.directives or ()):
                 return None
@@ -318,7 +333,9 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
                 return None
             if getattr(field_def.resolve, "__name__", "") != "_get_basic_result":
                 return None  # a resolver, field extensions or exception handlers
-            getter = _plain_attribute_getter(field_def.extensions.get(GraphQLCoreConverter.DEFINITION_BACKREF))
+            getter = _plain_attribute_getter(
+                field_def.extensions.get(GraphQLCoreConverter.DEFINITION_BACKREF)
+            )
             leaf = _leaf_of(field_def.type)
             if getter is None or leaf is None:
                 return None
@@ -369,7 +386,13 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
                     if value is not _FAILED:
                         append(value)
                     elif self.complete_list_item_value(
-                        item, completed_results, item_type, field_details_list, info, path.add_key(index, None), None
+                        item,
+                        completed_results,
+                        item_type,
+                        field_details_list,
+                        info,
+                        path.add_key(index, None),
+                        None,
                     ):
                         awaitable_indices.append(index)
                 index += 1

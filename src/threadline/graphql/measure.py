@@ -64,7 +64,9 @@ class _Measure:
 
     def __add__(self, other: _Measure) -> _Measure:
         return _Measure(
-            max(self.depth, other.depth), _saturated(self.aliases + other.aliases), _saturated(self.cost + other.cost)
+            max(self.depth, other.depth),
+            _saturated(self.aliases + other.aliases),
+            _saturated(self.cost + other.cost),
         )
 
 
@@ -134,7 +136,10 @@ class Walker:
                 elif isinstance(selection, FragmentSpreadNode):
                     spreads.add(selection.name.value)
         duplicates = max(keys.values(), default=0)
-        if duplicates > self.settings.query_max_duplicate_fields and "duplicateFields" not in self.merge_errors:
+        if (
+            duplicates > self.settings.query_max_duplicate_fields
+            and "duplicateFields" not in self.merge_errors
+        ):
             key = max(keys, key=keys.__getitem__)
             limit = self.settings.query_max_duplicate_fields
             self.merge_errors["duplicateFields"] = limit_error(
@@ -144,7 +149,10 @@ class Walker:
                 f"`{key}` is selected {duplicates} times in one selection set; the limit is {limit}",
                 [selection_set],
             )
-        if len(spreads) > self.settings.query_max_fragment_spreads and "fragmentSpreads" not in self.merge_errors:
+        if (
+            len(spreads) > self.settings.query_max_fragment_spreads
+            and "fragmentSpreads" not in self.merge_errors
+        ):
             limit = self.settings.query_max_fragment_spreads
             self.merge_errors["fragmentSpreads"] = limit_error(
                 "fragmentSpreads",
@@ -185,7 +193,9 @@ class Walker:
         child_type = get_named_type(definition.type) if definition is not None else None
         size = self.list_size(parent_name, node, definition)
         child = self.selections(child_type, node.selection_set)
-        return _Measure(level + child.depth, _saturated(alias + child.aliases), _saturated(1 + size * child.cost))
+        return _Measure(
+            level + child.depth, _saturated(alias + child.aliases), _saturated(1 + size * child.cost)
+        )
 
     def introspection(self, selection_set: SelectionSetNode, flattened: bool = False) -> int:
         """The aliases under an introspection field (they still count; depth and cost do not)."""
@@ -229,14 +239,12 @@ class Walker:
                 continue
             cap = self.list_caps.get(f"{parent_name}.{node.name.value}", self.settings.page_size_max)
             if value > cap:
-                self.list_errors[id(node)] = (
-                    limit_error(
-                        "listSize",
-                        cap,
-                        value,
-                        f"`{argument}` of `{node.name.value}` is limited to {cap} (asked for {value})",
-                        [node],
-                    )
+                self.list_errors[id(node)] = limit_error(
+                    "listSize",
+                    cap,
+                    value,
+                    f"`{argument}` of `{node.name.value}` is limited to {cap} (asked for {value})",
+                    [node],
                 )
             return max(min(value, cap), 1)
         if any(argument in definition.args for argument in _LIST_SIZE_ARGUMENTS):

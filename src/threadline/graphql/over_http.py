@@ -31,7 +31,10 @@ from threadline.errors import ErrorCode
 GRAPHQL_RESPONSE_JSON = "application/graphql-response+json"
 APPLICATION_JSON = "application/json"
 # The Content-Type sent for each media type (application/json stays as it always was).
-CONTENT_TYPES = {GRAPHQL_RESPONSE_JSON: f"{GRAPHQL_RESPONSE_JSON}; charset=utf-8", APPLICATION_JSON: APPLICATION_JSON}
+CONTENT_TYPES = {
+    GRAPHQL_RESPONSE_JSON: f"{GRAPHQL_RESPONSE_JSON}; charset=utf-8",
+    APPLICATION_JSON: APPLICATION_JSON,
+}
 # Streaming transports (multipart subscriptions, SSE) negotiate for themselves.
 _STREAMING_TYPES = ("multipart/mixed", "text/event-stream")
 
@@ -138,7 +141,9 @@ def result_status(body: Mapping[str, Any], set_status: int | None) -> int:
         return 200 if body["data"] is not None else (set_status or 200)
     if set_status:
         return set_status
-    codes = {(e.get("extensions") or {}).get("code") for e in body.get("errors") or () if isinstance(e, Mapping)}
+    codes = {
+        (e.get("extensions") or {}).get("code") for e in body.get("errors") or () if isinstance(e, Mapping)
+    }
     if codes == {ErrorCode.PERSISTED_QUERY_NOT_FOUND.value}:
         return 200
     if media_type() == APPLICATION_JSON:

@@ -24,7 +24,8 @@ AFTER_DESCRIPTION = (
     "BAD_USER_INPUT."
 )
 First = Annotated[
-    int | None, strawberry.argument(description=f"How many items to return: 20 by default, {PAGE_SIZE_LIMIT}.")
+    int | None,
+    strawberry.argument(description=f"How many items to return: 20 by default, {PAGE_SIZE_LIMIT}."),
 ]
 After = Annotated[str | None, strawberry.argument(description=AFTER_DESCRIPTION)]
 
@@ -57,8 +58,12 @@ class Edge(Generic[T]):
 
 @strawberry.type(description="A page of a list that can grow (Relay connection).")
 class Connection(Generic[T]):
-    edges: list[Edge[T]] = strawberry.field(description="The items of this page, in order, each with its cursor.")
-    page_info: PageInfo = strawberry.field(description="Whether more items follow, and the cursors to get them.")
+    edges: list[Edge[T]] = strawberry.field(
+        description="The items of this page, in order, each with its cursor."
+    )
+    page_info: PageInfo = strawberry.field(
+        description="Whether more items follow, and the cursors to get them."
+    )
     count_total: strawberry.Private[Callable[[], Awaitable[int]]]
 
     @strawberry.field(description="The items of this page, without cursors.")
@@ -93,7 +98,9 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def decode_cursor(cursor: str, shape: Sequence[Callable[[Any], Any]], argument: str = "after") -> tuple[Any, ...]:
+def decode_cursor(
+    cursor: str, shape: Sequence[Callable[[Any], Any]], argument: str = "after"
+) -> tuple[Any, ...]:
     """Decode a cursor made by `encode_cursor`; `shape` converts each value back (BAD_USER_INPUT if off)."""
     try:
         padded = cursor + "=" * (-len(cursor) % 4)

@@ -141,10 +141,16 @@ async def lift_document_ids(data: Any, request: Any) -> Any:
     over HTTP's persisted documents: a POST body's field, or a GET parameter) put into its extensions, where
     PersistedDocuments finds it; strawberry passes on only query, variables, operationName and extensions."""
     if request.method == "GET":
-        raw: Any = {"documentId": request.query_params["documentId"]} if "documentId" in request.query_params else {}
+        raw: Any = (
+            {"documentId": request.query_params["documentId"]} if "documentId" in request.query_params else {}
+        )
     else:
         body = await request.get_body()  # already read (and cached) by strawberry
-        raw = request_json.decode(body) if b"documentId" in (body if isinstance(body, bytes) else body.encode()) else {}
+        raw = (
+            request_json.decode(body)
+            if b"documentId" in (body if isinstance(body, bytes) else body.encode())
+            else {}
+        )
     items, raws = (data, raw) if isinstance(data, list) else ([data], [raw])
     for item, fields in zip(items, raws if isinstance(raws, list) else [], strict=False):
         if isinstance(fields, dict) and "documentId" in fields:
@@ -181,8 +187,15 @@ def _requested_hash(extensions: dict[str, Any]) -> str | None:
     if persisted is None:
         return None
     sha = persisted.get("sha256Hash") if isinstance(persisted, dict) else None
-    if not isinstance(persisted, dict) or persisted.get("version") != 1 or not isinstance(sha, str) or not _SHA256.fullmatch(sha):
-        raise _bad_request("extensions.persistedQuery must be {version: 1, sha256Hash: <64 hexadecimal digits>}")
+    if (
+        not isinstance(persisted, dict)
+        or persisted.get("version") != 1
+        or not isinstance(sha, str)
+        or not _SHA256.fullmatch(sha)
+    ):
+        raise _bad_request(
+            "extensions.persistedQuery must be {version: 1, sha256Hash: <64 hexadecimal digits>}"
+        )
     return sha.lower()
 
 
@@ -205,11 +218,15 @@ class PersistedDocuments(SchemaExtension):
         settings: Settings = getattr(context, "settings", None) or Settings()
         db = getattr(context, "db", None)
         trusted = settings.trusted_documents
-        extensions = execution.operation_extensions if isinstance(execution.operation_extensions, dict) else {}
+        extensions = (
+            execution.operation_extensions if isinstance(execution.operation_extensions, dict) else {}
+        )
         sha = _requested_hash(extensions)
         doc_id = extensions.get("documentId")
         query = execution.query
-        if doc_id is not None and (not isinstance(doc_id, str) or not 0 < len(doc_id) <= DOCUMENT_ID_MAX_CHARS):
+        if doc_id is not None and (
+            not isinstance(doc_id, str) or not 0 < len(doc_id) <= DOCUMENT_ID_MAX_CHARS
+        ):
             raise _bad_request(f"documentId must be a string of 1 to {DOCUMENT_ID_MAX_CHARS} characters")
         if query is not None and sha is not None and sha256_hex(query) != sha:
             raise _bad_request(HASH_MISMATCH_MESSAGE)

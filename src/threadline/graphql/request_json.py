@@ -16,7 +16,9 @@ import re
 # No input type of the schema nests deeper than a few levels, and export files (the JSON scalar of imports)
 # a dozen; 64 leaves room and keeps every walk over a request's values far from the recursion limit.
 JSON_MAX_DEPTH = 64
-LONE_SURROGATE_MESSAGE = "Text must be valid Unicode: a lone UTF-16 surrogate (\\ud800-\\udfff) is not a character"
+LONE_SURROGATE_MESSAGE = (
+    "Text must be valid Unicode: a lone UTF-16 surrogate (\\ud800-\\udfff) is not a character"
+)
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
 # A lone surrogate in decoded JSON can only come from a \uD800-\uDFFF escape (UTF-8 cannot encode one), so text

@@ -62,7 +62,12 @@ def unavailable_response(message: str, request_id: str | None) -> JSONResponse:
 
 def response_too_large(limit: int, actual: int) -> dict[str, Any]:
     message = f"The response would be {actual} bytes; the limit is {limit} (ask for less, or page through it)"
-    extensions = {"code": ErrorCode.BAD_USER_INPUT.value, "limitName": "responseBytes", "limit": limit, "actual": actual}
+    extensions = {
+        "code": ErrorCode.BAD_USER_INPUT.value,
+        "limitName": "responseBytes",
+        "limit": limit,
+        "actual": actual,
+    }
     return {"data": None, "errors": [{"message": message, "extensions": extensions}]}
 
 
@@ -169,7 +174,11 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             return
         fields: dict[str, Any] = dict(message) if isinstance(message, dict) else {}
         op_id = fields.get("id")
-        if fields.get("type") != "subscribe" or not isinstance(op_id, str) or not self.connection_acknowledged:
+        if (
+            fields.get("type") != "subscribe"
+            or not isinstance(op_id, str)
+            or not self.connection_acknowledged
+        ):
             await self.handle_invalid_message(request_json.LONE_SURROGATE_MESSAGE)
             return
         extensions: dict[str, Any] = {"code": ErrorCode.BAD_USER_INPUT.value}
@@ -278,7 +287,9 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
             response = unavailable_response("The database is unavailable; retry later", request_id)
         await response(scope, receive, send)
 
-    def refuse_media_types(self, request: Request, media_type: str | None, request_id: str | None) -> Response | None:
+    def refuse_media_types(
+        self, request: Request, media_type: str | None, request_id: str | None
+    ) -> Response | None:
         """406 for an Accept header that admits no JSON type (a GraphiQL visit or a streaming transport
         negotiates elsewhere); 415 for a POST body that is not application/json."""
         accept = request.headers.get("accept")
@@ -301,7 +312,9 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
         response = super().create_response(response_data, sub_response)
         response.headers["content-type"] = over_http.content_type()
         response.headers.add_vary_header("Accept")  # the media type follows it: caches must key on it (GET)
-        if isinstance(response_data, dict):  # a batch's status was merged from its operations' (graphql.batching)
+        if isinstance(
+            response_data, dict
+        ):  # a batch's status was merged from its operations' (graphql.batching)
             response.status_code = over_http.result_status(response_data, sub_response.status_code)
         if response.status_code == 401:
             response.headers["WWW-Authenticate"] = "Bearer"
@@ -324,7 +337,9 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
         sub_response: Response,
     ) -> Any:
         if isinstance(request_data, list):
-            return await batching.execute(self, request, request_adapter, request_data, root_value, sub_response)
+            return await batching.execute(
+                self, request, request_adapter, request_data, root_value, sub_response
+            )
         return await super().execute_operation(
             request, request_adapter, request_data, context, root_value, sub_response
         )
@@ -367,7 +382,11 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
     def should_render_graphql_ide(self, request: Any) -> bool:
         # A GET naming a persisted document (hash or id, no query text) is an operation, not a GraphiQL visit.
         params = request.query_params
-        return super().should_render_graphql_ide(request) and "extensions" not in params and "documentId" not in params
+        return (
+            super().should_render_graphql_ide(request)
+            and "extensions" not in params
+            and "documentId" not in params
+        )
 
     async def parse_http_body(self, request: Any) -> Any:
         # A top-level `documentId` (persisted documents) travels on in the extensions (graphql.persisted).

@@ -30,7 +30,9 @@ class Metrics:
             lines.append(f"# HELP {name} {help_text}")
             lines.append(f"# TYPE {name} {kind}")
             for labels, value in samples:
-                lines.append(f"{name}{labels} {value:g}" if isinstance(value, float) else f"{name}{labels} {value}")
+                lines.append(
+                    f"{name}{labels} {value:g}" if isinstance(value, float) else f"{name}{labels} {value}"
+                )
 
         family(
             "threadline_http_requests_total",
@@ -38,8 +40,12 @@ class Metrics:
             "HTTP requests and WebSocket sessions by transport and status (WebSockets: close code).",
             [(f'{{transport="{t}",status="{s}"}}', n) for (t, s), n in sorted(self.requests.items())],
         )
-        family("threadline_http_request_seconds_total", "counter", "Time spent serving HTTP requests.",
-               [("", round(self.request_seconds, 6))])
+        family(
+            "threadline_http_request_seconds_total",
+            "counter",
+            "Time spent serving HTTP requests.",
+            [("", round(self.request_seconds, 6))],
+        )
         family(
             "threadline_graphql_operations_total",
             "counter",
@@ -53,27 +59,51 @@ class Metrics:
             [(f'{{code="{c}"}}', n) for c, n in sorted(self.errors.items())],
         )
         hub = getattr(services, "hub", None)
-        family("threadline_subscriptions_active", "gauge", "Live subscriptions held by this process.",
-               [("", hub.subscriber_count if hub else 0)])
-        family("threadline_events_published_total", "counter",
-               "Position of the event log this process has read up to (events published by every process).",
-               [("", hub.cursor if hub else 0)])
-        family("threadline_events_delivered_total", "counter", "Events this process delivered to subscribers.",
-               [("", hub.delivered if hub else 0)])
-        family("threadline_stream_deliveries_total", "counter",
-               "Events handed to subscriptions: written directly as a shared frame, or queued for the stock path.",
-               [(f'{{path="{p}"}}', self.stream_frames[p]) for p in ("direct", "queued")])
+        family(
+            "threadline_subscriptions_active",
+            "gauge",
+            "Live subscriptions held by this process.",
+            [("", hub.subscriber_count if hub else 0)],
+        )
+        family(
+            "threadline_events_published_total",
+            "counter",
+            "Position of the event log this process has read up to (events published by every process).",
+            [("", hub.cursor if hub else 0)],
+        )
+        family(
+            "threadline_events_delivered_total",
+            "counter",
+            "Events this process delivered to subscribers.",
+            [("", hub.delivered if hub else 0)],
+        )
+        family(
+            "threadline_stream_deliveries_total",
+            "counter",
+            "Events handed to subscriptions: written directly as a shared frame, or queued for the stock path.",
+            [(f'{{path="{p}"}}', self.stream_frames[p]) for p in ("direct", "queued")],
+        )
         db = getattr(services, "db", None)
         pool = getattr(db, "pool", None)
         if pool is not None:
             size, idle = pool.get_size(), pool.get_idle_size()
-            family("threadline_db_pool_connections", "gauge", "Database pool connections by state.",
-                   [('{state="in_use"}', size - idle), ('{state="idle"}', idle)])
-            family("threadline_db_pool_max", "gauge", "Database pool size limit.", [("", pool.get_max_size())])
+            family(
+                "threadline_db_pool_connections",
+                "gauge",
+                "Database pool connections by state.",
+                [('{state="in_use"}', size - idle), ('{state="idle"}', idle)],
+            )
+            family(
+                "threadline_db_pool_max", "gauge", "Database pool size limit.", [("", pool.get_max_size())]
+            )
         if db is not None:
             counts = await count_by_status(db, ACTIVE_RUN_STATES)
-            family("threadline_runs", "gauge", "Runs not yet finished, by state (all processes).",
-                   [(f'{{state="{s}"}}', counts.get(s, 0)) for s in ACTIVE_RUN_STATES])
+            family(
+                "threadline_runs",
+                "gauge",
+                "Runs not yet finished, by state (all processes).",
+                [(f'{{state="{s}"}}', counts.get(s, 0)) for s in ACTIVE_RUN_STATES],
+            )
         return "\n".join(lines) + "\n"
 
 

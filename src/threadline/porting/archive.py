@@ -121,7 +121,9 @@ def archive_files(path: Path, settings: Settings) -> Iterator[tuple[str, int, Ca
         limit = min(m.file_size, settings.import_zip_max_member_bytes)
         setting = "its declared size" if limit == m.file_size else "THREADLINE_IMPORT_ZIP_MAX_MEMBER_BYTES"
 
-        def opener(_mode: str, m: zipfile.ZipInfo = m, limit: int = limit, setting: str = setting) -> ExpansionGuard:
+        def opener(
+            _mode: str, m: zipfile.ZipInfo = m, limit: int = limit, setting: str = setting
+        ) -> ExpansionGuard:
             return ExpansionGuard(archive.open(m), f"{path}:{m.filename}", limit, setting, budget)
 
         yield f"{path}:{m.filename}", m.file_size, opener

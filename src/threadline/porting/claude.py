@@ -52,7 +52,9 @@ def parse(obj: Any) -> ImportedConversation:
         raise Rejected("`chat_messages` must be an array")
     entries = [m for m in raw if isinstance(m, dict)]
     if len(entries) != len(raw):
-        conversation.warnings.append(f"{len(raw) - len(entries)} chat_messages entries are not objects, skipped")
+        conversation.warnings.append(
+            f"{len(raw) - len(entries)} chat_messages entries are not objects, skipped"
+        )
     linked = any("parent_message_uuid" in m for m in entries)
     messages = [_message(i, m, conversation) for i, m in enumerate(entries)]
     if linked:
@@ -66,7 +68,9 @@ def parse(obj: Any) -> ImportedConversation:
     return conversation
 
 
-def _link(entries: list[dict[str, Any]], messages: list[ImportedMessage], conversation: ImportedConversation) -> None:
+def _link(
+    entries: list[dict[str, Any]], messages: list[ImportedMessage], conversation: ImportedConversation
+) -> None:
     keys = {m.key for m in messages}
     claimed = [(message.key, _parent_of(entry)) for entry, message in zip(entries, messages, strict=True)]
     parents = settle_parents(claimed, keys, "message", conversation.warnings)
@@ -102,10 +106,14 @@ def _message(index: int, entry: dict[str, Any], conversation: ImportedConversati
         elif kind == "thinking":
             attachments.append({"type": "thinking", "text": text(block.get("thinking")) or ""})
         elif kind == "tool_use":
-            attachments.append({"type": "tool_use", "name": text(block.get("name")), "input": block.get("input")})
+            attachments.append(
+                {"type": "tool_use", "name": text(block.get("name")), "input": block.get("input")}
+            )
             pieces.append(f"[tool use: {text(block.get('name')) or 'tool'}]")
         elif kind == "tool_result":
-            attachments.append({"type": "tool_result", "name": text(block.get("name")), "content": block.get("content")})
+            attachments.append(
+                {"type": "tool_result", "name": text(block.get("name")), "content": block.get("content")}
+            )
             pieces.append(f"[tool result: {text(block.get('name')) or 'tool'}]")
         else:
             attachments.append({"type": kind, "data": block})

@@ -36,7 +36,9 @@ def add_commands(sub: Any) -> None:
         "status 1 when any conversation was refused (the report lists them with their position in the file).",
     )
     imp.add_argument("files", nargs="+", metavar="FILE", help="export file(s), directory or .zip")
-    imp.add_argument("--format", required=True, choices=[f.value for f in ImportFormat], help="the files' format")
+    imp.add_argument(
+        "--format", required=True, choices=[f.value for f in ImportFormat], help="the files' format"
+    )
     imp.add_argument(
         "--api-key",
         default=os.environ.get("THREADLINE_API_KEY"),
@@ -95,7 +97,9 @@ class Progress:
         self.conversations = 0
         self.messages = 0
 
-    def update(self, read: int | None = None, *, conversations: int | None = None, messages: int | None = None) -> None:
+    def update(
+        self, read: int | None = None, *, conversations: int | None = None, messages: int | None = None
+    ) -> None:
         if read is not None:
             self.done_bytes = read
         if conversations is not None:
@@ -146,7 +150,9 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
     from threadline.errors import ThreadlineError
 
     if not args.api_key:
-        return _fail("import needs --api-key (or THREADLINE_API_KEY): the key's user will own the conversations")
+        return _fail(
+            "import needs --api-key (or THREADLINE_API_KEY): the key's user will own the conversations"
+        )
     try:
         files = list(export_files(args.files, settings))
     except (OSError, zipfile.BadZipFile, ArchiveRefused) as exc:
@@ -159,7 +165,9 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
     return 1 if report["failed"] else 0
 
 
-async def _import_work(dsn: str, settings: Settings, args: argparse.Namespace, files: list[Any]) -> dict[str, Any]:
+async def _import_work(
+    dsn: str, settings: Settings, args: argparse.Namespace, files: list[Any]
+) -> dict[str, Any]:
     from threadline.auth.service import authenticate
     from threadline.db import Database
     from threadline.db.database import IMPORT

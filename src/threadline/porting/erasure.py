@@ -72,12 +72,16 @@ async def placeholder_user(tx: Executor, tenant_id: uuid.UUID) -> uuid.UUID:
     existing = settings.get(PLACEHOLDER_KEY)
     if existing and await users.user_by_id(tx, tenant_id, uuid.UUID(existing)) is not None:
         return uuid.UUID(existing)
-    row = await users.insert_user(tx, tenant_id, email=None, display_name=PLACEHOLDER_NAME, role=Role.MEMBER, team=None)
+    row = await users.insert_user(
+        tx, tenant_id, email=None, display_name=PLACEHOLDER_NAME, role=Role.MEMBER, team=None
+    )
     await repo.merge_tenant_settings(tx, tenant_id, {PLACEHOLDER_KEY: str(row["id"])})
     return row["id"]  # type: ignore[no-any-return]
 
 
-async def erase_user(db: Database, principal: Principal, user_id: uuid.UUID, *, redact_messages: bool = True) -> Erasure:
+async def erase_user(
+    db: Database, principal: Principal, user_id: uuid.UUID, *, redact_messages: bool = True
+) -> Erasure:
     tenant = principal.tenant_id
     async with db.transaction() as tx:
         # Looked up first: a user outside the caller's tenant is NOT_FOUND whoever asks (API.md).

@@ -77,7 +77,9 @@ def _public(row: dict[str, Any], kind: Kind) -> dict[str, Any]:
     return out
 
 
-async def export_conversation(db: Database, principal: Principal | Actor, conversation_id: uuid.UUID) -> dict[str, Any]:
+async def export_conversation(
+    db: Database, principal: Principal | Actor, conversation_id: uuid.UUID
+) -> dict[str, Any]:
     """A conversation the caller may read, as a document; audited. An operator (no principal) sees all."""
     if isinstance(principal, Principal):
         row = await require(db, principal, conversation_id, Access.READ)
@@ -113,7 +115,12 @@ async def export_user(
         raise forbidden("Only tenant admins may export another user's data")
     now = datetime.now(UTC)
     head = {
-        "metadata": {"exported_at": fmt.iso(now), "export_version": fmt.EXPORT_VERSION, "platform": fmt.PLATFORM, "kind": "user"},
+        "metadata": {
+            "exported_at": fmt.iso(now),
+            "export_version": fmt.EXPORT_VERSION,
+            "platform": fmt.PLATFORM,
+            "kind": "user",
+        },
         "user": {
             "id": encode_id(Kind.USER, user["id"]),
             "email": user["email"],
@@ -136,9 +143,16 @@ async def export_user(
     write(b'],"authored_messages":[')
     elsewhere = await repo.authored_elsewhere(db, actor.tenant_id, user_id)
     for n, message in enumerate(elsewhere):
-        entry = {"conversation_id": encode_id(Kind.CONVERSATION, message["conversation_id"]), **fmt.message_entry(message, [])}
+        entry = {
+            "conversation_id": encode_id(Kind.CONVERSATION, message["conversation_id"]),
+            **fmt.message_entry(message, []),
+        }
         write((b"," if n else b"") + orjson.dumps(entry))
     write(b"]}")
-    counts = {"conversations": len(conversation_ids), "messages": messages, "authoredElsewhere": len(elsewhere)}
+    counts = {
+        "conversations": len(conversation_ids),
+        "messages": messages,
+        "authoredElsewhere": len(elsewhere),
+    }
     await audited_export(db, actor, AuditAction.USER_EXPORT, (Kind.USER, user_id), counts)
     return counts

@@ -95,7 +95,9 @@ def plan(imported: ImportedConversation, settings: Settings) -> Plan:
         parent = messages[parent_index] if parent_index >= 0 else None
         try:
             placement = (
-                reply_placement(parent["depth"], parent["path"], rank, settings.thread_max_depth) if parent else ROOT
+                reply_placement(parent["depth"], parent["path"], rank, settings.thread_max_depth)
+                if parent
+                else ROOT
             )
         except TooDeep as exc:
             raise Rejected(
@@ -157,7 +159,9 @@ def plan(imported: ImportedConversation, settings: Settings) -> Plan:
         "updated_at": imported.updated_at or last_activity,
         "last_activity_at": last_activity,
     }
-    return Plan(imported.source.value, imported.external_id, conversation, messages, roots, attachments, warnings)
+    return Plan(
+        imported.source.value, imported.external_id, conversation, messages, roots, attachments, warnings
+    )
 
 
 class AlreadyImported(Exception):
@@ -176,7 +180,14 @@ async def insert(
     if target is None:
         conversation_id = uuid.uuid4()
         seqs = await repo.insert_imported_conversation(
-            tx, tenant_id, user_id, plan.source, plan.external_id, len(messages), id=conversation_id, **plan.conversation
+            tx,
+            tenant_id,
+            user_id,
+            plan.source,
+            plan.external_id,
+            len(messages),
+            id=conversation_id,
+            **plan.conversation,
         )
         if seqs is None:
             raise AlreadyImported(plan.external_id)
@@ -196,9 +207,24 @@ async def insert(
             root = messages[m["root_index"]]
             records.append(
                 (
-                    m["id"], tenant_id, conversation_id, root["id"], m["parent_id"], m["depth"], m["path"], seq_of[i],
-                    m["child_count"], m["role"], m["content"], user_id if m["authored"] else None, m["model"],
-                    m["prompt_tokens"], m["completion_tokens"], m["created_at"], m["edited_at"], m["deleted_at"],
+                    m["id"],
+                    tenant_id,
+                    conversation_id,
+                    root["id"],
+                    m["parent_id"],
+                    m["depth"],
+                    m["path"],
+                    seq_of[i],
+                    m["child_count"],
+                    m["role"],
+                    m["content"],
+                    user_id if m["authored"] else None,
+                    m["model"],
+                    m["prompt_tokens"],
+                    m["completion_tokens"],
+                    m["created_at"],
+                    m["edited_at"],
+                    m["deleted_at"],
                     m["usage_imported"],
                 )  # fmt: skip
             )
@@ -206,7 +232,10 @@ async def insert(
         await repo.copy_threads(tx, _thread_records(plan, tenant_id, conversation_id, seq_of))
         await repo.insert_attachments(
             tx,
-            [(uuid.uuid4(), tenant_id, messages[i]["id"], position, data) for i, position, data in plan.attachments],
+            [
+                (uuid.uuid4(), tenant_id, messages[i]["id"], position, data)
+                for i, position, data in plan.attachments
+            ],
         )
     if target is not None:
         await conversations.touch_activity(
@@ -216,7 +245,9 @@ async def insert(
         for index in plan.roots:
             root = {**messages[index], "conversation_id": conversation_id, "root_id": messages[index]["id"]}
             root["author_id"] = user_id if root["authored"] else None
-            thread = ThreadNew(snapshot(root, [root["id"]]), _subtree_size(plan, index) - 1, root["created_at"])
+            thread = ThreadNew(
+                snapshot(root, [root["id"]]), _subtree_size(plan, index) - 1, root["created_at"]
+            )
             await publish_thread_new(tx, tenant_id, thread)
     return conversation_id
 

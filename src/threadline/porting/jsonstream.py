@@ -80,7 +80,9 @@ class JsonArrayReader:
             text = self._utf8.decode(data, final=not data)
         except UnicodeDecodeError as exc:
             self._buf += data[: exc.start].decode("utf-8", "replace")  # to count lines and columns up to it
-            raise JsonStreamError("invalid UTF-8", self.bytes_read + exc.start, *self._where(len(self._buf))[1:]) from exc
+            raise JsonStreamError(
+                "invalid UTF-8", self.bytes_read + exc.start, *self._where(len(self._buf))[1:]
+            ) from exc
         self.bytes_read += len(data)
         if not data:
             self._eof = True
@@ -141,7 +143,10 @@ class JsonArrayReader:
         occupies more memory than that. Reads grow while one element goes on, so a huge element
         costs a few large reads rather than many buffer copies.
         """
-        if i - self._start > self.max_item_bytes // 4 and self._position(i)[0] - self._start_offset > self.max_item_bytes:
+        if (
+            i - self._start > self.max_item_bytes // 4
+            and self._position(i)[0] - self._start_offset > self.max_item_bytes
+        ):
             self._dropped = True
             self._drop(i)
             self._start -= i

@@ -17,7 +17,15 @@ MESSAGE_COPY_COLUMNS = (
     "role", "content", "author_id", "model", "prompt_tokens", "completion_tokens", "created_at",
     "edited_at", "deleted_at", "usage_imported",
 )  # fmt: skip
-THREAD_COPY_COLUMNS = ("id", "tenant_id", "conversation_id", "reply_count", "last_seq", "created_at", "last_activity_at")
+THREAD_COPY_COLUMNS = (
+    "id",
+    "tenant_id",
+    "conversation_id",
+    "reply_count",
+    "last_seq",
+    "created_at",
+    "last_activity_at",
+)
 
 
 # -- import ------------------------------------------------------------------------------------------
@@ -53,7 +61,13 @@ async def claim_source(
 
 
 async def insert_imported_conversation(
-    db: Executor, tenant_id: uuid.UUID, owner_id: uuid.UUID, source: str, external_id: str, messages: int, **f: Any
+    db: Executor,
+    tenant_id: uuid.UUID,
+    owner_id: uuid.UUID,
+    source: str,
+    external_id: str,
+    messages: int,
+    **f: Any,
 ) -> list[int] | None:
     """The conversation, its owner and its source in one round trip, with `messages` sequence numbers
     drawn for its messages; None (and nothing usable: roll back) if the source was imported already."""
@@ -124,7 +138,9 @@ async def insert_attachments(db: Executor, records: Sequence[tuple[Any, ...]]) -
 # -- export ------------------------------------------------------------------------------------------
 
 
-async def conversation_messages(db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID) -> list[asyncpg.Record]:
+async def conversation_messages(
+    db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID
+) -> list[asyncpg.Record]:
     """Every message of every thread: threads oldest first, each depth-first (one index range per thread)."""
     return await db.fetch(
         f"""SELECT {MESSAGE_COLUMNS} FROM message m JOIN message r ON r.id = m.root_id
@@ -152,7 +168,8 @@ async def table_exists(db: Executor, name: str) -> bool:
 
 async def table_columns(db: Executor, name: str) -> set[str]:
     rows = await db.fetch(
-        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public' AND table_name = $1", name
+        "SELECT column_name FROM information_schema.columns WHERE table_schema = 'public' AND table_name = $1",
+        name,
     )
     return {r["column_name"] for r in rows}
 
@@ -173,7 +190,9 @@ async def rows_as_json(
 
 async def owned_conversation_ids(db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID) -> list[uuid.UUID]:
     rows = await db.fetch(
-        "SELECT id FROM conversation WHERE tenant_id = $1 AND owner_id = $2 ORDER BY created_at, id", tenant_id, user_id
+        "SELECT id FROM conversation WHERE tenant_id = $1 AND owner_id = $2 ORDER BY created_at, id",
+        tenant_id,
+        user_id,
     )
     return [r["id"] for r in rows]
 
@@ -189,7 +208,9 @@ async def authored_elsewhere(db: Executor, tenant_id: uuid.UUID, user_id: uuid.U
     )
 
 
-async def conversation_row(db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID) -> asyncpg.Record | None:
+async def conversation_row(
+    db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID
+) -> asyncpg.Record | None:
     return await db.fetchrow(
         f"SELECT {CONVERSATION_COLUMNS} FROM conversation c WHERE c.tenant_id = $1 AND c.id = $2",
         tenant_id,
@@ -254,12 +275,16 @@ async def lock_authored_messages(db: Executor, tenant_id: uuid.UUID, user_id: uu
     return [r["id"] for r in rows]
 
 
-async def redact_messages(db: Executor, tenant_id: uuid.UUID, message_ids: list[uuid.UUID]) -> list[asyncpg.Record]:
+async def redact_messages(
+    db: Executor, tenant_id: uuid.UUID, message_ids: list[uuid.UUID]
+) -> list[asyncpg.Record]:
     """Messages become tombstones: content, edit history, chunks and attachments go; the nodes stay.
     Returns (id, content, edited_at, deleted_at) of each, for the event scrub."""
     for table in ("message_edit", "message_chunk", "message_attachment"):
         await db.execute(
-            f"DELETE FROM {table} WHERE tenant_id = $1 AND message_id = ANY($2::uuid[])", tenant_id, message_ids
+            f"DELETE FROM {table} WHERE tenant_id = $1 AND message_id = ANY($2::uuid[])",
+            tenant_id,
+            message_ids,
         )
     return await db.fetch(
         """UPDATE message SET content = '', deleted_at = coalesce(deleted_at, now())
@@ -302,7 +327,13 @@ def _naming_user(column: str, scoped: bool) -> str:
 
 
 async def reassign_user_rows(
-    db: Executor, tenant_id: uuid.UUID, table: str, column: str, scoped: bool, user_id: uuid.UUID, to: uuid.UUID
+    db: Executor,
+    tenant_id: uuid.UUID,
+    table: str,
+    column: str,
+    scoped: bool,
+    user_id: uuid.UUID,
+    to: uuid.UUID,
 ) -> None:
     """Rows of `table` whose `column` names the user now name `to` (a reference found by user_references)."""
     await db.execute(
@@ -328,7 +359,9 @@ async def tenants_with_retention(db: Executor) -> list[asyncpg.Record]:
     )
 
 
-async def lock_expired_conversations(db: Executor, tenant_id: uuid.UUID, days: int, limit: int) -> list[uuid.UUID]:
+async def lock_expired_conversations(
+    db: Executor, tenant_id: uuid.UUID, days: int, limit: int
+) -> list[uuid.UUID]:
     """Up to `limit` conversations deleted, or without activity, for `days` or more; rows another process
     is purging are skipped."""
     rows = await db.fetch(

@@ -51,13 +51,18 @@ def check_bytes(data: Any, settings: Settings) -> None:
 def check_conversations(count: int, settings: Settings) -> None:
     if count > settings.import_api_max_conversations:
         raise _refuse(
-            "conversations", count, settings.import_api_max_conversations, "THREADLINE_IMPORT_API_MAX_CONVERSATIONS"
+            "conversations",
+            count,
+            settings.import_api_max_conversations,
+            "THREADLINE_IMPORT_API_MAX_CONVERSATIONS",
         )
 
 
 def check_messages(count: int, settings: Settings) -> None:
     if count > settings.import_api_max_messages:
-        raise _refuse("messages", count, settings.import_api_max_messages, "THREADLINE_IMPORT_API_MAX_MESSAGES")
+        raise _refuse(
+            "messages", count, settings.import_api_max_messages, "THREADLINE_IMPORT_API_MAX_MESSAGES"
+        )
 
 
 def mutation_cost(conversations: int, messages: int, settings: Settings) -> int:

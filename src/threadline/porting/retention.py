@@ -34,7 +34,9 @@ async def set_retention(db: Database, principal: Principal, days: int | None) ->
     if not principal.is_admin:
         raise forbidden("Only tenant admins may set the retention policy")
     if days is not None and not 1 <= days <= MAX_DAYS:
-        raise bad_input(f"retentionDays must be between 1 and {MAX_DAYS}, or null for no limit", argument="retentionDays")
+        raise bad_input(
+            f"retentionDays must be between 1 and {MAX_DAYS}, or null for no limit", argument="retentionDays"
+        )
     async with db.transaction() as tx:
         if days is None:
             await repo.drop_tenant_setting(tx, principal.tenant_id, RETENTION_KEY)
@@ -84,7 +86,9 @@ def start_retention(db: Database, settings: Settings) -> asyncio.Task[None] | No
     """The background job, owned by the app's lifespan; None when disabled (interval <= 0)."""
     if settings.retention_interval_seconds <= 0:
         return None
-    return asyncio.create_task(_run_forever(db, settings.retention_interval_seconds), name="threadline-retention")
+    return asyncio.create_task(
+        _run_forever(db, settings.retention_interval_seconds), name="threadline-retention"
+    )
 
 
 async def stop_retention(task: asyncio.Task[None] | None) -> None:

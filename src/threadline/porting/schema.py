@@ -27,12 +27,16 @@ from threadline.porting.types import (
 
 async def _readable(info: Info, ids: list[uuid.UUID]) -> list[Conversation]:
     principal = await info.context.principal()
-    rows = await conversations.conversations_with_access(info.context.db, principal.tenant_id, ids, principal.user_id)
+    rows = await conversations.conversations_with_access(
+        info.context.db, principal.tenant_id, ids, principal.user_id
+    )
     by_id = {r["id"]: r for r in rows if access_level(principal, r) >= Access.READ}
     return [Conversation.from_row(by_id[i]) for i in dict.fromkeys(ids) if i in by_id]
 
 
-async def _import(info: Info, input: ConversationImportInput, *, all_or_nothing: bool) -> service.ImportReport:
+async def _import(
+    info: Info, input: ConversationImportInput, *, all_or_nothing: bool
+) -> service.ImportReport:
     principal = await info.context.principal()
     target = decode_id(input.conversation_id, Kind.CONVERSATION) if input.conversation_id else None
     return await service.import_data(
@@ -53,10 +57,14 @@ class PortingQuery:
         "files extracted). The format is documented by a JSON Schema in the repository. Audited."
     )
     async def conversation_export(
-        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="The conversation to export.")]
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The conversation to export.")],
     ) -> JSON:
         principal = await info.context.principal()
-        return await exporter.export_conversation(info.context.db, principal, decode_id(id, Kind.CONVERSATION))  # type: ignore[return-value]
+        return await exporter.export_conversation(
+            info.context.db, principal, decode_id(id, Kind.CONVERSATION)
+        )  # type: ignore[return-value]
 
     @strawberry.field(
         description="Everything a user owns or wrote, for a data-access request (admins for anyone, users for "
@@ -66,7 +74,10 @@ class PortingQuery:
         self,
         info: Info,
         user_id: Annotated[
-            strawberry.ID, strawberry.argument(description="The user whose data to export (`User.id`); yours, or anyone's for admins.")
+            strawberry.ID,
+            strawberry.argument(
+                description="The user whose data to export (`User.id`); yours, or anyone's for admins."
+            ),
         ],
     ) -> JSON:
         principal = await info.context.principal()
@@ -80,7 +91,9 @@ class PortingQuery:
         principal = await info.context.principal()
         if not principal.is_admin:
             raise forbidden("Only tenant admins may read the retention policy")
-        return RetentionPolicy(retention_days=await retention.retention_days(info.context.db, principal.tenant_id))
+        return RetentionPolicy(
+            retention_days=await retention.retention_days(info.context.db, principal.tenant_id)
+        )
 
 
 @strawberry.type
@@ -95,7 +108,9 @@ class PortingMutation:
         info: Info,
         input: Annotated[
             ConversationImportInput,
-            strawberry.argument(description="The format, the decoded export file, and optionally a conversation to add to."),
+            strawberry.argument(
+                description="The format, the decoded export file, and optionally a conversation to add to."
+            ),
         ],
     ) -> list[Conversation]:
         report = await _import(info, input, all_or_nothing=True)
@@ -110,7 +125,9 @@ class PortingMutation:
         info: Info,
         input: Annotated[
             ConversationImportInput,
-            strawberry.argument(description="The format, the decoded export file, and optionally a conversation to add to."),
+            strawberry.argument(
+                description="The format, the decoded export file, and optionally a conversation to add to."
+            ),
         ],
     ) -> ConversationImportReport:
         report = await _import(info, input, all_or_nothing=False)
@@ -120,7 +137,10 @@ class PortingMutation:
             skipped=len(report.existing),
             failed=len(report.failures),
             message_count=report.messages,
-            failures=[ImportFailure(index=f.index, external_id=f.external_id, message=f.message) for f in report.failures],
+            failures=[
+                ImportFailure(index=f.index, external_id=f.external_id, message=f.message)
+                for f in report.failures
+            ],
             warnings=report.warnings,
         )
 

@@ -126,7 +126,11 @@ class Importer:
             if self.target_id is not None:
                 self._targeted += 1
                 if self._targeted > 1:
-                    self._fail(item, conversation.external_id, "only one conversation can be imported into an existing one")
+                    self._fail(
+                        item,
+                        conversation.external_id,
+                        "only one conversation can be imported into an existing one",
+                    )
                     continue
             prepared.append(_Prepared(item, plan))
         return prepared
@@ -234,7 +238,9 @@ async def import_data(
         raise bad_input(
             f"{len(failures)} conversation(s) cannot be imported, so none was: item {first.index}: {first.message}",
             argument="input.data",
-            failures=[{"index": f.index, "externalId": f.external_id, "message": f.message} for f in failures],
+            failures=[
+                {"index": f.index, "externalId": f.external_id, "message": f.message} for f in failures
+            ],
         )
     cost = request_limits.mutation_cost(conversations, messages, settings)
     await ratelimits.spend_by_size(db, settings, principal, "mutations", cost - 1)
@@ -256,6 +262,8 @@ async def import_stream(run: Importer, items: Iterable[Item]) -> ImportReport:
     return await run.finish(fatal=fatal)
 
 
-async def audited_export(db: Database, actor: Actor, action: AuditAction, target: tuple[Kind, uuid.UUID], details: dict[str, Any]) -> None:
+async def audited_export(
+    db: Database, actor: Actor, action: AuditAction, target: tuple[Kind, uuid.UUID], details: dict[str, Any]
+) -> None:
     async with db.transaction() as tx:
         await record(tx, actor, action, target, details)

@@ -164,7 +164,9 @@ def parse_document(doc: Any) -> ImportedConversation:
         ai_provider=text(conv.get("ai_provider")),
         model=text(conv.get("model")),
         session_id=text(conv.get("session_id")),
-        max_history_messages=conv.get("max_history_messages") if isinstance(conv.get("max_history_messages"), int) else None,
+        max_history_messages=conv.get("max_history_messages")
+        if isinstance(conv.get("max_history_messages"), int)
+        else None,
         status=status if status in ("ACTIVE", "ARCHIVED", "DELETED") else "ACTIVE",
         created_at=from_iso(conv.get("created_at")),
         updated_at=from_iso(conv.get("updated_at")),
@@ -187,7 +189,9 @@ def _message(index: int, raw: Any) -> ImportedMessage:
         raise Rejected(f"{where} has no id")
     role = (text(raw.get("role")) or "").upper()
     if role not in ROLES:
-        raise Rejected(f"{where}: role must be one of user, assistant, system, tool (got {raw.get('role')!r})")
+        raise Rejected(
+            f"{where}: role must be one of user, assistant, system, tool (got {raw.get('role')!r})"
+        )
     content = raw.get("content")
     if not isinstance(content, str):
         raise Rejected(f"{where}: content must be a string")

@@ -50,7 +50,9 @@ class ConversationImportInput:
 
 @strawberry.type(description="A conversation of the input that could not be imported.")
 class ImportFailure:
-    index: int = strawberry.field(description="Its position in the input (0-based); -1 for the file as a whole.")
+    index: int = strawberry.field(
+        description="Its position in the input (0-based); -1 for the file as a whole."
+    )
     external_id: str | None = strawberry.field(description="Its id in the source, when it has one.")
     message: str = strawberry.field(description="Why it was refused.")
 
@@ -61,20 +63,30 @@ class ConversationImportReport:
         description="Imported conversations, then those imported before (re-imports return them, not copies)."
     )
     imported: int = strawberry.field(description="Conversations created now.")
-    skipped: int = strawberry.field(description="Conversations already imported earlier from the same source ids.")
-    failed: int = strawberry.field(description="Conversations refused (see failures); the others were imported.")
+    skipped: int = strawberry.field(
+        description="Conversations already imported earlier from the same source ids."
+    )
+    failed: int = strawberry.field(
+        description="Conversations refused (see failures); the others were imported."
+    )
     message_count: int = strawberry.field(description="Messages created now.")
     failures: list[ImportFailure] = strawberry.field(description="Each refused conversation and why.")
-    warnings: list[str] = strawberry.field(description="What was repaired on the way (missing parents, cycles, ...).")
+    warnings: list[str] = strawberry.field(
+        description="What was repaired on the way (missing parents, cycles, ...)."
+    )
 
 
 @strawberry.type(description="The result of erasing a user.")
 class UserErasure:
     user_id: strawberry.ID = strawberry.field(description="The erased user's id (it no longer resolves).")
-    placeholder: User | None = strawberry.field(description="The anonymous user now shown as author of their replies.")
+    placeholder: User | None = strawberry.field(
+        description="The anonymous user now shown as author of their replies."
+    )
     conversations_deleted: int = strawberry.field(description="Conversations they owned, hard-deleted.")
     messages_redacted: int = strawberry.field(description="Their messages elsewhere, emptied (tombstones).")
-    messages_reassigned: int = strawberry.field(description="Their messages elsewhere, now authored by the placeholder.")
+    messages_reassigned: int = strawberry.field(
+        description="Their messages elsewhere, now authored by the placeholder."
+    )
 
 
 @strawberry.type(description="The tenant's retention policy.")

@@ -41,7 +41,9 @@ class PresenceMutation:
         info: Info,
         status: Annotated[
             PresenceStatus | None,
-            strawberry.argument(description="What to report: ONLINE by default, AWAY when idle, OFFLINE when leaving."),
+            strawberry.argument(
+                description="What to report: ONLINE by default, AWAY when idle, OFFLINE when leaving."
+            ),
         ] = PresenceStatus.ONLINE,
     ) -> bool:
         principal = await info.context.principal()
@@ -62,11 +64,15 @@ class PresenceMutation:
         ],
         is_typing: Annotated[
             bool,
-            strawberry.argument(description="true starts or renews the indicator (it lapses after 5 s without renewal); false stops it."),
+            strawberry.argument(
+                description="true starts or renews the indicator (it lapses after 5 s without renewal); false stops it."
+            ),
         ],
         root_id: Annotated[
             strawberry.ID | None,
-            strawberry.argument(description="The root message of the thread typed in; omitted: the conversation as a whole."),
+            strawberry.argument(
+                description="The root message of the thread typed in; omitted: the conversation as a whole."
+            ),
         ] = None,
     ) -> bool:
         principal = await info.context.principal()

@@ -46,7 +46,12 @@ async def expire_presence(db: Database, settings: Settings) -> int:
 
 
 async def _announce_typing(
-    tx: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID, root_id: uuid.UUID | None, user_id: uuid.UUID, typing: bool
+    tx: Executor,
+    tenant_id: uuid.UUID,
+    conversation_id: uuid.UUID,
+    root_id: uuid.UUID | None,
+    user_id: uuid.UUID,
+    typing: bool,
 ) -> None:
     await publish_typing_update(
         tx, tenant_id, TypingUpdate(user_id, typing), conversation_id=conversation_id, root_id=root_id
@@ -70,10 +75,17 @@ async def set_typing(
         if typing:
             prev = await repo.typing_state(tx, principal.tenant_id, conversation_id, principal.user_id)
             await repo.start_typing(
-                tx, principal.tenant_id, conversation_id, principal.user_id, root_id, settings.typing_timeout_seconds
+                tx,
+                principal.tenant_id,
+                conversation_id,
+                principal.user_id,
+                root_id,
+                settings.typing_timeout_seconds,
             )
             if prev is None or not prev["active"] or prev["root_id"] != root_id:
-                await _announce_typing(tx, principal.tenant_id, conversation_id, root_id, principal.user_id, True)
+                await _announce_typing(
+                    tx, principal.tenant_id, conversation_id, root_id, principal.user_id, True
+                )
         else:
             row = await repo.stop_typing(tx, principal.tenant_id, conversation_id, principal.user_id)
             if row is not None and row["was_active"]:
@@ -88,5 +100,7 @@ async def expire_typing(db: Database) -> int:
     async with db.transaction() as tx:
         rows = await repo.expire_typing(tx)
         for row in rows:
-            await _announce_typing(tx, row["tenant_id"], row["conversation_id"], row["root_id"], row["user_id"], False)
+            await _announce_typing(
+                tx, row["tenant_id"], row["conversation_id"], row["root_id"], row["user_id"], False
+            )
     return len(rows)

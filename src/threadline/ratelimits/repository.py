@@ -34,7 +34,9 @@ async def profiles(db: Executor, tenant_id: uuid.UUID) -> list[asyncpg.Record]:
 
 async def profile(db: Executor, tenant_id: uuid.UUID, profile_id: uuid.UUID) -> asyncpg.Record | None:
     return await db.fetchrow(
-        f"SELECT {PROFILE_COLUMNS} FROM rate_limit_profile WHERE tenant_id = $1 AND id = $2", tenant_id, profile_id
+        f"SELECT {PROFILE_COLUMNS} FROM rate_limit_profile WHERE tenant_id = $1 AND id = $2",
+        tenant_id,
+        profile_id,
     )
 
 
@@ -67,7 +69,7 @@ async def update_profile(
 ) -> asyncpg.Record | None:
     assignments = ", ".join(f"{column} = ${i}" for i, column in enumerate(values, start=3))
     return await db.fetchrow(
-        f"""UPDATE rate_limit_profile SET {assignments}{', ' if assignments else ''}updated_at = now()
+        f"""UPDATE rate_limit_profile SET {assignments}{", " if assignments else ""}updated_at = now()
             WHERE tenant_id = $1 AND id = $2 RETURNING {PROFILE_COLUMNS}""",
         tenant_id,
         profile_id,
@@ -85,13 +87,19 @@ async def clear_default(db: Executor, tenant_id: uuid.UUID, keep: uuid.UUID | No
 
 
 async def delete_profile(db: Executor, tenant_id: uuid.UUID, profile_id: uuid.UUID) -> bool:
-    status = await db.execute("DELETE FROM rate_limit_profile WHERE tenant_id = $1 AND id = $2", tenant_id, profile_id)
+    status = await db.execute(
+        "DELETE FROM rate_limit_profile WHERE tenant_id = $1 AND id = $2", tenant_id, profile_id
+    )
     return status == "DELETE 1"
 
 
-async def assign(db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID, profile_id: uuid.UUID | None) -> None:
+async def assign(
+    db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID, profile_id: uuid.UUID | None
+) -> None:
     if profile_id is None:
-        await db.execute("DELETE FROM rate_limit_assignment WHERE tenant_id = $1 AND user_id = $2", tenant_id, user_id)
+        await db.execute(
+            "DELETE FROM rate_limit_assignment WHERE tenant_id = $1 AND user_id = $2", tenant_id, user_id
+        )
         return
     await db.execute(
         """INSERT INTO rate_limit_assignment (user_id, tenant_id, profile_id) VALUES ($2, $1, $3)

@@ -60,7 +60,11 @@ class RateLimits(SchemaExtension):
     async def on_execute(self) -> AsyncIterator[None]:
         execution = self.execution_context
         context = execution.context
-        if isinstance(context, Context) and context.settings.rate_limit_enabled and execution.graphql_document:
+        if (
+            isinstance(context, Context)
+            and context.settings.rate_limit_enabled
+            and execution.graphql_document
+        ):
             costs = operation_costs(execution.graphql_document, execution.operation_name)
             # strawberry's OperationType: graphql-core's SUBSCRIPTION is another enum and never matched.
             if execution.operation_type is not ExecutedOperation.SUBSCRIPTION:
@@ -122,7 +126,9 @@ class RateLimitQuery:
         info: Info,
         user_id: Annotated[
             strawberry.ID | None,
-            strawberry.argument(description="The user (`User.id`); the caller when omitted. Others' need an admin."),
+            strawberry.argument(
+                description="The user (`User.id`); the caller when omitted. Others' need an admin."
+            ),
         ] = None,
     ) -> EffectiveRateLimit:
         principal = await info.context.principal()
@@ -157,7 +163,9 @@ class RateLimitMutation:
     async def rate_limit_profile_update(
         self,
         info: Info,
-        id: Annotated[strawberry.ID, strawberry.argument(description="The profile to change (`RateLimitProfile.id`).")],
+        id: Annotated[
+            strawberry.ID, strawberry.argument(description="The profile to change (`RateLimitProfile.id`).")
+        ],
         input: Annotated[
             RateLimitProfileUpdateInput,
             strawberry.argument(description="The values to change; fields left out keep their value."),
@@ -175,10 +183,14 @@ class RateLimitMutation:
     async def rate_limit_profile_delete(
         self,
         info: Info,
-        id: Annotated[strawberry.ID, strawberry.argument(description="The profile to delete (`RateLimitProfile.id`).")],
+        id: Annotated[
+            strawberry.ID, strawberry.argument(description="The profile to delete (`RateLimitProfile.id`).")
+        ],
     ) -> bool:
         principal = await info.context.principal()
-        return await service.delete_profile(info.context.db, principal, decode_id(id, Kind.RATE_LIMIT_PROFILE))
+        return await service.delete_profile(
+            info.context.db, principal, decode_id(id, Kind.RATE_LIMIT_PROFILE)
+        )
 
     @strawberry.mutation(
         description="Assign a profile to a user (admins only), or with `profileId: null` return them to the "
@@ -190,7 +202,9 @@ class RateLimitMutation:
         user_id: Annotated[strawberry.ID, strawberry.argument(description="The user to assign (`User.id`).")],
         profile_id: Annotated[
             strawberry.ID | None,
-            strawberry.argument(description="The profile (`RateLimitProfile.id`); null or omitted: the tenant default."),
+            strawberry.argument(
+                description="The profile (`RateLimitProfile.id`); null or omitted: the tenant default."
+            ),
         ] = None,
     ) -> EffectiveRateLimit:
         principal = await info.context.principal()

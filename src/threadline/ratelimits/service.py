@@ -145,7 +145,9 @@ def _budget(row: asyncpg.Record) -> Budget:
         name=row["bucket"],
         limit=row["capacity"],
         remaining=max(row["tokens_milli"] // 1000, 0),
-        reset_seconds=_seconds_until(row["tokens_milli"], row["capacity"] * 1000, row["per_window"], row["window_seconds"]),
+        reset_seconds=_seconds_until(
+            row["tokens_milli"], row["capacity"] * 1000, row["per_window"], row["window_seconds"]
+        ),
     )
 
 
@@ -172,10 +174,14 @@ async def spend(db: Executor, settings: Settings, principal: Principal, costs: d
             row["tokens_milli"], row["last_cost"] * 1000, row["per_window"], row["window_seconds"]
         )
     retry_after = max(retry_after, 1)
-    raise RateLimited(Budget(row["bucket"], row["capacity"], row["tokens_milli"] // 1000, retry_after), retry_after)
+    raise RateLimited(
+        Budget(row["bucket"], row["capacity"], row["tokens_milli"] // 1000, retry_after), retry_after
+    )
 
 
-async def spend_by_size(db: Executor, settings: Settings, principal: Principal, budget: str, cost: int) -> None:
+async def spend_by_size(
+    db: Executor, settings: Settings, principal: Principal, budget: str, cost: int
+) -> None:
     """Draws `cost` more from one budget, for an operation priced by its input once read (an import, by its
     size); the extension already drew the operation's first unit. RATE_LIMITED, taking nothing, when spent."""
     if settings.rate_limit_enabled and cost > 0:

@@ -26,7 +26,9 @@ class RateLimitProfile(Node):
     mutations_per_window: int = strawberry.field(description="Top-level mutation fields.")
     runs_per_window: int = strawberry.field(description="`runCreate` calls.")
     subscriptions_per_window: int = strawberry.field(description="Subscription starts.")
-    is_default: bool = strawberry.field(description="Applies to every user of the tenant without an assigned profile.")
+    is_default: bool = strawberry.field(
+        description="Applies to every user of the tenant without an assigned profile."
+    )
     created_at: datetime = strawberry.field(description="When the profile was created.")
     updated_at: datetime = strawberry.field(description="When the profile last changed.")
 
@@ -69,9 +71,13 @@ class RateLimitProfileCreateInput:
     window_seconds: int | None = strawberry.field(default=None, description="1 to 86400 seconds.")
     burst: int | None = strawberry.field(default=None, description="Extra tokens each budget may hold.")
     requests_per_window: int | None = strawberry.field(default=None, description="Operations per window.")
-    mutations_per_window: int | None = strawberry.field(default=None, description="Mutation fields per window.")
+    mutations_per_window: int | None = strawberry.field(
+        default=None, description="Mutation fields per window."
+    )
     runs_per_window: int | None = strawberry.field(default=None, description="`runCreate` calls per window.")
-    subscriptions_per_window: int | None = strawberry.field(default=None, description="Subscription starts per window.")
+    subscriptions_per_window: int | None = strawberry.field(
+        default=None, description="Subscription starts per window."
+    )
     is_default: bool | None = strawberry.field(
         default=None, description="Make it the tenant's default (the previous default stops being one)."
     )
@@ -83,9 +89,13 @@ class RateLimitProfileUpdateInput:
     window_seconds: int | None = strawberry.field(default=None, description="1 to 86400 seconds.")
     burst: int | None = strawberry.field(default=None, description="Extra tokens each budget may hold.")
     requests_per_window: int | None = strawberry.field(default=None, description="Operations per window.")
-    mutations_per_window: int | None = strawberry.field(default=None, description="Mutation fields per window.")
+    mutations_per_window: int | None = strawberry.field(
+        default=None, description="Mutation fields per window."
+    )
     runs_per_window: int | None = strawberry.field(default=None, description="`runCreate` calls per window.")
-    subscriptions_per_window: int | None = strawberry.field(default=None, description="Subscription starts per window.")
+    subscriptions_per_window: int | None = strawberry.field(
+        default=None, description="Subscription starts per window."
+    )
     is_default: bool | None = strawberry.field(
         default=None, description="true makes it the tenant's default; false stops it being the default."
     )

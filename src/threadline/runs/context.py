@@ -82,7 +82,9 @@ def build_prompt(
 ) -> list[ChatMessage]:
     """The messages to send: `path` is the ancestor rows root first, the run's message last."""
     history = [
-        ChatMessage(_ROLES[row["role"]], row["content"]) for row in path if row["deleted_at"] is None and row["content"]
+        ChatMessage(_ROLES[row["role"]], row["content"])
+        for row in path
+        if row["deleted_at"] is None and row["content"]
     ]
     history = history[-max_history:]
     system = [ChatMessage("system", instructions)] if instructions else []

@@ -84,7 +84,9 @@ async def owned(tx: Executor, claim: Claim, settings: Settings) -> asyncpg.Recor
     return run
 
 
-async def start(db: Database, settings: Settings, claim: Claim) -> tuple[list[ChatMessage], asyncpg.Record] | None:
+async def start(
+    db: Database, settings: Settings, claim: Claim
+) -> tuple[list[ChatMessage], asyncpg.Record] | None:
     """The prompt and the output message, or None if the run ended here (cancelled, or failed to start)."""
     async with db.transaction() as tx:
         run = await owned(tx, claim, settings)
@@ -94,23 +96,35 @@ async def start(db: Database, settings: Settings, claim: Claim) -> tuple[list[Ch
         try:
             prompt, message = await _prepare(tx, settings, run)
         except (ThreadlineError, ContextTooLarge) as exc:
-            code, text = (exc.code.value, exc.message) if isinstance(exc, ThreadlineError) else ("CONTEXT_TOO_LARGE", str(exc))
+            code, text = (
+                (exc.code.value, exc.message)
+                if isinstance(exc, ThreadlineError)
+                else ("CONTEXT_TOO_LARGE", str(exc))
+            )
             await end_run(tx, run, RunStatus.FAILED, usage=Usage(0, 0), error=(code, text))
             return None
         await repo.insert_step(
-            tx, claim.tenant_id, claim.run_id, claim.attempt, StepType.MESSAGE_CREATION.value,
+            tx,
+            claim.tenant_id,
+            claim.run_id,
+            claim.attempt,
+            StepType.MESSAGE_CREATION.value,
             {"messageId": encode_id(Kind.MESSAGE, message["id"])},
         )
         await repo.progress(tx, claim.tenant_id, claim.run_id, claim.attempt, prompt_tokens(prompt), 0)
     return prompt, message
 
 
-async def _prepare(tx: Executor, settings: Settings, run: asyncpg.Record) -> tuple[list[ChatMessage], asyncpg.Record]:
+async def _prepare(
+    tx: Executor, settings: Settings, run: asyncpg.Record
+) -> tuple[list[ChatMessage], asyncpg.Record]:
     tenant_id = run["tenant_id"]
     conversation = await conversations.conversation_with_access(
         tx, tenant_id, run["conversation_id"], run["created_by"] or run["id"]
     )
-    if conversation is None:  # hard-deleted: the run goes with it (cascade), so its lock keeps this from happening
+    if (
+        conversation is None
+    ):  # hard-deleted: the run goes with it (cascade), so its lock keeps this from happening
         raise conflict("The conversation is no longer active")
     require_writable(conversation)
     message = await threads.message(tx, tenant_id, run["message_id"], lock=True)
@@ -126,7 +140,12 @@ async def _prepare(tx: Executor, settings: Settings, run: asyncpg.Record) -> tup
     )
     if run["output_message_id"] is None:
         reply, _ = await add_reply(
-            tx, settings, tenant_id, message, MessageDraft(content="", role="ASSISTANT", model=run["model"]), None
+            tx,
+            settings,
+            tenant_id,
+            message,
+            MessageDraft(content="", role="ASSISTANT", model=run["model"]),
+            None,
         )
         await repo.set_output(tx, tenant_id, run["id"], reply["id"])
         await streams.open_stream(tx, tenant_id, reply["id"])
@@ -147,7 +166,15 @@ async def _prepare(tx: Executor, settings: Settings, run: asyncpg.Record) -> tup
 class DeltaWriter:
     """Buffers deltas and writes them as one chunk and one `message.delta` at most every `interval`."""
 
-    def __init__(self, db: Database, settings: Settings, claim: Claim, message: asyncpg.Record, signals: Signals, prompt: int) -> None:
+    def __init__(
+        self,
+        db: Database,
+        settings: Settings,
+        claim: Claim,
+        message: asyncpg.Record,
+        signals: Signals,
+        prompt: int,
+    ) -> None:
         self.db = db
         self.settings = settings
         self.claim = claim
@@ -186,13 +213,20 @@ class DeltaWriter:
         count = len(self.pending)
         text = "".join(self.pending[:count])
         status = await repo.progress(
-            tx, self.claim.tenant_id, self.claim.run_id, self.claim.attempt, self.prompt_tokens, self.completion_tokens
+            tx,
+            self.claim.tenant_id,
+            self.claim.run_id,
+            self.claim.attempt,
+            self.prompt_tokens,
+            self.completion_tokens,
         )
         if status is None:
             raise Lost()
         if status == RunStatus.CANCELLING:
             self.signals.cancel.set()
-        await output.append(tx, self.claim.tenant_id, self.message, text, self.claim.run_id, self.claim.attempt)
+        await output.append(
+            tx, self.claim.tenant_id, self.message, text, self.claim.run_id, self.claim.attempt
+        )
         del self.pending[:count]
 
     async def stop(self, task: asyncio.Task[None]) -> None:
@@ -213,7 +247,11 @@ async def _produce(provider: Provider, request: CompletionRequest, writer: Delta
 
 
 async def execute(
-    db: Database, settings: Settings, providers: dict[str, Provider], claimed: asyncpg.Record, signals: Signals
+    db: Database,
+    settings: Settings,
+    providers: dict[str, Provider],
+    claimed: asyncpg.Record,
+    signals: Signals,
 ) -> bool:
     """Run a claimed attempt to its end; False if the attempt lost the run to another instance."""
     claim = Claim(claimed["tenant_id"], claimed["id"], claimed["attempt"])
@@ -233,7 +271,11 @@ async def execute(
     if outcome is not None and outcome.error is not None and outcome.error[0] == "TIMEOUT":
         outcome.error = ("TIMEOUT", f"The run did not finish within {settings.run_timeout_seconds:g} seconds")
     if outcome is None:
-        log.warning("run %s lost while streaming (attempt %d); another instance took it over", claim.run_id, claim.attempt)
+        log.warning(
+            "run %s lost while streaming (attempt %d); another instance took it over",
+            claim.run_id,
+            claim.attempt,
+        )
         return False
     return await _end(db, settings, claim, writer, outcome)
 
@@ -247,7 +289,9 @@ async def _stream(
     lost = asyncio.create_task(signals.lost.wait())
     try:
         done, _ = await asyncio.wait(
-            {producer, flusher, cancelled, lost}, timeout=max(timeout, 0.0), return_when=asyncio.FIRST_COMPLETED
+            {producer, flusher, cancelled, lost},
+            timeout=max(timeout, 0.0),
+            return_when=asyncio.FIRST_COMPLETED,
         )
     finally:
         for task in (producer, cancelled, lost):
@@ -280,7 +324,9 @@ async def _end(db: Database, settings: Settings, claim: Claim, writer: DeltaWrit
     finish = outcome.finish
     usage = Usage(
         finish.prompt_tokens if finish and finish.prompt_tokens is not None else writer.prompt_tokens,
-        finish.completion_tokens if finish and finish.completion_tokens is not None else writer.completion_tokens,
+        finish.completion_tokens
+        if finish and finish.completion_tokens is not None
+        else writer.completion_tokens,
     )
     try:
         async with db.transaction() as tx:

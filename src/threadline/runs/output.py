@@ -80,8 +80,12 @@ async def finish(
     row = message
     if usage is not None:
         before = (message["prompt_tokens"] or 0) + (message["completion_tokens"] or 0)
-        row = await streams.set_message_usage(tx, tenant_id, message["id"], usage.prompt_tokens, usage.completion_tokens)
-        await conversations.touch_activity(tx, tenant_id, message["conversation_id"], 0, usage.total_tokens - before)
+        row = await streams.set_message_usage(
+            tx, tenant_id, message["id"], usage.prompt_tokens, usage.completion_tokens
+        )
+        await conversations.touch_activity(
+            tx, tenant_id, message["conversation_id"], 0, usage.total_tokens - before
+        )
     if announce:
         await publish_message_done(
             tx,

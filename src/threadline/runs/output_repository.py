@@ -16,13 +16,17 @@ from threadline.threads.repository import MESSAGE_COLUMNS
 
 async def messages_by_ids(db: Executor, tenant_id: uuid.UUID, ids: list[uuid.UUID]) -> list[asyncpg.Record]:
     return await db.fetch(
-        f"SELECT {MESSAGE_COLUMNS} FROM message m WHERE m.tenant_id = $1 AND m.id = ANY($2::uuid[])", tenant_id, ids
+        f"SELECT {MESSAGE_COLUMNS} FROM message m WHERE m.tenant_id = $1 AND m.id = ANY($2::uuid[])",
+        tenant_id,
+        ids,
     )
 
 
 async def open_stream(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID) -> None:
     await db.execute(
-        "INSERT INTO message_stream (id, tenant_id) VALUES ($2, $1) ON CONFLICT (id) DO NOTHING", tenant_id, message_id
+        "INSERT INTO message_stream (id, tenant_id) VALUES ($2, $1) ON CONFLICT (id) DO NOTHING",
+        tenant_id,
+        message_id,
     )
 
 
@@ -38,7 +42,12 @@ async def take_chunk_index(db: Executor, tenant_id: uuid.UUID, message_id: uuid.
 
 
 async def append_content(
-    db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID, delta: str, run_id: uuid.UUID | None, index: int
+    db: Executor,
+    tenant_id: uuid.UUID,
+    message_id: uuid.UUID,
+    delta: str,
+    run_id: uuid.UUID | None,
+    index: int,
 ) -> bool:
     """Append to the content and store the chunk; False if the message was deleted meanwhile."""
     appended = await db.fetchval(
@@ -72,7 +81,9 @@ async def finish_stream(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUI
 
 async def restart_stream(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID) -> None:
     """Discard a lost attempt's output so a requeued run writes the message from the start again."""
-    await db.execute("DELETE FROM message_chunk WHERE tenant_id = $1 AND message_id = $2", tenant_id, message_id)
+    await db.execute(
+        "DELETE FROM message_chunk WHERE tenant_id = $1 AND message_id = $2", tenant_id, message_id
+    )
     await db.execute(
         """UPDATE message SET content = '', prompt_tokens = NULL, completion_tokens = NULL
            WHERE tenant_id = $1 AND id = $2""",

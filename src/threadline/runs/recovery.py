@@ -60,12 +60,19 @@ async def reap(db: Database, settings: Settings) -> int:
     recovered = 0
     for candidate in await repo.stale_run_ids(db, settings.run_stale_seconds, BATCH):
         async with db.transaction() as tx:
-            run = await repo.lock_if_stale(tx, candidate["tenant_id"], candidate["id"], settings.run_stale_seconds)
+            run = await repo.lock_if_stale(
+                tx, candidate["tenant_id"], candidate["id"], settings.run_stale_seconds
+            )
             if run is None:
                 continue
             status = await release(
-                tx, settings, run, f"The worker executing the run stopped (no heartbeat for {settings.run_stale_seconds:g} s)"
+                tx,
+                settings,
+                run,
+                f"The worker executing the run stopped (no heartbeat for {settings.run_stale_seconds:g} s)",
             )
         recovered += 1
-        log.warning("run %s: worker %s stopped heartbeating; run is now %s", run["id"], run["worker_id"], status.value)
+        log.warning(
+            "run %s: worker %s stopped heartbeating; run is now %s", run["id"], run["worker_id"], status.value
+        )
     return recovered

@@ -104,15 +104,20 @@ async def count_active_for_user(db: Executor, tenant_id: uuid.UUID, user_id: uui
     )
 
 
-async def run(db: Executor, tenant_id: uuid.UUID, run_id: uuid.UUID, *, lock: bool = False) -> asyncpg.Record | None:
+async def run(
+    db: Executor, tenant_id: uuid.UUID, run_id: uuid.UUID, *, lock: bool = False
+) -> asyncpg.Record | None:
     return await db.fetchrow(
-        f"SELECT {RUN_COLUMNS} FROM run r WHERE r.tenant_id = $1 AND r.id = $2" + (" FOR UPDATE" if lock else ""),
+        f"SELECT {RUN_COLUMNS} FROM run r WHERE r.tenant_id = $1 AND r.id = $2"
+        + (" FOR UPDATE" if lock else ""),
         tenant_id,
         run_id,
     )
 
 
-async def active_run_writing(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID) -> asyncpg.Record | None:
+async def active_run_writing(
+    db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID
+) -> asyncpg.Record | None:
     """The active run whose output is `message_id`, if any."""
     return await db.fetchrow(
         f"""SELECT {RUN_COLUMNS} FROM run r WHERE r.tenant_id = $1 AND r.output_message_id = $2
@@ -146,10 +151,14 @@ async def runs_page(
     )
 
 
-async def count_runs(db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID, status: str | None) -> int:
+async def count_runs(
+    db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID, status: str | None
+) -> int:
     if status is None:
         value = await db.fetchval(
-            "SELECT count(*) FROM run WHERE tenant_id = $1 AND conversation_id = $2", tenant_id, conversation_id
+            "SELECT count(*) FROM run WHERE tenant_id = $1 AND conversation_id = $2",
+            tenant_id,
+            conversation_id,
         )
     else:
         value = await db.fetchval(
@@ -231,7 +240,12 @@ async def heartbeat(
 
 
 async def progress(
-    db: Executor, tenant_id: uuid.UUID, run_id: uuid.UUID, attempt: int, prompt_tokens: int, completion_tokens: int
+    db: Executor,
+    tenant_id: uuid.UUID,
+    run_id: uuid.UUID,
+    attempt: int,
+    prompt_tokens: int,
+    completion_tokens: int,
 ) -> str | None:
     """Heartbeat plus usage so far, row-locked for the rest of the transaction; the run's status, or None
     if this attempt no longer owns the run."""
@@ -251,7 +265,10 @@ async def progress(
 
 async def set_output(db: Executor, tenant_id: uuid.UUID, run_id: uuid.UUID, message_id: uuid.UUID) -> None:
     await db.execute(
-        "UPDATE run SET output_message_id = $3 WHERE tenant_id = $1 AND id = $2", tenant_id, run_id, message_id
+        "UPDATE run SET output_message_id = $3 WHERE tenant_id = $1 AND id = $2",
+        tenant_id,
+        run_id,
+        message_id,
     )
 
 
@@ -325,4 +342,6 @@ async def steps_of(db: Executor, tenant_id: uuid.UUID, run_ids: list[uuid.UUID])
 
 
 async def step(db: Executor, tenant_id: uuid.UUID, step_id: uuid.UUID) -> asyncpg.Record | None:
-    return await db.fetchrow(f"SELECT {STEP_COLUMNS} FROM run_step s WHERE s.tenant_id = $1 AND s.id = $2", tenant_id, step_id)
+    return await db.fetchrow(
+        f"SELECT {STEP_COLUMNS} FROM run_step s WHERE s.tenant_id = $1 AND s.id = $2", tenant_id, step_id
+    )

@@ -27,7 +27,11 @@ from threadline.runs.types import Run, RunCreateInput, RunStep
 
 
 async def conversation_runs(
-    info: Info, conversation_id: uuid.UUID, first: int | None, after: str | None, status: transitions.RunStatus | None
+    info: Info,
+    conversation_id: uuid.UUID,
+    first: int | None,
+    after: str | None,
+    status: transitions.RunStatus | None,
 ) -> Connection[Run]:
     """`Conversation.runs`: the caller can read the conversation (checked by the parent field)."""
     principal = await info.context.principal()
@@ -36,7 +40,9 @@ async def conversation_runs(
     limit = page_size(first, settings.page_size_default, settings.page_size_max)
     cursor = decode_cursor(after, (as_datetime, as_uuid)) if after else None
     status_value = status.value if status is not None else None
-    rows = await repo.runs_page(db, principal.tenant_id, conversation_id, status=status_value, limit=limit + 1, after=cursor)
+    rows = await repo.runs_page(
+        db, principal.tenant_id, conversation_id, status=status_value, limit=limit + 1, after=cursor
+    )
     return connection(
         rows,
         limit,
@@ -51,7 +57,9 @@ async def conversation_runs(
 class RunQuery:
     @strawberry.field(description="A run in a conversation the caller may read (NOT_FOUND otherwise).")
     async def run(
-        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="The run's id (`Run.id`).")]
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The run's id (`Run.id`).")],
     ) -> Run | None:
         principal = await info.context.principal()
         return Run.from_row(await service.readable_run(info.context.db, principal, decode_id(id, Kind.RUN)))
@@ -69,7 +77,9 @@ class RunMutation:
         info: Info,
         input: Annotated[
             RunCreateInput,
-            strawberry.argument(description="The message to answer, and optionally the provider, model and instructions."),
+            strawberry.argument(
+                description="The message to answer, and optionally the provider, model and instructions."
+            ),
         ],
         client_mutation_id: ClientMutationId = None,
     ) -> Run:
@@ -100,10 +110,14 @@ class RunMutation:
         "CONFLICT for a run that already ended."
     )
     async def run_cancel(
-        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="The run to cancel (`Run.id`).")]
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The run to cancel (`Run.id`).")],
     ) -> Run:
         principal = await info.context.principal()
-        row = await service.cancel_run(info.context.db, info.context.settings, principal, decode_id(id, Kind.RUN))
+        row = await service.cancel_run(
+            info.context.db, info.context.settings, principal, decode_id(id, Kind.RUN)
+        )
         return Run.from_row(row)
 
 

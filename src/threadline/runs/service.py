@@ -37,7 +37,9 @@ class RunSpec:
 
 def _validate(spec: RunSpec, settings: Settings) -> None:
     if spec.max_history_messages is not None and not 1 <= spec.max_history_messages <= MAX_HISTORY_LIMIT:
-        raise bad_input(f"maxHistoryMessages must be between 1 and {MAX_HISTORY_LIMIT}", argument="maxHistoryMessages")
+        raise bad_input(
+            f"maxHistoryMessages must be between 1 and {MAX_HISTORY_LIMIT}", argument="maxHistoryMessages"
+        )
     if spec.instructions is not None:
         if len(spec.instructions.encode("utf-8", errors="surrogatepass")) > settings.message_max_bytes:
             raise bad_input(
@@ -55,7 +57,9 @@ def _provider_and_model(spec: RunSpec, settings: Settings, conversation: asyncpg
     provider = (spec.provider or conversation_provider).strip().lower()
     known = catalogue(settings, provider)
     if known is None:
-        raise bad_input(f"Unknown provider {provider!r}; known providers: {', '.join(NAMES)}", argument="provider")
+        raise bad_input(
+            f"Unknown provider {provider!r}; known providers: {', '.join(NAMES)}", argument="provider"
+        )
     models, default = known
     model = spec.model or (conversation["model"] if provider == conversation_provider else None) or default
     if model not in models:
@@ -128,7 +132,9 @@ def stored_usage(run: asyncpg.Record) -> Usage:
     return Usage(run["prompt_tokens"], run["completion_tokens"])
 
 
-async def cancel_run(db: Database, settings: Settings, principal: Principal, run_id: uuid.UUID) -> asyncpg.Record:
+async def cancel_run(
+    db: Database, settings: Settings, principal: Principal, run_id: uuid.UUID
+) -> asyncpg.Record:
     """Queued or waiting runs end at once; an executing run goes to CANCELLING and its worker ends it,
     unless the worker is gone, then it is cancelled here (forced). Cancelling a cancelling run again
     only forces it if its worker is gone."""
@@ -147,11 +153,19 @@ async def cancel_run(db: Database, settings: Settings, principal: Principal, run
         return await end_run(tx, run, RunStatus.CANCELLED, usage=stored_usage(run))
 
 
-async def transition(tx: Executor, run: asyncpg.Record, target: RunStatus, **changes: object) -> asyncpg.Record:
+async def transition(
+    tx: Executor, run: asyncpg.Record, target: RunStatus, **changes: object
+) -> asyncpg.Record:
     """Apply one transition of the table to a row locked by the caller (CONFLICT if not allowed)."""
     check(RunStatus(run["status"]), target)
     updated = await repo.set_status(
-        tx, run["tenant_id"], run["id"], current=RunStatus(run["status"]), attempt=run["attempt"], target=target, **changes  # type: ignore[arg-type]
+        tx,
+        run["tenant_id"],
+        run["id"],
+        current=RunStatus(run["status"]),
+        attempt=run["attempt"],
+        target=target,
+        **changes,  # type: ignore[arg-type]
     )
     if updated is None:
         raise conflict("The run changed meanwhile; read it again")
@@ -178,7 +192,9 @@ async def end_run(
         message = await threads.message(tx, run["tenant_id"], run["output_message_id"], lock=True)
         if message is not None:
             announce = target in ANNOUNCED_DONE
-            await output.finish(tx, run["tenant_id"], message, run["id"], usage, announce=announce, strict=False)
+            await output.finish(
+                tx, run["tenant_id"], message, run["id"], usage, announce=announce, strict=False
+            )
     if target in (RunStatus.FAILED, RunStatus.EXPIRED):
         code, text = error or (target.value, f"The run is {target.value.lower()}")
         await publish_error(

@@ -49,7 +49,16 @@ S = RunStatus
 TRANSITIONS: dict[RunStatus, frozenset[RunStatus]] = {
     S.QUEUED: frozenset({S.IN_PROGRESS, S.CANCELLED}),
     S.IN_PROGRESS: frozenset(
-        {S.COMPLETED, S.FAILED, S.INCOMPLETE, S.CANCELLING, S.CANCELLED, S.EXPIRED, S.QUEUED, S.REQUIRES_ACTION}
+        {
+            S.COMPLETED,
+            S.FAILED,
+            S.INCOMPLETE,
+            S.CANCELLING,
+            S.CANCELLED,
+            S.EXPIRED,
+            S.QUEUED,
+            S.REQUIRES_ACTION,
+        }
     ),
     S.REQUIRES_ACTION: frozenset({S.QUEUED, S.CANCELLED, S.EXPIRED}),
     S.CANCELLING: frozenset({S.CANCELLED}),

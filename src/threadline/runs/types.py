@@ -25,7 +25,9 @@ RunStatus = strawberry.enum(
     description="Where a run is: QUEUED -> IN_PROGRESS -> COMPLETED | FAILED | INCOMPLETE | EXPIRED, or "
     "CANCELLING -> CANCELLED. COMPLETED, FAILED, INCOMPLETE, CANCELLED and EXPIRED are final.",
 )
-RunStepStatus = strawberry.enum(transitions.StepStatus, name="RunStepStatus", description="Where a run step is.")
+RunStepStatus = strawberry.enum(
+    transitions.StepStatus, name="RunStepStatus", description="Where a run step is."
+)
 RunStepType = strawberry.enum(
     transitions.StepType,
     name="RunStepType",
@@ -85,8 +87,10 @@ class RunError:
 class RunStep(Node):
     type: RunStepType = strawberry.field(description="What the step does.")  # type: ignore[valid-type]
     status: RunStepStatus = strawberry.field(description="Where the step is.")  # type: ignore[valid-type]
-    details: JSON = strawberry.field(description="For MESSAGE_CREATION: {\"messageId\": ...}.")
-    attempt: int = strawberry.field(description="The run attempt the step belongs to (a requeued run retries).")
+    details: JSON = strawberry.field(description='For MESSAGE_CREATION: {"messageId": ...}.')
+    attempt: int = strawberry.field(
+        description="The run attempt the step belongs to (a requeued run retries)."
+    )
     created_at: datetime = strawberry.field(description="When the step began.")
     completed_at: datetime | None = strawberry.field(description="When it completed.")
     cancelled_at: datetime | None = strawberry.field(description="When it was cancelled.")
@@ -117,7 +121,9 @@ class Run(Node):
     instructions: str | None = strawberry.field(description="Sent first, as a system message.")
     max_history_messages: int | None = strawberry.field(description="The history limit asked for, if any.")
     conversation_id: strawberry.ID = strawberry.field(description="The conversation of the message.")
-    attempt: int = strawberry.field(description="How many times a worker has started it (more than 1 after a requeue).")
+    attempt: int = strawberry.field(
+        description="How many times a worker has started it (more than 1 after a requeue)."
+    )
     last_error: RunError | None = strawberry.field(description="Why it failed or expired.")
     created_at: datetime = strawberry.field(description="When it was queued.")
     started_at: datetime | None = strawberry.field(description="When a worker first started it.")
@@ -139,7 +145,9 @@ class Run(Node):
     async def output(self, info: Info) -> _MessageType | None:
         return await _load_message(info, self.output_uuid) if self.output_uuid else None
 
-    @strawberry.field(description="Token usage so far (partial while running or after a cancel); null while queued.")
+    @strawberry.field(
+        description="Token usage so far (partial while running or after a cancel); null while queued."
+    )
     def usage(self) -> _UsageType | None:
         from threadline.threads.types import Usage
 
@@ -193,12 +201,15 @@ async def _load_steps(info: Info, run_id: UUID) -> list[RunStep]:
 
 @strawberry.input(description="A run to queue: an assistant reply to `messageId`.")
 class RunCreateInput:
-    message_id: strawberry.ID = strawberry.field(description="The message to answer; the reply goes under it.")
+    message_id: strawberry.ID = strawberry.field(
+        description="The message to answer; the reply goes under it."
+    )
     provider: str | None = strawberry.field(
         default=None, description="`echo` or `openai`; default: the conversation's aiProvider, else `echo`."
     )
     model: str | None = strawberry.field(
-        default=None, description="Default: the conversation's model (same provider), else the provider's default."
+        default=None,
+        description="Default: the conversation's model (same provider), else the provider's default.",
     )
     instructions: str | None = strawberry.field(default=None, description="Sent first, as a system message.")
     max_history_messages: int | None = strawberry.field(

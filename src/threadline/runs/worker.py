@@ -88,7 +88,9 @@ class Worker:
             await provider.close()
 
     async def _release(self, run_id: uuid.UUID, active: ActiveRun, requeue: bool = False) -> None:
-        settings = dataclasses.replace(self.settings, run_on_lost_worker="requeue") if requeue else self.settings
+        settings = (
+            dataclasses.replace(self.settings, run_on_lost_worker="requeue") if requeue else self.settings
+        )
         async with self.db.transaction() as tx:
             run = await repo.run(tx, active.tenant_id, run_id, lock=True)
             if run is None or run["attempt"] != active.attempt or run["worker_id"] != self.id:
@@ -100,10 +102,14 @@ class Worker:
 
     async def _listen(self) -> None:
         try:
-            self._listener = await asyncpg.connect(self.db.dsn, server_settings=connect_settings(WORKER, self.db.dsn))
+            self._listener = await asyncpg.connect(
+                self.db.dsn, server_settings=connect_settings(WORKER, self.db.dsn)
+            )
             await self._listener.add_listener(repo.CHANNEL, self._notified)
         except (OSError, asyncpg.PostgresError) as exc:
-            log.warning("run worker cannot LISTEN (%s); polling every %s s", exc, self.settings.run_poll_seconds)
+            log.warning(
+                "run worker cannot LISTEN (%s); polling every %s s", exc, self.settings.run_poll_seconds
+            )
             self._listener = None
 
     def _notified(self, connection: object, pid: int, channel: str, payload: str) -> None:

@@ -50,7 +50,9 @@ def window(since: datetime | None, until: datetime | None) -> Window:
     if since is not None:
         start = _aware(since)
     else:  # 30 days before `to`, or the earliest instant there is
-        start = max(end, datetime.min.replace(tzinfo=UTC) + timedelta(days=DEFAULT_DAYS)) - timedelta(days=DEFAULT_DAYS)
+        start = max(end, datetime.min.replace(tzinfo=UTC) + timedelta(days=DEFAULT_DAYS)) - timedelta(
+            days=DEFAULT_DAYS
+        )
     if start > end:
         raise bad_input("`from` must not be after `to`", argument="from")
     if end - start > timedelta(days=MAX_DAYS):

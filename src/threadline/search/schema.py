@@ -62,9 +62,13 @@ def _given_once(name: str, argument: T | None, in_input: T | None) -> T | None:
     return argument if argument is not None else in_input
 
 
-def _request(info: Info, input: ConversationSearchInput, first: int | None, after_cursor: str | None) -> SearchRequest:
+def _request(
+    info: Info, input: ConversationSearchInput, first: int | None, after_cursor: str | None
+) -> SearchRequest:
     settings = info.context.settings
-    limit = page_size(_given_once("first", first, input.first), settings.page_size_default, settings.page_size_max)
+    limit = page_size(
+        _given_once("first", first, input.first), settings.page_size_default, settings.page_size_max
+    )
     cursor = _given_once("after", after_cursor, input.after)
     after = None
     if cursor:
@@ -98,7 +102,9 @@ class SearchQuery:
         info: Info,
         input: Annotated[
             ConversationSearchInput,
-            strawberry.argument(description="The words to find and the filters; `{}` lists everything readable."),
+            strawberry.argument(
+                description="The words to find and the filters; `{}` lists everything readable."
+            ),
         ],
         first: First = None,
         after: After = None,
@@ -124,7 +130,9 @@ class SearchQuery:
         info: Info,
         first: Annotated[
             int | None,
-            strawberry.argument(description="How many tags to return: 100 by default, at most 1000 (more is BAD_USER_INPUT)."),
+            strawberry.argument(
+                description="How many tags to return: 100 by default, at most 1000 (more is BAD_USER_INPUT)."
+            ),
         ] = None,
     ) -> list[TagCount]:
         principal = await info.context.principal()

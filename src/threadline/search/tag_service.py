@@ -53,7 +53,8 @@ async def batch_tag(
         raise bad_input(f"A tag cannot be both added and removed: {both}", argument="remove")
     async with db.transaction() as tx:
         rows = {
-            r["id"]: r for r in await conversation_repo.conversations_with_access(
+            r["id"]: r
+            for r in await conversation_repo.conversations_with_access(
                 tx, principal.tenant_id, ids, principal.user_id, lock=True
             )
         }

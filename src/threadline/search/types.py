@@ -229,7 +229,10 @@ class Insights:
         self,
         info: Info,
         first: Annotated[
-            int, strawberry.argument(description="How many tags to return: 10 by default, at most 100 (more is BAD_USER_INPUT).")
+            int,
+            strawberry.argument(
+                description="How many tags to return: 10 by default, at most 100 (more is BAD_USER_INPUT)."
+            ),
         ] = 10,
     ) -> list[TagCount]:
         limit = page_size(first, 10, 100)

@@ -57,7 +57,9 @@ class CursorCodec:
         if key is None:
             if len(self._keys) >= _MAX_TENANT_KEYS:
                 self._keys.clear()
-            key = self._keys[tenant_id] = hmac.digest(self._secret, b"threadline-cursor\x00" + tenant_id.bytes, "sha256")
+            key = self._keys[tenant_id] = hmac.digest(
+                self._secret, b"threadline-cursor\x00" + tenant_id.bytes, "sha256"
+            )
         return key
 
     def encode(self, tenant_id: uuid.UUID, position: int) -> str:
@@ -79,7 +81,7 @@ class CursorCodec:
                     "Numeric cursors are no longer issued; refetch the data and subscribe with `streamCursor`",
                 )
             return position
-        body = cursor[len(PREFIX):] if cursor.startswith(PREFIX) else ""
+        body = cursor[len(PREFIX) :] if cursor.startswith(PREFIX) else ""
         try:
             raw = bytes.fromhex(body) if len(body) == _HEX_DIGITS else b""
         except ValueError:

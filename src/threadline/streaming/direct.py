@@ -62,7 +62,15 @@ class Lane:
     """One subscription's direct delivery: which operation, socket, executor and viewer it is."""
 
     __slots__ = (
-        "context", "dirty", "executor", "frame_key", "key", "operation_id", "pending", "shared_events", "socket",
+        "context",
+        "dirty",
+        "executor",
+        "frame_key",
+        "key",
+        "operation_id",
+        "pending",
+        "shared_events",
+        "socket",
         "viewer",
     )
 
@@ -169,9 +177,21 @@ class LaneGroup:
     itself (an event the group does not take: thread.new, addressed events, a frame the lane cannot
     build), the group hands its pending frames to the members' own lanes (`spill`), so order holds."""
 
-    __slots__ = ("events", "frame_key", "key", "members", "pending", "registry", "root_id", "taken", "tenant_int")
+    __slots__ = (
+        "events",
+        "frame_key",
+        "key",
+        "members",
+        "pending",
+        "registry",
+        "root_id",
+        "taken",
+        "tenant_int",
+    )
 
-    def __init__(self, key: str, frame_key: str, tenant_int: int, root_id: Any, registry: dict[str, LaneGroup]) -> None:
+    def __init__(
+        self, key: str, frame_key: str, tenant_int: int, root_id: Any, registry: dict[str, LaneGroup]
+    ) -> None:
         self.key = key
         self.frame_key = frame_key
         self.tenant_int = tenant_int

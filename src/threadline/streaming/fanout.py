@@ -62,7 +62,9 @@ class SharedEvents:
     The event's opaque cursor is encoded here, with the rendering: once per entry, shared by every subscriber
     and by both delivery paths (streaming.direct frames carry the same string as the stock path's)."""
 
-    def __init__(self, cursors: CursorCodec | None = None, size: int = MEMO_SIZE, max_bytes: int = MEMO_BYTES) -> None:
+    def __init__(
+        self, cursors: CursorCodec | None = None, size: int = MEMO_SIZE, max_bytes: int = MEMO_BYTES
+    ) -> None:
         self.cursors = cursors  # set by the hub once it has loaded the key (before any subscription starts)
         self._size = size
         self._max_bytes = max_bytes
@@ -119,7 +121,11 @@ class FanoutExecutionContext(FastExecutionContext):
     def _subscription_key(self) -> tuple[str, str | None, str]:
         loc = self.operation.loc
         source = loc.source.body if loc is not None else str(id(self.operation))
-        return (source, self.operation.name.value if self.operation.name else None, _variables_key(self.variable_values))
+        return (
+            source,
+            self.operation.name.value if self.operation.name else None,
+            _variables_key(self.variable_values),
+        )
 
     def build_per_event_executor(self, payload: Any) -> Any:
         # The key is the subscription's own (query text, operation, variables): worked out once per

@@ -98,7 +98,9 @@ class StreamHub:
         # transaction, so only PostgreSQL URLs make sense here.
         listen_url = self.settings.broadcast_url or self.settings.database_url
         if not listen_url.startswith(("postgres://", "postgresql://")):
-            raise ValueError(f"THREADLINE_BROADCAST_URL must be a PostgreSQL URL, not {listen_url.split(':')[0]}://")
+            raise ValueError(
+                f"THREADLINE_BROADCAST_URL must be a PostgreSQL URL, not {listen_url.split(':')[0]}://"
+            )
         self.backend = SupervisedPostgresBackend(listen_url)
         self._broadcast = Broadcast(backend=self.backend)
         await self._broadcast.connect()
@@ -190,9 +192,10 @@ class StreamHub:
 
     @property
     def subscriber_count(self) -> int:
-        return len({s for subs in self._by_conversation.values() for s in subs} | {
-            s for subs in self._viewers.values() for s in subs
-        })
+        return len(
+            {s for subs in self._by_conversation.values() for s in subs}
+            | {s for subs in self._viewers.values() for s in subs}
+        )
 
     @staticmethod
     def _discard(index: dict[uuid.UUID, set[Subscriber]], key: uuid.UUID, sub: Subscriber) -> None:
@@ -270,7 +273,9 @@ class StreamHub:
             self._early = {c: i for c, i in self._early.items() if i > self.cursor}
         return len(events) >= READ_BATCH and self.cursor > start
 
-    async def _route_early(self, held: list[LoggedEvent], before: event_log.OpenPublishers, *, full: bool) -> None:
+    async def _route_early(
+        self, held: list[LoggedEvent], before: event_log.OpenPublishers, *, full: bool
+    ) -> None:
         """Routes the events the cursor is held back from to their conversation subscriptions when no open
         writer may still commit an id of their bucket (or of bucket 0) below them: `before` was read before
         these events' snapshots, so such an id was committed and is among them, or is gone. Later batches

@@ -34,7 +34,7 @@ Since = Annotated[
     str | None,
     strawberry.argument(
         description="Resume after this position: an event's `cursor`, or `streamCursor`. Events committed after "
-        "it are replayed first, then the stream goes live (no gap, no duplicate). `\"0\"`: from the start of the "
+        'it are replayed first, then the stream goes live (no gap, no duplicate). `"0"`: from the start of the '
         "retained log; older than the retention (7 days by default): CURSOR_EXPIRED; another tenant's or an "
         "altered cursor: BAD_USER_INPUT. Omitted: live events only."
     ),
@@ -51,7 +51,9 @@ def parse_since(hub: StreamHub, tenant_id: uuid.UUID, since: str | None) -> int 
     return hub.cursors.decode(tenant_id, since)
 
 
-async def _stream(info: Info, sub: Subscriber, since: str | None) -> AsyncGenerator[ConversationStreamEvent, None]:
+async def _stream(
+    info: Info, sub: Subscriber, since: str | None
+) -> AsyncGenerator[ConversationStreamEvent, None]:
     db = info.context.db
     hub = info.context.services.hub
     since_id = parse_since(hub, sub.tenant_id, since)
@@ -171,7 +173,10 @@ class StreamSubscription:
         self,
         info: Info,
         conversation_id: Annotated[
-            strawberry.ID, strawberry.argument(description="The conversation to follow (`Conversation.id`); readable by the caller.")
+            strawberry.ID,
+            strawberry.argument(
+                description="The conversation to follow (`Conversation.id`); readable by the caller."
+            ),
         ],
         root_id: Annotated[
             strawberry.ID | None,
@@ -206,10 +211,14 @@ class StreamSubscription:
         description="Every event of every conversation the caller participates in (joining or leaving "
         "updates the set), plus events addressed to the caller. `since` replays as in conversationEvents."
     )
-    async def viewer_events(self, info: Info, since: Since = None) -> AsyncGenerator[ConversationStreamEvent, None]:
+    async def viewer_events(
+        self, info: Info, since: Since = None
+    ) -> AsyncGenerator[ConversationStreamEvent, None]:
         principal = await info.context.principal()
         await subscription_started(info)
-        joined = await conversation_repo.conversations_joined(info.context.db, principal.tenant_id, principal.user_id)
+        joined = await conversation_repo.conversations_joined(
+            info.context.db, principal.tenant_id, principal.user_id
+        )
         sub = Subscriber(
             tenant_id=principal.tenant_id,
             user_id=principal.user_id,

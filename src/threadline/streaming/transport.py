@@ -42,7 +42,9 @@ _SANSIO_MODULE = "uvicorn.protocols.websockets.websockets_sansio_impl"
 _PROTOCOL_ATTRIBUTES = ("transport", "conn", "writable", "close_sent", "handshake_complete")
 
 # The strawberry operation (graphql-transport-ws) whose task is running: set by `enter_operation`.
-_CURRENT_OPERATION: contextvars.ContextVar[Operation[Any, Any]] = contextvars.ContextVar("threadline_ws_operation")
+_CURRENT_OPERATION: contextvars.ContextVar[Operation[Any, Any]] = contextvars.ContextVar(
+    "threadline_ws_operation"
+)
 
 
 def text_frame(payload: bytes) -> bytes:

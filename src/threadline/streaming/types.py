@@ -22,10 +22,14 @@ from threadline.threads.types import Message, Thread, Usage
 )
 class ConversationStreamEvent:
     # Opaque and per tenant (streaming.cursors): the caller encodes the position with the event's tenant key.
-    cursor: str = strawberry.field(description="Position in the stream; pass it as `since` to resume after it.")
+    cursor: str = strawberry.field(
+        description="Position in the stream; pass it as `since` to resume after it."
+    )
     type: str = strawberry.field(description="Dotted event type, e.g. `thread.new`.")
     conversation_id: strawberry.ID = strawberry.field(description="The conversation the event belongs to.")
-    root_id: strawberry.ID | None = strawberry.field(description="The thread root, where the event concerns a thread.")
+    root_id: strawberry.ID | None = strawberry.field(
+        description="The thread root, where the event concerns a thread."
+    )
     occurred_at: datetime = strawberry.field(description="When the event was committed.")
 
 
@@ -95,7 +99,9 @@ class StreamErrorEvent(ConversationStreamEvent):
         "`since` set to this event's `cursor`), or a run's `RunError.code` when a run failed or expired (the "
         "stream goes on)."
     )
-    message: str = strawberry.field(description="An explanation for people (logs, a notice); match on `code`, not on it.")
+    message: str = strawberry.field(
+        description="An explanation for people (logs, a notice); match on `code`, not on it."
+    )
 
 
 EVENT_TYPES = [
@@ -109,4 +115,3 @@ EVENT_TYPES = [
     MembershipChangedEvent,
     StreamErrorEvent,
 ]
-

@@ -150,4 +150,3 @@ async def _children(
         if row["parent_id"] is not None:
             children.setdefault(row["parent_id"], []).append(message)
     return children
-

@@ -66,7 +66,9 @@ async def insert_message(
     return row
 
 
-async def message(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID, *, lock: bool = False) -> asyncpg.Record | None:
+async def message(
+    db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID, *, lock: bool = False
+) -> asyncpg.Record | None:
     return await db.fetchrow(
         f"SELECT {MESSAGE_COLUMNS} FROM message m WHERE m.tenant_id = $1 AND m.id = $2"
         + (" FOR UPDATE" if lock else ""),
@@ -87,7 +89,9 @@ async def thread_conversation(db: Executor, tenant_id: uuid.UUID, root_id: uuid.
 
 async def bump_child_count(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID) -> None:
     await db.execute(
-        "UPDATE message SET child_count = child_count + 1 WHERE tenant_id = $1 AND id = $2", tenant_id, message_id
+        "UPDATE message SET child_count = child_count + 1 WHERE tenant_id = $1 AND id = $2",
+        tenant_id,
+        message_id,
     )
 
 
@@ -209,7 +213,9 @@ async def thread_with_root(
     )
 
 
-async def count_threads(db: Executor, tenant_id: uuid.UUID, conversation_ids: list[uuid.UUID]) -> list[asyncpg.Record]:
+async def count_threads(
+    db: Executor, tenant_id: uuid.UUID, conversation_ids: list[uuid.UUID]
+) -> list[asyncpg.Record]:
     return await db.fetch(
         """SELECT conversation_id, count(*) AS n FROM thread WHERE tenant_id = $1 AND conversation_id = ANY($2::uuid[])
            GROUP BY conversation_id""",
@@ -267,7 +273,9 @@ async def record_edit(
     )
 
 
-async def set_content(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID, content: str) -> asyncpg.Record:
+async def set_content(
+    db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID, content: str
+) -> asyncpg.Record:
     row = await db.fetchrow(
         f"""UPDATE message m SET content = $3, edited_at = now() WHERE m.tenant_id = $1 AND m.id = $2
             RETURNING {MESSAGE_COLUMNS}""",
@@ -281,7 +289,9 @@ async def set_content(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID,
 
 async def tombstone(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID) -> asyncpg.Record:
     """Remove the content (and its edit history) but keep the node, so replies stay reachable."""
-    await db.execute("DELETE FROM message_edit WHERE tenant_id = $1 AND message_id = $2", tenant_id, message_id)
+    await db.execute(
+        "DELETE FROM message_edit WHERE tenant_id = $1 AND message_id = $2", tenant_id, message_id
+    )
     row = await db.fetchrow(
         f"""UPDATE message m SET content = '', deleted_at = now() WHERE m.tenant_id = $1 AND m.id = $2
             RETURNING {MESSAGE_COLUMNS}""",
@@ -295,7 +305,9 @@ async def tombstone(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID) -
 async def drop_chunks(db: Executor, tenant_id: uuid.UUID, message_ids: list[uuid.UUID]) -> None:
     """Streamed pieces of messages whose text was replaced (edit) or removed (delete, erasure)."""
     await db.execute(
-        "DELETE FROM message_chunk WHERE tenant_id = $1 AND message_id = ANY($2::uuid[])", tenant_id, message_ids
+        "DELETE FROM message_chunk WHERE tenant_id = $1 AND message_id = ANY($2::uuid[])",
+        tenant_id,
+        message_ids,
     )
 
 

@@ -21,9 +21,13 @@ from threadline.threads.service import MessageDraft, path_ids
 from threadline.threads.types import Message, MessageInput, Thread, ThreadTree, UsageInput
 
 RootId = Annotated[
-    strawberry.ID, strawberry.argument(description="The id of the thread's root message (`Message.rootId`, `Thread.root`).")
+    strawberry.ID,
+    strawberry.argument(description="The id of the thread's root message (`Message.rootId`, `Thread.root`)."),
 ]
-NewMessage = Annotated[MessageInput, strawberry.argument(description="The message: content, role, model, usage.")]
+NewMessage = Annotated[
+    MessageInput, strawberry.argument(description="The message: content, role, model, usage.")
+]
+
 
 def _draft(input: MessageInput) -> MessageDraft:
     return MessageDraft(
@@ -109,12 +113,15 @@ class ThreadQuery:
 
 @strawberry.type
 class ThreadMutation:
-    @strawberry.mutation(description="Start a thread: a new root message in a conversation the caller may write to.")
+    @strawberry.mutation(
+        description="Start a thread: a new root message in a conversation the caller may write to."
+    )
     async def thread_start(
         self,
         info: Info,
         conversation_id: Annotated[
-            strawberry.ID, strawberry.argument(description="The conversation to start the thread in (`Conversation.id`).")
+            strawberry.ID,
+            strawberry.argument(description="The conversation to start the thread in (`Conversation.id`)."),
         ],
         input: NewMessage,
         client_mutation_id: ClientMutationId = None,
@@ -153,7 +160,9 @@ class ThreadMutation:
             info,
             client_mutation_id,
             {"parentId": parent_id, "input": input},
-            lambda db: service.reply(db, settings, principal, decode_id(parent_id, Kind.MESSAGE), _draft(input)),
+            lambda db: service.reply(
+                db, settings, principal, decode_id(parent_id, Kind.MESSAGE), _draft(input)
+            ),
             lambda written: [written[0]["id"]],
         )
         if done.value is None:
@@ -167,7 +176,10 @@ class ThreadMutation:
         info: Info,
         id: Annotated[strawberry.ID, strawberry.argument(description="The message to edit (yours).")],
         content: Annotated[
-            str, strawberry.argument(description="The new text: non-empty, at most 1 MiB (THREADLINE_MESSAGE_MAX_BYTES).")
+            str,
+            strawberry.argument(
+                description="The new text: non-empty, at most 1 MiB (THREADLINE_MESSAGE_MAX_BYTES)."
+            ),
         ],
     ) -> Message:
         principal = await info.context.principal()
@@ -181,7 +193,9 @@ class ThreadMutation:
         "stays as a tombstone so replies remain reachable."
     )
     async def message_delete(
-        self, info: Info, id: Annotated[strawberry.ID, strawberry.argument(description="The message to delete.")]
+        self,
+        info: Info,
+        id: Annotated[strawberry.ID, strawberry.argument(description="The message to delete.")],
     ) -> Message:
         principal = await info.context.principal()
         row, path = await service.delete(info.context.db, principal, decode_id(id, Kind.MESSAGE))
@@ -207,7 +221,8 @@ class MessageStreamMutation:
         self,
         info: Info,
         id: Annotated[
-            strawberry.ID, strawberry.argument(description="The unfinished ASSISTANT message you are streaming.")
+            strawberry.ID,
+            strawberry.argument(description="The unfinished ASSISTANT message you are streaming."),
         ],
         delta: Annotated[
             str,
@@ -236,7 +251,9 @@ class MessageStreamMutation:
     ) -> Message:
         principal = await info.context.principal()
         final = (
-            output.Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0) if usage is not None else None
+            output.Usage(usage.prompt_tokens or 0, usage.completion_tokens or 0)
+            if usage is not None
+            else None
         )
         row = await output.client_finish(info.context.db, principal, decode_id(id, Kind.MESSAGE), final)
         return await _with_path(info, row)

@@ -99,9 +99,7 @@ async def path_ids(db: Executor, tenant_id: uuid.UUID, rows: list[asyncpg.Record
         unique = list(dict.fromkeys(wanted))
         for r in await repo.ids_by_paths(db, tenant_id, [w[0] for w in unique], [w[1] for w in unique]):
             found[(r["root_id"], bytes(r["path"]))] = r["id"]
-    return [
-        [found[(row["root_id"], p)] for p in ancestor_paths(row["path"])] + [row["id"]] for row in rows
-    ]
+    return [[found[(row["root_id"], p)] for p in ancestor_paths(row["path"])] + [row["id"]] for row in rows]
 
 
 async def _announce_activity(
@@ -114,13 +112,19 @@ async def _announce_activity(
     path: list[uuid.UUID],
 ) -> None:
     await publish_thread_activity(
-        tx, tenant_id, ThreadActivity(action, snapshot(message, path), thread["reply_count"], thread["last_activity_at"])
+        tx,
+        tenant_id,
+        ThreadActivity(action, snapshot(message, path), thread["reply_count"], thread["last_activity_at"]),
     )
     await announce_unread(tx, tenant_id, message["conversation_id"], message["root_id"], actor_id)
 
 
 async def announce_unread(
-    tx: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID, root_id: uuid.UUID, actor: uuid.UUID | None
+    tx: Executor,
+    tenant_id: uuid.UUID,
+    conversation_id: uuid.UUID,
+    root_id: uuid.UUID,
+    actor: uuid.UUID | None,
 ) -> None:
     """An unread.update to every participant but the actor, each carrying their own count."""
     participants = await conversations.participants_of(tx, tenant_id, [conversation_id])
@@ -165,7 +169,9 @@ async def start_thread(
             completion_tokens=draft.completion_tokens,
         )
         await repo.insert_thread(tx, principal.tenant_id, row)
-        await publish_thread_new(tx, principal.tenant_id, ThreadNew(snapshot(row, [row["id"]]), 0, row["created_at"]))
+        await publish_thread_new(
+            tx, principal.tenant_id, ThreadNew(snapshot(row, [row["id"]]), 0, row["created_at"])
+        )
         await announce_unread(tx, principal.tenant_id, conversation_id, row["id"], principal.user_id)
     return row
 
@@ -249,7 +255,9 @@ async def follow_content(tx: Executor, tenant_id: uuid.UUID, rows: list[asyncpg.
     await follow_messages(tx, tenant_id, rows)
 
 
-async def _own_message(tx: Executor, principal: Principal, message_id: uuid.UUID) -> tuple[asyncpg.Record, asyncpg.Record]:
+async def _own_message(
+    tx: Executor, principal: Principal, message_id: uuid.UUID
+) -> tuple[asyncpg.Record, asyncpg.Record]:
     row = await repo.message(tx, principal.tenant_id, message_id, lock=True)
     if row is None:
         raise not_found("Message")

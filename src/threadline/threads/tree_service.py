@@ -36,7 +36,11 @@ async def thread_tree(
     top = await readable_message(db, principal, root_id)
     if from_id is not None:
         start = await repo.message(db, principal.tenant_id, from_id)
-        if start is None or start["root_id"] != top["root_id"] or not bytes(start["path"]).startswith(bytes(top["path"])):
+        if (
+            start is None
+            or start["root_id"] != top["root_id"]
+            or not bytes(start["path"]).startswith(bytes(top["path"]))
+        ):
             raise not_found("Message")
         top = start
     (top_path,) = await path_ids(db, principal.tenant_id, [top])

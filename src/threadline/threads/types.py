@@ -59,7 +59,12 @@ class Usage:
         if prompt is None and completion is None:
             return None
         total = (prompt or 0) + (completion or 0)
-        return cls(prompt_tokens=prompt or 0, completion_tokens=completion or 0, total_tokens=total, imported=imported)
+        return cls(
+            prompt_tokens=prompt or 0,
+            completion_tokens=completion or 0,
+            total_tokens=total,
+            imported=imported,
+        )
 
 
 @strawberry.type(description="An earlier version of an edited message.")
@@ -79,10 +84,16 @@ class MessageChunk:
 class Message(Node):
     conversation_id: strawberry.ID = strawberry.field(description="The conversation it belongs to.")
     root_id: strawberry.ID = strawberry.field(description="Its thread's root message (itself for a root).")
-    parent_id: strawberry.ID | None = strawberry.field(description="The message it replies to; null for a root.")
+    parent_id: strawberry.ID | None = strawberry.field(
+        description="The message it replies to; null for a root."
+    )
     depth: int = strawberry.field(description="0 for a root, parent's depth + 1 otherwise.")
-    path: list[strawberry.ID] = strawberry.field(description="Ancestor ids from the root, ending with this id.")
-    child_count: int = strawberry.field(description="Replies directly under this message (branches), deleted ones included.")
+    path: list[strawberry.ID] = strawberry.field(
+        description="Ancestor ids from the root, ending with this id."
+    )
+    child_count: int = strawberry.field(
+        description="Replies directly under this message (branches), deleted ones included."
+    )
     role: MessageRole = strawberry.field(description="USER, ASSISTANT, SYSTEM or TOOL.")
     content: str = strawberry.field(description="Text; empty for a deleted message (tombstone).")
     model: str | None = strawberry.field(description="Model that produced it, if any.")
@@ -112,7 +123,9 @@ class Message(Node):
             for r in await loaders.chunks(info, self.uuid)
         ]
 
-    @strawberry.field(description="Earlier versions, oldest first (empty if never edited; cleared on delete).")
+    @strawberry.field(
+        description="Earlier versions, oldest first (empty if never edited; cleared on delete)."
+    )
     async def edits(self, info: Info) -> list[MessageEdit]:
         rows = await loaders.edits(info, self.uuid)
         return [MessageEdit(content=r["content"], edited_at=r["edited_at"]) for r in rows]
@@ -264,9 +277,25 @@ class _TreeBuilder:
             path = stack.copy()
             append(
                 build(
-                    path, path[-1], path[-2] if len(path) > 1 else None, path[0], conversation_id,
-                    message_id, root_id, author_id, depth, child_count, role, content, model,
-                    prompt_tokens, completion_tokens, created_at, edited_at, deleted_at, usage_imported,
+                    path,
+                    path[-1],
+                    path[-2] if len(path) > 1 else None,
+                    path[0],
+                    conversation_id,
+                    message_id,
+                    root_id,
+                    author_id,
+                    depth,
+                    child_count,
+                    role,
+                    content,
+                    model,
+                    prompt_tokens,
+                    completion_tokens,
+                    created_at,
+                    edited_at,
+                    deleted_at,
+                    usage_imported,
                 )  # fmt: skip
             )
 
@@ -291,10 +320,14 @@ class Thread(Node):
         )
 
 
-@strawberry.type(description="A depth-first snapshot of a thread or subtree, with ancestry hints on each node.")
+@strawberry.type(
+    description="A depth-first snapshot of a thread or subtree, with ancestry hints on each node."
+)
 class ThreadTree:
     root: Message = strawberry.field(description="The node the snapshot starts at.")
-    nodes: list[Message] = strawberry.field(description="Every node in depth-first order, siblings oldest first, root first.")
+    nodes: list[Message] = strawberry.field(
+        description="Every node in depth-first order, siblings oldest first, root first."
+    )
     total_count: int = strawberry.field(description="How many messages `nodes` holds.")
 
 
@@ -310,7 +343,9 @@ class UsageInput:
 
 @strawberry.input(description="A message to post.")
 class MessageInput:
-    content: str = strawberry.field(description="Text, non-empty, at most the configured size (1 MiB by default).")
+    content: str = strawberry.field(
+        description="Text, non-empty, at most the configured size (1 MiB by default)."
+    )
     role: MessageRole = strawberry.field(default=MessageRole.USER, description="Defaults to USER.")
     model: str | None = strawberry.field(default=None, description="Model that produced it, if any.")
     usage: UsageInput | None = strawberry.field(default=None, description="Token usage, if known.")

@@ -18,7 +18,9 @@ def catalogue(settings: Settings, name: str) -> tuple[frozenset[str], str] | Non
     if name == "echo":
         return frozenset({ECHO_MODEL}), ECHO_MODEL
     if name == "openai":
-        return frozenset(settings.openai_models) | {settings.openai_default_model}, settings.openai_default_model
+        return frozenset(settings.openai_models) | {
+            settings.openai_default_model
+        }, settings.openai_default_model
     return None
 
 

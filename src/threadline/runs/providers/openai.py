@@ -24,7 +24,12 @@ class OpenAIProvider:
     name = "openai"
 
     def __init__(
-        self, base_url: str, api_key: str | None, models: tuple[str, ...], default_model: str, connect_timeout: float
+        self,
+        base_url: str,
+        api_key: str | None,
+        models: tuple[str, ...],
+        default_model: str,
+        connect_timeout: float,
     ) -> None:
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.api_key = api_key
@@ -55,14 +60,20 @@ class OpenAIProvider:
         if self.api_key:
             headers["Authorization"] = f"Bearer {self.api_key}"
         try:
-            async with self.client.stream("POST", self.url, json=self.body(request), headers=headers) as response:
+            async with self.client.stream(
+                "POST", self.url, json=self.body(request), headers=headers
+            ) as response:
                 if response.status_code // 100 != 2:
                     detail = (await response.aread())[:300].decode("utf-8", errors="replace")
-                    raise ProviderError("PROVIDER_ERROR", f"The provider answered HTTP {response.status_code}: {detail}")
+                    raise ProviderError(
+                        "PROVIDER_ERROR", f"The provider answered HTTP {response.status_code}: {detail}"
+                    )
                 async for item in _completion_events(response.aiter_lines()):
                     yield item
         except httpx.TransportError as exc:
-            raise ProviderError("PROVIDER_UNAVAILABLE", f"Cannot reach the provider: {type(exc).__name__}") from exc
+            raise ProviderError(
+                "PROVIDER_UNAVAILABLE", f"Cannot reach the provider: {type(exc).__name__}"
+            ) from exc
 
 
 async def _completion_events(lines: AsyncIterator[str]) -> AsyncIterator[str | Finish]:
