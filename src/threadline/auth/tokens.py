@@ -107,3 +107,15 @@ def decode_jwt(
         raise unauthenticated("Invalid token: bad sub claim")
     email = claims.get("email")
     return JwtClaims(subject, tenant_id, role, str(email) if email else None)
+
+
+def token_expiry(authorization: str | None) -> float | None:
+    """The `exp` of a JWT bearer token (already verified by authentication); None for API keys."""
+    token = (authorization or "").strip().partition(" ")[2].strip()
+    if token.count(".") != 2:
+        return None
+    try:
+        exp = jwt.decode(token, options={"verify_signature": False}).get("exp")
+    except jwt.PyJWTError:
+        return None
+    return float(exp) if isinstance(exp, int | float) else None

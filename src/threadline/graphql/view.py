@@ -10,7 +10,6 @@ import time
 from datetime import timedelta
 from typing import Any
 
-import jwt
 import orjson
 from cross_web import HTTPException
 from starlette.datastructures import Headers
@@ -27,10 +26,11 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage, ErrorMessage
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import Message as WsMessage
 
+from threadline.auth.tokens import token_expiry
 from threadline.db import count_request_statements
 from threadline.db.database import database_unavailable
 from threadline.errors import UNAVAILABLE_RETRY_AFTER_SECONDS, ErrorCode, ThreadlineError
-from threadline.graphql import batching, graphiql, over_http, persisted, request_json
+from threadline.graphql import batching, graphiql, http_subscriptions, over_http, persisted, request_json
 from threadline.graphql.context import Context
 from threadline.graphql.socket_auth import SocketRefused, connection_authorization
 from threadline.streaming.sessions import SocketSession
@@ -219,8 +219,9 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
         super().__init__(
             schema,
             graphql_ide="graphiql" if graphiql else None,
-            # Only graphql-transport-ws: the legacy graphql-ws protocol had an auth bypass.
-            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL,),
+            # Only graphql-transport-ws: the legacy graphql-ws protocol had an auth bypass. Over HTTP, the
+            # multipart subscription protocol (graphql.http_subscriptions).
+            subscription_protocols=(GRAPHQL_TRANSPORT_WS_PROTOCOL, http_subscriptions.PROTOCOL),
             keep_alive=True,
             keep_alive_interval=15,
             connection_init_wait_timeout=timedelta(seconds=services.settings.ws_init_timeout_seconds),
@@ -340,9 +341,25 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
             return await batching.execute(
                 self, request, request_adapter, request_data, root_value, sub_response
             )
+        if request_data.protocol == http_subscriptions.PROTOCOL:
+            # A multipart subscription authenticates before it streams (401, not a stream of one error).
+            refusal = await http_subscriptions.authenticate(context, request, sub_response)
+            if refusal is not None:
+                return refusal
         return await super().execute_operation(
             request, request_adapter, request_data, context, root_value, sub_response
         )
+
+    async def create_streaming_response(
+        self, request: Request | WebSocket, stream: Any, sub_response: Response, headers: Any
+    ) -> Response:
+        context = http_subscriptions.stream_context(request)
+        if context is not None:  # a multipart subscription: live credentials, as a socket's
+            stream = http_subscriptions.guarded(
+                stream, context, self.services.hub.sessions, self.encode_json_string
+            )
+            headers = {**headers, **http_subscriptions.STREAM_HEADERS}
+        return await super().create_streaming_response(request, stream, sub_response, headers)
 
     def encode_json(self, data: object) -> str:
         # orjson is ~8x faster than json.dumps on big results (a 10,000-node threadTree is ~7 MB); str, not
@@ -435,18 +452,6 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
                 close_at_expiry(context.request, expires), name="threadline-ws-token-expiry"
             )
         return None
-
-
-def token_expiry(authorization: str | None) -> float | None:
-    """The `exp` of a JWT bearer token (already verified by authentication); None for API keys."""
-    token = (authorization or "").strip().partition(" ")[2].strip()
-    if token.count(".") != 2:
-        return None
-    try:
-        exp = jwt.decode(token, options={"verify_signature": False}).get("exp")
-    except jwt.PyJWTError:
-        return None
-    return float(exp) if isinstance(exp, int | float) else None
 
 
 async def close_at_expiry(websocket: WebSocket, expires: float) -> None:
