@@ -16,14 +16,16 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness import Actor, ServerThread
-from tests.test_streaming import START, conversation, live
+from tests.harness import Actor, Client, ServerThread
+from tests.test_hostile_credentials import member_with_key, other, token  # noqa: F401 - `other`: a fixture
+from tests.test_ratelimits import assign, profile
+from tests.test_streaming import START, conversation, join, live
 from tests.ws import CONVERSATION_EVENTS, VIEWER_EVENTS
 
 ACCEPT = 'multipart/mixed;subscriptionSpec="1.0", application/json'  # what Apollo Client and urql send
-KEY_CREATE = 'mutation($u: ID!) { apiKeyCreate(userId: $u, name: "k") { secret apiKey { id } } }'
 KEY_REVOKE = "mutation($k: ID!) { apiKeyRevoke(id: $k) { id revoked } }"
 ROLE_SET = "mutation($u: ID!, $r: Role!) { userRoleSet(userId: $u, role: $r) { id role } }"
+ERASE = "mutation($u: ID!) { userErase(userId: $u) { __typename } }"
 # An upper bound for a loaded machine (two shared cores), not a latency claim.
 SETTLE_SECONDS = 20.0
 NOISE = ("presence.update", "unread.update", "membership.changed")
@@ -107,9 +109,14 @@ def subscribe(server: ServerThread) -> Iterator[Callable[..., MultipartSubscript
     opened: list[MultipartSubscription] = []
 
     def open_(
-        actor: Actor | None, query: str, variables: dict[str, Any], token: str | None = None
+        actor: Actor | None,
+        query: str,
+        variables: dict[str, Any],
+        token: str | None = None,
+        base_url: str | None = None,
     ) -> MultipartSubscription:
-        sub = MultipartSubscription(server.url, token or (actor.api_key if actor else None), query, variables)
+        secret = token or (actor.api_key if actor else None)
+        sub = MultipartSubscription(base_url or server.url, secret, query, variables)
         opened.append(sub)
         return sub
 
@@ -166,8 +173,8 @@ def test_an_unauthenticated_multipart_subscription_is_refused_before_any_stream(
     admin: Actor, subscribe: Callable[..., MultipartSubscription]
 ) -> None:
     cid = conversation(admin)
-    for token in (None, "not-a-key"):
-        refused = subscribe(None, CONVERSATION_EVENTS, {"c": cid}, token=token)
+    for secret in (None, "not-a-key"):
+        refused = subscribe(None, CONVERSATION_EVENTS, {"c": cid}, token=secret)
         assert refused.response.status_code == 401
         assert not refused.streaming
         assert refused.response.headers["www-authenticate"] == "Bearer"
@@ -184,3 +191,108 @@ def test_a_conversation_the_caller_cannot_read_ends_the_stream_with_the_error(
     parts = sub.until_end()
     assert [p["payload"]["errors"][0]["extensions"]["code"] for p in parts] == ["NOT_FOUND"]
     assert sub.raw.endswith(b"\r\n--graphql--\r\n")
+
+
+def end_error(sub: MultipartSubscription) -> str:
+    """The code of the transport error that ended the stream (`{"payload": null, "errors": [...]}`)."""
+    parts = [p for p in sub.until_end() if p.get("payload") is None]
+    assert len(parts) == 1, parts
+    assert sub.raw.endswith(b"\r\n--graphql--\r\n")
+    return str(parts[0]["errors"][0]["extensions"]["code"])
+
+
+def test_revoking_a_key_ends_its_http_streams_in_every_process_and_spares_the_users_other_keys(
+    admin: Actor,
+    make_user: Callable[..., Actor],
+    server: ServerThread,
+    other: str,  # noqa: F811 - the fixture
+    subscribe: Callable[..., MultipartSubscription],
+) -> None:
+    member, secret, key_id = member_with_key(admin, make_user)
+    cid = conversation(admin)
+    here = subscribe(member, VIEWER_EVENTS, {}, token=secret)
+    there = subscribe(member, VIEWER_EVENTS, {}, token=secret, base_url=other)
+    kept = subscribe(member, VIEWER_EVENTS, {}, base_url=other)  # the same user, another key
+    join(admin, member, cid)
+    say(admin, cid, "all three are live")
+    for sub in (here, there, kept):
+        assert contents(sub.events(1)) == ["all three are live"]
+
+    admin.client.ok(KEY_REVOKE, {"k": key_id})
+
+    assert end_error(here) == "UNAUTHENTICATED"
+    assert end_error(there) == "UNAUTHENTICATED"
+    say(admin, cid, "after the revocation")
+    assert contents(kept.events(1)) == ["after the revocation"]
+    assert subscribe(member, VIEWER_EVENTS, {}, token=secret).response.status_code == 401
+
+
+def test_erasing_a_user_ends_their_http_streams_api_key_and_jwt(
+    admin: Actor,
+    make_user: Callable[..., Actor],
+    other: str,  # noqa: F811 - the fixture
+    subscribe: Callable[..., MultipartSubscription],
+) -> None:
+    member = make_user(admin)
+    stream = subscribe(member, VIEWER_EVENTS, {}, base_url=other)
+    bearer = token(admin.tenant_id, "jay")
+    jay = subscribe(None, VIEWER_EVENTS, {}, token=bearer)
+    as_jay = Client(other, bearer)
+    jay_id = as_jay.ok("{ viewer { id } }")["viewer"]["id"]
+    as_jay.close()
+    assert stream.part() == {} and jay.part() == {}
+
+    admin.client.ok(ERASE, {"u": member.user_id})
+    assert end_error(stream) == "UNAUTHENTICATED"
+    admin.client.ok(ERASE, {"u": jay_id})
+    assert end_error(jay) == "UNAUTHENTICATED"
+
+
+def test_a_role_change_ends_an_http_stream_the_new_role_cannot_read(
+    admin: Actor,
+    make_user: Callable[..., Actor],
+    other: str,  # noqa: F811 - the fixture
+    subscribe: Callable[..., MultipartSubscription],
+) -> None:
+    boss = make_user(admin, "ADMIN")
+    cid = conversation(admin)  # boss is not a participant: reads it as a tenant admin only
+    sub = subscribe(boss, CONVERSATION_EVENTS, {"c": cid, "s": live(admin)}, base_url=other)
+    say(admin, cid, "for admins")
+    assert contents(sub.events(1)) == ["for admins"]
+
+    admin.client.ok(ROLE_SET, {"u": boss.user_id, "r": "MEMBER"})
+
+    # The stream completes (as a socket's operation does); the key still holds, so no transport error.
+    assert sub.until_end() == []
+    assert sub.raw.endswith(b"\r\n--graphql--\r\n")
+
+
+def test_the_subscription_rate_limit_draws_for_http_streams(
+    admin: Actor, make_user: Callable[..., Actor], subscribe: Callable[..., MultipartSubscription]
+) -> None:
+    member = make_user(admin)
+    assign(admin, member, profile(admin, "one stream", subscriptionsPerWindow=1))
+    first = subscribe(member, VIEWER_EVENTS, {})
+    assert first.part() == {}
+    refused = subscribe(member, VIEWER_EVENTS, {})
+    parts = refused.until_end()
+    errors = [e for p in parts for e in (p["payload"] or {}).get("errors") or ()]
+    assert [(e["extensions"]["code"], e["extensions"]["budget"]) for e in errors] == [
+        ("RATE_LIMITED", "subscriptions")
+    ]
+    cid = conversation(admin)
+    join(admin, member, cid)
+    say(admin, cid, "the first stream still runs")
+    assert contents(first.events(1)) == ["the first stream still runs"]
+
+
+def test_query_limits_apply_to_http_subscriptions(
+    admin: Actor, subscribe: Callable[..., MultipartSubscription]
+) -> None:
+    aliases = " ".join(f"a{i}: type" for i in range(31))  # one past THREADLINE_QUERY_MAX_ALIASES
+    sub = subscribe(admin, "subscription { viewerEvents { " + aliases + " } }", {})
+    # Refused before it runs: the one part carries the error (as any GraphQL error in this protocol), then the end.
+    [part] = sub.until_end()
+    error = part["payload"]["errors"][0]
+    assert (error["extensions"]["limitName"], error["extensions"]["actual"]) == ("aliases", 31)
+    assert "data" not in part["payload"]
