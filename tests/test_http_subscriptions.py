@@ -16,7 +16,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.harness import Actor, Client, ServerThread
+from tests.harness import METRICS_HEADERS, Actor, Client, ServerThread
 from tests.test_hostile_credentials import member_with_key, other, token  # noqa: F401 - `other`: a fixture
 from tests.test_ratelimits import assign, profile
 from tests.test_streaming import START, conversation, join, live
@@ -296,3 +296,32 @@ def test_query_limits_apply_to_http_subscriptions(
     error = part["payload"]["errors"][0]
     assert (error["extensions"]["limitName"], error["extensions"]["actual"]) == ("aliases", 31)
     assert "data" not in part["payload"]
+
+
+def metric(text: str, sample: str) -> float:
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(sample + " "))
+
+
+def test_http_streams_show_in_the_metrics(
+    admin: Actor, server: ServerThread, subscribe: Callable[..., MultipartSubscription]
+) -> None:
+    def scrape() -> str:
+        return httpx.get(f"{server.url}/metrics", headers=METRICS_HEADERS).text
+
+    # A stream is counted once it ends, under its own transport (its lifetime is not a request's latency).
+    ended = 'threadline_http_requests_total{transport="multipart",status="200"}'
+    before = scrape()
+    cid = conversation(admin)
+    sub = subscribe(admin, CONVERSATION_EVENTS, {"c": cid, "s": live(admin)})
+    say(admin, cid, "counted")
+    assert contents(sub.events(1)) == ["counted"]
+    during = scrape()
+    assert metric(during, "threadline_subscriptions_active") >= 1
+    sub.close()  # the server sees the client gone at its next write (a heartbeat at the latest)
+    deadline = time.monotonic() + SETTLE_SECONDS
+    while metric(scrape(), ended) == metric(before, ended):
+        assert time.monotonic() < deadline, "the closed stream was never counted"
+        time.sleep(0.2)
+    # At least: streams of earlier tests, closed by their clients, may end meanwhile and count too.
+    subscriptions = 'threadline_graphql_operations_total{type="subscription"}'
+    assert metric(scrape(), subscriptions) - metric(before, subscriptions) >= 1

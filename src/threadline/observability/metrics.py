@@ -37,7 +37,8 @@ class Metrics:
         family(
             "threadline_http_requests_total",
             "counter",
-            "HTTP requests and WebSocket sessions by transport and status (WebSockets: close code).",
+            "HTTP requests, multipart subscription streams and WebSocket sessions by transport and status "
+            "(WebSockets: close code).",
             [(f'{{transport="{t}",status="{s}"}}', n) for (t, s), n in sorted(self.requests.items())],
         )
         family(

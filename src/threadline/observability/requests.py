@@ -37,13 +37,16 @@ class RequestIds:
         token = logs.request_id.set(rid)
         outcome: int | str = 500 if scope["type"] == "http" else "closed"
         started = time.perf_counter()
+        streamed = False  # a subscription over HTTP (graphql.http_subscriptions): counted apart, like sockets
 
         async def observed_send(message: Message) -> None:
-            nonlocal outcome
+            nonlocal outcome, streamed
             kind = message["type"]
             if kind == "http.response.start":
                 outcome = message["status"]
-                MutableHeaders(scope=message)["X-Request-Id"] = rid
+                response_headers = MutableHeaders(scope=message)
+                response_headers["X-Request-Id"] = rid
+                streamed = "subscriptionspec" in response_headers.get("content-type", "").lower()
             elif kind == "websocket.accept":
                 headers = list(message.get("headers") or [])
                 headers.append((b"x-request-id", rid.encode()))
@@ -55,7 +58,10 @@ class RequestIds:
         try:
             await self.app(scope, receive, observed_send)
         finally:
-            if scope["type"] == "http" and scope.get("path") != "/metrics":
+            if streamed:
+                # A stream's lifetime is not a request's latency: kept out of the request seconds.
+                METRICS.observe_request("multipart", outcome, 0.0)
+            elif scope["type"] == "http" and scope.get("path") != "/metrics":
                 METRICS.observe_request("http", outcome, time.perf_counter() - started)
             elif scope["type"] == "websocket":
                 METRICS.observe_request("websocket", outcome, 0.0)
