@@ -14,9 +14,10 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+import jwt
 import pytest
 
-from tests.harness import METRICS_HEADERS, Actor, Client, ServerThread
+from tests.harness import METRICS_HEADERS, TEST_JWT_SECRET, Actor, Client, ServerThread
 from tests.test_hostile_credentials import member_with_key, other, token  # noqa: F401 - `other`: a fixture
 from tests.test_ratelimits import assign, profile
 from tests.test_streaming import START, conversation, join, live
@@ -325,3 +326,14 @@ def test_http_streams_show_in_the_metrics(
     # At least: streams of earlier tests, closed by their clients, may end meanwhile and count too.
     subscriptions = 'threadline_graphql_operations_total{type="subscription"}'
     assert metric(scrape(), subscriptions) - metric(before, subscriptions) >= 1
+
+
+def test_an_http_stream_keeps_alive_with_heartbeats_and_ends_when_its_jwt_expires(
+    admin: Actor, subscribe: Callable[..., MultipartSubscription]
+) -> None:
+    claims = {"sub": "brief", "tenant": admin.tenant_id, "role": "MEMBER", "exp": int(time.time() + 8)}
+    sub = subscribe(None, VIEWER_EVENTS, {}, token=jwt.encode(claims, TEST_JWT_SECRET, algorithm="HS256"))
+    assert sub.response.status_code == 200
+    # No event for a while: `{}` parts (one at once, then every 5 seconds) keep proxies from closing the stream.
+    assert [sub.part(), sub.part()] == [{}, {}]
+    assert end_error(sub) == "UNAUTHENTICATED"
