@@ -289,6 +289,18 @@ def test_the_subscription_rate_limit_draws_for_http_streams(
     assert contents(first.events(1)) == ["the first stream still runs"]
 
 
+def test_query_limits_apply_to_http_subscriptions(
+    admin: Actor, subscribe: Callable[..., MultipartSubscription]
+) -> None:
+    aliases = " ".join(f"a{i}: type" for i in range(31))  # one past THREADLINE_QUERY_MAX_ALIASES
+    sub = subscribe(admin, "subscription { viewerEvents { " + aliases + " } }", {})
+    # Refused before it runs: the one part carries the error (as any GraphQL error in this protocol), then the end.
+    [part] = sub.until_end()
+    error = part["payload"]["errors"][0]
+    assert (error["extensions"]["limitName"], error["extensions"]["actual"]) == ("aliases", 31)
+    assert "data" not in part["payload"]
+
+
 def metric(text: str, sample: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(sample + " "))
 
