@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.api import create_conversation, reply, start_thread
+from tests.api import create_conversation, reply, start_thread, stream_cursor
 from tests.harness import Actor, Loop, ServerThread
 from tests.test_runs_support import (
     RUN_CANCEL,
@@ -306,8 +306,10 @@ def test_a_subscriber_sees_the_deltas_in_order_then_exactly_one_done(
     root = start_thread(owner, cid, "question")
     client = WsClient(runs.ws_url, owner.api_key)
     try:
-        client.subscribe(CONVERSATION_EVENTS, {"c": cid})
-        reply(owner, root, "are you there?")  # its event proves the subscription is live
+        # Resuming from the cursor taken now: the reply's event arrives even if the subscription registers after
+        # the reply commits (a race under load), and it proves the subscription is live.
+        client.subscribe(CONVERSATION_EVENTS, {"c": cid, "s": stream_cursor(owner)})
+        reply(owner, root, "are you there?")
         assert client.events(1, ignore=("presence.update", "unread.update"))[0]["type"] == "thread.activity"
         asked = reply(owner, root, "count for me")
         run = create_run(owner, asked, provider="openai", model="fake-slow")
