@@ -44,6 +44,7 @@ PERSONAL = {
     ("rate_limit_bucket", "user_id"),
     ("rate_limit_assignment", "user_id"),
     ("idempotency_key", "user_id"),  # holds ids of what they created, never content
+    ("import_source", "owner_id"),  # their import identities (their conversations are deleted anyway)
 }
 # (table, column) that attribute someone else's object (or a shared one) to the user: these now name the
 # placeholder, so the object stays. A foreign key to app_user in neither set is treated as personal

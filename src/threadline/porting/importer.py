@@ -20,12 +20,13 @@ from threadline.conversations import repository as conversations
 from threadline.conversations.rules import normalise_tags
 from threadline.db import Transaction
 from threadline.errors import ThreadlineError
-from threadline.events.announce import publish_thread_new
-from threadline.events.payloads import ThreadNew
+from threadline.events.announce import publish_thread_activity, publish_thread_new
+from threadline.events.payloads import ThreadActivity, ThreadNew
 from threadline.porting import repository as repo
 from threadline.porting.model import ImportedConversation, ImportedMessage, Rejected, settle_parents
 from threadline.settings import Settings
-from threadline.threads.service import snapshot
+from threadline.threads import repository as threads_repo
+from threadline.threads.service import announce_unread, follow_content, path_ids, snapshot
 from threadline.threads.tree_rules import ROOT, TooDeep, reply_placement
 
 
@@ -109,6 +110,8 @@ def plan(imported: ImportedConversation, settings: Settings) -> Plan:
         messages.append(
             {
                 "id": row_id,
+                "key": key,
+                "parent_index": parent_index,
                 "root_index": parent["root_index"] if parent else index,
                 "parent_id": parent["id"] if parent else None,
                 "depth": placement.depth,
@@ -193,7 +196,9 @@ async def insert(
             raise AlreadyImported(plan.external_id)
     else:
         conversation_id = target["id"]
-        if not await repo.claim_source(tx, tenant_id, plan.source, plan.external_id, conversation_id):
+        if not await repo.claim_source(
+            tx, tenant_id, user_id, plan.source, plan.external_id, conversation_id
+        ):
             raise AlreadyImported(plan.external_id)
         seqs = await repo.next_seqs(tx, len(messages))
     if messages:
@@ -226,6 +231,7 @@ async def insert(
                     m["edited_at"],
                     m["deleted_at"],
                     m["usage_imported"],
+                    m["key"],
                 )  # fmt: skip
             )
         await repo.copy_messages(tx, records)
@@ -277,3 +283,218 @@ def _thread_records(
             )
         )
     return records
+
+
+@dataclass
+class Merge:
+    """What a re-import added to, and changed in, a conversation imported before."""
+
+    added: int = 0
+    updated: int = 0
+    warnings: list[str] = field(default_factory=list)
+
+
+class NotMergeable(Exception):
+    """The conversation was imported before message source ids were recorded: nothing can be matched."""
+
+
+async def merge(
+    tx: Transaction,
+    settings: Settings,
+    tenant_id: uuid.UUID,
+    user_id: uuid.UUID,
+    plan: Plan,
+    conversation_id: uuid.UUID,
+) -> Merge:
+    """Merge a newer export of an imported conversation into it, in the caller's transaction (the caller
+    has locked the conversation and checked that the user manages it and it is writable).
+
+    Messages are matched by their source id: a new one is placed in the tree under its parent (after the
+    replies already there, live ones included), a known one whose text changed is updated as an edit
+    (`Message.edits` keeps the earlier text), nothing is duplicated. Messages deleted in Threadline stay
+    deleted. New messages are announced as live ones are: a new thread as `thread.new`, a reply in an
+    existing thread as a `thread.activity` REPLY, an update as an EDIT."""
+    existing = await repo.merge_targets(tx, tenant_id, conversation_id)
+    by_key = {row["import_key"]: row for row in existing if row["import_key"] is not None}
+    if existing and not by_key:
+        raise NotMergeable(plan.external_id)
+    by_id = {row["id"]: row for row in existing}
+    messages = plan.messages
+    # Each plan row's place in the conversation: an existing row's id, or the new row (same index) placed now.
+    node: list[dict[str, Any]] = []
+    new: list[int] = []
+    edits: list[asyncpg.Record] = []
+    child_count: dict[uuid.UUID, int] = {row["id"]: row["child_count"] for row in existing}
+    grown: dict[uuid.UUID, int] = {}  # existing parents: replies added
+    result = Merge()
+    for index, m in enumerate(messages):
+        row = by_key.get(m["key"])
+        if row is not None:
+            node.append(
+                {
+                    "id": row["id"],
+                    "root_id": row["root_id"],
+                    "depth": row["depth"],
+                    "path": bytes(row["path"]),
+                }
+            )
+            if row["deleted_at"] is None and row["content"] != m["content"]:
+                await threads_repo.record_edit(tx, tenant_id, row["id"], row["content"], user_id)
+                edits.append(await threads_repo.set_content(tx, tenant_id, row["id"], m["content"]))
+            continue
+        parent = node[m["parent_index"]] if m["parent_index"] >= 0 else None
+        if parent is None:
+            placement = ROOT
+        else:
+            try:
+                placement = reply_placement(
+                    parent["depth"], parent["path"], child_count[parent["id"]], settings.thread_max_depth
+                )
+            except TooDeep as exc:
+                raise Rejected(
+                    f"message {m['key']} is {exc.depth} replies deep; the limit is {exc.limit} "
+                    "(THREADLINE_THREAD_MAX_DEPTH)"
+                ) from None
+            child_count[parent["id"]] += 1
+            if parent["id"] in by_id:
+                grown[parent["id"]] = grown.get(parent["id"], 0) + 1
+        row_id = uuid.uuid4()
+        child_count[row_id] = 0
+        node.append(
+            {
+                "id": row_id,
+                "root_id": parent["root_id"] if parent else row_id,
+                "parent_id": parent["id"] if parent else None,
+                "depth": placement.depth,
+                "path": placement.path,
+            }
+        )
+        new.append(index)
+    if edits:
+        await follow_content(tx, tenant_id, edits)
+    result.updated = len(edits)
+    result.added = len(new)
+    if new:
+        await _insert_merged(
+            tx, tenant_id, user_id, conversation_id, plan, node, new, child_count, grown, by_id
+        )
+    for row in edits:
+        thread = await repo.merged_thread_activity(tx, tenant_id, row["root_id"], 0, None, None)
+        (path,) = await path_ids(tx, tenant_id, [row])
+        await publish_thread_activity(
+            tx,
+            tenant_id,
+            ThreadActivity("EDIT", snapshot(row, path), thread["reply_count"], thread["last_activity_at"]),
+        )
+    return result
+
+
+async def _insert_merged(
+    tx: Transaction,
+    tenant_id: uuid.UUID,
+    user_id: uuid.UUID,
+    conversation_id: uuid.UUID,
+    plan: Plan,
+    node: list[dict[str, Any]],
+    new: list[int],
+    child_count: dict[uuid.UUID, int],
+    grown: dict[uuid.UUID, int],
+    by_id: dict[uuid.UUID, asyncpg.Record],
+) -> None:
+    # Counters first (the conversation row lock orders these seqs after every earlier commit, as live writes).
+    await conversations.touch_activity(tx, tenant_id, conversation_id, len(new), 0)
+    seqs = await repo.next_seqs(tx, len(new))
+    order = sorted(new, key=lambda i: (plan.messages[i]["created_at"], i))
+    seq_of = dict(zip(order, seqs, strict=True))
+    rows: list[dict[str, Any]] = []
+    for i in new:
+        m, place = plan.messages[i], node[i]
+        rows.append(
+            {
+                "id": place["id"],
+                "tenant_id": tenant_id,
+                "conversation_id": conversation_id,
+                "root_id": place["root_id"],
+                "parent_id": place["parent_id"],
+                "depth": place["depth"],
+                "path": place["path"],
+                "seq": seq_of[i],
+                "child_count": child_count[place["id"]],
+                "role": m["role"],
+                "content": m["content"],
+                "author_id": user_id if m["authored"] else None,
+                "model": m["model"],
+                "prompt_tokens": m["prompt_tokens"],
+                "completion_tokens": m["completion_tokens"],
+                "created_at": m["created_at"],
+                "edited_at": m["edited_at"],
+                "deleted_at": m["deleted_at"],
+                "usage_imported": m["usage_imported"],
+                "import_key": m["key"],
+            }
+        )
+    await repo.copy_messages(tx, [tuple(r[c] for c in repo.MESSAGE_COPY_COLUMNS) for r in rows])
+    if grown:
+        await repo.add_child_counts(tx, tenant_id, list(grown), list(grown.values()))
+    # New threads: a thread row and a thread.new each (with their replies counted), as in `insert`.
+    new_rows = {r["id"]: r for r in rows}
+    roots = [r for r in rows if r["parent_id"] is None]
+    if roots:
+        records = []
+        for root in roots:
+            members = [r for r in rows if r["root_id"] == root["id"]]
+            records.append(
+                (
+                    root["id"],
+                    tenant_id,
+                    conversation_id,
+                    len(members) - 1,
+                    max(r["seq"] for r in members),
+                    root["created_at"],
+                    max(r["created_at"] for r in members),
+                )
+            )
+        await repo.copy_threads(tx, records)
+        for root, record in zip(roots, records, strict=True):
+            thread = ThreadNew(snapshot(root, [root["id"]]), record[3], root["created_at"])
+            await publish_thread_new(tx, tenant_id, thread)
+            await announce_unread(tx, tenant_id, conversation_id, root["id"], user_id)
+    # Replies in existing threads: a thread.activity REPLY each, oldest first, as live replies are announced.
+    replies = sorted((r for r in rows if r["root_id"] in by_id), key=lambda r: r["seq"])
+    touched: dict[uuid.UUID, int] = {}
+    for r in replies:
+        touched[r["root_id"]] = touched.get(r["root_id"], 0) + 1
+    threads = {}
+    for root_id, count in touched.items():
+        members = [r for r in replies if r["root_id"] == root_id]
+        threads[root_id] = await repo.merged_thread_activity(
+            tx,
+            tenant_id,
+            root_id,
+            count,
+            max(r["seq"] for r in members),
+            max(r["created_at"] for r in members),
+        )
+    for r in replies:
+        path = _ancestors(r, new_rows, by_id)
+        thread = threads[r["root_id"]]
+        await publish_thread_activity(
+            tx,
+            tenant_id,
+            ThreadActivity("REPLY", snapshot(r, path), thread["reply_count"], thread["last_activity_at"]),
+        )
+    for root_id in touched:
+        await announce_unread(tx, tenant_id, conversation_id, root_id, user_id)
+
+
+def _ancestors(
+    row: dict[str, Any], new_rows: dict[uuid.UUID, dict[str, Any]], by_id: dict[uuid.UUID, asyncpg.Record]
+) -> list[uuid.UUID]:
+    """Ids from the thread's root down to `row` (the event snapshot's path), from rows in memory."""
+    ids = [row["id"]]
+    parent = row["parent_id"]
+    while parent is not None:
+        ids.append(parent)
+        above = new_rows.get(parent) or by_id.get(parent)
+        parent = above["parent_id"] if above is not None else None
+    return ids[::-1]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -15,7 +16,7 @@ from threadline.threads.repository import MESSAGE_COLUMNS
 MESSAGE_COPY_COLUMNS = (
     "id", "tenant_id", "conversation_id", "root_id", "parent_id", "depth", "path", "seq", "child_count",
     "role", "content", "author_id", "model", "prompt_tokens", "completion_tokens", "created_at",
-    "edited_at", "deleted_at", "usage_imported",
+    "edited_at", "deleted_at", "usage_imported", "import_key",
 )  # fmt: skip
 THREAD_COPY_COLUMNS = (
     "id",
@@ -32,32 +33,106 @@ THREAD_COPY_COLUMNS = (
 
 
 async def imported_conversations(
-    db: Executor, tenant_id: uuid.UUID, source: str, external_ids: list[str]
-) -> dict[str, uuid.UUID]:
+    db: Executor, tenant_id: uuid.UUID, owner_id: uuid.UUID, source: str, external_ids: list[str]
+) -> dict[str, asyncpg.Record]:
+    """(conversation_id, status) of each source item this user imported before."""
     rows = await db.fetch(
-        """SELECT external_id, conversation_id FROM import_source
-           WHERE tenant_id = $1 AND source = $2 AND external_id = ANY($3::varchar[])""",
+        """SELECT s.external_id, s.conversation_id, c.status FROM import_source s
+           JOIN conversation c ON c.id = s.conversation_id
+           WHERE s.tenant_id = $1 AND s.owner_id = $2 AND s.source = $3 AND s.external_id = ANY($4::varchar[])""",
         tenant_id,
+        owner_id,
         source,
         external_ids,
     )
-    return {r["external_id"]: r["conversation_id"] for r in rows}
+    return {r["external_id"]: r for r in rows}
+
+
+async def release_deleted_source(
+    db: Executor, tenant_id: uuid.UUID, owner_id: uuid.UUID, source: str, external_id: str
+) -> None:
+    """Forget the user's import of a source item whose conversation they deleted: it can be imported again
+    (as a new conversation; the deleted one stays restorable, without the import identity)."""
+    await db.execute(
+        """DELETE FROM import_source s USING conversation c
+           WHERE s.tenant_id = $1 AND s.owner_id = $2 AND s.source = $3 AND s.external_id = $4
+             AND c.id = s.conversation_id AND c.status = 'DELETED'""",
+        tenant_id,
+        owner_id,
+        source,
+        external_id,
+    )
 
 
 async def claim_source(
-    db: Executor, tenant_id: uuid.UUID, source: str, external_id: str, conversation_id: uuid.UUID
+    db: Executor,
+    tenant_id: uuid.UUID,
+    owner_id: uuid.UUID,
+    source: str,
+    external_id: str,
+    conversation_id: uuid.UUID,
 ) -> bool:
-    """Record where a conversation came from; False if that source item was imported already."""
+    """Record where a conversation came from; False if this user imported that source item already."""
     row = await db.fetchval(
-        """INSERT INTO import_source (id, tenant_id, source, external_id, conversation_id)
-           VALUES ($1, $2, $3, $4, $5) ON CONFLICT (tenant_id, source, external_id) DO NOTHING RETURNING id""",
+        """INSERT INTO import_source (id, tenant_id, owner_id, source, external_id, conversation_id)
+           VALUES ($1, $2, $3, $4, $5, $6)
+           ON CONFLICT (tenant_id, owner_id, source, external_id) DO NOTHING RETURNING id""",
         uuid.uuid4(),
         tenant_id,
+        owner_id,
         source,
         external_id,
         conversation_id,
     )
     return row is not None
+
+
+async def merge_targets(
+    db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID
+) -> list[asyncpg.Record]:
+    """Every message of a conversation with its import key: what a merge re-import places new ones among."""
+    return await db.fetch(
+        f"""SELECT {MESSAGE_COLUMNS}, m.import_key FROM message m
+            WHERE m.tenant_id = $1 AND m.conversation_id = $2""",
+        tenant_id,
+        conversation_id,
+    )
+
+
+async def merged_thread_activity(
+    db: Executor,
+    tenant_id: uuid.UUID,
+    root_id: uuid.UUID,
+    replies: int,
+    last_seq: int | None,
+    newest: datetime | None,
+) -> asyncpg.Record:
+    """Count replies a merge re-import added to a thread; its last activity moves to the newest of them
+    (their source times, as for a first import), never back. With no replies, just the thread's counters."""
+    row = await db.fetchrow(
+        """UPDATE thread SET reply_count = reply_count + $3, last_seq = greatest(last_seq, coalesce($4, last_seq)),
+               last_activity_at = greatest(last_activity_at, coalesce($5, last_activity_at))
+           WHERE tenant_id = $1 AND id = $2 RETURNING id, reply_count, last_activity_at, last_seq""",
+        tenant_id,
+        root_id,
+        replies,
+        last_seq,
+        newest,
+    )
+    assert row is not None
+    return row
+
+
+async def add_child_counts(
+    db: Executor, tenant_id: uuid.UUID, message_ids: list[uuid.UUID], added: list[int]
+) -> None:
+    await db.execute(
+        """UPDATE message m SET child_count = m.child_count + k.n
+           FROM unnest($2::uuid[], $3::int[]) AS k(id, n) WHERE m.tenant_id = $1 AND m.id = k.id""",
+        tenant_id,
+        message_ids,
+        added,
+    )
 
 
 async def insert_imported_conversation(
@@ -81,9 +156,9 @@ async def insert_imported_conversation(
                INSERT INTO participant (id, tenant_id, conversation_id, user_id, role)
                SELECT $17, $2, id, $3, 'OWNER' FROM conv
            ), src AS (
-               INSERT INTO import_source (id, tenant_id, source, external_id, conversation_id)
-               SELECT $18, $2, $19, $20, id FROM conv
-               ON CONFLICT (tenant_id, source, external_id) DO NOTHING RETURNING id
+               INSERT INTO import_source (id, tenant_id, owner_id, source, external_id, conversation_id)
+               SELECT $18, $2, $3, $19, $20, id FROM conv
+               ON CONFLICT (tenant_id, owner_id, source, external_id) DO NOTHING RETURNING id
            )
            SELECT EXISTS (SELECT 1 FROM src) AS claimed,
                   ARRAY(SELECT nextval('message_seq_seq') FROM generate_series(1, $21)) AS seqs""",

@@ -14,13 +14,14 @@ from threadline.conversations.access import Access, access_level
 from threadline.conversations.types import Conversation
 from threadline.errors import forbidden
 from threadline.graphql.context import Info
-from threadline.ids import Kind, decode_id
+from threadline.ids import Kind, decode_id, encode_id
 from threadline.porting import exporter, retention, service
 from threadline.porting.model import ImportFormat
 from threadline.porting.types import (
     ConversationImportInput,
     ConversationImportReport,
     ImportFailure,
+    ImportMerge,
     RetentionPolicy,
 )
 
@@ -114,7 +115,7 @@ class PortingMutation:
         ],
     ) -> list[Conversation]:
         report = await _import(info, input, all_or_nothing=True)
-        return await _readable(info, report.imported + report.existing)
+        return await _readable(info, report.conversation_ids)
 
     @strawberry.mutation(
         description="Like conversationImport, but imports every valid conversation (each in its own transaction) "
@@ -132,11 +133,23 @@ class PortingMutation:
     ) -> ConversationImportReport:
         report = await _import(info, input, all_or_nothing=False)
         return ConversationImportReport(
-            conversations=await _readable(info, report.imported + report.existing),
+            conversations=await _readable(info, report.conversation_ids),
             imported=len(report.imported),
             skipped=len(report.existing),
+            merged=len(report.merged),
             failed=len(report.failures),
             message_count=report.messages,
+            messages_added=sum(m.messages_added for m in report.merged),
+            messages_updated=sum(m.messages_updated for m in report.merged),
+            merges=[
+                ImportMerge(
+                    conversation_id=strawberry.ID(encode_id(Kind.CONVERSATION, m.conversation_id)),
+                    external_id=m.external_id,
+                    messages_added=m.messages_added,
+                    messages_updated=m.messages_updated,
+                )
+                for m in report.merged
+            ],
             failures=[
                 ImportFailure(index=f.index, external_id=f.external_id, message=f.message)
                 for f in report.failures

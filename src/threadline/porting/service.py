@@ -12,8 +12,8 @@ from threadline.audit.service import Actor, AuditAction, record
 from threadline.auth.principal import Principal
 from threadline.conversations.access import Access, require, require_writable
 from threadline.db import Database
-from threadline.errors import bad_input
-from threadline.ids import Kind
+from threadline.errors import ThreadlineError, bad_input
+from threadline.ids import Kind, encode_id
 from threadline.porting import chatgpt, claude, importer, request_limits, threadline_format
 from threadline.porting import repository as repo
 from threadline.porting.jsonstream import Item
@@ -33,19 +33,48 @@ class ImportFailure:
 
 
 @dataclass
+class MergedConversation:
+    """A conversation imported before that a re-import added messages to or changed messages of."""
+
+    conversation_id: uuid.UUID
+    external_id: str
+    messages_added: int
+    messages_updated: int
+
+
+@dataclass
 class ImportReport:
     imported: list[uuid.UUID] = field(default_factory=list)
-    existing: list[uuid.UUID] = field(default_factory=list)  # already imported before: not duplicated
+    # Imported before and unchanged by this import: not duplicated.
+    existing: list[uuid.UUID] = field(default_factory=list)
+    merged: list[MergedConversation] = field(default_factory=list)
     failures: list[ImportFailure] = field(default_factory=list)
-    messages: int = 0
+    messages: int = 0  # messages created: in new conversations and added by merges
     warnings: list[str] = field(default_factory=list)
+
+    @property
+    def conversation_ids(self) -> list[uuid.UUID]:
+        """Created, then merged, then unchanged conversations."""
+        return [*self.imported, *(m.conversation_id for m in self.merged), *self.existing]
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "imported": len(self.imported),
             "skipped": len(self.existing),
+            "merged": len(self.merged),
             "failed": len(self.failures),
             "messages": self.messages,
+            "messagesAdded": sum(m.messages_added for m in self.merged),
+            "messagesUpdated": sum(m.messages_updated for m in self.merged),
+            "merges": [
+                {
+                    "conversationId": encode_id(Kind.CONVERSATION, m.conversation_id),
+                    "externalId": m.external_id,
+                    "messagesAdded": m.messages_added,
+                    "messagesUpdated": m.messages_updated,
+                }
+                for m in self.merged
+            ],
             "warnings": self.warnings,
             "failures": [f.__dict__ for f in self.failures],
         }
@@ -69,6 +98,9 @@ def items_of(data: Any) -> list[Item]:
 class _Prepared:
     item: Item
     plan: importer.Plan
+    # The user's earlier import of the same source item: merged into unless it was deleted.
+    known: uuid.UUID | None = None
+    deleted: bool = False
 
 
 class Importer:
@@ -148,23 +180,36 @@ class Importer:
         batch, self._pending = self._pending, []
         if not batch:
             return
-        # One look-up for the batch: conversations imported before are reported, not inserted again.
+        # One look-up for the batch: conversations this user imported before are merged into, not inserted
+        # again; one they deleted since is imported anew.
         known = await repo.imported_conversations(
-            self.db, self.principal.tenant_id, self.fmt.value, [p.plan.external_id for p in batch]
+            self.db,
+            self.principal.tenant_id,
+            self.principal.user_id,
+            self.fmt.value,
+            [p.plan.external_id for p in batch],
         )
         for p in batch:
-            if p.plan.external_id in known:
-                self.report.existing.append(known[p.plan.external_id])
-                continue
+            earlier = known.get(p.plan.external_id)
+            if earlier is not None:
+                p.known = earlier["conversation_id"]
+                p.deleted = earlier["status"] == "DELETED"
             await self._slots.acquire()  # waits while `concurrency` inserts are in flight
             task = asyncio.create_task(self._insert(p))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
     async def _insert(self, p: _Prepared) -> None:
+        if p.known is not None and not p.deleted:
+            await self._merge(p, p.known)
+            return
         try:
             tenant = self.principal.tenant_id
             async with self.db.transaction() as tx:
+                if p.deleted:
+                    await repo.release_deleted_source(
+                        tx, tenant, self.principal.user_id, p.plan.source, p.plan.external_id
+                    )
                 target = None
                 if self.target_id is not None:
                     target = await require(tx, self.principal, self.target_id, Access.MANAGE, lock=True)
@@ -173,16 +218,64 @@ class Importer:
             self.report.messages += len(p.plan.messages)
             self.report.warnings.extend(f"{p.plan.external_id}: {w}" for w in p.plan.warnings)
         except importer.AlreadyImported:
+            # Another import of the same item by this user committed first: merge into it instead.
             known = await repo.imported_conversations(
-                self.db, self.principal.tenant_id, self.fmt.value, [p.plan.external_id]
+                self.db,
+                self.principal.tenant_id,
+                self.principal.user_id,
+                self.fmt.value,
+                [p.plan.external_id],
             )
-            self.report.existing.extend(known.values())
+            earlier = known.get(p.plan.external_id)
+            if earlier is not None:
+                await self._merge(p, earlier["conversation_id"])
+                return
+            self._fail(p.item, p.plan.external_id, "could not be stored: imported concurrently, try again")
         except Exception as exc:  # noqa: BLE001 - one bad conversation must not stop the others
             self._fail(p.item, p.plan.external_id, f"could not be stored: {type(exc).__name__}: {exc}")
+        self._done()
+
+    def _done(self) -> None:
+        self._slots.release()
+        if self._on_progress is not None:
+            self._on_progress(self.report)
+
+    async def _merge(self, p: _Prepared, conversation_id: uuid.UUID) -> None:
+        """Merge a newer export into the user's earlier import (importer.merge), if they still manage it."""
+        try:
+            async with self.db.transaction() as tx:
+                # The owner/admin rule of imports into an existing conversation, and it must be open.
+                row = await require(tx, self.principal, conversation_id, Access.MANAGE, lock=True)
+                require_writable(row)
+                merged = await importer.merge(
+                    tx,
+                    self.settings,
+                    self.principal.tenant_id,
+                    self.principal.user_id,
+                    p.plan,
+                    conversation_id,
+                )
+            if merged.added or merged.updated:
+                self.report.merged.append(
+                    MergedConversation(conversation_id, p.plan.external_id, merged.added, merged.updated)
+                )
+                self.report.messages += merged.added
+                self.report.warnings.extend(f"{p.plan.external_id}: {w}" for w in p.plan.warnings)
+            else:
+                self.report.existing.append(conversation_id)
+        except importer.NotMergeable:
+            self.report.existing.append(conversation_id)
+            self.report.warnings.append(
+                f"{p.plan.external_id}: imported before message ids were recorded, so it cannot be merged"
+            )
+        except Rejected as exc:
+            self._fail(p.item, p.plan.external_id, str(exc))
+        except ThreadlineError as exc:
+            self._fail(p.item, p.plan.external_id, f"cannot be merged into the earlier import: {exc.message}")
+        except Exception as exc:  # noqa: BLE001 - one bad conversation must not stop the others
+            self._fail(p.item, p.plan.external_id, f"could not be merged: {type(exc).__name__}: {exc}")
         finally:
-            self._slots.release()
-            if self._on_progress is not None:
-                self._on_progress(self.report)
+            self._done()
 
     async def finish(self, *, fatal: str | None = None) -> ImportReport:
         """Insert what is still queued, wait for the inserts in flight, then audit the run."""
@@ -202,6 +295,7 @@ class Importer:
             "format": self.fmt.value,
             "imported": len(r.imported),
             "skipped": len(r.existing),
+            "merged": len(r.merged),
             "failed": len(r.failures),
             "messages": r.messages,
         }

@@ -4,16 +4,19 @@ from piccolo.columns import JSONB, UUID, ForeignKey, Integer, Timestamptz, Varch
 from piccolo.columns.defaults.timestamptz import TimestamptzNow
 from piccolo.table import Table
 
-from threadline.auth.tables import Tenant
+from threadline.auth.tables import AppUser, Tenant
 from threadline.conversations.tables import Conversation
 from threadline.threads.tables import Message
 
 
 class ImportSource(Table, tablename="import_source"):
-    """(tenant, source, external id) -> conversation: re-importing a file creates no duplicates."""
+    """(tenant, importing user, source, external id) -> conversation: re-importing a file creates no
+    duplicates (it merges), and each user of a tenant has their own import of their own copy."""
 
     id = UUID(primary_key=True)
     tenant_id = ForeignKey(Tenant, null=False)
+    # Null only for rows from before owners were recorded whose conversation had no owner.
+    owner_id = ForeignKey(AppUser, null=True)
     source = Varchar(length=16)
     external_id = Varchar(length=255)
     conversation_id = ForeignKey(Conversation, null=False)

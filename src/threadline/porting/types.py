@@ -57,19 +57,48 @@ class ImportFailure:
     message: str = strawberry.field(description="Why it was refused.")
 
 
-@strawberry.type(description="What an import did: conversations created, already there, refused.")
+@strawberry.type(description="A conversation imported before that a re-import of a newer export merged into.")
+class ImportMerge:
+    conversation_id: strawberry.ID = strawberry.field(description="The conversation merged into.")
+    external_id: str = strawberry.field(description="Its id in the source.")
+    messages_added: int = strawberry.field(
+        description="Messages new in the export, added under their parents in the tree."
+    )
+    messages_updated: int = strawberry.field(
+        description="Messages whose text changed in the export, updated as edits (`Message.edits` keeps the "
+        "earlier text)."
+    )
+
+
+@strawberry.type(
+    description="What an import did: conversations created, merged into, already there, refused."
+)
 class ConversationImportReport:
     conversations: list[Conversation] = strawberry.field(
-        description="Imported conversations, then those imported before (re-imports return them, not copies)."
+        description="Imported conversations, then merged ones, then those imported before and unchanged "
+        "(re-imports return them, not copies)."
     )
     imported: int = strawberry.field(description="Conversations created now.")
     skipped: int = strawberry.field(
-        description="Conversations already imported earlier from the same source ids."
+        description="Conversations you already imported earlier from the same source ids, unchanged by this import."
+    )
+    merged: int = strawberry.field(
+        description="Conversations you imported earlier that this (newer) export added messages to or changed "
+        "messages of (see merges)."
     )
     failed: int = strawberry.field(
         description="Conversations refused (see failures); the others were imported."
     )
-    message_count: int = strawberry.field(description="Messages created now.")
+    message_count: int = strawberry.field(
+        description="Messages created now (in new conversations and added by merges)."
+    )
+    messages_added: int = strawberry.field(description="Messages added to earlier imports by merges.")
+    messages_updated: int = strawberry.field(
+        description="Messages of earlier imports updated (as edits) by merges."
+    )
+    merges: list[ImportMerge] = strawberry.field(
+        description="What was added and updated, per merged conversation."
+    )
     failures: list[ImportFailure] = strawberry.field(description="Each refused conversation and why.")
     warnings: list[str] = strawberry.field(
         description="What was repaired on the way (missing parents, cycles, ...)."

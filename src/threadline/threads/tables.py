@@ -41,6 +41,8 @@ class Message(Table, tablename="message"):
     deleted_at = Timestamptz(null=True, default=None)
     # The usage came from an import file (self-reported): shown, but not counted as spend.
     usage_imported = Boolean(default=False)
+    # The message's id in the export it was imported from (porting): a re-import merges by it.
+    import_key = Text(null=True, default=None)
 
 
 class Thread(Table, tablename="thread"):

@@ -1,0 +1,260 @@
+"""Re-importing a newer export merges into the earlier import; import identity is per importing user, and a
+deleted import can be imported again (issue 22 items 1 and 2). Fixtures in tests/fixtures/merge are in the
+real ChatGPT and Claude export shapes: v2 is v1 plus a new branch, new messages, and one edited message."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tests.api import reply
+from tests.harness import Actor, Loop
+from tests.test_porting_cli import report_of, run
+from tests.test_porting_import import FIXTURES, assert_tree_is_consistent, fixture, sql, tree_rows
+from threadline.ids import Kind, decode_id, encode_id
+
+REPORT = """mutation($i: ConversationImportInput!) { conversationImportReport(input: $i) {
+  imported skipped merged failed messageCount messagesAdded messagesUpdated warnings
+  failures { index externalId message }
+  merges { conversationId externalId messagesAdded messagesUpdated }
+  conversations { id title status messageCount } } }"""
+IMPORT = """mutation($i: ConversationImportInput!) { conversationImport(input: $i) { id messageCount } }"""
+EDITS = """query($id: ID!) { message(id: $id) { content editedAt edits { content } } }"""
+
+CHATGPT_ID = "6710c0de-0000-4000-8000-00000000c0de"
+CLAUDE_ID = "c1a0de00-0000-4000-8000-0000000c1a0d"
+
+# (depth, role, content) depth-first, siblings oldest first: the ChatGPT v2 tree.
+CHATGPT_V1 = [
+    (0, "USER", "What is the capital of France?"),
+    (1, "ASSISTANT", "Paris."),
+    (2, "USER", "And of Spain?"),
+    (3, "ASSISTANT", "Madrid."),
+]
+CHATGPT_V2 = [
+    (0, "USER", "What is the capital of France?"),
+    (1, "ASSISTANT", "Paris is the capital of France."),
+    (2, "USER", "And of Spain?"),
+    (3, "ASSISTANT", "Madrid."),
+    (4, "USER", "Thanks!"),
+    (5, "ASSISTANT", "You're welcome."),
+    (2, "USER", "And of Italy?"),
+    (3, "ASSISTANT", "Rome."),
+    (4, "USER", "And of Portugal?"),
+    (5, "ASSISTANT", "Lisbon."),
+]
+CLAUDE_V2 = [
+    (0, "USER", "Plan a weekend in Porto"),
+    (1, "ASSISTANT", "Day 1: Ribeira. Day 2: Foz."),
+    (2, "USER", "Thanks"),
+    (3, "ASSISTANT", "Enjoy Porto!"),
+    (1, "ASSISTANT", "Start with the Livraria Lello."),
+]
+
+
+def report(actor: Actor, fmt: str, name: str) -> dict[str, Any]:
+    data = fixture(f"merge/{name}")
+    result: dict[str, Any] = actor.client.ok(REPORT, {"i": {"format": fmt, "data": data}})[
+        "conversationImportReport"
+    ]
+    return result
+
+
+def counts(r: dict[str, Any]) -> tuple[int, int, int, int, int, int, int]:
+    return (
+        r["imported"],
+        r["merged"],
+        r["skipped"],
+        r["failed"],
+        r["messageCount"],
+        r["messagesAdded"],
+        r["messagesUpdated"],
+    )
+
+
+def keyed(loop: Loop, dsn: str, conversation_id: str) -> dict[str, Any]:
+    """Source id -> stored row."""
+    return {r["import_key"]: r for r in tree_rows(loop, dsn, conversation_id)}
+
+
+def outline(loop: Loop, dsn: str, conversation_id: str) -> list[tuple[int, str, str]]:
+    return [(r["depth"], r["role"], r["content"]) for r in tree_rows(loop, dsn, conversation_id)]
+
+
+def test_chatgpt_newer_export_merges_new_branch_messages_and_edit_in_place(
+    admin: Actor, loop: Loop, dsn: str
+) -> None:
+    first = report(admin, "CHATGPT", "chatgpt-v1.json")
+    assert counts(first) == (1, 0, 0, 0, 4, 0, 0)
+    (conversation,) = first["conversations"]
+    cid = conversation["id"]
+    assert outline(loop, dsn, cid) == CHATGPT_V1
+    before = keyed(loop, dsn, cid)
+    assert set(before) == {"u-1", "a-1", "u-2", "a-2"}
+    events_before = sql(loop, dsn, "SELECT max(id) AS id FROM stream_event")[0]["id"] or 0
+
+    second = report(admin, "CHATGPT", "chatgpt-v2.json")
+    assert counts(second) == (0, 1, 0, 0, 6, 6, 1)
+    assert second["merges"] == [
+        {"conversationId": cid, "externalId": CHATGPT_ID, "messagesAdded": 6, "messagesUpdated": 1}
+    ]
+    assert [c["id"] for c in second["conversations"]] == [cid]
+    assert second["conversations"][0]["messageCount"] == 10
+    assert outline(loop, dsn, cid) == CHATGPT_V2
+    assert_tree_is_consistent(loop, dsn, cid)
+
+    after = keyed(loop, dsn, cid)
+    # Earlier messages keep their ids; new ones hang under the right parents.
+    for key, row in before.items():
+        assert after[key]["id"] == row["id"]
+    parent_of = {key: after[key]["parent_id"] for key in after}
+    assert parent_of["u-4"] == after["a-2"]["id"]
+    assert parent_of["a-4"] == after["u-4"]["id"]
+    assert parent_of["u-2b"] == after["a-1"]["id"]
+    assert parent_of["a-2b"] == after["u-2b"]["id"]
+    assert parent_of["u-3"] == after["a-2b"]["id"]
+    assert parent_of["a-3"] == after["u-3"]["id"]
+    # The changed answer is an edit: the earlier text is kept in its history.
+    edited = admin.client.ok(EDITS, {"id": encode_id(Kind.MESSAGE, after["a-1"]["id"])})["message"]
+    assert edited["content"] == "Paris is the capital of France."
+    assert edited["edits"] == [{"content": "Paris."}]
+    assert edited["editedAt"] is not None
+    unchanged = admin.client.ok(EDITS, {"id": encode_id(Kind.MESSAGE, after["u-2"]["id"])})["message"]
+    assert unchanged["edits"] == []
+
+    # New messages are announced as live ones: a REPLY per new message (all in the existing thread), the EDIT.
+    events = sql(
+        loop,
+        dsn,
+        """SELECT type, payload FROM stream_event WHERE id > $1 AND conversation_id = $2 AND type LIKE 'thread.%'
+           ORDER BY id""",
+        events_before,
+        decode_id(cid, Kind.CONVERSATION),
+    )
+    actions = sorted((e["type"], json.loads(e["payload"]).get("action")) for e in events)
+    assert actions == sorted([("thread.activity", "REPLY")] * 6 + [("thread.activity", "EDIT")])
+
+    # v2 again: nothing new, nothing changed.
+    third = report(admin, "CHATGPT", "chatgpt-v2.json")
+    assert counts(third) == (0, 0, 1, 0, 0, 0, 0)
+    assert [c["id"] for c in third["conversations"]] == [cid]
+    assert outline(loop, dsn, cid) == CHATGPT_V2
+    assert (
+        len(admin.client.ok(EDITS, {"id": encode_id(Kind.MESSAGE, after["a-1"]["id"])})["message"]["edits"])
+        == 1
+    )
+    (row,) = sql(loop, dsn, "SELECT count(*) AS n FROM conversation")
+    assert row["n"] == 1
+
+
+def test_claude_newer_export_merges_through_conversation_import(admin: Actor, loop: Loop, dsn: str) -> None:
+    (first,) = admin.client.ok(IMPORT, {"i": {"format": "CLAUDE", "data": fixture("merge/claude-v1.json")}})[
+        "conversationImport"
+    ]
+    before = keyed(loop, dsn, first["id"])
+    (second,) = admin.client.ok(IMPORT, {"i": {"format": "CLAUDE", "data": fixture("merge/claude-v2.json")}})[
+        "conversationImport"
+    ]
+    assert second == {"id": first["id"], "messageCount": 5}
+    assert outline(loop, dsn, first["id"]) == CLAUDE_V2
+    assert_tree_is_consistent(loop, dsn, first["id"])
+    after = keyed(loop, dsn, first["id"])
+    assert {k: after[k]["id"] for k in before} == {k: r["id"] for k, r in before.items()}
+    assert after["c-1b"]["parent_id"] == after["h-1"]["id"]
+    assert after["c-2"]["parent_id"] == after["h-2"]["id"]
+    again = report(admin, "CLAUDE", "claude-v2.json")
+    assert counts(again) == (0, 0, 1, 0, 0, 0, 0)
+
+
+def test_merge_keeps_live_replies_and_places_new_messages_after_them(
+    admin: Actor, loop: Loop, dsn: str
+) -> None:
+    cid = report(admin, "CHATGPT", "chatgpt-v1.json")["conversations"][0]["id"]
+    rows = keyed(loop, dsn, cid)
+    reply(admin, encode_id(Kind.MESSAGE, rows["a-1"]["id"]), "Live follow-up")
+    merged = report(admin, "CHATGPT", "chatgpt-v2.json")
+    assert counts(merged) == (0, 1, 0, 0, 6, 6, 1)
+    assert_tree_is_consistent(loop, dsn, cid)
+    shape = outline(loop, dsn, cid)
+    # The live reply keeps its place (second child of a-1); the new branch comes after it.
+    assert shape[6] == (2, "USER", "Live follow-up")
+    assert shape[7:] == CHATGPT_V2[6:]
+
+
+def test_a_second_user_importing_the_same_file_gets_their_own_conversation(
+    admin: Actor, make_user: Any, loop: Loop, dsn: str
+) -> None:
+    mine = report(admin, "CHATGPT", "chatgpt-v2.json")
+    member = make_user(admin)
+    theirs = report(member, "CHATGPT", "chatgpt-v2.json")
+    assert counts(theirs) == (1, 0, 0, 0, 10, 0, 0)
+    (conversation,) = theirs["conversations"]
+    assert conversation["id"] != mine["conversations"][0]["id"]
+    owner = member.client.ok(
+        "query($id: ID!) { conversation(id: $id) { owner { id } } }", {"id": conversation["id"]}
+    )
+    assert owner["conversation"]["owner"]["id"] == member.user_id
+    # A fresh import of v2 has exactly the tree the merge built from v1 + v2.
+    assert outline(loop, dsn, conversation["id"]) == CHATGPT_V2
+    # Each user's re-import merges into their own conversation only.
+    assert counts(report(member, "CHATGPT", "chatgpt-v2.json")) == (0, 0, 1, 0, 0, 0, 0)
+    assert counts(report(admin, "CHATGPT", "chatgpt-v2.json")) == (0, 0, 1, 0, 0, 0, 0)
+
+
+def test_a_deleted_import_can_be_imported_again_as_a_new_conversation(
+    admin: Actor, loop: Loop, dsn: str
+) -> None:
+    old = report(admin, "CLAUDE", "claude-v1.json")["conversations"][0]["id"]
+    admin.client.ok("mutation($id: ID!) { conversationDelete(id: $id) { status } }", {"id": old})
+    again = report(admin, "CLAUDE", "claude-v2.json")
+    assert counts(again) == (1, 0, 0, 0, 5, 0, 0)
+    (new,) = again["conversations"]
+    assert new["id"] != old and new["status"] == "ACTIVE"
+    assert outline(loop, dsn, new["id"]) == CLAUDE_V2
+    # The deleted one is untouched and can still be restored; re-imports now merge into the new one.
+    assert len(tree_rows(loop, dsn, old)) == 3
+    restored = admin.client.ok("mutation($id: ID!) { conversationRestore(id: $id) { status } }", {"id": old})
+    assert restored["conversationRestore"]["status"] == "ACTIVE"
+    third = report(admin, "CLAUDE", "claude-v2.json")
+    assert counts(third) == (0, 0, 1, 0, 0, 0, 0)
+    assert [c["id"] for c in third["conversations"]] == [new["id"]]
+
+
+def test_merge_needs_a_writable_conversation_the_importer_manages(
+    admin: Actor, make_user: Any, loop: Loop, dsn: str
+) -> None:
+    cid = report(admin, "CHATGPT", "chatgpt-v1.json")["conversations"][0]["id"]
+    admin.client.ok("mutation($id: ID!) { conversationArchive(id: $id) { status } }", {"id": cid})
+    refused = report(admin, "CHATGPT", "chatgpt-v2.json")
+    assert counts(refused)[:4] == (0, 0, 0, 1)
+    assert refused["failures"][0]["externalId"] == CHATGPT_ID
+    assert "cannot be merged" in refused["failures"][0]["message"]
+    assert outline(loop, dsn, cid) == CHATGPT_V1
+    # Restored (open again), it merges.
+    admin.client.ok("mutation($id: ID!) { conversationRestore(id: $id) { status } }", {"id": cid})
+    assert counts(report(admin, "CHATGPT", "chatgpt-v2.json")) == (0, 1, 0, 0, 6, 6, 1)
+
+
+def test_cli_import_merges_a_newer_export(admin: Actor, dsn: str, loop: Loop, tmp_path: Path) -> None:
+    def cli(name: str) -> dict[str, Any]:
+        path = FIXTURES / "merge" / name
+        result = run(dsn, "import", str(path), "--format", "chatgpt", "--api-key", admin.api_key, "--quiet")
+        assert result.returncode == 0, result.stderr
+        return report_of(result)
+
+    def summary(r: dict[str, Any]) -> tuple[int, ...]:
+        keys = ("imported", "merged", "skipped", "failed", "messages", "messagesAdded", "messagesUpdated")
+        return tuple(r[k] for k in keys)
+
+    assert summary(cli("chatgpt-v1.json")) == (1, 0, 0, 0, 4, 0, 0)
+    (conversation,) = sql(loop, dsn, "SELECT id FROM conversation")
+    cid = encode_id(Kind.CONVERSATION, conversation["id"])
+    merged = cli("chatgpt-v2.json")
+    assert summary(merged) == (0, 1, 0, 0, 6, 6, 1)
+    assert merged["merges"] == [
+        {"conversationId": cid, "externalId": CHATGPT_ID, "messagesAdded": 6, "messagesUpdated": 1}
+    ]
+    assert outline(loop, dsn, cid) == CHATGPT_V2
+    assert_tree_is_consistent(loop, dsn, cid)
+    assert summary(cli("chatgpt-v2.json")) == (0, 0, 1, 0, 0, 0, 0)
