@@ -3,6 +3,7 @@ through the exporter, each against a raw baseline measured in the same run.
 
     .venv/bin/python bench/porting.py                      # 5,000 conversations x 100 messages, 10,000-message export
     .venv/bin/python bench/porting.py --conversations 500  # scaled down
+    .venv/bin/python bench/porting.py --merge --conversations 1000  # merge re-import of a 10%-grown export
 
 Import: `threadline import --format chatgpt` in a subprocess (its peak RSS is read from the kernel),
 against a raw COPY of the same message rows into a bare copy of the message table (no indexes, no
@@ -105,6 +106,56 @@ def write_export(path: Path, conversations: int, messages: int) -> None:
                 f.write(b",\n")
             f.write(orjson.dumps(conversation(i, messages, branches=2)))
         f.write(b"]")
+
+
+def grown(conv: dict[str, object], extra: int) -> dict[str, object]:
+    """The same conversation as a later export has it: `extra` new messages at the end of each branch
+    (existing messages unchanged), as when the user went on talking after the first export."""
+    mapping = conv["mapping"]
+    assert isinstance(mapping, dict)
+    tails = [key for key, n in mapping.items() if n["message"] is not None and not n["children"]]
+    for tail in tails:
+        previous = tail
+        t = mapping[tail]["message"]["create_time"]
+        for k in range(extra):
+            node_id = f"{tail}-g{k}"
+            mapping[previous]["children"] = [node_id]
+            role = "user" if k % 2 == 0 else "assistant"
+            mapping[node_id] = node(node_id, previous, [], role, f"{TEXT}#{node_id}", t + 1 + k)
+            previous = node_id
+    return conv
+
+
+def write_grown_export(path: Path, conversations: int, messages: int, growth: float) -> None:
+    extra = max(1, round(messages * growth / 2))  # per branch: two branches each
+    with path.open("wb") as f:
+        f.write(b"[")
+        for i in range(conversations):
+            if i:
+                f.write(b",\n")
+            f.write(orjson.dumps(grown(conversation(i, messages, branches=2), extra)))
+        f.write(b"]")
+
+
+def merge_figures(dsn: str, workdir: Path, api_key: str, conversations: int, messages: int) -> None:
+    """Issue 22's figure: re-importing an export that grew by 10% merges for <= 20% of the first import's time."""
+    first_file, grown_file = workdir / "v1.json", workdir / "v2.json"
+    write_export(first_file, conversations, messages)
+    write_grown_export(grown_file, conversations, messages, 0.10)
+    first_s, first, _ = import_run(dsn, first_file, api_key)
+    merge_s, merged, _ = import_run(dsn, grown_file, api_key)
+    again_s, again, _ = import_run(dsn, grown_file, api_key)
+    print(
+        f"first import: {first['imported']:,} conversations, {first['messages']:,} messages in {first_s:.1f} s"
+    )
+    print(
+        f"merge re-import of the export grown by 10%: {merged['merged']:,} conversations merged, "
+        f"{merged['messagesAdded']:,} messages added in {merge_s:.1f} s = {merge_s / first_s:.0%} of the first import"
+    )
+    print(
+        f"re-import of the same grown export (nothing new): {again['skipped']:,} skipped in {again_s:.1f} s "
+        f"= {again_s / first_s:.0%} of the first import"
+    )
 
 
 async def raw_copy_rates(dsn: str, rows: int) -> tuple[float, float]:
@@ -228,6 +279,11 @@ def main() -> None:
     parser.add_argument("--conversations", type=int, default=5000)
     parser.add_argument("--messages", type=int, default=100, help="messages per conversation")
     parser.add_argument("--export-messages", type=int, default=10_000)
+    parser.add_argument(
+        "--merge",
+        action="store_true",
+        help="only the merge figure: import, then re-import the export grown by 10%%",
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="tl-bench-porting-"))
@@ -238,6 +294,9 @@ def main() -> None:
         dsn = embedded.start()
     try:
         tenant_id, api_key = asyncio.run(setup(dsn))
+        if args.merge:
+            merge_figures(dsn, workdir, api_key, args.conversations, args.messages)
+            return
         export_file = workdir / "conversations.json"
         start = time.perf_counter()
         write_export(export_file, args.conversations, args.messages)

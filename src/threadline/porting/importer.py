@@ -9,6 +9,7 @@ and token counts. Rows go in with COPY, one conversation per transaction.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -298,6 +299,25 @@ class NotMergeable(Exception):
     """The conversation was imported before message source ids were recorded: nothing can be matched."""
 
 
+def _digest(content: str) -> str:
+    """The md5 PostgreSQL's md5(text) gives for the same text (UTF-8): compared, not trusted."""
+    return hashlib.md5(content.encode(), usedforsecurity=False).hexdigest()
+
+
+def unchanged(plan: Plan, existing: list[asyncpg.Record]) -> bool:
+    """Whether a merge of `plan` into a conversation with these rows (repo.merge_targets) would change
+    nothing: every message known, each text the same (or deleted here). Lets a re-import of an unchanged
+    conversation skip the locking transaction."""
+    by_key = {row["import_key"]: row for row in existing if row["import_key"] is not None}
+    if existing and not by_key:
+        raise NotMergeable(plan.external_id)
+    for m in plan.messages:
+        row = by_key.get(m["key"])
+        if row is None or (not row["deleted"] and row["digest"] != _digest(m["content"])):
+            return False
+    return True
+
+
 async def merge(
     tx: Transaction,
     settings: Settings,
@@ -314,32 +334,40 @@ async def merge(
     (`Message.edits` keeps the earlier text), nothing is duplicated. Messages deleted in Threadline stay
     deleted. New messages are announced as live ones are: a new thread as `thread.new`, a reply in an
     existing thread as a `thread.activity` REPLY, an update as an EDIT."""
+    # Slim rows (key, id, digest of the text): the whole conversation is compared, few rows change.
     existing = await repo.merge_targets(tx, tenant_id, conversation_id)
     by_key = {row["import_key"]: row for row in existing if row["import_key"] is not None}
     if existing and not by_key:
         raise NotMergeable(plan.external_id)
-    by_id = {row["id"]: row for row in existing}
     messages = plan.messages
-    # Each plan row's place in the conversation: an existing row's id, or the new row (same index) placed now.
-    node: list[dict[str, Any]] = []
+    known = [by_key.get(m["key"]) for m in messages]
+    # Existing messages that get new replies: their place in the tree (one statement).
+    wanted = {
+        known[m["parent_index"]]["id"]
+        for i, m in enumerate(messages)
+        if known[i] is None and m["parent_index"] >= 0 and known[m["parent_index"]] is not None
+    }
+    placed = {row["id"]: row for row in await repo.merge_parents(tx, tenant_id, list(wanted))}
+    # Each plan row's place in the conversation (existing rows only when they get replies).
+    node: list[dict[str, Any] | None] = []
     new: list[int] = []
     edits: list[asyncpg.Record] = []
-    child_count: dict[uuid.UUID, int] = {row["id"]: row["child_count"] for row in existing}
+    child_count: dict[uuid.UUID, int] = {key: row["child_count"] for key, row in placed.items()}
     grown: dict[uuid.UUID, int] = {}  # existing parents: replies added
     result = Merge()
     for index, m in enumerate(messages):
-        row = by_key.get(m["key"])
+        row = known[index]
         if row is not None:
+            at = placed.get(row["id"])
             node.append(
-                {
-                    "id": row["id"],
-                    "root_id": row["root_id"],
-                    "depth": row["depth"],
-                    "path": bytes(row["path"]),
-                }
+                {"id": at["id"], "root_id": at["root_id"], "depth": at["depth"], "path": bytes(at["path"])}
+                if at is not None
+                else None
             )
-            if row["deleted_at"] is None and row["content"] != m["content"]:
-                await threads_repo.record_edit(tx, tenant_id, row["id"], row["content"], user_id)
+            if not row["deleted"] and row["digest"] != _digest(m["content"]):
+                current = await threads_repo.message(tx, tenant_id, row["id"], lock=True)
+                assert current is not None
+                await threads_repo.record_edit(tx, tenant_id, row["id"], current["content"], user_id)
                 edits.append(await threads_repo.set_content(tx, tenant_id, row["id"], m["content"]))
             continue
         parent = node[m["parent_index"]] if m["parent_index"] >= 0 else None
@@ -356,7 +384,7 @@ async def merge(
                     "(THREADLINE_THREAD_MAX_DEPTH)"
                 ) from None
             child_count[parent["id"]] += 1
-            if parent["id"] in by_id:
+            if parent["id"] in placed:
                 grown[parent["id"]] = grown.get(parent["id"], 0) + 1
         row_id = uuid.uuid4()
         child_count[row_id] = 0
@@ -375,9 +403,7 @@ async def merge(
     result.updated = len(edits)
     result.added = len(new)
     if new:
-        await _insert_merged(
-            tx, tenant_id, user_id, conversation_id, plan, node, new, child_count, grown, by_id
-        )
+        await _insert_merged(tx, tenant_id, user_id, conversation_id, plan, node, new, child_count, grown)
     for row in edits:
         thread = await repo.merged_thread_activity(tx, tenant_id, row["root_id"], 0, None, None)
         (path,) = await path_ids(tx, tenant_id, [row])
@@ -395,11 +421,10 @@ async def _insert_merged(
     user_id: uuid.UUID,
     conversation_id: uuid.UUID,
     plan: Plan,
-    node: list[dict[str, Any]],
+    node: list[dict[str, Any] | None],
     new: list[int],
     child_count: dict[uuid.UUID, int],
     grown: dict[uuid.UUID, int],
-    by_id: dict[uuid.UUID, asyncpg.Record],
 ) -> None:
     # Counters first (the conversation row lock orders these seqs after every earlier commit, as live writes).
     await conversations.touch_activity(tx, tenant_id, conversation_id, len(new), 0)
@@ -409,6 +434,7 @@ async def _insert_merged(
     rows: list[dict[str, Any]] = []
     for i in new:
         m, place = plan.messages[i], node[i]
+        assert place is not None
         rows.append(
             {
                 "id": place["id"],
@@ -460,7 +486,7 @@ async def _insert_merged(
             await publish_thread_new(tx, tenant_id, thread)
             await announce_unread(tx, tenant_id, conversation_id, root["id"], user_id)
     # Replies in existing threads: a thread.activity REPLY each, oldest first, as live replies are announced.
-    replies = sorted((r for r in rows if r["root_id"] in by_id), key=lambda r: r["seq"])
+    replies = sorted((r for r in rows if r["root_id"] not in new_rows), key=lambda r: r["seq"])
     touched: dict[uuid.UUID, int] = {}
     for r in replies:
         touched[r["root_id"]] = touched.get(r["root_id"], 0) + 1
@@ -475,8 +501,8 @@ async def _insert_merged(
             max(r["seq"] for r in members),
             max(r["created_at"] for r in members),
         )
-    for r in replies:
-        path = _ancestors(r, new_rows, by_id)
+    paths = await path_ids(tx, tenant_id, replies)
+    for r, path in zip(replies, paths, strict=True):
         thread = threads[r["root_id"]]
         await publish_thread_activity(
             tx,
@@ -485,16 +511,3 @@ async def _insert_merged(
         )
     for root_id in touched:
         await announce_unread(tx, tenant_id, conversation_id, root_id, user_id)
-
-
-def _ancestors(
-    row: dict[str, Any], new_rows: dict[uuid.UUID, dict[str, Any]], by_id: dict[uuid.UUID, asyncpg.Record]
-) -> list[uuid.UUID]:
-    """Ids from the thread's root down to `row` (the event snapshot's path), from rows in memory."""
-    ids = [row["id"]]
-    parent = row["parent_id"]
-    while parent is not None:
-        ids.append(parent)
-        above = new_rows.get(parent) or by_id.get(parent)
-        parent = above["parent_id"] if above is not None else None
-    return ids[::-1]

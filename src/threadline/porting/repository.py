@@ -90,12 +90,26 @@ async def claim_source(
 async def merge_targets(
     db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID
 ) -> list[asyncpg.Record]:
-    """Every message of a conversation with its import key: what a merge re-import places new ones among."""
+    """Every message of a conversation as a merge re-import compares it: source id, id, the md5 of its text
+    (not the text: few messages change), whether it is deleted."""
     return await db.fetch(
-        f"""SELECT {MESSAGE_COLUMNS}, m.import_key FROM message m
-            WHERE m.tenant_id = $1 AND m.conversation_id = $2""",
+        """SELECT m.import_key, m.id, md5(m.content) AS digest, m.deleted_at IS NOT NULL AS deleted FROM message m
+           WHERE m.tenant_id = $1 AND m.conversation_id = $2""",
         tenant_id,
         conversation_id,
+    )
+
+
+async def merge_parents(db: Executor, tenant_id: uuid.UUID, ids: list[uuid.UUID]) -> list[asyncpg.Record]:
+    """Where the messages that get new replies in a merge sit: root, depth, path, child count. Locked, as a
+    live reply locks its parent: the next reply's rank is the child count, so it must not move under us."""
+    if not ids:
+        return []
+    return await db.fetch(
+        """SELECT m.id, m.root_id, m.depth, m.path, m.child_count FROM message m
+           WHERE m.tenant_id = $1 AND m.id = ANY($2::uuid[]) ORDER BY m.id FOR UPDATE""",
+        tenant_id,
+        ids,
     )
 
 

@@ -243,6 +243,11 @@ class Importer:
     async def _merge(self, p: _Prepared, conversation_id: uuid.UUID) -> None:
         """Merge a newer export into the user's earlier import (importer.merge), if they still manage it."""
         try:
+            # Most re-imported conversations did not change: one read, no lock, no transaction.
+            rows = await repo.merge_targets(self.db, self.principal.tenant_id, conversation_id)
+            if importer.unchanged(p.plan, rows):
+                self.report.existing.append(conversation_id)
+                return
             async with self.db.transaction() as tx:
                 # The owner/admin rule of imports into an existing conversation, and it must be open.
                 row = await require(tx, self.principal, conversation_id, Access.MANAGE, lock=True)
