@@ -143,6 +143,9 @@ def merge_figures(dsn: str, workdir: Path, api_key: str, conversations: int, mes
     write_export(first_file, conversations, messages)
     write_grown_export(grown_file, conversations, messages, 0.10)
     first_s, first, _ = import_run(dsn, first_file, api_key)
+    # The newer export comes days later: autovacuum has analyzed the imported rows by then. Without fresh
+    # statistics the planner ANDs the tenant index into the per-conversation read (all of the tenant's rows).
+    asyncio.run(_analyze(dsn))
     merge_s, merged, _ = import_run(dsn, grown_file, api_key)
     again_s, again, _ = import_run(dsn, grown_file, api_key)
     print(
@@ -337,6 +340,14 @@ def main() -> None:
     finally:
         if embedded is not None:
             embedded.stop()
+
+
+async def _analyze(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("ANALYZE")
+    finally:
+        await conn.close()
 
 
 async def _conversation_by_title(dsn: str, title: str) -> uuid.UUID:
