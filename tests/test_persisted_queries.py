@@ -216,8 +216,9 @@ def test_get_with_a_hash_only_runs_queries_but_not_mutations(
         assert hit.json()["data"]["viewer"]["id"] == admin.user_id, hit.text
 
     # A mutation persisted over POST stays refused over GET.
-    mutation = f'mutation M_{uuid.uuid4().hex[:8]} {{ conversationCreate(input: {{title: "t"}}) {{ id }} }}'
-    assert post(server.url, admin, {"query": mutation, "extensions": apq(sha(mutation))}).json()["data"]
+    mutation = f"mutation M_{uuid.uuid4().hex[:8]}($t: String!) {{ conversationCreate(input: {{title: $t}}) {{ id }} }}"
+    body = {"query": mutation, "variables": {"t": "t"}, "extensions": apq(sha(mutation))}
+    assert post(server.url, admin, body).json()["data"]
     refused = get(server.url, admin, {"extensions": json.dumps(apq(sha(mutation)))})
     assert refused.status_code in (400, 405), refused.text
     assert "data" not in refused.json() or not refused.json()["data"]

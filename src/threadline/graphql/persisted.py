@@ -5,7 +5,8 @@ APQ (Apollo's and urql's persisted-query links): a request carries `extensions.p
 answers `PersistedQueryNotFound` (code PERSISTED_QUERY_NOT_FOUND, HTTP 200 as Apollo Server and its clients
 expect) and the client sends the hash with the query text; the server checks sha256(text) == H, runs it and
 keeps it (database table `persisted_document`, shared by every process, with an in-process LRU in front).
-Only authenticated callers register, only documents that validate, only up to
+Only authenticated callers register, only documents that validate and hold no inline string (caller
+content, which deletes and erasure could not reach here: strings go in variables), only up to
 THREADLINE_PERSISTED_DOCUMENT_MAX_BYTES each and THREADLINE_PERSISTED_DOCUMENTS_MAX in all (least recently
 used evicted): a document is addressed by its own hash, so nobody can make another text run under it.
 
@@ -34,7 +35,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from graphql import GraphQLError, parse
+from graphql import BREAK, DocumentNode, GraphQLError, StringValueNode, Visitor, parse, visit
 from strawberry.extensions import SchemaExtension
 
 from threadline.documents import repository
@@ -199,6 +200,23 @@ def _requested_hash(extensions: dict[str, Any]) -> str | None:
     return sha.lower()
 
 
+class _StringFinder(Visitor):
+    found = False
+
+    def enter_string_value(self, node: StringValueNode, *_: Any) -> Any:
+        self.found = True
+        return BREAK
+
+
+def _carries_strings(document: DocumentNode | None) -> bool:
+    """Whether `document` holds a string literal anywhere (arguments, input objects, defaults, directives)."""
+    if document is None:
+        return True
+    finder = _StringFinder()
+    visit(document, finder)
+    return finder.found
+
+
 class PersistedDocuments(SchemaExtension):
     """Resolves persisted documents before parsing; registers automatically persisted ones after validation."""
 
@@ -258,6 +276,10 @@ class PersistedDocuments(SchemaExtension):
         settings: Settings = context.settings
         if len(query.encode("utf-8", "surrogatepass")) > settings.persisted_document_max_bytes:
             return  # runs, but is not kept: the client sends it in full each time
+        if _carries_strings(execution.graphql_document):
+            # An inline string is caller content (a title, a message, a search term); the shared table is not
+            # reached by deletes or erasure, so such a document runs but is not kept (send it as a variable).
+            return
         try:
             await context.principal()  # only authenticated callers add to the shared table
         except Exception:
