@@ -5,13 +5,17 @@ real ChatGPT and Claude export shapes: v2 is v1 plus a new branch, new messages,
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.api import reply
-from tests.harness import Actor, Loop
+from tests.harness import Actor, Client, Loop, ServerThread, test_settings, unique
 from tests.test_porting_cli import report_of, run
 from tests.test_porting_import import FIXTURES, assert_tree_is_consistent, fixture, sql, tree_rows
+from threadline.db import Database
 from threadline.ids import Kind, decode_id, encode_id
 
 REPORT = """mutation($i: ConversationImportInput!) { conversationImportReport(input: $i) {
@@ -258,3 +262,38 @@ def test_cli_import_merges_a_newer_export(admin: Actor, dsn: str, loop: Loop, tm
     assert outline(loop, dsn, cid) == CHATGPT_V2
     assert_tree_is_consistent(loop, dsn, cid)
     assert summary(cli("chatgpt-v2.json")) == (0, 0, 1, 0, 0, 0, 0)
+
+
+@pytest.fixture(scope="module")
+def capped(dsn: str) -> Iterator[ServerThread]:
+    """A server whose API imports carry at most 8 messages: v1 (4) fits, v2 (10) does not."""
+    srv = ServerThread(test_settings(dsn, migrate_on_start=False, import_api_max_messages=8))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def test_a_merge_through_the_api_is_bounded_by_the_import_caps(
+    capped: ServerThread, loop: Loop, dsn: str
+) -> None:
+    from threadline.auth.service import create_tenant
+
+    async def work() -> Any:
+        db = await Database.connect(dsn, 1, 1)
+        try:
+            return await create_tenant(db, unique("tenant"), f"{unique('admin')}@example.com")
+        finally:
+            await db.close()
+
+    created = loop.run(work())
+    client = Client(capped.url, created.api_key)
+    try:
+        first = client.ok(REPORT, {"i": {"format": "CHATGPT", "data": fixture("merge/chatgpt-v1.json")}})
+        cid = first["conversationImportReport"]["conversations"][0]["id"]
+        # The whole file counts (10 messages), not just what the merge would add (6): refused, nothing merged.
+        error = client.error(REPORT, {"i": {"format": "CHATGPT", "data": fixture("merge/chatgpt-v2.json")}})
+        assert error["extensions"]["code"] == "BAD_USER_INPUT"
+        assert error["extensions"]["setting"] == "THREADLINE_IMPORT_API_MAX_MESSAGES"
+        assert outline(loop, dsn, cid) == CHATGPT_V1
+    finally:
+        client.close()
