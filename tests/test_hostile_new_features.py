@@ -4,13 +4,18 @@ GraphiQL static route, cursors): each fails on the code as it was before its fix
 from __future__ import annotations
 
 import hashlib
+import time
 import uuid
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 
-from tests.harness import Actor, Loop, ServerThread
+from tests.harness import Actor, Loop, ServerThread, test_settings
+from tests.test_http_subscriptions import MultipartSubscription
+from tests.ws import VIEWER_EVENTS
 
 
 def sha(text: str) -> str:
@@ -69,3 +74,57 @@ def test_apq_does_not_keep_documents_refused_by_the_query_limits(
     response = post(server.url, admin, {"query": query, "extensions": apq(query)})
     assert response.json().get("errors"), response.text
     assert sha(query) not in stored_bodies(loop, dsn)
+
+
+# --- subscriptions over HTTP ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def two_streams(dsn: str, server: ServerThread) -> Iterator[ServerThread]:
+    srv = ServerThread(test_settings(dsn, migrate_on_start=False, ws_max_operations=2))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def test_open_http_subscription_streams_per_user_are_capped(
+    admin: Actor, make_user: Callable[..., Actor], two_streams: ServerThread
+) -> None:
+    # Each stream holds a subscriber queue and a connection for as long as the client likes; the subscription
+    # rate limit bounds how fast they start, not how many stay open.
+    member = make_user(admin)
+    opened: list[MultipartSubscription] = []
+    try:
+        for _ in range(2):
+            sub = MultipartSubscription(two_streams.url, member.api_key, VIEWER_EVENTS, {})
+            opened.append(sub)
+            assert sub.streaming, sub.response.read()
+            assert sub.part() == {}  # the first heartbeat: the stream is registered
+        third = MultipartSubscription(two_streams.url, member.api_key, VIEWER_EVENTS, {})
+        opened.append(third)
+        assert third.response.status_code == 429
+        third.response.read()
+        error = third.response.json()["errors"][0]
+        assert error["extensions"]["code"] == "RATE_LIMITED"
+        assert error["extensions"]["limit"] == 2
+        assert third.response.headers["retry-after"] == "1"
+
+        # Another user is not affected.
+        others = MultipartSubscription(two_streams.url, admin.api_key, VIEWER_EVENTS, {})
+        opened.append(others)
+        assert others.streaming and others.part() == {}
+
+        # Ending a stream frees its place (once the server has seen the client go).
+        opened[0].close()
+        deadline = time.monotonic() + 20
+        while True:
+            again = MultipartSubscription(two_streams.url, member.api_key, VIEWER_EVENTS, {})
+            opened.append(again)
+            if again.streaming or time.monotonic() > deadline:
+                break
+            again.close()
+            time.sleep(0.2)
+        assert again.streaming and again.part() == {}
+    finally:
+        for sub in opened:
+            sub.close()

@@ -19,6 +19,9 @@ What the WebSocket path does around the resolvers is done here:
   in every process. A stream whose credential no longer holds ends with a last part carrying the error as a
   transport error (`{"payload": null, "errors": [...]}`, UNAUTHENTICATED, or UNAVAILABLE when the credential
   could not be checked), then the closing boundary. A JWT's stream ends at the token's expiry the same way.
+- Bounded: a socket runs at most THREADLINE_WS_MAX_OPERATIONS subscriptions, and one user holds at most as
+  many open HTTP streams in a process (each holds a subscriber queue and a connection); one more is
+  RATE_LIMITED (429, `limit`, `retryAfter`) before it streams, or a last error part if it raced another.
 """
 
 from __future__ import annotations
@@ -51,13 +54,33 @@ TextStream = Callable[[], AsyncGenerator[str, None]]
 Encode = Callable[[object], str]
 
 
-async def authenticate(context: Context, request: Request, sub_response: Response) -> ExecutionResult | None:
-    """Before a multipart subscription streams: None when the caller is authenticated (the context is kept
-    for `guarded`); otherwise the refusal, answered as an ordinary response (401, or the error's status)."""
+def _check_open_streams(sessions: SocketSessions, user_id: Any, max_streams: int) -> None:
+    """RATE_LIMITED when the user already holds `max_streams` open HTTP subscription streams here."""
+    open_streams = sum(1 for s in sessions.of_user(user_id) if isinstance(s.websocket, StreamEnd))
+    if open_streams >= max_streams:
+        raise ThreadlineError(
+            ErrorCode.RATE_LIMITED,
+            f"You have {open_streams} open subscription streams; the limit is {max_streams}. "
+            "End one, or run several subscriptions over one WebSocket.",
+            retryAfter=1,
+            limit=max_streams,
+        )
+
+
+async def authenticate(
+    context: Context, request: Request, sub_response: Response, sessions: SocketSessions, max_streams: int
+) -> ExecutionResult | None:
+    """Before a multipart subscription streams: None when the caller is authenticated and within the open
+    streams cap (the context is kept for `guarded`); otherwise the refusal, answered as an ordinary response
+    (401, 429, or 400)."""
     try:
-        await context.principal()
+        principal = await context.principal()
+        _check_open_streams(sessions, principal.user_id, max_streams)
     except ThreadlineError as exc:
-        sub_response.status_code = 401 if exc.code is ErrorCode.UNAUTHENTICATED else 400
+        statuses = {ErrorCode.UNAUTHENTICATED: 401, ErrorCode.RATE_LIMITED: 429}
+        sub_response.status_code = statuses.get(exc.code, 400)
+        if exc.code is ErrorCode.RATE_LIMITED:
+            sub_response.headers["Retry-After"] = "1"
         error = GraphQLError(
             exc.message, extensions={"code": exc.code.value, **exc.extensions}, original_error=exc
         )
@@ -92,7 +115,9 @@ class StreamEnd:
         return {"message": f"The stream ended: {self.reason}", "extensions": {"code": code.value}}
 
 
-def guarded(stream: TextStream, context: Context, sessions: SocketSessions, encode: Encode) -> TextStream:
+def guarded(
+    stream: TextStream, context: Context, sessions: SocketSessions, encode: Encode, max_streams: int
+) -> TextStream:
     """`stream` (strawberry's multipart chunks, heartbeats included) registered as a live session while it
     runs, and cut short with a transport error when its credential stops holding or its token expires."""
     transport = MultipartSubscriptionTransport()
@@ -101,9 +126,18 @@ def guarded(stream: TextStream, context: Context, sessions: SocketSessions, enco
         principal = await context.principal()  # cached by `authenticate`
         end = StreamEnd()
         session = SocketSession(context, end, principal.tenant_id, principal.user_id)
+        chunks = stream()
+        try:
+            # Checked again with no await before `add`: streams started together all passed `authenticate`.
+            _check_open_streams(sessions, principal.user_id, max_streams)
+        except ThreadlineError as exc:
+            error = {"message": exc.message, "extensions": {"code": exc.code.value, **exc.extensions}}
+            yield transport.encode_multipart_data({"payload": None, "errors": [error]}, encode)
+            yield transport.encode_complete()
+            await chunks.aclose()
+            return
         sessions.add(session)
         expiry = _close_at_expiry(end, context.authorization)
-        chunks = stream()
         try:
             # Registered before authenticating once more (as a socket, graphql.view.on_ws_connect): a revocation
             # committed after this check reaches the stream through the hub; one committed before fails it.

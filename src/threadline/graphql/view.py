@@ -343,7 +343,13 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
             )
         if request_data.protocol == http_subscriptions.PROTOCOL:
             # A multipart subscription authenticates before it streams (401, not a stream of one error).
-            refusal = await http_subscriptions.authenticate(context, request, sub_response)
+            refusal = await http_subscriptions.authenticate(
+                context,
+                request,
+                sub_response,
+                self.services.hub.sessions,
+                self.services.settings.ws_max_operations,
+            )
             if refusal is not None:
                 return refusal
         return await super().execute_operation(
@@ -356,7 +362,11 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
         context = http_subscriptions.stream_context(request)
         if context is not None:  # a multipart subscription: live credentials, as a socket's
             stream = http_subscriptions.guarded(
-                stream, context, self.services.hub.sessions, self.encode_json_string
+                stream,
+                context,
+                self.services.hub.sessions,
+                self.encode_json_string,
+                self.services.settings.ws_max_operations,
             )
             headers = {**headers, **http_subscriptions.STREAM_HEADERS}
         return await super().create_streaming_response(request, stream, sub_response, headers)

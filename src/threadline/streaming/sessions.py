@@ -92,6 +92,10 @@ class SocketSessions:
             if not sessions:
                 del self._by_user[session.user_id]
 
+    def of_user(self, user_id: uuid.UUID) -> list[SocketSession]:
+        """The user's open sessions in this process (sockets and HTTP subscription streams)."""
+        return list(self._by_user.get(user_id, ()))
+
     def __len__(self) -> int:
         return sum(len(s) for s in self._by_user.values())
 
