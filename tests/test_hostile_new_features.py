@@ -128,3 +128,26 @@ def test_open_http_subscription_streams_per_user_are_capped(
     finally:
         for sub in opened:
             sub.close()
+
+
+# --- GraphQL over HTTP ----------------------------------------------------------------------------
+
+
+def test_a_subscription_sent_as_a_plain_request_is_bad_input_not_internal(
+    admin: Actor, server: ServerThread
+) -> None:
+    # strawberry runs it as a query and fails on the event generator: INTERNAL, a 200, a logged "bug".
+    subscription = "subscription { viewerEvents { type } }"
+    for response in (
+        post(server.url, admin, {"query": subscription}),
+        httpx.get(
+            f"{server.url}/graphql",
+            params={"query": subscription},
+            headers={"Authorization": f"Bearer {admin.api_key}", "Accept": "application/json"},
+            timeout=60,
+        ),
+    ):
+        assert response.status_code == 400, response.text
+        error = response.json()["errors"][0]
+        assert error["extensions"]["code"] == "BAD_USER_INPUT", error
+        assert "multipart/mixed" in error["message"] and "WebSocket" in error["message"]

@@ -7,12 +7,37 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
+from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionContext
+from strawberry.types.graphql import OperationType
 
 from threadline.graphql.errors import format_error
 
 
+class SubscriptionNeedsStream(InvalidOperationTypeError):
+    """A subscription sent as a plain HTTP request (POST, GET or in a batch): strawberry would run it as a
+    query and fail on its event generator with INTERNAL; it is the client's mistake, so a 400 saying how."""
+
+    def as_http_error_reason(self, method: str) -> str:
+        return (
+            f"Subscriptions do not run as a plain {method}: use a WebSocket (graphql-transport-ws) or HTTP "
+            'with Accept: multipart/mixed;subscriptionSpec="1.0"'
+        )
+
+
 class ThreadlineSchema(strawberry.Schema):
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        # Only HTTP's plain (non-streamed) operations come here; WebSocket and multipart ones use `stream`.
+        allowed = kwargs.get("allowed_operation_types")
+        if allowed is not None:
+            kwargs["allowed_operation_types"] = set(allowed) - {OperationType.SUBSCRIPTION}
+        try:
+            return await super().execute(*args, **kwargs)
+        except InvalidOperationTypeError as exc:
+            if exc.operation_type is OperationType.SUBSCRIPTION:
+                raise SubscriptionNeedsStream(exc.operation_type) from exc
+            raise
+
     async def stream(self, *args: Any, **kwargs: Any) -> Any:
         results = await super().stream(*args, **kwargs)
         context = kwargs.get("context_value")
