@@ -151,3 +151,55 @@ def test_a_subscription_sent_as_a_plain_request_is_bad_input_not_internal(
         error = response.json()["errors"][0]
         assert error["extensions"]["code"] == "BAD_USER_INPUT", error
         assert "multipart/mixed" in error["message"] and "WebSocket" in error["message"]
+
+
+# --- trusted documents on every transport ---------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trusted_batching(dsn: str, server: ServerThread) -> Iterator[ServerThread]:
+    srv = ServerThread(test_settings(dsn, migrate_on_start=False, trusted_documents=True, batch_max=5))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def test_trusted_mode_holds_in_batches_and_http_subscriptions(
+    admin: Actor, trusted_batching: ServerThread
+) -> None:
+    query = f"query Unregistered_{uuid.uuid4().hex[:8]} {{ viewer {{ id }} }}"
+    batch = post(trusted_batching.url, admin, [{"query": query}, {"query": query}])
+    assert [r["errors"][0]["extensions"]["reason"] for r in batch.json()] == ["untrustedDocument"] * 2
+    assert all(not r.get("data") for r in batch.json())
+
+    sub = MultipartSubscription(trusted_batching.url, admin.api_key, VIEWER_EVENTS, {})
+    try:
+        if sub.streaming:
+            part = sub.part()
+            while part == {}:
+                part = sub.part()
+            errors = (part.get("payload") or {}).get("errors") or part.get("errors")
+        else:
+            sub.response.read()
+            errors = sub.response.json()["errors"]
+        assert errors[0]["extensions"].get("reason") == "untrustedDocument", errors
+    finally:
+        sub.close()
+
+
+def test_a_query_sent_as_a_multipart_stream_is_bad_input_not_internal(
+    admin: Actor, server: ServerThread
+) -> None:
+    sub = MultipartSubscription(server.url, admin.api_key, "{ viewer { id } }", {})
+    try:
+        if sub.streaming:
+            part = sub.part()
+            while part == {}:
+                part = sub.part()
+            errors = (part.get("payload") or {}).get("errors") or part.get("errors")
+        else:
+            sub.response.read()
+            errors = sub.response.json()["errors"]
+        assert errors[0]["extensions"]["code"] == "BAD_USER_INPUT", errors
+    finally:
+        sub.close()

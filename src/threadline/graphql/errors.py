@@ -9,6 +9,7 @@ import strawberry
 from graphql import GraphQLError
 from starlette.responses import Response
 from strawberry.extensions import SchemaExtension
+from strawberry.schema.exceptions import CannotGetOperationTypeError, InvalidOperationTypeError
 
 from threadline.db.database import database_unavailable
 from threadline.errors import UNAVAILABLE_RETRY_AFTER_SECONDS, ErrorCode, ThreadlineError
@@ -82,6 +83,10 @@ def _client_error(error: GraphQLError, request_id: str | None) -> GraphQLError:
         extensions = dict(error.extensions or {})
         extensions.setdefault("code", ErrorCode.BAD_USER_INPUT.value)
         return _at(error, error.message, extensions)
+    if isinstance(original, InvalidOperationTypeError | CannotGetOperationTypeError):
+        # An operation the transport does not carry (a query or mutation sent as a multipart subscription
+        # stream) or an unknown operationName: the client's.
+        return _at(error, error.message, {"code": ErrorCode.BAD_USER_INPUT.value})
     if isinstance(original, GraphQLError) and original.original_error is None:
         # Coercion errors of variables and arguments are the client's.
         return _at(error, error.message, {"code": ErrorCode.BAD_USER_INPUT.value})

@@ -37,6 +37,7 @@ from typing import Any
 
 from graphql import BREAK, DocumentNode, GraphQLError, StringValueNode, Visitor, parse, visit
 from strawberry.extensions import SchemaExtension
+from strawberry.types.graphql import OperationType
 
 from threadline.documents import repository
 from threadline.errors import ErrorCode, ThreadlineError
@@ -49,8 +50,11 @@ NOT_FOUND_MESSAGE = "PersistedQueryNotFound"  # the exact text Apollo's and urql
 HASH_MISMATCH_MESSAGE = "provided sha does not match query"
 DOCUMENT_ID_MAX_CHARS = 200  # the table's id column
 _SHA256 = re.compile(r"[0-9a-fA-F]{64}")
-# Carries a refusal through strawberry's pre-execution path (it needs a document with an operation).
+# Carries a refusal through strawberry's pre-execution path (it needs a document with an operation, of a type
+# the transport allows: a multipart HTTP stream allows subscriptions only; validation is skipped once the
+# refusal is set, so the subscription's bare __typename never runs).
 _PLACEHOLDER = parse("query PersistedDocumentRefused { __typename }")
+_STREAM_PLACEHOLDER = parse("subscription PersistedDocumentRefused { __typename }")
 _CACHE_MAX_BYTES = 8 * 1024 * 1024
 
 
@@ -160,7 +164,9 @@ async def lift_document_ids(data: Any, request: Any) -> Any:
 
 
 def _refuse(execution: Any, error: Exception) -> None:
-    execution.graphql_document = _PLACEHOLDER
+    allowed = tuple(getattr(execution, "allowed_operations", None) or ())
+    streamed = bool(allowed) and OperationType.QUERY not in allowed
+    execution.graphql_document = _STREAM_PLACEHOLDER if streamed else _PLACEHOLDER
     message = error.message if isinstance(error, ThreadlineError) else "Internal server error"
     execution.pre_execution_errors = [GraphQLError(message, original_error=error)]
 
