@@ -203,3 +203,58 @@ def test_a_query_sent_as_a_multipart_stream_is_bad_input_not_internal(
         assert errors[0]["extensions"]["code"] == "BAD_USER_INPUT", errors
     finally:
         sub.close()
+
+
+# --- opaque cursors -------------------------------------------------------------------------------
+
+
+def first_stream_error(sub: MultipartSubscription) -> dict[str, Any]:
+    if not sub.streaming:
+        sub.response.read()
+        return dict(sub.response.json()["errors"][0])
+    part = sub.part()
+    while part == {}:
+        part = sub.part()
+    errors = (part.get("payload") or {}).get("errors") or part.get("errors")
+    assert errors, part
+    return dict(errors[0])
+
+
+def test_malformed_and_foreign_cursors_are_refused_with_a_code_over_http_streams(
+    admin: Actor, make_tenant: Callable[..., Actor], server: ServerThread
+) -> None:
+    good = str(admin.client.ok("{ streamCursor }")["streamCursor"])
+    body = good.removeprefix("c1.")
+    flipped = body[:-1] + ("0" if body[-1] != "0" else "1")
+    shapes = {
+        "": "BAD_USER_INPUT",
+        "c1.": "BAD_USER_INPUT",
+        "c1." + "z" * 24: "BAD_USER_INPUT",
+        "c1." + " " * 24: "BAD_USER_INPUT",
+        "c1." + body[:22] + "  ": "BAD_USER_INPUT",
+        "c1." + body.upper()[:-1] + "g": "BAD_USER_INPUT",
+        "c1." + flipped: "BAD_USER_INPUT",
+        "c1." + body * 1000: "BAD_USER_INPUT",
+        "c2." + body: "BAD_USER_INPUT",
+        "-1": "BAD_USER_INPUT",
+        "1e5": "BAD_USER_INPUT",
+        "9" * 19: "BAD_USER_INPUT",
+        "9" * 18: "CURSOR_EXPIRED",
+        "١٢٣": "BAD_USER_INPUT",  # Arabic-Indic digits: str.isdigit, but not a number we issued
+        "\x00": "BAD_USER_INPUT",
+    }
+    for since, code in shapes.items():
+        sub = MultipartSubscription(server.url, admin.api_key, VIEWER_EVENTS, {"s": since})
+        try:
+            error = first_stream_error(sub)
+        finally:
+            sub.close()
+        assert error["extensions"]["code"] == code, (since[:40], error)
+
+    # A cursor of another tenant does not decode under this one's key.
+    foreign = str(make_tenant().client.ok("{ streamCursor }")["streamCursor"])
+    sub = MultipartSubscription(server.url, admin.api_key, VIEWER_EVENTS, {"s": foreign})
+    try:
+        assert first_stream_error(sub)["extensions"]["code"] == "BAD_USER_INPUT"
+    finally:
+        sub.close()
