@@ -258,3 +258,34 @@ def test_malformed_and_foreign_cursors_are_refused_with_a_code_over_http_streams
         assert first_stream_error(sub)["extensions"]["code"] == "BAD_USER_INPUT"
     finally:
         sub.close()
+
+
+# --- batching -------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_batches(dsn: str, server: ServerThread) -> Iterator[ServerThread]:
+    srv = ServerThread(test_settings(dsn, migrate_on_start=False, batch_max=5, response_max_bytes=2000))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def test_a_batch_response_is_bounded_as_a_whole_not_per_operation_times_n(
+    admin: Actor, small_batches: ServerThread
+) -> None:
+    # 25 aliases of the viewer's id: ~1.3 kB, within the 2 kB limit alone; five of them are not.
+    aliases = " ".join(f"a{i}: viewer {{ id }}" for i in range(25))
+    query = f"{{ {aliases} }}"
+    alone = post(small_batches.url, admin, {"query": query})
+    assert alone.json()["data"]["a0"]["id"] == admin.user_id, alone.text
+    assert len(alone.content) < 2000
+
+    batch = post(small_batches.url, admin, [{"query": query}] * 5)
+    results = batch.json()
+    assert len(results) == 5
+    assert results[0]["data"]["a0"]["id"] == admin.user_id
+    refused = [r for r in results if r.get("errors")]
+    assert refused and all(r["errors"][0]["extensions"]["limitName"] == "responseBytes" for r in refused)
+    assert all(r["data"] is None for r in refused)
+    assert len(batch.content) <= 2000 + 300 * len(refused)

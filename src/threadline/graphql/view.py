@@ -372,6 +372,26 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
         return await super().create_streaming_response(request, stream, sub_response, headers)
 
     def encode_json(self, data: object) -> str:
+        if isinstance(data, list):
+            return self._encode_batch(data)
+        return self._encode_one(data)
+
+    def _encode_batch(self, results: list[Any]) -> str:
+        # A batch's response is bounded as a whole, not at THREADLINE_BATCH_MAX times the limit: each result
+        # gets the single-operation backstop, and once the batch's bytes pass the limit, the results after
+        # that are the responseBytes refusal (their operations ran; resend them alone or ask for less).
+        limit = self.services.settings.response_max_bytes
+        parts: list[str] = []
+        total = 2
+        for result in results:
+            part = self._encode_one(result)
+            total += len(part) + 1
+            if total > limit:
+                part = orjson.dumps(response_too_large(limit, total)).decode()
+            parts.append(part)
+        return "[" + ",".join(parts) + "]"
+
+    def _encode_one(self, data: object) -> str:
         # orjson is ~8x faster than json.dumps on big results (a 10,000-node threadTree is ~7 MB); str, not
         # bytes, so WebSocket messages stay text frames. Non-ASCII is sent as UTF-8 rather than \u escapes.
         try:
