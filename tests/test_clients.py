@@ -114,7 +114,7 @@ def npm_install(example: Path) -> None:
 
 
 @pytest.mark.skipif(not (shutil.which("node") and shutil.which("npm")), reason="node and npm are not installed")
-@pytest.mark.parametrize("example", ["apollo"])
+@pytest.mark.parametrize("example", ["apollo", "urql"])
 def test_node_example_runs_against_the_server(example: str, server: ServerThread, admin: Actor) -> None:
     directory = EXAMPLES / example
     npm_install(directory)
