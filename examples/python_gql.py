@@ -43,7 +43,9 @@ def ws_url(http_url: str) -> str:
     return "ws" + http_url.removeprefix("http")
 
 
-async def next_reply(ws: WebsocketsTransport, conversation_id: str, since: str, message_id: str) -> dict[str, Any]:
+async def next_reply(
+    ws: WebsocketsTransport, conversation_id: str, since: str, message_id: str
+) -> dict[str, Any]:
     """Follow the conversation from `since` until the event for `message_id` arrives; returns that event."""
     async with Client(transport=ws) as session:
         async for result in session.subscribe(op(EVENTS, c=conversation_id, since=since)):
@@ -80,7 +82,9 @@ async def main(url: str, api_key: str) -> None:
         # Reconnect: resume after the last event seen, as a client does after a dropped connection.
         second_reply = await session.execute(op(REPLY, p=root, i={"content": "second reply"}))
         second = second_reply["messageReply"]["id"]
-        resumed = await asyncio.wait_for(next_reply(socket(), conversation["id"], event["cursor"], second), 30)
+        resumed = await asyncio.wait_for(
+            next_reply(socket(), conversation["id"], event["cursor"], second), 30
+        )
         print(f"resumed with since={event['cursor']}: {resumed['type']} {resumed['action']}")
 
 

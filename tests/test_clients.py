@@ -60,7 +60,9 @@ def test_gql_http_fetches_schema_and_runs_query_and_mutation(server: ServerThrea
     assert read["conversation"]["title"] == "from gql"
 
 
-def test_gql_validates_against_fetched_schema_and_reports_server_errors(server: ServerThread, admin: Actor) -> None:
+def test_gql_validates_against_fetched_schema_and_reports_server_errors(
+    server: ServerThread, admin: Actor
+) -> None:
     transport = HTTPXAsyncTransport(
         url=f"{server.url}/graphql", headers={"Authorization": f"Bearer {admin.api_key}"}
     )
@@ -89,7 +91,9 @@ def test_gql_websocket_subscription_resumes_with_since(server: ServerThread, adm
 
 def test_gql_websocket_refused_key_is_an_error(server: ServerThread) -> None:
     transport = WebsocketsTransport(
-        url=server.ws_url, init_payload={"authorization": "Bearer nope"}, subprotocols=["graphql-transport-ws"]
+        url=server.ws_url,
+        init_payload={"authorization": "Bearer nope"},
+        subprotocols=["graphql-transport-ws"],
     )
 
     async def work() -> None:
@@ -108,12 +112,17 @@ def npm_install(example: Path) -> None:
     if stamp.exists() and stamp.stat().st_mtime >= lock.stat().st_mtime:
         return
     subprocess.run(
-        ["npm", "ci", "--no-audit", "--no-fund"], cwd=example, check=True, timeout=NPM_CI_TIMEOUT,
+        ["npm", "ci", "--no-audit", "--no-fund"],
+        cwd=example,
+        check=True,
+        timeout=NPM_CI_TIMEOUT,
         capture_output=True,
     )
 
 
-@pytest.mark.skipif(not (shutil.which("node") and shutil.which("npm")), reason="node and npm are not installed")
+@pytest.mark.skipif(
+    not (shutil.which("node") and shutil.which("npm")), reason="node and npm are not installed"
+)
 @pytest.mark.parametrize("example", ["apollo", "urql"])
 def test_node_example_runs_against_the_server(example: str, server: ServerThread, admin: Actor) -> None:
     directory = EXAMPLES / example
