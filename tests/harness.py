@@ -10,11 +10,14 @@ import asyncio
 import dataclasses
 import os
 import socket
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -249,3 +252,33 @@ class Actor:
 
 def unique(prefix: str = "x") -> str:
     return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@contextmanager
+def serve_process(dsn: str, **env: str) -> Iterator[str]:
+    """`threadline serve` in a process of its own on the session database (plus `env`); yields its base URL
+    once /readyz answers, and terminates it afterwards."""
+    port = free_port()
+    environment = {**os.environ, "DATABASE_URL": dsn, "THREADLINE_MIGRATE_ON_START": "false", **env}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "threadline.cli", "serve", "--port", str(port)],
+        env=environment,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            assert proc.poll() is None, "the second server exited"
+            assert time.monotonic() < deadline, "the second server did not start"
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)

@@ -9,9 +9,6 @@ Two server processes: the session's in-process server (`server`) and a second `t
 from __future__ import annotations
 
 import itertools
-import os
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -19,12 +16,19 @@ from contextlib import closing
 from typing import Any
 
 import asyncpg
-import httpx
 import jwt
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from tests.harness import TEST_JWT_SECRET, Actor, Client, Loop, ServerThread, free_port, test_settings
+from tests.harness import (
+    TEST_JWT_SECRET,
+    Actor,
+    Client,
+    Loop,
+    ServerThread,
+    serve_process,
+    test_settings,
+)
 from tests.test_streaming import START, conversation, join, live
 from tests.ws import CONVERSATION_EVENTS, VIEWER_EVENTS, WsClient
 from threadline.ids import Kind, encode_id
@@ -49,35 +53,8 @@ _op_ids = itertools.count()
 @pytest.fixture(scope="module")
 def other(dsn: str) -> Iterator[str]:
     """A second server process on the session database; its base URL."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": dsn,
-        "THREADLINE_MIGRATE_ON_START": "false",
-        "THREADLINE_JWT_SECRET": TEST_JWT_SECRET,
-        "THREADLINE_RUN_WORKERS": "0",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "threadline.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "second server did not start"
-            time.sleep(0.1)
+    with serve_process(dsn, THREADLINE_JWT_SECRET=TEST_JWT_SECRET, THREADLINE_RUN_WORKERS="0") as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 @pytest.fixture

@@ -19,7 +19,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.harness import TEST_JWT_SECRET, Actor, Loop, ServerThread, free_port, test_settings
+from tests.harness import TEST_JWT_SECRET, Actor, Loop, ServerThread, serve_process, test_settings
 from tests.ws import WsClient
 
 THREADLINE = [sys.executable, "-m", "threadline.cli"]
@@ -73,35 +73,8 @@ def stored(loop: Loop, dsn: str) -> dict[str, bool]:
 @pytest.fixture(scope="module")
 def other(dsn: str) -> Iterator[str]:
     """A second `threadline serve` process on the session database; its base URL."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": dsn,
-        "THREADLINE_MIGRATE_ON_START": "false",
-        "THREADLINE_JWT_SECRET": TEST_JWT_SECRET,
-        "THREADLINE_RUN_WORKERS": "0",
-    }
-    proc = subprocess.Popen(
-        [*THREADLINE, "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, "second server did not start"
-            time.sleep(0.1)
+    with serve_process(dsn, THREADLINE_JWT_SECRET=TEST_JWT_SECRET, THREADLINE_RUN_WORKERS="0") as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 @pytest.fixture(scope="module")

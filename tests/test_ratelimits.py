@@ -2,17 +2,13 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 import pytest
 
-from tests.harness import Actor, ServerThread, free_port, without_count
+from tests.harness import Actor, ServerThread, serve_process, without_count
 from tests.ws import WsClient
 
 # 86,400 s windows refill one token per 86,400 / perWindow seconds: nothing refills during a test.
@@ -259,29 +255,8 @@ def test_profile_input_is_checked(admin: Actor) -> None:
 
 @pytest.fixture
 def second_process(server: ServerThread, dsn: str) -> Iterator[str]:
-    port = free_port()
-    env = {**os.environ, "DATABASE_URL": dsn, "THREADLINE_MIGRATE_ON_START": "false"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "threadline.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert time.monotonic() < deadline, "second server did not start"
-            time.sleep(0.1)
+    with serve_process(dsn) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 def test_two_processes_share_one_budget(

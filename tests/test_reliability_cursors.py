@@ -3,17 +3,11 @@ one open writer holds back only its own conversations, and the replay memo is bo
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import httpx
-
-from tests.harness import Actor, Client, Loop, ServerThread, free_port, test_settings
+from tests.harness import Actor, Client, Loop, ServerThread, serve_process, test_settings
 from tests.test_streaming import REPLY, START, conversation, live
 from tests.ws import CONVERSATION_EVENTS, VIEWER_EVENTS, WsClient, position
 from threadline.ids import Kind, decode_id
@@ -66,35 +60,8 @@ def open_writer(loop: Loop, dsn: str, actor: Actor, cid: str) -> Iterator[OpenWr
 @contextmanager
 def second_process(dsn: str) -> Iterator[str]:
     """`threadline serve` in a new process on the same database; yields its base URL once ready."""
-    port = free_port()
-    env = {
-        **os.environ,
-        "DATABASE_URL": dsn,
-        "THREADLINE_MIGRATE_ON_START": "false",
-        "THREADLINE_PORT": str(port),
-    }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "threadline.cli", "serve", "--port", str(port)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, "the second server exited"
-            assert time.monotonic() < deadline, "the second server did not start"
-            time.sleep(0.1)
+    with serve_process(dsn) as url:
         yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 def conversation_in_another_bucket(actor: Actor, cid: str) -> str:
