@@ -88,7 +88,14 @@ def test_imports_are_recorded_with_their_counts(admin: Actor) -> None:
     ((action, actor, kind, target, details),) = entries(admin, a="conversation.import")
     assert (action, actor, kind) == ("conversation.import", admin.user_id, "Conversation")
     assert target is not None and target.startswith("cnv_")
-    assert details == {"format": "chatgpt", "imported": 1, "skipped": 0, "failed": 1, "messages": 0}
+    assert details == {
+        "format": "chatgpt",
+        "imported": 1,
+        "skipped": 0,
+        "failed": 1,
+        "messages": 0,
+        "merged": 0,
+    }
 
 
 def test_the_log_filters_by_actor_and_target_and_pages(admin: Actor, make_user: Any) -> None:
