@@ -126,10 +126,13 @@ async def assigned_profile_ids(
 # A bucket holds at most `per_window + burst` tokens (in thousandths) and refills `per_window` every
 # `window_seconds`; a changed capacity moves the tokens by the difference at once (what was spent in this
 # window still counts against the new budget). A draw that finds too few tokens takes none (`allowed` false).
+# now() is the transaction's start: a draw whose transaction began before the last writer's never refills a
+# negative time (nor moves updated_at back), or two concurrent first draws would cost more than they take.
 _AVAILABLE = """LEAST(
         EXCLUDED.capacity::bigint * 1000,
         GREATEST(b.tokens_milli + (EXCLUDED.capacity - b.capacity)::bigint * 1000, 0)
-        + floor(EXTRACT(EPOCH FROM now() - b.updated_at) * 1000 * EXCLUDED.per_window / EXCLUDED.window_seconds)::bigint
+        + floor(GREATEST(EXTRACT(EPOCH FROM now() - b.updated_at), 0)
+                * 1000 * EXCLUDED.per_window / EXCLUDED.window_seconds)::bigint
     )"""
 _CONSUME = f"""
 WITH profile AS (
@@ -182,7 +185,7 @@ ON CONFLICT (tenant_id, user_id, bucket) DO UPDATE SET
     capacity = EXCLUDED.capacity,
     per_window = EXCLUDED.per_window,
     window_seconds = EXCLUDED.window_seconds,
-    updated_at = now()
+    updated_at = GREATEST(b.updated_at, now())
 RETURNING bucket, capacity, per_window, window_seconds, tokens_milli, last_cost, allowed
 """
 
