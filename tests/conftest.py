@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import pytest
 
@@ -13,13 +12,13 @@ from tests.harness import (
     EmbeddedDatabase,
     Loop,
     ServerThread,
+    create_admin,
     create_database,
     test_settings,
     truncate_all,
     unique,
 )
 from tests.ws import WsClient
-from threadline.ids import Kind, encode_id
 
 
 @pytest.fixture(scope="session")
@@ -66,31 +65,12 @@ def _clean(request: pytest.FixtureRequest, loop: Loop) -> Iterator[None]:
 @pytest.fixture
 def make_tenant(server: ServerThread, loop: Loop) -> Iterator[Callable[..., Actor]]:
     """Creates a tenant with its admin; returns the admin as an Actor."""
-    from threadline.auth.service import create_tenant
-
     clients: list[Client] = []
 
     def make(name: str | None = None) -> Actor:
-        services = server.app.state.services
-        # The app's pool belongs to the server's loop; use a short-lived connection here.
-        from threadline.db import Database
-
-        async def work() -> Any:
-            db = await Database.connect(services.settings.database_url, 1, 1)
-            try:
-                return await create_tenant(db, name or unique("tenant"), f"{unique('admin')}@example.com")
-            finally:
-                await db.close()
-
-        created = loop.run(work())
-        client = Client(server.url, created.api_key)
-        clients.append(client)
-        return Actor(
-            encode_id(Kind.TENANT, created.tenant_id),
-            encode_id(Kind.USER, created.user_id),
-            created.api_key,
-            client,
-        )
+        actor = create_admin(loop, server.app.state.services.settings.database_url, server.url, name)
+        clients.append(actor.client)
+        return actor
 
     yield make
     for c in clients:

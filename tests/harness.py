@@ -282,3 +282,27 @@ def serve_process(dsn: str, **env: str) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def create_admin(loop: Loop, dsn: str, base_url: str, name: str | None = None) -> Actor:
+    """A new tenant and its admin (`threadline tenant-create`), as an Actor calling the server at `base_url`.
+    The caller closes `actor.client`."""
+    from threadline.auth.service import create_tenant
+    from threadline.db import Database
+    from threadline.ids import Kind, encode_id
+
+    async def work() -> Any:
+        # The server's pool belongs to its own loop: a short-lived connection here.
+        db = await Database.connect(dsn, 1, 1)
+        try:
+            return await create_tenant(db, name or unique("tenant"), f"{unique('admin')}@example.com")
+        finally:
+            await db.close()
+
+    created = loop.run(work())
+    return Actor(
+        encode_id(Kind.TENANT, created.tenant_id),
+        encode_id(Kind.USER, created.user_id),
+        created.api_key,
+        Client(base_url, created.api_key),
+    )

@@ -11,11 +11,10 @@ from typing import Any
 import pytest
 
 from tests.api import create_conversation, join
-from tests.harness import Actor, Client, Loop, ServerThread, test_settings, unique
+from tests.harness import Actor, Loop, ServerThread, create_admin, test_settings
 from tests.test_porting_cli import report_of, run
 from tests.test_porting_import import FIXTURES, sql
-from threadline.db import Database
-from threadline.ids import Kind, decode_id, encode_id
+from threadline.ids import Kind, decode_id
 from threadline.porting import erasure
 from threadline.porting.threadline_format import EXPORT_VERSION
 
@@ -206,24 +205,9 @@ def capped(dsn: str) -> Iterator[ServerThread]:
 @pytest.fixture
 def importer(capped: ServerThread, loop: Loop, dsn: str) -> Iterator[Actor]:
     """A tenant admin calling the server with small import caps."""
-    from threadline.auth.service import create_tenant
-
-    async def work() -> Any:
-        db = await Database.connect(dsn, 1, 1)
-        try:
-            return await create_tenant(db, unique("tenant"), f"{unique('admin')}@example.com")
-        finally:
-            await db.close()
-
-    created = loop.run(work())
-    client = Client(capped.url, created.api_key)
-    yield Actor(
-        encode_id(Kind.TENANT, created.tenant_id),
-        encode_id(Kind.USER, created.user_id),
-        created.api_key,
-        client,
-    )
-    client.close()
+    actor = create_admin(loop, dsn, capped.url)
+    yield actor
+    actor.client.close()
 
 
 def document(external_id: str, messages: int = 1, text: str = "hello") -> dict[str, Any]:

@@ -12,10 +12,9 @@ from typing import Any
 import pytest
 
 from tests.api import reply
-from tests.harness import Actor, Client, Loop, ServerThread, test_settings, unique
+from tests.harness import Actor, Loop, ServerThread, create_admin, test_settings
 from tests.test_porting_cli import report_of, run
 from tests.test_porting_import import FIXTURES, assert_tree_is_consistent, fixture, sql, tree_rows
-from threadline.db import Database
 from threadline.ids import Kind, decode_id, encode_id
 
 REPORT = """mutation($i: ConversationImportInput!) { conversationImportReport(input: $i) {
@@ -276,17 +275,7 @@ def capped(dsn: str) -> Iterator[ServerThread]:
 def test_a_merge_through_the_api_is_bounded_by_the_import_caps(
     capped: ServerThread, loop: Loop, dsn: str
 ) -> None:
-    from threadline.auth.service import create_tenant
-
-    async def work() -> Any:
-        db = await Database.connect(dsn, 1, 1)
-        try:
-            return await create_tenant(db, unique("tenant"), f"{unique('admin')}@example.com")
-        finally:
-            await db.close()
-
-    created = loop.run(work())
-    client = Client(capped.url, created.api_key)
+    client = create_admin(loop, dsn, capped.url).client
     try:
         first = client.ok(REPORT, {"i": {"format": "CHATGPT", "data": fixture("merge/chatgpt-v1.json")}})
         cid = first["conversationImportReport"]["conversations"][0]["id"]

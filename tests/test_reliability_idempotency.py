@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.api import START, create_conversation, join, start_thread
-from tests.harness import Actor, Client, Loop, ServerThread, test_settings, unique
+from tests.harness import Actor, Loop, ServerThread, create_admin, test_settings, unique
 from threadline.ids import Kind, decode_id, encode_id
 
 REPLY = """mutation($p: ID!, $i: MessageInput!, $k: String) {
@@ -337,25 +337,9 @@ def short_server(dsn: str) -> Iterator[ServerThread]:
 
 @pytest.fixture
 def short_admin(short_server: ServerThread, loop: Loop) -> Iterator[Actor]:
-    from threadline.auth.service import create_tenant
-    from threadline.db import Database
-
-    async def work() -> Any:
-        db = await Database.connect(short_server.app.state.services.settings.database_url, 1, 1)
-        try:
-            return await create_tenant(db, unique("tenant"), f"{unique('admin')}@example.com")
-        finally:
-            await db.close()
-
-    created = loop.run(work())
-    client = Client(short_server.url, created.api_key)
-    yield Actor(
-        encode_id(Kind.TENANT, created.tenant_id),
-        encode_id(Kind.USER, created.user_id),
-        created.api_key,
-        client,
-    )
-    client.close()
+    actor = create_admin(loop, short_server.app.state.services.settings.database_url, short_server.url)
+    yield actor
+    actor.client.close()
 
 
 def test_keys_expire_after_the_configured_time_and_are_purged(
