@@ -1,0 +1,490 @@
+"""The everyday read: a page of 50 conversations, closed loop with 8 connections, vs a raw baseline (issue 14).
+
+    .venv/bin/python bench/page.py [--seconds 20] [--connections 8] [--profile out.txt] [--workers N]
+
+A MEMBER taking part in 10,000 conversations reads `conversations(first: 50)` with owner { id email },
+participants { role user { id } }, cursors and pageInfo, over HTTP (keep-alive HTTP/1.1, one connection per
+client, on a minimal client in its own process so its CPU is not the server's). Reported per round: req/s,
+p50/p99, and the server's CPU per request (user + system of the server process and its children, read with
+psutil before and after the round; the PostgreSQL processes are reported apart).
+
+The raw baseline, measured in the same run: the same page (same rows, same JSON) built with plain asyncpg
+(three statements: page, owners, participants) and orjson in a bare Starlette endpoint under uvicorn (this
+file with --serve-baseline), same clients, same connections.
+
+--profile FILE: py-spy samples the server during an extra app round (native frames off, idle frames off) and
+writes the collapsed stacks to FILE, then prints the share of samples per phase (see `phases` below).
+--workers N: the app is `threadline serve --workers N` (one port, N processes) instead of bench/server.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import multiprocessing
+import os
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+import psutil
+
+from fixtures import (
+    BENCH_METRICS_TOKEN,
+    Caller,
+    Database,
+    Server,
+    create_tenant,
+    free_port,
+    percentile_ms,
+    seed_conversations,
+    stop_process,
+)
+
+PAGE = """query Page($n: Int!) { conversations(first: $n) {
+  edges { cursor node { id title tags status messageCount lastActivityAt
+    owner { id email } participants { role user { id } } } }
+  pageInfo { hasNextPage endCursor } } }"""
+FIRST = 50
+
+
+def serve_baseline(port: int) -> None:
+    """POST /page: the same page as the app's, built with asyncpg (3 statements) + orjson; nothing else."""
+    import contextlib
+    from collections.abc import AsyncIterator
+
+    import asyncpg
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.routing import Route
+
+    from threadline.graphql.pagination import encode_cursor
+    from threadline.ids import Kind, encode_id
+
+    pools: list[asyncpg.Pool] = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        pools.append(await asyncpg.create_pool(os.environ["DATABASE_URL"], min_size=2, max_size=20))
+        yield
+        await pools[0].close()
+
+    async def page(request: Request) -> Response:
+        await request.body()
+        tenant_id = uuid.UUID(request.headers["x-tenant-id"])
+        user_id = uuid.UUID(request.headers["x-user-id"])
+        async with pools[0].acquire() as conn:
+            rows = await conn.fetch(
+                """SELECT c.id, c.title, c.tags, c.status, c.message_count, c.last_activity_at, c.owner_id
+                   FROM conversation c WHERE c.tenant_id = $1
+                     AND c.id IN (SELECT conversation_id FROM participant WHERE user_id = $2)
+                     AND c.status = 'ACTIVE'
+                   ORDER BY c.last_activity_at DESC, c.id DESC LIMIT $3""",
+                tenant_id,
+                user_id,
+                FIRST + 1,
+            )
+            page = rows[:FIRST]
+            owners = {
+                r["id"]: r
+                for r in await conn.fetch(
+                    "SELECT id, email FROM app_user WHERE tenant_id = $1 AND id = ANY($2::uuid[])",
+                    tenant_id,
+                    list({r["owner_id"] for r in page}),
+                )
+            }
+            participants: dict[uuid.UUID, list[dict[str, Any]]] = {}
+            for p in await conn.fetch(
+                """SELECT conversation_id, user_id, role FROM participant
+                   WHERE tenant_id = $1 AND conversation_id = ANY($2::uuid[]) ORDER BY joined_at, id""",
+                tenant_id,
+                [r["id"] for r in page],
+            ):
+                participants.setdefault(p["conversation_id"], []).append(
+                    {"role": p["role"], "user": {"id": encode_id(Kind.USER, p["user_id"])}}
+                )
+        edges = [
+            {
+                "cursor": encode_cursor((r["last_activity_at"], r["id"])),
+                "node": {
+                    "id": encode_id(Kind.CONVERSATION, r["id"]),
+                    "title": r["title"],
+                    "tags": r["tags"],
+                    "status": r["status"],
+                    "messageCount": r["message_count"],
+                    "lastActivityAt": r["last_activity_at"],
+                    "owner": {
+                        "id": encode_id(Kind.USER, r["owner_id"]),
+                        "email": owners[r["owner_id"]]["email"],
+                    },
+                    "participants": participants.get(r["id"], []),
+                },
+            }
+            for r in page
+        ]
+        body = {
+            "data": {
+                "conversations": {
+                    "edges": edges,
+                    "pageInfo": {
+                        "hasNextPage": len(rows) > FIRST,
+                        "endCursor": edges[-1]["cursor"] if edges else None,
+                    },
+                }
+            }
+        }
+        return Response(orjson.dumps(body), media_type="application/json")
+
+    async def readyz(request: Request) -> Response:
+        return Response(b"ok")
+
+    app = Starlette(
+        routes=[Route("/page", page, methods=["POST"]), Route("/readyz", readyz)], lifespan=lifespan
+    )
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+class Baseline:
+    def __init__(self, dsn: str) -> None:
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [sys.executable, str(Path(__file__).resolve()), "--serve-baseline", "--port", str(self.port)],
+            env={**os.environ, "DATABASE_URL": dsn},
+        )
+        wait_ready(f"http://127.0.0.1:{self.port}", self.process)
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+
+class Workers:
+    """`threadline serve --workers N` on DATABASE_URL."""
+
+    def __init__(self, dsn: str, workers: int) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            "DATABASE_URL": dsn,
+            "THREADLINE_MIGRATE_ON_START": "0",
+            "THREADLINE_METRICS_TOKEN": BENCH_METRICS_TOKEN,
+        }
+        command = [str(Path(sys.executable).parent / "threadline"), "serve", "--port", str(self.port)]
+        self.process = subprocess.Popen([*command, "--workers", str(workers)], env=env)
+        wait_ready(self.url, self.process)
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+
+def wait_ready(url: str, process: subprocess.Popen[Any]) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        if process.poll() is not None:
+            raise RuntimeError("server exited during start-up")
+        try:
+            if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if time.monotonic() > deadline:
+            stop_process(process)
+            raise RuntimeError("server did not become ready")
+        time.sleep(0.05)
+
+
+def tree(pid: int) -> list[psutil.Process]:
+    root = psutil.Process(pid)
+    return [root, *root.children(recursive=True)]
+
+
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    total = 0.0
+    for proc in processes:
+        try:
+            times = proc.cpu_times()
+            total += times.user + times.system
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+async def closed_loop(
+    port: int, path: str, body: bytes, headers: bytes, n: int, seconds: float
+) -> dict[str, Any]:
+    from load import HttpConnection
+
+    connections = [HttpConnection(port) for _ in range(n)]
+    latencies: list[float] = []
+    errors: Counter[str] = Counter()
+    deadline = time.monotonic() + seconds
+
+    async def client(connection: HttpConnection) -> None:
+        while time.monotonic() < deadline:
+            start = time.perf_counter()
+            status, _, content = await connection.post(path, body, headers)
+            latencies.append(time.perf_counter() - start)
+            if status != 200 or b'"errors"' in content[:20] or content.count(b'"cursor"') != FIRST:
+                errors[f"HTTP {status}: {content[:120]!r}"] += 1
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client(c) for c in connections))
+    elapsed = time.perf_counter() - started
+    for connection in connections:
+        connection.close()
+    return {"latencies": latencies, "errors": dict(errors), "seconds": elapsed}
+
+
+def client_process(args: tuple[Any, ...], results: Any) -> None:
+    import uvloop
+
+    results.put(uvloop.run(closed_loop(*args)))
+
+
+def run_round(
+    name: str,
+    port: int,
+    server_pid: int,
+    postgres: list[psutil.Process],
+    path: str,
+    body: bytes,
+    headers: bytes,
+    connections: int,
+    seconds: float,
+) -> dict[str, Any]:
+    ctx = multiprocessing.get_context("spawn")
+    results = ctx.Queue()
+    server = tree(server_pid)
+    server_before, pg_before = cpu_seconds(server), cpu_seconds(postgres)
+    process = ctx.Process(
+        target=client_process, args=((port, path, body, headers, connections, seconds), results)
+    )
+    process.start()
+    outcome: dict[str, Any] = results.get()
+    process.join()
+    server_cpu = cpu_seconds(server) - server_before
+    pg_cpu = cpu_seconds(postgres) - pg_before
+    samples = outcome["latencies"]
+    count = len(samples)
+    row = {
+        "name": name,
+        "requests": count,
+        "rps": count / outcome["seconds"],
+        "p50": percentile_ms(samples, 0.5),
+        "p99": percentile_ms(samples, 0.99),
+        "cpu_ms": server_cpu / count * 1000,
+        "pg_ms": pg_cpu / count * 1000,
+        "errors": outcome["errors"],
+    }
+    print(
+        f"{name:34} {count:>7} {row['rps']:>8.1f} {row['p50']:>7.1f} {row['p99']:>7.1f}"
+        f" {row['cpu_ms']:>9.2f} {row['pg_ms']:>8.2f}  {sum(row['errors'].values()) or 0}",
+        flush=True,
+    )
+    for error, n in list(row["errors"].items())[:3]:
+        print(f"    !!! {n} x {error}")
+    return row
+
+
+def postgres_processes(database: Database) -> list[psutil.Process]:
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or ())
+        if "postgres" in cmdline and str(database.tmp) in cmdline:
+            return [proc, *proc.children(recursive=True)]
+    return []
+
+
+def create_member(url: str, admin: Caller) -> Caller:
+    from threadline.ids import Kind, decode_id
+
+    with httpx.Client(base_url=url, headers=admin.headers, timeout=60) as client:
+
+        def gql(query: str, variables: dict[str, Any]) -> dict[str, Any]:
+            body = client.post("/graphql", json={"query": query, "variables": variables}).json()
+            assert not body.get("errors"), body
+            return dict(body["data"])
+
+        user = gql(
+            "mutation($i: UserCreateInput!) { userCreate(input: $i) { id } }",
+            {"i": {"email": f"member-{uuid.uuid4().hex[:6]}@example.com", "role": "MEMBER"}},
+        )["userCreate"]["id"]
+        secret = gql('mutation($u: ID!) { apiKeyCreate(userId: $u, name: "bench") { secret } }', {"u": user})
+    return Caller(admin.tenant_id, decode_id(user, Kind.USER), secret["apiKeyCreate"]["secret"])
+
+
+def phases(collapsed: Path) -> None:
+    """Share of the server's samples per phase, from py-spy's collapsed stacks: each sample goes to the frame
+    nearest the leaf that some rule names (so SQL driven by a resolver counts as SQL, a resolver's own work as
+    the resolver's)."""
+    rules = [
+        (
+            "authentication (Authorization header to principal)",
+            (
+                "auth/service.py",
+                "auth/tokens.py",
+                "auth/credentials.py",
+                "principal_by_key_hash",
+                "context.py",
+            ),
+        ),
+        ("rate-limit draw (ratelimits)", ("threadline/ratelimits/",)),
+        ("asyncpg: SQL round trips, codecs, pool", ("asyncpg/", "threadline/db/")),
+        ("response JSON encoding (orjson)", ("_encode_one", "encode_json")),
+        ("request JSON decoding", ("request_json", "parse_json", "decode_json")),
+        ("graphql-core parse", ("graphql/language/",)),
+        ("graphql-core validation", ("graphql/validation/",)),
+        (
+            "limit analysis and budgets (threadline.graphql.limits, budget)",
+            ("threadline/graphql/limits", "threadline/graphql/budget", "threadline/graphql/measure"),
+        ),
+        (
+            "execution (graphql-core executor, threadline fast path)",
+            ("graphql/execution/", "graphql/type/", "graphql/pyutils/", "fast_execution"),
+        ),
+        ("resolvers, loaders, types (threadline domain code)", ("threadline/",)),
+        ("Strawberry (extensions, field wrappers, HTTP view)", ("strawberry/",)),
+        ("Starlette (middleware, request)", ("starlette/",)),
+        ("uvicorn, HTTP parsing", ("uvicorn/", "httptools", "h11")),
+        ("asyncio event loop, sockets", ("asyncio/", "selectors", "socket", "uvloop")),
+    ]
+    counts: Counter[str] = Counter()
+    total = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        samples = int(n)
+        total += samples
+        label = "other (gc, typing, stdlib)"
+        for frame in reversed(stack.split(";")):
+            match = next((rule for rule, needles in rules if any(x in frame for x in needles)), None)
+            if match is not None:
+                label = match
+                break
+        counts[label] += samples
+    print(
+        f"\nwhere the server's CPU goes (py-spy, {total} samples; each to the innermost frame a rule names):"
+    )
+    for label, samples in counts.most_common():
+        print(f"  {samples / total * 100:5.1f}%  {label}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--connections", type=int, default=8)
+    parser.add_argument(
+        "--workers", type=int, default=0, help="threadline serve --workers N (0: bench/server.py)"
+    )
+    parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks of an extra app round to FILE")
+    parser.add_argument("--serve-baseline", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_baseline:
+        return serve_baseline(args.port)
+
+    database = Database()
+    dsn = database.start()
+    app: Any = Workers(dsn, args.workers) if args.workers else Server(dsn)
+    baseline = Baseline(dsn)
+    try:
+        admin = create_tenant(dsn)
+        member = create_member(f"http://127.0.0.1:{app.port}", admin)
+        seed_conversations(dsn, member.tenant_id, member.user_id, 10_000)
+        postgres = postgres_processes(database)
+        body = orjson.dumps({"query": PAGE, "variables": {"n": FIRST}, "operationName": "Page"})
+        auth = b"Authorization: Bearer %s\r\n" % member.api_key.encode()
+        raw_headers = b"X-Tenant-Id: %s\r\nX-User-Id: %s\r\n" % (
+            str(member.tenant_id).encode(),
+            str(member.user_id).encode(),
+        )
+        print(
+            f"conversations(first: {FIRST}) for a MEMBER in 10,000 conversations; {args.connections} connections,"
+            f" closed loop, {args.seconds:.0f} s per round; app: "
+            + (
+                f"threadline serve --workers {args.workers}"
+                if args.workers
+                else "bench/server.py (1 process)"
+            )
+            + f"; load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} cores"
+        )
+        print(
+            f"{'round':34} {'requests':>7} {'req/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'CPU ms/req':>9}"
+            f" {'PG ms/req':>8}  errors"
+        )
+        n = args.connections
+        warm = min(5.0, args.seconds)
+        run_round("warm-up app", app.port, app.process.pid, postgres, "/graphql", body, auth, n, warm)
+        run_round(
+            "warm-up raw", baseline.port, baseline.process.pid, postgres, "/page", b"{}", raw_headers, n, warm
+        )
+        first = run_round("app", app.port, app.process.pid, postgres, "/graphql", body, auth, n, args.seconds)
+        raw = run_round(
+            "raw baseline (asyncpg + orjson)",
+            baseline.port,
+            baseline.process.pid,
+            postgres,
+            "/page",
+            b"{}",
+            raw_headers,
+            n,
+            args.seconds,
+        )
+        second = run_round(
+            "app again", app.port, app.process.pid, postgres, "/graphql", body, auth, n, args.seconds
+        )
+        print("\nratios app / raw (each app round against the raw round between them):")
+        for row in (first, second):
+            print(
+                f"  {row['name']:10} server CPU per request {row['cpu_ms'] / raw['cpu_ms']:.1f}x,"
+                f" req/s {row['rps'] / raw['rps']:.2f}x, p50 {row['p50'] / raw['p50']:.1f}x,"
+                f" p99 {row['p99'] / raw['p99']:.1f}x"
+            )
+        if args.profile:
+            spy = subprocess.Popen(
+                [
+                    str(Path(sys.executable).parent / "py-spy"),
+                    "record",
+                    "--pid",
+                    str(app.process.pid),
+                    "--format",
+                    "raw",
+                    "--rate",
+                    "250",
+                    "--subprocesses",
+                    "--output",
+                    str(args.profile),
+                    "--duration",
+                    str(int(args.seconds)),
+                ],
+                stdout=subprocess.DEVNULL,
+            )
+            time.sleep(1)
+            run_round(
+                "app under py-spy",
+                app.port,
+                app.process.pid,
+                postgres,
+                "/graphql",
+                body,
+                auth,
+                n,
+                args.seconds,
+            )
+            spy.wait()
+            phases(args.profile)
+        print(f"\nload average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    finally:
+        baseline.stop()
+        app.stop()
+        database.stop()
+
+
+if __name__ == "__main__":
+    main()
