@@ -7,12 +7,14 @@ from threadline.auth.tables import ApiKey, AppUser, ErasedSubject, Tenant
 from threadline.conversations.tables import Conversation, Invite, Participant
 from threadline.documents.tables import PersistedDocument
 from threadline.events.tables import StreamEvent, StreamState
+from threadline.files.tables import File, FileBlob, FileBlobGone, FileChunk, MessageFile
 from threadline.idempotency.tables import IdempotencyKey
 from threadline.porting.tables import ImportSource, MessageAttachment
 from threadline.presence.tables import Presence, TypingState
 from threadline.ratelimits.tables import RateLimitAssignment, RateLimitBucket, RateLimitProfile
 from threadline.runs.tables import MessageStream, Run, RunStep
 from threadline.search.tables import SearchTerm
+from threadline.sharing.tables import ShareLink, ShareRateWindow
 from threadline.streaming.tables import StreamCursorKey
 from threadline.threads.tables import Message, MessageChunk, MessageEdit, ReadMarker, Thread
 
@@ -46,4 +48,11 @@ ALL_TABLES: tuple[type[Table], ...] = (
     RateLimitBucket,
     IdempotencyKey,
     PersistedDocument,
+    ShareLink,
+    ShareRateWindow,
+    FileBlob,
+    FileChunk,
+    File,
+    MessageFile,
+    FileBlobGone,
 )

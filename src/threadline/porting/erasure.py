@@ -45,6 +45,8 @@ PERSONAL = {
     ("rate_limit_assignment", "user_id"),
     ("idempotency_key", "user_id"),  # holds ids of what they created, never content
     ("import_source", "owner_id"),  # their import identities (their conversations are deleted anyway)
+    ("share_link", "created_by"),  # links they made: a link outliving its maker would publish for no one
+    ("file", "uploaded_by"),  # their uploads (the triggers drop blobs no upload names any more)
 }
 # (table, column) that attribute someone else's object (or a shared one) to the user: these now name the
 # placeholder, so the object stays. A foreign key to app_user in neither set is treated as personal
