@@ -20,6 +20,9 @@ class Kind(StrEnum):
     RUN = "run"
     RUN_STEP = "stp"
     RATE_LIMIT_PROFILE = "rlp"
+    FOLDER = "fld"
+    BOOKMARK = "bmk"
+    CONVERSATION_LINK = "lnk"
 
 
 _LABELS = {
@@ -34,6 +37,9 @@ _LABELS = {
     Kind.RUN: "Run",
     Kind.RUN_STEP: "RunStep",
     Kind.RATE_LIMIT_PROFILE: "RateLimitProfile",
+    Kind.FOLDER: "Folder",
+    Kind.BOOKMARK: "Bookmark",
+    Kind.CONVERSATION_LINK: "ConversationLink",
 }
 
 

@@ -23,6 +23,7 @@ from threadline.graphql.persisted import PersistedDocuments
 from threadline.graphql.scalars import SCALAR_OVERRIDES
 from threadline.idempotency.schema import IdempotencyKeys
 from threadline.observability.schema import OperationMetrics
+from threadline.organise.schema import OrganiseMutation, OrganiseQuery
 from threadline.porting.schema import PortingMutation, PortingQuery, RetentionMutation
 from threadline.presence.schema import PresenceMutation
 from threadline.ratelimits.schema import RateLimitMutation, RateLimitQuery, RateLimits
@@ -73,6 +74,7 @@ Query = merge_types(
         StreamQuery,
         SearchQuery,
         RateLimitQuery,
+        OrganiseQuery,
     ),
 )
 # The order of the classes is the printed order of the fields (schema.graphql is checked in and diffed): a
@@ -93,6 +95,7 @@ Mutation = merge_types(
         ConversationBulkMutation,
         SearchMutation,
         RateLimitMutation,
+        OrganiseMutation,
     ),
 )
 Subscription = merge_types("Subscription", (StreamSubscription,))

@@ -124,6 +124,14 @@ class Settings:
     message_max_bytes: int = 1024 * 1024
     thread_max_depth: int = 1000
     messages_page_default: int = 50
+    # Organising (issue 18): per-user bounds, so no one user's folders, pins or bookmarks grow without limit.
+    folders_max: int = 500
+    folder_depth_max: int = 8
+    folder_name_max_chars: int = 200
+    pins_max: int = 50
+    bookmarks_max: int = 10_000
+    bookmark_note_max_chars: int = 2000
+    links_max: int = 200
 
     production: bool = False
     # Report each response's SQL statement count in `extensions.sqlStatements` (tests, benchmarks).
@@ -267,6 +275,13 @@ class Settings:
             message_max_bytes=_env_int("THREADLINE_MESSAGE_MAX_BYTES", cls.message_max_bytes),
             thread_max_depth=_env_int("THREADLINE_THREAD_MAX_DEPTH", cls.thread_max_depth),
             messages_page_default=_env_int("THREADLINE_MESSAGES_PAGE_DEFAULT", cls.messages_page_default),
+            folders_max=_env_int("THREADLINE_FOLDERS_MAX", cls.folders_max),
+            folder_depth_max=_env_int("THREADLINE_FOLDER_DEPTH_MAX", cls.folder_depth_max),
+            folder_name_max_chars=_env_int("THREADLINE_FOLDER_NAME_MAX_CHARS", cls.folder_name_max_chars),
+            pins_max=_env_int("THREADLINE_PINS_MAX", cls.pins_max),
+            bookmarks_max=_env_int("THREADLINE_BOOKMARKS_MAX", cls.bookmarks_max),
+            bookmark_note_max_chars=_env_int("THREADLINE_BOOKMARK_NOTE_MAX_CHARS", cls.bookmark_note_max_chars),
+            links_max=_env_int("THREADLINE_LINKS_MAX", cls.links_max),
             production=_env_bool("THREADLINE_PRODUCTION", cls.production),
             expose_sql_count=_env_bool("THREADLINE_EXPOSE_SQL_COUNT", cls.expose_sql_count),
             broadcast_url=os.environ.get("THREADLINE_BROADCAST_URL") or None,

@@ -9,6 +9,8 @@ from threadline.documents.tables import PersistedDocument
 from threadline.events.tables import StreamEvent, StreamState
 from threadline.files.tables import File, FileBlob, FileBlobGone, FileChunk, MessageFile
 from threadline.idempotency.tables import IdempotencyKey
+from threadline.links.tables import ConversationLink
+from threadline.organise.tables import ConversationFolder, ConversationPin, Folder, MessageBookmark
 from threadline.porting.tables import ImportSource, MessageAttachment
 from threadline.presence.tables import Presence, TypingState
 from threadline.ratelimits.tables import RateLimitAssignment, RateLimitBucket, RateLimitProfile
@@ -48,6 +50,11 @@ ALL_TABLES: tuple[type[Table], ...] = (
     RateLimitBucket,
     IdempotencyKey,
     PersistedDocument,
+    Folder,
+    ConversationFolder,
+    ConversationPin,
+    MessageBookmark,
+    ConversationLink,
     ShareLink,
     ShareRateWindow,
     FileBlob,

@@ -1,0 +1,1 @@
+"""Links between conversations (RELATED, CONTINUES, CITES, DUPLICATE) and their backlinks (issue 18 item 4)."""

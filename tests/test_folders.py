@@ -1,0 +1,212 @@
+"""Folders: per user, nestable with a bounded depth, ordered, one folder per conversation and user; move,
+rename, delete (conversations back at the root); the tree in one statement; consistent under concurrency."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from tests.api import create_conversation, join
+from tests.harness import Actor, Client, ServerThread
+
+CREATE = """mutation($n: String!, $p: ID, $pos: Int) {
+  folderCreate(name: $n, parentId: $p, position: $pos) { id name position depth parentId } }"""
+MOVE = """mutation($id: ID!, $p: ID, $pos: Int) {
+  folderMove(id: $id, parentId: $p, position: $pos) { id position depth parentId } }"""
+RENAME = "mutation($id: ID!, $n: String!) { folderRename(id: $id, name: $n) { id name } }"
+DELETE = "mutation($id: ID!) { folderDelete(id: $id) { foldersDeleted conversationsUnfiled } }"
+FILE = "mutation($c: ID!, $f: ID) { conversationFile(conversationId: $c, folderId: $f) { id } }"
+TREE = """{ folders { id name position depth conversationCount
+  children { id name position depth conversationCount children { id name position children { id } } } } }"""
+IN_FOLDER = """query($f: ID, $first: Int, $after: String) {
+  conversations(folderId: $f, first: $first, after: $after) {
+    totalCount edges { node { id title } } pageInfo { hasNextPage endCursor } } }"""
+
+
+def folder(actor: Actor, name: str, parent: str | None = None, position: int | None = None) -> str:
+    data = actor.client.ok(CREATE, {"n": name, "p": parent, "pos": position})["folderCreate"]
+    return str(data["id"])
+
+
+def names(nodes: list[dict[str, Any]]) -> list[str]:
+    return [n["name"] for n in nodes]
+
+
+def in_folder(actor: Actor, folder_id: str) -> list[str]:
+    data = actor.client.ok(IN_FOLDER, {"f": folder_id})["conversations"]
+    return [e["node"]["title"] for e in data["edges"]]
+
+
+def test_folders_nest_in_order_and_the_whole_tree_is_one_statement(admin: Actor) -> None:
+    work = folder(admin, "Work")
+    home = folder(admin, "Home")
+    first = folder(admin, "First", position=0)
+    folder(admin, "Alpha", parent=work)
+    beta = folder(admin, "Beta", parent=work)
+    folder(admin, "Deep", parent=beta)
+    tree = admin.client.ok(TREE)["folders"]
+    assert names(tree) == ["First", "Work", "Home"]
+    assert [f["position"] for f in tree] == [0, 1, 2]
+    assert [f["id"] for f in tree] == [first, work, home]
+    assert names(tree[1]["children"]) == ["Alpha", "Beta"]
+    assert [c["depth"] for c in tree[1]["children"]] == [2, 2]
+    assert names(tree[1]["children"][1]["children"]) == ["Deep"]
+    # However many folders and levels: the tree read, the conversation counts, and the credentials.
+    few = admin.client.statements(TREE)
+    for n in range(5):
+        folder(admin, f"more {n}", parent=beta)
+    assert admin.client.statements(TREE) == few
+
+
+def test_folders_are_per_user_and_another_users_folder_is_not_found(
+    admin: Actor, make_user: Callable[..., Actor]
+) -> None:
+    other = make_user(admin)
+    mine = folder(admin, "Mine")
+    cid = create_conversation(admin, "shared")
+    join(admin, other, cid)
+    admin.client.ok(FILE, {"c": cid, "f": mine})
+    assert other.client.ok(TREE)["folders"] == []
+    assert other.client.code(RENAME, {"id": mine, "n": "x"}) == "NOT_FOUND"
+    assert other.client.code(FILE, {"c": cid, "f": mine}) == "NOT_FOUND"
+    assert other.client.code(IN_FOLDER, {"f": mine}) == "NOT_FOUND"
+    assert other.client.code(CREATE, {"n": "child", "p": mine}) == "NOT_FOUND"
+    # Each participant files the same conversation in a folder of their own.
+    theirs = folder(other, "Theirs")
+    other.client.ok(FILE, {"c": cid, "f": theirs})
+    assert in_folder(admin, mine) == ["shared"]
+    assert in_folder(other, theirs) == ["shared"]
+
+
+def test_a_conversation_sits_in_at_most_one_folder_per_user(admin: Actor) -> None:
+    a, b = folder(admin, "A"), folder(admin, "B")
+    cid = create_conversation(admin, "talk")
+    create_conversation(admin, "elsewhere")
+    admin.client.ok(FILE, {"c": cid, "f": a})
+    admin.client.ok(FILE, {"c": cid, "f": b})
+    assert in_folder(admin, a) == []
+    assert in_folder(admin, b) == ["talk"]
+    tree = admin.client.ok(TREE)["folders"]
+    assert [f["conversationCount"] for f in tree] == [0, 1]
+    admin.client.ok(FILE, {"c": cid, "f": None})
+    assert in_folder(admin, b) == []
+
+
+def test_filing_a_conversation_the_caller_cannot_read_is_not_found(
+    admin: Actor, make_user: Callable[..., Actor]
+) -> None:
+    stranger = make_user(admin)
+    theirs = folder(stranger, "Theirs")
+    cid = create_conversation(admin, "private")
+    assert stranger.client.code(FILE, {"c": cid, "f": theirs}) == "NOT_FOUND"
+
+
+def test_folder_conversations_page_with_cursors(admin: Actor) -> None:
+    f = folder(admin, "Many")
+    for n in range(5):
+        admin.client.ok(FILE, {"c": create_conversation(admin, f"c{n}"), "f": f})
+    create_conversation(admin, "outside")
+    first = admin.client.ok(IN_FOLDER, {"f": f, "first": 3})["conversations"]
+    assert first["totalCount"] == 5
+    assert first["pageInfo"]["hasNextPage"] is True
+    rest = admin.client.ok(IN_FOLDER, {"f": f, "first": 3, "after": first["pageInfo"]["endCursor"]})
+    titles = [e["node"]["title"] for e in first["edges"] + rest["conversations"]["edges"]]
+    assert sorted(titles) == ["c0", "c1", "c2", "c3", "c4"]
+
+
+def test_move_rename_and_delete_returns_conversations_to_the_root(admin: Actor) -> None:
+    a, b = folder(admin, "A"), folder(admin, "B")
+    sub = folder(admin, "Sub", parent=a)
+    inner = folder(admin, "Inner", parent=sub)
+    moved = admin.client.ok(MOVE, {"id": sub, "p": b, "pos": 0})["folderMove"]
+    assert moved == {"id": sub, "position": 0, "depth": 2, "parentId": b}
+    tree = admin.client.ok(TREE)["folders"]
+    assert [names(f["children"]) for f in tree] == [[], ["Sub"]]
+    assert tree[1]["children"][0]["children"][0]["id"] == inner
+    assert admin.client.ok(RENAME, {"id": b, "n": "  Bee  "})["folderRename"] == {"id": b, "name": "Bee"}
+    cid = create_conversation(admin, "kept")
+    admin.client.ok(FILE, {"c": cid, "f": inner})
+    # Deleting B deletes Sub and Inner too; the conversation stays, at the root.
+    assert admin.client.ok(DELETE, {"id": b})["folderDelete"] == {
+        "foldersDeleted": 3,
+        "conversationsUnfiled": 1,
+    }
+    assert names(admin.client.ok(TREE)["folders"]) == ["A"]
+    assert admin.client.ok("query($id: ID!) { conversation(id: $id) { title } }", {"id": cid}) == {
+        "conversation": {"title": "kept"}
+    }
+    assert admin.client.code(IN_FOLDER, {"f": inner}) == "NOT_FOUND"
+
+
+def test_moving_a_folder_into_itself_or_its_subtree_is_bad_input(admin: Actor) -> None:
+    top = folder(admin, "Top")
+    mid = folder(admin, "Mid", parent=top)
+    low = folder(admin, "Low", parent=mid)
+    for target in (top, mid, low):
+        error = admin.client.error(MOVE, {"id": top, "p": target})
+        assert error["extensions"]["code"] == "BAD_USER_INPUT"
+        assert "subfolders" in error["message"]
+    # Nothing moved.
+    tree = admin.client.ok(TREE)["folders"]
+    assert names(tree) == ["Top"] and names(tree[0]["children"]) == ["Mid"]
+
+
+def test_depth_and_count_are_bounded(dsn: str, loop: Any) -> None:
+    from tests import harness
+
+    srv = ServerThread(harness.test_settings(dsn, migrate_on_start=False, folders_max=4, folder_depth_max=3))
+    srv.start()
+    try:
+        actor = harness.create_admin(loop, dsn, srv.url)
+        try:
+            one = folder(actor, "1")
+            two = folder(actor, "2", parent=one)
+            three = folder(actor, "3", parent=two)
+            error = actor.client.error(CREATE, {"n": "4", "p": three})
+            assert error["extensions"] == {"code": "BAD_USER_INPUT", "argument": "parentId", "limit": 3}
+            other = folder(actor, "other")
+            # Moving `two` (two levels) under `other` (depth 1) fits; under `three`'s sibling chain it would not.
+            actor.client.ok(MOVE, {"id": two, "p": other})
+            assert actor.client.code(MOVE, {"id": other, "p": one}) == "BAD_USER_INPUT"
+            error = actor.client.error(CREATE, {"n": "fifth"})
+            assert error["extensions"]["limit"] == 4
+            assert "at most 4 folders" in error["message"]
+            assert actor.client.code(CREATE, {"n": "   "}) == "BAD_USER_INPUT"
+            assert actor.client.code(CREATE, {"n": "x" * 201}) == "BAD_USER_INPUT"
+        finally:
+            actor.client.close()
+    finally:
+        srv.stop()
+
+
+def test_concurrent_moves_keep_every_sibling_list_numbered_densely(
+    admin: Actor, server: ServerThread
+) -> None:
+    roots = [folder(admin, f"r{n}") for n in range(4)]
+    kids = [folder(admin, f"k{n}", parent=roots[n % 2]) for n in range(12)]
+    moves = [
+        {"id": kid, "p": roots[(n * 7) % 4] if n % 3 else None, "pos": (n * 5) % 4}
+        for n, kid in enumerate(kids)
+    ] * 2
+
+    def run(variables: dict[str, Any]) -> None:
+        client = Client(server.url, admin.api_key)
+        try:
+            client.ok(MOVE, variables)
+        finally:
+            client.close()
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        list(pool.map(run, moves))
+    tree = admin.client.ok(TREE)["folders"]
+    seen: list[str] = []
+
+    def check(siblings: list[dict[str, Any]]) -> None:
+        assert [s["position"] for s in siblings] == list(range(len(siblings)))
+        for s in siblings:
+            seen.append(s["id"])
+            check(s.get("children") or [])
+
+    check(tree)
+    assert sorted(seen) == sorted(roots + kids)
