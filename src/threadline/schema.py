@@ -12,6 +12,7 @@ from threadline.auth.schema import AuthMutation, AuthQuery, UserErasureMutation
 from threadline.auth.types import User
 from threadline.conversations.schema import ConversationBulkMutation, ConversationMutation, ConversationQuery
 from threadline.conversations.types import Conversation
+from threadline.forks.schema import ForkMutation
 from threadline.graphql.base_schema import ThreadlineSchema
 from threadline.graphql.budget import OutputBudgets
 from threadline.graphql.context import Info
@@ -90,6 +91,7 @@ Mutation = merge_types(
         UserErasureMutation,
         RetentionMutation,
         ConversationMutation,
+        ForkMutation,
         ThreadMutation,
         PresenceMutation,
         ConversationBulkMutation,

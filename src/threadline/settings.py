@@ -123,6 +123,8 @@ class Settings:
     tags_max_count: int = 50
     message_max_bytes: int = 1024 * 1024
     thread_max_depth: int = 1000
+    # conversationFork copies at most this many messages in its one transaction (issue 16): bigger is refused.
+    fork_max_messages: int = 50_000
     messages_page_default: int = 50
     # Organising (issue 18): per-user bounds, so no one user's folders, pins or bookmarks grow without limit.
     folders_max: int = 500
@@ -274,6 +276,7 @@ class Settings:
             tags_max_count=_env_int("THREADLINE_TAGS_MAX_COUNT", cls.tags_max_count),
             message_max_bytes=_env_int("THREADLINE_MESSAGE_MAX_BYTES", cls.message_max_bytes),
             thread_max_depth=_env_int("THREADLINE_THREAD_MAX_DEPTH", cls.thread_max_depth),
+            fork_max_messages=_env_int("THREADLINE_FORK_MAX_MESSAGES", cls.fork_max_messages),
             messages_page_default=_env_int("THREADLINE_MESSAGES_PAGE_DEFAULT", cls.messages_page_default),
             folders_max=_env_int("THREADLINE_FOLDERS_MAX", cls.folders_max),
             folder_depth_max=_env_int("THREADLINE_FOLDER_DEPTH_MAX", cls.folder_depth_max),

@@ -15,7 +15,8 @@ from threadline.db.repository import older_than
 
 CONVERSATION_COLUMNS = """c.id, c.tenant_id, c.owner_id, c.title, c.description, c.tags, c.status,
     c.session_id, c.ai_provider, c.model, c.max_history_messages, c.message_count, c.token_count,
-    c.created_at, c.updated_at, c.last_activity_at"""
+    c.created_at, c.updated_at, c.last_activity_at, c.metadata, c.forked_from_conversation_id,
+    c.forked_from_message_id"""
 
 PARTICIPANT_COLUMNS = "id, tenant_id, conversation_id, user_id, role, joined_at"
 INVITE_COLUMNS = "id, tenant_id, conversation_id, user_id, inviter_id, role, status, created_at, accepted_at"
@@ -101,8 +102,18 @@ def visibility_sql(principal: Principal, params: list[Any], alias: str = "c") ->
     return f"{tenant} AND {member}"
 
 
-def _list_filters(principal: Principal, status: str | None, tags: list[str] | None, params: list[Any]) -> str:
+def _list_filters(
+    principal: Principal,
+    status: str | None,
+    tags: list[str] | None,
+    params: list[Any],
+    metadata: dict[str, str] | None = None,
+) -> str:
     where = [visibility_sql(principal, params)]
+    if metadata:
+        # `@>` on the partial GIN index (jsonb_path_ops): the rows holding every pair, without a scan.
+        params.append(metadata)
+        where.append(f"c.metadata @> ${len(params)}::jsonb")
     if status is not None:
         params.append(status)
         where.append(f"c.status = ${len(params)}")
@@ -120,9 +131,10 @@ async def list_conversations(
     tags: list[str] | None,
     limit: int,
     after: tuple[datetime, uuid.UUID] | None,
+    metadata: dict[str, str] | None = None,
 ) -> list[asyncpg.Record]:
     params: list[Any] = []
-    where = _list_filters(principal, status, tags, params)
+    where = _list_filters(principal, status, tags, params, metadata)
     where += older_than("c.last_activity_at, c.id", after, params)
     params.append(limit)
     return await db.fetch(
@@ -133,10 +145,15 @@ async def list_conversations(
 
 
 async def count_conversations(
-    db: Executor, principal: Principal, *, status: str | None, tags: list[str] | None
+    db: Executor,
+    principal: Principal,
+    *,
+    status: str | None,
+    tags: list[str] | None,
+    metadata: dict[str, str] | None = None,
 ) -> int:
     params: list[Any] = []
-    where = _list_filters(principal, status, tags, params)
+    where = _list_filters(principal, status, tags, params, metadata)
     return int(await db.fetchval(f"SELECT count(*) FROM conversation c WHERE {where}", *params))
 
 

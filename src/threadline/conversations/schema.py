@@ -36,6 +36,8 @@ from threadline.graphql.pagination import (
 from threadline.idempotency.schema import run_once
 from threadline.idempotency.types import ClientMutationId
 from threadline.ids import Kind, decode_id
+from threadline.metadata import rules as metadata_rules
+from threadline.metadata.types import MetadataFilterInput
 from threadline.search import tag_service
 
 # Arguments several fields share.
@@ -56,6 +58,7 @@ def _fields(input: ConversationCreateInput | ConversationUpdateInput) -> Convers
         model=input.model,
         session_id=input.session_id,
         max_history_messages=input.max_history_messages,
+        metadata=input.metadata,
     )
 
 
@@ -73,7 +76,8 @@ class ConversationQuery:
 
     @strawberry.field(
         description="Conversations the caller may read, most recent activity first. `status` defaults to "
-        "ACTIVE; `tags` keeps conversations carrying all of them."
+        "ACTIVE; `tags` keeps conversations carrying all of them; `metadata` those holding every given "
+        "key/value pair (indexed)."
     )
     async def conversations(
         self,
@@ -93,6 +97,13 @@ class ConversationQuery:
                 "as stored)."
             ),
         ] = None,
+        metadata: Annotated[
+            list[MetadataFilterInput] | None,
+            strawberry.argument(
+                description="Only conversations whose metadata holds every one of these key/value pairs (exact "
+                "match; one `{key, value}` object or a list)."
+            ),
+        ] = None,
     ) -> Connection[Conversation]:
         principal = await info.context.principal()
         settings = info.context.settings
@@ -100,16 +111,19 @@ class ConversationQuery:
         cursor = decode_cursor(after, (as_datetime, as_uuid)) if after else None
         wanted_tags = normalise_tags(tags, settings) if tags else None
         status_value = status.value if status is not None else None
+        wanted = metadata_rules.containment(((m.key, m.value) for m in metadata or []), "metadata")
         db = info.context.db
         rows = await service.list_page(
-            db, principal, status=status_value, tags=wanted_tags, limit=limit + 1, after=cursor
+            db, principal, status=status_value, tags=wanted_tags, limit=limit + 1, after=cursor, metadata=wanted
         )
         return connection(
             rows,
             limit,
             Conversation.from_row,
             lambda r: (r["last_activity_at"], r["id"]),
-            lambda: repo.count_conversations(db, principal, status=status_value, tags=wanted_tags),
+            lambda: repo.count_conversations(
+                db, principal, status=status_value, tags=wanted_tags, metadata=wanted
+            ),
             has_previous=cursor is not None,
         )
 

@@ -20,6 +20,7 @@ from threadline.errors import bad_input, conflict, forbidden, not_found
 from threadline.events.announce import publish_membership_changed
 from threadline.events.payloads import MembershipChanged
 from threadline.ids import Kind, encode_id
+from threadline.metadata import rules as metadata_rules
 from threadline.settings import Settings
 
 
@@ -32,6 +33,7 @@ class ConversationFields:
     model: str | None = None
     session_id: str | None = None
     max_history_messages: int | None = None
+    metadata: object = None  # a JSON object of strings; {} clears it
 
 
 def _validated(fields: ConversationFields, settings: Settings) -> dict[str, Any]:
@@ -51,6 +53,8 @@ def _validated(fields: ConversationFields, settings: Settings) -> dict[str, Any]
         out["session_id"] = bounded_text(fields.session_id, 255, "sessionId") or None
     if fields.max_history_messages is not None:
         out["max_history_messages"] = max_history(fields.max_history_messages)
+    if fields.metadata is not None:
+        out["metadata"] = metadata_rules.validated(fields.metadata)
     return out
 
 
@@ -67,8 +71,11 @@ async def create(
         "max_history_messages": 20,
     }
     values.update(_validated(fields, settings))
+    metadata = values.pop("metadata", None)
     async with db.transaction() as tx:
         row = await repo.insert_conversation(tx, principal.tenant_id, principal.user_id, **values)
+        if metadata is not None:
+            row = await repo.update_conversation(tx, principal.tenant_id, row["id"], {"metadata": metadata})
         await repo.insert_participant(tx, principal.tenant_id, row["id"], principal.user_id, "OWNER")
     return row
 
@@ -118,8 +125,11 @@ async def list_page(
     tags: list[str] | None,
     limit: int,
     after: tuple[datetime, uuid.UUID] | None,
+    metadata: dict[str, str] | None = None,
 ) -> list[asyncpg.Record]:
-    return await repo.list_conversations(db, principal, status=status, tags=tags, limit=limit, after=after)
+    return await repo.list_conversations(
+        db, principal, status=status, tags=tags, limit=limit, after=after, metadata=metadata
+    )
 
 
 async def _membership_event(

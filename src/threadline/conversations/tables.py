@@ -1,6 +1,7 @@
 """Conversations, their participants and invites."""
 
 from piccolo.columns import (
+    JSONB,
     UUID,
     Array,
     BigInt,
@@ -33,6 +34,11 @@ class Conversation(Table, tablename="conversation"):
     created_at = Timestamptz(default=TimestamptzNow())
     updated_at = Timestamptz(default=TimestamptzNow())
     last_activity_at = Timestamptz(default=TimestamptzNow())
+    # Key/value strings set by clients (conversations.metadata); None until some are set.
+    metadata = JSONB(null=True, default=None)
+    # A fork's source (forks/): kept as plain ids that go null when the source is deleted.
+    forked_from_conversation_id = UUID(null=True, default=None)
+    forked_from_message_id = UUID(null=True, default=None)
 
 
 class Participant(Table, tablename="participant"):

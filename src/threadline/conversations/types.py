@@ -9,13 +9,24 @@ from uuid import UUID
 
 import asyncpg
 import strawberry
+from strawberry.scalars import JSON
 
 from threadline.auth.types import User, load_user
 from threadline.conversations import loaders
 from threadline.graphql.context import Info
 from threadline.graphql.describe import describe_values
 from threadline.graphql.node import Node
-from threadline.graphql.pagination import PAGE_SIZE_LIMIT, After, Connection, First
+from threadline.graphql.pagination import (
+    PAGE_SIZE_LIMIT,
+    After,
+    Connection,
+    First,
+    as_datetime,
+    as_uuid,
+    connection,
+    decode_cursor,
+    page_size,
+)
 from threadline.ids import Kind, encode_id
 
 if TYPE_CHECKING:
@@ -151,8 +162,12 @@ class Conversation(Node):
     created_at: datetime = strawberry.field(description="When it was created.")
     updated_at: datetime = strawberry.field(description="When it last changed.")
     last_activity_at: datetime = strawberry.field(description="When the last message arrived.")
+    metadata: JSON = strawberry.field(
+        description="Key/value strings of the client's own (at most 16 keys of up to 64 characters, values of up to 512); {} when none. Filter lists by them with `conversations(metadata:)` and `search(metadata:)`."
+    )
     uuid: strawberry.Private[UUID]
     owner_uuid: strawberry.Private[UUID | None]
+    forked_from_uuids: strawberry.Private[tuple[UUID | None, UUID | None]] = (None, None)
 
     @strawberry.field(description="The user who created the conversation.")
     async def owner(self, info: Info) -> User | None:
@@ -220,6 +235,44 @@ class Conversation(Node):
 
         return await conversation_runs(info, self.uuid, first, after, status)
 
+    @strawberry.field(
+        description="Where this conversation was forked from (`conversationFork`): the source conversation and "
+        "message, each null if it was deleted or the viewer may not read it; null for a conversation that is no fork."
+    )
+    async def forked_from(self, info: Info) -> ForkedFrom | None:
+        from threadline.forks import provenance
+        from threadline.threads.types import Message
+
+        source_id, message_id = self.forked_from_uuids
+        if source_id is None:
+            return None
+        source = await provenance.readable_source(info, source_id)
+        if source is None:
+            return None
+        found = await provenance.source_message(info, source_id, message_id) if message_id else None
+        message = Message.from_row(*found) if found else None
+        return ForkedFrom(conversation=Conversation.from_row(source), message=message)
+
+    @strawberry.field(
+        description="Conversations forked from this one (`conversationFork`), newest first: only those the viewer "
+        "may read (whoever sees a fork here may read both)."
+    )
+    async def forks(self, info: Info, first: First = None, after: After = None) -> Connection[Conversation]:
+        from threadline.forks import provenance
+
+        settings = info.context.settings
+        limit = page_size(first, settings.page_size_default, settings.page_size_max)
+        cursor = decode_cursor(after, (as_datetime, as_uuid)) if after else None
+        rows = await provenance.forks_page(info, self.uuid, limit + 1, cursor)
+        return connection(
+            rows,
+            limit,
+            Conversation.from_row,
+            lambda r: (r["created_at"], r["id"]),
+            lambda: provenance.count_forks(info, self.uuid),
+            has_previous=cursor is not None,
+        )
+
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Conversation:
         return cls(
@@ -239,7 +292,17 @@ class Conversation(Node):
             created_at=row["created_at"],
             updated_at=row["updated_at"],
             last_activity_at=row["last_activity_at"],
+            metadata=JSON(row.get("metadata") or {}),
+            forked_from_uuids=(row.get("forked_from_conversation_id"), row.get("forked_from_message_id")),
         )
+
+
+@strawberry.type(description="Where a forked conversation was copied from (`conversationFork`).")
+class ForkedFrom:
+    conversation: Conversation = strawberry.field(description="The source conversation.")
+    message: Annotated[Message, strawberry.lazy("threadline.threads.types")] | None = strawberry.field(
+        description="The message the fork was made at (its copy is in the fork); null if it is gone."
+    )
 
 
 @strawberry.input(description="A new conversation. Every field is optional.")
@@ -270,6 +333,11 @@ class ConversationCreateInput:
         default=None,
         description="Messages of context a run sends to the model: 1 to 10,000, 20 when omitted.",
     )
+    metadata: JSON | None = strawberry.field(
+        default=None,
+        description="Key/value strings of your own: a JSON object of at most 16 keys (each 1 to 64 characters) "
+        "with string values of at most 512 characters; BAD_USER_INPUT naming the bound otherwise.",
+    )
 
 
 @strawberry.input(description="Changes to a conversation; omitted fields stay as they are.")
@@ -296,4 +364,9 @@ class ConversationUpdateInput:
     )
     max_history_messages: int | None = strawberry.field(
         default=None, description="Messages of context a run sends to the model: 1 to 10,000."
+    )
+    metadata: JSON | None = strawberry.field(
+        default=None,
+        description="Replaces all the metadata ({} clears it): at most 16 keys (each 1 to 64 characters) with "
+        "string values of at most 512 characters.",
     )

@@ -7,6 +7,7 @@ from threadline.auth.tables import ApiKey, AppUser, ErasedSubject, Tenant
 from threadline.conversations.tables import Conversation, Invite, Participant
 from threadline.documents.tables import PersistedDocument
 from threadline.events.tables import StreamEvent, StreamState
+from threadline.feedback.tables import MessageFeedback
 from threadline.files.tables import File, FileBlob, FileBlobGone, FileChunk, MessageFile
 from threadline.idempotency.tables import IdempotencyKey
 from threadline.links.tables import ConversationLink
@@ -33,6 +34,7 @@ ALL_TABLES: tuple[type[Table], ...] = (
     MessageEdit,
     ReadMarker,
     MessageChunk,
+    MessageFeedback,
     StreamEvent,
     StreamState,
     StreamCursorKey,

@@ -45,6 +45,7 @@ PERSONAL = {
     ("rate_limit_assignment", "user_id"),
     ("idempotency_key", "user_id"),  # holds ids of what they created, never content
     ("import_source", "owner_id"),  # their import identities (their conversations are deleted anyway)
+    ("message_feedback", "user_id"),  # their ratings and comments: theirs alone
     ("share_link", "created_by"),  # links they made: a link outliving its maker would publish for no one
     ("file", "uploaded_by"),  # their uploads (the triggers drop blobs no upload names any more)
 }

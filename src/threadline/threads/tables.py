@@ -1,6 +1,7 @@
 """Messages (tree nodes), threads (one row per root), edit history, read markers, chunks."""
 
 from piccolo.columns import (
+    JSONB,
     UUID,
     BigInt,
     Boolean,
@@ -43,6 +44,8 @@ class Message(Table, tablename="message"):
     usage_imported = Boolean(default=False)
     # The message's id in the export it was imported from (porting): a re-import merges by it.
     import_key = Text(null=True, default=None)
+    # Key/value strings set by clients (conversations.metadata); None until some are set.
+    metadata = JSONB(null=True, default=None)
 
 
 class Thread(Table, tablename="thread"):

@@ -1,0 +1,1 @@
+"""Feedback on messages: one rating (up or down) with reasons and a comment per user and message."""

@@ -1,0 +1,55 @@
+"""Reads of a conversation's provenance for the GraphQL layer: the source and forks the viewer may read.
+
+Rows only; `conversations.types` builds the objects (so this module never imports it)."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg
+
+from threadline.forks import repository as repo
+from threadline.graphql.context import Info
+from threadline.graphql.loaders import single_loader
+from threadline.threads import repository as threads
+from threadline.threads.service import path_ids
+
+
+async def readable_source(info: Info, conversation_id: uuid.UUID) -> asyncpg.Record | None:
+    """The source conversation if the viewer may read it: provenance is shown only to those who may read
+    both (the viewer reads the fork already). One statement for every fork of a response."""
+    principal = await info.context.principal()
+    db = info.context.db
+    loader = single_loader(
+        info,
+        "forks:readable-sources",
+        lambda ids: repo.readable_conversations(db, principal, ids),
+        key=lambda row: row["id"],
+    )
+    return await loader.load(conversation_id)
+
+
+async def source_message(
+    info: Info, conversation_id: uuid.UUID, message_id: uuid.UUID
+) -> tuple[asyncpg.Record, list[uuid.UUID]] | None:
+    """The message forked at, with its path ids, while it is still in the (readable) source."""
+    principal = await info.context.principal()
+    db = info.context.db
+    row = await threads.message(db, principal.tenant_id, message_id)
+    if row is None or row["conversation_id"] != conversation_id:
+        return None
+    (path,) = await path_ids(db, principal.tenant_id, [row])
+    return row, path
+
+
+async def forks_page(
+    info: Info, source_id: uuid.UUID, limit: int, after: tuple[Any, uuid.UUID] | None
+) -> list[asyncpg.Record]:
+    principal = await info.context.principal()
+    return await repo.forks_page(info.context.db, principal, source_id, limit, after)
+
+
+async def count_forks(info: Info, source_id: uuid.UUID) -> int:
+    principal = await info.context.principal()
+    return await repo.count_forks(info.context.db, principal, source_id)

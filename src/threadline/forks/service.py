@@ -1,0 +1,83 @@
+"""Fork rules: what each mode copies, the size cap, provenance, and the one transaction it all happens in."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from threadline.auth.principal import Principal
+from threadline.conversations import repository as conversations
+from threadline.conversations.access import Access, require
+from threadline.conversations.rules import normalise_title
+from threadline.db import Database
+from threadline.errors import bad_input, not_found
+from threadline.forks import repository as repo
+from threadline.settings import Settings
+from threadline.threads import repository as threads
+
+MODES = ("BRANCH", "PATH_ONLY", "THREAD")
+
+
+async def fork(
+    db: Database,
+    settings: Settings,
+    principal: Principal,
+    message_id: uuid.UUID,
+    mode: str,
+    title: str | None,
+) -> tuple[asyncpg.Record, uuid.UUID]:
+    """Copy what `mode` selects around `message_id` into a new conversation owned by the caller; returns the
+    conversation and the id of the message's copy. BRANCH: the path root -> message and everything under the
+    message; PATH_ONLY: the path alone; THREAD: the message's whole thread. Runs are not copied.
+
+    One transaction, one statement for the rows whatever their number (forks.repository.copy_messages);
+    more than THREADLINE_FORK_MAX_MESSAGES is refused up front, so a huge thread is a clear error, not a timeout.
+    """
+    if mode not in MODES:
+        raise bad_input(f"mode must be one of {', '.join(MODES)}", argument="mode")
+    new_title = normalise_title(title, settings) if title is not None else None
+    async with db.transaction() as tx:
+        message = await threads.message(tx, principal.tenant_id, message_id)
+        if message is None:
+            raise not_found("Message")
+        source = await require(tx, principal, message["conversation_id"], Access.READ)
+        cap = settings.fork_max_messages
+        size = await repo.count_at_most(tx, principal.tenant_id, message, mode, cap)
+        if size > cap:
+            raise bad_input(
+                f"This fork would copy more than {cap} messages (THREADLINE_FORK_MAX_MESSAGES); fork a smaller "
+                "part (mode BRANCH or PATH_ONLY from a deeper message)",
+                argument="mode",
+                limit=cap,
+            )
+        row = await conversations.insert_conversation(
+            tx,
+            principal.tenant_id,
+            principal.user_id,
+            title=new_title or source["title"],
+            description=source["description"],
+            tags=list(source["tags"] or []),
+            session_id=None,
+            ai_provider=source["ai_provider"],
+            model=source["model"],
+            max_history_messages=source["max_history_messages"],
+        )
+        await conversations.insert_participant(tx, principal.tenant_id, row["id"], principal.user_id, "OWNER")
+        copied = await repo.copy_messages(tx, principal.tenant_id, message, mode, row["id"])
+        await repo.insert_thread(
+            tx, principal.tenant_id, row["id"], copied["root_id"], copied["copied"] - 1, copied["last_seq"]
+        )
+        # Copies' usage is not counted again (the source's messages spent it): the token count starts at 0.
+        row = await conversations.update_conversation(
+            tx,
+            principal.tenant_id,
+            row["id"],
+            {
+                "message_count": copied["copied"],
+                "metadata": source["metadata"],
+                "forked_from_conversation_id": source["id"],
+                "forked_from_message_id": message["id"],
+            },
+        )
+    return row, copied["message_id"]
