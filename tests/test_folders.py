@@ -7,8 +7,9 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from tests import harness
 from tests.api import create_conversation, join
-from tests.harness import Actor, Client, ServerThread
+from tests.harness import Actor, Client, Loop, ServerThread
 
 CREATE = """mutation($n: String!, $p: ID, $pos: Int) {
   folderCreate(name: $n, parentId: $p, position: $pos) { id name position depth parentId } }"""
@@ -152,9 +153,7 @@ def test_moving_a_folder_into_itself_or_its_subtree_is_bad_input(admin: Actor) -
     assert names(tree) == ["Top"] and names(tree[0]["children"]) == ["Mid"]
 
 
-def test_depth_and_count_are_bounded(dsn: str, loop: Any) -> None:
-    from tests import harness
-
+def test_depth_and_count_are_bounded(dsn: str, loop: Loop) -> None:
     srv = ServerThread(harness.test_settings(dsn, migrate_on_start=False, folders_max=4, folder_depth_max=3))
     srv.start()
     try:
