@@ -1,274 +1,166 @@
-"""An executor that completes lists of leaf-only objects in one pass per item.
+"""The project's execution context: every selection runs as compiled code, cached per operation.
 
-graphql-core spends a few microseconds on every resolved field (resolve info, path, completion
-dispatch); a threadTree of 10,000 nodes with 7 fields is 70,000 of them. When a list of objects
-asks only for plain leaf fields, every item is completed the same way: read the attribute, run the
-leaf type's serializer. `FastExecutionContext` works that out once per selection (a plan) and then
-runs it per item.
+graphql-core spends several microseconds on every resolved field (resolve info, path, resolver call through
+strawberry's wrapper, completion dispatch); a page of 50 conversations with their owners and participants is
+thousands of them, and most only read an attribute. `FastExecutionContext` runs each object selection of the
+document through code compiled for it (graphql/compiled_plan.py): plain fields are read and serialized
+inline, plain object and list fields are completed through their own compiled selections, and resolvers
+go through the stock `execute_field` (so DataLoaders batch as before, and resolve info is the stock one).
 
-Everything else goes through the stock executor: custom resolvers, arguments, field extensions,
-schema extensions that wrap resolvers, nested objects, abstract types, `@defer`/`@stream`, and any
-directive other than `@skip`/`@include` (which field collection has already applied). An item whose
-fast completion meets anything unusual (null where non-null is required, an awaitable, an exception,
-a value its serializer rejects) is completed again by the stock code, so data and errors stay
-byte-identical; plain attribute reads are repeatable, which is what makes the retry safe.
+The compiled code of an operation is cached across requests, keyed by the operation (its document text and
+position) and, inside it, by parent type and selection shape (which `@skip`/`@include` variables can
+change): at most `OPERATIONS_CACHED` operations, least recently used first out.
+
+Everything the plans do not cover is the stock executor's: `@defer`/`@stream` and custom directives,
+fragment arguments, abstract types (until their runtime object type is known), types with a hand-written
+`is_type_of`, lists of lists, and schemas whose extensions wrap resolvers (`resolve` hooks), which turn
+compiled execution off entirely. Results, errors, their paths and order stay the stock executor's: see
+tests/test_compiled_execution.py, which compares both byte for byte.
 """
 
 from __future__ import annotations
 
-import keyword
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
-from datetime import date, datetime, time
-from decimal import Decimal
-from enum import Enum
-from operator import attrgetter
 from typing import Any
 
-from graphql import GraphQLBoolean, GraphQLEnumType, GraphQLID, GraphQLInt, GraphQLObjectType, GraphQLString
+from graphql import GraphQLField, GraphQLObjectType, OperationDefinitionNode
 from graphql.execution.collect_fields import FieldDetailsList
-from graphql.execution.executor import collect_iterator_awaitables
+from graphql.execution.executor import collect_iterator_awaitables, to_nodes
 from graphql.pyutils import Path, Undefined, gather_with_cancel
-from graphql.type import (
-    GraphQLLeafType,
-    GraphQLList,
-    GraphQLOutputType,
-    GraphQLResolveInfo,
-    is_leaf_type,
-    is_list_type,
-    is_non_null_type,
-    is_object_type,
-)
+from graphql.type import GraphQLList, GraphQLOutputType, GraphQLResolveInfo, is_non_null_type, is_object_type
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
-from strawberry.schema.schema_converter import GraphQLCoreConverter
-from strawberry.types.field import StrawberryField
 
-__all__ = ["FastExecutionContext"]
+from threadline.graphql.compiled_plan import (
+    COLLECTED_DIRECTIVES,
+    Bind,
+    Shape,
+    compile_selection,
+    object_type_check,
+    selection_shape,
+)
 
-_FAILED = object()  # an item the fast path hands back to the stock executor
-_COLLECTED_DIRECTIVES = frozenset({"skip", "include"})  # applied by field collection already
-_STR = frozenset({str})
-# Exact types that are never awaitable nor exceptions (no instance __dict__ to grow an __await__).
-_INERT_TYPES = frozenset({str, int, float, bool, datetime, date, time, Decimal})
+__all__ = ["OPERATIONS_CACHED", "FastExecutionContext"]
 
-# Kinds of planned fields.
-_TYPENAME, _LEAF, _STRING, _LEAF_LIST, _STRING_LIST, _INT, _BOOLEAN = range(7)
+OPERATIONS_CACHED = 512  # operations whose compiled selections are kept (least recently used out first)
+SELECTIONS_PER_OPERATION = 1024  # past this (many @skip/@include combinations) new shapes are not kept
 
-# One planned field: (response key, kind, attribute getter or constant, serializer, non-null,
-# list items non-null, exact value types that need no awaitable/exception check).
-_Step = tuple[str, int, Any, Callable[[Any], Any] | None, bool, bool, frozenset[type]]
-
-
-class _Plan:
-    """How to complete one item of a leaf-only selection, with the stock executor's semantics.
-
-    The steps are compiled into one Python function per selection (straight-line code, attribute reads
-    inlined, a dict display for the result): the per-item cost is then a few bytecodes per field rather
-    than a loop over step tuples.
-    """
-
-    __slots__ = ("complete", "steps")
-
-    def __init__(
-        self,
-        steps: list[_Step],
-        is_type_of: Callable[[Any, GraphQLResolveInfo[Any]], Any] | None,
-        is_awaitable: Callable[[Any], bool],
-    ) -> None:
-        self.steps = steps
-        self.complete: Callable[[Any, GraphQLResolveInfo[Any]], Any] = _compile(
-            steps, is_type_of, is_awaitable
-        )
+Run = Callable[[Any, Path | None], Any]
+_Plans = dict[tuple[GraphQLObjectType, Shape], Bind | None]
+_OPERATIONS: OrderedDict[tuple[str, int], _Plans] = OrderedDict()
 
 
-def _complete_leaf_list(
-    value: Any,
-    serialize: Callable[[Any], Any],
-    items_non_null: bool,
-    inert: frozenset[type],
-    strings: bool,
-    is_awaitable: Callable[[Any], bool],
-) -> Any:
-    """A list of leaves completed as `complete_list_value` would, or `_FAILED`."""
-    if type(value) is not list and type(value) is not tuple:
-        return _FAILED
-    if strings and _STR.issuperset(map(type, value)):
-        return list(value)
-    completed: list[Any] = []
-    for element in value:
-        if element is None or element is Undefined:
-            if items_non_null:
-                return _FAILED
-            completed.append(None)
-            continue
-        if type(element) not in inert and (isinstance(element, Exception) or is_awaitable(element)):
-            return _FAILED
-        serialized = serialize(element)
-        if serialized is None or serialized is Undefined:
-            return _FAILED
-        completed.append(serialized)
-    return completed
+def _operation_plans(operation: OperationDefinitionNode) -> _Plans:
+    """The compiled selections of `operation`, shared by every request that sends the same document."""
+    loc = operation.loc
+    if loc is None:  # a document built without locations: compiled for this request only
+        return {}
+    key = (loc.source.body, loc.start)
+    plans = _OPERATIONS.get(key)
+    if plans is None:
+        plans = _OPERATIONS[key] = {}
+        if len(_OPERATIONS) > OPERATIONS_CACHED:
+            _OPERATIONS.popitem(last=False)
+    else:
+        _OPERATIONS.move_to_end(key)
+    return plans
 
 
-def _compile(
-    steps: list[_Step],
-    is_type_of: Callable[[Any, GraphQLResolveInfo[Any]], Any] | None,
-    is_awaitable: Callable[[Any], bool],
-) -> Callable[[Any, GraphQLResolveInfo[Any]], Any]:
-    """Straight-line code for `steps`: returns the completed dict of an item, or `_FAILED` when the stock
-    executor must complete it (null in a non-null field, an awaitable, an exception, a rejected value)."""
-    names: dict[str, Any] = {
-        "_FAILED": _FAILED,
-        "Undefined": Undefined,
-        "is_awaitable": is_awaitable,
-        "is_type_of": is_type_of,
-        "complete_list": _complete_leaf_list,
-    }
-    body = [
-        "def complete(item, info):",
-        "    if item is None or item is Undefined or isinstance(item, Exception):",
-        "        return _FAILED",
-        "    try:",
-    ]
-    if is_type_of is not None:
-        body += ["        if is_type_of(item, info) is not True:", "            return _FAILED"]
-    entries: list[str] = []
-    for i, (key, kind, get, serialize, non_null, items_non_null, inert) in enumerate(steps):
-        names[f"key{i}"] = key
-        if kind == _TYPENAME:
-            names[f"out{i}"] = get
-            entries.append(f"key{i}: out{i}")
-            continue
-        names[f"get{i}"], names[f"ser{i}"], names[f"inert{i}"] = get, serialize, inert
-        attribute = getattr(get, "_threadline_attribute", None)
-        read = f"item.{attribute}" if attribute else f"get{i}(item)"
-        body += [
-            f"        v = {read}",
-            "        if v is None or v is Undefined:",
-            "            return _FAILED" if non_null else f"            o{i} = None",
-        ]
-        if kind in (_LEAF_LIST, _STRING_LIST):
-            strings = kind == _STRING_LIST
-            body += [
-                "        else:",
-                f"            o{i} = complete_list(v, ser{i}, {items_non_null}, inert{i}, {strings}, is_awaitable)",
-                f"            if o{i} is _FAILED:",
-                "                return _FAILED",
-            ]
-        else:
-            # Values the leaf's serializer would return unchanged, without the call.
-            if kind == _STRING:
-                body += ["        elif type(v) is str:", f"            o{i} = v"]
-            elif kind == _INT:
-                body += [
-                    "        elif type(v) is int and -2147483648 <= v <= 2147483647:",
-                    f"            o{i} = v",
-                ]
-            elif kind == _BOOLEAN:
-                body += ["        elif type(v) is bool:", f"            o{i} = v"]
-            body += [
-                "        else:",
-                # What complete_value checks before serializing; skipped for types that cannot be either.
-                f"            if type(v) not in inert{i} and (isinstance(v, Exception) or is_awaitable(v)):",
-                "                return _FAILED",
-                f"            o{i} = ser{i}(v)",
-                f"            if o{i} is None or o{i} is Undefined:",
-                "                return _FAILED",
-            ]
-        entries.append(f"key{i}: o{i}")
-    body += [
-        "    except Exception:  # the stock executor reports it, identically",
-        "        return _FAILED",
-        "    return {" + ", ".join(entries) + "}",
-    ]
-    exec("\n".join(body), names)  # noqa: S102 - code built from the schema's own field names above
-    return names["complete"]  # type: ignore[no-any-return]
-
-
-def _serializer(leaf_type: GraphQLLeafType) -> tuple[Callable[[Any], Any], frozenset[type]]:
-    """The leaf type's serializer, with its results for a strawberry enum's members computed up front.
-
-    Strawberry serializes an enum member by scanning every value of the enum; the members are a closed
-    set of singletons, so each member's name is worked out once, by that same serializer.
-    """
-    serialize = leaf_type.coerce_output_value
-    members = getattr(leaf_type, "wrapped_cls", None)
-    if not isinstance(leaf_type, GraphQLEnumType) or not (
-        isinstance(members, type) and issubclass(members, Enum)
-    ):
-        return serialize, _INERT_TYPES
-    names: dict[int, Any] = {}
-    for member in members:
-        if hasattr(member, "__await__"):  # would be awaited, not serialized
-            return serialize, _INERT_TYPES
-        try:
-            names[id(member)] = serialize(member)
-        except Exception:  # noqa: BLE001, S112 - left to the serializer at completion time
-            continue
-
-    def serialize_member(value: Any) -> Any:
-        if type(value) is members:
-            name = names.get(id(value))
-            if name is not None:
-                return name
-        return serialize(value)
-
-    # Exact members of the enum are neither awaitable (checked above) nor exceptions.
-    inert = _INERT_TYPES if issubclass(members, Exception) else _INERT_TYPES | {members}
-    return serialize_member, inert
-
-
-def _leaf_of(field_type: GraphQLOutputType) -> tuple[GraphQLLeafType, bool, bool, bool] | None:
-    """(leaf type, non-null, is a list, list items non-null) of a leaf or list-of-leaf type."""
-    non_null = is_non_null_type(field_type)
-    inner = field_type.of_type if non_null else field_type  # type: ignore[union-attr]
-    if is_leaf_type(inner):
-        return inner, non_null, False, False
-    if is_list_type(inner):
-        element = inner.of_type
-        items_non_null = is_non_null_type(element)
-        element = element.of_type if items_non_null else element
-        if is_leaf_type(element):
-            return element, non_null, True, items_non_null
-    return None
-
-
-def _plain_attribute_getter(field: Any) -> Callable[[Any], Any] | None:
-    """The getter a strawberry field without resolver, extensions or exception handlers uses."""
-    if not isinstance(field, StrawberryField) or not field.is_basic_field:
-        return None
-    if type(field).get_result is not StrawberryField.get_result:
-        return None
-    default_resolver = field.default_resolver
-    name = field.python_name
-    if default_resolver is getattr:
-        if name.isidentifier() and not keyword.iskeyword(name) and not name.startswith("__"):
-            return _AttributeGetter(name)
-        return attrgetter(name)
-    return lambda source: default_resolver(source, name)
-
-
-class _AttributeGetter:
-    """`attrgetter(name)` that compiled plans read inline as `item.<name>` (same lookup, no call)."""
-
-    __slots__ = ("_threadline_attribute", "_get")
-
-    def __init__(self, name: str) -> None:
-        self._threadline_attribute = name
-        self._get = attrgetter(name)
-
-    def __call__(self, source: Any) -> Any:
-        return self._get(source)
+def _streams(field_details_list: FieldDetailsList) -> bool:
+    """Whether a list field carries `@stream` (or another directive field collection did not apply)."""
+    return any(
+        d.name.value not in COLLECTED_DIRECTIVES
+        for details in field_details_list
+        for d in details.node.directives or ()
+    )
 
 
 class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
-    """The stock strawberry executor, plus one-pass completion of lists of leaf-only objects."""
+    """The stock strawberry executor, with every object selection run as compiled code."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         manager = self.middleware_manager
         # Schema extensions that implement `resolve` wrap every field: only the stock path runs them.
         self._fast = manager is None or not manager.middlewares
-        self._plans: dict[tuple[GraphQLObjectType, int], tuple[FieldDetailsList, _Plan | None]] = {}
+        self._plans = _operation_plans(self.operation) if self._fast else {}
+        # Compiled selections bound to this request's field nodes, by the identity of their field set (kept
+        # alive with it, as collect_subfields does, so that an id is never reused while cached).
+        self._runs: dict[int, tuple[dict[str, FieldDetailsList], Run | None]] = {}
+
+    def build_per_event_executor(self, payload: Any) -> Any:
+        executor: FastExecutionContext = super().build_per_event_executor(payload)  # type: ignore[assignment]
+        # Each event collects its root fields afresh: a long subscription must not pile up bound plans.
+        executor.forget_bound_selections()
+        return executor
+
+    def forget_bound_selections(self) -> None:
+        self._runs = {}
+
+    # --- plans --------------------------------------------------------------------------------------------
+
+    def compiled_selection(
+        self, parent_type: GraphQLObjectType, grouped_field_set: dict[str, FieldDetailsList]
+    ) -> Bind | None:
+        """The compiled code of a selection of `parent_type` (None: the stock executor runs it)."""
+        key = (parent_type, selection_shape(grouped_field_set))
+        plans = self._plans
+        if key in plans:
+            return plans[key]
+        try:
+            bind: Bind | None = compile_selection(self.schema, parent_type, key[1])
+        except Exception:  # noqa: BLE001 - a selection the compiler cannot express runs on the stock path
+            bind = None
+        if len(plans) < SELECTIONS_PER_OPERATION:
+            plans[key] = bind
+        return bind
+
+    def _run_for(
+        self, parent_type: GraphQLObjectType, grouped_field_set: dict[str, FieldDetailsList]
+    ) -> Run | None:
+        entry = self._runs.get(id(grouped_field_set))
+        if entry is None:
+            bind = self.compiled_selection(parent_type, grouped_field_set) if self._fast else None
+            run = None if bind is None else bind(self, tuple(grouped_field_set.values()))
+            entry = (grouped_field_set, run)
+            self._runs[id(grouped_field_set)] = entry
+        return entry[1]
+
+    def child_selection(self, object_type: GraphQLObjectType, field_details_list: FieldDetailsList) -> Run:
+        """How to complete an object of `object_type` for these field nodes: `complete_object_value` after
+        its `is_type_of` check (which the caller has made)."""
+        grouped_field_set, new_defer_usages, _ = self.collect_subfields(object_type, field_details_list)
+        run = None if new_defer_usages else self._run_for(object_type, grouped_field_set)
+        if run is not None:
+            return run
+
+        def stock(source: Any, path: Path | None) -> Any:
+            return self.execute_collected_subfields(
+                object_type,
+                source,
+                path,  # type: ignore[arg-type]
+                grouped_field_set,
+                new_defer_usages,
+                None,
+            )
+
+        return stock
+
+    # --- the stock executor's entry points ----------------------------------------------------------------
+
+    def execute_fields(
+        self,
+        parent_type: GraphQLObjectType,
+        source_value: Any,
+        path: Path | None,
+        grouped_field_set: Any,
+        position_context: Any,
+    ) -> Any:
+        if position_context is None:  # not inside @defer (whose delivery groups the stock code tracks)
+            run = self._run_for(parent_type, grouped_field_set)
+            if run is not None:
+                return run(source_value, path)
+        return super().execute_fields(parent_type, source_value, path, grouped_field_set, position_context)
 
     def complete_list_value(
         self,
@@ -280,93 +172,42 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         position_context: Any,
     ) -> Any:
         if self._fast and position_context is None and type(result) in (list, tuple):
-            plan = self._plan(return_type.of_type, field_details_list)
-            if plan is not None:
-                return self._complete_items(plan, return_type.of_type, field_details_list, info, path, result)
+            item_type = return_type.of_type
+            object_type: Any = item_type.of_type if is_non_null_type(item_type) else item_type
+            if (
+                is_object_type(object_type)
+                and object_type_check(object_type)[0]
+                and not _streams(field_details_list)
+            ):
+                return self.complete_objects(result, return_type, field_details_list, path, info, None, None)
         return super().complete_list_value(
             return_type, field_details_list, info, path, result, position_context
         )
 
-    def _plan(self, item_type: GraphQLOutputType, field_details_list: FieldDetailsList) -> _Plan | None:
-        object_type = item_type.of_type if is_non_null_type(item_type) else item_type
-        if not is_object_type(object_type):
-            return None
-        key = (object_type, id(field_details_list))
-        cached = self._plans.get(key)
-        if cached is None:
-            try:
-                plan = self._build_plan(object_type, field_details_list)
-            except Exception:  # noqa: BLE001 - the stock path raises it per item, where stock would
-                plan = None
-            # Keep the list alive with its plan so its id cannot be reused (as collect_subfields does).
-            cached = (field_details_list, plan)
-            self._plans[key] = cached
-        return cached[1]
+    # --- completion used by compiled code -------------------------------------------------------------------
 
-    def _build_plan(
-        self, object_type: GraphQLObjectType, field_details_list: FieldDetailsList
-    ) -> _Plan | None:
-        for details in field_details_list:  # the list field itself: no @stream or custom directive
-            if any(d.name.value not in _COLLECTED_DIRECTIVES for d in details.node.directives or ()):
-                return None
-        grouped_field_set, new_defer_usages, _ = self.collect_subfields(object_type, field_details_list)
-        if new_defer_usages:
-            return None
-        steps: list[_Step] = []
-        for response_key, sub_details in grouped_field_set.items():
-            for details in sub_details:
-                node = details.node
-                if details.defer_usage is not None or details.fragment_variable_values is not None:
-                    return None
-                if node.arguments or node.selection_set is not None:
-                    return None
-                if any(d.name.value not in _COLLECTED_DIRECTIVES for d in node.directives or ()):
-                    return None
-            name = sub_details[0].node.name.value
-            if name == "__typename":
-                steps.append((response_key, _TYPENAME, object_type.name, None, True, False, _INERT_TYPES))
-                continue
-            field_def = self.schema.get_field(object_type, name)
-            if field_def is None:
-                continue  # the stock executor leaves it out as well
-            if field_def.args or field_def.resolve is None:
-                return None
-            if getattr(field_def.resolve, "__name__", "") != "_get_basic_result":
-                return None  # a resolver, field extensions or exception handlers
-            getter = _plain_attribute_getter(
-                field_def.extensions.get(GraphQLCoreConverter.DEFINITION_BACKREF)
-            )
-            leaf = _leaf_of(field_def.type)
-            if getter is None or leaf is None:
-                return None
-            leaf_type, non_null, is_list, items_non_null = leaf
-            is_string = leaf_type is GraphQLString or leaf_type is GraphQLID  # a str serializes to itself
-            if is_list:
-                kind = _STRING_LIST if is_string else _LEAF_LIST
-            elif is_string:
-                kind = _STRING
-            elif leaf_type is GraphQLInt:
-                kind = _INT
-            elif leaf_type is GraphQLBoolean:
-                kind = _BOOLEAN
-            else:
-                kind = _LEAF
-            serialize, inert = _serializer(leaf_type)
-            steps.append((response_key, kind, getter, serialize, non_null, items_non_null, inert))
-        return _Plan(steps, object_type.is_type_of, self.is_awaitable)
-
-    def _complete_items(
+    def complete_objects(
         self,
-        plan: _Plan,
-        item_type: GraphQLOutputType,
-        field_details_list: FieldDetailsList,
-        info: GraphQLResolveInfo[Any],
-        path: Path,
         items: Iterable[Any],
+        return_type: GraphQLOutputType,
+        field_details_list: FieldDetailsList,
+        path: Path,
+        info: GraphQLResolveInfo[Any] | None,
+        field_def: GraphQLField | None,
+        parent_type: GraphQLObjectType | None,
     ) -> Any:
-        """`complete_iterable_value` with the plan in place of per-field completion."""
+        """`complete_iterable_value` for a list of objects, each completed by the compiled child selection.
+
+        Items that are not plainly objects of the type (null, an exception, an awaitable, a value
+        `is_type_of` refuses) are completed by the stock `complete_list_item_value`. `info` is the list
+        field's resolve info; for a plain field it is built (as `execute_field` would) only when needed.
+        """
+        list_type: Any = return_type.of_type if is_non_null_type(return_type) else return_type
+        item_type: Any = list_type.of_type
+        object_type: Any = item_type.of_type if is_non_null_type(item_type) else item_type
+        is_type_of = object_type_check(object_type)[1]
+        run = self.child_selection(object_type, field_details_list)
         is_awaitable = self.is_awaitable
-        complete = plan.complete
         completed_results: list[Any] = []
         append = completed_results.append
         awaitable_indices: list[int] = []
@@ -374,25 +215,38 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         index = 0
         try:
             for item in iterator:
+                item_path = Path(path, index, None)
                 if is_awaitable(item):
+                    if info is None:
+                        info = self._list_info(field_def, field_details_list, parent_type, path)
                     append(
                         self.complete_awaitable_list_item_value(
-                            item, item_type, field_details_list, info, path.add_key(index, None), None
+                            item, item_type, field_details_list, info, item_path, None
                         )
                     )
                     awaitable_indices.append(index)
+                elif (
+                    item is not None
+                    and item is not Undefined
+                    and not isinstance(item, Exception)
+                    and (is_type_of is None or _is_instance(is_type_of, item))
+                ):
+                    try:
+                        completed = run(item, item_path)
+                    except Exception as raw_error:  # as complete_list_item_value does
+                        self.handle_field_error(raw_error, item_type, field_details_list, item_path)
+                        append(None)
+                    else:
+                        if is_awaitable(completed):
+                            append(self.await_item(completed, item_type, field_details_list, item_path))
+                            awaitable_indices.append(index)
+                        else:
+                            append(completed)
                 else:
-                    value = complete(item, info)
-                    if value is not _FAILED:
-                        append(value)
-                    elif self.complete_list_item_value(
-                        item,
-                        completed_results,
-                        item_type,
-                        field_details_list,
-                        info,
-                        path.add_key(index, None),
-                        None,
+                    if info is None:
+                        info = self._list_info(field_def, field_details_list, parent_type, path)
+                    if self.complete_list_item_value(
+                        item, completed_results, item_type, field_details_list, info, item_path, None
                     ):
                         awaitable_indices.append(index)
                 index += 1
@@ -402,18 +256,56 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
             if pending:
                 self.settle_in_background(pending)
             raise
-
         if not awaitable_indices:
             return completed_results
+        return _gather_items(completed_results, awaitable_indices)
 
-        async def get_completed_results() -> list[Any]:
-            if len(awaitable_indices) == 1:
-                only = awaitable_indices[0]
-                completed_results[only] = await completed_results[only]
-            else:
-                awaited = await gather_with_cancel(*(completed_results[i] for i in awaitable_indices))
-                for i, value in zip(awaitable_indices, awaited, strict=True):
-                    completed_results[i] = value
-            return completed_results
+    def _list_info(
+        self,
+        field_def: GraphQLField | None,
+        field_details_list: FieldDetailsList,
+        parent_type: GraphQLObjectType | None,
+        path: Path,
+    ) -> GraphQLResolveInfo[Any]:
+        """The resolve info `execute_field` builds for a plain list field (only the stock code reads it)."""
+        assert field_def is not None and parent_type is not None
+        return self.build_resolve_info(field_def, to_nodes(field_details_list), parent_type, path)
 
-        return get_completed_results()
+    async def await_field(
+        self, completed: Any, return_type: GraphQLOutputType, field_details_list: FieldDetailsList, path: Path
+    ) -> Any:
+        """`execute_field`'s `await_completed`."""
+        try:
+            return await completed
+        except Exception as raw_error:
+            self.handle_field_error(raw_error, return_type, field_details_list, path)
+            return None
+
+    async def await_item(
+        self, completed: Any, item_type: GraphQLOutputType, field_details_list: FieldDetailsList, path: Path
+    ) -> Any:
+        """`complete_list_item_value`'s `await_completed`."""
+        try:
+            return await completed
+        except Exception as raw_error:
+            self.handle_field_error(raw_error, item_type, field_details_list, path)
+            return None
+
+
+def _is_instance(is_type_of: Callable[[Any, Any], Any], item: Any) -> bool:
+    try:
+        return bool(is_type_of(item, None))
+    except Exception:  # noqa: BLE001 - the stock completion calls it again and reports it
+        return False
+
+
+async def _gather_items(completed_results: list[Any], awaitable_indices: list[int]) -> list[Any]:
+    """`complete_iterable_value`'s `get_completed_results`."""
+    if len(awaitable_indices) == 1:
+        only = awaitable_indices[0]
+        completed_results[only] = await completed_results[only]
+    else:
+        awaited = await gather_with_cancel(*(completed_results[i] for i in awaitable_indices))
+        for i, value in zip(awaitable_indices, awaited, strict=True):
+            completed_results[i] = value
+    return completed_results

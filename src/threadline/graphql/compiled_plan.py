@@ -1,0 +1,292 @@
+"""Compile one object selection (the fields asked of one object type at one place in a document) to Python.
+
+graphql-core spends several microseconds on every field of every object: resolve info, a path, the resolver
+call through strawberry's wrapper, completion dispatch. Most fields of a response compute nothing: they read
+an attribute of an object a resolver already built (`title`, `edges`, `node`, `pageInfo`, `role`). A compiled
+selection is straight-line code that, per object,
+
+- reads plain fields inline and serializes leaves in place (a str for a String is itself, an enum member's
+  name is looked up once);
+- completes plain object and list-of-object fields through the child selection's own compiled code;
+- calls the stock `execute_field` for everything else (resolvers, arguments, abstract types, `__schema`),
+  so that batched loads (DataLoaders), resolve info and error handling are the stock executor's own.
+
+Whenever a plain field meets anything unusual (null where non-null is required, an exception, an awaitable,
+a value its serializer rejects, an object `is_type_of` refuses) the field is executed again by the stock
+`execute_field`: a plain attribute read is repeatable, so the data, the errors and their paths and order
+are the stock executor's. Fields run in document order, so resolvers start (and DataLoaders batch) in the
+stock order too.
+
+The code depends only on the parent type and the selection's shape (response keys, field names, and
+whether a field carries `@defer` or a directive other than `@skip`/`@include`), so it is compiled once
+and bound per request to that request's field nodes (`bind(executor, fields)`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from graphql import GraphQLBoolean, GraphQLID, GraphQLInt, GraphQLObjectType, GraphQLSchema, GraphQLString
+from graphql.execution.collect_fields import FieldDetailsList
+from graphql.pyutils import Path, Undefined, gather_with_cancel
+from graphql.type import GraphQLOutputType, is_list_type, is_non_null_type, is_object_type
+
+from threadline.graphql.compiled_leaves import FAILED, complete_leaf_list, leaf_of, plain_reader, serializer
+
+__all__ = ["Bind", "Shape", "compile_selection", "object_type_check", "selection_shape"]
+
+COLLECTED_DIRECTIVES = frozenset({"skip", "include"})  # applied by field collection already
+_OBJECT = object()  # a plain field's value is an object to complete with the child selection
+
+# (response key, field name, unusual): what the compiled code of a selection depends on.
+Shape = tuple[tuple[str, str, bool], ...]
+# Binds compiled code to an executor and the request's field details (one list per response key).
+Bind = Callable[[Any, Sequence[FieldDetailsList]], Callable[[Any, Path | None], Any]]
+
+
+def _unusual(details_list: FieldDetailsList) -> bool:
+    """A field the compiled code must leave to the stock executor whatever its definition."""
+    for details in details_list:
+        if details.defer_usage is not None or details.fragment_variable_values is not None:
+            return True
+        if any(d.name.value not in COLLECTED_DIRECTIVES for d in details.node.directives or ()):
+            return True
+    return False
+
+
+def selection_shape(grouped_field_set: dict[str, FieldDetailsList]) -> Shape:
+    return tuple(
+        (key, details[0].node.name.value, _unusual(details)) for key, details in grouped_field_set.items()
+    )
+
+
+def object_type_check(object_type: GraphQLObjectType) -> tuple[bool, Any]:
+    """(usable, is_type_of to call as `is_type_of(value, None)`) for completing values of `object_type`.
+
+    Strawberry's own `is_type_of` (isinstance against the type and its interfaces) never reads the resolve
+    info; a hand-written one might, so such types are completed by the stock executor only.
+    """
+    is_type_of = object_type.is_type_of
+    if is_type_of is None:
+        return True, None
+    qualname = getattr(is_type_of, "__qualname__", "")
+    if getattr(is_type_of, "__module__", "") == "strawberry.schema.schema_converter" and qualname.endswith(
+        "_get_is_type_of.<locals>.is_type_of"
+    ):
+        return True, is_type_of
+    return False, None
+
+
+def _object_field(field_type: GraphQLOutputType) -> tuple[GraphQLObjectType, bool, bool, bool] | None:
+    """(object type, non-null, is a list, items non-null) of `T`, `T!`, `[T]`, `[T!]`, `[T]!`, `[T!]!`."""
+    non_null = is_non_null_type(field_type)
+    inner: Any = field_type.of_type if non_null else field_type  # type: ignore[union-attr]
+    is_list = is_list_type(inner)
+    items_non_null = False
+    if is_list:
+        inner = inner.of_type
+        items_non_null = is_non_null_type(inner)
+        inner = inner.of_type if items_non_null else inner
+    if not is_object_type(inner) or not object_type_check(inner)[0]:
+        return None
+    return inner, non_null, is_list, items_non_null
+
+
+class _Writer:
+    """Collects the generated lines and the names they refer to."""
+
+    def __init__(self) -> None:
+        self.names: dict[str, Any] = {
+            "_FAILED": FAILED,
+            "_OBJECT": _OBJECT,
+            "Undefined": Undefined,
+            "Path": Path,
+            "complete_list": complete_leaf_list,
+            "gather_fields": gather_fields,
+        }
+        self.lines: list[str] = []
+
+    def add(self, indent: int, *lines: str) -> None:
+        self.lines.extend("    " * indent + line for line in lines)
+
+
+def _stock(w: _Writer, i: int, indent: int) -> None:
+    """The stock executor runs field i (a resolver, or a plain field that met something unusual)."""
+    w.add(
+        indent,
+        f"o{i} = execute_field(P, source, F{i}, Path(path, K{i}, PN), None)",
+        f"if o{i} is not None and is_awaitable(o{i}):",
+        f"    pend = add_pending(pend, K{i}, o{i})",
+    )
+
+
+def _leaf(w: _Writer, i: int, field_type: GraphQLOutputType, attribute: str | None) -> bool:
+    leaf = leaf_of(field_type)
+    if leaf is None:
+        return False
+    leaf_type, non_null, is_list, items_non_null = leaf
+    serialize, inert = serializer(leaf_type)
+    w.names[f"ser{i}"], w.names[f"inert{i}"] = serialize, inert
+    is_string = leaf_type is GraphQLString or leaf_type is GraphQLID  # a str serializes to itself
+    read = f"source.{attribute}" if attribute else f"get{i}(source)"
+    w.add(
+        3,
+        "try:",
+        f"    v = {read}",
+        "    if v is None or v is Undefined:",
+        f"        o{i} = {'_FAILED' if non_null else 'None'}",
+    )
+    if is_list:
+        w.add(
+            3,
+            "    else:",
+            f"        o{i} = complete_list(v, ser{i}, {items_non_null}, inert{i}, {is_string}, is_awaitable)",
+        )
+    else:
+        if is_string:
+            w.add(3, "    elif type(v) is str:", f"        o{i} = v")
+        elif leaf_type is GraphQLInt:
+            w.add(3, "    elif type(v) is int and -2147483648 <= v <= 2147483647:", f"        o{i} = v")
+        elif leaf_type is GraphQLBoolean:
+            w.add(3, "    elif type(v) is bool:", f"        o{i} = v")
+        w.add(
+            3,
+            # What complete_value checks before serializing; skipped for types that cannot be either.
+            f"    elif type(v) not in inert{i} and (isinstance(v, Exception) or is_awaitable(v)):",
+            f"        o{i} = _FAILED",
+            "    else:",
+            f"        o{i} = ser{i}(v)",
+            f"        if o{i} is None or o{i} is Undefined:",
+            f"            o{i} = _FAILED",
+        )
+    w.add(3, "except Exception:  # the stock executor reports it, identically", f"    o{i} = _FAILED")
+    w.add(3, f"if o{i} is _FAILED:")
+    _stock(w, i, 4)
+    return True
+
+
+def _object(w: _Writer, i: int, field_def: Any, attribute: str | None) -> bool:
+    found = _object_field(field_def.type)
+    if found is None:
+        return False
+    object_type, non_null, is_list, _ = found
+    w.names[f"T{i}"], w.names[f"RT{i}"], w.names[f"FD{i}"] = object_type, field_def.type, field_def
+    w.names[f"ito{i}"] = object_type_check(object_type)[1]
+    read = f"source.{attribute}" if attribute else f"get{i}(source)"
+    w.add(
+        3,
+        "try:",
+        f"    v = {read}",
+        "    if v is None or v is Undefined:",
+        f"        o{i} = {'_FAILED' if non_null else 'None'}",
+    )
+    if is_list:
+        w.add(3, "    elif type(v) is list or type(v) is tuple:", f"        o{i} = _OBJECT")
+    else:
+        check = "" if w.names[f"ito{i}"] is None else f" or not ito{i}(v, None)"
+        w.add(
+            3,
+            f"    elif isinstance(v, Exception) or is_awaitable(v){check}:",
+            f"        o{i} = _FAILED",
+            "    else:",
+            f"        o{i} = _OBJECT",
+        )
+    w.add(3, "except Exception:", f"    o{i} = _FAILED")
+    w.add(3, f"if o{i} is _OBJECT:", f"    fp = Path(path, K{i}, PN)", "    try:")
+    if is_list:
+        w.add(5, f"o{i} = complete_objects(v, RT{i}, F{i}, fp, None, FD{i}, P)")
+    else:
+        w.add(5, f"if sub{i} is None:", f"    sub{i} = child(T{i}, F{i})", f"o{i} = sub{i}(v, fp)")
+    w.add(
+        4,
+        "except Exception as raw_error:  # as execute_field does",
+        f"    handle_field_error(raw_error, RT{i}, F{i}, fp)",
+        f"    o{i} = None",
+        "else:",
+        f"    if is_awaitable(o{i}):",
+        f"        o{i} = await_field(o{i}, RT{i}, F{i}, fp)",
+        f"        pend = add_pending(pend, K{i}, o{i})",
+    )
+    w.add(3, f"elif o{i} is _FAILED:")
+    _stock(w, i, 4)
+    return True
+
+
+def compile_selection(schema: GraphQLSchema, parent_type: GraphQLObjectType, shape: Shape) -> Bind:
+    w = _Writer()
+    w.names["P"], w.names["PN"] = parent_type, parent_type.name
+    entries: list[str] = []
+    bound: list[str] = []
+    children: list[str] = []
+    for i, (key, name, unusual) in enumerate(shape):
+        w.names[f"K{i}"] = key
+        bound.append(f"F{i}")
+        if name == "__typename" and not unusual:
+            w.names[f"o{i}"] = parent_type.name
+            entries.append(f"K{i}: o{i}")
+            continue
+        field_def = None if name.startswith("__") else schema.get_field(parent_type, name)
+        if field_def is None and not name.startswith("__"):
+            continue  # the stock executor leaves it out as well
+        entries.append(f"K{i}: o{i}")
+        reader = None if unusual or field_def is None else plain_reader(field_def)
+        if reader is not None:
+            attribute, w.names[f"get{i}"] = reader
+            if _leaf(w, i, field_def.type, attribute):  # type: ignore[union-attr]
+                continue
+            if _object(w, i, field_def, attribute):
+                children.append(f"sub{i}")
+                continue
+        _stock(w, i, 3)
+    header = [
+        "def bind(ex, fields):",
+        "    execute_field = ex.execute_field",
+        "    handle_field_error = ex.handle_field_error",
+        "    is_awaitable = ex.is_awaitable",
+        "    child = ex.child_selection",
+        "    complete_objects = ex.complete_objects",
+        "    await_field = ex.await_field",
+        "    settle = ex.settle_in_background",
+        "    " + ", ".join([*bound, ""]) + " = fields" if bound else "    pass",
+        *(f"    {name} = None" for name in children),
+        "    def run(source, path):",
+        *([f"        nonlocal {', '.join(children)}"] if children else []),
+        "        pend = None",
+        "        try:",
+        "            pass",
+    ]
+    footer = [
+        "        except Exception:",
+        "            if pend:  # as execute_fields does: awaitables already started are settled",
+        "                settle([a for _, a in pend])",
+        "            raise",
+        "        result = {" + ", ".join(entries) + "}",
+        "        if pend is None:",
+        "            return result",
+        "        return gather_fields(result, pend)",
+        "    return run",
+    ]
+    w.names["add_pending"] = add_pending
+    source = "\n".join([*header, *w.lines, *footer])
+    exec(source, w.names)  # noqa: S102 - code built from the schema's own names, keys bound as constants
+    return w.names["bind"]  # type: ignore[no-any-return]
+
+
+def add_pending(pending: list[tuple[str, Any]] | None, key: str, value: Any) -> list[tuple[str, Any]]:
+    if pending is None:
+        return [(key, value)]
+    pending.append((key, value))
+    return pending
+
+
+async def gather_fields(result: dict[str, Any], pending: list[tuple[str, Any]]) -> dict[str, Any]:
+    """`execute_fields`' `get_results`: the awaitable fields settled in parallel, in their places."""
+    if len(pending) == 1:
+        key, value = pending[0]
+        result[key] = await value
+    else:
+        awaited = await gather_with_cancel(*(value for _, value in pending))
+        for (key, _), value in zip(pending, awaited, strict=True):
+            result[key] = value
+    return result
