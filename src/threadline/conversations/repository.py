@@ -20,6 +20,9 @@ CONVERSATION_COLUMNS = """c.id, c.tenant_id, c.owner_id, c.title, c.description,
 
 PARTICIPANT_COLUMNS = "id, tenant_id, conversation_id, user_id, role, joined_at"
 INVITE_COLUMNS = "id, tenant_id, conversation_id, user_id, inviter_id, role, status, created_at, accepted_at"
+# Where a conversation sorts with `pinnedFirst`: its pin position, unpinned ones after every pin.
+UNPINNED_RANK = 2**31 - 1
+PIN_RANK = f"COALESCE(pn.position, {UNPINNED_RANK})"
 
 
 async def insert_conversation(
@@ -108,8 +111,16 @@ def _list_filters(
     tags: list[str] | None,
     params: list[Any],
     metadata: dict[str, str] | None = None,
+    folder_id: uuid.UUID | None = None,
 ) -> str:
     where = [visibility_sql(principal, params)]
+    if folder_id is not None:
+        # The caller's own placement (organise/): each user files conversations in folders of their own.
+        params.extend([folder_id, principal.user_id])
+        where.append(
+            f"c.id IN (SELECT conversation_id FROM conversation_folder WHERE folder_id = ${len(params) - 1}"
+            f" AND user_id = ${len(params)})"
+        )
     if metadata:
         # `@>` on the partial GIN index (jsonb_path_ops): the rows holding every pair, without a scan.
         params.append(metadata)
@@ -130,16 +141,33 @@ async def list_conversations(
     status: str | None,
     tags: list[str] | None,
     limit: int,
-    after: tuple[datetime, uuid.UUID] | None,
+    after: tuple[datetime, uuid.UUID] | tuple[int, datetime, uuid.UUID] | None,
     metadata: dict[str, str] | None = None,
+    folder_id: uuid.UUID | None = None,
+    pinned_first: bool = False,
 ) -> list[asyncpg.Record]:
+    """A page, most recent activity first; with `pinned_first`, the caller's pins come first in their pin order
+    (each row then has `pin_rank`, and `after` is (pin_rank, last_activity_at, id))."""
     params: list[Any] = []
-    where = _list_filters(principal, status, tags, params, metadata)
-    where += older_than("c.last_activity_at, c.id", after, params)
+    where = _list_filters(principal, status, tags, params, metadata, folder_id)
+    if not pinned_first:
+        where += older_than("c.last_activity_at, c.id", after, params)
+        params.append(limit)
+        return await db.fetch(
+            f"""SELECT {CONVERSATION_COLUMNS} FROM conversation c WHERE {where}
+                ORDER BY c.last_activity_at DESC, c.id DESC LIMIT ${len(params)}""",
+            *params,
+        )
+    params.append(principal.user_id)
+    join = f"LEFT JOIN conversation_pin pn ON pn.conversation_id = c.id AND pn.user_id = ${len(params)}"
+    if after is not None:
+        params.extend(after)
+        r, t, i = (f"${len(params) - n}" for n in (2, 1, 0))
+        where += f" AND ({PIN_RANK} > {r} OR ({PIN_RANK} = {r} AND (c.last_activity_at, c.id) < ({t}, {i})))"
     params.append(limit)
     return await db.fetch(
-        f"""SELECT {CONVERSATION_COLUMNS} FROM conversation c WHERE {where}
-            ORDER BY c.last_activity_at DESC, c.id DESC LIMIT ${len(params)}""",
+        f"""SELECT {CONVERSATION_COLUMNS}, {PIN_RANK} AS pin_rank FROM conversation c {join} WHERE {where}
+            ORDER BY {PIN_RANK}, c.last_activity_at DESC, c.id DESC LIMIT ${len(params)}""",
         *params,
     )
 
@@ -151,9 +179,10 @@ async def count_conversations(
     status: str | None,
     tags: list[str] | None,
     metadata: dict[str, str] | None = None,
+    folder_id: uuid.UUID | None = None,
 ) -> int:
     params: list[Any] = []
-    where = _list_filters(principal, status, tags, params, metadata)
+    where = _list_filters(principal, status, tags, params, metadata, folder_id)
     return int(await db.fetchval(f"SELECT count(*) FROM conversation c WHERE {where}", *params))
 
 

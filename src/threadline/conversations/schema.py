@@ -28,6 +28,7 @@ from threadline.graphql.pagination import (
     Connection,
     First,
     as_datetime,
+    as_int,
     as_uuid,
     connection,
     decode_cursor,
@@ -38,6 +39,7 @@ from threadline.idempotency.types import ClientMutationId
 from threadline.ids import Kind, decode_id
 from threadline.metadata import rules as metadata_rules
 from threadline.metadata.types import MetadataFilterInput
+from threadline.organise import folders
 from threadline.search import tag_service
 
 # Arguments several fields share.
@@ -104,25 +106,53 @@ class ConversationQuery:
                 "match; one `{key, value}` object or a list)."
             ),
         ] = None,
+        folder_id: Annotated[
+            strawberry.ID | None,
+            strawberry.argument(
+                description="Only conversations the caller filed in this folder of theirs (`Folder.id`; not its "
+                "subfolders). Another user's folder is NOT_FOUND."
+            ),
+        ] = None,
+        pinned_first: Annotated[
+            bool,
+            strawberry.argument(
+                description="The caller's pinned conversations first, in their pin order (`conversationPin`), "
+                "then the others, most recent activity first. Cursors of one ordering do not fit the other."
+            ),
+        ] = False,
     ) -> Connection[Conversation]:
         principal = await info.context.principal()
         settings = info.context.settings
         limit = page_size(first, settings.page_size_default, settings.page_size_max)
-        cursor = decode_cursor(after, (as_datetime, as_uuid)) if after else None
+        shape = (as_int, as_datetime, as_uuid) if pinned_first else (as_datetime, as_uuid)
+        cursor = decode_cursor(after, shape) if after else None
+        folder = decode_id(folder_id, Kind.FOLDER) if folder_id is not None else None
+        if folder is not None:
+            await folders.get(info.context.db, principal, folder)
         wanted_tags = normalise_tags(tags, settings) if tags else None
         status_value = status.value if status is not None else None
         wanted = metadata_rules.containment(((m.key, m.value) for m in metadata or []), "metadata")
         db = info.context.db
         rows = await service.list_page(
-            db, principal, status=status_value, tags=wanted_tags, limit=limit + 1, after=cursor, metadata=wanted
+            db,
+            principal,
+            status=status_value,
+            tags=wanted_tags,
+            limit=limit + 1,
+            after=cursor,
+            metadata=wanted,
+            folder_id=folder,
+            pinned_first=pinned_first,
         )
         return connection(
             rows,
             limit,
             Conversation.from_row,
-            lambda r: (r["last_activity_at"], r["id"]),
+            (lambda r: (r["pin_rank"], r["last_activity_at"], r["id"]))
+            if pinned_first
+            else (lambda r: (r["last_activity_at"], r["id"])),
             lambda: repo.count_conversations(
-                db, principal, status=status_value, tags=wanted_tags, metadata=wanted
+                db, principal, status=status_value, tags=wanted_tags, metadata=wanted, folder_id=folder
             ),
             has_previous=cursor is not None,
         )

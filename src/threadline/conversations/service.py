@@ -124,11 +124,21 @@ async def list_page(
     status: str | None,
     tags: list[str] | None,
     limit: int,
-    after: tuple[datetime, uuid.UUID] | None,
+    after: tuple[datetime, uuid.UUID] | tuple[int, datetime, uuid.UUID] | None,
     metadata: dict[str, str] | None = None,
+    folder_id: uuid.UUID | None = None,
+    pinned_first: bool = False,
 ) -> list[asyncpg.Record]:
     return await repo.list_conversations(
-        db, principal, status=status, tags=tags, limit=limit, after=after, metadata=metadata
+        db,
+        principal,
+        status=status,
+        tags=tags,
+        limit=limit,
+        after=after,
+        metadata=metadata,
+        folder_id=folder_id,
+        pinned_first=pinned_first,
     )
 
 
