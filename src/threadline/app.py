@@ -66,6 +66,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
     settings = settings or Settings.from_env()
     services = Services(settings=settings)
     graphql = ThreadlineGraphQL(schema, services, graphiql=not settings.production)
+    from threadline.gateway.routes import Gateway
+
+    gateway = Gateway(services)  # the OpenAI-compatible /v1 endpoints
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -102,6 +105,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await stop_task(maintenance)
             await stop_retention(retention)
             await services.runs.stop(requeue=True)  # a graceful shutdown returns claimed runs to the queue
+            await gateway.close()
             await services.hub.stop()
             await services.db.close()
             if services.embedded is not None:
@@ -142,7 +146,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 CORSMiddleware,
                 allow_origins=list(settings.cors_origins),
                 allow_methods=["GET", "POST", "OPTIONS"],
-                allow_headers=["Authorization", "Content-Type", "X-Request-Id"],
+                allow_headers=["Authorization", "Content-Type", "X-Request-Id", "X-Threadline-Session"],
                 expose_headers=[
                     "X-Request-Id",
                     "RateLimit-Limit",
@@ -162,6 +166,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *([] if settings.production else [Mount(graphiql.STATIC_PATH, app=graphiql.static_files())]),
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
+            *gateway.routes(),
         ],
         middleware=middleware,
         lifespan=lifespan,

@@ -1,0 +1,262 @@
+"""The gateway's HTTP endpoints: `POST /v1/chat/completions`, `GET /v1/models`, `GET /v1/models/{model}`.
+
+A call is checked in this order, each refusal an OpenAI error object: credentials (401), the body (413 past
+THREADLINE_REQUEST_MAX_BYTES, 400 malformed), the model (404 model_not_found), the caller's rate-limit budgets
+(429 with Retry-After; a completion draws one `requests` and one `runs`), the session (404, 403, 409, 400
+context_length_exceeded), then the model itself (its 4xx refusal passed on, 502 when it cannot be reached).
+Only then is anything stored, so a refused call leaves nothing behind. A stream that breaks midway ends with an
+`error` event instead of `[DONE]` (what OpenAI's SDKs raise as an APIError); what was stored of the reply is
+kept, made final, and announced with an `error` event as a failed run is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
+from typing import Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from threadline.auth.principal import Principal
+from threadline.auth.service import authenticate
+from threadline.db.database import database_unavailable
+from threadline.errors import ThreadlineError
+from threadline.gateway import request as chat_request
+from threadline.gateway.completion import Completion
+from threadline.gateway.errors import UpstreamRefused, error_body, error_response, internal_error, unavailable
+from threadline.gateway.recorder import Recorder
+from threadline.gateway.session import open_session
+from threadline.gateway.upstream import chunks, model_list, provider_of, upstream_body
+from threadline.ids import Kind, encode_id
+from threadline.ratelimits.service import Budget, RateLimited, spend
+from threadline.runs.providers import Provider, ProviderError, build_providers
+
+log = logging.getLogger(__name__)
+
+COMPLETION_COSTS = {"requests": 1, "runs": 1}
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class Gateway:
+    """The endpoints and what they hold: one set of providers (the OpenAI one keeps a connection pool),
+    built at the first call and closed by the app's lifespan."""
+
+    def __init__(self, services: Any) -> None:
+        self.services = services
+        self._providers: dict[str, Provider] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    def routes(self) -> list[Route]:
+        return [
+            Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
+            Route("/v1/models", self.models, methods=["GET"]),
+            Route("/v1/models/{model:path}", self.model, methods=["GET"]),
+        ]
+
+    def providers(self) -> dict[str, Provider]:
+        if self._providers is None:
+            self._providers = build_providers(self.services.settings)
+        return self._providers
+
+    async def close(self) -> None:
+        if self._background:
+            await asyncio.wait(self._background, timeout=self.services.settings.shutdown_grace_seconds)
+        for provider in (self._providers or {}).values():
+            await provider.close()
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        """A task that outlives a cancelled request (a client gone mid-stream): the reply is still finished."""
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
+    async def _caller(self, request: Request, costs: dict[str, int]) -> tuple[Principal, Budget | None]:
+        settings = self.services.settings
+        principal = await authenticate(self.services.db, settings, request.headers.get("authorization"))
+        budget = None
+        if settings.rate_limit_enabled:
+            budget = await spend(self.services.db, settings, principal, costs)
+        return principal, budget
+
+    async def models(self, request: Request) -> Response:
+        async def answer() -> Response:
+            _, budget = await self._caller(request, {"requests": 1})
+            return _with_budget(
+                JSONResponse({"object": "list", "data": model_list(self.services.settings)}), budget
+            )
+
+        return await _answered(answer())
+
+    async def model(self, request: Request) -> Response:
+        async def answer() -> Response:
+            _, budget = await self._caller(request, {"requests": 1})
+            name = request.path_params["model"]
+            provider_of(self.services.settings, name)  # 404 model_not_found
+            found = next(m for m in model_list(self.services.settings) if m["id"] == name)
+            return _with_budget(JSONResponse(found), budget)
+
+        return await _answered(answer())
+
+    async def chat_completions(self, request: Request) -> Response:
+        return await _answered(self._complete(request))
+
+    async def _complete(self, request: Request) -> Response:
+        settings = self.services.settings
+        principal = await authenticate(self.services.db, settings, request.headers.get("authorization"))
+        raw = await chat_request.read_body(request, settings.request_max_bytes)
+        chat = chat_request.parse(raw, request.headers.get(chat_request.SESSION_HEADER))
+        provider = self.providers()[provider_of(settings, chat.model)]
+        budget = None
+        if settings.rate_limit_enabled:
+            budget = await spend(self.services.db, settings, principal, COMPLETION_COSTS)
+        session = await open_session(self.services.db, settings, principal, chat) if chat.session_id else None
+        stream = chunks(
+            provider, upstream_body(chat.body, chat.model, session.prompt if session else chat.messages)
+        )
+        try:
+            first = await anext(stream)
+        except BaseException:
+            await stream.aclose()
+            raise
+        recorder = None
+        if session is not None:
+            recorder = Recorder(self.services.db, settings, principal, session, chat.model)
+            recorder.start()
+        relay = Relay(self, stream, first, recorder, chat.include_usage)
+        headers = dict(SSE_HEADERS)
+        if session is not None:
+            headers["X-Threadline-Conversation-Id"] = encode_id(Kind.CONVERSATION, session.conversation["id"])
+        if chat.stream:
+            response: Response = StreamingResponse(
+                relay.events(), media_type="text/event-stream", headers=headers
+            )
+        else:
+            error = await relay.drain()
+            if error is not None:
+                response = JSONResponse(
+                    error_body(error[1], "server_error", error[0].lower()), status_code=502
+                )
+            else:
+                response = JSONResponse(relay.completion.response(chat.model))
+            for name in ("X-Threadline-Conversation-Id",):
+                if name in headers:
+                    response.headers[name] = headers[name]
+        return _with_budget(response, budget)
+
+
+class Relay:
+    """Passes the model's chunks to the client while the recorder stores them."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        stream: AsyncGenerator[dict[str, Any], None],
+        first: dict[str, Any],
+        recorder: Recorder | None,
+        include_usage: bool,
+    ) -> None:
+        self.gateway = gateway
+        self.stream = stream
+        self.first = first
+        self.recorder = recorder
+        self.include_usage = include_usage
+        self.completion = Completion()
+        self.error: tuple[str, str] | None = None
+
+    async def _chunks(self) -> AsyncIterator[dict[str, Any]]:
+        yield self.first
+        async for chunk in self.stream:
+            yield chunk
+
+    def _take(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
+        """Record the chunk; the chunk as the client gets it (None: not for this client)."""
+        text = self.completion.add(chunk)
+        if self.recorder is not None:
+            self.recorder.add(text)
+        if not self.include_usage:
+            if not chunk.get("choices") and chunk.get("usage") is not None:
+                return None  # the usage the gateway asked for, which the client did not
+            chunk.pop("usage", None)
+        return chunk
+
+    async def _finish(self) -> asyncio.Task[None] | None:
+        with contextlib.suppress(Exception):
+            await self.stream.aclose()
+        return None
+
+    def _end(self) -> asyncio.Task[None] | None:
+        if self.recorder is None:
+            return None
+        return self.gateway._spawn(self.recorder.end(self.completion, self.error))
+
+    async def drain(self) -> tuple[str, str] | None:
+        """A non-streaming call: read everything; the model's error, if it failed midway."""
+        ending = None
+        try:
+            async for chunk in self._chunks():
+                self._take(chunk)
+        except ProviderError as exc:
+            self.error = (exc.code, exc.message)
+        finally:
+            ending = self._end()
+            await self._finish()
+        if ending is not None:
+            await ending
+        return self.error
+
+    async def events(self) -> AsyncIterator[bytes]:
+        ending = None
+        try:
+            async for chunk in self._chunks():
+                out = self._take(chunk)
+                if out is not None:
+                    yield b"data: " + orjson.dumps(out) + b"\n\n"
+        except ProviderError as exc:
+            self.error = (exc.code, exc.message)
+        finally:
+            ending = self._end()  # first: a cancelled request may not get past the next await
+            await self._finish()
+        if ending is not None:
+            await ending  # the reply is final before the client reads [DONE]
+        if self.error is not None:
+            body = error_body(self.error[1], "server_error", self.error[0].lower())
+            yield b"data: " + orjson.dumps(body) + b"\n\n"
+            return
+        yield b"data: [DONE]\n\n"
+
+
+def _with_budget(response: Response, budget: Budget | None) -> Response:
+    if budget is not None:
+        response.headers["RateLimit-Limit"] = str(budget.limit)
+        response.headers["RateLimit-Remaining"] = str(budget.remaining)
+        response.headers["RateLimit-Reset"] = str(budget.reset_seconds)
+    return response
+
+
+async def _answered(work: Coroutine[Any, Any, Response]) -> Response:
+    """The response, or the OpenAI error object for whatever refused the call."""
+    try:
+        return await work
+    except chat_request.BodyTooLarge as exc:
+        response = error_response(chat_request.too_large(exc.limit))
+        response.status_code = 413
+        return response
+    except RateLimited as exc:
+        return _with_budget(error_response(exc), exc.budget)
+    except ThreadlineError as exc:
+        return error_response(exc)
+    except UpstreamRefused as exc:
+        return exc.response()
+    except ProviderError as exc:
+        return JSONResponse(error_body(exc.message, "server_error", exc.code.lower()), status_code=502)
+    except Exception as exc:
+        if database_unavailable(exc):
+            return unavailable()
+        log.exception("gateway: unexpected failure")
+        return internal_error()

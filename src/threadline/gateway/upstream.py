@@ -1,0 +1,175 @@
+"""The models behind the gateway and their streams, as OpenAI `chat.completion.chunk` objects.
+
+A model name picks the run provider that serves it (`threadline.runs.providers.catalogue`): `echo`, or a model
+of the OpenAI-compatible endpoint. The endpoint's chunks are passed on as they come (tool-call deltas, logprobs
+and all), so a client sees what it would see calling the endpoint itself; `echo` streams its words as chunks.
+The upstream is always asked for a stream with usage, whatever the client asked: the gateway stores deltas as
+they arrive and records the reported usage.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import httpx
+import orjson
+
+from threadline.errors import ErrorCode, ThreadlineError
+from threadline.gateway.errors import UpstreamRefused
+from threadline.gateway.request import text_of
+from threadline.runs.context import ChatMessage
+from threadline.runs.providers import NAMES, CompletionRequest, Finish, Provider, ProviderError, catalogue
+from threadline.runs.providers.openai import OpenAIProvider
+from threadline.settings import Settings
+
+ERROR_BODY_MAX_BYTES = 64 * 1024
+
+
+def provider_of(settings: Settings, model: str) -> str:
+    """The provider serving `model`; 404 model_not_found like OpenAI for any other name."""
+    for name in NAMES:
+        known = catalogue(settings, name)
+        if known is not None and model in known[0]:
+            return name
+    raise ThreadlineError(
+        ErrorCode.NOT_FOUND,
+        f"The model `{model[:128]}` does not exist or you do not have access to it.",
+        openaiCode="model_not_found",
+        param="model",
+    )
+
+
+def model_list(settings: Settings) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for name in NAMES:
+        known = catalogue(settings, name)
+        if known is not None:
+            out.extend(
+                {"id": model, "object": "model", "created": 0, "owned_by": name} for model in sorted(known[0])
+            )
+    return out
+
+
+def upstream_body(body: dict[str, Any], model: str, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    given = body.get("stream_options")
+    options: dict[str, Any] = given if isinstance(given, dict) else {}
+    return {
+        **body,
+        "model": model,
+        "messages": messages,
+        "stream": True,
+        "stream_options": {**options, "include_usage": True},
+    }
+
+
+def chunks(provider: Provider, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+    """The completion's chunks; UpstreamRefused (before the first) when the model refused the request,
+    ProviderError when the stream broke afterwards."""
+    if isinstance(provider, OpenAIProvider):
+        return _endpoint_chunks(provider, body)
+    return _provider_chunks(provider, body)
+
+
+async def _endpoint_chunks(
+    provider: OpenAIProvider, body: dict[str, Any]
+) -> AsyncGenerator[dict[str, Any], None]:
+    headers = {"Accept": "text/event-stream", "Content-Type": "application/json"}
+    if provider.api_key:
+        headers["Authorization"] = f"Bearer {provider.api_key}"
+    try:
+        async with provider.client.stream(
+            "POST", provider.url, content=orjson.dumps(body), headers=headers
+        ) as response:
+            if response.status_code // 100 != 2:
+                raise await _refusal(response)
+            finished = False
+            async for line in response.aiter_lines():
+                if not line.startswith("data:"):
+                    continue  # comments, event names, blank separators
+                data = line[5:].strip()
+                if data == "[DONE]":
+                    return
+                chunk = _chunk(data)
+                if "error" in chunk:
+                    error = chunk["error"]
+                    message = error.get("message") if isinstance(error, dict) else str(error)
+                    raise ProviderError("PROVIDER_ERROR", f"The provider reported an error: {message}")
+                finished = finished or any(
+                    isinstance(c, dict) and c.get("finish_reason") for c in chunk.get("choices") or ()
+                )
+                yield chunk
+            if not finished:
+                raise ProviderError("PROVIDER_BAD_STREAM", "The stream ended before the completion finished")
+    except httpx.TransportError as exc:
+        raise ProviderError(
+            "PROVIDER_UNAVAILABLE", f"Cannot reach the provider: {type(exc).__name__}"
+        ) from exc
+
+
+async def _refusal(response: httpx.Response) -> UpstreamRefused:
+    raw = b""
+    async for part in response.aiter_bytes():
+        raw += part
+        if len(raw) > ERROR_BODY_MAX_BYTES:
+            break
+    error: dict[str, Any] | None = None
+    try:
+        value = orjson.loads(raw)
+        if isinstance(value, dict) and isinstance(value.get("error"), dict):
+            error = value["error"]
+    except orjson.JSONDecodeError:
+        pass
+    if response.status_code // 100 == 4 and response.status_code != 401 and error is not None:
+        return UpstreamRefused(response.status_code, error)
+    # The endpoint's own credentials or failures are the operator's business, not the caller's.
+    return UpstreamRefused(
+        502,
+        {
+            "message": f"The model's provider answered HTTP {response.status_code}",
+            "type": "server_error",
+            "param": None,
+            "code": "upstream_error",
+        },
+    )
+
+
+def _chunk(data: str) -> dict[str, Any]:
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise ProviderError("PROVIDER_BAD_STREAM", f"Malformed JSON in the stream: {data[:80]!r}") from exc
+    if not isinstance(value, dict):
+        raise ProviderError("PROVIDER_BAD_STREAM", "A stream event is not a JSON object")
+    return value
+
+
+async def _provider_chunks(provider: Provider, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+    """A text-only provider (`echo`) as chunks: role first, a chunk per delta, the finish, then usage."""
+    model = str(body["model"])
+    messages = [ChatMessage(str(m.get("role")), text_of(m.get("content"))) for m in body["messages"]]
+    head = {
+        "id": f"chatcmpl-{uuid.uuid4().hex}",
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+    }
+    head["model"] = model
+
+    def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
+        return {**head, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
+
+    yield chunk({"role": "assistant", "content": ""})
+    async for item in provider.stream(CompletionRequest(model=model, messages=messages)):
+        if isinstance(item, Finish):
+            yield chunk({}, item.reason or "stop")
+            prompt, completion = item.prompt_tokens or 0, item.completion_tokens or 0
+            usage = {
+                "prompt_tokens": prompt,
+                "completion_tokens": completion,
+                "total_tokens": prompt + completion,
+            }
+            yield {**head, "choices": [], "usage": usage}
+            return
+        yield chunk({"content": item})
