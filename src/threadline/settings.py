@@ -132,6 +132,11 @@ class Settings:
     folder_name_max_chars: int = 200
     pins_max: int = 50
     bookmarks_max: int = 10_000
+    # Content parts of one message (issue 17): how many, and how deep a tool call's JSON arguments may nest.
+    message_max_parts: int = 64
+    message_part_max_depth: int = 32
+    # A run waiting for tool outputs (REQUIRES_ACTION) longer than this expires (issue 17).
+    run_tool_outputs_timeout_seconds: float = 600.0
     bookmark_note_max_chars: int = 2000
     links_max: int = 200
 
@@ -303,6 +308,11 @@ class Settings:
             ),
             ws_max_operations=_env_int("THREADLINE_WS_MAX_OPERATIONS", cls.ws_max_operations),
             maintenance_interval_seconds=_env_float(
+            message_max_parts=_env_int("THREADLINE_MESSAGE_MAX_PARTS", cls.message_max_parts),
+            message_part_max_depth=_env_int("THREADLINE_MESSAGE_PART_MAX_DEPTH", cls.message_part_max_depth),
+            run_tool_outputs_timeout_seconds=_env_float(
+                "THREADLINE_RUN_TOOL_OUTPUTS_TIMEOUT_SECONDS", cls.run_tool_outputs_timeout_seconds
+            ),
                 "THREADLINE_MAINTENANCE_INTERVAL_SECONDS", cls.maintenance_interval_seconds
             ),
             import_item_max_bytes=_env_int("THREADLINE_IMPORT_ITEM_MAX_BYTES", cls.import_item_max_bytes),

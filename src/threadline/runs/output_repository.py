@@ -85,7 +85,7 @@ async def restart_stream(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UU
         "DELETE FROM message_chunk WHERE tenant_id = $1 AND message_id = $2", tenant_id, message_id
     )
     await db.execute(
-        """UPDATE message SET content = '', prompt_tokens = NULL, completion_tokens = NULL
+        """UPDATE message SET content = '', parts = NULL, prompt_tokens = NULL, completion_tokens = NULL
            WHERE tenant_id = $1 AND id = $2""",
         tenant_id,
         message_id,

@@ -114,6 +114,22 @@ async def edits(info: Info, message_id: uuid.UUID) -> list[asyncpg.Record]:
     return await _texts_per_message(info, "edits", repo.edits_of, message_id, overhead=60)
 
 
+async def parts(info: Info, message_id: uuid.UUID) -> list[dict[str, Any]] | None:
+    """A message's stored content parts (None for a plain-text one), one statement for every message asked,
+    charged to the operation's response bytes."""
+    principal = await info.context.principal()
+    db = info.context.db
+    loader = grouped_loader(
+        info, "parts", lambda ids: repo.parts_of(db, principal.tenant_id, ids), key=lambda r: r["message_id"]
+    )
+    rows = await loader.load(message_id)
+    if not rows:
+        return None
+    stored: list[dict[str, Any]] = rows[0]["parts"]
+    budget.charge_bytes(sum(len(str(v)) + 40 for p in stored for v in p.values()))
+    return stored
+
+
 async def thread_children(
     info: Info,
     root_id: uuid.UUID,

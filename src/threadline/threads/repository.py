@@ -42,11 +42,12 @@ async def insert_message(
     model: str | None,
     prompt_tokens: int | None,
     completion_tokens: int | None,
+    parts: list[dict[str, Any]] | None = None,
 ) -> asyncpg.Record:
     row = await db.fetchrow(
         f"""INSERT INTO message AS m (id, tenant_id, conversation_id, root_id, parent_id, depth, path,
-                child_count, role, content, author_id, model, prompt_tokens, completion_tokens)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, $11, $12, $13)
+                child_count, role, content, author_id, model, prompt_tokens, completion_tokens, parts)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, $11, $12, $13, $14)
             RETURNING {MESSAGE_COLUMNS}""",
         message_id,
         tenant_id,
@@ -61,9 +62,28 @@ async def insert_message(
         model,
         prompt_tokens,
         completion_tokens,
+        parts,
     )
     assert row is not None
     return row
+
+
+async def parts_of(db: Executor, tenant_id: uuid.UUID, message_ids: list[uuid.UUID]) -> list[asyncpg.Record]:
+    """The stored content parts of those messages that have any (parts.model); plain-text ones are left out."""
+    return await db.fetch(
+        """SELECT id AS message_id, parts FROM message
+           WHERE tenant_id = $1 AND id = ANY($2::uuid[]) AND parts IS NOT NULL""",
+        tenant_id,
+        message_ids,
+    )
+
+
+async def set_parts(
+    db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID, parts: list[dict[str, Any]] | None
+) -> None:
+    await db.execute(
+        "UPDATE message SET parts = $3 WHERE tenant_id = $1 AND id = $2", tenant_id, message_id, parts
+    )
 
 
 async def message(
@@ -293,7 +313,7 @@ async def tombstone(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID) -
         "DELETE FROM message_edit WHERE tenant_id = $1 AND message_id = $2", tenant_id, message_id
     )
     row = await db.fetchrow(
-        f"""UPDATE message m SET content = '', deleted_at = now() WHERE m.tenant_id = $1 AND m.id = $2
+        f"""UPDATE message m SET content = '', parts = NULL, deleted_at = now() WHERE m.tenant_id = $1 AND m.id = $2
             RETURNING {MESSAGE_COLUMNS}""",
         tenant_id,
         message_id,

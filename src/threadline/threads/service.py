@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import asyncpg
@@ -17,6 +17,8 @@ from threadline.errors import bad_input, conflict, forbidden, not_found
 from threadline.events.announce import publish_thread_activity, publish_thread_new, publish_unread_update
 from threadline.events.payloads import MessageSnapshot, ThreadActivity, ThreadNew, UnreadUpdate
 from threadline.events.scrub import follow_messages
+from threadline.metadata import repository as metadata_repo
+from threadline.parts import model as message_parts
 from threadline.settings import Settings
 from threadline.threads import repository as repo
 from threadline.threads.paths import ancestor_paths
@@ -33,6 +35,10 @@ class MessageDraft:
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
 
+    # Key/value strings (metadata.rules), validated by the caller; None for none.
+    metadata: dict[str, str] | None = None
+    # Content parts (parts.model); None for plain text. After validation, None unless more than one text.
+    parts: list[message_parts.Part] | None = None
 
 def validate_content(content: str, settings: Settings) -> str:
     if not content.strip():
@@ -50,7 +56,18 @@ def validate_content(content: str, settings: Settings) -> str:
 
 
 def _validate(draft: MessageDraft, settings: Settings) -> MessageDraft:
-    validate_content(draft.content, settings)
+    if draft.parts is None:
+        validate_content(draft.content, settings)
+    else:
+        # With parts, `content` is their text projection (or the client's own, for search); a message of only
+        # a tool call or an image has none.
+        if not draft.parts:
+            raise bad_input("parts must not be empty", argument="parts")
+        message_parts.validate_parts(draft.parts, settings)
+        stored = message_parts.for_storage(draft.parts, draft.content)
+        if stored.content:
+            validate_content(stored.content, settings)
+        draft = replace(draft, content=stored.content, parts=stored.parts)
     if draft.role not in ROLES:
         raise bad_input(f"role must be one of {sorted(ROLES)}", argument="role")
     for name, value in (("promptTokens", draft.prompt_tokens), ("completionTokens", draft.completion_tokens)):
@@ -168,7 +185,10 @@ async def start_thread(
             prompt_tokens=draft.prompt_tokens,
             completion_tokens=draft.completion_tokens,
         )
+            parts=draft.parts,
         await repo.insert_thread(tx, principal.tenant_id, row)
+        if draft.metadata:
+            await metadata_repo.set_message_metadata(tx, principal.tenant_id, row["id"], draft.metadata)
         await publish_thread_new(
             tx, principal.tenant_id, ThreadNew(snapshot(row, [row["id"]]), 0, row["created_at"])
         )
@@ -239,10 +259,16 @@ async def add_reply(
     )
     await repo.bump_child_count(tx, tenant_id, parent["id"])
     thread = await repo.thread_activity(tx, tenant_id, row["root_id"], replies=1, last_seq=row["seq"])
+    if draft.metadata:
+        await metadata_repo.set_message_metadata(tx, tenant_id, row["id"], draft.metadata)
     (path,) = await path_ids(tx, tenant_id, [row])
     await _announce_activity(tx, tenant_id, author_id, row, thread, "REPLY", path)
     return row, path
 
+    await branches.announce_sibling(tx, tenant_id, row, parent["child_count"])
+    if author_id is not None:
+        # A reply moves its author onto it (a run's answer moves the run's creator: runs.execution).
+        await branches.move_current(tx, tenant_id, author_id, row, branches.REPLY)
 
 async def follow_content(tx: Executor, tenant_id: uuid.UUID, rows: list[asyncpg.Record]) -> None:
     """After an edit, delete or erasure changed the text of `rows` (as they now are): their streamed chunks

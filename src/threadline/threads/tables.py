@@ -46,6 +46,8 @@ class Message(Table, tablename="message"):
     import_key = Text(null=True, default=None)
     # Key/value strings set by clients (conversations.metadata); None until some are set.
     metadata = JSONB(null=True, default=None)
+    # Content parts (parts.model) when the message is more than plain text; None otherwise.
+    parts = JSONB(null=True, default=None)
 
 
 class Thread(Table, tablename="thread"):

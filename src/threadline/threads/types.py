@@ -17,6 +17,8 @@ from threadline.graphql.context import Info
 from threadline.graphql.describe import describe_values
 from threadline.graphql.node import Node
 from threadline.ids import Kind, encode_id
+from threadline.parts import model as message_parts
+from threadline.parts.types import MessagePart, MessagePartInput, part_object
 from threadline.threads import loaders
 from threadline.threads import repository as repo
 
@@ -115,6 +117,16 @@ class Message(Node):
     )
     def replies(self, info: Info) -> list[Message]:
         return _replies(self, info)  # type: ignore[return-value]  # a list, or an awaitable graphql-core awaits
+
+    @strawberry.field(
+        description="The content in parts, in order: text, images, files, tool calls and results, reasoning. "
+        "A plain-text message has one text part (none when deleted); `content` is the parts' plain text."
+    )
+    async def parts(self, info: Info) -> list[MessagePart]:
+        if self.deleted_at is not None:
+            return []
+        stored = await loaders.parts(info, self.uuid)
+        return [part_object(p) for p in message_parts.parts_or_text(stored, self.content)]
 
     @strawberry.field(description="Streamed output pieces in order (assistant messages).")
     async def chunks(self, info: Info) -> list[MessageChunk]:
@@ -344,8 +356,16 @@ class UsageInput:
 @strawberry.input(description="A message to post.")
 class MessageInput:
     content: str = strawberry.field(
-        description="Text, non-empty, at most the configured size (1 MiB by default)."
+        default="",
+        description="Text, non-empty, at most the configured size (1 MiB by default). With `parts` it may be "
+        "omitted: it is then the parts' plain text (text parts and tool results), which search finds.",
     )
     role: MessageRole = strawberry.field(default=MessageRole.USER, description="Defaults to USER.")
     model: str | None = strawberry.field(default=None, description="Model that produced it, if any.")
     usage: UsageInput | None = strawberry.field(default=None, description="Token usage, if known.")
+    parts: list[MessagePartInput] | None = strawberry.field(
+        default=None,
+        description="Content parts (text, image, file, tool call, tool result, reasoning) instead of plain text: "
+        "at most the configured count (64), within the message size limit, tool-call arguments nested at most "
+        "the configured depth (32).",
+    )
