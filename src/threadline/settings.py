@@ -122,6 +122,11 @@ class Settings:
     tag_max_chars: int = 64
     tags_max_count: int = 50
     message_max_bytes: int = 1024 * 1024
+    # Content parts of one message (issue 17): how many, and how deep a tool call's JSON arguments may nest.
+    message_max_parts: int = 64
+    message_part_max_depth: int = 32
+    # A run waiting for tool outputs (REQUIRES_ACTION) longer than this expires (issue 17).
+    run_tool_outputs_timeout_seconds: float = 600.0
     thread_max_depth: int = 1000
     # conversationFork copies at most this many messages in its one transaction (issue 16): bigger is refused.
     fork_max_messages: int = 50_000
@@ -132,11 +137,6 @@ class Settings:
     folder_name_max_chars: int = 200
     pins_max: int = 50
     bookmarks_max: int = 10_000
-    # Content parts of one message (issue 17): how many, and how deep a tool call's JSON arguments may nest.
-    message_max_parts: int = 64
-    message_part_max_depth: int = 32
-    # A run waiting for tool outputs (REQUIRES_ACTION) longer than this expires (issue 17).
-    run_tool_outputs_timeout_seconds: float = 600.0
     bookmark_note_max_chars: int = 2000
     links_max: int = 200
 
@@ -280,6 +280,11 @@ class Settings:
             tag_max_chars=_env_int("THREADLINE_TAG_MAX_CHARS", cls.tag_max_chars),
             tags_max_count=_env_int("THREADLINE_TAGS_MAX_COUNT", cls.tags_max_count),
             message_max_bytes=_env_int("THREADLINE_MESSAGE_MAX_BYTES", cls.message_max_bytes),
+            message_max_parts=_env_int("THREADLINE_MESSAGE_MAX_PARTS", cls.message_max_parts),
+            message_part_max_depth=_env_int("THREADLINE_MESSAGE_PART_MAX_DEPTH", cls.message_part_max_depth),
+            run_tool_outputs_timeout_seconds=_env_float(
+                "THREADLINE_RUN_TOOL_OUTPUTS_TIMEOUT_SECONDS", cls.run_tool_outputs_timeout_seconds
+            ),
             thread_max_depth=_env_int("THREADLINE_THREAD_MAX_DEPTH", cls.thread_max_depth),
             fork_max_messages=_env_int("THREADLINE_FORK_MAX_MESSAGES", cls.fork_max_messages),
             messages_page_default=_env_int("THREADLINE_MESSAGES_PAGE_DEFAULT", cls.messages_page_default),
@@ -308,11 +313,6 @@ class Settings:
             ),
             ws_max_operations=_env_int("THREADLINE_WS_MAX_OPERATIONS", cls.ws_max_operations),
             maintenance_interval_seconds=_env_float(
-            message_max_parts=_env_int("THREADLINE_MESSAGE_MAX_PARTS", cls.message_max_parts),
-            message_part_max_depth=_env_int("THREADLINE_MESSAGE_PART_MAX_DEPTH", cls.message_part_max_depth),
-            run_tool_outputs_timeout_seconds=_env_float(
-                "THREADLINE_RUN_TOOL_OUTPUTS_TIMEOUT_SECONDS", cls.run_tool_outputs_timeout_seconds
-            ),
                 "THREADLINE_MAINTENANCE_INTERVAL_SECONDS", cls.maintenance_interval_seconds
             ),
             import_item_max_bytes=_env_int("THREADLINE_IMPORT_ITEM_MAX_BYTES", cls.import_item_max_bytes),

@@ -17,7 +17,6 @@ from threadline.errors import bad_input, conflict, forbidden, not_found
 from threadline.events.announce import publish_thread_activity, publish_thread_new, publish_unread_update
 from threadline.events.payloads import MessageSnapshot, ThreadActivity, ThreadNew, UnreadUpdate
 from threadline.events.scrub import follow_messages
-from threadline.metadata import repository as metadata_repo
 from threadline.parts import model as message_parts
 from threadline.settings import Settings
 from threadline.threads import repository as repo
@@ -34,11 +33,9 @@ class MessageDraft:
     model: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
-
-    # Key/value strings (metadata.rules), validated by the caller; None for none.
-    metadata: dict[str, str] | None = None
     # Content parts (parts.model); None for plain text. After validation, None unless more than one text.
     parts: list[message_parts.Part] | None = None
+
 
 def validate_content(content: str, settings: Settings) -> str:
     if not content.strip():
@@ -184,11 +181,9 @@ async def start_thread(
             model=draft.model,
             prompt_tokens=draft.prompt_tokens,
             completion_tokens=draft.completion_tokens,
-        )
             parts=draft.parts,
+        )
         await repo.insert_thread(tx, principal.tenant_id, row)
-        if draft.metadata:
-            await metadata_repo.set_message_metadata(tx, principal.tenant_id, row["id"], draft.metadata)
         await publish_thread_new(
             tx, principal.tenant_id, ThreadNew(snapshot(row, [row["id"]]), 0, row["created_at"])
         )
@@ -256,19 +251,14 @@ async def add_reply(
         model=draft.model,
         prompt_tokens=draft.prompt_tokens,
         completion_tokens=draft.completion_tokens,
+        parts=draft.parts,
     )
     await repo.bump_child_count(tx, tenant_id, parent["id"])
     thread = await repo.thread_activity(tx, tenant_id, row["root_id"], replies=1, last_seq=row["seq"])
-    if draft.metadata:
-        await metadata_repo.set_message_metadata(tx, tenant_id, row["id"], draft.metadata)
     (path,) = await path_ids(tx, tenant_id, [row])
     await _announce_activity(tx, tenant_id, author_id, row, thread, "REPLY", path)
     return row, path
 
-    await branches.announce_sibling(tx, tenant_id, row, parent["child_count"])
-    if author_id is not None:
-        # A reply moves its author onto it (a run's answer moves the run's creator: runs.execution).
-        await branches.move_current(tx, tenant_id, author_id, row, branches.REPLY)
 
 async def follow_content(tx: Executor, tenant_id: uuid.UUID, rows: list[asyncpg.Record]) -> None:
     """After an edit, delete or erasure changed the text of `rows` (as they now are): their streamed chunks
@@ -309,11 +299,22 @@ async def edit(
             return row, path
         await repo.record_edit(tx, principal.tenant_id, message_id, row["content"], principal.user_id)
         updated = await repo.set_content(tx, principal.tenant_id, message_id, content)
+        await _edit_parts(tx, principal.tenant_id, message_id, content)
         await follow_content(tx, principal.tenant_id, [updated])
         thread = await repo.thread_activity(tx, principal.tenant_id, row["root_id"], replies=0, last_seq=None)
         (path,) = await path_ids(tx, principal.tenant_id, [updated])
         await _announce_activity(tx, principal.tenant_id, principal.user_id, updated, thread, "EDIT", path)
     return updated, path
+
+
+async def _edit_parts(tx: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID, content: str) -> None:
+    """An edit replaces the text of a message with parts; its other parts (tool calls, images) stay."""
+    stored = await repo.parts_of(tx, tenant_id, [message_id])
+    if stored:
+        edited = message_parts.with_text(stored[0]["parts"], content)
+        await repo.set_parts(
+            tx, tenant_id, message_id, None if message_parts.is_plain_text(edited) else edited
+        )
 
 
 async def delete(
