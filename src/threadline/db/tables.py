@@ -19,7 +19,14 @@ from threadline.runs.tables import MessageStream, Run, RunStep
 from threadline.search.tables import SearchTerm
 from threadline.sharing.tables import ShareLink, ShareRateWindow
 from threadline.streaming.tables import StreamCursorKey
-from threadline.threads.tables import Message, MessageChunk, MessageEdit, ReadMarker, Thread
+from threadline.threads.tables import (
+    Message,
+    MessageChunk,
+    MessageEdit,
+    ReadMarker,
+    Thread,
+    ThreadCurrentLeaf,
+)
 
 ALL_TABLES: tuple[type[Table], ...] = (
     Tenant,
@@ -52,6 +59,7 @@ ALL_TABLES: tuple[type[Table], ...] = (
     RateLimitBucket,
     IdempotencyKey,
     PersistedDocument,
+    ThreadCurrentLeaf,
     Folder,
     ConversationFolder,
     ConversationPin,

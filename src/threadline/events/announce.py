@@ -13,6 +13,8 @@ import uuid
 from threadline.db import Executor
 from threadline.events.payloads import (
     KIND_OF,
+    BranchCurrent,
+    BranchSibling,
     EventPayload,
     MembershipChanged,
     MessageDelta,
@@ -133,3 +135,29 @@ async def publish_error(
     root_id: uuid.UUID | None,
 ) -> int:
     return await _publish(tx, tenant_id, payload, conversation_id=conversation_id, root_id=root_id)
+
+
+async def publish_branch_sibling(
+    tx: Executor,
+    tenant_id: uuid.UUID,
+    payload: BranchSibling,
+    *,
+    conversation_id: uuid.UUID,
+    root_id: uuid.UUID,
+) -> int:
+    return await _publish(tx, tenant_id, payload, conversation_id=conversation_id, root_id=root_id)
+
+
+async def publish_branch_current(
+    tx: Executor,
+    tenant_id: uuid.UUID,
+    payload: BranchCurrent,
+    *,
+    conversation_id: uuid.UUID,
+    root_id: uuid.UUID,
+    recipient_id: uuid.UUID,
+) -> int:
+    # The branch a user is on is theirs: only their own streams receive it.
+    return await _publish(
+        tx, tenant_id, payload, conversation_id=conversation_id, root_id=root_id, recipient_id=recipient_id
+    )

@@ -14,6 +14,8 @@ class EventType(StrEnum):
     TYPING_UPDATE = "typing.update"
     UNREAD_UPDATE = "unread.update"
     MEMBERSHIP_CHANGED = "membership.changed"
+    BRANCH_SIBLING = "branch.sibling"
+    BRANCH_CURRENT = "branch.current"
     # Internal: a user's credentials or role changed (auth.live); routed to sockets, never to subscriptions.
     PRINCIPAL_CHANGED = "principal.changed"
     ERROR = "error"

@@ -106,6 +106,25 @@ class MembershipChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class BranchSibling:
+    """A reply went under a message that had replies already: a new branch (a regenerated answer, an edit
+    sent as a branch, or any second reply). Ids and counts only: the text travels in thread.activity."""
+
+    parent_id: uuid.UUID
+    message_id: uuid.UUID  # the new reply
+    sibling_index: int  # its rank among the parent's replies, oldest first, from 0
+    sibling_count: int  # the parent's replies, the new one included
+
+
+@dataclass(frozen=True, slots=True)
+class BranchCurrent:
+    """The recipient's current leaf in a thread moved (addressed to that user only)."""
+
+    leaf_id: uuid.UUID | None  # None: back to the thread's default (its newest branch)
+    reason: str  # SET, REPLY, RUN or DELETE
+
+
+@dataclass(frozen=True, slots=True)
 class PrincipalChanged:
     user_id: uuid.UUID | None  # None after an erasure: the log keeps no trace of an erased user
     reason: str  # revoked, role, erased
@@ -128,6 +147,8 @@ EventPayload = (
     | TypingUpdate
     | UnreadUpdate
     | MembershipChanged
+    | BranchSibling
+    | BranchCurrent
     | PrincipalChanged
     | StreamError
 )
@@ -141,6 +162,8 @@ KIND_OF: dict[type[EventPayload], EventType] = {
     TypingUpdate: EventType.TYPING_UPDATE,
     UnreadUpdate: EventType.UNREAD_UPDATE,
     MembershipChanged: EventType.MEMBERSHIP_CHANGED,
+    BranchSibling: EventType.BRANCH_SIBLING,
+    BranchCurrent: EventType.BRANCH_CURRENT,
     PrincipalChanged: EventType.PRINCIPAL_CHANGED,
     StreamError: EventType.ERROR,
 }

@@ -16,6 +16,8 @@ from typing import Any
 
 from threadline.events.kinds import EventType
 from threadline.events.payloads import (
+    BranchCurrent,
+    BranchSibling,
     EventPayload,
     MembershipChanged,
     MessageDelta,
@@ -121,6 +123,16 @@ def encode(p: EventPayload) -> dict[str, Any]:
         return {"unreadCount": p.unread_count}
     if isinstance(p, MembershipChanged):
         return {"userId": encode_id(Kind.USER, p.user_id), "change": p.change, "role": p.role}
+    if isinstance(p, BranchSibling):
+        # `siblingId`, not `messageId`: the generated message_id column marks events that carry a message's text.
+        return {
+            "parentId": encode_id(Kind.MESSAGE, p.parent_id),
+            "siblingId": encode_id(Kind.MESSAGE, p.message_id),
+            "siblingIndex": p.sibling_index,
+            "siblingCount": p.sibling_count,
+        }
+    if isinstance(p, BranchCurrent):
+        return {"leafId": _public(Kind.MESSAGE, p.leaf_id), "reason": p.reason}
     if isinstance(p, PrincipalChanged):
         # An erasure names nobody: not even a null key.
         return (
@@ -208,6 +220,10 @@ def decode(type: str, p: dict[str, Any]) -> EventPayload:
         return UnreadUpdate(p["unreadCount"])
     if kind is EventType.MEMBERSHIP_CHANGED:
         return MembershipChanged(_id(p["userId"]), p["change"], p.get("role"))
+    if kind is EventType.BRANCH_SIBLING:
+        return BranchSibling(_id(p["parentId"]), _id(p["siblingId"]), p["siblingIndex"], p["siblingCount"])
+    if kind is EventType.BRANCH_CURRENT:
+        return BranchCurrent(_opt_id(p.get("leafId")), p.get("reason", "SET"))
     if kind is EventType.PRINCIPAL_CHANGED:
         return PrincipalChanged(_opt_id(p.get("userId")), p.get("reason", ""))
     # `error`, and any kind this version does not know: rendered as a stream error.

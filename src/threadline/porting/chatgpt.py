@@ -53,13 +53,13 @@ def parse(obj: Any) -> ImportedConversation:
         return conversation
     if not isinstance(mapping, dict):
         raise Rejected("`mapping` must be an object of nodes")
-    _read_tree(mapping, conversation)
+    _read_tree(mapping, conversation, text(obj.get("current_node")))
     if not conversation.messages:
         conversation.warnings.append("the conversation has no visible messages")
     return conversation
 
 
-def _read_tree(mapping: dict[str, Any], conversation: ImportedConversation) -> None:
+def _read_tree(mapping: dict[str, Any], conversation: ImportedConversation, current_node: str | None) -> None:
     warnings = conversation.warnings
     nodes: dict[str, dict[str, Any]] = {}
     for node_id, node in mapping.items():
@@ -93,6 +93,9 @@ def _read_tree(mapping: dict[str, Any], conversation: ImportedConversation) -> N
         if message is not None:
             conversation.messages.append(message)
             kept_parent = message.key
+        if node_id == current_node:
+            # The branch the user was on; a skipped (hidden, empty) node stands for its nearest kept ancestor.
+            conversation.current_key = kept_parent
         for child in reversed(children.get(node_id, [])):
             stack.append((child, kept_parent))
 

@@ -40,6 +40,7 @@ PERSONAL = {
     ("presence", "id"),
     ("typing_state", "user_id"),
     ("read_marker", "user_id"),
+    ("thread_current_leaf", "user_id"),  # the branch they were on in each thread
     ("invite", "user_id"),
     ("rate_limit_bucket", "user_id"),
     ("rate_limit_assignment", "user_id"),

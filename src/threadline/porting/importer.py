@@ -26,6 +26,7 @@ from threadline.events.payloads import ThreadActivity, ThreadNew
 from threadline.porting import repository as repo
 from threadline.porting.model import ImportedConversation, ImportedMessage, Rejected, settle_parents
 from threadline.settings import Settings
+from threadline.threads import branch_repository as branch_repo
 from threadline.threads import repository as threads_repo
 from threadline.threads.service import announce_unread, follow_content, path_ids, snapshot
 from threadline.threads.tree_rules import ROOT, TooDeep, reply_placement
@@ -41,6 +42,7 @@ class Plan:
     roots: list[int]  # indexes into messages
     attachments: list[tuple[int, int, dict[str, Any]]]  # (message index, position, data)
     warnings: list[str] = field(default_factory=list)
+    current: int | None = None  # the message the source's user was on (index into messages), if known
 
 
 def _clip(value: str | None, limit: int, name: str, warnings: list[str]) -> str | None:
@@ -163,8 +165,16 @@ def plan(imported: ImportedConversation, settings: Settings) -> Plan:
         "updated_at": imported.updated_at or last_activity,
         "last_activity_at": last_activity,
     }
+    current = [i for i, m in enumerate(messages) if m["key"] == imported.current_key]
     return Plan(
-        imported.source.value, imported.external_id, conversation, messages, roots, attachments, warnings
+        imported.source.value,
+        imported.external_id,
+        conversation,
+        messages,
+        roots,
+        attachments,
+        warnings,
+        current=current[0] if current else None,
     )
 
 
@@ -237,6 +247,11 @@ async def insert(
             )
         await repo.copy_messages(tx, records)
         await repo.copy_threads(tx, _thread_records(plan, tenant_id, conversation_id, seq_of))
+        if plan.current is not None:
+            # The importing owner is where the source's user was (ChatGPT's current_node): their current leaf.
+            leaf = messages[plan.current]
+            root_id = messages[leaf["root_index"]]["id"]
+            await branch_repo.set_current_leaf(tx, tenant_id, user_id, root_id, leaf["id"])
         await repo.insert_attachments(
             tx,
             [

@@ -59,6 +59,8 @@ class ImportedConversation:
     updated_at: datetime | None = None
     last_activity_at: datetime | None = None
     warnings: list[str] = field(default_factory=list)
+    # The message the source's user was on (ChatGPT's `current_node`): the importing owner's current leaf.
+    current_key: str | None = None
 
 
 def from_unix(value: Any) -> datetime | None:

@@ -37,6 +37,7 @@ from threadline.runs.providers import CompletionRequest, Finish, Provider, Provi
 from threadline.runs.service import end_run
 from threadline.runs.transitions import EXECUTING, RunStatus, StepType
 from threadline.settings import Settings
+from threadline.threads import branches
 from threadline.threads import repository as threads
 from threadline.threads.service import MessageDraft, add_reply, follow_content, path_ids
 
@@ -149,6 +150,9 @@ async def _prepare(
         )
         await repo.set_output(tx, tenant_id, run["id"], reply["id"])
         await streams.open_stream(tx, tenant_id, reply["id"])
+        if run["created_by"] is not None:
+            # The run's creator sees its answer stream on their branch (threads.branches).
+            await branches.move_current(tx, tenant_id, run["created_by"], reply, branches.RUN)
         return prompt, reply
     # A requeued run: the lost attempt's partial output is discarded and written again from index 0.
     reply = await threads.message(tx, tenant_id, run["output_message_id"], lock=True)

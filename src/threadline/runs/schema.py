@@ -91,6 +91,7 @@ class RunMutation:
             model=input.model,
             instructions=input.instructions,
             max_history_messages=input.max_history_messages,
+            regenerate=input.regenerate,
         )
         done = await run_once(
             info,

@@ -33,6 +33,7 @@ class RunSpec:
     model: str | None = None
     instructions: str | None = None
     max_history_messages: int | None = None
+    regenerate: bool = False
 
 
 def _validate(spec: RunSpec, settings: Settings) -> None:
@@ -77,6 +78,8 @@ async def create_run(db: Database, settings: Settings, principal: Principal, spe
         if message is None:
             raise not_found("Message")
         conversation = await require(tx, principal, message["conversation_id"], Access.WRITE)
+        if spec.regenerate:
+            message = await _regenerated(tx, principal.tenant_id, message)
         require_writable(conversation)
         if message["deleted_at"] is not None:
             raise conflict("Cannot answer a deleted message")
@@ -109,6 +112,20 @@ async def create_run(db: Database, settings: Settings, principal: Principal, spe
             raise conflict("The message already has an active run; cancel it or wait for it to end") from exc
         await repo.notify_workers(tx, f"queued:{settings.run_queue}")
     return row
+
+
+async def _regenerated(tx: Executor, tenant_id: uuid.UUID, message: asyncpg.Record) -> asyncpg.Record:
+    """The message a regenerating run answers: the message itself, or for an ASSISTANT answer the message it
+    answered, so the new answer is a sibling of the old ones (never an answer to an answer)."""
+    if message["role"] != "ASSISTANT":
+        return message
+    if message["parent_id"] is None:
+        raise bad_input(
+            "This answer starts its thread: there is no message to answer again", argument="regenerate"
+        )
+    parent = await threads.message(tx, tenant_id, message["parent_id"])
+    assert parent is not None
+    return parent
 
 
 async def readable_run(db: Executor, principal: Principal, run_id: uuid.UUID) -> asyncpg.Record:

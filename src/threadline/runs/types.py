@@ -217,3 +217,9 @@ class RunCreateInput:
         description="How many messages of the branch (ending with `messageId`) to send; default: the "
         "conversation's maxHistoryMessages, else 20. The result is trimmed to the model's token budget.",
     )
+    regenerate: bool = strawberry.field(
+        default=False,
+        description="Answer again: the new answer becomes a sibling of the earlier ones (`Message.siblings`), "
+        "never an answer to an answer. `messageId` may be the question (a USER message) or one of its ASSISTANT "
+        "answers (then its parent is answered). The context sent is the branch root -> question only.",
+    )

@@ -14,6 +14,8 @@ import strawberry
 from threadline.events.kinds import EventType
 from threadline.events.log import LoggedEvent
 from threadline.events.payloads import (
+    BranchCurrent,
+    BranchSibling,
     MembershipChanged,
     MessageDelta,
     MessageDone,
@@ -28,6 +30,8 @@ from threadline.events.payloads import (
 )
 from threadline.ids import Kind, encode_id
 from threadline.streaming.types import (
+    BranchCurrentEvent,
+    BranchSiblingEvent,
     ConversationStreamEvent,
     MembershipChangedEvent,
     MessageDeltaEvent,
@@ -137,6 +141,16 @@ def to_graphql(event: LoggedEvent, viewer_id: Any, cursor: str) -> ConversationS
         return MembershipChangedEvent(
             **common, user_id=_id(Kind.USER, p.user_id), change=p.change, role=p.role
         )
+    if isinstance(p, BranchSibling):
+        return BranchSiblingEvent(
+            **common,
+            parent_id=_id(Kind.MESSAGE, p.parent_id),
+            message_id=_id(Kind.MESSAGE, p.message_id),
+            sibling_index=p.sibling_index,
+            sibling_count=p.sibling_count,
+        )
+    if isinstance(p, BranchCurrent):
+        return BranchCurrentEvent(**common, leaf_id=_opt_id(Kind.MESSAGE, p.leaf_id), reason=p.reason)
     if isinstance(p, StreamError):
         return StreamErrorEvent(**common, code=p.code, message=p.message)
     # principal.changed reaches sockets, never a subscription (streaming.sessions).

@@ -92,6 +92,37 @@ class MembershipChangedEvent(ConversationStreamEvent):
     role: str | None = strawberry.field(description="The role after the change (null when removed).")
 
 
+@strawberry.type(
+    description="`branch.sibling`: a reply went under a message that had replies already, so the parent now has "
+    "another branch (a regenerated answer, an edit sent as a branch, or any further reply). The new message "
+    "itself arrives in the `thread.activity` REPLY event before it."
+)
+class BranchSiblingEvent(ConversationStreamEvent):
+    parent_id: strawberry.ID = strawberry.field(description="The message that has a new reply.")
+    message_id: strawberry.ID = strawberry.field(description="The new reply.")
+    sibling_index: int = strawberry.field(
+        description="The new reply's position among the parent's replies, oldest first, from 0."
+    )
+    sibling_count: int = strawberry.field(
+        description="How many replies the parent has now, the new one included."
+    )
+
+
+@strawberry.type(
+    description="`branch.current`: the receiving user's current leaf in a thread (`Thread.currentLeaf`) moved. "
+    "Sent only to that user's own streams."
+)
+class BranchCurrentEvent(ConversationStreamEvent):
+    leaf_id: strawberry.ID | None = strawberry.field(
+        description="The message the user is now on; null when the thread is back to its default branch (the "
+        "newest one), as after deleting the root they were on."
+    )
+    reason: str = strawberry.field(
+        description="SET (threadSetCurrent), REPLY (they replied or edited as a branch), RUN (a run they started "
+        "began its answer) or DELETE (the message they were on was deleted: they are on its parent)."
+    )
+
+
 @strawberry.type(description="`error`: a stream-level failure, e.g. SLOW_CONSUMER or a failed run.")
 class StreamErrorEvent(ConversationStreamEvent):
     code: str = strawberry.field(
@@ -113,5 +144,7 @@ EVENT_TYPES = [
     TypingUpdateEvent,
     UnreadUpdateEvent,
     MembershipChangedEvent,
+    BranchSiblingEvent,
+    BranchCurrentEvent,
     StreamErrorEvent,
 ]

@@ -49,3 +49,25 @@ def ancestor_paths(path: bytes) -> list[bytes]:
 def subtree_upper_bound(path: bytes) -> bytes:
     """Exclusive upper bound of the subtree at `path`: no segment starts with 0xFF."""
     return path + b"\xff"
+
+
+def decode_rank(segment: bytes) -> int:
+    """The sibling rank one segment encodes (the inverse of `encode_rank`)."""
+    lead = segment[0]
+    if lead < _ONE:
+        return lead
+    if lead == 0xF0:
+        return _ONE + int.from_bytes(segment[1:3], "big")
+    return _THREE + int.from_bytes(segment[1:5], "big")
+
+
+def sibling_rank(path: bytes) -> int:
+    """A message's rank among its siblings, oldest first (0 for a root or a first reply)."""
+    found = segments(path)
+    return decode_rank(found[-1]) if found else 0
+
+
+def parent_path(path: bytes) -> bytes:
+    """The path of a reply's parent (the root's empty path for a root's reply)."""
+    found = segments(path)
+    return path[: len(path) - len(found[-1])] if found else b""

@@ -86,3 +86,14 @@ class MessageChunk(Table, tablename="message_chunk"):
     content = Text(default="")
     run_id = UUID(null=True, default=None)
     created_at = Timestamptz(default=TimestamptzNow())
+
+
+class ThreadCurrentLeaf(Table, tablename="thread_current_leaf"):
+    """The branch a user is on in a thread: the leaf `Thread.currentPath` ends at (threads.branches)."""
+
+    id = UUID(primary_key=True)
+    tenant_id = ForeignKey(Tenant, null=False)
+    user_id = ForeignKey(AppUser, null=False)
+    root_id = ForeignKey(Thread, null=False)
+    message_id = ForeignKey(Message, null=False)
+    updated_at = Timestamptz(default=TimestamptzNow())

@@ -12,15 +12,26 @@ import asyncpg
 import strawberry
 
 from threadline.auth.types import User, load_user
+from threadline.errors import bad_input
 from threadline.graphql import budget
 from threadline.graphql.context import Info
 from threadline.graphql.describe import describe_values
 from threadline.graphql.node import Node
-from threadline.ids import Kind, encode_id
+from threadline.graphql.pagination import (
+    After,
+    Connection,
+    First,
+    as_int,
+    connection,
+    decode_cursor,
+    page_size,
+)
+from threadline.ids import Kind, decode_id, encode_id
 from threadline.parts import model as message_parts
 from threadline.parts.types import MessagePart, MessagePartInput, part_object
-from threadline.threads import loaders
+from threadline.threads import branch_loaders, loaders
 from threadline.threads import repository as repo
+from threadline.threads.paths import sibling_rank
 
 
 @strawberry.enum(description="Who speaks in a message.")
@@ -119,6 +130,28 @@ class Message(Node):
         return _replies(self, info)  # type: ignore[return-value]  # a list, or an awaitable graphql-core awaits
 
     @strawberry.field(
+        description="Its position among the replies to its parent, oldest first, from 0 (0 for a root). With "
+        '`siblingCount` a client shows "< 2/3 >" (siblingIndex + 1 of siblingCount).'
+    )
+    async def sibling_index(self, info: Info) -> int:
+        found = await branch_loaders.sibling_info(info, self.uuid)
+        return sibling_rank(bytes(found["path"])) if found is not None else 0
+
+    @strawberry.field(
+        description="How many replies its parent has, this one included (deleted ones too: they stay as "
+        "tombstones); 1 for a root."
+    )
+    async def sibling_count(self, info: Info) -> int:
+        return await _sibling_count(self, info)
+
+    @strawberry.field(
+        description="The other replies to the same parent (this one left out), oldest first, a page at a time "
+        "(a parent may have thousands): regenerated answers and edited branches. Empty for a root."
+    )
+    async def siblings(self, info: Info, first: First = None, after: After = None) -> Connection[Message]:
+        return await _siblings(self, info, first, after)
+
+    @strawberry.field(
         description="The content in parts, in order: text, images, files, tool calls and results, reasoning. "
         "A plain-text message has one text part (none when deleted); `content` is the parts' plain text."
     )
@@ -212,6 +245,39 @@ class Message(Node):
             deleted_at=deleted_at,
             is_deleted=deleted_at is not None,
         )
+
+
+async def _sibling_count(message: Message, info: Info) -> int:
+    found = await branch_loaders.sibling_info(info, message.uuid)
+    return int(found["sibling_count"]) if found is not None else 1
+
+
+async def _siblings(
+    message: Message, info: Info, first: int | None, after: str | None
+) -> Connection[Message]:
+    settings = info.context.settings
+    limit = page_size(first, settings.page_size_default, settings.page_size_max)
+    after_rank = decode_cursor(after, (as_int,))[0] if after else None
+    if after_rank is not None and after_rank < 0:
+        raise bad_input("Malformed cursor in `after`", argument="after")
+    rows = await branch_loaders.siblings(info, message.uuid, limit, after_rank)
+    page = rows[:limit]
+    budget.charge_messages(
+        info, len(page), sum(len(r["content"]) for r in page), len(page) * len(message.path)
+    )
+    ancestry = [decode_id(p, Kind.MESSAGE) for p in message.path[:-1]]
+
+    async def total() -> int:
+        return await _sibling_count(message, info) - 1
+
+    return connection(
+        rows,
+        limit,
+        lambda row: Message.from_row(row, [*ancestry, row["id"]]),
+        lambda row: (sibling_rank(bytes(row["path"])),),
+        total,
+        has_previous=after_rank is not None,
+    )
 
 
 def _replies(message: Message, info: Info) -> list[Message] | Awaitable[list[Message]]:
@@ -321,6 +387,21 @@ class Thread(Node):
         description="Messages by others (not deleted) after the viewer's read marker."
     )
 
+    @strawberry.field(
+        description="The viewer's current branch of the thread, root first and `currentLeaf` last: the visible "
+        "conversation, in one query. Tombstones on the way are included (isDeleted)."
+    )
+    async def current_path(self, info: Info) -> list[Message]:
+        return await _current_path(self.root.uuid, info)
+
+    @strawberry.field(
+        description="The message the viewer is on in this thread (`threadSetCurrent`; a reply they write, or the "
+        "answer of a run they start, moves them to it; deleting it moves them to its parent). Without a choice: "
+        "the newest branch's leaf (the newest reply at every level, deleted ones left out)."
+    )
+    async def current_leaf(self, info: Info) -> Message:
+        return (await _current_path(self.root.uuid, info))[-1]
+
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Thread:
         return cls(
@@ -330,6 +411,19 @@ class Thread(Node):
             last_activity_at=row["thread_last_activity_at"],
             unread_count=row["unread_count"],
         )
+
+
+async def _current_path(root_id: UUID, info: Info) -> list[Message]:
+    """The viewer's branch of a thread (one load per operation: `currentLeaf` is its last message)."""
+    rows = await branch_loaders.current_path(info, root_id)
+    key = ("current-path-messages", root_id)
+    built = info.context.cache.get(key)
+    if built is None:
+        budget.charge_messages(
+            info, len(rows), sum(len(r["content"]) for r in rows), len(rows) * (len(rows) + 1) // 2
+        )
+        built = info.context.cache[key] = await tree_messages_in_slices(rows, [root_id])
+    return built
 
 
 @strawberry.type(
