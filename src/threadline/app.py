@@ -24,6 +24,7 @@ from threadline.graphql import graphiql
 from threadline.graphql.view import ThreadlineGraphQL
 from threadline.observability.repository import ping
 from threadline.settings import Settings
+from threadline.sharing.page import share_page
 
 log = logging.getLogger("threadline")
 
@@ -164,6 +165,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             *([Route("/metrics", metrics)] if serve_metrics else []),
             # GraphiQL's assets, from the package (development mode only, like the page itself).
             *([] if settings.production else [Mount(graphiql.STATIC_PATH, app=graphiql.static_files())]),
+            Route("/share/{token}", share_page, methods=["GET"]),
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
             *gateway.routes(),

@@ -20,6 +20,8 @@ class Kind(StrEnum):
     RUN = "run"
     RUN_STEP = "stp"
     RATE_LIMIT_PROFILE = "rlp"
+    SHARE_LINK = "shl"
+    FILE = "fil"
     FOLDER = "fld"
     BOOKMARK = "bmk"
     CONVERSATION_LINK = "lnk"
@@ -37,6 +39,8 @@ _LABELS = {
     Kind.RUN: "Run",
     Kind.RUN_STEP: "RunStep",
     Kind.RATE_LIMIT_PROFILE: "RateLimitProfile",
+    Kind.SHARE_LINK: "ShareLink",
+    Kind.FILE: "File",
     Kind.FOLDER: "Folder",
     Kind.BOOKMARK: "Bookmark",
     Kind.CONVERSATION_LINK: "ConversationLink",

@@ -31,6 +31,7 @@ from threadline.ratelimits.schema import RateLimitMutation, RateLimitQuery, Rate
 from threadline.runs.schema import RunMutation, RunQuery
 from threadline.search.schema import SearchMutation, SearchQuery
 from threadline.search.tag_service import TAGS_LIMIT_MAX
+from threadline.sharing.schema import ShareMutation, ShareQuery
 from threadline.streaming.fanout import FanoutExecutionContext
 from threadline.streaming.schema import StreamQuery, StreamSubscription
 from threadline.streaming.types import EVENT_TYPES
@@ -75,6 +76,7 @@ Query = merge_types(
         StreamQuery,
         SearchQuery,
         RateLimitQuery,
+        ShareQuery,
         OrganiseQuery,
     ),
 )
@@ -97,13 +99,15 @@ Mutation = merge_types(
         ConversationBulkMutation,
         SearchMutation,
         RateLimitMutation,
+        ShareMutation,
         OrganiseMutation,
     ),
 )
 Subscription = merge_types("Subscription", (StreamSubscription,))
 describe_type(
     Query,
-    "Reads. Every field needs credentials (`Authorization: Bearer <API key or JWT>`) and sees only the caller's tenant.",
+    "Reads. Every field needs credentials (`Authorization: Bearer <API key or JWT>`) and sees only the caller's tenant, "
+    "except `sharedConversation` (a share link's token is its credential) and the schema itself.",
 )
 describe_type(
     Mutation,

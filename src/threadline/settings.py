@@ -89,6 +89,16 @@ def _env_secrets(name: str) -> tuple[tuple[str, str], ...]:
     return tuple(value.items())
 
 
+FILE_STORAGES = ("postgres", "directory")
+
+
+def _env_file_storage(name: str, default: str) -> str:
+    raw = os.environ.get(name, "").strip().lower() or default
+    if raw not in FILE_STORAGES:
+        raise ValueError(f"{name} must be one of {', '.join(FILE_STORAGES)}; got {raw!r}")
+    return raw
+
+
 def _default_data_dir() -> Path:
     return Path(platformdirs.user_data_dir("threadline"))
 
@@ -139,6 +149,17 @@ class Settings:
     bookmarks_max: int = 10_000
     bookmark_note_max_chars: int = 2000
     links_max: int = 200
+
+    # Share links (issue 18 item 3): reads of one link, and reads from one client address, per window.
+    share_reads_per_token: int = 300
+    share_reads_per_address: int = 120
+    share_rate_window_seconds: int = 60
+    share_page_max_messages: int = 500  # GET /share/{token}: the page shows at most this many messages
+    # Attachments (issue 18 item 5): upload size, where bytes live, and each tenant's total.
+    file_max_bytes: int = 25 * 1024 * 1024
+    file_storage: str = "postgres"  # or "directory" (file_directory)
+    file_directory: Path | None = None
+    file_tenant_quota_bytes: int = 1024 * 1024 * 1024
 
     production: bool = False
     # Report each response's SQL statement count in `extensions.sqlStatements` (tests, benchmarks).
@@ -295,6 +316,24 @@ class Settings:
             bookmarks_max=_env_int("THREADLINE_BOOKMARKS_MAX", cls.bookmarks_max),
             bookmark_note_max_chars=_env_int("THREADLINE_BOOKMARK_NOTE_MAX_CHARS", cls.bookmark_note_max_chars),
             links_max=_env_int("THREADLINE_LINKS_MAX", cls.links_max),
+            share_reads_per_token=_env_int("THREADLINE_SHARE_READS_PER_TOKEN", cls.share_reads_per_token),
+            share_reads_per_address=_env_int(
+                "THREADLINE_SHARE_READS_PER_ADDRESS", cls.share_reads_per_address
+            ),
+            share_rate_window_seconds=_env_int(
+                "THREADLINE_SHARE_RATE_WINDOW_SECONDS", cls.share_rate_window_seconds
+            ),
+            share_page_max_messages=_env_int(
+                "THREADLINE_SHARE_PAGE_MAX_MESSAGES", cls.share_page_max_messages
+            ),
+            file_max_bytes=_env_int("THREADLINE_FILE_MAX_BYTES", cls.file_max_bytes),
+            file_storage=_env_file_storage("THREADLINE_FILE_STORAGE", cls.file_storage),
+            file_directory=Path(os.environ["THREADLINE_FILE_DIRECTORY"])
+            if os.environ.get("THREADLINE_FILE_DIRECTORY")
+            else None,
+            file_tenant_quota_bytes=_env_int(
+                "THREADLINE_FILE_TENANT_QUOTA_BYTES", cls.file_tenant_quota_bytes
+            ),
             production=_env_bool("THREADLINE_PRODUCTION", cls.production),
             expose_sql_count=_env_bool("THREADLINE_EXPOSE_SQL_COUNT", cls.expose_sql_count),
             broadcast_url=os.environ.get("THREADLINE_BROADCAST_URL") or None,

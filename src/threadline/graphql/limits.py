@@ -145,8 +145,9 @@ class QueryLimits(SchemaExtension):
                 }
 
 
-# Root fields anyone may ask for: the schema itself (third parties introspect before they have a key).
-_PUBLIC_ROOT_FIELDS = frozenset({"__schema", "__type", "__typename", "errorCodes"})
+# Root fields anyone may ask for: the schema itself (third parties introspect before they have a key), and a
+# conversation shared by link (its token is the credential; sharing/schema.py rate-limits it per token and address).
+_PUBLIC_ROOT_FIELDS = frozenset({"__schema", "__type", "__typename", "errorCodes", "sharedConversation"})
 
 
 async def _refuse_anonymous(context: Any, document: DocumentNode) -> list[GraphQLError]:

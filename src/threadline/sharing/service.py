@@ -1,0 +1,199 @@
+"""Share links: made by whoever manages a conversation, read by anyone holding the token.
+
+A link names the whole conversation or one branch (the path from its root down to a message), as it was when
+shared (later messages stay hidden) or live. The token is 256 random bits shown once; only its SHA-256 is kept,
+so a reader's token is found by hashing it and looking the hash up: guessed, expired and revoked tokens take the
+same statements and all answer NOT_FOUND. What a reader gets is the messages' text and roles: no participants,
+no emails, no other threads. Edits and deletions after sharing show through (deleted means gone: a link never
+keeps a copy of what was taken back).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+
+from threadline.auth.principal import Principal
+from threadline.conversations.access import Access, require
+from threadline.db import Database, Executor
+from threadline.errors import bad_input, not_found
+from threadline.ratelimits.service import Budget, RateLimited
+from threadline.settings import Settings
+from threadline.sharing import repository as repo
+from threadline.threads import repository as messages
+from threadline.threads.paths import ancestor_paths
+
+TOKEN_BYTES = 32
+# What the reader sees for a token that names nothing they may read, whatever the reason.
+NOT_SHARED = "Shared conversation"
+# A far future expiry is a typo more often than a wish (and datetime arithmetic ends at year 9999).
+EXPIRY_MAX = timedelta(days=3660)
+
+
+def token_hash(token: str) -> bytes:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
+
+
+def new_token() -> str:
+    return secrets.token_urlsafe(TOKEN_BYTES)
+
+
+@dataclass(frozen=True)
+class Created:
+    link: asyncpg.Record
+    token: str
+
+
+@dataclass(frozen=True)
+class Shared:
+    """An open link, as its reader sees it."""
+
+    link: asyncpg.Record
+    title: str
+    branch: repo.Branch | None
+
+
+async def create(
+    db: Database,
+    principal: Principal,
+    conversation_id: uuid.UUID,
+    message_id: uuid.UUID | None,
+    expires_at: datetime | None,
+    live: bool,
+) -> Created:
+    """A new link; only who manages the conversation (its owner, a tenant admin) may publish it."""
+    if expires_at is not None:
+        if expires_at.tzinfo is None:
+            raise bad_input("`expiresAt` needs a time zone", argument="expiresAt")
+        now = datetime.now(UTC)
+        if expires_at <= now:
+            raise bad_input("`expiresAt` must be in the future", argument="expiresAt")
+        if expires_at > now + EXPIRY_MAX:
+            raise bad_input("`expiresAt` is limited to ten years from now", argument="expiresAt")
+    async with db.transaction() as tx:
+        conversation = await require(tx, principal, conversation_id, Access.MANAGE)
+        if conversation["status"] == "DELETED":
+            raise not_found("Conversation")
+        if message_id is not None:
+            message = await messages.message(tx, principal.tenant_id, message_id)
+            if message is None or message["conversation_id"] != conversation_id or message["deleted_at"]:
+                raise not_found("Message")
+        token = new_token()
+        row = await repo.insert_link(
+            tx,
+            principal.tenant_id,
+            conversation_id=conversation_id,
+            message_id=message_id,
+            created_by=principal.user_id,
+            token_hash=token_hash(token),
+            live=live,
+            snapshot_seq=await repo.last_seq(tx, principal.tenant_id, conversation_id),
+            expires_at=expires_at,
+        )
+    return Created(row, token)
+
+
+async def readable_link(db: Executor, principal: Principal, link_id: uuid.UUID) -> asyncpg.Record:
+    """A link its maker, or whoever manages its conversation, may see and revoke; NOT_FOUND for others."""
+    row = await repo.link(db, principal.tenant_id, link_id)
+    if row is None:
+        raise not_found("ShareLink")
+    if row["created_by"] != principal.user_id:
+        try:
+            await require(db, principal, row["conversation_id"], Access.MANAGE)
+        except Exception as exc:
+            raise not_found("ShareLink") from exc
+    return row
+
+
+async def revoke(db: Database, principal: Principal, link_id: uuid.UUID) -> asyncpg.Record:
+    async with db.transaction() as tx:
+        await readable_link(tx, principal, link_id)
+        row = await repo.revoke(tx, principal.tenant_id, link_id)
+    if row is None:
+        raise not_found("ShareLink")
+    return row
+
+
+def window_start(now: float, seconds: int) -> datetime:
+    start = math.floor(now / seconds) * seconds
+    return datetime.fromtimestamp(start, UTC)
+
+
+async def check_rate(db: Executor, settings: Settings, digest: bytes, address: str) -> None:
+    """One read counted against the token's and the client address's windows; RATE_LIMITED (retryAfter: the
+    rest of the window) past either budget. Counted for every token, valid or not: guessing costs the same."""
+    seconds = max(settings.share_rate_window_seconds, 1)
+    now = time.time()
+    start = window_start(now, seconds)
+    keys = ["t:" + digest.hex(), "a:" + address]
+    token_hits, address_hits = await repo.hit_windows(db, keys, start)
+    for name, hits, limit in (
+        ("shareReadsPerToken", token_hits, settings.share_reads_per_token),
+        ("shareReadsPerAddress", address_hits, settings.share_reads_per_address),
+    ):
+        if hits > limit:
+            retry_after = max(math.ceil(start.timestamp() + seconds - now), 1)
+            raise RateLimited(Budget(name, limit, 0, retry_after), retry_after)
+    if secrets.randbelow(100) == 0:  # now and then: windows of addresses gone quiet
+        await repo.drop_windows_before(db, start - timedelta(seconds=seconds))
+
+
+async def open_link(db: Executor, settings: Settings, token: str, address: str, *, count: bool) -> Shared:
+    """The link `token` names, if it is open: NOT_FOUND for an unknown, revoked or expired token or a deleted
+    conversation, after the same statements in every case. `count` counts a view."""
+    digest = token_hash(token)
+    await check_rate(db, settings, digest, address)
+    row = await repo.link_by_token_hash(db, digest)
+    stored = bytes(row["token_hash"]) if row is not None else b"\0" * len(digest)
+    matches = hmac.compare_digest(stored, digest)
+    open_ = (
+        row is not None
+        and matches
+        and row["revoked_at"] is None
+        and (row["expires_at"] is None or row["expires_at"] > row["read_at"])
+        and row["status"] != "DELETED"
+        and (row["message_id"] is None or row["message_root_id"] is not None)
+    )
+    if not open_ or row is None:
+        raise not_found(NOT_SHARED)
+    branch = None
+    if row["message_id"] is not None:
+        path = bytes(row["message_path"])
+        branch = (row["message_root_id"], [*ancestor_paths(path), path], path if row["live"] else None)
+    if count:
+        await repo.count_view(db, row["tenant_id"], row["id"])
+    return Shared(row, row["title"], branch)
+
+
+async def messages_page(db: Executor, shared: Shared, after_seq: int, limit: int) -> list[asyncpg.Record]:
+    """`limit` messages of the share after `after_seq` (fetch one more to know whether more follow)."""
+    link = shared.link
+    return await repo.shared_messages(
+        db,
+        link["tenant_id"],
+        conversation_id=link["conversation_id"],
+        snapshot_seq=None if link["live"] else link["snapshot_seq"],
+        branch=shared.branch,
+        after_seq=after_seq,
+        limit=limit,
+    )
+
+
+async def count_messages(db: Executor, shared: Shared) -> int:
+    link = shared.link
+    return await repo.count_shared_messages(
+        db,
+        link["tenant_id"],
+        conversation_id=link["conversation_id"],
+        snapshot_seq=None if link["live"] else link["snapshot_seq"],
+        branch=shared.branch,
+    )
