@@ -23,6 +23,7 @@ from threadline.graphql.node import Node, resolve_node
 from threadline.graphql.persisted import PersistedDocuments
 from threadline.graphql.scalars import SCALAR_OVERRIDES
 from threadline.idempotency.schema import IdempotencyKeys
+from threadline.links.schema import LinkMutation
 from threadline.observability.schema import OperationMetrics
 from threadline.organise.schema import OrganiseMutation, OrganiseQuery
 from threadline.porting.schema import PortingMutation, PortingQuery, RetentionMutation
@@ -101,6 +102,7 @@ Mutation = merge_types(
         RateLimitMutation,
         ShareMutation,
         OrganiseMutation,
+        LinkMutation,
     ),
 )
 Subscription = merge_types("Subscription", (StreamSubscription,))

@@ -30,6 +30,7 @@ from threadline.graphql.pagination import (
 from threadline.ids import Kind, encode_id
 
 if TYPE_CHECKING:
+    from threadline.links.types import ConversationLink
     from threadline.runs.types import Run, RunStatus
     from threadline.threads.types import Message, Thread
 
@@ -271,6 +272,32 @@ class Conversation(Node):
             lambda r: (r["created_at"], r["id"]),
             lambda: provenance.count_forks(info, self.uuid),
             has_previous=cursor is not None,
+        )
+
+    @strawberry.field(
+        description="Links from this conversation to others (`conversationLink`), oldest first: only those whose "
+        "target the caller may read. Loaded for every conversation of the response in one statement."
+    )
+    async def links(
+        self, info: Info, first: First = None, after: After = None
+    ) -> Connection[Annotated[ConversationLink, strawberry.lazy("threadline.links.types")]]:
+        from threadline.links.types import link_connection
+
+        return await link_connection(
+            info, self.uuid, first, after, backwards=False, to_conversation=Conversation.from_row
+        )
+
+    @strawberry.field(
+        description="Links from other conversations to this one, oldest first: only those whose source the "
+        "caller may read. Loaded for every conversation of the response in one statement."
+    )
+    async def backlinks(
+        self, info: Info, first: First = None, after: After = None
+    ) -> Connection[Annotated[ConversationLink, strawberry.lazy("threadline.links.types")]]:
+        from threadline.links.types import link_connection
+
+        return await link_connection(
+            info, self.uuid, first, after, backwards=True, to_conversation=Conversation.from_row
         )
 
     @classmethod
