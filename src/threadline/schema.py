@@ -12,6 +12,7 @@ from threadline.auth.schema import AuthMutation, AuthQuery, UserErasureMutation
 from threadline.auth.types import User
 from threadline.conversations.schema import ConversationBulkMutation, ConversationMutation, ConversationQuery
 from threadline.conversations.types import Conversation
+from threadline.feedback.schema import FeedbackMutation
 from threadline.forks.schema import ForkMutation
 from threadline.graphql.base_schema import ThreadlineSchema
 from threadline.graphql.budget import OutputBudgets
@@ -23,6 +24,7 @@ from threadline.graphql.node import Node, resolve_node
 from threadline.graphql.persisted import PersistedDocuments
 from threadline.graphql.scalars import SCALAR_OVERRIDES
 from threadline.idempotency.schema import IdempotencyKeys
+from threadline.metadata.schema import MetadataMutation
 from threadline.links.schema import LinkMutation
 from threadline.observability.schema import OperationMetrics
 from threadline.organise.schema import OrganiseMutation, OrganiseQuery
@@ -96,6 +98,8 @@ Mutation = merge_types(
         ConversationMutation,
         ForkMutation,
         ThreadMutation,
+        MetadataMutation,
+        FeedbackMutation,
         PresenceMutation,
         ConversationBulkMutation,
         SearchMutation,

@@ -49,6 +49,7 @@ class SearchFilters:
     owner_id: uuid.UUID | None = None
     ai_provider: str | None = None
     min_messages: int | None = None
+    metadata: dict[str, str] | None = None  # pairs the conversation's metadata must hold (`@>`, GIN-indexed)
     since: datetime | None = None
     until: datetime | None = None
 
@@ -74,6 +75,8 @@ def _conversation_filters(principal: Principal, f: SearchFilters, params: list[A
         where.append(f"lower(c.ai_provider) = lower({_bind(params, f.ai_provider)})")
     if f.min_messages is not None:
         where.append(f"c.message_count >= {_bind(params, f.min_messages)}")
+    if f.metadata:
+        where.append(f"c.metadata @> {_bind(params, f.metadata)}::jsonb")
     # A conversation is in the window when it was alive during it: created before the end,
     # active after the start.
     if f.since is not None:

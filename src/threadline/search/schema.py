@@ -21,6 +21,7 @@ from threadline.graphql.pagination import (
     page_size,
 )
 from threadline.ids import Kind, decode_id
+from threadline.metadata import rules as metadata_rules
 from threadline.search import insight_service, tag_service
 from threadline.search import service as search_service
 from threadline.search.repository import SearchFilters
@@ -84,6 +85,7 @@ def _request(
         owner_id=decode_id(input.user_id, Kind.USER) if input.user_id is not None else None,
         ai_provider=sendable(input.ai_provider).strip() or None if input.ai_provider else None,
         min_messages=input.min_messages,
+        metadata=metadata_rules.containment(((m.key, m.value) for m in input.metadata or []), "metadata"),
         since=input.from_,
         until=input.to,
     )

@@ -14,6 +14,7 @@ from threadline.conversations.types import Conversation, ConversationStatus
 from threadline.graphql.context import Info
 from threadline.graphql.describe import describe_values
 from threadline.graphql.pagination import page_size
+from threadline.metadata.types import MetadataFilterInput
 from threadline.search import insight_service
 from threadline.search.insight_service import InsightScope as InsightScopeValue
 from threadline.search.insight_service import Window
@@ -80,6 +81,10 @@ class ConversationSearchInput:
     )
     min_messages: int | None = strawberry.field(
         default=None, description="Conversations with at least this many messages."
+    )
+    metadata: list[MetadataFilterInput] | None = strawberry.field(
+        default=None,
+        description="Conversations whose metadata holds every one of these key/value pairs (exact match; indexed).",
     )
     status: ConversationStatus | None = strawberry.field(
         default=None, description="Only this status; by default ACTIVE and ARCHIVED (not DELETED)."

@@ -14,6 +14,7 @@ from threadline.graphql.node import register
 from threadline.idempotency.schema import run_once
 from threadline.idempotency.types import ClientMutationId
 from threadline.ids import Kind, decode_id
+from threadline.metadata import rules as metadata_rules
 from threadline.parts.types import part_of_input
 from threadline.runs import output
 from threadline.threads import repository as repo
@@ -37,6 +38,7 @@ def _draft(input: MessageInput) -> MessageDraft:
         model=input.model,
         prompt_tokens=input.usage.prompt_tokens if input.usage else None,
         completion_tokens=input.usage.completion_tokens if input.usage else None,
+        metadata=metadata_rules.validated(input.metadata, "input.metadata"),
         parts=[part_of_input(p) for p in input.parts] if input.parts is not None else None,
     )
 

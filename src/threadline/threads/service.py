@@ -17,6 +17,7 @@ from threadline.errors import bad_input, conflict, forbidden, not_found
 from threadline.events.announce import publish_thread_activity, publish_thread_new, publish_unread_update
 from threadline.events.payloads import MessageSnapshot, ThreadActivity, ThreadNew, UnreadUpdate
 from threadline.events.scrub import follow_messages
+from threadline.metadata import repository as metadata_repo
 from threadline.parts import model as message_parts
 from threadline.settings import Settings
 from threadline.threads import repository as repo
@@ -33,6 +34,8 @@ class MessageDraft:
     model: str | None = None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    # Key/value strings (metadata.rules), validated by the caller; None for none.
+    metadata: dict[str, str] | None = None
     # Content parts (parts.model); None for plain text. After validation, None unless more than one text.
     parts: list[message_parts.Part] | None = None
 
@@ -183,6 +186,8 @@ async def start_thread(
             completion_tokens=draft.completion_tokens,
             parts=draft.parts,
         )
+        if draft.metadata:
+            await metadata_repo.set_message_metadata(tx, principal.tenant_id, row["id"], draft.metadata)
         await repo.insert_thread(tx, principal.tenant_id, row)
         await publish_thread_new(
             tx, principal.tenant_id, ThreadNew(snapshot(row, [row["id"]]), 0, row["created_at"])
@@ -253,6 +258,8 @@ async def add_reply(
         completion_tokens=draft.completion_tokens,
         parts=draft.parts,
     )
+    if draft.metadata:
+        await metadata_repo.set_message_metadata(tx, tenant_id, row["id"], draft.metadata)
     await repo.bump_child_count(tx, tenant_id, parent["id"])
     thread = await repo.thread_activity(tx, tenant_id, row["root_id"], replies=1, last_seq=row["seq"])
     (path,) = await path_ids(tx, tenant_id, [row])

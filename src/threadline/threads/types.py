@@ -10,9 +10,11 @@ from uuid import UUID
 
 import asyncpg
 import strawberry
+from strawberry.scalars import JSON
 
 from threadline.auth.types import User, load_user
 from threadline.errors import bad_input
+from threadline.feedback.types import FeedbackSummary, MessageFeedback
 from threadline.graphql import budget
 from threadline.graphql.context import Info
 from threadline.graphql.describe import describe_values
@@ -160,6 +162,29 @@ class Message(Node):
             return []
         stored = await loaders.parts(info, self.uuid)
         return [part_object(p) for p in message_parts.parts_or_text(stored, self.content)]
+
+    @strawberry.field(
+        description="Key/value strings of the client's own (`messageMetadataSet`, or `metadata` when posted); {} "
+        "when none."
+    )
+    async def metadata(self, info: Info) -> JSON:
+        from threadline.metadata.loaders import message_metadata
+
+        return JSON(await message_metadata(info, self.uuid))
+
+    @strawberry.field(description="The viewer's own feedback on it (`messageFeedbackSet`), or null.")
+    async def feedback(self, info: Info) -> MessageFeedback | None:
+        from threadline.feedback.loaders import viewer_feedback
+
+        row = await viewer_feedback(info, self.uuid)
+        return MessageFeedback.from_row(row) if row is not None else None
+
+    @strawberry.field(description="How its readers rated it: counts of UP and DOWN (`messageFeedbackSet`).")
+    async def feedback_summary(self, info: Info) -> FeedbackSummary:
+        from threadline.feedback.loaders import summary
+
+        up, down = await summary(info, self.uuid)
+        return FeedbackSummary(up=up, down=down)
 
     @strawberry.field(description="Streamed output pieces in order (assistant messages).")
     async def chunks(self, info: Info) -> list[MessageChunk]:
@@ -457,6 +482,11 @@ class MessageInput:
     role: MessageRole = strawberry.field(default=MessageRole.USER, description="Defaults to USER.")
     model: str | None = strawberry.field(default=None, description="Model that produced it, if any.")
     usage: UsageInput | None = strawberry.field(default=None, description="Token usage, if known.")
+    metadata: JSON | None = strawberry.field(
+        default=None,
+        description="Key/value strings of your own: at most 16 keys (each 1 to 64 characters) with string values "
+        "of at most 512 characters; BAD_USER_INPUT naming the bound otherwise.",
+    )
     parts: list[MessagePartInput] | None = strawberry.field(
         default=None,
         description="Content parts (text, image, file, tool call, tool result, reasoning) instead of plain text: "

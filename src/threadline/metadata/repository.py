@@ -1,0 +1,46 @@
+"""All SQL of message metadata (conversation metadata is a column conversations.repository reads and writes).
+Tenant first."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+
+from threadline.db import Executor
+
+
+async def set_message_metadata(
+    db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID, metadata: dict[str, str] | None
+) -> None:
+    await db.execute(
+        "UPDATE message SET metadata = $3 WHERE tenant_id = $1 AND id = $2", tenant_id, message_id, metadata
+    )
+
+
+async def set_many_message_metadata(
+    db: Executor, tenant_id: uuid.UUID, message_ids: list[uuid.UUID], metadata: list[dict[str, str]]
+) -> None:
+    """Metadata for many messages in one statement (imports)."""
+    if not message_ids:
+        return
+    await db.execute(
+        """UPDATE message m SET metadata = v.metadata
+           FROM unnest($2::uuid[], $3::jsonb[]) AS v(id, metadata)
+           WHERE m.tenant_id = $1 AND m.id = v.id""",
+        tenant_id,
+        message_ids,
+        metadata,
+    )
+
+
+async def message_metadata(
+    db: Executor, tenant_id: uuid.UUID, message_ids: list[uuid.UUID]
+) -> list[asyncpg.Record]:
+    """(id, metadata) of those of the messages that have any."""
+    return await db.fetch(
+        """SELECT id, metadata FROM message
+           WHERE tenant_id = $1 AND id = ANY($2::uuid[]) AND metadata IS NOT NULL""",
+        tenant_id,
+        message_ids,
+    )

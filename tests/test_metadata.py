@@ -1,0 +1,123 @@
+"""Metadata on conversations and messages: bounds, updates, filters in `conversations` and `search`, the index,
+and the round trip through a Threadline export and import."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.api import create_conversation
+from tests.harness import Actor
+
+CREATE = """mutation($i: ConversationCreateInput!) { conversationCreate(input: $i) { id metadata } }"""
+UPDATE = """mutation($id: ID!, $i: ConversationUpdateInput!) { conversationUpdate(id: $id, input: $i) { id metadata } }"""
+LIST = """query($m: [MetadataFilterInput!]) { conversations(metadata: $m) { totalCount edges { node { id } } } }"""
+SEARCH = """query($i: ConversationSearchInput!) { search(input: $i) { totalCount edges { node { conversation { id } } } } }"""
+START = "mutation($c: ID!, $i: MessageInput!) { threadStart(conversationId: $c, input: $i) { id metadata } }"
+REPLY = "mutation($p: ID!, $i: MessageInput!) { messageReply(parentId: $p, input: $i) { id metadata } }"
+SET = "mutation($id: ID!, $m: JSON!) { messageMetadataSet(id: $id, metadata: $m) { id metadata } }"
+TREE = "query($r: ID!) { threadTree(rootId: $r) { nodes { content metadata } } }"
+
+
+def ids(data: dict[str, Any]) -> set[str]:
+    return {edge["node"]["id"] for edge in data["edges"]}
+
+
+def test_conversation_metadata_is_set_on_create_replaced_on_update_and_cleared_by_empty(admin: Actor) -> None:
+    created = admin.client.ok(CREATE, {"i": {"title": "t", "metadata": {"project": "apollo", "team": "red"}}})
+    conversation = created["conversationCreate"]
+    assert conversation["metadata"] == {"project": "apollo", "team": "red"}
+    kept = admin.client.ok(UPDATE, {"id": conversation["id"], "i": {"title": "renamed"}})[
+        "conversationUpdate"
+    ]
+    assert kept["metadata"] == {"project": "apollo", "team": "red"}
+    replaced = admin.client.ok(UPDATE, {"id": conversation["id"], "i": {"metadata": {"project": "gemini"}}})
+    assert replaced["conversationUpdate"]["metadata"] == {"project": "gemini"}
+    cleared = admin.client.ok(UPDATE, {"id": conversation["id"], "i": {"metadata": {}}})
+    assert cleared["conversationUpdate"]["metadata"] == {}
+    assert admin.client.ok(CREATE, {"i": {"title": "plain"}})["conversationCreate"]["metadata"] == {}
+
+
+@pytest.mark.parametrize(
+    ("metadata", "bound"),
+    [
+        ({f"k{i}": "v" for i in range(17)}, "at most 16"),
+        ({"k" * 65: "v"}, "at most 64"),
+        ({"k": "v" * 513}, "at most 512"),
+        ({"k": 1}, "must be a string"),
+        ({"": "v"}, "non-empty"),
+        (["not", "an", "object"], "JSON object"),
+    ],
+)
+def test_metadata_over_its_bounds_is_bad_user_input_naming_the_bound(
+    admin: Actor, metadata: Any, bound: str
+) -> None:
+    error = admin.client.error(CREATE, {"i": {"title": "t", "metadata": metadata}})
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert bound in error["message"]
+    conversation = create_conversation(admin)
+    error = admin.client.error(START, {"c": conversation, "i": {"content": "hi", "metadata": metadata}})
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert bound in error["message"]
+    assert admin.client.ok("{ conversations { totalCount } }")["conversations"]["totalCount"] == 1
+    # Exactly at the bounds is fine.
+    edge = {f"k{i:02d}" + "x" * 61: "v" * 512 for i in range(16)}
+    assert (
+        admin.client.ok(UPDATE, {"id": conversation, "i": {"metadata": edge}})["conversationUpdate"][
+            "metadata"
+        ]
+        == edge
+    )
+
+
+def test_conversations_and_search_filter_by_every_given_pair(admin: Actor, make_user: Any) -> None:
+    a = admin.client.ok(CREATE, {"i": {"title": "alpha", "metadata": {"project": "apollo", "team": "red"}}})
+    b = admin.client.ok(CREATE, {"i": {"title": "beta", "metadata": {"project": "apollo", "team": "blue"}}})
+    admin.client.ok(CREATE, {"i": {"title": "gamma", "metadata": {"project": "gemini"}}})
+    a_id, b_id = a["conversationCreate"]["id"], b["conversationCreate"]["id"]
+    one = admin.client.ok(LIST, {"m": {"key": "project", "value": "apollo"}})["conversations"]
+    assert (one["totalCount"], ids(one)) == (2, {a_id, b_id})
+    both = admin.client.ok(
+        LIST, {"m": [{"key": "project", "value": "apollo"}, {"key": "team", "value": "red"}]}
+    )["conversations"]
+    assert (both["totalCount"], ids(both)) == (1, {a_id})
+    none = admin.client.ok(LIST, {"m": {"key": "project", "value": "Apollo"}})["conversations"]
+    assert none["totalCount"] == 0
+    found = admin.client.ok(SEARCH, {"i": {"metadata": [{"key": "team", "value": "blue"}]}})["search"]
+    assert found["totalCount"] == 1
+    assert found["edges"][0]["node"]["conversation"]["id"] == b_id
+    worded = admin.client.ok(
+        SEARCH, {"i": {"query": "alpha", "metadata": [{"key": "project", "value": "apollo"}]}}
+    )
+    assert [e["node"]["conversation"]["id"] for e in worded["search"]["edges"]] == [a_id]
+    # Another user of the tenant sees none of them: the filter never widens what is readable.
+    other = make_user(admin)
+    assert (
+        other.client.ok(LIST, {"m": {"key": "project", "value": "apollo"}})["conversations"]["totalCount"]
+        == 0
+    )
+    error = admin.client.error(LIST, {"m": [{"key": "k", "value": "1"}, {"key": "k", "value": "2"}]})
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+
+
+def test_message_metadata_is_set_when_posted_and_by_messageMetadataSet(admin: Actor, make_user: Any) -> None:
+    conversation = create_conversation(admin)
+    root = admin.client.ok(START, {"c": conversation, "i": {"content": "q", "metadata": {"source": "web"}}})
+    root_id = root["threadStart"]["id"]
+    assert root["threadStart"]["metadata"] == {"source": "web"}
+    answer = admin.client.ok(REPLY, {"p": root_id, "i": {"content": "a", "role": "ASSISTANT"}})[
+        "messageReply"
+    ]
+    assert answer["metadata"] == {}
+    updated = admin.client.ok(SET, {"id": answer["id"], "m": {"grade": "A"}})["messageMetadataSet"]
+    assert updated["metadata"] == {"grade": "A"}
+    assert admin.client.ok(TREE, {"r": root_id})["threadTree"]["nodes"] == [
+        {"content": "q", "metadata": {"source": "web"}},
+        {"content": "a", "metadata": {"grade": "A"}},
+    ]
+    stranger = make_user(admin)
+    assert stranger.client.code(SET, {"id": answer["id"], "m": {"x": "y"}}) == "NOT_FOUND"
+    assert admin.client.code(SET, {"id": answer["id"], "m": {"x": "y" * 513}}) == "BAD_USER_INPUT"
+    cleared = admin.client.ok(SET, {"id": root_id, "m": {}})["messageMetadataSet"]
+    assert cleared["metadata"] == {}
