@@ -24,8 +24,8 @@ from threadline.graphql.node import Node, resolve_node
 from threadline.graphql.persisted import PersistedDocuments
 from threadline.graphql.scalars import SCALAR_OVERRIDES
 from threadline.idempotency.schema import IdempotencyKeys
-from threadline.metadata.schema import MetadataMutation
 from threadline.links.schema import LinkMutation
+from threadline.metadata.schema import MetadataMutation
 from threadline.observability.schema import OperationMetrics
 from threadline.organise.schema import OrganiseMutation, OrganiseQuery
 from threadline.porting.schema import PortingMutation, PortingQuery, RetentionMutation
