@@ -34,6 +34,8 @@ STORED_KEYS = {
     "unread.update": {"unreadCount"},
     "membership.changed": {"userId", "change", "role"},
     "principal.changed": {"userId", "reason"},
+    "branch.sibling": {"parentId", "siblingId", "siblingIndex", "siblingCount"},
+    "branch.current": {"leafId", "reason"},
 }
 
 EVENTS = """subscription($c: ID!, $s: String) { conversationEvents(conversationId: $c, since: $s) {
