@@ -17,8 +17,8 @@ from threadline.ids import Kind, decode_id
 from threadline.metadata import rules as metadata_rules
 from threadline.parts.types import part_of_input
 from threadline.runs import output
+from threadline.threads import branch_service, resolvers, service, tree_service
 from threadline.threads import repository as repo
-from threadline.threads import resolvers, service, tree_service
 from threadline.threads.service import MessageDraft, path_ids
 from threadline.threads.types import Message, MessageInput, Thread, ThreadTree, UsageInput
 
@@ -174,7 +174,10 @@ class ThreadMutation:
         row, path = done.value
         return Message.from_row(row, path)
 
-    @strawberry.mutation(description="Edit your own message; the previous version is kept in `edits`.")
+    @strawberry.mutation(
+        description="Edit your own message; the previous version is kept in `edits`. With `asBranch: true` "
+        "(edit-and-resend) the message stays as it is and a new sibling with the new text is returned instead."
+    )
     async def message_edit(
         self,
         info: Info,
@@ -185,11 +188,25 @@ class ThreadMutation:
                 description="The new text: non-empty, at most 1 MiB (THREADLINE_MESSAGE_MAX_BYTES)."
             ),
         ],
+        as_branch: Annotated[
+            bool,
+            strawberry.argument(
+                description="Instead of rewriting the message, add a new reply to its parent with the new text "
+                "(same role and model), so the earlier version and the answers under it stay reachable as a "
+                "sibling branch; you are moved onto the new message (`Thread.currentLeaf`). BAD_USER_INPUT for "
+                "a thread's root, which has no parent."
+            ),
+        ] = False,
     ) -> Message:
         principal = await info.context.principal()
-        row, path = await service.edit(
-            info.context.db, info.context.settings, principal, decode_id(id, Kind.MESSAGE), content
-        )
+        message_id = decode_id(id, Kind.MESSAGE)
+        settings = info.context.settings
+        if as_branch:
+            row, path = await branch_service.edit_as_branch(
+                info.context.db, settings, principal, message_id, content
+            )
+        else:
+            row, path = await service.edit(info.context.db, settings, principal, message_id, content)
         return Message.from_row(row, path)
 
     @strawberry.mutation(
@@ -204,6 +221,28 @@ class ThreadMutation:
         principal = await info.context.principal()
         row, path = await service.delete(info.context.db, principal, decode_id(id, Kind.MESSAGE))
         return Message.from_row(row, path)
+
+    @strawberry.mutation(
+        description="Choose the branch you are on in a thread: `messageId` becomes your `Thread.currentLeaf` and "
+        "`currentPath` ends at it (yours alone: others keep theirs). Reading the thread is enough. Announced to "
+        "your own streams as `branch.current`. BAD_USER_INPUT for a message outside the thread."
+    )
+    async def thread_set_current(
+        self,
+        info: Info,
+        root_id: RootId,
+        message_id: Annotated[
+            strawberry.ID,
+            strawberry.argument(description="Any message of the thread (usually a leaf) to be on."),
+        ],
+    ) -> Thread:
+        principal = await info.context.principal()
+        db = info.context.db
+        root = decode_id(root_id, Kind.MESSAGE)
+        await branch_service.set_current(db, principal, root, decode_id(message_id, Kind.MESSAGE))
+        row = await repo.thread_with_root(db, principal.tenant_id, root, principal.user_id)
+        assert row is not None
+        return Thread.from_row(row)
 
     @strawberry.mutation(description="Mark a thread read up to its latest message, for the caller.")
     async def thread_mark_read(self, info: Info, root_id: RootId) -> Thread:

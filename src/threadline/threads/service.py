@@ -20,6 +20,7 @@ from threadline.events.scrub import follow_messages
 from threadline.metadata import repository as metadata_repo
 from threadline.parts import model as message_parts
 from threadline.settings import Settings
+from threadline.threads import branches
 from threadline.threads import repository as repo
 from threadline.threads.paths import ancestor_paths
 from threadline.threads.tree_rules import ROOT, TooDeep, reply_placement
@@ -264,6 +265,10 @@ async def add_reply(
     thread = await repo.thread_activity(tx, tenant_id, row["root_id"], replies=1, last_seq=row["seq"])
     (path,) = await path_ids(tx, tenant_id, [row])
     await _announce_activity(tx, tenant_id, author_id, row, thread, "REPLY", path)
+    await branches.announce_sibling(tx, tenant_id, row, parent["child_count"])
+    if author_id is not None:
+        # A reply moves its author onto it (a run's answer moves the run's creator: runs.execution).
+        await branches.move_current(tx, tenant_id, author_id, row, branches.REPLY)
     return row, path
 
 
@@ -343,6 +348,7 @@ async def delete(
         thread = await repo.thread_activity(tx, principal.tenant_id, row["root_id"], replies=0, last_seq=None)
         (path,) = await path_ids(tx, principal.tenant_id, [updated])
         await _announce_activity(tx, principal.tenant_id, principal.user_id, updated, thread, "DELETE", path)
+        await branches.leave_deleted(tx, principal.tenant_id, updated)
     return updated, path
 
 
