@@ -24,6 +24,9 @@ from tests.test_clients import npm_install
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "openai_node"
 NODES = """query($r: ID!) { threadTree(rootId: $r) { nodes { role content } } }"""
+PARTS = """query($r: ID!) { threadTree(rootId: $r) { nodes { role parts { __typename
+  ... on TextPart { text } ... on ToolCallPart { id name arguments } ... on ToolResultPart { toolCallId content }
+  ... on ImagePart { url } } } } }"""
 WEATHER_TOOL = {
     "type": "function",
     "function": {
@@ -234,6 +237,81 @@ def test_a_tool_round_trip_passes_through_and_is_kept_in_the_session(
 @pytest.mark.skipif(
     not (shutil.which("node") and shutil.which("npm")), reason="node and npm are not installed"
 )
+def parts(server: ServerThread, actor: Actor, root_id: str) -> list[tuple[str, list[dict[str, Any]]]]:
+    client = Client(server.url, actor.api_key)
+    try:
+        return [(n["role"], n["parts"]) for n in client.ok(PARTS, {"r": root_id})["threadTree"]["nodes"]]
+    finally:
+        client.close()
+
+
+def test_tool_calls_and_results_are_kept_as_parts_so_the_results_alone_continue_the_round(
+    gateway: ServerThread, admin: Actor, fake: FakeUpstream
+) -> None:
+    client = sdk(gateway, admin)
+    cid = create_conversation(admin, sessionId="tool-parts")
+    root = start_thread(admin, cid, "hello")
+    question = {
+        "role": "user",
+        "content": [
+            {"type": "text", "text": "Weather here?"},
+            {"type": "image_url", "image_url": {"url": "https://example.com/sky.png"}},
+        ],
+    }
+    first = client.chat.completions.create(
+        model="fake-tools",
+        messages=[question],
+        tools=[WEATHER_TOOL],
+        extra_body={"session_id": "tool-parts"},  # type: ignore[list-item]
+    )
+    [call] = first.choices[0].message.tool_calls or []
+    # Only the result is sent: the stored tool call goes to the model from the branch.
+    second = client.chat.completions.create(
+        model="fake-tools",
+        messages=[{"role": "tool", "tool_call_id": call.id, "content": "18C"}],
+        extra_body={"session_id": "tool-parts"},
+    )
+    assert second.choices[0].message.content == "It is sunny in 18C"
+    assert fake.requests[1]["messages"] == [
+        {"role": "user", "content": "hello"},
+        {"role": "user", "content": "Weather here?"},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {
+                    "id": "call_1",
+                    "type": "function",
+                    "function": {"name": "get_weather", "arguments": '{"city": "Paris"}'},
+                }
+            ],
+        },
+        {"role": "tool", "tool_call_id": "call_1", "content": "18C"},
+    ]
+    assert parts(gateway, admin, root)[1:] == [
+        (
+            "USER",
+            [
+                {"__typename": "TextPart", "text": "Weather here?"},
+                {"__typename": "ImagePart", "url": "https://example.com/sky.png"},
+            ],
+        ),
+        (
+            "ASSISTANT",
+            [
+                {
+                    "__typename": "ToolCallPart",
+                    "id": "call_1",
+                    "name": "get_weather",
+                    "arguments": '{"city": "Paris"}',
+                }
+            ],
+        ),
+        ("TOOL", [{"__typename": "ToolResultPart", "toolCallId": "call_1", "content": "18C"}]),
+        ("ASSISTANT", [{"__typename": "TextPart", "text": "It is sunny in 18C"}]),
+    ]
+
+
 def test_the_npm_openai_client_runs_against_the_gateway(gateway: ServerThread, admin: Actor) -> None:
     npm_install(EXAMPLE)
     cid = create_conversation(admin, sessionId="node")

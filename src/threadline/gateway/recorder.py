@@ -4,7 +4,7 @@
 transaction (a conversation without threads gets its first message as a new thread first). Deltas are then
 written as a run writes them (`runs.output.append`: a chunk, the content, one `message.delta`), coalesced to at
 most one write per THREADLINE_RUN_DELTA_INTERVAL_SECONDS, and `end` makes the reply final with its usage
-(`runs.output.finish`: the conversation's token count, one `message.done`), or, when the model failed midway,
+(`runs.output.finish`: the conversation's token count, one `message.done`) and its tool calls as parts, or, when the model failed midway,
 publishes an `error` event as a failed run does. The client's stream never waits for these writes.
 """
 
@@ -24,11 +24,13 @@ from threadline.errors import conflict
 from threadline.events.announce import publish_error
 from threadline.events.payloads import StreamError
 from threadline.gateway.completion import Completion
+from threadline.gateway.messages import reply_parts
 from threadline.gateway.session import Session
 from threadline.runs import output
 from threadline.runs import output_repository as streams
 from threadline.runs.output import OutputDeleted, Usage
 from threadline.settings import Settings
+from threadline.threads import branches
 from threadline.threads import repository as threads
 from threadline.threads.service import MessageDraft, add_reply, start_thread
 
@@ -87,7 +89,7 @@ class Recorder:
         tenant_id = self.principal.tenant_id
         conversation_id = self.session.conversation["id"]
         drafts = list(self.session.drafts)
-        parent_id = self.session.leaf["id"] if self.session.leaf is not None else None
+        parent_id = self.session.leaf_id
         if parent_id is None:
             root = await start_thread(self.db, self.settings, self.principal, conversation_id, drafts.pop(0))
             parent_id = root["id"]
@@ -110,6 +112,8 @@ class Recorder:
                 None,
             )
             await streams.open_stream(tx, tenant_id, reply["id"])
+            # The caller sees the answer stream on their branch, as a run's creator does (threads.branches).
+            await branches.move_current(tx, tenant_id, self.principal.user_id, reply, branches.RUN)
         self.reply = reply
 
     async def _write(self) -> None:
@@ -143,6 +147,9 @@ class Recorder:
                 row = await threads.message(tx, self.principal.tenant_id, reply["id"], lock=True)
                 if row is None:
                     return
+                stored = reply_parts(completion.first(), self.settings)
+                if stored is not None:
+                    await threads.set_parts(tx, self.principal.tenant_id, reply["id"], stored)
                 await output.finish(
                     tx, self.principal.tenant_id, row, None, usage, announce=error is None, strict=False
                 )

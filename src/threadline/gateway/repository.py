@@ -5,12 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-import asyncpg
-
 from threadline.auth.principal import Principal
 from threadline.conversations.repository import visibility_sql
 from threadline.db import Executor
-from threadline.threads.repository import MESSAGE_COLUMNS
 
 
 async def session_conversation(db: Executor, principal: Principal, session_id: str) -> uuid.UUID | None:
@@ -28,17 +25,12 @@ async def session_conversation(db: Executor, principal: Principal, session_id: s
     return value if isinstance(value, uuid.UUID) else None
 
 
-async def newest_leaf(
-    db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID
-) -> asyncpg.Record | None:
-    """The newest message without replies in the conversation's most recently active thread (the newest
-    message still standing when every leaf is deleted); None for a conversation without threads."""
-    return await db.fetchrow(
-        f"""SELECT {MESSAGE_COLUMNS} FROM message m
-            WHERE m.tenant_id = $1 AND m.deleted_at IS NULL AND m.root_id = (
-                SELECT t.id FROM thread t WHERE t.tenant_id = $1 AND t.conversation_id = $2
-                ORDER BY t.last_activity_at DESC, t.id DESC LIMIT 1)
-            ORDER BY m.child_count = 0 DESC, m.seq DESC LIMIT 1""",
+async def latest_thread(db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID) -> uuid.UUID | None:
+    """The root of the conversation's most recently active thread; None for a conversation without threads."""
+    value = await db.fetchval(
+        """SELECT t.id FROM thread t WHERE t.tenant_id = $1 AND t.conversation_id = $2
+           ORDER BY t.last_activity_at DESC, t.id DESC LIMIT 1""",
         tenant_id,
         conversation_id,
     )
+    return value if isinstance(value, uuid.UUID) else None

@@ -3,15 +3,16 @@
 - The session names a conversation by its id (`cnv_...`) or its `sessionId` (the most recently active of the
   caller's conversations with it). Unknown, invisible, another tenant's or deleted: 404 like OpenAI's; read-only
   access: 403; archived: 409.
-- The branch continued is the newest leaf of the conversation's most recently active thread.
+- The branch continued is the caller's current branch (threads.branches: the leaf they are on, else the newest
+  branch) of the conversation's most recently active thread; the caller ends up on the stored reply.
 - The prompt is the request's leading system/developer messages, then the branch (root first, the last
   `maxHistoryMessages` of it, the oldest dropped until everything fits the model's budget as for runs), then the
   rest of the request. The request itself is never dropped: when it alone does not fit, 400
-  context_length_exceeded.
+  context_length_exceeded. Tool calls and results stored as parts are sent as such (gateway.messages).
 - Stored, as replies chained under the leaf: the request's messages after its last assistant message (user and
   tool messages; system and developer ones are sent, not kept), then the assistant's reply. So a client sends
-  only what is new; in a tool round, the assistant message with its tool calls and the tool results (the stored
-  copy of that assistant message gives way to the one sent, which carries the calls).
+  only what is new; in a tool round, the tool results (or the assistant message with its tool calls and the
+  results: the stored copy of that assistant message then gives way to the one sent).
 """
 
 from __future__ import annotations
@@ -28,31 +29,22 @@ from threadline.conversations.access import Access, require, require_writable
 from threadline.db import Database
 from threadline.errors import ErrorCode, ThreadlineError, bad_input
 from threadline.gateway import repository as repo
-from threadline.gateway.request import ChatRequest, text_of
+from threadline.gateway.messages import draft_of, sent_message, tokens
+from threadline.gateway.request import ChatRequest
 from threadline.ids import Kind, parse_id
-from threadline.runs import output_repository as streams
-from threadline.runs.context import (
-    MESSAGE_OVERHEAD_TOKENS,
-    PROMPT_OVERHEAD_TOKENS,
-    ChatMessage,
-    approximate_tokens,
-    history_limit,
-    message_tokens,
-    prompt_budget,
-)
+from threadline.runs.context import PROMPT_OVERHEAD_TOKENS, approximate_tokens, history_limit, prompt_budget
 from threadline.settings import Settings
-from threadline.threads.service import MessageDraft, path_ids, validate_content
+from threadline.threads import branches
+from threadline.threads import repository as threads
+from threadline.threads.service import MessageDraft
 
-# How stored roles are sent (as runs send them: a stored tool result has lost its call id, so it is user text).
-SENT_ROLES = {"USER": "user", "TOOL": "user", "ASSISTANT": "assistant", "SYSTEM": "system"}
-STORED_ROLES = {"user": "USER", "tool": "TOOL", "function": "TOOL", "assistant": "ASSISTANT"}
 INSTRUCTION_ROLES = frozenset({"system", "developer"})
 
 
 @dataclass(frozen=True)
 class Session:
     conversation: asyncpg.Record
-    leaf: asyncpg.Record | None
+    leaf_id: uuid.UUID | None  # the message the stored ones go under; None: they start a thread
     drafts: list[MessageDraft]  # stored before the reply, in order
     prompt: list[dict[str, Any]]  # what the model is sent
     prompt_tokens: int  # the estimate recorded when the model reports no usage
@@ -99,83 +91,68 @@ async def open_session(
 ) -> Session:
     assert request.session_id is not None
     conversation = await conversation_of(db, principal, request.session_id)
-    leaf = await repo.newest_leaf(db, principal.tenant_id, conversation["id"])
-    branch: list[asyncpg.Record] = []
-    if leaf is not None:
-        (ids,) = await path_ids(db, principal.tenant_id, [leaf])
-        rows = {r["id"]: r for r in await streams.messages_by_ids(db, principal.tenant_id, ids)}
-        branch = [rows[i] for i in ids if i in rows]
+    branch = await _branch(db, principal, conversation["id"])
     leading = 0
     while leading < len(request.messages) and request.messages[leading]["role"] in INSTRUCTION_ROLES:
         leading += 1
     instructions, rest = request.messages[:leading], request.messages[leading:]
     drafts = _drafts(request.messages, leading, settings)
-    if leaf is None and not drafts:
+    if not branch and not drafts:
         raise bad_input("The session has no messages yet: send a user message", param="messages")
-    history = [
-        ChatMessage(SENT_ROLES[row["role"]], row["content"])
-        for row in branch
-        if row["deleted_at"] is None and row["content"]
-    ]
-    if rest and rest[0]["role"] == "assistant" and history and history[-1].role == "assistant":
-        history.pop()  # the client sends the stored reply back with its tool calls
-    fixed = PROMPT_OVERHEAD_TOKENS + sum(_request_tokens(m) for m in request.messages)
+    stored = {
+        r["message_id"]: r["parts"]
+        for r in await threads.parts_of(db, principal.tenant_id, [r["id"] for r in branch])
+    }
+    history = [m for m in (sent_message(row, stored.get(row["id"])) for row in branch) if m is not None]
+    if rest and rest[0]["role"] == "assistant" and history and history[-1]["role"] == "assistant":
+        history.pop()  # the client sends the stored reply back (with its tool calls)
+    fixed = PROMPT_OVERHEAD_TOKENS + sum(tokens(m) for m in request.messages)
     if request.body.get("tools"):
         fixed += approximate_tokens(json.dumps(request.body["tools"]))
-    kept = _trimmed(
-        history,
-        history_limit(None, conversation["max_history_messages"]),
-        prompt_budget(settings, request.model) - fixed,
-    )
+    budget = prompt_budget(settings, request.model)
+    kept = _trimmed(history, history_limit(None, conversation["max_history_messages"]), budget - fixed)
     if kept is None:
         raise bad_input(
-            f"The messages need about {fixed} tokens; the model's budget is "
-            f"{prompt_budget(settings, request.model)} (its context window minus the tokens reserved for the reply)",
+            f"The messages need about {fixed} tokens; the model's budget is {budget} "
+            "(its context window minus the tokens reserved for the reply)",
             openaiCode="context_length_exceeded",
             param="messages",
         )
-    prompt = [*instructions, *(m.as_dict() for m in kept), *rest]
-    return Session(conversation, leaf, drafts, prompt, fixed + sum(message_tokens(m) for m in kept))
+    prompt = [*instructions, *kept, *rest]
+    leaf_id = branch[-1]["id"] if branch else None
+    return Session(conversation, leaf_id, drafts, prompt, fixed + sum(tokens(m) for m in kept))
+
+
+async def _branch(db: Database, principal: Principal, conversation_id: uuid.UUID) -> list[asyncpg.Record]:
+    """The caller's current branch of the conversation's most recently active thread, root first; empty
+    when there is no thread (or its branch ends on a deleted message: the session then starts a new one)."""
+    root_id = await repo.latest_thread(db, principal.tenant_id, conversation_id)
+    if root_id is None:
+        return []
+    path = await branches.current_path(db, principal.tenant_id, principal.user_id, root_id)
+    if not path or path[-1]["deleted_at"] is not None:
+        return []
+    return path
 
 
 def _drafts(messages: list[dict[str, Any]], leading: int, settings: Settings) -> list[MessageDraft]:
+    """The request's messages after its last assistant message, as stored (system ones are not kept)."""
     start = leading
     for index in range(len(messages) - 1, leading - 1, -1):
         if messages[index]["role"] == "assistant":
             start = index + 1
             break
-    drafts: list[MessageDraft] = []
-    for index in range(start, len(messages)):
-        message = messages[index]
-        role = STORED_ROLES.get(message["role"])
-        if role is None:
-            continue
-        content = text_of(message.get("content"))
-        try:
-            validate_content(content, settings)
-        except ThreadlineError as exc:
-            raise bad_input(f"messages[{index}]: {exc.message}", param=f"messages[{index}].content") from None
-        drafts.append(MessageDraft(content=content, role=role))
-    return drafts
+    drafts = [draft_of(index, messages[index], settings) for index in range(start, len(messages))]
+    return [d for d in drafts if d is not None]
 
 
-def _request_tokens(message: dict[str, Any]) -> int:
-    text = text_of(message.get("content"))
-    extra = message.get("tool_calls")
-    return (
-        MESSAGE_OVERHEAD_TOKENS
-        + approximate_tokens(text)
-        + (approximate_tokens(json.dumps(extra)) if extra else 0)
-    )
-
-
-def _trimmed(history: list[ChatMessage], max_history: int, budget: int) -> list[ChatMessage] | None:
-    """The last `max_history` messages, the oldest dropped until they fit `budget`; None if nothing could fit
-    the request itself."""
+def _trimmed(history: list[dict[str, Any]], max_history: int, budget: int) -> list[dict[str, Any]] | None:
+    """The last `max_history` messages, the oldest dropped until they fit `budget` (and tool results whose
+    call was dropped with them); None if not even the request fits."""
     if budget < 0:
         return None
     kept = history[-max_history:] if max_history > 0 else []
-    total = sum(message_tokens(m) for m in kept)
-    while kept and total > budget:
-        total -= message_tokens(kept.pop(0))
+    total = sum(tokens(m) for m in kept)
+    while kept and (total > budget or kept[0]["role"] == "tool"):
+        total -= tokens(kept.pop(0))
     return kept
