@@ -147,6 +147,8 @@ def test_settings(dsn: str, **overrides: Any) -> Settings:
         migrate_on_start=True,
         db_pool_min=1,
         db_pool_max=10,
+        # Off unless a test asks (tests/test_credential_cache.py): statement counts stay exact per request.
+        credential_cache_seconds=0.0,
     )
     return dataclasses.replace(base, **overrides)
 
@@ -259,7 +261,13 @@ def serve_process(dsn: str, **env: str) -> Iterator[str]:
     """`threadline serve` in a process of its own on the session database (plus `env`); yields its base URL
     once /readyz answers, and terminates it afterwards."""
     port = free_port()
-    environment = {**os.environ, "DATABASE_URL": dsn, "THREADLINE_MIGRATE_ON_START": "false", **env}
+    environment = {
+        **os.environ,
+        "DATABASE_URL": dsn,
+        "THREADLINE_MIGRATE_ON_START": "false",
+        "THREADLINE_WORKERS": "1",  # one process unless a test asks for more (the default is one per core)
+        **env,
+    }
     proc = subprocess.Popen(
         [sys.executable, "-m", "threadline.cli", "serve", "--port", str(port)],
         env=environment,

@@ -119,7 +119,7 @@ def test_metrics_count_requests_and_errors_by_code(
     code = 'threadline_graphql_errors_total{code="%s"}'
     assert metric(text, code % "UNAUTHENTICATED") - metric(before, code % "UNAUTHENTICATED") == 1
     assert metric(text, code % "BAD_USER_INPUT") - metric(before, code % "BAD_USER_INPUT") == 2
-    ok = 'threadline_http_requests_total{transport="http",status="200"}'
+    ok = 'threadline_http_requests_total{status="200",transport="http"}'
     assert metric(text, ok) - metric(before, ok) == 3
     for family in (
         "threadline_db_pool_max",

@@ -312,7 +312,7 @@ def test_http_streams_show_in_the_metrics(
         return httpx.get(f"{server.url}/metrics", headers=METRICS_HEADERS).text
 
     # A stream is counted once it ends, under its own transport (its lifetime is not a request's latency).
-    ended = 'threadline_http_requests_total{transport="multipart",status="200"}'
+    ended = 'threadline_http_requests_total{status="200",transport="multipart"}'
     before = scrape()
     cid = conversation(admin)
     sub = subscribe(admin, CONVERSATION_EVENTS, {"c": cid, "s": live(admin)})

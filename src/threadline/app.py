@@ -17,9 +17,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 
+from threadline.auth.credentials import CredentialCache
 from threadline.db import Database
 from threadline.db.embedded import EmbeddedPostgres, resolve_database_url
 from threadline.db.migrate import apply_migrations
+from threadline.files import routes as files_routes
 from threadline.graphql import graphiql
 from threadline.graphql.view import ThreadlineGraphQL
 from threadline.observability.repository import ping
@@ -38,6 +40,7 @@ class Services:
     hub: Any = None
     runs: Any = None  # the run worker (threadline.runs.worker.Worker)
     embedded: EmbeddedPostgres | None = None
+    credentials: CredentialCache | None = None  # principals by Authorization value (auth.credentials)
     background: list[Any] = field(default_factory=list)
 
 
@@ -65,7 +68,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
     from threadline.schema import schema
 
     settings = settings or Settings.from_env()
-    services = Services(settings=settings)
+    services = Services(settings=settings, credentials=CredentialCache(settings.credential_cache_seconds))
     graphql = ThreadlineGraphQL(schema, services, graphiql=not settings.production)
     from threadline.gateway.routes import Gateway
 
@@ -88,6 +91,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         from threadline.streaming.maintenance import start_maintenance, stop_task
 
         services.hub = StreamHub(services.db, services.settings)
+        services.hub.sessions.credentials = services.credentials  # principal.changed empties it
         await services.hub.start()
         maintenance = start_maintenance(services.db, services.settings)
         from threadline.runs.worker import Worker
@@ -99,10 +103,15 @@ def create_app(settings: Settings | None = None) -> Starlette:
         retention = start_retention(services.db, services.settings)
         if retention is not None:
             services.background.append(retention)
+        from threadline.observability.metrics import start_metrics_sync
+
+        metrics_sync = start_metrics_sync(services)
         tune_garbage_collector(settings.gc_gen0_threshold)
         try:
             yield
         finally:
+            if metrics_sync is not None:
+                await stop_task(metrics_sync)
             await stop_task(maintenance)
             await stop_retention(retention)
             await services.runs.stop(requeue=True)  # a graceful shutdown returns claimed runs to the queue
@@ -111,6 +120,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await services.db.close()
             if services.embedded is not None:
                 services.embedded.stop()
+            from threadline.observability.metrics import process_stopped
+
+            process_stopped()
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})
@@ -128,7 +140,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
         # Metrics reveal every tenant's activity: only a scraper holding the operator's token reads them.
         if not metrics_authorized(request.headers.get("authorization"), settings.metrics_token):
             return PlainTextResponse("metrics need the bearer token", 401, {"WWW-Authenticate": "Bearer"})
-        return PlainTextResponse(await METRICS.render(services), media_type="text/plain; version=0.0.4")
+        body = await METRICS.render(services)
+        return PlainTextResponse(body, media_type="text/plain; version=0.0.4")
 
     serve_metrics = settings.metrics_enabled and settings.metrics_token is not None
     if settings.metrics_enabled and not serve_metrics:
@@ -166,6 +179,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             # GraphiQL's assets, from the package (development mode only, like the page itself).
             *([] if settings.production else [Mount(graphiql.STATIC_PATH, app=graphiql.static_files())]),
             Route("/share/{token}", share_page, methods=["GET"]),
+            Route("/files", files_routes.upload, methods=["POST"]),
+            Route("/files/{file_id}", files_routes.download, methods=["GET"]),
             Route("/graphql", graphql, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
             *gateway.routes(),

@@ -25,6 +25,7 @@ def _serve_until_stopped(args: argparse.Namespace, settings: Settings) -> int:
 
     from threadline.app import create_app
     from threadline.db.embedded import EmbeddedPostgres, describe_dsn
+    from threadline.serving import serve_workers, worker_count
 
     host = args.host or settings.host
     port = args.port or settings.port
@@ -36,6 +37,12 @@ def _serve_until_stopped(args: argparse.Namespace, settings: Settings) -> int:
             print(f"threadline: data directory {settings.data_dir}", flush=True)
         where = f"embedded PostgreSQL in {embedded.pgdata}" if embedded else describe_dsn(dsn)
         print(f"threadline: database {where}", flush=True)
+        workers = worker_count(args.workers, settings)
+        if workers > 1:
+            print(f"threadline: listening on http://{host}:{port}/graphql ({workers} processes)", flush=True)
+            verbose = bool(getattr(args, "verbose", False))
+            serve_workers(settings, dsn, host, port, workers, verbose)
+            return 0
         print(f"threadline: listening on http://{host}:{port}/graphql", flush=True)
         uvicorn.run(
             create_app(dataclasses.replace(settings, database_url=dsn)),
@@ -152,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "-v", "--verbose", action="store_true",
         help="debug logs, the embedded PostgreSQL's own output included (same as THREADLINE_LOG_LEVEL=debug)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--workers", type=int,
+        help="server processes on the port (default THREADLINE_WORKERS, or one per core)",
     )  # fmt: skip
     serve.set_defaults(run=_serve)
 

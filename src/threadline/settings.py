@@ -271,6 +271,13 @@ class Settings:
     shutdown_grace_seconds: float = 10.0
     # Objects allocated between young-generation collections (Python's default is 700); 0 keeps the default.
     gc_gen0_threshold: int = 50_000
+    # Issue 14. How long a process trusts a cached credential at most (principal.changed empties the caches of
+    # every process at once; this bounds a change's delay when the hub is held back); 0: no cache.
+    credential_cache_seconds: float = 1.0
+    # `threadline serve` processes on one port; 0: one per core.
+    workers: int = 0
+    # OpenTelemetry tracing (the `tracing` extra): GraphQL operations and resolvers, and asyncpg statements.
+    tracing_enabled: bool = False
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -468,4 +475,9 @@ class Settings:
                 "THREADLINE_SHUTDOWN_GRACE_SECONDS", cls.shutdown_grace_seconds
             ),
             gc_gen0_threshold=_env_int("THREADLINE_GC_GEN0_THRESHOLD", cls.gc_gen0_threshold),
+            credential_cache_seconds=_env_float(
+                "THREADLINE_CREDENTIAL_CACHE_SECONDS", cls.credential_cache_seconds
+            ),
+            workers=_env_int("THREADLINE_WORKERS", cls.workers),
+            tracing_enabled=_env_bool("THREADLINE_TRACING", cls.tracing_enabled),
         )

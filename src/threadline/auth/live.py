@@ -12,6 +12,7 @@ from __future__ import annotations
 import uuid
 
 from threadline.auth import repository as repo
+from threadline.auth.credentials import forget_in_process
 from threadline.auth.tokens import hash_subject
 from threadline.db import Executor
 from threadline.events.announce import publish_principal_changed
@@ -32,3 +33,10 @@ async def user_erased(tx: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID) ->
     if row is not None and row["external_subject"]:
         await repo.insert_erased_subject(tx, tenant_id, hash_subject(row["external_subject"]))
     await publish_principal_changed(tx, tenant_id, PrincipalChanged(None, "erased"))
+
+
+def committed() -> None:
+    """Called once the transaction that announced a change has committed: this process's cached credentials go
+    at once, so the changer's next request is refused here even before the hub reads the announcement (other
+    processes forget when their hub reads it, and within THREADLINE_CREDENTIAL_CACHE_SECONDS at worst)."""
+    forget_in_process()

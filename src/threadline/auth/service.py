@@ -170,6 +170,7 @@ async def revoke_api_key(db: Database, principal: Principal, key_id: uuid.UUID) 
         details = {"prefix": row["prefix"]}
         await record(tx, principal, AuditAction.API_KEY_REVOKE, (Kind.API_KEY, key_id), details)
         await live.principal_changed(tx, principal.tenant_id, row["user_id"], "revoked")
+    live.committed()
     return row
 
 
@@ -191,6 +192,7 @@ async def set_user_role(db: Database, principal: Principal, user_id: uuid.UUID, 
             details = {"from": before["role"], "to": row["role"]}
             await record(tx, principal, AuditAction.USER_ROLE_SET, (Kind.USER, user_id), details)
             await live.principal_changed(tx, principal.tenant_id, user_id, "role")
+    live.committed()
     return row
 
 

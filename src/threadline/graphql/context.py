@@ -40,11 +40,19 @@ class Context:
         if self._auth_error is not None:
             raise self._auth_error
         try:
-            self._principal = await authenticate(self.db, self.settings, self.authorization)
+            credentials = getattr(self.services, "credentials", None)
+            if credentials is not None and self.authorization:
+                # Cached in the process (auth.credentials: emptied on every principal.changed, everywhere).
+                self._principal = await credentials.principal(self.authorization, self._authenticate)
+            else:
+                self._principal = await self._authenticate()
         except ThreadlineError as exc:
             self._auth_error = exc
             raise
         return self._principal
+
+    async def _authenticate(self) -> Principal:
+        return await authenticate(self.db, self.settings, self.authorization)
 
     def forget_principal(self) -> None:
         """On a long-lived socket: the next principal() authenticates again, so a revoked key, an erased user

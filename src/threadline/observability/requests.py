@@ -62,7 +62,11 @@ class RequestIds:
                 # A stream's lifetime is not a request's latency: kept out of the request seconds.
                 METRICS.observe_request("multipart", outcome, 0.0)
             elif scope["type"] == "http" and scope.get("path") != "/metrics":
-                METRICS.observe_request("http", outcome, time.perf_counter() - started)
+                elapsed = time.perf_counter() - started
+                METRICS.observe_request("http", outcome, elapsed)
+                operation = scope["state"].get("operation_name")
+                if operation is not None:  # a GraphQL request that reached execution
+                    METRICS.request_duration.labels(operation).observe(elapsed)
             elif scope["type"] == "websocket":
                 METRICS.observe_request("websocket", outcome, 0.0)
             logs.request_id.reset(token)

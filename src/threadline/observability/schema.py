@@ -1,7 +1,9 @@
-"""Counts GraphQL operations by type and errors by `extensions.code` (listed first, so it sees them coded)."""
+"""Counts GraphQL operations by type and errors by `extensions.code` (listed first, so it sees them coded), and
+times each operation's execution by operation name (observability.metrics)."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 from strawberry.extensions import SchemaExtension
@@ -21,11 +23,30 @@ class OperationMetrics(SchemaExtension):
         self._count_operation()
         for error in getattr(self.execution_context.result, "errors", None) or ():
             code = (error.extensions or {}).get("code", "INTERNAL")
-            METRICS.errors[str(code)] += 1
+            METRICS.errors_total.labels(str(code)).inc()
+
+    def on_execute(self) -> Iterator[None]:
+        started = time.perf_counter()
+        execution = self.execution_context
+        label = METRICS.operation_label(execution.operation_name)
+        # The HTTP request's own histogram (observability.requests) is labelled with the same name.
+        scope = getattr(getattr(execution.context, "request", None), "scope", {})
+        state = (
+            scope.get("state") if scope.get("type") == "http" else None
+        )  # a socket's scope outlives operations
+        if isinstance(state, dict):
+            state["operation_name"] = "_batch" if "operation_name" in state else label
+        yield
+        try:
+            kind = execution.operation_type.value
+        except Exception:  # noqa: BLE001 - unparseable documents have no type
+            return
+        if kind != "subscription":  # a subscription's execution lasts as long as its stream
+            METRICS.resolver_duration.labels(label, kind).observe(time.perf_counter() - started)
 
     def _count_operation(self) -> None:
         try:
             kind = self.execution_context.operation_type.value
         except Exception:  # noqa: BLE001 - unparseable documents have no type
             kind = "invalid"
-        METRICS.operations[kind] += 1
+        METRICS.operations_total.labels(kind).inc()

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 from threadline.auth import repository as users
+from threadline.auth.credentials import CredentialCache
 from threadline.auth.principal import Principal, Role
 from threadline.conversations.access import Access, require
 from threadline.db import Database
@@ -81,6 +82,8 @@ class SocketSessions:
         self.db = db
         self._by_user: dict[uuid.UUID, set[SocketSession]] = defaultdict(set)
         self._tasks: set[asyncio.Task[None]] = set()
+        # The app's credential cache (auth.credentials), emptied by every principal.changed before sockets re-check.
+        self.credentials: CredentialCache | None = None
 
     def add(self, session: SocketSession) -> None:
         self._by_user[session.user_id].add(session)
@@ -104,6 +107,8 @@ class SocketSessions:
         the event's user (of its tenant when the event names none: an erasure). The checks run in a task of their
         own, and look the subscriptions up again after the sockets are checked, so that one which registered
         meanwhile (its operation authenticated just before the change) is checked too."""
+        if self.credentials is not None:
+            self.credentials.forget()
         tenant = event.tenant_id
         user = subject_of(event)
         if user is not None:
