@@ -129,4 +129,5 @@ async def erase_user(
             "placeholderId": encode_id(Kind.USER, placeholder),
         }
         await record(tx, principal, AuditAction.USER_ERASE, (Kind.USER, user_id), details)
+    live_credentials.committed()
     return Erasure(user_id, placeholder, len(owned), redacted, len(authored))
