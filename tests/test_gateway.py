@@ -268,6 +268,37 @@ def test_a_session_gets_its_branch_prepended_and_keeps_both_sides_as_a_reply(
     ]
 
 
+def test_a_session_continues_the_callers_current_branch_and_puts_them_on_the_reply(
+    gateway: ServerThread, admin: Actor, fake: FakeUpstream
+) -> None:
+    owner = on(gateway, admin)
+    cid = create_conversation(owner, sessionId="branches")
+    root = start_thread(owner, cid, "question")
+    older = reply(owner, root, "older answer", role="ASSISTANT")
+    reply(owner, root, "newer answer", role="ASSISTANT")
+    owner.client.ok(
+        "mutation($r: ID!, $m: ID!) { threadSetCurrent(rootId: $r, messageId: $m) { replyCount } }",
+        {"r": root, "m": older},
+    )
+    post(gateway, owner, {"model": "fake-ok", "messages": [user("go on")], "session_id": "branches"})
+    assert fake.requests[0]["messages"] == [
+        {"role": "user", "content": "question"},
+        {"role": "assistant", "content": "older answer"},
+        {"role": "user", "content": "go on"},
+    ]
+    current = owner.client.ok(
+        "query($c: ID!) { conversation(id: $c) { threads(first: 5) { nodes { currentLeaf { content } } } } }",
+        {"c": cid},
+    )
+    assert current["conversation"]["threads"]["nodes"] == [{"currentLeaf": {"content": "Hello there!"}}]
+    post(gateway, owner, {"model": "fake-ok", "messages": [user("and then")], "session_id": "branches"})
+    assert fake.requests[1]["messages"][1:4] == [
+        {"role": "assistant", "content": "older answer"},
+        {"role": "user", "content": "go on"},
+        {"role": "assistant", "content": "Hello there!"},
+    ]
+
+
 def test_a_session_is_named_by_the_conversations_id_too_and_cut_to_its_max_history(
     gateway: ServerThread, admin: Actor, fake: FakeUpstream
 ) -> None:
