@@ -30,7 +30,8 @@ from threadline.gateway import request as chat_request
 from threadline.gateway.completion import Completion
 from threadline.gateway.errors import UpstreamRefused, error_body, error_response, internal_error, unavailable
 from threadline.gateway.recorder import Recorder
-from threadline.gateway.session import open_session
+from threadline.gateway.request import ChatRequest
+from threadline.gateway.session import Session, open_session
 from threadline.gateway.upstream import chunks, model_list, provider_of, upstream_body
 from threadline.ids import Kind, encode_id
 from threadline.ratelimits.service import Budget, RateLimited, spend
@@ -76,13 +77,27 @@ class Gateway:
         task.add_done_callback(self._background.discard)
         return task
 
-    async def _caller(self, request: Request, costs: dict[str, int]) -> tuple[Principal, Budget | None]:
+    async def _principal(self, request: Request) -> Principal:
+        authorization = request.headers.get("authorization")
+
+        async def load() -> Principal:
+            return await authenticate(self.services.db, self.services.settings, authorization)
+
+        credentials = getattr(self.services, "credentials", None)
+        if credentials is not None and authorization:
+            # Cached in the process like GraphQL callers' (auth.credentials: emptied on every principal.changed).
+            return await credentials.principal(authorization, load)  # type: ignore[no-any-return]
+        return await load()
+
+    async def _spend(self, principal: Principal, costs: dict[str, int]) -> Budget | None:
         settings = self.services.settings
-        principal = await authenticate(self.services.db, settings, request.headers.get("authorization"))
-        budget = None
-        if settings.rate_limit_enabled:
-            budget = await spend(self.services.db, settings, principal, costs)
-        return principal, budget
+        if not settings.rate_limit_enabled:
+            return None
+        return await spend(self.services.db, settings, principal, costs)
+
+    async def _caller(self, request: Request, costs: dict[str, int]) -> tuple[Principal, Budget | None]:
+        principal = await self._principal(request)
+        return principal, await self._spend(principal, costs)
 
     async def models(self, request: Request) -> Response:
         async def answer() -> Response:
@@ -108,14 +123,11 @@ class Gateway:
 
     async def _complete(self, request: Request) -> Response:
         settings = self.services.settings
-        principal = await authenticate(self.services.db, settings, request.headers.get("authorization"))
+        principal = await self._principal(request)
         raw = await chat_request.read_body(request, settings.request_max_bytes)
         chat = chat_request.parse(raw, request.headers.get(chat_request.SESSION_HEADER))
         provider = self.providers()[provider_of(settings, chat.model)]
-        budget = None
-        if settings.rate_limit_enabled:
-            budget = await spend(self.services.db, settings, principal, COMPLETION_COSTS)
-        session = await open_session(self.services.db, settings, principal, chat) if chat.session_id else None
+        budget, session = await self._budget_and_session(principal, chat)
         stream = chunks(
             provider, upstream_body(chat.body, chat.model, session.prompt if session else chat.messages)
         )
@@ -148,6 +160,24 @@ class Gateway:
                 if name in headers:
                     response.headers[name] = headers[name]
         return _with_budget(response, budget)
+
+    async def _budget_and_session(
+        self, principal: Principal, chat: ChatRequest
+    ) -> tuple[Budget | None, Session | None]:
+        """The draw from the caller's budgets and the session's prompt, read side by side (each is a round trip
+        or more before the model is called: the time to the first token). A refusal of either wins; a call
+        refused by the session still counts against the budgets, as every refused operation does."""
+        spending = asyncio.ensure_future(self._spend(principal, COMPLETION_COSTS))
+        try:
+            session = (
+                await open_session(self.services.db, self.services.settings, principal, chat)
+                if chat.session_id
+                else None
+            )
+        except Exception:
+            await spending  # a rate-limit refusal is the answer before a session's
+            raise
+        return await spending, session
 
 
 class Relay:
