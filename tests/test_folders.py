@@ -209,3 +209,116 @@ def test_concurrent_moves_keep_every_sibling_list_numbered_densely(
 
     check(tree)
     assert sorted(seen) == sorted(roots + kids)
+
+
+EXPORT = "query($id: ID!) { conversationExport(id: $id) }"
+USER_EXPORT = "query($u: ID!) { userExport(userId: $u) }"
+IMPORT = """mutation($d: JSON!) { conversationImportReport(input: {format: THREADLINE, data: $d}) {
+  conversations { id title } warnings } }"""
+PIN = "mutation($c: ID!) { conversationPin(conversationId: $c) { id } }"
+BOOKMARK = 'mutation($m: ID!) { bookmarkSet(messageId: $m, note: "read this") { id } }'
+BOOKMARKS = "{ bookmarks { nodes { note message { content } } } }"
+PINNED = "{ conversations(pinnedFirst: true) { nodes { title } } }"
+
+
+def test_export_and_import_keep_the_users_folder_pin_and_bookmarks(
+    admin: Actor, make_user: Callable[..., Actor]
+) -> None:
+    from tests.api import reply, start_thread
+
+    work = folder(admin, "Work")
+    sub = folder(admin, "Sub", parent=work)
+    cid = create_conversation(admin, "talk")
+    create_conversation(admin, "newer")
+    root = start_thread(admin, cid, "question")
+    answer = reply(admin, root, "answer")
+    admin.client.ok(FILE, {"c": cid, "f": sub})
+    admin.client.ok(PIN, {"c": cid})
+    admin.client.ok(BOOKMARK, {"m": answer})
+    document = admin.client.ok(EXPORT, {"id": cid})["conversationExport"]
+    organisation = document["organisation"]
+    assert organisation["folder"] == ["Work", "Sub"]
+    assert organisation["pinned"] == 0
+    assert [(b["message_id"], b["note"]) for b in organisation["bookmarks"]] == [(answer, "read this")]
+    # Another user of the tenant imports it: their own folders, pin and bookmark, as the export had them.
+    other = make_user(admin)
+    folder(other, "Work")  # an existing folder of the same name is reused, not duplicated
+    report = other.client.ok(IMPORT, {"d": document})["conversationImportReport"]
+    assert report["warnings"] == []
+    (imported,) = report["conversations"]
+    tree = other.client.ok(TREE)["folders"]
+    assert names(tree) == ["Work"]
+    assert names(tree[0]["children"]) == ["Sub"]
+    assert tree[0]["children"][0]["conversationCount"] == 1
+    assert in_folder(other, tree[0]["children"][0]["id"]) == ["talk"]
+    assert other.client.ok(PINNED)["conversations"]["nodes"][0] == {"title": "talk"}
+    assert other.client.ok(BOOKMARKS)["bookmarks"]["nodes"] == [
+        {"note": "read this", "message": {"content": "answer"}}
+    ]
+    # Importing it again (a merge) restores nothing twice.
+    other.client.ok(IMPORT, {"d": document})
+    assert names(other.client.ok(TREE)["folders"]) == ["Work"]
+    assert len(other.client.ok(BOOKMARKS)["bookmarks"]["nodes"]) == 1
+    assert imported["title"] == "talk"
+
+
+def test_a_user_export_holds_their_folders_pins_and_bookmarks(admin: Actor) -> None:
+    from tests.api import start_thread
+
+    top = folder(admin, "Top")
+    inner = folder(admin, "Inner", parent=top)
+    cid = create_conversation(admin, "talk")
+    root = start_thread(admin, cid, "question")
+    admin.client.ok(FILE, {"c": cid, "f": inner})
+    admin.client.ok(PIN, {"c": cid})
+    admin.client.ok(BOOKMARK, {"m": root})
+    data = admin.client.ok(USER_EXPORT, {"u": admin.user_id})["userExport"]
+    assert [(f["id"], f["name"], f["parent_id"], f["conversation_ids"]) for f in data["folders"]] == [
+        (top, "Top", None, []),
+        (inner, "Inner", top, [cid]),
+    ]
+    assert data["pins"] == [{"conversation_id": cid, "position": 0}]
+    assert [(b["conversation_id"], b["message_id"], b["note"]) for b in data["bookmarks"]] == [
+        (cid, root, "read this")
+    ]
+    assert data["conversations"][0]["organisation"]["folder"] == ["Top", "Inner"]
+
+
+def test_erasing_a_user_erases_their_folders_pins_and_bookmarks(
+    admin: Actor, make_user: Callable[..., Actor], loop: Loop, dsn: str
+) -> None:
+    from tests.api import start_thread
+
+    member = make_user(admin)
+    cid = create_conversation(admin, "shared")
+    join(admin, member, cid)
+    root = start_thread(admin, cid, "question")
+    mine = folder(admin, "Admin's")
+    admin.client.ok(FILE, {"c": cid, "f": mine})
+    theirs = folder(member, "Theirs")
+    folder(member, "Child", parent=theirs)
+    member.client.ok(FILE, {"c": cid, "f": theirs})
+    member.client.ok(PIN, {"c": cid})
+    member.client.ok(BOOKMARK, {"m": root})
+    admin.client.ok("mutation($u: ID!) { userErase(userId: $u) { userId } }", {"u": member.user_id})
+
+    async def left() -> dict[str, int]:
+        import asyncpg
+
+        conn = await asyncpg.connect(dsn)
+        try:
+            return {
+                table: int(await conn.fetchval(f"SELECT count(*) FROM {table}"))
+                for table in ("folder", "conversation_folder", "conversation_pin", "message_bookmark")
+            }
+        finally:
+            await conn.close()
+
+    # Only the admin's own folder and placement are left.
+    assert loop.run(left()) == {
+        "folder": 1,
+        "conversation_folder": 1,
+        "conversation_pin": 0,
+        "message_bookmark": 0,
+    }
+    assert in_folder(admin, mine) == ["shared"]

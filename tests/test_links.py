@@ -127,3 +127,73 @@ def test_links_from_one_conversation_are_bounded(dsn: str, loop: Loop) -> None:
             actor.client.close()
     finally:
         srv.stop()
+
+
+EXPORT = "query($id: ID!) { conversationExport(id: $id) }"
+USER_EXPORT = "query($u: ID!) { userExport(userId: $u) }"
+IMPORT = """mutation($d: JSON!) { conversationImportReport(input: {format: THREADLINE, data: $d}) {
+  conversations { id title } warnings } }"""
+
+
+def test_exports_show_the_links_the_exporter_may_read(admin: Actor, make_user: Callable[..., Actor]) -> None:
+    member = make_user(admin)
+    a, b = create_conversation(admin, "a"), create_conversation(admin, "b")
+    private = create_conversation(admin, "private")
+    join(admin, member, a)
+    join(admin, member, b)
+    forward = link(admin, a, b, "CONTINUES")
+    backward = link(admin, private, a, "CITES")
+    document = admin.client.ok(EXPORT, {"id": a})["conversationExport"]
+    assert [
+        (e["id"], e["kind"], e["direction"], e["from_id"], e["to_id"], e["title"]) for e in document["links"]
+    ] == [
+        (forward, "continues", "out", a, b, "b"),
+        (backward, "cites", "in", private, a, "private"),
+    ]
+    # The member cannot read `private`: its link is not in their export.
+    document = member.client.ok(EXPORT, {"id": a})["conversationExport"]
+    assert [e["id"] for e in document["links"]] == [forward]
+
+
+def test_a_user_export_reimported_keeps_the_links_between_its_conversations(
+    admin: Actor, make_user: Callable[..., Actor]
+) -> None:
+    member = make_user(admin)
+    first, second = create_conversation(member, "first"), create_conversation(member, "second")
+    link(member, second, first, "CONTINUES")
+    data = member.client.ok(USER_EXPORT, {"u": member.user_id})["userExport"]
+    other = make_user(admin)
+    report = other.client.ok(IMPORT, {"d": data})["conversationImportReport"]
+    assert report["warnings"] == []
+    ids = {c["title"]: c["id"] for c in report["conversations"]}
+    assert set(ids) == {"first", "second"}
+    assert seen(other, ids["second"]) == {
+        "links": [("CONTINUES", "first")],
+        "backlinks": [],
+        "counts": (1, 0),
+    }
+    assert seen(other, ids["first"])["backlinks"] == [("CONTINUES", "second")]
+    # Links to conversations the importer cannot read are warned about, not made.
+    lone = create_conversation(member, "lone")
+    link(member, lone, first, "CITES")
+    document = member.client.ok(EXPORT, {"id": lone})["conversationExport"]
+    report = other.client.ok(IMPORT, {"d": document})["conversationImportReport"]
+    assert len(report["warnings"]) == 1
+    assert "not restored: Conversation not found" in report["warnings"][0]
+
+
+def test_erasing_the_user_who_made_a_link_keeps_the_link(
+    admin: Actor, make_user: Callable[..., Actor]
+) -> None:
+    member = make_user(admin)
+    a, b = create_conversation(admin, "a"), create_conversation(admin, "b")
+    join(admin, member, a)
+    join(admin, member, b)
+    made = member.client.ok(LINK, {"f": a, "t": b, "k": "RELATED"})["conversationLink"]["id"]
+    erased = admin.client.ok(
+        "mutation($u: ID!) { userErase(userId: $u) { placeholder { id } } }", {"u": member.user_id}
+    )["userErase"]
+    data = admin.client.ok(
+        "query($id: ID!) { conversation(id: $id) { links { nodes { id createdBy { id } } } } }", {"id": a}
+    )
+    assert data["conversation"]["links"]["nodes"] == [{"id": made, "createdBy": erased["placeholder"]}]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import uuid
 from enum import StrEnum
+from typing import Any
 
 import asyncpg
 
@@ -14,6 +15,7 @@ from threadline.conversations import repository as conversations
 from threadline.conversations.access import Access, access_level
 from threadline.db import Database, Executor
 from threadline.errors import bad_input, forbidden, not_found
+from threadline.ids import Kind, encode_id
 from threadline.links import repository as repo
 from threadline.settings import Settings
 
@@ -95,3 +97,31 @@ async def unlink(db: Database, principal: Principal, link_id: uuid.UUID) -> bool
             raise forbidden("You have read-only access to the conversation the link starts from")
         await repo.delete_link(tx, principal.tenant_id, link_id)
     return True
+
+
+async def links_for_export(
+    db: Executor, tenant_id: uuid.UUID, viewer: Principal | None, conversation_id: uuid.UUID
+) -> list[dict[str, Any]]:
+    """Every link from and to a conversation, as export entries (oldest first): those whose other end `viewer`
+    may read, or all of them for the operator (`viewer` None)."""
+    rows = await repo.all_links_of(db, tenant_id, conversation_id)
+    if viewer is not None and rows:
+        others = list({r["id"] for r in rows})
+        readable = {
+            r["id"]
+            for r in await conversations.conversations_with_access(db, tenant_id, others, viewer.user_id)
+            if access_level(viewer, r) >= Access.READ
+        }
+        rows = [r for r in rows if r["id"] in readable]
+    return [
+        {
+            "id": encode_id(Kind.CONVERSATION_LINK, r["link_id"]),
+            "kind": r["link_kind"].lower(),
+            "direction": "out" if r["from_id"] == conversation_id else "in",
+            "from_id": encode_id(Kind.CONVERSATION, r["from_id"]),
+            "to_id": encode_id(Kind.CONVERSATION, r["to_id"]),
+            "title": r["title"],
+            "created_at": r["linked_at"].isoformat(),
+        }
+        for r in rows
+    ]

@@ -222,3 +222,16 @@ async def file_conversation(
                 tx, principal.tenant_id, principal.user_id, conversation_id, folder_id
             )
     return conversation
+
+
+async def ensure_path(db: Database, settings: Settings, principal: Principal, names: list[str]) -> uuid.UUID:
+    """The caller's folder at this path of names from the root, creating the missing ones (imports)."""
+    parent: uuid.UUID | None = None
+    for name in names:
+        cleaned = folder_name(name, settings)
+        async with db.transaction() as tx:
+            tree = await _locked_tree(tx, principal)
+            found = [c for c in tree.children.get(parent, []) if tree.rows[c]["name"] == cleaned]
+        parent = found[0] if found else (await create(db, settings, principal, cleaned, parent, None))["id"]
+    assert parent is not None
+    return parent

@@ -390,3 +390,36 @@ async def messages_by_id(
         tenant_id,
         message_ids,
     )
+
+
+async def placements_of(db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID) -> list[asyncpg.Record]:
+    """Every (conversation, folder) placement of the user (user exports)."""
+    return await db.fetch(
+        """SELECT conversation_id, folder_id FROM conversation_folder WHERE tenant_id = $1 AND user_id = $2
+           ORDER BY placed_at, conversation_id""",
+        tenant_id,
+        user_id,
+    )
+
+
+async def all_bookmarks_of(db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID) -> list[asyncpg.Record]:
+    """Every bookmark of the user, oldest first (user exports; bounded by THREADLINE_BOOKMARKS_MAX)."""
+    return await db.fetch(
+        f"""SELECT {BOOKMARK_COLUMNS} FROM message_bookmark b WHERE b.tenant_id = $1 AND b.user_id = $2
+            ORDER BY b.created_at, b.id""",
+        tenant_id,
+        user_id,
+    )
+
+
+async def imported_message_ids(
+    db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID
+) -> dict[str, uuid.UUID]:
+    """A conversation's imported messages by their id in the file (`import_key`), to restore bookmarks."""
+    rows = await db.fetch(
+        """SELECT import_key, id FROM message WHERE tenant_id = $1 AND conversation_id = $2
+           AND import_key IS NOT NULL""",
+        tenant_id,
+        conversation_id,
+    )
+    return {r["import_key"]: r["id"] for r in rows}

@@ -46,6 +46,10 @@ PERSONAL = {
     ("rate_limit_assignment", "user_id"),
     ("idempotency_key", "user_id"),  # holds ids of what they created, never content
     ("import_source", "owner_id"),  # their import identities (their conversations are deleted anyway)
+    ("folder", "user_id"),  # their folders, placements, pins and bookmarks: their own view (organise/)
+    ("conversation_folder", "user_id"),
+    ("conversation_pin", "user_id"),
+    ("message_bookmark", "user_id"),
     ("message_feedback", "user_id"),  # their ratings and comments: theirs alone
     ("share_link", "created_by"),  # links they made: a link outliving its maker would publish for no one
     ("file", "uploaded_by"),  # their uploads (the triggers drop blobs no upload names any more)
@@ -58,6 +62,7 @@ ATTRIBUTED = {
     ("message", "author_id"),
     ("message_edit", "editor_id"),
     ("invite", "inviter_id"),
+    ("conversation_link", "created_by"),  # a link is shared by whoever reads both ends: it stays
     ("run", "created_by"),
 }
 

@@ -17,6 +17,8 @@ from threadline.conversations.access import Access, require
 from threadline.db import Database, Executor
 from threadline.errors import forbidden, not_found
 from threadline.ids import Kind, encode_id
+from threadline.links.service import links_for_export
+from threadline.organise import portable as organisation
 from threadline.porting import repository as repo
 from threadline.porting import threadline_format as fmt
 from threadline.porting.service import audited_export
@@ -44,6 +46,23 @@ async def conversation_document(
     messages = [fmt.message_entry(r, attachments.get(r["id"], [])) for r in rows]
     runs = await runs_of(db, tenant_id, conversation["id"])
     return fmt.document(conversation, messages, runs, exported_at)
+
+
+async def add_organisation(
+    db: Executor,
+    tenant_id: uuid.UUID,
+    reader: Principal | None,
+    user_id: uuid.UUID | None,
+    document: dict[str, Any],
+    conversation: asyncpg.Record,
+) -> None:
+    """Adds `links` (those whose other end `reader` may read; all for the operator) and, for a user, where they
+    keep the conversation and their bookmarks in it (`organisation`, left out when there is nothing)."""
+    document["links"] = await links_for_export(db, tenant_id, reader, conversation["id"])
+    if user_id is not None:
+        entry = await organisation.conversation_entry(db, tenant_id, user_id, conversation["id"])
+        if entry is not None:
+            document["organisation"] = entry
 
 
 async def runs_of(db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID) -> list[dict[str, Any]]:
@@ -88,6 +107,8 @@ async def export_conversation(
         if row is None:
             raise not_found("Conversation")
     document = await conversation_document(db, principal.tenant_id, row, datetime.now(UTC))
+    reader = principal if isinstance(principal, Principal) else None
+    await add_organisation(db, principal.tenant_id, reader, reader.user_id if reader else None, document, row)
     await audited_export(
         db,
         principal,
@@ -130,6 +151,8 @@ async def export_user(
             "created_at": fmt.iso(user["created_at"]),
         },
     }
+    # What the user organised (folders, pins, bookmarks) is theirs: part of their data.
+    head.update(await organisation.user_entries(db, actor.tenant_id, user_id))
     write(orjson.dumps(head)[:-1] + b',"conversations":[')
     conversation_ids = await repo.owned_conversation_ids(db, actor.tenant_id, user_id)
     messages = 0
@@ -138,6 +161,8 @@ async def export_user(
         if row is None:  # deleted meanwhile
             continue
         document = await conversation_document(db, actor.tenant_id, row, now)
+        reader = actor if isinstance(actor, Principal) else None
+        await add_organisation(db, actor.tenant_id, reader, user_id, document, row)
         messages += len(document["messages"])
         write((b"," if n else b"") + orjson.dumps(document))
     write(b'],"authored_messages":[')

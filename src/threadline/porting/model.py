@@ -61,6 +61,10 @@ class ImportedConversation:
     warnings: list[str] = field(default_factory=list)
     # The message the source's user was on (ChatGPT's `current_node`): the importing owner's current leaf.
     current_key: str | None = None
+    # Threadline format: where the exporting user kept it (folder path, pin, bookmarks) and its links to other
+    # conversations; restored for the importing user after the import (porting/organised.py).
+    organisation: dict[str, Any] | None = None
+    links: list[dict[str, Any]] = field(default_factory=list)
 
 
 def from_unix(value: Any) -> datetime | None:

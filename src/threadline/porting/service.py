@@ -14,7 +14,7 @@ from threadline.conversations.access import Access, require, require_writable
 from threadline.db import Database
 from threadline.errors import ThreadlineError, bad_input
 from threadline.ids import Kind, encode_id
-from threadline.porting import chatgpt, claude, importer, request_limits, threadline_format
+from threadline.porting import chatgpt, claude, importer, organised, request_limits, threadline_format
 from threadline.porting import repository as repo
 from threadline.porting.jsonstream import Item
 from threadline.porting.model import ImportedConversation, ImportFormat, Rejected
@@ -128,6 +128,7 @@ class Importer:
         self._on_progress = on_progress
         self._targeted = 0
         self._pending: list[_Prepared] = []
+        self._organised = organised.Organised()
 
     async def check_access(self) -> None:
         """Import into an existing conversation needs its owner or a tenant admin (and it must be open):
@@ -165,6 +166,7 @@ class Importer:
                     )
                     continue
             prepared.append(_Prepared(item, plan))
+            self._organised.keep(conversation)
         return prepared
 
     def _fail(self, item: Item, external_id: str | None, message: str) -> None:
@@ -287,6 +289,10 @@ class Importer:
         await self._flush()
         if self._tasks:
             await asyncio.gather(*list(self._tasks))
+        # Folders, pins, bookmarks and links refer to other conversations and messages: once all are stored.
+        self.report.warnings.extend(
+            await organised.restore(self.db, self.settings, self.principal, self.fmt, self._organised)
+        )
         if fatal is not None:
             self.report.failures.append(ImportFailure(-1, None, fatal))
         async with self.db.transaction() as tx:

@@ -174,6 +174,9 @@ def parse_document(doc: Any) -> ImportedConversation:
         messages=[],
     )
     imported.messages = [_message(i, m) for i, m in enumerate(raw_messages)]
+    organisation = doc.get("organisation")
+    imported.organisation = organisation if isinstance(organisation, dict) else None
+    imported.links = [link for link in array(doc.get("links")) if isinstance(link, dict)]
     runs = doc.get("runs")
     if isinstance(runs, list) and runs:
         imported.warnings.append(f"{len(runs)} runs were not imported: runs are history of this server only")
