@@ -121,3 +121,53 @@ def test_message_metadata_is_set_when_posted_and_by_messageMetadataSet(admin: Ac
     assert admin.client.code(SET, {"id": answer["id"], "m": {"x": "y" * 513}}) == "BAD_USER_INPUT"
     cleared = admin.client.ok(SET, {"id": root_id, "m": {}})["messageMetadataSet"]
     assert cleared["metadata"] == {}
+
+
+EXPORT = "query($id: ID!) { conversationExport(id: $id) }"
+IMPORT = """mutation($i: ConversationImportInput!) { conversationImportReport(input: $i) { warnings
+  conversations { id metadata threads { edges { node { root { id } } } } } } }"""
+
+
+def test_metadata_round_trips_through_a_threadline_export_and_import(admin: Actor, make_tenant: Any) -> None:
+    conversation = admin.client.ok(CREATE, {"i": {"title": "t", "metadata": {"project": "apollo"}}})
+    conversation_id = conversation["conversationCreate"]["id"]
+    root = admin.client.ok(
+        START, {"c": conversation_id, "i": {"content": "q", "metadata": {"source": "web"}}}
+    )
+    root_id = root["threadStart"]["id"]
+    admin.client.ok(REPLY, {"p": root_id, "i": {"content": "plain"}})
+    admin.client.ok(REPLY, {"p": root_id, "i": {"content": "tagged", "metadata": {"lang": "en", "n": "2"}}})
+    document = admin.client.ok(EXPORT, {"id": conversation_id})["conversationExport"]
+    assert document["conversation"]["metadata"] == {"project": "apollo"}
+    assert [m.get("metadata") for m in document["messages"]] == [
+        {"source": "web"},
+        None,
+        {"lang": "en", "n": "2"},
+    ]
+
+    elsewhere = make_tenant()
+    report = elsewhere.client.ok(IMPORT, {"i": {"format": "THREADLINE", "data": document}})[
+        "conversationImportReport"
+    ]
+    (imported,) = report["conversations"]
+    assert imported["metadata"] == {"project": "apollo"}
+    new_root = imported["threads"]["edges"][0]["node"]["root"]["id"]
+    assert elsewhere.client.ok(TREE, {"r": new_root})["threadTree"]["nodes"] == [
+        {"content": "q", "metadata": {"source": "web"}},
+        {"content": "plain", "metadata": {}},
+        {"content": "tagged", "metadata": {"lang": "en", "n": "2"}},
+    ]
+    found = elsewhere.client.ok(LIST, {"m": {"key": "project", "value": "apollo"}})["conversations"]
+    assert ids(found) == {imported["id"]}
+    again = elsewhere.client.ok(EXPORT, {"id": imported["id"]})["conversationExport"]
+    assert again["conversation"]["metadata"] == document["conversation"]["metadata"]
+    assert [m.get("metadata") for m in again["messages"]] == [m.get("metadata") for m in document["messages"]]
+
+    # Entries out of bounds in a file are dropped with a warning; the rest is kept.
+    document["conversation_id"] = "cnv_other"
+    document["conversation"]["metadata"] = {"ok": "yes", "long": "x" * 513}
+    report = elsewhere.client.ok(IMPORT, {"i": {"format": "THREADLINE", "data": document}})[
+        "conversationImportReport"
+    ]
+    assert report["conversations"][0]["metadata"] == {"ok": "yes"}
+    assert any("metadata key 'long' was dropped" in w for w in report["warnings"])

@@ -52,21 +52,23 @@ async def remove(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID, user
 async def insert_many(
     db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID, rows: list[tuple[Any, ...]]
 ) -> None:
-    """(message id, rating, reasons, comment, created at, updated at) of one user, in one statement (imports)."""
+    """(message id, rating, reasons, comment, created at, updated at) of one user, in one statement (imports):
+    the rows travel as one JSON array (arrays of arrays do not bind as parameters)."""
     if not rows:
         return
+    names = ("message_id", "rating", "reasons", "comment", "created_at", "updated_at")
     await db.execute(
         """INSERT INTO message_feedback (id, tenant_id, message_id, user_id, rating, reasons, comment, created_at,
                updated_at)
            SELECT gen_random_uuid(), $1, v.message_id, $2, v.rating,
                   ARRAY(SELECT jsonb_array_elements_text(v.reasons))::varchar[], v.comment,
                   coalesce(v.created_at, now()), coalesce(v.updated_at, v.created_at, now())
-           FROM unnest($3::uuid[], $4::text[], $5::jsonb[], $6::text[], $7::timestamptz[], $8::timestamptz[])
-                AS v(message_id, rating, reasons, comment, created_at, updated_at)
+           FROM jsonb_to_recordset($3::jsonb) AS v(message_id uuid, rating text, reasons jsonb, comment text,
+                created_at timestamptz, updated_at timestamptz)
            ON CONFLICT (message_id, user_id) DO NOTHING""",
         tenant_id,
         user_id,
-        *([r[i] for r in rows] for i in range(6)),
+        [dict(zip(names, row, strict=True)) for row in rows],
     )
 
 

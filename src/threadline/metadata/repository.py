@@ -24,13 +24,13 @@ async def set_many_message_metadata(
     """Metadata for many messages in one statement (imports)."""
     if not message_ids:
         return
+    # One JSON array of {id, metadata}: arrays of jsonb do not bind as parameters.
     await db.execute(
         """UPDATE message m SET metadata = v.metadata
-           FROM unnest($2::uuid[], $3::jsonb[]) AS v(id, metadata)
+           FROM jsonb_to_recordset($2::jsonb) AS v(id uuid, metadata jsonb)
            WHERE m.tenant_id = $1 AND m.id = v.id""",
         tenant_id,
-        message_ids,
-        metadata,
+        [{"id": i, "metadata": m} for i, m in zip(message_ids, metadata, strict=True)],
     )
 
 

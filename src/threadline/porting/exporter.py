@@ -19,6 +19,7 @@ from threadline.errors import forbidden, not_found
 from threadline.ids import Kind, encode_id
 from threadline.links.service import links_for_export
 from threadline.organise import portable as organisation
+from threadline.porting import extras
 from threadline.porting import repository as repo
 from threadline.porting import threadline_format as fmt
 from threadline.porting.service import audited_export
@@ -37,13 +38,23 @@ _ID_KINDS = {
 
 
 async def conversation_document(
-    db: Executor, tenant_id: uuid.UUID, conversation: asyncpg.Record, exported_at: datetime
+    db: Executor,
+    tenant_id: uuid.UUID,
+    conversation: asyncpg.Record,
+    exported_at: datetime,
+    feedback_of: uuid.UUID | None = None,
 ) -> dict[str, Any]:
+    """The document; with `feedback_of`, that user's feedback on its messages goes along (porting.extras)."""
     rows = await repo.conversation_messages(db, tenant_id, conversation["id"])
     attachments: dict[uuid.UUID, list[dict[str, Any]]] = {}
     for a in await repo.conversation_attachments(db, tenant_id, conversation["id"]):
         attachments.setdefault(a["message_id"], []).append(a["data"])
     messages = [fmt.message_entry(r, attachments.get(r["id"], [])) for r in rows]
+    more = await extras.message_extras(
+        db, tenant_id, conversation["id"], [r["id"] for r in rows], feedback_of
+    )
+    for row, entry in zip(rows, messages, strict=True):
+        entry.update(more.get(row["id"], {}))
     runs = await runs_of(db, tenant_id, conversation["id"])
     return fmt.document(conversation, messages, runs, exported_at)
 
@@ -106,7 +117,9 @@ async def export_conversation(
         row = await repo.conversation_row(db, principal.tenant_id, conversation_id)
         if row is None:
             raise not_found("Conversation")
-    document = await conversation_document(db, principal.tenant_id, row, datetime.now(UTC))
+    # The exporting user's own feedback goes along (an operator's export: the owner's).
+    viewer = principal.user_id if isinstance(principal, Principal) else row["owner_id"]
+    document = await conversation_document(db, principal.tenant_id, row, datetime.now(UTC), viewer)
     reader = principal if isinstance(principal, Principal) else None
     await add_organisation(db, principal.tenant_id, reader, reader.user_id if reader else None, document, row)
     await audited_export(
@@ -160,7 +173,7 @@ async def export_user(
         row = await repo.conversation_row(db, actor.tenant_id, conversation_id)
         if row is None:  # deleted meanwhile
             continue
-        document = await conversation_document(db, actor.tenant_id, row, now)
+        document = await conversation_document(db, actor.tenant_id, row, now, user_id)
         reader = actor if isinstance(actor, Principal) else None
         await add_organisation(db, actor.tenant_id, reader, user_id, document, row)
         messages += len(document["messages"])

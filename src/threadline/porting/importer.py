@@ -23,8 +23,11 @@ from threadline.db import Transaction
 from threadline.errors import ThreadlineError
 from threadline.events.announce import publish_thread_activity, publish_thread_new
 from threadline.events.payloads import ThreadActivity, ThreadNew
+from threadline.feedback import rules as feedback_rules
+from threadline.metadata import rules as metadata_rules
+from threadline.porting import extras
 from threadline.porting import repository as repo
-from threadline.porting.model import ImportedConversation, ImportedMessage, Rejected, settle_parents
+from threadline.porting.model import ImportedConversation, ImportedMessage, Rejected, from_iso, settle_parents
 from threadline.settings import Settings
 from threadline.threads import branch_repository as branch_repo
 from threadline.threads import repository as threads_repo
@@ -130,6 +133,9 @@ def plan(imported: ImportedConversation, settings: Settings) -> Plan:
                 "deleted_at": message.deleted_at,
                 "authored": message.role == "USER" if message.authored is None else message.authored,
                 "usage_imported": message.prompt_tokens is not None or message.completion_tokens is not None,
+                "metadata": metadata_rules.imported(message.metadata, f"message {key}", warnings),
+                "feedback": feedback_rules.imported(message.feedback, f"message {key}", warnings),
+                "feedback_times": _feedback_times(message.feedback),
             }
         )
         if parent is None:
@@ -164,6 +170,8 @@ def plan(imported: ImportedConversation, settings: Settings) -> Plan:
         "created_at": created_at,
         "updated_at": imported.updated_at or last_activity,
         "last_activity_at": last_activity,
+        # Not a column insert_imported_conversation writes: porting.extras does, after it.
+        "metadata": metadata_rules.imported(imported.metadata, "conversation", warnings),
     }
     current = [i for i, m in enumerate(messages) if m["key"] == imported.current_key]
     return Plan(
@@ -176,6 +184,12 @@ def plan(imported: ImportedConversation, settings: Settings) -> Plan:
         warnings,
         current=current[0] if current else None,
     )
+
+
+def _feedback_times(raw: Any) -> tuple[datetime | None, datetime | None]:
+    if not isinstance(raw, dict):
+        return None, None
+    return from_iso(raw.get("created_at")), from_iso(raw.get("updated_at"))
 
 
 class AlreadyImported(Exception):
@@ -259,6 +273,14 @@ async def insert(
                 for i, position, data in plan.attachments
             ],
         )
+    await extras.write_imported(
+        tx,
+        tenant_id,
+        user_id,
+        conversation_id,
+        plan.conversation.get("metadata") if target is None else None,
+        messages,
+    )
     if target is not None:
         await conversations.touch_activity(
             tx, tenant_id, conversation_id, len(messages), plan.conversation["token_count"]

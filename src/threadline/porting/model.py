@@ -39,6 +39,9 @@ class ImportedMessage:
     deleted_at: datetime | None = None
     # Whether the importing user becomes the author; None: USER messages are theirs, the others no one's.
     authored: bool | None = None
+    # As the file has them; bounded by the importer (metadata.rules, feedback.rules).
+    metadata: Any = None
+    feedback: Any = None  # the exporting user's rating: {rating, reasons, comment, created_at, updated_at}
 
 
 @dataclass
@@ -58,6 +61,7 @@ class ImportedConversation:
     created_at: datetime | None = None
     updated_at: datetime | None = None
     last_activity_at: datetime | None = None
+    metadata: Any = None  # as the file has it; bounded by the importer (metadata.rules)
     warnings: list[str] = field(default_factory=list)
     # The message the source's user was on (ChatGPT's `current_node`): the importing owner's current leaf.
     current_key: str | None = None

@@ -80,6 +80,7 @@ def conversation_entry(row: Any) -> dict[str, Any]:
         "created_at": iso(row["created_at"]),
         "updated_at": iso(row["updated_at"]),
         "last_activity_at": iso(row["last_activity_at"]),
+        "metadata": row.get("metadata") or {},
     }
 
 
@@ -172,6 +173,7 @@ def parse_document(doc: Any) -> ImportedConversation:
         updated_at=from_iso(conv.get("updated_at")),
         last_activity_at=from_iso(conv.get("last_activity_at")),
         messages=[],
+        metadata=conv.get("metadata"),
     )
     imported.messages = [_message(i, m) for i, m in enumerate(raw_messages)]
     organisation = doc.get("organisation")
@@ -216,6 +218,8 @@ def _message(index: int, raw: Any) -> ImportedMessage:
         edited_at=from_iso(raw.get("edited_at")),
         deleted_at=from_iso(raw.get("deleted_at")),
         authored=raw["author_id"] is not None if "author_id" in raw else None,
+        metadata=raw.get("metadata"),
+        feedback=raw.get("feedback"),
     )
 
 

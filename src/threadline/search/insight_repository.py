@@ -97,6 +97,27 @@ async def popular_tags(
     )
 
 
+async def feedback_by_model(
+    db: Executor, principal: Principal, since: datetime, until: datetime
+) -> list[asyncpg.Record]:
+    """UP and DOWN ratings given in the window on messages of readable, not deleted conversations, per model
+    and provider (the run's that wrote the message, else the conversation's), most rated first."""
+    params: list[Any] = []
+    where = visibility_sql(principal, params)
+    params.extend([since, until])
+    n = len(params)
+    return await db.fetch(
+        f"""SELECT m.model, coalesce(
+                      (SELECT r.provider FROM run r WHERE r.output_message_id = m.id ORDER BY r.created_at DESC LIMIT 1),
+                      c.ai_provider) AS provider,
+                  count(*) FILTER (WHERE f.rating = 'UP') AS up, count(*) FILTER (WHERE f.rating = 'DOWN') AS down
+            FROM message_feedback f JOIN message m ON m.id = f.message_id JOIN conversation c ON c.id = m.conversation_id
+            WHERE {where} AND c.status <> 'DELETED' AND f.created_at >= ${n - 1} AND f.created_at < ${n}
+            GROUP BY 1, 2 ORDER BY count(*) DESC, 1 NULLS LAST, 2 NULLS LAST""",
+        *params,
+    )
+
+
 async def providers(
     db: Executor, principal: Principal, since: datetime, until: datetime
 ) -> list[asyncpg.Record]:

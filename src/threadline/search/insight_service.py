@@ -111,6 +111,11 @@ async def popular_tags(db: Database, principal: Principal, w: Window, limit: int
     return rows
 
 
+async def feedback_by_model(db: Database, principal: Principal, w: Window) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await _planned(db, repo.feedback_by_model, principal, w.since, w.until)
+    return rows
+
+
 async def providers(db: Database, principal: Principal, w: Window) -> list[asyncpg.Record]:
     rows: list[asyncpg.Record] = await _planned(db, repo.providers, principal, w.since, w.until)
     return rows

@@ -165,6 +165,16 @@ class ProviderCount:
     share: float = strawberry.field(description="Fraction of the window's conversations, 0 to 1.")
 
 
+@strawberry.type(description="Feedback (`messageFeedbackSet`) on the messages of one model and provider.")
+class FeedbackCount:
+    model: str | None = strawberry.field(description="The model that wrote the rated messages; null if none.")
+    provider: str | None = strawberry.field(
+        description="The provider of the run that wrote them, else their conversation's; null if none."
+    )
+    up: int = strawberry.field(description="UP ratings given in the window.")
+    down: int = strawberry.field(description="DOWN ratings given in the window.")
+
+
 @strawberry.type(description="Messages written in one hour of the day (UTC).")
 class HourCount:
     hour: int = strawberry.field(description="Hour of the day, 0-23, UTC.")
@@ -243,6 +253,15 @@ class Insights:
         limit = page_size(first, 10, 100)
         rows = await insight_service.popular_tags(info.context.db, self.principal, self.window, limit)
         return [TagCount(tag=r["tag"], count=r["count"]) for r in rows]
+
+    @strawberry.field(
+        description="Ratings given in the window (`messageFeedbackSet`) per model and provider, most rated first."
+    )
+    async def feedback(self, info: Info) -> list[FeedbackCount]:
+        rows = await insight_service.feedback_by_model(info.context.db, self.principal, self.window)
+        return [
+            FeedbackCount(model=r["model"], provider=r["provider"], up=r["up"], down=r["down"]) for r in rows
+        ]
 
     @strawberry.field(description="The window's conversations by AI provider, most used first.")
     async def provider_distribution(self, info: Info) -> list[ProviderCount]:
