@@ -4,10 +4,13 @@ a refused call. The model is the `echo` provider or a fake OpenAI-compatible ups
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
@@ -565,3 +568,45 @@ def test_rate_limits_apply_to_completions(gateway: ServerThread, admin: Actor, m
     assert refused.status_code == 429
     assert int(refused.headers["retry-after"]) > 0
     assert error_of(refused)["code"] == "rate_limit_exceeded"
+
+
+def test_a_client_that_leaves_midway_still_gets_its_reply_stored_and_finished(
+    gateway: ServerThread, admin: Actor, loop: Loop, dsn: str
+) -> None:
+    owner = on(gateway, admin)
+    cid = create_conversation(owner, sessionId="leaver")
+    root = start_thread(owner, cid, "root")
+    body = {"model": "fake-slow", "messages": [user("talk")], "session_id": "leaver", "stream": True}
+    with httpx.stream(
+        "POST",
+        f"{gateway.url}/v1/chat/completions",
+        json=body,
+        headers={"Authorization": f"Bearer {owner.api_key}"},
+        timeout=30,
+    ) as response:
+        received = 0
+        for line in response.iter_lines():
+            if '"content":"w' in line:
+                received += 1
+                if received == 5:
+                    break  # leave: the connection is closed with the stream unread
+
+    async def finished() -> bool:
+        conn = await asyncpg.connect(dsn)
+        try:
+            value = await conn.fetchval(
+                """SELECT s.finished_at IS NOT NULL FROM message m JOIN message_stream s ON s.id = m.id
+                   WHERE m.conversation_id = (SELECT id FROM conversation WHERE session_id = 'leaver')
+                     AND m.role = 'ASSISTANT'"""
+            )
+            return bool(value)
+        finally:
+            await conn.close()
+
+    deadline = time.monotonic() + 15
+    while not loop.run(finished()):
+        assert time.monotonic() < deadline, "the reply was never finished"
+        loop.run(asyncio.sleep(0.1))
+    [assistant] = [n for n in tree(owner, root) if n["role"] == "ASSISTANT"]
+    assert assistant["content"].startswith("w0 w1 w2 w3 w4 ")
+    assert len(assistant["content"].split()) < 200  # the upstream was stopped, not read to its end
