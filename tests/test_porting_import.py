@@ -162,7 +162,8 @@ def test_chatgpt_multimodal_parts_tools_missing_parents_and_cycles(
     report = import_report(admin, "CHATGPT", fixture("chatgpt/conversations.json"))
     pictures = report["conversations"][4]
     assert outline(loop, dsn, pictures["id"]) == [
-        (0, "USER", "[image]\nWhat is in this picture?"),
+        # The image is an image part now (Message.parts); the text is the parts' text (issue 17 item 1).
+        (0, "USER", "What is in this picture?"),
         (1, "ASSISTANT", "```\nprint(1 + 1)\n```"),
         (2, "TOOL", "2"),
         (0, "USER", "My parent is gone"),
@@ -213,11 +214,8 @@ def test_claude_export_keeps_branches_blocks_and_files(admin: Actor, loop: Loop,
     assert outline(loop, dsn, branches["id"]) == [
         (0, "USER", "Plan a weekend in Lisbon"),
         (1, "ASSISTANT", "Day 1: Belem. Day 2: Alfama."),
-        (
-            1,
-            "ASSISTANT",
-            "[tool use: web_search]\n\n[tool result: web_search]\n\nVisit MAAT and the Gulbenkian.",
-        ),
+        # Tool use and result are parts now (Message.parts); the text holds the result's text (issue 17 item 1).
+        (1, "ASSISTANT", "MAAT, Gulbenkian\n\nVisit MAAT and the Gulbenkian."),
         (2, "USER", "Thanks!"),
     ]
     # Older exports have no parent links: one linear chain in file order.
@@ -235,7 +233,8 @@ def test_claude_export_keeps_branches_blocks_and_files(admin: Actor, loop: Loop,
            WHERE m.conversation_id = $1 ORDER BY m.created_at, a.position""",
         decode_id(branches["id"], Kind.CONVERSATION),
     )
-    assert [t["type"] for t in types] == ["file", "thinking", "tool_use", "tool_result", "file"]
+    # Thinking, tool use and tool results are content parts now (tests/test_import_parts.py); files stay too.
+    assert [t["type"] for t in types] == ["file", "file"]
 
 
 def test_reimporting_the_same_file_creates_no_duplicates(admin: Actor, loop: Loop, dsn: str) -> None:

@@ -4,15 +4,20 @@ A conversation's `mapping` is a tree of nodes `{id, message | null, parent, chil
 are branches (edits, regenerations) and all of them are kept. Nodes without a message, hidden nodes
 and empty ones are skipped and their children re-attached to the nearest kept ancestor. A parent that
 is missing makes its child a thread root; a parent cycle is cut where it closes; both are reported.
-Non-text parts (images, audio, files) become attachments with a placeholder in the text.
+Non-text content becomes content parts (parts.model): images as image parts (their pointer kept as an
+attachment too), code sent to a tool as a tool call, execution output and browsing results as tool results,
+and a thinking model's `thoughts` / `reasoning_recap` nodes as reasoning parts of the answer below them
+(not messages of their own). Audio and other kinds stay attachments with a placeholder in the text.
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
 
+from threadline.parts import model as parts
 from threadline.porting.model import (
     ImportedConversation,
     ImportedMessage,
@@ -54,6 +59,7 @@ def parse(obj: Any) -> ImportedConversation:
     if not isinstance(mapping, dict):
         raise Rejected("`mapping` must be an object of nodes")
     _read_tree(mapping, conversation, text(obj.get("current_node")))
+    _fold_reasoning(conversation)
     if not conversation.messages:
         conversation.warnings.append("the conversation has no visible messages")
     return conversation
@@ -121,7 +127,8 @@ def _message(
         conversation.warnings.append(f"node {node_id}: unknown author role {source_role!r}, imported as tool")
         role = "TOOL"
     content, attachments = render(raw.get("content"))
-    if not content.strip() and not attachments:
+    found = _parts_of(raw, node_id, parent_key, content)
+    if not content.strip() and not attachments and not found:
         return None
     model = text(metadata.get("model_slug"))
     if model is None and role == "ASSISTANT":
@@ -130,11 +137,86 @@ def _message(
         key=node_id,
         parent_key=parent_key,
         role=role,
-        content=content,
+        content=parts.text_projection(found) if found and _projected(found) else content,
         created_at=from_unix(raw.get("create_time")),
         model=model,
         attachments=attachments,
+        parts=found,
+        reasoning=found is not None and all(p["type"] == "reasoning" for p in found),
     )
+
+
+def _projected(found: list[parts.Part]) -> bool:
+    """Whether `content` is the parts' text (no placeholder left): not for code, whose fenced text is kept."""
+    return not any(p["type"] == "tool_call" for p in found)
+
+
+def _parts_of(
+    raw: dict[str, Any], node_id: str, parent_key: str | None, content: str
+) -> list[parts.Part] | None:
+    """The content parts of a message whose content is more than text; None for plain text."""
+    body = obj(raw.get("content"))
+    kind = text(body.get("content_type")) or "text"
+    recipient = text(raw.get("recipient"))
+    if kind == "multimodal_text":
+        found: list[parts.Part] = []
+        for part in array(body.get("parts")):
+            if isinstance(part, str) and part:
+                found.append(parts.text_part(part))
+            elif isinstance(part, dict) and part.get("content_type") == "image_asset_pointer":
+                pointer = text(part.get("asset_pointer"))
+                if pointer:
+                    found.append(parts.image_part(url=pointer))
+            elif isinstance(part, dict) and part.get("content_type") == "audio_transcription":
+                if text(part.get("text")):
+                    found.append(parts.text_part(str(part["text"])))
+        return None if parts.is_plain_text(found) else found
+    if kind == "code" and recipient not in (None, "all"):
+        arguments = {"code": text(body.get("text")) or ""}
+        language = text(body.get("language"))
+        if language and language != "unknown":
+            arguments["language"] = language
+        return [parts.tool_call_part(id=node_id, name=recipient or "python", arguments=json.dumps(arguments))]
+    if kind in ("execution_output", "tether_browsing_display", "tether_quote") and content:
+        return [parts.tool_result_part(tool_call_id=parent_key or "", content=content)]
+    if kind in ("thoughts", "reasoning_recap") and content.strip():
+        return [parts.reasoning_part(content)]
+    return None
+
+
+def _fold_reasoning(conversation: ImportedConversation) -> None:
+    """A thinking model's reasoning nodes become reasoning parts of the answers below them: each child
+    that is an answer (or more reasoning) takes them first and the reasoning node goes. A reasoning node
+    with no such child (a branch cut short) stays, as an assistant message holding only reasoning."""
+    messages = conversation.messages
+    children: dict[str, list[ImportedMessage]] = {}
+    for m in messages:
+        if m.parent_key is not None:
+            children.setdefault(m.parent_key, []).append(m)
+    gone: set[str] = set()
+    for m in messages:  # depth-first: a reasoning node is folded before its children are looked at
+        if not m.reasoning:
+            continue
+        kids = children.get(m.key, [])
+        if not kids or any(k.role != "ASSISTANT" for k in kids):
+            continue
+        for kid in kids:
+            own = (
+                kid.parts if kid.parts is not None else [parts.text_part(kid.content)] if kid.content else []
+            )
+            kid.parts = [*(m.parts or []), *own]
+            kid.parent_key = m.parent_key
+            if kid.created_at is None:
+                kid.created_at = m.created_at
+        if m.parent_key is not None:
+            siblings = children.setdefault(m.parent_key, [])
+            at = siblings.index(m) if m in siblings else len(siblings)
+            siblings[at : at + 1] = kids
+        gone.add(m.key)
+    if gone:
+        conversation.messages = [m for m in messages if m.key not in gone]
+        if conversation.current_key in gone:
+            conversation.current_key = None
 
 
 def render(content: Any) -> tuple[str, list[dict[str, Any]]]:

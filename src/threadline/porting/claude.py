@@ -3,13 +3,17 @@
 Messages carry `sender` (human | assistant), `text` and `content` blocks (text, thinking, tool_use,
 tool_result). Newer exports link each message to its parent with `parent_message_uuid` (the root's
 parent is an all-zero sentinel), which gives branches; older exports have no parent field and are
-one linear chain in file order. Files and attachments are kept as attachments.
+one linear chain in file order. Content blocks become content parts (parts.model): text, thinking as
+reasoning, tool_use as a tool call, tool_result as a tool result; files and attachments become file parts
+and stay attachments too (with their extracted text).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from threadline.parts import model as parts
 from threadline.porting.chatgpt import UNTITLED
 from threadline.porting.model import (
     ImportedConversation,
@@ -93,37 +97,28 @@ def _message(index: int, entry: dict[str, Any], conversation: ImportedConversati
     if role is None:
         conversation.warnings.append(f"message {key}: unknown sender {sender!r}, imported as tool")
         role = "TOOL"
-    pieces: list[str] = []
+    found: list[parts.Part] = []
     attachments: list[dict[str, Any]] = []
     blocks = array(entry.get("content"))
-    for block in blocks:
+    for n, block in enumerate(blocks):
         if not isinstance(block, dict):
             continue
-        kind = text(block.get("type")) or "unknown"
-        if kind == "text":
-            if text(block.get("text")):
-                pieces.append(str(block["text"]))
-        elif kind == "thinking":
-            attachments.append({"type": "thinking", "text": text(block.get("thinking")) or ""})
-        elif kind == "tool_use":
-            attachments.append(
-                {"type": "tool_use", "name": text(block.get("name")), "input": block.get("input")}
-            )
-            pieces.append(f"[tool use: {text(block.get('name')) or 'tool'}]")
-        elif kind == "tool_result":
-            attachments.append(
-                {"type": "tool_result", "name": text(block.get("name")), "content": block.get("content")}
-            )
-            pieces.append(f"[tool result: {text(block.get('name')) or 'tool'}]")
-        else:
-            attachments.append({"type": kind, "data": block})
-    content = "\n\n".join(pieces)
-    if not any(isinstance(b, dict) and b.get("type") == "text" and b.get("text") for b in blocks):
+        part = _block_part(key, n, block)
+        if part is not None:
+            found.append(part)
+        elif (text(block.get("type")) or "unknown") != "text":
+            attachments.append({"type": text(block.get("type")) or "unknown", "data": block})
+    if not any(p["type"] == "text" for p in found):
         # Older exports, and blocks without text: the flat `text` field is the message.
         flat = text(entry.get("text")) or ""
-        content = "\n\n".join(p for p in (flat, content) if p)
+        if flat:
+            found.append(parts.text_part(flat))
     for item in entry.get("attachments") or []:
         if isinstance(item, dict):
+            if text(item.get("file_name")):
+                found.append(
+                    parts.file_part(name=str(item["file_name"]), mime_type=text(item.get("file_type")))
+                )
             attachments.append(
                 {
                     "type": "file",
@@ -136,11 +131,46 @@ def _message(index: int, entry: dict[str, Any], conversation: ImportedConversati
     for item in entry.get("files") or []:
         if isinstance(item, dict):
             attachments.append({"type": "file", "filename": text(item.get("file_name"))})
+            if text(item.get("file_name")):
+                found.append(parts.file_part(name=str(item["file_name"])))
+    plain = parts.is_plain_text(found)
     return ImportedMessage(
         key=key,
         parent_key=None,
         role=role,
-        content=content,
+        content=found[0]["text"] if plain and found else parts.text_projection(found),
         created_at=from_iso(entry.get("created_at")),
         attachments=attachments,
+        parts=None if plain else found,
     )
+
+
+def _block_part(key: str, index: int, block: dict[str, Any]) -> parts.Part | None:
+    """The content part of one content block; None for an empty or unknown one."""
+    kind = text(block.get("type"))
+    if kind == "text":
+        return parts.text_part(str(block["text"])) if text(block.get("text")) else None
+    if kind == "thinking":
+        thinking = text(block.get("thinking")) or ""
+        return parts.reasoning_part(thinking) if thinking.strip() else None
+    if kind == "tool_use":
+        return parts.tool_call_part(
+            id=text(block.get("id")) or f"{key}#{index}",
+            name=text(block.get("name")) or "tool",
+            arguments=json.dumps(block.get("input") if block.get("input") is not None else {}),
+        )
+    if kind == "tool_result":
+        return parts.tool_result_part(
+            tool_call_id=text(block.get("tool_use_id")) or "",
+            content=_result_text(block.get("content")),
+            is_error=block.get("is_error") is True,
+        )
+    return None
+
+
+def _result_text(content: Any) -> str:
+    """A tool result's content: a string, or a list of blocks whose text is joined."""
+    if isinstance(content, str):
+        return content
+    pieces = [str(b["text"]) for b in array(content) if isinstance(b, dict) and text(b.get("text"))]
+    return "\n\n".join(pieces)

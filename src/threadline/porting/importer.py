@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import orjson
 
 from threadline.conversations import repository as conversations
 from threadline.conversations.rules import normalise_tags
@@ -23,6 +24,7 @@ from threadline.db import Transaction
 from threadline.errors import ThreadlineError
 from threadline.events.announce import publish_thread_activity, publish_thread_new
 from threadline.events.payloads import ThreadActivity, ThreadNew
+from threadline.parts import model as message_parts
 from threadline.feedback import rules as feedback_rules
 from threadline.metadata import rules as metadata_rules
 from threadline.porting import extras
@@ -74,6 +76,21 @@ def _clean_text(message: ImportedMessage, settings: Settings, warnings: list[str
     return content
 
 
+def _clean_parts(
+    message: ImportedMessage, settings: Settings, warnings: list[str]
+) -> list[dict[str, Any]] | None:
+    """A message's parts as they are stored, bounded as live input is; parts a file gets wrong are dropped
+    (the text stays) and reported, rather than refusing the conversation."""
+    if message.parts is None or message_parts.is_plain_text(message.parts):
+        return None
+    try:
+        message_parts.validate_parts(message.parts, settings)
+    except ThreadlineError as exc:
+        warnings.append(f"message {message.key}: content parts not kept ({exc.message}); its text was kept")
+        return None
+    return message.parts
+
+
 def plan(imported: ImportedConversation, settings: Settings) -> Plan:
     warnings = list(imported.warnings)
     now = datetime.now(UTC)
@@ -113,6 +130,7 @@ def plan(imported: ImportedConversation, settings: Settings) -> Plan:
         row_id = uuid.uuid4()
         created = message.created_at or (parent["created_at"] if parent else fallback_time)
         index = len(messages)
+        content = _clean_text(message, settings, warnings)
         messages.append(
             {
                 "id": row_id,
@@ -124,7 +142,8 @@ def plan(imported: ImportedConversation, settings: Settings) -> Plan:
                 "path": placement.path,
                 "child_count": len(children.get(key, [])),
                 "role": message.role,
-                "content": _clean_text(message, settings, warnings),
+                "content": content,
+                "parts": _clean_parts(message, settings, warnings),
                 "model": _clip(message.model, 128, f"message {key}: model", warnings),
                 "prompt_tokens": message.prompt_tokens,
                 "completion_tokens": message.completion_tokens,
@@ -260,6 +279,7 @@ async def insert(
                 )  # fmt: skip
             )
         await repo.copy_messages(tx, records)
+        await _store_parts(tx, tenant_id, messages)
         await repo.copy_threads(tx, _thread_records(plan, tenant_id, conversation_id, seq_of))
         if plan.current is not None:
             # The importing owner is where the source's user was (ChatGPT's current_node): their current leaf.
@@ -294,6 +314,13 @@ async def insert(
             )
             await publish_thread_new(tx, tenant_id, thread)
     return conversation_id
+
+
+async def _store_parts(tx: Transaction, tenant_id: uuid.UUID, rows: list[dict[str, Any]]) -> None:
+    with_parts = [r for r in rows if r["parts"] is not None]
+    await repo.set_imported_parts(
+        tx, tenant_id, [r["id"] for r in with_parts], [orjson.dumps(r["parts"]).decode() for r in with_parts]
+    )
 
 
 def _subtree_size(plan: Plan, root_index: int) -> int:
@@ -494,9 +521,11 @@ async def _insert_merged(
                 "deleted_at": m["deleted_at"],
                 "usage_imported": m["usage_imported"],
                 "import_key": m["key"],
+                "parts": m["parts"],
             }
         )
     await repo.copy_messages(tx, [tuple(r[c] for c in repo.MESSAGE_COPY_COLUMNS) for r in rows])
+    await _store_parts(tx, tenant_id, rows)
     if grown:
         await repo.add_child_counts(tx, tenant_id, list(grown), list(grown.values()))
     # New threads: a thread row and a thread.new each (with their replies counted), as in `insert`.

@@ -212,6 +212,20 @@ async def copy_messages(tx: Transaction, records: Sequence[tuple[Any, ...]]) -> 
     await tx.conn.copy_records_to_table("message", records=records, columns=MESSAGE_COPY_COLUMNS)
 
 
+async def set_imported_parts(
+    db: Executor, tenant_id: uuid.UUID, message_ids: list[uuid.UUID], parts_json: list[str]
+) -> None:
+    """Content parts of freshly copied messages (COPY has no encoder for jsonb: they go as text, few rows)."""
+    if message_ids:
+        await db.execute(
+            """UPDATE message m SET parts = v.parts::jsonb FROM unnest($2::uuid[], $3::text[]) AS v(id, parts)
+               WHERE m.tenant_id = $1 AND m.id = v.id""",
+            tenant_id,
+            message_ids,
+            parts_json,
+        )
+
+
 async def copy_threads(tx: Transaction, records: Sequence[tuple[Any, ...]]) -> None:
     await tx.conn.copy_records_to_table("thread", records=records, columns=THREAD_COPY_COLUMNS)
 
@@ -232,7 +246,7 @@ async def conversation_messages(
 ) -> list[asyncpg.Record]:
     """Every message of every thread: threads oldest first, each depth-first (one index range per thread)."""
     return await db.fetch(
-        f"""SELECT {MESSAGE_COLUMNS} FROM message m JOIN message r ON r.id = m.root_id
+        f"""SELECT {MESSAGE_COLUMNS}, m.parts FROM message m JOIN message r ON r.id = m.root_id
             WHERE m.tenant_id = $1 AND m.conversation_id = $2
             ORDER BY r.created_at, r.seq, m.root_id, m.path""",
         tenant_id,
@@ -289,7 +303,7 @@ async def owned_conversation_ids(db: Executor, tenant_id: uuid.UUID, user_id: uu
 async def authored_elsewhere(db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID) -> list[asyncpg.Record]:
     """Messages a user wrote in conversations they do not own, with the conversation's id."""
     return await db.fetch(
-        f"""SELECT {MESSAGE_COLUMNS} FROM message m JOIN conversation c ON c.id = m.conversation_id
+        f"""SELECT {MESSAGE_COLUMNS}, m.parts FROM message m JOIN conversation c ON c.id = m.conversation_id
             WHERE m.tenant_id = $1 AND m.author_id = $2 AND c.owner_id IS DISTINCT FROM $2
             ORDER BY m.conversation_id, m.seq""",
         tenant_id,

@@ -49,6 +49,8 @@ def iso(value: datetime | None) -> str | None:
 
 
 def message_entry(row: Any, attachments: list[dict[str, Any]]) -> dict[str, Any]:
+    # `parts` only for a message that has some (parts.model): a plain-text message is exported as it always was.
+    parts = row.get("parts")
     return {
         "id": encode_id(Kind.MESSAGE, row["id"]),
         "parent_id": encode_id(Kind.MESSAGE, row["parent_id"]) if row["parent_id"] else None,
@@ -61,6 +63,7 @@ def message_entry(row: Any, attachments: list[dict[str, Any]]) -> dict[str, Any]
         "author_id": encode_id(Kind.USER, row["author_id"]) if row["author_id"] else None,
         "edited_at": iso(row["edited_at"]),
         "deleted_at": iso(row["deleted_at"]),
+        **({"parts": parts} if parts is not None else {}),
     }
 
 
@@ -205,6 +208,11 @@ def _message(index: int, raw: Any) -> ImportedMessage:
         raise Rejected(f"{where}: parent_id must be a string or null")
     tokens = obj(raw.get("tokens"))
     attachments = array(raw.get("attachments"))
+    parts = raw.get("parts")
+    if parts is not None and not (
+        isinstance(parts, list) and all(isinstance(p, dict) and isinstance(p.get("type"), str) for p in parts)
+    ):
+        raise Rejected(f"{where}: parts must be an array of objects with a type")
     return ImportedMessage(
         key=key,
         parent_key=parent,
@@ -220,6 +228,7 @@ def _message(index: int, raw: Any) -> ImportedMessage:
         authored=raw["author_id"] is not None if "author_id" in raw else None,
         metadata=raw.get("metadata"),
         feedback=raw.get("feedback"),
+        parts=parts,
     )
 
 
