@@ -24,9 +24,9 @@ from threadline.db import Transaction
 from threadline.errors import ThreadlineError
 from threadline.events.announce import publish_thread_activity, publish_thread_new
 from threadline.events.payloads import ThreadActivity, ThreadNew
-from threadline.parts import model as message_parts
 from threadline.feedback import rules as feedback_rules
 from threadline.metadata import rules as metadata_rules
+from threadline.parts import model as message_parts
 from threadline.porting import extras
 from threadline.porting import repository as repo
 from threadline.porting.model import ImportedConversation, ImportedMessage, Rejected, from_iso, settle_parents
