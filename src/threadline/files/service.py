@@ -1,0 +1,237 @@
+"""File rules: storing an upload (deduplicated per tenant, within the tenant's quota), who may download a file,
+attaching files to messages, and reading the bytes back from PostgreSQL or the directory.
+
+Access: before a message holds it, a file is its uploader's alone; once attached, whoever may read one of the
+(not deleted) messages holding it may download it, and no one else (its uploader included). A file no message
+holds any more is deleted with its bytes (migration triggers), as is every upload of an erased user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import tempfile
+import uuid
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import asyncpg
+
+from threadline.auth import repository as users
+from threadline.auth.principal import Principal, Role
+from threadline.conversations.access import Access, require
+from threadline.db import Database, Executor
+from threadline.errors import ErrorCode, ThreadlineError, not_found
+from threadline.files import repository as repo
+from threadline.ids import Kind, parse_id
+from threadline.settings import Settings
+
+log = logging.getLogger("threadline.files")
+CHUNK_BYTES = 1024 * 1024
+FILENAME_MAX_CHARS = 255
+
+
+@dataclass(frozen=True)
+class Upload:
+    """An upload read in full (into `spool`), with what was learnt while reading it."""
+
+    filename: str
+    size: int
+    sha256: bytes
+    content_type: str
+    spool: IO[bytes]
+
+
+class TooLarge(ThreadlineError):
+    """413: the upload, or the tenant's files with it, would pass a limit."""
+
+    def __init__(self, message: str, limit_name: str, limit: int) -> None:
+        super().__init__(ErrorCode.BAD_USER_INPUT, message, limitName=limit_name, limit=limit)
+
+
+def clean_filename(raw: str | None) -> str:
+    """The name kept for a file: its last path segment, without control characters, at most 255 characters."""
+    name = (raw or "").replace("\\", "/").rsplit("/", 1)[-1]
+    name = "".join(c for c in name if c.isprintable()).strip()
+    return name[:FILENAME_MAX_CHARS] or "file"
+
+
+def directory(settings: Settings) -> Path:
+    return settings.file_directory or settings.data_dir / "files"
+
+
+def blob_path(settings: Settings, tenant_id: uuid.UUID, sha256: bytes) -> Path:
+    digest = sha256.hex()
+    return directory(settings) / tenant_id.hex / digest[:2] / digest
+
+
+def _write_blob(settings: Settings, tenant_id: uuid.UUID, upload: Upload) -> Path:
+    """The upload's bytes in the directory, under their checksum, written whole before they are named."""
+    target = blob_path(settings, tenant_id, upload.sha256)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    upload.spool.seek(0)
+    with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as out:
+        while block := upload.spool.read(CHUNK_BYTES):
+            out.write(block)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(out.name, target)
+    return target
+
+
+def _chunks_of(spool: IO[bytes]) -> Iterable[bytes]:
+    spool.seek(0)
+    while block := spool.read(CHUNK_BYTES):
+        yield block
+
+
+async def store(
+    db: Database, settings: Settings, principal: Principal, upload: Upload
+) -> tuple[asyncpg.Record, bool]:
+    """A new file of the caller naming the tenant's blob with the upload's checksum, stored now if it is new
+    (within the quota). Returns the file row and whether its bytes were already stored."""
+    written: Path | None = None
+    try:
+        async with db.transaction() as tx:
+            await repo.lock_tenant_files(tx, principal.tenant_id)
+            blob = await repo.blob_by_checksum(tx, principal.tenant_id, upload.sha256)
+            deduplicated = blob is not None
+            if blob is None:
+                quota = settings.file_tenant_quota_bytes
+                if await repo.stored_bytes(tx, principal.tenant_id) + upload.size > quota:
+                    raise TooLarge(
+                        f"The tenant's files would pass its quota of {quota} bytes (THREADLINE_FILE_TENANT_QUOTA_BYTES)",
+                        "fileQuotaBytes",
+                        quota,
+                    )
+                storage = settings.file_storage
+                blob_id = await repo.insert_blob(
+                    tx, principal.tenant_id, upload.sha256, upload.size, upload.content_type, storage
+                )
+                if storage == "directory":
+                    written = _write_blob(settings, principal.tenant_id, upload)
+                else:
+                    for seq, block in enumerate(_chunks_of(upload.spool)):
+                        await repo.insert_chunk(tx, principal.tenant_id, blob_id, seq, block)
+            else:
+                blob_id = blob["id"]
+            row = await repo.insert_file(tx, principal.tenant_id, blob_id, principal.user_id, upload.filename)
+    except BaseException:
+        if written is not None:  # never committed: nothing names these bytes
+            with contextlib.suppress(OSError):
+                written.unlink()
+        raise
+    return row, deduplicated
+
+
+async def readable(db: Executor, principal: Principal, file_id: uuid.UUID) -> asyncpg.Record:
+    """The file if the caller may download it; NOT_FOUND otherwise (whatever the reason)."""
+    row = await repo.file(db, principal.tenant_id, file_id)
+    if row is None:
+        raise not_found("File")
+    if row["attached_at"] is None:
+        if row["uploaded_by"] != principal.user_id:
+            raise not_found("File")
+        return row
+    for conversation_id in await repo.holding_conversations(db, principal.tenant_id, file_id):
+        try:
+            await require(db, principal, conversation_id, Access.READ)
+        except ThreadlineError:
+            continue
+        return row
+    raise not_found("File")
+
+
+async def read_bytes(db: Database, settings: Settings, row: Mapping[str, Any]) -> AsyncIterator[bytes]:
+    """The file's bytes, a chunk at a time (one statement per chunk: a large file never sits in memory)."""
+    if row["storage"] == "directory":
+        path = blob_path(settings, row["tenant_id"], bytes(row["sha256"]))
+        with path.open("rb") as source:
+            while block := source.read(CHUNK_BYTES):
+                yield block
+        return
+    seq = 0
+    while True:
+        chunk = await repo.chunk(db, row["tenant_id"], row["blob_id"], seq)
+        if chunk is None:
+            return
+        yield chunk
+        seq += 1
+
+
+def file_ids_of(parts: Iterable[Mapping[str, Any]]) -> list[uuid.UUID]:
+    """This server's file ids named by message parts, in order, once each (other ids are left alone: the
+    parts model keeps a file id opaque, e.g. a provider's own)."""
+    found: list[uuid.UUID] = []
+    for part in parts:
+        parsed = parse_id(str(part.get("file_id") or ""))
+        if parsed is not None and parsed[0] is Kind.FILE and parsed[1] not in found:
+            found.append(parsed[1])
+    return found
+
+
+async def attach_parts(
+    tx: Executor,
+    tenant_id: uuid.UUID,
+    author_id: uuid.UUID | None,
+    message_id: uuid.UUID,
+    parts: Iterable[Mapping[str, Any]] | None,
+) -> None:
+    """The message holds the files its parts name. Its author must have uploaded each one that is not attached
+    yet, or be able to download it already: NOT_FOUND otherwise (a file id is no capability)."""
+    wanted = file_ids_of(parts or ())
+    if not wanted:
+        return
+    rows = {r["id"]: r for r in await repo.files(tx, tenant_id, wanted)}
+    for file_id in wanted:
+        row = rows.get(file_id)
+        if row is None or author_id is None:
+            raise not_found("File")
+        if row["attached_at"] is None and row["uploaded_by"] == author_id:
+            continue
+        principal = await _author(tx, tenant_id, author_id)
+        await readable(tx, principal, file_id)
+    await repo.attach(tx, tenant_id, message_id, wanted)
+
+
+async def _author(tx: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID) -> Principal:
+    user = await users.user_by_id(tx, tenant_id, user_id)
+    if user is None:
+        raise not_found("File")
+    return Principal(tenant_id, user_id, Role(user["role"]), user["team"])
+
+
+async def purge_gone(db: Database, settings: Settings, limit: int = 1000) -> int:
+    """Unlinks the directory files of blobs deleted in the database (unless the same bytes were stored again
+    since); returns how many were handled."""
+    handled = 0
+    for gone in await repo.gone_blobs(db, limit):
+        async with db.transaction() as tx:
+            await repo.lock_tenant_files(tx, gone["tenant_id"])
+            sha256 = bytes(gone["sha256"])
+            if await repo.blob_by_checksum(tx, gone["tenant_id"], sha256) is None:
+                with contextlib.suppress(FileNotFoundError):
+                    blob_path(settings, gone["tenant_id"], sha256).unlink()
+            await repo.forget_gone_blob(tx, gone["tenant_id"], gone["id"])
+        handled += 1
+    return handled
+
+
+PURGE_INTERVAL_SECONDS = 5.0
+
+
+async def purge_forever(db: Database, settings: Settings) -> None:
+    """The server's clean-up of directory files whose blobs are gone (messages deleted, users erased). Only
+    processes storing files in a directory run it (every such process must see the same directory)."""
+    if settings.file_storage != "directory":
+        return
+    while True:
+        try:
+            await purge_gone(db, settings)
+        except Exception:  # noqa: BLE001 - an outage or a full disk: the queue waits for the next round
+            log.warning("file clean-up failed; retrying", exc_info=True)
+        await asyncio.sleep(PURGE_INTERVAL_SECONDS)

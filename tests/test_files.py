@@ -1,0 +1,246 @@
+"""Attachments (issue 18 item 5): POST /files and GET /files/{id}, with the messages' access rules, sniffed
+types, checksums, deduplication, size limits and quotas, and erasure with their messages and users."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from tests import harness
+from tests.api import count_rows, create_conversation, join
+from tests.harness import Actor, Loop, ServerThread
+
+PNG = b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4
+START = """mutation($c: ID!, $i: MessageInput!) { threadStart(conversationId: $c, input: $i) {
+  id parts { __typename ... on FilePart { name fileId } ... on ImagePart { fileId } } } }"""
+
+
+def upload(
+    base_url: str, actor: Actor | None, data: bytes, filename: str = "photo.png", declared: str = "image/png"
+) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {actor.api_key}"} if actor else {}
+    return httpx.post(
+        f"{base_url}/files", files={"file": (filename, data, declared)}, headers=headers, timeout=60
+    )
+
+
+def download(base_url: str, actor: Actor | None, file_id: str) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {actor.api_key}"} if actor else {}
+    return httpx.get(f"{base_url}/files/{file_id}", headers=headers, timeout=60)
+
+
+def attach(actor: Actor, conversation: str, file_id: str, name: str = "photo.png") -> dict[str, Any]:
+    message = {
+        "content": "see attached",
+        "parts": [{"text": "see attached"}, {"file": {"name": name, "fileId": file_id}}],
+    }
+    result: dict[str, Any] = actor.client.ok(START, {"c": conversation, "i": message})["threadStart"]
+    return result
+
+
+def test_upload_attach_and_download_with_the_messages_access_rules(
+    server: ServerThread, admin: Actor, make_user: Callable[..., Actor]
+) -> None:
+    member = make_user(admin)
+    outsider = make_user(admin)
+    created = upload(server.url, admin, PNG, "holiday.png", declared="text/html")
+    assert created.status_code == 201, created.text
+    file = created.json()
+    assert file["contentType"] == "image/png"  # sniffed from the bytes, not the declared text/html
+    assert file["size"] == len(PNG) and file["sha256"] == hashlib.sha256(PNG).hexdigest()
+    assert file["filename"] == "holiday.png" and file["deduplicated"] is False
+    assert file["url"] == f"/files/{file['id']}"
+
+    # Before it is attached: the uploader's alone.
+    assert download(server.url, admin, file["id"]).content == PNG
+    assert download(server.url, member, file["id"]).status_code == 404
+
+    conversation = create_conversation(admin, "with a file")
+    join(admin, member, conversation, "VIEWER")
+    message = attach(admin, conversation, file["id"], "holiday.png")
+    assert message["parts"][1] == {"__typename": "FilePart", "name": "holiday.png", "fileId": file["id"]}
+
+    got = download(server.url, member, file["id"])
+    assert got.status_code == 200 and got.content == PNG
+    assert got.headers["content-type"] == "image/png"
+    assert (
+        got.headers["content-disposition"]
+        == "attachment; filename=\"holiday.png\"; filename*=UTF-8''holiday.png"
+    )
+    assert got.headers["x-content-type-options"] == "nosniff"
+    assert "sandbox" in got.headers["content-security-policy"]
+    assert got.headers["etag"] == f'"{file["sha256"]}"'
+    assert download(server.url, outsider, file["id"]).status_code == 404
+
+
+def test_html_is_stored_as_text_and_always_downloaded_as_an_attachment(
+    server: ServerThread, admin: Actor
+) -> None:
+    page = b"<html><script>alert(document.cookie)</script></html>"
+    file = upload(server.url, admin, page, "naïve;page.html", declared="text/html").json()
+    assert file["contentType"] == "text/plain"
+    got = download(server.url, admin, file["id"])
+    assert got.headers["content-type"].startswith("text/plain")
+    assert got.headers["content-disposition"] == (
+        "attachment; filename=\"na_ve_page.html\"; filename*=UTF-8''na%C3%AFve%3Bpage.html"
+    )
+
+
+def test_the_same_bytes_are_stored_once_per_tenant(
+    server: ServerThread, admin: Actor, make_tenant: Callable[..., Actor], loop: Loop, dsn: str
+) -> None:
+    first = upload(server.url, admin, PNG, "a.png").json()
+    second = upload(server.url, admin, PNG, "b.png").json()
+    assert second["deduplicated"] is True and second["id"] != first["id"] and second["filename"] == "b.png"
+    other_tenant = make_tenant()
+    third = upload(server.url, other_tenant, PNG, "c.png").json()
+    assert third["deduplicated"] is False  # never across tenants
+    assert count_rows(loop, dsn, "file_blob") == 2
+    assert count_rows(loop, dsn, "file") == 3
+
+
+def test_attaching_someone_elses_file_is_not_found(
+    server: ServerThread, admin: Actor, make_user: Callable[..., Actor]
+) -> None:
+    member = make_user(admin)
+    conversation = create_conversation(admin, "shared")
+    join(admin, member, conversation)
+    theirs = upload(server.url, admin, PNG).json()
+    message = {"content": "x", "parts": [{"text": "x"}, {"image": {"fileId": theirs["id"]}}]}
+    error = member.client.error(START, {"c": conversation, "i": message})
+    assert error["extensions"]["code"] == "NOT_FOUND" and error["message"] == "File not found"
+
+
+def test_without_credentials_or_for_unknown_ids(server: ServerThread, admin: Actor) -> None:
+    assert upload(server.url, None, PNG).status_code == 401
+    file = upload(server.url, admin, PNG).json()
+    assert download(server.url, None, file["id"]).status_code == 401
+    for wrong in ("fil_" + "0" * 32, "nope", "cnv_" + file["id"][4:]):
+        answer = download(server.url, admin, wrong)
+        assert answer.status_code == 404 and answer.json()["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    not_multipart = httpx.post(
+        f"{server.url}/files", content=PNG, headers={"Authorization": f"Bearer {admin.api_key}"}
+    )
+    assert not_multipart.status_code == 415
+
+
+def test_a_deleted_message_takes_its_files_and_their_bytes_with_it(
+    server: ServerThread, admin: Actor, loop: Loop, dsn: str
+) -> None:
+    conversation = create_conversation(admin, "to delete")
+    file = upload(server.url, admin, PNG).json()
+    message = attach(admin, conversation, file["id"])
+    assert count_rows(loop, dsn, "file_chunk") == 1
+    admin.client.ok("mutation($id: ID!) { messageDelete(id: $id) { id } }", {"id": message["id"]})
+    assert download(server.url, admin, file["id"]).status_code == 404
+    assert [count_rows(loop, dsn, t) for t in ("file", "file_blob", "file_chunk")] == [0, 0, 0]
+
+
+def test_an_erased_user_takes_their_files_with_them(
+    server: ServerThread, admin: Actor, make_user: Callable[..., Actor], loop: Loop, dsn: str
+) -> None:
+    member = make_user(admin)
+    conversation = create_conversation(admin, "theirs")
+    join(admin, member, conversation)
+    attached = upload(server.url, member, PNG).json()
+    attach(member, conversation, attached["id"])
+    upload(server.url, member, b"an unattached note")
+    kept = upload(server.url, admin, b"the admin's own file").json()
+    admin.client.ok("mutation($u: ID!) { userErase(userId: $u) { userId } }", {"u": member.user_id})
+    assert download(server.url, admin, attached["id"]).status_code == 404
+    assert count_rows(loop, dsn, "file") == 1 and count_rows(loop, dsn, "file_blob") == 1
+    assert download(server.url, admin, kept["id"]).content == b"the admin's own file"
+
+
+# -- limits ----------------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small(dsn: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
+    srv = ServerThread(
+        harness.test_settings(
+            dsn,
+            migrate_on_start=False,
+            file_max_bytes=100_000,
+            file_tenant_quota_bytes=250_000,
+            file_storage="directory",
+            file_directory=tmp_path_factory.mktemp("files"),
+        )
+    )
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def test_an_upload_declared_too_large_is_413_before_its_body_is_sent(
+    small: ServerThread, admin: Actor
+) -> None:
+    head = (
+        "POST /files HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        f"Authorization: Bearer {admin.api_key}\r\n"
+        "Content-Type: multipart/form-data; boundary=xyz\r\n"
+        f"Content-Length: {50 * 1024 * 1024}\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", small.port), timeout=30) as conn:
+        conn.sendall(head.encode() + b"--xyz\r\n")  # and not one byte more of the 50 MiB announced
+        answer = conn.recv(65536).decode()
+    assert answer.startswith("HTTP/1.1 413"), answer
+    assert '"limitName":"fileBytes"' in answer and '"limit":100000' in answer
+
+
+def test_an_upload_streamed_past_the_limit_is_413(small: ServerThread, admin: Actor) -> None:
+    def body() -> Iterator[bytes]:  # chunked: no Content-Length to refuse it by
+        yield b'--xyz\r\nContent-Disposition: form-data; name="file"; filename="big.bin"\r\n\r\n'
+        for _ in range(40):
+            yield b"\0" * 10_000
+        yield b"\r\n--xyz--\r\n"
+
+    answer = httpx.post(
+        f"{small.url}/files",
+        content=body(),
+        headers={
+            "Authorization": f"Bearer {admin.api_key}",
+            "Content-Type": "multipart/form-data; boundary=xyz",
+        },
+    )
+    assert answer.status_code == 413
+    assert answer.json()["errors"][0]["extensions"] == {
+        "code": "BAD_USER_INPUT", "limitName": "fileBytes", "limit": 100_000
+    }  # fmt: skip
+
+
+def test_the_tenant_quota_counts_each_distinct_file_once(small: ServerThread, admin: Actor) -> None:
+    first = bytes([1]) * 90_000
+    assert upload(small.url, admin, first, "one.bin").status_code == 201
+    assert upload(small.url, admin, bytes([2]) * 90_000, "two.bin").status_code == 201
+    assert upload(small.url, admin, first, "again.bin").json()["deduplicated"] is True  # no new bytes
+    refused = upload(small.url, admin, bytes([3]) * 90_000, "three.bin")
+    assert refused.status_code == 413
+    assert refused.json()["errors"][0]["extensions"]["limitName"] == "fileQuotaBytes"
+
+
+def test_directory_storage_keeps_the_bytes_on_disk_and_removes_them_with_the_message(
+    small: ServerThread, admin: Actor
+) -> None:
+    conversation = create_conversation(admin, "on disk")
+    data = b"%PDF-1.7 a tiny document"
+    file = upload(small.url, admin, data, "doc.pdf").json()
+    assert file["contentType"] == "application/pdf"
+    directory = small.app.state.services.settings.file_directory
+    assert isinstance(directory, Path)
+    stored = [p for p in directory.rglob(file["sha256"])]
+    assert len(stored) == 1 and stored[0].read_bytes() == data
+    assert download(small.url, admin, file["id"]).content == data
+    message = attach(admin, conversation, file["id"], "doc.pdf")
+    admin.client.ok("mutation($id: ID!) { messageDelete(id: $id) { id } }", {"id": message["id"]})
+    deadline = time.monotonic() + 30
+    while stored[0].exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not stored[0].exists()
