@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gc
 import hmac
@@ -68,6 +69,11 @@ def create_app(settings: Settings | None = None) -> Starlette:
     from threadline.schema import schema
 
     settings = settings or Settings.from_env()
+    if settings.tracing_enabled:  # a schema of this app's own, with spans (off: nothing of tracing is loaded)
+        from threadline.graphql.tracing import traced
+        from threadline.schema import build_schema
+
+        schema = traced(build_schema())
     services = Services(settings=settings, credentials=CredentialCache(settings.credential_cache_seconds))
     graphql = ThreadlineGraphQL(schema, services, graphiql=not settings.production)
     from threadline.gateway.routes import Gateway
@@ -103,6 +109,17 @@ def create_app(settings: Settings | None = None) -> Starlette:
         retention = start_retention(services.db, services.settings)
         if retention is not None:
             services.background.append(retention)
+        from threadline.files.service import purge_forever
+
+        # Directory-stored files whose blobs were deleted (with their messages, or an erased user) are unlinked.
+        file_purge = asyncio.create_task(
+            purge_forever(services.db, services.settings), name="threadline-file-purge"
+        )
+        instrumentor = None
+        if settings.tracing_enabled:
+            from threadline.graphql.tracing import instrument_database
+
+            instrumentor = instrument_database()
         from threadline.observability.metrics import start_metrics_sync
 
         metrics_sync = start_metrics_sync(services)
@@ -114,6 +131,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 await stop_task(metrics_sync)
             await stop_task(maintenance)
             await stop_retention(retention)
+            file_purge.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await file_purge
             await services.runs.stop(requeue=True)  # a graceful shutdown returns claimed runs to the queue
             await gateway.close()
             await services.hub.stop()
@@ -123,6 +143,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             from threadline.observability.metrics import process_stopped
 
             process_stopped()
+            if instrumentor is not None:
+                instrumentor.uninstrument()
 
     async def healthz(request: Request) -> JSONResponse:
         return JSONResponse({"status": "ok"})

@@ -1,0 +1,160 @@
+"""`threadline serve --workers N` (issue 14 item 4): N processes on one port, each with its own stream hub,
+sharing events through PostgreSQL; Ctrl-C and SIGTERM stop all of them and the embedded PostgreSQL.
+
+Which worker takes a connection is the kernel's choice: the tests open fresh connections until /metrics
+(aggregated over the workers, with a per-pid gauge) shows that both processes answered.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from tests.harness import METRICS_HEADERS, Loop, create_admin, free_port, serve_process
+from tests.test_streaming import START, conversation, live
+from tests.ws import CONVERSATION_EVENTS, WsClient
+
+TOKEN = METRICS_HEADERS["Authorization"].removeprefix("Bearer ")
+# Upper bounds for a loaded machine (two shared cores), not latency claims.
+SETTLE_SECONDS = 30.0
+ATTEMPTS = 60
+
+
+@pytest.fixture(scope="module")
+def two_workers(dsn: str) -> Iterator[str]:
+    with serve_process(
+        dsn, THREADLINE_WORKERS="2", THREADLINE_RUN_WORKERS="0", THREADLINE_METRICS_TOKEN=TOKEN
+    ) as url:
+        yield url
+
+
+def per_pid(base_url: str, gauge: str) -> dict[str, float]:
+    """A per-process gauge of /metrics by pid (whichever worker answers the scrape reports every worker)."""
+    text = httpx.get(f"{base_url}/metrics", headers=METRICS_HEADERS, timeout=10).text
+    values: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith(gauge + "{"):
+            pid = line.split('pid="', 1)[1].split('"', 1)[0]
+            values[pid] = float(line.rsplit(" ", 1)[1])
+    return values
+
+
+def worker_pids(parent: int) -> set[str]:
+    """The uvicorn workers under `threadline serve` (multiprocessing's resource tracker aside)."""
+    children = psutil.Process(parent).children()
+    return {str(c.pid) for c in children if "resource_tracker" not in " ".join(c.cmdline())}
+
+
+def test_two_workers_answer_http_on_one_port(two_workers: str) -> None:
+    for _ in range(ATTEMPTS):
+        with httpx.Client(base_url=two_workers, timeout=30) as http:  # a new connection each time
+            assert http.post("/graphql", json={"query": "{ __typename }"}).json() == {
+                "data": {"__typename": "Query"}
+            }
+        answered = {pid for pid, n in per_pid(two_workers, "threadline_worker_http_requests").items() if n}
+        if len(answered) == 2:
+            return
+    raise AssertionError(f"only {answered} answered {ATTEMPTS} connections")
+
+
+def test_two_workers_serve_subscriptions_and_share_their_events(
+    two_workers: str, loop: Loop, dsn: str
+) -> None:
+    admin = create_admin(loop, dsn, two_workers)
+    sockets: list[WsClient] = []
+    try:
+        cid = conversation(admin)
+        since = live(admin)
+        ws_url = "ws://" + two_workers.removeprefix("http://") + "/graphql"
+        holding: set[str] = set()
+        deadline = time.monotonic() + SETTLE_SECONDS
+        while len(holding) < 2:
+            assert len(sockets) < ATTEMPTS and time.monotonic() < deadline, f"subscriptions only on {holding}"
+            socket = WsClient(ws_url, admin.api_key)
+            socket.subscribe(CONVERSATION_EVENTS, {"c": cid, "s": since})
+            sockets.append(socket)
+            # Each worker publishes its own count at least once a second.
+            settle = time.monotonic() + 3
+            while time.monotonic() < settle:
+                gauge = per_pid(two_workers, "threadline_worker_subscriptions_active")
+                holding = {pid for pid, n in gauge.items() if n}
+                if len(holding) == 2:
+                    break
+                time.sleep(0.2)
+        # A thread started through whichever worker takes the request reaches the sockets of both.
+        admin.client.ok(START, {"c": cid, "x": "to every worker"})
+        for socket in sockets:
+            (event,) = socket.events(1, timeout=SETTLE_SECONDS)
+            assert event["type"] == "thread.new"
+    finally:
+        for socket in sockets:
+            socket.close()
+        admin.client.http.close()
+
+
+@pytest.mark.parametrize("stop", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_a_signal_stops_every_worker_and_the_embedded_postgres(stop: signal.Signals) -> None:
+    data_dir = Path(tempfile.mkdtemp(prefix="tl-workers-"))
+    os.chmod(data_dir, 0o755)
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env |= {
+        "THREADLINE_DATA_DIR": str(data_dir),
+        "THREADLINE_RUN_WORKERS": "0",
+        "THREADLINE_METRICS_TOKEN": TOKEN,
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "threadline.cli", "serve", "--port", str(port), "--workers", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 120
+        while True:
+            assert process.poll() is None, "serve exited during start-up"
+            assert time.monotonic() < deadline, "serve did not start"
+            try:
+                if httpx.get(f"{url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        while len(worker_pids(process.pid)) < 2:  # the second may still be starting
+            assert time.monotonic() < deadline, "two workers never ran"
+            time.sleep(0.2)
+        workers = [psutil.Process(int(pid)) for pid in worker_pids(process.pid)]
+        assert len(embedded_postgres(data_dir)) == 1, "one embedded PostgreSQL for both workers"
+
+        process.send_signal(stop)
+        process.wait(timeout=60)
+        gone, alive = psutil.wait_procs(workers, timeout=30)
+        assert not alive, f"workers left running: {alive}"
+        assert not embedded_postgres(data_dir), "the embedded PostgreSQL outlived serve"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+        for proc in embedded_postgres(data_dir):
+            proc.kill()
+
+
+def embedded_postgres(data_dir: Path) -> list[psutil.Process]:
+    """The postmaster of `data_dir` (its command line names the directory; its backends' do not)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = " ".join(proc.info["cmdline"] or ())
+        if "postgres" in cmdline and str(data_dir) in cmdline:
+            found.append(proc)
+    return found
