@@ -266,3 +266,38 @@ def test_new_siblings_reach_everyone_and_current_leaf_changes_only_their_user(
     finally:
         mine.close()
         theirs.close()
+
+
+def test_branch_events_go_only_to_subscriptions_that_select_them(admin: Actor, server: ServerThread) -> None:
+    cid = create_conversation(admin)
+    root = start_thread(admin, cid, "root")
+    first = reply(admin, root, "first")
+    plain = WsClient(server.ws_url, admin.api_key)  # a client written before branch events
+    spread = WsClient(server.ws_url, admin.api_key)  # selects one of them through a named fragment
+    try:
+        since = stream_cursor(admin)
+        plain.subscribe(
+            """subscription($c: ID!, $s: String) { conversationEvents(conversationId: $c, since: $s) {
+              type ... on ThreadActivityEvent { changedMessage { id } } } }""",
+            {"c": cid, "s": since},
+        )
+        spread.subscribe(
+            """subscription($c: ID!, $s: String) { conversationEvents(conversationId: $c, since: $s) { type ...F } }
+            fragment F on BranchCurrentEvent { leafId }""",
+            {"c": cid, "s": since},
+        )
+        second = reply(admin, root, "second")
+        ignore = ("presence.update", "unread.update")
+        assert plain.events(1, ignore=ignore) == [
+            {"type": "thread.activity", "changedMessage": {"id": second}}
+        ]
+        plain.expect_quiet(0.5, ignore=ignore)
+        assert spread.events(2, ignore=ignore) == [
+            {"type": "thread.activity"},
+            {"type": "branch.current", "leafId": second},
+        ]
+        spread.expect_quiet(0.5, ignore=ignore)
+        assert first != second
+    finally:
+        plain.close()
+        spread.close()

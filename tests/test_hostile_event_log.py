@@ -48,8 +48,10 @@ def logged_cursors(loop: Loop, dsn: str, conversation: str, recipient: str) -> l
     rows = sql(
         loop,
         dsn,
+        # Branch events go only to subscriptions that select their types, which the replays here do not.
         """SELECT id, tenant_id FROM stream_event WHERE conversation_id = $1::uuid
-             AND (recipient_id IS NULL OR recipient_id = $2::uuid) ORDER BY id""",
+             AND (recipient_id IS NULL OR recipient_id = $2::uuid)
+             AND type NOT IN ('branch.sibling', 'branch.current') ORDER BY id""",
         conversation[4:],
         recipient[4:],
     )

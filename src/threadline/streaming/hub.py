@@ -49,7 +49,7 @@ from threadline.streaming.direct import Lane, LaneGroup
 from threadline.streaming.fanout import SharedEvents
 from threadline.streaming.listener import SupervisedPostgresBackend
 from threadline.streaming.sessions import SocketSessions
-from threadline.streaming.subscriber import Subscriber, subject_of
+from threadline.streaming.subscriber import SELECTED_ONLY, Subscriber, subject_of
 
 log = logging.getLogger(__name__)
 STREAM_FRAMES = METRICS.stream_frames
@@ -339,8 +339,9 @@ class StreamHub:
         by_viewer = event.type == EventType.THREAD_NEW  # the one type whose rendering depends on the viewer
         offered = direct = 0
         groups = self._groups.get(event.conversation_id)  # type: ignore[arg-type]
+        opt_in = event.type in SELECTED_ONLY  # taken only by subscriptions that select it: one by one
         if groups:
-            shared = not by_viewer and recipient is None
+            shared = not by_viewer and recipient is None and not opt_in
             for group in list(groups.values()):
                 if (
                     shared
@@ -362,6 +363,8 @@ class StreamHub:
             if recipient is not None and recipient != sub.user_id:
                 continue
             if root is not None and sub.root_id is not None and root != sub.root_id:
+                continue
+            if opt_in and event.type not in sub.selected_only:
                 continue
             offered += 1
             # Inlined Subscriber.offer for an idle subscription with its lane open (the common case).

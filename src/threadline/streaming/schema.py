@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncGenerator
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 
@@ -23,7 +23,7 @@ from threadline.presence import service as presence
 from threadline.ratelimits.schema import subscription_started
 from threadline.streaming.direct import lane_for
 from threadline.streaming.render import stream_error
-from threadline.streaming.subscriber import Subscriber
+from threadline.streaming.subscriber import SELECTED_ONLY, Subscriber
 from threadline.streaming.types import ConversationStreamEvent
 from threadline.threads import repository as thread_repo
 
@@ -129,6 +129,20 @@ async def _stream(
             task.add_done_callback(_background.discard)
 
 
+def selected_only(info: Info) -> frozenset[str]:
+    """The SELECTED_ONLY event types the subscription's selection names (inline fragments or fragment spreads
+    on their GraphQL types, at any depth): the only ones of them it is sent."""
+    names: set[str] = set()
+    pending: list[Any] = [field for field in info.selected_fields]
+    while pending:
+        selection = pending.pop()
+        condition = getattr(selection, "type_condition", None)
+        if condition:
+            names.add(condition)
+        pending.extend(getattr(selection, "selections", None) or [])
+    return frozenset(kind for kind, type_name in SELECTED_ONLY.items() if type_name in names)
+
+
 def _fresh_caches(info: Info) -> None:
     # The context lives as long as the socket: loaders must not serve one event's data to the next.
     info.context.forget_loaders()
@@ -203,6 +217,7 @@ class StreamSubscription:
             root_id=rid,
             follows_viewer=False,
             queue_size=info.context.settings.subscriber_queue_size,
+            selected_only=selected_only(info),
         )
         async for event in _stream(info, sub, since):
             yield event
@@ -226,6 +241,7 @@ class StreamSubscription:
             root_id=None,
             follows_viewer=True,
             queue_size=info.context.settings.subscriber_queue_size,
+            selected_only=selected_only(info),
         )
         async for event in _stream(info, sub, since):
             yield event

@@ -12,6 +12,13 @@ from threadline.events.log import LoggedEvent
 from threadline.events.payloads import subject
 from threadline.streaming.direct import Lane, LaneGroup
 
+# Event types a subscription receives only if its selection names their GraphQL type (`... on BranchSiblingEvent`):
+# types added after clients were written, so a client that does not know them sees the stream it always saw.
+SELECTED_ONLY: dict[str, str] = {
+    EventType.BRANCH_SIBLING.value: "BranchSiblingEvent",
+    EventType.BRANCH_CURRENT.value: "BranchCurrentEvent",
+}
+
 
 def subject_of(event: LoggedEvent) -> uuid.UUID | None:
     """The user an event is about (membership, presence, typing, credentials), from its typed payload."""
@@ -37,6 +44,8 @@ class Subscriber:
     lane: Lane | None = None
     lane_open: bool = False
     group: LaneGroup | None = None  # while its lane is open, the group it shares frames with (if any)
+    # The SELECTED_ONLY event types this subscription's selection names (the others of them are not sent).
+    selected_only: frozenset[str] = frozenset()
 
     tenant_int: int = field(init=False)  # tenant_id.int: the hub's hot path compares ints, not UUIDs
 
@@ -48,6 +57,8 @@ class Subscriber:
         if event.tenant_id != self.tenant_id:
             return False
         if event.recipient_id is not None and event.recipient_id != self.user_id:
+            return False
+        if event.type in SELECTED_ONLY and event.type not in self.selected_only:
             return False
         if event.conversation_id is None:
             return False

@@ -95,7 +95,8 @@ class MembershipChangedEvent(ConversationStreamEvent):
 @strawberry.type(
     description="`branch.sibling`: a reply went under a message that had replies already, so the parent now has "
     "another branch (a regenerated answer, an edit sent as a branch, or any further reply). The new message "
-    "itself arrives in the `thread.activity` REPLY event before it."
+    "itself arrives in the `thread.activity` REPLY event before it. Sent only to subscriptions whose selection "
+    "names this type (`... on BranchSiblingEvent`)."
 )
 class BranchSiblingEvent(ConversationStreamEvent):
     parent_id: strawberry.ID = strawberry.field(description="The message that has a new reply.")
@@ -110,7 +111,7 @@ class BranchSiblingEvent(ConversationStreamEvent):
 
 @strawberry.type(
     description="`branch.current`: the receiving user's current leaf in a thread (`Thread.currentLeaf`) moved. "
-    "Sent only to that user's own streams."
+    "Sent only to that user's own streams, and only to subscriptions whose selection names this type."
 )
 class BranchCurrentEvent(ConversationStreamEvent):
     leaf_id: strawberry.ID | None = strawberry.field(
