@@ -17,6 +17,7 @@ from threadline.errors import bad_input, conflict, forbidden, not_found
 from threadline.events.announce import publish_thread_activity, publish_thread_new, publish_unread_update
 from threadline.events.payloads import MessageSnapshot, ThreadActivity, ThreadNew, UnreadUpdate
 from threadline.events.scrub import follow_messages
+from threadline.files import service as file_store
 from threadline.metadata import repository as metadata_repo
 from threadline.parts import model as message_parts
 from threadline.settings import Settings
@@ -189,6 +190,7 @@ async def start_thread(
         )
         if draft.metadata:
             await metadata_repo.set_message_metadata(tx, principal.tenant_id, row["id"], draft.metadata)
+        await file_store.attach_parts(tx, principal.tenant_id, principal.user_id, row["id"], draft.parts)
         await repo.insert_thread(tx, principal.tenant_id, row)
         await publish_thread_new(
             tx, principal.tenant_id, ThreadNew(snapshot(row, [row["id"]]), 0, row["created_at"])
@@ -261,6 +263,8 @@ async def add_reply(
     )
     if draft.metadata:
         await metadata_repo.set_message_metadata(tx, tenant_id, row["id"], draft.metadata)
+    # Files its parts name are held by the message from now on (their uploader's, or ones the author may read).
+    await file_store.attach_parts(tx, tenant_id, author_id, row["id"], draft.parts)
     await repo.bump_child_count(tx, tenant_id, parent["id"])
     thread = await repo.thread_activity(tx, tenant_id, row["root_id"], replies=1, last_seq=row["seq"])
     (path,) = await path_ids(tx, tenant_id, [row])
