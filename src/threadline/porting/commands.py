@@ -62,6 +62,17 @@ def add_commands(sub: Any) -> None:
     what.add_argument("--conversation", help="conversation id (cnv_...)")
     what.add_argument("--user", help="user id (usr_...)")
     exp.add_argument("--out", required=True, help="file to write, or - for stdout")
+    exp.add_argument(
+        "--format",
+        choices=["threadline", "markdown"],
+        default="threadline",
+        help="threadline (JSON, default) or markdown (a conversation for people to read; --conversation only)",
+    )
+    exp.add_argument(
+        "--all-branches",
+        action="store_true",
+        help="markdown: every branch of every thread (default: the current branch of each)",
+    )
     exp.add_argument("--api-key", default=os.environ.get("THREADLINE_API_KEY"), help="act as this key's user")
     exp.set_defaults(run=_export)
 
@@ -235,7 +246,7 @@ async def _export_work(dsn: str, settings: Settings, args: argparse.Namespace) -
     from threadline.db import Database
     from threadline.db.database import EXPORT
     from threadline.db.migrate import apply_migrations
-    from threadline.errors import not_found
+    from threadline.errors import bad_input, not_found
     from threadline.ids import Kind, decode_id
     from threadline.porting import exporter
     from threadline.porting import repository as repo
@@ -254,6 +265,15 @@ async def _export_work(dsn: str, settings: Settings, args: argparse.Namespace) -
             if tenant is None:
                 raise not_found("Conversation" if kind is Kind.CONVERSATION else "User")
             actor = SystemActor(tenant)
+        if args.format == "markdown":
+            from threadline.porting import markdown
+
+            if kind is not Kind.CONVERSATION:
+                raise bad_input("--format markdown exports one conversation: give --conversation")
+            done = await markdown.export_markdown(db, actor, target, all_branches=args.all_branches)
+            with _output(args.out) as out:
+                out.write(done.text.encode())
+            return {"conversations": 1, "messages": done.messages, "format": "markdown", "out": args.out}
         with _output(args.out) as out:
             if kind is Kind.CONVERSATION:
                 document = await exporter.export_conversation(db, actor, target)

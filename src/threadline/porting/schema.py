@@ -15,9 +15,10 @@ from threadline.conversations.types import Conversation
 from threadline.errors import forbidden
 from threadline.graphql.context import Info
 from threadline.ids import Kind, decode_id, encode_id
-from threadline.porting import exporter, retention, service
+from threadline.porting import exporter, markdown, retention, service
 from threadline.porting.model import ImportFormat
 from threadline.porting.types import (
+    ConversationExportFormat,
     ConversationImportInput,
     ConversationImportReport,
     ImportFailure,
@@ -55,16 +56,36 @@ async def _import(
 class PortingQuery:
     @strawberry.field(
         description="A conversation in the Threadline export format (every branch of every thread, runs, code "
-        "files extracted). The format is documented by a JSON Schema in the repository. Audited."
+        "files extracted, links). The format is documented by a JSON Schema in the repository. With `format: "
+        "MARKDOWN`, the conversation as Markdown for people (a string). Audited."
     )
     async def conversation_export(
         self,
         info: Info,
         id: Annotated[strawberry.ID, strawberry.argument(description="The conversation to export.")],
+        format: Annotated[
+            ConversationExportFormat,
+            strawberry.argument(
+                description="THREADLINE (the default): the JSON document; MARKDOWN: a JSON string of Markdown."
+            ),
+        ] = ConversationExportFormat.THREADLINE,
+        all_branches: Annotated[
+            bool,
+            strawberry.argument(
+                description="MARKDOWN only: every branch of every thread instead of the caller's current branch "
+                "of each (the Threadline format always holds every branch)."
+            ),
+        ] = False,
     ) -> JSON:
         principal = await info.context.principal()
+        conversation_id = decode_id(id, Kind.CONVERSATION)
+        if format is ConversationExportFormat.MARKDOWN:
+            done = await markdown.export_markdown(
+                info.context.db, principal, conversation_id, all_branches=all_branches
+            )
+            return done.text  # type: ignore[return-value]
         return await exporter.export_conversation(
-            info.context.db, principal, decode_id(id, Kind.CONVERSATION)
+            info.context.db, principal, conversation_id
         )  # type: ignore[return-value]
 
     @strawberry.field(

@@ -124,3 +124,19 @@ class RetentionPolicy:
         description="Conversations deleted or inactive for longer than this many days are hard-deleted by a "
         "background job; null keeps everything."
     )
+
+
+@strawberry.enum(description="What `conversationExport` returns.")
+class ConversationExportFormat(Enum):
+    THREADLINE = "threadline"
+    MARKDOWN = "markdown"
+
+
+describe_values(
+    ConversationExportFormat,
+    {
+        "THREADLINE": "The Threadline JSON document (every branch, runs, links; re-importable).",
+        "MARKDOWN": "Markdown for people to read, as one JSON string: the current branch of each thread unless "
+        "`allBranches` (then every branch, numbered by its place in the tree); links listed at the top.",
+    },
+)
