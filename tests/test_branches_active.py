@@ -301,3 +301,34 @@ def test_branch_events_go_only_to_subscriptions_that_select_them(admin: Actor, s
     finally:
         plain.close()
         spread.close()
+
+
+def test_siblings_past_rank_240_where_paths_grow_a_wider_segment(admin: Actor) -> None:
+    cid = create_conversation(admin)
+    root = start_thread(admin, cid, "question")
+    answers = [reply(admin, root, f"answer {i}", role="ASSISTANT") for i in range(245)]
+    asked = admin.client.ok(SIBLINGS, {"m": answers[240], "f": 3})["message"]
+    assert (asked["siblingIndex"], asked["siblingCount"]) == (240, 245)
+    # After answer 238: 239, then (240 is the one asking) 241 and 242, across the 1-to-3-byte segment boundary.
+    page = admin.client.ok(SIBLINGS, {"m": answers[240], "f": 3, "a": _cursor_of(admin, answers[240], 238)})
+    assert [e["node"]["id"] for e in page["message"]["siblings"]["edges"]] == [
+        answers[239],
+        answers[241],
+        answers[242],
+    ]
+    assert [e["node"]["siblingIndex"] for e in page["message"]["siblings"]["edges"]] == [239, 241, 242]
+    last = admin.client.ok(SIBLINGS, {"m": answers[244], "f": 100, "a": _cursor_of(admin, answers[244], 242)})
+    assert [e["node"]["id"] for e in last["message"]["siblings"]["edges"]] == [answers[243]]
+    assert last["message"]["siblings"]["pageInfo"]["hasNextPage"] is False
+
+
+def _cursor_of(actor: Actor, message: str, index: int) -> str:
+    """The cursor of the sibling at `index`, as a page of `message`'s siblings hands it out."""
+    after: str | None = None
+    while True:
+        page = actor.client.ok(SIBLINGS, {"m": message, "f": 100, "a": after})["message"]["siblings"]
+        for edge in page["edges"]:
+            if edge["node"]["siblingIndex"] == index:
+                return str(edge["cursor"])
+        assert page["pageInfo"]["hasNextPage"], index
+        after = page["pageInfo"]["endCursor"]
