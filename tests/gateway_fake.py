@@ -3,7 +3,8 @@
 Models: fake-ok streams "Hello", " there", "!" then usage 11/3 · fake-tools answers with a `get_weather` tool
 call (id call_1, arguments streamed in two pieces) unless the last message is a tool result, then with
 "It is sunny in <the result>" · fake-400 refuses with HTTP 400 and an OpenAI error object · fake-broken
-streams one delta, then an error event · fake-slow streams 200 deltas "w0 ", "w1 ", ... 20 ms apart.
+streams one delta, then an error event · fake-slow streams 200 deltas "w0 ", "w1 ", ... 20 ms apart ·
+fake-empty answers `[DONE]` alone · fake-garbage streams one delta, then a data line that is not JSON.
 Every request body and its headers are recorded.
 """
 
@@ -24,7 +25,7 @@ from starlette.routing import Route
 
 from tests.harness import free_port
 
-MODELS = ("fake-ok", "fake-tools", "fake-400", "fake-broken", "fake-slow")
+MODELS = ("fake-ok", "fake-tools", "fake-400", "fake-broken", "fake-slow", "fake-empty", "fake-garbage")
 USAGE = {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}
 
 
@@ -76,6 +77,8 @@ class FakeUpstream:
         if model == "fake-400":
             error = {"message": "bad thing", "type": "invalid_request_error", "param": "tools", "code": "bad"}
             return JSONResponse({"error": error}, status_code=400)
+        if model == "fake-empty":
+            return Response(b"data: [DONE]\n\n", media_type="text/event-stream")
         return StreamingResponse(self.stream(model, body["messages"]), media_type="text/event-stream")
 
     async def stream(self, model: str, messages: list[dict[str, Any]]) -> AsyncIterator[bytes]:
@@ -98,6 +101,10 @@ class FakeUpstream:
         elif model == "fake-broken":
             yield _sse(_chunk({"content": "partial"}))
             yield _sse({"error": {"message": "overloaded", "type": "server_error"}})
+            return
+        elif model == "fake-garbage":
+            yield _sse(_chunk({"content": "partial"}))
+            yield b"data: {not json\n\n"
             return
         elif model == "fake-slow":
             for i in range(200):

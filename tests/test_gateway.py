@@ -610,3 +610,28 @@ def test_a_client_that_leaves_midway_still_gets_its_reply_stored_and_finished(
     [assistant] = [n for n in tree(owner, root) if n["role"] == "ASSISTANT"]
     assert assistant["content"].startswith("w0 w1 w2 w3 w4 ")
     assert len(assistant["content"].split()) < 200  # the upstream was stopped, not read to its end
+
+
+def test_a_malformed_upstream_stream_is_a_502_before_the_first_chunk_and_an_error_event_after(
+    gateway: ServerThread, admin: Actor, loop: Loop, dsn: str
+) -> None:
+    owner = on(gateway, admin)
+    cid = create_conversation(owner, sessionId="garbage")
+    root = start_thread(owner, cid, "root")
+    before = snapshot(loop, dsn)
+    empty = post(gateway, owner, {"model": "fake-empty", "messages": [user("hi")], "session_id": "garbage"})
+    assert empty.status_code == 502
+    assert error_of(empty)["code"] == "provider_bad_stream"
+    assert snapshot(loop, dsn) == before
+    out = events(
+        post(
+            gateway,
+            owner,
+            {"model": "fake-garbage", "messages": [user("hi")], "session_id": "garbage", "stream": True},
+        )
+    )
+    assert out[-1]["error"]["code"] == "provider_bad_stream" and "[DONE]" not in out
+    assert [(n["role"], n["content"]) for n in tree(owner, root)][-2:] == [
+        ("USER", "hi"),
+        ("ASSISTANT", "partial"),
+    ]

@@ -133,6 +133,8 @@ class Gateway:
         )
         try:
             first = await anext(stream)
+        except StopAsyncIteration:
+            raise ProviderError("PROVIDER_BAD_STREAM", "The model's stream ended before it began") from None
         except BaseException:
             await stream.aclose()
             raise
@@ -215,10 +217,9 @@ class Relay:
             chunk.pop("usage", None)
         return chunk
 
-    async def _finish(self) -> asyncio.Task[None] | None:
+    async def _close(self) -> None:
         with contextlib.suppress(Exception):
-            await self.stream.aclose()
-        return None
+            await self.stream.aclose()  # a client gone midway: the model's connection is closed too
 
     def _end(self) -> asyncio.Task[None] | None:
         if self.recorder is None:
@@ -235,7 +236,7 @@ class Relay:
             self.error = (exc.code, exc.message)
         finally:
             ending = self._end()
-            await self._finish()
+            await self._close()
         if ending is not None:
             await ending
         return self.error
@@ -251,7 +252,7 @@ class Relay:
             self.error = (exc.code, exc.message)
         finally:
             ending = self._end()  # first: a cancelled request may not get past the next await
-            await self._finish()
+            await self._close()
         if ending is not None:
             await ending  # the reply is final before the client reads [DONE]
         if self.error is not None:
