@@ -322,3 +322,28 @@ def test_erasing_a_user_erases_their_folders_pins_and_bookmarks(
         "message_bookmark": 0,
     }
     assert in_folder(admin, mine) == ["shared"]
+
+
+def test_each_conversation_shows_the_callers_folder_and_pin_in_a_fixed_number_of_statements(
+    admin: Actor, make_user: Callable[..., Actor]
+) -> None:
+    listing = "{ conversations(first: 50) { nodes { title pinPosition folder { id name } } } }"
+    work = folder(admin, "Work")
+    first = create_conversation(admin, "first")
+    admin.client.ok(FILE, {"c": first, "f": work})
+    admin.client.ok(PIN, {"c": first})
+    few = admin.client.statements(listing)
+    for n in range(5):
+        cid = create_conversation(admin, f"more {n}")
+        admin.client.ok(FILE, {"c": cid, "f": folder(admin, f"f{n}")})
+        admin.client.ok(PIN, {"c": cid})
+    assert admin.client.statements(listing) == few
+    nodes = admin.client.ok(listing)["conversations"]["nodes"]
+    assert nodes[-1] == {"title": "first", "pinPosition": 0, "folder": {"id": work, "name": "Work"}}
+    assert [n["pinPosition"] for n in nodes] == [5, 4, 3, 2, 1, 0]
+    # Another participant sees their own view: nothing filed, nothing pinned.
+    member = make_user(admin)
+    join(admin, member, first)
+    assert member.client.ok(listing)["conversations"]["nodes"] == [
+        {"title": "first", "pinPosition": None, "folder": None}
+    ]

@@ -31,6 +31,7 @@ from threadline.ids import Kind, encode_id
 
 if TYPE_CHECKING:
     from threadline.links.types import ConversationLink
+    from threadline.organise.types import Folder
     from threadline.runs.types import Run, RunStatus
     from threadline.threads.types import Message, Thread
 
@@ -273,6 +274,24 @@ class Conversation(Node):
             lambda: provenance.count_forks(info, self.uuid),
             has_previous=cursor is not None,
         )
+
+    @strawberry.field(
+        description="The caller's folder holding this conversation (`conversationFile`); null at the root. Each "
+        "user files conversations in folders of their own. Loaded for every conversation of the response at once."
+    )
+    async def folder(self, info: Info) -> Annotated[Folder, strawberry.lazy("threadline.organise.types")] | None:
+        from threadline.organise.types import viewer_folder
+
+        return await viewer_folder(info, self.uuid)
+
+    @strawberry.field(
+        description="Where the caller pinned this conversation among their pins (0 is first); null if they did "
+        "not (`conversationPin`)."
+    )
+    async def pin_position(self, info: Info) -> int | None:
+        from threadline.organise.loaders import pin_position
+
+        return await pin_position(info, self.uuid)
 
     @strawberry.field(
         description="Links from this conversation to others (`conversationLink`), oldest first: only those whose "

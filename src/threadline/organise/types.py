@@ -127,3 +127,9 @@ class Bookmark(Node):
             conversation_id=strawberry.ID(encode_id(Kind.CONVERSATION, row["conversation_id"])),
             message_uuid=row["message_id"],
         )
+
+
+async def viewer_folder(info: Info, conversation_id: uuid.UUID) -> Folder | None:
+    """`Conversation.folder`: the caller's folder of a conversation, for every conversation at once."""
+    row = await loaders.conversation_folders(info, conversation_id)
+    return Folder.from_row(row) if row is not None else None
