@@ -4,8 +4,13 @@ types, checksums, deduplication, size limits and quotas, and erasure with their 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import socket
+import subprocess
+import sys
 import time
+import zipfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -244,3 +249,151 @@ def test_directory_storage_keeps_the_bytes_on_disk_and_removes_them_with_the_mes
     while stored[0].exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not stored[0].exists()
+
+
+# -- export and import ---------------------------------------------------------------------------------------------
+
+PARTS_OF = """query { conversations(first: 10) { nodes { id title messages(first: 20) { nodes { content parts {
+  __typename ... on ImagePart { url fileId } ... on FilePart { name fileId } } } } } } }"""
+
+
+def cli(dsn: str, *args: str) -> dict[str, Any]:
+    environment = {**os.environ, "DATABASE_URL": dsn, "PYTHONUNBUFFERED": "1"}
+    environment.pop("THREADLINE_API_KEY", None)
+    done = subprocess.run(
+        [sys.executable, "-m", "threadline.cli", *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    report: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+    return report
+
+
+def file_ids(actor: Actor) -> list[str]:
+    nodes = actor.client.ok(PARTS_OF)["conversations"]["nodes"]
+    return [
+        part["fileId"]
+        for conversation in nodes
+        for message in conversation["messages"]["nodes"]
+        for part in message["parts"] or []
+        if part.get("fileId")
+    ]
+
+
+def test_a_conversation_with_files_exports_as_a_zip_and_imports_into_another_tenant(
+    server: ServerThread, admin: Actor, make_tenant: Callable[..., Actor], dsn: str, tmp_path: Path
+) -> None:
+    notes = b"meeting notes\n"
+    image = upload(server.url, admin, PNG, "chart.png").json()
+    text = upload(server.url, admin, notes, "notes.txt").json()
+    conversation = create_conversation(admin, "quarterly review")
+    message = {
+        "content": "the chart and the notes",
+        "parts": [
+            {"text": "the chart and the notes"},
+            {"image": {"fileId": image["id"]}},
+            {"file": {"name": "notes.txt", "fileId": text["id"]}},
+        ],
+    }
+    admin.client.ok(START, {"c": conversation, "i": message})
+
+    # The JSON export lists the files; the zip carries them.
+    document = admin.client.ok("query($id: ID!) { conversationExport(id: $id) }", {"id": conversation})
+    entries = document["conversationExport"]["messages"][0]["attachments"]
+    assert [(e["type"], e["fileId"], e["sha256"], e["path"]) for e in entries] == [
+        ("stored_file", image["id"], image["sha256"], f"files/{image['sha256']}"),
+        ("stored_file", text["id"], text["sha256"], f"files/{text['sha256']}"),
+    ]
+    target = tmp_path / "review.zip"
+    exported = cli(
+        dsn, "export", "--conversation", conversation, "--out", str(target), "--api-key", admin.api_key
+    )
+    assert exported["files"] == 2
+    with zipfile.ZipFile(target) as archive:
+        assert sorted(archive.namelist()) == sorted(
+            ["conversations.json", f"files/{image['sha256']}", f"files/{text['sha256']}"]
+        )
+        assert archive.read(f"files/{image['sha256']}") == PNG
+
+    other = make_tenant()
+    imported = cli(dsn, "import", str(target), "--format", "threadline", "--api-key", other.api_key)
+    assert imported["imported"] == 1 and imported["files"] == 2 and imported["filesSkipped"] == []
+    new_ids = file_ids(other)
+    assert len(new_ids) == 2 and not set(new_ids) & {image["id"], text["id"]}
+    assert [download(server.url, other, i).content for i in new_ids] == [PNG, notes]
+    assert download(server.url, other, image["id"]).status_code == 404  # the other tenant's file stays theirs
+    # Exported again, the files appear once each (held by the message, not also kept as import entries).
+    again = other.client.ok(PARTS_OF)["conversations"]["nodes"][0]["id"]
+    reexported = other.client.ok("query($id: ID!) { conversationExport(id: $id) }", {"id": again})
+    assert [e["type"] for e in reexported["conversationExport"]["messages"][0]["attachments"]] == [
+        "stored_file",
+        "stored_file",
+    ]
+
+
+def test_a_chatgpt_export_zip_brings_its_uploaded_images_along(
+    server: ServerThread, admin: Actor, dsn: str, tmp_path: Path
+) -> None:
+    def message(node: str, role: str, content: dict[str, Any], at: float) -> dict[str, Any]:
+        return {
+            "id": node,
+            "author": {"role": role, "metadata": {}},
+            "create_time": at,
+            "content": content,
+            "status": "finished_successfully",
+            "metadata": {},
+            "recipient": "all",
+        }
+
+    picture = {
+        "content_type": "multimodal_text",
+        "parts": [
+            {
+                "content_type": "image_asset_pointer",
+                "asset_pointer": "file-service://file-Cat42",
+                "size_bytes": 1,
+            },
+            "what is this?",
+        ],
+    }
+    export = [
+        {
+            "title": "a cat",
+            "create_time": 1733000000.0,
+            "update_time": 1733000100.0,
+            "conversation_id": "gpt-cat",
+            "id": "gpt-cat",
+            "current_node": "a1",
+            "mapping": {
+                "root": {"id": "root", "parent": None, "children": ["q1"], "message": None},
+                "q1": {
+                    "id": "q1",
+                    "parent": "root",
+                    "children": ["a1"],
+                    "message": message("q1", "user", picture, 1733000001.0),
+                },
+                "a1": {
+                    "id": "a1",
+                    "parent": "q1",
+                    "children": [],
+                    "message": message(
+                        "a1", "assistant", {"content_type": "text", "parts": ["A cat."]}, 1733000002.0
+                    ),
+                },
+            },
+        }
+    ]
+    target = tmp_path / "chatgpt.zip"
+    with zipfile.ZipFile(target, "w") as archive:
+        archive.writestr("conversations.json", json.dumps(export))
+        archive.writestr("file-Cat42-cat.png", PNG)
+        archive.writestr("file-Unused-other.png", b"not referenced")
+    report = cli(dsn, "import", str(target), "--format", "chatgpt", "--api-key", admin.api_key)
+    assert report["imported"] == 1 and report["files"] == 1
+    (file_id,) = file_ids(admin)
+    got = download(server.url, admin, file_id)
+    assert got.content == PNG and got.headers["content-type"] == "image/png"
+    assert "cat.png" in got.headers["content-disposition"]

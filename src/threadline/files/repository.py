@@ -167,3 +167,30 @@ async def gone_blobs(db: Executor, limit: int) -> list[asyncpg.Record]:
 
 async def forget_gone_blob(db: Executor, tenant_id: uuid.UUID, gone_id: uuid.UUID) -> None:
     await db.execute("DELETE FROM file_blob_gone WHERE tenant_id = $1 AND id = $2", tenant_id, gone_id)
+
+
+async def imported_attachments(
+    db: Executor, tenant_id: uuid.UUID, conversation_ids: Sequence[uuid.UUID]
+) -> list[asyncpg.Record]:
+    """The attachment entries an import kept (message_attachment) in those conversations, with the parts of
+    their messages: where an archive's files are looked for."""
+    return await db.fetch(
+        """SELECT a.id, a.message_id, a.position, a.data FROM message_attachment a
+           JOIN message m ON m.id = a.message_id AND m.tenant_id = a.tenant_id
+           WHERE a.tenant_id = $1 AND m.conversation_id = ANY($2::uuid[]) AND m.deleted_at IS NULL
+           ORDER BY a.message_id, a.position""",
+        tenant_id,
+        list(conversation_ids),
+    )
+
+
+async def set_attachment_data(
+    db: Executor, tenant_id: uuid.UUID, attachment_id: uuid.UUID, data: dict[str, object]
+) -> None:
+    await db.execute(
+        "UPDATE message_attachment SET data = $3 WHERE tenant_id = $1 AND id = $2", tenant_id, attachment_id, data
+    )
+
+
+async def delete_attachment(db: Executor, tenant_id: uuid.UUID, attachment_id: uuid.UUID) -> None:
+    await db.execute("DELETE FROM message_attachment WHERE tenant_id = $1 AND id = $2", tenant_id, attachment_id)

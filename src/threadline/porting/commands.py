@@ -224,9 +224,27 @@ async def _import_work(
         report = await run.finish()
         progress.update(done_before)
         progress.close()
-        return report.as_dict()
+        # Files the archives carry (a Threadline zip's files/, ChatGPT's file-… members): stored and attached.
+        attached = await _attach_archive_files(db, settings, principal, args.files, report)
+        return {**report.as_dict(), **attached}
     finally:
         await db.close()
+
+
+async def _attach_archive_files(
+    db: Any, settings: Settings, principal: Any, paths: list[str], report: Any
+) -> dict[str, Any]:
+    from threadline.files import archives
+
+    zips = [archives.ArchiveFiles.open(Path(p)) for p in paths if Path(p).suffix.lower() == ".zip"]
+    if not zips:
+        return {}
+    try:
+        done = await archives.attach_from_archives(db, settings, principal, report.conversation_ids, zips)
+    finally:
+        for found in zips:
+            found.archive.close()
+    return {"files": done.files, "filesSkipped": done.skipped}
 
 
 def _export(args: argparse.Namespace, settings: Settings) -> int:
@@ -274,6 +292,16 @@ async def _export_work(dsn: str, settings: Settings, args: argparse.Namespace) -
             with _output(args.out) as out:
                 out.write(done.text.encode())
             return {"conversations": 1, "messages": done.messages, "format": "markdown", "out": args.out}
+        if args.out.lower().endswith(".zip"):
+            # A zip: the export (conversations.json) and the files its messages hold (files/<sha256>).
+            from threadline.files import archives
+
+            if kind is not Kind.CONVERSATION:
+                raise bad_input("a .zip export holds one conversation: give --conversation")
+            document = await exporter.export_conversation(db, actor, target)
+            files = await archives.write_zip(db, settings, actor.tenant_id, [document], Path(args.out))
+            counted = {"conversations": 1, "messages": len(document["messages"]), "files": files}
+            return {**counted, "out": args.out}
         with _output(args.out) as out:
             if kind is Kind.CONVERSATION:
                 document = await exporter.export_conversation(db, actor, target)

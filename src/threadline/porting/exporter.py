@@ -16,6 +16,7 @@ from threadline.auth.principal import Principal
 from threadline.conversations.access import Access, require
 from threadline.db import Database, Executor
 from threadline.errors import forbidden, not_found
+from threadline.files import archives as file_archives
 from threadline.ids import Kind, encode_id
 from threadline.links.service import links_for_export
 from threadline.organise import portable as organisation
@@ -49,6 +50,10 @@ async def conversation_document(
     attachments: dict[uuid.UUID, list[dict[str, Any]]] = {}
     for a in await repo.conversation_attachments(db, tenant_id, conversation["id"]):
         attachments.setdefault(a["message_id"], []).append(a["data"])
+    # Files the messages hold (uploads): listed as `stored_file` entries; a zip export carries their bytes.
+    held = await file_archives.export_entries(db, tenant_id, [r["id"] for r in rows])
+    for message_id, entries in held.items():
+        attachments.setdefault(message_id, []).extend(entries)
     messages = [fmt.message_entry(r, attachments.get(r["id"], [])) for r in rows]
     more = await extras.message_extras(
         db, tenant_id, conversation["id"], [r["id"] for r in rows], feedback_of
