@@ -25,9 +25,9 @@ from typing import Any
 import asyncpg
 
 from threadline.auth.principal import Principal
-from threadline.conversations.access import Access, require, require_writable
+from threadline.conversations.access import Access, access_level, require_writable
 from threadline.db import Database
-from threadline.errors import ErrorCode, ThreadlineError, bad_input
+from threadline.errors import ErrorCode, ThreadlineError, bad_input, forbidden
 from threadline.gateway import repository as repo
 from threadline.gateway.messages import draft_of, sent_message, tokens
 from threadline.gateway.request import ChatRequest
@@ -35,7 +35,7 @@ from threadline.ids import Kind, parse_id
 from threadline.runs.context import PROMPT_OVERHEAD_TOKENS, approximate_tokens, history_limit, prompt_budget
 from threadline.settings import Settings
 from threadline.threads import branches
-from threadline.threads import repository as threads
+from threadline.threads.paths import ancestor_paths
 from threadline.threads.service import MessageDraft
 
 INSTRUCTION_ROLES = frozenset({"system", "developer"})
@@ -60,28 +60,18 @@ def session_not_found(session_id: str) -> ThreadlineError:
 
 
 async def conversation_of(db: Database, principal: Principal, session_id: str) -> asyncpg.Record:
-    conversation_id: uuid.UUID | None = None
+    """The session's conversation (with `latest_root`) if the caller may write to it: 404 session_not_found
+    when it is unknown, invisible or deleted, 403 when read-only, 409 when archived."""
     parsed = parse_id(session_id)
-    if parsed is not None and parsed[0] is Kind.CONVERSATION:
-        conversation_id = parsed[1]
-    try:
-        row = await require(db, principal, conversation_id, Access.READ) if conversation_id else None
-    except ThreadlineError:
-        row = None
-    if row is None:
-        found = await repo.session_conversation(db, principal, session_id)
-        if found is None:
-            raise session_not_found(session_id)
-        conversation_id = found
-    assert conversation_id is not None
-    try:
-        row = await require(db, principal, conversation_id, Access.WRITE)
-    except ThreadlineError as exc:
-        if exc.code is ErrorCode.NOT_FOUND:
-            raise session_not_found(session_id) from None
-        raise
-    if row["status"] == "DELETED":
+    conversation_id = parsed[1] if parsed is not None and parsed[0] is Kind.CONVERSATION else None
+    row = await repo.session_conversation(db, principal, conversation_id, session_id)
+    if row is None or row["status"] == "DELETED":
         raise session_not_found(session_id)
+    level = access_level(principal, row)
+    if level is Access.NONE:
+        raise session_not_found(session_id)
+    if level < Access.WRITE:
+        raise forbidden("You have read-only access to this conversation")
     require_writable(row)
     return row
 
@@ -91,7 +81,7 @@ async def open_session(
 ) -> Session:
     assert request.session_id is not None
     conversation = await conversation_of(db, principal, request.session_id)
-    branch = await _branch(db, principal, conversation["id"])
+    branch = await _branch(db, principal, conversation["latest_root"])
     leading = 0
     while leading < len(request.messages) and request.messages[leading]["role"] in INSTRUCTION_ROLES:
         leading += 1
@@ -99,11 +89,7 @@ async def open_session(
     drafts = _drafts(request.messages, leading, settings)
     if not branch and not drafts:
         raise bad_input("The session has no messages yet: send a user message", param="messages")
-    stored = {
-        r["message_id"]: r["parts"]
-        for r in await threads.parts_of(db, principal.tenant_id, [r["id"] for r in branch])
-    }
-    history = [m for m in (sent_message(row, stored.get(row["id"])) for row in branch) if m is not None]
+    history = [m for m in (sent_message(row, row["parts"]) for row in branch) if m is not None]
     if rest and rest[0]["role"] == "assistant" and history and history[-1]["role"] == "assistant":
         history.pop()  # the client sends the stored reply back (with its tool calls)
     fixed = PROMPT_OVERHEAD_TOKENS + sum(tokens(m) for m in request.messages)
@@ -123,16 +109,18 @@ async def open_session(
     return Session(conversation, leaf_id, drafts, prompt, fixed + sum(tokens(m) for m in kept))
 
 
-async def _branch(db: Database, principal: Principal, conversation_id: uuid.UUID) -> list[asyncpg.Record]:
-    """The caller's current branch of the conversation's most recently active thread, root first; empty
-    when there is no thread (or its branch ends on a deleted message: the session then starts a new one)."""
-    root_id = await repo.latest_thread(db, principal.tenant_id, conversation_id)
+async def _branch(db: Database, principal: Principal, root_id: uuid.UUID | None) -> list[asyncpg.Record]:
+    """The caller's current branch (threads.branches) of the thread of `root_id`, root first, with parts; empty
+    without a thread (or when its branch ends on a deleted message: the session then starts a new one)."""
     if root_id is None:
         return []
-    path = await branches.current_path(db, principal.tenant_id, principal.user_id, root_id)
-    if not path or path[-1]["deleted_at"] is not None:
+    leaves = await branches.current_leaves(db, principal.tenant_id, principal.user_id, [root_id])
+    leaf_id, path = leaves[root_id]
+    paths = [*ancestor_paths(path), path] if path else [b""]
+    rows = await repo.branch_rows(db, principal.tenant_id, root_id, paths)
+    if not rows or rows[-1]["id"] != leaf_id or rows[-1]["deleted_at"] is not None:
         return []
-    return path
+    return rows
 
 
 def _drafts(messages: list[dict[str, Any]], leading: int, settings: Settings) -> list[MessageDraft]:
