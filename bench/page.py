@@ -52,6 +52,9 @@ PAGE = """query Page($n: Int!) { conversations(first: $n) {
     owner { id email } participants { role user { id } } } }
   pageInfo { hasNextPage endCursor } } }"""
 FIRST = 50
+# The smallest authenticated read: what every request pays (HTTP, authentication, the rate-limit draw, parsing,
+# validation, limits, the extensions) plus one loaded user.
+VIEWER = "query Viewer { viewer { id } }"
 
 
 def serve_baseline(port: int) -> None:
@@ -218,7 +221,7 @@ def cpu_seconds(processes: list[psutil.Process]) -> float:
 
 
 async def closed_loop(
-    port: int, path: str, body: bytes, headers: bytes, n: int, seconds: float
+    port: int, path: str, body: bytes, headers: bytes, n: int, seconds: float, expect: tuple[bytes, int]
 ) -> dict[str, Any]:
     from load import HttpConnection
 
@@ -232,7 +235,7 @@ async def closed_loop(
             start = time.perf_counter()
             status, _, content = await connection.post(path, body, headers)
             latencies.append(time.perf_counter() - start)
-            if status != 200 or b'"errors"' in content[:20] or content.count(b'"cursor"') != FIRST:
+            if status != 200 or b'"errors"' in content[:20] or content.count(expect[0]) != expect[1]:
                 errors[f"HTTP {status}: {content[:120]!r}"] += 1
 
     started = time.perf_counter()
@@ -259,13 +262,14 @@ def run_round(
     headers: bytes,
     connections: int,
     seconds: float,
+    expect: tuple[bytes, int] = (b'"cursor"', FIRST),
 ) -> dict[str, Any]:
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
     server = tree(server_pid)
     server_before, pg_before = cpu_seconds(server), cpu_seconds(postgres)
     process = ctx.Process(
-        target=client_process, args=((port, path, body, headers, connections, seconds), results)
+        target=client_process, args=((port, path, body, headers, connections, seconds, expect), results)
     )
     process.start()
     outcome: dict[str, Any] = results.get()
@@ -320,7 +324,7 @@ def create_member(url: str, admin: Caller) -> Caller:
     return Caller(admin.tenant_id, decode_id(user, Kind.USER), secret["apiKeyCreate"]["secret"])
 
 
-def phases(collapsed: Path) -> None:
+def phases(collapsed: Path, cpu_ms: float) -> None:
     """Share of the server's samples per phase, from py-spy's collapsed stacks: each sample goes to the frame
     nearest the leaf that some rule names (so SQL driven by a resolver counts as SQL, a resolver's own work as
     the resolver's)."""
@@ -332,7 +336,7 @@ def phases(collapsed: Path) -> None:
                 "auth/tokens.py",
                 "auth/credentials.py",
                 "principal_by_key_hash",
-                "context.py",
+                "graphql/context.py",
             ),
         ),
         ("rate-limit draw (ratelimits)", ("threadline/ratelimits/",)),
@@ -372,7 +376,14 @@ def phases(collapsed: Path) -> None:
         f"\nwhere the server's CPU goes (py-spy, {total} samples; each to the innermost frame a rule names):"
     )
     for label, samples in counts.most_common():
-        print(f"  {samples / total * 100:5.1f}%  {label}")
+        print(f"  {samples / total * 100:5.1f}%  {samples / total * cpu_ms:5.2f} ms  {label}")
+
+
+def py_spy(pid: int, output: Path, seconds: float) -> subprocess.Popen[bytes]:
+    """py-spy sampling `pid` (and its children) for `seconds` into collapsed stacks (no idle frames)."""
+    command = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--format", "raw"]
+    command += ["--rate", "250", "--subprocesses", "--output", str(output), "--duration", str(int(seconds))]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL)
 
 
 def main() -> None:
@@ -439,6 +450,19 @@ def main() -> None:
         second = run_round(
             "app again", app.port, app.process.pid, postgres, "/graphql", body, auth, n, args.seconds
         )
+        viewer = orjson.dumps({"query": VIEWER, "operationName": "Viewer"})
+        fixed = run_round(
+            "app: viewer { id } (fixed costs)",
+            app.port,
+            app.process.pid,
+            postgres,
+            "/graphql",
+            viewer,
+            auth,
+            n,
+            args.seconds,
+            (b'"viewer"', 1),
+        )
         print("\nratios app / raw (each app round against the raw round between them):")
         for row in (first, second):
             print(
@@ -447,24 +471,7 @@ def main() -> None:
                 f" p99 {row['p99'] / raw['p99']:.1f}x"
             )
         if args.profile:
-            spy = subprocess.Popen(
-                [
-                    str(Path(sys.executable).parent / "py-spy"),
-                    "record",
-                    "--pid",
-                    str(app.process.pid),
-                    "--format",
-                    "raw",
-                    "--rate",
-                    "250",
-                    "--subprocesses",
-                    "--output",
-                    str(args.profile),
-                    "--duration",
-                    str(int(args.seconds)),
-                ],
-                stdout=subprocess.DEVNULL,
-            )
+            spy = py_spy(app.process.pid, args.profile, args.seconds)
             time.sleep(1)
             run_round(
                 "app under py-spy",
@@ -478,7 +485,28 @@ def main() -> None:
                 args.seconds,
             )
             spy.wait()
-            phases(args.profile)
+            print(
+                f"\n{FIRST} conversations, server CPU {first['cpu_ms']:.2f} ms per request (first app round):"
+            )
+            phases(args.profile, first["cpu_ms"])
+            fixed_profile = args.profile.with_suffix(".viewer" + args.profile.suffix)
+            spy = py_spy(app.process.pid, fixed_profile, args.seconds)
+            time.sleep(1)
+            run_round(
+                "app: viewer under py-spy",
+                app.port,
+                app.process.pid,
+                postgres,
+                "/graphql",
+                viewer,
+                auth,
+                n,
+                args.seconds,
+                (b'"viewer"', 1),
+            )
+            spy.wait()
+            print(f"\nviewer {{ id }}, server CPU {fixed['cpu_ms']:.2f} ms per request:")
+            phases(fixed_profile, fixed["cpu_ms"])
         print(f"\nload average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         baseline.stop()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -19,6 +20,10 @@ from tests.harness import (
     unique,
 )
 from tests.ws import WsClient
+
+# `threadline serve` started by a test runs one process unless the test asks for more (tests/test_workers.py):
+# the default, one per core, would make every such test depend on the machine.
+os.environ.setdefault("THREADLINE_WORKERS", "1")
 
 
 @pytest.fixture(scope="session")

@@ -158,3 +158,40 @@ def embedded_postgres(data_dir: Path) -> list[psutil.Process]:
         if "postgres" in cmdline and str(data_dir) in cmdline:
             found.append(proc)
     return found
+
+
+def test_workers_do_not_outlive_a_killed_parent(dsn: str) -> None:
+    port = free_port()
+    env = {
+        **os.environ,
+        "DATABASE_URL": dsn,
+        "THREADLINE_MIGRATE_ON_START": "false",
+        "THREADLINE_RUN_WORKERS": "0",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "threadline.cli", "serve", "--port", str(port), "--workers", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while len(worker_pids(process.pid)) < 2 or not ready(f"http://127.0.0.1:{port}"):
+            assert process.poll() is None and time.monotonic() < deadline, "serve did not start"
+            time.sleep(0.2)
+        workers = [psutil.Process(int(pid)) for pid in worker_pids(process.pid)]
+        process.kill()  # SIGKILL: the parent runs no cleanup
+        process.wait()
+        gone, alive = psutil.wait_procs(workers, timeout=SETTLE_SECONDS)
+        assert not alive, f"orphaned workers still running: {alive}"
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/readyz", timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False

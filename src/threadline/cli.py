@@ -39,7 +39,8 @@ def _serve_until_stopped(args: argparse.Namespace, settings: Settings) -> int:
         print(f"threadline: database {where}", flush=True)
         workers = worker_count(args.workers, settings)
         if workers > 1:
-            print(f"threadline: listening on http://{host}:{port}/graphql ({workers} processes)", flush=True)
+            print(f"threadline: listening on http://{host}:{port}/graphql", flush=True)
+            print(f"threadline: {workers} server processes (--workers, THREADLINE_WORKERS)", flush=True)
             verbose = bool(getattr(args, "verbose", False))
             serve_workers(settings, dsn, host, port, workers, verbose)
             return 0

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import sys
 import tempfile
 from typing import Any
 
@@ -26,6 +27,8 @@ from threadline.settings import Settings
 
 APP_FACTORY = "threadline.serving:worker_app"
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+PARENT_ENV = "THREADLINE_SERVE_PARENT_PID"
+PR_SET_PDEATHSIG = 1
 
 
 def worker_count(requested: int | None, settings: Settings) -> int:
@@ -41,9 +44,24 @@ def worker_app() -> Any:
     from threadline.app import create_app
     from threadline.observability.logs import configure as configure_logging
 
+    _stop_with_parent()
     settings = Settings.from_env()
     configure_logging(settings.log_json, logging.getLevelNamesMapping()[settings.log_level.upper()])
     return create_app(settings)
+
+
+def _stop_with_parent() -> None:
+    """A worker whose parent is killed outright (SIGKILL, OOM) gets SIGTERM and stops gracefully, instead of
+    holding the port as an orphan (Linux: PR_SET_PDEATHSIG)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    if os.getppid() != int(os.environ.get(PARENT_ENV, os.getppid())):
+        os.kill(os.getpid(), signal.SIGTERM)  # the parent died before the line above
 
 
 def serve_workers(settings: Settings, dsn: str, host: str, port: int, workers: int, verbose: bool) -> None:
@@ -86,6 +104,7 @@ def _worker_environment(dsn: str, metrics_dir: str, verbose: bool) -> dict[str, 
         "DATABASE_URL": dsn,  # the embedded server the parent started (or the configured one)
         "THREADLINE_MIGRATE_ON_START": "false",  # done once by the parent
         MULTIPROC_ENV: metrics_dir,
+        PARENT_ENV: str(os.getpid()),
     }
     if verbose:
         env["THREADLINE_LOG_LEVEL"] = "debug"
