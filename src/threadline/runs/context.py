@@ -11,8 +11,11 @@ Selection, in order:
    `THREADLINE_RUN_OUTPUT_RESERVE_TOKENS` kept for the reply. The run's message itself is never
    dropped; if it does not fit with the instructions, the run fails with CONTEXT_TOO_LARGE.
 
-The instructions, when given, come first as a system message. Roles map USER and TOOL to `user`,
-ASSISTANT to `assistant`, SYSTEM to `system`.
+The instructions, when given, come first as a system message. Roles map USER to `user`, ASSISTANT to
+`assistant`, SYSTEM to `system`, and TOOL to `user` (plain text) or, for a message with tool-result parts,
+to one `tool` message per result. An assistant message with tool-call parts carries them as `tool_calls`.
+Reasoning parts are never sent (they are not in `content`). A `tool` message whose call was trimmed away
+is dropped too, as providers refuse a result without its call.
 
 Token counts are an approximation that needs no tokenizer: a message costs 4 tokens of framing plus
 one token per 4 bytes of UTF-8 content (rounded up), and a prompt costs 3 more tokens to prime the
@@ -24,9 +27,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
+from threadline.parts import model as parts
 from threadline.settings import Settings
 
 MESSAGE_OVERHEAD_TOKENS = 4
@@ -40,8 +45,25 @@ _ROLES = {"USER": "user", "TOOL": "user", "ASSISTANT": "assistant", "SYSTEM": "s
 class ChatMessage:
     role: str
     content: str
+    tool_calls: tuple[parts.Part, ...] = ()  # tool-call parts of an assistant message
+    tool_call_id: str | None = None  # the call a `tool` message answers
 
-    def as_dict(self) -> dict[str, str]:
+    def as_dict(self) -> dict[str, Any]:
+        if self.tool_calls:
+            return {
+                "role": self.role,
+                "content": self.content or None,
+                "tool_calls": [
+                    {
+                        "id": c["id"],
+                        "type": "function",
+                        "function": {"name": c["name"], "arguments": c["arguments"]},
+                    }
+                    for c in self.tool_calls
+                ],
+            }
+        if self.tool_call_id is not None:
+            return {"role": "tool", "tool_call_id": self.tool_call_id, "content": self.content}
         return {"role": self.role, "content": self.content}
 
 
@@ -55,7 +77,8 @@ def approximate_tokens(text: str) -> int:
 
 
 def message_tokens(message: ChatMessage) -> int:
-    return MESSAGE_OVERHEAD_TOKENS + approximate_tokens(message.content)
+    calls = "".join(c["name"] + c["arguments"] for c in message.tool_calls)
+    return MESSAGE_OVERHEAD_TOKENS + approximate_tokens(message.content + calls)
 
 
 def prompt_tokens(messages: Sequence[ChatMessage]) -> int:
@@ -81,15 +104,11 @@ def build_prompt(
     path: Sequence[asyncpg.Record], instructions: str | None, max_history: int, budget: int
 ) -> list[ChatMessage]:
     """The messages to send: `path` is the ancestor rows root first, the run's message last."""
-    history = [
-        ChatMessage(_ROLES[row["role"]], row["content"])
-        for row in path
-        if row["deleted_at"] is None and row["content"]
-    ]
+    history = [m for row in path if row["deleted_at"] is None for m in _chat_messages(row)]
     history = history[-max_history:]
     system = [ChatMessage("system", instructions)] if instructions else []
     total = prompt_tokens(system + history)
-    while len(history) > 1 and total > budget:
+    while len(history) > 1 and (total > budget or history[0].tool_call_id is not None):
         total -= message_tokens(history.pop(0))
     if total > budget:
         raise ContextTooLarge(
@@ -97,3 +116,14 @@ def build_prompt(
             "(its context window minus the tokens reserved for the reply)"
         )
     return system + history
+
+
+def _chat_messages(row: asyncpg.Record) -> list[ChatMessage]:
+    """What one stored message says to a model (none for an empty one)."""
+    stored = row.get("parts")
+    if row["role"] == "ASSISTANT" and parts.tool_calls(stored):
+        return [ChatMessage("assistant", row["content"], tool_calls=tuple(parts.tool_calls(stored)))]
+    results = [p for p in stored or [] if p["type"] == "tool_result"]
+    if row["role"] == "TOOL" and results:
+        return [ChatMessage("tool", r["content"], tool_call_id=r["tool_call_id"]) for r in results]
+    return [ChatMessage(_ROLES[row["role"]], row["content"])] if row["content"] else []

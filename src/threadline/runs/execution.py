@@ -35,6 +35,7 @@ from threadline.runs.context import (
 from threadline.runs.output import OutputDeleted, Usage
 from threadline.runs.providers import CompletionRequest, Finish, Provider, ProviderError
 from threadline.runs.service import end_run
+from threadline.runs.tools import require_action
 from threadline.runs.transitions import EXECUTING, RunStatus, StepType
 from threadline.settings import Settings
 from threadline.threads import branches
@@ -269,7 +270,9 @@ async def execute(
         return True
     prompt, message = started
     writer = DeltaWriter(db, settings, claim, message, signals, prompt_tokens(prompt))
-    request = CompletionRequest(model=claimed["model"], messages=prompt)
+    request = CompletionRequest(
+        model=claimed["model"], messages=prompt, tools=claimed["tools"], tool_choice=claimed["tool_choice"]
+    )
     remaining = settings.run_timeout_seconds - (time.monotonic() - began)
     outcome = await _stream(providers[claimed["provider"]], request, writer, signals, remaining)
     if outcome is not None and outcome.error is not None and outcome.error[0] == "TIMEOUT":
@@ -342,7 +345,11 @@ async def _end(db: Database, settings: Settings, claim: Claim, writer: DeltaWrit
             if run["status"] == RunStatus.CANCELLING:
                 # Cancelled while finishing: CANCELLING only leads to CANCELLED, with whatever was written.
                 outcome = Outcome(RunStatus.CANCELLED)
-            await end_run(tx, run, outcome.status, usage=usage, error=outcome.error)
+            if outcome.status is RunStatus.COMPLETED and finish is not None and finish.tool_calls:
+                # The model asked for tools: the run waits for their outputs (runs.tools).
+                await require_action(tx, run, writer.message, finish.tool_calls, usage)
+            else:
+                await end_run(tx, run, outcome.status, usage=usage, error=outcome.error)
     except Lost:
         log.warning("run %s lost at its end (attempt %d)", claim.run_id, claim.attempt)
         return False

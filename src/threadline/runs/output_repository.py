@@ -15,8 +15,9 @@ from threadline.threads.repository import MESSAGE_COLUMNS
 
 
 async def messages_by_ids(db: Executor, tenant_id: uuid.UUID, ids: list[uuid.UUID]) -> list[asyncpg.Record]:
+    """The messages a run's context reads, with their content parts (tool calls and results)."""
     return await db.fetch(
-        f"SELECT {MESSAGE_COLUMNS} FROM message m WHERE m.tenant_id = $1 AND m.id = ANY($2::uuid[])",
+        f"SELECT {MESSAGE_COLUMNS}, m.parts FROM message m WHERE m.tenant_id = $1 AND m.id = ANY($2::uuid[])",
         tenant_id,
         ids,
     )

@@ -20,6 +20,7 @@ from threadline.db import Database, Executor
 from threadline.runs import repository as repo
 from threadline.runs.output import Usage
 from threadline.runs.service import end_run, stored_usage
+from threadline.runs.tools import expire_waiting
 from threadline.runs.transitions import RunStatus
 from threadline.settings import Settings
 
@@ -75,4 +76,5 @@ async def reap(db: Database, settings: Settings) -> int:
         log.warning(
             "run %s: worker %s stopped heartbeating; run is now %s", run["id"], run["worker_id"], status.value
         )
-    return recovered
+    # Runs waiting for tool outputs past THREADLINE_RUN_TOOL_OUTPUTS_TIMEOUT_SECONDS expire on the same beat.
+    return recovered + await expire_waiting(db, settings)

@@ -18,6 +18,7 @@ RUN_COLUMNS = """r.id, r.tenant_id, r.conversation_id, r.message_id, r.root_id, 
     r.queue, r.status, r.provider, r.model, r.instructions, r.max_history_messages, r.prompt_tokens,
     r.completion_tokens, r.last_error_code, r.last_error_message, r.attempt, r.worker_id, r.heartbeat_at,
     r.created_at, r.updated_at, r.started_at, r.completed_at, r.cancelled_at, r.failed_at, r.expired_at,
+    r.tools, r.tool_choice, r.required_action, r.requires_action_at,
     extract(epoch FROM now() - r.heartbeat_at)::float8 AS heartbeat_age"""
 
 STEP_COLUMNS = """s.id, s.tenant_id, s.run_id, s.attempt, s.type, s.status, s.details, s.created_at, s.completed_at,
@@ -65,12 +66,14 @@ async def insert_run(
     model: str,
     instructions: str | None,
     max_history_messages: int | None,
+    tools: list[dict[str, Any]] | None = None,
+    tool_choice: Any = None,
 ) -> asyncpg.Record:
     """Raises asyncpg.UniqueViolationError if the message already has an active run."""
     row = await db.fetchrow(
         f"""INSERT INTO run AS r (id, tenant_id, conversation_id, message_id, root_id, created_by, queue, status,
-                provider, model, instructions, max_history_messages)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, 'QUEUED', $8, $9, $10, $11)
+                provider, model, instructions, max_history_messages, tools, tool_choice)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, 'QUEUED', $8, $9, $10, $11, $12, $13)
             RETURNING {RUN_COLUMNS}""",
         uuid.uuid4(),
         tenant_id,
@@ -83,9 +86,60 @@ async def insert_run(
         model,
         instructions,
         max_history_messages,
+        tools,
+        tool_choice,
     )
     assert row is not None
     return row
+
+
+async def set_required_action(
+    db: Executor, tenant_id: uuid.UUID, run_id: uuid.UUID, required: dict[str, Any] | None
+) -> asyncpg.Record:
+    """The tool calls the run now waits for (and since now), or None once they are answered."""
+    row = await db.fetchrow(
+        f"""UPDATE run r SET required_action = $3,
+                requires_action_at = CASE WHEN $3::jsonb IS NULL THEN NULL ELSE now() END
+            WHERE r.tenant_id = $1 AND r.id = $2 RETURNING {RUN_COLUMNS}""",
+        tenant_id,
+        run_id,
+        required,
+    )
+    assert row is not None
+    return row
+
+
+async def continue_with(db: Executor, tenant_id: uuid.UUID, run_id: uuid.UUID, message_id: uuid.UUID) -> None:
+    """The next round of a run answers `message_id` (the last tool result) with a new output message."""
+    await db.execute(
+        "UPDATE run SET message_id = $3, output_message_id = NULL WHERE tenant_id = $1 AND id = $2",
+        tenant_id,
+        run_id,
+        message_id,
+    )
+
+
+async def waiting_run_ids(db: Executor, older_than_seconds: float, limit: int) -> list[asyncpg.Record]:
+    """(tenant_id, id) of runs waiting for tool outputs longer than that (every tenant)."""
+    return await db.fetch(
+        """SELECT tenant_id, id FROM run WHERE status = 'REQUIRES_ACTION'
+           AND requires_action_at < now() - make_interval(secs => $1) ORDER BY requires_action_at LIMIT $2""",
+        older_than_seconds,
+        limit,
+    )
+
+
+async def lock_if_waiting(
+    db: Executor, tenant_id: uuid.UUID, run_id: uuid.UUID, older_than_seconds: float
+) -> asyncpg.Record | None:
+    """The run, locked, if it still waits for tool outputs past the limit (skipped if another has it)."""
+    return await db.fetchrow(
+        f"""SELECT {RUN_COLUMNS} FROM run r WHERE r.tenant_id = $1 AND r.id = $2 AND r.status = 'REQUIRES_ACTION'
+            AND r.requires_action_at < now() - make_interval(secs => $3) FOR UPDATE SKIP LOCKED""",
+        tenant_id,
+        run_id,
+        older_than_seconds,
+    )
 
 
 async def lock_user_runs(db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID) -> None:

@@ -23,7 +23,8 @@ from threadline.ids import Kind, decode_id
 from threadline.runs import repository as repo
 from threadline.runs import service, transitions
 from threadline.runs.service import RunSpec
-from threadline.runs.types import Run, RunCreateInput, RunStep
+from threadline.runs.tools import ToolOutput, submit_tool_outputs
+from threadline.runs.types import Run, RunCreateInput, RunStep, ToolOutputInput
 
 
 async def conversation_runs(
@@ -92,6 +93,8 @@ class RunMutation:
             instructions=input.instructions,
             max_history_messages=input.max_history_messages,
             regenerate=input.regenerate,
+            tools=input.tools,
+            tool_choice=input.tool_choice,
         )
         done = await run_once(
             info,
@@ -119,6 +122,39 @@ class RunMutation:
         row = await service.cancel_run(
             info.context.db, info.context.settings, principal, decode_id(id, Kind.RUN)
         )
+        return Run.from_row(row)
+
+    @strawberry.mutation(
+        description="Answer the tool calls of a run in REQUIRES_ACTION: each output is stored as a TOOL message "
+        "(a tool-result part) under the calls, and the run is queued again with them in its context (another "
+        "round may call tools again). All calls at once: BAD_USER_INPUT for an unknown, repeated or missing call "
+        "id; CONFLICT when the run is not waiting (outputs submitted twice, or the run ended). Nothing is stored "
+        "on an error."
+    )
+    async def run_submit_tool_outputs(
+        self,
+        info: Info,
+        run_id: Annotated[strawberry.ID, strawberry.argument(description="The waiting run (`Run.id`).")],
+        outputs: Annotated[
+            list[ToolOutputInput],
+            strawberry.argument(description="One output per call in `Run.requiredAction.toolCalls`."),
+        ],
+        client_mutation_id: ClientMutationId = None,
+    ) -> Run:
+        principal = await info.context.principal()
+        settings = info.context.settings
+        run = decode_id(run_id, Kind.RUN)
+        answers = [ToolOutput(o.tool_call_id, o.output, o.is_error) for o in outputs]
+        done = await run_once(
+            info,
+            client_mutation_id,
+            {"runId": run_id, "outputs": outputs},
+            lambda db: submit_tool_outputs(db, settings, principal, run, answers),
+            lambda row: [row["id"]],
+        )
+        row = done.value
+        if row is None:
+            row = await service.readable_run(info.context.db, principal, done.ids[0])
         return Run.from_row(row)
 
 

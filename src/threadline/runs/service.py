@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from dataclasses import dataclass
+from typing import Any
 
 import asyncpg
 
@@ -17,6 +18,7 @@ from threadline.runs import output
 from threadline.runs import repository as repo
 from threadline.runs.output import Usage
 from threadline.runs.providers import NAMES, catalogue
+from threadline.runs.tool_rules import validate_tools
 from threadline.runs.transitions import STEP_END, TERMINAL, RunStatus, check
 from threadline.settings import Settings
 from threadline.threads import repository as threads
@@ -34,9 +36,12 @@ class RunSpec:
     instructions: str | None = None
     max_history_messages: int | None = None
     regenerate: bool = False
+    tools: Any = None  # OpenAI function tools, checked by runs.tool_rules
+    tool_choice: Any = None
 
 
 def _validate(spec: RunSpec, settings: Settings) -> None:
+    validate_tools(spec.tools, spec.tool_choice, settings)
     if spec.max_history_messages is not None and not 1 <= spec.max_history_messages <= MAX_HISTORY_LIMIT:
         raise bad_input(
             f"maxHistoryMessages must be between 1 and {MAX_HISTORY_LIMIT}", argument="maxHistoryMessages"
@@ -107,6 +112,8 @@ async def create_run(db: Database, settings: Settings, principal: Principal, spe
                 model=model,
                 instructions=spec.instructions,
                 max_history_messages=spec.max_history_messages,
+                tools=spec.tools,
+                tool_choice=spec.tool_choice,
             )
         except asyncpg.UniqueViolationError as exc:
             raise conflict("The message already has an active run; cancel it or wait for it to end") from exc

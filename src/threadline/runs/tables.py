@@ -39,6 +39,11 @@ class Run(Table, tablename="run"):
     cancelled_at = Timestamptz(null=True, default=None)
     failed_at = Timestamptz(null=True, default=None)
     expired_at = Timestamptz(null=True, default=None)
+    # Tool calls (runs.tools): the tools offered, and the calls a run in REQUIRES_ACTION waits for since when.
+    tools = JSONB(null=True, default=None)
+    tool_choice = JSONB(null=True, default=None)
+    required_action = JSONB(null=True, default=None)
+    requires_action_at = Timestamptz(null=True, default=None)
 
 
 class RunStep(Table, tablename="run_step"):

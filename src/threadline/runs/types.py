@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 import asyncpg
@@ -17,13 +17,15 @@ from threadline.ids import Kind, encode_id
 from threadline.runs import loaders, transitions
 
 if TYPE_CHECKING:
+    from threadline.parts.types import ToolCallPart
     from threadline.threads.types import Message, Usage
 
 RunStatus = strawberry.enum(
     transitions.RunStatus,
     name="RunStatus",
     description="Where a run is: QUEUED -> IN_PROGRESS -> COMPLETED | FAILED | INCOMPLETE | EXPIRED, or "
-    "CANCELLING -> CANCELLED. COMPLETED, FAILED, INCOMPLETE, CANCELLED and EXPIRED are final.",
+    "CANCELLING -> CANCELLED, or REQUIRES_ACTION (tool calls) -> QUEUED (outputs submitted) | EXPIRED | CANCELLED. "
+    "COMPLETED, FAILED, INCOMPLETE, CANCELLED and EXPIRED are final.",
 )
 RunStepStatus = strawberry.enum(
     transitions.StepStatus, name="RunStepStatus", description="Where a run step is."
@@ -31,7 +33,7 @@ RunStepStatus = strawberry.enum(
 RunStepType = strawberry.enum(
     transitions.StepType,
     name="RunStepType",
-    description="MESSAGE_CREATION writes an output message; TOOL_CALLS is reserved for tool use.",
+    description="MESSAGE_CREATION writes an output message; TOOL_CALLS waits for the outputs of tool calls.",
 )
 
 describe_values(
@@ -39,7 +41,8 @@ describe_values(
     {
         "QUEUED": "Waiting for a worker.",
         "IN_PROGRESS": "A worker is producing the output message (streamed as `message.delta` events).",
-        "REQUIRES_ACTION": "Waiting for tool outputs from the client (reserved: no provider calls tools yet).",
+        "REQUIRES_ACTION": "The model called tools: waiting for their outputs (`requiredAction`, "
+        "`runSubmitToolOutputs`); expires after THREADLINE_RUN_TOOL_OUTPUTS_TIMEOUT_SECONDS.",
         "CANCELLING": "`runCancel` was asked; the worker stops at its next step, then CANCELLED.",
         "CANCELLED": "Final: cancelled; the partial output stays.",
         "FAILED": "Final: the provider or the worker failed; `error` says why.",
@@ -64,11 +67,23 @@ describe_values(
     RunStepType,
     {
         "MESSAGE_CREATION": "The step writes the run's output message.",
-        "TOOL_CALLS": "Reserved for tool calls (no provider calls tools yet).",
+        "TOOL_CALLS": "The model called tools: the step lasts until their outputs are submitted "
+        '(details: {"messageId", "toolCalls": [{"id", "name", "arguments"}]}).',
     },
 )
 
 _MessageType = Annotated["Message", strawberry.lazy("threadline.threads.types")]
+_ToolCallType = Annotated["ToolCallPart", strawberry.lazy("threadline.parts.types")]
+
+
+@strawberry.type(description="What a run in REQUIRES_ACTION waits for.")
+class RequiredAction:
+    tool_calls: list[_ToolCallType] = strawberry.field(
+        description="The calls the model made, each to be answered in `runSubmitToolOutputs` by its id."
+    )
+    message_id: strawberry.ID = strawberry.field(description="The ASSISTANT message holding the calls.")
+
+
 _UsageType = Annotated["Usage", strawberry.lazy("threadline.threads.types")]
 
 
@@ -76,7 +91,7 @@ _UsageType = Annotated["Usage", strawberry.lazy("threadline.threads.types")]
 class RunError:
     code: str = strawberry.field(
         description="PROVIDER_ERROR, PROVIDER_UNAVAILABLE, PROVIDER_BAD_STREAM, TIMEOUT, RUN_EXPIRED, "
-        "CONTEXT_TOO_LARGE, OUTPUT_DELETED, or an API error code (e.g. CONFLICT) when the run could not start."
+        "TOOL_OUTPUTS_TIMEOUT, CONTEXT_TOO_LARGE, OUTPUT_DELETED, or an API error code (e.g. CONFLICT) when the run could not start."
     )
     message: str = strawberry.field(
         description="An explanation for people (the provider's message where there is one); match on `code`, not on it."
@@ -131,6 +146,15 @@ class Run(Node):
     cancelled_at: datetime | None = strawberry.field(description="When it was cancelled.")
     failed_at: datetime | None = strawberry.field(description="When it failed.")
     expired_at: datetime | None = strawberry.field(description="When it expired.")
+    tools: list[JSON] | None = strawberry.field(
+        description="The function tools offered to the model, if any."
+    )
+    tool_choice: JSON | None = strawberry.field(
+        description="How the model may choose among `tools`, if given."
+    )
+    required_action: RequiredAction | None = strawberry.field(
+        description="In REQUIRES_ACTION: the tool calls to answer with `runSubmitToolOutputs`; null otherwise."
+    )
     uuid: strawberry.Private[UUID]
     message_uuid: strawberry.Private[UUID]
     output_uuid: strawberry.Private[UUID | None]
@@ -185,7 +209,26 @@ class Run(Node):
             cancelled_at=row["cancelled_at"],
             failed_at=row["failed_at"],
             expired_at=row["expired_at"],
+            tools=row["tools"],
+            tool_choice=row["tool_choice"],
+            # Shown only while the run waits: the calls stay stored for the record (`steps`) after it moves on.
+            required_action=_required_action(row["required_action"])
+            if row["status"] == transitions.RunStatus.REQUIRES_ACTION
+            else None,
         )
+
+
+def _required_action(stored: dict[str, Any] | None) -> RequiredAction | None:
+    from threadline.parts.types import ToolCallPart
+
+    if stored is None:
+        return None
+    return RequiredAction(
+        tool_calls=[
+            ToolCallPart(id=c["id"], name=c["name"], arguments=c["arguments"]) for c in stored["toolCalls"]
+        ],
+        message_id=strawberry.ID(encode_id(Kind.MESSAGE, UUID(stored["messageId"]))),
+    )
 
 
 async def _load_message(info: Info, message_id: UUID) -> Message | None:
@@ -222,4 +265,26 @@ class RunCreateInput:
         description="Answer again: the new answer becomes a sibling of the earlier ones (`Message.siblings`), "
         "never an answer to an answer. `messageId` may be the question (a USER message) or one of its ASSISTANT "
         "answers (then its parent is answered). The context sent is the branch root -> question only.",
+    )
+    tools: list[JSON] | None = strawberry.field(
+        default=None,
+        description="OpenAI function tools the model may call: "
+        '`{"type": "function", "function": {"name", "description", "parameters"}}`, at most 128 (256 KiB of JSON). '
+        "When the model calls some, the run waits in REQUIRES_ACTION (`requiredAction`) for `runSubmitToolOutputs`.",
+    )
+    tool_choice: JSON | None = strawberry.field(
+        default=None,
+        description='"none", "auto" (the default), "required", or {"type": "function", "function": {"name"}} to '
+        "force one tool; passed to the provider as OpenAI's tool_choice.",
+    )
+
+
+@strawberry.input(description="The output of one tool call of a run in REQUIRES_ACTION.")
+class ToolOutputInput:
+    tool_call_id: str = strawberry.field(description="The call it answers (`requiredAction.toolCalls[].id`).")
+    output: str = strawberry.field(
+        description="What the tool returned, as text (within the message size limit)."
+    )
+    is_error: bool = strawberry.field(
+        default=False, description="True when the tool failed and `output` says why."
     )

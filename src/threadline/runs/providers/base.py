@@ -1,10 +1,11 @@
-"""What every provider offers the worker: a stream of text deltas ending with a `Finish`."""
+"""What every provider offers the worker: a stream of text deltas ending with a `Finish` (which carries the
+tool calls the model made, assembled from the stream)."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from threadline.runs.context import ChatMessage
 
@@ -13,6 +14,18 @@ from threadline.runs.context import ChatMessage
 class CompletionRequest:
     model: str
     messages: list[ChatMessage]
+    # OpenAI function tools (`RunCreateInput.tools`) and `tool_choice`, passed through; None: no tools.
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A function call the model asked for: `arguments` is the JSON text it wrote."""
+
+    id: str
+    name: str
+    arguments: str
 
 
 @dataclass(frozen=True)
@@ -23,6 +36,7 @@ class Finish:
     reason: str | None
     prompt_tokens: int | None = None
     completion_tokens: int | None = None
+    tool_calls: tuple[ToolCall, ...] = ()
 
 
 class ProviderError(Exception):

@@ -1,6 +1,8 @@
 """`openai`: any OpenAI-compatible `POST {base}/chat/completions` endpoint, streamed as server-sent events.
 
-The request is `{"model", "messages", "stream": true, "stream_options": {"include_usage": true}}`.
+The request is `{"model", "messages", "stream": true, "stream_options": {"include_usage": true}}`, with
+`tools` and `tool_choice` when the run has tools; streamed `delta.tool_calls` pieces are assembled by their
+`index` (id and name from the first piece, arguments concatenated) and reported in the `Finish`.
 Failures become ProviderError codes: PROVIDER_ERROR (a non-2xx answer or an `error` object in the
 stream), PROVIDER_UNAVAILABLE (cannot connect, or the connection broke), PROVIDER_BAD_STREAM
 (anything that is not a well-formed completion stream, including one that ends before it finished).
@@ -15,7 +17,7 @@ from typing import Any
 import httpx
 import orjson
 
-from threadline.runs.providers.base import CompletionRequest, Finish, ProviderError
+from threadline.runs.providers.base import CompletionRequest, Finish, ProviderError, ToolCall
 
 _SSE_FIELDS = ("data:", "event:", "id:", "retry:", ":")
 
@@ -48,12 +50,17 @@ class OpenAIProvider:
         await self.client.aclose()
 
     def body(self, request: CompletionRequest) -> dict[str, Any]:
-        return {
+        body: dict[str, Any] = {
             "model": request.model,
             "messages": [m.as_dict() for m in request.messages],
             "stream": True,
             "stream_options": {"include_usage": True},
         }
+        if request.tools:
+            body["tools"] = request.tools
+            if request.tool_choice is not None:
+                body["tool_choice"] = request.tool_choice
+        return body
 
     async def stream(self, request: CompletionRequest) -> AsyncIterator[str | Finish]:
         headers = {"Accept": "text/event-stream"}
@@ -79,6 +86,7 @@ class OpenAIProvider:
 async def _completion_events(lines: AsyncIterator[str]) -> AsyncIterator[str | Finish]:
     reason: str | None = None
     usage: dict[str, Any] | None = None
+    calls = _ToolCalls()
     async for line in lines:
         if not line or line.startswith(":"):
             continue
@@ -88,7 +96,7 @@ async def _completion_events(lines: AsyncIterator[str]) -> AsyncIterator[str | F
             continue
         data = line[5:].strip()
         if data == "[DONE]":
-            yield _finish(reason or "stop", usage)
+            yield _finish(reason or "stop", usage, calls)
             return
         chunk = _json(data)
         if "error" in chunk:
@@ -107,11 +115,45 @@ async def _completion_events(lines: AsyncIterator[str]) -> AsyncIterator[str | F
                 raise ProviderError("PROVIDER_BAD_STREAM", "`delta.content` is not a string")
             if content:
                 yield content
+            if isinstance(delta, dict) and delta.get("tool_calls") is not None:
+                calls.add(delta["tool_calls"])
             if choice.get("finish_reason"):
                 reason = str(choice["finish_reason"])
     if reason is None:
         raise ProviderError("PROVIDER_BAD_STREAM", "The stream ended before the completion finished")
-    yield _finish(reason, usage)
+    yield _finish(reason, usage, calls)
+
+
+class _ToolCalls:
+    """Tool calls assembled from streamed pieces: `{index, id?, type?, function: {name?, arguments?}}`."""
+
+    def __init__(self) -> None:
+        self.by_index: dict[int, dict[str, str]] = {}
+
+    def add(self, pieces: Any) -> None:
+        if not isinstance(pieces, list):
+            raise ProviderError("PROVIDER_BAD_STREAM", "`delta.tool_calls` is not a list")
+        for piece in pieces:
+            index = piece.get("index") if isinstance(piece, dict) else None
+            if not isinstance(index, int) or isinstance(index, bool):
+                raise ProviderError("PROVIDER_BAD_STREAM", "a tool call piece has no integer `index`")
+            call = self.by_index.setdefault(index, {"id": "", "name": "", "arguments": ""})
+            function = piece.get("function") if isinstance(piece.get("function"), dict) else {}
+            for key, value in (("id", piece.get("id")), ("name", function.get("name"))):
+                if isinstance(value, str) and value:
+                    call[key] = value
+            arguments = function.get("arguments")
+            if isinstance(arguments, str):
+                call["arguments"] += arguments
+
+    def done(self) -> tuple[ToolCall, ...]:
+        calls = []
+        for index in sorted(self.by_index):
+            call = self.by_index[index]
+            if not call["id"] or not call["name"]:
+                raise ProviderError("PROVIDER_BAD_STREAM", f"tool call {index} has no id or no name")
+            calls.append(ToolCall(call["id"], call["name"], call["arguments"] or "{}"))
+        return tuple(calls)
 
 
 def _json(data: str) -> dict[str, Any]:
@@ -124,9 +166,9 @@ def _json(data: str) -> dict[str, Any]:
     return value
 
 
-def _finish(reason: str, usage: dict[str, Any] | None) -> Finish:
+def _finish(reason: str, usage: dict[str, Any] | None, calls: _ToolCalls) -> Finish:
     def count(key: str) -> int | None:
         value = usage.get(key) if usage else None
         return value if isinstance(value, int) and value >= 0 else None
 
-    return Finish(reason, count("prompt_tokens"), count("completion_tokens"))
+    return Finish(reason, count("prompt_tokens"), count("completion_tokens"), calls.done())
