@@ -4,7 +4,8 @@ Models: fake-ok streams "Hello", " there", "!" then usage 11/3 · fake-tools ans
 call (id call_1, arguments streamed in two pieces) unless the last message is a tool result, then with
 "It is sunny in <the result>" · fake-400 refuses with HTTP 400 and an OpenAI error object · fake-broken
 streams one delta, then an error event · fake-slow streams 200 deltas "w0 ", "w1 ", ... 20 ms apart ·
-fake-empty answers `[DONE]` alone · fake-garbage streams one delta, then a data line that is not JSON.
+fake-empty answers `[DONE]` alone · fake-garbage streams one delta, then a data line that is not JSON ·
+fake-hang streams one delta, then nothing for a minute.
 Every request body and its headers are recorded.
 """
 
@@ -25,7 +26,16 @@ from starlette.routing import Route
 
 from tests.harness import free_port
 
-MODELS = ("fake-ok", "fake-tools", "fake-400", "fake-broken", "fake-slow", "fake-empty", "fake-garbage")
+MODELS = (
+    "fake-ok",
+    "fake-tools",
+    "fake-400",
+    "fake-broken",
+    "fake-slow",
+    "fake-empty",
+    "fake-garbage",
+    "fake-hang",
+)
 USAGE = {"prompt_tokens": 11, "completion_tokens": 3, "total_tokens": 14}
 
 
@@ -105,6 +115,10 @@ class FakeUpstream:
         elif model == "fake-garbage":
             yield _sse(_chunk({"content": "partial"}))
             yield b"data: {not json\n\n"
+            return
+        elif model == "fake-hang":
+            yield _sse(_chunk({"content": "waiting"}))
+            await asyncio.sleep(60)
             return
         elif model == "fake-slow":
             for i in range(200):

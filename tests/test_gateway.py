@@ -46,6 +46,7 @@ def gateway(dsn: str, fake: FakeUpstream) -> Iterator[ServerThread]:
             # fake-ok: 46 tokens for the prompt (1070 - the 1024 reserved for the reply)
             model_context_tokens=(("echo", 8192), ("fake-ok", 1070)),
             run_workers=0,
+            run_timeout_seconds=2.0,  # bounds a gateway call too (fake-hang)
         )
     )
     server.start()
@@ -635,3 +636,22 @@ def test_a_malformed_upstream_stream_is_a_502_before_the_first_chunk_and_an_erro
         ("USER", "hi"),
         ("ASSISTANT", "partial"),
     ]
+
+
+def test_a_model_that_hangs_ends_the_call_with_a_timeout_and_a_finished_reply(
+    gateway: ServerThread, admin: Actor
+) -> None:
+    owner = on(gateway, admin)
+    cid = create_conversation(owner, sessionId="hang")
+    root = start_thread(owner, cid, "root")
+    out = events(
+        post(
+            gateway,
+            owner,
+            {"model": "fake-hang", "messages": [user("hi")], "session_id": "hang", "stream": True},
+        )
+    )
+    assert out[-1]["error"]["code"] == "timeout"
+    assert [(n["role"], n["content"]) for n in tree(owner, root)][-1] == ("ASSISTANT", "waiting")
+    plain = post(gateway, owner, {"model": "fake-hang", "messages": [user("hi")]})
+    assert plain.status_code == 502 and error_of(plain)["code"] == "timeout"

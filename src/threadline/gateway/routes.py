@@ -202,8 +202,21 @@ class Relay:
         self.error: tuple[str, str] | None = None
 
     async def _chunks(self) -> AsyncIterator[dict[str, Any]]:
+        """The model's chunks, within THREADLINE_RUN_TIMEOUT_SECONDS of the first, as a run is bounded: a model
+        that hangs ends the call with a TIMEOUT error instead of holding it (and its stored reply) open."""
+        timeout = self.gateway.services.settings.run_timeout_seconds
+        deadline = asyncio.get_running_loop().time() + timeout
         yield self.first
-        async for chunk in self.stream:
+        while True:
+            try:
+                async with asyncio.timeout_at(deadline):  # around the wait only, never around a yield
+                    chunk = await anext(self.stream)
+            except StopAsyncIteration:
+                return
+            except TimeoutError:
+                raise ProviderError(
+                    "TIMEOUT", f"The model did not finish within {timeout:g} seconds"
+                ) from None
             yield chunk
 
     def _take(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
