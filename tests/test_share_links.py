@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests import harness
-from tests.api import create_conversation, join, reply, start_thread
+from tests.api import count_rows, create_conversation, join, reply, start_thread
 from tests.harness import Actor, Client, ServerThread
 
 CREATE = """mutation($c: ID!, $m: ID, $e: DateTime, $l: Boolean) {
@@ -305,3 +305,19 @@ def test_the_page_of_an_unknown_or_revoked_link_is_404(
         assert page.status_code == 404 and "does not exist" in page.text
         as_json = httpx.get(f"{server.url}/share/{token}", headers={"Accept": "application/json"})
         assert as_json.status_code == 404 and as_json.json()["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+
+
+def test_links_of_an_erased_user_close(
+    admin: Actor, make_user: Callable[..., Actor], anonymous: Client, loop: harness.Loop, dsn: str
+) -> None:
+    owner = make_user(admin)
+    conversation = create_conversation(owner, "theirs")
+    start_thread(owner, conversation, "hello")
+    other = create_conversation(admin, "the admin's")
+    start_thread(admin, other, "kept")
+    erased = share(owner, conversation)
+    kept = share(admin, other)
+    admin.client.ok("mutation($u: ID!) { userErase(userId: $u) { userId } }", {"u": owner.user_id})
+    assert anonymous.code(READ, {"t": erased["token"]}) == "NOT_FOUND"
+    assert contents(anonymous.execute(READ, {"t": kept["token"]})) == ["kept"]
+    assert count_rows(loop, dsn, "share_link") == 1

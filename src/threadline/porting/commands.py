@@ -61,7 +61,11 @@ def add_commands(sub: Any) -> None:
     what = exp.add_mutually_exclusive_group(required=True)
     what.add_argument("--conversation", help="conversation id (cnv_...)")
     what.add_argument("--user", help="user id (usr_...)")
-    exp.add_argument("--out", required=True, help="file to write, or - for stdout")
+    exp.add_argument(
+        "--out",
+        required=True,
+        help="file to write, or - for stdout; a .zip holds the conversation with its files (files/<sha256>)",
+    )
     exp.add_argument(
         "--format",
         choices=["threadline", "markdown"],
