@@ -58,6 +58,9 @@ def test_folders_nest_in_order_and_the_whole_tree_is_one_statement(admin: Actor)
     for n in range(5):
         folder(admin, f"more {n}", parent=beta)
     assert admin.client.statements(TREE) == few
+    # The tree is read once: three levels of `children` cost no statement more than the root folders.
+    deep = "{ folders { id children { id children { id children { id } } } } }"
+    assert admin.client.statements(deep) == admin.client.statements("{ folders { id } }")
 
 
 def test_folders_are_per_user_and_another_users_folder_is_not_found(

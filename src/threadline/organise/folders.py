@@ -201,10 +201,6 @@ async def get(db: Executor, principal: Principal, folder_id: uuid.UUID) -> async
     return rows[0]
 
 
-async def tree_rows(db: Executor, principal: Principal) -> list[asyncpg.Record]:
-    return await repo.folders_of(db, principal.tenant_id, principal.user_id)
-
-
 async def file_conversation(
     db: Database, principal: Principal, conversation_id: uuid.UUID, folder_id: uuid.UUID | None
 ) -> asyncpg.Record:

@@ -8,7 +8,7 @@ import uuid
 import asyncpg
 
 from threadline.graphql.context import Info
-from threadline.graphql.loaders import counting_loader, single_loader
+from threadline.graphql.loaders import counting_loader, grouped_loader, single_loader
 from threadline.organise import repository as repo
 from threadline.threads.service import path_ids
 
@@ -72,3 +72,17 @@ async def pin_position(info: Info, conversation_id: uuid.UUID) -> int | None:
     )
     row = await loader.load(conversation_id)
     return int(row["position"]) if row is not None else None
+
+
+async def folder_tree(info: Info) -> list[asyncpg.Record]:
+    """Every folder of the caller, read once per request however many levels of `children` a query asks
+    for (the tree is bounded by THREADLINE_FOLDERS_MAX)."""
+    principal = await info.context.principal()
+    db = info.context.db
+    loader = grouped_loader(
+        info,
+        "folder_tree",
+        lambda users: repo.folders_of(db, principal.tenant_id, users[0]),
+        key=lambda row: row["user_id"],
+    )
+    return await loader.load(principal.user_id)

@@ -21,7 +21,7 @@ from threadline.graphql.pagination import (
     page_size,
 )
 from threadline.ids import Kind, decode_id
-from threadline.organise import folders, marks
+from threadline.organise import folders, loaders, marks
 from threadline.organise import repository as repo
 from threadline.organise.types import Bookmark, Folder, FolderDeleteResult
 
@@ -50,8 +50,7 @@ class OrganiseQuery:
         "tree (at most 500 folders, THREADLINE_FOLDERS_MAX) is read in one statement."
     )
     async def folders(self, info: Info) -> list[Folder]:
-        principal = await info.context.principal()
-        rows = await folders.tree_rows(info.context.db, principal)
+        rows = await loaders.folder_tree(info)
         return [Folder.from_row(r) for r in rows if r["parent_id"] is None]
 
     @strawberry.field(description="One of the caller's folders (NOT_FOUND for anyone else's).")

@@ -9,13 +9,10 @@ from typing import TYPE_CHECKING, Annotated
 import asyncpg
 import strawberry
 
-from threadline.db import Executor
 from threadline.graphql.context import Info
-from threadline.graphql.loaders import grouped_loader
 from threadline.graphql.node import Node
 from threadline.ids import Kind, encode_id
 from threadline.organise import loaders
-from threadline.organise import repository as repo
 
 if TYPE_CHECKING:
     from threadline.threads.types import Message
@@ -43,16 +40,7 @@ class Folder(Node):
         "the query."
     )
     async def children(self, info: Info) -> list[Folder]:
-        principal = await info.context.principal()
-        db = info.context.db
-        loader = grouped_loader(
-            info,
-            "folder_tree",
-            # Every key is the same user: one statement reads the whole tree, grouped by parent below.
-            lambda keys: _whole_tree(db, principal.tenant_id, principal.user_id, keys),
-            key=lambda pair: pair[0],
-        )
-        return [Folder.from_row(row) for _, row in await loader.load(self.uuid)]
+        return [Folder.from_row(r) for r in await loaders.folder_tree(info) if r["parent_id"] == self.uuid]
 
     @strawberry.field(
         description="How many conversations the caller filed here (not counting subfolders) and may still read. "
@@ -73,15 +61,6 @@ class Folder(Node):
             created_at=row["created_at"],
             updated_at=row["updated_at"],
         )
-
-
-async def _whole_tree(
-    db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID, parents: list[uuid.UUID]
-) -> list[tuple[uuid.UUID, asyncpg.Record]]:
-    wanted = set(parents)
-    return [
-        (r["parent_id"], r) for r in await repo.folders_of(db, tenant_id, user_id) if r["parent_id"] in wanted
-    ]
 
 
 @strawberry.type(description="What `folderDelete` removed.")
