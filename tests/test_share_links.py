@@ -321,3 +321,16 @@ def test_links_of_an_erased_user_close(
     assert anonymous.code(READ, {"t": erased["token"]}) == "NOT_FOUND"
     assert contents(anonymous.execute(READ, {"t": kept["token"]})) == ["kept"]
     assert count_rows(loop, dsn, "share_link") == 1
+
+
+def test_the_access_log_never_shows_a_token() -> None:
+    import logging
+
+    import threadline.sharing.page  # noqa: F401 - installs the filter, as the app does
+
+    record = logging.LogRecord(
+        "uvicorn.access", logging.INFO, __file__, 1, '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5000", "GET", "/share/s3cr3t-t0ken?x=1", "1.1", 200), None,
+    )  # fmt: skip
+    assert logging.getLogger("uvicorn.access").filter(record)
+    assert "s3cr3t" not in record.getMessage() and "/share/…?x=1" in record.getMessage()

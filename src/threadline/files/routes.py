@@ -146,6 +146,7 @@ async def upload(request: Request) -> Response:
         return too_large(limit)  # before reading a byte of the body
     media_type, options = parse_options_header(request.headers.get("content-type", ""))
     boundary = options.get(b"boundary")
+    spool: Any = None
     try:
         principal = await _caller(request)
         if settings.rate_limit_enabled:
@@ -153,6 +154,7 @@ async def upload(request: Request) -> Response:
         if media_type != b"multipart/form-data" or not boundary:
             return error(bad_input("Send the file as multipart/form-data, in a field named `file`"), 415)
         reader = _Reader(limit)
+        spool = reader.spool
         parser = MultipartParser(boundary, reader.callbacks())
         received = 0
         async for block in request.stream():
@@ -183,6 +185,9 @@ async def upload(request: Request) -> Response:
         if type(exc).__module__.startswith("python_multipart"):
             return error(bad_input(f"Malformed multipart body: {exc}"))
         raise
+    finally:
+        if spool is not None:
+            spool.close()  # in memory or a temporary file on disk: gone either way
     return JSONResponse(describe(row, deduplicated), status_code=201)
 
 
@@ -220,6 +225,8 @@ async def download(request: Request) -> Response:
     parsed = parse_id(request.path_params["file_id"])
     try:
         principal = await _caller(request)
+        if services.settings.rate_limit_enabled:
+            await spend_budget(services.db, services.settings, principal, {"requests": 1})
         if parsed is None or parsed[0] is not Kind.FILE:
             raise not_found("File")
         row = await service.readable(services.db, principal, parsed[1])

@@ -113,7 +113,8 @@ async def store(
                     tx, principal.tenant_id, upload.sha256, upload.size, upload.content_type, storage
                 )
                 if storage == "directory":
-                    written = _write_blob(settings, principal.tenant_id, upload)
+                    # Off the event loop: up to THREADLINE_FILE_MAX_BYTES written and synced.
+                    written = await asyncio.to_thread(_write_blob, settings, principal.tenant_id, upload)
                 else:
                     for seq, block in enumerate(_chunks_of(upload.spool)):
                         await repo.insert_chunk(tx, principal.tenant_id, blob_id, seq, block)

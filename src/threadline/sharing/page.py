@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import hashlib
 import html
+import logging
+import re
 from datetime import datetime
 from typing import Any
 
@@ -45,6 +47,20 @@ HEADERS = {
     "X-Robots-Tag": "noindex, nofollow",
     "Vary": "Accept",
 }
+_TOKEN_IN_PATH = re.compile(r"^/share/[^/?#]+")
+
+
+class RedactShareTokens(logging.Filter):
+    """A link's token is its credential: uvicorn's access log shows `/share/…` without it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str):
+            record.args = (*args[:2], _TOKEN_IN_PATH.sub("/share/…", args[2]), *args[3:])
+        return True
+
+
+logging.getLogger("uvicorn.access").addFilter(RedactShareTokens())
 ROLE_NAMES = {"USER": "User", "ASSISTANT": "Assistant", "SYSTEM": "System", "TOOL": "Tool"}
 
 
