@@ -350,3 +350,12 @@ def test_each_conversation_shows_the_callers_folder_and_pin_in_a_fixed_number_of
     assert member.client.ok(listing)["conversations"]["nodes"] == [
         {"title": "first", "pinPosition": None, "folder": None}
     ]
+
+
+def test_a_retried_folder_create_with_the_same_key_creates_one_folder(admin: Actor) -> None:
+    create = """mutation($n: String!, $k: String) {
+      folderCreate(name: $n, clientMutationId: $k) { id name } }"""
+    first = admin.client.ok(create, {"n": "Once", "k": "folder-key-1"})["folderCreate"]
+    again = admin.client.ok(create, {"n": "Once", "k": "folder-key-1"})["folderCreate"]
+    assert again == first
+    assert names(admin.client.ok(TREE)["folders"]) == ["Once"]

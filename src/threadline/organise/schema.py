@@ -20,6 +20,8 @@ from threadline.graphql.pagination import (
     decode_cursor,
     page_size,
 )
+from threadline.idempotency.schema import run_once
+from threadline.idempotency.types import ClientMutationId
 from threadline.ids import Kind, decode_id
 from threadline.organise import folders, loaders, marks
 from threadline.organise import repository as repo
@@ -105,10 +107,23 @@ class OrganiseMutation:
             strawberry.argument(description="The parent folder (the caller's); the root when omitted."),
         ] = None,
         position: Position = None,
+        client_mutation_id: ClientMutationId = None,
     ) -> Folder:
         principal = await info.context.principal()
+        settings = info.context.settings
         parent = decode_id(parent_id, Kind.FOLDER) if parent_id else None
-        row = await folders.create(info.context.db, info.context.settings, principal, name, parent, position)
+        done = await run_once(
+            info,
+            client_mutation_id,
+            {"name": name, "parentId": parent_id, "position": position},
+            lambda db: folders.create(db, settings, principal, name, parent, position),
+            lambda row: [row["id"]],
+        )
+        row = (
+            done.value
+            if done.value is not None
+            else await folders.get(info.context.db, principal, done.ids[0])
+        )
         return Folder.from_row(row)
 
     @strawberry.mutation(description="Rename one of the caller's folders.")
