@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -16,6 +16,7 @@ import pytest
 from tests.api import create_conversation, snapshot, start_thread
 from tests.harness import Actor, Loop, ServerThread
 from tests.test_runs_support import on, runs_server, settle, stream_events
+from tests.ws import WsClient
 
 RUN_FIELDS = """id status lastError { code message } tools toolChoice
   requiredAction { messageId toolCalls { id name arguments } }
@@ -481,3 +482,67 @@ def test_a_run_left_waiting_expires(admin: Actor, expiring: ServerThread, loop: 
     errors = stream_events(loop, dsn, _conversation_of(owner, question), ("error",))
     assert [e["payload"]["code"] for e in errors] == ["TOOL_OUTPUTS_TIMEOUT"]
     settle(loop, dsn, expiring.app.state.services.settings.run_queue)
+
+
+RUN_STATUS_EVENTS = """subscription($c: ID!) { conversationEvents(conversationId: $c) {
+  type ... on RunStatusEvent { runId status } ... on MessageDoneEvent { messageId } } }"""
+
+
+def test_status_changes_are_live_run_status_events(
+    owner: Actor, runs: ServerThread, ws: Callable[..., WsClient], loop: Loop, dsn: str
+) -> None:
+    question = _question(owner)
+    conversation = _conversation_of(owner, question)
+    client = ws(owner, runs)
+    client.subscribe(RUN_STATUS_EVENTS, {"c": conversation})
+    time.sleep(0.3)  # the subscription is registered before the run starts (events are not replayed here)
+    run = _openai_run(owner, question)
+    seen: list[tuple[str, str | None]] = []
+    while ("run.status", "REQUIRES_ACTION") not in seen:
+        event = client.next_event()["conversationEvents"]
+        if event["type"] == "run.status":
+            assert event["runId"] == run["id"]
+            seen.append(("run.status", event["status"]))
+        elif event["type"] == "message.done":
+            seen.append(("message.done", None))
+    assert seen == [("message.done", None), ("run.status", "REQUIRES_ACTION")]
+    owner.client.ok(
+        SUBMIT,
+        {
+            "r": run["id"],
+            "o": [{"toolCallId": "call_a1", "output": "x"}, {"toolCallId": "call_b1", "output": "y"}],
+        },
+    )
+    while True:
+        event = client.next_event()["conversationEvents"]
+        if event["type"] == "run.status":
+            assert (event["runId"], event["status"]) == (run["id"], "QUEUED")
+            break
+    _wait(owner, run["id"], ENDED)
+    logged = stream_events(loop, dsn, conversation, ("run.status",))
+    assert [e["payload"]["status"] for e in logged] == ["REQUIRES_ACTION", "QUEUED"]
+
+
+def test_a_subscription_that_does_not_select_run_status_events_does_not_get_them(
+    owner: Actor, runs: ServerThread, ws: Callable[..., WsClient]
+) -> None:
+    question = _question(owner)
+    conversation = _conversation_of(owner, question)
+    client = ws(owner, runs)
+    client.subscribe(
+        "subscription($c: ID!) { conversationEvents(conversationId: $c) { type } }", {"c": conversation}
+    )
+    time.sleep(0.3)
+    run = _openai_run(owner, question)
+    _wait(owner, run["id"], WAITING)
+    owner.client.ok(CANCEL, {"id": run["id"]})
+    types: list[str] = []
+    while "thread.activity" not in types or "message.done" not in types:
+        types.append(client.next_event()["conversationEvents"]["type"])
+    owner.client.ok(
+        "mutation($p: ID!, $i: MessageInput!) { messageReply(parentId: $p, input: $i) { id } }",
+        {"p": question, "i": {"content": "marker"}},
+    )
+    while types[-1] != "thread.activity" or len(types) < 3:
+        types.append(client.next_event()["conversationEvents"]["type"])
+    assert "run.status" not in types

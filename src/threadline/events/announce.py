@@ -21,6 +21,7 @@ from threadline.events.payloads import (
     MessageDone,
     PresenceUpdate,
     PrincipalChanged,
+    RunStatusChanged,
     StreamError,
     ThreadActivity,
     ThreadNew,
@@ -141,6 +142,17 @@ async def publish_branch_sibling(
     tx: Executor,
     tenant_id: uuid.UUID,
     payload: BranchSibling,
+    *,
+    conversation_id: uuid.UUID,
+    root_id: uuid.UUID,
+) -> int:
+    return await _publish(tx, tenant_id, payload, conversation_id=conversation_id, root_id=root_id)
+
+
+async def publish_run_status(
+    tx: Executor,
+    tenant_id: uuid.UUID,
+    payload: RunStatusChanged,
     *,
     conversation_id: uuid.UUID,
     root_id: uuid.UUID,

@@ -125,6 +125,15 @@ class BranchCurrent:
 
 
 @dataclass(frozen=True, slots=True)
+class RunStatusChanged:
+    """A run entered or left REQUIRES_ACTION (tool calls): ids and the status only; the calls are read from
+    `Run.requiredAction`."""
+
+    run_id: uuid.UUID
+    status: str  # the run's status now (runs.transitions.RunStatus)
+
+
+@dataclass(frozen=True, slots=True)
 class PrincipalChanged:
     user_id: uuid.UUID | None  # None after an erasure: the log keeps no trace of an erased user
     reason: str  # revoked, role, erased
@@ -149,6 +158,7 @@ EventPayload = (
     | MembershipChanged
     | BranchSibling
     | BranchCurrent
+    | RunStatusChanged
     | PrincipalChanged
     | StreamError
 )
@@ -164,6 +174,7 @@ KIND_OF: dict[type[EventPayload], EventType] = {
     MembershipChanged: EventType.MEMBERSHIP_CHANGED,
     BranchSibling: EventType.BRANCH_SIBLING,
     BranchCurrent: EventType.BRANCH_CURRENT,
+    RunStatusChanged: EventType.RUN_STATUS,
     PrincipalChanged: EventType.PRINCIPAL_CHANGED,
     StreamError: EventType.ERROR,
 }

@@ -25,6 +25,7 @@ from threadline.events.payloads import (
     MessageSnapshot,
     PresenceUpdate,
     PrincipalChanged,
+    RunStatusChanged,
     StreamError,
     ThreadActivity,
     ThreadNew,
@@ -133,6 +134,8 @@ def encode(p: EventPayload) -> dict[str, Any]:
         }
     if isinstance(p, BranchCurrent):
         return {"leafId": _public(Kind.MESSAGE, p.leaf_id), "reason": p.reason}
+    if isinstance(p, RunStatusChanged):
+        return {"runId": encode_id(Kind.RUN, p.run_id), "status": p.status}
     if isinstance(p, PrincipalChanged):
         # An erasure names nobody: not even a null key.
         return (
@@ -224,6 +227,8 @@ def decode(type: str, p: dict[str, Any]) -> EventPayload:
         return BranchSibling(_id(p["parentId"]), _id(p["siblingId"]), p["siblingIndex"], p["siblingCount"])
     if kind is EventType.BRANCH_CURRENT:
         return BranchCurrent(_opt_id(p.get("leafId")), p.get("reason", "SET"))
+    if kind is EventType.RUN_STATUS:
+        return RunStatusChanged(_id(p["runId"]), p["status"])
     if kind is EventType.PRINCIPAL_CHANGED:
         return PrincipalChanged(_opt_id(p.get("userId")), p.get("reason", ""))
     # `error`, and any kind this version does not know: rendered as a stream error.

@@ -12,8 +12,8 @@ from threadline.auth.principal import Principal
 from threadline.conversations.access import Access, require, require_writable
 from threadline.db import Database, Executor
 from threadline.errors import ErrorCode, ThreadlineError, bad_input, conflict, not_found
-from threadline.events.announce import publish_error
-from threadline.events.payloads import StreamError
+from threadline.events.announce import publish_error, publish_run_status
+from threadline.events.payloads import RunStatusChanged, StreamError
 from threadline.runs import output
 from threadline.runs import repository as repo
 from threadline.runs.output import Usage
@@ -196,6 +196,17 @@ async def transition(
     return updated
 
 
+async def announce_status(tx: Executor, run: asyncpg.Record) -> None:
+    """`run.status` for a run entering or leaving REQUIRES_ACTION (readers of its conversation)."""
+    await publish_run_status(
+        tx,
+        run["tenant_id"],
+        RunStatusChanged(run["id"], run["status"]),
+        conversation_id=run["conversation_id"],
+        root_id=run["root_id"],
+    )
+
+
 async def end_run(
     tx: Executor,
     run: asyncpg.Record,
@@ -208,6 +219,8 @@ async def end_run(
     (with `message.done`), and an `error` event for FAILED and EXPIRED."""
     usage_pair = (usage.prompt_tokens, usage.completion_tokens) if usage is not None else None
     updated = await transition(tx, run, target, error=error, usage=usage_pair)
+    if run["status"] == RunStatus.REQUIRES_ACTION:
+        await announce_status(tx, updated)
     step_end = STEP_END.get(target)
     if step_end is not None:
         await repo.end_open_steps(tx, run["tenant_id"], run["id"], step_end)

@@ -25,7 +25,7 @@ from threadline.runs import output
 from threadline.runs import repository as repo
 from threadline.runs.output import Usage
 from threadline.runs.providers.base import ToolCall
-from threadline.runs.service import end_run, stored_usage, transition
+from threadline.runs.service import announce_status, end_run, stored_usage, transition
 from threadline.runs.transitions import RunStatus, StepStatus, StepType
 from threadline.settings import Settings
 from threadline.threads import repository as threads
@@ -54,9 +54,11 @@ async def require_action(
     details = {"messageId": encode_id(Kind.MESSAGE, current["id"]), "toolCalls": _public(found)}
     await repo.insert_step(tx, tenant_id, run["id"], run["attempt"], StepType.TOOL_CALLS.value, details)
     await transition(tx, run, RunStatus.REQUIRES_ACTION, usage=(usage.prompt_tokens, usage.completion_tokens))
-    return await repo.set_required_action(
+    waiting = await repo.set_required_action(
         tx, tenant_id, run["id"], {"messageId": str(current["id"]), "toolCalls": found}
     )
+    await announce_status(tx, waiting)
+    return waiting
 
 
 def _public(calls: list[parts.Part]) -> list[dict[str, str]]:
@@ -113,6 +115,7 @@ async def submit_tool_outputs(
         locked = await repo.run(tx, principal.tenant_id, run_id)
         assert locked is not None
         updated = await transition(tx, locked, RunStatus.QUEUED)
+        await announce_status(tx, updated)
         await repo.notify_workers(tx, f"queued:{run['queue']}")
     return updated
 

@@ -21,6 +21,7 @@ from threadline.events.payloads import (
     MessageDone,
     MessageSnapshot,
     PresenceUpdate,
+    RunStatusChanged,
     StreamError,
     ThreadActivity,
     ThreadNew,
@@ -37,6 +38,7 @@ from threadline.streaming.types import (
     MessageDeltaEvent,
     MessageDoneEvent,
     PresenceUpdateEvent,
+    RunStatusEvent,
     StreamErrorEvent,
     ThreadActivityEvent,
     ThreadNewEvent,
@@ -151,6 +153,8 @@ def to_graphql(event: LoggedEvent, viewer_id: Any, cursor: str) -> ConversationS
         )
     if isinstance(p, BranchCurrent):
         return BranchCurrentEvent(**common, leaf_id=_opt_id(Kind.MESSAGE, p.leaf_id), reason=p.reason)
+    if isinstance(p, RunStatusChanged):
+        return RunStatusEvent(**common, run_id=_id(Kind.RUN, p.run_id), status=p.status)
     if isinstance(p, StreamError):
         return StreamErrorEvent(**common, code=p.code, message=p.message)
     # principal.changed reaches sockets, never a subscription (streaming.sessions).

@@ -17,6 +17,7 @@ from threadline.streaming.direct import Lane, LaneGroup
 SELECTED_ONLY: dict[str, str] = {
     EventType.BRANCH_SIBLING.value: "BranchSiblingEvent",
     EventType.BRANCH_CURRENT.value: "BranchCurrentEvent",
+    EventType.RUN_STATUS.value: "RunStatusEvent",
 }
 
 

@@ -124,6 +124,16 @@ class BranchCurrentEvent(ConversationStreamEvent):
     )
 
 
+@strawberry.type(
+    description="`run.status`: a run entered REQUIRES_ACTION (the model called tools: read `Run.requiredAction` "
+    "and answer with `runSubmitToolOutputs`) or left it (QUEUED after the outputs, EXPIRED, CANCELLED). Sent only "
+    "to subscriptions whose selection names this type (`... on RunStatusEvent`)."
+)
+class RunStatusEvent(ConversationStreamEvent):
+    run_id: strawberry.ID = strawberry.field(description="The run (`Run.id`).")
+    status: str = strawberry.field(description="Its status now (a `RunStatus` value).")
+
+
 @strawberry.type(description="`error`: a stream-level failure, e.g. SLOW_CONSUMER or a failed run.")
 class StreamErrorEvent(ConversationStreamEvent):
     code: str = strawberry.field(
@@ -147,5 +157,6 @@ EVENT_TYPES = [
     MembershipChangedEvent,
     BranchSiblingEvent,
     BranchCurrentEvent,
+    RunStatusEvent,
     StreamErrorEvent,
 ]
