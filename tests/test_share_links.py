@@ -163,6 +163,10 @@ def test_only_who_manages_the_conversation_may_share_it_and_outsiders_see_nothin
     link = share(admin, branches["conversation"])
     assert member.client.code(REVOKE, {"id": link["id"]}) == "NOT_FOUND"
     assert member.client.ok("query($id: ID!) { node(id: $id) { id } }", {"id": link["id"]})["node"] is None
+    mine = admin.client.ok(
+        "query($id: ID!) { node(id: $id) { ... on ShareLink { id live token } } }", {"id": link["id"]}
+    )
+    assert mine["node"] == {"id": link["id"], "live": False, "token": None}
 
 
 def test_a_message_of_another_conversation_cannot_be_shared(admin: Actor, branches: dict[str, str]) -> None:

@@ -79,7 +79,9 @@ async def create(
         if expires_at > now + EXPIRY_MAX:
             raise bad_input("`expiresAt` is limited to ten years from now", argument="expiresAt")
     async with db.transaction() as tx:
-        conversation = await require(tx, principal, conversation_id, Access.MANAGE)
+        # Locked: writers draw message seqs under this lock, so every message of the snapshot has committed and
+        # every later one gets a higher seq (snapshot_seq is exact, not a race with a slow writer).
+        conversation = await require(tx, principal, conversation_id, Access.MANAGE, lock=True)
         if conversation["status"] == "DELETED":
             raise not_found("Conversation")
         if message_id is not None:
