@@ -397,3 +397,36 @@ def test_a_chatgpt_export_zip_brings_its_uploaded_images_along(
     got = download(server.url, admin, file_id)
     assert got.content == PNG and got.headers["content-type"] == "image/png"
     assert "cat.png" in got.headers["content-disposition"]
+
+
+def test_a_claude_export_zip_brings_the_files_it_carries_by_name(
+    server: ServerThread, admin: Actor, dsn: str, tmp_path: Path
+) -> None:
+    export = [
+        {
+            "uuid": "claude-with-file",
+            "name": "a plan",
+            "created_at": "2025-03-01T10:00:00.000000Z",
+            "updated_at": "2025-03-01T10:30:00.000000Z",
+            "chat_messages": [
+                {
+                    "uuid": "h1",
+                    "sender": "human",
+                    "text": "read this",
+                    "content": [{"type": "text", "text": "read this"}],
+                    "created_at": "2025-03-01T10:00:00.000000Z",
+                    "attachments": [],
+                    "files": [{"file_name": "plan.pdf"}, {"file_name": "missing.png"}],
+                    "parent_message_uuid": "00000000-0000-4000-8000-000000000000",
+                }
+            ],
+        }
+    ]
+    target = tmp_path / "claude.zip"
+    with zipfile.ZipFile(target, "w") as archive:
+        archive.writestr("conversations.json", json.dumps(export))
+        archive.writestr("files/plan.pdf", b"%PDF-1.4 plan")
+    report = cli(dsn, "import", str(target), "--format", "claude", "--api-key", admin.api_key)
+    assert report["imported"] == 1 and report["files"] == 1
+    (file_id,) = file_ids(admin)  # missing.png stays a file reference without bytes
+    assert download(server.url, admin, file_id).content == b"%PDF-1.4 plan"
