@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.api import create_conversation, join, start_thread
-from tests.harness import Actor
+from tests.api import create_conversation, join, start_thread, stream_cursor
+from tests.harness import Actor, ServerThread
+from tests.ws import WsClient
 
 SET = """mutation($m: ID!, $r: FeedbackRating, $why: [String!], $c: String) {
   messageFeedbackSet(messageId: $m, rating: $r, reasons: $why, comment: $c) {
@@ -176,3 +177,37 @@ def test_erasing_a_user_erases_their_feedback(admin: Actor, make_user: Any) -> N
     assert admin.client.ok(READ, {"id": root})["message"]["feedbackSummary"] == {"up": 1, "down": 1}
     admin.client.ok("mutation($u: ID!) { userErase(userId: $u) { userId } }", {"u": reader.user_id})
     assert admin.client.ok(READ, {"id": root})["message"]["feedbackSummary"] == {"up": 1, "down": 0}
+
+
+EVENTS = """subscription($c: ID!, $s: String) { conversationEvents(conversationId: $c, since: $s) { type rootId
+  ... on MessageFeedbackEvent { messageId up down } } }"""
+
+
+def test_feedback_changes_reach_readers_as_counts(admin: Actor, make_user: Any, server: ServerThread) -> None:
+    reader = make_user(admin)
+    conversation = create_conversation(admin)
+    root = start_thread(admin, conversation)
+    reply = answer(admin, root, "a", "m")
+    join(admin, reader, conversation, "VIEWER")
+    watcher = WsClient(server.ws_url, reader.api_key)
+    plain = WsClient(server.ws_url, reader.api_key)  # a client that does not select the new event type
+    try:
+        since = stream_cursor(admin)
+        watcher.subscribe(EVENTS, {"c": conversation, "s": since})
+        plain.subscribe(
+            """subscription($c: ID!, $s: String) { conversationEvents(conversationId: $c, since: $s) { type } }""",
+            {"c": conversation, "s": since},
+        )
+        admin.client.ok(SET, {"m": reply, "r": "UP", "c": "private words"})
+        reader.client.ok(SET, {"m": reply, "r": "DOWN"})
+        admin.client.ok(SET, {"m": reply, "r": None})
+        ignore = ("presence.update", "unread.update")
+        assert watcher.events(3, ignore=ignore) == [
+            {"type": "message.feedback", "rootId": root, "messageId": reply, "up": 1, "down": 0},
+            {"type": "message.feedback", "rootId": root, "messageId": reply, "up": 1, "down": 1},
+            {"type": "message.feedback", "rootId": root, "messageId": reply, "up": 0, "down": 1},
+        ]
+        plain.expect_quiet(0.5, ignore=ignore)
+    finally:
+        watcher.close()
+        plain.close()

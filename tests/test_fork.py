@@ -7,8 +7,9 @@ from typing import Any
 
 import pytest
 
-from tests.api import create_conversation, join
-from tests.harness import Actor, Client, serve_process
+from tests.api import create_conversation, join, stream_cursor
+from tests.harness import Actor, Client, ServerThread, serve_process
+from tests.ws import WsClient
 from threadline.ids import Kind, decode_id
 
 FORK = """mutation($m: ID!, $mode: ConversationForkMode!, $t: String) {
@@ -234,3 +235,38 @@ def test_fork_ids_are_new_and_the_fork_is_owned_by_the_caller(admin: Actor, make
     assert owner["conversation"]["owner"]["id"] == member.user_id
     root = forked["threads"]["edges"][0]["node"]["root"]["id"]
     assert decode_id(root, Kind.MESSAGE) != decode_id(ids["r"], Kind.MESSAGE)
+
+
+EVENTS = """subscription($c: ID!, $s: String) { conversationEvents(conversationId: $c, since: $s) { type rootId
+  ... on ConversationForkedEvent { forkId forkedAtId mode messageCount } } }"""
+
+
+def test_a_fork_is_announced_to_the_forker_alone_on_the_source(
+    admin: Actor, make_user: Any, server: ServerThread
+) -> None:
+    reader = make_user(admin)
+    source = create_conversation(admin, "source")
+    ids = build(admin, source)
+    join(admin, reader, source, "VIEWER")
+    mine = WsClient(server.ws_url, admin.api_key)
+    theirs = WsClient(server.ws_url, reader.api_key)
+    try:
+        since = stream_cursor(admin)
+        for client in (mine, theirs):
+            client.subscribe(EVENTS, {"c": source, "s": since})
+        forked = fork(admin.client, ids["a1"], "BRANCH")
+        ignore = ("presence.update", "unread.update")
+        assert mine.events(1, ignore=ignore) == [
+            {
+                "type": "conversation.forked",
+                "rootId": ids["r"],
+                "forkId": forked["id"],
+                "forkedAtId": ids["a1"],
+                "mode": "BRANCH",
+                "messageCount": 6,
+            }
+        ]
+        theirs.expect_quiet(0.5, ignore=ignore)
+    finally:
+        mine.close()
+        theirs.close()

@@ -12,6 +12,7 @@ from threadline.auth.principal import Principal
 from threadline.conversations.access_rule import reach
 from threadline.db import Executor
 from threadline.db.repository import older_than
+from threadline.metadata.repository import conversations_holding
 
 CONVERSATION_COLUMNS = """c.id, c.tenant_id, c.owner_id, c.title, c.description, c.tags, c.status,
     c.session_id, c.ai_provider, c.model, c.max_history_messages, c.message_count, c.token_count,
@@ -123,8 +124,8 @@ def _list_filters(
         )
     if metadata:
         # `@>` on the partial GIN index (jsonb_path_ops): the rows holding every pair, without a scan.
-        params.append(metadata)
-        where.append(f"c.metadata @> ${len(params)}::jsonb")
+        params.extend([principal.tenant_id, metadata])
+        where.append(conversations_holding("c", f"${len(params) - 1}", f"${len(params)}"))
     if status is not None:
         params.append(status)
         where.append(f"c.status = ${len(params)}")

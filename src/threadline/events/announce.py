@@ -15,10 +15,12 @@ from threadline.events.payloads import (
     KIND_OF,
     BranchCurrent,
     BranchSibling,
+    ConversationForked,
     EventPayload,
     MembershipChanged,
     MessageDelta,
     MessageDone,
+    MessageFeedbackChanged,
     PresenceUpdate,
     PrincipalChanged,
     RunStatusChanged,
@@ -173,3 +175,29 @@ async def publish_branch_current(
     return await _publish(
         tx, tenant_id, payload, conversation_id=conversation_id, root_id=root_id, recipient_id=recipient_id
     )
+
+
+async def publish_conversation_forked(
+    tx: Executor,
+    tenant_id: uuid.UUID,
+    payload: ConversationForked,
+    *,
+    conversation_id: uuid.UUID,
+    root_id: uuid.UUID,
+    recipient_id: uuid.UUID,
+) -> int:
+    # On the source conversation, to the forker alone: the fork is theirs, others may not read it.
+    return await _publish(
+        tx, tenant_id, payload, conversation_id=conversation_id, root_id=root_id, recipient_id=recipient_id
+    )
+
+
+async def publish_message_feedback(
+    tx: Executor,
+    tenant_id: uuid.UUID,
+    payload: MessageFeedbackChanged,
+    *,
+    conversation_id: uuid.UUID,
+    root_id: uuid.UUID,
+) -> int:
+    return await _publish(tx, tenant_id, payload, conversation_id=conversation_id, root_id=root_id)

@@ -16,6 +16,8 @@ class EventType(StrEnum):
     MEMBERSHIP_CHANGED = "membership.changed"
     BRANCH_SIBLING = "branch.sibling"
     BRANCH_CURRENT = "branch.current"
+    CONVERSATION_FORKED = "conversation.forked"
+    MESSAGE_FEEDBACK = "message.feedback"
     RUN_STATUS = "run.status"
     # Internal: a user's credentials or role changed (auth.live); routed to sockets, never to subscriptions.
     PRINCIPAL_CHANGED = "principal.changed"

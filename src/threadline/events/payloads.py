@@ -125,6 +125,26 @@ class BranchCurrent:
 
 
 @dataclass(frozen=True, slots=True)
+class ConversationForked:
+    """The recipient forked the conversation the event is routed to (forks.service): sent to them alone, since
+    only they may read the fork when it is made."""
+
+    fork_id: uuid.UUID  # the new conversation
+    message_id: uuid.UUID  # the message forked at, in the source
+    mode: str  # BRANCH, PATH_ONLY or THREAD
+    message_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class MessageFeedbackChanged:
+    """Someone's feedback on a message changed: the message's counts now (who rated what stays theirs)."""
+
+    message_id: uuid.UUID
+    up: int
+    down: int
+
+
+@dataclass(frozen=True, slots=True)
 class RunStatusChanged:
     """A run entered or left REQUIRES_ACTION (tool calls): ids and the status only; the calls are read from
     `Run.requiredAction`."""
@@ -158,6 +178,8 @@ EventPayload = (
     | MembershipChanged
     | BranchSibling
     | BranchCurrent
+    | ConversationForked
+    | MessageFeedbackChanged
     | RunStatusChanged
     | PrincipalChanged
     | StreamError
@@ -174,6 +196,8 @@ KIND_OF: dict[type[EventPayload], EventType] = {
     MembershipChanged: EventType.MEMBERSHIP_CHANGED,
     BranchSibling: EventType.BRANCH_SIBLING,
     BranchCurrent: EventType.BRANCH_CURRENT,
+    ConversationForked: EventType.CONVERSATION_FORKED,
+    MessageFeedbackChanged: EventType.MESSAGE_FEEDBACK,
     RunStatusChanged: EventType.RUN_STATUS,
     PrincipalChanged: EventType.PRINCIPAL_CHANGED,
     StreamError: EventType.ERROR,

@@ -18,10 +18,12 @@ from threadline.events.kinds import EventType
 from threadline.events.payloads import (
     BranchCurrent,
     BranchSibling,
+    ConversationForked,
     EventPayload,
     MembershipChanged,
     MessageDelta,
     MessageDone,
+    MessageFeedbackChanged,
     MessageSnapshot,
     PresenceUpdate,
     PrincipalChanged,
@@ -134,6 +136,15 @@ def encode(p: EventPayload) -> dict[str, Any]:
         }
     if isinstance(p, BranchCurrent):
         return {"leafId": _public(Kind.MESSAGE, p.leaf_id), "reason": p.reason}
+    if isinstance(p, ConversationForked):
+        return {
+            "forkId": encode_id(Kind.CONVERSATION, p.fork_id),
+            "forkedAtId": encode_id(Kind.MESSAGE, p.message_id),
+            "mode": p.mode,
+            "messageCount": p.message_count,
+        }
+    if isinstance(p, MessageFeedbackChanged):
+        return {"ratedId": encode_id(Kind.MESSAGE, p.message_id), "up": p.up, "down": p.down}
     if isinstance(p, RunStatusChanged):
         return {"runId": encode_id(Kind.RUN, p.run_id), "status": p.status}
     if isinstance(p, PrincipalChanged):
@@ -227,6 +238,10 @@ def decode(type: str, p: dict[str, Any]) -> EventPayload:
         return BranchSibling(_id(p["parentId"]), _id(p["siblingId"]), p["siblingIndex"], p["siblingCount"])
     if kind is EventType.BRANCH_CURRENT:
         return BranchCurrent(_opt_id(p.get("leafId")), p.get("reason", "SET"))
+    if kind is EventType.CONVERSATION_FORKED:
+        return ConversationForked(_id(p["forkId"]), _id(p["forkedAtId"]), p["mode"], p["messageCount"])
+    if kind is EventType.MESSAGE_FEEDBACK:
+        return MessageFeedbackChanged(_id(p["ratedId"]), p["up"], p["down"])
     if kind is EventType.RUN_STATUS:
         return RunStatusChanged(_id(p["runId"]), p["status"])
     if kind is EventType.PRINCIPAL_CHANGED:

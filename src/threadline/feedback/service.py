@@ -10,6 +10,8 @@ from threadline.auth.principal import Principal
 from threadline.conversations.access import Access, require
 from threadline.db import Database
 from threadline.errors import not_found
+from threadline.events.announce import publish_message_feedback
+from threadline.events.payloads import MessageFeedbackChanged
 from threadline.feedback import repository as repo
 from threadline.feedback import rules
 from threadline.threads import repository as threads
@@ -43,4 +45,13 @@ async def set_feedback(
                 feedback.reasons,
                 feedback.comment,
             )
+        # Readers see the counts move; who rated it, and how, stays the rater's.
+        up, down = await repo.summary(tx, principal.tenant_id, message_id)
+        await publish_message_feedback(
+            tx,
+            principal.tenant_id,
+            MessageFeedbackChanged(message_id, up, down),
+            conversation_id=message["conversation_id"],
+            root_id=message["root_id"],
+        )
     return message

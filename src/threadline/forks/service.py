@@ -12,6 +12,8 @@ from threadline.conversations.access import Access, require
 from threadline.conversations.rules import normalise_title
 from threadline.db import Database
 from threadline.errors import bad_input, not_found
+from threadline.events.announce import publish_conversation_forked
+from threadline.events.payloads import ConversationForked
 from threadline.forks import repository as repo
 from threadline.settings import Settings
 from threadline.threads import repository as threads
@@ -79,5 +81,13 @@ async def fork(
                 "forked_from_conversation_id": source["id"],
                 "forked_from_message_id": message["id"],
             },
+        )
+        await publish_conversation_forked(
+            tx,
+            principal.tenant_id,
+            ConversationForked(row["id"], message["id"], mode, copied["copied"]),
+            conversation_id=source["id"],
+            root_id=message["root_id"],
+            recipient_id=principal.user_id,
         )
     return row, copied["message_id"]

@@ -44,3 +44,15 @@ async def message_metadata(
         tenant_id,
         message_ids,
     )
+
+
+def conversations_holding(alias: str, tenant_param: str, metadata_param: str) -> str:
+    """A WHERE fragment: `alias` is a conversation whose metadata holds every pair of `metadata_param`.
+
+    The matching ids are read first, once, from the GIN index (an InitPlan), and the page is then sorted
+    from them: left to itself the planner walks the activity index and tests each row, reading every
+    conversation of the tenant when few or none match (it cannot estimate `@>` on metadata)."""
+    return (
+        f"{alias}.id = ANY(ARRAY(SELECT k.id FROM conversation k WHERE k.tenant_id = {tenant_param} "
+        f"AND k.metadata @> {metadata_param}::jsonb))"
+    )

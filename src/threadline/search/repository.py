@@ -16,6 +16,7 @@ import asyncpg
 from threadline.auth.principal import Principal
 from threadline.conversations.repository import CONVERSATION_COLUMNS, visibility_sql
 from threadline.db import Executor
+from threadline.metadata.repository import conversations_holding
 from threadline.threads.repository import MESSAGE_COLUMNS
 
 # ts_headline marks matches with private-use characters; the service escapes the text as HTML and
@@ -76,7 +77,9 @@ def _conversation_filters(principal: Principal, f: SearchFilters, params: list[A
     if f.min_messages is not None:
         where.append(f"c.message_count >= {_bind(params, f.min_messages)}")
     if f.metadata:
-        where.append(f"c.metadata @> {_bind(params, f.metadata)}::jsonb")
+        where.append(
+            conversations_holding("c", _bind(params, principal.tenant_id), _bind(params, f.metadata))
+        )
     # A conversation is in the window when it was alive during it: created before the end,
     # active after the start.
     if f.since is not None:

@@ -16,9 +16,11 @@ from threadline.events.log import LoggedEvent
 from threadline.events.payloads import (
     BranchCurrent,
     BranchSibling,
+    ConversationForked,
     MembershipChanged,
     MessageDelta,
     MessageDone,
+    MessageFeedbackChanged,
     MessageSnapshot,
     PresenceUpdate,
     RunStatusChanged,
@@ -33,10 +35,12 @@ from threadline.ids import Kind, encode_id
 from threadline.streaming.types import (
     BranchCurrentEvent,
     BranchSiblingEvent,
+    ConversationForkedEvent,
     ConversationStreamEvent,
     MembershipChangedEvent,
     MessageDeltaEvent,
     MessageDoneEvent,
+    MessageFeedbackEvent,
     PresenceUpdateEvent,
     RunStatusEvent,
     StreamErrorEvent,
@@ -153,6 +157,18 @@ def to_graphql(event: LoggedEvent, viewer_id: Any, cursor: str) -> ConversationS
         )
     if isinstance(p, BranchCurrent):
         return BranchCurrentEvent(**common, leaf_id=_opt_id(Kind.MESSAGE, p.leaf_id), reason=p.reason)
+    if isinstance(p, ConversationForked):
+        return ConversationForkedEvent(
+            **common,
+            fork_id=_id(Kind.CONVERSATION, p.fork_id),
+            forked_at_id=_id(Kind.MESSAGE, p.message_id),
+            mode=p.mode,
+            message_count=p.message_count,
+        )
+    if isinstance(p, MessageFeedbackChanged):
+        return MessageFeedbackEvent(
+            **common, message_id=_id(Kind.MESSAGE, p.message_id), up=p.up, down=p.down
+        )
     if isinstance(p, RunStatusChanged):
         return RunStatusEvent(**common, run_id=_id(Kind.RUN, p.run_id), status=p.status)
     if isinstance(p, StreamError):

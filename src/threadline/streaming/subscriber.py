@@ -17,6 +17,8 @@ from threadline.streaming.direct import Lane, LaneGroup
 SELECTED_ONLY: dict[str, str] = {
     EventType.BRANCH_SIBLING.value: "BranchSiblingEvent",
     EventType.BRANCH_CURRENT.value: "BranchCurrentEvent",
+    EventType.CONVERSATION_FORKED.value: "ConversationForkedEvent",
+    EventType.MESSAGE_FEEDBACK.value: "MessageFeedbackEvent",
     EventType.RUN_STATUS.value: "RunStatusEvent",
 }
 

@@ -125,6 +125,27 @@ class BranchCurrentEvent(ConversationStreamEvent):
 
 
 @strawberry.type(
+    description="`conversation.forked`: the receiving user forked this conversation (`conversationFork`). Sent only "
+    "to them, on the source conversation: nobody else may read the fork when it is made."
+)
+class ConversationForkedEvent(ConversationStreamEvent):
+    fork_id: strawberry.ID = strawberry.field(description="The new conversation (`Conversation.id`).")
+    forked_at_id: strawberry.ID = strawberry.field(description="The message of this conversation forked at.")
+    mode: str = strawberry.field(description="BRANCH, PATH_ONLY or THREAD (`ConversationForkMode`).")
+    message_count: int = strawberry.field(description="Messages copied into the fork.")
+
+
+@strawberry.type(
+    description="`message.feedback`: someone's feedback on a message changed (`messageFeedbackSet`): the message's "
+    "counts now. Who rated it, and how, is not sent."
+)
+class MessageFeedbackEvent(ConversationStreamEvent):
+    message_id: strawberry.ID = strawberry.field(description="The rated message.")
+    up: int = strawberry.field(description="Its UP ratings now (`Message.feedbackSummary.up`).")
+    down: int = strawberry.field(description="Its DOWN ratings now (`Message.feedbackSummary.down`).")
+
+
+@strawberry.type(
     description="`run.status`: a run entered REQUIRES_ACTION (the model called tools: read `Run.requiredAction` "
     "and answer with `runSubmitToolOutputs`) or left it (QUEUED after the outputs, EXPIRED, CANCELLED). Sent only "
     "to subscriptions whose selection names this type (`... on RunStatusEvent`)."
@@ -157,6 +178,8 @@ EVENT_TYPES = [
     MembershipChangedEvent,
     BranchSiblingEvent,
     BranchCurrentEvent,
+    ConversationForkedEvent,
+    MessageFeedbackEvent,
     RunStatusEvent,
     StreamErrorEvent,
 ]
