@@ -183,47 +183,60 @@ def test_deleting_the_leaf_someone_is_on_moves_them_to_its_parent(
     assert [(m["id"], m["isDeleted"]) for m in current["currentPath"]] == [(root, True), (a, False)]
 
 
+def _node(key: str, parent: str | None, role: str | None, text: str, children: list[str]) -> dict[str, Any]:
+    message = (
+        None
+        if role is None
+        else {"id": key, "author": {"role": role}, "create_time": 1_700_000_000 + len(key),
+              "content": {"content_type": "text", "parts": [text]}}
+    )  # fmt: skip
+    return {"id": key, "message": message, "parent": parent, "children": children}
+
+
+def _chatgpt(external: str, current: str, *, grown: bool = False) -> dict[str, Any]:
+    """question -> (first answer -> follow-up | second answer -> (hidden | later, when `grown`))."""
+    mapping = {
+        "sys": _node("sys", None, None, "", ["q"]),
+        "q": _node("q", "sys", "user", "question", ["a1", "a2"]),
+        "a1": _node("a1", "q", "assistant", "first answer", ["q2"]),
+        "q2": _node("q2", "a1", "user", "follow-up", []),
+        "a2": _node("a2", "q", "assistant", "second answer", ["hidden", "later"] if grown else ["hidden"]),
+        "hidden": _node("hidden", "a2", "assistant", "", []),  # empty: skipped on import
+    }
+    if grown:
+        mapping["later"] = _node("later", "a2", "user", "a later question", [])
+    return {"id": external, "title": external, "mapping": mapping, "current_node": current}
+
+
+def _imported_path(actor: Actor, conversation: str) -> list[str]:
+    [edge] = actor.client.ok(THREADS, {"c": conversation})["conversation"]["threads"]["edges"]
+    current = actor.client.ok(CURRENT, {"r": edge["node"]["root"]["id"]})["thread"]["currentPath"]
+    return [m["content"] for m in current]
+
+
 def test_an_imported_chatgpt_conversation_keeps_current_node_as_the_owners_leaf(admin: Actor) -> None:
-    def node(
-        key: str, parent: str | None, role: str | None, text: str, children: list[str]
-    ) -> dict[str, Any]:
-        message = (
-            None
-            if role is None
-            else {"id": key, "author": {"role": role}, "create_time": 1_700_000_000 + len(key),
-                  "content": {"content_type": "text", "parts": [text]}}
-        )  # fmt: skip
-        return {"id": key, "message": message, "parent": parent, "children": children}
-
-    def conversation(external: str, current: str) -> dict[str, Any]:
-        mapping = {
-            "sys": node("sys", None, None, "", ["q"]),
-            "q": node("q", "sys", "user", "question", ["a1", "a2"]),
-            "a1": node("a1", "q", "assistant", "first answer", ["q2"]),
-            "q2": node("q2", "a1", "user", "follow-up", []),
-            "a2": node("a2", "q", "assistant", "second answer", ["hidden"]),
-            "hidden": node("hidden", "a2", "assistant", "", []),  # empty: skipped on import
-        }
-        return {"id": external, "title": external, "mapping": mapping, "current_node": current}
-
-    data = [
-        conversation("on-first", "q2"),
-        conversation("on-hidden", "hidden"),
-        conversation("unset", "gone"),
-    ]
+    data = [_chatgpt("on-first", "q2"), _chatgpt("on-hidden", "hidden"), _chatgpt("unset", "gone")]
     report = admin.client.ok(IMPORT, {"i": {"format": "CHATGPT", "data": data}})["conversationImportReport"]
-    contents = []
-    for imported in report["conversations"]:
-        [edge] = admin.client.ok(THREADS, {"c": imported["id"]})["conversation"]["threads"]["edges"]
-        root = edge["node"]["root"]["id"]
-        contents.append(
-            [m["content"] for m in admin.client.ok(CURRENT, {"r": root})["thread"]["currentPath"]]
-        )
-    assert contents == [
+    assert [_imported_path(admin, c["id"]) for c in report["conversations"]] == [
         ["question", "first answer", "follow-up"],
         ["question", "second answer"],  # a skipped node stands for its nearest kept ancestor
         ["question", "second answer"],  # unknown current_node: the newest branch
     ]
+
+
+def test_a_merge_re_import_moves_the_owner_to_the_newer_exports_current_node(
+    admin: Actor, make_user: Callable[..., Actor]
+) -> None:
+    member = make_user(admin)
+    first = admin.client.ok(IMPORT, {"i": {"format": "CHATGPT", "data": [_chatgpt("merged", "q2")]}})
+    [conversation] = first["conversationImportReport"]["conversations"]
+    join(admin, member, conversation["id"])
+    assert _imported_path(admin, conversation["id"]) == ["question", "first answer", "follow-up"]
+    grown = [_chatgpt("merged", "later", grown=True)]
+    admin.client.ok(IMPORT, {"i": {"format": "CHATGPT", "data": grown}})
+    assert _imported_path(admin, conversation["id"]) == ["question", "second answer", "a later question"]
+    # Only the importing owner moves; the member sees the newest branch.
+    assert _imported_path(member, conversation["id"]) == ["question", "second answer", "a later question"]
 
 
 # --- events ----------------------------------------------------------------------------------------------

@@ -32,6 +32,7 @@ from threadline.porting import repository as repo
 from threadline.porting.model import ImportedConversation, ImportedMessage, Rejected, from_iso, settle_parents
 from threadline.settings import Settings
 from threadline.threads import branch_repository as branch_repo
+from threadline.threads import branches
 from threadline.threads import repository as threads_repo
 from threadline.threads.service import announce_unread, follow_content, path_ids, snapshot
 from threadline.threads.tree_rules import ROOT, TooDeep, reply_placement
@@ -476,6 +477,16 @@ async def merge(
             tenant_id,
             ThreadActivity("EDIT", snapshot(row, path), thread["reply_count"], thread["last_activity_at"]),
         )
+    if plan.current is not None:
+        # The newer export's current_node: the importing owner moves there, as on a first import.
+        kept = known[plan.current]
+        leaf = await threads_repo.message(
+            tx,
+            tenant_id,
+            kept["id"] if kept is not None else node[plan.current]["id"],  # type: ignore[index]
+        )
+        if leaf is not None and leaf["deleted_at"] is None:
+            await branches.move_current(tx, tenant_id, user_id, leaf, branches.IMPORT)
     return result
 
 

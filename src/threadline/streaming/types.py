@@ -120,7 +120,8 @@ class BranchCurrentEvent(ConversationStreamEvent):
     )
     reason: str = strawberry.field(
         description="SET (threadSetCurrent), REPLY (they replied or edited as a branch), RUN (a run they started "
-        "began its answer) or DELETE (the message they were on was deleted: they are on its parent)."
+        "began its answer), DELETE (the message they were on was deleted: they are on its parent) or IMPORT (a re-import "
+        "of a newer ChatGPT export put them on its current node)."
     )
 
 

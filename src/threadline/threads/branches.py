@@ -8,7 +8,8 @@ thread (`thread_current_leaf`):
   answer as soon as the answer exists (so the streaming answer is on the branch they see), and the finished
   run leaves them there;
 - deleting the message someone is on moves them to its parent (a deleted root: back to the default);
-- an imported ChatGPT conversation keeps the export's `current_node` as the importing owner's leaf.
+- an imported ChatGPT conversation keeps the export's `current_node` as the importing owner's leaf, and a
+  merge re-import of a newer export moves them to its `current_node`.
 
 Without a row the thread shows its newest branch: from the root, the newest reply at every level (the
 greatest path, tombstones left out). Every move is announced to that user alone as `branch.current`; a reply
@@ -35,6 +36,7 @@ SET = "SET"
 REPLY = "REPLY"
 RUN = "RUN"
 DELETE = "DELETE"
+IMPORT = "IMPORT"
 
 
 async def current_leaves(
