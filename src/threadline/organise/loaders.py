@@ -9,6 +9,7 @@ import asyncpg
 
 from threadline.graphql.context import Info
 from threadline.graphql.loaders import counting_loader, grouped_loader, single_loader
+from threadline.organise import mark_repository as mark_repo
 from threadline.organise import repository as repo
 from threadline.threads.service import path_ids
 
@@ -30,7 +31,7 @@ async def _messages_with_paths(
     info: Info, ids: list[uuid.UUID]
 ) -> list[tuple[asyncpg.Record, list[uuid.UUID]]]:
     principal = await info.context.principal()
-    rows = await repo.messages_by_id(info.context.db, principal.tenant_id, ids)
+    rows = await mark_repo.messages_by_id(info.context.db, principal.tenant_id, ids)
     paths = await path_ids(info.context.db, principal.tenant_id, rows)
     return list(zip(rows, paths, strict=True))
 
@@ -67,7 +68,7 @@ async def pin_position(info: Info, conversation_id: uuid.UUID) -> int | None:
     loader = single_loader(
         info,
         "pin_position",
-        lambda ids: repo.pin_positions(db, principal.tenant_id, principal.user_id, ids),
+        lambda ids: mark_repo.pin_positions(db, principal.tenant_id, principal.user_id, ids),
         key=lambda row: row["conversation_id"],
     )
     row = await loader.load(conversation_id)

@@ -12,6 +12,7 @@ from threadline.auth.principal import Principal
 from threadline.conversations.access import Access, require
 from threadline.db import Database
 from threadline.errors import bad_input, not_found
+from threadline.organise import mark_repository as mark_repo
 from threadline.organise import repository as repo
 from threadline.settings import Settings
 from threadline.threads.service import readable_message
@@ -28,7 +29,9 @@ async def pin(
         conversation = await require(tx, principal, conversation_id, Access.READ)
         # The lock makes read-shift-write one step: concurrent pins and moves never share a position.
         await repo.lock_user(tx, principal.tenant_id, principal.user_id)
-        order = [r["conversation_id"] for r in await repo.pins_of(tx, principal.tenant_id, principal.user_id)]
+        order = [
+            r["conversation_id"] for r in await mark_repo.pins_of(tx, principal.tenant_id, principal.user_id)
+        ]
         if conversation_id in order:
             order.remove(conversation_id)
         else:
@@ -38,9 +41,11 @@ async def pin(
                     argument="conversationId",
                     limit=settings.pins_max,
                 )
-            await repo.insert_pin(tx, principal.tenant_id, principal.user_id, conversation_id, len(order))
+            await mark_repo.insert_pin(
+                tx, principal.tenant_id, principal.user_id, conversation_id, len(order)
+            )
         order.insert(len(order) if position is None else min(position, len(order)), conversation_id)
-        await repo.set_pin_positions(tx, principal.tenant_id, principal.user_id, order)
+        await mark_repo.set_pin_positions(tx, principal.tenant_id, principal.user_id, order)
     return conversation
 
 
@@ -48,9 +53,11 @@ async def unpin(db: Database, principal: Principal, conversation_id: uuid.UUID) 
     async with db.transaction() as tx:
         conversation = await require(tx, principal, conversation_id, Access.READ)
         await repo.lock_user(tx, principal.tenant_id, principal.user_id)
-        await repo.delete_pin(tx, principal.tenant_id, principal.user_id, conversation_id)
-        order = [r["conversation_id"] for r in await repo.pins_of(tx, principal.tenant_id, principal.user_id)]
-        await repo.set_pin_positions(tx, principal.tenant_id, principal.user_id, order)
+        await mark_repo.delete_pin(tx, principal.tenant_id, principal.user_id, conversation_id)
+        order = [
+            r["conversation_id"] for r in await mark_repo.pins_of(tx, principal.tenant_id, principal.user_id)
+        ]
+        await mark_repo.set_pin_positions(tx, principal.tenant_id, principal.user_id, order)
     return conversation
 
 
@@ -69,9 +76,9 @@ async def bookmark(
     async with db.transaction() as tx:
         message = await readable_message(tx, principal, message_id)
         await repo.lock_user(tx, principal.tenant_id, principal.user_id)
-        if not await repo.bookmark_exists(tx, principal.tenant_id, principal.user_id, message_id):
+        if not await mark_repo.bookmark_exists(tx, principal.tenant_id, principal.user_id, message_id):
             if (
-                await repo.count_bookmarks(tx, principal.tenant_id, principal.user_id)
+                await mark_repo.count_bookmarks(tx, principal.tenant_id, principal.user_id)
                 >= settings.bookmarks_max
             ):
                 raise bad_input(
@@ -79,7 +86,7 @@ async def bookmark(
                     argument="messageId",
                     limit=settings.bookmarks_max,
                 )
-        return await repo.upsert_bookmark(
+        return await mark_repo.upsert_bookmark(
             tx, principal.tenant_id, principal.user_id, message_id, message["conversation_id"], note
         )
 
@@ -87,7 +94,7 @@ async def bookmark(
 async def unbookmark(db: Database, principal: Principal, message_id: uuid.UUID) -> bool:
     async with db.transaction() as tx:
         await readable_message(tx, principal, message_id)
-        if not await repo.delete_bookmark(tx, principal.tenant_id, principal.user_id, message_id):
+        if not await mark_repo.delete_bookmark(tx, principal.tenant_id, principal.user_id, message_id):
             raise not_found("Bookmark")
     return True
 
@@ -101,4 +108,6 @@ async def bookmarks_page(
 ) -> list[asyncpg.Record]:
     if conversation_id is not None:
         await require(db, principal, conversation_id, Access.READ)
-    return await repo.list_bookmarks(db, principal, conversation_id=conversation_id, limit=limit, after=after)
+    return await mark_repo.list_bookmarks(
+        db, principal, conversation_id=conversation_id, limit=limit, after=after
+    )

@@ -13,6 +13,7 @@ from threadline.db import Database, Executor
 from threadline.errors import ThreadlineError
 from threadline.ids import Kind, encode_id
 from threadline.organise import folders, marks
+from threadline.organise import mark_repository as mark_repo
 from threadline.organise import repository as repo
 from threadline.settings import Settings
 
@@ -40,7 +41,7 @@ async def user_entries(db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID) -
         ],
         "pins": [
             {"conversation_id": encode_id(Kind.CONVERSATION, p["conversation_id"]), "position": p["position"]}
-            for p in await repo.pins_of(db, tenant_id, user_id)
+            for p in await mark_repo.pins_of(db, tenant_id, user_id)
         ],
         "bookmarks": [
             {
@@ -49,7 +50,7 @@ async def user_entries(db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID) -
                 "note": b["note"],
                 "created_at": b["created_at"].isoformat(),
             }
-            for b in await repo.all_bookmarks_of(db, tenant_id, user_id)
+            for b in await mark_repo.all_bookmarks_of(db, tenant_id, user_id)
         ],
     }
 
@@ -67,14 +68,14 @@ async def conversation_entry(
         while current is not None:
             path.insert(0, by_id[current]["name"])
             current = by_id[current]["parent_id"]
-    pins = await repo.pin_positions(db, tenant_id, user_id, [conversation_id])
+    pins = await mark_repo.pin_positions(db, tenant_id, user_id, [conversation_id])
     bookmarks = [
         {
             "message_id": encode_id(Kind.MESSAGE, b["message_id"]),
             "note": b["note"],
             "created_at": b["created_at"].isoformat(),
         }
-        for b in await repo.bookmarks_in(db, tenant_id, user_id, conversation_id)
+        for b in await mark_repo.bookmarks_in(db, tenant_id, user_id, conversation_id)
     ]
     if path is None and not pins and not bookmarks:
         return None

@@ -24,7 +24,7 @@ from threadline.idempotency.schema import run_once
 from threadline.idempotency.types import ClientMutationId
 from threadline.ids import Kind, decode_id
 from threadline.organise import folders, loaders, marks
-from threadline.organise import repository as repo
+from threadline.organise import mark_repository as mark_repo
 from threadline.organise.types import Bookmark, Folder, FolderDeleteResult
 
 FolderId = Annotated[
@@ -87,7 +87,7 @@ class OrganiseQuery:
             limit,
             Bookmark.from_row,
             lambda r: (r["created_at"], r["id"]),
-            lambda: repo.count_visible_bookmarks(db, principal, conversation),
+            lambda: mark_repo.count_visible_bookmarks(db, principal, conversation),
             has_previous=cursor is not None,
         )
 
