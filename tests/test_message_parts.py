@@ -229,3 +229,21 @@ def test_arguments_are_kept_as_written(admin: Actor) -> None:
     made = reply_parts(admin, root, "ASSISTANT", [{"toolCall": {"id": "c", "name": "f", "arguments": text}}])
     assert made["parts"][0]["arguments"] == text
     assert json.loads(text) == {"b": 1, "a": [1, 2]}
+
+
+FORK = (
+    """mutation($m: ID!) { conversationFork(messageId: $m, mode: THREAD) {
+  messages(first: 10) { edges { node { content parts { ...P } } } } } }"""
+    + PARTS
+)
+
+
+def test_a_fork_keeps_the_parts(admin: Actor) -> None:
+    root = _root(admin)
+    made = reply_parts(admin, root, "ASSISTANT", RICH)
+    fork = admin.client.ok(FORK, {"m": made["id"]})["conversationFork"]
+    nodes = [e["node"] for e in fork["messages"]["edges"]]
+    assert [n["parts"] for n in nodes] == [
+        [{"__typename": "TextPart", "text": "what is the weather in Paris?"}],
+        RICH_OUT,
+    ]
