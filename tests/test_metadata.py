@@ -171,3 +171,13 @@ def test_metadata_round_trips_through_a_threadline_export_and_import(admin: Acto
     ]
     assert report["conversations"][0]["metadata"] == {"ok": "yes"}
     assert any("metadata key 'long' was dropped" in w for w in report["warnings"])
+
+
+def test_deleting_a_message_removes_its_metadata_with_its_content(admin: Actor) -> None:
+    conversation = create_conversation(admin)
+    root = admin.client.ok(START, {"c": conversation, "i": {"content": "q", "metadata": {"secret": "s3"}}})
+    root_id = root["threadStart"]["id"]
+    admin.client.ok("mutation($m: ID!) { messageDelete(id: $m) { id } }", {"m": root_id})
+    assert admin.client.ok(TREE, {"r": root_id})["threadTree"]["nodes"] == [{"content": "", "metadata": {}}]
+    document = admin.client.ok(EXPORT, {"id": conversation})["conversationExport"]
+    assert "metadata" not in document["messages"][0]

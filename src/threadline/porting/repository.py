@@ -390,7 +390,7 @@ async def redact_messages(
             message_ids,
         )
     return await db.fetch(
-        """UPDATE message SET content = '', parts = NULL, deleted_at = coalesce(deleted_at, now())
+        """UPDATE message SET content = '', parts = NULL, metadata = NULL, deleted_at = coalesce(deleted_at, now())
            WHERE tenant_id = $1 AND id = ANY($2::uuid[]) RETURNING id, content, edited_at, deleted_at""",
         tenant_id,
         message_ids,

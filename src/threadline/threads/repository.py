@@ -313,7 +313,8 @@ async def tombstone(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID) -
         "DELETE FROM message_edit WHERE tenant_id = $1 AND message_id = $2", tenant_id, message_id
     )
     row = await db.fetchrow(
-        f"""UPDATE message m SET content = '', parts = NULL, deleted_at = now() WHERE m.tenant_id = $1 AND m.id = $2
+        f"""UPDATE message m SET content = '', parts = NULL, metadata = NULL, deleted_at = now()
+            WHERE m.tenant_id = $1 AND m.id = $2
             RETURNING {MESSAGE_COLUMNS}""",
         tenant_id,
         message_id,
