@@ -38,7 +38,8 @@ def trip(actor: Actor) -> tuple[str, dict[str, str]]:
 
 def test_markdown_shows_the_callers_current_branch_of_each_thread(admin: Actor) -> None:
     cid, ids = trip(admin)
-    # The reply the caller wrote last (Porto) is the branch they are on.
+    name = admin.client.ok("{ viewer { displayName } }")["viewer"]["displayName"]
+    # The reply the caller wrote last (Porto) is the branch they are on. Writers by display name.
     assert markdown(admin, cid) == (
         "# Trip plans\n\n"
         "Where to go in May.\n\n"
@@ -47,10 +48,10 @@ def test_markdown_shows_the_callers_current_branch_of_each_thread(admin: Actor) 
         "- **Tags:** travel\n"
         "- **Exported:** <time>, showing the current branch of each thread\n\n"
         "## Thread 1\n\n"
-        "### User · <time>\n\nWhere should we go?\n\n"
+        f"### User ({name}) · <time>\n\nWhere should we go?\n\n"
         "### Assistant · <time>\n\nPorto.\n\n"
         "## Thread 2\n\n"
-        "### User · <time>\n\nPacking list?\n"
+        f"### User ({name}) · <time>\n\nPacking list?\n"
     )
     # Chosen with threadSetCurrent (issue 16's per-user current leaf): that branch instead.
     admin.client.ok(SET_CURRENT, {"r": ids["root"], "m": ids["flights"]})
@@ -72,7 +73,8 @@ def test_all_branches_numbers_messages_by_their_place_in_the_tree(admin: Actor) 
     cid, ids = trip(admin)
     admin.client.ok(DELETE, {"id": ids["flights"]})
     text = markdown(admin, cid, all_branches=True)
-    body = text[text.index("## Thread 1") :]
+    name = admin.client.ok("{ viewer { displayName } }")["viewer"]["displayName"]
+    body = text[text.index("## Thread 1") :].replace(f"User ({name})", "User")
     assert body == (
         "## Thread 1\n\n"
         "### 1 User · <time>\n\nWhere should we go?\n\n"

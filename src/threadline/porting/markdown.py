@@ -18,6 +18,7 @@ from typing import Any
 import asyncpg
 
 from threadline.audit.service import Actor, AuditAction
+from threadline.auth import repository as users
 from threadline.auth.principal import Principal
 from threadline.conversations.access import Access, require
 from threadline.db import Database
@@ -69,8 +70,15 @@ def _labels(rows: Sequence[asyncpg.Record]) -> dict[uuid.UUID, str]:
     return labels
 
 
-def _message(row: asyncpg.Record, label: str | None, follows_parent: bool, parent_label: str | None) -> str:
-    parts = [ROLES.get(row["role"], row["role"].title())]
+def _message(
+    row: asyncpg.Record,
+    label: str | None,
+    follows_parent: bool,
+    parent_label: str | None,
+    author: str | None,
+) -> str:
+    role = ROLES.get(row["role"], row["role"].title())
+    parts = [f"{role} ({_line(author)})" if author else role]
     if row["model"]:
         parts.append(row["model"])
     parts.append(_when(row["created_at"]))
@@ -92,7 +100,10 @@ def render(
     *,
     all_branches: bool,
     exported_at: datetime,
+    authors: dict[uuid.UUID, str] | None = None,
 ) -> str:
+    """The Markdown text; `authors` names the writers of messages by their display names."""
+    authors = authors or {}
     out = [f"# {_line(conversation['title']) or 'Untitled conversation'}", ""]
     if conversation["description"]:
         out += [conversation["description"].strip(), ""]
@@ -131,6 +142,8 @@ def render(
                 labels.get(row["id"]),
                 follows_parent=parent is None or parent == previous,
                 parent_label=labels.get(parent) if all_branches and parent is not None else None,
+                # Only people are named: an assistant's reply posted by a client carries the client's user.
+                author=authors.get(row["author_id"]) if row["role"] == "USER" and row["author_id"] else None,
             )
         )
         previous = row["id"]
@@ -160,7 +173,12 @@ async def export_markdown(
         keep = {m["id"] for path in paths.values() for m in path}
         rows = [r for r in rows if r["id"] in keep]
     links = await links_for_export(db, tenant, reader, conversation_id)
-    text = render(row, rows, links, all_branches=all_branches, exported_at=datetime.now(UTC))
+    # Who wrote what, by display name (never an email: a person reads this file, maybe not a participant).
+    writers = list({r["author_id"] for r in rows if r["author_id"] is not None})
+    authors = {
+        u["id"]: u["display_name"] for u in await users.users_by_ids(db, tenant, writers) if u["display_name"]
+    }
+    text = render(row, rows, links, all_branches=all_branches, exported_at=datetime.now(UTC), authors=authors)
     await audited_export(
         db,
         principal,
