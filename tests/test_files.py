@@ -430,3 +430,135 @@ def test_a_claude_export_zip_brings_the_files_it_carries_by_name(
     assert report["imported"] == 1 and report["files"] == 1
     (file_id,) = file_ids(admin)  # missing.png stays a file reference without bytes
     assert download(server.url, admin, file_id).content == b"%PDF-1.4 plan"
+
+
+# -- an S3-compatible store --------------------------------------------------------------------------------------
+
+
+def test_requests_are_signed_as_aws_signature_version_4_documents() -> None:
+    # AWS's own example (S3 API reference, "Example: GET Object"): the signature is theirs, not ours.
+    from datetime import UTC, datetime
+
+    from threadline.files.s3 import EMPTY_SHA256, sign
+
+    headers = sign(
+        "GET",
+        "https://examplebucket.s3.amazonaws.com/test.txt",
+        {"Range": "bytes=0-9"},
+        EMPTY_SHA256,
+        access_key="AKIAIOSFODNN7EXAMPLE",
+        secret_key="wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+        region="us-east-1",
+        now=datetime(2013, 5, 24, tzinfo=UTC),
+    )
+    assert headers["Authorization"] == (
+        "AWS4-HMAC-SHA256 Credential=AKIAIOSFODNN7EXAMPLE/20130524/us-east-1/s3/aws4_request, "
+        "SignedHeaders=host;range;x-amz-content-sha256;x-amz-date, "
+        "Signature=f0e8bdb87c964420e857bd35b5d6ed310bd44f0170aba48dd91039c6036bdb41"
+    )
+
+
+class FakeS3:
+    """A bucket in memory behind a real HTTP server, refusing any request whose signature does not verify."""
+
+    def __init__(self) -> None:
+        import threading
+
+        import uvicorn
+        from starlette.applications import Starlette
+        from starlette.requests import Request
+        from starlette.responses import Response
+        from starlette.routing import Route
+
+        self.objects: dict[str, bytes] = {}
+        self.refused = 0
+
+        async def handle(request: Request) -> Response:
+            from datetime import UTC, datetime
+
+            from threadline.files.s3 import sign
+
+            body = await request.body()
+            given = request.headers.get("authorization", "")
+            when = datetime.strptime(request.headers["x-amz-date"], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+            signed_names = given.split("SignedHeaders=")[1].split(",")[0].split(";")
+            extra = {
+                n: request.headers[n]
+                for n in signed_names
+                if n not in ("host", "x-amz-date", "x-amz-content-sha256")
+            }
+            expected = sign(
+                request.method, str(request.url), extra, request.headers["x-amz-content-sha256"],
+                access_key="test-key", secret_key="test-secret", region="eu-central-1", now=when,
+            )["Authorization"]  # fmt: skip
+            payload_ok = (
+                request.method != "PUT"
+                or hashlib.sha256(body).hexdigest() == request.headers["x-amz-content-sha256"]
+            )
+            if given != expected or not payload_ok:
+                self.refused += 1
+                return Response("SignatureDoesNotMatch", 403)
+            key = request.path_params["key"]
+            if request.method == "PUT":
+                self.objects[key] = body
+                return Response(status_code=200)
+            if request.method == "DELETE":
+                self.objects.pop(key, None)
+                return Response(status_code=204)
+            if key not in self.objects:
+                return Response("NoSuchKey", 404)
+            return Response(self.objects[key])
+
+        app = Starlette(routes=[Route("/bucket/{key:path}", handle, methods=["GET", "PUT", "DELETE"])])
+        self.port = harness.free_port()
+        self.server = uvicorn.Server(
+            uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning")
+        )
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        while not self.server.started:
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+
+@pytest.fixture(scope="module")
+def bucket(dsn: str) -> Iterator[tuple[ServerThread, FakeS3]]:
+    store = FakeS3()
+    srv = ServerThread(
+        harness.test_settings(
+            dsn,
+            migrate_on_start=False,
+            file_storage="s3",
+            file_s3_endpoint=f"http://127.0.0.1:{store.port}",
+            file_s3_bucket="bucket",
+            file_s3_region="eu-central-1",
+            file_s3_access_key="test-key",
+            file_s3_secret_key="test-secret",
+            file_s3_prefix="threadline/",
+        )
+    )
+    srv.start()
+    yield srv, store
+    srv.stop()
+    store.stop()
+
+
+def test_an_s3_compatible_store_holds_the_bytes_and_loses_them_with_the_message(
+    bucket: tuple[ServerThread, FakeS3], admin: Actor, loop: Loop, dsn: str
+) -> None:
+    server, store = bucket
+    file = upload(server.url, admin, PNG, "in-the-bucket.png").json()
+    key = f"threadline/{admin.tenant_id[4:]}/{file['sha256']}"
+    assert store.objects == {key: PNG} and store.refused == 0
+    assert count_rows(loop, dsn, "file_chunk") == 0
+    assert download(server.url, admin, file["id"]).content == PNG
+    conversation = create_conversation(admin, "in a bucket")
+    message = attach(admin, conversation, file["id"])
+    admin.client.ok("mutation($id: ID!) { messageDelete(id: $id) { id } }", {"id": message["id"]})
+    deadline = time.monotonic() + 30
+    while store.objects and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert store.objects == {} and store.refused == 0

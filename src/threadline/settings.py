@@ -89,7 +89,7 @@ def _env_secrets(name: str) -> tuple[tuple[str, str], ...]:
     return tuple(value.items())
 
 
-FILE_STORAGES = ("postgres", "directory")
+FILE_STORAGES = ("postgres", "directory", "s3")
 
 
 def _env_file_storage(name: str, default: str) -> str:
@@ -157,9 +157,16 @@ class Settings:
     share_page_max_messages: int = 500  # GET /share/{token}: the page shows at most this many messages
     # Attachments (issue 18 item 5): upload size, where bytes live, and each tenant's total.
     file_max_bytes: int = 25 * 1024 * 1024
-    file_storage: str = "postgres"  # or "directory" (file_directory)
+    file_storage: str = "postgres"  # or "directory" (file_directory), or "s3" (file_s3_*)
     file_directory: Path | None = None
     file_tenant_quota_bytes: int = 1024 * 1024 * 1024
+    # file_storage "s3": any S3-compatible store, path-style, Signature Version 4.
+    file_s3_endpoint: str | None = None
+    file_s3_bucket: str | None = None
+    file_s3_region: str = "us-east-1"
+    file_s3_access_key: str | None = None
+    file_s3_secret_key: str | None = None
+    file_s3_prefix: str = ""
 
     production: bool = False
     # Report each response's SQL statement count in `extensions.sqlStatements` (tests, benchmarks).
@@ -341,6 +348,12 @@ class Settings:
             file_tenant_quota_bytes=_env_int(
                 "THREADLINE_FILE_TENANT_QUOTA_BYTES", cls.file_tenant_quota_bytes
             ),
+            file_s3_endpoint=os.environ.get("THREADLINE_FILE_S3_ENDPOINT") or None,
+            file_s3_bucket=os.environ.get("THREADLINE_FILE_S3_BUCKET") or None,
+            file_s3_region=_env_str("THREADLINE_FILE_S3_REGION", cls.file_s3_region),
+            file_s3_access_key=os.environ.get("THREADLINE_FILE_S3_ACCESS_KEY") or None,
+            file_s3_secret_key=os.environ.get("THREADLINE_FILE_S3_SECRET_KEY") or None,
+            file_s3_prefix=_env_str("THREADLINE_FILE_S3_PREFIX", cls.file_s3_prefix),
             production=_env_bool("THREADLINE_PRODUCTION", cls.production),
             expose_sql_count=_env_bool("THREADLINE_EXPOSE_SQL_COUNT", cls.expose_sql_count),
             broadcast_url=os.environ.get("THREADLINE_BROADCAST_URL") or None,

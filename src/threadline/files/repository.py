@@ -160,9 +160,13 @@ async def message_files(
     )
 
 
-async def gone_blobs(db: Executor, limit: int) -> list[asyncpg.Record]:
-    """Directory blobs deleted in the database whose files are still to unlink (any tenant: a clean-up job)."""
-    return await db.fetch("SELECT id, tenant_id, sha256 FROM file_blob_gone ORDER BY gone_at LIMIT $1", limit)
+async def gone_blobs(db: Executor, storage: str, limit: int) -> list[asyncpg.Record]:
+    """Blobs of `storage` deleted in the database whose bytes are still to remove (any tenant: a clean-up job)."""
+    return await db.fetch(
+        "SELECT id, tenant_id, sha256 FROM file_blob_gone WHERE storage = $1 ORDER BY gone_at LIMIT $2",
+        storage,
+        limit,
+    )
 
 
 async def forget_gone_blob(db: Executor, tenant_id: uuid.UUID, gone_id: uuid.UUID) -> None:
@@ -188,9 +192,14 @@ async def set_attachment_data(
     db: Executor, tenant_id: uuid.UUID, attachment_id: uuid.UUID, data: dict[str, object]
 ) -> None:
     await db.execute(
-        "UPDATE message_attachment SET data = $3 WHERE tenant_id = $1 AND id = $2", tenant_id, attachment_id, data
+        "UPDATE message_attachment SET data = $3 WHERE tenant_id = $1 AND id = $2",
+        tenant_id,
+        attachment_id,
+        data,
     )
 
 
 async def delete_attachment(db: Executor, tenant_id: uuid.UUID, attachment_id: uuid.UUID) -> None:
-    await db.execute("DELETE FROM message_attachment WHERE tenant_id = $1 AND id = $2", tenant_id, attachment_id)
+    await db.execute(
+        "DELETE FROM message_attachment WHERE tenant_id = $1 AND id = $2", tenant_id, attachment_id
+    )

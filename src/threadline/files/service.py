@@ -1,5 +1,5 @@
 """File rules: storing an upload (deduplicated per tenant, within the tenant's quota), who may download a file,
-attaching files to messages, and reading the bytes back from PostgreSQL or the directory.
+attaching files to messages, and reading the bytes back from PostgreSQL, the directory or an S3-compatible store.
 
 Access: before a message holds it, a file is its uploader's alone; once attached, whoever may read one of the
 (not deleted) messages holding it may download it, and no one else (its uploader included). A file no message
@@ -27,6 +27,7 @@ from threadline.conversations.access import Access, require
 from threadline.db import Database, Executor
 from threadline.errors import ErrorCode, ThreadlineError, not_found
 from threadline.files import repository as repo
+from threadline.files import s3
 from threadline.ids import Kind, parse_id
 from threadline.settings import Settings
 
@@ -95,6 +96,7 @@ async def store(
     """A new file of the caller naming the tenant's blob with the upload's checksum, stored now if it is new
     (within the quota). Returns the file row and whether its bytes were already stored."""
     written: Path | None = None
+    uploaded: str | None = None  # the object put in the S3-compatible store, if any
     try:
         async with db.transaction() as tx:
             await repo.lock_tenant_files(tx, principal.tenant_id)
@@ -115,6 +117,11 @@ async def store(
                 if storage == "directory":
                     # Off the event loop: up to THREADLINE_FILE_MAX_BYTES written and synced.
                     written = await asyncio.to_thread(_write_blob, settings, principal.tenant_id, upload)
+                elif storage == "s3":
+                    key = s3.object_key(settings, principal.tenant_id, upload.sha256)
+                    upload.spool.seek(0)
+                    await s3.ObjectStore(settings).put(key, upload.spool.read(), upload.sha256.hex())
+                    uploaded = key
                 else:
                     for seq, block in enumerate(_chunks_of(upload.spool)):
                         await repo.insert_chunk(tx, principal.tenant_id, blob_id, seq, block)
@@ -125,6 +132,9 @@ async def store(
         if written is not None:  # never committed: nothing names these bytes
             with contextlib.suppress(OSError):
                 written.unlink()
+        if uploaded is not None:
+            with contextlib.suppress(Exception):
+                await s3.ObjectStore(settings).delete(uploaded)
         raise
     return row, deduplicated
 
@@ -149,6 +159,12 @@ async def readable(db: Executor, principal: Principal, file_id: uuid.UUID) -> as
 
 async def read_bytes(db: Database, settings: Settings, row: Mapping[str, Any]) -> AsyncIterator[bytes]:
     """The file's bytes, a chunk at a time (one statement per chunk: a large file never sits in memory)."""
+    if row["storage"] == "s3":
+        async for block in s3.ObjectStore(settings).get(
+            s3.object_key(settings, row["tenant_id"], bytes(row["sha256"]))
+        ):
+            yield block
+        return
     if row["storage"] == "directory":
         path = blob_path(settings, row["tenant_id"], bytes(row["sha256"]))
         with path.open("rb") as source:
@@ -207,16 +223,20 @@ async def _author(tx: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID) -> Pri
 
 
 async def purge_gone(db: Database, settings: Settings, limit: int = 1000) -> int:
-    """Unlinks the directory files of blobs deleted in the database (unless the same bytes were stored again
-    since); returns how many were handled."""
+    """Removes the bytes of blobs deleted in the database from this process's store (the directory, or the
+    S3-compatible bucket), unless the same bytes were stored again since; returns how many were handled."""
     handled = 0
-    for gone in await repo.gone_blobs(db, limit):
+    storage = settings.file_storage
+    for gone in await repo.gone_blobs(db, storage, limit):
         async with db.transaction() as tx:
             await repo.lock_tenant_files(tx, gone["tenant_id"])
             sha256 = bytes(gone["sha256"])
             if await repo.blob_by_checksum(tx, gone["tenant_id"], sha256) is None:
-                with contextlib.suppress(FileNotFoundError):
-                    blob_path(settings, gone["tenant_id"], sha256).unlink()
+                if storage == "s3":
+                    await s3.ObjectStore(settings).delete(s3.object_key(settings, gone["tenant_id"], sha256))
+                else:
+                    with contextlib.suppress(FileNotFoundError):
+                        blob_path(settings, gone["tenant_id"], sha256).unlink()
             await repo.forget_gone_blob(tx, gone["tenant_id"], gone["id"])
         handled += 1
     return handled
@@ -226,9 +246,9 @@ PURGE_INTERVAL_SECONDS = 5.0
 
 
 async def purge_forever(db: Database, settings: Settings) -> None:
-    """The server's clean-up of directory files whose blobs are gone (messages deleted, users erased). Only
-    processes storing files in a directory run it (every such process must see the same directory)."""
-    if settings.file_storage != "directory":
+    """The server's clean-up of stored bytes whose blobs are gone (messages deleted, users erased). Only
+    processes storing files outside PostgreSQL run it (every such process must see the same store)."""
+    if settings.file_storage == "postgres":
         return
     while True:
         try:

@@ -52,3 +52,4 @@ class FileBlobGone(Table, tablename="file_blob_gone"):
     tenant_id = UUID()
     sha256 = Bytea()
     gone_at = Timestamptz(default=TimestamptzNow())
+    storage = Varchar(length=16, default="directory")  # which store holds the bytes to remove
