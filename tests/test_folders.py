@@ -359,3 +359,20 @@ def test_a_retried_folder_create_with_the_same_key_creates_one_folder(admin: Act
     again = admin.client.ok(create, {"n": "Once", "k": "folder-key-1"})["folderCreate"]
     assert again == first
     assert names(admin.client.ok(TREE)["folders"]) == ["Once"]
+
+
+def test_unfiled_lists_the_conversations_in_none_of_the_callers_folders(
+    admin: Actor, make_user: Callable[..., Actor]
+) -> None:
+    unfiled = "query($f: ID) { conversations(unfiled: true, folderId: $f) { totalCount nodes { title } } }"
+    box = folder(admin, "Box")
+    filed = create_conversation(admin, "filed")
+    create_conversation(admin, "loose")
+    admin.client.ok(FILE, {"c": filed, "f": box})
+    assert admin.client.ok(unfiled)["conversations"] == {"totalCount": 1, "nodes": [{"title": "loose"}]}
+    # Another participant's view: nothing of theirs is filed.
+    member = make_user(admin)
+    join(admin, member, filed)
+    assert member.client.ok(unfiled)["conversations"]["nodes"] == [{"title": "filed"}]
+    error = admin.client.error(unfiled, {"f": box})
+    assert error["extensions"] == {"code": "BAD_USER_INPUT", "argument": "unfiled"}

@@ -113,6 +113,7 @@ def _list_filters(
     params: list[Any],
     metadata: dict[str, str] | None = None,
     folder_id: uuid.UUID | None = None,
+    unfiled: bool = False,
 ) -> str:
     where = [visibility_sql(principal, params)]
     if folder_id is not None:
@@ -121,6 +122,11 @@ def _list_filters(
         where.append(
             f"c.id IN (SELECT conversation_id FROM conversation_folder WHERE folder_id = ${len(params) - 1}"
             f" AND user_id = ${len(params)})"
+        )
+    if unfiled:
+        params.append(principal.user_id)
+        where.append(
+            f"c.id NOT IN (SELECT conversation_id FROM conversation_folder WHERE user_id = ${len(params)})"
         )
     if metadata:
         # `@>` on the partial GIN index (jsonb_path_ops): the rows holding every pair, without a scan.
@@ -146,11 +152,12 @@ async def list_conversations(
     metadata: dict[str, str] | None = None,
     folder_id: uuid.UUID | None = None,
     pinned_first: bool = False,
+    unfiled: bool = False,
 ) -> list[asyncpg.Record]:
     """A page, most recent activity first; with `pinned_first`, the caller's pins come first in their pin order
     (each row then has `pin_rank`, and `after` is (pin_rank, last_activity_at, id))."""
     params: list[Any] = []
-    where = _list_filters(principal, status, tags, params, metadata, folder_id)
+    where = _list_filters(principal, status, tags, params, metadata, folder_id, unfiled)
     if not pinned_first:
         where += older_than("c.last_activity_at, c.id", after, params)
         params.append(limit)
@@ -181,9 +188,10 @@ async def count_conversations(
     tags: list[str] | None,
     metadata: dict[str, str] | None = None,
     folder_id: uuid.UUID | None = None,
+    unfiled: bool = False,
 ) -> int:
     params: list[Any] = []
-    where = _list_filters(principal, status, tags, params, metadata, folder_id)
+    where = _list_filters(principal, status, tags, params, metadata, folder_id, unfiled)
     return int(await db.fetchval(f"SELECT count(*) FROM conversation c WHERE {where}", *params))
 
 

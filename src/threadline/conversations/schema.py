@@ -20,6 +20,7 @@ from threadline.conversations.types import (
     Participant,
     ParticipantRole,
 )
+from threadline.errors import bad_input
 from threadline.graphql.context import Info
 from threadline.graphql.node import register
 from threadline.graphql.pagination import (
@@ -120,6 +121,13 @@ class ConversationQuery:
                 "then the others, most recent activity first. Cursors of one ordering do not fit the other."
             ),
         ] = False,
+        unfiled: Annotated[
+            bool,
+            strawberry.argument(
+                description="Only conversations the caller filed in none of their folders (the root of their "
+                "folders view). Not with `folderId` (BAD_USER_INPUT)."
+            ),
+        ] = False,
     ) -> Connection[Conversation]:
         principal = await info.context.principal()
         settings = info.context.settings
@@ -128,6 +136,10 @@ class ConversationQuery:
         cursor = decode_cursor(after, shape) if after else None
         folder = decode_id(folder_id, Kind.FOLDER) if folder_id is not None else None
         if folder is not None:
+            if unfiled:
+                raise bad_input(
+                    "`unfiled` lists conversations in no folder: not with `folderId`", argument="unfiled"
+                )
             await folders.get(info.context.db, principal, folder)
         wanted_tags = normalise_tags(tags, settings) if tags else None
         status_value = status.value if status is not None else None
@@ -143,6 +155,7 @@ class ConversationQuery:
             metadata=wanted,
             folder_id=folder,
             pinned_first=pinned_first,
+            unfiled=unfiled,
         )
         return connection(
             rows,
@@ -152,7 +165,13 @@ class ConversationQuery:
             if pinned_first
             else (lambda r: (r["last_activity_at"], r["id"])),
             lambda: repo.count_conversations(
-                db, principal, status=status_value, tags=wanted_tags, metadata=wanted, folder_id=folder
+                db,
+                principal,
+                status=status_value,
+                tags=wanted_tags,
+                metadata=wanted,
+                folder_id=folder,
+                unfiled=unfiled,
             ),
             has_previous=cursor is not None,
         )

@@ -128,6 +128,7 @@ async def list_page(
     metadata: dict[str, str] | None = None,
     folder_id: uuid.UUID | None = None,
     pinned_first: bool = False,
+    unfiled: bool = False,
 ) -> list[asyncpg.Record]:
     return await repo.list_conversations(
         db,
@@ -139,6 +140,7 @@ async def list_page(
         metadata=metadata,
         folder_id=folder_id,
         pinned_first=pinned_first,
+        unfiled=unfiled,
     )
 
 
