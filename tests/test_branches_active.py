@@ -4,11 +4,14 @@ and the `branch.sibling` / `branch.current` events. Through the API, with exact 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
+import pytest
+
+from tests import harness
 from tests.api import create_conversation, join, reply, start_thread, stream_cursor
-from tests.harness import Actor, ServerThread
+from tests.harness import Actor, Client, ServerThread
 from tests.ws import WsClient
 
 SIBLINGS = """query($m: ID!, $f: Int, $a: String) { message(id: $m) { siblingIndex siblingCount
@@ -345,3 +348,43 @@ def _cursor_of(actor: Actor, message: str, index: int) -> str:
                 return str(edge["cursor"])
         assert page["pageInfo"]["hasNextPage"], index
         after = page["pageInfo"]["endCursor"]
+
+
+# --- bounded cost ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def budgeted(dsn: str) -> Iterator[ServerThread]:
+    server = ServerThread(harness.test_settings(dsn, migrate_on_start=False, query_max_messages=50))
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_siblings_and_current_paths_count_in_the_operations_message_budget(
+    admin: Actor, budgeted: ServerThread
+) -> None:
+    client = Client(budgeted.url, admin.api_key)
+    try:
+        cid = create_conversation(admin)
+        root = start_thread(admin, cid, "question")
+        answers = [reply(admin, root, f"answer {i}") for i in range(10)]
+        query = """query($r: ID!) { threadTree(rootId: $r) { nodes { id siblings(first: 20) { nodes { id } } } } }"""
+        # 11 nodes, each of the 10 answers with its 9 siblings: 101 messages, over the 50 allowed.
+        error = client.error(query, {"r": root})
+        assert (error["extensions"]["code"], error["extensions"]["limitName"]) == (
+            "BAD_USER_INPUT",
+            "messages",
+        )
+        one = client.ok(SIBLINGS, {"m": answers[0], "f": 20})["message"]["siblings"]
+        assert len(one["edges"]) == 9
+        parent = root
+        for i in range(60):
+            parent = reply(admin, parent, f"link {i}")
+        error = client.error(CURRENT, {"r": root})
+        assert (error["extensions"]["code"], error["extensions"]["limitName"]) == (
+            "BAD_USER_INPUT",
+            "messages",
+        )
+    finally:
+        client.close()

@@ -12,7 +12,7 @@ from threadline.graphql.context import Info
 from threadline.graphql.loaders import grouped_loader, single_loader
 from threadline.threads import branch_repository as repo
 from threadline.threads import branches
-from threadline.threads.paths import encode_rank, parent_path, sibling_rank
+from threadline.threads.paths import ancestor_paths, encode_rank, parent_path, sibling_rank
 
 
 async def sibling_info(info: Info, message_id: uuid.UUID) -> asyncpg.Record | None:
@@ -71,14 +71,42 @@ async def _infos(info: Info, ids: list[uuid.UUID]) -> list[asyncpg.Record | None
     return list(await loader.load_many(ids))
 
 
-async def current_path(info: Info, root_id: uuid.UUID) -> list[asyncpg.Record]:
-    """The viewer's current branch of a thread, root first (`TREE_COLUMNS` rows)."""
+async def current_leaf(info: Info, root_id: uuid.UUID) -> tuple[uuid.UUID, bytes]:
+    """The viewer's current leaf in a thread as (id, path): one statement for every thread a response asks."""
     principal = await info.context.principal()
     db = info.context.db
 
-    async def fetch(root_ids: list[uuid.UUID]) -> list[tuple[uuid.UUID, asyncpg.Record]]:
-        paths = await branches.current_paths(db, principal.tenant_id, principal.user_id, root_ids)
-        return [(root, row) for root, rows in paths.items() for row in rows]
+    async def fetch(root_ids: list[uuid.UUID]) -> list[tuple[uuid.UUID, tuple[uuid.UUID, bytes]]]:
+        leaves = await branches.current_leaves(db, principal.tenant_id, principal.user_id, root_ids)
+        return list(leaves.items())
 
-    loader = grouped_loader(info, "current-path", fetch, key=lambda pair: pair[0])
-    return [row for _, row in await loader.load(root_id)]
+    loader = single_loader(info, "current-leaf", fetch, key=lambda pair: pair[0])
+    found = await loader.load(root_id)
+    assert found is not None
+    return found[1]
+
+
+async def path_rows(info: Info, root_id: uuid.UUID, leaf_path: bytes) -> list[asyncpg.Record]:
+    """The messages from a thread's root to the one at `leaf_path`, root first (`TREE_COLUMNS` rows): one statement
+    for every path a response asks."""
+    principal = await info.context.principal()
+    db = info.context.db
+
+    async def fetch(
+        keys: list[tuple[uuid.UUID, bytes]],
+    ) -> list[tuple[tuple[uuid.UUID, bytes], asyncpg.Record]]:
+        # One leaf per thread in an operation (the viewer's): rows are told apart by their root (tree rows carry
+        # no path), and come root by root, each root first.
+        leaves = dict(keys)
+        wanted = [
+            (root, at)
+            for root, leaf in leaves.items()
+            for at in ([*ancestor_paths(leaf), leaf] if leaf else [b""])
+        ]
+        rows = await repo.tree_rows_at(
+            db, principal.tenant_id, [w[0] for w in wanted], [w[1] for w in wanted]
+        )
+        return [((row["root_id"], leaves[row["root_id"]]), row) for row in rows]
+
+    loader = grouped_loader(info, "current-path-rows", fetch, key=lambda pair: pair[0])
+    return [row for _, row in await loader.load((root_id, leaf_path))]

@@ -33,7 +33,7 @@ from threadline.parts import model as message_parts
 from threadline.parts.types import MessagePart, MessagePartInput, part_object
 from threadline.threads import branch_loaders, loaders
 from threadline.threads import repository as repo
-from threadline.threads.paths import sibling_rank
+from threadline.threads.paths import segments, sibling_rank
 
 
 @strawberry.enum(description="Who speaks in a message.")
@@ -285,11 +285,16 @@ async def _siblings(
     after_rank = decode_cursor(after, (as_int,))[0] if after else None
     if after_rank is not None and after_rank < 0:
         raise bad_input("Malformed cursor in `after`", argument="after")
+    # Charged before the rows are read (a parent may have thousands of replies, and every message of a tree may
+    # ask for its siblings): a response asking for too many is refused before it reads them.
+    found = await branch_loaders.sibling_info(info, message.uuid)
+    start = -1 if after_rank is None else after_rank
+    own = sibling_rank(bytes(found["path"])) if found is not None else 0
+    count = int(found["sibling_count"]) if found is not None else 1
+    expected = max(0, min(limit, count - (start + 1) - (1 if own > start else 0)))
+    budget.charge_messages(info, expected, 0, expected * len(message.path))
     rows = await branch_loaders.siblings(info, message.uuid, limit, after_rank)
-    page = rows[:limit]
-    budget.charge_messages(
-        info, len(page), sum(len(r["content"]) for r in page), len(page) * len(message.path)
-    )
+    budget.charge_messages(info, 0, sum(len(r["content"]) for r in rows[:limit]), 0)
     ancestry = [decode_id(p, Kind.MESSAGE) for p in message.path[:-1]]
 
     async def total() -> int:
@@ -440,15 +445,14 @@ class Thread(Node):
 
 async def _current_path(root_id: UUID, info: Info) -> list[Message]:
     """The viewer's branch of a thread (one load per operation: `currentLeaf` is its last message)."""
-    rows = await branch_loaders.current_path(info, root_id)
-    key = ("current-path-messages", root_id)
-    built = info.context.cache.get(key)
-    if built is None:
-        budget.charge_messages(
-            info, len(rows), sum(len(r["content"]) for r in rows), len(rows) * (len(rows) + 1) // 2
-        )
-        built = info.context.cache[key] = await tree_messages_in_slices(rows, [root_id])
-    return built
+    _, leaf_path = await branch_loaders.current_leaf(info, root_id)
+    # Charged before the rows are read (a path is as long as the thread is deep): a response asking for many
+    # threads' paths is refused before it reads them.
+    count = len(segments(leaf_path)) + 1
+    budget.charge_messages(info, count, 0, count * (count + 1) // 2)
+    rows = await branch_loaders.path_rows(info, root_id, leaf_path)
+    budget.charge_messages(info, 0, sum(len(r["content"]) for r in rows), 0)
+    return await tree_messages_in_slices(rows, [root_id])
 
 
 @strawberry.type(
