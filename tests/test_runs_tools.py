@@ -546,3 +546,42 @@ def test_a_subscription_that_does_not_select_run_status_events_does_not_get_them
     while types[-1] != "thread.activity" or len(types) < 3:
         types.append(client.next_event()["conversationEvents"]["type"])
     assert "run.status" not in types
+
+
+def test_unpaired_tool_calls_and_results_are_sent_as_plain_text(
+    owner: Actor, upstream: FakeToolUpstream
+) -> None:
+    """A call without its results (a run that expired waiting, an import) and a result without its call (an
+    import) would make an OpenAI-compatible provider refuse the whole prompt."""
+    conversation = create_conversation(owner)
+    root = start_thread(owner, conversation, "first")
+    reply_ = "mutation($p: ID!, $i: MessageInput!) { messageReply(parentId: $p, input: $i) { id } }"
+    call = owner.client.ok(
+        reply_,
+        {
+            "p": root,
+            "i": {
+                "role": "ASSISTANT",
+                "parts": [{"text": "calling"}, {"toolCall": {"id": "lost", "name": "f", "arguments": "{}"}}],
+            },
+        },
+    )["messageReply"]["id"]
+    question = owner.client.ok(reply_, {"p": call, "i": {"content": "never mind"}})["messageReply"]["id"]
+    orphan = owner.client.ok(
+        reply_,
+        {
+            "p": question,
+            "i": {"role": "TOOL", "parts": [{"toolResult": {"toolCallId": "nobody", "content": "42"}}]},
+        },
+    )["messageReply"]["id"]
+    last = owner.client.ok(reply_, {"p": orphan, "i": {"content": "so?"}})["messageReply"]["id"]
+    run = owner.client.ok(RUN_CREATE, {"i": {"messageId": last, "provider": "openai"}})["runCreate"]
+    _wait(owner, run["id"], WAITING)
+    assert upstream.requests[0]["messages"] == [
+        {"role": "user", "content": "first"},
+        {"role": "assistant", "content": "calling"},
+        {"role": "user", "content": "never mind"},
+        {"role": "user", "content": "42"},
+        {"role": "user", "content": "so?"},
+    ]
+    owner.client.ok(CANCEL, {"id": run["id"]})

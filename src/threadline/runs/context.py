@@ -104,7 +104,7 @@ def build_prompt(
     path: Sequence[asyncpg.Record], instructions: str | None, max_history: int, budget: int
 ) -> list[ChatMessage]:
     """The messages to send: `path` is the ancestor rows root first, the run's message last."""
-    history = [m for row in path if row["deleted_at"] is None for m in _chat_messages(row)]
+    history = _paired([m for row in path if row["deleted_at"] is None for m in _chat_messages(row)])
     history = history[-max_history:]
     system = [ChatMessage("system", instructions)] if instructions else []
     total = prompt_tokens(system + history)
@@ -116,6 +116,33 @@ def build_prompt(
             "(its context window minus the tokens reserved for the reply)"
         )
     return system + history
+
+
+def _paired(history: list[ChatMessage]) -> list[ChatMessage]:
+    """Providers take tool results only right after the call they answer, and a call only followed by a result
+    for each of its ids (OpenAI refuses anything else): a call left unanswered (a run that expired waiting, an
+    import) is sent as its text alone, and a result without its call (an import) as plain text."""
+    out: list[ChatMessage] = []
+    i = 0
+    while i < len(history):
+        message = history[i]
+        if message.tool_calls:
+            end = i + 1
+            while end < len(history) and history[end].tool_call_id is not None:
+                end += 1
+            answered = sorted(m.tool_call_id or "" for m in history[i + 1 : end])
+            if answered == sorted(c["id"] for c in message.tool_calls):
+                out.extend(history[i:end])
+                i = end
+                continue
+            if message.content:
+                out.append(ChatMessage("assistant", message.content))
+        elif message.tool_call_id is not None:
+            out.append(ChatMessage("user", message.content))
+        else:
+            out.append(message)
+        i += 1
+    return out
 
 
 def _chat_messages(row: asyncpg.Record) -> list[ChatMessage]:
