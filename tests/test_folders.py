@@ -376,3 +376,46 @@ def test_unfiled_lists_the_conversations_in_none_of_the_callers_folders(
     assert member.client.ok(unfiled)["conversations"]["nodes"] == [{"title": "filed"}]
     error = admin.client.error(unfiled, {"f": box})
     assert error["extensions"] == {"code": "BAD_USER_INPUT", "argument": "unfiled"}
+
+
+def test_an_import_with_a_malformed_or_oversized_organisation_imports_and_warns(admin: Actor) -> None:
+    from tests.api import start_thread
+
+    cid = create_conversation(admin, "talk")
+    start_thread(admin, cid, "hello")
+    document = admin.client.ok(EXPORT, {"id": cid})["conversationExport"]
+    for organisation, warned in (
+        ({"folder": "not a list", "pinned": "first", "bookmarks": 5}, 0),
+        ({"folder": [1, 2], "pinned": -1, "bookmarks": ["x", {"message_id": "msg_nope"}]}, 1),
+        ({"folder": ["x" * 201]}, 1),
+        ({"folder": [f"level {n}" for n in range(9)]}, 1),
+    ):
+        report = admin.client.ok(
+            IMPORT, {"d": {**document, "conversation_id": unique_id(), "organisation": organisation}}
+        )
+        result = report["conversationImportReport"]
+        assert [c["title"] for c in result["conversations"]] == ["talk"]
+        assert len(result["warnings"]) == warned, result["warnings"]
+    # The nine-level path stopped at the depth limit without leaving a folder deeper than it.
+    assert max(f["depth"] for f in all_folders(admin)) <= 8
+
+
+def unique_id() -> str:
+    import uuid
+
+    return f"cnv_{uuid.uuid4().hex}"
+
+
+def all_folders(actor: Actor) -> list[dict[str, Any]]:
+    found: list[dict[str, Any]] = []
+    pending = actor.client.ok("{ folders { id depth } }")["folders"]
+    while pending:
+        found += pending
+        pending = [
+            c
+            for f in pending
+            for c in actor.client.ok(
+                "query($id: ID!) { folder(id: $id) { children { id depth } } }", {"id": f["id"]}
+            )["folder"]["children"]
+        ]
+    return found
