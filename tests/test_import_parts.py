@@ -327,6 +327,54 @@ def test_a_thoughts_node_without_an_answer_below_stays_as_a_reasoning_message(ad
     )
 
 
+def test_chatgpt_uploaded_files_become_file_parts(admin: Actor) -> None:
+    conversation = {
+        "title": "A file",
+        "create_time": 1733000000.0,
+        "conversation_id": "gpt-parts-files",
+        "id": "gpt-parts-files",
+        "mapping": {
+            "root": _node("root", None, ["u"], None),
+            "u": _node(
+                "u",
+                "root",
+                [],
+                _msg(
+                    "u",
+                    "user",
+                    {"content_type": "text", "parts": ["Summarise this"]},
+                    1733000001.0,
+                    metadata={
+                        "attachments": [
+                            {
+                                "id": "file-1",
+                                "name": "report.pdf",
+                                "size": 1000,
+                                "mime_type": "application/pdf",
+                            }
+                        ]
+                    },
+                ),
+            ),
+        },
+    }
+    report = _import(admin, "CHATGPT", [conversation])
+    [message] = _messages(admin, report["conversations"][0]["id"])
+    assert (message["content"], message["parts"]) == (
+        "Summarise this",
+        [
+            {"__typename": "TextPart", "text": "Summarise this"},
+            {
+                "__typename": "FilePart",
+                "name": "report.pdf",
+                "fileId": None,
+                "url": None,
+                "mimeType": "application/pdf",
+            },
+        ],
+    )
+
+
 def test_claude_thinking_tool_use_tool_result_and_attachments_become_parts(admin: Actor) -> None:
     report = _import(admin, "CLAUDE", CLAUDE)
     messages = _messages(admin, report["conversations"][0]["id"])

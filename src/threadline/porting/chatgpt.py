@@ -127,7 +127,7 @@ def _message(
         conversation.warnings.append(f"node {node_id}: unknown author role {source_role!r}, imported as tool")
         role = "TOOL"
     content, attachments = render(raw.get("content"))
-    found = _parts_of(raw, node_id, parent_key, content)
+    found = _with_files(_parts_of(raw, node_id, parent_key, content), content, metadata)
     if not content.strip() and not attachments and not found:
         return None
     model = text(metadata.get("model_slug"))
@@ -144,6 +144,20 @@ def _message(
         parts=found,
         reasoning=found is not None and all(p["type"] == "reasoning" for p in found),
     )
+
+
+def _with_files(
+    found: list[parts.Part] | None, content: str, metadata: dict[str, Any]
+) -> list[parts.Part] | None:
+    """Files uploaded with a message (`metadata.attachments`: name, mime_type) as file parts after its content."""
+    files = [
+        parts.file_part(name=str(a["name"]), mime_type=text(a.get("mime_type")))
+        for a in array(metadata.get("attachments"))
+        if isinstance(a, dict) and text(a.get("name"))
+    ]
+    if not files:
+        return found
+    return [*(found if found is not None else [parts.text_part(content)] if content else []), *files]
 
 
 def _projected(found: list[parts.Part]) -> bool:
