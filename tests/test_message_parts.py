@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import time
+from collections.abc import Callable
 from typing import Any
 
 from tests.api import create_conversation, reply, snapshot, start_thread
 from tests.harness import Actor, Loop
+from tests.ws import WsClient
 
 PARTS = """fragment P on MessagePart {
   __typename
@@ -247,3 +250,24 @@ def test_a_fork_keeps_the_parts(admin: Actor) -> None:
         [{"__typename": "TextPart", "text": "what is the weather in Paris?"}],
         RICH_OUT,
     ]
+
+
+LIVE = (
+    """subscription($c: ID!) { conversationEvents(conversationId: $c) {
+  type ... on ThreadActivityEvent { changedMessage { content parts { ...P } } } } }"""
+    + PARTS
+)
+
+
+def test_live_events_carry_the_parts(admin: Actor, ws: Callable[..., WsClient]) -> None:
+    conversation = create_conversation(admin)
+    root = start_thread(admin, conversation, "question")
+    client = ws(admin)
+    client.subscribe(LIVE, {"c": conversation})
+    time.sleep(0.3)  # registered before the reply (no replay asked)
+    reply_parts(admin, root, "ASSISTANT", RICH)
+    while True:
+        event = client.next_event()["conversationEvents"]
+        if event["type"] == "thread.activity":
+            break
+    assert event["changedMessage"] == {"content": "Let me look that up.", "parts": RICH_OUT}
