@@ -232,6 +232,7 @@ def strict(dsn: str) -> Iterator[ServerThread]:
             share_reads_per_token=3,
             share_reads_per_address=5,
             share_rate_window_seconds=3600,
+            share_page_max_messages=3,
         )
     )
     srv.start()
@@ -338,3 +339,32 @@ def test_the_access_log_never_shows_a_token() -> None:
     )  # fmt: skip
     assert logging.getLogger("uvicorn.access").filter(record)
     assert "s3cr3t" not in record.getMessage() and "/share/…?x=1" in record.getMessage()
+
+
+def test_the_page_shows_at_most_its_message_count_and_says_so(
+    strict: ServerThread, admin: Actor, branches: dict[str, str]
+) -> None:
+    token = share(admin, branches["conversation"])["token"]
+    answer = httpx.get(f"{strict.url}/share/{token}", headers={"Accept": "application/json"}).json()
+    assert [m["content"] for m in answer["messages"]] == [
+        "root question",
+        "first answer",
+        "follow-up on the first",
+    ]
+    assert answer["truncated"] is True
+    page = httpx.get(f"{strict.url}/share/{token}")
+    assert page.text.count("<article") == 3 and "Showing the first 3 messages" in page.text
+
+
+def test_the_page_holds_at_most_four_mebibytes_of_text(server: ServerThread, admin: Actor) -> None:
+    conversation = create_conversation(admin, "long")
+    root = start_thread(admin, conversation, "a" * 900_000)
+    parent = root
+    for letter in "bcde":
+        parent = reply(admin, parent, letter * 900_000)
+    token = share(admin, conversation)["token"]
+    answer = httpx.get(
+        f"{server.url}/share/{token}", headers={"Accept": "application/json"}, timeout=60
+    ).json()
+    assert [m["content"][0] for m in answer["messages"]] == ["a", "b", "c", "d"]
+    assert answer["truncated"] is True

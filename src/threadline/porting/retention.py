@@ -19,6 +19,7 @@ from threadline.errors import bad_input, forbidden
 from threadline.idempotency import service as idempotency
 from threadline.porting import repository as repo
 from threadline.settings import Settings
+from threadline.sharing import service as share_links
 
 log = logging.getLogger("threadline.retention")
 RETENTION_KEY = "retentionDays"
@@ -77,6 +78,7 @@ async def _run_forever(db: Database, interval: float) -> None:
             if deleted:
                 log.info("retention: deleted %d conversations", deleted)
             await idempotency.purge_expired(db)  # expired idempotency keys go with the same pass
+            await share_links.forget_old_windows(db)  # share-link read counts of quiet tokens and addresses
         except Exception:  # noqa: BLE001 - the job must survive a bad pass and try again later
             log.exception("retention pass failed")
         await asyncio.sleep(interval)

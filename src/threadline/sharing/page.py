@@ -61,6 +61,9 @@ class RedactShareTokens(logging.Filter):
 
 
 logging.getLogger("uvicorn.access").addFilter(RedactShareTokens())
+# The page's bound besides THREADLINE_SHARE_PAGE_MAX_MESSAGES: characters of message text it holds.
+PAGE_MAX_BYTES = 4 * 1024 * 1024
+READ_BATCH = 100
 ROLE_NAMES = {"USER": "User", "ASSISTANT": "Assistant", "SYSTEM": "System", "TOOL": "Tool"}
 
 
@@ -136,6 +139,27 @@ def _refusal(request: Request, exc: ThreadlineError) -> Response:
     return response
 
 
+async def _page_rows(db: Any, shared: service.Shared, limit: int) -> tuple[list[Any], bool]:
+    """Up to `limit` messages and PAGE_MAX_BYTES of their text, read a page at a time (a message may be 1 MiB:
+    500 of them must not be read, or sent, at once); True when more were left out."""
+    rows: list[Any] = []
+    size = 0
+    after = 0
+    while True:
+        want = min(READ_BATCH, limit - len(rows))
+        batch = await service.messages_page(db, shared, after, want + 1)
+        for row in batch[:want]:
+            size += len(row["content"])
+            if size > PAGE_MAX_BYTES and rows:
+                return rows, True
+            rows.append(row)
+        if len(batch) <= want:  # the share holds no more
+            return rows, False
+        if len(rows) >= limit:  # the extra row says more exist
+            return rows, True
+        after = rows[-1]["seq"]
+
+
 async def share_page(request: Request) -> Response:
     services = request.app.state.services
     settings = services.settings
@@ -144,7 +168,7 @@ async def share_page(request: Request) -> Response:
     try:
         shared = await service.open_link(services.db, settings, token, address, count=True)
         limit = settings.share_page_max_messages
-        rows = await service.messages_page(services.db, shared, 0, limit + 1)
+        rows, truncated = await _page_rows(services.db, shared, limit)
     except ThreadlineError as exc:
         return _refusal(request, exc)
     except Exception as exc:
@@ -162,8 +186,6 @@ async def share_page(request: Request) -> Response:
             ]
         }
         return JSONResponse(unavailable, 503, {"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)})
-    truncated = len(rows) > limit
-    rows = rows[:limit]
     link = shared.link
     if wants_json(request):
         return JSONResponse(
@@ -180,7 +202,7 @@ async def share_page(request: Request) -> Response:
     shared_at = link["created_at"].isoformat(timespec="seconds")
     kind = "Live view" if link["live"] else f'Snapshot from <time datetime="{shared_at}">{shared_at}</time>'
     more = (
-        f"<footer><p>Showing the first {limit} messages; the rest is in the API "
+        f"<footer><p>Showing the first {len(rows)} messages; the rest is in the API "
         "(<code>sharedConversation</code>).</p></footer>"
         if truncated
         else ""
