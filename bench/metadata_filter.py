@@ -68,36 +68,53 @@ async def measure(dsn: str, tenant_id: Any, user_id: Any) -> None:
             """SELECT count(*) FROM conversation WHERE metadata @> '{"project": "p42"}'"""
         )
         print(f"{total} conversations, {matching} with project p42")
-        wanted = {"project": "p42"}
         pool = await Pool.connect(dsn, 1, 1)
-        for role in (Role.ADMIN, Role.MEMBER):
-            principal = Principal(tenant_id, user_id, role, None)
-            explaining = Explaining(pool)
-            await repo.list_conversations(
-                explaining, principal, status="ACTIVE", tags=None, limit=21, after=None, metadata=wanted
-            )  # type: ignore[arg-type]
-            print(f"--- plan as {role.value}")
-            print("\n".join(explaining.plan))
+        cases = (
+            ("project p42 (100 match)", {"project": "p42"}),
+            ("a value none has", {"project": "none"}),
+            ("team t3 (~12,900 match)", {"team": "t3"}),
+            ("no filter", None),
+        )
         try:
-            principal = Principal(tenant_id, user_id, Role.MEMBER, None)
-            timed = (
-                ("project p42 (100 match)", wanted),
-                ("a value none has", {"project": "none"}),
-                ("team t3 (~12,900 match)", {"team": "t3"}),
-                ("no filter (first page)", None),
-            )
-            for label, metadata in timed:
-                samples = []
-                for _ in range(20):
-                    start = time.perf_counter()
+            for role in (Role.ADMIN, Role.MEMBER):
+                principal = Principal(tenant_id, user_id, role, None)
+                for label, metadata in cases:
+                    explaining = Explaining(pool)
                     await repo.list_conversations(
-                        pool, principal, status="ACTIVE", tags=None, limit=21, after=None, metadata=metadata
+                        explaining,  # type: ignore[arg-type]
+                        principal,
+                        status="ACTIVE",
+                        tags=None,
+                        limit=21,
+                        after=None,
+                        metadata=metadata,
                     )
-                    await repo.count_conversations(
-                        pool, principal, status="ACTIVE", tags=None, metadata=metadata
+                    print(f"--- plan of the first page as {role.value}, {label}")
+                    print("\n".join(line for line in explaining.plan if "Buffers" not in line))
+                for label, metadata in cases:
+                    pages, counts = [], []
+                    for _ in range(20):
+                        start = time.perf_counter()
+                        await repo.list_conversations(
+                            pool,
+                            principal,
+                            status="ACTIVE",
+                            tags=None,
+                            limit=21,
+                            after=None,
+                            metadata=metadata,
+                        )
+                        pages.append(time.perf_counter() - start)
+                        start = time.perf_counter()
+                        await repo.count_conversations(
+                            pool, principal, status="ACTIVE", tags=None, metadata=metadata
+                        )
+                        counts.append(time.perf_counter() - start)
+                    print(
+                        f"{role.value}, {label}: first page (21 rows) median "
+                        f"{statistics.median(pages) * 1000:.2f} ms, totalCount median "
+                        f"{statistics.median(counts) * 1000:.2f} ms"
                     )
-                    samples.append(time.perf_counter() - start)
-                print(f"{label}: page + totalCount median {statistics.median(samples) * 1000:.2f} ms")
         finally:
             await pool.close()
     finally:
