@@ -270,3 +270,14 @@ def test_a_fork_is_announced_to_the_forker_alone_on_the_source(
     finally:
         mine.close()
         theirs.close()
+
+
+def test_a_retried_fork_with_the_same_client_mutation_id_forks_once(admin: Actor) -> None:
+    source = create_conversation(admin, "source")
+    ids = build(admin, source)
+    keyed = """mutation($m: ID!, $k: String) {
+      conversationFork(messageId: $m, mode: PATH_ONLY, clientMutationId: $k) { id messageCount } }"""
+    first = admin.client.ok(keyed, {"m": ids["a1x"], "k": "fork-1"})["conversationFork"]
+    again = admin.client.ok(keyed, {"m": ids["a1x"], "k": "fork-1"})["conversationFork"]
+    assert again == first == {"id": first["id"], "messageCount": 4}
+    assert admin.client.ok("{ conversations { totalCount } }")["conversations"]["totalCount"] == 2

@@ -6,10 +6,13 @@ from typing import Annotated
 
 import strawberry
 
+from threadline.conversations import service as conversations
 from threadline.conversations.types import Conversation
 from threadline.forks import service
 from threadline.forks.types import ConversationForkMode
 from threadline.graphql.context import Info
+from threadline.idempotency.schema import run_once
+from threadline.idempotency.types import ClientMutationId
 from threadline.ids import Kind, decode_id
 
 
@@ -38,14 +41,19 @@ class ForkMutation:
                 description="The new conversation's title (1 to 500 characters); the source's when omitted."
             ),
         ] = None,
+        client_mutation_id: ClientMutationId = None,
     ) -> Conversation:
         principal = await info.context.principal()
-        row, _ = await service.fork(
-            info.context.db,
-            info.context.settings,
-            principal,
-            decode_id(message_id, Kind.MESSAGE),
-            mode.value,
-            title,
+        settings = info.context.settings
+        done = await run_once(
+            info,
+            client_mutation_id,
+            {"messageId": message_id, "mode": mode, "title": title},
+            lambda db: service.fork(
+                db, settings, principal, decode_id(message_id, Kind.MESSAGE), mode.value, title
+            ),
+            lambda forked: [forked[0]["id"]],
         )
-        return Conversation.from_row(row)
+        if done.value is None:  # a retry: the fork the first call made
+            return Conversation.from_row(await conversations.get(info.context.db, principal, done.ids[0]))
+        return Conversation.from_row(done.value[0])
