@@ -562,3 +562,26 @@ def test_an_s3_compatible_store_holds_the_bytes_and_loses_them_with_the_message(
     while store.objects and time.monotonic() < deadline:
         time.sleep(0.2)
     assert store.objects == {} and store.refused == 0
+
+
+@pytest.fixture(scope="module")
+def forgetful(dsn: str) -> Iterator[ServerThread]:
+    srv = ServerThread(harness.test_settings(dsn, migrate_on_start=False, file_unattached_ttl_seconds=1))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def test_an_upload_no_message_takes_is_deleted_after_its_time_to_live(
+    forgetful: ServerThread, admin: Actor, loop: Loop, dsn: str
+) -> None:
+    conversation = create_conversation(admin, "kept")
+    kept = upload(forgetful.url, admin, PNG, "kept.png").json()
+    attach(admin, conversation, kept["id"])
+    dropped = upload(forgetful.url, admin, b"never sent").json()
+    deadline = time.monotonic() + 30
+    while download(forgetful.url, admin, dropped["id"]).status_code == 200 and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert download(forgetful.url, admin, dropped["id"]).status_code == 404
+    assert download(forgetful.url, admin, kept["id"]).content == PNG
+    assert count_rows(loop, dsn, "file_blob") == 1

@@ -167,6 +167,8 @@ class Settings:
     file_s3_access_key: str | None = None
     file_s3_secret_key: str | None = None
     file_s3_prefix: str = ""
+    # Uploads no message takes within this long are deleted (0: kept until their uploader is erased).
+    file_unattached_ttl_seconds: float = 86400.0
 
     production: bool = False
     # Report each response's SQL statement count in `extensions.sqlStatements` (tests, benchmarks).
@@ -354,6 +356,9 @@ class Settings:
             file_s3_access_key=os.environ.get("THREADLINE_FILE_S3_ACCESS_KEY") or None,
             file_s3_secret_key=os.environ.get("THREADLINE_FILE_S3_SECRET_KEY") or None,
             file_s3_prefix=_env_str("THREADLINE_FILE_S3_PREFIX", cls.file_s3_prefix),
+            file_unattached_ttl_seconds=_env_float(
+                "THREADLINE_FILE_UNATTACHED_TTL_SECONDS", cls.file_unattached_ttl_seconds
+            ),
             production=_env_bool("THREADLINE_PRODUCTION", cls.production),
             expose_sql_count=_env_bool("THREADLINE_EXPOSE_SQL_COUNT", cls.expose_sql_count),
             broadcast_url=os.environ.get("THREADLINE_BROADCAST_URL") or None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 
 import asyncpg
 
@@ -203,3 +204,15 @@ async def delete_attachment(db: Executor, tenant_id: uuid.UUID, attachment_id: u
     await db.execute(
         "DELETE FROM message_attachment WHERE tenant_id = $1 AND id = $2", tenant_id, attachment_id
     )
+
+
+async def delete_unattached_before(db: Executor, before: datetime, limit: int) -> int:
+    """Uploads no message ever held, made before `before` (any tenant: the retention job); their blobs follow
+    by trigger when no other file names them."""
+    status = await db.execute(
+        """DELETE FROM file WHERE id IN (
+               SELECT id FROM file WHERE attached_at IS NULL AND created_at < $1 ORDER BY created_at LIMIT $2)""",
+        before,
+        limit,
+    )
+    return int(status.split()[-1])

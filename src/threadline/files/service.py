@@ -16,6 +16,7 @@ import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
@@ -242,17 +243,37 @@ async def purge_gone(db: Database, settings: Settings, limit: int = 1000) -> int
     return handled
 
 
+async def forget_unattached(db: Database, settings: Settings, batch: int = 1000) -> int:
+    """Deletes uploads no message took within THREADLINE_FILE_UNATTACHED_TTL_SECONDS (the retention job runs
+    it): an upload is meant for a message, and one never sent must not hold the tenant's quota, or its bytes,
+    for ever. Returns how many went."""
+    before = datetime.now(UTC) - timedelta(seconds=settings.file_unattached_ttl_seconds)
+    total = 0
+    while (deleted := await repo.delete_unattached_before(db, before, batch)) > 0:
+        total += deleted
+    return total
+
+
 PURGE_INTERVAL_SECONDS = 5.0
+FORGET_EVERY_ROUNDS = 12  # a minute
 
 
 async def purge_forever(db: Database, settings: Settings) -> None:
-    """The server's clean-up of stored bytes whose blobs are gone (messages deleted, users erased). Only
-    processes storing files outside PostgreSQL run it (every such process must see the same store)."""
-    if settings.file_storage == "postgres":
-        return
+    """Each process's clean-up: stored bytes whose blobs are gone (messages deleted, users erased) leave the
+    directory or bucket within seconds (processes storing files outside PostgreSQL; every such process must
+    see the same store), and uploads never attached go after THREADLINE_FILE_UNATTACHED_TTL_SECONDS."""
+    rounds = 0
+    # Once a minute, or every round for a short time to live (tests, small deployments).
+    forget_every = max(
+        1, min(FORGET_EVERY_ROUNDS, int(settings.file_unattached_ttl_seconds / PURGE_INTERVAL_SECONDS))
+    )
     while True:
         try:
-            await purge_gone(db, settings)
-        except Exception:  # noqa: BLE001 - an outage or a full disk: the queue waits for the next round
+            if settings.file_storage != "postgres":
+                await purge_gone(db, settings)
+            if settings.file_unattached_ttl_seconds > 0 and rounds % forget_every == 0:
+                await forget_unattached(db, settings)
+        except Exception:  # noqa: BLE001 - an outage or a full disk: the work waits for the next round
             log.warning("file clean-up failed; retrying", exc_info=True)
+        rounds += 1
         await asyncio.sleep(PURGE_INTERVAL_SECONDS)
