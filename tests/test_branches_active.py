@@ -102,6 +102,25 @@ def test_siblings_of_a_whole_tree_cost_the_same_statements_whatever_its_size(adm
 # --- the current leaf -------------------------------------------------------------------------------------
 
 
+def test_current_paths_of_many_threads_cost_the_same_statements_as_of_few(admin: Actor) -> None:
+    query = """query($c: ID!) { conversation(id: $c) { threads(first: 50) { nodes { currentLeaf { id }
+      currentPath { id content } } } } }"""
+
+    def conversation(threads: int) -> str:
+        cid = create_conversation(admin)
+        for t in range(threads):
+            parent = start_thread(admin, cid, f"thread {t}")
+            for i in range(3):
+                parent = reply(admin, parent, f"reply {i}")
+        return cid
+
+    few, many = conversation(2), conversation(12)
+    assert admin.client.statements(query, {"c": few}) == admin.client.statements(query, {"c": many})
+    paths = admin.client.ok(query, {"c": many})["conversation"]["threads"]["nodes"]
+    assert len(paths) == 12 and {len(t["currentPath"]) for t in paths} == {4}
+    assert all(t["currentPath"][-1]["id"] == t["currentLeaf"]["id"] for t in paths)
+
+
 def test_a_new_reply_moves_its_author_and_others_see_the_newest_branch(
     admin: Actor, make_user: Callable[..., Actor]
 ) -> None:
