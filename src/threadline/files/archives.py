@@ -223,5 +223,7 @@ async def attach_from_archives(
                 # The message holds the file now; a later export lists it from there (not twice).
                 await repo.delete_attachment(tx, principal.tenant_id, row["id"])
             else:
-                await repo.set_attachment_data(tx, principal.tenant_id, row["id"], {**entry, "fileId": new_id})
+                await repo.set_attachment_data(
+                    tx, principal.tenant_id, row["id"], {**entry, "fileId": new_id}
+                )
     return done
