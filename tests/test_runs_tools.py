@@ -231,7 +231,7 @@ def test_a_tool_round_trip_against_an_openai_compatible_upstream(
         ("MESSAGE_CREATION", "COMPLETED"),
         ("TOOL_CALLS", "IN_PROGRESS"),
     ]
-    assert waiting["steps"][1]["details"]["toolCalls"] == calls
+    assert waiting["steps"][1]["details"]["toolCallIds"] == ["call_a1", "call_b1"]
     # Tools and tool_choice were passed through as given.
     [first] = upstream.requests
     assert (first["tools"], first["tool_choice"]) == ([WEATHER, TIME], "auto")
@@ -584,4 +584,18 @@ def test_unpaired_tool_calls_and_results_are_sent_as_plain_text(
         {"role": "user", "content": "42"},
         {"role": "user", "content": "so?"},
     ]
+    owner.client.ok(CANCEL, {"id": run["id"]})
+
+
+def test_deleting_the_calls_while_waiting_leaves_no_copy_of_them(owner: Actor, loop: Loop, dsn: str) -> None:
+    question = _question(owner)
+    run = _openai_run(owner, question)
+    waiting = _wait(owner, run["id"], WAITING)
+    owner.client.ok("mutation($id: ID!) { messageDelete(id: $id) { id } }", {"id": waiting["output"]["id"]})
+    after = _wait(owner, run["id"], WAITING)
+    assert (after["status"], after["requiredAction"]["toolCalls"]) == ("REQUIRES_ACTION", [])
+    rows = snapshot(loop, dsn)
+    assert not any('"Paris"}' in repr(row) for table in ("run", "run_step", "message") for row in rows[table])
+    outputs = [{"toolCallId": "call_a1", "output": "x"}, {"toolCallId": "call_b1", "output": "y"}]
+    assert owner.client.code(SUBMIT, {"r": run["id"], "o": outputs}) == "CONFLICT"
     owner.client.ok(CANCEL, {"id": run["id"]})

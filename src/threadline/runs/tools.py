@@ -51,18 +51,17 @@ async def require_action(
     await threads.set_parts(tx, tenant_id, current["id"], stored)
     await output.finish(tx, tenant_id, current, run["id"], usage, strict=False)
     await repo.end_open_steps(tx, tenant_id, run["id"], StepStatus.COMPLETED)
-    details = {"messageId": encode_id(Kind.MESSAGE, current["id"]), "toolCalls": _public(found)}
+    # Ids only, here and in `required_action`: the calls' names and arguments live in the message's parts,
+    # where a delete or an erasure removes them (ARCHITECTURE.md, "Deleted means gone").
+    ids = [c["id"] for c in found]
+    details = {"messageId": encode_id(Kind.MESSAGE, current["id"]), "toolCallIds": ids}
     await repo.insert_step(tx, tenant_id, run["id"], run["attempt"], StepType.TOOL_CALLS.value, details)
     await transition(tx, run, RunStatus.REQUIRES_ACTION, usage=(usage.prompt_tokens, usage.completion_tokens))
     waiting = await repo.set_required_action(
-        tx, tenant_id, run["id"], {"messageId": str(current["id"]), "toolCalls": found}
+        tx, tenant_id, run["id"], {"messageId": str(current["id"]), "toolCallIds": ids}
     )
     await announce_status(tx, waiting)
     return waiting
-
-
-def _public(calls: list[parts.Part]) -> list[dict[str, str]]:
-    return [{"id": c["id"], "name": c["name"], "arguments": c["arguments"]} for c in calls]
 
 
 @dataclass(frozen=True)
@@ -85,15 +84,15 @@ async def submit_tool_outputs(
         if run["status"] != RunStatus.REQUIRES_ACTION:
             raise conflict(f"The run is {run['status']}: it is not waiting for tool outputs")
         require_writable(conversation)
-        calls: list[parts.Part] = run["required_action"]["toolCalls"]
+        calls: list[str] = run["required_action"]["toolCallIds"]
         by_id = {o.tool_call_id: o for o in outputs}
-        known = {c["id"] for c in calls}
+        known = set(calls)
         unknown = [o.tool_call_id for o in outputs if o.tool_call_id not in known]
         if unknown:
             raise bad_input(f"Unknown tool call ids: {', '.join(sorted(set(unknown)))}", argument="outputs")
         if len(by_id) != len(outputs):
             raise bad_input("Each tool call takes one output", argument="outputs")
-        missing = [c["id"] for c in calls if c["id"] not in by_id]
+        missing = [c for c in calls if c not in by_id]
         if missing:
             raise bad_input(f"Outputs are missing for: {', '.join(missing)}", argument="outputs")
         parent = await threads.message(
@@ -102,10 +101,8 @@ async def submit_tool_outputs(
         if parent is None or parent["deleted_at"] is not None:
             raise conflict("The message holding the tool calls was deleted")
         for call in calls:
-            answer = by_id[call["id"]]
-            part = parts.tool_result_part(
-                tool_call_id=call["id"], content=answer.output, is_error=answer.is_error
-            )
+            answer = by_id[call]
+            part = parts.tool_result_part(tool_call_id=call, content=answer.output, is_error=answer.is_error)
             parts.validate_parts([part], settings)
             draft = MessageDraft(content=answer.output, role="TOOL", parts=[part])
             parent, _ = await add_reply(tx, settings, principal.tenant_id, parent, draft, principal.user_id)

@@ -68,7 +68,7 @@ describe_values(
     {
         "MESSAGE_CREATION": "The step writes the run's output message.",
         "TOOL_CALLS": "The model called tools: the step lasts until their outputs are submitted "
-        '(details: {"messageId", "toolCalls": [{"id", "name", "arguments"}]}).',
+        '(details: {"messageId", "toolCallIds"}; the calls themselves are the message\'s tool-call parts).',
     },
 )
 
@@ -78,10 +78,26 @@ _ToolCallType = Annotated["ToolCallPart", strawberry.lazy("threadline.parts.type
 
 @strawberry.type(description="What a run in REQUIRES_ACTION waits for.")
 class RequiredAction:
-    tool_calls: list[_ToolCallType] = strawberry.field(
-        description="The calls the model made, each to be answered in `runSubmitToolOutputs` by its id."
-    )
     message_id: strawberry.ID = strawberry.field(description="The ASSISTANT message holding the calls.")
+    message_uuid: strawberry.Private[UUID]
+    call_ids: strawberry.Private[list[str]]
+
+    @strawberry.field(
+        description="The calls the model made (the message's tool-call parts), each to be answered in "
+        "`runSubmitToolOutputs` by its id; empty if the message was deleted."
+    )
+    async def tool_calls(self, info: Info) -> list[_ToolCallType]:
+        from threadline.parts.types import ToolCallPart
+
+        found = await loaders.message(info, self.message_uuid)
+        row = found[0] if found is not None else None
+        stored = row["parts"] if row is not None and row["deleted_at"] is None else None
+        calls = {p["id"]: p for p in stored or [] if p["type"] == "tool_call"}
+        return [
+            ToolCallPart(id=i, name=calls[i]["name"], arguments=calls[i]["arguments"])
+            for i in self.call_ids
+            if i in calls
+        ]
 
 
 _UsageType = Annotated["Usage", strawberry.lazy("threadline.threads.types")]
@@ -219,15 +235,13 @@ class Run(Node):
 
 
 def _required_action(stored: dict[str, Any] | None) -> RequiredAction | None:
-    from threadline.parts.types import ToolCallPart
-
     if stored is None:
         return None
+    message_uuid = UUID(stored["messageId"])
     return RequiredAction(
-        tool_calls=[
-            ToolCallPart(id=c["id"], name=c["name"], arguments=c["arguments"]) for c in stored["toolCalls"]
-        ],
-        message_id=strawberry.ID(encode_id(Kind.MESSAGE, UUID(stored["messageId"]))),
+        message_id=strawberry.ID(encode_id(Kind.MESSAGE, message_uuid)),
+        message_uuid=message_uuid,
+        call_ids=list(stored["toolCallIds"]),
     )
 
 
