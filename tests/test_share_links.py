@@ -368,3 +368,18 @@ def test_the_page_holds_at_most_four_mebibytes_of_text(server: ServerThread, adm
     ).json()
     assert [m["content"][0] for m in answer["messages"]] == ["a", "b", "c", "d"]
     assert answer["truncated"] is True
+
+
+def test_creating_and_revoking_a_link_is_audited(admin: Actor, branches: dict[str, str]) -> None:
+    link = share(admin, branches["conversation"], m=branches["b"])
+    admin.client.ok(REVOKE, {"id": link["id"]})
+    entries = admin.client.ok(
+        """{ auditLog(first: 10) { nodes { action actorId targetKind targetId details } } }"""
+    )["auditLog"]["nodes"]
+    shared = [e for e in entries if e["action"].startswith("share_link.")]
+    assert sorted(e["action"] for e in shared) == ["share_link.create", "share_link.revoke"]
+    for entry in shared:
+        assert entry["actorId"] == admin.user_id and entry["targetId"] == branches["conversation"]
+        assert (
+            entry["details"]["shareLinkId"] == link["id"] and entry["details"]["messageId"] == branches["b"]
+        )

@@ -39,6 +39,8 @@ class AuditAction(StrEnum):
     PARTICIPANT_ROLE_SET = "participant.role_set"
     RETENTION_SET = "tenant.retention_set"
     RETENTION_PURGE = "retention.purge"
+    SHARE_LINK_CREATE = "share_link.create"  # a conversation (or branch) published by link
+    SHARE_LINK_REVOKE = "share_link.revoke"
 
 
 class Actor(Protocol):

@@ -25,7 +25,7 @@ class AuditEntry:
     action: str = strawberry.field(
         description="Dotted action name: conversation.export, conversation.import, user.export, user.erase, "
         "user.create, user.role_set, api_key.create, api_key.revoke, participant.role_set, tenant.retention_set, "
-        "retention.purge."
+        "retention.purge, share_link.create, share_link.revoke."
     )
     actor_id: strawberry.ID | None = strawberry.field(
         description="The user who acted; null for the server itself (retention) or an operator's CLI."

@@ -21,10 +21,12 @@ from datetime import UTC, datetime, timedelta
 
 import asyncpg
 
+from threadline.audit.service import AuditAction, record
 from threadline.auth.principal import Principal
 from threadline.conversations.access import Access, require
 from threadline.db import Database, Executor
 from threadline.errors import bad_input, not_found
+from threadline.ids import Kind, encode_id
 from threadline.ratelimits.service import Budget, RateLimited
 from threadline.settings import Settings
 from threadline.sharing import repository as repo
@@ -100,7 +102,20 @@ async def create(
             snapshot_seq=await repo.last_seq(tx, principal.tenant_id, conversation_id),
             expires_at=expires_at,
         )
+        # Publishing content to anyone holding a link is worth a line in the tenant's audit log.
+        await record(
+            tx, principal, AuditAction.SHARE_LINK_CREATE, (Kind.CONVERSATION, conversation_id), _details(row)
+        )
     return Created(row, token)
+
+
+def _details(row: asyncpg.Record) -> dict[str, object]:
+    return {
+        "shareLinkId": encode_id(Kind.SHARE_LINK, row["id"]),
+        "messageId": encode_id(Kind.MESSAGE, row["message_id"]) if row["message_id"] else None,
+        "live": row["live"],
+        "expiresAt": row["expires_at"].isoformat() if row["expires_at"] else None,
+    }
 
 
 async def readable_link(db: Executor, principal: Principal, link_id: uuid.UUID) -> asyncpg.Record:
@@ -120,8 +135,15 @@ async def revoke(db: Database, principal: Principal, link_id: uuid.UUID) -> asyn
     async with db.transaction() as tx:
         await readable_link(tx, principal, link_id)
         row = await repo.revoke(tx, principal.tenant_id, link_id)
-    if row is None:
-        raise not_found("ShareLink")
+        if row is None:
+            raise not_found("ShareLink")
+        await record(
+            tx,
+            principal,
+            AuditAction.SHARE_LINK_REVOKE,
+            (Kind.CONVERSATION, row["conversation_id"]),
+            _details(row),
+        )
     return row
 
 
