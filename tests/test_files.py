@@ -585,3 +585,16 @@ def test_an_upload_no_message_takes_is_deleted_after_its_time_to_live(
     assert download(forgetful.url, admin, dropped["id"]).status_code == 404
     assert download(forgetful.url, admin, kept["id"]).content == PNG
     assert count_rows(loop, dsn, "file_blob") == 1
+
+
+def test_concurrent_uploads_of_the_same_bytes_store_them_once(
+    server: ServerThread, admin: Actor, loop: Loop, dsn: str
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    data = b"%PDF-1.7 " + bytes(range(256)) * 400
+    with ThreadPoolExecutor(6) as pool:
+        answers = list(pool.map(lambda n: upload(server.url, admin, data, f"copy{n}.pdf"), range(6)))
+    assert [a.status_code for a in answers] == [201] * 6
+    assert sorted(a.json()["deduplicated"] for a in answers) == [False, True, True, True, True, True]
+    assert count_rows(loop, dsn, "file_blob") == 1 and count_rows(loop, dsn, "file") == 6

@@ -383,3 +383,27 @@ def test_creating_and_revoking_a_link_is_audited(admin: Actor, branches: dict[st
         assert (
             entry["details"]["shareLinkId"] == link["id"] and entry["details"]["messageId"] == branches["b"]
         )
+
+
+def test_sharing_a_thread_root_shows_the_root_alone(
+    admin: Actor, anonymous: Client, branches: dict[str, str]
+) -> None:
+    link = share(admin, branches["conversation"], m=branches["root"])
+    assert contents(anonymous.execute(READ, {"t": link["token"]})) == ["root question"]
+
+
+def test_an_anonymous_get_request_reads_a_shared_conversation(
+    server: ServerThread, admin: Actor, branches: dict[str, str]
+) -> None:
+    import json
+
+    token = share(admin, branches["conversation"], m=branches["a"])["token"]
+    query = "query($t: String!) { sharedConversation(token: $t) { title } }"
+    answer = httpx.get(
+        f"{server.url}/graphql",
+        params={"query": query, "variables": json.dumps({"t": token})},
+        headers={"Accept": "application/json"},
+    )
+    assert answer.status_code == 200 and answer.json()["data"] == {
+        "sharedConversation": {"title": "Trip planning"}
+    }
