@@ -281,3 +281,35 @@ def test_a_retried_fork_with_the_same_client_mutation_id_forks_once(admin: Actor
     again = admin.client.ok(keyed, {"m": ids["a1x"], "k": "fork-1"})["conversationFork"]
     assert again == first == {"id": first["id"], "messageCount": 4}
     assert admin.client.ok("{ conversations { totalCount } }")["conversations"]["totalCount"] == 2
+
+
+def tree_metadata(actor: Actor, root: str) -> list[Any]:
+    tree = actor.client.ok("query($r: ID!) { threadTree(rootId: $r) { nodes { metadata } } }", {"r": root})
+    return [node["metadata"] for node in tree["threadTree"]["nodes"]]
+
+
+def test_a_fork_copies_metadata_and_outlives_its_source(admin: Actor, make_user: Any) -> None:
+    owner = make_user(admin)
+    reader = make_user(admin)
+    created = owner.client.ok(
+        'mutation { conversationCreate(input: {title: "src", metadata: {project: "apollo"}}) { id } }'
+    )
+    source = created["conversationCreate"]["id"]
+    root = owner.client.ok(START, {"c": source, "i": {"content": "q", "metadata": {"k": "v"}}})[
+        "threadStart"
+    ]["id"]
+    join(owner, reader, source, "VIEWER")
+    forked = fork(reader.client, root, "THREAD")
+    assert forked["metadata"] == {"project": "apollo"}
+    copy = forked["threads"]["edges"][0]["node"]["root"]["id"]
+    tree = reader.client.ok(
+        "query($r: ID!) { threadTree(rootId: $r) { nodes { content metadata } } }", {"r": copy}
+    )
+    assert tree["threadTree"]["nodes"] == [{"content": "q", "metadata": {"k": "v"}}]
+    # The source's owner is erased (their conversations go): the fork stays, its provenance is gone.
+    admin.client.ok("mutation($u: ID!) { userErase(userId: $u) { userId } }", {"u": owner.user_id})
+    after = reader.client.ok(PROVENANCE, {"id": forked["id"]})["conversation"]
+    assert after["forkedFrom"] is None
+    # Copies keep their author, so the erasure reached the copy of the owner's message as well.
+    assert observed(reader.client, copy) == [("", None, 0, 0)]
+    assert tree_metadata(reader, copy) == [{}]
