@@ -313,3 +313,16 @@ def test_a_fork_copies_metadata_and_outlives_its_source(admin: Actor, make_user:
     # Copies keep their author, so the erasure reached the copy of the owner's message as well.
     assert observed(reader.client, copy) == [("", None, 0, 0)]
     assert tree_metadata(reader, copy) == [{}]
+
+
+def test_the_forker_is_on_the_copy_of_the_message_they_forked_at(admin: Actor) -> None:
+    source = create_conversation(admin, "source")
+    ids = build(admin, source)
+    current = """query($r: ID!) { thread(rootId: $r) { currentLeaf { content } currentPath { content } } }"""
+    for mode, at in (("PATH_ONLY", "a1x"), ("BRANCH", "a1"), ("THREAD", "b")):
+        forked = fork(admin.client, ids[at], mode)
+        root = forked["threads"]["edges"][0]["node"]["root"]["id"]
+        thread = admin.client.ok(current, {"r": root})["thread"]
+        model = TreeModel(SHAPE)
+        assert thread["currentLeaf"] == {"content": model.content[at]}
+        assert [m["content"] for m in thread["currentPath"]] == [model.content[k] for k in model.ancestry(at)]

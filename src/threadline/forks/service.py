@@ -16,6 +16,7 @@ from threadline.events.announce import publish_conversation_forked
 from threadline.events.payloads import ConversationForked
 from threadline.forks import repository as repo
 from threadline.settings import Settings
+from threadline.threads import branch_repository as branches
 from threadline.threads import repository as threads
 
 MODES = ("BRANCH", "PATH_ONLY", "THREAD")
@@ -69,6 +70,10 @@ async def fork(
         copied = await repo.copy_messages(tx, principal.tenant_id, message, mode, row["id"])
         await repo.insert_thread(
             tx, principal.tenant_id, row["id"], copied["root_id"], copied["copied"] - 1, copied["last_seq"]
+        )
+        # The forker is on the copy of the message they forked at (Thread.currentLeaf), as after an import.
+        await branches.set_current_leaf(
+            tx, principal.tenant_id, principal.user_id, copied["root_id"], copied["message_id"]
         )
         # Copies' usage is not counted again (the source's messages spent it): the token count starts at 0.
         row = await conversations.update_conversation(
