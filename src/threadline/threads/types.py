@@ -66,7 +66,8 @@ class Usage:
     imported: bool = strawberry.field(
         default=False,
         description="True when the usage was read from an imported file (self-reported, not measured by "
-        "Threadline): it is shown but not counted in the conversation's tokenCount nor in usage insights.",
+        "Threadline) or belongs to a fork's copy of a message (`conversationFork`: its source spent it): it is "
+        "shown but not counted in the conversation's tokenCount nor in usage insights.",
     )
 
     @classmethod
