@@ -18,9 +18,9 @@ from tests.harness import Actor, Loop, ServerThread
 from tests.test_runs_support import on, runs_server, settle, stream_events
 from tests.ws import WsClient
 
-RUN_FIELDS = """id status lastError { code message } tools toolChoice
+RUN_FIELDS = """id status lastError { code message } tools toolChoice usage { promptTokens completionTokens }
   requiredAction { messageId toolCalls { id name arguments } }
-  message { id role content } output { id content parts { __typename ... on ToolCallPart { id name arguments }
+  message { id role content } output { id content usage { promptTokens completionTokens } parts { __typename ... on ToolCallPart { id name arguments }
     ... on TextPart { text } } }
   steps { type status details }"""
 RUN_CREATE = "mutation($i: RunCreateInput!) { runCreate(input: $i) { " + RUN_FIELDS + " } }"
@@ -232,6 +232,7 @@ def test_a_tool_round_trip_against_an_openai_compatible_upstream(
         ("TOOL_CALLS", "IN_PROGRESS"),
     ]
     assert waiting["steps"][1]["details"]["toolCallIds"] == ["call_a1", "call_b1"]
+    assert waiting["usage"] == waiting["output"]["usage"] == {"promptTokens": 20, "completionTokens": 9}
     # Tools and tool_choice were passed through as given.
     [first] = upstream.requests
     assert (first["tools"], first["tool_choice"]) == ([WEATHER, TIME], "auto")
@@ -251,6 +252,9 @@ def test_a_tool_round_trip_against_an_openai_compatible_upstream(
     done = _wait(owner, run["id"], ENDED)
     assert done["status"] == "COMPLETED"
     assert done["output"]["content"] == "Done: 18 C, rain, 14:05"
+    # The answer has its own round's usage; the run counts both rounds.
+    assert done["output"]["usage"] == {"promptTokens": 30, "completionTokens": 4}
+    assert done["usage"] == {"promptTokens": 50, "completionTokens": 13}
     assert [(s["type"], s["status"]) for s in done["steps"]] == [
         ("MESSAGE_CREATION", "COMPLETED"),
         ("TOOL_CALLS", "COMPLETED"),

@@ -36,7 +36,7 @@ from threadline.runs.output import OutputDeleted, Usage
 from threadline.runs.providers import CompletionRequest, Finish, Provider, ProviderError
 from threadline.runs.service import end_run
 from threadline.runs.tools import require_action
-from threadline.runs.transitions import EXECUTING, RunStatus, StepType
+from threadline.runs.transitions import EXECUTING, RunStatus, StepStatus, StepType
 from threadline.settings import Settings
 from threadline.threads import branches
 from threadline.threads import repository as threads
@@ -88,12 +88,14 @@ async def owned(tx: Executor, claim: Claim, settings: Settings) -> asyncpg.Recor
 
 async def start(
     db: Database, settings: Settings, claim: Claim
-) -> tuple[list[ChatMessage], asyncpg.Record] | None:
-    """The prompt and the output message, or None if the run ended here (cancelled, or failed to start)."""
+) -> tuple[list[ChatMessage], asyncpg.Record, Usage] | None:
+    """The prompt, the output message and the usage of the run's earlier tool rounds, or None if the run
+    ended here (cancelled, or failed to start)."""
     async with db.transaction() as tx:
         run = await owned(tx, claim, settings)
+        carried = await carried_usage(tx, run)
         if run["status"] == RunStatus.CANCELLING:
-            await end_run(tx, run, RunStatus.CANCELLED, usage=Usage(0, 0))
+            await end_run(tx, run, RunStatus.CANCELLED, usage=Usage(0, 0), run_usage=carried)
             return None
         try:
             prompt, message = await _prepare(tx, settings, run)
@@ -103,7 +105,7 @@ async def start(
                 if isinstance(exc, ThreadlineError)
                 else ("CONTEXT_TOO_LARGE", str(exc))
             )
-            await end_run(tx, run, RunStatus.FAILED, usage=Usage(0, 0), error=(code, text))
+            await end_run(tx, run, RunStatus.FAILED, usage=Usage(0, 0), error=(code, text), run_usage=carried)
             return None
         await repo.insert_step(
             tx,
@@ -113,8 +115,27 @@ async def start(
             StepType.MESSAGE_CREATION.value,
             {"messageId": encode_id(Kind.MESSAGE, message["id"])},
         )
-        await repo.progress(tx, claim.tenant_id, claim.run_id, claim.attempt, prompt_tokens(prompt), 0)
-    return prompt, message
+        await repo.progress(
+            tx,
+            claim.tenant_id,
+            claim.run_id,
+            claim.attempt,
+            carried.prompt_tokens + prompt_tokens(prompt),
+            carried.completion_tokens,
+        )
+    return prompt, message, carried
+
+
+async def carried_usage(tx: Executor, run: asyncpg.Record) -> Usage:
+    """What the run's earlier rounds used (tool calls: runs.tools records the total at each wait), so
+    `Run.usage` counts every round; zero for a first round."""
+    waits = [
+        s
+        for s in await repo.steps_of(tx, run["tenant_id"], [run["id"]])
+        if s["type"] == StepType.TOOL_CALLS and s["status"] == StepStatus.COMPLETED
+    ]
+    total = waits[-1]["details"].get("runUsage") if waits else None
+    return Usage(total[0], total[1]) if isinstance(total, list) and len(total) == 2 else Usage(0, 0)
 
 
 async def _prepare(
@@ -187,6 +208,7 @@ class DeltaWriter:
         self.signals = signals
         self.prompt_tokens = prompt
         self.completion_tokens = 0  # deltas received: the usage estimate until the provider reports one
+        self.carried = Usage(0, 0)  # earlier tool rounds' usage, added to the run's (not the message's)
         self.pending: list[str] = []
         self.wake = asyncio.Event()
         self.lock = asyncio.Lock()
@@ -222,8 +244,8 @@ class DeltaWriter:
             self.claim.tenant_id,
             self.claim.run_id,
             self.claim.attempt,
-            self.prompt_tokens,
-            self.completion_tokens,
+            self.carried.prompt_tokens + self.prompt_tokens,
+            self.carried.completion_tokens + self.completion_tokens,
         )
         if status is None:
             raise Lost()
@@ -268,8 +290,9 @@ async def execute(
         return False
     if started is None:
         return True
-    prompt, message = started
+    prompt, message, carried = started
     writer = DeltaWriter(db, settings, claim, message, signals, prompt_tokens(prompt))
+    writer.carried = carried
     request = CompletionRequest(
         model=claimed["model"], messages=prompt, tools=claimed["tools"], tool_choice=claimed["tool_choice"]
     )
@@ -335,6 +358,10 @@ async def _end(db: Database, settings: Settings, claim: Claim, writer: DeltaWrit
         if finish and finish.completion_tokens is not None
         else writer.completion_tokens,
     )
+    run_usage = Usage(
+        writer.carried.prompt_tokens + usage.prompt_tokens,
+        writer.carried.completion_tokens + usage.completion_tokens,
+    )
     try:
         async with db.transaction() as tx:
             run = await owned(tx, claim, settings)
@@ -347,9 +374,9 @@ async def _end(db: Database, settings: Settings, claim: Claim, writer: DeltaWrit
                 outcome = Outcome(RunStatus.CANCELLED)
             if outcome.status is RunStatus.COMPLETED and finish is not None and finish.tool_calls:
                 # The model asked for tools: the run waits for their outputs (runs.tools).
-                await require_action(tx, run, writer.message, finish.tool_calls, usage)
+                await require_action(tx, run, writer.message, finish.tool_calls, usage, run_usage)
             else:
-                await end_run(tx, run, outcome.status, usage=usage, error=outcome.error)
+                await end_run(tx, run, outcome.status, usage=usage, error=outcome.error, run_usage=run_usage)
     except Lost:
         log.warning("run %s lost at its end (attempt %d)", claim.run_id, claim.attempt)
         return False

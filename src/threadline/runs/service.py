@@ -214,10 +214,13 @@ async def end_run(
     *,
     usage: Usage | None = None,
     error: tuple[str, str] | None = None,
+    run_usage: Usage | None = None,
 ) -> asyncpg.Record:
     """Leave the executing states: the run's status, its open steps, its output message made final
-    (with `message.done`), and an `error` event for FAILED and EXPIRED."""
-    usage_pair = (usage.prompt_tokens, usage.completion_tokens) if usage is not None else None
+    (with `message.done`), and an `error` event for FAILED and EXPIRED. `usage` is the output message's;
+    the run records `run_usage` when given (every tool round's, runs.tools), else the same."""
+    total = run_usage if run_usage is not None else usage
+    usage_pair = (total.prompt_tokens, total.completion_tokens) if total is not None else None
     updated = await transition(tx, run, target, error=error, usage=usage_pair)
     if run["status"] == RunStatus.REQUIRES_ACTION:
         await announce_status(tx, updated)

@@ -39,7 +39,12 @@ def call_part(call: ToolCall) -> parts.Part:
 
 
 async def require_action(
-    tx: Executor, run: asyncpg.Record, message: asyncpg.Record, calls: tuple[ToolCall, ...], usage: Usage
+    tx: Executor,
+    run: asyncpg.Record,
+    message: asyncpg.Record,
+    calls: tuple[ToolCall, ...],
+    usage: Usage,
+    run_usage: Usage,
 ) -> asyncpg.Record:
     """The model asked for tool calls: keep them on the output message (made final, `message.done`), end its
     MESSAGE_CREATION step, open a TOOL_CALLS step and wait in REQUIRES_ACTION. `run` is locked by the caller."""
@@ -54,9 +59,11 @@ async def require_action(
     # Ids only, here and in `required_action`: the calls' names and arguments live in the message's parts,
     # where a delete or an erasure removes them (ARCHITECTURE.md, "Deleted means gone").
     ids = [c["id"] for c in found]
-    details = {"messageId": encode_id(Kind.MESSAGE, current["id"]), "toolCallIds": ids}
+    # The run's usage so far goes with the step, for the next round to add to (execution.carried_usage).
+    total = [run_usage.prompt_tokens, run_usage.completion_tokens]
+    details = {"messageId": encode_id(Kind.MESSAGE, current["id"]), "toolCallIds": ids, "runUsage": total}
     await repo.insert_step(tx, tenant_id, run["id"], run["attempt"], StepType.TOOL_CALLS.value, details)
-    await transition(tx, run, RunStatus.REQUIRES_ACTION, usage=(usage.prompt_tokens, usage.completion_tokens))
+    await transition(tx, run, RunStatus.REQUIRES_ACTION, usage=(total[0], total[1]))
     waiting = await repo.set_required_action(
         tx, tenant_id, run["id"], {"messageId": str(current["id"]), "toolCallIds": ids}
     )
