@@ -68,7 +68,8 @@ describe_values(
     {
         "MESSAGE_CREATION": "The step writes the run's output message.",
         "TOOL_CALLS": "The model called tools: the step lasts until their outputs are submitted "
-        '(details: {"messageId", "toolCallIds"}; the calls themselves are the message\'s tool-call parts).',
+        '(details: {"messageId", "toolCallIds", "runUsage": [prompt, completion] so far}; the calls themselves '
+        "are the message's tool-call parts).",
     },
 )
 
@@ -118,7 +119,10 @@ class RunError:
 class RunStep(Node):
     type: RunStepType = strawberry.field(description="What the step does.")  # type: ignore[valid-type]
     status: RunStepStatus = strawberry.field(description="Where the step is.")  # type: ignore[valid-type]
-    details: JSON = strawberry.field(description='For MESSAGE_CREATION: {"messageId": ...}.')
+    details: JSON = strawberry.field(
+        description='For MESSAGE_CREATION: {"messageId": ...}; for TOOL_CALLS: {"messageId", "toolCallIds", '
+        '"runUsage"}.'
+    )
     attempt: int = strawberry.field(
         description="The run attempt the step belongs to (a requeued run retries)."
     )
