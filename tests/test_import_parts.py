@@ -461,3 +461,42 @@ def test_parts_a_file_gets_wrong_are_dropped_with_a_warning_and_the_text_kept(ad
         "done",
         [{"__typename": "TextPart", "text": "done"}],
     )
+
+
+def test_a_merge_re_import_brings_the_parts_of_changed_and_new_messages(admin: Actor) -> None:
+    newer = CLAUDE[0]
+    older = {
+        **newer,
+        "chat_messages": [
+            newer["chat_messages"][0],
+            {**newer["chat_messages"][1], "content": [{"type": "text", "text": "Working on it."}]},
+        ],
+    }
+    first = _import(admin, "CLAUDE", [older])["conversations"][0]["id"]
+    follow_up = {
+        "uuid": "a2",
+        "sender": "assistant",
+        "text": "",
+        "content": [
+            {"type": "thinking", "thinking": "Nothing to add."},
+            {"type": "text", "text": "Anything else?"},
+        ],
+        "created_at": "2025-03-01T10:00:40.000000Z",
+        "attachments": [],
+        "files": [],
+        "parent_message_uuid": "a1",
+    }
+    grown = {**newer, "chat_messages": [*newer["chat_messages"], follow_up]}
+    report = admin.client.ok(IMPORT_REPORT, {"i": {"format": "CLAUDE", "data": [grown]}})[
+        "conversationImportReport"
+    ]
+    assert report["conversations"][0]["id"] == first
+    messages = _messages(admin, first)
+    assert [m["parts"][0]["__typename"] for m in messages] == ["TextPart", "ReasoningPart", "ReasoningPart"]
+    assert [p["__typename"] for p in messages[1]["parts"]] == [
+        "ReasoningPart",
+        "ToolCallPart",
+        "ToolResultPart",
+        "TextPart",
+    ]
+    assert messages[2]["content"] == "Anything else?"

@@ -434,6 +434,8 @@ async def merge(
                 assert current is not None
                 await threads_repo.record_edit(tx, tenant_id, row["id"], current["content"], user_id)
                 edits.append(await threads_repo.set_content(tx, tenant_id, row["id"], m["content"]))
+                # The newer export's parts go with its text (content is their projection).
+                await threads_repo.set_parts(tx, tenant_id, row["id"], m["parts"])
             continue
         parent = node[m["parent_index"]] if m["parent_index"] >= 0 else None
         if parent is None:
