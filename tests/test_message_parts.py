@@ -271,3 +271,22 @@ def test_live_events_carry_the_parts(admin: Actor, ws: Callable[..., WsClient]) 
         if event["type"] == "thread.activity":
             break
     assert event["changedMessage"] == {"content": "Let me look that up.", "parts": RICH_OUT}
+
+
+EDIT_AS_BRANCH = (
+    "mutation($id: ID!, $c: String!) { messageEdit(id: $id, content: $c, asBranch: true) { content parts { ...P } } }"
+    + PARTS
+)
+
+
+def test_an_edit_as_a_branch_keeps_the_other_parts(admin: Actor) -> None:
+    root = _root(admin)
+    made = reply_parts(admin, root, "USER", [{"text": "before"}, {"image": {"fileId": "f1"}}])
+    branch = admin.client.ok(EDIT_AS_BRANCH, {"id": made["id"], "c": "after"})["messageEdit"]
+    assert branch == {
+        "content": "after",
+        "parts": [
+            {"__typename": "TextPart", "text": "after"},
+            {"__typename": "ImagePart", "url": None, "fileId": "f1", "mimeType": None},
+        ],
+    }

@@ -11,6 +11,7 @@ from threadline.auth.principal import Principal
 from threadline.conversations.access import Access, access_level, require, require_writable
 from threadline.db import Database
 from threadline.errors import bad_input, conflict, forbidden, not_found
+from threadline.parts import model as message_parts
 from threadline.settings import Settings
 from threadline.threads import branches
 from threadline.threads import repository as repo
@@ -56,5 +57,9 @@ async def edit_as_branch(
         # The parent is the row a reply locks (lock order: message, then conversation, then thread).
         parent = await repo.message(tx, principal.tenant_id, row["parent_id"], lock=True)
         assert parent is not None
-        draft = MessageDraft(content=content, role=row["role"], model=row["model"])
+        # The new version keeps the message's other parts (an image, a file) with the new text.
+        stored = await repo.parts_of(tx, principal.tenant_id, [message_id])
+        edited = message_parts.with_text(stored[0]["parts"], content) if stored else None
+        kept = None if edited is None or message_parts.is_plain_text(edited) else edited
+        draft = MessageDraft(content=content, role=row["role"], model=row["model"], parts=kept)
         return await add_reply(tx, settings, principal.tenant_id, parent, draft, principal.user_id)
