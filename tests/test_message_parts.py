@@ -202,6 +202,15 @@ def test_an_image_needs_exactly_one_of_url_and_file_id(admin: Actor, loop: Loop,
         assert error["extensions"]["code"] == "BAD_USER_INPUT"
 
 
+def test_script_urls_are_refused(admin: Actor, loop: Loop, dsn: str) -> None:
+    root = _root(admin)
+    for part in (
+        {"image": {"url": " JavaScript:alert(1)"}},
+        {"file": {"name": "x", "url": "vbscript:msgbox"}},
+    ):
+        assert _refused(admin, root, [part], loop, dsn)["extensions"]["code"] == "BAD_USER_INPUT"
+
+
 def test_a_part_input_sets_exactly_one_field(admin: Actor, loop: Loop, dsn: str) -> None:
     root = _root(admin)
     before = snapshot(loop, dsn)

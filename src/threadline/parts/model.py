@@ -30,6 +30,7 @@ _ID_MAX_CHARS = 256
 _NAME_MAX_CHARS = 256
 _URL_MAX_CHARS = 8192
 _MIME_MAX_CHARS = 128
+_SCRIPT_SCHEMES = ("javascript:", "vbscript:")
 
 
 def text_part(text: str) -> Part:
@@ -136,6 +137,10 @@ def _check_fields(index: int, part: Part, settings: Settings) -> None:
         raise bad_input(f"{where}.text must not be empty", argument="parts")
     if kind == "image" and bool(part.get("url")) == bool(part.get("file_id")):
         raise bad_input(f"{where}: an image has either a url or a fileId", argument="parts")
+    url = part.get("url")
+    if isinstance(url, str) and url.strip().lower().startswith(_SCRIPT_SCHEMES):
+        # Clients render these as links and images: a script URL would run in the reader's page.
+        raise bad_input(f"{where}.url must not be a script URL", argument="parts")
     if kind == "file" and not part.get("name", "").strip():
         raise bad_input(f"{where}.name must not be empty", argument="parts")
     if kind == "tool_call":
