@@ -211,3 +211,34 @@ def test_feedback_changes_reach_readers_as_counts(admin: Actor, make_user: Any, 
     finally:
         watcher.close()
         plain.close()
+
+
+def test_a_merge_re_import_brings_the_new_messages_feedback_and_metadata(
+    admin: Actor, make_tenant: Any
+) -> None:
+    conversation = create_conversation(admin)
+    root = start_thread(admin, conversation, "q")
+    first = answer(admin, root, "a", "m")
+    document = admin.client.ok(EXPORT, {"id": conversation})["conversationExport"]
+    elsewhere = make_tenant()
+    imported = elsewhere.client.ok(IMPORT, {"i": {"format": "THREADLINE", "data": document}})[
+        "conversationImport"
+    ]
+    # The source grows by a rated, tagged message; the newer export is imported again and merged.
+    later = admin.client.ok(REPLY, {"p": first, "i": {"content": "more", "metadata": {"turn": "2"}}})[
+        "messageReply"
+    ]["id"]
+    admin.client.ok(SET, {"m": later, "r": "DOWN", "why": ["late"]})
+    grown = admin.client.ok(EXPORT, {"id": conversation})["conversationExport"]
+    merged = elsewhere.client.ok(IMPORT, {"i": {"format": "THREADLINE", "data": grown}})["conversationImport"]
+    assert [c["id"] for c in merged] == [imported[0]["id"]]
+    new_root = merged[0]["threads"]["edges"][0]["node"]["root"]["id"]
+    nodes = elsewhere.client.ok(
+        "query($r: ID!) { threadTree(rootId: $r) { nodes { content metadata feedback { rating reasons } } } }",
+        {"r": new_root},
+    )["threadTree"]["nodes"]
+    assert nodes == [
+        {"content": "q", "metadata": {}, "feedback": None},
+        {"content": "a", "metadata": {}, "feedback": None},
+        {"content": "more", "metadata": {"turn": "2"}, "feedback": {"rating": "DOWN", "reasons": ["late"]}},
+    ]

@@ -538,6 +538,9 @@ async def _insert_merged(
             }
         )
     await repo.copy_messages(tx, [tuple(r[c] for c in repo.MESSAGE_COPY_COLUMNS) for r in rows])
+    # The new messages' metadata and the file's feedback on them, as a first import writes them.
+    added = [{**plan.messages[i], "id": row["id"]} for i, row in zip(new, rows, strict=True)]
+    await extras.write_imported(tx, tenant_id, user_id, conversation_id, None, added)
     await _store_parts(tx, tenant_id, rows)
     if grown:
         await repo.add_child_counts(tx, tenant_id, list(grown), list(grown.values()))
