@@ -412,6 +412,19 @@ def test_plain_fields_are_read_inline_and_only_resolvers_run_through_execute_fie
     assert set(recorded.stock_fields) == {"EdgeQuery.one", "Leaf.greeting"}
 
 
+def test_resolvers_without_arguments_are_called_directly_and_the_others_through_execute_field(
+    recorded: type[Recorder],
+) -> None:
+    for document in (
+        "{ one(seed: 6) { laterChild { id } must { id laterChild { id } } } }",
+        "{ leaves(seed: 1) { id greeting } }",
+    ):
+        stock = as_json(asyncio.run(STOCK_EDGE.execute(document)))
+        assert as_json(asyncio.run(COMPILED_EDGE.execute(document))) == stock
+    # `one`, `leaves` and `greeting` take arguments: strawberry's wrapper converts them.
+    assert set(recorded.stock_fields) == {"EdgeQuery.one", "EdgeQuery.leaves", "Leaf.greeting"}
+
+
 def test_a_plain_field_holding_something_unusual_falls_back_to_the_stock_executor(
     recorded: type[Recorder],
 ) -> None:
@@ -420,9 +433,9 @@ def test_a_plain_field_holding_something_unusual_falls_back_to_the_stock_executo
     assert as_json(asyncio.run(COMPILED_EDGE.execute(document))) == stock
     assert '"data": null' in stock and "Cannot return null for non-nullable field Leaf.name." in stock
     assert '"path": ["nameless", 1, "name"]' in stock
-    # Only the null in a non-null field went through the stock execute_field (and the root resolver); the
-    # error nulls the whole response before `maybe` runs, as with the stock executor.
-    assert recorded.stock_fields == ["EdgeQuery.nameless", "Leaf.name"]
+    # Only the null in a non-null field went through the stock execute_field (`nameless`, without arguments,
+    # is called directly); the error nulls the whole response before `maybe` runs, as with the stock executor.
+    assert recorded.stock_fields == ["Leaf.name"]
 
 
 def test_types_with_a_hand_written_is_type_of_and_abstract_fields_take_the_stock_path(

@@ -33,6 +33,7 @@ from graphql.pyutils import Path, Undefined, gather_with_cancel
 from graphql.type import GraphQLOutputType, is_list_type, is_non_null_type, is_object_type
 
 from threadline.graphql.compiled_leaves import FAILED, complete_leaf_list, leaf_of, plain_reader, serializer
+from threadline.graphql.compiled_resolvers import direct_call
 
 __all__ = ["Bind", "Shape", "compile_selection", "object_type_check", "selection_shape"]
 
@@ -106,6 +107,7 @@ class _Writer:
             "gather_fields": gather_fields,
         }
         self.lines: list[str] = []
+        self.nodes: list[int] = []  # fields whose resolve info needs their field nodes
 
     def add(self, indent: int, *lines: str) -> None:
         self.lines.extend("    " * indent + line for line in lines)
@@ -213,6 +215,43 @@ def _object(w: _Writer, i: int, field_def: Any, attribute: str | None) -> bool:
     return True
 
 
+def _resolver(w: _Writer, i: int, field_def: Any) -> bool:
+    """A resolver called directly (compiled_resolvers.py) with `execute_field`'s resolve info and error
+    handling; its value completed by `complete_resolved` (awaited by `resolved_field` if awaitable).
+    With an abort signal the stock `execute_field` runs it (its awaits race the signal)."""
+    call = direct_call(field_def)
+    if call is None:
+        return False
+    found = _object_field(field_def.type)
+    object_type = found[0] if found is not None and not found[2] else None
+    w.names[f"call{i}"], w.names[f"RT{i}"], w.names[f"FD{i}"] = call, field_def.type, field_def
+    w.names[f"T{i}"] = object_type
+    w.names[f"ito{i}"] = None if object_type is None else object_type_check(object_type)[1]
+    w.add(3, "if abort_signal is None:")
+    w.add(
+        4,
+        f"fp = Path(path, K{i}, PN)",
+        f"info = build_info(FD{i}, N{i}, P, fp)",
+        "try:  # as execute_field does",
+        f"    o{i} = call{i}(source, info)",
+        f"    if is_awaitable(o{i}):",
+        f"        o{i} = resolved_field(o{i}, RT{i}, T{i}, ito{i}, F{i}, info, fp)",
+        f"        pend = add_pending(pend, K{i}, o{i})",
+        "    else:",
+        f"        o{i} = complete_resolved(o{i}, RT{i}, T{i}, ito{i}, F{i}, info, fp)",
+        f"        if is_awaitable(o{i}):",
+        f"            o{i} = await_field(o{i}, RT{i}, F{i}, fp)",
+        f"            pend = add_pending(pend, K{i}, o{i})",
+        "except Exception as raw_error:",
+        f"    handle_field_error(raw_error, RT{i}, F{i}, fp)",
+        f"    o{i} = None",
+    )
+    w.add(3, "else:")
+    _stock(w, i, 4)
+    w.nodes.append(i)
+    return True
+
+
 def compile_selection(schema: GraphQLSchema, parent_type: GraphQLObjectType, shape: Shape) -> Bind:
     w = _Writer()
     w.names["P"], w.names["PN"] = parent_type, parent_type.name
@@ -238,6 +277,8 @@ def compile_selection(schema: GraphQLSchema, parent_type: GraphQLObjectType, sha
             if _object(w, i, field_def, attribute):
                 children.append(f"sub{i}")
                 continue
+        elif not unusual and field_def is not None and _resolver(w, i, field_def):
+            continue
         _stock(w, i, 3)
     header = [
         "def bind(ex, fields):",
@@ -248,7 +289,12 @@ def compile_selection(schema: GraphQLSchema, parent_type: GraphQLObjectType, sha
         "    complete_objects = ex.complete_objects",
         "    await_field = ex.await_field",
         "    settle = ex.settle_in_background",
+        "    build_info = ex.build_resolve_info",
+        "    resolved_field = ex.resolved_field",
+        "    complete_resolved = ex.complete_resolved",
+        "    abort_signal = ex.abort_signal",
         "    " + ", ".join([*bound, ""]) + " = fields" if bound else "    pass",
+        *(f"    N{i} = [details.node for details in F{i}]" for i in w.nodes),
         *(f"    {name} = None" for name in children),
         "    def run(source, path):",
         *([f"        nonlocal {', '.join(children)}"] if children else []),

@@ -271,6 +271,52 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         assert field_def is not None and parent_type is not None
         return self.build_resolve_info(field_def, to_nodes(field_details_list), parent_type, path)
 
+    def complete_resolved(
+        self,
+        value: Any,
+        return_type: GraphQLOutputType,
+        object_type: GraphQLObjectType | None,
+        is_type_of: Callable[[Any, Any], Any] | None,
+        field_details_list: FieldDetailsList,
+        info: GraphQLResolveInfo[Any],
+        path: Path,
+    ) -> Any:
+        """`complete_value` of a resolver's value; an object of `object_type` (the field's type, or None if
+        it is not an object type) that `is_type_of` accepts is completed by its compiled selection."""
+        if (
+            object_type is not None
+            and value is not None
+            and value is not Undefined
+            and not isinstance(value, Exception)
+            and not self.is_awaitable(value)
+            and (is_type_of is None or _is_instance(is_type_of, value))
+        ):
+            return self.child_selection(object_type, field_details_list)(value, path)
+        return self.complete_value(return_type, field_details_list, info, path, value, None)
+
+    async def resolved_field(
+        self,
+        result: Any,
+        return_type: GraphQLOutputType,
+        object_type: GraphQLObjectType | None,
+        is_type_of: Callable[[Any, Any], Any] | None,
+        field_details_list: FieldDetailsList,
+        info: GraphQLResolveInfo[Any],
+        path: Path,
+    ) -> Any:
+        """`complete_awaitable_value` without an abort signal (compiled code checks there is none)."""
+        try:
+            resolved = await result
+            completed = self.complete_resolved(
+                resolved, return_type, object_type, is_type_of, field_details_list, info, path
+            )
+            if self.is_awaitable(completed):
+                completed = await completed
+        except Exception as raw_error:
+            self.handle_field_error(raw_error, return_type, field_details_list, path)
+            completed = None
+        return completed
+
     async def await_field(
         self, completed: Any, return_type: GraphQLOutputType, field_details_list: FieldDetailsList, path: Path
     ) -> Any:
