@@ -57,6 +57,11 @@ THREADS_PER_CONVERSATION = 3
 REPLIES_PER_THREAD = 4
 BULK_CONVERSATIONS_PER_USER = 200
 PROFILE_BUDGET = 100_000_000
+# The operator's ceilings (THREADLINE_RATE_LIMIT_CEILING_*) must admit the load profile.
+CEILINGS = {
+    "THREADLINE_RATE_LIMIT_CEILING_REQUESTS": str(PROFILE_BUDGET),
+    "THREADLINE_RATE_LIMIT_CEILING_MUTATIONS": str(PROFILE_BUDGET),
+}
 
 rng_vocab = random.Random(5)
 VOCAB = sorted(
@@ -243,7 +248,7 @@ class ServerProcess:
     def __init__(self, dsn: str, mode: str) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
-        env = {**os.environ, "DATABASE_URL": dsn, "THREADLINE_MIGRATE_ON_START": "0"}
+        env = {**os.environ, "DATABASE_URL": dsn, "THREADLINE_MIGRATE_ON_START": "0", **CEILINGS}
         self.process = subprocess.Popen(
             [sys.executable, str(Path(__file__).resolve()), f"--serve-{mode}", "--port", str(self.port)],
             env=env,
@@ -273,8 +278,50 @@ class ServerProcess:
         """After a gc.collect() in the server: rss, objects, tasks, threads, fds."""
         return dict(httpx.get(f"{self.url}/_bench/memory", timeout=30).json())
 
+    def processes(self) -> list[psutil.Process]:
+        """The server's processes (with --workers: the parent and every worker)."""
+        return [self.ps, *self.ps.children(recursive=True)]
+
+    def rss(self) -> int:
+        return sum(p.memory_info().rss for p in self.processes())
+
     def stop(self) -> None:
         stop_process(self.process)
+
+
+class WorkersProcess(ServerProcess):
+    """`threadline serve --workers N` on the bench database: no /_bench routes (SQL counts and the in-process
+    memory figures are not measured), RSS summed over its processes."""
+
+    def __init__(self, dsn: str, workers: int) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        env = {
+            **os.environ,
+            "DATABASE_URL": dsn,
+            "THREADLINE_MIGRATE_ON_START": "0",
+            "THREADLINE_WORKERS": "1",
+            **CEILINGS,
+        }
+        command = [str(Path(sys.executable).parent / "threadline"), "serve", "--port", str(self.port)]
+        self.process = subprocess.Popen([*command, "--workers", str(workers)], env=env)
+        self.ps = psutil.Process(self.process.pid)
+        deadline = time.monotonic() + 60
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError("threadline serve exited during start-up")
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError("threadline serve did not become ready")
+            time.sleep(0.05)
+
+    def memory(self) -> dict[str, int]:
+        return {"rss": self.rss(), "objects": 0, "tasks": 0, "threads": 0, "fds": 0, "collected": 0}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -695,12 +742,12 @@ def load_round(
             raise RuntimeError("client processes did not start")
     postgres = postgres_processes(database)
     statements_before = server.sql_statements()
-    server_before, postgres_before = cpu_seconds([server.ps]), cpu_seconds(postgres)
+    server_before, postgres_before = cpu_seconds(server.processes()), cpu_seconds(postgres)
     psutil.cpu_percent()
     go.set()
     reports: list[ClientReport] = [results.get() for _ in processes]
     machine = psutil.cpu_percent()
-    server_cpu = cpu_seconds([server.ps]) - server_before
+    server_cpu = cpu_seconds(server.processes()) - server_before
     postgres_cpu = cpu_seconds(postgres_processes(database)) - postgres_before
     statements_after = server.sql_statements()
     statements = (
@@ -790,6 +837,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=None, help="concurrent clients (default 200)")
     parser.add_argument("--users", type=int, default=20)
     parser.add_argument("--settle", type=float, default=None, help="idle seconds before the settled RSS (10)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="the app is `threadline serve --workers N` (0: bench/server.py)",
+    )
     parser.add_argument("--serve-app", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--serve-baseline", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -805,7 +858,7 @@ def main() -> None:
 
     database = Database()
     dsn = database.start()
-    app = ServerProcess(dsn, "app")
+    app: ServerProcess = WorkersProcess(dsn, args.workers) if args.workers else ServerProcess(dsn, "app")
     baseline = ServerProcess(dsn, "baseline")
     try:
         admin = create_tenant(dsn)
@@ -835,8 +888,12 @@ def main() -> None:
             f" mix (weights): {', '.join(f'{k} {w}' for k, w in zip(KINDS, WEIGHTS, strict=True))}"
         )
         print(
-            f"server: one process (bench/server.py, uvicorn, pool max 20), pid {app.process.pid};"
-            f" load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} cores",
+            (
+                f"server: threadline serve --workers {args.workers} (pool max 20 each), pid {app.process.pid};"
+                if args.workers
+                else f"server: one process (bench/server.py, uvicorn, pool max 20), pid {app.process.pid};"
+            )
+            + f" load average {os.getloadavg()[0]:.2f}, {os.cpu_count()} cores",
             flush=True,
         )
 
@@ -845,12 +902,12 @@ def main() -> None:
         time.sleep(settle)
         memory = {"before (after warm-up, gc)": app.memory()}
         first = load_round("app round 1", app, database, "app", users, clients, seconds, 3)
-        memory["right after round 1"] = {"rss": app.ps.memory_info().rss}
+        memory["right after round 1"] = {"rss": app.rss()}
         time.sleep(settle)
         memory[f"round 1 + {settle:.0f} s idle + gc"] = app.memory()
         raw = load_round("raw baseline", baseline, database, "baseline", users, clients, seconds, 4)
         second = load_round("app round 2", app, database, "app", users, clients, seconds, 5)
-        memory["right after round 2"] = {"rss": app.ps.memory_info().rss}
+        memory["right after round 2"] = {"rss": app.rss()}
         time.sleep(settle)
         memory[f"round 2 + {settle:.0f} s idle + gc"] = app.memory()
 

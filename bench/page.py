@@ -37,6 +37,7 @@ import psutil
 
 from fixtures import (
     BENCH_METRICS_TOKEN,
+    UNTHROTTLED,
     Caller,
     Database,
     Server,
@@ -179,6 +180,7 @@ class Workers:
             "DATABASE_URL": dsn,
             "THREADLINE_MIGRATE_ON_START": "0",
             "THREADLINE_METRICS_TOKEN": BENCH_METRICS_TOKEN,
+            **UNTHROTTLED,
         }
         command = [str(Path(sys.executable).parent / "threadline"), "serve", "--port", str(self.port)]
         self.process = subprocess.Popen([*command, "--workers", str(workers)], env=env)
@@ -221,7 +223,14 @@ def cpu_seconds(processes: list[psutil.Process]) -> float:
 
 
 async def closed_loop(
-    port: int, path: str, body: bytes, headers: bytes, n: int, seconds: float, expect: tuple[bytes, int]
+    port: int,
+    path: str,
+    body: bytes,
+    headers: bytes,
+    n: int,
+    seconds: float,
+    expect: tuple[bytes, int],
+    requests: int | None = None,
 ) -> dict[str, Any]:
     from load import HttpConnection
 
@@ -231,7 +240,7 @@ async def closed_loop(
     deadline = time.monotonic() + seconds
 
     async def client(connection: HttpConnection) -> None:
-        while time.monotonic() < deadline:
+        while (time.monotonic() < deadline) if requests is None else (len(latencies) < requests):
             start = time.perf_counter()
             status, _, content = await connection.post(path, body, headers)
             latencies.append(time.perf_counter() - start)
@@ -263,13 +272,15 @@ def run_round(
     connections: int,
     seconds: float,
     expect: tuple[bytes, int] = (b'"cursor"', FIRST),
+    requests: int | None = None,
 ) -> dict[str, Any]:
     ctx = multiprocessing.get_context("spawn")
     results = ctx.Queue()
     server = tree(server_pid)
     server_before, pg_before = cpu_seconds(server), cpu_seconds(postgres)
     process = ctx.Process(
-        target=client_process, args=((port, path, body, headers, connections, seconds, expect), results)
+        target=client_process,
+        args=((port, path, body, headers, connections, seconds, expect, requests), results),
     )
     process.start()
     outcome: dict[str, Any] = results.get()
@@ -336,7 +347,8 @@ def phases(collapsed: Path, cpu_ms: float) -> None:
                 "auth/tokens.py",
                 "auth/credentials.py",
                 "principal_by_key_hash",
-                "graphql/context.py",
+                "Context.principal",
+                "Context._authenticate",
             ),
         ),
         ("rate-limit draw (ratelimits)", ("threadline/ratelimits/",)),
@@ -350,14 +362,17 @@ def phases(collapsed: Path, cpu_ms: float) -> None:
             ("threadline/graphql/limits", "threadline/graphql/budget", "threadline/graphql/measure"),
         ),
         (
+            "graphql-core async fan-out (gather_with_cancel: a task per awaitable field)",
+            ("gather_with_cancel",),
+        ),
+        (
             "execution (graphql-core executor, threadline fast path)",
             ("graphql/execution/", "graphql/type/", "graphql/pyutils/", "fast_execution"),
         ),
         ("resolvers, loaders, types (threadline domain code)", ("threadline/",)),
         ("Strawberry (extensions, field wrappers, HTTP view)", ("strawberry/",)),
         ("Starlette (middleware, request)", ("starlette/",)),
-        ("uvicorn, HTTP parsing", ("uvicorn/", "httptools", "h11")),
-        ("asyncio event loop, sockets", ("asyncio/", "selectors", "socket", "uvloop")),
+        ("uvicorn, HTTP parsing", ("uvicorn/protocols", "uvicorn/middleware", "httptools", "h11")),
     ]
     counts: Counter[str] = Counter()
     total = 0
@@ -365,7 +380,9 @@ def phases(collapsed: Path, cpu_ms: float) -> None:
         stack, _, n = line.rpartition(" ")
         samples = int(n)
         total += samples
-        label = "other (gc, typing, stdlib)"
+        # asyncio's own frames count for their caller; a stack with no named frame is the event loop (uvloop,
+        # in C: socket reads and writes, callbacks, task steps).
+        label = "event loop (uvloop, in C)"
         for frame in reversed(stack.split(";")):
             match = next((rule for rule, needles in rules if any(x in frame for x in needles)), None)
             if match is not None:
@@ -402,7 +419,8 @@ def main() -> None:
 
     database = Database()
     dsn = database.start()
-    app: Any = Workers(dsn, args.workers) if args.workers else Server(dsn)
+    # Rate limits stay on (their draw is part of every request's cost), with budgets 8 connections never spend.
+    app: Any = Workers(dsn, args.workers) if args.workers else Server(dsn, env=UNTHROTTLED)
     baseline = Baseline(dsn)
     try:
         admin = create_tenant(dsn)
@@ -463,6 +481,26 @@ def main() -> None:
             args.seconds,
             (b'"viewer"', 1),
         )
+        if not args.workers:  # bench/server.py counts the statements it sends for requests
+            for label, payload, expect in (
+                ("page", body, (b'"cursor"', FIRST)),
+                ("viewer", viewer, (b'"viewer"', 1)),
+            ):
+                before = app.sql_statements()
+                run_round(
+                    f"sql count: 20 x {label}",
+                    app.port,
+                    app.process.pid,
+                    [],
+                    "/graphql",
+                    payload,
+                    auth,
+                    1,
+                    0.0,
+                    expect,
+                    20,
+                )
+                print(f"  SQL statements per request, {label}: {(app.sql_statements() - before) / 20:.1f}")
         print("\nratios app / raw (each app round against the raw round between them):")
         for row in (first, second):
             print(

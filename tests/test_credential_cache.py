@@ -167,3 +167,31 @@ def test_a_load_that_began_before_an_invalidation_is_not_kept(loop: Loop) -> Non
         return first, second
 
     assert loop.run(scenario()) == (stale, fresh)
+
+
+# --- the other fixed cost: parsing (graphql.parse_cache) ------------------------------------------------
+
+
+def test_a_document_parsed_under_one_token_limit_is_still_refused_under_a_lower_one(
+    server: ServerThread, admin: Actor, dsn: str
+) -> None:
+    query = "query Tokens { viewer { id email displayName role } }"  # 13 tokens
+    assert admin.client.ok(query)["viewer"]["id"] == admin.user_id  # parsed and kept under the default limit
+    strict = ServerThread(test_settings(dsn, migrate_on_start=False, query_max_tokens=8))
+    strict.start()  # the same process, so the same cache of parsed documents
+    try:
+        refused = Client(strict.url, admin.api_key).error(query)
+        assert refused["extensions"]["limitName"] == "tokens"
+    finally:
+        strict.stop()
+
+
+def test_documents_holding_a_string_literal_are_not_kept(server: ServerThread, admin: Actor) -> None:
+    from threadline.graphql import parse_cache
+
+    literal = 'mutation { conversationCreate(input: {title: "a caller\'s own words"}) { id } }'
+    admin.client.ok(literal)
+    assert not any("own words" in query for query, _ in parse_cache._documents)
+    plain = "query Kept { viewer { id } }"
+    admin.client.ok(plain)
+    assert any(query == plain for query, _ in parse_cache._documents)

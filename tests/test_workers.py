@@ -195,3 +195,31 @@ def ready(url: str) -> bool:
         return httpx.get(f"{url}/readyz", timeout=1).status_code == 200
     except httpx.HTTPError:
         return False
+
+
+def test_two_workers_draw_from_one_rate_limit_budget(dsn: str, loop: Loop) -> None:
+    budget = 6
+    with serve_process(
+        dsn,
+        THREADLINE_WORKERS="2",
+        THREADLINE_RUN_WORKERS="0",
+        THREADLINE_METRICS_TOKEN=TOKEN,
+        THREADLINE_RATE_LIMIT_REQUESTS=str(budget),
+        THREADLINE_CREDENTIAL_CACHE_SECONDS="3600",
+    ) as url:
+        admin = create_admin(loop, dsn, url)
+        admin.client.http.close()
+        headers = {"Authorization": f"Bearer {admin.api_key}"}
+        codes: list[str] = []
+        served_by: set[str] = set()
+        # Calls on fresh connections until both workers served some (and the budget is past).
+        while len(served_by) < 2 or len(codes) < budget + 2:
+            assert len(codes) < ATTEMPTS, f"only {served_by} answered {len(codes)} connections"
+            before = per_pid(url, "threadline_worker_http_requests")  # /metrics itself is not counted
+            with httpx.Client(base_url=url, headers=headers, timeout=30) as http:
+                body = http.post("/graphql", json={"query": "{ viewer { id } }"}).json()
+            after = per_pid(url, "threadline_worker_http_requests")
+            served_by |= {pid for pid, n in after.items() if n > before.get(pid, 0)}
+            codes.append(body["errors"][0]["extensions"]["code"] if body.get("errors") else "OK")
+    # One budget for the user, whichever process answers: budgets per process would let more calls through.
+    assert codes == ["OK"] * budget + ["RATE_LIMITED"] * (len(codes) - budget)

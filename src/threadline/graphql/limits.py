@@ -29,6 +29,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import validate_document
 
 from threadline.errors import ErrorCode
+from threadline.graphql import parse_cache
 from threadline.graphql.measure import Walker, limit_error
 from threadline.graphql.selections import field_names
 from threadline.settings import Settings
@@ -132,7 +133,15 @@ class QueryLimits(SchemaExtension):
         yield
 
     def on_parse(self) -> Iterator[None]:
+        execution = self.execution_context
+        query = execution.query if parse_cache.cacheable(execution.query) else None
+        known = parse_cache.cached(query, self.max_tokens) if query else None
+        if known is not None and execution.graphql_document is None:
+            execution.graphql_document = known  # strawberry then skips parsing
         yield
+        parsed = execution.graphql_document
+        if query and known is None and parsed is not None and not execution.pre_execution_errors:
+            parse_cache.remember(query, self.max_tokens, parsed)
         for error in self.execution_context.pre_execution_errors or ():
             if error.message.endswith(_TOKEN_ERROR):
                 # graphql-core stops lexing past the limit: `actual` is where it stopped, not the whole count.
