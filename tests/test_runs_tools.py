@@ -93,6 +93,15 @@ class FakeToolUpstream:
 
     def answer(self, body: dict[str, Any]) -> list[bytes]:
         messages = body["messages"]
+        if body["model"] == "fake-noid":  # a call piece without an id: not a usable call
+            piece = {"index": 0, "type": "function", "function": {"name": "get_time", "arguments": "{}"}}
+            return [
+                _sse(_chunk({"tool_calls": [piece]})),
+                _sse(_chunk({}, "tool_calls")),
+                b"data: [DONE]\n\n",
+            ]
+        if body["model"] == "fake-notlist":
+            return [_sse(_chunk({"tool_calls": {"index": 0}})), b"data: [DONE]\n\n"]
         if messages[-1]["role"] == "tool":
             results = [m["content"] for m in messages if m["role"] == "tool"][-2:]
             return [
@@ -160,7 +169,7 @@ def runs(dsn: str, upstream: FakeToolUpstream) -> Iterator[ServerThread]:
         run_timeout_seconds=10.0,
         openai_base_url=upstream.base_url,
         openai_api_key="sk-test",
-        openai_models=("fake-tools",),
+        openai_models=("fake-tools", "fake-noid", "fake-notlist"),
         openai_default_model="fake-tools",
         run_tool_outputs_timeout_seconds=600.0,
     )
@@ -603,3 +612,11 @@ def test_deleting_the_calls_while_waiting_leaves_no_copy_of_them(owner: Actor, l
     outputs = [{"toolCallId": "call_a1", "output": "x"}, {"toolCallId": "call_b1", "output": "y"}]
     assert owner.client.code(SUBMIT, {"r": run["id"], "o": outputs}) == "CONFLICT"
     owner.client.ok(CANCEL, {"id": run["id"]})
+
+
+@pytest.mark.parametrize("model", ["fake-noid", "fake-notlist"])
+def test_malformed_streamed_tool_calls_fail_the_run(owner: Actor, model: str) -> None:
+    question = _question(owner)
+    run = _openai_run(owner, question, model=model)
+    ended = _wait(owner, run["id"], WAITING)
+    assert (ended["status"], ended["lastError"]["code"]) == ("FAILED", "PROVIDER_BAD_STREAM")
