@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from typing import Any
 
-from tests.api import create_conversation, reply, snapshot, start_thread
+from tests.api import create_conversation, reply, snapshot, start_thread, stream_cursor
 from tests.harness import Actor, Loop
 from tests.ws import WsClient
 
@@ -262,7 +261,7 @@ def test_a_fork_keeps_the_parts(admin: Actor) -> None:
 
 
 LIVE = (
-    """subscription($c: ID!) { conversationEvents(conversationId: $c) {
+    """subscription($c: ID!, $s: String) { conversationEvents(conversationId: $c, since: $s) {
   type ... on ThreadActivityEvent { changedMessage { content parts { ...P } } } } }"""
     + PARTS
 )
@@ -272,8 +271,7 @@ def test_live_events_carry_the_parts(admin: Actor, ws: Callable[..., WsClient]) 
     conversation = create_conversation(admin)
     root = start_thread(admin, conversation, "question")
     client = ws(admin)
-    client.subscribe(LIVE, {"c": conversation})
-    time.sleep(0.3)  # registered before the reply (no replay asked)
+    client.subscribe(LIVE, {"c": conversation, "s": stream_cursor(admin)})
     reply_parts(admin, root, "ASSISTANT", RICH)
     while True:
         event = client.next_event()["conversationEvents"]

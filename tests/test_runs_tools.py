@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.api import create_conversation, snapshot, start_thread
+from tests.api import create_conversation, snapshot, start_thread, stream_cursor
 from tests.harness import Actor, Loop, ServerThread
 from tests.test_runs_support import on, runs_server, settle, stream_events
 from tests.ws import WsClient
@@ -497,7 +497,7 @@ def test_a_run_left_waiting_expires(admin: Actor, expiring: ServerThread, loop: 
     settle(loop, dsn, expiring.app.state.services.settings.run_queue)
 
 
-RUN_STATUS_EVENTS = """subscription($c: ID!) { conversationEvents(conversationId: $c) {
+RUN_STATUS_EVENTS = """subscription($c: ID!, $s: String) { conversationEvents(conversationId: $c, since: $s) {
   type ... on RunStatusEvent { runId status } ... on MessageDoneEvent { messageId } } }"""
 
 
@@ -507,8 +507,7 @@ def test_status_changes_are_live_run_status_events(
     question = _question(owner)
     conversation = _conversation_of(owner, question)
     client = ws(owner, runs)
-    client.subscribe(RUN_STATUS_EVENTS, {"c": conversation})
-    time.sleep(0.3)  # the subscription is registered before the run starts (events are not replayed here)
+    client.subscribe(RUN_STATUS_EVENTS, {"c": conversation, "s": stream_cursor(owner)})
     run = _openai_run(owner, question)
     seen: list[tuple[str, str | None]] = []
     while ("run.status", "REQUIRES_ACTION") not in seen:
@@ -543,9 +542,9 @@ def test_a_subscription_that_does_not_select_run_status_events_does_not_get_them
     conversation = _conversation_of(owner, question)
     client = ws(owner, runs)
     client.subscribe(
-        "subscription($c: ID!) { conversationEvents(conversationId: $c) { type } }", {"c": conversation}
+        "subscription($c: ID!, $s: String) { conversationEvents(conversationId: $c, since: $s) { type } }",
+        {"c": conversation, "s": stream_cursor(owner)},
     )
-    time.sleep(0.3)
     run = _openai_run(owner, question)
     _wait(owner, run["id"], WAITING)
     owner.client.ok(CANCEL, {"id": run["id"]})
