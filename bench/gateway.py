@@ -126,7 +126,14 @@ def main() -> None:
         ]
     )
     database = Database()
-    dsn = database.start()
+    try:
+        run(args, upstream_port, database.start())
+    finally:
+        stop_process(upstream)
+        database.stop()
+
+
+def run(args: argparse.Namespace, upstream_port: int, dsn: str) -> None:
     server = Server(
         dsn,
         env={
@@ -214,8 +221,6 @@ def main() -> None:
             print(f"  {d[1]:.3f} {g[1]:.3f} {d[0] * 1000:.1f} {g[0] * 1000:.1f}")
     finally:
         server.stop()
-        stop_process(upstream)
-        database.stop()
 
 
 if __name__ == "__main__":

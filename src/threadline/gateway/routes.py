@@ -32,7 +32,7 @@ from threadline.gateway.errors import UpstreamRefused, error_body, error_respons
 from threadline.gateway.recorder import Recorder
 from threadline.gateway.request import ChatRequest
 from threadline.gateway.session import Session, open_session
-from threadline.gateway.upstream import chunks, model_list, provider_of, upstream_body
+from threadline.gateway.upstream import Batch, chunks, model_list, provider_of, upstream_body
 from threadline.ids import Kind, encode_id
 from threadline.ratelimits.service import Budget, RateLimited, spend
 from threadline.runs.providers import Provider, ProviderError, build_providers
@@ -188,8 +188,8 @@ class Relay:
     def __init__(
         self,
         gateway: Gateway,
-        stream: AsyncGenerator[dict[str, Any], None],
-        first: dict[str, Any],
+        stream: AsyncGenerator[Batch, None],
+        first: Batch,
         recorder: Recorder | None,
         include_usage: bool,
     ) -> None:
@@ -201,7 +201,7 @@ class Relay:
         self.completion = Completion()
         self.error: tuple[str, str] | None = None
 
-    async def _chunks(self) -> AsyncIterator[dict[str, Any]]:
+    async def _chunks(self) -> AsyncIterator[Batch]:
         """The model's chunks, within THREADLINE_RUN_TIMEOUT_SECONDS of the first, as a run is bounded: a model
         that hangs ends the call with a TIMEOUT error instead of holding it (and its stored reply) open."""
         timeout = self.gateway.services.settings.run_timeout_seconds
@@ -210,14 +210,14 @@ class Relay:
         while True:
             try:
                 async with asyncio.timeout_at(deadline):  # around the wait only, never around a yield
-                    chunk = await anext(self.stream)
+                    batch = await anext(self.stream)
             except StopAsyncIteration:
                 return
             except TimeoutError:
                 raise ProviderError(
                     "TIMEOUT", f"The model did not finish within {timeout:g} seconds"
                 ) from None
-            yield chunk
+            yield batch
 
     def _take(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
         """Record the chunk; the chunk as the client gets it (None: not for this client)."""
@@ -243,8 +243,9 @@ class Relay:
         """A non-streaming call: read everything; the model's error, if it failed midway."""
         ending = None
         try:
-            async for chunk in self._chunks():
-                self._take(chunk)
+            async for batch in self._chunks():
+                for chunk in batch:
+                    self._take(chunk)
         except ProviderError as exc:
             self.error = (exc.code, exc.message)
         finally:
@@ -257,10 +258,12 @@ class Relay:
     async def events(self) -> AsyncIterator[bytes]:
         ending = None
         try:
-            async for chunk in self._chunks():
-                out = self._take(chunk)
-                if out is not None:
-                    yield b"data: " + orjson.dumps(out) + b"\n\n"
+            async for batch in self._chunks():
+                # What arrived together leaves together: one write for the chunks of one network read.
+                out = [self._take(chunk) for chunk in batch]
+                sent = b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in out if c is not None)
+                if sent:
+                    yield sent
         except ProviderError as exc:
             self.error = (exc.code, exc.message)
         finally:

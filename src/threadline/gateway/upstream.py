@@ -26,6 +26,7 @@ from threadline.runs.providers.openai import OpenAIProvider
 from threadline.settings import Settings
 
 ERROR_BODY_MAX_BYTES = 64 * 1024
+LINE_MAX_BYTES = 16 * 1024 * 1024  # one event of a stream; beyond it the stream is not a chat completion
 
 
 def provider_of(settings: Settings, model: str) -> str:
@@ -65,17 +66,19 @@ def upstream_body(body: dict[str, Any], model: str, messages: list[dict[str, Any
     }
 
 
-def chunks(provider: Provider, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
-    """The completion's chunks; UpstreamRefused (before the first) when the model refused the request,
-    ProviderError when the stream broke afterwards."""
+Batch = list[dict[str, Any]]
+
+
+def chunks(provider: Provider, body: dict[str, Any]) -> AsyncGenerator[Batch, None]:
+    """The completion's chunks, in batches: those that arrived together (one network read), so the gateway
+    passes them on in one write; UpstreamRefused (before the first) when the model refused the request,
+    ProviderError when the stream broke afterwards (after the chunks that came before the failure)."""
     if isinstance(provider, OpenAIProvider):
         return _endpoint_chunks(provider, body)
     return _provider_chunks(provider, body)
 
 
-async def _endpoint_chunks(
-    provider: OpenAIProvider, body: dict[str, Any]
-) -> AsyncGenerator[dict[str, Any], None]:
+async def _endpoint_chunks(provider: OpenAIProvider, body: dict[str, Any]) -> AsyncGenerator[Batch, None]:
     headers = {"Accept": "text/event-stream", "Content-Type": "application/json"}
     if provider.api_key:
         headers["Authorization"] = f"Bearer {provider.api_key}"
@@ -85,28 +88,58 @@ async def _endpoint_chunks(
         ) as response:
             if response.status_code // 100 != 2:
                 raise await _refusal(response)
-            finished = False
-            async for line in response.aiter_lines():
-                if not line.startswith("data:"):
-                    continue  # comments, event names, blank separators
-                data = line[5:].strip()
-                if data == "[DONE]":
+            events = _Events()
+            async for data in response.aiter_bytes():
+                batch, failure = events.feed(data)
+                if batch:
+                    yield batch
+                if failure is not None:
+                    raise failure
+                if events.done:
                     return
-                chunk = _chunk(data)
-                if "error" in chunk:
-                    error = chunk["error"]
-                    message = error.get("message") if isinstance(error, dict) else str(error)
-                    raise ProviderError("PROVIDER_ERROR", f"The provider reported an error: {message}")
-                finished = finished or any(
-                    isinstance(c, dict) and c.get("finish_reason") for c in chunk.get("choices") or ()
-                )
-                yield chunk
-            if not finished:
+            if not events.finished:
                 raise ProviderError("PROVIDER_BAD_STREAM", "The stream ended before the completion finished")
     except httpx.TransportError as exc:
         raise ProviderError(
             "PROVIDER_UNAVAILABLE", f"Cannot reach the provider: {type(exc).__name__}"
         ) from exc
+
+
+class _Events:
+    """Server-sent events read from network reads of any size: the chunks of each read's complete lines."""
+
+    def __init__(self) -> None:
+        self.tail = b""
+        self.finished = False  # a choice said its finish_reason
+        self.done = False  # `data: [DONE]`
+
+    def feed(self, data: bytes) -> tuple[Batch, ProviderError | None]:
+        lines = (self.tail + data).split(b"\n")
+        self.tail = lines.pop()
+        if len(self.tail) > LINE_MAX_BYTES:
+            return [], ProviderError("PROVIDER_BAD_STREAM", "A stream line is too long")
+        batch: Batch = []
+        for raw in lines:
+            line = raw.rstrip(b"\r")
+            if not line.startswith(b"data:"):
+                continue  # comments, event names, blank separators
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                self.done = True
+                break
+            try:
+                chunk = _chunk(payload)
+            except ProviderError as exc:
+                return batch, exc
+            if "error" in chunk:
+                error = chunk["error"]
+                message = error.get("message") if isinstance(error, dict) else str(error)
+                return batch, ProviderError("PROVIDER_ERROR", f"The provider reported an error: {message}")
+            self.finished = self.finished or any(
+                isinstance(c, dict) and c.get("finish_reason") for c in chunk.get("choices") or ()
+            )
+            batch.append(chunk)
+        return batch, None
 
 
 async def _refusal(response: httpx.Response) -> UpstreamRefused:
@@ -136,7 +169,7 @@ async def _refusal(response: httpx.Response) -> UpstreamRefused:
     )
 
 
-def _chunk(data: str) -> dict[str, Any]:
+def _chunk(data: bytes) -> dict[str, Any]:
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -146,7 +179,7 @@ def _chunk(data: str) -> dict[str, Any]:
     return value
 
 
-async def _provider_chunks(provider: Provider, body: dict[str, Any]) -> AsyncGenerator[dict[str, Any], None]:
+async def _provider_chunks(provider: Provider, body: dict[str, Any]) -> AsyncGenerator[Batch, None]:
     """A text-only provider (`echo`) as chunks: role first, a chunk per delta, the finish, then usage."""
     model = str(body["model"])
     messages = [ChatMessage(str(m.get("role")), text_of(m.get("content"))) for m in body["messages"]]
@@ -160,16 +193,16 @@ async def _provider_chunks(provider: Provider, body: dict[str, Any]) -> AsyncGen
     def chunk(delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         return {**head, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
 
-    yield chunk({"role": "assistant", "content": ""})
+    yield [chunk({"role": "assistant", "content": ""})]
     async for item in provider.stream(CompletionRequest(model=model, messages=messages)):
         if isinstance(item, Finish):
-            yield chunk({}, item.reason or "stop")
+            finish = chunk({}, item.reason or "stop")
             prompt, completion = item.prompt_tokens or 0, item.completion_tokens or 0
             usage = {
                 "prompt_tokens": prompt,
                 "completion_tokens": completion,
                 "total_tokens": prompt + completion,
             }
-            yield {**head, "choices": [], "usage": usage}
+            yield [finish, {**head, "choices": [], "usage": usage}]
             return
-        yield chunk({"content": item})
+        yield [chunk({"content": item})]
