@@ -23,6 +23,7 @@ from fixtures import Database, create_tenant, seed_conversations
 from threadline.auth.principal import Principal, Role
 from threadline.conversations import repository as repo
 from threadline.db import Database as Pool
+from threadline.metadata import service as metadata_service
 
 
 class Explaining:
@@ -78,7 +79,8 @@ async def measure(dsn: str, tenant_id: Any, user_id: Any) -> None:
         try:
             for role in (Role.ADMIN, Role.MEMBER):
                 principal = Principal(tenant_id, user_id, role, None)
-                for label, metadata in cases:
+                for label, pairs in cases:
+                    metadata = await metadata_service.conversation_filter(pool, principal, pairs)
                     explaining = Explaining(pool)
                     await repo.list_conversations(
                         explaining,  # type: ignore[arg-type]
@@ -91,10 +93,12 @@ async def measure(dsn: str, tenant_id: Any, user_id: Any) -> None:
                     )
                     print(f"--- plan of the first page as {role.value}, {label}")
                     print("\n".join(line for line in explaining.plan if "Buffers" not in line))
-                for label, metadata in cases:
+                for label, pairs in cases:
+                    metadata = await metadata_service.conversation_filter(pool, principal, pairs)
                     pages, counts = [], []
                     for _ in range(20):
                         start = time.perf_counter()
+                        metadata = await metadata_service.conversation_filter(pool, principal, pairs)
                         await repo.list_conversations(
                             pool,
                             principal,

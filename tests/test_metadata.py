@@ -5,10 +5,13 @@ from __future__ import annotations
 
 from typing import Any
 
+import asyncpg
 import pytest
 
 from tests.api import create_conversation
-from tests.harness import Actor
+from tests.harness import Actor, Loop
+from threadline.ids import Kind, decode_id
+from threadline.metadata.service import FEW_HOLDERS
 
 CREATE = """mutation($i: ConversationCreateInput!) { conversationCreate(input: $i) { id metadata } }"""
 UPDATE = """mutation($id: ID!, $i: ConversationUpdateInput!) { conversationUpdate(id: $id, input: $i) { id metadata } }"""
@@ -181,3 +184,39 @@ def test_deleting_a_message_removes_its_metadata_with_its_content(admin: Actor) 
     assert admin.client.ok(TREE, {"r": root_id})["threadTree"]["nodes"] == [{"content": "", "metadata": {}}]
     document = admin.client.ok(EXPORT, {"id": conversation})["conversationExport"]
     assert "metadata" not in document["messages"][0]
+
+
+def test_a_value_many_conversations_hold_filters_the_same_way(admin: Actor, loop: Loop, dsn: str) -> None:
+    """Past FEW_HOLDERS holders the filter walks the listing's order instead of reading ids from the index
+    first: the same answers either way."""
+    tenant, user = decode_id(admin.tenant_id, Kind.TENANT), decode_id(admin.user_id, Kind.USER)
+    many = FEW_HOLDERS + 5
+
+    async def seed() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await conn.execute(
+                """WITH made AS (
+                       INSERT INTO conversation (id, tenant_id, owner_id, title, metadata, last_activity_at)
+                       SELECT gen_random_uuid(), $1::uuid, $2::uuid, 'seeded ' || n,
+                              jsonb_build_object('batch', 'big', 'n', n::text), now() - n * interval '1 minute'
+                       FROM generate_series(1, $3::int) AS n RETURNING id)
+                   INSERT INTO participant (id, tenant_id, conversation_id, user_id, role)
+                   SELECT gen_random_uuid(), $1, id, $2, 'OWNER' FROM made""",
+                tenant,
+                user,
+                many,
+            )
+        finally:
+            await conn.close()
+
+    loop.run(seed())
+    query = """query($m: [MetadataFilterInput!]) { conversations(first: 3, metadata: $m) {
+      totalCount edges { node { title } } } }"""
+    common = admin.client.ok(query, {"m": {"key": "batch", "value": "big"}})["conversations"]
+    assert common == {
+        "totalCount": many,
+        "edges": [{"node": {"title": f"seeded {n}"}} for n in (1, 2, 3)],
+    }
+    rare = admin.client.ok(query, {"m": [{"key": "batch", "value": "big"}, {"key": "n", "value": "7"}]})
+    assert rare["conversations"] == {"totalCount": 1, "edges": [{"node": {"title": "seeded 7"}}]}

@@ -13,6 +13,7 @@ from threadline.conversations.access_rule import reach
 from threadline.db import Executor
 from threadline.db.repository import older_than
 from threadline.metadata.repository import conversations_holding
+from threadline.metadata.rules import MetadataFilter
 
 CONVERSATION_COLUMNS = """c.id, c.tenant_id, c.owner_id, c.title, c.description, c.tags, c.status,
     c.session_id, c.ai_provider, c.model, c.max_history_messages, c.message_count, c.token_count,
@@ -111,7 +112,7 @@ def _list_filters(
     status: str | None,
     tags: list[str] | None,
     params: list[Any],
-    metadata: dict[str, str] | None = None,
+    metadata: MetadataFilter | None = None,
     folder_id: uuid.UUID | None = None,
     unfiled: bool = False,
 ) -> str:
@@ -130,8 +131,9 @@ def _list_filters(
         )
     if metadata:
         # `@>` on the partial GIN index (jsonb_path_ops): the rows holding every pair, without a scan.
-        params.extend([principal.tenant_id, metadata])
-        where.append(conversations_holding("c", f"${len(params) - 1}", f"${len(params)}"))
+        where.append(
+            conversations_holding("c", params, principal.tenant_id, metadata.pairs, few=metadata.few)
+        )
     if status is not None:
         params.append(status)
         where.append(f"c.status = ${len(params)}")
@@ -149,7 +151,7 @@ async def list_conversations(
     tags: list[str] | None,
     limit: int,
     after: tuple[datetime, uuid.UUID] | tuple[int, datetime, uuid.UUID] | None,
-    metadata: dict[str, str] | None = None,
+    metadata: MetadataFilter | None = None,
     folder_id: uuid.UUID | None = None,
     pinned_first: bool = False,
     unfiled: bool = False,
@@ -186,7 +188,7 @@ async def count_conversations(
     *,
     status: str | None,
     tags: list[str] | None,
-    metadata: dict[str, str] | None = None,
+    metadata: MetadataFilter | None = None,
     folder_id: uuid.UUID | None = None,
     unfiled: bool = False,
 ) -> int:

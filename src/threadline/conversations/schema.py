@@ -39,6 +39,7 @@ from threadline.idempotency.schema import run_once
 from threadline.idempotency.types import ClientMutationId
 from threadline.ids import Kind, decode_id
 from threadline.metadata import rules as metadata_rules
+from threadline.metadata import service as metadata_service
 from threadline.metadata.types import MetadataFilterInput
 from threadline.organise import folders
 from threadline.search import tag_service
@@ -143,8 +144,9 @@ class ConversationQuery:
             await folders.get(info.context.db, principal, folder)
         wanted_tags = normalise_tags(tags, settings) if tags else None
         status_value = status.value if status is not None else None
-        wanted = metadata_rules.containment(((m.key, m.value) for m in metadata or []), "metadata")
+        pairs = metadata_rules.containment(((m.key, m.value) for m in metadata or []), "metadata")
         db = info.context.db
+        wanted = await metadata_service.conversation_filter(db, principal, pairs)
         rows = await service.list_page(
             db,
             principal,

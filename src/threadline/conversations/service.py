@@ -21,6 +21,7 @@ from threadline.events.announce import publish_membership_changed
 from threadline.events.payloads import MembershipChanged
 from threadline.ids import Kind, encode_id
 from threadline.metadata import rules as metadata_rules
+from threadline.metadata.rules import MetadataFilter
 from threadline.settings import Settings
 
 
@@ -125,7 +126,7 @@ async def list_page(
     tags: list[str] | None,
     limit: int,
     after: tuple[datetime, uuid.UUID] | tuple[int, datetime, uuid.UUID] | None,
-    metadata: dict[str, str] | None = None,
+    metadata: MetadataFilter | None = None,
     folder_id: uuid.UUID | None = None,
     pinned_first: bool = False,
     unfiled: bool = False,

@@ -4,6 +4,7 @@ Tenant first."""
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 import asyncpg
 
@@ -46,13 +47,34 @@ async def message_metadata(
     )
 
 
-def conversations_holding(alias: str, tenant_param: str, metadata_param: str) -> str:
-    """A WHERE fragment: `alias` is a conversation whose metadata holds every pair of `metadata_param`.
+async def held_by_at_most(db: Executor, tenant_id: uuid.UUID, metadata: dict[str, str], limit: int) -> bool:
+    """Whether at most `limit` conversations of the tenant hold every pair (reads no more than limit + 1 of
+    them, from the GIN index)."""
+    found = await db.fetchval(
+        """SELECT count(*) FROM (SELECT 1 FROM conversation k WHERE k.tenant_id = $1 AND k.metadata @> $2::jsonb
+           LIMIT $3) AS held""",
+        tenant_id,
+        metadata,
+        limit + 1,
+    )
+    return int(found) <= limit
 
-    The matching ids are read first, once, from the GIN index (an InitPlan), and the page is then sorted
+
+def conversations_holding(
+    alias: str, params: list[Any], tenant_id: uuid.UUID, pairs: dict[str, str], *, few: bool = True
+) -> str:
+    """A WHERE fragment (binding into `params`): `alias` is a conversation whose metadata holds every pair.
+
+    With `few`, the matching ids are read first, once, from the GIN index (an InitPlan) and the page is sorted
     from them: left to itself the planner walks the activity index and tests each row, reading every
-    conversation of the tenant when few or none match (it cannot estimate `@>` on metadata)."""
+    conversation of the tenant when few or none match (it cannot estimate `@>` on metadata). Without, that walk
+    is what a common value wants: its first rows hold a page."""
+    params.append(pairs)
+    wanted = f"${len(params)}::jsonb"
+    if not few:
+        return f"{alias}.metadata @> {wanted}"
+    params.append(tenant_id)
     return (
-        f"{alias}.id = ANY(ARRAY(SELECT k.id FROM conversation k WHERE k.tenant_id = {tenant_param} "
-        f"AND k.metadata @> {metadata_param}::jsonb))"
+        f"{alias}.id = ANY(ARRAY(SELECT k.id FROM conversation k WHERE k.tenant_id = ${len(params)} "
+        f"AND k.metadata @> {wanted}))"
     )

@@ -8,6 +8,7 @@ some (migration 2026-12-05T02).
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from threadline.errors import bad_input
@@ -102,3 +103,13 @@ def imported(value: Any, where: str, warnings: list[str]) -> dict[str, str] | No
             continue
         out[key] = item
     return out or None
+
+
+@dataclass(frozen=True)
+class MetadataFilter:
+    """A `conversations(metadata:)` filter and how to run it: `few` when few conversations of the tenant hold the
+    pairs (their ids are then read from the GIN index first), else the listing walks its order and tests each
+    row, finding a page of a common value in its first rows."""
+
+    pairs: dict[str, str]
+    few: bool

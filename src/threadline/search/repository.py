@@ -77,9 +77,7 @@ def _conversation_filters(principal: Principal, f: SearchFilters, params: list[A
     if f.min_messages is not None:
         where.append(f"c.message_count >= {_bind(params, f.min_messages)}")
     if f.metadata:
-        where.append(
-            conversations_holding("c", _bind(params, principal.tenant_id), _bind(params, f.metadata))
-        )
+        where.append(conversations_holding("c", params, principal.tenant_id, f.metadata))
     # A conversation is in the window when it was alive during it: created before the end,
     # active after the start.
     if f.since is not None:
