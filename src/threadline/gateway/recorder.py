@@ -5,7 +5,8 @@ transaction (a conversation without threads gets its first message as a new thre
 written as a run writes them (`runs.output.append`: a chunk, the content, one `message.delta`), coalesced to at
 most one write per THREADLINE_RUN_DELTA_INTERVAL_SECONDS, and `end` makes the reply final with its usage
 (`runs.output.finish`: the conversation's token count, one `message.done`) and its tool calls as parts, or, when the model failed midway,
-publishes an `error` event as a failed run does. The client's stream never waits for these writes.
+publishes an `error` event as a failed run does. The client's stream never waits for these writes; a streamed
+call starts them once its first token is out (their transaction is not on the time to the first token).
 """
 
 from __future__ import annotations
@@ -56,8 +57,9 @@ class Recorder:
         self.begun = asyncio.Event()  # the new messages are stored (or could not be)
 
     def start(self) -> None:
-        """Store the new messages and begin writing deltas, in the background."""
-        self.task = asyncio.create_task(self._run())
+        """Store the new messages and begin writing deltas, in the background (once)."""
+        if self.task is None:
+            self.task = asyncio.create_task(self._run())
 
     def add(self, text: str) -> None:
         if text:
@@ -131,6 +133,7 @@ class Recorder:
 
     async def end(self, completion: Completion, error: tuple[str, str] | None = None) -> None:
         """Write what is left and make the reply final; with `error`, announce the failure instead."""
+        self.start()  # a call that ended before its first token still stores what was asked
         if self.task is not None:
             await self.begun.wait()  # the messages may still be being stored: let that finish
             async with self.lock:

@@ -141,7 +141,8 @@ class Gateway:
         recorder = None
         if session is not None:
             recorder = Recorder(self.services.db, settings, principal, session, chat.model)
-            recorder.start()
+            if not chat.stream:
+                recorder.start()
         relay = Relay(self, stream, first, recorder, chat.include_usage)
         headers = dict(SSE_HEADERS)
         if session is not None:
@@ -264,6 +265,9 @@ class Relay:
                 sent = b"".join(b"data: " + orjson.dumps(c) + b"\n\n" for c in out if c is not None)
                 if sent:
                     yield sent
+                if self.recorder is not None and self.completion.first().content:
+                    # Stored once the first token is out: its transaction stays off the time to the first token.
+                    self.recorder.start()
         except ProviderError as exc:
             self.error = (exc.code, exc.message)
         finally:
