@@ -220,3 +220,12 @@ def test_a_value_many_conversations_hold_filters_the_same_way(admin: Actor, loop
     }
     rare = admin.client.ok(query, {"m": [{"key": "batch", "value": "big"}, {"key": "n", "value": "7"}]})
     assert rare["conversations"] == {"totalCount": 1, "edges": [{"node": {"title": "seeded 7"}}]}
+    searched = admin.client.ok(
+        "query($i: ConversationSearchInput!) { search(input: $i, first: 2) { totalCount edges { node { "
+        "conversation { title } } } } }",
+        {"i": {"metadata": [{"key": "batch", "value": "big"}]}},
+    )["search"]
+    assert searched == {
+        "totalCount": many,
+        "edges": [{"node": {"conversation": {"title": f"seeded {n}"}}} for n in (1, 2)],
+    }

@@ -51,6 +51,7 @@ class SearchFilters:
     ai_provider: str | None = None
     min_messages: int | None = None
     metadata: dict[str, str] | None = None  # pairs the conversation's metadata must hold (`@>`, GIN-indexed)
+    metadata_few: bool = True  # few conversations hold them: read their ids from the index first
     since: datetime | None = None
     until: datetime | None = None
 
@@ -77,7 +78,7 @@ def _conversation_filters(principal: Principal, f: SearchFilters, params: list[A
     if f.min_messages is not None:
         where.append(f"c.message_count >= {_bind(params, f.min_messages)}")
     if f.metadata:
-        where.append(conversations_holding("c", params, principal.tenant_id, f.metadata))
+        where.append(conversations_holding("c", params, principal.tenant_id, f.metadata, few=f.metadata_few))
     # A conversation is in the window when it was alive during it: created before the end,
     # active after the start.
     if f.since is not None:

@@ -13,7 +13,7 @@ import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
 
@@ -22,6 +22,8 @@ import asyncpg
 from threadline.auth.principal import Principal
 from threadline.db import Database, Executor
 from threadline.errors import bad_input, forbidden
+from threadline.metadata import repository as metadata_repo
+from threadline.metadata.service import FEW_HOLDERS
 from threadline.search import repository as repo
 from threadline.search.repository import (
     GREATER_THAN,
@@ -159,6 +161,12 @@ async def planned(db: Database) -> AsyncIterator[Executor]:
 async def search(db: Database, principal: Principal, request: SearchRequest) -> SearchPage:
     text = _clean(request.query)
     check_window(request.filters.since, request.filters.until)
+    if request.filters.metadata:
+        # As conversations(metadata:): ids from the GIN index first only when few conversations hold the pairs.
+        few = await metadata_repo.held_by_at_most(
+            db, principal.tenant_id, request.filters.metadata, FEW_HOLDERS
+        )
+        request = replace(request, filters=replace(request.filters, metadata_few=few))
     async with planned(db) as tx:
         return await _search(tx, db, principal, request, text)
 
