@@ -312,6 +312,50 @@ def test_tool_calls_and_results_are_kept_as_parts_so_the_results_alone_continue_
     ]
 
 
+def test_the_echo_models_tool_mode_makes_a_round_trip_without_any_upstream(
+    gateway: ServerThread, admin: Actor, fake: FakeUpstream
+) -> None:
+    client = sdk(gateway, admin)
+    cid = create_conversation(admin, sessionId="echo-tools")
+    root = start_thread(admin, cid, "hello")
+    first = client.chat.completions.create(
+        model="echo",
+        messages=[{"role": "user", "content": "Paris"}],
+        tools=[WEATHER_TOOL],  # type: ignore[list-item]
+        extra_body={"session_id": "echo-tools"},
+    )
+    assert first.choices[0].finish_reason == "tool_calls"
+    [call] = first.choices[0].message.tool_calls or []
+    assert (call.id, call.function.name, json.loads(call.function.arguments)) == (
+        "call_echo_2",
+        "get_weather",
+        {"input": "Paris"},
+    )
+    second = client.chat.completions.create(
+        model="echo",
+        messages=[{"role": "tool", "tool_call_id": call.id, "content": "sunny"}],
+        tools=[WEATHER_TOOL],  # type: ignore[list-item]
+        extra_body={"session_id": "echo-tools"},
+    )
+    assert second.choices[0].message.content == "echo: sunny"
+    assert parts(gateway, admin, root)[2:] == [
+        (
+            "ASSISTANT",
+            [
+                {
+                    "__typename": "ToolCallPart",
+                    "id": "call_echo_2",
+                    "name": "get_weather",
+                    "arguments": '{"input": "Paris"}',
+                }
+            ],
+        ),
+        ("TOOL", [{"__typename": "ToolResultPart", "toolCallId": "call_echo_2", "content": "sunny"}]),
+        ("ASSISTANT", [{"__typename": "TextPart", "text": "echo: sunny"}]),
+    ]
+    assert fake.requests == []
+
+
 def test_the_npm_openai_client_runs_against_the_gateway(gateway: ServerThread, admin: Actor) -> None:
     npm_install(EXAMPLE)
     cid = create_conversation(admin, sessionId="node")

@@ -20,6 +20,7 @@ import orjson
 from threadline.errors import ErrorCode, ThreadlineError
 from threadline.gateway.errors import UpstreamRefused
 from threadline.gateway.request import text_of
+from threadline.parts import model as parts
 from threadline.runs.context import ChatMessage
 from threadline.runs.providers import NAMES, CompletionRequest, Finish, Provider, ProviderError, catalogue
 from threadline.runs.providers.openai import OpenAIProvider
@@ -179,10 +180,36 @@ def _chunk(data: bytes) -> dict[str, Any]:
     return value
 
 
+def _chat_message(message: dict[str, Any]) -> ChatMessage:
+    """An OpenAI message as a run provider takes it (text, tool calls, the call a tool result answers)."""
+    calls = tuple(
+        parts.tool_call_part(
+            id=str(c.get("id") or ""),
+            name=str((c.get("function") or {}).get("name") or ""),
+            arguments=str((c.get("function") or {}).get("arguments") or ""),
+        )
+        for c in message.get("tool_calls") or ()
+        if isinstance(c, dict)
+    )
+    call_id = message.get("tool_call_id") if message.get("role") == "tool" else None
+    return ChatMessage(
+        str(message.get("role")),
+        text_of(message.get("content")),
+        tool_calls=calls,
+        tool_call_id=call_id if isinstance(call_id, str) else None,
+    )
+
+
 async def _provider_chunks(provider: Provider, body: dict[str, Any]) -> AsyncGenerator[Batch, None]:
-    """A text-only provider (`echo`) as chunks: role first, a chunk per delta, the finish, then usage."""
+    """A run provider (`echo`, with its deterministic tool mode) as chunks: role first, a chunk per delta,
+    its tool calls, the finish, then usage."""
     model = str(body["model"])
-    messages = [ChatMessage(str(m.get("role")), text_of(m.get("content"))) for m in body["messages"]]
+    request = CompletionRequest(
+        model=model,
+        messages=[_chat_message(m) for m in body["messages"]],
+        tools=body.get("tools") if isinstance(body.get("tools"), list) else None,
+        tool_choice=body.get("tool_choice"),
+    )
     head = {
         "id": f"chatcmpl-{uuid.uuid4().hex}",
         "object": "chat.completion.chunk",
@@ -194,15 +221,27 @@ async def _provider_chunks(provider: Provider, body: dict[str, Any]) -> AsyncGen
         return {**head, "choices": [{"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}]}
 
     yield [chunk({"role": "assistant", "content": ""})]
-    async for item in provider.stream(CompletionRequest(model=model, messages=messages)):
+    async for item in provider.stream(request):
         if isinstance(item, Finish):
-            finish = chunk({}, item.reason or "stop")
+            ending = []
+            if item.tool_calls:
+                calls = [
+                    {
+                        "index": i,
+                        "id": c.id,
+                        "type": "function",
+                        "function": {"name": c.name, "arguments": c.arguments},
+                    }
+                    for i, c in enumerate(item.tool_calls)
+                ]
+                ending.append(chunk({"tool_calls": calls}))
+            ending.append(chunk({}, item.reason or "stop"))
             prompt, completion = item.prompt_tokens or 0, item.completion_tokens or 0
             usage = {
                 "prompt_tokens": prompt,
                 "completion_tokens": completion,
                 "total_tokens": prompt + completion,
             }
-            yield [finish, {**head, "choices": [], "usage": usage}]
+            yield [*ending, {**head, "choices": [], "usage": usage}]
             return
         yield [chunk({"content": item})]
