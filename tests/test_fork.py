@@ -326,3 +326,20 @@ def test_the_forker_is_on_the_copy_of_the_message_they_forked_at(admin: Actor) -
         model = TreeModel(SHAPE)
         assert thread["currentLeaf"] == {"content": model.content[at]}
         assert [m["content"] for m in thread["currentPath"]] == [model.content[k] for k in model.ancestry(at)]
+
+
+def test_a_fork_costs_the_same_statements_whatever_the_size_and_refuses_a_bad_title(admin: Actor) -> None:
+    source = create_conversation(admin, "source")
+    ids = build(admin, source)
+    plain = """mutation($m: ID!) { conversationFork(messageId: $m, mode: THREAD) { id } }"""
+    small = admin.client.statements(plain, {"m": ids["r"]})
+    parent = ids["a1x1"]
+    for n in range(25):
+        parent = admin.client.ok(REPLY, {"p": parent if n % 2 else ids["b1"], "i": {"content": f"more {n}"}})[
+            "messageReply"
+        ]["id"]
+    assert admin.client.statements(plain, {"m": ids["r"]}) == small  # set-based: no statement per message
+    for title in ("", "   ", "x" * 501):
+        error = admin.client.error(FORK, {"m": ids["r"], "mode": "THREAD", "t": title})
+        assert (error["extensions"]["code"], error["extensions"]["argument"]) == ("BAD_USER_INPUT", "title")
+    assert admin.client.ok("{ conversations { totalCount } }")["conversations"]["totalCount"] == 3
