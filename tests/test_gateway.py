@@ -8,6 +8,7 @@ import asyncio
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import asyncpg
@@ -655,3 +656,24 @@ def test_a_model_that_hangs_ends_the_call_with_a_timeout_and_a_finished_reply(
     assert [(n["role"], n["content"]) for n in tree(owner, root)][-1] == ("ASSISTANT", "waiting")
     plain = post(gateway, owner, {"model": "fake-hang", "messages": [user("hi")]})
     assert plain.status_code == 502 and error_of(plain)["code"] == "timeout"
+
+
+def test_concurrent_calls_on_one_session_each_keep_their_exchange(
+    gateway: ServerThread, admin: Actor
+) -> None:
+    owner = on(gateway, admin)
+    cid = create_conversation(owner, sessionId="busy")
+    root = start_thread(owner, cid, "root")
+
+    def call(i: int) -> int:
+        body = {"model": "echo", "messages": [user(f"q{i}")], "session_id": "busy", "stream": i % 2 == 0}
+        return post(gateway, owner, body).status_code
+
+    with ThreadPoolExecutor(4) as pool:
+        assert list(pool.map(call, range(4))) == [200] * 4
+    nodes = tree(owner, root)
+    questions = {n["content"]: n for n in nodes if n["role"] == "USER" and n["content"].startswith("q")}
+    assert sorted(questions) == ["q0", "q1", "q2", "q3"]
+    answers = {n["parentId"]: n["content"] for n in nodes if n["role"] == "ASSISTANT"}
+    assert {answers[q["id"]] for q in questions.values()} == {"echo: q0", "echo: q1", "echo: q2", "echo: q3"}
+    assert owner.client.ok(TREE, {"c": cid})["conversation"]["messageCount"] == 9
