@@ -301,6 +301,7 @@ class WorkersProcess(ServerProcess):
             "DATABASE_URL": dsn,
             "THREADLINE_MIGRATE_ON_START": "0",
             "THREADLINE_WORKERS": "1",
+            "THREADLINE_LOG_LEVEL": "warning",  # no access log line per request, as bench/server.py
             **CEILINGS,
         }
         command = [str(Path(sys.executable).parent / "threadline"), "serve", "--port", str(self.port)]

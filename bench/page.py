@@ -180,6 +180,7 @@ class Workers:
             "DATABASE_URL": dsn,
             "THREADLINE_MIGRATE_ON_START": "0",
             "THREADLINE_METRICS_TOKEN": BENCH_METRICS_TOKEN,
+            "THREADLINE_LOG_LEVEL": "warning",  # no access log line per request, as bench/server.py
             **UNTHROTTLED,
         }
         command = [str(Path(sys.executable).parent / "threadline"), "serve", "--port", str(self.port)]
@@ -355,8 +356,11 @@ def phases(collapsed: Path, cpu_ms: float) -> None:
         ("asyncpg: SQL round trips, codecs, pool", ("asyncpg/", "threadline/db/")),
         ("response JSON encoding (orjson)", ("_encode_one", "encode_json")),
         ("request JSON decoding", ("request_json", "parse_json", "decode_json")),
-        ("graphql-core parse", ("graphql/language/",)),
-        ("graphql-core validation", ("graphql/validation/",)),
+        ("graphql-core parse", ("graphql/language/parser", "graphql/language/lexer")),
+        (
+            "validation: the limit rule's walk per request (standard rules are cached per document)",
+            ("graphql/validation/", "graphql/language/visitor", "graphql/utilities/type_info"),
+        ),
         (
             "limit analysis and budgets (threadline.graphql.limits, budget)",
             ("threadline/graphql/limits", "threadline/graphql/budget", "threadline/graphql/measure"),
