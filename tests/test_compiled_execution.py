@@ -51,6 +51,7 @@ from graphql import (
 )
 from graphql.pyutils import Undefined
 from strawberry.extensions import SchemaExtension
+from strawberry.schema.config import StrawberryConfig
 
 from tests.api import create_conversation, join, reply, start_thread
 from tests.harness import Actor, Loop
@@ -734,3 +735,31 @@ def test_fuzzed_documents_over_the_real_schema_give_the_same_json_with_both_exec
     compared = compare(runs, results)
     assert compared > 0.8 * len(runs)
     assert sum('"errors": []' not in stock for stock, _, _ in results) > 5
+
+
+INCREMENTAL = StrawberryConfig(enable_experimental_incremental_execution=True)
+STOCK_INCREMENTAL = strawberry.Schema(EdgeQuery, types=[Leaf, Other], config=INCREMENTAL)
+COMPILED_INCREMENTAL = strawberry.Schema(
+    EdgeQuery, types=[Leaf, Other], config=INCREMENTAL, execution_context_class=Recorder
+)
+
+
+async def incremental(schema: strawberry.Schema, document: str) -> list[str]:
+    """The initial result and every subsequent payload, as their reprs."""
+    result: Any = await schema.execute(document)
+    payloads = [repr(getattr(result, "initial_result", result))]
+    subsequent = getattr(result, "subsequent_results", None)
+    if subsequent is not None:
+        payloads += [repr(payload) async for payload in subsequent]
+    return payloads
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_defer_and_stream_take_the_stock_path_with_the_same_payloads(seed: int) -> None:
+    document = (
+        f"{{ leaves(seed: {seed}) {{ id ... @defer {{ name child {{ id greeting }} }}"
+        " kids @stream(initialCount: 1) { id mood } } }"
+    )
+    stock = asyncio.run(incremental(STOCK_INCREMENTAL, document))
+    assert len(stock) > 1  # deferred and streamed payloads did follow
+    assert asyncio.run(incremental(COMPILED_INCREMENTAL, document)) == stock
