@@ -13,10 +13,12 @@ import uuid
 from collections.abc import Iterator
 
 import httpx
+import jwt
 import pytest
 
 from tests.harness import (
     METRICS_HEADERS,
+    TEST_JWT_SECRET,
     Actor,
     Client,
     Loop,
@@ -147,6 +149,21 @@ def served_by(base_url: str) -> int:
         for line in text.splitlines()
         if line.startswith("threadline_worker_http_requests{") and float(line.rsplit(" ", 1)[1]) > 0
     )
+
+
+def test_a_cached_jwt_is_refused_once_it_expires(cached: ServerThread, loop: Loop, dsn: str) -> None:
+    admin = create_admin(loop, dsn, cached.url)
+    expires = int(time.time()) + 3
+    claims = {"sub": "short-lived", "tenant": admin.tenant_id, "role": "MEMBER", "exp": expires}
+    bearer = Client(cached.url, jwt.encode(claims, TEST_JWT_SECRET, algorithm="HS256"))
+    try:
+        assert bearer.ok(VIEWER)["viewer"]["role"] == "MEMBER"  # cached, for an hour at most
+        while time.time() < expires + 1:
+            time.sleep(0.2)
+        assert bearer.error(VIEWER)["extensions"]["code"] == "UNAUTHENTICATED"
+    finally:
+        bearer.http.close()
+        admin.client.http.close()
 
 
 def test_a_load_that_began_before_an_invalidation_is_not_kept(loop: Loop) -> None:
