@@ -212,3 +212,29 @@ def test_documents_holding_a_string_literal_are_not_kept(server: ServerThread, a
     plain = "query Kept { viewer { id } }"
     admin.client.ok(plain)
     assert any(query == plain for query, _ in parse_cache._documents)
+
+
+# --- and the limit rule's walk (graphql.limit_cache): only passes are kept, per variables and settings ----------
+
+PAGE = "query Page($n: Int) { conversations(first: $n) { edges { node { id participants { role } } } } }"
+
+
+def test_a_document_that_passed_with_small_pages_is_still_refused_with_large_ones(
+    server: ServerThread, admin: Actor
+) -> None:
+    assert admin.client.ok(PAGE, {"n": 2})["conversations"]["edges"] == []  # passed and kept
+    refused = admin.client.error(PAGE, {"n": 10_000_000})
+    assert refused["extensions"]["limitName"] == "listSize", refused  # the limit rule's, before any resolver
+
+
+def test_a_document_that_passed_on_one_server_is_still_refused_under_stricter_limits(
+    server: ServerThread, admin: Actor, dsn: str
+) -> None:
+    assert admin.client.ok(PAGE, {"n": 2})["conversations"]["edges"] == []
+    strict = ServerThread(test_settings(dsn, migrate_on_start=False, query_max_depth=2))
+    strict.start()  # the same process: the same cache of passes
+    try:
+        refused = Client(strict.url, admin.api_key).error(PAGE, {"n": 2})
+        assert refused["extensions"]["limitName"] == "depth", refused
+    finally:
+        strict.stop()

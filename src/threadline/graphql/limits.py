@@ -29,7 +29,7 @@ from strawberry.extensions import SchemaExtension
 from strawberry.schema.schema import validate_document
 
 from threadline.errors import ErrorCode
-from threadline.graphql import parse_cache
+from threadline.graphql import limit_cache, parse_cache
 from threadline.graphql.measure import Walker, limit_error
 from threadline.graphql.selections import field_names
 from threadline.settings import Settings
@@ -104,7 +104,7 @@ class QueryLimits(SchemaExtension):
         self.max_tokens = settings.query_max_tokens
         # graphql-core counts the end-of-document token too.
         execution.parse_options["max_tokens"] = settings.query_max_tokens + 1
-        self.limit_rule = limit_rule(settings, execution.variables or {}, self.list_caps)
+        self.settings = settings
         if not settings.introspection:
             execution.validation_rules = (*execution.validation_rules, NoSchemaIntrospectionCustomRule)
         yield
@@ -124,7 +124,13 @@ class QueryLimits(SchemaExtension):
         document = execution.graphql_document
         if document is not None and execution.pre_execution_errors is None:
             schema = execution.schema._schema
-            errors = validate(schema, document, (self.limit_rule,))
+            variables = execution.variables or {}
+            known = limit_cache.key(execution.query, variables, self.settings, self.list_caps, schema)
+            errors = []
+            if known is None or not limit_cache.passed(known):
+                errors = validate(schema, document, (limit_rule(self.settings, variables, self.list_caps),))
+                if not errors and known is not None:
+                    limit_cache.remember(known, self.settings, self.list_caps, schema)
             if not errors:
                 errors = await _refuse_anonymous(execution.context, document)
             if not errors:
