@@ -223,3 +223,44 @@ def test_two_workers_draw_from_one_rate_limit_budget(dsn: str, loop: Loop) -> No
             codes.append(body["errors"][0]["extensions"]["code"] if body.get("errors") else "OK")
     # One budget for the user, whichever process answers: budgets per process would let more calls through.
     assert codes == ["OK"] * budget + ["RATE_LIMITED"] * (len(codes) - budget)
+
+
+def test_a_killed_serve_then_a_restart_leave_no_postgres_behind() -> None:
+    data_dir = Path(tempfile.mkdtemp(prefix="tl-workers-"))
+    os.chmod(data_dir, 0o755)
+    env = {k: v for k, v in os.environ.items() if k != "DATABASE_URL"}
+    env |= {"THREADLINE_DATA_DIR": str(data_dir), "THREADLINE_RUN_WORKERS": "0"}
+
+    def start() -> tuple[subprocess.Popen[bytes], list[psutil.Process]]:
+        port = free_port()
+        process = subprocess.Popen(
+            [sys.executable, "-m", "threadline.cli", "serve", "--port", str(port), "--workers", "2"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 120
+        while len(worker_pids(process.pid)) < 2 or not ready(f"http://127.0.0.1:{port}"):
+            assert process.poll() is None and time.monotonic() < deadline, "serve did not start"
+            time.sleep(0.2)
+        return process, [psutil.Process(int(pid)) for pid in worker_pids(process.pid)]
+
+    first = second = None
+    try:
+        first, workers = start()
+        first.kill()  # a crash: nothing of serve's own cleanup runs
+        first.wait()
+        psutil.wait_procs(workers, timeout=SETTLE_SECONDS)
+        second, workers = start()  # joins (or restarts) the data directory's PostgreSQL
+        assert len(embedded_postgres(data_dir)) == 1
+        second.send_signal(signal.SIGTERM)
+        second.wait(timeout=60)
+        psutil.wait_procs(workers, timeout=SETTLE_SECONDS)
+        assert not embedded_postgres(data_dir), "PostgreSQL outlived the restarted serve"
+    finally:
+        for process in (first, second):
+            if process is not None and process.poll() is None:
+                process.kill()
+                process.wait()
+        for proc in embedded_postgres(data_dir):
+            proc.kill()
