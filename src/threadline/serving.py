@@ -75,8 +75,9 @@ def serve_workers(settings: Settings, dsn: str, host: str, port: int, workers: i
 
         asyncio.run(apply_migrations(dsn))  # once, before any worker starts
     metrics_dir = tempfile.mkdtemp(prefix="threadline-metrics-")
-    saved = {name: os.environ.get(name) for name in _worker_environment(dsn, metrics_dir, verbose)}
-    os.environ.update(_worker_environment(dsn, metrics_dir, verbose))  # spawned workers read it
+    environment = _worker_environment(settings, workers, dsn, metrics_dir, verbose)
+    saved = {name: os.environ.get(name) for name in environment}
+    os.environ.update(environment)  # spawned workers read it
     try:
         uvicorn.run(
             APP_FACTORY,
@@ -99,10 +100,17 @@ def serve_workers(settings: Settings, dsn: str, host: str, port: int, workers: i
         shutil.rmtree(metrics_dir, ignore_errors=True)
 
 
-def _worker_environment(dsn: str, metrics_dir: str, verbose: bool) -> dict[str, str]:
+def _worker_environment(
+    settings: Settings, workers: int, dsn: str, metrics_dir: str, verbose: bool
+) -> dict[str, str]:
+    # THREADLINE_DB_POOL_MAX is the server's, split among the workers: one pool of 20 per core would pass
+    # PostgreSQL's max_connections (100 by default) from five cores on.
+    pool_max = max(2, -(-settings.db_pool_max // workers))
     env = {
         "DATABASE_URL": dsn,  # the embedded server the parent started (or the configured one)
         "THREADLINE_MIGRATE_ON_START": "false",  # done once by the parent
+        "THREADLINE_DB_POOL_MAX": str(pool_max),
+        "THREADLINE_DB_POOL_MIN": str(min(settings.db_pool_min, pool_max)),
         MULTIPROC_ENV: metrics_dir,
         PARENT_ENV: str(os.getpid()),
     }
