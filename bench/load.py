@@ -890,7 +890,7 @@ def main() -> None:
         )
         print(
             (
-                f"server: threadline serve --workers {args.workers} (pool max 20 each), pid {app.process.pid};"
+                f"server: threadline serve --workers {args.workers} (pool max 20 split among them), pid {app.process.pid};"
                 if args.workers
                 else f"server: one process (bench/server.py, uvicorn, pool max 20), pid {app.process.pid};"
             )
