@@ -251,6 +251,13 @@ class Leaf(Thing):
         return self.child
 
     @strawberry.field
+    async def must_later(self) -> Leaf:
+        await asyncio.sleep(0)
+        if self.fault in (2, 3):
+            raise ThreadlineError(ErrorCode.NOT_FOUND, "later leaf not found")
+        return self.strict
+
+    @strawberry.field
     def must(self) -> Leaf:
         if self.fault == 3:
             raise ThreadlineError(ErrorCode.NOT_FOUND, "must not found")
@@ -389,6 +396,9 @@ EDGE_CASES = {
     "resolver errors at depth": "{ leaves(seed: 3) { greeting child { greeting must { id greeting } } } }",
     "async resolvers in lists": "{ leaves(seed: 5) { id laterChild { id laterChild { id name } } } }",
     "partial nulls in a nullable list": "{ maybeLeaves(seed: 2) { id loose { id name } kids { id } } }",
+    "async non-null failures null the nearest nullable item": (
+        "{ maybeLeaves(seed: ) { id mustLater { id } } loose: leaves(seed: ) { loose { mustLater { id } } } }"
+    ),
     "interfaces": "{ things { __typename id ... on Leaf { name kids { id } } ... on Other { label } } }",
     "aliases and fragments": "query { a: one { ...L b: kids { ...L } } } fragment L on Leaf { id n: name __typename }",
     "hand-written is_type_of": "{ typed { value } refused { value } }",
