@@ -330,7 +330,9 @@ class Settings:
             folder_name_max_chars=_env_int("THREADLINE_FOLDER_NAME_MAX_CHARS", cls.folder_name_max_chars),
             pins_max=_env_int("THREADLINE_PINS_MAX", cls.pins_max),
             bookmarks_max=_env_int("THREADLINE_BOOKMARKS_MAX", cls.bookmarks_max),
-            bookmark_note_max_chars=_env_int("THREADLINE_BOOKMARK_NOTE_MAX_CHARS", cls.bookmark_note_max_chars),
+            bookmark_note_max_chars=_env_int(
+                "THREADLINE_BOOKMARK_NOTE_MAX_CHARS", cls.bookmark_note_max_chars
+            ),
             links_max=_env_int("THREADLINE_LINKS_MAX", cls.links_max),
             share_reads_per_token=_env_int("THREADLINE_SHARE_READS_PER_TOKEN", cls.share_reads_per_token),
             share_reads_per_address=_env_int(

@@ -279,7 +279,9 @@ class Conversation(Node):
         description="The caller's folder holding this conversation (`conversationFile`); null at the root. Each "
         "user files conversations in folders of their own. Loaded for every conversation of the response at once."
     )
-    async def folder(self, info: Info) -> Annotated[Folder, strawberry.lazy("threadline.organise.types")] | None:
+    async def folder(
+        self, info: Info
+    ) -> Annotated[Folder, strawberry.lazy("threadline.organise.types")] | None:
         from threadline.organise.types import viewer_folder
 
         return await viewer_folder(info, self.uuid)

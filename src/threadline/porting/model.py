@@ -39,13 +39,13 @@ class ImportedMessage:
     deleted_at: datetime | None = None
     # Whether the importing user becomes the author; None: USER messages are theirs, the others no one's.
     authored: bool | None = None
+    # As the file has them; bounded by the importer (metadata.rules, feedback.rules).
+    metadata: Any = None
+    feedback: Any = None  # the exporting user's rating: {rating, reasons, comment, created_at, updated_at}
     # Content parts (parts.model) when the message is more than text; `content` is then their projection.
     parts: list[dict[str, Any]] | None = None
     # Only reasoning (a thinking model's thoughts): folded into the answer below it by the reader.
     reasoning: bool = False
-    # As the file has them; bounded by the importer (metadata.rules, feedback.rules).
-    metadata: Any = None
-    feedback: Any = None  # the exporting user's rating: {rating, reasons, comment, created_at, updated_at}
 
 
 @dataclass
