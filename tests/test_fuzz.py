@@ -597,6 +597,9 @@ class World:
 
 INVITE = "mutation($c: ID!, $u: ID!) { participantInvite(conversationId: $c, userId: $u) { id } }"
 KEY = 'mutation($u: ID!) { apiKeyCreate(userId: $u, name: "v") { apiKey { id } } }'
+SHARE = "mutation($c: ID!) { shareLinkCreate(conversationId: $c) { id } }"
+BOOKMARK = 'mutation($m: ID!) { bookmarkSet(messageId: $m, note: "fuzz") { id } }'
+LINK = "mutation($f: ID!, $t: ID!) { conversationLink(fromId: $f, toId: $t, kind: RELATED) { id } }"
 DETAILS = "query($c: ID!) { conversation(id: $c) { participants { id } threads(first: 5) { nodes { id } } } }"
 CURSORS = """query($c: ID!) {
   conversations(first: 2) { edges { cursor } } users(first: 2) { edges { cursor } }
@@ -620,7 +623,7 @@ def settled(server: ServerThread, loop: Loop, dsn: str) -> Iterator[None]:
 
 
 @pytest.fixture
-def world(admin: Actor, make_user: Callable[..., Actor], settled: None) -> World:
+def world(admin: Actor, make_user: Callable[..., Actor], server: ServerThread, settled: None) -> World:
     """Objects of every kind: the member's own conversation and the admin's (one shared with the member,
     one private), threads and replies, an invite, a run, a victim user with a key, a rate-limit profile."""
     member = make_user(admin, role="MEMBER")
@@ -642,6 +645,19 @@ def world(admin: Actor, make_user: Callable[..., Actor], settled: None) -> World
         "rateLimitProfileCreate"
     ]["id"]
     ids += [invite, run, key, profile]
+    # The kinds of issue 18: a share link, a folder, a bookmark, a link between conversations, a file.
+    ids.append(ok(SHARE, {"c": shared})["shareLinkCreate"]["id"])
+    ids.append(ok('mutation { folderCreate(name: "fuzz") { id } }')["folderCreate"]["id"])
+    ids.append(ok(BOOKMARK, {"m": nested})["bookmarkSet"]["id"])
+    ids.append(ok(LINK, {"f": shared, "t": private})["conversationLink"]["id"])
+    uploaded = httpx.post(
+        f"{server.url}/files",
+        files={"file": ("fuzz.txt", b"fuzz file", "text/plain")},
+        headers={"Authorization": f"Bearer {admin.api_key}"},
+        timeout=60,
+    )
+    assert uploaded.status_code in (200, 201), uploaded.text
+    ids.append(uploaded.json()["id"])
     details = ok(DETAILS, {"c": shared})["conversation"]
     ids += [p["id"] for p in details["participants"]] + [t["id"] for t in details["threads"]["nodes"]]
     assert {i[:3] for i in ids} >= {k.value for k in Kind} - {Kind.RUN_STEP}, ids

@@ -19,6 +19,7 @@ SERVER_PACKAGES = ("websockets", "uvicorn")
 SERVER_IMPORTERS = {
     SEAM: "the seam itself",
     "cli.py": "`threadline serve` runs uvicorn (uvicorn.run, its public entry point)",
+    "serving.py": "`threadline serve --workers N` runs uvicorn's supervisor (uvicorn.run, its public entry point)",
 }
 # Private attributes of other objects still read in streaming/ and graphql/, each with its reason. They are not
 # part of the direct-frame path; pyproject.toml bounds strawberry-graphql for them too.
@@ -88,8 +89,10 @@ def test_only_the_seam_imports_server_packages() -> None:
         if imported.split(".")[0] in SERVER_PACKAGES
     ]
     assert offenders == []
-    # cli.py runs the server; it does not reach into its modules.
-    assert all(m == "uvicorn" for m in _imported(_modules()["cli.py"]) if m.split(".")[0] in SERVER_PACKAGES)
+    # cli.py and serving.py run the server; they do not reach into its modules.
+    for runner in ("cli.py", "serving.py"):
+        modules = _imported(_modules()[runner])
+        assert all(m == "uvicorn" for m in modules if m.split(".")[0] in SERVER_PACKAGES), runner
 
 
 def test_no_private_reads_outside_the_seam() -> None:

@@ -124,7 +124,14 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     async def work(dsn: str) -> int:
         if settings.migrate_on_start:
             await apply_migrations(dsn)
-        db = await Database.connect(dsn, 1, concurrency + 4, application_name=WORKER)
+        db = await Database.connect(
+            dsn,
+            1,
+            concurrency + 4,
+            application_name=WORKER,
+            statement_timeout_seconds=settings.db_statement_timeout_seconds,
+            idle_in_transaction_timeout_seconds=settings.db_idle_in_transaction_timeout_seconds,
+        )
         worker = Worker(db, dataclasses.replace(settings, database_url=dsn), concurrency)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()

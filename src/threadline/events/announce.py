@@ -30,8 +30,10 @@ from threadline.events.payloads import (
     TypingUpdate,
     UnreadUpdate,
 )
-from threadline.events.publish import publish
+from threadline.events.publish import deferring, publish
 from threadline.events.stored import encode
+
+__all__ = ["deferring"]  # bulk writers publish their events in one statement at the end (events.publish)
 
 
 async def _publish(

@@ -9,7 +9,9 @@ so it stays far below PostgreSQL's 8000-byte limit; the hub reads the payload fr
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 from threadline.db import Executor
@@ -36,6 +38,49 @@ def bucket_of(conversation_id: uuid.UUID | None) -> int:
     return 0 if conversation_id is None else 1 + conversation_id.int % (BUCKETS - 1)
 
 
+class _Deferred:
+    """The events a bulk writer's transaction announced so far, in order, published together by `deferring`."""
+
+    def __init__(self) -> None:
+        self.rows: list[
+            tuple[uuid.UUID, uuid.UUID | None, uuid.UUID | None, uuid.UUID | None, str, dict[str, Any]]
+        ]
+        self.rows = []
+
+
+# Transactions publishing through `deferring`, by identity (the block holds the object, so its id is its own
+# until the block removes it; executors may be plain asyncpg connections, which take no weak reference).
+_DEFERRING: dict[int, _Deferred] = {}
+DEFERRED_ID = 0  # what `publish` returns for a deferred event: its id is drawn when the batch is published
+
+
+@contextlib.asynccontextmanager
+async def deferring(tx: Executor) -> AsyncIterator[None]:
+    """Within the block, `publish(tx, ...)` collects its events instead of inserting them, and the block's end
+    publishes them all in one statement (events.repository.insert_events), in the order announced, still in
+    `tx`: exactly once, on commit, as before. Why: a transaction holds back every stream's cursor from its first
+    event id until it ends (the floor lock above), so a bulk writer (an import of 20,000 threads, a merge) that
+    published as it went held back live delivery for its whole length; now only for its last statement and its
+    commit. For writers whose work between events is long, not for a reply (one event, already at its end).
+    Nothing is published if the block raises (the transaction rolls back anyway)."""
+    batch = _DEFERRING[id(tx)] = _Deferred()
+    try:
+        yield
+    finally:
+        del _DEFERRING[id(tx)]
+    if batch.rows:
+        buckets = sorted({bucket_of(row[1]) for row in batch.rows})
+        await event_repo.insert_events(
+            tx,
+            batch.rows,
+            channel=CHANNEL,
+            bucket_lock=BUCKET_LOCK,
+            buckets=buckets,
+            floor_setting=FLOOR_SETTING,
+            floor_base=FLOOR_BASE,
+        )
+
+
 async def publish(
     tx: Executor,
     tenant_id: uuid.UUID,
@@ -46,6 +91,11 @@ async def publish(
     recipient_id: uuid.UUID | None = None,
     payload: dict[str, Any] | None = None,
 ) -> int:
+    """The event's id; DEFERRED_ID inside `deferring(tx)` (published at the block's end)."""
+    batch = _DEFERRING.get(id(tx)) if _DEFERRING else None
+    if batch is not None:
+        batch.rows.append((tenant_id, conversation_id, root_id, recipient_id, type.value, payload or {}))
+        return DEFERRED_ID
     return await event_repo.insert_event(
         tx,
         tenant_id,

@@ -20,6 +20,7 @@ import uuid
 from typing import Any
 
 import asyncpg
+import orjson
 
 from threadline.db import Database, Executor
 
@@ -82,6 +83,65 @@ async def insert_event(
             bucket,
         )
     )
+
+
+async def insert_events(
+    tx: Executor,
+    rows: list[tuple[uuid.UUID, uuid.UUID | None, uuid.UUID | None, uuid.UUID | None, str, dict[str, Any]]],
+    *,
+    channel: str,
+    bucket_lock: int,
+    buckets: list[int],
+    floor_setting: str,
+    floor_base: int,
+) -> list[int]:
+    """`insert_event` for many rows at once, `rows` being (tenant, conversation, root, recipient, type,
+    payload): the same locks (the floor once per transaction, one bucket lock per distinct bucket), ids drawn in
+    the rows' order, and one NOTIFY for the batch (a hub reads the whole tail on any notice). One statement,
+    whatever the count, so a bulk writer holds its floor only for this statement and its commit. Arrays, not
+    one bind parameter per value (asyncpg's 32,767 limit)."""
+    if not rows:
+        return []
+    tenants, conversations, roots, recipients, types, payloads = (list(c) for c in zip(*rows, strict=True))
+    ids = await tx.fetch(
+        """WITH s AS MATERIALIZED (
+               SELECT coalesce(current_setting($8, true), '') = '' AS first,
+                      CASE WHEN is_called THEN last_value ELSE last_value - 1 END AS floor
+               FROM stream_event_id_seq
+           ),
+           f AS MATERIALIZED (
+               SELECT CASE WHEN s.first THEN pg_try_advisory_xact_lock_shared($9::bigint + s.floor) END AS held,
+                      CASE WHEN s.first THEN set_config($8, s.floor::text, true) END AS noted
+               FROM s
+           ),
+           x AS MATERIALIZED (
+               SELECT (SELECT count(pg_advisory_xact_lock_shared($10::int, b)) FROM unnest($11::int[]) AS b)
+                      AS locked, f.held, f.noted
+               FROM f
+           ),
+           e AS (
+               INSERT INTO stream_event (id, tenant_id, conversation_id, root_id, recipient_id, type, payload)
+               SELECT nextval('stream_event_id_seq'), r.t, r.c, r.ro, r.re, r.ty, r.p::jsonb
+               FROM x, unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[], $6::text[])
+                    WITH ORDINALITY AS r (t, c, ro, re, ty, p, n)
+               ORDER BY r.n
+               RETURNING id
+           ),
+           n AS (SELECT pg_notify($7, ':' || max(id)::text) FROM e)
+           SELECT e.id FROM e, n ORDER BY e.id""",
+        tenants,
+        conversations,
+        roots,
+        recipients,
+        types,
+        [orjson.dumps(p).decode() for p in payloads],
+        channel,
+        floor_setting,
+        floor_base,
+        bucket_lock,
+        buckets,
+    )
+    return [int(r["id"]) for r in ids]
 
 
 # The sequence position first, then the publish locks: a transaction whose locks are not seen draws its

@@ -192,7 +192,16 @@ async def _import_work(
     from threadline.porting.service import Importer, ImportFailure
 
     await apply_migrations(dsn)
-    db = await Database.connect(dsn, 1, settings.import_concurrency + 1, application_name=IMPORT)
+    # The pool's timeouts too: an import frozen mid-transaction (a stopped terminal, a lost network) is ended by
+    # PostgreSQL after the idle timeout instead of holding its locks and the streams' floor for hours.
+    db = await Database.connect(
+        dsn,
+        1,
+        settings.import_concurrency + 1,
+        application_name=IMPORT,
+        statement_timeout_seconds=settings.db_statement_timeout_seconds,
+        idle_in_transaction_timeout_seconds=settings.db_idle_in_transaction_timeout_seconds,
+    )
     try:
         principal = await authenticate(db, settings, f"Bearer {args.api_key}")
         target = decode_id(args.conversation, Kind.CONVERSATION) if args.conversation else None

@@ -13,6 +13,7 @@ from threadline.auth.principal import Principal
 from threadline.conversations.access import Access, require, require_writable
 from threadline.db import Database
 from threadline.errors import ThreadlineError, bad_input
+from threadline.events.announce import deferring
 from threadline.ids import Kind, encode_id
 from threadline.porting import chatgpt, claude, importer, organised, request_limits, threadline_format
 from threadline.porting import repository as repo
@@ -215,7 +216,10 @@ class Importer:
                 target = None
                 if self.target_id is not None:
                     target = await require(tx, self.principal, self.target_id, Access.MANAGE, lock=True)
-                conversation_id = await importer.insert(tx, tenant, self.principal.user_id, p.plan, target)
+                async with deferring(tx):  # its events in one statement at the end: see events.publish
+                    conversation_id = await importer.insert(
+                        tx, tenant, self.principal.user_id, p.plan, target
+                    )
             self.report.imported.append(conversation_id)
             self.report.messages += len(p.plan.messages)
             self.report.warnings.extend(f"{p.plan.external_id}: {w}" for w in p.plan.warnings)
@@ -254,14 +258,15 @@ class Importer:
                 # The owner/admin rule of imports into an existing conversation, and it must be open.
                 row = await require(tx, self.principal, conversation_id, Access.MANAGE, lock=True)
                 require_writable(row)
-                merged = await importer.merge(
-                    tx,
-                    self.settings,
-                    self.principal.tenant_id,
-                    self.principal.user_id,
-                    p.plan,
-                    conversation_id,
-                )
+                async with deferring(tx):
+                    merged = await importer.merge(
+                        tx,
+                        self.settings,
+                        self.principal.tenant_id,
+                        self.principal.user_id,
+                        p.plan,
+                        conversation_id,
+                    )
             if merged.added or merged.updated:
                 self.report.merged.append(
                     MergedConversation(conversation_id, p.plan.external_id, merged.added, merged.updated)
