@@ -1,6 +1,6 @@
 """Slow writer: how long one open publishing transaction delays other tenants' live events.
 
-    .venv/bin/python bench/slow_writer.py [--hold 10] [--rate 20] [--idle-timeout 3]
+    .venv/bin/python bench/slow_writer.py [--hold 10] [--rate 20] [--idle-timeout 3] [--import-messages 20000] [--baseline-src DIR]
 
 One server process (bench/server.py). Tenant 1's writer publishes an event on conversation A and keeps its
 transaction open for `--hold` seconds (an import, a fork, a process frozen mid-transaction). Meanwhile
@@ -9,7 +9,8 @@ conversationEvents and a viewerEvents subscription. Delay is receipt minus the r
 commit, one clock: this machine's). Phases: no writer (the baseline), the writer open for `--hold`, and
 the writer idle in its transaction with PostgreSQL's idle_in_transaction_session_timeout at
 `--idle-timeout` (what THREADLINE_DB_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS sets on the pool): it is ended
-after that long, which bounds the delay even for the streams that keep the global order.
+after that long, which bounds the delay even for the streams that keep the global order. Last, a real bulk
+writer: `threadline import` of one ChatGPT conversation of `--import-messages` messages (one transaction).
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
+import tempfile
 import time
 import uuid
 from pathlib import Path
@@ -109,6 +112,86 @@ async def open_writer(dsn: str, caller: Caller, conversation: str, idle_timeout:
     return conn, tx
 
 
+async def import_while_replying(
+    name: str,
+    args: argparse.Namespace,
+    dsn: str,
+    base: str,
+    root: str,
+    slow: Caller,
+    other: Caller,
+    path: Path,
+    src: str | None,
+) -> tuple[dict[str, float], float]:
+    """`threadline import` of `path` by tenant 1 (with the threadline package of `src` if given) while tenant
+    2 replies at `--rate`, until the import ends."""
+    start = time.monotonic()
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "threadline.cli",
+        "import",
+        str(path),
+        "--format",
+        "chatgpt",
+        "--api-key",
+        slow.api_key,
+        "--quiet",
+        env={**os.environ, "DATABASE_URL": dsn, **({"PYTHONPATH": src} if src else {})},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    sent: dict[str, float] = {}
+    async with httpx.AsyncClient(base_url=base, headers=other.headers, timeout=30) as client:
+        while process.returncode is None:
+            content = f"{name}-{uuid.uuid4().hex[:8]}"
+            body = (
+                await client.post("/graphql", json={"query": REPLY, "variables": {"p": root, "x": content}})
+            ).json()
+            assert not body.get("errors"), body
+            sent[content] = time.monotonic()
+            try:
+                await asyncio.wait_for(process.wait(), 1 / args.rate)
+            except TimeoutError:
+                pass
+    out, err = await process.communicate()
+    if process.returncode != 0:
+        raise SystemExit(f"import failed: {out.decode()[-2000:]} {err.decode()[-2000:]}")
+    return sent, time.monotonic() - start
+
+
+async def import_phases(
+    args: argparse.Namespace,
+    dsn: str,
+    base: str,
+    root: str,
+    slow: Caller,
+    other: Caller,
+    streams: dict[str, dict[str, float]],
+    index: int,
+    src: str | None,
+) -> None:
+    """Real bulk writers, each one transaction: the first import of one big ChatGPT conversation, then the
+    merge of a later export of it that grew by `--growth` messages per branch (a thread.activity REPLY and an
+    unread.update for each new message: the events of a merge are many)."""
+    import orjson
+    from porting import conversation, grown
+
+    who = f"code in {src}" if src else "this code"
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "conversations.json"
+        branches = max(1, args.import_messages // 500)  # chains of 500: within the tree's depth limit
+        first = conversation(index, args.import_messages, branches)
+        path.write_bytes(orjson.dumps([first]))
+        name = f"import of {args.import_messages:,} messages ({who})"
+        sent, seconds = await import_while_replying(name, args, dsn, base, root, slow, other, path, src)
+        await report(f"{name}, {seconds:.1f} s", sent, streams)
+        path.write_bytes(orjson.dumps([grown(first, args.growth)]))
+        name = f"merge of {branches * args.growth:,} new messages ({who})"
+        sent, seconds = await import_while_replying(name, args, dsn, base, root, slow, other, path, src)
+        await report(f"{name}, {seconds:.1f} s", sent, streams)
+
+
 async def run(
     args: argparse.Namespace, dsn: str, server: Server, slow_caller: Caller, other_caller: Caller
 ) -> None:
@@ -166,6 +249,12 @@ async def run(
     except (asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError) as exc:
         print(f"(the idle writer was ended by PostgreSQL: {type(exc).__name__})")
     await conn.close()
+    if args.import_messages:
+        await import_phases(args, dsn, server.url, root, slow_caller, other_caller, streams, 0, None)
+        if args.baseline_src:
+            await import_phases(
+                args, dsn, server.url, root, slow_caller, other_caller, streams, 1, args.baseline_src
+            )
     for task in tasks:
         task.cancel()
 
@@ -175,6 +264,13 @@ def main() -> None:
     parser.add_argument("--hold", type=float, default=10.0)
     parser.add_argument("--rate", type=float, default=20.0)
     parser.add_argument("--idle-timeout", type=float, default=3.0)
+    parser.add_argument("--import-messages", type=int, default=20_000, help="0 skips the import phase")
+    parser.add_argument("--growth", type=int, default=50, help="new messages per branch in the merge")
+    parser.add_argument(
+        "--baseline-src",
+        help="also import with the threadline package from this src/ directory (e.g. a `git worktree` of an "
+        "older commit): the before figure, in the same run",
+    )
     args = parser.parse_args()
     database = Database()
     dsn = database.start()
