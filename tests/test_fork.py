@@ -343,3 +343,34 @@ def test_a_fork_costs_the_same_statements_whatever_the_size_and_refuses_a_bad_ti
         error = admin.client.error(FORK, {"m": ids["r"], "mode": "THREAD", "t": title})
         assert (error["extensions"]["code"], error["extensions"]["argument"]) == ("BAD_USER_INPUT", "title")
     assert admin.client.ok("{ conversations { totalCount } }")["conversations"]["totalCount"] == 3
+
+
+def test_a_fork_keeps_its_files_readable_after_the_forker_leaves_the_source(
+    server: ServerThread, admin: Actor, make_user: Any
+) -> None:
+    from tests.test_files import PNG, attach, download, upload
+
+    forker = make_user(admin)
+    outsider = make_user(admin)
+    source = create_conversation(admin, "with a file")
+    join(admin, forker, source)
+    file_id = upload(server.url, admin, PNG).json()["id"]
+    message = attach(admin, source, file_id)
+    forked = forker.client.ok(FORK, {"m": message["id"], "mode": "THREAD", "t": None})["conversationFork"]
+    fork_root = forked["threads"]["edges"][0]["node"]["root"]["id"]
+    parts = forker.client.ok(
+        "query($id: ID!) { node(id: $id) { ... on Message { parts { __typename ... on FilePart { fileId } } } } }",
+        {"id": fork_root},
+    )["node"]["parts"]
+    assert {"__typename": "FilePart", "fileId": file_id} in parts
+    admin.client.ok(
+        "mutation($c: ID!, $u: ID!) { participantRemove(conversationId: $c, userId: $u) }",
+        {"c": source, "u": forker.user_id},
+    )
+    # The file is theirs through the fork alone now (before, the copy held no file: 404).
+    got = download(server.url, forker, file_id)
+    assert got.status_code == 200 and got.content == PNG
+    assert download(server.url, outsider, file_id).status_code == 404
+    # Deleting the fork's message lets go of the file for them, as deleting any message does.
+    forker.client.ok("mutation($id: ID!) { messageDelete(id: $id) { id } }", {"id": fork_root})
+    assert download(server.url, forker, file_id).status_code == 404

@@ -69,7 +69,7 @@ async def copy_messages(
 ) -> asyncpg.Record:
     """Copy the rows `mode` selects into `conversation_id` in one statement: new ids, parents and root mapped
     to the copies, seqs drawn in the source's order. Roles, content, authors, models, usage, timestamps,
-    tombstones, metadata and content parts are kept; the usage is flagged as not counted (the source's messages spent it).
+    tombstones, metadata, content parts and the files they hold (message_file, message_attachment) are kept; the usage is flagged as not counted (the source's messages spent it).
     Returns the copies' count, the new root and forked message ids, and the highest seq."""
     return await db.fetchrow(
         f"""WITH src AS MATERIALIZED (
@@ -89,6 +89,20 @@ async def copy_messages(
                 FROM src s JOIN src r ON r.id = s.root_id LEFT JOIN src p ON p.id = s.parent_id
                 ORDER BY s.seq
                 RETURNING id, parent_id, seq
+            ), files AS (
+                -- The copies hold the files the source messages hold, so the forker keeps reading them
+                -- through the fork (files are readable through any message the caller may read), and the
+                -- fork's exports carry them. Same file rows: no bytes are copied, no quota is spent.
+                INSERT INTO message_file (tenant_id, message_id, file_id, position)
+                SELECT $1, s.new_id, mf.file_id, mf.position
+                FROM src s JOIN message_file mf ON mf.tenant_id = $1 AND mf.message_id = s.id
+                WHERE s.deleted_at IS NULL
+            ), attachments AS (
+                -- What an import kept of the export's attachments (names, sizes), as the source has it.
+                INSERT INTO message_attachment (id, tenant_id, message_id, position, data)
+                SELECT gen_random_uuid(), $1, s.new_id, a.position, a.data
+                FROM src s JOIN message_attachment a ON a.tenant_id = $1 AND a.message_id = s.id
+                WHERE s.deleted_at IS NULL
             )
             SELECT (SELECT count(*) FROM copied) AS copied,
                    (SELECT max(seq) FROM copied) AS last_seq,
