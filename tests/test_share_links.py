@@ -407,3 +407,34 @@ def test_an_anonymous_get_request_reads_a_shared_conversation(
     assert answer.status_code == 200 and answer.json()["data"] == {
         "sharedConversation": {"title": "Trip planning"}
     }
+
+
+def test_a_link_closes_while_its_maker_may_no_longer_read_the_conversation(
+    admin: Actor, anonymous: Client, make_user: Callable[..., Actor]
+) -> None:
+    """A second admin shares a member's conversation they are not in; demoted to MEMBER they may not read it,
+    so their link answers NOT_FOUND like a revoked one; promoted back, it opens again (it was not revoked)."""
+    member = make_user(admin, role="MEMBER")
+    maker = make_user(admin, role="ADMIN")
+    conversation = create_conversation(member, "the member's")
+    start_thread(member, conversation, "member words")
+    link = share(maker, conversation)
+    role = "mutation($u: ID!, $r: Role!) { userRoleSet(userId: $u, role: $r) { id } }"
+    assert contents(anonymous.execute(READ, {"t": link["token"]})) == ["member words"]
+    admin.client.ok(role, {"u": maker.user_id, "r": "MEMBER"})
+    closed = anonymous.execute(READ, {"t": link["token"]})
+    assert closed["data"] is None or closed["data"]["sharedConversation"] is None
+    assert closed["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    page = anonymous.http.get(f"/share/{link['token']}")
+    assert page.status_code == 404 and "member words" not in page.text
+    admin.client.ok(role, {"u": maker.user_id, "r": "ADMIN"})
+    assert contents(anonymous.execute(READ, {"t": link["token"]})) == ["member words"]
+    # A participant who made the link (its owner) and is then removed from it: closed as well.
+    join(member, maker, conversation)
+    admin.client.ok(role, {"u": maker.user_id, "r": "MEMBER"})
+    assert contents(anonymous.execute(READ, {"t": link["token"]})) == ["member words"]  # a participant reads
+    member.client.ok(
+        "mutation($c: ID!, $u: ID!) { participantRemove(conversationId: $c, userId: $u) }",
+        {"c": conversation, "u": maker.user_id},
+    )
+    assert anonymous.execute(READ, {"t": link["token"]})["errors"][0]["extensions"]["code"] == "NOT_FOUND"

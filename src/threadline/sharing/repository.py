@@ -114,14 +114,20 @@ async def revoke(db: Executor, tenant_id: uuid.UUID, link_id: uuid.UUID) -> asyn
 
 async def link_by_token_hash(db: Executor, token_hash: bytes) -> asyncpg.Record | None:
     """The link a token names, with what a reader needs to decide and render (one indexed statement, whatever
-    the token): its conversation's title and status, and the shared message's root and path. No tenant is
-    known yet: the hash of a 256-bit random token is the only key."""
+    the token): its conversation's title and status, the shared message's root and path, and what decides
+    whether its maker may still read the conversation (their role and team, their participant role, the
+    owner's team). No tenant is known yet: the hash of a 256-bit random token is the only key."""
     return await db.fetchrow(
         f"""SELECT {LINK_COLUMNS}, s.token_hash, c.title, c.status, m.root_id AS message_root_id,
-                   m.path AS message_path, now() AS read_at
+                   m.path AS message_path, now() AS read_at,
+                   mu.role AS maker_role, mu.team AS maker_team, mp.role AS maker_participant_role,
+                   ou.team AS owner_team
             FROM share_link s
             JOIN conversation c ON c.id = s.conversation_id AND c.tenant_id = s.tenant_id
             LEFT JOIN message m ON m.id = s.message_id AND m.tenant_id = s.tenant_id
+            LEFT JOIN app_user mu ON mu.id = s.created_by AND mu.tenant_id = s.tenant_id
+            LEFT JOIN participant mp ON mp.conversation_id = s.conversation_id AND mp.user_id = s.created_by
+            LEFT JOIN app_user ou ON ou.id = c.owner_id
             WHERE s.token_hash = $1""",
         token_hash,
     )

@@ -22,7 +22,8 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 
 from threadline.audit.service import AuditAction, record
-from threadline.auth.principal import Principal
+from threadline.auth.principal import Principal, Role
+from threadline.conversations import access_rule
 from threadline.conversations.access import Access, require
 from threadline.db import Database, Executor
 from threadline.errors import bad_input, not_found
@@ -193,6 +194,7 @@ async def open_link(db: Executor, settings: Settings, token: str, address: str, 
         and (row["expires_at"] is None or row["expires_at"] > row["read_at"])
         and row["status"] != "DELETED"
         and (row["message_id"] is None or row["message_root_id"] is not None)
+        and _maker_may_read(row)
     )
     if not open_ or row is None:
         raise not_found(NOT_SHARED)
@@ -203,6 +205,20 @@ async def open_link(db: Executor, settings: Settings, token: str, address: str, 
     if count:
         await repo.count_view(db, row["tenant_id"], row["id"])
     return Shared(row, row["title"], branch)
+
+
+def _maker_may_read(row: asyncpg.Record) -> bool:
+    """A link publishes what its maker may read, no more and no longer: once they may not read the
+    conversation (removed from it, moved to another team, erased), their links answer NOT_FOUND like revoked
+    ones, and open again if their access comes back (a link is not revoked by it). Other managers revoke a
+    link themselves."""
+    if row["maker_role"] is None:
+        return False
+    maker = Principal(row["tenant_id"], row["created_by"], Role(row["maker_role"]), row["maker_team"])
+    level = access_rule.access_level(
+        maker, row["tenant_id"], row["maker_participant_role"], row["owner_team"]
+    )
+    return level >= Access.READ
 
 
 async def messages_page(db: Executor, shared: Shared, after_seq: int, limit: int) -> list[asyncpg.Record]:
