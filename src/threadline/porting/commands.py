@@ -22,6 +22,7 @@ import orjson
 
 from threadline.db.standalone import with_database
 from threadline.porting.archive import EXPORT_FILE, ArchiveRefused, archive_files
+from threadline.porting.detect import UnknownFormat, detect_stream
 from threadline.porting.model import ImportFormat
 from threadline.settings import Settings
 
@@ -30,14 +31,16 @@ def add_commands(sub: Any) -> None:
     imp = sub.add_parser(
         "import",
         help="import conversations from export files (streamed; progress on stderr, JSON report on stdout)",
-        description="Import ChatGPT, Claude or Threadline exports. FILE may be conversations.json, the split "
+        description="Import ChatGPT, Claude, LibreChat, Open WebUI or Threadline exports. FILE may be conversations.json, the split "
         "conversations-000.json, conversations-001.json, ... files, a directory holding them, or the export's "
         ".zip. Each conversation imports in its own transaction; re-importing creates no duplicates. Exit "
         "status 1 when any conversation was refused (the report lists them with their position in the file).",
     )
     imp.add_argument("files", nargs="+", metavar="FILE", help="export file(s), directory or .zip")
     imp.add_argument(
-        "--format", required=True, choices=[f.value for f in ImportFormat], help="the files' format"
+        "--format",
+        choices=[f.value for f in ImportFormat],
+        help="the files' format (default: detected from the start of each file, which must agree)",
     )
     imp.add_argument(
         "--api-key",
@@ -170,7 +173,9 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
         )
     try:
         files = list(export_files(args.files, settings))
-    except (OSError, zipfile.BadZipFile, ArchiveRefused) as exc:
+        if args.format is None:
+            args.format = _detected_format(files).value
+    except (OSError, zipfile.BadZipFile, ArchiveRefused, UnknownFormat) as exc:
         return _fail(str(exc))
     try:
         report = with_database(settings, lambda dsn: _import_work(dsn, settings, args, files))
@@ -178,6 +183,22 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
         return _fail(exc.message)
     print(orjson.dumps(report).decode())
     return 1 if report["failed"] else 0
+
+
+def _detected_format(files: list[tuple[str, int, Any]]) -> ImportFormat:
+    """The format of the files, each recognised from its start (porting.detect): they must agree."""
+    found: dict[ImportFormat, str] = {}
+    for name, _, opener in files:
+        with opener("rb") as stream:
+            try:
+                found.setdefault(detect_stream(stream), name)
+            except UnknownFormat as exc:
+                raise UnknownFormat(f"{name}: {exc} with --format") from None
+    if len(found) > 1:
+        listed = ", ".join(f"{name} is {fmt.value}" for fmt, name in found.items())
+        raise UnknownFormat(f"the files are of different formats ({listed}): import them separately")
+    (fmt,) = found
+    return fmt
 
 
 async def _import_work(
@@ -239,7 +260,7 @@ async def _import_work(
         progress.close()
         # Files the archives carry (a Threadline zip's files/, ChatGPT's file-… members): stored and attached.
         attached = await _attach_archive_files(db, settings, principal, args.files, report)
-        return {**report.as_dict(), **attached}
+        return {"format": args.format, **report.as_dict(), **attached}
     finally:
         await db.close()
 

@@ -18,6 +18,8 @@ class ImportFormat(StrEnum):
     THREADLINE = "threadline"
     CHATGPT = "chatgpt"
     CLAUDE = "claude"
+    LIBRECHAT = "librechat"
+    OPENWEBUI = "openwebui"
 
 
 class Rejected(ValueError):

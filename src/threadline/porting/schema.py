@@ -12,16 +12,17 @@ from strawberry.scalars import JSON
 from threadline.conversations import repository as conversations
 from threadline.conversations.access import Access, access_level
 from threadline.conversations.types import Conversation
-from threadline.errors import forbidden
+from threadline.errors import bad_input, forbidden
 from threadline.graphql.context import Info
 from threadline.ids import Kind, decode_id, encode_id
-from threadline.porting import exporter, markdown, retention, service
+from threadline.porting import detect, exporter, markdown, retention, service
 from threadline.porting.model import ImportFormat
 from threadline.porting.types import (
     ConversationExportFormat,
     ConversationImportInput,
     ConversationImportReport,
     ImportFailure,
+    ImportFormatEnum,
     ImportMerge,
     RetentionPolicy,
 )
@@ -36,16 +37,27 @@ async def _readable(info: Info, ids: list[uuid.UUID]) -> list[Conversation]:
     return [Conversation.from_row(by_id[i]) for i in dict.fromkeys(ids) if i in by_id]
 
 
+def _format(input: ConversationImportInput) -> ImportFormat:
+    """The format given, or the one the data's first conversation shows (porting.detect)."""
+    if input.format is not None:
+        return ImportFormat(input.format.value)
+    try:
+        return detect.detect_value(input.data)
+    except detect.UnknownFormat as exc:
+        raise bad_input(str(exc), argument="format") from None
+
+
 async def _import(
     info: Info, input: ConversationImportInput, *, all_or_nothing: bool
-) -> service.ImportReport:
+) -> tuple[ImportFormat, service.ImportReport]:
     principal = await info.context.principal()
     target = decode_id(input.conversation_id, Kind.CONVERSATION) if input.conversation_id else None
-    return await service.import_data(
+    fmt = _format(input)
+    return fmt, await service.import_data(
         info.context.db,
         info.context.settings,
         principal,
-        ImportFormat(input.format.value),
+        fmt,
         input.data,
         target_conversation_id=target,
         all_or_nothing=all_or_nothing,
@@ -119,7 +131,8 @@ class PortingQuery:
 @strawberry.type
 class PortingMutation:
     @strawberry.mutation(
-        description="Import conversations (Threadline, ChatGPT or Claude export JSON); each becomes a conversation "
+        description="Import conversations (Threadline, ChatGPT, Claude, LibreChat or Open WebUI export JSON; the "
+        "format is detected when not given); each becomes a conversation "
         "owned by the caller. All or nothing: if any conversation is invalid, none is imported and the error lists "
         "them (extensions.failures). Re-importing the same source ids returns the earlier conversations."
     )
@@ -133,7 +146,7 @@ class PortingMutation:
             ),
         ],
     ) -> list[Conversation]:
-        report = await _import(info, input, all_or_nothing=True)
+        _, report = await _import(info, input, all_or_nothing=True)
         return await _readable(info, report.conversation_ids)
 
     @strawberry.mutation(
@@ -150,9 +163,10 @@ class PortingMutation:
             ),
         ],
     ) -> ConversationImportReport:
-        report = await _import(info, input, all_or_nothing=False)
+        fmt, report = await _import(info, input, all_or_nothing=False)
         return ConversationImportReport(
             conversations=await _readable(info, report.conversation_ids),
+            format=ImportFormatEnum(fmt.value),
             imported=len(report.imported),
             skipped=len(report.existing),
             merged=len(report.merged),

@@ -15,7 +15,16 @@ from threadline.db import Database
 from threadline.errors import ThreadlineError, bad_input
 from threadline.events.announce import deferring
 from threadline.ids import Kind, encode_id
-from threadline.porting import chatgpt, claude, importer, organised, request_limits, threadline_format
+from threadline.porting import (
+    chatgpt,
+    claude,
+    importer,
+    librechat,
+    openwebui,
+    organised,
+    request_limits,
+    threadline_format,
+)
 from threadline.porting import repository as repo
 from threadline.porting.jsonstream import Item
 from threadline.porting.model import ImportedConversation, ImportFormat, Rejected
@@ -86,6 +95,10 @@ def read(fmt: ImportFormat, value: Any) -> list[ImportedConversation]:
         return [chatgpt.parse(value)]
     if fmt is ImportFormat.CLAUDE:
         return [claude.parse(value)]
+    if fmt is ImportFormat.LIBRECHAT:
+        return [librechat.parse(value)]
+    if fmt is ImportFormat.OPENWEBUI:
+        return [openwebui.parse(value)]
     return threadline_format.parse(value)
 
 

@@ -17,6 +17,8 @@ class ImportFormatEnum(Enum):
     THREADLINE = "threadline"
     CHATGPT = "chatgpt"
     CLAUDE = "claude"
+    LIBRECHAT = "librechat"
+    OPENWEBUI = "openwebui"
 
 
 describe_values(
@@ -25,15 +27,23 @@ describe_values(
         "THREADLINE": "Threadline's own export format (`conversationExport`): one document or an array.",
         "CHATGPT": "The `conversations.json` of a ChatGPT data export: an array of conversations, or one.",
         "CLAUDE": "The `conversations.json` of a Claude data export: an array of conversations, or one.",
+        "LIBRECHAT": "A LibreChat conversation export (its flat or `recursive` tree JSON): one conversation, or "
+        "an array of them. Every branch is kept.",
+        "OPENWEBUI": "An Open WebUI chat export (`chat-export-*.json`): an array of chats, or one. Every branch "
+        "of `chat.history` is kept, and `currentId` becomes your current branch.",
     },
 )
 
 
 @strawberry.input(description="Conversations to import, as the decoded JSON of an export file.")
 class ConversationImportInput:
-    format: ImportFormatEnum = strawberry.field(
+    format: ImportFormatEnum | None = strawberry.field(
+        default=None,
         description="THREADLINE (our export: one document or an array), CHATGPT (conversations.json: an array "
-        "of conversations, or one), CLAUDE (conversations.json of a Claude export, or one conversation)."
+        "of conversations, or one), CLAUDE (conversations.json of a Claude export, or one conversation), "
+        "LIBRECHAT (a LibreChat conversation export), OPENWEBUI (an Open WebUI chat export). Null or left out: "
+        "detected from the keys of the data's first conversation (BAD_USER_INPUT when they match no format); "
+        "`ConversationImportReport.format` says which was read.",
     )
     data: JSON = strawberry.field(
         description="The file's JSON. One request carries at most 8 MiB of it, 100 conversations and 10,000 "
@@ -77,6 +87,9 @@ class ConversationImportReport:
     conversations: list[Conversation] = strawberry.field(
         description="Imported conversations, then merged ones, then those imported before and unchanged "
         "(re-imports return them, not copies)."
+    )
+    format: ImportFormatEnum = strawberry.field(
+        description="The format the data was read as: the one given, or the one detected."
     )
     imported: int = strawberry.field(description="Conversations created now.")
     skipped: int = strawberry.field(
