@@ -30,6 +30,7 @@ from threadline.observability.schema import OperationMetrics
 from threadline.organise.schema import OrganiseMutation, OrganiseQuery
 from threadline.porting.schema import PortingMutation, PortingQuery, RetentionMutation
 from threadline.presence.schema import PresenceMutation
+from threadline.privacy.schema import PrivacyMutation, PrivacyQuery
 from threadline.ratelimits.schema import RateLimitMutation, RateLimitQuery, RateLimits
 from threadline.runs.schema import RunMutation, RunQuery
 from threadline.search.schema import SearchMutation, SearchQuery
@@ -81,6 +82,7 @@ Query = merge_types(
         RateLimitQuery,
         ShareQuery,
         OrganiseQuery,
+        PrivacyQuery,
     ),
 )
 # The order of the classes is the printed order of the fields (schema.graphql is checked in and diffed): a
@@ -107,6 +109,7 @@ Mutation = merge_types(
         ShareMutation,
         OrganiseMutation,
         LinkMutation,
+        PrivacyMutation,
     ),
 )
 Subscription = merge_types("Subscription", (StreamSubscription,))

@@ -41,6 +41,13 @@ class AuditAction(StrEnum):
     RETENTION_PURGE = "retention.purge"
     SHARE_LINK_CREATE = "share_link.create"  # a conversation (or branch) published by link
     SHARE_LINK_REVOKE = "share_link.revoke"
+    # Issue 20: reads of a conversation by a caller who is not its participant, and the privacy settings.
+    CONVERSATION_READ = "conversation.read"
+    PII_POLICY_SET = "tenant.pii_policy_set"
+    USER_ANONYMISE = "user.anonymise"
+    AUDIT_RETENTION_SET = "tenant.audit_retention_set"
+    AUDIT_PURGE = "audit.purge"
+    AUDIT_EXPORT = "audit.export"
 
 
 class Actor(Protocol):

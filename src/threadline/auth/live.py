@@ -35,6 +35,12 @@ async def user_erased(tx: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID) ->
     await publish_principal_changed(tx, tenant_id, PrincipalChanged(None, "erased"))
 
 
+async def tenant_changed(tx: Executor, tenant_id: uuid.UUID) -> None:
+    """A tenant-wide setting that principals carry changed (the PII policy): every process empties its
+    credential cache. The announcement names nobody, as after an erasure."""
+    await publish_principal_changed(tx, tenant_id, PrincipalChanged(None, "tenant"))
+
+
 def committed() -> None:
     """Called once the transaction that announced a change has committed: this process's cached credentials go
     at once, so the changer's next request is refused here even before the hub reads the announcement (other

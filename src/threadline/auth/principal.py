@@ -19,6 +19,9 @@ class Principal:
     user_id: uuid.UUID
     role: Role
     team: str | None
+    # The tenant's PII policy (privacy.policy), read with the credential: MASK_ON_READ masks what this caller
+    # reads (privacy.reading).
+    pii_policy: str = "OFF"
 
     @property
     def is_admin(self) -> bool:

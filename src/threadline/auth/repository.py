@@ -50,7 +50,8 @@ async def insert_user(
 async def subject_user(db: Executor, tenant_id: uuid.UUID, subject: str) -> asyncpg.Record | None:
     """The user provisioned for a JWT subject, if any."""
     return await db.fetchrow(
-        f"SELECT {USER_COLUMNS} FROM app_user WHERE tenant_id = $1 AND external_subject = $2",
+        f"""SELECT {USER_COLUMNS}, (SELECT t.settings ->> 'piiPolicy' FROM tenant t WHERE t.id = $1) AS pii_policy
+            FROM app_user WHERE tenant_id = $1 AND external_subject = $2""",
         tenant_id,
         subject,
     )
@@ -180,8 +181,8 @@ async def api_key_by_id(db: Executor, tenant_id: uuid.UUID, key_id: uuid.UUID) -
 async def principal_by_key_hash(db: Executor, key_hash: str) -> asyncpg.Record | None:
     """Not tenant-scoped by design: the key is what tells us the tenant."""
     return await db.fetchrow(
-        """SELECT u.tenant_id, u.id AS user_id, u.role, u.team
-           FROM api_key k JOIN app_user u ON u.id = k.user_id
+        """SELECT u.tenant_id, u.id AS user_id, u.role, u.team, t.settings ->> 'piiPolicy' AS pii_policy
+           FROM api_key k JOIN app_user u ON u.id = k.user_id JOIN tenant t ON t.id = u.tenant_id
            WHERE k.key_hash = $1 AND NOT k.revoked""",
         key_hash,
     )

@@ -51,13 +51,17 @@ async def authenticate(db: Executor, settings: Settings, authorization: str | No
             _tenant_secrets(settings.jwt_tenant_secrets),
         )
         user = await _subject_user(db, claims)
-        return Principal(user["tenant_id"], user["id"], Role(user["role"]), user["team"])
+        return Principal(
+            user["tenant_id"], user["id"], Role(user["role"]), user["team"], user.get("pii_policy") or "OFF"
+        )
     if len(token) > 200:
         raise unauthenticated()
     row = await repo.principal_by_key_hash(db, hash_api_key(token))
     if row is None:
         raise unauthenticated("Invalid API key")
-    return Principal(row["tenant_id"], row["user_id"], Role(row["role"]), row["team"])
+    return Principal(
+        row["tenant_id"], row["user_id"], Role(row["role"]), row["team"], row["pii_policy"] or "OFF"
+    )
 
 
 @functools.lru_cache(maxsize=4)
@@ -75,9 +79,9 @@ async def _subject_user(db: Executor, claims: JwtClaims) -> asyncpg.Record:
     if not await repo.tenant_exists(db, claims.tenant_id):
         raise unauthenticated("Invalid token: unknown tenant")
     subject_hash = hash_subject(claims.subject)
-    user = await repo.insert_subject_user(db, claims.tenant_id, claims.subject, subject_hash, claims.role)
-    if user is None:
-        user = await repo.subject_user(db, claims.tenant_id, claims.subject)  # provisioned concurrently
+    await repo.insert_subject_user(db, claims.tenant_id, claims.subject, subject_hash, claims.role)
+    # Read back, also when provisioned concurrently: the row carries the tenant's PII policy too.
+    user = await repo.subject_user(db, claims.tenant_id, claims.subject)
     if user is None:
         if await repo.subject_erased(db, claims.tenant_id, subject_hash):
             raise unauthenticated("Invalid token: this user was erased")

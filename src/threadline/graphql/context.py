@@ -13,6 +13,7 @@ from threadline.auth.principal import Principal
 from threadline.auth.service import authenticate
 from threadline.db import Database
 from threadline.errors import ErrorCode, ThreadlineError
+from threadline.privacy import reading
 from threadline.settings import Settings
 
 
@@ -32,6 +33,12 @@ class Context:
     _loaders: dict[str, DataLoader[Any, Any]] = field(default_factory=dict)
     # Per-request caches keyed by domain (e.g. thread loads), so nested fields reuse one load.
     cache: dict[Any, Any] = field(default_factory=dict)
+    # Whether the caller reads others' content masked (privacy.reading: MASK_ON_READ), once authenticated.
+    read_scope: reading.ReadScope = field(default_factory=reading.ReadScope)
+
+    def __post_init__(self) -> None:
+        # Made in the request's (or the socket's) task, before any resolver runs: they all see this scope.
+        reading.bind(self.read_scope)
 
     async def principal(self) -> Principal:
         """The authenticated caller; raises UNAUTHENTICATED (once per request, then cached)."""
@@ -49,6 +56,7 @@ class Context:
         except ThreadlineError as exc:
             self._auth_error = exc
             raise
+        reading.settle(self.read_scope, self._principal)
         return self._principal
 
     async def _authenticate(self) -> Principal:

@@ -43,11 +43,12 @@ async def insert_message(
     prompt_tokens: int | None,
     completion_tokens: int | None,
     parts: list[dict[str, Any]] | None = None,
+    pii: list[dict[str, Any]] | None = None,
 ) -> asyncpg.Record:
     row = await db.fetchrow(
         f"""INSERT INTO message AS m (id, tenant_id, conversation_id, root_id, parent_id, depth, path,
-                child_count, role, content, author_id, model, prompt_tokens, completion_tokens, parts)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, $11, $12, $13, $14)
+                child_count, role, content, author_id, model, prompt_tokens, completion_tokens, parts, pii)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, $11, $12, $13, $14, $15)
             RETURNING {MESSAGE_COLUMNS}""",
         message_id,
         tenant_id,
@@ -63,6 +64,7 @@ async def insert_message(
         prompt_tokens,
         completion_tokens,
         parts,
+        pii,
     )
     assert row is not None
     return row
@@ -294,14 +296,20 @@ async def record_edit(
 
 
 async def set_content(
-    db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID, content: str
+    db: Executor,
+    tenant_id: uuid.UUID,
+    message_id: uuid.UUID,
+    content: str,
+    pii: list[dict[str, Any]] | None = None,
 ) -> asyncpg.Record:
+    """New text, with its PII detections (privacy.writing; None: not scanned)."""
     row = await db.fetchrow(
-        f"""UPDATE message m SET content = $3, edited_at = now() WHERE m.tenant_id = $1 AND m.id = $2
+        f"""UPDATE message m SET content = $3, pii = $4, edited_at = now() WHERE m.tenant_id = $1 AND m.id = $2
             RETURNING {MESSAGE_COLUMNS}""",
         tenant_id,
         message_id,
         content,
+        pii,
     )
     assert row is not None
     return row
@@ -313,7 +321,7 @@ async def tombstone(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID) -
         "DELETE FROM message_edit WHERE tenant_id = $1 AND message_id = $2", tenant_id, message_id
     )
     row = await db.fetchrow(
-        f"""UPDATE message m SET content = '', parts = NULL, metadata = NULL, deleted_at = now()
+        f"""UPDATE message m SET content = '', parts = NULL, metadata = NULL, pii = NULL, deleted_at = now()
             WHERE m.tenant_id = $1 AND m.id = $2
             RETURNING {MESSAGE_COLUMNS}""",
         tenant_id,

@@ -20,6 +20,8 @@ from threadline.events.scrub import follow_messages
 from threadline.files import service as file_store
 from threadline.metadata import repository as metadata_repo
 from threadline.parts import model as message_parts
+from threadline.privacy.policy import tenant_policy
+from threadline.privacy.writing import for_storage
 from threadline.settings import Settings
 from threadline.threads import branches
 from threadline.threads import repository as repo
@@ -78,6 +80,12 @@ def _validate(draft: MessageDraft, settings: Settings) -> MessageDraft:
     if draft.model is not None and len(draft.model) > 128:
         raise bad_input("model is limited to 128 characters", argument="model")
     return draft
+
+
+def _stored(draft: MessageDraft, pii_policy: str) -> tuple[MessageDraft, list[dict[str, Any]] | None]:
+    """The draft as the tenant's PII policy stores it (masked under MASK_ON_WRITE), and its detections."""
+    text = for_storage(pii_policy, draft.content, draft.parts)
+    return replace(draft, content=text.content, parts=text.parts), text.pii
 
 
 def _tokens(draft: MessageDraft) -> int:
@@ -164,7 +172,7 @@ async def announce_unread(
 async def start_thread(
     db: Database, settings: Settings, principal: Principal, conversation_id: uuid.UUID, draft: MessageDraft
 ) -> asyncpg.Record:
-    draft = _validate(draft, settings)
+    draft, pii = _stored(_validate(draft, settings), principal.pii_policy)
     message_id = uuid.uuid4()
     async with db.transaction() as tx:
         conversation = await require(tx, principal, conversation_id, Access.WRITE)
@@ -187,6 +195,7 @@ async def start_thread(
             prompt_tokens=draft.prompt_tokens,
             completion_tokens=draft.completion_tokens,
             parts=draft.parts,
+            pii=pii,
         )
         if draft.metadata:
             await metadata_repo.set_message_metadata(tx, principal.tenant_id, row["id"], draft.metadata)
@@ -211,7 +220,15 @@ async def reply(
             raise not_found("Message")
         conversation = await require(tx, principal, parent["conversation_id"], Access.WRITE)
         require_writable(conversation)
-        return await add_reply(tx, settings, principal.tenant_id, parent, draft, principal.user_id)
+        return await add_reply(
+            tx,
+            settings,
+            principal.tenant_id,
+            parent,
+            draft,
+            principal.user_id,
+            pii_policy=principal.pii_policy,
+        )
 
 
 async def add_reply(
@@ -221,13 +238,19 @@ async def add_reply(
     parent: asyncpg.Record,
     draft: MessageDraft,
     author_id: uuid.UUID | None,
+    *,
+    pii_policy: str | None = None,
 ) -> tuple[asyncpg.Record, list[uuid.UUID]]:
     """Insert a reply inside the caller's open transaction: the row, the parent's child count, the thread
     and conversation counters, and the thread.activity / unread.update events.
 
     The caller has locked `parent` (FOR UPDATE) and checked write access; `draft` is taken as is
-    (the run worker writes an empty assistant message and streams its content afterwards).
+    (the run worker writes an empty assistant message and streams its content afterwards). The tenant's PII
+    policy applies to it (`pii_policy` when the caller knows it, else read here).
     """
+    pii = None
+    if draft.content or draft.parts:
+        draft, pii = _stored(draft, pii_policy or await tenant_policy(tx, tenant_id))
     if parent["deleted_at"] is not None:
         raise conflict("Cannot reply to a deleted message")
     try:
@@ -260,6 +283,7 @@ async def add_reply(
         prompt_tokens=draft.prompt_tokens,
         completion_tokens=draft.completion_tokens,
         parts=draft.parts,
+        pii=pii,
     )
     if draft.metadata:
         await metadata_repo.set_message_metadata(tx, tenant_id, row["id"], draft.metadata)
@@ -301,6 +325,8 @@ async def edit(
     db: Database, settings: Settings, principal: Principal, message_id: uuid.UUID, content: str
 ) -> tuple[asyncpg.Record, list[uuid.UUID]]:
     validate_content(content, settings)
+    text = for_storage(principal.pii_policy, content)
+    content = text.content
     async with db.transaction() as tx:
         row, conversation = await _own_message(tx, principal, message_id)
         if row["author_id"] != principal.user_id:
@@ -314,7 +340,7 @@ async def edit(
             (path,) = await path_ids(tx, principal.tenant_id, [row])
             return row, path
         await repo.record_edit(tx, principal.tenant_id, message_id, row["content"], principal.user_id)
-        updated = await repo.set_content(tx, principal.tenant_id, message_id, content)
+        updated = await repo.set_content(tx, principal.tenant_id, message_id, content, text.pii)
         await _edit_parts(tx, principal.tenant_id, message_id, content)
         await follow_content(tx, principal.tenant_id, [updated])
         thread = await repo.thread_activity(tx, principal.tenant_id, row["root_id"], replies=0, last_seq=None)

@@ -48,6 +48,8 @@ class Message(Table, tablename="message"):
     metadata = JSONB(null=True, default=None)
     # Content parts (parts.model) when the message is more than plain text; None otherwise.
     parts = JSONB(null=True, default=None)
+    # PII detections in `content` (privacy.masking: [{kind, start, end}]); None when never scanned.
+    pii = JSONB(null=True, default=None)
 
 
 class Thread(Table, tablename="thread"):

@@ -6,6 +6,7 @@ import inspect
 from collections.abc import Awaitable, Sequence
 from datetime import datetime
 from enum import StrEnum
+from typing import Any
 from uuid import UUID
 
 import asyncpg
@@ -31,6 +32,10 @@ from threadline.graphql.pagination import (
 from threadline.ids import Kind, decode_id, encode_id
 from threadline.parts import model as message_parts
 from threadline.parts.types import MessagePart, MessagePartInput, part_object
+from threadline.privacy import loaders as privacy_loaders
+from threadline.privacy import reading
+from threadline.privacy.types import PiiDetection
+from threadline.privacy.writing import mask_parts
 from threadline.threads import branch_loaders, loaders
 from threadline.threads import repository as repo
 from threadline.threads.paths import segments, sibling_rank
@@ -121,6 +126,8 @@ class Message(Node):
     uuid: strawberry.Private[UUID]
     root_uuid: strawberry.Private[UUID]
     author_uuid: strawberry.Private[UUID | None]
+    # Set when this caller reads the content masked (privacy.reading): the placeholders' spans.
+    masked_pii: strawberry.Private[list[dict[str, Any]] | None] = None
 
     @strawberry.field(description="Who wrote it (null after erasure).")
     async def author(self, info: Info) -> User | None:
@@ -162,6 +169,9 @@ class Message(Node):
         if self.deleted_at is not None:
             return []
         stored = await loaders.parts(info, self.uuid)
+        reader = reading.active()
+        if stored is not None and reader is not None and reader.masks(self.author_uuid):
+            stored = mask_parts(stored)
         return [part_object(p) for p in message_parts.parts_or_text(stored, self.content)]
 
     @strawberry.field(
@@ -189,8 +199,13 @@ class Message(Node):
 
     @strawberry.field(description="Streamed output pieces in order (assistant messages).")
     async def chunks(self, info: Info) -> list[MessageChunk]:
+        reader = reading.active()
         return [
-            MessageChunk(index=r["index"], content=r["content"], created_at=r["created_at"])
+            MessageChunk(
+                index=r["index"],
+                content=reader.content(self.author_uuid, r["content"]) if reader else r["content"],
+                created_at=r["created_at"],
+            )
             for r in await loaders.chunks(info, self.uuid)
         ]
 
@@ -199,7 +214,26 @@ class Message(Node):
     )
     async def edits(self, info: Info) -> list[MessageEdit]:
         rows = await loaders.edits(info, self.uuid)
-        return [MessageEdit(content=r["content"], edited_at=r["edited_at"]) for r in rows]
+        reader = reading.active()
+        return [
+            MessageEdit(
+                content=reader.content(self.author_uuid, r["content"]) if reader else r["content"],
+                edited_at=r["edited_at"],
+            )
+            for r in rows
+        ]
+
+    @strawberry.field(
+        description="PII found in `content` under the tenant's policy (`piiPolicy`): kind and span of each. Null "
+        "when the content was never scanned (policy OFF, or written before a policy and not backfilled yet); "
+        "empty when nothing was found. A caller reading masked content (MASK_ON_READ) gets the placeholders' "
+        "spans."
+    )
+    async def pii(self, info: Info) -> list[PiiDetection] | None:
+        if self.masked_pii is not None:
+            return [PiiDetection.of(d) for d in self.masked_pii]
+        stored = await privacy_loaders.stored_pii(info, self.uuid)
+        return None if stored is None else [PiiDetection.of(d) for d in stored]
 
     @classmethod
     def from_row(cls, row: asyncpg.Record, path: list[UUID]) -> Message:
@@ -250,7 +284,14 @@ class Message(Node):
         usage_imported: bool = False,
     ) -> Message:
         """A message from its stored values, ids already encoded (tree reads encode each id once, and pass
-        the arguments by position: ~10,000 calls per large thread)."""
+        the arguments by position: ~10,000 calls per large thread).
+
+        Under MASK_ON_READ a caller who is neither the author nor an admin gets the content masked here, the one
+        place every returned Message is built (privacy.reading)."""
+        masked_pii = None
+        reader = reading.active()
+        if reader is not None and content and reader.masks(author_uuid):
+            content, masked_pii = reading.masked_with_spans(content)
         return cls(
             id=own_id,
             uuid=message_uuid,
@@ -270,6 +311,7 @@ class Message(Node):
             edited_at=edited_at,
             deleted_at=deleted_at,
             is_deleted=deleted_at is not None,
+            masked_pii=masked_pii,
         )
 
 
