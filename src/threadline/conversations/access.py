@@ -16,6 +16,7 @@ from threadline.conversations import repository as repo
 from threadline.conversations.access_rule import Access
 from threadline.db import Executor
 from threadline.errors import conflict, forbidden, not_found
+from threadline.tiers import service as tiers
 
 __all__ = ["Access", "access_level", "require", "require_writable"]
 
@@ -41,6 +42,9 @@ async def require(
         if need is Access.MANAGE:
             raise forbidden("Only the conversation's owner (or a tenant admin) may do this")
         raise forbidden("You have read-only access to this conversation")
+    if row["cold"]:
+        # Its content is in a cold document (tiers/): back first, in the caller's transaction if it has one.
+        await tiers.restore(db, principal.tenant_id, conversation_id)
     return row
 
 

@@ -53,9 +53,12 @@ async def insert_conversation(
 async def conversation_with_access(
     db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID, user_id: uuid.UUID, *, lock: bool = False
 ) -> asyncpg.Record | None:
-    """The conversation, the caller's participant role (or NULL) and the owner's team, in one statement."""
+    """The conversation, the caller's participant role (or NULL), the owner's team and whether its content is
+    cold (tiers/), in one statement."""
     return await db.fetchrow(
-        f"""SELECT {CONVERSATION_COLUMNS}, p.role AS viewer_role, ou.team AS owner_team
+        f"""SELECT {CONVERSATION_COLUMNS}, p.role AS viewer_role, ou.team AS owner_team,
+                EXISTS (SELECT 1 FROM conversation_tier k WHERE k.conversation_id = c.id
+                        AND k.document IS NOT NULL) AS cold
             FROM conversation c
             LEFT JOIN participant p ON p.conversation_id = c.id AND p.user_id = $3
             LEFT JOIN app_user ou ON ou.id = c.owner_id

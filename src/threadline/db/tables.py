@@ -27,6 +27,7 @@ from threadline.threads.tables import (
     Thread,
     ThreadCurrentLeaf,
 )
+from threadline.tiers.tables import ConversationTier
 
 ALL_TABLES: tuple[type[Table], ...] = (
     Tenant,
@@ -72,4 +73,5 @@ ALL_TABLES: tuple[type[Table], ...] = (
     File,
     MessageFile,
     FileBlobGone,
+    ConversationTier,
 )

@@ -28,6 +28,7 @@ from threadline.errors import bad_input, forbidden, not_found
 from threadline.ids import Kind, encode_id
 from threadline.porting import repository as repo
 from threadline.threads.service import follow_content
+from threadline.tiers import service as tiers
 
 PLACEHOLDER_KEY = "anonymousUserId"
 PLACEHOLDER_NAME = "Deleted user"
@@ -106,6 +107,9 @@ async def erase_user(
             raise bad_input("The anonymous placeholder user cannot be erased", argument="userId")
         owned = await repo.lock_owned_conversations(tx, tenant, user_id)
         await repo.delete_conversations(tx, tenant, owned)
+        # Their rows in cold documents (tiers/) come back first, so what follows finds them (and no document
+        # keeps a copy).
+        await tiers.restore_naming_user(tx, tenant, user_id)
 
         authored = await repo.lock_authored_messages(tx, tenant, user_id)
         redacted = 0

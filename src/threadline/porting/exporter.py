@@ -24,6 +24,7 @@ from threadline.porting import extras
 from threadline.porting import repository as repo
 from threadline.porting import threadline_format as fmt
 from threadline.porting.service import audited_export
+from threadline.tiers import service as tiers
 
 # How the generic run export names the id columns of the runs domain's tables.
 _ID_KINDS = {
@@ -46,6 +47,9 @@ async def conversation_document(
     feedback_of: uuid.UUID | None = None,
 ) -> dict[str, Any]:
     """The document; with `feedback_of`, that user's feedback on its messages goes along (porting.extras)."""
+    # A cold conversation's content comes back first (tiers/).
+    if "cold" not in conversation.keys() or conversation["cold"]:
+        await tiers.restore(db, tenant_id, conversation["id"])
     rows = await repo.conversation_messages(db, tenant_id, conversation["id"])
     attachments: dict[uuid.UUID, list[dict[str, Any]]] = {}
     for a in await repo.conversation_attachments(db, tenant_id, conversation["id"]):
@@ -184,6 +188,7 @@ async def export_user(
         messages += len(document["messages"])
         write((b"," if n else b"") + orjson.dumps(document))
     write(b'],"authored_messages":[')
+    await tiers.restore_naming_user(db, actor.tenant_id, user_id)  # their messages in cold conversations too
     elsewhere = await repo.authored_elsewhere(db, actor.tenant_id, user_id)
     for n, message in enumerate(elsewhere):
         entry = {

@@ -13,6 +13,7 @@ import asyncpg
 from threadline.db import Executor
 from threadline.db.repository import older_than
 from threadline.runs.transitions import ACTIVE, EXECUTING, STAMP, RunStatus, StepStatus
+from threadline.tiers import service as tiers
 
 RUN_COLUMNS = """r.id, r.tenant_id, r.conversation_id, r.message_id, r.root_id, r.output_message_id, r.created_by,
     r.queue, r.status, r.provider, r.model, r.instructions, r.max_history_messages, r.prompt_tokens,
@@ -161,12 +162,14 @@ async def count_active_for_user(db: Executor, tenant_id: uuid.UUID, user_id: uui
 async def run(
     db: Executor, tenant_id: uuid.UUID, run_id: uuid.UUID, *, lock: bool = False
 ) -> asyncpg.Record | None:
-    return await db.fetchrow(
-        f"SELECT {RUN_COLUMNS} FROM run r WHERE r.tenant_id = $1 AND r.id = $2"
-        + (" FOR UPDATE" if lock else ""),
-        tenant_id,
-        run_id,
+    """The run; one in a cold conversation (tiers/) brings the conversation back first."""
+    sql = f"SELECT {RUN_COLUMNS} FROM run r WHERE r.tenant_id = $1 AND r.id = $2" + (
+        " FOR UPDATE" if lock else ""
     )
+    row = await db.fetchrow(sql, tenant_id, run_id)
+    if row is None and await tiers.restore_holding_run(db, tenant_id, run_id):
+        row = await db.fetchrow(sql, tenant_id, run_id)
+    return row
 
 
 async def active_run_writing(

@@ -9,6 +9,7 @@ import asyncpg
 
 from threadline.db import Executor
 from threadline.threads.paths import subtree_upper_bound
+from threadline.tiers import service as tiers
 
 MESSAGE_COLUMNS = """m.id, m.tenant_id, m.conversation_id, m.root_id, m.parent_id, m.depth, m.path, m.seq,
     m.child_count, m.role, m.content, m.author_id, m.model, m.prompt_tokens, m.completion_tokens,
@@ -91,21 +92,22 @@ async def set_parts(
 async def message(
     db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID, *, lock: bool = False
 ) -> asyncpg.Record | None:
-    return await db.fetchrow(
-        f"SELECT {MESSAGE_COLUMNS} FROM message m WHERE m.tenant_id = $1 AND m.id = $2"
-        + (" FOR UPDATE" if lock else ""),
-        tenant_id,
-        message_id,
+    """The message; one in a cold conversation (tiers/) brings the conversation back first."""
+    sql = f"SELECT {MESSAGE_COLUMNS} FROM message m WHERE m.tenant_id = $1 AND m.id = $2" + (
+        " FOR UPDATE" if lock else ""
     )
+    row = await db.fetchrow(sql, tenant_id, message_id)
+    if row is None and await tiers.restore_holding_message(db, tenant_id, message_id):
+        row = await db.fetchrow(sql, tenant_id, message_id)
+    return row
 
 
 async def thread_conversation(db: Executor, tenant_id: uuid.UUID, root_id: uuid.UUID) -> uuid.UUID | None:
     """The conversation of the thread whose root is `root_id`; None if that is no root of this tenant."""
-    value = await db.fetchval(
-        "SELECT conversation_id FROM message WHERE tenant_id = $1 AND id = $2 AND parent_id IS NULL",
-        tenant_id,
-        root_id,
-    )
+    sql = "SELECT conversation_id FROM message WHERE tenant_id = $1 AND id = $2 AND parent_id IS NULL"
+    value = await db.fetchval(sql, tenant_id, root_id)
+    if value is None and await tiers.restore_holding_message(db, tenant_id, root_id):
+        value = await db.fetchval(sql, tenant_id, root_id)
     return value if isinstance(value, uuid.UUID) else None
 
 

@@ -1,0 +1,180 @@
+"""Moving a conversation's content into its cold document and back.
+
+Freezing happens in the background pass (`tiers.job`), one conversation per transaction under its row
+lock. Restoring happens wherever a read or write arrives at a cold conversation: `conversations.access.
+require` (the entry point of every conversation read and write), a message or run looked up by id, and
+before erasure or a data-access export of a user the document names. It runs inside the caller's open
+transaction when there is one (so the caller's next statement sees the rows, and a caller that holds the
+conversation's lock cannot deadlock with it), else in its own. The document row's lock serialises
+concurrent restorers: the first puts the rows back and clears the document, the others then find no
+document and do nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from threadline.db import Database, Executor
+from threadline.tiers import document_repository as plans
+from threadline.tiers import repository as repo
+
+log = logging.getLogger("threadline.tiers")
+FORMAT = "threadline-cold/1"
+CODEC = "zlib"
+LEVEL = 6
+
+
+@dataclass(frozen=True)
+class Frozen:
+    conversation_id: uuid.UUID
+    rows: int
+    hot_bytes: int
+    cold_bytes: int
+
+
+def compress(data: bytes, codec: str = CODEC) -> bytes:
+    if codec == "zlib":
+        return zlib.compress(data, LEVEL)
+    raise ValueError(f"unknown codec {codec}")
+
+
+def decompress(data: bytes, codec: str) -> bytes:
+    if codec == "zlib":
+        return zlib.decompress(data)
+    raise ValueError(f"unknown codec {codec}")
+
+
+async def freeze(
+    tx: Executor, plan: plans.Plan, tenant_id: uuid.UUID, conversation_id: uuid.UUID
+) -> Frozen | None:
+    """Move the conversation's content into one compressed document, inside `tx`, whose caller holds the
+    conversation row's lock. None (nothing moved) when something must keep it hot."""
+    if await repo.blocked(tx, tenant_id, conversation_id, plan.blocked_sql):
+        return None
+    parts: list[bytes] = []
+    rows = hot_bytes = 0
+    message_ids: list[uuid.UUID] = []
+    run_ids: list[uuid.UUID] = []
+    users: set[uuid.UUID] = set()
+    for table in plan.tables:
+        dumped = await repo.dump_rows(tx, tenant_id, conversation_id, table.dump_sql(), table.excluded)
+        if not dumped["rows"]:
+            continue
+        rows += dumped["rows"]
+        hot_bytes += dumped["bytes"]
+        text: str = dumped["json"]
+        parts.append(orjson.dumps(table.name) + b":" + text.encode())
+        names = plan.user_columns.get(table.name, [])
+        indirect = [i for i in plan.indirect_users if i[0] == table.name]
+        if table.name in ("message", "run") or names or indirect:
+            loaded: list[dict[str, Any]] = orjson.loads(text)
+            if table.name == "message":
+                message_ids = [uuid.UUID(r["id"]) for r in loaded]
+            elif table.name == "run":
+                run_ids = [uuid.UUID(r["id"]) for r in loaded]
+            users.update(uuid.UUID(r[c]) for r in loaded for c in names if r.get(c))
+            for _, column, ref, ref_column, user_column in indirect:
+                keys = sorted({r[column] for r in loaded if r.get(column)})
+                if keys:
+                    found = await repo.uploaders(tx, tenant_id, ref, user_column, ref_column, keys)
+                    users.update(u for u in found if isinstance(u, uuid.UUID))
+    if not rows:
+        return None
+    document = compress(b'{"format":"' + FORMAT.encode() + b'","tables":{' + b",".join(parts) + b"}}")
+    await repo.set_tier_move(tx, True)
+    for table in reversed(plan.tables):
+        await repo.delete_rows(tx, tenant_id, conversation_id, table.delete_sql())
+    await repo.set_tier_move(tx, False)
+    await repo.store_document(
+        tx,
+        tenant_id,
+        conversation_id,
+        document=document,
+        codec=CODEC,
+        hot_bytes=hot_bytes,
+        row_count=rows,
+        message_ids=message_ids,
+        run_ids=run_ids,
+        user_ids=sorted(users),
+    )
+    return Frozen(conversation_id, rows, hot_bytes, len(document))
+
+
+async def restore(db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID) -> bool:
+    """Put a cold conversation's rows back; False when it was not cold (or another restorer was first)."""
+    if isinstance(db, Database):
+        async with db.transaction() as tx:
+            return await _restore(tx, tenant_id, conversation_id)
+    return await _restore(db, tenant_id, conversation_id)
+
+
+async def _restore(tx: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID) -> bool:
+    held = await repo.take_document(tx, tenant_id, conversation_id)
+    if held is None:
+        return False
+    started = time.perf_counter()
+    document = orjson.loads(decompress(bytes(held["document"]), held["codec"]))
+    if document.get("format") != FORMAT:
+        raise ValueError(f"cold document of {conversation_id} has an unknown format")
+    tables: dict[str, list[dict[str, Any]]] = document["tables"]
+    plan = await plans.read_plan(tx)
+    restored = 0
+    for table in plan.tables:
+        stored = tables.get(table.name)
+        if stored:
+            sql = table.insert_sql(set(stored[0]))
+            restored += await repo.insert_rows(tx, sql, orjson.dumps(stored).decode())
+    await repo.mark_restored(tx, tenant_id, conversation_id)
+    log.info(
+        "restored conversation %s: %d rows in %.1f ms",
+        conversation_id,
+        restored,
+        (time.perf_counter() - started) * 1000,
+    )
+    return True
+
+
+async def restore_holding_message(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID) -> bool:
+    """After a lookup by id found nothing: restore the cold conversation the message lives in. True when it is
+    worth looking again (it was cold, or was restored by someone else since the lookup)."""
+    conversation_id = await repo.holding_message(db, tenant_id, message_id)
+    if conversation_id is None:
+        return False
+    await restore(db, tenant_id, conversation_id)
+    return True
+
+
+async def restore_holding_run(db: Executor, tenant_id: uuid.UUID, run_id: uuid.UUID) -> bool:
+    """As `restore_holding_message`, for a run id."""
+    conversation_id = await repo.holding_run(db, tenant_id, run_id)
+    if conversation_id is None:
+        return False
+    await restore(db, tenant_id, conversation_id)
+    return True
+
+
+async def restore_naming_user(db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID) -> int:
+    """Restore every cold conversation whose document names the user: erasure, anonymisation and data-access
+    exports then find their rows where they look (hot), and nothing of theirs stays inside a document."""
+    count = 0
+    for conversation_id in await repo.naming_user(db, tenant_id, user_id):
+        count += await restore(db, tenant_id, conversation_id)
+    return count
+
+
+async def document_of(
+    db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID
+) -> dict[str, Any] | None:
+    """The decompressed document of a cold conversation (for the SQL-level tests and operators)."""
+    held = await repo.peek_document(db, tenant_id, conversation_id)
+    if held is None:
+        return None
+    loaded: dict[str, Any] = orjson.loads(decompress(bytes(held["document"]), held["codec"]))
+    return loaded

@@ -1,0 +1,343 @@
+"""Storage tiers (issue 20 item 4): a conversation goes cold (one compressed document, its rows gone from the
+hot tables), keeps its metadata, counts and title search hot, reads back identical (the Threadline export, byte
+for byte), comes back before a write, once under concurrent readers, and erasure reaches into it. Through the
+API, and at the SQL level."""
+
+from __future__ import annotations
+
+import json
+import uuid
+import zlib
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import asyncpg
+import orjson
+
+from tests.api import create_conversation, join, reply, start_thread
+from tests.harness import Actor, Loop, ServerThread
+from threadline.ids import Kind, decode_id
+
+EXPORT = "query($id: ID!) { conversationExport(id: $id) }"
+EDIT = "mutation($m: ID!, $x: String!) { messageEdit(id: $m, content: $x) { id } }"
+FEEDBACK = """mutation($m: ID!, $r: FeedbackRating, $c: String) {
+  messageFeedbackSet(messageId: $m, rating: $r, comment: $c) { id } }"""
+BOOKMARK = "mutation($m: ID!, $n: String) { bookmarkSet(messageId: $m, note: $n) { id } }"
+ARCHIVE = "mutation($id: ID!) { conversationArchive(id: $id) { status } }"
+SUMMARY = """query($id: ID!) { conversation(id: $id) { title status messageCount tokenCount
+  threads(first: 10) { totalCount edges { node { replyCount root { id content } } } } } }"""
+LIST = "{ conversations(first: 50) { edges { node { id title messageCount tokenCount status } } } }"
+SEARCH = """query($q: String!) { search(input: {query: $q}) { totalCount edges { node {
+  conversation { id title messageCount } } } } }"""
+TREE = "query($r: ID!) { threadTree(rootId: $r) { totalCount nodes { id content parentId depth } } }"
+MESSAGE = "query($id: ID!) { message(id: $id) { id content conversationId } }"
+ERASE = "mutation($u: ID!) { userErase(userId: $u) { userId } }"
+POLICY = "mutation($d: Int) { tierPolicySet(coldAfterDays: $d) }"
+STORAGE = "{ tierStorage { conversations rows hotBytes coldBytes savedBytes } }"
+
+
+def uid(public_id: str, kind: Kind) -> uuid.UUID:
+    return decode_id(public_id, kind)
+
+
+def freeze(loop: Loop, dsn: str, actor: Actor) -> list[uuid.UUID]:
+    """One pass of the background job over the actor's tenant, everything idle counting as old enough."""
+    from threadline.db import Database
+    from threadline.tiers.job import run_pass
+
+    async def work() -> list[uuid.UUID]:
+        db = await Database.connect(dsn, 1, 2)
+        try:
+            done = await run_pass(db, tenant_id=uid(actor.tenant_id, Kind.TENANT), older_than_days=0)
+            return [f.conversation_id for f in done.frozen]
+        finally:
+            await db.close()
+
+    return loop.run(work())
+
+
+def sql(loop: Loop, dsn: str, query: str, *args: Any) -> list[asyncpg.Record]:
+    async def work() -> list[asyncpg.Record]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return list(await conn.fetch(query, *args))
+        finally:
+            await conn.close()
+
+    return loop.run(work())
+
+
+def hot_rows(loop: Loop, dsn: str, conversation_id: uuid.UUID) -> dict[str, int]:
+    """Rows of the conversation in the hot tables that move (messages, threads, runs and what hangs off them)."""
+    rows = sql(
+        loop,
+        dsn,
+        """SELECT (SELECT count(*) FROM message WHERE conversation_id = $1) AS message,
+                  (SELECT count(*) FROM thread WHERE conversation_id = $1) AS thread,
+                  (SELECT count(*) FROM run WHERE conversation_id = $1) AS run,
+                  (SELECT count(*) FROM message_edit e JOIN message m ON m.id = e.message_id
+                     WHERE m.conversation_id = $1) AS message_edit,
+                  (SELECT count(*) FROM message_feedback f JOIN message m ON m.id = f.message_id
+                     WHERE m.conversation_id = $1) AS message_feedback,
+                  (SELECT count(*) FROM message_bookmark WHERE conversation_id = $1) AS message_bookmark""",
+        conversation_id,
+    )
+    return dict(rows[0])
+
+
+def cold_document(loop: Loop, dsn: str, conversation_id: uuid.UUID) -> dict[str, Any] | None:
+    rows = sql(
+        loop, dsn, "SELECT document, codec FROM conversation_tier WHERE conversation_id = $1", conversation_id
+    )
+    if not rows or rows[0]["document"] is None:
+        return None
+    assert rows[0]["codec"] == "zlib"
+    loaded: dict[str, Any] = orjson.loads(zlib.decompress(rows[0]["document"]))
+    return loaded
+
+
+def export(actor: Actor, conversation_id: str) -> bytes:
+    """The Threadline export, its export time blanked (the one value that differs from call to call)."""
+    document = actor.client.ok(EXPORT, {"id": conversation_id})["conversationExport"]
+    document["metadata"]["exported_at"] = None
+    return json.dumps(document, sort_keys=True).encode()
+
+
+def busy_conversation(owner: Actor, member: Actor, title: str) -> tuple[str, list[str]]:
+    """A conversation with two threads, replies by two users, an edit, feedback and a bookmark."""
+    conversation = create_conversation(owner, title)
+    join(owner, member, conversation)
+    first = start_thread(owner, conversation, "first question about glaciers")
+    answer = reply(member, first, "an answer about ice")
+    deeper = reply(owner, answer, "a follow-up")
+    second = start_thread(member, conversation, "second thread by the member")
+    reply(owner, second, "owner replies")
+    owner.client.ok(EDIT, {"m": deeper, "x": "a follow-up, edited"})
+    member.client.ok(FEEDBACK, {"m": answer, "r": "UP", "c": "good"})
+    owner.client.ok(BOOKMARK, {"m": answer, "n": "keep this"})
+    return conversation, [first, answer, deeper, second]
+
+
+def test_a_cold_conversation_reads_back_identical_and_keeps_metadata_counts_and_title_search_hot(
+    admin: Actor, make_user: Any, loop: Loop, dsn: str
+) -> None:
+    member = make_user(admin)
+    conversation, messages = busy_conversation(admin, member, "Glacier survey notes")
+    other = create_conversation(admin, "Something else")
+    start_thread(admin, other, "stays hot? no: everything idle goes")
+    admin.client.ok(ARCHIVE, {"id": conversation})
+    before = export(admin, conversation)
+    summary = admin.client.ok(SUMMARY, {"id": conversation})
+    listed = admin.client.ok(LIST)
+    cid = uid(conversation, Kind.CONVERSATION)
+    hot = hot_rows(loop, dsn, cid)
+    assert hot == {
+        "message": 5,
+        "thread": 2,
+        "run": 0,
+        "message_edit": 1,
+        "message_feedback": 1,
+        "message_bookmark": 1,
+    }
+
+    frozen = freeze(loop, dsn, admin)
+    assert set(frozen) == {cid, uid(other, Kind.CONVERSATION)}
+    # At the SQL level: every row gone from the hot tables, all of them inside one compressed document.
+    assert hot_rows(loop, dsn, cid) == dict.fromkeys(hot, 0)
+    document = cold_document(loop, dsn, cid)
+    assert document is not None
+    tables = document["tables"]
+    assert {t: len(tables.get(t, [])) for t in hot} == hot
+    assert "a follow-up, edited" in {m["content"] for m in tables["message"]}
+    assert [e["content"] for e in tables["message_edit"]] == ["a follow-up"]
+    assert "search_vector" not in tables["message"][0]
+
+    # Hot while cold: the list, counts and title search, without bringing the content back.
+    assert admin.client.ok(LIST) == listed
+    found = admin.client.ok(SEARCH, {"q": "glacier survey"})["search"]
+    assert [e["node"]["conversation"]["id"] for e in found["edges"]] == [conversation]
+    assert found["edges"][0]["node"]["conversation"]["messageCount"] == 5
+    assert cold_document(loop, dsn, cid) is not None
+    stored = sql(
+        loop,
+        dsn,
+        "SELECT hot_bytes, cold_bytes, row_count FROM conversation_tier WHERE conversation_id = $1",
+        cid,
+    )
+    assert stored[0]["row_count"] == sum(len(rows) for rows in tables.values())
+    assert 0 < stored[0]["cold_bytes"]
+    # The users' current leaves (which branch each is on) went along too.
+    assert len(tables["thread_current_leaf"]) >= 1
+
+    # Any read brings it back: identical, byte for byte.
+    assert export(admin, conversation) == before
+    assert cold_document(loop, dsn, cid) is None
+    assert hot_rows(loop, dsn, cid) == hot
+    assert admin.client.ok(SUMMARY, {"id": conversation}) == summary
+    # Restored rows are searchable again (the full-text vectors are rebuilt on the way back).
+    hits = admin.client.ok(SEARCH, {"q": "glaciers"})["search"]
+    assert [e["node"]["conversation"]["id"] for e in hits["edges"]] == [conversation]
+    # The restore is remembered (the pass leaves it hot for the policy's days after it).
+    restored = sql(
+        loop, dsn, "SELECT restored_at, document FROM conversation_tier WHERE conversation_id = $1", cid
+    )
+    assert restored[0]["restored_at"] is not None and restored[0]["document"] is None
+
+
+def test_a_message_or_thread_read_by_id_brings_its_conversation_back(
+    admin: Actor, make_user: Any, loop: Loop, dsn: str
+) -> None:
+    member = make_user(admin)
+    conversation, (first, answer, deeper, second) = busy_conversation(admin, member, "by id")
+    tree = admin.client.ok(TREE, {"r": first})
+    freeze(loop, dsn, admin)
+    cid = uid(conversation, Kind.CONVERSATION)
+    assert cold_document(loop, dsn, cid) is not None
+    # The reader is a member: a message id alone is enough to find it.
+    assert member.client.ok(MESSAGE, {"id": answer})["message"] == {
+        "id": answer,
+        "content": "an answer about ice",
+        "conversationId": conversation,
+    }
+    assert cold_document(loop, dsn, cid) is None
+    freeze(loop, dsn, admin)
+    assert cold_document(loop, dsn, cid) is not None
+    assert admin.client.ok(TREE, {"r": first}) == tree
+
+
+def test_a_stranger_gets_not_found_and_the_conversation_stays_cold(
+    admin: Actor, make_user: Any, make_tenant: Any, loop: Loop, dsn: str
+) -> None:
+    member = make_user(admin)
+    conversation, (first, *_rest) = busy_conversation(admin, member, "private")
+    outsider = make_user(admin)
+    other_tenant = make_tenant()
+    freeze(loop, dsn, admin)
+    cid = uid(conversation, Kind.CONVERSATION)
+    assert outsider.client.code(SUMMARY, {"id": conversation}) == "NOT_FOUND"
+    assert other_tenant.client.code(SUMMARY, {"id": conversation}) == "NOT_FOUND"
+    assert other_tenant.client.code(TREE, {"r": first}) == "NOT_FOUND"
+    assert cold_document(loop, dsn, cid) is not None
+
+
+def test_writes_to_a_cold_conversation_restore_it_first(
+    admin: Actor, make_user: Any, loop: Loop, dsn: str
+) -> None:
+    member = make_user(admin)
+    conversation, (first, answer, deeper, second) = busy_conversation(admin, member, "writes")
+    cid = uid(conversation, Kind.CONVERSATION)
+
+    freeze(loop, dsn, admin)
+    late = reply(member, answer, "a reply to a cold message")  # by message id
+    assert cold_document(loop, dsn, cid) is None
+    nodes = admin.client.ok(TREE, {"r": first})["threadTree"]
+    assert nodes["totalCount"] == 4
+    assert [n["content"] for n in nodes["nodes"]] == [
+        "first question about glaciers",
+        "an answer about ice",
+        "a follow-up, edited",
+        "a reply to a cold message",
+    ]
+    assert nodes["nodes"][3]["id"] == late
+
+    sql(loop, dsn, "UPDATE conversation_tier SET restored_at = NULL WHERE conversation_id = $1", cid)
+    freeze(loop, dsn, admin)
+    assert cold_document(loop, dsn, cid) is not None
+    third = start_thread(admin, conversation, "a new thread in a cold conversation")  # by conversation id
+    assert cold_document(loop, dsn, cid) is None
+    summary = admin.client.ok(SUMMARY, {"id": conversation})["conversation"]
+    assert summary["messageCount"] == 7
+    assert summary["threads"]["totalCount"] == 3
+    assert third in {e["node"]["root"]["id"] for e in summary["threads"]["edges"]}
+    assert hot_rows(loop, dsn, cid)["message"] == 7
+
+
+def test_concurrent_readers_restore_a_cold_conversation_once(
+    admin: Actor, make_user: Any, loop: Loop, dsn: str, server: ServerThread
+) -> None:
+    member = make_user(admin)
+    conversation, (first, *_rest) = busy_conversation(admin, member, "crowd")
+    before = export(admin, conversation)
+    cid = uid(conversation, Kind.CONVERSATION)
+    freeze(loop, dsn, admin)
+
+    def read(n: int) -> Any:
+        actor = admin if n % 2 else member
+        if n % 3 == 0:
+            return actor.client.ok(TREE, {"r": first})["threadTree"]["totalCount"]
+        return actor.client.ok(SUMMARY, {"id": conversation})["conversation"]["messageCount"]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(read, range(16)))
+    assert results == [3 if n % 3 == 0 else 5 for n in range(16)]
+    assert hot_rows(loop, dsn, cid)["message"] == 5  # no duplicate, nothing lost
+    assert export(admin, conversation) == before
+
+
+def test_erasing_a_user_removes_their_messages_from_a_cold_conversation(
+    admin: Actor, make_user: Any, loop: Loop, dsn: str
+) -> None:
+    member = make_user(admin)
+    marker = "secret-marker-" + uuid.uuid4().hex
+    conversation = create_conversation(admin, "erasure")
+    join(admin, member, conversation)
+    root = start_thread(admin, conversation, "question")
+    said = reply(member, root, f"the member says {marker}")
+    member.client.ok(EDIT, {"m": said, "x": f"edited, still {marker}"})
+    member.client.ok(FEEDBACK, {"m": root, "r": "DOWN", "c": f"comment {marker}"})
+    cid = uid(conversation, Kind.CONVERSATION)
+    freeze(loop, dsn, admin)
+    document = cold_document(loop, dsn, cid)
+    assert document is not None and marker in json.dumps(document)
+    member_id = uid(member.user_id, Kind.USER)
+    named = sql(loop, dsn, "SELECT user_ids FROM conversation_tier WHERE conversation_id = $1", cid)
+    assert member_id in named[0]["user_ids"]
+
+    admin.client.ok(ERASE, {"u": member.user_id})
+
+    # Nowhere: not in a document (it was brought back, then redacted), not in any table.
+    for row in sql(loop, dsn, "SELECT document FROM conversation_tier WHERE document IS NOT NULL"):
+        assert marker.encode() not in zlib.decompress(row["document"])
+    tables = [
+        r["tablename"] for r in sql(loop, dsn, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    ]
+    for table in tables:
+        hits = sql(loop, dsn, f'SELECT count(*) AS n FROM "{table}" t WHERE t::text LIKE $1', f"%{marker}%")
+        assert hits[0]["n"] == 0, table
+    # And when it goes cold again, the document holds the tombstone, not the text, nor the user.
+    sql(loop, dsn, "UPDATE conversation_tier SET restored_at = NULL WHERE conversation_id = $1", cid)
+    freeze(loop, dsn, admin)
+    document = cold_document(loop, dsn, cid)
+    assert document is not None
+    text = json.dumps(document)
+    assert marker not in text and str(member_id) not in text
+    assert len(document["tables"]["message"]) == 2
+
+
+def test_deleting_a_cold_conversation_deletes_its_document(
+    admin: Actor, make_user: Any, loop: Loop, dsn: str
+) -> None:
+    owner = make_user(admin)
+    conversation = create_conversation(owner, "owned by the erased")
+    start_thread(owner, conversation, "words of the owner")
+    cid = uid(conversation, Kind.CONVERSATION)
+    freeze(loop, dsn, admin)
+    assert cold_document(loop, dsn, cid) is not None
+    admin.client.ok(ERASE, {"u": owner.user_id})  # their conversations are hard-deleted
+    assert (
+        sql(loop, dsn, "SELECT count(*) AS n FROM conversation_tier WHERE conversation_id = $1", cid)[0]["n"]
+        == 0
+    )
+
+
+def test_a_conversation_something_outside_refers_into_stays_hot(admin: Actor, loop: Loop, dsn: str) -> None:
+    conversation = create_conversation(admin, "shared")
+    root = start_thread(admin, conversation, "shared words")
+    admin.client.ok("mutation($c: ID!) { shareLinkCreate(conversationId: $c) { id } }", {"c": conversation})
+    forked = create_conversation(admin, "source of a fork")
+    source = start_thread(admin, forked, "forked from here")
+    admin.client.ok("mutation($m: ID!) { conversationFork(messageId: $m) { id } }", {"m": source})
+    frozen = freeze(loop, dsn, admin)
+    assert uid(conversation, Kind.CONVERSATION) not in frozen
+    assert uid(forked, Kind.CONVERSATION) not in frozen
+    assert admin.client.ok(TREE, {"r": root})["threadTree"]["totalCount"] == 1
