@@ -380,3 +380,16 @@ async def touch_activity(
         messages,
         tokens,
     )
+
+
+async def set_imported_metadata(
+    db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID, metadata: dict[str, str]
+) -> None:
+    """An import's conversation metadata, written after the insert: `updated_at` stays what the file says
+    (`update_conversation` would make it now, so an export imported again would not export the same)."""
+    await db.execute(
+        "UPDATE conversation SET metadata = $3 WHERE tenant_id = $1 AND id = $2",
+        tenant_id,
+        conversation_id,
+        metadata,
+    )

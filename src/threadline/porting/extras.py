@@ -49,9 +49,7 @@ async def write_imported(
     """An import's metadata and feedback (planned rows of `porting.importer`, ids assigned): at most three
     statements whatever the size. The feedback becomes the importing user's."""
     if conversation_metadata:
-        await conversations.update_conversation(
-            tx, tenant_id, conversation_id, {"metadata": conversation_metadata}
-        )
+        await conversations.set_imported_metadata(tx, tenant_id, conversation_id, conversation_metadata)
     with_metadata = [m for m in messages if m.get("metadata")]
     await metadata_repo.set_many_message_metadata(
         tx, tenant_id, [m["id"] for m in with_metadata], [m["metadata"] for m in with_metadata]
