@@ -111,9 +111,11 @@ def test_a_malformed_conversation_is_reported_with_its_position_and_the_rest_imp
     assert body.encode()[28:31] == b"tru"
 
 
-def test_a_100_mb_message_is_refused_with_the_configured_limit(
-    admin: Actor, dsn: str, tmp_path: Path
+def test_a_100_mb_message_keeps_its_first_part_and_says_the_rest_did_not_fit(
+    admin: Actor, dsn: str, tmp_path: Path, loop: Loop
 ) -> None:
+    """Issue 22 item 7: a message over THREADLINE_MESSAGE_MAX_BYTES no longer refuses its conversation; here
+    its whole text (100 MB) is over THREADLINE_FILE_MAX_BYTES too, so only its first part is kept, reported."""
     conversation = json.loads((FIXTURES / "chatgpt-split" / "conversations-000.json").read_text())[0]
     conversation["mapping"]["m2"]["message"]["content"]["parts"] = ["@@HUGE@@"]
     head, tail = json.dumps([conversation]).split("@@HUGE@@")
@@ -125,10 +127,22 @@ def test_a_100_mb_message_is_refused_with_the_configured_limit(
             f.write(chunk)
         f.write(tail)
     result = run(dsn, "import", str(path), "--format", "chatgpt", "--api-key", admin.api_key, "--quiet")
-    assert result.returncode == 1
-    (failure,) = report_of(result)["failures"]
-    assert failure["message"] == (
-        "message m2: content is 104857600 bytes; the limit is 1048576 bytes (THREADLINE_MESSAGE_MAX_BYTES)"
+    assert result.returncode == 0, result.stderr
+    report = report_of(result)
+    assert (report["imported"], report["failed"], report["messages"]) == (1, 0, 2)
+    cid = conversation["id"]
+    assert [w for w in report["warnings"] if "m2" in w] == [
+        f"{cid}: message m2: 104857600 bytes, over the limit of 1048576 bytes (THREADLINE_MESSAGE_MAX_BYTES): its "
+        "first 1048444 bytes are its text, the whole text the attached file message-m2.txt",
+        f"{cid}: message m2: the whole text could not be stored as a file (104857600 bytes, over "
+        "THREADLINE_FILE_MAX_BYTES)",
+    ]
+    (row,) = sql(loop, dsn, "SELECT content, parts FROM message WHERE import_key = 'm2'")
+    assert row["parts"] is None
+    assert (
+        row["content"]
+        == "y" * 1048444
+        + "\n\n[cut: this message is 104,857,600 bytes, over the size limit; the rest could not be kept]"
     )
     # With a smaller per-conversation limit the oversized conversation is skipped without being held.
     small = run(

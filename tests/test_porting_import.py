@@ -298,19 +298,32 @@ def test_conversation_import_is_all_or_nothing(admin: Actor, loop: Loop, dsn: st
     assert count["n"] == 0
 
 
-def test_a_message_over_the_size_limit_refuses_its_conversation_only(
+def test_a_message_over_the_size_limit_keeps_its_conversation_and_its_whole_text_as_a_file(
     admin: Actor, loop: Loop, dsn: str
 ) -> None:
+    """Issue 22 item 7 (it refused the conversation before): see tests/test_import_fidelity.py for more."""
     huge = "x" * (1024 * 1024 + 1)
     data = fixture("chatgpt-split/conversations-000.json")
     data[0]["mapping"]["m2"]["message"]["content"]["parts"] = [huge]
     data += fixture("chatgpt-split/conversations-001.json")
     report = import_report(admin, "CHATGPT", data)
-    assert (report["imported"], report["failed"]) == (1, 1)
-    assert report["failures"][0]["message"] == (
-        "message m2: content is 1048577 bytes; the limit is 1048576 bytes (THREADLINE_MESSAGE_MAX_BYTES)"
+    assert (report["imported"], report["failed"]) == (2, 0)
+    assert report["warnings"] == [
+        "chatgpt-split-1: message m2: 1048577 bytes, over the limit of 1048576 bytes (THREADLINE_MESSAGE_MAX_BYTES): "
+        "its first 1048446 bytes are its text, the whole text the attached file message-m2.txt"
+    ]
+    assert [c["title"] for c in report["conversations"]] == ["First shard", "Second shard"]
+    (row,) = sql(
+        loop,
+        dsn,
+        "SELECT m.content, f.filename, b.size FROM message m JOIN message_file mf ON "
+        "mf.message_id = m.id JOIN file f ON f.id = mf.file_id JOIN file_blob b ON b.id = f.blob_id",
     )
-    assert [c["title"] for c in report["conversations"]] == ["Second shard"]
+    assert (row["filename"], row["size"], row["content"][:1048446]) == (
+        "message-m2.txt",
+        1048577,
+        "x" * 1048446,
+    )
 
 
 def test_unknown_format_is_refused_by_the_schema(admin: Actor) -> None:

@@ -22,8 +22,6 @@ class Conversation(Table, tablename="conversation"):
     tenant_id = ForeignKey(Tenant, null=False)
     owner_id = ForeignKey(AppUser, null=True)
     title = Text(default="")
-    # Who set the title: DEFAULT (the placeholder), USER, or GENERATED (enrich/); never replaced once USER.
-    title_source = Varchar(length=16, default="USER")
     description = Text(default="")
     tags = Array(base_column=Varchar(length=64), default=list)
     status = Varchar(length=16, default="ACTIVE")
@@ -41,6 +39,8 @@ class Conversation(Table, tablename="conversation"):
     # A fork's source (forks/): kept as plain ids that go null when the source is deleted.
     forked_from_conversation_id = UUID(null=True, default=None)
     forked_from_message_id = UUID(null=True, default=None)
+    # An imported conversation's origin (porting/): {format, source_id, imported_at}; None for others.
+    imported_from = JSONB(null=True, default=None)
 
 
 class Participant(Table, tablename="participant"):

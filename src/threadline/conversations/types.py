@@ -15,6 +15,7 @@ from threadline.auth.types import User, load_user
 from threadline.conversations import loaders
 from threadline.graphql.context import Info
 from threadline.graphql.describe import describe_values
+from threadline.graphql.loaders import single_loader
 from threadline.graphql.node import Node
 from threadline.graphql.pagination import (
     PAGE_SIZE_LIMIT,
@@ -30,7 +31,6 @@ from threadline.graphql.pagination import (
 from threadline.ids import Kind, encode_id
 
 if TYPE_CHECKING:
-    from threadline.enrich.types import EnrichmentJob, TitleSource
     from threadline.links.types import ConversationLink
     from threadline.organise.types import Folder
     from threadline.runs.types import Run, RunStatus
@@ -138,6 +138,32 @@ class Invite(Node):
             user_uuid=row["user_id"],
             inviter_uuid=row["inviter_id"],
         )
+
+
+@strawberry.type(description="Where an imported conversation came from (`Conversation.importedFrom`).")
+class ImportOrigin:
+    format: str = strawberry.field(
+        description="The export format it was imported from, as `ConversationImportInput.format` names it "
+        "(CHATGPT, CLAUDE, ...)."
+    )
+    source_id: str = strawberry.field(
+        description="Its id in that export (the ChatGPT or Claude conversation id), which re-imports match."
+    )
+    imported_at: datetime = strawberry.field(
+        description="When it was first imported (kept when a Threadline export of it is imported elsewhere)."
+    )
+
+    @classmethod
+    def from_stored(cls, origin: dict[str, str]) -> ImportOrigin | None:
+        """From `conversation.imported_from` ({format, source_id, imported_at}, written by porting/)."""
+        try:
+            return cls(
+                format=str(origin["format"]).upper(),
+                source_id=str(origin["source_id"]),
+                imported_at=datetime.fromisoformat(str(origin["imported_at"])),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
 
 
 @strawberry.type(description="A conversation: participants and threads of messages.")
@@ -277,6 +303,24 @@ class Conversation(Node):
         )
 
     @strawberry.field(
+        description="Where this conversation was imported from (format, its id there, when): null for one that "
+        "began here. Kept in Threadline exports and across a re-import of them elsewhere."
+    )
+    async def imported_from(self, info: Info) -> ImportOrigin | None:
+        from threadline.porting import repository as porting_repo
+
+        principal = await info.context.principal()
+        db = info.context.db
+        loader = single_loader(
+            info,
+            "import_origin",
+            lambda ids: porting_repo.origins(db, principal.tenant_id, ids),
+            key=lambda row: row["id"],
+        )
+        row = await loader.load(self.uuid)
+        return ImportOrigin.from_stored(row["imported_from"]) if row is not None else None
+
+    @strawberry.field(
         description="The caller's folder holding this conversation (`conversationFile`); null at the root. Each "
         "user files conversations in folders of their own. Loaded for every conversation of the response at once."
     )
@@ -321,48 +365,6 @@ class Conversation(Node):
         return await link_connection(
             info, self.uuid, first, after, backwards=True, to_conversation=Conversation.from_row
         )
-
-    @strawberry.field(
-        description="Who set `title`: DEFAULT (the placeholder; a title is generated after the first exchange), "
-        "USER (never replaced by a generated one) or GENERATED."
-    )
-    async def title_source(
-        self, info: Info
-    ) -> Annotated[TitleSource, strawberry.lazy("threadline.enrich.types")]:
-        from threadline.enrich import types as enrich
-
-        return await enrich.title_source(info, self.uuid)
-
-    @strawberry.field(
-        description="A summary of the conversation (at most THREADLINE_ENRICHMENT_SUMMARY_MAX_CHARS characters, "
-        "1,000), made in the background and again as it grows (`enrichmentJobs`); null until the first."
-    )
-    async def summary(self, info: Info) -> str | None:
-        from threadline.enrich import types as enrich
-
-        return await enrich.summary(info, self.uuid)
-
-    @strawberry.field(
-        description="Tags suggested from the owner's tag vocabulary and the content, at most 5, those already on "
-        "the conversation left out. Never applied by themselves: apply them with `conversationUpdate(input: "
-        "{tags})`."
-    )
-    async def suggested_tags(self, info: Info) -> list[str]:
-        from threadline.enrich import types as enrich
-
-        return await enrich.suggested_tags(info, self.uuid, self.tags)
-
-    @strawberry.field(
-        description="The background jobs that make this conversation's title, summary and tag suggestions (TITLE, "
-        "SUMMARY, TAGS order; none before the first exchange): status, attempts, last error. "
-        "`conversationEnrichmentRetry` queues one again."
-    )
-    async def enrichment_jobs(
-        self, info: Info
-    ) -> list[Annotated[EnrichmentJob, strawberry.lazy("threadline.enrich.types")]]:
-        from threadline.enrich import types as enrich
-
-        return await enrich.jobs(info, self.uuid)
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Conversation:

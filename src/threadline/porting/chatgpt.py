@@ -8,12 +8,18 @@ Non-text content becomes content parts (parts.model): images as image parts (the
 attachment too), code sent to a tool as a tool call, execution output and browsing results as tool results,
 and a thinking model's `thoughts` / `reasoning_recap` nodes as reasoning parts of the answer below them
 (not messages of their own). Audio and other kinds stay attachments with a placeholder in the text.
+Citation markers (`【3:0†source】`, and the 2025 `content_references`) become Markdown links to the URLs in the
+message's metadata. A tool message keeps its tool's name and a message to a tool its recipient (message
+metadata `tool_name`, `recipient`; a text message to a tool is a tool call too). A message without a model
+takes its own `metadata.default_model_slug`, else the conversation's (answers only: no model wrote the others).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
+from urllib.parse import quote, urlsplit
 
 import orjson
 
@@ -24,6 +30,7 @@ from threadline.porting.model import (
     ImportFormat,
     Rejected,
     array,
+    empty_skipped,
     from_unix,
     obj,
     settle_parents,
@@ -60,6 +67,9 @@ def parse(obj: Any) -> ImportedConversation:
         raise Rejected("`mapping` must be an object of nodes")
     _read_tree(mapping, conversation, text(obj.get("current_node")))
     _fold_reasoning(conversation)
+    if conversation.model is None:
+        # No default_model_slug: the model of the latest answer that names one.
+        conversation.model = next((m.model for m in reversed(conversation.messages) if m.model), None)
     if not conversation.messages:
         conversation.warnings.append("the conversation has no visible messages")
     return conversation
@@ -90,12 +100,19 @@ def _read_tree(mapping: dict[str, Any], conversation: ImportedConversation, curr
     # Depth-first, so each parent precedes its children and siblings keep their order.
     stack: list[tuple[str, str | None]] = [(r, None) for r in reversed(children.get(None, []))]
     seen: set[str] = set()
+    empty: list[str] = []
+    unlinked = 0
     while stack:
         node_id, kept_parent = stack.pop()
         if node_id in seen:
             continue
         seen.add(node_id)
-        message = _message(node_id, nodes[node_id], kept_parent, conversation)
+        message = _message(node_id, nodes[node_id], kept_parent, conversation, empty)
+        if message is not None:
+            message.content, left = link_citations(
+                message.content, obj(nodes[node_id]["message"].get("metadata"))
+            )
+            unlinked += left
         if message is not None:
             conversation.messages.append(message)
             kept_parent = message.key
@@ -104,6 +121,12 @@ def _read_tree(mapping: dict[str, Any], conversation: ImportedConversation, curr
             conversation.current_key = kept_parent
         for child in reversed(children.get(node_id, [])):
             stack.append((child, kept_parent))
+    if empty:
+        warnings.append(empty_skipped(empty))
+    if unlinked:
+        warnings.append(
+            f"{unlinked} citation marker(s) have no source URL in the export and were left in the text"
+        )
 
 
 def _parent_of(node: dict[str, Any]) -> str | None:
@@ -112,7 +135,11 @@ def _parent_of(node: dict[str, Any]) -> str | None:
 
 
 def _message(
-    node_id: str, node: dict[str, Any], parent_key: str | None, conversation: ImportedConversation
+    node_id: str,
+    node: dict[str, Any],
+    parent_key: str | None,
+    conversation: ImportedConversation,
+    empty: list[str],
 ) -> ImportedMessage | None:
     raw = node.get("message")
     if not isinstance(raw, dict):
@@ -129,10 +156,18 @@ def _message(
     content, attachments = render(raw.get("content"))
     found = _with_files(_parts_of(raw, node_id, parent_key, content), content, metadata)
     if not content.strip() and not attachments and not found:
+        if role != "SYSTEM":  # the blank system prompt at the top of every conversation goes unsaid
+            empty.append(node_id)
         return None
     model = text(metadata.get("model_slug"))
     if model is None and role == "ASSISTANT":
-        model = conversation.model
+        model = text(metadata.get("default_model_slug")) or conversation.model
+    kept: dict[str, str] = {}
+    if role == "TOOL" and text(author.get("name")):
+        kept["tool_name"] = str(author["name"])[:512]
+    recipient = text(raw.get("recipient"))
+    if recipient not in (None, "all"):
+        kept["recipient"] = str(recipient)[:512]
     return ImportedMessage(
         key=node_id,
         parent_key=parent_key,
@@ -143,6 +178,7 @@ def _message(
         attachments=attachments,
         parts=found,
         reasoning=found is not None and all(p["type"] == "reasoning" for p in found),
+        metadata=kept or None,
     )
 
 
@@ -191,6 +227,9 @@ def _parts_of(
         if language and language != "unknown":
             arguments["language"] = language
         return [parts.tool_call_part(id=node_id, name=recipient or "python", arguments=json.dumps(arguments))]
+    if kind == "text" and recipient not in (None, "all") and content.strip():
+        # A message to a tool (a DALL-E prompt, a browser command): the call, its text as the arguments.
+        return [parts.tool_call_part(id=node_id, name=str(recipient), arguments=_arguments(content))]
     if kind in ("execution_output", "tether_browsing_display", "tether_quote") and content:
         return [parts.tool_result_part(tool_call_id=parent_key or "", content=content)]
     if kind in ("thoughts", "reasoning_recap") and content.strip():
@@ -312,3 +351,80 @@ def _compact(value: dict[str, Any]) -> dict[str, Any]:
     if len(raw) <= 64 * 1024:
         return orjson.loads(raw)  # type: ignore[no-any-return]
     return {"truncated": True, "bytes": len(raw)}
+
+
+def _arguments(content: str) -> str:
+    """A tool call's arguments: the text itself when it is a JSON object, else the text under `text`."""
+    try:
+        value = json.loads(content)
+    except ValueError:
+        value = None
+    return content if isinstance(value, dict) else json.dumps({"text": content})
+
+
+# `【3:0†source】` (browsing, file search) and 2025's private-use `\ue200cite\ue202turn0search0\ue201` markers.
+_MARKER = re.compile("【[^【】\n]{1,80}】|\ue200[^\ue200\ue201\n]{1,200}\ue201")
+
+
+def link_citations(content: str, metadata: dict[str, Any]) -> tuple[str, int]:
+    """The text with its citation markers turned into Markdown links to their sources (`metadata.citations`
+    by their character offsets, `metadata.content_references` by their matched text), and how many markers
+    are left for want of a URL."""
+    if "【" not in content and "\ue200" not in content:
+        return content, 0
+    spans: list[tuple[int, int, str]] = []
+    taken: set[int] = set()
+    for citation in array(metadata.get("citations")):
+        if not isinstance(citation, dict):
+            continue
+        link = _link(obj(citation.get("metadata")))
+        start, end = citation.get("start_ix"), citation.get("end_ix")
+        if link is None or not isinstance(start, int) or not isinstance(end, int):
+            continue
+        match = _MARKER.fullmatch(content, start, end) if 0 <= start < end <= len(content) else None
+        if match is None:
+            # Offsets counted another way (UTF-16 units): the first marker not taken from a little before.
+            match = next(
+                (m for m in _MARKER.finditer(content, max(0, start - 16)) if m.start() not in taken), None
+            )
+        if match is not None and match.start() not in taken:
+            taken.add(match.start())
+            spans.append((match.start(), match.end(), link))
+    for reference in array(metadata.get("content_references")):
+        if not isinstance(reference, dict):
+            continue
+        matched = text(reference.get("matched_text")) or ""
+        items = [i for i in array(reference.get("items")) if isinstance(i, dict)]
+        link = _link(items[0]) if items else _link(reference)
+        if not matched.strip() or link is None:
+            continue
+        at = content.find(matched)
+        while at >= 0 and at in taken:
+            at = content.find(matched, at + 1)
+        if at >= 0:
+            taken.add(at)
+            spans.append((at, at + len(matched), link))
+    out, last = [], 0
+    for start, end, link in sorted(spans):
+        if start < last:
+            continue
+        out.append(content[last:start])
+        out.append(link)
+        last = end
+    out.append(content[last:])
+    linked = "".join(out)
+    return linked, len(_MARKER.findall(linked))
+
+
+# Characters a URL keeps as they are in a Markdown link; parentheses, brackets and spaces are escaped.
+_URL_SAFE = ":/?#@!$&'*+,;=%~"
+
+
+def _link(source: dict[str, Any]) -> str | None:
+    """` ([title](url))` for a cited source with an http(s) URL, as ChatGPT shows it; None without one."""
+    url = text(source.get("url"))
+    if not url or urlsplit(url).scheme not in ("http", "https"):
+        return None
+    title = text(source.get("title")) or text(source.get("name")) or urlsplit(url).netloc
+    label = " ".join(title.replace("[", "(").replace("]", ")").split())
+    return f" ([{label}]({quote(url, safe=_URL_SAFE)}))"

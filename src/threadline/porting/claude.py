@@ -5,7 +5,8 @@ tool_result). Newer exports link each message to its parent with `parent_message
 parent is an all-zero sentinel), which gives branches; older exports have no parent field and are
 one linear chain in file order. Content blocks become content parts (parts.model): text, thinking as
 reasoning, tool_use as a tool call, tool_result as a tool result; files and attachments become file parts
-and stay attachments too (with their extracted text).
+and stay attachments too (with their extracted text). Empty messages are skipped as ChatGPT's are
+(model.skip_empty), and answers take the conversation's model when it names one.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from threadline.porting.model import (
     array,
     from_iso,
     settle_parents,
+    skip_empty,
     text,
 )
 
@@ -68,7 +70,10 @@ def parse(obj: Any) -> ImportedConversation:
     else:
         for previous, message in zip(messages, messages[1:], strict=False):
             message.parent_key = previous.key
-    conversation.messages = messages
+    for message in messages:
+        if message.role == "ASSISTANT":
+            message.model = conversation.model
+    conversation.messages = skip_empty(messages, conversation.warnings)
     return conversation
 
 

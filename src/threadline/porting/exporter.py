@@ -65,7 +65,11 @@ async def conversation_document(
     for row, entry in zip(rows, messages, strict=True):
         entry.update(more.get(row["id"], {}))
     runs = await runs_of(db, tenant_id, conversation["id"])
-    return fmt.document(conversation, messages, runs, exported_at)
+    document = fmt.document(conversation, messages, runs, exported_at)
+    # Where an imported conversation came from; a native one is exported as it always was, without it.
+    for origin in await repo.origins(db, tenant_id, [conversation["id"]]):
+        document["conversation"]["imported_from"] = origin["imported_from"]
+    return document
 
 
 async def add_organisation(

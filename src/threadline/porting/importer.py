@@ -1,7 +1,11 @@
 """From an `ImportedConversation` to rows: the tree, its paths and counters, then one transaction.
 
 Planning is pure and checks everything first (sizes, depth, tags), so a conversation either imports
-whole or not at all. Each message row gets what the threads domain maintains for live writes: the
+whole or not at all. What would refuse it is repaired instead, each repair reported: a reply dated before
+its parent follows it by a microsecond; a chain deeper than THREADLINE_THREAD_MAX_DEPTH goes on as a new
+thread (a continuation) from the message that would pass it; a message over THREADLINE_MESSAGE_MAX_BYTES
+keeps its first part as text and the whole text as an attached file (service.py stores it); text that was
+UTF-8 read as Windows-1252 ("cafÃ©") is decoded again (ChatGPT and Claude files). Each message row gets what the threads domain maintains for live writes: the
 materialised path and depth (threads.tree_rules, as for a live reply), root, child count;
 each root gets a thread row (reply count, last seq, last activity); the conversation gets its message
 and token counts. Rows go in with COPY, one conversation per transaction.
@@ -11,8 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -25,11 +30,21 @@ from threadline.errors import ThreadlineError
 from threadline.events.announce import publish_thread_activity, publish_thread_new
 from threadline.events.payloads import ThreadActivity, ThreadNew
 from threadline.feedback import rules as feedback_rules
+from threadline.files import repository as file_repo
+from threadline.ids import Kind, encode_id
 from threadline.metadata import rules as metadata_rules
 from threadline.parts import model as message_parts
 from threadline.porting import extras
 from threadline.porting import repository as repo
-from threadline.porting.model import ImportedConversation, ImportedMessage, Rejected, from_iso, settle_parents
+from threadline.porting.model import (
+    ImportedConversation,
+    ImportedMessage,
+    ImportFormat,
+    Rejected,
+    from_iso,
+    repair_mojibake,
+    settle_parents,
+)
 from threadline.settings import Settings
 from threadline.threads import branch_repository as branch_repo
 from threadline.threads import branches
@@ -49,6 +64,20 @@ class Plan:
     attachments: list[tuple[int, int, dict[str, Any]]]  # (message index, position, data)
     warnings: list[str] = field(default_factory=list)
     current: int | None = None  # the message the source's user was on (index into messages), if known
+    # Messages over the size limit (index into messages): their whole text, and the part kept as content.
+    oversized: dict[int, Oversized] = field(default_factory=dict)
+    # Where the conversation came from: {format, source_id, imported_at} (Conversation.importedFrom).
+    origin: dict[str, Any] | None = None
+
+
+@dataclass
+class Oversized:
+    """A message over THREADLINE_MESSAGE_MAX_BYTES: its whole text goes to an attached file."""
+
+    whole: str
+    head: str  # its first part, within the limit
+    filename: str
+    file_id: uuid.UUID | None = None  # once stored (service.py)
 
 
 def _clip(value: str | None, limit: int, name: str, warnings: list[str]) -> str | None:
@@ -58,23 +87,57 @@ def _clip(value: str | None, limit: int, name: str, warnings: list[str]) -> str 
     return value
 
 
-def _clean_text(message: ImportedMessage, settings: Settings, warnings: list[str]) -> str:
+def _clean_text(message: ImportedMessage, warnings: list[str]) -> str:
     content = message.content
     if "\x00" in content:
         content = content.replace("\x00", "\ufffd")
         warnings.append(f"message {message.key}: NUL characters replaced")
     try:
-        size = len(content.encode("utf-8"))
+        content.encode("utf-8")
     except UnicodeEncodeError:
         content = content.encode("utf-8", "replace").decode("utf-8")
         warnings.append(f"message {message.key}: invalid characters replaced")
-        size = len(content.encode("utf-8"))
-    if size > settings.message_max_bytes:
-        raise Rejected(
-            f"message {message.key}: content is {size} bytes; the limit is {settings.message_max_bytes} bytes "
-            "(THREADLINE_MESSAGE_MAX_BYTES)"
-        )
     return content
+
+
+def oversized_note(size: int, filename: str | None) -> str:
+    """What follows the first part of a message cut at the size limit."""
+    where = f"the whole text is in the attached file {filename}" if filename else "the rest could not be kept"
+    return f"\n\n[cut: this message is {size:,} bytes, over the size limit; {where}]"
+
+
+def _cut(key: str, content: str, settings: Settings, warnings: list[str]) -> Oversized | None:
+    """A message over the size limit: its first part (with a note) as content, the whole text for a file."""
+    size = len(content.encode("utf-8"))
+    limit = settings.message_max_bytes
+    if size <= limit:
+        return None
+    from threadline.files.service import clean_filename
+
+    filename = clean_filename(f"message-{key[:100]}.txt")
+    room = limit - len(oversized_note(size, filename).encode("utf-8")) - len(filename.encode("utf-8"))
+    head = content.encode("utf-8")[: max(0, room)].decode("utf-8", "ignore")
+    warnings.append(
+        f"message {key}: {size} bytes, over the limit of {limit} bytes (THREADLINE_MESSAGE_MAX_BYTES): its first "
+        f"{len(head.encode('utf-8'))} bytes are its text, the whole text the attached file {filename}"
+    )
+    return Oversized(content, head, filename)
+
+
+def _repaired(message: ImportedMessage) -> bool:
+    """Text of the message that was UTF-8 read as Windows-1252, decoded again in place; whether any was."""
+    content = repair_mojibake(message.content)
+    changed = content != message.content
+    message.content = content
+    for part in message.parts or []:
+        for name in ("text", "content"):
+            value = part.get(name)
+            if isinstance(value, str) and not value.isascii():
+                fixed = repair_mojibake(value)
+                if fixed != value:
+                    part[name] = fixed
+                    changed = True
+    return changed
 
 
 def _clean_parts(
@@ -95,6 +158,9 @@ def _clean_parts(
 def plan(imported: ImportedConversation, settings: Settings) -> Plan:
     warnings = list(imported.warnings)
     now = datetime.now(UTC)
+    if imported.source is not ImportFormat.THREADLINE:
+        # Our own exports are written as UTF-8 by us: only other tools' files are checked for mojibake.
+        _repair_encoding(imported, warnings)
     by_key: dict[str, ImportedMessage] = {}
     for message in imported.messages:
         if message.key in by_key:
@@ -111,27 +177,53 @@ def plan(imported: ImportedConversation, settings: Settings) -> Plan:
     messages: list[dict[str, Any]] = []
     roots: list[int] = []
     attachments: list[tuple[int, int, dict[str, Any]]] = []
+    oversized: dict[int, Oversized] = {}
     fallback_time = imported.created_at or now
-    # Depth-first from each root: (key, parent row index or -1, rank among siblings).
-    stack: list[tuple[str, int, int]] = [(k, -1, 0) for k in reversed(children.get(None, []))]
-    while stack:
-        key, parent_index, rank = stack.pop()
+    early: list[tuple[str, float]] = []  # replies dated before their parent: (key, by how many seconds)
+    # Threads in order, each depth-first: (key, parent row index or -1, rank among siblings, the row index of
+    # the message it continues when it starts a continuation thread, else -1).
+    threads: deque[tuple[str, int, int, int]] = deque((k, -1, 0, -1) for k in children.get(None, []))
+    stack: list[tuple[str, int, int, int]] = []
+    continued: list[tuple[str, int, int, int]] = []
+    while stack or threads:
+        if not stack:
+            stack.append(threads.popleft())
+        key, parent_index, rank, continues = stack.pop()
         message = by_key[key]
         parent = messages[parent_index] if parent_index >= 0 else None
-        try:
-            placement = (
-                reply_placement(parent["depth"], parent["path"], rank, settings.thread_max_depth)
-                if parent
-                else ROOT
-            )
-        except TooDeep as exc:
-            raise Rejected(
-                f"message {key} is {exc.depth} replies deep; the limit is {exc.limit} (THREADLINE_THREAD_MAX_DEPTH)"
-            ) from None
+        placement = (
+            reply_placement(parent["depth"], parent["path"], rank, settings.thread_max_depth)
+            if parent
+            else ROOT
+        )
         row_id = uuid.uuid4()
-        created = message.created_at or (parent["created_at"] if parent else fallback_time)
+        before = parent if parent is not None else messages[continues] if continues >= 0 else None
+        created = message.created_at or (before["created_at"] if before else fallback_time)
+        if before is not None and created < before["created_at"]:
+            # 2025 exports date a question ~80 ms after its answer: a reply never precedes what it answers.
+            early.append((key, (before["created_at"] - created).total_seconds()))
+            created = before["created_at"] + timedelta(microseconds=1)
         index = len(messages)
-        content = _clean_text(message, settings, warnings)
+        content = _clean_text(message, warnings)
+        cut = _cut(key, content, settings, warnings)
+        kept_parts = _clean_parts(message, settings, warnings) if cut is None else None
+        if cut is not None:
+            oversized[index] = cut
+            content = cut.head + oversized_note(len(content.encode("utf-8")), cut.filename)
+            kept_parts = [
+                message_parts.text_part(content),
+                message_parts.file_part(name=cut.filename, mime_type="text/plain"),
+            ]
+            if message.parts is not None and not message_parts.is_plain_text(message.parts):
+                warnings.append(f"message {key}: its content parts were not kept (over the size limit)")
+        kids = children.get(key, [])
+        deepest = placement.depth >= settings.thread_max_depth and bool(kids)
+        if deepest:
+            warnings.append(
+                f"message {key} is {placement.depth} replies deep, the limit (THREADLINE_THREAD_MAX_DEPTH): the "
+                f"conversation goes on in a new thread from each of its replies ({', '.join(kids[:5])}"
+                f"{', ...' if len(kids) > 5 else ''})"
+            )
         messages.append(
             {
                 "id": row_id,
@@ -141,10 +233,10 @@ def plan(imported: ImportedConversation, settings: Settings) -> Plan:
                 "parent_id": parent["id"] if parent else None,
                 "depth": placement.depth,
                 "path": placement.path,
-                "child_count": len(children.get(key, [])),
+                "child_count": 0 if deepest else len(kids),
                 "role": message.role,
                 "content": content,
-                "parts": _clean_parts(message, settings, warnings),
+                "parts": kept_parts,
                 "model": _clip(message.model, 128, f"message {key}: model", warnings),
                 "prompt_tokens": message.prompt_tokens,
                 "completion_tokens": message.completion_tokens,
@@ -162,9 +254,22 @@ def plan(imported: ImportedConversation, settings: Settings) -> Plan:
             roots.append(index)
         for position, data in enumerate(message.attachments):
             attachments.append((index, position, data))
-        kids = children.get(key, [])
-        for child_rank in range(len(kids) - 1, -1, -1):
-            stack.append((kids[child_rank], index, child_rank))
+        if deepest:
+            # Each reply starts a thread of its own, right after this one (its rows stay one run).
+            continued.extend((kid, -1, 0, index) for kid in kids)
+        else:
+            for child_rank in range(len(kids) - 1, -1, -1):
+                stack.append((kids[child_rank], index, child_rank, -1))
+        if not stack and continued:
+            threads.extendleft(reversed(continued))
+            continued = []
+    if early:
+        keys = ", ".join(k for k, _ in early[:5]) + (", ..." if len(early) > 5 else "")
+        warnings.append(
+            f"{len(early)} repl{'y was' if len(early) == 1 else 'ies were'} dated before the message answered "
+            f"(by up to {max(d for _, d in early):.3f} s): each now follows it by a microsecond, so no reply is "
+            f"listed before it: {keys}"
+        )
 
     try:
         tags = normalise_tags(imported.tags, settings)
@@ -203,7 +308,51 @@ def plan(imported: ImportedConversation, settings: Settings) -> Plan:
         attachments,
         warnings,
         current=current[0] if current else None,
+        oversized=oversized,
+        origin=_origin(imported, now, warnings),
     )
+
+
+def _origin(imported: ImportedConversation, now: datetime, warnings: list[str]) -> dict[str, Any] | None:
+    """Where the conversation came from: this import for another tool's file, the origin a Threadline file
+    carries (kept across servers), none for a Threadline file without one (it began in Threadline)."""
+    if imported.source is not ImportFormat.THREADLINE:
+        return {
+            "format": imported.source.value,
+            "source_id": imported.external_id,
+            "imported_at": now.isoformat(),
+        }
+    carried = imported.origin
+    if carried is None:
+        return None
+    fmt, source_id, at = carried.get("format"), carried.get("source_id"), from_iso(carried.get("imported_at"))
+    known = {f.value for f in ImportFormat} - {ImportFormat.THREADLINE.value}
+    if fmt not in known or not isinstance(source_id, str) or not 0 < len(source_id) <= 255 or at is None:
+        warnings.append("conversation.imported_from is not a known format, source id and time: dropped")
+        return None
+    return {"format": fmt, "source_id": source_id, "imported_at": at.isoformat()}
+
+
+def _repair_encoding(imported: ImportedConversation, warnings: list[str]) -> None:
+    repaired = [m.key for m in imported.messages if _repaired(m)]
+    title = repair_mojibake(imported.title)
+    description = repair_mojibake(imported.description)
+    fields = [
+        name
+        for name, old, new in (
+            ("title", imported.title, title),
+            ("description", imported.description, description),
+        )
+        if old != new
+    ]
+    imported.title, imported.description = title, description
+    if repaired or fields:
+        where = [*fields, *(f"message {k}" for k in repaired[:5])]
+        more = ", ..." if len(repaired) > 5 else ""
+        warnings.append(
+            f"mojibake (UTF-8 read as Windows-1252, such as 'Ã©' for 'é') repaired in {len(fields) + len(repaired)} "
+            f"place(s): {', '.join(where)}{more}"
+        )
 
 
 def _feedback_times(raw: Any) -> tuple[datetime | None, datetime | None]:
@@ -235,6 +384,7 @@ async def insert(
             plan.external_id,
             len(messages),
             id=conversation_id,
+            imported_from=plan.origin,
             **plan.conversation,
         )
         if seqs is None:
@@ -281,6 +431,7 @@ async def insert(
             )
         await repo.copy_messages(tx, records)
         await _store_parts(tx, tenant_id, messages)
+        await _attach_whole_texts(tx, tenant_id, plan, {i: m["id"] for i, m in enumerate(messages)})
         await repo.copy_threads(tx, _thread_records(plan, tenant_id, conversation_id, seq_of))
         if plan.current is not None:
             # The importing owner is where the source's user was (ChatGPT's current_node): their current leaf.
@@ -315,6 +466,30 @@ async def insert(
             )
             await publish_thread_new(tx, tenant_id, thread)
     return conversation_id
+
+
+def keep_whole_text(plan: Plan, index: int, file_id: uuid.UUID | None, failure: str | None = None) -> None:
+    """Record where an oversized message's whole text was stored (service.py stores it before the import's
+    transaction): its file part names the file; without one the note says the rest could not be kept."""
+    cut = plan.oversized[index]
+    row = plan.messages[index]
+    if file_id is not None:
+        cut.file_id = file_id
+        row["parts"][1]["file_id"] = encode_id(Kind.FILE, file_id)
+        return
+    size = len(cut.whole.encode("utf-8"))
+    row["content"] = cut.head + oversized_note(size, None)
+    row["parts"] = None
+    plan.warnings.append(f"message {row['key']}: the whole text could not be stored as a file ({failure})")
+
+
+async def _attach_whole_texts(
+    tx: Transaction, tenant_id: uuid.UUID, plan: Plan, inserted: dict[int, uuid.UUID]
+) -> None:
+    """The inserted oversized messages hold the files of their whole texts."""
+    for index, cut in plan.oversized.items():
+        if cut.file_id is not None and index in inserted:
+            await file_repo.attach(tx, tenant_id, inserted[index], [cut.file_id])
 
 
 async def _store_parts(tx: Transaction, tenant_id: uuid.UUID, rows: list[dict[str, Any]]) -> None:
@@ -438,18 +613,20 @@ async def merge(
                 await threads_repo.set_parts(tx, tenant_id, row["id"], m["parts"])
             continue
         parent = node[m["parent_index"]] if m["parent_index"] >= 0 else None
-        if parent is None:
-            placement = ROOT
-        else:
+        placement = ROOT
+        if parent is not None:
             try:
                 placement = reply_placement(
                     parent["depth"], parent["path"], child_count[parent["id"]], settings.thread_max_depth
                 )
             except TooDeep as exc:
-                raise Rejected(
-                    f"message {m['key']} is {exc.depth} replies deep; the limit is {exc.limit} "
-                    "(THREADLINE_THREAD_MAX_DEPTH)"
-                ) from None
+                # As in `plan`: past the depth limit the conversation goes on as a new thread.
+                result.warnings.append(
+                    f"message {m['key']} would be {exc.depth} replies deep, past the limit of {exc.limit} "
+                    "(THREADLINE_THREAD_MAX_DEPTH): it continues the conversation as a new thread"
+                )
+                parent = None
+        if parent is not None:
             child_count[parent["id"]] += 1
             if parent["id"] in placed:
                 grown[parent["id"]] = grown.get(parent["id"], 0) + 1
@@ -467,6 +644,8 @@ async def merge(
         new.append(index)
     if edits:
         await follow_content(tx, tenant_id, edits)
+    if plan.origin is not None and (new or edits):
+        await repo.set_origin(tx, tenant_id, conversation_id, plan.origin)  # imported before it was recorded
     result.updated = len(edits)
     result.added = len(new)
     if new:
@@ -538,6 +717,7 @@ async def _insert_merged(
             }
         )
     await repo.copy_messages(tx, [tuple(r[c] for c in repo.MESSAGE_COPY_COLUMNS) for r in rows])
+    await _attach_whole_texts(tx, tenant_id, plan, {i: row["id"] for i, row in zip(new, rows, strict=True)})
     # The new messages' metadata and the file's feedback on them, as a first import writes them.
     added = [{**plan.messages[i], "id": row["id"]} for i, row in zip(new, rows, strict=True)]
     await extras.write_imported(tx, tenant_id, user_id, conversation_id, None, added)

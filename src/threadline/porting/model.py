@@ -7,6 +7,7 @@ cannot use and appends to `warnings` for what it had to repair (missing parents,
 
 from __future__ import annotations
 
+import re
 from collections.abc import Container, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -75,6 +76,9 @@ class ImportedConversation:
     # conversations; restored for the importing user after the import (porting/organised.py).
     organisation: dict[str, Any] | None = None
     links: list[dict[str, Any]] = field(default_factory=list)
+    # Where the conversation first came from, as a Threadline export carries it (`conversation.imported_from`):
+    # kept over a move between servers. None: this import is the origin (none for a Threadline file without it).
+    origin: dict[str, Any] | None = None
 
 
 def from_unix(value: Any) -> datetime | None:
@@ -151,3 +155,65 @@ def settle_parents(
     for key in break_cycles(parents):
         warnings.append(f"{noun} {key}: its parents form a cycle; the cycle was cut here")
     return parents
+
+
+def skip_empty(messages: list[ImportedMessage], warnings: list[str]) -> list[ImportedMessage]:
+    """The messages without the empty ones (no text, parts or attachments): each empty one's replies answer its
+    parent instead. The one rule of every format reader for empty messages; the skipped ones that were not
+    system messages (ChatGPT's blank system prompt is in every conversation) are counted in `warnings`."""
+    empty = {
+        m.key: m.parent_key for m in messages if not m.content.strip() and not m.parts and not m.attachments
+    }
+    if not empty:
+        return messages
+
+    def kept(parent: str | None) -> str | None:
+        seen: set[str] = set()
+        while parent is not None and parent in empty and parent not in seen:
+            seen.add(parent)
+            parent = empty[parent]
+        return None if parent in empty else parent
+
+    out = []
+    for m in messages:
+        if m.key in empty:
+            continue
+        m.parent_key = kept(m.parent_key)
+        out.append(m)
+    reported = [m.key for m in messages if m.key in empty and m.role != "SYSTEM"]
+    if reported:
+        warnings.append(empty_skipped(reported))
+    return out
+
+
+def empty_skipped(keys: list[str]) -> str:
+    """The report of skipped empty messages, the same words for every format."""
+    return (
+        f"{len(keys)} empty message(s) skipped (no text, parts or files); their replies now answer the message "
+        f"before them: {', '.join(keys[:5])}{', ...' if len(keys) > 5 else ''}"
+    )
+
+
+# UTF-8 bytes decoded as Windows-1252 (or Latin-1): a lead byte's character followed by continuation bytes'.
+_CP1252_HIGH = "€\x81‚ƒ„…†‡ˆ‰Š‹Œ\x8dŽ\x8f\x90‘’“”•–—˜™š›œ\x9džŸ"
+_CONTINUATION = "[" + re.escape(_CP1252_HIGH + "".join(chr(c) for c in range(0xA0, 0xC0))) + "]"
+_MOJIBAKE = re.compile(
+    f"[\xc2-\xdf]{_CONTINUATION}|[\xe0-\xef]{_CONTINUATION}{{2}}|[\xf0-\xf4]{_CONTINUATION}{{3}}"
+)
+_BYTE_OF = {ch: 0x80 + i for i, ch in enumerate(_CP1252_HIGH)}
+
+
+def _as_utf8(match: re.Match[str]) -> str:
+    raw = bytes(_BYTE_OF.get(ch, ord(ch)) for ch in match.group())
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return match.group()
+
+
+def repair_mojibake(value: str) -> str:
+    """`value` with text that was UTF-8 read as Windows-1252 (\"cafÃ©\", \"itâ€™s\") decoded again
+    (\"café\", \"it’s\"); other text is left alone. Only sequences that decode as UTF-8 are changed."""
+    if value.isascii():
+        return value
+    return _MOJIBAKE.sub(_as_utf8, value)

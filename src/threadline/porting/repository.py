@@ -164,8 +164,8 @@ async def insert_imported_conversation(
         """WITH conv AS (
                INSERT INTO conversation (id, tenant_id, owner_id, title, description, tags, status, session_id,
                    ai_provider, model, max_history_messages, message_count, token_count, created_at, updated_at,
-                   last_activity_at)
-               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) RETURNING id
+                   last_activity_at, imported_from)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $22) RETURNING id
            ), owner AS (
                INSERT INTO participant (id, tenant_id, conversation_id, user_id, role)
                SELECT $17, $2, id, $3, 'OWNER' FROM conv
@@ -197,6 +197,7 @@ async def insert_imported_conversation(
         source,
         external_id,
         messages,
+        f.get("imported_from"),
     )
     assert row is not None
     return sorted(row["seqs"]) if row["claimed"] else None
@@ -477,3 +478,28 @@ async def lock_expired_conversations(
         limit,
     )
     return [r["id"] for r in rows]
+
+
+async def set_origin(
+    db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID, origin: dict[str, Any]
+) -> None:
+    """Where a conversation came from, for one imported before this was recorded (a merge re-import)."""
+    await db.execute(
+        """UPDATE conversation SET imported_from = $3
+           WHERE tenant_id = $1 AND id = $2 AND imported_from IS NULL""",
+        tenant_id,
+        conversation_id,
+        origin,
+    )
+
+
+async def origins(
+    db: Executor, tenant_id: uuid.UUID, conversation_ids: Sequence[uuid.UUID]
+) -> list[asyncpg.Record]:
+    """Each imported conversation's origin (Conversation.importedFrom, exports)."""
+    return await db.fetch(
+        """SELECT c.id, c.imported_from FROM conversation c
+           WHERE c.tenant_id = $1 AND c.id = ANY($2::uuid[]) AND c.imported_from IS NOT NULL""",
+        tenant_id,
+        list(conversation_ids),
+    )

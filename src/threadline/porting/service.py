@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import tempfile
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -221,6 +223,7 @@ class Importer:
             return
         try:
             tenant = self.principal.tenant_id
+            await self._store_whole_texts(p.plan, set(p.plan.oversized))
             async with self.db.transaction() as tx:
                 if p.deleted:
                     await repo.release_deleted_source(
@@ -254,6 +257,35 @@ class Importer:
             self._fail(p.item, p.plan.external_id, f"could not be stored: {type(exc).__name__}: {exc}")
         self._done()
 
+    async def _store_whole_texts(self, plan: importer.Plan, indexes: set[int]) -> None:
+        """The whole text of each oversized message to be inserted, stored as a file of the importing user
+        before the conversation's transaction (a file no message comes to hold is deleted after a while)."""
+        from threadline.files import service as files
+
+        for index in sorted(indexes):
+            whole = plan.oversized[index]
+            data = whole.whole.encode("utf-8")
+            spool = tempfile.SpooledTemporaryFile(max_size=1 << 20)
+            spool.write(data)
+            spool.seek(0)
+            upload = files.Upload(
+                whole.filename, len(data), hashlib.sha256(data).digest(), "text/plain", spool
+            )
+            try:
+                if len(data) > self.settings.file_max_bytes:
+                    raise files.TooLarge(
+                        f"{len(data)} bytes, over THREADLINE_FILE_MAX_BYTES",
+                        "fileMaxBytes",
+                        self.settings.file_max_bytes,
+                    )
+                row, _ = await files.store(self.db, self.settings, self.principal, upload)
+            except files.TooLarge as exc:
+                importer.keep_whole_text(plan, index, None, exc.message)
+            else:
+                importer.keep_whole_text(plan, index, row["id"])
+            finally:
+                spool.close()
+
     def _done(self) -> None:
         self._slots.release()
         if self._on_progress is not None:
@@ -267,6 +299,10 @@ class Importer:
             if importer.unchanged(p.plan, rows):
                 self.report.existing.append(conversation_id)
                 return
+            known = {r["import_key"] for r in rows}
+            await self._store_whole_texts(
+                p.plan, {i for i in p.plan.oversized if p.plan.messages[i]["key"] not in known}
+            )
             async with self.db.transaction() as tx:
                 # The owner/admin rule of imports into an existing conversation, and it must be open.
                 row = await require(tx, self.principal, conversation_id, Access.MANAGE, lock=True)
@@ -285,7 +321,9 @@ class Importer:
                     MergedConversation(conversation_id, p.plan.external_id, merged.added, merged.updated)
                 )
                 self.report.messages += merged.added
-                self.report.warnings.extend(f"{p.plan.external_id}: {w}" for w in p.plan.warnings)
+                self.report.warnings.extend(
+                    f"{p.plan.external_id}: {w}" for w in [*p.plan.warnings, *merged.warnings]
+                )
             else:
                 self.report.existing.append(conversation_id)
         except importer.NotMergeable:

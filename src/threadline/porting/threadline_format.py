@@ -177,6 +177,7 @@ def parse_document(doc: Any) -> ImportedConversation:
         last_activity_at=from_iso(conv.get("last_activity_at")),
         messages=[],
         metadata=conv.get("metadata"),
+        origin=conv["imported_from"] if isinstance(conv.get("imported_from"), dict) else None,
     )
     imported.messages = [_message(i, m) for i, m in enumerate(raw_messages)]
     organisation = doc.get("organisation")
