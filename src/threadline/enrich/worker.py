@@ -1,0 +1,104 @@
+"""The enrichment worker of one process: claims due jobs (FOR UPDATE SKIP LOCKED, so any number of processes
+share the queue), runs up to `enrichment_workers` at once, wakes on NOTIFY from the queueing triggers and
+polls as a fallback. A job whose worker died is claimed again once its lease lapses."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import uuid
+
+import asyncpg
+
+from threadline.db import Database
+from threadline.db.database import WORKER, connect_settings
+from threadline.enrich import jobs
+from threadline.enrich import repository as repo
+from threadline.runs.providers import Provider, build_providers
+from threadline.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class EnrichmentWorker:
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+        self.concurrency = settings.enrichment_workers
+        self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        # A job's lease: a generation's deadline plus the reads and writes around it.
+        self.lease_seconds = settings.enrichment_timeout_seconds * 2 + 30
+        self.active: set[asyncio.Task[None]] = set()
+        self.finished = 0
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._listener: asyncpg.Connection | None = None
+        self._providers: dict[str, Provider] = {}
+
+    async def start(self) -> None:
+        if self.concurrency <= 0:
+            return
+        self._providers = build_providers(self.settings)
+        await self._listen()
+        self._task = asyncio.create_task(self._claim_loop(), name="threadline-enrichment")
+
+    async def stop(self) -> None:
+        """Stop claiming and drop the jobs in flight: their leases lapse and another worker takes them."""
+        tasks = [t for t in (self._task, *self.active) if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if self._listener is not None:
+            with contextlib.suppress(Exception):
+                await self._listener.close()
+        for provider in self._providers.values():
+            await provider.close()
+
+    async def _listen(self) -> None:
+        try:
+            self._listener = await asyncpg.connect(
+                self.db.dsn, server_settings=connect_settings(WORKER, self.db.dsn)
+            )
+            await self._listener.add_listener(repo.CHANNEL, lambda *_: self._wake.set())
+        except (OSError, asyncpg.PostgresError) as exc:
+            log.warning("enrichment worker cannot LISTEN (%s); polling", exc)
+            self._listener = None
+
+    async def _claim_loop(self) -> None:
+        context = jobs.JobContext(self.db, self.settings, self._providers)
+        while True:
+            self._wake.clear()
+            try:
+                if self._listener is None or self._listener.is_closed():
+                    await self._listen()
+                while len(self.active) < self.concurrency:
+                    claimed = await repo.claim_next(self.db, self.id, self.lease_seconds)
+                    if claimed is None:
+                        break
+                    task = asyncio.create_task(
+                        self._run(context, claimed), name=f"threadline-enrich-{claimed['id'].hex}"
+                    )
+                    self.active.add(task)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - e.g. the database restarting: try again at the next tick
+                log.exception("claiming enrichment jobs failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.settings.enrichment_poll_seconds)
+
+    async def _run(self, context: jobs.JobContext, claimed: asyncpg.Record) -> None:
+        try:
+            await jobs.execute(context, claimed)
+            self.finished += 1
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - the lease lapses and the job is claimed again
+            log.exception("enrichment job %s failed in the worker", claimed["id"])
+        finally:
+            self.active.discard(asyncio.current_task())
+            self._wake.set()
