@@ -44,7 +44,8 @@ def arrange(
             if parent is None:
                 continue
             listed = [c for c in dict.fromkeys(order(parent)) if parents.get(c) == parent]
-            rest = [c for c in children[parent] if c not in set(listed)]
+            placed = set(listed)
+            rest = [c for c in children[parent] if c not in placed]
             children[parent] = listed + rest
     else:
         for siblings in children.values():
