@@ -40,6 +40,7 @@ class Services:
     db: Database = None  # type: ignore[assignment]
     hub: Any = None
     runs: Any = None  # the run worker (threadline.runs.worker.Worker)
+    enrichment: Any = None  # titles, summaries, tags (threadline.enrich.worker.EnrichmentWorker)
     embedded: EmbeddedPostgres | None = None
     credentials: CredentialCache | None = None  # principals by Authorization value (auth.credentials)
     background: list[Any] = field(default_factory=list)
@@ -104,6 +105,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
         services.runs = Worker(services.db, services.settings)
         await services.runs.start()
+        from threadline.enrich.worker import EnrichmentWorker
+
+        services.enrichment = EnrichmentWorker(services.db, services.settings)
+        await services.enrichment.start()
         from threadline.porting.retention import start_retention, stop_retention
 
         retention = start_retention(services.db, services.settings)
@@ -135,6 +140,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             with contextlib.suppress(asyncio.CancelledError):
                 await file_purge
             await services.runs.stop(requeue=True)  # a graceful shutdown returns claimed runs to the queue
+            await services.enrichment.stop()
             await gateway.close()
             await services.hub.stop()
             await services.db.close()

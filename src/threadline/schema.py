@@ -12,6 +12,7 @@ from threadline.auth.schema import AuthMutation, AuthQuery, UserErasureMutation
 from threadline.auth.types import User
 from threadline.conversations.schema import ConversationBulkMutation, ConversationMutation, ConversationQuery
 from threadline.conversations.types import Conversation
+from threadline.enrich.schema import EnrichmentMutation
 from threadline.feedback.schema import FeedbackMutation
 from threadline.forks.schema import ForkMutation
 from threadline.graphql.base_schema import ThreadlineSchema
@@ -109,6 +110,7 @@ Mutation = merge_types(
         ShareMutation,
         OrganiseMutation,
         LinkMutation,
+        EnrichmentMutation,
         PrivacyMutation,
     ),
 )

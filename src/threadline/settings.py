@@ -205,6 +205,15 @@ class Settings:
     # How long a creating mutation's idempotency key (clientMutationId / Idempotency-Key) is kept, per user.
     idempotency_ttl_seconds: float = 86400.0
 
+    # Titles, summaries and tag suggestions (enrich/, issue 19 item 3)
+    enrichment_workers: int = 1  # jobs at once in each server process; 0: this process runs none
+    enrichment_poll_seconds: float = 2.0
+    enrichment_timeout_seconds: float = 30.0  # one generation through a provider
+    enrichment_max_attempts: int = 3
+    enrichment_summary_every: int = 20  # messages of growth before the summary and tags are made again
+    enrichment_title_max_chars: int = 80
+    enrichment_summary_max_chars: int = 1000
+
     # Runs (issue 5)
     run_workers: int = 2
     run_queue: str = "default"
@@ -406,6 +415,21 @@ class Settings:
             ),
             idempotency_ttl_seconds=_env_float(
                 "THREADLINE_IDEMPOTENCY_TTL_SECONDS", cls.idempotency_ttl_seconds
+            ),
+            enrichment_workers=_env_int("THREADLINE_ENRICHMENT_WORKERS", cls.enrichment_workers),
+            enrichment_poll_seconds=_env_float("THREADLINE_ENRICHMENT_POLL_SECONDS", cls.enrichment_poll_seconds),
+            enrichment_timeout_seconds=_env_float(
+                "THREADLINE_ENRICHMENT_TIMEOUT_SECONDS", cls.enrichment_timeout_seconds
+            ),
+            enrichment_max_attempts=_env_int("THREADLINE_ENRICHMENT_MAX_ATTEMPTS", cls.enrichment_max_attempts),
+            enrichment_summary_every=_env_int(
+                "THREADLINE_ENRICHMENT_SUMMARY_EVERY", cls.enrichment_summary_every
+            ),
+            enrichment_title_max_chars=_env_int(
+                "THREADLINE_ENRICHMENT_TITLE_MAX_CHARS", cls.enrichment_title_max_chars
+            ),
+            enrichment_summary_max_chars=_env_int(
+                "THREADLINE_ENRICHMENT_SUMMARY_MAX_CHARS", cls.enrichment_summary_max_chars
             ),
             run_workers=_env_int("THREADLINE_RUN_WORKERS", cls.run_workers),
             run_queue=_env_str("THREADLINE_RUN_QUEUE", cls.run_queue),

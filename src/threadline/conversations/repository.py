@@ -32,8 +32,8 @@ async def insert_conversation(
 ) -> asyncpg.Record:
     row = await db.fetchrow(
         f"""INSERT INTO conversation AS c (id, tenant_id, owner_id, title, description, tags, status,
-                session_id, ai_provider, model, max_history_messages, message_count, token_count)
-            VALUES ($1, $2, $3, $4, $5, $6, 'ACTIVE', $7, $8, $9, $10, 0, 0)
+                session_id, ai_provider, model, max_history_messages, message_count, token_count, title_source)
+            VALUES ($1, $2, $3, $4, $5, $6, 'ACTIVE', $7, $8, $9, $10, 0, 0, $11)
             RETURNING {CONVERSATION_COLUMNS}""",
         uuid.uuid4(),
         tenant_id,
@@ -45,6 +45,7 @@ async def insert_conversation(
         f["ai_provider"],
         f["model"],
         f["max_history_messages"],
+        f.get("title_source", "USER"),
     )
     assert row is not None
     return row

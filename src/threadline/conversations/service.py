@@ -72,6 +72,8 @@ async def create(
         "max_history_messages": 20,
     }
     values.update(_validated(fields, settings))
+    # Who set the title (enrich/): a title given here is the user's and is never replaced by a generated one.
+    values["title_source"] = "USER" if fields.title is not None else "DEFAULT"
     metadata = values.pop("metadata", None)
     async with db.transaction() as tx:
         row = await repo.insert_conversation(tx, principal.tenant_id, principal.user_id, **values)
@@ -93,6 +95,8 @@ async def update(
     fields: ConversationFields,
 ) -> asyncpg.Record:
     changes = _validated(fields, settings)
+    if "title" in changes:
+        changes["title_source"] = "USER"  # the user's title from now on: never regenerated (enrich/)
     async with db.transaction() as tx:
         current = await require(tx, principal, conversation_id, Access.MANAGE, lock=True)
         if not changes:

@@ -22,6 +22,8 @@ class Conversation(Table, tablename="conversation"):
     tenant_id = ForeignKey(Tenant, null=False)
     owner_id = ForeignKey(AppUser, null=True)
     title = Text(default="")
+    # Who set the title: DEFAULT (the placeholder), USER, or GENERATED (enrich/); never replaced once USER.
+    title_source = Varchar(length=16, default="USER")
     description = Text(default="")
     tags = Array(base_column=Varchar(length=64), default=list)
     status = Varchar(length=16, default="ACTIVE")

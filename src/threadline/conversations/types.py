@@ -31,6 +31,7 @@ from threadline.graphql.pagination import (
 from threadline.ids import Kind, encode_id
 
 if TYPE_CHECKING:
+    from threadline.enrich.types import EnrichmentJob, TitleSource
     from threadline.links.types import ConversationLink
     from threadline.organise.types import Folder
     from threadline.runs.types import Run, RunStatus
@@ -365,6 +366,48 @@ class Conversation(Node):
         return await link_connection(
             info, self.uuid, first, after, backwards=True, to_conversation=Conversation.from_row
         )
+
+    @strawberry.field(
+        description="Who set `title`: DEFAULT (the placeholder; a title is generated after the first exchange), "
+        "USER (never replaced by a generated one) or GENERATED."
+    )
+    async def title_source(
+        self, info: Info
+    ) -> Annotated[TitleSource, strawberry.lazy("threadline.enrich.types")]:
+        from threadline.enrich import types as enrich
+
+        return await enrich.title_source(info, self.uuid)
+
+    @strawberry.field(
+        description="A summary of the conversation (at most THREADLINE_ENRICHMENT_SUMMARY_MAX_CHARS characters, "
+        "1,000), made in the background and again as it grows (`enrichmentJobs`); null until the first."
+    )
+    async def summary(self, info: Info) -> str | None:
+        from threadline.enrich import types as enrich
+
+        return await enrich.summary(info, self.uuid)
+
+    @strawberry.field(
+        description="Tags suggested from the owner's tag vocabulary and the content, at most 5, those already on "
+        "the conversation left out. Never applied by themselves: apply them with `conversationUpdate(input: "
+        "{tags})`."
+    )
+    async def suggested_tags(self, info: Info) -> list[str]:
+        from threadline.enrich import types as enrich
+
+        return await enrich.suggested_tags(info, self.uuid, self.tags)
+
+    @strawberry.field(
+        description="The background jobs that make this conversation's title, summary and tag suggestions (TITLE, "
+        "SUMMARY, TAGS order; none before the first exchange): status, attempts, last error. "
+        "`conversationEnrichmentRetry` queues one again."
+    )
+    async def enrichment_jobs(
+        self, info: Info
+    ) -> list[Annotated[EnrichmentJob, strawberry.lazy("threadline.enrich.types")]]:
+        from threadline.enrich import types as enrich
+
+        return await enrich.jobs(info, self.uuid)
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Conversation:

@@ -6,6 +6,7 @@ from threadline.audit.tables import AuditLog
 from threadline.auth.tables import ApiKey, AppUser, ErasedSubject, Tenant
 from threadline.conversations.tables import Conversation, Invite, Participant
 from threadline.documents.tables import PersistedDocument
+from threadline.enrich.tables import EnrichmentJob
 from threadline.events.tables import StreamEvent, StreamState
 from threadline.feedback.tables import MessageFeedback
 from threadline.files.tables import File, FileBlob, FileBlobGone, FileChunk, MessageFile
@@ -74,4 +75,5 @@ ALL_TABLES: tuple[type[Table], ...] = (
     MessageFile,
     FileBlobGone,
     ConversationTier,
+    EnrichmentJob,
 )

@@ -16,6 +16,7 @@ from threadline.events.payloads import (
     BranchCurrent,
     BranchSibling,
     ConversationForked,
+    EnrichmentJobChanged,
     EventPayload,
     MembershipChanged,
     MessageDelta,
@@ -162,6 +163,12 @@ async def publish_run_status(
     root_id: uuid.UUID,
 ) -> int:
     return await _publish(tx, tenant_id, payload, conversation_id=conversation_id, root_id=root_id)
+
+
+async def publish_enrichment_job(
+    tx: Executor, tenant_id: uuid.UUID, payload: EnrichmentJobChanged, *, conversation_id: uuid.UUID
+) -> int:
+    return await _publish(tx, tenant_id, payload, conversation_id=conversation_id)
 
 
 async def publish_branch_current(

@@ -19,6 +19,7 @@ class EventType(StrEnum):
     CONVERSATION_FORKED = "conversation.forked"
     MESSAGE_FEEDBACK = "message.feedback"
     RUN_STATUS = "run.status"
+    ENRICHMENT_JOB = "enrichment.job"
     # Internal: a user's credentials or role changed (auth.live); routed to sockets, never to subscriptions.
     PRINCIPAL_CHANGED = "principal.changed"
     ERROR = "error"

@@ -154,6 +154,15 @@ class RunStatusChanged:
 
 
 @dataclass(frozen=True, slots=True)
+class EnrichmentJobChanged:
+    """A conversation's title, summary or tag suggestion job changed status (enrich/): the kind and the status
+    only; the result is read from the conversation."""
+
+    kind: str  # TITLE, SUMMARY or TAGS
+    status: str  # QUEUED, RUNNING, WAITING, COMPLETED, SKIPPED or FAILED
+
+
+@dataclass(frozen=True, slots=True)
 class PrincipalChanged:
     user_id: uuid.UUID | None  # None after an erasure: the log keeps no trace of an erased user
     reason: str  # revoked, role, erased
@@ -181,6 +190,7 @@ EventPayload = (
     | ConversationForked
     | MessageFeedbackChanged
     | RunStatusChanged
+    | EnrichmentJobChanged
     | PrincipalChanged
     | StreamError
 )
@@ -199,6 +209,7 @@ KIND_OF: dict[type[EventPayload], EventType] = {
     ConversationForked: EventType.CONVERSATION_FORKED,
     MessageFeedbackChanged: EventType.MESSAGE_FEEDBACK,
     RunStatusChanged: EventType.RUN_STATUS,
+    EnrichmentJobChanged: EventType.ENRICHMENT_JOB,
     PrincipalChanged: EventType.PRINCIPAL_CHANGED,
     StreamError: EventType.ERROR,
 }

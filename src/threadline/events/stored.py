@@ -19,6 +19,7 @@ from threadline.events.payloads import (
     BranchCurrent,
     BranchSibling,
     ConversationForked,
+    EnrichmentJobChanged,
     EventPayload,
     MembershipChanged,
     MessageDelta,
@@ -147,6 +148,8 @@ def encode(p: EventPayload) -> dict[str, Any]:
         return {"ratedId": encode_id(Kind.MESSAGE, p.message_id), "up": p.up, "down": p.down}
     if isinstance(p, RunStatusChanged):
         return {"runId": encode_id(Kind.RUN, p.run_id), "status": p.status}
+    if isinstance(p, EnrichmentJobChanged):
+        return {"kind": p.kind, "status": p.status}
     if isinstance(p, PrincipalChanged):
         # An erasure names nobody: not even a null key.
         return (
@@ -244,6 +247,8 @@ def decode(type: str, p: dict[str, Any]) -> EventPayload:
         return MessageFeedbackChanged(_id(p["ratedId"]), p["up"], p["down"])
     if kind is EventType.RUN_STATUS:
         return RunStatusChanged(_id(p["runId"]), p["status"])
+    if kind is EventType.ENRICHMENT_JOB:
+        return EnrichmentJobChanged(p["kind"], p["status"])
     if kind is EventType.PRINCIPAL_CHANGED:
         return PrincipalChanged(_opt_id(p.get("userId")), p.get("reason", ""))
     # `error`, and any kind this version does not know: rendered as a stream error.

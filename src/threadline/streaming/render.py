@@ -17,6 +17,7 @@ from threadline.events.payloads import (
     BranchCurrent,
     BranchSibling,
     ConversationForked,
+    EnrichmentJobChanged,
     MembershipChanged,
     MessageDelta,
     MessageDone,
@@ -37,6 +38,7 @@ from threadline.streaming.types import (
     BranchSiblingEvent,
     ConversationForkedEvent,
     ConversationStreamEvent,
+    EnrichmentJobEvent,
     MembershipChangedEvent,
     MessageDeltaEvent,
     MessageDoneEvent,
@@ -171,6 +173,8 @@ def to_graphql(event: LoggedEvent, viewer_id: Any, cursor: str) -> ConversationS
         )
     if isinstance(p, RunStatusChanged):
         return RunStatusEvent(**common, run_id=_id(Kind.RUN, p.run_id), status=p.status)
+    if isinstance(p, EnrichmentJobChanged):
+        return EnrichmentJobEvent(**common, kind=p.kind, status=p.status)
     if isinstance(p, StreamError):
         return StreamErrorEvent(**common, code=p.code, message=p.message)
     # principal.changed reaches sockets, never a subscription (streaming.sessions).

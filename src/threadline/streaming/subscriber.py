@@ -20,6 +20,7 @@ SELECTED_ONLY: dict[str, str] = {
     EventType.CONVERSATION_FORKED.value: "ConversationForkedEvent",
     EventType.MESSAGE_FEEDBACK.value: "MessageFeedbackEvent",
     EventType.RUN_STATUS.value: "RunStatusEvent",
+    EventType.ENRICHMENT_JOB.value: "EnrichmentJobEvent",
 }
 
 

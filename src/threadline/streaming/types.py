@@ -156,6 +156,16 @@ class RunStatusEvent(ConversationStreamEvent):
     status: str = strawberry.field(description="Its status now (a `RunStatus` value).")
 
 
+@strawberry.type(
+    description="`enrichment.job`: a title, summary or tag suggestion job of the conversation changed status "
+    "(`Conversation.enrichmentJobs`); on COMPLETED read `Conversation.title`, `summary` or `suggestedTags`. Sent "
+    "only to subscriptions whose selection names this type (`... on EnrichmentJobEvent`)."
+)
+class EnrichmentJobEvent(ConversationStreamEvent):
+    kind: str = strawberry.field(description="Which job: TITLE, SUMMARY or TAGS (an `EnrichmentKind` value).")
+    status: str = strawberry.field(description="Its status now (an `EnrichmentStatus` value).")
+
+
 @strawberry.type(description="`error`: a stream-level failure, e.g. SLOW_CONSUMER or a failed run.")
 class StreamErrorEvent(ConversationStreamEvent):
     code: str = strawberry.field(
@@ -182,5 +192,6 @@ EVENT_TYPES = [
     ConversationForkedEvent,
     MessageFeedbackEvent,
     RunStatusEvent,
+    EnrichmentJobEvent,
     StreamErrorEvent,
 ]
