@@ -464,8 +464,9 @@ def test_librechat_bad_types_inside_a_conversation_are_repaired_and_reported(
     assert counts(r)[:4] == (1, 0, 0, 0)
     assert r["warnings"] == [
         "lc-odd: 1 messages entries are not objects, skipped",
-        "lc-odd: message q: isCreatedByUser is missing or not a boolean; taken from sender",
+        "lc-odd: message a: `text` is not a string, ignored",
         "lc-odd: message q: duplicate id, the later one was skipped",
+        "lc-odd: 1 message(s) without a boolean isCreatedByUser: the role was taken from sender (User or not): q",
         "lc-odd: message orphan: parent gone is missing; the message starts a new thread",
         "lc-odd: message b: its parents form a cycle; the cycle was cut here",
     ]

@@ -79,6 +79,7 @@ def parse(value: Any) -> ImportedConversation:
     tree = value.get("recursive") is True or "messagesTree" in value
     entries = _flatten(raw, conversation.warnings) if tree else _entries(raw, conversation.warnings)
     keys: list[str] = []
+    guessed: list[str] = []
     kept: dict[str, ImportedMessage | None] = {}
     claimed: dict[str, str | None] = {}
     for index, (entry, parent) in enumerate(entries):
@@ -90,8 +91,14 @@ def parse(value: Any) -> ImportedConversation:
             conversation.warnings.append(f"message {key}: duplicate id, the later one was skipped")
             continue
         keys.append(key)
-        kept[key] = _message(key, entry, conversation)
+        kept[key] = _message(key, entry, conversation, guessed)
         claimed[key] = parent if tree else _parent_of(entry)
+    if guessed:
+        # Said once for the conversation: an older export lacks the field on every message.
+        conversation.warnings.append(
+            f"{len(guessed)} message(s) without a boolean isCreatedByUser: the role was taken from sender "
+            f"(User or not): {', '.join(guessed[:5])}{', ...' if len(guessed) > 5 else ''}"
+        )
     arranged = arrange(keys, kept, claimed, conversation.warnings)
     conversation.messages = arranged.messages
     return conversation
@@ -134,14 +141,15 @@ def _parent_of(entry: dict[str, Any]) -> str | None:
     return None if not parent or parent == NO_PARENT else parent
 
 
-def _message(key: str, entry: dict[str, Any], conversation: ImportedConversation) -> ImportedMessage | None:
-    """The message, or None when it holds nothing (no text, no parts, no files)."""
+def _message(
+    key: str, entry: dict[str, Any], conversation: ImportedConversation, guessed: list[str]
+) -> ImportedMessage | None:
+    """The message, or None when it holds nothing (no text, no parts, no files). A message without a boolean
+    `isCreatedByUser` is the user's when its `sender` is "User" (its key goes to `guessed`)."""
     by_user = entry.get("isCreatedByUser")
     if not isinstance(by_user, bool):
         by_user = (text(entry.get("sender")) or "").lower() == "user"
-        conversation.warnings.append(
-            f"message {key}: isCreatedByUser is missing or not a boolean; taken from sender"
-        )
+        guessed.append(key)
     role = "USER" if by_user else "ASSISTANT"
     found: list[parts.Part] = []
     attachments: list[dict[str, Any]] = []
@@ -153,6 +161,8 @@ def _message(key: str, entry: dict[str, Any], conversation: ImportedConversation
     elif content is not None and not isinstance(content, str):
         conversation.warnings.append(f"message {key}: `content` is not an array, ignored")
     flat = text(entry.get("text")) or ""
+    if entry.get("text") is not None and not isinstance(entry.get("text"), str):
+        conversation.warnings.append(f"message {key}: `text` is not a string, ignored")
     if isinstance(content, str) and not flat:
         flat = content
     if flat and not any(p["type"] == "text" for p in found):
