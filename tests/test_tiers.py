@@ -32,7 +32,7 @@ SEARCH = """query($q: String!) { search(input: {query: $q}) { totalCount edges {
 TREE = "query($r: ID!) { threadTree(rootId: $r) { totalCount nodes { id content parentId depth } } }"
 MESSAGE = "query($id: ID!) { message(id: $id) { id content conversationId } }"
 ERASE = "mutation($u: ID!) { userErase(userId: $u) { userId } }"
-POLICY = "mutation($d: Int) { tierPolicySet(coldAfterDays: $d) }"
+POLICY = "mutation($d: Int) { tierPolicySet(coldAfterDays: $d) { coldAfterDays } }"
 STORAGE = "{ tierStorage { conversations rows hotBytes coldBytes savedBytes } }"
 
 
@@ -341,3 +341,108 @@ def test_a_conversation_something_outside_refers_into_stays_hot(admin: Actor, lo
     assert uid(conversation, Kind.CONVERSATION) not in frozen
     assert uid(forked, Kind.CONVERSATION) not in frozen
     assert admin.client.ok(TREE, {"r": root})["threadTree"]["totalCount"] == 1
+
+
+def test_the_tenant_policy_decides_what_goes_cold_and_storage_saved_is_reported(
+    admin: Actor, make_user: Any, loop: Loop, dsn: str
+) -> None:
+    from threadline.db import Database
+    from threadline.tiers.job import run_pass
+
+    member = make_user(admin)
+    assert member.client.code(POLICY, {"d": 5}) == "FORBIDDEN"
+    assert member.client.code(STORAGE) == "FORBIDDEN"
+    error = admin.client.error(POLICY, {"d": 0})
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert admin.client.ok(POLICY, {"d": 30}) == {"tierPolicySet": {"coldAfterDays": 30}}
+    assert admin.client.ok("{ tierPolicy { coldAfterDays } }") == {"tierPolicy": {"coldAfterDays": 30}}
+    idle = create_conversation(admin, "idle for long")
+    start_thread(admin, idle, "old words " * 50)
+    archived = create_conversation(admin, "archived long ago")
+    start_thread(admin, archived, "archived words")
+    admin.client.ok(ARCHIVE, {"id": archived})
+    recent = create_conversation(admin, "recent")
+    start_thread(admin, recent, "fresh words")
+
+    def one_pass() -> list[uuid.UUID]:
+        async def work() -> list[uuid.UUID]:
+            db = await Database.connect(dsn, 1, 2)
+            try:
+                return [f.conversation_id for f in (await run_pass(db, batch=1)).frozen]
+            finally:
+                await db.close()
+
+        return loop.run(work())
+
+    assert one_pass() == []  # nothing is 30 days old
+    sql(
+        loop,
+        dsn,
+        "UPDATE conversation SET last_activity_at = now() - interval '31 days' WHERE id = $1",
+        uid(idle, Kind.CONVERSATION),
+    )
+    sql(
+        loop,
+        dsn,
+        "UPDATE conversation SET updated_at = now() - interval '31 days' WHERE id = $1",
+        uid(archived, Kind.CONVERSATION),
+    )
+    assert set(one_pass()) == {uid(idle, Kind.CONVERSATION), uid(archived, Kind.CONVERSATION)}
+    assert one_pass() == []
+
+    stored = sql(
+        loop,
+        dsn,
+        """SELECT count(*) AS n, sum(row_count) AS rows, sum(hot_bytes) AS hot, sum(octet_length(document)) AS cold
+           FROM conversation_tier WHERE document IS NOT NULL""",
+    )[0]
+    expected = {
+        "conversations": 2,
+        "rows": stored["rows"],
+        "hotBytes": float(stored["hot"]),
+        "coldBytes": float(stored["cold"]),
+        "savedBytes": float(stored["hot"] - stored["cold"]),
+    }
+    assert admin.client.ok(STORAGE) == {"tierStorage": expected}
+    assert admin.client.ok(
+        "{ insights { coldStorage { conversations rows hotBytes coldBytes savedBytes } } }"
+    ) == {"insights": {"coldStorage": expected}}
+    assert member.client.ok("{ insights { coldStorage { conversations } } }") == {
+        "insights": {"coldStorage": None}
+    }
+    assert admin.client.ok(POLICY, {"d": None}) == {"tierPolicySet": {"coldAfterDays": None}}
+
+
+def test_threadline_tiers_run_report_and_restore_from_the_command_line(
+    admin: Actor, loop: Loop, dsn: str
+) -> None:
+    import os
+    import subprocess
+    import sys
+
+    conversation = create_conversation(admin, "for the command line")
+    root = start_thread(admin, conversation, "words " * 100)
+    reply(admin, root, "more words")
+    env = {**os.environ, "DATABASE_URL": dsn}
+
+    def cli(*args: str) -> dict[str, Any]:
+        done = subprocess.run(
+            [sys.executable, "-m", "threadline.cli", "tiers", *args],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stderr
+        loaded: dict[str, Any] = json.loads(done.stdout.strip().splitlines()[-1])
+        return loaded
+
+    ran = cli("run", "--tenant", admin.tenant_id, "--older-than-days", "0")
+    assert ran["frozen"] == 1 and ran["failed"] == 0 and 0 < ran["coldBytes"]
+    report = cli("report", "--tenant", admin.tenant_id)
+    assert report["conversations"] == 1 and report["rows"] > 2
+    assert report["savedBytes"] == report["hotBytes"] - report["coldBytes"]
+    assert cli("restore", conversation) == {"restored": True}
+    assert cli("restore", conversation) == {"restored": False}
+    assert cli("report", "--tenant", admin.tenant_id)["conversations"] == 0
+    assert hot_rows(loop, dsn, uid(conversation, Kind.CONVERSATION))["message"] == 2

@@ -116,6 +116,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from threadline.db.database import WORKER
     from threadline.db.migrate import apply_migrations
     from threadline.runs.worker import Worker
+    from threadline.tiers.job import start_tiers, stop_tiers
 
     if args.queue:
         settings = dataclasses.replace(settings, run_queue=args.queue)
@@ -133,6 +134,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
             idle_in_transaction_timeout_seconds=settings.db_idle_in_transaction_timeout_seconds,
         )
         worker = Worker(db, dataclasses.replace(settings, database_url=dsn), concurrency)
+        tiers = start_tiers(db, settings.tiers_interval_seconds)  # the cold-tier pass (tiers/), when configured
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -146,6 +148,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
             await stop.wait()
         finally:
             await worker.stop()
+            await stop_tiers(tiers)
             await db.close()
         print(f"threadline worker {worker.id}: stopped after {worker.executed} runs", flush=True)
         return 0
@@ -201,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     from threadline.documents.commands import add_commands as add_document_commands
 
     add_document_commands(sub)
+    from threadline.tiers.commands import add_commands as add_tier_commands
+
+    add_tier_commands(sub)
     return parser
 
 

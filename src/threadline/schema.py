@@ -42,6 +42,7 @@ from threadline.streaming.schema import StreamQuery, StreamSubscription
 from threadline.streaming.types import EVENT_TYPES
 from threadline.threads.schema import MessageStreamMutation, ThreadMutation, ThreadQuery
 from threadline.threads.types import Message, Thread
+from threadline.tiers.schema import TierMutation, TierQuery
 
 
 @strawberry.type
@@ -84,6 +85,7 @@ Query = merge_types(
         ShareQuery,
         OrganiseQuery,
         PrivacyQuery,
+        TierQuery,
     ),
 )
 # The order of the classes is the printed order of the fields (schema.graphql is checked in and diffed): a
@@ -112,6 +114,7 @@ Mutation = merge_types(
         LinkMutation,
         EnrichmentMutation,
         PrivacyMutation,
+        TierMutation,
     ),
 )
 Subscription = merge_types("Subscription", (StreamSubscription,))

@@ -202,6 +202,8 @@ class Settings:
     import_zip_max_total_bytes: int = 16 * 1024 * 1024 * 1024
     import_zip_max_ratio: int = 100
     retention_interval_seconds: float = 3600.0
+    # How often `threadline worker` runs the cold-tier pass (tiers/; 0: never, `threadline tiers run` only).
+    tiers_interval_seconds: float = 3600.0
     # How long a creating mutation's idempotency key (clientMutationId / Idempotency-Key) is kept, per user.
     idempotency_ttl_seconds: float = 86400.0
 
@@ -413,6 +415,7 @@ class Settings:
             retention_interval_seconds=_env_float(
                 "THREADLINE_RETENTION_INTERVAL_SECONDS", cls.retention_interval_seconds
             ),
+            tiers_interval_seconds=_env_float("THREADLINE_TIERS_INTERVAL_SECONDS", cls.tiers_interval_seconds),
             idempotency_ttl_seconds=_env_float(
                 "THREADLINE_IDEMPOTENCY_TTL_SECONDS", cls.idempotency_ttl_seconds
             ),

@@ -21,6 +21,8 @@ from threadline.search.insight_service import Window
 from threadline.search.service import SearchHit
 from threadline.search.service import SearchMode as SearchModeValue
 from threadline.threads.types import Message
+from threadline.tiers.schema import cold_storage
+from threadline.tiers.types import TierStorage
 
 SearchMatch = strawberry.enum(
     SearchModeValue,
@@ -193,6 +195,11 @@ class Insights:
     principal: strawberry.Private[Principal]
     window: strawberry.Private[Window]
     memo: strawberry.Private[dict[str, Any]]
+    cold_storage: TierStorage | None = strawberry.field(
+        resolver=cold_storage,
+        description="Storage the cold tier saves across the tenant now (not limited to the window); null unless "
+        "the caller is a tenant admin.",
+    )
 
     async def _once(self, key: str, load: Callable[[], Awaitable[Any]]) -> Any:
         if key not in self.memo:

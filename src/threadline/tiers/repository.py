@@ -174,6 +174,15 @@ async def mark_restored(db: Executor, tenant_id: uuid.UUID, conversation_id: uui
     )
 
 
+async def tenant_of_cold(db: Executor, conversation_id: uuid.UUID) -> uuid.UUID | None:
+    """The tenant of a cold conversation (an operator names only the conversation)."""
+    value = await db.fetchval(
+        "SELECT tenant_id FROM conversation_tier WHERE conversation_id = $1 AND document IS NOT NULL",
+        conversation_id,
+    )
+    return value if isinstance(value, uuid.UUID) else None
+
+
 async def holding_message(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID) -> uuid.UUID | None:
     value = await db.fetchval(
         """SELECT conversation_id FROM conversation_tier

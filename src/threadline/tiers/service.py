@@ -21,7 +21,9 @@ from typing import Any
 
 import orjson
 
+from threadline.auth.principal import Principal
 from threadline.db import Database, Executor
+from threadline.errors import bad_input, forbidden
 from threadline.tiers import document_repository as plans
 from threadline.tiers import repository as repo
 
@@ -178,3 +180,64 @@ async def document_of(
         return None
     loaded: dict[str, Any] = orjson.loads(decompress(bytes(held["document"]), held["codec"]))
     return loaded
+
+
+async def restore_anywhere(db: Database, conversation_id: uuid.UUID) -> bool:
+    """An operator's restore (`threadline tiers restore`): the conversation's tenant read from its document."""
+    tenant_id = await repo.tenant_of_cold(db, conversation_id)
+    return tenant_id is not None and await restore(db, tenant_id, conversation_id)
+
+
+@dataclass(frozen=True)
+class Storage:
+    """What is cold and what it saves: the moved rows' size in the hot tables against their documents'."""
+
+    conversations: int
+    rows: int
+    hot_bytes: int
+    cold_bytes: int
+
+    @property
+    def saved_bytes(self) -> int:
+        return self.hot_bytes - self.cold_bytes
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "conversations": self.conversations,
+            "rows": self.rows,
+            "hotBytes": self.hot_bytes,
+            "coldBytes": self.cold_bytes,
+            "savedBytes": self.saved_bytes,
+            "ratio": round(self.hot_bytes / self.cold_bytes, 2) if self.cold_bytes else None,
+        }
+
+
+async def storage(db: Executor, tenant_id: uuid.UUID | None) -> Storage:
+    """The storage report of one tenant (all tenants when None)."""
+    row = await repo.storage_report(db, tenant_id)
+    return Storage(int(row["conversations"]), int(row["rows"]), int(row["hot_bytes"]), int(row["cold_bytes"]))
+
+
+MAX_DAYS = 36_500
+
+
+def require_admin(principal: Principal, what: str) -> None:
+    if not principal.is_admin:
+        raise forbidden(f"Only tenant admins may {what}")
+
+
+async def policy(db: Executor, principal: Principal) -> int | None:
+    require_admin(principal, "read the storage tiers")
+    days = await repo.tenant_policy(db, principal.tenant_id)
+    return None if days is None else int(days)
+
+
+async def set_policy(db: Database, principal: Principal, days: int | None) -> int | None:
+    require_admin(principal, "set the storage tier policy")
+    if days is not None and not 1 <= days <= MAX_DAYS:
+        raise bad_input(
+            f"coldAfterDays must be between 1 and {MAX_DAYS}, or null for none", argument="coldAfterDays"
+        )
+    async with db.transaction() as tx:
+        await repo.set_tenant_policy(tx, principal.tenant_id, days)
+    return days
