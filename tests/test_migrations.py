@@ -13,6 +13,7 @@ RAW_COLUMNS: dict[str, set[str]] = {
     "conversation": {"search_vector"},  # search: kept by a trigger
     "message": {"search_vector"},  # search: kept by a trigger
     "stream_event": {"message_id"},  # events.scrub: generated from the payload
+    "message_embedding": {"embedding"},  # embeddings: a pgvector column
 }
 
 _TYPE_NAMES = {

@@ -40,6 +40,7 @@ class Services:
     db: Database = None  # type: ignore[assignment]
     hub: Any = None
     runs: Any = None  # the run worker (threadline.runs.worker.Worker)
+    embeddings: Any = None  # embedder and indexer (threadline.embeddings.service.Embeddings); None when off
     enrichment: Any = None  # titles, summaries, tags (threadline.enrich.worker.EnrichmentWorker)
     embedded: EmbeddedPostgres | None = None
     credentials: CredentialCache | None = None  # principals by Authorization value (auth.credentials)
@@ -105,6 +106,9 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
         services.runs = Worker(services.db, services.settings)
         await services.runs.start()
+        from threadline.embeddings.service import start as start_embeddings
+
+        services.embeddings = start_embeddings(services.db, services.settings)
         from threadline.enrich.worker import EnrichmentWorker
 
         services.enrichment = EnrichmentWorker(services.db, services.settings)
@@ -139,6 +143,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
             file_purge.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await file_purge
+            if services.embeddings is not None:
+                await services.embeddings.close()
             await services.runs.stop(requeue=True)  # a graceful shutdown returns claimed runs to the queue
             await services.enrichment.stop()
             await gateway.close()

@@ -139,14 +139,20 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        from threadline.embeddings.service import start as start_embeddings
+
+        embeddings = None
         try:
             await worker.start()
+            embeddings = start_embeddings(db, worker.settings)  # the embedding indexer, when configured
             print(
                 f"threadline worker {worker.id}: pid {os.getpid()}, queue {worker.queue!r}, concurrency {concurrency}",
                 flush=True,
             )
             await stop.wait()
         finally:
+            if embeddings is not None:
+                await embeddings.close()
             await worker.stop()
             await stop_tiers(tiers)
             await db.close()

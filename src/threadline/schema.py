@@ -12,6 +12,7 @@ from threadline.auth.schema import AuthMutation, AuthQuery, UserErasureMutation
 from threadline.auth.types import User
 from threadline.conversations.schema import ConversationBulkMutation, ConversationMutation, ConversationQuery
 from threadline.conversations.types import Conversation
+from threadline.embeddings.schema import EmbeddingQuery
 from threadline.enrich.schema import EnrichmentMutation
 from threadline.feedback.schema import FeedbackMutation
 from threadline.forks.schema import ForkMutation
@@ -81,6 +82,7 @@ Query = merge_types(
         ErrorCodeQuery,
         StreamQuery,
         SearchQuery,
+        EmbeddingQuery,
         RateLimitQuery,
         ShareQuery,
         OrganiseQuery,

@@ -244,6 +244,21 @@ class Settings:
     openai_default_model: str = "gpt-4o-mini"
     openai_models: tuple[str, ...] = ("gpt-4o-mini", "gpt-4o", "gpt-4.1", "gpt-4.1-mini")
     openai_connect_timeout_seconds: float = 10.0
+    # Embeddings (issue 19): `off`, `openai` (an OpenAI-compatible /v1/embeddings endpoint) or `test` (the
+    # deterministic concept-hashing embedder of the suite and the bench; refused in production).
+    embeddings: str = "off"
+    embeddings_url: str = "https://api.openai.com/v1"
+    embeddings_api_key: str | None = None
+    embeddings_model: str = "text-embedding-3-small"
+    embeddings_dimensions: int = 0  # 0: the model's own; else sent as `dimensions`
+    embeddings_timeout_seconds: float = 30.0
+    embeddings_batch: int = 32  # messages the indexer claims at once
+    embeddings_rate: float = 50.0  # messages per second at most per indexer; 0: unthrottled
+    embeddings_poll_seconds: float = 1.0
+    embeddings_settle_seconds: float = 1.0  # a message changed this recently (a streaming reply) waits
+    embeddings_lease_seconds: float = 120.0  # a claimed batch of a dead indexer is taken over after this
+    embeddings_max_attempts: int = 5
+    embeddings_min_similarity: float = 0.1  # SEMANTIC candidates below this cosine similarity are dropped
 
     # Limits and hardening (issue 8)
     query_max_depth: int = 15
@@ -464,6 +479,31 @@ class Settings:
             openai_models=_env_list("THREADLINE_OPENAI_MODELS", cls.openai_models),
             openai_connect_timeout_seconds=_env_float(
                 "THREADLINE_OPENAI_CONNECT_TIMEOUT_SECONDS", cls.openai_connect_timeout_seconds
+            ),
+            embeddings=_env_str("THREADLINE_EMBEDDINGS", cls.embeddings).lower(),
+            embeddings_url=_env_str("THREADLINE_EMBEDDINGS_URL", cls.embeddings_url),
+            embeddings_api_key=os.environ.get("THREADLINE_EMBEDDINGS_API_KEY") or None,
+            embeddings_model=_env_str("THREADLINE_EMBEDDINGS_MODEL", cls.embeddings_model),
+            embeddings_dimensions=_env_int("THREADLINE_EMBEDDINGS_DIMENSIONS", cls.embeddings_dimensions),
+            embeddings_timeout_seconds=_env_float(
+                "THREADLINE_EMBEDDINGS_TIMEOUT_SECONDS", cls.embeddings_timeout_seconds
+            ),
+            embeddings_batch=_env_int("THREADLINE_EMBEDDINGS_BATCH", cls.embeddings_batch),
+            embeddings_rate=_env_float("THREADLINE_EMBEDDINGS_RATE", cls.embeddings_rate),
+            embeddings_poll_seconds=_env_float(
+                "THREADLINE_EMBEDDINGS_POLL_SECONDS", cls.embeddings_poll_seconds
+            ),
+            embeddings_settle_seconds=_env_float(
+                "THREADLINE_EMBEDDINGS_SETTLE_SECONDS", cls.embeddings_settle_seconds
+            ),
+            embeddings_lease_seconds=_env_float(
+                "THREADLINE_EMBEDDINGS_LEASE_SECONDS", cls.embeddings_lease_seconds
+            ),
+            embeddings_max_attempts=_env_int(
+                "THREADLINE_EMBEDDINGS_MAX_ATTEMPTS", cls.embeddings_max_attempts
+            ),
+            embeddings_min_similarity=_env_float(
+                "THREADLINE_EMBEDDINGS_MIN_SIMILARITY", cls.embeddings_min_similarity
             ),
             query_max_depth=_env_int("THREADLINE_QUERY_MAX_DEPTH", cls.query_max_depth),
             query_max_aliases=_env_int("THREADLINE_QUERY_MAX_ALIASES", cls.query_max_aliases),

@@ -266,6 +266,31 @@ class Conversation(Node):
         return await conversation_runs(info, self.uuid, first, after, status)
 
     @strawberry.field(
+        description="Conversations nearest to this one by meaning (the mean of its latest message embeddings), "
+        "nearest first, among those the viewer may read that are not deleted. Empty without an embeddings provider "
+        "and until the indexer has embedded some of its messages."
+    )
+    async def similar(
+        self,
+        info: Info,
+        first: Annotated[
+            int | None,
+            strawberry.argument(description="How many: 10 by default, at most 50 (more is BAD_USER_INPUT)."),
+        ] = None,
+    ) -> list[Conversation]:
+        from threadline.embeddings.service import (
+            SIMILAR_FIRST_DEFAULT,
+            SIMILAR_FIRST_MAX,
+            similar_conversations,
+        )
+
+        limit = page_size(first, SIMILAR_FIRST_DEFAULT, SIMILAR_FIRST_MAX)
+        principal = await info.context.principal()
+        embeddings = getattr(info.context.services, "embeddings", None)
+        rows = await similar_conversations(info.context.db, principal, embeddings, self.uuid, limit)
+        return [Conversation.from_row(r) for r in rows]
+
+    @strawberry.field(
         description="Where this conversation was forked from (`conversationFork`): the source conversation and "
         "message, each null if it was deleted or the viewer may not read it; null for a conversation that is no fork."
     )

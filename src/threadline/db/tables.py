@@ -6,6 +6,7 @@ from threadline.audit.tables import AuditLog
 from threadline.auth.tables import ApiKey, AppUser, ErasedSubject, Tenant
 from threadline.conversations.tables import Conversation, Invite, Participant
 from threadline.documents.tables import PersistedDocument
+from threadline.embeddings.tables import EmbeddingQueue, MessageEmbedding
 from threadline.enrich.tables import EnrichmentJob
 from threadline.events.tables import StreamEvent, StreamState
 from threadline.feedback.tables import MessageFeedback
@@ -74,6 +75,8 @@ ALL_TABLES: tuple[type[Table], ...] = (
     File,
     MessageFile,
     FileBlobGone,
+    MessageEmbedding,
+    EmbeddingQueue,
     ConversationTier,
     EnrichmentJob,
 )

@@ -97,6 +97,11 @@ def _message_window(f: SearchFilters, params: list[Any]) -> str:
     return "".join(f" AND {w}" for w in where)
 
 
+# The vector candidates of SEMANTIC and HYBRID search (embeddings.repository) use the same filters and visibility.
+conversation_filters = _conversation_filters
+message_window = _message_window
+
+
 def _after(after: Position | None, params: list[Any], score: str) -> str:
     if after is None:
         return ""

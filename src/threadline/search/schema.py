@@ -25,7 +25,7 @@ from threadline.metadata import rules as metadata_rules
 from threadline.search import insight_service, tag_service
 from threadline.search import service as search_service
 from threadline.search.repository import SearchFilters
-from threadline.search.service import Continuation, SearchMode, SearchRequest, sendable
+from threadline.search.service import Continuation, Retrieval, SearchMode, SearchRequest, sendable
 from threadline.search.types import (
     ConversationSearchInput,
     Insights,
@@ -89,15 +89,17 @@ def _request(
         since=input.from_,
         until=input.to,
     )
-    return SearchRequest(query=input.query, filters=filters, limit=limit, after=after)
+    retrieval = Retrieval(input.mode.value) if input.mode is not None else None
+    return SearchRequest(query=input.query, filters=filters, limit=limit, after=after, retrieval=retrieval)
 
 
 @strawberry.type
 class SearchQuery:
     @strawberry.field(
-        description="Full-text search over the conversations the caller may read, best match first (ties: most "
-        "recent activity first). When nothing matches exactly, titles and tags are matched tolerantly of typos. "
-        "Without words, lists conversations matching the filters by recent activity."
+        description="Search over the conversations the caller may read, best match first (ties: most recent "
+        "activity first): full-text (KEYWORD; when nothing matches exactly, titles and tags are matched tolerantly "
+        "of typos), by meaning (SEMANTIC) or both fused (HYBRID), by `input.mode`. Without words, lists "
+        "conversations matching the filters by recent activity."
     )
     async def search(
         self,
@@ -113,7 +115,8 @@ class SearchQuery:
     ) -> Connection[SearchResult]:
         principal = await info.context.principal()
         request = _request(info, input, first, after)
-        page = await search_service.search(info.context.db, principal, request)
+        embeddings = getattr(info.context.services, "embeddings", None)
+        page = await search_service.search(info.context.db, principal, request, embeddings)
         return connection(
             page.hits,
             request.limit,

@@ -4,6 +4,12 @@ A search runs in one of three modes, carried in its cursors so that later pages 
 way: TEXT (full-text over titles, descriptions, tags and messages), FUZZY (no TEXT hit at all: the
 query's words are corrected against the tenant's title and tag words, then searched again over
 conversations), RECENT (no words: the filters alone, most recent activity first).
+
+With embeddings configured (threadline.embeddings), a search with words may instead be SEMANTIC (the
+conversations holding the message chunks nearest to the query's vector) or HYBRID (the default then: the
+keyword candidates, TEXT or else FUZZY, and the vector candidates fused by reciprocal rank). Both are bounded
+to the best CANDIDATE_CONVERSATIONS of each list; the fused list is recomputed per page and the cursor
+continues it.
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ import asyncpg
 
 from threadline.auth.principal import Principal
 from threadline.db import Database, Executor
+from threadline.embeddings.fusion import Candidate, Fused, fuse
+from threadline.embeddings.repository import conversations_by_id
+from threadline.embeddings.service import CANDIDATE_CONVERSATIONS, Embeddings, semantic_candidates
 from threadline.errors import bad_input, forbidden
 from threadline.metadata import repository as metadata_repo
 from threadline.metadata.service import FEW_HOLDERS
@@ -61,6 +70,21 @@ class SearchMode(StrEnum):
     TEXT = "TEXT"
     FUZZY = "FUZZY"
     RECENT = "RECENT"
+    SEMANTIC = "SEMANTIC"
+    HYBRID = "HYBRID"
+
+
+class Retrieval(StrEnum):
+    """What a search with words looks at: keywords, vectors, or both fused."""
+
+    KEYWORD = "KEYWORD"
+    SEMANTIC = "SEMANTIC"
+    HYBRID = "HYBRID"
+
+
+# Reciprocal rank fusion's constant (Cormack et al. 2009): a candidate's score is the sum of 1 / (RRF_K + rank).
+RRF_K = 60
+_FUSED = {Retrieval.SEMANTIC: SearchMode.SEMANTIC, Retrieval.HYBRID: SearchMode.HYBRID}
 
 
 @dataclass(frozen=True)
@@ -78,6 +102,7 @@ class SearchRequest:
     filters: SearchFilters
     limit: int
     after: Continuation | None = None
+    retrieval: Retrieval | None = None  # None: HYBRID when embeddings are configured, else KEYWORD
 
 
 @dataclass(frozen=True)
@@ -89,6 +114,9 @@ class SearchHit:
     snippet: str
     message: asyncpg.Record | None
     message_path: list[uuid.UUID]
+    matched: SearchMode | None = None  # which part found it, when the search fused (else `mode`)
+    keyword_rank: int | None = None  # its rank among the keyword candidates (1 is best), if one
+    semantic_rank: int | None = None  # its rank among the vector candidates, if one
 
     @property
     def continuation(self) -> Continuation:
@@ -158,9 +186,19 @@ async def planned(db: Database) -> AsyncIterator[Executor]:
         yield tx
 
 
-async def search(db: Database, principal: Principal, request: SearchRequest) -> SearchPage:
+async def search(
+    db: Database, principal: Principal, request: SearchRequest, embeddings: Embeddings | None = None
+) -> SearchPage:
     text = _clean(request.query)
     check_window(request.filters.since, request.filters.until)
+    retrieval = request.retrieval or (Retrieval.HYBRID if embeddings is not None else Retrieval.KEYWORD)
+    if retrieval is not Retrieval.KEYWORD and embeddings is None:
+        raise bad_input(
+            f"{retrieval.value} search needs an embeddings provider, and none is configured "
+            "(THREADLINE_EMBEDDINGS); use KEYWORD",
+            argument="mode",
+        )
+    request = replace(request, retrieval=retrieval)
     if request.filters.metadata:
         # As conversations(metadata:): ids from the GIN index first only when few conversations hold the pairs.
         few = await metadata_repo.held_by_at_most(
@@ -168,20 +206,31 @@ async def search(db: Database, principal: Principal, request: SearchRequest) -> 
         )
         request = replace(request, filters=replace(request.filters, metadata_few=few))
     async with planned(db) as tx:
-        return await _search(tx, db, principal, request, text)
+        return await _search(tx, db, principal, request, text, embeddings)
 
 
 async def _search(
-    tx: Executor, db: Database, principal: Principal, request: SearchRequest, text: str
+    tx: Executor,
+    db: Database,
+    principal: Principal,
+    request: SearchRequest,
+    text: str,
+    embeddings: Embeddings | None = None,
 ) -> SearchPage:
     has_words = _LETTER_OR_DIGIT.search(text) is not None
     cont = request.after
     if cont is not None and (cont.mode is SearchMode.RECENT) == has_words:
         raise bad_input("This cursor belongs to a different search", argument="after")
+    fused = _FUSED.get(request.retrieval or Retrieval.KEYWORD)
+    if has_words and cont is not None and (fused is not None or cont.mode in _FUSED.values()):
+        if cont.mode is not fused:
+            raise bad_input("This cursor belongs to a different search", argument="after")
     after = cont.position if cont is not None else None
     if not has_words:
         # Nothing but quotes and operators: treated like an empty query.
         return await _page(tx, db, principal, request, SearchMode.RECENT, None, "simple", None, after)
+    if fused is not None and embeddings is not None:
+        return await _fused_page(tx, db, principal, request, text, fused, embeddings, after)
 
     parsed = await repo.parse_query(tx, principal.tenant_id, text)
     if parsed["nodes"] > 0 and not parsed["indexable"]:
@@ -323,3 +372,128 @@ async def set_search_language(db: Database, principal: Principal, language: str)
     async with db.transaction() as tx:
         await repo.set_search_language(tx, principal.tenant_id, language)
     return language, available
+
+
+async def _keyword_candidates(
+    tx: Executor, db: Database, principal: Principal, request: SearchRequest, text: str
+) -> tuple[list[asyncpg.Record], SearchMode, str, str | None]:
+    """The best keyword candidates as KEYWORD search ranks them (TEXT, else FUZZY), with the mode, the text
+    search configuration and the words snippets mark. An exclusion-only query has none (vectors still run)."""
+    parsed = await repo.parse_query(tx, principal.tenant_id, text)
+    config = parsed["config"]
+    if parsed["nodes"] > 0 and parsed["indexable"]:
+        found = await repo.recent_message_matches(
+            tx, principal, request.filters, parsed["query"], RECENT_PROBE
+        )
+        rows = await repo.text_hits(
+            tx,
+            principal,
+            request.filters,
+            parsed["query"],
+            messages=True,
+            cap=RECENT_CAP if found >= RECENT_PROBE[1] else None,
+            limit=CANDIDATE_CONVERSATIONS,
+            after=None,
+        )
+        if rows:
+            return rows, SearchMode.TEXT, config, highlight_query(parsed["positive"])
+    if parsed["nodes"] > 0 and not parsed["indexable"]:
+        return [], SearchMode.TEXT, config, None
+    fuzzy = await _fuzzy_query(db, principal.tenant_id, text)
+    if fuzzy is None:
+        return [], SearchMode.FUZZY, "simple", None
+    rows = await repo.text_hits(
+        tx,
+        principal,
+        request.filters,
+        fuzzy,
+        messages=False,
+        cap=None,
+        limit=CANDIDATE_CONVERSATIONS,
+        after=None,
+    )
+    return rows, SearchMode.FUZZY, "simple", highlight_query(fuzzy)
+
+
+async def _fused_page(
+    tx: Executor,
+    db: Database,
+    principal: Principal,
+    request: SearchRequest,
+    text: str,
+    mode: SearchMode,
+    embeddings: Embeddings,
+    after: Position | None,
+) -> SearchPage:
+    """A page of a SEMANTIC or HYBRID search: the vector candidates (and the keyword ones, fused by RRF)."""
+    keyword: list[asyncpg.Record] = []
+    keyword_mode, config, highlight = SearchMode.TEXT, "simple", None
+    if mode is SearchMode.HYBRID:
+        keyword, keyword_mode, config, highlight = await _keyword_candidates(tx, db, principal, request, text)
+    nearest = await semantic_candidates(tx, principal, request.filters, embeddings, text)
+    similarity = {r["conversation_id"]: float(r["similarity"]) for r in nearest}
+    semantic = [Candidate(r["conversation_id"], r["last_activity_at"], r["message_id"]) for r in nearest]
+    if mode is SearchMode.SEMANTIC:
+        # Alone, the vector list keeps its own order and score (cosine similarity).
+        fused = [replace(f, score=similarity[f.conversation_id]) for f in fuse([], semantic, RRF_K)]
+        fused.sort(key=lambda f: (f.score, f.last_activity_at, f.conversation_id), reverse=True)
+    else:
+        candidates = [Candidate(r["id"], r["last_activity_at"], r["message_id"]) for r in keyword]
+        fused = fuse(candidates, semantic, RRF_K)
+    total = len(fused)
+    if after is not None:
+        fused = [f for f in fused if (f.score, f.last_activity_at, f.conversation_id) < after]
+    ids = [f.conversation_id for f in fused[: request.limit + 1]]
+    rows = {r["id"]: r for r in await conversations_by_id(tx, principal.tenant_id, ids)}
+    fused = [f for f in fused[: request.limit + 1] if f.conversation_id in rows]  # deleted meanwhile: gone
+    shown = fused[: request.limit]
+    details = (
+        await repo.hit_details(
+            tx,
+            principal.tenant_id,
+            config,
+            highlight,
+            [f.conversation_id for f in shown],
+            [f.message_id for f in shown],
+        )
+        if shown
+        else []
+    )
+    messages_found = [d for d in details if d["id"] is not None]
+    paths = dict(
+        zip(
+            (d["id"] for d in messages_found),
+            await path_ids(tx, principal.tenant_id, messages_found),
+            strict=True,
+        )
+    )
+
+    def matched(f: Fused) -> SearchMode:
+        if f.keyword_rank is not None and f.semantic_rank is not None:
+            return SearchMode.HYBRID
+        return keyword_mode if f.keyword_rank is not None else SearchMode.SEMANTIC
+
+    hits = [
+        SearchHit(
+            mode=mode,
+            capped=False,
+            conversation=rows[f.conversation_id],
+            score=f.score,
+            snippet=mark_up(detail["snippet"]),
+            message=detail if detail["id"] is not None else None,
+            message_path=paths.get(detail["id"], []),
+            matched=matched(f),
+            keyword_rank=f.keyword_rank,
+            semantic_rank=f.semantic_rank,
+        )
+        for f, detail in zip(shown, details, strict=True)
+    ]
+    hits.extend(
+        SearchHit(mode, False, rows[f.conversation_id], f.score, "", None, [])
+        for f in fused[request.limit : request.limit + 1]
+    )
+
+    async def count() -> int:
+        return total
+
+    return SearchPage(hits=hits, count=count)

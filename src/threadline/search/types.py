@@ -18,7 +18,7 @@ from threadline.metadata.types import MetadataFilterInput
 from threadline.search import insight_service
 from threadline.search.insight_service import InsightScope as InsightScopeValue
 from threadline.search.insight_service import Window
-from threadline.search.service import SearchHit
+from threadline.search.service import Retrieval, SearchHit
 from threadline.search.service import SearchMode as SearchModeValue
 from threadline.threads.types import Message
 from threadline.tiers.schema import cold_storage
@@ -28,7 +28,14 @@ SearchMatch = strawberry.enum(
     SearchModeValue,
     name="SearchMatch",
     description="How a result was found: TEXT (full-text match), FUZZY (typo-tolerant match on titles and "
-    "tags, used only when no TEXT match exists), RECENT (no words to search: filters only, newest first).",
+    "tags, used only when no TEXT match exists), RECENT (no words to search: filters only, newest first), "
+    "SEMANTIC (by meaning: its messages' vectors are near the query's), HYBRID (both by keywords and by meaning).",
+)
+SearchModeEnum = strawberry.enum(
+    Retrieval,
+    name="SearchMode",
+    description="What a search with words looks at: KEYWORD (full text), SEMANTIC (meaning: message embeddings) "
+    "or HYBRID (both, fused by reciprocal rank).",
 )
 InsightScope = strawberry.enum(
     InsightScopeValue,
@@ -44,6 +51,19 @@ describe_values(
         "TEXT": "A full-text match of the query's words (titles, descriptions, tags and message content).",
         "FUZZY": "A typo-tolerant match on titles and tags, used only when no TEXT match exists.",
         "RECENT": "No words to search: the filters only, newest first.",
+        "SEMANTIC": "Found by meaning only: chunks of its messages are among the nearest to the query's vector.",
+        "HYBRID": "Found both ways: among the keyword candidates and among the nearest by meaning.",
+    },
+)
+describe_values(
+    SearchModeEnum,
+    {
+        "KEYWORD": "Full-text search (with the typo-tolerant fallback on titles and tags). The default without "
+        "embeddings.",
+        "SEMANTIC": "By meaning only: the conversations holding the message chunks nearest to the query's vector "
+        "(at most the 100 nearest conversations). Needs an embeddings provider (BAD_USER_INPUT without).",
+        "HYBRID": "The keyword and the semantic candidates (100 each at most) fused by reciprocal rank. The default "
+        "when an embeddings provider is configured.",
     },
 )
 describe_values(
@@ -91,6 +111,11 @@ class ConversationSearchInput:
     status: ConversationStatus | None = strawberry.field(
         default=None, description="Only this status; by default ACTIVE and ARCHIVED (not DELETED)."
     )
+    mode: SearchModeEnum | None = strawberry.field(  # type: ignore[valid-type]
+        default=None,
+        description="KEYWORD, SEMANTIC or HYBRID; by default HYBRID when the server has an embeddings provider, "
+        "else KEYWORD. Ignored without words (filters only). A cursor continues only the mode it came from.",
+    )
     first: int | None = strawberry.field(
         default=None,
         description="Page size (default 20, at most 100). Deprecated: pass `first` as an argument of `search`.",
@@ -119,6 +144,14 @@ class SearchResult:
         description="HTML-escaped text around the match, matched words wrapped in <mark>...</mark>."
     )
     matched_by: SearchMatch = strawberry.field(description="How the result was found.")  # type: ignore[valid-type]
+    keyword_rank: int | None = strawberry.field(
+        description="SEMANTIC and HYBRID searches: its rank among the keyword candidates (1 is best); null when "
+        "the keywords did not find it, and for KEYWORD searches."
+    )
+    semantic_rank: int | None = strawberry.field(
+        description="SEMANTIC and HYBRID searches: its rank among the nearest by meaning (1 is nearest); null when "
+        "it is not among them, and for KEYWORD searches."
+    )
 
     @classmethod
     def from_hit(cls, hit: SearchHit) -> SearchResult:
@@ -127,7 +160,9 @@ class SearchResult:
             message=Message.from_row(hit.message, hit.message_path) if hit.message is not None else None,
             score=hit.score,
             snippet=hit.snippet,
-            matched_by=hit.mode,
+            matched_by=hit.matched or hit.mode,
+            keyword_rank=hit.keyword_rank,
+            semantic_rank=hit.semantic_rank,
         )
 
 

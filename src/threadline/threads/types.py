@@ -6,7 +6,7 @@ import inspect
 from collections.abc import Awaitable, Sequence
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 from uuid import UUID
 
 import asyncpg
@@ -196,6 +196,30 @@ class Message(Node):
 
         up, down = await summary(info, self.uuid)
         return FeedbackSummary(up=up, down=down)
+
+    @strawberry.field(
+        description="Messages nearest to this one by meaning (embeddings), nearest first, from conversations the "
+        "viewer may read that are not deleted. Empty without an embeddings provider, for a deleted message, and "
+        "until the indexer has embedded this message."
+    )
+    async def similar(
+        self,
+        info: Info,
+        first: Annotated[
+            int | None,
+            strawberry.argument(description="How many: 10 by default, at most 50 (more is BAD_USER_INPUT)."),
+        ] = None,
+    ) -> list[Message]:
+        from threadline.embeddings.service import SIMILAR_FIRST_DEFAULT, SIMILAR_FIRST_MAX, similar_messages
+        from threadline.threads.service import path_ids
+
+        limit = page_size(first, SIMILAR_FIRST_DEFAULT, SIMILAR_FIRST_MAX)
+        principal = await info.context.principal()
+        embeddings = getattr(info.context.services, "embeddings", None)
+        rows = await similar_messages(info.context.db, principal, embeddings, self.uuid, limit)
+        budget.charge_messages(info, len(rows), sum(len(r["content"]) for r in rows), 0)
+        paths = await path_ids(info.context.db, principal.tenant_id, rows)
+        return [Message.from_row(r, p) for r, p in zip(rows, paths, strict=True)]
 
     @strawberry.field(description="Streamed output pieces in order (assistant messages).")
     async def chunks(self, info: Info) -> list[MessageChunk]:
