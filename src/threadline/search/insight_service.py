@@ -11,6 +11,8 @@ import asyncpg
 
 from threadline.auth.principal import Principal, Role
 from threadline.db import Database
+from threadline.enrich.topics import Topic
+from threadline.enrich.topics import topics as count_topics
 from threadline.errors import bad_input
 from threadline.search import insight_repository as repo
 from threadline.search.service import planned

@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import strawberry
 
@@ -23,6 +23,9 @@ from threadline.search.service import SearchMode as SearchModeValue
 from threadline.threads.types import Message
 from threadline.tiers.schema import cold_storage
 from threadline.tiers.types import TierStorage
+
+if TYPE_CHECKING:
+    from threadline.enrich.insight_types import ConversationLength, InsightTopic, KnowledgeGap
 
 SearchMatch = strawberry.enum(
     SearchModeValue,
@@ -318,6 +321,55 @@ class Insights:
     )
     async def peak_usage_hours(self, info: Info) -> list[HourCount]:
         return [HourCount(hour=h, count=c) for h, c in (await self._activity(info)).per_hour]
+
+    @strawberry.field(
+        description="Most discussed topics: keywords of the newest 2,000 user messages written in the window (each "
+        "read up to 500 characters), ranked by the conversations that name them, with up to 3 example "
+        "conversations each. Keywords named only once are left out."
+    )
+    async def topics(
+        self,
+        info: Info,
+        first: Annotated[
+            int,
+            strawberry.argument(
+                description="How many topics: 10 by default, at most 50 (more is BAD_USER_INPUT)."
+            ),
+        ] = 10,
+    ) -> list[Annotated[InsightTopic, strawberry.lazy("threadline.enrich.insight_types")]]:
+        from threadline.enrich import insight_types
+
+        return await insight_types.topics(info, self.principal, self.window, first)
+
+    @strawberry.field(
+        description="Average and median length of the conversations created in the window: messages, and time "
+        "from creation to last activity."
+    )
+    async def conversation_length(
+        self, info: Info
+    ) -> Annotated[ConversationLength, strawberry.lazy("threadline.enrich.insight_types")]:
+        from threadline.enrich import insight_types
+
+        return await insight_types.conversation_length(info, self.principal, self.window)
+
+    @strawberry.field(
+        description="Knowledge gaps: user messages written in the window whose answers were down-rated (message "
+        "feedback), regenerated (sibling assistant replies) or abandoned (a run asked, no answer with text), worst "
+        "first (most DOWN ratings, then most answers). Only messages of conversations the caller may read."
+    )
+    async def knowledge_gaps(
+        self,
+        info: Info,
+        first: Annotated[
+            int,
+            strawberry.argument(
+                description="How many gaps: 10 by default, at most 50 (more is BAD_USER_INPUT)."
+            ),
+        ] = 10,
+    ) -> list[Annotated[KnowledgeGap, strawberry.lazy("threadline.enrich.insight_types")]]:
+        from threadline.enrich import insight_types
+
+        return await insight_types.knowledge_gaps(info, self.principal, self.window, first)
 
 
 def hit_cursor(hit: SearchHit) -> tuple[str, bool, float, datetime, uuid.UUID]:
