@@ -121,3 +121,33 @@ async def feedback_by_model(db: Database, principal: Principal, w: Window) -> li
 async def providers(db: Database, principal: Principal, w: Window) -> list[asyncpg.Record]:
     rows: list[asyncpg.Record] = await _planned(db, repo.providers, principal, w.since, w.until)
     return rows
+
+
+# Topics, conversation length and knowledge gaps (issue 19 item 4) ------------------------------------------
+
+TOPIC_MESSAGES = 2000  # the newest user messages of the window topics are counted from
+TOPIC_MESSAGE_CHARS = 500
+TOPIC_EXAMPLES = 3
+
+
+async def conversation_length(db: Database, principal: Principal, w: Window) -> asyncpg.Record:
+    row: asyncpg.Record = await _planned(db, repo.conversation_length, principal, w.since, w.until)
+    return row
+
+
+async def topics(db: Database, principal: Principal, w: Window, limit: int) -> list[tuple[Topic, list[Any]]]:
+    """The most discussed topics, each with the example conversations (rows) the caller may read."""
+    rows = await _planned(
+        db, repo.user_messages, principal, w.since, w.until, TOPIC_MESSAGES, TOPIC_MESSAGE_CHARS
+    )
+    found = count_topics(((r["conversation_id"], r["content"]) for r in rows), limit, TOPIC_EXAMPLES)
+    wanted = list({cid for t in found for cid in t.examples})
+    readable = (
+        {r["id"]: r for r in await repo.readable_conversations(db, principal, wanted)} if wanted else {}
+    )
+    return [(t, [readable[cid] for cid in t.examples if cid in readable]) for t in found]
+
+
+async def knowledge_gaps(db: Database, principal: Principal, w: Window, limit: int) -> list[asyncpg.Record]:
+    rows: list[asyncpg.Record] = await _planned(db, repo.knowledge_gaps, principal, w.since, w.until, limit)
+    return rows
