@@ -57,9 +57,10 @@ from tests.api import create_conversation, join, reply, start_thread
 from tests.harness import Actor, Loop
 from tests.harness import test_settings as settings_for
 from threadline.errors import ErrorCode, ThreadlineError
-from threadline.graphql import compiled_plan
+from threadline.graphql import budget, compiled_plan, ready
 from threadline.graphql.context import Context
 from threadline.graphql.fast_execution import FastExecutionContext
+from threadline.graphql.ready import NOT_READY, when_ready
 from threadline.schema import build_schema
 
 TESTS = Path(__file__).parent
@@ -263,6 +264,48 @@ class Leaf(Thing):
             raise ThreadlineError(ErrorCode.NOT_FOUND, "must not found")
         return self.strict
 
+    # Async resolvers with a synchronous twin (graphql.ready): the twin gives what the resolver would, has
+    # no value (NOT_READY) for fault 1 and raises for fault 2, where the resolver runs (and fails) instead.
+    @strawberry.field
+    @when_ready(lambda self, context: twin(self, self.child))
+    async def ready_child(self) -> Leaf | None:
+        return await resolved(self, self.child)
+
+    @strawberry.field
+    @when_ready(lambda self, context: twin(self, self.strict))
+    async def ready_must(self) -> Leaf:
+        return await resolved(self, self.strict)
+
+    @strawberry.field
+    @when_ready(lambda self, context: twin(self, self.kids))
+    async def ready_kids(self) -> list[Leaf]:
+        return await resolved(self, self.kids)
+
+    @strawberry.field
+    @when_ready(lambda self, context: twin(self, self.loose))
+    async def ready_loose(self) -> list[Leaf | None] | None:
+        return await resolved(self, self.loose)
+
+
+TWINS = {"answered": 0, "resolved": 0}
+
+
+def twin(leaf: Leaf, value: Any) -> Any:
+    if leaf.fault == 1:
+        return NOT_READY
+    if leaf.fault == 2:
+        raise RuntimeError("the twin failed")
+    TWINS["answered"] += 1
+    return value
+
+
+async def resolved(leaf: Leaf, value: Any) -> Any:
+    TWINS["resolved"] += 1
+    await asyncio.sleep(0)
+    if leaf.fault == 2:
+        raise RuntimeError("the resolver failed")
+    return value
+
 
 @strawberry.type
 class Other(Thing):
@@ -402,6 +445,12 @@ EDGE_CASES = {
     "interfaces": "{ things { __typename id ... on Leaf { name kids { id } } ... on Other { label } } }",
     "aliases and fragments": "query { a: one { ...L b: kids { ...L } } } fragment L on Leaf { id n: name __typename }",
     "hand-written is_type_of": "{ typed { value } refused { value } }",
+    "synchronous twins at depth": (
+        "{ leaves(seed: ) { id readyChild { id readyMust { name readyKids { id } } } readyLoose { id } } }"
+    ),
+    "synchronous twins next to async resolvers": (
+        "{ maybeLeaves(seed: ) { laterChild { id } readyKids { mustLater { id } readyChild { name } } } }"
+    ),
 }
 
 
@@ -434,6 +483,54 @@ def test_resolvers_without_arguments_are_called_directly_and_the_others_through_
         assert as_json(asyncio.run(COMPILED_EDGE.execute(document))) == stock
     # `one`, `leaves` and `greeting` take arguments: strawberry's wrapper converts them.
     assert set(recorded.stock_fields) == {"EdgeQuery.one", "EdgeQuery.leaves", "Leaf.greeting"}
+
+
+def twin_run(schema: strawberry.Schema, document: str) -> tuple[str, int, int]:
+    """(JSON, twins that answered, resolvers that ran)."""
+    TWINS["answered"] = TWINS["resolved"] = 0
+    result = as_json(asyncio.run(schema.execute(document)))
+    return result, TWINS["answered"], TWINS["resolved"]
+
+
+def test_synchronous_twins_answer_where_they_can_and_the_resolver_runs_where_they_cannot() -> None:
+    runs = []
+    for seed in range(60):
+        document = (
+            f"{{ leaves(seed: {seed}) {{ id readyChild {{ id }} readyKids {{ id readyChild {{ id }} }} }} }}"
+        )
+        stock, answered, resolved_by_stock = twin_run(STOCK_EDGE, document)
+        assert answered == 0 and resolved_by_stock > 0  # the stock executor never asks the twins
+        compiled, answered, resolved = twin_run(COMPILED_EDGE, document)
+        assert compiled == stock, document
+        runs.append(('"errors": []' in stock, answered, resolved, resolved_by_stock))
+    # Without errors, the twins answered most fields and the resolvers ran only where a twin had no value
+    # (fault 1) or failed (fault 2).
+    clean = [run for run in runs if run[0]]
+    assert len(clean) > 5
+    assert all(
+        answered > 0 and resolved < resolved_by_stock for _, answered, resolved, resolved_by_stock in clean
+    )
+    assert any(0 < resolved for _, _, resolved, _ in clean)
+    # With an error, the query ran once more without twins (every resolver ran again): the stock answer.
+    failed = [run for run in runs if not run[0] and run[1] > 0]
+    assert failed
+    assert all(resolved >= resolved_by_stock for _, _, resolved, resolved_by_stock in failed)
+
+
+def test_a_query_run_again_without_twins_starts_from_the_output_budget_it_had() -> None:
+    token = budget._BUDGET.set(budget.OutputBudget(max_messages=10, max_bytes=1000))
+    try:
+        found = budget.current()
+        assert found is not None
+        saved = budget.snapshot()
+        found.charge(8, 100)
+        with pytest.raises(ThreadlineError):
+            found.charge(5, 0)
+        budget.restore(saved)
+        assert (found.messages, found.bytes, found.exceeded) == (0, 0, None)
+        found.charge(8, 100)  # the same charges pass again
+    finally:
+        budget._BUDGET.reset(token)
 
 
 def test_a_plain_field_holding_something_unusual_falls_back_to_the_stock_executor(
@@ -773,3 +870,46 @@ def test_defer_and_stream_take_the_stock_path_with_the_same_payloads(seed: int) 
     stock = asyncio.run(incremental(STOCK_INCREMENTAL, document))
     assert len(stock) > 1  # deferred and streamed payloads did follow
     assert asyncio.run(incremental(COMPILED_INCREMENTAL, document)) == stock
+
+
+PAGE_DOCUMENTS = [
+    """query Page { conversations(first: 5) { edges { cursor node { id title tags status messageCount
+       owner { id email } participants { role user { id email } } } } pageInfo { hasNextPage endCursor } } }""",
+    """query Fragments { conversations { nodes { ...C } } } fragment C on Conversation { id
+       owner { ...U } participants { joinedAt user { ...U } } } fragment U on User { id displayName role }""",
+    """query WithError { conversations { edges { node { owner { id } participants { user { id } } } } }
+       conversation(id: "cnv_00000000000000000000000000000000") { id } }""",
+    """query Skipped($s: Boolean!) { conversations { edges { node { id owner @skip(if: $s) { id }
+       participants @include(if: $s) { role } } } } }""",
+    """query Nested { conversations(first: 2) { edges { node { participants { user { id } }
+       threads { nodes { id } } owner { email } } } } }""",
+]
+
+
+def test_a_page_of_conversations_answers_owners_and_participants_through_twins_with_the_stock_json(
+    loop: Loop, dsn: str, admin: Actor, ids: dict[str, list[str]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import threadline.auth.types
+    import threadline.conversations.types
+
+    answered: list[str] = []
+
+    def counting(context: Any, name: str, key: Any) -> Any:
+        value = ready.loaded(context, name, key)
+        if value is not ready.NOT_READY:
+            answered.append(name)
+        return value
+
+    monkeypatch.setattr(threadline.auth.types, "loaded", counting)
+    monkeypatch.setattr(threadline.conversations.types, "loaded", counting)
+    runs: list[tuple[str, str | None, dict[str, Any]]] = []
+    for document in PAGE_DOCUMENTS:
+        for variables in ({"s": True}, {"s": False}) if "$s" in document else ({},):
+            runs.append((document, None, variables))
+    results = run_both(loop, dsn, admin, runs)
+    assert compare(runs, results) == len(runs)
+    assert sum('"errors": []' in stock for stock, _, _ in results) == len(runs) - 1
+    assert '"owner": {"id": "usr_' in results[0][0] and '"participants": [{"role": "OWNER"' in results[0][0]
+    # The stock executor never asks the twins; under compiled execution they answered the owners, the
+    # participants and their users, from what the connection's resolver loaded.
+    assert {"users", "participants"} <= set(answered)

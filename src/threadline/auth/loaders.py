@@ -8,15 +8,22 @@ import uuid
 import asyncpg
 
 from threadline.auth import repository as repo
+from threadline.auth.principal import Principal
 from threadline.graphql.context import Info
-from threadline.graphql.loaders import single_loader
+from threadline.graphql.loaders import DataLoader, single_loader
+
+USERS = "users"  # the loader's name (graphql.ready reads what it holds)
+
+
+def users(info: Info, principal: Principal) -> DataLoader[uuid.UUID, asyncpg.Record | None]:
+    """The request's loader of users of the caller's tenant by id."""
+    db = info.context.db
+    return single_loader(
+        info, USERS, lambda ids: repo.users_by_ids(db, principal.tenant_id, ids), key=lambda row: row["id"]
+    )
 
 
 async def user(info: Info, user_id: uuid.UUID) -> asyncpg.Record | None:
     """A user of the caller's tenant by id (None if there is none)."""
     principal = await info.context.principal()
-    db = info.context.db
-    loader = single_loader(
-        info, "users", lambda ids: repo.users_by_ids(db, principal.tenant_id, ids), key=lambda row: row["id"]
-    )
-    return await loader.load(user_id)
+    return await users(info, principal).load(user_id)

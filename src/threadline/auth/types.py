@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 import strawberry
@@ -13,6 +14,7 @@ from threadline.auth.principal import Role
 from threadline.graphql.context import Info
 from threadline.graphql.describe import describe_values
 from threadline.graphql.node import Node
+from threadline.graphql.ready import NOT_READY, loaded
 from threadline.ids import Kind, encode_id
 
 RoleEnum = strawberry.enum(Role, name="Role", description="A user's role in their tenant.")
@@ -99,3 +101,13 @@ async def load_user(info: Info, user_id: uuid.UUID | None) -> User | None:
         return None
     row = await loaders.user(info, user_id)
     return User.from_row(row) if row is not None else None
+
+
+def loaded_user(context: Any, user_id: uuid.UUID | None) -> Any:
+    """`load_user`'s value when the request's users loader already holds it, else NOT_READY (graphql.ready)."""
+    if user_id is None:
+        return None
+    row = loaded(context, loaders.USERS, user_id)
+    if row is NOT_READY or row is None:
+        return row
+    return User.from_row(row)

@@ -7,8 +7,8 @@ from typing import Annotated
 
 import strawberry
 
+from threadline.conversations import loaders, service
 from threadline.conversations import repository as repo
-from threadline.conversations import service
 from threadline.conversations.rules import normalise_tags
 from threadline.conversations.service import ConversationFields
 from threadline.conversations.types import (
@@ -159,6 +159,7 @@ class ConversationQuery:
             pinned_first=pinned_first,
             unfiled=unfiled,
         )
+        await loaders.prefetch_page(info, rows[:limit])
         return connection(
             rows,
             limit,

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from datetime import datetime
 from enum import StrEnum
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 import asyncpg
 import strawberry
 from strawberry.scalars import JSON
 
-from threadline.auth.types import User, load_user
+from threadline.auth.types import User, load_user, loaded_user
 from threadline.conversations import loaders
 from threadline.graphql.context import Info
 from threadline.graphql.describe import describe_values
@@ -28,6 +28,7 @@ from threadline.graphql.pagination import (
     decode_cursor,
     page_size,
 )
+from threadline.graphql.ready import NOT_READY, loaded, when_ready
 from threadline.ids import Kind, encode_id
 
 if TYPE_CHECKING:
@@ -95,6 +96,7 @@ class Participant(Node):
     user_uuid: strawberry.Private[UUID]
 
     @strawberry.field(description="The participating user.")
+    @when_ready(lambda self, context: loaded_user(context, self.user_uuid))
     async def user(self, info: Info) -> User | None:
         return await load_user(info, self.user_uuid)
 
@@ -107,6 +109,14 @@ class Participant(Node):
             conversation_id=strawberry.ID(encode_id(Kind.CONVERSATION, row["conversation_id"])),
             user_uuid=row["user_id"],
         )
+
+
+def _loaded_participants(context: Any, conversation_id: UUID) -> Any:
+    """`Conversation.participants`' value when the request's loader already holds the rows (graphql.ready)."""
+    rows = loaded(context, loaders.PARTICIPANTS, conversation_id)
+    if rows is NOT_READY:
+        return NOT_READY
+    return [Participant.from_row(row) for row in rows]
 
 
 @strawberry.type(description="An invitation for a user to join a conversation.")
@@ -200,10 +210,12 @@ class Conversation(Node):
     forked_from_uuids: strawberry.Private[tuple[UUID | None, UUID | None]] = (None, None)
 
     @strawberry.field(description="The user who created the conversation.")
+    @when_ready(lambda self, context: loaded_user(context, self.owner_uuid))
     async def owner(self, info: Info) -> User | None:
         return await load_user(info, self.owner_uuid)
 
     @strawberry.field(description="Participants, in joining order.")
+    @when_ready(lambda self, context: _loaded_participants(context, self.uuid))
     async def participants(self, info: Info) -> list[Participant]:
         return [Participant.from_row(row) for row in await loaders.participants(info, self.uuid)]
 

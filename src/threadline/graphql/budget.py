@@ -99,6 +99,19 @@ def current() -> OutputBudget | None:
     return _BUDGET.get()
 
 
+def snapshot() -> tuple[Any, ...] | None:
+    """The current budget's counts, to `restore` before an operation is executed again (graphql.fast_execution)."""
+    found = _BUDGET.get()
+    if found is None:
+        return None
+    return (found, found.messages, found.bytes, found.exceeded, found._since_yield)
+
+
+def restore(saved: tuple[Any, ...] | None) -> None:
+    if saved is not None:
+        found, found.messages, found.bytes, found.exceeded, found._since_yield = saved
+
+
 def charge_messages(info: Any, count: int, content_bytes: int, path_ids: int) -> bool:
     """Charges `count` messages about to be returned under the current field (content and path bytes count
     only if `content` or `path` is selected somewhere below it). True when the caller should hand the event

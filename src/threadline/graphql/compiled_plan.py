@@ -33,7 +33,8 @@ from graphql.pyutils import Path, Undefined, gather_with_cancel
 from graphql.type import GraphQLOutputType, is_list_type, is_non_null_type, is_object_type
 
 from threadline.graphql.compiled_leaves import FAILED, complete_leaf_list, leaf_of, plain_reader, serializer
-from threadline.graphql.compiled_resolvers import direct_call
+from threadline.graphql.compiled_resolvers import direct_call, ready_twin
+from threadline.graphql.ready import NOT_READY
 
 __all__ = ["Bind", "Shape", "compile_selection", "object_type_check", "selection_shape"]
 
@@ -105,9 +106,11 @@ class _Writer:
             "Path": Path,
             "complete_list": complete_leaf_list,
             "gather_fields": gather_fields,
+            "NOT_READY": NOT_READY,
         }
         self.lines: list[str] = []
         self.nodes: list[int] = []  # fields whose resolve info needs their field nodes
+        self.children: list[str] = []  # cells holding child selections' code, bound on first use
 
     def add(self, indent: int, *lines: str) -> None:
         self.lines.extend("    " * indent + line for line in lines)
@@ -172,36 +175,50 @@ def _object(w: _Writer, i: int, field_def: Any, attribute: str | None) -> bool:
     found = _object_field(field_def.type)
     if found is None:
         return False
+    _complete_object(w, i, field_def, found, 3, f"source.{attribute}" if attribute else f"get{i}(source)")
+    return True
+
+
+def _complete_object(
+    w: _Writer,
+    i: int,
+    field_def: Any,
+    found: tuple[GraphQLObjectType, bool, bool, bool],
+    indent: int,
+    read: str,
+) -> None:
+    """Field i's value (`read`) completed as a plain object or list-of-object field: by the child selection's
+    compiled code, or by the stock `execute_field` when it meets anything unusual."""
     object_type, non_null, is_list, _ = found
-    w.names[f"T{i}"], w.names[f"RT{i}"], w.names[f"FD{i}"] = object_type, field_def.type, field_def
-    w.names[f"ito{i}"] = object_type_check(object_type)[1]
-    read = f"source.{attribute}" if attribute else f"get{i}(source)"
+    w.names[f"OT{i}"], w.names[f"RT{i}"], w.names[f"FD{i}"] = object_type, field_def.type, field_def
+    w.names[f"oito{i}"] = object_type_check(object_type)[1]
     w.add(
-        3,
+        indent,
         "try:",
         f"    v = {read}",
         "    if v is None or v is Undefined:",
         f"        o{i} = {'_FAILED' if non_null else 'None'}",
     )
     if is_list:
-        w.add(3, "    elif type(v) is list or type(v) is tuple:", f"        o{i} = _OBJECT")
+        w.add(indent, "    elif type(v) is list or type(v) is tuple:", f"        o{i} = _OBJECT")
     else:
-        check = "" if w.names[f"ito{i}"] is None else f" or not ito{i}(v, None)"
+        check = "" if w.names[f"oito{i}"] is None else f" or not oito{i}(v, None)"
         w.add(
-            3,
+            indent,
             f"    elif isinstance(v, Exception) or is_awaitable(v){check}:",
             f"        o{i} = _FAILED",
             "    else:",
             f"        o{i} = _OBJECT",
         )
-    w.add(3, "except Exception:", f"    o{i} = _FAILED")
-    w.add(3, f"if o{i} is _OBJECT:", f"    fp = Path(path, K{i}, PN)", "    try:")
+    w.add(indent, "except Exception:", f"    o{i} = _FAILED")
+    w.add(indent, f"if o{i} is _OBJECT:", f"    fp = Path(path, K{i}, PN)", "    try:")
     if is_list:
-        w.add(5, f"o{i} = complete_objects(v, RT{i}, F{i}, fp, None, FD{i}, P)")
+        w.add(indent + 2, f"o{i} = complete_objects(v, RT{i}, F{i}, fp, None, FD{i}, P)")
     else:
-        w.add(5, f"if sub{i} is None:", f"    sub{i} = child(T{i}, F{i})", f"o{i} = sub{i}(v, fp)")
+        w.add(indent + 2, f"if sub{i} is None:", f"    sub{i} = child(OT{i}, F{i})", f"o{i} = sub{i}(v, fp)")
+        w.children.append(f"sub{i}")
     w.add(
-        4,
+        indent + 1,
         "except Exception as raw_error:  # as execute_field does",
         f"    handle_field_error(raw_error, RT{i}, F{i}, fp)",
         f"    o{i} = None",
@@ -210,9 +227,8 @@ def _object(w: _Writer, i: int, field_def: Any, attribute: str | None) -> bool:
         f"        o{i} = await_field(o{i}, RT{i}, F{i}, fp)",
         f"        pend = add_pending(pend, K{i}, o{i})",
     )
-    w.add(3, f"elif o{i} is _FAILED:")
-    _stock(w, i, 4)
-    return True
+    w.add(indent, f"elif o{i} is _FAILED:")
+    _stock(w, i, indent + 1)
 
 
 def _resolver(w: _Writer, i: int, field_def: Any) -> bool:
@@ -228,8 +244,26 @@ def _resolver(w: _Writer, i: int, field_def: Any) -> bool:
     w.names[f"T{i}"] = object_type
     w.names[f"ito{i}"] = None if object_type is None else object_type_check(object_type)[1]
     w.add(3, "if abort_signal is None:")
+    indent = 4
+    ready = ready_twin(field_def) if found is not None else None
+    if ready is not None and found is not None:
+        # The resolver's synchronous twin (graphql.ready): its value, when it has one, is completed as a plain
+        # field's; anything unusual about it runs the field through the stock execute_field.
+        w.names[f"ready{i}"] = ready
+        w.add(
+            4,
+            "try:",
+            f"    v = ready{i}(source, ctx) if twins[0] else NOT_READY",
+            "except Exception:  # the resolver runs and reports it",
+            "    v = NOT_READY",
+            "if v is not NOT_READY:",
+            "    twins[1] = True",
+        )
+        _complete_object(w, i, field_def, found, 5, "v")
+        w.add(4, "else:")
+        indent = 5
     w.add(
-        4,
+        indent,
         f"fp = Path(path, K{i}, PN)",
         f"info = build_info(FD{i}, N{i}, P, fp)",
         "try:  # as execute_field does",
@@ -257,7 +291,6 @@ def compile_selection(schema: GraphQLSchema, parent_type: GraphQLObjectType, sha
     w.names["P"], w.names["PN"] = parent_type, parent_type.name
     entries: list[str] = []
     bound: list[str] = []
-    children: list[str] = []
     for i, (key, name, unusual) in enumerate(shape):
         w.names[f"K{i}"] = key
         bound.append(f"F{i}")
@@ -275,7 +308,6 @@ def compile_selection(schema: GraphQLSchema, parent_type: GraphQLObjectType, sha
             if _leaf(w, i, field_def.type, attribute):  # type: ignore[union-attr]
                 continue
             if _object(w, i, field_def, attribute):
-                children.append(f"sub{i}")
                 continue
         elif not unusual and field_def is not None and _resolver(w, i, field_def):
             continue
@@ -293,11 +325,13 @@ def compile_selection(schema: GraphQLSchema, parent_type: GraphQLObjectType, sha
         "    resolved_field = ex.resolved_field",
         "    complete_resolved = ex.complete_resolved",
         "    abort_signal = ex.abort_signal",
+        "    ctx = ex.context_value",
+        "    twins = ex.twins",
         "    " + ", ".join([*bound, ""]) + " = fields" if bound else "    pass",
         *(f"    N{i} = [details.node for details in F{i}]" for i in w.nodes),
-        *(f"    {name} = None" for name in children),
+        *(f"    {name} = None" for name in w.children),
         "    def run(source, path):",
-        *([f"        nonlocal {', '.join(children)}"] if children else []),
+        *([f"        nonlocal {', '.join(w.children)}"] if w.children else []),
         "        pend = None",
         "        try:",
         "            pass",

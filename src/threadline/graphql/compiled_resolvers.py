@@ -21,6 +21,8 @@ from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types.field import StrawberryField
 from strawberry.types.fields.resolver import StrawberryResolver
 
+from threadline.graphql.ready import ready_of
+
 _WRAPPERS = ("from_resolver.<locals>._resolver", "from_resolver.<locals>._async_resolver")
 
 
@@ -71,3 +73,12 @@ def direct_call(field_def: GraphQLField) -> Callable[[Any, Any], Any] | None:
         return function(source, **kwargs) if with_self else function(**kwargs)
 
     return call
+
+
+def ready_twin(field_def: GraphQLField) -> Callable[[Any, Any], Any] | None:
+    """The synchronous twin (graphql.ready) of a resolver `direct_call` can call, or None."""
+    if direct_call(field_def) is None:
+        return None
+    field = field_def.extensions.get(GraphQLCoreConverter.DEFINITION_BACKREF)
+    resolver = field.base_resolver if isinstance(field, StrawberryField) else None
+    return None if resolver is None else ready_of(resolver.wrapped_func)

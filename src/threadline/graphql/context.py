@@ -78,6 +78,10 @@ class Context:
             self._loaders[name] = existing
         return existing
 
+    def loaded(self, name: str) -> DataLoader[Any, Any] | None:
+        """The loader `name` if this operation created it (graphql.ready reads what it already holds)."""
+        return self._loaders.get(name)
+
     def forget_loaders(self) -> None:
         """On a long-lived socket, before each operation or event: loaders and caches start empty, so nothing
         one operation loaded is served to the next (the socket's context outlives them all)."""

@@ -20,17 +20,19 @@ tests/test_compiled_execution.py, which compares both byte for byte.
 
 from __future__ import annotations
 
+from asyncio import gather
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from graphql import GraphQLField, GraphQLObjectType, OperationDefinitionNode
+from graphql import GraphQLError, GraphQLField, GraphQLObjectType, OperationDefinitionNode, OperationType
 from graphql.execution.collect_fields import FieldDetailsList
-from graphql.execution.executor import collect_iterator_awaitables, to_nodes
+from graphql.execution.executor import CollectedErrors, collect_iterator_awaitables, to_nodes
 from graphql.pyutils import Path, Undefined, gather_with_cancel
 from graphql.type import GraphQLList, GraphQLOutputType, GraphQLResolveInfo, is_non_null_type, is_object_type
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
+from threadline.graphql import budget
 from threadline.graphql.compiled_plan import (
     COLLECTED_DIRECTIVES,
     Bind,
@@ -87,6 +89,9 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         # Compiled selections bound to this request's field nodes, by the identity of their field set (kept
         # alive with it, as collect_subfields does, so that an id is never reused while cached).
         self._runs: dict[int, tuple[dict[str, FieldDetailsList], Run | None]] = {}
+        # [twins answer, a twin answered]: resolvers' synchronous twins (graphql.ready) are asked in queries
+        # only (see execute_collected_root_fields).
+        self.twins = [False, False]
 
     def build_per_event_executor(self, payload: Any) -> Any:
         executor: FastExecutionContext = super().build_per_event_executor(payload)  # type: ignore[assignment]
@@ -145,6 +150,67 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
             )
 
         return stock
+
+    # --- synchronous twins: queries that end without an error ----------------------------------------------
+
+    def execute_collected_root_fields(
+        self,
+        root_type: GraphQLObjectType,
+        root_value: Any,
+        grouped_field_set: Any,
+        serially: bool,
+        new_defer_usages: Any,
+    ) -> Any:
+        """Runs a query with resolvers' synchronous twins (graphql.ready) answering where they can.
+
+        A twin's value is the resolver's, so the data is the same; but a field answered at once completes
+        earlier than the stock executor completes its resolver's value (in a task, turns of the event loop
+        later), which could change the order of errors raised in different branches. So a query that ends
+        with any error, after a twin answered, is executed once more without twins (from the same loaders,
+        with the output budget as it was before the first run): its response is then the stock one, byte for
+        byte. Mutations, subscriptions and @defer/@stream never ask the twins."""
+        args = (root_type, root_value, grouped_field_set, serially, new_defer_usages)
+        run = super().execute_collected_root_fields
+        if (
+            not self._fast
+            or serially
+            or new_defer_usages
+            or self.operation.operation is not OperationType.QUERY
+        ):
+            return run(*args)
+        self.twins[0], self.twins[1] = True, False
+        saved = budget.snapshot()
+        try:
+            result = run(*args)
+        except GraphQLError:
+            if not self.twins[1]:
+                raise
+            return self._without_twins(args, saved)
+        if self.is_awaitable(result):
+            return self._settled(result, args, saved)
+        if self.twins[1] and (self.collected_errors.errors or self.background_futures):
+            return self._without_twins(args, saved)
+        return result
+
+    async def _settled(self, result: Any, args: tuple[Any, ...], saved: Any) -> Any:
+        try:
+            data = await result
+        except GraphQLError:
+            if not self.twins[1]:
+                raise
+            return await self._without_twins(args, saved)
+        if self.twins[1] and (self.collected_errors.errors or self.background_futures):
+            return await self._without_twins(args, saved)
+        return data
+
+    async def _without_twins(self, args: tuple[Any, ...], saved: Any) -> Any:
+        self.twins[0] = self.twins[1] = False
+        if self.background_futures:  # the first run's work settling after an error: its errors are dropped
+            await gather(*self.background_futures, return_exceptions=True)
+        self.collected_errors = CollectedErrors()
+        budget.restore(saved)
+        result = super().execute_collected_root_fields(*args)
+        return (await result) if self.is_awaitable(result) else result
 
     # --- the stock executor's entry points ----------------------------------------------------------------
 

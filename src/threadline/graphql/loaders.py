@@ -20,6 +20,8 @@ from strawberry.dataloader import DataLoader
 
 from threadline.graphql.context import Info
 
+__all__ = ["DataLoader", "counting_loader", "grouped_loader", "single_loader"]
+
 K = TypeVar("K", bound=Hashable)
 R = TypeVar("R")
 

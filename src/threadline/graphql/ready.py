@@ -1,0 +1,100 @@
+"""Resolvers that answer synchronously when what they would load is already loaded (issue 14).
+
+A field such as `Conversation.owner` is an `async def` resolver around a DataLoader: under graphql-core each
+call is a coroutine awaited in a task of its own (`gather_with_cancel`), ~10 us of Python per field before the
+loader's future even resolves. When the response's rows were already batch-loaded (a connection's resolver
+loads its page's owners and participants while it is running, `prefetch`), the value is sitting in the
+request's loader as a completed future; `@when_ready(ready)` gives the resolver a synchronous twin,
+`ready(source, context)`, that returns that value or `NOT_READY`.
+
+Compiled execution (graphql/compiled_plan.py) calls the twin first, in queries, and completes its value
+inline; on `NOT_READY`, or if the twin raises, the async resolver runs as before. The twin must give what the
+resolver would (the same object, built the same way), so the data is the same; since a value completed at
+once can change the order in which errors of different branches arrive, a query that ends with an error after
+a twin answered is executed once more without twins (graphql/fast_execution.py), and its response is the
+stock executor's. The stock executor never calls twins; tests/test_compiled_execution.py compares both byte
+for byte.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
+
+from graphql import FieldNode, FragmentSpreadNode, GraphQLResolveInfo, InlineFragmentNode, SelectionSetNode
+
+__all__ = ["NOT_READY", "asks_for", "loaded", "ready_of", "when_ready"]
+
+NOT_READY: Any = object()  # the synchronous twin has no value: the resolver runs
+_ATTRIBUTE = "__threadline_ready__"
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def when_ready(ready: Callable[[Any, Any], Any]) -> Callable[[F], F]:
+    """Marks a resolver (put it below `@strawberry.field`) with its synchronous twin `ready(self, context)`."""
+
+    def mark(function: F) -> F:
+        setattr(function, _ATTRIBUTE, ready)
+        return function
+
+    return mark
+
+
+def ready_of(function: Any) -> Callable[[Any, Any], Any] | None:
+    return getattr(function, _ATTRIBUTE, None)
+
+
+def loaded(context: Any, name: str, key: Any) -> Any:
+    """What the request's loader `name` already holds for `key` (a completed, successful load), or NOT_READY.
+
+    Only once the caller is authenticated in this context: the resolvers ask for the principal first."""
+    if getattr(context, "_principal", None) is None:
+        return NOT_READY
+    loader = context.loaded(name)
+    if loader is None:
+        return NOT_READY
+    future = loader.cache_map.get(key)
+    if future is None or not future.done() or future.cancelled() or future.exception() is not None:
+        return NOT_READY
+    return future.result()
+
+
+def asks_for(info: Any, *path: str) -> bool:
+    """Whether the field's selection reaches `path` (field names, through fragments and inline fragments;
+    `@skip`/`@include` are not evaluated, so a skipped field counts: this only decides what to prefetch).
+    `info` is strawberry's `Info` or graphql-core's resolve info."""
+    raw: GraphQLResolveInfo[Any] = getattr(info, "_raw_info", info)
+    sets = [node.selection_set for node in raw.field_nodes if node.selection_set is not None]
+    return _reaches(sets, path, raw.fragments)
+
+
+def _reaches(sets: Iterable[SelectionSetNode], path: tuple[str, ...], fragments: Mapping[str, Any]) -> bool:
+    if not path:
+        return True
+    name, rest = path[0], path[1:]
+    below: list[SelectionSetNode] = []
+    pending = list(sets)
+    visited: set[str] = set()
+    while pending:
+        for selection in pending.pop().selections:
+            if isinstance(selection, FieldNode):
+                if selection.name.value == name:
+                    if not rest:
+                        return True
+                    if selection.selection_set is not None:
+                        below.append(selection.selection_set)
+            elif isinstance(selection, InlineFragmentNode):
+                pending.append(selection.selection_set)
+            elif isinstance(selection, FragmentSpreadNode) and selection.name.value not in visited:
+                visited.add(selection.name.value)
+                fragment = fragments.get(selection.name.value)
+                if fragment is not None:
+                    pending.append(fragment.selection_set)
+    return bool(below) and _reaches(below, rest, fragments)
+
+
+async def settle(*loads: Any) -> None:
+    """Awaits prefetching loads; a failure stays in the loader (the fields that need it report it)."""
+    await asyncio.gather(*loads, return_exceptions=True)
