@@ -186,17 +186,37 @@ def secret(r: random.Random) -> str:
     if kind == 2:
         return "sk-" + "".join(r.choice(alnum) for _ in range(40))
     if kind == 3:
-        return "xoxb-" + "-".join("".join(r.choice(string.digits) for _ in range(12)) for _ in range(2)) + "-" + "".join(
-            r.choice(alnum) for _ in range(24)
+        return (
+            "xoxb-"
+            + "-".join("".join(r.choice(string.digits) for _ in range(12)) for _ in range(2))
+            + "-"
+            + "".join(r.choice(alnum) for _ in range(24))
         )
     return "".join(r.choice(alnum) for _ in range(32))
 
 
-GENERATORS = {"EMAIL": email, "PHONE": phone, "CARD": card, "IBAN": iban, "IP_ADDRESS": ipv4, "SECRET": secret}
+GENERATORS = {
+    "EMAIL": email,
+    "PHONE": phone,
+    "CARD": card,
+    "IBAN": iban,
+    "IP_ADDRESS": ipv4,
+    "SECRET": secret,
+}
 
 TEMPLATES = {
-    "EMAIL": ["Please send the report to {}.", "{} asked about the refund.", "Contact: {}", "forwarding to {} now"],
-    "PHONE": ["You can call {} any time.", "Phone: {}", "reach the desk on {} or by chat", "Her number is {}."],
+    "EMAIL": [
+        "Please send the report to {}.",
+        "{} asked about the refund.",
+        "Contact: {}",
+        "forwarding to {} now",
+    ],
+    "PHONE": [
+        "You can call {} any time.",
+        "Phone: {}",
+        "reach the desk on {} or by chat",
+        "Her number is {}.",
+    ],
     "CARD": ["Pay with card {} please.", "The customer's card {} was charged twice.", "card: {}"],
     "IBAN": ["Transfer to IBAN {} before the 5th.", "Account {} belongs to the supplier.", "IBAN {}"],
     "IP_ADDRESS": ["Requests came from {}.", "ssh admin@{} failed", "whitelist {} in the firewall"],
@@ -209,7 +229,9 @@ def traps(r: random.Random) -> list[str]:
     out = []
     for _ in range(14):
         out.append(f"Order #{r.randint(10**8, 10**10)} was refunded.")
-        out.append(f"Upgrade from v{r.randint(1, 9)}.{r.randint(0, 20)}.{r.randint(0, 40)} to the next release.")
+        out.append(
+            f"Upgrade from v{r.randint(1, 9)}.{r.randint(0, 20)}.{r.randint(0, 40)} to the next release."
+        )
         out.append(
             f"Logged at 20{r.randint(10, 29)}-{r.randint(1, 12):02d}-{r.randint(1, 28):02d} "
             f"{r.randint(0, 23):02d}:{r.randint(0, 59):02d}:{r.randint(0, 59):02d} UTC."
@@ -218,7 +240,9 @@ def traps(r: random.Random) -> list[str]:
         out.append(f"The total was ${r.randint(1, 99999):,}.{r.randint(0, 99):02d} including tax.")
         out.append(f"Card {card(r, valid=False)} is a typo and fails the checksum.")
         out.append(f"IBAN {iban(r, valid=False)} has wrong check digits.")
-        out.append(f"Release {r.randint(1, 30)}.{r.randint(0, 9)}.{r.randint(0, 9)}.{r.randint(100, 9999)} is out.")
+        out.append(
+            f"Release {r.randint(1, 30)}.{r.randint(0, 9)}.{r.randint(0, 9)}.{r.randint(100, 9999)} is out."
+        )
         out.append(f"commit {r.getrandbits(160):040x} reverted it")
         out.append(f"Invoice INV-{r.randint(2019, 2026)}-{r.randint(1, 99999):05d} is due.")
     return out

@@ -56,7 +56,9 @@ def main() -> None:
         if not gold:
             traps += 1
             trap_hits += bool(found)
-    print(f"{len(rows)} strings, {sum(len(r['pii']) for r in rows)} labelled spans, {traps} strings without PII")
+    print(
+        f"{len(rows)} strings, {sum(len(r['pii']) for r in rows)} labelled spans, {traps} strings without PII"
+    )
     print(f"{'kind':12} {'labels':>6} {'TP':>4} {'FP':>4} {'FN':>4} {'precision':>9} {'recall':>7}")
     totals = [0, 0, 0]
     for kind in [k.value for k in PiiKind]:
@@ -86,7 +88,9 @@ def _speed(texts: list[str]) -> None:
         for text in texts:
             detect(text)
     ours = (time.perf_counter() - start) / (rounds * len(texts))
-    print(f"detect(): {ours * 1e6:.1f} us per string; one email regex: {base * 1e6:.2f} us; ratio {ours / base:.1f}x")
+    print(
+        f"detect(): {ours * 1e6:.1f} us per string; one email regex: {base * 1e6:.2f} us; ratio {ours / base:.1f}x"
+    )
 
 
 if __name__ == "__main__":

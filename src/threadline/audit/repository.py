@@ -81,10 +81,20 @@ async def count_entries(
     return int(await db.fetchval(f"SELECT count(*) FROM audit_log WHERE {where}", *params))
 
 
+async def allow_rewrite(db: Executor, kind: str) -> None:
+    """Lets the append-only trigger (migration 2026-12-06T05) pass `kind` ('erasure': user ids rewritten;
+    'retention': old entries deleted) until the transaction ends."""
+    await db.execute("SELECT set_config('threadline.audit_rewrite', $1, true)", kind)
+
+
 async def reassign_user(
     db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID, placeholder_id: uuid.UUID
 ) -> None:
-    """An erased user's past actions and the entries about them now point at the anonymous placeholder."""
+    """An erased user's past actions and the entries about them now point at the anonymous placeholder.
+
+    The log is append-only (a trigger refuses updates and deletes); this rewrite of user ids, and nothing
+    else of a row, is let through for the rest of the transaction."""
+    await allow_rewrite(db, "erasure")
     await db.execute(
         "UPDATE audit_log SET actor_id = $3 WHERE tenant_id = $1 AND actor_id = $2",
         tenant_id,

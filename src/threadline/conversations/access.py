@@ -10,6 +10,7 @@ import uuid
 
 import asyncpg
 
+from threadline.audit import reads
 from threadline.auth.principal import Principal
 from threadline.conversations import access_rule
 from threadline.conversations import repository as repo
@@ -42,6 +43,9 @@ async def require(
         if need is Access.MANAGE:
             raise forbidden("Only the conversation's owner (or a tenant admin) may do this")
         raise forbidden("You have read-only access to this conversation")
+    if row["viewer_role"] is None and need is Access.READ:
+        # Read by an admin or a team manager who is not a participant: audited (audit.reads).
+        await reads.record_read(db, principal, conversation_id, reads.via_role(principal))
     if row["cold"]:
         # Its content is in a cold document (tiers/): back first, in the caller's transaction if it has one.
         await tiers.restore(db, principal.tenant_id, conversation_id)

@@ -24,6 +24,7 @@ from threadline.porting import extras
 from threadline.porting import repository as repo
 from threadline.porting import threadline_format as fmt
 from threadline.porting.service import audited_export
+from threadline.privacy.reading import mask_export, reader_for
 from threadline.tiers import service as tiers
 
 # How the generic run export names the id columns of the runs domain's tables.
@@ -133,6 +134,8 @@ async def export_conversation(
     # The exporting user's own feedback goes along (an operator's export: the owner's).
     viewer = principal.user_id if isinstance(principal, Principal) else row["owner_id"]
     document = await conversation_document(db, principal.tenant_id, row, datetime.now(UTC), viewer)
+    if isinstance(principal, Principal):
+        mask_export(document, reader_for(principal))  # privacy: MASK_ON_READ
     reader = principal if isinstance(principal, Principal) else None
     await add_organisation(db, principal.tenant_id, reader, reader.user_id if reader else None, document, row)
     await audited_export(

@@ -30,6 +30,7 @@ from threadline.porting import (
 from threadline.porting import repository as repo
 from threadline.porting.jsonstream import Item
 from threadline.porting.model import ImportedConversation, ImportFormat, Rejected
+from threadline.privacy.writing import imported_for_storage
 from threadline.ratelimits import service as ratelimits
 from threadline.settings import Settings
 
@@ -169,6 +170,7 @@ class Importer:
         for conversation in conversations:
             try:
                 plan = importer.plan(conversation, self.settings)
+                imported_for_storage(self.principal.pii_policy, plan.messages)  # privacy: MASK_ON_WRITE
             except Rejected as exc:
                 self._fail(item, conversation.external_id, str(exc))
                 continue

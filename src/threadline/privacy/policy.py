@@ -14,7 +14,6 @@ a change empties every process's credential cache like a role change does (auth.
 from __future__ import annotations
 
 import uuid
-from enum import StrEnum
 
 from threadline.audit.service import AuditAction, record
 from threadline.auth import live
@@ -22,28 +21,13 @@ from threadline.auth.principal import Principal
 from threadline.db import Database, Executor
 from threadline.errors import forbidden
 from threadline.privacy import repository as repo
+from threadline.privacy.modes import POLICY_KEY, PiiPolicy, parse
 
-
-class PiiPolicy(StrEnum):
-    OFF = "OFF"
-    DETECT = "DETECT"
-    MASK_ON_WRITE = "MASK_ON_WRITE"
-    MASK_ON_READ = "MASK_ON_READ"
-
-
-POLICY_KEY = "piiPolicy"
-
-
-def parse(value: object) -> PiiPolicy:
-    """A stored value as a policy; anything unknown (or absent) is OFF."""
-    try:
-        return PiiPolicy(value) if isinstance(value, str) else PiiPolicy.OFF
-    except ValueError:
-        return PiiPolicy.OFF
+__all__ = ["POLICY_KEY", "PiiPolicy", "parse", "set_policy", "tenant_policy"]
 
 
 async def tenant_policy(db: Executor, tenant_id: uuid.UUID) -> PiiPolicy:
-    return parse(await repo.tenant_setting(db, tenant_id, POLICY_KEY))
+    return await repo.tenant_policy(db, tenant_id)
 
 
 async def set_policy(db: Database, principal: Principal, policy: PiiPolicy) -> PiiPolicy:

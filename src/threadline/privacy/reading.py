@@ -11,13 +11,15 @@ page, exports) nothing is bound and each path applies `mask_for` itself.
 from __future__ import annotations
 
 import contextvars
+import html
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
 from threadline.auth.principal import Principal
+from threadline.ids import Kind, encode_id
 from threadline.privacy.masking import mask, mask_json, mask_text
-from threadline.privacy.policy import PiiPolicy, parse
+from threadline.privacy.modes import PiiPolicy, parse
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,15 +39,19 @@ class Reader:
 
 
 class ReadScope:
-    """One per GraphQL context: who its caller reads as, once known."""
+    """One per GraphQL context: who its caller reads as, once known, and the conversations whose read by a
+    non-participant was audited already (audit.reads: once per request)."""
 
-    __slots__ = ("reader",)
+    __slots__ = ("audited", "reader")
 
     def __init__(self) -> None:
         self.reader: Reader | None = None
+        self.audited: set[uuid.UUID] = set()
 
 
-_SCOPE: contextvars.ContextVar[ReadScope | None] = contextvars.ContextVar("threadline_read_scope", default=None)
+_SCOPE: contextvars.ContextVar[ReadScope | None] = contextvars.ContextVar(
+    "threadline_read_scope", default=None
+)
 
 
 def bind(scope: ReadScope) -> None:
@@ -67,6 +73,18 @@ def anonymous_reader(policy: PiiPolicy | str) -> Reader | None:
     return Reader(None) if parse(policy) is PiiPolicy.MASK_ON_READ else None
 
 
+def first_audit(conversation_id: uuid.UUID) -> bool:
+    """True the first time this request (or socket operation) reads `conversation_id` as a non-participant;
+    always True outside GraphQL (the CLI, a share page)."""
+    scope = _SCOPE.get()
+    if scope is None:
+        return True
+    if conversation_id in scope.audited:
+        return False
+    scope.audited.add(conversation_id)
+    return True
+
+
 def active() -> Reader | None:
     """This request's reader if it reads masked content, else None."""
     scope = _SCOPE.get()
@@ -76,3 +94,33 @@ def active() -> Reader | None:
 def masked_with_spans(text: str) -> tuple[str, list[dict[str, Any]]]:
     masked, spans = mask(text)
     return masked, [{"kind": d.kind.value, "start": d.start, "end": d.end} for d in spans]
+
+
+def mask_export(document: dict[str, Any], reader: Reader | None) -> None:
+    """A Threadline export document (porting.threadline_format) as `reader` may read it: the content and parts
+    of the messages they did not write masked in place."""
+    if reader is None:
+        return
+    own = encode_id(Kind.USER, reader.user_id) if reader.user_id is not None else None
+    for entry in document.get("messages", []):
+        if own is not None and entry.get("author_id") == own:
+            continue
+        if isinstance(entry.get("content"), str):
+            entry["content"] = mask_text(entry["content"])
+        if entry.get("parts") is not None:
+            entry["parts"] = mask_json(entry["parts"])
+
+
+def masked_snippet(reader: Reader | None, message: Any, snippet: str) -> str:
+    """A search snippet (HTML-escaped, words in <mark>) of `message` (a row, or None for a title match) for
+    `reader`: when the message holds PII and the reader reads it masked, the snippet is the start of the masked
+    text instead (a fragment may cut a detection in two, and a cut card number or key no longer validates)."""
+    if reader is None or message is None or not reader.masks(message["author_id"]):
+        return snippet
+    masked, spans = mask(message["content"])
+    if not spans:
+        return snippet
+    return html.escape(masked[:_SNIPPET_CHARS], quote=False)
+
+
+_SNIPPET_CHARS = 200

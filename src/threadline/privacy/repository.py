@@ -8,12 +8,19 @@ from typing import Any
 import asyncpg
 
 from threadline.db import Executor
+from threadline.privacy.modes import POLICY_KEY, PiiPolicy, parse
 
 
 async def tenant_setting(db: Executor, tenant_id: uuid.UUID, key: str, *, lock: bool = False) -> Any:
     return await db.fetchval(
-        "SELECT settings -> $2::text FROM tenant WHERE id = $1" + (" FOR UPDATE" if lock else ""), tenant_id, key
+        "SELECT settings -> $2::text FROM tenant WHERE id = $1" + (" FOR UPDATE" if lock else ""),
+        tenant_id,
+        key,
     )
+
+
+async def tenant_policy(db: Executor, tenant_id: uuid.UUID) -> PiiPolicy:
+    return parse(await tenant_setting(db, tenant_id, POLICY_KEY))
 
 
 async def set_tenant_setting(db: Executor, tenant_id: uuid.UUID, key: str, value: Any) -> None:
@@ -26,9 +33,33 @@ async def set_tenant_setting(db: Executor, tenant_id: uuid.UUID, key: str, value
     )
 
 
-async def stored_pii(db: Executor, tenant_id: uuid.UUID, message_ids: list[uuid.UUID]) -> list[asyncpg.Record]:
+async def stored_pii(
+    db: Executor, tenant_id: uuid.UUID, message_ids: list[uuid.UUID]
+) -> list[asyncpg.Record]:
     return await db.fetch(
         "SELECT id, pii, deleted_at FROM message WHERE tenant_id = $1 AND id = ANY($2::uuid[])",
         tenant_id,
         message_ids,
+    )
+
+
+async def message_text(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID) -> asyncpg.Record | None:
+    """What the event log's snapshots follow (events.scrub): id, content, edited_at, deleted_at."""
+    return await db.fetchrow(
+        "SELECT id, content, edited_at, deleted_at FROM message WHERE tenant_id = $1 AND id = $2",
+        tenant_id,
+        message_id,
+    )
+
+
+async def set_text(
+    db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID, content: str, pii: list[dict[str, Any]] | None
+) -> None:
+    """The stored text and detections of a message, without marking it edited (a policy applied to it)."""
+    await db.execute(
+        "UPDATE message SET content = $3, pii = $4 WHERE tenant_id = $1 AND id = $2",
+        tenant_id,
+        message_id,
+        content,
+        pii,
     )

@@ -22,6 +22,7 @@ from threadline.db import Database, Executor
 from threadline.errors import bad_input, conflict, forbidden, not_found
 from threadline.events.announce import publish_message_delta, publish_message_done
 from threadline.events.payloads import MessageDelta, MessageDone, TokenUsage
+from threadline.privacy.writing import settle_output, streamed_delta
 from threadline.runs import output_repository as streams
 from threadline.runs import repository as repo
 from threadline.settings import Settings
@@ -48,12 +49,14 @@ async def append(
     index = await streams.take_chunk_index(tx, tenant_id, message["id"])
     if index is None:
         raise conflict("The message is final; nothing can be appended")
-    if not await streams.append_content(tx, tenant_id, message["id"], delta, run_id, index):
+    # The tenant's PII policy: what is stored, and what the event carries (privacy.writing).
+    stored, announced = await streamed_delta(tx, tenant_id, delta)
+    if not await streams.append_content(tx, tenant_id, message["id"], stored, run_id, index):
         raise OutputDeleted()
     await publish_message_delta(
         tx,
         tenant_id,
-        MessageDelta(message["id"], run_id, attempt, index, delta),
+        MessageDelta(message["id"], run_id, attempt, index, announced),
         conversation_id=message["conversation_id"],
         root_id=message["root_id"],
     )
@@ -77,6 +80,8 @@ async def finish(
         if not strict:
             return None
         raise conflict("The message is already final")
+    if await settle_output(tx, tenant_id, message["id"]):  # masked (privacy): the row as it now is
+        message = await threads.message(tx, tenant_id, message["id"]) or message
     row = message
     if usage is not None:
         before = (message["prompt_tokens"] or 0) + (message["completion_tokens"] or 0)

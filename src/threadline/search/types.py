@@ -15,6 +15,8 @@ from threadline.graphql.context import Info
 from threadline.graphql.describe import describe_values
 from threadline.graphql.pagination import page_size
 from threadline.metadata.types import MetadataFilterInput
+from threadline.privacy import reading
+from threadline.privacy.reading import masked_snippet
 from threadline.search import insight_service
 from threadline.search.insight_service import InsightScope as InsightScopeValue
 from threadline.search.insight_service import Window
@@ -162,7 +164,7 @@ class SearchResult:
             conversation=Conversation.from_row(hit.conversation),
             message=Message.from_row(hit.message, hit.message_path) if hit.message is not None else None,
             score=hit.score,
-            snippet=hit.snippet,
+            snippet=masked_snippet(reading.active(), hit.message, hit.snippet),  # privacy: MASK_ON_READ
             matched_by=hit.matched or hit.mode,
             keyword_rank=hit.keyword_rank,
             semantic_rank=hit.semantic_rank,

@@ -18,16 +18,20 @@ import time
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import asyncpg
 
-from threadline.audit.service import AuditAction, record
+from threadline.audit import reads
+from threadline.audit.service import AuditAction, SystemActor, record
 from threadline.auth.principal import Principal, Role
 from threadline.conversations import access_rule
 from threadline.conversations.access import Access, require
 from threadline.db import Database, Executor
 from threadline.errors import bad_input, not_found
 from threadline.ids import Kind, encode_id
+from threadline.privacy.reading import anonymous_reader
+from threadline.privacy.repository import tenant_policy
 from threadline.ratelimits.service import Budget, RateLimited
 from threadline.settings import Settings
 from threadline.sharing import repository as repo
@@ -204,6 +208,11 @@ async def open_link(db: Executor, settings: Settings, token: str, address: str, 
         branch = (row["message_root_id"], [*ancestor_paths(path), path], path if row["live"] else None)
     if count:
         await repo.count_view(db, row["tenant_id"], row["id"])
+        # A view by whoever holds the link: audited like a non-participant's read (audit.reads).
+        details = {"shareLinkId": encode_id(Kind.SHARE_LINK, row["id"])}
+        await reads.record_read(
+            db, SystemActor(row["tenant_id"]), row["conversation_id"], "SHARE_LINK", details
+        )
     return Shared(row, row["title"], branch)
 
 
@@ -221,10 +230,11 @@ def _maker_may_read(row: asyncpg.Record) -> bool:
     return level >= Access.READ
 
 
-async def messages_page(db: Executor, shared: Shared, after_seq: int, limit: int) -> list[asyncpg.Record]:
-    """`limit` messages of the share after `after_seq` (fetch one more to know whether more follow)."""
+async def messages_page(db: Executor, shared: Shared, after_seq: int, limit: int) -> list[Any]:
+    """`limit` messages of the share after `after_seq` (fetch one more to know whether more follow); masked
+    under the tenant's MASK_ON_READ (a link's reader is nobody: privacy.reading)."""
     link = shared.link
-    return await repo.shared_messages(
+    rows = await repo.shared_messages(
         db,
         link["tenant_id"],
         conversation_id=link["conversation_id"],
@@ -233,6 +243,10 @@ async def messages_page(db: Executor, shared: Shared, after_seq: int, limit: int
         after_seq=after_seq,
         limit=limit,
     )
+    reader = anonymous_reader(await tenant_policy(db, link["tenant_id"]))
+    if reader is None:
+        return rows
+    return [{**row, "content": reader.content(None, row["content"])} for row in rows]
 
 
 async def count_messages(db: Executor, shared: Shared) -> int:

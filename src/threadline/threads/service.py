@@ -20,8 +20,9 @@ from threadline.events.scrub import follow_messages
 from threadline.files import service as file_store
 from threadline.metadata import repository as metadata_repo
 from threadline.parts import model as message_parts
-from threadline.privacy.policy import tenant_policy
-from threadline.privacy.writing import for_storage
+from threadline.privacy.modes import masks_events
+from threadline.privacy.repository import tenant_policy
+from threadline.privacy.writing import event_text, for_storage
 from threadline.settings import Settings
 from threadline.threads import branches
 from threadline.threads import repository as repo
@@ -116,6 +117,16 @@ def snapshot(row: asyncpg.Record | Mapping[str, Any], path_ids: list[uuid.UUID])
     )
 
 
+def _event_snapshot(
+    row: asyncpg.Record | Mapping[str, Any], path_ids: list[uuid.UUID], pii_policy: str | None
+) -> MessageSnapshot:
+    """`snapshot` with its text as the tenant's PII policy lets the event log carry it (masked under both
+    masking policies: privacy.modes.masks_events)."""
+    found = snapshot(row, path_ids)
+    text = event_text(pii_policy, found.content)
+    return found if text == found.content else replace(found, content=text)
+
+
 async def path_ids(db: Executor, tenant_id: uuid.UUID, rows: list[asyncpg.Record]) -> list[list[uuid.UUID]]:
     """Ancestor ids (root first, the message itself last) for each row, in one statement at most."""
     wanted: list[tuple[uuid.UUID, bytes]] = []
@@ -137,11 +148,17 @@ async def _announce_activity(
     thread: asyncpg.Record,
     action: str,
     path: list[uuid.UUID],
+    pii_policy: str | None = None,
 ) -> None:
     await publish_thread_activity(
         tx,
         tenant_id,
-        ThreadActivity(action, snapshot(message, path), thread["reply_count"], thread["last_activity_at"]),
+        ThreadActivity(
+            action,
+            _event_snapshot(message, path, pii_policy),
+            thread["reply_count"],
+            thread["last_activity_at"],
+        ),
     )
     await announce_unread(tx, tenant_id, message["conversation_id"], message["root_id"], actor_id)
 
@@ -202,7 +219,9 @@ async def start_thread(
         await file_store.attach_parts(tx, principal.tenant_id, principal.user_id, row["id"], draft.parts)
         await repo.insert_thread(tx, principal.tenant_id, row)
         await publish_thread_new(
-            tx, principal.tenant_id, ThreadNew(snapshot(row, [row["id"]]), 0, row["created_at"])
+            tx,
+            principal.tenant_id,
+            ThreadNew(_event_snapshot(row, [row["id"]], principal.pii_policy), 0, row["created_at"]),
         )
         await announce_unread(tx, principal.tenant_id, conversation_id, row["id"], principal.user_id)
     return row
@@ -250,7 +269,8 @@ async def add_reply(
     """
     pii = None
     if draft.content or draft.parts:
-        draft, pii = _stored(draft, pii_policy or await tenant_policy(tx, tenant_id))
+        pii_policy = pii_policy or await tenant_policy(tx, tenant_id)
+        draft, pii = _stored(draft, pii_policy)
     if parent["deleted_at"] is not None:
         raise conflict("Cannot reply to a deleted message")
     try:
@@ -292,7 +312,7 @@ async def add_reply(
     await repo.bump_child_count(tx, tenant_id, parent["id"])
     thread = await repo.thread_activity(tx, tenant_id, row["root_id"], replies=1, last_seq=row["seq"])
     (path,) = await path_ids(tx, tenant_id, [row])
-    await _announce_activity(tx, tenant_id, author_id, row, thread, "REPLY", path)
+    await _announce_activity(tx, tenant_id, author_id, row, thread, "REPLY", path, pii_policy)
     await branches.announce_sibling(tx, tenant_id, row, parent["child_count"])
     if author_id is not None:
         # A reply moves its author onto it (a run's answer moves the run's creator: runs.execution).
@@ -300,7 +320,9 @@ async def add_reply(
     return row, path
 
 
-async def follow_content(tx: Executor, tenant_id: uuid.UUID, rows: list[asyncpg.Record]) -> None:
+async def follow_content(
+    tx: Executor, tenant_id: uuid.UUID, rows: list[asyncpg.Record], pii_policy: str | None = None
+) -> None:
     """After an edit, delete or erasure changed the text of `rows` (as they now are): their streamed chunks
     go, and the logged events that carry their earlier text are rewritten (events.scrub), so neither a read
     nor a replay (`since`) shows it again. (`Message.edits` keeps an edited message's earlier versions on
@@ -308,7 +330,11 @@ async def follow_content(tx: Executor, tenant_id: uuid.UUID, rows: list[asyncpg.
     if not rows:
         return
     await repo.drop_chunks(tx, tenant_id, [row["id"] for row in rows])
-    await follow_messages(tx, tenant_id, rows)
+    if masks_events(pii_policy):
+        masked = [{**row, "content": event_text(pii_policy, row["content"])} for row in rows]
+        await follow_messages(tx, tenant_id, masked)
+    else:
+        await follow_messages(tx, tenant_id, rows)
 
 
 async def _own_message(
@@ -342,10 +368,12 @@ async def edit(
         await repo.record_edit(tx, principal.tenant_id, message_id, row["content"], principal.user_id)
         updated = await repo.set_content(tx, principal.tenant_id, message_id, content, text.pii)
         await _edit_parts(tx, principal.tenant_id, message_id, content)
-        await follow_content(tx, principal.tenant_id, [updated])
+        await follow_content(tx, principal.tenant_id, [updated], principal.pii_policy)
         thread = await repo.thread_activity(tx, principal.tenant_id, row["root_id"], replies=0, last_seq=None)
         (path,) = await path_ids(tx, principal.tenant_id, [updated])
-        await _announce_activity(tx, principal.tenant_id, principal.user_id, updated, thread, "EDIT", path)
+        await _announce_activity(
+            tx, principal.tenant_id, principal.user_id, updated, thread, "EDIT", path, principal.pii_policy
+        )
     return updated, path
 
 
