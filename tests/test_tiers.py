@@ -12,11 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import asyncpg
-import orjson
 
 from tests.api import create_conversation, join, reply, start_thread
 from tests.harness import Actor, Loop, ServerThread
 from threadline.ids import Kind, decode_id
+from threadline.tiers.document import as_json
 
 EXPORT = "query($id: ID!) { conversationExport(id: $id) }"
 EDIT = "mutation($m: ID!, $x: String!) { messageEdit(id: $m, content: $x) { id } }"
@@ -92,8 +92,7 @@ def cold_document(loop: Loop, dsn: str, conversation_id: uuid.UUID) -> dict[str,
     if not rows or rows[0]["document"] is None:
         return None
     assert rows[0]["codec"] == "zlib"
-    loaded: dict[str, Any] = orjson.loads(zlib.decompress(rows[0]["document"]))
-    return loaded
+    return as_json(rows[0]["document"], "zlib")
 
 
 def export(actor: Actor, conversation_id: str) -> bytes:

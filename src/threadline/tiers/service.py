@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import time
 import uuid
-import zlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,13 +23,11 @@ import orjson
 from threadline.auth.principal import Principal
 from threadline.db import Database, Executor
 from threadline.errors import bad_input, forbidden
+from threadline.tiers import document as cold
 from threadline.tiers import document_repository as plans
 from threadline.tiers import repository as repo
 
 log = logging.getLogger("threadline.tiers")
-FORMAT = "threadline-cold/1"
-CODEC = "zlib"
-LEVEL = 6
 
 
 @dataclass(frozen=True)
@@ -41,18 +38,6 @@ class Frozen:
     cold_bytes: int
 
 
-def compress(data: bytes, codec: str = CODEC) -> bytes:
-    if codec == "zlib":
-        return zlib.compress(data, LEVEL)
-    raise ValueError(f"unknown codec {codec}")
-
-
-def decompress(data: bytes, codec: str) -> bytes:
-    if codec == "zlib":
-        return zlib.decompress(data)
-    raise ValueError(f"unknown codec {codec}")
-
-
 async def freeze(
     tx: Executor, plan: plans.Plan, tenant_id: uuid.UUID, conversation_id: uuid.UUID
 ) -> Frozen | None:
@@ -60,7 +45,7 @@ async def freeze(
     conversation row's lock. None (nothing moved) when something must keep it hot."""
     if await repo.blocked(tx, tenant_id, conversation_id, plan.blocked_sql):
         return None
-    parts: list[bytes] = []
+    parts: list[cold.TableRows] = []
     rows = hot_bytes = 0
     message_ids: list[uuid.UUID] = []
     run_ids: list[uuid.UUID] = []
@@ -72,7 +57,7 @@ async def freeze(
         rows += dumped["rows"]
         hot_bytes += dumped["bytes"]
         text: str = dumped["json"]
-        parts.append(orjson.dumps(table.name) + b":" + text.encode())
+        parts.append(cold.TableRows(table.name, table.columns, dumped["rows"], text.encode()))
         names = plan.user_columns.get(table.name, [])
         indirect = [i for i in plan.indirect_users if i[0] == table.name]
         if table.name in ("message", "run") or names or indirect:
@@ -89,7 +74,7 @@ async def freeze(
                     users.update(u for u in found if isinstance(u, uuid.UUID))
     if not rows:
         return None
-    document = compress(b'{"format":"' + FORMAT.encode() + b'","tables":{' + b",".join(parts) + b"}}")
+    document = cold.encode(parts)
     await repo.set_tier_move(tx, True)
     for table in reversed(plan.tables):
         await repo.delete_rows(tx, tenant_id, conversation_id, table.delete_sql())
@@ -99,7 +84,7 @@ async def freeze(
         tenant_id,
         conversation_id,
         document=document,
-        codec=CODEC,
+        codec=cold.CODEC,
         hot_bytes=hot_bytes,
         row_count=rows,
         message_ids=message_ids,
@@ -122,17 +107,14 @@ async def _restore(tx: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUI
     if held is None:
         return False
     started = time.perf_counter()
-    document = orjson.loads(decompress(bytes(held["document"]), held["codec"]))
-    if document.get("format") != FORMAT:
-        raise ValueError(f"cold document of {conversation_id} has an unknown format")
-    tables: dict[str, list[dict[str, Any]]] = document["tables"]
+    stored = {t.name: t for t in cold.decode(bytes(held["document"]), held["codec"])}
     plan = await plans.read_plan(tx)
     restored = 0
     for table in plan.tables:
-        stored = tables.get(table.name)
-        if stored:
-            sql = table.insert_sql(set(stored[0]))
-            restored += await repo.insert_rows(tx, sql, orjson.dumps(stored).decode())
+        rows = stored.get(table.name)
+        if rows is not None and rows.rows:
+            sql = table.insert_sql(set(rows.columns))
+            restored += await repo.insert_rows(tx, sql, rows.json.decode())
     await repo.mark_restored(tx, tenant_id, conversation_id)
     log.info(
         "restored conversation %s: %d rows in %.1f ms",
@@ -178,8 +160,7 @@ async def document_of(
     held = await repo.peek_document(db, tenant_id, conversation_id)
     if held is None:
         return None
-    loaded: dict[str, Any] = orjson.loads(decompress(bytes(held["document"]), held["codec"]))
-    return loaded
+    return cold.as_json(bytes(held["document"]), held["codec"])
 
 
 async def restore_anywhere(db: Database, conversation_id: uuid.UUID) -> bool:
