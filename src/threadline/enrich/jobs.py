@@ -27,6 +27,7 @@ from threadline.enrich.generate import (
     choose,
     transcript,
 )
+from threadline.enrich.yielding import YIELDED, Yielding
 from threadline.events.announce import publish_enrichment_job
 from threadline.events.payloads import EnrichmentJobChanged
 from threadline.runs.providers import Provider, ProviderError

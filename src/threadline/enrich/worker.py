@@ -17,6 +17,7 @@ from threadline.db import Database
 from threadline.db.database import WORKER, connect_settings
 from threadline.enrich import jobs
 from threadline.enrich import repository as repo
+from threadline.enrich.yielding import YIELDED, Yielding
 from threadline.runs.providers import Provider, build_providers
 from threadline.settings import Settings
 
