@@ -16,7 +16,7 @@ from typing import Any
 
 import asyncpg
 
-from threadline.db import Database, Executor
+from threadline.db import Executor
 from threadline.enrich import repository as repo
 from threadline.enrich import text
 from threadline.enrich.generate import (
@@ -53,7 +53,7 @@ class Outcome:
 
 @dataclass(frozen=True)
 class JobContext:
-    db: Database
+    db: Yielding
     settings: Settings
     providers: dict[str, Provider]
 
@@ -204,7 +204,7 @@ async def execute(ctx: JobContext, job: asyncpg.Record) -> str | None:
         except ProviderError as exc:
             outcome = _failure(job, ctx.settings, exc.code, exc.message)
         except (OSError, asyncpg.PostgresError):
-            raise  # the database: the lease lapses and another claim tries again
+            raise  # the database (or a lock it gave way to): the worker puts the job back
         except Exception:  # noqa: BLE001 - a bug must not stop the worker; the job says it failed
             log.exception("enrichment job %s (%s) failed", job["id"], job["kind"])
             outcome = _failure(job, ctx.settings, "INTERNAL", "The generation failed")
@@ -219,3 +219,19 @@ async def execute(ctx: JobContext, job: asyncpg.Record) -> str | None:
             await repo.apply_title(tx, job["tenant_id"], job["conversation_id"], outcome.title)
         await announce(tx, job, outcome.status)
     return outcome.status
+
+
+async def put_back(db: Yielding, settings: Settings, job: asyncpg.Record, *, gave_way: bool) -> None:
+    """A claimed job that did not finish: one whose statements gave way to a lock is queued again in a second,
+    the attempt not counted; one that met a database error counts the attempt like a provider failure. If even
+    this fails, the job's lease lapses and it is claimed again."""
+    if gave_way:
+        outcome = Outcome(
+            "QUEUED", {"run_after": _now() + timedelta(seconds=1), "attempts": job["attempts"] - 1}
+        )
+    else:
+        outcome = _failure(job, settings, "INTERNAL", "The database failed while the job ran")
+    await repo.finish(db, job, outcome.status, outcome.changes)
+
+
+__all__ = ["YIELDED", "JobContext", "execute", "put_back"]

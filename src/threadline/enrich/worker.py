@@ -71,14 +71,14 @@ class EnrichmentWorker:
             self._listener = None
 
     async def _claim_loop(self) -> None:
-        context = jobs.JobContext(self.db, self.settings, self._providers)
+        context = jobs.JobContext(Yielding(self.db), self.settings, self._providers)
         while True:
             self._wake.clear()
             try:
                 if self._listener is None or self._listener.is_closed():
                     await self._listen()
                 while len(self.active) < self.concurrency:
-                    claimed = await repo.claim_next(self.db, self.id, self.lease_seconds)
+                    claimed = await repo.claim_next(context.db, self.id, self.lease_seconds)
                     if claimed is None:
                         break
                     task = asyncio.create_task(
@@ -98,8 +98,13 @@ class EnrichmentWorker:
             self.finished += 1
         except asyncio.CancelledError:
             raise
-        except Exception:  # noqa: BLE001 - the lease lapses and the job is claimed again
+        except YIELDED:
+            with contextlib.suppress(Exception):
+                await jobs.put_back(context.db, self.settings, claimed, gave_way=True)
+        except Exception:  # noqa: BLE001 - put back, or else the lease lapses and the job is claimed again
             log.exception("enrichment job %s failed in the worker", claimed["id"])
+            with contextlib.suppress(Exception):
+                await jobs.put_back(context.db, self.settings, claimed, gave_way=False)
         finally:
             self.active.discard(asyncio.current_task())
             self._wake.set()
