@@ -210,6 +210,11 @@ def build_parser() -> argparse.ArgumentParser:
     from threadline.documents.commands import add_commands as add_document_commands
 
     add_document_commands(sub)
+    from threadline.audit.commands import add_commands as add_audit_commands
+    from threadline.privacy.commands import add_commands as add_privacy_commands
+
+    add_audit_commands(sub)
+    add_privacy_commands(sub)
     from threadline.tiers.commands import add_commands as add_tier_commands
 
     add_tier_commands(sub)

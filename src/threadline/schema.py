@@ -7,7 +7,7 @@ from typing import Annotated
 import strawberry
 from strawberry.tools import merge_types
 
-from threadline.audit.schema import AuditQuery
+from threadline.audit.schema import AuditMutation, AuditQuery
 from threadline.auth.schema import AuthMutation, AuthQuery, UserErasureMutation
 from threadline.auth.types import User
 from threadline.conversations.schema import ConversationBulkMutation, ConversationMutation, ConversationQuery
@@ -116,6 +116,7 @@ Mutation = merge_types(
         LinkMutation,
         EnrichmentMutation,
         PrivacyMutation,
+        AuditMutation,
         TierMutation,
     ),
 )

@@ -107,3 +107,47 @@ async def reassign_user(
         user_id,
         placeholder_id,
     )
+
+
+async def tenant_retention(db: Executor, tenant_id: uuid.UUID, key: str) -> Any:
+    return await db.fetchval("SELECT settings -> $2::text FROM tenant WHERE id = $1", tenant_id, key)
+
+
+async def set_tenant_retention(db: Executor, tenant_id: uuid.UUID, key: str, days: int | None) -> None:
+    if days is None:
+        await db.execute("UPDATE tenant SET settings = settings - $2::text WHERE id = $1", tenant_id, key)
+    else:
+        await db.execute(
+            "UPDATE tenant SET settings = settings || jsonb_build_object($2::text, $3::int) WHERE id = $1",
+            tenant_id,
+            key,
+            days,
+        )
+
+
+async def tenants_with_retention(db: Executor, key: str) -> list[asyncpg.Record]:
+    return await db.fetch(
+        """SELECT id, (settings ->> $1::text)::int AS days FROM tenant
+           WHERE jsonb_typeof(settings -> $1::text) = 'number' ORDER BY id""",
+        key,
+    )
+
+
+async def delete_older_than(db: Executor, tenant_id: uuid.UUID, days: int) -> int:
+    """Needs `allow_rewrite(db, 'retention')` in the same transaction."""
+    status = await db.execute(
+        "DELETE FROM audit_log WHERE tenant_id = $1 AND created_at < now() - make_interval(days => $2)",
+        tenant_id,
+        days,
+    )
+    return int(status.split()[-1])
+
+
+async def all_entries(db: Executor, tenant_id: uuid.UUID, since: datetime | None) -> list[asyncpg.Record]:
+    """Oldest first, for an export (the log of one tenant; bounded by its retention)."""
+    return await db.fetch(
+        f"""SELECT {AUDIT_COLUMNS} FROM audit_log WHERE tenant_id = $1 AND ($2::timestamptz IS NULL OR created_at >= $2)
+            ORDER BY created_at, id""",
+        tenant_id,
+        since,
+    )

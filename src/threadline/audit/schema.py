@@ -7,6 +7,7 @@ from typing import Annotated
 import strawberry
 
 from threadline.audit import repository as repo
+from threadline.audit import retention as audit_retention
 from threadline.audit import service
 from threadline.audit.types import AuditEntry
 from threadline.errors import bad_input
@@ -79,3 +80,22 @@ class AuditQuery:
             ),
             has_previous=cursor is not None,
         )
+
+
+@strawberry.type
+class AuditMutation:
+    @strawberry.mutation(
+        description="Set how long the tenant's audit log keeps entries (admins only; audited): entries older than "
+        "`days` are deleted by the retention job, which records how many in an `audit.purge` entry. Null keeps "
+        "every entry (the default). Nothing else can update or delete an entry. Returns the retention now in force."
+    )
+    async def tenant_audit_retention_set(
+        self,
+        info: Info,
+        days: Annotated[
+            int | None,
+            strawberry.argument(description="Days to keep entries (1 to 36,500), or null to keep them all."),
+        ],
+    ) -> int | None:
+        principal = await info.context.principal()
+        return await audit_retention.set_retention(info.context.db, principal, days)

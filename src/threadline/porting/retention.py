@@ -12,6 +12,7 @@ import contextlib
 import logging
 import uuid
 
+from threadline.audit import retention as audit_retention
 from threadline.audit.service import AuditAction, SystemActor, record
 from threadline.auth.principal import Principal
 from threadline.db import Database, Executor
@@ -78,6 +79,7 @@ async def _run_forever(db: Database, interval: float) -> None:
             if deleted:
                 log.info("retention: deleted %d conversations", deleted)
             await idempotency.purge_expired(db)  # expired idempotency keys go with the same pass
+            await audit_retention.purge_expired(db)  # and audit entries past their tenant's audit retention
             await share_links.forget_old_windows(db)  # share-link read counts of quiet tokens and addresses
         except Exception:  # noqa: BLE001 - the job must survive a bad pass and try again later
             log.exception("retention pass failed")

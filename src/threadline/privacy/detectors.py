@@ -142,7 +142,11 @@ def _ibans(text: str) -> list[Detection]:
             continue
         # The optional tail may have swallowed a following short word: try the longest valid prefix.
         for end in range(len(raw) - 1, 15, -1):
-            if raw[end - 1] != " " and (end == len(raw) or raw[end] == " ") and iban_valid(raw[:end].replace(" ", "")):
+            if (
+                raw[end - 1] != " "
+                and (end == len(raw) or raw[end] == " ")
+                and iban_valid(raw[:end].replace(" ", ""))
+            ):
                 found.append(Detection(PiiKind.IBAN, m.start(), m.start() + end))
                 break
     return found
@@ -243,13 +247,17 @@ _PHONE = re.compile(
     r"(?<![\w+#/.:-])(?:\+\d{1,3}[ .-]?)?(?:\(\d{1,4}\)[ .-]?)?\d{1,4}(?:[ .-]\d{1,8}){1,5}(?![\w]|[.:/-]\d)"
     r"|(?<![\w+#/.:-])\+?\d{7,15}(?![\w]|[.:/-]\d)"
 )
-_PHONE_CONTEXT = re.compile(r"(?:phone|tel|mobile|cell|call|text|whatsapp|fax|ring|sms|number)\W{0,3}\s*$", re.I)
+_PHONE_CONTEXT = re.compile(
+    r"(?:phone|tel|mobile|cell|call|text|whatsapp|fax|ring|sms|number)\W{0,3}\s*$", re.I
+)
 _NOT_PHONE_CONTEXT = re.compile(
     r"(?:order|invoice|ticket|ref|reference|case|id|no|tracking|account|acct|po|sku|serial|version|isbn|build)"
     r"\W{0,3}\s*$",
     re.I,
 )
-_DATE_LIKE = re.compile(r"^(?:19|20)\d\d[ .-](?:0?[1-9]|1[0-2])[ .-](?:0?[1-9]|[12]\d|3[01])\b|^\d{1,2}[.-]\d{1,2}[.-]\d{2,4}$")
+_DATE_LIKE = re.compile(
+    r"^(?:19|20)\d\d[ .-](?:0?[1-9]|1[0-2])[ .-](?:0?[1-9]|[12]\d|3[01])\b|^\d{1,2}[.-]\d{1,2}[.-]\d{2,4}$"
+)
 
 
 def _phones(text: str) -> list[Detection]:

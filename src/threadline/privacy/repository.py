@@ -63,3 +63,64 @@ async def set_text(
         content,
         pii,
     )
+
+
+async def tenants_with_policy(db: Executor, tenant_id: uuid.UUID | None) -> list[asyncpg.Record]:
+    """Tenants whose policy scans content (all but OFF), or just `tenant_id`'s if it has one."""
+    return await db.fetch(
+        f"""SELECT id, settings ->> '{POLICY_KEY}' AS policy FROM tenant
+            WHERE settings ->> '{POLICY_KEY}' IN ('DETECT', 'MASK_ON_WRITE', 'MASK_ON_READ')
+              AND ($1::uuid IS NULL OR id = $1) ORDER BY id""",
+        tenant_id,
+    )
+
+
+async def lock_unscanned(db: Executor, tenant_id: uuid.UUID, limit: int) -> list[asyncpg.Record]:
+    """Messages never scanned (deleted ones have no text), locked for the caller's transaction."""
+    return await db.fetch(
+        """SELECT id, content, parts, edited_at, deleted_at FROM message
+           WHERE tenant_id = $1 AND pii IS NULL AND deleted_at IS NULL
+           ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED""",
+        tenant_id,
+        limit,
+    )
+
+
+async def set_scanned(
+    db: Executor,
+    tenant_id: uuid.UUID,
+    message_id: uuid.UUID,
+    content: str,
+    parts: list[dict[str, Any]] | None,
+    pii: list[dict[str, Any]],
+) -> None:
+    await db.execute(
+        """UPDATE message SET pii = $5,
+               content = CASE WHEN content IS DISTINCT FROM $3 THEN $3 ELSE content END,
+               parts = CASE WHEN parts IS DISTINCT FROM $4::jsonb THEN $4::jsonb ELSE parts END
+           WHERE tenant_id = $1 AND id = $2""",
+        tenant_id,
+        message_id,
+        content,
+        parts,
+        pii,
+    )
+
+
+async def edits_of(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID) -> list[asyncpg.Record]:
+    return await db.fetch(
+        "SELECT id, content FROM message_edit WHERE tenant_id = $1 AND message_id = $2", tenant_id, message_id
+    )
+
+
+async def set_edit_contents(
+    db: Executor, tenant_id: uuid.UUID, ids: list[uuid.UUID], contents: list[str]
+) -> None:
+    await db.execute(
+        """UPDATE message_edit e SET content = v.content
+           FROM unnest($2::uuid[], $3::text[]) AS v(id, content)
+           WHERE e.tenant_id = $1 AND e.id = v.id""",
+        tenant_id,
+        ids,
+        contents,
+    )

@@ -52,4 +52,6 @@ class PiiDetection:
 
     @classmethod
     def of(cls, stored: dict[str, Any]) -> PiiDetection:
-        return cls(kind=detectors.PiiKind(stored["kind"]), span=PiiSpan(start=stored["start"], end=stored["end"]))
+        return cls(
+            kind=detectors.PiiKind(stored["kind"]), span=PiiSpan(start=stored["start"], end=stored["end"])
+        )
