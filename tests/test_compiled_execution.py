@@ -24,6 +24,7 @@ from datetime import UTC, datetime
 from enum import Enum
 from pathlib import Path
 from typing import Any
+from uuid import uuid4
 
 import pytest
 import strawberry
@@ -913,3 +914,41 @@ def test_a_page_of_conversations_answers_owners_and_participants_through_twins_w
     # The stock executor never asks the twins; under compiled execution they answered the owners, the
     # participants and their users, from what the connection's resolver loaded.
     assert {"users", "participants"} <= set(answered)
+
+
+def test_the_page_statement_returns_what_the_participant_and_user_loaders_fetch(
+    loop: Loop, dsn: str, admin: Actor, ids: dict[str, list[str]], make_user: Callable[..., Actor]
+) -> None:
+    from threadline.auth.repository import USER_COLUMNS, users_by_ids
+    from threadline.conversations.repository import PARTICIPANT_COLUMNS, page_relations, participants_of
+    from threadline.db import Database
+    from threadline.ids import Kind, decode_id
+
+    conversations = [decode_id(c, Kind.CONVERSATION) for c in ids["conversation"]]
+    stranger = make_user(admin)  # a user of the tenant in no conversation: only when asked for by id
+    users = [decode_id(u, Kind.USER) for u in (ids["user"][0], stranger.user_id)]
+
+    async def work() -> None:
+        db = await Database.connect(dsn, 1, 2)
+        try:
+            tenant = decode_id(admin.tenant_id, Kind.TENANT)
+            for participant_users in (False, True):
+                found = await page_relations(db, tenant, conversations, users, participant_users)
+                participants = [r for r in found if r["kind"] == 0]
+                expected = await participants_of(db, tenant, conversations)
+                columns = [c.strip() for c in PARTICIPANT_COLUMNS.split(",")]
+                assert [[r[c] for c in columns] for r in participants] == [list(r.values()) for r in expected]
+                assert len(expected) >= 3
+                wanted = set(users) | ({r["user_id"] for r in expected} if participant_users else set())
+                got = {r["id"]: r for r in found if r["kind"] == 1}
+                by_loader = {r["id"]: r for r in await users_by_ids(db, tenant, list(wanted))}
+                columns = [c.strip() for c in USER_COLUMNS.split(",")]
+                assert {k: [r[c] for c in columns] for k, r in got.items()} == {
+                    k: list(r.values()) for k, r in by_loader.items()
+                }
+            # Another tenant's ids find nothing.
+            assert await page_relations(db, uuid4(), conversations, users, True) == []
+        finally:
+            await db.close()
+
+    loop.run(work())

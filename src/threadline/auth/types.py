@@ -110,4 +110,12 @@ def loaded_user(context: Any, user_id: uuid.UUID | None) -> Any:
     row = loaded(context, loaders.USERS, user_id)
     if row is NOT_READY or row is None:
         return row
-    return User.from_row(row)
+    # One User per loaded row and request (an owner is often every conversation's): the fields only read it.
+    users = context.cache.setdefault(_READY_USERS, {})
+    found = users.get(user_id)
+    if found is None or found[0] is not row:
+        found = users[user_id] = (row, User.from_row(row))
+    return found[1]
+
+
+_READY_USERS = ("ready", "users")  # Context.cache key of the Users built by loaded_user

@@ -246,6 +246,38 @@ async def participants_of(
     )
 
 
+async def page_relations(
+    db: Executor,
+    tenant_id: uuid.UUID,
+    conversation_ids: list[uuid.UUID],
+    user_ids: list[uuid.UUID],
+    participant_users: bool,
+) -> list[asyncpg.Record]:
+    """In one statement, what `participants_of(conversation_ids)` and `users_by_ids(user_ids)` (auth.repository)
+    return (the same filters, columns and order), plus, with `participant_users`, the users of those
+    participants. Rows carry `kind` (0 participant, 1 user) and the columns of both, NULL where not theirs.
+    Keep the filters in step with those two functions (tests/test_compiled_execution.py compares them)."""
+    return await db.fetch(
+        """WITH p AS (SELECT id, tenant_id, conversation_id, user_id, role, joined_at FROM participant
+                      WHERE tenant_id = $1 AND conversation_id = ANY($2::uuid[]))
+           SELECT 0 AS kind, id, tenant_id, conversation_id, user_id, role::text AS role, joined_at,
+                  NULL::text AS email, NULL::text AS display_name, NULL::text AS team,
+                  NULL::text AS external_subject, NULL::timestamptz AS created_at
+             FROM p
+           UNION ALL
+           SELECT 1, id, tenant_id, NULL, NULL, role::text, NULL, email::text, display_name::text, team::text,
+                  external_subject::text, created_at
+             FROM app_user
+            WHERE tenant_id = $1
+              AND (id = ANY($3::uuid[]) OR ($4 AND id IN (SELECT user_id FROM p)))
+           ORDER BY kind, joined_at, id""",
+        tenant_id,
+        conversation_ids,
+        user_ids,
+        participant_users,
+    )
+
+
 async def conversations_joined(db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID) -> set[uuid.UUID]:
     """The conversations the user takes part in (any role): what a viewerEvents subscription starts with."""
     rows = await db.fetch(

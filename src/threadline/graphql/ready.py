@@ -18,14 +18,15 @@ for byte.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from graphql import FieldNode, FragmentSpreadNode, GraphQLResolveInfo, InlineFragmentNode, SelectionSetNode
+from strawberry.dataloader import DefaultCache
 
 __all__ = ["NOT_READY", "asks_for", "loaded", "ready_of", "when_ready"]
 
+_IDENTITY_KEY = "DefaultCache.__init__.<locals>.<lambda>"  # DefaultCache's key function when none is given
 NOT_READY: Any = object()  # the synchronous twin has no value: the resolver runs
 _ATTRIBUTE = "__threadline_ready__"
 
@@ -55,7 +56,12 @@ def loaded(context: Any, name: str, key: Any) -> Any:
     loader = context.loaded(name)
     if loader is None:
         return NOT_READY
-    future = loader.cache_map.get(key)
+    cache = loader.cache_map
+    # The loaders of graphql/loaders.py keep strawberry's DefaultCache with keys as given: read its dict.
+    if type(cache) is DefaultCache and cache.cache_key_fn.__qualname__ == _IDENTITY_KEY:
+        future = cache.cache_map.get(key)
+    else:
+        future = cache.get(key)
     if future is None or not future.done() or future.cancelled() or future.exception() is not None:
         return NOT_READY
     return future.result()
@@ -93,8 +99,3 @@ def _reaches(sets: Iterable[SelectionSetNode], path: tuple[str, ...], fragments:
                 if fragment is not None:
                     pending.append(fragment.selection_set)
     return bool(below) and _reaches(below, rest, fragments)
-
-
-async def settle(*loads: Any) -> None:
-    """Awaits prefetching loads; a failure stays in the loader (the fields that need it report it)."""
-    await asyncio.gather(*loads, return_exceptions=True)
