@@ -335,6 +335,18 @@ def test_similar_is_bounded_and_ordered_by_meaning(tenant: Callable[[], Actor]) 
     assert error["extensions"]["code"] == "BAD_USER_INPUT"
 
 
+def test_nested_similar_lists_are_refused_by_the_cost_limit_before_any_work(
+    tenant: Callable[[], Actor],
+) -> None:
+    admin = tenant()
+    nested = """{ conversations(first: 100) { nodes { similar(first: 50) { similar(first: 50) {
+        similar(first: 50) { id } } } } } }"""
+    error = admin.client.error(nested)
+    assert error["extensions"]["code"] == "BAD_USER_INPUT" and error["extensions"]["limitName"] == "cost"
+    error = admin.client.error("{ conversations(first: 1) { nodes { similar(first: 51) { id } } } }")
+    assert (error["extensions"]["limitName"], error["extensions"]["limit"]) == ("listSize", 50)
+
+
 def test_imported_messages_are_indexed(tenant: Callable[[], Actor], dsn: str, loop: Loop) -> None:
     admin = tenant()
     data = json.loads((FIXTURES / "claude" / "conversations.json").read_text())

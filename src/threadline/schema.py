@@ -13,6 +13,7 @@ from threadline.auth.types import User
 from threadline.conversations.schema import ConversationBulkMutation, ConversationMutation, ConversationQuery
 from threadline.conversations.types import Conversation
 from threadline.embeddings.schema import EmbeddingQuery
+from threadline.embeddings.service import SIMILAR_FIRST_MAX
 from threadline.enrich.schema import EnrichmentMutation
 from threadline.feedback.schema import FeedbackMutation
 from threadline.forks.schema import ForkMutation
@@ -149,7 +150,13 @@ def build_schema(fast_execution: bool = True) -> strawberry.Schema:
             OperationMetrics,
             ErrorCodes,
             SqlStatementCount,
-            query_limits({"Query.tags": TAGS_LIMIT_MAX}),
+            query_limits(
+                {
+                    "Query.tags": TAGS_LIMIT_MAX,
+                    "Conversation.similar": SIMILAR_FIRST_MAX,
+                    "Message.similar": SIMILAR_FIRST_MAX,
+                }
+            ),
             RateLimits,
             OutputBudgets,
             IdempotencyKeys,
