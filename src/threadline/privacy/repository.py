@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import asyncpg
@@ -123,4 +124,119 @@ async def set_edit_contents(
         tenant_id,
         ids,
         contents,
+    )
+
+
+# -- anonymisation ----------------------------------------------------------------------------------------
+
+
+async def lock_authored(db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID) -> list[asyncpg.Record]:
+    return await db.fetch(
+        """SELECT id, content, parts, metadata, edited_at, deleted_at FROM message
+           WHERE tenant_id = $1 AND author_id = $2 ORDER BY id FOR UPDATE""",
+        tenant_id,
+        user_id,
+    )
+
+
+async def set_anonymised(
+    db: Executor,
+    tenant_id: uuid.UUID,
+    message_id: uuid.UUID,
+    content: str,
+    parts: Any,
+    metadata: Any,
+    pii: list[dict[str, Any]],
+) -> None:
+    await db.execute(
+        """UPDATE message SET pii = $6,
+               content = CASE WHEN content IS DISTINCT FROM $3 THEN $3 ELSE content END,
+               parts = CASE WHEN parts IS DISTINCT FROM $4::jsonb THEN $4::jsonb ELSE parts END,
+               metadata = CASE WHEN metadata IS DISTINCT FROM $5::jsonb THEN $5::jsonb ELSE metadata END
+           WHERE tenant_id = $1 AND id = $2""",
+        tenant_id,
+        message_id,
+        content,
+        parts,
+        metadata,
+        pii,
+    )
+
+
+async def edits_of_messages(
+    db: Executor, tenant_id: uuid.UUID, message_ids: list[uuid.UUID]
+) -> list[asyncpg.Record]:
+    return await db.fetch(
+        "SELECT id, content FROM message_edit WHERE tenant_id = $1 AND message_id = ANY($2::uuid[])",
+        tenant_id,
+        message_ids,
+    )
+
+
+async def drop_chunks_of(db: Executor, tenant_id: uuid.UUID, message_ids: list[uuid.UUID]) -> None:
+    await db.execute(
+        "DELETE FROM message_chunk WHERE tenant_id = $1 AND message_id = ANY($2::uuid[])",
+        tenant_id,
+        message_ids,
+    )
+
+
+async def mask_feedback_comments(
+    db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID, masked: Callable[[str], str]
+) -> None:
+    rows = await db.fetch(
+        "SELECT id, comment FROM message_feedback WHERE tenant_id = $1 AND user_id = $2 AND comment <> ''",
+        tenant_id,
+        user_id,
+    )
+    changed = [(r["id"], masked(r["comment"])) for r in rows if masked(r["comment"]) != r["comment"]]
+    if changed:
+        await db.execute(
+            """UPDATE message_feedback f SET comment = v.comment
+               FROM unnest($2::uuid[], $3::text[]) AS v(id, comment) WHERE f.tenant_id = $1 AND f.id = v.id""",
+            tenant_id,
+            [c[0] for c in changed],
+            [c[1] for c in changed],
+        )
+
+
+async def mask_owned_conversations(
+    db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID, masked: Callable[[str], str]
+) -> None:
+    rows = await db.fetch(
+        "SELECT id, title, description FROM conversation WHERE tenant_id = $1 AND owner_id = $2 FOR UPDATE",
+        tenant_id,
+        user_id,
+    )
+    for r in rows:
+        title = masked(r["title"])
+        description = masked(r["description"]) if r["description"] is not None else None
+        if title != r["title"] or description != r["description"]:
+            await db.execute(
+                "UPDATE conversation SET title = $3, description = $4 WHERE tenant_id = $1 AND id = $2",
+                tenant_id,
+                r["id"],
+                title,
+                description,
+            )
+
+
+async def replace_event_ids(
+    db: Executor, tenant_id: uuid.UUID, old_id: uuid.UUID, new_id: uuid.UUID, old: str, new: str
+) -> None:
+    """Logged events that name `old` (a public user id) name `new` instead (ids are opaque, fixed-length
+    strings: a textual replace cannot touch anything else), and those addressed to `old_id` are addressed to
+    `new_id`."""
+    await db.execute(
+        """UPDATE stream_event SET payload = replace(payload::text, $2, $3)::jsonb
+           WHERE tenant_id = $1 AND strpos(payload::text, $2) > 0""",
+        tenant_id,
+        old,
+        new,
+    )
+    await db.execute(
+        "UPDATE stream_event SET recipient_id = $3 WHERE tenant_id = $1 AND recipient_id = $2",
+        tenant_id,
+        old_id,
+        new_id,
     )

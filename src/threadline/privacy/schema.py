@@ -7,8 +7,10 @@ from typing import Annotated
 import strawberry
 
 from threadline.graphql.context import Info
+from threadline.ids import Kind, decode_id, encode_id
 from threadline.privacy import policy
-from threadline.privacy.types import PiiPolicy
+from threadline.privacy.anonymise import anonymise_user
+from threadline.privacy.types import PiiPolicy, UserAnonymisation
 
 
 @strawberry.type
@@ -38,3 +40,26 @@ class PrivacyMutation:
     ) -> PiiPolicy:  # type: ignore[valid-type]
         principal = await info.context.principal()
         return await policy.set_policy(info.context.db, principal, policy.PiiPolicy(policy_value))
+
+    @strawberry.mutation(
+        description="Anonymise a user (admins only; audited as user.anonymise): unlike `userErase`, their "
+        "conversations and messages stay for the team, but a pseudonym of their own replaces them everywhere "
+        "(authorship, ownership, memberships, audit entries, logged events), the PII in everything they wrote "
+        "is masked whatever the tenant's policy (content, parts, earlier versions, chunks, feedback comments, "
+        "titles of their conversations, logged events, search), and their credentials go. NOT_FOUND for a user "
+        "of another tenant; FORBIDDEN for yourself."
+    )
+    async def user_anonymise(
+        self,
+        info: Info,
+        user_id: Annotated[strawberry.ID, strawberry.argument(description="The user to anonymise.")],
+    ) -> UserAnonymisation:
+        principal = await info.context.principal()
+        done = await anonymise_user(info.context.db, principal, decode_id(user_id, Kind.USER))
+        return UserAnonymisation(
+            user_id=strawberry.ID(encode_id(Kind.USER, done.user_id)),
+            pseudonym_id=strawberry.ID(encode_id(Kind.USER, done.pseudonym_id)),
+            messages=done.messages,
+            messages_masked=done.messages_masked,
+            detections=done.detections,
+        )

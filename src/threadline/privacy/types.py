@@ -55,3 +55,16 @@ class PiiDetection:
         return cls(
             kind=detectors.PiiKind(stored["kind"]), span=PiiSpan(start=stored["start"], end=stored["end"])
         )
+
+
+@strawberry.type(description="What `userAnonymise` did.")
+class UserAnonymisation:
+    user_id: strawberry.ID = strawberry.field(
+        description="The anonymised user's former id (it no longer exists)."
+    )
+    pseudonym_id: strawberry.ID = strawberry.field(
+        description="The user who now stands for them: authorship, ownership and memberships name this id."
+    )
+    messages: int = strawberry.field(description="Messages they had written (all kept).")
+    messages_masked: int = strawberry.field(description="Of those, how many held PII, now masked.")
+    detections: int = strawberry.field(description="How many pieces of PII were masked in their messages.")
