@@ -301,3 +301,13 @@ def test_jobs_are_visible_to_readers_retryable_by_writers_and_announced_live(
     assert settled(admin, conversation, ("TITLE",))["titleSource"] == "GENERATED"
     bad = admin.client.raw(RETRY, {"c": conversation, "k": "EVERYTHING"})
     assert bad["errors"]
+
+
+def test_under_a_masking_pii_policy_generated_text_is_stored_masked(admin: Actor) -> None:
+    admin.client.ok("mutation { tenantPiiPolicySet(policy: MASK_ON_READ) }")
+    conversation = new_conversation(admin)
+    exchange(admin, conversation, "How do I email alice@example.com about the invoice?", "Write to her.")
+    done = settled(admin, conversation, ("TITLE", "SUMMARY", "TAGS"))
+    assert done["title"] == "How do I email [EMAIL] about the invoice?"
+    assert "alice@example.com" not in (done["summary"] or "")
+    assert "[EMAIL]" in done["summary"]

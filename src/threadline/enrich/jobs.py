@@ -30,6 +30,9 @@ from threadline.enrich.generate import (
 from threadline.enrich.yielding import YIELDED, Yielding
 from threadline.events.announce import publish_enrichment_job
 from threadline.events.payloads import EnrichmentJobChanged
+from threadline.privacy import repository as privacy
+from threadline.privacy.masking import mask_text
+from threadline.privacy.modes import PiiPolicy
 from threadline.runs.providers import Provider, ProviderError
 from threadline.settings import Settings
 
@@ -162,6 +165,21 @@ KINDS: dict[str, Callable[[JobContext, asyncpg.Record, asyncpg.Record], Awaitabl
 }
 
 
+# Under a masking PII policy, what is derived from messages is stored masked: a title or summary is read by every
+# reader of the conversation, and logged nowhere else (privacy/).
+MASKING = (PiiPolicy.MASK_ON_WRITE, PiiPolicy.MASK_ON_READ)
+
+
+def _masked(outcome: Outcome) -> Outcome:
+    changes = dict(outcome.changes)
+    if changes.get("result_text"):
+        changes["result_text"] = mask_text(changes["result_text"])
+    if changes.get("result_tags"):
+        changes["result_tags"] = [t for t in changes["result_tags"] if mask_text(t) == t]
+    title = mask_text(outcome.title) if outcome.title is not None else None
+    return Outcome(outcome.status, changes, title)
+
+
 def _failure(job: asyncpg.Record, settings: Settings, code: str, message: str) -> Outcome:
     """Try again later with a growing pause while attempts remain; FAILED after the last (retry by hand)."""
     error = {"last_error_code": code[:64], "last_error_message": text.cut(text.visible(message), 500)}
@@ -208,6 +226,8 @@ async def execute(ctx: JobContext, job: asyncpg.Record) -> str | None:
         except Exception:  # noqa: BLE001 - a bug must not stop the worker; the job says it failed
             log.exception("enrichment job %s (%s) failed", job["id"], job["kind"])
             outcome = _failure(job, ctx.settings, "INTERNAL", "The generation failed")
+    if await privacy.tenant_policy(ctx.db, job["tenant_id"]) in MASKING:
+        outcome = _masked(outcome)
     async with ctx.db.transaction() as tx:
         if outcome.title is not None:
             if await repo.title_source(tx, job["tenant_id"], job["conversation_id"], lock=True) != "DEFAULT":
