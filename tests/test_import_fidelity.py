@@ -360,3 +360,60 @@ def test_a_merge_past_the_depth_limit_goes_on_as_a_new_thread(
     assert _long_outline(actor, cid, loop, dsn) == LONG_OUTLINE
     assert_tree_is_consistent(loop, dsn, cid)
     _check_whole_text(actor, limited.url, cid, loop, dsn)
+
+
+# -- re-importing a grown ChatGPT export through the CLI (the issue's figure) ----------------------------------
+
+
+def test_a_cli_re_import_of_a_grown_export_reads_only_the_new_nodes_and_merges_the_same(
+    admin: Actor, make_tenant: Any, loop: Loop, dsn: str, tmp_path: Any
+) -> None:
+    """The file's earlier import kept a digest of each node: a newer export whose earlier nodes did not change is
+    planned from its new nodes only (their warnings only: none about e1 or c1 this time), and the tree is the one
+    the whole file gives; unchanged, it is skipped unread; with an earlier node edited, all of it is read again."""
+    whole = fixture("fidelity/chatgpt-2025.json")
+    first = json.loads(json.dumps(whole))
+    mapping = first[0]["mapping"]
+    del mapping["t2"], mapping["a3"]
+    mapping["d1"]["children"] = []
+    first[0]["current_node"] = "d1"
+    v1, v2 = tmp_path / "v1.json", tmp_path / "v2.json"
+    v1.write_text(json.dumps(first))
+    v2.write_text(json.dumps(whole))
+
+    def cli(path: Any) -> dict[str, Any]:
+        result = run(dsn, "import", str(path), "--format", "chatgpt", "--api-key", admin.api_key, "--quiet")
+        assert result.returncode == 0, result.stderr
+        return report_of(result)
+
+    created = cli(v1)
+    assert (created["imported"], created["messages"]) == (1, 6)
+    merged = cli(v2)
+    assert (merged["merged"], merged["messagesAdded"], merged["messagesUpdated"]) == (1, 2, 0)
+    assert merged["warnings"] == [
+        f"{CHATGPT_ID}: 1 citation marker(s) have no source URL in the export and were left in the text"
+    ]
+    (row,) = sql(loop, dsn, "SELECT id FROM conversation")
+    cid = f"cnv_{row['id'].hex}"
+    _, messages = read(admin, cid, loop, dsn)
+    assert messages == CHATGPT_MESSAGES
+    assert_tree_is_consistent(loop, dsn, cid)
+    # The owner is on the newer export's current node.
+    (leaf,) = sql(
+        loop, dsn, "SELECT m.import_key FROM thread_current_leaf b JOIN message m ON m.id = b.message_id"
+    )
+    assert leaf["import_key"] == "a3"
+
+    again = cli(v2)
+    assert (again["skipped"], again["merged"], again["warnings"]) == (1, 0, [])
+
+    # An earlier message edited in the export: everything is read again (its warnings too) and the edit lands.
+    edited = json.loads(json.dumps(whole))
+    edited[0]["mapping"]["u2"]["message"]["content"]["parts"] = ["Draw it at dawn"]
+    v3 = tmp_path / "v3.json"
+    v3.write_text(json.dumps(edited))
+    third = cli(v3)
+    assert (third["merged"], third["messagesAdded"], third["messagesUpdated"]) == (1, 0, 1)
+    assert third["warnings"] == CHATGPT_WARNINGS
+    _, messages = read(admin, cid, loop, dsn)
+    assert [m[3] for m in messages if m[0] == "u2"] == ["Draw it at dawn"]

@@ -16,8 +16,10 @@ takes its own `metadata.default_model_slug`, else the conversation's (answers on
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
@@ -65,6 +67,7 @@ def parse(obj: Any) -> ImportedConversation:
         return conversation
     if not isinstance(mapping, dict):
         raise Rejected("`mapping` must be an object of nodes")
+    conversation.node_digests = node_digests(mapping)
     _read_tree(mapping, conversation, text(obj.get("current_node")))
     _fold_reasoning(conversation)
     if conversation.model is None:
@@ -428,3 +431,67 @@ def _link(source: dict[str, Any]) -> str | None:
     title = text(source.get("title")) or text(source.get("name")) or urlsplit(url).netloc
     label = " ".join(title.replace("[", "(").replace("]", ")").split())
     return f" ([{label}]({quote(url, safe=_URL_SAFE)}))"
+
+
+def external_id(obj: Any) -> str | None:
+    """The conversation's id, read without parsing the rest (None: `parse` will say what is wrong)."""
+    if not isinstance(obj, dict):
+        return None
+    return text(obj.get("conversation_id")) or text(obj.get("id"))
+
+
+def node_digests(mapping: dict[str, Any]) -> dict[str, str]:
+    """A digest of each node as it matters to an import: its parent and its message (not its children, which
+    grow when replies are added below it)."""
+    out: dict[str, str] = {}
+    for node_id, node in mapping.items():
+        if isinstance(node, dict):
+            digest = hashlib.blake2b(orjson.dumps(node.get("message"), default=str), digest_size=8)
+            digest.update(str(node.get("parent")).encode())
+            out[node_id] = digest.hexdigest()
+    return out
+
+
+@dataclass
+class Reduction:
+    """What a re-import must read of a conversation imported before (`reduced`)."""
+
+    digests: dict[str, str]  # of every node, as now
+    unchanged: bool = False  # no node is new and none changed: nothing to read
+    conversation: dict[str, Any] | None = None  # only the new nodes and what places them; None: read it all
+
+
+def reduced(obj: dict[str, Any], seen: dict[str, str] | None, stored: set[str]) -> Reduction:
+    """The part of a newer export of a conversation that a merge needs, from the digests of the nodes the last
+    import saw (`seen`) and the source ids that have a message (`stored`): when no node it saw changed, only
+    the new nodes, each with its ancestors up to the nearest stored message (and the current node, likewise).
+    The rest would be read only to be found unchanged. Anything unexpected: read it all (`conversation` None)."""
+    mapping = obj.get("mapping")
+    if not isinstance(mapping, dict):
+        return Reduction({})
+    digests = node_digests(mapping)
+    if seen is None or any(seen.get(k, d) != d for k, d in digests.items()) or len(digests) != len(mapping):
+        return Reduction(digests)
+    new = [k for k in digests if k not in seen]
+    if not new:
+        return Reduction(digests, unchanged=True)
+    current = text(obj.get("current_node"))
+    included: set[str] = set()
+    for start in [*new, *([current] if current in mapping else [])]:
+        node_id: str | None = start
+        while node_id is not None and node_id in mapping and node_id not in included:
+            included.add(node_id)
+            if node_id in stored and node_id != start:
+                break
+            parent = mapping[node_id].get("parent")
+            node_id = parent if isinstance(parent, str) else None
+    part = {}
+    for node_id in included:
+        node = mapping[node_id]
+        parent = node.get("parent")
+        part[node_id] = {
+            **node,
+            "parent": parent if parent in included else None,
+            "children": [c for c in array(node.get("children")) if c in included],
+        }
+    return Reduction(digests, conversation={**obj, "mapping": part})

@@ -235,6 +235,7 @@ async def _import_work(
             target_conversation_id=target,
             concurrency=settings.import_concurrency,
             on_progress=lambda r: progress.update(conversations=len(r.imported), messages=r.messages),
+            lazy=True,  # a re-import of a grown ChatGPT export reads only its new nodes
         )
         await run.check_access()
         done_before = 0

@@ -68,6 +68,9 @@ class Plan:
     oversized: dict[int, Oversized] = field(default_factory=dict)
     # Where the conversation came from: {format, source_id, imported_at} (Conversation.importedFrom).
     origin: dict[str, Any] | None = None
+    node_digests: dict[str, str] | None = (
+        None  # the source's nodes as read (ImportedConversation.node_digests)
+    )
 
 
 @dataclass
@@ -310,6 +313,7 @@ def plan(imported: ImportedConversation, settings: Settings) -> Plan:
         current=current[0] if current else None,
         oversized=oversized,
         origin=_origin(imported, now, warnings),
+        node_digests=imported.node_digests,
     )
 
 
@@ -385,6 +389,7 @@ async def insert(
             len(messages),
             id=conversation_id,
             imported_from=plan.origin,
+            node_digests=plan.node_digests,
             **plan.conversation,
         )
         if seqs is None:
@@ -565,6 +570,9 @@ async def merge(
     user_id: uuid.UUID,
     plan: Plan,
     conversation_id: uuid.UUID,
+    *,
+    record_origin: bool = True,
+    existing: list[asyncpg.Record] | None = None,
 ) -> Merge:
     """Merge a newer export of an imported conversation into it, in the caller's transaction (the caller
     has locked the conversation and checked that the user manages it and it is writable).
@@ -574,8 +582,10 @@ async def merge(
     (`Message.edits` keeps the earlier text), nothing is duplicated. Messages deleted in Threadline stay
     deleted. New messages are announced as live ones are: a new thread as `thread.new`, a reply in an
     existing thread as a `thread.activity` REPLY, an update as an EDIT."""
-    # Slim rows (key, id, digest of the text): the whole conversation is compared, few rows change.
-    existing = await repo.merge_targets(tx, tenant_id, conversation_id)
+    # Slim rows (key, id, digest of the text): the whole conversation is compared, few rows change. The caller
+    # may have read them already, under the same lock.
+    if existing is None:
+        existing = await repo.merge_targets(tx, tenant_id, conversation_id)
     by_key = {row["import_key"]: row for row in existing if row["import_key"] is not None}
     if existing and not by_key:
         raise NotMergeable(plan.external_id)
@@ -644,7 +654,7 @@ async def merge(
         new.append(index)
     if edits:
         await follow_content(tx, tenant_id, edits)
-    if plan.origin is not None and (new or edits):
+    if record_origin and plan.origin is not None and (new or edits):
         await repo.set_origin(tx, tenant_id, conversation_id, plan.origin)  # imported before it was recorded
     result.updated = len(edits)
     result.added = len(new)
@@ -659,14 +669,12 @@ async def merge(
             ThreadActivity("EDIT", snapshot(row, path), thread["reply_count"], thread["last_activity_at"]),
         )
     if plan.current is not None:
-        # The newer export's current_node: the importing owner moves there, as on a first import.
+        # The newer export's current_node: the importing owner moves there, as on a first import (the leaf's
+        # place is known from the rows read above: no statement to look it up).
         kept = known[plan.current]
-        leaf = await threads_repo.message(
-            tx,
-            tenant_id,
-            kept["id"] if kept is not None else node[plan.current]["id"],  # type: ignore[index]
-        )
-        if leaf is not None and leaf["deleted_at"] is None:
+        place = node[plan.current] if kept is None else {"id": kept["id"], "root_id": kept["root_id"]}
+        if place is not None and (kept is None or not kept["deleted"]):
+            leaf = {"id": place["id"], "root_id": place["root_id"], "conversation_id": conversation_id}
             await branches.move_current(tx, tenant_id, user_id, leaf, branches.IMPORT)
     return result
 
@@ -724,6 +732,10 @@ async def _insert_merged(
     await _store_parts(tx, tenant_id, rows)
     if grown:
         await repo.add_child_counts(tx, tenant_id, list(grown), list(grown.values()))
+    # Unread counts go to the other participants only: most imported conversations have none (one statement).
+    readers = any(
+        p["user_id"] != user_id for p in await conversations.participants_of(tx, tenant_id, [conversation_id])
+    )
     # New threads: a thread row and a thread.new each (with their replies counted), as in `insert`.
     new_rows = {r["id"]: r for r in rows}
     roots = [r for r in rows if r["parent_id"] is None]
@@ -746,23 +758,27 @@ async def _insert_merged(
         for root, record in zip(roots, records, strict=True):
             thread = ThreadNew(snapshot(root, [root["id"]]), record[3], root["created_at"])
             await publish_thread_new(tx, tenant_id, thread)
-            await announce_unread(tx, tenant_id, conversation_id, root["id"], user_id)
+            if readers:
+                await announce_unread(tx, tenant_id, conversation_id, root["id"], user_id)
     # Replies in existing threads: a thread.activity REPLY each, oldest first, as live replies are announced.
     replies = sorted((r for r in rows if r["root_id"] not in new_rows), key=lambda r: r["seq"])
     touched: dict[uuid.UUID, int] = {}
     for r in replies:
         touched[r["root_id"]] = touched.get(r["root_id"], 0) + 1
-    threads = {}
-    for root_id, count in touched.items():
-        members = [r for r in replies if r["root_id"] == root_id]
-        threads[root_id] = await repo.merged_thread_activity(
-            tx,
-            tenant_id,
-            root_id,
-            count,
-            max(r["seq"] for r in members),
-            max(r["created_at"] for r in members),
-        )
+    last_seq: dict[uuid.UUID, int] = {}
+    newest: dict[uuid.UUID, datetime] = {}
+    for r in replies:
+        last_seq[r["root_id"]] = max(last_seq.get(r["root_id"], 0), r["seq"])
+        newest[r["root_id"]] = max(newest.get(r["root_id"], r["created_at"]), r["created_at"])
+    # Every touched thread's counters in one statement.
+    threads = await repo.merged_threads_activity(
+        tx,
+        tenant_id,
+        list(touched),
+        list(touched.values()),
+        [last_seq[k] for k in touched],
+        [newest[k] for k in touched],
+    )
     paths = await path_ids(tx, tenant_id, replies)
     for r, path in zip(replies, paths, strict=True):
         thread = threads[r["root_id"]]
@@ -771,5 +787,5 @@ async def _insert_merged(
             tenant_id,
             ThreadActivity("REPLY", snapshot(r, path), thread["reply_count"], thread["last_activity_at"]),
         )
-    for root_id in touched:
+    for root_id in touched if readers else ():
         await announce_unread(tx, tenant_id, conversation_id, root_id, user_id)

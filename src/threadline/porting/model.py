@@ -79,6 +79,8 @@ class ImportedConversation:
     # Where the conversation first came from, as a Threadline export carries it (`conversation.imported_from`):
     # kept over a move between servers. None: this import is the origin (none for a Threadline file without it).
     origin: dict[str, Any] | None = None
+    # ChatGPT: a digest of each source node (chatgpt.node_digests), kept so a re-import reads only new nodes.
+    node_digests: dict[str, str] | None = None
 
 
 def from_unix(value: Any) -> datetime | None:

@@ -37,7 +37,8 @@ async def imported_conversations(
 ) -> dict[str, asyncpg.Record]:
     """(conversation_id, status) of each source item this user imported before."""
     rows = await db.fetch(
-        """SELECT s.external_id, s.conversation_id, c.status FROM import_source s
+        """SELECT s.external_id, s.conversation_id, c.status, c.imported_from IS NULL AS no_origin, s.node_digests
+           FROM import_source s
            JOIN conversation c ON c.id = s.conversation_id
            WHERE s.tenant_id = $1 AND s.owner_id = $2 AND s.source = $3 AND s.external_id = ANY($4::varchar[])""",
         tenant_id,
@@ -93,7 +94,8 @@ async def merge_targets(
     """Every message of a conversation as a merge re-import compares it: source id, id, the md5 of its text
     (not the text: few messages change), whether it is deleted."""
     return await db.fetch(
-        """SELECT m.import_key, m.id, md5(m.content) AS digest, m.deleted_at IS NOT NULL AS deleted FROM message m
+        """SELECT m.import_key, m.id, m.root_id, md5(m.content) AS digest, m.deleted_at IS NOT NULL AS deleted
+           FROM message m
            WHERE m.tenant_id = $1 AND m.conversation_id = $2""",
         tenant_id,
         conversation_id,
@@ -137,6 +139,31 @@ async def merged_thread_activity(
     return row
 
 
+async def merged_threads_activity(
+    db: Executor,
+    tenant_id: uuid.UUID,
+    root_ids: list[uuid.UUID],
+    replies: list[int],
+    last_seqs: list[int],
+    newest: list[datetime],
+) -> dict[uuid.UUID, asyncpg.Record]:
+    """`merged_thread_activity` for several threads in one statement: each thread's new replies counted."""
+    if not root_ids:
+        return {}
+    rows = await db.fetch(
+        """UPDATE thread t SET reply_count = t.reply_count + k.n, last_seq = greatest(t.last_seq, k.seq),
+               last_activity_at = greatest(t.last_activity_at, k.newest)
+           FROM unnest($2::uuid[], $3::int[], $4::bigint[], $5::timestamptz[]) AS k(id, n, seq, newest)
+           WHERE t.tenant_id = $1 AND t.id = k.id RETURNING t.id, t.reply_count, t.last_activity_at, t.last_seq""",
+        tenant_id,
+        root_ids,
+        replies,
+        last_seqs,
+        newest,
+    )
+    return {r["id"]: r for r in rows}
+
+
 async def add_child_counts(
     db: Executor, tenant_id: uuid.UUID, message_ids: list[uuid.UUID], added: list[int]
 ) -> None:
@@ -170,8 +197,8 @@ async def insert_imported_conversation(
                INSERT INTO participant (id, tenant_id, conversation_id, user_id, role)
                SELECT $17, $2, id, $3, 'OWNER' FROM conv
            ), src AS (
-               INSERT INTO import_source (id, tenant_id, owner_id, source, external_id, conversation_id)
-               SELECT $18, $2, $3, $19, $20, id FROM conv
+               INSERT INTO import_source (id, tenant_id, owner_id, source, external_id, conversation_id, node_digests)
+               SELECT $18, $2, $3, $19, $20, id, $23 FROM conv
                ON CONFLICT (tenant_id, owner_id, source, external_id) DO NOTHING RETURNING id
            )
            SELECT EXISTS (SELECT 1 FROM src) AS claimed,
@@ -198,6 +225,7 @@ async def insert_imported_conversation(
         external_id,
         messages,
         f.get("imported_from"),
+        f.get("node_digests"),
     )
     assert row is not None
     return sorted(row["seqs"]) if row["claimed"] else None
@@ -478,6 +506,20 @@ async def lock_expired_conversations(
         limit,
     )
     return [r["id"] for r in rows]
+
+
+async def set_node_digests(
+    db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID, source: str, digests: dict[str, str]
+) -> None:
+    """The source nodes as this import saw them (a later re-import reads only the new ones)."""
+    await db.execute(
+        """UPDATE import_source SET node_digests = $4
+           WHERE tenant_id = $1 AND conversation_id = $2 AND source = $3""",
+        tenant_id,
+        conversation_id,
+        source,
+        digests,
+    )
 
 
 async def set_origin(

@@ -114,10 +114,15 @@ def items_of(data: Any) -> list[Item]:
 @dataclass
 class _Prepared:
     item: Item
-    plan: importer.Plan
+    # None for a ChatGPT conversation of a file (`Importer.lazy`): planned once it is known whether it is new, so
+    # that a re-import reads only the nodes that are new (chatgpt.reduced).
+    plan: importer.Plan | None
+    external_id: str
     # The user's earlier import of the same source item: merged into unless it was deleted.
     known: uuid.UUID | None = None
     deleted: bool = False
+    no_origin: bool = False  # the earlier import was made before origins were recorded
+    seen: dict[str, str] | None = None  # the earlier import's node digests (chatgpt.node_digests)
 
 
 class Importer:
@@ -133,6 +138,7 @@ class Importer:
         target_conversation_id: uuid.UUID | None = None,
         concurrency: int = 1,
         on_progress: Callable[[ImportReport], None] | None = None,
+        lazy: bool = False,
     ) -> None:
         self.db = db
         self.settings = settings
@@ -146,6 +152,8 @@ class Importer:
         self._targeted = 0
         self._pending: list[_Prepared] = []
         self._organised = organised.Organised()
+        # ChatGPT files: conversations are planned when inserted, a re-import only from their new nodes.
+        self.lazy = lazy and fmt is ImportFormat.CHATGPT and target_conversation_id is None
 
     async def check_access(self) -> None:
         """Import into an existing conversation needs its owner or a tenant admin (and it must be open):
@@ -161,6 +169,8 @@ class Importer:
         if item.error is not None:
             self._fail(item, None, item.error)
             return []
+        if self.lazy and (external_id := chatgpt.external_id(item.value)) is not None:
+            return [_Prepared(item, None, external_id)]
         try:
             conversations = read(self.fmt, item.value)
         except Rejected as exc:
@@ -183,7 +193,7 @@ class Importer:
                         "only one conversation can be imported into an existing one",
                     )
                     continue
-            prepared.append(_Prepared(item, plan))
+            prepared.append(_Prepared(item, plan, plan.external_id))
             self._organised.keep(conversation)
         return prepared
 
@@ -207,29 +217,49 @@ class Importer:
             self.principal.tenant_id,
             self.principal.user_id,
             self.fmt.value,
-            [p.plan.external_id for p in batch],
+            [p.external_id for p in batch],
         )
         for p in batch:
-            earlier = known.get(p.plan.external_id)
+            earlier = known.get(p.external_id)
             if earlier is not None:
                 p.known = earlier["conversation_id"]
                 p.deleted = earlier["status"] == "DELETED"
+                p.no_origin = earlier["no_origin"]
+                p.seen = earlier["node_digests"]
             await self._slots.acquire()  # waits while `concurrency` inserts are in flight
             task = asyncio.create_task(self._insert(p))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
+    def _plan(self, p: _Prepared, value: Any, digests: dict[str, str] | None = None) -> importer.Plan | None:
+        """Plan a conversation read lazily (the whole of it, or what `chatgpt.reduced` kept); None if refused."""
+        try:
+            conversation = chatgpt.parse(value)
+            if digests is not None:
+                conversation.node_digests = digests  # of the whole conversation, not of the part read
+            plan = importer.plan(conversation, self.settings)
+            imported_for_storage(self.principal.pii_policy, plan.messages)  # privacy: MASK_ON_WRITE
+        except Rejected as exc:
+            self._fail(p.item, p.external_id, str(exc))
+            return None
+        p.plan = plan
+        return plan
+
     async def _insert(self, p: _Prepared) -> None:
         if p.known is not None and not p.deleted:
             await self._merge(p, p.known)
             return
+        if p.plan is None and self._plan(p, p.item.value) is None:
+            self._done()
+            return
+        assert p.plan is not None
         try:
             tenant = self.principal.tenant_id
             await self._store_whole_texts(p.plan, set(p.plan.oversized))
             async with self.db.transaction() as tx:
                 if p.deleted:
                     await repo.release_deleted_source(
-                        tx, tenant, self.principal.user_id, p.plan.source, p.plan.external_id
+                        tx, tenant, self.principal.user_id, p.plan.source, p.external_id
                     )
                 target = None
                 if self.target_id is not None:
@@ -240,7 +270,7 @@ class Importer:
                     )
             self.report.imported.append(conversation_id)
             self.report.messages += len(p.plan.messages)
-            self.report.warnings.extend(f"{p.plan.external_id}: {w}" for w in p.plan.warnings)
+            self.report.warnings.extend(f"{p.external_id}: {w}" for w in p.plan.warnings)
         except importer.AlreadyImported:
             # Another import of the same item by this user committed first: merge into it instead.
             known = await repo.imported_conversations(
@@ -248,15 +278,15 @@ class Importer:
                 self.principal.tenant_id,
                 self.principal.user_id,
                 self.fmt.value,
-                [p.plan.external_id],
+                [p.external_id],
             )
-            earlier = known.get(p.plan.external_id)
+            earlier = known.get(p.external_id)
             if earlier is not None:
                 await self._merge(p, earlier["conversation_id"])
                 return
-            self._fail(p.item, p.plan.external_id, "could not be stored: imported concurrently, try again")
+            self._fail(p.item, p.external_id, "could not be stored: imported concurrently, try again")
         except Exception as exc:  # noqa: BLE001 - one bad conversation must not stop the others
-            self._fail(p.item, p.plan.external_id, f"could not be stored: {type(exc).__name__}: {exc}")
+            self._fail(p.item, p.external_id, f"could not be stored: {type(exc).__name__}: {exc}")
         self._done()
 
     async def _store_whole_texts(self, plan: importer.Plan, indexes: set[int]) -> None:
@@ -296,49 +326,83 @@ class Importer:
     async def _merge(self, p: _Prepared, conversation_id: uuid.UUID) -> None:
         """Merge a newer export into the user's earlier import (importer.merge), if they still manage it."""
         try:
-            # Most re-imported conversations did not change: one read, no lock, no transaction.
-            rows = await repo.merge_targets(self.db, self.principal.tenant_id, conversation_id)
-            if importer.unchanged(p.plan, rows):
-                self.report.existing.append(conversation_id)
-                return
-            known = {r["import_key"] for r in rows}
-            await self._store_whole_texts(
-                p.plan, {i for i in p.plan.oversized if p.plan.messages[i]["key"] not in known}
-            )
+            tenant = self.principal.tenant_id
+            if p.plan is None and p.seen is not None:
+                # A ChatGPT conversation whose nodes the earlier import kept digests of: unchanged ones are known
+                # without a statement, and a grown one is read (and locked) once, only its new nodes planned.
+                if chatgpt.reduced(p.item.value, p.seen, set()).unchanged:
+                    self.report.existing.append(conversation_id)
+                    return
+                rows = None
+            else:
+                # Most re-imported conversations did not change: one read, no lock, no transaction.
+                rows = await repo.merge_targets(self.db, tenant, conversation_id)
+                if p.plan is None and self._plan(p, p.item.value) is None:
+                    return
+                assert p.plan is not None
+                if importer.unchanged(p.plan, rows):
+                    if p.seen is None and p.plan.node_digests is not None:
+                        # Imported before digests were kept: the next re-import reads only what is new.
+                        await repo.set_node_digests(
+                            self.db, tenant, conversation_id, p.plan.source, p.plan.node_digests
+                        )
+                    self.report.existing.append(conversation_id)
+                    return
+                known = {r["import_key"] for r in rows}
+                await self._store_whole_texts(
+                    p.plan, {i for i in p.plan.oversized if p.plan.messages[i]["key"] not in known}
+                )
             async with self.db.transaction() as tx:
                 # The owner/admin rule of imports into an existing conversation, and it must be open.
                 row = await require(tx, self.principal, conversation_id, Access.MANAGE, lock=True)
                 require_writable(row)
+                if rows is None:
+                    rows = await repo.merge_targets(tx, tenant, conversation_id)
+                    stored = {r["import_key"] for r in rows if r["import_key"] is not None}
+                    part = chatgpt.reduced(p.item.value, p.seen, stored)
+                    if self._plan(p, part.conversation or p.item.value, part.digests) is None:
+                        return
+                    assert p.plan is not None
+                    await self._store_whole_texts(
+                        p.plan, {i for i in p.plan.oversized if p.plan.messages[i]["key"] not in stored}
+                    )
+                assert p.plan is not None
                 async with deferring(tx):
                     merged = await importer.merge(
                         tx,
                         self.settings,
-                        self.principal.tenant_id,
+                        tenant,
                         self.principal.user_id,
                         p.plan,
                         conversation_id,
+                        record_origin=p.no_origin,
+                        existing=rows,
                     )
+                    if p.plan.node_digests is not None:
+                        await repo.set_node_digests(
+                            tx, tenant, conversation_id, p.plan.source, p.plan.node_digests
+                        )
             if merged.added or merged.updated:
                 self.report.merged.append(
-                    MergedConversation(conversation_id, p.plan.external_id, merged.added, merged.updated)
+                    MergedConversation(conversation_id, p.external_id, merged.added, merged.updated)
                 )
                 self.report.messages += merged.added
                 self.report.warnings.extend(
-                    f"{p.plan.external_id}: {w}" for w in [*p.plan.warnings, *merged.warnings]
+                    f"{p.external_id}: {w}" for w in [*p.plan.warnings, *merged.warnings]
                 )
             else:
                 self.report.existing.append(conversation_id)
         except importer.NotMergeable:
             self.report.existing.append(conversation_id)
             self.report.warnings.append(
-                f"{p.plan.external_id}: imported before message ids were recorded, so it cannot be merged"
+                f"{p.external_id}: imported before message ids were recorded, so it cannot be merged"
             )
         except Rejected as exc:
-            self._fail(p.item, p.plan.external_id, str(exc))
+            self._fail(p.item, p.external_id, str(exc))
         except ThreadlineError as exc:
-            self._fail(p.item, p.plan.external_id, f"cannot be merged into the earlier import: {exc.message}")
+            self._fail(p.item, p.external_id, f"cannot be merged into the earlier import: {exc.message}")
         except Exception as exc:  # noqa: BLE001 - one bad conversation must not stop the others
-            self._fail(p.item, p.plan.external_id, f"could not be merged: {type(exc).__name__}: {exc}")
+            self._fail(p.item, p.external_id, f"could not be merged: {type(exc).__name__}: {exc}")
         finally:
             self._done()
 
@@ -392,7 +456,7 @@ async def import_data(
     prepared = [p for item in items for p in run.prepare(item)]
     # Conversations of the input, refused ones included (a user export holds several in one item).
     conversations = len(prepared) + len(run.report.failures)
-    messages = sum(len(p.plan.messages) for p in prepared)
+    messages = sum(len(p.plan.messages) for p in prepared if p.plan is not None)
     request_limits.check_conversations(conversations, settings)
     request_limits.check_messages(messages, settings)
     if all_or_nothing and run.report.failures:

@@ -21,6 +21,8 @@ class ImportSource(Table, tablename="import_source"):
     external_id = Varchar(length=255)
     conversation_id = ForeignKey(Conversation, null=False)
     created_at = Timestamptz(default=TimestamptzNow())
+    # Source node id -> digest of the node as last imported (ChatGPT): a re-import reads only new nodes.
+    node_digests = JSONB(null=True, default=None)
 
 
 class MessageAttachment(Table, tablename="message_attachment"):
