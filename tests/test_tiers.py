@@ -445,3 +445,45 @@ def test_threadline_tiers_run_report_and_restore_from_the_command_line(
     assert cli("restore", conversation) == {"restored": False}
     assert cli("report", "--tenant", admin.tenant_id)["conversations"] == 0
     assert hot_rows(loop, dsn, uid(conversation, Kind.CONVERSATION))["message"] == 2
+
+
+def test_a_conversation_list_reading_content_brings_cold_ones_back(
+    admin: Actor, make_user: Any, loop: Loop, dsn: str
+) -> None:
+    member = make_user(admin)
+    conversation, (first, *_rest) = busy_conversation(admin, member, "listed")
+    empty = create_conversation(admin, "no messages")
+    nested = """{ conversations(first: 10) { edges { node { title messageCount
+      threads(first: 5) { totalCount edges { node { replyCount root { content } } } }
+      messages(first: 10) { totalCount nodes { content } } runs(first: 5) { totalCount } } } } }"""
+    before = admin.client.ok(nested)
+    frozen = freeze(loop, dsn, admin)
+    assert frozen == [uid(conversation, Kind.CONVERSATION)]  # an empty conversation has nothing to move
+    assert admin.client.ok(nested) == before
+    assert cold_document(loop, dsn, uid(conversation, Kind.CONVERSATION)) is None
+    assert cold_document(loop, dsn, uid(empty, Kind.CONVERSATION)) is None
+    listed = before["conversations"]["edges"]
+    assert {e["node"]["title"]: e["node"]["messages"]["totalCount"] for e in listed} == {
+        "listed": 5,
+        "no messages": 0,
+    }
+
+
+def test_a_list_brings_back_a_bounded_number_of_cold_conversations_per_request(
+    admin: Actor, loop: Loop, dsn: str
+) -> None:
+    from threadline.tiers.schema import RESTORES_PER_REQUEST
+
+    for n in range(RESTORES_PER_REQUEST + 2):
+        start_thread(admin, create_conversation(admin, f"cold {n}"), f"words of {n}")
+    assert len(freeze(loop, dsn, admin)) == RESTORES_PER_REQUEST + 2
+    nested = """{ conversations(first: 20) { edges { node { title messages(first: 5) { nodes { content } }
+      threads(first: 5) { totalCount } runs(first: 5) { totalCount } } } } }"""
+    error = admin.client.error(nested)
+    assert error["extensions"]["code"] == "RATE_LIMITED" and error["extensions"]["retryAfter"] == 1
+    still = sql(loop, dsn, "SELECT count(*) AS n FROM conversation_tier WHERE document IS NOT NULL")[0]["n"]
+    assert still == 2  # the first ones came back; a retry brings the rest
+    listed = admin.client.ok(nested)["conversations"]["edges"]
+    assert sorted(e["node"]["messages"]["nodes"][0]["content"] for e in listed) == sorted(
+        f"words of {n}" for n in range(RESTORES_PER_REQUEST + 2)
+    )

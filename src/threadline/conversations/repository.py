@@ -18,7 +18,9 @@ from threadline.metadata.rules import MetadataFilter
 CONVERSATION_COLUMNS = """c.id, c.tenant_id, c.owner_id, c.title, c.description, c.tags, c.status,
     c.session_id, c.ai_provider, c.model, c.max_history_messages, c.message_count, c.token_count,
     c.created_at, c.updated_at, c.last_activity_at, c.metadata, c.forked_from_conversation_id,
-    c.forked_from_message_id"""
+    c.forked_from_message_id,
+    EXISTS (SELECT 1 FROM conversation_tier k WHERE k.conversation_id = c.id AND k.document IS NOT NULL) AS cold"""
+# `cold`: the conversation's content is in a cold document (tiers/); reading it brings it back first.
 
 PARTICIPANT_COLUMNS = "id, tenant_id, conversation_id, user_id, role, joined_at"
 INVITE_COLUMNS = "id, tenant_id, conversation_id, user_id, inviter_id, role, status, created_at, accepted_at"
@@ -54,12 +56,9 @@ async def insert_conversation(
 async def conversation_with_access(
     db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID, user_id: uuid.UUID, *, lock: bool = False
 ) -> asyncpg.Record | None:
-    """The conversation, the caller's participant role (or NULL), the owner's team and whether its content is
-    cold (tiers/), in one statement."""
+    """The conversation, the caller's participant role (or NULL) and the owner's team, in one statement."""
     return await db.fetchrow(
-        f"""SELECT {CONVERSATION_COLUMNS}, p.role AS viewer_role, ou.team AS owner_team,
-                EXISTS (SELECT 1 FROM conversation_tier k WHERE k.conversation_id = c.id
-                        AND k.document IS NOT NULL) AS cold
+        f"""SELECT {CONVERSATION_COLUMNS}, p.role AS viewer_role, ou.team AS owner_team
             FROM conversation c
             LEFT JOIN participant p ON p.conversation_id = c.id AND p.user_id = $3
             LEFT JOIN app_user ou ON ou.id = c.owner_id

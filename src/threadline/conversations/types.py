@@ -30,6 +30,7 @@ from threadline.graphql.pagination import (
 )
 from threadline.graphql.ready import NOT_READY, loaded, when_ready
 from threadline.ids import Kind, encode_id
+from threadline.tiers.schema import warm
 
 if TYPE_CHECKING:
     from threadline.enrich.types import EnrichmentJob, TitleSource
@@ -208,6 +209,7 @@ class Conversation(Node):
     uuid: strawberry.Private[UUID]
     owner_uuid: strawberry.Private[UUID | None]
     forked_from_uuids: strawberry.Private[tuple[UUID | None, UUID | None]] = (None, None)
+    cold: strawberry.Private[bool] = False  # its content is in a cold document (tiers/)
 
     @strawberry.field(description="The user who created the conversation.")
     @when_ready(lambda self, context: loaded_user(context, self.owner_uuid))
@@ -225,6 +227,7 @@ class Conversation(Node):
     ) -> Connection[Annotated[Thread, strawberry.lazy("threadline.threads.types")]]:
         from threadline.threads.resolvers import conversation_threads
 
+        await warm(info, self.uuid, self.cold)
         return await conversation_threads(info, self.uuid, first, after)
 
     @strawberry.field(
@@ -258,6 +261,7 @@ class Conversation(Node):
     ) -> Connection[Annotated[Message, strawberry.lazy("threadline.threads.types")]]:
         from threadline.threads.resolvers import conversation_messages
 
+        await warm(info, self.uuid, self.cold)
         return await conversation_messages(info, self.uuid, first, after, limit, offset)
 
     @strawberry.field(
@@ -275,6 +279,7 @@ class Conversation(Node):
     ) -> Connection[Annotated[Run, strawberry.lazy("threadline.runs.types")]]:
         from threadline.runs.schema import conversation_runs
 
+        await warm(info, self.uuid, self.cold)
         return await conversation_runs(info, self.uuid, first, after, status)
 
     @strawberry.field(
@@ -467,6 +472,7 @@ class Conversation(Node):
             last_activity_at=row["last_activity_at"],
             metadata=JSON(row.get("metadata") or {}),
             forked_from_uuids=(row.get("forked_from_conversation_id"), row.get("forked_from_message_id")),
+            cold=bool(row.get("cold")),
         )
 
 

@@ -37,6 +37,7 @@ from threadline.settings import Settings
 from threadline.threads import branches
 from threadline.threads.paths import ancestor_paths
 from threadline.threads.service import MessageDraft
+from threadline.tiers import service as tiers
 
 INSTRUCTION_ROLES = frozenset({"system", "developer"})
 
@@ -73,6 +74,10 @@ async def conversation_of(db: Database, principal: Principal, session_id: str) -
     if level < Access.WRITE:
         raise forbidden("You have read-only access to this conversation")
     require_writable(row)
+    if row["cold"]:  # its content is in a cold document (tiers/): back first, then its latest thread
+        await tiers.restore(db, principal.tenant_id, row["id"])
+        row = await repo.session_conversation(db, principal, conversation_id, session_id)
+        assert row is not None
     return row
 
 

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import weakref
 from typing import Annotated
+from uuid import UUID
 
 import strawberry
 
+from threadline.errors import ErrorCode, ThreadlineError
 from threadline.graphql.context import Info
 from threadline.tiers import service
 from threadline.tiers.types import TierPolicy, TierStorage
@@ -57,3 +61,41 @@ class TierMutation:
         principal = await info.context.principal()
         days = await service.set_policy(info.context.db, principal, cold_after_days)
         return TierPolicy(cold_after_days=days)
+
+
+# Restores one request may start from conversation lists (each takes a pooled connection and up to a second or
+# two for a long conversation); past it the request is RATE_LIMITED and a retry goes on with the next ones.
+RESTORES_PER_REQUEST = 5
+_restores: dict[
+    int, dict[UUID, asyncio.Task[bool]]
+] = {}  # per request (its context): one task per conversation
+
+
+async def warm(info: Info, conversation_id: UUID, cold: bool) -> None:
+    """Before a conversation's content is read through a conversation in a list (`Conversation.threads`,
+    `messages`, `runs`): a cold one comes back first. The caller could see the conversation, so may read it.
+
+    Each restore is a task of its own, shielded: an error elsewhere in the request (the cap below) cancels the
+    resolver, not a restore half way; the one over the cap waits for those under way before it answers."""
+    if not cold:
+        return
+    principal = await info.context.principal()
+    key = id(info.context)  # from here to the append, no await: the cap holds among concurrent resolvers
+    if key not in _restores:
+        _restores[key] = {}
+        weakref.finalize(info.context, _restores.pop, key, None)
+    started = _restores[key]
+    if conversation_id in started:  # its threads, messages and runs asked together: one restore
+        await asyncio.shield(started[conversation_id])
+        return
+    if len(started) >= RESTORES_PER_REQUEST:
+        await asyncio.gather(*started.values(), return_exceptions=True)
+        raise ThreadlineError(
+            ErrorCode.RATE_LIMITED,
+            f"At most {RESTORES_PER_REQUEST} cold conversations are brought back per request; retry for the next "
+            "ones (those brought back are hot now)",
+            retryAfter=1,
+        )
+    task = asyncio.ensure_future(service.restore(info.context.db, principal.tenant_id, conversation_id))
+    started[conversation_id] = task
+    await asyncio.shield(task)
