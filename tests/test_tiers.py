@@ -487,28 +487,3 @@ def test_a_list_brings_back_a_bounded_number_of_cold_conversations_per_request(
     assert sorted(e["node"]["messages"]["nodes"][0]["content"] for e in listed) == sorted(
         f"words of {n}" for n in range(RESTORES_PER_REQUEST + 2)
     )
-
-
-def test_anonymising_a_user_masks_their_messages_in_a_cold_conversation(
-    admin: Actor, make_user: Any, loop: Loop, dsn: str
-) -> None:
-    member = make_user(admin)
-    email = f"someone.{uuid.uuid4().hex[:8]}@example.org"
-    conversation = create_conversation(admin, "anonymise")
-    join(admin, member, conversation)
-    root = start_thread(admin, conversation, "question")
-    reply(member, root, f"write to {email} today")
-    cid = uid(conversation, Kind.CONVERSATION)
-    freeze(loop, dsn, admin)
-    assert email in json.dumps(cold_document(loop, dsn, cid))
-    done = admin.client.ok(
-        "mutation($u: ID!) { userAnonymise(userId: $u) { messages messagesMasked } }", {"u": member.user_id}
-    )
-    assert done["userAnonymise"] == {"messages": 1, "messagesMasked": 1}
-    assert cold_document(loop, dsn, cid) is None
-    contents = [
-        r["content"] for r in sql(loop, dsn, "SELECT content FROM message WHERE conversation_id = $1", cid)
-    ]
-    assert sorted(contents) == ["question", "write to [EMAIL] today"]
-    for row in sql(loop, dsn, "SELECT document FROM conversation_tier WHERE document IS NOT NULL"):
-        assert email.encode() not in zlib.decompress(row["document"])

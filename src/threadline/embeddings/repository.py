@@ -207,11 +207,17 @@ async def indexed_counts(db: Executor, tenant_id: uuid.UUID, model: Model) -> as
 # search -----------------------------------------------------------------------------------------------
 
 
-async def tune_vector_scan(tx: Executor, candidates: int) -> None:
-    """The HNSW scan goes on past filtered-out rows (another tenant's, unreadable conversations) until
-    `candidates` pass, instead of returning fewer (pgvector 0.8 iterative scans)."""
+# Candidates an HNSW scan gathers per round; with iterative scans it goes on for more rounds until the LIMIT is
+# met, so a larger value only slows the common case (measured: 400 chunks took ~1.5x the time of 200 at ef 100).
+HNSW_EF_SEARCH = 100
+
+
+async def tune_vector_scan(tx: Executor) -> None:
+    """The HNSW scan goes on past filtered-out rows (another tenant's, unreadable conversations) until the
+    statement's LIMIT is met, instead of returning fewer (pgvector 0.8 iterative scans, bounded by
+    hnsw.max_scan_tuples); results come in approximately increasing distance and are sorted again."""
     await tx.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-    await tx.execute(f"SET LOCAL hnsw.ef_search = {max(40, min(int(candidates), 1000))}")
+    await tx.execute(f"SET LOCAL hnsw.ef_search = {HNSW_EF_SEARCH}")
 
 
 async def nearest_conversations(

@@ -20,7 +20,7 @@ from threadline.search.repository import SearchFilters
 from threadline.settings import Settings
 
 # Vector candidates of a search: the nearest chunks, grouped into at most this many conversations.
-CANDIDATE_CHUNKS = 400
+CANDIDATE_CHUNKS = 200
 CANDIDATE_CONVERSATIONS = 100
 # `similar`: a conversation is represented by the mean of its latest chunks.
 CENTROID_CHUNKS = 64
@@ -109,7 +109,7 @@ async def semantic_candidates(
     if vector is None:
         return []
     model = await embeddings.model()
-    await repo.tune_vector_scan(tx, CANDIDATE_CHUNKS)
+    await repo.tune_vector_scan(tx)
     return await repo.nearest_conversations(
         tx,
         principal,
@@ -168,7 +168,7 @@ async def similar_conversations(
         )
         if center is None:
             return []
-        await repo.tune_vector_scan(tx, SIMILAR_CHUNKS)
+        await repo.tune_vector_scan(tx)
         return await repo.similar_conversations(
             tx, principal, model, center, conversation_id, chunks=SIMILAR_CHUNKS, first=first
         )
@@ -187,7 +187,7 @@ async def similar_messages(
         )
         if center is None:
             return []
-        await repo.tune_vector_scan(tx, SIMILAR_CHUNKS)
+        await repo.tune_vector_scan(tx)
         return await repo.similar_messages(
             tx, principal, model, center, message_id, chunks=SIMILAR_CHUNKS, first=first
         )
