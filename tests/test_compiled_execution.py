@@ -398,6 +398,13 @@ class EdgeQuery:
         return leaves
 
     @strawberry.field
+    def cast(self, seed: int = 0) -> list[Leaf]:
+        """Leaves, one of them cast to Other (`strawberry.cast`): Leaf's is_type_of refuses it."""
+        leaves = [grow(random.Random(seed), 1, f"k{i}") for i in range(3)]
+        strawberry.cast(Other, leaves[1])
+        return leaves
+
+    @strawberry.field
     def typed(self) -> list[Typed]:
         return [Typed(value="a"), Typed(value="b")]
 
@@ -446,6 +453,7 @@ EDGE_CASES = {
     "interfaces": "{ things { __typename id ... on Leaf { name kids { id } } ... on Other { label } } }",
     "aliases and fragments": "query { a: one { ...L b: kids { ...L } } } fragment L on Leaf { id n: name __typename }",
     "hand-written is_type_of": "{ typed { value } refused { value } }",
+    "an instance cast to another type": "{ cast(seed: ) { id name child { id } } }",
     "synchronous twins at depth": (
         "{ leaves(seed: ) { id readyChild { id readyMust { name readyKids { id } } } readyLoose { id } } }"
     ),

@@ -31,6 +31,8 @@ from graphql import GraphQLBoolean, GraphQLID, GraphQLInt, GraphQLObjectType, Gr
 from graphql.execution.collect_fields import FieldDetailsList
 from graphql.pyutils import Path, Undefined, gather_with_cancel
 from graphql.type import GraphQLOutputType, is_list_type, is_non_null_type, is_object_type
+from strawberry.schema.schema_converter import GraphQLCoreConverter
+from strawberry.types.cast import TYPE_CAST_ATTRIBUTE
 
 from threadline.graphql.compiled_leaves import FAILED, complete_leaf_list, leaf_of, plain_reader, serializer
 from threadline.graphql.compiled_resolvers import direct_call, ready_twin
@@ -80,6 +82,31 @@ def object_type_check(object_type: GraphQLObjectType) -> tuple[bool, Any]:
     return False, None
 
 
+def exact_class(object_type: GraphQLObjectType) -> type | None:
+    """The Python class of a strawberry object type whose uncast instances (no `strawberry.cast` attribute in
+    their `__dict__`) its `is_type_of` accepts, and which are neither awaitable nor exceptions; or None."""
+    found = _EXACT.get(object_type, _EXACT)
+    if found is not _EXACT:
+        return found  # type: ignore[return-value]
+    definition = object_type.extensions.get(GraphQLCoreConverter.DEFINITION_BACKREF)
+    origin = getattr(definition, "origin", None)
+    exact = (
+        origin
+        if isinstance(origin, type)
+        and getattr(definition, "concrete_of", None) is None
+        and not hasattr(origin, "__await__")
+        and not issubclass(origin, BaseException)
+        and not hasattr(origin, "__slots__")
+        and object_type_check(object_type)[0]  # no hand-written is_type_of
+        else None
+    )
+    _EXACT[object_type] = exact
+    return exact
+
+
+_EXACT: dict[GraphQLObjectType, Any] = {}
+
+
 def _object_field(field_type: GraphQLOutputType) -> tuple[GraphQLObjectType, bool, bool, bool] | None:
     """(object type, non-null, is a list, items non-null) of `T`, `T!`, `[T]`, `[T!]`, `[T]!`, `[T!]!`."""
     non_null = is_non_null_type(field_type)
@@ -107,6 +134,7 @@ class _Writer:
             "complete_list": complete_leaf_list,
             "gather_fields": gather_fields,
             "NOT_READY": NOT_READY,
+            "_CAST": TYPE_CAST_ATTRIBUTE,
         }
         self.lines: list[str] = []
         self.nodes: list[int] = []  # fields whose resolve info needs their field nodes
@@ -203,6 +231,11 @@ def _complete_object(
         w.add(indent, "    elif type(v) is list or type(v) is tuple:", f"        o{i} = _OBJECT")
     else:
         check = "" if w.names[f"oito{i}"] is None else f" or not oito{i}(v, None)"
+        w.names[f"CLS{i}"] = exact_class(object_type)
+        if w.names[f"CLS{i}"] is not None:  # what is_type_of accepts at once: an uncast instance of the type
+            w.add(
+                indent, f"    elif type(v) is CLS{i} and _CAST not in v.__dict__:", f"        o{i} = _OBJECT"
+            )
         w.add(
             indent,
             f"    elif isinstance(v, Exception) or is_awaitable(v){check}:",
@@ -223,7 +256,7 @@ def _complete_object(
         f"    handle_field_error(raw_error, RT{i}, F{i}, fp)",
         f"    o{i} = None",
         "else:",
-        f"    if is_awaitable(o{i}):",
+        f"    if type(o{i}) is not {'list' if is_list else 'dict'} and is_awaitable(o{i}):",
         f"        o{i} = await_field(o{i}, RT{i}, F{i}, fp)",
         f"        pend = add_pending(pend, K{i}, o{i})",
     )

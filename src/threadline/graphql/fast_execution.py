@@ -31,6 +31,7 @@ from graphql.execution.executor import CollectedErrors, collect_iterator_awaitab
 from graphql.pyutils import Path, Undefined, gather_with_cancel
 from graphql.type import GraphQLList, GraphQLOutputType, GraphQLResolveInfo, is_non_null_type, is_object_type
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
+from strawberry.types.cast import TYPE_CAST_ATTRIBUTE
 
 from threadline.graphql import budget
 from threadline.graphql.compiled_plan import (
@@ -38,6 +39,7 @@ from threadline.graphql.compiled_plan import (
     Bind,
     Shape,
     compile_selection,
+    exact_class,
     object_type_check,
     selection_shape,
 )
@@ -272,6 +274,7 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         item_type: Any = list_type.of_type
         object_type: Any = item_type.of_type if is_non_null_type(item_type) else item_type
         is_type_of = object_type_check(object_type)[1]
+        exact = exact_class(object_type)
         run = self.child_selection(object_type, field_details_list)
         is_awaitable = self.is_awaitable
         completed_results: list[Any] = []
@@ -282,7 +285,20 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         try:
             for item in iterator:
                 item_path = Path(path, index, None)
-                if is_awaitable(item):
+                if type(item) is exact and TYPE_CAST_ATTRIBUTE not in item.__dict__:
+                    # An uncast instance of the type (compiled_plan.exact_class): completed by compiled code.
+                    try:
+                        completed = run(item, item_path)
+                    except Exception as raw_error:  # as complete_list_item_value does
+                        self.handle_field_error(raw_error, item_type, field_details_list, item_path)
+                        append(None)
+                    else:
+                        if type(completed) is not dict and is_awaitable(completed):
+                            append(self.await_item(completed, item_type, field_details_list, item_path))
+                            awaitable_indices.append(index)
+                        else:
+                            append(completed)
+                elif is_awaitable(item):
                     if info is None:
                         info = self._list_info(field_def, field_details_list, parent_type, path)
                     append(
