@@ -87,7 +87,7 @@ def exact_class(object_type: GraphQLObjectType) -> type | None:
     their `__dict__`) its `is_type_of` accepts, and which are neither awaitable nor exceptions; or None."""
     found = _EXACT.get(object_type, _EXACT)
     if found is not _EXACT:
-        return found  # type: ignore[return-value]
+        return found  # type: ignore[no-any-return]
     definition = object_type.extensions.get(GraphQLCoreConverter.DEFINITION_BACKREF)
     origin = getattr(definition, "origin", None)
     exact = (
