@@ -223,3 +223,15 @@ async def reopen_title(db: Executor, tenant_id: uuid.UUID, conversation_id: uuid
         tenant_id,
         conversation_id,
     )
+
+
+async def wait_for(db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID, due: int) -> None:
+    """A job waits for the conversation to reach `due` messages: the trigger lets that write through (the
+    smallest due of the conversation's waiting jobs is kept on the row)."""
+    await db.execute(
+        """UPDATE conversation SET enrichment_due = least(coalesce(enrichment_due, $3), $3)
+           WHERE tenant_id = $1 AND id = $2""",
+        tenant_id,
+        conversation_id,
+        due,
+    )
