@@ -24,6 +24,8 @@ class Conversation(Table, tablename="conversation"):
     title = Text(default="")
     # Who set the title: DEFAULT (the placeholder), USER, or GENERATED (enrich/); never replaced once USER.
     title_source = Varchar(length=16, default="USER")
+    # The smallest message count an enrichment job of this conversation waits for (enrich/); None: none waits.
+    enrichment_due = Integer(null=True, default=None)
     description = Text(default="")
     tags = Array(base_column=Varchar(length=64), default=list)
     status = Varchar(length=16, default="ACTIVE")
