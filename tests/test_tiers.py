@@ -150,6 +150,9 @@ def test_a_cold_conversation_reads_back_identical_and_keeps_metadata_counts_and_
     assert "a follow-up, edited" in {m["content"] for m in tables["message"]}
     assert [e["content"] for e in tables["message_edit"]] == ["a follow-up"]
     assert "search_vector" not in tables["message"][0]
+    # Derived rows are not stored: the embedding queue (and vectors) are redone when the messages come back.
+    assert "embedding_queue" not in tables and "message_embedding" not in tables
+    queued = "SELECT count(*) AS n FROM embedding_queue q JOIN message m ON m.id = q.message_id WHERE m.conversation_id = $1"
 
     # Hot while cold: the list, counts and title search, without bringing the content back.
     assert admin.client.ok(LIST) == listed
@@ -172,6 +175,7 @@ def test_a_cold_conversation_reads_back_identical_and_keeps_metadata_counts_and_
     assert export(admin, conversation) == before
     assert cold_document(loop, dsn, cid) is None
     assert hot_rows(loop, dsn, cid) == hot
+    assert sql(loop, dsn, queued, cid)[0]["n"] == 5
     assert admin.client.ok(SUMMARY, {"id": conversation}) == summary
     # Restored rows are searchable again (the full-text vectors are rebuilt on the way back).
     hits = admin.client.ok(SEARCH, {"q": "glaciers"})["search"]
@@ -487,3 +491,28 @@ def test_a_list_brings_back_a_bounded_number_of_cold_conversations_per_request(
     assert sorted(e["node"]["messages"]["nodes"][0]["content"] for e in listed) == sorted(
         f"words of {n}" for n in range(RESTORES_PER_REQUEST + 2)
     )
+
+
+def test_anonymising_a_user_masks_their_messages_in_a_cold_conversation(
+    admin: Actor, make_user: Any, loop: Loop, dsn: str
+) -> None:
+    member = make_user(admin)
+    email = f"someone.{uuid.uuid4().hex[:8]}@example.org"
+    conversation = create_conversation(admin, "anonymise")
+    join(admin, member, conversation)
+    root = start_thread(admin, conversation, "question")
+    reply(member, root, f"write to {email} today")
+    cid = uid(conversation, Kind.CONVERSATION)
+    freeze(loop, dsn, admin)
+    assert email in json.dumps(cold_document(loop, dsn, cid))
+    done = admin.client.ok(
+        "mutation($u: ID!) { userAnonymise(userId: $u) { messages messagesMasked } }", {"u": member.user_id}
+    )
+    assert done["userAnonymise"] == {"messages": 1, "messagesMasked": 1}
+    assert cold_document(loop, dsn, cid) is None
+    contents = [
+        r["content"] for r in sql(loop, dsn, "SELECT content FROM message WHERE conversation_id = $1", cid)
+    ]
+    assert sorted(contents) == ["question", "write to [EMAIL] today"]
+    for row in sql(loop, dsn, "SELECT document FROM conversation_tier WHERE document IS NOT NULL"):
+        assert email.encode() not in zlib.decompress(row["document"])

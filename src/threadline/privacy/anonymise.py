@@ -32,6 +32,7 @@ from threadline.porting.erasure import PLACEHOLDER_KEY
 from threadline.privacy import repository as repo
 from threadline.privacy.masking import mask, mask_json, mask_text, to_json
 from threadline.privacy.writing import mask_parts
+from threadline.tiers import service as tiers
 
 PSEUDONYM_NAME = "Anonymised user"
 # (table, column) rows that are the person's credentials or live state, not something the team keeps.
@@ -73,6 +74,8 @@ async def anonymise_user(db: Database, principal: Principal, user_id: uuid.UUID)
             )
         )["id"]
 
+        # Their rows in cold documents (tiers/) come back first, so the masking below reaches them too.
+        await tiers.restore_naming_user(tx, tenant, user_id)
         # What they wrote, masked (the rows are locked: a concurrent edit waits for this transaction).
         messages = await repo.lock_authored(tx, tenant, user_id)
         masked_rows = []

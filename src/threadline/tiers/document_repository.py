@@ -26,6 +26,9 @@ ROOTS = ("message", "thread", "run")
 HOT = frozenset({"conversation", "share_link", "tenant", "app_user"})
 # Columns derived on insert by a trigger (full-text vectors): not stored, rebuilt on restore.
 DERIVED_TYPES = frozenset({"tsvector"})
+# Tables derived from messages and rebuilt when they come back (the message insert trigger queues them for the
+# embedding indexer again): deleted with the messages, never stored (vectors compress badly and can be redone).
+DERIVED_TABLES = frozenset({"message_embedding", "embedding_queue"})
 FINISHED_RUNS = "('COMPLETED', 'CANCELLED', 'FAILED', 'EXPIRED', 'INCOMPLETE')"
 
 
@@ -45,6 +48,7 @@ class TablePlan:
     columns: list[str] = field(default_factory=list)
     excluded: list[str] = field(default_factory=list)
     identity: bool = False
+    derived: bool = False  # in DERIVED_TABLES: deleted, not stored
     outside: list[ForeignKey] = field(default_factory=list)  # references to rows outside the document
 
     def dump_sql(self) -> str:
@@ -133,6 +137,7 @@ def build(keys: list[ForeignKey], columns: list[asyncpg.Record]) -> Plan:
                 columns=[c["col"] for c in described if c["col"] not in excluded],
                 excluded=excluded,
                 identity=any(c["identity"] for c in described),
+                derived=name in DERIVED_TABLES,
                 outside=outside,
             )
         )

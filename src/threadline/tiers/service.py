@@ -51,6 +51,8 @@ async def freeze(
     run_ids: list[uuid.UUID] = []
     users: set[uuid.UUID] = set()
     for table in plan.tables:
+        if table.derived:
+            continue
         dumped = await repo.dump_rows(tx, tenant_id, conversation_id, table.dump_sql(), table.excluded)
         if not dumped["rows"]:
             continue
@@ -109,6 +111,11 @@ async def _restore(tx: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUI
     started = time.perf_counter()
     stored = {t.name: t for t in cold.decode(bytes(held["document"]), held["codec"])}
     plan = await plans.read_plan(tx)
+    unknown = set(stored) - {t.name for t in plan.tables if not t.derived}
+    if unknown:  # a table renamed or dropped since: refuse rather than lose its rows (the document stays)
+        raise RuntimeError(
+            f"cold document of {conversation_id} holds rows of tables no longer moved: {unknown}"
+        )
     restored = 0
     for table in plan.tables:
         rows = stored.get(table.name)
