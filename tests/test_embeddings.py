@@ -196,6 +196,24 @@ def test_hybrid_fuses_both_lists_and_says_which_part_matched(tenant: Callable[[]
     assert "<mark>Zorblax</mark>" in hit["snippet"]
 
 
+def test_hybrid_matches_titles_tolerantly_of_typos_only_when_nothing_else_matched(
+    tenant: Callable[[], Actor],
+) -> None:
+    admin = tenant()
+    titled = create_conversation(admin, "Kubernetes upgrade")
+    start_thread(admin, titled, "Zorblax brochure")
+    other = create_conversation(admin, "Garage")
+    start_thread(admin, other, "Kubernetis automobile")  # the typo itself, in a message
+    wait_indexed(admin)
+    # The typo is found as written (full text and vectors): the tolerant title match is not fused in.
+    result = search(admin, "kubernetis", "HYBRID")
+    assert [(n["conversation"]["id"], n["matchedBy"]) for n in result["nodes"]] == [(other, "HYBRID")]
+    # A typo nothing holds: only then are titles matched tolerantly, as KEYWORD search does.
+    result = search(admin, "kubernetas", "HYBRID")
+    assert [(n["conversation"]["id"], n["matchedBy"]) for n in result["nodes"]] == [(titled, "FUZZY")]
+    assert result["nodes"][0]["keywordRank"] == 1 and result["nodes"][0]["semanticRank"] is None
+
+
 def test_fused_pages_continue_with_their_cursor_and_only_their_mode(tenant: Callable[[], Actor]) -> None:
     admin = tenant()
     conversations = {create_conversation(admin, f"c{i}") for i in range(5)}

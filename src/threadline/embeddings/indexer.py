@@ -87,6 +87,9 @@ class Indexer:
                 await self._count_queue()
             except asyncio.CancelledError:
                 raise
+            except EmbeddingError as exc:  # the model's size could not be asked (the provider is down)
+                log.warning("embedding indexer: %s; trying again", exc)
+                done = 0
             except Exception:  # noqa: BLE001 - e.g. the database restarting: try again at the next tick
                 log.exception("embedding indexer: batch failed")
                 done = 0

@@ -35,6 +35,10 @@ def model_id(name: str) -> int:
     return int.from_bytes(hashlib.blake2b(name.encode(), digest_size=4).digest(), "big") & 0x7FFFFFFF
 
 
+def _unavailable(exc: EmbeddingError) -> ThreadlineError:
+    return ThreadlineError(ErrorCode.UNAVAILABLE, f"Semantic search is unavailable: {exc}", retryAfter=5)
+
+
 class Embeddings:
     """The process's embedder with its model, query-vector cache and (when started) indexer."""
 
@@ -68,16 +72,22 @@ class Embeddings:
                 self._model = model
         return self._model
 
-    async def query_vector(self, text: str) -> str | None:
-        """The query's vector as pgvector text; None when it has nothing to embed. UNAVAILABLE when the
-        embedder cannot answer (the search is not silently degraded to keywords)."""
+    async def available_model(self) -> Model:
+        """`model()` for a request: UNAVAILABLE when the provider cannot be asked the model's size."""
+        try:
+            return await self.model()
+        except EmbeddingError as exc:
+            raise _unavailable(exc) from exc
+
+    async def query_vector(self, text: str) -> tuple[Model, str | None]:
+        """The model and the query's vector as pgvector text (None when it has nothing to embed). UNAVAILABLE
+        when the embedder cannot answer (the search is not silently degraded to keywords)."""
         try:
             vector = await self.queries.vector(text)
+            model = await self.model()
         except EmbeddingError as exc:
-            raise ThreadlineError(
-                ErrorCode.UNAVAILABLE, f"Semantic search is unavailable: {exc}", retryAfter=5
-            ) from exc
-        return vector_text(vector) if vector is not None else None
+            raise _unavailable(exc) from exc
+        return model, vector_text(vector) if vector is not None else None
 
     def start_indexer(self) -> None:
         self.indexer = Indexer(self.db, self.settings, self.embedder, self.model)
@@ -105,10 +115,9 @@ async def semantic_candidates(
 ) -> list[asyncpg.Record]:
     """Conversations nearest to `text` for the caller and filters: conversation_id, last_activity_at,
     message_id, similarity; nearest first."""
-    vector = await embeddings.query_vector(text)
+    model, vector = await embeddings.query_vector(text)
     if vector is None:
         return []
-    model = await embeddings.model()
     await repo.tune_vector_scan(tx)
     return await repo.nearest_conversations(
         tx,
@@ -141,7 +150,7 @@ async def index_status(
         raise forbidden("Only tenant admins may read the embedding index status")
     if embeddings is None:
         return None
-    model = await embeddings.model()
+    model = await embeddings.available_model()
     queue = await repo.queue_counts(db, embeddings.settings.embeddings_max_attempts, principal.tenant_id)
     indexed = await repo.indexed_counts(db, principal.tenant_id, model)
     return IndexStatus(
@@ -161,7 +170,7 @@ async def similar_conversations(
     """Conversations the caller may read nearest to a conversation they may read (the caller resolved it)."""
     if embeddings is None:
         return []
-    model = await embeddings.model()
+    model = await embeddings.available_model()
     async with db.transaction() as tx:
         center = await repo.centroid(
             tx, principal.tenant_id, model, "conversation_id", conversation_id, CENTROID_CHUNKS
@@ -180,7 +189,7 @@ async def similar_messages(
     """Messages the caller may read nearest to a message they may read (the caller resolved it)."""
     if embeddings is None:
         return []
-    model = await embeddings.model()
+    model = await embeddings.available_model()
     async with db.transaction() as tx:
         center = await repo.centroid(
             tx, principal.tenant_id, model, "message_id", message_id, CENTROID_CHUNKS

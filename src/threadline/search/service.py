@@ -375,10 +375,10 @@ async def set_search_language(db: Database, principal: Principal, language: str)
 
 
 async def _keyword_candidates(
-    tx: Executor, db: Database, principal: Principal, request: SearchRequest, text: str
+    tx: Executor, db: Database, principal: Principal, request: SearchRequest, text: str, fuzzy_too: bool
 ) -> tuple[list[asyncpg.Record], SearchMode, str, str | None]:
-    """The best keyword candidates as KEYWORD search ranks them (TEXT, else FUZZY), with the mode, the text
-    search configuration and the words snippets mark. An exclusion-only query has none (vectors still run)."""
+    """The best keyword candidates as KEYWORD search ranks them (TEXT, else FUZZY when `fuzzy_too`), with the
+    mode, the text search configuration and the words snippets mark. An exclusion-only query has none."""
     parsed = await repo.parse_query(tx, principal.tenant_id, text)
     config = parsed["config"]
     if parsed["nodes"] > 0 and parsed["indexable"]:
@@ -397,7 +397,7 @@ async def _keyword_candidates(
         )
         if rows:
             return rows, SearchMode.TEXT, config, highlight_query(parsed["positive"])
-    if parsed["nodes"] > 0 and not parsed["indexable"]:
+    if (parsed["nodes"] > 0 and not parsed["indexable"]) or not fuzzy_too:
         return [], SearchMode.TEXT, config, None
     fuzzy = await _fuzzy_query(db, principal.tenant_id, text)
     if fuzzy is None:
@@ -429,8 +429,16 @@ async def _fused_page(
     keyword: list[asyncpg.Record] = []
     keyword_mode, config, highlight = SearchMode.TEXT, "simple", None
     if mode is SearchMode.HYBRID:
-        keyword, keyword_mode, config, highlight = await _keyword_candidates(tx, db, principal, request, text)
+        keyword, keyword_mode, config, highlight = await _keyword_candidates(
+            tx, db, principal, request, text, fuzzy_too=False
+        )
     nearest = await semantic_candidates(tx, principal, request.filters, embeddings, text)
+    if mode is SearchMode.HYBRID and not keyword and not nearest:
+        # As in KEYWORD search, titles and tags are matched tolerantly of typos only when nothing else matched:
+        # fused with vector candidates, a loose title match would outrank what the query is about.
+        keyword, keyword_mode, config, highlight = await _keyword_candidates(
+            tx, db, principal, request, text, fuzzy_too=True
+        )
     similarity = {r["conversation_id"]: float(r["similarity"]) for r in nearest}
     semantic = [Candidate(r["conversation_id"], r["last_activity_at"], r["message_id"]) for r in nearest]
     if mode is SearchMode.SEMANTIC:
