@@ -54,7 +54,7 @@ def test_mask_on_read_masks_subscription_events_and_the_event_log(
     assert EMAIL not in payloads and "now [EMAIL]!" in payloads
 
 
-def test_mask_on_read_masks_exports_and_search_snippets_of_others_messages(
+def test_mask_on_read_masks_exports_markdown_and_search_snippets_of_others_messages(
     admin: Actor, make_user: Any
 ) -> None:
     author = make_user(admin)
@@ -70,6 +70,11 @@ def test_mask_on_read_masks_exports_and_search_snippets_of_others_messages(
     assert [m["content"] for m in by_author["messages"]] == [TEXT, "reader's own [EMAIL]"]
     by_admin = admin.client.ok(EXPORT, {"id": conversation})["conversationExport"]
     assert [m["content"] for m in by_admin["messages"]] == [TEXT, f"reader's own {EMAIL}"]
+    markdown = reader.client.ok(
+        "query($id: ID!) { conversationExport(id: $id, format: MARKDOWN, allBranches: true) }",
+        {"id": conversation},
+    )["conversationExport"]
+    assert MASKED in markdown and f"reader's own {EMAIL}" in markdown and CARD not in markdown
     (hit,) = reader.client.ok(SEARCH)["search"]["nodes"]
     assert hit["message"]["content"] == MASKED
     assert EMAIL not in hit["snippet"] and "4111" not in hit["snippet"] and "[EMAIL]" in hit["snippet"]

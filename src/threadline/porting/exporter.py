@@ -190,6 +190,8 @@ async def export_user(
         if row is None:  # deleted meanwhile
             continue
         document = await conversation_document(db, actor.tenant_id, row, now, user_id)
+        if isinstance(actor, Principal):
+            mask_export(document, reader_for(actor))  # privacy: others' messages under MASK_ON_READ
         reader = actor if isinstance(actor, Principal) else None
         await add_organisation(db, actor.tenant_id, reader, user_id, document, row)
         messages += len(document["messages"])

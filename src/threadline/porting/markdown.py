@@ -27,6 +27,7 @@ from threadline.ids import Kind, encode_id
 from threadline.links.service import links_for_export
 from threadline.porting import repository as repo
 from threadline.porting.service import audited_export
+from threadline.privacy.reading import masked_rows, reader_for
 from threadline.threads import branches
 
 # Who no user is (the operator's export): no current leaf of theirs exists, so every thread shows its newest branch.
@@ -173,6 +174,8 @@ async def export_markdown(
         keep = {m["id"] for path in paths.values() for m in path}
         rows = [r for r in rows if r["id"] in keep]
     links = await links_for_export(db, tenant, reader, conversation_id)
+    if reader is not None:
+        rows = masked_rows(reader_for(reader), rows)  # privacy: MASK_ON_READ
     # Who wrote what, by display name (never an email: a person reads this file, maybe not a participant).
     writers = list({r["author_id"] for r in rows if r["author_id"] is not None})
     authors = {

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextvars
 import html
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,3 +125,10 @@ def masked_snippet(reader: Reader | None, message: Any, snippet: str) -> str:
 
 
 _SNIPPET_CHARS = 200
+
+
+def masked_rows(reader: Reader | None, rows: Sequence[Any]) -> list[Any]:
+    """Message rows (with author_id and content) as `reader` may read them."""
+    if reader is None:
+        return list(rows)
+    return [{**row, "content": reader.content(row["author_id"], row["content"])} for row in rows]
