@@ -12,6 +12,12 @@ The raw baseline, measured in the same run: the same page (same rows, same JSON)
 (three statements: page, owners, participants) and orjson in a bare Starlette endpoint under uvicorn (this
 file with --serve-baseline), same clients, same connections.
 
+--before REF: the same rounds also against the app as it was at git commit REF (its src/ extracted from git into
+a temporary directory and put first on the bench server's PYTHONPATH), interleaved with the current one on the
+same PostgreSQL: before/after figures from one run.
+--reads: also `conversation(id)` (threads and 50 messages) and `search` rounds, CPU per request of each read (and
+of `viewer`), for the app (and the --before app), with the ratio after/before.
+
 --profile FILE: py-spy samples the server during an extra app round (native frames off, idle frames off) and
 writes the collapsed stacks to FILE, then prints the share of samples per phase (see `phases` below).
 --workers N: the app is `threadline serve --workers N` (one port, N processes) instead of bench/server.py.
@@ -23,6 +29,7 @@ import argparse
 import asyncio
 import multiprocessing
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -56,6 +63,54 @@ FIRST = 50
 # The smallest authenticated read: what every request pays (HTTP, authentication, the rate-limit draw, parsing,
 # validation, limits, the extensions) plus one loaded user.
 VIEWER = "query Viewer { viewer { id } }"
+# --reads: a conversation with its threads and 50 messages, and a search.
+CONVERSATION = """query Conversation($id: ID!) { conversation(id: $id) { id title tags messageCount lastActivityAt
+  threads(first: 10) { edges { node { id replyCount lastActivityAt
+    root { id content createdAt author { id displayName } } } } }
+  messages(first: 50) { edges { cursor node { id parentId depth role content createdAt author { id } } } } } }"""
+SEARCH = """query Search($q: String!) { search(input: {query: $q}, first: 20) { edges { cursor node {
+  score snippet matchedBy conversation { id title } message { id } } } pageInfo { hasNextPage } } }"""
+READ_WORD = "zanzibar"  # in the --reads conversation's title and messages, nowhere else
+
+
+def seed_reads(url: str, member: Caller) -> str:
+    """The member's conversation for --reads: 5 threads of 10 messages (50), the word READ_WORD in each."""
+    with httpx.Client(base_url=url, headers=member.headers, timeout=60) as client:
+
+        def gql(query: str, variables: dict[str, Any]) -> dict[str, Any]:
+            body = client.post("/graphql", json={"query": query, "variables": variables}).json()
+            assert not body.get("errors"), body
+            return dict(body["data"])
+
+        conversation = gql(
+            "mutation($t: String!) { conversationCreate(input: {title: $t}) { id } }",
+            {"t": f"reads {READ_WORD} bench"},
+        )["conversationCreate"]["id"]
+        for thread in range(5):
+            parent = gql(
+                "mutation($c: ID!, $m: String!) { threadStart(conversationId: $c, input: {content: $m}) { id } }",
+                {"c": conversation, "m": f"thread {thread} about {READ_WORD}"},
+            )["threadStart"]["id"]
+            for reply in range(9):
+                parent = gql(
+                    "mutation($p: ID!, $m: String!) { messageReply(parentId: $p, input: {content: $m}) { id } }",
+                    {"p": parent, "m": f"reply {reply} of thread {thread}: {READ_WORD} and more words"},
+                )["messageReply"]["id"]
+    return str(conversation)
+
+
+def extract_source(ref: str) -> Path:
+    """src/ of git commit `ref` of this checkout, extracted into a temporary directory (its path returned)."""
+    import io
+    import tarfile
+    import tempfile
+
+    root = Path(__file__).resolve().parent.parent
+    archive = subprocess.run(["git", "-C", str(root), "archive", ref, "src"], check=True, capture_output=True)
+    target = Path(tempfile.mkdtemp(prefix="page-before-"))
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        tar.extractall(target, filter="data")
+    return target / "src"
 
 
 def serve_baseline(port: int) -> None:
@@ -415,6 +470,8 @@ def main() -> None:
         "--workers", type=int, default=0, help="threadline serve --workers N (0: bench/server.py)"
     )
     parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks of an extra app round to FILE")
+    parser.add_argument("--before", help="also measure the app as it was at this git commit (same run)")
+    parser.add_argument("--reads", action="store_true", help="also conversation(id) and search rounds")
     parser.add_argument("--serve-baseline", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -425,6 +482,10 @@ def main() -> None:
     dsn = database.start()
     # Rate limits stay on (their draw is part of every request's cost), with budgets 8 connections never spend.
     app: Any = Workers(dsn, args.workers) if args.workers else Server(dsn, env=UNTHROTTLED)
+    old_app: Any = None
+    if args.before:
+        source = extract_source(args.before)
+        old_app = Server(dsn, env={**UNTHROTTLED, "PYTHONPATH": str(source)})
     baseline = Baseline(dsn)
     try:
         admin = create_tenant(dsn)
@@ -505,6 +566,109 @@ def main() -> None:
                     20,
                 )
                 print(f"  SQL statements per request, {label}: {(app.sql_statements() - before) / 20:.1f}")
+        if old_app is not None:
+            print(f"\nbefore (commit {args.before}), interleaved with the current app and raw:")
+            run_round(
+                "warm-up before", old_app.port, old_app.process.pid, postgres, "/graphql", body, auth, n, warm
+            )
+            old_first = run_round(
+                "before", old_app.port, old_app.process.pid, postgres, "/graphql", body, auth, n, args.seconds
+            )
+            now = run_round(
+                "app (after)", app.port, app.process.pid, postgres, "/graphql", body, auth, n, args.seconds
+            )
+            raw_again = run_round(
+                "raw baseline again",
+                baseline.port,
+                baseline.process.pid,
+                postgres,
+                "/page",
+                b"{}",
+                raw_headers,
+                n,
+                args.seconds,
+            )
+            old_second = run_round(
+                "before again",
+                old_app.port,
+                old_app.process.pid,
+                postgres,
+                "/graphql",
+                body,
+                auth,
+                n,
+                args.seconds,
+            )
+            old_cpu = (old_first["cpu_ms"] + old_second["cpu_ms"]) / 2
+            print(
+                f"  page of {FIRST}: server CPU per request before {old_cpu:.2f} ms, after {now['cpu_ms']:.2f} ms"
+                f" ({old_cpu / now['cpu_ms']:.2f}x less); after / raw {now['cpu_ms'] / raw_again['cpu_ms']:.1f}x,"
+                f" before / raw {old_cpu / raw_again['cpu_ms']:.1f}x"
+            )
+        if args.reads:
+            conversation_id = seed_reads(f"http://127.0.0.1:{app.port}", member)
+            url = f"http://127.0.0.1:{app.port}/graphql"
+            search_body = orjson.dumps(
+                {"query": SEARCH, "variables": {"q": READ_WORD}, "operationName": "Search"}
+            )
+            reads = [
+                (
+                    "conversation(id): threads, 50 messages",
+                    orjson.dumps(
+                        {
+                            "query": CONVERSATION,
+                            "variables": {"id": conversation_id},
+                            "operationName": "Conversation",
+                        }
+                    ),
+                    (b'"content"', 55),
+                ),
+                (
+                    "search",
+                    search_body,
+                    (
+                        b'"score"',
+                        httpx.post(url, content=search_body, headers=member.headers).text.count('"score"'),
+                    ),
+                ),
+                ("viewer { id }", viewer, (b'"viewer"', 1)),
+            ]
+            servers = [("app", app)] + ([("before", old_app)] if old_app is not None else [])
+            print("\nreads, CPU per request (interleaved; each read's rounds back to back):")
+            for label, payload, expect in reads:
+                cpu: dict[str, float] = {}
+                for name, server in servers:
+                    run_round(
+                        f"warm-up {name}",
+                        server.port,
+                        server.process.pid,
+                        postgres,
+                        "/graphql",
+                        payload,
+                        auth,
+                        n,
+                        2,
+                        expect,
+                    )
+                for name, server in servers:
+                    row = run_round(
+                        f"{label[:22]}: {name}",
+                        server.port,
+                        server.process.pid,
+                        postgres,
+                        "/graphql",
+                        payload,
+                        auth,
+                        n,
+                        args.seconds,
+                        expect,
+                    )
+                    cpu[name] = row["cpu_ms"]
+                if "before" in cpu:
+                    print(
+                        f"  {label}: before {cpu['before']:.2f} ms, after {cpu['app']:.2f} ms"
+                        f" ({cpu['before'] / cpu['app']:.2f}x less)"
+                    )
         print("\nratios app / raw (each app round against the raw round between them):")
         for row in (first, second):
             print(
@@ -552,6 +716,9 @@ def main() -> None:
         print(f"\nload average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         baseline.stop()
+        if old_app is not None:
+            old_app.stop()
+            shutil.rmtree(source.parent, ignore_errors=True)
         app.stop()
         database.stop()
 
