@@ -892,6 +892,8 @@ PAGE_DOCUMENTS = [
        participants @include(if: $s) { role } } } } }""",
     """query Nested { conversations(first: 2) { edges { node { participants { user { id } }
        threads { nodes { id } } owner { email } } } } }""",
+    """query Authors($c: ID!) { conversation(id: $c) { messages(first: 20) { edges { node { id
+       author { id email } } } } threads { nodes { root { id author { displayName } } } } } }""",
 ]
 
 
@@ -914,11 +916,14 @@ def test_a_page_of_conversations_answers_owners_and_participants_through_twins_w
     runs: list[tuple[str, str | None, dict[str, Any]]] = []
     for document in PAGE_DOCUMENTS:
         for variables in ({"s": True}, {"s": False}) if "$s" in document else ({},):
-            runs.append((document, None, variables))
+            runs.append(
+                (document, None, {**variables, **({"c": ids["conversation"][0]} if "$c" in document else {})})
+            )
     results = run_both(loop, dsn, admin, runs)
     assert compare(runs, results) == len(runs)
     assert sum('"errors": []' in stock for stock, _, _ in results) == len(runs) - 1
     assert '"owner": {"id": "usr_' in results[0][0] and '"participants": [{"role": "OWNER"' in results[0][0]
+    assert results[-1][0].count('"author": {"id": "usr_') >= 5  # the seeded messages' authors
     # The stock executor never asks the twins; under compiled execution they answered the owners, the
     # participants and their users, from what the connection's resolver loaded.
     assert {"users", "participants"} <= set(answered)

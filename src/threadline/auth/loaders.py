@@ -3,7 +3,9 @@ statement. Rows come back as stored; `auth/types.py` builds the `User`."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
+from collections.abc import Iterable
 
 import asyncpg
 
@@ -27,3 +29,13 @@ async def user(info: Info, user_id: uuid.UUID) -> asyncpg.Record | None:
     """A user of the caller's tenant by id (None if there is none)."""
     principal = await info.context.principal()
     return await users(info, principal).load(user_id)
+
+
+async def prefetch_users(info: Info, user_ids: Iterable[uuid.UUID | None]) -> None:
+    """Loads these users through the request's loader now (batched with whatever else loads users in the same
+    turn of the event loop), so that fields with a synchronous twin find them loaded (graphql.ready). A failed
+    load stays in the loader: the fields that need it report it as they would have."""
+    wanted = list(dict.fromkeys(u for u in user_ids if u is not None))
+    if wanted:
+        principal = await info.context.principal()
+        await asyncio.gather(users(info, principal).load_many(wanted), return_exceptions=True)

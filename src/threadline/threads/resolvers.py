@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 import asyncpg
 
+from threadline.auth.loaders import prefetch_users
 from threadline.errors import bad_input
 from threadline.graphql import budget
 from threadline.graphql.context import Info
@@ -20,9 +21,13 @@ from threadline.graphql.pagination import (
     decode_cursor,
     page_size,
 )
+from threadline.graphql.ready import asks_for
 from threadline.threads import loaders
 from threadline.threads.tree_service import TreeRows
 from threadline.threads.types import Message, Thread, ThreadTree, tree_messages_in_slices
+
+# Where a connection's selection holds its items (the twins of their fields answer from prefetched users).
+_NODES = (("edges", "node"), ("nodes",))
 
 
 async def thread_tree(info: Info, read: TreeRows) -> ThreadTree:
@@ -48,8 +53,11 @@ async def conversation_threads(
     settings = info.context.settings
     limit = page_size(first, settings.page_size_default, settings.page_size_max)
     cursor = decode_cursor(after, (as_datetime, as_uuid)) if after else None
+    rows = await loaders.thread_page(info, conversation_id, limit + 1, cursor)
+    if any(asks_for(info, *path, "root", "author") for path in _NODES):
+        await prefetch_users(info, (row["author_id"] for row in rows[:limit]))
     return connection(
-        await loaders.thread_page(info, conversation_id, limit + 1, cursor),
+        rows,
         limit,
         Thread.from_row,
         lambda r: (r["thread_last_activity_at"], r["thread_id"]),
@@ -79,8 +87,11 @@ async def conversation_messages(
         size = page_size(first, settings.messages_page_default, settings.page_size_max)
         after_seq = decode_cursor(after, (as_int,))[0] if after else None
         previous = after_seq is not None
+    pairs = await loaders.message_page(info, conversation_id, size + 1, after_seq, offset)
+    if any(asks_for(info, *path, "author") for path in _NODES):
+        await prefetch_users(info, (row["author_id"] for row, _ in pairs[:size]))
     return connection(
-        await loaders.message_page(info, conversation_id, size + 1, after_seq, offset),
+        pairs,
         size,
         lambda pair: Message.from_row(*pair),
         lambda pair: (pair[0]["seq"],),

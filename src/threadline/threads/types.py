@@ -13,7 +13,7 @@ import asyncpg
 import strawberry
 from strawberry.scalars import JSON
 
-from threadline.auth.types import User, load_user
+from threadline.auth.types import User, load_user, loaded_user
 from threadline.errors import bad_input
 from threadline.feedback.types import FeedbackSummary, MessageFeedback
 from threadline.graphql import budget
@@ -29,6 +29,7 @@ from threadline.graphql.pagination import (
     decode_cursor,
     page_size,
 )
+from threadline.graphql.ready import when_ready
 from threadline.ids import Kind, decode_id, encode_id
 from threadline.parts import model as message_parts
 from threadline.parts.types import MessagePart, MessagePartInput, part_object
@@ -130,6 +131,7 @@ class Message(Node):
     masked_pii: strawberry.Private[list[dict[str, Any]] | None] = None
 
     @strawberry.field(description="Who wrote it (null after erasure).")
+    @when_ready(lambda self, context: loaded_user(context, self.author_uuid))
     async def author(self, info: Info) -> User | None:
         return await load_user(info, self.author_uuid)
 
