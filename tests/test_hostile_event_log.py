@@ -44,16 +44,19 @@ def logged_cursors(loop: Loop, dsn: str, conversation: str, recipient: str) -> l
     """Cursors of the logged events a subscriber of `conversation` (user `recipient`) replays, in log order,
     encoded as the API shows them (opaque, per tenant) with the key every server process of `dsn` uses."""
     from threadline.streaming.cursors import load_codec
+    from threadline.streaming.subscriber import SELECTED_ONLY
 
     rows = sql(
         loop,
         dsn,
-        # Branch events go only to subscriptions that select their types, which the replays here do not.
+        # Branch and enrichment events go only to subscriptions that select their types, which the replays here
+        # do not.
         """SELECT id, tenant_id FROM stream_event WHERE conversation_id = $1::uuid
              AND (recipient_id IS NULL OR recipient_id = $2::uuid)
-             AND type NOT IN ('branch.sibling', 'branch.current') ORDER BY id""",
+             AND type <> ALL($3::varchar[]) ORDER BY id""",
         conversation[4:],
         recipient[4:],
+        list(SELECTED_ONLY),
     )
 
     async def codec() -> Any:
