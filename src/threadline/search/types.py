@@ -27,7 +27,7 @@ from threadline.tiers.schema import cold_storage
 from threadline.tiers.types import TierStorage
 
 if TYPE_CHECKING:
-    from threadline.enrich.insight_types import ConversationLength, InsightTopic, KnowledgeGap
+    from threadline.enrich.insights.types import ConversationLength, InsightTopic, KnowledgeGap
 
 SearchMatch = strawberry.enum(
     SearchModeValue,
@@ -338,8 +338,8 @@ class Insights:
                 description="How many topics: 10 by default, at most 50 (more is BAD_USER_INPUT)."
             ),
         ] = 10,
-    ) -> list[Annotated[InsightTopic, strawberry.lazy("threadline.enrich.insight_types")]]:
-        from threadline.enrich import insight_types
+    ) -> list[Annotated[InsightTopic, strawberry.lazy("threadline.enrich.insights.types")]]:
+        from threadline.enrich.insights import types as insight_types
 
         return await insight_types.topics(info, self.principal, self.window, first)
 
@@ -349,8 +349,8 @@ class Insights:
     )
     async def conversation_length(
         self, info: Info
-    ) -> Annotated[ConversationLength, strawberry.lazy("threadline.enrich.insight_types")]:
-        from threadline.enrich import insight_types
+    ) -> Annotated[ConversationLength, strawberry.lazy("threadline.enrich.insights.types")]:
+        from threadline.enrich.insights import types as insight_types
 
         return await insight_types.conversation_length(info, self.principal, self.window)
 
@@ -368,8 +368,8 @@ class Insights:
                 description="How many gaps: 10 by default, at most 50 (more is BAD_USER_INPUT)."
             ),
         ] = 10,
-    ) -> list[Annotated[KnowledgeGap, strawberry.lazy("threadline.enrich.insight_types")]]:
-        from threadline.enrich import insight_types
+    ) -> list[Annotated[KnowledgeGap, strawberry.lazy("threadline.enrich.insights.types")]]:
+        from threadline.enrich.insights import types as insight_types
 
         return await insight_types.knowledge_gaps(info, self.principal, self.window, first)
 
