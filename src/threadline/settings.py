@@ -258,7 +258,7 @@ class Settings:
     embeddings_settle_seconds: float = 1.0  # a message changed this recently (a streaming reply) waits
     embeddings_lease_seconds: float = 120.0  # a claimed batch of a dead indexer is taken over after this
     embeddings_max_attempts: int = 5
-    embeddings_min_similarity: float = 0.1  # SEMANTIC candidates below this cosine similarity are dropped
+    embeddings_min_similarity: float = 0.2  # SEMANTIC candidates below this cosine similarity are dropped
 
     # Limits and hardening (issue 8)
     query_max_depth: int = 15

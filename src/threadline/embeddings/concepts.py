@@ -1,8 +1,9 @@
 """The test embedder: deterministic concept hashing, for the test suite and the retrieval bench only.
 
 It is not a language model. Each word is lower-cased and lightly stemmed; a word of a built-in synonym group
-counts as that group's concept, any other word (stop words aside) as itself; the features are hashed into
-`dimensions` signed buckets and the vector is L2-normalised. So "automobile" and "car" are close (one concept)
+counts as that group's concept, any other word (stop words aside) as itself; each feature has a fixed
+pseudo-random direction (seeded by its hash), the text's vector is their sum weighted by 1 + log(count),
+L2-normalised. So "automobile" and "car" are close (one concept)
 and a paraphrase made of listed synonyms shares no word with its target yet finds it: an honest test of the
 vector path (indexer, pgvector, fusion) without a model download. Its quality says nothing about a real
 model's; THREADLINE_EMBEDDINGS=test is refused in production.
@@ -10,8 +11,10 @@ model's; THREADLINE_EMBEDDINGS=test is refused in production.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import math
+import random
 import re
 from collections import Counter
 
@@ -236,14 +239,26 @@ def features(text: str) -> Counter[str]:
     return counted
 
 
+@functools.lru_cache(maxsize=65_536)
+def _direction(feature: str, dimensions: int) -> tuple[float, ...]:
+    """A pseudo-random unit vector per feature (random indexing): two features are nearly orthogonal (cosine about
+    ±1/sqrt(dimensions)) but never exactly, as with a real model's dense vectors, which HNSW's graph needs to be
+    navigable (exact orthogonality everywhere leaves it plateaus of equal distances)."""
+    rng = random.Random(hashlib.blake2b(feature.encode(), digest_size=8).digest())
+    values = [rng.gauss(0.0, 1.0) for _ in range(dimensions)]
+    norm = math.sqrt(sum(v * v for v in values))
+    return tuple(v / norm for v in values)
+
+
 def concept_vector(text: str, dimensions: int) -> list[float] | None:
     """The text's vector, or None when it has no word to embed (only stop words, punctuation)."""
-    vector = [0.0] * dimensions
-    for feature, count in features(text).items():
-        digest = hashlib.blake2b(feature.encode(), digest_size=8).digest()
-        number = int.from_bytes(digest, "big")
-        vector[number % dimensions] += (1.0 + math.log(count)) * (1.0 if number >> 63 else -1.0)
-    norm = math.sqrt(sum(v * v for v in vector))
-    if norm == 0.0:
+    counted = features(text)
+    if not counted:
         return None
+    vector = [0.0] * dimensions
+    for feature, count in counted.items():
+        weight = 1.0 + math.log(count)
+        for i, v in enumerate(_direction(feature, dimensions)):
+            vector[i] += weight * v
+    norm = math.sqrt(sum(v * v for v in vector))
     return [v / norm for v in vector]
