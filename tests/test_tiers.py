@@ -516,3 +516,41 @@ def test_anonymising_a_user_masks_their_messages_in_a_cold_conversation(
     assert sorted(contents) == ["question", "write to [EMAIL] today"]
     for row in sql(loop, dsn, "SELECT document FROM conversation_tier WHERE document IS NOT NULL"):
         assert email.encode() not in zlib.decompress(row["document"])
+
+
+def test_runs_of_a_cold_conversation_read_back_by_id_and_a_new_run_restores_first(
+    admin: Actor, make_user: Any, loop: Loop, dsn: str
+) -> None:
+    from tests.test_runs_support import create_run, on, read_run, runs_server, settle, wait_for
+
+    server = runs_server(dsn, run_workers=1, echo_delay_seconds=0.0)
+    server.start()
+    try:
+        owner = on(server, admin)
+        conversation = create_conversation(owner, "runs")
+        root = start_thread(owner, conversation, "hello there")
+        done = wait_for(owner, create_run(owner, root)["id"])
+        assert done["status"] == "COMPLETED" and done["output"]["content"]
+        cid = uid(conversation, Kind.CONVERSATION)
+        assert freeze(loop, dsn, admin) == [cid]
+        tables = (cold_document(loop, dsn, cid) or {})["tables"]
+        assert len(tables["run"]) == 1 and len(tables["run_step"]) >= 1 and len(tables["message"]) == 2
+        assert read_run(owner, done["id"]) == done  # by the run's id: back, identical
+        assert cold_document(loop, dsn, cid) is None
+
+        sql(loop, dsn, "UPDATE conversation_tier SET restored_at = NULL WHERE conversation_id = $1", cid)
+        assert freeze(loop, dsn, admin) == [cid]
+        again = wait_for(owner, create_run(owner, root)["id"])  # runCreate on a cold message
+        assert again["status"] == "COMPLETED" and again["message"] == {"id": root}
+        assert hot_rows(loop, dsn, cid)["run"] == 2
+        settle(loop, dsn, server.app.state.services.settings.run_queue)
+
+        # A stranger of the tenant who knows the ids learns nothing (a lookup by id restores first).
+        sql(loop, dsn, "UPDATE conversation_tier SET restored_at = NULL WHERE conversation_id = $1", cid)
+        assert freeze(loop, dsn, admin) == [cid]
+        stranger = make_user(admin)
+        run_query = "query($id: ID!) { run(id: $id) { id } }"
+        assert stranger.client.code(run_query, {"id": done["id"]}) == "NOT_FOUND"
+        assert stranger.client.code(MESSAGE, {"id": root}) == "NOT_FOUND"
+    finally:
+        server.stop()
