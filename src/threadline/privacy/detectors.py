@@ -41,9 +41,19 @@ _EMAIL = re.compile(
 )
 
 
+_EMAIL_WINDOWS = 16
+
+
 def _emails(text: str) -> list[Detection]:
-    """The pattern is tried only around each "@" (a local part is at most 64 characters, a domain 253), not at
-    every position of the text."""
+    """With a few "@", the pattern is tried only around each (a local part is at most 64 characters, a domain
+    253), not at every position of the text; with many, one linear pass (windows around thousands of "@" would
+    overlap: a text of "a@a@..." would cost a window per character)."""
+    if text.count("@") > _EMAIL_WINDOWS:
+        return [
+            Detection(PiiKind.EMAIL, m.start(), m.end())
+            for m in _EMAIL.finditer(text)
+            if ".." not in m.group().split("@", 1)[0]
+        ]
     found = []
     start = 0
     at = text.find("@")
@@ -212,7 +222,7 @@ _KNOWN_SECRETS = re.compile(
     r"|-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----[\s\S]{0,8000}?-----END (?:[A-Z]+ )?PRIVATE KEY-----"
     r")(?![\w-])"
 )
-_TOKEN = re.compile(r"(?<![\w+/.-])[A-Za-z0-9+/_-]{20,200}={0,2}(?![\w+/=-])")
+_TOKEN = re.compile(r"(?<![\w+/.-])[A-Za-z0-9+/_-]{16,200}={0,2}(?![\w+/=-])")
 _SECRET_CONTEXT = re.compile(
     r"(?:secret|token|api[_ -]?key|apikey|passw(?:or)?d|pwd|credential|private[_ -]?key|auth|bearer)"
     r"[\"']?\s*(?:[:=]|is|was)?\s*[\"']?\s*$",
@@ -326,13 +336,18 @@ _ORDER = (
 def detect(text: str) -> list[Detection]:
     """Every detection in `text`, in order, none overlapping another."""
     taken: list[Detection] = []
+    occupied: bytearray | None = None  # 1 for each character already in a detection: linear in the text
     digits = _DIGIT.search(text) is not None
     for detector, may_find in _ORDER:
         # IBANs, cards and phone numbers hold digits; so does every IPv4 address.
         if may_find is None and not digits or may_find is not None and not may_find(text):
             continue
         for d in detector(text):
-            if all(d.end <= t.start or d.start >= t.end for t in taken):
-                taken.append(d)
+            if occupied is None:
+                occupied = bytearray(len(text))
+            elif occupied.find(1, d.start, d.end) != -1:
+                continue
+            occupied[d.start : d.end] = b"\x01" * (d.end - d.start)
+            taken.append(d)
     taken.sort(key=lambda d: d.start)
     return taken
