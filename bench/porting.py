@@ -3,7 +3,7 @@ through the exporter, each against a raw baseline measured in the same run.
 
     .venv/bin/python bench/porting.py                      # 5,000 conversations x 100 messages, 10,000-message export
     .venv/bin/python bench/porting.py --conversations 500  # scaled down
-    .venv/bin/python bench/porting.py --merge --conversations 1000  # merge re-import of a 10%-grown export
+    .venv/bin/python bench/porting.py --merge --conversations 1000 --rounds 3  # merge re-import of a 10%-grown export
 
 Import: `threadline import --format chatgpt` in a subprocess (its peak RSS is read from the kernel),
 against a raw COPY of the same message rows into a bare copy of the message table (no indexes, no
@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -137,28 +138,49 @@ def write_grown_export(path: Path, conversations: int, messages: int, growth: fl
         f.write(b"]")
 
 
-def merge_figures(dsn: str, workdir: Path, api_key: str, conversations: int, messages: int) -> None:
-    """Issue 22's figure: re-importing an export that grew by 10% merges for <= 20% of the first import's time."""
+def merge_figures(dsn: str, workdir: Path, conversations: int, messages: int, rounds: int = 1) -> None:
+    """Issue 22's figure: re-importing an export that grew by 10% merges for <= 20% of the first import's time.
+
+    Each round imports the export as a new user of a new tenant, then the grown export, then the grown export
+    again; the ratios of each round are printed, then their medians (the machine is shared: rounds interleave
+    with whatever else runs, so the medians are the figure). Client CPU (user + system of the `threadline import`
+    process) is printed beside wall time: it moves less with the machine's load."""
     first_file, grown_file = workdir / "v1.json", workdir / "v2.json"
     write_export(first_file, conversations, messages)
     write_grown_export(grown_file, conversations, messages, 0.10)
-    first_s, first, _ = import_run(dsn, first_file, api_key)
-    # The newer export comes days later: autovacuum has analyzed the imported rows by then. Without fresh
-    # statistics the planner ANDs the tenant index into the per-conversation read (all of the tenant's rows).
-    asyncio.run(_analyze(dsn))
-    merge_s, merged, _ = import_run(dsn, grown_file, api_key)
-    again_s, again, _ = import_run(dsn, grown_file, api_key)
+    merges, agains, cpu_merges = [], [], []
+    for n in range(rounds):
+        _, api_key = asyncio.run(setup(dsn))
+        first_cpu = _children_cpu()
+        first_s, first, _ = import_run(dsn, first_file, api_key)
+        first_cpu = _children_cpu() - first_cpu
+        # The newer export comes days later: autovacuum has analyzed the imported rows by then. Without fresh
+        # statistics the planner ANDs the tenant index into the per-conversation read (all of the tenant's rows).
+        asyncio.run(_analyze(dsn))
+        merge_cpu = _children_cpu()
+        merge_s, merged, _ = import_run(dsn, grown_file, api_key)
+        merge_cpu = _children_cpu() - merge_cpu
+        again_s, again, _ = import_run(dsn, grown_file, api_key)
+        merges.append(merge_s / first_s)
+        agains.append(again_s / first_s)
+        cpu_merges.append(merge_cpu / first_cpu)
+        print(
+            f"round {n + 1}: first import {first['imported']:,} conversations, {first['messages']:,} messages in "
+            f"{first_s:.1f} s ({first_cpu:.1f} s client CPU); merge of the export grown by 10% "
+            f"({merged['merged']:,} merged, {merged['messagesAdded']:,} messages added) {merge_s:.1f} s = "
+            f"{merge_s / first_s:.0%} ({merge_cpu:.1f} s client CPU = {merge_cpu / first_cpu:.0%}); the same again "
+            f"({again['skipped']:,} skipped) {again_s:.1f} s = {again_s / first_s:.0%}"
+        )
     print(
-        f"first import: {first['imported']:,} conversations, {first['messages']:,} messages in {first_s:.1f} s"
+        f"median over {rounds} round(s): merge = {statistics.median(merges):.0%} of the first import's wall time "
+        f"({statistics.median(cpu_merges):.0%} of its client CPU); unchanged re-import = "
+        f"{statistics.median(agains):.0%}"
     )
-    print(
-        f"merge re-import of the export grown by 10%: {merged['merged']:,} conversations merged, "
-        f"{merged['messagesAdded']:,} messages added in {merge_s:.1f} s = {merge_s / first_s:.0%} of the first import"
-    )
-    print(
-        f"re-import of the same grown export (nothing new): {again['skipped']:,} skipped in {again_s:.1f} s "
-        f"= {again_s / first_s:.0%} of the first import"
-    )
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 async def raw_copy_rates(dsn: str, rows: int) -> tuple[float, float]:
@@ -287,6 +309,7 @@ def main() -> None:
         action="store_true",
         help="only the merge figure: import, then re-import the export grown by 10%%",
     )
+    parser.add_argument("--rounds", type=int, default=1, help="with --merge: rounds, medians printed")
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="tl-bench-porting-"))
@@ -298,7 +321,7 @@ def main() -> None:
     try:
         tenant_id, api_key = asyncio.run(setup(dsn))
         if args.merge:
-            merge_figures(dsn, workdir, api_key, args.conversations, args.messages)
+            merge_figures(dsn, workdir, args.conversations, args.messages, args.rounds)
             return
         export_file = workdir / "conversations.json"
         start = time.perf_counter()

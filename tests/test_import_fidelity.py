@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -388,6 +389,7 @@ def test_a_cli_re_import_of_a_grown_export_reads_only_the_new_nodes_and_merges_t
 
     created = cli(v1)
     assert (created["imported"], created["messages"]) == (1, 6)
+    events_before = sql(loop, dsn, "SELECT coalesce(max(id), 0) AS id FROM stream_event")[0]["id"]
     merged = cli(v2)
     assert (merged["merged"], merged["messagesAdded"], merged["messagesUpdated"]) == (1, 2, 0)
     assert merged["warnings"] == [
@@ -398,6 +400,24 @@ def test_a_cli_re_import_of_a_grown_export_reads_only_the_new_nodes_and_merges_t
     _, messages = read(admin, cid, loop, dsn)
     assert messages == CHATGPT_MESSAGES
     assert_tree_is_consistent(loop, dsn, cid)
+    # Each new message is announced as a live reply, with its ancestors root first (as the tree has them).
+    parent = {r["id"]: r["parent_id"] for r in sql(loop, dsn, "SELECT id, parent_id FROM message")}
+    key = {r["id"]: r["import_key"] for r in sql(loop, dsn, "SELECT id, import_key FROM message")}
+    announced = []
+    for event in sql(
+        loop,
+        dsn,
+        "SELECT payload FROM stream_event WHERE id > $1 AND type = 'thread.activity'",
+        events_before,
+    ):
+        message = json.loads(event["payload"])["message"]
+        chain, at = [], parent[uuid.UUID(message["id"][4:])]
+        while at is not None:
+            chain.insert(0, at)
+            at = parent[at]
+        assert message["path"] == [f"msg_{i.hex}" for i in chain] + [message["id"]]
+        announced.append(key[uuid.UUID(message["id"][4:])])
+    assert announced == ["t2", "a3"]
     # The owner is on the newer export's current node.
     (leaf,) = sql(
         loop, dsn, "SELECT m.import_key FROM thread_current_leaf b JOIN message m ON m.id = b.message_id"

@@ -461,15 +461,19 @@ class Reduction:
     conversation: dict[str, Any] | None = None  # only the new nodes and what places them; None: read it all
 
 
-def reduced(obj: dict[str, Any], seen: dict[str, str] | None, stored: set[str]) -> Reduction:
+def reduced(
+    obj: dict[str, Any], seen: dict[str, str] | None, stored: set[str], digests: dict[str, str] | None = None
+) -> Reduction:
     """The part of a newer export of a conversation that a merge needs, from the digests of the nodes the last
     import saw (`seen`) and the source ids that have a message (`stored`): when no node it saw changed, only
     the new nodes, each with its ancestors up to the nearest stored message (and the current node, likewise).
-    The rest would be read only to be found unchanged. Anything unexpected: read it all (`conversation` None)."""
+    The rest would be read only to be found unchanged. Anything unexpected: read it all (`conversation` None).
+    `digests` are the nodes' (`node_digests`) when the caller has them already."""
     mapping = obj.get("mapping")
     if not isinstance(mapping, dict):
         return Reduction({})
-    digests = node_digests(mapping)
+    if digests is None:
+        digests = node_digests(mapping)
     if seen is None or any(seen.get(k, d) != d for k, d in digests.items()) or len(digests) != len(mapping):
         return Reduction(digests)
     new = [k for k in digests if k not in seen]

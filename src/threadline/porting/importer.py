@@ -49,6 +49,7 @@ from threadline.settings import Settings
 from threadline.threads import branch_repository as branch_repo
 from threadline.threads import branches
 from threadline.threads import repository as threads_repo
+from threadline.threads.paths import ancestor_paths
 from threadline.threads.service import announce_unread, follow_content, path_ids, snapshot
 from threadline.threads.tree_rules import ROOT, TooDeep, reply_placement
 
@@ -659,7 +660,9 @@ async def merge(
     result.updated = len(edits)
     result.added = len(new)
     if new:
-        await _insert_merged(tx, tenant_id, user_id, conversation_id, plan, node, new, child_count, grown)
+        await _insert_merged(
+            tx, tenant_id, user_id, conversation_id, plan, node, new, child_count, grown, existing
+        )
     for row in edits:
         thread = await repo.merged_thread_activity(tx, tenant_id, row["root_id"], 0, None, None)
         (path,) = await path_ids(tx, tenant_id, [row])
@@ -689,6 +692,7 @@ async def _insert_merged(
     new: list[int],
     child_count: dict[uuid.UUID, int],
     grown: dict[uuid.UUID, int],
+    existing: list[asyncpg.Record],
 ) -> None:
     # Counters first (the conversation row lock orders these seqs after every earlier commit, as live writes).
     await conversations.touch_activity(tx, tenant_id, conversation_id, len(new), 0)
@@ -779,7 +783,15 @@ async def _insert_merged(
         [last_seq[k] for k in touched],
         [newest[k] for k in touched],
     )
-    paths = await path_ids(tx, tenant_id, replies)
+    # Each reply's ancestors, from the conversation's rows read under the lock and the rows just added.
+    located = {(r["root_id"], bytes(r["path"])): r["id"] for r in [*existing, *rows]}
+    try:
+        paths = [
+            [located[(r["root_id"], p)] for p in ancestor_paths(bytes(r["path"]))] + [r["id"]]
+            for r in replies
+        ]
+    except KeyError:  # a row we did not read: ask the database, as live replies do
+        paths = await path_ids(tx, tenant_id, replies)
     for r, path in zip(replies, paths, strict=True):
         thread = threads[r["root_id"]]
         await publish_thread_activity(

@@ -94,7 +94,7 @@ async def merge_targets(
     """Every message of a conversation as a merge re-import compares it: source id, id, the md5 of its text
     (not the text: few messages change), whether it is deleted."""
     return await db.fetch(
-        """SELECT m.import_key, m.id, m.root_id, md5(m.content) AS digest, m.deleted_at IS NOT NULL AS deleted
+        """SELECT m.import_key, m.id, m.root_id, m.path, md5(m.content) AS digest, m.deleted_at IS NOT NULL AS deleted
            FROM message m
            WHERE m.tenant_id = $1 AND m.conversation_id = $2""",
         tenant_id,

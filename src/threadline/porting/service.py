@@ -330,7 +330,8 @@ class Importer:
             if p.plan is None and p.seen is not None:
                 # A ChatGPT conversation whose nodes the earlier import kept digests of: unchanged ones are known
                 # without a statement, and a grown one is read (and locked) once, only its new nodes planned.
-                if chatgpt.reduced(p.item.value, p.seen, set()).unchanged:
+                first_look = chatgpt.reduced(p.item.value, p.seen, set())
+                if first_look.unchanged:
                     self.report.existing.append(conversation_id)
                     return
                 rows = None
@@ -359,7 +360,7 @@ class Importer:
                 if rows is None:
                     rows = await repo.merge_targets(tx, tenant, conversation_id)
                     stored = {r["import_key"] for r in rows if r["import_key"] is not None}
-                    part = chatgpt.reduced(p.item.value, p.seen, stored)
+                    part = chatgpt.reduced(p.item.value, p.seen, stored, first_look.digests)
                     if self._plan(p, part.conversation or p.item.value, part.digests) is None:
                         return
                     assert p.plan is not None
