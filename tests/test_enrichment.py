@@ -311,3 +311,25 @@ def test_under_a_masking_pii_policy_generated_text_is_stored_masked(admin: Actor
     assert done["title"] == "How do I email [EMAIL] about the invoice?"
     assert "alice@example.com" not in (done["summary"] or "")
     assert "[EMAIL]" in done["summary"]
+
+
+def test_erasing_a_user_takes_their_words_out_of_titles_and_summaries(admin: Actor, make_user: Any) -> None:
+    member = make_user(admin)
+    conversation = new_conversation(admin)
+    join(admin, member, conversation, "MEMBER")
+    question = start_thread(member, conversation, "Where is the Kestrel prototype stored?")
+    reply(admin, question, "In the vault.", "ASSISTANT")
+    done = settled(admin, conversation, ("TITLE", "SUMMARY", "TAGS"))
+    assert done["title"] == "Where is the Kestrel prototype stored?"
+    assert "Kestrel" in done["summary"]
+
+    admin.client.ok("mutation($u: ID!) { userErase(userId: $u) { userId } }", {"u": member.user_id})
+    erased = read(admin, conversation)
+    assert (erased["title"], erased["titleSource"]) == ("New conversation", "DEFAULT")
+    assert "Kestrel" not in (
+        erased["summary"] or ""
+    )  # dropped with the message (and maybe made again already)
+    again = settled(admin, conversation, ("TITLE", "SUMMARY", "TAGS"))
+    assert "Kestrel" not in again["title"]
+    assert "Kestrel" not in (again["summary"] or "")
+    assert not any("kestrel" in tag for tag in again["suggestedTags"])
