@@ -437,3 +437,55 @@ def test_a_cli_re_import_of_a_grown_export_reads_only_the_new_nodes_and_merges_t
     assert third["warnings"] == CHATGPT_WARNINGS
     _, messages = read(admin, cid, loop, dsn)
     assert [m[3] for m in messages if m[0] == "u2"] == ["Draw it at dawn"]
+
+
+def _hostile(depth: int = 300) -> list[dict[str, Any]]:
+    """A node id PostgreSQL's jsonb cannot hold (NUL) on a hidden node, and content nested `depth` levels (300:
+    past what orjson writes)."""
+    deep: dict[str, Any] = {}
+    for _ in range(depth):
+        deep = {"x": deep}
+    hidden = {"id": "s", "author": {"role": "system"}, "content": {"content_type": "text", "parts": [""]}}
+    hidden["metadata"] = {"is_visually_hidden_from_conversation": True}
+    weird = {"id": "m", "author": {"role": "user"}, "content": {"content_type": "weird", "data": deep}}
+    return [
+        {
+            "id": "hostile-1",
+            "title": "Hostile",
+            "mapping": {
+                "r": {"id": "r", "message": None, "parent": None, "children": ["a\x00b"]},
+                "a\x00b": {"id": "a\x00b", "parent": "r", "children": ["m"], "message": hidden},
+                "m": {"id": "m", "parent": "a\x00b", "children": [], "message": weird},
+            },
+        }
+    ]
+
+
+def test_odd_node_ids_and_deep_content_import_and_re_import_through_the_cli_and_the_api(
+    admin: Actor, loop: Loop, dsn: str, tmp_path: Any
+) -> None:
+    path = tmp_path / "hostile.json"
+    path.write_text(json.dumps(_hostile()))
+    for expected in ((1, 0, 0), (0, 1, 0)):
+        result = run(dsn, "import", str(path), "--format", "chatgpt", "--api-key", admin.api_key, "--quiet")
+        assert result.returncode == 0, result.stderr
+        report = report_of(result)
+        assert (report["imported"], report["skipped"], report["failed"]) == expected
+    (row,) = sql(
+        loop, dsn, "SELECT m.content, a.data FROM message m JOIN message_attachment a ON a.message_id = m.id"
+    )
+    assert row["content"] == "[weird]"
+    assert json.loads(row["data"]) == {
+        "type": "weird",
+        "data": {"truncated": True, "reason": "nested too deeply"},
+    }
+    # Through the API the request's own JSON depth limit refuses it first; within it, the same import works.
+    error = admin.client.error(REPORT, {"i": {"format": "CHATGPT", "data": _hostile()}})
+    assert (error["extensions"]["code"], error["extensions"]["limitName"]) == ("BAD_USER_INPUT", "jsonDepth")
+    shallow = _hostile(depth=20)
+    shallow[0]["id"] = "hostile-2"
+    for expected in ((1, 0, 0), (0, 1, 0)):
+        again = admin.client.ok(REPORT, {"i": {"format": "CHATGPT", "data": shallow}})[
+            "conversationImportReport"
+        ]
+        assert (again["imported"], again["skipped"], again["failed"]) == expected

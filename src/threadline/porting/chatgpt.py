@@ -67,7 +67,7 @@ def parse(obj: Any) -> ImportedConversation:
         return conversation
     if not isinstance(mapping, dict):
         raise Rejected("`mapping` must be an object of nodes")
-    conversation.node_digests = node_digests(mapping)
+    conversation.node_digests = node_digests(mapping) or None
     _read_tree(mapping, conversation, text(obj.get("current_node")))
     _fold_reasoning(conversation)
     if conversation.model is None:
@@ -350,7 +350,10 @@ def _attachment(kind: str, part: dict[str, Any]) -> dict[str, Any]:
 
 def _compact(value: dict[str, Any]) -> dict[str, Any]:
     """A JSON-safe copy (the source may hold anything), capped so one odd part cannot bloat a row."""
-    raw = orjson.dumps(value, default=str)
+    try:
+        raw = orjson.dumps(value, default=str)
+    except orjson.JSONEncodeError:  # nested deeper than orjson writes: nothing of it is kept
+        return {"truncated": True, "reason": "nested too deeply"}
     if len(raw) <= 64 * 1024:
         return orjson.loads(raw)  # type: ignore[no-any-return]
     return {"truncated": True, "bytes": len(raw)}
@@ -440,13 +443,23 @@ def external_id(obj: Any) -> str | None:
     return text(obj.get("conversation_id")) or text(obj.get("id"))
 
 
+MAX_DIGESTED_NODES = 50_000
+
+
 def node_digests(mapping: dict[str, Any]) -> dict[str, str]:
     """A digest of each node as it matters to an import: its parent and its message (not its children, which
     grow when replies are added below it)."""
     out: dict[str, str] = {}
+    if len(mapping) > MAX_DIGESTED_NODES:
+        return out  # not kept (`reduced` then reads it all): a bound on what import_source holds
     for node_id, node in mapping.items():
-        if isinstance(node, dict):
-            digest = hashlib.blake2b(orjson.dumps(node.get("message"), default=str), digest_size=8)
+        # An id PostgreSQL's jsonb cannot hold (NUL) is left out: `reduced` then reads it all.
+        if isinstance(node, dict) and "\x00" not in node_id:
+            try:
+                raw = orjson.dumps(node.get("message"), default=str)
+            except orjson.JSONEncodeError:  # nested past orjson's depth: left out, as above
+                continue
+            digest = hashlib.blake2b(raw, digest_size=8)
             digest.update(str(node.get("parent")).encode())
             out[node_id] = digest.hexdigest()
     return out

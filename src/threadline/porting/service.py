@@ -242,6 +242,9 @@ class Importer:
         except Rejected as exc:
             self._fail(p.item, p.external_id, str(exc))
             return None
+        except Exception as exc:  # noqa: BLE001 - one bad conversation must not stop the others
+            self._fail(p.item, p.external_id, f"could not be read: {type(exc).__name__}: {exc}")
+            return None
         p.plan = plan
         return plan
 
