@@ -91,6 +91,8 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         # Compiled selections bound to this request's field nodes, by the identity of their field set (kept
         # alive with it, as collect_subfields does, so that an id is never reused while cached).
         self._runs: dict[int, tuple[dict[str, FieldDetailsList], Run | None]] = {}
+        # child_selection's compiled answers by (object type, identity of the field details list).
+        self._children: dict[tuple[GraphQLObjectType, int], tuple[FieldDetailsList, Run]] = {}
         # [twins answer, a twin answered]: resolvers' synchronous twins (graphql.ready) are asked in queries
         # only (see execute_collected_root_fields).
         self.twins = [False, False]
@@ -103,6 +105,7 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
 
     def forget_bound_selections(self) -> None:
         self._runs = {}
+        self._children = {}
 
     # --- plans --------------------------------------------------------------------------------------------
 
@@ -136,9 +139,14 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
     def child_selection(self, object_type: GraphQLObjectType, field_details_list: FieldDetailsList) -> Run:
         """How to complete an object of `object_type` for these field nodes: `complete_object_value` after
         its `is_type_of` check (which the caller has made)."""
+        key = (object_type, id(field_details_list))
+        known = self._children.get(key)
+        if known is not None:  # the same field nodes again (each item of a list of lists, say)
+            return known[1]
         grouped_field_set, new_defer_usages, _ = self.collect_subfields(object_type, field_details_list)
         run = None if new_defer_usages else self._run_for(object_type, grouped_field_set)
         if run is not None:
+            self._children[key] = (field_details_list, run)  # the list kept alive with its id, as above
             return run
 
         def stock(source: Any, path: Path | None) -> Any:
