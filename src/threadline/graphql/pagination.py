@@ -86,8 +86,12 @@ def page_size(first: int | None, default: int, cap: int, argument: str = "first"
 
 
 def encode_cursor(values: Sequence[Any]) -> str:
+    # base64.urlsafe_b64encode without its two wrapper calls: a page encodes one cursor per item.
     raw = orjson.dumps([_plain(v) for v in values])
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+    return binascii.b2a_base64(raw, newline=False).translate(_URLSAFE).rstrip(b"=").decode()
+
+
+_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 def _plain(value: Any) -> Any:
