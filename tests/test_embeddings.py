@@ -190,6 +190,17 @@ def test_hybrid_fuses_both_lists_and_says_which_part_matched(tenant: Callable[[]
     assert [n["conversation"]["id"] for n in result["nodes"]] == [both, meaning, words]
     assert result["totalCount"] == 3
 
+    # Exclusions hold for the vector list too: "repair" by meaning finds both repair messages, "-automobile" leaves
+    # out the one that says automobile (and is not embedded: it would draw the brochure by meaning).
+    excluded = search(admin, "repair -automobile", "SEMANTIC")
+    assert [n["conversation"]["id"] for n in excluded["nodes"]] == [meaning]
+    assert [n["conversation"]["id"] for n in search(admin, "repair -automobile", "HYBRID")["nodes"]] == [
+        meaning
+    ]
+    for mode in ("SEMANTIC", "HYBRID"):
+        error = admin.client.error(SEARCH, {"i": {"query": "-automobile", "mode": mode}})
+        assert (error["extensions"]["code"], error["extensions"]["argument"]) == ("BAD_USER_INPUT", "query")
+
     keyword_only = search(admin, "zorblax", "HYBRID")
     (hit,) = keyword_only["nodes"]
     assert (hit["conversation"]["id"], hit["matchedBy"], hit["keywordRank"]) == (words, "HYBRID", 1)

@@ -230,12 +230,17 @@ async def nearest_conversations(
     chunks: int,
     conversations: int,
     min_similarity: float,
+    excluded: str | None = None,
 ) -> list[asyncpg.Record]:
     """Readable, filtered conversations holding the chunks nearest to `query` (pgvector text), nearest first:
-    conversation_id, last_activity_at, message_id (its nearest message) and similarity (cosine, 1 is equal)."""
+    conversation_id, last_activity_at, message_id (its nearest message) and similarity (cosine, 1 is equal).
+    Messages matching the tsquery `excluded` (the query's -words) are left out."""
     params: list[Any] = [query]
     where = conversation_filters(principal, filters, params)
     window = message_window(filters, params)
+    if excluded is not None:
+        params.append(excluded)
+        window += f" AND NOT coalesce(m.search_vector @@ ${len(params)}::tsquery, false)"
     join_message = "JOIN message m ON m.id = e.message_id AND m.tenant_id = c.tenant_id" if window else ""
     params.append(principal.tenant_id)
     tenant = f"${len(params)}"

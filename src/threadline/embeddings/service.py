@@ -111,10 +111,15 @@ def start(db: Database, settings: Settings, index: bool = True) -> Embeddings | 
 
 
 async def semantic_candidates(
-    tx: Executor, principal: Principal, filters: SearchFilters, embeddings: Embeddings, text: str
+    tx: Executor,
+    principal: Principal,
+    filters: SearchFilters,
+    embeddings: Embeddings,
+    text: str,
+    excluded: str | None = None,
 ) -> list[asyncpg.Record]:
     """Conversations nearest to `text` for the caller and filters: conversation_id, last_activity_at,
-    message_id, similarity; nearest first."""
+    message_id, similarity; nearest first. Messages matching the tsquery `excluded` are left out."""
     model, vector = await embeddings.query_vector(text)
     if vector is None:
         return []
@@ -128,6 +133,7 @@ async def semantic_candidates(
         chunks=CANDIDATE_CHUNKS,
         conversations=CANDIDATE_CONVERSATIONS,
         min_similarity=embeddings.settings.embeddings_min_similarity,
+        excluded=excluded,
     )
 
 

@@ -61,6 +61,8 @@ FUZZY_TERMS_PER_WORD = 3
 FUZZY_MAX_WORDS = 8
 _WORD = re.compile(r"(?<![^\W_])[^\W_]{3,64}(?![^\W_])")
 _LETTER_OR_DIGIT = re.compile(r"[^\W_]")
+# A word excluded web-search style ("-word" at the start of a token).
+_EXCLUDED = re.compile(r"(?<!\S)-\S+")
 _UNSENDABLE = re.compile(r"[\x00\ud800-\udfff]")
 # A lexeme as tsquery text prints it: quoted, quotes doubled, backslashes escaped, maybe a weight or prefix mark.
 _LEXEME = re.compile(r"'(?:[^'\\]|''|\\.)*'(?::[*A-D]+)?")
@@ -425,14 +427,27 @@ async def _fused_page(
     embeddings: Embeddings,
     after: Position | None,
 ) -> SearchPage:
-    """A page of a SEMANTIC or HYBRID search: the vector candidates (and the keyword ones, fused by RRF)."""
+    """A page of a SEMANTIC or HYBRID search: the vector candidates (and the keyword ones, fused by RRF).
+
+    Exclusions (-word) hold for both lists: they are left out of the text embedded (an excluded word draws no
+    match by meaning) and messages holding one are no vector candidates."""
+    meaning = " ".join(_EXCLUDED.sub(" ", text).split())
+    if _LETTER_OR_DIGIT.search(meaning) is None:
+        raise bad_input(
+            "Add a word to look for: exclusions (-word) alone cannot be searched", argument="query"
+        )
+    excluded_words = [w[1:] for w in _EXCLUDED.findall(text) if _LETTER_OR_DIGIT.search(w)]
+    excluded = None
+    if excluded_words:
+        parsed = await repo.parse_query(tx, principal.tenant_id, " OR ".join(excluded_words))
+        excluded = parsed["query"] if parsed["nodes"] > 0 else None
     keyword: list[asyncpg.Record] = []
     keyword_mode, config, highlight = SearchMode.TEXT, "simple", None
     if mode is SearchMode.HYBRID:
         keyword, keyword_mode, config, highlight = await _keyword_candidates(
             tx, db, principal, request, text, fuzzy_too=False
         )
-    nearest = await semantic_candidates(tx, principal, request.filters, embeddings, text)
+    nearest = await semantic_candidates(tx, principal, request.filters, embeddings, meaning, excluded)
     if mode is SearchMode.HYBRID and not keyword and not nearest:
         # As in KEYWORD search, titles and tags are matched tolerantly of typos only when nothing else matched:
         # fused with vector candidates, a loose title match would outrank what the query is about.
