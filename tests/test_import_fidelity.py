@@ -489,3 +489,33 @@ def test_odd_node_ids_and_deep_content_import_and_re_import_through_the_cli_and_
             "conversationImportReport"
         ]
         assert (again["imported"], again["skipped"], again["failed"]) == expected
+
+
+def test_a_conversation_refused_when_its_insert_comes_names_the_file_it_was_read_from(
+    admin: Actor, dsn: str, tmp_path: Any
+) -> None:
+    """ChatGPT conversations are planned when inserted, after the next file may be read: a refusal still names
+    its own file (the split export's first shard here), with its position."""
+    bad = {"id": "broken-1", "title": "Broken", "mapping": ["not", "an", "object"]}
+    good = fixture("chatgpt-split/conversations-001.json")
+    (tmp_path / "conversations-000.json").write_text(json.dumps([bad]))
+    (tmp_path / "conversations-001.json").write_text(json.dumps(good))
+    result = run(dsn, "import", str(tmp_path), "--format", "chatgpt", "--api-key", admin.api_key, "--quiet")
+    assert result.returncode == 1
+    report = report_of(result)
+    assert (report["imported"], report["failed"]) == (1, 1)
+    (failure,) = report["failures"]
+    assert (
+        failure["index"],
+        failure["external_id"],
+        failure["message"],
+        failure["offset"],
+        failure["line"],
+    ) == (
+        0,
+        "broken-1",
+        "`mapping` must be an object of nodes",
+        1,
+        1,
+    )
+    assert failure["file"].endswith("conversations-000.json")

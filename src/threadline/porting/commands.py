@@ -243,6 +243,7 @@ async def _import_work(
             with opener("rb") as stream:
                 reader = JsonArrayReader(stream, max_item_bytes=settings.import_item_max_bytes)
                 failures_before = len(run.report.failures)
+                run.file = name
                 try:
                     for item in reader:
                         await run.submit(run.prepare(item))
@@ -254,7 +255,7 @@ async def _import_work(
                     # CRC wrong): what was read before stays imported, the rest of the file is refused.
                     run.report.failures.append(ImportFailure(-1, None, f"archive refused: {exc}"))
                 for failure in run.report.failures[failures_before:]:
-                    failure.file = name
+                    failure.file = failure.file or name
             done_before += size
         report = await run.finish()
         progress.update(done_before)

@@ -123,6 +123,7 @@ class _Prepared:
     deleted: bool = False
     no_origin: bool = False  # the earlier import was made before origins were recorded
     seen: dict[str, str] | None = None  # the earlier import's node digests (chatgpt.node_digests)
+    file: str | None = None  # the file it was read from (`Importer.file` then), for failures found later
 
 
 class Importer:
@@ -154,6 +155,7 @@ class Importer:
         self._organised = organised.Organised()
         # ChatGPT files: conversations are planned when inserted, a re-import only from their new nodes.
         self.lazy = lazy and fmt is ImportFormat.CHATGPT and target_conversation_id is None
+        self.file: str | None = None  # the file being read (the CLI sets it), named by its failures
 
     async def check_access(self) -> None:
         """Import into an existing conversation needs its owner or a tenant admin (and it must be open):
@@ -170,7 +172,7 @@ class Importer:
             self._fail(item, None, item.error)
             return []
         if self.lazy and (external_id := chatgpt.external_id(item.value)) is not None:
-            return [_Prepared(item, None, external_id)]
+            return [_Prepared(item, None, external_id, file=self.file)]
         try:
             conversations = read(self.fmt, item.value)
         except Rejected as exc:
@@ -193,12 +195,21 @@ class Importer:
                         "only one conversation can be imported into an existing one",
                     )
                     continue
-            prepared.append(_Prepared(item, plan, plan.external_id))
+            prepared.append(_Prepared(item, plan, plan.external_id, file=self.file))
             self._organised.keep(conversation)
         return prepared
 
     def _fail(self, item: Item, external_id: str | None, message: str) -> None:
-        self.report.failures.append(ImportFailure(item.index, external_id, message, item.offset, item.line))
+        self.report.failures.append(
+            ImportFailure(item.index, external_id, message, item.offset, item.line, self.file)
+        )
+
+    def _fail_prepared(self, p: _Prepared, external_id: str | None, message: str) -> None:
+        """A failure found after the item was read (its insert runs later, maybe while the next file is read)."""
+        item = p.item
+        self.report.failures.append(
+            ImportFailure(item.index, external_id, message, item.offset, item.line, p.file)
+        )
 
     async def submit(self, prepared: list[_Prepared]) -> None:
         """Queue prepared conversations; they are inserted in batches, `concurrency` at a time."""
@@ -240,10 +251,10 @@ class Importer:
             plan = importer.plan(conversation, self.settings)
             imported_for_storage(self.principal.pii_policy, plan.messages)  # privacy: MASK_ON_WRITE
         except Rejected as exc:
-            self._fail(p.item, p.external_id, str(exc))
+            self._fail_prepared(p, p.external_id, str(exc))
             return None
         except Exception as exc:  # noqa: BLE001 - one bad conversation must not stop the others
-            self._fail(p.item, p.external_id, f"could not be read: {type(exc).__name__}: {exc}")
+            self._fail_prepared(p, p.external_id, f"could not be read: {type(exc).__name__}: {exc}")
             return None
         p.plan = plan
         return plan
@@ -287,9 +298,9 @@ class Importer:
             if earlier is not None:
                 await self._merge(p, earlier["conversation_id"])
                 return
-            self._fail(p.item, p.external_id, "could not be stored: imported concurrently, try again")
+            self._fail_prepared(p, p.external_id, "could not be stored: imported concurrently, try again")
         except Exception as exc:  # noqa: BLE001 - one bad conversation must not stop the others
-            self._fail(p.item, p.external_id, f"could not be stored: {type(exc).__name__}: {exc}")
+            self._fail_prepared(p, p.external_id, f"could not be stored: {type(exc).__name__}: {exc}")
         self._done()
 
     async def _store_whole_texts(self, plan: importer.Plan, indexes: set[int]) -> None:
@@ -402,11 +413,11 @@ class Importer:
                 f"{p.external_id}: imported before message ids were recorded, so it cannot be merged"
             )
         except Rejected as exc:
-            self._fail(p.item, p.external_id, str(exc))
+            self._fail_prepared(p, p.external_id, str(exc))
         except ThreadlineError as exc:
-            self._fail(p.item, p.external_id, f"cannot be merged into the earlier import: {exc.message}")
+            self._fail_prepared(p, p.external_id, f"cannot be merged into the earlier import: {exc.message}")
         except Exception as exc:  # noqa: BLE001 - one bad conversation must not stop the others
-            self._fail(p.item, p.external_id, f"could not be merged: {type(exc).__name__}: {exc}")
+            self._fail_prepared(p, p.external_id, f"could not be merged: {type(exc).__name__}: {exc}")
         finally:
             self._done()
 
