@@ -126,6 +126,28 @@ async def restore_alone(dsn: str, tenant_id: Any, conversation_id: Any) -> float
         await db.close()
 
 
+async def deep_round(dsn: str, tenant_id: Any, conversation_id: Any) -> tuple[float, int, float]:
+    """Freeze, move to deep storage (lzma), then an explicit restore with its progress rows:
+    (deepen seconds, deep document bytes, explicit restore seconds)."""
+    from threadline.db import Database as Pool
+    from threadline.tiers.job import run_pass
+    from threadline.tiers.service import restore
+
+    db = await Pool.connect(dsn, 1, 3)
+    try:
+        await db.execute("UPDATE conversation_tier SET restored_at = NULL")
+        assert len((await run_pass(db, tenant_id=tenant_id, older_than_days=0)).frozen) == 1
+        started = time.perf_counter()
+        assert (await run_pass(db, tenant_id=tenant_id, deep_after_days=0)).deepened == 1
+        deepen = time.perf_counter() - started
+        size = int(await db.fetchval("SELECT octet_length(document) FROM conversation_tier WHERE deep"))
+        started = time.perf_counter()
+        assert await restore(db, tenant_id, conversation_id, explicit=True)
+        return deepen, size, time.perf_counter() - started
+    finally:
+        await db.close()
+
+
 async def document_bytes(dsn: str) -> int:
     conn = await asyncpg.connect(dsn)
     try:
@@ -195,6 +217,10 @@ def main() -> None:
             asyncio.run(freeze(dsn, caller.tenant_id))
             alone.append(asyncio.run(restore_alone(dsn, caller.tenant_id, conversation_id)))
 
+        deepen_s, deep_bytes, deep_restore_s = asyncio.run(deep_round(dsn, caller.tenant_id, conversation_id))
+        _, body = tree_read(client, root)
+        assert body == hot_body, "the tree read back from deep storage differs"
+
         hot_ms = statistics.median(hot_samples) * 1000
         first_ms = statistics.median(first_read) * 1000
         alone_ms = statistics.median(alone) * 1000
@@ -210,7 +236,15 @@ def main() -> None:
         print(f"cold document (zlib): {cold_bytes:,} bytes")
         print(f"compression ratio, hot total / cold: {hot_total / cold_bytes:.1f}x")
         print(f"compression ratio, hot rows / cold: {row_bytes / cold_bytes:.1f}x")
-        print(f"freeze (one pass, one conversation): {freeze_ms:.0f} ms")
+        print(
+            f"deep storage document (lzma): {deep_bytes:,} bytes: hot total / deep {hot_total / deep_bytes:.1f}x"
+        )
+        print(
+            f"freeze (one pass, one conversation): {freeze_ms:.0f} ms; to deep storage: {deepen_s * 1000:.0f} ms"
+        )
+        print(
+            f"explicit restore from deep storage (conversationRestore's, with progress): {deep_restore_s * 1000:.0f} ms"
+        )
         print(f"restore alone (tiers.restore): {alone_ms:.0f} ms")
         print(f"threadTree of the whole thread via the API, hot (baseline): {hot_ms:.0f} ms")
         print(
