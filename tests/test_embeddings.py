@@ -281,6 +281,39 @@ def test_edits_and_deletes_are_reflected_and_deleted_text_leaves_no_vector(
     result = search(admin, "doctor for a sick dog", "SEMANTIC")
     assert result["nodes"] == []
     assert target not in found_messages(search(admin, "physician puppy", "HYBRID"))
+    similar = "query($m: ID!) { node(id: $m) { ... on Message { similar(first: 50) { id } } } }"
+    assert admin.client.ok(similar, {"m": target})["node"]["similar"] == []
+    assert target not in [m["id"] for m in admin.client.ok(similar, {"m": root})["node"]["similar"]]
+
+
+def test_semantic_results_keep_the_search_filters(tenant: Callable[[], Actor]) -> None:
+    admin = tenant()
+    tagged = create_conversation(admin, "Tagged", tags=["cars"])
+    tagged_message = start_thread(admin, tagged, TARGET)
+    plain = create_conversation(admin, "Plain")
+    plain_message = start_thread(admin, plain, "Mend my damaged sedan cheaply")
+    wait_indexed(admin)
+    assert set(found_messages(search(admin, PARAPHRASE, "SEMANTIC"))) == {tagged_message, plain_message}
+    by_tag = admin.client.ok(SEARCH, {"i": {"query": PARAPHRASE, "mode": "SEMANTIC", "tags": ["cars"]}})[
+        "search"
+    ]
+    assert found_messages(by_tag) == [tagged_message]
+    later = admin.client.ok(
+        SEARCH, {"i": {"query": PARAPHRASE, "mode": "HYBRID", "from": "2999-01-01T00:00:00Z"}}
+    )
+    assert later["search"]["nodes"] == []
+    archived = admin.client.ok("mutation($c: ID!) { conversationArchive(id: $c) { status } }", {"c": plain})
+    assert archived["conversationArchive"]["status"] == "ARCHIVED"
+    only_active = admin.client.ok(
+        SEARCH, {"i": {"query": PARAPHRASE, "mode": "SEMANTIC", "status": "ACTIVE"}}
+    )
+    assert found_messages(only_active["search"]) == [tagged_message]
+    admin.client.ok("mutation($c: ID!) { conversationDelete(id: $c) { status } }", {"c": tagged})
+    assert found_messages(search(admin, PARAPHRASE, "SEMANTIC")) == [plain_message]  # DELETED is left out
+    data = admin.client.ok(
+        "query($m: ID!) { node(id: $m) { ... on Message { similar { id } } } }", {"m": plain_message}
+    )
+    assert data["node"]["similar"] == []  # the only similar message is in a deleted conversation
 
 
 def test_an_erased_users_messages_lose_their_vectors(
