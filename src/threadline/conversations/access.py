@@ -28,9 +28,20 @@ def access_level(principal: Principal, row: asyncpg.Record) -> Access:
 
 
 async def require(
-    db: Executor, principal: Principal, conversation_id: uuid.UUID, need: Access, *, lock: bool = False
+    db: Executor,
+    principal: Principal,
+    conversation_id: uuid.UUID,
+    need: Access,
+    *,
+    lock: bool = False,
+    metadata_only: bool = False,
+    explicit: bool = False,
 ) -> asyncpg.Record:
-    """The conversation row if `principal` has `need` on it: NOT_FOUND if invisible, FORBIDDEN if read-only."""
+    """The conversation row if `principal` has `need` on it: NOT_FOUND if invisible, FORBIDDEN if read-only.
+
+    A cold conversation's content comes back first (tiers/), unless the caller reads only the row
+    (`metadata_only`: its content fields restore it if asked); one in deep storage only when `explicit`
+    (conversationRestore), else CONFLICT."""
     row = await repo.conversation_with_access(
         db, principal.tenant_id, conversation_id, principal.user_id, lock=lock
     )
@@ -46,9 +57,9 @@ async def require(
     if row["viewer_role"] is None and need is Access.READ:
         # Read by an admin or a team manager who is not a participant: audited (audit.reads).
         await reads.record_read(db, principal, conversation_id, reads.via_role(principal))
-    if row["cold"]:
+    if row["cold"] and not metadata_only:
         # Its content is in a cold document (tiers/): back first, in the caller's transaction if it has one.
-        await tiers.restore(db, principal.tenant_id, conversation_id)
+        await tiers.restore(db, principal.tenant_id, conversation_id, explicit=explicit)
     return row
 
 

@@ -84,7 +84,8 @@ async def create(
 
 
 async def get(db: Database, principal: Principal, conversation_id: uuid.UUID) -> asyncpg.Record:
-    return await require(db, principal, conversation_id, Access.READ)
+    """The row only: a cold conversation's content comes back when a content field is read (tiers/)."""
+    return await require(db, principal, conversation_id, Access.READ, metadata_only=True)
 
 
 async def update(
@@ -115,8 +116,15 @@ async def set_status(
     db: Database, principal: Principal, conversation_id: uuid.UUID, action: str
 ) -> asyncpg.Record:
     allowed_from, target = _TRANSITIONS[action]
+    # Restoring also brings content back from deep storage (tiers/), in a transaction of its own that reports
+    # its progress (`Conversation.storage`); an ACTIVE conversation that was only in deep storage is done then.
+    thawed = action == "restore" and bool(
+        (await require(db, principal, conversation_id, Access.MANAGE, explicit=True))["cold"]
+    )
     async with db.transaction() as tx:
         current = await require(tx, principal, conversation_id, Access.MANAGE, lock=True)
+        if thawed and current["status"] == "ACTIVE":
+            return current
         if current["status"] not in allowed_from:
             raise conflict(f"Cannot {action} a conversation whose status is {current['status']}")
         return await repo.update_conversation(tx, principal.tenant_id, conversation_id, {"status": target})

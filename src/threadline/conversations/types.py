@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from threadline.organise.types import Folder
     from threadline.runs.types import Run, RunStatus
     from threadline.threads.types import Message, Thread
+    from threadline.tiers.types import ConversationStorage
 
 
 @strawberry.enum(description="Lifecycle of a conversation. DELETED is a soft delete that can be restored.")
@@ -382,6 +383,17 @@ class Conversation(Node):
         from threadline.organise.loaders import pin_position
 
         return await pin_position(info, self.uuid)
+
+    @strawberry.field(
+        description="Where its content is stored (HOT, COLD, DEEP; tiers) and its latest restore from deep "
+        "storage (`conversationRestore`), for every conversation of the response in one statement."
+    )
+    async def storage(
+        self, info: Info
+    ) -> Annotated[ConversationStorage, strawberry.lazy("threadline.tiers.types")]:
+        from threadline.tiers.schema import conversation_storage
+
+        return await conversation_storage(info, self.uuid)
 
     @strawberry.field(
         description="Links from this conversation to others (`conversationLink`), oldest first: only those whose "

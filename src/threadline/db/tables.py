@@ -29,7 +29,7 @@ from threadline.threads.tables import (
     Thread,
     ThreadCurrentLeaf,
 )
-from threadline.tiers.tables import ConversationTier
+from threadline.tiers.tables import ConversationTier, TierRestore
 
 ALL_TABLES: tuple[type[Table], ...] = (
     Tenant,
@@ -78,5 +78,6 @@ ALL_TABLES: tuple[type[Table], ...] = (
     MessageEmbedding,
     EmbeddingQueue,
     ConversationTier,
+    TierRestore,
     EnrichmentJob,
 )

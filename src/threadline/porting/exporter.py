@@ -50,7 +50,7 @@ async def conversation_document(
     """The document; with `feedback_of`, that user's feedback on its messages goes along (porting.extras)."""
     # A cold conversation's content comes back first (tiers/).
     if "cold" not in conversation.keys() or conversation["cold"]:
-        await tiers.restore(db, tenant_id, conversation["id"])
+        await tiers.restore(db, tenant_id, conversation["id"], explicit=True)  # even from deep storage
     rows = await repo.conversation_messages(db, tenant_id, conversation["id"])
     attachments: dict[uuid.UUID, list[dict[str, Any]]] = {}
     for a in await repo.conversation_attachments(db, tenant_id, conversation["id"]):

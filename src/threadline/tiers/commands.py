@@ -90,6 +90,7 @@ def _run(args: argparse.Namespace, settings: Settings) -> int:
             "failed": done.failed,
             "hotBytes": done.hot_bytes,
             "coldBytes": done.cold_bytes,
+            "deepened": done.deepened,
         }
 
     async def body(db: Any) -> int:

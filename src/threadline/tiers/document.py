@@ -9,6 +9,7 @@ The header says where each table's array starts, so a restore hands each array t
 
 from __future__ import annotations
 
+import lzma
 import zlib
 from dataclasses import dataclass
 from typing import Any
@@ -18,6 +19,7 @@ import orjson
 FORMAT = "threadline-cold/2"
 CODEC = "zlib"
 LEVEL = 6
+DEEP_CODEC = "lzma"  # deep storage: slower, smaller
 
 
 @dataclass(frozen=True)
@@ -28,14 +30,14 @@ class TableRows:
     json: bytes  # a JSON array of row objects
 
 
-def encode(tables: list[TableRows]) -> bytes:
+def encode(tables: list[TableRows], codec: str = CODEC) -> bytes:
     header = {
         "format": FORMAT,
         "tables": [
             {"name": t.name, "columns": t.columns, "rows": t.rows, "bytes": len(t.json)} for t in tables
         ],
     }
-    return compress(orjson.dumps(header) + b"\n" + b"".join(t.json for t in tables))
+    return compress(orjson.dumps(header) + b"\n" + b"".join(t.json for t in tables), codec)
 
 
 def decode(data: bytes, codec: str) -> list[TableRows]:
@@ -59,13 +61,21 @@ def as_json(data: bytes, codec: str) -> dict[str, Any]:
     return {"format": FORMAT, "tables": {t.name: orjson.loads(t.json) for t in decode(data, codec)}}
 
 
+def recompress(data: bytes, codec: str, into: str) -> bytes:
+    return compress(decompress(data, codec), into)
+
+
 def compress(data: bytes, codec: str = CODEC) -> bytes:
     if codec == "zlib":
         return zlib.compress(data, LEVEL)
+    if codec == "lzma":
+        return lzma.compress(data, preset=9)
     raise ValueError(f"unknown codec {codec}")
 
 
 def decompress(data: bytes, codec: str) -> bytes:
     if codec == "zlib":
         return zlib.decompress(data)
+    if codec == "lzma":
+        return lzma.decompress(data)
     raise ValueError(f"unknown codec {codec}")

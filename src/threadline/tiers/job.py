@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from threadline.db import Database
 from threadline.tiers import document_repository as plans
 from threadline.tiers import repository as repo
-from threadline.tiers.service import Frozen, freeze
+from threadline.tiers.service import Frozen, deepen, freeze
 
 log = logging.getLogger("threadline.tiers")
 BATCH = 20
@@ -28,6 +28,7 @@ class PassResult:
     frozen: list[Frozen] = field(default_factory=list)
     kept_hot: int = 0  # candidates something kept hot (a fork, a share link, a run not finished)
     failed: int = 0
+    deepened: int = 0  # cold documents moved to deep storage
 
     @property
     def hot_bytes(self) -> int:
@@ -45,9 +46,11 @@ async def run_pass(
     older_than_days: float | None = None,
     batch: int = BATCH,
     limit: int | None = None,
+    deep_after_days: float | None = None,
 ) -> PassResult:
     """One pass over every tenant with a policy (or `tenant_id` only). `older_than_days` overrides the
-    tenants' policies (an operator's one-off pass); `limit` bounds how many conversations go cold."""
+    tenants' policies (an operator's one-off pass); `limit` bounds how many conversations go cold. Then cold
+    documents older than the tenants' `deepAfterDays` (or `deep_after_days`) move to deep storage."""
     result = PassResult()
     plan = await plans.read_plan(db)
     if tenant_id is not None:
@@ -70,6 +73,23 @@ async def run_pass(
             if not ids:
                 break
             after = ids[-1]
+    if tenant_id is not None:
+        days = (
+            deep_after_days if deep_after_days is not None else await repo.tenant_deep_policy(db, tenant_id)
+        )
+        deep = [(tenant_id, days)] if days is not None else []
+    else:
+        deep = [
+            (r["id"], deep_after_days if deep_after_days is not None else r["days"])
+            for r in await repo.tenants_with_deep_policy(db)
+        ]
+    for tenant, days in deep:
+        while True:
+            async with db.transaction() as tx:
+                moved = await deepen(tx, tenant, float(days), batch)
+            result.deepened += moved
+            if moved < batch:
+                break
     return result
 
 

@@ -123,7 +123,7 @@ async def store_document(
            ON CONFLICT (conversation_id) DO UPDATE SET document = EXCLUDED.document, codec = EXCLUDED.codec,
                hot_bytes = EXCLUDED.hot_bytes, cold_bytes = EXCLUDED.cold_bytes, row_count = EXCLUDED.row_count,
                message_ids = EXCLUDED.message_ids, run_ids = EXCLUDED.run_ids, user_ids = EXCLUDED.user_ids,
-               frozen_at = now(), restored_at = NULL""",
+               frozen_at = now(), restored_at = NULL, deep = false""",
         tenant_id,
         conversation_id,
         document,
@@ -143,7 +143,7 @@ async def take_document(
 
     A second restorer waits on the row lock and then finds no document: restoring is idempotent."""
     return await db.fetchrow(
-        """SELECT document, codec FROM conversation_tier
+        """SELECT document, codec, deep, row_count FROM conversation_tier
            WHERE tenant_id = $1 AND conversation_id = $2 AND document IS NOT NULL FOR UPDATE""",
         tenant_id,
         conversation_id,
@@ -167,7 +167,7 @@ async def mark_restored(db: Executor, tenant_id: uuid.UUID, conversation_id: uui
     again (ids only; the users it named are forgotten)."""
     await db.execute(
         """UPDATE conversation_tier SET document = NULL, hot_bytes = 0, cold_bytes = 0, row_count = 0,
-               user_ids = ARRAY[]::uuid[], restored_at = now()
+               user_ids = ARRAY[]::uuid[], restored_at = now(), deep = false
            WHERE tenant_id = $1 AND conversation_id = $2""",
         tenant_id,
         conversation_id,
@@ -296,3 +296,96 @@ async def set_tenant_policy(db: Executor, tenant_id: uuid.UUID, days: int | None
             POLICY_KEY,
             days,
         )
+
+
+# -- deep storage ----------------------------------------------------------------------------------------
+
+DEEP_KEY = "deepAfterDays"
+
+
+async def tenants_with_deep_policy(db: Executor) -> list[asyncpg.Record]:
+    return await db.fetch(
+        f"""SELECT id, (settings ->> '{DEEP_KEY}')::float8 AS days FROM tenant
+            WHERE jsonb_typeof(settings -> '{DEEP_KEY}') = 'number' ORDER BY id"""
+    )
+
+
+async def claim_deepen(db: Executor, tenant_id: uuid.UUID, days: float, limit: int) -> list[asyncpg.Record]:
+    """Up to `limit` cold documents frozen `days` ago or more and not deep yet, locked (SKIP LOCKED)."""
+    return await db.fetch(
+        """SELECT conversation_id, document, codec FROM conversation_tier
+           WHERE tenant_id = $1 AND document IS NOT NULL AND NOT deep
+             AND frozen_at <= now() - make_interval(secs => $2 * 86400)
+           ORDER BY conversation_id LIMIT $3 FOR UPDATE SKIP LOCKED""",
+        tenant_id,
+        days,
+        limit,
+    )
+
+
+async def store_deep(
+    db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID, document: bytes, codec: str
+) -> None:
+    await db.execute(
+        """UPDATE conversation_tier SET document = $3::bytea, codec = $4, cold_bytes = octet_length($3::bytea),
+               deep = true
+           WHERE tenant_id = $1 AND conversation_id = $2""",
+        tenant_id,
+        conversation_id,
+        document,
+        codec,
+    )
+
+
+async def tenant_deep_policy(db: Executor, tenant_id: uuid.UUID) -> float | None:
+    value = await db.fetchval(
+        f"SELECT (settings ->> '{DEEP_KEY}')::float8 FROM tenant WHERE id = $1 "
+        f"AND jsonb_typeof(settings -> '{DEEP_KEY}') = 'number'",
+        tenant_id,
+    )
+    return float(value) if value is not None else None
+
+
+async def set_tenant_deep_policy(db: Executor, tenant_id: uuid.UUID, days: int | None) -> None:
+    if days is None:
+        await db.execute(f"UPDATE tenant SET settings = settings - '{DEEP_KEY}' WHERE id = $1", tenant_id)
+    else:
+        await db.execute(
+            "UPDATE tenant SET settings = coalesce(settings, '{}'::jsonb) || jsonb_build_object($2::text, $3::int)"
+            " WHERE id = $1",
+            tenant_id,
+            DEEP_KEY,
+            days,
+        )
+
+
+async def record_progress(
+    db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID, state: str, done: int, total: int
+) -> None:
+    """Progress of an explicit restore; `db` is the pool (autocommit), so readers see it while it runs."""
+    await db.execute(
+        """INSERT INTO tier_restore AS r (conversation_id, tenant_id, state, rows_done, rows_total)
+           VALUES ($2, $1, $3, $4, $5)
+           ON CONFLICT (conversation_id) DO UPDATE SET state = EXCLUDED.state, rows_done = EXCLUDED.rows_done,
+               rows_total = EXCLUDED.rows_total, updated_at = now(),
+               started_at = CASE WHEN EXCLUDED.state = 'RESTORING' AND EXCLUDED.rows_done = 0 THEN now()
+                                 ELSE r.started_at END""",
+        tenant_id,
+        conversation_id,
+        state,
+        done,
+        total,
+    )
+
+
+async def storage_states(db: Executor, tenant_id: uuid.UUID, ids: list[uuid.UUID]) -> list[asyncpg.Record]:
+    """Per conversation: its tier and its latest explicit restore (rows only for conversations that have one)."""
+    return await db.fetch(
+        """SELECT c.id, (t.document IS NOT NULL) AS cold, coalesce(t.deep, false) AS deep,
+                  r.state, r.rows_done, r.rows_total, r.started_at, r.updated_at
+           FROM unnest($2::uuid[]) AS c(id)
+           LEFT JOIN conversation_tier t ON t.conversation_id = c.id AND t.tenant_id = $1
+           LEFT JOIN tier_restore r ON r.conversation_id = c.id AND r.tenant_id = $1""",
+        tenant_id,
+        ids,
+    )

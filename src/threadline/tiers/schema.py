@@ -11,8 +11,17 @@ import strawberry
 
 from threadline.errors import ErrorCode, ThreadlineError
 from threadline.graphql.context import Info
+from threadline.graphql.loaders import single_loader
+from threadline.tiers import repository as repo
 from threadline.tiers import service
-from threadline.tiers.types import TierPolicy, TierStorage
+from threadline.tiers.types import (
+    ConversationStorage,
+    StorageTier,
+    TierPolicy,
+    TierRestoreProgress,
+    TierRestoreState,
+    TierStorage,
+)
 
 
 async def cold_storage(info: Info) -> TierStorage | None:
@@ -28,7 +37,10 @@ class TierQuery:
     @strawberry.field(description="The tenant's storage tier policy (admins only).")
     async def tier_policy(self, info: Info) -> TierPolicy:
         principal = await info.context.principal()
-        return TierPolicy(cold_after_days=await service.policy(info.context.db, principal))
+        return TierPolicy(
+            cold_after_days=await service.policy(info.context.db, principal),
+            deep_after_days=await service.deep_policy(info.context.db, principal),
+        )
 
     @strawberry.field(
         description="What the tenant's cold tier holds and the storage it saves (admins only; also in "
@@ -60,7 +72,31 @@ class TierMutation:
     ) -> TierPolicy:
         principal = await info.context.principal()
         days = await service.set_policy(info.context.db, principal, cold_after_days)
-        return TierPolicy(cold_after_days=days)
+        return TierPolicy(
+            cold_after_days=days, deep_after_days=await service.deep_policy(info.context.db, principal)
+        )
+
+    @strawberry.mutation(
+        description="Set when cold documents move to deep storage (admins only): older than `deepAfterDays` "
+        "(counted from when they went cold) they are recompressed harder by the background pass, and content "
+        "reads are CONFLICT until `conversationRestore` brings them back (progress in `Conversation.storage`); "
+        "null: none does. Erasure, anonymisation and data exports still reach them."
+    )
+    async def tier_deep_policy_set(
+        self,
+        info: Info,
+        deep_after_days: Annotated[
+            int | None,
+            strawberry.argument(
+                description="Days (1 to 36,500) a document stays cold before deep storage; null: never."
+            ),
+        ],
+    ) -> TierPolicy:
+        principal = await info.context.principal()
+        days = await service.set_deep_policy(info.context.db, principal, deep_after_days)
+        return TierPolicy(
+            cold_after_days=await service.policy(info.context.db, principal), deep_after_days=days
+        )
 
 
 # Restores one request may start from conversation lists (each takes a pooled connection and up to a second or
@@ -99,3 +135,37 @@ async def warm(info: Info, conversation_id: UUID, cold: bool) -> None:
     task = asyncio.ensure_future(service.restore(info.context.db, principal.tenant_id, conversation_id))
     started[conversation_id] = task
     await asyncio.shield(task)
+
+
+async def conversation_storage(info: Info, conversation_id: UUID) -> ConversationStorage:
+    """`Conversation.storage`, for every conversation of the response in one statement."""
+    principal = await info.context.principal()
+    db = info.context.db
+    loader = single_loader(
+        info,
+        "tiers:storage",
+        lambda ids: repo.storage_states(db, principal.tenant_id, ids),
+        key=lambda row: row["id"],
+    )
+    row = await loader.load(conversation_id)
+    if row is None:
+        return ConversationStorage(tier=StorageTier.HOT, restore=None)
+    tier = (
+        StorageTier.DEEP
+        if row["cold"] and row["deep"]
+        else StorageTier.COLD
+        if row["cold"]
+        else StorageTier.HOT
+    )
+    restore = (
+        TierRestoreProgress(
+            state=TierRestoreState(row["state"]),
+            rows_done=row["rows_done"],
+            rows_total=row["rows_total"],
+            started_at=row["started_at"],
+            updated_at=row["updated_at"],
+        )
+        if row["state"] is not None
+        else None
+    )
+    return ConversationStorage(tier=tier, restore=restore)

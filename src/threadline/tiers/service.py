@@ -12,9 +12,11 @@ document and do nothing.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +24,7 @@ import orjson
 
 from threadline.auth.principal import Principal
 from threadline.db import Database, Executor
-from threadline.errors import bad_input, forbidden
+from threadline.errors import bad_input, conflict, forbidden
 from threadline.tiers import document as cold
 from threadline.tiers import document_repository as plans
 from threadline.tiers import repository as repo
@@ -96,18 +98,51 @@ async def freeze(
     return Frozen(conversation_id, rows, hot_bytes, len(document))
 
 
-async def restore(db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID) -> bool:
-    """Put a cold conversation's rows back; False when it was not cold (or another restorer was first)."""
+DEEP_MESSAGE = "The conversation is in deep storage: conversationRestore brings it back"
+PROGRESS_BATCH = 2000  # rows per insert, and per progress step, of an explicit restore from deep storage
+
+Progress = Callable[[str, int, int], Awaitable[None]]
+
+
+async def restore(
+    db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID, *, explicit: bool = False
+) -> bool:
+    """Put a cold conversation's rows back; False when it was not cold (or another restorer was first).
+
+    A conversation in deep storage comes back only when `explicit` (conversationRestore, erasure, exports,
+    operators); otherwise CONFLICT. With the pool as `db`, an explicit restore records its progress in
+    `tier_restore` outside its transaction, so `Conversation.storage` shows it while it runs."""
     if isinstance(db, Database):
-        async with db.transaction() as tx:
-            return await _restore(tx, tenant_id, conversation_id)
-    return await _restore(db, tenant_id, conversation_id)
+        pool = db
+        reported: list[int] = []  # the total, once a restore from deep storage started reporting
+
+        async def progress(state: str, done: int, total: int) -> None:
+            reported[:] = [total]
+            await repo.record_progress(pool, tenant_id, conversation_id, state, done, total)
+
+        try:
+            async with db.transaction() as tx:
+                restored = await _restore(tx, tenant_id, conversation_id, explicit, progress)
+        except Exception:
+            if reported:
+                with contextlib.suppress(Exception):
+                    await repo.record_progress(pool, tenant_id, conversation_id, "FAILED", 0, reported[0])
+            raise
+        if reported:  # after the commit: DONE means the rows are there
+            await repo.record_progress(pool, tenant_id, conversation_id, "DONE", reported[0], reported[0])
+        return restored
+    return await _restore(db, tenant_id, conversation_id, explicit, None)
 
 
-async def _restore(tx: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID) -> bool:
+async def _restore(
+    tx: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID, explicit: bool, progress: Progress | None
+) -> bool:
     held = await repo.take_document(tx, tenant_id, conversation_id)
     if held is None:
         return False
+    if held["deep"] and not explicit:
+        raise conflict(DEEP_MESSAGE)
+    report = progress if held["deep"] else None
     started = time.perf_counter()
     stored = {t.name: t for t in cold.decode(bytes(held["document"]), held["codec"])}
     plan = await plans.read_plan(tx)
@@ -116,12 +151,24 @@ async def _restore(tx: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUI
         raise RuntimeError(
             f"cold document of {conversation_id} holds rows of tables no longer moved: {unknown}"
         )
-    restored = 0
+    total = sum(t.rows for t in stored.values())
+    done = restored = 0
+    if report is not None:
+        await report("RESTORING", 0, total)
     for table in plan.tables:
         rows = stored.get(table.name)
-        if rows is not None and rows.rows:
-            sql = table.insert_sql(set(rows.columns))
+        if rows is None or not rows.rows:
+            continue
+        sql = table.insert_sql(set(rows.columns))
+        if report is None:
             restored += await repo.insert_rows(tx, sql, rows.json.decode())
+            continue
+        loaded = orjson.loads(rows.json)
+        for at in range(0, len(loaded), PROGRESS_BATCH):
+            batch = loaded[at : at + PROGRESS_BATCH]
+            restored += await repo.insert_rows(tx, sql, orjson.dumps(batch).decode())
+            done += len(batch)
+            await report("RESTORING", done, total)
     await repo.mark_restored(tx, tenant_id, conversation_id)
     log.info(
         "restored conversation %s: %d rows in %.1f ms",
@@ -156,7 +203,7 @@ async def restore_naming_user(db: Executor, tenant_id: uuid.UUID, user_id: uuid.
     exports then find their rows where they look (hot), and nothing of theirs stays inside a document."""
     count = 0
     for conversation_id in await repo.naming_user(db, tenant_id, user_id):
-        count += await restore(db, tenant_id, conversation_id)
+        count += await restore(db, tenant_id, conversation_id, explicit=True)
     return count
 
 
@@ -173,7 +220,7 @@ async def document_of(
 async def restore_anywhere(db: Database, conversation_id: uuid.UUID) -> bool:
     """An operator's restore (`threadline tiers restore`): the conversation's tenant read from its document."""
     tenant_id = await repo.tenant_of_cold(db, conversation_id)
-    return tenant_id is not None and await restore(db, tenant_id, conversation_id)
+    return tenant_id is not None and await restore(db, tenant_id, conversation_id, explicit=True)
 
 
 @dataclass(frozen=True)
@@ -218,6 +265,32 @@ async def policy(db: Executor, principal: Principal) -> int | None:
     require_admin(principal, "read the storage tiers")
     days = await repo.tenant_policy(db, principal.tenant_id)
     return None if days is None else int(days)
+
+
+async def deep_policy(db: Executor, principal: Principal) -> int | None:
+    require_admin(principal, "read the storage tiers")
+    days = await repo.tenant_deep_policy(db, principal.tenant_id)
+    return None if days is None else int(days)
+
+
+async def set_deep_policy(db: Database, principal: Principal, days: int | None) -> int | None:
+    require_admin(principal, "set the storage tier policy")
+    if days is not None and not 1 <= days <= MAX_DAYS:
+        raise bad_input(
+            f"deepAfterDays must be between 1 and {MAX_DAYS}, or null for none", argument="deepAfterDays"
+        )
+    async with db.transaction() as tx:
+        await repo.set_tenant_deep_policy(tx, principal.tenant_id, days)
+    return days
+
+
+async def deepen(tx: Executor, tenant_id: uuid.UUID, days: float, limit: int) -> int:
+    """Cold documents frozen `days` ago or more move to deep storage (recompressed with lzma): how many."""
+    rows = await repo.claim_deepen(tx, tenant_id, days, limit)
+    for row in rows:
+        document = cold.recompress(bytes(row["document"]), row["codec"], cold.DEEP_CODEC)
+        await repo.store_deep(tx, tenant_id, row["conversation_id"], document, cold.DEEP_CODEC)
+    return len(rows)
 
 
 async def set_policy(db: Database, principal: Principal, days: int | None) -> int | None:
