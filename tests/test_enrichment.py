@@ -82,8 +82,8 @@ def test_a_title_is_extracted_from_the_first_question_when_the_conversation_has_
     )
 
 
-def test_a_title_goes_through_the_provider_of_the_run_that_answered(admin: Actor) -> None:
-    conversation = new_conversation(admin)
+def test_a_title_goes_through_the_conversations_provider(admin: Actor) -> None:
+    conversation = new_conversation(admin, aiProvider="echo")
     root = start_thread(admin, conversation, "Which index suits a prefix search?")
     admin.client.ok("mutation($m: ID!) { runCreate(input: {messageId: $m}) { id } }", {"m": root})
 
@@ -168,8 +168,8 @@ def test_hostile_answers_and_questions_give_bounded_titles_without_control_chara
     # Extractive, from a question that is nothing but a long run of one word.
     long = new_conversation(admin)
     exchange(admin, long, "x" * 50_000, "y")
-    title = settled(admin, long, ("TITLE",))["title"]
-    assert title == "X" + "x" * 79
+    done = settled(admin, long, ("TITLE",))
+    assert done["title"] == "X" + "x" * 79, done
 
 
 def test_suggested_tags_come_from_the_owners_vocabulary_and_the_content_and_wait_for_the_user(
@@ -333,3 +333,16 @@ def test_erasing_a_user_takes_their_words_out_of_titles_and_summaries(admin: Act
     assert "Kestrel" not in again["title"]
     assert "Kestrel" not in (again["summary"] or "")
     assert not any("kestrel" in tag for tag in again["suggestedTags"])
+
+
+def test_a_provider_the_deployment_did_not_set_up_is_not_called_the_title_is_extracted(admin: Actor) -> None:
+    # The session's server has no OpenAI key nor a base URL of its own: `openai` is not configured there.
+    conversation = new_conversation(admin, aiProvider="openai", model="gpt-4o")
+    exchange(admin, conversation, "Can a trigger call a function?", "Yes, EXECUTE FUNCTION.")
+    done = settled(admin, conversation, ("TITLE", "SUMMARY", "TAGS"))
+    assert done["title"] == "Can a trigger call a function?"
+    assert [(j["kind"], j["generator"]) for j in done["enrichmentJobs"]] == [
+        ("TITLE", "extractive"),
+        ("SUMMARY", "extractive"),
+        ("TAGS", "extractive"),
+    ]

@@ -34,6 +34,7 @@ def enriching(dsn: str, fake: FakeOpenAI, server: ServerThread) -> Iterator[Serv
         openai_models=FakeOpenAI.MODELS,
         openai_default_model="fake-ok",
         enrichment_workers=3,
+        enrichment_summaries="provider",
         enrichment_max_attempts=2,
         enrichment_timeout_seconds=6.0,
     )

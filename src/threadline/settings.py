@@ -34,6 +34,13 @@ def _env_float(name: str, default: float) -> float:
         raise ValueError(f"{name} must be a number, got {raw!r}") from exc
 
 
+def _env_choice(name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = _env_str(name, default).strip().lower()
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
 def _env_bool(name: str, default: bool) -> bool:
     raw = os.environ.get(name)
     if raw is None or raw.strip() == "":
@@ -215,6 +222,8 @@ class Settings:
     enrichment_summary_every: int = 20  # messages of growth before the summary and tags are made again
     enrichment_title_max_chars: int = 80
     enrichment_summary_max_chars: int = 1000
+    # `extractive`: summaries by the offline rules; `provider`: through the conversation's provider (its tokens).
+    enrichment_summaries: str = "extractive"
 
     # Runs (issue 5)
     run_workers: int = 2
@@ -448,6 +457,9 @@ class Settings:
             ),
             enrichment_summary_max_chars=_env_int(
                 "THREADLINE_ENRICHMENT_SUMMARY_MAX_CHARS", cls.enrichment_summary_max_chars
+            ),
+            enrichment_summaries=_env_choice(
+                "THREADLINE_ENRICHMENT_SUMMARIES", cls.enrichment_summaries, ("extractive", "provider")
             ),
             run_workers=_env_int("THREADLINE_RUN_WORKERS", cls.run_workers),
             run_queue=_env_str("THREADLINE_RUN_QUEUE", cls.run_queue),

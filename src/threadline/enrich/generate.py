@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 from threadline.runs.context import ChatMessage
 from threadline.runs.providers import CompletionRequest, Finish, Provider, ProviderError
+from threadline.settings import Settings
 
 TITLE_INSTRUCTIONS = (
     "Write a short title (at most eight words) for the conversation the user shows you. "
@@ -29,6 +30,14 @@ class Generator:
     @property
     def name(self) -> str:
         return self.provider.name if self.provider is not None else "extractive"
+
+
+def configured(providers: dict[str, Provider], settings: Settings) -> dict[str, Provider]:
+    """The providers a job may call: `echo` always, `openai` only where the deployment set it up (an API key, or
+    a base URL of its own), so a server that never configured it makes titles offline rather than call the
+    public endpoint without credentials."""
+    openai_set_up = bool(settings.openai_api_key) or settings.openai_base_url != Settings.openai_base_url
+    return {name: p for name, p in providers.items() if name != "openai" or openai_set_up}
 
 
 def choose(providers: dict[str, Provider], name: str | None, model: str | None) -> Generator:

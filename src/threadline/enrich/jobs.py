@@ -89,10 +89,7 @@ async def _title(ctx: JobContext, job: asyncpg.Record, conversation: asyncpg.Rec
             "QUEUED", {"run_after": _now() + timedelta(seconds=1), "attempts": job["attempts"] - 1}
         )
     limit = ctx.settings.enrichment_title_max_chars
-    if conversation["ai_provider"]:
-        generator = choose(ctx.providers, conversation["ai_provider"], conversation["model"])
-    else:
-        generator = choose(ctx.providers, exchange["provider"], exchange["model"])
+    generator = choose(ctx.providers, conversation["ai_provider"], conversation["model"])
     title = ""
     if generator.provider is not None:
         prompt = transcript([("user", exchange["question"]), ("assistant", exchange["answer"])], PROMPT_CHARS)
@@ -125,11 +122,9 @@ async def _summary(ctx: JobContext, job: asyncpg.Record, conversation: asyncpg.R
     if not messages:
         return Outcome("WAITING", {"due_messages": conversation["message_count"] + 1, "attempts": 0})
     limit = ctx.settings.enrichment_summary_max_chars
-    name, model = conversation["ai_provider"], conversation["model"]
-    if not name:
-        latest = await repo.latest_run_provider(ctx.db, job["tenant_id"], job["conversation_id"])
-        name, model = (latest["provider"], latest["model"]) if latest is not None else (None, None)
-    generator = choose(ctx.providers, name, model)
+    generator = Generator(None, "")
+    if ctx.settings.enrichment_summaries == "provider":
+        generator = choose(ctx.providers, conversation["ai_provider"], conversation["model"])
     summary = ""
     if generator.provider is not None:
         prompt = transcript([(m["role"], m["content"]) for m in messages], PROMPT_CHARS)

@@ -104,22 +104,19 @@ async def first_exchange(
     db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID, max_chars: int
 ) -> asyncpg.Record | None:
     """The first user message and the first assistant answer after it (both not deleted, at most `max_chars`
-    each), whether that answer is still being streamed, and the provider and model of the run that wrote it."""
+    each), and whether that answer is still being streamed."""
     return await db.fetchrow(
         """WITH q AS (
                SELECT m.id, left(m.content, $3) AS content, m.created_at, m.seq FROM message m
                WHERE m.tenant_id = $1 AND m.conversation_id = $2 AND m.role = 'USER' AND m.deleted_at IS NULL
                ORDER BY m.created_at, m.seq LIMIT 1)
            SELECT q.id AS question_id, q.content AS question, a.id AS answer_id, a.content AS answer,
-                  a.streaming, a.created_at AS answered_at, a.provider, a.model
+                  a.streaming, a.created_at AS answered_at
            FROM q LEFT JOIN LATERAL (
                SELECT m.id, left(m.content, $3) AS content, m.created_at,
                       EXISTS (SELECT 1 FROM message_stream s WHERE s.tenant_id = $1 AND s.id = m.id
-                              AND s.finished_at IS NULL) AS streaming,
-                      r.provider, r.model
+                              AND s.finished_at IS NULL) AS streaming
                FROM message m
-               LEFT JOIN LATERAL (SELECT r.provider, r.model FROM run r WHERE r.tenant_id = $1
-                                  AND r.output_message_id = m.id ORDER BY r.created_at DESC LIMIT 1) r ON true
                WHERE m.tenant_id = $1 AND m.conversation_id = $2 AND m.role = 'ASSISTANT' AND m.deleted_at IS NULL
                  AND (m.created_at, m.seq) > (q.created_at, q.seq)
                ORDER BY m.created_at, m.seq LIMIT 1) a ON true""",
@@ -144,17 +141,6 @@ async def recent_messages(
         conversation_id,
         limit,
         max_chars,
-    )
-
-
-async def latest_run_provider(
-    db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID
-) -> asyncpg.Record | None:
-    return await db.fetchrow(
-        """SELECT r.provider, r.model FROM run r WHERE r.tenant_id = $1 AND r.conversation_id = $2
-           ORDER BY r.created_at DESC LIMIT 1""",
-        tenant_id,
-        conversation_id,
     )
 
 

@@ -45,10 +45,10 @@ describe_values(
     {
         "TITLE": "A title, made once after the first exchange (a user message and the first assistant answer after "
         "it) while the title is still the placeholder; through the conversation's provider (its `aiProvider`, "
-        "else the one of the run that answered), or extracted from the first question when it has none.",
+        "if the server has it set up), or extracted from the first question otherwise.",
         "SUMMARY": "`Conversation.summary`: made after the first exchange and again each time the conversation "
-        "grows by THREADLINE_ENRICHMENT_SUMMARY_EVERY messages (20), from its newest 200 messages; through the "
-        "conversation's provider, or its most telling sentences when it has none.",
+        "grows by THREADLINE_ENRICHMENT_SUMMARY_EVERY messages (20), from its newest 200 messages: its most "
+        "telling sentences, or through the conversation's provider where THREADLINE_ENRICHMENT_SUMMARIES=provider.",
         "TAGS": "`Conversation.suggestedTags`: tags of the owner's other conversations that the content names, "
         "then the content's own frequent keywords; made with the summary. Never applied by itself.",
     },

@@ -17,6 +17,7 @@ from threadline.db import Database
 from threadline.db.database import WORKER, connect_settings
 from threadline.enrich import jobs
 from threadline.enrich import repository as repo
+from threadline.enrich.generate import configured
 from threadline.enrich.yielding import YIELDED, Yielding
 from threadline.runs.providers import Provider, build_providers
 from threadline.settings import Settings
@@ -42,7 +43,11 @@ class EnrichmentWorker:
     async def start(self) -> None:
         if self.concurrency <= 0:
             return
-        self._providers = build_providers(self.settings)
+        built = build_providers(self.settings)
+        self._providers = configured(built, self.settings)
+        for name, provider in built.items():
+            if name not in self._providers:
+                await provider.close()
         await self._listen()
         self._task = asyncio.create_task(self._claim_loop(), name="threadline-enrichment")
 
