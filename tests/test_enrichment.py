@@ -47,7 +47,9 @@ def settled(
         conversation = read(actor, conversation_id)
         found = jobs(conversation)
         if all(kind in found and found[kind]["status"] in SETTLED for kind in kinds):
-            return conversation
+            # The conversation row is read before its jobs (two statements): read again, so the fields show
+            # what the settled jobs wrote.
+            return read(actor, conversation_id)
         if time.monotonic() > deadline:
             raise AssertionError(f"jobs did not settle: {conversation}")
         time.sleep(0.05)
