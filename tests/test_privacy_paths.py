@@ -115,3 +115,20 @@ def test_mask_on_write_masks_streamed_output_even_across_pieces(admin: Actor, lo
     assert row["content"] == "It is [EMAIL], and the card is [CARD]"
     stored = everything_stored(loop, dsn)
     assert "gonzalez" not in stored and CARD not in stored and "4111" not in stored
+
+
+def test_mask_on_read_masks_text_appended_after_the_message_was_scanned(admin: Actor, make_user: Any) -> None:
+    """Appending clears the stored detections (they no longer fit the text): a reader gets the appended PII
+    masked before the message is final, and after."""
+    reader = make_user(admin)
+    conversation = create_conversation(admin)
+    join(admin, reader, conversation)
+    set_policy(admin, "MASK_ON_READ")
+    root = start_thread(admin, conversation, "what is her address?")
+    message = reply(admin, root, f"It is {EMAIL}", role="ASSISTANT")
+    admin.client.ok(APPEND, {"id": message, "d": f" or {CARD}"})
+    read = "query($id: ID!) { message(id: $id) { content } }"
+    assert reader.client.ok(read, {"id": message})["message"]["content"] == "It is [EMAIL] or [CARD]"
+    admin.client.ok(FINISH, {"id": message})
+    assert reader.client.ok(read, {"id": message})["message"]["content"] == "It is [EMAIL] or [CARD]"
+    assert admin.client.ok(read, {"id": message})["message"]["content"] == f"It is {EMAIL} or {CARD}"

@@ -11,7 +11,11 @@ PLACEHOLDERS = {kind: f"[{kind.value}]" for kind in PiiKind}
 
 def mask(text: str) -> tuple[str, list[Detection]]:
     """`text` with every detection replaced, and the placeholders' spans in the masked text."""
-    found = detect(text)
+    return splice(text, detect(text))
+
+
+def splice(text: str, found: list[Detection]) -> tuple[str, list[Detection]]:
+    """`text` with the detections `found` (in order, apart) replaced by their placeholders."""
     if not found:
         return text, []
     out: list[str] = []

@@ -19,7 +19,8 @@ from typing import Any
 
 from threadline.auth.principal import Principal
 from threadline.ids import Kind, encode_id
-from threadline.privacy.masking import mask, mask_json, mask_text
+from threadline.privacy.detectors import PiiKind
+from threadline.privacy.masking import from_json, mask, mask_json, mask_text, splice
 from threadline.privacy.modes import PiiPolicy, parse
 
 
@@ -92,9 +93,33 @@ def active() -> Reader | None:
     return scope.reader if scope is not None else None
 
 
-def masked_with_spans(text: str) -> tuple[str, list[dict[str, Any]]]:
-    masked, spans = mask(text)
+def masked_with_spans(text: str, stored: Any = None) -> tuple[str, list[dict[str, Any]]]:
+    """`text` masked, and the placeholders' spans. From the detections stored with it (`message.pii`, written
+    with the text: splicing costs a copy) when they fit it, else by detecting again."""
+    found = from_json(stored) if _fits(stored, len(text)) else None
+    masked, spans = mask(text) if found is None else splice(text, found)
     return masked, [{"kind": d.kind.value, "start": d.start, "end": d.end} for d in spans]
+
+
+_KINDS = frozenset(kind.value for kind in PiiKind)
+
+
+def _fits(stored: Any, length: int) -> bool:
+    """Stored detections that can be spans of a text of `length`: in order, apart, inside it. (Every writer of
+    the content writes them with it, or clears them: privacy.writing, threads.repository.set_content,
+    runs.output_repository.)"""
+    if not isinstance(stored, list):
+        return False
+    end = 0
+    for d in stored:
+        if not isinstance(d, dict) or d.get("kind") not in _KINDS:
+            return False
+        if not isinstance(d.get("start"), int) or not isinstance(d.get("end"), int):
+            return False
+        if d["start"] < end or d["end"] <= d["start"] or d["end"] > length:
+            return False
+        end = d["end"]
+    return True
 
 
 def mask_export(document: dict[str, Any], reader: Reader | None) -> None:

@@ -53,7 +53,8 @@ async def append_content(
     """Append to the content and store the chunk; False if the message was deleted meanwhile."""
     appended = await db.fetchval(
         """WITH m AS (
-               UPDATE message SET content = content || $3 WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL
+               UPDATE message SET content = content || $3, pii = NULL  -- rescanned when final (privacy)
+               WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL
                RETURNING id
            )
            INSERT INTO message_chunk (tenant_id, message_id, index, content, run_id)
@@ -86,7 +87,7 @@ async def restart_stream(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UU
         "DELETE FROM message_chunk WHERE tenant_id = $1 AND message_id = $2", tenant_id, message_id
     )
     await db.execute(
-        """UPDATE message SET content = '', parts = NULL, prompt_tokens = NULL, completion_tokens = NULL
+        """UPDATE message SET content = '', parts = NULL, pii = NULL, prompt_tokens = NULL, completion_tokens = NULL
            WHERE tenant_id = $1 AND id = $2""",
         tenant_id,
         message_id,

@@ -13,14 +13,14 @@ from threadline.tiers import service as tiers
 
 MESSAGE_COLUMNS = """m.id, m.tenant_id, m.conversation_id, m.root_id, m.parent_id, m.depth, m.path, m.seq,
     m.child_count, m.role, m.content, m.author_id, m.model, m.prompt_tokens, m.completion_tokens,
-    m.created_at, m.edited_at, m.deleted_at, m.usage_imported"""
+    m.created_at, m.edited_at, m.deleted_at, m.usage_imported, m.pii"""
 
 # What a tree read turns into Messages (`tree_messages_in_slices`): no tenant, path or seq, which it does not use; a
 # 10,000-node thread decodes ~20% faster.
 TREE_FIELDS = (
     "id", "conversation_id", "root_id", "parent_id", "depth", "child_count", "role", "content",
     "author_id", "model", "prompt_tokens", "completion_tokens", "created_at", "edited_at", "deleted_at",
-    "usage_imported",
+    "usage_imported", "pii",
 )  # fmt: skip
 TREE_COLUMNS = ", ".join(f"m.{name}" for name in TREE_FIELDS)
 

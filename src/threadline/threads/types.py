@@ -250,16 +250,16 @@ class Message(Node):
         ]
 
     @strawberry.field(
-        description="PII found in `content` under the tenant's policy (`piiPolicy`): kind and span of each. Null "
-        "when the content was never scanned (policy OFF, or written before a policy and not backfilled yet); "
-        "empty when nothing was found. A caller reading masked content (MASK_ON_READ) gets the placeholders' "
-        "spans."
+        description="PII found in `content` under the tenant's policy (`piiPolicy`): kind and span of each; empty "
+        "when nothing was found. The detections stored with the content, or (for content written before the "
+        "policy and not backfilled yet) found now; null when the policy is OFF and none were stored. A caller "
+        "reading masked content (MASK_ON_READ) gets the placeholders' spans."
     )
     async def pii(self, info: Info) -> list[PiiDetection] | None:
         if self.masked_pii is not None:
             return [PiiDetection.of(d) for d in self.masked_pii]
-        stored = await privacy_loaders.stored_pii(info, self.uuid)
-        return None if stored is None else [PiiDetection.of(d) for d in stored]
+        found = await privacy_loaders.detections(info, self.uuid, self.content)
+        return None if found is None else [PiiDetection.of(d) for d in found]
 
     @classmethod
     def from_row(cls, row: asyncpg.Record, path: list[UUID]) -> Message:
@@ -284,6 +284,7 @@ class Message(Node):
             edited_at=row["edited_at"],
             deleted_at=row["deleted_at"],
             usage_imported=row.get("usage_imported") or False,
+            stored_pii=row.get("pii"),
         )
 
     @classmethod
@@ -308,6 +309,7 @@ class Message(Node):
         edited_at: datetime | None,
         deleted_at: datetime | None,
         usage_imported: bool = False,
+        stored_pii: Any = None,
     ) -> Message:
         """A message from its stored values, ids already encoded (tree reads encode each id once, and pass
         the arguments by position: ~10,000 calls per large thread).
@@ -317,7 +319,7 @@ class Message(Node):
         masked_pii = None
         reader = reading.active()
         if reader is not None and content and reader.masks(author_uuid):
-            content, masked_pii = reading.masked_with_spans(content)
+            content, masked_pii = reading.masked_with_spans(content, stored_pii)
         return cls(
             id=own_id,
             uuid=message_uuid,
@@ -448,6 +450,7 @@ class _TreeBuilder:
         for (
             message_id, _, root_id, _, depth, child_count, role, content,
             author_id, model, prompt_tokens, completion_tokens, created_at, edited_at, deleted_at, usage_imported,
+            stored_pii,
         ) in rows:  # fmt: skip
             del stack[offset + depth :]
             stack.append(encode_id(Kind.MESSAGE, message_id))  # type: ignore[arg-type]  # an ID is a str
@@ -473,6 +476,7 @@ class _TreeBuilder:
                     edited_at,
                     deleted_at,
                     usage_imported,
+                    stored_pii,
                 )  # fmt: skip
             )
 
