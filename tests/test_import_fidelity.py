@@ -253,12 +253,12 @@ def test_an_origin_a_file_gets_wrong_is_dropped_with_a_warning(admin: Actor) -> 
 
 LIMITS = {"thread_max_depth": 3, "message_max_bytes": 256}
 LONG_TEXT = ("é" + "long answer " * 50).strip()
-LONG_HEAD = LONG_TEXT.encode()[:132].decode()
+LONG_HEAD = LONG_TEXT.encode()[:78].decode()
 LONG_CONTENT = f"{LONG_HEAD}\n\n[cut: this message is 601 bytes, over the size limit; the whole text is in the attached file message-m5.txt]"
 LONG_WARNINGS = [
     f"{LONG_ID}: message m3 is 3 replies deep, the limit (THREADLINE_THREAD_MAX_DEPTH): the conversation goes on "
     "in a new thread from each of its replies (m4)",
-    f"{LONG_ID}: message m5: 601 bytes, over the limit of 256 bytes (THREADLINE_MESSAGE_MAX_BYTES): its first 132 "
+    f"{LONG_ID}: message m5: 601 bytes, over the limit of 256 bytes (THREADLINE_MESSAGE_MAX_BYTES): its first 78 "
     "bytes are its text, the whole text the attached file message-m5.txt",
 ]
 
@@ -519,3 +519,26 @@ def test_a_conversation_refused_when_its_insert_comes_names_the_file_it_was_read
         1,
     )
     assert failure["file"].endswith("conversations-000.json")
+
+
+def test_a_long_chat_kept_over_the_limits_exports_imports_and_exports_the_same(
+    limited: ServerThread, loop: Loop, dsn: str
+) -> None:
+    """Item 7's repairs survive the round trip: the continuation thread stays a thread, the cut message keeps
+    its text and its file part (the file listed as a stored file), and nothing is reported the second time."""
+    actor = create_admin(loop, dsn, limited.url)
+    other = create_admin(loop, dsn, limited.url)
+    data = fixture("fidelity/chatgpt-long.json")
+    cid = actor.client.ok(REPORT, {"i": {"format": "CHATGPT", "data": data}})["conversationImportReport"][
+        "conversations"
+    ][0]["id"]
+    first = actor.client.ok(EXPORT, {"id": cid})["conversationExport"]
+    assert [m["parent_id"] is None for m in first["messages"]] == [True, *[False] * 3, True, *[False] * 3]
+    (cut,) = [m for m in first["messages"] if m["content"] == LONG_CONTENT]
+    assert [a["type"] for a in cut["attachments"]] == ["stored_file"]
+    again = other.client.ok(REPORT, {"i": {"format": "THREADLINE", "data": first}})[
+        "conversationImportReport"
+    ]
+    assert (again["imported"], again["warnings"]) == (1, [])
+    second = other.client.ok(EXPORT, {"id": again["conversations"][0]["id"]})["conversationExport"]
+    assert _normalised(second) == _normalised(first)

@@ -133,7 +133,7 @@ def test_a_100_mb_message_keeps_its_first_part_and_says_the_rest_did_not_fit(
     cid = conversation["id"]
     assert [w for w in report["warnings"] if "m2" in w] == [
         f"{cid}: message m2: 104857600 bytes, over the limit of 1048576 bytes (THREADLINE_MESSAGE_MAX_BYTES): its "
-        "first 1048444 bytes are its text, the whole text the attached file message-m2.txt",
+        "first 1048390 bytes are its text, the whole text the attached file message-m2.txt",
         f"{cid}: message m2: the whole text could not be stored as a file (104857600 bytes, over "
         "THREADLINE_FILE_MAX_BYTES)",
     ]
@@ -141,7 +141,7 @@ def test_a_100_mb_message_keeps_its_first_part_and_says_the_rest_did_not_fit(
     assert row["parts"] is None
     assert (
         row["content"]
-        == "y" * 1048444
+        == "y" * 1048390
         + "\n\n[cut: this message is 104,857,600 bytes, over the size limit; the rest could not be kept]"
     )
     # With a smaller per-conversation limit the oversized conversation is skipped without being held.

@@ -310,7 +310,7 @@ def test_a_message_over_the_size_limit_keeps_its_conversation_and_its_whole_text
     assert (report["imported"], report["failed"]) == (2, 0)
     assert report["warnings"] == [
         "chatgpt-split-1: message m2: 1048577 bytes, over the limit of 1048576 bytes (THREADLINE_MESSAGE_MAX_BYTES): "
-        "its first 1048446 bytes are its text, the whole text the attached file message-m2.txt"
+        "its first 1048392 bytes are its text, the whole text the attached file message-m2.txt"
     ]
     assert [c["title"] for c in report["conversations"]] == ["First shard", "Second shard"]
     (row,) = sql(
@@ -319,10 +319,10 @@ def test_a_message_over_the_size_limit_keeps_its_conversation_and_its_whole_text
         "SELECT m.content, f.filename, b.size FROM message m JOIN message_file mf ON "
         "mf.message_id = m.id JOIN file f ON f.id = mf.file_id JOIN file_blob b ON b.id = f.blob_id",
     )
-    assert (row["filename"], row["size"], row["content"][:1048446]) == (
+    assert (row["filename"], row["size"], row["content"][:1048392]) == (
         "message-m2.txt",
         1048577,
-        "x" * 1048446,
+        "x" * 1048392,
     )
 
 

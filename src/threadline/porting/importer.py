@@ -119,7 +119,11 @@ def _cut(key: str, content: str, settings: Settings, warnings: list[str]) -> Ove
     from threadline.files.service import clean_filename
 
     filename = clean_filename(f"message-{key[:100]}.txt")
-    room = limit - len(oversized_note(size, filename).encode("utf-8")) - len(filename.encode("utf-8"))
+    # The parts' strings count against the limit too (validate_parts): the text part's type and note, and the
+    # file part as it will be once its file is stored (a file id is "fil_" and 32 hex digits).
+    file_part = message_parts.file_part(name=filename, file_id="fil_" + "0" * 32, mime_type="text/plain")
+    fixed = [*(v for v in file_part.values() if isinstance(v, str)), "text", oversized_note(size, filename)]
+    room = limit - sum(len(v.encode("utf-8")) for v in fixed)
     head = content.encode("utf-8")[: max(0, room)].decode("utf-8", "ignore")
     warnings.append(
         f"message {key}: {size} bytes, over the limit of {limit} bytes (THREADLINE_MESSAGE_MAX_BYTES): its first "
