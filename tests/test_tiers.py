@@ -674,3 +674,59 @@ def test_deep_storage_is_read_back_only_through_conversation_restore_which_repor
         r["content"] for r in sql(loop, dsn, "SELECT content FROM message WHERE conversation_id = $1", cid)
     }
     assert "an answer about ice" not in contents and "second thread by the member" not in contents
+
+
+def test_a_restore_from_deep_storage_shows_its_progress_outside_its_transaction_and_nothing_else(
+    admin: Actor, make_user: Any, loop: Loop, dsn: str, monkeypatch: Any
+) -> None:
+    from threadline.db import Database
+    from threadline.tiers import repository as tier_repo
+    from threadline.tiers import service as tier_service
+
+    member = make_user(admin)
+    conversation, _ = busy_conversation(admin, member, "progress")
+    cid = uid(conversation, Kind.CONVERSATION)
+    tenant = uid(admin.tenant_id, Kind.TENANT)
+    freeze(loop, dsn, admin)
+    assert deepen(loop, dsn, admin) == 1
+    total = sql(loop, dsn, "SELECT row_count FROM conversation_tier WHERE conversation_id = $1", cid)[0][
+        "row_count"
+    ]
+    monkeypatch.setattr(tier_service, "PROGRESS_BATCH", 2)
+    seen: list[tuple[str, int, int, int]] = []
+    insert_rows = tier_repo.insert_rows
+
+    async def watched(tx: Any, query: str, rows_json: str) -> int:
+        """Each batch, then what another connection sees: the progress row, and the conversation's messages."""
+        inserted = await insert_rows(tx, query, rows_json)
+        conn = await asyncpg.connect(dsn)
+        try:
+            state = await conn.fetchrow(
+                "SELECT state, rows_done, rows_total FROM tier_restore WHERE conversation_id = $1", cid
+            )
+            messages = await conn.fetchval("SELECT count(*) FROM message WHERE conversation_id = $1", cid)
+        finally:
+            await conn.close()
+        seen.append((state["state"], state["rows_done"], state["rows_total"], messages))
+        return inserted
+
+    monkeypatch.setattr(tier_repo, "insert_rows", watched)
+
+    async def work() -> bool:
+        db = await Database.connect(dsn, 1, 3)
+        try:
+            return await tier_service.restore(db, tenant, cid, explicit=True)
+        finally:
+            await db.close()
+
+    assert loop.run(work()) is True
+    assert len(seen) >= 4
+    assert {s[0] for s in seen} == {"RESTORING"} and {s[2] for s in seen} == {total}
+    done = [s[1] for s in seen]
+    assert done == sorted(done) and done[0] == 0 and done[-1] < total  # each read sees the step before it
+    assert {s[3] for s in seen} == {0}  # the rows themselves appear only with the commit
+    final = sql(
+        loop, dsn, "SELECT state, rows_done, rows_total FROM tier_restore WHERE conversation_id = $1", cid
+    )[0]
+    assert dict(final) == {"state": "DONE", "rows_done": total, "rows_total": total}
+    assert hot_rows(loop, dsn, cid)["message"] == 5
