@@ -3,7 +3,7 @@ manager, or a share link's reader. Each is an audit entry `conversation.read` na
 share link), what (the conversation) and why (`details.via`: the role or the link that allowed it).
 
 Recorded in `conversations.access.require`, which every read of a conversation's content passes (queries,
-exports, subscriptions), at most once per conversation per request or socket operation.
+exports, subscriptions), at most once per conversation per request (per socket over WebSockets).
 """
 
 from __future__ import annotations

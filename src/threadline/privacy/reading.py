@@ -76,7 +76,7 @@ def anonymous_reader(policy: PiiPolicy | str) -> Reader | None:
 
 
 def first_audit(conversation_id: uuid.UUID) -> bool:
-    """True the first time this request (or socket operation) reads `conversation_id` as a non-participant;
+    """True the first time this request (or socket) reads `conversation_id` as a non-participant;
     always True outside GraphQL (the CLI, a share page)."""
     scope = _SCOPE.get()
     if scope is None:
