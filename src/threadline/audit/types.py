@@ -25,7 +25,9 @@ class AuditEntry:
     action: str = strawberry.field(
         description="Dotted action name: conversation.export, conversation.import, user.export, user.erase, "
         "user.create, user.role_set, api_key.create, api_key.revoke, participant.role_set, tenant.retention_set, "
-        "retention.purge, share_link.create, share_link.revoke."
+        "retention.purge, share_link.create, share_link.revoke; conversation.read (a read by someone who is not a "
+        "participant: `details.via` is ADMIN, MANAGER or SHARE_LINK), tenant.pii_policy_set, user.anonymise, "
+        "tenant.audit_retention_set, audit.purge, audit.export."
     )
     actor_id: strawberry.ID | None = strawberry.field(
         description="The user who acted; null for the server itself (retention) or an operator's CLI."
