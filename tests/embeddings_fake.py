@@ -1,6 +1,7 @@
 """A fake OpenAI-compatible `/v1/embeddings` endpoint (Starlette on uvicorn, 127.0.0.1) for the tests and the
 bench: it answers with the test embedder's vectors (threadline.embeddings.concepts), records each request, and
-can be told to hold requests (`hold()`: they wait until `release()`), as a stuck provider does."""
+can be told to hold requests (`hold()`: they wait until `release()`), as a stuck provider does. A request
+with an input holding REFUSED is refused with HTTP 400."""
 
 from __future__ import annotations
 
@@ -17,6 +18,9 @@ from starlette.routing import Route
 
 from tests.harness import free_port
 from threadline.embeddings.concepts import concept_vector
+
+# A request holding an input with this word is refused with HTTP 400 (as a provider refuses an input too long).
+REFUSED = "POISONPILL"
 
 
 class FakeEmbeddings:
@@ -60,6 +64,9 @@ class FakeEmbeddings:
         self.authorizations.append(request.headers.get("authorization"))
         while not self._open.is_set():
             await asyncio.sleep(0.02)
+        if any(REFUSED in text for text in body["input"]):
+            error = {"message": "This input is refused", "type": "invalid_request_error"}
+            return JSONResponse({"error": error}, status_code=400)
         dimensions = int(body.get("dimensions") or self.dimensions)
         data = []
         for index, text in enumerate(body["input"]):

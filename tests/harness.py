@@ -169,7 +169,15 @@ async def truncate_all(dsn: str) -> None:
             if r["tablename"] not in TABLES_TO_KEEP
         ]
         if names:
-            await conn.execute("TRUNCATE " + ", ".join(f'"{n}"' for n in names) + " CASCADE")
+            # A background worker of a test server (runs, the embedding indexer) may hold a row lock on one table
+            # and wait for another that TRUNCATE took first: PostgreSQL ends one of the two; try again.
+            for attempt in range(5):
+                try:
+                    await conn.execute("TRUNCATE " + ", ".join(f'"{n}"' for n in names) + " CASCADE")
+                    break
+                except asyncpg.exceptions.DeadlockDetectedError:
+                    if attempt == 4:
+                        raise
     finally:
         await conn.close()
 

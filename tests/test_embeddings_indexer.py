@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 
 from tests.api import create_conversation, start_thread
-from tests.embeddings_fake import FakeEmbeddings
+from tests.embeddings_fake import REFUSED, FakeEmbeddings
 from tests.harness import Actor, Loop, ServerThread, create_admin, test_settings
 
 SEARCH = """query($q: String!) { search(input: {query: $q, mode: SEMANTIC}, first: 50) {
@@ -201,6 +201,49 @@ def test_an_endpoint_that_fails_is_retried_and_search_says_unavailable(
                 error["message"]
                 == "Semantic search is unavailable: embeddings endpoint unreachable: ConnectError"
             )
+        finally:
+            client.close()
+    finally:
+        server.stop()
+
+
+def test_a_message_the_provider_refuses_does_not_sink_its_batch(
+    fake: FakeEmbeddings, admin: Actor, dsn: str, loop: Loop
+) -> None:
+    settings = test_settings(
+        dsn,
+        migrate_on_start=False,
+        embeddings="openai",
+        embeddings_url=fake.url,
+        embeddings_model="fake-embed",
+        embeddings_dimensions=64,
+        embeddings_settle_seconds=0.0,
+        embeddings_poll_seconds=0.1,
+        embeddings_max_attempts=2,
+    )
+    # Written before an indexer runs (through the session's server, which has none): claimed as one batch.
+    conversation = create_conversation(admin, "Batch")
+    good = [start_thread(admin, conversation, text) for text in TOPICS[:2]]
+    start_thread(admin, conversation, f"{REFUSED} {TOPICS[2]}")
+    server = ServerThread(settings)
+    server.start()
+    try:
+        client = type(admin.client)(server.url, admin.api_key)
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                status = client.ok(INDEX)["embeddingIndex"]
+                if status["failed"] == 1 and status["pending"] == 0:
+                    break
+                assert time.monotonic() < deadline, f"the refused message was not given up on: {status}"
+                time.sleep(0.1)
+            assert status["indexedMessages"] == 2
+            assert len({r["message_id"] for r in vector_rows(loop, dsn)}) == 2
+            for paraphrase, message in zip(PARAPHRASES[:2], good, strict=True):
+                assert client.ok(SEARCH, {"q": paraphrase})["search"]["nodes"][0]["message"]["id"] == message
+            # The batch was sent whole once, then each message alone; the refused one alone again at its 2nd attempt.
+            refused = [r for r in fake.requests if any(REFUSED in t for t in r["input"])]
+            assert len(refused) == 1 + 1 + 1  # the batch, alone in attempt 1, alone in attempt 2
         finally:
             client.close()
     finally:

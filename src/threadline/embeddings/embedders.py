@@ -25,7 +25,12 @@ REQUEST_INPUTS_MAX = 64
 
 
 class EmbeddingError(Exception):
-    """The provider could not embed (unreachable, refused, or answered something unusable)."""
+    """The provider could not embed (unreachable, refused, or answered something unusable). `refused`: it
+    answered that the input itself is unacceptable (HTTP 400, 413, 422), so another input may pass."""
+
+    def __init__(self, message: str, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 class Embedder(Protocol):
@@ -91,7 +96,10 @@ class OpenAIEmbedder:
         except httpx.HTTPError as exc:
             raise EmbeddingError(f"embeddings endpoint unreachable: {type(exc).__name__}") from exc
         if response.status_code != 200:
-            raise EmbeddingError(f"embeddings endpoint answered HTTP {response.status_code}")
+            raise EmbeddingError(
+                f"embeddings endpoint answered HTTP {response.status_code}",
+                refused=response.status_code in (400, 413, 422),
+            )
         try:
             data = response.json()["data"]
             ordered = sorted(data, key=lambda item: int(item["index"]))

@@ -18,6 +18,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 
+import asyncpg
 from prometheus_client import Counter, Gauge
 
 from threadline.db import Database
@@ -52,6 +53,11 @@ QUEUE = Gauge(
     registry=REGISTRY,
     multiprocess_mode="livemostrecent",
 )
+
+
+def _backoff(claimed: list[asyncpg.Record]) -> float:
+    """Seconds before a failed batch is tried again: 2, 4, 8, ... by its attempts, at most RETRY_SECONDS_MAX."""
+    return float(min(RETRY_SECONDS_MAX, 2.0 ** max(r["attempts"] for r in claimed)))
 
 
 class Indexer:
@@ -122,18 +128,40 @@ class Indexer:
         if not claimed:
             return 0
         rows = await repo.message_texts(self.db, claimed)
-        pieces = [(row, chunk) for row in rows for chunk in chunks(row["content"])]
         try:
-            vectors = await self.embedder.embed([chunk.text for _, chunk in pieces])
-            if any(v is not None and len(v) != model.dimensions for v in vectors):
-                raise EmbeddingError(f"the embedder answered vectors of another size than {model.dimensions}")
+            stored = await self._embed(model, rows)
+            failed: list[asyncpg.Record] = []
         except EmbeddingError as exc:
             FAILURES.inc()
-            attempts = max(r["attempts"] for r in claimed)
-            log.warning("embedding indexer: %s; %d messages retried later", exc, len(claimed))
-            await repo.release(self.db, self.id, claimed, min(RETRY_SECONDS_MAX, 2.0**attempts))
-            return len(claimed)
-        stored = [
+            if not exc.refused or len(rows) == 1:
+                log.warning("embedding indexer: %s; %d messages retried later", exc, len(claimed))
+                await repo.release(self.db, self.id, claimed, _backoff(claimed))
+                return len(claimed)
+            # One message the provider refuses (too long for it, say) must not sink the others of its batch.
+            log.warning("embedding indexer: %s; embedding the %d messages one by one", exc, len(rows))
+            stored, failed_ids = [], set()
+            for row in rows:
+                try:
+                    stored += await self._embed(model, [row])
+                except EmbeddingError:
+                    failed_ids.add(row["id"])
+            failed = [r for r in claimed if r["message_id"] in failed_ids]
+        if failed:
+            log.warning("embedding indexer: %d refused messages retried later", len(failed))
+            await repo.release(self.db, self.id, failed, _backoff(failed))
+        done = [r for r in claimed if r not in failed]
+        count = await repo.store(self.db, model, done, stored) if done else 0
+        INDEXED.inc(count)
+        CHUNKS.inc(len(stored))
+        self.indexed += count
+        return len(claimed)
+
+    async def _embed(self, model: Model, rows: list[asyncpg.Record]) -> list[ChunkVector]:
+        pieces = [(row, chunk) for row in rows for chunk in chunks(row["content"])]
+        vectors = await self.embedder.embed([chunk.text for _, chunk in pieces])
+        if any(v is not None and len(v) != model.dimensions for v in vectors):
+            raise EmbeddingError(f"the embedder answered vectors of another size than {model.dimensions}")
+        return [
             ChunkVector(
                 row["tenant_id"],
                 row["id"],
@@ -146,8 +174,3 @@ class Indexer:
             for (row, chunk), vector in zip(pieces, vectors, strict=True)
             if vector is not None
         ]
-        count = await repo.store(self.db, model, claimed, stored)
-        INDEXED.inc(count)
-        CHUNKS.inc(len(stored))
-        self.indexed += count
-        return len(claimed)
