@@ -132,3 +132,25 @@ def test_mask_on_read_masks_text_appended_after_the_message_was_scanned(admin: A
     admin.client.ok(FINISH, {"id": message})
     assert reader.client.ok(read, {"id": message})["message"]["content"] == "It is [EMAIL] or [CARD]"
     assert admin.client.ok(read, {"id": message})["message"]["content"] == f"It is {EMAIL} or {CARD}"
+
+
+def test_mask_on_read_masks_the_events_an_import_into_a_conversation_logs(
+    admin: Actor, make_user: Any, loop: Loop, dsn: str
+) -> None:
+    source = create_conversation(admin, "source")
+    start_thread(admin, source, TEXT)
+    document = admin.client.ok(EXPORT, {"id": source})["conversationExport"]
+    admin.client.ok("mutation($c: ID!) { conversationDelete(id: $c) { id } }", {"c": source})
+    sql(loop, dsn, "DELETE FROM conversation")
+    sql(loop, dsn, "DELETE FROM stream_event")
+    target = create_conversation(admin, "target")
+    set_policy(admin, "MASK_ON_READ")
+    admin.client.ok(IMPORT, {"i": {"format": "THREADLINE", "data": document, "conversationId": target}})
+    payloads = [
+        r["p"]
+        for r in sql(loop, dsn, "SELECT payload::text AS p FROM stream_event WHERE type = 'thread.new'")
+    ]
+    assert len(payloads) == 1 and MASKED in payloads[0] and EMAIL not in payloads[0]
+    # The rows keep the text (MASK_ON_READ), and the importing owner reads it.
+    exported = admin.client.ok(EXPORT, {"id": target})["conversationExport"]
+    assert [m["content"] for m in exported["messages"]] == [TEXT]

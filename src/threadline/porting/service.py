@@ -30,7 +30,7 @@ from threadline.porting import (
 from threadline.porting import repository as repo
 from threadline.porting.jsonstream import Item
 from threadline.porting.model import ImportedConversation, ImportFormat, Rejected
-from threadline.privacy.writing import imported_for_storage
+from threadline.privacy.writing import imported_for_storage, mask_logged_events
 from threadline.ratelimits import service as ratelimits
 from threadline.settings import Settings
 
@@ -282,6 +282,7 @@ class Importer:
                     conversation_id = await importer.insert(
                         tx, tenant, self.principal.user_id, p.plan, target
                     )
+                await mask_logged_events(tx, tenant, self.principal.pii_policy, conversation_id)  # privacy
             self.report.imported.append(conversation_id)
             self.report.messages += len(p.plan.messages)
             self.report.warnings.extend(f"{p.external_id}: {w}" for w in p.plan.warnings)
@@ -397,6 +398,7 @@ class Importer:
                         await repo.set_node_digests(
                             tx, tenant, conversation_id, p.plan.source, p.plan.node_digests
                         )
+                await mask_logged_events(tx, tenant, self.principal.pii_policy, conversation_id)  # privacy
             if merged.added or merged.updated:
                 self.report.merged.append(
                     MergedConversation(conversation_id, p.external_id, merged.added, merged.updated)

@@ -240,3 +240,16 @@ async def replace_event_ids(
         old_id,
         new_id,
     )
+
+
+async def texts_with_events(
+    db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID
+) -> list[asyncpg.Record]:
+    """(id, content, edited_at, deleted_at) of the conversation's messages that some logged event carries."""
+    return await db.fetch(
+        """SELECT m.id, m.content, m.edited_at, m.deleted_at FROM message m
+           WHERE m.tenant_id = $1 AND m.conversation_id = $2 AND m.content <> ''
+             AND EXISTS (SELECT 1 FROM stream_event e WHERE e.tenant_id = $1 AND e.message_id = m.id)""",
+        tenant_id,
+        conversation_id,
+    )

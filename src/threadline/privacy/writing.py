@@ -104,3 +104,17 @@ def imported_for_storage(policy: PiiPolicy | str, messages: list[dict[str, Any]]
             m["content"] = mask_text(m["content"])
         if m.get("parts") is not None:
             m["parts"] = mask_parts(m["parts"])
+
+
+async def mask_logged_events(
+    tx: Executor, tenant_id: uuid.UUID, policy: PiiPolicy | str, conversation_id: uuid.UUID
+) -> None:
+    """After an import into (or a merge with) a conversation under MASK_ON_READ: the events it logged carry the
+    imported text as stored; they are rewritten masked (a replay may reach any reader)."""
+    if parse(policy) is not PiiPolicy.MASK_ON_READ:
+        return
+    rows = await privacy_repo.texts_with_events(tx, tenant_id, conversation_id)
+    masked = [{**row, "content": mask_text(row["content"])} for row in rows]
+    await follow_messages(
+        tx, tenant_id, [m for m, row in zip(masked, rows, strict=True) if m["content"] != row["content"]]
+    )
