@@ -230,8 +230,6 @@ async def execute(ctx: JobContext, job: asyncpg.Record) -> str | None:
         row = await repo.finish(tx, job, outcome.status, outcome.changes)
         if row is None:
             return None
-        if row["due_messages"] is not None:
-            await repo.wait_for(tx, job["tenant_id"], job["conversation_id"], row["due_messages"])
         if outcome.title is not None:
             await repo.apply_title(tx, job["tenant_id"], job["conversation_id"], outcome.title)
         await announce(tx, job, outcome.status)

@@ -211,13 +211,13 @@ async def reopen_title(db: Executor, tenant_id: uuid.UUID, conversation_id: uuid
     )
 
 
-async def wait_for(db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID, due: int) -> None:
-    """A job waits for the conversation to reach `due` messages: the trigger lets that write through (the
-    smallest due of the conversation's waiting jobs is kept on the row)."""
+async def watch_next_message(db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID) -> None:
+    """A job was queued outside the triggers (a retry): the next message lets the queueing trigger through, which
+    then keeps `enrichment_due` from the job's own due."""
     await db.execute(
-        """UPDATE conversation SET enrichment_due = least(coalesce(enrichment_due, $3), $3)
+        """UPDATE conversation SET enrichment_due = least(coalesce(enrichment_due, message_count + 1),
+               message_count + 1)
            WHERE tenant_id = $1 AND id = $2""",
         tenant_id,
         conversation_id,
-        due,
     )

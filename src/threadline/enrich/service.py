@@ -33,5 +33,6 @@ async def retry(db: Database, principal: Principal, conversation_id: uuid.UUID, 
             if source == "GENERATED":
                 await repo.reopen_title(tx, principal.tenant_id, conversation_id)
         row = await repo.queue(tx, principal.tenant_id, conversation_id, kind)
+        await repo.watch_next_message(tx, principal.tenant_id, conversation_id)
         await announce(tx, row, "QUEUED")
         return row
