@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,7 @@ from tests.harness import Actor, Client, Loop, ServerThread
 from tests.test_porting_cli import run
 from tests.test_privacy_pii import EMAIL, MASKED, TEXT, set_policy, sql
 from tests.test_share_links import READ, share
+from tests.ws import WsClient
 
 READS = """{ auditLog(action: "conversation.read") { totalCount
   nodes { actorId targetKind targetId details } } }"""
@@ -63,6 +65,30 @@ def test_reads_by_an_admin_or_a_manager_who_is_no_participant_are_audited_once_p
     outsider = make_user(admin)
     assert outsider.client.code(CONVERSATION, {"c": conversation}) == "NOT_FOUND"
     assert len(reads(admin)) == 2
+
+
+def test_a_subscription_by_an_admin_who_is_no_participant_is_audited(
+    admin: Actor, make_user: Any, ws: Callable[..., WsClient]
+) -> None:
+    owner = make_user(admin)
+    conversation = create_conversation(owner)
+    client = ws(admin)
+    client.subscribe(
+        "subscription($c: ID!) { conversationEvents(conversationId: $c) { type } }", {"c": conversation}
+    )
+    start_thread(owner, conversation, "hello")
+    assert client.events(1, ignore=("presence.update", "unread.update", "branch.current")) == [
+        {"type": "thread.new"}
+    ]
+    client.close()
+    assert reads(admin) == [
+        {
+            "actorId": admin.user_id,
+            "targetKind": "Conversation",
+            "targetId": conversation,
+            "details": {"via": "ADMIN"},
+        }
+    ]
 
 
 def test_a_share_link_view_is_audited_and_masked_under_mask_on_read(
@@ -163,7 +189,7 @@ def test_the_log_exports_as_json_lines_and_the_export_is_audited(
     assert run(dsn, "audit", "export", "--tenant", "nonsense").returncode == 2
 
 
-@pytest.mark.parametrize("policy", ["DETECT", "MASK_ON_WRITE"])
+@pytest.mark.parametrize("policy", ["DETECT", "MASK_ON_WRITE", "MASK_ON_READ"])
 def test_backfill_applies_the_policy_to_earlier_messages(
     policy: str, admin: Actor, loop: Loop, dsn: str
 ) -> None:
@@ -182,8 +208,13 @@ def test_backfill_applies_the_policy_to_earlier_messages(
     assert (report["tenants"], report["messages"], report["with_pii"]) == (1, 1, 1)
     found = admin.client.ok(query, {"id": root})["message"]
     assert found["pii"] == [{"kind": "EMAIL"}]
-    if policy == "DETECT":
+    events = "\n".join(r["p"] for r in sql(loop, dsn, "SELECT payload::text AS p FROM stream_event"))
+    if policy != "MASK_ON_WRITE":
+        # The text stays; under MASK_ON_READ the logged events (which any reader may replay) are masked.
         assert found["content"] == f"edited {EMAIL}" and found["edits"] == [{"content": TEXT}]
+        assert (EMAIL in events) is (policy == "DETECT") and "maria" in sql(
+            loop, dsn, "SELECT content FROM message"
+        )[0]["content"]
     else:
         assert found["content"] == "edited [EMAIL]" and found["edits"] == [{"content": MASKED}]
         stored = "\n".join(
