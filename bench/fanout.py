@@ -50,6 +50,7 @@ ASSISTANT = (
 APPEND = "mutation($m: ID!, $x: String!) { messageAppend(id: $m, delta: $x) { id } }"
 STREAMS = 10  # assistant messages the `append` source streams into, round robin
 TIMED = ("thread.activity", "message.delta")
+PING = b"\x89\x04"  # a server's keep-alive ping frame header (unmasked, 4-byte payload)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -78,7 +79,9 @@ class _SinkProtocol(asyncio.Protocol):
         self.graphql, self.key, self.cid = graphql, key, cid
         self.opened, self.frames = opened, frames
         self.handshaken = False
+        self.lost = False
         self.transport: asyncio.Transport | None = None
+        self.arrived: Callable[[], None] | None = None  # called after each read once subscribed (idle mode)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -95,6 +98,10 @@ class _SinkProtocol(asyncio.Protocol):
             self.frames[0] += data.count(
                 b'"next"'
             )  # one per event frame (a marker split across reads is lost: rare)
+            if PING in data:  # keep-alive: answer it, or the server drops an idle socket after ping_timeout
+                self._pong(data)
+            if self.arrived is not None:
+                self.arrived()
             return
         self.ws.receive_data(data)
         if not self.ws.events_received():
@@ -110,7 +117,18 @@ class _SinkProtocol(asyncio.Protocol):
         if not self.opened.done():
             self.opened.set_result(None)
 
+    def _pong(self, data: bytes) -> None:
+        """Answers the server's keep-alive pings (uvicorn's and websockets': a 4-byte payload) without parsing
+        the stream: an unmasked ping header `89 04` cannot occur inside these JSON text frames or their headers."""
+        assert self.transport is not None
+        at = data.find(PING)
+        while at >= 0:
+            payload = data[at + 2 : at + 6]
+            self.transport.write(b"\x8a\x84\x00\x00\x00\x00" + payload)  # a masked pong, mask 0
+            at = data.find(PING, at + 6)
+
     def connection_lost(self, exc: Exception | None) -> None:
+        self.lost = True
         if not self.opened.done():
             self.opened.set_exception(exc or ConnectionError("closed"))
 
@@ -509,6 +527,452 @@ def run_baseline(subscribers: int, rate: float, seconds: float, procs: int) -> d
         server.kill()
 
 
+# Idle sockets (issue 15 item 1) ----------------------------------------------------------------------------
+# `--idle`: N graphql-transport-ws sockets, each with one conversationEvents subscription, sit idle; the bench
+# reads the server's memory growth per socket, then sends single mutations and times each from the moment the
+# request is sent to the moment the last socket has the event's last frame. Baseline: a bare `websockets`
+# server (on uvloop, as uvicorn runs) holding the same number of sockets and broadcasting one frame.
+
+USER_CREATE = "mutation($i: UserCreateInput!) { userCreate(input: $i) { id } }"
+KEY_CREATE = 'mutation($u: ID!) { apiKeyCreate(userId: $u, name: "bench") { secret } }'
+INVITE = "mutation($c: ID!, $u: ID!) { participantInvite(conversationId: $c, userId: $u) { id } }"
+ACCEPT = "mutation($i: ID!) { inviteAccept(id: $i) { id } }"
+THREAD = "mutation($c: ID!, $x: String!) { threadStart(conversationId: $c, input: {content: $x}) { id } }"
+# What one round sends, and what its subscribers receive (author: the writer's sockets; reader: the other user's).
+IDLE_SOURCES = {
+    "append": "messageAppend: message.delta to all (one frame for everyone)",
+    "reply": "messageReply: thread.activity to all, unread.update addressed to the reader's sockets",
+    "thread": "threadStart: thread.new (author and reader renderings), unread.update to the reader's sockets",
+}
+
+
+class _Watch:
+    """Frames counted by every sink of a client process, and the moment they reach a target."""
+
+    def __init__(self) -> None:
+        self.frames = [0]
+        self.target = 0
+        self.done: asyncio.Future[float] | None = None
+
+    def arrived(self) -> None:
+        if self.done is not None and not self.done.done() and self.frames[0] >= self.target:
+            self.done.set_result(time.time())
+
+
+async def _idle_clients(
+    url: str, graphql: bool, keys: list[str], cids: list[str], first: int, count: int, conn: Any
+) -> None:
+    loop = asyncio.get_running_loop()
+    watch = _Watch()
+    sinks: list[_SinkProtocol] = []
+    transports: list[asyncio.BaseTransport] = []
+    host, port = url.split("//", 1)[1].split("/", 1)[0].split(":")
+
+    async def one(i: int) -> None:
+        opened: asyncio.Future[None] = loop.create_future()
+        n = first + i
+        key, cid = keys[n % len(keys)], cids[(n // len(keys)) % len(cids)]
+        transport, sink = await loop.create_connection(
+            lambda: _SinkProtocol(url, graphql, key, cid, opened, watch.frames), host, int(port)
+        )
+        sink.arrived = watch.arrived
+        sinks.append(sink)
+        transports.append(transport)
+        await opened
+
+    for start in range(0, count, 100):
+        await asyncio.gather(*(one(i) for i in range(start, min(count, start + 100))))
+    conn.send(("ready", count))
+    while True:
+        command, argument = await asyncio.to_thread(conn.recv)
+        if command == "count":
+            conn.send((watch.frames[0], sum(1 for s in sinks if s.lost)))
+        elif command == "arm":
+            watch.target = watch.frames[0] + int(argument)  # this process's frames of the round
+            watch.done = loop.create_future()
+            before = watch.frames[0]
+            conn.send("armed")
+            try:
+                at: float | None = await asyncio.wait_for(watch.done, timeout=20)
+            except TimeoutError:
+                at = None
+            conn.send((at, watch.frames[0] - before))
+        elif command == "stop":
+            for transport in transports:
+                transport.close()
+            await asyncio.sleep(0.5)
+            conn.send("stopped")
+            return
+
+
+def _idle_client_process(
+    url: str, graphql: bool, keys: list[str], cids: list[str], first: int, count: int, conn: Any
+) -> None:
+    import resource
+
+    import uvloop
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, min(hard, count + 1024)), hard))
+    uvloop.run(_idle_clients(url, graphql, keys, cids, first, count, conn))
+
+
+class _IdleClients:
+    def __init__(
+        self, url: str, graphql: bool, keys: list[str], cids: list[str], total: int, procs: int
+    ) -> None:
+        ctx = mp.get_context("spawn")
+        self.procs: list[tuple[Any, Any]] = []
+        first = 0
+        for i in range(procs):
+            count = total // procs + (1 if i < total % procs else 0)
+            parent, child = ctx.Pipe()
+            proc = ctx.Process(
+                target=_idle_client_process, args=(url, graphql, keys, cids, first, count, child), daemon=True
+            )
+            proc.start()
+            self.procs.append((proc, parent))
+            first += count
+        for _, parent in self.procs:
+            assert parent.recv()[0] == "ready"
+
+    def per_process(self) -> list[tuple[int, int]]:
+        """(frames received, sockets lost) of each client process."""
+        for _, parent in self.procs:
+            parent.send(("count", None))
+        return [parent.recv() for _, parent in self.procs]
+
+    def counts(self) -> tuple[int, int]:
+        got = self.per_process()
+        return sum(f for f, _ in got), sum(lost for _, lost in got)
+
+    def arm(self, expected: list[int]) -> None:
+        """Each process waits for its `expected` frames of the next round."""
+        for (_, parent), frames in zip(self.procs, expected, strict=True):
+            parent.send(("arm", frames))
+        for _, parent in self.procs:
+            assert parent.recv() == "armed"
+
+    def finished(self) -> tuple[float | None, int]:
+        """When the last process saw its last frame (None: some never did), and the frames received."""
+        got = [parent.recv() for _, parent in self.procs]
+        times = [t for t, _ in got]
+        return (None if None in times else max(t for t in times if t is not None)), sum(n for _, n in got)
+
+    def stop(self) -> None:
+        for _, parent in self.procs:
+            parent.send(("stop", None))
+        for proc, parent in self.procs:
+            parent.recv()
+            proc.join(timeout=10)
+
+
+def _await_active(url: str, expected: int, timeout: float) -> None:
+    _await_subscriptions(url, expected, timeout)
+
+
+def _graphql_ok(client: httpx.Client, query: str, variables: dict[str, Any]) -> dict[str, Any]:
+    body = client.post("/graphql", json={"query": query, "variables": variables}).json()
+    if body.get("errors"):
+        raise RuntimeError(f"GraphQL errors: {body['errors']}")
+    return body["data"]  # type: ignore[no-any-return]
+
+
+def _idle_world(
+    url: str, caller: Any, conversations: int
+) -> tuple[list[str], list[str], list[str], list[str], list[str]]:
+    """The writer (the tenant's admin) and a reader (a member), `conversations` conversations both take part in,
+    each with a thread root and an assistant message: (keys, conversations, roots, assistant messages, writer)."""
+    with httpx.Client(base_url=url, headers=caller.headers, timeout=60) as client:
+        reader = _graphql_ok(
+            client, USER_CREATE, {"i": {"email": f"reader-{time.time_ns()}@example.com", "role": "MEMBER"}}
+        )["userCreate"]["id"]
+        reader_key = _graphql_ok(client, KEY_CREATE, {"u": reader})["apiKeyCreate"]["secret"]
+        cids, roots, streams = [], [], []
+        for _ in range(conversations):
+            cid, root = start_conversation(client)
+            invite = _graphql_ok(client, INVITE, {"c": cid, "u": reader})["participantInvite"]["id"]
+            with httpx.Client(
+                base_url=url, headers={"Authorization": f"Bearer {reader_key}"}, timeout=60
+            ) as other:
+                _graphql_ok(other, ACCEPT, {"i": invite})
+            cids.append(cid)
+            roots.append(root)
+            streams.append(_graphql_ok(client, ASSISTANT, {"p": root})["messageReply"]["id"])
+    return [caller.api_key, reader_key], cids, roots, streams, [caller.api_key]
+
+
+def _idle_mutations(
+    source: str, round_: int, cids: list[str], roots: list[str], streams: list[str]
+) -> list[dict[str, Any]]:
+    bodies = []
+    for cid, root, stream in zip(cids, roots, streams, strict=True):
+        if source == "append":
+            bodies.append({"query": APPEND, "variables": {"m": stream, "x": f" token{round_}"}})
+        elif source == "reply":
+            bodies.append({"query": REPLY, "variables": {"p": root, "x": f"reply {round_}"}})
+        else:
+            bodies.append({"query": THREAD, "variables": {"c": cid, "x": f"thread {round_}"}})
+    return bodies
+
+
+def _send_all(url: str, headers: dict[str, str], bodies: list[dict[str, Any]]) -> float:
+    """Sends the round's mutations (concurrently when there are several); returns when the first was sent."""
+
+    async def run() -> float:
+        async with httpx.AsyncClient(base_url=url, headers=headers, timeout=60) as http:
+            limit = asyncio.Semaphore(16)
+
+            async def one(body: dict[str, Any]) -> None:
+                async with limit:
+                    response = await http.post("/graphql", json=body)
+                    if response.status_code != 200 or "errors" in response.json():
+                        raise RuntimeError(response.text[:300])
+
+            await http.get("/readyz")  # the connection is open before the clock starts
+            sent = time.time()
+            await asyncio.gather(*(one(b) for b in bodies))
+            return sent
+
+    return asyncio.run(run())
+
+
+def _rounds(
+    clients: _IdleClients, trigger: Callable[[int], float], expected: list[int], rounds: int
+) -> dict[str, Any]:
+    latencies: list[float] = []
+    missing = 0
+    for r in range(rounds):
+        clients.arm(expected)
+        sent = trigger(r)
+        last, got = clients.finished()
+        if last is None:
+            missing += sum(expected) - got
+        else:
+            latencies.append(last - sent)
+        time.sleep(0.3)
+    nan = float("nan")
+    return {
+        "rounds": rounds,
+        "timed_out": rounds - len(latencies),
+        "missing_frames": missing,
+        "p50_ms": percentile_ms(latencies, 0.5) if latencies else nan,
+        "p99_ms": percentile_ms(latencies, 0.99) if latencies else nan,
+        "max_ms": max(latencies) * 1000 if latencies else nan,
+    }
+
+
+def _frames_of_round(clients: _IdleClients, trigger: Callable[[], float]) -> list[int]:
+    """The frames one round brings each client process (found by sending one and waiting for quiet)."""
+    before = clients.per_process()
+    trigger()
+    time.sleep(2.0)
+    after = clients.per_process()
+    return [a - b for (a, _), (b, _) in zip(after, before, strict=True)]
+
+
+def _warm_up(port: int, key: str, cid: str, url: str, headers: dict[str, str], root: str) -> None:
+    """One subscription, one event, closed: the code paths and caches of a socket are loaded before the mark."""
+    from websockets.sync.client import connect
+
+    with connect(f"ws://127.0.0.1:{port}/graphql", subprotocols=["graphql-transport-ws"]) as ws:  # type: ignore[list-item]
+        ws.send(
+            orjson.dumps({"type": "connection_init", "payload": {"authorization": f"Bearer {key}"}}).decode()
+        )
+        ws.recv(timeout=30)
+        ws.send(
+            orjson.dumps(
+                {"id": "1", "type": "subscribe", "payload": {"query": QUERY, "variables": {"c": cid}}}
+            ).decode()
+        )
+        time.sleep(0.5)
+        with httpx.Client(base_url=url, headers=headers, timeout=60) as client:
+            _graphql_ok(client, REPLY, {"p": root, "x": "warm-up"})
+        ws.recv(timeout=30)
+
+
+def run_idle_threadline(
+    subscribers: int, procs: int, rounds: int, sources: list[str], conversations: int, trace: int
+) -> dict[str, Any]:
+    database = Database()
+    dsn = database.start()
+    env = dict(UNTHROTTLED)
+    if trace:
+        env["THREADLINE_BENCH_TRACEMALLOC"] = str(trace)
+    server = Server(dsn, env=env)
+    try:
+        caller = create_tenant(dsn)
+        keys, cids, roots, streams, _ = _idle_world(server.url, caller, conversations)
+        _warm_up(server.port, keys[1], cids[0], server.url, caller.headers, roots[0])
+        time.sleep(1.0)
+        httpx.get(f"{server.url}/_bench/memory", params={"op": "mark"}, timeout=120).raise_for_status()
+        t0 = time.monotonic()
+        clients = _IdleClients(f"ws://127.0.0.1:{server.port}/graphql", True, keys, cids, subscribers, procs)
+        _await_active(server.url, subscribers + 0, timeout=max(60.0, subscribers / 20))
+        connect_s = time.monotonic() - t0
+        time.sleep(2.0)
+        memory = httpx.get(
+            f"{server.url}/_bench/memory", params={"op": "diff", "per": str(subscribers)}, timeout=300
+        ).json()
+        result: dict[str, Any] = {"memory": memory, "connect_s": connect_s, "sources": {}}
+        for source in sources:
+            counter = iter(range(10**6))
+
+            def trigger(_: int = 0, source: str = source, counter: Any = counter) -> float:
+                bodies = _idle_mutations(source, next(counter), cids, roots, streams)
+                return _send_all(server.url, caller.headers, bodies)
+
+            expected = _frames_of_round(clients, trigger)
+            result["sources"][source] = {
+                "frames_per_socket": round(sum(expected) / subscribers, 2),
+                **_rounds(clients, trigger, expected, rounds),
+            }
+        result["lost_sockets"] = clients.counts()[1]
+        clients.stop()
+        return result
+    finally:
+        server.stop()
+        database.stop()
+
+
+IDLE_BASELINE_SERVER = r"""
+import asyncio, json, sys, time
+sys.path.insert(0, sys.argv[2])
+import uvloop, websockets
+from websockets.asyncio.server import serve, broadcast
+from memory import MemoryProbe
+clients = set()
+probe = MemoryProbe()
+async def handler(ws):
+    clients.add(ws)
+    try:
+        await ws.wait_closed()
+    finally:
+        clients.discard(ws)
+async def main(port):
+    async with serve(handler, "127.0.0.1", port, max_size=None, backlog=2048):
+        print("ready", flush=True)
+        sent = 0
+        while True:
+            line = (await asyncio.to_thread(sys.stdin.readline)).split()
+            if not line:
+                return
+            if line[0] == "mark":
+                print(json.dumps(probe.mark()), flush=True)
+            elif line[0] == "diff":
+                print(json.dumps(probe.diff(int(line[1]))), flush=True)
+            elif line[0] == "send":
+                frame = json.dumps({"id": "1", "type": "next", "payload": {"data": {"conversationEvents": {
+                    "cursor": "c1.0123456789abcdef01234567", "type": "thread.activity", "occurredAt": time.time(),
+                    "replyCount": sent, "changedMessage": {"id": "msg_x", "content": f"event {sent}"}}}}})
+                broadcast(clients, frame)
+                sent += 1
+                print("sent", flush=True)
+uvloop.run(main(int(sys.argv[1])))
+"""
+
+
+def run_idle_baseline(subscribers: int, procs: int, rounds: int) -> dict[str, Any]:
+    port = free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-c", IDLE_BASELINE_SERVER, str(port), str(Path(__file__).resolve().parent)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert server.stdout is not None and server.stdin is not None
+    stdin, stdout = server.stdin, server.stdout
+
+    def ask(line: str) -> str:
+        stdin.write(line + "\n")
+        stdin.flush()
+        return stdout.readline()
+
+    try:
+        assert stdout.readline().strip() == "ready"
+        ask("mark")
+        t0 = time.monotonic()
+        clients = _IdleClients(f"ws://127.0.0.1:{port}", False, [""], [""], subscribers, procs)
+        connect_s = time.monotonic() - t0
+        time.sleep(2.0)
+        memory = orjson.loads(ask(f"diff {subscribers}"))
+
+        def trigger(_: int = 0) -> float:
+            sent = time.time()
+            ask("send")
+            return sent
+
+        result = _rounds(clients, trigger, [len(range(i, subscribers, procs)) for i in range(procs)], rounds)
+        lost = clients.counts()[1]
+        clients.stop()
+        return {
+            "memory": memory,
+            "connect_s": connect_s,
+            "sources": {"broadcast": {"frames_per_socket": 1, **result}},
+            "lost_sockets": lost,
+        }
+    finally:
+        server.kill()
+
+
+def idle_main(args: argparse.Namespace) -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, hard), hard))  # the servers inherit it
+    sources = [s.strip() for s in args.idle_sources.split(",") if s.strip()]
+    baseline = (
+        None if args.skip_baseline else run_idle_baseline(args.subscribers, args.client_procs, args.rounds)
+    )
+    threadline = run_idle_threadline(
+        args.subscribers, args.client_procs, args.rounds, sources, args.conversations, args.trace
+    )
+    n = args.subscribers
+    print(
+        f"idle sockets: {n} graphql-transport-ws sockets with one conversationEvents each, over {args.conversations} "
+        f"conversation(s), 2 users (writer and reader, alternating); {args.client_procs} client processes; "
+        f"{args.rounds} rounds per source (RLIMIT_NOFILE {resource.getrlimit(resource.RLIMIT_NOFILE)})"
+    )
+    tl_mem = threadline["memory"]
+    print(f"{'':12} {'RSS/socket':>11} {'traced/socket':>14} {'connect s':>10} {'lost':>5}")
+    for name, r in (("baseline", baseline), ("threadline", threadline)):
+        if r is None:
+            continue
+        m = r["memory"]
+        traced = m.get("traced_delta")
+        print(
+            f"{name:12} {m['rss_delta'] / n / 1024:>8.1f} KB {traced / n / 1024 if traced else float('nan'):>11.1f} KB "
+            f"{r['connect_s']:>10.1f} {r['lost_sockets']:>5}"
+        )
+    if baseline is not None:
+        print(
+            f"ratio RSS per socket threadline/baseline: {tl_mem['rss_delta'] / max(baseline['memory']['rss_delta'], 1):.2f}x"
+        )
+    print("one event to every socket, from the mutation's send to the last socket's last frame (ms):")
+    print(f"{'':34} {'frames/socket':>13} {'p50':>8} {'p99':>8} {'max':>8} {'timed out':>9}")
+    rows = [] if baseline is None else [("baseline broadcast", baseline["sources"]["broadcast"])]
+    rows += [(f"threadline {s}", r) for s, r in threadline["sources"].items()]
+    for name, r in rows:
+        print(
+            f"{name:34} {r['frames_per_socket']:>13} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f} {r['max_ms']:>8.1f} "
+            f"{r['timed_out']:>9}"
+        )
+    if baseline is not None:
+        b = baseline["sources"]["broadcast"]["p99_ms"]
+        for s, r in threadline["sources"].items():
+            print(f"ratio p99 threadline {s}/baseline: {r['p99_ms'] / max(b, 0.001):.1f}x")
+    for s, d in IDLE_SOURCES.items():
+        if s in threadline["sources"]:
+            print(f"  {s}: {d}")
+    print("threadline objects per socket:", orjson.dumps(tl_mem.get("objects")).decode())
+    if "by_package" in tl_mem:
+        print("threadline traced bytes per socket by owner:", orjson.dumps(tl_mem["by_package"]).decode())
+        for row in tl_mem["by_site"]:
+            print(f"  {row['bytes']:>7} B  {row['package']:<28} {row['site']:<36} {row['stack']}")
+    if baseline is not None:
+        print("baseline objects per socket:", orjson.dumps(baseline["memory"].get("objects")).decode())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--subscribers", type=int, default=1000)
@@ -525,7 +989,28 @@ def main() -> None:
     parser.add_argument(
         "--skip-baseline", action="store_true", help="only the Threadline run (e.g. for profiling)"
     )
+    parser.add_argument(
+        "--idle",
+        action="store_true",
+        help="idle sockets (issue 15): memory per socket and one event to every socket, against a bare websockets server",
+    )
+    parser.add_argument("--rounds", type=int, default=10, help="--idle: events timed per source")
+    parser.add_argument(
+        "--idle-sources",
+        default="append,reply,thread",
+        help="--idle: which mutations (append, reply, thread)",
+    )
+    parser.add_argument("--conversations", type=int, default=1, help="--idle: sockets spread over this many")
+    parser.add_argument(
+        "--trace",
+        type=int,
+        default=0,
+        help="--idle: tracemalloc frames in the server (0: off), for where memory goes",
+    )
     args = parser.parse_args()
+    if args.idle:
+        idle_main(args)
+        return
     nan = float("nan")
     baseline = (
         {

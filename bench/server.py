@@ -115,6 +115,10 @@ def main() -> None:
     app.router.routes.append(Route("/_bench/sql-statements", statements))
     app.router.routes.append(Route("/_bench/hub-latency", hub_latency))
     app.router.routes.append(Route("/_bench/hub-timeline", hub_timeline))
+    from memory import memory_route, start_tracing_from_env  # bench/memory.py: RSS and tracemalloc by owner
+
+    start_tracing_from_env()
+    app.router.routes.append(memory_route())
     profile_to = os.environ.get("THREADLINE_BENCH_PROFILE")  # a file: cProfile the whole server run into it
     if profile_to:
         import cProfile

@@ -90,14 +90,14 @@ async def _stream(
         elif since_id is not None:
             sub.last = since_id  # a cursor from a process whose hub is ahead of ours
         while True:
-            if not sub.queue.empty():
-                event = sub.queue.get_nowait()
-                if event.id <= sub.last:
+            queued = sub.pop()
+            if queued is not None:
+                if queued.id <= sub.last:
                     continue
-                sub.last = event.id
+                sub.last = queued.id
                 _fresh_caches(info)
-                yield hub.shared_events.get(event, sub.user_id)
-                if event.type == EventType.MEMBERSHIP_CHANGED and await _lost_access(info, sub, event):
+                yield hub.shared_events.get(queued, sub.user_id)
+                if queued.type == EventType.MEMBERSHIP_CHANGED and await _lost_access(info, sub, queued):
                     return
                 continue
             if sub.overflowed:
@@ -112,14 +112,12 @@ async def _stream(
                 return
             if sub.ended:
                 return
-            sub.wake.clear()
-            if sub.queue.empty() and not sub.overflowed and not sub.ended:
-                # Idle with everything sent: the hub may write events straight to the socket meanwhile.
-                hub.open_lane(sub)
-                try:
-                    await sub.wake.wait()
-                finally:
-                    sub.close_lane()
+            # Idle with everything sent: the hub may write events straight to the socket meanwhile.
+            hub.open_lane(sub)
+            try:
+                await sub.idle()
+            finally:
+                sub.close_lane()
     finally:
         sub.close_lane()
         hub.unsubscribe(sub)
@@ -140,6 +138,8 @@ def selected_only(info: Info) -> frozenset[str]:
         if condition:
             names.add(condition)
         pending.extend(getattr(selection, "selections", None) or [])
+    # `selected_fields` is a cached_property: its tree (~3 KB) would live as long as the subscription's Info does.
+    del info.selected_fields
     return frozenset(kind for kind, type_name in SELECTED_ONLY.items() if type_name in names)
 
 

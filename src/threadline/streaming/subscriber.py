@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +30,10 @@ def subject_of(event: LoggedEvent) -> uuid.UUID | None:
     return subject(event.data)
 
 
-@dataclass(eq=False)
+# Slots and no idle queue or event: an idle subscription costs what it must, not an asyncio.Queue (three deques,
+# ~3 KB) and an asyncio.Event (~0.9 KB) each (bench/RESULTS.md, idle sockets). The queue exists while events wait
+# in it; the stream awaits a bare future while it idles.
+@dataclass(eq=False, slots=True)
 class Subscriber:
     tenant_id: uuid.UUID
     user_id: uuid.UUID
@@ -39,10 +43,11 @@ class Subscriber:
     follows_viewer: bool
     queue_size: int
     start: int = 0  # the hub's cursor when the subscriber was registered
-    queue: asyncio.Queue[LoggedEvent] = field(init=False)
+    # Events for the stock path, oldest first (at most queue_size: one more overflows); None while empty.
+    queue: deque[LoggedEvent] | None = None
     overflowed: bool = False
     ended: str | None = None  # why the hub ended this stream (membership lost), if it did
-    wake: asyncio.Event = field(default_factory=asyncio.Event)
+    waiter: asyncio.Future[None] | None = None  # what the idle stream awaits; `wake` resolves it
     last: int = 0  # the highest event id delivered (an event at or below it is a duplicate)
     # Direct delivery (streaming.direct): open while the stream is idle with nothing queued.
     lane: Lane | None = None
@@ -54,8 +59,30 @@ class Subscriber:
     tenant_int: int = field(init=False)  # tenant_id.int: the hub's hot path compares ints, not UUIDs
 
     def __post_init__(self) -> None:
-        self.queue = asyncio.Queue(maxsize=self.queue_size)
         self.tenant_int = self.tenant_id.int
+
+    def pop(self) -> LoggedEvent | None:
+        """The oldest queued event, or None when nothing waits."""
+        queue = self.queue
+        if not queue:
+            return None
+        event = queue.popleft()
+        if not queue:
+            self.queue = None
+        return event
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def idle(self) -> None:
+        """Waits for `wake` (an event queued, an overflow, the end)."""
+        waiter = self.waiter = asyncio.get_running_loop().create_future()
+        try:
+            await waiter
+        finally:
+            self.waiter = None
 
     def wants(self, event: LoggedEvent) -> bool:
         if event.tenant_id != self.tenant_id:
@@ -91,17 +118,20 @@ class Subscriber:
                 return True
             # The stock path takes this event and every later one until the queue is drained again.
             self.close_lane()
-        try:
-            self.queue.put_nowait(event)
-        except asyncio.QueueFull:
+        queue = self.queue
+        if queue is None:
+            queue = self.queue = deque()
+        if len(queue) >= self.queue_size:
             self.overflowed = True
-        self.wake.set()
+        else:
+            queue.append(event)
+        self.wake()
         return False
 
     def end(self, reason: str) -> None:
         self.ended = reason
         self.close_lane()  # nothing more goes straight to the socket (the hub's hot path relies on it)
-        self.wake.set()
+        self.wake()
 
     def close_lane(self) -> None:
         self.lane_open = False

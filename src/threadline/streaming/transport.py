@@ -10,7 +10,9 @@ No public API offers what that needs, so this module reaches into:
   (cleared while the transport's buffer is over the high-water mark) and `close_sent`;
 - the `websockets` connection inside it: its state, and the extensions negotiated;
 - strawberry's graphql-transport-ws operations: the handler's `operations` (a completed operation leaves it),
-  and the exact bytes of its `next` message (orjson of `{"id", "type", "payload"}`, in a text frame).
+  and the exact bytes of its `next` message (orjson of `{"id", "type", "payload"}`, in a text frame);
+- for idle sockets' memory (`slim`): uvicorn's handshake request and response, the deques inside its receive
+  queue and `writable` event (asyncio's Queue and Event), and strawberry's connection-init timeout task.
 
 Everything else goes through the narrow interface below: `CaptureDirectSockets` (the outermost ASGI
 middleware, app.py), `enter_operation` (graphql.view's handler, in each operation's task), `DirectSocket`
@@ -22,8 +24,10 @@ uvicorn, websockets and strawberry-graphql to the releases this was written agai
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import struct
+from collections import deque
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -117,6 +121,7 @@ class DirectSocket:
         operation = _CURRENT_OPERATION.get(None)
         if protocol is None or operation is None or not _usable(protocol):
             return None
+        slim(protocol, operation)
         return cls(protocol, operation)
 
     def is_open(self) -> bool:
@@ -133,6 +138,50 @@ class DirectSocket:
     def write_frames(self, frames: Sequence[bytes]) -> None:
         """Writes whole frames in one go (one system call for however many there are)."""
         self._transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
+
+
+class _SlimDeque(list[Any]):
+    """What asyncio's Queue and Event use of a deque (append, popleft, remove, len, iteration), in a list: an empty
+    deque holds a 64-slot block (~770 bytes), an empty list ~65. For the queues of idle sockets, which hold at
+    most a message or a waiter at a time (popleft of a short list is as cheap)."""
+
+    __slots__ = ()
+
+    def popleft(self) -> Any:
+        return self.pop(0)
+
+
+def slim(protocol: WebSocketsSansIOProtocol, operation: Operation[Any, Any]) -> None:
+    """Lets go of what an open socket keeps but no longer needs once its handshake is done, and gives its idle
+    queues lighter containers (bench/RESULTS.md, "Idle sockets": ~4.5 KB a socket). Synchronous, so nothing waits
+    on a container while it is swapped (their contents move over); idempotent (each operation calls it).
+
+    - uvicorn's handshake request and response (their headers; the ASGI scope keeps its own copy): read only
+      while accepting;
+    - uvicorn's receive queue (an asyncio.Queue: three deques) and its `writable` event (one deque);
+    - strawberry's connection-init timeout task, done once `connection_init` came."""
+    if not protocol.handshake_complete or protocol.close_sent:
+        return
+    attributes = vars(protocol)
+    if attributes.get("request") is not None:
+        attributes["request"] = None
+        attributes["response"] = None
+    queue = protocol.queue
+    if type(queue) is asyncio.Queue:
+        for name in ("_queue", "_getters", "_putters"):
+            _slim_attribute(queue, name)
+    if type(protocol.writable) is asyncio.Event:
+        _slim_attribute(protocol.writable, "_waiters")
+    handler = operation.handler
+    task = handler.connection_init_timeout_task
+    if task is not None and task.done():
+        handler.connection_init_timeout_task = None
+
+
+def _slim_attribute(owner: object, name: str) -> None:
+    current = getattr(owner, name, None)
+    if type(current) is deque:
+        setattr(owner, name, _SlimDeque(current))
 
 
 def _usable(protocol: WebSocketsSansIOProtocol) -> bool:

@@ -1,0 +1,142 @@
+"""Where a server process's memory goes: RSS and, under tracemalloc, the Python allocations by owner.
+
+Used by bench/server.py (route `/_bench/memory`, always there; tracemalloc only with
+THREADLINE_BENCH_TRACEMALLOC=<frames>) and by the idle-socket baseline in bench/fanout.py.
+
+`mark` collects garbage, returns freed heap to the system (glibc malloc_trim) and remembers the RSS and,
+under tracemalloc, a snapshot; `diff` does the same and returns the growth since the mark: RSS, the traced
+Python bytes grouped by owner (`owner_of`: which library's code allocated them, by the innermost frame outside
+the standard library), by allocation site, and the object counts by type.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import gc
+import os
+import sys
+import tracemalloc
+from collections import Counter
+from typing import Any
+
+_STDLIB = os.path.dirname(os.__file__)
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def settle() -> None:
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except OSError:
+        pass
+
+
+def _package(filename: str) -> str:
+    if "site-packages/" in filename:
+        rest = filename.split("site-packages/", 1)[1]
+        return rest.split("/", 1)[0].removesuffix(".py")
+    if "/src/threadline/" in filename:
+        rest = filename.split("/src/threadline/", 1)[1]
+        return "threadline." + rest.split("/", 1)[0].removesuffix(".py")
+    if filename.startswith(_STDLIB):
+        return "stdlib." + filename[len(_STDLIB) + 1 :].split("/", 1)[0].removesuffix(".py")
+    return filename
+
+
+def owner_of(traceback: tracemalloc.Traceback) -> tuple[str, str]:
+    """(package, site) of an allocation: the innermost frame outside the standard library (asyncio's Task,
+    Event, Queue are charged to whoever created them), else the innermost frame."""
+    frames = list(traceback)  # oldest first
+    for frame in reversed(frames):
+        if not frame.filename.startswith(_STDLIB) and "<frozen" not in frame.filename:
+            return _package(frame.filename), f"{frame.filename.rsplit('/', 2)[-2:][-1]}:{frame.lineno}"
+    frame = frames[-1]
+    return _package(frame.filename), f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}"
+
+
+class MemoryProbe:
+    def __init__(self) -> None:
+        self.rss = 0
+        self.snapshot: tracemalloc.Snapshot | None = None
+        self.types: Counter[str] = Counter()
+
+    @staticmethod
+    def _types() -> Counter[str]:
+        return Counter(type(o).__name__ for o in gc.get_objects())
+
+    def mark(self) -> dict[str, Any]:
+        settle()
+        self.rss = rss_bytes()
+        self.types = self._types()
+        self.snapshot = tracemalloc.take_snapshot() if tracemalloc.is_tracing() else None
+        return {"rss": self.rss}
+
+    def diff(self, per: int = 1, top: int = 70) -> dict[str, Any]:
+        settle()
+        rss = rss_bytes()
+        per = max(per, 1)
+        out: dict[str, Any] = {"rss": rss, "rss_delta": rss - self.rss}
+        types = self._types()
+        grown = {k: v - self.types.get(k, 0) for k, v in types.items()}
+        out["objects"] = {
+            k: round(v / per, 2) for k, v in sorted(grown.items(), key=lambda kv: -kv[1])[:top] if v > 0
+        }
+        if self.snapshot is not None and tracemalloc.is_tracing():
+            now = tracemalloc.take_snapshot()
+            by_package: Counter[str] = Counter()
+            by_site: Counter[tuple[str, str]] = Counter()
+            stacks: dict[tuple[str, str], str] = {}
+            for stat in now.compare_to(self.snapshot, "traceback"):
+                if stat.size_diff == 0:
+                    continue
+                package, site = owner_of(stat.traceback)
+                by_package[package] += stat.size_diff
+                by_site[(package, site)] += stat.size_diff
+                stacks.setdefault(
+                    (package, site),
+                    " <- ".join(
+                        f"{f.filename.rsplit('/', 1)[-1]}:{f.lineno}"
+                        for f in reversed(list(stat.traceback)[-6:])
+                    ),
+                )
+            out["traced_delta"] = sum(by_package.values())
+            out["by_package"] = {k: round(v / per) for k, v in by_package.most_common() if abs(v) >= per * 8}
+            out["by_site"] = [
+                {"package": p, "site": s, "bytes": round(v / per), "stack": stacks[(p, s)]}
+                for (p, s), v in by_site.most_common(top)
+            ]
+        return out
+
+
+def start_tracing_from_env() -> None:
+    frames = os.environ.get("THREADLINE_BENCH_TRACEMALLOC")
+    if frames:
+        tracemalloc.start(int(frames))
+
+
+def memory_route() -> Any:
+    """`/_bench/memory?op=mark|diff&per=N` for bench/server.py."""
+    from starlette.requests import Request
+    from starlette.responses import JSONResponse
+    from starlette.routing import Route
+
+    probe = MemoryProbe()
+
+    async def memory(request: Request) -> JSONResponse:
+        op = request.query_params.get("op", "diff")
+        if op == "mark":
+            return JSONResponse(probe.mark())
+        return JSONResponse(probe.diff(int(request.query_params.get("per", "1"))))
+
+    return Route("/_bench/memory", memory)
+
+
+if __name__ == "__main__":  # pragma: no cover - a quick check of this module alone
+    probe = MemoryProbe()
+    print(probe.mark())
+    junk = [bytearray(1000) for _ in range(10_000)]
+    print(probe.diff(len(junk))["rss_delta"] / len(junk), file=sys.stderr)
