@@ -38,6 +38,7 @@ every event type.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import orjson
@@ -92,8 +93,11 @@ class Lane:
         self.shared_events = shared_events
         self.viewer = viewer
         self.key = executor.fanout_key()
-        # One string (its hash is cached): looked up once per subscriber and event.
-        self.frame_key = "\x00".join((self.operation_id, self.key[0], self.key[1] or "", self.key[2]))
+        # One string (its hash is cached): looked up once per subscriber and event. Interned: it holds the query
+        # text, and the subscriptions of a conversation mostly share it (~400 bytes a socket otherwise).
+        self.frame_key = sys.intern(
+            "\x00".join((self.operation_id, self.key[0], self.key[1] or "", self.key[2]))
+        )
 
     def deliver(self, event: LoggedEvent, frames: dict[Any, Any]) -> bool:
         """Take `event`'s frame for the socket (written by `flush` at the end of the hub's routing pass, before
