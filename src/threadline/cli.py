@@ -134,7 +134,9 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
             idle_in_transaction_timeout_seconds=settings.db_idle_in_transaction_timeout_seconds,
         )
         worker = Worker(db, dataclasses.replace(settings, database_url=dsn), concurrency)
-        tiers = start_tiers(db, settings.tiers_interval_seconds)  # the cold-tier pass (tiers/), when configured
+        tiers = start_tiers(
+            db, settings.tiers_interval_seconds
+        )  # the cold-tier pass (tiers/), when configured
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

@@ -439,16 +439,22 @@ class Settings:
             retention_interval_seconds=_env_float(
                 "THREADLINE_RETENTION_INTERVAL_SECONDS", cls.retention_interval_seconds
             ),
-            tiers_interval_seconds=_env_float("THREADLINE_TIERS_INTERVAL_SECONDS", cls.tiers_interval_seconds),
+            tiers_interval_seconds=_env_float(
+                "THREADLINE_TIERS_INTERVAL_SECONDS", cls.tiers_interval_seconds
+            ),
             idempotency_ttl_seconds=_env_float(
                 "THREADLINE_IDEMPOTENCY_TTL_SECONDS", cls.idempotency_ttl_seconds
             ),
             enrichment_workers=_env_int("THREADLINE_ENRICHMENT_WORKERS", cls.enrichment_workers),
-            enrichment_poll_seconds=_env_float("THREADLINE_ENRICHMENT_POLL_SECONDS", cls.enrichment_poll_seconds),
+            enrichment_poll_seconds=_env_float(
+                "THREADLINE_ENRICHMENT_POLL_SECONDS", cls.enrichment_poll_seconds
+            ),
             enrichment_timeout_seconds=_env_float(
                 "THREADLINE_ENRICHMENT_TIMEOUT_SECONDS", cls.enrichment_timeout_seconds
             ),
-            enrichment_max_attempts=_env_int("THREADLINE_ENRICHMENT_MAX_ATTEMPTS", cls.enrichment_max_attempts),
+            enrichment_max_attempts=_env_int(
+                "THREADLINE_ENRICHMENT_MAX_ATTEMPTS", cls.enrichment_max_attempts
+            ),
             enrichment_summary_every=_env_int(
                 "THREADLINE_ENRICHMENT_SUMMARY_EVERY", cls.enrichment_summary_every
             ),
