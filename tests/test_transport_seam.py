@@ -36,6 +36,18 @@ PRIVATE_READS = {
         "graphql/fast_execution.py",
         "_threadline_attribute",
     ): "not foreign: the module's own mark on its resolvers",
+    (
+        "graphql/budget.py",
+        "_since_yield",
+    ): "not foreign: the module's own budget, saved and restored around a re-run (ready.py)",
+    (
+        "graphql/ready.py",
+        "_raw_info",
+    ): "graphql-core's resolve info (field nodes, fragments) behind strawberry's Info, as in budget.py",
+    (
+        "graphql/ready.py",
+        "_principal",
+    ): "not foreign: our Context's authenticated principal, read without authenticating (None: not yet)",
 }
 
 

@@ -178,7 +178,8 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         later), which could change the order of errors raised in different branches. So a query that ends
         with any error, after a twin answered, is executed once more without twins (from the same loaders,
         with the output budget as it was before the first run): its response is then the stock one, byte for
-        byte. Mutations, subscriptions and @defer/@stream never ask the twins."""
+        byte. Mutations, subscriptions, @defer/@stream and queries of more than one root field never ask the
+        twins."""
         args = (root_type, root_value, grouped_field_set, serially, new_defer_usages)
         run = super().execute_collected_root_fields
         if (
@@ -186,6 +187,10 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
             or serially
             or new_defer_usages
             or self.operation.operation is not OperationType.QUERY
+            # One root field only: the re-run below starts from warm loaders, so sibling root fields would
+            # settle in another order than the stock executor's and their errors with them; and a second root
+            # field may have effects of its own (a share link's view count) that must not happen twice.
+            or len(grouped_field_set) != 1
         ):
             return run(*args)
         self.twins[0], self.twins[1] = True, False
