@@ -290,6 +290,45 @@ async def centroid(
     return str(result) if result is not None else None
 
 
+async def _nearest(
+    tx: Executor,
+    principal: Principal,
+    model: Model,
+    query: str,
+    exclude: uuid.UUID,
+    key: str,
+    rows: str,
+    *,
+    chunks: int,
+    first: int,
+) -> list[asyncpg.Record]:
+    """Readable rows of `rows` ("conversation c" or "message m", selected with their columns) nearest to
+    `query`, by their `key` column of message_embedding (conversation_id or message_id), other than `exclude`:
+    the `chunks` nearest chunks in readable, listed conversations, grouped by row, nearest first."""
+    params: list[Any] = [query]
+    where = visibility_sql(principal, params)
+    params.extend([principal.tenant_id, exclude, LISTED_STATUSES, chunks, first])
+    n = len(params)
+    cast = model.cast()
+    table, alias = rows.split()
+    columns = CONVERSATION_COLUMNS if table == "conversation" else MESSAGE_COLUMNS
+    alive = "" if table == "conversation" else "WHERE m.deleted_at IS NULL"
+    return await tx.fetch(
+        f"""WITH nearest AS MATERIALIZED (
+                SELECT e.{key}, e.embedding::{cast} <=> $1::{cast} AS distance
+                FROM message_embedding e JOIN conversation c ON c.id = e.conversation_id
+                WHERE e.tenant_id = ${n - 4} AND e.model_id = {int(model.id)} AND e.{key} <> ${n - 3}
+                      AND c.status = ANY(${n - 2}::varchar[]) AND {where}
+                ORDER BY e.embedding::{cast} <=> $1::{cast} LIMIT ${n - 1})
+            SELECT {columns}
+            FROM (SELECT {key}, min(distance) AS distance FROM nearest GROUP BY {key}) n
+            JOIN {rows} ON {alias}.id = n.{key} AND {alias}.tenant_id = ${n - 4}
+            {alive}
+            ORDER BY n.distance, {alias}.id LIMIT ${n}""",
+        *params,
+    )
+
+
 async def similar_conversations(
     tx: Executor,
     principal: Principal,
@@ -301,23 +340,8 @@ async def similar_conversations(
     first: int,
 ) -> list[asyncpg.Record]:
     """Readable, not deleted conversations other than `exclude`, nearest to `query` first."""
-    params: list[Any] = [query]
-    where = visibility_sql(principal, params)
-    params.extend([principal.tenant_id, exclude, LISTED_STATUSES, chunks, first])
-    n = len(params)
-    cast = model.cast()
-    return await tx.fetch(
-        f"""WITH nearest AS MATERIALIZED (
-                SELECT e.conversation_id, e.embedding::{cast} <=> $1::{cast} AS distance
-                FROM message_embedding e JOIN conversation c ON c.id = e.conversation_id
-                WHERE e.tenant_id = ${n - 4} AND e.model_id = {int(model.id)} AND e.conversation_id <> ${n - 3}
-                      AND c.status = ANY(${n - 2}::varchar[]) AND {where}
-                ORDER BY e.embedding::{cast} <=> $1::{cast} LIMIT ${n - 1})
-            SELECT {CONVERSATION_COLUMNS}
-            FROM (SELECT conversation_id, min(distance) AS distance FROM nearest GROUP BY conversation_id) n
-            JOIN conversation c ON c.id = n.conversation_id AND c.tenant_id = ${n - 4}
-            ORDER BY n.distance, c.id LIMIT ${n}""",
-        *params,
+    return await _nearest(
+        tx, principal, model, query, exclude, "conversation_id", "conversation c", chunks=chunks, first=first
     )
 
 
@@ -332,22 +356,6 @@ async def similar_messages(
     first: int,
 ) -> list[asyncpg.Record]:
     """Readable, not deleted messages (in conversations not deleted) other than `exclude`, nearest first."""
-    params: list[Any] = [query]
-    where = visibility_sql(principal, params)
-    params.extend([principal.tenant_id, exclude, LISTED_STATUSES, chunks, first])
-    n = len(params)
-    cast = model.cast()
-    return await tx.fetch(
-        f"""WITH nearest AS MATERIALIZED (
-                SELECT e.message_id, e.embedding::{cast} <=> $1::{cast} AS distance
-                FROM message_embedding e JOIN conversation c ON c.id = e.conversation_id
-                WHERE e.tenant_id = ${n - 4} AND e.model_id = {int(model.id)} AND e.message_id <> ${n - 3}
-                      AND c.status = ANY(${n - 2}::varchar[]) AND {where}
-                ORDER BY e.embedding::{cast} <=> $1::{cast} LIMIT ${n - 1})
-            SELECT {MESSAGE_COLUMNS}
-            FROM (SELECT message_id, min(distance) AS distance FROM nearest GROUP BY message_id) n
-            JOIN message m ON m.id = n.message_id AND m.tenant_id = ${n - 4}
-            WHERE m.deleted_at IS NULL
-            ORDER BY n.distance, m.id LIMIT ${n}""",
-        *params,
+    return await _nearest(
+        tx, principal, model, query, exclude, "message_id", "message m", chunks=chunks, first=first
     )
