@@ -374,3 +374,22 @@ def test_a_fork_keeps_its_files_readable_after_the_forker_leaves_the_source(
     # Deleting the fork's message lets go of the file for them, as deleting any message does.
     forker.client.ok("mutation($id: ID!) { messageDelete(id: $id) { id } }", {"id": fork_root})
     assert download(server.url, forker, file_id).status_code == 404
+
+
+def test_provenance_of_a_page_of_forks_costs_the_same_statements_however_many_forks(admin: Actor) -> None:
+    source = create_conversation(admin, "source")
+    ids = build(admin, source)
+    page = """{ conversations(first: 50) { edges { node {
+      forkedFrom { conversation { id } message { id content } } } } } }"""
+
+    def forked_at(keys: list[str]) -> None:
+        for key in keys:
+            fork(admin.client, ids[key], "PATH_ONLY")
+
+    forked_at(["a1", "b1"])
+    few = admin.client.statements(page)
+    forked_at(["a1x", "a1y", "a1x1", "a2"])
+    nodes = admin.client.ok(page)["conversations"]["edges"]
+    seen = sorted(n["node"]["forkedFrom"]["message"]["id"] for n in nodes if n["node"]["forkedFrom"])
+    assert seen == sorted(ids[k] for k in ["a1", "b1", "a1x", "a1y", "a1x1", "a2"])
+    assert admin.client.statements(page) == few  # one loader for every fork's message and its path

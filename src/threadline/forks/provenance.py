@@ -12,6 +12,7 @@ import asyncpg
 from threadline.forks import repository as repo
 from threadline.graphql.context import Info
 from threadline.graphql.loaders import single_loader
+from threadline.threads import loaders as thread_loaders
 from threadline.threads import repository as threads
 from threadline.threads.service import path_ids
 
@@ -33,14 +34,19 @@ async def readable_source(info: Info, conversation_id: uuid.UUID) -> asyncpg.Rec
 async def source_message(
     info: Info, conversation_id: uuid.UUID, message_id: uuid.UUID
 ) -> tuple[asyncpg.Record, list[uuid.UUID]] | None:
-    """The message forked at, with its path ids, while it is still in the (readable) source."""
-    principal = await info.context.principal()
-    db = info.context.db
-    row = await threads.message(db, principal.tenant_id, message_id)
-    if row is None or row["conversation_id"] != conversation_id:
+    """The message forked at, with its path ids, while it is still in the (readable) source: one loader for
+    every fork of a response; a message not found hot is looked up alone (a cold source comes back)."""
+    found = await thread_loaders.message_with_path(info, message_id)
+    if found is None:
+        principal = await info.context.principal()
+        db = info.context.db
+        row = await threads.message(db, principal.tenant_id, message_id)
+        if row is None:
+            return None
+        found = row, (await path_ids(db, principal.tenant_id, [row]))[0]
+    if found[0]["conversation_id"] != conversation_id:
         return None
-    (path,) = await path_ids(db, principal.tenant_id, [row])
-    return row, path
+    return found
 
 
 async def forks_page(

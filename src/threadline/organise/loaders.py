@@ -11,7 +11,7 @@ from threadline.graphql.context import Info
 from threadline.graphql.loaders import counting_loader, grouped_loader, single_loader
 from threadline.organise import mark_repository as mark_repo
 from threadline.organise import repository as repo
-from threadline.threads.service import path_ids
+from threadline.threads import loaders as thread_loaders
 
 
 async def folder_conversation_count(info: Info, folder_id: uuid.UUID) -> int:
@@ -27,26 +27,11 @@ async def folder_conversation_count(info: Info, folder_id: uuid.UUID) -> int:
     return await loader.load(folder_id)
 
 
-async def _messages_with_paths(
-    info: Info, ids: list[uuid.UUID]
-) -> list[tuple[asyncpg.Record, list[uuid.UUID]]]:
-    principal = await info.context.principal()
-    rows = await mark_repo.messages_by_id(info.context.db, principal.tenant_id, ids)
-    paths = await path_ids(info.context.db, principal.tenant_id, rows)
-    return list(zip(rows, paths, strict=True))
-
-
 async def bookmarked_message(
     info: Info, message_id: uuid.UUID
 ) -> tuple[asyncpg.Record, list[uuid.UUID]] | None:
     """A bookmark's message and its ancestor path (the bookmark list already checked the conversation)."""
-    loader = single_loader(
-        info,
-        "bookmarked_message",
-        lambda ids: _messages_with_paths(info, ids),
-        key=lambda pair: pair[0]["id"],
-    )
-    return await loader.load(message_id)
+    return await thread_loaders.message_with_path(info, message_id)
 
 
 async def conversation_folders(info: Info, conversation_id: uuid.UUID) -> asyncpg.Record | None:

@@ -13,7 +13,6 @@ from threadline.auth.principal import Principal
 from threadline.conversations.repository import visibility_sql
 from threadline.db import Executor
 from threadline.db.repository import older_than
-from threadline.threads.repository import MESSAGE_COLUMNS
 
 BOOKMARK_COLUMNS = (
     "b.id, b.tenant_id, b.user_id, b.message_id, b.conversation_id, b.note, b.created_at, b.updated_at"
@@ -194,17 +193,6 @@ async def bookmarks_in(
         tenant_id,
         user_id,
         conversation_id,
-    )
-
-
-async def messages_by_id(
-    db: Executor, tenant_id: uuid.UUID, message_ids: list[uuid.UUID]
-) -> list[asyncpg.Record]:
-    """The bookmarked messages, in one statement."""
-    return await db.fetch(
-        f"SELECT {MESSAGE_COLUMNS} FROM message m WHERE m.tenant_id = $1 AND m.id = ANY($2::uuid[])",
-        tenant_id,
-        message_ids,
     )
 
 

@@ -16,11 +16,34 @@ import asyncpg
 from threadline.db import Executor
 from threadline.graphql import budget
 from threadline.graphql.context import Info
-from threadline.graphql.loaders import counting_loader, grouped_loader
+from threadline.graphql.loaders import counting_loader, grouped_loader, single_loader
 from threadline.threads import repository as repo
 from threadline.threads.service import path_ids
 
 M = TypeVar("M")
+
+
+async def _messages_with_paths(
+    info: Info, ids: list[uuid.UUID]
+) -> list[tuple[asyncpg.Record, list[uuid.UUID]]]:
+    principal = await info.context.principal()
+    rows = await repo.messages_by_ids(info.context.db, principal.tenant_id, ids)
+    paths = await path_ids(info.context.db, principal.tenant_id, rows)
+    return list(zip(rows, paths, strict=True))
+
+
+async def message_with_path(
+    info: Info, message_id: uuid.UUID
+) -> tuple[asyncpg.Record, list[uuid.UUID]] | None:
+    """A hot message by id and its ancestor path, for every such message of a response in two statements
+    (bookmarks, fork provenance). The caller has checked the conversation; None when it is not there."""
+    loader = single_loader(
+        info,
+        "message_with_path",
+        lambda ids: _messages_with_paths(info, ids),
+        key=lambda pair: pair[0]["id"],
+    )
+    return await loader.load(message_id)
 
 
 async def thread_page(

@@ -102,6 +102,15 @@ async def message(
     return row
 
 
+async def messages_by_ids(db: Executor, tenant_id: uuid.UUID, ids: list[uuid.UUID]) -> list[asyncpg.Record]:
+    """The hot messages of `ids` (any order, missing ones left out), in one statement."""
+    return await db.fetch(
+        f"SELECT {MESSAGE_COLUMNS} FROM message m WHERE m.tenant_id = $1 AND m.id = ANY($2::uuid[])",
+        tenant_id,
+        ids,
+    )
+
+
 async def thread_conversation(db: Executor, tenant_id: uuid.UUID, root_id: uuid.UUID) -> uuid.UUID | None:
     """The conversation of the thread whose root is `root_id`; None if that is no root of this tenant."""
     sql = "SELECT conversation_id FROM message WHERE tenant_id = $1 AND id = $2 AND parent_id IS NULL"
