@@ -46,14 +46,11 @@ async def write_imported(
     conversation_metadata: dict[str, str] | None,
     messages: list[dict[str, Any]],
 ) -> None:
-    """An import's metadata and feedback (planned rows of `porting.importer`, ids assigned): at most three
-    statements whatever the size. The feedback becomes the importing user's."""
+    """An import's conversation metadata and feedback (planned rows of `porting.importer`, ids assigned): at most
+    two statements whatever the size. The feedback becomes the importing user's. Messages' metadata goes in with
+    the messages (porting.bulk_repository)."""
     if conversation_metadata:
         await conversations.set_imported_metadata(tx, tenant_id, conversation_id, conversation_metadata)
-    with_metadata = [m for m in messages if m.get("metadata")]
-    await metadata_repo.set_many_message_metadata(
-        tx, tenant_id, [m["id"] for m in with_metadata], [m["metadata"] for m in with_metadata]
-    )
     rated = [m for m in messages if m.get("feedback") is not None]
     await feedback_repo.insert_many(
         tx,

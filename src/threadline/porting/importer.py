@@ -8,7 +8,8 @@ keeps its first part as text and the whole text as an attached file (service.py 
 UTF-8 read as Windows-1252 ("cafÃ©") is decoded again (ChatGPT and Claude files). Each message row gets what the threads domain maintains for live writes: the
 materialised path and depth (threads.tree_rules, as for a live reply), root, child count;
 each root gets a thread row (reply count, last seq, last activity); the conversation gets its message
-and token counts. Rows go in with COPY, one conversation per transaction.
+and token counts. Rows go in through the bulk write path (COPY into a staging table, then one INSERT ... SELECT
+that builds their search vectors: porting.bulk), many new conversations per transaction.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from threadline.files import repository as file_repo
 from threadline.ids import Kind, encode_id
 from threadline.metadata import rules as metadata_rules
 from threadline.parts import model as message_parts
+from threadline.porting import bulk_repository as bulk_repo
 from threadline.porting import extras
 from threadline.porting import repository as repo
 from threadline.porting.model import (
@@ -407,51 +409,20 @@ async def insert(
             raise AlreadyImported(plan.external_id)
         seqs = await repo.next_seqs(tx, len(messages))
     if messages:
-        # Sequence numbers in time order, so "oldest first" by seq matches the source's chronology.
-        order = sorted(range(len(messages)), key=lambda i: (messages[i]["created_at"], i))
-        seq_of = [0] * len(messages)
-        for i, seq in zip(order, seqs, strict=True):
-            seq_of[i] = seq
-        records = []
-        for i, m in enumerate(messages):
-            root = messages[m["root_index"]]
-            records.append(
-                (
-                    m["id"],
-                    tenant_id,
-                    conversation_id,
-                    root["id"],
-                    m["parent_id"],
-                    m["depth"],
-                    m["path"],
-                    seq_of[i],
-                    m["child_count"],
-                    m["role"],
-                    m["content"],
-                    user_id if m["authored"] else None,
-                    m["model"],
-                    m["prompt_tokens"],
-                    m["completion_tokens"],
-                    m["created_at"],
-                    m["edited_at"],
-                    m["deleted_at"],
-                    m["usage_imported"],
-                    m["key"],
-                )  # fmt: skip
-            )
-        await repo.copy_messages(tx, records)
-        await _store_parts(tx, tenant_id, messages)
+        records, seq_of = message_rows(plan, conversation_id, user_id, seqs)
+        await bulk_repo.insert_messages(tx, tenant_id, records)
         await _attach_whole_texts(tx, tenant_id, plan, {i: m["id"] for i, m in enumerate(messages)})
-        await repo.copy_threads(tx, _thread_records(plan, tenant_id, conversation_id, seq_of))
+        await repo.copy_threads(tx, thread_records(plan, tenant_id, conversation_id, seq_of))
         if plan.current is not None:
             # The importing owner is where the source's user was (ChatGPT's current_node): their current leaf.
             leaf = messages[plan.current]
             root_id = messages[leaf["root_index"]]["id"]
             await branch_repo.set_current_leaf(tx, tenant_id, user_id, root_id, leaf["id"])
-        await repo.insert_attachments(
+        await bulk_repo.insert_attachments(
             tx,
+            tenant_id,
             [
-                (uuid.uuid4(), tenant_id, messages[i]["id"], position, data)
+                {"message_id": messages[i]["id"], "position": position, "data": data}
                 for i, position, data in plan.attachments
             ],
         )
@@ -478,6 +449,40 @@ async def insert(
     return conversation_id
 
 
+def _json(value: Any) -> str | None:
+    return None if value is None else orjson.dumps(value).decode()
+
+
+def stage_record(row: dict[str, Any]) -> tuple[Any, ...]:
+    """A message row (keys of bulk_repository.MESSAGE_STAGE_COLUMNS) as it is staged."""
+    return tuple(
+        _json(row[c]) if c in ("metadata", "parts") else row[c] for c in bulk_repo.MESSAGE_STAGE_COLUMNS
+    )
+
+
+def message_rows(
+    plan: Plan, conversation_id: uuid.UUID, user_id: uuid.UUID, seqs: list[int]
+) -> tuple[list[tuple[Any, ...]], list[int]]:
+    """The staged rows of a planned conversation, and each message's seq (`seqs`, ascending, are given out in
+    the messages' time order, so "oldest first" by seq matches the source's chronology)."""
+    messages = plan.messages
+    order = sorted(range(len(messages)), key=lambda i: (messages[i]["created_at"], i))
+    seq_of = [0] * len(messages)
+    for i, seq in zip(order, seqs, strict=True):
+        seq_of[i] = seq
+    records = []
+    for i, m in enumerate(messages):
+        records.append(
+            (
+                m["id"], conversation_id, messages[m["root_index"]]["id"], m["parent_id"], m["depth"], m["path"],
+                seq_of[i], m["child_count"], m["role"], m["content"], user_id if m["authored"] else None,
+                m["model"], m["prompt_tokens"], m["completion_tokens"], m["created_at"], m["edited_at"],
+                m["deleted_at"], m["usage_imported"], m["key"], _json(m["metadata"] or None), _json(m["parts"]),
+            )
+        )  # fmt: skip
+    return records, seq_of
+
+
 def keep_whole_text(plan: Plan, index: int, file_id: uuid.UUID | None, failure: str | None = None) -> None:
     """Record where an oversized message's whole text was stored (service.py stores it before the import's
     transaction): its file part names the file; without one the note says the rest could not be kept."""
@@ -502,19 +507,12 @@ async def _attach_whole_texts(
             await file_repo.attach(tx, tenant_id, inserted[index], [cut.file_id])
 
 
-async def _store_parts(tx: Transaction, tenant_id: uuid.UUID, rows: list[dict[str, Any]]) -> None:
-    with_parts = [r for r in rows if r["parts"] is not None]
-    await repo.set_imported_parts(
-        tx, tenant_id, [r["id"] for r in with_parts], [orjson.dumps(r["parts"]).decode() for r in with_parts]
-    )
-
-
 def _subtree_size(plan: Plan, root_index: int) -> int:
     later = [r for r in plan.roots if r > root_index]
     return (later[0] if later else len(plan.messages)) - root_index
 
 
-def _thread_records(
+def thread_records(
     plan: Plan, tenant_id: uuid.UUID, conversation_id: uuid.UUID, seq_of: list[int]
 ) -> list[tuple[Any, ...]]:
     # Messages are depth-first, so each thread is the run of rows from its root to the next root.
@@ -729,15 +727,15 @@ async def _insert_merged(
                 "deleted_at": m["deleted_at"],
                 "usage_imported": m["usage_imported"],
                 "import_key": m["key"],
+                "metadata": m["metadata"] or None,
                 "parts": m["parts"],
             }
         )
-    await repo.copy_messages(tx, [tuple(r[c] for c in repo.MESSAGE_COPY_COLUMNS) for r in rows])
+    await bulk_repo.insert_messages(tx, tenant_id, [stage_record(r) for r in rows])
     await _attach_whole_texts(tx, tenant_id, plan, {i: row["id"] for i, row in zip(new, rows, strict=True)})
-    # The new messages' metadata and the file's feedback on them, as a first import writes them.
+    # The file's feedback on the new messages, as a first import writes it (their metadata went in with them).
     added = [{**plan.messages[i], "id": row["id"]} for i, row in zip(new, rows, strict=True)]
     await extras.write_imported(tx, tenant_id, user_id, conversation_id, None, added)
-    await _store_parts(tx, tenant_id, rows)
     if grown:
         await repo.add_child_counts(tx, tenant_id, list(grown), list(grown.values()))
     # Unread counts go to the other participants only: most imported conversations have none (one statement).

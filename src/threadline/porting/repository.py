@@ -13,11 +13,6 @@ from threadline.conversations.repository import CONVERSATION_COLUMNS
 from threadline.db import Executor, Transaction
 from threadline.threads.repository import MESSAGE_COLUMNS
 
-MESSAGE_COPY_COLUMNS = (
-    "id", "tenant_id", "conversation_id", "root_id", "parent_id", "depth", "path", "seq", "child_count",
-    "role", "content", "author_id", "model", "prompt_tokens", "completion_tokens", "created_at",
-    "edited_at", "deleted_at", "usage_imported", "import_key",
-)  # fmt: skip
 THREAD_COPY_COLUMNS = (
     "id",
     "tenant_id",
@@ -236,35 +231,8 @@ async def next_seqs(db: Executor, count: int) -> list[int]:
     return sorted(r["s"] for r in rows)
 
 
-async def copy_messages(tx: Transaction, records: Sequence[tuple[Any, ...]]) -> None:
-    """Bulk insert with COPY: one round trip for a whole conversation."""
-    await tx.conn.copy_records_to_table("message", records=records, columns=MESSAGE_COPY_COLUMNS)
-
-
-async def set_imported_parts(
-    db: Executor, tenant_id: uuid.UUID, message_ids: list[uuid.UUID], parts_json: list[str]
-) -> None:
-    """Content parts of freshly copied messages (COPY has no encoder for jsonb: they go as text, few rows)."""
-    if message_ids:
-        await db.execute(
-            """UPDATE message m SET parts = v.parts::jsonb FROM unnest($2::uuid[], $3::text[]) AS v(id, parts)
-               WHERE m.tenant_id = $1 AND m.id = v.id""",
-            tenant_id,
-            message_ids,
-            parts_json,
-        )
-
-
 async def copy_threads(tx: Transaction, records: Sequence[tuple[Any, ...]]) -> None:
     await tx.conn.copy_records_to_table("thread", records=records, columns=THREAD_COPY_COLUMNS)
-
-
-async def insert_attachments(db: Executor, records: Sequence[tuple[Any, ...]]) -> None:
-    if records:
-        await db.executemany(
-            "INSERT INTO message_attachment (id, tenant_id, message_id, position, data) VALUES ($1, $2, $3, $4, $5)",
-            records,
-        )
 
 
 # -- export ------------------------------------------------------------------------------------------

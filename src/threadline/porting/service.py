@@ -1,4 +1,5 @@
-"""Import and export rules: who may, what gets reported, one transaction per conversation, audit."""
+"""Import and export rules: who may, what gets reported, a transaction per batch of new conversations (one per
+merged conversation), audit."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import asyncio
 import hashlib
 import tempfile
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,7 @@ from threadline.errors import ThreadlineError, bad_input
 from threadline.events.announce import deferring
 from threadline.ids import Kind, encode_id
 from threadline.porting import (
+    bulk,
     chatgpt,
     claude,
     importer,
@@ -27,6 +29,7 @@ from threadline.porting import (
     request_limits,
     threadline_format,
 )
+from threadline.porting import bulk_repository as bulk_repo
 from threadline.porting import repository as repo
 from threadline.porting.jsonstream import Item
 from threadline.porting.model import ImportedConversation, ImportFormat, Rejected
@@ -105,6 +108,12 @@ def read(fmt: ImportFormat, value: Any) -> list[ImportedConversation]:
     return threadline_format.parse(value)
 
 
+# A batch of new conversations goes in one transaction (porting.bulk): up to this many conversations, or this many
+# bytes of their JSON (what bounds the memory of the batches in flight: `concurrency` of them, and one filling).
+BATCH_CONVERSATIONS = 100
+BATCH_BYTES = 4 << 20
+
+
 def items_of(data: Any) -> list[Item]:
     """The conversations of a JSON value sent through the API: an array of them, or a single one."""
     values = data if isinstance(data, list) else [data]
@@ -152,6 +161,7 @@ class Importer:
         self._on_progress = on_progress
         self._targeted = 0
         self._pending: list[_Prepared] = []
+        self._pending_bytes = 0
         self._organised = organised.Organised()
         # ChatGPT files: conversations are planned when inserted, a re-import only from their new nodes.
         self.lazy = lazy and fmt is ImportFormat.CHATGPT and target_conversation_id is None
@@ -214,11 +224,12 @@ class Importer:
     async def submit(self, prepared: list[_Prepared]) -> None:
         """Queue prepared conversations; they are inserted in batches, `concurrency` at a time."""
         self._pending.extend(prepared)
-        if len(self._pending) >= 32:
+        self._pending_bytes += sum(p.item.size for p in prepared)
+        if len(self._pending) >= BATCH_CONVERSATIONS or self._pending_bytes >= BATCH_BYTES:
             await self._flush()
 
     async def _flush(self) -> None:
-        batch, self._pending = self._pending, []
+        batch, self._pending, self._pending_bytes = self._pending, [], 0
         if not batch:
             return
         # One look-up for the batch: conversations this user imported before are merged into, not inserted
@@ -230,6 +241,7 @@ class Importer:
             self.fmt.value,
             [p.external_id for p in batch],
         )
+        fresh: list[_Prepared] = []
         for p in batch:
             earlier = known.get(p.external_id)
             if earlier is not None:
@@ -237,10 +249,90 @@ class Importer:
                 p.deleted = earlier["status"] == "DELETED"
                 p.no_origin = earlier["no_origin"]
                 p.seen = earlier["node_digests"]
-            await self._slots.acquire()  # waits while `concurrency` inserts are in flight
-            task = asyncio.create_task(self._insert(p))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+            if p.known is not None and not p.deleted:
+                await self._start(self._merge(p, p.known))
+            elif self.target_id is not None:
+                await self._start(
+                    self._insert(p)
+                )  # into an existing conversation: one, announced to its readers
+            else:
+                fresh.append(p)
+        if fresh:
+            await self._start(self._insert_batch(fresh))
+
+    async def _start(self, work: Coroutine[Any, Any, None]) -> None:
+        await self._slots.acquire()  # waits while `concurrency` writes are in flight
+        task = asyncio.create_task(self._run(work))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _run(self, work: Coroutine[Any, Any, None]) -> None:
+        try:
+            await work
+        finally:
+            self._slots.release()
+            if self._on_progress is not None:
+                self._on_progress(self.report)
+
+    async def _insert_batch(self, batch: list[_Prepared]) -> None:
+        """New conversations (and ones whose earlier import was deleted), planned if read lazily, then written
+        together (porting.bulk)."""
+        ready = [p for p in batch if p.plan is not None or self._plan(p, p.item.value) is not None]
+        for p in batch:
+            p.item.value = None  # planned: the decoded JSON is not needed any more (memory)
+        if ready:
+            await self._write_batch(ready)
+
+    async def _write_batch(self, batch: list[_Prepared]) -> None:
+        """One transaction for the batch. If it fails, nothing of it stays, and each conversation is tried again
+        alone: one that cannot be stored fails by itself, with its reason, and the others are imported."""
+        tenant, user = self.principal.tenant_id, self.principal.user_id
+        plans = [p.plan for p in batch if p.plan is not None]
+        assert len(plans) == len(batch)
+        try:
+            for plan in plans:
+                await self._store_whole_texts(
+                    plan, {i for i, c in plan.oversized.items() if c.file_id is None}
+                )
+            labels = [f"{p.conversation['title']} {' '.join(p.conversation['tags'])}" for p in plans]
+            await bulk_repo.add_search_terms(self.db, tenant, labels)
+            async with self.db.transaction() as tx:
+                for p, plan in zip(batch, plans, strict=True):
+                    if p.deleted:
+                        await repo.release_deleted_source(tx, tenant, user, plan.source, p.external_id)
+                async with deferring(tx):  # events (none for a new conversation today) in one statement
+                    written = await bulk.insert_new(tx, tenant, user, plans)
+                for cid in written.conversation_ids:
+                    if cid is not None:
+                        await mask_logged_events(tx, tenant, self.principal.pii_policy, cid)  # privacy
+        except Exception as exc:  # noqa: BLE001 - one bad conversation must not stop the others
+            if len(batch) > 1:
+                for p in batch:
+                    await self._write_batch([p])
+                return
+            self._fail_prepared(
+                batch[0], batch[0].external_id, f"could not be stored: {type(exc).__name__}: {exc}"
+            )
+            return
+        for p, plan, cid in zip(batch, plans, written.conversation_ids, strict=True):
+            if cid is None:
+                await self._merge_into_earlier(p)
+                continue
+            self.report.imported.append(cid)
+            self.report.messages += len(plan.messages)
+            self.report.warnings.extend(f"{p.external_id}: {w}" for w in plan.warnings)
+
+    async def _merge_into_earlier(self, p: _Prepared) -> None:
+        """Another import of the same item by this user committed first (or it came earlier in the file): merge
+        into that one instead."""
+        known = await repo.imported_conversations(
+            self.db, self.principal.tenant_id, self.principal.user_id, self.fmt.value, [p.external_id]
+        )
+        earlier = known.get(p.external_id)
+        if earlier is not None:
+            await self._merge(p, earlier["conversation_id"])
+            return
+        self._fail_prepared(p, p.external_id, "could not be stored: imported concurrently, try again")
 
     def _plan(self, p: _Prepared, value: Any, digests: dict[str, str] | None = None) -> importer.Plan | None:
         """Plan a conversation read lazily (the whole of it, or what `chatgpt.reduced` kept); None if refused."""
@@ -264,7 +356,6 @@ class Importer:
             await self._merge(p, p.known)
             return
         if p.plan is None and self._plan(p, p.item.value) is None:
-            self._done()
             return
         assert p.plan is not None
         try:
@@ -287,22 +378,9 @@ class Importer:
             self.report.messages += len(p.plan.messages)
             self.report.warnings.extend(f"{p.external_id}: {w}" for w in p.plan.warnings)
         except importer.AlreadyImported:
-            # Another import of the same item by this user committed first: merge into it instead.
-            known = await repo.imported_conversations(
-                self.db,
-                self.principal.tenant_id,
-                self.principal.user_id,
-                self.fmt.value,
-                [p.external_id],
-            )
-            earlier = known.get(p.external_id)
-            if earlier is not None:
-                await self._merge(p, earlier["conversation_id"])
-                return
-            self._fail_prepared(p, p.external_id, "could not be stored: imported concurrently, try again")
+            await self._merge_into_earlier(p)
         except Exception as exc:  # noqa: BLE001 - one bad conversation must not stop the others
             self._fail_prepared(p, p.external_id, f"could not be stored: {type(exc).__name__}: {exc}")
-        self._done()
 
     async def _store_whole_texts(self, plan: importer.Plan, indexes: set[int]) -> None:
         """The whole text of each oversized message to be inserted, stored as a file of the importing user
@@ -332,11 +410,6 @@ class Importer:
                 importer.keep_whole_text(plan, index, row["id"])
             finally:
                 spool.close()
-
-    def _done(self) -> None:
-        self._slots.release()
-        if self._on_progress is not None:
-            self._on_progress(self.report)
 
     async def _merge(self, p: _Prepared, conversation_id: uuid.UUID) -> None:
         """Merge a newer export into the user's earlier import (importer.merge), if they still manage it."""
@@ -420,8 +493,6 @@ class Importer:
             self._fail_prepared(p, p.external_id, f"cannot be merged into the earlier import: {exc.message}")
         except Exception as exc:  # noqa: BLE001 - one bad conversation must not stop the others
             self._fail_prepared(p, p.external_id, f"could not be merged: {type(exc).__name__}: {exc}")
-        finally:
-            self._done()
 
     async def finish(self, *, fatal: str | None = None) -> ImportReport:
         """Insert what is still queued, wait for the inserts in flight, then audit the run."""

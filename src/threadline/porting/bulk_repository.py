@@ -1,0 +1,146 @@
+"""SQL of the bulk write path (porting.bulk): many conversations per statement. Tenant first in every signature."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from threadline.db import Executor, Transaction
+
+# A message row as it is staged (its tenant is the statement's): metadata and parts travel as JSON text.
+MESSAGE_STAGE_COLUMNS = (
+    "id", "conversation_id", "root_id", "parent_id", "depth", "path", "seq", "child_count", "role", "content",
+    "author_id", "model", "prompt_tokens", "completion_tokens", "created_at", "edited_at", "deleted_at",
+    "usage_imported", "import_key", "metadata", "parts",
+)  # fmt: skip
+
+# Dropped at commit (or rollback): nothing outlives the transaction, so it works behind PgBouncer's transaction
+# pooling too. Unlogged by nature (temporary): the COPY into it writes no WAL.
+_STAGE = """CREATE TEMP TABLE IF NOT EXISTS import_message_stage (
+    id uuid, conversation_id uuid, root_id uuid, parent_id uuid, depth integer, path bytea, seq bigint,
+    child_count integer, role varchar(16), content text, author_id uuid, model varchar(128), prompt_tokens integer,
+    completion_tokens integer, created_at timestamptz, edited_at timestamptz, deleted_at timestamptz,
+    usage_imported boolean, import_key text, metadata text, parts text
+) ON COMMIT DROP"""
+
+# The stage is emptied by the statement that moves its rows (a second batch in the same transaction starts empty).
+# Each row's search vector is built here, as the `message_search` trigger would (the same functions, the tenant's
+# configuration read once instead of once a row); a row that brings its vector skips that trigger (migration
+# 2026_12_07t01). The embeddings queue's statement trigger sees every row of the statement at once.
+_MOVE = """WITH staged AS (DELETE FROM import_message_stage RETURNING *),
+     cfg AS MATERIALIZED (SELECT threadline_search_config($1) AS c)
+INSERT INTO message (id, tenant_id, conversation_id, root_id, parent_id, depth, path, seq, child_count, role, content,
+    author_id, model, prompt_tokens, completion_tokens, created_at, edited_at, deleted_at, usage_imported,
+    import_key, metadata, parts, search_vector)
+SELECT s.id, $1, s.conversation_id, s.root_id, s.parent_id, s.depth, s.path, s.seq, s.child_count, s.role,
+    s.content, s.author_id, s.model, s.prompt_tokens, s.completion_tokens, s.created_at, s.edited_at, s.deleted_at,
+    s.usage_imported, s.import_key, s.metadata::jsonb, s.parts::jsonb,
+    CASE WHEN s.deleted_at IS NOT NULL OR s.content = '' THEN NULL
+         ELSE threadline_search_vector(cfg.c, s.content) END
+FROM staged s CROSS JOIN cfg"""
+
+
+async def insert_messages(tx: Transaction, tenant_id: uuid.UUID, records: Sequence[tuple[Any, ...]]) -> None:
+    """Message rows (MESSAGE_STAGE_COLUMNS) of one tenant: COPY into the stage, then one INSERT ... SELECT."""
+    if not records:
+        return
+    await tx.execute(_STAGE)
+    await tx.conn.copy_records_to_table(
+        "import_message_stage", records=records, columns=MESSAGE_STAGE_COLUMNS
+    )
+    await tx.execute(_MOVE, tenant_id)
+
+
+async def insert_conversations(
+    db: Executor, tenant_id: uuid.UUID, owner_id: uuid.UUID, rows: list[dict[str, Any]]
+) -> set[uuid.UUID]:
+    """New conversations with their owner and their source, in one statement; the ids of those inserted. A
+    conversation whose source this user imported already (a concurrent import, or twice in one file) is not
+    inserted, and nothing of it is written."""
+    if not rows:
+        return set()
+    claimed = await db.fetch(
+        """WITH v AS MATERIALIZED (
+               SELECT * FROM jsonb_to_recordset($3::jsonb) AS v(id uuid, source text, external_id text, title text,
+                   description text, tags jsonb, status text, session_id text, ai_provider text, model text,
+                   max_history_messages integer, message_count integer, token_count integer,
+                   created_at timestamptz, updated_at timestamptz, last_activity_at timestamptz,
+                   imported_from jsonb, node_digests jsonb, metadata jsonb)
+           ), src AS (
+               INSERT INTO import_source (id, tenant_id, owner_id, source, external_id, conversation_id, node_digests)
+               SELECT gen_random_uuid(), $1, $2, v.source, v.external_id, v.id, v.node_digests FROM v
+               ON CONFLICT (tenant_id, owner_id, source, external_id) DO NOTHING RETURNING conversation_id
+           ), conv AS (
+               INSERT INTO conversation (id, tenant_id, owner_id, title, description, tags, status, session_id,
+                   ai_provider, model, max_history_messages, message_count, token_count, created_at, updated_at,
+                   last_activity_at, imported_from, metadata)
+               SELECT v.id, $1, $2, v.title, v.description,
+                      ARRAY(SELECT jsonb_array_elements_text(v.tags))::varchar[], v.status, v.session_id,
+                      v.ai_provider, v.model, v.max_history_messages, v.message_count, v.token_count, v.created_at,
+                      v.updated_at, v.last_activity_at, v.imported_from, v.metadata
+               FROM v WHERE v.id IN (SELECT conversation_id FROM src)
+               RETURNING id
+           ), owner AS (
+               INSERT INTO participant (id, tenant_id, conversation_id, user_id, role)
+               SELECT gen_random_uuid(), $1, conv.id, $2, 'OWNER' FROM conv
+           )
+           SELECT conversation_id FROM src""",
+        tenant_id,
+        owner_id,
+        rows,
+    )
+    return {r["conversation_id"] for r in claimed}
+
+
+async def set_current_leaves(
+    db: Executor,
+    tenant_id: uuid.UUID,
+    user_id: uuid.UUID,
+    root_ids: list[uuid.UUID],
+    message_ids: list[uuid.UUID],
+) -> None:
+    """The importing owner's current leaf in threads just imported (each new: nothing to replace), one statement;
+    as `threads.branch_repository.set_current_leaf` writes it for one."""
+    if root_ids:
+        await db.execute(
+            """INSERT INTO thread_current_leaf (id, tenant_id, user_id, root_id, message_id, updated_at)
+               SELECT gen_random_uuid(), $1, $2, v.root_id, v.message_id, now()
+               FROM unnest($3::uuid[], $4::uuid[]) AS v(root_id, message_id)""",
+            tenant_id,
+            user_id,
+            root_ids,
+            message_ids,
+        )
+
+
+async def insert_attachments(db: Executor, tenant_id: uuid.UUID, rows: list[dict[str, Any]]) -> None:
+    """Attachments (message_id, position, data) of many messages in one statement."""
+    if rows:
+        await db.execute(
+            """INSERT INTO message_attachment (id, tenant_id, message_id, position, data)
+               SELECT gen_random_uuid(), $1, v.message_id, v.position, v.data
+               FROM jsonb_to_recordset($2::jsonb) AS v(message_id uuid, position integer, data jsonb)""",
+            tenant_id,
+            rows,
+        )
+
+
+async def add_search_terms(db: Executor, tenant_id: uuid.UUID, labels: list[str]) -> None:
+    """The words of conversations' titles and tags in the tenant's search lexicon, as the `conversation_search`
+    trigger adds them (migration 2026_11_21t20_45), committed before a batch's transaction: that trigger then
+    finds each word already there. A word inserted by a transaction still open makes every other transaction
+    inserting it wait for its commit, so concurrent batches sharing a title word ("chat") would run one at a time.
+    Sorted, so that two of these statements never wait on each other in a cycle."""
+    if labels:
+        await db.execute(
+            """INSERT INTO search_term (tenant_id, term, trigrams)
+               SELECT $1, x.w, threadline_trigrams(x.w) FROM (
+                   SELECT DISTINCT w FROM unnest($2::text[]) AS l(label),
+                       unnest(tsvector_to_array(to_tsvector('simple', l.label))) AS w
+                   WHERE length(w) BETWEEN 3 AND 64 AND w ~ '^[[:alnum:]]+$'
+               ) x ORDER BY x.w
+               ON CONFLICT (tenant_id, term) DO NOTHING""",
+            tenant_id,
+            labels,
+        )
