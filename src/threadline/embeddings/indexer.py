@@ -72,17 +72,23 @@ class Indexer:
         self.indexed = 0
         self._task: asyncio.Task[None] | None = None
         self._counted_at = 0.0
+        self._claimed: list[asyncpg.Record] = []  # the batch in flight
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._loop(), name="threadline-embedding-indexer")
         log.info("embedding indexer %s: %s", self.id, self.embedder.name)
 
     async def stop(self) -> None:
-        """Stops at once; a batch in flight keeps its lease and is taken over when the lease ends."""
+        """Stops at once; a batch in flight is released for the next indexer (its attempt counted). If even
+        that fails (the database is away), the batch is taken over when its lease ends, as a killed one's is."""
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+        if self._claimed:
+            with contextlib.suppress(Exception):
+                await repo.release(self.db, self.id, self._claimed, 0.0)
+            self._claimed = []
 
     async def _loop(self) -> None:
         s = self.settings
@@ -127,6 +133,16 @@ class Indexer:
         )
         if not claimed:
             return 0
+        self._claimed = claimed  # kept when cancelled: stop() releases it
+        try:
+            count = await self._index(model, claimed)
+        except Exception:
+            self._claimed = []
+            raise
+        self._claimed = []
+        return count
+
+    async def _index(self, model: Model, claimed: list[asyncpg.Record]) -> int:
         rows = await repo.message_texts(self.db, claimed)
         try:
             stored = await self._embed(model, rows)

@@ -236,17 +236,20 @@ async def execute(ctx: JobContext, job: asyncpg.Record) -> str | None:
     return outcome.status
 
 
-async def put_back(db: Yielding, settings: Settings, job: asyncpg.Record, *, gave_way: bool) -> None:
-    """A claimed job that did not finish: one whose statements gave way to a lock is queued again in a second,
-    the attempt not counted; one that met a database error counts the attempt like a provider failure. If even
-    this fails, the job's lease lapses and it is claimed again."""
+async def put_back(
+    db: Executor, settings: Settings, job: asyncpg.Record, *, gave_way: bool, wait: float = 1.0
+) -> asyncpg.Record | None:
+    """A claimed job that did not finish: one whose statements gave way to a lock (or whose worker is stopping)
+    is queued again in `wait` seconds, the attempt not counted; one that met a database error counts the
+    attempt like a provider failure. If even this fails, the job's lease lapses and it is claimed again.
+    None when the job was no longer this claim's (it finished, or an edit queued it again)."""
     if gave_way:
         outcome = Outcome(
-            "QUEUED", {"run_after": _now() + timedelta(seconds=1), "attempts": job["attempts"] - 1}
+            "QUEUED", {"run_after": _now() + timedelta(seconds=wait), "attempts": job["attempts"] - 1}
         )
     else:
         outcome = _failure(job, settings, "INTERNAL", "The database failed while the job ran")
-    await repo.finish(db, job, outcome.status, outcome.changes)
+    return await repo.finish(db, job, outcome.status, outcome.changes)
 
 
 __all__ = ["YIELDED", "JobContext", "execute", "put_back"]

@@ -89,6 +89,11 @@ async def queue(db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID, 
     return row
 
 
+async def notify(db: Executor) -> None:
+    """Wake the enrichment workers (a job was queued again)."""
+    await db.execute("SELECT pg_notify($1, 'queued')", CHANNEL)
+
+
 async def conversation(
     db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID
 ) -> asyncpg.Record | None:
