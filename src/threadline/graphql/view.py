@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import json
 import sys
 import time
@@ -12,12 +14,15 @@ from typing import Any
 
 import orjson
 from cross_web import HTTPException
+from graphql import GraphQLError
+from graphql.execution.execute import map_source_to_response_event
 from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
 from starlette.websockets import WebSocket
 from strawberry.asgi import GraphQL
+from strawberry.extensions import SchemaExtension
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
@@ -25,15 +30,20 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 )
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import ConnectionInitMessage, ErrorMessage
 from strawberry.subscriptions.protocols.graphql_transport_ws.types import Message as WsMessage
+from strawberry.types.execution import ExecutionResult
 
 from threadline.auth.tokens import token_expiry
 from threadline.db import count_request_statements
 from threadline.db.database import database_unavailable
 from threadline.errors import UNAVAILABLE_RETRY_AFTER_SECONDS, ErrorCode, ThreadlineError
 from threadline.graphql import batching, graphiql, http_subscriptions, over_http, persisted, request_json
+from threadline.graphql.base_schema import ThreadlineSchema
 from threadline.graphql.context import Context
+from threadline.graphql.errors import SqlStatementCount, format_error
 from threadline.graphql.socket_auth import SocketRefused, connection_authorization
+from threadline.streaming.schema import Parked, finish, live
 from threadline.streaming.sessions import SocketSession
+from threadline.streaming.subscriber import Subscriber
 from threadline.streaming.transport import enter_operation
 
 
@@ -154,9 +164,41 @@ def message_size_guard(receive: Receive, send: Send, limit: int) -> tuple[Receiv
     return guarded_receive, guarded_send
 
 
+_PLAIN_STREAMS: dict[int, bool] = {}
+
+
+def streams_plainly(schema: Any) -> bool:
+    """Whether strawberry's `stream` sends a subscription's results as `TransportWSHandler.run_parked` does: the
+    schema is ThreadlineSchema (its `stream` only formats errors) and no extension adds to a socket's stream
+    results (no `on_stream_result`; `get_results` only SqlStatementCount's, empty on a socket: direct lanes
+    refuse a context that counts statements). Otherwise subscriptions never park."""
+    known = _PLAIN_STREAMS.get(id(schema))
+    if known is None:
+        extensions: list[type[SchemaExtension]] = [
+            e if isinstance(e, type) else type(e) for e in getattr(schema, "extensions", ())
+        ]
+        known = _PLAIN_STREAMS[id(schema)] = type(schema).stream is ThreadlineSchema.stream and all(
+            e.on_stream_result is SchemaExtension.on_stream_result
+            and (e.get_results is SchemaExtension.get_results or e is SqlStatementCount)
+            for e in extensions
+        )
+    return known
+
+
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     """strawberry's graphql-transport-ws handler; each operation's task knows its operation (for the
-    subscription's direct lane: streaming.transport, streaming.direct)."""
+    subscription's direct lane: streaming.transport, streaming.direct).
+
+    Parked subscriptions (idle sockets' memory, bench/RESULTS.md): once a subscription is idle and its lane takes
+    its events, its stream parks (streaming.schema `Parked`): the operation's task and everything strawberry and
+    graphql-core built for it are freed, and the operation stays in `operations` (duplicate ids, the operation
+    limit, `complete` act as before) with its subscriber in `parked`. When the subscriber wakes (an event its
+    lane declines, an overflow, its end), `run_parked` runs the rest of the stream in a new task: graphql-core's
+    own per-event mapping with the subscription's executor, errors formatted as ThreadlineSchema does, and
+    strawberry's `Operation` sending `next`, `complete` (tests/test_streaming_direct.py compares its frames with
+    a socket that never parks)."""
+
+    parked: dict[str, Subscriber] | None = None  # per socket, made on its first park
 
     async def run_operation(self, operation: Operation[Context, None]) -> None:
         enter_operation(operation)  # this task's own context
@@ -164,7 +206,67 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         # (credentials are live; streaming.sessions closes the socket when they stop holding).
         self.context.forget_principal()
         self.context.forget_loaders()  # nor with what an earlier operation on the socket loaded
-        await super().run_operation(operation)
+        with contextlib.suppress(Parked):
+            await super().run_operation(operation)
+
+    def park(self, operation: Operation[Context, None], sub: Subscriber) -> bool:
+        """Called by a subscription's stream at an idle point (streaming.transport `DirectSocket.park`, in the
+        operation's task): True when the stream may end its task, to go on in `run_parked` when `sub` wakes."""
+        if self.operations.get(operation.id) is not operation or not streams_plainly(self.schema):
+            return False
+        parked = self.parked
+        if parked is None:
+            parked = self.parked = {}
+        parked[operation.id] = sub
+        operation.task = None  # the task ends now (the subscription lives on in the hub)
+        # The task's context variables (the socket's read scope, its request id) for the stream's next task.
+        sub.resume = functools.partial(self._resume, operation, sub, contextvars.copy_context())
+        return True
+
+    def _resume(
+        self, operation: Operation[Context, None], sub: Subscriber, context: contextvars.Context
+    ) -> None:
+        # Synchronous (the hub's routing pass wakes the subscriber): the operation has a task again at once.
+        if self.parked is None or self.parked.pop(operation.id, None) is not sub:
+            return  # completed or closed meanwhile (cleanup_operation finished it)
+        task = asyncio.create_task(self.run_parked(operation, sub), context=context.copy())
+        operation.task = task
+        task.add_done_callback(self._task_done)
+
+    async def run_parked(self, operation: Operation[Context, None], sub: Subscriber) -> None:
+        """The stream of a parked subscription from where it parked, until it parks again or ends. What strawberry's
+        `run_operation` and `Schema.stream` do for each result, without their per-operation objects."""
+        enter_operation(operation)
+        lane = sub.lane
+        assert lane is not None
+        request_id = getattr(self.context, "request_id", None)
+        try:
+            try:
+                results = map_source_to_response_event(lane.executor, live(self.context, sub))
+                async with contextlib.aclosing(results):
+                    async for result in results:
+                        await operation.send_next(_stream_result(result.data, result.errors, request_id))
+            except Parked:
+                return
+            except Exception as exc:  # as strawberry's Schema.stream: the error as the stream's last result
+                error = exc if isinstance(exc, GraphQLError) else GraphQLError(str(exc), original_error=exc)
+                await operation.send_next(_stream_result(None, [error], request_id))
+            await operation.send_operation_message({"id": operation.id, "type": "complete"})
+        except Exception as error:  # as strawberry's run_operation
+            await self.handle_task_exception(error)
+            with contextlib.suppress(Exception):
+                await operation.send_operation_message({"id": operation.id, "type": "complete"})
+            self.operations.pop(operation.id, None)
+            raise
+
+    async def cleanup_operation(self, operation_id: str) -> None:
+        sub = self.parked.pop(operation_id, None) if self.parked else None
+        if sub is None:
+            await super().cleanup_operation(operation_id)
+            return
+        # A parked subscription has no task to cancel: it ends here (`complete`, or its socket closed).
+        self.operations.pop(operation_id, None)
+        finish(self.context, sub)
 
     async def handle_message(self, message: WsMessage) -> None:
         # A lone surrogate cannot be stored or sent as UTF-8: an operation carrying one fails alone
@@ -482,6 +584,12 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
                 close_at_expiry(context.request, expires), name="threadline-ws-token-expiry"
             )
         return None
+
+
+def _stream_result(data: Any, errors: list[GraphQLError] | None, request_id: str | None) -> ExecutionResult:
+    """A stream's result as strawberry hands it to `Operation.send_next` (errors formatted, no extensions)."""
+    formatted = [format_error(e, request_id) for e in errors] if errors else errors
+    return ExecutionResult(data=data, errors=formatted)
 
 
 async def close_at_expiry(websocket: WebSocket, expires: float) -> None:

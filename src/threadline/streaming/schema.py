@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncGenerator
+from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -17,7 +18,7 @@ from threadline.events import log as event_log
 from threadline.events.kinds import EventType
 from threadline.events.log import LoggedEvent
 from threadline.events.payloads import MembershipChanged
-from threadline.graphql.context import Info
+from threadline.graphql.context import Context, Info
 from threadline.ids import Kind, decode_id
 from threadline.presence import service as presence
 from threadline.ratelimits.schema import subscription_started
@@ -51,11 +52,21 @@ def parse_since(hub: StreamHub, tenant_id: uuid.UUID, since: str | None) -> int 
     return hub.cursors.decode(tenant_id, since)
 
 
+class Parked(BaseException):  # noqa: N818 - a signal, not an error
+    """Raised by a live stream at an idle point whose lane takes its events (streaming.direct): the operation's
+    task and every generator above it (graphql-core's, strawberry's, its extension hooks) unwind and are freed,
+    sending nothing, while the subscription stays registered in the hub with its lane open. Its socket's
+    handler (graphql.view) keeps the operation and starts the stream again, with `live`, when the subscriber
+    wakes (an event the lane declines, the end). A BaseException: the `except Exception` blocks above it must
+    not turn it into an error result. Idle sockets' memory: bench/RESULTS.md."""
+
+
 async def _stream(
     info: Info, sub: Subscriber, since: str | None
 ) -> AsyncGenerator[ConversationStreamEvent, None]:
-    db = info.context.db
-    hub = info.context.services.hub
+    context = info.context
+    db = context.db
+    hub = context.services.hub
     since_id = parse_since(hub, sub.tenant_id, since)
     if since_id is not None and since_id < await event_log.pruned_through(db):
         raise ThreadlineError(
@@ -82,22 +93,38 @@ async def _stream(
                 )
                 for event in batch:
                     if sub.wants(event):
-                        _fresh_caches(info)
+                        _fresh_caches(context)
                         yield hub.shared_events.get(event, sub.user_id)
                 if len(batch) < REPLAY_BATCH:
                     break
                 after = batch[-1].id
         elif since_id is not None:
             sub.last = since_id  # a cursor from a process whose hub is ahead of ours
+    except BaseException:
+        finish(context, sub)
+        raise
+    async with aclosing(live(context, sub)) as events:
+        async for rendered in events:
+            yield rendered
+
+
+async def live(context: Context, sub: Subscriber) -> AsyncGenerator[ConversationStreamEvent, None]:
+    """The live part of a subscription's stream (after any replay): what its queue holds, then idle. At an idle
+    point whose lane can take the events and whose socket's handler can start the stream again, it parks
+    (`Parked`); the handler runs `live` again when the subscriber wakes. Ends the subscription (`finish`) when
+    it ends, unless it parked."""
+    hub = context.services.hub
+    parked = False
+    try:
         while True:
             queued = sub.pop()
             if queued is not None:
                 if queued.id <= sub.last:
                     continue
                 sub.last = queued.id
-                _fresh_caches(info)
+                _fresh_caches(context)
                 yield hub.shared_events.get(queued, sub.user_id)
-                if queued.type == EventType.MEMBERSHIP_CHANGED and await _lost_access(info, sub, queued):
+                if queued.type == EventType.MEMBERSHIP_CHANGED and await _lost_access(context, sub, queued):
                     return
                 continue
             if sub.overflowed:
@@ -114,17 +141,29 @@ async def _stream(
                 return
             # Idle with everything sent: the hub may write events straight to the socket meanwhile.
             hub.open_lane(sub)
+            lane = sub.lane
+            if sub.lane_open and lane is not None and lane.socket.park(sub):
+                parked = True  # the lane stays open; sub.resume starts the stream again
+                raise Parked
             try:
                 await sub.idle()
             finally:
                 sub.close_lane()
     finally:
-        sub.close_lane()
-        hub.unsubscribe(sub)
-        if hub.local_subscriptions(sub.user_id) == 0:
-            task = asyncio.create_task(presence.heartbeat(db, sub.tenant_id, sub.user_id, "OFFLINE"))
-            _background.add(task)
-            task.add_done_callback(_background.discard)
+        if not parked:
+            finish(context, sub)
+
+
+def finish(context: Context, sub: Subscriber) -> None:
+    """The subscription is over: out of the hub, and OFFLINE once the user has no other subscription here."""
+    sub.resume = None
+    sub.close_lane()
+    hub = context.services.hub
+    hub.unsubscribe(sub)
+    if hub.local_subscriptions(sub.user_id) == 0:
+        task = asyncio.create_task(presence.heartbeat(context.db, sub.tenant_id, sub.user_id, "OFFLINE"))
+        _background.add(task)
+        task.add_done_callback(_background.discard)
 
 
 def selected_only(info: Info) -> frozenset[str]:
@@ -143,12 +182,12 @@ def selected_only(info: Info) -> frozenset[str]:
     return frozenset(kind for kind, type_name in SELECTED_ONLY.items() if type_name in names)
 
 
-def _fresh_caches(info: Info) -> None:
+def _fresh_caches(context: Context) -> None:
     # The context lives as long as the socket: loaders must not serve one event's data to the next.
-    info.context.forget_loaders()
+    context.forget_loaders()
 
 
-async def _lost_access(info: Info, sub: Subscriber, event: LoggedEvent) -> bool:
+async def _lost_access(context: Context, sub: Subscriber, event: LoggedEvent) -> bool:
     """After a membership.changed removing the subscriber itself, a conversation stream ends unless access
     remains (an admin, say)."""
     if sub.follows_viewer:
@@ -156,9 +195,9 @@ async def _lost_access(info: Info, sub: Subscriber, event: LoggedEvent) -> bool:
     data = event.data
     if not isinstance(data, MembershipChanged) or data.user_id != sub.user_id or data.change != "REMOVED":
         return False
-    principal = await info.context.principal()
+    principal = await context.principal()
     try:
-        await require(info.context.db, principal, next(iter(sub.conversations)), Access.READ)
+        await require(context.db, principal, next(iter(sub.conversations)), Access.READ)
     except ThreadlineError:
         return True
     return False

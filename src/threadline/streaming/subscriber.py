@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -55,6 +56,9 @@ class Subscriber:
     group: LaneGroup | None = None  # while its lane is open, the group it shares frames with (if any)
     # The SELECTED_ONLY event types this subscription's selection names (the others of them are not sent).
     selected_only: frozenset[str] = frozenset()
+    # While parked (its stream's task and generators are gone, its lane open: streaming.schema `Parked`): what
+    # starts its stream again when something needs the stock path (an event the lane declines, the end).
+    resume: Callable[[], None] | None = None
 
     tenant_int: int = field(init=False)  # tenant_id.int: the hub's hot path compares ints, not UUIDs
 
@@ -73,8 +77,14 @@ class Subscriber:
 
     def wake(self) -> None:
         waiter = self.waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        if waiter is not None:
+            if not waiter.done():
+                waiter.set_result(None)
+            return
+        resume = self.resume
+        if resume is not None:  # parked: its stream starts again (once) and finds what woke it
+            self.resume = None
+            resume()
 
     async def idle(self) -> None:
         """Waits for `wake` (an event queued, an overflow, the end)."""

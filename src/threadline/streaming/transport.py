@@ -139,6 +139,12 @@ class DirectSocket:
         """Writes whole frames in one go (one system call for however many there are)."""
         self._transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
 
+    def park(self, subscriber: Any) -> bool:
+        """Asks the operation's handler (graphql.view's) to park the subscription: True when it took it, and the
+        stream may end its task (streaming.schema `Parked`); False: the stream idles in its task as before."""
+        park = getattr(self._operation.handler, "park", None)
+        return bool(park is not None and park(self._operation, subscriber))
+
 
 class _SlimDeque(list[Any]):
     """What asyncio's Queue and Event use of a deque (append, popleft, remove, len, iteration), in a list: an empty
