@@ -9,8 +9,10 @@ import functools
 import json
 import sys
 import time
+from collections.abc import AsyncGenerator
 from datetime import timedelta
-from typing import Any
+from json import JSONDecodeError
+from typing import Any, cast
 
 import orjson
 from cross_web import HTTPException
@@ -20,9 +22,10 @@ from starlette.datastructures import Headers
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import Message, Receive, Scope, Send
-from starlette.websockets import WebSocket
-from strawberry.asgi import GraphQL
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+from strawberry.asgi import ASGIWebSocketAdapter, GraphQL
 from strawberry.extensions import SchemaExtension
+from strawberry.http.exceptions import NonJsonMessageReceived, NonTextMessageReceived
 from strawberry.subscriptions import GRAPHQL_TRANSPORT_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
@@ -269,6 +272,19 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         finish(self.context, sub)
 
     async def handle_message(self, message: WsMessage) -> None:
+        payload = message.get("payload") if isinstance(message, dict) else None
+        if isinstance(payload, dict) and type(payload.get("query")) is str:
+            # The operation keeps its query text as long as it runs: sockets sending the same one share it.
+            payload["query"] = sys.intern(payload["query"])
+        try:
+            await self._handle_message(message)
+        finally:
+            if isinstance(message, dict):
+                # strawberry's reader loop holds the message until the next one comes (for an idle socket,
+                # indefinitely): what the operation needs of it, it has taken.
+                cast("dict[str, Any]", message).clear()
+
+    async def _handle_message(self, message: WsMessage) -> None:
         # A lone surrogate cannot be stored or sent as UTF-8: an operation carrying one fails alone
         # (BAD_USER_INPUT), any other message closes the socket (4400) like any malformed message.
         if not request_json.holds_lone_surrogate(message):
@@ -314,8 +330,31 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             await self.websocket.close(code=1013, reason="database unavailable; retry later")
 
 
+class LeanWebSocketAdapter(ASGIWebSocketAdapter):
+    """strawberry's ASGI WebSocket adapter, whose `iter_json` does not keep the last message's text while it waits
+    for the next (an idle socket's last message is its `subscribe`)."""
+
+    async def iter_json(self, *, ignore_parsing_errors: bool = False) -> AsyncGenerator[object, None]:
+        ws = self.ws
+        try:
+            while ws.application_state != WebSocketState.DISCONNECTED:
+                try:
+                    message = self.view.decode_json(await ws.receive_text())
+                except JSONDecodeError as e:
+                    if not ignore_parsing_errors:
+                        raise NonJsonMessageReceived from e
+                    continue
+                yield message
+                del message
+        except KeyError as e:
+            raise NonTextMessageReceived from e
+        except WebSocketDisconnect:
+            pass
+
+
 class ThreadlineGraphQL(GraphQL[Context, None]):
     graphql_transport_ws_handler_class = TransportWSHandler
+    websocket_adapter_class = LeanWebSocketAdapter
 
     def __init__(self, schema: Any, services: Any, *, graphiql: bool) -> None:
         super().__init__(

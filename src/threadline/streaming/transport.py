@@ -12,7 +12,8 @@ No public API offers what that needs, so this module reaches into:
 - strawberry's graphql-transport-ws operations: the handler's `operations` (a completed operation leaves it),
   and the exact bytes of its `next` message (orjson of `{"id", "type", "payload"}`, in a text frame);
 - for idle sockets' memory (`slim`): uvicorn's handshake request and response, the deques inside its receive
-  queue and `writable` event (asyncio's Queue and Event), and strawberry's connection-init timeout task.
+  queue and `writable` event (asyncio's Queue and Event), websockets' handshake parser (`_restart_frame_parser`),
+  and strawberry's connection-init timeout task.
 
 Everything else goes through the narrow interface below: `CaptureDirectSockets` (the outermost ASGI
 middleware, app.py), `enter_operation` (graphql.view's handler, in each operation's task), `DirectSocket`
@@ -34,7 +35,9 @@ from typing import TYPE_CHECKING, Any
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
 from websockets.extensions.permessage_deflate import PerMessageDeflate
-from websockets.protocol import State
+from websockets.protocol import Protocol, State
+from websockets.server import ServerProtocol
+from websockets.streams import StreamReader
 
 if TYPE_CHECKING:
     # Typed against the pinned releases: mypy sees an attribute this module relies on that a release renames.
@@ -164,7 +167,8 @@ def slim(protocol: WebSocketsSansIOProtocol, operation: Operation[Any, Any]) -> 
 
     - uvicorn's handshake request and response (their headers; the ASGI scope keeps its own copy): read only
       while accepting;
-    - uvicorn's receive queue (an asyncio.Queue: three deques) and its `writable` event (one deque);
+    - uvicorn's receive queue (an asyncio.Queue: three deques and an Event's) and its `writable` event (one deque);
+    - websockets' parser generator, which holds the handshake request (`_restart_frame_parser`);
     - strawberry's connection-init timeout task, done once `connection_init` came."""
     if not protocol.handshake_complete or protocol.close_sent:
         return
@@ -176,12 +180,41 @@ def slim(protocol: WebSocketsSansIOProtocol, operation: Operation[Any, Any]) -> 
     if type(queue) is asyncio.Queue:
         for name in ("_queue", "_getters", "_putters"):
             _slim_attribute(queue, name)
+        finished = getattr(queue, "_finished", None)
+        if type(finished) is asyncio.Event:
+            _slim_attribute(finished, "_waiters")
     if type(protocol.writable) is asyncio.Event:
         _slim_attribute(protocol.writable, "_waiters")
+    _restart_frame_parser(protocol.conn)
     handler = operation.handler
     task = handler.connection_init_timeout_task
     if task is not None and task.done():
         handler.connection_init_timeout_task = None
+
+
+def _restart_frame_parser(conn: Any) -> None:
+    """websockets' server parser is a generator that parsed the handshake request and then parses frames (`yield
+    from` the base protocol's parser): its frame keeps that request, headers and all (~2.3 KB), for the
+    connection's life. Between frames (the base parser waits in `at_eof` on an empty buffer) a fresh base parser
+    is in exactly the same state: it takes over, and the old one is closed."""
+    parser = conn.parser
+    inner = getattr(parser, "gi_yieldfrom", None)
+    waiting = getattr(inner, "gi_yieldfrom", None)
+    reader = conn.reader
+    if (
+        type(conn) is not ServerProtocol
+        or getattr(parser, "gi_code", None) is not ServerProtocol.parse.__code__
+        or getattr(inner, "gi_code", None) is not Protocol.parse.__code__
+        or getattr(waiting, "gi_code", None) is not StreamReader.at_eof.__code__
+        or reader.buffer
+        or reader.eof
+        or conn.state is not State.OPEN
+    ):
+        return
+    fresh = Protocol.parse(conn)
+    next(fresh)  # runs to the same point: at_eof, waiting for data
+    conn.parser = fresh
+    parser.close()
 
 
 def _slim_attribute(owner: object, name: str) -> None:
