@@ -393,13 +393,22 @@ def _await_subscriptions(url: str, expected: int, timeout: float = 60.0) -> None
 
 
 def run_threadline(
-    subscribers: int, rate: float, seconds: float, procs: int, source: str
+    subscribers: int,
+    rate: float,
+    seconds: float,
+    procs: int,
+    source: str,
+    env: dict[str, str] | None = None,
+    publisher_env: dict[str, str] | None = None,
 ) -> dict[str, float]:
+    """`env`: the subscribers' server's extra environment; `publisher_env`: publish through a second server
+    process with it (bench/engines.py: two processes on Redis or on NOTIFY) instead of the subscribers' own."""
     database = Database(commit_timestamps=True)
     dsn = database.start()
     # One user holds every subscription and publishes every event: the default budgets (600 subscription
     # starts and 1,200 mutations a minute per user) would refuse most of them.
-    server = Server(dsn, env=UNTHROTTLED)
+    server = Server(dsn, env={**UNTHROTTLED, **(env or {})})
+    publisher = server if publisher_env is None else Server(dsn, env={**UNTHROTTLED, **publisher_env})
     try:
         caller = create_tenant(dsn)
         with httpx.Client(base_url=server.url, headers=caller.headers, timeout=60) as client:
@@ -419,7 +428,7 @@ def run_threadline(
 
         async def publish() -> int:
             limit = asyncio.Semaphore(16)
-            async with httpx.AsyncClient(base_url=server.url, headers=caller.headers, timeout=60) as http:
+            async with httpx.AsyncClient(base_url=publisher.url, headers=caller.headers, timeout=60) as http:
 
                 async def one(i: int) -> None:
                     async with limit:
@@ -468,6 +477,8 @@ def run_threadline(
         hub["stages"] = _stages(receipts, committed, timeline)
         return {**_report(sent, subscribers, seconds, receipts, cpu, frames, committed), "hub": hub}
     finally:
+        if publisher is not server:
+            publisher.stop()
         server.stop()
         database.stop()
 
@@ -827,6 +838,13 @@ def run_idle_threadline(
                 "frames_per_socket": round(sum(expected) / subscribers, 2),
                 **_rounds(clients, trigger, expected, rounds),
             }
+        if sources:
+            # Again after the rounds: the events the lanes declined (none expected here) or the sockets woke for
+            # must not leave per-socket tasks behind (parked subscriptions park again).
+            time.sleep(2.0)
+            result["memory_after"] = httpx.get(
+                f"{server.url}/_bench/memory", params={"op": "diff", "per": str(subscribers)}, timeout=300
+            ).json()
         result["lost_sockets"] = clients.counts()[1]
         clients.stop()
         return result
@@ -943,6 +961,14 @@ def idle_main(args: argparse.Namespace) -> None:
         print(
             f"{name:12} {m['rss_delta'] / n / 1024:>8.1f} KB {traced / n / 1024 if traced else float('nan'):>11.1f} KB "
             f"{r['connect_s']:>10.1f} {r['lost_sockets']:>5}"
+        )
+    after = threadline.get("memory_after")
+    if after is not None:
+        traced = after.get("traced_delta")
+        tasks = (after.get("objects") or {}).get("Task", 0)
+        print(
+            f"{'  after rounds':12} {after['rss_delta'] / n / 1024:>8.1f} KB "
+            f"{traced / n / 1024 if traced else float('nan'):>11.1f} KB   (asyncio tasks per socket: {tasks})"
         )
     if baseline is not None:
         print(
