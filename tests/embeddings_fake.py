@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import uvicorn
@@ -75,3 +76,11 @@ class FakeEmbeddings:
         data.reverse()  # clients must order by `index`, not by position
         usage = {"prompt_tokens": len(body["input"]), "total_tokens": len(body["input"])}
         return JSONResponse({"object": "list", "data": data, "model": body["model"], "usage": usage})
+
+
+def running(dimensions: int = 64) -> Iterator[FakeEmbeddings]:
+    """A started endpoint for a fixture (`yield from running()`), stopped after."""
+    endpoint = FakeEmbeddings(dimensions=dimensions)
+    endpoint.start()
+    yield endpoint
+    endpoint.stop()

@@ -18,7 +18,7 @@ import asyncpg
 import pytest
 
 from tests.api import create_conversation, start_thread
-from tests.embeddings_fake import REFUSED, FakeEmbeddings
+from tests.embeddings_fake import REFUSED, FakeEmbeddings, running
 from tests.harness import Actor, Loop, ServerThread, create_admin, test_settings
 
 SEARCH = """query($q: String!) { search(input: {query: $q, mode: SEMANTIC}, first: 50) {
@@ -42,10 +42,7 @@ PARAPHRASES = (
 
 @pytest.fixture
 def fake() -> Iterator[FakeEmbeddings]:
-    endpoint = FakeEmbeddings(dimensions=64)
-    endpoint.start()
-    yield endpoint
-    endpoint.stop()
+    yield from running(64)
 
 
 def queue_rows(loop: Loop, dsn: str) -> list[asyncpg.Record]:

@@ -5,11 +5,13 @@ as the conversation grows; deleted content leaving the results; jobs visible, re
 
 from __future__ import annotations
 
+import asyncio
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from tests.api import join, reply, start_thread
-from tests.harness import Actor
+from tests.harness import Actor, ServerThread
 from tests.ws import WsClient
 
 CREATE = "mutation($i: ConversationCreateInput!) { conversationCreate(input: $i) { id title titleSource } }"
@@ -24,6 +26,16 @@ DELETE = "mutation($id: ID!) { messageDelete(id: $id) { id } }"
 EVENTS = """subscription($c: ID!) { conversationEvents(conversationId: $c) { type conversationId
   ... on EnrichmentJobEvent { kind status } } }"""
 SETTLED = {"COMPLETED", "SKIPPED", "FAILED", "WAITING"}
+
+
+def pause_enrichment(server: ServerThread) -> Iterator[None]:
+    """The session server's enrichment worker stopped while the caller runs (a module's own server, or a
+    `threadline worker`, is then the only one taking jobs), started again after."""
+    worker = server.app.state.services.enrichment
+    loop = worker._task.get_loop()
+    asyncio.run_coroutine_threadsafe(worker.stop(), loop).result(timeout=30)
+    yield
+    asyncio.run_coroutine_threadsafe(worker.start(), loop).result(timeout=30)
 
 
 def new_conversation(actor: Actor, **fields: Any) -> str:

@@ -5,14 +5,22 @@ this module, so only this module's server (which knows the fake) takes the jobs.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 
 import pytest
 
 from tests.harness import Actor, ServerThread
-from tests.test_enrichment import EVENTS, RETRY, UPDATE, exchange, jobs, new_conversation, settled
+from tests.test_enrichment import (
+    EVENTS,
+    RETRY,
+    UPDATE,
+    exchange,
+    jobs,
+    new_conversation,
+    pause_enrichment,
+    settled,
+)
 from tests.test_runs_support import FakeOpenAI, fake_openai, on, runs_server
 from tests.ws import WsClient
 
@@ -24,9 +32,8 @@ def fake() -> Iterator[FakeOpenAI]:
 
 @pytest.fixture(scope="module")
 def enriching(dsn: str, fake: FakeOpenAI, server: ServerThread) -> Iterator[ServerThread]:
-    worker = server.app.state.services.enrichment
-    loop = worker._task.get_loop()
-    asyncio.run_coroutine_threadsafe(worker.stop(), loop).result(timeout=30)
+    paused = pause_enrichment(server)
+    next(paused)
     own = runs_server(
         dsn,
         openai_base_url=fake.base_url,
@@ -41,7 +48,7 @@ def enriching(dsn: str, fake: FakeOpenAI, server: ServerThread) -> Iterator[Serv
     own.start()
     yield own
     own.stop()
-    asyncio.run_coroutine_threadsafe(worker.start(), loop).result(timeout=30)
+    next(paused, None)
 
 
 @pytest.fixture

@@ -38,9 +38,10 @@ STREAM_TYPES = ("message.delta", "message.done", "error")
 
 
 class WorkerProcess:
-    """`threadline worker` in a subprocess, on the test database and the module's queue."""
+    """`threadline worker` in a subprocess, on the test database and the module's queue (`args`: more of its
+    command line, e.g. `--jobs enrichment`)."""
 
-    def __init__(self, dsn: str, queue: str, **env: str) -> None:
+    def __init__(self, dsn: str, queue: str, *args: str, **env: str) -> None:
         environment = {
             **os.environ,
             "DATABASE_URL": dsn,
@@ -53,7 +54,7 @@ class WorkerProcess:
             **env,
         }
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "threadline.cli", "worker", "--concurrency", "2"],
+            [sys.executable, "-m", "threadline.cli", "worker", "--concurrency", "2", *args],
             env=environment,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
