@@ -24,6 +24,7 @@ from threadline.db.embedded import EmbeddedPostgres, resolve_database_url
 from threadline.db.migrate import apply_migrations
 from threadline.files import routes as files_routes
 from threadline.graphql import graphiql
+from threadline.graphql.http_fast import LeanGraphQL
 from threadline.graphql.view import ThreadlineGraphQL
 from threadline.observability.repository import ping
 from threadline.settings import Settings
@@ -78,6 +79,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
         schema = traced(build_schema())
     services = Services(settings=settings, credentials=CredentialCache(settings.credential_cache_seconds))
     graphql = ThreadlineGraphQL(schema, services, graphiql=not settings.production)
+    graphql_http = LeanGraphQL(graphql)  # plain JSON POSTs skip strawberry's HTTP view (http_fast)
     from threadline.gateway.routes import Gateway
 
     gateway = Gateway(services)  # the OpenAI-compatible /v1 endpoints
@@ -215,7 +217,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
             Route("/share/{token}", share_page, methods=["GET"]),
             Route("/files", files_routes.upload, methods=["POST"]),
             Route("/files/{file_id}", files_routes.download, methods=["GET"]),
-            Route("/graphql", graphql, methods=["GET", "POST"]),
+            Route("/graphql", graphql_http, methods=["GET", "POST"]),
             WebSocketRoute("/graphql", graphql),
             *gateway.routes(),
         ],
@@ -223,4 +225,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
         lifespan=lifespan,
     )
     app.state.services = services
+    app.state.graphql_http = graphql_http
     return app

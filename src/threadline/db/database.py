@@ -108,6 +108,15 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     )
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's reset on release: nothing beyond asyncpg's own (an open transaction is rolled back, listener
+    callbacks are dropped). asyncpg's default sends `SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *;
+    RESET ALL` after every statement: a round trip per pooled statement, for session state this process never
+    leaves on a pooled connection. Pooled statements use transaction-scoped locks and settings only
+    (`pg_advisory_xact_lock`, `SET LOCAL`, `set_config(..., true)`), no cursors, no LISTEN (the hub and the
+    workers listen on connections of their own); tests/test_pool_reset.py checks the source keeps it so."""
+
+
 class Transaction:
     """An open transaction on one connection. Statements run one at a time (asyncpg forbids overlap)."""
 
@@ -169,6 +178,7 @@ class Database:
             min_size=min_size,
             max_size=max_size,
             init=_init_connection,
+            reset=_keep_session,
             command_timeout=60,
             server_settings=server_settings,
         )

@@ -1,0 +1,200 @@
+"""The lean POST /graphql: one JSON operation answered without strawberry's generic HTTP view (issue 14).
+
+Most requests are a POST whose body is `{"query", "variables", "operationName"}` as `application/json`. For
+those, strawberry's view builds a request adapter, parses the content type, looks for multipart uploads and
+stream transports, checks batching and persisted document ids, and runs each step through several layers of
+awaits. `LeanGraphQL` answers them in one straight pass: it reads the headers it needs from the raw ASGI
+list, reads the body, decodes it with the view's own `parse_json`, and then calls the same pieces the view
+calls (`get_context`, strawberry's `execute_single` with all schema extensions, `process_result`,
+`create_response`), so the status, the headers and the body bytes are the stock ones: tests/test_http_lean.py
+sends the same requests both ways and compares them.
+
+Everything else goes to the view untouched, before anything is executed: other methods, an Accept header
+that negotiates no JSON type or asks for a stream, another Content-Type, a body without a Content-Length or
+over the limit, a body that does not decode to a plain object, batches, `extensions` and `documentId`
+(persisted documents), and any document that mentions `subscription`, `defer` or `stream` (the operation
+could be streamed). A body already read is replayed to the view, so its refusals are its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from cross_web import HTTPException
+from starlette.requests import Request
+from starlette.types import Message, Receive, Scope, Send
+from strawberry.http import GraphQLRequestData
+from strawberry.types import ExecutionResult
+from strawberry.types.graphql import OperationType
+
+from threadline.db.database import database_unavailable
+from threadline.errors import ErrorCode
+from threadline.graphql import batching, over_http, request_json
+from threadline.graphql.view import ThreadlineGraphQL, error_response, json_too_deep, unavailable_response
+
+__all__ = ["LeanGraphQL"]
+
+_POST = OperationType.from_http("POST")
+_PLAIN_KEYS = frozenset({"query", "variables", "operationName"})
+# Words after which a document may stream (a subscription, @defer, @stream): such requests take the view.
+_STREAMING_WORDS = (b"subscription", b"defer", b"stream")
+
+
+class _Method:
+    """What strawberry's `execute_single` reads of its request adapter."""
+
+    method = "POST"
+
+
+_ADAPTER = _Method()
+
+
+class LeanGraphQL:
+    """The /graphql HTTP endpoint: plain JSON POSTs answered here, everything else by `view`."""
+
+    def __init__(self, view: ThreadlineGraphQL, *, enabled: bool = True) -> None:
+        self.view = view
+        self.enabled = enabled  # tests compare both paths on one server
+        self.served = 0  # requests answered here (tests check that the lean path ran)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        view = self.view
+        if not self.enabled or scope["type"] != "http" or scope["method"] != "POST":
+            await view(scope, receive, send)
+            return
+        accept = content_type = length = None
+        for name, value in scope["headers"]:
+            if name == b"accept":
+                if accept is None:
+                    accept = value.decode("latin-1")
+            elif name == b"content-type":
+                if content_type is None:
+                    content_type = value.decode("latin-1")
+            elif name == b"content-length" and length is None:
+                length = value
+        limit = view.services.settings.request_max_bytes
+        media_type = over_http.negotiate(accept)
+        if (
+            media_type is None
+            or length is None
+            or not length.isdigit()
+            or int(length) > limit
+            or not over_http.is_json_body(content_type)
+            or view._get_stream_transport_from_headers({"accept": accept or ""}) is not None
+        ):
+            await view(scope, receive, send)
+            return
+        body, messages = await _read_body(receive, limit)
+        if body is None:  # over the limit, or the client left: the view says so
+            await view(scope, _replay(messages, receive), send)
+            return
+        request = self._plain_request(body)
+        if request is None:
+            await view(scope, _replay(messages, receive), send)
+            return
+        self.served += 1
+        await self._answer(scope, _replay(messages, receive), send, body, request, media_type)
+
+    def _plain_request(self, body: bytes) -> GraphQLRequestData | None:
+        """The body's operation when it is one plain operation this path answers as the view would."""
+        if b"documentId" in body:  # persisted documents: graphql.persisted lifts it in the view
+            return None
+        lowered = body.lower()
+        if any(word in lowered for word in _STREAMING_WORDS):
+            return None
+        try:
+            data = self.view.parse_json(body)
+        except Exception:  # noqa: BLE001 - the view refuses it, with its own status and message
+            return None
+        if type(data) is not dict or not data.keys() <= _PLAIN_KEYS:
+            return None
+        query, variables, operation_name = data.get("query"), data.get("variables"), data.get("operationName")
+        if (
+            type(query) is not str
+            or not (variables is None or type(variables) is dict)
+            or not (operation_name is None or type(operation_name) is str)
+        ):
+            return None
+        return GraphQLRequestData(
+            query=query, variables=variables, operation_name=operation_name, extensions=None, protocol="http"
+        )
+
+    async def _answer(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        body: bytes,
+        data: GraphQLRequestData,
+        media_type: str,
+    ) -> None:
+        """What `ThreadlineGraphQL.__call__` and strawberry's `run` do for one plain JSON operation."""
+        view = self.view
+        over_http.use(media_type)
+        request_id = scope.get("state", {}).get("request_id")  # set by observability.RequestIds
+        request = Request(scope=scope, receive=receive)
+        request._body = body  # read already: request.body() answers from it
+        try:
+            sub_response = await view.get_sub_response(request)
+            context = await view.get_context(request, response=sub_response)
+            result = await view.execute_single(
+                request=request,
+                request_adapter=_ADAPTER,  # type: ignore[arg-type]
+                sub_response=sub_response,
+                context=context,
+                root_value=None,  # the view's get_root_value: GraphQL[Context, None]
+                request_data=data,
+            )
+            if not isinstance(result, ExecutionResult):  # not streamed: see the words checked above
+                raise RuntimeError(f"the lean POST path cannot answer a {type(result).__name__}")
+            response_data = await view.process_result(request=request, result=result)
+            if result.errors:
+                view._handle_errors(result.errors, response_data)
+            response = view.create_response(response_data=response_data, sub_response=sub_response)
+        except HTTPException as exc:  # as ThreadlineGraphQL.__call__ answers them
+            code = ErrorCode.NOT_FOUND if exc.status_code == 404 else ErrorCode.BAD_USER_INPUT
+            status = over_http.refusal_status(exc, exc.status_code)
+            response = error_response(exc.reason, code, status, request_id, **batching.error_extensions(exc))
+            if isinstance(exc.__cause__, request_json.JsonTooDeep):
+                response = json_too_deep(request_id)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            response = unavailable_response("The server is shutting down; retry later", request_id)
+        except Exception as exc:
+            if not database_unavailable(exc):
+                raise
+            response = unavailable_response("The database is unavailable; retry later", request_id)
+        await response(scope, receive, send)
+
+
+async def _read_body(receive: Receive, limit: int) -> tuple[bytes | None, list[Message]]:
+    """The request body (None if it passes `limit` bytes or the client disconnects) and the messages read."""
+    messages: list[Message] = []
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        messages.append(message)
+        if message["type"] != "http.request":
+            return None, messages
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            return None, messages
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            return b"".join(chunks), messages
+
+
+def _replay(messages: list[Message], receive: Receive) -> Receive:
+    """`receive` that gives back the messages already read, then the server's own."""
+    pending = list(messages)
+
+    async def replay() -> Message:
+        if pending:
+            return pending.pop(0)
+        return await receive()
+
+    return replay
