@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from threadline import crypto
 from threadline.auth.principal import Principal
 from threadline.conversations.access_rule import reach
 from threadline.db import Executor
@@ -29,25 +30,68 @@ UNPINNED_RANK = 2**31 - 1
 PIN_RANK = f"COALESCE(pn.position, {UNPINNED_RANK})"
 
 
+# The full-text vector of a conversation whose title or description is sealed (THREADLINE_ENCRYPT_TITLES, crypto/):
+# computed by the writing statement from the plaintext parameters, as the trigger would from the columns.
+LABEL_VECTOR = """setweight(threadline_search_vector(threadline_search_config({t}), {label}::text), 'A')
+    || setweight(threadline_search_vector(threadline_search_config({t}), coalesce({description}::text, '')), 'B')"""
+
+
+async def sealed_labels(
+    db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID | None, changes: dict[str, Any]
+) -> tuple[dict[str, Any], tuple[str, str] | None]:
+    """`changes` with the title and description sealed when titles are (crypto/), and the plaintext label (title
+    and tags) and description the vector is computed from; (changes, None) otherwise."""
+    if not crypto.sealing_titles() or not {"title", "description", "tags"} & changes.keys():
+        return changes, None
+    current: Any = {}
+    if conversation_id is not None and not {"title", "description", "tags"} <= changes.keys():
+        current = (
+            await db.fetchrow(
+                "SELECT title, description, tags FROM conversation WHERE tenant_id = $1 AND id = $2",
+                tenant_id,
+                conversation_id,
+            )
+            or {}
+        )
+
+    def now(key: str) -> Any:
+        return changes[key] if key in changes else current.get(key)
+
+    out = dict(changes)
+    for key in ("title", "description"):
+        if changes.get(key):
+            out[key] = await crypto.seal_title(tenant_id, changes[key])
+    label = (now("title") or "") + " " + " ".join(now("tags") or [])
+    return out, (label, now("description") or "")
+
+
 async def insert_conversation(
     db: Executor, tenant_id: uuid.UUID, owner_id: uuid.UUID, **f: Any
 ) -> asyncpg.Record:
+    stored, vector = await sealed_labels(
+        db, tenant_id, None, {"title": f["title"], "description": f["description"], "tags": f["tags"]}
+    )
     row = await db.fetchrow(
         f"""INSERT INTO conversation AS c (id, tenant_id, owner_id, title, description, tags, status,
-                session_id, ai_provider, model, max_history_messages, message_count, token_count, title_source)
-            VALUES ($1, $2, $3, $4, $5, $6, 'ACTIVE', $7, $8, $9, $10, 0, 0, $11)
+                session_id, ai_provider, model, max_history_messages, message_count, token_count, title_source,
+                search_vector)
+            VALUES ($1, $2, $3, $4, $5, $6, 'ACTIVE', $7, $8, $9, $10, 0, 0, $11,
+                    CASE WHEN $12::text IS NOT NULL THEN {LABEL_VECTOR.format(t="$2", label="$12", description="$13")}
+                    END)
             RETURNING {CONVERSATION_COLUMNS}""",
         uuid.uuid4(),
         tenant_id,
         owner_id,
-        f["title"],
-        f["description"],
+        stored["title"],
+        stored["description"],
         f["tags"],
         f["session_id"],
         f["ai_provider"],
         f["model"],
         f["max_history_messages"],
         f.get("title_source", "USER"),
+        vector[0] if vector else None,
+        vector[1] if vector else None,
     )
     assert row is not None
     return row
@@ -205,9 +249,14 @@ async def update_conversation(
 ) -> asyncpg.Record:
     sets = []
     params: list[Any] = [tenant_id, conversation_id]
+    changes, vector = await sealed_labels(db, tenant_id, conversation_id, changes)
     for column, value in changes.items():
         params.append(value)
         sets.append(f"{column} = ${len(params)}")
+    if vector is not None:
+        params.extend(vector)
+        label, description = f"${len(params) - 1}", f"${len(params)}"
+        sets.append("search_vector = " + LABEL_VECTOR.format(t="$1", label=label, description=description))
     sets.append("updated_at = now()")
     row = await db.fetchrow(
         f"""UPDATE conversation AS c SET {", ".join(sets)} WHERE c.tenant_id = $1 AND c.id = $2

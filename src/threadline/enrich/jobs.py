@@ -16,6 +16,7 @@ from typing import Any
 
 import asyncpg
 
+from threadline import crypto
 from threadline.db import Executor
 from threadline.enrich import repository as repo
 from threadline.enrich import text
@@ -223,6 +224,10 @@ async def execute(ctx: JobContext, job: asyncpg.Record) -> str | None:
             outcome = _failure(job, ctx.settings, "INTERNAL", "The generation failed")
     if await privacy.tenant_policy(ctx.db, job["tenant_id"]) in MASKING:
         outcome = _masked(outcome)
+    # A title or summary is content: its job row holds it sealed like the messages (crypto/, encryption at rest).
+    if outcome.changes.get("result_text"):
+        sealed = await crypto.seal(job["tenant_id"], outcome.changes["result_text"])
+        outcome = Outcome(outcome.status, {**outcome.changes, "result_text": sealed}, outcome.title)
     async with ctx.db.transaction() as tx:
         if outcome.title is not None:
             if await repo.title_source(tx, job["tenant_id"], job["conversation_id"], lock=True) != "DEFAULT":

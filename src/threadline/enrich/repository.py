@@ -8,6 +8,7 @@ from typing import Any
 
 import asyncpg
 
+from threadline.conversations.repository import LABEL_VECTOR, sealed_labels
 from threadline.db import Executor
 
 CHANNEL = "threadline_enrichment"
@@ -180,13 +181,19 @@ async def title_source(
 
 
 async def apply_title(db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID, title: str) -> bool:
-    """Set a generated title unless someone set one meanwhile (the row lock orders it after their update)."""
+    """Set a generated title unless someone set one meanwhile (the row lock orders it after their update). Sealed,
+    with its vector from the plaintext, where titles are (crypto/)."""
+    stored, vector = await sealed_labels(db, tenant_id, conversation_id, {"title": title})
     row = await db.fetchrow(
-        """UPDATE conversation SET title = $3, title_source = 'GENERATED', updated_at = now()
+        f"""UPDATE conversation SET title = $3, title_source = 'GENERATED', updated_at = now(),
+               search_vector = CASE WHEN $4::text IS NULL THEN search_vector
+                                    ELSE {LABEL_VECTOR.format(t="$1", label="$4", description="$5")} END
            WHERE tenant_id = $1 AND id = $2 AND title_source = 'DEFAULT' AND status <> 'DELETED' RETURNING id""",
         tenant_id,
         conversation_id,
-        title,
+        stored["title"],
+        vector[0] if vector else None,
+        vector[1] if vector else None,
     )
     return row is not None
 

@@ -19,6 +19,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+from threadline import crypto
 from threadline.db import Executor
 from threadline.events import repository as event_repo
 from threadline.events.stored import text_fields
@@ -34,5 +35,9 @@ async def follow_messages(tx: Executor, tenant_id: uuid.UUID, rows: Iterable[Any
     current = {str(row["id"]): current_text(row) for row in rows}
     if not current:
         return
+    if crypto.sealing():  # encryption at rest: the log holds the text sealed like the message
+        authors = {str(row["id"]): row.get("author_id") for row in rows}
+        for key, fields in current.items():
+            fields["content"] = await crypto.seal(tenant_id, fields["content"], authors.get(key))
     # Keyed by the message id as text: the statement merges each message's patch into its snapshots.
     await event_repo.rewrite_message_events(tx, tenant_id, current)

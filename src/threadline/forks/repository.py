@@ -76,16 +76,18 @@ async def copy_messages(
                 SELECT m.id, m.root_id, m.parent_id, m.depth, {_PATH[mode]} AS path,
                        {_CHILD_COUNT[mode]} AS child_count, m.role, m.content, m.author_id, m.model,
                        m.prompt_tokens, m.completion_tokens, m.created_at, m.edited_at, m.deleted_at, m.metadata,
-                       m.parts, m.seq, gen_random_uuid() AS new_id
+                       m.parts, m.seq, gen_random_uuid() AS new_id,
+                       -- sealed content (crypto/) brings its vector: the trigger cannot read it
+                       CASE WHEN left(m.content, 5) = chr(30) || 'tl1:' THEN m.search_vector END AS search_vector
                 FROM message m, {_POSITION} WHERE {_SELECTION[mode]}
             ), copied AS (
                 INSERT INTO message (id, tenant_id, conversation_id, root_id, parent_id, depth, path, child_count,
                     role, content, author_id, model, prompt_tokens, completion_tokens, created_at, edited_at,
-                    deleted_at, usage_imported, metadata, parts)
+                    deleted_at, usage_imported, metadata, parts, search_vector)
                 SELECT s.new_id, $1, $7, r.new_id, p.new_id, s.depth, s.path, s.child_count, s.role, s.content,
                        s.author_id, s.model, s.prompt_tokens, s.completion_tokens, s.created_at, s.edited_at,
                        s.deleted_at, s.prompt_tokens IS NOT NULL OR s.completion_tokens IS NOT NULL, s.metadata,
-                       s.parts
+                       s.parts, s.search_vector
                 FROM src s JOIN src r ON r.id = s.root_id LEFT JOIN src p ON p.id = s.parent_id
                 ORDER BY s.seq
                 RETURNING id, parent_id, seq

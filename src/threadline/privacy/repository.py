@@ -8,6 +8,8 @@ from typing import Any
 
 import asyncpg
 
+from threadline import crypto
+from threadline.conversations.repository import LABEL_VECTOR, sealed_labels
 from threadline.db import Executor
 from threadline.privacy.modes import POLICY_KEY, PiiPolicy, parse
 
@@ -57,13 +59,39 @@ async def set_text(
     db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID, content: str, pii: list[dict[str, Any]] | None
 ) -> None:
     """The stored text and detections of a message, without marking it edited (a policy applied to it)."""
+    stored, plain = await _sealed_change(db, tenant_id, message_id, content)
     await db.execute(
-        "UPDATE message SET content = $3, pii = $4 WHERE tenant_id = $1 AND id = $2",
+        f"""UPDATE message SET content = coalesce($3, content), pii = $4, {_VECTOR_5}
+            WHERE tenant_id = $1 AND id = $2""",
         tenant_id,
         message_id,
-        content,
+        stored,
         pii,
+        plain,
     )
+
+
+# Sealed content (crypto/): the vector from the plaintext, when the statement changes sealed text ($5).
+_VECTOR_5 = """search_vector = CASE WHEN $5::text IS NULL THEN search_vector
+                   ELSE threadline_search_vector(threadline_search_config($1), $5::text) END"""
+_VECTOR_6 = """search_vector = CASE WHEN $7::text IS NULL THEN search_vector
+                   ELSE threadline_search_vector(threadline_search_config($1), $7::text) END"""
+
+
+async def _sealed_change(
+    db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID, content: str
+) -> tuple[str | None, str | None]:
+    """What a statement writes for `content`: (stored value or None to keep the row's, plaintext for the vector
+    or None). Without encryption the text itself (the statement compares it); with it, the text sealed with
+    the author's key only when it differs from the current plaintext (a sealed value differs every time)."""
+    if not crypto.sealing():
+        return content, None
+    row = await db.fetchrow("SELECT content, author_id FROM message WHERE tenant_id = $1 AND id = $2", tenant_id,
+                            message_id)  # fmt: skip
+    if row is None or row["content"] == content:
+        return None, None
+    stored = await crypto.seal(tenant_id, content, row["author_id"])
+    return stored, crypto.plain_for_index(stored, content)
 
 
 async def tenants_with_policy(db: Executor, tenant_id: uuid.UUID | None) -> list[asyncpg.Record]:
@@ -95,16 +123,19 @@ async def set_scanned(
     parts: list[dict[str, Any]] | None,
     pii: list[dict[str, Any]],
 ) -> None:
+    stored, plain = await _sealed_change(db, tenant_id, message_id, content)
     await db.execute(
-        """UPDATE message SET pii = $5,
-               content = CASE WHEN content IS DISTINCT FROM $3 THEN $3 ELSE content END,
-               parts = CASE WHEN parts IS DISTINCT FROM $4::jsonb THEN $4::jsonb ELSE parts END
+        f"""UPDATE message SET pii = $5,
+               content = CASE WHEN $3::text IS NOT NULL AND content IS DISTINCT FROM $3 THEN $3 ELSE content END,
+               parts = CASE WHEN parts IS DISTINCT FROM $4::jsonb THEN $4::jsonb ELSE parts END,
+               {_VECTOR_6.replace("$7", "$6")}
            WHERE tenant_id = $1 AND id = $2""",
         tenant_id,
         message_id,
-        content,
+        stored,
         parts,
         pii,
+        plain,
     )
 
 
@@ -123,7 +154,7 @@ async def set_edit_contents(
            WHERE e.tenant_id = $1 AND e.id = v.id""",
         tenant_id,
         ids,
-        contents,
+        await crypto.seal_many(tenant_id, contents),
     )
 
 
@@ -148,18 +179,21 @@ async def set_anonymised(
     metadata: Any,
     pii: list[dict[str, Any]],
 ) -> None:
+    stored, plain = await _sealed_change(db, tenant_id, message_id, content)
     await db.execute(
-        """UPDATE message SET pii = $6,
-               content = CASE WHEN content IS DISTINCT FROM $3 THEN $3 ELSE content END,
+        f"""UPDATE message SET pii = $6,
+               content = CASE WHEN $3::text IS NOT NULL AND content IS DISTINCT FROM $3 THEN $3 ELSE content END,
                parts = CASE WHEN parts IS DISTINCT FROM $4::jsonb THEN $4::jsonb ELSE parts END,
-               metadata = CASE WHEN metadata IS DISTINCT FROM $5::jsonb THEN $5::jsonb ELSE metadata END
+               metadata = CASE WHEN metadata IS DISTINCT FROM $5::jsonb THEN $5::jsonb ELSE metadata END,
+               {_VECTOR_6}
            WHERE tenant_id = $1 AND id = $2""",
         tenant_id,
         message_id,
-        content,
+        stored,
         parts,
         metadata,
         pii,
+        plain,
     )
 
 
@@ -212,12 +246,20 @@ async def mask_owned_conversations(
         title = masked(r["title"])
         description = masked(r["description"]) if r["description"] is not None else None
         if title != r["title"] or description != r["description"]:
+            stored, vector = await sealed_labels(
+                db, tenant_id, r["id"], {"title": title, "description": description}
+            )
             await db.execute(
-                "UPDATE conversation SET title = $3, description = $4 WHERE tenant_id = $1 AND id = $2",
+                f"""UPDATE conversation SET title = $3, description = $4,
+                       search_vector = CASE WHEN $5::text IS NULL THEN search_vector
+                                            ELSE {LABEL_VECTOR.format(t="$1", label="$5", description="$6")} END
+                    WHERE tenant_id = $1 AND id = $2""",
                 tenant_id,
                 r["id"],
-                title,
-                description,
+                stored["title"],
+                stored["description"],
+                vector[0] if vector else None,
+                vector[1] if vector else None,
             )
 
 

@@ -82,6 +82,7 @@ async def finish(
         raise conflict("The message is already final")
     if await settle_output(tx, tenant_id, message["id"]):  # masked (privacy): the row as it now is
         message = await threads.message(tx, tenant_id, message["id"]) or message
+    await streams.seal_final(tx, tenant_id, message["id"])  # encryption at rest: one value, indexed
     row = message
     if usage is not None:
         before = (message["prompt_tokens"] or 0) + (message["completion_tokens"] or 0)

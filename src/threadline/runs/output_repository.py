@@ -10,6 +10,7 @@ import uuid
 
 import asyncpg
 
+from threadline import crypto
 from threadline.db import Executor
 from threadline.threads.repository import MESSAGE_COLUMNS
 
@@ -50,7 +51,9 @@ async def append_content(
     run_id: uuid.UUID | None,
     index: int,
 ) -> bool:
-    """Append to the content and store the chunk; False if the message was deleted meanwhile."""
+    """Append to the content and store the chunk; False if the message was deleted meanwhile. Sealed content
+    (crypto/) grows by one sealed segment per delta, appended without reading what is there."""
+    delta = await crypto.seal(tenant_id, delta)
     appended = await db.fetchval(
         """WITH m AS (
                UPDATE message SET content = content || $3, pii = NULL  -- rescanned when final (privacy)
@@ -98,6 +101,31 @@ async def restart_stream(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UU
         tenant_id,
         message_id,
     )
+
+
+async def seal_final(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID) -> None:
+    """A finished stream's sealed segments become one sealed value, and its full-text vector is computed from the
+    whole plaintext (the trigger cannot read sealed text). Nothing without encryption."""
+    if not crypto.sealing():
+        return
+    row = await db.fetchrow(
+        "SELECT content, author_id FROM message WHERE tenant_id = $1 AND id = $2 AND deleted_at IS NULL",
+        tenant_id,
+        message_id,
+    )
+    if row is None or not row["content"]:
+        return
+    stored = await crypto.seal(tenant_id, row["content"], row["author_id"])
+    await db.execute("SELECT set_config('threadline.resealing', 'on', true)")
+    await db.execute(
+        """UPDATE message SET content = $3, search_vector = threadline_search_vector(threadline_search_config($1), $4)
+           WHERE tenant_id = $1 AND id = $2""",
+        tenant_id,
+        message_id,
+        stored,
+        row["content"],
+    )
+    await db.execute("SELECT set_config('threadline.resealing', 'off', true)")
 
 
 async def set_message_usage(

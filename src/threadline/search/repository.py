@@ -6,6 +6,7 @@ only come from a conversation the caller may read. Tenant (or the principal carr
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
@@ -15,6 +16,7 @@ import asyncpg
 
 from threadline.auth.principal import Principal
 from threadline.conversations.repository import CONVERSATION_COLUMNS, visibility_sql
+from threadline.crypto.records import OpenedRecord
 from threadline.db import Executor
 from threadline.metadata.repository import conversations_holding
 from threadline.threads.repository import MESSAGE_COLUMNS
@@ -341,8 +343,10 @@ async def hit_details(
                 SELECT CASE WHEN f.at > $12 THEN regexp_replace(substr(s.body, f.at - $12, $13), '^\\S*\\s+', '')
                             ELSE substr(s.body, 1, $13) END AS text) w"""
         snippet = "ts_headline($6::regconfig, translate(w.text, $4, $5), $7::tsquery, $8)"
-    return await db.fetch(
-        f"""SELECT k.ord, {snippet} AS snippet, {MESSAGE_COLUMNS}
+    rows = await db.fetch(
+        f"""SELECT k.ord, {snippet} AS snippet, {MESSAGE_COLUMNS},
+                   left(s.body, 5) = chr(30) || 'tl1:' AS sealed_body,
+                   c.title AS label_title, c.description AS label_description, c.tags AS label_tags
             FROM unnest($1::uuid[], $2::uuid[]) WITH ORDINALITY AS k(conversation_id, message_id, ord)
             JOIN conversation c ON c.id = k.conversation_id AND c.tenant_id = $3
             LEFT JOIN message m ON m.id = k.message_id AND m.tenant_id = $3
@@ -351,6 +355,49 @@ async def hit_details(
             ORDER BY k.ord""",
         *params,
     )
+    if any(r["sealed_body"] for r in rows):
+        return [_sealed_snippet(r, highlight) if r["sealed_body"] else r for r in rows]
+    return rows
+
+
+def _sealed_snippet(row: asyncpg.Record, highlight: str | None) -> Any:
+    """The row with its snippet made here from the opened text: SQL saw only the sealed value (crypto/). The
+    words of `highlight` are marked where a word of the text starts with one (the index's stems), in a window
+    around the first one, like ts_headline's."""
+    text = row["content"]
+    if text is None:
+        text = "\n".join(
+            [row["label_title"], row["label_description"] or "", " ".join(row["label_tags"] or [])]
+        )
+    text = text[:SNIPPET_SCAN_CHARS]
+    stems = [w.lower() for w in re.findall(r"'((?:[^']|'')+)'", highlight or "")]
+    words = list(re.finditer(r"\w+", text))
+    hits = [m for m in words if any(m.group().lower().startswith(stem) for stem in stems)]
+    if not hits:
+        window = text[:240]
+        marked = _translate(window)
+    else:
+        start = max(hits[0].start() - SNIPPET_CONTEXT_CHARS // 2, 0)
+        end = min(start + 2 * SNIPPET_CONTEXT_CHARS, len(text))
+        out: list[str] = []
+        at = start
+        for m in hits:
+            if m.start() < start or m.end() > end:
+                continue
+            out.append(_translate(text[at : m.start()]) + MARK_START + _translate(m.group()) + MARK_END)
+            at = m.end()
+        out.append(_translate(text[at:end]))
+        marked = "".join(out)
+    names = list(row.keys())
+    values = [marked if name == "snippet" else value for name, value in zip(names, row.values(), strict=True)]
+    return OpenedRecord(names, values)
+
+
+_SNIPPET_TABLE = str.maketrans({"<": LESS_THAN, ">": GREATER_THAN, MARK_START: None, MARK_END: None})
+
+
+def _translate(text: str) -> str:
+    return text.replace(LESS_THAN, "").replace(GREATER_THAN, "").translate(_SNIPPET_TABLE)
 
 
 async def search_language(db: Executor, tenant_id: uuid.UUID) -> str:
@@ -376,6 +423,23 @@ async def set_search_language(db: Executor, tenant_id: uuid.UUID, language: str)
     await db.execute("UPDATE conversation SET title = title WHERE tenant_id = $1", tenant_id)
     await db.execute(
         """UPDATE message SET search_vector = threadline_search_vector(threadline_search_config($1), content)
-           WHERE tenant_id = $1 AND search_vector IS NOT NULL""",
+           WHERE tenant_id = $1 AND search_vector IS NOT NULL AND left(content, 5) <> chr(30) || 'tl1:'""",
         tenant_id,
     )
+    # Sealed rows (crypto/): from their plaintext, which the pool's decoder opens as they are read.
+    await db.execute(
+        """UPDATE message m SET search_vector = threadline_search_vector(threadline_search_config($1), v.body)
+           FROM unnest($2::uuid[], $3::text[]) AS v(id, body)
+           WHERE m.id = v.id AND m.tenant_id = $1""",
+        tenant_id,
+        *await _sealed_bodies(db, tenant_id),
+    )
+
+
+async def _sealed_bodies(db: Executor, tenant_id: uuid.UUID) -> tuple[list[uuid.UUID], list[str]]:
+    rows = await db.fetch(
+        """SELECT id, content FROM message
+           WHERE tenant_id = $1 AND search_vector IS NOT NULL AND left(content, 5) = chr(30) || 'tl1:'""",
+        tenant_id,
+    )
+    return [r["id"] for r in rows], [r["content"] for r in rows]

@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 
+from threadline import crypto
 from threadline.db import Executor
 from threadline.threads.paths import subtree_upper_bound
 from threadline.tiers import service as tiers
@@ -23,6 +24,11 @@ TREE_FIELDS = (
     "usage_imported", "pii",
 )  # fmt: skip
 TREE_COLUMNS = ", ".join(f"m.{name}" for name in TREE_FIELDS)
+
+# The full-text vector of sealed content, from the plaintext passed as a parameter ($16 of insert_message, $5 of
+# set_content; NULL when the content is stored plain and the trigger computes it). See crypto/.
+_SEALED_VECTOR = "threadline_search_vector(threadline_search_config($2), $16::text)"
+_SEALED_VECTOR_5 = "threadline_search_vector(threadline_search_config($1), $5::text)"
 
 THREAD_COLUMNS = "t.id AS thread_id, t.reply_count, t.last_activity_at AS thread_last_activity_at, t.last_seq"
 
@@ -46,10 +52,12 @@ async def insert_message(
     parts: list[dict[str, Any]] | None = None,
     pii: list[dict[str, Any]] | None = None,
 ) -> asyncpg.Record:
+    stored = await crypto.seal(tenant_id, content, author_id)
     row = await db.fetchrow(
         f"""INSERT INTO message AS m (id, tenant_id, conversation_id, root_id, parent_id, depth, path,
-                child_count, role, content, author_id, model, prompt_tokens, completion_tokens, parts, pii)
-            VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, $11, $12, $13, $14, $15)
+                child_count, role, content, author_id, model, prompt_tokens, completion_tokens, parts, pii,
+                search_vector)
+            VALUES ($1, $2, $3, $4, $5, $6, $7, 0, $8, $9, $10, $11, $12, $13, $14, $15, {_SEALED_VECTOR})
             RETURNING {MESSAGE_COLUMNS}""",
         message_id,
         tenant_id,
@@ -59,13 +67,14 @@ async def insert_message(
         depth,
         path,
         role,
-        content,
+        stored,
         author_id,
         model,
         prompt_tokens,
         completion_tokens,
         parts,
         pii,
+        crypto.plain_for_index(stored, content),
     )
     assert row is not None
     return row
@@ -301,7 +310,7 @@ async def record_edit(
         uuid.uuid4(),
         tenant_id,
         message_id,
-        old_content,
+        await crypto.seal(tenant_id, old_content, editor_id),
         editor_id,
     )
 
@@ -312,15 +321,26 @@ async def set_content(
     message_id: uuid.UUID,
     content: str,
     pii: list[dict[str, Any]] | None = None,
+    author_id: uuid.UUID | None = None,
 ) -> asyncpg.Record:
-    """New text, with its PII detections (privacy.writing; None: not scanned)."""
+    """New text, with its PII detections (privacy.writing; None: not scanned). Sealed (encryption at rest) with
+    the key of `author_id`, or of the message's author when not given."""
+    if crypto.sealing() and author_id is None:
+        author_id = await db.fetchval(
+            "SELECT author_id FROM message WHERE tenant_id = $1 AND id = $2", tenant_id, message_id
+        )
+    stored = await crypto.seal(tenant_id, content, author_id)
+    plain = crypto.plain_for_index(stored, content)
     row = await db.fetchrow(
-        f"""UPDATE message m SET content = $3, pii = $4, edited_at = now() WHERE m.tenant_id = $1 AND m.id = $2
+        f"""UPDATE message m SET content = $3, pii = $4, edited_at = now(),
+                search_vector = CASE WHEN $5::text IS NULL THEN m.search_vector ELSE {_SEALED_VECTOR_5} END
+            WHERE m.tenant_id = $1 AND m.id = $2
             RETURNING {MESSAGE_COLUMNS}""",
         tenant_id,
         message_id,
-        content,
+        stored,
         pii,
+        plain,
     )
     assert row is not None
     return row

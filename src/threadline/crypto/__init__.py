@@ -1,0 +1,114 @@
+"""Encryption at rest (issue 20 item 1): envelope encryption in the application, AES-256-GCM.
+
+Keys. A data key per tenant (assistant output, chunks, titles) and per user (what the user wrote, and its
+edits and logged snapshots) seals content; the data keys are stored in `data_key`, wrapped by a master key
+(THREADLINE_MASTER_KEY base64, THREADLINE_MASTER_KEY_FILE, or a KMS through `master.MasterKey`,
+THREADLINE_MASTER_KEY_PROVIDER=module:factory). Each sealed value names its data key (envelope.py), so keys
+rotate without rewriting content, and a shredded key (`threadline keys shred`, userErase) makes exactly its
+values unreadable, in backups too once the master keys that wrapped the backup's key rows are destroyed.
+
+On by default when a master key is configured (THREADLINE_ENCRYPTION=off keeps reading sealed content and
+seals nothing new). A server without the key over a database that holds data keys refuses to start.
+
+Writing: the writers seal (`seal`, `seal_many`) just before their statement; the full-text vector of sealed
+content is computed in that same statement from the plaintext, passed as a parameter (the trigger leaves
+sealed rows alone). Reading: nothing to do: the pool's text and JSON decoders open sealed values (db.content),
+unwrapping each data key once per process (cached, bounded, re-read after `key_cache_seconds`), so every
+reader gets plaintext, and content of a shredded key reads as `keyring.UNAVAILABLE`.
+
+What stays readable in the database: ids, times, counts, roles, models, token usage, the tree's shape, tags,
+metadata, the full-text index (stemmed and unstemmed terms with positions: who wrote which words, not the
+order of the text's other words), embeddings (approximate meaning, by design of semantic search), and the
+lengths of sealed values (within base64 rounding). SQL that reads content itself (ts_headline, length())
+sees ciphertext; snippets of sealed rows are made in Python.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from threadline.crypto.keyring import UNAVAILABLE, Keyring
+from threadline.crypto.master import master_keys_from
+from threadline.db import content
+from threadline.settings import Settings
+
+__all__ = [
+    "UNAVAILABLE",
+    "Keyring",
+    "active",
+    "install",
+    "install_from",
+    "seal",
+    "seal_many",
+    "seal_title",
+    "sealing",
+    "sealing_titles",
+]
+
+_keyring: Keyring | None = None
+
+
+def install(keyring: Keyring | None) -> None:
+    """Use `keyring` in this process: pools opened from now on open sealed content, writers seal."""
+    global _keyring
+    _keyring = keyring
+    content.install(keyring)
+
+
+def install_from(settings: Settings) -> Keyring | None:
+    """The keyring the settings configure, installed (None, and nothing installed, without a master key)."""
+    masters = master_keys_from(settings)
+    if masters is None:
+        install(None)
+        return None
+    keyring = Keyring(
+        masters,
+        seal_new=settings.encryption != "off",
+        seal_titles=settings.encrypt_titles,
+        cache_size=settings.key_cache_size,
+        cache_seconds=settings.key_cache_seconds,
+    )
+    install(keyring)
+    return keyring
+
+
+def active() -> Keyring | None:
+    return _keyring
+
+
+def sealing() -> bool:
+    return _keyring is not None and _keyring.seal_new
+
+
+def sealing_titles() -> bool:
+    return _keyring is not None and _keyring.seal_new and _keyring.seal_titles
+
+
+async def seal(tenant_id: uuid.UUID, text: str, user_id: uuid.UUID | None = None) -> str:
+    """`text` as it is stored: sealed with the user's key (or the tenant's) when encryption is on."""
+    keyring = _keyring
+    if keyring is None:
+        return text
+    return await keyring.seal(tenant_id, text, user_id)
+
+
+async def seal_many(tenant_id: uuid.UUID, texts: list[str], user_id: uuid.UUID | None = None) -> list[str]:
+    """Many texts of one owner sealed with one key lookup (the import path's entry point)."""
+    keyring = _keyring
+    if keyring is None:
+        return texts
+    return await keyring.seal_many(tenant_id, texts, user_id)
+
+
+async def seal_title(tenant_id: uuid.UUID, text: str) -> str:
+    """A title or description: sealed only where configured (THREADLINE_ENCRYPT_TITLES)."""
+    keyring = _keyring
+    if keyring is None or not keyring.seal_titles:
+        return text
+    return await keyring.seal(tenant_id, text)
+
+
+def plain_for_index(stored: str, plaintext: str) -> str | None:
+    """The text a writer passes for the full-text vector: the plaintext when `stored` is sealed (the trigger
+    skips sealed rows), None otherwise (the trigger computes it)."""
+    return plaintext if stored is not plaintext and stored != plaintext else None

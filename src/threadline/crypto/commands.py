@@ -1,0 +1,142 @@
+"""`threadline keys generate | status | rotate | shred`: encryption at rest from the command line (crypto/)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import uuid
+from typing import Any
+
+from threadline.settings import Settings
+
+
+def add_commands(sub: Any) -> None:
+    keys = sub.add_parser("keys", help="encryption at rest: master and data keys")
+    actions = keys.add_subparsers(dest="keys_command", required=True)
+    generate = actions.add_parser("generate", help="print a new master key (base64 of 32 random bytes)")
+    generate.set_defaults(run=_generate)
+    status = actions.add_parser("status", help="data keys by master key and state, and the rotation; JSON")
+    status.set_defaults(run=_status)
+    rotate = actions.add_parser(
+        "rotate",
+        help="re-wrap every data key under THREADLINE_MASTER_KEY (earlier keys in THREADLINE_MASTER_KEYS_PREVIOUS)",
+        description="Online and resumable: short transactions in keyset batches, progress in key_rotation. "
+        "--reencrypt also gives every owner a new data key and seals all content again under it.",
+    )
+    rotate.add_argument(
+        "--reencrypt", action="store_true", help="also re-encrypt content under new data keys"
+    )
+    rotate.add_argument("--batch", type=int, default=500, help="keys or rows per transaction (default 500)")
+    rotate.add_argument(
+        "--max-batches", type=int, help="stop after this many batches (resume by running again)"
+    )
+    rotate.set_defaults(run=_rotate)
+    shred = actions.add_parser(
+        "shred",
+        help="erase the data keys of a tenant or a user: their content becomes unreadable, in backups too once "
+        "the master keys that wrapped those backups' key rows are destroyed",
+    )
+    shred.add_argument("--tenant", help="the tenant (ten_... or uuid); alone: every key of the tenant")
+    shred.add_argument("--user", help="the user (usr_... or uuid): only their keys")
+    shred.set_defaults(run=_shred)
+
+
+def _id(value: str, kind: str) -> uuid.UUID:
+    from threadline.ids import Kind, decode_id
+
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return decode_id(value, Kind[kind])
+
+
+def _with_db(settings: Settings, body: Any) -> Any:
+    from threadline.db import Database
+    from threadline.db.database import CLI
+    from threadline.db.migrate import apply_migrations
+    from threadline.db.standalone import with_database
+
+    async def work(dsn: str) -> Any:
+        await apply_migrations(dsn)
+        db = await Database.connect(dsn, 1, 2, application_name=CLI)
+        try:
+            return await body(db)
+        finally:
+            await db.close()
+
+    return with_database(settings, work)
+
+
+def _generate(args: argparse.Namespace, settings: Settings) -> int:
+    from threadline.crypto.master import generate_secret
+
+    print(generate_secret())
+    return 0
+
+
+def _status(args: argparse.Namespace, settings: Settings) -> int:
+    from threadline.crypto import repository as repo
+
+    async def body(db: Any) -> dict[str, Any]:
+        state = await repo.rotation(db)
+        return {
+            "keys": [dict(r) for r in await repo.key_counts(db)],
+            "rotation": None
+            if state is None
+            else {k: str(v) if v is not None else None for k, v in state.items()},
+        }
+
+    print(json.dumps(_with_db(settings, body), default=str))
+    return 0
+
+
+def _rotate(args: argparse.Namespace, settings: Settings) -> int:
+    from threadline import crypto
+    from threadline.crypto.rotation import rotate
+
+    keyring = crypto.active()
+    if keyring is None:
+        print(
+            "threadline: keys rotate needs THREADLINE_MASTER_KEY (or _FILE): the key to rotate to",
+            file=sys.stderr,
+        )
+        return 2
+    if args.batch < 1 or (args.max_batches is not None and args.max_batches < 1):
+        print("threadline: --batch and --max-batches must be at least 1", file=sys.stderr)
+        return 2
+
+    async def body(db: Any) -> dict[str, Any]:
+        return await rotate(
+            db, keyring, reencrypt=args.reencrypt, batch=args.batch, max_batches=args.max_batches
+        )
+
+    print(json.dumps(_with_db(settings, body)))
+    return 0
+
+
+def _shred(args: argparse.Namespace, settings: Settings) -> int:
+    from threadline import crypto
+    from threadline.crypto import repository as repo
+    from threadline.crypto.rotation import shred
+    from threadline.errors import ThreadlineError
+
+    if not args.tenant and not args.user:
+        print("threadline: keys shred needs --tenant, --user, or both", file=sys.stderr)
+        return 2
+    try:
+        tenant = _id(args.tenant, "TENANT") if args.tenant else None
+        user = _id(args.user, "USER") if args.user else None
+    except ThreadlineError as exc:
+        print(f"threadline: {exc}", file=sys.stderr)
+        return 2
+
+    async def body(db: Any) -> dict[str, Any]:
+        tenants = [tenant] if tenant is not None else await repo.tenants_of_user_keys(db, user)  # type: ignore[arg-type]
+        erased = 0
+        for t in tenants:
+            erased += await shred(crypto.active(), db, t, user)
+        return {"keysShredded": erased}
+
+    print(json.dumps(_with_db(settings, body)))
+    return 0

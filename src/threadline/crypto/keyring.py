@@ -1,0 +1,267 @@
+"""Data keys: created on first use per tenant and per user, wrapped by the master key, unwrapped once per process
+and held (bounded, for `key_cache_seconds`), and the decoders that open sealed values as they are read.
+
+Key rows are read and written on a connection of their own, outside the caller's transaction: a key must be
+committed before anything is sealed with it (a key rolled back with the transaction that made it would leave
+values sealed under a key nobody has).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import asyncpg
+import orjson
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from threadline.crypto import envelope
+from threadline.crypto import repository as repo
+from threadline.crypto.master import MasterKeys
+from threadline.crypto.records import OpenedRecord
+from threadline.db import Transaction
+
+log = logging.getLogger("threadline.crypto")
+
+# What a reader gets for content whose key was shredded (or that fails to authenticate): never a 500.
+UNAVAILABLE = "[unavailable: this content's key was erased]"
+_JSON_MARK = "\\u001etl1:"  # how PostgreSQL writes the mark inside a JSON string
+KEYS = "threadline-keys"  # application_name of the key connections
+
+
+@dataclass(slots=True)
+class DataKey:
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    user_id: uuid.UUID | None
+    cipher: AESGCM | None  # None: shredded, or under a master key this process does not have
+    loaded_at: float
+
+
+def key_context(key_id: uuid.UUID, tenant_id: uuid.UUID, user_id: uuid.UUID | None) -> bytes:
+    """The associated data of a wrapped key: a wrapped key moved to another row does not unwrap."""
+    return key_id.bytes + tenant_id.bytes + (user_id.bytes if user_id else b"")
+
+
+class Keyring:
+    def __init__(
+        self,
+        masters: MasterKeys,
+        *,
+        seal_new: bool = True,
+        seal_titles: bool = False,
+        cache_size: int = 10_000,
+        cache_seconds: float = 30.0,
+    ) -> None:
+        self.masters = masters
+        self.seal_new = seal_new
+        self.seal_titles = seal_titles
+        self.cache_size = max(cache_size, 16)
+        self.cache_seconds = cache_seconds
+        self.misses = 0
+        self.dsn: str | None = None
+        self.unwraps = 0  # keys unwrapped by this process (tests and the bench read it)
+        self._keys: dict[uuid.UUID, DataKey] = {}
+        self._unknown: dict[uuid.UUID, float] = {}
+        self._active: dict[tuple[uuid.UUID, uuid.UUID | None], DataKey] = {}
+        self._lock: asyncio.Lock | None = None
+
+    # reading: the decoders (sync, called by asyncpg for every text and JSON value) ----------------------------
+
+    def open_text(self, value: str) -> str:
+        if not value.startswith(envelope.PREFIX):
+            return value
+        return self._open(value, True)
+
+    def open_json(self, raw: str) -> Any:
+        value = orjson.loads(raw)
+        return self._open_tree(value) if _JSON_MARK in raw else value
+
+    def _fresh(self, key: DataKey | None, now: float) -> bool:
+        return key is not None and now - key.loaded_at <= self.cache_seconds
+
+    def _open(self, value: str, fresh_only: bool) -> str:
+        """`fresh_only`: a key held longer than `cache_seconds` counts as missing (the decoders); a repair, which
+        has just read the keys again, opens with what it holds."""
+        found = envelope.segments(value)
+        if found is None:
+            return value
+        now = time.monotonic()
+        out: list[str] = []
+        for segment in found:
+            key = self._keys.get(segment.key_id)
+            if key is None or (fresh_only and not self._fresh(key, now)):
+                seen = self._unknown.get(segment.key_id)
+                if seen is None or now - seen > self.cache_seconds:
+                    self.misses += 1
+                return value  # not ours (plaintext that looks sealed), or the key is being loaded
+            if key.cipher is None:
+                return UNAVAILABLE
+            try:
+                out.append(envelope.open_segment(key.cipher, key.tenant_id, segment))
+            except (InvalidTag, UnicodeDecodeError):
+                log.warning("a value sealed with data key %s does not authenticate", key.id)
+                return UNAVAILABLE
+        return "".join(out)
+
+    def _open_tree(self, value: Any, fresh_only: bool = True) -> Any:
+        if isinstance(value, str):
+            return self._open(value, fresh_only) if value.startswith(envelope.PREFIX) else value
+        if isinstance(value, dict):
+            return {k: self._open_tree(v, fresh_only) for k, v in value.items()}
+        if isinstance(value, list):
+            return [self._open_tree(v, fresh_only) for v in value]
+        return value
+
+    # reading: what the decoders could not open -----------------------------------------------------------------
+
+    def connected(self, dsn: str) -> None:
+        if self.dsn is None:
+            self.dsn = dsn
+
+    async def repair(self, value: Any) -> Any:
+        wanted: set[uuid.UUID] = set()
+        self._collect(value, wanted, time.monotonic())
+        if wanted:
+            await self.load(wanted)
+        return self._reopen(value)
+
+    def _collect(self, value: Any, wanted: set[uuid.UUID], now: float) -> None:
+        if isinstance(value, str):
+            for segment in envelope.segments(value) or ():
+                if not self._fresh(self._keys.get(segment.key_id), now):
+                    wanted.add(segment.key_id)
+        elif isinstance(value, dict):
+            for v in value.values():
+                self._collect(v, wanted, now)
+        elif isinstance(value, list | tuple | asyncpg.Record | OpenedRecord):
+            for v in value.values() if isinstance(value, asyncpg.Record | OpenedRecord) else value:
+                self._collect(v, wanted, now)
+
+    def _reopen(self, value: Any) -> Any:
+        if isinstance(value, list):
+            return [self._reopen(v) for v in value]
+        if isinstance(value, asyncpg.Record | OpenedRecord):
+            values = [self._open_tree(v, False) for v in value.values()]
+            return OpenedRecord(list(value.keys()), values)
+        return self._open_tree(value, False)
+
+    async def load(self, ids: set[uuid.UUID]) -> None:
+        """Read and unwrap these keys (one statement): unknown ids are remembered as not ours for a while."""
+        async with self._key_lock():
+            now = time.monotonic()
+            missing = [i for i in ids if not self._fresh(self._keys.get(i), now)]
+            if not missing:
+                return
+            async with self._connection() as db:
+                rows = await repo.keys_by_ids(db, missing)
+            for row in rows:
+                self._remember(row)
+            for key_id in set(missing) - {r["id"] for r in rows}:
+                self._unknown[key_id] = now
+                if len(self._unknown) > self.cache_size:
+                    self._unknown.pop(next(iter(self._unknown)))
+
+    def _remember(self, row: Any) -> DataKey:
+        cipher: AESGCM | None = None
+        if row["wrapped"] is not None:
+            master = self.masters.by_id(row["master_key_id"])
+            if master is None:
+                log.error("data key %s is wrapped by master key %s, which is not configured", row["id"],
+                          row["master_key_id"])  # fmt: skip
+            else:
+                context = key_context(row["id"], row["tenant_id"], row["user_id"])
+                cipher = AESGCM(master.unwrap(bytes(row["wrapped"]), context))
+                self.unwraps += 1
+        key = DataKey(row["id"], row["tenant_id"], row["user_id"], cipher, time.monotonic())
+        self._keys.pop(key.id, None)
+        self._keys[key.id] = key
+        if len(self._keys) > self.cache_size:
+            self._keys.pop(next(iter(self._keys)))  # the oldest loaded
+        return key
+
+    # writing ---------------------------------------------------------------------------------------------------
+
+    async def seal(self, tenant_id: uuid.UUID, text: str, user_id: uuid.UUID | None = None) -> str:
+        """`text` sealed with the active key of the user (or of the tenant); unchanged when sealing is off or
+        the text is empty (a tombstone stays '')."""
+        if not self.seal_new or not text:
+            return text
+        key = await self.active_key(tenant_id, user_id)
+        assert key.cipher is not None
+        return envelope.seal(key.cipher, key.id, tenant_id, text)
+
+    async def seal_many(
+        self, tenant_id: uuid.UUID, texts: list[str], user_id: uuid.UUID | None = None
+    ) -> list[str]:
+        if not self.seal_new:
+            return texts
+        key = await self.active_key(tenant_id, user_id)
+        assert key.cipher is not None
+        return [envelope.seal(key.cipher, key.id, tenant_id, t) if t else t for t in texts]
+
+    async def active_key(self, tenant_id: uuid.UUID, user_id: uuid.UUID | None) -> DataKey:
+        scope = (tenant_id, user_id)
+        key = self._active.get(scope)
+        if key is not None and self._fresh(key, time.monotonic()) and key.cipher is not None:
+            return key
+        async with self._key_lock():
+            async with self._connection() as db:
+                row = await repo.active_key(db, tenant_id, user_id)
+                if row is None or row["wrapped"] is None:
+                    secret = AESGCM.generate_key(bit_length=256)
+                    key_id = uuid.uuid4()
+                    wrapped = self.masters.current.wrap(secret, key_context(key_id, tenant_id, user_id))
+                    await repo.insert_key(
+                        db, tenant_id, user_id, key_id, self.masters.current.key_id, wrapped
+                    )
+                    row = await repo.active_key(db, tenant_id, user_id)
+                    assert row is not None
+            key = self._remember(row)
+            if key.cipher is None:
+                raise RuntimeError(
+                    f"the active data key {key.id} cannot be unwrapped with the configured master keys"
+                )
+            self._active[scope] = key
+            if len(self._active) > self.cache_size:
+                self._active.pop(next(iter(self._active)))
+            return key
+
+    def cached(self, key_id: uuid.UUID) -> DataKey | None:
+        return self._keys.get(key_id)
+
+    def forget_active(self) -> None:
+        """The active keys were retired (rotation): the next seal asks the database which key is active."""
+        self._active.clear()
+
+    def forget(self, ids: list[uuid.UUID]) -> None:
+        """Drop these keys from this process (shredded or retired): the next read loads them again."""
+        for key_id in ids:
+            self._keys.pop(key_id, None)
+        for scope, key in list(self._active.items()):
+            if key.id in ids:
+                del self._active[scope]
+
+    # plumbing --------------------------------------------------------------------------------------------------
+
+    def _key_lock(self) -> asyncio.Lock:
+        if self._lock is None:
+            self._lock = asyncio.Lock()
+        return self._lock
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Transaction]:
+        if self.dsn is None:
+            raise RuntimeError("encryption at rest: no database connected yet to read data keys from")
+        conn = await asyncpg.connect(self.dsn, server_settings={"application_name": KEYS})
+        try:
+            yield Transaction(conn)
+        finally:
+            await conn.close()

@@ -1,0 +1,184 @@
+"""All SQL of data keys, rotation progress and re-encryption. Tenant first where a tenant scopes it."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import asyncpg
+
+from threadline.db import Executor
+
+KEY_COLUMNS = "id, tenant_id, user_id, master_key_id, wrapped, active, shredded_at"
+
+# The sealed columns `keys rotate --reencrypt` walks, in keyset batches by id. A value is sealed again under the
+# active key of the same owner (tenant, or tenant and user) as the key it was sealed with.
+SEALED_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("message", "content"),
+    ("message_edit", "content"),
+    ("message_chunk", "content"),
+    ("conversation", "title"),
+    ("conversation", "description"),
+    ("enrichment_job", "result_text"),
+)
+
+
+async def keys_by_ids(db: Executor, ids: list[uuid.UUID]) -> list[asyncpg.Record]:
+    return await db.fetch(f"SELECT {KEY_COLUMNS} FROM data_key WHERE id = ANY($1::uuid[])", ids)
+
+
+async def active_key(db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID | None) -> asyncpg.Record | None:
+    return await db.fetchrow(
+        f"""SELECT {KEY_COLUMNS} FROM data_key
+            WHERE tenant_id = $1 AND user_id IS NOT DISTINCT FROM $2 AND active""",
+        tenant_id,
+        user_id,
+    )
+
+
+async def insert_key(
+    db: Executor,
+    tenant_id: uuid.UUID,
+    user_id: uuid.UUID | None,
+    key_id: uuid.UUID,
+    master_key_id: str,
+    wrapped: bytes,
+) -> None:
+    """A new active key; nothing if another writer made one first (the caller reads the active one again)."""
+    await db.execute(
+        """INSERT INTO data_key (id, tenant_id, user_id, master_key_id, wrapped) VALUES ($3, $1, $2, $4, $5)
+           ON CONFLICT DO NOTHING""",
+        tenant_id,
+        user_id,
+        key_id,
+        master_key_id,
+        wrapped,
+    )
+
+
+async def retire_active(db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID | None) -> None:
+    await db.execute(
+        """UPDATE data_key SET active = false, retired_at = now()
+           WHERE tenant_id = $1 AND user_id IS NOT DISTINCT FROM $2 AND active""",
+        tenant_id,
+        user_id,
+    )
+
+
+async def shred(db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID | None) -> list[uuid.UUID]:
+    """Erase the wrapped keys of a user (or, with no user, every key of the tenant); their ids."""
+    rows = await db.fetch(
+        """UPDATE data_key SET wrapped = NULL, master_key_id = NULL, active = false,
+               shredded_at = coalesce(shredded_at, now()), retired_at = coalesce(retired_at, now())
+           WHERE tenant_id = $1 AND ($2::uuid IS NULL OR user_id = $2) RETURNING id""",
+        tenant_id,
+        user_id,
+    )
+    return [r["id"] for r in rows]
+
+
+async def any_key(db: Executor) -> asyncpg.Record | None:
+    """One wrapped key (startup checks a master key can unwrap it)."""
+    return await db.fetchrow(
+        f"SELECT {KEY_COLUMNS} FROM data_key WHERE wrapped IS NOT NULL ORDER BY created_at DESC LIMIT 1"
+    )
+
+
+async def masters_in_use(db: Executor) -> list[str]:
+    rows = await db.fetch("SELECT DISTINCT master_key_id FROM data_key WHERE wrapped IS NOT NULL")
+    return [r["master_key_id"] for r in rows]
+
+
+async def keys_to_rewrap(
+    db: Executor, master_key_id: str, after: uuid.UUID, limit: int
+) -> list[asyncpg.Record]:
+    return await db.fetch(
+        f"""SELECT {KEY_COLUMNS} FROM data_key
+            WHERE id > $2 AND wrapped IS NOT NULL AND master_key_id <> $1 ORDER BY id LIMIT $3 FOR UPDATE""",
+        master_key_id,
+        after,
+        limit,
+    )
+
+
+async def rewrap(db: Executor, key_id: uuid.UUID, master_key_id: str, wrapped: bytes) -> None:
+    await db.execute(
+        "UPDATE data_key SET master_key_id = $2, wrapped = $3 WHERE id = $1 AND wrapped IS NOT NULL",
+        key_id,
+        master_key_id,
+        wrapped,
+    )
+
+
+async def key_owners(db: Executor) -> list[asyncpg.Record]:
+    """Every (tenant, user) with an active key (re-encryption gives each a new one)."""
+    return await db.fetch("SELECT tenant_id, user_id FROM data_key WHERE active ORDER BY tenant_id, user_id")
+
+
+async def rotation(db: Executor) -> asyncpg.Record | None:
+    return await db.fetchrow("SELECT * FROM key_rotation WHERE id = 'rotate'")
+
+
+async def start_rotation(db: Executor, target: str, reencrypt: bool) -> None:
+    await db.execute(
+        """INSERT INTO key_rotation (id, target_master_key_id, reencrypt, phase, position)
+           VALUES ('rotate', $1, $2, 'rewrap', NULL)
+           ON CONFLICT (id) DO UPDATE SET target_master_key_id = $1, reencrypt = $2, phase = 'rewrap',
+               position = NULL, keys_done = 0, rows_done = 0, started_at = now(), updated_at = now(),
+               finished_at = NULL""",
+        target,
+        reencrypt,
+    )
+
+
+async def note_rotation(
+    db: Executor, phase: str, position: dict[str, Any] | None, keys: int = 0, rows: int = 0
+) -> None:
+    await db.execute(
+        """UPDATE key_rotation SET phase = $1, position = $2, keys_done = keys_done + $3, rows_done = rows_done + $4,
+               updated_at = now(), finished_at = CASE WHEN $1 = 'done' THEN now() END
+           WHERE id = 'rotate'""",
+        phase,
+        position,
+        keys,
+        rows,
+    )
+
+
+async def sealed_batch(
+    db: Executor, table: str, column: str, after: uuid.UUID, limit: int
+) -> list[asyncpg.Record]:
+    """The next rows of `table` whose `column` is sealed, by id, locked for this batch's short transaction; the
+    value as bytes, which the pool's decoders leave sealed. (`table` and `column` come from SEALED_COLUMNS.)"""
+    assert (table, column) in SEALED_COLUMNS
+    return await db.fetch(
+        f"""SELECT id, convert_to({column}, 'UTF8') AS raw FROM {table}
+            WHERE id > $1 AND left({column}, 5) = chr(30) || 'tl1:' ORDER BY id LIMIT $2 FOR UPDATE""",
+        after,
+        limit,
+    )
+
+
+async def reseal(db: Executor, table: str, column: str, ids: list[uuid.UUID], values: list[str]) -> None:
+    """Write re-sealed values; the triggers that follow content changes stay quiet (same text, new key)."""
+    assert (table, column) in SEALED_COLUMNS
+    await db.execute("SELECT set_config('threadline.resealing', 'on', true)")
+    await db.execute(
+        f"""UPDATE {table} t SET {column} = v.value FROM unnest($1::uuid[], $2::text[]) AS v(id, value)
+            WHERE t.id = v.id""",
+        ids,
+        values,
+    )
+
+
+async def tenants_of_user_keys(db: Executor, user_id: uuid.UUID) -> list[uuid.UUID]:
+    rows = await db.fetch("SELECT DISTINCT tenant_id FROM data_key WHERE user_id = $1", user_id)
+    return [r["tenant_id"] for r in rows]
+
+
+async def key_counts(db: Executor) -> list[asyncpg.Record]:
+    """Data keys by master key and state (`keys status`)."""
+    return await db.fetch(
+        """SELECT master_key_id, active, shredded_at IS NOT NULL AS shredded, count(*) AS n FROM data_key
+           GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"""
+    )
