@@ -6,6 +6,8 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
+import asyncpg
+
 from threadline.db import Executor, Transaction
 
 # A message row as it is staged (its tenant is the statement's): metadata and parts travel as JSON text.
@@ -144,3 +146,95 @@ async def add_search_terms(db: Executor, tenant_id: uuid.UUID, labels: list[str]
             tenant_id,
             labels,
         )
+
+
+# -- merges of many conversations (porting.merging) ---------------------------------------------------
+
+
+async def merge_targets(
+    db: Executor, tenant_id: uuid.UUID, conversation_ids: list[uuid.UUID]
+) -> dict[uuid.UUID, list[asyncpg.Record]]:
+    """`repository.merge_targets` of many conversations in one statement, by conversation."""
+    rows = await db.fetch(
+        """SELECT m.conversation_id, m.import_key, m.id, m.root_id, m.path, md5(m.content) AS digest,
+                  m.deleted_at IS NOT NULL AS deleted
+           FROM message m
+           WHERE m.tenant_id = $1 AND m.conversation_id = ANY($2::uuid[])""",
+        tenant_id,
+        conversation_ids,
+    )
+    found: dict[uuid.UUID, list[asyncpg.Record]] = {c: [] for c in conversation_ids}
+    for row in rows:
+        found[row["conversation_id"]].append(row)
+    return found
+
+
+async def count_added(
+    db: Executor, tenant_id: uuid.UUID, conversation_ids: list[uuid.UUID], added: list[int]
+) -> None:
+    """`conversations.repository.touch_activity` of many conversations (messages only, no tokens)."""
+    await db.execute(
+        """UPDATE conversation c SET message_count = c.message_count + v.n,
+               last_activity_at = greatest(c.last_activity_at, now()), updated_at = now()
+           FROM unnest($2::uuid[], $3::int[]) AS v(id, n) WHERE c.tenant_id = $1 AND c.id = v.id""",
+        tenant_id,
+        conversation_ids,
+        added,
+    )
+
+
+async def move_current_leaves(
+    db: Executor,
+    tenant_id: uuid.UUID,
+    user_id: uuid.UUID,
+    root_ids: list[uuid.UUID],
+    message_ids: list[uuid.UUID],
+) -> list[tuple[uuid.UUID, uuid.UUID]]:
+    """`threads.branch_repository.set_current_leaf` for many threads: (root, message) of each that moved."""
+    if not root_ids:
+        return []
+    rows = await db.fetch(
+        """INSERT INTO thread_current_leaf AS l (id, tenant_id, user_id, root_id, message_id, updated_at)
+           SELECT gen_random_uuid(), $1, $2, v.root_id, v.message_id, now()
+           FROM unnest($3::uuid[], $4::uuid[]) AS v(root_id, message_id)
+           ON CONFLICT (user_id, root_id) DO UPDATE SET message_id = EXCLUDED.message_id, updated_at = now()
+               WHERE l.message_id IS DISTINCT FROM EXCLUDED.message_id
+           RETURNING l.root_id, l.message_id""",
+        tenant_id,
+        user_id,
+        root_ids,
+        message_ids,
+    )
+    return [(r["root_id"], r["message_id"]) for r in rows]
+
+
+async def set_node_digests(
+    db: Executor, tenant_id: uuid.UUID, source: str, digests: dict[uuid.UUID, dict[str, str]]
+) -> None:
+    """`repository.set_node_digests` of many conversations in one statement."""
+    if digests:
+        await db.execute(
+            """UPDATE import_source s SET node_digests = v.d
+               FROM jsonb_to_recordset($3::jsonb) AS v(conversation_id uuid, d jsonb)
+               WHERE s.tenant_id = $1 AND s.source = $2 AND s.conversation_id = v.conversation_id""",
+            tenant_id,
+            source,
+            [{"conversation_id": str(c), "d": d} for c, d in digests.items()],
+        )
+
+
+async def merge_targets_by_key(
+    db: Executor, tenant_id: uuid.UUID, conversation_ids: list[uuid.UUID], keys: list[list[str]]
+) -> list[asyncpg.Record]:
+    """`merge_targets` rows of only these source ids (keys[i] in conversation_ids[i]), one statement."""
+    return await db.fetch(
+        """SELECT m.conversation_id, m.import_key, m.id, m.root_id, m.path, md5(m.content) AS digest,
+                  m.deleted_at IS NOT NULL AS deleted
+           FROM message m
+           WHERE m.tenant_id = $1 AND m.conversation_id = ANY($4::uuid[])
+             AND (m.conversation_id, m.import_key) IN (SELECT * FROM unnest($2::uuid[], $3::text[]))""",
+        tenant_id,
+        [c for c, ks in zip(conversation_ids, keys, strict=True) for _ in ks],
+        [k for ks in keys for k in ks],
+        conversation_ids,
+    )

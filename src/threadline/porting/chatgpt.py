@@ -512,3 +512,32 @@ def reduced(
             "children": [c for c in array(node.get("children")) if c in included],
         }
     return Reduction(digests, conversation={**obj, "mapping": part})
+
+
+def stored_keys_needed(obj: dict[str, Any], seen: dict[str, str], known: dict[str, bool]) -> set[str]:
+    """The nodes whose being stored (`known`: node -> stored, as learnt so far) `reduced` will ask about that are
+    not known yet: a re-import reads those messages only, not the whole conversation. Walks as `reduced` does,
+    from each new node (and the current node) up to the nearest stored message; called again with what was
+    learnt until it returns nothing (a chain of unstored nodes is climbed one level a round)."""
+    mapping = obj.get("mapping")
+    if not isinstance(mapping, dict):
+        return set()
+    current = text(obj.get("current_node"))
+    need: set[str] = set()
+    for start in [*(k for k in mapping if k not in seen), *([current] if current in mapping else [])]:
+        node_id: str | None = start
+        visited: set[str] = set()
+        while node_id is not None and node_id in mapping and node_id not in visited:
+            visited.add(node_id)
+            if node_id in seen:
+                # Every node of the part read that the earlier import saw is looked up (it may be stored: the
+                # current node is); past the start, where the walk stops depends on it.
+                if node_id not in known:
+                    need.add(node_id)
+                    if node_id != start:
+                        break
+                elif known[node_id] and node_id != start:
+                    break
+            parent = mapping[node_id].get("parent")
+            node_id = parent if isinstance(parent, str) else None
+    return need

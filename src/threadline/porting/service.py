@@ -14,7 +14,7 @@ from typing import Any
 from threadline.audit.service import Actor, AuditAction, record
 from threadline.auth.principal import Principal
 from threadline.conversations.access import Access, require, require_writable
-from threadline.db import Database
+from threadline.db import Database, Transaction
 from threadline.errors import ThreadlineError, bad_input
 from threadline.events.announce import deferring
 from threadline.ids import Kind, encode_id
@@ -24,6 +24,7 @@ from threadline.porting import (
     claude,
     importer,
     librechat,
+    merging,
     openwebui,
     organised,
     request_limits,
@@ -135,6 +136,22 @@ class _Prepared:
     file: str | None = None  # the file it was read from (`Importer.file` then), for failures found later
 
 
+def _only_new(m: _Merging) -> bool:
+    """Whether a grown ChatGPT conversation only has new nodes (none the earlier import saw changed)."""
+    return chatgpt.reduced(m.p.item.value, m.p.seen, set(), m.digests).conversation is not None
+
+
+@dataclass
+class _Merging:
+    """A changed conversation to merge: its earlier import, and that import's rows when read already (else read
+    under its lock, and only the new nodes of the ChatGPT conversation planned, from the first look's digests)."""
+
+    p: _Prepared
+    conversation_id: uuid.UUID
+    rows: list[Any] | None
+    digests: dict[str, str] | None
+
+
 class Importer:
     """One import run: feed it items (from a stream or the API), then `finish()` for the report."""
 
@@ -242,6 +259,7 @@ class Importer:
             [p.external_id for p in batch],
         )
         fresh: list[_Prepared] = []
+        merges: list[tuple[_Prepared, uuid.UUID]] = []
         for p in batch:
             earlier = known.get(p.external_id)
             if earlier is not None:
@@ -250,13 +268,15 @@ class Importer:
                 p.no_origin = earlier["no_origin"]
                 p.seen = earlier["node_digests"]
             if p.known is not None and not p.deleted:
-                await self._start(self._merge(p, p.known))
+                merges.append((p, p.known))
             elif self.target_id is not None:
                 await self._start(
                     self._insert(p)
                 )  # into an existing conversation: one, announced to its readers
             else:
                 fresh.append(p)
+        if merges:
+            await self._start(self._merge_batch(merges))
         if fresh:
             await self._start(self._insert_batch(fresh))
 
@@ -336,6 +356,17 @@ class Importer:
 
     def _plan(self, p: _Prepared, value: Any, digests: dict[str, str] | None = None) -> importer.Plan | None:
         """Plan a conversation read lazily (the whole of it, or what `chatgpt.reduced` kept); None if refused."""
+        plan, error = self._planned(value, digests)
+        if plan is None:
+            self._fail_prepared(p, p.external_id, error or "could not be read")
+            return None
+        p.plan = plan
+        return plan
+
+    def _planned(
+        self, value: Any, digests: dict[str, str] | None = None
+    ) -> tuple[importer.Plan | None, str | None]:
+        """A ChatGPT conversation's plan, or why it cannot be imported."""
         try:
             conversation = chatgpt.parse(value)
             if digests is not None:
@@ -343,13 +374,10 @@ class Importer:
             plan = importer.plan(conversation, self.settings)
             imported_for_storage(self.principal.pii_policy, plan.messages)  # privacy: MASK_ON_WRITE
         except Rejected as exc:
-            self._fail_prepared(p, p.external_id, str(exc))
-            return None
+            return None, str(exc)
         except Exception as exc:  # noqa: BLE001 - one bad conversation must not stop the others
-            self._fail_prepared(p, p.external_id, f"could not be read: {type(exc).__name__}: {exc}")
-            return None
-        p.plan = plan
-        return plan
+            return None, f"could not be read: {type(exc).__name__}: {exc}"
+        return plan, None
 
     async def _insert(self, p: _Prepared) -> None:
         if p.known is not None and not p.deleted:
@@ -412,87 +440,166 @@ class Importer:
                 spool.close()
 
     async def _merge(self, p: _Prepared, conversation_id: uuid.UUID) -> None:
-        """Merge a newer export into the user's earlier import (importer.merge), if they still manage it."""
-        try:
-            tenant = self.principal.tenant_id
-            if p.plan is None and p.seen is not None:
-                # A ChatGPT conversation whose nodes the earlier import kept digests of: unchanged ones are known
-                # without a statement, and a grown one is read (and locked) once, only its new nodes planned.
-                first_look = chatgpt.reduced(p.item.value, p.seen, set())
-                if first_look.unchanged:
-                    self.report.existing.append(conversation_id)
-                    return
-                rows = None
-            else:
-                # Most re-imported conversations did not change: one read, no lock, no transaction.
-                rows = await repo.merge_targets(self.db, tenant, conversation_id)
+        await self._merge_batch([(p, conversation_id)])
+
+    async def _merge_batch(self, batch: list[tuple[_Prepared, uuid.UUID]]) -> None:
+        """Merge newer exports into the user's earlier imports (porting.merging), if they still manage them.
+        Unchanged conversations are told apart first, without a lock or a transaction (ChatGPT's from the node
+        digests kept by the earlier import, without a statement); the changed ones merge in one transaction."""
+        tenant = self.principal.tenant_id
+        pending: list[_Merging] = []
+        # Most re-imported conversations did not change: their rows read in one statement, no lock.
+        read_now = [cid for p, cid in batch if not (p.plan is None and p.seen is not None)]
+        rows_of = await bulk_repo.merge_targets(self.db, tenant, read_now) if read_now else {}
+        for p, cid in batch:
+            try:
+                if p.plan is None and p.seen is not None:
+                    # A ChatGPT conversation whose nodes the earlier import kept digests of: a grown one is read
+                    # (under its lock) once, only its new nodes planned.
+                    first_look = chatgpt.reduced(p.item.value, p.seen, set())
+                    if first_look.unchanged:
+                        self.report.existing.append(cid)
+                        continue
+                    pending.append(_Merging(p, cid, None, first_look.digests))
+                    continue
+                rows = rows_of[cid]
                 if p.plan is None and self._plan(p, p.item.value) is None:
-                    return
+                    continue
                 assert p.plan is not None
-                if importer.unchanged(p.plan, rows):
+                if merging.unchanged(p.plan, rows):
                     if p.seen is None and p.plan.node_digests is not None:
                         # Imported before digests were kept: the next re-import reads only what is new.
-                        await repo.set_node_digests(
-                            self.db, tenant, conversation_id, p.plan.source, p.plan.node_digests
-                        )
-                    self.report.existing.append(conversation_id)
-                    return
+                        await repo.set_node_digests(self.db, tenant, cid, p.plan.source, p.plan.node_digests)
+                    self.report.existing.append(cid)
+                    continue
                 known = {r["import_key"] for r in rows}
                 await self._store_whole_texts(
                     p.plan, {i for i in p.plan.oversized if p.plan.messages[i]["key"] not in known}
                 )
+                pending.append(_Merging(p, cid, rows, None))
+            except merging.NotMergeable:
+                self._not_mergeable(p, cid)
+            except Exception as exc:  # noqa: BLE001 - one bad conversation must not stop the others
+                self._fail_prepared(p, p.external_id, f"could not be merged: {type(exc).__name__}: {exc}")
+        if pending:
+            await self._merge_pending(pending)
+
+    def _not_mergeable(self, p: _Prepared, conversation_id: uuid.UUID) -> None:
+        self.report.existing.append(conversation_id)
+        self.report.warnings.append(
+            f"{p.external_id}: imported before message ids were recorded, so it cannot be merged"
+        )
+
+    async def _rows_needed(self, tx: Transaction, lazy: list[_Merging]) -> dict[uuid.UUID, list[Any]]:
+        """The rows a merge of grown ChatGPT conversations needs, read under their locks: of a conversation
+        whose seen nodes are unchanged, only the messages that place its new nodes (a few statements for the
+        batch, whatever the conversations' sizes); of one with a changed node, all of them."""
+        tenant = self.principal.tenant_id
+        whole = [m.conversation_id for m in lazy if not _only_new(m)]
+        rows = await bulk_repo.merge_targets(tx, tenant, whole) if whole else {}
+        grown = [m for m in lazy if m.conversation_id not in rows]
+        known: dict[uuid.UUID, dict[str, bool]] = {m.conversation_id: {} for m in grown}
+        found: dict[uuid.UUID, list[Any]] = {m.conversation_id: [] for m in grown}
+        while True:
+            asked = [
+                (m.conversation_id, sorted(keys))
+                for m in grown
+                if (
+                    keys := chatgpt.stored_keys_needed(
+                        m.p.item.value, m.p.seen or {}, known[m.conversation_id]
+                    )
+                )
+            ]
+            if not asked:
+                break
+            for cid, asked_keys in asked:
+                known[cid].update(dict.fromkeys(asked_keys, False))
+            for row in await bulk_repo.merge_targets_by_key(
+                tx, tenant, [c for c, _ in asked], [k for _, k in asked]
+            ):
+                known[row["conversation_id"]][row["import_key"]] = True
+                found[row["conversation_id"]].append(row)
+        return {**rows, **found}
+
+    async def _merge_pending(self, pending: list[_Merging]) -> None:
+        """One transaction for the changed conversations. If it fails, nothing of it stays, and each is tried
+        again alone: one that cannot be merged fails by itself, with its reason."""
+        tenant, user = self.principal.tenant_id, self.principal.user_id
+        failed: list[tuple[_Prepared, str]] = []
+        unmergeable: list[_Merging] = []
+        targets: list[merging.Target] = []
+        try:
             async with self.db.transaction() as tx:
-                # The owner/admin rule of imports into an existing conversation, and it must be open.
-                row = await require(tx, self.principal, conversation_id, Access.MANAGE, lock=True)
-                require_writable(row)
-                if rows is None:
-                    rows = await repo.merge_targets(tx, tenant, conversation_id)
-                    stored = {r["import_key"] for r in rows if r["import_key"] is not None}
-                    part = chatgpt.reduced(p.item.value, p.seen, stored, first_look.digests)
-                    if self._plan(p, part.conversation or p.item.value, part.digests) is None:
-                        return
-                    assert p.plan is not None
-                    await self._store_whole_texts(
-                        p.plan, {i for i in p.plan.oversized if p.plan.messages[i]["key"] not in stored}
-                    )
-                assert p.plan is not None
-                async with deferring(tx):
-                    merged = await importer.merge(
-                        tx,
-                        self.settings,
-                        tenant,
-                        self.principal.user_id,
-                        p.plan,
-                        conversation_id,
-                        record_origin=p.no_origin,
-                        existing=rows,
-                    )
-                    if p.plan.node_digests is not None:
-                        await repo.set_node_digests(
-                            tx, tenant, conversation_id, p.plan.source, p.plan.node_digests
+                ready = []
+                # Locked in one order, so that two imports merging into the same conversations cannot deadlock.
+                for m in sorted(pending, key=lambda m: m.conversation_id):
+                    try:
+                        # The owner/admin rule of imports into an existing conversation, and it must be open.
+                        row = await require(tx, self.principal, m.conversation_id, Access.MANAGE, lock=True)
+                        require_writable(row)
+                    except ThreadlineError as exc:
+                        failed.append((m.p, f"cannot be merged into the earlier import: {exc.message}"))
+                        continue
+                    ready.append(m)
+                fetched = await self._rows_needed(tx, [m for m in ready if m.rows is None])
+                for m in ready:
+                    rows = m.rows if m.rows is not None else fetched[m.conversation_id]
+                    plan = m.p.plan
+                    if m.rows is None:
+                        stored = {r["import_key"] for r in rows if r["import_key"] is not None}
+                        part = chatgpt.reduced(m.p.item.value, m.p.seen, stored, m.digests)
+                        plan, error = self._planned(part.conversation or m.p.item.value, part.digests)
+                        if plan is None:
+                            failed.append((m.p, error or "could not be read"))
+                            continue
+                        await self._store_whole_texts(
+                            plan, {i for i in plan.oversized if plan.messages[i]["key"] not in stored}
                         )
-                await mask_logged_events(tx, tenant, self.principal.pii_policy, conversation_id)  # privacy
+                    assert plan is not None
+                    try:
+                        merging.unchanged(plan, rows)  # NotMergeable when its rows carry no source ids
+                    except merging.NotMergeable:
+                        unmergeable.append(m)
+                        continue
+                    targets.append(merging.Target(plan, m.conversation_id, rows, record_origin=m.p.no_origin))
+                async with deferring(tx):
+                    await merging.merge_many(tx, self.settings, tenant, user, targets)
+                    await bulk_repo.set_node_digests(
+                        tx,
+                        tenant,
+                        self.fmt.value,
+                        {t.conversation_id: t.plan.node_digests for t in targets if t.plan.node_digests},
+                    )
+                for t in targets:
+                    await mask_logged_events(
+                        tx, tenant, self.principal.pii_policy, t.conversation_id
+                    )  # privacy
+        except Exception as exc:  # noqa: BLE001 - one bad conversation must not stop the others
+            if len(pending) > 1:
+                for m in pending:
+                    await self._merge_pending([m])
+                return
+            failed = [(pending[0].p, f"could not be merged: {type(exc).__name__}: {exc}")]
+            targets, unmergeable = [], []
+        by_conversation = {m.conversation_id: m.p for m in pending}
+        for t in targets:
+            p = by_conversation[t.conversation_id]
+            p.plan = t.plan
+            merged = t.result
             if merged.added or merged.updated:
                 self.report.merged.append(
-                    MergedConversation(conversation_id, p.external_id, merged.added, merged.updated)
+                    MergedConversation(t.conversation_id, p.external_id, merged.added, merged.updated)
                 )
                 self.report.messages += merged.added
                 self.report.warnings.extend(
-                    f"{p.external_id}: {w}" for w in [*p.plan.warnings, *merged.warnings]
+                    f"{p.external_id}: {w}" for w in [*t.plan.warnings, *merged.warnings]
                 )
             else:
-                self.report.existing.append(conversation_id)
-        except importer.NotMergeable:
-            self.report.existing.append(conversation_id)
-            self.report.warnings.append(
-                f"{p.external_id}: imported before message ids were recorded, so it cannot be merged"
-            )
-        except Rejected as exc:
-            self._fail_prepared(p, p.external_id, str(exc))
-        except ThreadlineError as exc:
-            self._fail_prepared(p, p.external_id, f"cannot be merged into the earlier import: {exc.message}")
-        except Exception as exc:  # noqa: BLE001 - one bad conversation must not stop the others
-            self._fail_prepared(p, p.external_id, f"could not be merged: {type(exc).__name__}: {exc}")
+                self.report.existing.append(t.conversation_id)
+        for m in unmergeable:
+            self._not_mergeable(m.p, m.conversation_id)
+        for p, message in failed:
+            self._fail_prepared(p, p.external_id, message)
 
     async def finish(self, *, fatal: str | None = None) -> ImportReport:
         """Insert what is still queued, wait for the inserts in flight, then audit the run."""
