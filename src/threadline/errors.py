@@ -18,6 +18,7 @@ class ErrorCode(StrEnum):
     SLOW_CONSUMER = "SLOW_CONSUMER"
     UNAVAILABLE = "UNAVAILABLE"
     PERSISTED_QUERY_NOT_FOUND = "PERSISTED_QUERY_NOT_FOUND"
+    CONTENT_UNAVAILABLE = "CONTENT_UNAVAILABLE"
 
 
 # What `extensions.retryAfter` (and the Retry-After header) of an UNAVAILABLE answer says: a PostgreSQL
@@ -40,6 +41,10 @@ def not_found(kind: str) -> ThreadlineError:
 
 def bad_input(message: str, **extensions: Any) -> ThreadlineError:
     return ThreadlineError(ErrorCode.BAD_USER_INPUT, message, **extensions)
+
+
+def content_unavailable(message: str) -> ThreadlineError:
+    return ThreadlineError(ErrorCode.CONTENT_UNAVAILABLE, message)
 
 
 def forbidden(message: str) -> ThreadlineError:

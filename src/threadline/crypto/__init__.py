@@ -26,6 +26,7 @@ sees ciphertext; snippets of sealed rows are made in Python.
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from threadline.crypto.keyring import UNAVAILABLE, Keyring
 from threadline.crypto.master import master_keys_from
@@ -38,8 +39,11 @@ __all__ = [
     "active",
     "install",
     "install_from",
+    "open_bytes",
     "seal",
+    "seal_bytes",
     "seal_many",
+    "seal_parts",
     "seal_title",
     "sealing",
     "sealing_titles",
@@ -106,6 +110,46 @@ async def seal_title(tenant_id: uuid.UUID, text: str) -> str:
     if keyring is None or not keyring.seal_titles:
         return text
     return await keyring.seal(tenant_id, text)
+
+
+# The fields of a stored content part (parts.model) that hold content: text and reasoning, tool arguments and results.
+PART_TEXT_FIELDS = ("text", "arguments", "content")
+
+
+async def seal_parts(
+    tenant_id: uuid.UUID, parts: list[dict[str, Any]] | None, user_id: uuid.UUID | None = None
+) -> list[dict[str, Any]] | None:
+    """Content parts as stored: their text fields sealed (the JSON decoder opens them on every read); types,
+    names, file ids and URLs stay plain."""
+    keyring = _keyring
+    if keyring is None or not keyring.seal_new or not parts:
+        return parts
+    sealed: list[dict[str, Any]] = []
+    for part in parts:
+        copy = dict(part)
+        for field in PART_TEXT_FIELDS:
+            value = copy.get(field)
+            if isinstance(value, str) and value:
+                copy[field] = await keyring.seal(tenant_id, value, user_id)
+        sealed.append(copy)
+    return sealed
+
+
+async def seal_bytes(tenant_id: uuid.UUID, data: bytes) -> bytes:
+    """File bytes as they are stored (the tenant's key) when encryption is on."""
+    keyring = _keyring
+    if keyring is None:
+        return data
+    return await keyring.seal_bytes(tenant_id, data)
+
+
+async def open_bytes(data: bytes) -> bytes | None:
+    """Stored file bytes opened; None when their key was shredded. Bytes stored plain come back as they are, and
+    sealed ones without a keyring (which a server refuses to start without) too."""
+    keyring = _keyring
+    if keyring is None:
+        return data
+    return await keyring.open_bytes(data)
 
 
 def plain_for_index(stored: str, plaintext: str) -> str | None:

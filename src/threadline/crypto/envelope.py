@@ -74,3 +74,27 @@ def open_segment(cipher: AESGCM, tenant_id: uuid.UUID, segment: Segment) -> str:
     return cipher.decrypt(
         segment.nonce, segment.ciphertext, associated_data(segment.key_id, tenant_id)
     ).decode()
+
+
+# Bytes (file chunks): the same body, raw, after a mark of its own (a bytea column holds it as is).
+BYTES_MARK = b"\x1etlb1"
+
+
+def seal_bytes(cipher: AESGCM, key_id: uuid.UUID, tenant_id: uuid.UUID, data: bytes) -> bytes:
+    nonce = os.urandom(12)
+    body = cipher.encrypt(nonce, data, associated_data(key_id, tenant_id))
+    return BYTES_MARK + bytes((VERSION,)) + key_id.bytes + nonce + body
+
+
+def bytes_segment(data: bytes) -> Segment | None:
+    """The sealed body of `data`, or None when it is stored plain."""
+    if not data.startswith(BYTES_MARK):
+        return None
+    raw = data[len(BYTES_MARK) :]
+    if len(raw) < _MIN_BYTES or raw[0] != VERSION:
+        return None
+    return Segment(uuid.UUID(bytes=raw[1:17]), raw[17:_HEADER], raw[_HEADER:])
+
+
+def open_bytes(cipher: AESGCM, tenant_id: uuid.UUID, segment: Segment) -> bytes:
+    return cipher.decrypt(segment.nonce, segment.ciphertext, associated_data(segment.key_id, tenant_id))

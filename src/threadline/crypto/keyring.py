@@ -207,6 +207,33 @@ class Keyring:
         assert key.cipher is not None
         return [envelope.seal(key.cipher, key.id, tenant_id, t) if t else t for t in texts]
 
+    async def seal_bytes(self, tenant_id: uuid.UUID, data: bytes) -> bytes:
+        if not self.seal_new or not data:
+            return data
+        key = await self.active_key(tenant_id, None)
+        assert key.cipher is not None
+        return envelope.seal_bytes(key.cipher, key.id, tenant_id, data)
+
+    async def open_bytes(self, data: bytes) -> bytes | None:
+        """The plaintext of stored bytes (plain ones as they are); None when their key was shredded or they do not
+        authenticate."""
+        segment = envelope.bytes_segment(data)
+        if segment is None:
+            return data
+        key = self._keys.get(segment.key_id)
+        if key is None or not self._fresh(key, time.monotonic()):
+            await self.load({segment.key_id})
+            key = self._keys.get(segment.key_id)
+        if key is None:
+            return data  # not ours: bytes that happen to start with the mark
+        if key.cipher is None:
+            return None
+        try:
+            return envelope.open_bytes(key.cipher, key.tenant_id, segment)
+        except InvalidTag:
+            log.warning("bytes sealed with data key %s do not authenticate", key.id)
+            return None
+
     async def active_key(self, tenant_id: uuid.UUID, user_id: uuid.UUID | None) -> DataKey:
         scope = (tenant_id, user_id)
         key = self._active.get(scope)

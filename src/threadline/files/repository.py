@@ -9,7 +9,9 @@ from datetime import datetime
 
 import asyncpg
 
+from threadline import crypto
 from threadline.db import Executor
+from threadline.errors import content_unavailable
 
 FILE_COLUMNS = """f.id, f.tenant_id, f.blob_id, f.uploaded_by, f.filename, f.attached_at, f.created_at,
     b.sha256, b.size, b.content_type, b.storage"""
@@ -57,7 +59,10 @@ async def insert_chunks(
 ) -> None:
     await db.executemany(
         "INSERT INTO file_chunk (blob_id, tenant_id, seq, data) VALUES ($1, $2, $3, $4)",
-        [(blob_id, tenant_id, seq, data) for seq, data in enumerate(chunks)],
+        [
+            (blob_id, tenant_id, seq, await crypto.seal_bytes(tenant_id, data))
+            for seq, data in enumerate(chunks)
+        ],
     )
 
 
@@ -67,7 +72,7 @@ async def insert_chunk(db: Executor, tenant_id: uuid.UUID, blob_id: uuid.UUID, s
         blob_id,
         tenant_id,
         seq,
-        data,
+        await crypto.seal_bytes(tenant_id, data),  # encryption at rest (crypto/): the tenant's key
     )
 
 
@@ -144,7 +149,12 @@ async def chunk(db: Executor, tenant_id: uuid.UUID, blob_id: uuid.UUID, seq: int
         blob_id,
         seq,
     )
-    return bytes(value) if value is not None else None
+    if value is None:
+        return None
+    opened = await crypto.open_bytes(bytes(value))
+    if opened is None:
+        raise content_unavailable("This file's key was erased (encryption at rest): its bytes cannot be read")
+    return opened
 
 
 async def message_files(

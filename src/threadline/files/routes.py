@@ -43,6 +43,7 @@ STATUS = {
     ErrorCode.NOT_FOUND: 404,
     ErrorCode.RATE_LIMITED: 429,
     ErrorCode.UNAVAILABLE: 503,
+    ErrorCode.CONTENT_UNAVAILABLE: 410,
 }
 
 

@@ -45,6 +45,9 @@ _VALUE_DESCRIPTIONS = {
     ErrorCode.PERSISTED_QUERY_NOT_FOUND: "The persisted document named by `extensions.persistedQuery.sha256Hash` "
     "or `documentId` is not known (message `PersistedQueryNotFound`, HTTP 200): send the query text with the "
     "hash once (Apollo's and urql's persisted-query links do), or, in trusted-documents mode, register it.",
+    ErrorCode.CONTENT_UNAVAILABLE: "Content encrypted at rest whose key was erased (crypto-shredding: `threadline "
+    "keys shred`, userErase): it can no longer be read by anyone (HTTP 410 for a file's bytes). Text fields of "
+    "such content read as `[unavailable: this content's key was erased]` instead of failing the response.",
 }
 for _value in ErrorCodeEnum.__strawberry_definition__.values:  # type: ignore[attr-defined]
     _value.description = _VALUE_DESCRIPTIONS.get(_value.value, _value.description)

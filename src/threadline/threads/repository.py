@@ -72,7 +72,7 @@ async def insert_message(
         model,
         prompt_tokens,
         completion_tokens,
-        parts,
+        await crypto.seal_parts(tenant_id, parts, author_id),
         pii,
         crypto.plain_for_index(stored, content),
     )
@@ -94,7 +94,10 @@ async def set_parts(
     db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID, parts: list[dict[str, Any]] | None
 ) -> None:
     await db.execute(
-        "UPDATE message SET parts = $3 WHERE tenant_id = $1 AND id = $2", tenant_id, message_id, parts
+        "UPDATE message SET parts = $3 WHERE tenant_id = $1 AND id = $2",
+        tenant_id,
+        message_id,
+        await crypto.seal_parts(tenant_id, parts),  # encryption at rest (crypto/): the tenant's key
     )
 
 
