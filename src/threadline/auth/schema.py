@@ -7,10 +7,12 @@ from typing import Annotated
 
 import strawberry
 
+from threadline import crypto
 from threadline.auth import repository as repo
 from threadline.auth import service
 from threadline.auth.principal import Role
 from threadline.auth.types import ApiKey, ApiKeyCreatePayload, RoleEnum, User, UserCreateInput
+from threadline.crypto.rotation import shred as shred_keys
 from threadline.errors import not_found
 from threadline.graphql.context import Info
 from threadline.graphql.node import register
@@ -140,7 +142,8 @@ class UserErasureMutation:
         description="Erase a user (admins only), in one transaction: hard-delete the conversations they own, "
         "empty their messages elsewhere (replies to them stay readable) and attribute them to an anonymous "
         "placeholder, delete their keys and memberships and the user. `redactMessages: false` keeps the text "
-        "of their messages elsewhere, anonymised. Audited."
+        "of their messages elsewhere, anonymised. Audited. With encryption at rest and `redactMessages: true`, "
+        "their data key is erased too (crypto-shredding): backups of what they wrote become unreadable."
     )
     async def user_erase(
         self,
@@ -155,9 +158,12 @@ class UserErasureMutation:
         ] = True,
     ) -> UserErasure:
         principal = await info.context.principal()
-        done = await erasure.erase_user(
-            info.context.db, principal, decode_id(user_id, Kind.USER), redact_messages=redact_messages
-        )
+        erased = decode_id(user_id, Kind.USER)
+        done = await erasure.erase_user(info.context.db, principal, erased, redact_messages=redact_messages)
+        if redact_messages:
+            # Crypto-shredding (encryption at rest): what they wrote stays unreadable in backups too. Kept when
+            # their text is kept (redactMessages: false), which their key still opens.
+            await shred_keys(crypto.active(), info.context.db, principal.tenant_id, erased)
         placeholder = await repo.user_by_id(info.context.db, principal.tenant_id, done.placeholder_id)
         return UserErasure(
             user_id=strawberry.ID(encode_id(Kind.USER, done.user_id)),
