@@ -9,6 +9,7 @@ values sealed under a key nobody has).
 from __future__ import annotations
 
 import asyncio
+import binascii
 import logging
 import time
 import uuid
@@ -30,6 +31,9 @@ from threadline.db import Transaction
 
 log = logging.getLogger("threadline.crypto")
 
+_BODY = len(envelope.PREFIX)
+_MIN_RAW = 1 + 16 + 12 + 16  # version, key id, nonce, tag
+
 # What a reader gets for content whose key was shredded (or that fails to authenticate): never a 500.
 UNAVAILABLE = "[unavailable: this content's key was erased]"
 _JSON_MARK = "\\u001etl1:"  # how PostgreSQL writes the mark inside a JSON string
@@ -43,6 +47,10 @@ class DataKey:
     user_id: uuid.UUID | None
     cipher: AESGCM | None  # None: shredded, or under a master key this process does not have
     loaded_at: float
+    aad: bytes = b""  # the associated data of every value it sealed (envelope.associated_data)
+
+    def __post_init__(self) -> None:
+        self.aad = envelope.associated_data(self.id, self.tenant_id)
 
 
 def key_context(key_id: uuid.UUID, tenant_id: uuid.UUID, user_id: uuid.UUID | None) -> bytes:
@@ -69,6 +77,7 @@ class Keyring:
         self.dsn: str | None = None
         self.unwraps = 0  # keys unwrapped by this process (tests and the bench read it)
         self._keys: dict[uuid.UUID, DataKey] = {}
+        self._by_raw: dict[bytes, DataKey] = {}  # the same keys by the 16 bytes a value names them with
         self._unknown: dict[uuid.UUID, float] = {}
         self._active: dict[tuple[uuid.UUID, uuid.UUID | None], DataKey] = {}
         self._lock: asyncio.Lock | None = None
@@ -89,7 +98,24 @@ class Keyring:
 
     def _open(self, value: str, fresh_only: bool) -> str:
         """`fresh_only`: a key held longer than `cache_seconds` counts as missing (the decoders); a repair, which
-        has just read the keys again, opens with what it holds."""
+        has just read the keys again, opens with what it holds. The common case (one segment) is inlined: a
+        10,000-message tree opens 10,000 values, ~4 us each, most of it AES-GCM itself."""
+        if value.find(envelope.MARK, 1) == -1:
+            try:
+                # Not strict (a third faster): a value that only looks sealed names no key of ours, and AES-GCM
+                # authenticates whatever a lenient decoding of a sealed one gives.
+                raw = binascii.a2b_base64(value[_BODY:])
+            except (binascii.Error, ValueError):
+                return value
+            key = self._by_raw.get(raw[1:17]) if len(raw) >= _MIN_RAW and raw[0] == envelope.VERSION else None
+            if key is not None and (not fresh_only or time.monotonic() - key.loaded_at <= self.cache_seconds):
+                if key.cipher is None:
+                    return UNAVAILABLE
+                try:
+                    return key.cipher.decrypt(raw[17:29], raw[29:], key.aad).decode()
+                except (InvalidTag, UnicodeDecodeError):
+                    log.warning("a value sealed with data key %s does not authenticate", key.id)
+                    return UNAVAILABLE
         found = envelope.segments(value)
         if found is None:
             return value
@@ -183,8 +209,10 @@ class Keyring:
         key = DataKey(row["id"], row["tenant_id"], row["user_id"], cipher, time.monotonic())
         self._keys.pop(key.id, None)
         self._keys[key.id] = key
+        self._by_raw[key.id.bytes] = key
         if len(self._keys) > self.cache_size:
-            self._keys.pop(next(iter(self._keys)))  # the oldest loaded
+            oldest = self._keys.pop(next(iter(self._keys)))  # the oldest loaded
+            self._by_raw.pop(oldest.id.bytes, None)
         return key
 
     # writing ---------------------------------------------------------------------------------------------------
@@ -272,6 +300,7 @@ class Keyring:
         """Drop these keys from this process (shredded or retired): the next read loads them again."""
         for key_id in ids:
             self._keys.pop(key_id, None)
+            self._by_raw.pop(key_id.bytes, None)
         for scope, key in list(self._active.items()):
             if key.id in ids:
                 del self._active[scope]
