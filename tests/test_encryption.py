@@ -7,6 +7,7 @@ import base64
 import os
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -352,4 +353,37 @@ def test_user_erase_shreds_the_users_key_and_the_members_own_content_goes_with_i
         assert row["wrapped"] is None and row["shredded_at"] is not None
         tree = admin.client.ok(TREE, {"r": root})["threadTree"]["nodes"]
         assert [n["content"] for n in tree] == ["the admin asks", ""]  # redacted, and its key erased
+        admin.client.close()
+
+
+def test_semantic_search_finds_sealed_content_by_meaning(loop: Loop, dsn: str) -> None:
+    """The indexer embeds the plaintext (the pool opens it); vectors are stored as they are (they leak approximate
+    meaning: crypto/ says so), chunks' text is not stored in the clear."""
+    env = {
+        "THREADLINE_EMBEDDINGS": "test",
+        "THREADLINE_EMBEDDINGS_SETTLE_SECONDS": "0",
+        "THREADLINE_EMBEDDINGS_POLL_SECONDS": "0.05",
+        "THREADLINE_EMBEDDINGS_RATE": "0",
+    }
+    index = "{ embeddingIndex { pending inProgress indexedMessages } }"
+    query = """query($i: ConversationSearchInput!) { search(input: $i) {
+      totalCount nodes { message { id content } matchedBy snippet } } }"""
+    with sealed_server(dsn, new_key(), **env) as url:
+        admin = admin_on(loop, dsn, url)
+        target = start_thread(
+            admin, create_conversation(admin), "How do I repair a broken automobile on a budget"
+        )
+        start_thread(admin, create_conversation(admin), "Sourdough starter needs flour every morning")
+        deadline = time.monotonic() + 30
+        while (status := admin.client.ok(index)["embeddingIndex"])["indexedMessages"] < 2:
+            assert time.monotonic() < deadline, status
+            time.sleep(0.05)
+        found = admin.client.ok(query, {"i": {"query": "fix damaged car inexpensive", "mode": "SEMANTIC"}})[
+            "search"
+        ]
+        assert found["totalCount"] == 1
+        (hit,) = found["nodes"]
+        assert hit["message"] == {"id": target, "content": "How do I repair a broken automobile on a budget"}
+        assert hit["snippet"].startswith("How do I repair a broken automobile")
+        assert scan(loop, dsn, "automobile") == []
         admin.client.close()
