@@ -387,3 +387,35 @@ def test_semantic_search_finds_sealed_content_by_meaning(loop: Loop, dsn: str) -
         assert hit["snippet"].startswith("How do I repair a broken automobile")
         assert scan(loop, dsn, "automobile") == []
         admin.client.close()
+
+
+def test_a_sealed_conversation_goes_cold_stays_sealed_and_comes_back_searchable(loop: Loop, dsn: str) -> None:
+    key = new_key()
+    word = marker()
+    with sealed_server(dsn, key) as url:
+        admin = admin_on(loop, dsn, url)
+        cid = create_conversation(admin)
+        root = start_thread(admin, cid, f"cold words {word}")
+        ran = cli(
+            dsn,
+            "tiers",
+            "run",
+            "--tenant",
+            admin.tenant_id,
+            "--older-than-days",
+            "0",
+            THREADLINE_MASTER_KEY=key,
+        )
+        assert ran.returncode == 0, ran.stderr
+        assert '"frozen": 1' in ran.stdout
+        assert sql(loop, dsn, "SELECT count(*) AS n FROM message")[0]["n"] == 0  # in the cold document now
+        # The document holds the sealed values as the rows had them: no plaintext in it either.
+        (doc,) = sql(loop, dsn, "SELECT document, codec FROM conversation_tier")
+        from threadline.tiers.document import decompress
+
+        assert word.encode() not in decompress(bytes(doc["document"]), doc["codec"])
+        # A read brings it back; the restored sealed row gets its full-text vector from the plaintext.
+        assert admin.client.ok(MESSAGE, {"id": root})["node"]["content"] == f"cold words {word}"
+        assert admin.client.ok(SEARCH, {"i": {"query": word}})["search"]["totalCount"] == 1
+        assert set(scan(loop, dsn, word)) <= {"enrichment_job.result_tags"}
+        admin.client.close()

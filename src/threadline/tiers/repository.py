@@ -389,3 +389,23 @@ async def storage_states(db: Executor, tenant_id: uuid.UUID, ids: list[uuid.UUID
         tenant_id,
         ids,
     )
+
+
+async def index_sealed_messages(db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID) -> None:
+    """Restored messages whose content is sealed (crypto/) get their full-text vector back from the plaintext (the
+    document leaves derived columns out, and the trigger cannot read sealed text)."""
+    rows = await db.fetch(
+        """SELECT id, content FROM message
+           WHERE tenant_id = $1 AND conversation_id = $2 AND search_vector IS NULL AND deleted_at IS NULL
+             AND left(content, 5) = chr(30) || 'tl1:'""",
+        tenant_id,
+        conversation_id,
+    )
+    if rows:
+        await db.execute(
+            """UPDATE message m SET search_vector = threadline_search_vector(threadline_search_config($1), v.body)
+               FROM unnest($2::uuid[], $3::text[]) AS v(id, body) WHERE m.tenant_id = $1 AND m.id = v.id""",
+            tenant_id,
+            [r["id"] for r in rows],
+            [r["content"] for r in rows],
+        )

@@ -22,6 +22,7 @@ from typing import Any
 
 import orjson
 
+from threadline import crypto
 from threadline.auth.principal import Principal
 from threadline.db import Database, Executor
 from threadline.errors import bad_input, conflict, forbidden
@@ -169,6 +170,8 @@ async def _restore(
             restored += await repo.insert_rows(tx, sql, orjson.dumps(batch).decode())
             done += len(batch)
             await report("RESTORING", done, total)
+    if crypto.active() is not None:  # encryption at rest: sealed messages' vectors, from their plaintext
+        await repo.index_sealed_messages(tx, tenant_id, conversation_id)
     await repo.mark_restored(tx, tenant_id, conversation_id)
     log.info(
         "restored conversation %s: %d rows in %.1f ms",
