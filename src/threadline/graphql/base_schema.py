@@ -7,11 +7,14 @@ from typing import Any
 
 import strawberry
 from graphql import GraphQLError
+from strawberry.extensions import SchemaExtension
+from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.schema.exceptions import InvalidOperationTypeError
 from strawberry.types import ExecutionContext
 from strawberry.types.graphql import OperationType
 
 from threadline.graphql.errors import format_error
+from threadline.graphql.extension_hooks import CachedHooksRunner
 
 
 class SubscriptionNeedsStream(InvalidOperationTypeError):
@@ -26,6 +29,12 @@ class SubscriptionNeedsStream(InvalidOperationTypeError):
 
 
 class ThreadlineSchema(strawberry.Schema):
+    def create_extensions_runner(
+        self, execution_context: ExecutionContext, extensions: list[SchemaExtension]
+    ) -> SchemaExtensionsRunner:
+        # Each extension's hooks are looked up once per class, not with `inspect` on every request.
+        return CachedHooksRunner(execution_context=execution_context, extensions=extensions)
+
     async def execute(self, *args: Any, **kwargs: Any) -> Any:
         # Only HTTP's plain (non-streamed) operations come here; WebSocket and multipart ones use `stream`.
         allowed = kwargs.get("allowed_operation_types")

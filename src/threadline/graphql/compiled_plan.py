@@ -71,15 +71,27 @@ def object_type_check(object_type: GraphQLObjectType) -> tuple[bool, Any]:
     Strawberry's own `is_type_of` (isinstance against the type and its interfaces) never reads the resolve
     info; a hand-written one might, so such types are completed by the stock executor only.
     """
+    known = _CHECKS.get(object_type)
+    if known is not None and known[1] is object_type.is_type_of:  # asked per list completed: kept per type
+        return known[0]
     is_type_of = object_type.is_type_of
     if is_type_of is None:
-        return True, None
-    qualname = getattr(is_type_of, "__qualname__", "")
-    if getattr(is_type_of, "__module__", "") == "strawberry.schema.schema_converter" and qualname.endswith(
-        "_get_is_type_of.<locals>.is_type_of"
-    ):
-        return True, is_type_of
-    return False, None
+        found: tuple[bool, Any] = (True, None)
+    else:
+        qualname = getattr(is_type_of, "__qualname__", "")
+        if getattr(
+            is_type_of, "__module__", ""
+        ) == "strawberry.schema.schema_converter" and qualname.endswith(
+            "_get_is_type_of.<locals>.is_type_of"
+        ):
+            found = (True, is_type_of)
+        else:
+            found = (False, None)
+    _CHECKS[object_type] = (found, is_type_of)
+    return found
+
+
+_CHECKS: dict[GraphQLObjectType, tuple[tuple[bool, Any], Any]] = {}
 
 
 def exact_class(object_type: GraphQLObjectType) -> type | None:

@@ -80,7 +80,8 @@ class LeanGraphQL:
             or not length.isdigit()
             or int(length) > limit
             or not over_http.is_json_body(content_type)
-            or view._get_stream_transport_from_headers({"accept": accept or ""}) is not None
+            # strawberry's stream transports accept only these media types (its own check builds them anew)
+            or over_http.streams(accept)
         ):
             await view(scope, receive, send)
             return

@@ -18,11 +18,14 @@ for byte.
 
 from __future__ import annotations
 
+from asyncio import CancelledError
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from graphql import FieldNode, FragmentSpreadNode, GraphQLResolveInfo, InlineFragmentNode, SelectionSetNode
 from strawberry.dataloader import DefaultCache
+
+from threadline.graphql import parse_cache
 
 __all__ = ["NOT_READY", "asks_for", "loaded", "ready_of", "when_ready"]
 
@@ -62,9 +65,12 @@ def loaded(context: Any, name: str, key: Any) -> Any:
         future = cache.cache_map.get(key)
     else:
         future = cache.get(key)
-    if future is None or not future.done() or future.cancelled() or future.exception() is not None:
+    if future is None:
         return NOT_READY
-    return future.result()
+    try:  # one call where done(), cancelled() and exception() were three: pending, cancelled or failed raise
+        return future.result()
+    except (Exception, CancelledError):
+        return NOT_READY
 
 
 def asks_for(info: Any, *path: str) -> bool:
@@ -72,8 +78,26 @@ def asks_for(info: Any, *path: str) -> bool:
     `@skip`/`@include` are not evaluated, so a skipped field counts: this only decides what to prefetch).
     `info` is strawberry's `Info` or graphql-core's resolve info."""
     raw: GraphQLResolveInfo[Any] = getattr(info, "_raw_info", info)
-    sets = [node.selection_set for node in raw.field_nodes if node.selection_set is not None]
-    return _reaches(sets, path, raw.fragments)
+    nodes = raw.field_nodes
+    # The answer depends only on the document's nodes, and a cached document's nodes serve all its requests: the
+    # answer is kept per field nodes and path, the entry holding the nodes (so that their ids stay theirs). Only
+    # for documents the parse cache keeps too (no string literal: no caller content held here).
+    key = (*map(id, nodes), path)
+    known = _ASKED.get(key)
+    if known is not None:
+        return known[1]
+    sets = [node.selection_set for node in nodes if node.selection_set is not None]
+    answer = _reaches(sets, path, raw.fragments)
+    loc = nodes[0].loc if nodes else None
+    if loc is not None and parse_cache.cacheable(loc.source.body):
+        if len(_ASKED) >= _ASKED_MAX:
+            _ASKED.clear()
+        _ASKED[key] = (list(nodes), answer)
+    return answer
+
+
+_ASKED: dict[tuple[Any, ...], tuple[list[FieldNode], bool]] = {}
+_ASKED_MAX = 2048
 
 
 def _reaches(sets: Iterable[SelectionSetNode], path: tuple[str, ...], fragments: Mapping[str, Any]) -> bool:
