@@ -419,3 +419,33 @@ def test_a_sealed_conversation_goes_cold_stays_sealed_and_comes_back_searchable(
         assert admin.client.ok(SEARCH, {"i": {"query": word}})["search"]["totalCount"] == 1
         assert set(scan(loop, dsn, word)) <= {"enrichment_job.result_tags"}
         admin.client.close()
+
+
+def test_keys_seal_encrypts_content_written_before_encryption_was_on_resumably(loop: Loop, dsn: str) -> None:
+    key = new_key()
+    word = marker()
+    with serve_process(dsn, THREADLINE_RUN_QUEUE=unique("q")) as url:  # no key: content stored plain
+        admin = admin_on(loop, dsn, url)
+        cid = create_conversation(admin, "before")
+        roots = [start_thread(admin, cid, f"plain {i} {word}") for i in range(3)]
+        admin.client.ok(EDIT, {"m": roots[0], "x": f"plain edited {word}"})
+        admin.client.close()
+    assert "message.content" in scan(loop, dsn, word)
+
+    partial = cli(dsn, "keys", "seal", "--batch", "1", "--max-batches", "2", THREADLINE_MASTER_KEY=key)
+    assert partial.returncode == 0, partial.stderr
+    assert '"finished": false' in partial.stdout and '"rowsSealed": 2' in partial.stdout
+    done = cli(dsn, "keys", "seal", "--batch", "2", THREADLINE_MASTER_KEY=key)
+    assert done.returncode == 0, done.stderr
+    assert '"finished": true' in done.stdout
+    assert set(scan(loop, dsn, word)) <= {"enrichment_job.result_tags"}
+
+    with sealed_server(dsn, key) as url:
+        reader = Actor(admin.tenant_id, admin.user_id, admin.api_key, Client(url, admin.api_key))
+        assert reader.client.ok(MESSAGE, {"id": roots[1]})["node"]["content"] == f"plain 1 {word}"
+        tree = reader.client.ok(TREE, {"r": roots[0]})["threadTree"]["nodes"]
+        assert tree[0]["content"] == f"plain edited {word}" and tree[0]["edits"] == [
+            {"content": f"plain 0 {word}"}
+        ]
+        assert reader.client.ok(SEARCH, {"i": {"query": word}})["search"]["totalCount"] == 1
+        reader.client.close()

@@ -28,9 +28,11 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from threadline.crypto.envelope import PREFIX
 from threadline.crypto.keyring import UNAVAILABLE, Keyring
 from threadline.crypto.master import master_keys_from
 from threadline.db import content
+from threadline.ids import parse_id
 from threadline.settings import Settings
 
 __all__ = [
@@ -42,6 +44,7 @@ __all__ = [
     "open_bytes",
     "seal",
     "seal_bytes",
+    "seal_event_payload",
     "seal_many",
     "seal_parts",
     "seal_title",
@@ -132,6 +135,29 @@ async def seal_parts(
             if isinstance(value, str) and value:
                 copy[field] = await keyring.seal(tenant_id, value, user_id)
         sealed.append(copy)
+    return sealed
+
+
+async def seal_event_payload(tenant_id: uuid.UUID, payload: dict[str, Any]) -> dict[str, Any]:
+    """A logged event's payload as stored: a message snapshot's `content` sealed with its author's key (the
+    snapshot's `authorId`), a delta's text with the tenant's. The hub's reads open them again (db.content)."""
+    keyring = _keyring
+    if keyring is None or not keyring.seal_new:
+        return payload
+    sealed = dict(payload)
+    message = payload.get("message")
+    if isinstance(message, dict) and isinstance(message.get("content"), str) and message["content"]:
+        author = message.get("authorId")
+        found = parse_id(author) if isinstance(author, str) else None
+        text = message["content"]
+        if not text.startswith(PREFIX):
+            sealed["message"] = {
+                **message,
+                "content": await keyring.seal(tenant_id, text, found[1] if found else None),
+            }
+    delta = payload.get("delta")
+    if isinstance(delta, str) and delta and not delta.startswith(PREFIX):
+        sealed["delta"] = await keyring.seal(tenant_id, delta)
     return sealed
 
 

@@ -32,6 +32,15 @@ def add_commands(sub: Any) -> None:
         "--max-batches", type=int, help="stop after this many batches (resume by running again)"
     )
     rotate.set_defaults(run=_rotate)
+    seal = actions.add_parser(
+        "seal",
+        help="seal the content stored plain (written before encryption was on, or imported): resumable batches",
+    )
+    seal.add_argument("--batch", type=int, default=500, help="rows per transaction (default 500)")
+    seal.add_argument(
+        "--max-batches", type=int, help="stop after this many batches (resume by running again)"
+    )
+    seal.set_defaults(run=_seal)
     shred = actions.add_parser(
         "shred",
         help="erase the data keys of a tenant or a user: their content becomes unreadable, in backups too once "
@@ -110,6 +119,27 @@ def _rotate(args: argparse.Namespace, settings: Settings) -> int:
         return await rotate(
             db, keyring, reencrypt=args.reencrypt, batch=args.batch, max_batches=args.max_batches
         )
+
+    print(json.dumps(_with_db(settings, body)))
+    return 0
+
+
+def _seal(args: argparse.Namespace, settings: Settings) -> int:
+    from threadline import crypto
+    from threadline.crypto.rotation import seal_plain
+
+    keyring = crypto.active()
+    if keyring is None or not keyring.seal_new:
+        print(
+            "threadline: keys seal needs THREADLINE_MASTER_KEY (or _FILE) and encryption on", file=sys.stderr
+        )
+        return 2
+    if args.batch < 1 or (args.max_batches is not None and args.max_batches < 1):
+        print("threadline: --batch and --max-batches must be at least 1", file=sys.stderr)
+        return 2
+
+    async def body(db: Any) -> dict[str, Any]:
+        return await seal_plain(db, keyring, batch=args.batch, max_batches=args.max_batches)
 
     print(json.dumps(_with_db(settings, body)))
     return 0

@@ -115,33 +115,44 @@ async def key_owners(db: Executor) -> list[asyncpg.Record]:
     return await db.fetch("SELECT tenant_id, user_id FROM data_key WHERE active ORDER BY tenant_id, user_id")
 
 
-async def rotation(db: Executor) -> asyncpg.Record | None:
-    return await db.fetchrow("SELECT * FROM key_rotation WHERE id = 'rotate'")
+async def rotation(db: Executor, job: str = "rotate") -> asyncpg.Record | None:
+    """The progress row of `keys rotate` ("rotate") or of `keys seal` ("seal")."""
+    return await db.fetchrow("SELECT * FROM key_rotation WHERE id = $1", job)
 
 
-async def start_rotation(db: Executor, target: str, reencrypt: bool) -> None:
+async def start_rotation(
+    db: Executor, target: str, reencrypt: bool, job: str = "rotate", phase: str = "rewrap"
+) -> None:
     await db.execute(
         """INSERT INTO key_rotation (id, target_master_key_id, reencrypt, phase, position)
-           VALUES ('rotate', $1, $2, 'rewrap', NULL)
-           ON CONFLICT (id) DO UPDATE SET target_master_key_id = $1, reencrypt = $2, phase = 'rewrap',
+           VALUES ($3, $1, $2, $4, NULL)
+           ON CONFLICT (id) DO UPDATE SET target_master_key_id = $1, reencrypt = $2, phase = $4,
                position = NULL, keys_done = 0, rows_done = 0, started_at = now(), updated_at = now(),
                finished_at = NULL""",
         target,
         reencrypt,
+        job,
+        phase,
     )
 
 
 async def note_rotation(
-    db: Executor, phase: str, position: dict[str, Any] | None, keys: int = 0, rows: int = 0
+    db: Executor,
+    phase: str,
+    position: dict[str, Any] | None,
+    keys: int = 0,
+    rows: int = 0,
+    job: str = "rotate",
 ) -> None:
     await db.execute(
         """UPDATE key_rotation SET phase = $1, position = $2, keys_done = keys_done + $3, rows_done = rows_done + $4,
                updated_at = now(), finished_at = CASE WHEN $1 = 'done' THEN now() END
-           WHERE id = 'rotate'""",
+           WHERE id = $5""",
         phase,
         position,
         keys,
         rows,
+        job,
     )
 
 
@@ -181,4 +192,43 @@ async def key_counts(db: Executor) -> list[asyncpg.Record]:
     return await db.fetch(
         """SELECT master_key_id, active, shredded_at IS NOT NULL AS shredded, count(*) AS n FROM data_key
            GROUP BY 1, 2, 3 ORDER BY 1, 2, 3"""
+    )
+
+
+# Who owns the key a plain value of each sealed column is sealed with by `keys seal` (NULL: the tenant).
+_OWNERS = {"message": "author_id", "message_edit": "editor_id"}
+
+
+async def plain_batch(
+    db: Executor, table: str, column: str, after: uuid.UUID, limit: int
+) -> list[asyncpg.Record]:
+    """The next rows of `table` whose `column` holds plain text (not empty, not sealed), by id, locked for this
+    batch's short transaction, with their tenant and the user whose key seals them."""
+    assert (table, column) in SEALED_COLUMNS
+    owner = _OWNERS.get(table, "NULL::uuid")
+    return await db.fetch(
+        f"""SELECT id, tenant_id, {owner} AS user_id, {column} AS value FROM {table}
+            WHERE id > $1 AND {column} <> '' AND left({column}, 5) <> chr(30) || 'tl1:'
+            ORDER BY id LIMIT $2 FOR UPDATE""",
+        after,
+        limit,
+    )
+
+
+async def events_batch(db: Executor, after: int, limit: int) -> list[asyncpg.Record]:
+    """The next logged events by id, locked for this batch, their payload as JSON text (`keys seal`: text, which the
+    pool's decoders leave as stored, sealed values and all)."""
+    return await db.fetch(
+        "SELECT id, tenant_id, payload::text AS raw FROM stream_event WHERE id > $1 ORDER BY id LIMIT $2 FOR UPDATE",
+        after,
+        limit,
+    )
+
+
+async def set_payloads(db: Executor, ids: list[int], payloads: list[str]) -> None:
+    await db.execute(
+        """UPDATE stream_event e SET payload = v.payload::jsonb FROM unnest($1::bigint[], $2::text[]) AS v(id, payload)
+           WHERE e.id = v.id""",
+        ids,
+        payloads,
     )

@@ -13,7 +13,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from threadline.crypto import envelope
+import orjson
+
+from threadline.crypto import envelope, seal_event_payload
 from threadline.crypto import repository as repo
 from threadline.crypto.keyring import UNAVAILABLE, Keyring, key_context
 from threadline.db import Database
@@ -130,6 +132,64 @@ async def _resealed(keyring: Keyring, rows: list[Any]) -> tuple[list[uuid.UUID],
         ids.append(row_id)
         values.append(envelope.seal(active.cipher, active.id, key.tenant_id, text))
     return ids, values
+
+
+async def seal_plain(
+    db: Database, keyring: Keyring, *, batch: int = 500, max_batches: int | None = None
+) -> dict[str, Any]:
+    """`threadline keys seal`: seal the content written before encryption was turned on (or by a writer that
+    stores it plain), table by table in keyset batches, resumable like the rotation. The full-text vectors stay
+    (the trigger keeps a sealed row's vector, computed from this same text when it was written)."""
+    state = await repo.rotation(db, "seal")
+    if state is None or state["finished_at"] is not None:
+        await repo.start_rotation(db, keyring.masters.current.key_id, False, "seal", "seal")
+        state = await repo.rotation(db, "seal")
+        assert state is not None
+    position: dict[str, Any] = state["position"] or {"table": 0, "after": str(_ZERO)}
+    phase: str = state["phase"]
+    batches = 0
+    while phase == "seal" and (max_batches is None or batches < max_batches):
+        table, column = repo.SEALED_COLUMNS[int(position["table"])]
+        async with db.transaction() as tx:
+            rows = await repo.plain_batch(tx, table, column, uuid.UUID(position["after"]), batch)
+            values = [await keyring.seal(r["tenant_id"], r["value"], r["user_id"]) for r in rows]
+            if rows:
+                await repo.reseal(tx, table, column, [r["id"] for r in rows], values)
+                position = {"table": position["table"], "after": str(rows[-1]["id"])}
+            elif int(position["table"]) + 1 < len(repo.SEALED_COLUMNS):
+                position = {"table": int(position["table"]) + 1, "after": str(_ZERO)}
+            else:
+                phase, position = "events", {"after": 0}
+            await repo.note_rotation(tx, phase, position, rows=len(rows), job="seal")
+        batches += 1
+    while phase == "events" and (max_batches is None or batches < max_batches):
+        # The event log: payloads carrying text (snapshots, deltas) sealed as publish() seals new ones.
+        async with db.transaction() as tx:
+            events = await repo.events_batch(tx, int(position["after"]), batch)
+            changed: list[tuple[int, dict[str, Any]]] = []
+            for event in events:
+                payload = orjson.loads(event["raw"])
+                if isinstance(payload, dict):
+                    sealed = await seal_event_payload(event["tenant_id"], payload)
+                    if sealed != payload:
+                        changed.append((event["id"], sealed))
+            if changed:
+                await repo.set_payloads(
+                    tx, [i for i, _ in changed], [orjson.dumps(p).decode() for _, p in changed]
+                )
+            if events:
+                position = {"after": events[-1]["id"]}
+            else:
+                phase, position = "done", {}
+            await repo.note_rotation(tx, phase, position, rows=len(changed), job="seal")
+        batches += 1
+    final = await repo.rotation(db, "seal")
+    assert final is not None
+    return {
+        "finished": final["phase"] == "done",
+        "rowsSealed": final["rows_done"],
+        "position": final["position"],
+    }
 
 
 async def shred(
