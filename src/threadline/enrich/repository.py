@@ -110,16 +110,17 @@ async def first_exchange(
     db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID, max_chars: int
 ) -> asyncpg.Record | None:
     """The first user message and the first assistant answer after it (both not deleted, at most `max_chars`
-    each), and whether that answer is still being streamed."""
+    each: sealed content (crypto/) is read whole, SQL cannot cut it), and whether that answer is still being
+    streamed."""
     return await db.fetchrow(
         """WITH q AS (
-               SELECT m.id, left(m.content, $3) AS content, m.created_at, m.seq FROM message m
+               SELECT m.id, CASE WHEN left(m.content, 5) = chr(30) || 'tl1:' THEN m.content ELSE left(m.content, $3) END AS content, m.created_at, m.seq FROM message m
                WHERE m.tenant_id = $1 AND m.conversation_id = $2 AND m.role = 'USER' AND m.deleted_at IS NULL
                ORDER BY m.created_at, m.seq LIMIT 1)
            SELECT q.id AS question_id, q.content AS question, a.id AS answer_id, a.content AS answer,
                   a.streaming, a.created_at AS answered_at
            FROM q LEFT JOIN LATERAL (
-               SELECT m.id, left(m.content, $3) AS content, m.created_at,
+               SELECT m.id, CASE WHEN left(m.content, 5) = chr(30) || 'tl1:' THEN m.content ELSE left(m.content, $3) END AS content, m.created_at,
                       EXISTS (SELECT 1 FROM message_stream s WHERE s.tenant_id = $1 AND s.id = m.id
                               AND s.finished_at IS NULL) AS streaming
                FROM message m
@@ -138,7 +139,7 @@ async def recent_messages(
     """The newest `limit` user and assistant messages, not deleted, oldest first, each cut to `max_chars`."""
     return await db.fetch(
         """SELECT id, role, content FROM (
-               SELECT m.id, m.role, left(m.content, $4) AS content, m.created_at, m.seq FROM message m
+               SELECT m.id, m.role, CASE WHEN left(m.content, 5) = chr(30) || 'tl1:' THEN m.content ELSE left(m.content, $4) END AS content, m.created_at, m.seq FROM message m
                WHERE m.tenant_id = $1 AND m.conversation_id = $2 AND m.deleted_at IS NULL
                  AND m.role IN ('USER', 'ASSISTANT') AND m.content <> ''
                ORDER BY m.created_at DESC, m.seq DESC LIMIT $3) recent

@@ -162,13 +162,17 @@ async def user_messages(
     db: Executor, principal: Principal, since: datetime, until: datetime, limit: int, max_chars: int
 ) -> list[asyncpg.Record]:
     """The newest `limit` user messages written in the window in readable, not deleted conversations (not
-    deleted themselves), each cut to `max_chars`: what topics are counted from."""
+    deleted themselves), each cut to `max_chars` (sealed content, crypto/, is read whole: SQL cannot cut it): what
+    topics are counted from."""
     params: list[Any] = []
     source = _messages_in(principal, since, until, params)
     params.extend([limit, max_chars])
     n = len(params)
     return await db.fetch(
-        f"""SELECT m.conversation_id, left(m.content, ${n}) AS content FROM {source}
+        f"""SELECT m.conversation_id,
+                   CASE WHEN left(m.content, 5) = chr(30) || 'tl1:' THEN m.content ELSE left(m.content, ${n}) END
+                       AS content
+            FROM {source}
                 AND m.role = 'USER' AND m.deleted_at IS NULL
             ORDER BY m.created_at DESC LIMIT ${n - 1}""",
         *params,
