@@ -5,7 +5,11 @@ Files are generated in ChatGPT's export shape (mapping of nodes, two branches fr
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
+import subprocess
 import uuid
 from pathlib import Path
 from typing import Any
@@ -14,7 +18,7 @@ import asyncpg
 
 from tests.api import create_conversation, reply, start_thread
 from tests.harness import Actor, Loop
-from tests.test_porting_cli import report_of, run
+from tests.test_porting_cli import THREADLINE, report_of, run
 from tests.test_porting_import import assert_tree_is_consistent, outline, sql
 from threadline.ids import Kind, decode_id, encode_id
 
@@ -217,3 +221,159 @@ def test_a_large_file_gives_the_trees_counters_and_search_of_row_by_row_writes(
     again = import_file(dsn, admin, tmp_path / "conversations.json")
     assert (again["imported"], again["skipped"], again["messages"]) == (0, 240, 0)
     assert assert_whole(loop, dsn, admin) == 240
+
+
+def test_a_merge_reimport_of_a_grown_export_adds_exactly_the_new_messages(
+    admin: Actor, make_user: Any, loop: Loop, dsn: str, tmp_path: Path
+) -> None:
+    first = import_file(dsn, admin, write(tmp_path / "v1.json", [chatgpt(i, 10) for i in range(30)]))
+    assert (first["imported"], first["messages"]) == (30, 30 * 19)
+    # Days later: every conversation went on (three more messages at the end of each branch), five are new.
+    grown = [chatgpt(i, 10, grown=3) for i in range(30)] + [chatgpt(i, 10) for i in range(30, 35)]
+    report = import_file(dsn, admin, write(tmp_path / "v2.json", grown))
+    assert (report["imported"], report["merged"], report["skipped"], report["failed"]) == (5, 30, 0, 0)
+    assert (report["messagesAdded"], report["messagesUpdated"]) == (30 * 6, 0)
+    assert report["messages"] == 30 * 6 + 5 * 19
+    assert {m["messagesAdded"] for m in report["merges"]} == {6}
+    assert assert_whole(loop, dsn, admin) == 35
+    (dupes,) = sql(
+        loop,
+        dsn,
+        """SELECT count(*) AS n FROM (SELECT conversation_id, import_key FROM message WHERE tenant_id = $1
+           GROUP BY 1, 2 HAVING count(*) > 1) d""",
+        tenant_of(admin),
+    )
+    assert dupes["n"] == 0
+    # Each merged tree is the tree a first import of the grown export makes (another user's own import).
+    other = make_user(admin)
+    fresh = import_file(dsn, other, tmp_path / "v2.json")
+    assert (fresh["imported"], fresh["messages"]) == (35, 35 * 19 + 30 * 6)
+    owned = {
+        (r["owner_id"], r["title"]): encode_id(Kind.CONVERSATION, r["id"])
+        for r in sql(
+            loop, dsn, "SELECT id, owner_id, title FROM conversation WHERE tenant_id = $1", tenant_of(admin)
+        )
+    }
+    mine, theirs = decode_id(admin.user_id, Kind.USER), decode_id(other.user_id, Kind.USER)
+    for index in (0, 17, 29, 33):
+        merged = owned[(mine, f"Chat {index}")]
+        assert outline(loop, dsn, merged) == outline(loop, dsn, owned[(theirs, f"Chat {index}")])
+        assert_tree_is_consistent(loop, dsn, merged)
+    differ, with_vector = loop.run(_vectors_differ(dsn, tenant_of(admin)))
+    assert (differ, with_vector) == (0, 2 * (35 * 19 + 30 * 6))
+    # The same grown export once more: nothing new, nothing written.
+    again = import_file(dsn, admin, tmp_path / "v2.json")
+    assert (again["imported"], again["merged"], again["skipped"], again["messages"]) == (0, 0, 35, 0)
+    assert assert_whole(loop, dsn, admin) == 70
+
+
+def test_a_failed_batch_leaves_nothing_half_written_and_only_its_culprit_fails(
+    admin: Actor, loop: Loop, dsn: str, tmp_path: Path
+) -> None:
+    conversations = [chatgpt(i, 5) for i in range(20)]
+    conversations[7]["mapping"]["c7-b1-m2"]["message"]["content"]["parts"] = ["poison pill"]
+    # A refusal only the database makes (a check no reader can foresee), in the middle of one batch.
+    sql(
+        loop,
+        dsn,
+        """CREATE FUNCTION test_refuse_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN IF NEW.content LIKE 'poison%' THEN RAISE EXCEPTION 'poisoned message'; END IF; RETURN NEW; END $$""",
+    )
+    sql(
+        loop,
+        dsn,
+        """CREATE TRIGGER test_refuse_poison BEFORE INSERT ON message
+           FOR EACH ROW EXECUTE FUNCTION test_refuse_poison()""",
+    )
+    try:
+        report = import_file(dsn, admin, write(tmp_path / "conversations.json", conversations))
+    finally:
+        sql(loop, dsn, "DROP TRIGGER test_refuse_poison ON message")
+        sql(loop, dsn, "DROP FUNCTION test_refuse_poison()")
+    assert (report["imported"], report["failed"], report["messages"]) == (19, 1, 19 * 9)
+    (failure,) = report["failures"]
+    assert failure["external_id"] == str(uuid.UUID(int=8))
+    assert "poisoned message" in failure["message"]
+    assert assert_whole(loop, dsn, admin) == 19
+    titles = {
+        r["title"]
+        for r in sql(loop, dsn, "SELECT title FROM conversation WHERE tenant_id = $1", tenant_of(admin))
+    }
+    assert "Chat 7" not in titles and len(titles) == 19
+    # Nothing of it stayed: the same file again imports it, and only it.
+    again = import_file(dsn, admin, tmp_path / "conversations.json")
+    assert (again["imported"], again["skipped"], again["failed"]) == (1, 19, 0)
+    assert assert_whole(loop, dsn, admin) == 20
+
+
+def test_a_killed_import_leaves_whole_conversations_and_a_rerun_completes_it(
+    admin: Actor, loop: Loop, dsn: str, tmp_path: Path
+) -> None:
+    conversations = [chatgpt(i, 5) for i in range(40)]
+    done = import_file(dsn, admin, write(tmp_path / "first.json", conversations[:10]))
+    assert done["imported"] == 10
+    path = write(tmp_path / "all.json", conversations)
+
+    async def killed_mid_batch() -> None:
+        holder = await asyncpg.connect(dsn)
+        try:
+            async with holder.transaction():
+                # New threads cannot be written while this lock is held: the import's batch stops after its
+                # conversations and messages went in, before its threads, inside its transaction.
+                await holder.execute("LOCK TABLE thread IN SHARE MODE")
+                env = {**os.environ, "DATABASE_URL": dsn}
+                env.pop("THREADLINE_API_KEY", None)
+                cli = subprocess.Popen(
+                    [
+                        *THREADLINE,
+                        "import",
+                        str(path),
+                        "--format",
+                        "chatgpt",
+                        "--api-key",
+                        admin.api_key,
+                        "--quiet",
+                    ],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                # Watched from outside the holder's transaction (pg_stat_activity is a snapshot per transaction).
+                watcher = await asyncpg.connect(dsn)
+                try:
+                    for _ in range(1200):  # a bound, not a timing assertion: the batch reaches the lock
+                        waiting = await watcher.fetchval(
+                            """SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'
+                               AND application_name LIKE 'threadline-import%' AND query LIKE 'COPY "thread"%'"""
+                        )
+                        if waiting or cli.poll() is not None:
+                            break
+                        await asyncio.sleep(0.05)
+                    assert waiting == 1
+                finally:
+                    cli.send_signal(signal.SIGKILL)
+                    cli.wait()
+                    await watcher.close()
+        finally:
+            await holder.close()
+        # The killed client's transaction ends (its backend finds the socket closed once the lock is gone).
+        for _ in range(1200):
+            conn = await asyncpg.connect(dsn)
+            try:
+                left = await conn.fetchval(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'threadline-import%'"
+                )
+            finally:
+                await conn.close()
+            if not left:
+                return
+            await asyncio.sleep(0.05)
+        raise AssertionError("the killed import's backend did not end")
+
+    loop.run(killed_mid_batch())
+    assert assert_whole(loop, dsn, admin) == 10
+    (messages,) = sql(loop, dsn, "SELECT count(*) AS n FROM message WHERE tenant_id = $1", tenant_of(admin))
+    assert messages["n"] == 10 * 9
+    rerun = import_file(dsn, admin, path)
+    assert (rerun["imported"], rerun["skipped"], rerun["failed"], rerun["messages"]) == (30, 10, 0, 30 * 9)
+    assert assert_whole(loop, dsn, admin) == 40

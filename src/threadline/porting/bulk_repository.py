@@ -238,3 +238,15 @@ async def merge_targets_by_key(
         [k for ks in keys for k in ks],
         conversation_ids,
     )
+
+
+async def thread_places(
+    db: Executor, tenant_id: uuid.UUID, root_ids: list[uuid.UUID]
+) -> list[asyncpg.Record]:
+    """(root_id, path, id) of every message of these threads: a range of the (root_id, path) index each. A
+    merge's replies name their ancestors in their events; their threads are read whole, once."""
+    return await db.fetch(
+        "SELECT m.root_id, m.path, m.id FROM message m WHERE m.tenant_id = $1 AND m.root_id = ANY($2::uuid[])",
+        tenant_id,
+        root_ids,
+    )

@@ -310,8 +310,9 @@ async def _insert(
         [last_seq[k] for k in touched],
         [newest[k] for k in touched],
     )
-    # Each reply's ancestors, from the conversations' rows read under their locks and the rows just added.
-    located = {(r["root_id"], bytes(r["path"])): r["id"] for t in targets for r in [*t.existing, *t.rows]}
+    # Each reply's ancestors: its threads' rows (the ones just added included), one range of the index each.
+    places = await bulk_repo.thread_places(tx, tenant_id, list(touched))
+    located = {(r["root_id"], bytes(r["path"])): r["id"] for r in places}
     try:
         paths = [
             [located[(r["root_id"], p)] for p in ancestor_paths(bytes(r["path"]))] + [r["id"]]

@@ -13,7 +13,8 @@ from typing import Any
 
 from threadline.audit.service import Actor, AuditAction, record
 from threadline.auth.principal import Principal
-from threadline.conversations.access import Access, require, require_writable
+from threadline.conversations import repository as conversations
+from threadline.conversations.access import Access, access_level, require, require_writable
 from threadline.db import Database, Transaction
 from threadline.errors import ThreadlineError, bad_input
 from threadline.events.announce import deferring
@@ -521,6 +522,34 @@ class Importer:
                 found[row["conversation_id"]].append(row)
         return {**rows, **found}
 
+    async def _manageable(
+        self, tx: Transaction, pending: list[_Merging], failed: list[tuple[_Prepared, str]]
+    ) -> list[_Merging]:
+        """The conversations the user may still merge into (the owner/admin rule of imports into an existing
+        conversation, and it must be open), locked in one statement in id order (two imports merging into the
+        same conversations cannot deadlock); the others go to `failed`. One that is not plainly manageable and
+        hot goes through `require` alone (its exact error, or its content back from the cold tier)."""
+        rows = await conversations.conversations_with_access(
+            tx,
+            self.principal.tenant_id,
+            [m.conversation_id for m in pending],
+            self.principal.user_id,
+            lock=True,
+        )
+        by_id = {r["id"]: r for r in rows}
+        ready = []
+        for m in sorted(pending, key=lambda m: m.conversation_id):
+            try:
+                row = by_id.get(m.conversation_id)
+                if row is None or row["cold"] or access_level(self.principal, row) < Access.MANAGE:
+                    row = await require(tx, self.principal, m.conversation_id, Access.MANAGE, lock=True)
+                require_writable(row)
+            except ThreadlineError as exc:
+                failed.append((m.p, f"cannot be merged into the earlier import: {exc.message}"))
+                continue
+            ready.append(m)
+        return ready
+
     async def _merge_pending(self, pending: list[_Merging]) -> None:
         """One transaction for the changed conversations. If it fails, nothing of it stays, and each is tried
         again alone: one that cannot be merged fails by itself, with its reason."""
@@ -530,17 +559,7 @@ class Importer:
         targets: list[merging.Target] = []
         try:
             async with self.db.transaction() as tx:
-                ready = []
-                # Locked in one order, so that two imports merging into the same conversations cannot deadlock.
-                for m in sorted(pending, key=lambda m: m.conversation_id):
-                    try:
-                        # The owner/admin rule of imports into an existing conversation, and it must be open.
-                        row = await require(tx, self.principal, m.conversation_id, Access.MANAGE, lock=True)
-                        require_writable(row)
-                    except ThreadlineError as exc:
-                        failed.append((m.p, f"cannot be merged into the earlier import: {exc.message}"))
-                        continue
-                    ready.append(m)
+                ready = await self._manageable(tx, pending, failed)
                 fetched = await self._rows_needed(tx, [m for m in ready if m.rows is None])
                 for m in ready:
                     rows = m.rows if m.rows is not None else fetched[m.conversation_id]
