@@ -315,8 +315,10 @@ def test_the_listen_connection_uses_the_broadcast_url(admin: Actor, loop: Loop, 
         srv.stop()
 
 
-def test_a_broadcast_url_that_is_not_postgresql_stops_the_server_from_starting(dsn: str) -> None:
-    srv = ServerThread(test_settings(dsn, migrate_on_start=False, broadcast_url="redis://127.0.0.1:6379"))
+def test_a_broadcast_url_that_is_neither_postgresql_nor_redis_stops_the_server_from_starting(
+    dsn: str,
+) -> None:
+    srv = ServerThread(test_settings(dsn, migrate_on_start=False, broadcast_url="kafka://127.0.0.1:9092"))
     with pytest.raises(RuntimeError, match="did not start"):
         srv.start()
     srv.stop()

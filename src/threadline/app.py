@@ -18,7 +18,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Mount, Route, WebSocketRoute
 
+from threadline import crypto
 from threadline.auth.credentials import CredentialCache
+from threadline.crypto.startup import check as check_keys
 from threadline.db import Database
 from threadline.db.embedded import EmbeddedPostgres, resolve_database_url
 from threadline.db.migrate import apply_migrations
@@ -43,6 +45,7 @@ class Services:
     runs: Any = None  # the run worker (threadline.runs.worker.Worker)
     embeddings: Any = None  # embedder and indexer (threadline.embeddings.service.Embeddings); None when off
     enrichment: Any = None  # titles, summaries, tags (threadline.enrich.worker.EnrichmentWorker)
+    replica: Any = None  # the read replica search reads from (threadline.db.replica.ReadReplica); None: none
     embedded: EmbeddedPostgres | None = None
     credentials: CredentialCache | None = None  # principals by Authorization value (auth.credentials)
     background: list[Any] = field(default_factory=list)
@@ -90,13 +93,33 @@ def create_app(settings: Settings | None = None) -> Starlette:
         services.settings = replace(settings, database_url=dsn)
         if settings.migrate_on_start:
             await apply_migrations(dsn)
+        keyring = crypto.install_from(settings)  # before the pool: its connections open sealed content
         services.db = await Database.connect(
             dsn,
             settings.db_pool_min,
             settings.db_pool_max,
             statement_timeout_seconds=settings.db_statement_timeout_seconds,
             idle_in_transaction_timeout_seconds=settings.db_idle_in_transaction_timeout_seconds,
+            pooler=settings.database_pooler,
         )
+        await check_keys(
+            services.db, keyring
+        )  # no key (or the wrong one) over sealed content: refuse to start
+        from threadline.streaming.redis_channel import start_wake
+
+        wake = start_wake(services.db, settings.broadcast_url)  # Redis: wake-ups after commit, not NOTIFY
+        if settings.read_database_url:
+            from threadline.db.replica import ReadReplica
+
+            replica = await Database.connect(
+                settings.read_database_url,
+                settings.db_pool_min,
+                settings.db_pool_max,
+                statement_timeout_seconds=settings.db_statement_timeout_seconds,
+                idle_in_transaction_timeout_seconds=settings.db_idle_in_transaction_timeout_seconds,
+                pooler=settings.database_pooler,
+            )
+            services.replica = ReadReplica(services.db, replica, settings.read_replica_max_wait_seconds)
         from threadline.streaming.hub import StreamHub
         from threadline.streaming.maintenance import start_maintenance, stop_task
 
@@ -151,6 +174,10 @@ def create_app(settings: Settings | None = None) -> Starlette:
             await services.enrichment.stop()
             await gateway.close()
             await services.hub.stop()
+            if wake is not None:
+                await wake.stop()
+            if services.replica is not None:
+                await services.replica.close()
             await services.db.close()
             if services.embedded is not None:
                 services.embedded.stop()

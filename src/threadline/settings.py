@@ -125,6 +125,17 @@ class Settings:
     # idle_in_transaction_session_timeout): a stuck writer cannot hold locks, or live delivery, for hours.
     db_statement_timeout_seconds: float = 60.0
     db_idle_in_transaction_timeout_seconds: float = 15.0
+    # Issue 15 item 3, engines beyond one machine (README "Running on more than one machine").
+    # "pgbouncer": DATABASE_URL goes through PgBouncer in transaction mode (no prepared statement cache, the
+    # timeouts as SET LOCAL in each transaction instead of startup parameters).
+    database_pooler: str = "none"
+    # Straight to PostgreSQL, for what needs one server session: the run and enrichment workers' LISTEN and the
+    # migrations' advisory lock. Unset: THREADLINE_BROADCAST_URL when it is a PostgreSQL URL, else DATABASE_URL.
+    direct_database_url: str | None = None
+    # A streaming replica that search reads from once it has replayed every commit made before the search began
+    # (db.replica states the rule); it may wait this long for the replica to catch up, then reads the primary.
+    read_database_url: str | None = None
+    read_replica_max_wait_seconds: float = 0.1
 
     jwt_secret: str | None = None
     jwt_issuer: str | None = None
@@ -322,6 +333,28 @@ class Settings:
     workers: int = 0
     # OpenTelemetry tracing (the `tracing` extra): GraphQL operations and resolvers, and asyncpg statements.
     tracing_enabled: bool = False
+    # Issue 20 item 1, encryption at rest (crypto/). The master key (base64 of 32 bytes) that wraps the data keys,
+    # or a file holding it; earlier master keys still accepted for unwrapping while `threadline keys rotate` runs.
+    master_key: str | None = None
+    master_key_file: Path | None = None
+    master_keys_previous: tuple[str, ...] = ()
+    # "auto": new content is sealed when a master key is configured; "off": read sealed content, seal nothing new.
+    encryption: str = "auto"
+    # Also seal conversation titles and descriptions (their search then uses the index the writer computes).
+    encrypt_titles: bool = False
+    # Unwrapped data keys held per process, and for how long before their row is read again (a key shredded by
+    # another process stops decrypting here within this time).
+    key_cache_size: int = 10_000
+    key_cache_seconds: float = 30.0
+
+    @property
+    def direct_url(self) -> str | None:
+        """Where session-bound connections go (direct_database_url explains)."""
+        if self.direct_database_url:
+            return self.direct_database_url
+        if self.broadcast_url and self.broadcast_url.startswith(("postgres://", "postgresql://")):
+            return self.broadcast_url
+        return self.database_url
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -340,6 +373,14 @@ class Settings:
             db_idle_in_transaction_timeout_seconds=_env_float(
                 "THREADLINE_DB_IDLE_IN_TRANSACTION_TIMEOUT_SECONDS",
                 cls.db_idle_in_transaction_timeout_seconds,
+            ),
+            database_pooler=_env_choice(
+                "THREADLINE_DATABASE_POOLER", cls.database_pooler, ("none", "pgbouncer")
+            ),
+            direct_database_url=os.environ.get("THREADLINE_DIRECT_DATABASE_URL") or None,
+            read_database_url=os.environ.get("THREADLINE_READ_DATABASE_URL") or None,
+            read_replica_max_wait_seconds=_env_float(
+                "THREADLINE_READ_REPLICA_MAX_WAIT_SECONDS", cls.read_replica_max_wait_seconds
             ),
             jwt_secret=os.environ.get("THREADLINE_JWT_SECRET") or None,
             jwt_issuer=os.environ.get("THREADLINE_JWT_ISSUER") or None,
@@ -585,4 +626,13 @@ class Settings:
             ),
             workers=_env_int("THREADLINE_WORKERS", cls.workers),
             tracing_enabled=_env_bool("THREADLINE_TRACING", cls.tracing_enabled),
+            master_key=os.environ.get("THREADLINE_MASTER_KEY") or None,
+            master_key_file=Path(os.environ["THREADLINE_MASTER_KEY_FILE"])
+            if os.environ.get("THREADLINE_MASTER_KEY_FILE")
+            else None,
+            master_keys_previous=_env_list("THREADLINE_MASTER_KEYS_PREVIOUS", ()),
+            encryption=_env_choice("THREADLINE_ENCRYPTION", cls.encryption, ("auto", "off")),
+            encrypt_titles=_env_bool("THREADLINE_ENCRYPT_TITLES", cls.encrypt_titles),
+            key_cache_size=_env_int("THREADLINE_KEY_CACHE_SIZE", cls.key_cache_size),
+            key_cache_seconds=_env_float("THREADLINE_KEY_CACHE_SECONDS", cls.key_cache_seconds),
         )

@@ -7,14 +7,17 @@ how tests prove that tree reads cost a constant number of queries.
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 import orjson
+
+from threadline.db import content
 
 # `application_name` of each kind of connection, so pg_stat_activity shows who holds what.
 POOL = "threadline-pool"  # a server process's pool (requests, the hub's log reads, in-process run workers)
@@ -77,6 +80,17 @@ def database_unavailable(exc: BaseException) -> bool:
     return False
 
 
+POOLERS = ("none", "pgbouncer")
+
+
+def database_pooler_from_env() -> str:
+    """THREADLINE_DATABASE_POOLER (settings.py documents it), for connections opened without the settings."""
+    value = os.environ.get("THREADLINE_DATABASE_POOLER", "").strip().lower() or "none"
+    if value not in POOLERS:
+        raise ValueError(f"THREADLINE_DATABASE_POOLER must be one of {', '.join(POOLERS)}; got {value!r}")
+    return value
+
+
 def connect_settings(application_name: str, dsn: str) -> dict[str, str]:
     """asyncpg's `server_settings` for a connection of this kind (the constants above) to `dsn`. An
     `application_name` the DSN sets itself wins: the operator chose it."""
@@ -106,6 +120,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         decoder=orjson.loads,
         schema="pg_catalog",
     )
+    await content.install_codecs(conn)  # encryption at rest: sealed text and JSON open as they are read
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
@@ -117,24 +132,59 @@ async def _keep_session(conn: asyncpg.Connection) -> None:
     workers listen on connections of their own); tests/test_pool_reset.py checks the source keeps it so."""
 
 
-class Transaction:
-    """An open transaction on one connection. Statements run one at a time (asyncpg forbids overlap)."""
+@runtime_checkable
+class WakeChannel(Protocol):
+    """Where hubs hear that events committed, when it is not PostgreSQL's NOTIFY (streaming.redis_channel's
+    RedisWake for THREADLINE_BROADCAST_URL=redis://...). `wake()` must not block: it is called right after a
+    commit, and coalescing wake-ups is the channel's business."""
 
-    def __init__(self, conn: asyncpg.Connection) -> None:
+    def wake(self) -> None: ...
+
+
+class _WakeAfterCommit:
+    """A transaction's view of the process's wake channel: events.publish calls `wake()` after logging an event,
+    and Database.transaction passes it on once, after the commit (never for a rollback)."""
+
+    def __init__(self, channel: WakeChannel) -> None:
+        self.channel = channel
+        self.pending = False
+
+    def wake(self) -> None:
+        self.pending = True
+
+
+def pooler_options(pooler: str) -> dict[str, Any]:
+    """asyncpg's options for the pooler between us and PostgreSQL ("none" or "pgbouncer"). PgBouncer in transaction
+    mode hands each transaction (and each statement outside one) to any server connection, so nothing may outlive
+    one: no cache of named prepared statements (asyncpg then uses the unnamed one, parsed and run in one go)."""
+    if pooler == "pgbouncer":
+        return {"statement_cache_size": 0, "max_cached_statement_lifetime": 0}
+    return {}
+
+
+class Transaction:
+    """An open transaction on one connection. Statements run one at a time (asyncpg forbids overlap).
+    `wake` is set when the process announces events through a WakeChannel instead of NOTIFY."""
+
+    def __init__(self, conn: asyncpg.Connection, wake: WakeChannel | None = None) -> None:
         self.conn = conn
+        self.wake = _WakeAfterCommit(wake) if wake is not None else None
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         _count()
+        before = content.misses()
         rows: list[asyncpg.Record] = await self.conn.fetch(sql, *args)
-        return rows
+        return await content.repaired(rows, before)  # type: ignore[no-any-return]
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
         _count()
-        return await self.conn.fetchrow(sql, *args)
+        before = content.misses()
+        return await content.repaired(await self.conn.fetchrow(sql, *args), before)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
         _count()
-        return await self.conn.fetchval(sql, *args)
+        before = content.misses()
+        return await content.repaired(await self.conn.fetchval(sql, *args), before)
 
     async def execute(self, sql: str, *args: Any) -> str:
         _count()
@@ -149,9 +199,15 @@ class Transaction:
 class Database:
     """Owns the pool. Created and closed by the app's lifespan (or a CLI command)."""
 
-    def __init__(self, pool: asyncpg.Pool, dsn: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, dsn: str, *, session_settings: str = "") -> None:
         self.pool = pool
         self.dsn = dsn
+        # Through a transaction-mode pooler, the timeouts are not startup parameters but `SET LOCAL`s at the start
+        # of every transaction (sent with its BEGIN's round trip).
+        self._session_settings = session_settings
+        # Set by the lifespan when hubs listen on Redis: then events are announced by `wake.wake()` (after the
+        # statement here, after the commit in a transaction) instead of NOTIFY. None: NOTIFY.
+        self.wake: WakeChannel | None = None
 
     @classmethod
     async def connect(
@@ -163,16 +219,32 @@ class Database:
         application_name: str = POOL,
         statement_timeout_seconds: float | None = None,
         idle_in_transaction_timeout_seconds: float | None = None,
+        pooler: str | None = None,
     ) -> Database:
+        """`pooler`: "pgbouncer" when `dsn` goes through PgBouncer in transaction mode; None takes
+        THREADLINE_DATABASE_POOLER, so every command of a process configured for a pooler follows it."""
+        if pooler is None:
+            pooler = database_pooler_from_env()
         server_settings = connect_settings(application_name, dsn)
+        hooks = content.installed()
+        if hooks is not None:
+            hooks.connected(dsn)
         # Bounds enforced by PostgreSQL itself (0 or None: none): a writer stuck in its transaction is ended
         # instead of holding back live delivery of its conversations (and its locks) indefinitely.
+        bounds: dict[str, str] = {}
         if statement_timeout_seconds:
-            server_settings["statement_timeout"] = str(int(statement_timeout_seconds * 1000))
+            bounds["statement_timeout"] = str(int(statement_timeout_seconds * 1000))
         if idle_in_transaction_timeout_seconds:
-            server_settings["idle_in_transaction_session_timeout"] = str(
+            bounds["idle_in_transaction_session_timeout"] = str(
                 int(idle_in_transaction_timeout_seconds * 1000)
             )
+        session_settings = ""
+        if pooler == "pgbouncer":
+            # PgBouncer refuses startup parameters it does not know, and a session setting would stay on whichever
+            # server connection ran it: each transaction sets its own bounds instead.
+            session_settings = "".join(f"SET LOCAL {name} = {value};" for name, value in bounds.items())
+        else:
+            server_settings.update(bounds)
         pool = await asyncpg.create_pool(
             dsn,
             min_size=min_size,
@@ -181,9 +253,10 @@ class Database:
             reset=_keep_session,
             command_timeout=60,
             server_settings=server_settings,
+            **pooler_options(pooler),
         )
         assert pool is not None
-        return cls(pool, dsn)
+        return cls(pool, dsn, session_settings=session_settings)
 
     async def close(self) -> None:
         await self.pool.close()
@@ -205,25 +278,34 @@ class Database:
     async def transaction(self, *, isolation: str = "read_committed") -> AsyncIterator[Transaction]:
         """The one transaction helper: commit on success, roll back on any exception."""
         async with self.connection() as conn:
-            tx = Transaction(conn)
+            tx = Transaction(conn, self.wake)
             async with conn.transaction(isolation=isolation):
+                if self._session_settings:
+                    await conn.execute(self._session_settings)
                 yield tx
+            if tx.wake is not None and tx.wake.pending:
+                tx.wake.channel.wake()
 
     async def fetch(self, sql: str, *args: Any) -> list[asyncpg.Record]:
         _count()
+        before = content.misses()
         async with self.connection() as conn:
             rows: list[asyncpg.Record] = await conn.fetch(sql, *args)
-            return rows
+        return await content.repaired(rows, before)  # type: ignore[no-any-return]
 
     async def fetchrow(self, sql: str, *args: Any) -> asyncpg.Record | None:
         _count()
+        before = content.misses()
         async with self.connection() as conn:
-            return await conn.fetchrow(sql, *args)
+            row = await conn.fetchrow(sql, *args)
+        return await content.repaired(row, before)
 
     async def fetchval(self, sql: str, *args: Any) -> Any:
         _count()
+        before = content.misses()
         async with self.connection() as conn:
-            return await conn.fetchval(sql, *args)
+            value = await conn.fetchval(sql, *args)
+        return await content.repaired(value, before)
 
     async def execute(self, sql: str, *args: Any) -> str:
         _count()

@@ -15,8 +15,27 @@ log = logging.getLogger(__name__)
 _MIGRATION_LOCK = 0x7468726C
 
 
+def direct_dsn_for(dsn: str) -> str:
+    """Where migrations run: straight to PostgreSQL when DATABASE_URL goes through a transaction-mode pooler
+    (THREADLINE_DIRECT_DATABASE_URL, or THREADLINE_BROADCAST_URL when it is a PostgreSQL URL): the migration lock
+    is a session advisory lock, and Piccolo's statements would each land on another server connection."""
+    from threadline.settings import Settings
+
+    settings = Settings.from_env()
+    if settings.direct_database_url:
+        return settings.direct_database_url
+    if (
+        settings.database_pooler != "none"
+        and settings.direct_url
+        and settings.direct_url != settings.database_url
+    ):
+        return settings.direct_url
+    return dsn
+
+
 async def apply_migrations(dsn: str) -> str:
-    """Run every pending migration; returns Piccolo's summary line."""
+    """Run every pending migration (on `direct_dsn_for(dsn)`); returns Piccolo's summary line."""
+    dsn = direct_dsn_for(dsn)
     os.environ["THREADLINE_RESOLVED_DSN"] = dsn
     os.environ.setdefault("PICCOLO_CONF", "threadline.db.piccolo_conf")
     from piccolo.apps.migrations.commands.forwards import run_forwards

@@ -5,6 +5,9 @@ they use the typed `publish_*` of events.announce, its only caller (tests/test_a
 Nothing is announced that did not commit (NOTIFY is delivered on commit), and nothing commits
 unannounced (the row and the notification share the transaction). The notification carries ids only,
 so it stays far below PostgreSQL's 8000-byte limit; the hub reads the payload from the log.
+
+With THREADLINE_BROADCAST_URL=redis://... the transaction sends no NOTIFY (whose commit lock serialises every
+publishing commit): the database's wake channel tells the hubs after the commit (streaming.redis_channel).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from threadline.db import Executor
+from threadline.db.database import WakeChannel
 from threadline.events import repository as event_repo
 from threadline.events.kinds import EventType
 
@@ -70,15 +74,26 @@ async def deferring(tx: Executor) -> AsyncIterator[None]:
         del _DEFERRING[id(tx)]
     if batch.rows:
         buckets = sorted({bucket_of(row[1]) for row in batch.rows})
+        wake = _wake_of(tx)
         await event_repo.insert_events(
             tx,
             batch.rows,
-            channel=CHANNEL,
+            channel=CHANNEL if wake is None else "",
             bucket_lock=BUCKET_LOCK,
             buckets=buckets,
             floor_setting=FLOOR_SETTING,
             floor_base=FLOOR_BASE,
         )
+        if wake is not None:
+            wake.wake()
+
+
+def _wake_of(tx: Executor) -> WakeChannel | None:
+    """How hubs hear of `tx`'s events when not by NOTIFY (Redis: db.database.WakeChannel): a transaction passes the
+    wake-up on after its commit, the pool (each statement its own transaction) at once. None: NOTIFY, as ever
+    (also for a bare connection, which knows no channel)."""
+    wake = getattr(tx, "wake", None)
+    return wake if isinstance(wake, WakeChannel) else None
 
 
 async def publish(
@@ -96,7 +111,8 @@ async def publish(
     if batch is not None:
         batch.rows.append((tenant_id, conversation_id, root_id, recipient_id, type.value, payload or {}))
         return DEFERRED_ID
-    return await event_repo.insert_event(
+    wake = _wake_of(tx)
+    event_id = await event_repo.insert_event(
         tx,
         tenant_id,
         conversation_id,
@@ -104,13 +120,16 @@ async def publish(
         recipient_id,
         type.value,
         payload or {},
-        channel=CHANNEL,
+        channel=CHANNEL if wake is None else "",
         notice_prefix=_notice_prefix(conversation_id),
         bucket_lock=BUCKET_LOCK,
         bucket=bucket_of(conversation_id),
         floor_setting=FLOOR_SETTING,
         floor_base=FLOOR_BASE,
     )
+    if wake is not None:
+        wake.wake()
+    return event_id
 
 
 def _notice_prefix(conversation_id: uuid.UUID | None) -> str:

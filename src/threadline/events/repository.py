@@ -22,6 +22,7 @@ from typing import Any
 import asyncpg
 import orjson
 
+from threadline import crypto
 from threadline.db import Database, Executor
 
 EVENT_COLUMNS = "id, tenant_id, conversation_id, root_id, recipient_id, type, payload, created_at"
@@ -44,10 +45,12 @@ async def insert_event(
     floor_base: int,
 ) -> int:
     """Takes the publish locks (events.publish explains them), draws the event's id, inserts its row and
-    NOTIFYs `notice_prefix` + id on `channel`: one statement in the writer's transaction. The MATERIALIZED
+    NOTIFYs `notice_prefix` + id on `channel` (no NOTIFY when `channel` is "": the process wakes hubs another
+    way, events.publish): one statement in the writer's transaction. The MATERIALIZED
     CTEs run before the INSERT's nextval, so the locks are held before the id is drawn. The floor lock is
     taken once per transaction (the transaction-local `floor_setting` remembers it): one lock per bulk
     import, not one per event. The bucket lock is re-entrant, so repeating it adds nothing."""
+    payload = await crypto.seal_event_payload(tenant_id, payload)  # encryption at rest (crypto/)
     return int(
         await tx.fetchval(
             """WITH s AS MATERIALIZED (
@@ -68,7 +71,7 @@ async def insert_event(
                    SELECT nextval('stream_event_id_seq'), $1, $2, $3, $4, $5, $6 FROM x
                    RETURNING id
                )
-               SELECT e.id FROM e, LATERAL pg_notify($7, $8 || e.id::text) n""",
+               SELECT e.id FROM e, LATERAL (SELECT CASE WHEN $7 <> '' THEN pg_notify($7, $8 || e.id::text) END) n""",
             tenant_id,
             conversation_id,
             root_id,
@@ -103,6 +106,8 @@ async def insert_events(
     if not rows:
         return []
     tenants, conversations, roots, recipients, types, payloads = (list(c) for c in zip(*rows, strict=True))
+    if crypto.sealing():
+        payloads = [await crypto.seal_event_payload(t, p) for t, p in zip(tenants, payloads, strict=True)]
     ids = await tx.fetch(
         """WITH s AS MATERIALIZED (
                SELECT coalesce(current_setting($8, true), '') = '' AS first,
@@ -127,7 +132,7 @@ async def insert_events(
                ORDER BY r.n
                RETURNING id
            ),
-           n AS (SELECT pg_notify($7, ':' || max(id)::text) FROM e)
+           n AS (SELECT CASE WHEN $7 <> '' THEN pg_notify($7, ':' || max(id)::text) END FROM e)
            SELECT e.id FROM e, n ORDER BY e.id""",
         tenants,
         conversations,

@@ -102,9 +102,8 @@ class Worker:
 
     async def _listen(self) -> None:
         try:
-            self._listener = await asyncpg.connect(
-                self.db.dsn, server_settings=connect_settings(WORKER, self.db.dsn)
-            )
+            dsn = self.settings.direct_url or self.db.dsn  # LISTEN needs a session: never through a pooler
+            self._listener = await asyncpg.connect(dsn, server_settings=connect_settings(WORKER, dsn))
             await self._listener.add_listener(repo.CHANNEL, self._notified)
         except (OSError, asyncpg.PostgresError) as exc:
             log.warning(

@@ -116,7 +116,9 @@ class SearchQuery:
         principal = await info.context.principal()
         request = _request(info, input, first, after)
         embeddings = getattr(info.context.services, "embeddings", None)
-        page = await search_service.search(info.context.db, principal, request, embeddings)
+        replica = getattr(info.context.services, "replica", None)  # db.replica: fresh enough, or the primary
+        db = await replica.database() if replica is not None else info.context.db
+        page = await search_service.search(db, principal, request, embeddings)
         return connection(
             page.hits,
             request.limit,

@@ -48,6 +48,7 @@ from threadline.streaming.cursors import CursorCodec, load_codec
 from threadline.streaming.direct import Lane, LaneGroup
 from threadline.streaming.fanout import SharedEvents
 from threadline.streaming.listener import SupervisedPostgresBackend
+from threadline.streaming.redis_channel import SupervisedRedisBackend, is_redis_url
 from threadline.streaming.sessions import SocketSessions
 from threadline.streaming.subscriber import SELECTED_ONLY, Subscriber, subject_of
 
@@ -75,7 +76,7 @@ class StreamHub:
         self._participants: dict[uuid.UUID, set[uuid.UUID]] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._broadcast: Broadcast | None = None
-        self.backend: SupervisedPostgresBackend | None = None
+        self.backend: SupervisedPostgresBackend | SupervisedRedisBackend | None = None
         self.delivered = 0
         self.shared_events = SharedEvents(max_bytes=settings.event_memo_max_bytes)
         self._cursors: CursorCodec | None = None  # loaded by start(): the key of every cursor the API shows
@@ -94,14 +95,17 @@ class StreamHub:
         self._publishers = await event_log.open_publishers(self.db)
         self.cursor = self._publishers.safe
         # The LISTEN connection may go elsewhere than the pool (e.g. straight to the primary when the pool goes
-        # through a transaction-mode pooler, where LISTEN does not work). Publishing is pg_notify in the writer's
-        # transaction, so only PostgreSQL URLs make sense here.
+        # through a transaction-mode pooler, where LISTEN does not work); or the wake-ups come from Redis, published
+        # after each commit instead of a NOTIFY in it (streaming.redis_channel; the app wires the publishing side).
         listen_url = self.settings.broadcast_url or self.settings.database_url
-        if not listen_url.startswith(("postgres://", "postgresql://")):
+        if is_redis_url(listen_url):
+            self.backend = SupervisedRedisBackend(listen_url)
+        elif listen_url.startswith(("postgres://", "postgresql://")):
+            self.backend = SupervisedPostgresBackend(listen_url)
+        else:
             raise ValueError(
-                f"THREADLINE_BROADCAST_URL must be a PostgreSQL URL, not {listen_url.split(':')[0]}://"
+                f"THREADLINE_BROADCAST_URL must be a PostgreSQL or Redis URL, not {listen_url.split(':')[0]}://"
             )
-        self.backend = SupervisedPostgresBackend(listen_url)
         self._broadcast = Broadcast(backend=self.backend)
         await self._broadcast.connect()
         ready = asyncio.Event()
