@@ -153,23 +153,35 @@ class Keyring:
             self.dsn = dsn
 
     async def repair(self, value: Any) -> Any:
+        """(The misses counted may be another statement's, read meanwhile: a result holding no value left sealed
+        is returned as it is.)"""
         wanted: set[uuid.UUID] = set()
-        self._collect(value, wanted, time.monotonic())
+        if not self._collect(value, wanted, time.monotonic()):
+            return value
         if wanted:
             await self.load(wanted)
         return self._reopen(value)
 
-    def _collect(self, value: Any, wanted: set[uuid.UUID], now: float) -> None:
+    def _collect(self, value: Any, wanted: set[uuid.UUID], now: float) -> bool:
+        """Whether `value` holds a sealed string (collecting the ids of the keys it lacks into `wanted`)."""
         if isinstance(value, str):
-            for segment in envelope.segments(value) or ():
+            found = envelope.segments(value)
+            for segment in found or ():
                 if not self._fresh(self._keys.get(segment.key_id), now):
                     wanted.add(segment.key_id)
-        elif isinstance(value, dict):
-            for v in value.values():
-                self._collect(v, wanted, now)
-        elif isinstance(value, list | tuple | asyncpg.Record | OpenedRecord):
-            for v in value.values() if isinstance(value, asyncpg.Record | OpenedRecord) else value:
-                self._collect(v, wanted, now)
+            return bool(found)
+        if isinstance(value, dict):
+            values: Any = value.values()
+        elif isinstance(value, asyncpg.Record | OpenedRecord):
+            values = value.values()
+        elif isinstance(value, list | tuple):
+            values = value
+        else:
+            return False
+        sealed = False
+        for v in values:
+            sealed = self._collect(v, wanted, now) or sealed
+        return sealed
 
     def _reopen(self, value: Any) -> Any:
         if isinstance(value, list):
