@@ -346,6 +346,9 @@ class Settings:
     # another process stops decrypting here within this time).
     key_cache_size: int = 10_000
     key_cache_seconds: float = 30.0
+    # Opened values kept per process (by their sealed form, within this many bytes; 0: none), so a thread read
+    # again does not pay AES-GCM per message again. Entries of a key shredded or re-read are not served.
+    plaintext_cache_bytes: int = 64 * 1024 * 1024
 
     @property
     def direct_url(self) -> str | None:
@@ -635,4 +638,5 @@ class Settings:
             encrypt_titles=_env_bool("THREADLINE_ENCRYPT_TITLES", cls.encrypt_titles),
             key_cache_size=_env_int("THREADLINE_KEY_CACHE_SIZE", cls.key_cache_size),
             key_cache_seconds=_env_float("THREADLINE_KEY_CACHE_SECONDS", cls.key_cache_seconds),
+            plaintext_cache_bytes=_env_int("THREADLINE_PLAINTEXT_CACHE_BYTES", cls.plaintext_cache_bytes),
         )

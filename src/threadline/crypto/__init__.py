@@ -74,6 +74,7 @@ def install_from(settings: Settings) -> Keyring | None:
         seal_titles=settings.encrypt_titles,
         cache_size=settings.key_cache_size,
         cache_seconds=settings.key_cache_seconds,
+        plaintext_cache_bytes=settings.plaintext_cache_bytes,
     )
     install(keyring)
     return keyring

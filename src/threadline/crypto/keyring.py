@@ -32,6 +32,13 @@ from threadline.db import Transaction
 log = logging.getLogger("threadline.crypto")
 
 _BODY = len(envelope.PREFIX)
+
+
+def _pop_oldest(entries: dict[str, tuple[DataKey, str]]) -> tuple[str, tuple[DataKey, str]]:
+    oldest = next(iter(entries))
+    return oldest, entries.pop(oldest)
+
+
 _MIN_RAW = 1 + 16 + 12 + 16  # version, key id, nonce, tag
 
 # What a reader gets for content whose key was shredded (or that fails to authenticate): never a 500.
@@ -67,6 +74,7 @@ class Keyring:
         seal_titles: bool = False,
         cache_size: int = 10_000,
         cache_seconds: float = 30.0,
+        plaintext_cache_bytes: int = 0,
     ) -> None:
         self.masters = masters
         self.seal_new = seal_new
@@ -81,6 +89,11 @@ class Keyring:
         self._unknown: dict[uuid.UUID, float] = {}
         self._active: dict[tuple[uuid.UUID, uuid.UUID | None], DataKey] = {}
         self._lock: asyncio.Lock | None = None
+        # Opened values by their sealed form, with the key that opened them (served only while that very key object
+        # is held and fresh: a shred or a re-read replaces it). Insertion order is age: the oldest go first.
+        self.plaintext_cache_bytes = plaintext_cache_bytes
+        self._plain: dict[str, tuple[DataKey, str]] = {}
+        self._plain_bytes = 0
 
     # reading: the decoders (sync, called by asyncpg for every text and JSON value) ----------------------------
 
@@ -100,6 +113,11 @@ class Keyring:
         """`fresh_only`: a key held longer than `cache_seconds` counts as missing (the decoders); a repair, which
         has just read the keys again, opens with what it holds. The common case (one segment) is inlined: a
         10,000-message tree opens 10,000 values, ~4 us each, most of it AES-GCM itself."""
+        hit = self._plain.get(value)
+        if hit is not None:
+            held, kept = hit
+            if self._keys.get(held.id) is held and (not fresh_only or self._fresh(held, time.monotonic())):
+                return kept
         if value.find(envelope.MARK, 1) == -1:
             try:
                 # Not strict (a third faster): a value that only looks sealed names no key of ours, and AES-GCM
@@ -112,10 +130,13 @@ class Keyring:
                 if key.cipher is None:
                     return UNAVAILABLE
                 try:
-                    return key.cipher.decrypt(raw[17:29], raw[29:], key.aad).decode()
+                    text = key.cipher.decrypt(raw[17:29], raw[29:], key.aad).decode()
                 except (InvalidTag, UnicodeDecodeError):
                     log.warning("a value sealed with data key %s does not authenticate", key.id)
                     return UNAVAILABLE
+                if self.plaintext_cache_bytes:
+                    self._keep(value, key, text)
+                return text
         found = envelope.segments(value)
         if found is None:
             return value
@@ -136,6 +157,19 @@ class Keyring:
                 log.warning("a value sealed with data key %s does not authenticate", key.id)
                 return UNAVAILABLE
         return "".join(out)
+
+    def _keep(self, value: str, key: DataKey, text: str) -> None:
+        size = len(value) + len(text) + 200  # the two strings' bodies and the entry around them, roughly
+        if size > self.plaintext_cache_bytes // 8:
+            return  # a big value would push out many small ones
+        stale = self._plain.pop(value, None)
+        if stale is not None:
+            self._plain_bytes -= size
+        self._plain[value] = (key, text)
+        self._plain_bytes += size
+        while self._plain_bytes > self.plaintext_cache_bytes and self._plain:
+            old_value, (_, old_text) = _pop_oldest(self._plain)
+            self._plain_bytes -= len(old_value) + len(old_text) + 200
 
     def _open_tree(self, value: Any, fresh_only: bool = True) -> Any:
         if isinstance(value, str):
@@ -309,7 +343,8 @@ class Keyring:
         self._active.clear()
 
     def forget(self, ids: list[uuid.UUID]) -> None:
-        """Drop these keys from this process (shredded or retired): the next read loads them again."""
+        """Drop these keys from this process (shredded or retired): the next read loads them again (and opened
+        values of theirs are not served: the cache serves only for the very key object that opened them)."""
         for key_id in ids:
             self._keys.pop(key_id, None)
             self._by_raw.pop(key_id.bytes, None)
