@@ -1,4 +1,4 @@
-"""`threadline` command line: serve | migrate | export-schema | tenant-create."""
+"""`threadline` command line: serve | migrate | export-schema | tenant-create | worker | ..."""
 
 from __future__ import annotations
 
@@ -108,6 +108,40 @@ def _tenant_create(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+WORKER_JOBS = ("runs", "enrichment", "embeddings")
+
+
+def _worker_jobs(value: str) -> frozenset[str]:
+    """`--jobs`: a comma-separated choice of WORKER_JOBS (at least one)."""
+    names = {name.strip().lower() for name in value.split(",") if name.strip()}
+    unknown = sorted(names - set(WORKER_JOBS))
+    if unknown or not names:
+        raise argparse.ArgumentTypeError(f"choose one or more of {', '.join(WORKER_JOBS)} (got {value!r})")
+    return frozenset(names)
+
+
+def _count(value: str) -> int:
+    """A number of things at once: 0 or more."""
+    try:
+        number = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if number < 0:
+        raise argparse.ArgumentTypeError(f"must be 0 or more (got {number})")
+    return number
+
+
+def _seconds(value: str) -> float:
+    """A duration in seconds, more than 0."""
+    try:
+        number = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {value!r}") from None
+    if not number > 0 or number == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be more than 0 seconds (got {value})")
+    return number
+
+
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     import os
     import signal
@@ -115,12 +149,23 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from threadline.db import Database
     from threadline.db.database import WORKER
     from threadline.db.migrate import apply_migrations
+    from threadline.embeddings.service import Embeddings
+    from threadline.embeddings.service import start as start_embeddings
+    from threadline.enrich.worker import EnrichmentWorker
     from threadline.runs.worker import Worker
     from threadline.tiers.job import start_tiers, stop_tiers
 
+    jobs: frozenset[str] = args.jobs if args.jobs is not None else frozenset(WORKER_JOBS)
     if args.queue:
         settings = dataclasses.replace(settings, run_queue=args.queue)
     concurrency = args.concurrency if args.concurrency is not None else max(settings.run_workers, 1)
+    enriching = args.enrichment_concurrency
+    if enriching is None:
+        enriching = max(settings.enrichment_workers, 1)
+    if "runs" not in jobs:
+        concurrency = 0
+    if "enrichment" not in jobs:
+        enriching = 0
 
     async def work(dsn: str) -> int:
         if settings.migrate_on_start:
@@ -128,12 +173,17 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         db = await Database.connect(
             dsn,
             1,
-            concurrency + 4,
+            concurrency + enriching + 5,
             application_name=WORKER,
             statement_timeout_seconds=settings.db_statement_timeout_seconds,
             idle_in_transaction_timeout_seconds=settings.db_idle_in_transaction_timeout_seconds,
         )
-        worker = Worker(db, dataclasses.replace(settings, database_url=dsn), concurrency)
+        from threadline.streaming.redis_channel import start_wake
+
+        wake = start_wake(db, settings.broadcast_url)  # hubs on Redis hear of the runs' events through it
+        own = dataclasses.replace(settings, database_url=dsn, enrichment_workers=enriching)
+        worker = Worker(db, own, concurrency)
+        enrichment = EnrichmentWorker(db, own, args.enrichment_lease)
         tiers = start_tiers(
             db, settings.tiers_interval_seconds
         )  # the cold-tier pass (tiers/), when configured
@@ -141,24 +191,45 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        from threadline.embeddings.service import start as start_embeddings
-
-        embeddings = None
+        embeddings: Embeddings | None = None
         try:
-            await worker.start()
-            embeddings = start_embeddings(db, worker.settings)  # the embedding indexer, when configured
+            if "runs" in jobs:
+                await worker.start()
+            await enrichment.start()  # nothing when `enriching` is 0
+            if "embeddings" in jobs:
+                embeddings = start_embeddings(db, own)  # the embedding indexer, when a provider is set
+            doing = []
+            if "runs" in jobs:
+                doing.append(f"runs (queue {worker.queue!r}, concurrency {concurrency})")
+            if "enrichment" in jobs:
+                doing.append(f"enrichment (concurrency {enriching})")
+            if "embeddings" in jobs:
+                indexing = (
+                    embeddings.embedder.name if embeddings is not None else "off: THREADLINE_EMBEDDINGS"
+                )
+                doing.append(f"embeddings ({indexing})")
             print(
-                f"threadline worker {worker.id}: pid {os.getpid()}, queue {worker.queue!r}, concurrency {concurrency}",
+                f"threadline worker {worker.id}: pid {os.getpid()}, queue {worker.queue!r}, "
+                f"concurrency {concurrency}; {', '.join(doing)}",
                 flush=True,
             )
             await stop.wait()
         finally:
+            # Work in flight goes back to the queues at once: another worker takes it without waiting for a lease.
             if embeddings is not None:
                 await embeddings.close()
+            await enrichment.stop()
             await worker.stop()
             await stop_tiers(tiers)
+            if wake is not None:
+                await wake.stop()
             await db.close()
-        print(f"threadline worker {worker.id}: stopped after {worker.executed} runs", flush=True)
+        indexed = embeddings.indexer.indexed if embeddings is not None and embeddings.indexer else 0
+        print(
+            f"threadline worker {worker.id}: stopped after {worker.executed} runs, {enrichment.finished} "
+            f"enrichment jobs, {indexed} messages embedded",
+            flush=True,
+        )
         return 0
 
     return with_database(settings, work)
@@ -198,12 +269,32 @@ def build_parser() -> argparse.ArgumentParser:
     tenant.set_defaults(run=_tenant_create)
 
     worker = sub.add_parser(
-        "worker", help="execute runs (any number of workers share one database); stops on SIGTERM or Ctrl-C"
+        "worker",
+        help="execute runs, enrichment jobs (titles, summaries, tags) and embedding indexing (any number of "
+        "workers share one database); stops on SIGTERM or Ctrl-C, handing its work in flight back",
+    )
+    worker.add_argument(
+        "--jobs",
+        type=_worker_jobs,
+        help=f"what to do, comma-separated: {','.join(WORKER_JOBS)} (default all; embeddings only when "
+        "THREADLINE_EMBEDDINGS names a provider)",
     )
     worker.add_argument(
         "--concurrency", type=int, help="runs at once (default THREADLINE_RUN_WORKERS, at least 1)"
     )
     worker.add_argument("--queue", help="queue to take runs from (default THREADLINE_RUN_QUEUE or 'default')")
+    worker.add_argument(
+        "--enrichment-concurrency",
+        type=_count,
+        help="enrichment jobs at once (default THREADLINE_ENRICHMENT_WORKERS, at least 1)",
+    )
+    worker.add_argument(
+        "--enrichment-lease",
+        type=_seconds,
+        metavar="SECONDS",
+        help="a job of a worker that stopped answering (killed, frozen, cut off) is taken over after this "
+        "(default twice THREADLINE_ENRICHMENT_TIMEOUT_SECONDS plus 30)",
+    )
     worker.set_defaults(run=_worker)
 
     from threadline.porting.commands import add_commands as add_porting_commands
@@ -220,6 +311,9 @@ def build_parser() -> argparse.ArgumentParser:
     from threadline.tiers.commands import add_commands as add_tier_commands
 
     add_tier_commands(sub)
+    from threadline.crypto.commands import add_commands as add_key_commands
+
+    add_key_commands(sub)
     return parser
 
 
@@ -228,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         settings = Settings.from_env()
+        from threadline import crypto
+
+        crypto.install_from(settings)  # every command's pools open sealed content, and its writers seal
     except ValueError as exc:
         print(f"threadline: {exc}", file=sys.stderr)
         return 2

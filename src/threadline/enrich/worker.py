@@ -26,14 +26,15 @@ log = logging.getLogger(__name__)
 
 
 class EnrichmentWorker:
-    def __init__(self, db: Database, settings: Settings) -> None:
+    def __init__(self, db: Database, settings: Settings, lease_seconds: float | None = None) -> None:
         self.db = db
         self.settings = settings
         self.concurrency = settings.enrichment_workers
         self.id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
-        # A job's lease: a generation's deadline plus the reads and writes around it.
-        self.lease_seconds = settings.enrichment_timeout_seconds * 2 + 30
+        # A job's lease: a generation's deadline plus the reads and writes around it, unless the caller says.
+        self.lease_seconds = lease_seconds or settings.enrichment_timeout_seconds * 2 + 30
         self.active: set[asyncio.Task[None]] = set()
+        self._claims: dict[asyncio.Task[None], asyncpg.Record] = {}  # the job each active task runs
         self.finished = 0
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -52,13 +53,23 @@ class EnrichmentWorker:
         self._task = asyncio.create_task(self._claim_loop(), name="threadline-enrichment")
 
     async def stop(self) -> None:
-        """Stop claiming and drop the jobs in flight: their leases lapse and another worker takes them."""
+        """Stop claiming; the jobs in flight are stopped and queued again at once, their attempt not counted,
+        so another worker takes them without waiting for the lease (a job that cannot be put back, the database
+        being away, is taken over when its lease lapses, as a killed worker's is)."""
+        in_flight = dict(self._claims)
         tasks = [t for t in (self._task, *self.active) if t is not None]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        db = Yielding(self.db)
+        for claimed in in_flight.values():
+            with contextlib.suppress(Exception):
+                async with db.transaction() as tx:
+                    if await jobs.put_back(tx, self.settings, claimed, gave_way=True, wait=0.0) is not None:
+                        await jobs.announce(tx, claimed, "QUEUED")
+                        await repo.notify(tx)
         if self._listener is not None:
             with contextlib.suppress(Exception):
                 await self._listener.close()
@@ -67,9 +78,8 @@ class EnrichmentWorker:
 
     async def _listen(self) -> None:
         try:
-            self._listener = await asyncpg.connect(
-                self.db.dsn, server_settings=connect_settings(WORKER, self.db.dsn)
-            )
+            dsn = self.settings.direct_url or self.db.dsn  # LISTEN needs a session: never through a pooler
+            self._listener = await asyncpg.connect(dsn, server_settings=connect_settings(WORKER, dsn))
             await self._listener.add_listener(repo.CHANNEL, lambda *_: self._wake.set())
         except (OSError, asyncpg.PostgresError) as exc:
             log.warning("enrichment worker cannot LISTEN (%s); polling", exc)
@@ -90,6 +100,7 @@ class EnrichmentWorker:
                         self._run(context, claimed), name=f"threadline-enrich-{claimed['id'].hex}"
                     )
                     self.active.add(task)
+                    self._claims[task] = claimed
             except asyncio.CancelledError:
                 raise
             except Exception:  # noqa: BLE001 - e.g. the database restarting: try again at the next tick
@@ -111,5 +122,7 @@ class EnrichmentWorker:
             with contextlib.suppress(Exception):
                 await jobs.put_back(context.db, self.settings, claimed, gave_way=False)
         finally:
-            self.active.discard(asyncio.current_task())
+            task = asyncio.current_task()
+            self.active.discard(task)
+            self._claims.pop(task, None)  # type: ignore[arg-type]
             self._wake.set()
