@@ -4,6 +4,7 @@ restart. The event log in PostgreSQL stays the source of truth: resume and exact
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import threading
 import time
@@ -220,6 +221,42 @@ def test_a_killed_redis_loses_no_event_and_the_hubs_resubscribe_when_it_is_back(
         client.close()
         if valkey.proc is None:
             valkey.start()
+
+
+def test_a_wake_up_is_published_after_a_commit_and_never_for_a_rollback(
+    valkey: RedisServer, dsn: str, loop: Loop
+) -> None:
+    from threadline.db import Database
+    from threadline.events.kinds import EventType
+    from threadline.events.publish import publish
+    from threadline.streaming.redis_channel import start_wake
+
+    async def run() -> tuple[int, int, int]:
+        db = await Database.connect(dsn, 1, 2)
+        wake = start_wake(db, valkey.url)
+        assert wake is not None
+        try:
+            tenant_id = await db.fetchval("INSERT INTO tenant (name) VALUES ('wake') RETURNING id")
+            before = valkey.publishes()
+            with pytest.raises(RuntimeError):
+                async with db.transaction() as tx:
+                    await publish(tx, tenant_id, EventType.PRESENCE_UPDATE, conversation_id=None)
+                    raise RuntimeError("rolled back")
+            await asyncio.sleep(0.5)  # a wake-up would have gone out by now
+            after_rollback = valkey.publishes()
+            async with db.transaction() as tx:
+                await publish(tx, tenant_id, EventType.PRESENCE_UPDATE, conversation_id=None)
+            deadline = time.monotonic() + 10
+            while valkey.publishes() == after_rollback and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+            return before, after_rollback, valkey.publishes()
+        finally:
+            await wake.stop()
+            await db.close()
+
+    before, after_rollback, after_commit = loop.run(run())
+    assert after_rollback == before
+    assert after_commit == before + 1
 
 
 def test_a_server_whose_redis_is_unreachable_does_not_start(dsn: str) -> None:
