@@ -1,7 +1,7 @@
 """Semantic and hybrid search: retrieval quality on the labelled set, indexer throughput, latency at scale.
 
     .venv/bin/python bench/semantic.py                        # quality + throughput + latency over 100,000 messages
-    .venv/bin/python bench/semantic.py --messages 1000000 --conversations 50000   # the issue's scale (slow here)
+    .venv/bin/python bench/semantic.py --messages 1000000 --conversations 50000   # the issue's scale
     .venv/bin/python bench/semantic.py --skip-latency         # quality and throughput only
 
 Quality: bench/retrieval_set.jsonl (built by bench/retrieval_set.py: 3,000 messages, 150 PARAPHRASE queries that
@@ -16,9 +16,10 @@ Throughput: the indexer (claim, chunk, embed, store, per batch of 64) over the 3
 OpenAI-compatible endpoint over HTTP (tests/embeddings_fake.py, in this process) and with the in-process test
 embedder; the raw baseline is the embedder alone on the same texts.
 
-Latency: N synthetic messages (sentences of the same synonym groups) loaded with COPY, their vectors computed
-here and COPY'd, the HNSW index built after; p50/p95 of each mode against the raw baselines (the bare GIN lookup,
-the bare HNSW ORDER BY ... LIMIT), measured in the same run.
+Latency: N synthetic messages (sentences of the same synonym groups) made set-based inside PostgreSQL and the test
+embedder's vectors of them summed there by pgvector (bench/seeding.py: no row passes through Python; a sample is
+checked against concept_vector), the HNSW index built after; p50/p95 of each mode against the raw baselines (the
+bare GIN lookup, the bare HNSW ORDER BY ... LIMIT), measured in the same run.
 """
 
 from __future__ import annotations
@@ -26,7 +27,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import io
 import json
 import random
 import sys
@@ -43,6 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "src"))
 sys.path.insert(0, str(REPO))
 
+from seeding import check_test_vectors, drop_seed_tables, seed_test_vectors, seed_threads  # noqa: E402
 from tests.embeddings_fake import FakeEmbeddings  # noqa: E402
 
 from threadline.auth.principal import Principal, Role  # noqa: E402
@@ -51,7 +52,7 @@ from threadline.db.embedded import EmbeddedPostgres  # noqa: E402
 from threadline.db.migrate import apply_migrations  # noqa: E402
 from threadline.embeddings.concepts import SYNONYMS, concept_vector  # noqa: E402
 from threadline.embeddings.embedders import ConceptEmbedder, OpenAIEmbedder  # noqa: E402
-from threadline.embeddings.repository import vector_text  # noqa: E402
+from threadline.embeddings.repository import Model, vector_text  # noqa: E402
 from threadline.embeddings.service import Embeddings  # noqa: E402
 from threadline.search import service as search_service  # noqa: E402
 from threadline.search.repository import SearchFilters  # noqa: E402
@@ -87,11 +88,8 @@ async def fresh_database(admin_dsn: str, name: str) -> str:
     return dsn
 
 
-async def load(
-    conn: asyncpg.Connection, conversations: list[tuple[str, list[str]]], members: int = 50
-) -> dict[str, Any]:
-    """One tenant, an admin and a member (who owns every `members`-th conversation); each conversation one thread
-    of its messages in order. Returns ids and the maps from the set's names to database ids."""
+async def tenant_with_users(conn: asyncpg.Connection) -> dict[str, uuid.UUID]:
+    """A tenant `bench` with an admin and a member: their ids as tenant, admin and member."""
     tenant, admin, member = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
     await conn.execute("INSERT INTO tenant (id, name, settings) VALUES ($1, 'bench', '{}'::jsonb)", tenant)
     await conn.copy_records_to_table(
@@ -102,6 +100,16 @@ async def load(
         ],
         columns=["id", "tenant_id", "email", "display_name", "role", "team"],
     )
+    return {"tenant": tenant, "admin": admin, "member": member}
+
+
+async def load(
+    conn: asyncpg.Connection, conversations: list[tuple[str, list[str]]], members: int = 50
+) -> dict[str, Any]:
+    """One tenant, an admin and a member (who owns every `members`-th conversation); each conversation one thread
+    of its messages in order. Returns ids and the maps from the set's names to database ids."""
+    made = await tenant_with_users(conn)
+    tenant, admin, member = made["tenant"], made["admin"], made["member"]
     conv_rows, participants, message_rows, threads = [], [], [], []
     names: dict[str, uuid.UUID] = {}
     rng = random.Random(7)
@@ -357,17 +365,6 @@ async def write_cost(dsn: str, ids: dict[str, Any], rounds: int = 600, block: in
         print(f"  {kind:6} off {off:7.0f}  on {on:7.0f}  ratio {on / off:.2f}x")
 
 
-def scale_texts(count: int, rng: random.Random) -> list[str]:
-    words = [w for g in SYNONYMS for w in g if "_" not in w]
-    joiners = ("and", "with", "for", "about", "the", "of", "on")
-    return [
-        " ".join(f"{rng.choice(words)} {rng.choice(joiners)}" for _ in range(rng.randint(4, 12)))
-        + " "
-        + rng.choice(words)
-        for _ in range(count)
-    ]
-
-
 async def timed(fn: Callable[[], Awaitable[Any]], repeat: int) -> list[float]:
     await fn()
     out = []
@@ -378,52 +375,75 @@ async def timed(fn: Callable[[], Awaitable[Any]], repeat: int) -> list[float]:
     return out
 
 
-async def latency(admin_dsn: str, messages: int, conversations: int, queries: int) -> None:
-    rng = random.Random(11)
-    per = max(1, messages // conversations)
-    texts = scale_texts(per * conversations, rng)
-    grouped = [(f"c{i}", texts[i * per : (i + 1) * per]) for i in range(conversations)]
-    dsn = await fresh_database(admin_dsn, SCALE_DB)
-    embedder = ConceptEmbedder(DIMENSIONS)
+async def reused(admin_dsn: str) -> tuple[str, dict[str, uuid.UUID], int] | None:
+    """The scale database of an earlier run, if it is complete: its dsn, ids and messages."""
+    conn = await asyncpg.connect(admin_dsn)
+    try:
+        if not await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", SCALE_DB):
+            return None
+    finally:
+        await conn.close()
+    base, sep, rest = admin_dsn.partition("?")
+    dsn = f"{base.rpartition('/')[0]}/{SCALE_DB}{sep}{rest}"
     conn = await asyncpg.connect(dsn)
     try:
-        await conn.execute("SET maintenance_work_mem = '512MB'")
+        users = {r["role"]: r for r in await conn.fetch("SELECT id, tenant_id, role FROM app_user")}
+        done = await conn.fetchval(
+            "SELECT count(*) FROM pg_indexes WHERE indexname LIKE 'message_embedding_hnsw_%'"
+        )
+        count = await conn.fetchval("SELECT count(*) FROM message_embedding")
+    finally:
+        await conn.close()
+    if not done or set(users) != {"ADMIN", "MEMBER"}:
+        return None
+    ids = {
+        "tenant": users["ADMIN"]["tenant_id"],
+        "admin": users["ADMIN"]["id"],
+        "member": users["MEMBER"]["id"],
+    }
+    return dsn, ids, int(count)
+
+
+async def latency(
+    admin_dsn: str, messages: int, conversations: int, queries: int, reuse: bool, scattered: bool
+) -> None:
+    rng = random.Random(11)
+    per = max(1, messages // conversations)
+    earlier = await reused(admin_dsn) if reuse else None
+    if earlier is not None:
+        dsn, ids, count = earlier
+        db = await Database.connect(dsn, 1, 4)
+        embeddings = Embeddings(db, settings_for(dsn), ConceptEmbedder(DIMENSIONS))
+        model = await embeddings.model()
+        print(f"\nlatency over {count:,} messages of an earlier run (--reuse)")
+        await measure(db, embeddings, model, ids, rng, queries)
+        return
+    dsn = await fresh_database(admin_dsn, SCALE_DB)
+    db = await Database.connect(dsn, 1, 4)
+    embeddings = Embeddings(db, settings_for(dsn), ConceptEmbedder(DIMENSIONS))
+    model = await embeddings.model()  # its partial HNSW index, dropped for the bulk load and rebuilt after
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f"DROP INDEX message_embedding_hnsw_{model.id}")
+        # The vectors are stored below, set-based: nothing to queue for an indexer.
+        await conn.execute("ALTER TABLE message DISABLE TRIGGER message_embedding_enqueue")
         started = time.perf_counter()
         async with conn.transaction():
-            ids = await load(conn, grouped)
+            ids = await tenant_with_users(conn)
+            count = await seed_threads(
+                conn, ids["tenant"], ids["admin"], ids["member"], per * conversations, conversations, NOW
+            )
+        await conn.execute("ALTER TABLE message ENABLE TRIGGER message_embedding_enqueue")
         loaded = time.perf_counter()
-        db = await Database.connect(dsn, 1, 4)
-        embeddings = Embeddings(db, settings_for(dsn), embedder)
-        model = (
-            await embeddings.model()
-        )  # its partial HNSW index, dropped for the bulk load and rebuilt after
-        await conn.execute(f"DROP INDEX message_embedding_hnsw_{model.id}")
-        rows = await conn.fetch("SELECT id, tenant_id, conversation_id, content FROM message")
-        lines = []
-        for r in rows:
-            vector = concept_vector(r["content"], DIMENSIONS)
-            if vector is not None:
-                lines.append(
-                    f"{r['tenant_id']}\t{r['id']}\t{r['conversation_id']}\t{model.id}\t0\t0\t{len(r['content'])}\t{vector_text(vector)}\n"
-                )
-        await conn.copy_to_table(
-            "message_embedding",
-            source=io.BytesIO("".join(lines).encode()),
-            columns=[
-                "tenant_id",
-                "message_id",
-                "conversation_id",
-                "model_id",
-                "chunk",
-                "start_char",
-                "end_char",
-                "embedding",
-            ],
-        )
-        await conn.execute("DELETE FROM embedding_queue")
+        async with conn.transaction():
+            stored = await seed_test_vectors(conn, ids["tenant"], per, model.id, DIMENSIONS, scattered)
+        worst = await check_test_vectors(conn, model.id, DIMENSIONS)
+        await drop_seed_tables(conn)
+        assert stored == count, (stored, count)
         vectors = time.perf_counter()
         # As the indexer does at a model's first use, here after the bulk load (the pool's statement timeout would
-        # stop a long build): the same definition.
+        # stop a long build): the same definition, with room for the whole graph in memory.
+        await conn.execute("SET maintenance_work_mem = '6GB'")
         await conn.execute("SET max_parallel_maintenance_workers = 1")
         await conn.execute(
             f"CREATE INDEX message_embedding_hnsw_{model.id} ON message_embedding USING hnsw "
@@ -431,12 +451,20 @@ async def latency(admin_dsn: str, messages: int, conversations: int, queries: in
         )
         await conn.execute("VACUUM ANALYZE")
         print(
-            f"\nlatency over {len(texts):,} messages in {conversations:,} conversations: loaded in {loaded - started:.0f} s, "
-            f"vectors computed and COPY'd in {vectors - loaded:.0f} s, HNSW index and VACUUM ANALYZE in "
+            f"\nlatency over {count:,} messages in {conversations:,} conversations "
+            f"({'vectors scattered' if scattered else 'vectors stored by conversation'}): seeded (INSERT ... SELECT) in "
+            f"{loaded - started:.0f} s, test-embedder vectors computed in SQL and stored in {vectors - loaded:.0f} s "
+            f"(a sample of 200 within {worst:.1e} of concept_vector), HNSW index and VACUUM ANALYZE in "
             f"{time.perf_counter() - vectors:.0f} s"
         )
     finally:
         await conn.close()
+    await measure(db, embeddings, model, ids, rng, queries)
+
+
+async def measure(
+    db: Database, embeddings: Embeddings, model: Model, ids: dict[str, Any], rng: random.Random, queries: int
+) -> None:
     try:
         admin = Principal(ids["tenant"], ids["admin"], Role.ADMIN, None)
         member = Principal(ids["tenant"], ids["member"], Role.MEMBER, None)
@@ -505,6 +533,20 @@ async def main() -> None:
     parser.add_argument("--conversations", type=int, default=10_000)
     parser.add_argument("--queries", type=int, default=50, help="distinct queries timed per mode and caller")
     parser.add_argument("--skip-latency", action="store_true")
+    parser.add_argument("--skip-quality", action="store_true", help="latency only (no quality or throughput)")
+    parser.add_argument(
+        "--reuse", action="store_true", help="measure the latency on the last run's data again"
+    )
+    parser.add_argument(
+        "--scattered-vectors",
+        action="store_true",
+        help="store the vectors in hash order, not by conversation (the worst case for a member's search)",
+    )
+    parser.add_argument(
+        "--shared-buffers",
+        default=SHARED_BUFFERS,
+        help=f"PostgreSQL's buffer cache (default {SHARED_BUFFERS})",
+    )
     parser.add_argument("--data-dir", type=Path, default=REPO / "bench" / ".data" / "semantic")
     args = parser.parse_args()
     server = EmbeddedPostgres(args.data_dir)
@@ -513,18 +555,21 @@ async def main() -> None:
     try:
         # The embedded default (128 MB) is sized for test runs; vectors and their HNSW index want a production-like
         # buffer cache (as bench/search.py gives its million messages).
-        tuned = await conn.fetchval("SHOW shared_buffers") == SHARED_BUFFERS
+        tuned = await conn.fetchval("SHOW shared_buffers") == args.shared_buffers
         if not tuned:
-            await conn.execute(f"ALTER SYSTEM SET shared_buffers = '{SHARED_BUFFERS}'")
+            await conn.execute(f"ALTER SYSTEM SET shared_buffers = '{args.shared_buffers}'")
     finally:
         await conn.close()
     if not tuned:
         server.stop()
         admin_dsn = server.start()
     try:
-        await quality(admin_dsn)
+        if not args.skip_quality:
+            await quality(admin_dsn)
         if not args.skip_latency:
-            await latency(admin_dsn, args.messages, args.conversations, args.queries)
+            await latency(
+                admin_dsn, args.messages, args.conversations, args.queries, args.reuse, args.scattered_vectors
+            )
     finally:
         server.stop()
 
