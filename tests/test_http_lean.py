@@ -197,3 +197,23 @@ def test_a_mutation_through_the_lean_path_writes_once_and_answers_as_the_view(
     listed = admin.client.ok("{ conversations(first: 50) { edges { node { title } } } }")
     titles = [edge["node"]["title"] for edge in listed["conversations"]["edges"]]
     assert titles.count("lean one") == 2  # one each: nothing ran twice
+
+
+def test_a_response_over_the_byte_limit_gets_the_views_refusal(dsn: str, admin: Actor) -> None:
+    from tests.harness import test_settings
+
+    small = ServerThread(test_settings(dsn, migrate_on_start=False, response_max_bytes=3000))
+    small.start()
+    try:
+        endpoint: LeanGraphQL = small.app.state.graphql_http
+        requests = [
+            post({"query": "{ __schema { types { name description } } }"}, key=admin.api_key),
+            post({"query": "{ errorCodes viewer { id } }"}, key=admin.api_key),
+        ]
+        compared, served = both_ways(small, endpoint, requests)
+        assert compared == served == len(requests)
+        with httpx.Client(base_url=small.url, timeout=60) as client:
+            refused = answer(client, requests[0])
+        assert b'"limitName":"responseBytes"' in refused[2]  # the view's backstop, answered for the lean path
+    finally:
+        small.stop()

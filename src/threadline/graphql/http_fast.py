@@ -7,7 +7,8 @@ awaits. `LeanGraphQL` answers them in one straight pass: it reads the headers it
 list, reads the body, decodes it with the view's own `parse_json`, and then calls the same pieces the view
 calls (`get_context`, strawberry's `execute_single` with all schema extensions, `process_result`,
 `create_response`), so the status, the headers and the body bytes are the stock ones: tests/test_http_lean.py
-sends the same requests both ways and compares them.
+sends the same requests both ways and compares them. The body is orjson's bytes as they are, where the view
+decodes them to text for its Response to encode back (the same bytes; a 7 MB threadTree copied twice).
 
 Everything else goes to the view untouched, before anything is executed: other methods, an Accept header
 that negotiates no JSON type or asks for a stream, another Content-Type, a body without a Content-Length or
@@ -19,9 +20,12 @@ could be streamed). A body already read is replayed to the view, so its refusals
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
+import orjson
 from cross_web import HTTPException
 from starlette.requests import Request
+from starlette.responses import Response
 from starlette.types import Message, Receive, Scope, Send
 from strawberry.http import GraphQLRequestData
 from strawberry.types import ExecutionResult
@@ -151,7 +155,11 @@ class LeanGraphQL:
             response_data = await view.process_result(request=request, result=result)
             if result.errors:
                 view._handle_errors(result.errors, response_data)
-            response = view.create_response(response_data=response_data, sub_response=sub_response)
+            encoded = _encoded(response_data, view.services.settings.response_max_bytes)
+            if encoded is None:  # the view's encoder decides (another encoder, or the responseBytes refusal)
+                response = view.create_response(response_data=response_data, sub_response=sub_response)
+            else:
+                response = _json_response(encoded, response_data, sub_response)
         except HTTPException as exc:  # as ThreadlineGraphQL.__call__ answers them
             code = ErrorCode.NOT_FOUND if exc.status_code == 404 else ErrorCode.BAD_USER_INPUT
             status = over_http.refusal_status(exc, exc.status_code)
@@ -168,6 +176,32 @@ class LeanGraphQL:
                 raise
             response = unavailable_response("The database is unavailable; retry later", request_id)
         await response(scope, receive, send)
+
+
+def _encoded(response_data: dict[str, Any], limit: int) -> bytes | None:
+    """The body `ThreadlineGraphQL._encode_one` sends, as orjson's bytes (it decodes them to text, which the
+    response encodes back to the same UTF-8: a 7 MB tree was copied twice), when it would send exactly them:
+    orjson encodes the data and it is within `limit` (counted in bytes here, at least its characters there)."""
+    try:
+        body = orjson.dumps(response_data)
+    except TypeError:
+        return None
+    return body if len(body) <= limit else None
+
+
+def _json_response(body: bytes, response_data: dict[str, Any], sub_response: Response) -> Response:
+    """What strawberry's `GraphQL.create_response` and `ThreadlineGraphQL.create_response` build around an
+    encoded body (tests/test_http_lean.py compares the headers and status with theirs)."""
+    response = Response(body, status_code=200, media_type="application/json")
+    response.headers.raw.extend(sub_response.headers.raw)
+    if sub_response.background:
+        response.background = sub_response.background
+    response.headers["content-type"] = over_http.content_type()
+    response.headers.add_vary_header("Accept")
+    response.status_code = over_http.result_status(response_data, sub_response.status_code)
+    if response.status_code == 401:
+        response.headers["WWW-Authenticate"] = "Bearer"
+    return response
 
 
 async def _read_body(receive: Receive, limit: int) -> tuple[bytes | None, list[Message]]:
