@@ -363,7 +363,11 @@ class Keyring:
     async def _connection(self) -> AsyncIterator[Transaction]:
         if self.dsn is None:
             raise RuntimeError("encryption at rest: no database connected yet to read data keys from")
-        conn = await asyncpg.connect(self.dsn, server_settings={"application_name": KEYS})
+        # No named prepared statements: behind PgBouncer in transaction mode they would stay on a server connection
+        # this short-lived one no longer owns (THREADLINE_DATABASE_POOLER); a few statements lose nothing by it.
+        conn = await asyncpg.connect(
+            self.dsn, server_settings={"application_name": KEYS}, statement_cache_size=0
+        )
         try:
             yield Transaction(conn)
         finally:
