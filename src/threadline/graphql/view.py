@@ -126,45 +126,50 @@ def body_size_guard(receive: Receive, limit: int) -> Receive:
     return guarded
 
 
-def message_size_guard(receive: Receive, send: Send, limit: int) -> tuple[Receive, Send]:
+class MessageSizeGuard:
     """Closes a WebSocket with 1009 (message too big) on a message over `limit` bytes, whatever the server's
     own frame limit (uvicorn's ws_max_size is set from the same setting by `threadline serve`); drops sends
-    once the socket is closed."""
-    closed = False
+    once the socket is closed. One per socket, for its life: slots, not closures (idle sockets' memory)."""
 
-    async def guarded_receive() -> Message:
-        nonlocal closed
-        message = await receive()
+    __slots__ = ("_receive", "_send", "closed", "limit")
+
+    def __init__(self, receive: Receive, send: Send, limit: int) -> None:
+        self._receive = receive
+        self._send = send
+        self.limit = limit
+        self.closed = False
+
+    async def receive(self) -> Message:
+        message = await self._receive()
         if message["type"] == "websocket.disconnect":
-            closed = True
+            self.closed = True
         elif message["type"] == "websocket.receive":
             text = message.get("text")
             size = len(text.encode()) if text is not None else len(message.get("bytes") or b"")
-            if size > limit:
-                closed = True
-                await send({"type": "websocket.close", "code": 1009, "reason": f"message over {limit} bytes"})
+            if size > self.limit:
+                self.closed = True
+                await self._send(
+                    {"type": "websocket.close", "code": 1009, "reason": f"message over {self.limit} bytes"}
+                )
                 return {"type": "websocket.disconnect", "code": 1009}
         return message
 
-    async def guarded_send(message: Message) -> None:
-        nonlocal closed
-        if closed:
+    async def send(self, message: Message) -> None:
+        if self.closed:
             # The socket is closing or gone; subscriptions still winding down would make the server raise
             # "websocket.send after websocket.close" for every event in flight.
             return
         if message["type"] == "websocket.close":
-            closed = True
+            self.closed = True
         try:
-            await send(message)
+            await self._send(message)
         except (RuntimeError, OSError):
             # The peer went away while events were in flight (uvicorn: ClientDisconnected, or "send after
             # close" once it answered the client's close frame). The receive side ends the operations; a
             # frame for a gone peer is dropped here instead of failing (and logging) every operation.
             if message["type"] != "websocket.send":
                 raise
-            closed = True
-
-    return guarded_receive, guarded_send
+            self.closed = True
 
 
 _PLAIN_STREAMS: dict[int, bool] = {}
@@ -376,7 +381,8 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         settings = self.services.settings
         if scope["type"] != "http":
-            receive, send = message_size_guard(receive, send, settings.ws_max_message_bytes)
+            guard = MessageSizeGuard(receive, send, settings.ws_max_message_bytes)
+            receive, send = guard.receive, guard.send
             try:
                 await super().__call__(scope, receive, send)
             finally:

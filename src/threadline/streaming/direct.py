@@ -224,10 +224,15 @@ class LaneGroup:
         """Moves the pending frames to every member's own lane (they are written there, in order, first)."""
         if not self.pending:
             return
-        for sub in self.members:
-            self._spill_to(sub)
+        for sub in list(self.members):
+            if sub.lane.socket.is_open():
+                self._spill_to(sub)
+            else:  # leaves the group (close_lane) and takes the pending events through the stock path
+                sub.close_lane()
         self.pending.clear()
         self.events.clear()
+        if not self.members:
+            self.registry.pop(self.key, None)
 
     def _spill_to(self, sub: Any) -> None:
         lane = sub.lane
@@ -237,9 +242,17 @@ class LaneGroup:
         sub.last = self.events[-1].id
 
     def leave(self, sub: Any) -> None:
-        if self.pending and not sub.ended:
-            self._spill_to(sub)
+        """`sub` leaves (Subscriber.close_lane: its lane is closed already). The pass's frames the group took for
+        it go to its lane while its socket can take them; otherwise (paused, closing: the group took them without
+        asking) their events go to its queue and the stock path, in order, before whatever it is offered next."""
         self.members.discard(sub)
+        if self.pending and not sub.ended:
+            if sub.lane.socket.is_open():
+                self._spill_to(sub)
+            else:
+                for event in self.events:
+                    if event.id > sub.last:
+                        sub.offer(event, {})
         if not self.members and not self.pending:
             self.registry.pop(self.key, None)
 

@@ -43,6 +43,8 @@ FindSubscriptions = Callable[[uuid.UUID, "uuid.UUID | None"], list[Subscriber]]
 class SocketSession:
     """One authenticated WebSocket: its GraphQL context (which caches the principal) and the socket."""
 
+    __slots__ = ("closed", "context", "tenant_id", "user_id", "websocket")  # one per idle socket
+
     def __init__(self, context: Any, websocket: Any, tenant_id: uuid.UUID, user_id: uuid.UUID) -> None:
         self.context = context
         self.websocket = websocket
