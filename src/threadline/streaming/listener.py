@@ -2,7 +2,8 @@
 
 broadcaster 0.3.1's own Postgres backend never reconnects. This one owns a dedicated (never pooled)
 connection, watches it (termination callback plus a periodic ping), reconnects with backoff, and
-after every reconnect emits a RESYNC event on each channel so the hub catches up from the log.
+after every reconnect emits a RESYNC event on each channel so the hub catches up from the log. The reconnect
+loop (`SupervisedBackend`) serves the Redis wake-up channel too (streaming.redis_channel).
 """
 
 from __future__ import annotations
@@ -23,13 +24,18 @@ log = logging.getLogger(__name__)
 RESYNC = "\x00resync"
 
 
-class SupervisedPostgresBackend(BroadcastBackend):
-    def __init__(self, dsn: str, *, ping_interval: float = 2.0, max_backoff: float = 5.0) -> None:
-        self._dsn = dsn
+class SupervisedBackend(BroadcastBackend):
+    """The reconnect loop of a wake-up channel (PostgreSQL LISTEN here, Redis in streaming.redis_channel): the
+    subclass opens, closes and checks its connection; this watches it (a loss reported by the subclass, or a
+    failed check every `ping_interval`), reconnects with backoff, and then emits RESYNC on each channel."""
+
+    kind = "wake-up"  # for the log lines
+    reconnect_errors: tuple[type[BaseException], ...] = (TimeoutError, OSError)
+
+    def __init__(self, *, ping_interval: float, max_backoff: float) -> None:
         self._ping_interval = ping_interval
         self._max_backoff = max_backoff
         self._channels: set[str] = set()
-        self._conn: asyncpg.Connection | None = None
         self._queue: asyncio.Queue[Event] = asyncio.Queue()
         self._lost = asyncio.Event()
         self._supervisor: asyncio.Task[None] | None = None
@@ -37,7 +43,7 @@ class SupervisedPostgresBackend(BroadcastBackend):
 
     async def connect(self) -> None:
         await self._open()
-        self._supervisor = asyncio.create_task(self._supervise(), name="threadline-listen-supervisor")
+        self._supervisor = asyncio.create_task(self._supervise(), name=f"threadline-{self.kind}-supervisor")
 
     async def disconnect(self) -> None:
         if self._supervisor is not None:
@@ -45,6 +51,50 @@ class SupervisedPostgresBackend(BroadcastBackend):
             with contextlib.suppress(asyncio.CancelledError):
                 await self._supervisor
         await self._close()
+
+    async def next_published(self) -> Event:
+        return await self._queue.get()
+
+    async def _open(self) -> None:
+        raise NotImplementedError
+
+    async def _close(self) -> None:
+        raise NotImplementedError
+
+    async def _healthy(self) -> bool:
+        raise NotImplementedError
+
+    async def _supervise(self) -> None:
+        while True:
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._lost.wait(), timeout=self._ping_interval)
+            if await self._healthy():
+                continue
+            log.warning("%s connection lost; reconnecting", self.kind)
+            await self._close()
+            delay = 0.05
+            while True:
+                try:
+                    await self._open()
+                    break
+                except self.reconnect_errors as exc:
+                    log.warning("%s reconnect failed (%s); retrying in %.2fs", self.kind, exc, delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, self._max_backoff)
+            self.reconnects += 1
+            # Notifications sent while we were away are lost; the hub re-reads the log instead.
+            for channel in self._channels:
+                self._queue.put_nowait(Event(channel=channel, message=RESYNC))
+
+
+class SupervisedPostgresBackend(SupervisedBackend):
+    kind = "LISTEN"
+    reconnect_errors = (TimeoutError, OSError, asyncpg.PostgresError)
+
+    def __init__(self, dsn: str, *, ping_interval: float = 2.0, max_backoff: float = 5.0) -> None:
+        super().__init__(ping_interval=ping_interval, max_backoff=max_backoff)
+        self._dsn = dsn
+        self._conn: asyncpg.Connection | None = None
 
     async def subscribe(self, channel: str) -> None:
         self._channels.add(channel)
@@ -60,9 +110,6 @@ class SupervisedPostgresBackend(BroadcastBackend):
         # Threadline publishes with pg_notify inside the writer's transaction; this is for completeness.
         assert self._conn is not None
         await stream_repo.notify(self._conn, channel, str(message))
-
-    async def next_published(self) -> Event:
-        return await self._queue.get()
 
     def connection_pid(self) -> int | None:
         """The backend pid of the LISTEN connection (tests terminate it to prove recovery)."""
@@ -98,25 +145,3 @@ class SupervisedPostgresBackend(BroadcastBackend):
         except (TimeoutError, Exception):
             return False
         return True
-
-    async def _supervise(self) -> None:
-        while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._lost.wait(), timeout=self._ping_interval)
-            if await self._healthy():
-                continue
-            log.warning("LISTEN connection lost; reconnecting")
-            await self._close()
-            delay = 0.05
-            while True:
-                try:
-                    await self._open()
-                    break
-                except (TimeoutError, OSError, asyncpg.PostgresError) as exc:
-                    log.warning("LISTEN reconnect failed (%s); retrying in %.2fs", exc, delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, self._max_backoff)
-            self.reconnects += 1
-            # Notifications sent while we were away are lost; the hub re-reads the log instead.
-            for channel in self._channels:
-                self._queue.put_nowait(Event(channel=channel, message=RESYNC))

@@ -22,7 +22,7 @@ import logging
 import time
 from typing import Any
 
-from broadcaster import BroadcastBackend, Event
+from broadcaster import Event
 from redis.asyncio import Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
@@ -31,7 +31,7 @@ from redis.exceptions import RedisError
 
 from threadline.db import Database
 from threadline.events.publish import CHANNEL
-from threadline.streaming.listener import RESYNC
+from threadline.streaming.listener import SupervisedBackend
 
 log = logging.getLogger(__name__)
 
@@ -50,31 +50,17 @@ def _client(url: str, timeout: float) -> Redis:
     )
 
 
-class SupervisedRedisBackend(BroadcastBackend):
+class SupervisedRedisBackend(SupervisedBackend):
+    kind = "Redis subscription"
+    reconnect_errors = (TimeoutError, OSError, RedisError)
+
     def __init__(self, url: str, *, ping_interval: float = 1.0, max_backoff: float = 5.0) -> None:
+        super().__init__(ping_interval=ping_interval, max_backoff=max_backoff)
         self._url = url
-        self._ping_interval = ping_interval
-        self._max_backoff = max_backoff
-        self._channels: set[str] = set()
         self._client: Redis | None = None
         self._pubsub: PubSub | None = None
         self._reader: asyncio.Task[None] | None = None
-        self._supervisor: asyncio.Task[None] | None = None
-        self._queue: asyncio.Queue[Event] = asyncio.Queue()
-        self._lost = asyncio.Event()
         self._heard = 0.0  # monotonic time of the last message or PONG on the subscription connection
-        self.reconnects = 0
-
-    async def connect(self) -> None:
-        await self._open()
-        self._supervisor = asyncio.create_task(self._supervise(), name="threadline-redis-supervisor")
-
-    async def disconnect(self) -> None:
-        if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
-        await self._close()
 
     async def subscribe(self, channel: str) -> None:
         self._channels.add(channel)
@@ -89,9 +75,6 @@ class SupervisedRedisBackend(BroadcastBackend):
     async def publish(self, channel: str, message: Any) -> None:
         assert self._client is not None
         await self._client.publish(channel, str(message))
-
-    async def next_published(self) -> Event:
-        return await self._queue.get()
 
     async def _open(self) -> None:
         client = _client(self._url, timeout=self._ping_interval * 2)
@@ -160,28 +143,6 @@ class SupervisedRedisBackend(BroadcastBackend):
         except (TimeoutError, RedisError, OSError):
             return False
         return True
-
-    async def _supervise(self) -> None:
-        while True:
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._lost.wait(), timeout=self._ping_interval)
-            if await self._healthy():
-                continue
-            log.warning("Redis subscription lost; reconnecting")
-            await self._close()
-            delay = 0.05
-            while True:
-                try:
-                    await self._open()
-                    break
-                except (TimeoutError, OSError, RedisError) as exc:
-                    log.warning("Redis reconnect failed (%s); retrying in %.2fs", exc, delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, self._max_backoff)
-            self.reconnects += 1
-            # Wake-ups sent while we were away are lost; the hub re-reads the log instead.
-            for channel in self._channels:
-                self._queue.put_nowait(Event(channel=channel, message=RESYNC))
 
 
 def start_wake(db: Database, broadcast_url: str | None) -> RedisWake | None:
