@@ -33,7 +33,8 @@ def add_commands(sub: Any) -> None:
         help="import conversations from export files (streamed; progress on stderr, JSON report on stdout)",
         description="Import ChatGPT, Claude, LibreChat, Open WebUI or Threadline exports. FILE may be conversations.json, the split "
         "conversations-000.json, conversations-001.json, ... files, a directory holding them, or the export's "
-        ".zip. Each conversation imports in its own transaction; re-importing creates no duplicates. Exit "
+        ".zip. New conversations import in batches, each in one transaction (a batch the database refuses is tried "
+        "again one conversation at a time); re-importing creates no duplicates and merges what is new. Exit "
         "status 1 when any conversation was refused (the report lists them with their position in the file).",
     )
     imp.add_argument("files", nargs="+", metavar="FILE", help="export file(s), directory or .zip")

@@ -112,7 +112,7 @@ def read(fmt: ImportFormat, value: Any) -> list[ImportedConversation]:
 
 # A batch of new conversations goes in one transaction (porting.bulk): up to this many conversations, or this many
 # bytes of their JSON (what bounds the memory of the batches in flight: `concurrency` of them, and one filling).
-BATCH_CONVERSATIONS = 100
+BATCH_CONVERSATIONS = 50
 BATCH_BYTES = 4 << 20
 
 
@@ -243,6 +243,7 @@ class Importer:
         """Queue prepared conversations; they are inserted in batches, `concurrency` at a time."""
         self._pending.extend(prepared)
         self._pending_bytes += sum(p.item.size for p in prepared)
+        await asyncio.sleep(0)  # reading is CPU work too: the batches in flight move on between items
         if len(self._pending) >= BATCH_CONVERSATIONS or self._pending_bytes >= BATCH_BYTES:
             await self._flush()
 
@@ -298,9 +299,13 @@ class Importer:
     async def _insert_batch(self, batch: list[_Prepared]) -> None:
         """New conversations (and ones whose earlier import was deleted), planned if read lazily, then written
         together (porting.bulk)."""
-        ready = [p for p in batch if p.plan is not None or self._plan(p, p.item.value) is not None]
+        ready = []
         for p in batch:
+            if p.plan is not None or self._plan(p, p.item.value) is not None:
+                ready.append(p)
             p.item.value = None  # planned: the decoded JSON is not needed any more (memory)
+            # Planning is CPU work on the event loop: the batches in flight get their next statements out between.
+            await asyncio.sleep(0)
         if ready:
             await self._write_batch(ready)
 
