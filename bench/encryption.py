@@ -14,7 +14,8 @@ database and one with a key on the sealed one, answer in turn (interleaved, so l
 
 Ratio = sealed / plain; the goal is <= 1.2x on the page and on the 10,000-message tree. The sealed server keeps
 opened values (THREADLINE_PLAINTEXT_CACHE_BYTES, 64 MiB): the rounds after the warm-up read them from it.
-`--no-plaintext-cache` measures every read opening every value.
+`--no-plaintext-cache` measures every read opening every value; `--control` seals nothing and gives the second
+server no key (the ratio two identical setups show on this machine: order and database effects).
 """
 
 from __future__ import annotations
@@ -76,11 +77,18 @@ async def seal_everything(dsn: str, caller: Caller, master_key: str) -> int:
             [r["id"] for r in rows],
             sealed,
         )
-        await db.execute("ANALYZE message")
         return len(rows)
     finally:
         await db.close()
         crypto.install(None)
+
+
+async def vacuum(dsn: str) -> None:
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute("VACUUM (FULL, ANALYZE) message")
+    finally:
+        await conn.close()
 
 
 def timed(client: httpx.Client, query: str, variables: dict[str, object]) -> float:
@@ -103,6 +111,11 @@ def main() -> None:
         action="store_true",
         help="the sealed server opens every value on every read (THREADLINE_PLAINTEXT_CACHE_BYTES=0)",
     )
+    parser.add_argument(
+        "--control",
+        action="store_true",
+        help="nothing sealed and no key on the second server either: the ratio two identical setups give here",
+    )
     args = parser.parse_args()
 
     key = base64.b64encode(os.urandom(32)).decode()
@@ -115,6 +128,8 @@ def main() -> None:
         sealed_env = {"THREADLINE_MASTER_KEY": key}
         if args.no_plaintext_cache:
             sealed_env["THREADLINE_PLAINTEXT_CACHE_BYTES"] = "0"
+        if args.control:
+            sealed_env = {}
         for name, dsn, env in (
             ("plain", plain_dsn, {}),
             ("sealed", sealed_dsn, sealed_env),
@@ -126,8 +141,14 @@ def main() -> None:
                 conversation, root = start_conversation(client)
             seed_tree(dsn, caller, root, args.nodes)
             setups[name] = (server.url, caller, conversation, root)
-        count = asyncio.run(seal_everything(sealed_dsn, setups["sealed"][1], key))
-        print(f"sealed {count} messages of the second database")
+        if not args.control:
+            count = asyncio.run(seal_everything(sealed_dsn, setups["sealed"][1], key))
+            print(f"sealed {count} messages of the second database")
+        for dsn in (
+            plain_dsn,
+            sealed_dsn,
+        ):  # the sealing UPDATE left dead rows behind: both tables alike again
+            asyncio.run(vacuum(dsn))
 
         clients = {
             name: httpx.Client(base_url=url, headers=caller.headers, timeout=120)

@@ -55,6 +55,7 @@ class DataKey:
     cipher: AESGCM | None  # None: shredded, or under a master key this process does not have
     loaded_at: float
     aad: bytes = b""  # the associated data of every value it sealed (envelope.associated_data)
+    held: bool = True  # False once dropped or replaced: the values it opened are not served from the cache
 
     def __post_init__(self) -> None:
         self.aad = envelope.associated_data(self.id, self.tenant_id)
@@ -115,8 +116,8 @@ class Keyring:
         10,000-message tree opens 10,000 values, ~4 us each, most of it AES-GCM itself."""
         hit = self._plain.get(value)
         if hit is not None:
-            held, kept = hit
-            if self._keys.get(held.id) is held and (not fresh_only or self._fresh(held, time.monotonic())):
+            opener, kept = hit
+            if opener.held and (not fresh_only or time.monotonic() - opener.loaded_at <= self.cache_seconds):
                 return kept
         if value.find(envelope.MARK, 1) == -1:
             try:
@@ -253,11 +254,14 @@ class Keyring:
                 cipher = AESGCM(master.unwrap(bytes(row["wrapped"]), context))
                 self.unwraps += 1
         key = DataKey(row["id"], row["tenant_id"], row["user_id"], cipher, time.monotonic())
-        self._keys.pop(key.id, None)
+        replaced = self._keys.pop(key.id, None)
+        if replaced is not None:
+            replaced.held = False
         self._keys[key.id] = key
         self._by_raw[key.id.bytes] = key
         if len(self._keys) > self.cache_size:
             oldest = self._keys.pop(next(iter(self._keys)))  # the oldest loaded
+            oldest.held = False
             self._by_raw.pop(oldest.id.bytes, None)
         return key
 
@@ -346,7 +350,9 @@ class Keyring:
         """Drop these keys from this process (shredded or retired): the next read loads them again (and opened
         values of theirs are not served: the cache serves only for the very key object that opened them)."""
         for key_id in ids:
-            self._keys.pop(key_id, None)
+            dropped = self._keys.pop(key_id, None)
+            if dropped is not None:
+                dropped.held = False
             self._by_raw.pop(key_id.bytes, None)
         for scope, key in list(self._active.items()):
             if key.id in ids:
