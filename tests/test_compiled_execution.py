@@ -965,3 +965,44 @@ def test_the_page_statement_returns_what_the_participant_and_user_loaders_fetch(
             await db.close()
 
     loop.run(work())
+
+
+def test_an_executed_page_leaves_no_reference_cycle_behind(loop: Loop, dsn: str, admin: Actor) -> None:
+    """Nothing of a request waits for the garbage collector: graphql-core's resolve info helpers (bound methods
+    of the executor) and the bound compiled selections used to close a cycle through the executor, which kept
+    the context, its loaders, rows and objects alive until a collection walked and freed them."""
+    import gc
+
+    from threadline.db import Database
+
+    create_conversation(admin, "no cycle")
+    document = PAGE_DOCUMENTS[0]
+
+    async def work() -> list[str]:
+        db = await Database.connect(dsn, 1, 2)
+        settings = settings_for(dsn, rate_limit_enabled=False)
+        try:
+            for _ in range(2):  # the second run with everything warm (plans compiled, documents parsed)
+                context = Context(db=db, settings=settings, authorization=f"Bearer {admin.api_key}")
+                result = await COMPILED.execute(document, context_value=context)
+                assert not result.errors and result.data is not None
+                del context, result
+            gc.collect()
+            gc.disable()
+            gc.set_debug(gc.DEBUG_SAVEALL)
+            try:
+                context = Context(db=db, settings=settings, authorization=f"Bearer {admin.api_key}")
+                result = await COMPILED.execute(document, context_value=context)
+                assert not result.errors and '"owner"' in json.dumps(result.data)
+                del context, result
+                gc.collect()
+                return sorted({type(o).__name__ for o in gc.garbage})
+            finally:
+                gc.set_debug(0)
+                gc.garbage.clear()
+                gc.enable()
+        finally:
+            await db.close()
+
+    left = loop.run(work())
+    assert not {"Recorder", "FastExecutionContext", "Context", "DataLoader", "Record"} & set(left), left
