@@ -48,6 +48,22 @@ PRIVATE_READS = {
         "graphql/ready.py",
         "_principal",
     ): "not foreign: our Context's authenticated principal, read without authenticating (None: not yet)",
+    (
+        "graphql/extension_hooks.py",
+        "_GeneratorContextManager",
+    ): "contextlib's class behind @contextmanager, built once per hook instead of per request",
+    (
+        "graphql/extension_hooks.py",
+        "_AsyncGeneratorContextManager",
+    ): "contextlib's class behind @asynccontextmanager, as above",
+    (
+        "graphql/http_fast.py",
+        "_body",
+    ): "starlette's cached request body: the lean POST path has read it already (request.body() answers from it)",
+    (
+        "graphql/http_fast.py",
+        "_handle_errors",
+    ): "strawberry's view hook for errors, called as the view's own run does (tests/test_http_lean.py compares)",
 }
 
 

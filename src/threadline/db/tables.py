@@ -5,6 +5,7 @@ from piccolo.table import Table
 from threadline.audit.tables import AuditLog
 from threadline.auth.tables import ApiKey, AppUser, ErasedSubject, Tenant
 from threadline.conversations.tables import Conversation, Invite, Participant
+from threadline.crypto.tables import DataKey, KeyRotation
 from threadline.documents.tables import PersistedDocument
 from threadline.embeddings.tables import EmbeddingQueue, MessageEmbedding
 from threadline.enrich.tables import EnrichmentJob
@@ -78,6 +79,8 @@ ALL_TABLES: tuple[type[Table], ...] = (
     MessageEmbedding,
     EmbeddingQueue,
     ConversationTier,
+    DataKey,
+    KeyRotation,
     TierRestore,
     EnrichmentJob,
 )
