@@ -61,20 +61,9 @@ def _id(value: str, kind: str) -> uuid.UUID:
 
 
 def _with_db(settings: Settings, body: Any) -> Any:
-    from threadline.db import Database
-    from threadline.db.database import CLI
-    from threadline.db.migrate import apply_migrations
-    from threadline.db.standalone import with_database
+    from threadline.db.standalone import with_pool
 
-    async def work(dsn: str) -> Any:
-        await apply_migrations(dsn)
-        db = await Database.connect(dsn, 1, 2, application_name=CLI)
-        try:
-            return await body(db)
-        finally:
-            await db.close()
-
-    return with_database(settings, work)
+    return with_pool(settings, body)
 
 
 def _generate(args: argparse.Namespace, settings: Settings) -> int:

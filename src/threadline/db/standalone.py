@@ -58,3 +58,20 @@ def with_database(settings: Settings, work: Callable[[str], Coroutine[Any, Any, 
         finally:
             if embedded is not None:
                 embedded.stop()
+
+
+def with_pool(settings: Settings, body: Callable[[Any], Coroutine[Any, Any, T]]) -> T:
+    """`body(db)` with a small pool of a migrated database (commands of the CLI: tiers, keys)."""
+    from threadline.db import Database
+    from threadline.db.database import CLI
+    from threadline.db.migrate import apply_migrations
+
+    async def work(dsn: str) -> T:
+        await apply_migrations(dsn)
+        db = await Database.connect(dsn, 1, 2, application_name=CLI)
+        try:
+            return await body(db)
+        finally:
+            await db.close()
+
+    return with_database(settings, work)
