@@ -72,3 +72,11 @@ def decode_id(value: str, kind: Kind) -> uuid.UUID:
         shown = value if len(value) <= 80 else value[:77] + "..."
         raise bad_input(f"Malformed id {shown!r}: expected a {_LABELS[kind]} id", argument="id")
     return parsed[1]
+
+
+def id_or_uuid(value: str, kind: Kind) -> uuid.UUID:
+    """A command-line argument naming an object: its public id (`usr_...`) or its bare UUID."""
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return decode_id(value, kind)

@@ -35,12 +35,9 @@ def add_commands(sub: Any) -> None:
 
 
 def _tenant(value: str) -> uuid.UUID:
-    from threadline.ids import Kind, decode_id
+    from threadline.ids import Kind, id_or_uuid
 
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        return decode_id(value, Kind.TENANT)
+    return id_or_uuid(value, Kind.TENANT)
 
 
 def _export(args: argparse.Namespace, settings: Settings) -> int:

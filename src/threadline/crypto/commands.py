@@ -52,12 +52,9 @@ def add_commands(sub: Any) -> None:
 
 
 def _id(value: str, kind: str) -> uuid.UUID:
-    from threadline.ids import Kind, decode_id
+    from threadline.ids import Kind, id_or_uuid
 
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        return decode_id(value, Kind[kind])
+    return id_or_uuid(value, Kind[kind])
 
 
 def _with_db(settings: Settings, body: Any) -> Any:

@@ -42,14 +42,9 @@ def add_commands(sub: Any) -> None:
 
 
 def _id(value: str | None, kind: str) -> uuid.UUID | None:
-    from threadline.ids import Kind, decode_id
+    from threadline.ids import Kind, id_or_uuid
 
-    if value is None:
-        return None
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        return decode_id(value, Kind[kind])
+    return None if value is None else id_or_uuid(value, Kind[kind])
 
 
 def _with_db(settings: Settings, body: Any) -> Any:
