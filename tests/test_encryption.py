@@ -461,3 +461,34 @@ def test_keys_seal_encrypts_content_written_before_encryption_was_on_resumably(l
         ]
         assert reader.client.ok(SEARCH, {"i": {"query": word}})["search"]["totalCount"] == 1
         reader.client.close()
+
+
+def test_a_forgotten_key_leaves_no_opened_text_in_the_process() -> None:
+    """Crypto-shredding reaches memory too: the plaintext cache drops what a forgotten key opened."""
+    import time
+    import uuid
+    from typing import cast
+
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from threadline.crypto import envelope
+    from threadline.crypto.keyring import DataKey, Keyring
+
+    ring = Keyring(cast(Any, None), plaintext_cache_bytes=1 << 20)
+    tenant = uuid.uuid4()
+    keys = [
+        DataKey(uuid.uuid4(), tenant, uuid.uuid4(), AESGCM(os.urandom(32)), time.monotonic())
+        for _ in range(2)
+    ]
+    for key in keys:
+        ring._keys[key.id] = key
+        ring._by_raw[key.id.bytes] = key
+    assert key.cipher is not None
+    sealed = [
+        envelope.seal(cast(AESGCM, k.cipher), k.id, tenant, f"secret of {i}") for i, k in enumerate(keys)
+    ]
+    assert [ring.open_text(s) for s in sealed] == ["secret of 0", "secret of 1"]
+    assert {text for _, text in ring._plain.values()} == {"secret of 0", "secret of 1"}
+    ring.forget([keys[0].id])
+    assert {text for _, text in ring._plain.values()} == {"secret of 1"}
+    assert ring._plain_bytes == sum(len(v) + len(t) + 200 for v, (_, t) in ring._plain.items())

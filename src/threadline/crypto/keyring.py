@@ -357,6 +357,11 @@ class Keyring:
         for scope, key in list(self._active.items()):
             if key.id in ids:
                 del self._active[scope]
+        gone = set(ids)
+        for value, (key, text) in list(self._plain.items()):
+            if key.id in gone:  # a shredded key's opened text must not stay in memory either
+                del self._plain[value]
+                self._plain_bytes -= len(value) + len(text) + 200
 
     # plumbing --------------------------------------------------------------------------------------------------
 
