@@ -8,6 +8,7 @@ Threadline document (`--conversation`) or a user's data-access export (`--user`)
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 import time
@@ -166,6 +167,7 @@ def _fail(message: str) -> int:
 
 
 def _import(args: argparse.Namespace, settings: Settings) -> int:
+    from threadline.crypto.startup import KeyConfigurationError
     from threadline.errors import ThreadlineError
 
     if not args.api_key:
@@ -179,11 +181,31 @@ def _import(args: argparse.Namespace, settings: Settings) -> int:
     except (OSError, zipfile.BadZipFile, ArchiveRefused, UnknownFormat) as exc:
         return _fail(str(exc))
     try:
-        report = with_database(settings, lambda dsn: _import_work(dsn, settings, args, files))
+        with _few_collections():
+            report = with_database(settings, lambda dsn: _import_work(dsn, settings, args, files))
     except ThreadlineError as exc:
         return _fail(exc.message)
+    except KeyConfigurationError as exc:
+        return _fail(str(exc))
     print(orjson.dumps(report).decode())
     return 1 if report["failed"] else 0
+
+
+@contextmanager
+def _few_collections() -> Iterator[None]:
+    """The cyclic garbage collector, tuned for an import: the modules' objects frozen out of its scans, and a
+    collection every 50,000 allocations instead of every 700. An import allocates millions of containers (decoded
+    JSON, plans, rows) that reference counting frees; with the defaults each of ~1,100 young collections and ~10
+    full ones walked the live ones again: 0.9 s of a 3.2 s merge re-import of 500 conversations (0.13 s after)."""
+    gc.collect()
+    gc.freeze()
+    threshold = gc.get_threshold()
+    gc.set_threshold(50_000, 20, 100)
+    try:
+        yield
+    finally:
+        gc.set_threshold(*threshold)
+        gc.unfreeze()
 
 
 def _detected_format(files: list[tuple[str, int, Any]]) -> ImportFormat:
@@ -205,7 +227,9 @@ def _detected_format(files: list[tuple[str, int, Any]]) -> ImportFormat:
 async def _import_work(
     dsn: str, settings: Settings, args: argparse.Namespace, files: list[Any]
 ) -> dict[str, Any]:
+    from threadline import crypto
     from threadline.auth.service import authenticate
+    from threadline.crypto.startup import check as check_keys
     from threadline.db import Database
     from threadline.db.database import IMPORT
     from threadline.db.migrate import apply_migrations
@@ -225,6 +249,8 @@ async def _import_work(
         idle_in_transaction_timeout_seconds=settings.db_idle_in_transaction_timeout_seconds,
     )
     try:
+        # As `serve`: no master key (or the wrong one) over sealed content, no import (it would store plaintext).
+        await check_keys(db, crypto.active())
         principal = await authenticate(db, settings, f"Bearer {args.api_key}")
         target = decode_id(args.conversation, Kind.CONVERSATION) if args.conversation else None
         progress = Progress(sum(size for _, size, _ in files), enabled=not args.quiet)

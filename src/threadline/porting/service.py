@@ -11,6 +11,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from threadline import crypto
 from threadline.audit.service import Actor, AuditAction, record
 from threadline.auth.principal import Principal
 from threadline.conversations import repository as conversations
@@ -139,7 +140,7 @@ class _Prepared:
 
 def _only_new(m: _Merging) -> bool:
     """Whether a grown ChatGPT conversation only has new nodes (none the earlier import saw changed)."""
-    return chatgpt.reduced(m.p.item.value, m.p.seen, set(), m.digests).conversation is not None
+    return m.only_new
 
 
 @dataclass
@@ -151,6 +152,7 @@ class _Merging:
     conversation_id: uuid.UUID
     rows: list[Any] | None
     digests: dict[str, str] | None
+    only_new: bool = False  # chatgpt.look: nodes were added, none the earlier import saw changed
 
 
 class Importer:
@@ -320,7 +322,12 @@ class Importer:
                 await self._store_whole_texts(
                     plan, {i for i, c in plan.oversized.items() if c.file_id is None}
                 )
-            labels = [f"{p.conversation['title']} {' '.join(p.conversation['tags'])}" for p in plans]
+            # Sealed titles (crypto/) keep their words out of the lexicon, as the live trigger does: tags only.
+            sealed = crypto.sealing_titles()
+            labels = [
+                f"{'' if sealed else p.conversation['title']} {' '.join(p.conversation['tags'])}"
+                for p in plans
+            ]
             await bulk_repo.add_search_terms(self.db, tenant, labels)
             async with self.db.transaction() as tx:
                 for p, plan in zip(batch, plans, strict=True):
@@ -462,11 +469,11 @@ class Importer:
                 if p.plan is None and p.seen is not None:
                     # A ChatGPT conversation whose nodes the earlier import kept digests of: a grown one is read
                     # (under its lock) once, only its new nodes planned.
-                    first_look = chatgpt.reduced(p.item.value, p.seen, set())
+                    first_look = chatgpt.look(p.item.value, p.seen)
                     if first_look.unchanged:
                         self.report.existing.append(cid)
                         continue
-                    pending.append(_Merging(p, cid, None, first_look.digests))
+                    pending.append(_Merging(p, cid, None, first_look.digests, first_look.only_new))
                     continue
                 rows = rows_of[cid]
                 if p.plan is None and self._plan(p, p.item.value) is None:
