@@ -6,6 +6,8 @@ import contextlib
 import io
 import logging
 import os
+import re
+from pathlib import Path
 
 import asyncpg
 
@@ -33,11 +35,58 @@ def direct_dsn_for(dsn: str) -> str:
     return dsn
 
 
+def migrations_folder() -> Path:
+    """`migrations/` at the repo root in a checkout; packaged as `threadline/_migrations` in a wheel."""
+    repo = Path(__file__).resolve().parents[3] / "migrations"
+    if repo.is_dir():
+        return repo
+    return Path(__file__).resolve().parents[1] / "_migrations"
+
+
+_MIGRATION_ID = re.compile(r'^ID = "([^"]+)"$', re.M)
+UP_TO_DATE = "No migrations need to be run"
+
+
+def _migration_ids() -> set[str] | None:
+    """The IDs of the migration files, read from their text (None if one has no plain `ID = "..."` line)."""
+    ids = set()
+    for path in migrations_folder().glob("*.py"):
+        if path.name != "__init__.py":
+            found = _MIGRATION_ID.search(path.read_text(encoding="utf-8"))
+            if found is None:
+                return None
+            ids.add(found.group(1))
+    return ids
+
+
+async def _up_to_date(dsn: str) -> bool:
+    """Whether Piccolo's `migration` table lists every migration file as run: one query, without importing
+    Piccolo's migration machinery (which imports every migration module: ~0.2 s of each command line run)."""
+    ids = _migration_ids()
+    if not ids:
+        return False
+    from threadline.db.database import MIGRATE, connect_settings
+
+    conn = await asyncpg.connect(dsn, server_settings=connect_settings(MIGRATE, dsn))
+    try:
+        ran = await conn.fetch(
+            "SELECT name FROM migration WHERE app_name = 'threadline' AND name = ANY($1::text[])", list(ids)
+        )
+    except asyncpg.UndefinedTableError:
+        return False
+    finally:
+        await conn.close()
+    return len(ran) == len(ids)
+
+
 async def apply_migrations(dsn: str) -> str:
     """Run every pending migration (on `direct_dsn_for(dsn)`); returns Piccolo's summary line."""
     dsn = direct_dsn_for(dsn)
     os.environ["THREADLINE_RESOLVED_DSN"] = dsn
     os.environ.setdefault("PICCOLO_CONF", "threadline.db.piccolo_conf")
+    if await _up_to_date(dsn):
+        log.info("migrations: %s", UP_TO_DATE)
+        return UP_TO_DATE
     from piccolo.apps.migrations.commands.forwards import run_forwards
 
     from threadline.db import piccolo_conf
