@@ -146,6 +146,9 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     import os
     import signal
 
+    from threadline import crypto
+    from threadline.crypto.startup import KeyConfigurationError
+    from threadline.crypto.startup import check as check_keys
     from threadline.db import Database
     from threadline.db.database import WORKER
     from threadline.db.migrate import apply_migrations
@@ -178,6 +181,12 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
             statement_timeout_seconds=settings.db_statement_timeout_seconds,
             idle_in_transaction_timeout_seconds=settings.db_idle_in_transaction_timeout_seconds,
         )
+        try:  # as `serve` does: no master key (or the wrong one) over sealed content, no start
+            await check_keys(db, crypto.active())
+        except KeyConfigurationError as exc:
+            await db.close()
+            print(f"threadline worker: {exc}", file=sys.stderr, flush=True)
+            return 2
         from threadline.streaming.redis_channel import start_wake
 
         wake = start_wake(db, settings.broadcast_url)  # hubs on Redis hear of the runs' events through it

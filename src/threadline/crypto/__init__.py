@@ -26,28 +26,37 @@ sees ciphertext; snippets of sealed rows are made in Python.
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
-from threadline.crypto.envelope import PREFIX
+from threadline.crypto import envelope
+from threadline.crypto import repository as repo
+from threadline.crypto.envelope import BYTES_OVERHEAD, PREFIX
 from threadline.crypto.keyring import UNAVAILABLE, Keyring
 from threadline.crypto.master import master_keys_from
-from threadline.db import content
+from threadline.db import Executor, content
 from threadline.ids import parse_id
 from threadline.settings import Settings
 
 __all__ = [
+    "BYTES_OVERHEAD",
     "UNAVAILABLE",
     "Keyring",
     "active",
+    "bytes_sealer",
+    "forget_messages",
     "install",
     "install_from",
     "open_bytes",
     "seal",
+    "seal_attachment",
     "seal_bytes",
     "seal_event_payload",
+    "seal_json_strings",
     "seal_many",
     "seal_parts",
     "seal_title",
+    "sealed_bytes",
     "sealing",
     "sealing_titles",
 ]
@@ -170,6 +179,27 @@ async def seal_bytes(tenant_id: uuid.UUID, data: bytes) -> bytes:
     return await keyring.seal_bytes(tenant_id, data)
 
 
+async def bytes_sealer(tenant_id: uuid.UUID) -> Callable[[bytes], bytes] | None:
+    """A function sealing blocks of a file with the tenant's key (sync: a thread may run it), or None when
+    encryption is off. Each sealed block is BYTES_OVERHEAD bytes longer than the block."""
+    keyring = _keyring
+    if keyring is None or not keyring.seal_new:
+        return None
+    key = await keyring.active_key(tenant_id, None)
+    cipher = key.cipher
+    assert cipher is not None
+
+    def seal_block(block: bytes) -> bytes:
+        return envelope.seal_bytes(cipher, key.id, tenant_id, block)
+
+    return seal_block
+
+
+def sealed_bytes(data: bytes) -> bool:
+    """Whether stored bytes start as sealed ones do (opening them says whether they are)."""
+    return data.startswith(envelope.BYTES_MARK)
+
+
 async def open_bytes(data: bytes) -> bytes | None:
     """Stored file bytes opened; None when their key was shredded. Bytes stored plain come back as they are, and
     sealed ones without a keyring (which a server refuses to start without) too."""
@@ -177,6 +207,40 @@ async def open_bytes(data: bytes) -> bytes | None:
     if keyring is None:
         return data
     return await keyring.open_bytes(data)
+
+
+async def seal_json_strings(
+    tenant_id: uuid.UUID, value: Any, plain_keys: frozenset[str] = frozenset()
+) -> Any:
+    """A JSON value as stored: every non-empty string in it sealed with the tenant's key, but those under a key
+    in `plain_keys` (kinds a reader matches on). Keys stay plain. The JSON decoder opens them on every read
+    (db.content), so readers see the value as it was. For values free-form enough that any string may be
+    content: an import's attachment entries (extracted text, inline data, names)."""
+    keyring = _keyring
+    if keyring is None or not keyring.seal_new:
+        return value
+    key = await keyring.active_key(tenant_id, None)
+    return keyring.seal_tree(key, value, plain_keys)
+
+
+async def seal_attachment(tenant_id: uuid.UUID, data: Any) -> Any:
+    """An import's attachment entry (message_attachment.data) as stored: every string sealed with the tenant's key
+    (extracted text, inline data and names are content) but its `type`, the kind readers match on first."""
+    return await seal_json_strings(tenant_id, data, _ATTACHMENT_PLAIN)
+
+
+_ATTACHMENT_PLAIN = frozenset({"type"})
+
+
+async def forget_messages(db: Executor, tenant_id: uuid.UUID, message_ids: list[uuid.UUID]) -> None:
+    """Before these messages' text is replaced or removed (an edit, a delete, an erasure): what this process
+    opened of their stored values (content, edits, chunks, logged events) leaves the cache of opened values, so a deleted
+    text does not stay in memory until pushed out. One statement, only with that cache on and holding
+    something. Other processes keep theirs until pushed out (never served again: the sealed value is gone)."""
+    keyring = _keyring
+    if keyring is None or not keyring.caching() or not message_ids:
+        return
+    keyring.forget_values(await repo.stored_forms(db, tenant_id, message_ids))
 
 
 def plain_for_index(stored: str, plaintext: str) -> str | None:

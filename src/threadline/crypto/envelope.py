@@ -80,6 +80,10 @@ def open_segment(cipher: AESGCM, tenant_id: uuid.UUID, segment: Segment) -> str:
 BYTES_MARK = b"\x1etlb1"
 
 
+# What sealing adds to a block of bytes: the mark, version, key id, nonce and tag.
+BYTES_OVERHEAD = len(BYTES_MARK) + _MIN_BYTES
+
+
 def seal_bytes(cipher: AESGCM, key_id: uuid.UUID, tenant_id: uuid.UUID, data: bytes) -> bytes:
     nonce = os.urandom(12)
     body = cipher.encrypt(nonce, data, associated_data(key_id, tenant_id))

@@ -13,7 +13,7 @@ import binascii
 import logging
 import time
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -43,6 +43,9 @@ _MIN_RAW = 1 + 16 + 12 + 16  # version, key id, nonce, tag
 
 # What a reader gets for content whose key was shredded (or that fails to authenticate): never a 500.
 UNAVAILABLE = "[unavailable: this content's key was erased]"
+FORGOTTEN_KEPT = (
+    10_000  # stored values a delete or an edit removed, never cached again (Keyring.forget_values)
+)
 _JSON_MARK = "\\u001etl1:"  # how PostgreSQL writes the mark inside a JSON string
 KEYS = "threadline-keys"  # application_name of the key connections
 
@@ -95,6 +98,7 @@ class Keyring:
         self.plaintext_cache_bytes = plaintext_cache_bytes
         self._plain: dict[str, tuple[DataKey, str]] = {}
         self._plain_bytes = 0
+        self._forgotten: dict[str, None] = {}  # values whose text was replaced or removed (forget_values)
 
     # reading: the decoders (sync, called by asyncpg for every text and JSON value) ----------------------------
 
@@ -161,8 +165,8 @@ class Keyring:
 
     def _keep(self, value: str, key: DataKey, text: str) -> None:
         size = len(value) + len(text) + 200  # the two strings' bodies and the entry around them, roughly
-        if size > self.plaintext_cache_bytes // 8:
-            return  # a big value would push out many small ones
+        if size > self.plaintext_cache_bytes // 8 or value in self._forgotten:
+            return  # a big value would push out many small ones; a forgotten one is being removed
         stale = self._plain.pop(value, None)
         if stale is not None:
             self._plain_bytes -= size
@@ -285,6 +289,22 @@ class Keyring:
         assert key.cipher is not None
         return [envelope.seal(key.cipher, key.id, tenant_id, t) if t else t for t in texts]
 
+    def seal_tree(self, key: DataKey, value: Any, plain_keys: frozenset[str] = frozenset()) -> Any:
+        """`value` (JSON) with every non-empty string sealed with `key`, but those under a key in `plain_keys`."""
+        assert key.cipher is not None
+        if isinstance(value, str):
+            if not value or value.startswith(envelope.PREFIX):
+                return value
+            return envelope.seal(key.cipher, key.id, key.tenant_id, value)
+        if isinstance(value, dict):
+            return {
+                k: v if k in plain_keys and isinstance(v, str) else self.seal_tree(key, v, plain_keys)
+                for k, v in value.items()
+            }
+        if isinstance(value, list):
+            return [self.seal_tree(key, v, plain_keys) for v in value]
+        return value
+
     async def seal_bytes(self, tenant_id: uuid.UUID, data: bytes) -> bytes:
         if not self.seal_new or not data:
             return data
@@ -362,6 +382,23 @@ class Keyring:
             if key.id in gone:  # a shredded key's opened text must not stay in memory either
                 del self._plain[value]
                 self._plain_bytes -= len(value) + len(text) + 200
+
+    def caching(self) -> bool:
+        """Whether the cache of opened values holds anything."""
+        return bool(self._plain)
+
+    def forget_values(self, values: Iterable[str]) -> None:
+        """Drop the opened text of these stored values (a message's content, edits and chunks before they are
+        replaced or removed): a deleted text does not stay in this process until pushed out."""
+        for value in values:
+            dropped = self._plain.pop(value, None)
+            if dropped is not None:
+                self._plain_bytes -= len(value) + len(dropped[1]) + 200
+            # Until the writer commits, other readers still read the value (and would cache it again): it is
+            # not cached from now on (the most recent FORGOTTEN_KEPT such values are remembered).
+            self._forgotten[value] = None
+            if len(self._forgotten) > FORGOTTEN_KEPT:
+                del self._forgotten[next(iter(self._forgotten))]
 
     # plumbing --------------------------------------------------------------------------------------------------
 

@@ -232,3 +232,23 @@ async def set_payloads(db: Executor, ids: list[int], payloads: list[str]) -> Non
         ids,
         payloads,
     )
+
+
+async def stored_forms(db: Executor, tenant_id: uuid.UUID, message_ids: list[uuid.UUID]) -> list[str]:
+    """The sealed values (as stored, not opened: read as bytes, which no decoder opens) of these messages'
+    content, edits and chunks, and of the logged events carrying their text (snapshots, deltas)."""
+    rows = await db.fetch(
+        """SELECT convert_to(content, 'UTF8') AS v FROM message
+               WHERE tenant_id = $1 AND id = ANY($2::uuid[]) AND left(content, 5) = chr(30) || 'tl1:'
+           UNION ALL SELECT convert_to(content, 'UTF8') FROM message_edit
+               WHERE tenant_id = $1 AND message_id = ANY($2::uuid[]) AND left(content, 5) = chr(30) || 'tl1:'
+           UNION ALL SELECT convert_to(content, 'UTF8') FROM message_chunk
+               WHERE tenant_id = $1 AND message_id = ANY($2::uuid[]) AND left(content, 5) = chr(30) || 'tl1:'
+           UNION ALL SELECT convert_to(t, 'UTF8') FROM (
+               SELECT coalesce(payload -> 'message' ->> 'content', payload ->> 'delta') AS t FROM stream_event
+               WHERE tenant_id = $1 AND message_id = ANY($2::uuid[])) e
+               WHERE left(t, 5) = chr(30) || 'tl1:'""",
+        tenant_id,
+        message_ids,
+    )
+    return [bytes(r["v"]).decode() for r in rows]

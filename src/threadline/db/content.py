@@ -48,11 +48,21 @@ async def install_codecs(conn: asyncpg.Connection) -> None:
     hooks = _hooks
     if hooks is None:
         return
+    # Binary, as asyncpg's own text codec: COPY (the imports' bulk path) has no text format to fall back on.
+    open_text = hooks.open_text
     await conn.set_type_codec(
-        "text", encoder=str, decoder=hooks.open_text, schema="pg_catalog", format="text"
+        "text",
+        encoder=_encode_text,
+        decoder=lambda raw: open_text(raw.decode()),
+        schema="pg_catalog",
+        format="binary",
     )
     for name in ("json", "jsonb"):
         await conn.set_type_codec(name, encoder=_dump, decoder=hooks.open_json, schema="pg_catalog")
+
+
+def _encode_text(value: Any) -> bytes:
+    return (value if isinstance(value, str) else str(value)).encode()
 
 
 def _dump(value: Any) -> str:

@@ -206,7 +206,7 @@ async def set_attachment_data(
         "UPDATE message_attachment SET data = $3 WHERE tenant_id = $1 AND id = $2",
         tenant_id,
         attachment_id,
-        data,
+        await crypto.seal_attachment(tenant_id, data),  # encryption at rest, as an import stores it
     )
 
 

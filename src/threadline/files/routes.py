@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
@@ -248,8 +249,15 @@ async def download(request: Request) -> Response:
     }
     if request.headers.get("if-none-match") == headers["ETag"]:
         return Response(status_code=304, headers={k: v for k, v in headers.items() if k != "Content-Length"})
-    return StreamingResponse(
-        service.read_bytes(services.db, services.settings, row),
-        media_type=row["content_type"],
-        headers=headers,
-    )
+    blocks = service.read_bytes(services.db, services.settings, row)
+    try:  # the first block read before answering: bytes whose key was shredded are a 410, not a cut stream
+        first = await anext(blocks, b"")
+    except ThreadlineError as exc:
+        return error(exc)
+
+    async def body() -> AsyncIterator[bytes]:
+        yield first
+        async for block in blocks:
+            yield block
+
+    return StreamingResponse(body(), media_type=row["content_type"], headers=headers)

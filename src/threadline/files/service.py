@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import tempfile
 import uuid
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,11 +23,12 @@ from typing import IO, Any
 
 import asyncpg
 
+from threadline import crypto
 from threadline.auth import repository as users
 from threadline.auth.principal import Principal, Role
 from threadline.conversations.access import Access, require
 from threadline.db import Database, Executor
-from threadline.errors import ErrorCode, ThreadlineError, not_found
+from threadline.errors import ErrorCode, ThreadlineError, content_unavailable, not_found
 from threadline.files import repository as repo
 from threadline.files import s3
 from threadline.ids import Kind, parse_id
@@ -71,14 +73,17 @@ def blob_path(settings: Settings, tenant_id: uuid.UUID, sha256: bytes) -> Path:
     return directory(settings) / tenant_id.hex / digest[:2] / digest
 
 
-def _write_blob(settings: Settings, tenant_id: uuid.UUID, upload: Upload) -> Path:
-    """The upload's bytes in the directory, under their checksum, written whole before they are named."""
+def _write_blob(
+    settings: Settings, tenant_id: uuid.UUID, upload: Upload, seal: Callable[[bytes], bytes] | None = None
+) -> Path:
+    """The upload's bytes in the directory, under their checksum, written whole before they are named; with
+    `seal` (encryption at rest), each block of CHUNK_BYTES sealed (SEALED_RECORD bytes each, the last shorter)."""
     target = blob_path(settings, tenant_id, upload.sha256)
     target.parent.mkdir(parents=True, exist_ok=True)
     upload.spool.seek(0)
     with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as out:
         while block := upload.spool.read(CHUNK_BYTES):
-            out.write(block)
+            out.write(seal(block) if seal is not None else block)
         out.flush()
         os.fsync(out.fileno())
     os.replace(out.name, target)
@@ -115,13 +120,18 @@ async def store(
                 blob_id = await repo.insert_blob(
                     tx, principal.tenant_id, upload.sha256, upload.size, upload.content_type, storage
                 )
+                # Encryption at rest (crypto/): the bytes are sealed in every store, with the tenant's key.
+                seal = await crypto.bytes_sealer(principal.tenant_id) if storage != "postgres" else None
                 if storage == "directory":
                     # Off the event loop: up to THREADLINE_FILE_MAX_BYTES written and synced.
-                    written = await asyncio.to_thread(_write_blob, settings, principal.tenant_id, upload)
+                    written = await asyncio.to_thread(
+                        _write_blob, settings, principal.tenant_id, upload, seal
+                    )
                 elif storage == "s3":
                     key = s3.object_key(settings, principal.tenant_id, upload.sha256)
-                    upload.spool.seek(0)
-                    await s3.ObjectStore(settings).put(key, upload.spool.read(), upload.sha256.hex())
+                    body = b"".join(seal(b) if seal else b for b in _chunks_of(upload.spool))
+                    checksum = hashlib.sha256(body).hexdigest() if seal else upload.sha256.hex()
+                    await s3.ObjectStore(settings).put(key, body, checksum)
                     uploaded = key
                 else:
                     for seq, block in enumerate(_chunks_of(upload.spool)):
@@ -159,18 +169,18 @@ async def readable(db: Executor, principal: Principal, file_id: uuid.UUID) -> as
 
 
 async def read_bytes(db: Database, settings: Settings, row: Mapping[str, Any]) -> AsyncIterator[bytes]:
-    """The file's bytes, a chunk at a time (one statement per chunk: a large file never sits in memory)."""
+    """The file's bytes, a chunk at a time (one statement per chunk: a large file never sits in memory).
+    CONTENT_UNAVAILABLE when they were sealed with a key since shredded."""
     if row["storage"] == "s3":
-        async for block in s3.ObjectStore(settings).get(
-            s3.object_key(settings, row["tenant_id"], bytes(row["sha256"]))
-        ):
+        stored = s3.ObjectStore(settings).get(s3.object_key(settings, row["tenant_id"], bytes(row["sha256"])))
+        async for block in _opened(stored):
             yield block
         return
     if row["storage"] == "directory":
-        path = blob_path(settings, row["tenant_id"], bytes(row["sha256"]))
-        with path.open("rb") as source:
-            while block := source.read(CHUNK_BYTES):
-                yield block
+        async for block in _opened(
+            _directory_blocks(blob_path(settings, row["tenant_id"], bytes(row["sha256"])))
+        ):
+            yield block
         return
     seq = 0
     while True:
@@ -179,6 +189,49 @@ async def read_bytes(db: Database, settings: Settings, row: Mapping[str, Any]) -
             return
         yield chunk
         seq += 1
+
+
+async def _directory_blocks(path: Path) -> AsyncIterator[bytes]:
+    with path.open("rb") as source:
+        while block := source.read(SEALED_RECORD):
+            yield block
+
+
+# A block of CHUNK_BYTES as the directory and S3 stores hold it when sealed (encryption at rest, crypto/).
+SEALED_RECORD = CHUNK_BYTES + crypto.BYTES_OVERHEAD
+
+
+async def _opened(stored: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """Bytes of the directory or S3 store as they were uploaded. A sealed file is a run of sealed records of
+    SEALED_RECORD bytes (the last shorter), however the store cuts its reads; one stored plain (before
+    encryption was on) passes as it is. Whether it is sealed is told by its first bytes."""
+    buffer = bytearray()
+    sealed: bool | None = None
+    async for block in stored:
+        if sealed is False:
+            yield block
+            continue
+        buffer += block
+        if sealed is None:
+            if len(buffer) < crypto.BYTES_OVERHEAD:
+                continue
+            sealed = crypto.sealed_bytes(bytes(buffer[: crypto.BYTES_OVERHEAD]))
+            if not sealed:
+                yield bytes(buffer)
+                buffer.clear()
+                continue
+        while len(buffer) >= SEALED_RECORD:
+            yield await _open_record(bytes(buffer[:SEALED_RECORD]))
+            del buffer[:SEALED_RECORD]
+    if buffer:
+        yield await _open_record(bytes(buffer)) if sealed else bytes(buffer)
+
+
+async def _open_record(record: bytes) -> bytes:
+    opened = await crypto.open_bytes(record)
+    if opened is None:
+        raise content_unavailable("This file's key was erased (encryption at rest): its bytes cannot be read")
+    return opened
 
 
 def file_ids_of(parts: Iterable[Mapping[str, Any]]) -> list[uuid.UUID]:

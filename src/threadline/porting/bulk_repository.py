@@ -7,7 +7,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
+import orjson
 
+from threadline import crypto
+from threadline.conversations.repository import LABEL_VECTOR
 from threadline.db import Executor, Transaction
 
 # A message row as it is staged (its tenant is the statement's): metadata and parts travel as JSON text.
@@ -23,7 +26,7 @@ _STAGE = """CREATE TEMP TABLE IF NOT EXISTS import_message_stage (
     id uuid, conversation_id uuid, root_id uuid, parent_id uuid, depth integer, path bytea, seq bigint,
     child_count integer, role varchar(16), content text, author_id uuid, model varchar(128), prompt_tokens integer,
     completion_tokens integer, created_at timestamptz, edited_at timestamptz, deleted_at timestamptz,
-    usage_imported boolean, import_key text, metadata text, parts text
+    usage_imported boolean, import_key text, metadata text, parts text, plain text
 ) ON COMMIT DROP"""
 
 # The stage is emptied by the statement that moves its rows (a second batch in the same transaction starts empty).
@@ -39,19 +42,51 @@ SELECT s.id, $1, s.conversation_id, s.root_id, s.parent_id, s.depth, s.path, s.s
     s.content, s.author_id, s.model, s.prompt_tokens, s.completion_tokens, s.created_at, s.edited_at, s.deleted_at,
     s.usage_imported, s.import_key, s.metadata::jsonb, s.parts::jsonb,
     CASE WHEN s.deleted_at IS NOT NULL OR s.content = '' THEN NULL
-         ELSE threadline_search_vector(cfg.c, s.content) END
+         ELSE threadline_search_vector(cfg.c, coalesce(s.plain, s.content)) END
 FROM staged s CROSS JOIN cfg"""
 
 
 async def insert_messages(tx: Transaction, tenant_id: uuid.UUID, records: Sequence[tuple[Any, ...]]) -> None:
-    """Message rows (MESSAGE_STAGE_COLUMNS) of one tenant: COPY into the stage, then one INSERT ... SELECT."""
+    """Message rows (MESSAGE_STAGE_COLUMNS) of one tenant: COPY into the stage, then one INSERT ... SELECT.
+    With encryption at rest on (crypto/), content and parts are sealed as live writes seal them (the author's
+    key, else the tenant's) before they are staged, and each row's vector is built from its plaintext, staged
+    beside it (`plain`, dropped with the stage at commit)."""
     if not records:
         return
+    columns: tuple[str, ...] = MESSAGE_STAGE_COLUMNS
+    if crypto.sealing():
+        records = await _sealed(tenant_id, records)
+        columns = (*MESSAGE_STAGE_COLUMNS, "plain")
     await tx.execute(_STAGE)
-    await tx.conn.copy_records_to_table(
-        "import_message_stage", records=records, columns=MESSAGE_STAGE_COLUMNS
-    )
+    await tx.conn.copy_records_to_table("import_message_stage", records=records, columns=columns)
     await tx.execute(_MOVE, tenant_id)
+
+
+_CONTENT = MESSAGE_STAGE_COLUMNS.index("content")
+_AUTHOR = MESSAGE_STAGE_COLUMNS.index("author_id")
+_PARTS = MESSAGE_STAGE_COLUMNS.index("parts")
+
+
+async def _sealed(tenant_id: uuid.UUID, records: Sequence[tuple[Any, ...]]) -> list[tuple[Any, ...]]:
+    """Staged rows with content and parts sealed, and their plaintext (for the vector) appended."""
+    by_author: dict[uuid.UUID | None, list[int]] = {}
+    for i, r in enumerate(records):
+        by_author.setdefault(r[_AUTHOR], []).append(i)
+    contents: list[str] = [r[_CONTENT] for r in records]
+    for author, indexes in by_author.items():  # one key look-up per author
+        sealed = await crypto.seal_many(tenant_id, [contents[i] for i in indexes], author)
+        for i, value in zip(indexes, sealed, strict=True):
+            contents[i] = value
+    out: list[tuple[Any, ...]] = []
+    for r, stored in zip(records, contents, strict=True):
+        row = list(r)
+        row[_CONTENT] = stored
+        if r[_PARTS] is not None:
+            parts = await crypto.seal_parts(tenant_id, orjson.loads(r[_PARTS]), r[_AUTHOR])
+            row[_PARTS] = orjson.dumps(parts).decode()
+        row.append(crypto.plain_for_index(stored, r[_CONTENT]))
+        out.append(tuple(row))
+    return out
 
 
 async def insert_conversations(
@@ -59,16 +94,20 @@ async def insert_conversations(
 ) -> set[uuid.UUID]:
     """New conversations with their owner and their source, in one statement; the ids of those inserted. A
     conversation whose source this user imported already (a concurrent import, or twice in one file) is not
-    inserted, and nothing of it is written."""
+    inserted, and nothing of it is written. With titles sealed (THREADLINE_ENCRYPT_TITLES, crypto/), title and
+    description are stored sealed and the vector is built from their plaintext, as `conversations.repository`
+    writes a live conversation."""
     if not rows:
         return set()
+    if crypto.sealing_titles():
+        rows = [await _sealed_labels(tenant_id, row) for row in rows]
     claimed = await db.fetch(
-        """WITH v AS MATERIALIZED (
+        f"""WITH v AS MATERIALIZED (
                SELECT * FROM jsonb_to_recordset($3::jsonb) AS v(id uuid, source text, external_id text, title text,
                    description text, tags jsonb, status text, session_id text, ai_provider text, model text,
                    max_history_messages integer, message_count integer, token_count integer,
                    created_at timestamptz, updated_at timestamptz, last_activity_at timestamptz,
-                   imported_from jsonb, node_digests jsonb, metadata jsonb)
+                   imported_from jsonb, node_digests jsonb, metadata jsonb, label text, plain_description text)
            ), src AS (
                INSERT INTO import_source (id, tenant_id, owner_id, source, external_id, conversation_id, node_digests)
                SELECT gen_random_uuid(), $1, $2, v.source, v.external_id, v.id, v.node_digests FROM v
@@ -76,11 +115,12 @@ async def insert_conversations(
            ), conv AS (
                INSERT INTO conversation (id, tenant_id, owner_id, title, description, tags, status, session_id,
                    ai_provider, model, max_history_messages, message_count, token_count, created_at, updated_at,
-                   last_activity_at, imported_from, metadata)
+                   last_activity_at, imported_from, metadata, search_vector)
                SELECT v.id, $1, $2, v.title, v.description,
                       ARRAY(SELECT jsonb_array_elements_text(v.tags))::varchar[], v.status, v.session_id,
                       v.ai_provider, v.model, v.max_history_messages, v.message_count, v.token_count, v.created_at,
-                      v.updated_at, v.last_activity_at, v.imported_from, v.metadata
+                      v.updated_at, v.last_activity_at, v.imported_from, v.metadata,
+                      CASE WHEN v.label IS NOT NULL THEN {SEALED_LABEL_VECTOR} END
                FROM v WHERE v.id IN (SELECT conversation_id FROM src)
                RETURNING id
            ), owner AS (
@@ -93,6 +133,22 @@ async def insert_conversations(
         rows,
     )
     return {r["conversation_id"] for r in claimed}
+
+
+# A conversation's vector from the plaintext of its sealed title (with its tags) and description.
+SEALED_LABEL_VECTOR = LABEL_VECTOR.format(t="$1", label="v.label", description="v.plain_description")
+
+
+async def _sealed_labels(tenant_id: uuid.UUID, row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        **row,
+        "title": await crypto.seal_title(tenant_id, row["title"]),
+        "description": await crypto.seal_title(tenant_id, row["description"])
+        if row["description"]
+        else row["description"],
+        "label": f"{row['title']} {' '.join(row['tags'])}",
+        "plain_description": row["description"] or "",
+    }
 
 
 async def set_current_leaves(
@@ -117,7 +173,10 @@ async def set_current_leaves(
 
 
 async def insert_attachments(db: Executor, tenant_id: uuid.UUID, rows: list[dict[str, Any]]) -> None:
-    """Attachments (message_id, position, data) of many messages in one statement."""
+    """Attachments (message_id, position, data) of many messages in one statement; sealed when encryption at
+    rest is on (crypto.seal_attachment)."""
+    if rows and crypto.sealing():
+        rows = [{**r, "data": await crypto.seal_attachment(tenant_id, r["data"])} for r in rows]
     if rows:
         await db.execute(
             """INSERT INTO message_attachment (id, tenant_id, message_id, position, data)
@@ -150,14 +209,19 @@ async def add_search_terms(db: Executor, tenant_id: uuid.UUID, labels: list[str]
 
 # -- merges of many conversations (porting.merging) ---------------------------------------------------
 
+# The text of a sealed row (encryption at rest, crypto/), which the pool's decoder opens: its md5 in SQL would be
+# the ciphertext's, new with every seal, so merging compares the plaintext's (merging.stored_digest). NULL for
+# plain rows: their md5 is compared as it is, and their text is not sent.
+SEALED_TEXT = "CASE WHEN left(m.content, 5) = chr(30) || 'tl1:' THEN m.content END AS sealed"
+
 
 async def merge_targets(
     db: Executor, tenant_id: uuid.UUID, conversation_ids: list[uuid.UUID]
 ) -> dict[uuid.UUID, list[asyncpg.Record]]:
     """`repository.merge_targets` of many conversations in one statement, by conversation."""
     rows = await db.fetch(
-        """SELECT m.conversation_id, m.import_key, m.id, m.root_id, m.path, md5(m.content) AS digest,
-                  m.deleted_at IS NOT NULL AS deleted
+        f"""SELECT m.conversation_id, m.import_key, m.id, m.root_id, m.path, md5(m.content) AS digest,
+                  m.deleted_at IS NOT NULL AS deleted, {SEALED_TEXT}
            FROM message m
            WHERE m.tenant_id = $1 AND m.conversation_id = ANY($2::uuid[])""",
         tenant_id,
@@ -228,8 +292,8 @@ async def merge_targets_by_key(
 ) -> list[asyncpg.Record]:
     """`merge_targets` rows of only these source ids (keys[i] in conversation_ids[i]), one statement."""
     return await db.fetch(
-        """SELECT m.conversation_id, m.import_key, m.id, m.root_id, m.path, md5(m.content) AS digest,
-                  m.deleted_at IS NOT NULL AS deleted
+        f"""SELECT m.conversation_id, m.import_key, m.id, m.root_id, m.path, md5(m.content) AS digest,
+                  m.deleted_at IS NOT NULL AS deleted, {SEALED_TEXT}
            FROM message m
            WHERE m.tenant_id = $1 AND m.conversation_id = ANY($4::uuid[])
              AND (m.conversation_id, m.import_key) IN (SELECT * FROM unnest($2::uuid[], $3::text[]))""",

@@ -75,6 +75,13 @@ def _digest(content: str) -> str:
     return hashlib.md5(content.encode(), usedforsecurity=False).hexdigest()
 
 
+def stored_digest(row: asyncpg.Record) -> str:
+    """The md5 of a stored message's text: PostgreSQL's, or, for a sealed row (crypto/), of its opened text
+    (bulk_repository.SEALED_TEXT), so an unchanged message under encryption at rest compares equal."""
+    sealed = row["sealed"]
+    return _digest(sealed) if sealed is not None else str(row["digest"])
+
+
 def _by_key(plan: Plan, existing: list[asyncpg.Record]) -> dict[str, asyncpg.Record]:
     by_key = {row["import_key"]: row for row in existing if row["import_key"] is not None}
     if existing and not by_key:
@@ -89,7 +96,7 @@ def unchanged(plan: Plan, existing: list[asyncpg.Record]) -> bool:
     by_key = _by_key(plan, existing)
     for m in plan.messages:
         row = by_key.get(m["key"])
-        if row is None or (not row["deleted"] and row["digest"] != _digest(m["content"])):
+        if row is None or (not row["deleted"] and stored_digest(row) != _digest(m["content"])):
             return False
     return True
 
@@ -108,7 +115,7 @@ def _place(
                 if at is not None
                 else None
             )
-            if not row["deleted"] and row["digest"] != _digest(m["content"]):
+            if not row["deleted"] and stored_digest(row) != _digest(m["content"]):
                 t.edits.append((row, m))
             continue
         parent = t.node[m["parent_index"]] if m["parent_index"] >= 0 else None

@@ -9,6 +9,7 @@ from typing import Any
 
 import asyncpg
 
+from threadline import crypto
 from threadline.conversations.repository import CONVERSATION_COLUMNS
 from threadline.db import Executor, Transaction
 from threadline.threads.repository import MESSAGE_COLUMNS
@@ -87,9 +88,11 @@ async def merge_targets(
     db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID
 ) -> list[asyncpg.Record]:
     """Every message of a conversation as a merge re-import compares it: source id, id, the md5 of its text
-    (not the text: few messages change), whether it is deleted."""
+    (not the text: few messages change; a sealed one's text, opened: merging.stored_digest), whether it is
+    deleted."""
     return await db.fetch(
-        """SELECT m.import_key, m.id, m.root_id, m.path, md5(m.content) AS digest, m.deleted_at IS NOT NULL AS deleted
+        """SELECT m.import_key, m.id, m.root_id, m.path, md5(m.content) AS digest, m.deleted_at IS NOT NULL AS deleted,
+                  CASE WHEN left(m.content, 5) = chr(30) || 'tl1:' THEN m.content END AS sealed
            FROM message m
            WHERE m.tenant_id = $1 AND m.conversation_id = $2""",
         tenant_id,
@@ -380,6 +383,7 @@ async def redact_messages(
 ) -> list[asyncpg.Record]:
     """Messages become tombstones: content, edit history, chunks and attachments go; the nodes stay.
     Returns (id, content, edited_at, deleted_at) of each, for the event scrub."""
+    await crypto.forget_messages(db, tenant_id, message_ids)  # their opened text leaves this process's cache
     for table in ("message_edit", "message_chunk", "message_attachment"):
         await db.execute(
             f"DELETE FROM {table} WHERE tenant_id = $1 AND message_id = ANY($2::uuid[])",

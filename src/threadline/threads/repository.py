@@ -334,6 +334,7 @@ async def set_content(
         )
     stored = await crypto.seal(tenant_id, content, author_id)
     plain = crypto.plain_for_index(stored, content)
+    await crypto.forget_messages(db, tenant_id, [message_id])  # the replaced text leaves this process's cache
     row = await db.fetchrow(
         f"""UPDATE message m SET content = $3, pii = $4, edited_at = now(),
                 search_vector = CASE WHEN $5::text IS NULL THEN m.search_vector ELSE {_SEALED_VECTOR_5} END
@@ -351,6 +352,7 @@ async def set_content(
 
 async def tombstone(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID) -> asyncpg.Record:
     """Remove the content (and its edit history) but keep the node, so replies stay reachable."""
+    await crypto.forget_messages(db, tenant_id, [message_id])  # its opened text leaves this process's cache
     await db.execute(
         "DELETE FROM message_edit WHERE tenant_id = $1 AND message_id = $2", tenant_id, message_id
     )
