@@ -137,6 +137,20 @@ def test_chatgpt_newer_export_merges_new_branch_messages_and_edit_in_place(
     )
     actions = sorted((e["type"], json.loads(e["payload"]).get("action")) for e in events)
     assert actions == sorted([("thread.activity", "REPLY")] * 6 + [("thread.activity", "EDIT")])
+    # Each REPLY names the message's ancestors, root first, itself last, as a live reply's event does (the
+    # existing parents' ancestors read from the database, the new ones' from their new parents).
+    by_id = {r["id"]: r for r in after.values()}
+    for e in events:
+        payload = json.loads(e["payload"])
+        if payload.get("action") != "REPLY":
+            continue
+        chain = []
+        node = by_id.get(decode_id(payload["message"]["id"], Kind.MESSAGE))
+        while node is not None:
+            chain.append(encode_id(Kind.MESSAGE, node["id"]))
+            node = by_id.get(node["parent_id"])
+        assert payload["message"]["path"] == chain[::-1]
+        assert len(chain) == payload["message"]["depth"] + 1
 
     # v2 again: nothing new, nothing changed.
     third = report(admin, "CHATGPT", "chatgpt-v2.json")

@@ -12,6 +12,7 @@ import orjson
 from threadline import crypto
 from threadline.conversations.repository import LABEL_VECTOR
 from threadline.db import Executor, Transaction
+from threadline.threads.paths import ancestor_paths
 
 # A message row as it is staged (its tenant is the statement's): metadata and parts travel as JSON text.
 MESSAGE_STAGE_COLUMNS = (
@@ -304,13 +305,37 @@ async def merge_targets_by_key(
     )
 
 
-async def thread_places(
-    db: Executor, tenant_id: uuid.UUID, root_ids: list[uuid.UUID]
-) -> list[asyncpg.Record]:
-    """(root_id, path, id) of every message of these threads: a range of the (root_id, path) index each. A
-    merge's replies name their ancestors in their events; their threads are read whole, once."""
-    return await db.fetch(
-        "SELECT m.root_id, m.path, m.id FROM message m WHERE m.tenant_id = $1 AND m.root_id = ANY($2::uuid[])",
-        tenant_id,
-        root_ids,
-    )
+async def ancestor_ids(
+    db: Executor, tenant_id: uuid.UUID, rows: list[asyncpg.Record]
+) -> dict[uuid.UUID, list[uuid.UUID]]:
+    """The ids on the path of each message row (id, root_id, path): its ancestors, root first, then itself. One
+    statement: an index look-up of each ancestor's (root_id, path), aggregated by message (a merge's replies name
+    their ancestors in their events). A row some ancestor of which is not found is left out."""
+    ids: list[uuid.UUID] = []
+    roots: list[uuid.UUID] = []
+    paths: list[bytes] = []
+    wanted: dict[uuid.UUID, int] = {}
+    out: dict[uuid.UUID, list[uuid.UUID]] = {}
+    for row in rows:
+        above = ancestor_paths(bytes(row["path"]))
+        if not above:
+            out[row["id"]] = [row["id"]]  # a thread's root
+            continue
+        wanted[row["id"]] = len(above)
+        ids.extend([row["id"]] * len(above))
+        roots.extend([row["root_id"]] * len(above))
+        paths.extend(above)
+    if ids:
+        for found in await db.fetch(
+            """SELECT k.id, array_agg(m.id ORDER BY length(k.path)) AS above
+               FROM unnest($2::uuid[], $3::uuid[], $4::bytea[]) AS k(id, root_id, path)
+               JOIN message m ON m.tenant_id = $1 AND m.root_id = k.root_id AND m.path = k.path
+               GROUP BY k.id""",
+            tenant_id,
+            ids,
+            roots,
+            paths,
+        ):
+            if len(found["above"]) == wanted[found["id"]]:
+                out[found["id"]] = [*found["above"], found["id"]]
+    return out

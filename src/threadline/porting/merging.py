@@ -33,7 +33,6 @@ from threadline.porting.importer import Plan, stage_record
 from threadline.settings import Settings
 from threadline.threads import branches
 from threadline.threads import repository as threads_repo
-from threadline.threads.paths import ancestor_paths
 from threadline.threads.service import announce_unread, follow_content, path_ids, snapshot
 from threadline.threads.tree_rules import ROOT, TooDeep, reply_placement
 
@@ -182,7 +181,7 @@ async def merge_many(
         t.result.added = len(t.new)
     growing = [t for t in targets if t.new]
     if growing:
-        await _insert(tx, tenant_id, user_id, growing, child_count, grown)
+        await _insert(tx, tenant_id, user_id, growing, child_count, grown, placed)
     for row in edited:
         thread = await repo.merged_thread_activity(tx, tenant_id, row["root_id"], 0, None, None)
         (path,) = await path_ids(tx, tenant_id, [row])
@@ -219,6 +218,7 @@ async def _insert(
     targets: list[Target],
     child_count: dict[uuid.UUID, int],
     grown: dict[uuid.UUID, int],
+    placed: dict[uuid.UUID, asyncpg.Record],
 ) -> None:
     # Counters first (the conversation row lock orders these seqs after every earlier commit, as live writes).
     await bulk_repo.count_added(
@@ -317,15 +317,20 @@ async def _insert(
         [last_seq[k] for k in touched],
         [newest[k] for k in touched],
     )
-    # Each reply's ancestors: its threads' rows (the ones just added included), one range of the index each.
-    places = await bulk_repo.thread_places(tx, tenant_id, list(touched))
-    located = {(r["root_id"], bytes(r["path"])): r["id"] for r in places}
-    try:
-        paths = [
-            [located[(r["root_id"], p)] for p in ancestor_paths(bytes(r["path"]))] + [r["id"]]
-            for r in replies
-        ]
-    except KeyError:  # a row we did not read: ask the database, as live replies do
+    # Each reply's ancestors: a new row's are its parent's and the parent; those of the existing rows that got
+    # replies (`placed`) are read once (one statement, by index look-ups of their ancestors' paths).
+    above = await bulk_repo.ancestor_ids(
+        tx, tenant_id, [placed[r["parent_id"]] for r in replies if r["parent_id"] not in by_id]
+    )
+    path_of: dict[uuid.UUID, list[uuid.UUID]] = dict(above)
+    for r in sorted(replies, key=lambda r: r["depth"]):  # a parent before its replies
+        parent_path = path_of.get(r["parent_id"])
+        if parent_path is None:
+            break
+        path_of[r["id"]] = [*parent_path, r["id"]]
+    if all(r["id"] in path_of for r in replies):
+        paths = [path_of[r["id"]] for r in replies]
+    else:  # an ancestor not found where its path says: ask the database, as live replies do
         paths = await path_ids(tx, tenant_id, replies)
     for r, path in zip(replies, paths, strict=True):
         thread = threads[r["root_id"]]
