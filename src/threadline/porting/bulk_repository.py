@@ -308,34 +308,25 @@ async def merge_targets_by_key(
 async def ancestor_ids(
     db: Executor, tenant_id: uuid.UUID, rows: list[asyncpg.Record]
 ) -> dict[uuid.UUID, list[uuid.UUID]]:
-    """The ids on the path of each message row (id, root_id, path): its ancestors, root first, then itself. One
-    statement: an index look-up of each ancestor's (root_id, path), aggregated by message (a merge's replies name
-    their ancestors in their events). A row some ancestor of which is not found is left out."""
-    ids: list[uuid.UUID] = []
-    roots: list[uuid.UUID] = []
-    paths: list[bytes] = []
-    wanted: dict[uuid.UUID, int] = {}
-    out: dict[uuid.UUID, list[uuid.UUID]] = {}
-    for row in rows:
-        above = ancestor_paths(bytes(row["path"]))
-        if not above:
-            out[row["id"]] = [row["id"]]  # a thread's root
-            continue
-        wanted[row["id"]] = len(above)
-        ids.extend([row["id"]] * len(above))
-        roots.extend([row["root_id"]] * len(above))
-        paths.extend(above)
-    if ids:
-        for found in await db.fetch(
-            """SELECT k.id, array_agg(m.id ORDER BY length(k.path)) AS above
-               FROM unnest($2::uuid[], $3::uuid[], $4::bytea[]) AS k(id, root_id, path)
-               JOIN message m ON m.tenant_id = $1 AND m.root_id = k.root_id AND m.path = k.path
-               GROUP BY k.id""",
-            tenant_id,
-            ids,
-            roots,
-            paths,
-        ):
-            if len(found["above"]) == wanted[found["id"]]:
-                out[found["id"]] = [*found["above"], found["id"]]
-    return out
+    """The ids on the path of each message row (id, root_id, path): its ancestors, root first, then itself (a
+    merge's replies name their ancestors in their events). One statement: for each row, the range of the
+    (root_id, path) index before it in its thread, its ancestors kept (their paths are prefixes of its path). In a
+    chain that range is exactly the ancestors; at worst it is the thread's rows that sort before the message. (An
+    index look-up of each ancestor's path instead made the planner hash-join the tenant's whole message table.) A
+    row some ancestor of which is not found is left out."""
+    if not rows:
+        return {}
+    found = await db.fetch(
+        """SELECT k.id, ARRAY(
+                   SELECT m.id FROM message m
+                   WHERE m.root_id = k.root_id AND m.path < k.path AND m.tenant_id = $1
+                     AND m.path = substring(k.path FROM 1 FOR length(m.path))
+                   ORDER BY m.path) AS above
+           FROM unnest($2::uuid[], $3::uuid[], $4::bytea[]) AS k(id, root_id, path)""",
+        tenant_id,
+        [r["id"] for r in rows],
+        [r["root_id"] for r in rows],
+        [bytes(r["path"]) for r in rows],
+    )
+    depth = {r["id"]: len(ancestor_paths(bytes(r["path"]))) for r in rows}
+    return {f["id"]: [*f["above"], f["id"]] for f in found if len(f["above"]) == depth[f["id"]]}

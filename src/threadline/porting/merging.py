@@ -319,9 +319,8 @@ async def _insert(
     )
     # Each reply's ancestors: a new row's are its parent's and the parent; those of the existing rows that got
     # replies (`placed`) are read once (one statement, by index look-ups of their ancestors' paths).
-    above = await bulk_repo.ancestor_ids(
-        tx, tenant_id, [placed[r["parent_id"]] for r in replies if r["parent_id"] not in by_id]
-    )
+    existing_parents = dict.fromkeys(r["parent_id"] for r in replies if r["parent_id"] not in by_id)
+    above = await bulk_repo.ancestor_ids(tx, tenant_id, [placed[p] for p in existing_parents])
     path_of: dict[uuid.UUID, list[uuid.UUID]] = dict(above)
     for r in sorted(replies, key=lambda r: r["depth"]):  # a parent before its replies
         parent_path = path_of.get(r["parent_id"])
