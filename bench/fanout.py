@@ -826,13 +826,21 @@ def _warm_up(port: int, key: str, cid: str, url: str, headers: dict[str, str], r
 
 
 def run_idle_threadline(
-    subscribers: int, procs: int, rounds: int, sources: list[str], conversations: int, trace: int
+    subscribers: int,
+    procs: int,
+    rounds: int,
+    sources: list[str],
+    conversations: int,
+    trace: int,
+    socket_graph: bool = False,
 ) -> dict[str, Any]:
     database = Database()
     dsn = database.start()
     env = dict(UNTHROTTLED)
     if trace:
         env["THREADLINE_BENCH_TRACEMALLOC"] = str(trace)
+    if socket_graph:
+        env["THREADLINE_BENCH_SOCKET_GRAPH"] = "1"
     # Thousands of sockets connect at once on a shared machine: a connection_init still queued after the default
     # 10 s would be closed (4408) and the run void; the figures are about the sockets once they are open.
     env["THREADLINE_WS_INIT_TIMEOUT_SECONDS"] = "300"
@@ -857,6 +865,10 @@ def run_idle_threadline(
             f"{server.url}/_bench/memory", params={"op": "diff", "per": str(active)}, timeout=300
         ).json()
         result: dict[str, Any] = {"memory": memory, "connect_s": connect_s, "sources": {}, "open": active}
+        if socket_graph:
+            result["socket_graph"] = httpx.get(
+                f"{server.url}/_bench/memory", params={"op": "socket"}, timeout=300
+            ).json()
         for source in sources:
             counter = iter(range(10**6))
 
@@ -974,7 +986,13 @@ def idle_main(args: argparse.Namespace) -> None:
         None if args.skip_baseline else run_idle_baseline(args.subscribers, args.client_procs, args.rounds)
     )
     threadline = run_idle_threadline(
-        args.subscribers, args.client_procs, args.rounds, sources, args.conversations, args.trace
+        args.subscribers,
+        args.client_procs,
+        args.rounds,
+        sources,
+        args.conversations,
+        args.trace,
+        args.socket_graph,
     )
     n = args.subscribers
     print(
@@ -1027,6 +1045,15 @@ def idle_main(args: argparse.Namespace) -> None:
         print("threadline traced bytes per socket by owner:", orjson.dumps(tl_mem["by_package"]).decode())
         for row in tl_mem["by_site"]:
             print(f"  {row['bytes']:>7} B  {row['package']:<28} {row['site']:<36} {row['stack']}")
+    graph = threadline.get("socket_graph")
+    if graph:
+        print(
+            f"one idle socket's own Python objects (sys.getsizeof, reached from its uvicorn protocol and ASGI task): "
+            f"{graph['bytes']} B"
+        )
+        for owner, size in graph["by_owner"].items():
+            print(f"  {size:>7} B  {owner}")
+        print("  by type (bytes, count):", orjson.dumps(graph["by_type"]).decode())
     if baseline is not None:
         print("baseline objects per socket:", orjson.dumps(baseline["memory"].get("objects")).decode())
 
@@ -1064,6 +1091,11 @@ def main() -> None:
         type=int,
         default=0,
         help="--idle: tracemalloc frames in the server (0: off), for where memory goes",
+    )
+    parser.add_argument(
+        "--socket-graph",
+        action="store_true",
+        help="--idle: one idle socket's own objects by owner (a walk of the server's object graph)",
     )
     args = parser.parse_args()
     if args.idle:

@@ -58,11 +58,152 @@ def owner_of(traceback: tracemalloc.Traceback) -> tuple[str, str]:
     return _package(frame.filename), f"{frame.filename.rsplit('/', 1)[-1]}:{frame.lineno}"
 
 
+# Containers and other objects that belong to whoever refers to them (a dict of attributes, a frame's tuple).
+_GENERIC = frozenset(
+    {
+        "dict",
+        "list",
+        "tuple",
+        "set",
+        "frozenset",
+        "cell",
+        "str",
+        "bytes",
+        "bytearray",
+        "int",
+        "float",
+        "method",
+        "partial",
+        "hamt",
+        "hamt_bitmap_node",
+        "hamt_array_node",
+        "hamt_collision_node",
+        "Context",
+        "ReferenceType",
+        "KeyedRef",
+        "builtin_function_or_method",
+        "deque",
+        "_SlimDeque",
+        "OrderedDict",
+        "list_iterator",
+        "FutureIter",
+        "async_generator_asend",
+        "NoneType",
+        "bool",
+        "traceback",
+        "frame",
+    }
+)
+# Kinds that are never one socket's own (shared machinery): the walk stops at them.
+_SHARED = frozenset(
+    {
+        "type",
+        "module",
+        "function",
+        "code",
+        "StreamHub",
+        "Loop",
+        "Server",
+        "Config",
+        "ServerState",
+        "Logger",
+        "ThreadlineGraphQL",
+        "Schema",
+        "ThreadlineSchema",
+        "Settings",
+        "Services",
+        "Pool",
+        "GraphQLSchema",
+        "LaneGroup",
+        "SocketSessions",
+        "Database",
+    }
+)
+
+
+def _label(obj: Any) -> str | None:
+    name = type(obj).__name__
+    if name in ("coroutine", "async_generator", "generator"):
+        return f"{name} {getattr(obj, '__qualname__', '?')}"
+    return None if name in _GENERIC else f"{type(obj).__module__.split('.')[0]}.{name}"
+
+
+def _socket_roots() -> list[list[Any]]:
+    """Each open, accepted uvicorn WebSocket: its protocol object and its ASGI task."""
+    import asyncio
+
+    protocols = [
+        o
+        for o in gc.get_objects()
+        if type(o).__name__ == "WebSocketsSansIOProtocol"
+        and getattr(o, "handshake_complete", False)
+        and not getattr(o, "close_sent", True)
+    ]
+    tasks: dict[int, Any] = {}
+    for task in asyncio.all_tasks():
+        frame = getattr(task.get_coro(), "cr_frame", None)
+        owner = frame.f_locals.get("self") if frame is not None else None
+        if owner is not None:
+            tasks[id(owner)] = task
+    return [[p, tasks[id(p)]] if id(p) in tasks else [p] for p in protocols]
+
+
+def _walk(roots: list[Any], old: set[int], others: set[int]) -> dict[int, tuple[Any, str]]:
+    """Objects reachable from `roots` through objects made since the mark (`old`: the ids then) and not through
+    another socket's roots (`others`), each with its owner: its own kind, or for a container, the kind of the
+    object it was reached from."""
+    seen: dict[int, tuple[Any, str]] = {}
+    old = old | (others - {id(r) for r in roots})
+    pending = [(r, _label(r) or "root") for r in roots]
+    while pending:
+        obj, parent = pending.pop()
+        key = id(obj)
+        if key in seen or key in old or type(obj).__name__ in _SHARED or isinstance(obj, type):
+            continue
+        owner = _label(obj) or parent
+        seen[key] = (obj, owner)
+        pending.extend((r, owner) for r in gc.get_referents(obj))
+    return seen
+
+
+def socket_breakdown(old: set[int], samples: int = 4) -> dict[str, Any]:
+    """Where one idle socket's Python objects go: the objects only it reaches (from its uvicorn protocol and
+    ASGI task, through objects made since the mark; minus whatever another socket reaches too), their
+    `sys.getsizeof` bytes by owner and by type. Averaged over `samples` sockets."""
+    every = _socket_roots()
+    sockets = every[: samples + 1]
+    if len(sockets) < 2:
+        return {}
+    others = {id(r) for roots in every for r in roots}
+    walks = [_walk(roots, old, others) for roots in sockets]
+    by_owner: Counter[str] = Counter()
+    by_type: Counter[str] = Counter()
+    counts: Counter[str] = Counter()
+    total = 0
+    for i, walk in enumerate(walks[:-1]):
+        other = walks[i + 1]
+        for key, (obj, owner) in walk.items():
+            if key in other:
+                continue
+            size = sys.getsizeof(obj)
+            total += size
+            by_owner[owner] += size
+            by_type[type(obj).__name__] += size
+            counts[type(obj).__name__] += 1
+    n = len(walks) - 1
+    return {
+        "bytes": round(total / n),
+        "by_owner": {k: round(v / n) for k, v in by_owner.most_common()},
+        "by_type": {k: [round(v / n), round(counts[k] / n, 1)] for k, v in by_type.most_common()},
+    }
+
+
 class MemoryProbe:
     def __init__(self) -> None:
         self.rss = 0
         self.snapshot: tracemalloc.Snapshot | None = None
         self.types: Counter[str] = Counter()
+        self.old: list[Any] = []  # the objects at the mark, held so that their ids stay theirs
 
     @staticmethod
     def _types() -> Counter[str]:
@@ -73,6 +214,7 @@ class MemoryProbe:
         self.rss = rss_bytes()
         self.types = self._types()
         self.snapshot = tracemalloc.take_snapshot() if tracemalloc.is_tracing() else None
+        self.old = gc.get_objects() if os.environ.get("THREADLINE_BENCH_SOCKET_GRAPH") else []
         return {"rss": self.rss}
 
     def diff(self, per: int = 1, top: int = 70) -> dict[str, Any]:
@@ -130,6 +272,8 @@ def memory_route() -> Any:
         op = request.query_params.get("op", "diff")
         if op == "mark":
             return JSONResponse(probe.mark())
+        if op == "socket":  # THREADLINE_BENCH_SOCKET_GRAPH=1: the objects made before the mark are shared
+            return JSONResponse(socket_breakdown({id(o) for o in probe.old}))
         return JSONResponse(probe.diff(int(request.query_params.get("per", "1"))))
 
     return Route("/_bench/memory", memory)

@@ -13,7 +13,8 @@ No public API offers what that needs, so this module reaches into:
   and the exact bytes of its `next` message (orjson of `{"id", "type", "payload"}`, in a text frame);
 - for idle sockets' memory (`slim`): uvicorn's handshake request and response, the deques inside its receive
   queue and `writable` event (asyncio's Queue and Event), websockets' handshake parser (`_restart_frame_parser`),
-  and strawberry's connection-init timeout task.
+  strawberry's connection-init timeout task, and uvicorn's keep-alive timers (`Keepalive`: its ping and pong
+  deadlines, `pending_ping_payload`, `ping_sent_at`, and `handle_pong`, which chains no ping without a pong timer).
 
 Everything else goes through the narrow interface below: `CaptureDirectSockets` (the outermost ASGI
 middleware, app.py), `enter_operation` (graphql.view's handler, in each operation's task), `DirectSocket`
@@ -27,6 +28,8 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import math
+import random
 import struct
 from collections import deque
 from collections.abc import Sequence
@@ -186,10 +189,96 @@ def slim(protocol: WebSocketsSansIOProtocol, operation: Operation[Any, Any]) -> 
     if type(protocol.writable) is asyncio.Event:
         _slim_attribute(protocol.writable, "_waiters")
     _restart_frame_parser(protocol.conn)
+    Keepalive.take_over(protocol)
     handler = operation.handler
     task = handler.connection_init_timeout_task
     if task is not None and task.done():
         handler.connection_init_timeout_task = None
+
+
+class Keepalive:
+    """uvicorn's keep-alive pings for the sockets that hold a subscription, with one timer a second for all of
+    them instead of a timer object (asyncio TimerHandle and libuv timer, ~0.5 KB) per socket: each socket is in
+    the bucket of the second it is due in. Same behaviour as uvicorn's (`ws_ping_interval`, `ws_ping_timeout`):
+    a ping every interval after the previous one was sent, answered within the timeout or the socket fails
+    with 1011 "keepalive ping timeout"; deadlines are met within a second (uvicorn's within its loop's timer
+    resolution). One per event loop."""
+
+    __slots__ = ("_buckets", "_loop", "_timer")
+
+    _by_loop: dict[asyncio.AbstractEventLoop, Keepalive] = {}
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._buckets: dict[int, list[WebSocketsSansIOProtocol]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+
+    @classmethod
+    def take_over(cls, protocol: WebSocketsSansIOProtocol) -> None:
+        """Moves `protocol`'s pings from its own timer to the loop's wheel: only while it waits for its next ping
+        (no ping in flight), with both uvicorn settings on. Idempotent."""
+        timer = protocol.ping_timer
+        if (
+            timer is None
+            or protocol.pong_timer is not None
+            or protocol.pending_ping_payload is not None
+            or not protocol.ping_interval
+            or protocol.ping_timeout is None
+        ):
+            return
+        loop = protocol.loop
+        wheel = cls._by_loop.get(loop)
+        if wheel is None or wheel._loop.is_closed():
+            cls._by_loop = {k: v for k, v in cls._by_loop.items() if not k.is_closed()}
+            wheel = cls._by_loop[loop] = cls(loop)
+        timer.cancel()
+        protocol.ping_timer = None
+        wheel._add(protocol, timer.when())
+
+    def _add(self, protocol: WebSocketsSansIOProtocol, due: float) -> None:
+        second = math.ceil(due)
+        bucket = self._buckets.get(second)
+        if bucket is None:
+            bucket = self._buckets[second] = []
+            if self._timer is None or self._timer.when() > second:
+                self._schedule(second)
+        bucket.append(protocol)
+
+    def _schedule(self, second: int) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = self._loop.call_at(second, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        now = self._loop.time()
+        for second in sorted(s for s in self._buckets if s <= now):
+            for protocol in self._buckets.pop(second):
+                self._visit(protocol, now)
+        if self._buckets:
+            self._schedule(min(self._buckets))
+
+    def _visit(self, protocol: WebSocketsSansIOProtocol, now: float) -> None:
+        if protocol.close_sent or protocol.disconnected or protocol.transport.is_closing():
+            return  # gone: it leaves the wheel
+        assert protocol.ping_interval is not None and protocol.ping_timeout is not None
+        if protocol.pending_ping_payload is not None:  # a ping in flight, unanswered
+            deadline = protocol.ping_sent_at + protocol.ping_timeout
+            if now < deadline:
+                self._add(protocol, deadline)
+            else:
+                protocol.keepalive_timeout()  # as uvicorn's pong timer: 1011, closed
+            return
+        due = protocol.ping_sent_at + protocol.ping_interval if protocol.ping_sent_at else now
+        if now < due:
+            self._add(protocol, due)
+            return
+        # uvicorn's send_keepalive_ping, without its pong timer (this wheel is the deadline).
+        protocol.pending_ping_payload = struct.pack("!I", random.getrandbits(32))
+        protocol.ping_sent_at = now
+        protocol.conn.send_ping(protocol.pending_ping_payload)
+        protocol.transport.write(b"".join(protocol.conn.data_to_send()))
+        self._add(protocol, now + min(protocol.ping_timeout, protocol.ping_interval))
 
 
 def _restart_frame_parser(conn: Any) -> None:
