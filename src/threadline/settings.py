@@ -279,6 +279,10 @@ class Settings:
     embeddings_lease_seconds: float = 120.0  # a claimed batch of a dead indexer is taken over after this
     embeddings_max_attempts: int = 5
     embeddings_min_similarity: float = 0.2  # SEMANTIC candidates below this cosine similarity are dropped
+    # How vector candidates are found: `auto` (an exact scan of what the caller reads, or the HNSW index when that
+    # is cheaper by the planner's estimates), `exact` or `index` (forced; an index scan short of its LIMIT is
+    # still done again exactly).
+    embeddings_vector_scan: str = "auto"
 
     # Limits and hardening (issue 8)
     query_max_depth: int = 15
@@ -566,6 +570,9 @@ class Settings:
             ),
             embeddings_min_similarity=_env_float(
                 "THREADLINE_EMBEDDINGS_MIN_SIMILARITY", cls.embeddings_min_similarity
+            ),
+            embeddings_vector_scan=_env_choice(
+                "THREADLINE_EMBEDDINGS_VECTOR_SCAN", cls.embeddings_vector_scan, ("auto", "exact", "index")
             ),
             query_max_depth=_env_int("THREADLINE_QUERY_MAX_DEPTH", cls.query_max_depth),
             query_max_aliases=_env_int("THREADLINE_QUERY_MAX_ALIASES", cls.query_max_aliases),

@@ -10,8 +10,11 @@ partial HNSW index needs to match (`embedding::vector(d)` and `model_id = n` as 
 
 from __future__ import annotations
 
+import json
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import datetime
+from enum import StrEnum
 from typing import Any
 
 import asyncpg
@@ -210,14 +213,121 @@ async def indexed_counts(db: Executor, tenant_id: uuid.UUID, model: Model) -> as
 # Candidates an HNSW scan gathers per round; with iterative scans it goes on for more rounds until the LIMIT is
 # met, so a larger value only slows the common case (measured: 400 chunks took ~1.5x the time of 200 at ef 100).
 HNSW_EF_SEARCH = 100
+# What one tuple an HNSW scan visits costs against one vector an exact scan reads and compares (measured at
+# 1,000,000 vectors of 256 dimensions: ~6.5 us against ~0.85 us, bench/RESULTS.md "Members' vector candidates").
+INDEX_TUPLE_COST = 8.0
+# An iterative scan stops after this many tuples (pgvector's default) or 4x the tuples it is expected to visit,
+# whichever is more, and at most HNSW_MAX_SCAN_TUPLES: a bound on the CPU of one search.
+HNSW_SCAN_TUPLES = 20_000
+HNSW_MAX_SCAN_TUPLES = 200_000
+# The vector statements plan with the cost of a random page read from cache, not disk (PostgreSQL's default 4):
+# vector search at scale wants its vectors and index in memory (pgvector's advice, bench/RESULTS.md), and with 4 an
+# exact scan of a member's chunks reads every conversation of the tenant (a hash join) instead of looking up
+# their 1,000 (10 ms against 2 at 1,000,000 messages). When an index scan was chosen, sorting is off for its
+# statement, so the plan walks the index (the choice is `choose_scan`'s, not the planner's guess at a filtered
+# walk); the statement has no other sort (its chunks are grouped by `group_chunks`).
+CACHED_RANDOM_PAGE_COST = "1.1"
 
 
-async def tune_vector_scan(tx: Executor) -> None:
+class VectorScan(StrEnum):
+    """How a statement finds the chunks nearest to a vector among those the caller may read."""
+
+    AUTO = "auto"  # chosen per statement from the planner's estimates (`choose_scan`)
+    EXACT = "exact"  # every readable chunk compared, then sorted: cost grows with what the caller reads
+    INDEX = "index"  # the model's HNSW index walked (iteratively) past chunks the caller may not read
+
+
+def distance_sql(model: Model, scan: VectorScan) -> str:
+    """The distance of chunk `e` to the vector in $1. The exact form is not the HNSW index's expression (no
+    `vector(d)` cast), so the planner cannot walk the index for it: it compares the readable chunks it joined."""
+    if scan is VectorScan.EXACT:
+        return "e.embedding <=> $1::vector"
+    cast = model.cast()
+    return f"e.embedding::{cast} <=> $1::{cast}"
+
+
+@dataclass(frozen=True)
+class ScanChoice:
+    scan: VectorScan
+    readable: float  # the planner's estimate of the chunks the statement may consider
+    total: float  # ... and of the model's chunks (the HNSW index holds every tenant's)
+    max_tuples: int  # the iterative index scan's bound
+
+
+def choose_scan(readable: float, total: float, chunks: int) -> ScanChoice:
+    """An exact scan costs about `readable` comparisons; an index scan visits about chunks * total / readable
+    tuples (one in total / readable is readable) at INDEX_TUPLE_COST each: the cheaper one, by estimates."""
+    readable, total = max(readable, 1.0), max(total, readable, 1.0)
+    visits = chunks * total / readable
+    max_tuples = int(min(HNSW_MAX_SCAN_TUPLES, max(HNSW_SCAN_TUPLES, 4 * visits)))
+    scan = VectorScan.EXACT if readable <= INDEX_TUPLE_COST * visits else VectorScan.INDEX
+    return ScanChoice(scan, readable, total, max_tuples)
+
+
+async def estimate_scan(
+    tx: Executor, model: Model, statement: str, params: list[Any], chunks: int
+) -> ScanChoice:
+    """`choose_scan` for the chunks `statement` (a SELECT over message_embedding e with its filters) yields, from
+    one EXPLAIN (planning only, nothing is read): its estimated rows, and the model's."""
+    plan = await tx.fetchval(
+        f"""EXPLAIN (FORMAT JSON) SELECT 1 FROM ({statement}) r
+            UNION ALL SELECT 1 FROM message_embedding WHERE model_id = {int(model.id)}""",
+        *params,
+    )
+    # EXPLAIN's json column: decoded by the pool's codec, text on a bare connection.
+    branches = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]["Plans"]
+    return choose_scan(float(branches[0]["Plan Rows"]), float(branches[1]["Plan Rows"]), chunks)
+
+
+async def tune_vector_scan(tx: Executor, max_tuples: int = HNSW_SCAN_TUPLES) -> None:
     """The HNSW scan goes on past filtered-out rows (another tenant's, unreadable conversations) until the
-    statement's LIMIT is met, instead of returning fewer (pgvector 0.8 iterative scans, bounded by
-    hnsw.max_scan_tuples); results come in approximately increasing distance and are sorted again."""
-    await tx.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
-    await tx.execute(f"SET LOCAL hnsw.ef_search = {HNSW_EF_SEARCH}")
+    statement's LIMIT is met or `max_tuples` were visited, instead of returning fewer (pgvector 0.8 iterative
+    scans); results come in approximately increasing distance and are sorted again."""
+    await tx.execute(
+        f"""SELECT set_config('hnsw.iterative_scan', 'relaxed_order', true),
+                   set_config('hnsw.ef_search', '{int(HNSW_EF_SEARCH)}', true),
+                   set_config('hnsw.max_scan_tuples', '{int(max_tuples)}', true)"""
+    )
+
+
+@dataclass(frozen=True)
+class NearConversation:
+    conversation_id: uuid.UUID
+    last_activity_at: datetime
+    message_id: uuid.UUID  # its chunk nearest to the query's
+    similarity: float  # of that chunk (cosine, 1 is equal)
+
+
+@dataclass(frozen=True)
+class Nearest:
+    """Vector candidates, nearest first; how the chunks were found (the last scan), and whether an index scan
+    fell short of its LIMIT and was done again exactly."""
+
+    conversations: list[NearConversation]
+    choice: ScanChoice
+    retried: bool
+
+
+def group_chunks(
+    rows: list[asyncpg.Record], conversations: int, min_similarity: float
+) -> list[NearConversation]:
+    """Chunks (conversation_id, message_id, last_activity_at, distance) grouped by conversation: each by its
+    nearest chunk, nearest first, then most recent activity, then id (all descending), at most `conversations`,
+    none below `min_similarity`. An index scan's chunks come in about increasing distance, so this sorts again."""
+    best: dict[uuid.UUID, asyncpg.Record] = {}
+    for r in rows:
+        held = best.get(r["conversation_id"])
+        if held is None or r["distance"] < held["distance"]:
+            best[r["conversation_id"]] = r
+    near = [
+        NearConversation(
+            r["conversation_id"], r["last_activity_at"], r["message_id"], 1.0 - float(r["distance"])
+        )
+        for r in best.values()
+        if 1.0 - float(r["distance"]) >= min_similarity
+    ]
+    near.sort(key=lambda n: (n.similarity, n.last_activity_at, n.conversation_id), reverse=True)
+    return near[:conversations]
 
 
 async def nearest_conversations(
@@ -231,10 +341,14 @@ async def nearest_conversations(
     conversations: int,
     min_similarity: float,
     excluded: str | None = None,
-) -> list[asyncpg.Record]:
-    """Readable, filtered conversations holding the chunks nearest to `query` (pgvector text), nearest first:
-    conversation_id, last_activity_at, message_id (its nearest message) and similarity (cosine, 1 is equal).
-    Messages matching the tsquery `excluded` (the query's -words) are left out."""
+    scan: VectorScan = VectorScan.AUTO,
+) -> Nearest:
+    """Readable, filtered conversations holding the `chunks` chunks nearest to `query` (pgvector text), nearest
+    first. Messages matching the tsquery `excluded` (the query's -words) are left out.
+
+    The chunks are found by an exact scan or the HNSW index, chosen from estimates (`scan` AUTO) or as given.
+    An index scan that stops at its bound before meeting its LIMIT (the estimate was off, or the caller reads
+    fewer chunks than that) is done again exactly: recall is never traded silently."""
     params: list[Any] = [query]
     where = conversation_filters(principal, filters, params)
     window = message_window(filters, params)
@@ -243,24 +357,42 @@ async def nearest_conversations(
         window += f" AND NOT coalesce(m.search_vector @@ ${len(params)}::tsquery, false)"
     join_message = "JOIN message m ON m.id = e.message_id AND m.tenant_id = c.tenant_id" if window else ""
     params.append(principal.tenant_id)
-    tenant = f"${len(params)}"
-    params.extend([chunks, 1.0 - min_similarity, conversations])
-    n = len(params)
-    cast = model.cast()
-    return await tx.fetch(
-        f"""WITH nearest AS MATERIALIZED (
-                SELECT e.conversation_id, e.message_id, e.embedding::{cast} <=> $1::{cast} AS distance
-                FROM message_embedding e JOIN conversation c ON c.id = e.conversation_id {join_message}
-                WHERE e.tenant_id = {tenant} AND e.model_id = {int(model.id)} AND {where} {window}
-                ORDER BY e.embedding::{cast} <=> $1::{cast} LIMIT ${n - 2})
-            SELECT n.conversation_id, c.last_activity_at, 1 - min(n.distance) AS similarity,
-                   (array_agg(n.message_id ORDER BY n.distance))[1] AS message_id
-            FROM nearest n JOIN conversation c ON c.id = n.conversation_id AND c.tenant_id = {tenant}
-            WHERE n.distance <= ${n - 1}
-            GROUP BY n.conversation_id, c.last_activity_at
-            ORDER BY similarity DESC, c.last_activity_at DESC, n.conversation_id DESC LIMIT ${n}""",
-        *params,
-    )
+    readable = f"""FROM message_embedding e JOIN conversation c ON c.id = e.conversation_id {join_message}
+            WHERE e.tenant_id = ${len(params)} AND e.model_id = {int(model.id)} AND {where} {window}"""
+    if scan is VectorScan.AUTO:
+        # $1 (the query vector) is not in this statement: an unused parameter still needs a type.
+        choice = await estimate_scan(tx, model, f"SELECT $1::text AS v {readable}", params, chunks)
+    else:
+        choice = ScanChoice(scan, 0.0, 0.0, HNSW_SCAN_TUPLES)  # as configured (tests force each path)
+    params.append(chunks)
+
+    async def run(choice: ScanChoice) -> list[asyncpg.Record]:
+        distance = distance_sql(model, choice.scan)
+        if choice.scan is VectorScan.INDEX:
+            await tune_vector_scan(tx, choice.max_tuples)
+        # Planner settings for this statement only, restored after it for the transaction's other statements.
+        restore = await tx.fetchval(
+            """SELECT format('SELECT set_config(''random_page_cost'', %L, true), set_config(''enable_sort'', %L, true)',
+                             current_setting('random_page_cost'), current_setting('enable_sort')),
+                      set_config('random_page_cost', $1, true), set_config('enable_sort', $2, true)""",
+            CACHED_RANDOM_PAGE_COST,
+            "off" if choice.scan is VectorScan.INDEX else "on",
+        )
+        rows = await tx.fetch(
+            f"""SELECT e.conversation_id, e.message_id, c.last_activity_at, {distance} AS distance
+                {readable}
+                ORDER BY {distance} LIMIT ${len(params)}""",
+            *params,
+        )
+        await tx.fetchval(restore)
+        return rows
+
+    rows = await run(choice)
+    retried = choice.scan is VectorScan.INDEX and len(rows) < chunks
+    if retried:
+        choice = replace(choice, scan=VectorScan.EXACT)
+        rows = await run(choice)
+    return Nearest(group_chunks(rows, conversations, min_similarity), choice, retried)
 
 
 async def conversations_by_id(

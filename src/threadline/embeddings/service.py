@@ -14,7 +14,7 @@ from threadline.db import Database, Executor
 from threadline.embeddings import repository as repo
 from threadline.embeddings.embedders import Embedder, EmbeddingError, QueryEmbeddings, build_embedder
 from threadline.embeddings.indexer import Indexer
-from threadline.embeddings.repository import Model, vector_text
+from threadline.embeddings.repository import Model, NearConversation, VectorScan, vector_text
 from threadline.errors import ErrorCode, ThreadlineError, forbidden
 from threadline.search.repository import SearchFilters
 from threadline.settings import Settings
@@ -117,14 +117,13 @@ async def semantic_candidates(
     embeddings: Embeddings,
     text: str,
     excluded: str | None = None,
-) -> list[asyncpg.Record]:
-    """Conversations nearest to `text` for the caller and filters: conversation_id, last_activity_at,
-    message_id, similarity; nearest first. Messages matching the tsquery `excluded` are left out."""
+) -> list[NearConversation]:
+    """Conversations nearest to `text` for the caller and filters, nearest first. Messages matching the tsquery
+    `excluded` are left out."""
     model, vector = await embeddings.query_vector(text)
     if vector is None:
         return []
-    await repo.tune_vector_scan(tx)
-    return await repo.nearest_conversations(
+    nearest = await repo.nearest_conversations(
         tx,
         principal,
         filters,
@@ -134,7 +133,9 @@ async def semantic_candidates(
         conversations=CANDIDATE_CONVERSATIONS,
         min_similarity=embeddings.settings.embeddings_min_similarity,
         excluded=excluded,
+        scan=VectorScan(embeddings.settings.embeddings_vector_scan),
     )
+    return nearest.conversations
 
 
 @dataclass(frozen=True)

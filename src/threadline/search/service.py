@@ -454,8 +454,8 @@ async def _fused_page(
         keyword, keyword_mode, config, highlight = await _keyword_candidates(
             tx, db, principal, request, text, fuzzy_too=True
         )
-    similarity = {r["conversation_id"]: float(r["similarity"]) for r in nearest}
-    semantic = [Candidate(r["conversation_id"], r["last_activity_at"], r["message_id"]) for r in nearest]
+    similarity = {n.conversation_id: n.similarity for n in nearest}
+    semantic = [Candidate(n.conversation_id, n.last_activity_at, n.message_id) for n in nearest]
     if mode is SearchMode.SEMANTIC:
         # Alone, the vector list keeps its own order and score (cosine similarity).
         fused = [replace(f, score=similarity[f.conversation_id]) for f in fuse([], semantic, RRF_K)]
