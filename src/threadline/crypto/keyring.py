@@ -107,6 +107,13 @@ class Keyring:
             return value
         return self._open(value, True)
 
+    def open_text_bytes(self, raw: bytes) -> str:
+        """The binary text decoder (db.content): a value not starting with the mark is decoded and returned."""
+        if raw[:1] != b"\x1e":
+            return raw.decode()
+        value = raw.decode()
+        return self._open(value, True) if value.startswith(envelope.PREFIX) else value
+
     def open_json(self, raw: str) -> Any:
         value = orjson.loads(raw)
         return self._open_tree(value) if _JSON_MARK in raw else value

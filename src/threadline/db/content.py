@@ -20,6 +20,10 @@ class ContentHooks(Protocol):
 
     def open_text(self, value: str) -> str: ...
 
+    def open_text_bytes(self, raw: bytes) -> str:
+        """A text value as PostgreSQL sends it in binary (UTF-8), opened."""
+        ...
+
     def open_json(self, raw: str) -> Any: ...
 
     async def repair(self, value: Any) -> Any:
@@ -49,11 +53,10 @@ async def install_codecs(conn: asyncpg.Connection) -> None:
     if hooks is None:
         return
     # Binary, as asyncpg's own text codec: COPY (the imports' bulk path) has no text format to fall back on.
-    open_text = hooks.open_text
     await conn.set_type_codec(
         "text",
         encoder=_encode_text,
-        decoder=lambda raw: open_text(raw.decode()),
+        decoder=hooks.open_text_bytes,
         schema="pg_catalog",
         format="binary",
     )
