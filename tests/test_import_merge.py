@@ -4,6 +4,7 @@ real ChatGPT and Claude export shapes: v2 is v1 plus a new branch, new messages,
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -300,3 +301,61 @@ def test_a_merge_through_the_api_is_bounded_by_the_import_caps(
         assert outline(loop, dsn, cid) == CHATGPT_V1
     finally:
         client.close()
+
+
+def test_a_reimport_of_the_same_bytes_is_skipped_by_their_fingerprint_and_changed_bytes_are_not(
+    admin: Actor, dsn: str, loop: Loop, tmp_path: Path
+) -> None:
+    """`threadline import` keeps the SHA-256 of each conversation's JSON bytes on its import identity. The same
+    bytes again are skipped before anything of the conversation is read; any other bytes go the ordinary way,
+    whatever the file says (a field named like the fingerprint changes nothing)."""
+
+    def cli(data: bytes) -> dict[str, Any]:
+        path = tmp_path / "conversations.json"
+        path.write_bytes(data)
+        result = run(dsn, "import", str(path), "--format", "chatgpt", "--api-key", admin.api_key, "--quiet")
+        assert result.returncode == 0, result.stderr
+        return report_of(result)
+
+    def summary(r: dict[str, Any]) -> tuple[int, ...]:
+        keys = ("imported", "merged", "skipped", "failed", "messages", "messagesAdded", "messagesUpdated")
+        return tuple(r[k] for k in keys)
+
+    def stored() -> bytes:
+        (row,) = sql(loop, dsn, "SELECT fingerprint FROM import_source")
+        return bytes(row["fingerprint"])
+
+    (item,) = json.loads((FIXTURES / "merge" / "chatgpt-v1.json").read_bytes())
+    first = json.dumps(item).encode()
+    assert summary(cli(b"[" + first + b"]")) == (1, 0, 0, 0, 4, 0, 0)
+    assert stored() == hashlib.sha256(first).digest()  # of the item's bytes, not of the file's brackets
+
+    # Proof that nothing of it was read: its messages lose their source ids and its node digests go (as an import
+    # from before they were recorded), which the ordinary way reports as "cannot be merged"; the same bytes are
+    # skipped silently.
+    sql(loop, dsn, "UPDATE message SET import_key = NULL")
+    sql(loop, dsn, "UPDATE import_source SET node_digests = NULL")
+    again = cli(b"[\n  " + first + b"\n]")
+    assert summary(again) == (0, 0, 1, 0, 0, 0, 0)
+    assert again["warnings"] == []
+    (conversation,) = sql(loop, dsn, "SELECT id FROM conversation")
+    # The source ids back (the fixture's message ids, depth-first).
+    rows = tree_rows(loop, dsn, encode_id(Kind.CONVERSATION, conversation["id"]))
+    for row, key in zip(rows, ["u-1", "a-1", "u-2", "a-2"], strict=True):
+        sql(loop, dsn, "UPDATE message SET import_key = $1 WHERE id = $2", key, row["id"])
+
+    # A changed answer with the stored fingerprint planted in the item: merged as an edit all the same.
+    changed = json.loads(first)
+    changed["fingerprint"] = stored().hex()
+    changed["mapping"]["a-1"]["message"]["content"]["parts"] = ["Paris, on the Seine."]
+    changed_bytes = json.dumps(changed).encode()
+    assert summary(cli(b"[" + changed_bytes + b"]")) == (0, 1, 0, 0, 0, 0, 1)
+    assert stored() == hashlib.sha256(changed_bytes).digest()
+
+    # Other bytes, the same nodes (keys reordered): skipped by the node digests, the fingerprint follows the bytes.
+    reordered = json.dumps(dict(reversed(list(changed.items())))).encode()
+    assert summary(cli(b"[" + reordered + b"]")) == (0, 0, 1, 0, 0, 0, 0)
+    assert stored() == hashlib.sha256(reordered).digest()
+    assert [r["content"] for r in tree_rows(loop, dsn, encode_id(Kind.CONVERSATION, conversation["id"]))][
+        :2
+    ] == ["What is the capital of France?", "Paris, on the Seine."]

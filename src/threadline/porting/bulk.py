@@ -55,6 +55,7 @@ async def insert_new(tx: Transaction, tenant_id: uuid.UUID, user_id: uuid.UUID, 
                 "external_id": p.external_id,
                 "imported_from": p.origin,
                 "node_digests": p.node_digests,
+                "fingerprint": p.fingerprint.hex() if p.fingerprint is not None else None,
             }
             for p, cid in zip(plans, ids, strict=True)
         ],

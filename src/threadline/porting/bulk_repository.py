@@ -108,10 +108,13 @@ async def insert_conversations(
                    description text, tags jsonb, status text, session_id text, ai_provider text, model text,
                    max_history_messages integer, message_count integer, token_count integer,
                    created_at timestamptz, updated_at timestamptz, last_activity_at timestamptz,
-                   imported_from jsonb, node_digests jsonb, metadata jsonb, label text, plain_description text)
+                   imported_from jsonb, node_digests jsonb, metadata jsonb, label text, plain_description text,
+                   fingerprint text)
            ), src AS (
-               INSERT INTO import_source (id, tenant_id, owner_id, source, external_id, conversation_id, node_digests)
-               SELECT gen_random_uuid(), $1, $2, v.source, v.external_id, v.id, v.node_digests FROM v
+               INSERT INTO import_source (id, tenant_id, owner_id, source, external_id, conversation_id, node_digests,
+                   fingerprint)
+               SELECT gen_random_uuid(), $1, $2, v.source, v.external_id, v.id, v.node_digests,
+                      decode(v.fingerprint, 'hex') FROM v
                ON CONFLICT (tenant_id, owner_id, source, external_id) DO NOTHING RETURNING conversation_id
            ), conv AS (
                INSERT INTO conversation (id, tenant_id, owner_id, title, description, tags, status, session_id,
@@ -285,6 +288,24 @@ async def set_node_digests(
             tenant_id,
             source,
             [{"conversation_id": str(c), "d": d} for c, d in digests.items()],
+        )
+
+
+async def set_fingerprints(
+    db: Executor, tenant_id: uuid.UUID, source: str, fingerprints: dict[uuid.UUID, bytes | None]
+) -> None:
+    """The fingerprint of the item each conversation was last merged from, or found unchanged in (None: an item
+    without one, e.g. through the API: the earlier fingerprint no longer says what the conversation holds)."""
+    if fingerprints:
+        await db.execute(
+            """UPDATE import_source s SET fingerprint = v.f
+               FROM unnest($3::uuid[], $4::bytea[]) AS v(conversation_id, f)
+               WHERE s.tenant_id = $1 AND s.source = $2 AND s.conversation_id = v.conversation_id
+                 AND s.fingerprint IS DISTINCT FROM v.f""",
+            tenant_id,
+            source,
+            list(fingerprints),
+            list(fingerprints.values()),
         )
 
 

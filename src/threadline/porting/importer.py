@@ -70,6 +70,10 @@ class Plan:
     node_digests: dict[str, str] | None = (
         None  # the source's nodes as read (ImportedConversation.node_digests)
     )
+    # The fingerprint of the file's item it was read from (porting.jsonstream.fingerprint), when it is the item's
+    # only conversation: kept on its import_source, a re-import of the same bytes skips it unread (not digested,
+    # compared or planned).
+    fingerprint: bytes | None = None
 
 
 @dataclass

@@ -21,7 +21,8 @@ stops the reader with an error that says where. A top-level object (a single Thr
 one-element array.
 
 Each element read carries a fingerprint: the SHA-256 of its text's UTF-8 bytes (the bytes imported), with which a
-re-import recognises a conversation it imported before from the very same bytes without decoding it again.
+re-import recognises a conversation it imported before from the very same bytes (and skips it before its
+nodes are digested, compared or planned).
 """
 
 from __future__ import annotations

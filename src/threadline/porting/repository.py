@@ -31,9 +31,11 @@ THREAD_COPY_COLUMNS = (
 async def imported_conversations(
     db: Executor, tenant_id: uuid.UUID, owner_id: uuid.UUID, source: str, external_ids: list[str]
 ) -> dict[str, asyncpg.Record]:
-    """(conversation_id, status) of each source item this user imported before."""
+    """(conversation_id, status, ...) of each source item this user imported before, with the node digests and
+    the fingerprint (porting.jsonstream.fingerprint) of the item it was last imported or merged from."""
     rows = await db.fetch(
-        """SELECT s.external_id, s.conversation_id, c.status, c.imported_from IS NULL AS no_origin, s.node_digests
+        """SELECT s.external_id, s.conversation_id, c.status, c.imported_from IS NULL AS no_origin, s.node_digests,
+                  s.fingerprint
            FROM import_source s
            JOIN conversation c ON c.id = s.conversation_id
            WHERE s.tenant_id = $1 AND s.owner_id = $2 AND s.source = $3 AND s.external_id = ANY($4::varchar[])""",

@@ -271,6 +271,12 @@ class Importer:
                 p.deleted = earlier["status"] == "DELETED"
                 p.no_origin = earlier["no_origin"]
                 p.seen = earlier["node_digests"]
+                fingerprint = self._fingerprint(p)
+                if not p.deleted and fingerprint is not None and earlier["fingerprint"] == fingerprint:
+                    # The very bytes it was last imported or merged from: nothing to digest, compare or plan.
+                    self.report.existing.append(earlier["conversation_id"])
+                    p.item.value = None
+                    continue
             if p.known is not None and not p.deleted:
                 merges.append((p, p.known))
             elif self.target_id is not None:
@@ -283,6 +289,12 @@ class Importer:
             await self._start(self._merge_batch(merges))
         if fresh:
             await self._start(self._insert_batch(fresh))
+
+    def _fingerprint(self, p: _Prepared) -> bytes | None:
+        """The fingerprint of the file's item a conversation was read from (porting.jsonstream.fingerprint), when
+        it is the item's only conversation (a ChatGPT file read lazily); None otherwise (the API, or a Threadline
+        user export holding several in one item)."""
+        return p.item.fingerprint if self.lazy else None
 
     async def _start(self, work: Coroutine[Any, Any, None]) -> None:
         await self._slots.acquire()  # waits while `concurrency` writes are in flight
@@ -317,6 +329,8 @@ class Importer:
         tenant, user = self.principal.tenant_id, self.principal.user_id
         plans = [p.plan for p in batch if p.plan is not None]
         assert len(plans) == len(batch)
+        for p, plan in zip(batch, plans, strict=True):
+            plan.fingerprint = self._fingerprint(p)
         try:
             for plan in plans:
                 await self._store_whole_texts(
@@ -461,6 +475,7 @@ class Importer:
         digests kept by the earlier import, without a statement); the changed ones merge in one transaction."""
         tenant = self.principal.tenant_id
         pending: list[_Merging] = []
+        refreshed: dict[uuid.UUID, bytes | None] = {}  # unchanged ones: the fingerprint of the bytes read now
         # Most re-imported conversations did not change: their rows read in one statement, no lock.
         read_now = [cid for p, cid in batch if not (p.plan is None and p.seen is not None)]
         rows_of = await bulk_repo.merge_targets(self.db, tenant, read_now) if read_now else {}
@@ -472,6 +487,9 @@ class Importer:
                     first_look = chatgpt.look(p.item.value, p.seen)
                     if first_look.unchanged:
                         self.report.existing.append(cid)
+                        refreshed[cid] = self._fingerprint(
+                            p
+                        )  # other bytes, same nodes: skipped sooner next time
                         continue
                     pending.append(_Merging(p, cid, None, first_look.digests, first_look.only_new))
                     continue
@@ -484,6 +502,7 @@ class Importer:
                         # Imported before digests were kept: the next re-import reads only what is new.
                         await repo.set_node_digests(self.db, tenant, cid, p.plan.source, p.plan.node_digests)
                     self.report.existing.append(cid)
+                    refreshed[cid] = self._fingerprint(p)
                     continue
                 known = {r["import_key"] for r in rows}
                 await self._store_whole_texts(
@@ -494,6 +513,9 @@ class Importer:
                 self._not_mergeable(p, cid)
             except Exception as exc:  # noqa: BLE001 - one bad conversation must not stop the others
                 self._fail_prepared(p, p.external_id, f"could not be merged: {type(exc).__name__}: {exc}")
+        refreshed = {cid: f for cid, f in refreshed.items() if f is not None}
+        if refreshed:  # one statement, no transaction: only a shortcut for the next re-import
+            await bulk_repo.set_fingerprints(self.db, tenant, self.fmt.value, refreshed)
         if pending:
             await self._merge_pending(pending)
 
@@ -600,6 +622,14 @@ class Importer:
                         tenant,
                         self.fmt.value,
                         {t.conversation_id: t.plan.node_digests for t in targets if t.plan.node_digests},
+                    )
+                    # What it holds now came from these bytes (None: not from a file's item, nothing to skip by).
+                    fingerprint_of = {m.conversation_id: self._fingerprint(m.p) for m in pending}
+                    await bulk_repo.set_fingerprints(
+                        tx,
+                        tenant,
+                        self.fmt.value,
+                        {t.conversation_id: fingerprint_of[t.conversation_id] for t in targets},
                     )
                 for t in targets:
                     await mask_logged_events(

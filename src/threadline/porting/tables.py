@@ -1,6 +1,6 @@
 """Where imported conversations came from, and message attachments (files, images, tool blocks)."""
 
-from piccolo.columns import JSONB, UUID, ForeignKey, Integer, Timestamptz, Varchar
+from piccolo.columns import JSONB, UUID, Bytea, ForeignKey, Integer, Timestamptz, Varchar
 from piccolo.columns.defaults.timestamptz import TimestamptzNow
 from piccolo.table import Table
 
@@ -23,6 +23,10 @@ class ImportSource(Table, tablename="import_source"):
     created_at = Timestamptz(default=TimestamptzNow())
     # Source node id -> digest of the node as last imported (ChatGPT): a re-import reads only new nodes.
     node_digests = JSONB(null=True, default=None)
+    # SHA-256 of the source item's JSON bytes as last imported or merged (porting.jsonstream.fingerprint): a
+    # re-import of the very same bytes skips the item before digesting, comparing or planning it. Null: not known
+    # (an API import, or a merge through it).
+    fingerprint = Bytea(null=True, default=None)
 
 
 class MessageAttachment(Table, tablename="message_attachment"):
