@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import uuid
 from pathlib import Path
 from typing import Any
@@ -13,7 +14,7 @@ from typing import Any
 import httpx
 
 from tests.api import create_conversation, reply, start_thread
-from tests.harness import Actor, Loop, ServerThread, create_admin, test_settings, unique
+from tests.harness import Actor, Loop, ServerThread, create_admin, serve_process, test_settings, unique
 from tests.test_encryption import (
     EDIT,
     MESSAGE,
@@ -231,25 +232,32 @@ def test_file_bytes_in_the_directory_store_are_sealed_read_back_and_shredded(
     small = f"file body {word}".encode()
     directory = tmp_path / "files"
     env = {"THREADLINE_FILE_STORAGE": "directory", "THREADLINE_FILE_DIRECTORY": str(directory)}
-    with sealed_server(dsn, key, THREADLINE_KEY_CACHE_SECONDS="0", **env) as url:
+    # Stored before encryption was on: read as they are, one of them starting as sealed bytes do.
+    legacy = [b"an old plain file", b"\x1etlb1\x01" + os.urandom(16 + 12 + 3000)]
+    with serve_process(dsn, THREADLINE_RUN_QUEUE=unique("q"), **env) as url:
         admin = create_admin(loop, dsn, url)
+        old = [upload(url, admin, data).json()["id"] for data in legacy]
+        admin.client.close()
+    with sealed_server(dsn, key, THREADLINE_KEY_CACHE_SECONDS="0", **env) as url:
         ids = []
         for data in (small, big * 2):
             created = upload(url, admin, data)
             assert created.status_code == 201, created.text
             ids.append(created.json()["id"])
         stored = [p for p in directory.rglob("*") if p.is_file()]
-        assert len(stored) == 2
+        assert len(stored) == 4
         for path in stored:
             assert word.encode() not in path.read_bytes()
         assert download(url, admin, ids[0]).content == small
         assert download(url, admin, ids[1]).content == big * 2
+        assert [download(url, admin, i).content for i in old] == legacy
         shred = cli(dsn, "keys", "shred", "--tenant", admin.tenant_id, THREADLINE_MASTER_KEY=key)
         assert shred.returncode == 0, shred.stderr
-        gone = download(url, admin, ids[0])
-        assert gone.status_code == 410, gone.text
-        assert gone.json()["errors"][0]["extensions"]["code"] == "CONTENT_UNAVAILABLE"
-        admin.client.close()
+        for file_id in ids:
+            gone = download(url, admin, file_id)
+            assert gone.status_code == 410, gone.text
+            assert gone.json()["errors"][0]["extensions"]["code"] == "CONTENT_UNAVAILABLE"
+        assert [download(url, admin, i).content for i in old] == legacy  # never sealed: nothing to shred
 
 
 def test_file_bytes_in_an_s3_compatible_store_are_sealed_and_read_back(loop: Loop, dsn: str) -> None:
