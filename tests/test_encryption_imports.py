@@ -324,3 +324,31 @@ def test_a_deleted_or_edited_message_leaves_no_opened_text_in_the_process(loop: 
     finally:
         server.stop()
         crypto.install(None)  # this process's other servers run without a key
+
+
+def test_keys_seal_seals_content_parts_and_attachment_entries_stored_before(
+    loop: Loop, dsn: str, tmp_path: Path
+) -> None:
+    key = new_key()
+    word = marker()
+    with serve_process(dsn, THREADLINE_RUN_QUEUE=unique("q")) as url:  # no key: stored plain
+        admin = create_admin(loop, dsn, url)
+        imported = admin.client.ok(REPORT, {"i": {"format": "CLAUDE", "data": claude_file(word)}})[
+            "conversationImportReport"
+        ]
+        admin.client.close()
+    assert {"message.content", "message.parts", "message_attachment.data"} <= set(scan(loop, dsn, word))
+    done = cli(dsn, "keys", "seal", "--batch", "2", THREADLINE_MASTER_KEY=key)
+    assert done.returncode == 0, done.stderr
+    assert '"finished": true' in done.stdout
+    assert_sealed_everywhere(loop, dsn, word)
+    again = cli(dsn, "keys", "seal", THREADLINE_MASTER_KEY=key)  # nothing left: nothing sealed twice
+    assert again.returncode == 0 and '"rowsSealed": 0' in again.stdout, again.stdout
+    out = tmp_path / "export.json"
+    (conversation,) = imported["conversations"]
+    exported = cli(
+        dsn, "export", "--conversation", conversation["id"], "--out", str(out), THREADLINE_MASTER_KEY=key
+    )
+    assert exported.returncode == 0, exported.stderr
+    document = out.read_text()
+    assert f"hotels {word}" in document and f"ex {word}" in document and f"near {word}" in document

@@ -142,7 +142,7 @@ async def seal_parts(
         copy = dict(part)
         for field in PART_TEXT_FIELDS:
             value = copy.get(field)
-            if isinstance(value, str) and value:
+            if isinstance(value, str) and value and not value.startswith(PREFIX):
                 copy[field] = await keyring.seal(tenant_id, value, user_id)
         sealed.append(copy)
     return sealed

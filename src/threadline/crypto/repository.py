@@ -215,6 +215,37 @@ async def plain_batch(
     )
 
 
+# JSON columns whose strings `keys seal` seals (crypto.seal_parts, crypto.seal_attachment), after SEALED_COLUMNS.
+JSON_SEALED: tuple[tuple[str, str], ...] = (("message", "parts"), ("message_attachment", "data"))
+_JSON_OWNERS = {"message": "author_id"}
+
+
+async def json_batch(
+    db: Executor, table: str, column: str, after: uuid.UUID, limit: int
+) -> list[asyncpg.Record]:
+    """The next rows of `table` holding a `column`, by id, locked for this batch, with their tenant, the user whose
+    key seals them, and the value as JSON text (text the decoders leave as stored)."""
+    assert (table, column) in JSON_SEALED
+    owner = _JSON_OWNERS.get(table, "NULL::uuid")
+    return await db.fetch(
+        f"""SELECT id, tenant_id, {owner} AS user_id, {column}::text AS raw FROM {table}
+            WHERE id > $1 AND {column} IS NOT NULL ORDER BY id LIMIT $2 FOR UPDATE""",
+        after,
+        limit,
+    )
+
+
+async def set_json(db: Executor, table: str, column: str, ids: list[uuid.UUID], values: list[str]) -> None:
+    assert (table, column) in JSON_SEALED
+    await db.execute("SELECT set_config('threadline.resealing', 'on', true)")
+    await db.execute(
+        f"""UPDATE {table} t SET {column} = v.value::jsonb FROM unnest($1::uuid[], $2::text[]) AS v(id, value)
+            WHERE t.id = v.id""",
+        ids,
+        values,
+    )
+
+
 async def events_batch(db: Executor, after: int, limit: int) -> list[asyncpg.Record]:
     """The next logged events by id, locked for this batch, their payload as JSON text (`keys seal`: text, which the
     pool's decoders leave as stored, sealed values and all)."""

@@ -15,7 +15,7 @@ from typing import Any
 
 import orjson
 
-from threadline.crypto import envelope, seal_event_payload
+from threadline.crypto import envelope, seal_attachment, seal_event_payload, seal_parts
 from threadline.crypto import repository as repo
 from threadline.crypto.keyring import UNAVAILABLE, Keyring, key_context
 from threadline.db import Database
@@ -159,8 +159,35 @@ async def seal_plain(
             elif int(position["table"]) + 1 < len(repo.SEALED_COLUMNS):
                 position = {"table": int(position["table"]) + 1, "after": str(_ZERO)}
             else:
-                phase, position = "events", {"after": 0}
+                phase, position = "json", {"table": 0, "after": str(_ZERO)}
             await repo.note_rotation(tx, phase, position, rows=len(rows), job="seal")
+        batches += 1
+    while phase == "json" and (max_batches is None or batches < max_batches):
+        # Content parts (their text, tool arguments and results) and imports' attachment entries.
+        table, column = repo.JSON_SEALED[int(position["table"])]
+        async with db.transaction() as tx:
+            rows = await repo.json_batch(tx, table, column, uuid.UUID(position["after"]), batch)
+            ids: list[uuid.UUID] = []
+            texts: list[str] = []
+            for row in rows:
+                value = orjson.loads(row["raw"])
+                stored: Any = (
+                    await seal_parts(row["tenant_id"], value, row["user_id"])
+                    if table == "message"
+                    else await seal_attachment(row["tenant_id"], value)
+                )
+                if stored != value:
+                    ids.append(row["id"])
+                    texts.append(orjson.dumps(stored).decode())
+            if ids:
+                await repo.set_json(tx, table, column, ids, texts)
+            if rows:
+                position = {"table": position["table"], "after": str(rows[-1]["id"])}
+            elif int(position["table"]) + 1 < len(repo.JSON_SEALED):
+                position = {"table": int(position["table"]) + 1, "after": str(_ZERO)}
+            else:
+                phase, position = "events", {"after": 0}
+            await repo.note_rotation(tx, phase, position, rows=len(ids), job="seal")
         batches += 1
     while phase == "events" and (max_batches is None or batches < max_batches):
         # The event log: payloads carrying text (snapshots, deltas) sealed as publish() seals new ones.
