@@ -352,3 +352,37 @@ def test_keys_seal_seals_content_parts_and_attachment_entries_stored_before(
     assert exported.returncode == 0, exported.stderr
     document = out.read_text()
     assert f"hotels {word}" in document and f"ex {word}" in document and f"near {word}" in document
+
+
+def test_a_zip_import_stores_the_files_it_carries_sealed_and_points_the_parts_at_them(
+    loop: Loop, dsn: str, tmp_path: Path
+) -> None:
+    """The archive's members are matched with attachment entries read through the decoders (their names are
+    sealed), stored sealed in the directory store, and the entries rewritten sealed."""
+    import zipfile
+
+    from tests.test_files import file_ids
+
+    key = new_key()
+    word = marker()
+    directory = tmp_path / "files"
+    env = {"THREADLINE_FILE_STORAGE": "directory", "THREADLINE_FILE_DIRECTORY": str(directory)}
+    conversation = claude_file(word)
+    conversation[0]["chat_messages"][0]["files"] = [{"file_name": "plan.txt"}]
+    target = tmp_path / "claude.zip"
+    with zipfile.ZipFile(target, "w") as archive:
+        archive.writestr("conversations.json", json.dumps(conversation))
+        archive.writestr("files/plan.txt", f"the plan: {word}".encode())
+    with sealed_server(dsn, key, **env) as url:
+        admin = create_admin(loop, dsn, url)
+        done = cli(dsn, "import", str(target), "--format", "claude", "--api-key", admin.api_key, "--quiet",
+                   THREADLINE_MASTER_KEY=key, **env)  # fmt: skip
+        assert done.returncode == 0, done.stdout + done.stderr
+        report = json.loads(done.stdout.strip().splitlines()[-1])
+        assert report["imported"] == 1 and report["files"] == 1, report
+        assert_sealed_everywhere(loop, dsn, word)
+        stored = [p for p in directory.rglob("*") if p.is_file()]
+        assert len(stored) == 1 and word.encode() not in stored[0].read_bytes()
+        (file_id,) = file_ids(admin)
+        assert download(url, admin, file_id).content == f"the plan: {word}".encode()
+        admin.client.close()
