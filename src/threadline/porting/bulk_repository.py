@@ -276,18 +276,26 @@ async def move_current_leaves(
     return [(r["root_id"], r["message_id"]) for r in rows]
 
 
-async def set_node_digests(
-    db: Executor, tenant_id: uuid.UUID, source: str, digests: dict[uuid.UUID, dict[str, str]]
+async def set_merged_sources(
+    db: Executor,
+    tenant_id: uuid.UUID,
+    source: str,
+    merged: dict[uuid.UUID, tuple[dict[str, str] | None, bytes | None]],
 ) -> None:
-    """`repository.set_node_digests` of many conversations in one statement."""
-    if digests:
+    """What merged conversations now hold came from these items: each one's node digests (`repository.
+    set_node_digests`; None keeps the earlier ones) and fingerprint (None: not from a file's item), in one
+    statement for many conversations."""
+    if merged:
         await db.execute(
-            """UPDATE import_source s SET node_digests = v.d
-               FROM jsonb_to_recordset($3::jsonb) AS v(conversation_id uuid, d jsonb)
+            """UPDATE import_source s SET node_digests = coalesce(v.d, s.node_digests), fingerprint = decode(v.f, 'hex')
+               FROM jsonb_to_recordset($3::jsonb) AS v(conversation_id uuid, d jsonb, f text)
                WHERE s.tenant_id = $1 AND s.source = $2 AND s.conversation_id = v.conversation_id""",
             tenant_id,
             source,
-            [{"conversation_id": str(c), "d": d} for c, d in digests.items()],
+            [
+                {"conversation_id": str(c), "d": d, "f": f.hex() if f is not None else None}
+                for c, (d, f) in merged.items()
+            ],
         )
 
 

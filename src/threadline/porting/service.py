@@ -617,19 +617,20 @@ class Importer:
                     targets.append(merging.Target(plan, m.conversation_id, rows, record_origin=m.p.no_origin))
                 async with deferring(tx):
                     await merging.merge_many(tx, self.settings, tenant, user, targets)
-                    await bulk_repo.set_node_digests(
-                        tx,
-                        tenant,
-                        self.fmt.value,
-                        {t.conversation_id: t.plan.node_digests for t in targets if t.plan.node_digests},
-                    )
-                    # What it holds now came from these bytes (None: not from a file's item, nothing to skip by).
+                    # What each holds now came from these items: their node digests, and the fingerprint of their
+                    # bytes (None: not from a file's item, nothing to skip by next time).
                     fingerprint_of = {m.conversation_id: self._fingerprint(m.p) for m in pending}
-                    await bulk_repo.set_fingerprints(
+                    await bulk_repo.set_merged_sources(
                         tx,
                         tenant,
                         self.fmt.value,
-                        {t.conversation_id: fingerprint_of[t.conversation_id] for t in targets},
+                        {
+                            t.conversation_id: (
+                                t.plan.node_digests or None,
+                                fingerprint_of[t.conversation_id],
+                            )
+                            for t in targets
+                        },
                     )
                 for t in targets:
                     await mask_logged_events(
