@@ -238,9 +238,15 @@ async def forget_messages(db: Executor, tenant_id: uuid.UUID, message_ids: list[
     text does not stay in memory until pushed out. One statement, only with that cache on and holding
     something. Other processes keep theirs until pushed out (never served again: the sealed value is gone)."""
     keyring = _keyring
-    if keyring is None or not keyring.caching() or not message_ids:
+    if keyring is None or not keyring.caching():
         return
-    keyring.forget_values(await repo.stored_forms(db, tenant_id, message_ids))
+    for start in range(0, len(message_ids), _FORGET_BATCH):  # an erasure's many messages: bounded reads
+        keyring.forget_values(
+            await repo.stored_forms(db, tenant_id, message_ids[start : start + _FORGET_BATCH])
+        )
+
+
+_FORGET_BATCH = 1000
 
 
 def plain_for_index(stored: str, plaintext: str) -> str | None:
