@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import random
@@ -78,3 +79,22 @@ def test_an_element_over_the_limit_is_skipped_and_the_next_one_read() -> None:
 
 def test_a_single_object_reads_as_one_element() -> None:
     assert read(b' {"conversation_id": "x"} ') == [({"conversation_id": "x"}, None)]
+
+
+def test_elements_past_the_first_window_and_their_fingerprints() -> None:
+    """Elements found by orjson's window (doubled past 64 KiB, read ahead at most 8 MiB) are the standard
+    library's values, each with the SHA-256 of its own bytes; what orjson refuses goes the careful way."""
+    big = {"text": "é" * 150_000, "nested": [{"a": [1, 2.5, None, True]}] * 50}
+    elements = [
+        json.dumps(big, ensure_ascii=False),
+        '{"small": "\\u00e9\\n"}',
+        '{"nan": NaN}',  # the standard library's extension, not JSON: orjson refuses it
+        '{"lone": "\\ud800"}',
+        "[1, [2, [3]]]",
+    ]
+    data = ("[" + ",\n  ".join(elements) + "  ]").encode()
+    items = list(JsonArrayReader(io.BytesIO(data), max_item_bytes=1 << 22, chunk=4096))
+    assert [i.value for i in items] == [json.loads(e) for e in elements]
+    assert [i.error for i in items] == [None] * 5
+    assert [i.fingerprint for i in items] == [hashlib.sha256(e.encode()).digest() for e in elements]
+    assert [i.size for i in items] == [len(e.encode()) for e in elements]
