@@ -18,6 +18,7 @@ import os
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -80,6 +81,9 @@ class _SinkProtocol(asyncio.Protocol):
         self.opened, self.frames = opened, frames
         self.handshaken = False
         self.lost = False
+        self.lost_why = (
+            ""  # how it was lost: the server's close frame (code, reason), or the transport's error
+        )
         self._ping = b""  # the start of a keep-alive ping whose 6 bytes a read split (completed by the next)
         self.transport: asyncio.Transport | None = None
         self.arrived: Callable[[], None] | None = None  # called after each read once subscribed (idle mode)
@@ -103,6 +107,8 @@ class _SinkProtocol(asyncio.Protocol):
                 self._pong(
                     data
                 )  # keep-alive: answer it, or the server drops an idle socket after ping_timeout
+            if b"\x88" in data:
+                self._close_frame(data)
             if self.arrived is not None:
                 self.arrived()
             return
@@ -145,8 +151,21 @@ class _SinkProtocol(asyncio.Protocol):
         if data.endswith(PING[:1]):
             self._ping = PING[:1]  # maybe a ping's first byte (checked against the next read)
 
+    def _close_frame(self, data: bytes) -> None:
+        """A close frame from the server ends the data it sends (88, length, code, reason): kept for the report."""
+        at = data.rfind(b"\x88")
+        while at >= 0:
+            if at + 2 <= len(data) and data[at + 1] < 126 and at + 2 + data[at + 1] == len(data):
+                body = data[at + 2 :]
+                code = int.from_bytes(body[:2], "big") if len(body) >= 2 else 1005
+                self.lost_why = f"close {code} {body[2:].decode(errors='replace')}".strip()
+                return
+            at = data.rfind(b"\x88", 0, at)
+
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        if not self.lost_why:
+            self.lost_why = f"no close frame: {type(exc).__name__ if exc else 'EOF'}"
         if not self.opened.done():
             self.opened.set_exception(exc or ConnectionError("closed"))
 
@@ -620,7 +639,8 @@ async def _idle_clients(
     while True:
         command, argument = await asyncio.to_thread(conn.recv)
         if command == "count":
-            conn.send((watch.frames[0], sum(1 for s in sinks if s.lost)))
+            why = Counter(s.lost_why for s in sinks if s.lost)
+            conn.send((watch.frames[0], sum(why.values()), dict(why)))
         elif command == "arm":
             watch.target = watch.frames[0] + int(argument)  # this process's frames of the round
             watch.done = loop.create_future()
@@ -657,6 +677,7 @@ class _IdleClients:
     ) -> None:
         ctx = mp.get_context("spawn")
         self.procs: list[tuple[Any, Any]] = []
+        self.lost_why: Counter[str] = Counter()  # how the lost sockets were lost (at the last count)
         first = 0
         for i in range(procs):
             count = total // procs + (1 if i < total % procs else 0)
@@ -674,7 +695,11 @@ class _IdleClients:
         """(frames received, sockets lost) of each client process."""
         for _, parent in self.procs:
             parent.send(("count", None))
-        return [parent.recv() for _, parent in self.procs]
+        got = [parent.recv() for _, parent in self.procs]
+        self.lost_why = Counter[str]()
+        for _, _, why in got:
+            self.lost_why.update(why)
+        return [(frames, lost) for frames, lost, _ in got]
 
     def counts(self) -> tuple[int, int]:
         got = self.per_process()
@@ -889,6 +914,7 @@ def run_idle_threadline(
                 f"{server.url}/_bench/memory", params={"op": "diff", "per": str(active)}, timeout=300
             ).json()
         result["lost_sockets"] = clients.counts()[1]
+        result["lost_why"] = dict(clients.lost_why)
         clients.stop()
         return result
     finally:
@@ -965,12 +991,14 @@ def run_idle_baseline(subscribers: int, procs: int, rounds: int) -> dict[str, An
 
         result = _rounds(clients, trigger, [len(range(i, subscribers, procs)) for i in range(procs)], rounds)
         lost = clients.counts()[1]
+        lost_why = dict(clients.lost_why)
         clients.stop()
         return {
             "memory": memory,
             "connect_s": connect_s,
             "sources": {"broadcast": {"frames_per_socket": 1, **result}},
             "lost_sockets": lost,
+            "lost_why": lost_why,
         }
     finally:
         server.kill()
@@ -1011,6 +1039,7 @@ def idle_main(args: argparse.Namespace) -> None:
         print(
             f"{name:12} {m['rss_delta'] / per / 1024:>8.1f} KB {traced / per / 1024 if traced else float('nan'):>11.1f} KB "
             f"{r['connect_s']:>10.1f} {r['lost_sockets']:>5}"
+            + (f"  lost: {r['lost_why']}" if r.get("lost_why") else "")
         )
     opened = threadline.get("open", n)
     after = threadline.get("memory_after")

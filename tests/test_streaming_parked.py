@@ -150,3 +150,38 @@ def test_a_subscription_with_direct_frames_off_never_parks(
     assert next_root(client) == "stock"
     (sub,) = subscriptions(server, cid)
     assert sub.lane is None and sub.resume is None
+
+
+def test_parked_subscriptions_of_one_query_share_an_executor_and_wake_with_their_own_context(
+    admin: Actor, make_user: Callable[..., Actor], server: ServerThread, ws: Callable[..., WsClient]
+) -> None:
+    member = make_user(admin)
+    cid = create_conversation(admin)
+    join(admin, member, cid)
+    ours, theirs = ws(admin), ws(member)
+    ours.subscribe(CONVERSATION_EVENTS, {"c": cid})
+    theirs.subscribe(CONVERSATION_EVENTS, {"c": cid})
+    wait_for(parked(server, cid, 2), "the subscriptions never parked")
+    first, second = subscriptions(server, cid)
+    # One executor for both (the subscriptions' own are freed), without a socket's context in it.
+    assert first.lane.executor is second.lane.executor
+    assert first.lane.executor.context_value is None
+    for sub in (first, second):
+        assert sub.lane.own_executor().context_value is sub.lane.context
+
+    start_thread(admin, cid, "shared")  # the lanes write it: the shared executor runs it
+    for client in (ours, theirs):  # the member's join may come first (committed as the streams started)
+        (event,) = client.events(1, ignore=("presence.update", "unread.update", "membership.changed"))
+        assert event["thread"]["root"]["content"] == "shared"
+
+    # membership.changed wakes both (their streams run with their own executors and contexts); the member's
+    # removal ends the member's stream only, and the admin's parks again.
+    other = make_user(admin)
+    join(admin, other, cid)
+    for client in (ours, theirs):
+        change = client.events(1, ignore=("presence.update", "unread.update"))[0]
+        assert (change["type"], change["userId"]) == ("membership.changed", other.user_id)
+    wait_for(parked(server, cid, 2), "the subscriptions did not park again")
+    start_thread(admin, cid, "again")
+    assert next_root(ours) == "again"
+    assert next_root(theirs) == "again"

@@ -44,6 +44,7 @@ from threadline.graphql.base_schema import ThreadlineSchema
 from threadline.graphql.context import Context
 from threadline.graphql.errors import SqlStatementCount, format_error
 from threadline.graphql.socket_auth import SocketRefused, connection_authorization
+from threadline.streaming.fanout import SUBSCRIPTION_EXECUTOR
 from threadline.streaming.schema import Parked, finish, live
 from threadline.streaming.sessions import SocketSession
 from threadline.streaming.subscriber import Subscriber
@@ -227,6 +228,9 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
             parked = self.parked = {}
         parked[operation.id] = sub
         operation.task = None  # the task ends now (the subscription lives on in the hub)
+        if sub.lane is not None:
+            sub.lane.share_executor()
+        SUBSCRIPTION_EXECUTOR.set(None)  # its next task uses the lane's executor (Lane.own_executor)
         # The task's context variables (the socket's read scope, its request id) for the stream's next task.
         sub.resume = functools.partial(self._resume, operation, sub, contextvars.copy_context())
         return True
@@ -250,7 +254,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         request_id = getattr(self.context, "request_id", None)
         try:
             try:
-                results = map_source_to_response_event(lane.executor, live(self.context, sub))
+                results = map_source_to_response_event(lane.own_executor(), live(self.context, sub))
                 async with contextlib.aclosing(results):
                     async for result in results:
                         await operation.send_next(_stream_result(result.data, result.errors, request_id))

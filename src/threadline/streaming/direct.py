@@ -39,6 +39,8 @@ every event type.
 from __future__ import annotations
 
 import sys
+import weakref
+from copy import copy
 from typing import Any
 
 import orjson
@@ -57,6 +59,11 @@ from threadline.streaming.transport import DirectSocket, next_frame
 MEMBERSHIP_CHANGED = EventType.MEMBERSHIP_CHANGED.value
 THREAD_NEW = EventType.THREAD_NEW.value
 _MISSING = object()
+
+# Parked subscriptions' executors, one per (schema, query text, operation name, variables): `Lane.share_executor`.
+_SHARED_EXECUTORS: weakref.WeakValueDictionary[tuple[Any, ...], FanoutExecutionContext] = (
+    weakref.WeakValueDictionary()
+)
 
 
 class Lane:
@@ -143,10 +150,34 @@ class Lane:
             return None
         return next_frame(self.operation_id, payload)
 
+    def share_executor(self) -> None:
+        """When the subscription parks (its task and the stream using its executor are gone): the lane keeps the
+        executor of its (schema, query, operation, variables) that every parked lane of the same key shares,
+        without a context (each use gets its lane's), and the subscription's own is freed (~2.5 KB: graphql-core's
+        per-operation state, variables, caches). Not with resolver middleware (they may hold per-operation state)."""
+        executor = self.executor
+        if executor.context_value is None or getattr(executor.middleware_manager, "middlewares", None):
+            return
+        key = (id(executor.schema), *self.key)
+        shared = _SHARED_EXECUTORS.get(key)
+        if shared is None:
+            executor.context_value = None
+            executor.forget_bound_selections()
+            shared = _SHARED_EXECUTORS[key] = executor
+        self.executor = shared
+
+    def own_executor(self) -> FanoutExecutionContext:
+        """The subscription's executor with this lane's context, for its stream when it wakes: a shallow copy, as
+        graphql-core makes its per-event executors (they share the operation's validated arguments)."""
+        executor = copy(self.executor)
+        executor.context_value = self.context
+        return executor
+
     def _payload(self, shared: Any) -> bytes | None:
         # As before each stock execution: the socket's loaders must not serve one event's data to the next.
         self.context.forget_loaders()
         executor = self.executor.build_per_event_executor(shared)
+        executor.context_value = self.context  # a shared executor has none (share_executor)
         result = executor.execute_operation(False)
         if executor.is_awaitable(result) or not isinstance(result, GraphQLExecutionResult) or result.errors:
             return None

@@ -36,8 +36,9 @@ MEMO_SIZE = 4096
 MEMO_BYTES = 64 * 1024 * 1024
 ENTRY_OVERHEAD = 2048  # the event object, its key, and the shared results of a small event
 
-# The subscription's executor, set when it is built (in the operation's task): its direct lane uses it.
-SUBSCRIPTION_EXECUTOR: contextvars.ContextVar[FanoutExecutionContext] = contextvars.ContextVar(
+# The subscription's executor, set when it is built (in the operation's task): its direct lane uses it. Unset
+# (None) when the subscription parks: its task's context variables go on in its next task, its executor not.
+SUBSCRIPTION_EXECUTOR: contextvars.ContextVar[FanoutExecutionContext | None] = contextvars.ContextVar(
     "threadline_subscription_executor"
 )
 

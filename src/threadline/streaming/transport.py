@@ -172,7 +172,9 @@ def slim(protocol: WebSocketsSansIOProtocol, operation: Operation[Any, Any]) -> 
       while accepting;
     - uvicorn's receive queue (an asyncio.Queue: three deques and an Event's) and its `writable` event (one deque);
     - websockets' parser generator, which holds the handshake request (`_restart_frame_parser`);
-    - strawberry's connection-init timeout task, done once `connection_init` came."""
+    - strawberry's connection-init timeout task, done once `connection_init` came;
+    - uvicorn's keep-alive timer (`Keepalive`);
+    - the handshake's headers (`_drop_headers`)."""
     if not protocol.handshake_complete or protocol.close_sent:
         return
     attributes = vars(protocol)
@@ -191,6 +193,7 @@ def slim(protocol: WebSocketsSansIOProtocol, operation: Operation[Any, Any]) -> 
     _restart_frame_parser(protocol.conn)
     Keepalive.take_over(protocol)
     handler = operation.handler
+    _drop_headers(protocol, handler)
     task = handler.connection_init_timeout_task
     if task is not None and task.done():
         handler.connection_init_timeout_task = None
@@ -279,6 +282,27 @@ class Keepalive:
         protocol.conn.send_ping(protocol.pending_ping_payload)
         protocol.transport.write(b"".join(protocol.conn.data_to_send()))
         self._add(protocol, now + min(protocol.ping_timeout, protocol.ping_interval))
+
+
+_NO_HEADERS: tuple[tuple[bytes, bytes], ...] = ()
+
+
+def _drop_headers(protocol: WebSocketsSansIOProtocol, handler: Any) -> None:
+    """The handshake request's headers in the socket's ASGI scope, and starlette's `Headers` made of them: read
+    while the socket opens (Origin, X-Request-Id, X-Forwarded-*), never again once connection_init is
+    acknowledged (the socket authenticates from its connection_init payload); a browser's (cookies, user agent,
+    languages) are a kilobyte or more a socket. Afterwards the socket's `headers` are empty."""
+    if not handler.connection_acknowledged:
+        return
+    sockets = [getattr(handler.websocket, "ws", None), getattr(handler.context, "request", None)]
+    scopes = [protocol.scope, *(getattr(ws, "scope", None) for ws in sockets)]
+    for scope in scopes:
+        if isinstance(scope, dict) and scope.get("headers"):
+            scope["headers"] = _NO_HEADERS
+    for ws in sockets:
+        attributes = getattr(ws, "__dict__", None)
+        if attributes is not None:
+            attributes.pop("_headers", None)
 
 
 def _restart_frame_parser(conn: Any) -> None:
