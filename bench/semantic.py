@@ -52,8 +52,17 @@ from threadline.db.embedded import EmbeddedPostgres  # noqa: E402
 from threadline.db.migrate import apply_migrations  # noqa: E402
 from threadline.embeddings.concepts import SYNONYMS, concept_vector  # noqa: E402
 from threadline.embeddings.embedders import ConceptEmbedder, OpenAIEmbedder  # noqa: E402
-from threadline.embeddings.repository import Model, vector_text  # noqa: E402
-from threadline.embeddings.service import Embeddings  # noqa: E402
+from threadline.embeddings.repository import (  # noqa: E402
+    Model,
+    VectorScan,
+    nearest_conversations,
+    vector_text,
+)
+from threadline.embeddings.service import (  # noqa: E402
+    CANDIDATE_CHUNKS,
+    CANDIDATE_CONVERSATIONS,
+    Embeddings,
+)
 from threadline.search import service as search_service  # noqa: E402
 from threadline.search.repository import SearchFilters  # noqa: E402
 from threadline.search.service import Retrieval, SearchRequest  # noqa: E402
@@ -405,21 +414,27 @@ async def reused(admin_dsn: str) -> tuple[str, dict[str, uuid.UUID], int] | None
 
 
 async def latency(
-    admin_dsn: str, messages: int, conversations: int, queries: int, reuse: bool, scattered: bool
+    admin_dsn: str,
+    messages: int,
+    conversations: int,
+    queries: int,
+    reuse: bool,
+    scattered: bool,
+    recall_queries: int,
 ) -> None:
     rng = random.Random(11)
     per = max(1, messages // conversations)
     earlier = await reused(admin_dsn) if reuse else None
     if earlier is not None:
         dsn, ids, count = earlier
-        db = await Database.connect(dsn, 1, 4)
+        db = await Database.connect(dsn, 2, 4)
         embeddings = Embeddings(db, settings_for(dsn), ConceptEmbedder(DIMENSIONS))
         model = await embeddings.model()
         print(f"\nlatency over {count:,} messages of an earlier run (--reuse)")
-        await measure(db, embeddings, model, ids, rng, queries)
+        await measure(db, embeddings, model, ids, rng, queries, recall_queries)
         return
     dsn = await fresh_database(admin_dsn, SCALE_DB)
-    db = await Database.connect(dsn, 1, 4)
+    db = await Database.connect(dsn, 2, 4)
     embeddings = Embeddings(db, settings_for(dsn), ConceptEmbedder(DIMENSIONS))
     model = await embeddings.model()  # its partial HNSW index, dropped for the bulk load and rebuilt after
     conn = await asyncpg.connect(dsn)
@@ -459,11 +474,17 @@ async def latency(
         )
     finally:
         await conn.close()
-    await measure(db, embeddings, model, ids, rng, queries)
+    await measure(db, embeddings, model, ids, rng, queries, recall_queries)
 
 
 async def measure(
-    db: Database, embeddings: Embeddings, model: Model, ids: dict[str, Any], rng: random.Random, queries: int
+    db: Database,
+    embeddings: Embeddings,
+    model: Model,
+    ids: dict[str, Any],
+    rng: random.Random,
+    queries: int,
+    recall_queries: int,
 ) -> None:
     try:
         admin = Principal(ids["tenant"], ids["admin"], Role.ADMIN, None)
@@ -506,7 +527,12 @@ async def measure(
         print(
             f"  {'search (first: 20)':22} {'admin p50':>9} {'p95':>7} {'member p50':>10} {'p95':>7} {'p50 / raw':>9}"
         )
-        for mode in MODES:
+        rows: list[tuple[str, Retrieval, bool]] = [(m.value, m, True) for m in MODES]
+        # The same HYBRID searches with the keyword and vector candidates found one after the other, in one
+        # transaction (as before they were found side by side): the comparison of the two in the same run.
+        rows.append(("HYBRID one after other", Retrieval.HYBRID, False))
+        for label, mode, concurrent in rows:
+            search_service.CONCURRENT_CANDIDATES = concurrent
             row = {}
             for who, principal in (("admin", admin), ("member", member)):
                 values: list[float] = []
@@ -518,11 +544,70 @@ async def measure(
                 row[who] = values
             raw = base_text if mode is Retrieval.KEYWORD else base_vector
             print(
-                f"  {mode.value:22} {p(row['admin'], 0.5):9.1f} {p(row['admin'], 0.95):7.1f} "
+                f"  {label:22} {p(row['admin'], 0.5):9.1f} {p(row['admin'], 0.95):7.1f} "
                 f"{p(row['member'], 0.5):10.1f} {p(row['member'], 0.95):7.1f} {p(row['admin'], 0.5) / p(raw, 0.5):9.1f}"
             )
+        search_service.CONCURRENT_CANDIDATES = True
+        await vector_recall(db, embeddings, model, admin, member, sample[:recall_queries])
     finally:
         await db.close()
+
+
+async def vector_recall(
+    db: Database,
+    embeddings: Embeddings,
+    model: Model,
+    admin: Principal,
+    member: Principal,
+    sample: list[str],
+) -> None:
+    """The vector candidates of each caller as served (scan chosen from estimates), and through the index walk
+    forced, against exact nearest neighbours (every readable chunk compared): recall@20 and @100 of their
+    conversations, and the time of the vector statement(s) alone."""
+    if not sample:
+        return
+    print(
+        f"\n  vector candidates against exact nearest neighbours, {len(sample)} queries (conversations found):"
+    )
+    print(
+        f"  {'caller, scan':30} {'chosen':>7} {'recall@20':>9} {'recall@100':>10} {'p50 ms':>7} {'p95 ms':>7}"
+    )
+    min_similarity = embeddings.settings.embeddings_min_similarity
+    for who, principal in (("admin", admin), ("member", member)):
+        found: dict[VectorScan, list[tuple[list[uuid.UUID], float, VectorScan]]] = {}
+        for q in sample:
+            vector = concept_vector(q, DIMENSIONS)
+            assert vector is not None
+            for scan in (VectorScan.EXACT, VectorScan.AUTO, VectorScan.INDEX):
+                async with search_service.planned(db) as tx:
+                    started = time.perf_counter()
+                    near = await nearest_conversations(
+                        tx,
+                        principal,
+                        FILTERS,
+                        model,
+                        vector_text(vector),
+                        chunks=CANDIDATE_CHUNKS,
+                        conversations=CANDIDATE_CONVERSATIONS,
+                        min_similarity=min_similarity,
+                        scan=scan,
+                    )
+                    ms = (time.perf_counter() - started) * 1000
+                ids = [c.conversation_id for c in near.conversations]
+                found.setdefault(scan, []).append((ids, ms, near.choice.scan))
+        for scan in (VectorScan.AUTO, VectorScan.INDEX, VectorScan.EXACT):
+            recalls: dict[int, list[float]] = {20: [], 100: []}
+            for (exact, _, _), (ids, _, _) in zip(found[VectorScan.EXACT], found[scan], strict=True):
+                for k in recalls:
+                    want = set(exact[:k])
+                    recalls[k].append(len(want & set(ids[:k])) / len(want) if want else 1.0)
+            times = [ms for _, ms, _ in found[scan]]
+            chosen = sorted({c.value for _, _, c in found[scan]})
+            label = f"{who}, {'as served (auto)' if scan is VectorScan.AUTO else scan.value + ' forced'}"
+            print(
+                f"  {label:30} {'/'.join(chosen):>7} {sum(recalls[20]) / len(sample):9.3f} "
+                f"{sum(recalls[100]) / len(sample):10.3f} {p(times, 0.5):7.1f} {p(times, 0.95):7.1f}"
+            )
 
 
 async def main() -> None:
@@ -532,6 +617,12 @@ async def main() -> None:
     parser.add_argument("--messages", type=int, default=100_000)
     parser.add_argument("--conversations", type=int, default=10_000)
     parser.add_argument("--queries", type=int, default=50, help="distinct queries timed per mode and caller")
+    parser.add_argument(
+        "--recall-queries",
+        type=int,
+        default=20,
+        help="queries whose vector candidates are compared with exact nearest neighbours (0: none)",
+    )
     parser.add_argument("--skip-latency", action="store_true")
     parser.add_argument("--skip-quality", action="store_true", help="latency only (no quality or throughput)")
     parser.add_argument(
@@ -568,7 +659,13 @@ async def main() -> None:
             await quality(admin_dsn)
         if not args.skip_latency:
             await latency(
-                admin_dsn, args.messages, args.conversations, args.queries, args.reuse, args.scattered_vectors
+                admin_dsn,
+                args.messages,
+                args.conversations,
+                args.queries,
+                args.reuse,
+                args.scattered_vectors,
+                args.recall_queries,
             )
     finally:
         server.stop()

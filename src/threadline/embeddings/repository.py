@@ -239,11 +239,15 @@ class VectorScan(StrEnum):
 
 def distance_sql(model: Model, scan: VectorScan) -> str:
     """The distance of chunk `e` to the vector in $1. The exact form is not the HNSW index's expression (no
-    `vector(d)` cast), so the planner cannot walk the index for it: it compares the readable chunks it joined."""
+    `vector(d)` cast), so the planner cannot walk the index for it: it compares the readable chunks it joined.
+
+    $1 is sent as text and cast in SQL (as `store` sends vectors): a parameter of type vector would need a
+    client codec for it, which asyncpg derives from the text codec and cannot when encryption at rest has
+    replaced that with its binary decoder."""
     if scan is VectorScan.EXACT:
-        return "e.embedding <=> $1::vector"
+        return "e.embedding <=> $1::text::vector"
     cast = model.cast()
-    return f"e.embedding::{cast} <=> $1::{cast}"
+    return f"e.embedding::{cast} <=> $1::text::{cast}"
 
 
 @dataclass(frozen=True)
@@ -396,12 +400,13 @@ async def nearest_conversations(
 
 
 async def conversations_by_id(
-    db: Executor, tenant_id: uuid.UUID, ids: list[uuid.UUID]
+    db: Executor, principal: Principal, ids: list[uuid.UUID]
 ) -> list[asyncpg.Record]:
+    """The conversations of `ids` the caller may read now (the candidates were read by earlier statements)."""
+    params: list[Any] = [ids]
+    where = visibility_sql(principal, params)
     return await db.fetch(
-        f"SELECT {CONVERSATION_COLUMNS} FROM conversation c WHERE c.tenant_id = $1 AND c.id = ANY($2::uuid[])",
-        tenant_id,
-        ids,
+        f"SELECT {CONVERSATION_COLUMNS} FROM conversation c WHERE {where} AND c.id = ANY($1::uuid[])", *params
     )
 
 
@@ -447,11 +452,11 @@ async def _nearest(
     alive = "" if table == "conversation" else "WHERE m.deleted_at IS NULL"
     return await tx.fetch(
         f"""WITH nearest AS MATERIALIZED (
-                SELECT e.{key}, e.embedding::{cast} <=> $1::{cast} AS distance
+                SELECT e.{key}, e.embedding::{cast} <=> $1::text::{cast} AS distance
                 FROM message_embedding e JOIN conversation c ON c.id = e.conversation_id
                 WHERE e.tenant_id = ${n - 4} AND e.model_id = {int(model.id)} AND e.{key} <> ${n - 3}
                       AND c.status = ANY(${n - 2}::varchar[]) AND {where}
-                ORDER BY e.embedding::{cast} <=> $1::{cast} LIMIT ${n - 1})
+                ORDER BY e.embedding::{cast} <=> $1::text::{cast} LIMIT ${n - 1})
             SELECT {columns}
             FROM (SELECT {key}, min(distance) AS distance FROM nearest GROUP BY {key}) n
             JOIN {rows} ON {alias}.id = n.{key} AND {alias}.tenant_id = ${n - 4}

@@ -14,11 +14,12 @@ continues it.
 
 from __future__ import annotations
 
+import asyncio
 import html
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
@@ -28,7 +29,7 @@ import asyncpg
 from threadline.auth.principal import Principal
 from threadline.db import Database, Executor
 from threadline.embeddings.fusion import Candidate, Fused, fuse
-from threadline.embeddings.repository import conversations_by_id
+from threadline.embeddings.repository import NearConversation, conversations_by_id
 from threadline.embeddings.service import CANDIDATE_CONVERSATIONS, Embeddings, semantic_candidates
 from threadline.errors import bad_input, forbidden
 from threadline.metadata import repository as metadata_repo
@@ -56,6 +57,9 @@ QUERY_MAX_WORDS = 32
 # match exactly, through the GIN index.
 RECENT_PROBE: RecentCap = (5_000, 25)
 RECENT_CAP: RecentCap = (30_000, 300)
+# HYBRID: the vector candidates are found beside the keyword ones, on a second pooled connection when one is idle
+# (bench/semantic.py measures it against one after the other, which setting this False restores).
+CONCURRENT_CANDIDATES = True
 FUZZY_THRESHOLD = 0.4
 FUZZY_TERMS_PER_WORD = 3
 FUZZY_MAX_WORDS = 8
@@ -417,6 +421,18 @@ async def _keyword_candidates(
     return rows, SearchMode.FUZZY, "simple", highlight_query(fuzzy)
 
 
+async def _vector_candidates_apart(
+    db: Database,
+    principal: Principal,
+    request: SearchRequest,
+    embeddings: Embeddings,
+    meaning: str,
+    excluded: str | None,
+) -> list[NearConversation]:
+    async with planned(db) as tx:
+        return await semantic_candidates(tx, principal, request.filters, embeddings, meaning, excluded)
+
+
 async def _fused_page(
     tx: Executor,
     db: Database,
@@ -443,11 +459,29 @@ async def _fused_page(
         excluded = parsed["query"] if parsed["nodes"] > 0 else None
     keyword: list[asyncpg.Record] = []
     keyword_mode, config, highlight = SearchMode.TEXT, "simple", None
-    if mode is SearchMode.HYBRID:
-        keyword, keyword_mode, config, highlight = await _keyword_candidates(
-            tx, db, principal, request, text, fuzzy_too=False
+    beside: asyncio.Task[list[NearConversation]] | None = None
+    if mode is SearchMode.HYBRID and CONCURRENT_CANDIDATES and db.pool.get_idle_size() > 0:
+        # The vector candidates (the query's embedding, then its statements) on a pooled connection of their own,
+        # while this one finds the keyword candidates: only with one idle now, never waiting for one while this
+        # search holds its own. Both lists are read as before, each statement in its own snapshot (READ
+        # COMMITTED); the page's conversations are read again below, under the caller's visibility.
+        beside = asyncio.create_task(
+            _vector_candidates_apart(db, principal, request, embeddings, meaning, excluded)
         )
-    nearest = await semantic_candidates(tx, principal, request.filters, embeddings, meaning, excluded)
+    try:
+        if mode is SearchMode.HYBRID:
+            keyword, keyword_mode, config, highlight = await _keyword_candidates(
+                tx, db, principal, request, text, fuzzy_too=False
+            )
+        if beside is not None:
+            nearest = await beside
+        else:
+            nearest = await semantic_candidates(tx, principal, request.filters, embeddings, meaning, excluded)
+    finally:
+        if beside is not None and not beside.done():
+            beside.cancel()
+            with suppress(asyncio.CancelledError):
+                await beside
     if mode is SearchMode.HYBRID and not keyword and not nearest:
         # As in KEYWORD search, titles and tags are matched tolerantly of typos only when nothing else matched:
         # fused with vector candidates, a loose title match would outrank what the query is about.
@@ -467,7 +501,7 @@ async def _fused_page(
     if after is not None:
         fused = [f for f in fused if (f.score, f.last_activity_at, f.conversation_id) < after]
     ids = [f.conversation_id for f in fused[: request.limit + 1]]
-    rows = {r["id"]: r for r in await conversations_by_id(tx, principal.tenant_id, ids)}
+    rows = {r["id"]: r for r in await conversations_by_id(tx, principal, ids)}
     fused = [f for f in fused[: request.limit + 1] if f.conversation_id in rows]  # deleted meanwhile: gone
     shown = fused[: request.limit]
     details = (
