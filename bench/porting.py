@@ -149,32 +149,35 @@ def merge_figures(dsn: str, workdir: Path, conversations: int, messages: int, ro
     write_export(first_file, conversations, messages)
     write_grown_export(grown_file, conversations, messages, 0.10)
     warm_up(dsn, workdir)
-    merges, agains, cpu_merges = [], [], []
+    merges, agains, cpu_merges, server_merges = [], [], [], []
     for n in range(rounds):
         _, api_key = asyncio.run(setup(dsn))
-        first_cpu = _children_cpu()
+        first_cpu, first_server = _children_cpu(), server_cpu()
         first_s, first, _ = import_run(dsn, first_file, api_key)
-        first_cpu = _children_cpu() - first_cpu
+        first_cpu, first_server = _children_cpu() - first_cpu, server_cpu() - first_server
         # The newer export comes days later: autovacuum has analyzed the imported rows by then. Without fresh
         # statistics the planner ANDs the tenant index into the per-conversation read (all of the tenant's rows).
         asyncio.run(_analyze(dsn))
-        merge_cpu = _children_cpu()
+        merge_cpu, merge_server = _children_cpu(), server_cpu()
         merge_s, merged, _ = import_run(dsn, grown_file, api_key)
-        merge_cpu = _children_cpu() - merge_cpu
+        merge_cpu, merge_server = _children_cpu() - merge_cpu, server_cpu() - merge_server
         again_s, again, _ = import_run(dsn, grown_file, api_key)
         merges.append(merge_s / first_s)
         agains.append(again_s / first_s)
         cpu_merges.append(merge_cpu / first_cpu)
+        server_merges.append(merge_server / first_server)
         print(
             f"round {n + 1}: first import {first['imported']:,} conversations, {first['messages']:,} messages in "
-            f"{first_s:.1f} s ({first_cpu:.1f} s client CPU); merge of the export grown by 10% "
-            f"({merged['merged']:,} merged, {merged['messagesAdded']:,} messages added) {merge_s:.1f} s = "
-            f"{merge_s / first_s:.0%} ({merge_cpu:.1f} s client CPU = {merge_cpu / first_cpu:.0%}); the same again "
+            f"{first_s:.1f} s ({first_cpu:.1f} s client CPU, {first_server:.1f} s server CPU); merge of the export "
+            f"grown by 10% ({merged['merged']:,} merged, {merged['messagesAdded']:,} messages added) {merge_s:.1f} s = "
+            f"{merge_s / first_s:.0%} ({merge_cpu:.1f} s client CPU = {merge_cpu / first_cpu:.0%}, {merge_server:.1f} s "
+            f"server CPU = {merge_server / first_server:.0%}); the same again "
             f"({again['skipped']:,} skipped) {again_s:.1f} s = {again_s / first_s:.0%}"
         )
     print(
         f"median over {rounds} round(s): merge = {statistics.median(merges):.0%} of the first import's wall time "
-        f"({statistics.median(cpu_merges):.0%} of its client CPU); unchanged re-import = "
+        f"({statistics.median(cpu_merges):.0%} of its client CPU, {statistics.median(server_merges):.0%} of its server "
+        f"CPU); unchanged re-import = "
         f"{statistics.median(agains):.0%}"
     )
 
