@@ -1,6 +1,6 @@
 """Encryption at rest (issue 20 item 1): reads and writes with content sealed vs plain, in the same run.
 
-    .venv/bin/python bench/encryption.py [--rounds 15] [--writes 200]
+    .venv/bin/python bench/encryption.py [--rounds 15] [--writes 200] [--imports 500]
 
 Two databases on one embedded PostgreSQL, seeded alike (a 10,000-message random thread, ~200-byte contents, by
 COPY as bench/thread_tree.py does): in the second, every message is then sealed (crypto/, the admin's data key,
@@ -10,7 +10,11 @@ database and one with a key on the sealed one, answer in turn (interleaved, so l
 - threadTree of the 10,000-message thread (id parentId depth path role content createdAt), median latency;
 - a page of messages: `conversation(id) { messages(first: 50) }` with content, median latency;
 - writes: messageReply (each a new sealed value, its full-text vector from the plaintext, the logged event's
-  copy sealed), median latency.
+  copy sealed), median latency;
+- with `--imports N`: `threadline import` of a generated ChatGPT export of N conversations (bench/porting.py's
+  generator, `--import-messages` each) into each database in turn, by a new tenant each time (a fresh import,
+  not a merge), the sealed one with the key: every message's content and parts sealed in the COPY path. Wall
+  time of the command (its start-up included), best of `--import-rounds`.
 
 Ratio = sealed / plain; the goal is <= 1.2x on the page and on the 10,000-message tree. The sealed server keeps
 opened values (THREADLINE_PLAINTEXT_CACHE_BYTES, 64 MiB): the rounds after the warm-up read them from it.
@@ -23,9 +27,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import json
 import os
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 import asyncpg
 import httpx
@@ -101,6 +110,22 @@ def timed(client: httpx.Client, query: str, variables: dict[str, object]) -> flo
     return elapsed
 
 
+def import_seconds(dsn: str, path: str, env: dict[str, str]) -> tuple[float, int]:
+    """`threadline import` of the file by a new tenant's admin: wall seconds and messages imported."""
+    caller = create_tenant(dsn)
+    command = [sys.executable, "-m", "threadline.cli", "import", path, "--format", "chatgpt", "--quiet"]
+    environment = {**os.environ, "DATABASE_URL": dsn, "THREADLINE_ENRICHMENT_WORKERS": "0", **env}
+    start = time.perf_counter()
+    done = subprocess.run(
+        [*command, "--api-key", caller.api_key], env=environment, capture_output=True, text=True
+    )
+    elapsed = time.perf_counter() - start
+    report = json.loads(done.stdout.strip().splitlines()[-1]) if done.stdout.strip() else {}
+    if done.returncode != 0 or report.get("failed"):
+        raise RuntimeError(f"import failed: {done.stderr[-2000:]} {report.get('failures')}")
+    return elapsed, int(report["messages"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rounds", type=int, default=15)
@@ -111,6 +136,9 @@ def main() -> None:
         action="store_true",
         help="the sealed server opens every value on every read (THREADLINE_PLAINTEXT_CACHE_BYTES=0)",
     )
+    parser.add_argument("--imports", type=int, default=0, help="conversations of the import figure (0: none)")
+    parser.add_argument("--import-messages", type=int, default=50)
+    parser.add_argument("--import-rounds", type=int, default=2)
     parser.add_argument(
         "--control",
         action="store_true",
@@ -173,6 +201,18 @@ def main() -> None:
                 samples[name]["write"].append(timed(clients[name], REPLY, {"p": root, "x": text}))
         for client in clients.values():
             client.close()
+        imports: dict[str, list[float]] = {n: [] for n in setups}
+        imported = 0
+        if args.imports:
+            from porting import write_export
+
+            with tempfile.TemporaryDirectory() as workdir:
+                path = os.path.join(workdir, "conversations.json")
+                write_export(Path(path), args.imports, args.import_messages)
+                for _ in range(args.import_rounds):
+                    for name, dsn, env in (("plain", plain_dsn, {}), ("sealed", sealed_dsn, sealed_env)):
+                        seconds, imported = import_seconds(dsn, path, env)
+                        imports[name].append(seconds)
 
         load = os.getloadavg()
         print(
@@ -190,6 +230,11 @@ def main() -> None:
             plain = statistics.median(samples["plain"][what]) * 1000
             sealed = statistics.median(samples["sealed"][what]) * 1000
             print(f"{label:<34} {plain:>10.2f} {sealed:>10.2f} {sealed / plain:>6.2f}x")
+        if args.imports:
+            plain, sealed = min(imports["plain"]), min(imports["sealed"])
+            label = f"import {imported:,} messages (s)"
+            print(f"{label:<34} {plain:>10.2f} {sealed:>10.2f} {sealed / plain:>6.2f}x")
+            print(f"  messages/s: plain {imported / plain:,.0f}, sealed {imported / sealed:,.0f}")
     finally:
         for server in servers:
             server.stop()
