@@ -9,6 +9,7 @@ index path is checked to walk the index by the transaction's own statistics (pg_
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -96,8 +97,7 @@ def crowded(make_admin: Callable[[], Actor], make_member: Callable[[Actor], Acto
     join(admin, colleague, shared)
     shared_messages = [start_thread(admin, shared, text) for text in SHARED]
     theirs = [create_conversation(outsider, f"Theirs {n}") for n in range(12)]
-    for conversation in theirs:
-        start_thread(outsider, conversation, TARGET)
+    theirs_messages = [start_thread(outsider, conversation, TARGET) for conversation in theirs]
     wait_indexed(admin)
     wait_indexed(outsider)
     return {
@@ -108,6 +108,7 @@ def crowded(make_admin: Callable[[], Actor], make_member: Callable[[Actor], Acto
         "shared": shared,
         "shared_messages": shared_messages,
         "theirs": theirs,
+        "theirs_messages": theirs_messages,
     }
 
 
@@ -144,6 +145,30 @@ async def nearest(
             )
             assert settings is not None
             return found, int(walks), (settings["rpc"], settings["sort"])
+    finally:
+        await db.close()
+
+
+async def similar(
+    dsn: str, principal: Principal, conversation: uuid.UUID, scan: VectorScan, chunks: int
+) -> tuple[list[Any], int]:
+    """`similar_conversations` of the paraphrase's vector for `principal`: its rows, and how many times the
+    transaction walked the HNSW index."""
+    model = Model("test:concepts@256", model_id("test:concepts@256"), 256)
+    from threadline.embeddings.concepts import concept_vector
+
+    vector = concept_vector(PARAPHRASE, 256)
+    assert vector is not None
+    db = await Database.connect(dsn, 1, 1)
+    try:
+        async with db.transaction() as tx:
+            rows = await repo.similar_conversations(
+                tx, principal, model, vector_text(vector), conversation, chunks=chunks, first=10, scan=scan
+            )
+            walks = await tx.fetchval(
+                "SELECT pg_stat_get_xact_numscans(to_regclass($1))", f"message_embedding_hnsw_{model.id}"
+            )
+            return list(rows), int(walks)
     finally:
         await db.close()
 
@@ -187,6 +212,15 @@ def test_a_members_candidates_from_the_index_walk_are_only_conversations_they_re
     assert {c.conversation_id for c in mine.conversations} <= expected
     assert len(mine.conversations) >= 3  # 15 chunks: 12 private TARGETs nearest, then the shared ones
 
+    # `similar` finds its chunks the same way: the admin's walk met its 5 chunks in the tenant (no exact retry).
+    first_private = decode_id(made["private"][0], Kind.CONVERSATION)
+    rows, walks = loop.run(similar(dsn, admin, first_private, VectorScan.INDEX, 5))
+    assert walks == 1 and rows
+    assert {r["id"] for r in rows} <= expected - {first_private}
+    # The member reads nothing but the shared conversation: nothing similar to it, by the walk or exactly.
+    assert loop.run(similar(dsn, colleague, shared, VectorScan.INDEX, 5)) == ([], 1)
+    assert loop.run(similar(dsn, colleague, shared, VectorScan.AUTO, 5)) == ([], 0)
+
 
 def test_tenants_and_memberships_stay_apart_when_search_walks_the_index(
     index_server: ServerThread,
@@ -197,6 +231,7 @@ def test_tenants_and_memberships_stay_apart_when_search_walks_the_index(
     # The same users through the server that always walks the index.
     as_member = Client(index_server.url, made["member"].api_key)
     as_outsider = Client(index_server.url, made["outsider"].api_key)
+    as_admin = Client(index_server.url, made["admin"].api_key)
     try:
         colleague = Actor(made["member"].tenant_id, made["member"].user_id, made["member"].api_key, as_member)
         outsider = Actor(
@@ -210,9 +245,26 @@ def test_tenants_and_memberships_stay_apart_when_search_walks_the_index(
             assert {n["conversation"]["id"] for n in theirs["nodes"]} == set(made["theirs"])
         # A query of the member's own words that is nowhere else they may read finds nothing else either.
         assert search(colleague, unique("zebra"), "SEMANTIC")["nodes"] == []
+        # `similar` walks the index too: the member's only readable conversation has no readable neighbour, the
+        # admin's neighbours are the tenant's own, and the other tenant's are theirs.
+        similar = """query($c: ID!, $m: ID!) {
+          conversation(id: $c) { similar(first: 50) { id } }
+          node(id: $m) { ... on Message { similar(first: 50) { id conversationId } } } }"""
+        first_shared = made["shared_messages"][0]
+        mine = as_member.ok(similar, {"c": made["shared"], "m": first_shared})
+        assert mine["conversation"]["similar"] == []
+        assert {m["id"] for m in mine["node"]["similar"]} <= set(made["shared_messages"]) - {first_shared}
+        theirs_similar = as_outsider.ok(similar, {"c": made["theirs"][0], "m": made["theirs_messages"][0]})
+        assert {c["id"] for c in theirs_similar["conversation"]["similar"]} == set(made["theirs"][1:])
+        assert {m["conversationId"] for m in theirs_similar["node"]["similar"]} == set(made["theirs"][1:])
+        admins = as_admin.ok(similar, {"c": made["private"][0], "m": first_shared})
+        tenant_conversations = {*made["private"][1:], made["shared"]}
+        assert {c["id"] for c in admins["conversation"]["similar"]} == tenant_conversations
+        assert {m["conversationId"] for m in admins["node"]["similar"]} <= {*made["private"], made["shared"]}
     finally:
         as_member.close()
         as_outsider.close()
+        as_admin.close()
 
 
 def test_a_forced_scan_setting_is_checked() -> None:

@@ -225,7 +225,9 @@ HNSW_MAX_SCAN_TUPLES = 200_000
 # exact scan of a member's chunks reads every conversation of the tenant (a hash join) instead of looking up
 # their 1,000 (10 ms against 2 at 1,000,000 messages). When an index scan was chosen, sorting is off for its
 # statement, so the plan walks the index (the choice is `choose_scan`'s, not the planner's guess at a filtered
-# walk); the statement has no other sort (its chunks are grouped by `group_chunks`).
+# walk). A statement's other sorts stay where nothing else can do them, and may change plan: the search's chunks
+# are grouped in Python (`group_chunks`; grouped in SQL, a sortless plan scanned 50,000 conversations per chunk),
+# `similar`'s few are grouped and ordered in SQL (measured at 1,000,000 messages: 23 ms as an admin).
 CACHED_RANDOM_PAGE_COST = "1.1"
 
 
@@ -292,6 +294,27 @@ async def tune_vector_scan(tx: Executor, max_tuples: int = HNSW_SCAN_TUPLES) -> 
                    set_config('hnsw.ef_search', '{int(HNSW_EF_SEARCH)}', true),
                    set_config('hnsw.max_scan_tuples', '{int(max_tuples)}', true)"""
     )
+
+
+async def fetch_scanned(
+    tx: Executor, choice: ScanChoice, sql: str, params: list[Any]
+) -> list[asyncpg.Record]:
+    """`sql`, a statement over the chunks of `choice`'s scan, with its planner settings (CACHED_RANDOM_PAGE_COST;
+    for an index scan, the iterative walk and sorting off), restored after it for the transaction's other
+    statements."""
+    if choice.scan is VectorScan.INDEX:
+        await tune_vector_scan(tx, choice.max_tuples)
+    restore = await tx.fetchval(
+        """SELECT format('SELECT set_config(''random_page_cost'', %L, true), set_config(''enable_sort'', %L, true)',
+                         current_setting('random_page_cost'), current_setting('enable_sort')),
+                  set_config('random_page_cost', $1, true),
+                  set_config('enable_sort', CASE WHEN $2 THEN 'off' ELSE current_setting('enable_sort') END, true)""",
+        CACHED_RANDOM_PAGE_COST,
+        choice.scan is VectorScan.INDEX,
+    )
+    rows = await tx.fetch(sql, *params)
+    await tx.fetchval(restore)
+    return rows
 
 
 @dataclass(frozen=True)
@@ -372,24 +395,10 @@ async def nearest_conversations(
 
     async def run(choice: ScanChoice) -> list[asyncpg.Record]:
         distance = distance_sql(model, choice.scan)
-        if choice.scan is VectorScan.INDEX:
-            await tune_vector_scan(tx, choice.max_tuples)
-        # Planner settings for this statement only, restored after it for the transaction's other statements.
-        restore = await tx.fetchval(
-            """SELECT format('SELECT set_config(''random_page_cost'', %L, true), set_config(''enable_sort'', %L, true)',
-                             current_setting('random_page_cost'), current_setting('enable_sort')),
-                      set_config('random_page_cost', $1, true), set_config('enable_sort', $2, true)""",
-            CACHED_RANDOM_PAGE_COST,
-            "off" if choice.scan is VectorScan.INDEX else "on",
-        )
-        rows = await tx.fetch(
-            f"""SELECT e.conversation_id, e.message_id, c.last_activity_at, {distance} AS distance
+        sql = f"""SELECT e.conversation_id, e.message_id, c.last_activity_at, {distance} AS distance
                 {readable}
-                ORDER BY {distance} LIMIT ${len(params)}""",
-            *params,
-        )
-        await tx.fetchval(restore)
-        return rows
+                ORDER BY {distance} LIMIT ${len(params)}"""
+        return await fetch_scanned(tx, choice, sql, params)
 
     rows = await run(choice)
     retried = choice.scan is VectorScan.INDEX and len(rows) < chunks
@@ -438,32 +447,46 @@ async def _nearest(
     *,
     chunks: int,
     first: int,
+    scan: VectorScan = VectorScan.AUTO,
 ) -> list[asyncpg.Record]:
     """Readable rows of `rows` ("conversation c" or "message m", selected with their columns) nearest to
     `query`, by their `key` column of message_embedding (conversation_id or message_id), other than `exclude`:
-    the `chunks` nearest chunks in readable, listed conversations, grouped by row, nearest first."""
+    the `chunks` nearest chunks in readable, listed conversations, grouped by row, nearest first. The chunks are
+    found as `nearest_conversations` finds them (an exact scan or the index, an index walk that falls short of
+    `chunks` done again exactly)."""
     params: list[Any] = [query]
     where = visibility_sql(principal, params)
-    params.extend([principal.tenant_id, exclude, LISTED_STATUSES, chunks, first])
+    params.extend([principal.tenant_id, exclude, LISTED_STATUSES])
     n = len(params)
-    cast = model.cast()
+    readable = f"""FROM message_embedding e JOIN conversation c ON c.id = e.conversation_id
+                WHERE e.tenant_id = ${n - 2} AND e.model_id = {int(model.id)} AND e.{key} <> ${n - 1}
+                      AND c.status = ANY(${n}::varchar[]) AND {where}"""
+    if scan is VectorScan.AUTO:
+        choice = await estimate_scan(tx, model, f"SELECT $1::text AS v {readable}", params, chunks)
+    else:
+        choice = ScanChoice(scan, 0.0, 0.0, HNSW_SCAN_TUPLES)
+    params.extend([chunks, first])
     table, alias = rows.split()
     columns = CONVERSATION_COLUMNS if table == "conversation" else MESSAGE_COLUMNS
     alive = "" if table == "conversation" else "WHERE m.deleted_at IS NULL"
-    return await tx.fetch(
-        f"""WITH nearest AS MATERIALIZED (
-                SELECT e.{key}, e.embedding::{cast} <=> $1::text::{cast} AS distance
-                FROM message_embedding e JOIN conversation c ON c.id = e.conversation_id
-                WHERE e.tenant_id = ${n - 4} AND e.model_id = {int(model.id)} AND e.{key} <> ${n - 3}
-                      AND c.status = ANY(${n - 2}::varchar[]) AND {where}
-                ORDER BY e.embedding::{cast} <=> $1::text::{cast} LIMIT ${n - 1})
-            SELECT {columns}
+
+    async def run(choice: ScanChoice) -> list[asyncpg.Record]:
+        distance = distance_sql(model, choice.scan)
+        sql = f"""WITH nearest AS MATERIALIZED (
+                SELECT e.{key}, {distance} AS distance
+                {readable}
+                ORDER BY {distance} LIMIT ${n + 1})
+            SELECT {columns}, (SELECT count(*) FROM nearest) AS found
             FROM (SELECT {key}, min(distance) AS distance FROM nearest GROUP BY {key}) n
-            JOIN {rows} ON {alias}.id = n.{key} AND {alias}.tenant_id = ${n - 4}
+            JOIN {rows} ON {alias}.id = n.{key} AND {alias}.tenant_id = ${n - 2}
             {alive}
-            ORDER BY n.distance, {alias}.id LIMIT ${n}""",
-        *params,
-    )
+            ORDER BY n.distance, {alias}.id LIMIT ${n + 2}"""
+        return await fetch_scanned(tx, choice, sql, params)
+
+    found = await run(choice)
+    if choice.scan is VectorScan.INDEX and (int(found[0]["found"]) if found else 0) < chunks:
+        found = await run(replace(choice, scan=VectorScan.EXACT))
+    return found
 
 
 async def similar_conversations(
@@ -475,10 +498,20 @@ async def similar_conversations(
     *,
     chunks: int,
     first: int,
+    scan: VectorScan = VectorScan.AUTO,
 ) -> list[asyncpg.Record]:
     """Readable, not deleted conversations other than `exclude`, nearest to `query` first."""
     return await _nearest(
-        tx, principal, model, query, exclude, "conversation_id", "conversation c", chunks=chunks, first=first
+        tx,
+        principal,
+        model,
+        query,
+        exclude,
+        "conversation_id",
+        "conversation c",
+        chunks=chunks,
+        first=first,
+        scan=scan,
     )
 
 
@@ -491,8 +524,9 @@ async def similar_messages(
     *,
     chunks: int,
     first: int,
+    scan: VectorScan = VectorScan.AUTO,
 ) -> list[asyncpg.Record]:
     """Readable, not deleted messages (in conversations not deleted) other than `exclude`, nearest first."""
     return await _nearest(
-        tx, principal, model, query, exclude, "message_id", "message m", chunks=chunks, first=first
+        tx, principal, model, query, exclude, "message_id", "message m", chunks=chunks, first=first, scan=scan
     )

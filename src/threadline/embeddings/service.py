@@ -184,9 +184,15 @@ async def similar_conversations(
         )
         if center is None:
             return []
-        await repo.tune_vector_scan(tx)
         return await repo.similar_conversations(
-            tx, principal, model, center, conversation_id, chunks=SIMILAR_CHUNKS, first=first
+            tx,
+            principal,
+            model,
+            center,
+            conversation_id,
+            chunks=SIMILAR_CHUNKS,
+            first=first,
+            scan=VectorScan(embeddings.settings.embeddings_vector_scan),
         )
 
 
@@ -203,7 +209,13 @@ async def similar_messages(
         )
         if center is None:
             return []
-        await repo.tune_vector_scan(tx)
         return await repo.similar_messages(
-            tx, principal, model, center, message_id, chunks=SIMILAR_CHUNKS, first=first
+            tx,
+            principal,
+            model,
+            center,
+            message_id,
+            chunks=SIMILAR_CHUNKS,
+            first=first,
+            scan=VectorScan(embeddings.settings.embeddings_vector_scan),
         )
