@@ -13,8 +13,17 @@ from typing import Any
 
 import httpx
 
-from tests.api import create_conversation, reply, start_thread
-from tests.harness import Actor, Loop, ServerThread, create_admin, serve_process, test_settings, unique
+from tests.api import create_conversation, join, reply, start_thread
+from tests.harness import (
+    Actor,
+    Client,
+    Loop,
+    ServerThread,
+    create_admin,
+    serve_process,
+    test_settings,
+    unique,
+)
 from tests.test_encryption import (
     EDIT,
     MESSAGE,
@@ -320,6 +329,23 @@ def test_a_deleted_or_edited_message_leaves_no_opened_text_in_the_process(loop: 
         assert gone not in cached() and edited not in cached()
         assert kept in cached()  # what was not touched stays
         assert admin.client.ok(MESSAGE, {"id": root})["node"]["content"] == kept
+        # Anonymisation masks a member's PII: the unmasked text leaves the cache too.
+        user = admin.client.ok(
+            "mutation($i: UserCreateInput!) { userCreate(input: $i) { id } }",
+            {"i": {"email": f"{unique('u')}@example.com", "role": "MEMBER"}},
+        )["userCreate"]["id"]
+        secret = admin.client.ok(
+            'mutation($u: ID!) { apiKeyCreate(userId: $u, name: "t") { secret } }', {"u": user}
+        )["apiKeyCreate"]["secret"]
+        member = Actor(admin.tenant_id, user, secret, Client(server.url, secret))
+        join(admin, member, cid)
+        private = f"mail me at jane.{marker()}@example.com"
+        reply(member, root, private)
+        assert private in {n["content"] for n in admin.client.ok(tree, {"r": root})["threadTree"]["nodes"]}
+        assert private in cached()
+        admin.client.ok("mutation($u: ID!) { userAnonymise(userId: $u) { messagesMasked } }", {"u": user})
+        assert private not in cached()
+        member.client.close()
         admin.client.close()
     finally:
         server.stop()

@@ -90,6 +90,7 @@ async def _sealed_change(
                             message_id)  # fmt: skip
     if row is None or row["content"] == content:
         return None, None
+    await crypto.forget_messages(db, tenant_id, [message_id])  # the unmasked text leaves this process's cache
     stored = await crypto.seal(tenant_id, content, row["author_id"])
     return stored, crypto.plain_for_index(stored, content)
 
