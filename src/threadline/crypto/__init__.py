@@ -12,7 +12,11 @@ seals nothing new). A server without the key over a database that holds data key
 
 Writing: the writers seal (`seal`, `seal_many`) just before their statement; the full-text vector of sealed
 content is computed in that same statement from the plaintext, passed as a parameter (the trigger leaves
-sealed rows alone). Reading: nothing to do: the pool's text and JSON decoders open sealed values (db.content),
+sealed rows alone). Imports seal in their COPY path (porting.bulk_repository: the plaintext is staged beside
+the sealed value for the vector), attachment entries with `seal_attachment`, file bytes in every store per
+block (`seal_bytes`, `bytes_sealer`); `threadline worker` and `import` refuse to start as a server does. An
+edit, delete, erasure or PII mask first drops the replaced text's opened values from this process's cache
+(`forget_messages`). Reading: nothing to do: the pool's text and JSON decoders open sealed values (db.content),
 unwrapping each data key once per process (cached, bounded, re-read after `key_cache_seconds`), so every
 reader gets plaintext, and content of a shredded key reads as `keyring.UNAVAILABLE`.
 
