@@ -213,9 +213,11 @@ async def indexed_counts(db: Executor, tenant_id: uuid.UUID, model: Model) -> as
 # Candidates an HNSW scan gathers per round; with iterative scans it goes on for more rounds until the LIMIT is
 # met, so a larger value only slows the common case (measured: 400 chunks took ~1.5x the time of 200 at ef 100).
 HNSW_EF_SEARCH = 100
-# What one tuple an HNSW scan visits costs against one vector an exact scan reads and compares (measured at
-# 1,000,000 vectors of 256 dimensions: ~6.5 us against ~0.85 us, bench/RESULTS.md "Members' vector candidates").
-INDEX_TUPLE_COST = 8.0
+# What one readable chunk an HNSW walk has to pass costs against one chunk an exact scan reads and compares,
+# fitted at 1,000,000 chunks of 256 dimensions (bench/RESULTS.md, "Members' vector candidates"): a member reading
+# 2% / 4% / 6% / 10% / 20% of them took 19 / 37 / 58 / 92 / 180 ms exactly and 72 / 56 / 46 / 43 / 45 ms by the
+# walk; with 12 the choice flips at ~5% (sqrt(12 * 200 * 1,000,000) = 49,000 chunks), where both cost ~50 ms.
+INDEX_TUPLE_COST = 12.0
 # An iterative scan stops after this many tuples (pgvector's default) or 4x the tuples it is expected to visit,
 # whichever is more, and at most HNSW_MAX_SCAN_TUPLES: a bound on the CPU of one search.
 HNSW_SCAN_TUPLES = 20_000
