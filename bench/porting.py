@@ -4,6 +4,7 @@ through the exporter, each against a raw baseline measured in the same run.
     .venv/bin/python bench/porting.py                      # 5,000 conversations x 100 messages, 10,000-message export
     .venv/bin/python bench/porting.py --conversations 500  # scaled down
     .venv/bin/python bench/porting.py --merge --conversations 1000 --rounds 3  # merge re-import of a 10%-grown export
+    .venv/bin/python bench/porting.py --merge --mixed --conversations 500      # grown as real exports grow
 
 Import: `threadline import --format chatgpt` in a subprocess (its peak RSS is read from the kernel),
 against a raw COPY of the same message rows into `message` itself (its indexes, keys and triggers: the search
@@ -127,18 +128,28 @@ def grown(conv: dict[str, object], extra: int) -> dict[str, object]:
     return conv
 
 
-def write_grown_export(path: Path, conversations: int, messages: int, growth: float) -> None:
+def write_grown_export(
+    path: Path, conversations: int, messages: int, growth: float, *, mixed: bool = False
+) -> None:
+    """The export `growth` later: every conversation grown by `growth` (the figure's shape), or with `mixed` the way
+    a real export grows by as much: a tenth of the conversations grown by `growth`, new conversations for the rest
+    of the new messages, the others unchanged (byte for byte, as a later export writes them)."""
     extra = max(1, round(messages * growth / 2))  # per branch: two branches each
+    grown_every = 10 if mixed else 1
+    new = round(conversations * growth * (1 - 1 / grown_every)) if mixed else 0
     with path.open("wb") as f:
         f.write(b"[")
-        for i in range(conversations):
+        for i in range(conversations + new):
             if i:
                 f.write(b",\n")
-            f.write(orjson.dumps(grown(conversation(i, messages, branches=2), extra)))
+            c = conversation(i, messages, branches=2)
+            f.write(orjson.dumps(grown(c, extra) if i < conversations and i % grown_every == 0 else c))
         f.write(b"]")
 
 
-def merge_figures(dsn: str, workdir: Path, conversations: int, messages: int, rounds: int = 1) -> None:
+def merge_figures(
+    dsn: str, workdir: Path, conversations: int, messages: int, rounds: int = 1, *, mixed: bool = False
+) -> None:
     """Issue 22's figure: re-importing an export that grew by 10% merges for <= 20% of the first import's time.
 
     Each round imports the export as a new user of a new tenant, then the grown export, then the grown export
@@ -147,7 +158,7 @@ def merge_figures(dsn: str, workdir: Path, conversations: int, messages: int, ro
     process) is printed beside wall time: it moves less with the machine's load."""
     first_file, grown_file = workdir / "v1.json", workdir / "v2.json"
     write_export(first_file, conversations, messages)
-    write_grown_export(grown_file, conversations, messages, 0.10)
+    write_grown_export(grown_file, conversations, messages, 0.10, mixed=mixed)
     warm_up(dsn, workdir)
     merges, agains, cpu_merges, server_merges = [], [], [], []
     for n in range(rounds):
@@ -169,7 +180,8 @@ def merge_figures(dsn: str, workdir: Path, conversations: int, messages: int, ro
         print(
             f"round {n + 1}: first import {first['imported']:,} conversations, {first['messages']:,} messages in "
             f"{first_s:.1f} s ({first_cpu:.1f} s client CPU, {first_server:.1f} s server CPU); merge of the export "
-            f"grown by 10% ({merged['merged']:,} merged, {merged['messagesAdded']:,} messages added) {merge_s:.1f} s = "
+            f"grown by 10% ({merged['imported']:,} new, {merged['merged']:,} merged, {merged['skipped']:,} unchanged; "
+            f"{merged['messages']:,} messages added) {merge_s:.1f} s = "
             f"{merge_s / first_s:.0%} ({merge_cpu:.1f} s client CPU = {merge_cpu / first_cpu:.0%}, {merge_server:.1f} s "
             f"server CPU = {merge_server / first_server:.0%}); the same again "
             f"({again['skipped']:,} skipped) {again_s:.1f} s = {again_s / first_s:.0%}"
@@ -362,6 +374,12 @@ def main() -> None:
         help="only the merge figure: import, then re-import the export grown by 10%%",
     )
     parser.add_argument("--rounds", type=int, default=1, help="with --merge: rounds, medians printed")
+    parser.add_argument(
+        "--mixed",
+        action="store_true",
+        help="with --merge: the export grows as real ones do (a tenth of the conversations grown by 10%%, new "
+        "conversations for the rest of the 10%%, the others unchanged) instead of every conversation by 10%%",
+    )
     args = parser.parse_args()
 
     workdir = Path(tempfile.mkdtemp(prefix="tl-bench-porting-"))
@@ -375,7 +393,7 @@ def main() -> None:
     try:
         tenant_id, api_key = asyncio.run(setup(dsn))
         if args.merge:
-            merge_figures(dsn, workdir, args.conversations, args.messages, args.rounds)
+            merge_figures(dsn, workdir, args.conversations, args.messages, args.rounds, mixed=args.mixed)
             return
         export_file = workdir / "conversations.json"
         start = time.perf_counter()
