@@ -412,3 +412,32 @@ def test_a_zip_import_stores_the_files_it_carries_sealed_and_points_the_parts_at
         (file_id,) = file_ids(admin)
         assert download(url, admin, file_id).content == f"the plan: {word}".encode()
         admin.client.close()
+
+
+def test_opened_values_of_a_stale_key_leave_the_cache_as_new_ones_come_in() -> None:
+    """What bounds a deleted text's stay in another process's cache (one that cannot hear of the delete): an entry
+    whose key was read over THREADLINE_KEY_CACHE_SECONDS ago is never served again, and leaves with the next
+    value opened."""
+    import time
+    from typing import cast
+
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+    from threadline.crypto import envelope
+    from threadline.crypto.keyring import DataKey, Keyring
+
+    ring = Keyring(cast(Any, None), plaintext_cache_bytes=1 << 20, cache_seconds=30)
+    tenant = uuid.uuid4()
+    old = DataKey(uuid.uuid4(), tenant, None, AESGCM(os.urandom(32)), time.monotonic())
+    new = DataKey(uuid.uuid4(), tenant, None, AESGCM(os.urandom(32)), time.monotonic())
+    for key in (old, new):
+        ring._keys[key.id] = key
+        ring._by_raw[key.id.bytes] = key
+    secret = envelope.seal(cast(AESGCM, old.cipher), old.id, tenant, "deleted elsewhere")
+    assert ring.open_text_bytes(secret.encode()) == "deleted elsewhere"
+    assert "deleted elsewhere" in {t for _, t in ring._plain.values()}
+    old.loaded_at -= 31  # its key read 31 seconds ago: the entry is no longer served
+    later = envelope.seal(cast(AESGCM, new.cipher), new.id, tenant, "a later read")
+    assert ring.open_text_bytes(later.encode()) == "a later read"
+    assert {t for _, t in ring._plain.values()} == {"a later read"}
+    assert ring._plain_bytes == sum(len(v) + len(t) + 200 for v, (_, t) in ring._plain.items())

@@ -182,6 +182,20 @@ class Keyring:
         while self._plain_bytes > self.plaintext_cache_bytes and self._plain:
             old_value, (_, old_text) = _pop_oldest(self._plain)
             self._plain_bytes -= len(old_value) + len(old_text) + 200
+        self._expire(time.monotonic())
+
+    def _expire(self, now: float) -> None:
+        """The oldest entries whose key is no longer held, or was loaded over `cache_seconds` ago, leave: they are
+        never served again (a stale key is read again, as a new object). So an opened text stays in memory at
+        most about twice `cache_seconds` after its key was read, in every process that goes on reading: a text
+        deleted by another process (which cannot tell this one) goes within that time too."""
+        plain = self._plain
+        while plain:
+            old_value, (opener, old_text) = next(iter(plain.items()))
+            if opener.held and now - opener.loaded_at <= self.cache_seconds:
+                return
+            del plain[old_value]
+            self._plain_bytes -= len(old_value) + len(old_text) + 200
 
     def _open_tree(self, value: Any, fresh_only: bool = True) -> Any:
         if isinstance(value, str):
