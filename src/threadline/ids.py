@@ -54,6 +54,12 @@ def encode_id(kind: Kind, value: uuid.UUID) -> str:
     return _PREFIXES[kind] + value.hex
 
 
+def id_prefix(kind: Kind) -> str:
+    """What every public id of `kind` starts with: `id_prefix(kind) + value.hex == encode_id(kind, value)`, for
+    the constructors that build ids for every row of a page or a tree without a call per id."""
+    return _PREFIXES[kind]
+
+
 def parse_id(value: str) -> tuple[Kind, uuid.UUID] | None:
     """The kind and UUID of a public id, or None when it is not one of ours."""
     if not isinstance(value, str) or len(value) != 36 or value[3] != "_":

@@ -29,7 +29,7 @@ from threadline.graphql.pagination import (
     page_size,
 )
 from threadline.graphql.ready import NOT_READY, loaded, when_ready
-from threadline.ids import Kind, encode_id
+from threadline.ids import Kind, encode_id, id_prefix
 from threadline.tiers.schema import warm
 
 if TYPE_CHECKING:
@@ -53,6 +53,12 @@ class ParticipantRole(StrEnum):
     OWNER = "OWNER"
     MEMBER = "MEMBER"
     VIEWER = "VIEWER"
+
+
+_ROLES = {role.value: role for role in ParticipantRole}  # a stored role to its member, without Enum.__call__
+_STATUSES = {status.value: status for status in ConversationStatus}
+_CONVERSATION_ID = id_prefix(Kind.CONVERSATION)
+_PARTICIPANT_ID = id_prefix(Kind.PARTICIPANT)
 
 
 @strawberry.enum(description="State of an invite.")
@@ -104,11 +110,12 @@ class Participant(Node):
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Participant:
+        # Built once per participant of every conversation of a page: no call per id or enum value.
         return cls(
-            id=strawberry.ID(encode_id(Kind.PARTICIPANT, row["id"])),
-            role=ParticipantRole(row["role"]),
+            id=_PARTICIPANT_ID + row["id"].hex,
+            role=_ROLES[row["role"]],
             joined_at=row["joined_at"],
-            conversation_id=strawberry.ID(encode_id(Kind.CONVERSATION, row["conversation_id"])),
+            conversation_id=_CONVERSATION_ID + row["conversation_id"].hex,
             user_uuid=row["user_id"],
         )
 
@@ -465,14 +472,15 @@ class Conversation(Node):
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Conversation:
+        # Built for every row of a page (50 by default): no call per id or enum value.
         return cls(
-            id=strawberry.ID(encode_id(Kind.CONVERSATION, row["id"])),
+            id=_CONVERSATION_ID + row["id"].hex,
             uuid=row["id"],
             owner_uuid=row["owner_id"],
             title=row["title"],
             description=row["description"],
             tags=list(row["tags"] or []),
-            status=ConversationStatus(row["status"]),
+            status=_STATUSES[row["status"]],
             ai_provider=row["ai_provider"],
             model=row["model"],
             session_id=row["session_id"],

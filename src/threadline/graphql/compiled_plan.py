@@ -394,7 +394,9 @@ def compile_selection(schema: GraphQLSchema, parent_type: GraphQLObjectType, sha
     ]
     w.names["add_pending"] = add_pending
     source = "\n".join([*header, *w.lines, *footer])
-    exec(source, w.names)  # noqa: S102 - code built from the schema's own names, keys bound as constants
+    # Named after the type, so that profiles and tracebacks say whose selection a line belongs to.
+    code = compile(source, f"<compiled {parent_type.name}>", "exec")
+    exec(code, w.names)  # noqa: S102 - code built from the schema's own names, keys bound as constants
     return w.names["bind"]  # type: ignore[no-any-return]
 
 

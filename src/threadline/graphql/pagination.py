@@ -86,20 +86,14 @@ def page_size(first: int | None, default: int, cap: int, argument: str = "first"
 
 
 def encode_cursor(values: Sequence[Any]) -> str:
-    # base64.urlsafe_b64encode without its two wrapper calls: a page encodes one cursor per item.
-    raw = orjson.dumps([_plain(v) for v in values])
+    """The values as a JSON array in URL-safe base64 without padding; a datetime as its `isoformat()` (orjson
+    writes the same text natively, checked over random instants, offsets and naive values by
+    tests/test_pagination_cursor.py), a UUID as its hex. A page encodes one cursor per item: no wrapper calls."""
+    raw = orjson.dumps([v.hex if isinstance(v, uuid.UUID) else v for v in values])
     return binascii.b2a_base64(raw, newline=False).translate(_URLSAFE).rstrip(b"=").decode()
 
 
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, datetime):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID):
-        return value.hex
-    return value
 
 
 def decode_cursor(
