@@ -268,7 +268,10 @@ async def _import_work(
         done_before = 0
         for name, size, opener in files:
             with opener("rb") as stream:
-                reader = JsonArrayReader(stream, max_item_bytes=settings.import_item_max_bytes)
+                # A lazy run decodes an item only if its bytes were not imported before (Importer._undeferred).
+                reader = JsonArrayReader(
+                    stream, max_item_bytes=settings.import_item_max_bytes, defer=run.lazy
+                )
                 failures_before = len(run.report.failures)
                 run.file = name
                 try:

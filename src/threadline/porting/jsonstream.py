@@ -76,11 +76,37 @@ class Item:
     value: Any = None
     error: str | None = None
     fingerprint: bytes | None = None  # of the element's text (`fingerprint`), when read from a file
+    # The element's JSON text, not decoded yet (a reader with `defer`): `decode` decodes it in place.
+    text: str | None = None
+
+
+def decode(item: Item) -> None:
+    """Decode a deferred element (`Item.text`) in place: orjson, else the standard library's way (orjson refuses
+    nesting past 1,024 levels), else `item.error` says why."""
+    if item.text is None:
+        return
+    text, item.text = item.text, None
+    try:
+        item.value = orjson.loads(text)
+    except orjson.JSONDecodeError:
+        try:
+            item.value = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            message = getattr(exc, "msg", "too deeply nested")
+            item.error = f"malformed JSON: {message} in the element at byte {item.offset} (line {item.line})"
+
+
+_DEFERRED = object()  # `_fast`'s value for an element whose end is known and whose decoding is deferred
 
 
 class JsonArrayReader:
-    def __init__(self, stream: IO[bytes], *, max_item_bytes: int, chunk: int = CHUNK) -> None:
+    def __init__(
+        self, stream: IO[bytes], *, max_item_bytes: int, chunk: int = CHUNK, defer: bool = False
+    ) -> None:
+        """`defer`: an object or array element found by orjson's window is yielded undecoded (`Item.text`, for
+        `decode`): a re-import skips the ones it imported before from the same bytes without decoding them."""
         self._stream = stream
+        self._defer = defer
         self._chunk = chunk
         self._utf8 = codecs.getincrementaldecoder("utf-8")("strict")
         self._json = json.JSONDecoder()
@@ -246,8 +272,14 @@ class JsonArrayReader:
                 value, end = fast
                 size = self._position(end)[0] - offset
                 if size <= self.max_item_bytes:
-                    found = Item(index=index, offset=offset, line=line, size=size, value=value)
-                    found.fingerprint = fingerprint(self._buf[i:end])
+                    text = self._buf[i:end]
+                    found = Item(
+                        index=index, offset=offset, line=line, size=size, fingerprint=fingerprint(text)
+                    )
+                    if value is _DEFERRED:
+                        found.text = text
+                    else:
+                        found.value = value
                     return found, end
             if len(self._buf) - i < self._chunk // 2:
                 self._more()  # so that a typical element is whole before the fast attempt
@@ -294,6 +326,9 @@ class JsonArrayReader:
                     end = i + exc.pos
                     while self._buf[end - 1] in _SPACE:
                         end -= 1
+                    if self._defer:
+                        value = _DEFERRED
+                        break
                     try:
                         value = orjson.loads(self._buf[i:end])
                     except orjson.JSONDecodeError:

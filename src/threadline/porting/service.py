@@ -25,6 +25,7 @@ from threadline.porting import (
     chatgpt,
     claude,
     importer,
+    jsonstream,
     librechat,
     merging,
     openwebui,
@@ -201,6 +202,10 @@ class Importer:
         if item.error is not None:
             self._fail(item, None, item.error)
             return []
+        if self.lazy and item.text is not None:
+            # Not decoded yet (JsonArrayReader with `defer`): at the batch's flush, unless its very bytes were
+            # imported before (`_undeferred`).
+            return [_Prepared(item, None, "", file=self.file)]
         if self.lazy and (external_id := chatgpt.external_id(item.value)) is not None:
             return [_Prepared(item, None, external_id, file=self.file)]
         try:
@@ -251,6 +256,7 @@ class Importer:
 
     async def _flush(self) -> None:
         batch, self._pending, self._pending_bytes = self._pending, [], 0
+        batch = await self._undeferred(batch)
         if not batch:
             return
         # One look-up for the batch: conversations this user imported before are merged into, not inserted
@@ -289,6 +295,39 @@ class Importer:
             await self._start(self._merge_batch(merges))
         if fresh:
             await self._start(self._insert_batch(fresh))
+
+    async def _undeferred(self, batch: list[_Prepared]) -> list[_Prepared]:
+        """The batch with its items read undecoded (`prepare`) either known by their fingerprint (the very bytes
+        this user imported a conversation from before: reported unchanged, never decoded; one statement for the
+        batch) or decoded and prepared as usual."""
+        deferred = [p for p in batch if p.item.text is not None]
+        if not deferred:
+            return batch
+        known = await bulk_repo.sources_by_fingerprint(
+            self.db,
+            self.principal.tenant_id,
+            self.principal.user_id,
+            self.fmt.value,
+            [p.item.fingerprint for p in deferred if p.item.fingerprint is not None],
+        )
+        ready: list[_Prepared] = []
+        reading = self.file
+        try:
+            for p in batch:
+                if p.item.text is None:
+                    ready.append(p)
+                    continue
+                earlier = known.get(p.item.fingerprint) if p.item.fingerprint is not None else None
+                if earlier is not None:
+                    self.report.existing.append(earlier)
+                    p.item.text = None
+                    continue
+                jsonstream.decode(p.item)
+                self.file = p.file  # failures name the file the item came from
+                ready.extend(self.prepare(p.item))
+        finally:
+            self.file = reading
+        return ready
 
     def _fingerprint(self, p: _Prepared) -> bytes | None:
         """The fingerprint of the file's item a conversation was read from (porting.jsonstream.fingerprint), when
