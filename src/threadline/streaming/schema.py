@@ -179,7 +179,11 @@ def selected_only(info: Info) -> frozenset[str]:
         pending.extend(getattr(selection, "selections", None) or [])
     # `selected_fields` is a cached_property: its tree (~3 KB) would live as long as the subscription's Info does.
     del info.selected_fields
-    return frozenset(kind for kind, type_name in SELECTED_ONLY.items() if type_name in names)
+    kinds = frozenset(kind for kind, type_name in SELECTED_ONLY.items() if type_name in names)
+    return _SELECTED_ONLY_SETS.setdefault(kinds, kinds)  # one set per combination, not one per subscription
+
+
+_SELECTED_ONLY_SETS: dict[frozenset[str], frozenset[str]] = {}  # subsets of SELECTED_ONLY's few keys
 
 
 def _fresh_caches(context: Context) -> None:

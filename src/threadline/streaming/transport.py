@@ -285,20 +285,31 @@ class Keepalive:
 
 
 _NO_HEADERS: tuple[tuple[bytes, bytes], ...] = ()
+# Scope entries every socket of this server has alike, read only while it opens: one copy for all of them.
+_ALIKE: dict[str, dict[str, Any]] = {}
 
 
 def _drop_headers(protocol: WebSocketsSansIOProtocol, handler: Any) -> None:
     """The handshake request's headers in the socket's ASGI scope, and starlette's `Headers` made of them: read
     while the socket opens (Origin, X-Request-Id, X-Forwarded-*), never again once connection_init is
     acknowledged (the socket authenticates from its connection_init payload); a browser's (cookies, user agent,
-    languages) are a kilobyte or more a socket. Afterwards the socket's `headers` are empty."""
+    languages) are a kilobyte or more a socket. Afterwards the socket's `headers` are empty. The scope's `asgi`
+    and `extensions` dicts (the same in every socket's scope, ~0.4 KB) become one shared copy."""
     if not handler.connection_acknowledged:
         return
     sockets = [getattr(handler.websocket, "ws", None), getattr(handler.context, "request", None)]
     scopes = [protocol.scope, *(getattr(ws, "scope", None) for ws in sockets)]
     for scope in scopes:
-        if isinstance(scope, dict) and scope.get("headers"):
+        if not isinstance(scope, dict):
+            continue
+        if scope.get("headers"):
             scope["headers"] = _NO_HEADERS
+        for name in ("asgi", "extensions"):
+            value = scope.get(name)
+            if type(value) is dict:
+                shared = _ALIKE.setdefault(name, value)
+                if shared is not value and shared == value:
+                    scope[name] = shared
     for ws in sockets:
         attributes = getattr(ws, "__dict__", None)
         if attributes is not None:
