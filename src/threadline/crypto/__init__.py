@@ -134,10 +134,15 @@ PART_TEXT_FIELDS = ("text", "arguments", "content")
 
 
 async def seal_parts(
-    tenant_id: uuid.UUID, parts: list[dict[str, Any]] | None, user_id: uuid.UUID | None = None
+    tenant_id: uuid.UUID,
+    parts: list[dict[str, Any]] | None,
+    user_id: uuid.UUID | None = None,
+    *,
+    skip_sealed: bool = False,
 ) -> list[dict[str, Any]] | None:
     """Content parts as stored: their text fields sealed (the JSON decoder opens them on every read); types,
-    names, file ids and URLs stay plain."""
+    names, file ids and URLs stay plain. `skip_sealed` (`keys seal`): fields sealed already are left as they are
+    (a live write seals whatever it is given, text that looks sealed too)."""
     keyring = _keyring
     if keyring is None or not keyring.seal_new or not parts:
         return parts
@@ -146,7 +151,7 @@ async def seal_parts(
         copy = dict(part)
         for field in PART_TEXT_FIELDS:
             value = copy.get(field)
-            if isinstance(value, str) and value and not value.startswith(PREFIX):
+            if isinstance(value, str) and value and not (skip_sealed and value.startswith(PREFIX)):
                 copy[field] = await keyring.seal(tenant_id, value, user_id)
         sealed.append(copy)
     return sealed

@@ -172,7 +172,7 @@ async def seal_plain(
             for row in rows:
                 value = orjson.loads(row["raw"])
                 stored: Any = (
-                    await seal_parts(row["tenant_id"], value, row["user_id"])
+                    await seal_parts(row["tenant_id"], value, row["user_id"], skip_sealed=True)
                     if table == "message"
                     else await seal_attachment(row["tenant_id"], value)
                 )
