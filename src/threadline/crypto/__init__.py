@@ -219,7 +219,7 @@ async def open_bytes(data: bytes) -> bytes | None:
 
 
 async def seal_json_strings(
-    tenant_id: uuid.UUID, value: Any, plain_keys: frozenset[str] = frozenset()
+    tenant_id: uuid.UUID, value: Any, plain_keys: frozenset[str] = frozenset(), *, skip_sealed: bool = False
 ) -> Any:
     """A JSON value as stored: every non-empty string in it sealed with the tenant's key, but those under a key
     in `plain_keys` (kinds a reader matches on). Keys stay plain. The JSON decoder opens them on every read
@@ -229,13 +229,13 @@ async def seal_json_strings(
     if keyring is None or not keyring.seal_new:
         return value
     key = await keyring.active_key(tenant_id, None)
-    return keyring.seal_tree(key, value, plain_keys)
+    return keyring.seal_tree(key, value, plain_keys, skip_sealed)
 
 
-async def seal_attachment(tenant_id: uuid.UUID, data: Any) -> Any:
+async def seal_attachment(tenant_id: uuid.UUID, data: Any, *, skip_sealed: bool = False) -> Any:
     """An import's attachment entry (message_attachment.data) as stored: every string sealed with the tenant's key
     (extracted text, inline data and names are content) but its `type`, the kind readers match on first."""
-    return await seal_json_strings(tenant_id, data, _ATTACHMENT_PLAIN)
+    return await seal_json_strings(tenant_id, data, _ATTACHMENT_PLAIN, skip_sealed=skip_sealed)
 
 
 _ATTACHMENT_PLAIN = frozenset({"type"})

@@ -310,20 +310,25 @@ class Keyring:
         assert key.cipher is not None
         return [envelope.seal(key.cipher, key.id, tenant_id, t) if t else t for t in texts]
 
-    def seal_tree(self, key: DataKey, value: Any, plain_keys: frozenset[str] = frozenset()) -> Any:
-        """`value` (JSON) with every non-empty string sealed with `key`, but those under a key in `plain_keys`."""
+    def seal_tree(
+        self, key: DataKey, value: Any, plain_keys: frozenset[str] = frozenset(), skip_sealed: bool = False
+    ) -> Any:
+        """`value` (JSON) with every non-empty string sealed with `key`, but those under a key in `plain_keys` (and,
+        with `skip_sealed`, those sealed already)."""
         assert key.cipher is not None
         if isinstance(value, str):
-            if not value or value.startswith(envelope.PREFIX):
+            if not value or (skip_sealed and value.startswith(envelope.PREFIX)):
                 return value
             return envelope.seal(key.cipher, key.id, key.tenant_id, value)
         if isinstance(value, dict):
             return {
-                k: v if k in plain_keys and isinstance(v, str) else self.seal_tree(key, v, plain_keys)
+                k: v
+                if k in plain_keys and isinstance(v, str)
+                else self.seal_tree(key, v, plain_keys, skip_sealed)
                 for k, v in value.items()
             }
         if isinstance(value, list):
-            return [self.seal_tree(key, v, plain_keys) for v in value]
+            return [self.seal_tree(key, v, plain_keys, skip_sealed) for v in value]
         return value
 
     async def seal_bytes(self, tenant_id: uuid.UUID, data: bytes) -> bytes:

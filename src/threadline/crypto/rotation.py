@@ -174,7 +174,7 @@ async def seal_plain(
                 stored: Any = (
                     await seal_parts(row["tenant_id"], value, row["user_id"], skip_sealed=True)
                     if table == "message"
-                    else await seal_attachment(row["tenant_id"], value)
+                    else await seal_attachment(row["tenant_id"], value, skip_sealed=True)
                 )
                 if stored != value:
                     ids.append(row["id"])
