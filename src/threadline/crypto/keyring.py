@@ -43,9 +43,8 @@ _MIN_RAW = 1 + 16 + 12 + 16  # version, key id, nonce, tag
 
 # What a reader gets for content whose key was shredded (or that fails to authenticate): never a 500.
 UNAVAILABLE = "[unavailable: this content's key was erased]"
-FORGOTTEN_KEPT = (
-    10_000  # stored values a delete or an edit removed, never cached again (Keyring.forget_values)
-)
+# Stored values a delete or an edit removed, never cached again (Keyring.forget_values): the most recent ones.
+FORGOTTEN_KEPT = 10_000
 _JSON_MARK = "\\u001etl1:"  # how PostgreSQL writes the mark inside a JSON string
 KEYS = "threadline-keys"  # application_name of the key connections
 
