@@ -334,9 +334,10 @@ class JsonArrayReader:
                     except orjson.JSONDecodeError:
                         return None
                     break
-                # Cut short by the window: a larger one, while the element may still be within the limit.
+                # Cut short by the window: a larger one, while the element may still be within the limit (at most
+                # `max_item_bytes` characters held for it, as the careful way holds at most that many bytes).
                 if exc.msg == _CUT and len(piece) == window and window < self.max_item_bytes:
-                    window *= 2
+                    window = min(window * 2, self.max_item_bytes)
                     continue
                 return None
             end = i + len(piece)
