@@ -254,16 +254,22 @@ def test_merge_needs_a_writable_conversation_the_importer_manages(
     assert counts(report(admin, "CHATGPT", "chatgpt-v2.json")) == (0, 1, 0, 0, 6, 6, 1)
 
 
+def cli_import(dsn: str, actor: Actor, path: Path) -> dict[str, Any]:
+    """`threadline import --format chatgpt` of a file as `actor`: its report."""
+    result = run(dsn, "import", str(path), "--format", "chatgpt", "--api-key", actor.api_key, "--quiet")
+    assert result.returncode == 0, result.stderr
+    return report_of(result)
+
+
+def summary(r: dict[str, Any]) -> tuple[int, ...]:
+    """A CLI report's counts: imported, merged, skipped, failed, messages, messagesAdded, messagesUpdated."""
+    keys = ("imported", "merged", "skipped", "failed", "messages", "messagesAdded", "messagesUpdated")
+    return tuple(r[k] for k in keys)
+
+
 def test_cli_import_merges_a_newer_export(admin: Actor, dsn: str, loop: Loop, tmp_path: Path) -> None:
     def cli(name: str) -> dict[str, Any]:
-        path = FIXTURES / "merge" / name
-        result = run(dsn, "import", str(path), "--format", "chatgpt", "--api-key", admin.api_key, "--quiet")
-        assert result.returncode == 0, result.stderr
-        return report_of(result)
-
-    def summary(r: dict[str, Any]) -> tuple[int, ...]:
-        keys = ("imported", "merged", "skipped", "failed", "messages", "messagesAdded", "messagesUpdated")
-        return tuple(r[k] for k in keys)
+        return cli_import(dsn, admin, FIXTURES / "merge" / name)
 
     assert summary(cli("chatgpt-v1.json")) == (1, 0, 0, 0, 4, 0, 0)
     (conversation,) = sql(loop, dsn, "SELECT id FROM conversation")
@@ -313,13 +319,7 @@ def test_a_reimport_of_the_same_bytes_is_skipped_by_their_fingerprint_and_change
     def cli(data: bytes) -> dict[str, Any]:
         path = tmp_path / "conversations.json"
         path.write_bytes(data)
-        result = run(dsn, "import", str(path), "--format", "chatgpt", "--api-key", admin.api_key, "--quiet")
-        assert result.returncode == 0, result.stderr
-        return report_of(result)
-
-    def summary(r: dict[str, Any]) -> tuple[int, ...]:
-        keys = ("imported", "merged", "skipped", "failed", "messages", "messagesAdded", "messagesUpdated")
-        return tuple(r[k] for k in keys)
+        return cli_import(dsn, admin, path)
 
     def stored() -> bytes:
         (row,) = sql(loop, dsn, "SELECT fingerprint FROM import_source")
