@@ -214,6 +214,18 @@ def test_the_worker_and_the_import_command_refuse_a_sealed_database_without_its_
     refused = cli(dsn, "import", str(path), "--format", "claude", "--api-key", admin.api_key, "--quiet")
     assert refused.returncode != 0 and "master key" in refused.stderr
     assert scan(loop, dsn, "refused") == []  # nothing of it stored in the clear
+    # The other commands that read or write content refuse the same way: an export would write ciphertext as
+    # the text, a PII backfill or a cold-tier pass would write plain text beside sealed rows.
+    out = tmp_path / "export.json"
+    for command in (
+        ("export", "--user", admin.user_id, "--out", str(out)),
+        ("pii", "backfill"),
+        ("tiers", "run", "--older-than-days", "0"),
+    ):
+        done = cli(dsn, *command)
+        assert done.returncode == 2, (command, done.stdout, done.stderr)
+        assert "master key" in done.stderr, (command, done.stderr)
+    assert not out.exists()
 
 
 def upload(url: str, actor: Actor, data: bytes, name: str = "notes.txt") -> httpx.Response:

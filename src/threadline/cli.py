@@ -344,7 +344,13 @@ def main(argv: list[str] | None = None) -> int:
         settings.log_json,
         logging.DEBUG if verbose else logging.getLevelNamesMapping()[settings.log_level.upper()],
     )
-    return int(args.run(args, settings))
+    from threadline.crypto.startup import KeyConfigurationError
+
+    try:
+        return int(args.run(args, settings))
+    except KeyConfigurationError as exc:  # a command that reads or writes content over keys it cannot open
+        print(f"threadline: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -39,3 +39,11 @@ async def check(db: Executor, keyring: Keyring | None) -> None:
             raise KeyConfigurationError(
                 f"The master key does not unwrap data key {row['id']}: {exc!r}"
             ) from exc
+
+
+async def require_keys(db: Executor) -> None:
+    """`check` with this process's keyring: the commands that read or write content (tiers, PII backfill, export)
+    call it before their first statement, as `serve`, `worker` and `import` do (KeyConfigurationError if not)."""
+    from threadline import crypto
+
+    await check(db, crypto.active())

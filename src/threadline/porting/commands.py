@@ -338,6 +338,9 @@ async def _export_work(dsn: str, settings: Settings, args: argparse.Namespace) -
     await apply_migrations(dsn)
     db = await Database.connect(dsn, 1, 2, application_name=EXPORT)
     try:
+        from threadline.crypto.startup import require_keys
+
+        await require_keys(db)  # an export over keys it cannot open would write ciphertext as the text
         actor: Any
         kind, raw = (Kind.CONVERSATION, args.conversation) if args.conversation else (Kind.USER, args.user)
         target: uuid.UUID = decode_id(raw, kind)

@@ -29,6 +29,7 @@ def add_commands(sub: Any) -> None:
 
 
 def _backfill(args: argparse.Namespace, settings: Settings) -> int:
+    from threadline.crypto.startup import require_keys
     from threadline.db import Database
     from threadline.db.database import CLI
     from threadline.db.migrate import apply_migrations
@@ -54,6 +55,7 @@ def _backfill(args: argparse.Namespace, settings: Settings) -> int:
         await apply_migrations(dsn)
         db = await Database.connect(dsn, 1, 2, application_name=CLI)
         try:
+            await require_keys(db)  # masked text would otherwise be written plain beside sealed rows
             return dataclasses.asdict(await backfill(db, tenant, args.batch))
         finally:
             await db.close()

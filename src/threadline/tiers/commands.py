@@ -48,9 +48,14 @@ def _id(value: str | None, kind: str) -> uuid.UUID | None:
 
 
 def _with_db(settings: Settings, body: Any) -> Any:
+    from threadline.crypto.startup import require_keys
     from threadline.db.standalone import with_pool
 
-    return with_pool(settings, body)
+    async def checked(db: Any) -> Any:
+        await require_keys(db)  # cold documents are made of, and restored to, content it must open and seal
+        return await body(db)
+
+    return with_pool(settings, checked)
 
 
 def _run(args: argparse.Namespace, settings: Settings) -> int:
