@@ -359,3 +359,28 @@ def test_a_reimport_of_the_same_bytes_is_skipped_by_their_fingerprint_and_change
     assert [r["content"] for r in tree_rows(loop, dsn, encode_id(Kind.CONVERSATION, conversation["id"]))][
         :2
     ] == ["What is the capital of France?", "Paris, on the Seine."]
+
+
+def test_the_same_bytes_are_imported_again_after_a_delete_and_by_another_user(
+    admin: Actor, make_user: Any, loop: Loop, dsn: str
+) -> None:
+    """A fingerprint is the importing user's, and of a live conversation: the same file after the conversation
+    was deleted, or by another user of the tenant, is imported as a new conversation."""
+    path = FIXTURES / "merge" / "chatgpt-v2.json"
+    assert summary(cli_import(dsn, admin, path)) == (1, 0, 0, 0, 10, 0, 0)
+    (first,) = sql(loop, dsn, "SELECT id FROM conversation")
+    member = make_user(admin)
+    assert summary(cli_import(dsn, member, path)) == (1, 0, 0, 0, 10, 0, 0)
+    assert summary(cli_import(dsn, member, path)) == (0, 0, 1, 0, 0, 0, 0)
+    old = encode_id(Kind.CONVERSATION, first["id"])
+    admin.client.ok("mutation($id: ID!) { conversationDelete(id: $id) { status } }", {"id": old})
+    again = cli_import(dsn, admin, path)
+    assert summary(again) == (1, 0, 0, 0, 10, 0, 0)
+    rows = sql(loop, dsn, "SELECT id, owner_id, status FROM conversation ORDER BY created_at, id")
+    assert sorted(r["status"] for r in rows) == ["ACTIVE", "ACTIVE", "DELETED"]
+    live = [
+        r for r in rows if r["status"] == "ACTIVE" and r["owner_id"] == decode_id(admin.user_id, Kind.USER)
+    ]
+    assert len(live) == 1 and live[0]["id"] != first["id"]
+    assert outline(loop, dsn, encode_id(Kind.CONVERSATION, live[0]["id"])) == CHATGPT_V2
+    assert summary(cli_import(dsn, admin, path)) == (0, 0, 1, 0, 0, 0, 0)
