@@ -1,25 +1,33 @@
 """threadTree end to end over HTTP against a real server, stock vs fast executor, vs a raw baseline.
 
-    .venv/bin/python bench/thread_tree.py [--quick]
+    .venv/bin/python bench/thread_tree.py [--quick] [--profile FILE] [--no-stock]
 
 Random trees of 1,000 and 10,000 nodes (~200-byte contents); the query asks for
 id parentId depth path role content createdAt on every node. The raw baseline fetches the same
 rows with plain asyncpg and serialises the same response body with orjson, in this process.
 Also: nested `replies` five levels deep over a 2,000-node tree (SQL statements per request and
 latency).
+
+--profile FILE: py-spy samples the fast server during an extra round of 10,000-node requests (collapsed stacks
+to FILE), then prints the share per phase and the functions with most samples of their own. --no-stock leaves
+out the stock executor's server (a shorter run when only the fast path and the raw baseline matter).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
 import time
 import uuid
+from collections import Counter
+from pathlib import Path
 
 import asyncpg
 import httpx
 import orjson
+from page import phases, py_spy
 
 from fixtures import Caller, Database, Server, create_tenant, median_ms, seed_tree, start_conversation
 from threadline.ids import Kind, decode_id, encode_id
@@ -106,6 +114,39 @@ def http_samples(
     return samples, body
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process so far (/proc/<pid>/stat, clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def profile(server: Server, caller: Caller, root: str, output: Path, seconds: int) -> None:
+    """py-spy on the server while requests for the tree under `root` run back to back for `seconds`: the
+    share per phase (bench/page.py's rules) and the functions with most samples of their own."""
+    spy = py_spy(server.process.pid, output, seconds)
+    time.sleep(1)
+    cpu = cpu_seconds(server.process.pid)
+    requests = 0
+    with httpx.Client(base_url=server.url, headers=caller.headers, timeout=120) as client:
+        deadline = time.monotonic() + seconds - 2
+        while time.monotonic() < deadline:
+            http_sample(client, TREE_QUERY, root)
+            requests += 1
+    cpu_ms = (cpu_seconds(server.process.pid) - cpu) / requests * 1000
+    spy.wait()
+    print(f"\nthreadTree of 10,000 under py-spy: {requests} requests, server CPU {cpu_ms:.1f} ms per request")
+    phases(output, cpu_ms)
+    own: Counter[str] = Counter()
+    total = 0
+    for line in output.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        own[stack.rsplit(";", 1)[-1]] += int(n)
+        total += int(n)
+    print("functions with most samples of their own:")
+    for frame, samples in own.most_common(25):
+        print(f"  {samples / total * 100:5.1f}%  {frame}")
+
+
 def same_json(a: bytes, b: bytes) -> bool:
     return bool(orjson.loads(a) == orjson.loads(b))
 
@@ -113,12 +154,16 @@ def same_json(a: bytes, b: bytes) -> bool:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="fewer runs (a smoke test of the bench)")
+    parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks of an extra fast round to FILE")
+    parser.add_argument("--no-stock", action="store_true", help="leave out the stock executor's server")
     args = parser.parse_args()
     runs = {1_000: 10 if args.quick else 40, 10_000: 3 if args.quick else 12}
 
     database = Database()
     dsn = database.start()
-    servers = {"stock": Server(dsn, executor="stock"), "fast": Server(dsn, executor="fast")}
+    servers = {"fast": Server(dsn, executor="fast")}
+    if not args.no_stock:
+        servers = {"stock": Server(dsn, executor="stock"), **servers}
     try:
         caller = create_tenant(dsn)
         roots: dict[int, str] = {}
@@ -128,9 +173,11 @@ def main() -> None:
                 seed_tree(dsn, caller, root, size)
                 roots[size] = root
 
-        print("threadTree, end to end over HTTP (median ms; ratio = HTTP / raw asyncpg+orjson baseline)")
+        print("threadTree, end to end over HTTP (median ms; ratio = HTTP / raw asyncpg+orjson baseline;")
+        print("fast CPU: the fast server's user + system CPU per request)")
         print(
             f"{'nodes':>7} {'raw':>8} {'stock':>8} {'ratio':>6} {'fast':>8} {'ratio':>6} {'speed-up':>8} {'MB':>5}"
+            f" {'fast CPU':>9}"
         )
         for size, n in runs.items():
             # Rounds interleave raw, stock and fast, so all three see the same machine conditions.
@@ -141,31 +188,40 @@ def main() -> None:
             }
             samples: dict[str, list[float]] = {"raw": [], **{name: [] for name in servers}}
             bodies: dict[str, bytes] = {}
+            fast_cpu = 0.0
             try:
                 for i in range(n + 2):
                     elapsed, bodies["raw"] = raw.sample()
                     if i >= 2:
                         samples["raw"].append(elapsed)
                     for name, client in clients.items():
+                        cpu = cpu_seconds(servers[name].process.pid)
                         elapsed, bodies[name] = http_sample(client, TREE_QUERY, roots[size])
                         if i >= 2:
                             samples[name].append(elapsed)
+                            if name == "fast":
+                                fast_cpu += cpu_seconds(servers[name].process.pid) - cpu
             finally:
                 raw.close()
                 for client in clients.values():
                     client.close()
             raw_body = bodies["raw"]
             results = {name: median_ms(values) for name, values in samples.items()}
-            if bodies["stock"] != bodies["fast"]:
+            if "stock" in bodies and bodies["stock"] != bodies["fast"]:
                 raise SystemExit("stock and fast executors returned different bytes")
             if not same_json(bodies["fast"], raw_body):
                 raise SystemExit("the raw baseline does not produce the same response")
             base = results["raw"]
+            stock = results.get("stock", float("nan"))
             print(
-                f"{size:>7} {base:>8.1f} {results['stock']:>8.1f} {results['stock'] / base:>6.2f}"
+                f"{size:>7} {base:>8.1f} {stock:>8.1f} {stock / base:>6.2f}"
                 f" {results['fast']:>8.1f} {results['fast'] / base:>6.2f}"
-                f" {results['stock'] / results['fast']:>7.2f}x {len(bodies['fast']) / 1e6:>5.1f}"
+                f" {stock / results['fast']:>7.2f}x {len(bodies['fast']) / 1e6:>5.1f}"
+                f" {fast_cpu / n * 1000:>6.1f} ms"
             )
+
+        if args.profile:
+            profile(servers["fast"], caller, roots[10_000], args.profile, 10 if args.quick else 30)
 
         print()
         print("nested replies five levels deep over a 2,000-node tree")
@@ -183,6 +239,7 @@ def main() -> None:
                 f"  {name:>5}: {statistics.mode(statements)} SQL statements per request {statements},"
                 f" median {median_ms(latencies):.1f} ms, {reached} messages in the response"
             )
+        print(f"\nload average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         for server in servers.values():
             server.stop()

@@ -11,7 +11,7 @@ import asyncio
 import enum
 import json
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from http import HTTPStatus
 from typing import Any, NewType
@@ -39,6 +39,12 @@ class PlanRecorder(FastExecutionContext):
         plan = super().compiled_selection(parent_type, grouped_field_set)
         PlanRecorder.plans.append((parent_type.name, plan is not None))
         return plan
+
+    def leaf_rows(self, object_type: Any, field_details_list: Any) -> Any:
+        rows = super().leaf_rows(object_type, field_details_list)
+        if rows is not None:  # a list of leaf-only objects completed in one loop (compiled_leaves.leaf_rows)
+            PlanRecorder.plans.append((f"[{object_type.name}]", True))
+        return rows
 
 
 def as_json(result: Any) -> str:
@@ -192,6 +198,15 @@ BAD_ITEMS: dict[str, Any] = {
     "awaitable in a list of ints": lambda: [item(0, scores=[1, Soon(2)])],
     "custom exception as a value": lambda: [item(0, name=ItemError("returned, not raised"))],
     "lookalike of another type": lambda: [item(0), Lookalike(item(1))],
+    "cast item": lambda: [item(0), strawberry.cast(Item, item(1)), item(2)],
+    "datetimes outside UTC, naive and at the ends of time": lambda: [
+        item(0, at=datetime(2026, 1, 1, 12, tzinfo=timezone(timedelta(hours=5, minutes=30)))),
+        item(1, at=datetime(2026, 1, 1, 12, 0, 0, 5)),
+        item(2, at=datetime(1, 1, 1, tzinfo=UTC)),
+        item(3, at=datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)),
+    ],
+    "datetime in a date field": lambda: [item(0, day=datetime(2026, 2, 3, 4, 5, 6, tzinfo=UTC))],
+    "member of another enum": lambda: [item(0, color=HTTPStatus.OK), item(1)],
 }
 
 
@@ -276,7 +291,15 @@ def plans() -> Iterator[list[tuple[str, bool]]]:
 
 def test_lists_of_leaf_only_objects_take_the_fast_path(plans: list[tuple[str, bool]]) -> None:
     asyncio.run(FAST_EDGE.execute(f"{{ items {{ __typename {LEAVES} }} }}"))
-    assert plans == [("EdgeQuery", True), ("Item", True)]
+    # The whole list in one loop: no selection compiled per item.
+    assert plans == [("EdgeQuery", True), ("[Item]", True)]
+
+
+def test_a_leaf_only_list_with_an_unusual_item_is_completed_item_by_item(
+    plans: list[tuple[str, bool]],
+) -> None:
+    asyncio.run(FAST_EDGE.execute('{ items(case: "raising attribute") { id count } }'))
+    assert plans == [("EdgeQuery", True), ("[Item]", True), ("Item", True)]
 
 
 def test_selections_with_resolvers_arguments_objects_or_abstract_types_are_compiled_too(
@@ -298,8 +321,8 @@ def test_the_innermost_leaf_only_lists_of_nested_selections_take_the_fast_path(
     plans: list[tuple[str, bool]],
 ) -> None:
     asyncio.run(FAST_EDGE.execute("{ matrix { id } }"))
-    # The outer list holds lists (stock); the three inner lists share one compiled item selection.
-    assert plans == [("EdgeQuery", True), ("Item", True)]
+    # The outer list holds lists (stock); each of the three inner lists is completed in one loop.
+    assert plans == [("EdgeQuery", True), ("[Item]", True), ("[Item]", True), ("[Item]", True)]
 
 
 class Shout(SchemaExtension):
@@ -403,7 +426,7 @@ def test_thread_queries_give_the_same_json_with_both_executors(
         fast = as_json(run_real(loop, dsn, fast_schema, admin, query, variables))
         assert fast == stock, name
         assert '"data": null' not in stock or name == "a malformed id", stock
-    assert ("Message", True) in plans and ("ThreadTree", True) in plans
+    assert ("Message", True) in plans and ("ThreadTree", True) in plans and ("[Message]", True) in plans
 
 
 def test_thread_tree_over_http_equals_the_stock_executor(

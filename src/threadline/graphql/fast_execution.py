@@ -43,6 +43,7 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types.cast import TYPE_CAST_ATTRIBUTE
 
 from threadline.graphql import budget
+from threadline.graphql.compiled_leaves import LeafRows, leaf_rows
 from threadline.graphql.compiled_plan import (
     COLLECTED_DIRECTIVES,
     Bind,
@@ -102,6 +103,8 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         self._runs: dict[int, tuple[dict[str, FieldDetailsList], Run | None]] = {}
         # child_selection's compiled answers by (object type, identity of the field details list).
         self._children: dict[tuple[GraphQLObjectType, int], tuple[FieldDetailsList, Run]] = {}
+        # leaf_rows' answers, keyed as child_selection's.
+        self._leaf_rows: dict[tuple[GraphQLObjectType, int], tuple[FieldDetailsList, LeafRows | None]] = {}
         # [twins answer, a twin answered]: resolvers' synchronous twins (graphql.ready) are asked in queries
         # only (see execute_collected_root_fields).
         self.twins = [False, False]
@@ -184,6 +187,24 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
             )
 
         return stock
+
+    def leaf_rows(
+        self, object_type: GraphQLObjectType, field_details_list: FieldDetailsList
+    ) -> LeafRows | None:
+        """Code completing a whole list of `object_type` for these field nodes when they ask for plain leaf
+        fields only (compiled_leaves.leaf_rows), or None."""
+        key = (object_type, id(field_details_list))
+        known = self._leaf_rows.get(key)
+        if known is not None:  # the same field nodes again (each item of a list of lists, say)
+            return known[1]
+        grouped_field_set, new_defer_usages, _ = self.collect_subfields(object_type, field_details_list)
+        rows = (
+            None
+            if new_defer_usages or not self._fast
+            else leaf_rows(self.schema, object_type, selection_shape(grouped_field_set))
+        )
+        self._leaf_rows[key] = (field_details_list, rows)  # the list kept alive with its id, as above
+        return rows
 
     # --- synchronous twins: queries that end without an error ----------------------------------------------
 
@@ -312,6 +333,11 @@ class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
         object_type: Any = item_type.of_type if is_non_null_type(item_type) else item_type
         is_type_of = object_type_check(object_type)[1]
         exact = exact_class(object_type)
+        if exact is not None and (type(items) is list or type(items) is tuple):
+            rows = self.leaf_rows(object_type, field_details_list)
+            completed = None if rows is None else rows(items, exact)
+            if completed is not None:  # every item plainly completed in one loop (compiled_leaves.leaf_rows)
+                return completed
         run = self.child_selection(object_type, field_details_list)
         is_awaitable = self.is_awaitable
         completed_results: list[Any] = []
