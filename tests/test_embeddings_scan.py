@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -265,6 +266,50 @@ def test_tenants_and_memberships_stay_apart_when_search_walks_the_index(
         as_member.close()
         as_outsider.close()
         as_admin.close()
+
+
+@pytest.fixture(scope="module")
+def two_connection_server(dsn: str) -> Iterator[ServerThread]:
+    """A server whose pool holds two connections at most (its indexer uses them too)."""
+    srv = ServerThread(
+        test_settings(
+            dsn,
+            migrate_on_start=False,
+            embeddings="test",
+            embeddings_settle_seconds=0.0,
+            embeddings_poll_seconds=0.05,
+            embeddings_rate=0.0,
+            db_pool_min=2,
+            db_pool_max=2,
+        )
+    )
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def test_hybrid_searches_at_once_never_wait_for_a_second_connection_they_cannot_get(
+    two_connection_server: ServerThread,
+    tenant: Callable[[], Actor],  # noqa: F811 - the fixture
+    member: Callable[[Actor], Actor],  # noqa: F811 - the fixture
+) -> None:
+    """HYBRID finds its vector candidates on a second connection only when one is idle as it starts: eight
+    searches at once on a pool of two all finish, with the same results as one alone."""
+    made = crowded(tenant, member)
+    clients = [Client(two_connection_server.url, made["member"].api_key) for _ in range(8)]
+    try:
+        actors = [
+            Actor(made["member"].tenant_id, made["member"].user_id, made["member"].api_key, c)
+            for c in clients
+        ]
+        alone = search(actors[0], PARAPHRASE, "HYBRID", first=50)
+        assert {n["conversation"]["id"] for n in alone["nodes"]} == {made["shared"]}
+        with ThreadPoolExecutor(len(actors)) as pool:
+            results = list(pool.map(lambda a: search(a, PARAPHRASE, "HYBRID", first=50), actors * 3))
+        assert all(r["nodes"] == alone["nodes"] for r in results)
+    finally:
+        for c in clients:
+            c.close()
 
 
 def test_a_forced_scan_setting_is_checked() -> None:

@@ -19,7 +19,7 @@ import html
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager, suppress
+from contextlib import AsyncExitStack, asynccontextmanager, suppress
 from dataclasses import dataclass, replace
 from datetime import datetime
 from enum import StrEnum
@@ -421,18 +421,6 @@ async def _keyword_candidates(
     return rows, SearchMode.FUZZY, "simple", highlight_query(fuzzy)
 
 
-async def _vector_candidates_apart(
-    db: Database,
-    principal: Principal,
-    request: SearchRequest,
-    embeddings: Embeddings,
-    meaning: str,
-    excluded: str | None,
-) -> list[NearConversation]:
-    async with planned(db) as tx:
-        return await semantic_candidates(tx, principal, request.filters, embeddings, meaning, excluded)
-
-
 async def _fused_page(
     tx: Executor,
     db: Database,
@@ -459,29 +447,34 @@ async def _fused_page(
         excluded = parsed["query"] if parsed["nodes"] > 0 else None
     keyword: list[asyncpg.Record] = []
     keyword_mode, config, highlight = SearchMode.TEXT, "simple", None
-    beside: asyncio.Task[list[NearConversation]] | None = None
-    if mode is SearchMode.HYBRID and CONCURRENT_CANDIDATES and db.pool.get_idle_size() > 0:
-        # The vector candidates (the query's embedding, then its statements) on a pooled connection of their own,
-        # while this one finds the keyword candidates: only with one idle now, never waiting for one while this
-        # search holds its own. Both lists are read as before, each statement in its own snapshot (READ
-        # COMMITTED); the page's conversations are read again below, under the caller's visibility.
-        beside = asyncio.create_task(
-            _vector_candidates_apart(db, principal, request, embeddings, meaning, excluded)
-        )
-    try:
-        if mode is SearchMode.HYBRID:
-            keyword, keyword_mode, config, highlight = await _keyword_candidates(
-                tx, db, principal, request, text, fuzzy_too=False
+    async with AsyncExitStack() as apart:
+        beside: asyncio.Task[list[NearConversation]] | None = None
+        if mode is SearchMode.HYBRID and CONCURRENT_CANDIDATES and db.pool.get_idle_size() > 0:
+            # The vector candidates (the query's embedding, then its statements) in a transaction of their own
+            # while this one finds the keyword candidates. Its connection is taken here, while one is idle (the
+            # pool hands it over without yielding to other requests), so this search never waits for a second
+            # connection while it holds one. Both lists are read as before, each statement in its own snapshot
+            # (READ COMMITTED); the page's conversations are read again below, under the caller's visibility.
+            vectors = await apart.enter_async_context(planned(db))
+            beside = asyncio.create_task(
+                semantic_candidates(vectors, principal, request.filters, embeddings, meaning, excluded)
             )
-        if beside is not None:
-            nearest = await beside
-        else:
-            nearest = await semantic_candidates(tx, principal, request.filters, embeddings, meaning, excluded)
-    finally:
-        if beside is not None and not beside.done():
-            beside.cancel()
-            with suppress(asyncio.CancelledError):
-                await beside
+        try:
+            if mode is SearchMode.HYBRID:
+                keyword, keyword_mode, config, highlight = await _keyword_candidates(
+                    tx, db, principal, request, text, fuzzy_too=False
+                )
+            if beside is not None:
+                nearest = await beside
+            else:
+                nearest = await semantic_candidates(
+                    tx, principal, request.filters, embeddings, meaning, excluded
+                )
+        finally:
+            if beside is not None and not beside.done():
+                beside.cancel()
+                with suppress(asyncio.CancelledError):
+                    await beside
     if mode is SearchMode.HYBRID and not keyword and not nearest:
         # As in KEYWORD search, titles and tags are matched tolerantly of typos only when nothing else matched:
         # fused with vector candidates, a loose title match would outrank what the query is about.
