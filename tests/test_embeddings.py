@@ -41,8 +41,8 @@ PARAPHRASE = "fix damaged car inexpensive"
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
-@pytest.fixture(scope="module")
-def semantic_server(dsn: str) -> Iterator[ServerThread]:
+def semantic_servers(dsn: str, **more: Any) -> Iterator[ServerThread]:
+    """A running server with the test embedder and an eager indexer (`more`: other settings), stopped after."""
     srv = ServerThread(
         test_settings(
             dsn,
@@ -51,11 +51,17 @@ def semantic_server(dsn: str) -> Iterator[ServerThread]:
             embeddings_settle_seconds=0.0,
             embeddings_poll_seconds=0.05,
             embeddings_rate=0.0,
+            **more,
         )
     )
     srv.start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="module")
+def semantic_server(dsn: str) -> Iterator[ServerThread]:
+    yield from semantic_servers(dsn)
 
 
 @pytest.fixture

@@ -10,14 +10,14 @@ index path is checked to walk the index by the transaction's own statistics (pg_
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from tests.api import create_conversation, join, start_thread
-from tests.harness import Actor, Client, Loop, ServerThread, test_settings, unique
+from tests.harness import Actor, Client, Loop, ServerThread, unique
 from tests.test_embeddings import (  # noqa: F401 - member, semantic_server, tenant: fixtures
     PARAPHRASE,
     TARGET,
@@ -25,18 +25,21 @@ from tests.test_embeddings import (  # noqa: F401 - member, semantic_server, ten
     member,
     search,
     semantic_server,
+    semantic_servers,
     tenant,
     wait_indexed,
 )
 from threadline.auth.principal import Principal, Role
-from threadline.db import Database
+from threadline.db import Database, Executor
 from threadline.embeddings import repository as repo
+from threadline.embeddings.concepts import concept_vector
 from threadline.embeddings.repository import Model, Nearest, VectorScan, choose_scan, vector_text
 from threadline.embeddings.service import model_id
 from threadline.ids import Kind, decode_id
 from threadline.search.repository import SearchFilters
 
 FILTERS = SearchFilters(statuses=("ACTIVE", "ARCHIVED"))
+T = TypeVar("T")
 # The member's shared conversation: six chunks near the paraphrase, none as near as the others' TARGET.
 SHARED = [
     "The automobile is broken again, repair it on a budget",
@@ -66,20 +69,7 @@ def test_the_scan_is_chosen_by_what_it_would_cost() -> None:
 @pytest.fixture(scope="module")
 def index_server(dsn: str) -> Iterator[ServerThread]:
     """A server whose vector candidates always come from the HNSW index (THREADLINE_EMBEDDINGS_VECTOR_SCAN=index)."""
-    srv = ServerThread(
-        test_settings(
-            dsn,
-            migrate_on_start=False,
-            embeddings="test",
-            embeddings_settle_seconds=0.0,
-            embeddings_poll_seconds=0.05,
-            embeddings_rate=0.0,
-            embeddings_vector_scan="index",
-        )
-    )
-    srv.start()
-    yield srv
-    srv.stop()
+    yield from semantic_servers(dsn, embeddings_vector_scan="index")
 
 
 def principal_of(actor: Actor, role: Role) -> Principal:
@@ -113,65 +103,63 @@ def crowded(make_admin: Callable[[], Actor], make_member: Callable[[Actor], Acto
     }
 
 
-async def nearest(
-    dsn: str, principal: Principal, scan: VectorScan, chunks: int
-) -> tuple[Nearest, int, tuple[str, str]]:
-    """The paraphrase's nearest conversations for `principal`, in one transaction: the result, how many times
-    the transaction walked the HNSW index, and the planner settings after the statement."""
-    model = Model("test:concepts@256", model_id("test:concepts@256"), 256)
-    from threadline.embeddings.concepts import concept_vector
+MODEL = Model("test:concepts@256", model_id("test:concepts@256"), 256)
 
+
+async def in_one_transaction(
+    dsn: str, work: Callable[[Executor, str], Awaitable[T]]
+) -> tuple[T, int, tuple[str, str]]:
+    """`work(tx, the paraphrase's vector)` in one transaction: its result, how many times the transaction walked
+    the HNSW index, and the planner settings after it."""
     vector = concept_vector(PARAPHRASE, 256)
     assert vector is not None
     db = await Database.connect(dsn, 1, 1)
     try:
         async with db.transaction() as tx:
-            found = await repo.nearest_conversations(
-                tx,
-                principal,
-                FILTERS,
-                model,
-                vector_text(vector),
-                chunks=chunks,
-                conversations=50,
-                min_similarity=-1.0,
-                scan=scan,
-            )
+            result = await work(tx, vector_text(vector))
             walks = await tx.fetchval(
-                "SELECT pg_stat_get_xact_numscans(to_regclass($1))",
-                f"message_embedding_hnsw_{model.id}",
+                "SELECT pg_stat_get_xact_numscans(to_regclass($1))", f"message_embedding_hnsw_{MODEL.id}"
             )
             settings = await tx.fetchrow(
                 "SELECT current_setting('random_page_cost') AS rpc, current_setting('enable_sort') AS sort"
             )
             assert settings is not None
-            return found, int(walks), (settings["rpc"], settings["sort"])
+            return result, int(walks), (settings["rpc"], settings["sort"])
     finally:
         await db.close()
+
+
+async def nearest(
+    dsn: str, principal: Principal, scan: VectorScan, chunks: int
+) -> tuple[Nearest, int, tuple[str, str]]:
+    """The paraphrase's nearest conversations for `principal` (`in_one_transaction`)."""
+    return await in_one_transaction(
+        dsn,
+        lambda tx, vector: repo.nearest_conversations(
+            tx,
+            principal,
+            FILTERS,
+            MODEL,
+            vector,
+            chunks=chunks,
+            conversations=50,
+            min_similarity=-1.0,
+            scan=scan,
+        ),
+    )
 
 
 async def similar(
     dsn: str, principal: Principal, conversation: uuid.UUID, scan: VectorScan, chunks: int
 ) -> tuple[list[Any], int]:
-    """`similar_conversations` of the paraphrase's vector for `principal`: its rows, and how many times the
-    transaction walked the HNSW index."""
-    model = Model("test:concepts@256", model_id("test:concepts@256"), 256)
-    from threadline.embeddings.concepts import concept_vector
-
-    vector = concept_vector(PARAPHRASE, 256)
-    assert vector is not None
-    db = await Database.connect(dsn, 1, 1)
-    try:
-        async with db.transaction() as tx:
-            rows = await repo.similar_conversations(
-                tx, principal, model, vector_text(vector), conversation, chunks=chunks, first=10, scan=scan
-            )
-            walks = await tx.fetchval(
-                "SELECT pg_stat_get_xact_numscans(to_regclass($1))", f"message_embedding_hnsw_{model.id}"
-            )
-            return list(rows), int(walks)
-    finally:
-        await db.close()
+    """`similar_conversations` of the paraphrase's vector for `principal`: its rows, and the index walks."""
+    rows, walks, _ = await in_one_transaction(
+        dsn,
+        lambda tx, vector: repo.similar_conversations(
+            tx, principal, MODEL, vector, conversation, chunks=chunks, first=10, scan=scan
+        ),
+    )
+    return list(rows), walks
 
 
 def test_a_members_candidates_from_the_index_walk_are_only_conversations_they_read(
@@ -271,21 +259,7 @@ def test_tenants_and_memberships_stay_apart_when_search_walks_the_index(
 @pytest.fixture(scope="module")
 def two_connection_server(dsn: str) -> Iterator[ServerThread]:
     """A server whose pool holds two connections at most (its indexer uses them too)."""
-    srv = ServerThread(
-        test_settings(
-            dsn,
-            migrate_on_start=False,
-            embeddings="test",
-            embeddings_settle_seconds=0.0,
-            embeddings_poll_seconds=0.05,
-            embeddings_rate=0.0,
-            db_pool_min=2,
-            db_pool_max=2,
-        )
-    )
-    srv.start()
-    yield srv
-    srv.stop()
+    yield from semantic_servers(dsn, db_pool_min=2, db_pool_max=2)
 
 
 def test_hybrid_searches_at_once_never_wait_for_a_second_connection_they_cannot_get(

@@ -171,51 +171,44 @@ async def index_status(
     )
 
 
-async def similar_conversations(
-    db: Database, principal: Principal, embeddings: Embeddings | None, conversation_id: uuid.UUID, first: int
+async def _similar(
+    db: Database,
+    principal: Principal,
+    embeddings: Embeddings | None,
+    column: str,
+    value: uuid.UUID,
+    first: int,
 ) -> list[asyncpg.Record]:
-    """Conversations the caller may read nearest to a conversation they may read (the caller resolved it)."""
+    """Rows nearest to the centroid of a conversation or message (`column`) the caller resolved, other than it."""
     if embeddings is None:
         return []
     model = await embeddings.available_model()
+    nearest = repo.similar_conversations if column == "conversation_id" else repo.similar_messages
     async with db.transaction() as tx:
-        center = await repo.centroid(
-            tx, principal.tenant_id, model, "conversation_id", conversation_id, CENTROID_CHUNKS
-        )
+        center = await repo.centroid(tx, principal.tenant_id, model, column, value, CENTROID_CHUNKS)
         if center is None:
             return []
-        return await repo.similar_conversations(
+        return await nearest(
             tx,
             principal,
             model,
             center,
-            conversation_id,
+            value,
             chunks=SIMILAR_CHUNKS,
             first=first,
             scan=VectorScan(embeddings.settings.embeddings_vector_scan),
         )
+
+
+async def similar_conversations(
+    db: Database, principal: Principal, embeddings: Embeddings | None, conversation_id: uuid.UUID, first: int
+) -> list[asyncpg.Record]:
+    """Conversations the caller may read nearest to a conversation they may read (the caller resolved it)."""
+    return await _similar(db, principal, embeddings, "conversation_id", conversation_id, first)
 
 
 async def similar_messages(
     db: Database, principal: Principal, embeddings: Embeddings | None, message_id: uuid.UUID, first: int
 ) -> list[asyncpg.Record]:
     """Messages the caller may read nearest to a message they may read (the caller resolved it)."""
-    if embeddings is None:
-        return []
-    model = await embeddings.available_model()
-    async with db.transaction() as tx:
-        center = await repo.centroid(
-            tx, principal.tenant_id, model, "message_id", message_id, CENTROID_CHUNKS
-        )
-        if center is None:
-            return []
-        return await repo.similar_messages(
-            tx,
-            principal,
-            model,
-            center,
-            message_id,
-            chunks=SIMILAR_CHUNKS,
-            first=first,
-            scan=VectorScan(embeddings.settings.embeddings_vector_scan),
-        )
+    return await _similar(db, principal, embeddings, "message_id", message_id, first)
