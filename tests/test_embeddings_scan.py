@@ -124,7 +124,7 @@ async def in_one_transaction(
                 "SELECT current_setting('random_page_cost') AS rpc, current_setting('enable_sort') AS sort"
             )
             assert settings is not None
-            return result, int(walks), (settings["rpc"], settings["sort"])
+            return result, int(walks or 0), (settings["rpc"], settings["sort"])  # no index yet: none
     finally:
         await db.close()
 
@@ -284,6 +284,19 @@ def test_hybrid_searches_at_once_never_wait_for_a_second_connection_they_cannot_
     finally:
         for c in clients:
             c.close()
+
+
+def test_an_estimate_of_filters_no_row_can_meet_is_an_exact_scan(dsn: str, loop: Loop) -> None:
+    """The planner leaves a branch it proves empty out of the estimate's plan: the choice is then an exact scan."""
+    choice, walks, _ = loop.run(
+        in_one_transaction(
+            dsn,
+            lambda tx, vector: repo.estimate_scan(
+                tx, MODEL, "SELECT $1::text AS v FROM message_embedding e WHERE false", [vector], 200
+            ),
+        )
+    )
+    assert (choice.scan, choice.readable, walks) == (VectorScan.EXACT, 0.0, 0)
 
 
 def test_a_forced_scan_setting_is_checked() -> None:

@@ -283,7 +283,11 @@ async def estimate_scan(
         *params,
     )
     # EXPLAIN's json column: decoded by the pool's codec, text on a bare connection.
-    branches = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]["Plans"]
+    top = (json.loads(plan) if isinstance(plan, str) else plan)[0]["Plan"]
+    branches = top.get("Plans", []) if top.get("Node Type") == "Append" else []
+    if len(branches) != 2:
+        # The planner proved a branch empty and left it out (filters that no row can meet): nothing to walk for.
+        return ScanChoice(VectorScan.EXACT, 0.0, float(top.get("Plan Rows", 0.0)), HNSW_SCAN_TUPLES)
     return choose_scan(float(branches[0]["Plan Rows"]), float(branches[1]["Plan Rows"]), chunks)
 
 
