@@ -1,6 +1,6 @@
 """threadTree end to end over HTTP against a real server, stock vs fast executor, vs a raw baseline.
 
-    .venv/bin/python bench/thread_tree.py [--quick] [--profile FILE] [--no-stock]
+    .venv/bin/python bench/thread_tree.py [--quick] [--profile FILE] [--no-stock] [--before REF]
 
 Random trees of 1,000 and 10,000 nodes (~200-byte contents); the query asks for
 id parentId depth path role content createdAt on every node. The raw baseline fetches the same
@@ -11,6 +11,8 @@ latency).
 --profile FILE: py-spy samples the fast server during an extra round of 10,000-node requests (collapsed stacks
 to FILE), then prints the share per phase and the functions with most samples of their own. --no-stock leaves
 out the stock executor's server (a shorter run when only the fast path and the raw baseline matter).
+--before REF: a server running the app as it was at git commit REF (its src/ from git) joins the interleaved
+rounds, on the same PostgreSQL: before/after from one run.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from pathlib import Path
 import asyncpg
 import httpx
 import orjson
-from page import phases, py_spy
+from page import extract_source, phases, py_spy
 
 from fixtures import Caller, Database, Server, create_tenant, median_ms, seed_tree, start_conversation
 from threadline.ids import Kind, decode_id, encode_id
@@ -156,6 +158,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer runs (a smoke test of the bench)")
     parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks of an extra fast round to FILE")
     parser.add_argument("--no-stock", action="store_true", help="leave out the stock executor's server")
+    parser.add_argument("--before", help="also measure the app as it was at this git commit (same run)")
     args = parser.parse_args()
     runs = {1_000: 10 if args.quick else 40, 10_000: 3 if args.quick else 12}
 
@@ -164,6 +167,8 @@ def main() -> None:
     servers = {"fast": Server(dsn, executor="fast")}
     if not args.no_stock:
         servers = {"stock": Server(dsn, executor="stock"), **servers}
+    if args.before:
+        servers["before"] = Server(dsn, env={"PYTHONPATH": str(extract_source(args.before))})
     try:
         caller = create_tenant(dsn)
         roots: dict[int, str] = {}
@@ -188,7 +193,7 @@ def main() -> None:
             }
             samples: dict[str, list[float]] = {"raw": [], **{name: [] for name in servers}}
             bodies: dict[str, bytes] = {}
-            fast_cpu = 0.0
+            cpu_used = dict.fromkeys(servers, 0.0)
             try:
                 for i in range(n + 2):
                     elapsed, bodies["raw"] = raw.sample()
@@ -199,16 +204,15 @@ def main() -> None:
                         elapsed, bodies[name] = http_sample(client, TREE_QUERY, roots[size])
                         if i >= 2:
                             samples[name].append(elapsed)
-                            if name == "fast":
-                                fast_cpu += cpu_seconds(servers[name].process.pid) - cpu
+                            cpu_used[name] += cpu_seconds(servers[name].process.pid) - cpu
             finally:
                 raw.close()
                 for client in clients.values():
                     client.close()
             raw_body = bodies["raw"]
             results = {name: median_ms(values) for name, values in samples.items()}
-            if "stock" in bodies and bodies["stock"] != bodies["fast"]:
-                raise SystemExit("stock and fast executors returned different bytes")
+            if any(body != bodies["fast"] for name, body in bodies.items() if name != "raw"):
+                raise SystemExit("the servers returned different bytes")
             if not same_json(bodies["fast"], raw_body):
                 raise SystemExit("the raw baseline does not produce the same response")
             base = results["raw"]
@@ -217,8 +221,13 @@ def main() -> None:
                 f"{size:>7} {base:>8.1f} {stock:>8.1f} {stock / base:>6.2f}"
                 f" {results['fast']:>8.1f} {results['fast'] / base:>6.2f}"
                 f" {stock / results['fast']:>7.2f}x {len(bodies['fast']) / 1e6:>5.1f}"
-                f" {fast_cpu / n * 1000:>6.1f} ms"
+                f" {cpu_used['fast'] / n * 1000:>6.1f} ms"
             )
+            if "before" in results:
+                print(
+                    f"{'':>7} before ({args.before}): {results['before']:.1f} ms, / raw"
+                    f" {results['before'] / base:.2f}, server CPU {cpu_used['before'] / n * 1000:.1f} ms per request"
+                )
 
         if args.profile:
             profile(servers["fast"], caller, roots[10_000], args.profile, 10 if args.quick else 30)
