@@ -19,7 +19,10 @@ embedder; the raw baseline is the embedder alone on the same texts.
 Latency: N synthetic messages (sentences of the same synonym groups) made set-based inside PostgreSQL and the test
 embedder's vectors of them summed there by pgvector (bench/seeding.py: no row passes through Python; a sample is
 checked against concept_vector), the HNSW index built after; p50/p95 of each mode against the raw baselines (the
-bare GIN lookup, the bare HNSW ORDER BY ... LIMIT), measured in the same run.
+bare GIN lookup, the bare HNSW ORDER BY ... LIMIT), measured in the same run. Each query is timed in every variant in
+turn: the modes as served, HYBRID with its two candidate lists found one after the other, and SEMANTIC and HYBRID with
+the vector candidates always from the index walk (THREADLINE_EMBEDDINGS_VECTOR_SCAN=index). Then (--recall-queries)
+the vector candidates as served and index-forced against exact nearest neighbours: recall@20 and @100.
 """
 
 from __future__ import annotations
