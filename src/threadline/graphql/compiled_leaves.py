@@ -83,15 +83,16 @@ def utc_isoformat(value: Any) -> Any:
     return strawberry_isoformat(value)
 
 
-def _enum_names(leaf_type: GraphQLLeafType) -> tuple[type, dict[Any, Any]] | None:
-    """(enum class, each member's serialized name) of a strawberry enum whose members serialize plainly."""
+def _enum_names(leaf_type: GraphQLLeafType) -> tuple[type, dict[int, Any]] | None:
+    """(enum class, each member's serialized name by the member's id) of a strawberry enum whose members
+    serialize plainly. By id: an Enum's `__hash__` is Python code, a call per look-up."""
     serialize = leaf_type.coerce_output_value
     members = getattr(leaf_type, "wrapped_cls", None)
     if not isinstance(leaf_type, GraphQLEnumType) or not (
         isinstance(members, type) and issubclass(members, Enum)
     ):
         return None
-    names: dict[Any, Any] = {}
+    names: dict[int, Any] = {}
     for member in members:
         if hasattr(member, "__await__"):  # would be awaited, not serialized
             return None
@@ -100,7 +101,7 @@ def _enum_names(leaf_type: GraphQLLeafType) -> tuple[type, dict[Any, Any]] | Non
         except Exception:  # noqa: BLE001, S112 - left to the serializer at completion time
             continue
         if name is not None and name is not Undefined:
-            names[member] = name
+            names[id(member)] = name
     return members, names
 
 
@@ -121,7 +122,7 @@ def serializer(leaf_type: GraphQLLeafType) -> tuple[Callable[[Any], Any], frozen
 
     def serialize_member(value: Any) -> Any:
         if type(value) is members:
-            name = names.get(value)
+            name = names.get(id(value))
             if name is not None:
                 return name
         return serialize(value)
@@ -241,11 +242,9 @@ def _compile_leaf_rows(
         is_string = leaf_type is GraphQLString or leaf_type is GraphQLID
         entries.append(f"{key!r}: o{i}")
         read = f"source.{attribute}" if attribute else f"get{i}(source)"
-        lines += [
-            f"v = {read}",
-            "if v is None or v is Undefined:",
-            "    return None" if non_null else f"    o{i} = None",
-        ]
+        null = ["elif v is None or v is Undefined:", "    return None" if non_null else f"    o{i} = None"]
+        lines.append(f"v = {read}")
+        # The plain value first (the type checks fail for null), then null, then the serializer's way.
         if is_list:
             generic = [
                 f"o{i} = complete_list(v, ser{i}, {items_non_null}, inert{i}, {is_string}, _always)",
@@ -254,30 +253,36 @@ def _compile_leaf_rows(
             ]
             if is_string:  # a list of str is copied as it is (as complete_leaf_list does), checked inline
                 lines += [
-                    "elif type(v) is list:",
+                    "if type(v) is list:",
                     "    for x in v:",
                     "        if type(x) is not str:",
                     *("            " + line for line in generic),
                     "            break",
                     "    else:",
                     f"        o{i} = v[:]",
+                    *null,
                 ]
+            else:
+                lines += ["if False:", "    pass", *null]
             lines += ["else:", *("    " + line for line in generic)]
             continue
         if is_string:
-            lines += ["elif type(v) is str:", f"    o{i} = v"]
+            lines += ["if type(v) is str:", f"    o{i} = v"]
         elif leaf_type is GraphQLInt:
-            lines += ["elif type(v) is int and -2147483648 <= v <= 2147483647:", f"    o{i} = v"]
+            lines += ["if type(v) is int and -2147483648 <= v <= 2147483647:", f"    o{i} = v"]
         elif leaf_type is GraphQLBoolean:
-            lines += ["elif type(v) is bool:", f"    o{i} = v"]
+            lines += ["if type(v) is bool:", f"    o{i} = v"]
         elif serialize is utc_isoformat:
-            lines += ["elif type(v) is datetime and v.tzinfo is UTC:", f"    o{i} = dumps(v)[1:-1].decode()"]
+            lines += ["if type(v) is datetime and v.tzinfo is UTC:", f"    o{i} = dumps(v)[1:-1].decode()"]
         else:
             enum = _enum_names(leaf_type)
             if enum is not None and not issubclass(enum[0], Exception):
                 names[f"E{i}"], names[f"names{i}"] = enum
-                lines += [f"elif type(v) is E{i} and v in names{i}:", f"    o{i} = names{i}[v]"]
+                lines += [f"if type(v) is E{i} and (o{i} := names{i}.get(id(v))) is not None:", "    pass"]
+            else:
+                lines += ["if False:", "    pass"]
         lines += [
+            *null,
             f"elif type(v) in inert{i}:",
             f"    o{i} = ser{i}(v)",
             f"    if o{i} is None or o{i} is Undefined:",

@@ -465,7 +465,7 @@ class _TreeBuilder:
             del stack[offset + depth :]
             own = prefix + message_id.hex
             stack.append(own)
-            # The attributes of `Message.stored`'s instances, in its order (tests/test_threads.py compares them),
+            # The attributes of `Message.stored`'s instances, in its order (tests/test_tree_building.py compares),
             # set one by one: an instance keeps its values inline (no dict of its own), built in a third of the
             # dataclass constructor's time.
             message = new(cls)
