@@ -1069,6 +1069,13 @@ def idle_main(args: argparse.Namespace) -> None:
     for s, d in IDLE_SOURCES.items():
         if s in threadline["sources"]:
             print(f"  {s}: {d}")
+    for name, r in (("baseline", baseline), ("threadline", threadline)):
+        if r is not None and r["memory"].get("heaps_per"):
+            print(
+                f"{name} heaps per socket (bytes, growth since the mark):",
+                orjson.dumps(r["memory"]["heaps_per"]).decode(),
+                f"cyclic garbage collected per socket: {r['memory'].get('cyclic_garbage_per')}",
+            )
     print("threadline objects per socket:", orjson.dumps(tl_mem.get("objects")).decode())
     if "by_package" in tl_mem:
         print("threadline traced bytes per socket by owner:", orjson.dumps(tl_mem["by_package"]).decode())

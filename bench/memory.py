@@ -27,12 +27,77 @@ def rss_bytes() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def settle() -> None:
-    gc.collect()
+def settle() -> int:
+    """Collects garbage and returns freed heap to the system; the number of unreachable objects collected."""
+    found = gc.collect()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
     except OSError:
         pass
+    return found
+
+
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena",
+            "ordblks",
+            "smblks",
+            "hblks",
+            "hblkhd",
+            "usmblks",
+            "fsmblks",
+            "uordblks",
+            "fordblks",
+            "keepcost",
+        )
+    ]
+
+
+def heaps() -> dict[str, int]:
+    """Where the process's heap memory is: Python's small-object allocator (pymalloc: bytes in objects, free
+    bytes in its pools, wholly free pools, arenas) and glibc malloc (objects over 512 bytes, C allocations: bytes
+    in use, free bytes it keeps, mmapped blocks)."""
+    out: dict[str, int] = {}
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallinfo2.restype = _MallInfo2
+        info = libc.mallinfo2()
+        out |= {"malloc_in_use": info.uordblks, "malloc_free": info.fordblks, "malloc_mmapped": info.hblkhd}
+    except (OSError, AttributeError):
+        pass
+    import tempfile
+
+    with tempfile.TemporaryFile(mode="w+") as f:
+        saved = os.dup(2)
+        try:
+            sys.stderr.flush()
+            os.dup2(f.fileno(), 2)
+            sys._debugmallocstats()
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+        f.seek(0)
+        text = f.read()
+    wanted = {
+        "# arenas allocated current": "pymalloc_arenas",
+        "bytes in allocated blocks": "pymalloc_in_use",
+        "bytes in available blocks": "pymalloc_free_in_pools",
+        "unused pools": "pymalloc_free_pools",
+        "bytes lost to pool headers": "pymalloc_pool_headers",
+        "bytes lost to quantization": "pymalloc_quantization",
+    }
+    for line in text.splitlines():
+        name, _, value = line.rpartition("=")
+        name = name.strip()
+        for prefix, key in wanted.items():
+            if prefix in name and value.strip().replace(",", "").isdigit():
+                number = int(value.strip().replace(",", ""))
+                if key == "pymalloc_free_pools":  # "N unused pools * 16384 bytes"
+                    number = int(name.split()[0].replace(",", "")) * int(name.split("*")[1].split()[0])
+                out[key] = number
+    return out
 
 
 def _package(filename: str) -> str:
@@ -203,6 +268,7 @@ class MemoryProbe:
         self.rss = 0
         self.snapshot: tracemalloc.Snapshot | None = None
         self.types: Counter[str] = Counter()
+        self.heaps: dict[str, int] = {}
         self.old: list[Any] = []  # the objects at the mark, held so that their ids stay theirs
 
     @staticmethod
@@ -212,16 +278,24 @@ class MemoryProbe:
     def mark(self) -> dict[str, Any]:
         settle()
         self.rss = rss_bytes()
+        self.heaps = heaps()
         self.types = self._types()
         self.snapshot = tracemalloc.take_snapshot() if tracemalloc.is_tracing() else None
         self.old = gc.get_objects() if os.environ.get("THREADLINE_BENCH_SOCKET_GRAPH") else []
         return {"rss": self.rss}
 
     def diff(self, per: int = 1, top: int = 70) -> dict[str, Any]:
-        settle()
-        rss = rss_bytes()
         per = max(per, 1)
-        out: dict[str, Any] = {"rss": rss, "rss_delta": rss - self.rss}
+        # Objects in reference cycles since the last collection (freed by this one: their memory left holes).
+        cyclic = settle()
+        rss = rss_bytes()
+        out: dict[str, Any] = {
+            "rss": rss,
+            "rss_delta": rss - self.rss,
+            "cyclic_garbage_per": round(cyclic / per, 2),
+        }
+        now_heaps = heaps()
+        out["heaps_per"] = {k: round((v - self.heaps.get(k, 0)) / per) for k, v in now_heaps.items()}
         types = self._types()
         grown = {k: v - self.types.get(k, 0) for k, v in types.items()}
         out["objects"] = {
