@@ -185,3 +185,19 @@ def test_parked_subscriptions_of_one_query_share_an_executor_and_wake_with_their
     start_thread(admin, cid, "again")
     assert next_root(ours) == "again"
     assert next_root(theirs) == "again"
+
+
+def test_setup_slots_are_given_back_once_subscriptions_idle(
+    admin: Actor, server: ServerThread, ws: Callable[..., WsClient]
+) -> None:
+    from threadline.graphql import view
+
+    cid = create_conversation(admin)
+    clients = [ws(admin) for _ in range(3)]
+    for client in clients:
+        client.subscribe(CONVERSATION_EVENTS, {"c": cid})
+    wait_for(parked(server, cid, 3), "the subscriptions never parked")
+    gates = [g for loop, g in view._SETUP_GATES.items() if not loop.is_closed()]
+    assert gates, "no operation went through the setup gate"
+    # Every slot is free again: the parked (idle) subscriptions hold none.
+    wait_for(lambda: all(g._value == view.SETUPS_AT_ONCE for g in gates), "a setup slot stayed taken")

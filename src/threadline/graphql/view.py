@@ -45,7 +45,7 @@ from threadline.graphql.context import Context
 from threadline.graphql.errors import SqlStatementCount, format_error
 from threadline.graphql.socket_auth import SocketRefused, connection_authorization
 from threadline.streaming.fanout import SUBSCRIPTION_EXECUTOR
-from threadline.streaming.schema import Parked, finish, live
+from threadline.streaming.schema import SETTLED, Parked, finish, live
 from threadline.streaming.sessions import SocketSession
 from threadline.streaming.subscriber import Subscriber
 from threadline.streaming.transport import enter_operation
@@ -200,6 +200,21 @@ def streams_plainly(schema: Any) -> bool:
     return known
 
 
+SETUPS_AT_ONCE = 64
+SETUP_SLOT_SECONDS = 5.0
+_SETUP_GATES: dict[asyncio.AbstractEventLoop, asyncio.Semaphore] = {}
+
+
+def _setup_gate() -> asyncio.Semaphore:
+    loop = asyncio.get_running_loop()
+    gate = _SETUP_GATES.get(loop)
+    if gate is None:
+        for old in [k for k in _SETUP_GATES if k.is_closed()]:
+            del _SETUP_GATES[old]
+        gate = _SETUP_GATES[loop] = asyncio.Semaphore(SETUPS_AT_ONCE)
+    return gate
+
+
 class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     """strawberry's graphql-transport-ws handler; each operation's task knows its operation (for the
     subscription's direct lane: streaming.transport, streaming.direct).
@@ -217,12 +232,35 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
 
     async def run_operation(self, operation: Operation[Context, None]) -> None:
         enter_operation(operation)  # this task's own context
-        # Each operation authenticates again: a socket never runs one under a principal cached at connect
-        # (credentials are live; streaming.sessions closes the socket when they stop holding).
-        self.context.forget_principal()
-        self.context.forget_loaders()  # nor with what an earlier operation on the socket loaded
-        with contextlib.suppress(Parked):
-            await super().run_operation(operation)
+        # At most SETUPS_AT_ONCE operations per process are being set up at a time (until a subscription's
+        # stream first idles, or the operation ends): a burst of thousands of sockets subscribing at once would
+        # otherwise hold every one's transient objects together, and their memory, freed later, stays behind as
+        # holes in the allocator's pools (bench/RESULTS.md, "Idle sockets").
+        # A slot is held SETUP_SLOT_SECONDS at most: a stream stuck before its first idle point (a replay to a
+        # client that does not read) must not keep others from starting.
+        gate = _setup_gate()
+        await gate.acquire()
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if not released:
+                released = True
+                timer.cancel()
+                gate.release()
+
+        timer = asyncio.get_running_loop().call_later(SETUP_SLOT_SECONDS, release)
+
+        SETTLED.set(release)
+        try:
+            # Each operation authenticates again: a socket never runs one under a principal cached at connect
+            # (credentials are live; streaming.sessions closes the socket when they stop holding).
+            self.context.forget_principal()
+            self.context.forget_loaders()  # nor with what an earlier operation on the socket loaded
+            with contextlib.suppress(Parked):
+                await super().run_operation(operation)
+        finally:
+            release()
 
     def park(self, operation: Operation[Context, None], sub: Subscriber) -> bool:
         """Called by a subscription's stream at an idle point (streaming.transport `DirectSocket.park`, in the
@@ -237,6 +275,7 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
         if sub.lane is not None:
             sub.lane.share_executor()
         SUBSCRIPTION_EXECUTOR.set(None)  # its next task uses the lane's executor (Lane.own_executor)
+        SETTLED.set(None)
         # The task's context variables (the socket's read scope, its request id) for the stream's next task.
         sub.resume = functools.partial(self._resume, operation, sub, contextvars.copy_context())
         return True

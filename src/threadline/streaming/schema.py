@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import uuid
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Annotated, Any
@@ -50,6 +51,12 @@ def parse_since(hub: StreamHub, tenant_id: uuid.UUID, since: str | None) -> int 
     if since is None:
         return None
     return hub.cursors.decode(tenant_id, since)
+
+
+# Set by the operation's runner (graphql.view): called once when the stream first idles (its setup is done).
+SETTLED: contextvars.ContextVar[Callable[[], None] | None] = contextvars.ContextVar(
+    "threadline_stream_settled", default=None
+)
 
 
 class Parked(BaseException):  # noqa: N818 - a signal, not an error
@@ -139,6 +146,10 @@ async def live(context: Context, sub: Subscriber) -> AsyncGenerator[Conversation
                 return
             if sub.ended:
                 return
+            settled = SETTLED.get()
+            if settled is not None:  # the socket's setup slot (graphql.view) is free once the stream idles
+                SETTLED.set(None)
+                settled()
             # Idle with everything sent: the hub may write events straight to the socket meanwhile.
             hub.open_lane(sub)
             lane = sub.lane
