@@ -96,3 +96,15 @@ def test_a_subscribed_socket_that_does_not_answer_pings_fails_with_1011(
         assert (protocol.close_rcvd.code, protocol.close_rcvd.reason) == (1011, "keepalive ping timeout")
     finally:
         stalled.close()
+
+
+@pytest.mark.usefixtures("short_pings")
+def test_a_socket_is_pinged_by_the_wheel_from_its_accept_before_any_subscription(
+    admin: Actor, server: ServerThread, ws: Callable[..., WsClient]
+) -> None:
+    ws(admin)  # connection_init acknowledged, nothing subscribed
+    wait_for(lambda: any(in_wheel(p) for p in open_protocols(server)), "the socket's pings never moved")
+    (protocol,) = [p for p in open_protocols(server) if in_wheel(p)]
+    first = protocol.ping_sent_at
+    wait_for(lambda: protocol.ping_sent_at > first, "no ping from the wheel")
+    assert protocol.ping_timer is None and protocol.pong_timer is None and not protocol.close_sent

@@ -48,7 +48,7 @@ from threadline.streaming.fanout import SUBSCRIPTION_EXECUTOR
 from threadline.streaming.schema import SETTLED, Parked, finish, live
 from threadline.streaming.sessions import SocketSession
 from threadline.streaming.subscriber import Subscriber
-from threadline.streaming.transport import enter_operation
+from threadline.streaming.transport import enter_operation, share_keepalive
 
 
 def error_response(
@@ -229,6 +229,10 @@ class TransportWSHandler(BaseGraphQLTransportWSHandler[Context, None]):
     a socket that never parks)."""
 
     parked: dict[str, Subscriber] | None = None  # per socket, made on its first park
+
+    def on_request_accepted(self) -> None:
+        super().on_request_accepted()
+        share_keepalive(self.context.request)  # one timer a second for every socket's pings (Keepalive)
 
     async def run_operation(self, operation: Operation[Context, None]) -> None:
         enter_operation(operation)  # this task's own context

@@ -98,6 +98,16 @@ class CaptureDirectSockets:
         await self.app(scope, receive, send)
 
 
+def share_keepalive(request: Any) -> None:
+    """Called by the graphql-transport-ws handler once the socket is accepted: its keep-alive pings move to the
+    loop's `Keepalive` wheel from the start (before its first subscription, whose setup may take a while in a
+    burst)."""
+    state = getattr(request, "scope", {}).get("state") or {}
+    protocol = state.get(STATE_KEY)
+    if protocol is not None and protocol.handshake_complete and not protocol.close_sent:
+        Keepalive.take_over(protocol)
+
+
 def enter_operation(operation: Operation[Any, Any]) -> None:
     """Called by the graphql-transport-ws handler in each operation's own task, before it runs: a subscription
     resolving in that task finds its socket through `DirectSocket.of_running_operation`."""
@@ -205,7 +215,9 @@ class Keepalive:
     the bucket of the second it is due in. Same behaviour as uvicorn's (`ws_ping_interval`, `ws_ping_timeout`):
     a ping every interval after the previous one was sent, answered within the timeout or the socket fails
     with 1011 "keepalive ping timeout"; deadlines are met within a second (uvicorn's within its loop's timer
-    resolution). One per event loop."""
+    resolution). One difference: while uvicorn itself has paused reading the socket (its app has not taken the
+    messages before), the pong deadline waits, where uvicorn's timer failed sockets whose pong it had not read
+    (bench/RESULTS.md, "the lost sockets"). One per event loop."""
 
     __slots__ = ("_buckets", "_loop", "_timer")
 
@@ -220,22 +232,19 @@ class Keepalive:
     def take_over(cls, protocol: WebSocketsSansIOProtocol) -> None:
         """Moves `protocol`'s pings from its own timer to the loop's wheel: only while it waits for its next ping
         (no ping in flight), with both uvicorn settings on. Idempotent."""
-        timer = protocol.ping_timer
-        if (
-            timer is None
-            or protocol.pong_timer is not None
-            or protocol.pending_ping_payload is not None
-            or not protocol.ping_interval
-            or protocol.ping_timeout is None
-        ):
+        # Waiting for its next ping (ping_timer), or a ping in flight (pong_timer: its deadline moves here too).
+        timer = protocol.ping_timer or protocol.pong_timer
+        if timer is None or not protocol.ping_interval or protocol.ping_timeout is None:
             return
+        if (protocol.pong_timer is None) != (protocol.pending_ping_payload is None):
+            return  # not a state uvicorn leaves it in between two of its callbacks
         loop = protocol.loop
         wheel = cls._by_loop.get(loop)
         if wheel is None or wheel._loop.is_closed():
             cls._by_loop = {k: v for k, v in cls._by_loop.items() if not k.is_closed()}
             wheel = cls._by_loop[loop] = cls(loop)
         timer.cancel()
-        protocol.ping_timer = None
+        protocol.ping_timer = protocol.pong_timer = None  # handle_pong chains no ping without its pong timer
         wheel._add(protocol, timer.when())
 
     def _add(self, protocol: WebSocketsSansIOProtocol, due: float) -> None:
@@ -267,8 +276,10 @@ class Keepalive:
         assert protocol.ping_interval is not None and protocol.ping_timeout is not None
         if protocol.pending_ping_payload is not None:  # a ping in flight, unanswered
             deadline = protocol.ping_sent_at + protocol.ping_timeout
-            if now < deadline:
-                self._add(protocol, deadline)
+            if now < deadline or protocol.read_paused:
+                # uvicorn stops reading a socket while its app has not taken its previous messages (say, a
+                # connection_init waiting for a database connection in a burst): an unread pong is no dead peer.
+                self._add(protocol, max(deadline, now + 1))
             else:
                 protocol.keepalive_timeout()  # as uvicorn's pong timer: 1011, closed
             return
