@@ -4,7 +4,6 @@ of them instead of uvicorn's timer per socket (idle sockets' memory), with uvico
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -12,6 +11,7 @@ import pytest
 
 from tests.api import create_conversation, start_thread
 from tests.harness import Actor, ServerThread
+from tests.test_streaming_parked import wait_for
 from tests.ws import CONVERSATION_EVENTS, StalledWsClient, WsClient
 from threadline.streaming.transport import Keepalive
 
@@ -34,13 +34,6 @@ def open_protocols(server: ServerThread) -> list[Any]:
         for p in list(server.server.server_state.connections)
         if getattr(p, "handshake_complete", False) and not p.close_sent
     ]
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.05)
 
 
 def in_wheel(protocol: Any) -> bool:
