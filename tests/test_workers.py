@@ -51,8 +51,14 @@ def per_pid(base_url: str, gauge: str) -> dict[str, float]:
 
 def worker_pids(parent: int) -> set[str]:
     """The uvicorn workers under `threadline serve` (multiprocessing's resource tracker aside)."""
-    children = psutil.Process(parent).children()
-    return {str(c.pid) for c in children if "resource_tracker" not in " ".join(c.cmdline())}
+    pids = set()
+    for child in psutil.Process(parent).children():
+        try:
+            if "resource_tracker" not in " ".join(child.cmdline()):
+                pids.add(str(child.pid))
+        except (psutil.ZombieProcess, psutil.NoSuchProcess):
+            continue  # a worker that has just exited (and not yet been reaped) is not serving
+    return pids
 
 
 def test_two_workers_answer_http_on_one_port(two_workers: str) -> None:
