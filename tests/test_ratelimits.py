@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
 from tests.harness import Actor, ServerThread, serve_process, without_count
 from tests.ws import WsClient
+from threadline.ids import Kind, decode_id
+from threadline.ratelimits.service import LEASE_SECONDS
 
 # 86,400 s windows refill one token per 86,400 / perWindow seconds: nothing refills during a test.
 DAY = 86_400
@@ -275,3 +279,48 @@ def test_a_profile_change_made_through_one_process_applies_in_the_other(
     assert [post(second_process, member, VIEWER).status_code for _ in range(2)] == [200, 429]
     admin.client.ok(UPDATE, {"id": pid, "i": {"requestsPerWindow": 2}})
     assert [post(second_process, member, VIEWER).status_code for _ in range(2)] == [200, 429]
+
+
+def bucket_tokens(dsn: str, loop: Any, user: Actor) -> int:
+    """The whole tokens the user's `requests` bucket holds in the database (refills of a day's window aside)."""
+
+    async def read() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            milli = await conn.fetchval(
+                "SELECT tokens_milli FROM rate_limit_bucket WHERE user_id = $1 AND bucket = 'requests'",
+                decode_id(user.user_id, Kind.USER),
+            )
+        finally:
+            await conn.close()
+        return int(milli) // 1000
+
+    return int(loop.run(read()))
+
+
+def test_a_busy_user_takes_tokens_ahead_and_each_query_still_counts_once(
+    admin: Actor, member: Actor, server: ServerThread, second_process: str, dsn: str, loop: Any
+) -> None:
+    assign(admin, member, profile(admin, "thousand", requestsPerWindow=1000))
+    remaining = [headers(post(server.url, member, VIEWER))[1] for _ in range(20)]
+    assert remaining == [str(n) for n in range(999, 979, -1)]  # as if each query drew its own token
+    held = bucket_tokens(dsn, loop, member)
+    assert 980 - 15 <= held < 980  # this process holds a few tokens ahead: gone from the shared bucket
+    # Another process draws from the same bucket: it sees what the first one holds ahead as spent.
+    assert headers(post(second_process, member, VIEWER))[1] == str(held - 1)
+    time.sleep(2 * LEASE_SECONDS + 0.2)  # the lease is over and the user no longer busy
+    # The first process gives back what it did not spend before its next draw: the count is exact again.
+    assert headers(post(server.url, member, VIEWER))[1] == str(1000 - 22)
+    assert bucket_tokens(dsn, loop, member) == 1000 - 22
+
+
+def test_a_lowered_budget_applies_at_once_to_a_user_holding_tokens_ahead(
+    admin: Actor, member: Actor, server: ServerThread, dsn: str, loop: Any
+) -> None:
+    pid = profile(admin, "many", requestsPerWindow=1000)
+    assign(admin, member, pid)
+    assert [post(server.url, member, VIEWER).status_code for _ in range(3)] == [200, 200, 200]
+    assert bucket_tokens(dsn, loop, member) < 997  # tokens taken ahead
+    admin.client.ok(UPDATE, {"id": pid, "i": {"requestsPerWindow": 5}})
+    # Three of the five are spent; the tokens held ahead went back before the next draw.
+    assert [post(server.url, member, VIEWER).status_code for _ in range(3)] == [200, 200, 429]

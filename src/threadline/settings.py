@@ -322,6 +322,9 @@ class Settings:
     rate_limit_runs: int = 300
     rate_limit_subscriptions: int = 600
     rate_limit_burst: int = 0
+    # Request tokens one process may take ahead for a user querying it in quick succession (ratelimits.service
+    # leases: one statement per this many plain queries); 1 draws every query on its own.
+    rate_limit_lease_max: int = 16
     # Operator ceilings no tenant profile exceeds: per THREADLINE_RATE_LIMIT_WINDOW_SECONDS, and tokens held.
     rate_limit_ceiling_requests: int = 60_000
     rate_limit_ceiling_mutations: int = 12_000
@@ -615,6 +618,7 @@ class Settings:
                 "THREADLINE_RATE_LIMIT_SUBSCRIPTIONS", cls.rate_limit_subscriptions
             ),
             rate_limit_burst=_env_int("THREADLINE_RATE_LIMIT_BURST", cls.rate_limit_burst),
+            rate_limit_lease_max=_env_int("THREADLINE_RATE_LIMIT_LEASE", cls.rate_limit_lease_max),
             rate_limit_ceiling_requests=_env_int(
                 "THREADLINE_RATE_LIMIT_CEILING_REQUESTS", cls.rate_limit_ceiling_requests
             ),

@@ -214,3 +214,16 @@ async def consume(
         *ceilings,
         ceiling_window_seconds,
     )
+
+
+async def give_back(db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID, bucket: str, tokens: int) -> None:
+    """Returns `tokens` a process took ahead and did not spend (service's leases) to the bucket, up to what it
+    holds at most. Added to the stored tokens, so a capacity changed since moves them like any other."""
+    await db.execute(
+        """UPDATE rate_limit_bucket SET tokens_milli = LEAST(tokens_milli + $4::bigint * 1000, capacity::bigint * 1000)
+           WHERE tenant_id = $1 AND user_id = $2 AND bucket = $3""",
+        tenant_id,
+        user_id,
+        bucket,
+        tokens,
+    )

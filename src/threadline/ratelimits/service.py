@@ -10,8 +10,10 @@ still counts against the budgets that allowed it.
 from __future__ import annotations
 
 import math
+import time
 import uuid
 from dataclasses import dataclass
+from typing import NoReturn
 
 import asyncpg
 
@@ -151,10 +153,102 @@ def _budget(row: asyncpg.Record) -> Budget:
     )
 
 
-async def spend(db: Executor, settings: Settings, principal: Principal, costs: dict[str, int]) -> Budget:
-    """Draws `costs` from the caller's budgets; returns the budget to report, or raises RATE_LIMITED."""
-    costs = {name: cost for name, cost in costs.items() if cost > 0}
-    rows = await repo.consume(
+# Leases: a plain query draws one `requests` token, a statement per request. A user who sends queries to one
+# process in quick succession gets tokens taken ahead in the same statement (at most `rate_limit_lease_max`, at
+# most 1/LEASE_SHARE of what the bucket holds after the draw, so a bucket near empty is drawn token by token as
+# before), which their next queries in this process spend without a round trip for up to LEASE_SECONDS. The
+# budget stays one, shared through PostgreSQL: a token taken ahead is gone from the bucket for every process
+# until it is spent or given back; an unspent lease is given back in the statement of the user's next draw in
+# this process (repo.give_back, before that draw). A profile change made in this process applies to the next
+# request (its tenant's leases expire at once); one made in another process applies here within LEASE_SECONDS.
+LEASE_SECONDS = 1.0
+LEASE_SHARE = 16
+LEASES_MAX = 10_000  # users with a lease in one process; beyond it no new lease is taken (memory bound)
+_PLAIN_QUERY = {"requests": 1}
+
+
+@dataclass(slots=True)
+class _Lease:
+    left: int  # tokens taken ahead and not spent yet
+    bucket: asyncpg.Record  # the `requests` bucket as the draw that took them left it
+    expires: float  # monotonic time after which the next query draws again (and gives `left` back)
+
+    def budget(self) -> Budget:
+        """What the headers say: the bucket as if each query had drawn its own token (refills aside)."""
+        row = self.bucket
+        tokens = row["tokens_milli"] + self.left * 1000
+        return Budget(
+            name=row["bucket"],
+            limit=row["capacity"],
+            remaining=max(tokens // 1000, 0),
+            reset_seconds=_seconds_until(
+                tokens, row["capacity"] * 1000, row["per_window"], row["window_seconds"]
+            ),
+        )
+
+
+_leases: dict[tuple[uuid.UUID, uuid.UUID], _Lease] = {}
+
+
+def expire_leases(tenant_id: uuid.UUID) -> None:
+    """A profile of the tenant changed: its users' next queries in this process draw (and give back) at once."""
+    for (tenant, _), lease in _leases.items():
+        if tenant == tenant_id:
+            lease.expires = 0.0
+
+
+async def _spend_query(db: Executor, settings: Settings, principal: Principal) -> Budget:
+    """`spend` of one plain query, through the caller's lease in this process when they hold one."""
+    key = (principal.tenant_id, principal.user_id)
+    now = time.monotonic()
+    lease = _leases.get(key)
+    if lease is not None and lease.left > 0 and now < lease.expires:
+        lease.left -= 1
+        return lease.budget()
+    give_back = 0
+    ahead = 0
+    if lease is not None:  # a query within LEASE_SECONDS of the last draw (or an expired lease to give back)
+        _leases.pop(key, None)
+        give_back = lease.left
+        if now < lease.expires + LEASE_SECONDS:
+            ahead = min(
+                settings.rate_limit_lease_max - 1, lease.bucket["tokens_milli"] // 1000 // LEASE_SHARE
+            )
+            ahead = max(ahead, 0)
+    if give_back:
+        await repo.give_back(db, principal.tenant_id, principal.user_id, "requests", give_back)
+    rows = await _consume(db, settings, principal, {"requests": 1 + ahead})
+    if ahead and not rows[0]["allowed"]:  # others drew meanwhile: this query alone, as without leases
+        ahead = 0
+        rows = await _consume(db, settings, principal, _PLAIN_QUERY)
+    row = rows[0]
+    if not row["allowed"]:
+        _refused(row)
+    if len(_leases) >= LEASES_MAX:
+        _prune(now)
+    if len(_leases) < LEASES_MAX:
+        current = _leases.get(key)  # a concurrent query of the same user took its own lease meanwhile
+        if current is not None and current.expires > now:
+            ahead += current.left
+        _leases[key] = _Lease(ahead, row, now + LEASE_SECONDS)
+    elif ahead:  # no room to keep it: give it back now
+        await repo.give_back(db, principal.tenant_id, principal.user_id, "requests", ahead)
+        ahead = 0
+    return _Lease(ahead, row, 0.0).budget()
+
+
+def _prune(now: float) -> None:
+    """Forgets the users whose last draw is past and who hold no token ahead (nothing to give back)."""
+    for key in [
+        key for key, lease in _leases.items() if not lease.left and lease.expires + LEASE_SECONDS < now
+    ]:
+        del _leases[key]
+
+
+async def _consume(
+    db: Executor, settings: Settings, principal: Principal, costs: dict[str, int]
+) -> list[asyncpg.Record]:
+    return await repo.consume(
         db,
         principal.tenant_id,
         principal.user_id,
@@ -163,10 +257,9 @@ async def spend(db: Executor, settings: Settings, principal: Principal, costs: d
         ceilings(settings),
         settings.rate_limit_window_seconds,
     )
-    refused = [r for r in rows if not r["allowed"]]
-    if not refused:
-        return min((_budget(r) for r in rows), key=lambda b: (b.remaining, b.name != "requests"))
-    row = refused[0]
+
+
+def _refused(row: asyncpg.Record) -> NoReturn:
     if row["capacity"] < row["last_cost"]:
         retry_after = row["window_seconds"]
     else:
@@ -177,6 +270,25 @@ async def spend(db: Executor, settings: Settings, principal: Principal, costs: d
     raise RateLimited(
         Budget(row["bucket"], row["capacity"], row["tokens_milli"] // 1000, retry_after), retry_after
     )
+
+
+async def spend(db: Executor, settings: Settings, principal: Principal, costs: dict[str, int]) -> Budget:
+    """Draws `costs` from the caller's budgets; returns the budget to report, or raises RATE_LIMITED."""
+    if costs == _PLAIN_QUERY and settings.rate_limit_lease_max > 1:
+        return await _spend_query(db, settings, principal)
+    costs = {name: cost for name, cost in costs.items() if cost > 0}
+    rows = await _consume(db, settings, principal, costs)
+    refused = [r for r in rows if not r["allowed"]]
+    if not refused:
+        lease = _leases.get((principal.tenant_id, principal.user_id))
+        budgets = [
+            _Lease(lease.left, r, 0.0).budget()
+            if lease is not None and r["bucket"] == "requests"
+            else _budget(r)
+            for r in rows
+        ]  # the tokens this process holds ahead for the caller are still theirs to spend
+        return min(budgets, key=lambda b: (b.remaining, b.name != "requests"))
+    _refused(refused[0])
 
 
 async def spend_by_size(
@@ -234,9 +346,11 @@ async def create_profile(
         if values.get("is_default"):
             await repo.clear_default(tx, principal.tenant_id)
         try:
-            return await repo.insert_profile(tx, principal.tenant_id, values)
+            row = await repo.insert_profile(tx, principal.tenant_id, values)
         except asyncpg.UniqueViolationError as exc:
             raise conflict(f"A rate-limit profile named {values.get('name')!r} exists") from exc
+    expire_leases(principal.tenant_id)
+    return row
 
 
 async def update_profile(
@@ -259,7 +373,8 @@ async def update_profile(
             raise conflict(f"A rate-limit profile named {values.get('name')!r} exists") from exc
         if row is None:
             raise not_found("RateLimitProfile")
-        return row
+    expire_leases(principal.tenant_id)
+    return row
 
 
 async def delete_profile(db: Database, principal: Principal, profile_id: uuid.UUID) -> bool:
@@ -267,6 +382,7 @@ async def delete_profile(db: Database, principal: Principal, profile_id: uuid.UU
     _require_admin(principal)
     if not await repo.delete_profile(db, principal.tenant_id, profile_id):
         raise not_found("RateLimitProfile")
+    expire_leases(principal.tenant_id)
     return True
 
 
@@ -281,7 +397,9 @@ async def assign_profile(
         if profile_id is not None and await repo.profile(tx, principal.tenant_id, profile_id) is None:
             raise not_found("RateLimitProfile")
         await repo.assign(tx, principal.tenant_id, user_id, profile_id)
-        return await repo.effective_profile(tx, principal.tenant_id, user_id)
+        effective = await repo.effective_profile(tx, principal.tenant_id, user_id)
+    expire_leases(principal.tenant_id)
+    return effective
 
 
 async def effective_profile(db: Executor, principal: Principal, user_id: uuid.UUID) -> asyncpg.Record | None:
