@@ -138,10 +138,11 @@ class Lane:
         self.socket.write_frames(self.pending)
         self.pending.clear()
 
-    def frame(self, event: LoggedEvent, frames: dict[Any, Any]) -> bytes | None:
+    def frame(self, event: LoggedEvent, frames: dict[Any, Any], viewer: Any = None) -> bytes | None:
         """`event`'s `next` frame for this lane's operation (its payload shared through `frames` with every lane
-        of the same query and variables), or None when the stock path must send it."""
-        shared = self.shared_events.get(event, self.viewer)
+        of the same query and variables), or None when the stock path must send it. `viewer`: as that user sees
+        it (a lane group renders `thread.new` for its author's members and its readers' with one lane)."""
+        shared = self.shared_events.get(event, self.viewer if viewer is None else viewer)
         payload_key = (id(shared), self.key)
         payload = frames.get(payload_key, _MISSING)
         if payload is _MISSING:
@@ -202,15 +203,31 @@ def lane_for(info: Any, hub: Any, viewer: Any) -> Lane | None:
     return Lane(socket, executor, context, hub.shared_events, viewer, hub.dirty_lanes)
 
 
+class _PerUser:
+    """A group's frame for some of its members only: an addressed event (`unread.update`: its recipient's frame,
+    nothing for the others) or one rendered per viewer (`thread.new`: the author's frame, the readers' `default`)."""
+
+    __slots__ = ("default", "frames")
+
+    def __init__(self, frames: dict[Any, bytes], default: bytes | None) -> None:
+        self.frames = frames
+        self.default = default
+
+
 class LaneGroup:
     """The idle subscriptions of one conversation (and thread filter) whose lanes share a frame key (query,
     variables, operation id): an event's frame is appended once for the whole group during the routing
     pass, and the pass's frames are written to every member's socket at its end. Per event the hub does
     no work per member; per pass, one write each.
 
+    Addressed events (a recipient: `unread.update`) and events rendered per viewer (`thread.new`: author and
+    reader) are taken by the group too, as one frame per (recipient or viewer class): `_PerUser` entries. A
+    pass with such entries joins its frames once per user of the group that has its own (the others share the
+    common join), so 1,000 sockets of 100 users cost at most 100 joins and still one write per socket.
+
     Frames wait here only during the hub's synchronous routing pass. Before a member takes an event by
-    itself (an event the group does not take: thread.new, addressed events, a frame the lane cannot
-    build), the group hands its pending frames to the members' own lanes (`spill`), so order holds."""
+    itself (an event the group does not take: a frame the lane cannot build), the
+    group hands its pending frames to the members' own lanes (`spill`), so order holds."""
 
     __slots__ = (
         "events",
@@ -218,72 +235,177 @@ class LaneGroup:
         "key",
         "members",
         "pending",
+        "per_user",
         "registry",
         "root_id",
+        "selected_only",
         "taken",
         "tenant_int",
+        "users",
     )
 
     def __init__(
-        self, key: str, frame_key: str, tenant_int: int, root_id: Any, registry: dict[str, LaneGroup]
+        self,
+        key: str,
+        frame_key: str,
+        tenant_int: int,
+        root_id: Any,
+        registry: dict[str, LaneGroup],
+        selected_only: frozenset[str] = frozenset(),
     ) -> None:
         self.key = key
+        # The SELECTED_ONLY types its members' selection names: one query (the frame key), so one set for all.
+        self.selected_only = selected_only
         self.frame_key = frame_key
         self.tenant_int = tenant_int
         self.root_id = root_id
         self.registry = registry  # the conversation's groups (this one leaves it when its last member does)
         self.members: set[Any] = set()  # Subscriber
-        self.pending: list[bytes] = []
+        self.users: dict[Any, int] = {}  # the members' user ids: how many members each
+        self.pending: list[bytes | _PerUser] = []
+        self.per_user = False  # some pending entry is a _PerUser
         self.events: list[LoggedEvent] = []
         self.taken = 0  # the id of the last event the group took (members skip it in the hub's loop)
 
+    def join(self, sub: Any) -> None:
+        if sub not in self.members:
+            self.members.add(sub)
+            self.users[sub.user_id] = self.users.get(sub.user_id, 0) + 1
+
+    def _left(self, sub: Any) -> None:
+        if sub in self.members:
+            self.members.discard(sub)
+            count = self.users[sub.user_id] - 1
+            if count:
+                self.users[sub.user_id] = count
+            else:
+                del self.users[sub.user_id]
+
     def take(self, event: LoggedEvent, frames: dict[Any, Any], dirty: list[Any]) -> bool:
+        """An event every member receives alike (one frame for all)."""
         frame = frames.get(self.frame_key, _MISSING)
         if frame is _MISSING:
             lane = next(iter(self.members)).lane
             frame = frames[self.frame_key] = lane.frame(event, frames)
         if frame is None:
             return False
+        self._append(frame, event, dirty)
+        return True
+
+    def take_addressed(self, event: LoggedEvent, frames: dict[Any, Any], dirty: list[Any]) -> int:
+        """An event for its recipient's members only: how many members that is, or -1 when the lane cannot build
+        its frame (the group spills; the recipient's members take it one by one). Members of other users never
+        see it, and a group without the recipient does nothing at all."""
+        recipient = event.recipient_id
+        count = self.users.get(recipient, 0)
+        if not count:
+            self.taken = event.id
+            return 0
+        frame = frames.get(self.frame_key, _MISSING)
+        if frame is _MISSING:
+            lane = next(iter(self.members)).lane
+            frame = frames[self.frame_key] = lane.frame(event, frames)
+        if frame is None:
+            return -1
+        self._append(_PerUser({recipient: frame}, None), event, dirty)
+        return count
+
+    def take_by_viewer(self, event: LoggedEvent, frames: dict[Any, Any], dirty: list[Any]) -> bool:
+        """`thread.new`: the author's members get the author's rendering, every other member the reader's."""
+        data = event.data
+        author = data.message.author_id  # type: ignore[union-attr]
+        lane = next(iter(self.members)).lane
+        reader: bytes | None = None
+        if len(self.users) > (author in self.users):
+            reader = frames.get(self.frame_key + "\x00reader", _MISSING)
+            if reader is _MISSING:
+                viewer = next(u for u in self.users if u != author)
+                reader = frames[self.frame_key + "\x00reader"] = lane.frame(event, frames, viewer)
+            if reader is None:
+                return False
+        own: dict[Any, bytes] = {}
+        if author in self.users:
+            frame = frames.get(self.frame_key + "\x00author", _MISSING)
+            if frame is _MISSING:
+                frame = frames[self.frame_key + "\x00author"] = lane.frame(event, frames, author)
+            if frame is None:
+                return False
+            own[author] = frame
+        self._append(_PerUser(own, reader), event, dirty)
+        return True
+
+    def _append(self, entry: bytes | _PerUser, event: LoggedEvent, dirty: list[Any]) -> None:
         if not self.pending:
             dirty.append(self)
-        self.pending.append(frame)
+        if type(entry) is _PerUser:
+            self.per_user = True
+        self.pending.append(entry)
         self.events.append(event)
         self.taken = event.id
-        return True
+
+    def _frames_for(self, user: Any) -> list[bytes]:
+        """The pending frames one user's members receive, in order."""
+        out: list[bytes] = []
+        for entry in self.pending:
+            if type(entry) is _PerUser:
+                frame = entry.frames.get(user, entry.default)
+                if frame is not None:
+                    out.append(frame)
+            else:
+                out.append(entry)  # type: ignore[arg-type]
+        return out
+
+    def _batches(self) -> dict[Any, list[bytes]]:
+        """Each user's pending frames (computed once per user, not per member)."""
+        return {user: self._frames_for(user) for user in self.users}
+
+    def _clear(self) -> None:
+        self.pending.clear()
+        self.events.clear()
+        self.per_user = False
 
     def spill(self) -> None:
         """Moves the pending frames to every member's own lane (they are written there, in order, first)."""
         if not self.pending:
             return
+        batches = self._batches()
         for sub in list(self.members):
             if sub.lane.socket.is_open():
-                self._spill_to(sub)
+                self._spill_to(sub, batches[sub.user_id])
             else:  # leaves the group (close_lane) and takes the pending events through the stock path
                 sub.close_lane()
-        self.pending.clear()
-        self.events.clear()
+        self._clear()
         if not self.members:
             self.registry.pop(self.key, None)
 
-    def _spill_to(self, sub: Any) -> None:
+    def _spill_to(self, sub: Any, frames: list[bytes]) -> None:
         lane = sub.lane
-        if not lane.pending:
-            lane.dirty.append(lane)
-        lane.pending.extend(self.pending)
+        if frames:
+            if not lane.pending:
+                lane.dirty.append(lane)
+            lane.pending.extend(frames)
         sub.last = self.events[-1].id
+
+    def _offer_taken(self, sub: Any, events: list[LoggedEvent]) -> int:
+        """The stock path takes the pass's events the group took for `sub` (not those addressed to other users)."""
+        offered = 0
+        for event in events:
+            recipient = event.recipient_id
+            if event.id > sub.last and (recipient is None or recipient == sub.user_id):
+                sub.offer(event, {})
+                offered += 1
+        return offered
 
     def leave(self, sub: Any) -> None:
         """`sub` leaves (Subscriber.close_lane: its lane is closed already). The pass's frames the group took for
         it go to its lane while its socket can take them; otherwise (paused, closing: the group took them without
         asking) their events go to its queue and the stock path, in order, before whatever it is offered next."""
-        self.members.discard(sub)
+        self._left(sub)
         if self.pending and not sub.ended:
             if sub.lane.socket.is_open():
-                self._spill_to(sub)
+                self._spill_to(sub, self._frames_for(sub.user_id))
             else:
-                for event in self.events:
-                    if event.id > sub.last:
-                        sub.offer(event, {})
+                self._offer_taken(sub, self.events)
         if not self.members and not self.pending:
             self.registry.pop(self.key, None)
 
@@ -292,23 +414,40 @@ class LaneGroup:
         get the pass's events through the stock path. Returns how many deliveries went that way."""
         if not self.pending:
             return 0
-        batch = [self.pending[0] if len(self.pending) == 1 else b"".join(self.pending)]  # joined once for all
+        shared: list[bytes] | None = None
+        joined: dict[Any, list[bytes]] = {}
+        if self.per_user:
+            # One join per user with frames of its own; the users without share the common one.
+            common: list[bytes] | None = None
+            own: set[Any] = set()
+            for entry in self.pending:
+                if type(entry) is _PerUser:
+                    own.update(entry.frames)
+            for user in self.users:
+                if user in own:
+                    frames = self._frames_for(user)
+                    joined[user] = [b"".join(frames)] if frames else []
+                elif common is None:
+                    frames = self._frames_for(None)
+                    common = joined[user] = [b"".join(frames)] if frames else []
+                else:
+                    joined[user] = common
+        else:
+            shared = [self.pending[0] if len(self.pending) == 1 else b"".join(self.pending)]  # type: ignore[list-item, arg-type]
         last = self.events[-1].id
         events = list(self.events)
-        self.pending.clear()
-        self.events.clear()
+        self._clear()
         fallen = 0
         for sub in list(self.members):
             socket = sub.lane.socket
             if socket.is_open():
-                socket.write_frames(batch)
+                batch = shared if shared is not None else joined[sub.user_id]
+                if batch:
+                    socket.write_frames(batch)
                 sub.last = last
                 continue
             sub.close_lane()
-            for event in events:
-                if event.id > sub.last:
-                    sub.offer(event, {})
-                    fallen += 1
+            fallen += self._offer_taken(sub, events)
         if not self.members:
             self.registry.pop(self.key, None)
         return fallen

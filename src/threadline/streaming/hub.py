@@ -29,6 +29,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
+import time
 import uuid
 from collections import defaultdict
 from collections.abc import Iterable
@@ -59,6 +60,15 @@ READ_BATCH = 2000
 EARLY_READS = 5  # batches read past a held-back cursor for early routing, per pass (bounds the work)
 IDLE_POLL_SECONDS = 1.0
 GAP_POLL_SECONDS = 0.02
+# Pacing under load: after a pass that held the loop for `busy` seconds (routing, rendering, writing), the next read
+# waits until `busy * PACE_FACTOR` has passed (at most PACE_MAX_SECONDS), so the events committed meanwhile are read
+# together and each socket gets one write for all of them. A socket write is the cost that does not shrink with
+# sharing (~20 us each on loopback here, bench/RESULTS.md "Publish cost"): without pacing a writer committing 40
+# replies a second made 40 writes a second to each of 1,000 sockets, and the hub took most of the loop from the
+# writers. The hub then holds the loop at most about 1 / (1 + PACE_FACTOR) of the time, and an event waits at most
+# PACE_MAX_SECONDS more; a quiet hub (the last pass long ago, or cheap) reads at once.
+PACE_FACTOR = 3.0
+PACE_MAX_SECONDS = 0.1
 
 
 class StreamHub:
@@ -71,6 +81,7 @@ class StreamHub:
         # conversation -> the highest id routed early to its conversation subscriptions (above the cursor)
         self._early: dict[uuid.UUID, int] = {}
         self._wake = asyncio.Event()
+        self._paced_until = 0.0  # loop time before which the next read waits (PACE_FACTOR)
         self._by_conversation: dict[uuid.UUID, set[Subscriber]] = defaultdict(set)
         self._viewers: dict[uuid.UUID, set[Subscriber]] = defaultdict(set)
         self._participants: dict[uuid.UUID, set[uuid.UUID]] = {}
@@ -173,8 +184,10 @@ class StreamHub:
         key = lane.frame_key + "\x00" + (sub.root_id.hex if sub.root_id else "")
         group = groups.get(key)
         if group is None:
-            group = groups[key] = LaneGroup(key, lane.frame_key, sub.tenant_int, sub.root_id, groups)
-        group.members.add(sub)
+            group = groups[key] = LaneGroup(
+                key, lane.frame_key, sub.tenant_int, sub.root_id, groups, sub.selected_only
+            )
+        group.join(sub)
         sub.group = group
 
     def unsubscribe(self, sub: Subscriber) -> None:
@@ -242,6 +255,9 @@ class StreamHub:
             timeout = GAP_POLL_SECONDS if self._held else IDLE_POLL_SECONDS
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=timeout)
+            delay = self._paced_until - asyncio.get_running_loop().time()
+            if delay > 0:
+                await asyncio.sleep(delay)  # what commits meanwhile is read with it (PACE_FACTOR)
             self._wake.clear()
             try:
                 while await self._read_once():
@@ -256,6 +272,7 @@ class StreamHub:
         """One pass; True if the batch was full and the cursor moved (read on at once)."""
         before = self._publishers  # read before this read's snapshot
         tail = await event_log.read_tail(self.db, self.cursor, READ_BATCH)
+        began = time.perf_counter()
         self._publishers = tail.publishers
         events = tail.events
         safe = before.safe
@@ -272,6 +289,9 @@ class StreamHub:
                 await self._route_early(held, before, full=len(events) >= READ_BATCH)
         finally:
             self._flush()
+        if events:
+            busy = time.perf_counter() - began
+            self._paced_until = asyncio.get_running_loop().time() + min(busy * PACE_FACTOR, PACE_MAX_SECONDS)
         self._held = bool(held)
         if self._early:
             self._early = {c: i for c, i in self._early.items() if i > self.cursor}
@@ -343,25 +363,44 @@ class StreamHub:
         by_viewer = event.type == EventType.THREAD_NEW  # the one type whose rendering depends on the viewer
         offered = direct = 0
         groups = self._groups.get(event.conversation_id)  # type: ignore[arg-type]
-        opt_in = event.type in SELECTED_ONLY  # taken only by subscriptions that select it: one by one
+        opt_in = event.type in SELECTED_ONLY  # taken only by subscriptions that select it
+        covered = 0  # members of the groups that took the event (the loop below skips them)
         if groups:
-            shared = not by_viewer and recipient is None and not opt_in
+            dirty = self.dirty_groups
             for group in list(groups.values()):
                 if (
-                    shared
-                    and group.members
+                    group.members
                     and group.tenant_int == tenant
                     and (root is None or group.root_id is None or root == group.root_id)
-                    and group.take(event, frames, self.dirty_groups)
                 ):
-                    continue
+                    if opt_in and event.type not in group.selected_only:
+                        group.taken = event_id  # its query does not select the type: nothing to send
+                        covered += len(group.members)
+                        continue
+                    if recipient is not None:  # addressed: its recipient's members, whatever the type
+                        taking = group.take_addressed(event, frames, dirty)
+                        if taking >= 0:
+                            covered += len(group.members)
+                            offered += taking
+                            continue
+                    elif by_viewer:
+                        if group.take_by_viewer(event, frames, dirty):
+                            covered += len(group.members)
+                            offered += len(group.members)
+                            continue
+                    elif group.take(event, frames, dirty):
+                        covered += len(group.members)
+                        offered += len(group.members)
+                        continue
                 group.spill()  # its members take this event one by one: their earlier frames go first
+        direct = offered
+        if covered and covered == len(subscribers):  # type: ignore[arg-type]
+            self._count(offered, direct)  # every subscription is in a group that took it
+            return
         for sub in subscribers:
             joined = sub.group
             if joined is not None and joined.taken == event_id:
-                offered += 1
-                direct += 1
-                continue
+                continue  # counted with its group
             if sub.tenant_int != tenant:
                 continue
             if recipient is not None and recipient != sub.user_id:
