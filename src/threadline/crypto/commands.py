@@ -1,4 +1,4 @@
-"""`threadline keys generate | status | rotate | shred`: encryption at rest from the command line (crypto/)."""
+"""`threadline keys generate | status | rotate | seal | shred`: encryption at rest from the command line (crypto/)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,10 @@ def add_commands(sub: Any) -> None:
     rotate = actions.add_parser(
         "rotate",
         help="re-wrap every data key under THREADLINE_MASTER_KEY (earlier keys in THREADLINE_MASTER_KEYS_PREVIOUS)",
-        description="Online and resumable: short transactions in keyset batches, progress in key_rotation. "
-        "--reencrypt also gives every owner a new data key and seals all content again under it.",
+        description="Online and resumable: short transactions in keyset batches, progress in key_rotation (and a "
+        "JSON line a second on stderr). --reencrypt also gives every owner a new data key and seals every sealed "
+        "value again under it: text columns, content parts, attachment entries, the event log, file chunks, file "
+        "bytes in the directory and S3 stores, cold documents. Then `keys shred --retired` may erase the old keys.",
     )
     rotate.add_argument(
         "--reencrypt", action="store_true", help="also re-encrypt content under new data keys"
@@ -48,6 +50,11 @@ def add_commands(sub: Any) -> None:
     )
     shred.add_argument("--tenant", help="the tenant (ten_... or uuid); alone: every key of the tenant")
     shred.add_argument("--user", help="the user (usr_... or uuid): only their keys")
+    shred.add_argument(
+        "--retired",
+        action="store_true",
+        help="every data key a finished `keys rotate --reencrypt` retired (no value needs them any more)",
+    )
     shred.set_defaults(run=_shred)
 
 
@@ -103,7 +110,13 @@ def _rotate(args: argparse.Namespace, settings: Settings) -> int:
 
     async def body(db: Any) -> dict[str, Any]:
         return await rotate(
-            db, keyring, reencrypt=args.reencrypt, batch=args.batch, max_batches=args.max_batches
+            db,
+            keyring,
+            reencrypt=args.reencrypt,
+            batch=args.batch,
+            max_batches=args.max_batches,
+            settings=settings,
+            progress=_progress,
         )
 
     print(json.dumps(_with_db(settings, body)))
@@ -125,7 +138,9 @@ def _seal(args: argparse.Namespace, settings: Settings) -> int:
         return 2
 
     async def body(db: Any) -> dict[str, Any]:
-        return await seal_plain(db, keyring, batch=args.batch, max_batches=args.max_batches)
+        return await seal_plain(
+            db, keyring, batch=args.batch, max_batches=args.max_batches, settings=settings, progress=_progress
+        )
 
     print(json.dumps(_with_db(settings, body)))
     return 0
@@ -137,8 +152,13 @@ def _shred(args: argparse.Namespace, settings: Settings) -> int:
     from threadline.crypto.rotation import shred
     from threadline.errors import ThreadlineError
 
+    if args.retired:
+        if args.tenant or args.user:
+            print("threadline: keys shred --retired takes no --tenant or --user", file=sys.stderr)
+            return 2
+        return _shred_retired(settings)
     if not args.tenant and not args.user:
-        print("threadline: keys shred needs --tenant, --user, or both", file=sys.stderr)
+        print("threadline: keys shred needs --tenant, --user, both, or --retired", file=sys.stderr)
         return 2
     try:
         tenant = _id(args.tenant, "TENANT") if args.tenant else None
@@ -156,3 +176,25 @@ def _shred(args: argparse.Namespace, settings: Settings) -> int:
 
     print(json.dumps(_with_db(settings, body)))
     return 0
+
+
+def _shred_retired(settings: Settings) -> int:
+    from threadline import crypto
+    from threadline.crypto.rotation import shred_retired
+
+    async def body(db: Any) -> dict[str, Any]:
+        try:
+            return {"keysShredded": await shred_retired(crypto.active(), db)}
+        except ValueError as exc:
+            return {"error": str(exc)}
+
+    result = _with_db(settings, body)
+    if "error" in result:
+        print(f"threadline: keys shred --retired: {result['error']}", file=sys.stderr)
+        return 2
+    print(json.dumps(result))
+    return 0
+
+
+def _progress(report: dict[str, Any]) -> None:
+    print(json.dumps(report, default=str), file=sys.stderr, flush=True)

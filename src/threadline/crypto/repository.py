@@ -23,6 +23,14 @@ SEALED_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 
 
+# Tables of SEALED_COLUMNS whose ids are bigint (the others' are uuid): keyset cursors and arrays follow the type.
+BIGINT_IDS = frozenset({"message_chunk"})
+
+
+def _ids(table: str) -> str:
+    return "bigint[]" if table in BIGINT_IDS else "uuid[]"
+
+
 async def keys_by_ids(db: Executor, ids: list[uuid.UUID]) -> list[asyncpg.Record]:
     return await db.fetch(f"SELECT {KEY_COLUMNS} FROM data_key WHERE id = ANY($1::uuid[])", ids)
 
@@ -157,7 +165,7 @@ async def note_rotation(
 
 
 async def sealed_batch(
-    db: Executor, table: str, column: str, after: uuid.UUID, limit: int
+    db: Executor, table: str, column: str, after: uuid.UUID | int, limit: int
 ) -> list[asyncpg.Record]:
     """The next rows of `table` whose `column` is sealed, by id, locked for this batch's short transaction; the
     value as bytes, which the pool's decoders leave sealed. (`table` and `column` come from SEALED_COLUMNS.)"""
@@ -170,12 +178,14 @@ async def sealed_batch(
     )
 
 
-async def reseal(db: Executor, table: str, column: str, ids: list[uuid.UUID], values: list[str]) -> None:
+async def reseal(
+    db: Executor, table: str, column: str, ids: list[uuid.UUID] | list[int], values: list[str]
+) -> None:
     """Write re-sealed values; the triggers that follow content changes stay quiet (same text, new key)."""
     assert (table, column) in SEALED_COLUMNS
     await db.execute("SELECT set_config('threadline.resealing', 'on', true)")
     await db.execute(
-        f"""UPDATE {table} t SET {column} = v.value FROM unnest($1::uuid[], $2::text[]) AS v(id, value)
+        f"""UPDATE {table} t SET {column} = v.value FROM unnest($1::{_ids(table)}, $2::text[]) AS v(id, value)
             WHERE t.id = v.id""",
         ids,
         values,
@@ -196,16 +206,16 @@ async def key_counts(db: Executor) -> list[asyncpg.Record]:
 
 
 # Who owns the key a plain value of each sealed column is sealed with by `keys seal` (NULL: the tenant).
-_OWNERS = {"message": "author_id", "message_edit": "editor_id"}
+OWNERS = {"message": "author_id", "message_edit": "editor_id"}
 
 
 async def plain_batch(
-    db: Executor, table: str, column: str, after: uuid.UUID, limit: int
+    db: Executor, table: str, column: str, after: uuid.UUID | int, limit: int
 ) -> list[asyncpg.Record]:
     """The next rows of `table` whose `column` holds plain text (not empty, not sealed), by id, locked for this
     batch's short transaction, with their tenant and the user whose key seals them."""
     assert (table, column) in SEALED_COLUMNS
-    owner = _OWNERS.get(table, "NULL::uuid")
+    owner = OWNERS.get(table, "NULL::uuid")
     return await db.fetch(
         f"""SELECT id, tenant_id, {owner} AS user_id, {column} AS value FROM {table}
             WHERE id > $1 AND {column} <> '' AND left({column}, 5) <> chr(30) || 'tl1:'
@@ -217,7 +227,7 @@ async def plain_batch(
 
 # JSON columns whose strings `keys seal` seals (crypto.seal_parts, crypto.seal_attachment), after SEALED_COLUMNS.
 JSON_SEALED: tuple[tuple[str, str], ...] = (("message", "parts"), ("message_attachment", "data"))
-_JSON_OWNERS = {"message": "author_id"}
+JSON_OWNERS = {"message": "author_id"}
 
 
 async def json_batch(
@@ -226,7 +236,7 @@ async def json_batch(
     """The next rows of `table` holding a `column`, by id, locked for this batch, with their tenant, the user whose
     key seals them, and the value as JSON text (text the decoders leave as stored)."""
     assert (table, column) in JSON_SEALED
-    owner = _JSON_OWNERS.get(table, "NULL::uuid")
+    owner = JSON_OWNERS.get(table, "NULL::uuid")
     return await db.fetch(
         f"""SELECT id, tenant_id, {owner} AS user_id, {column}::text AS raw FROM {table}
             WHERE id > $1 AND {column} IS NOT NULL ORDER BY id LIMIT $2 FOR UPDATE""",
@@ -283,3 +293,89 @@ async def stored_forms(db: Executor, tenant_id: uuid.UUID, message_ids: list[uui
         message_ids,
     )
     return [bytes(r["v"]).decode() for r in rows]
+
+
+# -- re-encryption and sealing of the other places sealed values live (crypto.rotation) ------------------------
+
+
+async def now(db: Executor) -> Any:
+    """The database's clock (a rotation's retire time, compared with key rows' retired_at)."""
+    return await db.fetchval("SELECT now()")
+
+
+async def chunks_batch(
+    db: Executor, after_blob: uuid.UUID, after_seq: int, limit: int
+) -> list[asyncpg.Record]:
+    """The next file chunks stored in PostgreSQL by (blob, seq), locked for this batch; `data` as stored (no decoder
+    opens bytea)."""
+    return await db.fetch(
+        """SELECT blob_id, seq, tenant_id, data FROM file_chunk WHERE (blob_id, seq) > ($1, $2)
+           ORDER BY blob_id, seq LIMIT $3 FOR UPDATE""",
+        after_blob,
+        after_seq,
+        limit,
+    )
+
+
+async def set_chunks(db: Executor, blob_ids: list[uuid.UUID], seqs: list[int], data: list[bytes]) -> None:
+    await db.execute(
+        """UPDATE file_chunk c SET data = v.data FROM unnest($1::uuid[], $2::int[], $3::bytea[]) AS v(blob_id, seq, data)
+           WHERE c.blob_id = v.blob_id AND c.seq = v.seq""",
+        blob_ids,
+        seqs,
+        data,
+    )
+
+
+async def stored_blobs_batch(db: Executor, after: uuid.UUID, limit: int) -> list[asyncpg.Record]:
+    """The next blobs whose bytes are outside PostgreSQL (the directory or the S3-compatible store), by id."""
+    return await db.fetch(
+        """SELECT id, tenant_id, sha256, storage FROM file_blob WHERE id > $1 AND storage <> 'postgres'
+           ORDER BY id LIMIT $2""",
+        after,
+        limit,
+    )
+
+
+async def blob_present(db: Executor, tenant_id: uuid.UUID, blob_id: uuid.UUID) -> bool:
+    """Whether the blob is still stored (its tenant's file lock held: no upload or clean-up changes it meanwhile)."""
+    return bool(
+        await db.fetchval(
+            "SELECT EXISTS (SELECT 1 FROM file_blob WHERE tenant_id = $1 AND id = $2)", tenant_id, blob_id
+        )
+    )
+
+
+async def cold_batch(
+    db: Executor, after: uuid.UUID, limit: int, frozen_since: Any = None
+) -> list[asyncpg.Record]:
+    """The next cold documents by conversation, locked for this batch (a restore waits, then reads the new one);
+    with `frozen_since`, only those frozen at or after it."""
+    return await db.fetch(
+        """SELECT conversation_id, tenant_id, document, codec FROM conversation_tier
+           WHERE conversation_id > $1 AND document IS NOT NULL AND ($3::timestamptz IS NULL OR frozen_at >= $3)
+           ORDER BY conversation_id LIMIT $2 FOR UPDATE""",
+        after,
+        limit,
+        frozen_since,
+    )
+
+
+async def set_cold(db: Executor, conversation_id: uuid.UUID, document: bytes) -> None:
+    await db.execute(
+        """UPDATE conversation_tier SET document = $2::bytea, cold_bytes = octet_length($2::bytea)
+           WHERE conversation_id = $1 AND document IS NOT NULL""",
+        conversation_id,
+        document,
+    )
+
+
+async def shred_retired(db: Executor, retired_by: Any) -> list[uuid.UUID]:
+    """Erase the data keys retired at or before `retired_by` (a finished re-encryption's retire time), not shredded
+    yet; their ids."""
+    rows = await db.fetch(
+        """UPDATE data_key SET wrapped = NULL, master_key_id = NULL, shredded_at = now()
+           WHERE NOT active AND shredded_at IS NULL AND retired_at <= $1 RETURNING id""",
+        retired_by,
+    )
+    return [r["id"] for r in rows]

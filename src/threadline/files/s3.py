@@ -24,6 +24,10 @@ class S3Error(RuntimeError):
     """The object store refused or failed a request."""
 
 
+class S3Missing(S3Error):
+    """The object store has no such object (404)."""
+
+
 def object_key(settings: Settings, tenant_id: uuid.UUID, sha256: bytes) -> str:
     return f"{settings.file_s3_prefix}{tenant_id.hex}/{sha256.hex()}"
 
@@ -124,6 +128,8 @@ class ObjectStore:
             httpx.AsyncClient(timeout=60) as client,
             client.stream("GET", url, headers=headers) as response,
         ):
+            if response.status_code == 404:
+                raise S3Missing(f"GET {key}: 404")
             if response.status_code >= 300:
                 raise S3Error(f"GET {key}: {response.status_code}")
             async for block in response.aiter_bytes(READ_BYTES):

@@ -234,6 +234,55 @@ async def _open_record(record: bytes) -> bytes:
     return opened
 
 
+# Re-sealing the directory and S3 stores (crypto.rotation: `keys rotate --reencrypt`, `keys seal`) ---------------
+
+
+async def stored_blob(settings: Settings, tenant_id: uuid.UUID, sha256: bytes, storage: str) -> bytes | None:
+    """A directory or S3 blob's bytes as the store holds them (sealed or not), whole (at most
+    THREADLINE_FILE_MAX_BYTES and its records' overhead); None when the store does not have them (purged)."""
+    if storage == "s3":
+        try:
+            return b"".join(
+                [b async for b in s3.ObjectStore(settings).get(s3.object_key(settings, tenant_id, sha256))]
+            )
+        except s3.S3Missing:
+            return None
+    try:
+        return await asyncio.to_thread(blob_path(settings, tenant_id, sha256).read_bytes)
+    except FileNotFoundError:
+        return None
+
+
+async def replace_blob(
+    settings: Settings, tenant_id: uuid.UUID, sha256: bytes, storage: str, data: bytes
+) -> None:
+    """The blob's stored bytes replaced whole at once (a new object, or a file renamed over the old one): a
+    reader sees the old bytes or the new, never a mix. The caller holds the tenant's file lock."""
+    if storage == "s3":
+        key = s3.object_key(settings, tenant_id, sha256)
+        await s3.ObjectStore(settings).put(key, data, hashlib.sha256(data).hexdigest())
+        return
+    await asyncio.to_thread(_replace_file, blob_path(settings, tenant_id, sha256), data)
+
+
+def _replace_file(target: Path, data: bytes) -> None:
+    with tempfile.NamedTemporaryFile(dir=target.parent, delete=False) as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(out.name, target)
+
+
+def stored_records(data: bytes) -> list[bytes]:
+    """A sealed blob's records (SEALED_RECORD bytes each, the last shorter), as readers cut them."""
+    return [data[at : at + SEALED_RECORD] for at in range(0, len(data), SEALED_RECORD)]
+
+
+def plain_blocks(data: bytes) -> list[bytes]:
+    """A plain blob's blocks as an upload seals them (CHUNK_BYTES each, the last shorter)."""
+    return [data[at : at + CHUNK_BYTES] for at in range(0, len(data), CHUNK_BYTES)]
+
+
 def file_ids_of(parts: Iterable[Mapping[str, Any]]) -> list[uuid.UUID]:
     """This server's file ids named by message parts, in order, once each (other ids are left alone: the
     parts model keeps a file id opaque, e.g. a provider's own)."""

@@ -1,0 +1,298 @@
+"""Encryption at rest (issue 20 item 1): `keys rotate --reencrypt` and `keys seal` reach every place a sealed value
+lives (text columns, content parts, attachment entries, the event log, file chunks, file bytes in the directory
+and S3 stores, cold documents), so the retired keys can be shredded and everything still reads back identical;
+a rotation killed in the middle resumes. Through the CLI and the API, with SQL scans of every table."""
+
+from __future__ import annotations
+
+import base64
+import json
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+
+from tests.api import create_conversation, reply, start_thread
+from tests.harness import Actor, Client, Loop, create_admin
+from tests.test_encryption import (
+    EDIT,
+    MESSAGE,
+    PARTS_START,
+    _no_key_left_behind,  # noqa: F401 - autouse: no data key outlives a test
+    cli,
+    marker,
+    new_key,
+    scan,
+    sealed_server,
+    sql,
+)
+from tests.test_encryption_imports import REPORT, claude_file, download, upload
+from tests.test_files import FakeS3
+from tests.test_runs_support import create_run, wait_for
+from tests.ws import CONVERSATION_EVENTS, WsClient
+
+TREE = """query($r: ID!) { threadTree(rootId: $r) { nodes { id content edits { content } chunks { content }
+  parts { __typename ... on TextPart { text } ... on FilePart { name fileId } } } } }"""
+CONVERSATION = "query($id: ID!) { conversation(id: $id) { title description } }"
+ALLOWED = {"enrichment_job.result_tags"}  # tags are stored plain (crypto/): suggested ones may carry a word
+
+
+def s3_env(store: FakeS3) -> dict[str, str]:
+    return {
+        "THREADLINE_FILE_S3_ENDPOINT": f"http://127.0.0.1:{store.port}",
+        "THREADLINE_FILE_S3_BUCKET": "bucket",
+        "THREADLINE_FILE_S3_REGION": "eu-central-1",
+        "THREADLINE_FILE_S3_ACCESS_KEY": "test-key",
+        "THREADLINE_FILE_S3_SECRET_KEY": "test-secret",
+    }
+
+
+@contextmanager
+def fake_s3() -> Iterator[FakeS3]:
+    store = FakeS3()
+    try:
+        yield store
+    finally:
+        store.stop()
+
+
+def as_actor(actor: Actor, url: str) -> Actor:
+    """The same user calling another server."""
+    return Actor(actor.tenant_id, actor.user_id, actor.api_key, Client(url, actor.api_key))
+
+
+def exported(dsn: str, conversation: str, out: Path, **env: str) -> Any:
+    done = cli(dsn, "export", "--conversation", conversation, "--out", str(out), **env)
+    assert done.returncode == 0, done.stderr
+    document = json.loads(out.read_text())
+    document["metadata"].pop("exported_at")
+    return document
+
+
+def replay(url: str, actor: Actor, conversation: str, cursor: str, count: int) -> list[dict[str, Any]]:
+    """The conversation's first `count` events replayed from the log (`since` a cursor before them)."""
+    ws = WsClient(url.replace("http", "ws") + "/graphql", actor.api_key)
+    try:
+        ws.subscribe(CONVERSATION_EVENTS, {"c": conversation, "s": cursor})
+        return ws.events(count)
+    finally:
+        ws.close()
+
+
+def key_marks(key_ids: list[uuid.UUID]) -> tuple[list[str], list[bytes]]:
+    """How a value sealed with each key starts, as text (the sealed form's base64, whatever the nonce) and as
+    bytes (a sealed file record or chunk)."""
+    texts = ["tl1:" + base64.b64encode(bytes((1,)) + k.bytes).decode()[:20] for k in key_ids]
+    raws = [b"\x1etlb1" + bytes((1,)) + k.bytes for k in key_ids]
+    return texts, raws
+
+
+def values_under(
+    loop: Loop,
+    dsn: str,
+    key_ids: list[uuid.UUID],
+    files: list[bytes] | None = None,
+) -> list[str]:
+    """Every place still holding a value sealed with one of these keys: table.column of any row (text, JSON and
+    bytea columns of every table), inside any cold document (decompressed), or in any of `files` (a store's
+    bytes)."""
+    from threadline.tiers.document import decompress
+
+    texts, raws = key_marks(key_ids)
+
+    async def work() -> list[str]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            columns = await conn.fetch(
+                """SELECT c.table_name, c.column_name, c.udt_name FROM information_schema.columns c
+                   JOIN information_schema.tables t ON t.table_name = c.table_name AND t.table_schema = c.table_schema
+                   WHERE c.table_schema = 'public' AND t.table_type = 'BASE TABLE'
+                     AND c.udt_name IN ('text', 'varchar', 'json', 'jsonb', 'bytea', '_text')"""
+            )
+            found: list[str] = []
+            for col in columns:
+                table, name = col["table_name"], col["column_name"]
+                if col["udt_name"] == "bytea":
+                    query = f'SELECT count(*) FROM "{table}" t, unnest($1::bytea[]) m WHERE position(m in t."{name}") > 0'
+                    marks: list[Any] = raws + [t.encode() for t in texts]
+                else:
+                    query = f'SELECT count(*) FROM "{table}" t, unnest($1::text[]) m WHERE strpos(t."{name}"::text, m) > 0'
+                    marks = texts
+                if await conn.fetchval(query, marks):
+                    found.append(f"{table}.{name}")
+            for doc in await conn.fetch(
+                "SELECT document, codec FROM conversation_tier WHERE document IS NOT NULL"
+            ):
+                body = decompress(bytes(doc["document"]), doc["codec"])
+                if any(t.encode() in body for t in texts) or any(r in body for r in raws):
+                    found.append("conversation_tier.document (decompressed)")
+            return found
+        finally:
+            await conn.close()
+
+    found = loop.run(work())
+    found.extend("file store" for data in files or () if any(r in data for r in raws))
+    return found
+
+
+def test_reencrypt_reseals_every_place_so_the_retired_keys_can_be_shredded_and_everything_reads_back(
+    loop: Loop, dsn: str, tmp_path: Path
+) -> None:
+    old, new = new_key(), new_key()
+    word = marker()
+    directory = tmp_path / "files"
+    with fake_s3() as bucket:
+        stores = {**s3_env(bucket), "THREADLINE_FILE_DIRECTORY": str(directory)}
+        env_old = {"THREADLINE_MASTER_KEY": old, **stores}
+        bodies = {
+            storage: f"{storage} body {word} ".encode() * 50_000  # over a block of the stores (1 MiB)
+            for storage in ("postgres", "directory", "s3")
+        }
+        files: dict[str, str] = {}
+        with sealed_server(
+            dsn, old, THREADLINE_ENCRYPT_TITLES="true", THREADLINE_FILE_STORAGE="directory", **stores
+        ) as url:
+            admin = create_admin(loop, dsn, url)
+            cid = create_conversation(admin, f"about {word}", description=f"notes on {word}")
+            cursor = admin.client.ok("{ streamCursor }")["streamCursor"]
+            root = start_thread(admin, cid, f"root {word} text")
+            answer = reply(admin, root, f"first draft {word}")
+            admin.client.ok(EDIT, {"m": answer, "x": f"second draft {word}"})
+            run = wait_for(admin, create_run(admin, root)["id"])
+            assert run["status"] == "COMPLETED"
+            created = upload(url, admin, bodies["directory"])
+            assert created.status_code == 201, created.text
+            files["directory"] = created.json()["id"]
+            parts = {
+                "content": f"see attached {word}",
+                "parts": [
+                    {"text": f"see attached {word}"},
+                    {"file": {"name": "notes.txt", "fileId": files["directory"]}},
+                ],
+            }
+            with_file = admin.client.ok(PARTS_START, {"c": cid, "i": parts})["threadStart"]["id"]
+            imported = admin.client.ok(REPORT, {"i": {"format": "CLAUDE", "data": claude_file(word)}})[
+                "conversationImportReport"
+            ]["conversations"][0]["id"]
+            # Another tenant's conversation goes cold (the tiers job freezes all of a tenant's at 0 days).
+            other = create_admin(loop, dsn, url)
+            cold_root = start_thread(other, create_conversation(other), f"cold words {word}")
+            admin.client.close()
+            other.client.close()
+        for storage in ("s3", "postgres"):
+            with sealed_server(dsn, old, THREADLINE_FILE_STORAGE=storage, **stores) as url:
+                created = upload(url, admin, bodies[storage])
+                assert created.status_code == 201, created.text
+                files[storage] = created.json()["id"]
+        frozen = cli(dsn, "tiers", "run", "--tenant", other.tenant_id, "--older-than-days", "0", **env_old)
+        assert frozen.returncode == 0 and '"frozen": 1' in frozen.stdout, frozen.stdout + frozen.stderr
+        assert sql(loop, dsn, "SELECT count(*) AS n FROM file_chunk")[0]["n"] >= 2
+
+        def snapshot(url: str, events: int | None) -> dict[str, Any]:
+            reader = as_actor(admin, url)
+            try:
+                got: dict[str, Any] = {
+                    "conversation": reader.client.ok(CONVERSATION, {"id": cid})["conversation"],
+                    "tree": reader.client.ok(TREE, {"r": root})["threadTree"]["nodes"],
+                    "parts": reader.client.ok(TREE, {"r": with_file})["threadTree"]["nodes"],
+                    "files": {s: download(url, admin, f).content for s, f in files.items()},
+                }
+            finally:
+                reader.client.close()
+            if events is not None:
+                got["events"] = replay(url, admin, cid, cursor, events)
+            return got
+
+        with sealed_server(dsn, old, **stores) as url:
+            before = snapshot(url, None)
+            # The replay from the log: the thread, the reply, the edit, the run.
+            before["events"] = replay(url, admin, cid, cursor, 4)
+        assert before["conversation"] == {"title": f"about {word}", "description": f"notes on {word}"}
+        assert {n["content"] for n in before["tree"]} == {
+            f"root {word} text",
+            f"second draft {word}",
+            f"echo: root {word} text",
+        }
+        assert before["files"] == {s: bodies[s] for s in files}
+        assert any(
+            e["type"] == "thread.new" and e["thread"]["root"]["content"] == f"root {word} text"
+            for e in before["events"]
+        )
+        export_before = exported(dsn, imported, tmp_path / "before.json", **env_old)
+        assert f"hotels {word}" in json.dumps(export_before) and f"ex {word}" in json.dumps(export_before)
+
+        old_keys = [r["id"] for r in sql(loop, dsn, "SELECT id FROM data_key")]
+
+        def store_files() -> list[bytes]:
+            return [p.read_bytes() for p in directory.rglob("*") if p.is_file()] + list(
+                bucket.objects.values()
+            )
+
+        everywhere = set(values_under(loop, dsn, old_keys, store_files()))
+        assert {
+            "message.content",
+            "message.parts",
+            "message_edit.content",
+            "message_chunk.content",
+            "message_attachment.data",
+            "conversation.title",
+            "stream_event.payload",
+            "file_chunk.data",
+            "conversation_tier.document (decompressed)",
+            "file store",
+        } <= everywhere
+
+        env = {"THREADLINE_MASTER_KEY": new, "THREADLINE_MASTER_KEYS_PREVIOUS": old, **stores}
+        refused = cli(dsn, "keys", "shred", "--retired", **env)  # no re-encryption yet: nothing to shred
+        assert refused.returncode == 2 and "--reencrypt" in refused.stderr
+        rotated = cli(
+            dsn, "keys", "rotate", "--reencrypt", "--batch", "3", THREADLINE_KEY_CACHE_SECONDS="0", **env
+        )
+        assert rotated.returncode == 0, rotated.stderr
+        report = json.loads(rotated.stdout)
+        assert report["finished"] is True
+        assert {
+            "cold",
+            "message.content",
+            "message.parts",
+            "message_edit.content",
+            "message_chunk.content",
+            "message_attachment.data",
+            "conversation.title",
+            "conversation.description",
+            "stream_event.payload",
+            "file_chunk.data",
+            "file_store",
+        } <= set(report["resealed"])
+        assert report["resealed"]["file_store"] == 2  # the directory's file and the bucket's
+        assert '"phase": "done"' in rotated.stderr  # progress lines
+
+        assert values_under(loop, dsn, old_keys, store_files()) == []
+        shredded = cli(dsn, "keys", "shred", "--retired", THREADLINE_MASTER_KEY=new)
+        assert shredded.returncode == 0, shredded.stderr
+        assert json.loads(shredded.stdout) == {"keysShredded": len(old_keys)}
+        assert sql(
+            loop,
+            dsn,
+            "SELECT count(*) AS n FROM data_key WHERE id = ANY($1::uuid[]) AND wrapped IS NULL",
+            old_keys,
+        )[0]["n"] == len(old_keys)
+        assert set(scan(loop, dsn, word)) <= ALLOWED
+
+        with sealed_server(dsn, new, **stores) as url:  # the new master key alone, the old data keys erased
+            after = snapshot(url, len(before["events"]))
+            assert after == before
+            reader = as_actor(other, url)
+            assert reader.client.ok(MESSAGE, {"id": cold_root})["node"]["content"] == f"cold words {word}"
+            reader.client.close()
+        assert (
+            exported(dsn, imported, tmp_path / "after.json", THREADLINE_MASTER_KEY=new, **stores)
+            == export_before
+        )
+        assert (
+            sql(loop, dsn, "SELECT count(*) AS n FROM conversation_tier WHERE document IS NOT NULL")[0]["n"]
+            == 0
+        )
