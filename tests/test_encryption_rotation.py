@@ -7,6 +7,10 @@ from __future__ import annotations
 
 import base64
 import json
+import os
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,7 +20,7 @@ from typing import Any
 import asyncpg
 
 from tests.api import create_conversation, reply, start_thread
-from tests.harness import Actor, Client, Loop, create_admin
+from tests.harness import Actor, Client, Loop, create_admin, serve_process, unique
 from tests.test_encryption import (
     EDIT,
     MESSAGE,
@@ -296,3 +300,156 @@ def test_reencrypt_reseals_every_place_so_the_retired_keys_can_be_shredded_and_e
             sql(loop, dsn, "SELECT count(*) AS n FROM conversation_tier WHERE document IS NOT NULL")[0]["n"]
             == 0
         )
+
+
+def test_a_rotation_killed_in_the_middle_resumes_where_it_stopped_while_the_server_keeps_writing(
+    loop: Loop, dsn: str
+) -> None:
+    old, new = new_key(), new_key()
+    word = marker()
+    with sealed_server(dsn, old) as url:
+        admin = create_admin(loop, dsn, url)
+        cid = create_conversation(admin)
+        roots = [start_thread(admin, cid, f"message {i} {word}") for i in range(6)]
+        admin.client.close()
+    old_keys = [r["id"] for r in sql(loop, dsn, "SELECT id FROM data_key")]
+    env = {
+        "THREADLINE_MASTER_KEY": new,
+        "THREADLINE_MASTER_KEYS_PREVIOUS": old,
+        "THREADLINE_KEY_CACHE_SECONDS": "1",  # the servers' and the rotation's: it waits a second after retiring
+    }
+    # Online: a server with the new master key (and the old one, to unwrap what is not re-wrapped yet) serves
+    # throughout.
+    with sealed_server(
+        dsn, new, THREADLINE_MASTER_KEYS_PREVIOUS=old, THREADLINE_KEY_CACHE_SECONDS="1"
+    ) as url:
+        writer = as_actor(admin, url)
+
+        async def hold_last_message() -> tuple[asyncpg.Connection, Any]:
+            conn = await asyncpg.connect(dsn)
+            tx = conn.transaction()
+            await tx.start()
+            await conn.execute(
+                "SELECT 1 FROM message WHERE id = (SELECT id FROM message ORDER BY id DESC LIMIT 1) FOR UPDATE"
+            )
+            return conn, tx
+
+        # The rotation re-seals messages one a batch, in id order, and waits on the last one's lock: killed there,
+        # every batch before it committed, and the one waiting did not.
+        conn, tx = loop.run(hold_last_message())
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "threadline.cli", "keys", "rotate", "--reencrypt", "--batch", "1"],
+            env={**os.environ, "DATABASE_URL": dsn, **env},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                (state,) = sql(
+                    loop,
+                    dsn,
+                    """SELECT phase, rows_done, (SELECT count(*) FROM pg_locks WHERE NOT granted) AS waiting
+                       FROM key_rotation WHERE id = 'rotate'""",
+                ) or [{"phase": None, "rows_done": 0, "waiting": 0}]
+                if state["phase"] == "reseal" and state["rows_done"] >= 5 and state["waiting"] > 0:
+                    break
+                assert proc.poll() is None, proc.communicate()
+                assert time.monotonic() < deadline, f"the rotation did not reach the locked row: {state}"
+                time.sleep(0.05)
+            # Writes go on meanwhile, sealed with the new active keys.
+            later = start_thread(writer, cid, f"written during the rotation {word}")
+        finally:
+            proc.kill()
+            proc.communicate()
+            loop.run(tx.rollback())
+            loop.run(conn.close())
+        (stopped,) = sql(loop, dsn, "SELECT phase, position, finished_at FROM key_rotation")
+        assert stopped["phase"] == "reseal" and stopped["finished_at"] is None
+        assert json.loads(stopped["position"])["counts"]["message.content"] == 5
+
+        resumed = cli(dsn, "keys", "rotate", "--reencrypt", "--batch", "1", **env)
+        assert resumed.returncode == 0, resumed.stderr
+        report = json.loads(resumed.stdout)
+        assert report["finished"] is True
+        assert report["resealed"]["message.content"] == 6  # five before the kill, the locked one after
+        # Resumed, not restarted: each owner has its old key (retired once) and one new active key.
+        keys = sql(loop, dsn, "SELECT user_id, active FROM data_key WHERE shredded_at IS NULL")
+        owners = {k["user_id"] for k in keys}
+        assert sorted((k["user_id"] is None, k["active"]) for k in keys) == sorted(
+            (owner is None, active) for owner in owners for active in (False, True)
+        )
+        assert values_under(loop, dsn, old_keys) == []
+        shredded = cli(dsn, "keys", "shred", "--retired", THREADLINE_MASTER_KEY=new)
+        assert shredded.returncode == 0 and json.loads(shredded.stdout) == {"keysShredded": len(old_keys)}
+        for i, root in enumerate(roots):
+            assert writer.client.ok(MESSAGE, {"id": root})["node"]["content"] == f"message {i} {word}"
+        assert (
+            writer.client.ok(MESSAGE, {"id": later})["node"]["content"]
+            == f"written during the rotation {word}"
+        )
+        writer.client.close()
+
+
+def test_keys_seal_seals_plain_file_bytes_in_every_store_and_plain_cold_documents(
+    loop: Loop, dsn: str, tmp_path: Path
+) -> None:
+    key = new_key()
+    word = marker()
+    directory = tmp_path / "files"
+    bodies = {s: f"{s} plain body {word} ".encode() * 60_000 for s in ("postgres", "directory", "s3")}
+    with fake_s3() as bucket:
+        stores = {**s3_env(bucket), "THREADLINE_FILE_DIRECTORY": str(directory)}
+        files: dict[str, str] = {}
+        for storage in ("postgres", "directory", "s3"):  # no key: stored plain
+            with serve_process(
+                dsn, THREADLINE_RUN_QUEUE=unique("q"), THREADLINE_FILE_STORAGE=storage, **stores
+            ) as url:
+                if not files:
+                    admin = create_admin(loop, dsn, url)
+                    other = create_admin(loop, dsn, url)
+                    cold_root = start_thread(other, create_conversation(other), f"cold plain {word}")
+                    cold_reply = reply(other, cold_root, f"cold reply {word}")
+                created = upload(url, admin, bodies[storage])
+                assert created.status_code == 201, created.text
+                files[storage] = created.json()["id"]
+        admin.client.close()
+        other.client.close()
+        frozen = cli(dsn, "tiers", "run", "--tenant", other.tenant_id, "--older-than-days", "0", **stores)
+        assert frozen.returncode == 0 and '"frozen": 1' in frozen.stdout, frozen.stdout + frozen.stderr
+
+        def stored() -> list[bytes]:
+            return [p.read_bytes() for p in directory.rglob("*") if p.is_file()] + list(
+                bucket.objects.values()
+            )
+
+        def cold_text() -> bytes:
+            from threadline.tiers.document import decompress
+
+            (doc,) = sql(loop, dsn, "SELECT document, codec FROM conversation_tier")
+            return decompress(bytes(doc["document"]), doc["codec"])
+
+        assert all(word.encode() in data for data in stored()) and len(stored()) == 2
+        assert "file_chunk.data" in scan(loop, dsn, word)
+        assert word.encode() in cold_text()
+
+        sealed = cli(dsn, "keys", "seal", "--batch", "2", THREADLINE_MASTER_KEY=key, **stores)
+        assert sealed.returncode == 0, sealed.stderr
+        report = json.loads(sealed.stdout)
+        assert report["finished"] is True
+        assert report["sealed"]["file_store"] == 2 and report["sealed"]["file_chunk.data"] >= 2
+        assert report["sealed"]["cold"] >= 2  # the two messages' content (and their parts, if any)
+        assert not any(word.encode() in data for data in stored())
+        assert set(scan(loop, dsn, word)) <= ALLOWED
+        assert word.encode() not in cold_text()
+        again = cli(dsn, "keys", "seal", THREADLINE_MASTER_KEY=key, **stores)
+        assert again.returncode == 0 and json.loads(again.stdout)["rowsSealed"] == 0, again.stdout
+
+        with sealed_server(dsn, key, **stores) as url:
+            for storage, file_id in files.items():
+                assert download(url, admin, file_id).content == bodies[storage], storage
+            reader = as_actor(other, url)
+            assert reader.client.ok(MESSAGE, {"id": cold_reply})["node"]["content"] == f"cold reply {word}"
+            assert reader.client.ok(MESSAGE, {"id": cold_root})["node"]["content"] == f"cold plain {word}"
+            reader.client.close()
+        assert set(scan(loop, dsn, word)) <= ALLOWED  # restored sealed
