@@ -16,6 +16,8 @@ from tests.api import reply
 from tests.harness import Actor, Loop, ServerThread, create_admin, test_settings
 from tests.test_porting_cli import report_of, run
 from tests.test_porting_import import FIXTURES, assert_tree_is_consistent, fixture, sql, tree_rows
+from tests.test_streaming import live
+from tests.ws import CONVERSATION_EVENTS, WsClient
 from threadline.ids import Kind, decode_id, encode_id
 
 REPORT = """mutation($i: ConversationImportInput!) { conversationImportReport(input: $i) {
@@ -127,7 +129,8 @@ def test_chatgpt_newer_export_merges_new_branch_messages_and_edit_in_place(
     unchanged = admin.client.ok(EDITS, {"id": encode_id(Kind.MESSAGE, after["u-2"]["id"])})["message"]
     assert unchanged["edits"] == []
 
-    # New messages are announced as live ones: a REPLY per new message (all in the existing thread), the EDIT.
+    # New messages are announced as a bulk write announces them: a REPLY per new branch tip (a-4 under a-2; a-3
+    # at the end of the new branch u-2b, a-2b, u-3, a-3), whose path names the new messages above it; the EDIT.
     events = sql(
         loop,
         dsn,
@@ -137,21 +140,29 @@ def test_chatgpt_newer_export_merges_new_branch_messages_and_edit_in_place(
         decode_id(cid, Kind.CONVERSATION),
     )
     actions = sorted((e["type"], json.loads(e["payload"]).get("action")) for e in events)
-    assert actions == sorted([("thread.activity", "REPLY")] * 6 + [("thread.activity", "EDIT")])
+    assert actions == sorted([("thread.activity", "REPLY")] * 2 + [("thread.activity", "EDIT")])
     # Each REPLY names the message's ancestors, root first, itself last, as a live reply's event does (the
     # existing parents' ancestors read from the database, the new ones' from their new parents).
     by_id = {r["id"]: r for r in after.values()}
+    announced, named = [], set()
     for e in events:
         payload = json.loads(e["payload"])
         if payload.get("action") != "REPLY":
             continue
         chain = []
         node = by_id.get(decode_id(payload["message"]["id"], Kind.MESSAGE))
+        announced.append(node["import_key"] if node else None)
         while node is not None:
             chain.append(encode_id(Kind.MESSAGE, node["id"]))
             node = by_id.get(node["parent_id"])
         assert payload["message"]["path"] == chain[::-1]
         assert len(chain) == payload["message"]["depth"] + 1
+        assert payload["replyCount"] == 9  # the thread's count after the merge
+        named.update(payload["message"]["path"])
+    assert sorted(announced) == ["a-3", "a-4"]
+    # Every new message is on an announced path: a client learns of each one.
+    new_ids = {encode_id(Kind.MESSAGE, after[k]["id"]) for k in ("u-4", "a-4", "u-2b", "a-2b", "u-3", "a-3")}
+    assert new_ids <= named
 
     # v2 again: nothing new, nothing changed.
     third = report(admin, "CHATGPT", "chatgpt-v2.json")
@@ -164,6 +175,49 @@ def test_chatgpt_newer_export_merges_new_branch_messages_and_edit_in_place(
     )
     (row,) = sql(loop, dsn, "SELECT count(*) AS n FROM conversation")
     assert row["n"] == 1
+
+
+def test_a_live_subscriber_and_a_resumed_one_learn_every_merged_message(
+    admin: Actor, server: ServerThread
+) -> None:
+    """A merge announces each new branch tip (a REPLY with its path) and the edit: a subscriber reads every new
+    message's id on those paths and fetches the ones it was not sent; one resuming from before gets the same."""
+    cid = report(admin, "CHATGPT", "chatgpt-v1.json")["conversations"][0]["id"]
+    before = live(admin)
+    ws = WsClient(server.ws_url, admin.api_key)
+    try:
+        ws.subscribe(CONVERSATION_EVENTS, {"c": cid, "s": before})
+        assert report(admin, "CHATGPT", "chatgpt-v2.json")["messagesAdded"] == 6
+        events = ws.events(3, timeout=30, ignore=("presence.update", "unread.update"))
+        ws.expect_quiet(0.3, ignore=("presence.update", "unread.update"))
+    finally:
+        ws.close()
+    assert sorted(e["action"] for e in events) == ["EDIT", "REPLY", "REPLY"]
+    assert {e["replyCount"] for e in events} == {9}
+    named = {i for e in events if e["action"] == "REPLY" for i in e["changedMessage"]["path"]}
+    sent = {e["changedMessage"]["id"] for e in events}
+    fetched = {
+        i: admin.client.ok("query($id: ID!) { message(id: $id) { content } }", {"id": i})["message"][
+            "content"
+        ]
+        for i in named - sent
+    }
+    # The tree as the subscriber can rebuild it: every message of v2 is named (the earlier ones it had).
+    contents = {e["changedMessage"]["content"] for e in events if e["action"] == "REPLY"} | set(
+        fetched.values()
+    )
+    assert {"Thanks!", "And of Italy?", "Rome.", "And of Portugal?"} <= contents
+    assert {"You're welcome.", "Lisbon."} == {
+        e["changedMessage"]["content"] for e in events if e["action"] == "REPLY"
+    }
+    # Resumed from the cursor before the merge: the same events, in the same order.
+    again = WsClient(server.ws_url, admin.api_key)
+    try:
+        again.subscribe(CONVERSATION_EVENTS, {"c": cid, "s": before})
+        replayed = again.events(3, timeout=30, ignore=("presence.update", "unread.update"))
+    finally:
+        again.close()
+    assert [e["cursor"] for e in replayed] == [e["cursor"] for e in events]
 
 
 def test_claude_newer_export_merges_through_conversation_import(admin: Actor, loop: Loop, dsn: str) -> None:

@@ -3,7 +3,8 @@
 Messages are matched by their source id: a new one is placed in the tree under its parent (after the replies
 already there, live ones included), a known one whose text changed is updated as an edit (`Message.edits` keeps
 the earlier text), nothing is duplicated. Messages deleted in Threadline stay deleted. New messages are announced
-as live ones are: a new thread as `thread.new`, a reply in an existing thread as a `thread.activity` REPLY, an
+as a bulk write announces them: a new thread as `thread.new`; in an existing thread, each new branch tip as a
+`thread.activity` REPLY whose path names the new messages above it (one event per tip, not per message); an
 update as an EDIT.
 
 Set-based: whatever the number of conversations merged together, their parents are read (and locked) in one
@@ -299,8 +300,13 @@ async def _insert(
         )
         if root["conversation_id"] in readers:
             await announce_unread(tx, tenant_id, root["conversation_id"], root["id"], user_id)
-    # Replies in existing threads: a thread.activity REPLY each, oldest first, as live replies are announced.
+    # Replies in existing threads: a thread.activity REPLY for each new branch tip (a new reply that got no new
+    # reply), oldest first. Its path names every message above it, so the new messages between it and the
+    # messages there before are named too: a client fetches those it does not have (`message`, `threadTree`).
+    # (One REPLY per new message cost a merge of 5,000 new messages ~0.45 s of CPU: each carried its ~55-id path.)
     replies = sorted((r for r in by_id.values() if r["root_id"] not in by_id), key=lambda r: r["seq"])
+    parents = {r["parent_id"] for r in replies}
+    tips = [r for r in replies if r["id"] not in parents]
     touched: dict[uuid.UUID, int] = {}
     last_seq: dict[uuid.UUID, int] = {}
     newest: dict[uuid.UUID, datetime] = {}
@@ -327,11 +333,11 @@ async def _insert(
         if parent_path is None:
             break
         path_of[r["id"]] = [*parent_path, r["id"]]
-    if all(r["id"] in path_of for r in replies):
-        paths = [path_of[r["id"]] for r in replies]
+    if all(r["id"] in path_of for r in tips):
+        paths = [path_of[r["id"]] for r in tips]
     else:  # an ancestor not found where its path says: ask the database, as live replies do
-        paths = await path_ids(tx, tenant_id, replies)
-    for r, path in zip(replies, paths, strict=True):
+        paths = await path_ids(tx, tenant_id, tips)
+    for r, path in zip(tips, paths, strict=True):
         thread = threads[r["root_id"]]
         await publish_thread_activity(
             tx,
