@@ -84,6 +84,12 @@ class _Batch:
             key = self.active[scope] = await self.keyring.active_key(tenant_id, user_id)
         return key
 
+    async def seal(self, tenant_id: uuid.UUID, text: str, user_id: uuid.UUID | None) -> str:
+        """Plain `text` sealed with its owner's active key (`keys seal`), the key looked up once a batch."""
+        key = await self.owner_key(tenant_id, user_id)
+        assert key.cipher is not None
+        return envelope.seal(key.cipher, key.id, tenant_id, text)
+
     def _target(self, key_id: uuid.UUID) -> tuple[DataKey, DataKey] | None:
         """The key a value names and its owner's active key, when the value should be sealed again."""
         key = self.keyring.cached(key_id)
@@ -369,7 +375,7 @@ async def _text(
     else:
         rows = await repo.plain_batch(tx, table, column, after, limit)
         ids = [r["id"] for r in rows]
-        values = [await keys.keyring.seal(r["tenant_id"], r["value"], r["user_id"]) for r in rows]
+        values = [await keys.seal(r["tenant_id"], r["value"], r["user_id"]) for r in rows]
     if ids:
         await repo.reseal(tx, table, column, ids, values)
     if not rows:
@@ -452,7 +458,9 @@ async def _chunks(
         if reseal:
             new = keys.reseal_record(data)
         elif data and not keys.ours(data):
-            new = await keys.keyring.seal_bytes(row["tenant_id"], data)
+            key = await keys.owner_key(row["tenant_id"], None)
+            assert key.cipher is not None
+            new = envelope.seal_bytes(key.cipher, key.id, row["tenant_id"], data)
         else:
             new = None
         if new is not None:
@@ -569,7 +577,7 @@ async def _seal_cold_rows(
                 value = row.get(column)
                 if isinstance(value, str) and value and not value.startswith(envelope.PREFIX):
                     owner = _owner(row, repo.OWNERS.get(name))
-                    row[column] = await keys.keyring.seal(tenant_id, value, owner)
+                    row[column] = await keys.seal(tenant_id, value, owner)
                     total += 1
             for column in json_columns:
                 value = row.get(column)
