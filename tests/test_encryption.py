@@ -226,16 +226,23 @@ def test_a_server_without_the_key_or_with_another_key_refuses_to_start(loop: Loo
         assert "master key" in done.stderr
 
 
+def sealed_threads(loop: Loop, dsn: str, key: str, word: str, count: int) -> tuple[Actor, str, list[str]]:
+    """`count` threads "message {i} {word}" in a new tenant's conversation, written by a server with `key` (which
+    is stopped again): the admin (its client closed), the conversation and the roots."""
+    with sealed_server(dsn, key) as url:
+        admin = admin_on(loop, dsn, url)
+        cid = create_conversation(admin)
+        roots = [start_thread(admin, cid, f"message {i} {word}") for i in range(count)]
+        admin.client.close()
+    return admin, cid, roots
+
+
 def test_rotation_rewraps_and_reencrypts_resumably_and_the_new_key_reads_old_rows(
     loop: Loop, dsn: str
 ) -> None:
     old, new = new_key(), new_key()
     word = marker()
-    with sealed_server(dsn, old) as url:
-        admin = admin_on(loop, dsn, url)
-        cid = create_conversation(admin)
-        roots = [start_thread(admin, cid, f"message {i} {word}") for i in range(5)]
-        admin.client.close()
+    admin, _, roots = sealed_threads(loop, dsn, old, word, 5)
     before = {r["content"] for r in sql(loop, dsn, "SELECT content FROM message")}
     (count,) = sql(
         loop,
