@@ -255,6 +255,20 @@ def test_reencrypt_reseals_every_place_so_the_retired_keys_can_be_shredded_and_e
         env = {"THREADLINE_MASTER_KEY": new, "THREADLINE_MASTER_KEYS_PREVIOUS": old, **stores}
         refused = cli(dsn, "keys", "shred", "--retired", **env)  # no re-encryption yet: nothing to shred
         assert refused.returncode == 2 and "--reencrypt" in refused.stderr
+        # Run where the directory store is not reachable, it stops at the first blob it cannot see (not "done",
+        # which would let the retired keys go); the next run, with the stores' settings, resumes there.
+        elsewhere = {**env, "THREADLINE_FILE_DIRECTORY": str(tmp_path / "elsewhere")}
+        blind = cli(
+            dsn,
+            "keys",
+            "rotate",
+            "--reencrypt",
+            "--batch",
+            "3",
+            THREADLINE_KEY_CACHE_SECONDS="0",
+            **elsewhere,
+        )
+        assert blind.returncode != 0 and "is not in the directory store" in blind.stderr, blind.stderr[-2000:]
         rotated = cli(
             dsn, "keys", "rotate", "--reencrypt", "--batch", "3", THREADLINE_KEY_CACHE_SECONDS="0", **env
         )

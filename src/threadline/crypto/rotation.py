@@ -486,8 +486,16 @@ async def _stored_files(
         if not await repo.blob_present(tx, tenant_id, blob["id"]):
             continue  # deleted meanwhile: its bytes go with the clean-up
         data = await file_store.stored_blob(settings, tenant_id, sha256, storage)
+        if data is None:
+            # The row is there (its bytes were written before it committed) but this process does not see them: the
+            # store is not the one the servers use. Done without them, the rotation would let `keys shred --retired`
+            # make them unreadable.
+            raise RuntimeError(
+                f"file blob {blob['id']} is not in the {storage} store this process is configured with "
+                "(THREADLINE_FILE_DIRECTORY, THREADLINE_FILE_S3_*): run it with the servers' file store settings"
+            )
         if not data:
-            continue  # purged, or an empty file
+            continue  # an empty file
         records = file_store.stored_records(data)
         await keys.load(_bytes_ids(records[:1]))
         if keys.ours(records[0]):
