@@ -48,6 +48,7 @@ from graphql import ExecutionResult as GraphQLExecutionResult
 
 from threadline.events.kinds import EventType
 from threadline.events.log import LoggedEvent
+from threadline.events.payloads import UnreadUpdate
 from threadline.streaming.fanout import (
     SUBSCRIPTION_EXECUTOR,
     FanoutExecutionContext,
@@ -58,7 +59,11 @@ from threadline.streaming.transport import DirectSocket, next_frame
 
 MEMBERSHIP_CHANGED = EventType.MEMBERSHIP_CHANGED.value
 THREAD_NEW = EventType.THREAD_NEW.value
+UNREAD_UPDATE = EventType.UNREAD_UPDATE.value
 _MISSING = object()
+# unread.update payloads by (query key, tenant, conversation, thread, time, count): `Lane._unread_payload`.
+UNREAD_TEMPLATES = 1024
+_UNREAD_TEMPLATES: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
 
 # Parked subscriptions' executors, one per (schema, query text, operation name, variables): `Lane.share_executor`.
 _SHARED_EXECUTORS: weakref.WeakValueDictionary[tuple[Any, ...], FanoutExecutionContext] = (
@@ -142,6 +147,9 @@ class Lane:
         """`event`'s `next` frame for this lane's operation (its payload shared through `frames` with every lane
         of the same query and variables), or None when the stock path must send it. `viewer`: as that user sees
         it (a lane group renders `thread.new` for its author's members and its readers' with one lane)."""
+        if event.type == UNREAD_UPDATE:
+            payload = self._unread_payload(event, frames)
+            return None if payload is None else next_frame(self.operation_id, payload)
         shared = self.shared_events.get(event, self.viewer if viewer is None else viewer)
         payload_key = (id(shared), self.key)
         payload = frames.get(payload_key, _MISSING)
@@ -150,6 +158,42 @@ class Lane:
         if payload is None:
             return None
         return next_frame(self.operation_id, payload)
+
+    def _unread_payload(self, event: LoggedEvent, frames: dict[Any, Any]) -> bytes | None:
+        """An unread.update's payload. A reply announces one per participant, in one transaction: same thread, same
+        time, often the same count, so their results differ only in the cursor (the event type has no other field
+        that depends on the event: streaming.render). The first is executed; the others with the same (query,
+        tenant, conversation, thread, time, count) are its bytes with the cursor string swapped (a cursor is
+        "c1." and 24 hex digits: it cannot occur in the other fields of this type)."""
+        payload_key = ("unread", self.key)
+        payload = frames.get(payload_key, _MISSING)
+        if payload is not _MISSING:
+            return payload  # type: ignore[no-any-return]
+        codec = self.shared_events.cursors
+        data = event.data
+        assert isinstance(data, UnreadUpdate)
+        key = (
+            self.key,
+            event.tenant_id,
+            event.conversation_id,
+            event.root_id,
+            event.created_at,
+            data.unread_count,
+        )
+        template = _UNREAD_TEMPLATES.get(key)
+        found: bytes | None
+        if template is not None and codec is not None:
+            old, body = template
+            found = body.replace(old, b'"' + codec.encode(event.tenant_id, event.id).encode() + b'"')
+        else:
+            shared = self.shared_events.get(event, self.viewer)
+            found = self._payload(shared)
+            if found is not None:
+                if len(_UNREAD_TEMPLATES) >= UNREAD_TEMPLATES:
+                    _UNREAD_TEMPLATES.clear()
+                _UNREAD_TEMPLATES[key] = (b'"' + shared.cursor.encode() + b'"', found)
+        frames[payload_key] = found
+        return found
 
     def share_executor(self) -> None:
         """When the subscription parks (its task and the stream using its executor are gone): the lane keeps the
