@@ -60,7 +60,7 @@ from tests.harness import test_settings as settings_for
 from threadline.errors import ErrorCode, ThreadlineError
 from threadline.graphql import budget, compiled_plan, ready
 from threadline.graphql.context import Context
-from threadline.graphql.fast_execution import FastExecutionContext
+from threadline.graphql.fast_execution import FastExecutionContext, StockExecutionContext
 from threadline.graphql.ready import NOT_READY, when_ready
 from threadline.schema import build_schema
 
@@ -89,6 +89,21 @@ class Recorder(FastExecutionContext):
 def recorded() -> Iterator[type[Recorder]]:
     Recorder.compiled, Recorder.stock_fields = [], []
     yield Recorder
+
+
+def settled(schema: strawberry.Schema, document: str) -> Any:
+    """`schema.execute(document)` in a loop of its own, closed once the work graphql-core settles in the
+    background (a failed branch's pending siblings, `settle_in_background`) is over: closing it at once
+    would drop the coroutines of those not started yet ("coroutine ... was never awaited", either executor).
+    """
+
+    async def run() -> Any:
+        result = await schema.execute(document)
+        while pending := asyncio.all_tasks() - {asyncio.current_task()}:
+            await asyncio.wait(pending)
+        return result
+
+    return asyncio.run(run())
 
 
 def as_json(result: Any) -> str:
@@ -413,7 +428,7 @@ class EdgeQuery:
         return Typed(value="refused by is_type_of")
 
 
-STOCK_EDGE = strawberry.Schema(EdgeQuery, types=[Leaf, Other])
+STOCK_EDGE = strawberry.Schema(EdgeQuery, types=[Leaf, Other], execution_context_class=StockExecutionContext)
 COMPILED_EDGE = strawberry.Schema(EdgeQuery, types=[Leaf, Other], execution_context_class=Recorder)
 
 
@@ -433,13 +448,62 @@ def test_fuzzed_documents_over_bad_values_give_the_same_json_with_both_executors
     assert len(documents) > 100
     with_errors = 0
     for document in documents:
-        stock = as_json(asyncio.run(STOCK_EDGE.execute(document)))
-        compiled = as_json(asyncio.run(COMPILED_EDGE.execute(document)))
+        stock = as_json(settled(STOCK_EDGE, document))
+        compiled = as_json(settled(COMPILED_EDGE, document))
         assert compiled == stock, document
         with_errors += '"errors": []' not in stock
     # Not vacuous: errors happened, and selections ran compiled.
     assert with_errors > 20
     assert sum(ok for _, ok in recorded.compiled) > 100
+
+
+@strawberry.type
+class Racer:
+    n: int
+
+    @strawberry.field
+    async def fails(self) -> str:
+        """Fails after 3 - n turns of the event loop: the last racer first."""
+        for _ in range(3 - self.n):
+            await asyncio.sleep(0)
+        raise RuntimeError(f"racer {self.n} failed")
+
+
+async def fail_after(turns: int, name: str) -> str | None:
+    for _ in range(turns):
+        await asyncio.sleep(0)
+    raise RuntimeError(f"{name} failed")
+
+
+@strawberry.type
+class RaceQuery:
+    @strawberry.field
+    async def first(self) -> str | None:
+        return await fail_after(4, "first")
+
+    @strawberry.field
+    async def second(self) -> str | None:
+        return await fail_after(1, "second")
+
+    @strawberry.field
+    def racers(self) -> list[Racer] | None:
+        return [Racer(n=n) for n in range(3)]
+
+
+@pytest.mark.parametrize("context_class", [StockExecutionContext, FastExecutionContext])
+def test_errors_come_in_document_order_and_a_nulled_list_reports_its_first_failed_item(
+    context_class: type[StockExecutionContext],
+) -> None:
+    """Whatever finishes first: `second` fails before `first`, and racer 2 before racer 1 before racer 0
+    (graphql-core would list them so, and report racer 2's error for the nulled list)."""
+    schema = strawberry.Schema(RaceQuery, execution_context_class=context_class)
+    result = settled(schema, "{ first second racers { n fails } }")
+    assert result.data == {"first": None, "second": None, "racers": None}
+    assert [(e.message, e.path) for e in result.errors] == [
+        ("first failed", ["first"]),
+        ("second failed", ["second"]),
+        ("racer 0 failed", ["racers", 0, "fails"]),
+    ]
 
 
 EDGE_CASES = {
@@ -467,8 +531,8 @@ EDGE_CASES = {
 def test_edge_cases_give_the_same_json_with_both_executors(name: str) -> None:
     for seed in range(20):
         document = EDGE_CASES[name].replace("seed: ", f"seed: {seed}")
-        stock = as_json(asyncio.run(STOCK_EDGE.execute(document)))
-        assert as_json(asyncio.run(COMPILED_EDGE.execute(document))) == stock, (name, seed)
+        stock = as_json(settled(STOCK_EDGE, document))
+        assert as_json(settled(COMPILED_EDGE, document)) == stock, (name, seed)
 
 
 # --- fallbacks ---------------------------------------------------------------------------------------------
@@ -477,7 +541,7 @@ def test_edge_cases_give_the_same_json_with_both_executors(name: str) -> None:
 def test_plain_fields_are_read_inline_and_only_resolvers_run_through_execute_field(
     recorded: type[Recorder],
 ) -> None:
-    asyncio.run(COMPILED_EDGE.execute("{ one(seed: 1) { id name tags mood child { id } greeting } }"))
+    settled(COMPILED_EDGE, "{ one(seed: 1) { id name tags mood child { id } greeting } }")
     assert set(recorded.stock_fields) == {"EdgeQuery.one", "Leaf.greeting"}
 
 
@@ -488,8 +552,8 @@ def test_resolvers_without_arguments_are_called_directly_and_the_others_through_
         "{ one(seed: 6) { laterChild { id } must { id laterChild { id } } } }",
         "{ leaves(seed: 1) { id greeting } }",
     ):
-        stock = as_json(asyncio.run(STOCK_EDGE.execute(document)))
-        assert as_json(asyncio.run(COMPILED_EDGE.execute(document))) == stock
+        stock = as_json(settled(STOCK_EDGE, document))
+        assert as_json(settled(COMPILED_EDGE, document)) == stock
     # `one`, `leaves` and `greeting` take arguments: strawberry's wrapper converts them.
     assert set(recorded.stock_fields) == {"EdgeQuery.one", "EdgeQuery.leaves", "Leaf.greeting"}
 
@@ -497,7 +561,7 @@ def test_resolvers_without_arguments_are_called_directly_and_the_others_through_
 def twin_run(schema: strawberry.Schema, document: str) -> tuple[str, int, int]:
     """(JSON, twins that answered, resolvers that ran)."""
     TWINS["answered"] = TWINS["resolved"] = 0
-    result = as_json(asyncio.run(schema.execute(document)))
+    result = as_json(settled(schema, document))
     return result, TWINS["answered"], TWINS["resolved"]
 
 
@@ -546,8 +610,8 @@ def test_a_plain_field_holding_something_unusual_falls_back_to_the_stock_executo
     recorded: type[Recorder],
 ) -> None:
     document = "{ nameless { id name } maybe: maybeLeaves(seed: 1) { id } }"
-    stock = as_json(asyncio.run(STOCK_EDGE.execute(document)))
-    assert as_json(asyncio.run(COMPILED_EDGE.execute(document))) == stock
+    stock = as_json(settled(STOCK_EDGE, document))
+    assert as_json(settled(COMPILED_EDGE, document)) == stock
     assert '"data": null' in stock and "Cannot return null for non-nullable field Leaf.name." in stock
     assert '"path": ["nameless", 1, "name"]' in stock
     # Only the null in a non-null field went through the stock execute_field (`nameless`, without arguments,
@@ -559,8 +623,8 @@ def test_types_with_a_hand_written_is_type_of_and_abstract_fields_take_the_stock
     recorded: type[Recorder],
 ) -> None:
     document = "{ one(seed: 4) { thing { id } boxed { value } } typed { value } refused { value } }"
-    stock = as_json(asyncio.run(STOCK_EDGE.execute(document)))
-    assert as_json(asyncio.run(COMPILED_EDGE.execute(document))) == stock
+    stock = as_json(settled(STOCK_EDGE, document))
+    assert as_json(settled(COMPILED_EDGE, document)) == stock
     assert "Expected value of type 'Typed' but got" in stock  # `refused`: its is_type_of read the info
     # An interface (its object type is known only once resolved) and a type with its own is_type_of.
     assert {"Leaf.thing", "Leaf.boxed"} <= set(recorded.stock_fields)
@@ -574,8 +638,8 @@ def test_a_selection_the_compiler_cannot_express_runs_on_the_stock_executor(
 
     monkeypatch.setattr("threadline.graphql.fast_execution.compile_selection", refuse)
     document = "query Unseen { leaves(seed: 9) { id name greeting strict { id } } }"
-    stock = as_json(asyncio.run(STOCK_EDGE.execute(document)))
-    assert as_json(asyncio.run(COMPILED_EDGE.execute(document))) == stock
+    stock = as_json(settled(STOCK_EDGE, document))
+    assert as_json(settled(COMPILED_EDGE, document)) == stock
     assert recorded.compiled and not any(ok for _, ok in recorded.compiled)
     assert "Leaf.name" in recorded.stock_fields
 
@@ -587,12 +651,14 @@ class Shout(SchemaExtension):
 
 
 def test_schema_extensions_that_wrap_resolvers_turn_compiled_execution_off(recorded: type[Recorder]) -> None:
-    stock = strawberry.Schema(EdgeQuery, types=[Leaf, Other], extensions=[Shout])
+    stock = strawberry.Schema(
+        EdgeQuery, types=[Leaf, Other], extensions=[Shout], execution_context_class=StockExecutionContext
+    )
     compiled = strawberry.Schema(
         EdgeQuery, types=[Leaf, Other], extensions=[Shout], execution_context_class=Recorder
     )
     document = "{ one(seed: 2) { id name kids { name } } }"
-    assert as_json(asyncio.run(compiled.execute(document))) == as_json(asyncio.run(stock.execute(document)))
+    assert as_json(settled(compiled, document)) == as_json(settled(stock, document))
     assert recorded.compiled == []
 
 
@@ -610,9 +676,9 @@ def test_compiled_selections_are_cached_across_requests_per_operation(recorded: 
     original = fast.compile_selection
     fast.compile_selection = counting  # type: ignore[assignment]
     try:
-        first = as_json(asyncio.run(COMPILED_EDGE.execute(document)))
+        first = as_json(settled(COMPILED_EDGE, document))
         compiled_once = len(calls)
-        second = as_json(asyncio.run(COMPILED_EDGE.execute(document)))
+        second = as_json(settled(COMPILED_EDGE, document))
     finally:
         fast.compile_selection = original  # type: ignore[assignment]
     assert first == second
@@ -854,7 +920,9 @@ def test_fuzzed_documents_over_the_real_schema_give_the_same_json_with_both_exec
 
 
 INCREMENTAL = StrawberryConfig(enable_experimental_incremental_execution=True)
-STOCK_INCREMENTAL = strawberry.Schema(EdgeQuery, types=[Leaf, Other], config=INCREMENTAL)
+STOCK_INCREMENTAL = strawberry.Schema(
+    EdgeQuery, types=[Leaf, Other], config=INCREMENTAL, execution_context_class=StockExecutionContext
+)
 COMPILED_INCREMENTAL = strawberry.Schema(
     EdgeQuery, types=[Leaf, Other], config=INCREMENTAL, execution_context_class=Recorder
 )
@@ -932,35 +1000,68 @@ def test_a_page_of_conversations_answers_owners_and_participants_through_twins_w
 def test_the_page_statement_returns_what_the_participant_and_user_loaders_fetch(
     loop: Loop, dsn: str, admin: Actor, ids: dict[str, list[str]], make_user: Callable[..., Actor]
 ) -> None:
-    from threadline.auth.repository import USER_COLUMNS, users_by_ids
-    from threadline.conversations.repository import PARTICIPANT_COLUMNS, page_relations, participants_of
+    from threadline.auth.principal import Principal, Role
+    from threadline.auth.repository import USER_COLUMNS, user_by_id, users_by_ids
+    from threadline.conversations.repository import (
+        PARTICIPANT_COLUMNS,
+        PageRelations,
+        list_conversations,
+        participants_of,
+    )
     from threadline.db import Database
     from threadline.ids import Kind, decode_id
 
-    conversations = [decode_id(c, Kind.CONVERSATION) for c in ids["conversation"]]
-    stranger = make_user(admin)  # a user of the tenant in no conversation: only when asked for by id
-    users = [decode_id(u, Kind.USER) for u in (ids["user"][0], stranger.user_id)]
+    conversations = {decode_id(c, Kind.CONVERSATION) for c in ids["conversation"]}
+    stranger = make_user(admin)  # a user of the tenant in no conversation: in no page's relations
 
     async def work() -> None:
         db = await Database.connect(dsn, 1, 2)
         try:
             tenant = decode_id(admin.tenant_id, Kind.TENANT)
-            for participant_users in (False, True):
-                found = await page_relations(db, tenant, conversations, users, participant_users)
-                participants = [r for r in found if r["kind"] == 0]
-                expected = await participants_of(db, tenant, conversations)
+            me = await user_by_id(db, tenant, decode_id(admin.user_id, Kind.USER))
+            assert me is not None
+            principal = Principal(tenant_id=tenant, user_id=me["id"], role=Role(me["role"]), team=me["team"])
+            user_columns = [c.strip() for c in USER_COLUMNS.split(",")]
+            for relations in (PageRelations(True, True, False), PageRelations(True, True, True)):
+                rows = await list_conversations(
+                    db, principal, status=None, tags=None, limit=500, after=None, relations=relations
+                )
+                rows = [r for r in rows if r["id"] in conversations]
+                assert len(rows) == len(conversations)
+                participants = [p for r in rows for p in r["page_participants"]]
+                expected = await participants_of(db, tenant, [r["id"] for r in rows])
                 columns = [c.strip() for c in PARTICIPANT_COLUMNS.split(",")]
-                assert [[r[c] for c in columns] for r in participants] == [list(r.values()) for r in expected]
+                assert sorted([[p[c] for c in columns] for p in participants]) == sorted(
+                    [list(r.values()) for r in expected]
+                )
                 assert len(expected) >= 3
-                wanted = set(users) | ({r["user_id"] for r in expected} if participant_users else set())
-                got = {r["id"]: r for r in found if r["kind"] == 1}
-                by_loader = {r["id"]: r for r in await users_by_ids(db, tenant, list(wanted))}
-                columns = [c.strip() for c in USER_COLUMNS.split(",")]
-                assert {k: [r[c] for c in columns] for k, r in got.items()} == {
-                    k: list(r.values()) for k, r in by_loader.items()
-                }
-            # Another tenant's ids find nothing.
-            assert await page_relations(db, uuid4(), conversations, users, True) == []
+                for row in rows:  # each conversation's own, in joining order
+                    assert [p["conversation_id"] for p in row["page_participants"]] == [row["id"]] * len(
+                        row["page_participants"]
+                    )
+                    in_order = sorted(row["page_participants"], key=lambda p: (p["joined_at"], p["id"]))
+                    assert row["page_participants"] == in_order
+                    owner = row["page_owner"]
+                    by_loader = await users_by_ids(db, tenant, [row["owner_id"]])
+                    assert [[owner[c] for c in user_columns]] == [list(r.values()) for r in by_loader]
+                    if relations.member_users:
+                        got = {u["id"]: [u[c] for c in user_columns] for u in row["page_member_users"]}
+                        found = await users_by_ids(
+                            db, tenant, [p["user_id"] for p in row["page_participants"]]
+                        )
+                        assert got == {r["id"]: list(r.values()) for r in found}
+                        assert stranger.user_id not in got
+                    else:
+                        assert "page_member_users" not in row
+            # Another tenant's page finds nothing.
+            other = Principal(tenant_id=uuid4(), user_id=me["id"], role=Role.ADMIN, team=None)
+            relations = PageRelations(True, True, True)
+            assert (
+                await list_conversations(
+                    db, other, status=None, tags=None, limit=50, after=None, relations=relations
+                )
+                == []
+            )
         finally:
             await db.close()
 

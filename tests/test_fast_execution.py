@@ -25,7 +25,7 @@ from tests.api import create_conversation, reply, start_thread
 from tests.harness import Actor, Loop
 from tests.harness import test_settings as settings_for
 from threadline.graphql.context import Context
-from threadline.graphql.fast_execution import FastExecutionContext
+from threadline.graphql.fast_execution import FastExecutionContext, StockExecutionContext
 from threadline.schema import build_schema
 
 
@@ -237,7 +237,9 @@ class EdgeQuery:
         raise RuntimeError("the whole list failed")
 
 
-STOCK_EDGE = strawberry.Schema(EdgeQuery, types=[Item], config=EDGE_CONFIG)
+STOCK_EDGE = strawberry.Schema(
+    EdgeQuery, types=[Item], config=EDGE_CONFIG, execution_context_class=StockExecutionContext
+)
 FAST_EDGE = strawberry.Schema(
     EdgeQuery, types=[Item], config=EDGE_CONFIG, execution_context_class=PlanRecorder
 )
@@ -334,7 +336,13 @@ class Shout(SchemaExtension):
 
 
 def test_schema_extensions_that_wrap_resolvers_turn_the_fast_path_off(plans: list[tuple[str, bool]]) -> None:
-    stock = strawberry.Schema(EdgeQuery, types=[Item], config=EDGE_CONFIG, extensions=[Shout])
+    stock = strawberry.Schema(
+        EdgeQuery,
+        types=[Item],
+        config=EDGE_CONFIG,
+        extensions=[Shout],
+        execution_context_class=StockExecutionContext,
+    )
     fast = strawberry.Schema(
         EdgeQuery, types=[Item], config=EDGE_CONFIG, extensions=[Shout], execution_context_class=PlanRecorder
     )

@@ -22,6 +22,7 @@ from threadline.graphql.budget import OutputBudgets
 from threadline.graphql.context import Info
 from threadline.graphql.describe import describe_type
 from threadline.graphql.errors import ErrorCodeEnum, ErrorCodes, SqlStatementCount
+from threadline.graphql.fast_execution import StockExecutionContext
 from threadline.graphql.limits import query_limits
 from threadline.graphql.node import Node, resolve_node
 from threadline.graphql.persisted import PersistedDocuments
@@ -161,7 +162,7 @@ def build_schema(fast_execution: bool = True) -> strawberry.Schema:
             OutputBudgets,
             IdempotencyKeys,
         ],
-        execution_context_class=FanoutExecutionContext if fast_execution else None,
+        execution_context_class=FanoutExecutionContext if fast_execution else StockExecutionContext,
         scalar_overrides=SCALAR_OVERRIDES,
     )
 

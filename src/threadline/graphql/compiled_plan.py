@@ -29,11 +29,12 @@ from typing import Any
 
 from graphql import GraphQLBoolean, GraphQLID, GraphQLInt, GraphQLObjectType, GraphQLSchema, GraphQLString
 from graphql.execution.collect_fields import FieldDetailsList
-from graphql.pyutils import Path, Undefined, gather_with_cancel
+from graphql.pyutils import Path, Undefined
 from graphql.type import GraphQLOutputType, is_list_type, is_non_null_type, is_object_type
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types.cast import TYPE_CAST_ATTRIBUTE
 
+from threadline.graphql.compiled_errors import gather_settled
 from threadline.graphql.compiled_leaves import FAILED, complete_leaf_list, leaf_of, plain_reader, serializer
 from threadline.graphql.compiled_resolvers import direct_call, ready_twin
 from threadline.graphql.ready import NOT_READY
@@ -408,12 +409,13 @@ def add_pending(pending: list[tuple[str, Any]] | None, key: str, value: Any) -> 
 
 
 async def gather_fields(result: dict[str, Any], pending: list[tuple[str, Any]]) -> dict[str, Any]:
-    """`execute_fields`' `get_results`: the awaitable fields settled in parallel, in their places."""
+    """`execute_fields`' `get_results`: the awaitable fields settled in parallel, in their places (with
+    graphql-core's gathers replaced by `gather_settled`, as graphql/fast_execution.py does)."""
     if len(pending) == 1:
         key, value = pending[0]
         result[key] = await value
     else:
-        awaited = await gather_with_cancel(*(value for _, value in pending))
+        awaited = await gather_settled(*(value for _, value in pending))
         for (key, _), value in zip(pending, awaited, strict=True):
             result[key] = value
     return result

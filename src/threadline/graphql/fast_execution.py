@@ -16,6 +16,11 @@ fragment arguments, abstract types (until their runtime object type is known), t
 `is_type_of`, lists of lists, and schemas whose extensions wrap resolvers (`resolve` hooks), which turn
 compiled execution off entirely. Results, errors, their paths and order stay the stock executor's: see
 tests/test_compiled_execution.py, which compares both byte for byte.
+
+Both executors (this one and `StockExecutionContext`, the stock one that tests and benchmarks compare with)
+give one response per query and data, whatever order concurrent fields finish in (graphql/compiled_errors.py):
+graphql-core's gathers let every awaitable finish and raise the first failure in document order, and a
+response's errors are listed in the order of their paths in the data.
 """
 
 from __future__ import annotations
@@ -27,10 +32,11 @@ from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 from typing import Any
 
+import graphql.execution.executor
 from graphql import GraphQLError, GraphQLField, GraphQLObjectType, OperationDefinitionNode, OperationType
 from graphql.execution.collect_fields import FieldDetailsList
 from graphql.execution.executor import CollectedErrors, collect_iterator_awaitables, to_nodes
-from graphql.pyutils import Path, Undefined, gather_with_cancel
+from graphql.pyutils import Path, Undefined
 from graphql.type import (
     GraphQLList,
     GraphQLOutputType,
@@ -43,6 +49,7 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.types.cast import TYPE_CAST_ATTRIBUTE
 
 from threadline.graphql import budget
+from threadline.graphql.compiled_errors import gather_settled, in_path_order
 from threadline.graphql.compiled_leaves import LeafRows, leaf_rows
 from threadline.graphql.compiled_plan import (
     COLLECTED_DIRECTIVES,
@@ -54,7 +61,11 @@ from threadline.graphql.compiled_plan import (
     selection_shape,
 )
 
-__all__ = ["OPERATIONS_CACHED", "FastExecutionContext"]
+__all__ = ["OPERATIONS_CACHED", "FastExecutionContext", "StockExecutionContext"]
+
+# graphql-core's executor looks its gather up in its module at each call: every executor (this one's stock
+# fallbacks, the stock one, resolvers' `gather_async_work`) then settles concurrent fields the same way.
+setattr(graphql.execution.executor, "gather_with_cancel", gather_settled)  # noqa: B010
 
 OPERATIONS_CACHED = 512  # operations whose compiled selections are kept (least recently used out first)
 SELECTIONS_PER_OPERATION = 1024  # past this (many @skip/@include combinations) new shapes are not kept
@@ -89,7 +100,15 @@ def _streams(field_details_list: FieldDetailsList) -> bool:
     )
 
 
-class FastExecutionContext(StrawberryGraphQLCoreExecutionContext):
+class StockExecutionContext(StrawberryGraphQLCoreExecutionContext):
+    """The stock strawberry executor, its errors in path order (graphql/compiled_errors.py)."""
+
+    def build_response(self, data: dict[str, Any] | None) -> Any:
+        in_path_order(self.collected_errors.errors, data)
+        return super().build_response(data)
+
+
+class FastExecutionContext(StockExecutionContext):
     """The stock strawberry executor, with every object selection run as compiled code."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -510,7 +529,7 @@ async def _gather_items(completed_results: list[Any], awaitable_indices: list[in
         only = awaitable_indices[0]
         completed_results[only] = await completed_results[only]
     else:
-        awaited = await gather_with_cancel(*(completed_results[i] for i in awaitable_indices))
+        awaited = await gather_settled(*(completed_results[i] for i in awaitable_indices))
         for i, value in zip(awaitable_indices, awaited, strict=True):
             completed_results[i] = value
     return completed_results
