@@ -459,6 +459,8 @@ def py_spy(pid: int, output: Path, seconds: float) -> subprocess.Popen[bytes]:
     """py-spy sampling `pid` (and its children) for `seconds` into collapsed stacks (no idle frames)."""
     command = [str(Path(sys.executable).parent / "py-spy"), "record", "--pid", str(pid), "--format", "raw"]
     command += ["--rate", "250", "--subprocesses", "--output", str(output), "--duration", str(int(seconds))]
+    if os.environ.get("BENCH_PROFILE_NATIVE"):  # C frames too (asyncpg's protocol, uvloop, orjson)
+        command.append("--native")
     return subprocess.Popen(command, stdout=subprocess.DEVNULL)
 
 

@@ -10,7 +10,7 @@ import asyncpg
 import httpx
 import pytest
 
-from tests.harness import Actor, ServerThread, serve_process, without_count
+from tests.harness import Actor, ServerThread, serve_process, test_settings, without_count
 from tests.ws import WsClient
 from threadline.ids import Kind, decode_id
 from threadline.ratelimits.service import LEASE_SECONDS
@@ -298,9 +298,19 @@ def bucket_tokens(dsn: str, loop: Any, user: Actor) -> int:
     return int(loop.run(read()))
 
 
+@pytest.fixture
+def leasing_server(server: ServerThread, dsn: str) -> Iterator[ServerThread]:
+    """A server that takes tokens ahead as by default (the shared test server does not: exact statement counts)."""
+    srv = ServerThread(test_settings(dsn, migrate_on_start=False, rate_limit_lease_max=16))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
 def test_a_busy_user_takes_tokens_ahead_and_each_query_still_counts_once(
-    admin: Actor, member: Actor, server: ServerThread, second_process: str, dsn: str, loop: Any
+    admin: Actor, member: Actor, leasing_server: ServerThread, second_process: str, dsn: str, loop: Any
 ) -> None:
+    server = leasing_server
     assign(admin, member, profile(admin, "thousand", requestsPerWindow=1000))
     remaining = [headers(post(server.url, member, VIEWER))[1] for _ in range(20)]
     assert remaining == [str(n) for n in range(999, 979, -1)]  # as if each query drew its own token
@@ -315,8 +325,9 @@ def test_a_busy_user_takes_tokens_ahead_and_each_query_still_counts_once(
 
 
 def test_a_lowered_budget_applies_at_once_to_a_user_holding_tokens_ahead(
-    admin: Actor, member: Actor, server: ServerThread, dsn: str, loop: Any
+    admin: Actor, member: Actor, leasing_server: ServerThread, dsn: str, loop: Any
 ) -> None:
+    server = leasing_server
     pid = profile(admin, "many", requestsPerWindow=1000)
     assign(admin, member, pid)
     assert [post(server.url, member, VIEWER).status_code for _ in range(3)] == [200, 200, 200]

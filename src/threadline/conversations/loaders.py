@@ -36,44 +36,41 @@ async def participants(info: Info, conversation_id: uuid.UUID) -> list[asyncpg.R
     return await participants_loader(info, principal).load(conversation_id)
 
 
-async def prefetch_page(info: Info, rows: Sequence[asyncpg.Record]) -> None:
-    """Loads the owners and participants (and their users) of a connection's page of conversation rows, if its
-    selection asks for them, in one statement (`repo.page_relations`), and primes the request's loaders with
-    them (what each loader would have fetched itself, keys not found included), so that `Conversation.owner`,
-    `.participants` and `Participant.user` answer synchronously under compiled execution (graphql.ready) and
-    the stock resolvers find them loaded. If the statement fails, nothing is primed: the fields load on their
-    own and report what fails as they always did."""
-    if not rows:
-        return
+def page_relations(info: Info) -> repo.PageRelations | None:
+    """What a connection's selection asks of its conversations' owners and participants (None: nothing)."""
     owners = any(asks_for(info, *path, "owner") for path in _NODES)
     members = any(asks_for(info, *path, "participants") for path in _NODES)
     if not owners and not members:
-        return
+        return None
     member_users = members and any(asks_for(info, *path, "participants", "user") for path in _NODES)
-    principal = await info.context.principal()
-    conversation_ids = [row["id"] for row in rows] if members else []
-    owner_ids = [row["owner_id"] for row in rows if row["owner_id"] is not None] if owners else []
-    try:
-        found = await repo.page_relations(
-            info.context.db,
-            principal.tenant_id,
-            conversation_ids,
-            list(dict.fromkeys(owner_ids)),
-            member_users,
-        )
-    except Exception:  # noqa: BLE001 - the fields' own loads run (and fail) as without the prefetch
+    return repo.PageRelations(owners, members, member_users)
+
+
+async def prefetch_page(
+    info: Info, rows: Sequence[asyncpg.Record], relations: repo.PageRelations | None
+) -> None:
+    """Primes the request's loaders with the owners and participants (and their users) that a connection's page
+    of conversation rows carries (`repo.list_conversations(relations=...)`, read in the page's statement): what
+    each loader would have fetched itself, keys not found included, so that `Conversation.owner`,
+    `.participants` and `Participant.user` answer synchronously under compiled execution (graphql.ready) and
+    the stock resolvers find them loaded."""
+    if not rows or relations is None:
         return
-    grouped: dict[uuid.UUID, list[asyncpg.Record]] = {key: [] for key in conversation_ids}
-    users: dict[uuid.UUID, asyncpg.Record] = {}
-    for row in found:
-        if row["kind"] == 0:
-            grouped[row["conversation_id"]].append(row)
-        else:
-            users[row["id"]] = row
-    if members:
+    principal = await info.context.principal()
+    users: dict[uuid.UUID, asyncpg.Record | None] = {}
+    if relations.members:
+        grouped = {row["id"]: row["page_participants"] for row in rows}
         participants_loader(info, principal).prime_many(grouped)
-    wanted = dict.fromkeys(owner_ids)
-    if member_users:
-        wanted.update(dict.fromkeys(row["user_id"] for found_rows in grouped.values() for row in found_rows))
-    if wanted:
-        user_loaders.users(info, principal).prime_many({key: users.get(key) for key in wanted})
+        if relations.member_users:
+            for row in rows:
+                for user in row["page_member_users"]:
+                    users[user["id"]] = user
+            for found in grouped.values():  # a participant whose user is not found: None, as the loader says
+                for participant in found:
+                    users.setdefault(participant["user_id"], None)
+    if relations.owners:
+        for row in rows:
+            if row["owner_id"] is not None:
+                users[row["owner_id"]] = row["page_owner"]
+    if users:
+        user_loaders.users(info, principal).prime_many(users)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
@@ -190,6 +191,49 @@ def _list_filters(
     return " AND ".join(where)
 
 
+@dataclass(frozen=True, slots=True)
+class PageRelations:
+    """What a page of conversations also reads in its statement (`list_conversations(relations=...)`)."""
+
+    owners: bool  # `page_owner`: the owner's user row (NULL without an owner or a user found)
+    members: bool  # `page_participants`: the participants, as `participants_of` returns them
+    member_users: bool  # `page_member_users`: their users, as `users_by_ids` returns them
+
+
+# The relations' rows as the loaders' own statements return them (participants_of: PARTICIPANT_COLUMNS in
+# joining order; auth.repository.users_by_ids: USER_COLUMNS), as composite values of the migration's row types,
+# one array (or value) per conversation: each conversation's lookups are index scans in the page's statement.
+# Keep the filters in step with those two functions (tests/test_page_relations.py compares them).
+_PAGE_PARTICIPANT = (
+    "ROW(p.id, p.tenant_id, p.conversation_id, p.user_id, p.role::text, p.joined_at)::page_participant"
+)
+_PAGE_USER = (
+    "ROW(u.id, u.tenant_id, u.email::text, u.display_name::text, u.role::text, u.team::text, "
+    "u.external_subject::text, u.created_at)::page_user"
+)
+
+
+def _relation_columns(relations: PageRelations | None, tenant: str) -> str:
+    columns = []
+    if relations is not None and relations.members:
+        columns.append(
+            f"ARRAY(SELECT {_PAGE_PARTICIPANT} FROM participant p WHERE p.tenant_id = {tenant}"
+            " AND p.conversation_id = c.id ORDER BY p.joined_at, p.id) AS page_participants"
+        )
+    if relations is not None and relations.member_users:
+        columns.append(
+            f"ARRAY(SELECT {_PAGE_USER} FROM app_user u WHERE u.tenant_id = {tenant} AND u.id IN "
+            f"(SELECT p.user_id FROM participant p WHERE p.tenant_id = {tenant} AND p.conversation_id = c.id))"
+            " AS page_member_users"
+        )
+    if relations is not None and relations.owners:
+        columns.append(
+            f"(SELECT {_PAGE_USER} FROM app_user u WHERE u.tenant_id = {tenant} AND u.id = c.owner_id)"
+            " AS page_owner"
+        )
+    return "".join(", " + column for column in columns)
+
+
 async def list_conversations(
     db: Executor,
     principal: Principal,
@@ -202,16 +246,21 @@ async def list_conversations(
     folder_id: uuid.UUID | None = None,
     pinned_first: bool = False,
     unfiled: bool = False,
+    relations: PageRelations | None = None,
 ) -> list[asyncpg.Record]:
     """A page, most recent activity first; with `pinned_first`, the caller's pins come first in their pin order
-    (each row then has `pin_rank`, and `after` is (pin_rank, last_activity_at, id))."""
+    (each row then has `pin_rank`, and `after` is (pin_rank, last_activity_at, id)). With `relations`, each row
+    also carries its owner, participants and their users (`PageRelations`): one round trip for the page."""
     params: list[Any] = []
     where = _list_filters(principal, status, tags, params, metadata, folder_id, unfiled)
+    if params[0] != principal.tenant_id:  # visibility_sql binds the tenant first
+        raise AssertionError("the tenant is not the first parameter")
+    related = _relation_columns(relations, "$1")
     if not pinned_first:
         where += older_than("c.last_activity_at, c.id", after, params)
         params.append(limit)
         return await db.fetch(
-            f"""SELECT {CONVERSATION_COLUMNS} FROM conversation c WHERE {where}
+            f"""SELECT {CONVERSATION_COLUMNS}{related} FROM conversation c WHERE {where}
                 ORDER BY c.last_activity_at DESC, c.id DESC LIMIT ${len(params)}""",
             *params,
         )
@@ -223,8 +272,8 @@ async def list_conversations(
         where += f" AND ({PIN_RANK} > {r} OR ({PIN_RANK} = {r} AND (c.last_activity_at, c.id) < ({t}, {i})))"
     params.append(limit)
     return await db.fetch(
-        f"""SELECT {CONVERSATION_COLUMNS}, {PIN_RANK} AS pin_rank FROM conversation c {join} WHERE {where}
-            ORDER BY {PIN_RANK}, c.last_activity_at DESC, c.id DESC LIMIT ${len(params)}""",
+        f"""SELECT {CONVERSATION_COLUMNS}, {PIN_RANK} AS pin_rank{related} FROM conversation c {join}
+            WHERE {where} ORDER BY {PIN_RANK}, c.last_activity_at DESC, c.id DESC LIMIT ${len(params)}""",
         *params,
     )
 
@@ -291,38 +340,6 @@ async def participants_of(
             WHERE tenant_id = $1 AND conversation_id = ANY($2::uuid[]) ORDER BY joined_at, id""",
         tenant_id,
         conversation_ids,
-    )
-
-
-async def page_relations(
-    db: Executor,
-    tenant_id: uuid.UUID,
-    conversation_ids: list[uuid.UUID],
-    user_ids: list[uuid.UUID],
-    participant_users: bool,
-) -> list[asyncpg.Record]:
-    """In one statement, what `participants_of(conversation_ids)` and `users_by_ids(user_ids)` (auth.repository)
-    return (the same filters, columns and order), plus, with `participant_users`, the users of those
-    participants. Rows carry `kind` (0 participant, 1 user) and the columns of both, NULL where not theirs.
-    Keep the filters in step with those two functions (tests/test_compiled_execution.py compares them)."""
-    return await db.fetch(
-        """WITH p AS (SELECT id, tenant_id, conversation_id, user_id, role, joined_at FROM participant
-                      WHERE tenant_id = $1 AND conversation_id = ANY($2::uuid[]))
-           SELECT 0 AS kind, id, tenant_id, conversation_id, user_id, role::text AS role, joined_at,
-                  NULL::text AS email, NULL::text AS display_name, NULL::text AS team,
-                  NULL::text AS external_subject, NULL::timestamptz AS created_at
-             FROM p
-           UNION ALL
-           SELECT 1, id, tenant_id, NULL, NULL, role::text, NULL, email::text, display_name::text, team::text,
-                  external_subject::text, created_at
-             FROM app_user
-            WHERE tenant_id = $1
-              AND (id = ANY($3::uuid[]) OR ($4 AND id IN (SELECT user_id FROM p)))
-           ORDER BY kind, joined_at, id""",
-        tenant_id,
-        conversation_ids,
-        user_ids,
-        participant_users,
     )
 
 

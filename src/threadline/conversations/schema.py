@@ -147,6 +147,7 @@ class ConversationQuery:
         pairs = metadata_rules.containment(((m.key, m.value) for m in metadata or []), "metadata")
         db = info.context.db
         wanted = await metadata_service.conversation_filter(db, principal, pairs)
+        relations = loaders.page_relations(info)
         rows = await service.list_page(
             db,
             principal,
@@ -158,8 +159,9 @@ class ConversationQuery:
             folder_id=folder,
             pinned_first=pinned_first,
             unfiled=unfiled,
+            relations=relations,
         )
-        await loaders.prefetch_page(info, rows[:limit])
+        await loaders.prefetch_page(info, rows[:limit], relations)
         return connection(
             rows,
             limit,

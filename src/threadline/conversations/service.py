@@ -142,6 +142,7 @@ async def list_page(
     folder_id: uuid.UUID | None = None,
     pinned_first: bool = False,
     unfiled: bool = False,
+    relations: repo.PageRelations | None = None,
 ) -> list[asyncpg.Record]:
     return await repo.list_conversations(
         db,
@@ -154,6 +155,7 @@ async def list_page(
         folder_id=folder_id,
         pinned_first=pinned_first,
         unfiled=unfiled,
+        relations=relations,
     )
 
 
