@@ -3,6 +3,7 @@
     .venv/bin/python bench/semantic.py                        # quality + throughput + latency over 100,000 messages
     .venv/bin/python bench/semantic.py --messages 1000000 --conversations 50000   # the issue's scale
     .venv/bin/python bench/semantic.py --skip-latency         # quality and throughput only
+    .venv/bin/python bench/semantic.py --local --local-model PATH   # the same with all-MiniLM-L6-v2 (no latency)
 
 Quality: bench/retrieval_set.jsonl (built by bench/retrieval_set.py: 3,000 messages, 150 PARAPHRASE queries that
 share no content word with their target, 150 EXACT queries) is loaded into a fresh database, embedded by the real
@@ -31,6 +32,7 @@ import argparse
 import asyncio
 import dataclasses
 import json
+import os
 import random
 import sys
 import time
@@ -53,6 +55,7 @@ from threadline.auth.principal import Principal, Role  # noqa: E402
 from threadline.db import Database  # noqa: E402
 from threadline.db.embedded import EmbeddedPostgres  # noqa: E402
 from threadline.db.migrate import apply_migrations  # noqa: E402
+from threadline.embeddings.chunking import chunks  # noqa: E402
 from threadline.embeddings.concepts import SYNONYMS, concept_vector  # noqa: E402
 from threadline.embeddings.embedders import ConceptEmbedder, OpenAIEmbedder  # noqa: E402
 from threadline.embeddings.repository import (  # noqa: E402
@@ -292,6 +295,63 @@ async def quality(admin_dsn: str) -> None:
         await db.close()
 
 
+async def quality_local(admin_dsn: str, model: str) -> None:
+    """The labelled set with the local model (THREADLINE_EMBEDDINGS=local): indexer throughput against the model
+    alone on the same texts, then recall@10 and MRR@10 through the HNSW index and exactly."""
+    from threadline.embeddings.local import LocalEmbedder
+
+    rows = [json.loads(line) for line in SET.read_text().splitlines()]
+    messages = [r for r in rows if r["type"] == "message"]
+    queries = [r for r in rows if r["type"] == "query"]
+    grouped: dict[str, list[str]] = {}
+    for m in messages:
+        grouped.setdefault(m["conversation"], []).append(m["text"])
+    dsn = await fresh_database(admin_dsn, QUALITY_DB)
+    conn = await asyncpg.connect(dsn)
+    try:
+        ids = await load(conn, list(grouped.items()))
+        await conn.execute("VACUUM ANALYZE")
+    finally:
+        await conn.close()
+    db = await Database.connect(dsn, 1, 4)
+    embedder = LocalEmbedder(model)
+    try:
+        texts = [m["text"] for m in messages]
+        load_before = os.getloadavg()
+        started = time.perf_counter()
+        for i in range(0, len(texts), 64):
+            await embedder.embed(texts[i : i + 64])
+        raw = time.perf_counter() - started
+        local = Embeddings(db, settings_for(dsn), embedder)
+        n, seconds = await index_all(local)
+        load_after = os.getloadavg()
+        assert n == len(texts), (n, len(texts))
+        print(f"\nindexer throughput over {len(texts):,} messages (batches of 64, one indexer, unthrottled):")
+        print(
+            f"  {embedder.name} in process: {n / seconds:,.1f} messages/s "
+            f"(model alone {len(texts) / raw:,.1f}/s: indexer/raw time {seconds / raw:.2f}x); "
+            f"load average {load_before[0]:.2f} before, {load_after[0]:.2f} after, {os.cpu_count()} cores"
+        )
+        # The set's messages are ~8 words: long messages cost per chunk of the model's full window.
+        long_chunks = [c.text for c in chunks((REPO / "README.md").read_text(), embedder.chunk_chars)][:64]
+        started = time.perf_counter()
+        await embedder.embed(long_chunks)
+        long_seconds = time.perf_counter() - started
+        print(
+            f"  model alone on {len(long_chunks)} chunks of README.md ({embedder.chunk_chars} characters, ~170 "
+            f"tokens): {len(long_chunks) / long_seconds:,.1f} chunks/s; load average {os.getloadavg()[0]:.2f}"
+        )
+        await db.execute("ANALYZE message_embedding")
+        admin = Principal(ids["tenant"], ids["admin"], Role.ADMIN, None)
+        by_name = ids["conversations"]
+        await score(db, admin, local, by_name, queries, len(texts), "through the HNSW index", embedder.name)
+        await db.execute(f"DROP INDEX message_embedding_hnsw_{(await local.model()).id}")
+        await score(db, admin, local, by_name, queries, len(texts), "exact nearest neighbours", embedder.name)
+        await local.close()
+    finally:
+        await db.close()
+
+
 async def score(
     db: Database,
     admin: Principal,
@@ -300,6 +360,7 @@ async def score(
     queries: list[dict[str, Any]],
     messages: int,
     how: str,
+    embedder: str = "test embedder",
 ) -> None:
     kinds = sorted({q["kind"] for q in queries})
     scores: dict[tuple[Retrieval, str], list[tuple[float, float]]] = {}
@@ -313,7 +374,7 @@ async def score(
             scores.setdefault((mode, q["kind"]), []).append(
                 (1.0 if rank else 0.0, 1.0 / rank if rank else 0.0)
             )
-    print(f"\nretrieval quality, {len(queries)} queries over {messages:,} messages (test embedder, {how}):")
+    print(f"\nretrieval quality, {len(queries)} queries over {messages:,} messages ({embedder}, {how}):")
     print(
         f"  {'mode':9}"
         + "".join(f" {k + ' R@10':>16} {k + ' MRR':>15}" for k in kinds)
@@ -654,6 +715,16 @@ async def main() -> None:
         help=f"PostgreSQL's buffer cache (default {SHARED_BUFFERS})",
     )
     parser.add_argument("--data-dir", type=Path, default=REPO / "bench" / ".data" / "semantic")
+    parser.add_argument(
+        "--local",
+        action="store_true",
+        help="quality and throughput with THREADLINE_EMBEDDINGS=local (all-MiniLM-L6-v2) instead",
+    )
+    parser.add_argument(
+        "--local-model",
+        default="",
+        help="the model's directory or model.zip (default: the installed wheel's)",
+    )
     args = parser.parse_args()
     server = EmbeddedPostgres(args.data_dir)
     admin_dsn = server.start()
@@ -670,9 +741,11 @@ async def main() -> None:
         server.stop()
         admin_dsn = server.start()
     try:
-        if not args.skip_quality:
+        if args.local:
+            await quality_local(admin_dsn, args.local_model)
+        elif not args.skip_quality:
             await quality(admin_dsn)
-        if not args.skip_latency:
+        if not args.skip_latency and not args.local:
             await latency(
                 admin_dsn,
                 args.messages,

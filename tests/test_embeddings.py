@@ -42,17 +42,11 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def semantic_servers(dsn: str, **more: Any) -> Iterator[ServerThread]:
-    """A running server with the test embedder and an eager indexer (`more`: other settings), stopped after."""
+    """A running server with the test embedder (or `more`'s) and an eager indexer (`more`: other settings),
+    stopped after."""
+    eager = {"embeddings_settle_seconds": 0.0, "embeddings_poll_seconds": 0.05, "embeddings_rate": 0.0}
     srv = ServerThread(
-        test_settings(
-            dsn,
-            migrate_on_start=False,
-            embeddings="test",
-            embeddings_settle_seconds=0.0,
-            embeddings_poll_seconds=0.05,
-            embeddings_rate=0.0,
-            **more,
-        )
+        test_settings(dsn, **{"migrate_on_start": False, "embeddings": "test", **eager, **more})
     )
     srv.start()
     yield srv

@@ -264,9 +264,11 @@ class Settings:
     openai_default_model: str = "gpt-4o-mini"
     openai_models: tuple[str, ...] = ("gpt-4o-mini", "gpt-4o", "gpt-4.1", "gpt-4.1-mini")
     openai_connect_timeout_seconds: float = 10.0
-    # Embeddings (issue 19): `off`, `openai` (an OpenAI-compatible /v1/embeddings endpoint) or `test` (the
-    # deterministic concept-hashing embedder of the suite and the bench; refused in production).
+    # Embeddings (issue 19): `off`, `openai` (an OpenAI-compatible /v1/embeddings endpoint), `local`
+    # (all-MiniLM-L6-v2 in this process: embeddings/local.py) or `test` (the deterministic concept-hashing embedder
+    # of the suite and the bench; refused in production).
     embeddings: str = "off"
+    embeddings_local_model: str = ""  # `local`: the model's directory or model.zip; "": the installed wheel's
     embeddings_url: str = "https://api.openai.com/v1"
     embeddings_api_key: str | None = None
     embeddings_model: str = "text-embedding-3-small"
@@ -550,6 +552,7 @@ class Settings:
                 "THREADLINE_OPENAI_CONNECT_TIMEOUT_SECONDS", cls.openai_connect_timeout_seconds
             ),
             embeddings=_env_str("THREADLINE_EMBEDDINGS", cls.embeddings).lower(),
+            embeddings_local_model=_env_str("THREADLINE_EMBEDDINGS_LOCAL_MODEL", cls.embeddings_local_model),
             embeddings_url=_env_str("THREADLINE_EMBEDDINGS_URL", cls.embeddings_url),
             embeddings_api_key=os.environ.get("THREADLINE_EMBEDDINGS_API_KEY") or None,
             embeddings_model=_env_str("THREADLINE_EMBEDDINGS_MODEL", cls.embeddings_model),

@@ -1,5 +1,6 @@
 """Long messages are embedded in chunks: windows of about CHUNK_CHARS characters cut at whitespace, each
-overlapping the previous one a little so that a sentence cut by a boundary is whole in one of them."""
+overlapping the previous one a little (an eighth) so that a sentence cut by a boundary is whole in one of them.
+An embedder with a smaller window (the local model: 256 tokens) asks for shorter chunks, and gets more of them."""
 
 from __future__ import annotations
 
@@ -19,20 +20,22 @@ class Chunk:
     text: str
 
 
-def chunks(content: str) -> list[Chunk]:
+def chunks(content: str, chunk_chars: int = CHUNK_CHARS) -> list[Chunk]:
+    overlap_chars = OVERLAP_CHARS * chunk_chars // CHUNK_CHARS
+    chunks_max = CHUNKS_MAX * CHUNK_CHARS // chunk_chars  # the same length of a message is embedded
     found: list[Chunk] = []
     start, length = 0, len(content)
-    while start < length and len(found) < CHUNKS_MAX:
-        end = min(start + CHUNK_CHARS, length)
+    while start < length and len(found) < chunks_max:
+        end = min(start + chunk_chars, length)
         if end < length:
-            cut = content.rfind(" ", start + CHUNK_CHARS // 2, end)
+            cut = content.rfind(" ", start + chunk_chars // 2, end)
             end = cut if cut > start else end
         text = content[start:end].strip()
         if text:
             found.append(Chunk(len(found), start, end, text))
         if end >= length:
             break
-        following = max(end - OVERLAP_CHARS, start + 1)
+        following = max(end - overlap_chars, start + 1)
         space = content.find(" ", following, end)
         start = space + 1 if space != -1 else following
     return found

