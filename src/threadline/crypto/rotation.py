@@ -5,7 +5,8 @@ its position). With `--reencrypt` it then retires every active data key (new one
 `key_cache_seconds` (after which no process seals with a retired key: each has read the active keys again), and
 seals every sealed value again under the active key of the same owner, place by place (PLACES): cold documents,
 the text columns, content parts, attachment entries, the event log's payloads, file chunks in PostgreSQL, file
-bytes in the directory and S3 stores, and the cold documents frozen meanwhile once more. Each batch locks only
+bytes in the directory and S3 stores, the cold documents frozen meanwhile once more, and the hot places once more
+(ROTATE_PLACES: values a writer sealed with a retired key and committed after the first walk). Each batch locks only
 its rows (FOR UPDATE) for one short transaction and commits its position, so a run stopped anywhere resumes where
 the last committed batch left off. Writers keep working throughout: a value written meanwhile is sealed with
 whatever key is active then, and a read opens any key that is not shredded. Once a re-encryption is done, no
@@ -55,6 +56,14 @@ PLACES: tuple[str, ...] = (
 )
 # `keys seal`: the same places but the second cold pass (nothing is retired).
 SEAL_PLACES: tuple[str, ...] = PLACES[:-1]
+# A re-encryption then walks the hot places once more ("... (check)"): a writer that sealed with a retired key it
+# still held before the wait ended, and committed only after the first walk passed its row (an enrichment job
+# sealing a title, then waiting on its conversation's lock, on a loaded machine), left a value under a retired
+# key that `keys shred --retired` would make unreadable. The check walk opens nothing under the active keys (it
+# reads each value's key id), so it costs a read of each place; only a write in flight for the whole first walk
+# escapes it.
+CHECK = " (check)"
+ROTATE_PLACES: tuple[str, ...] = PLACES + tuple(p + CHECK for p in PLACES[1:-1])
 _COLD_BATCH = 10  # documents per transaction: each may be a 10,000-message conversation
 _FILE_BATCH = 20  # blobs per listing (each is rewritten under its tenant's file lock, one at a time)
 
@@ -268,7 +277,9 @@ async def rotate(
 
     while phase == "reseal" and not spent():
         async with db.transaction() as tx:
-            finished, n, position = await _step(tx, keyring, settings, PLACES, position, batch, reseal=True)
+            finished, n, position = await _step(
+                tx, keyring, settings, ROTATE_PLACES, position, batch, reseal=True
+            )
             if finished:
                 phase = "done"
                 position = {"retiredAt": position["retiredAt"], "counts": position["counts"]}
@@ -301,7 +312,7 @@ def _report(progress: Progress | None, job: str, phase: str, position: dict[str,
     if phase in ("done", "waiting") or now - _last_report[0] >= 1.0:
         _last_report[0] = now
         step = position.get("step")
-        places = SEAL_PLACES if job == "seal" else PLACES
+        places = SEAL_PLACES if job == "seal" else ROTATE_PLACES
         place = places[step] if isinstance(step, int) and step < len(places) else None
         progress({"job": job, "phase": phase, "place": place, **position})
 
@@ -323,7 +334,7 @@ async def _step(
     base = {k: v for k, v in position.items() if k not in ("step", "after", "table", "counts")}
     if step >= len(places):
         return True, 0, {**base, "counts": counts}
-    place = places[step]
+    place = places[step].removesuffix(CHECK)
     after = position.get("after")
     keys = _Batch(keyring)
     if place in ("cold", "cold-again"):
@@ -352,7 +363,7 @@ async def _step(
             tx, keys, settings, uuid.UUID(after or str(_ZERO)), min(batch, _FILE_BATCH), reseal
         )
     if n:
-        counts[place] = counts.get(place, 0) + n
+        counts[places[step]] = counts.get(places[step], 0) + n
     if last is None:
         return False, n, {**base, "step": step + 1, "after": None, "counts": counts}
     return False, n, {**base, "step": step, "after": last, "counts": counts}
@@ -480,13 +491,19 @@ async def _stored_files(
     old bytes. The listing's transaction holds the locks till the batch commits."""
     blobs = await repo.stored_blobs_batch(tx, after, limit)
     total = 0
+    done: Any = None  # the last blob this batch is through with
     for blob in blobs:
         tenant_id, sha256, storage = blob["tenant_id"], bytes(blob["sha256"]), blob["storage"]
         await file_repo.lock_tenant_files(tx, tenant_id)
         if not await repo.blob_present(tx, tenant_id, blob["id"]):
+            done = str(blob["id"])
             continue  # deleted meanwhile: its bytes go with the clean-up
         data = await file_store.stored_blob(settings, tenant_id, sha256, storage)
         if data is None:
+            if done is not None:
+                # The blobs before it are rewritten already (the stores are not transactional): their position and
+                # counts commit first; the next batch starts at this one and stops there.
+                return total, done
             # The row is there (its bytes were written before it committed) but this process does not see them: the
             # store is not the one the servers use. Done without them, the rotation would let `keys shred --retired`
             # make them unreadable.
@@ -494,6 +511,7 @@ async def _stored_files(
                 f"file blob {blob['id']} is not in the {storage} store this process is configured with "
                 "(THREADLINE_FILE_DIRECTORY, THREADLINE_FILE_S3_*): run it with the servers' file store settings"
             )
+        done = str(blob["id"])
         if not data:
             continue  # an empty file
         records = file_store.stored_records(data)
