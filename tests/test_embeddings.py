@@ -58,18 +58,23 @@ def semantic_server(dsn: str) -> Iterator[ServerThread]:
     yield from semantic_servers(dsn)
 
 
-@pytest.fixture
-def tenant(semantic_server: ServerThread, dsn: str, loop: Loop) -> Iterator[Callable[[], Actor]]:
+def admins_on(server: ServerThread, dsn: str, loop: Loop) -> Iterator[Callable[[], Actor]]:
+    """A maker of tenants (their admins) on `server`, whose clients are closed after."""
     made: list[Actor] = []
 
     def make() -> Actor:
-        actor = create_admin(loop, dsn, semantic_server.url)
+        actor = create_admin(loop, dsn, server.url)
         made.append(actor)
         return actor
 
     yield make
     for actor in made:
         actor.client.close()
+
+
+@pytest.fixture
+def tenant(semantic_server: ServerThread, dsn: str, loop: Loop) -> Iterator[Callable[[], Actor]]:
+    yield from admins_on(semantic_server, dsn, loop)
 
 
 @pytest.fixture

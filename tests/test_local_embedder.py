@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 
 from tests.api import create_conversation, start_thread
-from tests.harness import Actor, Loop, ServerThread, create_admin
-from tests.test_embeddings import search, semantic_servers, wait_indexed
+from tests.harness import Actor, Loop, ServerThread
+from tests.test_embeddings import admins_on, search, semantic_servers, wait_indexed
 from threadline.embeddings.chunking import chunks
 from threadline.embeddings.embedders import Embedder, build_embedder
 from threadline.embeddings.local import model_path
@@ -74,16 +74,7 @@ def local_server(dsn: str, model_zip: Path) -> Iterator[ServerThread]:
 
 @pytest.fixture
 def tenant(local_server: ServerThread, dsn: str, loop: Loop) -> Iterator[Callable[[], Actor]]:
-    made: list[Actor] = []
-
-    def make() -> Actor:
-        actor = create_admin(loop, dsn, local_server.url)
-        made.append(actor)
-        return actor
-
-    yield make
-    for actor in made:
-        actor.client.close()
+    yield from admins_on(local_server, dsn, loop)
 
 
 @pytest.fixture(scope="module")
