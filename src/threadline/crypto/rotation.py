@@ -56,14 +56,16 @@ PLACES: tuple[str, ...] = (
 )
 # `keys seal`: the same places but the second cold pass (nothing is retired).
 SEAL_PLACES: tuple[str, ...] = PLACES[:-1]
-# A re-encryption then walks the hot places once more ("... (check)"): a writer that sealed with a retired key it
-# still held before the wait ended, and committed only after the first walk passed its row (an enrichment job
-# sealing a title, then waiting on its conversation's lock, on a loaded machine), left a value under a retired
-# key that `keys shred --retired` would make unreadable. The check walk opens nothing under the active keys (it
-# reads each value's key id), so it costs a read of each place; only a write in flight for the whole first walk
-# escapes it.
+# A re-encryption then walks the hot places once more ("... (check)"), and again while a check walk finds any:
+# a writer that sealed with a retired key it still held before the wait ended, and committed only after the first
+# walk passed its row (an enrichment job sealing a title, then waiting on its conversation's lock, on a loaded
+# machine), left a value under a retired key that `keys shred --retired` would make unreadable. A check walk
+# opens nothing under the active keys (it reads each value's key id), so it costs a read of each place. What can
+# still escape: a write sealed before the wait ended and committed after the last (clean) check walk passed its
+# row, i.e. in flight longer than the wait plus two whole walks.
 CHECK = " (check)"
 ROTATE_PLACES: tuple[str, ...] = PLACES + tuple(p + CHECK for p in PLACES[1:-1])
+FIRST_CHECK = len(PLACES)
 _COLD_BATCH = 10  # documents per transaction: each may be a 10,000-message conversation
 _FILE_BATCH = 20  # blobs per listing (each is rewritten under its tenant's file lock, one at a time)
 
@@ -277,10 +279,18 @@ async def rotate(
 
     while phase == "reseal" and not spent():
         async with db.transaction() as tx:
+            step = _place(ROTATE_PLACES, position)
             finished, n, position = await _step(
                 tx, keyring, settings, ROTATE_PLACES, position, batch, reseal=True
             )
-            if finished:
+            if step >= FIRST_CHECK and n:
+                position["lateFound"] = position.get("lateFound", 0) + n
+            if finished and position.get("lateFound"):
+                # This check walk found late values: walk again until one finds none (each late writer sealed
+                # before the wait ended, so they run out).
+                position = {**position, "step": FIRST_CHECK, "after": None, "lateFound": 0}
+                position["checkWalks"] = position.get("checkWalks", 1) + 1
+            elif finished:
                 phase = "done"
                 position = {"retiredAt": position["retiredAt"], "counts": position["counts"]}
             await repo.note_rotation(tx, phase, position, rows=n)
