@@ -335,3 +335,37 @@ def test_a_lowered_budget_applies_at_once_to_a_user_holding_tokens_ahead(
     admin.client.ok(UPDATE, {"id": pid, "i": {"requestsPerWindow": 5}})
     # Three of the five are spent; the tokens held ahead went back before the next draw.
     assert [post(server.url, member, VIEWER).status_code for _ in range(3)] == [200, 200, 429]
+
+
+def test_a_draw_in_flight_across_a_profile_change_keeps_no_tokens_ahead(
+    admin: Actor, member: Actor, dsn: str, loop: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A profile change that commits while a user's draw is in flight (the draw ran under the old budget) must
+    not leave that draw's tokens taken ahead to spend: they go back at once, and the next query draws."""
+    from threadline.auth.principal import Principal, Role
+    from threadline.ratelimits import service
+
+    assign(admin, member, profile(admin, "thousand", requestsPerWindow=1000))
+    tenant, user = decode_id(admin.tenant_id, Kind.TENANT), decode_id(member.user_id, Kind.USER)
+    principal = Principal(tenant_id=tenant, user_id=user, role=Role.MEMBER, team=None)
+    settings = test_settings(dsn, rate_limit_lease_max=16)
+    real = service.repo.consume
+
+    async def consume_then_change(*args: Any, **kwargs: Any) -> Any:
+        rows = await real(*args, **kwargs)
+        service.expire_leases(tenant)  # what a profile update or assignment does once it committed
+        return rows
+
+    async def two_queries() -> None:
+        conn = await asyncpg.connect(dsn)
+        try:
+            await service.spend(conn, settings, principal, {"requests": 1})  # the first: no tokens ahead
+            monkeypatch.setattr(service.repo, "consume", consume_then_change)
+            await service.spend(conn, settings, principal, {"requests": 1})  # busy: would take tokens ahead
+        finally:
+            await conn.close()
+
+    loop.run(two_queries())
+    lease = service._leases.get((tenant, user))
+    assert lease is None or lease.left == 0
+    assert bucket_tokens(dsn, loop, member) == 1000 - 2  # the tokens taken ahead went back

@@ -203,7 +203,7 @@ class PageRelations:
 # The relations' rows as the loaders' own statements return them (participants_of: PARTICIPANT_COLUMNS in
 # joining order; auth.repository.users_by_ids: USER_COLUMNS), as composite values of the migration's row types,
 # one array (or value) per conversation: each conversation's lookups are index scans in the page's statement.
-# Keep the filters in step with those two functions (tests/test_page_relations.py compares them).
+# Keep the filters in step with those two functions (tests/test_compiled_execution.py compares them).
 _PAGE_PARTICIPANT = (
     "ROW(p.id, p.tenant_id, p.conversation_id, p.user_id, p.role::text, p.joined_at)::page_participant"
 )

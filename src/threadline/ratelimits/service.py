@@ -158,9 +158,10 @@ def _budget(row: asyncpg.Record) -> Budget:
 # most 1/LEASE_SHARE of what the bucket holds after the draw, so a bucket near empty is drawn token by token as
 # before), which their next queries in this process spend without a round trip for up to LEASE_SECONDS. The
 # budget stays one, shared through PostgreSQL: a token taken ahead is gone from the bucket for every process
-# until it is spent or given back; an unspent lease is given back in the statement of the user's next draw in
-# this process (repo.give_back, before that draw). A profile change made in this process applies to the next
-# request (its tenant's leases expire at once); one made in another process applies here within LEASE_SECONDS.
+# until it is spent or given back; an unspent lease is given back just before the user's next draw in this
+# process (repo.give_back, its own statement). A profile change made in this process applies to the next request
+# (its tenant's leases expire at once, and a draw in flight across the change keeps no tokens ahead); one made in
+# another process applies here within LEASE_SECONDS.
 LEASE_SECONDS = 1.0
 LEASE_SHARE = 16
 LEASES_MAX = 10_000  # users with a lease in one process; beyond it no new lease is taken (memory bound)
@@ -188,10 +189,15 @@ class _Lease:
 
 
 _leases: dict[tuple[uuid.UUID, uuid.UUID], _Lease] = {}
+# Profile changes seen per tenant in this process: a draw in flight across a change keeps no tokens ahead (they
+# were taken under the old budget).
+_generations: dict[uuid.UUID, int] = {}
+_pruned = [0.0]  # when the full lease table was last scanned for users to forget
 
 
 def expire_leases(tenant_id: uuid.UUID) -> None:
     """A profile of the tenant changed: its users' next queries in this process draw (and give back) at once."""
+    _generations[tenant_id] = _generations.get(tenant_id, 0) + 1
     for (tenant, _), lease in _leases.items():
         if tenant == tenant_id:
             lease.expires = 0.0
@@ -201,6 +207,7 @@ async def _spend_query(db: Executor, settings: Settings, principal: Principal) -
     """`spend` of one plain query, through the caller's lease in this process when they hold one."""
     key = (principal.tenant_id, principal.user_id)
     now = time.monotonic()
+    generation = _generations.get(principal.tenant_id, 0)
     lease = _leases.get(key)
     if lease is not None and lease.left > 0 and now < lease.expires:
         lease.left -= 1
@@ -224,14 +231,18 @@ async def _spend_query(db: Executor, settings: Settings, principal: Principal) -
     row = rows[0]
     if not row["allowed"]:
         _refused(row)
-    if len(_leases) >= LEASES_MAX:
+    if len(_leases) >= LEASES_MAX and now - _pruned[0] >= LEASE_SECONDS:  # a scan a second at most when full
+        _pruned[0] = now
         _prune(now)
-    if len(_leases) < LEASES_MAX:
+    changed = _generations.get(principal.tenant_id, 0) != generation  # a profile changed during the draw
+    if len(_leases) < LEASES_MAX and not changed:
         current = _leases.get(key)  # a concurrent query of the same user took its own lease meanwhile
-        if current is not None and current.expires > now:
+        if current is not None and current.left and current.expires > now:
             ahead += current.left
+        elif current is not None and current.left:  # expired (a profile change): its tokens go back
+            await repo.give_back(db, principal.tenant_id, principal.user_id, "requests", current.left)
         _leases[key] = _Lease(ahead, row, now + LEASE_SECONDS)
-    elif ahead:  # no room to keep it: give it back now
+    elif ahead:  # no room to keep it, or taken under a budget changed since: give it back now
         await repo.give_back(db, principal.tenant_id, principal.user_id, "requests", ahead)
         ahead = 0
     return _Lease(ahead, row, 0.0).budget()
