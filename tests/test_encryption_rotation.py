@@ -38,6 +38,7 @@ from tests.test_encryption_imports import REPORT, claude_file, download, upload
 from tests.test_files import FakeS3
 from tests.test_runs_support import create_run, wait_for
 from tests.ws import CONVERSATION_EVENTS, WsClient
+from threadline.crypto.rotation import CHECK, ROTATE_PLACES
 
 TREE = """query($r: ID!) { threadTree(rootId: $r) { nodes { id content edits { content } chunks { content }
   parts { __typename ... on TextPart { text } ... on FilePart { name fileId } } } } }"""
@@ -458,3 +459,59 @@ def test_keys_seal_seals_plain_file_bytes_in_every_store_and_plain_cold_document
             assert reader.client.ok(MESSAGE, {"id": cold_root})["node"]["content"] == f"cold plain {word}"
             reader.client.close()
         assert set(scan(loop, dsn, word)) <= ALLOWED  # restored sealed
+
+
+def test_values_written_late_under_a_retired_key_are_caught_by_check_walks_until_one_finds_none(
+    loop: Loop, dsn: str
+) -> None:
+    """A writer that sealed with a key it held before the rotation's wait ended and commits late puts a value under
+    a retired key behind the walk. Here two such late writes (the message's old sealed value put back): one after
+    the first walk passed the messages, one after the first check walk passed them. The rotation walks again while
+    a check walk finds any, so when it is done no value is under a retired key and shredding them loses nothing."""
+    old, new = new_key(), new_key()
+    admin, cid, roots = sealed_threads(loop, dsn, old, marker(), 3)
+    old_keys = [r["id"] for r in sql(loop, dsn, "SELECT id FROM data_key")]
+    (first, second) = [
+        (r["id"], r["content"])
+        for r in sql(loop, dsn, "SELECT id, content FROM message ORDER BY id LIMIT 2")  # sealed under `old`
+    ]
+    env = {
+        "THREADLINE_MASTER_KEY": new,
+        "THREADLINE_MASTER_KEYS_PREVIOUS": old,
+        "THREADLINE_KEY_CACHE_SECONDS": "0",
+    }
+    walk, check = ROTATE_PLACES.index("message.content"), ROTATE_PLACES.index("message.content" + CHECK)
+
+    def rotate_until(past: int) -> None:
+        """A batch at a time until the rotation's position is past the place `past`."""
+        for _ in range(200):
+            done = cli(dsn, "keys", "rotate", "--reencrypt", "--batch", "1000", "--max-batches", "2", **env)
+            assert done.returncode == 0, done.stderr
+            (state,) = sql(loop, dsn, "SELECT phase, position FROM key_rotation")
+            step = json.loads(state["position"] or "{}").get("step", -1)
+            if state["phase"] == "reseal" and step > past:
+                return
+            assert state["phase"] != "done", "the rotation ended before the place"
+        raise AssertionError("the rotation never passed the place")
+
+    def write_late(message: tuple[Any, str]) -> None:
+        sql(loop, dsn, "UPDATE message SET content = $2 WHERE id = $1", *message)
+
+    rotate_until(walk)
+    write_late(first)  # behind the first walk: the first check walk finds it
+    rotate_until(check)
+    write_late(second)  # behind the first check walk: only a second one finds it
+    assert values_under(loop, dsn, old_keys) == ["message.content"]
+    finished = cli(dsn, "keys", "rotate", "--reencrypt", "--batch", "1000", **env)
+    assert finished.returncode == 0, finished.stderr
+    report = json.loads(finished.stdout)
+    assert report["finished"] is True
+    assert report["resealed"]["message.content" + CHECK] == 2
+    assert values_under(loop, dsn, old_keys) == []
+    shredded = cli(dsn, "keys", "shred", "--retired", **env)
+    assert shredded.returncode == 0, shredded.stderr
+    with sealed_server(dsn, new) as url:
+        reader = as_actor(admin, url)
+        contents = [reader.client.ok(MESSAGE, {"id": root})["node"]["content"] for root in roots]
+        reader.client.close()
+    assert all(content.startswith("message ") for content in contents)
