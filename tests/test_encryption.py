@@ -503,3 +503,54 @@ def test_a_forgotten_key_leaves_no_opened_text_in_the_process() -> None:
     ring.forget([keys[0].id])
     assert {text for _, text in ring._plain.values()} == {"secret of 1"}
     assert ring._plain_bytes == sum(len(v) + len(t) + 200 for v, (_, t) in ring._plain.items())
+
+
+def test_a_worker_without_the_key_takes_no_job_of_a_sealed_tenant(loop: Loop, dsn: str) -> None:
+    """A process started without the master key (before encryption was turned on, say) would read sealed text as it
+    is stored: a title made of ciphertext and stored plain, vectors of ciphertext, a run sent the sealed history.
+    Its workers take no enrichment job, embedding or run of a tenant with data keys; a worker with the key does."""
+    from threadline.embeddings import repository as embeddings_repo
+    from threadline.enrich import repository as enrich_repo
+    from threadline.runs import repository as runs_repo
+
+    admin, cid, _ = sealed_threads(loop, dsn, new_key(), marker(), 2)
+    tenant = sql(loop, dsn, "SELECT tenant_id FROM conversation")[0]["tenant_id"]
+    # What the server with the key had not done yet when it stopped (or anything it did): queued again.
+    sql(loop, dsn, "UPDATE enrichment_job SET status = 'QUEUED', run_after = now() - interval '1 minute'")
+    sql(
+        loop, dsn, "UPDATE embedding_queue SET enqueued_at = now() - interval '1 minute', leased_until = NULL"
+    )
+    run_id = uuid.uuid4()
+    sql(
+        loop,
+        dsn,
+        """INSERT INTO run (id, tenant_id, conversation_id, message_id, root_id, status, queue, provider, model,
+                            created_at, updated_at)
+           SELECT $1, tenant_id, conversation_id, id, id, 'QUEUED', 'keyless-test', 'echo', 'echo', now(), now()
+           FROM message WHERE parent_id IS NULL LIMIT 1""",
+        run_id,
+    )
+
+    async def claims(keyless: bool) -> tuple[Any, list[Any], Any]:
+        conn = await asyncpg.connect(dsn)
+        try:
+            async with conn.transaction():  # look, then roll back: nothing is taken
+                job = await enrich_repo.claim_next(conn, "w", 30.0, keyless=keyless)
+                messages = await embeddings_repo.claim(conn, "w", 10, 30.0, 0.0, 5, keyless=keyless)
+                run = await runs_repo.claim_next(conn, "keyless-test", "w", keyless=keyless)
+                raise _RollBack((job, messages, run))
+        except _RollBack as taken:
+            return taken.args[0]  # type: ignore[no-any-return]
+        finally:
+            await conn.close()
+
+    job, messages, run = loop.run(claims(keyless=True))
+    assert job is None and messages == [] and run is None
+    job, messages, run = loop.run(claims(keyless=False))
+    assert job is not None and job["tenant_id"] == tenant
+    assert messages and {m["tenant_id"] for m in messages} == {tenant}
+    assert run is not None and run["id"] == run_id
+
+
+class _RollBack(Exception):
+    pass

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable
 import asyncpg
 from prometheus_client import Counter, Gauge
 
+from threadline import crypto
 from threadline.db import Database
 from threadline.embeddings import repository as repo
 from threadline.embeddings.chunking import chunks
@@ -130,6 +131,7 @@ class Indexer:
             s.embeddings_lease_seconds,
             s.embeddings_settle_seconds,
             s.embeddings_max_attempts,
+            keyless=crypto.active() is None,
         )
         if not claimed:
             return 0

@@ -69,16 +69,25 @@ async def ensure_model_index(db: Database, model: Model) -> None:
 
 
 async def claim(
-    db: Executor, worker: str, batch: int, lease_seconds: float, settle_seconds: float, max_attempts: int
+    db: Executor,
+    worker: str,
+    batch: int,
+    lease_seconds: float,
+    settle_seconds: float,
+    max_attempts: int,
+    keyless: bool = False,
 ) -> list[asyncpg.Record]:
-    """Lease up to `batch` queued messages (oldest change first) not changed within `settle_seconds`."""
+    """Lease up to `batch` queued messages (oldest change first) not changed within `settle_seconds`. A `keyless`
+    indexer (no master key in its process) takes no message of a tenant with data keys: it would embed the sealed
+    text as it is stored; an indexer with the key takes those."""
     return await db.fetch(
         """UPDATE embedding_queue q SET leased_until = now() + make_interval(secs => $3), worker = $1,
                   attempts = q.attempts + 1
-           FROM (SELECT message_id FROM embedding_queue
-                 WHERE (leased_until IS NULL OR leased_until < now()) AND attempts < $5
-                       AND enqueued_at <= now() - make_interval(secs => $4)
-                 ORDER BY enqueued_at LIMIT $2 FOR UPDATE SKIP LOCKED) c
+           FROM (SELECT e.message_id FROM embedding_queue e
+                 WHERE (e.leased_until IS NULL OR e.leased_until < now()) AND e.attempts < $5
+                       AND e.enqueued_at <= now() - make_interval(secs => $4)
+                       AND NOT ($6 AND EXISTS (SELECT 1 FROM data_key k WHERE k.tenant_id = e.tenant_id))
+                 ORDER BY e.enqueued_at LIMIT $2 FOR UPDATE SKIP LOCKED) c
            WHERE q.message_id = c.message_id
            RETURNING q.message_id, q.tenant_id, q.version, q.attempts""",
         worker,
@@ -86,6 +95,7 @@ async def claim(
         lease_seconds,
         settle_seconds,
         max_attempts,
+        keyless,
     )
 
 

@@ -17,18 +17,24 @@ JOB_COLUMNS = """id, tenant_id, conversation_id, kind, status, generation, attem
     result_messages, source_ids, created_at, updated_at, finished_at"""
 
 
-async def claim_next(db: Executor, worker_id: str, lease_seconds: float) -> asyncpg.Record | None:
-    """The next due job (or one whose worker's lease lapsed), now RUNNING for `worker_id`."""
+async def claim_next(
+    db: Executor, worker_id: str, lease_seconds: float, keyless: bool = False
+) -> asyncpg.Record | None:
+    """The next due job (or one whose worker's lease lapsed), now RUNNING for `worker_id`. A `keyless` worker (no
+    master key in its process) takes no job of a tenant with data keys: it would read sealed text as it is stored
+    (and make a title of ciphertext, stored plain); a worker with the key takes those."""
     return await db.fetchrow(
         f"""UPDATE enrichment_job j SET status = 'RUNNING', attempts = j.attempts + 1, locked_by = $1,
                    locked_until = now() + make_interval(secs => $2), updated_at = now()
             WHERE j.id = (SELECT q.id FROM enrichment_job q
-                          WHERE (q.status = 'QUEUED' AND q.run_after <= now())
-                             OR (q.status = 'RUNNING' AND q.locked_until < now())
+                          WHERE ((q.status = 'QUEUED' AND q.run_after <= now())
+                                 OR (q.status = 'RUNNING' AND q.locked_until < now()))
+                            AND NOT ($3 AND EXISTS (SELECT 1 FROM data_key k WHERE k.tenant_id = q.tenant_id))
                           ORDER BY q.run_after LIMIT 1 FOR UPDATE SKIP LOCKED)
             RETURNING {JOB_COLUMNS}""",
         worker_id,
         lease_seconds,
+        keyless,
     )
 
 

@@ -13,6 +13,7 @@ import uuid
 
 import asyncpg
 
+from threadline import crypto
 from threadline.db import Database
 from threadline.db.database import WORKER, connect_settings
 from threadline.enrich import jobs
@@ -93,7 +94,9 @@ class EnrichmentWorker:
                 if self._listener is None or self._listener.is_closed():
                     await self._listen()
                 while len(self.active) < self.concurrency:
-                    claimed = await repo.claim_next(context.db, self.id, self.lease_seconds)
+                    claimed = await repo.claim_next(
+                        context.db, self.id, self.lease_seconds, keyless=crypto.active() is None
+                    )
                     if claimed is None:
                         break
                     task = asyncio.create_task(

@@ -260,11 +260,16 @@ async def set_status(
     )
 
 
-async def claim_next(db: Executor, queue: str, worker_id: str) -> asyncpg.Record | None:
-    """The oldest queued run of `queue`, now IN_PROGRESS for `worker_id` in a new attempt (every tenant)."""
+async def claim_next(
+    db: Executor, queue: str, worker_id: str, keyless: bool = False
+) -> asyncpg.Record | None:
+    """The oldest queued run of `queue`, now IN_PROGRESS for `worker_id` in a new attempt (every tenant). A
+    `keyless` worker (no master key in its process) takes no run of a tenant with data keys: it would send the
+    sealed history as it is stored to the model, and store its answer plain."""
     return await db.fetchrow(
         f"""WITH next AS (
                 SELECT id FROM run WHERE status = 'QUEUED' AND queue = $1
+                  AND NOT ($3 AND EXISTS (SELECT 1 FROM data_key k WHERE k.tenant_id = run.tenant_id))
                 ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED
             )
             UPDATE run r SET status = 'IN_PROGRESS', attempt = r.attempt + 1, worker_id = $2, heartbeat_at = now(),
@@ -274,6 +279,7 @@ async def claim_next(db: Executor, queue: str, worker_id: str) -> asyncpg.Record
             RETURNING {RUN_COLUMNS}""",
         queue,
         worker_id,
+        keyless,
     )
 
 

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from threadline import crypto
 from threadline.db import Database
 from threadline.db.database import WORKER, connect_settings
 from threadline.runs import execution, recovery
@@ -130,7 +131,9 @@ class Worker:
                 if self._listener is None or self._listener.is_closed():
                     await self._listen()
                 while len(self.active) < self.concurrency:
-                    claimed = await repo.claim_next(self.db, self.queue, self.id)
+                    claimed = await repo.claim_next(
+                        self.db, self.queue, self.id, keyless=crypto.active() is None
+                    )
                     if claimed is None:
                         break
                     self._spawn(claimed)
