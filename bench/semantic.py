@@ -230,7 +230,10 @@ async def index_all(embeddings: Embeddings) -> tuple[int, float]:
     return done, time.perf_counter() - started
 
 
-async def quality(admin_dsn: str) -> None:
+async def labelled_database(
+    admin_dsn: str,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], Any, str]:
+    """The labelled set's messages and queries, the messages loaded into a fresh database (vacuumed): ids, DSN."""
     rows = [json.loads(line) for line in SET.read_text().splitlines()]
     messages = [r for r in rows if r["type"] == "message"]
     queries = [r for r in rows if r["type"] == "query"]
@@ -244,6 +247,11 @@ async def quality(admin_dsn: str) -> None:
         await conn.execute("VACUUM ANALYZE")
     finally:
         await conn.close()
+    return messages, queries, ids, dsn
+
+
+async def quality(admin_dsn: str) -> None:
+    messages, queries, ids, dsn = await labelled_database(admin_dsn)
     db = await Database.connect(dsn, 1, 4)
     fake = FakeEmbeddings(dimensions=DIMENSIONS)
     fake.start()
@@ -300,19 +308,7 @@ async def quality_local(admin_dsn: str, model: str) -> None:
     alone on the same texts, then recall@10 and MRR@10 through the HNSW index and exactly."""
     from threadline.embeddings.local import LocalEmbedder
 
-    rows = [json.loads(line) for line in SET.read_text().splitlines()]
-    messages = [r for r in rows if r["type"] == "message"]
-    queries = [r for r in rows if r["type"] == "query"]
-    grouped: dict[str, list[str]] = {}
-    for m in messages:
-        grouped.setdefault(m["conversation"], []).append(m["text"])
-    dsn = await fresh_database(admin_dsn, QUALITY_DB)
-    conn = await asyncpg.connect(dsn)
-    try:
-        ids = await load(conn, list(grouped.items()))
-        await conn.execute("VACUUM ANALYZE")
-    finally:
-        await conn.close()
+    messages, queries, ids, dsn = await labelled_database(admin_dsn)
     db = await Database.connect(dsn, 1, 4)
     embedder = LocalEmbedder(model)
     try:
