@@ -172,8 +172,8 @@ async def import_phases(
     src: str | None,
 ) -> None:
     """Real bulk writers, each one transaction: the first import of one big ChatGPT conversation, then the
-    merge of a later export of it that grew by `--growth` messages per branch (a thread.activity REPLY and an
-    unread.update for each new message: the events of a merge are many)."""
+    merge of a later export of it that grew by `--growth` messages per branch (a thread.activity REPLY per new
+    branch tip, whose path names the new messages above it, and the unread updates)."""
     import orjson
     from porting import conversation, grown
 

@@ -42,8 +42,13 @@ class ThreadNewEvent(ConversationStreamEvent):
 class ThreadActivityEvent(ConversationStreamEvent):
     last_activity_at: datetime = strawberry.field(description="The thread's last activity.")
     reply_count: int = strawberry.field(description="The thread's reply count after the change.")
-    action: str = strawberry.field(description="REPLY, EDIT or DELETE.")
-    changed_message: Message = strawberry.field(description="The message that was added, edited or deleted.")
+    action: str = strawberry.field(
+        description="REPLY, EDIT or DELETE. A re-import that merges several new messages into a branch sends one "
+        "REPLY per new branch tip: its `changedMessage.path` names every new message above it."
+    )
+    changed_message: Message = strawberry.field(
+        description="The message that was added (for a merge, the new branch tip), edited or deleted."
+    )
 
 
 @strawberry.type(description="`message.delta`: streamed output appended to an assistant message.")
