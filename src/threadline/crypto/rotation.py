@@ -58,8 +58,8 @@ PLACES: tuple[str, ...] = (
 SEAL_PLACES: tuple[str, ...] = PLACES[:-1]
 # A re-encryption then walks the hot places once more ("... (check)"), and again while a check walk finds any:
 # a writer that sealed with a retired key it still held before the wait ended, and committed only after the first
-# walk passed its row (an enrichment job sealing a title, then waiting on its conversation's lock, on a loaded
-# machine), left a value under a retired key that `keys shred --retired` would make unreadable. A check walk
+# walk passed its row (held up between sealing and its commit, e.g. waiting on a lock), left a value under a
+# retired key that `keys shred --retired` would make unreadable. A check walk
 # opens nothing under the active keys (it reads each value's key id), so it costs a read of each place. What can
 # still escape: a write sealed before the wait ended and committed after the last (clean) check walk passed its
 # row, i.e. in flight longer than the wait plus two whole walks.
