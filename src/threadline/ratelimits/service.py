@@ -237,11 +237,14 @@ async def _spend_query(db: Executor, settings: Settings, principal: Principal) -
     changed = _generations.get(principal.tenant_id, 0) != generation  # a profile changed during the draw
     if len(_leases) < LEASES_MAX and not changed:
         current = _leases.get(key)  # a concurrent query of the same user took its own lease meanwhile
-        if current is not None and current.left and current.expires > now:
+        stale = 0
+        if current is not None and current.expires > now:
             ahead += current.left
-        elif current is not None and current.left:  # expired (a profile change): its tokens go back
-            await repo.give_back(db, principal.tenant_id, principal.user_id, "requests", current.left)
-        _leases[key] = _Lease(ahead, row, now + LEASE_SECONDS)
+        elif current is not None:  # expired (a profile change): its tokens go back
+            stale = current.left
+        _leases[key] = _Lease(ahead, row, now + LEASE_SECONDS)  # before any await: no other query replaces it
+        if stale:
+            await repo.give_back(db, principal.tenant_id, principal.user_id, "requests", stale)
     elif ahead:  # no room to keep it, or taken under a budget changed since: give it back now
         await repo.give_back(db, principal.tenant_id, principal.user_id, "requests", ahead)
         ahead = 0
