@@ -187,7 +187,7 @@ def test_other_model_files_get_vectors_of_their_own_name(model_zip: Path, tmp_pa
 
 def test_dense_text_is_cut_into_chunks_that_fit_the_window_and_leave_no_gap(embedder: Embedder) -> None:
     """Ids, base64 and CJK hold 2-4 times the tokens of prose per character: their 560-character chunks would pass
-    the 256-token window and lose their ends; the indexer's chunks are cut shorter until they fit."""
+    the 256-token window and lose their ends; the indexer's chunks are cut where the window's tokens end."""
     dense = {
         "ids": " ".join(f"{n:032x}-{n * 7919:08x}" for n in range(80)),
         "base64": base64.b64encode(b"".join(hashlib.sha256(b"%d" % n).digest() for n in range(60))).decode(),
@@ -195,7 +195,7 @@ def test_dense_text_is_cut_into_chunks_that_fit_the_window_and_leave_no_gap(embe
     }
     for kind, text in dense.items():
         assert not embedder.fits(text), kind  # over the window whole
-        pieces = chunks(text, embedder.chunk_chars, embedder.fits)
+        pieces = chunks(text, embedder.chunk_chars, embedder.fitters([text])[0])
         assert all(embedder.fits(piece.text) for piece in pieces), kind
         assert pieces[0].start == 0 and pieces[-1].end == len(text), kind
         assert all(b.start <= a.end for a, b in zip(pieces, pieces[1:], strict=False)), kind  # no gap

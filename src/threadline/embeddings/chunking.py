@@ -1,8 +1,9 @@
 """Long messages are embedded in chunks: windows of about CHUNK_CHARS characters cut at whitespace, each
 overlapping the previous one a little (an eighth) so that a sentence cut by a boundary is whole in one of them.
 An embedder with a smaller window (the local model: 256 tokens) asks for shorter chunks, and gets more of them;
-one that counts tokens (`fits`) has a chunk over its window cut shorter until it fits (ids, hashes, base64 and
-non-Latin scripts hold far more tokens a character than prose), so no text is silently left out of its vector."""
+one that counts tokens gives a `Fit` per message, and a chunk over its window is cut where its tokens end (ids,
+hashes, base64 and non-Latin scripts hold far more tokens a character than prose), so no text is silently left
+out of its vector."""
 
 from __future__ import annotations
 
@@ -23,12 +24,14 @@ class Chunk:
     text: str
 
 
-MIN_CHUNK_CHARS = 16  # a chunk is not cut shorter than this to fit (a window this short holds it in practice)
+# Characters of a message that chunks may reach (CHUNKS_MAX chunks of CHUNK_CHARS): all a `Fit` needs to see.
+REACH_CHARS = CHUNKS_MAX * CHUNK_CHARS
+# Fit(start, end): where a chunk from `start` must end, at or before `end`, to be within the model's window
+# (after `start`: every chunk advances).
+Fit = Callable[[int, int], int]
 
 
-def chunks(
-    content: str, chunk_chars: int = CHUNK_CHARS, fits: Callable[[str], bool] | None = None
-) -> list[Chunk]:
+def chunks(content: str, chunk_chars: int = CHUNK_CHARS, fit: Fit | None = None) -> list[Chunk]:
     overlap_chars = OVERLAP_CHARS * chunk_chars // CHUNK_CHARS
     chunks_max = CHUNKS_MAX * CHUNK_CHARS // chunk_chars  # the same length of a message is embedded
     found: list[Chunk] = []
@@ -38,12 +41,9 @@ def chunks(
         if end < length:
             cut = content.rfind(" ", start + chunk_chars // 2, end)
             end = cut if cut > start else end
+        if fit is not None:  # within the model's window: cut where its tokens end
+            end = fit(start, end)
         text = content[start:end].strip()
-        while fits is not None and text and not fits(text) and end - start > MIN_CHUNK_CHARS:
-            span = max((end - start) * 3 // 4, MIN_CHUNK_CHARS)  # shorter, at a space in its last half if any
-            cut = content.rfind(" ", start + span // 2, start + span)
-            end = cut if cut > start else start + span
-            text = content[start:end].strip()
         if text:
             found.append(Chunk(len(found), start, end, text))
         if end >= length:

@@ -15,7 +15,7 @@ from typing import Any, Protocol
 
 import httpx
 
-from threadline.embeddings.chunking import CHUNK_CHARS
+from threadline.embeddings.chunking import CHUNK_CHARS, Fit
 from threadline.embeddings.concepts import concept_vector
 from threadline.settings import Settings
 
@@ -46,8 +46,9 @@ class Embedder(Protocol):
         """Characters of a message embedded at once (the indexer's chunks): what fits the model's window."""
         ...
 
-    def fits(self, text: str) -> bool:
-        """Whether a chunk is within the model's window (a model that counts tokens; others: True)."""
+    def fitters(self, contents: list[str]) -> list[Fit | None]:
+        """Per message, where its chunks must end to stay within the model's window (`chunking.Fit`; None: the
+        characters of `chunk_chars` always fit). May take a while: the indexer calls it outside the event loop."""
         ...
 
     async def embed(self, texts: list[str]) -> list[list[float] | None]:
@@ -62,8 +63,8 @@ class ConceptEmbedder:
 
     chunk_chars = CHUNK_CHARS
 
-    def fits(self, text: str) -> bool:
-        return True
+    def fitters(self, contents: list[str]) -> list[Fit | None]:
+        return [None] * len(contents)
 
     def __init__(self, dimensions: int = TEST_DIMENSIONS) -> None:
         self.dimensions = dimensions
@@ -85,8 +86,8 @@ class OpenAIEmbedder:
 
     chunk_chars = CHUNK_CHARS  # ~300 tokens: within the 8,192 of OpenAI's models and the 512 of most others
 
-    def fits(self, text: str) -> bool:
-        return True  # the endpoint counts (and cuts) on its side
+    def fitters(self, contents: list[str]) -> list[Fit | None]:
+        return [None] * len(contents)  # the endpoint counts (and cuts) on its side
 
     def __init__(
         self, url: str, model: str, api_key: str | None, dimensions: int, timeout_seconds: float

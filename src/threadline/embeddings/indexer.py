@@ -24,7 +24,7 @@ from prometheus_client import Counter, Gauge
 from threadline import crypto
 from threadline.db import Database
 from threadline.embeddings import repository as repo
-from threadline.embeddings.chunking import chunks
+from threadline.embeddings.chunking import Chunk, chunks
 from threadline.embeddings.embedders import Embedder, EmbeddingError
 from threadline.embeddings.repository import ChunkVector, Model, vector_text
 from threadline.observability.metrics import REGISTRY
@@ -174,9 +174,18 @@ class Indexer:
         self.indexed += count
         return len(claimed)
 
+    def _chunks(self, rows: list[asyncpg.Record]) -> list[tuple[asyncpg.Record, Chunk]]:
+        fits = self.embedder.fitters([row["content"] for row in rows])
+        size = self.embedder.chunk_chars
+        return [
+            (row, chunk)
+            for row, fit in zip(rows, fits, strict=True)
+            for chunk in chunks(row["content"], size, fit)
+        ]
+
     async def _embed(self, model: Model, rows: list[asyncpg.Record]) -> list[ChunkVector]:
-        size, fits = self.embedder.chunk_chars, self.embedder.fits
-        pieces = [(row, chunk) for row in rows for chunk in chunks(row["content"], size, fits)]
+        # Cutting the batch's messages into chunks tokenises them (the local model): not on the event loop.
+        pieces = await asyncio.get_running_loop().run_in_executor(None, self._chunks, rows)
         vectors = await self.embedder.embed([chunk.text for _, chunk in pieces])
         if any(v is not None and len(v) != model.dimensions for v in vectors):
             raise EmbeddingError(f"the embedder answered vectors of another size than {model.dimensions}")

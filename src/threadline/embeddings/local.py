@@ -8,10 +8,16 @@ declares sentence-transformers (so PyTorch) as a dependency it does not need her
 from __future__ import annotations
 
 import asyncio
+import bisect
 import hashlib
 import importlib.util
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+
+from threadline.embeddings.chunking import REACH_CHARS, Fit
+
+MIN_CHUNK_CHARS = 16  # a chunk is not cut shorter than this to fit its window
 
 MODEL_PACKAGE = "all_minilm_l6_v2"
 INSTALL = (
@@ -36,6 +42,31 @@ def files_digest(files: object) -> str:
     for name in minilm.MODEL_FILES:
         digest.update(hashlib.sha256(files.read(name)).digest())
     return digest.hexdigest()
+
+
+# Tokens of the window kept free when cutting: a chunk that starts or ends inside a word tokenises into a few more
+# pieces than the whole word counted there ([CLS] and [SEP] are counted apart).
+SPLIT_MARGIN = 8
+
+
+def _fit(content: str, starts: list[int], ends: list[int], budget: int, fits: Callable[[str], bool]) -> Fit:
+    """Where a chunk of `content` from `start` must end: before the first token past `budget` tokens (`starts`,
+    `ends`: the message's tokens' character offsets, ascending), at a space in the second half if there is one,
+    and shorter still while the chunk's own tokens do not fit (a word cut in two, or one too long for the
+    tokenizer whole, counts differently alone)."""
+
+    def fit(start: int, end: int) -> int:
+        last = bisect.bisect_left(starts, start) + budget - 1  # the last token that fits
+        fitted = end if last >= len(ends) or ends[last] >= end else ends[last]
+        while True:
+            if fitted < end:
+                cut = content.rfind(" ", start + (fitted - start) // 2, fitted + 1)
+                fitted = cut if cut > start else max(fitted, start + 1)
+            if fitted - start <= MIN_CHUNK_CHARS or fits(content[start:fitted].strip()):
+                return fitted
+            end, fitted = fitted, start + (fitted - start) * 3 // 4
+
+    return fit
 
 
 def model_path(configured: str) -> Path:
@@ -87,8 +118,18 @@ class LocalEmbedder:
         return f"local:{self._model_name}@{self._model.dimensions}"
 
     def fits(self, text: str) -> bool:
-        """Within the 256-token window: the indexer cuts a chunk shorter until it is (see `chunking`)."""
+        """Whether a text is within the 256-token window (nothing of it cut off)."""
         return self._model.fits(text)
+
+    def fitters(self, contents: list[str]) -> list[Fit | None]:
+        """Each message tokenised once (as far as its chunks reach): a chunk ends where the window's last token
+        does, found by bisection (`chunking.chunks`)."""
+        spans = self._model.token_spans([content[:REACH_CHARS] for content in contents])
+        budget = self._model.max_tokens - 2 - SPLIT_MARGIN
+        return [
+            _fit(content, starts, ends, budget, self._model.fits)
+            for content, (starts, ends) in zip(contents, spans, strict=True)
+        ]
 
     async def embed(self, texts: list[str]) -> list[list[float] | None]:
         loop = asyncio.get_running_loop()

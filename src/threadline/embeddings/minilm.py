@@ -159,6 +159,10 @@ class MiniLM:
         # their longest text), truncation at the window.
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(self.max_tokens)
+        # Another for cutting messages into chunks (whole texts, no truncation): `token_spans`, in any thread.
+        self._splitter = Tokenizer.from_str(files.read("tokenizer.json").decode())
+        self._splitter.no_padding()
+        self._splitter.no_truncation()
 
     @property
     def dimensions(self) -> int:
@@ -171,6 +175,12 @@ class MiniLM:
     def fits(self, text: str) -> bool:
         """Whether the text's tokens, with [CLS] and [SEP], are within `max_tokens` (nothing cut off)."""
         return not self.tokenizer.encode(text).overflowing
+
+    def token_spans(self, texts: list[str]) -> list[tuple[list[int], list[int]]]:
+        """Each text's tokens (no [CLS] or [SEP]) as their character starts and ends, in order: one pass over
+        every text (the tokenizer's batch, off the GIL), from which chunk boundaries are found by bisection."""
+        encoded = self._splitter.encode_batch(texts, add_special_tokens=False)
+        return [([a for a, _ in e.offsets], [b for _, b in e.offsets]) for e in encoded]
 
     def encode(self, texts: list[str]) -> Floats:
         """Unit vectors of the texts, one row each, in one forward pass (see `batches` to bound its memory)."""
