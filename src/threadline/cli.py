@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import importlib
 import json
 import logging
 import signal
@@ -244,7 +245,36 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     return with_database(settings, work)
 
 
-def build_parser() -> argparse.ArgumentParser:
+# The commands other packages add to the parser (each module's `add_commands(sub)`), by name, in the order help lists
+# them. Only the module of the command being run is imported: each pulls in its package (documents' imports
+# graphql-core, ~75 ms), and a command's start is paid by every `threadline import` of a file. Top-level help, a
+# mistyped command or none import them all (tests/test_cli_parser.py checks this table against them).
+COMMAND_MODULES = {
+    "import": "threadline.porting.commands",
+    "export": "threadline.porting.commands",
+    "documents": "threadline.documents.commands",
+    "audit": "threadline.audit.commands",
+    "pii": "threadline.privacy.commands",
+    "tiers": "threadline.tiers.commands",
+    "keys": "threadline.crypto.commands",
+}
+BUILT_IN = ("serve", "migrate", "export-schema", "tenant-create", "worker")
+
+
+def _command_modules(argv: list[str] | None) -> list[str]:
+    """The modules whose commands the parser needs for `argv` (None: the process's arguments): the named
+    command's, none for a built-in one, all of them otherwise."""
+    args = sys.argv[1:] if argv is None else argv
+    command = next((a for a in args if not a.startswith("-")), None)
+    if command in BUILT_IN:
+        return []
+    if command in COMMAND_MODULES:
+        return [COMMAND_MODULES[command]]
+    return list(dict.fromkeys(COMMAND_MODULES.values()))
+
+
+def build_parser(argv: list[str] | None = None, *, everything: bool = False) -> argparse.ArgumentParser:
+    """The parser for `argv` (None: the process's arguments), with every command when `everything`."""
     parser = argparse.ArgumentParser(
         prog="threadline",
         description="Threadline: a GraphQL API for AI chat history. Uses DATABASE_URL, or an embedded "
@@ -306,29 +336,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     worker.set_defaults(run=_worker)
 
-    from threadline.porting.commands import add_commands as add_porting_commands
-
-    add_porting_commands(sub)
-    from threadline.documents.commands import add_commands as add_document_commands
-
-    add_document_commands(sub)
-    from threadline.audit.commands import add_commands as add_audit_commands
-    from threadline.privacy.commands import add_commands as add_privacy_commands
-
-    add_audit_commands(sub)
-    add_privacy_commands(sub)
-    from threadline.tiers.commands import add_commands as add_tier_commands
-
-    add_tier_commands(sub)
-    from threadline.crypto.commands import add_commands as add_key_commands
-
-    add_key_commands(sub)
+    modules = list(dict.fromkeys(COMMAND_MODULES.values())) if everything else _command_modules(argv)
+    for module in modules:
+        importlib.import_module(module).add_commands(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    args = build_parser().parse_args(argv)
+    args = build_parser(argv).parse_args(argv)
     try:
         settings = Settings.from_env()
         from threadline import crypto
