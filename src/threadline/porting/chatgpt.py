@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Container
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
@@ -499,19 +500,29 @@ def look(obj: dict[str, Any], seen: dict[str, str] | None) -> Look:
 
 
 def reduced(
-    obj: dict[str, Any], seen: dict[str, str] | None, stored: set[str], digests: dict[str, str] | None = None
+    obj: dict[str, Any],
+    seen: dict[str, str] | None,
+    stored: Container[str],
+    digests: dict[str, str] | None = None,
+    *,
+    only_new: bool = False,
 ) -> Reduction:
     """The part of a newer export of a conversation that a merge needs, from the digests of the nodes the last
     import saw (`seen`) and the source ids that have a message (`stored`): when no node it saw changed, only
     the new nodes, each with its ancestors up to the nearest stored message (and the current node, likewise).
     The rest would be read only to be found unchanged. Anything unexpected: read it all (`conversation` None).
-    `digests` are the nodes' (`node_digests`) when the caller has them already."""
+    `digests` are the nodes' (`node_digests`) when the caller has them already; `only_new`: the caller found
+    (`look`) that none of the nodes `seen` changed, so they are not compared again."""
     mapping = obj.get("mapping")
     if not isinstance(mapping, dict):
         return Reduction({})
     if digests is None:
         digests = node_digests(mapping)
-    if seen is None or any(seen.get(k, d) != d for k, d in digests.items()) or len(digests) != len(mapping):
+    if (
+        seen is None
+        or len(digests) != len(mapping)
+        or (not only_new and any(seen.get(k, d) != d for k, d in digests.items()))
+    ):
         return Reduction(digests)
     new = [k for k in digests if k not in seen]
     if not new:

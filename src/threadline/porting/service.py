@@ -139,6 +139,12 @@ class _Prepared:
     file: str | None = None  # the file it was read from (`Importer.file` then), for failures found later
 
 
+def _all_stored(known: dict[str, bool], seen: dict[str, str]) -> bool:
+    """Whether every node the earlier import saw that was asked about is stored: then each walk up from a new node
+    stops at the first of them (`chatgpt.stored_keys_needed` would ask for nothing more)."""
+    return all(stored for key, stored in known.items() if key in seen)
+
+
 def _only_new(m: _Merging) -> bool:
     """Whether a grown ChatGPT conversation only has new nodes (none the earlier import saw changed)."""
     return m.only_new
@@ -154,6 +160,13 @@ class _Merging:
     rows: list[Any] | None
     digests: dict[str, str] | None
     only_new: bool = False  # chatgpt.look: nodes were added, none the earlier import saw changed
+    # Planned before the transaction (`Importer._plan_ahead`): the plan (or why it cannot be), and the nodes of the
+    # part it was planned from (None: the whole conversation). Used under the lock only if the rows read there
+    # give the same part (`Importer._lazy_plan`).
+    ahead: importer.Plan | None = None
+    ahead_error: str | None = None
+    ahead_keys: frozenset[str] | None = None
+    planned_ahead: bool = False
 
 
 class Importer:
@@ -325,6 +338,9 @@ class Importer:
                 jsonstream.decode(p.item)
                 self.file = p.file  # failures name the file the item came from
                 ready.extend(self.prepare(p.item))
+                # Decoding is CPU work on the event loop: the batches in flight get their next statements out
+                # between items, so the server works on them while this batch is decoded.
+                await asyncio.sleep(0)
         finally:
             self.file = reading
         return ready
@@ -530,7 +546,12 @@ class Importer:
                             p
                         )  # other bytes, same nodes: skipped sooner next time
                         continue
-                    pending.append(_Merging(p, cid, None, first_look.digests, first_look.only_new))
+                    m = _Merging(p, cid, None, first_look.digests, first_look.only_new)
+                    self._plan_ahead(m)
+                    pending.append(m)
+                    # Reading and planning are CPU work on the event loop: the batches in flight get their next
+                    # statements out between conversations (the server works while this batch is planned).
+                    await asyncio.sleep(0)
                     continue
                 rows = rows_of[cid]
                 if p.plan is None and self._plan(p, p.item.value) is None:
@@ -564,28 +585,37 @@ class Importer:
             f"{p.external_id}: imported before message ids were recorded, so it cannot be merged"
         )
 
-    async def _rows_needed(self, tx: Transaction, lazy: list[_Merging]) -> dict[uuid.UUID, list[Any]]:
+    async def _rows_needed(
+        self, tx: Transaction, lazy: list[_Merging]
+    ) -> tuple[dict[uuid.UUID, list[Any]], set[uuid.UUID]]:
         """The rows a merge of grown ChatGPT conversations needs, read under their locks: of a conversation
         whose seen nodes are unchanged, only the messages that place its new nodes (a few statements for the
-        batch, whatever the conversations' sizes); of one with a changed node, all of them."""
+        batch, whatever the conversations' sizes); of one with a changed node, all of them. And the grown
+        conversations another import merged into since their earlier import's node digests were read (outside the
+        lock): a node new to those digests is stored already. Their rows are read whole, and they are merged whole
+        (by source id: nothing is added twice)."""
         tenant = self.principal.tenant_id
         whole = [m.conversation_id for m in lazy if not _only_new(m)]
         rows = await bulk_repo.merge_targets(tx, tenant, whole) if whole else {}
         grown = [m for m in lazy if m.conversation_id not in rows]
         known: dict[uuid.UUID, dict[str, bool]] = {m.conversation_id: {} for m in grown}
         found: dict[uuid.UUID, list[Any]] = {m.conversation_id: [] for m in grown}
-        while True:
-            asked = [
-                (m.conversation_id, sorted(keys))
-                for m in grown
-                if (
-                    keys := chatgpt.stored_keys_needed(
-                        m.p.item.value, m.p.seen or {}, known[m.conversation_id]
-                    )
-                )
-            ]
-            if not asked:
-                break
+        # The first round asks for the part the plan made before the transaction was made from (`_plan_ahead`):
+        # its new nodes (none should be stored) and the nodes the earlier import saw that place them (all should
+        # be), in one statement. Only a conversation where one of those is not stored asks again, walking up
+        # (`chatgpt.stored_keys_needed`: what the first round told is known, it asks for what is not).
+        new: dict[uuid.UUID, list[str]] = {}
+        asked: list[tuple[uuid.UUID, list[str]]] = []
+        for m in grown:
+            seen = m.p.seen or {}
+            if m.ahead_keys is not None:
+                keys = set(m.ahead_keys)
+            else:
+                keys = chatgpt.stored_keys_needed(m.p.item.value, seen, {})
+                keys.update(k for k in m.digests or () if k not in seen)
+            new[m.conversation_id] = [k for k in keys if k not in seen]
+            asked.append((m.conversation_id, sorted(keys)))
+        while asked:
             for cid, asked_keys in asked:
                 known[cid].update(dict.fromkeys(asked_keys, False))
             for row in await bulk_repo.merge_targets_by_key(
@@ -593,7 +623,59 @@ class Importer:
             ):
                 known[row["conversation_id"]][row["import_key"]] = True
                 found[row["conversation_id"]].append(row)
-        return {**rows, **found}
+            asked = [
+                (m.conversation_id, sorted(keys))
+                for m in grown
+                if not _all_stored(known[m.conversation_id], m.p.seen or {})
+                and (
+                    keys := chatgpt.stored_keys_needed(
+                        m.p.item.value, m.p.seen or {}, known[m.conversation_id]
+                    )
+                )
+            ]
+        stale = {cid for cid, keys in new.items() if any(known[cid].get(k) for k in keys)}
+        if stale:
+            found.update(await bulk_repo.merge_targets(tx, tenant, sorted(stale)))
+        return {**rows, **found}, stale
+
+    def _plan_ahead(self, m: _Merging) -> None:
+        """Plan a grown ChatGPT conversation before its transaction, so that this CPU work overlaps with the
+        statements of the batches in flight: the whole conversation when a node the earlier import saw changed
+        (that plan does not depend on the stored rows), else the part `chatgpt.reduced` keeps if every node the
+        earlier import saw is stored (each new node's walk stops at its first seen ancestor). Under the lock the
+        part is worked out again from the rows read there, and the plan used only if it is the same
+        (`_lazy_plan`)."""
+        value, seen = m.p.item.value, m.p.seen
+        keys: frozenset[str] | None = None
+        if m.only_new and seen is not None:
+            part = chatgpt.reduced(value, seen, seen.keys(), m.digests, only_new=True)
+            if part.conversation is not None:
+                keys = frozenset(part.conversation["mapping"])
+                value = part.conversation
+        m.ahead, m.ahead_error = self._planned(value, m.digests)
+        m.ahead_keys = keys
+        m.planned_ahead = True
+
+    def _lazy_plan(
+        self, m: _Merging, rows: list[Any], stale: bool
+    ) -> tuple[importer.Plan | None, str | None, set[str]]:
+        """The plan of a grown ChatGPT conversation from the rows read under its lock (`_rows_needed`), and the
+        source ids stored: the one made before the transaction when the part it was made from is the part these
+        rows give (the usual case), else made now. A plan made before is used once (a retry plans again)."""
+        stored = {r["import_key"] for r in rows if r["import_key"] is not None}
+        value = m.p.item.value
+        keys: frozenset[str] | None = None
+        if m.only_new and not stale:
+            part = chatgpt.reduced(value, m.p.seen, stored, m.digests, only_new=True)
+            if part.conversation is not None:
+                keys = frozenset(part.conversation["mapping"])
+                value = part.conversation
+        if m.planned_ahead and keys == m.ahead_keys:
+            m.planned_ahead = False
+            return m.ahead, m.ahead_error, stored
+        m.planned_ahead = False
+        plan, error = self._planned(value, m.digests)
+        return plan, error, stored
 
     async def _manageable(
         self, tx: Transaction, pending: list[_Merging], failed: list[tuple[_Prepared, str]]
@@ -633,14 +715,12 @@ class Importer:
         try:
             async with self.db.transaction() as tx:
                 ready = await self._manageable(tx, pending, failed)
-                fetched = await self._rows_needed(tx, [m for m in ready if m.rows is None])
+                fetched, stale = await self._rows_needed(tx, [m for m in ready if m.rows is None])
                 for m in ready:
                     rows = m.rows if m.rows is not None else fetched[m.conversation_id]
                     plan = m.p.plan
                     if m.rows is None:
-                        stored = {r["import_key"] for r in rows if r["import_key"] is not None}
-                        part = chatgpt.reduced(m.p.item.value, m.p.seen, stored, m.digests)
-                        plan, error = self._planned(part.conversation or m.p.item.value, part.digests)
+                        plan, error, stored = self._lazy_plan(m, rows, m.conversation_id in stale)
                         if plan is None:
                             failed.append((m.p, error or "could not be read"))
                             continue

@@ -1,0 +1,168 @@
+"""A merge re-import of a grown ChatGPT export plans each grown conversation before its transaction (so that the
+client's CPU work overlaps with the statements of the batches in flight), and uses that plan only if the rows read
+under the conversation's lock give the same part of the export (issue 22 figure). Fixtures: tests/fixtures/merge,
+grown by new nodes only (none the first import saw changed)."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import Actor, Loop, test_settings
+from tests.test_import_merge import CHATGPT_V1, cli_import, outline, summary
+from tests.test_porting_import import FIXTURES, assert_tree_is_consistent, sql
+from threadline.auth.service import authenticate
+from threadline.db import Database
+from threadline.ids import Kind, encode_id
+from threadline.porting import service
+from threadline.porting.jsonstream import JsonArrayReader
+from threadline.porting.model import ImportFormat
+
+
+def first_export() -> dict[str, Any]:
+    (conversation,) = json.loads((FIXTURES / "merge" / "chatgpt-v1.json").read_bytes())
+    assert isinstance(conversation, dict)
+    return conversation
+
+
+def grown(conversation: dict[str, Any], parent: str, texts: list[tuple[str, str, str]]) -> dict[str, Any]:
+    """The export with a chain of new nodes (id, role, text) under `parent`, the last one current."""
+    out = copy.deepcopy(conversation)
+    mapping = out["mapping"]
+    t = max(n["message"]["create_time"] or 0 for n in mapping.values() if n.get("message"))
+    for node_id, role, text in texts:
+        t += 10
+        mapping[node_id] = {
+            "id": node_id,
+            "message": {
+                "id": node_id,
+                "author": {"role": role, "name": None, "metadata": {}},
+                "create_time": t,
+                "update_time": None,
+                "content": {"content_type": "text", "parts": [text]},
+                "status": "finished_successfully",
+                "end_turn": True,
+                "weight": 1.0,
+                "metadata": {},
+                "recipient": "all",
+            },
+            "parent": parent,
+            "children": [],
+        }
+        mapping[parent]["children"].append(node_id)
+        parent = node_id
+    out["current_node"] = parent
+    return out
+
+
+def write(path: Path, conversation: dict[str, Any]) -> Path:
+    path.write_text(json.dumps([conversation]))
+    return path
+
+
+async def _import(dsn: str, api_key: str, path: Path) -> dict[str, Any]:
+    """`threadline import`'s run of a file, in this process (its steps can be watched)."""
+    settings = test_settings(dsn)
+    db = await Database.connect(dsn, 1, 4)
+    try:
+        principal = await authenticate(db, settings, f"Bearer {api_key}")
+        run = service.Importer(db, settings, principal, ImportFormat.CHATGPT, concurrency=2, lazy=True)
+        with path.open("rb") as stream:
+            for item in JsonArrayReader(stream, max_item_bytes=settings.import_item_max_bytes, defer=True):
+                await run.submit(run.prepare(item))
+        report: dict[str, Any] = (await run.finish()).as_dict()
+        return report
+    finally:
+        await db.close()
+
+
+@pytest.fixture
+def steps(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The order of the plans made (`planned`) and of the merge transactions begun (`transaction`)."""
+    seen: list[str] = []
+    planned = service.Importer._planned
+    pending = service.Importer._merge_pending
+
+    def spy_planned(self: service.Importer, *args: Any, **kwargs: Any) -> Any:
+        seen.append("planned")
+        return planned(self, *args, **kwargs)
+
+    async def spy_pending(self: service.Importer, *args: Any, **kwargs: Any) -> None:
+        seen.append("transaction")
+        await pending(self, *args, **kwargs)
+
+    monkeypatch.setattr(service.Importer, "_planned", spy_planned)
+    monkeypatch.setattr(service.Importer, "_merge_pending", spy_pending)
+    return seen
+
+
+def test_a_grown_conversation_is_planned_before_its_transaction(
+    admin: Actor, dsn: str, loop: Loop, tmp_path: Path, steps: list[str]
+) -> None:
+    v1 = first_export()
+    assert summary(cli_import(dsn, admin, write(tmp_path / "v1.json", v1))) == (1, 0, 0, 0, 4, 0, 0)
+    (conversation,) = sql(loop, dsn, "SELECT id FROM conversation")
+    cid = encode_id(Kind.CONVERSATION, conversation["id"])
+    v2 = grown(v1, "a-2", [("u-3", "user", "Thanks!"), ("a-3", "assistant", "You're welcome.")])
+    merged = loop.run(_import(dsn, admin.api_key, write(tmp_path / "v2.json", v2)))
+    assert (merged["merged"], merged["messagesAdded"], merged["messagesUpdated"]) == (1, 2, 0)
+    # Planned once, before the transaction (the rows read under the lock gave the same part).
+    assert steps == ["planned", "transaction"]
+    assert outline(loop, dsn, cid) == [
+        *CHATGPT_V1,
+        (4, "USER", "Thanks!"),
+        (5, "ASSISTANT", "You're welcome."),
+    ]
+    assert_tree_is_consistent(loop, dsn, cid)
+    assert summary(cli_import(dsn, admin, tmp_path / "v2.json")) == (0, 0, 1, 0, 0, 0, 0)
+
+
+def test_a_plan_made_before_on_a_node_that_was_never_stored_is_made_again_under_the_lock(
+    admin: Actor, dsn: str, loop: Loop, tmp_path: Path, steps: list[str]
+) -> None:
+    """The plan made before the transaction assumes the nodes the first import saw are stored. `sys-0` (an empty
+    system message) was seen but never stored: a new branch under it is placed from what the rows say."""
+    v1 = first_export()
+    cli_import(dsn, admin, write(tmp_path / "v1.json", v1))
+    (conversation,) = sql(loop, dsn, "SELECT id FROM conversation")
+    cid = encode_id(Kind.CONVERSATION, conversation["id"])
+    v2 = grown(v1, "sys-0", [("u-9", "user", "Another question"), ("a-9", "assistant", "Another answer")])
+    merged = loop.run(_import(dsn, admin.api_key, write(tmp_path / "v2.json", v2)))
+    assert (merged["merged"], merged["messagesAdded"], merged["messagesUpdated"]) == (1, 2, 0)
+    assert steps == ["planned", "transaction", "planned"]
+    # The new branch starts a thread of its own, as on a first import of v2 (sys-0 is not a message).
+    assert outline(loop, dsn, cid) == [
+        *CHATGPT_V1,
+        (0, "USER", "Another question"),
+        (1, "ASSISTANT", "Another answer"),
+    ]
+    assert_tree_is_consistent(loop, dsn, cid)
+
+
+def test_a_merge_by_another_import_since_the_digests_were_read_adds_nothing_twice(
+    admin: Actor, dsn: str, loop: Loop, tmp_path: Path
+) -> None:
+    """Node digests are read before the conversation's lock: when another import merged the same new nodes in
+    between, those nodes are found stored under the lock, and the conversation is merged whole (by source id)."""
+    v1 = first_export()
+    cli_import(dsn, admin, write(tmp_path / "v1.json", v1))
+    (source,) = sql(loop, dsn, "SELECT node_digests FROM import_source")
+    v2 = grown(v1, "a-2", [("u-3", "user", "Thanks!"), ("a-3", "assistant", "You're welcome.")])
+    assert summary(cli_import(dsn, admin, write(tmp_path / "v2.json", v2)))[1:6] == (1, 0, 0, 2, 2)
+    # As seen by an import that read the digests before that merge committed.
+    sql(loop, dsn, "UPDATE import_source SET node_digests = $1, fingerprint = NULL", source["node_digests"])
+    again = cli_import(dsn, admin, tmp_path / "v2.json")
+    assert summary(again) == (0, 0, 1, 0, 0, 0, 0)
+    (conversation,) = sql(loop, dsn, "SELECT id, message_count FROM conversation")
+    cid = encode_id(Kind.CONVERSATION, conversation["id"])
+    assert conversation["message_count"] == 6
+    assert outline(loop, dsn, cid) == [
+        *CHATGPT_V1,
+        (4, "USER", "Thanks!"),
+        (5, "ASSISTANT", "You're welcome."),
+    ]
+    assert_tree_is_consistent(loop, dsn, cid)
