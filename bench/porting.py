@@ -160,7 +160,7 @@ def merge_figures(
     write_export(first_file, conversations, messages)
     write_grown_export(grown_file, conversations, messages, 0.10, mixed=mixed)
     warm_up(dsn, workdir)
-    merges, agains, cpu_merges, server_merges = [], [], [], []
+    merges, agains, cpu_merges, server_merges, starts = [], [], [], [], []
     for n in range(rounds):
         _, api_key = asyncio.run(setup(dsn))
         first_cpu, first_server = _children_cpu(), server_cpu()
@@ -175,7 +175,10 @@ def merge_figures(
         merge_s, merged, _ = import_run(dsn, grown_file, api_key)
         merge_cpu, merge_server = _children_cpu() - merge_cpu, server_cpu() - merge_server
         again_s, again, _ = import_run(dsn, grown_file, api_key)
+        # The fixed part of every run: interpreter, imports, migration check, pool, key check, authentication, audit.
+        empty_s, _, _ = import_run(dsn, workdir / "empty.json", api_key)
         merges.append(merge_s / first_s)
+        starts.append(empty_s / first_s)
         agains.append(again_s / first_s)
         cpu_merges.append(merge_cpu / first_cpu)
         server_merges.append(merge_server / first_server)
@@ -186,13 +189,14 @@ def merge_figures(
             f"{merged['messages']:,} messages added) {merge_s:.1f} s = "
             f"{merge_s / first_s:.0%} ({merge_cpu:.1f} s client CPU = {merge_cpu / first_cpu:.0%}, {merge_server:.1f} s "
             f"server CPU = {merge_server / first_server:.0%}); the same again "
-            f"({again['skipped']:,} skipped) {again_s:.1f} s = {again_s / first_s:.0%}"
+            f"({again['skipped']:,} skipped) {again_s:.1f} s = {again_s / first_s:.0%}; an empty import (the CLI's "
+            f"fixed start) {empty_s:.2f} s = {empty_s / first_s:.0%}"
         )
     print(
         f"median over {rounds} round(s): merge = {statistics.median(merges):.0%} of the first import's wall time "
         f"({statistics.median(cpu_merges):.0%} of its client CPU, {statistics.median(server_merges):.0%} of its server "
         f"CPU); unchanged re-import = "
-        f"{statistics.median(agains):.0%}"
+        f"{statistics.median(agains):.0%}; empty import = {statistics.median(starts):.0%}"
     )
 
 
