@@ -8,8 +8,11 @@ someone else."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Generator
 from typing import Any
+
+import pytest
 
 from tests.api import create_conversation, join, reply, start_thread
 from tests.harness import Actor, ServerThread
@@ -17,6 +20,8 @@ from tests.test_streaming_direct import by_cursor, frames_until, sockets  # noqa
 from tests.test_streaming_parked import subscriptions, wait_for
 from tests.ws import EVENT_FIELDS, WsClient, position
 from threadline.ids import Kind, decode_id
+from threadline.streaming import hub as hub_module
+from threadline.streaming.direct import LaneGroup
 
 # EVENT_FIELDS plus a SELECTED_ONLY type (branch.current: addressed to the user who moved); branch.sibling is
 # not selected, so no socket may get it. Without the root's author: it is loaded per event (awaitable), which a
@@ -134,3 +139,120 @@ def test_a_shared_group_sends_addressed_events_to_their_recipients_only(
     # The group was still whole at the end: it took every event itself (addressed ones, both thread.new
     # renderings), so no member ever left it for its own lane or the stock path.
     assert one_group_of_five()
+
+
+def _read_until(client: WsClient, done: Callable[[dict[str, Any]], bool]) -> tuple[list[str], bool]:
+    """Raw `next` frames up to the one `done` accepts, or up to the operation's `complete` (True)."""
+    out: list[str] = []
+    deadline = time.monotonic() + 15.0
+    while True:
+        raw = client.ws.recv(timeout=max(deadline - time.monotonic(), 0.01))
+        assert isinstance(raw, str)
+        message = json.loads(raw)
+        if message["type"] == "ping":
+            client.send({"type": "pong"})
+        elif message["type"] == "complete":
+            return out, True
+        elif message["type"] == "next":
+            out.append(raw)
+            if done(message):
+                return out, False
+
+
+@pytest.mark.parametrize("leaving", ["woken", "ended"])
+def test_a_member_leaving_between_write_slices(
+    leaving: str,
+    admin: Actor,
+    make_user: Callable[..., Actor],
+    server: ServerThread,
+    sockets: Callable[[Actor, bool], WsClient],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The hub writes a group's frames in slices with turns of the loop between them (streaming.hub
+    WRITE_SLICE; 1 here). A member that leaves the group between two slices gets nothing written by the group:
+    still subscribed (its stream woke: `close_lane`), it takes the pass's events through the stock path, byte for
+    byte what its user's stock socket gets, each once and in order; ended (its access lost: `end`), it gets none
+    of them, only its `complete`."""
+    monkeypatch.setattr(hub_module, "WRITE_SLICE", 1)
+    a = make_user(admin)
+    cid = create_conversation(admin, "slices")
+    join(admin, a, cid)
+    root = start_thread(admin, cid, "root")
+    users = {"admin": admin, "a": a}
+    direct = {"admin": [sockets(admin, True)], "a": [sockets(a, True) for _ in range(3)]}
+    stock = {name: sockets(actor, False) for name, actor in users.items()}
+    everyone = [*stock.values(), *(c for cs in direct.values() for c in cs)]
+    for client in everyone:
+        client.subscribe(QUERY, {"c": cid}, op_id="1")
+    wait_for(lambda: len(subscriptions(server, cid)) == 6, "the six subscriptions never registered")
+    warm_up = start_thread(admin, cid, "warm-up")
+    for client in everyone:
+        frames_until(client, lambda m: warm_up in json.dumps(m["payload"]))
+    wait_for(
+        lambda: [len(g.members) for g in groups_of(server, cid)] == [4],
+        "the direct subscriptions never formed one group",
+    )
+
+    # The next pass with frames for the whole group: before its second slice, its last member leaves.
+    armed = [True]
+    left: list[tuple[Any, list[int]]] = []  # (the member, the pass's event ids)
+    original = LaneGroup.flushing
+
+    def flushing(self: LaneGroup, slice_size: int) -> Generator[int, None, int]:
+        victim = None
+        if armed and self.pending and len(self.members) == 4:
+            armed.clear()
+            victim = list(self.members)[-1]  # the snapshot's order: written in the last slice
+            left.append((victim, [e.id for e in self.events]))
+        steps = original(self, slice_size)
+        value: int | None = None
+        while True:
+            if value is not None and victim is not None:
+                victim.close_lane() if leaving == "woken" else victim.end("access lost")
+                victim = None
+            try:
+                value = next(steps)
+            except StopIteration as done:
+                return int(done.value)
+            yield value
+
+    monkeypatch.setattr(LaneGroup, "flushing", flushing)
+    reply(admin, root, "from admin")  # thread.activity; unread.update to a; branch.current to admin
+    last = start_thread(a, cid, "the end")
+    wait_for(lambda: bool(left), "no pass wrote to the group")
+    ((victim, pass_ids),) = left
+
+    def is_last(message: dict[str, Any]) -> bool:
+        event = next(iter(message["payload"]["data"].values()))
+        return bool(event["type"] == "thread.new" and event["thread"]["root"]["id"] == last)
+
+    def decode(cursor: str) -> int:
+        return position(server, admin.tenant_id, cursor)
+
+    def kept(frames: list[str]) -> dict[tuple[str, str], str]:
+        return {
+            key: raw
+            for key, raw in by_cursor(frames, 0, decode).items()
+            if events_of([raw])[0]["type"] not in IGNORED
+        }
+
+    ended = []
+    delivered: set[int] = set()
+    for name in users:
+        expected = kept(frames_until(stock[name], is_last))
+        delivered |= {decode(c) for _, c in expected}
+        for client in direct[name]:
+            frames, completed = _read_until(client, is_last)
+            got = kept(frames)
+            if completed:
+                ended.append(got)
+                continue
+            assert got.keys() == expected.keys(), name  # by_cursor: each once, in order
+            for key, raw in got.items():
+                assert raw == expected[key], (name, key)
+    assert delivered >= set(pass_ids)  # the pass had frames for the group's users
+    if leaving == "woken":
+        assert not ended and not victim.ended
+    else:
+        (got,) = ended  # the victim's socket: nothing of the pass it left in
+        assert not {decode(c) for _, c in got} & set(pass_ids)

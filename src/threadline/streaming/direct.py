@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import sys
 import weakref
+from collections.abc import Generator
 from copy import copy
 from typing import Any
 
@@ -456,6 +457,24 @@ class LaneGroup:
     def flush(self) -> int:
         """Writes the pass's frames to every member that can take them now; the others leave the group and
         get the pass's events through the stock path. Returns how many deliveries went that way."""
+        steps = self.flushing(0)
+        while True:
+            try:
+                next(steps)  # in one slice: never reached
+            except StopIteration as done:
+                return int(done.value)
+
+    def flushing(self, slice_size: int) -> Generator[int, None, int]:
+        """`flush` in slices of `slice_size` members (0: all at once): between slices it yields how many
+        deliveries of the slice went to the stock path (the last slice's is its return value), and the hub lets the loop run other callbacks before the
+        next (`StreamHub._flush`), so a writer's transaction waiting on its database answer (holding row locks
+        every other writer of the thread waits for) is not held up by the whole pass's socket writes.
+
+        Between slices a member may leave (its operation completed, its subscription ended, its stream woke):
+        such a member gets nothing written here; if its subscription goes on, it takes the pass's events it has
+        not had through the stock path, in order (nothing else was routed meanwhile: the hub's next pass waits
+        for this one). A member that left and came back to this group (its stream drained and idled again) is
+        written to as before: it had none of the pass's events."""
         if not self.pending:
             return 0
         shared: list[bytes] | None = None
@@ -482,16 +501,27 @@ class LaneGroup:
         events = list(self.events)
         self._clear()
         fallen = 0
-        for sub in list(self.members):
-            socket = sub.lane.socket
-            if socket.is_open():
-                batch = shared if shared is not None else joined[sub.user_id]
-                if batch:
-                    socket.write_frames(batch)
-                sub.last = last
-                continue
-            sub.close_lane()
-            fallen += self._offer_taken(sub, events)
-        if not self.members:
+        members = list(self.members)
+        end = len(members)
+        step = slice_size if slice_size > 0 else max(end, 1)
+        for start in range(0, end, step):
+            if start:
+                yield fallen
+                fallen = 0
+            for sub in members[start : start + step]:
+                if sub.group is not self:  # left since the pass began (only possible after a yield)
+                    if not sub.ended:  # queued, or taken by its lane if it opened one in another group
+                        fallen += self._offer_taken(sub, events)
+                    continue
+                socket = sub.lane.socket
+                if socket.is_open():
+                    batch = shared if shared is not None else joined[sub.user_id]
+                    if batch:
+                        socket.write_frames(batch)
+                    sub.last = last
+                    continue
+                sub.close_lane()
+                fallen += self._offer_taken(sub, events)
+        if not self.members and self.registry.get(self.key) is self:
             self.registry.pop(self.key, None)
         return fallen

@@ -69,6 +69,11 @@ GAP_POLL_SECONDS = 0.02
 # PACE_MAX_SECONDS more; a quiet hub (the last pass long ago, or cheap) reads at once.
 PACE_FACTOR = 3.0
 PACE_MAX_SECONDS = 0.1
+# A lane group writes to this many members at a time, then lets the loop run what is ready (`_flush`): ~2 ms of
+# socket writes. Under write load the pass's writes (1,000 sockets: ~25 ms) otherwise delay every database answer
+# that arrives meanwhile, and a writer's transaction holds its thread's row locks, and so every other writer of
+# the thread, for as long (bench/RESULTS.md, "Publish cost ... sliced writes").
+WRITE_SLICE = 100
 
 
 class StreamHub:
@@ -82,6 +87,7 @@ class StreamHub:
         self._early: dict[uuid.UUID, int] = {}
         self._wake = asyncio.Event()
         self._paced_until = 0.0  # loop time before which the next read waits (PACE_FACTOR)
+        self._yielded = 0.0  # seconds this pass's writes left the loop to others (between WRITE_SLICE slices)
         self._by_conversation: dict[uuid.UUID, set[Subscriber]] = defaultdict(set)
         self._viewers: dict[uuid.UUID, set[Subscriber]] = defaultdict(set)
         self._participants: dict[uuid.UUID, set[uuid.UUID]] = {}
@@ -273,6 +279,7 @@ class StreamHub:
         before = self._publishers  # read before this read's snapshot
         tail = await event_log.read_tail(self.db, self.cursor, READ_BATCH)
         began = time.perf_counter()
+        self._yielded = 0.0
         self._publishers = tail.publishers
         events = tail.events
         safe = before.safe
@@ -288,9 +295,11 @@ class StreamHub:
             if held:
                 await self._route_early(held, before, full=len(events) >= READ_BATCH)
         finally:
-            self._flush()
+            await self._write_out()
         if events:
-            busy = time.perf_counter() - began
+            busy = (
+                time.perf_counter() - began - self._yielded
+            )  # the loop's turns between slices are not the hub's
             self._paced_until = asyncio.get_running_loop().time() + min(busy * PACE_FACTOR, PACE_MAX_SECONDS)
         self._held = bool(held)
         if self._early:
@@ -323,7 +332,7 @@ class StreamHub:
                     self._offer_in_conversation(event, [s for s in subs if not s.follows_viewer])
             if not full or reads >= EARLY_READS:
                 return
-            self._flush()  # frames of this batch go out before the next read's await
+            await self._write_out()  # frames of this batch go out before the next read's await
             more = await event_log.read_tail(self.db, held[-1].id, READ_BATCH)
             held, full = more.events, len(more.events) >= READ_BATCH
             reads += 1
@@ -433,17 +442,39 @@ class StreamHub:
         STREAM_FRAMES["direct"] += direct
         STREAM_FRAMES["queued"] += offered - direct
 
+    async def _write_out(self) -> None:
+        """Writes the pass's direct frames: the lanes' own frames first (a group spills into them before a later
+        event of the pass; no await since routing began, so nothing else wrote meanwhile), then the groups', each
+        in slices of WRITE_SLICE members with a turn of the loop between them (`LaneGroup.flushing`: a member
+        that leaves meanwhile takes the pass's events through the stock path). The hub reads nothing until this
+        returns, so no later event overtakes them; lanes that took such late events are written by `_flush` at
+        the end."""
+        self._flush_lanes()
+        groups, self.dirty_groups = self.dirty_groups, []
+        for group in groups:
+            steps = group.flushing(WRITE_SLICE)
+            while True:
+                more = True
+                try:
+                    fallen = next(steps)
+                except StopIteration as done:
+                    fallen, more = done.value, False
+                except Exception:  # noqa: BLE001 - one broken socket must not keep frames from the others
+                    log.exception("stream hub: writing to a socket failed")
+                    break
+                STREAM_FRAMES["direct"] -= fallen
+                STREAM_FRAMES["queued"] += fallen
+                if not more:
+                    break
+                paused = time.perf_counter()
+                await asyncio.sleep(0)
+                self._yielded += time.perf_counter() - paused
+        self._flush()
+
     def _flush(self) -> None:
-        """Writes the pass's direct frames (no await since routing began, so nothing else wrote meanwhile):
-        the lanes' own frames first (a group spills into them before a later event of the pass), then the
-        groups'."""
-        dirty = self.dirty_lanes
-        for lane in dirty:
-            try:
-                lane.flush()
-            except Exception:  # noqa: BLE001 - one broken socket must not keep frames from the others
-                log.exception("stream hub: writing to a socket failed")
-        dirty.clear()
+        """Writes the direct frames still pending, at once (at the end of `_write_out`, normally none): the lanes'
+        own frames first, then the groups'."""
+        self._flush_lanes()
         for group in self.dirty_groups:
             try:
                 fallen = group.flush()
@@ -453,6 +484,15 @@ class StreamHub:
             STREAM_FRAMES["direct"] -= fallen
             STREAM_FRAMES["queued"] += fallen
         self.dirty_groups.clear()
+
+    def _flush_lanes(self) -> None:
+        dirty = self.dirty_lanes
+        for lane in dirty:
+            try:
+                lane.flush()
+            except Exception:  # noqa: BLE001 - one broken socket must not keep frames from the others
+                log.exception("stream hub: writing to a socket failed")
+        dirty.clear()
 
     def _membership_changed(self, event: LoggedEvent, targets: set[Subscriber]) -> None:
         data = event.data
