@@ -663,6 +663,17 @@ class Importer:
         source ids stored: the one made before the transaction when the part it was made from is the part these
         rows give (the usual case), else made now. A plan made before is used once (a retry plans again)."""
         stored = {r["import_key"] for r in rows if r["import_key"] is not None}
+        seen = m.p.seen or {}
+        if (
+            m.planned_ahead
+            and m.ahead_keys is not None
+            and not stale
+            and all(k in stored for k in m.ahead_keys if k in seen)
+        ):
+            # Every node of the part that the earlier import saw is stored (and no new one, else `stale`): each
+            # walk up from a new node stops where it stopped before the transaction, so the part is the same.
+            m.planned_ahead = False
+            return m.ahead, m.ahead_error, stored
         value = m.p.item.value
         keys: frozenset[str] | None = None
         if m.only_new and not stale:
