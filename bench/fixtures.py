@@ -106,7 +106,14 @@ class Database:
 class Server:
     """`bench/server.py` (the real app under uvicorn) in a child process on 127.0.0.1."""
 
-    def __init__(self, dsn: str, *, executor: str = "fast", env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        dsn: str,
+        *,
+        executor: str = "fast",
+        env: dict[str, str] | None = None,
+        python: str | None = None,
+    ) -> None:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         env = {
@@ -117,7 +124,14 @@ class Server:
             **(env or {}),
         }
         self.process = subprocess.Popen(
-            [sys.executable, str(BENCH_DIR / "server.py"), "--port", str(self.port), "--executor", executor],
+            [
+                python or sys.executable,
+                str(BENCH_DIR / "server.py"),
+                "--port",
+                str(self.port),
+                "--executor",
+                executor,
+            ],
             env=env,
         )
         deadline = time.monotonic() + 60

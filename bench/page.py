@@ -24,6 +24,11 @@ function with the app's filter for a member) in the same run, its rounds interle
 comparison (server CPU per request under PostGraphile's) measured here rather than quoted. PostGraphile gets the
 tenant and member as arguments: it does no authentication, rate limiting or access check, which the app does.
 
+--python PATH: also the app (this tree's src/) served by another interpreter, e.g. a venv of Debian's python3.11
+(built with profile-guided and link-time optimisation, the interpreter linked statically) where the machine's default
+is a pyenv build (`--enable-shared`, no PGO): its rounds interleaved with the app's and PostGraphile's. Make the venv
+with `/usr/bin/python3.11 -m venv --without-pip VENV && .venv/bin/pip --python VENV/bin/python install -e '.[test]'`.
+
 --profile FILE: py-spy samples the server during an extra app round (native frames off, idle frames off) and
 writes the collapsed stacks to FILE, then prints the share of samples per phase (see `phases` below).
 --workers N: the app is `threadline serve --workers N` (one port, N processes) instead of bench/server.py.
@@ -543,6 +548,9 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="py-spy collapsed stacks of an extra app round to FILE")
     parser.add_argument("--before", help="also measure the app as it was at this git commit (same run)")
     parser.add_argument("--postgraphile", action="store_true", help="also PostGraphile 5 (same run)")
+    parser.add_argument(
+        "--python", help="also the app on this Python interpreter (a venv's python; same run)"
+    )
     parser.add_argument("--reads", action="store_true", help="also conversation(id) and search rounds")
     parser.add_argument("--serve-baseline", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
@@ -560,6 +568,7 @@ def main() -> None:
         old_app = Server(dsn, env={**UNTHROTTLED, "PYTHONPATH": str(source)})
     baseline = Baseline(dsn)
     pgl: PostGraphile | None = None
+    other_app = Server(dsn, env=UNTHROTTLED, python=args.python) if args.python else None
     try:
         admin = create_tenant(dsn)
         member = create_member(f"http://127.0.0.1:{app.port}", admin)
@@ -639,51 +648,58 @@ def main() -> None:
                     20,
                 )
                 print(f"  SQL statements per request, {label}: {(app.sql_statements() - before) / 20:.1f}")
-        if args.postgraphile:
-            pgl = PostGraphile(dsn)
-            pgl_body = orjson.dumps(
-                {
-                    "query": PGL_QUERY,
-                    "variables": {"t": str(member.tenant_id), "m": str(member.user_id), "n": FIRST},
-                    "operationName": "Page",
-                }
-            )
-            print(
-                "\nPostGraphile 5.1.5 (Node 22), the same page of the same tables, interleaved with the app:"
-            )
-            pgl_rounds = []
-            app_rounds = []
-            pgl_round = ("/graphql", pgl_body, b"", n)
-            run_round("warm-up PostGraphile", pgl.port, pgl.process.pid, postgres, *pgl_round, warm)
-            postgres = postgres_processes(database)  # PostGraphile's pool's backends too
-            for label in ("", " again"):
-                pgl_rounds.append(
-                    run_round(
-                        f"PostGraphile{label}", pgl.port, pgl.process.pid, postgres, *pgl_round, args.seconds
-                    )
+        if args.postgraphile or other_app is not None:
+            # (label, port, pid, body, headers) of each contestant; rounds interleaved, twice each.
+            contestants: list[tuple[str, int, int, bytes, bytes]] = [
+                ("app", app.port, app.process.pid, body, auth)
+            ]
+            if other_app is not None:
+                contestants.append(
+                    (f"app on {args.python}", other_app.port, other_app.process.pid, body, auth)
                 )
-                app_rounds.append(
-                    run_round(
-                        f"app{label} (vs PostGraphile)",
-                        app.port,
-                        app.process.pid,
-                        postgres,
-                        "/graphql",
-                        body,
-                        auth,
-                        n,
-                        args.seconds,
-                    )
+            if args.postgraphile:
+                pgl = PostGraphile(dsn)
+                pgl_body = orjson.dumps(
+                    {
+                        "query": PGL_QUERY,
+                        "variables": {"t": str(member.tenant_id), "m": str(member.user_id), "n": FIRST},
+                        "operationName": "Page",
+                    }
                 )
-            pgl_cpu = sum(r["cpu_ms"] for r in pgl_rounds) / len(pgl_rounds)
-            app_cpu = sum(r["cpu_ms"] for r in app_rounds) / len(app_rounds)
-            pgl_pg = sum(r["pg_ms"] for r in pgl_rounds) / len(pgl_rounds)
-            app_pg = sum(r["pg_ms"] for r in app_rounds) / len(app_rounds)
-            print(
-                f"  page of {FIRST}: server CPU per request app {app_cpu:.2f} ms, PostGraphile {pgl_cpu:.2f} ms:"
-                f" app / PostGraphile {app_cpu / pgl_cpu:.2f}x (PostgreSQL's CPU per request: app {app_pg:.2f} ms,"
-                f" PostGraphile {pgl_pg:.2f} ms)"
-            )
+                contestants.append(("PostGraphile 5.1.5", pgl.port, pgl.process.pid, pgl_body, b""))
+            print("\nthe same page, rounds interleaved (PostGraphile: Node 22, the same tables):")
+            for label, port, pid, payload, headers in contestants[1:]:
+                run_round(f"warm-up {label}"[:34], port, pid, postgres, "/graphql", payload, headers, n, warm)
+            postgres = postgres_processes(database)  # the new servers' backends too
+            compared: dict[str, list[dict[str, Any]]] = {label: [] for label, *_ in contestants}
+            for again in ("", " again"):
+                for label, port, pid, payload, headers in contestants:
+                    compared[label].append(
+                        run_round(
+                            f"{label}{again}"[:34],
+                            port,
+                            pid,
+                            postgres,
+                            "/graphql",
+                            payload,
+                            headers,
+                            n,
+                            args.seconds,
+                        )
+                    )
+            means = {
+                label: (
+                    sum(r["cpu_ms"] for r in rows) / len(rows),
+                    sum(r["pg_ms"] for r in rows) / len(rows),
+                )
+                for label, rows in compared.items()
+            }
+            reference = means.get("PostGraphile 5.1.5") or means["app"]
+            for label, (cpu_ms, pg_ms) in means.items():
+                print(
+                    f"  {label}: server CPU per request {cpu_ms:.2f} ms ({cpu_ms / reference[0]:.2f}x"
+                    f" {'PostGraphile' if args.postgraphile else 'the app'}'s), PostgreSQL's {pg_ms:.2f} ms"
+                )
         if old_app is not None:
             print(f"\nbefore (commit {args.before}), interleaved with the current app and raw:")
             run_round(
@@ -841,6 +857,8 @@ def main() -> None:
         baseline.stop()
         if pgl is not None:
             pgl.stop()
+        if other_app is not None:
+            other_app.stop()
         if old_app is not None:
             old_app.stop()
             shutil.rmtree(source.parent, ignore_errors=True)

@@ -7,7 +7,7 @@ import { makePgService } from "postgraphile/adaptors/pg";
 
 const preset = {
   extends: [PostGraphileAmberPreset],
-  pgServices: [makePgService({ connectionString: process.env.DATABASE_URL, schemas: ["pgl_bench"], poolConfig: { max: 20 } })],
+  pgServices: [makePgService({ connectionString: process.env.DATABASE_URL, schemas: ["pgl_bench"], poolConfig: { max: 20, idleTimeoutMillis: 0 } })],
   grafserv: { graphiql: false, watch: false },
   grafast: { explain: false },
 };
