@@ -13,7 +13,7 @@ from threadline.auth.principal import Principal
 from threadline.conversations import repository as repo
 from threadline.graphql.context import Info
 from threadline.graphql.loaders import DataLoader, grouped_loader
-from threadline.graphql.ready import asks_for
+from threadline.graphql.ready import asks_for, prime
 
 PARTICIPANTS = "participants"  # the loader's name (graphql.ready reads what it holds)
 # Where a connection's selection holds its conversations.
@@ -60,7 +60,7 @@ async def prefetch_page(
     users: dict[uuid.UUID, asyncpg.Record | None] = {}
     if relations.members:
         grouped = {row["id"]: row["page_participants"] for row in rows}
-        participants_loader(info, principal).prime_many(grouped)
+        prime(participants_loader(info, principal), grouped)
         if relations.member_users:
             for row in rows:
                 for user in row["page_member_users"]:
@@ -73,4 +73,4 @@ async def prefetch_page(
             if row["owner_id"] is not None:
                 users[row["owner_id"]] = row["page_owner"]
     if users:
-        user_loaders.users(info, principal).prime_many(users)
+        prime(user_loaders.users(info, principal), users)

@@ -27,7 +27,7 @@ from strawberry.dataloader import DefaultCache
 
 from threadline.graphql import parse_cache
 
-__all__ = ["NOT_READY", "asks_for", "loaded", "ready_of", "when_ready"]
+__all__ = ["NOT_READY", "asks_for", "loaded", "prime", "ready_of", "when_ready"]
 
 _IDENTITY_KEY = "DefaultCache.__init__.<locals>.<lambda>"  # DefaultCache's key function when none is given
 NOT_READY: Any = object()  # the synchronous twin has no value: the resolver runs
@@ -71,6 +71,31 @@ def loaded(context: Any, name: str, key: Any) -> Any:
         return future.result()
     except (Exception, CancelledError):
         return NOT_READY
+
+
+def prime(loader: Any, values: Mapping[Any, Any]) -> None:
+    """`loader.prime_many(values)`, cheaper for a page's worth of keys: strawberry builds each key's future with
+    a keyword constructor and looks the key up twice through the cache's key function (~2.5 us a key, a tenth of
+    a page request's CPU with its ~50 participants' rows); here the completed futures go into the cache's dict
+    directly. Same outcome: keys already cached keep their value; while the loader has a batch not yet sent
+    (whose keys the primed values would answer) strawberry's own `prime_many` runs."""
+    cache = loader.cache_map
+    batch = loader.batch
+    if (
+        not loader.cache
+        or type(cache) is not DefaultCache
+        or cache.cache_key_fn.__qualname__ != _IDENTITY_KEY
+        or (batch is not None and not batch.dispatched)
+    ):
+        loader.prime_many(values)
+        return
+    futures = cache.cache_map
+    create_future = loader.loop.create_future
+    for key, value in values.items():
+        if not futures.get(key):  # strawberry's test: a cached future is kept
+            future = create_future()
+            future.set_result(value)
+            futures[key] = future
 
 
 def asks_for(info: Any, *path: str) -> bool:
