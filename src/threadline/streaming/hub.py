@@ -69,11 +69,14 @@ GAP_POLL_SECONDS = 0.02
 # PACE_MAX_SECONDS more; a quiet hub (the last pass long ago, or cheap) reads at once.
 PACE_FACTOR = 3.0
 PACE_MAX_SECONDS = 0.1
-# A lane group writes to this many members at a time, then lets the loop run what is ready (`_flush`): ~2 ms of
+# A lane group writes to this many members at a time, then lets the loop run what is ready (`_write_out`): ~2 ms of
 # socket writes. Under write load the pass's writes (1,000 sockets: ~25 ms) otherwise delay every database answer
 # that arrives meanwhile, and a writer's transaction holds its thread's row locks, and so every other writer of
 # the thread, for as long (bench/RESULTS.md, "Publish cost ... sliced writes").
 WRITE_SLICE = 100
+# At most this long a pass lets other work run between its slices (the pass's later sockets wait meanwhile: issue
+# 4's latency from commit to receipt).
+YIELD_BUDGET_SECONDS = 0.01
 
 
 class StreamHub:
@@ -445,10 +448,11 @@ class StreamHub:
     async def _write_out(self) -> None:
         """Writes the pass's direct frames: the lanes' own frames first (a group spills into them before a later
         event of the pass; no await since routing began, so nothing else wrote meanwhile), then the groups', each
-        in slices of WRITE_SLICE members with a turn of the loop between them (`LaneGroup.flushing`: a member
-        that leaves meanwhile takes the pass's events through the stock path). The hub reads nothing until this
-        returns, so no later event overtakes them; lanes that took such late events are written by `_flush` at
-        the end."""
+        in slices of WRITE_SLICE members with a turn of the loop between them while the database pool has a
+        connection out (`_database_in_use`), for at most YIELD_BUDGET_SECONDS a pass (`LaneGroup.flushing`: a
+        member that leaves meanwhile takes the pass's events through the stock path). The hub reads nothing until
+        this returns, so no later event overtakes them; lanes that took such late events are written by `_flush`
+        at the end."""
         self._flush_lanes()
         groups, self.dirty_groups = self.dirty_groups, []
         for group in groups:
@@ -466,10 +470,22 @@ class StreamHub:
                 STREAM_FRAMES["queued"] += fallen
                 if not more:
                     break
+                if self._yielded >= YIELD_BUDGET_SECONDS or not self._database_in_use():
+                    continue  # the next slice at once
                 paused = time.perf_counter()
                 await asyncio.sleep(0)
                 self._yielded += time.perf_counter() - paused
         self._flush()
+
+    def _database_in_use(self) -> bool:
+        """Some connection of the pool is taken: a request may be waiting on the database's answer (a writer's
+        transaction holding locks other writers wait on). Otherwise a turn of the loop between slices only lets
+        other work delay the pass's later sockets."""
+        pool = getattr(self.db, "pool", None)
+        try:
+            return bool(pool.get_size() > pool.get_idle_size())  # type: ignore[union-attr]
+        except AttributeError:
+            return True
 
     def _flush(self) -> None:
         """Writes the direct frames still pending, at once (at the end of `_write_out`, normally none): the lanes'
