@@ -300,6 +300,7 @@ class PostGraphile:
             cwd=cache,
             env={**os.environ, "DATABASE_URL": dsn, "PORT": str(self.port), "GRAPHILE_ENV": "production"},
             stderr=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
         )
         deadline = time.monotonic() + 60
         while True:
