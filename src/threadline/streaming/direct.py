@@ -140,8 +140,11 @@ class Lane:
 
     def flush(self) -> None:
         """Writes this pass's frames in one go: one system call per socket for however many events the hub
-        read at once (under load it reads several, so the cost per frame falls as the rate rises)."""
-        self.socket.write_frames(self.pending)
+        read at once (under load it reads several, so the cost per frame falls as the rate rises). Nothing once
+        the client completed the operation or the socket is closing (frames a group spilled here while the hub let
+        the loop run between write slices may find it so): no `next` after `complete`."""
+        if self.pending and self.socket.accepts():
+            self.socket.write_frames(self.pending)
         self.pending.clear()
 
     def frame(self, event: LoggedEvent, frames: dict[Any, Any], viewer: Any = None) -> bytes | None:
@@ -502,6 +505,7 @@ class LaneGroup:
         self._clear()
         fallen = 0
         members = list(self.members)
+        first = events[0].id
         end = len(members)
         step = slice_size if slice_size > 0 else max(end, 1)
         for start in range(0, end, step):
@@ -509,7 +513,9 @@ class LaneGroup:
                 yield fallen
                 fallen = 0
             for sub in members[start : start + step]:
-                if sub.group is not self:  # left since the pass began (only possible after a yield)
+                if sub.group is not self or sub.last >= first:
+                    # Left since the pass began (only possible after a yield), or has some of the pass's events
+                    # already (no path should allow it: open_lane keeps newcomers out of a group being written).
                     if not sub.ended:  # queued, or taken by its lane if it opened one in another group
                         fallen += self._offer_taken(sub, events)
                     continue

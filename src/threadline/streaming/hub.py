@@ -192,6 +192,11 @@ class StreamHub:
         groups = self._groups.setdefault(conversation, {})
         key = lane.frame_key + "\x00" + (sub.root_id.hex if sub.root_id else "")
         group = groups.get(key)
+        if group is not None and group.pending:
+            # A pass is being written (`_write_out` lets the loop run between slices) and this group's frames are
+            # still to go: they are for its members as of the pass, not for a subscription whose replay or start
+            # already covers them. The lane stays alone for now (each event checked against `sub.last`).
+            return
         if group is None:
             group = groups[key] = LaneGroup(
                 key, lane.frame_key, sub.tenant_int, sub.root_id, groups, sub.selected_only

@@ -151,6 +151,14 @@ class DirectSocket:
             and not self._transport.is_closing()
         )
 
+    def accepts(self) -> bool:
+        """The operation is still running and the socket is not closing (its buffer may be full: `is_open`)."""
+        return (
+            self._operations.get(self.operation_id) is self._operation
+            and not self._protocol.close_sent
+            and not self._transport.is_closing()
+        )
+
     def write_frames(self, frames: Sequence[bytes]) -> None:
         """Writes whole frames in one go (one system call for however many there are)."""
         self._transport.write(frames[0] if len(frames) == 1 else b"".join(frames))
