@@ -8,7 +8,6 @@ later replay sends (to a participant who joined afterwards or to the author), no
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -19,7 +18,7 @@ from tests.api import create_conversation, join, reply, start_thread, stream_cur
 from tests.harness import Actor, Loop, ServerThread, test_settings, unique
 from tests.test_runs_recovery import REPLY, WORDS, WorkerProcess
 from tests.test_runs_support import create_run, on, runs_server, settle, wait_for, wait_for_chunks
-from tests.ws import CONVERSATION_EVENTS, VIEWER_EVENTS, WsClient
+from tests.ws import CONVERSATION_EVENTS, VIEWER_EVENTS, WsClient, read_frames
 
 EDIT = "mutation($m: ID!, $x: String!) { messageEdit(id: $m, content: $x) { id content } }"
 DELETE = "mutation($m: ID!) { messageDelete(id: $m) { id isDeleted } }"
@@ -73,19 +72,14 @@ def logged_cursors(loop: Loop, dsn: str, conversation: str, recipient: str) -> l
 def replay(client: WsClient, query: str, variables: dict[str, Any], through: str) -> list[str]:
     """Subscribe with `since` and return the raw text of every event frame up to the one of cursor `through`."""
     client.subscribe(query, variables)
-    frames: list[str] = []
-    deadline = time.monotonic() + 20
-    while True:
-        raw = client.ws.recv(timeout=max(deadline - time.monotonic(), 0.01))
-        assert isinstance(raw, str)
-        message = json.loads(raw)
-        if message["type"] == "ping":
-            client.send({"type": "pong"})
-            continue
-        assert message["type"] == "next" and not message["payload"].get("errors"), message
-        frames.append(raw)
-        if event_of(raw)["cursor"] == through:
-            return frames
+
+    def done(message: dict[str, Any]) -> bool:
+        assert not message["payload"].get("errors"), message
+        return bool(next(iter(message["payload"]["data"].values()))["cursor"] == through)
+
+    frames, completed = read_frames(client, done, timeout=20, stop_at_complete=True)
+    assert not completed, frames
+    return frames
 
 
 def event_of(raw: str) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.harness import Actor, Loop, test_settings
+from tests.test_import_bulk import node
 from tests.test_import_merge import CHATGPT_V1, cli_import, outline, summary
 from tests.test_porting_import import FIXTURES, assert_tree_is_consistent, sql
 from threadline.auth.service import authenticate
@@ -36,23 +37,7 @@ def grown(conversation: dict[str, Any], parent: str, texts: list[tuple[str, str,
     t = max(n["message"]["create_time"] or 0 for n in mapping.values() if n.get("message"))
     for node_id, role, text in texts:
         t += 10
-        mapping[node_id] = {
-            "id": node_id,
-            "message": {
-                "id": node_id,
-                "author": {"role": role, "name": None, "metadata": {}},
-                "create_time": t,
-                "update_time": None,
-                "content": {"content_type": "text", "parts": [text]},
-                "status": "finished_successfully",
-                "end_turn": True,
-                "weight": 1.0,
-                "metadata": {},
-                "recipient": "all",
-            },
-            "parent": parent,
-            "children": [],
-        }
+        mapping[node_id] = node(node_id, parent, [], role, text, t)
         mapping[parent]["children"].append(node_id)
         parent = node_id
     out["current_node"] = parent

@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.harness import METRICS_HEADERS, Actor, ServerThread
-from tests.ws import CONVERSATION_EVENTS, VIEWER_EVENTS, WsClient, position
+from tests.ws import CONVERSATION_EVENTS, VIEWER_EVENTS, WsClient, position, read_frames
 
 START = "mutation($c: ID!, $x: String!) { threadStart(conversationId: $c, input: {content: $x}) { id } }"
 REPLY = "mutation($p: ID!, $x: String!, $r: MessageRole) { messageReply(parentId: $p, input: {content: $x, role: $r}) { id } }"
@@ -65,20 +65,7 @@ def frames_until(
     client: WsClient, done: Callable[[dict[str, Any]], bool], timeout: float = 15.0
 ) -> list[str]:
     """Raw text of every `next` frame (any operation) up to and including the one `done` accepts."""
-    out: list[str] = []
-    deadline = time.monotonic() + timeout
-    while True:
-        raw = client.ws.recv(timeout=max(deadline - time.monotonic(), 0.01))
-        assert isinstance(raw, str)
-        message = json.loads(raw)
-        if message["type"] == "ping":
-            client.send({"type": "pong"})
-            continue
-        if message["type"] != "next":
-            continue
-        out.append(raw)
-        if done(message):
-            return out
+    return read_frames(client, done, timeout=timeout)[0]
 
 
 def each_operation_saw(node_id: str, operation_ids: set[str]) -> Callable[[dict[str, Any]], bool]:

@@ -8,7 +8,6 @@ someone else."""
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable, Generator
 from typing import Any
 
@@ -18,7 +17,7 @@ from tests.api import create_conversation, join, reply, start_thread
 from tests.harness import Actor, ServerThread
 from tests.test_streaming_direct import by_cursor, frames_until, sockets  # noqa: F401 - `sockets` is a fixture
 from tests.test_streaming_parked import subscriptions, wait_for
-from tests.ws import EVENT_FIELDS, WsClient, position
+from tests.ws import EVENT_FIELDS, WsClient, position, read_frames
 from threadline.ids import Kind, decode_id
 from threadline.streaming import hub as hub_module
 from threadline.streaming.direct import LaneGroup
@@ -141,24 +140,6 @@ def test_a_shared_group_sends_addressed_events_to_their_recipients_only(
     assert one_group_of_five()
 
 
-def _read_until(client: WsClient, done: Callable[[dict[str, Any]], bool]) -> tuple[list[str], bool]:
-    """Raw `next` frames up to the one `done` accepts, or up to the operation's `complete` (True)."""
-    out: list[str] = []
-    deadline = time.monotonic() + 15.0
-    while True:
-        raw = client.ws.recv(timeout=max(deadline - time.monotonic(), 0.01))
-        assert isinstance(raw, str)
-        message = json.loads(raw)
-        if message["type"] == "ping":
-            client.send({"type": "pong"})
-        elif message["type"] == "complete":
-            return out, True
-        elif message["type"] == "next":
-            out.append(raw)
-            if done(message):
-                return out, False
-
-
 @pytest.mark.parametrize("leaving", ["woken", "ended"])
 def test_a_member_leaving_between_write_slices(
     leaving: str,
@@ -242,7 +223,7 @@ def test_a_member_leaving_between_write_slices(
         expected = kept(frames_until(stock[name], is_last))
         delivered |= {decode(c) for _, c in expected}
         for client in direct[name]:
-            frames, completed = _read_until(client, is_last)
+            frames, completed = read_frames(client, is_last, stop_at_complete=True)
             got = kept(frames)
             if completed:
                 ended.append(got)

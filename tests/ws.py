@@ -207,3 +207,25 @@ def position(server: Any, tenant_id: str, cursor: str) -> int:
     from threadline.ids import Kind, decode_id
 
     return int(server.app.state.services.hub.cursors.decode(decode_id(tenant_id, Kind.TENANT), cursor))
+
+
+def read_frames(
+    client: WsClient, done: Any, *, timeout: float = 15.0, stop_at_complete: bool = False
+) -> tuple[list[str], bool]:
+    """Raw text of every `next` frame (any operation) up to and including the one `done` (a function of the
+    message) accepts, and False; with `stop_at_complete`, up to an operation's `complete`, and True. Pings are
+    answered; other messages skipped."""
+    out: list[str] = []
+    deadline = time.monotonic() + timeout
+    while True:
+        raw = client.ws.recv(timeout=max(deadline - time.monotonic(), 0.01))
+        assert isinstance(raw, str)
+        message = json.loads(raw)
+        if message["type"] == "ping":
+            client.send({"type": "pong"})
+        elif message["type"] == "complete" and stop_at_complete:
+            return out, True
+        elif message["type"] == "next":
+            out.append(raw)
+            if done(message):
+                return out, False
