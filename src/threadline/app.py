@@ -89,6 +89,8 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        import jwt  # noqa: F401 - auth.tokens imports it when first needed (for the CLI); a server loads it now, not in a request
+
         dsn, services.embedded = resolve_database_url(settings.database_url, settings.data_dir)
         services.settings = replace(settings, database_url=dsn)
         if settings.migrate_on_start:

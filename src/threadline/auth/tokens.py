@@ -8,8 +8,6 @@ import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-import jwt
-
 from threadline.auth.principal import Role
 from threadline.errors import ErrorCode, ThreadlineError
 from threadline.ids import Kind, parse_id
@@ -75,6 +73,8 @@ def decode_jwt(
     """Verifies an HS256 token. The key is the tenant's own secret when it has one (`per_tenant`; then the
     global `secret` is not accepted for that tenant), else the global one. The tenant claim is read unverified
     only to pick the key; the signature then covers it."""
+    import jwt  # here, not at the top: every command of the CLI imports this module (~25 ms)
+
     try:
         unverified = jwt.decode(token, options={"verify_signature": False})
     except jwt.PyJWTError as exc:
@@ -114,6 +114,8 @@ def token_expiry(authorization: str | None) -> float | None:
     token = (authorization or "").strip().partition(" ")[2].strip()
     if token.count(".") != 2:
         return None
+    import jwt
+
     try:
         exp = jwt.decode(token, options={"verify_signature": False}).get("exp")
     except jwt.PyJWTError:

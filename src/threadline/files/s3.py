@@ -10,11 +10,13 @@ import hmac
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from urllib.parse import quote, unquote, urlsplit
 
-import httpx
-
 from threadline.settings import Settings
+
+if TYPE_CHECKING:
+    import httpx
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 READ_BYTES = 1024 * 1024
@@ -113,10 +115,18 @@ class ObjectStore:
     def url(self, key: str) -> str:
         return self.base + key
 
+    @staticmethod
+    def _client() -> httpx.AsyncClient:
+        """An HTTP client for one request. httpx is imported here, not at the top: every command of the CLI imports
+        this module through the file stores (~30-60 ms), and only an S3 store's calls need it."""
+        import httpx
+
+        return httpx.AsyncClient(timeout=60)
+
     async def put(self, key: str, data: bytes, sha256_hex: str) -> None:
         url = self.url(key)
         headers = self._headers("PUT", url, sha256_hex, {"content-type": "application/octet-stream"})
-        async with httpx.AsyncClient(timeout=60) as client:
+        async with self._client() as client:
             response = await client.put(url, content=data, headers=headers)
         if response.status_code >= 300:
             raise S3Error(f"PUT {key}: {response.status_code} {response.text[:200]}")
@@ -125,7 +135,7 @@ class ObjectStore:
         url = self.url(key)
         headers = self._headers("GET", url, EMPTY_SHA256)
         async with (
-            httpx.AsyncClient(timeout=60) as client,
+            self._client() as client,
             client.stream("GET", url, headers=headers) as response,
         ):
             if response.status_code == 404:
@@ -138,7 +148,7 @@ class ObjectStore:
     async def delete(self, key: str) -> None:
         url = self.url(key)
         headers = self._headers("DELETE", url, EMPTY_SHA256)
-        async with httpx.AsyncClient(timeout=60) as client:
+        async with self._client() as client:
             response = await client.delete(url, headers=headers)
         if response.status_code >= 300 and response.status_code != 404:
             raise S3Error(f"DELETE {key}: {response.status_code}")
