@@ -136,12 +136,18 @@ def vectors_of(loop: Loop, dsn: str, message_ids: list[str]) -> int:
     return loop.run(count())
 
 
-def test_a_paraphrase_is_found_by_meaning_and_not_by_keywords(tenant: Callable[[], Actor]) -> None:
-    admin = tenant()
+def seed_target(admin: Actor, text: str) -> tuple[str, str]:
+    """A conversation whose root message is `text`, and another with an unrelated one: (conversation, message)."""
     target_conv = create_conversation(admin, "Weekend notes")
-    target = start_thread(admin, target_conv, TARGET)
+    target = start_thread(admin, target_conv, text)
     other_conv = create_conversation(admin, "Kitchen")
     start_thread(admin, other_conv, "Sourdough starter needs flour every morning")
+    return target_conv, target
+
+
+def test_a_paraphrase_is_found_by_meaning_and_not_by_keywords(tenant: Callable[[], Actor]) -> None:
+    admin = tenant()
+    target_conv, target = seed_target(admin, TARGET)
     status = wait_indexed(admin)
     assert status["model"] == "test:concepts@256"
     assert (status["dimensions"], status["indexedMessages"], status["indexedChunks"]) == (256, 2, 2)

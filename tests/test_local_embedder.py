@@ -22,7 +22,7 @@ import pytest
 
 from tests.api import create_conversation, start_thread
 from tests.harness import Actor, Loop, ServerThread
-from tests.test_embeddings import admins_on, search, semantic_servers, wait_indexed
+from tests.test_embeddings import admins_on, search, seed_target, semantic_servers, wait_indexed
 from threadline.embeddings.chunking import chunks
 from threadline.embeddings.embedders import Embedder, build_embedder
 from threadline.embeddings.local import LocalEmbedder, model_path
@@ -124,10 +124,7 @@ def test_a_paraphrase_is_found_by_meaning_with_the_local_model_and_not_by_keywor
     tenant: Callable[[], Actor],
 ) -> None:
     admin = tenant()
-    target_conv = create_conversation(admin, "Weekend notes")
-    target = start_thread(admin, target_conv, TARGET)
-    other_conv = create_conversation(admin, "Kitchen")
-    start_thread(admin, other_conv, "Sourdough starter needs flour every morning")
+    target_conv, target = seed_target(admin, TARGET)
     status = wait_indexed(admin)
     assert status["model"] == "local:all-MiniLM-L6-v2@384"
     assert (status["dimensions"], status["indexedMessages"], status["indexedChunks"]) == (384, 2, 2)
