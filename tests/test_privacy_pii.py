@@ -113,7 +113,8 @@ def test_mask_on_write_stores_no_original_anywhere(admin: Actor, loop: Loop, dsn
     assert edited["content"] == "now [EMAIL] only"
     assert message(admin, root)["edits"] == [{"content": MASKED}]
     stored = everything_stored(loop, dsn)
-    for original in (EMAIL, CARD, "GB82", "maria", "gonzalez", "4111"):
+    # The card digits in any spacing ("4111" alone also turns up in the microseconds of timestamps).
+    for original in (EMAIL, CARD, "GB82", "maria", "gonzalez", "4111 1111", "41111111"):
         assert original not in stored, original
     # The search index holds only what was stored.
     vectors = sql(loop, dsn, "SELECT search_vector::text AS v FROM message")
