@@ -66,7 +66,11 @@ async def deferring(tx: Executor) -> AsyncIterator[None]:
     event id until it ends (the floor lock above), so a bulk writer (an import of 20,000 threads, a merge) that
     published as it went held back live delivery for its whole length; now only for its last statement and its
     commit. For writers whose work between events is long, not for a reply (one event, already at its end).
-    Nothing is published if the block raises (the transaction rolls back anyway)."""
+    Nothing is published if the block raises (the transaction rolls back anyway). A block inside another block of
+    the same transaction adds to the outer one's batch (the outer block's end publishes it)."""
+    if id(tx) in _DEFERRING:
+        yield
+        return
     batch = _DEFERRING[id(tx)] = _Deferred()
     try:
         yield

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -14,7 +15,12 @@ from threadline.conversations import repository as conversations
 from threadline.conversations.access import Access, access_level, require, require_writable
 from threadline.db import Database, Executor
 from threadline.errors import bad_input, conflict, forbidden, not_found
-from threadline.events.announce import publish_thread_activity, publish_thread_new, publish_unread_update
+from threadline.events.announce import (
+    deferring,
+    publish_thread_activity,
+    publish_thread_new,
+    publish_unread_update,
+)
 from threadline.events.payloads import MessageSnapshot, ThreadActivity, ThreadNew, UnreadUpdate
 from threadline.events.scrub import follow_messages
 from threadline.files import service as file_store
@@ -170,20 +176,24 @@ async def announce_unread(
     root_id: uuid.UUID,
     actor: uuid.UUID | None,
 ) -> None:
-    """An unread.update to every participant but the actor, each carrying their own count."""
+    """An unread.update to every participant but the actor, each carrying their own count: the events of all of
+    them in one statement (`deferring`), not one statement per participant (a reply in a conversation of 100
+    members made 100 round trips inside its transaction, holding its locks that long)."""
     participants = await conversations.participants_of(tx, tenant_id, [conversation_id])
     others = [p["user_id"] for p in participants if p["user_id"] != actor]
     if not others:
         return
-    for row in await repo.unread_counts(tx, tenant_id, root_id, others):
-        await publish_unread_update(
-            tx,
-            tenant_id,
-            UnreadUpdate(row["unread_count"]),
-            conversation_id=conversation_id,
-            root_id=root_id,
-            recipient_id=row["user_id"],
-        )
+    counts = await repo.unread_counts(tx, tenant_id, root_id, others)
+    async with deferring(tx) if len(counts) > 1 else contextlib.nullcontext():
+        for row in counts:
+            await publish_unread_update(
+                tx,
+                tenant_id,
+                UnreadUpdate(row["unread_count"]),
+                conversation_id=conversation_id,
+                root_id=root_id,
+                recipient_id=row["user_id"],
+            )
 
 
 async def start_thread(
