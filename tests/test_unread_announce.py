@@ -85,3 +85,84 @@ def test_a_deferring_block_inside_another_adds_to_its_batch(admin: Actor, loop: 
     returned, published = loop.run(work())
     assert returned == [DEFERRED_ID] * 4
     assert published == [0, 1, 2, 3]  # once each, in the order announced, by the outer block
+
+
+# The per-user formula unread_counts replaced: the reference the one-scan statement must agree with.
+PER_USER = """SELECT u.user_id, (SELECT count(*) FROM message x
+                 WHERE x.root_id = $2 AND x.seq > coalesce(rm.last_read_seq, 0)
+                   AND x.author_id IS DISTINCT FROM u.user_id AND x.deleted_at IS NULL) AS unread_count
+           FROM unnest($3::uuid[]) AS u(user_id)
+           LEFT JOIN read_marker rm ON rm.root_id = $2 AND rm.user_id = u.user_id AND rm.tenant_id = $1"""
+
+
+def test_unread_counts_agree_with_counting_per_user(
+    admin: Actor, make_user: Callable[..., Actor], loop: Loop, dsn: str
+) -> None:
+    import random
+
+    from tests.test_threads import DELETE, MARK_READ
+    from threadline.db import Database
+    from threadline.threads.repository import unread_counts
+
+    rng = random.Random(15)
+    cid = conversation(admin)
+    users = [admin, *(make_user(admin) for _ in range(5))]
+    for user in users[1:]:
+        join(admin, user, cid)
+    root = admin.client.ok(START, {"c": cid, "x": "root"})["threadStart"]["id"]
+    other_root = admin.client.ok(START, {"c": cid, "x": "another thread"})["threadStart"]["id"]
+    written = [root]
+    tenant = decode_id(admin.tenant_id, Kind.TENANT)
+    ids = [decode_id(u.user_id, Kind.USER) for u in users]
+    # A user who never took part and one named twice: counted as asked, in the order asked.
+    stranger = decode_id(make_user(admin).user_id, Kind.USER)
+    asked = [*ids, stranger, ids[2]]
+
+    def compare() -> None:
+        async def both() -> tuple[list[tuple[object, int]], list[tuple[object, int]]]:
+            db = await Database.connect(dsn, 1, 1)
+            try:
+                r = decode_id(root, Kind.MESSAGE)
+                new = await unread_counts(db, tenant, r, asked)
+                old = await db.fetch(PER_USER, tenant, r, asked)
+            finally:
+                await db.close()
+            return [(x["user_id"], x["unread_count"]) for x in new], [
+                (x["user_id"], x["unread_count"]) for x in old
+            ]
+
+        new, old = loop.run(both())
+        assert new == old
+        assert [u for u, _ in new] == asked
+
+    compare()
+    for step in range(60):
+        writer = rng.choice(users)
+        parent = rng.choice(written)
+        written.append(writer.client.ok(REPLY, {"p": parent, "x": f"m{step}"})["messageReply"]["id"])
+        if step % 7 == 3:
+            rng.choice(users).client.ok(MARK_READ, {"r": root})  # markers at different places
+        if step % 11 == 5:
+            victim = rng.choice(written[1:])
+            admin.client.ok(DELETE, {"m": victim})  # deleted messages are not unread
+            written.remove(victim)  # and take no replies
+        if step % 5 == 0:
+            admin.client.ok(
+                REPLY, {"p": other_root, "x": "elsewhere"}
+            )  # another thread's messages never count
+            compare()
+    compare()
+    counts = {u: n for u, n in loop.run(_counts(dsn, tenant, root, asked))}
+    assert len(set(counts.values())) > 2, counts  # the markers really differ
+
+
+async def _counts(dsn: str, tenant: object, root: str, asked: list[object]) -> list[tuple[object, int]]:
+    from threadline.db import Database
+    from threadline.threads.repository import unread_counts
+
+    db = await Database.connect(dsn, 1, 1)
+    try:
+        rows = await unread_counts(db, tenant, decode_id(root, Kind.MESSAGE), asked)  # type: ignore[arg-type]
+    finally:
+        await db.close()
+    return [(r["user_id"], int(r["unread_count"])) for r in rows]

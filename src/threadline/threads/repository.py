@@ -410,13 +410,32 @@ async def mark_read(db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID, root
 async def unread_counts(
     db: Executor, tenant_id: uuid.UUID, root_id: uuid.UUID, user_ids: list[uuid.UUID]
 ) -> list[asyncpg.Record]:
-    """Each given user's unread count in one thread (for unread.update events)."""
+    """Each given user's unread count in one thread (for unread.update events), in the order given: the live
+    messages after their read marker that they did not write. One scan of the thread's messages after the earliest
+    marker, whatever the number of users: per distinct marker the messages after it (users who never read share
+    one), less each user's own among them. (Counting per user walked the unread part of the thread once per
+    participant: a reply in a long thread of 100 members visited 100 times its messages under the parent's lock.)"""
     return await db.fetch(
-        """SELECT u.user_id, (SELECT count(*) FROM message x
-                 WHERE x.root_id = $2 AND x.seq > coalesce(rm.last_read_seq, 0)
-                   AND x.author_id IS DISTINCT FROM u.user_id AND x.deleted_at IS NULL) AS unread_count
-           FROM unnest($3::uuid[]) AS u(user_id)
-           LEFT JOIN read_marker rm ON rm.root_id = $2 AND rm.user_id = u.user_id AND rm.tenant_id = $1""",
+        """WITH u AS (
+               SELECT g.user_id, g.n, coalesce(rm.last_read_seq, 0) AS mark
+               FROM unnest($3::uuid[]) WITH ORDINALITY AS g(user_id, n)
+               LEFT JOIN read_marker rm ON rm.root_id = $2 AND rm.user_id = g.user_id AND rm.tenant_id = $1
+           ),
+           x AS MATERIALIZED (
+               SELECT seq, author_id FROM message
+               WHERE root_id = $2 AND deleted_at IS NULL AND seq > (SELECT min(mark) FROM u)
+           ),
+           t AS (
+               SELECT m.mark, (SELECT count(*) FROM x WHERE x.seq > m.mark) AS total
+               FROM (SELECT DISTINCT mark FROM u) AS m
+           ),
+           o AS (
+               SELECT u.n, count(*) AS own FROM u JOIN x ON x.author_id = u.user_id AND x.seq > u.mark
+               GROUP BY u.n
+           )
+           SELECT u.user_id, t.total - coalesce(o.own, 0) AS unread_count
+           FROM u JOIN t ON t.mark = u.mark LEFT JOIN o ON o.n = u.n
+           ORDER BY u.n""",
         tenant_id,
         root_id,
         user_ids,
