@@ -59,6 +59,7 @@ _ROLES = {role.value: role for role in ParticipantRole}  # a stored role to its 
 _STATUSES = {status.value: status for status in ConversationStatus}
 _CONVERSATION_ID = id_prefix(Kind.CONVERSATION)
 _PARTICIPANT_ID = id_prefix(Kind.PARTICIPANT)
+_new = object.__new__  # an instance without its dataclass constructor (from_row sets every field, in order)
 
 
 @strawberry.enum(description="State of an invite.")
@@ -110,14 +111,16 @@ class Participant(Node):
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Participant:
-        # Built once per participant of every conversation of a page: no call per id or enum value.
-        return cls(
-            id=_PARTICIPANT_ID + row["id"].hex,
-            role=_ROLES[row["role"]],
-            joined_at=row["joined_at"],
-            conversation_id=_CONVERSATION_ID + row["conversation_id"].hex,
-            user_uuid=row["user_id"],
-        )
+        # Built once per participant of every conversation of a page: no call per id or enum value, and the
+        # dataclass's attributes set in its order without its keyword constructor (a third of the time;
+        # tests/test_conversation_rows.py compares with the constructor's instance).
+        participant = _new(cls)
+        participant.id = _PARTICIPANT_ID + row["id"].hex
+        participant.role = _ROLES[row["role"]]
+        participant.joined_at = row["joined_at"]
+        participant.conversation_id = _CONVERSATION_ID + row["conversation_id"].hex
+        participant.user_uuid = row["user_id"]
+        return participant
 
 
 def _loaded_participants(context: Any, conversation_id: UUID) -> Any:
@@ -472,28 +475,33 @@ class Conversation(Node):
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Conversation:
-        # Built for every row of a page (50 by default): no call per id or enum value.
-        return cls(
-            id=_CONVERSATION_ID + row["id"].hex,
-            uuid=row["id"],
-            owner_uuid=row["owner_id"],
-            title=row["title"],
-            description=row["description"],
-            tags=list(row["tags"] or []),
-            status=_STATUSES[row["status"]],
-            ai_provider=row["ai_provider"],
-            model=row["model"],
-            session_id=row["session_id"],
-            max_history_messages=row["max_history_messages"],
-            message_count=row["message_count"],
-            token_count=row["token_count"],
-            created_at=row["created_at"],
-            updated_at=row["updated_at"],
-            last_activity_at=row["last_activity_at"],
-            metadata=JSON(row.get("metadata") or {}),
-            forked_from_uuids=(row.get("forked_from_conversation_id"), row.get("forked_from_message_id")),
-            cold=bool(row.get("cold")),
+        # Built for every row of a page (50 by default): no call per id or enum value, and the dataclass's
+        # attributes set in its field order without its keyword constructor (~1.2 us of ~2.2 us a row;
+        # tests/test_conversation_rows.py compares with the constructor's instance).
+        conversation = _new(cls)
+        conversation.id = _CONVERSATION_ID + row["id"].hex
+        conversation.title = row["title"]
+        conversation.description = row["description"]
+        conversation.tags = list(row["tags"] or [])
+        conversation.status = _STATUSES[row["status"]]
+        conversation.ai_provider = row["ai_provider"]
+        conversation.model = row["model"]
+        conversation.session_id = row["session_id"]
+        conversation.max_history_messages = row["max_history_messages"]
+        conversation.message_count = row["message_count"]
+        conversation.token_count = row["token_count"]
+        conversation.created_at = row["created_at"]
+        conversation.updated_at = row["updated_at"]
+        conversation.last_activity_at = row["last_activity_at"]
+        conversation.metadata = JSON(row.get("metadata") or {})
+        conversation.uuid = row["id"]
+        conversation.owner_uuid = row["owner_id"]
+        conversation.forked_from_uuids = (
+            row.get("forked_from_conversation_id"),
+            row.get("forked_from_message_id"),
         )
+        conversation.cold = bool(row.get("cold"))
+        return conversation
 
 
 @strawberry.type(description="Where a forked conversation was copied from (`conversationFork`).")

@@ -73,6 +73,7 @@ SELECTIONS_PER_OPERATION = 1024  # past this (many @skip/@include combinations) 
 Run = Callable[[Any, Path | None], Any]
 _Plans = dict[tuple[GraphQLObjectType, Shape], Bind | None]
 _OPERATIONS: OrderedDict[tuple[str, int], _Plans] = OrderedDict()
+_new_tuple = tuple.__new__  # builds a Path without the NamedTuple's generated __new__ (a frame per call)
 
 
 def _operation_plans(operation: OperationDefinitionNode) -> _Plans:
@@ -366,7 +367,7 @@ class FastExecutionContext(StockExecutionContext):
         index = 0
         try:
             for item in iterator:
-                item_path = Path(path, index, None)
+                item_path = _new_tuple(Path, (path, index, None))  # Path(path, index, None), no frame
                 if type(item) is exact and TYPE_CAST_ATTRIBUTE not in item.__dict__:
                     # An uncast instance of the type (compiled_plan.exact_class): completed by compiled code.
                     try:
