@@ -111,7 +111,10 @@ def loaded_user(context: Any, user_id: uuid.UUID | None) -> Any:
     if row is NOT_READY or row is None:
         return row
     # One User per loaded row and request (an owner is often every conversation's): the fields only read it.
-    users = context.cache.setdefault(_READY_USERS, {})
+    cache = context.cache
+    users = cache.get(_READY_USERS)
+    if users is None:  # not setdefault: it would build a dict on every call
+        users = cache[_READY_USERS] = {}
     found = users.get(user_id)
     if found is None or found[0] is not row:
         found = users[user_id] = (row, User.from_row(row))

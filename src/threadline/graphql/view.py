@@ -677,6 +677,7 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
     async def get_context(self, request: Request | WebSocket, response: Response | WebSocket) -> Context:
         authorization = request.headers.get("authorization") if isinstance(request, Request) else None
         counting = self.services.settings.expose_sql_count and isinstance(request, Request)
+        request_id = request.scope.get("state", {}).get("request_id")  # set by observability.RequestIds
         context = Context(
             db=self.services.db,
             settings=self.services.settings,
@@ -685,10 +686,9 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
             request=request,
             response=response,
             sql_statements=count_request_statements() if counting else None,
+            # Given, not made: the default makes a uuid4 (~3 us) that the request's id would replace.
+            **({"request_id": request_id} if request_id else {}),
         )
-        request_id = request.scope.get("state", {}).get("request_id")  # set by observability.RequestIds
-        if request_id:
-            context.request_id = request_id
         return context
 
     async def on_ws_connect(self, context: Context) -> dict[str, object] | None:
