@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Iterator
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,8 +151,17 @@ class OutputBudgets(SchemaExtension):
         if execution.operation_type is OperationType.SUBSCRIPTION or not isinstance(settings, Settings):
             yield
             return
-        token = _BUDGET.set(OutputBudget(settings.query_max_messages, settings.response_max_bytes))
+        token = open_budget(settings)
         try:
             yield
         finally:
             _BUDGET.reset(token)
+
+
+def open_budget(settings: Settings) -> Token[OutputBudget | None]:
+    """A fresh budget for the operation about to execute (`_BUDGET.reset(token)` when it is done)."""
+    return _BUDGET.set(OutputBudget(settings.query_max_messages, settings.response_max_bytes))
+
+
+def close_budget(token: Token[OutputBudget | None]) -> None:
+    _BUDGET.reset(token)

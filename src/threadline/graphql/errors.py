@@ -120,10 +120,10 @@ class ErrorCodes(SchemaExtension):
         if result is not None and errors:
             request_id = _request_id(self)
             result.errors = [format_error(e, request_id) for e in errors]
-            _answer_unavailable(self.execution_context.context, result.errors)
+            answer_unavailable(self.execution_context.context, result.errors)
 
 
-def _answer_unavailable(context: object, errors: list[GraphQLError]) -> None:
+def answer_unavailable(context: object, errors: list[GraphQLError]) -> None:
     """An outage is HTTP 503 with Retry-After, not a 200 (WebSocket operations just carry the error)."""
     if not any((e.extensions or {}).get("code") == ErrorCode.UNAVAILABLE.value for e in errors):
         return

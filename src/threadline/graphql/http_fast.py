@@ -26,7 +26,7 @@ import orjson
 from cross_web import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.http import GraphQLRequestData
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
@@ -34,6 +34,7 @@ from strawberry.types.graphql import OperationType
 from threadline.db.database import database_unavailable
 from threadline.errors import ErrorCode
 from threadline.graphql import batching, over_http, request_json
+from threadline.graphql.lean_operation import LeanOperations
 from threadline.graphql.view import ThreadlineGraphQL, error_response, json_too_deep, unavailable_response
 
 __all__ = ["LeanGraphQL"]
@@ -51,6 +52,19 @@ class _Method:
 
 
 _ADAPTER = _Method()
+_ADMITTED = "threadline.lean_request"  # the scope key `front` hands the admitted request on in
+_Admitted = tuple[bytes, GraphQLRequestData, str]  # the body, its operation, the response's media type
+_NEGOTIATED: dict[str | None, str | None] = {}  # over_http.negotiate by Accept header (clients send few)
+
+
+def _negotiate(accept: str | None) -> str | None:
+    known = _NEGOTIATED.get(accept, _ADMITTED)
+    if known is not _ADMITTED:
+        return known
+    media_type = over_http.negotiate(accept)
+    if len(_NEGOTIATED) < 256:
+        _NEGOTIATED[accept] = media_type
+    return media_type
 
 
 class LeanGraphQL:
@@ -60,12 +74,41 @@ class LeanGraphQL:
         self.view = view
         self.enabled = enabled  # tests compare both paths on one server
         self.served = 0  # requests answered here (tests check that the lean path ran)
+        self.operations = LeanOperations(view.schema)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        view = self.view
         if not self.enabled or scope["type"] != "http" or scope["method"] != "POST":
-            await view(scope, receive, send)
+            await self.view(scope, receive, send)
             return
+        admitted, receive = await self.admit(scope, receive)
+        if admitted is None:
+            await self.view(scope, receive, send)
+            return
+        await self.answer(scope, receive, send, admitted)
+
+    async def front(self, scope: Scope, receive: Receive, send: Send, stack: ASGIApp, front: ASGIApp) -> None:
+        """A POST to /graphql as the app receives it (threadline.app `ThreadlineApp`): a plain operation goes
+        through `front` (the app's error handling and its own middleware: request ids, CORS) straight to
+        `answer_admitted`, without Starlette's exception middleware, router and route, which have nothing to do
+        for it; anything else, its body replayed, through the app's whole `stack` (and so to this endpoint's
+        `__call__`, which sends it to the view)."""
+        if not self.enabled:
+            await stack(scope, receive, send)
+            return
+        admitted, receive = await self.admit(scope, receive)
+        if admitted is None:
+            await stack(scope, receive, send)
+            return
+        scope[_ADMITTED] = admitted
+        await front(scope, receive, send)
+
+    async def answer_admitted(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """The endpoint at the end of `front`'s middleware."""
+        await self.answer(scope, receive, send, scope.pop(_ADMITTED))
+
+    async def admit(self, scope: Scope, receive: Receive) -> tuple[_Admitted | None, Receive]:
+        """The request's body, operation and response media type when this path answers it, and the `receive`
+        to go on with (which gives back what was read)."""
         accept = content_type = length = None
         for name, value in scope["headers"]:
             if name == b"accept":
@@ -76,8 +119,8 @@ class LeanGraphQL:
                     content_type = value.decode("latin-1")
             elif name == b"content-length" and length is None:
                 length = value
-        limit = view.services.settings.request_max_bytes
-        media_type = over_http.negotiate(accept)
+        limit = self.view.services.settings.request_max_bytes
+        media_type = _negotiate(accept)
         if (
             media_type is None
             or length is None
@@ -87,18 +130,19 @@ class LeanGraphQL:
             # strawberry's stream transports accept only these media types (its own check builds them anew)
             or over_http.streams(accept)
         ):
-            await view(scope, receive, send)
-            return
+            return None, receive
         body, messages = await _read_body(receive, limit)
+        receive = _replay(messages, receive)
         if body is None:  # over the limit, or the client left: the view says so
-            await view(scope, _replay(messages, receive), send)
-            return
+            return None, receive
         request = self._plain_request(body)
         if request is None:
-            await view(scope, _replay(messages, receive), send)
-            return
+            return None, receive
+        return (body, request, media_type), receive
+
+    async def answer(self, scope: Scope, receive: Receive, send: Send, admitted: _Admitted) -> None:
         self.served += 1
-        await self._answer(scope, _replay(messages, receive), send, body, request, media_type)
+        await self._answer(scope, receive, send, *admitted)
 
     def _plain_request(self, body: bytes) -> GraphQLRequestData | None:
         """The body's operation when it is one plain operation this path answers as the view would."""
@@ -142,14 +186,18 @@ class LeanGraphQL:
         try:
             sub_response = await view.get_sub_response(request)
             context = await view.get_context(request, response=sub_response)
-            result = await view.execute_single(
-                request=request,
-                request_adapter=_ADAPTER,  # type: ignore[arg-type]
-                sub_response=sub_response,
-                context=context,
-                root_value=None,  # the view's get_root_value: GraphQL[Context, None]
-                request_data=data,
-            )
+            # A plain query runs with the extensions' work in one pass (graphql.lean_operation); else strawberry's.
+            query = data.query or ""  # a str: _plain_request checked it
+            result = await self.operations.run(query, data.variables, data.operation_name, context)
+            if result is None:
+                result = await view.execute_single(
+                    request=request,
+                    request_adapter=_ADAPTER,  # type: ignore[arg-type]
+                    sub_response=sub_response,
+                    context=context,
+                    root_value=None,  # the view's get_root_value: GraphQL[Context, None]
+                    request_data=data,
+                )
             if not isinstance(result, ExecutionResult):  # not streamed: see the words checked above
                 raise RuntimeError(f"the lean POST path cannot answer a {type(result).__name__}")
             response_data = await view.process_result(request=request, result=result)

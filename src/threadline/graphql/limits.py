@@ -13,7 +13,7 @@ caller's document costs a linear walk, never more.
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any
 
 from graphql import (
@@ -109,11 +109,10 @@ class QueryLimits(SchemaExtension):
             execution.validation_rules = (*execution.validation_rules, NoSchemaIntrospectionCustomRule)
         yield
         if settings.production:
-            # No "Did you mean ...?" in production: suggestions map out a schema whose introspection may be off.
             result = execution.result
-            for error in [*(execution.pre_execution_errors or ()), *(getattr(result, "errors", None) or ())]:
-                if _SUGGESTION in error.message:
-                    error.message = error.message.split(_SUGGESTION)[0].rstrip()
+            strip_suggestions(
+                [*(execution.pre_execution_errors or ()), *(getattr(result, "errors", None) or ())]
+            )
 
     async def on_validate(self) -> AsyncIterator[None]:
         """Cheapest and most decisive first, each step only if the previous one passed: the limit rule (linear
@@ -123,19 +122,16 @@ class QueryLimits(SchemaExtension):
         execution = self.execution_context
         document = execution.graphql_document
         if document is not None and execution.pre_execution_errors is None:
-            schema = execution.schema._schema
-            variables = execution.variables or {}
-            known = limit_cache.key(execution.query, variables, self.settings, self.list_caps, schema)
-            errors = []
-            if known is None or not limit_cache.passed(known):
-                errors = validate(schema, document, (limit_rule(self.settings, variables, self.list_caps),))
-                if not errors and known is not None:
-                    limit_cache.remember(known, self.settings, self.list_caps, schema)
-            if not errors:
-                errors = await _refuse_anonymous(execution.context, document)
-            if not errors:
-                errors = _validate_standard(schema, execution.query, document, execution.validation_rules)
-            execution.pre_execution_errors = errors
+            execution.pre_execution_errors = await check_document(
+                execution.schema._schema,
+                document,
+                execution.query,
+                execution.variables,
+                execution.context,
+                self.settings,
+                self.list_caps,
+                execution.validation_rules,
+            )
         yield
 
     def on_parse(self) -> Iterator[None]:
@@ -158,6 +154,43 @@ class QueryLimits(SchemaExtension):
                     "limit": self.max_tokens,
                     "actual": self.max_tokens + 1,
                 }
+
+
+async def check_document(
+    schema: GraphQLSchema,
+    document: DocumentNode,
+    query: str | None,
+    variables: Mapping[str, Any] | None,
+    context: Any,
+    settings: Settings,
+    list_caps: Mapping[str, int],
+    rules: tuple[type[ASTValidationRule], ...],
+) -> list[GraphQLError]:
+    """`QueryLimits.on_validate`'s checks of a parsed document (also run by graphql.lean_operation)."""
+    variables = variables or {}
+    known = limit_cache.key(query, variables, settings, list_caps, schema)
+    errors: list[GraphQLError] = []
+    if known is None or not limit_cache.passed(known):
+        errors = validate(schema, document, (limit_rule(settings, variables, list_caps),))
+        if not errors and known is not None:
+            limit_cache.remember(known, settings, list_caps, schema)
+    if not errors:
+        errors = await _refuse_anonymous(context, document)
+    if not errors:
+        errors = _validate_standard(schema, query, document, rules)
+    return errors
+
+
+def strip_suggestions(errors: Iterable[GraphQLError]) -> None:
+    """No "Did you mean ...?" in production: suggestions map out a schema whose introspection may be off."""
+    for error in errors:
+        if _SUGGESTION in error.message:
+            error.message = error.message.split(_SUGGESTION)[0].rstrip()
+
+
+def validated_cleanly(schema: GraphQLSchema, query: str, rules: tuple[type[ASTValidationRule], ...]) -> bool:
+    """Whether the schema's rules are remembered to pass `query` (graphql.lean_operation runs only those)."""
+    return _VALIDATED.get((id(schema), query, rules)) == []
 
 
 # Root fields anyone may ask for: the schema itself (third parties introspect before they have a key), and a

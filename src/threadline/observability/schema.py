@@ -4,8 +4,9 @@ times each operation's execution by operation name (observability.metrics)."""
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 
+from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 
 from threadline.observability.metrics import METRICS
@@ -21,21 +22,12 @@ class OperationMetrics(SchemaExtension):
             self._count_operation()
             raise
         self._count_operation()
-        for error in getattr(self.execution_context.result, "errors", None) or ():
-            code = (error.extensions or {}).get("code", "INTERNAL")
-            METRICS.errors_total.labels(str(code)).inc()
+        count_errors(getattr(self.execution_context.result, "errors", None))
 
     def on_execute(self) -> Iterator[None]:
         started = time.perf_counter()
         execution = self.execution_context
-        label = METRICS.operation_label(execution.operation_name)
-        # The HTTP request's own histogram (observability.requests) is labelled with the same name.
-        scope = getattr(getattr(execution.context, "request", None), "scope", {})
-        state = (
-            scope.get("state") if scope.get("type") == "http" else None
-        )  # a socket's scope outlives operations
-        if isinstance(state, dict):
-            state["operation_name"] = "_batch" if "operation_name" in state else label
+        label = execution_label(execution.context, execution.operation_name)
         yield
         try:
             kind = execution.operation_type.value
@@ -50,3 +42,22 @@ class OperationMetrics(SchemaExtension):
         except Exception:  # noqa: BLE001 - unparseable documents have no type
             kind = "invalid"
         METRICS.operations_total.labels(kind).inc()
+
+
+def execution_label(context: object, operation_name: str | None) -> str:
+    """The operation's metrics label, also given to the HTTP request's own histogram (observability.requests)."""
+    label = METRICS.operation_label(operation_name)
+    scope = getattr(getattr(context, "request", None), "scope", {})
+    state = (
+        scope.get("state") if scope.get("type") == "http" else None
+    )  # a socket's scope outlives operations
+    if isinstance(state, dict):
+        state["operation_name"] = "_batch" if "operation_name" in state else label
+    return label
+
+
+def count_errors(errors: Iterable[GraphQLError] | None) -> None:
+    """Counts an operation's (coded) errors by `extensions.code`."""
+    for error in errors or ():
+        code = (error.extensions or {}).get("code", "INTERNAL")
+        METRICS.errors_total.labels(str(code)).inc()

@@ -68,39 +68,44 @@ class RateLimits(SchemaExtension):
             costs = operation_costs(execution.graphql_document, execution.operation_name)
             # strawberry's OperationType: graphql-core's SUBSCRIPTION is another enum and never matched.
             if execution.operation_type is not ExecutedOperation.SUBSCRIPTION:
-                await self._spend(context, costs)
+                refusal = await draw(context, costs)
+                if refusal is not None:
+                    execution.result = refusal
         yield
         if isinstance(context, Context):
-            self._answer_late_refusal(context)
+            answer_late_refusal(context, getattr(execution.result, "errors", None))
 
-    def _answer_late_refusal(self, context: Context) -> None:
-        """A resolver that drew more by the size of its input (`service.spend_by_size`) and was refused is
-        answered like a refusal before execution: 429 with Retry-After and the budget's headers."""
-        for error in getattr(self.execution_context.result, "errors", None) or ():
-            refusal = getattr(error, "original_error", None)
-            if isinstance(refusal, service.RateLimited) and isinstance(context.response, Response):
-                _report(context.response, refusal.budget)
-                context.response.status_code = 429
-                context.response.headers["Retry-After"] = str(refusal.extensions["retryAfter"])
-                return
 
-    async def _spend(self, context: Context, costs: dict[str, int]) -> None:
-        try:
-            principal = await context.principal()
-        except ThreadlineError:
+def answer_late_refusal(context: Context, errors: list[GraphQLError] | None) -> None:
+    """A resolver that drew more by the size of its input (`service.spend_by_size`) and was refused is
+    answered like a refusal before execution: 429 with Retry-After and the budget's headers."""
+    for error in errors or ():
+        refusal = getattr(error, "original_error", None)
+        if isinstance(refusal, service.RateLimited) and isinstance(context.response, Response):
+            _report(context.response, refusal.budget)
+            context.response.status_code = 429
+            context.response.headers["Retry-After"] = str(refusal.extensions["retryAfter"])
             return
-        try:
-            budget = await service.spend(context.db, context.settings, principal, costs)
-        except service.RateLimited as exc:
-            self.execution_context.result = GraphQLExecutionResult(
-                data=None, errors=[GraphQLError(exc.message, original_error=exc)]
-            )
-            _report(context.response, exc.budget)
-            if isinstance(context.response, Response):
-                context.response.status_code = 429
-                context.response.headers["Retry-After"] = str(exc.extensions["retryAfter"])
-            return
-        _report(context.response, budget)
+
+
+async def draw(context: Context, costs: dict[str, int]) -> GraphQLExecutionResult | None:
+    """Draws `costs` from the caller's budgets (the budget's headers on the response); the operation's result
+    when refused (429 with Retry-After), None when it may run."""
+    try:
+        principal = await context.principal()
+    except ThreadlineError:
+        return None
+    try:
+        budget = await service.spend(context.db, context.settings, principal, costs)
+    except service.RateLimited as exc:
+        refused = GraphQLExecutionResult(data=None, errors=[GraphQLError(exc.message, original_error=exc)])
+        _report(context.response, exc.budget)
+        if isinstance(context.response, Response):
+            context.response.status_code = 429
+            context.response.headers["Retry-After"] = str(exc.extensions["retryAfter"])
+        return refused
+    _report(context.response, budget)
+    return None
 
 
 async def subscription_started(info: Info) -> None:
