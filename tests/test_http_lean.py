@@ -166,8 +166,10 @@ def test_refusals_and_unusual_requests_get_the_views_answer(
         },
         orjson.dumps({"query": viewer}),
     )
+    fronted = lean.fronted
     compared, served = both_ways(server, lean, requests)
     assert compared == len(requests)
+    assert lean.fronted - fronted == 2 * served  # both lean requests, before Starlette's router (app.py)
     # The plain operations (whatever their outcome: data, a GraphQL error, 401, no such operation) are the lean
     # path's; everything refused before execution or shaped otherwise went to the view.
     assert served == 15
@@ -222,3 +224,37 @@ def test_a_response_over_the_byte_limit_gets_the_views_refusal(dsn: str, admin: 
         assert b'"limitName":"responseBytes"' in refused[2]  # the view's backstop, answered for the lean path
     finally:
         small.stop()
+
+
+def test_cors_and_production_answers_of_the_lean_path_are_the_views(dsn: str, admin: Actor) -> None:
+    from tests.harness import test_settings
+
+    origin = "https://app.example"
+    settings = test_settings(
+        dsn, migrate_on_start=False, production=True, introspection=False, cors_origins=(origin,)
+    )
+    production = ServerThread(settings)
+    production.start()
+    try:
+        endpoint: LeanGraphQL = production.app.state.graphql_http
+        key = admin.api_key
+        viewer = {"query": "query V { viewer { id email } }"}
+        requests = [
+            post(viewer, key=key, Origin=origin),
+            post(viewer, key=key, Origin="https://evil.example"),
+            post(viewer, key=key),
+            post(viewer, key=None, Origin=origin),  # 401, with CORS headers
+            post({"query": "{ viewer { emial } }"}, key=key, Origin=origin),  # no suggestion in production
+            post({"query": "{ __schema { types { name } } }"}, key=key, Origin=origin),  # introspection off
+            post({"query": '{ conversation(id: "cnv_nope") { id } }'}, key=key, Origin=origin),
+        ]
+        fronted, ran = endpoint.fronted, endpoint.operations.ran
+        compared, served = both_ways(production, endpoint, requests)
+        assert compared == served == len(requests)
+        assert endpoint.fronted - fronted == 2 * served
+        assert endpoint.operations.ran - ran >= 6  # the valid queries, twice each
+        with httpx.Client(base_url=production.url, timeout=60) as client:
+            allowed = answer(client, requests[0])
+        assert ("access-control-allow-origin", origin) in allowed[1]
+    finally:
+        production.stop()

@@ -14,9 +14,11 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.middleware.errors import ServerErrorMiddleware
 from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse
 from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from threadline import crypto
 from threadline.auth.credentials import CredentialCache
@@ -49,6 +51,45 @@ class Services:
     embedded: EmbeddedPostgres | None = None
     credentials: CredentialCache | None = None  # principals by Authorization value (auth.credentials)
     background: list[Any] = field(default_factory=list)
+
+
+class ThreadlineApp(Starlette):
+    """Starlette, with POST /graphql handed to the lean endpoint (graphql.http_fast `LeanGraphQL.front`) before
+    the exception middleware and the router: a plain operation only passes the app's error handling and its
+    own middleware (request ids, CORS) on its way in and out (issue 14: the fixed cost of a request)."""
+
+    lean: LeanGraphQL | None = None
+    _front: ASGIApp | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        lean = self.lean
+        if (
+            lean is None
+            or scope["type"] != "http"
+            or scope["method"] != "POST"
+            or scope["path"] != "/graphql"
+            or scope.get("root_path")
+        ):
+            await super().__call__(scope, receive, send)
+            return
+        scope["app"] = self
+        if self.middleware_stack is None:
+            self.middleware_stack = self.build_middleware_stack()
+        if self._front is None:
+            self._front = self._front_stack(lean)
+        await lean.front(scope, receive, send, self.middleware_stack, self._front)
+
+    def _front_stack(self, lean: LeanGraphQL) -> ASGIApp:
+        """What `build_middleware_stack` builds, without the exception middleware and router (nothing raises
+        an HTTPException on the lean path), ending at the lean endpoint."""
+        handler = None
+        for key, value in self.exception_handlers.items():
+            if key in (500, Exception):
+                handler = value
+        app: ASGIApp = lean.answer_admitted
+        for cls, args, kwargs in reversed(self.user_middleware):
+            app = cls(app, *args, **kwargs)
+        return ServerErrorMiddleware(app, handler=handler, debug=self.debug)
 
 
 def metrics_authorized(authorization: str | None, token: str | None) -> bool:
@@ -236,7 +277,7 @@ def create_app(settings: Settings | None = None) -> Starlette:
                 max_age=600,
             )
         )
-    app = Starlette(
+    app = ThreadlineApp(
         routes=[
             Route("/healthz", healthz),
             Route("/readyz", readyz),
@@ -255,4 +296,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
     )
     app.state.services = services
     app.state.graphql_http = graphql_http
+    app.lean = graphql_http
     return app

@@ -74,6 +74,7 @@ class LeanGraphQL:
         self.view = view
         self.enabled = enabled  # tests compare both paths on one server
         self.served = 0  # requests answered here (tests check that the lean path ran)
+        self.fronted = 0  # of those, requests that came in before Starlette's router (`front`)
         self.operations = LeanOperations(view.schema)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -104,6 +105,7 @@ class LeanGraphQL:
 
     async def answer_admitted(self, scope: Scope, receive: Receive, send: Send) -> None:
         """The endpoint at the end of `front`'s middleware."""
+        self.fronted += 1
         await self.answer(scope, receive, send, scope.pop(_ADMITTED))
 
     async def admit(self, scope: Scope, receive: Receive) -> tuple[_Admitted | None, Receive]:

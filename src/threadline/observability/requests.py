@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
 import time
-import uuid
 
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -20,6 +20,13 @@ def request_id_of(scope: Scope) -> str | None:
     return state.get("request_id") if isinstance(state, dict) else None
 
 
+def new_request_id() -> str:
+    """16 hex digits, as `uuid.uuid4().hex[:16]` (the 13th is the version, 4) without building a UUID (~2 us of
+    a request's fixed cost)."""
+    digits = os.urandom(8).hex()
+    return f"{digits[:12]}4{digits[13:]}"
+
+
 class RequestIds:
     """Takes the client's X-Request-Id when it is a plain token (else makes one), puts it in the scope state,
     the logging context and the response headers."""
@@ -32,7 +39,7 @@ class RequestIds:
             await self.app(scope, receive, send)
             return
         given = Headers(scope=scope).get("x-request-id", "")
-        rid = given if _ACCEPTABLE_ID.fullmatch(given) else uuid.uuid4().hex[:16]
+        rid = given if _ACCEPTABLE_ID.fullmatch(given) else new_request_id()
         scope.setdefault("state", {})["request_id"] = rid
         token = logs.request_id.set(rid)
         outcome: int | str = 500 if scope["type"] == "http" else "closed"
