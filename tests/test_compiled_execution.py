@@ -58,7 +58,7 @@ from tests.api import create_conversation, join, reply, start_thread
 from tests.harness import Actor, Loop
 from tests.harness import test_settings as settings_for
 from threadline.errors import ErrorCode, ThreadlineError
-from threadline.graphql import budget, compiled_plan, ready
+from threadline.graphql import budget, compiled_plan, compiled_trees, ready
 from threadline.graphql.context import Context
 from threadline.graphql.fast_execution import FastExecutionContext, StockExecutionContext
 from threadline.graphql.ready import NOT_READY, when_ready
@@ -670,19 +670,29 @@ def test_compiled_selections_are_cached_across_requests_per_operation(recorded: 
         calls.append(args[1].name)
         return real(*args)
 
+    real_tree = compiled_trees._compile
+
+    def counting_trees(*args: Any) -> Any:
+        calls.append(f"[{args[1].name}]")
+        return real_tree(*args)
+
+    # The list of leaves is one tree (compiled_trees); `Query` and the stock-path fallbacks are selections.
     document = "query Cached { leaves(seed: 11) { id name kids { id name } child { id } } }"
     import threadline.graphql.fast_execution as fast
 
     original = fast.compile_selection
+    compiled_trees._TREES.clear()  # trees are cached by shape across documents: this one compiles afresh
     fast.compile_selection = counting  # type: ignore[assignment]
+    compiled_trees._compile = counting_trees  # type: ignore[assignment]
     try:
         first = as_json(settled(COMPILED_EDGE, document))
         compiled_once = len(calls)
         second = as_json(settled(COMPILED_EDGE, document))
     finally:
         fast.compile_selection = original  # type: ignore[assignment]
+        compiled_trees._compile = real_tree  # type: ignore[assignment]
     assert first == second
-    assert compiled_once >= 2 and len(calls) == compiled_once
+    assert compiled_once >= 2 and "[Leaf]" in calls and len(calls) == compiled_once
 
 
 # --- the real schema, on seeded data ---------------------------------------------------------------------------

@@ -177,7 +177,8 @@ def _always(_: Any) -> bool:
     return True
 
 
-LeafRows = Callable[[Sequence[Any], type], list[dict[str, Any]] | None]
+# run(items, exact class, executor): the completed list, or None (completed object by object).
+LeafRows = Callable[[Sequence[Any], type, Any], list[dict[str, Any]] | None]
 
 
 def leaf_rows(
@@ -236,64 +237,12 @@ def _compile_leaf_rows(
         if reader is None or leaf is None:
             return None
         attribute, names[f"get{i}"] = reader
-        leaf_type, non_null, is_list, items_non_null = leaf
-        serialize, inert = serializer(leaf_type)
-        names[f"ser{i}"], names[f"inert{i}"] = serialize, inert
-        is_string = leaf_type is GraphQLString or leaf_type is GraphQLID
         entries.append(f"{key!r}: o{i}")
-        read = f"source.{attribute}" if attribute else f"get{i}(source)"
-        null = ["elif v is None or v is Undefined:", "    return None" if non_null else f"    o{i} = None"]
-        lines.append(f"v = {read}")
-        # The plain value first (the type checks fail for null), then null, then the serializer's way.
-        if is_list:
-            generic = [
-                f"o{i} = complete_list(v, ser{i}, {items_non_null}, inert{i}, {is_string}, _always)",
-                f"if o{i} is _FAILED:",
-                "    return None",
-            ]
-            if is_string:  # a list of str is copied as it is (as complete_leaf_list does), checked inline
-                lines += [
-                    "if type(v) is list:",
-                    "    for x in v:",
-                    "        if type(x) is not str:",
-                    *("            " + line for line in generic),
-                    "            break",
-                    "    else:",
-                    f"        o{i} = v[:]",
-                    *null,
-                ]
-            else:
-                lines += ["if False:", "    pass", *null]
-            lines += ["else:", *("    " + line for line in generic)]
-            continue
-        if is_string:
-            lines += ["if type(v) is str:", f"    o{i} = v"]
-        elif leaf_type is GraphQLInt:
-            lines += ["if type(v) is int and -2147483648 <= v <= 2147483647:", f"    o{i} = v"]
-        elif leaf_type is GraphQLBoolean:
-            lines += ["if type(v) is bool:", f"    o{i} = v"]
-        elif serialize is utc_isoformat:
-            lines += ["if type(v) is datetime and v.tzinfo is UTC:", f"    o{i} = dumps(v)[1:-1].decode()"]
-        else:
-            enum = _enum_names(leaf_type)
-            if enum is not None and not issubclass(enum[0], Exception):
-                names[f"E{i}"], names[f"names{i}"] = enum
-                lines += [f"if type(v) is E{i} and (o{i} := names{i}.get(id(v))) is not None:", "    pass"]
-            else:
-                lines += ["if False:", "    pass"]
-        lines += [
-            *null,
-            f"elif type(v) in inert{i}:",
-            f"    o{i} = ser{i}(v)",
-            f"    if o{i} is None or o{i} is Undefined:",
-            "        return None",
-            "else:",
-            "    return None",
-        ]
+        lines += leaf_lines(names, f"{i}", f"o{i}", attribute, leaf, "return None")
     body = "\n".join("            " + line for line in lines)
     source = "\n".join(
         [
-            "def run(items, cls):",
+            "def run(items, cls, ex=None):",
             "    out = []",
             "    append = out.append",
             "    try:",
@@ -312,3 +261,70 @@ def _compile_leaf_rows(
     code = compile(source, f"<leaf rows {parent_type.name}>", "exec")
     exec(code, names)  # noqa: S102 - code built from the schema's own names and validated response keys
     return names["run"]  # type: ignore[no-any-return]
+
+
+def leaf_lines(
+    names: dict[str, Any],
+    tag: str,
+    out: str,
+    attribute: str | None,
+    leaf: tuple[GraphQLLeafType, bool, bool, bool],
+    bail: str,
+) -> list[str]:
+    """The lines reading a plain leaf field of `source` into the local `out`, serialized as the compiled
+    selection would: its plain value inline, else its serializer; `bail` (a statement) for anything else.
+    The names the lines use are added to `names`, suffixed with `tag` (unique within one compiled unit)."""
+    leaf_type, non_null, is_list, items_non_null = leaf
+    serialize, inert = serializer(leaf_type)
+    names[f"ser{tag}"], names[f"inert{tag}"] = serialize, inert
+    is_string = leaf_type is GraphQLString or leaf_type is GraphQLID
+    read = f"source.{attribute}" if attribute else f"get{tag}(source)"
+    null = ["elif v is None or v is Undefined:", f"    {bail}" if non_null else f"    {out} = None"]
+    lines = [f"v = {read}"]
+    # The plain value first (the type checks fail for null), then null, then the serializer's way.
+    if is_list:
+        generic = [
+            f"{out} = complete_list(v, ser{tag}, {items_non_null}, inert{tag}, {is_string}, _always)",
+            f"if {out} is _FAILED:",
+            f"    {bail}",
+        ]
+        if is_string:  # a list of str is copied as it is (as complete_leaf_list does), checked inline
+            lines += [
+                "if type(v) is list:",
+                "    for x in v:",
+                "        if type(x) is not str:",
+                *("            " + line for line in generic),
+                "            break",
+                "    else:",
+                f"        {out} = v[:]",
+                *null,
+            ]
+        else:
+            lines += ["if False:", "    pass", *null]
+        lines += ["else:", *("    " + line for line in generic)]
+        return lines
+    if is_string:
+        lines += ["if type(v) is str:", f"    {out} = v"]
+    elif leaf_type is GraphQLInt:
+        lines += ["if type(v) is int and -2147483648 <= v <= 2147483647:", f"    {out} = v"]
+    elif leaf_type is GraphQLBoolean:
+        lines += ["if type(v) is bool:", f"    {out} = v"]
+    elif serialize is utc_isoformat:
+        lines += ["if type(v) is datetime and v.tzinfo is UTC:", f"    {out} = dumps(v)[1:-1].decode()"]
+    else:
+        enum = _enum_names(leaf_type)
+        if enum is not None and not issubclass(enum[0], Exception):
+            names[f"E{tag}"], names[f"names{tag}"] = enum
+            lines += [f"if type(v) is E{tag} and ({out} := names{tag}.get(id(v))) is not None:", "    pass"]
+        else:
+            lines += ["if False:", "    pass"]
+    lines += [
+        *null,
+        f"elif type(v) in inert{tag}:",
+        f"    {out} = ser{tag}(v)",
+        f"    if {out} is None or {out} is Undefined:",
+        f"        {bail}",
+        "else:",
+        f"    {bail}",
+    ]
+    return lines

@@ -60,6 +60,7 @@ from threadline.graphql.compiled_plan import (
     object_type_check,
     selection_shape,
 )
+from threadline.graphql.compiled_trees import TREE_DEPTH_MAX, Tree, row_class, tree_fields, tree_rows
 
 __all__ = ["OPERATIONS_CACHED", "FastExecutionContext", "StockExecutionContext"]
 
@@ -211,20 +212,47 @@ class FastExecutionContext(StockExecutionContext):
     def leaf_rows(
         self, object_type: GraphQLObjectType, field_details_list: FieldDetailsList
     ) -> LeafRows | None:
-        """Code completing a whole list of `object_type` for these field nodes when they ask for plain leaf
-        fields only (compiled_leaves.leaf_rows), or None."""
+        """Code completing a whole list of `object_type` for these field nodes in one pass, or None: when they
+        ask for plain leaf fields only (compiled_leaves.leaf_rows), or for plain leaves and plain or twin-backed
+        objects at every level below (compiled_trees.tree_rows)."""
         key = (object_type, id(field_details_list))
         known = self._leaf_rows.get(key)
         if known is not None:  # the same field nodes again (each item of a list of lists, say)
             return known[1]
         grouped_field_set, new_defer_usages, _ = self.collect_subfields(object_type, field_details_list)
-        rows = (
-            None
-            if new_defer_usages or not self._fast
-            else leaf_rows(self.schema, object_type, selection_shape(grouped_field_set))
-        )
+        rows = None
+        if not new_defer_usages and self._fast:
+            shape = selection_shape(grouped_field_set)
+            rows = leaf_rows(self.schema, object_type, shape)
+            if rows is None:
+                tree = self._tree(object_type, grouped_field_set, shape, 0)
+                if tree is not None and tree[1]:
+                    rows = tree_rows(self.schema, object_type, tree)
         self._leaf_rows[key] = (field_details_list, rows)  # the list kept alive with its id, as above
         return rows
+
+    def _tree(
+        self,
+        object_type: GraphQLObjectType,
+        grouped_field_set: dict[str, FieldDetailsList],
+        shape: Shape,
+        depth: int,
+    ) -> Tree | None:
+        """The selection followed down its object fields, each child as collected for this request
+        (compiled_trees.Tree), or None if some level has a field a tree cannot complete."""
+        found = tree_fields(self.schema, object_type, shape)
+        if found is None or (found and depth >= TREE_DEPTH_MAX):
+            return None
+        children: list[tuple[int, Tree]] = []
+        for i, child_type in found:
+            sub, new_defer_usages, _ = self.collect_subfields(child_type, grouped_field_set[shape[i][0]])
+            if new_defer_usages:
+                return None
+            child = self._tree(child_type, sub, selection_shape(sub), depth + 1)
+            if child is None:
+                return None
+            children.append((i, child))
+        return shape, tuple(children)
 
     # --- synchronous twins: queries that end without an error ----------------------------------------------
 
@@ -353,9 +381,10 @@ class FastExecutionContext(StockExecutionContext):
         object_type: Any = item_type.of_type if is_non_null_type(item_type) else item_type
         is_type_of = object_type_check(object_type)[1]
         exact = exact_class(object_type)
-        if exact is not None and (type(items) is list or type(items) is tuple):
+        cls = row_class(object_type)
+        if cls is not None and (type(items) is list or type(items) is tuple):
             rows = self.leaf_rows(object_type, field_details_list)
-            completed = None if rows is None else rows(items, exact)
+            completed = None if rows is None else rows(items, cls, self)
             if completed is not None:  # every item plainly completed in one loop (compiled_leaves.leaf_rows)
                 return completed
         run = self.child_selection(object_type, field_details_list)
