@@ -185,6 +185,7 @@ class LeanGraphQL:
         request_id = scope.get("state", {}).get("request_id")  # set by observability.RequestIds
         request = Request(scope=scope, receive=receive)
         request._body = body  # read already: request.body() answers from it
+        response: Response | _Answer
         try:
             sub_response = await view.get_sub_response(request)
             context = await view.get_context(request, response=sub_response)
@@ -239,9 +240,27 @@ def _encoded(response_data: dict[str, Any], limit: int) -> bytes | None:
     return body if len(body) <= limit else None
 
 
-def _json_response(body: bytes, response_data: dict[str, Any], sub_response: Response) -> Response:
+def _json_response(body: bytes, response_data: dict[str, Any], sub_response: Response) -> Response | _Answer:
     """What strawberry's `GraphQL.create_response` and `ThreadlineGraphQL.create_response` build around an
-    encoded body (tests/test_http_lean.py compares the headers and status with theirs)."""
+    encoded body (tests/test_http_lean.py compares the headers and status with theirs): its headers listed
+    straight away when the extensions set none of those it sets (the usual case: only rate-limit headers)."""
+    added = sub_response.raw_headers  # what `sub_response.headers` writes to
+    if sub_response.background or any(name in _SET_HERE for name, _ in added):
+        return _built_response(body, response_data, sub_response)
+    status = over_http.result_status(response_data, sub_response.status_code)
+    # Response's own two headers, the extensions', then create_response's: its content type, Vary.
+    headers = [
+        (b"content-length", str(len(body)).encode("latin-1")),
+        (b"content-type", over_http.content_type().encode("latin-1")),
+        *added,
+        _VARY_ACCEPT,
+    ]
+    if status == 401:
+        headers.append(_BEARER_CHALLENGE)
+    return _Answer(status, headers, body)
+
+
+def _built_response(body: bytes, response_data: dict[str, Any], sub_response: Response) -> Response:
     response = Response(body, status_code=200, media_type="application/json")
     response.headers.raw.extend(sub_response.headers.raw)
     if sub_response.background:
@@ -252,6 +271,27 @@ def _json_response(body: bytes, response_data: dict[str, Any], sub_response: Res
     if response.status_code == 401:
         response.headers["WWW-Authenticate"] = "Bearer"
     return response
+
+
+# Headers `_built_response` sets or merges (and so would change where the extensions set them too).
+_SET_HERE = frozenset({b"content-length", b"content-type", b"vary", b"www-authenticate"})
+_VARY_ACCEPT = (b"vary", b"Accept")
+_BEARER_CHALLENGE = (b"www-authenticate", b"Bearer")
+
+
+class _Answer:
+    """A response already listed: what starlette's Response sends for it."""
+
+    __slots__ = ("body", "headers", "status")
+
+    def __init__(self, status: int, headers: list[tuple[bytes, bytes]], body: bytes) -> None:
+        self.status = status
+        self.headers = headers
+        self.body = body
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await send({"type": "http.response.start", "status": self.status, "headers": self.headers})
+        await send({"type": "http.response.body", "body": self.body})
 
 
 async def _read_body(receive: Receive, limit: int) -> tuple[bytes | None, list[Message]]:
