@@ -10,6 +10,7 @@ that moves and is skipped.
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -258,3 +259,16 @@ def test_cors_and_production_answers_of_the_lean_path_are_the_views(dsn: str, ad
         assert ("access-control-allow-origin", origin) in allowed[1]
     finally:
         production.stop()
+
+
+def test_the_lean_sub_response_is_strawberrys() -> None:
+    from strawberry.asgi import GraphQL
+
+    from threadline.graphql.http_fast import _sub_response
+
+    stock = asyncio.run(GraphQL.get_sub_response(None, None))  # type: ignore[arg-type]  # reads neither
+    lean = _sub_response()
+    assert {k: v for k, v in vars(stock).items() if k != "_headers"} == vars(lean)
+    assert stock.headers.raw == lean.headers.raw == []
+    lean.headers["RateLimit-Limit"] = "5"
+    assert lean.raw_headers == [(b"ratelimit-limit", b"5")]

@@ -27,6 +27,7 @@ from cross_web import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLRequestData
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
@@ -76,6 +77,7 @@ class LeanGraphQL:
         self.served = 0  # requests answered here (tests check that the lean path ran)
         self.fronted = 0  # of those, requests that came in before Starlette's router (`front`)
         self.operations = LeanOperations(view.schema)
+        self._stock_sub_response = type(view).get_sub_response is GraphQL.get_sub_response
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not self.enabled or scope["type"] != "http" or scope["method"] != "POST":
@@ -187,7 +189,9 @@ class LeanGraphQL:
         request._body = body  # read already: request.body() answers from it
         response: Response | _Answer
         try:
-            sub_response = await view.get_sub_response(request)
+            sub_response = (
+                _sub_response() if self._stock_sub_response else await view.get_sub_response(request)
+            )
             context = await view.get_context(request, response=sub_response)
             # A plain query runs with the extensions' work in one pass (graphql.lean_operation); else strawberry's.
             query = data.query or ""  # a str: _plain_request checked it
@@ -227,6 +231,18 @@ class LeanGraphQL:
                 raise
             response = unavailable_response("The database is unavailable; retry later", request_id)
         await response(scope, receive, send)
+
+
+def _sub_response() -> Response:
+    """What strawberry's `GraphQL.get_sub_response` makes (a Response with no status and no headers, for the
+    extensions and resolvers to set them), without rendering an empty body and listing then deleting its
+    Content-Length."""
+    response = Response.__new__(Response)
+    response.status_code = None  # type: ignore[assignment]
+    response.background = None
+    response.body = b""
+    response.raw_headers = []
+    return response
 
 
 def _encoded(response_data: dict[str, Any], limit: int) -> bytes | None:

@@ -164,14 +164,16 @@ class LeanOperations:
                 result.errors = [format_error(e, context.request_id) for e in result.errors]
                 answer_unavailable(context, result.errors)
         except BaseException as exc:
-            METRICS.operations_total.labels("query").inc()  # OperationMetrics counts it, whatever ended it
+            METRICS.child(
+                METRICS.operations_total, "query"
+            ).inc()  # OperationMetrics counts it, whatever ended it
             if not isinstance(exc, Exception):
                 raise
             # strawberry's answer to an exception out of the operation's hooks: the error as it is (uncoded).
             failed = PreExecutionError(data=None, errors=[_coerce_error(exc)])
             failed.extensions = _extension_results(context)
             return failed
-        METRICS.operations_total.labels("query").inc()
+        METRICS.child(METRICS.operations_total, "query").inc()
         count_errors(result.errors)
         if isinstance(result, GraphQLExecutionResult):
             executed = ExecutionResult(data=result.data, errors=result.errors)
@@ -213,7 +215,7 @@ class LeanOperations:
         finally:
             close_budget(token)
         answer_late_refusal(context, result.errors)
-        METRICS.resolver_duration.labels(label, "query").observe(time.perf_counter() - started)
+        METRICS.child(METRICS.resolver_duration, label, "query").observe(time.perf_counter() - started)
         return result  # type: ignore[no-any-return]
 
 

@@ -73,7 +73,7 @@ class RequestIds:
                 METRICS.observe_request("http", outcome, elapsed)
                 operation = scope["state"].get("operation_name")
                 if operation is not None:  # a GraphQL request that reached execution
-                    METRICS.request_duration.labels(operation).observe(elapsed)
+                    METRICS.child(METRICS.request_duration, operation).observe(elapsed)
             elif scope["type"] == "websocket":
                 METRICS.observe_request("websocket", outcome, 0.0)
             logs.request_id.reset(token)
