@@ -27,6 +27,7 @@ from urllib.parse import quote, urlsplit
 import orjson
 
 from threadline.parts import model as parts
+from threadline.porting.chatgpt_nodes import MAX_DIGESTED_NODES, LazyNodes, is_raw
 from threadline.porting.model import (
     ImportedConversation,
     ImportedMessage,
@@ -69,6 +70,8 @@ def parse(obj: Any) -> ImportedConversation:
     if not isinstance(mapping, dict):
         raise Rejected("`mapping` must be an object of nodes")
     conversation.node_digests = node_digests(mapping) or None
+    if isinstance(mapping, LazyNodes):
+        mapping = mapping.whole()  # every node is read: decoded at once
     _read_tree(mapping, conversation, text(obj.get("current_node")))
     _fold_reasoning(conversation)
     if conversation.model is None:
@@ -444,12 +447,12 @@ def external_id(obj: Any) -> str | None:
     return text(obj.get("conversation_id")) or text(obj.get("id"))
 
 
-MAX_DIGESTED_NODES = 50_000
-
-
 def node_digests(mapping: dict[str, Any]) -> dict[str, str]:
     """A digest of each node as it matters to an import: its parent and its message (not its children, which
-    grow when replies are added below it)."""
+    grow when replies are added below it). Of a mapping read from its text (chatgpt_nodes), the digests of its
+    messages' bytes; else of each decoded message serialised again."""
+    if isinstance(mapping, LazyNodes):
+        return mapping.digests
     out: dict[str, str] = {}
     if len(mapping) > MAX_DIGESTED_NODES:
         return out  # not kept (`reduced` then reads it all): a bound on what import_source holds
@@ -492,10 +495,14 @@ def look(obj: dict[str, Any], seen: dict[str, str] | None) -> Look:
     mapping = obj.get("mapping")
     if not isinstance(mapping, dict):
         return Look({}, unchanged=False, only_new=False)
-    digests = node_digests(mapping)
-    if seen is None or len(digests) != len(mapping) or any(seen.get(k, d) != d for k, d in digests.items()):
+    digests = compared = node_digests(mapping)
+    if seen and isinstance(mapping, LazyNodes) and not is_raw(seen):
+        # The earlier import kept digests of decoded messages (made before digests of the bytes were, or read
+        # without its text): compared as those, once; the digests of the bytes are kept from now on.
+        compared = node_digests(mapping.whole())
+    if seen is None or len(compared) != len(mapping) or any(seen.get(k, d) != d for k, d in compared.items()):
         return Look(digests, unchanged=False, only_new=False)
-    grown = len(digests) > len(seen) or any(k not in seen for k in digests)
+    grown = len(compared) > len(seen) or any(k not in seen for k in compared)
     return Look(digests, unchanged=not grown, only_new=grown)
 
 

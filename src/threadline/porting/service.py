@@ -23,6 +23,7 @@ from threadline.ids import Kind, encode_id
 from threadline.porting import (
     bulk,
     chatgpt,
+    chatgpt_nodes,
     claude,
     importer,
     jsonstream,
@@ -335,7 +336,13 @@ class Importer:
                     self.report.existing.append(earlier)
                     p.item.text = None
                     continue
-                jsonstream.decode(p.item)
+                # A ChatGPT conversation's messages are decoded when needed (chatgpt_nodes): a re-import of a grown
+                # one decodes only its new nodes and those that place them.
+                value = chatgpt_nodes.read(p.item.text) if self.fmt is ImportFormat.CHATGPT else None
+                if value is None:
+                    jsonstream.decode(p.item)
+                else:
+                    p.item.value, p.item.text = value, None
                 self.file = p.file  # failures name the file the item came from
                 ready.extend(self.prepare(p.item))
                 # Decoding is CPU work on the event loop: the batches in flight get their next statements out
