@@ -1032,37 +1032,58 @@ def test_the_page_statement_returns_what_the_participant_and_user_loaders_fetch(
             assert me is not None
             principal = Principal(tenant_id=tenant, user_id=me["id"], role=Role(me["role"]), team=me["team"])
             user_columns = [c.strip() for c in USER_COLUMNS.split(",")]
-            for relations in (PageRelations(True, True, False), PageRelations(True, True, True)):
-                rows = await list_conversations(
+            for relations in (
+                PageRelations(True, True, False),
+                PageRelations(True, True, True),
+                PageRelations(False, True, True),
+                PageRelations(True, False, False),
+            ):
+                page = await list_conversations(
                     db, principal, status=None, tags=None, limit=500, after=None, relations=relations
                 )
-                rows = [r for r in rows if r["id"] in conversations]
+                rows = [r for r in page if r["id"] in conversations]
                 assert len(rows) == len(conversations)
-                participants = [p for r in rows for p in r["page_participants"]]
-                expected = await participants_of(db, tenant, [r["id"] for r in rows])
-                columns = [c.strip() for c in PARTICIPANT_COLUMNS.split(",")]
-                assert sorted([[p[c] for c in columns] for p in participants]) == sorted(
-                    [list(r.values()) for r in expected]
-                )
-                assert len(expected) >= 3
-                for row in rows:  # each conversation's own, in joining order
-                    assert [p["conversation_id"] for p in row["page_participants"]] == [row["id"]] * len(
-                        row["page_participants"]
+                if relations.members:
+                    participants = [p for r in rows for p in r["page_participants"]]
+                    expected = await participants_of(db, tenant, [r["id"] for r in rows])
+                    columns = [c.strip() for c in PARTICIPANT_COLUMNS.split(",")]
+                    assert sorted([[p[c] for c in columns] for p in participants]) == sorted(
+                        [list(r.values()) for r in expected]
                     )
-                    in_order = sorted(row["page_participants"], key=lambda p: (p["joined_at"], p["id"]))
-                    assert row["page_participants"] == in_order
-                    owner = row["page_owner"]
-                    by_loader = await users_by_ids(db, tenant, [row["owner_id"]])
-                    assert [[owner[c] for c in user_columns]] == [list(r.values()) for r in by_loader]
-                    if relations.member_users:
-                        got = {u["id"]: [u[c] for c in user_columns] for u in row["page_member_users"]}
-                        found = await users_by_ids(
-                            db, tenant, [p["user_id"] for p in row["page_participants"]]
+                    assert len(expected) >= 3
+                    for row in rows:  # each conversation's own, in joining order
+                        assert [p["conversation_id"] for p in row["page_participants"]] == [row["id"]] * len(
+                            row["page_participants"]
                         )
-                        assert got == {r["id"]: list(r.values()) for r in found}
-                        assert stranger.user_id not in got
-                    else:
-                        assert "page_member_users" not in row
+                        in_order = sorted(row["page_participants"], key=lambda p: (p["joined_at"], p["id"]))
+                        assert row["page_participants"] == in_order
+                else:
+                    assert "page_participants" not in page[0]
+                # The page's users once, on its first row: the owners' and (if asked) the participants', as the
+                # users loader reads them.
+                wanted: set[Any] = set()
+                if relations.owners:
+                    wanted |= {r["owner_id"] for r in page if r["owner_id"] is not None}
+                if relations.member_users:
+                    for r in await participants_of(db, tenant, [r["id"] for r in page]):
+                        wanted.add(r["user_id"])
+                got = {u["id"]: [u[c] for c in user_columns] for u in page[0]["page_users"]}
+                found = await users_by_ids(db, tenant, list(wanted))
+                assert got == {r["id"]: list(r.values()) for r in found}
+                assert len(got) >= 2 if relations.member_users else len(got) >= 1
+                assert decode_id(stranger.user_id, Kind.USER) not in got
+                assert all(r["page_users"] is None for r in page[1:])
+            # Without users asked, no column for them.
+            page = await list_conversations(
+                db,
+                principal,
+                status=None,
+                tags=None,
+                limit=5,
+                after=None,
+                relations=PageRelations(False, True, False),
+            )
+            assert "page_users" not in page[0]
             # Another tenant's page finds nothing.
             other = Principal(tenant_id=uuid4(), user_id=me["id"], role=Role.ADMIN, team=None)
             relations = PageRelations(True, True, True)

@@ -57,20 +57,23 @@ async def prefetch_page(
     if not rows or relations is None:
         return
     principal = await info.context.principal()
-    users: dict[uuid.UUID, asyncpg.Record | None] = {}
+    grouped: dict[uuid.UUID, Sequence[asyncpg.Record]] = {}
     if relations.members:
         grouped = {row["id"]: row["page_participants"] for row in rows}
         prime(participants_loader(info, principal), grouped)
-        if relations.member_users:
-            for row in rows:
-                for user in row["page_member_users"]:
-                    users[user["id"]] = user
-            for found in grouped.values():  # a participant whose user is not found: None, as the loader says
-                for participant in found:
-                    users.setdefault(participant["user_id"], None)
+    if not relations.users:
+        return
+    # The page's users are on its first row; a user not found is None, as the loader says.
+    found = {user["id"]: user for user in rows[0]["page_users"] or ()}
+    users: dict[uuid.UUID, asyncpg.Record | None] = {}
+    if relations.member_users:
+        for participants in grouped.values():
+            for participant in participants:
+                users[participant["user_id"]] = found.get(participant["user_id"])
     if relations.owners:
         for row in rows:
-            if row["owner_id"] is not None:
-                users[row["owner_id"]] = row["page_owner"]
+            owner = row["owner_id"]
+            if owner is not None:
+                users[owner] = found.get(owner)
     if users:
         prime(user_loaders.users(info, principal), users)

@@ -195,15 +195,21 @@ def _list_filters(
 class PageRelations:
     """What a page of conversations also reads in its statement (`list_conversations(relations=...)`)."""
 
-    owners: bool  # `page_owner`: the owner's user row (NULL without an owner or a user found)
+    owners: bool  # the owners' user rows, in the first row's `page_users`
     members: bool  # `page_participants`: the participants, as `participants_of` returns them
-    member_users: bool  # `page_member_users`: their users, as `users_by_ids` returns them
+    member_users: bool  # the participants' user rows, in the first row's `page_users`
+
+    @property
+    def users(self) -> bool:
+        return self.owners or self.member_users
 
 
 # The relations' rows as the loaders' own statements return them (participants_of: PARTICIPANT_COLUMNS in
-# joining order; auth.repository.users_by_ids: USER_COLUMNS), as composite values of the migration's row types,
-# one array (or value) per conversation: each conversation's lookups are index scans in the page's statement.
-# Keep the filters in step with those two functions (tests/test_compiled_execution.py compares them).
+# joining order; auth.repository.users_by_ids: USER_COLUMNS), as composite values of the migration's row types:
+# each conversation's participants in an array on its row, and the users once per page (decoding a composite
+# value costs the driver ~1.4 us; a page of 50 conversations of one member named that member 100 times), in an
+# array on the first row only (`page_users`, NULL on the others): the owners' and participants' users that
+# exist. Keep the filters in step with those two functions (tests/test_compiled_execution.py compares them).
 _PAGE_PARTICIPANT = (
     "ROW(p.id, p.tenant_id, p.conversation_id, p.user_id, p.role::text, p.joined_at)::page_participant"
 )
@@ -213,25 +219,36 @@ _PAGE_USER = (
 )
 
 
-def _relation_columns(relations: PageRelations | None, tenant: str) -> str:
-    columns = []
-    if relations is not None and relations.members:
-        columns.append(
-            f"ARRAY(SELECT {_PAGE_PARTICIPANT} FROM participant p WHERE p.tenant_id = {tenant}"
-            " AND p.conversation_id = c.id ORDER BY p.joined_at, p.id) AS page_participants"
+def _participants_column(relations: PageRelations | None, tenant: str) -> str:
+    if relations is None or not relations.members:
+        return ""
+    return (
+        f", ARRAY(SELECT {_PAGE_PARTICIPANT} FROM participant p WHERE p.tenant_id = {tenant}"
+        " AND p.conversation_id = c.id ORDER BY p.joined_at, p.id) AS page_participants"
+    )
+
+
+def _with_page_users(page: str, relations: PageRelations | None, tenant: str, order: str) -> str:
+    """The page statement `page` (its rows in `order`, over its output columns) with `page_users` on its first
+    row when `relations` asks for users; `page` itself otherwise."""
+    if relations is None or not relations.users:
+        return page
+    sources = []
+    if relations.owners:
+        sources.append("SELECT owner_id FROM page")
+    if relations.member_users:
+        sources.append(
+            f"SELECT p.user_id FROM participant p WHERE p.tenant_id = {tenant}"
+            " AND p.conversation_id IN (SELECT id FROM page)"
         )
-    if relations is not None and relations.member_users:
-        columns.append(
-            f"ARRAY(SELECT {_PAGE_USER} FROM app_user u WHERE u.tenant_id = {tenant} AND u.id IN "
-            f"(SELECT p.user_id FROM participant p WHERE p.tenant_id = {tenant} AND p.conversation_id = c.id))"
-            " AS page_member_users"
-        )
-    if relations is not None and relations.owners:
-        columns.append(
-            f"(SELECT {_PAGE_USER} FROM app_user u WHERE u.tenant_id = {tenant} AND u.id = c.owner_id)"
-            " AS page_owner"
-        )
-    return "".join(", " + column for column in columns)
+    users = (
+        f"ARRAY(SELECT {_PAGE_USER} FROM app_user u WHERE u.tenant_id = {tenant} AND u.id IN "
+        f"({' UNION '.join(sources)}))"
+    )
+    return (
+        f"WITH page AS ({page}) SELECT page.*, CASE WHEN row_number() OVER (ORDER BY {order}) = 1 "
+        f"THEN {users} END AS page_users FROM page ORDER BY {order}"
+    )
 
 
 async def list_conversations(
@@ -249,21 +266,20 @@ async def list_conversations(
     relations: PageRelations | None = None,
 ) -> list[asyncpg.Record]:
     """A page, most recent activity first; with `pinned_first`, the caller's pins come first in their pin order
-    (each row then has `pin_rank`, and `after` is (pin_rank, last_activity_at, id)). With `relations`, each row
-    also carries its owner, participants and their users (`PageRelations`): one round trip for the page."""
+    (each row then has `pin_rank`, and `after` is (pin_rank, last_activity_at, id)). With `relations`, the rows
+    also carry their participants and the first row the page's users (`PageRelations`): one round trip."""
     params: list[Any] = []
     where = _list_filters(principal, status, tags, params, metadata, folder_id, unfiled)
     if params[0] != principal.tenant_id:  # visibility_sql binds the tenant first
         raise AssertionError("the tenant is not the first parameter")
-    related = _relation_columns(relations, "$1")
+    related = _participants_column(relations, "$1")
     if not pinned_first:
         where += older_than("c.last_activity_at, c.id", after, params)
         params.append(limit)
-        return await db.fetch(
-            f"""SELECT {CONVERSATION_COLUMNS}{related} FROM conversation c WHERE {where}
-                ORDER BY c.last_activity_at DESC, c.id DESC LIMIT ${len(params)}""",
-            *params,
-        )
+        page = f"""SELECT {CONVERSATION_COLUMNS}{related} FROM conversation c WHERE {where}
+                ORDER BY c.last_activity_at DESC, c.id DESC LIMIT ${len(params)}"""
+        order = "page.last_activity_at DESC, page.id DESC"
+        return await db.fetch(_with_page_users(page, relations, "$1", order), *params)
     params.append(principal.user_id)
     join = f"LEFT JOIN conversation_pin pn ON pn.conversation_id = c.id AND pn.user_id = ${len(params)}"
     if after is not None:
@@ -271,11 +287,10 @@ async def list_conversations(
         r, t, i = (f"${len(params) - n}" for n in (2, 1, 0))
         where += f" AND ({PIN_RANK} > {r} OR ({PIN_RANK} = {r} AND (c.last_activity_at, c.id) < ({t}, {i})))"
     params.append(limit)
-    return await db.fetch(
-        f"""SELECT {CONVERSATION_COLUMNS}, {PIN_RANK} AS pin_rank{related} FROM conversation c {join}
-            WHERE {where} ORDER BY {PIN_RANK}, c.last_activity_at DESC, c.id DESC LIMIT ${len(params)}""",
-        *params,
-    )
+    page = f"""SELECT {CONVERSATION_COLUMNS}, {PIN_RANK} AS pin_rank{related} FROM conversation c {join}
+            WHERE {where} ORDER BY {PIN_RANK}, c.last_activity_at DESC, c.id DESC LIMIT ${len(params)}"""
+    order = "page.pin_rank, page.last_activity_at DESC, page.id DESC"
+    return await db.fetch(_with_page_users(page, relations, "$1", order), *params)
 
 
 async def count_conversations(
