@@ -84,6 +84,7 @@ def test_a_node_digest_follows_its_message_bytes_and_parent_not_its_children() -
         '{"id": "c", "mapping": {"n": "not an object"}}',
         '{"id": "c", "mapping": {"n": {"message": null, "parent": 1e999}}}',
         '{"id": "c", "mapping": {"n": {"parent": ' + "[" * 3000 + "]" * 3000 + "}}}",
+        '{"id": "c", "mapping": {"n": {"message": {"text": "\\ud800"}}}}',  # a lone surrogate escape
     ],
 )
 def test_text_that_is_not_a_mapping_of_node_objects_is_left_to_the_ordinary_decoder(text: str) -> None:

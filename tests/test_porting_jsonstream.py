@@ -9,7 +9,7 @@ import random
 
 import pytest
 
-from threadline.porting.jsonstream import JsonArrayReader, JsonStreamError
+from threadline.porting.jsonstream import JsonArrayReader, JsonStreamError, decode
 
 
 def read(data: bytes, chunk: int = 7, max_item_bytes: int = 1 << 20) -> list[tuple[object, str | None]]:
@@ -96,5 +96,33 @@ def test_elements_past_the_first_window_and_their_fingerprints() -> None:
     items = list(JsonArrayReader(io.BytesIO(data), max_item_bytes=1 << 22, chunk=4096))
     assert [i.value for i in items] == [json.loads(e) for e in elements]
     assert [i.error for i in items] == [None] * 5
+    assert [i.fingerprint for i in items] == [hashlib.sha256(e.encode()).digest() for e in elements]
+    assert [i.size for i in items] == [len(e.encode()) for e in elements]
+
+
+@pytest.mark.parametrize("chunk", [3, 64, 4096, 1 << 20])
+def test_deferred_elements_are_their_exact_texts_ascii_or_not_within_the_window_or_past_it(
+    chunk: int,
+) -> None:
+    """A reader with `defer` yields each object or array element's own text (a re-import reads ChatGPT conversations
+    from it: porting.chatgpt_nodes), decoded later to the standard library's value; scalars and what orjson refuses
+    (NaN, a lone surrogate) are read as before."""
+    rng = random.Random(chunk)
+    elements = [json.dumps(random_value(rng), ensure_ascii=rng.random() < 0.5) for _ in range(40)]
+    elements += [
+        json.dumps({"big": "x" * 200_000, "list": list(range(5_000))}),  # past the first window (64 KiB)
+        json.dumps({"big": "é" * 100_000}, ensure_ascii=False),
+        '{"nan": NaN}',
+        '{"lone": "\\ud800"}',
+        '{"deep": ' + "[" * 500 + "]" * 500 + "}",
+        "17",
+        "[1 , [2, [3]] ]",
+    ]
+    data = ("[" + ",\n  ".join(elements) + " \n ]").encode()
+    items = list(JsonArrayReader(io.BytesIO(data), max_item_bytes=1 << 22, chunk=chunk, defer=True))
+    for item in items:
+        decode(item)
+    assert [i.value for i in items] == [json.loads(e) for e in elements]
+    assert [i.error for i in items] == [None] * len(elements)
     assert [i.fingerprint for i in items] == [hashlib.sha256(e.encode()).digest() for e in elements]
     assert [i.size for i in items] == [len(e.encode()) for e in elements]

@@ -20,6 +20,7 @@ hold) leaves the caller to decode the text as before (`read` returns None).
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import ItemsView, ValuesView
 from typing import Any
 
@@ -56,7 +57,11 @@ def is_raw(digests: dict[str, str]) -> bool:
 
 
 def _loads(raw: msgspec.Raw) -> Any:
-    return orjson.loads(memoryview(raw))
+    view = memoryview(raw)
+    try:
+        return orjson.loads(view)
+    except orjson.JSONDecodeError:  # what orjson refuses (a lone surrogate escape): as jsonstream.decode
+        return json.loads(bytes(view))
 
 
 class LazyNodes(dict[str, Any]):
@@ -103,7 +108,10 @@ class LazyNodes(dict[str, Any]):
 
     def whole(self) -> dict[str, Any]:
         """The mapping decoded whole from the conversation's text (the same values node by node would give)."""
-        mapping = orjson.loads(self._text)["mapping"]
+        try:
+            mapping = orjson.loads(self._text)["mapping"]
+        except orjson.JSONDecodeError:
+            mapping = json.loads(self._text)["mapping"]
         assert isinstance(mapping, dict)
         return mapping
 
@@ -117,5 +125,5 @@ def read(text: str) -> dict[str, Any] | None:
             key: LazyNodes(_MAPPING.decode(raw), text) if key == "mapping" else _loads(raw)
             for key, raw in _TOP.decode(text).items()
         }
-    except (msgspec.DecodeError, msgspec.ValidationError, orjson.JSONDecodeError, RecursionError):
+    except (ValueError, msgspec.MsgspecError, RecursionError):
         return None
