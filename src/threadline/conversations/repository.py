@@ -233,14 +233,13 @@ def _with_page_users(page: str, relations: PageRelations | None, tenant: str, or
     row when `relations` asks for users; `page` itself otherwise."""
     if relations is None or not relations.users:
         return page
+    if relations.member_users and not relations.members:
+        raise ValueError("the participants' users come from the participants the page reads")
     sources = []
     if relations.owners:
         sources.append("SELECT owner_id FROM page")
-    if relations.member_users:
-        sources.append(
-            f"SELECT p.user_id FROM participant p WHERE p.tenant_id = {tenant}"
-            " AND p.conversation_id IN (SELECT id FROM page)"
-        )
+    if relations.member_users:  # the participants the page's rows carry (`members` comes with `member_users`)
+        sources.append("SELECT x.user_id FROM page, unnest(page.page_participants) x")
     users = (
         f"ARRAY(SELECT {_PAGE_USER} FROM app_user u WHERE u.tenant_id = {tenant} AND u.id IN "
         f"({' UNION '.join(sources)}))"
