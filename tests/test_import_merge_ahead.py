@@ -19,7 +19,7 @@ from tests.test_porting_import import FIXTURES, assert_tree_is_consistent, sql
 from threadline.auth.service import authenticate
 from threadline.db import Database
 from threadline.ids import Kind, encode_id
-from threadline.porting import service
+from threadline.porting import chatgpt, service
 from threadline.porting.jsonstream import JsonArrayReader
 from threadline.porting.model import ImportFormat
 
@@ -149,5 +149,52 @@ def test_a_merge_by_another_import_since_the_digests_were_read_adds_nothing_twic
         *CHATGPT_V1,
         (4, "USER", "Thanks!"),
         (5, "ASSISTANT", "You're welcome."),
+    ]
+    assert_tree_is_consistent(loop, dsn, cid)
+
+
+def test_a_part_reaching_the_root_that_is_never_stored_is_worked_out_once(
+    admin: Actor, dsn: str, loop: Loop, tmp_path: Path, steps: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The root node of an export has no message and is never stored: a part whose walk up reaches it (here the
+    current node's, a message right under the root) is the same under the lock, so the plan made before is used
+    without working the part out again, or asking what else is stored."""
+    walks: list[str] = []
+
+    def counted(name: str) -> None:
+        real = getattr(chatgpt, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            walks.append(name)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(chatgpt, name, call)
+
+    counted("reduced")
+    counted("stored_keys_needed")
+    root = {"id": "root", "message": None, "parent": None, "children": ["u-1"]}
+    v1 = {
+        **{k: v for k, v in first_export().items() if k != "mapping"},
+        "mapping": {
+            "root": root,
+            "u-1": node("u-1", "root", ["a-1"], "user", "What is the capital of Peru?", 1730000001.0),
+            "a-1": node("a-1", "u-1", [], "assistant", "Lima.", 1730000002.0),
+        },
+        "current_node": "a-1",
+    }
+    assert summary(cli_import(dsn, admin, write(tmp_path / "v1.json", v1))) == (1, 0, 0, 0, 2, 0, 0)
+    (conversation,) = sql(loop, dsn, "SELECT id FROM conversation")
+    cid = encode_id(Kind.CONVERSATION, conversation["id"])
+    v2 = grown(v1, "a-1", [("u-2", "user", "And of Chile?"), ("a-2", "assistant", "Santiago.")])
+    v2["current_node"] = "u-1"
+    merged = loop.run(_import(dsn, admin.api_key, write(tmp_path / "v2.json", v2)))
+    assert (merged["merged"], merged["messagesAdded"], merged["messagesUpdated"]) == (1, 2, 0)
+    assert steps == ["planned", "transaction"]
+    assert walks == ["reduced"]
+    assert outline(loop, dsn, cid) == [
+        (0, "USER", "What is the capital of Peru?"),
+        (1, "ASSISTANT", "Lima."),
+        (2, "USER", "And of Chile?"),
+        (3, "ASSISTANT", "Santiago."),
     ]
     assert_tree_is_consistent(loop, dsn, cid)

@@ -45,7 +45,9 @@ ROLES = {"user": "USER", "assistant": "ASSISTANT", "system": "SYSTEM", "tool": "
 UNTITLED = "Untitled conversation"
 
 
-def parse(obj: Any) -> ImportedConversation:
+def parse(obj: Any, digests: dict[str, str] | None = None) -> ImportedConversation:
+    """`digests`: the node digests to keep, when the caller has them (of the whole conversation when `obj` holds a
+    part of it: `reduced`); else those of `obj`'s nodes."""
     if not isinstance(obj, dict):
         raise Rejected(f"a ChatGPT conversation must be a JSON object, not {type(obj).__name__}")
     external_id = text(obj.get("conversation_id")) or text(obj.get("id"))
@@ -69,7 +71,7 @@ def parse(obj: Any) -> ImportedConversation:
         return conversation
     if not isinstance(mapping, dict):
         raise Rejected("`mapping` must be an object of nodes")
-    conversation.node_digests = node_digests(mapping) or None
+    conversation.node_digests = digests if digests is not None else node_digests(mapping) or None
     if isinstance(mapping, LazyNodes):
         mapping = mapping.whole()  # every node is read: decoded at once
     _read_tree(mapping, conversation, text(obj.get("current_node")))
@@ -554,6 +556,17 @@ def reduced(
             "children": [c for c in array(node.get("children")) if c in included],
         }
     return Reduction(digests, conversation={**obj, "mapping": part})
+
+
+def without_parent(obj: dict[str, Any], node_id: str) -> bool:
+    """Whether a node has no parent among the conversation's nodes: a walk up from below (`reduced`,
+    `stored_keys_needed`) ends there, whether its message is stored or not."""
+    mapping = obj.get("mapping")
+    if not isinstance(mapping, dict):
+        return True
+    node = mapping.get(node_id)
+    parent = node.get("parent") if isinstance(node, dict) else None
+    return not (isinstance(parent, str) and parent in mapping)
 
 
 def stored_keys_needed(obj: dict[str, Any], seen: dict[str, str], known: dict[str, bool]) -> set[str]:

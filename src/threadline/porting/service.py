@@ -140,10 +140,11 @@ class _Prepared:
     file: str | None = None  # the file it was read from (`Importer.file` then), for failures found later
 
 
-def _all_stored(known: dict[str, bool], seen: dict[str, str]) -> bool:
-    """Whether every node the earlier import saw that was asked about is stored: then each walk up from a new node
-    stops at the first of them (`chatgpt.stored_keys_needed` would ask for nothing more)."""
-    return all(stored for key, stored in known.items() if key in seen)
+def _all_stored(known: dict[str, bool], seen: dict[str, str], value: Any) -> bool:
+    """Whether every node the earlier import saw that was asked about is stored or has no parent (the root, whose
+    message is null, is never stored): then each walk up from a new node stops at the first of them
+    (`chatgpt.stored_keys_needed` would ask for nothing more)."""
+    return all(stored or chatgpt.without_parent(value, key) for key, stored in known.items() if key in seen)
 
 
 def _only_new(m: _Merging) -> bool:
@@ -457,9 +458,7 @@ class Importer:
     ) -> tuple[importer.Plan | None, str | None]:
         """A ChatGPT conversation's plan, or why it cannot be imported."""
         try:
-            conversation = chatgpt.parse(value)
-            if digests is not None:
-                conversation.node_digests = digests  # of the whole conversation, not of the part read
+            conversation = chatgpt.parse(value, digests)  # the digests of the whole, not of the part read
             plan = importer.plan(conversation, self.settings)
             imported_for_storage(self.principal.pii_policy, plan.messages)  # privacy: MASK_ON_WRITE
         except Rejected as exc:
@@ -633,7 +632,7 @@ class Importer:
             asked = [
                 (m.conversation_id, sorted(keys))
                 for m in grown
-                if not _all_stored(known[m.conversation_id], m.p.seen or {})
+                if not _all_stored(known[m.conversation_id], m.p.seen or {}, m.p.item.value)
                 and (
                     keys := chatgpt.stored_keys_needed(
                         m.p.item.value, m.p.seen or {}, known[m.conversation_id]
@@ -671,17 +670,18 @@ class Importer:
         rows give (the usual case), else made now. A plan made before is used once (a retry plans again)."""
         stored = {r["import_key"] for r in rows if r["import_key"] is not None}
         seen = m.p.seen or {}
+        value = m.p.item.value
         if (
             m.planned_ahead
             and m.ahead_keys is not None
             and not stale
-            and all(k in stored for k in m.ahead_keys if k in seen)
+            and all(k in stored or chatgpt.without_parent(value, k) for k in m.ahead_keys if k in seen)
         ):
-            # Every node of the part that the earlier import saw is stored (and no new one, else `stale`): each
-            # walk up from a new node stops where it stopped before the transaction, so the part is the same.
+            # Every node of the part that the earlier import saw is stored or has no parent (and no new one is
+            # stored, else `stale`): each walk up from a new node stops where it stopped before the transaction, so
+            # the part is the same.
             m.planned_ahead = False
             return m.ahead, m.ahead_error, stored
-        value = m.p.item.value
         keys: frozenset[str] | None = None
         if m.only_new and not stale:
             part = chatgpt.reduced(value, m.p.seen, stored, m.digests, only_new=True)
