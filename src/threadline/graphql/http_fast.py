@@ -5,10 +5,13 @@ those, strawberry's view builds a request adapter, parses the content type, look
 stream transports, checks batching and persisted document ids, and runs each step through several layers of
 awaits. `LeanGraphQL` answers them in one straight pass: it reads the headers it needs from the raw ASGI
 list, reads the body, decodes it with the view's own `parse_json`, and then calls the same pieces the view
-calls (`get_context`, strawberry's `execute_single` with all schema extensions, `process_result`,
-`create_response`), so the status, the headers and the body bytes are the stock ones: tests/test_http_lean.py
-sends the same requests both ways and compares them. The body is orjson's bytes as they are, where the view
-decodes them to text for its Response to encode back (the same bytes; a 7 MB threadTree copied twice).
+calls (`get_context`, strawberry's `execute_single` with all schema extensions, or for a plain query whose
+document is known graphql.lean_operation's one pass over the extensions' work, `process_result`, and the
+headers `create_response` sets), so the status, the headers and the body bytes are the stock ones:
+tests/test_http_lean.py sends the same requests both ways and compares them. The body is orjson's bytes as they
+are, where the view decodes them to text for its Response to encode back (the same bytes; a 7 MB threadTree
+copied twice). The app (threadline.app `ThreadlineApp`) hands it a POST to /graphql before Starlette's router
+(`front`): an admitted request passes only the app's error handling and middleware.
 
 Everything else goes to the view untouched, before anything is executed: other methods, an Accept header
 that negotiates no JSON type or asks for a stream, another Content-Type, a body without a Content-Length or
