@@ -19,7 +19,7 @@ from tests.test_porting_import import FIXTURES, assert_tree_is_consistent, sql
 from threadline.auth.service import authenticate
 from threadline.db import Database
 from threadline.ids import Kind, encode_id
-from threadline.porting import chatgpt, service
+from threadline.porting import bulk_repository, chatgpt, service
 from threadline.porting.jsonstream import JsonArrayReader
 from threadline.porting.model import ImportFormat
 
@@ -198,3 +198,28 @@ def test_a_part_reaching_the_root_that_is_never_stored_is_worked_out_once(
         (3, "ASSISTANT", "Santiago."),
     ]
     assert_tree_is_consistent(loop, dsn, cid)
+
+
+def test_the_rows_a_merge_reads_by_source_id_are_the_tenants_only(
+    make_tenant: Any, dsn: str, loop: Loop, tmp_path: Path
+) -> None:
+    """bulk_repository.merge_targets_by_key finds a batch's rows by their conversations and checks the tenant on
+    them (not in the scan): another tenant's conversation asked for by id gives nothing."""
+    ours, theirs = make_tenant(), make_tenant()
+    path = write(tmp_path / "v1.json", first_export())
+    cli_import(dsn, ours, path)
+    cli_import(dsn, theirs, path)
+    rows = sql(loop, dsn, "SELECT id, tenant_id FROM conversation ORDER BY tenant_id")
+    ids = [r["id"] for r in rows]
+    keys = [["u-1", "a-1", "u-9"]] * 2
+
+    async def by_key(tenant_id: Any) -> list[tuple[str, str]]:
+        db = await Database.connect(dsn, 1, 2)
+        try:
+            found = await bulk_repository.merge_targets_by_key(db, tenant_id, ids, keys)
+        finally:
+            await db.close()
+        return sorted((str(r["conversation_id"]), r["import_key"]) for r in found)
+
+    for row in rows:
+        assert loop.run(by_key(row["tenant_id"])) == [(str(row["id"]), "a-1"), (str(row["id"]), "u-1")]

@@ -339,12 +339,16 @@ async def sources_by_fingerprint(
 async def merge_targets_by_key(
     db: Executor, tenant_id: uuid.UUID, conversation_ids: list[uuid.UUID], keys: list[list[str]]
 ) -> list[asyncpg.Record]:
-    """`merge_targets` rows of only these source ids (keys[i] in conversation_ids[i]), one statement."""
+    """`merge_targets` rows of only these source ids (keys[i] in conversation_ids[i]), one statement. The
+    conversations' rows are found by the conversation index alone (OFFSET 0 keeps the tenant out of the scan) and
+    the tenant checked on them: with the tenant in the scan the planner ANDed in the tenant's whole index (every
+    message of the tenant), and a generic plan after a few runs did worse (5,000 rows of 50 conversations:
+    6-30 ms -> 3-5 ms)."""
     return await db.fetch(
         f"""SELECT m.conversation_id, m.import_key, m.id, m.root_id, m.path, md5(m.content) AS digest,
                   m.deleted_at IS NOT NULL AS deleted, {SEALED_TEXT}
-           FROM message m
-           WHERE m.tenant_id = $1 AND m.conversation_id = ANY($4::uuid[])
+           FROM (SELECT * FROM message m WHERE m.conversation_id = ANY($4::uuid[]) OFFSET 0) m
+           WHERE m.tenant_id = $1
              AND (m.conversation_id, m.import_key) IN (SELECT * FROM unnest($2::uuid[], $3::text[]))""",
         tenant_id,
         [c for c, ks in zip(conversation_ids, keys, strict=True) for _ in ks],
