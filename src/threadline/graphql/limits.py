@@ -12,6 +12,7 @@ caller's document costs a linear walk, never more.
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from typing import Any
@@ -175,7 +176,7 @@ async def check_document(
         if not errors and known is not None:
             limit_cache.remember(known, settings, list_caps, schema)
     if not errors:
-        errors = await _refuse_anonymous(context, document)
+        errors = await _refuse_anonymous(context, document, remember=parse_cache.cacheable(query))
     if not errors:
         errors = _validate_standard(schema, query, document, rules)
     return errors
@@ -198,13 +199,36 @@ def validated_cleanly(schema: GraphQLSchema, query: str, rules: tuple[type[ASTVa
 _PUBLIC_ROOT_FIELDS = frozenset({"__schema", "__type", "__typename", "errorCodes", "sharedConversation"})
 
 
-async def _refuse_anonymous(context: Any, document: DocumentNode) -> list[GraphQLError]:
+# Whether a document asks only for public root fields, by document: only the parse cache's (it hands out the
+# same objects; those with string literals, maybe caller content, are kept nowhere). Each entry holds its
+# document, so an id is not reused while it is here.
+_PUBLIC: dict[int, tuple[DocumentNode, bool]] = {}
+_PUBLIC_SIZE = 512
+
+
+def _public_only(document: DocumentNode, remember: bool) -> bool:
+    known = _PUBLIC.get(id(document))
+    if known is not None and known[0] is document:
+        return known[1]
+    operations = [d.selection_set for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
+    public = field_names(operations, fragments, deep=False) <= _PUBLIC_ROOT_FIELDS
+    if not remember:
+        return public
+    if len(_PUBLIC) >= _PUBLIC_SIZE:
+        with contextlib.suppress(
+            KeyError, StopIteration, RuntimeError
+        ):  # test servers share it across threads
+            del _PUBLIC[next(iter(_PUBLIC))]
+    _PUBLIC[id(document)] = (document, public)
+    return public
+
+
+async def _refuse_anonymous(context: Any, document: DocumentNode, *, remember: bool) -> list[GraphQLError]:
     """UNAUTHENTICATED before any further work when a document asks for more than the public root fields
     and the caller's credentials do not hold (the principal is then cached for the resolvers)."""
     principal = getattr(context, "principal", None)
-    operations = [d.selection_set for d in document.definitions if isinstance(d, OperationDefinitionNode)]
-    fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
-    if principal is None or field_names(operations, fragments, deep=False) <= _PUBLIC_ROOT_FIELDS:
+    if principal is None or _public_only(document, remember):
         return []
     try:
         await principal()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import random
 import re
 import time
 
@@ -21,9 +21,10 @@ def request_id_of(scope: Scope) -> str | None:
 
 
 def new_request_id() -> str:
-    """16 hex digits, as `uuid.uuid4().hex[:16]` (the 13th is the version, 4) without building a UUID (~2 us of
-    a request's fixed cost)."""
-    digits = os.urandom(8).hex()
+    """16 hex digits, as `uuid.uuid4().hex[:16]` (the 13th is the version, 4), without building a UUID or a
+    system call for random bytes (a request's fixed cost: py-spy found the call at ~3% of a `viewer` request).
+    An id need not be unpredictable (a client may choose its own); `random` is reseeded in each forked process."""
+    digits = f"{random.getrandbits(64):016x}"
     return f"{digits[:12]}4{digits[13:]}"
 
 
