@@ -244,7 +244,14 @@ def _complete_object(
         f"        o{i} = {'_FAILED' if non_null else 'None'}",
     )
     if is_list:
-        w.add(indent, "    elif type(v) is list or type(v) is tuple:", f"        o{i} = _OBJECT")
+        # Any other iterable (a generator, a set) is the stock execute_field's to complete, as anything unusual.
+        w.add(
+            indent,
+            "    elif type(v) is list or type(v) is tuple:",
+            f"        o{i} = _OBJECT",
+            "    else:",
+            f"        o{i} = _FAILED",
+        )
     else:
         check = "" if w.names[f"oito{i}"] is None else f" or not oito{i}(v, None)"
         w.names[f"CLS{i}"] = exact_class(object_type)
