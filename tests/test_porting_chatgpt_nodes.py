@@ -31,9 +31,14 @@ def test_nodes_read_from_the_text_are_the_decoded_ones_each_decoded_when_first_a
     value = read(conversation)
     mapping = value["mapping"]
     assert isinstance(mapping, LazyNodes)
+    # The fields the reader reads, as decoded; the others are skipped.
     assert {k: v for k, v in value.items() if k != "mapping"} == {
-        k: v for k, v in conversation.items() if k != "mapping"
-    }
+        k: conversation.get(k)
+        for k in (
+            "conversation_id", "id", "title", "create_time", "update_time", "current_node", "default_model_slug",
+            "is_archived",
+        )
+    }  # fmt: skip
     assert list(mapping) == list(conversation["mapping"]) and mapping.decoded == 0
     assert mapping["a-1"] == conversation["mapping"]["a-1"]
     assert mapping.get("a-1") == conversation["mapping"]["a-1"] and mapping.get("nope") is None
@@ -80,15 +85,22 @@ def test_a_node_digest_follows_its_message_bytes_and_parent_not_its_children() -
     "text",
     [
         "[1, 2]",
-        '{"id": "c", "mapping": null}',
         '{"id": "c", "mapping": {"n": "not an object"}}',
         '{"id": "c", "mapping": {"n": {"message": null, "parent": 1e999}}}',
         '{"id": "c", "mapping": {"n": {"parent": ' + "[" * 3000 + "]" * 3000 + "}}}",
         '{"id": "c", "mapping": {"n": {"message": {"text": "\\ud800"}}}}',  # a lone surrogate escape
+        '{"mapping": {}}',  # no id: the ordinary way says so, naming the keys it has
     ],
 )
 def test_text_that_is_not_a_mapping_of_node_objects_is_left_to_the_ordinary_decoder(text: str) -> None:
     assert chatgpt_nodes.read(text) is None
+
+
+def test_a_conversation_without_a_mapping_reads_as_decoded() -> None:
+    for text in ('{"id": "c", "mapping": null}', '{"id": "c", "title": "No mapping"}'):
+        value = chatgpt_nodes.read(text)
+        assert value is not None and value.get("mapping") is None
+        assert chatgpt.parse(value) == chatgpt.parse(json.loads(text))
 
 
 def test_repeated_keys_read_as_the_decoded_json_reads_them() -> None:

@@ -5,6 +5,8 @@ What a re-import of a grown conversation needs is each node's digest (has it cha
 and the few new nodes with the ones that place them: reading ~110 nodes to decode ~15 of them costs ~0.15 ms with
 msgspec, where decoding them all with orjson (and serialising each message again for its digest) cost ~1 ms.
 
+Of the conversation's other fields only those the reader reads are decoded (one msgspec pass over the text).
+
 A node's digest is of its message's JSON bytes as the file has them and of its parent (`raw_digest`): 20 hex digits
 (10 bytes), where `chatgpt.node_digests` (of each decoded message serialised again, for conversations read without
 their text) gives 16, so an import can tell which kind an earlier import kept (`is_raw`). The bytes are those of
@@ -39,10 +41,6 @@ class _Node(msgspec.Struct):
     message: msgspec.Raw = msgspec.Raw(b"null")
     parent: Any = None
     children: Any = None
-
-
-_TOP = msgspec.json.Decoder(dict[str, msgspec.Raw])
-_MAPPING = msgspec.json.Decoder(dict[str, _Node])
 
 
 def raw_digest(message: msgspec.Raw, parent: Any) -> str:
@@ -116,14 +114,36 @@ class LazyNodes(dict[str, Any]):
         return mapping
 
 
+class _Conversation(msgspec.Struct):
+    """The fields of a conversation that the ChatGPT reader reads (chatgpt.parse, chatgpt.external_id); the others
+    are skipped, not decoded."""
+
+    mapping: dict[str, _Node] | None = None
+    conversation_id: Any = None
+    id: Any = None
+    title: Any = None
+    create_time: Any = None
+    update_time: Any = None
+    current_node: Any = None
+    default_model_slug: Any = None
+    is_archived: Any = None
+
+
+_CONVERSATION = msgspec.json.Decoder(_Conversation)
+_FIELDS = [f for f in _Conversation.__struct_fields__ if f != "mapping"]
+
+
 def read(text: str) -> dict[str, Any] | None:
-    """The conversation of a JSON text (an object), its `mapping` a `LazyNodes`; None when it cannot be read so
-    (not an object, a mapping that is not an object of objects, ...): the caller decodes the text as before."""
+    """The conversation of a JSON text (an object): the fields the reader reads, its `mapping` a `LazyNodes`; None
+    when it cannot be read so (not an object, a mapping that is not an object of objects, no id, ...): the caller
+    decodes the text as before (and the reader says what is wrong with it)."""
     try:
-        # Each field but `mapping` decoded as before (orjson); the mapping's nodes must be objects (else: None).
-        return {
-            key: LazyNodes(_MAPPING.decode(raw), text) if key == "mapping" else _loads(raw)
-            for key, raw in _TOP.decode(text).items()
-        }
+        conversation = _CONVERSATION.decode(text)
     except (ValueError, msgspec.MsgspecError, RecursionError):
         return None
+    if not isinstance(conversation.conversation_id, str) and not isinstance(conversation.id, str):
+        return None
+    fields = {name: getattr(conversation, name) for name in _FIELDS}
+    if conversation.mapping is not None:
+        fields["mapping"] = LazyNodes(conversation.mapping, text)
+    return fields
