@@ -14,6 +14,7 @@ that builds their search vectors: porting.bulk), many new conversations per tran
 
 from __future__ import annotations
 
+import operator
 import uuid
 from collections import deque
 from dataclasses import dataclass, field
@@ -453,11 +454,16 @@ def _json(value: Any) -> str | None:
     return None if value is None else orjson.dumps(value).decode()
 
 
+_STAGED = operator.itemgetter(*bulk_repo.MESSAGE_STAGE_COLUMNS)
+_JSON_COLUMNS = [bulk_repo.MESSAGE_STAGE_COLUMNS.index(c) for c in ("metadata", "parts")]
+
+
 def stage_record(row: dict[str, Any]) -> tuple[Any, ...]:
     """A message row (keys of bulk_repository.MESSAGE_STAGE_COLUMNS) as it is staged."""
-    return tuple(
-        _json(row[c]) if c in ("metadata", "parts") else row[c] for c in bulk_repo.MESSAGE_STAGE_COLUMNS
-    )
+    values = list(_STAGED(row))
+    for i in _JSON_COLUMNS:
+        values[i] = _json(values[i])
+    return tuple(values)
 
 
 def message_rows(
