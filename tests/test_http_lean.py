@@ -272,3 +272,19 @@ def test_the_lean_sub_response_is_strawberrys() -> None:
     assert stock.headers.raw == lean.headers.raw == []
     lean.headers["RateLimit-Limit"] = "5"
     assert lean.raw_headers == [(b"ratelimit-limit", b"5")]
+
+
+def test_the_one_pass_runs_for_the_served_schema_only() -> None:
+    from threadline.graphql.lean_operation import LeanOperations
+    from threadline.graphql.tracing import traced
+    from threadline.schema import build_schema
+
+    assert LeanOperations(build_schema())._limits_class() is not None
+    assert LeanOperations(build_schema(fast_execution=False))._limits_class() is not None
+    # Another extension (tracing's spans): strawberry runs every operation, with it.
+    assert LeanOperations(traced(build_schema()))._limits_class() is None
+    schema = build_schema()
+    operations = LeanOperations(schema)
+    assert operations._limits_class() is not None
+    schema.extensions = schema.extensions[:-1]  # one fewer: noticed on the next request
+    assert operations._limits_class() is None
