@@ -184,10 +184,10 @@ def merge_figures(
         server_merges.append(merge_server / first_server)
         print(
             f"round {n + 1}: first import {first['imported']:,} conversations, {first['messages']:,} messages in "
-            f"{first_s:.1f} s ({first_cpu:.1f} s client CPU, {first_server:.1f} s server CPU); merge of the export "
+            f"{first_s:.1f} s ({first_cpu:.2f} s client CPU, {first_server:.2f} s server CPU); merge of the export "
             f"grown by 10% ({merged['imported']:,} new, {merged['merged']:,} merged, {merged['skipped']:,} unchanged; "
-            f"{merged['messages']:,} messages added) {merge_s:.1f} s = "
-            f"{merge_s / first_s:.0%} ({merge_cpu:.1f} s client CPU = {merge_cpu / first_cpu:.0%}, {merge_server:.1f} s "
+            f"{merged['messages']:,} messages added) {merge_s:.2f} s = "
+            f"{merge_s / first_s:.0%} ({merge_cpu:.2f} s client CPU = {merge_cpu / first_cpu:.0%}, {merge_server:.2f} s "
             f"server CPU = {merge_server / first_server:.0%}); the same again "
             f"({again['skipped']:,} skipped) {again_s:.1f} s = {again_s / first_s:.0%}; an empty import (the CLI's "
             f"fixed start) {empty_s:.2f} s = {empty_s / first_s:.0%}"
