@@ -19,6 +19,7 @@ import asyncio
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -457,6 +458,7 @@ def main() -> None:
     finally:
         if embedded is not None:
             embedded.stop()
+        shutil.rmtree(workdir, ignore_errors=True)  # the files and the database: ~1 GB a merge run
 
 
 async def _analyze(dsn: str) -> None:
