@@ -483,6 +483,16 @@ DOCUMENTS: dict[str, tuple[str, dict[str, Any]]] = {
         '{ group(case: "twin not ready for one") { members { id friend { id } } explode } }',
         {},
     ),
+    "include on fragment spreads at depth": (
+        "query($a: Boolean!) { people { id boss { ...B @include(if: $a) ... on Person @skip(if: $a) { nick } } } }"
+        " fragment B on Person { name best { ... on Pet @include(if: $a) { kind } name } }",
+        {"a": True},
+    ),
+    "include on fragment spreads at depth (false)": (
+        "query($a: Boolean!) { people { id boss { ...B @include(if: $a) ... on Person @skip(if: $a) { nick } } } }"
+        " fragment B on Person { name best { ... on Pet @include(if: $a) { kind } name } }",
+        {"a": False},
+    ),
     "introspection at depth": ("{ people { id best { name __schema: __typename } } }", {}),
 }
 
@@ -502,6 +512,10 @@ def test_generic_types_give_the_stock_answer(case: str, runs: list[tuple[str, st
     assert any(r[0] == "PersonBox" and r[1] == "tree" for r in runs), runs
     if case == "plain":
         assert runs == [("PersonBox", "tree", True)]
+    # Leaves only: one loop over the generic class's instances (compiled_leaves.leaf_rows).
+    runs.clear()
+    compare("query($c: String!) { boxes(case: $c) { label __typename } }", {"c": case})
+    assert runs and runs[0][:2] == ("PersonBox", "leaves"), runs
 
 
 def test_twins_answer_inside_a_tree_and_a_failing_query_is_run_again_without_them(
@@ -709,3 +723,72 @@ def test_a_page_whose_users_are_missing_or_of_another_tenant_gives_the_stock_jso
     # Not vacuous: the edges were completed by trees, with the twins' values (no tree handed its list back).
     assert ("ConversationEdge", "tree", True) in runs
     assert ("Conversation", "tree", True) in runs
+
+
+def test_the_page_statement_looks_its_users_up_by_id_in_a_tenant_of_many_users(loop: Any, dsn: str) -> None:
+    """`page_users` finds the page's owners and participants' users through app_user's primary key: not by
+    reading every user of the tenant (a hash join over a scan of app_user, whatever the tenant's size)."""
+    import asyncpg
+
+    from threadline.auth.principal import Principal, Role
+    from threadline.conversations.repository import PageRelations, list_conversations
+
+    class Capture:
+        async def fetch(self, sql: str, *params: Any) -> list[Any]:
+            self.sql, self.params = sql, params
+            return []
+
+    async def work() -> list[str]:
+        db = await asyncpg.connect(dsn, statement_cache_size=0)
+        try:
+            tenant = await db.fetchval(
+                "INSERT INTO tenant (id, name) VALUES (gen_random_uuid(), 'many') RETURNING id"
+            )
+            await db.execute(
+                "INSERT INTO app_user (tenant_id, email, role) SELECT $1, 'u' || g || '@example.com',"
+                " CASE WHEN g = 1 THEN 'ADMIN' ELSE 'MEMBER' END FROM generate_series(1, 20000) g",
+                tenant,
+            )
+            await db.execute(
+                "INSERT INTO conversation (id, tenant_id, owner_id, title, last_activity_at)"
+                " SELECT gen_random_uuid(), $1, u.id, 'c' || u.n, now() - u.n * interval '1 second' FROM"
+                " (SELECT id, row_number() OVER (ORDER BY id) AS n FROM app_user WHERE tenant_id = $1) u"
+                " WHERE u.n <= 120",
+                tenant,
+            )
+            await db.execute(
+                "INSERT INTO participant (id, tenant_id, conversation_id, user_id, role)"
+                " SELECT gen_random_uuid(), $1, c.id, c.owner_id, 'OWNER' FROM conversation c WHERE c.tenant_id = $1",
+                tenant,
+            )
+            await db.execute("ANALYZE app_user; ANALYZE conversation; ANALYZE participant")
+            admin = await db.fetchval(
+                "SELECT id FROM app_user WHERE tenant_id = $1 AND role = 'ADMIN'", tenant
+            )
+            plans = []
+            for pinned in (False, True):
+                capture = Capture()
+                principal = Principal(tenant_id=tenant, user_id=admin, role=Role.ADMIN, team=None)
+                await list_conversations(
+                    capture,  # type: ignore[arg-type]
+                    principal,
+                    status=None,
+                    tags=None,
+                    limit=51,
+                    after=None,
+                    pinned_first=pinned,
+                    relations=PageRelations(True, True, True),
+                )
+                for mode in ("force_custom_plan", "force_generic_plan"):
+                    await db.execute(f"SET plan_cache_mode = {mode}")
+                    statement = await db.prepare(f"EXPLAIN {capture.sql}")
+                    plans.append("\n".join(r[0] for r in await statement.fetch(*capture.params)))
+                    rows = await db.fetch(capture.sql, *capture.params)
+                    assert len(rows) == 51 and len(rows[0]["page_users"]) == 51
+            return plans
+        finally:
+            await db.close()
+
+    for plan in loop.run(work()):
+        users = plan[plan.index("InitPlan") :]
+        assert "Seq Scan on app_user" not in users and "app_user_pkey" in users, plan

@@ -240,9 +240,11 @@ def _with_page_users(page: str, relations: PageRelations | None, tenant: str, or
         sources.append("SELECT owner_id FROM page")
     if relations.member_users:  # the participants the page's rows carry (`members` comes with `member_users`)
         sources.append("SELECT x.user_id FROM page, unnest(page.page_participants) x")
+    # `= ANY(ARRAY(...))`, not `IN (...)`: the page's few ids looked up by app_user's primary key. With `IN`
+    # the planner expected ~560 ids and read every user of the tenant (a hash join over app_user).
     users = (
-        f"ARRAY(SELECT {_PAGE_USER} FROM app_user u WHERE u.tenant_id = {tenant} AND u.id IN "
-        f"({' UNION '.join(sources)}))"
+        f"ARRAY(SELECT {_PAGE_USER} FROM app_user u WHERE u.tenant_id = {tenant} AND u.id = ANY(ARRAY("
+        f"{' UNION '.join(sources)})))"
     )
     return (
         f"WITH page AS ({page}) SELECT page.*, CASE WHEN row_number() OVER (ORDER BY {order}) = 1 "
