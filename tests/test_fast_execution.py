@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncGenerator, Iterator
 from datetime import UTC, date, datetime, timedelta, timezone
 from decimal import Decimal
 from http import HTTPStatus
@@ -469,3 +469,42 @@ def test_thread_tree_over_http_equals_the_stock_executor(
     served = admin.client.execute(query, variables)
     assert json.dumps(served) == json.dumps({"data": stock.data})
     assert served["data"]["threadTree"]["totalCount"] == 7
+
+
+@strawberry.type
+class Ticks:
+    @strawberry.subscription
+    async def items(self) -> AsyncGenerator[list[Item], None]:
+        for i in range(30):
+            yield [item(i % 10, child=item(1)), item(2)]
+
+
+def test_a_long_subscription_does_not_pile_up_per_event_caches() -> None:
+    """Each event's executor is graphql-core's shallow copy of the subscription's; the caches keyed by field
+    details lists (graphql-core's sub-field memo, one-pass list completions) got new keys every event, in
+    dicts the copies shared with the subscription's executor: they grew without end."""
+    executors: list[Any] = []
+
+    class Watched(FastExecutionContext):
+        def build_per_event_executor(self, payload: Any) -> Any:
+            executors.append(self)
+            return super().build_per_event_executor(payload)
+
+    schema = strawberry.Schema(
+        EdgeQuery, subscription=Ticks, config=EDGE_CONFIG, execution_context_class=Watched
+    )
+    stock = strawberry.Schema(
+        EdgeQuery, subscription=Ticks, config=EDGE_CONFIG, execution_context_class=StockExecutionContext
+    )
+    document = "subscription { items { id name child { id count } } }"
+
+    async def events(of: strawberry.Schema) -> list[str]:
+        stream = await of.subscribe(document)
+        return [as_json(result) async for result in stream]  # type: ignore[union-attr]
+
+    fast_events = asyncio.run(events(schema))
+    assert fast_events == asyncio.run(events(stock)) and len(fast_events) == 30
+    subscription = executors[0]
+    assert all(e is subscription for e in executors)
+    assert len(subscription._relevant_sub_fields) <= 2
+    assert len(subscription._leaf_rows) <= 1

@@ -139,7 +139,12 @@ class FastExecutionContext(StockExecutionContext):
 
     def build_per_event_executor(self, payload: Any) -> Any:
         executor: FastExecutionContext = super().build_per_event_executor(payload)  # type: ignore[assignment]
-        # Each event collects its root fields afresh: a long subscription must not pile up bound plans.
+        # Each event collects its root fields afresh, so every cache keyed by field details lists gets new keys
+        # each event: graphql-core's copy shares its sub-field memo (and ours) with the subscription's executor,
+        # where a long subscription piled up entries (and the lists they hold) without end. Each event's copy
+        # has its own, gone with it.
+        executor._relevant_sub_fields = {}
+        executor._leaf_rows = {}
         executor.forget_bound_selections()
         return executor
 
