@@ -64,6 +64,22 @@ PRIVATE_READS = {
         "graphql/http_fast.py",
         "_handle_errors",
     ): "strawberry's view hook for errors, called as the view's own run does (tests/test_http_lean.py compares)",
+    (
+        "graphql/lean_operation.py",
+        "_schema",
+    ): "strawberry keeps the GraphQLSchema it executes on in Schema._schema, as in limits.py",
+    (
+        "graphql/lean_operation.py",
+        "_get_execute_function",
+    ): "strawberry's choice of graphql-core's execute (incremental or not), called as Schema.execute does",
+    (
+        "graphql/fast_execution.py",
+        "_relevant_sub_fields",
+    ): "graphql-core's sub-field memo, which its per-event copies shared: each event's copy gets its own",
+    (
+        "graphql/fast_execution.py",
+        "_leaf_rows",
+    ): "not foreign: the executor's own cache of one-pass list completions, on its per-event copy",
 }
 
 
