@@ -187,22 +187,34 @@ def leaf_rows(
     """Code completing a list of objects of `parent_type` for a selection (compiled_plan.Shape) of plain leaf
     fields only, cached; None for any other selection.
 
-    `run(items, cls)` gives the list of completed objects, each the dict the compiled selection gives it, when
+    `run(items, cls, executor)` gives the list of completed objects, each the dict the compiled selection gives it, when
     every item is an uncast instance of `cls` (compiled_plan.exact_class) and every value is one it takes
     plainly (a str for a String or ID, an int in range for an Int, a member of the enum, a list of str, a
     value of an inert type its serializer accepts; null where null is allowed); else None, and the caller
     completes the list object by object (a plain attribute read is repeatable), errors and all."""
-    key = (parent_type, shape)
-    if key in _LEAF_ROWS:
-        _LEAF_ROWS.move_to_end(key)
-        return _LEAF_ROWS[key]
+    return compiled_once(
+        _LEAF_ROWS,
+        LEAF_ROWS_CACHED,
+        (parent_type, shape),
+        lambda: _compile_leaf_rows(schema, parent_type, shape),
+    )
+
+
+def compiled_once(
+    cache: OrderedDict[Any, Any], limit: int, key: Any, make: Callable[[], Callable[..., Any] | None]
+) -> Callable[..., Any] | None:
+    """`make()`'s code for `key`, kept in `cache` (least recently used out past `limit`); None when it cannot be
+    compiled (such a list is completed object by object)."""
+    if key in cache:
+        cache.move_to_end(key)
+        return cache[key]  # type: ignore[no-any-return]
     try:
-        run = _compile_leaf_rows(schema, parent_type, shape)
-    except Exception:  # noqa: BLE001 - such a list is completed object by object
+        run = make()
+    except Exception:  # noqa: BLE001 - completed object by object
         run = None
-    _LEAF_ROWS[key] = run
-    if len(_LEAF_ROWS) > LEAF_ROWS_CACHED:
-        _LEAF_ROWS.popitem(last=False)
+    cache[key] = run
+    if len(cache) > limit:
+        cache.popitem(last=False)
     return run
 
 

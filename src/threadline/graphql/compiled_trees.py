@@ -33,6 +33,7 @@ from strawberry.types.cast import TYPE_CAST_ATTRIBUTE
 from threadline.graphql.compiled_leaves import (
     FAILED,
     _always,
+    compiled_once,
     complete_leaf_list,
     leaf_lines,
     leaf_of,
@@ -134,16 +135,9 @@ def tree_fields(
 def tree_rows(schema: GraphQLSchema, parent_type: GraphQLObjectType, tree: Tree) -> Callable[..., Any] | None:
     """`run(items, cls, executor)`: the completed list of a tree's objects (each the dict the compiled
     selections give), or None (completed object by object); cached. None if the tree cannot be compiled."""
-    key = (parent_type, tree)
-    if key in _TREES:
-        _TREES.move_to_end(key)
-        return _TREES[key]
-    try:
-        run = _compile(schema, parent_type, tree)
-    except Exception:  # noqa: BLE001 - such a list is completed object by object
-        run = None
-    _remember(_TREES, key, run)
-    return run
+    return compiled_once(
+        _TREES, TREES_CACHED, (parent_type, tree), lambda: _compile(schema, parent_type, tree)
+    )
 
 
 class _Unit:
