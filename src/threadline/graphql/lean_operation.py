@@ -45,7 +45,7 @@ from threadline.graphql.persisted import PersistedDocuments
 from threadline.idempotency.schema import IdempotencyKeys
 from threadline.observability.metrics import METRICS
 from threadline.observability.schema import OperationMetrics, count_errors, execution_label
-from threadline.ratelimits.schema import RateLimits, answer_late_refusal, draw
+from threadline.ratelimits.schema import RateLimits, answer_late_refusal, draw, operation_costs
 from threadline.settings import Settings
 
 __all__ = ["LeanOperations"]
@@ -192,7 +192,8 @@ class LeanOperations:
         """strawberry's executing stage with OperationMetrics', RateLimits' and OutputBudgets' hooks."""
         started = time.perf_counter()
         label = execution_label(context, operation_name)
-        refused = await draw(context, {"requests": 1}) if settings.rate_limit_enabled else None
+        costs = operation_costs(document, operation_name)  # RateLimits' own rule (a query: one request)
+        refused = await draw(context, costs) if settings.rate_limit_enabled else None
         token = open_budget(settings)
         try:
             if refused is None:
