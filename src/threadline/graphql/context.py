@@ -59,6 +59,11 @@ class Context:
         reading.settle(self.read_scope, self._principal)
         return self._principal
 
+    @property
+    def known_principal(self) -> Principal | None:
+        """The authenticated caller once `principal()` found them, else None (it does not authenticate)."""
+        return self._principal
+
     async def _authenticate(self) -> Principal:
         return await authenticate(self.db, self.settings, self.authorization)
 

@@ -6,9 +6,12 @@ viewer can change in an event's fields, e.g. `thread.unreadCount` for the author
 result is cached on that object per (query text, variables). Subscribers with the same query and
 variables then share one result; only the JSON framing is per socket.
 
-This is sound because the fields of event types depend only on the event, the tenant (every
-subscriber of an event is in its tenant) and the viewer class; per-viewer data must not be added to
-event types without adding it to `viewer_class`.
+This is sound for the fields rendered from the event (streaming.render): they depend only on the event, the
+tenant (every subscriber of an event is in its tenant) and the viewer class. A field with a resolver may
+depend on who asks (`Message.feedback` is the viewer's own, `parts` are masked for some readers, a thread's
+`currentLeaf` is the viewer's): a subscription whose document selects any such field, other than those in
+`SHARED_RESOLVERS`, shares nothing with other subscribers. Its key names the viewer (so its direct frames are
+never another user's either) and each of its events is executed with its own context.
 """
 
 from __future__ import annotations
@@ -21,7 +24,16 @@ from collections import OrderedDict
 from typing import Any
 
 import orjson
-from graphql import OperationType
+from graphql import (
+    DocumentNode,
+    FieldNode,
+    GraphQLSchema,
+    OperationType,
+    TypeInfo,
+    TypeInfoVisitor,
+    Visitor,
+    visit,
+)
 
 from threadline.events.kinds import EventType
 from threadline.events.log import LoggedEvent
@@ -98,6 +110,67 @@ class SharedEvents:
         return found
 
 
+# Fields with resolvers whose values depend only on the event's data and the tenant, never on the viewer: a
+# subscription selecting them still shares its results. Every other field with a resolver or a field extension
+# (permissions) is taken to depend on the viewer. Adding a field here is a claim about its resolver and every
+# loader it reads: tests/test_streaming_viewer_fields.py compares what two viewers receive.
+SHARED_RESOLVERS = frozenset(
+    {
+        "Message.author",  # users of the tenant by id (auth.loaders.users)
+        "Message.siblingIndex",  # the message's path (threads.branch_loaders.sibling_info)
+        "Message.siblingCount",
+        "Message.feedbackSummary",  # counts of every reader's ratings (feedback.loaders.summary)
+    }
+)
+_PER_VIEWER_DOCUMENTS: OrderedDict[tuple[int, str, str | None], bool] = OrderedDict()
+PER_VIEWER_DOCUMENTS = 1024  # documents remembered (an LRU: the walk costs ~0.1 ms a document)
+
+
+def per_viewer(schema: GraphQLSchema, document: DocumentNode, key: tuple[str, str | None]) -> bool:
+    """Whether `document` (an operation and every fragment of its source) selects a field whose value may depend
+    on the viewer: one with a resolver or field extensions that is not in SHARED_RESOLVERS. `key`: the source
+    and the operation's name, under which the answer is remembered."""
+    memo_key = (id(schema), *key)
+    found = _PER_VIEWER_DOCUMENTS.get(memo_key)
+    if found is not None:
+        _PER_VIEWER_DOCUMENTS.move_to_end(memo_key)
+        return found
+    type_info = TypeInfo(schema)
+    dependent: list[str] = []
+
+    class _Fields(Visitor):
+        def enter_field(self, node: FieldNode, *_: Any) -> None:
+            parent, field = type_info.get_parent_type(), type_info.get_field_def()
+            if parent is None or field is None or parent is schema.subscription_type:
+                return  # the subscription's own field makes the stream, not an event's value
+            definition = field.extensions.get("strawberry-definition")
+            if definition is None:
+                return  # graphql-core's own (introspection): not the viewer's
+            if definition.base_resolver is None and not definition.extensions:
+                return  # read from the rendered event object
+            coordinate = f"{parent.name}.{node.name.value}"  # the field's name (an alias is node.alias)
+            if coordinate not in SHARED_RESOLVERS:
+                dependent.append(coordinate)
+
+    visit(document, TypeInfoVisitor(type_info, _Fields()))
+    found = bool(dependent)
+    _PER_VIEWER_DOCUMENTS[memo_key] = found
+    if len(_PER_VIEWER_DOCUMENTS) > PER_VIEWER_DOCUMENTS:
+        _PER_VIEWER_DOCUMENTS.popitem(last=False)
+    return found
+
+
+def _viewer_key(context: object) -> str:
+    """Who the subscriber is, as far as any field can tell: the principal (tenant, user, role, team, privacy
+    policy). Before authentication (not expected here: the resolver authenticates first) a key no one shares."""
+    principal = getattr(context, "known_principal", None)
+    if principal is None:
+        return f"unshared:{id(context)}"
+    return (
+        f"{principal.tenant_id}:{principal.user_id}:{principal.role}:{principal.team}:{principal.pii_policy}"
+    )
+
+
 def _variables_key(values: object) -> str:
     return json.dumps(values or {}, sort_keys=True, default=str)
 
@@ -106,6 +179,7 @@ class FanoutExecutionContext(FastExecutionContext):
     """Reuses a subscription event's execution result across subscribers with the same query."""
 
     _fanout_key: tuple[str, str | None, str] | None = None
+    _per_viewer = False  # set with the key: its results are the viewer's own (`per_viewer`), never shared
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -122,11 +196,15 @@ class FanoutExecutionContext(FastExecutionContext):
     def _subscription_key(self) -> tuple[str, str | None, str]:
         loc = self.operation.loc
         source = loc.source.body if loc is not None else str(id(self.operation))
-        return (
-            source,
-            self.operation.name.value if self.operation.name else None,
-            _variables_key(self.variable_values),
+        name = self.operation.name.value if self.operation.name else None
+        variables = _variables_key(self.variable_values)
+        document = DocumentNode(
+            definitions=(self.operation, *(f.definition for f in self.fragments.values()))
         )
+        if per_viewer(self.schema, document, (source, name)):
+            self._per_viewer = True
+            variables += "\x00" + _viewer_key(self.context_value)
+        return (source, name, variables)
 
     def build_per_event_executor(self, payload: Any) -> Any:
         # The key is the subscription's own (query text, operation, variables): worked out once per
@@ -140,6 +218,8 @@ class FanoutExecutionContext(FastExecutionContext):
         if shared is None or self.operation.operation is not OperationType.SUBSCRIPTION:
             return super().execute_operation(serially)
         key = self.fanout_key()
+        if self._per_viewer:
+            return super().execute_operation(serially)  # with this subscriber's own context
         hit = shared.get(key)
         if hit is not None:
             return hit

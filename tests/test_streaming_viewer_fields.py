@@ -1,0 +1,132 @@
+"""A subscription that selects a field depending on who asks (`Message.feedback` is the viewer's own rating)
+gets its own value on every socket: subscribers with the same query share an event's execution only when every
+field it selects is rendered from the event or listed in `streaming.fanout.SHARED_RESOLVERS`. Before, the first
+subscriber's result went to all of them (a member saw the admin's rating)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from graphql import parse
+
+from tests.harness import Actor
+from tests.test_streaming import START, conversation, join, live
+from tests.test_streaming_direct import sockets  # noqa: F401  (a fixture)
+from tests.ws import WsClient
+from threadline.schema import schema
+from threadline.streaming.fanout import SHARED_RESOLVERS, per_viewer
+
+REPLY = "mutation($p: ID!, $x: String!) { messageReply(parentId: $p, input: {content: $x}) { id } }"
+SET = "mutation($m: ID!, $r: FeedbackRating) { messageFeedbackSet(messageId: $m, rating: $r) { id } }"
+EDIT = "mutation($m: ID!, $x: String!) { messageEdit(id: $m, content: $x) { id } }"
+INLINE = """subscription($c: ID!, $s: String) { conversationEvents(conversationId: $c, since: $s) {
+  type ... on ThreadActivityEvent { action changedMessage { id content mine: feedback { rating } } } } }"""
+NAMED = """subscription($c: ID!, $s: String) { conversationEvents(conversationId: $c, since: $s) {
+  type ...Activity } }
+fragment Activity on ThreadActivityEvent { action changedMessage { ...Rated } }
+fragment Rated on Message { id feedback { rating } }"""
+SHARED = """subscription($c: ID!, $s: String) { conversationEvents(conversationId: $c, since: $s) {
+  type ... on ThreadActivityEvent { action changedMessage { id author { id displayName } siblingIndex
+  siblingCount feedbackSummary { up down } } } } }"""
+READ_SHARED = """query($m: ID!) { message(id: $m) { id author { id displayName } siblingIndex siblingCount
+  feedbackSummary { up down } } }"""
+IGNORED = ("presence.update", "membership.changed", "message.feedback", "branch.current", "branch.sibling")
+
+
+def _rated_conversation(admin: Actor, member: Actor) -> tuple[str, str]:
+    """A conversation with one answer the admin rated UP and the member DOWN: (conversation id, answer id)."""
+    cid = conversation(admin)
+    join(admin, member, cid)
+    root = admin.client.ok(START, {"c": cid, "x": "question"})["threadStart"]["id"]
+    answer = admin.client.ok(REPLY, {"p": root, "x": "answer"})["messageReply"]["id"]
+    admin.client.ok(SET, {"m": answer, "r": "UP"})
+    member.client.ok(SET, {"m": answer, "r": "DOWN"})
+    return cid, answer
+
+
+def _edit_event(client: WsClient) -> dict[str, Any]:
+    (event,) = client.events(1, ignore=IGNORED, timeout=15)
+    assert event["type"] == "thread.activity" and event["action"] == "EDIT", event
+    return event
+
+
+@pytest.mark.parametrize("query", [INLINE, NAMED], ids=["inline", "named-fragments"])
+@pytest.mark.parametrize("direct", [True, False], ids=["direct-frames", "stock"])
+def test_each_subscriber_gets_its_own_feedback(
+    admin: Actor,
+    make_user: Callable[..., Actor],
+    sockets: Callable[[Actor, bool], WsClient],  # noqa: F811
+    query: str,
+    direct: bool,
+) -> None:
+    member = make_user(admin)
+    cid, answer = _rated_conversation(admin, member)
+    # Two sockets of the admin's and two of the member's, subscribed in alternation, the member first.
+    clients = [(actor, sockets(actor, direct)) for actor in (member, admin, member, admin)]
+    for actor, client in clients:
+        client.subscribe(query, {"c": cid, "s": live(actor)})
+    time.sleep(0.3)
+    admin.client.ok(EDIT, {"m": answer, "x": "edited"})
+    field = "mine" if query is INLINE else "feedback"
+    for actor, client in clients:
+        event = _edit_event(client)
+        expected = "UP" if actor is admin else "DOWN"
+        assert event["changedMessage"][field] == {"rating": expected}, (actor is admin, event)
+
+
+@pytest.mark.parametrize("direct", [True, False], ids=["direct-frames", "stock"])
+def test_shared_fields_are_what_every_viewer_reads(
+    admin: Actor,
+    make_user: Callable[..., Actor],
+    sockets: Callable[[Actor, bool], WsClient],  # noqa: F811
+    direct: bool,
+) -> None:
+    """The fields SHARED_RESOLVERS lets subscribers share: each viewer's event carries what that viewer reads
+    with a query of its own."""
+    member = make_user(admin)
+    cid, answer = _rated_conversation(admin, member)
+    clients = [(actor, sockets(actor, direct)) for actor in (member, admin)]
+    for actor, client in clients:
+        client.subscribe(SHARED, {"c": cid, "s": live(actor)})
+    time.sleep(0.3)
+    admin.client.ok(EDIT, {"m": answer, "x": "edited again"})
+    for actor, client in clients:
+        event = _edit_event(client)
+        read = actor.client.ok(READ_SHARED, {"m": answer})["message"]
+        assert event["changedMessage"] == read
+        assert read["feedbackSummary"] == {"up": 1, "down": 1} and read["author"]["id"] == admin.user_id
+
+
+def _operation_per_viewer(source: str) -> bool:
+    document = parse(source)
+    return per_viewer(schema._schema, document, (source, None))
+
+
+def test_which_documents_are_per_viewer() -> None:
+    assert not _operation_per_viewer(SHARED)
+    assert not _operation_per_viewer(
+        "subscription($c: ID!) { conversationEvents(conversationId: $c) { cursor type occurredAt "
+        "... on ThreadActivityEvent { replyCount changedMessage { id content } } "
+        "... on MessageDeltaEvent { messageId index delta } } }"
+    )
+    assert _operation_per_viewer(INLINE)
+    assert _operation_per_viewer(NAMED)  # reached through two named fragments
+    # Fields with resolvers not in the list: the viewer's branch, masked parts, similar messages.
+    for selection in (
+        "... on ThreadNewEvent { thread { currentLeaf { id } } }",
+        "... on ThreadActivityEvent { changedMessage { parts { __typename } } }",
+        "... on ThreadActivityEvent { changedMessage { author { id } replies { id } } }",
+    ):
+        query = f"subscription($c: ID!) {{ conversationEvents(conversationId: $c) {{ type {selection} }} }}"
+        assert _operation_per_viewer(query), selection
+
+
+def test_shared_resolvers_name_fields_with_resolvers() -> None:
+    """Each listed field exists and has a resolver (a renamed field must not linger in the list unnoticed)."""
+    for coordinate in SHARED_RESOLVERS:
+        type_name, field_name = coordinate.split(".")
+        field = schema._schema.type_map[type_name].fields[field_name]  # type: ignore[union-attr]
+        assert field.extensions["strawberry-definition"].base_resolver is not None, coordinate
