@@ -32,6 +32,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from strawberry.asgi import GraphQL
 from strawberry.http import GraphQLRequestData
+from strawberry.http.parse_content_type import parse_content_type
 from strawberry.types import ExecutionResult
 from strawberry.types.graphql import OperationType
 
@@ -56,9 +57,26 @@ class _Method:
 
 
 _ADAPTER = _Method()
+_LENGTH_DIGITS = 18  # a Content-Length read here (int() refuses more than 4,300 digits; 18 fit in 63 bits)
 _ADMITTED = "threadline.lean_request"  # the scope key `front` hands the admitted request on in
 _Admitted = tuple[bytes, GraphQLRequestData, str]  # the body, its operation, the response's media type
 _NEGOTIATED: dict[str | None, str | None] = {}  # over_http.negotiate by Accept header (clients send few)
+
+
+_JSON_BODIES: dict[str | None, bool] = {}  # `_json_body` by Content-Type header (clients send few)
+
+
+def _json_body(content_type: str | None) -> bool:
+    """Whether the view takes a body of this Content-Type as JSON: our media type check (its 415) and
+    strawberry's own, which is case-sensitive (`APPLICATION/JSON` is its 400 "Unsupported content type")."""
+    known = _JSON_BODIES.get(content_type)
+    if known is None:
+        known = over_http.is_json_body(content_type) and (
+            over_http.APPLICATION_JSON in parse_content_type(content_type or "")[0]
+        )
+        if len(_JSON_BODIES) < 256:
+            _JSON_BODIES[content_type] = known
+    return known
 
 
 def _negotiate(accept: str | None) -> str | None:
@@ -132,8 +150,11 @@ class LeanGraphQL:
             media_type is None
             or length is None
             or not length.isdigit()
+            # Past 18 digits (leading zeros: the server takes 4,400 of them) int() may raise here, before the
+            # app's error handling: such a request is the view's.
+            or len(length) > _LENGTH_DIGITS
             or int(length) > limit
-            or not over_http.is_json_body(content_type)
+            or not _json_body(content_type)
             # strawberry's stream transports accept only these media types (its own check builds them anew)
             or over_http.streams(accept)
         ):

@@ -1,0 +1,323 @@
+"""Attacks on the lean POST /graphql (graphql/http_fast.py, app.py's front door): each request is answered as the
+stock view answers it (tests/test_http_lean.py's comparison), with raw header lists (duplicates) and raw bodies."""
+
+from __future__ import annotations
+
+import re
+import socket
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import orjson
+import pytest
+
+from tests.harness import Actor, ServerThread
+from threadline.graphql.http_fast import LeanGraphQL
+
+MOVING = {"ratelimit-remaining", "ratelimit-reset", "date"}
+Raw = tuple[str, str, list[tuple[str, str]], bytes]  # method, path, headers, body
+
+
+@pytest.fixture
+def lean(server: ServerThread) -> Iterator[LeanGraphQL]:
+    endpoint: LeanGraphQL = server.app.state.graphql_http
+    yield endpoint
+    endpoint.enabled = True
+
+
+def _answer(client: httpx.Client, request: Raw) -> tuple[int, list[tuple[str, str]], bytes]:
+    method, path, headers, body = request
+    response = client.request(method, path, headers=headers, content=body)
+    listed = [
+        (name.decode().lower(), "" if name.decode().lower() in MOVING else value.decode())
+        for name, value in response.headers.raw
+    ]
+    return response.status_code, listed, response.content
+
+
+def compare(server: ServerThread, lean: LeanGraphQL, requests: list[Raw]) -> list[Any]:
+    """The requests whose lean answer differs from the view's (stable answers only)."""
+    differ = []
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        for request in requests:
+            lean.enabled = False
+            _answer(client, request)  # first-time work (a token's user provisioned, caches filled) is done
+            stock = _answer(client, request)
+            lean.enabled = True
+            first = _answer(client, request)
+            again = _answer(client, request)
+            if first != again:
+                continue
+            if first != stock:
+                differ.append((request, stock, first))
+    return differ
+
+
+def raw(body: Any, key: str | None, *headers: tuple[str, str], path: str = "/graphql") -> Raw:
+    listed = [("X-Request-Id", "attack"), *headers]
+    if not any(name.lower() == "content-type" for name, _ in headers):
+        listed.append(("Content-Type", "application/json"))
+    if key is not None:
+        listed.append(("Authorization", f"Bearer {key}"))
+    return "POST", path, listed, body if isinstance(body, bytes) else orjson.dumps(body)
+
+
+def _raw_exchange(server: ServerThread, request: bytes) -> bytes:
+    """One request on its own connection, as sent; the response's bytes without its Date header."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(request)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return re.sub(rb"date: [^\r]*\r\n", b"", received)
+
+
+def test_an_upper_case_json_content_type_gets_the_views_refusal(
+    server: ServerThread, lean: LeanGraphQL, admin: Actor
+) -> None:
+    """strawberry reads the media type case-sensitively (its 400 "Unsupported content type"); the lean path
+    answered such a body 200 with data."""
+    for content_type in ("APPLICATION/JSON", "Application/Json; charset=utf-8"):
+        request = raw({"query": "{ viewer { id } }"}, admin.api_key, ("Content-Type", content_type))
+        assert compare(server, lean, [request]) == []
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            assert _answer(client, request)[0] == 400
+
+
+def test_a_content_length_of_thousands_of_digits_goes_through_the_apps_error_handling(
+    server: ServerThread, lean: LeanGraphQL, admin: Actor
+) -> None:
+    """uvicorn (httptools) takes a Content-Length of 4,400 leading zeros; `int()` refuses more than 4,300 digits.
+    The lean path's admission raised before the app's error handling and middleware (uvicorn's own 500, no
+    request id); now the request is the view's, whose answer it is."""
+    body = orjson.dumps({"query": "{ viewer { id } }"})
+    request = (
+        b"POST /graphql HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\nX-Request-Id: attack\r\n"
+        + f"Authorization: Bearer {admin.api_key}\r\nConnection: close\r\n".encode()
+        + b"Content-Length: "
+        + b"0" * 4400
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
+    lean.enabled = False
+    stock = _raw_exchange(server, request)
+    lean.enabled = True
+    before = lean.served
+    assert _raw_exchange(server, request) == stock
+    assert lean.served == before
+
+
+def test_attacks(server: ServerThread, lean: LeanGraphQL, admin: Actor) -> None:
+    key = admin.api_key
+    viewer = {"query": "{ viewer { id } }"}
+    requests = [
+        raw(b'{"query": "\\u0073ubscription { viewerEvents { cursor } }"}', key),
+        raw('{"query": "{ viewer { id } }"}'.encode("utf-16"), key),
+        raw('{"query": "{ viewer { id } }"}'.encode("utf-8-sig"), key),
+        raw(b'{"query": "{ viewer { email } }", "query": "{ viewer { id } }"}', key),
+        raw(
+            {
+                "query": "query($n: Int) { conversations(first: $n) { totalCount } }",
+                "variables": {"n": 1e300},
+            },
+            key,
+        ),
+        raw(
+            b'{"query": "query($n: Int) { conversations(first: $n) { totalCount } }", "variables": {"n": 1e400}}',
+            key,
+        ),
+        raw(
+            b'{"query": "query($n: Int) { conversations(first: $n) { totalCount } }", "variables": {"n": 99999999999999999999999}}',
+            key,
+        ),
+        raw({"query": "query A { viewer { id } } query B { viewer { email } }"}, key),
+        raw({"query": "query A { viewer { id } } mutation B { presenceHeartbeat }"}, key),
+        raw(
+            {"query": "mutation B { presenceHeartbeat } query A { viewer { id } }", "operationName": "A"}, key
+        ),
+        raw({"query": "query A { viewer { id } }", "operationName": ""}, key),
+        raw(viewer, key, ("Content-Type", "text/plain"), ("Content-Type", "application/json")),
+        raw(viewer, key, ("Content-Type", "application/json"), ("Content-Type", "text/plain")),
+        raw(viewer, key, ("Content-Type", "APPLICATION/JSON; charset=latin-1")),
+        raw(viewer, key, ("Content-Type", "application/json; charset=utf-16")),
+        raw(viewer, key, ("Content-Type", "application/json, text/plain")),
+        raw(viewer, key, ("Content-Encoding", "gzip")),
+        raw(viewer, key, ("Accept", "text/html"), ("Accept", "application/json")),
+        raw(viewer, key, ("Accept", "application/json"), ("Accept", "text/event-stream")),
+        raw(viewer, key, ("Accept", "application/*")),
+        raw(viewer, key, ("Accept", "application/json;q=0, application/graphql-response+json;q=0")),
+        raw(viewer, key, ("Accept", "text/event-stream")),
+        raw(viewer, key, ("Accept", "application/json; q=abc")),
+        raw(viewer, None, ("Authorization", "Bearer nope"), ("Authorization", f"Bearer {key}")),
+        raw(viewer, key, ("Authorization", "Bearer nope")),
+        raw(viewer, None, ("Authorization", f"bearer {key}")),
+        raw(viewer, None, ("Authorization", f"Bearer  {key}")),
+        raw(viewer, key, path="/graphql?query=%7B__typename%7D"),
+        raw(viewer, key, path="/graphql/"),
+        raw(b'{"query": "{ viewer { id } }"} trailing', key),
+        raw({"query": "{ viewer { id } }", "variables": []}, key),
+        raw({"query": "{ viewer { id } }", "variables": {}}, key),
+        raw({"query": "{ viewer { id } }", "operationName": None}, key),
+        raw({"query": ""}, key),
+        raw({"query": "   "}, key),
+        raw({"query": "# only a comment"}, key),
+        raw({"query": "fragment F on User { id }"}, key),
+        raw({"query": "query { ...F } fragment F on Query { viewer { id } }"}, key),
+        raw(
+            {"query": "query($s: Boolean!) { viewer { id email @skip(if: $s) } }", "variables": {"s": True}},
+            key,
+        ),
+        raw(
+            {"query": "query($s: Boolean!) { viewer { id email @skip(if: $s) } }", "variables": {"s": "yes"}},
+            key,
+        ),
+        raw({"query": "{ __schema { queryType { name } } }"}, key),
+        raw({"query": '{ __type(name: "User") { name } }'}, key),
+        raw({"query": "{ a: viewer { id } b: viewer { id } }"}, key),
+        raw({"query": "{ viewer { id } viewer { email } }"}, key),
+        raw({"query": '{ node(id: "usr_00000000000000000000000000000000") { id } }'}, key),
+        raw({"query": "{ viewer { id } }", "variables": {"unused": "\u00e9\U0001f600"}}, key),
+        raw(
+            {
+                "query": "query ($t: [String!]) { conversations(tags: $t) { totalCount } }",
+                "variables": {"t": ["x"] * 5000},
+            },
+            key,
+        ),
+        raw({"query": "{ viewer @include(if: false) { id } }"}, key),
+        raw({"query": "{ viewer { id } } " + "#" * 20000}, key),
+        raw({"query": "{ " + "a: __typename " * 2000 + "}"}, key),
+        raw({"query": "{ viewer { id } }", "extensions": None}, key),
+        raw({"query": "{ viewer { id } }", "operationName": "X", "variables": None}, key),
+    ]
+    differ = compare(server, lean, requests)
+    for request, stock, first in differ:
+        print("DIFF", request[1], request[2], request[3][:120])
+        print("  stock", stock[0], stock[1], stock[2][:300])
+        print("  lean ", first[0], first[1], first[2][:300])
+    assert not differ
+
+
+SMALL = {
+    "query_max_depth": 5,
+    "query_max_aliases": 3,
+    "query_max_tokens": 80,
+    "query_max_cost": 300,
+    "request_max_bytes": 4000,
+    "production": True,
+    "introspection": False,
+    "rate_limit_requests": 60,
+    "rate_limit_window_seconds": 3600,
+}
+
+
+def test_limits_and_rate_limits(dsn: str, admin: Actor) -> None:
+    from tests.harness import test_settings
+
+    small = ServerThread(test_settings(dsn, migrate_on_start=False, **SMALL))
+    small.start()
+    try:
+        endpoint: LeanGraphQL = small.app.state.graphql_http
+        key = admin.api_key
+        page = (
+            "query($n: Int) { conversations(first: $n) { nodes { id messages(first: $n) { totalCount } } } }"
+        )
+        requests = [
+            raw({"query": page, "variables": {"n": 2}}, key),
+            raw({"query": page, "variables": {"n": 100}}, key),
+            raw({"query": page, "variables": {"n": 101}}, key),
+            raw({"query": page, "variables": {"n": 2}}, key),
+            raw({"query": "{ a: viewer { id } b: viewer { id } c: viewer { id } d: viewer { id } }"}, key),
+            raw({"query": "{ conversations { edges { node { owner { team } } } } }"}, key),
+            raw({"query": "{ conversations { nodes { owner { id } } } }"}, key),
+            raw({"query": "{ viewer { emial } }"}, key),
+            raw({"query": "{ __schema { types { name } } }"}, key),
+            raw({"query": '{ __type(name: "User") { name } }'}, key),
+            raw({"query": "{ __typename }"}, None),
+            raw({"query": "{ viewer { id } }"}, None),
+            raw({"query": "{ viewer { " + "id " * 90 + "} }"}, key),
+            raw(
+                {
+                    "query": "query($t: [String!]) { conversations(tags: $t) { totalCount } }",
+                    "variables": {"t": ["x"] * 300},
+                },
+                key,
+            ),
+            raw({"query": "{ viewer { id } }", "variables": {"pad": "x" * 5000}}, key),
+            raw(
+                {
+                    "query": "query($s: ConversationStatus) { conversations(status: $s) { totalCount } }",
+                    "variables": {"s": "ACTIV"},
+                },
+                key,
+            ),
+            raw({"query": "{ conversations(status: ACTIV) { totalCount } }"}, key),
+            raw(
+                {
+                    "query": "query($i: ConversationSearchInput!) { search(input: $i) { totalCount } }",
+                    "variables": {"i": {"qurey": "x"}},
+                },
+                key,
+            ),
+            raw(
+                {
+                    "query": "query($i: ConversationCreateInput!) { viewer { id } }",
+                    "variables": {"i": {"titel": "x"}},
+                },
+                key,
+            ),
+            raw({"query": "{ conversation(id: 5) { id } }"}, key),
+            raw({"query": '{ conversation(id: "x") { titel } }'}, key),
+        ]
+        differ = compare(small, endpoint, requests)
+        for request, stock, first in differ:
+            print("DIFF", request[2], request[3][:160])
+            print("  stock", stock[0], stock[1], stock[2][:400])
+            print("  lean ", first[0], first[1], first[2][:400])
+        assert not differ
+        # Past the budget: 429 with its headers, both ways.
+        viewer = raw({"query": "{ viewer { id } }"}, key)
+        with httpx.Client(base_url=small.url, timeout=60) as client:
+            for _ in range(80):
+                if _answer(client, viewer)[0] == 429:
+                    break
+        differ = compare(small, endpoint, [viewer, raw({"query": "{ __typename }"}, key)])
+        for request, stock, first in differ:
+            print("DIFF", request[2], request[3][:160])
+            print("  stock", stock[0], stock[1], stock[2][:400])
+            print("  lean ", first[0], first[1], first[2][:400])
+        assert not differ
+    finally:
+        small.stop()
+
+
+def test_credentials_and_tenants(
+    server: ServerThread, lean: LeanGraphQL, admin: Actor, make_tenant: Any
+) -> None:
+    from tests.test_auth import KEY_CREATE, KEY_REVOKE, token
+
+    other = make_tenant()
+    theirs = other.client.ok('mutation { conversationCreate(input: {title: "theirs"}) { id } }')
+    their_id = theirs["conversationCreate"]["id"]
+    made = admin.client.ok(KEY_CREATE, {"u": admin.user_id, "n": "revoked"})["apiKeyCreate"]
+    admin.client.ok(KEY_REVOKE, {"k": made["apiKey"]["id"]})
+    expired = token(admin.tenant_id, admin.user_id, "ADMIN", expires_in=-60)
+    cross = token(other.tenant_id, admin.user_id, "ADMIN")
+    by_id = "query($id: ID!) { conversation(id: $id) { id title } node(id: $id) { id } }"
+    requests = [
+        raw({"query": "{ viewer { id } }"}, made["secret"]),
+        raw({"query": "{ __typename }"}, made["secret"]),
+        raw({"query": "{ viewer { id } }"}, expired),
+        raw({"query": "{ viewer { id } }"}, cross),
+        raw({"query": by_id, "variables": {"id": their_id}}, admin.api_key),
+        raw({"query": "{ conversations(first: 5) { totalCount nodes { id } } }"}, admin.api_key),
+        raw({"query": by_id, "variables": {"id": their_id}}, other.api_key),
+    ]
+    differ = compare(server, lean, requests)
+    for request, stock, first in differ:
+        print("DIFF", request[2], request[3][:160])
+        print("  stock", stock[0], stock[1], stock[2][:400])
+        print("  lean ", first[0], first[1], first[2][:400])
+    assert not differ
