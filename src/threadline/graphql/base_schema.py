@@ -10,10 +10,12 @@ from graphql import GraphQLError
 from strawberry.extensions import SchemaExtension
 from strawberry.extensions.runner import SchemaExtensionsRunner
 from strawberry.schema.exceptions import InvalidOperationTypeError
+from strawberry.schema.schema import _coerce_error
 from strawberry.types import ExecutionContext
+from strawberry.types.execution import ExecutionResult, PreExecutionError
 from strawberry.types.graphql import OperationType
 
-from threadline.graphql.errors import format_error
+from threadline.graphql.errors import answer_unavailable, format_error, format_escaped
 from threadline.graphql.extension_hooks import CachedHooksRunner
 
 
@@ -41,11 +43,17 @@ class ThreadlineSchema(strawberry.Schema):
         if allowed is not None:
             kwargs["allowed_operation_types"] = set(allowed) - {OperationType.SUBSCRIPTION}
         try:
-            return await super().execute(*args, **kwargs)
+            result = await super().execute(*args, **kwargs)
         except InvalidOperationTypeError as exc:
             if exc.operation_type is OperationType.SUBSCRIPTION:
                 raise SubscriptionNeedsStream(exc.operation_type) from exc
             raise
+        errors = getattr(result, "errors", None)
+        if errors:
+            # An exception out of an extension's hook (a rate-limit draw that lost the database) comes back
+            # uncoded, with its own text: strawberry answers it outside the hooks, where ErrorCodes cannot see it.
+            result.errors = format_escaped(errors, _context(args, kwargs))
+        return result
 
     async def stream(self, *args: Any, **kwargs: Any) -> Any:
         results = await super().stream(*args, **kwargs)
@@ -53,11 +61,21 @@ class ThreadlineSchema(strawberry.Schema):
         request_id = getattr(context, "request_id", None)
 
         async def formatted() -> AsyncGenerator[Any, None]:
-            async for result in results:
-                errors = getattr(result, "errors", None)
-                if errors:
-                    result.errors = [format_error(e, request_id) for e in errors]  # type: ignore[union-attr]
-                yield result
+            first = True
+            try:
+                async for result in results:
+                    errors = getattr(result, "errors", None)
+                    if errors:
+                        result.errors = [format_error(e, request_id) for e in errors]  # type: ignore[union-attr]
+                    first = False
+                    yield result
+            except Exception as exc:  # noqa: BLE001 - answered, as `execute` answers it
+                # Out of an extension's hook that strawberry's stream does not catch (on_operation, on_parse,
+                # on_validate): the stream's last result, coded, rather than a socket's bare `complete`.
+                # (Parked and cancellation are BaseExceptions: they pass.)
+                errors = [format_error(_coerce_error(exc), request_id)]
+                answer_unavailable(context, errors)
+                yield PreExecutionError(data=None, errors=errors) if first else ExecutionResult(None, errors)
 
         return formatted()
 
@@ -66,3 +84,8 @@ class ThreadlineSchema(strawberry.Schema):
     ) -> None:
         # Expected errors (our codes, validation) are the client's business; format_error logs the rest.
         return None
+
+
+def _context(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+    """`Schema.execute`'s context_value (its third parameter), however it was passed."""
+    return kwargs["context_value"] if "context_value" in kwargs else (args[2] if len(args) > 2 else None)

@@ -123,6 +123,22 @@ class ErrorCodes(SchemaExtension):
             answer_unavailable(self.execution_context.context, result.errors)
 
 
+def format_escaped(errors: list[GraphQLError], context: object) -> list[GraphQLError]:
+    """`errors` with those that lack an `extensions.code` formatted (`format_error`; 503 for an outage): what
+    escaped an extension's hook, which strawberry answers outside the operation's hooks (`Schema.execute`,
+    `Schema.stream`), so ErrorCodes never saw it, as the exception's own text. Coded errors stay as they are."""
+    if all(_coded(e) for e in errors):
+        return errors
+    request_id = getattr(context, "request_id", None)
+    formatted = [e if _coded(e) else format_error(e, request_id) for e in errors]
+    answer_unavailable(context, formatted)
+    return formatted
+
+
+def _coded(error: GraphQLError) -> bool:
+    return "code" in (error.extensions or {})
+
+
 def answer_unavailable(context: object, errors: list[GraphQLError]) -> None:
     """An outage is HTTP 503 with Retry-After, not a 200 (WebSocket operations just carry the error)."""
     if not any((e.extensions or {}).get("code") == ErrorCode.UNAVAILABLE.value for e in errors):

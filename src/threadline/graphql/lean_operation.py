@@ -40,7 +40,13 @@ from threadline.graphql import limits, parse_cache
 from threadline.graphql.base_schema import ThreadlineSchema
 from threadline.graphql.budget import OutputBudgets, close_budget, open_budget
 from threadline.graphql.context import Context
-from threadline.graphql.errors import ErrorCodes, SqlStatementCount, answer_unavailable, format_error
+from threadline.graphql.errors import (
+    ErrorCodes,
+    SqlStatementCount,
+    answer_unavailable,
+    format_error,
+    format_escaped,
+)
 from threadline.graphql.persisted import PersistedDocuments
 from threadline.idempotency.schema import IdempotencyKeys
 from threadline.observability.metrics import METRICS
@@ -169,8 +175,9 @@ class LeanOperations:
             ).inc()  # OperationMetrics counts it, whatever ended it
             if not isinstance(exc, Exception):
                 raise
-            # strawberry's answer to an exception out of the operation's hooks: the error as it is (uncoded).
-            failed = PreExecutionError(data=None, errors=[_coerce_error(exc)])
+            # strawberry's answer to an exception out of the operation's hooks, coded as ThreadlineSchema.execute
+            # codes it (format_escaped).
+            failed = PreExecutionError(data=None, errors=format_escaped([_coerce_error(exc)], context))
             failed.extensions = _extension_results(context)
             return failed
         METRICS.child(METRICS.operations_total, "query").inc()
