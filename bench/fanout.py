@@ -44,6 +44,14 @@ MEASURED = 50  # subscribers that parse every frame and time it; the others read
 QUERY = """subscription($c: ID!) { conversationEvents(conversationId: $c) {
   cursor type occurredAt ... on ThreadActivityEvent { replyCount changedMessage { id content } }
   ... on MessageDeltaEvent { messageId index delta } } }"""
+# `--select-author` (here and in publish_cost.py): the subscription also selects each changed message's author, a
+# field with a resolver (the users loader), shared by every subscriber (streaming.fanout.SHARED_RESOLVERS). Set
+# through the environment: the client processes import this module afresh.
+SELECT_AUTHOR = "THREADLINE_BENCH_SELECT_AUTHOR"
+if os.environ.get(SELECT_AUTHOR) == "1":
+    QUERY = QUERY.replace(
+        "changedMessage { id content }", "changedMessage { id content author { id displayName } }"
+    )
 REPLY = "mutation($p: ID!, $x: String!) { messageReply(parentId: $p, input: {content: $x}) { id } }"
 ASSISTANT = (
     'mutation($p: ID!) { messageReply(parentId: $p, input: {content: "...", role: ASSISTANT}) { id } }'
@@ -1117,6 +1125,11 @@ def main() -> None:
     )
     parser.add_argument("--rounds", type=int, default=10, help="--idle: events timed per source")
     parser.add_argument(
+        "--select-author",
+        action="store_true",
+        help="the subscription also selects changedMessage.author (a resolver's field; the reply source shows it)",
+    )
+    parser.add_argument(
         "--idle-sources",
         default="append,reply,thread",
         help="--idle: which mutations (append, reply, thread)",
@@ -1134,6 +1147,9 @@ def main() -> None:
         help="--idle: one idle socket's own objects by owner (a walk of the server's object graph)",
     )
     args = parser.parse_args()
+    if args.select_author and os.environ.get(SELECT_AUTHOR) != "1":
+        os.environ[SELECT_AUTHOR] = "1"
+        os.execv(sys.executable, [sys.executable, *sys.argv])  # QUERY is read at import
     if args.idle:
         idle_main(args)
         return

@@ -1,7 +1,7 @@
 """Publish cost: messageReply throughput with and without WebSocket subscribers on the conversation.
 
     .venv/bin/python bench/publish_cost.py [--subscribers 1000] [--users 1] [--seconds 10] [--writers 8]
-        [--rounds 1] [--client-procs 2] [--profile FILE]
+        [--rounds 1] [--client-procs 2] [--select-author] [--profile FILE]
 
 The writer is the tenant's admin; the subscribers are `--users` other members of the conversation (sockets spread
 round robin over them), so each reply publishes `thread.activity` (to every subscription) and an `unread.update`
@@ -28,6 +28,10 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+if (
+    "--select-author" in sys.argv
+):  # read by fanout at import (its QUERY), and by the client processes it starts
+    os.environ["THREADLINE_BENCH_SELECT_AUTHOR"] = "1"
 from fanout import (  # noqa: E402
     ACCEPT,
     INVITE,
@@ -125,6 +129,11 @@ def main() -> None:
     parser.add_argument("--writers", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--client-procs", type=int, default=2)
+    parser.add_argument(
+        "--select-author",
+        action="store_true",
+        help="the subscription also selects changedMessage.author (a field with a resolver: the users loader)",
+    )
     parser.add_argument("--profile", default="", help="py-spy output of the first round's subscribed writes")
     parser.add_argument("--profile-format", default="flamegraph", choices=("flamegraph", "speedscope", "raw"))
     args = parser.parse_args()

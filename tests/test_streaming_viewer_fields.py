@@ -130,3 +130,47 @@ def test_shared_resolvers_name_fields_with_resolvers() -> None:
         type_name, field_name = coordinate.split(".")
         field = schema._schema.type_map[type_name].fields[field_name]  # type: ignore[union-attr]
         assert field.extensions["strawberry-definition"].base_resolver is not None, coordinate
+
+
+SHARED_LIVE = """subscription($c: ID!) { conversationEvents(conversationId: $c) {
+  type ... on ThreadActivityEvent { action changedMessage { id author { id displayName } siblingCount
+  feedbackSummary { up down } } } ... on ThreadNewEvent { thread { root { id author { id displayName } } } } } }"""
+
+
+def test_fields_loaded_for_all_go_out_as_direct_frames(
+    admin: Actor,
+    make_user: Callable[..., Actor],
+    server: Any,
+    sockets: Callable[[Actor, bool], WsClient],  # noqa: F811
+) -> None:
+    """A shared field whose resolver loads (the author) is awaited once by the hub before its pass, so idle
+    subscribers get it as direct frames (before, each woke its own stock path for it), byte for byte what a
+    stock socket receives."""
+    from tests.test_streaming_direct import direct_deliveries, frames_until
+
+    member = make_user(admin)
+    cid = conversation(admin)
+    join(admin, member, cid)
+    root = admin.client.ok(START, {"c": cid, "x": "question"})["threadStart"]["id"]
+    direct = [(actor, sockets(actor, True)) for actor in (admin, member, admin, member)]
+    stock = [(actor, sockets(actor, False)) for actor in (admin, member)]
+    for _, client in direct + stock:
+        client.subscribe(SHARED_LIVE, {"c": cid})
+    time.sleep(0.5)  # every subscription live and idle: their lanes open, in one group
+    before = direct_deliveries(server)
+    reply = admin.client.ok(REPLY, {"p": root, "x": "answer"})["messageReply"]["id"]
+    second = admin.client.ok(START, {"c": cid, "x": "another question"})["threadStart"]["id"]
+
+    def has_both(message: dict[str, Any]) -> bool:
+        return second in str(message["payload"])
+
+    received: dict[str, list[str]] = {}
+    for actor, client in direct + stock:
+        frames = [f for f in frames_until(client, has_both) if reply in f or second in f]
+        assert len(frames) == 2, frames
+        received.setdefault(actor.user_id, []).append("\n".join(frames))
+    for frames in received.values():
+        assert len(set(frames)) == 1, frames  # direct and stock sockets of a user: the same bytes
+    assert received[admin.user_id][0].count(admin.user_id) == 2  # the reply's author and the new root's
+    # The four direct sockets took both events as direct frames (the stock sockets add none).
+    assert direct_deliveries(server) - before >= 8

@@ -17,7 +17,9 @@ The lane only takes what it can deliver exactly as the stock path would; for eve
 declines and the event goes to the subscriber's queue, which wakes the stock path (and the lane stays
 closed until that queue is drained, so frames stay in order):
 
-- results with errors, results that are still awaitable, values orjson cannot encode;
+- results with errors, values orjson cannot encode, results still awaited (a field whose resolver loads, e.g.
+  `Message.author`: the hub awaits such a result once, for every group of its query, before its pass routes
+  anything: `Lane.start_shared`; a lane outside a group, or a result not ready in time, declines);
 - `membership.changed` events (the stream re-checks the subscriber's access after each);
 - a socket that is closing, or whose transport is paused (its buffer is full: the stock path waits for
   it and the queue bounds it, ending with SLOW_CONSUMER); with permessage-deflate negotiated, shared
@@ -38,6 +40,7 @@ every event type.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 import weakref
 from collections.abc import Generator
@@ -222,13 +225,33 @@ class Lane:
         executor.context_value = self.context
         return executor
 
-    def _payload(self, shared: Any) -> bytes | None:
+    def start_shared(self, event: LoggedEvent, viewer: Any = None) -> asyncio.Future[Any] | None:
+        """Executes `event`'s selection for this lane's query ahead of the hub's pass (as `viewer` sees it, by
+        default the lane's own user): when the result is still being worked out (a field whose resolver loads
+        through the socket's loaders), the future every subscriber of the query shares, for the hub to await once;
+        the pass then finds it done and the lanes write it. None when there is nothing to wait for, or the query's
+        results are not shared (a field of the viewer's own: each subscriber executes it)."""
+        if not self.executor.shares_results:
+            return None
+        result = self._execute(self.shared_events.get(event, self.viewer if viewer is None else viewer))
+        if isinstance(result, asyncio.Future) and not result.done():
+            return result
+        return None
+
+    def _execute(self, shared: Any) -> Any:
         # As before each stock execution: the socket's loaders must not serve one event's data to the next.
         self.context.forget_loaders()
         executor = self.executor.build_per_event_executor(shared)
         executor.context_value = self.context  # a shared executor has none (share_executor)
-        result = executor.execute_operation(False)
-        if executor.is_awaitable(result) or not isinstance(result, GraphQLExecutionResult) or result.errors:
+        return executor.execute_operation(False)
+
+    def _payload(self, shared: Any) -> bytes | None:
+        result = self._execute(shared)
+        if isinstance(result, asyncio.Future):  # shared by the query's subscribers (streaming.fanout)
+            if not result.done() or result.cancelled() or result.exception() is not None:
+                return None
+            result = result.result()
+        if not isinstance(result, GraphQLExecutionResult) or result.errors:
             return None
         try:
             return orjson.dumps({"data": result.data})
@@ -381,6 +404,20 @@ class LaneGroup:
             own[author] = frame
         self._append(_PerUser(own, reader), event, dirty)
         return True
+
+    def start_shared(self, event: LoggedEvent) -> list[asyncio.Future[Any]]:
+        """`Lane.start_shared` for the renderings this group's `take`s will ask for (thread.new: the author's and
+        a reader's, as `take_by_viewer` does)."""
+        lane = next(iter(self.members)).lane
+        viewers: list[Any] = [None]
+        if event.type == THREAD_NEW:
+            author = event.data.message.author_id  # type: ignore[union-attr]
+            readers = (u for u in self.users if u != author)
+            viewers = [
+                v for v in (next(readers, None), author if author in self.users else None) if v is not None
+            ]
+        found = (lane.start_shared(event, viewer) for viewer in viewers)
+        return [f for f in found if f is not None]
 
     def _append(self, entry: bytes | _PerUser, event: LoggedEvent, dirty: list[Any]) -> None:
         if not self.pending:

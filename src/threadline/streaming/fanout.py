@@ -187,6 +187,13 @@ class FanoutExecutionContext(FastExecutionContext):
             # The subscription's resolver runs in this task next; its direct lane needs this executor.
             SUBSCRIPTION_EXECUTOR.set(self)
 
+    @property
+    def shares_results(self) -> bool:
+        """Whether subscribers with this key share each event's result (not when it selects a field of the
+        viewer's own: `per_viewer`)."""
+        self.fanout_key()
+        return not self._per_viewer
+
     def fanout_key(self) -> tuple[str, str | None, str]:
         """(query text, operation name, variables): subscriptions with equal keys share results."""
         if self._fanout_key is None:

@@ -77,6 +77,11 @@ WRITE_SLICE = 100
 # At most this long a pass lets other work run between its slices (the pass's later sockets wait meanwhile: issue
 # 4's latency from commit to receipt).
 YIELD_BUDGET_SECONDS = 0.01
+# How long a pass waits for results shared by a query's subscribers that a resolver is still loading
+# (`_await_shared`); what is not ready by then takes the stock path, as it did before.
+SHARED_WAIT_SECONDS = 0.5
+# Types the lanes never execute ahead: unread.update is built from templates, the others are not theirs.
+_NOT_AHEAD = frozenset({EventType.MEMBERSHIP_CHANGED, EventType.PRESENCE_UPDATE, EventType.UNREAD_UPDATE})
 
 
 class StreamHub:
@@ -293,6 +298,7 @@ class StreamHub:
         safe = before.safe
         start = self.cursor
         held: list[LoggedEvent] = []
+        await self._await_shared(events)
         try:
             for i, event in enumerate(events):
                 if event.id != self.cursor + 1 and event.id > safe:
@@ -313,6 +319,33 @@ class StreamHub:
         if self._early:
             self._early = {c: i for c, i in self._early.items() if i > self.cursor}
         return len(events) >= READ_BATCH and self.cursor > start
+
+    async def _await_shared(self, events: list[LoggedEvent]) -> None:
+        """Before the pass routes anything: each event's selection is executed for every lane group of its
+        conversation, and the results still being loaded (fields whose resolvers read through a loader, e.g.
+        `Message.author`) are awaited here, once for all the subscribers of a query, for at most
+        SHARED_WAIT_SECONDS. The pass then finds them done and the groups write them as frames, where each member
+        used to wake its own stock path for them. Nothing of the batch is routed yet, so waiting changes no
+        order; a result not ready in time takes the stock path as before."""
+        waiting: list[asyncio.Future[object]] = []
+        for event in events:
+            if event.conversation_id is None or event.type in _NOT_AHEAD:
+                continue
+            groups = self._groups.get(event.conversation_id)
+            if not groups:
+                continue
+            tenant, root = event.tenant_id.int, event.root_id
+            for group in groups.values():
+                if (
+                    group.members
+                    and group.tenant_int == tenant
+                    and (root is None or group.root_id is None or root == group.root_id)
+                ):
+                    waiting.extend(group.start_shared(event))
+        if waiting:
+            began = time.perf_counter()
+            await asyncio.wait(waiting, timeout=SHARED_WAIT_SECONDS)
+            self._yielded += time.perf_counter() - began  # the loop ran other work meanwhile: not the hub's
 
     async def _route_early(
         self, held: list[LoggedEvent], before: event_log.OpenPublishers, *, full: bool
