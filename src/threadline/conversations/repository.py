@@ -17,11 +17,17 @@ from threadline.db.repository import older_than
 from threadline.metadata.repository import conversations_holding
 from threadline.metadata.rules import MetadataFilter
 
-CONVERSATION_COLUMNS = """c.id, c.tenant_id, c.owner_id, c.title, c.description, c.tags, c.status,
+# The conversation's own columns, then what each row computes (`cold`): a statement that picks its rows first
+# (the pinned-first page) carries the first through and computes the rest for the rows it keeps.
+_STORED_COLUMNS = """c.id, c.tenant_id, c.owner_id, c.title, c.description, c.tags, c.status,
     c.session_id, c.ai_provider, c.model, c.max_history_messages, c.message_count, c.token_count,
     c.created_at, c.updated_at, c.last_activity_at, c.metadata, c.forked_from_conversation_id,
-    c.forked_from_message_id,
+    c.forked_from_message_id"""
+CONVERSATION_COLUMNS = (
+    _STORED_COLUMNS
+    + """,
     EXISTS (SELECT 1 FROM conversation_tier k WHERE k.conversation_id = c.id AND k.document IS NOT NULL) AS cold"""
+)
 # `cold`: the conversation's content is in a cold document (tiers/); reading it brings it back first.
 
 PARTICIPANT_COLUMNS = "id, tenant_id, conversation_id, user_id, role, joined_at"
@@ -281,17 +287,58 @@ async def list_conversations(
                 ORDER BY c.last_activity_at DESC, c.id DESC LIMIT ${len(params)}"""
         order = "page.last_activity_at DESC, page.id DESC"
         return await db.fetch(_with_page_users(page, relations, "$1", order), *params)
-    params.append(principal.user_id)
-    join = f"LEFT JOIN conversation_pin pn ON pn.conversation_id = c.id AND pn.user_id = ${len(params)}"
-    if after is not None:
-        params.extend(after)
-        r, t, i = (f"${len(params) - n}" for n in (2, 1, 0))
-        where += f" AND ({PIN_RANK} > {r} OR ({PIN_RANK} = {r} AND (c.last_activity_at, c.id) < ({t}, {i})))"
-    params.append(limit)
-    page = f"""SELECT {CONVERSATION_COLUMNS}, {PIN_RANK} AS pin_rank{related} FROM conversation c {join}
-            WHERE {where} ORDER BY {PIN_RANK}, c.last_activity_at DESC, c.id DESC LIMIT ${len(params)}"""
+    page = _pinned_first_page(principal, where, params, after, limit, related)
     order = "page.pin_rank, page.last_activity_at DESC, page.id DESC"
     return await db.fetch(_with_page_users(page, relations, "$1", order), *params)
+
+
+def _pinned_first_page(
+    principal: Principal,
+    where: str,
+    params: list[Any],
+    after: tuple[datetime, uuid.UUID] | tuple[int, datetime, uuid.UUID] | None,
+    limit: int,
+    related: str,
+) -> str:
+    """The pinned-first page over the rows `where` admits (binding into `params`): by `PIN_RANK`, then most
+    recent activity; `after` is (pin_rank, last_activity_at, id).
+
+    Two parts, each at most a page: the caller's pins (at most THREADLINE_PINS_MAX, read through
+    conversation_pin's (user_id, conversation_id)) in pin order, and the unpinned conversations by the ordinary
+    page's walk of (tenant_id, last_activity_at DESC, id DESC); then the page of the two. Its per-row columns
+    (`cold`, participants) are computed for the page's rows only. Not one LEFT JOIN sorted by the pin rank: that
+    sorted every conversation the caller may read (a tenant's 100,000 for an admin) for each page. A cursor in
+    the pins continues in the pins after it, then every unpinned row; one in the unpinned part (its rank is
+    UNPINNED_RANK) continues there only. Same rows, order and `pin_rank` as that LEFT JOIN
+    (tests/test_pinned_first_page.py compares them)."""
+    params.append(principal.user_id)
+    user = f"${len(params)}"
+    pinned_after = unpinned_after = ""
+    if after is not None:
+        rank = after[0]
+        params.extend(after)
+        r, t, i = (f"${len(params) - n}" for n in (2, 1, 0))
+        pinned_after = (
+            f" AND (pn.position > {r} OR (pn.position = {r} AND (c.last_activity_at, c.id) < ({t}, {i})))"
+        )
+        if rank == UNPINNED_RANK:
+            unpinned_after = f" AND (c.last_activity_at, c.id) < ({t}, {i})"
+        elif isinstance(rank, int) and rank > UNPINNED_RANK:
+            unpinned_after = " AND false"
+    params.append(limit)
+    n = f"${len(params)}"
+    pins = f"""SELECT {_STORED_COLUMNS}, pn.position AS pin_rank
+            FROM conversation_pin pn JOIN conversation c ON c.id = pn.conversation_id
+            WHERE pn.user_id = {user} AND {where}{pinned_after}
+            ORDER BY pn.position, c.last_activity_at DESC, c.id DESC LIMIT {n}"""
+    rest = f"""SELECT {_STORED_COLUMNS}, {UNPINNED_RANK} AS pin_rank FROM conversation c
+            WHERE {where}
+              AND NOT EXISTS (SELECT 1 FROM conversation_pin pn WHERE pn.user_id = {user} AND pn.conversation_id = c.id)
+              {unpinned_after}
+            ORDER BY c.last_activity_at DESC, c.id DESC LIMIT {n}"""
+    return f"""SELECT {CONVERSATION_COLUMNS}, c.pin_rank{related}
+            FROM (({pins}) UNION ALL ({rest}) ORDER BY pin_rank, last_activity_at DESC, id DESC LIMIT {n}) c
+            ORDER BY c.pin_rank, c.last_activity_at DESC, c.id DESC"""
 
 
 async def count_conversations(
