@@ -3,6 +3,7 @@ stock view answers it (tests/test_http_lean.py's comparison), with raw header li
 
 from __future__ import annotations
 
+import asyncio
 import re
 import socket
 from collections.abc import Iterator
@@ -191,6 +192,30 @@ def test_attacks(server: ServerThread, lean: LeanGraphQL, admin: Actor) -> None:
         raw({"query": "{ " + "a: __typename " * 2000 + "}"}, key),
         raw({"query": "{ viewer { id } }", "extensions": None}, key),
         raw({"query": "{ viewer { id } }", "operationName": "X", "variables": None}, key),
+        raw(b'{"query": "{ viewer { id } }\xff"}', key),
+        raw(b'{"query": "{ viewer { id } }\\u0000"}', key),
+        raw(b'{"query": "{ viewer { id } }", "variables": {"a": NaN, "b": Infinity, "c": -Infinity}}', key),
+        raw(
+            b'{"query": "query($n: Int) { conversations(first: $n) { totalCount } }", "variables": {"n": NaN}}',
+            key,
+        ),
+        raw(
+            b'{"query": "query($n: Int) { conversations(first: $n) { totalCount } }", "variables": {"n": 1}, "variables": {"n": 500}}',
+            key,
+        ),
+        raw({"query": "{ viewer { id } }" + " { viewer { id } }" * 400}, key),
+        raw({"query": "query Q { viewer { id } }", "operationName": "Q\u0000"}, key),
+        raw({"query": "query($id: ID!) { conversation(id: $id) { id } }", "variables": {"id": ["a"]}}, key),
+        raw(
+            {"query": "query($id: ID!) { conversation(id: $id) { id } }", "variables": {"id": {"a": 1}}}, key
+        ),
+        raw(
+            {
+                "query": "query($id: ID!) { conversation(id: $id) { id } }",
+                "variables": {"id": "\u00e9" * 10000},
+            },
+            key,
+        ),
     ]
     differ = compare(server, lean, requests)
     for request, stock, first in differ:
@@ -321,3 +346,113 @@ def test_credentials_and_tenants(
         print("  stock", stock[0], stock[1], stock[2][:400])
         print("  lean ", first[0], first[1], first[2][:400])
     assert not differ
+
+
+def _cancelled_while_reading(enabled: bool) -> tuple[str, list[Any]]:
+    """A POST /graphql to the app itself, cancelled (as uvicorn cancels requests when the shutdown grace ends)
+    while its body is coming in: how the app call ended and what it sent."""
+    from tests.harness import test_settings
+    from threadline.app import create_app
+
+    app = create_app(test_settings("postgresql://nobody@127.0.0.1:1/none"))  # no lifespan: never connects
+    app.state.graphql_http.enabled = enabled
+    body = orjson.dumps({"query": "{ viewer { id } }"})
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/graphql",
+        "raw_path": b"/graphql",
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"x-request-id", b"attack"),
+        ],
+        "client": ("127.0.0.1", 1),
+        "server": ("127.0.0.1", 2),
+        "state": {},
+    }
+    sent: list[Any] = []
+
+    async def main() -> str:
+        started = asyncio.Event()
+
+        async def receive() -> Any:
+            if not started.is_set():
+                started.set()
+                return {"type": "http.request", "body": body[:5], "more_body": True}
+            await asyncio.Event().wait()  # the rest never comes
+
+        async def send(message: Any) -> None:
+            sent.append(message)
+
+        task = asyncio.create_task(app(scope, receive, send))
+        await started.wait()
+        await asyncio.sleep(0.01)
+        task.cancel()
+        try:
+            await task
+        except BaseException as exc:  # noqa: BLE001 - what escaped the app is the finding
+            return repr(exc)
+        return "answered"
+
+    return asyncio.run(main()), sent
+
+
+def test_a_request_cancelled_while_its_body_comes_in_gets_the_views_503() -> None:
+    """The lean admission reads the body before the app's middleware; a cancellation there escaped the app
+    (no answer: uvicorn's plain 500 or a dropped connection) where the view answers 503 UNAVAILABLE."""
+    stock = _cancelled_while_reading(False)
+    assert stock[0] == "answered" and stock[1][0]["status"] == 503
+    assert _cancelled_while_reading(True) == stock
+
+
+def test_metrics_count_the_same_both_ways(server: ServerThread, lean: LeanGraphQL, admin: Actor) -> None:
+    """Operation, error, request and duration counts per request, the lean path's as the view's."""
+    from tests.harness import METRICS_HEADERS
+
+    def counts(client: httpx.Client) -> dict[str, float]:
+        found = {}
+        for line in client.get("/metrics", headers=METRICS_HEADERS).text.splitlines():
+            name, _, value = line.rpartition(" ")
+            if (
+                line.startswith("threadline_")
+                and ("_total" in name or "_count" in name)
+                and "seconds_total" not in name
+            ):
+                found[name] = float(value)
+        return found
+
+    key = admin.api_key
+    requests = [
+        raw({"query": "query V { viewer { id } }"}, key),
+        raw({"query": "query V { viewer { nope } }"}, key),
+        raw({"query": "query V { viewer { id } }"}, None),
+        raw({"query": 'query V { conversation(id: "cnv_00000000000000000000000000000000") { id } }'}, key),
+        raw(
+            {
+                "query": "query V($n: Int) { conversations(first: $n) { totalCount } }",
+                "variables": {"n": 1000},
+            },
+            key,
+        ),
+    ]
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        for request in requests:
+            _answer(client, request)
+            deltas = []
+            for enabled in (False, True):
+                lean.enabled = enabled
+                served = lean.served
+                before = counts(client)
+                for _ in range(3):
+                    _answer(client, request)
+                after = counts(client)
+                assert (lean.served > served) is enabled
+                deltas.append({k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)})
+            assert deltas[0] == deltas[1], request
+            assert deltas[0]

@@ -159,7 +159,17 @@ class LeanGraphQL:
             or over_http.streams(accept)
         ):
             return None, receive
-        body, messages = await _read_body(receive, limit)
+        messages: list[Message] = []
+        try:
+            body = await _read_body(receive, limit, messages)
+        except asyncio.CancelledError:
+            # Cancelled while the body comes in (uvicorn, when the shutdown grace ends): the view, reading the
+            # same messages, is cancelled where the stock path was and answers as it does (503, through the
+            # app's middleware), where this would have ended the request before them with no answer.
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            return None, _replay(messages, _cancelled)
         receive = _replay(messages, receive)
         if body is None:  # over the limit, or the client left: the view says so
             return None, receive
@@ -334,23 +344,28 @@ class _Answer:
         await send({"type": "http.response.body", "body": self.body})
 
 
-async def _read_body(receive: Receive, limit: int) -> tuple[bytes | None, list[Message]]:
-    """The request body (None if it passes `limit` bytes or the client disconnects) and the messages read."""
-    messages: list[Message] = []
+async def _read_body(receive: Receive, limit: int, messages: list[Message]) -> bytes | None:
+    """The request body (None if it passes `limit` bytes or the client disconnects); the messages read are
+    added to `messages`."""
     chunks: list[bytes] = []
     size = 0
     while True:
         message = await receive()
         messages.append(message)
         if message["type"] != "http.request":
-            return None, messages
+            return None
         chunk = message.get("body", b"")
         size += len(chunk)
         if size > limit:
-            return None, messages
+            return None
         chunks.append(chunk)
         if not message.get("more_body", False):
-            return b"".join(chunks), messages
+            return b"".join(chunks)
+
+
+async def _cancelled() -> Message:
+    """The `receive` of a request cancelled while its body was read: cancelled again where the view reads on."""
+    raise asyncio.CancelledError
 
 
 def _replay(messages: list[Message], receive: Receive) -> Receive:
