@@ -317,8 +317,8 @@ def test_the_pinned_first_page_is_the_left_join_it_replaced(dsn: str, loop: Loop
 
 
 def test_an_out_of_range_rank_is_refused_as_before(dsn: str, loop: Loop) -> None:
-    """A cursor's pin rank beyond integer range (the cursor decoder admits 64-bit ints) fails in the driver for
-    both statements, as it did: nothing is listed from it."""
+    """A cursor's pin rank beyond integer range fails in the driver for both statements, as it did: nothing is
+    listed from it. (The API refuses such a cursor before: test_a_forged_rank_is_the_clients_error.)"""
 
     async def work() -> None:
         db = await connect(dsn)
@@ -560,3 +560,20 @@ def test_pinned_first_pages_over_http_with_filters(admin: Actor, make_user: Call
         assert walk(admin, first, tags=["t"]) == ["c5", "c7", "c1"]
         assert walk(member, first) == ["c2", "c6", "c5"]
         assert walk(member, first, tags=["t"]) == ["c5"]
+
+
+def test_a_forged_rank_is_the_clients_error(admin: Actor) -> None:
+    """A pinned-first cursor whose rank is outside the pin position's 32-bit range is BAD_USER_INPUT (it was an
+    INTERNAL error from the database driver); the largest rank, the unpinned ones', is a valid cursor."""
+    import base64
+
+    def cursor(rank: int) -> str:
+        values = [rank, "2026-01-01T00:00:00+00:00", str(uuid.uuid4())]
+        return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
+
+    query = "query($a: String) { conversations(pinnedFirst: true, first: 2, after: $a) { edges { cursor } } }"
+    for rank in (UNPINNED_RANK + 1, 2**40, 2**63 - 1, -(2**31) - 1):
+        error = admin.client.error(query, {"a": cursor(rank)})
+        assert error["extensions"]["code"] == "BAD_USER_INPUT", (rank, error)
+        assert error["extensions"]["argument"] == "after"
+    assert admin.client.ok(query, {"a": cursor(UNPINNED_RANK)})["conversations"]["edges"] is not None

@@ -29,7 +29,7 @@ from threadline.graphql.pagination import (
     Connection,
     First,
     as_datetime,
-    as_int,
+    as_int32,
     as_uuid,
     connection,
     decode_cursor,
@@ -133,7 +133,7 @@ class ConversationQuery:
         principal = await info.context.principal()
         settings = info.context.settings
         limit = page_size(first, settings.page_size_default, settings.page_size_max)
-        shape = (as_int, as_datetime, as_uuid) if pinned_first else (as_datetime, as_uuid)
+        shape = (as_int32, as_datetime, as_uuid) if pinned_first else (as_datetime, as_uuid)
         cursor = decode_cursor(after, shape) if after else None
         folder = decode_id(folder_id, Kind.FOLDER) if folder_id is not None else None
         if folder is not None:

@@ -131,6 +131,14 @@ def as_int(value: Any) -> int:
     return value
 
 
+def as_int32(value: Any) -> int:
+    """A cursor's value compared with a 32-bit column (a pin's position): larger ones are the client's error, not
+    the database driver's."""
+    if not isinstance(value, int) or isinstance(value, bool) or not -(2**31) <= value < 2**31:
+        raise ValueError("not a 32-bit int")
+    return value
+
+
 def connection(
     rows: Sequence[Any],
     limit: int,
