@@ -456,3 +456,15 @@ def test_metrics_count_the_same_both_ways(server: ServerThread, lean: LeanGraphQ
                 deltas.append({k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)})
             assert deltas[0] == deltas[1], request
             assert deltas[0]
+
+
+def test_the_content_types_known_up_front_are_what_the_check_computes() -> None:
+    from strawberry.http.parse_content_type import parse_content_type
+
+    from threadline.graphql import http_fast, over_http
+
+    for content_type, known in list(http_fast._JSON_BODIES.items())[:4]:
+        assert content_type is not None
+        assert known == (
+            over_http.is_json_body(content_type) and "application/json" in parse_content_type(content_type)[0]
+        )

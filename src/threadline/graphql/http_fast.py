@@ -63,7 +63,13 @@ _Admitted = tuple[bytes, GraphQLRequestData, str]  # the body, its operation, th
 _NEGOTIATED: dict[str | None, str | None] = {}  # over_http.negotiate by Accept header (clients send few)
 
 
-_JSON_BODIES: dict[str | None, bool] = {}  # `_json_body` by Content-Type header (clients send few)
+# `_json_body` by Content-Type header (clients send few; the usual ones known before any request fills it).
+_JSON_BODIES: dict[str | None, bool] = {
+    "application/json": True,
+    "application/json; charset=utf-8": True,
+    "application/json;charset=utf-8": True,
+    "application/json; charset=UTF-8": True,
+}
 
 
 def _json_body(content_type: str | None) -> bool:
@@ -133,7 +139,7 @@ class LeanGraphQL:
 
     async def admit(self, scope: Scope, receive: Receive) -> tuple[_Admitted | None, Receive]:
         """The request's body, operation and response media type when this path answers it, and the `receive`
-        to go on with (which gives back what was read)."""
+        to go on with (for a request left to the view, one that gives back what was read first)."""
         accept = content_type = length = None
         for name, value in scope["headers"]:
             if name == b"accept":
@@ -170,12 +176,13 @@ class LeanGraphQL:
             if current is not None:
                 current.uncancel()
             return None, _replay(messages, _cancelled)
-        receive = _replay(messages, receive)
         if body is None:  # over the limit, or the client left: the view says so
-            return None, receive
+            return None, _replay(messages, receive)
         request = self._plain_request(body)
         if request is None:
-            return None, receive
+            return None, _replay(messages, receive)
+        # Admitted: the body is its Request's (`_answer`), so the server's own `receive` goes on (a disconnect
+        # reads as one) and the messages read are not kept for the request's life (a second copy of the body).
         return (body, request, media_type), receive
 
     async def answer(self, scope: Scope, receive: Receive, send: Send, admitted: _Admitted) -> None:
