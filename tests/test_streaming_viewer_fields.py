@@ -174,3 +174,29 @@ def test_fields_loaded_for_all_go_out_as_direct_frames(
     assert received[admin.user_id][0].count(admin.user_id) == 2  # the reply's author and the new root's
     # The four direct sockets took both events as direct frames (the stock sockets add none).
     assert direct_deliveries(server) - before >= 8
+
+
+def test_a_failure_executing_ahead_leaves_the_events_to_the_stock_path(
+    admin: Actor,
+    server: Any,
+    sockets: Callable[[Actor, bool], WsClient],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The hub's head start must never hold events back: if it raises, the pass routes them as before."""
+    from threadline.streaming.direct import LaneGroup
+
+    def broken(self: Any, event: Any) -> list[Any]:
+        raise RuntimeError("ahead")
+
+    monkeypatch.setattr(LaneGroup, "start_shared", broken)
+    cid = conversation(admin)
+    root = admin.client.ok(START, {"c": cid, "x": "question"})["threadStart"]["id"]
+    clients = [sockets(admin, True) for _ in range(3)]
+    for client in clients:
+        client.subscribe(SHARED_LIVE, {"c": cid})
+    time.sleep(0.5)
+    for n in range(3):
+        admin.client.ok(REPLY, {"p": root, "x": f"answer {n}"})
+    for client in clients:
+        events = client.events(3, ignore=IGNORED, timeout=15)
+        assert [e["changedMessage"]["author"]["id"] for e in events] == [admin.user_id] * 3
