@@ -480,3 +480,26 @@ def test_the_content_types_known_up_front_are_what_the_check_computes() -> None:
         assert known == (
             over_http.is_json_body(content_type) and "application/json" in parse_content_type(content_type)[0]
         )
+
+
+def test_words_in_variables_do_not_send_a_request_to_the_view(
+    server: ServerThread, lean: LeanGraphQL, admin: Actor
+) -> None:
+    """Only the document can stream: a message's text that says "stream" or "defer" is answered here, and a
+    document whose keyword hides behind a JSON escape still goes to the view."""
+    key = admin.api_key
+    texts = raw(
+        {
+            "query": "query($q: String) { viewer { id } }",
+            "variables": {"q": "I'd defer to the Subscription stream"},
+        },
+        key,
+    )
+    escaped = raw(b'{"query": "\\u0073ubscription { viewerEvents { cursor } }"}', key)
+    assert compare(server, lean, [texts, escaped]) == []
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        served = lean.served
+        _answer(client, texts)
+        assert lean.served == served + 1
+        assert _answer(client, escaped)[0] == 400
+        assert lean.served == served + 1

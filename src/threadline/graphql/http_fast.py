@@ -47,7 +47,7 @@ __all__ = ["LeanGraphQL"]
 _POST = OperationType.from_http("POST")
 _PLAIN_KEYS = frozenset({"query", "variables", "operationName"})
 # Words after which a document may stream (a subscription, @defer, @stream): such requests take the view.
-_STREAMING_WORDS = (b"subscription", b"defer", b"stream")
+_STREAMING_WORDS = ("subscription", "defer", "stream")
 
 
 class _Method:
@@ -191,11 +191,6 @@ class LeanGraphQL:
 
     def _plain_request(self, body: bytes) -> GraphQLRequestData | None:
         """The body's operation when it is one plain operation this path answers as the view would."""
-        if b"documentId" in body:  # persisted documents: graphql.persisted lifts it in the view
-            return None
-        lowered = body.lower()
-        if any(word in lowered for word in _STREAMING_WORDS):
-            return None
         try:
             data = self.view.parse_json(body)
         except Exception:  # noqa: BLE001 - the view refuses it, with its own status and message
@@ -208,6 +203,11 @@ class LeanGraphQL:
             or not (variables is None or type(variables) is dict)
             or not (operation_name is None or type(operation_name) is str)
         ):
+            return None
+        # The document's own words, as decoded (JSON escapes hide them in the body), not the variables' (a
+        # message's text that says "stream" streams nothing).
+        lowered = query.lower()
+        if any(word in lowered for word in _STREAMING_WORDS):
             return None
         return GraphQLRequestData(
             query=query, variables=variables, operation_name=operation_name, extensions=None, protocol="http"
