@@ -503,3 +503,43 @@ def test_words_in_variables_do_not_send_a_request_to_the_view(
         assert lean.served == served + 1
         assert _answer(client, escaped)[0] == 400
         assert lean.served == served + 1
+
+
+def test_a_lone_surrogate_in_a_utf16_utf32_or_raw_utf8_body_is_refused_before_the_database(
+    server: ServerThread, lean: LeanGraphQL, admin: Actor
+) -> None:
+    """json.loads takes UTF-16 and UTF-32 bodies and decodes with "surrogatepass"; the check for lone surrogates
+    looked for a `\\ud800` escape in the body as UTF-8 only: such bodies reached PostgreSQL (INTERNAL) on both
+    paths. They are BAD_USER_INPUT before anything runs, like the UTF-8 escape."""
+    text = (
+        '{"query": "mutation($t: String!) { conversationCreate(input: {title: $t}) { id } }",'
+        ' "variables": {"t": "a\\ud800b"}}'
+    )
+    bodies = [
+        text.encode(),
+        text.encode("utf-16"),
+        text.encode("utf-16-le"),
+        text.encode("utf-32"),
+        text.replace("\\ud800", "\ud800").encode("utf-8", "surrogatepass"),  # the surrogate's own bytes
+        text.replace("\\ud800", "\udc00").encode("utf-16-be", "surrogatepass"),
+    ]
+    with httpx.Client(base_url=server.url, timeout=60) as client:
+        for body in bodies:
+            for enabled in (False, True):
+                lean.enabled = enabled
+                status, _, answer = _answer(client, raw(body, admin.api_key))
+                assert status == 400, (body, answer)
+                assert orjson.loads(answer)["errors"][0]["message"].startswith("Text must be valid Unicode")
+    listed = admin.client.ok("{ conversations(first: 50) { totalCount } }")
+    assert listed["conversations"]["totalCount"] == 0
+
+
+def test_the_surrogate_check_walks_only_bodies_that_may_hold_one() -> None:
+    from threadline.graphql import request_json
+
+    plain = '{"a": "\u00e9 \u4e2d \U0001f600", "b": [1, 2]}'
+    assert not request_json.may_hold_lone_surrogate(plain.encode())
+    assert not request_json.may_hold_lone_surrogate(plain.encode("utf-8-sig"))
+    assert not request_json.may_hold_lone_surrogate(b"")
+    assert request_json.may_hold_lone_surrogate(b'{"a": "\\uD83D"}')
+    assert request_json.may_hold_lone_surrogate(plain.encode("utf-16"))

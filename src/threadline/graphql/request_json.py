@@ -21,9 +21,12 @@ LONE_SURROGATE_MESSAGE = (
 )
 
 _SURROGATE = re.compile("[\ud800-\udfff]")
-# A lone surrogate in decoded JSON can only come from a \uD800-\uDFFF escape (UTF-8 cannot encode one), so text
-# without such an escape needs no walk (pairs, the usual emoji, also match; the walk then tells them apart).
+# A lone surrogate in decoded JSON text can only come from a \uD800-\uDFFF escape, so text without such an
+# escape needs no walk (pairs, the usual emoji, also match; the walk then tells them apart).
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+# In bytes, also a surrogate's own three bytes (ED A0-BF ..): json.loads decodes bytes with "surrogatepass".
+_SURROGATE_BYTES = re.compile(rb"\\u[dD][89abcdefABCDEF]|\xed[\xa0-\xbf]")
+_UTF8 = frozenset({"utf-8", "utf-8-sig"})
 
 
 class JsonTooDeep(json.JSONDecodeError):
@@ -60,7 +63,9 @@ def _too_deep(value: object) -> bool:
 def may_hold_lone_surrogate(text: str | bytes) -> bool:
     """False when the raw JSON text cannot decode to a lone surrogate (the common case: no walk needed)."""
     if isinstance(text, bytes):
-        return _SURROGATE_ESCAPE.search(text.decode("utf-8", "replace")) is not None
+        # json.loads also takes UTF-16 and UTF-32 bytes (it tells them by their first four), whose escapes and
+        # surrogates this pattern cannot see: such a body is always walked.
+        return _SURROGATE_BYTES.search(text) is not None or json.detect_encoding(text[:4]) not in _UTF8
     return _SURROGATE_ESCAPE.search(text) is not None or _SURROGATE.search(text) is not None
 
 
