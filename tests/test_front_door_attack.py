@@ -543,3 +543,29 @@ def test_the_surrogate_check_walks_only_bodies_that_may_hold_one() -> None:
     assert not request_json.may_hold_lone_surrogate(b"")
     assert request_json.may_hold_lone_surrogate(b'{"a": "\\uD83D"}')
     assert request_json.may_hold_lone_surrogate(plain.encode("utf-16"))
+
+
+def test_a_request_the_front_door_leaves_to_the_view_is_decoded_once_more_only(
+    server: ServerThread, lean: LeanGraphQL, admin: Actor
+) -> None:
+    """The front door's admission decodes the body; a request it declines (one with `extensions`) went through the router to
+    this endpoint's `__call__`, which read and decoded it a second time before the view's own decoding."""
+    view = lean.view
+    decoded: list[int] = []
+    stock_parse = view.parse_json
+
+    def counted(data: Any) -> Any:
+        decoded.append(len(data))
+        return stock_parse(data)
+
+    view.parse_json = counted  # type: ignore[method-assign]
+    try:
+        declined = raw({"query": "{ viewer { id } }", "extensions": {}}, admin.api_key)
+        with httpx.Client(base_url=server.url, timeout=60) as client:
+            assert _answer(client, declined)[0] == 200
+            assert len(decoded) == 2  # the front door's, the view's
+            decoded.clear()
+            assert _answer(client, raw({"query": "{ viewer { id } }"}, admin.api_key))[0] == 200
+            assert len(decoded) == 1
+    finally:
+        del view.parse_json

@@ -59,6 +59,7 @@ class _Method:
 _ADAPTER = _Method()
 _LENGTH_DIGITS = 18  # a Content-Length read here (int() refuses more than 4,300 digits; 18 fit in 63 bits)
 _ADMITTED = "threadline.lean_request"  # the scope key `front` hands the admitted request on in
+_DECLINED = "threadline.lean_declined"  # the scope key of a request `front` left to the view
 _Admitted = tuple[bytes, GraphQLRequestData, str]  # the body, its operation, the response's media type
 _NEGOTIATED: dict[str | None, str | None] = {}  # over_http.negotiate by Accept header (clients send few)
 
@@ -107,7 +108,7 @@ class LeanGraphQL:
         self._stock_sub_response = type(view).get_sub_response is GraphQL.get_sub_response
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if not self.enabled or scope["type"] != "http" or scope["method"] != "POST":
+        if not self.enabled or scope["type"] != "http" or scope["method"] != "POST" or _DECLINED in scope:
             await self.view(scope, receive, send)
             return
         admitted, receive = await self.admit(scope, receive)
@@ -121,12 +122,13 @@ class LeanGraphQL:
         through `front` (the app's error handling and its own middleware: request ids, CORS) straight to
         `answer_admitted`, without Starlette's exception middleware, router and route, which have nothing to do
         for it; anything else, its body replayed, through the app's whole `stack` (and so to this endpoint's
-        `__call__`, which sends it to the view)."""
+        `__call__`, which sends it straight to the view)."""
         if not self.enabled:
             await stack(scope, receive, send)
             return
         admitted, receive = await self.admit(scope, receive)
         if admitted is None:
+            scope[_DECLINED] = True  # `__call__` sends it to the view without reading and decoding it again
             await stack(scope, receive, send)
             return
         scope[_ADMITTED] = admitted
