@@ -12,6 +12,7 @@ object; the first object or value it does not take plainly hands the whole list 
 
 from __future__ import annotations
 
+import contextlib
 import keyword
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -200,21 +201,31 @@ def leaf_rows(
     )
 
 
+_UNSEEN = object()
+
+
 def compiled_once(
     cache: OrderedDict[Any, Any], limit: int, key: Any, make: Callable[[], Callable[..., Any] | None]
 ) -> Callable[..., Any] | None:
     """`make()`'s code for `key`, kept in `cache` (least recently used out past `limit`); None when it cannot be
     compiled (such a list is completed object by object)."""
-    if key in cache:
-        cache.move_to_end(key)
-        return cache[key]  # type: ignore[no-any-return]
+    # Each step is one operation on the dict: servers running in threads of one process (the tests') may evict
+    # a key between a lookup and a move (a KeyError there failed a request).
+    found = cache.get(key, _UNSEEN)
+    if found is not _UNSEEN:
+        with contextlib.suppress(KeyError):
+            cache.move_to_end(key)
+        return found  # type: ignore[no-any-return]
     try:
         run = make()
     except Exception:  # noqa: BLE001 - completed object by object
         run = None
     cache[key] = run
-    if len(cache) > limit:
-        cache.popitem(last=False)
+    while len(cache) > limit:
+        try:
+            cache.popitem(last=False)
+        except KeyError:
+            break
     return run
 
 
