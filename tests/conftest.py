@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
@@ -132,3 +133,15 @@ def ws(server: ServerThread) -> Iterator[Callable[..., WsClient]]:
             client.close()
         except Exception:  # noqa: BLE001 - closed by the server already
             pass
+
+
+@pytest.fixture
+def lean(server: ServerThread) -> Iterator[Any]:
+    """The server's lean POST /graphql endpoint (graphql/http_fast.py); a test may turn it off
+    (`enabled = False`: every request goes to the stock view) and it is on again afterwards."""
+    from threadline.graphql.http_fast import LeanGraphQL
+
+    endpoint = server.app.state.graphql_http
+    assert isinstance(endpoint, LeanGraphQL)
+    yield endpoint
+    endpoint.enabled = True

@@ -6,12 +6,10 @@ from __future__ import annotations
 import asyncio
 import re
 import socket
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import orjson
-import pytest
 
 from tests.harness import Actor, ServerThread
 from threadline.graphql.http_fast import LeanGraphQL
@@ -19,13 +17,6 @@ from threadline.graphql.view import over_limit
 
 MOVING = {"ratelimit-remaining", "ratelimit-reset", "date"}
 Raw = tuple[str, str, list[tuple[str, str]], bytes]  # method, path, headers, body
-
-
-@pytest.fixture
-def lean(server: ServerThread) -> Iterator[LeanGraphQL]:
-    endpoint: LeanGraphQL = server.app.state.graphql_http
-    yield endpoint
-    endpoint.enabled = True
 
 
 def _answer(client: httpx.Client, request: Raw) -> tuple[int, list[tuple[str, str]], bytes]:

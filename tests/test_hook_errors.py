@@ -78,14 +78,6 @@ def make_fail(monkeypatch: pytest.MonkeyPatch, where: str, failure: str) -> list
     return calls
 
 
-@pytest.fixture
-def lean(server: ServerThread) -> Iterator[LeanGraphQL]:
-    endpoint: LeanGraphQL = server.app.state.graphql_http
-    assert isinstance(endpoint, LeanGraphQL)
-    yield endpoint
-    endpoint.enabled = True
-
-
 @pytest.fixture(scope="module")
 def batching(dsn: str) -> Iterator[ServerThread]:
     srv = ServerThread(test_settings(dsn, migrate_on_start=False, batch_max=4))
@@ -246,6 +238,17 @@ def test_a_failed_draw_in_a_batch_is_coded_per_operation(
         assert response.status_code == 200
 
 
+def each_answered_coded(client: WsClient, operations: dict[str, str], code: str) -> None:
+    """Sends each operation on the socket: each is answered with one coded error, without the secret."""
+    for op_id, document in operations.items():
+        client.send({"id": op_id, "type": "subscribe", "payload": {"query": document}})
+        message = ws_answer(client, op_id)
+        assert SECRET not in orjson.dumps(message).decode()
+        errors = ws_errors(message)
+        assert len(errors) == 1, message
+        assert_error(errors[0], code, None)
+
+
 def ws_answer(client: WsClient, op_id: str) -> dict[str, Any]:
     """The `error` or `next` message for `op_id`, and checks `complete` follows a `next`."""
     while True:
@@ -285,13 +288,7 @@ def test_a_failed_draw_over_a_websocket_is_coded(
         "q": query_for(where),
         "m": 'mutation { conversationCreate(input: {title: "half done?"}) { id } }',
     }
-    for op_id, document in operations.items():
-        client.send({"id": op_id, "type": "subscribe", "payload": {"query": document}})
-        message = ws_answer(client, op_id)
-        assert SECRET not in orjson.dumps(message).decode()
-        errors = ws_errors(message)
-        assert len(errors) == 1, message
-        assert_error(errors[0], code, None)
+    each_answered_coded(client, operations, code)
     assert calls
     monkeypatch.undo()
     assert count_rows(loop, dsn, "conversation") == before
@@ -357,13 +354,7 @@ def test_any_hook_that_fails_over_a_websocket_is_coded(
         "m": 'mutation { conversationCreate(input: {title: "half done?"}) { id } }',
         "s": "subscription { viewerEvents { cursor } }",
     }
-    for op_id, document in operations.items():
-        client.send({"id": op_id, "type": "subscribe", "payload": {"query": document}})
-        message = ws_answer(client, op_id)
-        assert SECRET not in orjson.dumps(message).decode()
-        errors = ws_errors(message)
-        assert len(errors) == 1, message
-        assert_error(errors[0], code, None)
+    each_answered_coded(client, operations, code)
     assert len(calls) == len(operations)
     assert_logged(logged, code)
     monkeypatch.undo()

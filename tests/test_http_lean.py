@@ -17,7 +17,6 @@ from typing import Any
 
 import httpx
 import orjson
-import pytest
 from graphql import OperationDefinitionNode, parse, validate
 
 from tests.harness import Actor, ServerThread
@@ -26,14 +25,6 @@ from threadline.graphql.http_fast import LeanGraphQL
 
 MOVING = {"ratelimit-remaining", "ratelimit-reset", "date"}  # compared by name only
 Request = tuple[str, dict[str, str], bytes]  # method, headers, body
-
-
-@pytest.fixture
-def lean(server: ServerThread) -> Iterator[LeanGraphQL]:
-    endpoint: LeanGraphQL = server.app.state.graphql_http
-    assert isinstance(endpoint, LeanGraphQL)
-    yield endpoint
-    endpoint.enabled = True
 
 
 def answer(client: httpx.Client, request: Request) -> tuple[int, list[tuple[str, str]], bytes]:
