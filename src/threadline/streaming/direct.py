@@ -45,6 +45,7 @@ import sys
 import weakref
 from collections.abc import Generator
 from copy import copy
+from inspect import isawaitable, iscoroutine
 from typing import Any
 
 import orjson
@@ -68,6 +69,13 @@ _MISSING = object()
 # unread.update payloads by (query key, tenant, conversation, thread, time, count): `Lane._unread_payload`.
 UNREAD_TEMPLATES = 1024
 _UNREAD_TEMPLATES: dict[tuple[Any, ...], tuple[bytes, bytes]] = {}
+
+# (query text, operation name, event type) whose execution for a subscriber of its own (a query selecting a field of
+# the viewer's own: streaming.fanout.per_viewer, never shared) did not finish at once: its stock path executes it.
+# The lanes decline such events from then on without executing them (each execution was started and dropped
+# unfinished: its resolvers' coroutines never ran, the work was wasted and Python warned on every event).
+OWN_AWAITED = 4096
+_OWN_AWAITED: set[tuple[str, str | None, str]] = set()
 
 # Parked subscriptions' executors, one per (schema, query text, operation name, variables): `Lane.share_executor`.
 _SHARED_EXECUTORS: weakref.WeakValueDictionary[tuple[Any, ...], FanoutExecutionContext] = (
@@ -157,6 +165,8 @@ class Lane:
         if event.type == UNREAD_UPDATE:
             payload = self._unread_payload(event, frames)
             return None if payload is None else next_frame(self.operation_id, payload)
+        if (self.key[0], self.key[1], event.type) in _OWN_AWAITED:
+            return None  # a selection of the viewer's own that loads: the stock path executes it (`_payload`)
         shared = self.shared_events.get(event, self.viewer if viewer is None else viewer)
         payload_key = (id(shared), self.key)
         payload = frames.get(payload_key, _MISSING)
@@ -251,12 +261,23 @@ class Lane:
             if not result.done() or result.cancelled() or result.exception() is not None:
                 return None
             result = result.result()
+        elif isawaitable(result):  # this subscriber's own (never shared): its stock path executes the event
+            _OWN_AWAITED.add(_own_awaited_key(self.key, shared))
+            if iscoroutine(result):
+                result.close()
+            return None
         if not isinstance(result, GraphQLExecutionResult) or result.errors:
             return None
         try:
             return orjson.dumps({"data": result.data})
         except TypeError:  # the stock path's encoder falls back to json for these
             return None
+
+
+def _own_awaited_key(key: tuple[str, str | None, str], shared: Any) -> tuple[str, str | None, str]:
+    if len(_OWN_AWAITED) >= OWN_AWAITED:
+        _OWN_AWAITED.clear()
+    return (key[0], key[1], str(shared.type))
 
 
 def lane_for(info: Any, hub: Any, viewer: Any) -> Lane | None:

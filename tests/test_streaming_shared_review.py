@@ -1,0 +1,72 @@
+"""Attacks on the results a query's subscribers share (streaming.fanout) and on the hub's head start for them
+(`StreamHub._await_shared`): through real sockets against the test server."""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+import warnings
+from collections.abc import Callable
+from inspect import isawaitable
+from typing import Any
+
+import pytest
+
+from tests.harness import Actor
+from tests.test_streaming import START, conversation, join
+from tests.test_streaming_direct import sockets  # noqa: F401  (a fixture)
+from tests.ws import WsClient
+
+REPLY = "mutation($p: ID!, $x: String!) { messageReply(parentId: $p, input: {content: $x}) { id } }"
+KEY_CREATE = 'mutation($u: ID!) { apiKeyCreate(userId: $u, name: "k") { secret apiKey { id } } }'
+KEY_REVOKE = "mutation($k: ID!) { apiKeyRevoke(id: $k) { id revoked } }"
+AUTHOR = """subscription($c: ID!) { conversationEvents(conversationId: $c) {
+  type ... on ThreadActivityEvent { action changedMessage { id author { id displayName } } } } }"""
+OWN = """subscription($c: ID!) { conversationEvents(conversationId: $c) {
+  type ... on ThreadActivityEvent { action changedMessage { id feedback { rating } } } } }"""
+IGNORED = ("presence.update", "membership.changed", "unread.update", "typing.update")
+
+
+def test_a_selection_of_the_viewers_own_is_not_executed_and_dropped_by_the_lanes(
+    admin: Actor,
+    make_user: Callable[..., Actor],
+    sockets: Callable[[Actor, bool], WsClient],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A query selecting a field of the viewer's own (`feedback`) is executed by each subscriber's stock path. The
+    lanes must not also start executing it for every event (per group of sockets) and drop it unfinished: the
+    work was wasted, and Python warned about its coroutines never awaited on every event. At most once per query
+    and event type now (the lanes then know the stock path takes that type)."""
+    from threadline.streaming.direct import Lane
+
+    dropped: list[str] = []
+    execute = Lane._execute
+
+    def counting(self: Lane, shared: Any) -> Any:
+        result = execute(self, shared)
+        if isawaitable(result) and not isinstance(result, asyncio.Future):
+            dropped.append(shared.type)  # what the lane cannot use: the stock path executes it again
+        return result
+
+    monkeypatch.setattr(Lane, "_execute", counting)
+    member = make_user(admin)
+    cid = conversation(admin)
+    join(admin, member, cid)
+    root = admin.client.ok(START, {"c": cid, "x": "question"})["threadStart"]["id"]
+    clients = [sockets(actor, True) for actor in (admin, member, admin)]
+    for client in clients:
+        client.subscribe(OWN, {"c": cid})
+    time.sleep(0.5)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        for n in range(3):
+            admin.client.ok(REPLY, {"p": root, "x": f"answer {n}"})
+        for client in clients:
+            events = client.events(3, ignore=IGNORED, timeout=15)
+            assert [e["changedMessage"]["feedback"] for e in events] == [None] * 3
+        gc.collect()
+    # Three events, two groups of sockets (the admin's, the member's): six executions dropped before.
+    assert dropped == ["thread.activity"], dropped
+    unawaited = [w for w in caught if "await_result' was never awaited" in str(w.message)]
+    assert not unawaited, len(unawaited)
