@@ -11,6 +11,7 @@ from threadline.audit import retention as audit_retention
 from threadline.audit import service
 from threadline.audit.types import AuditEntry
 from threadline.errors import bad_input
+from threadline.graphql.arguments import given
 from threadline.graphql.context import Info
 from threadline.graphql.pagination import (
     After,
@@ -95,7 +96,8 @@ class AuditMutation:
         days: Annotated[
             int | None,
             strawberry.argument(description="Days to keep entries (1 to 36,500), or null to keep them all."),
-        ],
+        ] = strawberry.UNSET,
     ) -> int | None:
+        days = given(days, "days", "keeps every entry")
         principal = await info.context.principal()
         return await audit_retention.set_retention(info.context.db, principal, days)

@@ -8,6 +8,7 @@ import strawberry
 
 from threadline.feedback import service
 from threadline.feedback.types import FeedbackRating
+from threadline.graphql.arguments import given
 from threadline.graphql.context import Info
 from threadline.ids import Kind, decode_id
 from threadline.threads.service import path_ids
@@ -27,7 +28,7 @@ class FeedbackMutation:
         message_id: Annotated[strawberry.ID, strawberry.argument(description="The message (`Message.id`).")],
         rating: Annotated[
             FeedbackRating | None, strawberry.argument(description="UP or DOWN; null removes your feedback.")
-        ],
+        ] = strawberry.UNSET,
         reasons: Annotated[
             list[str] | None,
             strawberry.argument(
@@ -39,6 +40,7 @@ class FeedbackMutation:
             str | None, strawberry.argument(description="Free text, at most 2,000 characters.")
         ] = None,
     ) -> Message:
+        rating = given(rating, "rating", "removes your feedback")
         principal = await info.context.principal()
         db = info.context.db
         row = await service.set_feedback(

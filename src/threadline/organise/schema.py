@@ -8,6 +8,7 @@ from typing import Annotated
 import strawberry
 
 from threadline.conversations.types import Conversation
+from threadline.graphql.arguments import given
 from threadline.graphql.context import Info
 from threadline.graphql.node import register
 from threadline.graphql.pagination import (
@@ -186,8 +187,9 @@ class OrganiseMutation:
             strawberry.argument(
                 description="The caller's folder; null to take the conversation out of folders."
             ),
-        ],
+        ] = strawberry.UNSET,
     ) -> Conversation:
+        folder_id = given(folder_id, "folderId", "takes the conversation out of folders")
         principal = await info.context.principal()
         folder = decode_id(folder_id, Kind.FOLDER) if folder_id else None
         row = await folders.file_conversation(

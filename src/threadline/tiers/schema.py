@@ -10,6 +10,7 @@ from uuid import UUID
 import strawberry
 
 from threadline.errors import ErrorCode, ThreadlineError
+from threadline.graphql.arguments import given
 from threadline.graphql.context import Info
 from threadline.graphql.loaders import single_loader
 from threadline.tiers import repository as repo
@@ -68,8 +69,9 @@ class TierMutation:
             strawberry.argument(
                 description="Days (1 to 36,500) before a conversation goes cold; null: never."
             ),
-        ],
+        ] = strawberry.UNSET,
     ) -> TierPolicy:
+        cold_after_days = given(cold_after_days, "coldAfterDays", "keeps every conversation hot")
         principal = await info.context.principal()
         days = await service.set_policy(info.context.db, principal, cold_after_days)
         return TierPolicy(
@@ -90,8 +92,9 @@ class TierMutation:
             strawberry.argument(
                 description="Days (1 to 36,500) a document stays cold before deep storage; null: never."
             ),
-        ],
+        ] = strawberry.UNSET,
     ) -> TierPolicy:
+        deep_after_days = given(deep_after_days, "deepAfterDays", "keeps cold documents out of deep storage")
         principal = await info.context.principal()
         days = await service.set_deep_policy(info.context.db, principal, deep_after_days)
         return TierPolicy(
