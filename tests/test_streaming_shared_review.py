@@ -16,13 +16,13 @@ import pytest
 from tests.harness import Actor
 from tests.test_streaming import START, conversation, join
 from tests.test_streaming_direct import sockets  # noqa: F401  (a fixture)
-from tests.ws import WsClient
+from tests.ws import WsClient, position
 
 REPLY = "mutation($p: ID!, $x: String!) { messageReply(parentId: $p, input: {content: $x}) { id } }"
 KEY_CREATE = 'mutation($u: ID!) { apiKeyCreate(userId: $u, name: "k") { secret apiKey { id } } }'
 KEY_REVOKE = "mutation($k: ID!) { apiKeyRevoke(id: $k) { id revoked } }"
 AUTHOR = """subscription($c: ID!) { conversationEvents(conversationId: $c) {
-  type ... on ThreadActivityEvent { action changedMessage { id author { id displayName } } } } }"""
+  cursor type ... on ThreadActivityEvent { action changedMessage { id author { id displayName } } } } }"""
 OWN = """subscription($c: ID!) { conversationEvents(conversationId: $c) {
   type ... on ThreadActivityEvent { action changedMessage { id feedback { rating } } } } }"""
 IGNORED = ("presence.update", "membership.changed", "unread.update", "typing.update")
@@ -70,3 +70,43 @@ def test_a_selection_of_the_viewers_own_is_not_executed_and_dropped_by_the_lanes
     assert dropped == ["thread.activity"], dropped
     unawaited = [w for w in caught if "await_result' was never awaited" in str(w.message)]
     assert not unawaited, len(unawaited)
+
+
+def test_events_routed_early_are_not_executed_ahead_again_on_every_pass(
+    admin: Actor,
+    server: Any,
+    loop: Any,
+    dsn: str,
+    sockets: Callable[[Actor, bool], WsClient],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While an open writer holds the cursor back, the hub reads the same events again on every pass (every
+    GAP_POLL_SECONDS) and routes those of other conversations early, once. Its head start must not execute
+    them again for every lane group on each of those passes (the routing pass skips them: the groups took them
+    already; for 2,000 held events and a few groups each, that was most of the hub's time while a writer was
+    slow)."""
+    from tests.test_reliability_cursors import conversation_in_another_bucket, open_writer
+    from threadline.streaming.direct import LaneGroup
+
+    ahead: list[int] = []
+    start_shared = LaneGroup.start_shared
+
+    def counting(self: LaneGroup, event: Any) -> list[Any]:
+        ahead.append(event.id)
+        return start_shared(self, event)
+
+    monkeypatch.setattr(LaneGroup, "start_shared", counting)
+    slow = conversation(admin)
+    other = conversation_in_another_bucket(admin, slow)
+    root = admin.client.ok(START, {"c": other, "x": "question"})["threadStart"]["id"]
+    client = sockets(admin, True)
+    client.subscribe(AUTHOR, {"c": other})
+    time.sleep(0.5)
+    with open_writer(loop, dsn, admin, slow) as writer:
+        admin.client.ok(REPLY, {"p": root, "x": "answer"})
+        (event,) = client.events(1, ignore=IGNORED, timeout=15)
+        assert writer.open and event["changedMessage"]["author"]["id"] == admin.user_id
+        time.sleep(0.5)  # the hub reads the held batch again meanwhile (every GAP_POLL_SECONDS)
+        early = position(server, admin.tenant_id, event["cursor"])
+        assert ahead.count(early) == 1, ahead.count(early)
+        writer.commit()

@@ -299,7 +299,7 @@ class StreamHub:
         start = self.cursor
         held: list[LoggedEvent] = []
         try:
-            await self._await_shared(events)
+            await self._await_shared(events, before)
         except Exception:  # noqa: BLE001 - only a head start: the pass routes these events all the same
             log.exception("stream hub: executing events ahead of the pass failed; the stock path takes them")
         try:
@@ -323,18 +323,35 @@ class StreamHub:
             self._early = {c: i for c, i in self._early.items() if i > self.cursor}
         return len(events) >= READ_BATCH and self.cursor > start
 
-    async def _await_shared(self, events: list[LoggedEvent]) -> None:
+    async def _await_shared(self, events: list[LoggedEvent], before: event_log.OpenPublishers) -> None:
         """Before the pass routes anything: each event's selection is executed for every lane group of its
         conversation, and the results still being loaded (fields whose resolvers read through a loader, e.g.
         `Message.author`) are awaited here, once for all the subscribers of a query, for at most
         SHARED_WAIT_SECONDS. The pass then finds them done and the groups write them as frames, where each member
         used to wake its own stock path for them. Nothing of the batch is routed yet, so waiting changes no
-        order; a result not ready in time takes the stock path as before."""
+        order; a result not ready in time takes the stock path as before.
+
+        Only the events this pass routes to the groups, as `_read_once` and `_route_early` will: not those routed
+        early by an earlier pass (while a writer holds the cursor back the hub reads them again every
+        GAP_POLL_SECONDS), nor those held back that cannot go early yet."""
         waiting: list[asyncio.Future[object]] = []
+        cursor, safe, early = self.cursor, before.safe, self._early
+        in_order = True
         for event in events:
-            if event.conversation_id is None or event.type in _NOT_AHEAD:
+            if in_order and event.id != cursor + 1 and event.id > safe:
+                in_order = False  # held from here on (`_read_once`): only what `_route_early` takes
+            if in_order:
+                cursor = event.id
+            elif event.type == EventType.MEMBERSHIP_CHANGED:
+                break  # `_route_early` stops at it
+            conversation = event.conversation_id
+            if conversation is None or event.type in _NOT_AHEAD:
                 continue
-            groups = self._groups.get(event.conversation_id)
+            if early and event.id <= early.get(conversation, 0):
+                continue  # routed early already: only viewer streams still take it, never a group
+            if not in_order and event.id > before.safe_for(bucket_of(conversation)):
+                continue  # held back: not routed in this pass
+            groups = self._groups.get(conversation)
             if not groups:
                 continue
             tenant, root = event.tenant_id.int, event.root_id
