@@ -55,6 +55,18 @@ def fingerprint(text: str) -> bytes:
     return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
 
 
+# A NUL or a lone surrogate in decoded text can only come from an escape (raw, neither is valid JSON in UTF-8); a
+# surrogate pair (an emoji) matches too, and `model.storable` tells them apart.
+_UNSTORABLE_ESCAPE = re.compile(r"\\u(?:0000|[dD][89abcdefABCDEF])")
+
+
+def _read_whole(item: Item, text: str) -> Item:
+    """`item` with what is known from its JSON text: its fingerprint, and whether it may hold unstorable text."""
+    item.fingerprint = fingerprint(text)
+    item.unstorable = _UNSTORABLE_ESCAPE.search(text) is not None
+    return item
+
+
 class JsonStreamError(ValueError):
     """The stream is not a JSON array of values: nothing after `offset` can be read."""
 
@@ -78,6 +90,8 @@ class Item:
     fingerprint: bytes | None = None  # of the element's text (`fingerprint`), when read from a file
     # The element's JSON text, not decoded yet (a reader with `defer`): `decode` decodes it in place.
     text: str | None = None
+    # Its text has an escape of a NUL or a surrogate, which PostgreSQL cannot store (`model.storable` repairs them).
+    unstorable: bool = False
 
 
 def decode(item: Item) -> None:
@@ -273,9 +287,7 @@ class JsonArrayReader:
                 size = self._position(end)[0] - offset
                 if size <= self.max_item_bytes:
                     text = self._buf[i:end]
-                    found = Item(
-                        index=index, offset=offset, line=line, size=size, fingerprint=fingerprint(text)
-                    )
+                    found = _read_whole(Item(index=index, offset=offset, line=line, size=size), text)
                     if value is _DEFERRED:
                         found.text = text
                     else:
@@ -291,8 +303,7 @@ class JsonArrayReader:
                 size = self._position(end)[0] - offset
                 if size <= self.max_item_bytes:
                     found = Item(index=index, offset=offset, line=line, size=size, value=value)
-                    found.fingerprint = fingerprint(self._buf[i:end])
-                    return found, end
+                    return _read_whole(found, self._buf[i:end]), end
         self._start, self._start_offset, self._dropped = i, offset, False
         end = self._scan_value(i)
         size = self._position(end)[0] - offset
@@ -303,7 +314,7 @@ class JsonArrayReader:
         i = self._start
         try:
             item.value = json.loads(self._buf[i:end])
-            item.fingerprint = fingerprint(self._buf[i:end])
+            _read_whole(item, self._buf[i:end])
         except (ValueError, RecursionError) as exc:
             where, line_at, column = self._where(i + getattr(exc, "pos", 0))
             message = getattr(exc, "msg", "too deeply nested")

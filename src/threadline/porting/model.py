@@ -83,12 +83,27 @@ class ImportedConversation:
     node_digests: dict[str, str] | None = None
 
 
+# The times a file may give (else they read as absent): what Python and PostgreSQL both hold in UTC, with room for
+# the importer's repairs (a reply dated before its parent follows it by a microsecond: past datetime.max that
+# raised OverflowError, as did "0001-01-01T00:00:00+14:00" turned to UTC).
+EARLIEST = datetime(1, 1, 2, tzinfo=UTC)
+LATEST = datetime(9999, 1, 1, tzinfo=UTC)
+
+
+def in_range(value: datetime | None) -> datetime | None:
+    """`value` if it lies between EARLIEST and LATEST, else None."""
+    try:
+        return value if value is not None and EARLIEST <= value.astimezone(UTC) < LATEST else None
+    except OverflowError:
+        return None
+
+
 def from_unix(value: Any) -> datetime | None:
     """Unix seconds (int or float, as ChatGPT writes them) as an aware datetime; None if absent or bad."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     try:
-        return datetime.fromtimestamp(float(value), tz=UTC)
+        return in_range(datetime.fromtimestamp(float(value), tz=UTC))
     except (OverflowError, OSError, ValueError):
         return None
 
@@ -101,7 +116,48 @@ def from_iso(value: Any) -> datetime | None:
         parsed = datetime.fromisoformat(value.replace("Z", "+00:00") if value.endswith("Z") else value)
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    return in_range(parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC))
+
+
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+
+
+def storable(value: Any) -> tuple[Any, int]:
+    """Decoded JSON with each NUL and lone surrogate in its strings (keys too) replaced by U+FFFD, in place, and how
+    many strings were: valid JSON escapes, but not text PostgreSQL (or UTF-8) can take. The API refuses them in a
+    request's JSON; a file's conversation keeps its text, repaired and reported. A loop, not a recursion: a file's
+    values nest as deep as the JSON decoder allows."""
+    repaired = 0
+
+    def clean(text: str) -> str:
+        nonlocal repaired
+        if _UNSTORABLE.search(text) is None:
+            return text
+        repaired += 1
+        return text.replace("\x00", "\ufffd").encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+
+    if isinstance(value, str):
+        return clean(value), repaired
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if any(_UNSTORABLE.search(k) for k in item):
+                cleaned = {clean(k): v for k, v in item.items()}
+                item.clear()
+                item.update(cleaned)
+            for k, v in item.items():
+                if isinstance(v, str):
+                    item[k] = clean(v)
+                elif isinstance(v, dict | list):
+                    stack.append(v)
+        elif isinstance(item, list):
+            for i, v in enumerate(item):
+                if isinstance(v, str):
+                    item[i] = clean(v)
+                elif isinstance(v, dict | list):
+                    stack.append(v)
+    return value, repaired
 
 
 def text(value: Any) -> str | None:

@@ -30,6 +30,7 @@ from threadline.porting.model import (
     ImportFormat,
     Rejected,
     array,
+    in_range,
     obj,
     text,
 )
@@ -331,7 +332,7 @@ def from_epoch(value: Any) -> datetime | None:
         return None
     seconds = value / 1000 if abs(value) > 1e11 else value
     try:
-        return datetime.fromtimestamp(float(seconds), tz=UTC)
+        return in_range(datetime.fromtimestamp(float(seconds), tz=UTC))
     except (OverflowError, OSError, ValueError):
         return None
 

@@ -37,7 +37,7 @@ from threadline.porting import (
 from threadline.porting import bulk_repository as bulk_repo
 from threadline.porting import repository as repo
 from threadline.porting.jsonstream import Item
-from threadline.porting.model import ImportedConversation, ImportFormat, Rejected
+from threadline.porting.model import ImportedConversation, ImportFormat, Rejected, storable
 from threadline.privacy.writing import imported_for_storage, mask_logged_events
 from threadline.ratelimits import service as ratelimits
 from threadline.settings import Settings
@@ -217,6 +217,14 @@ class Importer:
         if item.error is not None:
             self._fail(item, None, item.error)
             return []
+        if item.unstorable and item.text is None:
+            item.value, repaired = storable(item.value)
+            if repaired:
+                self.report.warnings.append(
+                    f"item {item.index}: {repaired} string(s) held NUL characters or lone surrogates (not text): "
+                    "replaced with U+FFFD"
+                )
+            item.unstorable = False
         if self.lazy and item.text is not None:
             # Not decoded yet (JsonArrayReader with `defer`): at the batch's flush, unless its very bytes were
             # imported before (`_undeferred`).
@@ -228,6 +236,9 @@ class Importer:
         except Rejected as exc:
             self._fail(item, None, str(exc))
             return []
+        except Exception as exc:  # noqa: BLE001 - one bad conversation must not stop the others
+            self._fail(item, None, f"could not be read: {type(exc).__name__}: {exc}")
+            return []
         prepared = []
         for conversation in conversations:
             try:
@@ -235,6 +246,9 @@ class Importer:
                 imported_for_storage(self.principal.pii_policy, plan.messages)  # privacy: MASK_ON_WRITE
             except Rejected as exc:
                 self._fail(item, conversation.external_id, str(exc))
+                continue
+            except Exception as exc:  # noqa: BLE001 - one bad conversation must not stop the others
+                self._fail(item, conversation.external_id, f"could not be read: {type(exc).__name__}: {exc}")
                 continue
             if self.target_id is not None:
                 self._targeted += 1
@@ -339,7 +353,8 @@ class Importer:
                     continue
                 # A ChatGPT conversation's messages are decoded when needed (chatgpt_nodes): a re-import of a grown
                 # one decodes only its new nodes and those that place them.
-                value = chatgpt_nodes.read(p.item.text) if self.fmt is ImportFormat.CHATGPT else None
+                lazily = self.fmt is ImportFormat.CHATGPT and not p.item.unstorable  # else repaired whole
+                value = chatgpt_nodes.read(p.item.text) if lazily else None
                 if value is None:
                     jsonstream.decode(p.item)
                 else:
