@@ -32,6 +32,7 @@ from threadline.files import repository as repo
 from threadline.files import service
 from threadline.files.sniff import SNIFF_BYTES, sniff
 from threadline.ids import Kind, encode_id, parse_id
+from threadline.porting.archive import CORRUPT, unreadable
 from threadline.settings import Settings
 from threadline.threads import repository as messages
 
@@ -141,19 +142,30 @@ def _read_member(files: ArchiveFiles, info: zipfile.ZipInfo, settings: Settings)
         return f"{info.filename}: {info.file_size} bytes, over THREADLINE_FILE_MAX_BYTES"
     if info.file_size > settings.import_zip_max_ratio * max(info.compress_size, 1):
         return f"{info.filename}: compressed past THREADLINE_IMPORT_ZIP_MAX_RATIO"
+    why = unreadable(info)
+    if why is not None:
+        return f"{info.filename}: cannot be read: {why}"
     spool: Any = tempfile.SpooledTemporaryFile(max_size=service.CHUNK_BYTES)
     hasher = hashlib.sha256()
     head = b""
     size = 0
-    with files.archive.open(info) as source:
-        while block := source.read(service.CHUNK_BYTES):
-            size += len(block)
-            if size > limit:  # a header that lied about the size
-                return f"{info.filename}: expands past its declared size"
-            if len(head) < SNIFF_BYTES:
-                head += block[: SNIFF_BYTES - len(head)]
-            hasher.update(block)
-            spool.write(block)
+    try:
+        with files.archive.open(info) as source:
+            while block := source.read(service.CHUNK_BYTES):
+                size += len(block)
+                if size > limit:  # a header that lied about the size
+                    spool.close()
+                    return f"{info.filename}: expands past its declared size"
+                if len(head) < SNIFF_BYTES:
+                    head += block[: SNIFF_BYTES - len(head)]
+                hasher.update(block)
+                spool.write(block)
+    except (
+        zipfile.BadZipFile,
+        *CORRUPT,
+    ) as exc:  # corrupt data, a wrong CRC: before, a traceback after the import
+        spool.close()
+        return f"{info.filename}: cannot be read: {exc}"
     name = service.clean_filename(posixpath.basename(info.filename))
     return service.Upload(name, size, hasher.digest(), sniff(head), spool)
 

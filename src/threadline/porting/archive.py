@@ -10,8 +10,10 @@ flat however large the expansion.
 
 from __future__ import annotations
 
+import lzma
 import re
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -22,7 +24,24 @@ EXPORT_FILE = re.compile(r"(^|/)conversations(-\d+)?\.json$")
 
 
 class ArchiveRefused(ValueError):
-    """The archive, or one of its files, expands past a limit."""
+    """The archive, or one of its files, expands past a limit or cannot be read."""
+
+
+# What zipfile can expand; anything else (AES, PPMd, ...) it refuses only once opened, with NotImplementedError.
+_METHODS = frozenset({zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA})
+# What a member's corrupt data raises while it is read (bz2's errors are OSError), besides zipfile's own BadZipFile
+# for a wrong CRC (which the callers catch): before, a traceback in the middle of an import.
+CORRUPT = (zlib.error, lzma.LZMAError, EOFError, OSError)
+
+
+def unreadable(info: zipfile.ZipInfo) -> str | None:
+    """Why a member cannot be read from its headers alone (zipfile would raise RuntimeError or
+    NotImplementedError on opening it), or None."""
+    if info.flag_bits & 0x1:
+        return "it is encrypted (a password-protected archive)"
+    if info.compress_type not in _METHODS:
+        return f"its compression method ({info.compress_type}) is not supported"
+    return None
 
 
 def _declared_entries(path: Path) -> int | None:
@@ -56,7 +75,10 @@ class ExpansionGuard:
 
     def read(self, n: int = -1) -> bytes:
         # Never more than a bounded piece at a time, whatever the caller asks for.
-        data = self._stream.read(min(n, 1 << 24) if n >= 0 else 1 << 24)
+        try:
+            data = self._stream.read(min(n, 1 << 24) if n >= 0 else 1 << 24)
+        except CORRUPT as exc:
+            raise ArchiveRefused(f"{self._name} cannot be read: {exc}") from exc
         self._read += len(data)
         self._budget.used += len(data)
         if self._read > self._limit:
@@ -99,6 +121,9 @@ def archive_files(path: Path, settings: Settings) -> Iterator[tuple[str, int, Ca
     total = 0
     for m in members:
         name = f"{path}:{m.filename}"
+        why = unreadable(m)
+        if why is not None:
+            raise ArchiveRefused(f"{name} cannot be read: {why}")
         if m.file_size > settings.import_zip_max_member_bytes:
             raise ArchiveRefused(
                 f"{name} expands to {m.file_size} bytes; the limit is {settings.import_zip_max_member_bytes} "
