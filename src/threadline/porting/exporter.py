@@ -52,11 +52,18 @@ async def conversation_document(
     if "cold" not in conversation.keys() or conversation["cold"]:
         await tiers.restore(db, tenant_id, conversation["id"], explicit=True)  # even from deep storage
     rows = await repo.conversation_messages(db, tenant_id, conversation["id"])
+    # A deleted message is a tombstone: none of its attachments go out (an imported one's `extracted_content` is
+    # the text of the document it carried; a held file's bytes would go into a zip export), whatever rows of them
+    # the delete left behind.
+    deleted = {r["id"] for r in rows if r["deleted_at"] is not None}
     attachments: dict[uuid.UUID, list[dict[str, Any]]] = {}
     for a in await repo.conversation_attachments(db, tenant_id, conversation["id"]):
-        attachments.setdefault(a["message_id"], []).append(a["data"])
+        if a["message_id"] not in deleted:
+            attachments.setdefault(a["message_id"], []).append(a["data"])
     # Files the messages hold (uploads): listed as `stored_file` entries; a zip export carries their bytes.
-    held = await file_archives.export_entries(db, tenant_id, [r["id"] for r in rows])
+    held = await file_archives.export_entries(
+        db, tenant_id, [r["id"] for r in rows if r["id"] not in deleted]
+    )
     for message_id, entries in held.items():
         attachments.setdefault(message_id, []).extend(entries)
     messages = [fmt.message_entry(r, attachments.get(r["id"], [])) for r in rows]

@@ -1,0 +1,295 @@
+"""Hostile import files: text PostgreSQL cannot store, and times out of range, through the API and the CLI."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.harness import Actor, Loop
+from tests.test_porting_cli import report_of, run
+from tests.test_porting_import import FIXTURES, IMPORT_REPORT, sql
+from threadline.ids import Kind, decode_id
+
+REPAIRED = "replaced with U+FFFD"
+
+
+def _chatgpt(bad: str) -> Any:
+    text = {"content_type": "text", "parts": [f"x{bad}"]}
+    message = {
+        "id": f"a{bad}",
+        "author": {"role": "user"},
+        "content": text,
+        "metadata": {"model_slug": f"m{bad}"},
+    }
+    node = {"id": f"a{bad}", "parent": None, "children": [], "message": message}
+    return [
+        {"id": f"c{bad}", "title": f"t{bad}", "default_model_slug": f"m{bad}", "mapping": {f"a{bad}": node}}
+    ]
+
+
+def _claude(bad: str) -> Any:
+    message = {"uuid": f"m{bad}", "sender": "human", "text": f"x{bad}", "created_at": "2024-01-01T00:00:00Z"}
+    return [{"uuid": f"c{bad}", "name": f"t{bad}", "chat_messages": [message]}]
+
+
+def _threadline(bad: str) -> Any:
+    conversation = {"title": f"t{bad}", "tags": [f"g{bad}"], "model": f"m{bad}", "description": f"d{bad}"}
+    message = {"id": f"a{bad}", "role": "user", "content": f"x{bad}", "model": f"q{bad}"}
+    return [
+        {"conversation_id": f"c{bad}", "metadata": {"export_version": "1.0"}, "conversation": conversation,
+         "messages": [message]}
+    ]  # fmt: skip
+
+
+def _librechat(bad: str) -> Any:
+    message = {"messageId": f"a{bad}", "parentMessageId": None, "text": f"x{bad}", "isCreatedByUser": True}
+    return {"conversationId": f"c{bad}", "title": f"t{bad}", "messages": [message]}
+
+
+def _openwebui(bad: str) -> Any:
+    message = {"id": f"a{bad}", "role": "user", "content": f"x{bad}", "model": f"m{bad}"}
+    chat = {"title": f"t{bad}", "tags": [f"g{bad}"], "history": {"messages": {f"a{bad}": message}}}
+    return [{"id": f"c{bad}", "title": f"t{bad}", "chat": chat}]
+
+
+FILES = {
+    "chatgpt": _chatgpt,
+    "claude": _claude,
+    "threadline": _threadline,
+    "librechat": _librechat,
+    "openwebui": _openwebui,
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(FILES))
+@pytest.mark.parametrize("bad", ["\x00", "\ud800"], ids=["nul", "lone-surrogate"])
+def test_a_file_with_nul_or_lone_surrogates_imports_with_them_replaced_and_reported(
+    admin: Actor, loop: Loop, dsn: str, tmp_path: Path, fmt: str, bad: str
+) -> None:
+    # Valid JSON escapes (\u0000, \ud800) but no text PostgreSQL takes: before the fix the driver refused the first
+    # statement naming them (the look-up of earlier imports by source id) and the CLI died with a traceback.
+    path = tmp_path / "portattack_unstorable.json"
+    path.write_text(json.dumps(FILES[fmt](bad)))
+    result = run(dsn, "import", str(path), "--format", fmt, "--api-key", admin.api_key, "--quiet")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    report = report_of(result)
+    assert (report["imported"], report["failed"]) == (1, 0)
+    assert any(w.startswith("item 0: ") and w.endswith(REPAIRED) for w in report["warnings"])
+    (row,) = sql(
+        loop,
+        dsn,
+        """SELECT c.title, m.content FROM conversation c JOIN message m ON m.conversation_id = c.id
+           WHERE c.tenant_id = (SELECT tenant_id FROM app_user WHERE id = $1)""",
+        decode_id(admin.user_id, Kind.USER),
+    )
+    assert (row["title"], row["content"]) == ("t\ufffd", "x\ufffd")
+    # The same bytes again: known, nothing duplicated.
+    again = report_of(run(dsn, "import", str(path), "--format", fmt, "--api-key", admin.api_key, "--quiet"))
+    assert (again["imported"], again["skipped"], again["failed"]) == (0, 1, 0)
+
+
+def test_an_escaped_backslash_before_u0000_is_text_and_kept(
+    admin: Actor, loop: Loop, dsn: str, tmp_path: Path
+) -> None:
+    path = tmp_path / "portattack_backslash.json"
+    path.write_text(json.dumps(_claude("\\u0000")))
+    report = report_of(run(dsn, "import", str(path), "--format", "claude", "--api-key", admin.api_key))
+    assert (report["imported"], report["warnings"]) == (1, [])
+    (row,) = sql(
+        loop, dsn, "SELECT content FROM message WHERE content LIKE 'x%' AND import_key = $1", "m\\u0000"
+    )
+    assert row["content"] == "x\\u0000"
+
+
+TIMES = [
+    # 9999-12-31 UTC, then a reply dated before it: it follows it by a microsecond, past datetime.max.
+    ("9999-12-31T23:59:59.999999Z", "2000-01-01T00:00:00Z"),
+    # Valid ISO 8601, but past the range once turned to UTC.
+    ("0001-01-01T00:00:00+14:00", "9999-12-31T23:00:00-14:00"),
+]
+
+
+@pytest.mark.parametrize(("first", "second"), TIMES)
+def test_times_out_of_range_read_as_absent_and_the_conversation_imports(
+    admin: Actor, first: str, second: str
+) -> None:
+    messages = [
+        {"uuid": "m", "sender": "human", "text": "x", "created_at": first},
+        {"uuid": "k", "sender": "assistant", "text": "y", "created_at": second, "parent_message_uuid": "m"},
+    ]
+    data = {"uuid": "far", "name": "far", "created_at": first, "chat_messages": messages}
+    body = admin.client.execute(IMPORT_REPORT, {"i": {"format": "CLAUDE", "data": data}})
+    assert "errors" not in body, body  # before the fix: INTERNAL, or "could not be stored: OverflowError"
+    report = body["data"]["conversationImportReport"]
+    assert (report["imported"], report["failed"], report["messageCount"]) == (1, 0, 2)
+    assert all(c["createdAt"] < "9999-01-01" for c in report["conversations"])
+
+
+def test_a_file_time_out_of_range_does_not_stop_the_cli(admin: Actor, dsn: str, tmp_path: Path) -> None:
+    messages = [
+        {"uuid": "m", "sender": "human", "text": "x", "created_at": "9999-12-31T23:59:59.999999Z"},
+        {"uuid": "k", "sender": "assistant", "text": "y", "created_at": "2000-01-01T00:00:00Z", "parent_message_uuid": "m"},
+    ]  # fmt: skip
+    path = tmp_path / "portattack_times.json"
+    path.write_text(json.dumps([{"uuid": "far", "name": "far", "chat_messages": messages}]))
+    result = run(dsn, "import", str(path), "--format", "claude", "--api-key", admin.api_key, "--quiet")
+    assert result.returncode == 0, result.stderr  # before the fix: OverflowError, a traceback, exit 1
+    assert (report_of(result)["imported"], report_of(result)["failed"]) == (1, 0)
+
+
+# -- archives zipfile cannot read: encrypted members, unknown compression methods, corrupt data ------------------
+
+CLAUDE_FILE = (FIXTURES / "claude" / "conversations.json").read_text()
+
+
+def _owned(loop: Loop, dsn: str, admin: Actor) -> tuple[int, int]:
+    (row,) = sql(
+        loop,
+        dsn,
+        """SELECT (SELECT count(*) FROM conversation WHERE tenant_id = t.id) AS c,
+                  (SELECT count(*) FROM message WHERE tenant_id = t.id) AS m
+           FROM (SELECT tenant_id AS id FROM app_user WHERE id = $1) t""",
+        decode_id(admin.user_id, Kind.USER),
+    )
+    return row["c"], row["m"]
+
+
+def _archive(path: Path, members: dict[str, bytes], *, damaged: str, how: str) -> Path:
+    """A zip whose member `damaged` is marked encrypted, compressed by an unknown method (99: AES), or corrupt."""
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    data = bytearray(path.read_bytes())
+    target = damaged.encode()
+    for signature, name_at, length_at, flags_at, method_at in (
+        (b"PK\x03\x04", 30, 26, 6, 8),
+        (b"PK\x01\x02", 46, 28, 8, 10),
+    ):
+        at = data.find(signature)
+        while at >= 0:
+            length = struct.unpack_from("<H", data, at + length_at)[0]
+            if bytes(data[at + name_at : at + name_at + length]) == target:
+                if how == "encrypted":
+                    struct.pack_into(
+                        "<H", data, at + flags_at, struct.unpack_from("<H", data, at + flags_at)[0] | 1
+                    )
+                elif how == "method":
+                    struct.pack_into("<H", data, at + method_at, 99)
+                elif signature == b"PK\x03\x04":  # corrupt: the deflate stream's first bytes
+                    start = at + name_at + length + struct.unpack_from("<H", data, at + 28)[0]
+                    data[start : start + 8] = b"\xff" * 8
+            at = data.find(signature, at + 4)
+    path.write_bytes(bytes(data))
+    return path
+
+
+@pytest.mark.parametrize("how", ["encrypted", "method"])
+def test_an_export_file_zipfile_cannot_open_is_refused_by_name_before_anything_is_imported(
+    admin: Actor, loop: Loop, dsn: str, tmp_path: Path, how: str
+) -> None:
+    archive = _archive(
+        tmp_path / "portattack_locked.zip",
+        {"conversations.json": CLAUDE_FILE.encode()},
+        damaged="conversations.json",
+        how=how,
+    )
+    why = {
+        "encrypted": "it is encrypted (a password-protected archive)",
+        "method": "its compression method (99) is not supported",
+    }
+    for detect in ([], ["--format", "claude"]):
+        result = run(dsn, "import", str(archive), *detect, "--api-key", admin.api_key, "--quiet")
+        assert (result.returncode, result.stderr.strip().splitlines()[-1]) == (
+            2, f"threadline: {archive}:conversations.json cannot be read: {why[how]}"
+        )  # fmt: skip
+    assert _owned(loop, dsn, admin) == (0, 0)
+
+
+def test_an_export_file_with_corrupt_data_is_refused_without_a_traceback(
+    admin: Actor, loop: Loop, dsn: str, tmp_path: Path
+) -> None:
+    archive = _archive(
+        tmp_path / "portattack_corrupt.zip",
+        {"conversations.json": CLAUDE_FILE.encode()},
+        damaged="conversations.json",
+        how="corrupt",
+    )
+    result = run(dsn, "import", str(archive), "--format", "claude", "--api-key", admin.api_key, "--quiet")
+    assert result.returncode == 1, result.stderr  # before the fix: zlib.error, a traceback
+    assert "Traceback" not in result.stderr
+    (failure,) = report_of(result)["failures"]
+    assert failure["message"].startswith(
+        f"archive refused: {archive}:conversations.json cannot be read: Error -3 "
+    )
+    assert _owned(loop, dsn, admin) == (0, 0)
+
+
+@pytest.mark.parametrize("how", ["encrypted", "method", "corrupt"])
+def test_an_attachment_zipfile_cannot_read_is_skipped_and_reported_and_the_import_stays(
+    admin: Actor, loop: Loop, dsn: str, tmp_path: Path, how: str
+) -> None:
+    conversations = json.loads(CLAUDE_FILE)
+    conversations[0]["chat_messages"][0]["files"] = [{"file_name": "pic.png"}]
+    members = {
+        "conversations.json": json.dumps(conversations).encode(),
+        "pic.png": b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8,
+    }
+    archive = _archive(tmp_path / "portattack_attachment.zip", members, damaged="pic.png", how=how)
+    result = run(dsn, "import", str(archive), "--format", "claude", "--api-key", admin.api_key, "--quiet")
+    assert result.returncode == 0, (
+        result.stderr
+    )  # before the fix: a traceback after the conversations were in
+    report = report_of(result)
+    assert (report["imported"], report["files"]) == (2, 0)
+    (skipped,) = report["filesSkipped"]
+    assert skipped.startswith("pic.png: cannot be read: ")
+    assert _owned(loop, dsn, admin)[0] == 2
+
+
+# -- export: a deleted message's attachments ------------------------------------------------------------------
+
+MESSAGES = "query($c: ID!) { conversation(id: $c) { messages(first: 10) { edges { node { id content } } } } }"
+EXPORT = "query($c: ID!) { conversationExport(id: $c) }"
+
+
+def test_a_deleted_messages_imported_attachments_are_not_exported(admin: Actor) -> None:
+    attachment = {
+        "file_name": "doc.txt",
+        "file_size": 14,
+        "file_type": "text/plain",
+        "extracted_content": "the doc text",
+    }
+    data = {
+        "uuid": "deleted-attachment", "name": "n",
+        "chat_messages": [
+            {"uuid": "q", "sender": "human", "text": "read this", "attachments": [attachment], "files": [{"file_name": "pic.png"}]},
+            {"uuid": "a", "sender": "assistant", "text": "done", "parent_message_uuid": "q"},
+        ],
+    }  # fmt: skip
+    report = admin.client.ok(IMPORT_REPORT, {"i": {"format": "CLAUDE", "data": data}})[
+        "conversationImportReport"
+    ]
+    conversation = report["conversations"][0]["id"]
+    edges = admin.client.ok(MESSAGES, {"c": conversation})["conversation"]["messages"]["edges"]
+    (question,) = [e["node"]["id"] for e in edges if e["node"]["content"] == "read this"]
+    before = admin.client.ok(EXPORT, {"c": conversation})["conversationExport"]["messages"]
+    assert [m["attachments"] for m in before if m["id"] == question] == [
+        [
+            {"type": "file", "filename": "doc.txt", "mime_type": "text/plain", "size_bytes": 14, "extracted_content": "the doc text"},
+            {"type": "file", "filename": "pic.png"},
+        ]
+    ]  # fmt: skip
+    admin.client.ok("mutation($m: ID!) { messageDelete(id: $m) { id } }", {"m": question})
+    document = admin.client.ok(EXPORT, {"c": conversation})["conversationExport"]
+    (entry,) = [m for m in document["messages"] if m["id"] == question]
+    assert (entry["content"], entry["attachments"]) == (
+        "",
+        [],
+    )  # before the fix: the document's text, exported
+    assert "the doc text" not in json.dumps(document)
