@@ -110,3 +110,44 @@ def test_events_routed_early_are_not_executed_ahead_again_on_every_pass(
         early = position(server, admin.tenant_id, event["cursor"])
         assert ahead.count(early) == 1, ahead.count(early)
         writer.commit()
+
+
+def test_waiting_for_shared_results_leaves_the_passs_write_slices_their_turns(
+    admin: Actor,
+    sockets: Callable[[Actor, bool], WsClient],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The pass's socket writes go in slices with a turn of the loop between them while the database is in use
+    (`_write_out`: a writer's transaction waiting on its answer holds its thread's row locks), within
+    YIELD_BUDGET_SECONDS. The head start's wait for shared results (the loop runs other work meanwhile) is not
+    the hub's busy time, but it is no turn given between write slices either: it used up the budget, and after
+    any wait of 10 ms (a busy database: when the turns matter most) the pass wrote to every socket at once."""
+    from threadline.auth import repository as users
+    from threadline.streaming import hub as hub_module
+
+    turns: list[bool] = []
+    users_by_ids = users.users_by_ids
+
+    async def slow_users(*args: Any, **kwargs: Any) -> Any:
+        await asyncio.sleep(0.05)  # a busy database
+        return await users_by_ids(*args, **kwargs)
+
+    def in_use(self: Any) -> bool:
+        turns.append(True)
+        return True
+
+    monkeypatch.setattr(hub_module, "WRITE_SLICE", 1)
+    monkeypatch.setattr(hub_module.StreamHub, "_database_in_use", in_use)
+    cid = conversation(admin)
+    root = admin.client.ok(START, {"c": cid, "x": "question"})["threadStart"]["id"]
+    clients = [sockets(admin, True) for _ in range(3)]
+    for client in clients:
+        client.subscribe(AUTHOR, {"c": cid})
+    time.sleep(0.5)
+    monkeypatch.setattr(users, "users_by_ids", slow_users)
+    turns.clear()
+    admin.client.ok(REPLY, {"p": root, "x": "answer"})
+    for client in clients:
+        (event,) = client.events(1, ignore=IGNORED, timeout=15)
+        assert event["changedMessage"]["author"]["id"] == admin.user_id
+    assert turns  # three members in slices of one: two turns offered

@@ -96,6 +96,7 @@ class StreamHub:
         self._wake = asyncio.Event()
         self._paced_until = 0.0  # loop time before which the next read waits (PACE_FACTOR)
         self._yielded = 0.0  # seconds this pass's writes left the loop to others (between WRITE_SLICE slices)
+        self._waited = 0.0  # seconds this pass waited for shared results (`_await_shared`)
         self._by_conversation: dict[uuid.UUID, set[Subscriber]] = defaultdict(set)
         self._viewers: dict[uuid.UUID, set[Subscriber]] = defaultdict(set)
         self._participants: dict[uuid.UUID, set[uuid.UUID]] = {}
@@ -292,7 +293,7 @@ class StreamHub:
         before = self._publishers  # read before this read's snapshot
         tail = await event_log.read_tail(self.db, self.cursor, READ_BATCH)
         began = time.perf_counter()
-        self._yielded = 0.0
+        self._yielded = self._waited = 0.0
         self._publishers = tail.publishers
         events = tail.events
         safe = before.safe
@@ -314,9 +315,8 @@ class StreamHub:
         finally:
             await self._write_out()
         if events:
-            busy = (
-                time.perf_counter() - began - self._yielded
-            )  # the loop's turns between slices are not the hub's
+            # The loop's turns between slices, and the wait for shared results, are not the hub's.
+            busy = time.perf_counter() - began - self._yielded - self._waited
             self._paced_until = asyncio.get_running_loop().time() + min(busy * PACE_FACTOR, PACE_MAX_SECONDS)
         self._held = bool(held)
         if self._early:
@@ -365,7 +365,9 @@ class StreamHub:
         if waiting:
             began = time.perf_counter()
             await asyncio.wait(waiting, timeout=SHARED_WAIT_SECONDS)
-            self._yielded += time.perf_counter() - began  # the loop ran other work meanwhile: not the hub's
+            # The loop ran other work meanwhile: not the hub's busy time, and no turn between write slices either
+            # (`_yielded` is their budget: spent here, the pass wrote to every socket at once).
+            self._waited += time.perf_counter() - began
 
     async def _route_early(
         self, held: list[LoggedEvent], before: event_log.OpenPublishers, *, full: bool
