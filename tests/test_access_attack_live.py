@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from tests.api import create_conversation, join, start_thread, stream_cursor
+from tests.api import create_conversation, join, reply, start_thread, stream_cursor
 from tests.harness import Actor
 from tests.test_http_subscriptions import MultipartSubscription, subscribe  # noqa: F401 - the fixture
 from tests.test_http_subscriptions import contents as http_contents
@@ -78,3 +78,45 @@ def test_a_removed_participants_http_stream_ends_and_their_viewer_stream_leaves_
     assert http_contents([next(iter(p["payload"]["data"].values())) for p in rest]) == []
     start_thread(member, mine, "own")
     assert http_contents(viewer.events(1)) == ["own"]
+
+
+def ws_result(client: WsClient, query: str, variables: dict[str, Any], op_id: str) -> dict[str, Any]:
+    client.subscribe(query, variables, op_id)
+    while True:
+        message = client.receive()
+        if message.get("id") != op_id:
+            continue
+        if message["type"] == "error":
+            return {"errors": message["payload"]}
+        assert message["type"] == "next", message
+        result: dict[str, Any] = message["payload"]
+        return result
+
+
+def test_a_participant_made_viewer_cannot_write_over_an_open_socket(
+    admin: Actor, make_user: Callable[..., Actor], ws: Callable[..., WsClient]
+) -> None:
+    member = make_user(admin)
+    cid = create_conversation(admin)
+    join(admin, member, cid)
+    client = ws(member)
+    start = "mutation($c: ID!, $x: String!) { threadStart(conversationId: $c, input: {content: $x}) { id } }"
+    assert "errors" not in ws_result(client, start, {"c": cid, "x": "as a member"}, "a")
+    admin.client.ok(ROLE_SET, {"c": cid, "u": member.user_id, "r": "VIEWER"})
+    refused = ws_result(client, start, {"c": cid, "x": "as a viewer"}, "b")
+    assert refused["errors"][0]["extensions"]["code"] == "FORBIDDEN"
+
+
+def test_a_thread_of_another_conversation_cannot_be_followed_through_ones_own(
+    admin: Actor, make_user: Callable[..., Actor], ws: Callable[..., WsClient]
+) -> None:
+    member = make_user(admin)
+    theirs = create_conversation(admin)
+    root = start_thread(admin, theirs, "theirs")
+    mine = create_conversation(member)
+    client = ws(member)
+    refused = ws_result(client, CONVERSATION_EVENTS, {"c": mine, "r": root}, "2")
+    assert refused["errors"][0]["extensions"]["code"] == "NOT_FOUND"
+    assert client.receive() == {"id": "2", "type": "complete"}
+    reply(admin, root, "a secret reply")
+    client.expect_quiet(0.5, ignore=QUIET)
