@@ -14,6 +14,8 @@ from tests.harness import Actor, Loop
 from tests.test_porting_cli import report_of, run
 from tests.test_porting_import import FIXTURES, IMPORT_REPORT, sql
 from threadline.ids import Kind, decode_id
+from threadline.porting import chatgpt
+from threadline.porting.model import ImportedMessage
 
 REPAIRED = "replaced with U+FFFD"
 
@@ -293,3 +295,84 @@ def test_a_deleted_messages_imported_attachments_are_not_exported(admin: Actor) 
         [],
     )  # before the fix: the document's text, exported
     assert "the doc text" not in json.dumps(document)
+
+
+# -- ChatGPT trees that made planning quadratic -----------------------------------------------------------------
+
+
+class _Counted(str):
+    """A node id that counts how often it is compared by value (a look through a list compares each element)."""
+
+    compared = 0
+
+    def __eq__(self, other: object) -> bool:
+        _Counted.compared += 1
+        return str.__eq__(self, other)
+
+    __hash__ = str.__hash__
+
+
+def _node(key: str, parent: str | None, children: list[str], kind: str = "text") -> dict[str, Any]:
+    content: dict[str, Any] = (
+        {"content_type": "thoughts", "thoughts": [{"summary": "s", "content": f"thinking {key}"}]}
+        if kind == "thoughts"
+        else {"content_type": "text", "parts": [f"text {key}"]}
+    )
+    message = {"id": key, "author": {"role": "assistant"}, "content": content}
+    return {"id": key, "parent": parent, "children": children, "message": message}
+
+
+def test_a_node_with_thousands_of_replies_is_read_without_comparing_them_pairwise() -> None:
+    n = 3000
+    replies = [_Counted(f"r{i}") for i in range(n)]
+    # Half the replies are not in the root's own list (an export may leave them out): each is then placed after it.
+    mapping: dict[str, Any] = {"root": _node("root", None, replies[: n // 2])}
+    mapping.update({key: _node(key, "root", []) for key in replies})
+    _Counted.compared = 0
+    conversation = chatgpt.parse({"id": "wide", "mapping": mapping})
+    assert len(conversation.messages) == n + 1
+    assert [m.key for m in conversation.messages[1:]] == replies
+    # Before the fix each reply was looked for in the root's list: n * n / 2 comparisons (4.5 million; 60,000 replies
+    # in an 8 MB request took 30 s of the server's CPU before the message cap refused it).
+    assert _Counted.compared < 4 * n
+
+
+def test_a_node_with_thousands_of_reasoning_replies_is_folded_without_comparing_messages(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    n = 2000
+    mapping: dict[str, Any] = {"root": _node("root", None, [f"t{i}" for i in range(n)])}
+    for i in range(n):
+        mapping[f"t{i}"] = _node(f"t{i}", "root", [f"a{i}"], "thoughts")
+        mapping[f"a{i}"] = _node(f"a{i}", f"t{i}", [])
+
+    def compared(self: ImportedMessage, other: object) -> bool:
+        raise AssertionError("messages compared by value")  # before the fix: n * n / 2 times (8,000: 20 s)
+
+    monkeypatch.setattr(ImportedMessage, "__eq__", compared)
+    conversation = chatgpt.parse({"id": "wide-reasoning", "mapping": mapping})
+    assert len(conversation.messages) == n + 1
+    answer = conversation.messages[1]
+    assert (answer.key, answer.parent_key, [p["type"] for p in answer.parts or []]) == (
+        "a0", "root", ["reasoning", "text"]
+    )  # fmt: skip
+
+
+def test_a_chain_of_reasoning_nodes_gives_its_answer_a_bounded_number_of_parts() -> None:
+    n = 1000
+    keys = [f"t{i}" for i in range(n)]
+    mapping = {
+        key: _node(key, keys[i - 1] if i else None, [keys[i + 1]] if i + 1 < n else ["answer"], "thoughts")
+        for i, key in enumerate(keys)
+    }
+    mapping["answer"] = _node("answer", keys[-1], [])
+    conversation = chatgpt.parse({"id": "deep-reasoning", "mapping": mapping})
+    (answer,) = conversation.messages
+    # Before the fix every node of the chain took a copy of all the reasoning above it: n * n / 2 parts in memory
+    # (8,000 nodes: 300 MB; an 8 MB request could hold 60,000).
+    assert answer.parts is not None and len(answer.parts) == chatgpt.MAX_FOLDED_PARTS + 1
+    assert answer.parts[-2]["text"] == f"s\n\nthinking t{n - 1}"  # the reasoning nearest the answer is kept
+    assert answer.parts[-1] == {"type": "text", "text": "text answer"}
+    assert f"1 answer(s) had more than {chatgpt.MAX_FOLDED_PARTS} reasoning parts" in " ".join(
+        conversation.warnings
+    )

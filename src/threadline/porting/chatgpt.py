@@ -101,10 +101,12 @@ def _read_tree(mapping: dict[str, Any], conversation: ImportedConversation, curr
         if isinstance(listed, list):
             # The parent's own list gives the branch order; keep only children that agree on the parent.
             children[node_id] = [c for c in listed if isinstance(c, str) and parents.get(c) == node_id]
+    # A child kept in a list is in its own parent's only (the others' disagree on the parent): one set tells, where
+    # a look through the parent's list made a node of 60,000 children cost 30 s of one request's CPU.
+    in_lists = {c for kids in children.values() for c in kids}
     for node_id, parent in parents.items():
-        siblings = children.setdefault(parent, [])
-        if parent is None or node_id not in siblings:
-            siblings.append(node_id)
+        if parent is None or node_id not in in_lists:
+            children.setdefault(parent, []).append(node_id)
 
     # Depth-first, so each parent precedes its children and siblings keep their order.
     stack: list[tuple[str, str | None]] = [(r, None) for r in reversed(children.get(None, []))]
@@ -246,6 +248,11 @@ def _parts_of(
     return None
 
 
+# Reasoning parts an answer takes from the reasoning nodes above it, at most (THREADLINE_MESSAGE_MAX_PARTS, 64 by
+# default, keeps fewer): a chain of N reasoning nodes otherwise gave N answers N parts each (8,000: 300 MB).
+MAX_FOLDED_PARTS = 256
+
+
 def _fold_reasoning(conversation: ImportedConversation) -> None:
     """A thinking model's reasoning nodes become reasoning parts of the answers below them: each child
     that is an answer (or more reasoning) takes them first and the reasoning node goes. A reasoning node
@@ -256,25 +263,34 @@ def _fold_reasoning(conversation: ImportedConversation) -> None:
         if m.parent_key is not None:
             children.setdefault(m.parent_key, []).append(m)
     gone: set[str] = set()
-    for m in messages:  # depth-first: a reasoning node is folded before its children are looked at
+    cut: set[str] = set()  # answers some of whose reasoning was not kept
+    # Each message is folded before its children (depth-first), so a folded node's parent was looked at already:
+    # nothing needs its place among its parent's replies (finding it there, by a dataclass's ==, made a node of
+    # 8,000 reasoning replies cost 20 s).
+    for m in messages:
         if not m.reasoning:
             continue
         kids = children.get(m.key, [])
         if not kids or any(k.role != "ASSISTANT" for k in kids):
             continue
+        above = m.parts or []
+        if len(above) > MAX_FOLDED_PARTS:
+            cut.update(k.key for k in kids)
+            above = above[-MAX_FOLDED_PARTS:]  # the reasoning nearest the answer
         for kid in kids:
             own = (
                 kid.parts if kid.parts is not None else [parts.text_part(kid.content)] if kid.content else []
             )
-            kid.parts = [*(m.parts or []), *own]
+            kid.parts = [*above, *own]
             kid.parent_key = m.parent_key
             if kid.created_at is None:
                 kid.created_at = m.created_at
-        if m.parent_key is not None:
-            siblings = children.setdefault(m.parent_key, [])
-            at = siblings.index(m) if m in siblings else len(siblings)
-            siblings[at : at + 1] = kids
+        m.parts = None  # gone: its kids hold its reasoning (a chain of them held it once per node)
         gone.add(m.key)
+    if cut - gone:
+        conversation.warnings.append(
+            f"{len(cut - gone)} answer(s) had more than {MAX_FOLDED_PARTS} reasoning parts above them: the earliest were not kept"
+        )
     if gone:
         conversation.messages = [m for m in messages if m.key not in gone]
         if conversation.current_key in gone:
