@@ -201,7 +201,9 @@ def placeholder(type_: Any, field: str, arg: str, own: Objects) -> Any:
 
 def selection(field: GraphQLField) -> str:
     named = get_named_type(field.type)
-    return "" if isinstance(named, GraphQLScalarType | GraphQLEnumType) else "{ __typename }"
+    if isinstance(named, GraphQLScalarType | GraphQLEnumType):
+        return ""
+    return "{ totalCount }" if named.name.endswith("Connection") else "{ __typename }"
 
 
 def id_paths(field_name: str, field: GraphQLField) -> list[tuple[str, str | None]]:
@@ -280,13 +282,8 @@ def snapshot_all(loop: Loop, dsn: str) -> dict[str, list[str]]:
 
 
 def empty(value: Any) -> bool:
-    if value is None or value == [] or value == {}:
-        return True
-    if isinstance(value, dict):
-        if "__typename" in value and len(value) == 1:
-            return value["__typename"].endswith("Connection")  # rows are not selected: a shape, not data
-        return False
-    return False
+    """No data: null, an empty list, or a connection of nothing (`totalCount` 0)."""
+    return value is None or value == [] or value == {"totalCount": 0}
 
 
 # Refusals other than NOT_FOUND that say nothing about the foreign object: the same answer as for an id that
@@ -314,11 +311,6 @@ def run_attacks(
     return failures
 
 
-# Reads that answer about the caller's own tenant whatever the id says, or are lists filtered by an id (a
-# foreign id then matches nothing): checked to answer without the foreign object below, not to refuse.
-LIST_FILTERS = {"conversations.folderId", "search.input.userId", "auditLog.actorId", "auditLog.targetId"}
-
-
 @pytest.fixture
 def two_tenants(
     server: ServerThread, make_tenant: Callable[..., Actor], make_user: Callable[..., Actor]
@@ -335,7 +327,8 @@ def test_every_root_field_refuses_another_tenants_ids_and_changes_nothing(
 ) -> None:
     _, victim, attacker, own = two_tenants
     before = snapshot_all(loop, dsn)
-    failures = [f for f in run_attacks(attacker, own, victim) if f[0] not in LIST_FILTERS]
+    # Lists filtered by an id (search by user, the audit log by actor or target) answer with nothing.
+    failures = run_attacks(attacker, own, victim)
     after = snapshot_all(loop, dsn)
     changed = {t for t in before if before[t] != after.get(t)}
     assert failures == [], "\n".join(map(str, failures))
@@ -355,7 +348,6 @@ def test_a_non_participant_member_reaches_no_conversation_of_their_own_tenant(
     # by role, and inviting a colleague is allowed), so those ids are not aimed at here.
     failures = run_attacks(outsider, mine, victim, frozenset({"member_id", "profile"}))
     after = snapshot_all(loop, dsn)
-    failures = [f for f in failures if f[0] not in LIST_FILTERS]
     assert failures == [], "\n".join(map(str, failures))
     assert {t for t in before if before[t] != after.get(t)} == set()
 
@@ -382,4 +374,44 @@ def test_omitted_nullable_arguments_are_bad_input_not_internal(
     before = snapshot_all(loop, dsn)
     error = admin.client.error(query, {"m": root, "c": cid})
     assert (error["extensions"]["code"], argument in error["message"]) == ("BAD_USER_INPUT", True)
+    assert snapshot_all(loop, dsn) == before
+
+
+# Each kind of id swapped for the same object's neighbour of another kind (a message id where a conversation id
+# is expected, ...): the UUID behind it names a row of another table.
+WRONG_KIND = {
+    "conversation": "child",
+    "root": "conversation",
+    "child": "run",
+    "run": "run_output",
+    "run_output": "conversation",
+    "file": "child",
+    "api_key": "member_id",
+    "share_link": "conversation",
+    "folder": "conversation",
+    "link": "conversation",
+    "profile": "folder",
+    "member_id": "api_key",
+    "invite": "conversation",
+}
+
+
+def test_ids_of_the_wrong_kind_are_refused_and_change_nothing(
+    two_tenants: tuple[Actor, Objects, Actor, Objects], loop: Loop, dsn: str
+) -> None:
+    """The attacker's own objects, each given where another kind is expected: BAD_USER_INPUT (a malformed id) or
+    NOT_FOUND, never an answer; `node` and the audit log's `targetId` take every kind and are left out."""
+    _, _, attacker, own = two_tenants
+    swapped = {kind: own[other] for kind, other in WRONG_KIND.items()}
+    before = snapshot_all(loop, dsn)
+    answered = []
+    for label, doc, variables, _ in calls(own, swapped):
+        if label in ("node.id", "auditLog.targetId"):
+            continue
+        body = attacker.client.execute(doc, variables)
+        errors = body.get("errors") or []
+        code = errors[0].get("extensions", {}).get("code") if errors else None
+        if code not in ("BAD_USER_INPUT", "NOT_FOUND"):
+            answered.append((label, code, body.get("data")))
+    assert answered == [], "\n".join(map(str, answered))
     assert snapshot_all(loop, dsn) == before
