@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
+import re
 import time
 import warnings
 from collections.abc import Callable
@@ -16,7 +18,7 @@ import pytest
 from tests.harness import Actor
 from tests.test_streaming import START, conversation, join
 from tests.test_streaming_direct import sockets  # noqa: F401  (a fixture)
-from tests.ws import WsClient, position
+from tests.ws import EVENT_FIELDS, WsClient, position
 
 REPLY = "mutation($p: ID!, $x: String!) { messageReply(parentId: $p, input: {content: $x}) { id } }"
 KEY_CREATE = 'mutation($u: ID!) { apiKeyCreate(userId: $u, name: "k") { secret apiKey { id } } }'
@@ -151,3 +153,98 @@ def test_waiting_for_shared_results_leaves_the_passs_write_slices_their_turns(
         (event,) = client.events(1, ignore=IGNORED, timeout=15)
         assert event["changedMessage"]["author"]["id"] == admin.user_id
     assert turns  # three members in slices of one: two turns offered
+
+
+ALL_AUTHOR = (
+    "subscription($c: ID!) { conversationEvents(conversationId: $c) {"
+    + EVENT_FIELDS
+    + "... on ThreadActivityEvent { changedMessage { author { id displayName email } } } } }"
+)
+
+
+def test_slow_and_failing_loads_reach_every_socket_as_the_stock_path_sends_them(
+    admin: Actor,
+    make_user: Callable[..., Actor],
+    server: Any,
+    sockets: Callable[[Actor, bool], WsClient],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Authors loaded in time (direct frames), too slowly for the hub's wait (SHARED_WAIT_SECONDS: the stock path
+    takes them), and not at all (the users' query fails: an error in the result): each socket receives every
+    event once, in cursor order, and a direct socket the very bytes a stock socket receives."""
+    from tests.test_streaming_direct import by_cursor, frames_until
+    from threadline.auth import repository as users
+    from threadline.ids import Kind, decode_id
+
+    member, slowpoke, broken = make_user(admin), make_user(admin), make_user(admin)
+    cid = conversation(admin)
+    for actor in (member, slowpoke, broken):
+        join(admin, actor, cid)
+    slow_id, broken_id = (decode_id(a.user_id, Kind.USER) for a in (slowpoke, broken))
+    users_by_ids = users.users_by_ids
+
+    async def loads(db: Any, tenant_id: Any, ids: list[Any]) -> Any:
+        if broken_id in ids:
+            raise RuntimeError("users unavailable")
+        if slow_id in ids:
+            await asyncio.sleep(0.8)  # longer than the hub waits
+        return await users_by_ids(db, tenant_id, ids)
+
+    monkeypatch.setattr(users, "users_by_ids", loads)
+    root = admin.client.ok(START, {"c": cid, "x": "question"})["threadStart"]["id"]
+    pairs = []
+    for actor in (admin, member):
+        pair = [sockets(actor, True), sockets(actor, True), sockets(actor, False)]
+        for client in pair:
+            client.subscribe(ALL_AUTHOR, {"c": cid})
+        pairs.append(pair)
+    time.sleep(0.5)
+    marker = admin.client.ok(START, {"c": cid, "x": "marker"})["threadStart"]["id"]
+    admin.client.ok(REPLY, {"p": root, "x": "fast"})
+    slowpoke.client.ok(REPLY, {"p": root, "x": "slow"})
+    member.client.ok("mutation($c: ID!) { typingSet(conversationId: $c, isTyping: true) }", {"c": cid})
+    broken.client.ok(REPLY, {"p": root, "x": "failing"})
+    member.client.ok(REPLY, {"p": root, "x": "fast too"})
+    slowpoke.client.ok(START, {"c": cid, "x": "slow thread"})
+    admin.client.ok(REPLY, {"p": root, "x": "fast again"})
+    last = admin.client.ok(START, {"c": cid, "x": "the end"})["threadStart"]["id"]
+
+    def is_last(message: dict[str, Any]) -> bool:
+        return f'"{last}"' in json.dumps(message["payload"])
+
+    def decode(cursor: str) -> int:
+        return position(server, admin.tenant_id, cursor)
+
+    def event(raw: str) -> dict[str, Any]:
+        return dict(json.loads(raw)["payload"]["data"]["conversationEvents"])
+
+    for pair in pairs:
+        received = []
+        for client in pair:
+            frames = frames_until(client, is_last)
+            start = min(decode(event(f)["cursor"]) for f in frames if marker in f)
+            # Rising cursors (by_cursor asserts it); an error names its socket's own request.
+            received.append(
+                {
+                    k: re.sub(r'"requestId":"\w+"', '"requestId":"-"', v)
+                    for k, v in by_cursor(frames, start - 1, decode).items()
+                }
+            )
+        assert received[0] == received[2] and received[1] == received[2]
+        contents = [
+            event(raw).get("changedMessage", {}).get("content")
+            or event(raw).get("thread", {}).get("root", {}).get("content")
+            for raw in received[2].values()
+        ]
+        assert [c for c in contents if c] == [
+            "marker",
+            "fast",
+            "slow",
+            "failing",
+            "fast too",
+            "slow thread",
+            "fast again",
+            "the end",
+        ]
+        failing = [json.loads(raw)["payload"] for raw in received[2].values() if '"failing"' in raw]
+        assert failing[0].get("errors"), failing
