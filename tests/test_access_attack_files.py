@@ -7,8 +7,6 @@ import zipfile
 from collections.abc import Callable
 from pathlib import Path
 
-import pytest
-
 from tests.api import create_conversation
 from tests.harness import Actor, ServerThread
 from tests.test_files import START, cli, download, upload
@@ -17,11 +15,6 @@ IMPORT = """mutation($i: ConversationImportInput!) { conversationImportReport(in
   imported conversations { id } } }"""
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="porting keeps a JSON import's `stored_file` attachment entries (fileId and all) and files/archives.py "
-    "write_zip packs the bytes of every fileId an export document names, in the tenant, unchecked",
-)
 def test_an_imported_attachment_entry_naming_a_colleagues_file_does_not_export_its_bytes(
     server: ServerThread, admin: Actor, make_user: Callable[..., Actor], dsn: str, tmp_path: Path
 ) -> None:

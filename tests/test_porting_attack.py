@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from tests.harness import Actor, Loop
+from tests.harness import Actor, Loop, ServerThread
+from tests.test_files import PNG, download, upload
 from tests.test_porting_cli import report_of, run
 from tests.test_porting_import import FIXTURES, IMPORT_REPORT, sql
 from threadline.ids import Kind, decode_id
@@ -376,3 +377,36 @@ def test_a_chain_of_reasoning_nodes_gives_its_answer_a_bounded_number_of_parts()
     assert f"1 answer(s) had more than {chatgpt.MAX_FOLDED_PARTS} reasoning parts" in " ".join(
         conversation.warnings
     )
+
+
+# -- export zips: only the files the messages hold ----------------------------------------------------------------
+
+
+def test_an_imported_stored_file_entry_naming_anothers_file_puts_no_bytes_in_a_zip_export(
+    admin: Actor, make_user: Any, server: ServerThread, tmp_path: Path, dsn: str
+) -> None:
+    victim, thief = make_user(admin), make_user(admin)
+    secret = PNG + b"the victim's private upload"
+    file_id = upload(server.url, victim, secret).json()["id"]
+    assert download(server.url, thief, file_id).status_code == 404
+    entry = {
+        "type": "stored_file",
+        "fileId": file_id,
+        "name": "loot.png",
+        "path": "../loot.png",
+        "sha256": "00",
+    }
+    document = {
+        "conversation_id": "names-a-file", "metadata": {"export_version": "1.0"}, "conversation": {"title": "t"},
+        "messages": [{"id": "a", "role": "user", "content": "x", "attachments": [entry]}],
+    }  # fmt: skip
+    report = thief.client.ok(IMPORT_REPORT, {"i": {"format": "THREADLINE", "data": document}})
+    conversation = report["conversationImportReport"]["conversations"][0]["id"]
+    out = tmp_path / "portattack_export.zip"
+    result = run(dsn, "export", "--conversation", conversation, "--api-key", thief.api_key, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout.strip().splitlines()[-1])["files"] == 0
+    with zipfile.ZipFile(out) as z:
+        # Before the fix the zip held `../loot.png` with the victim's bytes: a file id in an import is no capability.
+        assert z.namelist() == ["conversations.json"]
+        assert secret not in z.read("conversations.json")

@@ -69,22 +69,23 @@ async def export_entries(
 async def write_zip(
     db: Database, settings: Settings, tenant_id: uuid.UUID, documents: list[dict[str, Any]], target: Path
 ) -> int:
-    """A Threadline export zip of `documents` with their files; returns how many files it holds."""
-    wanted: dict[str, uuid.UUID] = {}
+    """A Threadline export zip of `documents` with their files; returns how many files it holds.
+
+    The files are those the documents' messages hold (not deleted), looked up again: never what an attachment entry
+    names, since an imported conversation's entries are the import file's words (a `stored_file` entry naming any
+    file id of the tenant put that file's bytes in the zip, at the entry's `path`)."""
+    message_ids = []
     for document in documents:
         for message in document.get("messages", []):
-            for entry in message.get("attachments", []):
-                if entry.get("type") == STORED:
-                    parsed = parse_id(entry.get("fileId", ""))
-                    if parsed is not None and parsed[0] is Kind.FILE:
-                        wanted.setdefault(entry["path"], parsed[1])
-    rows = {r["id"]: r for r in await repo.files(db, tenant_id, list(wanted.values()))}
+            parsed = parse_id(str(message.get("id") or ""))
+            if parsed is not None and parsed[0] is Kind.MESSAGE and message.get("deleted_at") is None:
+                message_ids.append(parsed[1])
+    wanted: dict[str, Any] = {}
+    for row in await repo.message_files(db, tenant_id, message_ids):
+        wanted.setdefault(zip_path(bytes(row["sha256"]).hex()), row)
     with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
         archive.writestr("conversations.json", orjson.dumps(documents))
-        for path, file_id in wanted.items():
-            row = rows.get(file_id)
-            if row is None:
-                continue
+        for path, row in wanted.items():
             with archive.open(path, "w", force_zip64=True) as out:
                 async for block in service.read_bytes(db, settings, row):
                     out.write(block)
