@@ -248,3 +248,47 @@ def test_slow_and_failing_loads_reach_every_socket_as_the_stock_path_sends_them(
         ]
         failing = [json.loads(raw)["payload"] for raw in received[2].values() if '"failing"' in raw]
         assert failing[0].get("errors"), failing
+
+
+def test_events_a_group_does_not_take_are_not_executed_ahead_for_it(
+    admin: Actor,
+    make_user: Callable[..., Actor],
+    sockets: Callable[[Actor, bool], WsClient],  # noqa: F811
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The head start executes what the pass will route to each group: not the types sent only to selections
+    that name them (`branch.sibling`, `branch.current` here) for a group whose query does not, nor an addressed
+    event for a group without its recipient (the pass skips both without executing anything)."""
+    from threadline.streaming.direct import LaneGroup
+
+    ahead: list[str] = []
+    start_shared = LaneGroup.start_shared
+
+    def counting(self: LaneGroup, event: Any) -> list[Any]:
+        ahead.append(event.type)
+        return start_shared(self, event)
+
+    monkeypatch.setattr(LaneGroup, "start_shared", counting)
+    member = make_user(admin)
+    cid = conversation(admin)
+    join(admin, member, cid)
+    root = admin.client.ok(START, {"c": cid, "x": "question"})["threadStart"]["id"]
+    admin.client.ok(REPLY, {"p": root, "x": "first answer"})
+    clients = [sockets(admin, True) for _ in range(2)]
+    for client in clients:
+        client.subscribe(AUTHOR, {"c": cid})
+    # The member's query names BranchCurrentEvent: the admin's own branch.current is not the member's.
+    others = [sockets(member, True) for _ in range(2)]
+    for client in others:
+        client.subscribe(
+            AUTHOR.replace("} } } } }", "} } } ... on BranchCurrentEvent { leafId } } }"), {"c": cid}
+        )
+    time.sleep(0.5)
+    ahead.clear()
+    admin.client.ok(REPLY, {"p": root, "x": "second answer"})  # thread.activity, then branch.sibling
+    admin.client.ok(REPLY, {"p": root, "x": "third answer"})
+    for client in clients + others:
+        events = client.events(2, ignore=(*IGNORED, "branch.sibling"), timeout=15)
+        assert [e["changedMessage"]["author"]["id"] for e in events] == [admin.user_id] * 2
+    assert "branch.sibling" not in ahead and "branch.current" not in ahead, ahead
+    assert ahead.count("thread.activity") == 4, ahead  # two events, two groups

@@ -354,12 +354,16 @@ class StreamHub:
             groups = self._groups.get(conversation)
             if not groups:
                 continue
-            tenant, root = event.tenant_id.int, event.root_id
+            tenant, root, recipient = event.tenant_id.int, event.root_id, event.recipient_id
+            opt_in = event.type in SELECTED_ONLY
             for group in groups.values():
                 if (
                     group.members
                     and group.tenant_int == tenant
                     and (root is None or group.root_id is None or root == group.root_id)
+                    # As `_offer_in_conversation`: a type its query does not select, an event for another user.
+                    and (not opt_in or event.type in group.selected_only)
+                    and (recipient is None or recipient in group.users)
                 ):
                     waiting.extend(group.start_shared(event))
         if waiting:
