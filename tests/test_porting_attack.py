@@ -410,3 +410,60 @@ def test_an_imported_stored_file_entry_naming_anothers_file_puts_no_bytes_in_a_z
         # Before the fix the zip held `../loot.png` with the victim's bytes: a file id in an import is no capability.
         assert z.namelist() == ["conversations.json"]
         assert secret not in z.read("conversations.json")
+
+
+# -- attachments of an archive: bounded expansion, each member read at most once --------------------------------
+
+
+def _with_files(tmp_path: Path, members: dict[str, bytes], named: list[str]) -> Path:
+    """A Claude export zip whose first conversation's messages each name one of `named` (in turn) as a file."""
+    conversations = json.loads(CLAUDE_FILE)
+    for i, message in enumerate(conversations[0]["chat_messages"]):
+        message["files"] = [{"file_name": named[i % len(named)]}]
+    path = tmp_path / "portattack_files.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("conversations.json", json.dumps(conversations))
+        for name, data in members.items():
+            z.writestr(name, data)
+    return path
+
+
+def test_a_member_many_messages_name_is_read_once_when_it_cannot_be_stored(
+    admin: Actor, dsn: str, tmp_path: Path
+) -> None:
+    conversations = json.loads(CLAUDE_FILE)
+    assert len(conversations[0]["chat_messages"]) >= 3
+    archive = _with_files(tmp_path, {"big.bin": bytes(range(256)) * 64}, ["big.bin"])
+    result = run(
+        dsn, "import", str(archive), "--format", "claude", "--api-key", admin.api_key, "--quiet",
+        env={"THREADLINE_FILE_TENANT_QUOTA_BYTES": "1000"},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = report_of(result)
+    # Before the fix: read (and refused by the quota) again for every message naming it, one line each.
+    assert (report["files"], report["filesSkipped"]) == (
+        0, ["big.bin: The tenant's files would pass its quota of 1000 bytes (THREADLINE_FILE_TENANT_QUOTA_BYTES)"]
+    )  # fmt: skip
+
+
+def test_attachments_count_against_the_archives_total_expansion(
+    admin: Actor, dsn: str, tmp_path: Path
+) -> None:
+    one, two = bytes(range(256)) * 8, bytes(reversed(range(256))) * 8
+    archive = _with_files(tmp_path, {"one.bin": one, "two.bin": two}, ["one.bin", "two.bin"])
+    with zipfile.ZipFile(archive) as z:
+        exports = z.getinfo("conversations.json").file_size
+    limit = str(exports + len(one) + len(two) - 1)
+    result = run(
+        dsn, "import", str(archive), "--format", "claude", "--api-key", admin.api_key, "--quiet",
+        env={"THREADLINE_IMPORT_ZIP_MAX_TOTAL_BYTES": limit},
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    report = report_of(result)
+    # Before the fix only the conversation files counted: every attachment member (up to 10,000 of 25 MB) was read.
+    assert report["files"] == 1
+    (skipped,) = report["filesSkipped"]  # whichever was read second
+    assert skipped in [
+        f"{name}: the archive's files expand past THREADLINE_IMPORT_ZIP_MAX_TOTAL_BYTES"
+        for name in ("one.bin", "two.bin")
+    ]

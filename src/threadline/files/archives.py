@@ -100,6 +100,9 @@ class ArchiveFiles:
     archive: zipfile.ZipFile
     by_name: dict[str, zipfile.ZipInfo] = field(default_factory=dict)
     by_base: dict[str, zipfile.ZipInfo] = field(default_factory=dict)
+    # Bytes the archive's files expand to as read so far (its conversation files' sizes first): the members read
+    # as attachments count against THREADLINE_IMPORT_ZIP_MAX_TOTAL_BYTES too.
+    expanded: int = 0
 
     @classmethod
     def open(cls, path: Path) -> ArchiveFiles:
@@ -107,6 +110,7 @@ class ArchiveFiles:
         found = cls(path, archive)
         for info in archive.infolist():
             if info.is_dir() or posixpath.basename(info.filename).startswith("conversations"):
+                found.expanded += info.file_size
                 continue
             found.by_name[info.filename] = info
             found.by_base.setdefault(posixpath.basename(info.filename), info)
@@ -143,6 +147,9 @@ def _read_member(files: ArchiveFiles, info: zipfile.ZipInfo, settings: Settings)
         return f"{info.filename}: {info.file_size} bytes, over THREADLINE_FILE_MAX_BYTES"
     if info.file_size > settings.import_zip_max_ratio * max(info.compress_size, 1):
         return f"{info.filename}: compressed past THREADLINE_IMPORT_ZIP_MAX_RATIO"
+    if files.expanded + info.file_size > settings.import_zip_max_total_bytes:
+        return f"{info.filename}: the archive's files expand past THREADLINE_IMPORT_ZIP_MAX_TOTAL_BYTES"
+    files.expanded += info.file_size
     why = unreadable(info)
     if why is not None:
         return f"{info.filename}: cannot be read: {why}"
@@ -200,6 +207,9 @@ async def attach_from_archives(
     done = Attached()
     rows = await repo.imported_attachments(db, principal.tenant_id, list(conversation_ids))
     stored: dict[tuple[str, str], str] = {}  # (archive, member) -> new file id
+    # Members that could not be stored: not read again for the next message naming them (each read of a member
+    # referenced by thousands of messages, then refused by the quota, expanded it again).
+    refused: set[tuple[str, str]] = set()
     for row in rows:
         entry = dict(row["data"]) if isinstance(row["data"], dict) else {}
         for files in archives:
@@ -210,15 +220,19 @@ async def attach_from_archives(
             continue
         key = (str(files.path), info.filename)
         new_id = stored.get(key)
+        if key in refused:
+            continue
         if new_id is None:
             upload = _read_member(files, info, settings)
             if isinstance(upload, str):
                 done.skipped.append(upload)
+                refused.add(key)
                 continue
             try:
                 file_row, _ = await service.store(db, settings, principal, upload)
             except service.TooLarge as exc:
                 done.skipped.append(f"{info.filename}: {exc.message}")
+                refused.add(key)
                 continue
             new_id = encode_id(Kind.FILE, file_row["id"])
             stored[key] = new_id
