@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from tests.api import create_conversation, start_thread
+from tests.api import create_conversation, join, start_thread
 from tests.harness import Actor, ServerThread
 
 TREE = "query($c: ID!) { conversation(id: $c) { messageCount threads { nodes { root { id content } } } } }"
@@ -44,5 +44,24 @@ def test_a_session_id_names_the_callers_own_conversation_before_one_they_can_mer
         response = complete(server, caller, session, "my new question")
         assert response.status_code == 200, response.text
         assert "private" not in response.text
+        assert count(colleague, theirs) == 1
+        assert count(caller, own) == 3
+
+
+def test_a_session_id_names_the_callers_own_conversation_before_one_they_were_invited_to(
+    server: ServerThread, admin: Actor, make_user: Callable[..., Actor]
+) -> None:
+    """A colleague invites the caller into a conversation with the session id the caller's client uses: the
+    caller's prompts stay in their own conversation (not stored where the colleague reads them), whether they
+    joined as a MEMBER (who could write there) or a VIEWER (who would be refused)."""
+    for role in ("MEMBER", "VIEWER"):
+        caller, colleague = make_user(admin), make_user(admin)
+        own = create_conversation(caller, "mine", sessionId="default")
+        start_thread(caller, own, "my earlier question")
+        theirs = create_conversation(colleague, "theirs", sessionId="default")
+        join(colleague, caller, theirs, role)
+        start_thread(colleague, theirs, "the colleague's question")  # the more recently active one
+        response = complete(server, caller, "default", "my private question")
+        assert response.status_code == 200, response.text
         assert count(colleague, theirs) == 1
         assert count(caller, own) == 3

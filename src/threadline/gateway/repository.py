@@ -23,9 +23,11 @@ async def session_conversation(
 ) -> asyncpg.Record | None:
     """The conversation with id `conversation_id`, else the most recently active one with `sessionId` =
     `session_id` that is not deleted (clients choose session ids: several may share one), among those the
-    caller may read, those the caller takes part in first (an admin's or manager's own session is never
-    answered from, nor stored in, a colleague's conversation that happens to share its id); with the caller's role and the owner's team (as `conversation_with_access` gives them,
-    for `access_level`) and `latest_root`, the root of its most recently active thread (null without threads)."""
+    caller may read: those they own first, then those they write in, then those they view, then those their
+    role alone lets them read (a session is never answered from, nor stored in, a colleague's conversation that
+    happens to share its id while the caller has one of their own); with the caller's role and the owner's team
+    (as `conversation_with_access` gives them, for `access_level`) and `latest_root`, the root of its most
+    recently active thread (null without threads)."""
     params: list[Any] = []
     visible = visibility_sql(principal, params)
     params.extend([principal.user_id, conversation_id, session_id])
@@ -39,8 +41,9 @@ async def session_conversation(
             LEFT JOIN app_user ou ON ou.id = c.owner_id
             WHERE {visible}
               AND (c.id = {by_id}::uuid OR (c.session_id = {by_session} AND c.status <> 'DELETED'))
-            ORDER BY c.id = {by_id}::uuid DESC NULLS LAST, p.role IS NOT NULL DESC, c.last_activity_at DESC,
-                     c.id DESC LIMIT 1""",
+            ORDER BY c.id = {by_id}::uuid DESC NULLS LAST,
+                     CASE p.role WHEN 'OWNER' THEN 0 WHEN 'MEMBER' THEN 1 WHEN 'VIEWER' THEN 2 ELSE 3 END,
+                     c.last_activity_at DESC, c.id DESC LIMIT 1""",
         *params,
     )
 
