@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import struct
 import zipfile
@@ -16,6 +17,7 @@ from tests.test_porting_cli import report_of, run
 from tests.test_porting_import import FIXTURES, IMPORT_REPORT, sql
 from threadline.ids import Kind, decode_id
 from threadline.porting import chatgpt
+from threadline.porting.jsonstream import JsonArrayReader
 from threadline.porting.model import ImportedMessage
 
 REPAIRED = "replaced with U+FFFD"
@@ -466,4 +468,18 @@ def test_attachments_count_against_the_archives_total_expansion(
     assert skipped in [
         f"{name}: the archive's files expand past THREADLINE_IMPORT_ZIP_MAX_TOTAL_BYTES"
         for name in ("one.bin", "two.bin")
+    ]
+
+
+def test_a_number_too_long_for_an_integer_is_reported_as_such_not_as_nesting() -> None:
+    data = b'[{"a": 1}, ' + b"7" * 5000 + b', {"b": ' + b"9" * 5000 + b"}, [2]]"
+    items = list(JsonArrayReader(io.BytesIO(data), max_item_bytes=1 << 20))
+    assert [i.value for i in items] == [{"a": 1}, None, None, [2]]
+    too_long = (
+        "malformed JSON: Exceeds the limit (4300 digits) for integer string conversion: value has 5000 digits"
+    )
+    # Before the fix both said "too deeply nested": the standard library's ValueError has no `msg`.
+    assert [i.error for i in items[1:3]] == [
+        f"{too_long} at byte 11 (line 1, column 12)",
+        f"{too_long} at byte 5013 (line 1, column 5014)",
     ]

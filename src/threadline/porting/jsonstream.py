@@ -106,8 +106,16 @@ def decode(item: Item) -> None:
         try:
             item.value = json.loads(text)
         except (ValueError, RecursionError) as exc:
-            message = getattr(exc, "msg", "too deeply nested")
+            message = _why(exc)
             item.error = f"malformed JSON: {message} in the element at byte {item.offset} (line {item.line})"
+
+
+def _why(exc: ValueError | RecursionError) -> str:
+    """What the standard library's decoder said: a JSONDecodeError's message, "too deeply nested" for recursion,
+    else the error's own words (an integer of more than 4,300 digits is a plain ValueError: it read as nesting)."""
+    if isinstance(exc, RecursionError):
+        return "too deeply nested"
+    return str(getattr(exc, "msg", None) or exc).split(";")[0]  # not the interpreter's advice after it
 
 
 _DEFERRED = object()  # `_fast`'s value for an element whose end is known and whose decoding is deferred
@@ -317,7 +325,7 @@ class JsonArrayReader:
             _read_whole(item, self._buf[i:end])
         except (ValueError, RecursionError) as exc:
             where, line_at, column = self._where(i + getattr(exc, "pos", 0))
-            message = getattr(exc, "msg", "too deeply nested")
+            message = _why(exc)
             item.error = f"malformed JSON: {message} at byte {where} (line {line_at}, column {column})"
         return item, end
 
