@@ -5,18 +5,20 @@ from __future__ import annotations
 import io
 import json
 import struct
+import uuid
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.harness import Actor, Loop, ServerThread
+from tests.harness import Actor, Client, Loop, ServerThread, test_settings
 from tests.test_files import PNG, download, upload
 from tests.test_porting_cli import report_of, run
 from tests.test_porting_import import FIXTURES, IMPORT_REPORT, sql
 from threadline.ids import Kind, decode_id
-from threadline.porting import chatgpt
+from threadline.porting import chatgpt, exporter
 from threadline.porting.jsonstream import JsonArrayReader
 from threadline.porting.model import ImportedMessage
 
@@ -483,3 +485,51 @@ def test_a_number_too_long_for_an_integer_is_reported_as_such_not_as_nesting() -
         f"{too_long} at byte 11 (line 1, column 12)",
         f"{too_long} at byte 5013 (line 1, column 5014)",
     ]
+
+
+# -- userExport through the API: bounded by what one response may carry ------------------------------------------
+
+USER_EXPORT = "query($u: ID!) { userExport(userId: $u) }"
+RESPONSE_LIMIT = 40_000
+
+
+@pytest.fixture(scope="module")
+def narrow(dsn: str) -> Iterator[ServerThread]:
+    srv = ServerThread(test_settings(dsn, migrate_on_start=False, response_max_bytes=RESPONSE_LIMIT))
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def test_a_user_export_past_the_response_limit_stops_reading_and_says_where_to_go(
+    admin: Actor, narrow: ServerThread, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big = [
+        {"uuid": f"big-{i}", "name": f"big {i}", "chat_messages": [{"uuid": "m", "sender": "human", "text": "x" * 8000}]}
+        for i in range(20)
+    ]  # fmt: skip
+    assert (
+        admin.client.ok(IMPORT_REPORT, {"i": {"format": "CLAUDE", "data": big}})["conversationImportReport"][
+            "imported"
+        ]
+        == 20
+    )
+    built: list[uuid.UUID] = []
+    document = exporter.conversation_document
+
+    async def counted(db: Any, tenant_id: uuid.UUID, conversation: Any, *args: Any, **kwargs: Any) -> Any:
+        built.append(conversation["id"])
+        return await document(db, tenant_id, conversation, *args, **kwargs)
+
+    monkeypatch.setattr(exporter, "conversation_document", counted)  # the server runs in this process
+    error = Client(narrow.url, admin.api_key).error(USER_EXPORT, {"u": admin.user_id})
+    assert (error["extensions"]["code"], error["message"]) == (
+        "BAD_USER_INPUT",
+        f"The export passes {RESPONSE_LIMIT} bytes, the most one response may carry (THREADLINE_RESPONSE_MAX_BYTES): "
+        "use `threadline export --user` for larger exports",
+    )
+    # Before the fix all 20 conversations were read (and decoded, and encoded) before the response was refused.
+    assert len(built) <= RESPONSE_LIMIT // 8000 + 1
+    # On the server with the default limit the same export is whole.
+    monkeypatch.undo()
+    assert len(admin.client.ok(USER_EXPORT, {"u": admin.user_id})["userExport"]["conversations"]) == 20

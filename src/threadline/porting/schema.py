@@ -113,8 +113,26 @@ class PortingQuery:
         ],
     ) -> JSON:
         principal = await info.context.principal()
+        limit = info.context.settings.response_max_bytes
         chunks: list[bytes] = []
-        await exporter.export_user(info.context.db, principal, decode_id(user_id, Kind.USER), chunks.append)
+        held = 0
+
+        def collect(chunk: bytes) -> None:
+            # Stopped as soon as it passes what one response may carry: everything a user wrote was read whole
+            # into memory (then decoded, then encoded again) before the response's own limit refused it.
+            nonlocal held
+            held += len(chunk)
+            if held > limit:
+                raise bad_input(
+                    f"The export passes {limit} bytes, the most one response may carry "
+                    "(THREADLINE_RESPONSE_MAX_BYTES): use `threadline export --user` for larger exports",
+                    argument="userId",
+                    limit=limit,
+                    setting="THREADLINE_RESPONSE_MAX_BYTES",
+                )
+            chunks.append(chunk)
+
+        await exporter.export_user(info.context.db, principal, decode_id(user_id, Kind.USER), collect)
         document: JSON = orjson.loads(b"".join(chunks))
         return document
 
