@@ -491,11 +491,16 @@ def test_a_number_too_long_for_an_integer_is_reported_as_such_not_as_nesting() -
 
 USER_EXPORT = "query($u: ID!) { userExport(userId: $u) }"
 RESPONSE_LIMIT = 40_000
+MESSAGE_LIMIT = 50
 
 
 @pytest.fixture(scope="module")
 def narrow(dsn: str) -> Iterator[ServerThread]:
-    srv = ServerThread(test_settings(dsn, migrate_on_start=False, response_max_bytes=RESPONSE_LIMIT))
+    srv = ServerThread(
+        test_settings(
+            dsn, migrate_on_start=False, response_max_bytes=RESPONSE_LIMIT, query_max_messages=MESSAGE_LIMIT
+        )
+    )
     srv.start()
     yield srv
     srv.stop()
@@ -533,3 +538,33 @@ def test_a_user_export_past_the_response_limit_stops_reading_and_says_where_to_g
     # On the server with the default limit the same export is whole.
     monkeypatch.undo()
     assert len(admin.client.ok(USER_EXPORT, {"u": admin.user_id})["userExport"]["conversations"]) == 20
+
+
+def test_a_conversation_export_past_the_message_limit_is_refused_before_it_is_read(
+    admin: Actor, narrow: ServerThread
+) -> None:
+    chain = [
+        {
+            "uuid": f"m{i}",
+            "sender": "human",
+            "text": f"m{i}",
+            "parent_message_uuid": f"m{i - 1}" if i else None,
+        }
+        for i in range(MESSAGE_LIMIT + 1)
+    ]
+    data = {"uuid": "long", "name": "long", "chat_messages": chain}
+    report = admin.client.ok(IMPORT_REPORT, {"i": {"format": "CLAUDE", "data": data}})[
+        "conversationImportReport"
+    ]
+    conversation = report["conversations"][0]["id"]
+    error = Client(narrow.url, admin.api_key).error(EXPORT, {"c": conversation})
+    # Before the fix the whole document was built (and returned): exports were charged to no budget.
+    assert (error["extensions"]["code"], error["message"]) == (
+        "BAD_USER_INPUT",
+        f"The conversation holds {MESSAGE_LIMIT + 1} messages; one export through the API may carry at most "
+        f"{MESSAGE_LIMIT} (THREADLINE_QUERY_MAX_MESSAGES): use `threadline export --conversation` for larger ones",
+    )
+    assert (
+        len(admin.client.ok(EXPORT, {"c": conversation})["conversationExport"]["messages"])
+        == MESSAGE_LIMIT + 1
+    )

@@ -15,7 +15,7 @@ from threadline.auth import repository as users
 from threadline.auth.principal import Principal
 from threadline.conversations.access import Access, require
 from threadline.db import Database, Executor
-from threadline.errors import forbidden, not_found
+from threadline.errors import bad_input, forbidden, not_found
 from threadline.files import archives as file_archives
 from threadline.ids import Kind, encode_id
 from threadline.links.service import links_for_export
@@ -129,15 +129,26 @@ def _public(row: dict[str, Any], kind: Kind) -> dict[str, Any]:
 
 
 async def export_conversation(
-    db: Database, principal: Principal | Actor, conversation_id: uuid.UUID
+    db: Database, principal: Principal | Actor, conversation_id: uuid.UUID, *, max_messages: int | None = None
 ) -> dict[str, Any]:
-    """A conversation the caller may read, as a document; audited. An operator (no principal) sees all."""
+    """A conversation the caller may read, as a document; audited. An operator (no principal) sees all.
+
+    `max_messages` (the API's THREADLINE_QUERY_MAX_MESSAGES): a larger conversation is refused before its messages
+    are read, as a query returning that many is (the document is built whole in memory, then encoded)."""
     if isinstance(principal, Principal):
         row = await require(db, principal, conversation_id, Access.READ)
     else:
         row = await repo.conversation_row(db, principal.tenant_id, conversation_id)
         if row is None:
             raise not_found("Conversation")
+    if max_messages is not None and row["message_count"] > max_messages:
+        raise bad_input(
+            f"The conversation holds {row['message_count']} messages; one export through the API may carry at most "
+            f"{max_messages} (THREADLINE_QUERY_MAX_MESSAGES): use `threadline export --conversation` for larger ones",
+            argument="id",
+            limit=max_messages,
+            setting="THREADLINE_QUERY_MAX_MESSAGES",
+        )
     # The exporting user's own feedback goes along (an operator's export: the owner's).
     viewer = principal.user_id if isinstance(principal, Principal) else row["owner_id"]
     document = await conversation_document(db, principal.tenant_id, row, datetime.now(UTC), viewer)

@@ -96,7 +96,9 @@ class PortingQuery:
                 info.context.db, principal, conversation_id, all_branches=all_branches
             )
             return done.text  # type: ignore[return-value]
-        return await exporter.export_conversation(info.context.db, principal, conversation_id)  # type: ignore[return-value]
+        return await exporter.export_conversation(  # type: ignore[return-value]
+            info.context.db, principal, conversation_id, max_messages=info.context.settings.query_max_messages
+        )
 
     @strawberry.field(
         description="Everything a user owns or wrote, for a data-access request (admins for anyone, users for "
