@@ -292,3 +292,74 @@ def test_events_a_group_does_not_take_are_not_executed_ahead_for_it(
         assert [e["changedMessage"]["author"]["id"] for e in events] == [admin.user_id] * 2
     assert "branch.sibling" not in ahead and "branch.current" not in ahead, ahead
     assert ahead.count("thread.activity") == 4, ahead  # two events, two groups
+
+
+def test_a_revoked_subscriber_never_answers_for_the_others(
+    admin: Actor,
+    make_user: Callable[..., Actor],
+    server: Any,
+    sockets: Callable[[Actor, bool], WsClient],  # noqa: F811
+) -> None:
+    """A socket whose key was revoked, with its transport paused (a client not reading): the re-check refused it and
+    its close waits for the buffer to drain, so its subscription stays in its lane group meanwhile, and its context
+    no longer authenticates. The results the other subscribers of its query share must not be executed with that
+    context: they got its UNAUTHENTICATED (the author null) for an event they may read."""
+    from tests.test_streaming_keepalive import open_protocols
+
+    revoked, member = make_user(admin), make_user(admin)
+    cid = conversation(admin)
+    join(admin, revoked, cid)
+    join(admin, member, cid)
+    root = admin.client.ok(START, {"c": cid, "x": "question"})["threadStart"]["id"]
+    created = revoked.client.ok(KEY_CREATE, {"u": revoked.user_id})["apiKeyCreate"]
+    before = set(open_protocols(server))
+    stalled = sockets(Actor(revoked.tenant_id, revoked.user_id, created["secret"], revoked.client), True)
+    (protocol,) = set(open_protocols(server)) - before
+    # Its own operation id, so its own lane group (the conversation's first), with the query's shared results.
+    stalled.subscribe(AUTHOR, {"c": cid}, op_id="r")
+    time.sleep(0.5)
+    client = sockets(member, True)
+    client.subscribe(AUTHOR, {"c": cid}, op_id="m")
+    time.sleep(0.5)
+    protocol.loop.call_soon_threadsafe(protocol.pause_writing)  # as when the client's buffers are full
+    revoked.client.ok(KEY_REVOKE, {"k": created["apiKey"]["id"]})
+    time.sleep(1.0)  # the socket is re-checked: refused, its close waiting on the paused transport
+    admin.client.ok(REPLY, {"p": root, "x": "answer"})
+    (event,) = client.events(1, "m", ignore=IGNORED, timeout=15)  # (fails on errors)
+    assert event["changedMessage"]["author"]["id"] == admin.user_id
+
+
+def test_a_revoked_stock_subscriber_never_answers_for_the_others(
+    admin: Actor,
+    make_user: Callable[..., Actor],
+    server: Any,
+    sockets: Callable[[Actor, bool], WsClient],  # noqa: F811
+) -> None:
+    """As above, on the stock path (direct frames off): whichever subscriber's stream executes an event first
+    made the result its query's subscribers share; the refused one's must stay its own. Four conversations: each
+    event's first execution is the refused socket's about half the time (it then blocks on its paused socket)."""
+    from tests.test_streaming_keepalive import open_protocols
+
+    revoked, member = make_user(admin), make_user(admin)
+    created = revoked.client.ok(KEY_CREATE, {"u": revoked.user_id})["apiKeyCreate"]
+    before = set(open_protocols(server))
+    stalled = sockets(Actor(revoked.tenant_id, revoked.user_id, created["secret"], revoked.client), False)
+    (protocol,) = set(open_protocols(server)) - before
+    client = sockets(member, False)
+    roots = []
+    for n in range(4):
+        cid = conversation(admin)
+        join(admin, revoked, cid)
+        join(admin, member, cid)
+        roots.append(admin.client.ok(START, {"c": cid, "x": "question"})["threadStart"]["id"])
+        stalled.subscribe(AUTHOR, {"c": cid}, op_id=f"r{n}")
+        client.subscribe(AUTHOR, {"c": cid}, op_id=f"m{n}")
+    time.sleep(0.5)
+    protocol.loop.call_soon_threadsafe(protocol.pause_writing)
+    revoked.client.ok(KEY_REVOKE, {"k": created["apiKey"]["id"]})
+    time.sleep(1.0)
+    for root in roots:
+        admin.client.ok(REPLY, {"p": root, "x": "answer"})
+    for n in range(4):
+        (event,) = client.events(1, f"m{n}", ignore=IGNORED, timeout=15)  # (fails on errors)
+        assert event["changedMessage"]["author"]["id"] == admin.user_id

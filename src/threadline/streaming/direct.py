@@ -241,7 +241,7 @@ class Lane:
         through the socket's loaders), the future every subscriber of the query shares, for the hub to await once;
         the pass then finds it done and the lanes write it. None when there is nothing to wait for, or the query's
         results are not shared (a field of the viewer's own: each subscriber executes it)."""
-        if not self.executor.shares_results:
+        if not self.executor.shares_results or self.context.known_principal is None:
             return None
         result = self._execute(self.shared_events.get(event, self.viewer if viewer is None else viewer))
         if isinstance(result, asyncio.Future) and not result.done():
@@ -256,13 +256,18 @@ class Lane:
         return executor.execute_operation(False)
 
     def _payload(self, shared: Any) -> bytes | None:
+        if self.context.known_principal is None:
+            # Authenticating again (or refused: its socket is closing): its own stock path answers it, and its
+            # execution is not shared (streaming.fanout).
+            return None
         result = self._execute(shared)
         if isinstance(result, asyncio.Future):  # shared by the query's subscribers (streaming.fanout)
             if not result.done() or result.cancelled() or result.exception() is not None:
                 return None
             result = result.result()
         elif isawaitable(result):  # this subscriber's own (never shared): its stock path executes the event
-            _OWN_AWAITED.add(_own_awaited_key(self.key, shared))
+            if not self.executor.shares_results:
+                _OWN_AWAITED.add(_own_awaited_key(self.key, shared))
             if iscoroutine(result):
                 result.close()
             return None
@@ -373,11 +378,26 @@ class LaneGroup:
             else:
                 del self.users[sub.user_id]
 
+    def lane(self) -> Lane:
+        """The member lane that executes the group's events, for all of them: one whose caller is authenticated. A
+        member whose credential the socket's re-check just refused stays in the group until its socket closes
+        (which waits on a paused transport for as long as its client reads nothing), and its context answers
+        every load with UNAUTHENTICATED: that error went to every subscriber of the query, other users included."""
+        first: Lane | None = None
+        for sub in self.members:
+            lane: Lane = sub.lane
+            if lane.context.known_principal is not None:
+                return lane
+            if first is None:
+                first = lane
+        assert first is not None, "a group without members executes nothing"
+        return first
+
     def take(self, event: LoggedEvent, frames: dict[Any, Any], dirty: list[Any]) -> bool:
         """An event every member receives alike (one frame for all)."""
         frame = frames.get(self.frame_key, _MISSING)
         if frame is _MISSING:
-            lane = next(iter(self.members)).lane
+            lane = self.lane()
             frame = frames[self.frame_key] = lane.frame(event, frames)
         if frame is None:
             return False
@@ -395,7 +415,7 @@ class LaneGroup:
             return 0
         frame = frames.get(self.frame_key, _MISSING)
         if frame is _MISSING:
-            lane = next(iter(self.members)).lane
+            lane = self.lane()
             frame = frames[self.frame_key] = lane.frame(event, frames)
         if frame is None:
             return -1
@@ -406,7 +426,7 @@ class LaneGroup:
         """`thread.new`: the author's members get the author's rendering, every other member the reader's."""
         data = event.data
         author = data.message.author_id  # type: ignore[union-attr]
-        lane = next(iter(self.members)).lane
+        lane = self.lane()
         reader: bytes | None = None
         if len(self.users) > (author in self.users):
             reader = frames.get(self.frame_key + "\x00reader", _MISSING)
@@ -429,7 +449,7 @@ class LaneGroup:
     def start_shared(self, event: LoggedEvent) -> list[asyncio.Future[Any]]:
         """`Lane.start_shared` for the renderings this group's `take`s will ask for (thread.new: the author's and
         a reader's, as `take_by_viewer` does)."""
-        lane = next(iter(self.members)).lane
+        lane = self.lane()
         viewers: list[Any] = [None]
         if event.type == THREAD_NEW:
             author = event.data.message.author_id  # type: ignore[union-attr]

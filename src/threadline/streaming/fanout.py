@@ -171,6 +171,9 @@ def _viewer_key(context: object) -> str:
     )
 
 
+_UNKNOWN = object()  # a context without `known_principal` (not the app's): shares as before
+
+
 def _variables_key(values: object) -> str:
     return json.dumps(values or {}, sort_keys=True, default=str)
 
@@ -225,8 +228,10 @@ class FanoutExecutionContext(FastExecutionContext):
         if shared is None or self.operation.operation is not OperationType.SUBSCRIPTION:
             return super().execute_operation(serially)
         key = self.fanout_key()
-        if self._per_viewer:
-            return super().execute_operation(serially)  # with this subscriber's own context
+        if self._per_viewer or getattr(self.context_value, "known_principal", _UNKNOWN) is None:
+            # With this subscriber's own context: a field of the viewer's own, or a caller not authenticated now (its
+            # socket authenticating again, or refused and closing: its loads fail, for it alone).
+            return super().execute_operation(serially)
         hit = shared.get(key)
         if hit is not None:
             return hit
