@@ -557,13 +557,16 @@ def test_a_conversation_export_past_the_message_limit_is_refused_before_it_is_re
         "conversationImportReport"
     ]
     conversation = report["conversations"][0]["id"]
-    error = Client(narrow.url, admin.api_key).error(EXPORT, {"c": conversation})
-    # Before the fix the whole document was built (and returned): exports were charged to no budget.
-    assert (error["extensions"]["code"], error["message"]) == (
-        "BAD_USER_INPUT",
-        f"The conversation holds {MESSAGE_LIMIT + 1} messages; one export through the API may carry at most "
-        f"{MESSAGE_LIMIT} (THREADLINE_QUERY_MAX_MESSAGES): use `threadline export --conversation` for larger ones",
-    )
+    markdown = "query($c: ID!) { conversationExport(id: $c, format: MARKDOWN, allBranches: true) }"
+    for query in (EXPORT, markdown):
+        error = Client(narrow.url, admin.api_key).error(query, {"c": conversation})
+        # Before the fix the whole document was built (and returned): exports were charged to no budget.
+        assert (error["extensions"]["code"], error["message"]) == (
+            "BAD_USER_INPUT",
+            f"The conversation holds {MESSAGE_LIMIT + 1} messages; one export through the API may carry at most "
+            f"{MESSAGE_LIMIT} (THREADLINE_QUERY_MAX_MESSAGES): use `threadline export --conversation` for larger ones",
+        )
+    assert "m50" in admin.client.ok(markdown, {"c": conversation})["conversationExport"]
     assert (
         len(admin.client.ok(EXPORT, {"c": conversation})["conversationExport"]["messages"])
         == MESSAGE_LIMIT + 1

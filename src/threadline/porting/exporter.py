@@ -15,12 +15,12 @@ from threadline.auth import repository as users
 from threadline.auth.principal import Principal
 from threadline.conversations.access import Access, require
 from threadline.db import Database, Executor
-from threadline.errors import bad_input, forbidden, not_found
+from threadline.errors import forbidden, not_found
 from threadline.files import archives as file_archives
 from threadline.ids import Kind, encode_id
 from threadline.links.service import links_for_export
 from threadline.organise import portable as organisation
-from threadline.porting import extras
+from threadline.porting import extras, request_limits
 from threadline.porting import repository as repo
 from threadline.porting import threadline_format as fmt
 from threadline.porting.service import audited_export
@@ -141,14 +141,7 @@ async def export_conversation(
         row = await repo.conversation_row(db, principal.tenant_id, conversation_id)
         if row is None:
             raise not_found("Conversation")
-    if max_messages is not None and row["message_count"] > max_messages:
-        raise bad_input(
-            f"The conversation holds {row['message_count']} messages; one export through the API may carry at most "
-            f"{max_messages} (THREADLINE_QUERY_MAX_MESSAGES): use `threadline export --conversation` for larger ones",
-            argument="id",
-            limit=max_messages,
-            setting="THREADLINE_QUERY_MAX_MESSAGES",
-        )
+    request_limits.check_export_messages(row["message_count"], max_messages)
     # The exporting user's own feedback goes along (an operator's export: the owner's).
     viewer = principal.user_id if isinstance(principal, Principal) else row["owner_id"]
     document = await conversation_document(db, principal.tenant_id, row, datetime.now(UTC), viewer)

@@ -26,6 +26,7 @@ from threadline.errors import not_found
 from threadline.ids import Kind, encode_id
 from threadline.links.service import links_for_export
 from threadline.porting import repository as repo
+from threadline.porting import request_limits
 from threadline.porting.service import audited_export
 from threadline.privacy.reading import masked_rows, reader_for
 from threadline.threads import branches
@@ -154,9 +155,15 @@ def render(
 
 
 async def export_markdown(
-    db: Database, principal: Principal | Actor, conversation_id: uuid.UUID, *, all_branches: bool = False
+    db: Database,
+    principal: Principal | Actor,
+    conversation_id: uuid.UUID,
+    *,
+    all_branches: bool = False,
+    max_messages: int | None = None,
 ) -> MarkdownExport:
-    """A conversation the caller may read, as Markdown; audited like the Threadline export."""
+    """A conversation the caller may read, as Markdown; audited like the Threadline export. `max_messages`: as
+    `exporter.export_conversation`'s."""
     reader = principal if isinstance(principal, Principal) else None
     if reader is not None:
         row = await require(db, reader, conversation_id, Access.READ)
@@ -165,6 +172,7 @@ async def export_markdown(
         if found is None:
             raise not_found("Conversation")
         row = found
+    request_limits.check_export_messages(row["message_count"], max_messages)
     tenant = principal.tenant_id
     rows = await repo.conversation_messages(db, tenant, conversation_id)
     if not all_branches:

@@ -70,3 +70,16 @@ def mutation_cost(conversations: int, messages: int, settings: Settings) -> int:
     conversations and messages (at least the one every mutation field costs)."""
     per_unit = max(settings.import_items_per_mutation, 1)
     return max(1, math.ceil((conversations + messages) / per_unit))
+
+
+def check_export_messages(count: int, limit: int | None) -> None:
+    """An export through the API is built whole in memory, then encoded: one of a conversation of more than
+    THREADLINE_QUERY_MAX_MESSAGES messages (as a query returning that many) is refused before it is read."""
+    if limit is not None and count > limit:
+        raise bad_input(
+            f"The conversation holds {count} messages; one export through the API may carry at most {limit} "
+            "(THREADLINE_QUERY_MAX_MESSAGES): use `threadline export --conversation` for larger ones",
+            argument="id",
+            limit=limit,
+            setting="THREADLINE_QUERY_MAX_MESSAGES",
+        )

@@ -93,7 +93,11 @@ class PortingQuery:
         conversation_id = decode_id(id, Kind.CONVERSATION)
         if format is ConversationExportFormat.MARKDOWN:
             done = await markdown.export_markdown(
-                info.context.db, principal, conversation_id, all_branches=all_branches
+                info.context.db,
+                principal,
+                conversation_id,
+                all_branches=all_branches,
+                max_messages=info.context.settings.query_max_messages,
             )
             return done.text  # type: ignore[return-value]
         return await exporter.export_conversation(  # type: ignore[return-value]
