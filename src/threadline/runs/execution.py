@@ -34,6 +34,7 @@ from threadline.runs.context import (
 )
 from threadline.runs.output import OutputDeleted, Usage
 from threadline.runs.providers import CompletionRequest, Finish, Provider, ProviderError
+from threadline.runs.providers.base import ToolCall
 from threadline.runs.service import end_run
 from threadline.runs.tools import require_action
 from threadline.runs.transitions import EXECUTING, RunStatus, StepStatus, StepType
@@ -46,6 +47,9 @@ log = logging.getLogger(__name__)
 
 FINISH_STATUS = {"length": RunStatus.INCOMPLETE, "content_filter": RunStatus.INCOMPLETE}
 OUTPUT_DELETED = ("OUTPUT_DELETED", "The output message was deleted while it was written")
+# The reason `_produce` ends a stream with once the output reached the message size limit (the provider's stream
+# is closed there: a model streaming without end costs the limit, never more).
+OUTPUT_FULL = "output_full"
 
 
 class Lost(Exception):
@@ -210,13 +214,27 @@ class DeltaWriter:
         self.completion_tokens = 0  # deltas received: the usage estimate until the provider reports one
         self.carried = Usage(0, 0)  # earlier tool rounds' usage, added to the run's (not the message's)
         self.pending: list[str] = []
+        self.size = 0  # UTF-8 bytes of the output so far (written and pending)
+        self.full = False  # the output reached THREADLINE_MESSAGE_MAX_BYTES: the stream must stop
         self.wake = asyncio.Event()
         self.lock = asyncio.Lock()
 
     def add(self, text: str) -> None:
-        self.pending.append(text)
+        """Queue a delta: NUL (which PostgreSQL text cannot hold) becomes U+FFFD, and the output stops at the
+        message size limit (`full`), cut at a character boundary."""
+        text = text.replace("\x00", "\ufffd")
+        encoded = text.encode("utf-8", errors="surrogatepass")
+        room = self.settings.message_max_bytes - self.size
+        if len(encoded) >= room:
+            self.full = True
+            encoded = encoded[: max(room, 0)]
+            text = encoded.decode("utf-8", errors="ignore")
+            encoded = text.encode("utf-8", errors="surrogatepass")
+        self.size += len(encoded)
         self.completion_tokens += 1
-        self.wake.set()
+        if text:
+            self.pending.append(text)
+            self.wake.set()
 
     async def run(self) -> None:
         last = -self.settings.run_delta_interval_seconds
@@ -270,6 +288,8 @@ async def _produce(provider: Provider, request: CompletionRequest, writer: Delta
             if isinstance(item, Finish):
                 return item
             writer.add(item)
+            if writer.full:
+                return Finish(OUTPUT_FULL)
     raise ProviderError("PROVIDER_BAD_STREAM", "The stream ended without finishing")
 
 
@@ -342,12 +362,34 @@ async def _stream(
         exc = producer.exception()
         if exc is None:
             finish = producer.result()
+            if finish.reason == OUTPUT_FULL:
+                limit = writer.settings.message_max_bytes
+                text = f"The output reached the message size limit ({limit} bytes) and was cut there"
+                return Outcome(RunStatus.INCOMPLETE, ("OUTPUT_TOO_LARGE", text), finish)
             return Outcome(FINISH_STATUS.get(finish.reason or "stop", RunStatus.COMPLETED), finish=finish)
         if isinstance(exc, ProviderError):
             return Outcome(RunStatus.FAILED, (exc.code, exc.message))
         log.error("provider %s failed unexpectedly", provider.name, exc_info=exc)
         return Outcome(RunStatus.FAILED, ("PROVIDER_ERROR", f"The provider failed: {type(exc).__name__}"))
     return Outcome(RunStatus.FAILED, ("TIMEOUT", "The run did not finish in time"))
+
+
+def unstorable_calls(settings: Settings, calls: tuple[ToolCall, ...]) -> str | None:
+    """Why the model's tool calls cannot be kept as the parts of one message (too many, too big, NUL), else
+    None. The message and `requiredAction` would hold them as they are: they are bounded like client input."""
+    if not calls:
+        return None
+    if len(calls) > settings.message_max_parts:
+        return f"The model made {len(calls)} tool calls; a message holds at most {settings.message_max_parts}"
+    texts = [t for c in calls for t in (c.id, c.name, c.arguments)]
+    if any("\x00" in t for t in texts):
+        return "The model's tool calls contain NUL characters"
+    size = sum(len(t.encode("utf-8", errors="surrogatepass")) for t in texts)
+    if size > settings.message_max_bytes:
+        return (
+            f"The model's tool calls are {size} bytes; a message holds at most {settings.message_max_bytes}"
+        )
+    return None
 
 
 async def _end(db: Database, settings: Settings, claim: Claim, writer: DeltaWriter, outcome: Outcome) -> bool:
@@ -372,6 +414,9 @@ async def _end(db: Database, settings: Settings, claim: Claim, writer: DeltaWrit
             if run["status"] == RunStatus.CANCELLING:
                 # Cancelled while finishing: CANCELLING only leads to CANCELLED, with whatever was written.
                 outcome = Outcome(RunStatus.CANCELLED)
+            refused = unstorable_calls(settings, finish.tool_calls) if finish is not None else None
+            if outcome.status is RunStatus.COMPLETED and refused is not None:
+                outcome = Outcome(RunStatus.FAILED, ("PROVIDER_BAD_STREAM", refused))
             if outcome.status is RunStatus.COMPLETED and finish is not None and finish.tool_calls:
                 # The model asked for tools: the run waits for their outputs (runs.tools).
                 await require_action(tx, run, writer.message, finish.tool_calls, usage, run_usage)

@@ -18,7 +18,7 @@ import asyncpg
 from threadline.auth.principal import Principal
 from threadline.conversations.access import Access, require, require_writable
 from threadline.db import Database, Executor
-from threadline.errors import bad_input, conflict, not_found
+from threadline.errors import ThreadlineError, bad_input, conflict, not_found
 from threadline.ids import Kind, encode_id
 from threadline.parts import model as parts
 from threadline.runs import output
@@ -32,6 +32,15 @@ from threadline.threads import repository as threads
 from threadline.threads.service import MessageDraft, add_reply
 
 BATCH = 100
+# Call ids an error names at most (each at most this many characters): the rest are counted, never echoed, so
+# a request naming thousands of unknown ids is not answered with all of them again.
+ERROR_IDS = 5
+ERROR_ID_CHARS = 64
+
+
+def _few(ids: list[str]) -> str:
+    shown = ", ".join(i if len(i) <= ERROR_ID_CHARS else i[:ERROR_ID_CHARS] + "..." for i in ids[:ERROR_IDS])
+    return shown + (f" and {len(ids) - ERROR_IDS} more" if len(ids) > ERROR_IDS else "")
 
 
 def call_part(call: ToolCall) -> parts.Part:
@@ -96,12 +105,12 @@ async def submit_tool_outputs(
         known = set(calls)
         unknown = [o.tool_call_id for o in outputs if o.tool_call_id not in known]
         if unknown:
-            raise bad_input(f"Unknown tool call ids: {', '.join(sorted(set(unknown)))}", argument="outputs")
+            raise bad_input(f"Unknown tool call ids: {_few(sorted(set(unknown)))}", argument="outputs")
         if len(by_id) != len(outputs):
             raise bad_input("Each tool call takes one output", argument="outputs")
         missing = [c for c in calls if c not in by_id]
         if missing:
-            raise bad_input(f"Outputs are missing for: {', '.join(missing)}", argument="outputs")
+            raise bad_input(f"Outputs are missing for: {_few(missing)}", argument="outputs")
         parent = await threads.message(
             tx, principal.tenant_id, uuid.UUID(run["required_action"]["messageId"]), lock=True
         )
@@ -110,7 +119,11 @@ async def submit_tool_outputs(
         for call in calls:
             answer = by_id[call]
             part = parts.tool_result_part(tool_call_id=call, content=answer.output, is_error=answer.is_error)
-            parts.validate_parts([part], settings)
+            try:
+                parts.validate_parts([part], settings)
+            except ThreadlineError as exc:  # said of the argument the caller sent, not of the stored part
+                extensions = {**exc.extensions, "argument": "outputs"}
+                raise bad_input(f"The output for {_few([call])}: {exc.message}", **extensions) from exc
             draft = MessageDraft(content=answer.output, role="TOOL", parts=[part])
             parent, _ = await add_reply(tx, settings, principal.tenant_id, parent, draft, principal.user_id)
         await repo.end_open_steps(tx, principal.tenant_id, run_id, StepStatus.COMPLETED)

@@ -1,0 +1,208 @@
+"""Hostile input against assistant runs and the cost bounds around them: a model streaming without end, NUL
+characters and unstorable tool calls from the model, runSubmitToolOutputs with thousands of call ids, and run
+messages multiplied by aliases and connections past the operation's output budget."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from tests.api import create_conversation, start_thread
+from tests.harness import Actor, Loop, ServerThread
+from tests.test_runs_support import TERMINAL, on, runs_server, settle
+
+LIMIT = 5_000  # THREADLINE_MESSAGE_MAX_BYTES of the servers here
+BUDGET = 60_000  # THREADLINE_RESPONSE_MAX_BYTES
+RUN_CREATE = "mutation($i: RunCreateInput!) { runCreate(input: $i) { id } }"
+RUN = """query($id: ID!) { run(id: $id) { id status lastError { code message }
+  requiredAction { toolCalls { id } } output { content chunks { index content } } } }"""
+STATUS = "query($id: ID!) { run(id: $id) { status } }"
+ENDED = TERMINAL | {"REQUIRES_ACTION"}
+SUBMIT = "mutation($r: ID!, $o: [ToolOutputInput!]!) { runSubmitToolOutputs(runId: $r, outputs: $o) { id } }"
+TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {}}}}
+
+
+def _sse(payload: Any) -> bytes:
+    return f"data: {json.dumps(payload)}\n\n".encode()
+
+
+def _chunk(delta: dict[str, Any], finish: str | None = None) -> bytes:
+    return _sse({"choices": [{"index": 0, "delta": delta, "finish_reason": finish}]})
+
+
+def _calls(count: int, arguments: str = "{}") -> bytes:
+    pieces = [
+        {"index": i, "id": f"call_{i}", "type": "function", "function": {"name": "f", "arguments": arguments}}
+        for i in range(count)
+    ]
+    return _chunk({"tool_calls": pieces})
+
+
+class HostileModel:
+    """An OpenAI-compatible upstream whose answers a run must not store as they are, by model name: `endless`
+    streams 1,000-byte deltas far past the message limit; `nul` a delta holding NUL; `many-calls` 100 tool calls
+    (a message holds 64 parts); `nul-call` a tool call whose arguments hold NUL; `big-call` one whose arguments
+    are past the message limit."""
+
+    answers = {
+        "endless": lambda: [_chunk({"content": "x" * 1_000}) for _ in range(3_000)] + [_chunk({}, "stop")],
+        "nul": lambda: [_chunk({"content": "a\u0000b"}), _chunk({}, "stop")],
+        "many-calls": lambda: [_calls(100), _chunk({}, "tool_calls")],
+        "nul-call": lambda: [_calls(1, '{"a": "\u0000"}'), _chunk({}, "tool_calls")],
+        "big-call": lambda: [_calls(1, json.dumps({"a": "y" * LIMIT})), _chunk({}, "tool_calls")],
+    }
+
+    def __init__(self) -> None:
+        answers = self.answers
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                return None
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Connection", "close")
+                self.end_headers()
+                try:
+                    for piece in answers[body["model"]]():
+                        self.wfile.write(piece)
+                    self.wfile.write(b"data: [DONE]\n\n")
+                    self.wfile.flush()
+                except (BrokenPipeError, ConnectionResetError):  # the run stopped reading: expected
+                    pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+
+
+@pytest.fixture(scope="module")
+def model() -> Iterator[HostileModel]:
+    fake = HostileModel()
+    fake.thread.start()
+    yield fake
+    fake.httpd.shutdown()
+    fake.httpd.server_close()
+
+
+@pytest.fixture(scope="module")
+def runs(dsn: str, model: HostileModel) -> Iterator[ServerThread]:
+    server = runs_server(
+        dsn,
+        run_workers=2,
+        run_timeout_seconds=20.0,
+        run_stale_seconds=5.0,
+        message_max_bytes=LIMIT,
+        openai_base_url=model.base_url,
+        openai_api_key="sk-test",
+        openai_models=tuple(HostileModel.answers),
+        openai_default_model="endless",
+        response_max_bytes=BUDGET,
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(autouse=True)
+def _settle(runs: ServerThread, loop: Loop, dsn: str) -> Iterator[None]:
+    yield
+    settle(loop, dsn, runs.app.state.services.settings.run_queue)
+
+
+@pytest.fixture
+def owner(admin: Actor, runs: ServerThread) -> Actor:
+    return on(runs, admin)
+
+
+def _run(owner: Actor, model: str, **fields: Any) -> dict[str, Any]:
+    question = start_thread(owner, create_conversation(owner), "question")
+    created = owner.client.ok(
+        RUN_CREATE, {"i": {"messageId": question, "provider": "openai", "model": model, **fields}}
+    )
+    run_id = created["runCreate"]["id"]
+    deadline = time.monotonic() + 20
+    while owner.client.ok(STATUS, {"id": run_id})["run"]["status"] not in ENDED:
+        assert time.monotonic() < deadline, "the run did not end"
+        time.sleep(0.05)
+    return owner.client.ok(RUN, {"id": run_id})["run"]  # type: ignore[no-any-return]
+
+
+def test_a_model_streaming_past_the_message_limit_is_cut_there(owner: Actor) -> None:
+    run = _run(owner, "endless")
+    assert run["status"] == "INCOMPLETE"
+    assert run["lastError"]["code"] == "OUTPUT_TOO_LARGE"
+    content = run["output"]["content"]
+    assert content == "x" * LIMIT
+    assert "".join(c["content"] for c in run["output"]["chunks"]) == content
+
+
+def test_nul_from_the_model_is_stored_as_a_replacement_character(owner: Actor) -> None:
+    run = _run(owner, "nul")
+    assert (run["status"], run["output"]["content"]) == ("COMPLETED", "a\ufffdb")
+
+
+@pytest.mark.parametrize("name", ["many-calls", "nul-call", "big-call"])
+def test_tool_calls_a_message_cannot_hold_fail_the_run(owner: Actor, name: str) -> None:
+    run = _run(owner, name, tools=[TOOL])
+    assert run["status"] == "FAILED", run
+    assert run["lastError"]["code"] == "PROVIDER_BAD_STREAM"
+    assert run["requiredAction"] is None
+
+
+def test_run_messages_count_against_the_output_budget_across_aliases(owner: Actor) -> None:
+    conversation = create_conversation(owner)
+    question = start_thread(owner, conversation, "q" * 4_000)
+    run = owner.client.ok(RUN_CREATE, {"i": {"messageId": question, "provider": "echo"}})["runCreate"]
+    deadline = time.monotonic() + 20
+    while owner.client.ok(STATUS, {"id": run["id"]})["run"]["status"] != "COMPLETED":
+        assert time.monotonic() < deadline, "the run did not end"
+        time.sleep(0.05)
+    page = "runs(first: 100) { nodes { message { content } output { content } } }"
+    one = owner.client.ok("query($c: ID!) { conversation(id: $c) { " + page + " } }", {"c": conversation})
+    assert len(one["conversation"]["runs"]["nodes"][0]["output"]["content"]) > 4_000
+    # Ten aliases of the page return about 80 KB of message content: past the budget, refused by count.
+    aliased = " ".join(f"a{i}: conversation(id: $c) {{ {page} }}" for i in range(10))
+    error = owner.client.error("query($c: ID!) { " + aliased + " }", {"c": conversation})
+    assert error["extensions"]["code"] == "BAD_USER_INPUT"
+    assert (error["extensions"]["limitName"], error["extensions"]["limit"]) == ("responseBytes", BUDGET)
+
+
+def _waiting_echo_run(owner: Actor) -> str:
+    question = start_thread(owner, create_conversation(owner), "question")
+    run = owner.client.ok(RUN_CREATE, {"i": {"messageId": question, "provider": "echo", "tools": [TOOL]}})
+    deadline = time.monotonic() + 20
+    while owner.client.ok(STATUS, {"id": run["runCreate"]["id"]})["run"]["status"] != "REQUIRES_ACTION":
+        assert time.monotonic() < deadline, "the run did not wait"
+        time.sleep(0.05)
+    return str(run["runCreate"]["id"])
+
+
+def test_thousands_of_unknown_call_ids_are_refused_without_echoing_them(owner: Actor) -> None:
+    run_id = _waiting_echo_run(owner)
+    outputs = [{"toolCallId": f"id{i:05d}" + "z" * 200, "output": ""} for i in range(5_000)]
+    error = owner.client.error(SUBMIT, {"r": run_id, "o": outputs})
+    assert (error["extensions"]["code"], error["extensions"]["argument"]) == ("BAD_USER_INPUT", "outputs")
+    assert error["message"].count("id0") == 5
+    assert error["message"].endswith("and 4995 more")
+    assert len(error["message"]) < 1_000
+    # An output the message cannot hold names the argument the caller sent.
+    error = owner.client.error(SUBMIT, {"r": run_id, "o": [{"toolCallId": "call_echo_1", "output": "a\x00"}]})
+    assert (error["extensions"]["code"], error["extensions"]["argument"]) == ("BAD_USER_INPUT", "outputs")
+    error = owner.client.error(
+        SUBMIT, {"r": run_id, "o": [{"toolCallId": "call_echo_1", "output": "a" * LIMIT}]}
+    )
+    assert (error["extensions"]["argument"], error["extensions"]["limit"]) == ("outputs", LIMIT)
+    assert owner.client.ok(STATUS, {"id": run_id})["run"]["status"] == "REQUIRES_ACTION"
