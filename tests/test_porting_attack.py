@@ -17,6 +17,7 @@ from tests.harness import Actor, Client, Loop, ServerThread, test_settings
 from tests.test_files import PNG, download, upload
 from tests.test_porting_cli import report_of, run
 from tests.test_porting_import import FIXTURES, IMPORT_REPORT, sql
+from threadline.files import archives
 from threadline.ids import Kind, decode_id
 from threadline.porting import chatgpt, exporter
 from threadline.porting.jsonstream import JsonArrayReader
@@ -571,3 +572,35 @@ def test_a_conversation_export_past_the_message_limit_is_refused_before_it_is_re
         len(admin.client.ok(EXPORT, {"c": conversation})["conversationExport"]["messages"])
         == MESSAGE_LIMIT + 1
     )
+
+
+class _NoScan(dict[str, Any]):
+    def items(self) -> Any:
+        raise AssertionError("every member looked through for one pointer")
+
+
+def test_chatgpt_file_pointers_find_their_member_without_looking_through_every_member(tmp_path: Path) -> None:
+    path = tmp_path / "portattack_pointers.zip"
+    names = ["file-abc-photo.png", "file-xyz.jpg", "file-q", *(f"file-{i:05}-other.png" for i in range(2000))]
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("conversations.json", "[]")
+        for name in names:
+            z.writestr(f"dir/{name}", name)
+    found = archives.ArchiveFiles.open(path)
+    found.by_base = _NoScan(found.by_base)  # before the fix each pointer went through all of them: 2,003 here
+    try:
+        hits = {
+            pointer: (info.filename if (info := found.find({"pointer": pointer})) is not None else None)
+            for pointer in ("file-service://file-abc", "sediment://file-xyz", "file-service://file-q",
+                            "file-service://file-ab", "file-service://file-missing", "file-service://")
+        }  # fmt: skip
+    finally:
+        found.archive.close()
+    assert hits == {
+        "file-service://file-abc": "dir/file-abc-photo.png",
+        "sediment://file-xyz": "dir/file-xyz.jpg",
+        "file-service://file-q": "dir/file-q",
+        "file-service://file-ab": None,
+        "file-service://file-missing": None,
+        "file-service://": None,
+    }
