@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.api import create_conversation, start_thread
+from tests.api import create_conversation, reply, start_thread
 from tests.harness import Actor, Loop, ServerThread
 from tests.test_runs_support import TERMINAL, on, runs_server, settle
 
@@ -206,3 +206,76 @@ def test_thousands_of_unknown_call_ids_are_refused_without_echoing_them(owner: A
     )
     assert (error["extensions"]["argument"], error["extensions"]["limit"]) == ("outputs", LIMIT)
     assert owner.client.ok(STATUS, {"id": run_id})["run"]["status"] == "REQUIRES_ACTION"
+
+
+def test_a_run_at_the_end_of_a_deep_branch_reads_only_what_its_prompt_can_hold(
+    owner: Actor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from threadline.runs import output_repository
+
+    conversation = create_conversation(owner)
+    parent = start_thread(owner, conversation, "m0")
+    for i in range(1, 120):
+        parent = reply(owner, parent, f"m{i}", "ASSISTANT" if i % 2 else None)
+    read: list[int] = []
+    real = output_repository.messages_by_ids
+
+    async def counted(db: Any, tenant_id: Any, ids: list[Any]) -> Any:
+        read.append(len(ids))
+        return await real(db, tenant_id, ids)
+
+    monkeypatch.setattr(output_repository, "messages_by_ids", counted)
+    run = owner.client.ok(
+        RUN_CREATE, {"i": {"messageId": parent, "provider": "echo", "maxHistoryMessages": 2}}
+    )
+    deadline = time.monotonic() + 20
+    while owner.client.ok(STATUS, {"id": run["runCreate"]["id"]})["run"]["status"] != "COMPLETED":
+        assert time.monotonic() < deadline, "the run did not end"
+        time.sleep(0.05)
+    # Two messages of a 120-deep branch make the prompt: one batch of the newest ancestors is read, not 120.
+    assert 0 < sum(read) <= 60, read
+
+
+def test_the_newest_ancestors_give_the_prompt_the_whole_branch_gives() -> None:
+    """Wherever `context_rows` may stop reading, the prompt is the one the whole branch makes (tool calls and
+    their results, deleted, empty and long messages, every history limit and a small token budget)."""
+    import random
+
+    from threadline.runs.context import ContextTooLarge, build_prompt, suffix_suffices
+
+    rng = random.Random(7)
+
+    def row(role: str, content: str, parts: Any = None, deleted: bool = False) -> dict[str, Any]:
+        return {"role": role, "content": content, "parts": parts, "deleted_at": 1 if deleted else None}
+
+    def branch() -> list[dict[str, Any]]:
+        rows: list[dict[str, Any]] = []
+        for _ in range(rng.randint(1, 25)):
+            kind = rng.random()
+            text = "w" * rng.choice([0, 5, 40, 400])
+            if kind < 0.2:
+                ids = [f"c{rng.randint(0, 3)}" for _ in range(rng.randint(1, 2))]
+                calls = [{"type": "tool_call", "id": i, "name": "f", "arguments": "{}"} for i in ids]
+                rows.append(row("ASSISTANT", text, calls))
+                for i in ids if rng.random() < 0.8 else ids[:1]:
+                    result = {"type": "tool_result", "tool_call_id": i, "content": "r", "is_error": False}
+                    rows.append(row("TOOL", "r", [result], deleted=rng.random() < 0.1))
+            else:
+                rows.append(
+                    row(rng.choice(["USER", "ASSISTANT", "SYSTEM", "TOOL"]), text, deleted=kind > 0.9)
+                )
+        rows.append(row("USER", "question"))
+        return rows
+
+    def prompt(rows: list[dict[str, Any]], limit: int, budget: int) -> Any:
+        try:
+            return build_prompt(rows, "be brief", limit, budget)  # type: ignore[arg-type]
+        except ContextTooLarge as exc:
+            return str(exc)
+
+    for _ in range(3_000):
+        rows, limit, budget = branch(), rng.randint(1, 12), rng.choice([60, 200, 10_000])
+        whole = prompt(rows, limit, budget)
+        for start in range(len(rows)):
+            if suffix_suffices(rows[start:], limit, budget):  # type: ignore[arg-type]
+                assert prompt(rows[start:], limit, budget) == whole, (rows, start, limit, budget)

@@ -118,6 +118,18 @@ def build_prompt(
     return system + history
 
 
+def suffix_suffices(rows: Sequence[asyncpg.Record], max_history: int, budget: int) -> bool:
+    """Whether `rows`, the newest part of a run's ancestor path, give the prompt the whole path would: the
+    messages before them could only be cut away (`max_history` messages are already there, or these alone are
+    over the token budget), and the first of them is no tool result (whose call would be among those before).
+    So a run reads its ancestors newest first, a batch at a time, never a deep branch whole."""
+    messages = [m for row in rows if row["deleted_at"] is None for m in _chat_messages(row)]
+    if not messages or messages[0].tool_call_id is not None:
+        return False
+    history = _paired(messages)
+    return len(history) >= max_history or prompt_tokens(history) > budget
+
+
 def _paired(history: list[ChatMessage]) -> list[ChatMessage]:
     """Providers take tool results only right after the call they answer, and a call only followed by a result
     for each of its ids (OpenAI refuses anything else): a call left unanswered (a run that expired waiting, an

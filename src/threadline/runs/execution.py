@@ -31,6 +31,7 @@ from threadline.runs.context import (
     history_limit,
     prompt_budget,
     prompt_tokens,
+    suffix_suffices,
 )
 from threadline.runs.output import OutputDeleted, Usage
 from threadline.runs.providers import CompletionRequest, Finish, Provider, ProviderError
@@ -50,6 +51,8 @@ OUTPUT_DELETED = ("OUTPUT_DELETED", "The output message was deleted while it was
 # The reason `_produce` ends a stream with once the output reached the message size limit (the provider's stream
 # is closed there: a model streaming without end costs the limit, never more).
 OUTPUT_FULL = "output_full"
+# Ancestors a run's context reads per statement, newest first (`context_rows`).
+CONTEXT_BATCH = 50
 
 
 class Lost(Exception):
@@ -142,6 +145,24 @@ async def carried_usage(tx: Executor, run: asyncpg.Record) -> Usage:
     return Usage(total[0], total[1]) if isinstance(total, list) and len(total) == 2 else Usage(0, 0)
 
 
+async def context_rows(
+    tx: Executor, tenant_id: uuid.UUID, ids: list[uuid.UUID], max_history: int, budget: int
+) -> list[asyncpg.Record]:
+    """The newest rows of the ancestor path `ids` (root first) that give the prompt the whole path would, read
+    newest first CONTEXT_BATCH at a time: a run answering the end of a 1,000-deep branch of 1 MiB messages
+    reads the messages its prompt can hold, not the branch."""
+    rows: list[asyncpg.Record] = []
+    end = len(ids)
+    while end > 0:
+        start = max(0, end - CONTEXT_BATCH)
+        found = {r["id"]: r for r in await streams.messages_by_ids(tx, tenant_id, ids[start:end])}
+        rows[:0] = [found[i] for i in ids[start:end]]
+        end = start
+        if suffix_suffices(rows, max_history, budget):
+            break
+    return rows
+
+
 async def _prepare(
     tx: Executor, settings: Settings, run: asyncpg.Record
 ) -> tuple[list[ChatMessage], asyncpg.Record]:
@@ -158,13 +179,10 @@ async def _prepare(
     if message is None or message["deleted_at"] is not None:
         raise conflict("The message to answer was deleted")
     (ids,) = await path_ids(tx, tenant_id, [message])
-    rows = {r["id"]: r for r in await streams.messages_by_ids(tx, tenant_id, ids)}
-    prompt = build_prompt(
-        [rows[i] for i in ids],
-        run["instructions"],
-        history_limit(run["max_history_messages"], conversation["max_history_messages"]),
-        prompt_budget(settings, run["model"]),
-    )
+    max_history = history_limit(run["max_history_messages"], conversation["max_history_messages"])
+    budget = prompt_budget(settings, run["model"])
+    rows = await context_rows(tx, tenant_id, ids, max_history, budget)
+    prompt = build_prompt(rows, run["instructions"], max_history, budget)
     if run["output_message_id"] is None:
         reply, _ = await add_reply(
             tx,
