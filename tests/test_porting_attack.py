@@ -15,11 +15,13 @@ import pytest
 
 from tests.harness import Actor, Client, Loop, ServerThread, test_settings
 from tests.test_files import PNG, download, upload
+from tests.test_import_bulk import node
+from tests.test_import_merge_ahead import _import, write
 from tests.test_porting_cli import report_of, run
-from tests.test_porting_import import FIXTURES, IMPORT_REPORT, sql
+from tests.test_porting_import import FIXTURES, IMPORT_REPORT, outline, sql
 from threadline.files import archives
-from threadline.ids import Kind, decode_id
-from threadline.porting import chatgpt, exporter
+from threadline.ids import Kind, decode_id, encode_id
+from threadline.porting import bulk_repository, chatgpt, exporter
 from threadline.porting.jsonstream import JsonArrayReader
 from threadline.porting.model import ImportedMessage
 
@@ -604,3 +606,43 @@ def test_chatgpt_file_pointers_find_their_member_without_looking_through_every_m
         "file-service://file-missing": None,
         "file-service://": None,
     }
+
+
+# -- a merge re-import climbing a chain of nodes that are never stored --------------------------------------------
+
+
+def test_a_new_node_under_a_long_chain_of_empty_nodes_is_merged_in_few_rounds(
+    admin: Actor, dsn: str, loop: Loop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chain = 256
+    root = {"id": "root", "parent": None, "children": ["a"], "message": None}
+    mapping: dict[str, Any] = {"root": root, "a": node("a", "root", ["e0"], "user", "hello", 1730000000.0)}
+    for i in range(chain):  # empty messages: seen by the first import, never stored
+        children = [f"e{i + 1}"] if i + 1 < chain else []
+        mapping[f"e{i}"] = node(
+            f"e{i}", "a" if i == 0 else f"e{i - 1}", children, "user", "", 1730000001.0 + i
+        )
+    conversation = {"id": "climb", "title": "climb", "mapping": mapping, "current_node": "a"}
+    first = report_of(run(dsn, "import", str(write(tmp_path / "v1.json", conversation)), "--format", "chatgpt",
+                          "--api-key", admin.api_key, "--quiet"))  # fmt: skip
+    assert (first["imported"], first["messages"]) == (1, 1)
+    mapping[f"e{chain - 1}"]["children"] = ["new"]
+    mapping["new"] = node("new", f"e{chain - 1}", [], "assistant", "below them all", 1730009999.0)
+    rounds: list[int] = []
+    by_key = bulk_repository.merge_targets_by_key
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        rounds.append(len(args[3][0]))  # the keys asked about
+        return await by_key(*args, **kwargs)
+
+    monkeypatch.setattr(bulk_repository, "merge_targets_by_key", counted)
+    merged = loop.run(_import(dsn, admin.api_key, write(tmp_path / "v2.json", conversation)))
+    assert (merged["merged"], merged["messagesAdded"]) == (1, 1)
+    # Before the fix one statement a level: 257 (and 256 * 256 / 2 steps of walking); now the reach doubles.
+    assert len(rounds) <= 2 + chain.bit_length()
+    assert sum(rounds) <= 2 * chain + 2
+    (row,) = sql(loop, dsn, "SELECT id FROM conversation WHERE title = 'climb' AND owner_id = $1",
+                 decode_id(admin.user_id, Kind.USER))  # fmt: skip
+    assert outline(loop, dsn, encode_id(Kind.CONVERSATION, row["id"])) == [
+        (0, "USER", "hello"), (1, "ASSISTANT", "below them all")
+    ]  # fmt: skip

@@ -636,7 +636,9 @@ class Importer:
                 keys.update(k for k in m.digests or () if k not in seen)
             new[m.conversation_id] = [k for k in keys if k not in seen]
             asked.append((m.conversation_id, sorted(keys)))
+        reach = 1  # doubled each round (chatgpt.stored_keys_needed)
         while asked:
+            reach *= 2
             for cid, asked_keys in asked:
                 known[cid].update(dict.fromkeys(asked_keys, False))
             for row in await bulk_repo.merge_targets_by_key(
@@ -650,7 +652,7 @@ class Importer:
                 if not _all_stored(known[m.conversation_id], m.p.seen or {}, m.p.item.value)
                 and (
                     keys := chatgpt.stored_keys_needed(
-                        m.p.item.value, m.p.seen or {}, known[m.conversation_id]
+                        m.p.item.value, m.p.seen or {}, known[m.conversation_id], reach
                     )
                 )
             ]
