@@ -30,9 +30,9 @@ fragment Activity on ThreadActivityEvent { action changedMessage { ...Rated } }
 fragment Rated on Message { id feedback { rating } }"""
 SHARED = """subscription($c: ID!, $s: String) { conversationEvents(conversationId: $c, since: $s) {
   type ... on ThreadActivityEvent { action changedMessage { id author { id displayName } siblingIndex
-  siblingCount feedbackSummary { up down } } } } }"""
+  siblingCount feedbackSummary { up down } metadata } } } }"""
 READ_SHARED = """query($m: ID!) { message(id: $m) { id author { id displayName } siblingIndex siblingCount
-  feedbackSummary { up down } } }"""
+  feedbackSummary { up down } metadata } }"""
 IGNORED = ("presence.update", "membership.changed", "message.feedback", "branch.current", "branch.sibling")
 
 
@@ -91,6 +91,10 @@ def test_shared_fields_are_what_every_viewer_reads(
     clients = [(actor, sockets(actor, direct)) for actor in (member, admin)]
     for actor, client in clients:
         client.subscribe(SHARED, {"c": cid, "s": live(actor)})
+    admin.client.ok(
+        "mutation($m: ID!, $d: JSON!) { messageMetadataSet(id: $m, metadata: $d) { id } }",
+        {"m": answer, "d": {"source": "test"}},
+    )
     time.sleep(0.3)
     admin.client.ok(EDIT, {"m": answer, "x": "edited again"})
     for actor, client in clients:
@@ -98,6 +102,7 @@ def test_shared_fields_are_what_every_viewer_reads(
         read = actor.client.ok(READ_SHARED, {"m": answer})["message"]
         assert event["changedMessage"] == read
         assert read["feedbackSummary"] == {"up": 1, "down": 1} and read["author"]["id"] == admin.user_id
+        assert read["metadata"] == {"source": "test"}
 
 
 def _operation_per_viewer(source: str) -> bool:

@@ -120,6 +120,7 @@ SHARED_RESOLVERS = frozenset(
         "Message.siblingIndex",  # the message's path (threads.branch_loaders.sibling_info)
         "Message.siblingCount",
         "Message.feedbackSummary",  # counts of every reader's ratings (feedback.loaders.summary)
+        "Message.metadata",  # the message's key/value strings (metadata.loaders.message_metadata)
     }
 )
 _PER_VIEWER_DOCUMENTS: OrderedDict[tuple[int, str, str | None], bool] = OrderedDict()

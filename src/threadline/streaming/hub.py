@@ -78,8 +78,10 @@ WRITE_SLICE = 100
 # 4's latency from commit to receipt).
 YIELD_BUDGET_SECONDS = 0.01
 # How long a pass waits for results shared by a query's subscribers that a resolver is still loading
-# (`_await_shared`); what is not ready by then takes the stock path, as it did before.
-SHARED_WAIT_SECONDS = 0.5
+# (`_await_shared`); what is not ready by then takes the stock path, as it did before. The wait holds the whole
+# batch (every conversation's events), so it is short: a load takes 1-15 ms here; a database slower than this
+# delays each batch by at most this much.
+SHARED_WAIT_SECONDS = 0.1
 # Types the lanes never execute ahead: unread.update is built from templates, the others are not theirs.
 _NOT_AHEAD = frozenset({EventType.MEMBERSHIP_CHANGED, EventType.PRESENCE_UPDATE, EventType.UNREAD_UPDATE})
 
