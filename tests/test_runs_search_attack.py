@@ -279,3 +279,32 @@ def test_the_newest_ancestors_give_the_prompt_the_whole_branch_gives() -> None:
         for start in range(len(rows)):
             if suffix_suffices(rows[start:], limit, budget):  # type: ignore[arg-type]
                 assert prompt(rows[start:], limit, budget) == whole, (rows, start, limit, budget)
+
+
+@pytest.mark.parametrize(
+    ("arguments", "variables"),
+    [
+        ("(input: {}, first: 100)", {}),
+        ("(input: {first: 100})", {}),
+        ("(input: $i)", {"i": {"first": 100}}),
+        ("(input: {first: $n})", {"n": 100}),
+    ],
+)
+def test_search_pages_asked_for_inside_input_are_priced_like_the_argument(
+    admin: Actor, arguments: str, variables: dict[str, Any]
+) -> None:
+    """`input.first` (deprecated, still served) returns 100 results like `first:`; priced as the default 20 page,
+    a query of real cost 20,501 passed the 20,000 limit."""
+    inner = "conversation { runs(first: 100) { nodes { id } } threads(first: 100) { nodes { replyCount } } }"
+    declared = (
+        "($i: ConversationSearchInput)" if "$i" in arguments else "($n: Int)" if "$n" in arguments else ""
+    )
+    query = f"query{declared} {{ search{arguments} {{ edges {{ node {{ {inner} }} }} }} }}"
+    error = admin.client.error(query, variables)
+    assert (error["extensions"]["limitName"], error["extensions"]["actual"]) == ("cost", 20_501)
+    # Over the page cap inside input: refused before any work, like the argument.
+    over = {k: ({"first": 101} if k == "i" else 101) for k in variables}
+    big = admin.client.error(
+        query.replace("100) { edges", "101) { edges").replace("first: 100})", "first: 101})"), over
+    )
+    assert (big["extensions"]["code"], big["extensions"]["limitName"]) == ("BAD_USER_INPUT", "listSize")

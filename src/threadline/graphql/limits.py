@@ -19,10 +19,14 @@ from typing import Any
 
 from graphql import (
     DocumentNode,
+    FieldNode,
     FragmentDefinitionNode,
     GraphQLError,
     GraphQLSchema,
+    IntValueNode,
+    ObjectValueNode,
     OperationDefinitionNode,
+    VariableNode,
     validate,
 )
 from graphql.validation import ASTValidationRule, NoSchemaIntrospectionCustomRule, ValidationContext
@@ -39,6 +43,31 @@ _TOKEN_ERROR = "tokens. Parsing aborted."
 _SUGGESTION = " Did you mean"
 
 
+class _Walker(Walker):
+    """The measure, also reading a list size given inside the field's `input` object: `search(input: {first:})`
+    (deprecated, still served) returns as many items as `search(first:)`, so it is priced the same."""
+
+    def argument_value(self, node: FieldNode, name: str) -> int | None:
+        value = super().argument_value(node, name)
+        if value is not None:
+            return value
+        given = next((a.value for a in node.arguments or () if a.name.value == "input"), None)
+        if isinstance(given, VariableNode):
+            fields = self.variables.get(given.name.value)
+            inner = fields.get(name) if isinstance(fields, Mapping) else None
+            return inner if isinstance(inner, int) and not isinstance(inner, bool) else None
+        if isinstance(given, ObjectValueNode):
+            for field in given.fields:
+                if field.name.value != name:
+                    continue
+                if isinstance(field.value, IntValueNode):
+                    return int(field.value.value)
+                if isinstance(field.value, VariableNode):
+                    inner = self.variables.get(field.value.name.value)
+                    return inner if isinstance(inner, int) and not isinstance(inner, bool) else None
+        return None
+
+
 def limit_rule(
     settings: Settings, variables: Mapping[str, Any], list_caps: Mapping[str, int]
 ) -> type[ASTValidationRule]:
@@ -49,7 +78,7 @@ def limit_rule(
 
         def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
             root = self.context.schema.get_root_type(node.operation)
-            walker = Walker(self.context, settings, variables, list_caps)
+            walker = _Walker(self.context, settings, variables, list_caps)
             measure = walker.selections(root, node.selection_set)
             cost = measure.cost
             if measure.depth > settings.query_max_depth:
