@@ -60,9 +60,14 @@ async def reference_page(
 
 
 def plain(value: Any) -> Any:
-    """A row (and the composite values in its arrays) as comparable Python values, with its column names."""
+    """A row (and the composite values in its arrays) as comparable Python values, with its column names.
+    `page_users` is a set of users in no particular order (the users loader is primed with it): sorted here, as
+    its order follows the plan PostgreSQL picks for the users' look-up (it differed in a full suite's database)."""
     if isinstance(value, asyncpg.Record):
-        return tuple((k, plain(v)) for k, v in value.items())
+        return tuple(
+            (k, sorted(plain(v), key=repr) if k == "page_users" and v is not None else plain(v))
+            for k, v in value.items()
+        )
     if isinstance(value, list):
         return [plain(v) for v in value]
     return value
