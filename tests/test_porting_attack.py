@@ -646,3 +646,30 @@ def test_a_new_node_under_a_long_chain_of_empty_nodes_is_merged_in_few_rounds(
     assert outline(loop, dsn, encode_id(Kind.CONVERSATION, row["id"])) == [
         (0, "USER", "hello"), (1, "ASSISTANT", "below them all")
     ]  # fmt: skip
+
+
+# -- ids longer than an import keeps --------------------------------------------------------------------------
+
+IMPORT = "mutation($i: ConversationImportInput!) { conversationImport(input: $i) { id } }"
+
+
+def test_a_conversation_id_longer_than_an_import_keeps_refuses_the_all_or_nothing_import_whole(
+    admin: Actor, loop: Loop, dsn: str
+) -> None:
+    long_id = "c" * 300
+    data = [
+        {"uuid": "fine", "name": "fine", "chat_messages": [{"uuid": "m", "sender": "human", "text": "x"}]},
+        {"uuid": long_id, "name": "long", "chat_messages": [{"uuid": "m", "sender": "human", "text": "y"}]},
+    ]
+    error = admin.client.error(IMPORT, {"i": {"format": "CLAUDE", "data": data}})
+    # Before the fix: no error, and only the first conversation (the other failed at its insert, unreported).
+    assert (error["extensions"]["code"], error["message"]) == (
+        "BAD_USER_INPUT",
+        "1 conversation(s) cannot be imported, so none was: item 1: its id is 300 characters long; the longest an "
+        "import keeps is 255",
+    )
+    assert _owned(loop, dsn, admin) == (0, 0)
+    report = admin.client.ok(IMPORT_REPORT, {"i": {"format": "CLAUDE", "data": data}})[
+        "conversationImportReport"
+    ]
+    assert (report["imported"], [f["index"] for f in report["failures"]]) == (1, [1])

@@ -166,7 +166,18 @@ def _clean_parts(
     return message.parts
 
 
+# The longest source id an import keeps (import_source.external_id): a longer one is refused while planning, as
+# everything else that would refuse the conversation is; it failed at the insert, after the API's all-or-nothing
+# check, and conversationImport answered without it as if it had been imported.
+EXTERNAL_ID_MAX_CHARS = 255
+
+
 def plan(imported: ImportedConversation, settings: Settings) -> Plan:
+    if len(imported.external_id) > EXTERNAL_ID_MAX_CHARS:
+        raise Rejected(
+            f"its id is {len(imported.external_id)} characters long; the longest an import keeps is "
+            f"{EXTERNAL_ID_MAX_CHARS}"
+        )
     warnings = list(imported.warnings)
     now = datetime.now(UTC)
     if imported.source is not ImportFormat.THREADLINE:

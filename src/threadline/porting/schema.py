@@ -171,6 +171,19 @@ class PortingMutation:
         ],
     ) -> list[Conversation]:
         _, report = await _import(info, input, all_or_nothing=True)
+        if report.failures:
+            # Refused while being stored (what planning refuses, nothing of the input is imported): never answered
+            # as a success without them.
+            first = report.failures[0]
+            raise bad_input(
+                f"{len(report.failures)} conversation(s) could not be stored: item {first.index}: {first.message}; "
+                f"the other {len(report.conversation_ids)} were imported",
+                argument="input.data",
+                failures=[
+                    {"index": f.index, "externalId": f.external_id, "message": f.message}
+                    for f in report.failures
+                ],
+            )
         return await _readable(info, report.conversation_ids)
 
     @strawberry.mutation(
