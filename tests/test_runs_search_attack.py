@@ -308,3 +308,62 @@ def test_search_pages_asked_for_inside_input_are_priced_like_the_argument(
         query.replace("100) { edges", "101) { edges").replace("first: 100})", "first: 101})"), over
     )
     assert (big["extensions"]["code"], big["extensions"]["limitName"]) == ("BAD_USER_INPUT", "listSize")
+
+
+def test_a_colleague_outside_the_conversation_learns_no_more_than_another_tenant(
+    owner: Actor, make_user: Any, make_tenant: Any, runs: ServerThread
+) -> None:
+    """Run mutations on ids of a conversation the caller cannot see answer as for ids that do not exist."""
+    run_id = _waiting_echo_run(owner)
+    conversation = create_conversation(owner)
+    question = start_thread(owner, conversation, "question")
+    answer = owner.client.ok(
+        'mutation($p: ID!) { messageReply(parentId: $p, input: {content: "a", role: ASSISTANT}) { id } }',
+        {"p": question},
+    )["messageReply"]["id"]
+    outputs = [{"toolCallId": "call_echo_1", "output": "x"}]
+    calls = [
+        (RUN_CREATE, {"i": {"messageId": question}}),
+        (SUBMIT, {"r": run_id, "o": outputs}),
+        ("mutation($r: ID!) { runCancel(id: $r) { id } }", {"r": run_id}),
+        ('mutation($m: ID!) { messageAppend(id: $m, delta: "x") { id } }', {"m": answer}),
+        ("mutation($m: ID!) { messageFinish(id: $m) { id } }", {"m": answer}),
+    ]
+    colleague, stranger = on(runs, make_user(owner)), on(runs, make_tenant())
+    for query, variables in calls:
+        seen = [
+            (e["extensions"]["code"], e["message"])
+            for e in (colleague.client.error(query, variables), stranger.client.error(query, variables))
+        ]
+        assert seen[0] == seen[1], (query, seen)
+        assert seen[0][0] == "NOT_FOUND"
+    assert owner.client.ok(STATUS, {"id": run_id})["run"]["status"] == "REQUIRES_ACTION"
+
+
+def test_mutations_spread_from_fragments_draw_from_the_rate_limits(
+    admin: Actor, make_user: Any, server: ServerThread
+) -> None:
+    """`mutation { ...M } fragment M on Mutation { a: conversationCreate ... }` drew nothing from the mutation and
+    run budgets (only fields and inline fragments were counted), so fragments lifted every per-window limit."""
+    from tests.test_ratelimits import assign, post, profile
+
+    member = make_user(admin)
+    assign(admin, member, profile(admin, "m3r1", mutationsPerWindow=3, runsPerWindow=1))
+    spread = """mutation { ...M } fragment M on Mutation { ...N b: conversationCreate(input: {title: "b"}) { id } }
+      fragment N on Mutation { a: conversationCreate(input: {title: "a"}) { id } }"""
+    assert "errors" not in post(server.url, member, spread).json()
+    refused = post(server.url, member, spread).json()["errors"][0]["extensions"]
+    assert (refused["code"], refused["budget"]) == ("RATE_LIMITED", "mutations")
+    assert member.client.ok("{ conversations { totalCount } }") == {"conversations": {"totalCount": 2}}
+
+    other = make_user(admin)
+    assign(admin, other, profile(admin, "r1", runsPerWindow=1))
+    conversation = create_conversation(other)
+    questions = [start_thread(other, conversation, f"q{i}") for i in range(2)]
+    runs = (
+        "mutation($a: ID!, $b: ID!) { ...R } fragment R on Mutation { "
+        + " ".join(f"{k}: runCreate(input: {{messageId: ${k}}}) {{ id }}" for k in "ab")
+        + " }"
+    )
+    refused = post(server.url, other, runs, {"a": questions[0], "b": questions[1]}).json()["errors"][0]
+    assert (refused["extensions"]["code"], refused["extensions"]["budget"]) == ("RATE_LIMITED", "runs")
