@@ -313,3 +313,21 @@ def test_only_the_author_of_an_assistant_message_streams_into_it(
     assert owner.client.code(APPEND, {"id": message, "d": ""}) == "BAD_USER_INPUT"
     run = wait_for(owner, create_run(owner, root)["id"])
     assert owner.client.code(APPEND, {"id": run["output"]["id"], "d": "x"}) == "FORBIDDEN"
+
+
+def test_erasing_a_user_erases_their_runs_instructions(
+    owner: Actor, member_of: Callable[[Actor, str, str], Actor]
+) -> None:
+    """userErase (redactMessages, the default) empties the text of the erased user's messages; the instructions
+    they gave their runs are their words too and go as well (they stayed readable in `Run.instructions`). With
+    redactMessages: false both stay, attributed to the placeholder."""
+    cid = create_conversation(owner)
+    root = start_thread(owner, cid, "hello world")
+    erased, kept = member_of(owner, cid, "MEMBER"), member_of(owner, cid, "MEMBER")
+    first = wait_for(owner, create_run(erased, root, instructions="my secret instructions")["id"])
+    second = wait_for(owner, create_run(kept, first["output"]["id"], instructions="kept instructions")["id"])
+    erase = "mutation($u: ID!, $r: Boolean!) { userErase(userId: $u, redactMessages: $r) { userId } }"
+    owner.client.ok(erase, {"u": erased.user_id, "r": True})
+    owner.client.ok(erase, {"u": kept.user_id, "r": False})
+    assert read_run(owner, first["id"])["instructions"] is None
+    assert read_run(owner, second["id"])["instructions"] == "kept instructions"

@@ -27,6 +27,7 @@ from threadline.db import Database, Executor
 from threadline.errors import bad_input, forbidden, not_found
 from threadline.ids import Kind, encode_id
 from threadline.porting import repository as repo
+from threadline.runs import repository as runs_repo
 from threadline.threads.service import follow_content
 from threadline.tiers import service as tiers
 
@@ -118,6 +119,9 @@ async def erase_user(
             tombstones = await repo.redact_messages(tx, tenant, authored)
             # Events carrying their text that the deletes below keep (deltas name no user) lose it.
             await follow_content(tx, tenant, tombstones)
+        if redact_messages:
+            # The instructions they gave their runs (read in `Run.instructions`) are their words as well.
+            await runs_repo.redact_instructions(tx, tenant, user_id)
         public_id = encode_id(Kind.USER, user_id)
         mentioned = [encode_id(Kind.MESSAGE, m) for m in authored] if redact_messages else []
         await repo.delete_events_mentioning(tx, tenant, user_id, public_id, mentioned)

@@ -408,3 +408,15 @@ async def step(db: Executor, tenant_id: uuid.UUID, step_id: uuid.UUID) -> asyncp
     return await db.fetchrow(
         f"SELECT {STEP_COLUMNS} FROM run_step s WHERE s.tenant_id = $1 AND s.id = $2", tenant_id, step_id
     )
+
+
+async def redact_instructions(db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID) -> int:
+    """Erasure (porting.erasure, `redactMessages`): the instructions of the runs `user_id` created are their words
+    too, and go with their messages' content (the runs stay, attributed to the placeholder). How many."""
+    result = await db.execute(
+        "UPDATE run SET instructions = NULL, updated_at = now() "
+        "WHERE tenant_id = $1 AND created_by = $2 AND instructions IS NOT NULL",
+        tenant_id,
+        user_id,
+    )
+    return int(result.split()[-1])
