@@ -1,4 +1,5 @@
-"""Hostile import files: text PostgreSQL cannot store, and times out of range, through the API and the CLI."""
+"""Hostile import and export: unstorable text, times out of range, archives zipfile cannot read, trees that made
+planning or merging quadratic, ids longer than kept, and exports past their bounds or naming files not held."""
 
 from __future__ import annotations
 
