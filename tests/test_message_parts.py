@@ -137,6 +137,34 @@ def test_an_edit_replaces_the_text_and_keeps_the_other_parts(admin: Actor) -> No
     }
 
 
+def test_an_edit_of_a_tool_result_replaces_its_output_and_keeps_its_call(
+    admin: Actor, loop: Loop, dsn: str
+) -> None:
+    """A TOOL message's text is its result's content: an edit replaces it there (the call id stays), and the earlier
+    output is nowhere (it stayed in the result part, in `Message.parts` and the context of later runs)."""
+    root = _root(admin)
+    call = reply_parts(admin, root, "ASSISTANT", [{"toolCall": {"id": "c1", "name": "f", "arguments": "{}"}}])
+    result = reply_parts(
+        admin,
+        call["id"],
+        "TOOL",
+        [
+            {"toolResult": {"toolCallId": "c1", "content": "secret zebra", "isError": False}},
+            {"toolResult": {"toolCallId": "c2", "content": "second secret", "isError": True}},
+        ],
+    )
+    admin.client.ok(EDIT, {"id": result["id"], "c": "public word"})
+    assert admin.client.ok(MESSAGE, {"id": result["id"]})["message"] == {
+        "content": "public word",
+        "parts": [
+            {"__typename": "ToolResultPart", "toolCallId": "c1", "content": "public word", "isError": False},
+            {"__typename": "ToolResultPart", "toolCallId": "c2", "content": "", "isError": True},
+        ],
+    }
+    rows = snapshot(loop, dsn)["message"]
+    assert not any("secret zebra" in repr(row) or "second secret" in repr(row) for row in rows)
+
+
 def test_a_deleted_message_has_no_parts_left_in_the_database(admin: Actor, loop: Loop, dsn: str) -> None:
     root = _root(admin)
     made = reply_parts(admin, root, "ASSISTANT", [{"reasoning": "secret thought"}, {"text": "answer"}])

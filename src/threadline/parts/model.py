@@ -95,11 +95,26 @@ def parts_or_text(parts: list[Part] | None, content: str) -> list[Part]:
 
 
 def with_text(parts: list[Part], text: str) -> list[Part]:
-    """`parts` with their text parts replaced by one holding `text`, where the first one was (else first)."""
-    kept = [p for p in parts if p["type"] != "text"]
-    first = next((i for i, p in enumerate(parts) if p["type"] == "text"), 0)
-    at = sum(1 for p in parts[:first] if p["type"] != "text")
-    return [*kept[:at], text_part(text), *kept[at:]]
+    """`parts` after an edit to `text`: everything `text_projection` reads (text parts and tool results' content)
+    replaced, nothing of the earlier text kept. Where the first of those was, `text`: as a text part, or as that
+    tool result's content (its call id and error flag stay); other text parts go, other tool results stay with an
+    empty content. With none, `text` is a text part first. Other parts (calls, images, files, reasoning) stay.
+    (Tool results kept their content before: the edited-away text stayed in `Message.parts` and in the context
+    of later runs.)"""
+    edited: list[Part] = []
+    placed = False
+    for part in parts:
+        kind = part["type"]
+        if kind == "text":
+            if not placed:
+                edited.append(text_part(text))
+                placed = True
+        elif kind == "tool_result":
+            edited.append({**part, "content": "" if placed else text})
+            placed = True
+        else:
+            edited.append(part)
+    return edited if placed else [text_part(text), *edited]
 
 
 def validate_parts(parts: list[Part], settings: Settings) -> list[Part]:
