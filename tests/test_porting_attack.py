@@ -269,7 +269,7 @@ MESSAGES = "query($c: ID!) { conversation(id: $c) { messages(first: 10) { edges 
 EXPORT = "query($c: ID!) { conversationExport(id: $c) }"
 
 
-def test_a_deleted_messages_imported_attachments_are_not_exported(admin: Actor) -> None:
+def test_a_deleted_messages_imported_attachments_are_not_exported(admin: Actor, loop: Loop, dsn: str) -> None:
     attachment = {
         "file_name": "doc.txt",
         "file_size": 14,
@@ -304,6 +304,14 @@ def test_a_deleted_messages_imported_attachments_are_not_exported(admin: Actor) 
         [],
     )  # before the fix: the document's text, exported
     assert "the doc text" not in json.dumps(document)
+    # Nor kept: the message's attachment entries (the document's extracted text) go with its content.
+    held = sql(
+        loop,
+        dsn,
+        "SELECT count(*) AS n FROM message_attachment WHERE message_id = $1",
+        decode_id(question, Kind.MESSAGE),
+    )
+    assert held[0]["n"] == 0
 
 
 # -- ChatGPT trees that made planning quadratic -----------------------------------------------------------------

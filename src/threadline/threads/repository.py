@@ -351,11 +351,14 @@ async def set_content(
 
 
 async def tombstone(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID) -> asyncpg.Record:
-    """Remove the content (and its edit history) but keep the node, so replies stay reachable."""
+    """Remove the content (its edit history and an import's attachment entries: names, a document's extracted
+    text) but keep the node, so replies stay reachable. (The files it holds let go by trigger, its chunks by
+    `drop_chunks`.)"""
     await crypto.forget_messages(db, tenant_id, [message_id])  # its opened text leaves this process's cache
-    await db.execute(
-        "DELETE FROM message_edit WHERE tenant_id = $1 AND message_id = $2", tenant_id, message_id
-    )
+    for table in ("message_edit", "message_attachment"):
+        await db.execute(
+            f"DELETE FROM {table} WHERE tenant_id = $1 AND message_id = $2", tenant_id, message_id
+        )
     row = await db.fetchrow(
         f"""UPDATE message m SET content = '', parts = NULL, metadata = NULL, pii = NULL, deleted_at = now()
             WHERE m.tenant_id = $1 AND m.id = $2
