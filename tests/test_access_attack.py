@@ -358,6 +358,7 @@ OMITTED = [
     ("tenantAuditRetentionSet", "mutation { tenantAuditRetentionSet }", "days"),
     ("tierPolicySet", "mutation { tierPolicySet { coldAfterDays } }", "coldAfterDays"),
     ("tierDeepPolicySet", "mutation { tierDeepPolicySet { deepAfterDays } }", "deepAfterDays"),
+    ("tenantRetentionSet", "mutation { tenantRetentionSet { retentionDays } }", "retentionDays"),
 ]
 
 

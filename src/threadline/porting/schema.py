@@ -13,6 +13,7 @@ from threadline.conversations import repository as conversations
 from threadline.conversations.access import Access, access_level
 from threadline.conversations.types import Conversation
 from threadline.errors import bad_input, forbidden
+from threadline.graphql.arguments import given
 from threadline.graphql.context import Info
 from threadline.ids import Kind, decode_id, encode_id
 from threadline.porting import detect, exporter, markdown, retention, service
@@ -243,8 +244,9 @@ class RetentionMutation:
                 description="Days (1 to 36,500) a conversation may stay deleted or inactive before it is "
                 "hard-deleted; null: keep everything."
             ),
-        ],
+        ] = strawberry.UNSET,
     ) -> RetentionPolicy:
+        retention_days = given(retention_days, "retentionDays", "keeps everything")
         principal = await info.context.principal()
         days = await retention.set_retention(info.context.db, principal, retention_days)
         return RetentionPolicy(retention_days=days)
