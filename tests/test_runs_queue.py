@@ -97,3 +97,42 @@ def test_active_runs_per_user_are_capped_even_when_created_at_once(
     member = on(queue, make_user(owner))
     join(owner, member, cid)
     assert create_run(member, free[1])["status"] == "QUEUED"
+
+
+def test_a_queued_run_whose_creator_lost_write_access_fails_forbidden_when_taken(
+    dsn: str, owner: Actor, make_user: Callable[..., Actor], queue: ServerThread
+) -> None:
+    """Credentials are live: runs queued by a member who was then removed, or made a viewer, fail FORBIDDEN when a
+    worker takes them, and write nothing in the conversation; a member who kept their access gets an answer."""
+    from tests.harness import test_settings
+    from tests.test_runs_support import wait_for
+
+    cid = create_conversation(owner)
+    members = {}
+    for name in ("removed", "viewer", "kept"):
+        user = make_user(owner, role="MEMBER")
+        join(owner, user, cid)
+        members[name] = on(queue, user)
+    runs = {name: create_run(actor, start_thread(actor, cid, name))["id"] for name, actor in members.items()}
+    owner.client.ok(
+        "mutation($c: ID!, $u: ID!) { participantRemove(conversationId: $c, userId: $u) }",
+        {"c": cid, "u": members["removed"].user_id},
+    )
+    owner.client.ok(
+        "mutation($c: ID!, $u: ID!) { participantRoleSet(conversationId: $c, userId: $u, role: VIEWER) { role } }",
+        {"c": cid, "u": members["viewer"].user_id},
+    )
+    settings = queue.app.state.services.settings
+    worker = ServerThread(
+        test_settings(dsn, migrate_on_start=False, run_queue=settings.run_queue, run_workers=1)
+    )
+    worker.start()
+    try:
+        ended = {name: wait_for(owner, run_id) for name, run_id in runs.items()}
+    finally:
+        worker.stop()
+    for name in ("removed", "viewer"):
+        assert ended[name]["status"] == "FAILED", ended[name]
+        assert ended[name]["lastError"]["code"] == "FORBIDDEN", ended[name]
+        assert ended[name]["output"] is None, ended[name]
+    assert ended["kept"]["status"] == "COMPLETED", ended["kept"]

@@ -16,10 +16,12 @@ from dataclasses import dataclass, field
 
 import asyncpg
 
+from threadline.auth import repository as users
+from threadline.auth.principal import Principal, Role
 from threadline.conversations import repository as conversations
-from threadline.conversations.access import require_writable
+from threadline.conversations.access import Access, access_level, require_writable
 from threadline.db import Database, Executor
-from threadline.errors import ThreadlineError, conflict
+from threadline.errors import ThreadlineError, conflict, forbidden
 from threadline.ids import Kind, encode_id
 from threadline.runs import output
 from threadline.runs import output_repository as streams
@@ -163,6 +165,18 @@ async def context_rows(
     return rows
 
 
+async def _creator_may_write(
+    tx: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID, conversation: asyncpg.Record
+) -> None:
+    """Credentials are live (ARCHITECTURE.md): a run whose creator lost write access to its conversation while it
+    waited in the queue (removed, made a viewer, a changed role or team; erased: their runs pass to the tenant's
+    placeholder, who takes part in nothing) fails FORBIDDEN when a worker takes it, and writes nothing there."""
+    user = await users.user_by_id(tx, tenant_id, user_id)
+    creator = Principal(tenant_id, user_id, Role(user["role"]), user["team"]) if user is not None else None
+    if creator is None or access_level(creator, conversation) < Access.WRITE:
+        raise forbidden("The run's creator may no longer write in this conversation")
+
+
 async def _prepare(
     tx: Executor, settings: Settings, run: asyncpg.Record
 ) -> tuple[list[ChatMessage], asyncpg.Record]:
@@ -175,6 +189,8 @@ async def _prepare(
     ):  # hard-deleted: the run goes with it (cascade), so its lock keeps this from happening
         raise conflict("The conversation is no longer active")
     require_writable(conversation)
+    if run["created_by"] is not None:
+        await _creator_may_write(tx, tenant_id, run["created_by"], conversation)
     message = await threads.message(tx, tenant_id, run["message_id"], lock=True)
     if message is None or message["deleted_at"] is not None:
         raise conflict("The message to answer was deleted")
