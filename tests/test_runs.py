@@ -331,3 +331,27 @@ def test_erasing_a_user_erases_their_runs_instructions(
     owner.client.ok(erase, {"u": kept.user_id, "r": False})
     assert read_run(owner, first["id"])["instructions"] is None
     assert read_run(owner, second["id"])["instructions"] == "kept instructions"
+
+
+def test_run_messages_count_against_the_responses_message_limit(owner: Actor, dsn: str) -> None:
+    """`Run.message` and `Run.output` are messages a response returns: they count against
+    THREADLINE_QUERY_MAX_MESSAGES like any other (nothing counted them: `conversations { runs { output } }` read
+    every run's output before the final size check)."""
+    from tests.harness import test_settings
+
+    cid = create_conversation(owner)
+    for n in range(3):
+        wait_for(owner, create_run(owner, start_thread(owner, cid, f"question {n}"))["id"])
+    small = ServerThread(test_settings(dsn, migrate_on_start=False, query_max_messages=4, run_workers=0))
+    small.start()
+    try:
+        reader = on(small, owner)
+        query = "query($c: ID!) { conversation(id: $c) { runs(first: 10) { nodes { %s } } } }"
+        assert (
+            len(reader.client.ok(query % "output { id }", {"c": cid})["conversation"]["runs"]["nodes"]) == 3
+        )
+        error = reader.client.error(query % "message { id } output { content }", {"c": cid})
+        assert error["extensions"]["code"] == "BAD_USER_INPUT"
+        assert error["extensions"]["limitName"] == "messages", error
+    finally:
+        small.stop()

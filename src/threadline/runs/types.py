@@ -10,6 +10,7 @@ import asyncpg
 import strawberry
 from strawberry.scalars import JSON
 
+from threadline.graphql import budget
 from threadline.graphql.context import Info
 from threadline.graphql.describe import describe_values
 from threadline.graphql.node import Node
@@ -253,7 +254,14 @@ async def _load_message(info: Info, message_id: UUID) -> Message | None:
     from threadline.threads.types import Message
 
     found = await loaders.message(info, message_id)
-    return Message.from_row(*found) if found is not None else None
+    if found is None:
+        return None
+    row, path = found
+    # Charged as every message a response returns is (graphql.budget): `conversations { runs { output } }` read
+    # thousands of outputs with nothing counting them until the response's final size check.
+    if budget.charge_messages(info, 1, len(row["content"]), len(path)):
+        await budget.hand_over()
+    return Message.from_row(row, path)
 
 
 async def _load_steps(info: Info, run_id: UUID) -> list[RunStep]:
