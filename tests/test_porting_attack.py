@@ -682,3 +682,47 @@ def test_a_conversation_id_longer_than_an_import_keeps_refuses_the_all_or_nothin
         "conversationImportReport"
     ]
     assert (report["imported"], [f["index"] for f in report["failures"]]) == (1, [1])
+
+
+def test_an_api_import_is_planned_off_the_event_loop_and_stops_at_the_message_cap(
+    admin: Actor, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Planning an import request is CPU work (seconds for 8 MB): it runs in a worker thread, not on the loop that
+    serves every other request, and stops once the planned messages pass THREADLINE_IMPORT_API_MAX_MESSAGES (10,000)
+    instead of reading every item first (three items of 6,000 messages: the third is never planned)."""
+    import asyncio
+
+    from threadline.porting import importer
+
+    planned: list[tuple[str, bool]] = []
+    plan = importer.plan
+
+    def counted(conversation: Any, settings: Any) -> Any:
+        try:
+            asyncio.get_running_loop()
+            on_loop = True
+        except RuntimeError:  # a worker thread: no event loop runs there
+            on_loop = False
+        planned.append((conversation.external_id, on_loop))
+        return plan(conversation, settings)
+
+    monkeypatch.setattr(importer, "plan", counted)
+
+    def item(n: int) -> dict[str, Any]:
+        messages = [
+            {
+                "uuid": f"cap-{n}-{i}",
+                "sender": "human" if i % 2 == 0 else "assistant",
+                "text": "x",
+                **({"parent_message_uuid": f"cap-{n}-{i - 1}"} if i else {}),
+            }
+            for i in range(6000)
+        ]
+        return {"uuid": f"cap-{n}", "name": f"cap {n}", "chat_messages": messages}
+
+    error = admin.client.error(
+        IMPORT_REPORT, {"i": {"format": "CLAUDE", "data": [item(n) for n in range(3)]}}
+    )
+    assert error["extensions"]["code"] == "BAD_USER_INPUT", error
+    assert "THREADLINE_IMPORT_API_MAX_MESSAGES" in error["message"], error
+    assert planned == [("cap-0", False), ("cap-1", False)]

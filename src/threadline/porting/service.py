@@ -864,12 +864,11 @@ async def import_data(
     request_limits.check_bytes(data, settings)
     items = items_of(data)
     request_limits.check_conversations(len(items), settings)  # before parsing: one item is at least one
-    prepared = [p for item in items for p in run.prepare(item)]
-    # Conversations of the input, refused ones included (a user export holds several in one item).
+    # Parsing and planning is CPU work (seconds for the 8 MB a request may carry): off the event loop, so the
+    # process goes on serving other requests meanwhile, and stopped as soon as the caps are passed.
+    prepared = await asyncio.to_thread(_prepare_within_caps, run, items, settings)
     conversations = len(prepared) + len(run.report.failures)
     messages = sum(len(p.plan.messages) for p in prepared if p.plan is not None)
-    request_limits.check_conversations(conversations, settings)
-    request_limits.check_messages(messages, settings)
     if all_or_nothing and run.report.failures:
         failures = run.report.failures
         first = failures[0]
@@ -884,6 +883,21 @@ async def import_data(
     await ratelimits.spend_by_size(db, settings, principal, "mutations", cost - 1)
     await run.submit(prepared)
     return await run.finish()
+
+
+def _prepare_within_caps(run: Importer, items: list[Item], settings: Settings) -> list[_Prepared]:
+    """`run.prepare` of each item (in a worker thread: nothing here touches the database or the loop), refused
+    with the caps' error once the conversations (refused ones included: a user export holds several in one item)
+    or the messages planned pass them: the items after that are not parsed at all."""
+    prepared: list[_Prepared] = []
+    messages = 0
+    for item in items:
+        planned = run.prepare(item)
+        prepared.extend(planned)
+        messages += sum(len(p.plan.messages) for p in planned if p.plan is not None)
+        request_limits.check_conversations(len(prepared) + len(run.report.failures), settings)
+        request_limits.check_messages(messages, settings)
+    return prepared
 
 
 async def import_stream(run: Importer, items: Iterable[Item]) -> ImportReport:
