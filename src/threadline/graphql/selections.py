@@ -31,3 +31,27 @@ def field_names(
                 if fragment is not None:
                     pending.append(fragment.selection_set)
     return frozenset(names)
+
+
+def root_fields(selection_set: SelectionSetNode, fragments: Mapping[str, Any]) -> list[FieldNode]:
+    """The fields an operation's selection executes at its root, in order, through inline fragments and spreads
+    of `fragments` (each fragment once: spread twice, its fields merge and execute once), without `__typename`
+    and the other introspection fields. Rate limits and idempotency keys count what a mutation runs with it."""
+    found: list[FieldNode] = []
+    visited: set[str] = set()
+
+    def walk(selections: SelectionSetNode) -> None:
+        for selection in selections.selections:
+            if isinstance(selection, FieldNode):
+                if not selection.name.value.startswith("__"):
+                    found.append(selection)
+            elif isinstance(selection, InlineFragmentNode):
+                walk(selection.selection_set)
+            elif isinstance(selection, FragmentSpreadNode) and selection.name.value not in visited:
+                visited.add(selection.name.value)  # validation refuses cycles later anyway
+                fragment = fragments.get(selection.name.value)
+                if fragment is not None:
+                    walk(fragment.selection_set)
+
+    walk(selection_set)
+    return found

@@ -7,13 +7,9 @@ from typing import Any, TypeVar
 
 from graphql import ExecutionResult as GraphQLExecutionResult
 from graphql import (
-    FieldNode,
     FragmentDefinitionNode,
-    FragmentSpreadNode,
     GraphQLError,
-    InlineFragmentNode,
     OperationType,
-    SelectionSetNode,
     get_operation_ast,
 )
 from starlette.requests import Request
@@ -23,6 +19,7 @@ from strawberry.extensions import SchemaExtension
 from threadline.db import Database
 from threadline.errors import ThreadlineError, bad_input
 from threadline.graphql.context import Context, Info
+from threadline.graphql.selections import root_fields
 from threadline.idempotency.service import KEYS_PER_REQUEST_MAX, Outcome, once, validate_key
 
 HEADER = "Idempotency-Key"
@@ -69,24 +66,6 @@ async def run_once(
     return outcome
 
 
-def _root_fields(
-    selection_set: SelectionSetNode, fragments: dict[str, FragmentDefinitionNode], seen: set[str]
-) -> list[FieldNode]:
-    fields: list[FieldNode] = []
-    for selection in selection_set.selections:
-        if isinstance(selection, FieldNode):
-            if not selection.name.value.startswith("__"):
-                fields.append(selection)
-        elif isinstance(selection, InlineFragmentNode):
-            fields.extend(_root_fields(selection.selection_set, fragments, seen))
-        elif isinstance(selection, FragmentSpreadNode) and selection.name.value not in seen:
-            seen.add(selection.name.value)  # each fragment once: validation refuses cycles later anyway
-            fragment = fragments.get(selection.name.value)
-            if fragment is not None:
-                fields.extend(_root_fields(fragment.selection_set, fragments, seen))
-    return fields
-
-
 class IdempotencyKeys(SchemaExtension):
     """Before a mutation runs: at most KEYS_PER_REQUEST_MAX keyed fields, and an Idempotency-Key header only on
     a request of exactly one mutation field that takes a key (silently ignoring it elsewhere would leave a
@@ -111,7 +90,7 @@ class IdempotencyKeys(SchemaExtension):
         if operation is None or operation.operation is not OperationType.MUTATION:
             return
         fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
-        fields = _root_fields(operation.selection_set, fragments, set())
+        fields = root_fields(operation.selection_set, fragments)
         keyed = [f for f in fields if any(a.name.value == ARGUMENT for a in f.arguments or ())]
         if len(keyed) > KEYS_PER_REQUEST_MAX:
             raise bad_input(

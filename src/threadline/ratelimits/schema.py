@@ -9,11 +9,8 @@ from typing import Annotated, Any
 import strawberry
 from graphql import ExecutionResult as GraphQLExecutionResult
 from graphql import (
-    FieldNode,
     FragmentDefinitionNode,
-    FragmentSpreadNode,
     GraphQLError,
-    InlineFragmentNode,
     OperationType,
     get_operation_ast,
 )
@@ -24,6 +21,7 @@ from strawberry.types.graphql import OperationType as ExecutedOperation
 from threadline.errors import ThreadlineError
 from threadline.graphql.context import Context, Info
 from threadline.graphql.node import register
+from threadline.graphql.selections import root_fields
 from threadline.ids import Kind, decode_id
 from threadline.ratelimits import service
 from threadline.ratelimits.repository import BUDGET_FIELDS
@@ -36,32 +34,12 @@ from threadline.ratelimits.types import (
 )
 
 
-def _root_fields(
-    selection_set: Any, fragments: dict[str, FragmentDefinitionNode], spread: set[str] | None = None
-) -> list[str]:
-    """The root fields an operation executes, also those its fragments spread (each fragment once: a fragment
-    spread twice executes its fields once, as they merge)."""
-    spread = set() if spread is None else spread
-    names: list[str] = []
-    for selection in selection_set.selections:
-        if isinstance(selection, FieldNode):
-            names.append(selection.name.value)
-        elif isinstance(selection, InlineFragmentNode):
-            names.extend(_root_fields(selection.selection_set, fragments, spread))
-        elif isinstance(selection, FragmentSpreadNode) and selection.name.value not in spread:
-            spread.add(selection.name.value)
-            definition = fragments.get(selection.name.value)
-            if definition is not None:
-                names.extend(_root_fields(definition.selection_set, fragments, spread))
-    return names
-
-
 def operation_costs(document: Any, operation_name: str | None) -> dict[str, int]:
     operation = get_operation_ast(document, operation_name)
     if operation is None or operation.operation is not OperationType.MUTATION:
         return {"requests": 1}
     fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
-    fields = [name for name in _root_fields(operation.selection_set, fragments) if not name.startswith("__")]
+    fields = [field.name.value for field in root_fields(operation.selection_set, fragments)]
     return {"requests": 1, "mutations": len(fields), "runs": fields.count("runCreate")}
 
 
