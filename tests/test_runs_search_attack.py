@@ -53,6 +53,7 @@ class HostileModel:
     answers = {
         "endless": lambda: [_chunk({"content": "x" * 1_000}) for _ in range(3_000)] + [_chunk({}, "stop")],
         "nul": lambda: [_chunk({"content": "a\u0000b"}), _chunk({}, "stop")],
+        "surrogate": lambda: [_chunk({"content": "a\ud800b"}), _chunk({}, "stop")],
         "many-calls": lambda: [_calls(100), _chunk({}, "tool_calls")],
         "nul-call": lambda: [_calls(1, '{"a": "\u0000"}'), _chunk({}, "tool_calls")],
         "big-call": lambda: [_calls(1, json.dumps({"a": "y" * LIMIT})), _chunk({}, "tool_calls")],
@@ -149,9 +150,12 @@ def test_a_model_streaming_past_the_message_limit_is_cut_there(owner: Actor) -> 
     assert "".join(c["content"] for c in run["output"]["chunks"]) == content
 
 
-def test_nul_from_the_model_is_stored_as_a_replacement_character(owner: Actor) -> None:
-    run = _run(owner, "nul")
-    assert (run["status"], run["output"]["content"]) == ("COMPLETED", "a\ufffdb")
+@pytest.mark.parametrize("name", ["nul", "surrogate"])
+def test_nul_or_a_lone_surrogate_from_the_model_is_stored_as_a_replacement_character(
+    owner: Actor, name: str
+) -> None:
+    run = _run(owner, name)
+    assert (run["status"], run["output"]["content"]) == ("COMPLETED", "a\ufffdb"), run
 
 
 @pytest.mark.parametrize("name", ["many-calls", "nul-call", "big-call"])

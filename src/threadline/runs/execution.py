@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -55,6 +56,9 @@ OUTPUT_DELETED = ("OUTPUT_DELETED", "The output message was deleted while it was
 OUTPUT_FULL = "output_full"
 # Ancestors a run's context reads per statement, newest first (`context_rows`).
 CONTEXT_BATCH = 50
+# What a model may stream that PostgreSQL text cannot hold: NUL, and surrogates without their pair (a JSON
+# "\ud800" decodes to one).
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
 
 
 class Lost(Exception):
@@ -254,9 +258,9 @@ class DeltaWriter:
         self.lock = asyncio.Lock()
 
     def add(self, text: str) -> None:
-        """Queue a delta: NUL (which PostgreSQL text cannot hold) becomes U+FFFD, and the output stops at the
-        message size limit (`full`), cut at a character boundary."""
-        text = text.replace("\x00", "\ufffd")
+        """Queue a delta: NUL and lone surrogates (which PostgreSQL text cannot hold: the run failed writing them)
+        become U+FFFD, and the output stops at the message size limit (`full`), cut at a character boundary."""
+        text = _UNSTORABLE.sub("\ufffd", text)
         encoded = text.encode("utf-8", errors="surrogatepass")
         room = self.settings.message_max_bytes - self.size
         if len(encoded) >= room:
@@ -416,8 +420,8 @@ def unstorable_calls(settings: Settings, calls: tuple[ToolCall, ...]) -> str | N
     if len(calls) > settings.message_max_parts:
         return f"The model made {len(calls)} tool calls; a message holds at most {settings.message_max_parts}"
     texts = [t for c in calls for t in (c.id, c.name, c.arguments)]
-    if any("\x00" in t for t in texts):
-        return "The model's tool calls contain NUL characters"
+    if any(_UNSTORABLE.search(t) for t in texts):
+        return "The model's tool calls contain NUL characters or lone surrogates"
     size = sum(len(t.encode("utf-8", errors="surrogatepass")) for t in texts)
     if size > settings.message_max_bytes:
         return (

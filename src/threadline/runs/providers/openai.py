@@ -11,6 +11,7 @@ A hang is bounded by the run timeout, not here.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -160,7 +161,14 @@ def _json(data: str) -> dict[str, Any]:
     try:
         value = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
-        raise ProviderError("PROVIDER_BAD_STREAM", f"Malformed JSON in the stream: {data[:80]!r}") from exc
+        try:
+            # The standard library also reads a lone surrogate ("\ud800": orjson refuses it): the run stores it as
+            # U+FFFD (runs.execution) rather than failing on one broken character.
+            value = json.loads(data)
+        except (ValueError, RecursionError):
+            raise ProviderError(
+                "PROVIDER_BAD_STREAM", f"Malformed JSON in the stream: {data[:80]!r}"
+            ) from exc
     if not isinstance(value, dict):
         raise ProviderError("PROVIDER_BAD_STREAM", "A stream event is not a JSON object")
     return value
