@@ -36,8 +36,12 @@ async def require(
     lock: bool = False,
     metadata_only: bool = False,
     explicit: bool = False,
+    asked_for: str = "Conversation",
 ) -> asyncpg.Record:
     """The conversation row if `principal` has `need` on it: NOT_FOUND if invisible, FORBIDDEN if read-only.
+    `asked_for`: what the caller named, when it was something in the conversation (a message, a run): an invisible
+    conversation is then that thing NOT_FOUND, the answer for an id that does not exist or is another tenant's (a
+    colleague outside the conversation learns nothing of what it holds).
 
     A cold conversation's content comes back first (tiers/), unless the caller reads only the row
     (`metadata_only`: its content fields restore it if asked); one in deep storage only when `explicit`
@@ -46,10 +50,10 @@ async def require(
         db, principal.tenant_id, conversation_id, principal.user_id, lock=lock
     )
     if row is None:
-        raise not_found("Conversation")
+        raise not_found(asked_for)
     level = access_level(principal, row)
     if level is Access.NONE:
-        raise not_found("Conversation")
+        raise not_found(asked_for)
     if level < need:
         if need is Access.MANAGE:
             raise forbidden("Only the conversation's owner (or a tenant admin) may do this")

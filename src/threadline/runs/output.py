@@ -19,7 +19,7 @@ from threadline.auth.principal import Principal
 from threadline.conversations import repository as conversations
 from threadline.conversations.access import Access, require, require_writable
 from threadline.db import Database, Executor
-from threadline.errors import ErrorCode, ThreadlineError, bad_input, conflict, forbidden, not_found
+from threadline.errors import bad_input, conflict, forbidden, not_found
 from threadline.events.announce import publish_message_delta, publish_message_done
 from threadline.events.payloads import MessageDelta, MessageDone, TokenUsage
 from threadline.privacy.writing import settle_output, streamed_delta
@@ -116,12 +116,7 @@ async def _writable_stream(tx: Executor, principal: Principal, message_id: uuid.
     row = await threads.message(tx, principal.tenant_id, message_id, lock=True)
     if row is None:
         raise not_found("Message")
-    try:
-        conversation = await require(tx, principal, row["conversation_id"], Access.WRITE)
-    except ThreadlineError as exc:  # as for an id that does not exist (runs.service.require_as)
-        if exc.code is ErrorCode.NOT_FOUND:
-            raise not_found("Message") from exc
-        raise
+    conversation = await require(tx, principal, row["conversation_id"], Access.WRITE, asked_for="Message")
     require_writable(conversation)
     if row["role"] != "ASSISTANT":
         raise bad_input("Only ASSISTANT messages are streamed", argument="id")

@@ -82,7 +82,9 @@ async def create_run(db: Database, settings: Settings, principal: Principal, spe
         message = await threads.message(tx, principal.tenant_id, spec.message_id)
         if message is None:
             raise not_found("Message")
-        conversation = await require_as(tx, principal, message["conversation_id"], Access.WRITE, "Message")
+        conversation = await require(
+            tx, principal, message["conversation_id"], Access.WRITE, asked_for="Message"
+        )
         if spec.regenerate:
             message = await _regenerated(tx, principal.tenant_id, message)
         require_writable(conversation)
@@ -146,20 +148,6 @@ async def readable_run(db: Executor, principal: Principal, run_id: uuid.UUID) ->
     return row
 
 
-async def require_as(
-    db: Executor, principal: Principal, conversation_id: uuid.UUID, access: Access, kind: str
-) -> asyncpg.Record:
-    """`require`, with a conversation the caller cannot see reported as the `kind` they named NOT_FOUND, the
-    answer for an id that does not exist or is another tenant's: a colleague outside the conversation learns
-    nothing from the message either (FORBIDDEN stays for a member lacking the access)."""
-    try:
-        return await require(db, principal, conversation_id, access)
-    except ThreadlineError as exc:
-        if exc.code is ErrorCode.NOT_FOUND:
-            raise not_found(kind) from exc
-        raise
-
-
 def worker_gone(run: asyncpg.Record, settings: Settings) -> bool:
     age = run["heartbeat_age"]
     return age is None or age > settings.run_stale_seconds
@@ -180,7 +168,7 @@ async def cancel_run(
         run = await repo.run(tx, principal.tenant_id, run_id, lock=True)
         if run is None:
             raise not_found("Run")
-        await require_as(tx, principal, run["conversation_id"], Access.WRITE, "Run")
+        await require(tx, principal, run["conversation_id"], Access.WRITE, asked_for="Run")
         status = RunStatus(run["status"])
         if status in (RunStatus.IN_PROGRESS, RunStatus.CANCELLING) and not worker_gone(run, settings):
             if status is RunStatus.CANCELLING:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import asyncpg
 
 from threadline.auth.principal import Principal
-from threadline.conversations.access import Access, require_writable
+from threadline.conversations.access import Access, require, require_writable
 from threadline.db import Database, Executor
 from threadline.errors import ThreadlineError, bad_input, conflict, not_found
 from threadline.ids import Kind, encode_id
@@ -25,7 +25,7 @@ from threadline.runs import output
 from threadline.runs import repository as repo
 from threadline.runs.output import Usage
 from threadline.runs.providers.base import ToolCall
-from threadline.runs.service import announce_status, end_run, require_as, stored_usage, transition
+from threadline.runs.service import announce_status, end_run, stored_usage, transition
 from threadline.runs.transitions import RunStatus, StepStatus, StepType
 from threadline.settings import Settings
 from threadline.threads import repository as threads
@@ -96,7 +96,7 @@ async def submit_tool_outputs(
         run = await repo.run(tx, principal.tenant_id, run_id, lock=True)
         if run is None:
             raise not_found("Run")
-        conversation = await require_as(tx, principal, run["conversation_id"], Access.WRITE, "Run")
+        conversation = await require(tx, principal, run["conversation_id"], Access.WRITE, asked_for="Run")
         if run["status"] != RunStatus.REQUIRES_ACTION:
             raise conflict(f"The run is {run['status']}: it is not waiting for tool outputs")
         require_writable(conversation)
