@@ -726,35 +726,3 @@ def test_an_api_import_is_planned_off_the_event_loop_and_stops_at_the_message_ca
     assert error["extensions"]["code"] == "BAD_USER_INPUT", error
     assert "THREADLINE_IMPORT_API_MAX_MESSAGES" in error["message"], error
     assert planned == [("cap-0", False), ("cap-1", False)]
-
-
-def test_a_conversation_id_twice_in_one_input_is_refused_the_second_time(admin: Actor) -> None:
-    """Two conversations of one input with the same id merged into one conversation, and each re-import of the
-    file recorded the other's text as an edit again: the second is a failure of the import (all or nothing
-    through conversationImport), the report names it, and a re-import adds no edit."""
-
-    ident = f"twice-{uuid.uuid4()}"
-
-    def claude(text: str) -> dict[str, Any]:
-        return {
-            "uuid": ident,
-            "name": "twice",
-            "chat_messages": [{"uuid": f"{ident}-q", "sender": "human", "text": text}],
-        }
-
-    data = [claude("first text"), claude("second text")]
-    whole = "mutation($i: ConversationImportInput!) { conversationImport(input: $i) { id } }"
-    error = admin.client.error(whole, {"i": {"format": "CLAUDE", "data": data}})
-    assert error["extensions"]["code"] == "BAD_USER_INPUT", error
-    assert "the same conversation id" in error["message"], error
-    reports = [
-        admin.client.ok(IMPORT_REPORT, {"i": {"format": "CLAUDE", "data": data}})["conversationImportReport"]
-        for _ in range(2)
-    ]
-    for report in reports:
-        assert [f["index"] for f in report["failures"]] == [1], report
-        assert "the same conversation id" in report["failures"][0]["message"]
-    (conversation,) = reports[0]["conversations"]
-    read = "query($c: ID!) { conversation(id: $c) { messages(first: 10) { edges { node { content edits { content } } } } } }"
-    edges = admin.client.ok(read, {"c": conversation["id"]})["conversation"]["messages"]["edges"]
-    assert [(e["node"]["content"], e["node"]["edits"]) for e in edges] == [("first text", [])]

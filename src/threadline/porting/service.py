@@ -202,7 +202,6 @@ class Importer:
         # ChatGPT files: conversations are planned when inserted, a re-import only from their new nodes.
         self.lazy = lazy and fmt is ImportFormat.CHATGPT and target_conversation_id is None
         self.file: str | None = None  # the file being read (the CLI sets it), named by its failures
-        self._seen_ids: set[str] = set()  # conversation ids of this run's input (`_first_of`)
 
     async def check_access(self) -> None:
         """Import into an existing conversation needs its owner or a tenant admin (and it must be open):
@@ -231,8 +230,6 @@ class Importer:
             # imported before (`_undeferred`).
             return [_Prepared(item, None, "", file=self.file)]
         if self.lazy and (external_id := chatgpt.external_id(item.value)) is not None:
-            if not self._first_of(item, external_id):
-                return []
             return [_Prepared(item, None, external_id, file=self.file)]
         try:
             conversations = read(self.fmt, item.value)
@@ -262,20 +259,9 @@ class Importer:
                         "only one conversation can be imported into an existing one",
                     )
                     continue
-            if not self._first_of(item, plan.external_id):
-                continue
             prepared.append(_Prepared(item, plan, plan.external_id, file=self.file))
             self._organised.keep(conversation)
         return prepared
-
-    def _first_of(self, item: Item, external_id: str) -> bool:
-        """Whether no earlier conversation of this run has the id; a later one fails (reported): the two merged
-        into one conversation, each re-import of the file recording the other's text as an edit again."""
-        if external_id in self._seen_ids:
-            self._fail(item, external_id, "the same conversation id as an earlier conversation of the input")
-            return False
-        self._seen_ids.add(external_id)
-        return True
 
     def _fail(self, item: Item, external_id: str | None, message: str) -> None:
         self.report.failures.append(
