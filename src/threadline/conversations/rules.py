@@ -5,6 +5,12 @@ from __future__ import annotations
 from threadline.errors import bad_input
 from threadline.settings import Settings
 
+# The columns' own lengths (conversation.ai_provider, model, session_id): a longer value is refused when written,
+# and a filter by one can match nothing, so it is refused too.
+AI_PROVIDER_MAX_CHARS = 64
+MODEL_MAX_CHARS = 128
+SESSION_ID_MAX_CHARS = 255
+
 
 def normalise_tags(tags: list[str], settings: Settings, argument: str = "tags") -> list[str]:
     """Trimmed, lower-case, deduplicated (first occurrence wins), bounded in length and count."""
@@ -41,7 +47,9 @@ def bounded_text(value: str | None, limit: int, argument: str) -> str | None:
     if value is None:
         return None
     if len(value) > limit:
-        raise bad_input(f"{argument} is limited to {limit} characters (got {len(value)})", argument=argument)
+        raise bad_input(
+            f"{argument} is limited to {limit} characters (got {len(value)})", argument=argument, limit=limit
+        )
     return value
 
 

@@ -14,7 +14,15 @@ from threadline.auth import repository as users
 from threadline.auth.principal import Principal
 from threadline.conversations import repository as repo
 from threadline.conversations.access import Access, access_level, require
-from threadline.conversations.rules import bounded_text, max_history, normalise_tags, normalise_title
+from threadline.conversations.rules import (
+    AI_PROVIDER_MAX_CHARS,
+    MODEL_MAX_CHARS,
+    SESSION_ID_MAX_CHARS,
+    bounded_text,
+    max_history,
+    normalise_tags,
+    normalise_title,
+)
 from threadline.db import Database
 from threadline.errors import bad_input, conflict, forbidden, not_found
 from threadline.events.announce import publish_membership_changed
@@ -47,11 +55,13 @@ def _validated(fields: ConversationFields, settings: Settings) -> dict[str, Any]
     if fields.tags is not None:
         out["tags"] = normalise_tags(fields.tags, settings)
     if fields.ai_provider is not None:
-        out["ai_provider"] = bounded_text(fields.ai_provider.strip(), 64, "aiProvider") or None
+        out["ai_provider"] = (
+            bounded_text(fields.ai_provider.strip(), AI_PROVIDER_MAX_CHARS, "aiProvider") or None
+        )
     if fields.model is not None:
-        out["model"] = bounded_text(fields.model.strip(), 128, "model") or None
+        out["model"] = bounded_text(fields.model.strip(), MODEL_MAX_CHARS, "model") or None
     if fields.session_id is not None:
-        out["session_id"] = bounded_text(fields.session_id, 255, "sessionId") or None
+        out["session_id"] = bounded_text(fields.session_id, SESSION_ID_MAX_CHARS, "sessionId") or None
     if fields.max_history_messages is not None:
         out["max_history_messages"] = max_history(fields.max_history_messages)
     if fields.metadata is not None:

@@ -7,7 +7,7 @@ from typing import Annotated, Any, TypeVar
 
 import strawberry
 
-from threadline.conversations.rules import normalise_tags
+from threadline.conversations.rules import AI_PROVIDER_MAX_CHARS, bounded_text, normalise_tags
 from threadline.errors import bad_input
 from threadline.graphql.context import Info
 from threadline.graphql.pagination import (
@@ -79,11 +79,13 @@ def _request(
         after = Continuation(mode, capped, (score, at, cid))
     if input.min_messages is not None and input.min_messages < 0:
         raise bad_input("`minMessages` must not be negative", argument="minMessages")
+    # As long as a stored one at most (conversationCreate's bound): a longer value could only match nothing.
+    provider = sendable(input.ai_provider).strip() if input.ai_provider else ""
     filters = SearchFilters(
         statuses=(input.status.value,) if input.status is not None else DEFAULT_STATUSES,
         tags=normalise_tags([sendable(t) for t in input.tags], settings) if input.tags else None,
         owner_id=decode_id(input.user_id, Kind.USER) if input.user_id is not None else None,
-        ai_provider=sendable(input.ai_provider).strip() or None if input.ai_provider else None,
+        ai_provider=bounded_text(provider, AI_PROVIDER_MAX_CHARS, "aiProvider") or None,
         min_messages=input.min_messages,
         metadata=metadata_rules.containment(((m.key, m.value) for m in input.metadata or []), "metadata"),
         since=input.from_,

@@ -90,7 +90,9 @@ class ConversationSearchInput:
         "words after the 32nd are ignored.",
     )
     tags: list[str] | None = strawberry.field(
-        default=None, description="Conversations carrying all of these tags."
+        default=None,
+        description="Conversations carrying all of these tags (compared trimmed and lower-case); each at most 64 "
+        "characters, at most 50 tags, as a conversation carries (more is BAD_USER_INPUT).",
     )
     user_id: strawberry.ID | None = strawberry.field(
         default=None, description="Conversations owned by this user."
@@ -104,7 +106,9 @@ class ConversationSearchInput:
         default=None, description="Created before this time (message hits: written before it)."
     )
     ai_provider: str | None = strawberry.field(
-        default=None, description="Conversations with this AI provider."
+        default=None,
+        description="Conversations with this AI provider (ignoring case); at most 64 characters, as "
+        "`ConversationCreateInput.aiProvider` (more is BAD_USER_INPUT).",
     )
     min_messages: int | None = strawberry.field(
         default=None, description="Conversations with at least this many messages."
