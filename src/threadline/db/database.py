@@ -121,6 +121,15 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
         schema="pg_catalog",
     )
     await content.install_codecs(conn)  # encryption at rest: sealed text and JSON open as they are read
+    # asyncpg knows no array type until it asks the catalog (its recursive type query, 3-6 ms of server time), once
+    # per type and connection, on the first statement that binds or returns one: an import's four connections
+    # asked 27 times (uuid[], varchar[], int4[], ...). The array types this code uses, learnt in one query.
+    await conn.fetchrow(_ARRAY_TYPES)
+
+
+# Builtin array types the statements bind or return (every `::x[]` in the code, and the arrays statements build).
+_ARRAY_ELEMENTS = ("uuid", "text", "varchar", "int2", "int4", "int8", "bytea", "timestamptz", "bool", "float8", "jsonb")  # fmt: skip
+_ARRAY_TYPES = "SELECT " + ", ".join(f"NULL::{t}[]" for t in _ARRAY_ELEMENTS)
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:
