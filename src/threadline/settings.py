@@ -247,6 +247,8 @@ class Settings:
     run_max_attempts: int = 3
     run_timeout_seconds: float = 300.0
     run_max_active_per_user: int = 10
+    # Runs of one tenant executing at once across every worker (runs.repository.claim_next); 0: no cap.
+    run_max_executing_per_tenant: int = 10
     run_delta_interval_seconds: float = 0.05
     run_default_provider: str = "echo"
     run_output_reserve_tokens: int = 1024
@@ -531,6 +533,9 @@ class Settings:
             run_timeout_seconds=_env_float("THREADLINE_RUN_TIMEOUT_SECONDS", cls.run_timeout_seconds),
             run_max_active_per_user=_env_int(
                 "THREADLINE_RUN_MAX_ACTIVE_PER_USER", cls.run_max_active_per_user
+            ),
+            run_max_executing_per_tenant=_env_int(
+                "THREADLINE_RUN_MAX_EXECUTING_PER_TENANT", cls.run_max_executing_per_tenant
             ),
             run_delta_interval_seconds=_env_float(
                 "THREADLINE_RUN_DELTA_INTERVAL_SECONDS", cls.run_delta_interval_seconds

@@ -260,27 +260,74 @@ async def set_status(
     )
 
 
+# Tenants a claim may find full (a concurrent claim took their last place) before it gives up until the next wake.
+CLAIM_ATTEMPTS = 8
+
+
 async def claim_next(
-    db: Executor, queue: str, worker_id: str, keyless: bool = False
+    db: Executor, queue: str, worker_id: str, keyless: bool = False, max_per_tenant: int | None = None
 ) -> asyncpg.Record | None:
-    """The oldest queued run of `queue`, now IN_PROGRESS for `worker_id` in a new attempt (every tenant). A
-    `keyless` worker (no master key in its process) takes no run of a tenant with data keys: it would send the
+    """A queued run of `queue`, now IN_PROGRESS for `worker_id` in a new attempt (every tenant), or None. Call it
+    inside a transaction: the claim's locks last until the transaction ends.
+
+    Fair claiming: the run is the oldest queued one of the tenants with the fewest runs executing (IN_PROGRESS,
+    CANCELLING), so one tenant's backlog does not starve the others; with `max_per_tenant` no tenant has more than
+    that many executing at once across every worker. The candidate is picked from a snapshot that a concurrent
+    claim may have made stale, so the tenant's advisory lock is taken and its executing runs counted again in a
+    statement of its own (a new snapshot, in READ COMMITTED) before the run is taken: two workers claiming for one
+    tenant at once queue on the lock and the second sees the first's claim. A tenant found full is rolled back to
+    the savepoint (its lock and the candidate's row lock go, so a claim never holds two tenants' locks and cannot
+    deadlock with another) and left out of the next try. Runs leave the count by their status: a run that ends, is
+    expired, requeued or cancelled (by recovery too) frees its place at once.
+
+    A `keyless` worker (no master key in its process) takes no run of a tenant with data keys: it would send the
     sealed history as it is stored to the model, and store its answer plain."""
-    return await db.fetchrow(
-        f"""WITH next AS (
-                SELECT id FROM run WHERE status = 'QUEUED' AND queue = $1
-                  AND NOT ($3 AND EXISTS (SELECT 1 FROM data_key k WHERE k.tenant_id = run.tenant_id))
-                ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED
+    full: list[uuid.UUID] = []
+    if max_per_tenant is not None:
+        await db.execute("SAVEPOINT run_claim")
+    for _ in range(CLAIM_ATTEMPTS):
+        candidate = await db.fetchrow(
+            """WITH executing AS (
+                   SELECT tenant_id, count(*) AS n FROM run WHERE status = ANY($4::varchar[]) GROUP BY tenant_id
+               )
+               SELECT r.id, r.tenant_id FROM run r LEFT JOIN executing e ON e.tenant_id = r.tenant_id
+               WHERE r.status = 'QUEUED' AND r.queue = $1 AND r.tenant_id <> ALL($5::uuid[])
+                 AND ($3::int IS NULL OR coalesce(e.n, 0) < $3)
+                 AND NOT ($2 AND EXISTS (SELECT 1 FROM data_key k WHERE k.tenant_id = r.tenant_id))
+               ORDER BY coalesce(e.n, 0), r.created_at, r.id
+               LIMIT 1 FOR UPDATE OF r SKIP LOCKED""",
+            queue,
+            keyless,
+            max_per_tenant,
+            _EXECUTING,
+            full,
+        )
+        if candidate is None:
+            return None
+        if max_per_tenant is not None:
+            await db.execute(
+                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
+                f"run-claims:{candidate['tenant_id']}",
             )
-            UPDATE run r SET status = 'IN_PROGRESS', attempt = r.attempt + 1, worker_id = $2, heartbeat_at = now(),
-                started_at = coalesce(r.started_at, now()), updated_at = now(), prompt_tokens = 0,
-                completion_tokens = 0
-            FROM next WHERE r.id = next.id
-            RETURNING {RUN_COLUMNS}""",
-        queue,
-        worker_id,
-        keyless,
-    )
+        claimed = await db.fetchrow(
+            f"""UPDATE run r SET status = 'IN_PROGRESS', attempt = r.attempt + 1, worker_id = $3,
+                    heartbeat_at = now(), started_at = coalesce(r.started_at, now()), updated_at = now(),
+                    prompt_tokens = 0, completion_tokens = 0
+                WHERE r.tenant_id = $1 AND r.id = $2 AND r.status = 'QUEUED'
+                  AND ($4::int IS NULL OR (SELECT count(*) FROM run e
+                                           WHERE e.tenant_id = $1 AND e.status = ANY($5::varchar[])) < $4)
+                RETURNING {RUN_COLUMNS}""",
+            candidate["tenant_id"],
+            candidate["id"],
+            worker_id,
+            max_per_tenant,
+            _EXECUTING,
+        )
+        if claimed is not None or max_per_tenant is None:
+            return claimed
+        await db.execute("ROLLBACK TO SAVEPOINT run_claim")
+        full.append(candidate["tenant_id"])
+    return None
 
 
 async def heartbeat(

@@ -2,9 +2,10 @@
 recovers runs of dead workers. The server starts one in its lifespan (`THREADLINE_RUN_WORKERS`
 slots; 0 keeps only the recovery); `threadline worker` runs one on its own.
 
-Runs are claimed with FOR UPDATE SKIP LOCKED, so any number of workers share one database. A
-worker wakes on NOTIFY (a run queued, a cancel requested) and polls as a fallback, so a dropped
-LISTEN connection only slows it down.
+Runs are claimed with FOR UPDATE SKIP LOCKED, so any number of workers share one database; fairly: the tenant
+with the fewest runs executing goes first, and none has more than THREADLINE_RUN_MAX_EXECUTING_PER_TENANT
+executing across all workers (`repository.claim_next`). A worker wakes on NOTIFY (a run queued, a cancel
+requested) and polls as a fallback, so a dropped LISTEN connection only slows it down.
 """
 
 from __future__ import annotations
@@ -131,9 +132,7 @@ class Worker:
                 if self._listener is None or self._listener.is_closed():
                     await self._listen()
                 while len(self.active) < self.concurrency:
-                    claimed = await repo.claim_next(
-                        self.db, self.queue, self.id, keyless=crypto.active() is None
-                    )
+                    claimed = await self._claim()
                     if claimed is None:
                         break
                     self._spawn(claimed)
@@ -143,6 +142,17 @@ class Worker:
                 log.exception("claiming runs failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), self.settings.run_poll_seconds)
+
+    async def _claim(self) -> asyncpg.Record | None:
+        cap = self.settings.run_max_executing_per_tenant
+        async with self.db.transaction() as tx:
+            return await repo.claim_next(
+                tx,
+                self.queue,
+                self.id,
+                keyless=crypto.active() is None,
+                max_per_tenant=cap if cap > 0 else None,
+            )
 
     def _spawn(self, claimed: asyncpg.Record) -> None:
         run_id = claimed["id"]
