@@ -26,9 +26,14 @@ _STORED_COLUMNS = """c.id, c.tenant_id, c.owner_id, c.title, c.description, c.ta
 CONVERSATION_COLUMNS = (
     _STORED_COLUMNS
     + """,
-    EXISTS (SELECT 1 FROM conversation_tier k WHERE k.conversation_id = c.id AND k.document IS NOT NULL) AS cold"""
+    EXISTS (SELECT 1 FROM conversation_tier k
+            WHERE k.conversation_id = c.id AND k.tenant_id = c.tenant_id AND k.document IS NOT NULL OFFSET 0) AS cold"""
 )
-# `cold`: the conversation's content is in a cold document (tiers/); reading it brings it back first.
+# `cold`: the conversation's content is in a cold document (tiers/); reading it brings it back first. One lookup
+# of conversation_tier's primary key per row, in the row's tenant. `OFFSET 0` keeps it so: without it the planner
+# may instead hash every tenant's cold rows once per statement (a hashed SubPlan: a scan of the whole table, the
+# tenant condition only part of the hash key), for a statement that returns more rows than there are cold
+# conversations in all tenants.
 
 PARTICIPANT_COLUMNS = "id, tenant_id, conversation_id, user_id, role, joined_at"
 INVITE_COLUMNS = "id, tenant_id, conversation_id, user_id, inviter_id, role, status, created_at, accepted_at"
