@@ -4,11 +4,12 @@ steps, each in one statement per response. Rows come back as stored; `runs/types
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 
 import asyncpg
 
 from threadline.graphql.context import Info
-from threadline.graphql.loaders import grouped_loader, single_loader
+from threadline.graphql.loaders import counting_loader, grouped_loader, single_loader
 from threadline.runs import output_repository as streams
 from threadline.runs import repository as repo
 from threadline.threads.service import path_ids
@@ -27,12 +28,31 @@ async def message(info: Info, message_id: uuid.UUID) -> tuple[asyncpg.Record, li
     return await loader.load(message_id)
 
 
-async def steps(info: Info, run_id: uuid.UUID) -> list[asyncpg.Record]:
-    """A run's steps, oldest first."""
+async def steps(
+    info: Info, run_id: uuid.UUID, limit: int, after: tuple[datetime, uuid.UUID] | None
+) -> list[asyncpg.Record]:
+    """A page of a run's steps, oldest first: the first `limit` after `after` (a step's created_at and id)."""
 
     async def fetch(ids: list[uuid.UUID]) -> list[asyncpg.Record]:
         principal = await info.context.principal()
-        return await repo.steps_of(info.context.db, principal.tenant_id, ids)
+        return await repo.step_pages(info.context.db, principal.tenant_id, ids, limit, after)
 
-    loader = grouped_loader(info, "run-steps", fetch, key=lambda row: row["run_id"])
+    loader = grouped_loader(info, f"run-steps:{limit}:{after}", fetch, key=lambda row: row["run_id"])
+    return await loader.load(run_id)
+
+
+async def step_count(info: Info, run_id: uuid.UUID, at_most: int | None = None) -> int:
+    """How many steps a run has (`at_most` if more: counting stops there)."""
+
+    async def fetch(ids: list[uuid.UUID]) -> list[asyncpg.Record]:
+        principal = await info.context.principal()
+        return await repo.step_counts(info.context.db, principal.tenant_id, ids, at_most)
+
+    loader = counting_loader(
+        info,
+        f"run-step-counts:{at_most}",
+        fetch,
+        key=lambda row: row["run_id"],
+        count=lambda row: int(row["n"]),
+    )
     return await loader.load(run_id)

@@ -451,6 +451,52 @@ async def steps_of(db: Executor, tenant_id: uuid.UUID, run_ids: list[uuid.UUID])
     )
 
 
+async def step_pages(
+    db: Executor,
+    tenant_id: uuid.UUID,
+    run_ids: list[uuid.UUID],
+    limit: int,
+    after: tuple[Any, uuid.UUID] | None,
+) -> list[asyncpg.Record]:
+    """The first `limit` steps of each run, oldest first (after `after`, a step's (created_at, id), if given): one
+    index range of `limit` rows a run, however many steps it has."""
+    params: list[Any] = [tenant_id, run_ids, limit]
+    keyset = ""
+    if after is not None:
+        params.extend(after)
+        keyset = " AND (s.created_at, s.id) > ($4, $5)"
+    return await db.fetch(
+        f"""SELECT {STEP_COLUMNS} FROM unnest($2::uuid[]) AS k(run_id)
+            CROSS JOIN LATERAL (
+                SELECT * FROM run_step s WHERE s.tenant_id = $1 AND s.run_id = k.run_id{keyset}
+                ORDER BY s.created_at, s.id LIMIT $3
+            ) s
+            ORDER BY s.created_at, s.id""",
+        *params,
+    )
+
+
+async def step_counts(
+    db: Executor, tenant_id: uuid.UUID, run_ids: list[uuid.UUID], at_most: int | None = None
+) -> list[asyncpg.Record]:
+    """(run_id, n): how many steps each run has, or `at_most` if it has more (reads no more than that many)."""
+    if at_most is None:
+        return await db.fetch(
+            """SELECT run_id, count(*) AS n FROM run_step WHERE tenant_id = $1 AND run_id = ANY($2::uuid[])
+               GROUP BY run_id""",
+            tenant_id,
+            run_ids,
+        )
+    return await db.fetch(
+        """SELECT k.run_id, (SELECT count(*) FROM (SELECT 1 FROM run_step s
+                                WHERE s.tenant_id = $1 AND s.run_id = k.run_id LIMIT $3) bounded) AS n
+           FROM unnest($2::uuid[]) AS k(run_id)""",
+        tenant_id,
+        run_ids,
+        at_most,
+    )
+
+
 async def step(db: Executor, tenant_id: uuid.UUID, step_id: uuid.UUID) -> asyncpg.Record | None:
     return await db.fetchrow(
         f"SELECT {STEP_COLUMNS} FROM run_step s WHERE s.tenant_id = $1 AND s.id = $2", tenant_id, step_id

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 import asyncpg
+import orjson
 import strawberry
 from strawberry.scalars import JSON
 
@@ -14,6 +16,16 @@ from threadline.graphql import budget
 from threadline.graphql.context import Info
 from threadline.graphql.describe import describe_values
 from threadline.graphql.node import Node
+from threadline.graphql.pagination import (
+    After,
+    Connection,
+    First,
+    as_datetime,
+    as_uuid,
+    connection,
+    decode_cursor,
+    page_size,
+)
 from threadline.ids import Kind, encode_id
 from threadline.runs import loaders, transitions
 
@@ -73,6 +85,9 @@ describe_values(
         "are the message's tool-call parts).",
     },
 )
+
+# Bytes a step costs in a response besides its details: its id, type, status, attempt, timestamps and JSON syntax.
+STEP_BYTES = 300
 
 _MessageType = Annotated["Message", strawberry.lazy("threadline.threads.types")]
 _ToolCallType = Annotated["ToolCallPart", strawberry.lazy("threadline.parts.types")]
@@ -200,9 +215,44 @@ class Run(Node):
             return None
         return Usage.of(self.prompt_tokens, self.completion_tokens)
 
-    @strawberry.field(description="Its steps, oldest first.")
+    @strawberry.field(
+        description="Its steps, oldest first: at most the first THREADLINE_PAGE_SIZE_MAX (100 by default). A long "
+        "agent run may have thousands: page through them with `stepConnection`.",
+        deprecation_reason="Returns at most the first THREADLINE_PAGE_SIZE_MAX (100 by default) steps; use "
+        "`stepConnection(first:, after:)`, which pages through all of them.",
+    )
     async def steps(self, info: Info) -> list[RunStep]:
-        return await _load_steps(info, self.uuid)
+        limit = info.context.settings.page_size_max
+        # Priced as one object by the query limits, so charged before the rows are read: a response asking for the
+        # steps of thousands of runs (aliases, `conversations { runs }`) is refused before it reads them.
+        if budget.current() is not None:
+            _charge_steps(info, await loaders.step_count(info, self.uuid, at_most=limit), [])
+        rows = await loaders.steps(info, self.uuid, limit, None)
+        _charge_steps(info, 0, rows)
+        return [RunStep.from_row(row) for row in rows]
+
+    @strawberry.field(description="Its steps, oldest first, a page at a time.")
+    async def step_connection(
+        self, info: Info, first: First = None, after: After = None
+    ) -> Connection[RunStep]:
+        settings = info.context.settings
+        limit = page_size(first, settings.page_size_default, settings.page_size_max)
+        cursor = decode_cursor(after, (as_datetime, as_uuid)) if after else None
+        rows = await loaders.steps(info, self.uuid, limit + 1, cursor)
+        _charge_steps(info, len(rows[:limit]), rows[:limit])
+        run_id = self.uuid
+
+        async def total() -> int:
+            return await loaders.step_count(info, run_id)
+
+        return connection(
+            rows,
+            limit,
+            RunStep.from_row,
+            lambda r: (r["created_at"], r["id"]),
+            total,
+            has_previous=cursor is not None,
+        )
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> Run:
@@ -264,8 +314,16 @@ async def _load_message(info: Info, message_id: UUID) -> Message | None:
     return Message.from_row(row, path)
 
 
-async def _load_steps(info: Info, run_id: UUID) -> list[RunStep]:
-    return [RunStep.from_row(row) for row in await loaders.steps(info, run_id)]
+def _charge_steps(info: Info, count: int, rows: Sequence[asyncpg.Record]) -> None:
+    """Charges the response bytes of `count` steps about to be returned, and of the details of `rows` (when
+    `details` is selected): steps are not messages, but a run may have thousands of them."""
+    found = budget.current()
+    if found is None:
+        return
+    size = count * STEP_BYTES
+    if rows and "details" in found.selected(info):
+        size += sum(len(orjson.dumps(row["details"])) for row in rows)
+    budget.charge_bytes(size)
 
 
 @strawberry.input(description="A run to queue: an assistant reply to `messageId`.")
