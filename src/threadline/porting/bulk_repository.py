@@ -319,12 +319,14 @@ async def set_fingerprints(
 
 async def sources_by_fingerprint(
     db: Executor, tenant_id: uuid.UUID, owner_id: uuid.UUID, source: str, fingerprints: list[bytes]
-) -> dict[bytes, uuid.UUID]:
+) -> dict[bytes, tuple[uuid.UUID, str]]:
     """The user's imported conversations (not deleted) last imported or merged from an item with one of these
-    fingerprints (porting.jsonstream.fingerprint), by fingerprint: the same bytes again change nothing. A
-    fingerprint more than one of them has is left out (its item goes the ordinary way)."""
+    fingerprints (porting.jsonstream.fingerprint), by fingerprint: the same bytes again change nothing. Each as
+    (conversation id, source id). A fingerprint more than one of them has is left out (its item goes the ordinary
+    way)."""
     rows = await db.fetch(
-        """SELECT s.fingerprint, min(s.conversation_id::text)::uuid AS conversation_id, count(*) AS n
+        """SELECT s.fingerprint, min(s.conversation_id::text)::uuid AS conversation_id,
+                  min(s.external_id) AS external_id, count(*) AS n
            FROM import_source s JOIN conversation c ON c.id = s.conversation_id AND c.status <> 'DELETED'
            WHERE s.tenant_id = $1 AND s.owner_id = $2 AND s.source = $3 AND s.fingerprint = ANY($4::bytea[])
            GROUP BY s.fingerprint""",
@@ -333,7 +335,7 @@ async def sources_by_fingerprint(
         source,
         fingerprints,
     )
-    return {bytes(r["fingerprint"]): r["conversation_id"] for r in rows if r["n"] == 1}
+    return {bytes(r["fingerprint"]): (r["conversation_id"], r["external_id"]) for r in rows if r["n"] == 1}
 
 
 async def merge_targets_by_key(

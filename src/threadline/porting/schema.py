@@ -206,7 +206,7 @@ class PortingMutation:
             conversations=await _readable(info, report.conversation_ids),
             format=ImportFormatEnum(fmt.value),
             imported=len(report.imported),
-            skipped=len(report.existing),
+            skipped=report.skipped,
             merged=len(report.merged),
             failed=len(report.failures),
             message_count=report.messages,

@@ -11,6 +11,8 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from threadline import crypto
 from threadline.audit.service import Actor, AuditAction, record
 from threadline.auth.principal import Principal
@@ -72,6 +74,12 @@ class ImportReport:
     failures: list[ImportFailure] = field(default_factory=list)
     messages: int = 0  # messages created: in new conversations and added by merges
     warnings: list[str] = field(default_factory=list)
+    repeated: int = 0  # conversations that came again in the input, after a first copy (`Importer._first_of`)
+
+    @property
+    def skipped(self) -> int:
+        """Conversations not written: unchanged since an earlier import, or repeated in the input."""
+        return len(self.existing) + self.repeated
 
     @property
     def conversation_ids(self) -> list[uuid.UUID]:
@@ -81,7 +89,7 @@ class ImportReport:
     def as_dict(self) -> dict[str, Any]:
         return {
             "imported": len(self.imported),
-            "skipped": len(self.existing),
+            "skipped": self.skipped,
             "merged": len(self.merged),
             "failed": len(self.failures),
             "messages": self.messages,
@@ -202,6 +210,7 @@ class Importer:
         # ChatGPT files: conversations are planned when inserted, a re-import only from their new nodes.
         self.lazy = lazy and fmt is ImportFormat.CHATGPT and target_conversation_id is None
         self.file: str | None = None  # the file being read (the CLI sets it), named by its failures
+        self._copies: dict[str, bytes] = {}  # each conversation id of this input -> its first copy's digest
 
     async def check_access(self) -> None:
         """Import into an existing conversation needs its owner or a tenant admin (and it must be open):
@@ -230,6 +239,8 @@ class Importer:
             # imported before (`_undeferred`).
             return [_Prepared(item, None, "", file=self.file)]
         if self.lazy and (external_id := chatgpt.external_id(item.value)) is not None:
+            if not self._first_of(external_id, self._digest(item, None)):
+                return []
             return [_Prepared(item, None, external_id, file=self.file)]
         try:
             conversations = read(self.fmt, item.value)
@@ -259,9 +270,41 @@ class Importer:
                         "only one conversation can be imported into an existing one",
                     )
                     continue
+            if not self._first_of(
+                plan.external_id, self._digest(item, plan if len(conversations) > 1 else None)
+            ):
+                continue
             prepared.append(_Prepared(item, plan, plan.external_id, file=self.file))
             self._organised.keep(conversation)
         return prepared
+
+    def _first_of(self, external_id: str, digest: bytes) -> bool:
+        """Whether this is the input's first copy of the conversation. A later copy is skipped (counted so): the
+        two written into one conversation, each re-import of the input recorded the other's text as an edit
+        again. An export split over several files repeats conversations whole (skipped quietly); a copy that
+        differs is reported: only the first is imported."""
+        first = self._copies.get(external_id)
+        if first is None:
+            self._copies[external_id] = digest
+            return True
+        self.report.repeated += 1
+        if first != digest:
+            self.report.warnings.append(
+                f"conversation {external_id} comes again in the input, not the same as before: only its first copy "
+                "is imported"
+            )
+        return False
+
+    @staticmethod
+    def _digest(item: Item, plan: importer.Plan | None) -> bytes:
+        """What tells two copies of a conversation apart: the bytes of the item it was read from (a file's item
+        has their fingerprint; the API's is written again), or, for one of several in an item (a Threadline
+        export), its planned messages."""
+        if plan is not None:
+            return hashlib.sha256(orjson.dumps(plan.messages, default=str)).digest()
+        if item.fingerprint is not None:
+            return item.fingerprint
+        return hashlib.sha256(orjson.dumps(item.value, default=str)).digest()
 
     def _fail(self, item: Item, external_id: str | None, message: str) -> None:
         self.report.failures.append(
@@ -348,7 +391,10 @@ class Importer:
                     continue
                 earlier = known.get(p.item.fingerprint) if p.item.fingerprint is not None else None
                 if earlier is not None:
-                    self.report.existing.append(earlier)
+                    conversation_id, external_id = earlier
+                    assert p.item.fingerprint is not None
+                    if self._first_of(external_id, p.item.fingerprint):
+                        self.report.existing.append(conversation_id)
                     p.item.text = None
                     continue
                 # A ChatGPT conversation's messages are decoded when needed (chatgpt_nodes): a re-import of a grown
@@ -838,7 +884,7 @@ class Importer:
         return {
             "format": self.fmt.value,
             "imported": len(r.imported),
-            "skipped": len(r.existing),
+            "skipped": r.skipped,
             "merged": len(r.merged),
             "failed": len(r.failures),
             "messages": r.messages,
