@@ -93,7 +93,9 @@ class ConversationImportReport:
     )
     imported: int = strawberry.field(description="Conversations created now.")
     skipped: int = strawberry.field(
-        description="Conversations you already imported earlier from the same source ids, unchanged by this import."
+        description="Conversations you already imported earlier from the same source ids, unchanged by this import, "
+        "and later copies of a conversation id that comes more than once in the input (only the first is imported; "
+        "a copy that differs is named in warnings)."
     )
     merged: int = strawberry.field(
         description="Conversations you imported earlier that this (newer) export added messages to or changed "
