@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.api import create_conversation
+from tests.api import create_conversation, start_thread
 from tests.harness import Actor
 
 SEARCH = """query($i: ConversationSearchInput!) { search(input: $i) {
   totalCount edges { node { conversation { id aiProvider } } } } }"""
+MATCHED = """query($i: ConversationSearchInput!) { search(input: $i) {
+  edges { node { matchedBy conversation { id } } } } }"""
 
 
 def found(actor: Actor, **input: Any) -> list[str]:
@@ -31,3 +33,24 @@ def test_ai_provider_filter_is_bounded_as_conversation_create_bounds_it(admin: A
         assert admin.client.error(SEARCH, {"i": {"query": "limit", "aiProvider": too_long}})["extensions"][
             "code"
         ] == ("BAD_USER_INPUT")
+
+
+def test_words_after_the_32nd_are_ignored_also_when_not_separated_by_spaces(admin: Actor) -> None:
+    # Each run of letters or digits is a word of the query (a lexeme of its tsquery): 1,800 of them joined by
+    # commas made one phrase that cost tens of milliseconds per matching message.
+    words = [f"w{i}" for i in range(40)]
+    conversation = create_conversation(admin, "Words")
+    start_thread(admin, conversation, " ".join(words))
+
+    def matched(query: str) -> list[tuple[str, str]]:
+        edges = admin.client.ok(MATCHED, {"i": {"query": query}})["search"]["edges"]
+        return [(e["node"]["conversation"]["id"], e["node"]["matchedBy"]) for e in edges]
+
+    assert matched(",".join(words[:32])) == [(conversation, "TEXT")]
+    for separator in (",", ";", "+", ", "):
+        assert matched(separator.join([*words[:32], "zzzunknownzzz"])) == [(conversation, "TEXT")], separator
+    assert matched(" ".join(words[:16]) + " " + ",".join([*words[16:32], "zzzunknownzzz"])) == [
+        (conversation, "TEXT")
+    ]
+    # The 32nd word still counts: a phrase of 32 words, the last one unknown, matches nothing exactly.
+    assert matched(",".join([*words[:31], "zzzunknownzzz"])) == []
