@@ -49,7 +49,7 @@ from threadline.threads.service import path_ids
 QUERY_MAX_CHARS = 10_000
 # Words after the 32nd are ignored, like web search engines do: each word is a posting list to
 # intersect and a term to test on every candidate, so a pasted page would cost seconds. A word is what
-# the text search parser makes a lexeme of, a run of letters or digits: "a,b,c" or "a-b-c" is three
+# the text search parser makes a lexeme of, a run of letters and digits: "a,b,c" or "a-b-c" is three
 # (a phrase of three), not one (1,800 of them joined by commas cost 40 ms per matching message).
 QUERY_MAX_WORDS = 32
 # A query matching at least 0.5% of the tenant's newest messages (25 of the newest 5,000: the probe) is
@@ -67,7 +67,6 @@ FUZZY_TERMS_PER_WORD = 3
 FUZZY_MAX_WORDS = 8
 _WORD = re.compile(r"(?<![^\W_])[^\W_]{3,64}(?![^\W_])")
 _LETTER_OR_DIGIT = re.compile(r"[^\W_]")
-_LETTERS_OR_DIGITS = re.compile(r"[^\W_]+")
 # A word excluded web-search style ("-word" at the start of a token).
 _EXCLUDED = re.compile(r"(?<!\S)-\S+")
 _UNSENDABLE = re.compile(r"[\x00\ud800-\udfff]")
@@ -156,10 +155,20 @@ def _clean(query: str | None) -> str:
             limit=QUERY_MAX_CHARS,
         )
     # NUL and lone surrogates cannot reach PostgreSQL text: they would fail the request.
-    text = " ".join(sendable(query).split()[:QUERY_MAX_WORDS])
-    for count, word in enumerate(_LETTERS_OR_DIGITS.finditer(text), 1):
-        if count == QUERY_MAX_WORDS:
-            return text[: word.end()]
+    return _first_words(" ".join(sendable(query).split()[:QUERY_MAX_WORDS]), QUERY_MAX_WORDS)
+
+
+def _first_words(text: str, limit: int) -> str:
+    """`text` up to its `limit`th word: a run of letters and decimal digits. Other characters, even those
+    Python calls alphanumeric (², ①), may split a word for the text search parser, so they end one here too."""
+    count, inside = 0, False
+    for at, char in enumerate(text):
+        letter = char.isalpha() or char.isdecimal()
+        if letter and not inside:
+            count += 1
+            if count > limit:
+                return text[:at]
+        inside = letter
     return text
 
 
