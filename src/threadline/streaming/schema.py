@@ -272,6 +272,7 @@ class StreamSubscription:
             follows_viewer=False,
             queue_size=info.context.settings.subscriber_queue_size,
             selected_only=selected_only(info),
+            context=info.context,
         )
         async for event in _stream(info, sub, since):
             yield event
@@ -296,6 +297,7 @@ class StreamSubscription:
             follows_viewer=True,
             queue_size=info.context.settings.subscriber_queue_size,
             selected_only=selected_only(info),
+            context=info.context,
         )
         async for event in _stream(info, sub, since):
             yield event

@@ -59,6 +59,9 @@ class Subscriber:
     # While parked (its stream's task and generators are gone, its lane open: streaming.schema `Parked`): what
     # starts its stream again when something needs the stock path (an event the lane declines, the end).
     resume: Callable[[], None] | None = None
+    # The GraphQL context of the socket or HTTP stream it runs on (streaming.sessions ends the subscriptions of
+    # one whose credential is revoked, at once, whether or not its close can be written yet).
+    context: object = None
 
     tenant_int: int = field(init=False)  # tenant_id.int: the hub's hot path compares ints, not UUIDs
 

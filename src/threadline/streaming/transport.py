@@ -16,12 +16,18 @@ No public API offers what that needs, so this module reaches into:
   strawberry's connection-init timeout task, and uvicorn's keep-alive timers (`Keepalive`: its ping and pong
   deadlines, `pending_ping_payload`, `ping_sent_at`, and `handle_pong`, which chains no ping without a pong timer).
 
+Closing a socket whose client stopped reading (`close_at_once`, for streaming.sessions) also goes through it:
+uvicorn's own close waits until the socket's buffer drains, possibly forever, where this one writes the close
+frame at once, as uvicorn's `send` does once the buffer drained (`queue`, `conn.send_close`, `close_sent`,
+`read_paused`), and aborts the transport when the client has not answered after a grace (uvicorn's own
+`close_timer`, which `transport.close()`s: a close that also waits for the buffer to drain).
+
 Everything else goes through the narrow interface below: `CaptureDirectSockets` (the outermost ASGI
 middleware, app.py), `enter_operation` (graphql.view's handler, in each operation's task), `DirectSocket`
-(one running operation on one socket: `is_open`, `write_frames`) and `next_frame`. pyproject.toml bounds
-uvicorn, websockets and strawberry-graphql to the releases this was written against. Anything unexpected
-(another server or protocol implementation, a missing attribute, another extension) yields no
-`DirectSocket`, and every frame of that subscription takes the stock path.
+(one running operation on one socket: `is_open`, `write_frames`), `next_frame` and `close_at_once`.
+pyproject.toml bounds uvicorn, websockets and strawberry-graphql to the releases this was written against.
+Anything unexpected (another server or protocol implementation, a missing attribute, another extension) yields
+no `DirectSocket`, and every frame of that subscription takes the stock path.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.websockets import WebSocketState
 from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.protocol import Protocol, State
 from websockets.server import ServerProtocol
@@ -168,6 +175,39 @@ class DirectSocket:
         stream may end its task (streaming.schema `Parked`); False: the stream idles in its task as before."""
         park = getattr(self._operation.handler, "park", None)
         return bool(park is not None and park(self._operation, subscriber))
+
+
+def close_at_once(websocket: Any, code: int, reason: str, grace: float) -> bool:
+    """Closes a WebSocket (a starlette WebSocket) without waiting for its client to read what is buffered: the
+    close frame goes after it, nothing more is written (uvicorn refuses later writes: `close_sent`; starlette
+    too, as after its own close; direct lanes close: `DirectSocket.accepts`), the app reads a disconnect at once,
+    and the connection is aborted if it is still there `grace` seconds later (a client that stopped reading
+    never answers the close). A socket closing already gets the same bound. False, having done nothing, for
+    anything but an open socket of uvicorn's sans-I/O protocol: the caller closes it the stock way."""
+    state = getattr(websocket, "scope", {}).get("state") or {}
+    protocol: WebSocketsSansIOProtocol | None = state.get(STATE_KEY)
+    if protocol is None or not protocol.handshake_complete or protocol.initial_response is not None:
+        return False
+    transport = protocol.transport
+    if not protocol.close_sent and not transport.is_closing():
+        if protocol.conn.state is not State.OPEN:
+            return False
+        # uvicorn's `send` of a `websocket.close`, without its wait for the buffer to drain (`writable`).
+        protocol.queue.put_nowait({"type": "websocket.disconnect", "code": code, "reason": reason})
+        protocol.conn.send_close(code, reason)
+        transport.write(b"".join(protocol.conn.data_to_send()))
+        protocol.close_sent = True
+        if protocol.read_paused:  # the client's answer to the close must be read
+            protocol.read_paused = False
+            transport.resume_reading()
+    if getattr(websocket, "application_state", None) is WebSocketState.CONNECTED:
+        websocket.application_state = WebSocketState.DISCONNECTED
+    if not protocol.disconnected:
+        # uvicorn cancels it when the client answers the close, or when the connection is lost.
+        if protocol.close_timer is not None:
+            protocol.close_timer.cancel()
+        protocol.close_timer = protocol.loop.call_later(grace, transport.abort)
+    return True
 
 
 class _SlimDeque(list[Any]):
