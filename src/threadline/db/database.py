@@ -17,7 +17,7 @@ from urllib.parse import parse_qs, urlsplit
 import asyncpg
 import orjson
 
-from threadline.db import content
+from threadline.db import content, repository
 
 # `application_name` of each kind of connection, so pg_stat_activity shows who holds what.
 POOL = "threadline-pool"  # a server process's pool (requests, the hub's log reads, in-process run workers)
@@ -124,12 +124,7 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     # asyncpg knows no array type until it asks the catalog (its recursive type query, 3-6 ms of server time), once
     # per type and connection, on the first statement that binds or returns one: an import's four connections
     # asked 27 times (uuid[], varchar[], int4[], ...). The array types this code uses, learnt in one query.
-    await conn.fetchrow(_ARRAY_TYPES)
-
-
-# Builtin array types the statements bind or return (every `::x[]` in the code, and the arrays statements build).
-_ARRAY_ELEMENTS = ("uuid", "text", "varchar", "int2", "int4", "int8", "bytea", "timestamptz", "bool", "float8", "jsonb")  # fmt: skip
-_ARRAY_TYPES = "SELECT " + ", ".join(f"NULL::{t}[]" for t in _ARRAY_ELEMENTS)
+    await conn.fetchrow(repository.ARRAY_TYPES)
 
 
 async def _keep_session(conn: asyncpg.Connection) -> None:

@@ -15,3 +15,9 @@ def older_than(columns: str, after: Sequence[Any] | None, params: list[Any]) -> 
         return ""
     params.extend(after)
     return f" AND ({columns}) < (${len(params) - 1}, ${len(params)})"
+
+
+# Builtin array types the statements bind or return (every `::x[]` in the code, and the arrays statements build):
+# asyncpg learns their codecs from this one statement when a connection opens (db.database).
+_ARRAY_ELEMENTS = ("uuid", "text", "varchar", "int2", "int4", "int8", "bytea", "timestamptz", "bool", "float8", "jsonb")  # fmt: skip
+ARRAY_TYPES = "SELECT " + ", ".join(f"NULL::{t}[]" for t in _ARRAY_ELEMENTS)
