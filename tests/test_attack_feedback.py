@@ -3,7 +3,10 @@ messages the caller may not read."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import httpx
+import pytest
 
 from tests.api import create_conversation, start_thread
 from tests.harness import Actor, ServerThread
@@ -33,3 +36,28 @@ def test_a_million_distinct_reasons_are_refused_at_the_eleventh(server: ServerTh
     # Duplicates still count once, in the order given.
     kept = admin.client.ok(FEEDBACK, {"m": root, "r": [" b", "a", "b ", *["a"] * 1000]})
     assert kept["messageFeedbackSet"]["feedback"]["reasons"] == ["b", "a"]
+
+
+# Mutations of these areas that take a message id and check the caller may read its conversation.
+BY_MESSAGE = {
+    "messageFeedbackSet": "mutation($m: ID!) { messageFeedbackSet(messageId: $m, rating: UP) { id } }",
+    "conversationFork": "mutation($m: ID!) { conversationFork(messageId: $m) { id } }",
+    "messageMetadataSet": 'mutation($m: ID!) { messageMetadataSet(id: $m, metadata: {a: "b"}) { id } }',
+    "bookmarkSet": "mutation($m: ID!) { bookmarkSet(messageId: $m) { id } }",
+    "bookmarkRemove": "mutation($m: ID!) { bookmarkRemove(messageId: $m) }",
+}
+
+
+@pytest.mark.parametrize("name", list(BY_MESSAGE))
+def test_a_message_of_a_conversation_one_may_not_read_is_refused_as_an_unknown_one(
+    admin: Actor, make_user: Callable[..., Actor], name: str
+) -> None:
+    """A colleague outside the conversation, given one of its message ids, got "Conversation not found" where an
+    unknown id gets "Message not found": the answer told that the message exists."""
+    outsider = make_user(admin)
+    secret = start_thread(admin, create_conversation(admin, "secret"), "secret root")
+    unknown = "msg_" + "0" * 32
+    answers = [outsider.client.error(BY_MESSAGE[name], {"m": m}) for m in (secret, unknown)]
+    assert [(a["message"], a["extensions"]["code"]) for a in answers] == [
+        ("Message not found", "NOT_FOUND")
+    ] * 2

@@ -32,7 +32,8 @@ async def set_feedback(
         message = await threads.message(tx, principal.tenant_id, message_id)
         if message is None:
             raise not_found("Message")
-        await require(tx, principal, message["conversation_id"], Access.READ)
+        # A message of a conversation the caller may not read is "Message not found", as an unknown id is.
+        await require(tx, principal, message["conversation_id"], Access.READ, asked_for="Message")
         if feedback is None:
             await repo.remove(tx, principal.tenant_id, message_id, principal.user_id)
         else:

@@ -44,7 +44,8 @@ async def fork(
         message = await threads.message(tx, principal.tenant_id, message_id)
         if message is None:
             raise not_found("Message")
-        source = await require(tx, principal, message["conversation_id"], Access.READ)
+        # A message of a conversation the caller may not read is "Message not found", as an unknown id is.
+        source = await require(tx, principal, message["conversation_id"], Access.READ, asked_for="Message")
         cap = settings.fork_max_messages
         size = await repo.count_at_most(tx, principal.tenant_id, message, mode, cap)
         if size > cap:

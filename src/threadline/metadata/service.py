@@ -38,7 +38,8 @@ async def set_message_metadata(
         row = await threads.message(tx, principal.tenant_id, message_id, lock=True)
         if row is None:
             raise not_found("Message")
-        conversation = await require(tx, principal, row["conversation_id"], Access.READ)
+        # A message of a conversation the caller may not read is "Message not found", as an unknown id is.
+        conversation = await require(tx, principal, row["conversation_id"], Access.READ, asked_for="Message")
         level = access_level(principal, conversation)
         if level < Access.WRITE:
             raise forbidden("You have read-only access to this conversation")
