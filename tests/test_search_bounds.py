@@ -1,4 +1,5 @@
-"""Search arguments are bounded before any SQL runs: an over-long value is BAD_USER_INPUT naming its limit."""
+"""Search arguments are bounded: an over-long filter is BAD_USER_INPUT naming its limit (before any SQL runs), and a
+query's words past the 32nd are ignored however they are separated."""
 
 from __future__ import annotations
 
