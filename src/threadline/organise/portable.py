@@ -109,19 +109,41 @@ async def restore(
             await marks.pin(db, settings, principal, conversation_id, pinned)
     except ThreadlineError as exc:
         warnings.append(f"folder or pin not restored: {exc.message}")
-    bookmarks = entry.get("bookmarks")
-    for raw in bookmarks if isinstance(bookmarks, list) else []:
-        if not isinstance(raw, dict):
-            continue
-        message_id = message_ids.get(str(raw.get("message_id")))
-        if message_id is None:
-            warnings.append(
-                f"bookmark on {raw.get('message_id')!r} not restored: no such message in the import"
-            )
-            continue
-        note = raw.get("note")
+    for message_id, note in _bookmarks(entry.get("bookmarks"), message_ids, settings, warnings).items():
         try:
-            await marks.bookmark(db, settings, principal, message_id, note if isinstance(note, str) else None)
+            await marks.bookmark(db, settings, principal, message_id, note)
         except ThreadlineError as exc:
             warnings.append(f"bookmark not restored: {exc.message}")
     return warnings
+
+
+def _bookmarks(
+    value: Any, message_ids: dict[str, uuid.UUID], settings: Settings, warnings: list[str]
+) -> dict[uuid.UUID, str | None]:
+    """The bookmarks to restore: one per message (a repeated one keeps its last note, as setting it again
+    would), at most THREADLINE_BOOKMARKS_MAX. Each costs a transaction: a file naming one message a million
+    times must not cost a million (an export holds one entry per bookmark, and a user no more than the max)."""
+    entries = value if isinstance(value, list) else []
+    if len(entries) > settings.bookmarks_max:
+        warnings.append(
+            f"{len(entries) - settings.bookmarks_max} bookmarks not restored: a user keeps at most "
+            f"{settings.bookmarks_max} (THREADLINE_BOOKMARKS_MAX)"
+        )
+        entries = entries[: settings.bookmarks_max]
+    wanted: dict[uuid.UUID, str | None] = {}
+    missing: set[str] = set()
+    for raw in entries:
+        if not isinstance(raw, dict):
+            continue
+        named = str(raw.get("message_id"))
+        message_id = message_ids.get(named)
+        if message_id is None:
+            if named not in missing:
+                missing.add(named)
+                warnings.append(
+                    f"bookmark on {raw.get('message_id')!r} not restored: no such message in the import"
+                )
+            continue
+        note = raw.get("note")
+        wanted[message_id] = note if isinstance(note, str) else None
+    return wanted
