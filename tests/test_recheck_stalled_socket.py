@@ -12,7 +12,9 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
-from tests.harness import Actor, ServerThread
+import jwt
+
+from tests.harness import TEST_JWT_SECRET, Actor, Client, ServerThread
 from tests.test_streaming import REPLY, START, conversation, join, live
 from tests.test_streaming_parked import wait_for
 from tests.ws import CONVERSATION_EVENTS, StalledWsClient, WsClient
@@ -21,6 +23,7 @@ from threadline.ids import Kind, decode_id
 KEY_CREATE = 'mutation($u: ID!) { apiKeyCreate(userId: $u, name: "k") { secret apiKey { id } } }'
 KEY_REVOKE = "mutation($k: ID!) { apiKeyRevoke(id: $k) { id revoked } }"
 ROLE_SET = "mutation($u: ID!, $r: Role!) { userRoleSet(userId: $u, role: $r) { id role } }"
+VIEWER = "{ viewer { id } }"
 # Upper bounds for a loaded machine (two shared cores), not latency claims.
 SETTLE_SECONDS = 30.0
 
@@ -88,12 +91,7 @@ def test_revoking_the_key_of_a_socket_that_stopped_reading_ends_its_streams_cuts
         )
         (revoked,) = subscriptions(server, busy, boss_id)
         assert sessions_of(server, boss_id) == 2
-        # Events the client never reads, until the server's writes to it back up (its transport is paused).
-        sent = 0
-        while protocol.writable.is_set():
-            admin.client.ok(REPLY, {"p": root, "x": "x" * 200_000})
-            sent += 1
-            assert sent < 200, "the server's writes to the stalled socket never backed up"
+        fill(admin, root, protocol)
 
         admin.client.ok(KEY_REVOKE, {"k": created["apiKey"]["id"]})
         role = admin.client.ok(ROLE_SET, {"u": boss.user_id, "r": "MEMBER"})["userRoleSet"]["role"]
@@ -133,3 +131,57 @@ def test_revoking_the_key_of_a_socket_that_stopped_reading_ends_its_streams_cuts
         other.close()
         if stalled is not None:
             stalled.close()
+
+
+def fill(admin: Actor, root: str, protocol: Any) -> None:
+    """Events the client never reads, until the server's writes to it back up (its transport is paused)."""
+    sent = 0
+    while protocol.writable.is_set():
+        admin.client.ok(REPLY, {"p": root, "x": "x" * 200_000})
+        sent += 1
+        assert sent < 200, "the server's writes to the stalled socket never backed up"
+
+
+def test_a_socket_whose_token_expires_is_cut_off_although_its_client_stopped_reading(
+    admin: Actor, server: ServerThread
+) -> None:
+    expires = time.time() + 20  # time enough to connect and fill the socket's buffers first
+    claims = {
+        "sub": f"jay-{uuid.uuid4().hex[:8]}",
+        "tenant": admin.tenant_id,
+        "role": "MEMBER",
+        "exp": int(expires),
+    }
+    bearer = jwt.encode(claims, TEST_JWT_SECRET, algorithm="HS256")
+    as_jay = Client(server.url, bearer)
+    try:
+        jay = Actor(admin.tenant_id, as_jay.ok(VIEWER)["viewer"]["id"], bearer, as_jay)
+        cid = conversation(admin)
+        join(admin, jay, cid)
+    finally:
+        as_jay.close()
+    jay_id = decode_id(jay.user_id, Kind.USER)
+    root = admin.client.ok(START, {"c": cid, "x": "root"})["threadStart"]["id"]
+    stalled = StalledWsClient(server.ws_url, bearer, CONVERSATION_EVENTS, {"c": cid})
+    try:
+        protocol = server_side(server, stalled)
+        wait_for(lambda: len(subscriptions(server, cid, jay_id)) == 1, "the stalled socket never subscribed")
+        fill(admin, root, protocol)
+        assert time.time() < expires, "the socket's buffers filled only after its token expired"
+
+        # Once the token expired the socket is closed (4401), and its connection cut although the client never
+        # reads: out of the session registry and the server.
+        wait_for(
+            lambda: protocol.close_sent, "the socket was not closed at its token's expiry", SETTLE_SECONDS
+        )
+        wait_for(
+            lambda: sessions_of(server, jay_id) == 0, "the stalled socket stayed registered", SETTLE_SECONDS
+        )
+        wait_for(
+            lambda: protocol not in server.server.server_state.connections,
+            "the stalled connection stayed open",
+            SETTLE_SECONDS,
+        )
+        assert protocol.disconnected
+    finally:
+        stalled.close()

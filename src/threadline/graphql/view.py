@@ -729,7 +729,15 @@ def _stream_result(data: Any, errors: list[GraphQLError] | None, request_id: str
 
 
 async def close_at_expiry(websocket: WebSocket, expires: float) -> None:
-    """Ends the session when its token expires: 4401, as for a connection_init with an expired token."""
+    """Ends the session when its token expires: 4401, as for a connection_init with an expired token. Closed as a
+    revoked socket is (streaming.sessions `SocketSession.shut`): at once, and cut off when its client does not
+    answer, for a client that stopped reading would otherwise hold it open for good."""
     await asyncio.sleep(max(expires - time.time(), 0))
-    with contextlib.suppress(Exception):  # the socket may be closing already
-        await websocket.close(code=4401, reason="token expired")
+    session = websocket.scope.get("state", {}).get("live_session")
+    if isinstance(session, SocketSession):
+        closing = session.shut(4401, "token expired")
+    else:
+        closing = websocket.close(code=4401, reason="token expired")
+    if closing is not None:
+        with contextlib.suppress(Exception):  # the socket may be closing already
+            await closing
