@@ -9,7 +9,7 @@ import asyncpg
 from threadline.auth.principal import Principal
 from threadline.conversations.access import Access, access_level, require, require_writable
 from threadline.db import Database, Executor
-from threadline.errors import forbidden, not_found
+from threadline.errors import conflict, forbidden, not_found
 from threadline.metadata import repository as repo
 from threadline.metadata import rules
 from threadline.metadata.rules import MetadataFilter
@@ -46,5 +46,8 @@ async def set_message_metadata(
         if row["author_id"] != principal.user_id and level < Access.MANAGE:
             raise forbidden("Only the author or the conversation's owner may change a message's metadata")
         require_writable(conversation)
+        if row["deleted_at"] is not None:
+            # Deleted means gone: its metadata went with its content, and a tombstone takes no new data.
+            raise conflict("A deleted message has no metadata; it cannot be given any")
         await repo.set_message_metadata(tx, principal.tenant_id, message_id, wanted)
     return row
