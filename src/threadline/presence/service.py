@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 
 from threadline.auth.principal import Principal
-from threadline.conversations.access import Access, require
+from threadline.conversations.access import Access, require, require_writable
 from threadline.db import Database, Executor
 from threadline.errors import bad_input, not_found
 from threadline.events.announce import publish_presence_update, publish_typing_update
@@ -68,7 +68,10 @@ async def set_typing(
 ) -> bool:
     """Start (or renew) or stop the caller's typing indicator; only changes are announced."""
     async with db.transaction() as tx:
-        await require(tx, principal, conversation_id, Access.WRITE)
+        conversation = await require(tx, principal, conversation_id, Access.WRITE)
+        if typing:
+            # No one writes to an ARCHIVED or DELETED conversation, so no one is typing in it (stopping is fine).
+            require_writable(conversation)
         if root_id is not None:
             if await threads.thread_conversation(tx, principal.tenant_id, root_id) != conversation_id:
                 raise not_found("Thread")
