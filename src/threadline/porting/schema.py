@@ -158,8 +158,8 @@ class PortingMutation:
     @strawberry.mutation(
         description="Import conversations (Threadline, ChatGPT, Claude, LibreChat or Open WebUI export JSON; the "
         "format is detected when not given); each becomes a conversation "
-        "owned by the caller. All or nothing: if any conversation is invalid, none is imported and the error lists "
-        "them (extensions.failures). Re-importing the same source ids returns the earlier conversations."
+        "owned by the caller. All or nothing: if any conversation is invalid or the database refuses to store it, "
+        "none is imported (nor merged) and the error lists them (extensions.failures). Re-importing the same source ids returns the earlier conversations."
     )
     async def conversation_import(
         self,
@@ -171,20 +171,9 @@ class PortingMutation:
             ),
         ],
     ) -> list[Conversation]:
+        # All or nothing: what planning or storing refuses is an error, and nothing of the input stays
+        # (service.import_data).
         _, report = await _import(info, input, all_or_nothing=True)
-        if report.failures:
-            # Refused while being stored (what planning refuses, nothing of the input is imported): never answered
-            # as a success without them.
-            first = report.failures[0]
-            raise bad_input(
-                f"{len(report.failures)} conversation(s) could not be stored: item {first.index}: {first.message}; "
-                f"the other {len(report.conversation_ids)} were imported",
-                argument="input.data",
-                failures=[
-                    {"index": f.index, "externalId": f.external_id, "message": f.message}
-                    for f in report.failures
-                ],
-            )
         return await _readable(info, report.conversation_ids)
 
     @strawberry.mutation(

@@ -19,6 +19,7 @@ from threadline.auth.principal import Principal
 from threadline.conversations import repository as conversations
 from threadline.conversations.access import Access, access_level, require, require_writable
 from threadline.db import Database, Transaction
+from threadline.db.within import WithinTransaction
 from threadline.errors import ThreadlineError, bad_input
 from threadline.events.announce import deferring
 from threadline.ids import Kind, encode_id
@@ -211,6 +212,9 @@ class Importer:
         self.lazy = lazy and fmt is ImportFormat.CHATGPT and target_conversation_id is None
         self.file: str | None = None  # the file being read (the CLI sets it), named by its failures
         self._copies: dict[str, bytes] = {}  # each conversation id of this input -> its first copy's digest
+        # Writes one after the other, awaited where they are started (`_start`): on one connection, for an import
+        # in one transaction (`import_data`'s all or nothing).
+        self.inline = False
 
     async def check_access(self) -> None:
         """Import into an existing conversation needs its owner or a tenant admin (and it must be open):
@@ -422,6 +426,9 @@ class Importer:
 
     async def _start(self, work: Coroutine[Any, Any, None]) -> None:
         await self._slots.acquire()  # waits while `concurrency` writes are in flight
+        if self.inline:
+            await self._run(work)
+            return
         task = asyncio.create_task(self._run(work))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -927,8 +934,27 @@ async def import_data(
         )
     cost = request_limits.mutation_cost(conversations, messages, settings)
     await ratelimits.spend_by_size(db, settings, principal, "mutations", cost - 1)
-    await run.submit(prepared)
-    return await run.finish()
+    if not all_or_nothing:
+        await run.submit(prepared)
+        return await run.finish()
+    # All or nothing past planning too: a conversation the database refuses while it is stored (a batch's failure
+    # rolls back to its savepoint, and each of the batch is tried again alone, as ever) refuses the others with it.
+    async with db.transaction() as tx:
+        run.db, run.inline = WithinTransaction(db, tx, savepoints=True), True
+        await run.submit(prepared)
+        report = await run.finish()
+        if report.failures:
+            first = report.failures[0]
+            raise bad_input(
+                f"{len(report.failures)} conversation(s) could not be stored, so none was imported: item "
+                f"{first.index}: {first.message}",
+                argument="input.data",
+                failures=[
+                    {"index": f.index, "externalId": f.external_id, "message": f.message}
+                    for f in report.failures
+                ],
+            )
+    return report
 
 
 def _prepare_within_caps(run: Importer, items: list[Item], settings: Settings) -> list[_Prepared]:

@@ -1,0 +1,106 @@
+"""conversationImport is all or nothing past planning too: a conversation the database refuses while it is being
+stored refuses the whole input, new conversations and merges into earlier imports alike. Before, it answered
+BAD_USER_INPUT "... the other N were imported" with those N written. conversationImportReport keeps importing
+every conversation it can."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.harness import Actor, Loop
+from tests.test_import_bulk import tenant_of
+from tests.test_porting_import import IMPORT, IMPORT_REPORT, sql
+
+READ = """query($c: ID!) { conversation(id: $c) { messages(first: 10) { edges { node { content } } } } }"""
+
+
+def _claude(ident: str, *texts: str) -> dict[str, Any]:
+    return {
+        "uuid": ident,
+        "name": ident,
+        "chat_messages": [
+            {"uuid": f"{ident}-{n}", "sender": "human" if n % 2 == 0 else "assistant", "text": text}
+            for n, text in enumerate(texts)
+        ],
+    }
+
+
+@pytest.fixture
+def poison(loop: Loop, dsn: str) -> Iterator[None]:
+    """A refusal only the database makes (no reader can foresee it): a message whose text starts with 'poison'."""
+    sql(
+        loop,
+        dsn,
+        """CREATE FUNCTION test_atomic_poison() RETURNS trigger LANGUAGE plpgsql AS $$
+           BEGIN IF NEW.content LIKE 'poison%' THEN RAISE EXCEPTION 'poisoned message'; END IF; RETURN NEW; END $$""",
+    )
+    sql(
+        loop,
+        dsn,
+        "CREATE TRIGGER test_atomic_poison BEFORE INSERT ON message FOR EACH ROW EXECUTE FUNCTION test_atomic_poison()",
+    )
+    try:
+        yield
+    finally:
+        sql(loop, dsn, "DROP TRIGGER test_atomic_poison ON message")
+        sql(loop, dsn, "DROP FUNCTION test_atomic_poison()")
+
+
+def _stored(loop: Loop, dsn: str, admin: Actor, prefix: str) -> list[tuple[str, int]]:
+    rows = sql(
+        loop,
+        dsn,
+        """SELECT c.title, (SELECT count(*) FROM message m WHERE m.conversation_id = c.id) AS n
+           FROM conversation c WHERE c.tenant_id = $1 AND c.title LIKE $2 ORDER BY c.title""",
+        tenant_of(admin),
+        f"{prefix}%",
+    )
+    return [(r["title"], r["n"]) for r in rows]
+
+
+def test_a_conversation_the_database_refuses_refuses_the_whole_import(
+    admin: Actor, loop: Loop, dsn: str, poison: None
+) -> None:
+    prefix = f"atomic-{uuid.uuid4()}"
+    earlier = _claude(f"{prefix}-0", "a question", "an answer")
+    (first,) = admin.client.ok(IMPORT, {"i": {"format": "CLAUDE", "data": [earlier]}})["conversationImport"]
+    # The same conversation grown (a merge), a new one, and one the database refuses.
+    data = [
+        _claude(f"{prefix}-0", "a question", "an answer", "a follow-up"),
+        _claude(f"{prefix}-1", "fine"),
+        _claude(f"{prefix}-2", "also fine", "poison pill"),
+        _claude(f"{prefix}-3", "fine too"),
+    ]
+    error = admin.client.error(IMPORT, {"i": {"format": "CLAUDE", "data": data}})
+    assert error["extensions"]["code"] == "BAD_USER_INPUT", error
+    assert error["message"].startswith(
+        "1 conversation(s) could not be stored, so none was imported: item 2: "
+    ), error
+    assert "poisoned message" in error["message"], error
+    assert [f["externalId"] for f in error["extensions"]["failures"]] == [f"{prefix}-2"]
+    # Nothing of it stayed: no new conversation, and the earlier import was not merged into.
+    assert _stored(loop, dsn, admin, prefix) == [(f"{prefix}-0", 2)]
+    edges = admin.client.ok(READ, {"c": first["id"]})["conversation"]["messages"]["edges"]
+    assert [e["node"]["content"] for e in edges] == ["a question", "an answer"]
+    # The report variant imports what it can, and names the refused one.
+    report = admin.client.ok(IMPORT_REPORT, {"i": {"format": "CLAUDE", "data": data}})[
+        "conversationImportReport"
+    ]
+    assert (report["imported"], report["failed"]) == (2, 1), report
+    assert _stored(loop, dsn, admin, prefix) == [(f"{prefix}-0", 3), (f"{prefix}-1", 1), (f"{prefix}-3", 1)]
+
+
+def test_an_all_or_nothing_import_that_stores_everything_commits_it(
+    admin: Actor, loop: Loop, dsn: str
+) -> None:
+    """The single transaction commits: every conversation of a multi-batch input is there, and its events went
+    out (the conversations are listed and readable at once)."""
+    prefix = f"whole-{uuid.uuid4()}"
+    data = [_claude(f"{prefix}-{i:03}", f"question {i}", f"answer {i}") for i in range(100)]
+    imported = admin.client.ok(IMPORT, {"i": {"format": "CLAUDE", "data": data}})["conversationImport"]
+    assert len(imported) == 100
+    assert _stored(loop, dsn, admin, prefix) == [(f"{prefix}-{i:03}", 2) for i in range(100)]
