@@ -245,7 +245,7 @@ async def claim_candidates(
              AND c.status IN ('ACTIVE', 'ARCHIVED')
              AND ((c.status = 'ARCHIVED' AND c.updated_at <= now() - make_interval(secs => $2 * 86400))
                   OR c.last_activity_at <= now() - make_interval(secs => $2 * 86400))
-             AND NOT EXISTS (SELECT 1 FROM conversation_tier t WHERE t.conversation_id = c.id
+             AND NOT EXISTS (SELECT 1 FROM conversation_tier t WHERE t.conversation_id = c.id AND t.tenant_id = $1
                              AND (t.document IS NOT NULL
                                   OR t.restored_at > now() - make_interval(secs => $2 * 86400)))
            ORDER BY c.id LIMIT $4 FOR UPDATE OF c SKIP LOCKED""",
