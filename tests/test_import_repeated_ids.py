@@ -13,7 +13,7 @@ from typing import Any
 from tests.harness import Actor
 from tests.test_import_bulk import node
 from tests.test_porting_cli import report_of, run
-from tests.test_porting_import import IMPORT_REPORT
+from tests.test_porting_import import IMPORT, IMPORT_REPORT
 
 READ = """query($c: ID!) { conversation(id: $c) { messages(first: 10) { edges { node { content edits { content } } } } } }"""
 
@@ -114,3 +114,28 @@ def test_repeated_conversations_of_a_chatgpt_file_through_the_cli(
         e["node"]["conversation"]["title"]: e["node"]["conversation"]["id"] for e in listed["search"]["edges"]
     }
     assert _contents(admin, titles[ident]) == [("the question", []), ("the first answer", [])]
+
+
+def test_a_threadline_user_export_repeating_a_conversation(admin: Actor) -> None:
+    """A user export holds several conversations in one item: its copies are told apart by what was read, not by
+    the rows planned from it (new ids each time), so the same one twice is skipped quietly."""
+    ident = f"tl-{uuid.uuid4()}"
+    (source,) = admin.client.ok(
+        IMPORT, {"i": {"format": "CLAUDE", "data": [_claude(ident, "exported text")]}}
+    )["conversationImport"]
+    doc = admin.client.ok("query($c: ID!) { conversationExport(id: $c) }", {"c": source["id"]})[
+        "conversationExport"
+    ]
+    doc["conversation_id"] = f"copy-{uuid.uuid4()}"
+    changed = json.loads(json.dumps(doc))
+    changed["conversation"]["title"] = "another title"
+    for data, skipped, warned in (
+        ({"conversations": [doc, doc]}, 1, False),
+        ({"conversations": [doc, changed]}, 2, True),
+    ):
+        report = admin.client.ok(IMPORT_REPORT, {"i": {"format": "THREADLINE", "data": data}})[
+            "conversationImportReport"
+        ]
+        assert (report["skipped"], report["failed"]) == (skipped, 0), report
+        warning = f"conversation {doc['conversation_id']} comes again in the input, not the same as before"
+        assert any(w.startswith(warning) for w in report["warnings"]) is warned, report

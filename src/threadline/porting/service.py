@@ -275,7 +275,7 @@ class Importer:
                     )
                     continue
             if not self._first_of(
-                plan.external_id, self._digest(item, plan if len(conversations) > 1 else None)
+                plan.external_id, self._digest(item, conversation if len(conversations) > 1 else None)
             ):
                 continue
             prepared.append(_Prepared(item, plan, plan.external_id, file=self.file))
@@ -300,12 +300,12 @@ class Importer:
         return False
 
     @staticmethod
-    def _digest(item: Item, plan: importer.Plan | None) -> bytes:
+    def _digest(item: Item, conversation: ImportedConversation | None) -> bytes:
         """What tells two copies of a conversation apart: the bytes of the item it was read from (a file's item
         has their fingerprint; the API's is written again), or, for one of several in an item (a Threadline
-        export), its planned messages."""
-        if plan is not None:
-            return hashlib.sha256(orjson.dumps(plan.messages, default=str)).digest()
+        user export), the conversation as read."""
+        if conversation is not None:
+            return hashlib.sha256(orjson.dumps(conversation, default=str)).digest()
         if item.fingerprint is not None:
             return item.fingerprint
         return hashlib.sha256(orjson.dumps(item.value, default=str)).digest()
