@@ -29,6 +29,19 @@ async def pins_of(db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID) -> lis
     )
 
 
+async def drop_unreadable_pins(tx: Executor, principal: Principal) -> None:
+    """The user's pins on conversations they may no longer read (removed from them, moved to another team):
+    they could neither see nor unpin them, yet each held one of their THREADLINE_PINS_MAX places."""
+    params: list[Any] = []
+    where = visibility_sql(principal, params)
+    params.append(principal.user_id)
+    await tx.execute(
+        f"""DELETE FROM conversation_pin p WHERE p.tenant_id = $1 AND p.user_id = ${len(params)}
+            AND NOT EXISTS (SELECT 1 FROM conversation c WHERE c.id = p.conversation_id AND {where})""",
+        *params,
+    )
+
+
 async def insert_pin(
     tx: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID, conversation_id: uuid.UUID, position: int
 ) -> None:
@@ -78,14 +91,6 @@ async def pin_positions(
         tenant_id,
         user_id,
         conversation_ids,
-    )
-
-
-async def count_bookmarks(db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID) -> int:
-    return int(
-        await db.fetchval(
-            "SELECT count(*) FROM message_bookmark WHERE tenant_id = $1 AND user_id = $2", tenant_id, user_id
-        )
     )
 
 

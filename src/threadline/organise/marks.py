@@ -29,6 +29,7 @@ async def pin(
         conversation = await require(tx, principal, conversation_id, Access.READ)
         # The lock makes read-shift-write one step: concurrent pins and moves never share a position.
         await repo.lock_user(tx, principal.tenant_id, principal.user_id)
+        await mark_repo.drop_unreadable_pins(tx, principal)
         order = [
             r["conversation_id"] for r in await mark_repo.pins_of(tx, principal.tenant_id, principal.user_id)
         ]
@@ -53,6 +54,7 @@ async def unpin(db: Database, principal: Principal, conversation_id: uuid.UUID) 
     async with db.transaction() as tx:
         conversation = await require(tx, principal, conversation_id, Access.READ)
         await repo.lock_user(tx, principal.tenant_id, principal.user_id)
+        await mark_repo.drop_unreadable_pins(tx, principal)
         await mark_repo.delete_pin(tx, principal.tenant_id, principal.user_id, conversation_id)
         order = [
             r["conversation_id"] for r in await mark_repo.pins_of(tx, principal.tenant_id, principal.user_id)
@@ -87,10 +89,9 @@ async def bookmark(
         message = await _readable_message(tx, principal, message_id)
         await repo.lock_user(tx, principal.tenant_id, principal.user_id)
         if not await mark_repo.bookmark_exists(tx, principal.tenant_id, principal.user_id, message_id):
-            if (
-                await mark_repo.count_bookmarks(tx, principal.tenant_id, principal.user_id)
-                >= settings.bookmarks_max
-            ):
+            # Those in conversations the user may still read: the others no longer show, nor can they be
+            # removed (the rows are kept, as they come back with the access), so they must not hold places.
+            if await mark_repo.count_visible_bookmarks(tx, principal, None) >= settings.bookmarks_max:
                 raise bad_input(
                     f"A user may keep at most {settings.bookmarks_max} bookmarks; remove some first",
                     argument="messageId",
