@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.harness import Actor, Loop
-from tests.test_import_bulk import tenant_of
+from tests.test_import_bulk import poisoned_messages, tenant_of
 from tests.test_porting_import import IMPORT, IMPORT_REPORT, sql
 
 READ = """query($c: ID!) { conversation(id: $c) { messages(first: 10) { edges { node { content } } } } }"""
@@ -31,23 +31,8 @@ def _claude(ident: str, *texts: str) -> dict[str, Any]:
 
 @pytest.fixture
 def poison(loop: Loop, dsn: str) -> Iterator[None]:
-    """A refusal only the database makes (no reader can foresee it): a message whose text starts with 'poison'."""
-    sql(
-        loop,
-        dsn,
-        """CREATE FUNCTION test_atomic_poison() RETURNS trigger LANGUAGE plpgsql AS $$
-           BEGIN IF NEW.content LIKE 'poison%' THEN RAISE EXCEPTION 'poisoned message'; END IF; RETURN NEW; END $$""",
-    )
-    sql(
-        loop,
-        dsn,
-        "CREATE TRIGGER test_atomic_poison BEFORE INSERT ON message FOR EACH ROW EXECUTE FUNCTION test_atomic_poison()",
-    )
-    try:
+    with poisoned_messages(loop, dsn):
         yield
-    finally:
-        sql(loop, dsn, "DROP TRIGGER test_atomic_poison ON message")
-        sql(loop, dsn, "DROP FUNCTION test_atomic_poison()")
 
 
 def _stored(loop: Loop, dsn: str, admin: Actor, prefix: str) -> list[tuple[str, int]]:

@@ -11,6 +11,8 @@ import os
 import signal
 import subprocess
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -267,12 +269,10 @@ def test_a_merge_reimport_of_a_grown_export_adds_exactly_the_new_messages(
     assert assert_whole(loop, dsn, admin) == 70
 
 
-def test_a_failed_batch_leaves_nothing_half_written_and_only_its_culprit_fails(
-    admin: Actor, loop: Loop, dsn: str, tmp_path: Path
-) -> None:
-    conversations = [chatgpt(i, 5) for i in range(20)]
-    conversations[7]["mapping"]["c7-b1-m2"]["message"]["content"]["parts"] = ["poison pill"]
-    # A refusal only the database makes (a check no reader can foresee), in the middle of one batch.
+@contextmanager
+def poisoned_messages(loop: Loop, dsn: str) -> Iterator[None]:
+    """While open, the database refuses any message whose text starts with 'poison': a refusal only it makes (no
+    reader can foresee it)."""
     sql(
         loop,
         dsn,
@@ -286,10 +286,20 @@ def test_a_failed_batch_leaves_nothing_half_written_and_only_its_culprit_fails(
            FOR EACH ROW EXECUTE FUNCTION test_refuse_poison()""",
     )
     try:
-        report = import_file(dsn, admin, write(tmp_path / "conversations.json", conversations))
+        yield
     finally:
         sql(loop, dsn, "DROP TRIGGER test_refuse_poison ON message")
         sql(loop, dsn, "DROP FUNCTION test_refuse_poison()")
+
+
+def test_a_failed_batch_leaves_nothing_half_written_and_only_its_culprit_fails(
+    admin: Actor, loop: Loop, dsn: str, tmp_path: Path
+) -> None:
+    conversations = [chatgpt(i, 5) for i in range(20)]
+    conversations[7]["mapping"]["c7-b1-m2"]["message"]["content"]["parts"] = ["poison pill"]
+    # A refusal only the database makes (a check no reader can foresee), in the middle of one batch.
+    with poisoned_messages(loop, dsn):
+        report = import_file(dsn, admin, write(tmp_path / "conversations.json", conversations))
     assert (report["imported"], report["failed"], report["messages"]) == (19, 1, 19 * 9)
     (failure,) = report["failures"]
     assert failure["external_id"] == str(uuid.UUID(int=8))
