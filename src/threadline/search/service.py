@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import html
 import re
+import unicodedata
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack, asynccontextmanager, suppress
@@ -52,6 +53,11 @@ QUERY_MAX_CHARS = 10_000
 # the text search parser makes a lexeme of, a run of letters and digits: "a,b,c" or "a-b-c" is three
 # (a phrase of three), not one (1,800 of them joined by commas cost 40 ms per matching message).
 QUERY_MAX_WORDS = 32
+# Combining marks (Hindi's vowel signs and virama, Arabic's harakat, Thai's vowels, NFD accents) are part of a word
+# for the parser ("हिन्दी" is one lexeme): counted as separators they made a word of two to five, so an ordinary
+# Hindi or Arabic query was cut after a dozen words, inside a word. A few rare marks do split a lexeme, and a
+# parser in another locale may split at more, so the runs of letters and digits alone are bounded too, by this.
+QUERY_MAX_PIECES = 4 * QUERY_MAX_WORDS
 # A query matching at least 0.5% of the tenant's newest messages (25 of the newest 5,000: the probe) is
 # ranked over its 300 most recent matches among the newest 30,000 messages, plus every title,
 # description and tag match. Ranking every match of a word found in 100,000 messages would read
@@ -157,15 +163,19 @@ def _clean(query: str | None) -> str:
             limit=QUERY_MAX_CHARS,
         )
     # NUL and lone surrogates cannot reach PostgreSQL text: they would fail the request.
-    return _first_words(" ".join(sendable(query).split()[:QUERY_MAX_WORDS]), QUERY_MAX_WORDS)
+    text = " ".join(sendable(query).split()[:QUERY_MAX_WORDS])
+    return _first_words(_first_words(text, QUERY_MAX_WORDS, marks=True), QUERY_MAX_PIECES, marks=False)
 
 
-def _first_words(text: str, limit: int) -> str:
-    """`text` up to its `limit`th word: a run of letters and decimal digits. Other characters, even those
-    Python calls alphanumeric (², ①), may split a word for the text search parser, so they end one here too."""
+def _first_words(text: str, limit: int, marks: bool) -> str:
+    """`text` up to its `limit`th word: a run of letters and decimal digits, and of combining marks with `marks`.
+    Other characters, even those Python calls alphanumeric (², ①), may split a word for the text search parser,
+    so they end one here too."""
     count, inside = 0, False
     for at, char in enumerate(text):
-        letter = char.isalpha() or char.isdecimal()
+        letter = (
+            char.isalpha() or char.isdecimal() or (marks and inside and unicodedata.category(char)[0] == "M")
+        )
         if letter and not inside:
             count += 1
             if count > limit:
