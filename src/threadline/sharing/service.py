@@ -158,17 +158,18 @@ def window_start(now: float, seconds: int) -> datetime:
 
 
 async def check_rate(db: Executor, settings: Settings, digest: bytes, address: str) -> None:
-    """One read counted against the token's and the client address's windows; RATE_LIMITED (retryAfter: the
-    rest of the window) past either budget. Counted for every token, valid or not: guessing costs the same."""
+    """One read counted against the client address's window, then the token's; RATE_LIMITED (retryAfter: the
+    rest of the window) past either budget. Counted for every token, valid or not: guessing costs the same. A
+    client past its address's budget is refused before its token is counted: each guessed token is a window row
+    of its own (kept a day), which a refused client must not go on adding, one per alias of every request."""
     seconds = max(settings.share_rate_window_seconds, 1)
     now = time.time()
     start = window_start(now, seconds)
-    keys = ["t:" + digest.hex(), "a:" + address]
-    token_hits, address_hits = await repo.hit_windows(db, keys, start)
-    for name, hits, limit in (
-        ("shareReadsPerToken", token_hits, settings.share_reads_per_token),
-        ("shareReadsPerAddress", address_hits, settings.share_reads_per_address),
+    for name, key, limit in (
+        ("shareReadsPerAddress", "a:" + address, settings.share_reads_per_address),
+        ("shareReadsPerToken", "t:" + digest.hex(), settings.share_reads_per_token),
     ):
+        (hits,) = await repo.hit_windows(db, [key], start)
         if hits > limit:
             retry_after = max(math.ceil(start.timestamp() + seconds - now), 1)
             raise RateLimited(Budget(name, limit, 0, retry_after), retry_after)

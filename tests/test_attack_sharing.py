@@ -1,0 +1,60 @@
+"""Hostile share-link readers: what an anonymous client past its budget can still make the server do."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator
+
+import asyncpg
+import httpx
+import pytest
+
+from tests import harness
+from tests.harness import Loop, ServerThread
+
+READ = "query($t: String!) { sharedConversation(token: $t) { title } }"
+
+
+@pytest.fixture(scope="module")
+def strict(dsn: str) -> Iterator[ServerThread]:
+    srv = ServerThread(
+        harness.test_settings(
+            dsn,
+            migrate_on_start=False,
+            share_reads_per_token=3,
+            share_reads_per_address=5,
+            share_rate_window_seconds=3600,
+        )
+    )
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def token_windows(loop: Loop, dsn: str) -> int:
+    async def count() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return int(await conn.fetchval("SELECT count(*) FROM share_rate_window WHERE key LIKE 't:%'"))
+        finally:
+            await conn.close()
+
+    return loop.run(count())
+
+
+def test_a_client_past_its_address_budget_adds_no_window_per_guessed_token(
+    strict: ServerThread, loop: Loop, dsn: str
+) -> None:
+    """Every guess was counted against the guessed token's own window, whatever the address's: a refused client
+    went on adding a row (kept a day) per guess, without credentials and as fast as it could send them."""
+    with httpx.Client(base_url=strict.url) as http:
+        codes = []
+        for _ in range(50):
+            body = http.post("/graphql", json={"query": READ, "variables": {"t": secrets.token_urlsafe(32)}})
+            codes.append(body.json()["errors"][0]["extensions"]["code"])
+        refused = http.get(f"/share/{secrets.token_urlsafe(32)}", headers={"accept": "application/json"})
+    assert codes == ["NOT_FOUND"] * 5 + ["RATE_LIMITED"] * 45
+    assert refused.status_code == 429
+    assert refused.json()["errors"][0]["extensions"]["budget"] == "shareReadsPerAddress"
+    # The five guesses the address's budget allowed, and no more.
+    assert token_windows(loop, dsn) == 5
