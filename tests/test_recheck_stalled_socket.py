@@ -185,3 +185,41 @@ def test_a_socket_whose_token_expires_is_cut_off_although_its_client_stopped_rea
         assert protocol.disconnected
     finally:
         stalled.close()
+
+
+def test_a_socket_that_stopped_reading_and_answering_pings_is_cut_off(
+    admin: Actor, server: ServerThread
+) -> None:
+    # Pings often enough for a test, rarely enough that the socket's buffers fill before the first one is due.
+    config = server.server.config
+    before = config.ws_ping_interval, config.ws_ping_timeout
+    config.ws_ping_interval, config.ws_ping_timeout = 10.0, 5.0
+    try:
+        cid = conversation(admin)
+        root = admin.client.ok(START, {"c": cid, "x": "root"})["threadStart"]["id"]
+        admin_id = decode_id(admin.user_id, Kind.USER)
+        stalled = StalledWsClient(server.ws_url, admin.api_key, CONVERSATION_EVENTS, {"c": cid})
+    finally:
+        config.ws_ping_interval, config.ws_ping_timeout = before
+    try:
+        protocol = server_side(server, stalled)
+        wait_for(
+            lambda: len(subscriptions(server, cid, admin_id)) == 1, "the stalled socket never subscribed"
+        )
+        fill(admin, root, protocol)
+        assert not protocol.close_sent, "the socket's buffers filled only after its ping went unanswered"
+
+        # Its pong never comes: the socket fails (1011), and its connection is cut although the client never
+        # reads: out of the server and of the session registry.
+        wait_for(lambda: protocol.close_sent, "the unanswered ping did not fail the socket", SETTLE_SECONDS)
+        wait_for(
+            lambda: protocol not in server.server.server_state.connections,
+            "the stalled connection stayed open",
+            SETTLE_SECONDS,
+        )
+        assert protocol.disconnected
+        wait_for(
+            lambda: sessions_of(server, admin_id) == 0, "the stalled socket stayed registered", SETTLE_SECONDS
+        )
+    finally:
+        stalled.close()

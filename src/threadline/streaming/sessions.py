@@ -34,16 +34,12 @@ from threadline.db import Database
 from threadline.errors import ErrorCode, ThreadlineError
 from threadline.events.log import LoggedEvent
 from threadline.streaming.subscriber import Subscriber, subject_of
-from threadline.streaming.transport import close_at_once
+from threadline.streaming.transport import CLOSE_GRACE_SECONDS, close_at_once
 
 log = logging.getLogger(__name__)
 
 REVOKED_CLOSE_CODE = 4403  # as for a connection_init with bad credentials
 RETRY_CLOSE_CODE = 1013  # try again later: the credential could not be checked (database down)
-# How long a closed socket's client has to answer the close before its connection is cut (a client that stopped
-# reading never does; until then its buffers stay allocated).
-CLOSE_GRACE_SECONDS = 5.0
-
 Refusal = tuple[int, str]  # a socket's close code and reason
 
 

@@ -58,6 +58,10 @@ STATE_KEY = "threadline.direct_socket"
 _SANSIO_MODULE = "uvicorn.protocols.websockets.websockets_sansio_impl"
 _PROTOCOL_ATTRIBUTES = ("transport", "conn", "writable", "close_sent", "handshake_complete")
 
+# How long a socket the server closes has for its client to answer the close before the connection is cut (a
+# client that stopped reading never does, and the server's buffers for it stay allocated until then).
+CLOSE_GRACE_SECONDS = 5.0
+
 # The strawberry operation (graphql-transport-ws) whose task is running: set by `enter_operation`.
 _CURRENT_OPERATION: contextvars.ContextVar[Operation[Any, Any]] = contextvars.ContextVar(
     "threadline_ws_operation"
@@ -202,12 +206,19 @@ def close_at_once(websocket: Any, code: int, reason: str, grace: float) -> bool:
             transport.resume_reading()
     if getattr(websocket, "application_state", None) is WebSocketState.CONNECTED:
         websocket.application_state = WebSocketState.DISCONNECTED
-    if not protocol.disconnected:
-        # uvicorn cancels it when the client answers the close, or when the connection is lost.
-        if protocol.close_timer is not None:
-            protocol.close_timer.cancel()
-        protocol.close_timer = protocol.loop.call_later(grace, transport.abort)
+    _cut_off_later(protocol, grace)
     return True
+
+
+def _cut_off_later(protocol: WebSocketsSansIOProtocol, grace: float) -> None:
+    """Aborts the connection of a socket whose close was sent, unless it is gone within `grace` seconds: uvicorn's
+    own close (`transport.close()`) waits for the buffer to drain, which a client that stopped reading never lets
+    happen. uvicorn's `close_timer`, which it cancels when the client answers the close or the connection is lost."""
+    if protocol.disconnected:
+        return
+    if protocol.close_timer is not None:
+        protocol.close_timer.cancel()
+    protocol.close_timer = protocol.loop.call_later(grace, protocol.transport.abort)
 
 
 class _SlimDeque(list[Any]):
@@ -265,7 +276,9 @@ class Keepalive:
     with 1011 "keepalive ping timeout"; deadlines are met within a second (uvicorn's within its loop's timer
     resolution). One difference: while uvicorn itself has paused reading the socket (its app has not taken the
     messages before), the pong deadline waits, where uvicorn's timer failed sockets whose pong it had not read
-    (bench/RESULTS.md, "the lost sockets"). One per event loop."""
+    (bench/RESULTS.md, "the lost sockets"). Another: a failed socket's connection is aborted if it is still there
+    CLOSE_GRACE_SECONDS later (uvicorn's close waits for a client that may have stopped reading). One per event
+    loop."""
 
     __slots__ = ("_buckets", "_loop", "_timer")
 
@@ -330,6 +343,8 @@ class Keepalive:
                 self._add(protocol, max(deadline, now + 1))
             else:
                 protocol.keepalive_timeout()  # as uvicorn's pong timer: 1011, closed
+                # A peer that does not answer may not read either: its close must not wait for it.
+                _cut_off_later(protocol, CLOSE_GRACE_SECONDS)
             return
         due = protocol.ping_sent_at + protocol.ping_interval if protocol.ping_sent_at else now
         if now < due:
