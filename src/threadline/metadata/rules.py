@@ -16,6 +16,9 @@ from threadline.errors import bad_input
 MAX_KEYS = 16
 KEY_MAX_CHARS = 64
 VALUE_MAX_CHARS = 512
+# Dropped keys of one object an import names in a warning each; the rest are counted in one more. A warning per
+# key made the report of a file with 650,000 one-character keys (8 MiB) 90 MB.
+WARNED_KEYS_MAX = MAX_KEYS
 
 
 def validated(value: Any, argument: str = "metadata") -> dict[str, str] | None:
@@ -90,6 +93,7 @@ def imported(value: Any, where: str, warnings: list[str]) -> dict[str, str] | No
         warnings.append(f"{where}: metadata is not an object and was dropped")
         return None
     out: dict[str, str] = {}
+    dropped = 0
     for key, item in value.items():
         ok = (
             isinstance(key, str)
@@ -99,9 +103,17 @@ def imported(value: Any, where: str, warnings: list[str]) -> dict[str, str] | No
             and "\x00" not in key + item
         )
         if not ok or len(out) == MAX_KEYS:
-            warnings.append(f"{where}: metadata key {str(key)[:KEY_MAX_CHARS]!r} was dropped (out of bounds)")
+            dropped += 1
+            if dropped <= WARNED_KEYS_MAX:
+                warnings.append(
+                    f"{where}: metadata key {str(key)[:KEY_MAX_CHARS]!r} was dropped (out of bounds)"
+                )
             continue
         out[key] = item
+    if dropped > WARNED_KEYS_MAX:
+        warnings.append(
+            f"{where}: {dropped - WARNED_KEYS_MAX} more metadata keys were dropped (out of bounds)"
+        )
     return out or None
 
 
