@@ -41,7 +41,7 @@ from threadline.runs.providers import CompletionRequest, Finish, Provider, Provi
 from threadline.runs.providers.base import ToolCall
 from threadline.runs.service import end_run
 from threadline.runs.tools import require_action
-from threadline.runs.transitions import EXECUTING, RunStatus, StepStatus, StepType
+from threadline.runs.transitions import EXECUTING, RunStatus, StepType
 from threadline.settings import Settings
 from threadline.threads import branches
 from threadline.threads import repository as threads
@@ -142,12 +142,8 @@ async def start(
 async def carried_usage(tx: Executor, run: asyncpg.Record) -> Usage:
     """What the run's earlier rounds used (tool calls: runs.tools records the total at each wait), so
     `Run.usage` counts every round; zero for a first round."""
-    waits = [
-        s
-        for s in await repo.steps_of(tx, run["tenant_id"], [run["id"]])
-        if s["type"] == StepType.TOOL_CALLS and s["status"] == StepStatus.COMPLETED
-    ]
-    total = waits[-1]["details"].get("runUsage") if waits else None
+    # The newest answered wait only: reading every step (all rounds') made each round cost the run's length.
+    total = await repo.last_run_usage(tx, run["tenant_id"], run["id"])
     return Usage(total[0], total[1]) if isinstance(total, list) and len(total) == 2 else Usage(0, 0)
 
 

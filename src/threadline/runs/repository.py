@@ -442,12 +442,15 @@ async def end_open_steps(db: Executor, tenant_id: uuid.UUID, run_id: uuid.UUID, 
     )
 
 
-async def steps_of(db: Executor, tenant_id: uuid.UUID, run_ids: list[uuid.UUID]) -> list[asyncpg.Record]:
-    return await db.fetch(
-        f"""SELECT {STEP_COLUMNS} FROM run_step s WHERE s.tenant_id = $1 AND s.run_id = ANY($2::uuid[])
-            ORDER BY s.created_at, s.id""",
+async def last_run_usage(db: Executor, tenant_id: uuid.UUID, run_id: uuid.UUID) -> Any:
+    """`runUsage` of the run's newest answered TOOL_CALLS step (runs.tools), or None: one row, found walking back
+    from the newest step (past at most the current round's and its lost attempts'), however many rounds it had."""
+    return await db.fetchval(
+        """SELECT s.details -> 'runUsage' FROM run_step s
+           WHERE s.tenant_id = $1 AND s.run_id = $2 AND s.type = 'TOOL_CALLS' AND s.status = 'COMPLETED'
+           ORDER BY s.created_at DESC, s.id DESC LIMIT 1""",
         tenant_id,
-        run_ids,
+        run_id,
     )
 
 
