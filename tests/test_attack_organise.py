@@ -47,3 +47,15 @@ def test_a_bookmark_repeated_in_an_import_is_restored_once_at_the_cost_of_one(ad
     # One bookmark, with the note given last (as setting it again would).
     nodes = admin.client.ok(BOOKMARKS, {"c": conversation})["bookmarks"]["nodes"]
     assert nodes == [{"note": "note 4999", "message": {"content": "hello"}}]
+
+
+def test_bookmarks_on_messages_missing_from_an_import_are_named_a_few_and_counted(admin: Actor) -> None:
+    """A warning per unknown message id: the report grew several times the size of the file."""
+    cid = create_conversation(admin, "talk")
+    start_thread(admin, cid, "hello")
+    document = admin.client.ok(EXPORT, {"id": cid})["conversationExport"]
+    _, warned, _ = imported(admin, document, [{"message_id": f"m{n}"} for n in range(5000)])
+    assert [w.split(": ", 1)[1] for w in warned] == [
+        *(f"bookmark on 'm{n}' not restored: no such message in the import" for n in range(16)),
+        "4984 more bookmarks not restored: no such messages in the import",
+    ]

@@ -82,6 +82,11 @@ async def conversation_entry(
     return {"folder": path, "pinned": pins[0]["position"] if pins else None, "bookmarks": bookmarks}
 
 
+# Bookmarks on messages missing from the import named in a warning each; the rest are counted in one more (a
+# warning each made the report several times the size of the file).
+WARNED_MISSING_MAX = 16
+
+
 def _names(value: Any) -> list[str] | None:
     if not isinstance(value, list) or not value or not all(isinstance(n, str) and n.strip() for n in value):
         return None
@@ -140,10 +145,15 @@ def _bookmarks(
         if message_id is None:
             if named not in missing:
                 missing.add(named)
-                warnings.append(
-                    f"bookmark on {raw.get('message_id')!r} not restored: no such message in the import"
-                )
+                if len(missing) <= WARNED_MISSING_MAX:
+                    warnings.append(
+                        f"bookmark on {raw.get('message_id')!r} not restored: no such message in the import"
+                    )
             continue
         note = raw.get("note")
         wanted[message_id] = note if isinstance(note, str) else None
+    if len(missing) > WARNED_MISSING_MAX:
+        warnings.append(
+            f"{len(missing) - WARNED_MISSING_MAX} more bookmarks not restored: no such messages in the import"
+        )
     return wanted
