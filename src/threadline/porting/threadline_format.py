@@ -15,6 +15,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from threadline.conversations.rules import max_history
+from threadline.errors import ThreadlineError
 from threadline.ids import Kind, encode_id
 from threadline.porting.model import (
     ImportedConversation,
@@ -168,9 +170,7 @@ def parse_document(doc: Any) -> ImportedConversation:
         ai_provider=text(conv.get("ai_provider")),
         model=text(conv.get("model")),
         session_id=text(conv.get("session_id")),
-        max_history_messages=conv.get("max_history_messages")
-        if isinstance(conv.get("max_history_messages"), int)
-        else None,
+        max_history_messages=None,
         status=status if status in ("ACTIVE", "ARCHIVED", "DELETED") else "ACTIVE",
         created_at=from_iso(conv.get("created_at")),
         updated_at=from_iso(conv.get("updated_at")),
@@ -179,7 +179,8 @@ def parse_document(doc: Any) -> ImportedConversation:
         metadata=conv.get("metadata"),
         origin=conv["imported_from"] if isinstance(conv.get("imported_from"), dict) else None,
     )
-    imported.messages = [_message(i, m) for i, m in enumerate(raw_messages)]
+    imported.max_history_messages = _max_history(conv.get("max_history_messages"), imported.warnings)
+    imported.messages = [_message(i, m, imported.warnings) for i, m in enumerate(raw_messages)]
     organisation = doc.get("organisation")
     imported.organisation = organisation if isinstance(organisation, dict) else None
     imported.links = [link for link in array(doc.get("links")) if isinstance(link, dict)]
@@ -189,7 +190,23 @@ def parse_document(doc: Any) -> ImportedConversation:
     return imported
 
 
-def _message(index: int, raw: Any) -> ImportedMessage:
+def _max_history(value: Any, warnings: list[str]) -> int | None:
+    """The conversation's history bound if a live write could set it (conversations.rules), else None (the
+    default) with a warning: a file's 2**40 (or true) failed the conversation at its insert, and -1 or a million
+    were stored as they came, past what any conversation may have."""
+    if value is None:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return max_history(value)
+        except ThreadlineError as exc:
+            warnings.append(f"max_history_messages {str(value)[:32]}: {exc.message}; the default was kept")
+            return None
+    warnings.append(f"max_history_messages {str(value)[:32]!r} is not a whole number; the default was kept")
+    return None
+
+
+def _message(index: int, raw: Any, warnings: list[str]) -> ImportedMessage:
     where = f"messages[{index}]"
     if not isinstance(raw, dict):
         raise Rejected(f"{where} must be an object")
