@@ -231,6 +231,13 @@ def _message(index: int, raw: Any, warnings: list[str]) -> ImportedMessage:
         isinstance(parts, list) and all(isinstance(p, dict) and isinstance(p.get("type"), str) for p in parts)
     ):
         raise Rejected(f"{where}: parts must be an array of objects with a type")
+    deleted_at = from_iso(raw.get("deleted_at"))
+    if deleted_at is not None and (content or parts or raw.get("metadata") or attachments):
+        # A deleted message is a tombstone (a live delete empties its text, parts, metadata and files): what a file
+        # still carries for one was shown by the API and every export, and no delete could remove it any more.
+        warnings.append(f"message {key}: deleted, yet the file holds its content: not kept")
+        content, parts, attachments = "", None, []
+        raw = {**raw, "metadata": None}
     return ImportedMessage(
         key=key,
         parent_key=parent,
@@ -242,7 +249,7 @@ def _message(index: int, raw: Any, warnings: list[str]) -> ImportedMessage:
         completion_tokens=_count(tokens.get("completion"), f"{where}.tokens.completion"),
         attachments=[a for a in attachments if isinstance(a, dict)],
         edited_at=from_iso(raw.get("edited_at")),
-        deleted_at=from_iso(raw.get("deleted_at")),
+        deleted_at=deleted_at,
         authored=raw["author_id"] is not None if "author_id" in raw else None,
         metadata=raw.get("metadata"),
         feedback=raw.get("feedback"),
