@@ -12,12 +12,17 @@ Credentials are live (ARCHITECTURE.md, Trust), so an entry must never outlive a 
   that bound everywhere;
 - a load that began before an invalidation is not stored (a generation counter), so a read of the old state
   racing a revocation cannot put it back;
-- refusals are never cached (an unknown key costs a lookup, as before), and a JWT's entry ends at its `exp`.
+- refusals are never cached (an unknown key costs a lookup, as before), and a JWT's entry ends at its `exp`;
+- an entry is keyed by a digest of the credential as authentication reads it (scheme case and the spaces
+  around the token do not count), never by the header as sent: the ways of writing one valid key are
+  countless and each may be as long as the server takes headers (hundreds of KB), so keying by the raw
+  value let one key holder fill MAX_ENTRIES entries with gigabytes. The secret is not kept in memory either.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import time
 import weakref
 from collections import OrderedDict
@@ -30,6 +35,12 @@ from threadline.auth.tokens import token_expiry
 MAX_ENTRIES = 10_000  # distinct credentials kept; the least recently used go first
 
 _caches: weakref.WeakSet[CredentialCache] = weakref.WeakSet()
+
+
+def cache_key(authorization: str) -> bytes:
+    """What an entry is found by: a SHA-256 of the scheme (any case) and the token (as auth.service reads them)."""
+    scheme, _, token = authorization.strip().partition(" ")
+    return hashlib.sha256(f"{scheme.lower()} {token.strip()}".encode()).digest()
 
 
 @dataclass(frozen=True)
@@ -45,7 +56,7 @@ class CredentialCache:
     def __init__(self, max_age_seconds: float, max_entries: int = MAX_ENTRIES) -> None:
         self.max_age_seconds = max_age_seconds
         self.max_entries = max_entries
-        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+        self._entries: OrderedDict[bytes, _Entry] = OrderedDict()
         self._generation = 0
         self.hits = 0
         self.misses = 0
@@ -55,21 +66,22 @@ class CredentialCache:
         """The cached principal of `authorization`, or `load()`'s (stored unless invalidated meanwhile)."""
         if self.max_age_seconds <= 0:
             return await load()
-        entry = self._entries.get(authorization)
+        key = cache_key(authorization)
+        entry = self._entries.get(key)
         if entry is not None:
             fresh = time.monotonic() - entry.stored_at < self.max_age_seconds
             if fresh and (entry.expires_at is None or time.time() < entry.expires_at):
                 self.hits += 1
                 # Tolerant of a forget() from another thread (test servers share a process): no KeyError.
                 with contextlib.suppress(KeyError):
-                    self._entries.move_to_end(authorization)
+                    self._entries.move_to_end(key)
                 return entry.principal
-            self._entries.pop(authorization, None)
+            self._entries.pop(key, None)
         self.misses += 1
         generation = self._generation
         principal = await load()
         if generation == self._generation:
-            self._entries[authorization] = _Entry(principal, time.monotonic(), token_expiry(authorization))
+            self._entries[key] = _Entry(principal, time.monotonic(), token_expiry(authorization))
             if len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
         return principal
