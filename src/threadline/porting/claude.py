@@ -105,10 +105,11 @@ def _message(index: int, entry: dict[str, Any], conversation: ImportedConversati
     found: list[parts.Part] = []
     attachments: list[dict[str, Any]] = []
     blocks = array(entry.get("content"))
+    unanswered: list[parts.Part] = []  # this message's tool calls without a result yet (_answered)
     for n, block in enumerate(blocks):
         if not isinstance(block, dict):
             continue
-        part = _block_part(key, n, block)
+        part = _block_part(key, n, block, unanswered)
         if part is not None:
             found.append(part)
         elif (text(block.get("type")) or "unknown") != "text":
@@ -150,7 +151,9 @@ def _message(index: int, entry: dict[str, Any], conversation: ImportedConversati
     )
 
 
-def _block_part(key: str, index: int, block: dict[str, Any]) -> parts.Part | None:
+def _block_part(
+    key: str, index: int, block: dict[str, Any], unanswered: list[parts.Part]
+) -> parts.Part | None:
     """The content part of one content block; None for an empty or unknown one."""
     kind = text(block.get("type"))
     if kind == "text":
@@ -159,18 +162,33 @@ def _block_part(key: str, index: int, block: dict[str, Any]) -> parts.Part | Non
         thinking = text(block.get("thinking")) or ""
         return parts.reasoning_part(thinking) if thinking.strip() else None
     if kind == "tool_use":
-        return parts.tool_call_part(
+        call = parts.tool_call_part(
             id=text(block.get("id")) or f"{key}#{index}",
             name=text(block.get("name")) or "tool",
             arguments=json.dumps(block.get("input") if block.get("input") is not None else {}),
         )
+        unanswered.append(call)
+        return call
     if kind == "tool_result":
         return parts.tool_result_part(
-            tool_call_id=text(block.get("tool_use_id")) or "",
+            tool_call_id=text(block.get("tool_use_id")) or _answered(key, index, block, unanswered),
             content=_result_text(block.get("content")),
             is_error=block.get("is_error") is True,
         )
     return None
+
+
+def _answered(key: str, index: int, block: dict[str, Any], unanswered: list[parts.Part]) -> str:
+    """The id of the call a result without `tool_use_id` answers: claude.ai's export names neither (its blocks
+    carry the tool's name), so the latest call of that name not answered yet, else the latest call not answered,
+    else an id of its own. An empty id refused every part of the message: its tool calls were lost."""
+    name = text(block.get("name"))
+    for n in range(len(unanswered) - 1, -1, -1):
+        if name is None or unanswered[n]["name"] == name:
+            return str(unanswered.pop(n)["id"])
+    if unanswered:
+        return str(unanswered.pop()["id"])
+    return f"{key}#{index}"
 
 
 def _result_text(content: Any) -> str:

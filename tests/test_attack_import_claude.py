@@ -1,0 +1,76 @@
+"""Claude exports as claude.ai writes them, and as a messy user sends them: tool results that name no call, and
+fields of the wrong JSON type. Each conversation imports whole, repaired where it must be."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tests.harness import Actor
+
+REPORT = """mutation($i: ConversationImportInput!) { conversationImportReport(input: $i) {
+  imported skipped failed messagesUpdated warnings failures { index message } conversations { id } } }"""
+MESSAGES = """query($c: ID!) { conversation(id: $c) { messages(first: 10) { edges { node { role content
+  parts { __typename
+    ... on TextPart { text }
+    ... on ReasoningPart { text }
+    ... on ToolCallPart { id name arguments }
+    ... on ToolResultPart { toolCallId content isError } } } } } } }"""
+ROOT = "00000000-0000-4000-8000-000000000000"
+
+
+def report(actor: Actor, data: Any) -> dict[str, Any]:
+    found: dict[str, Any] = actor.client.ok(REPORT, {"i": {"format": "CLAUDE", "data": data}})[
+        "conversationImportReport"
+    ]
+    return found
+
+
+def messages(actor: Actor, conversation_id: str) -> list[dict[str, Any]]:
+    edges = actor.client.ok(MESSAGES, {"c": conversation_id})["conversation"]["messages"]["edges"]
+    return [e["node"] for e in edges]
+
+
+def test_tool_results_without_a_tool_use_id_answer_the_calls_before_them_and_keep_every_part(
+    admin: Actor,
+) -> None:
+    # claude.ai's export: tool_use blocks without `id`, tool_result blocks without `tool_use_id` (with the name).
+    answer = {
+        "uuid": "a1",
+        "sender": "assistant",
+        "text": "",
+        "parent_message_uuid": "h1",
+        "created_at": "2025-03-01T10:01:00Z",
+        "content": [
+            {"type": "thinking", "thinking": "Search, then read the weather."},
+            {"type": "tool_use", "name": "web_search", "input": {"query": "Lisbon museums"}},
+            {"type": "tool_use", "name": "weather", "input": {"city": "Lisbon"}},
+            {"type": "tool_result", "name": "weather", "content": [{"type": "text", "text": "sunny"}]},
+            {"type": "tool_result", "name": "web_search", "content": [{"type": "text", "text": "MAAT"}]},
+            {"type": "tool_result", "name": "other", "content": "no call", "is_error": True},
+            {"type": "text", "text": "Visit MAAT: it is sunny."},
+        ],
+    }
+    question = {
+        "uuid": "h1",
+        "sender": "human",
+        "text": "Lisbon?",
+        "parent_message_uuid": ROOT,
+        "created_at": "2025-03-01T10:00:00Z",
+    }
+    data = [{"uuid": "claude-tools", "name": "Tools", "chat_messages": [question, answer]}]
+    r = report(admin, data)
+    # Before the fix: "message a1: content parts not kept (parts[3].toolCallId must not be empty)": the calls,
+    # their arguments and the reasoning were lost, only the text projection stayed.
+    assert (r["imported"], r["warnings"]) == (1, [])
+    (_, reply) = messages(admin, r["conversations"][0]["id"])
+    assert reply["parts"] == [
+        {"__typename": "ReasoningPart", "text": "Search, then read the weather."},
+        {"__typename": "ToolCallPart", "id": "a1#1", "name": "web_search", "arguments": '{"query": "Lisbon museums"}'},
+        {"__typename": "ToolCallPart", "id": "a1#2", "name": "weather", "arguments": '{"city": "Lisbon"}'},
+        {"__typename": "ToolResultPart", "toolCallId": "a1#2", "content": "sunny", "isError": False},
+        {"__typename": "ToolResultPart", "toolCallId": "a1#1", "content": "MAAT", "isError": False},
+        {"__typename": "ToolResultPart", "toolCallId": "a1#5", "content": "no call", "isError": True},
+        {"__typename": "TextPart", "text": "Visit MAAT: it is sunny."},
+    ]  # fmt: skip
+    again = report(admin, data)
+    assert (again["imported"], again["skipped"], again["messagesUpdated"]) == (0, 1, 0)
