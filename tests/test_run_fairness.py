@@ -10,6 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -320,3 +323,24 @@ def test_a_run_whose_worker_died_frees_its_tenant_s_place_once_recovered(
     gate.wait_arrived("busy 1")
     assert wait_for(busy, backlog["busy 1"], EXECUTING)["status"] == "IN_PROGRESS"
     assert wait_for(other, waiting)["status"] == "EXPIRED"
+
+
+def test_a_negative_cap_is_refused_at_start_naming_the_setting(dsn: str, queue: str) -> None:
+    # It meant no cap at all, silently: the opposite of what a cap set below zero by mistake asks for.
+    environment = {
+        **os.environ,
+        "DATABASE_URL": dsn,
+        "THREADLINE_MIGRATE_ON_START": "0",
+        "THREADLINE_RUN_QUEUE": queue,
+        "THREADLINE_RUN_MAX_EXECUTING_PER_TENANT": "-1",
+    }
+    finished = subprocess.run(
+        [sys.executable, "-m", "threadline.cli", "worker", "--jobs", "runs"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert finished.returncode != 0
+    assert "THREADLINE_RUN_MAX_EXECUTING_PER_TENANT must be 0 (no cap) or more, got -1" in finished.stderr
+    assert "threadline worker " not in finished.stdout

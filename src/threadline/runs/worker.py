@@ -41,6 +41,15 @@ class ActiveRun:
     task: asyncio.Task[None]
 
 
+def tenant_cap(settings: Settings) -> int | None:
+    """THREADLINE_RUN_MAX_EXECUTING_PER_TENANT as `claim_next` takes it: None for 0 (no cap). A negative value is
+    refused (it silently meant no cap, the opposite of a cap an operator set too low by mistake)."""
+    cap = settings.run_max_executing_per_tenant
+    if cap < 0:
+        raise ValueError(f"THREADLINE_RUN_MAX_EXECUTING_PER_TENANT must be 0 (no cap) or more, got {cap}")
+    return cap or None
+
+
 class Worker:
     def __init__(self, db: Database, settings: Settings, concurrency: int | None = None) -> None:
         self.db = db
@@ -57,6 +66,7 @@ class Worker:
 
     async def start(self) -> None:
         recovery.policy(self.settings)  # refuse a bad setting at start, not at the first dead worker
+        tenant_cap(self.settings)
         if self.concurrency > 0:
             self._providers = build_providers(self.settings)
             await self._listen()
@@ -144,14 +154,13 @@ class Worker:
                 await asyncio.wait_for(self._wake.wait(), self.settings.run_poll_seconds)
 
     async def _claim(self) -> asyncpg.Record | None:
-        cap = self.settings.run_max_executing_per_tenant
         async with self.db.transaction() as tx:
             return await repo.claim_next(
                 tx,
                 self.queue,
                 self.id,
                 keyless=crypto.active() is None,
-                max_per_tenant=cap if cap > 0 else None,
+                max_per_tenant=tenant_cap(self.settings),
             )
 
     def _spawn(self, claimed: asyncpg.Record) -> None:
