@@ -6,10 +6,13 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 
 from threadline import crypto
+from threadline.auth.principal import Principal
+from threadline.conversations.repository import visibility_sql
 from threadline.db import Executor
 from threadline.errors import content_unavailable
 
@@ -111,16 +114,21 @@ async def files(db: Executor, tenant_id: uuid.UUID, file_ids: Sequence[uuid.UUID
     )
 
 
-async def holding_conversations(db: Executor, tenant_id: uuid.UUID, file_id: uuid.UUID) -> list[uuid.UUID]:
-    """The conversations whose (not deleted) messages hold the file."""
-    rows = await db.fetch(
-        """SELECT DISTINCT m.conversation_id FROM message_file mf
-           JOIN message m ON m.id = mf.message_id AND m.tenant_id = mf.tenant_id
-           WHERE mf.tenant_id = $1 AND mf.file_id = $2 AND m.deleted_at IS NULL""",
-        tenant_id,
-        file_id,
+async def readable_holder(db: Executor, principal: Principal, file_id: uuid.UUID) -> uuid.UUID | None:
+    """A conversation the principal may read whose (not deleted) messages hold the file, if there is one: one
+    statement however many conversations hold it."""
+    params: list[Any] = []
+    where = visibility_sql(principal, params)
+    params.append(file_id)
+    value = await db.fetchval(
+        f"""SELECT m.conversation_id FROM message_file mf
+            JOIN message m ON m.id = mf.message_id AND m.tenant_id = mf.tenant_id
+            JOIN conversation c ON c.id = m.conversation_id
+            WHERE mf.tenant_id = $1 AND mf.file_id = ${len(params)} AND m.deleted_at IS NULL AND {where}
+            LIMIT 1""",
+        *params,
     )
-    return [r["conversation_id"] for r in rows]
+    return value if isinstance(value, uuid.UUID) else None
 
 
 async def attach(
