@@ -108,7 +108,10 @@ def archive_files(path: Path, settings: Settings) -> Iterator[tuple[str, int, Ca
             f"{path}: {entries} entries; the limit is {settings.import_zip_max_members} "
             "(THREADLINE_IMPORT_ZIP_MAX_MEMBERS)"
         )
-    archive = zipfile.ZipFile(path)
+    try:
+        archive = zipfile.ZipFile(path)
+    except zipfile.BadZipFile as exc:
+        raise ArchiveRefused(f"{path}: {exc}") from exc
     infos = archive.infolist()
     if len(infos) > settings.import_zip_max_members:
         raise ArchiveRefused(
@@ -124,6 +127,12 @@ def archive_files(path: Path, settings: Settings) -> Iterator[tuple[str, int, Ca
         why = unreadable(m)
         if why is not None:
             raise ArchiveRefused(f"{name} cannot be read: {why}")
+        try:
+            # Its local header, read now: one zipfile refuses on opening (a wrong signature, a name other than the
+            # directory's) was refused only when the import reached it, with a traceback.
+            archive.open(m).close()
+        except (zipfile.BadZipFile, *CORRUPT) as exc:
+            raise ArchiveRefused(f"{name} cannot be read: {exc}") from exc
         if m.file_size > settings.import_zip_max_member_bytes:
             raise ArchiveRefused(
                 f"{name} expands to {m.file_size} bytes; the limit is {settings.import_zip_max_member_bytes} "
