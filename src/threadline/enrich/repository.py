@@ -240,3 +240,16 @@ async def watch_next_message(db: Executor, tenant_id: uuid.UUID, conversation_id
         tenant_id,
         conversation_id,
     )
+
+
+async def forget_results_of(db: Executor, tenant_id: uuid.UUID, message_ids: list[uuid.UUID]) -> None:
+    """What was made from these messages' earlier text goes, as after an edit (the message trigger does the same):
+    the summary and suggestions of their conversations are made again, and a title made from one of them goes back
+    to the placeholder. For writers that change a message's text in place without editing it (PII masking)."""
+    if message_ids:
+        await db.execute(
+            """SELECT threadline_enrichment_forget(conversation_id, array_agg(id)) FROM message
+               WHERE tenant_id = $1 AND id = ANY($2::uuid[]) GROUP BY conversation_id""",
+            tenant_id,
+            message_ids,
+        )

@@ -8,7 +8,7 @@ In one transaction, audited:
 - the PII in what they wrote is masked whatever the tenant's policy: message content, parts, metadata values,
   earlier versions (edits), streamed chunks (dropped), feedback comments, the titles and descriptions of the
   conversations they own, and the logged events carrying any of it; search vectors and embeddings follow the
-  content (their triggers);
+  content (their triggers), and titles, summaries and tag suggestions made from it are made again;
 - their credentials go (API keys; a JWT subject of theirs stays refused, as after an erasure), and their open
   sockets close.
 """
@@ -24,6 +24,7 @@ from threadline.auth import live
 from threadline.auth import repository as users
 from threadline.auth.principal import Principal, Role
 from threadline.db import Database
+from threadline.enrich import repository as enrichment
 from threadline.errors import bad_input, forbidden, not_found
 from threadline.events.scrub import follow_messages
 from threadline.ids import Kind, encode_id
@@ -94,6 +95,8 @@ async def anonymise_user(db: Database, principal: Principal, user_id: uuid.UUID)
             await repo.set_edit_contents(tx, tenant, [edit["id"]], [mask_text(edit["content"])])
         await repo.drop_chunks_of(tx, tenant, ids)
         await follow_messages(tx, tenant, masked_rows)
+        # Titles, summaries and suggestions made from their unmasked words are made again.
+        await enrichment.forget_results_of(tx, tenant, [row["id"] for row in masked_rows])
         await repo.mask_feedback_comments(tx, tenant, user_id, mask_text)
         await repo.mask_owned_conversations(tx, tenant, user_id, mask_text)
 

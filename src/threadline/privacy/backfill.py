@@ -7,6 +7,8 @@ locked with SKIP LOCKED, so two backfills or live writers do not wait on each ot
 - MASK_ON_WRITE: their content, parts and earlier versions (edits) are masked in place, streamed chunks are
   dropped and logged events rewritten (deltas lose their text, as after an edit); the search vector follows
   the content (its trigger).
+Under both masking policies, titles, summaries and tag suggestions made from a masked message's text are made
+again (enrichment stores them masked).
 A batch is all or nothing, and the command can be stopped and run again: it resumes with what is left.
 """
 
@@ -16,6 +18,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from threadline.db import Database
+from threadline.enrich import repository as enrichment
 from threadline.events.scrub import follow_messages
 from threadline.privacy import repository as repo
 from threadline.privacy.masking import mask_text
@@ -72,4 +75,6 @@ async def _batch(
             if policy is PiiPolicy.MASK_ON_WRITE:
                 await threads_repo.drop_chunks(tx, tenant_id, [r["id"] for r in followed])
             await follow_messages(tx, tenant_id, followed)
+            # Titles, summaries and suggestions made from their unmasked text are made again (stored masked).
+            await enrichment.forget_results_of(tx, tenant_id, [r["id"] for r in followed])
     return len(rows)
