@@ -74,3 +74,31 @@ def test_tool_results_without_a_tool_use_id_answer_the_calls_before_them_and_kee
     ]  # fmt: skip
     again = report(admin, data)
     assert (again["imported"], again["skipped"], again["messagesUpdated"]) == (0, 1, 0)
+
+
+def test_attachments_and_files_of_the_wrong_type_are_ignored_with_a_warning_and_the_conversation_imports(
+    admin: Actor,
+) -> None:
+    def message(uuid: str, text: str, **odd: Any) -> dict[str, Any]:
+        return {"uuid": uuid, "sender": "human", "text": text, "created_at": "2025-03-01T10:00:00Z", **odd}
+
+    data = [
+        {
+            "uuid": "claude-odd-types",
+            "chat_messages": [
+                message("m1", "one", attachments=5, files=True),
+                message("m2", "two", attachments={"file_name": "a.txt"}, files="b.txt"),
+                message("m3", "three", attachments=[{"file_name": "c.txt", "file_size": True}], files=None),
+            ],
+        }
+    ]
+    r = report(admin, data)
+    # Before the fix: "could not be read: TypeError: 'int' object is not iterable", the conversation refused.
+    assert (r["imported"], r["failed"]) == (1, 0)
+    assert r["warnings"] == [
+        "claude-odd-types: message m1: `attachments` is not an array, ignored",
+        "claude-odd-types: message m1: `files` is not an array, ignored",
+        "claude-odd-types: message m2: `attachments` is not an array, ignored",
+        "claude-odd-types: message m2: `files` is not an array, ignored",
+    ]
+    assert [m["content"] for m in messages(admin, r["conversations"][0]["id"])] == ["one", "two", "three"]

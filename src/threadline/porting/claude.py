@@ -119,7 +119,7 @@ def _message(index: int, entry: dict[str, Any], conversation: ImportedConversati
         flat = text(entry.get("text")) or ""
         if flat:
             found.append(parts.text_part(flat))
-    for item in entry.get("attachments") or []:
+    for item in _listed(entry, "attachments", key, conversation.warnings):
         if isinstance(item, dict):
             if text(item.get("file_name")):
                 found.append(
@@ -129,12 +129,12 @@ def _message(index: int, entry: dict[str, Any], conversation: ImportedConversati
                 {
                     "type": "file",
                     "filename": text(item.get("file_name")),
-                    "size_bytes": item.get("file_size") if isinstance(item.get("file_size"), int) else None,
+                    "size_bytes": _size(item.get("file_size")),
                     "mime_type": text(item.get("file_type")),
                     "extracted_content": text(item.get("extracted_content")),
                 }
             )
-    for item in entry.get("files") or []:
+    for item in _listed(entry, "files", key, conversation.warnings):
         if isinstance(item, dict):
             attachments.append({"type": "file", "filename": text(item.get("file_name"))})
             if text(item.get("file_name")):
@@ -149,6 +149,19 @@ def _message(index: int, entry: dict[str, Any], conversation: ImportedConversati
         attachments=attachments,
         parts=None if plain else found,
     )
+
+
+def _listed(entry: dict[str, Any], field: str, key: str, warnings: list[str]) -> list[Any]:
+    """A message's array field; anything else is ignored with a warning (a number or true there failed the whole
+    conversation with a TypeError)."""
+    value = entry.get(field)
+    if value is not None and not isinstance(value, list):
+        warnings.append(f"message {key}: `{field}` is not an array, ignored")
+    return array(value)
+
+
+def _size(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 def _block_part(
