@@ -11,7 +11,7 @@ import asyncpg
 
 from threadline.forks import repository as repo
 from threadline.graphql.context import Info
-from threadline.graphql.loaders import single_loader
+from threadline.graphql.loaders import counting_loader, grouped_loader, single_loader
 from threadline.threads import loaders as thread_loaders
 from threadline.threads import repository as threads
 from threadline.threads.service import path_ids
@@ -52,10 +52,27 @@ async def source_message(
 async def forks_page(
     info: Info, source_id: uuid.UUID, limit: int, after: tuple[Any, uuid.UUID] | None
 ) -> list[asyncpg.Record]:
+    """The readable forks of a source: one statement for every conversation of a response asking for the same
+    page (the loader's name carries the page size and cursor its fetch closes over)."""
     principal = await info.context.principal()
-    return await repo.forks_page(info.context.db, principal, source_id, limit, after)
+    db = info.context.db
+    loader = grouped_loader(
+        info,
+        f"forks:{limit}:{after!r}",
+        lambda ids: repo.forks_pages(db, principal, ids, limit, after),
+        key=lambda row: row["forked_from_conversation_id"],
+    )
+    return await loader.load(source_id)
 
 
 async def count_forks(info: Info, source_id: uuid.UUID) -> int:
     principal = await info.context.principal()
-    return await repo.count_forks(info.context.db, principal, source_id)
+    db = info.context.db
+    loader = counting_loader(
+        info,
+        "forks:count",
+        lambda ids: repo.fork_counts(db, principal, ids),
+        key=lambda row: row["source_id"],
+        count=lambda row: int(row["count"]),
+    )
+    return await loader.load(source_id)

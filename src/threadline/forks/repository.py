@@ -162,32 +162,39 @@ async def readable_conversations(
     )
 
 
-async def forks_page(
+async def forks_pages(
     db: Executor,
     principal: Principal,
-    source_id: uuid.UUID,
+    source_ids: list[uuid.UUID],
     limit: int,
     after: tuple[Any, uuid.UUID] | None,
 ) -> list[asyncpg.Record]:
-    """Readable forks of `source_id`, newest first (by creation)."""
-    params: list[Any] = [source_id]
+    """Up to `limit` readable forks of each source, newest first (by creation), in one statement for every source
+    of a response."""
+    params: list[Any] = [source_ids]
     where = visibility_sql(principal, params)
     where += older_than("c.created_at, c.id", after, params)
     params.append(limit)
     return await db.fetch(
-        f"""SELECT {CONVERSATION_COLUMNS} FROM conversation c
-            WHERE c.forked_from_conversation_id = $1 AND {where}
-            ORDER BY c.created_at DESC, c.id DESC LIMIT ${len(params)}""",
+        f"""SELECT * FROM (
+                SELECT {CONVERSATION_COLUMNS}, row_number() OVER (
+                    PARTITION BY c.forked_from_conversation_id ORDER BY c.created_at DESC, c.id DESC) AS n
+                FROM conversation c
+                WHERE c.forked_from_conversation_id = ANY($1::uuid[]) AND {where}) page
+            WHERE n <= ${len(params)} ORDER BY n""",
         *params,
     )
 
 
-async def count_forks(db: Executor, principal: Principal, source_id: uuid.UUID) -> int:
-    params: list[Any] = [source_id]
+async def fork_counts(
+    db: Executor, principal: Principal, source_ids: list[uuid.UUID]
+) -> list[asyncpg.Record]:
+    """How many readable forks each source has (a row per source that has any), in one statement."""
+    params: list[Any] = [source_ids]
     where = visibility_sql(principal, params)
-    return int(
-        await db.fetchval(
-            f"SELECT count(*) FROM conversation c WHERE c.forked_from_conversation_id = $1 AND {where}",
-            *params,
-        )
+    return await db.fetch(
+        f"""SELECT c.forked_from_conversation_id AS source_id, count(*) AS count FROM conversation c
+            WHERE c.forked_from_conversation_id = ANY($1::uuid[]) AND {where}
+            GROUP BY c.forked_from_conversation_id""",
+        *params,
     )
