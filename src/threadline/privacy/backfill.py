@@ -9,6 +9,9 @@ locked with SKIP LOCKED, so two backfills or live writers do not wait on each ot
   the content (its trigger).
 Under both masking policies, titles, summaries and tag suggestions made from a masked message's text are made
 again (enrichment stores them masked).
+Under both masking policies, cold conversations (tiers/) whose document holds unscanned messages are restored
+first (`restored` in the report): the document's copy of their text, and the logged events carrying it (the event
+log is never moved into documents), are then masked as hot ones are.
 A batch is all or nothing, and the command can be stopped and run again: it resumes with what is left.
 """
 
@@ -25,6 +28,7 @@ from threadline.privacy.masking import mask_text
 from threadline.privacy.modes import PiiPolicy, masks_events
 from threadline.privacy.writing import event_text, for_storage
 from threadline.threads import repository as threads_repo
+from threadline.tiers import service as tiers
 
 
 @dataclass
@@ -33,6 +37,7 @@ class BackfillReport:
     messages: int = 0
     with_pii: int = 0
     masked: int = 0
+    restored: int = 0  # cold conversations brought back because their document held unscanned messages
     detections: dict[str, int] = field(default_factory=dict)
 
 
@@ -43,6 +48,8 @@ async def backfill(
     for tenant in await repo.tenants_with_policy(db, tenant_id):
         policy = PiiPolicy(tenant["policy"])
         report.tenants += 1
+        if masks_events(policy):
+            report.restored += await tiers.restore_unscanned(db, tenant["id"])
         while await _batch(db, tenant["id"], policy, batch, report) == batch:
             pass
     return report

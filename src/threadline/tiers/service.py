@@ -210,6 +210,25 @@ async def restore_naming_user(db: Executor, tenant_id: uuid.UUID, user_id: uuid.
     return count
 
 
+async def restore_unscanned(db: Database, tenant_id: uuid.UUID) -> int:
+    """Restore every cold conversation of the tenant whose document holds a message never scanned for PII (written
+    before the tenant's policy), each in its own transaction, deep ones too: a PII backfill then masks them where
+    it looks (hot), with the logged events that carry them, instead of leaving their text in the document."""
+    count = 0
+    for row in await repo.cold_documents(db, tenant_id):
+        held = await repo.peek_document(db, tenant_id, row["conversation_id"])
+        if held is None:  # restored meanwhile: hot, so the backfill finds its messages anyway
+            continue
+        stored = {t.name: t for t in cold.decode(bytes(held["document"]), held["codec"])}
+        messages = stored.get("message")
+        if messages is None or not any(
+            m.get("pii") is None and m.get("deleted_at") is None for m in orjson.loads(messages.json)
+        ):
+            continue
+        count += await restore(db, tenant_id, row["conversation_id"], explicit=True)
+    return count
+
+
 async def document_of(
     db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID
 ) -> dict[str, Any] | None:
