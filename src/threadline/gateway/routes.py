@@ -2,7 +2,8 @@
 
 A call is checked in this order, each refusal an OpenAI error object: credentials (401), the body (413 past
 THREADLINE_REQUEST_MAX_BYTES, 400 malformed), the model (404 model_not_found), the caller's rate-limit budgets
-(429 with Retry-After; a completion draws one `requests` and one `runs`), the session (404, 403, 409, 400
+(429 with Retry-After; a completion draws one `requests` and one `runs`, and with a session one `mutations` per
+message of the request it stores: each is a write, as a messageReply is), the session (404, 403, 409, 400
 context_length_exceeded), then the model itself (its 4xx refusal passed on, 502 when it cannot be reached).
 Only then is anything stored, so a refused call leaves nothing behind. A stream that breaks midway ends with an
 `error` event instead of `[DONE]` (what OpenAI's SDKs raise as an APIError); what was stored of the reply is
@@ -31,7 +32,7 @@ from threadline.gateway.completion import Completion
 from threadline.gateway.errors import UpstreamRefused, error_body, error_response, internal_error, unavailable
 from threadline.gateway.recorder import Recorder
 from threadline.gateway.request import ChatRequest
-from threadline.gateway.session import Session, open_session
+from threadline.gateway.session import Session, open_session, stored_count
 from threadline.gateway.upstream import Batch, chunks, model_list, provider_of, upstream_body
 from threadline.ids import Kind, encode_id
 from threadline.ratelimits.service import Budget, RateLimited, spend
@@ -169,8 +170,13 @@ class Gateway:
     ) -> tuple[Budget | None, Session | None]:
         """The draw from the caller's budgets and the session's prompt, read side by side (each is a round trip
         or more before the model is called: the time to the first token). A refusal of either wins; a call
-        refused by the session still counts against the budgets, as every refused operation does."""
-        spending = asyncio.ensure_future(self._spend(principal, COMPLETION_COSTS))
+        refused by the session still counts against the budgets, as every refused operation does. A session call
+        also draws a `mutations` token per message it would store: one call could otherwise write hundreds of
+        replies (each deeper than the last, so ever slower) for a single `requests` token."""
+        costs = dict(COMPLETION_COSTS)
+        if chat.session_id:
+            costs["mutations"] = stored_count(chat)
+        spending = asyncio.ensure_future(self._spend(principal, costs))
         try:
             session = (
                 await open_session(self.services.db, self.services.settings, principal, chat)

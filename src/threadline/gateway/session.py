@@ -29,7 +29,7 @@ from threadline.conversations.access import Access, access_level, require_writab
 from threadline.db import Database
 from threadline.errors import ErrorCode, ThreadlineError, bad_input, forbidden
 from threadline.gateway import repository as repo
-from threadline.gateway.messages import draft_of, sent_message, tokens
+from threadline.gateway.messages import STORED_ROLES, draft_of, sent_message, tokens
 from threadline.gateway.request import ChatRequest
 from threadline.ids import Kind, parse_id
 from threadline.runs.context import PROMPT_OVERHEAD_TOKENS, approximate_tokens, history_limit, prompt_budget
@@ -87,9 +87,7 @@ async def open_session(
     assert request.session_id is not None
     conversation = await conversation_of(db, principal, request.session_id)
     branch = await _branch(db, principal, conversation["latest_root"])
-    leading = 0
-    while leading < len(request.messages) and request.messages[leading]["role"] in INSTRUCTION_ROLES:
-        leading += 1
+    leading = _leading(request.messages)
     instructions, rest = request.messages[:leading], request.messages[leading:]
     drafts = _drafts(request.messages, leading, settings)
     if not branch and not drafts:
@@ -128,13 +126,33 @@ async def _branch(db: Database, principal: Principal, root_id: uuid.UUID | None)
     return rows
 
 
-def _drafts(messages: list[dict[str, Any]], leading: int, settings: Settings) -> list[MessageDraft]:
-    """The request's messages after its last assistant message, as stored (system ones are not kept)."""
-    start = leading
+def _leading(messages: list[dict[str, Any]]) -> int:
+    """How many of the request's first messages are instructions (sent, never stored)."""
+    leading = 0
+    while leading < len(messages) and messages[leading]["role"] in INSTRUCTION_ROLES:
+        leading += 1
+    return leading
+
+
+def _new_start(messages: list[dict[str, Any]], leading: int) -> int:
+    """The index of the first message after the request's last assistant message (the new ones)."""
     for index in range(len(messages) - 1, leading - 1, -1):
         if messages[index]["role"] == "assistant":
-            start = index + 1
-            break
+            return index + 1
+    return leading
+
+
+def stored_count(request: ChatRequest) -> int:
+    """How many of the request's messages a session call stores (known before the session is read): each is a
+    write, drawn from the `mutations` budget as a messageReply is."""
+    messages = request.messages
+    start = _new_start(messages, _leading(messages))
+    return sum(1 for message in messages[start:] if message["role"] in STORED_ROLES)
+
+
+def _drafts(messages: list[dict[str, Any]], leading: int, settings: Settings) -> list[MessageDraft]:
+    """The request's messages after its last assistant message, as stored (system ones are not kept)."""
+    start = _new_start(messages, leading)
     drafts = [draft_of(index, messages[index], settings) for index in range(start, len(messages))]
     return [d for d in drafts if d is not None]
 

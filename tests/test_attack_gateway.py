@@ -1,0 +1,61 @@
+"""Hostile callers against the OpenAI-style gateway (/v1): what one call may cost the server."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+
+from tests.api import create_conversation, start_thread
+from tests.harness import Actor, ServerThread
+
+COUNT = "query($c: ID!) { conversation(id: $c) { messageCount } }"
+PROFILE_CREATE = "mutation($i: RateLimitProfileCreateInput!) { rateLimitProfileCreate(input: $i) { id } }"
+PROFILE_ASSIGN = (
+    "mutation($u: ID!, $p: ID) { rateLimitProfileAssign(userId: $u, profileId: $p) { mutationsPerWindow } }"
+)
+
+
+def complete(
+    server: ServerThread, actor: Actor, session_id: str, messages: list[dict[str, Any]]
+) -> httpx.Response:
+    return httpx.post(
+        f"{server.url}/v1/chat/completions",
+        json={"model": "echo", "messages": messages, "session_id": session_id},
+        headers={"Authorization": f"Bearer {actor.api_key}"},
+        timeout=60,
+    )
+
+
+def users(count: int) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": f"message {i}"} for i in range(count)]
+
+
+def test_each_message_a_session_call_stores_draws_from_the_mutations_budget(
+    server: ServerThread, admin: Actor, make_user: Callable[..., Actor]
+) -> None:
+    """Every message a session call stores is a write (a reply under the last), as a messageReply is. The call drew
+    one `requests` and one `runs` token whatever it stored: hundreds of user messages in one body (each stored a
+    level deeper than the last, the call taking seconds, then a minute, of database work) cost no more than one."""
+    member = make_user(admin)
+    # Five writes a day, two of them spent below: three left.
+    profile = admin.client.ok(
+        PROFILE_CREATE, {"i": {"name": "five writes", "windowSeconds": 86_400, "mutationsPerWindow": 5}}
+    )["rateLimitProfileCreate"]["id"]
+    admin.client.ok(PROFILE_ASSIGN, {"u": member.user_id, "p": profile})
+    cid = create_conversation(member, "mine", sessionId="s-budget")
+    start_thread(member, cid, "hello")
+
+    refused = complete(server, member, "s-budget", users(4))
+    assert refused.status_code == 429, refused.text
+    assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+    assert member.client.ok(COUNT, {"c": cid})["conversation"]["messageCount"] == 1
+
+    # System messages are sent, not stored; what comes before the last assistant message was stored before.
+    history = [{"role": "system", "content": "be brief"}, *users(5), {"role": "assistant", "content": "ok"}]
+    answered = complete(server, member, "s-budget", [*history, *users(3)])
+    assert answered.status_code == 200, answered.text
+    assert member.client.ok(COUNT, {"c": cid})["conversation"]["messageCount"] == 1 + 3 + 1
+
+    assert complete(server, member, "s-budget", users(1)).status_code == 429
