@@ -10,7 +10,8 @@ import httpx
 import pytest
 
 from tests import harness
-from tests.harness import Loop, ServerThread
+from tests.api import create_conversation, reply, start_thread
+from tests.harness import Actor, Client, Loop, ServerThread
 
 READ = "query($t: String!) { sharedConversation(token: $t) { title } }"
 
@@ -58,3 +59,28 @@ def test_a_client_past_its_address_budget_adds_no_window_per_guessed_token(
     assert refused.json()["errors"][0]["extensions"]["budget"] == "shareReadsPerAddress"
     # The five guesses the address's budget allowed, and no more.
     assert token_windows(loop, dsn) == 5
+
+
+def aliased_reads(aliases: int) -> str:
+    fields = " ".join(
+        f"m{n}: messages(first: 100) {{ totalCount nodes {{ content }} }}" for n in range(aliases)
+    )
+    return "query($t: String!) { sharedConversation(token: $t) { " + fields + " } }"
+
+
+def test_aliases_of_a_shared_conversations_messages_read_them_once(admin: Actor, anonymous: Client) -> None:
+    """One read of a link counts once against its rate windows, yet each alias of `messages` counted the whole
+    share again (and read its page again): 30 counts of a large conversation per read, for anyone holding a link."""
+    conversation = create_conversation(admin, "shared")
+    root = start_thread(admin, conversation, "hello")
+    for n in range(3):
+        reply(admin, root, f"reply {n}")
+    token = admin.client.ok(
+        "mutation($c: ID!) { shareLinkCreate(conversationId: $c) { token } }", {"c": conversation}
+    )["shareLinkCreate"]["token"]
+    once = anonymous.raw(aliased_reads(1), {"t": token})
+    many = anonymous.raw(aliased_reads(30), {"t": token})
+    assert once["extensions"]["sqlStatements"] == many["extensions"]["sqlStatements"]
+    pages = list(many["data"]["sharedConversation"].values())
+    assert pages == [once["data"]["sharedConversation"]["m0"]] * 30
+    assert pages[0]["totalCount"] == 4

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
 from datetime import datetime
+from typing import Any, TypeVar
 
 import asyncpg
 import strawberry
@@ -24,6 +27,7 @@ from threadline.sharing import service
 from threadline.threads.types import MessageRole
 
 SHARE_PATH = "/share/"
+T = TypeVar("T")
 
 
 @strawberry.type(
@@ -110,6 +114,16 @@ class SharedConversation:
     shared_at: datetime = strawberry.field(description="When the link was made.")
     expires_at: datetime | None = strawberry.field(description="When the link stops opening; null: never.")
     shared: strawberry.Private[service.Shared]
+    # What this read of the link has fetched, by what was asked: one read is counted once against the link's rate
+    # windows, so its aliases of `messages` must not each count and read the share again (30 counts of a large
+    # conversation per read, for anyone holding a link).
+    fetched: strawberry.Private[dict[tuple[Any, ...], asyncio.Future[Any]]]
+
+    def _once(self, key: tuple[Any, ...], fetch: Callable[[], Awaitable[T]]) -> Awaitable[T]:
+        found = self.fetched.get(key)
+        if found is None:
+            found = self.fetched[key] = asyncio.ensure_future(fetch())
+        return found
 
     @strawberry.field(
         description="The messages shared, oldest first (each with its `parentId` and `depth`, to draw the tree)."
@@ -118,13 +132,16 @@ class SharedConversation:
         self, info: Info, first: First = None, after: After = None
     ) -> Connection[SharedMessage]:
         settings = info.context.settings
+        db = info.context.db
         limit = page_size(first, settings.page_size_default, settings.page_size_max)
         after_seq = decode_cursor(after, (as_int,))[0] if after else 0
-        rows = await service.messages_page(info.context.db, self.shared, after_seq, limit + 1)
+        rows = await self._once(
+            ("page", after_seq, limit), lambda: service.messages_page(db, self.shared, after_seq, limit + 1)
+        )
         budget.charge_messages(info, len(rows[:limit]), sum(len(r["content"]) for r in rows[:limit]), 0)
 
         async def total() -> int:
-            return await service.count_messages(info.context.db, self.shared)
+            return await self._once(("count",), lambda: service.count_messages(db, self.shared))
 
         return connection(
             rows, limit, SharedMessage.from_row, lambda r: (r["seq"],), total, after is not None
@@ -139,4 +156,5 @@ class SharedConversation:
             shared_at=link["created_at"],
             expires_at=link["expires_at"],
             shared=shared,
+            fetched={},
         )
