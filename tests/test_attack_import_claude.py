@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from tests.harness import Actor
+from threadline.porting import claude
 
 REPORT = """mutation($i: ConversationImportInput!) { conversationImportReport(input: $i) {
   imported skipped failed messagesUpdated warnings failures { index message } conversations { id } } }"""
@@ -102,3 +103,64 @@ def test_attachments_and_files_of_the_wrong_type_are_ignored_with_a_warning_and_
         "claude-odd-types: message m2: `files` is not an array, ignored",
     ]
     assert [m["content"] for m in messages(admin, r["conversations"][0]["id"])] == ["one", "two", "three"]
+
+
+class _Hashed(str):
+    """A message id that counts how often it is hashed (each dict or set look-up of it)."""
+
+    hashed = 0
+
+    def __hash__(self) -> int:
+        _Hashed.hashed += 1
+        return str.__hash__(self)
+
+
+def test_replies_under_a_long_chain_of_empty_messages_find_their_kept_ancestor_once() -> None:
+    k = 2000
+    chain = [_Hashed(f"e{i}") for i in range(k)]
+    entries: list[dict[str, Any]] = [
+        {"uuid": "q", "sender": "human", "text": "question", "parent_message_uuid": ROOT}
+    ]
+    entries += [
+        {"uuid": key, "sender": "assistant", "text": "", "parent_message_uuid": chain[i - 1] if i else "q"}
+        for i, key in enumerate(chain)
+    ]
+    entries += [
+        {"uuid": _Hashed(f"r{i}"), "sender": "human", "text": f"reply {i}", "parent_message_uuid": chain[-1]}
+        for i in range(k)
+    ]
+    _Hashed.hashed = 0
+    conversation = claude.parse({"uuid": "claude-empty-chain", "chat_messages": entries})
+    assert len(conversation.messages) == k + 1
+    assert {m.parent_key for m in conversation.messages[1:]} == {"q"}
+    # Before the fix each reply walked the whole chain again: k * k look-ups (4 million here; 20,000 empty messages
+    # and 20,000 replies took 95 s of the server's CPU).
+    assert _Hashed.hashed < 100 * k
+
+
+def test_a_chain_of_empty_messages_under_a_question_imports_with_its_replies_answering_the_question(
+    admin: Actor,
+) -> None:
+    k = 300
+    entries: list[dict[str, Any]] = [
+        {"uuid": "q", "sender": "human", "text": "question", "parent_message_uuid": ROOT}
+    ]
+    entries += [
+        {
+            "uuid": f"e{i}",
+            "sender": "assistant",
+            "text": " ",
+            "parent_message_uuid": f"e{i - 1}" if i else "q",
+        }
+        for i in range(k)
+    ]
+    entries += [
+        {"uuid": f"r{i}", "sender": "human", "text": f"reply {i}", "parent_message_uuid": f"e{k - 1}"}
+        for i in range(k)
+    ]
+    r = report(admin, [{"uuid": "claude-empty-chain", "chat_messages": entries}])
+    assert (r["imported"], len(r["warnings"])) == (1, 1)
+    assert r["warnings"][0].startswith(f"claude-empty-chain: {k} empty message(s) skipped")
+    found = messages(admin, r["conversations"][0]["id"])
+    assert len(found) == 10  # the first page: the question and its first replies, one level below it
+    assert [m["content"] for m in found[:3]] == ["question", "reply 0", "reply 1"]
