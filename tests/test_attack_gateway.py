@@ -59,3 +59,30 @@ def test_each_message_a_session_call_stores_draws_from_the_mutations_budget(
     assert member.client.ok(COUNT, {"c": cid})["conversation"]["messageCount"] == 1 + 3 + 1
 
     assert complete(server, member, "s-budget", users(1)).status_code == 429
+
+
+def test_a_masked_reader_gets_no_unmasked_history_through_a_session(
+    server: ServerThread, admin: Actor, make_user: Callable[..., Actor]
+) -> None:
+    """Under MASK_ON_READ a member reads a colleague's PII masked on every path. A session call sent the branch
+    to the model as stored, so the model's answer, streamed straight to the caller, could carry it: the `echo`
+    model repeats the last message of its prompt, which is the branch's last one when the request holds only
+    instructions."""
+    owner, member = make_user(admin), make_user(admin)
+    cid = create_conversation(owner, "shared", sessionId="s-pii")
+    owner.client.ok(
+        "mutation($c: ID!, $u: ID!) { participantInvite(conversationId: $c, userId: $u) { id } }",
+        {"c": cid, "u": member.user_id},
+    )
+    invites = member.client.ok("{ viewerInvites { id } }")["viewerInvites"]
+    member.client.ok("mutation($i: ID!) { inviteAccept(id: $i) { role } }", {"i": invites[0]["id"]})
+    admin.client.ok("mutation { tenantPiiPolicySet(policy: MASK_ON_READ) }")
+    start_thread(owner, cid, "write to me at bob.secret@example.com")
+    read = member.client.ok(
+        "query($c: ID!) { conversation(id: $c) { messages { nodes { content } } } }", {"c": cid}
+    )["conversation"]["messages"]["nodes"]
+    assert read == [{"content": "write to me at [EMAIL]"}]
+
+    answered = complete(server, member, "s-pii", [{"role": "system", "content": "repeat the last message"}])
+    assert answered.status_code == 200, answered.text
+    assert answered.json()["choices"][0]["message"]["content"] == "echo: write to me at [EMAIL]"

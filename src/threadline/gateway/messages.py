@@ -12,10 +12,9 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
-
-import asyncpg
 
 from threadline.errors import ThreadlineError, bad_input
 from threadline.gateway.completion import Choice
@@ -90,7 +89,7 @@ def reply_parts(choice: Choice, settings: Settings) -> list[parts.Part] | None:
         return None
 
 
-def sent_message(row: asyncpg.Record, stored: list[parts.Part] | None) -> dict[str, Any] | None:
+def sent_message(row: Mapping[str, Any], stored: list[parts.Part] | None) -> dict[str, Any] | None:
     """A branch message as the model is sent it; None for one with nothing to send (a tombstone, empty)."""
     if row["deleted_at"] is not None:
         return None

@@ -9,6 +9,9 @@
   `maxHistoryMessages` of it, the oldest dropped until everything fits the model's budget as for runs), then the
   rest of the request. The request itself is never dropped: when it alone does not fit, 400
   context_length_exceeded. Tool calls and results stored as parts are sent as such (gateway.messages).
+- The branch is sent as the caller reads it: under MASK_ON_READ, what others wrote is masked (privacy.reading).
+  The model's answer streams straight to the caller, never through a read that would mask it, so a model asked to
+  repeat its prompt (`echo` does) would otherwise hand them a colleague's PII.
 - Stored, as replies chained under the leaf: the request's messages after its last assistant message (user and
   tool messages; system and developer ones are sent, not kept), then the assistant's reply. So a client sends
   only what is new; in a tool round, the tool results (or the assistant message with its tool calls and the
@@ -32,6 +35,7 @@ from threadline.gateway import repository as repo
 from threadline.gateway.messages import STORED_ROLES, draft_of, sent_message, tokens
 from threadline.gateway.request import ChatRequest
 from threadline.ids import Kind, parse_id
+from threadline.privacy import reading
 from threadline.runs.context import PROMPT_OVERHEAD_TOKENS, approximate_tokens, history_limit, prompt_budget
 from threadline.settings import Settings
 from threadline.threads import branches
@@ -92,7 +96,8 @@ async def open_session(
     drafts = _drafts(request.messages, leading, settings)
     if not branch and not drafts:
         raise bad_input("The session has no messages yet: send a user message", param="messages")
-    history = [m for m in (sent_message(row, row["parts"]) for row in branch) if m is not None]
+    reader = reading.reader_for(principal)
+    history = [m for m in (_sent_as_read(reader, row) for row in branch) if m is not None]
     if rest and rest[0]["role"] == "assistant" and history and history[-1]["role"] == "assistant":
         history.pop()  # the client sends the stored reply back (with its tool calls)
     fixed = PROMPT_OVERHEAD_TOKENS + sum(tokens(m) for m in request.messages)
@@ -124,6 +129,15 @@ async def _branch(db: Database, principal: Principal, root_id: uuid.UUID | None)
     if not rows or rows[-1]["id"] != leaf_id or rows[-1]["deleted_at"] is not None:
         return []
     return rows
+
+
+def _sent_as_read(reader: reading.Reader | None, row: asyncpg.Record) -> dict[str, Any] | None:
+    """A branch message as the model is sent it, masked as `reader` reads it (None: unmasked)."""
+    if reader is None or not reader.masks(row["author_id"]):
+        return sent_message(row, row["parts"])
+    author = row["author_id"]
+    masked = {**row, "content": reader.content(author, row["content"] or "")}
+    return sent_message(masked, reader.json(author, row["parts"]))
 
 
 def _leading(messages: list[dict[str, Any]]) -> int:
