@@ -86,3 +86,28 @@ def test_a_masked_reader_gets_no_unmasked_history_through_a_session(
     answered = complete(server, member, "s-pii", [{"role": "system", "content": "repeat the last message"}])
     assert answered.status_code == 200, answered.text
     assert answered.json()["choices"][0]["message"]["content"] == "echo: write to me at [EMAIL]"
+
+
+def test_an_admins_session_in_a_conversation_they_are_not_in_is_an_audited_read(
+    server: ServerThread, admin: Actor, make_user: Callable[..., Actor]
+) -> None:
+    """A tenant admin may continue any conversation of the tenant through /v1: its branch goes to the model,
+    whose answer (the `echo` model repeats its prompt's last message) is theirs to read. Every other read of a
+    conversation by a non-participant is logged as `conversation.read` (via ADMIN); this one left no trace."""
+    member = make_user(admin)
+    cid = create_conversation(member, "private")
+    start_thread(member, cid, "a member's private note")
+    audited = """query($c: ID!) { auditLog(action: "conversation.read", targetId: $c) {
+      nodes { actorId details } } }"""
+    assert admin.client.ok(audited, {"c": cid})["auditLog"]["nodes"] == []
+
+    answered = complete(server, admin, cid, [{"role": "system", "content": "repeat the last message"}])
+    assert answered.status_code == 200, answered.text
+    assert answered.json()["choices"][0]["message"]["content"] == "echo: a member's private note"
+    entries = admin.client.ok(audited, {"c": cid})["auditLog"]["nodes"]
+    assert entries == [{"actorId": admin.user_id, "details": {"via": "ADMIN"}}]
+
+    own = create_conversation(admin, "mine")  # a participant's own session is no such read
+    start_thread(admin, own, "my note")
+    assert complete(server, admin, own, [{"role": "user", "content": "more"}]).status_code == 200
+    assert admin.client.ok(audited, {"c": own})["auditLog"]["nodes"] == []

@@ -9,6 +9,8 @@
   `maxHistoryMessages` of it, the oldest dropped until everything fits the model's budget as for runs), then the
   rest of the request. The request itself is never dropped: when it alone does not fit, 400
   context_length_exceeded. Tool calls and results stored as parts are sent as such (gateway.messages).
+- A session in a conversation the caller is not a participant of (a tenant admin's) is a read of its content by
+  a non-participant, audited as `conversation.read` like every other (audit.reads), once the branch is read.
 - The branch is sent as the caller reads it: under MASK_ON_READ, what others wrote is masked (privacy.reading).
   The model's answer streams straight to the caller, never through a read that would mask it, so a model asked to
   repeat its prompt (`echo` does) would otherwise hand them a colleague's PII.
@@ -27,6 +29,7 @@ from typing import Any
 
 import asyncpg
 
+from threadline.audit import reads
 from threadline.auth.principal import Principal
 from threadline.conversations.access import Access, access_level, require_writable
 from threadline.db import Database
@@ -113,6 +116,8 @@ async def open_session(
             param="messages",
         )
     prompt = [*instructions, *kept, *rest]
+    if branch and conversation["viewer_role"] is None:
+        await reads.record_read(db, principal, conversation["id"], reads.via_role(principal))
     leaf_id = branch[-1]["id"] if branch else None
     return Session(conversation, leaf_id, drafts, prompt, fixed + sum(tokens(m) for m in kept))
 
