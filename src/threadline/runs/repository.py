@@ -262,6 +262,55 @@ async def set_status(
 
 # Tenants a claim may find full (a concurrent claim took their last place) before it gives up until the next wake.
 CLAIM_ATTEMPTS = 8
+# Tenants a claim considers (the best placed), and queued runs of each (its oldest) it may try to lock.
+CLAIM_CANDIDATES = 16
+
+# The run a claim prefers: of the tenants with queued runs in the queue, not full, the one with the fewest runs
+# executing (IN_PROGRESS, CANCELLING: literal, so the partial index `run_executing` serves), its oldest queued run
+# first. The tenants are found by a skip scan of `run_claim_tenant` (one index probe a tenant, however long its
+# backlog) and each one's oldest run by one more; then the oldest CLAIM_CANDIDATES runs of the CLAIM_CANDIDATES best
+# placed tenants are the candidates (read by primary key), and the first no other claim holds is locked (claims
+# racing for one tenant take its next runs, as the FIFO claim did). The statement's cost follows the number of tenants waiting, not of queued
+# runs: sorting every queued run on each claim cost 274 ms with 200,000 queued.
+_CLAIM_CANDIDATE = f"""
+    WITH RECURSIVE tenants AS (
+        (SELECT r.tenant_id FROM run r WHERE r.queue = $1 AND r.status = 'QUEUED' ORDER BY r.tenant_id LIMIT 1)
+        UNION ALL
+        SELECT (SELECT r.tenant_id FROM run r
+                WHERE r.queue = $1 AND r.status = 'QUEUED' AND r.tenant_id > t.tenant_id
+                ORDER BY r.tenant_id LIMIT 1)
+        FROM tenants t WHERE t.tenant_id IS NOT NULL
+    ),
+    executing AS (
+        SELECT tenant_id, count(*) AS n FROM run WHERE status IN ('IN_PROGRESS', 'CANCELLING') GROUP BY tenant_id
+    ),
+    placed AS (
+        SELECT t.tenant_id, coalesce(e.n, 0) AS n, o.created_at, o.id
+        FROM tenants t
+        LEFT JOIN executing e ON e.tenant_id = t.tenant_id
+        CROSS JOIN LATERAL (
+            SELECT r.created_at, r.id FROM run r
+            WHERE r.queue = $1 AND r.status = 'QUEUED' AND r.tenant_id = t.tenant_id
+            ORDER BY r.created_at, r.id LIMIT 1
+        ) o
+        WHERE t.tenant_id IS NOT NULL AND t.tenant_id <> ALL($4::uuid[])
+          AND ($3::int IS NULL OR coalesce(e.n, 0) < $3)
+          AND NOT ($2 AND EXISTS (SELECT 1 FROM data_key k WHERE k.tenant_id = t.tenant_id))
+        ORDER BY 2, 3, 4
+        LIMIT {CLAIM_CANDIDATES}
+    ),
+    candidates AS MATERIALIZED (
+        SELECT p.tenant_id, p.n, c.created_at, c.id
+        FROM placed p CROSS JOIN LATERAL (
+            SELECT r.created_at, r.id FROM run r
+            WHERE r.queue = $1 AND r.status = 'QUEUED' AND r.tenant_id = p.tenant_id
+            ORDER BY r.created_at, r.id LIMIT {CLAIM_CANDIDATES}
+        ) c
+    )
+    SELECT r.id, r.tenant_id FROM candidates c JOIN run r ON r.tenant_id = c.tenant_id AND r.id = c.id
+    WHERE r.id = ANY(ARRAY(SELECT id FROM candidates)) AND r.status = 'QUEUED'
+    ORDER BY c.n, c.created_at, c.id
+    LIMIT 1 FOR UPDATE OF r SKIP LOCKED"""
 
 
 async def claim_next(
@@ -286,22 +335,7 @@ async def claim_next(
     if max_per_tenant is not None:
         await db.execute("SAVEPOINT run_claim")
     for _ in range(CLAIM_ATTEMPTS):
-        candidate = await db.fetchrow(
-            """WITH executing AS (
-                   SELECT tenant_id, count(*) AS n FROM run WHERE status = ANY($4::varchar[]) GROUP BY tenant_id
-               )
-               SELECT r.id, r.tenant_id FROM run r LEFT JOIN executing e ON e.tenant_id = r.tenant_id
-               WHERE r.status = 'QUEUED' AND r.queue = $1 AND r.tenant_id <> ALL($5::uuid[])
-                 AND ($3::int IS NULL OR coalesce(e.n, 0) < $3)
-                 AND NOT ($2 AND EXISTS (SELECT 1 FROM data_key k WHERE k.tenant_id = r.tenant_id))
-               ORDER BY coalesce(e.n, 0), r.created_at, r.id
-               LIMIT 1 FOR UPDATE OF r SKIP LOCKED""",
-            queue,
-            keyless,
-            max_per_tenant,
-            _EXECUTING,
-            full,
-        )
+        candidate = await db.fetchrow(_CLAIM_CANDIDATE, queue, keyless, max_per_tenant, full)
         if candidate is None:
             return None
         if max_per_tenant is not None:
@@ -315,13 +349,12 @@ async def claim_next(
                     prompt_tokens = 0, completion_tokens = 0
                 WHERE r.tenant_id = $1 AND r.id = $2 AND r.status = 'QUEUED'
                   AND ($4::int IS NULL OR (SELECT count(*) FROM run e
-                                           WHERE e.tenant_id = $1 AND e.status = ANY($5::varchar[])) < $4)
+                                           WHERE e.tenant_id = $1 AND e.status IN ('IN_PROGRESS', 'CANCELLING')) < $4)
                 RETURNING {RUN_COLUMNS}""",
             candidate["tenant_id"],
             candidate["id"],
             worker_id,
             max_per_tenant,
-            _EXECUTING,
         )
         if claimed is not None or max_per_tenant is None:
             return claimed
