@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
+import pytest
 
 from tests.api import create_conversation, start_thread
-from tests.harness import Actor, ServerThread
+from tests.harness import Actor, ServerThread, test_settings
 
 COUNT = "query($c: ID!) { conversation(id: $c) { messageCount } }"
 PROFILE_CREATE = "mutation($i: RateLimitProfileCreateInput!) { rateLimitProfileCreate(input: $i) { id } }"
@@ -111,3 +113,46 @@ def test_an_admins_session_in_a_conversation_they_are_not_in_is_an_audited_read(
     start_thread(admin, own, "my note")
     assert complete(server, admin, own, [{"role": "user", "content": "more"}]).status_code == 200
     assert admin.client.ok(audited, {"c": own})["auditLog"]["nodes"] == []
+
+
+@pytest.fixture(scope="module")
+def one_at_a_time(dsn: str) -> Iterator[ServerThread]:
+    """A server where a user has one run (or completion) in progress at most, and `echo` speaks slowly."""
+    srv = ServerThread(
+        test_settings(dsn, migrate_on_start=False, run_max_active_per_user=1, echo_delay_seconds=0.2)
+    )
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def test_a_user_has_no_more_completions_in_progress_than_active_runs(
+    one_at_a_time: ServerThread, admin: Actor, make_user: Callable[..., Actor]
+) -> None:
+    """A completion is a run streamed to its caller, yet it was never counted as one in progress: one key could
+    hold hundreds of model streams open at once (each writing its reply as it goes, with a session). Past
+    THREADLINE_RUN_MAX_ACTIVE_PER_USER it is 429 rate_limit_exceeded, as runCreate is RATE_LIMITED; the place is
+    given back when the answer ends, also when its client leaves midway. Other users are not affected."""
+    url = f"{one_at_a_time.url}/v1/chat/completions"
+    words = " ".join(f"w{i}" for i in range(200))  # echoed a word every 0.2 s: a minute of streaming
+    long = {"model": "echo", "messages": [{"role": "user", "content": words}], "stream": True}
+    short = {"model": "echo", "messages": [{"role": "user", "content": "hi"}]}
+    caller = {"Authorization": f"Bearer {admin.api_key}"}
+    other = {"Authorization": f"Bearer {make_user(admin).api_key}"}
+    with httpx.Client(timeout=60) as http:
+        with http.stream("POST", url, json=long, headers=caller) as streaming:
+            assert streaming.status_code == 200
+            lines = streaming.iter_lines()  # held: a dropped iterator closes the response
+            assert next(lines).startswith("data: ")  # it is in progress
+            refused = http.post(url, json=short, headers=caller)
+            assert refused.status_code == 429, refused.text
+            assert refused.json()["error"]["code"] == "rate_limit_exceeded"
+            assert int(refused.headers["retry-after"]) >= 1
+            assert http.post(url, json=short, headers=other).status_code == 200
+        # The client left midway: its place comes back once the server sees it gone (its next write).
+        deadline = time.monotonic() + 30
+        while (answered := http.post(url, json=short, headers=caller)).status_code == 429:
+            assert time.monotonic() < deadline, "the place of a call whose client left never came back"
+            time.sleep(0.1)
+        assert answered.status_code == 200, answered.text
+        assert http.post(url, json=short, headers=caller).status_code == 200  # a finished call gave it back

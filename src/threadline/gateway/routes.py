@@ -1,7 +1,8 @@
 """The gateway's HTTP endpoints: `POST /v1/chat/completions`, `GET /v1/models`, `GET /v1/models/{model}`.
 
 A call is checked in this order, each refusal an OpenAI error object: credentials (401), the body (413 past
-THREADLINE_REQUEST_MAX_BYTES, 400 malformed), the model (404 model_not_found), the caller's rate-limit budgets
+THREADLINE_REQUEST_MAX_BYTES, 400 malformed), the model (404 model_not_found), the caller's calls in progress in
+this process (429 past THREADLINE_RUN_MAX_ACTIVE_PER_USER, gateway.admission), the caller's rate-limit budgets
 (429 with Retry-After; a completion draws one `requests` and one `runs`, and with a session one `mutations` per
 message of the request it stores: each is a write, as a messageReply is), the session (404, 403, 409, 400
 context_length_exceeded), then the model itself (its 4xx refusal passed on, 502 when it cannot be reached).
@@ -20,7 +21,7 @@ from typing import Any
 
 import orjson
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from threadline.auth.principal import Principal
@@ -28,6 +29,7 @@ from threadline.auth.service import authenticate
 from threadline.db.database import database_unavailable
 from threadline.errors import ThreadlineError
 from threadline.gateway import request as chat_request
+from threadline.gateway.admission import Admission, Release, ReleasingStream
 from threadline.gateway.completion import Completion
 from threadline.gateway.errors import UpstreamRefused, error_body, error_response, internal_error, unavailable
 from threadline.gateway.recorder import Recorder
@@ -52,6 +54,7 @@ class Gateway:
         self.services = services
         self._providers: dict[str, Provider] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        self.admission = Admission()  # calls in flight per user (THREADLINE_RUN_MAX_ACTIVE_PER_USER)
 
     def routes(self) -> list[Route]:
         return [
@@ -128,6 +131,18 @@ class Gateway:
         raw = await chat_request.read_body(request, settings.request_max_bytes)
         chat = chat_request.parse(raw, request.headers.get(chat_request.SESSION_HEADER))
         provider = self.providers()[provider_of(settings, chat.model)]
+        release = self.admission.admit(principal, settings.run_max_active_per_user)  # 429 past the cap
+        try:
+            return await self._answer(principal, chat, provider, release)
+        except BaseException:
+            release()
+            raise
+
+    async def _answer(
+        self, principal: Principal, chat: ChatRequest, provider: Provider, release: Release
+    ) -> Response:
+        """The model's answer to an admitted call; `release` gives its place back once it is answered."""
+        settings = self.services.settings
         budget, session = await self._budget_and_session(principal, chat)
         stream = chunks(
             provider, upstream_body(chat.body, chat.model, session.prompt if session else chat.messages)
@@ -149,11 +164,12 @@ class Gateway:
         if session is not None:
             headers["X-Threadline-Conversation-Id"] = encode_id(Kind.CONVERSATION, session.conversation["id"])
         if chat.stream:
-            response: Response = StreamingResponse(
-                relay.events(), media_type="text/event-stream", headers=headers
+            response: Response = ReleasingStream(
+                relay.events(), release, media_type="text/event-stream", headers=headers
             )
         else:
             error = await relay.drain()
+            release()
             if error is not None:
                 response = JSONResponse(
                     error_body(error[1], "server_error", error[0].lower()), status_code=502
