@@ -10,7 +10,7 @@ again gives the same document apart from ids and `metadata.exported_at`.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,9 @@ PLATFORM = "threadline"
 SCHEMA_FILE = Path(__file__).with_name("threadline-export.schema.json")
 ROLES = {"USER", "ASSISTANT", "SYSTEM", "TOOL"}
 
-_FENCE = re.compile(r"^[ \t]*```([^\n`]*)\n(.*?)^[ \t]*```[ \t]*$", re.M | re.S)
+# A fence's opening line (its info string captured) and its closing line, matched whole.
+_OPENING = re.compile(r"[ \t]*```([^\n`]*)")
+_CLOSING = re.compile(r"[ \t]*```[ \t]*")
 _EXTENSIONS = {
     "python": "py", "py": "py", "javascript": "js", "js": "js", "typescript": "ts", "ts": "ts",
     "tsx": "tsx", "jsx": "jsx", "json": "json", "bash": "sh", "sh": "sh", "shell": "sh", "zsh": "sh",
@@ -110,8 +112,8 @@ def code_files(messages: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     """
     files: list[dict[str, Any]] = []
     for message in messages:
-        for match in _FENCE.finditer(message["content"]):
-            info = match.group(1).strip().split()
+        for info_string, body in fenced_blocks(message["content"]):
+            info = info_string.strip().split()
             language, filename = "", None
             for word in info:
                 if "." in word and "/" not in word.strip("./"):
@@ -126,11 +128,38 @@ def code_files(messages: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
                 {
                     "filename": filename,
                     "language": language or None,
-                    "content": match.group(2),
+                    "content": body,
                     "message_id": message["id"],
                 }
             )
     return files
+
+
+def fenced_blocks(content: str) -> Iterator[tuple[str, str]]:
+    """(info string, text) of each fenced code block: a line of ``` and an info string, the lines up to the next
+    line of ``` alone (its text, each line with its newline), in one pass. A regular expression with a lazy body
+    looked for a closing line from every opening line: a message of 32,000 lines "```a" (160 kB) took 62 s of the
+    server's CPU to export."""
+    lines = content.split("\n")
+    starts = [0]
+    for line in lines:
+        starts.append(starts[-1] + len(line) + 1)
+    # The first closing line at or after each line (None: no more): an opening without one ends the search, as
+    # every later opening has none either.
+    closing: list[int | None] = [None] * (len(lines) + 1)
+    for n in range(len(lines) - 1, -1, -1):
+        closing[n] = n if _CLOSING.fullmatch(lines[n]) else closing[n + 1]
+    n = 0
+    while n < len(lines) - 1:  # an opening line ends with a newline
+        opening = _OPENING.fullmatch(lines[n])
+        if opening is None:
+            n += 1
+            continue
+        end = closing[n + 1]
+        if end is None:
+            return
+        yield opening.group(1), content[starts[n + 1] : starts[end]]
+        n = end + 1
 
 
 # -- reading -----------------------------------------------------------------------------------------
