@@ -295,6 +295,9 @@ class Settings:
     query_max_cost: int = 20_000
     query_max_duplicate_fields: int = 20
     query_max_fragment_spreads: int = 40
+    # Values in one request's variables as their input types read them (graphql.limits): each list item and input
+    # object field counts, a scalar (a JSON one too) is one value.
+    query_max_input_values: int = 10_000
     query_max_messages: int = 25_000
     response_max_bytes: int = 64 * 1024 * 1024
     request_max_bytes: int = 10 * 1024 * 1024
@@ -595,6 +598,7 @@ class Settings:
             query_max_fragment_spreads=_env_int(
                 "THREADLINE_QUERY_MAX_FRAGMENT_SPREADS", cls.query_max_fragment_spreads
             ),
+            query_max_input_values=_env_int("THREADLINE_QUERY_MAX_INPUT_VALUES", cls.query_max_input_values),
             query_max_messages=_env_int("THREADLINE_QUERY_MAX_MESSAGES", cls.query_max_messages),
             response_max_bytes=_env_int("THREADLINE_RESPONSE_MAX_BYTES", cls.response_max_bytes),
             request_max_bytes=_env_int("THREADLINE_REQUEST_MAX_BYTES", cls.request_max_bytes),

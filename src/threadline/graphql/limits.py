@@ -22,11 +22,17 @@ from graphql import (
     FieldNode,
     FragmentDefinitionNode,
     GraphQLError,
+    GraphQLInputObjectType,
+    GraphQLInputType,
+    GraphQLList,
+    GraphQLNonNull,
     GraphQLSchema,
     IntValueNode,
     ObjectValueNode,
     OperationDefinitionNode,
     VariableNode,
+    is_input_type,
+    type_from_ast,
     validate,
 )
 from graphql.validation import ASTValidationRule, NoSchemaIntrospectionCustomRule, ValidationContext
@@ -68,6 +74,41 @@ class _Walker(Walker):
         return None
 
 
+def _variable_values(
+    schema: GraphQLSchema, node: OperationDefinitionNode, variables: Mapping[str, Any], limit: int
+) -> int:
+    """How many values graphql-core coerces for the operation's variables before anything runs (~20 us each: 200,000
+    filter objects in 10 MB took 4.6 s): each variable, list item and input-object field (a scalar is one value, a
+    JSON one too: its content is not coerced). Counting stops once past `limit`; a value of the wrong shape counts
+    as one (coercion refuses it)."""
+    count = 0
+    stack: list[tuple[GraphQLInputType, Any]] = []
+    for definition in node.variable_definitions or ():
+        declared = type_from_ast(schema, definition.type)
+        name = definition.variable.name.value
+        if declared is not None and is_input_type(declared) and name in variables:
+            stack.append((declared, variables[name]))
+    while stack:
+        kind, value = stack.pop()
+        count += 1
+        if count > limit:
+            return count
+        if isinstance(kind, GraphQLNonNull):
+            kind = kind.of_type
+        if isinstance(kind, GraphQLList) and isinstance(value, list):
+            if count + len(value) > limit:  # each item is counted when it is taken: stop before holding them
+                return count + len(value)
+            stack.extend((kind.of_type, item) for item in value)
+        elif isinstance(kind, GraphQLInputObjectType) and isinstance(value, Mapping):
+            # Every key counts, a field's or not: coercion looks each unknown one up (with suggestions).
+            fields = kind.fields
+            if count + len(value) > limit:
+                return count + len(value)
+            count += sum(1 for key in value if key not in fields)
+            stack.extend((fields[key].type, item) for key, item in value.items() if key in fields)
+    return count
+
+
 def limit_rule(
     settings: Settings, variables: Mapping[str, Any], list_caps: Mapping[str, int]
 ) -> type[ASTValidationRule]:
@@ -77,6 +118,19 @@ def limit_rule(
         context: ValidationContext  # the rule runs with a schema
 
         def enter_operation_definition(self, node: OperationDefinitionNode, *_: Any) -> None:
+            given = _variable_values(self.context.schema, node, variables, settings.query_max_input_values)
+            if given > settings.query_max_input_values:
+                self.report_error(
+                    limit_error(
+                        "inputValues",
+                        settings.query_max_input_values,
+                        given,
+                        f"The variables hold more than {settings.query_max_input_values} values (list items and "
+                        "input fields; the limit)",
+                        [node],
+                    )
+                )
+                return  # nothing else is worth measuring: the request stops here
             root = self.context.schema.get_root_type(node.operation)
             walker = _Walker(self.context, settings, variables, list_caps)
             measure = walker.selections(root, node.selection_set)
