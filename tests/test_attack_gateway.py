@@ -156,3 +156,28 @@ def test_a_user_has_no_more_completions_in_progress_than_active_runs(
             time.sleep(0.1)
         assert answered.status_code == 200, answered.text
         assert http.post(url, json=short, headers=caller).status_code == 200  # a finished call gave it back
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status", "code", "allow"),
+    [
+        ("GET", "/v1/chat/completions", 405, "method_not_allowed", "POST"),
+        ("POST", "/v1/models", 405, "method_not_allowed", "GET"),
+        ("DELETE", "/v1/models/echo", 405, "method_not_allowed", "GET"),
+        ("POST", "/v1/responses", 404, "unknown_url", None),
+        ("POST", "/v1/completions", 404, "unknown_url", None),
+    ],
+)
+def test_other_paths_and_methods_under_v1_are_openai_error_objects(
+    server: ServerThread, admin: Actor, method: str, path: str, status: int, code: str, allow: str | None
+) -> None:
+    """Every refusal of the gateway is OpenAI's error object, which the SDKs turn into their exceptions; a path it
+    does not serve (`/v1/responses`, which newer SDKs call) or a wrong method was Starlette's plain text."""
+    response = httpx.request(
+        method, f"{server.url}{path}", json={}, headers={"Authorization": f"Bearer {admin.api_key}"}
+    )
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/json"
+    error = response.json()["error"]
+    assert (error["type"], error["code"], error["param"]) == ("invalid_request_error", code, None)
+    assert response.headers.get("allow") == allow

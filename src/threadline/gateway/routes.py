@@ -43,6 +43,7 @@ from threadline.runs.providers import Provider, ProviderError, build_providers
 log = logging.getLogger(__name__)
 
 COMPLETION_COSTS = {"requests": 1, "runs": 1}
+ANY_METHOD = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -61,7 +62,23 @@ class Gateway:
             Route("/v1/chat/completions", self.chat_completions, methods=["POST"]),
             Route("/v1/models", self.models, methods=["GET"]),
             Route("/v1/models/{model:path}", self.model, methods=["GET"]),
+            # Last: any other path or method under /v1 is answered as OpenAI would, not with Starlette's text.
+            Route("/v1/{rest:path}", self.unknown, methods=list(ANY_METHOD)),
         ]
+
+    async def unknown(self, request: Request) -> Response:
+        """404 for a path the gateway does not serve (e.g. `/v1/responses`), 405 with `Allow` for a wrong method on
+        one it does, each as OpenAI's error object (the SDKs raise NotFoundError / APIStatusError from it)."""
+        path, method = request.url.path, request.method
+        allowed = "POST" if path == "/v1/chat/completions" else "GET" if _is_models_path(path) else None
+        if allowed is None:
+            return JSONResponse(
+                error_body(f"Invalid URL ({method} {path})", "invalid_request_error", "unknown_url"), 404
+            )
+        message = f"{method} is not allowed on {path}; use {allowed}"
+        response = JSONResponse(error_body(message, "invalid_request_error", "method_not_allowed"), 405)
+        response.headers["Allow"] = allowed
+        return response
 
     def providers(self) -> dict[str, Provider]:
         if self._providers is None:
@@ -302,6 +319,10 @@ class Relay:
             yield b"data: " + orjson.dumps(body) + b"\n\n"
             return
         yield b"data: [DONE]\n\n"
+
+
+def _is_models_path(path: str) -> bool:
+    return path == "/v1/models" or (path.startswith("/v1/models/") and len(path) > len("/v1/models/"))
 
 
 def _with_budget(response: Response, budget: Budget | None) -> Response:
