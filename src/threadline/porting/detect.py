@@ -10,6 +10,7 @@ decoded value (the API's `data`), so both say the same of the same JSON.
 from __future__ import annotations
 
 import codecs
+import json
 import re
 from collections.abc import Iterable
 from typing import IO, Any
@@ -93,6 +94,18 @@ def detect_stream(stream: IO[bytes], max_bytes: int = DETECT_MAX_BYTES) -> Impor
 def _listed(keys: Iterable[Any]) -> str:
     shown = [str(k)[:_KEY_MAX_CHARS] for k in list(keys)[:8]]
     return "keys: " + ", ".join(shown) if shown else "it has no keys"
+
+
+def _unescaped(key: str) -> str:
+    """A key as JSON means it (`"\\u0075uid"` is uuid, as the decoded value the API reads has it); a key cut
+    short inside an escape stays as written (no key that long is a signature)."""
+    if "\\" not in key:
+        return key
+    try:
+        decoded = json.loads(f'"{key}"')
+    except ValueError:
+        return key
+    return decoded if isinstance(decoded, str) else key
 
 
 class _Scanner:
@@ -191,6 +204,7 @@ class _Scanner:
             if token == '"':
                 value = self._string()
                 if depth == 0 and expect_key:
+                    value = _unescaped(value)
                     found = SIGNATURES.get(value)
                     if found is not None:
                         return found

@@ -1,0 +1,34 @@
+"""Format detection of files a messy tool wrote: keys written with JSON escapes are the keys they mean, as the API's
+decoded value has them, so a file and the same JSON sent through the API are recognised alike."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.harness import Actor
+from tests.test_porting_cli import report_of, run
+
+REPORT = (
+    """mutation($i: ConversationImportInput!) { conversationImportReport(input: $i) { format imported } }"""
+)
+
+
+def test_a_signature_key_written_with_escapes_is_recognised_in_a_file_as_through_the_api(
+    admin: Actor, dsn: str, tmp_path: Path
+) -> None:
+    message = {"uuid": "m1", "sender": "human", "text": "hello", "created_at": "2025-03-01T10:00:00Z"}
+    raw = '[{"na\\u006De": "Escaped", "\\u0075uid": "claude-escaped", "chat_messages": ' + json.dumps(
+        [message]
+    )
+    path = tmp_path / "conversations.json"
+    path.write_text(raw + "}]")
+    result = run(dsn, "import", str(path), "--api-key", admin.api_key, "--quiet")
+    # Before the fix: exit 2, "no key of the first conversation is known (keys: na\\u006De, \\u0075uid, ...)".
+    assert result.returncode == 0, result.stderr
+    assert (report_of(result)["format"], report_of(result)["imported"]) == ("claude", 1)
+    through_api = admin.client.ok(REPORT, {"i": {"data": json.loads(path.read_text())}})
+    assert through_api["conversationImportReport"] == {
+        "format": "CLAUDE",
+        "imported": 0,
+    }  # the same, already in
