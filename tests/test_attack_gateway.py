@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -181,3 +182,39 @@ def test_other_paths_and_methods_under_v1_are_openai_error_objects(
     error = response.json()["error"]
     assert (error["type"], error["code"], error["param"]) == ("invalid_request_error", code, None)
     assert response.headers.get("allow") == allow
+
+
+def test_a_completion_in_progress_ends_when_its_key_is_revoked(
+    one_at_a_time: ServerThread, admin: Actor
+) -> None:
+    """Credentials are live: a socket whose key is revoked is closed at once. A completion streamed for as long as
+    the model spoke (up to THREADLINE_RUN_TIMEOUT_SECONDS) after its key was revoked; now it ends with an
+    `invalid_api_key` error event instead of `[DONE]`."""
+    made = admin.client.ok(
+        'mutation($u: ID!) { apiKeyCreate(userId: $u, name: "leaked") { secret apiKey { id } } }',
+        {"u": admin.user_id},
+    )["apiKeyCreate"]
+    words = " ".join(f"w{i}" for i in range(100))  # echoed a word every 0.2 s
+    body = {"model": "echo", "messages": [{"role": "user", "content": words}], "stream": True}
+    headers = {"Authorization": f"Bearer {made['secret']}"}
+    with httpx.Client(timeout=60) as http:
+        with http.stream(
+            "POST", f"{one_at_a_time.url}/v1/chat/completions", json=body, headers=headers
+        ) as streaming:
+            assert streaming.status_code == 200
+            lines = streaming.iter_lines()
+            assert next(lines).startswith("data: ")
+            revoked = admin.client.ok(
+                "mutation($k: ID!) { apiKeyRevoke(id: $k) { revoked } }", {"k": made["apiKey"]["id"]}
+            )
+            assert revoked == {"apiKeyRevoke": {"revoked": True}}
+            events = [line[6:] for line in lines if line.startswith("data: ")]
+    assert events[-1] != "[DONE]"
+    error = json.loads(events[-1])["error"]
+    assert (error["type"], error["code"]) == ("invalid_request_error", "invalid_api_key")
+    said = "".join(
+        c["choices"][0]["delta"].get("content") or ""
+        for c in map(json.loads, events[:-1])
+        if c.get("choices")
+    )
+    assert "w99" not in said

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Coroutine
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine
 from typing import Any
 
 import orjson
@@ -27,7 +27,7 @@ from starlette.routing import Route
 from threadline.auth.principal import Principal
 from threadline.auth.service import authenticate
 from threadline.db.database import database_unavailable
-from threadline.errors import ThreadlineError
+from threadline.errors import ErrorCode, ThreadlineError
 from threadline.gateway import request as chat_request
 from threadline.gateway.admission import Admission, Release, ReleasingStream
 from threadline.gateway.completion import Completion
@@ -43,6 +43,8 @@ from threadline.runs.providers import Provider, ProviderError, build_providers
 log = logging.getLogger(__name__)
 
 COMPLETION_COSTS = {"requests": 1, "runs": 1}
+RECHECK_SECONDS = 1.0  # how often a call in progress authenticates its caller again
+REVOKED = "CREDENTIALS_REVOKED"  # the ProviderError code that ends a call whose credentials stopped holding
 ANY_METHOD = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
@@ -150,15 +152,21 @@ class Gateway:
         provider = self.providers()[provider_of(settings, chat.model)]
         release = self.admission.admit(principal, settings.run_max_active_per_user)  # 429 past the cap
         try:
-            return await self._answer(principal, chat, provider, release)
+            return await self._answer(principal, chat, provider, release, lambda: self._principal(request))
         except BaseException:
             release()
             raise
 
     async def _answer(
-        self, principal: Principal, chat: ChatRequest, provider: Provider, release: Release
+        self,
+        principal: Principal,
+        chat: ChatRequest,
+        provider: Provider,
+        release: Release,
+        recheck: Callable[[], Awaitable[Principal]],
     ) -> Response:
-        """The model's answer to an admitted call; `release` gives its place back once it is answered."""
+        """The model's answer to an admitted call; `release` gives its place back once it is answered, `recheck`
+        authenticates its caller again (Relay)."""
         settings = self.services.settings
         budget, session = await self._budget_and_session(principal, chat)
         stream = chunks(
@@ -176,7 +184,7 @@ class Gateway:
             recorder = Recorder(self.services.db, settings, principal, session, chat.model)
             if not chat.stream:
                 recorder.start()
-        relay = Relay(self, stream, first, recorder, chat.include_usage)
+        relay = Relay(self, stream, first, recorder, chat.include_usage, recheck)
         headers = dict(SSE_HEADERS)
         if session is not None:
             headers["X-Threadline-Conversation-Id"] = encode_id(Kind.CONVERSATION, session.conversation["id"])
@@ -188,9 +196,7 @@ class Gateway:
             error = await relay.drain()
             release()
             if error is not None:
-                response = JSONResponse(
-                    error_body(error[1], "server_error", error[0].lower()), status_code=502
-                )
+                response = JSONResponse(_stream_error(error), status_code=401 if error[0] == REVOKED else 502)
             else:
                 response = JSONResponse(relay.completion.response(chat.model))
             for name in ("X-Threadline-Conversation-Id",):
@@ -232,12 +238,14 @@ class Relay:
         first: Batch,
         recorder: Recorder | None,
         include_usage: bool,
+        recheck: Callable[[], Awaitable[Principal]] | None = None,
     ) -> None:
         self.gateway = gateway
         self.stream = stream
         self.first = first
         self.recorder = recorder
         self.include_usage = include_usage
+        self.recheck = recheck
         self.completion = Completion()
         self.error: tuple[str, str] | None = None
 
@@ -245,7 +253,9 @@ class Relay:
         """The model's chunks, within THREADLINE_RUN_TIMEOUT_SECONDS of the first, as a run is bounded: a model
         that hangs ends the call with a TIMEOUT error instead of holding it (and its stored reply) open."""
         timeout = self.gateway.services.settings.run_timeout_seconds
-        deadline = asyncio.get_running_loop().time() + timeout
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        check_at = loop.time() + RECHECK_SECONDS
         yield self.first
         while True:
             try:
@@ -257,7 +267,24 @@ class Relay:
                 raise ProviderError(
                     "TIMEOUT", f"The model did not finish within {timeout:g} seconds"
                 ) from None
+            if self.recheck is not None and loop.time() >= check_at:
+                check_at = loop.time() + RECHECK_SECONDS
+                await self._still_authenticated(self.recheck)
             yield batch
+
+    async def _still_authenticated(self, recheck: Callable[[], Awaitable[Principal]]) -> None:
+        """Credentials are live (ARCHITECTURE.md, Trust): a call whose key is revoked (or whose user is erased, or
+        whose token expires) mid-answer stops within RECHECK_SECONDS, as a socket is closed, instead of streaming
+        the model's answer for up to THREADLINE_RUN_TIMEOUT_SECONDS. The credential cache (emptied everywhere by
+        `principal.changed`) makes the check a lookup in memory, not a statement, for most of them."""
+        try:
+            await recheck()
+        except ThreadlineError as exc:
+            if exc.code is ErrorCode.UNAUTHENTICATED:
+                raise ProviderError(
+                    REVOKED, f"The call's credentials no longer hold: {exc.message}"
+                ) from None
+            raise
 
     def _take(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
         """Record the chunk; the chunk as the client gets it (None: not for this client)."""
@@ -315,10 +342,18 @@ class Relay:
         if ending is not None:
             await ending  # the reply is final before the client reads [DONE]
         if self.error is not None:
-            body = error_body(self.error[1], "server_error", self.error[0].lower())
+            body = _stream_error(self.error)
             yield b"data: " + orjson.dumps(body) + b"\n\n"
             return
         yield b"data: [DONE]\n\n"
+
+
+def _stream_error(error: tuple[str, str]) -> dict[str, Any]:
+    """The error object of a call that failed midway: the model's failure, or its caller's credentials revoked."""
+    code, message = error
+    if code == REVOKED:
+        return error_body(message, "invalid_request_error", "invalid_api_key")
+    return error_body(message, "server_error", code.lower())
 
 
 def _is_models_path(path: str) -> bool:
