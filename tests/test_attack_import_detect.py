@@ -18,13 +18,13 @@ def test_a_signature_key_written_with_escapes_is_recognised_in_a_file_as_through
     admin: Actor, dsn: str, tmp_path: Path
 ) -> None:
     message = {"uuid": "m1", "sender": "human", "text": "hello", "created_at": "2025-03-01T10:00:00Z"}
-    raw = '[{"na\\u006De": "Escaped", "\\u0075uid": "claude-escaped", "chat_messages": ' + json.dumps(
+    raw = '[{"na\\u006De": "Escaped", "\\u0075uid": "claude-escaped", "\\u0063hat_messages": ' + json.dumps(
         [message]
     )
     path = tmp_path / "conversations.json"
     path.write_text(raw + "}]")
     result = run(dsn, "import", str(path), "--api-key", admin.api_key, "--quiet")
-    # Before the fix: exit 2, "no key of the first conversation is known (keys: na\\u006De, \\u0075uid, ...)".
+    # Before the fix (every key naming the format escaped): exit 2, "no key of the first conversation is known".
     assert result.returncode == 0, result.stderr
     assert (report_of(result)["format"], report_of(result)["imported"]) == ("claude", 1)
     through_api = admin.client.ok(REPORT, {"i": {"data": json.loads(path.read_text())}})
