@@ -41,3 +41,19 @@ def test_a_details_tag_holding_a_megabyte_name_without_a_value_is_read_at_once(a
         {"__typename": "ReasoningPart", "text": "thought"},
         {"__typename": "TextPart", "text": "answer"},
     ]
+
+
+def test_a_tool_result_nested_past_the_json_decoders_recursion_is_kept_as_its_text(admin: Actor) -> None:
+    nested = "[" * 100_000  # in an attribute: text to the API, whatever it nests
+    content = (
+        f'<details type="tool_calls" done="true" id="c1" name="probe" arguments="{{}}" result="{nested}">'
+        + ("</details>\nafter")
+    )
+    r = admin.client.ok(REPORT, {"i": {"format": "OPENWEBUI", "data": [chat("owu-nested", content)]}})
+    # Before the fix: "could not be read: RecursionError: maximum recursion depth exceeded ...", the chat refused.
+    assert (r["conversationImportReport"]["imported"], r["conversationImportReport"]["failed"]) == (1, 0)
+    (conversation,) = r["conversationImportReport"]["conversations"]
+    node = admin.client.ok(MESSAGES, {"c": conversation["id"]})["conversation"]["messages"]["edges"][0][
+        "node"
+    ]
+    assert [p["__typename"] for p in node["parts"]] == ["ToolCallPart", "ToolResultPart", "TextPart"]

@@ -282,7 +282,7 @@ def _result(raw: str) -> str:
     value = html.unescape(raw)
     try:
         decoded = json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):  # nested past the decoder's recursion: kept as the text it is
         return value
     return decoded if isinstance(decoded, str) else json.dumps(decoded)
 
