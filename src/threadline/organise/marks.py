@@ -10,12 +10,12 @@ import asyncpg
 
 from threadline.auth.principal import Principal
 from threadline.conversations.access import Access, require
-from threadline.db import Database, Executor
+from threadline.db import Database
 from threadline.errors import bad_input, not_found
 from threadline.organise import mark_repository as mark_repo
 from threadline.organise import repository as repo
 from threadline.settings import Settings
-from threadline.threads import repository as threads
+from threadline.threads.service import readable_message
 
 
 async def pin(
@@ -63,16 +63,6 @@ async def unpin(db: Database, principal: Principal, conversation_id: uuid.UUID) 
     return conversation
 
 
-async def _readable_message(db: Executor, principal: Principal, message_id: uuid.UUID) -> asyncpg.Record:
-    """The message if the caller may read it: "Message not found" alike for an unknown id and for a message of a
-    conversation the caller may not read (which must not be told apart: the id exists)."""
-    row = await threads.message(db, principal.tenant_id, message_id)
-    if row is None:
-        raise not_found("Message")
-    await require(db, principal, row["conversation_id"], Access.READ, asked_for="Message")
-    return row
-
-
 async def bookmark(
     db: Database, settings: Settings, principal: Principal, message_id: uuid.UUID, note: str | None
 ) -> asyncpg.Record:
@@ -86,7 +76,7 @@ async def bookmark(
             limit=settings.bookmark_note_max_chars,
         )
     async with db.transaction() as tx:
-        message = await _readable_message(tx, principal, message_id)
+        message = await readable_message(tx, principal, message_id)
         await repo.lock_user(tx, principal.tenant_id, principal.user_id)
         if not await mark_repo.bookmark_exists(tx, principal.tenant_id, principal.user_id, message_id):
             # Those in conversations the user may still read: the others no longer show, nor can they be
@@ -104,7 +94,7 @@ async def bookmark(
 
 async def unbookmark(db: Database, principal: Principal, message_id: uuid.UUID) -> bool:
     async with db.transaction() as tx:
-        await _readable_message(tx, principal, message_id)
+        await readable_message(tx, principal, message_id)
         if not await mark_repo.delete_bookmark(tx, principal.tenant_id, principal.user_id, message_id):
             raise not_found("Bookmark")
     return True

@@ -353,7 +353,8 @@ async def _own_message(
     row = await repo.message(tx, principal.tenant_id, message_id, lock=True)
     if row is None:
         raise not_found("Message")
-    conversation = await require(tx, principal, row["conversation_id"], Access.READ)
+    # A message of a conversation the caller may not read is as unknown as one that does not exist.
+    conversation = await require(tx, principal, row["conversation_id"], Access.READ, asked_for="Message")
     return row, conversation
 
 
@@ -424,7 +425,7 @@ async def readable_message(db: Executor, principal: Principal, message_id: uuid.
     row = await repo.message(db, principal.tenant_id, message_id)
     if row is None:
         raise not_found("Message")
-    await require(db, principal, row["conversation_id"], Access.READ)
+    await require(db, principal, row["conversation_id"], Access.READ, asked_for="Message")
     return row
 
 
