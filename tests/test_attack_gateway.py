@@ -9,8 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 
 from tests.api import create_conversation, start_thread
+from tests.gateway_fake import FakeUpstream
 from tests.harness import Actor, ServerThread, test_settings
 
 COUNT = "query($c: ID!) { conversation(id: $c) { messageCount } }"
@@ -218,3 +221,58 @@ def test_a_completion_in_progress_ends_when_its_key_is_revoked(
         if c.get("choices")
     )
     assert "w99" not in said
+
+
+class OperatorsUpstream(FakeUpstream):
+    """An upstream whose refusals speak of the operator's account, as OpenAI's do: a 429 names the organisation
+    and what every tenant together used of its quota, a 403 the project."""
+
+    async def complete(self, request: Request) -> Response:
+        body = json.loads(await request.body())
+        messages = {
+            "fake-429": (
+                429,
+                "Rate limit reached for gpt-4o in organization org-OPERATOR on tokens per min: Used 29000",
+            ),
+            "fake-403": (403, "Project proj_OPERATOR does not have access to model gpt-4o"),
+        }
+        status, message = messages[body["model"]]
+        error = {"message": message, "type": "requests", "param": None, "code": "rate_limit_exceeded"}
+        return JSONResponse({"error": error}, status_code=status)
+
+
+@pytest.fixture(scope="module")
+def behind_operator(dsn: str) -> Iterator[ServerThread]:
+    upstream = OperatorsUpstream()
+    upstream.start()
+    srv = ServerThread(
+        test_settings(
+            dsn,
+            migrate_on_start=False,
+            openai_base_url=upstream.base_url,
+            openai_api_key="sk-operator",
+            openai_models=("fake-429", "fake-403"),
+        )
+    )
+    srv.start()
+    yield srv
+    srv.stop()
+    upstream.stop()
+
+
+@pytest.mark.parametrize(("model", "status"), [("fake-429", 429), ("fake-403", 502)])
+def test_the_upstreams_refusals_about_the_operators_account_are_not_passed_on(
+    behind_operator: ServerThread, admin: Actor, model: str, status: int
+) -> None:
+    """The upstream's 4xx refusals of the request are passed on; those about the operator's own account (its
+    organisation, project, and the quota every tenant shares, with what all of them used) are the operator's
+    business, as its 401 already was: a 429 stays a 429 (the SDKs retry it), a 403 is a 502, neither with its text."""
+    response = httpx.post(
+        f"{behind_operator.url}/v1/chat/completions",
+        json={"model": model, "messages": [{"role": "user", "content": "hi"}]},
+        headers={"Authorization": f"Bearer {admin.api_key}"},
+        timeout=30,
+    )
+    assert response.status_code == status, response.text
+    assert "OPERATOR" not in response.text and "29000" not in response.text
+    assert set(response.json()["error"]) == {"message", "type", "param", "code"}

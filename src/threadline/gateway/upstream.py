@@ -27,7 +27,12 @@ from threadline.runs.providers.openai import OpenAIProvider
 from threadline.settings import Settings
 
 ERROR_BODY_MAX_BYTES = 64 * 1024
-LINE_MAX_BYTES = 16 * 1024 * 1024  # one event of a stream; beyond it the stream is not a chat completion
+LINE_MAX_BYTES = 16 * 1024 * 1024
+# Upstream refusals about the operator's account (its key, its organisation's or project's permissions), not about
+# the request: never passed on (their text names the operator's organisation, project or key).
+OPERATORS_STATUSES = frozenset(
+    {401, 403}
+)  # one event of a stream; beyond it the stream is not a chat completion
 
 
 def provider_of(settings: Settings, model: str) -> str:
@@ -156,9 +161,25 @@ async def _refusal(response: httpx.Response) -> UpstreamRefused:
             error = value["error"]
     except orjson.JSONDecodeError:
         pass
-    if response.status_code // 100 == 4 and response.status_code != 401 and error is not None:
+    if response.status_code == 429:
+        # The operator's quota, shared by every tenant: OpenAI's text names the organisation and what all of them
+        # used. Still a 429, which the SDKs retry.
+        return UpstreamRefused(
+            429,
+            {
+                "message": "The model's provider is rate limiting this server; retry later",
+                "type": "rate_limit_error",
+                "param": None,
+                "code": "upstream_rate_limited",
+            },
+        )
+    if (
+        response.status_code // 100 == 4
+        and response.status_code not in OPERATORS_STATUSES
+        and error is not None
+    ):
         return UpstreamRefused(response.status_code, error)
-    # The endpoint's own credentials or failures are the operator's business, not the caller's.
+    # The endpoint's own credentials, permissions or failures are the operator's business, not the caller's.
     return UpstreamRefused(
         502,
         {
