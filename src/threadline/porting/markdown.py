@@ -82,7 +82,8 @@ def _message(
     role = ROLES.get(row["role"], row["role"].title())
     parts = [f"{role} ({_line(author)})" if author else role]
     if row["model"]:
-        parts.append(row["model"])
+        # An imported model name may hold newlines: the heading stays one line.
+        parts.append(_line(row["model"]))
     parts.append(_when(row["created_at"]))
     if row["edited_at"] is not None and row["deleted_at"] is None:
         parts.append("edited")
@@ -117,7 +118,7 @@ def render(
     if conversation["tags"]:
         facts.append("- **Tags:** " + ", ".join(conversation["tags"]))
     if conversation["model"]:
-        facts.append(f"- **Model:** {conversation['model']}")
+        facts.append(f"- **Model:** {_line(conversation['model'])}")
     shown = "every branch of each thread" if all_branches else "the current branch of each thread"
     facts.append(f"- **Exported:** {_when(exported_at)}, showing {shown}")
     out += [*facts, ""]
