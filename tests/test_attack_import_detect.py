@@ -32,3 +32,20 @@ def test_a_signature_key_written_with_escapes_is_recognised_in_a_file_as_through
         "format": "CLAUDE",
         "imported": 0,
     }  # the same, already in
+
+
+def test_a_utf16_file_is_refused_saying_it_is_not_utf8(admin: Actor, dsn: str, tmp_path: Path) -> None:
+    message = {"uuid": "m1", "sender": "human", "text": "hello"}
+    path = tmp_path / "conversations.json"
+    path.write_bytes(json.dumps([{"uuid": "claude-utf16", "chat_messages": [message]}]).encode("utf-16"))
+    result = run(dsn, "import", str(path), "--api-key", admin.api_key, "--quiet")
+    assert result.returncode == 2
+    # Before the fix: "the file is not a JSON object or array", of a file that is one.
+    assert (
+        result.stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            f"threadline: {path}: cannot tell the export format: the file is UTF-16 or UTF-32 text, and exports are "
+            "read as UTF-8: save it as UTF-8;"
+        )
+    )

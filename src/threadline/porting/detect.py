@@ -52,6 +52,8 @@ _CHUNK = 64 * 1024
 _KEY_MAX_CHARS = 64  # longer keys are no signature: not kept while scanning
 _TOKEN = re.compile(r'["{}\[\],:]')
 _FORMATS = ", ".join(f.value for f in ImportFormat)
+# Byte order marks of the encodings JSON text may not be in (RFC 8259: UTF-8); UTF-32's first, as they begin alike.
+_WIDE_BOMS = (codecs.BOM_UTF32_LE, codecs.BOM_UTF32_BE, codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
 
 
 class UnknownFormat(ValueError):
@@ -126,6 +128,11 @@ class _Scanner:
         if self._read >= self._max:
             raise _unknown(f"no known key in the first {self._max} bytes")
         data = self._stream.read(min(_CHUNK, self._max - self._read))
+        if self._read == 0 and (data.startswith(_WIDE_BOMS) or b"\x00" in data[:4]):
+            # Decoded as UTF-8 it was "not a JSON object or array", and the import "invalid UTF-8 at byte 0".
+            raise _unknown(
+                "the file is UTF-16 or UTF-32 text, and exports are read as UTF-8: save it as UTF-8"
+            )
         self._read += len(data)
         if not data:
             self._eof = True
