@@ -276,3 +276,31 @@ def test_the_upstreams_refusals_about_the_operators_account_are_not_passed_on(
     assert response.status_code == status, response.text
     assert "OPERATOR" not in response.text and "29000" not in response.text
     assert set(response.json()["error"]) == {"message", "type", "param", "code"}
+
+
+def test_each_choice_asked_for_draws_from_the_runs_budget(
+    server: ServerThread, admin: Actor, make_user: Callable[..., Actor]
+) -> None:
+    """`n` asks the model for that many answers (OpenAI bills each, up to 128): a call drew one `runs` token
+    whatever its `n`, so one token bought 128 completions on the operator's account."""
+    member = make_user(admin)
+    profile = admin.client.ok(
+        PROFILE_CREATE, {"i": {"name": "three runs", "windowSeconds": 86_400, "runsPerWindow": 3}}
+    )["rateLimitProfileCreate"]["id"]
+    admin.client.ok(PROFILE_ASSIGN, {"u": member.user_id, "p": profile})
+
+    def ask(n: object) -> httpx.Response:
+        return httpx.post(
+            f"{server.url}/v1/chat/completions",
+            json={"model": "echo", "messages": [{"role": "user", "content": "hi"}], "n": n},
+            headers={"Authorization": f"Bearer {member.api_key}"},
+            timeout=30,
+        )
+
+    for bad in (0, 129, "2", 1.5, True):
+        refused = ask(bad)
+        assert refused.status_code == 400, refused.text
+        assert refused.json()["error"]["param"] == "n"
+    assert ask(4).status_code == 429
+    assert ask(3).status_code == 200
+    assert ask(None).status_code == 429  # n defaults to 1

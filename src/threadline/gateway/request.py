@@ -19,6 +19,7 @@ from threadline.graphql import request_json
 SESSION_HEADER = "x-threadline-session"
 SESSION_MAX_CHARS = 255
 MODEL_MAX_CHARS = 128
+CHOICES_MAX = 128  # `n`: OpenAI's own bound
 ROLES = frozenset({"system", "developer", "user", "assistant", "tool", "function"})
 # Fields of the body that are the gateway's, not the model's.
 OWN_FIELDS = frozenset({"session_id"})
@@ -32,6 +33,7 @@ class ChatRequest:
     stream: bool
     include_usage: bool
     session_id: str | None
+    choices: int = 1  # `n`: completions the model is asked for (each drawn from the `runs` budget)
 
 
 class BodyTooLarge(Exception):
@@ -93,6 +95,11 @@ def parse(raw: bytes, session_header: str | None) -> ChatRequest:
         raise bad_input("`stream_options` must be an object", param="stream_options")
     if value.get("tools") is not None and not isinstance(value["tools"], list):
         raise bad_input("`tools` must be an array", param="tools")
+    choices = value.get("n")
+    if choices is None:
+        choices = 1
+    if not isinstance(choices, int) or isinstance(choices, bool) or not 1 <= choices <= CHOICES_MAX:
+        raise bad_input(f"`n` must be an integer from 1 to {CHOICES_MAX}", param="n")
     session = _session(value.get("session_id"), session_header)
     return ChatRequest(
         body={k: v for k, v in value.items() if k not in OWN_FIELDS},
@@ -101,6 +108,7 @@ def parse(raw: bytes, session_header: str | None) -> ChatRequest:
         stream=stream,
         include_usage=bool(options and options.get("include_usage")),
         session_id=session,
+        choices=choices,
     )
 
 

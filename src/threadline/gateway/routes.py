@@ -3,7 +3,7 @@
 A call is checked in this order, each refusal an OpenAI error object: credentials (401), the body (413 past
 THREADLINE_REQUEST_MAX_BYTES, 400 malformed), the model (404 model_not_found), the caller's calls in progress in
 this process (429 past THREADLINE_RUN_MAX_ACTIVE_PER_USER, gateway.admission), the caller's rate-limit budgets
-(429 with Retry-After; a completion draws one `requests` and one `runs`, and with a session one `mutations` per
+(429 with Retry-After; a completion draws one `requests` and one `runs` per choice asked for (`n`), and with a session one `mutations` per
 message of the request it stores: each is a write, as a messageReply is), the session (404, 403, 409, 400
 context_length_exceeded), then the model itself (its 4xx refusal passed on, 502 when it cannot be reached).
 Only then is anything stored, so a refused call leaves nothing behind. A stream that breaks midway ends with an
@@ -213,6 +213,7 @@ class Gateway:
         also draws a `mutations` token per message it would store: one call could otherwise write hundreds of
         replies (each deeper than the last, so ever slower) for a single `requests` token."""
         costs = dict(COMPLETION_COSTS)
+        costs["runs"] = chat.choices  # `n` answers are n runs' worth of the model (OpenAI bills each)
         if chat.session_id:
             costs["mutations"] = stored_count(chat)
         spending = asyncio.ensure_future(self._spend(principal, costs))
