@@ -223,6 +223,40 @@ def test_a_fork_bigger_than_the_configured_cap_is_refused_with_the_limit(admin: 
     assert admin.client.ok("{ conversations { totalCount } }")["conversations"]["totalCount"] == 2
 
 
+def test_a_fork_is_priced_by_the_messages_it_copies(admin: Actor, make_user: Any, dsn: str) -> None:
+    """One `mutations` unit per started THREADLINE_IMPORT_ITEMS_PER_MUTATION messages copied, drawn before anything
+    is copied: a reader could copy the largest thread the fork cap allows once per mutation."""
+    source = create_conversation(admin, "priced")
+    ids = build(admin, source)
+    reader = make_user(admin)
+    join(admin, reader, source)
+    settings = {"THREADLINE_RATE_LIMIT_MUTATIONS": "6", "THREADLINE_IMPORT_ITEMS_PER_MUTATION": "1"}
+    with serve_process(dsn, THREADLINE_RUN_WORKERS="0", **settings) as url:
+        client = Client(url, reader.api_key)
+        try:
+            # The whole thread (9 messages) costs 9 units of the 6 (429, as every refusal of a budget); accepting
+            # the invitation drew one.
+            error = _limited(client, {"m": ids["a1"], "mode": "THREAD"})
+            assert (error["extensions"]["code"], error["extensions"]["budget"]) == (
+                "RATE_LIMITED",
+                "mutations",
+            )
+            # Nothing was copied; the path to a1 (3 messages) costs 3 and is forked.
+            assert fork(client, ids["a1"], "PATH_ONLY")["messageCount"] == 3
+            error = _limited(client, {"m": ids["a1"], "mode": "PATH_ONLY"})  # 3 more: past the 6
+            assert error["extensions"]["code"] == "RATE_LIMITED", error
+        finally:
+            client.close()
+    assert reader.client.ok("{ conversations { totalCount } }")["conversations"]["totalCount"] == 2
+
+
+def _limited(client: Client, variables: dict[str, Any]) -> dict[str, Any]:
+    response = client.http.post("/graphql", json={"query": FORK, "variables": variables})
+    assert response.status_code == 429, response.text
+    (error,) = response.json()["errors"]
+    return dict(error)
+
+
 def test_fork_ids_are_new_and_the_fork_is_owned_by_the_caller(admin: Actor, make_user: Any) -> None:
     member = make_user(admin)
     source = create_conversation(admin, "source")

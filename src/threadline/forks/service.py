@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import uuid
 
 import asyncpg
@@ -15,6 +16,7 @@ from threadline.errors import bad_input, not_found
 from threadline.events.announce import publish_conversation_forked
 from threadline.events.payloads import ConversationForked
 from threadline.forks import repository as repo
+from threadline.ratelimits import service as ratelimits
 from threadline.settings import Settings
 from threadline.threads import branch_repository as branches
 from threadline.threads import repository as threads
@@ -55,6 +57,11 @@ async def fork(
                 argument="mode",
                 limit=cap,
             )
+        # Priced by its size, as an import is (one `mutations` unit per started THREADLINE_IMPORT_ITEMS_PER_MUTATION
+        # messages copied), before anything is copied: one mutation could otherwise copy 50,000 messages again and
+        # again. Drawn outside this transaction (the budget's row is not held while the rows are copied).
+        per_unit = max(settings.import_items_per_mutation, 1)
+        await ratelimits.spend_by_size(db, settings, principal, "mutations", math.ceil(size / per_unit) - 1)
         row = await conversations.insert_conversation(
             tx,
             principal.tenant_id,
