@@ -285,7 +285,9 @@ class Relay:
                 raise ProviderError(
                     REVOKED, f"The call's credentials no longer hold: {exc.message}"
                 ) from None
-            raise
+            log.warning("gateway: a call's credentials could not be checked again (%s)", exc.code)
+        except Exception as exc:  # noqa: BLE001 - a database blip must not cut answers short: checked again later
+            log.warning("gateway: a call's credentials could not be checked again (%s)", type(exc).__name__)
 
     def _take(self, chunk: dict[str, Any]) -> dict[str, Any] | None:
         """Record the chunk; the chunk as the client gets it (None: not for this client)."""
