@@ -28,7 +28,7 @@ from threadline.auth.principal import Principal, Role
 from threadline.conversations import access_rule
 from threadline.conversations.access import Access, require
 from threadline.db import Database, Executor
-from threadline.errors import bad_input, not_found
+from threadline.errors import ErrorCode, ThreadlineError, bad_input, not_found
 from threadline.ids import Kind, encode_id
 from threadline.privacy.reading import anonymous_reader
 from threadline.privacy.repository import tenant_policy
@@ -131,7 +131,9 @@ async def readable_link(db: Executor, principal: Principal, link_id: uuid.UUID) 
     if row["created_by"] != principal.user_id:
         try:
             await require(db, principal, row["conversation_id"], Access.MANAGE)
-        except Exception as exc:
+        except ThreadlineError as exc:
+            if exc.code not in (ErrorCode.NOT_FOUND, ErrorCode.FORBIDDEN):
+                raise  # a database outage is UNAVAILABLE, not a missing link
             raise not_found("ShareLink") from exc
     return row
 
