@@ -19,6 +19,7 @@ import asyncpg
 import httpx
 import pytest
 
+from tests.api import create_conversation, start_thread
 from tests.harness import TEST_JWT_SECRET, Actor, Loop, ServerThread, serve_process, test_settings
 from tests.ws import WsClient
 
@@ -352,3 +353,23 @@ def test_trusted_mode_holds_on_websockets_too(
         assert ws_result(client, query)["data"]["viewer"]["id"] == admin.user_id
     finally:
         client.close()
+
+
+def test_a_bare_word_a_json_argument_reads_as_text_is_content_and_not_kept(
+    admin: Actor, server: ServerThread, loop: Loop, dsn: str
+) -> None:
+    """A JSON argument reads `{note: zqsecretwordxq}` as the string "zqsecretwordxq": caller content, as an inline
+    string is, which deletes and erasure do not reach in the shared table. An enum value where an enum is expected
+    stays plain."""
+    root = start_thread(admin, create_conversation(admin), "noted")
+    word = f"zq{uuid.uuid4().hex[:12]}"
+    worded = f"mutation($i: ID!) {{ messageMetadataSet(id: $i, metadata: {{note: {word}}}) {{ id }} }}"
+    plain = "mutation($m: ID!) { messageFeedbackSet(messageId: $m, rating: UP) { id } }"
+    for query, variables in ((worded, {"i": root}), (plain, {"m": root})):
+        response = post(
+            server.url, admin, {"query": query, "variables": variables, "extensions": apq(sha(query))}
+        )
+        assert "errors" not in response.json(), response.json()  # each runs
+    kept = stored(loop, dsn)
+    assert sha(worded) not in kept
+    assert sha(plain) in kept

@@ -29,6 +29,10 @@ PRIVATE_READS = {
         "_schema",
     ): "strawberry keeps the GraphQLSchema its validation runs on in Schema._schema",
     (
+        "graphql/persisted.py",
+        "_schema",
+    ): "strawberry's GraphQLSchema, for the types of a document's literals (caller content is not kept), as limits.py",
+    (
         "graphql/budget.py",
         "_raw_info",
     ): "graphql-core's resolve info (field nodes, fragments) behind strawberry's Info",

@@ -5,8 +5,9 @@ APQ (Apollo's and urql's persisted-query links): a request carries `extensions.p
 answers `PersistedQueryNotFound` (code PERSISTED_QUERY_NOT_FOUND, HTTP 200 as Apollo Server and its clients
 expect) and the client sends the hash with the query text; the server checks sha256(text) == H, runs it and
 keeps it (database table `persisted_document`, shared by every process, with an in-process LRU in front).
-Only authenticated callers register, only documents that validate and hold no inline string (caller
-content, which deletes and erasure could not reach here: strings go in variables), only up to
+Only authenticated callers register, only documents that validate and hold no inline string nor a bare word,
+number or boolean a JSON argument would read (caller content, which deletes and erasure could not reach here:
+it goes in variables), only up to
 THREADLINE_PERSISTED_DOCUMENT_MAX_BYTES each and THREADLINE_PERSISTED_DOCUMENTS_MAX in all (least recently
 used evicted): a document is addressed by its own hash, so nobody can make another text run under it.
 
@@ -35,7 +36,22 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from graphql import BREAK, DocumentNode, GraphQLError, StringValueNode, Visitor, parse, visit
+from graphql import (
+    BREAK,
+    DocumentNode,
+    GraphQLError,
+    GraphQLSchema,
+    StringValueNode,
+    TypeInfo,
+    TypeInfoVisitor,
+    ValueNode,
+    Visitor,
+    get_named_type,
+    is_enum_type,
+    is_scalar_type,
+    parse,
+    visit,
+)
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType
 
@@ -206,20 +222,57 @@ def _requested_hash(extensions: dict[str, Any]) -> str | None:
     return sha.lower()
 
 
-class _StringFinder(Visitor):
+# Literals that are never caller content where their type expects them: a number for Int or Float, a Boolean.
+_PLAIN_SCALARS = frozenset({"Int", "Float", "Boolean"})
+
+
+class _ContentFinder(Visitor):
+    """Finds a literal that may be caller content: a string anywhere; a bare word, number or boolean where the
+    schema expects no enum value or plain scalar (a JSON scalar reads `{note: secretword}` as the string
+    "secretword")."""
+
     found = False
+
+    def __init__(self, type_info: TypeInfo) -> None:
+        super().__init__()
+        self.type_info = type_info
 
     def enter_string_value(self, node: StringValueNode, *_: Any) -> Any:
         self.found = True
         return BREAK
 
+    def enter_enum_value(self, node: ValueNode, *_: Any) -> Any:
+        return self._typed(is_enum_type)
 
-def _carries_strings(document: DocumentNode | None) -> bool:
-    """Whether `document` holds a string literal anywhere (arguments, input objects, defaults, directives)."""
+    def enter_int_value(self, node: ValueNode, *_: Any) -> Any:
+        return self._typed(_plain)
+
+    def enter_float_value(self, node: ValueNode, *_: Any) -> Any:
+        return self._typed(_plain)
+
+    def enter_boolean_value(self, node: ValueNode, *_: Any) -> Any:
+        return self._typed(_plain)
+
+    def _typed(self, expected: Callable[[Any], bool]) -> Any:
+        named = get_named_type(self.type_info.get_input_type())
+        if named is not None and expected(named):
+            return None
+        self.found = True
+        return BREAK
+
+
+def _plain(named: Any) -> bool:
+    return is_scalar_type(named) and named.name in _PLAIN_SCALARS
+
+
+def _carries_content(schema: GraphQLSchema, document: DocumentNode | None) -> bool:
+    """Whether `document` holds a literal that may be caller content (arguments, input objects, defaults,
+    directives): `_ContentFinder`."""
     if document is None:
         return True
-    finder = _StringFinder()
-    visit(document, finder)
+    type_info = TypeInfo(schema)
+    finder = _ContentFinder(type_info)
+    visit(document, TypeInfoVisitor(type_info, finder))
     return finder.found
 
 
@@ -282,9 +335,10 @@ class PersistedDocuments(SchemaExtension):
         settings: Settings = context.settings
         if len(query.encode("utf-8", "surrogatepass")) > settings.persisted_document_max_bytes:
             return  # runs, but is not kept: the client sends it in full each time
-        if _carries_strings(execution.graphql_document):
-            # An inline string is caller content (a title, a message, a search term); the shared table is not
-            # reached by deletes or erasure, so such a document runs but is not kept (send it as a variable).
+        if _carries_content(execution.schema._schema, execution.graphql_document):
+            # An inline string is caller content (a title, a message, a search term), and so is a bare word a JSON
+            # argument reads as one; the shared table is not reached by deletes or erasure, so such a document runs
+            # but is not kept (send it as a variable).
             return
         try:
             await context.principal()  # only authenticated callers add to the shared table
