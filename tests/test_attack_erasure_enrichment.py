@@ -11,6 +11,8 @@ from typing import Any
 from tests.api import join, reply, start_thread
 from tests.harness import Actor, Loop
 from tests.test_enrichment import read, settled
+from tests.test_porting_import import sql
+from threadline.ids import Kind, decode_id
 
 
 def test_anonymising_a_user_makes_again_the_title_and_summary_made_from_their_pii(
@@ -36,3 +38,30 @@ def test_anonymising_a_user_makes_again_the_title_and_summary_made_from_their_pi
     again = settled(admin, conversation, ("TITLE", "SUMMARY"))
     assert again["title"] == "Can you mail [EMAIL] the offsite agenda?"
     assert email not in again["title"]
+
+
+def test_a_delete_forgets_the_jobs_last_error_that_may_quote_the_deleted_words(
+    admin: Actor, loop: Loop, dsn: str
+) -> None:
+    """A provider's error text may quote the prompt; `enrichmentJobs.lastError` showed it after the message it
+    quoted was deleted."""
+    marker = "zq" + "".join(random.choice(string.ascii_lowercase) for _ in range(10))
+    conversation = admin.client.ok("mutation { conversationCreate(input: {}) { id } }")["conversationCreate"][
+        "id"
+    ]
+    root = start_thread(admin, conversation, f"Tell me about {marker} please, in detail.")
+    reply(admin, root, "Here is what I know.", "ASSISTANT")
+    settled(admin, conversation, ("TITLE", "SUMMARY"))
+    # As a failed attempt leaves it (enrich.jobs): the provider's message, quoting the prompt.
+    sql(
+        loop,
+        dsn,
+        """UPDATE enrichment_job SET last_error_code = 'PROVIDER_ERROR', last_error_message = $2
+           WHERE conversation_id = $1""",
+        decode_id(conversation, Kind.CONVERSATION),
+        f"the model refused: 'Tell me about {marker} please'",
+    )
+    assert all(marker in j["lastError"]["message"] for j in read(admin, conversation)["enrichmentJobs"])
+    admin.client.ok("mutation($id: ID!) { messageDelete(id: $id) { id } }", {"id": root})
+    errors = [j["lastError"] for j in read(admin, conversation)["enrichmentJobs"]]
+    assert not any(e is not None and marker in e["message"] for e in errors), errors
