@@ -164,3 +164,30 @@ def test_a_chain_of_empty_messages_under_a_question_imports_with_its_replies_ans
     found = messages(admin, r["conversations"][0]["id"])
     assert len(found) == 10  # the first page: the question and its first replies, one level below it
     assert [m["content"] for m in found[:3]] == ["question", "reply 0", "reply 1"]
+
+
+class _Compared(str):
+    """A tool name that counts how often it is compared by value."""
+
+    compared = 0
+
+    def __eq__(self, other: object) -> bool:
+        _Compared.compared += 1
+        return str.__eq__(self, other)
+
+    __hash__ = str.__hash__
+
+
+def test_results_answering_no_call_of_their_name_take_the_latest_call_without_a_search_each() -> None:
+    k = 3000
+    blocks = [{"type": "tool_use", "name": _Compared("search"), "input": {"n": n}} for n in range(k)]
+    blocks += [{"type": "tool_result", "name": _Compared("other"), "content": f"r{n}"} for n in range(k)]
+    entry = {"uuid": "m", "sender": "assistant", "text": "done", "content": blocks}
+    _Compared.compared = 0
+    (message,) = claude.parse({"uuid": "claude-many-results", "chat_messages": [entry]}).messages
+    assert message.parts is not None
+    results = [p["tool_call_id"] for p in message.parts if p["type"] == "tool_result"]
+    assert results == [f"m#{n}" for n in range(k - 1, -1, -1)]  # each the latest call not answered yet
+    # Before the fix each result looked through every call not answered yet for one of its name: k * k / 2
+    # comparisons (4.5 million here; 100,000 calls and results fit in one 8 MB request: minutes of CPU).
+    assert _Compared.compared < 10 * k

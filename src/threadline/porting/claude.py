@@ -105,7 +105,7 @@ def _message(index: int, entry: dict[str, Any], conversation: ImportedConversati
     found: list[parts.Part] = []
     attachments: list[dict[str, Any]] = []
     blocks = array(entry.get("content"))
-    unanswered: list[parts.Part] = []  # this message's tool calls without a result yet (_answered)
+    unanswered = _Calls()  # this message's tool calls without a result yet
     for n, block in enumerate(blocks):
         if not isinstance(block, dict):
             continue
@@ -164,9 +164,7 @@ def _size(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
-def _block_part(
-    key: str, index: int, block: dict[str, Any], unanswered: list[parts.Part]
-) -> parts.Part | None:
+def _block_part(key: str, index: int, block: dict[str, Any], unanswered: _Calls) -> parts.Part | None:
     """The content part of one content block; None for an empty or unknown one."""
     kind = text(block.get("type"))
     if kind == "text":
@@ -180,28 +178,43 @@ def _block_part(
             name=text(block.get("name")) or "tool",
             arguments=json.dumps(block.get("input") if block.get("input") is not None else {}),
         )
-        unanswered.append(call)
+        unanswered.add(call)
         return call
     if kind == "tool_result":
         return parts.tool_result_part(
-            tool_call_id=text(block.get("tool_use_id")) or _answered(key, index, block, unanswered),
+            tool_call_id=text(block.get("tool_use_id"))
+            or unanswered.answered(text(block.get("name")))
+            or f"{key}#{index}",
             content=_result_text(block.get("content")),
             is_error=block.get("is_error") is True,
         )
     return None
 
 
-def _answered(key: str, index: int, block: dict[str, Any], unanswered: list[parts.Part]) -> str:
-    """The id of the call a result without `tool_use_id` answers: claude.ai's export names neither (its blocks
-    carry the tool's name), so the latest call of that name not answered yet, else the latest call not answered,
-    else an id of its own. An empty id refused every part of the message: its tool calls were lost."""
-    name = text(block.get("name"))
-    for n in range(len(unanswered) - 1, -1, -1):
-        if name is None or unanswered[n]["name"] == name:
-            return str(unanswered.pop(n)["id"])
-    if unanswered:
-        return str(unanswered.pop()["id"])
-    return f"{key}#{index}"
+class _Calls:
+    """A message's tool calls not answered yet, for its results without `tool_use_id` (claude.ai's export names
+    neither id; its blocks carry the tool's name): an empty id refused every part of the message, so its tool calls
+    were lost. Each call is taken once, in constant time: looking through them for each result, k calls and k
+    results of other names cost k * k steps."""
+
+    def __init__(self) -> None:
+        self._latest: list[parts.Part] = []
+        self._by_name: dict[str, list[parts.Part]] = {}
+        self._taken: set[int] = set()  # id() of the calls answered
+
+    def add(self, call: parts.Part) -> None:
+        self._latest.append(call)
+        self._by_name.setdefault(str(call["name"]), []).append(call)
+
+    def answered(self, name: str | None) -> str | None:
+        """The id of the latest unanswered call of `name`, else of the latest unanswered call; None if none."""
+        for calls in (self._by_name.get(name, []) if name is not None else [], self._latest):
+            while calls:
+                call = calls.pop()
+                if id(call) not in self._taken:
+                    self._taken.add(id(call))
+                    return str(call["id"])
+        return None
 
 
 def _result_text(content: Any) -> str:
