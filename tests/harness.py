@@ -152,6 +152,9 @@ def test_settings(dsn: str, **overrides: Any) -> Settings:
         # Off unless a test asks (tests/test_ratelimits.py): a query served from tokens taken ahead skips the
         # rate-limit statement, so counts would depend on how close together a test's queries come.
         rate_limit_lease_max=1,
+        # Off unless a test asks (tests/test_ratelimits.py): every test server of the session shares one address
+        # and the process's anonymous windows.
+        rate_limit_anonymous=0,
     )
     return dataclasses.replace(base, **overrides)
 

@@ -369,3 +369,32 @@ def test_a_draw_in_flight_across_a_profile_change_keeps_no_tokens_ahead(
     lease = service._leases.get((tenant, user))
     assert lease is None or lease.left == 0
     assert bucket_tokens(dsn, loop, member) == 1000 - 2  # the tokens taken ahead went back
+
+
+def test_anonymous_operations_are_counted_per_client_address(dsn: str, admin: Actor) -> None:
+    """Introspection and shared links run without credentials, so no budget row holds them: a full introspection
+    costs ~0.15-0.2 s of CPU and twenty at once held both cores. They are counted per client address and process
+    (THREADLINE_RATE_LIMIT_ANONYMOUS), refused past it like any budget; callers with credentials are not."""
+    srv = ServerThread(
+        test_settings(dsn, migrate_on_start=False, rate_limit_anonymous=3, rate_limit_window_seconds=3600)
+    )
+    srv.start()
+    try:
+        introspect = {"query": "{ __schema { queryType { name } } }"}
+        for _ in range(3):
+            response = httpx.post(f"{srv.url}/graphql", json=introspect, timeout=30)
+            assert response.json()["data"] == {"__schema": {"queryType": {"name": "Query"}}}
+        refused = httpx.post(f"{srv.url}/graphql", json=introspect, timeout=30)
+        assert refused.status_code == 429
+        assert 0 < int(refused.headers["Retry-After"]) <= 3600
+        (error,) = refused.json()["errors"]
+        assert (error["extensions"]["code"], error["extensions"]["budget"], error["extensions"]["limit"]) == (
+            "RATE_LIMITED",
+            "anonymous",
+            3,
+        )
+        # The same address with credentials goes on.
+        with_key = post(srv.url, admin, "{ __schema { queryType { name } } }")
+        assert with_key.status_code == 200, with_key.text
+    finally:
+        srv.stop()

@@ -329,6 +329,9 @@ class Settings:
     rate_limit_runs: int = 300
     rate_limit_subscriptions: int = 600
     rate_limit_burst: int = 0
+    # Operations of callers without credentials (introspection, shared links) per client address, window and
+    # process (ratelimits.service.AnonymousWindows); 0: none counted.
+    rate_limit_anonymous: int = 120
     # Request tokens one process may take ahead for a user querying it in quick succession (ratelimits.service
     # leases: one statement per this many plain queries); 1 draws every query on its own.
     rate_limit_lease_max: int = 16
@@ -630,6 +633,7 @@ class Settings:
                 "THREADLINE_RATE_LIMIT_SUBSCRIPTIONS", cls.rate_limit_subscriptions
             ),
             rate_limit_burst=_env_int("THREADLINE_RATE_LIMIT_BURST", cls.rate_limit_burst),
+            rate_limit_anonymous=_env_int("THREADLINE_RATE_LIMIT_ANONYMOUS", cls.rate_limit_anonymous),
             rate_limit_lease_max=_env_int("THREADLINE_RATE_LIMIT_LEASE", cls.rate_limit_lease_max),
             rate_limit_ceiling_requests=_env_int(
                 "THREADLINE_RATE_LIMIT_CEILING_REQUESTS", cls.rate_limit_ceiling_requests

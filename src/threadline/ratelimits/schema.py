@@ -52,7 +52,8 @@ def _report(response: Any, budget: service.Budget) -> None:
 
 class RateLimits(SchemaExtension):
     """Draws each query and mutation from the caller's budgets before it executes (subscriptions: see
-    `subscription_started`). Anonymous calls are not counted: they fail authentication anyway."""
+    `subscription_started`). What runs anonymously (introspection, shared links) is counted per client address
+    (`service.anonymous_windows`); anything else fails authentication before it executes."""
 
     async def on_execute(self) -> AsyncIterator[None]:
         execution = self.execution_context
@@ -91,8 +92,12 @@ async def draw(context: Context, costs: dict[str, int]) -> GraphQLExecutionResul
     try:
         principal = await context.principal()
     except ThreadlineError:
-        return None
+        principal = None
     try:
+        if principal is None:
+            # What runs without credentials (introspection, shared links): counted per client address.
+            service.anonymous_windows.take(context.settings, _address(context.request))
+            return None
         budget = await service.spend(context.db, context.settings, principal, costs)
     except service.RateLimited as exc:
         refused = GraphQLExecutionResult(data=None, errors=[GraphQLError(exc.message, original_error=exc)])
@@ -103,6 +108,12 @@ async def draw(context: Context, costs: dict[str, int]) -> GraphQLExecutionResul
         return refused
     _report(context.response, budget)
     return None
+
+
+def _address(request: Any) -> str:
+    """The address a request came from (a proxy's, behind one: its callers then share a window)."""
+    client = getattr(request, "client", None)
+    return str(getattr(client, "host", None) or "unknown")
 
 
 async def subscription_started(info: Info) -> None:
