@@ -179,7 +179,7 @@ def test_a_threadline_export_of_an_unknown_version_is_refused(admin: Actor) -> N
     assert report["failures"] == [
         {
             "index": 0,
-            "externalId": None,
+            "externalId": document["conversation_id"],  # each document is read by itself, and named
             "message": "unsupported export_version '2.0': this server reads version 1.0",
         }
     ]

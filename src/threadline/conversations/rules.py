@@ -14,22 +14,34 @@ SESSION_ID_MAX_CHARS = 255
 
 def normalise_tags(tags: list[str], settings: Settings, argument: str = "tags") -> list[str]:
     """Trimmed, lower-case, deduplicated (first occurrence wins), bounded in length and count."""
+    kept, too_long = tags_within(tags, settings)
+    if too_long:
+        raise bad_input(
+            f"A tag is limited to {settings.tag_max_chars} characters (got {len(too_long[0])})",
+            argument=argument,
+        )
+    if len(kept) > settings.tags_max_count:
+        raise bad_input(
+            f"A conversation may carry at most {settings.tags_max_count} tags (got {len(kept)})",
+            argument=argument,
+        )
+    return kept
+
+
+def tags_within(tags: list[str], settings: Settings) -> tuple[list[str], list[str]]:
+    """`tags` trimmed, lower-case and deduplicated (first occurrence wins), and apart those longer than
+    THREADLINE_TAG_MAX_CHARS (the count is the caller's to bound)."""
     seen: dict[str, None] = {}
+    too_long: list[str] = []
     for raw in tags:
         tag = raw.strip().lower()
         if not tag:
             continue
         if len(tag) > settings.tag_max_chars:
-            raise bad_input(
-                f"A tag is limited to {settings.tag_max_chars} characters (got {len(tag)})", argument=argument
-            )
+            too_long.append(tag)
+            continue
         seen.setdefault(tag, None)
-    if len(seen) > settings.tags_max_count:
-        raise bad_input(
-            f"A conversation may carry at most {settings.tags_max_count} tags (got {len(seen)})",
-            argument=argument,
-        )
-    return list(seen)
+    return list(seen), too_long
 
 
 def normalise_title(title: str, settings: Settings) -> str:

@@ -94,7 +94,8 @@ def export_files(paths: list[str], settings: Settings) -> Iterator[tuple[str, in
     for raw in paths:
         path = Path(raw)
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if EXPORT_FILE.search(p.name))
+            # Files only: a directory named like an export file is not one (it was an IsADirectoryError traceback).
+            found = sorted(p for p in path.iterdir() if EXPORT_FILE.search(p.name) and p.is_file())
             if not found:
                 raise FileNotFoundError(f"{path}: no conversations.json or conversations-NNN.json in it")
             for p in found:

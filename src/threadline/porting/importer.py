@@ -25,7 +25,7 @@ import asyncpg
 import orjson
 
 from threadline.conversations import repository as conversations
-from threadline.conversations.rules import normalise_tags
+from threadline.conversations.rules import tags_within
 from threadline.db import Transaction
 from threadline.errors import ThreadlineError
 from threadline.events.announce import publish_thread_new
@@ -172,6 +172,21 @@ def _clean_parts(
 EXTERNAL_ID_MAX_CHARS = 255
 
 
+def _imported_tags(tags: list[str], settings: Settings, warnings: list[str]) -> list[str]:
+    """The conversation's tags as a live write keeps them (conversations.rules), those a live write would refuse
+    left out with a warning (longer than THREADLINE_TAG_MAX_CHARS, past THREADLINE_TAGS_MAX_COUNT): a tag never
+    costs the conversation."""
+    kept, too_long = tags_within(tags, settings)
+    if too_long:
+        warnings.append(f"{len(too_long)} tag(s) over {settings.tag_max_chars} characters were left out")
+    if len(kept) > settings.tags_max_count:
+        warnings.append(
+            f"{len(kept)} tags: the first {settings.tags_max_count} were kept (a conversation may carry at most "
+            "that many)"
+        )
+    return kept[: settings.tags_max_count]
+
+
 def plan(imported: ImportedConversation, settings: Settings) -> Plan:
     if len(imported.external_id) > EXTERNAL_ID_MAX_CHARS:
         raise Rejected(
@@ -293,10 +308,7 @@ def plan(imported: ImportedConversation, settings: Settings) -> Plan:
             f"listed before it: {keys}"
         )
 
-    try:
-        tags = normalise_tags(imported.tags, settings)
-    except ThreadlineError as exc:
-        raise Rejected(exc.message) from exc
+    tags = _imported_tags(imported.tags, settings, warnings)
     times = [m["created_at"] for m in messages]
     created_at = imported.created_at or (min(times) if times else now)
     last_activity = imported.last_activity_at or max([created_at, *times])

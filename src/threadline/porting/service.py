@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import tempfile
 import uuid
 from collections.abc import Callable, Coroutine, Iterable
@@ -247,7 +248,9 @@ class Importer:
                 return []
             return [_Prepared(item, None, external_id, file=self.file)]
         try:
-            conversations = read(self.fmt, item.value)
+            conversations = (
+                self._documents(item) if self.fmt is ImportFormat.THREADLINE else read(self.fmt, item.value)
+            )
         except Rejected as exc:
             self._fail(item, None, str(exc))
             return []
@@ -275,12 +278,28 @@ class Importer:
                     )
                     continue
             if not self._first_of(
-                plan.external_id, self._digest(item, conversation if len(conversations) > 1 else None)
+                plan.external_id,
+                self._digest(item, conversation if self.fmt is ImportFormat.THREADLINE else None),
             ):
                 continue
             prepared.append(_Prepared(item, plan, plan.external_id, file=self.file))
             self._organised.keep(conversation)
         return prepared
+
+    def _documents(self, item: Item) -> list[ImportedConversation]:
+        """The documents of a Threadline element, each read by itself: one a user export holds that cannot be read
+        fails alone (it failed the export's others with it)."""
+        read_ones = []
+        for document in threadline_format.documents(item.value):
+            named = document.get("conversation_id") if isinstance(document, dict) else None
+            external_id = named if isinstance(named, str) else None
+            try:
+                read_ones.append(threadline_format.parse_document(document))
+            except Rejected as exc:
+                self._fail(item, external_id, str(exc))
+            except Exception as exc:  # noqa: BLE001 - one bad conversation must not stop the others
+                self._fail(item, external_id, f"could not be read: {type(exc).__name__}: {exc}")
+        return read_ones
 
     def _first_of(self, external_id: str, digest: bytes) -> bool:
         """Whether this is the input's first copy of the conversation. A later copy is skipped (counted so): the
@@ -302,13 +321,16 @@ class Importer:
     @staticmethod
     def _digest(item: Item, conversation: ImportedConversation | None) -> bytes:
         """What tells two copies of a conversation apart: the bytes of the item it was read from (a file's item
-        has their fingerprint; the API's is written again), or, for one of several in an item (a Threadline
-        user export), the conversation as read."""
-        if conversation is not None:
-            return hashlib.sha256(orjson.dumps(conversation, default=str)).digest()
-        if item.fingerprint is not None:
+        has their fingerprint; the API's is written again), or, for a Threadline document (a user export holds
+        several in one item), the conversation as read."""
+        if item.fingerprint is not None and conversation is None:
             return item.fingerprint
-        return hashlib.sha256(orjson.dumps(item.value, default=str)).digest()
+        value = item.value if conversation is None else conversation
+        try:
+            encoded = orjson.dumps(value, default=str)
+        except orjson.JSONEncodeError:  # what orjson cannot write (an integer past 64 bits): the slower way
+            encoded = json.dumps(value, default=str, ensure_ascii=False).encode("utf-8", "surrogatepass")
+        return hashlib.sha256(encoded).digest()
 
     def _fail(self, item: Item, external_id: str | None, message: str) -> None:
         self.report.failures.append(

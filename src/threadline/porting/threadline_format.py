@@ -167,9 +167,14 @@ def fenced_blocks(content: str) -> Iterator[tuple[str, str]]:
 
 def parse(obj: Any) -> list[ImportedConversation]:
     """One export document, or a user export (`{"conversations": [...]}`) holding several."""
+    return [parse_document(d) for d in documents(obj)]
+
+
+def documents(obj: Any) -> list[Any]:
+    """The export documents of a file's element: a user export's (`{"conversations": [...]}`), else itself."""
     if isinstance(obj, dict) and isinstance(obj.get("conversations"), list) and "messages" not in obj:
-        return [parse_document(d) for d in obj["conversations"]]
-    return [parse_document(obj)]
+        return list(obj["conversations"])
+    return [obj]
 
 
 def parse_document(doc: Any) -> ImportedConversation:
