@@ -95,10 +95,12 @@ def _variable_values(
             return count
         if isinstance(kind, GraphQLNonNull):
             kind = kind.of_type
-        if isinstance(kind, GraphQLList) and isinstance(value, list):
-            if count + len(value) > limit:  # each item is counted when it is taken: stop before holding them
-                return count + len(value)
-            stack.extend((kind.of_type, item) for item in value)
+        if isinstance(kind, GraphQLList):
+            # graphql-core coerces a value that is not a list as a list of that one value: its items are walked too.
+            items = value if isinstance(value, list) else [value]
+            if count + len(items) > limit:  # each item is counted when it is taken: stop before holding them
+                return count + len(items)
+            stack.extend((kind.of_type, item) for item in items)
         elif isinstance(kind, GraphQLInputObjectType) and isinstance(value, Mapping):
             # Every key counts, a field's or not: coercion looks each unknown one up (with suggestions).
             fields = kind.fields
