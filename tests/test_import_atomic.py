@@ -5,10 +5,12 @@ every conversation it can."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from typing import Any
 
+import asyncpg
 import pytest
 
 from tests.harness import Actor, Loop
@@ -89,3 +91,55 @@ def test_an_all_or_nothing_import_that_stores_everything_commits_it(
     imported = admin.client.ok(IMPORT, {"i": {"format": "CLAUDE", "data": data}})["conversationImport"]
     assert len(imported) == 100
     assert _stored(loop, dsn, admin, prefix) == [(f"{prefix}-{i:03}", 2) for i in range(100)]
+
+
+def test_an_all_or_nothing_import_holds_no_tenant_wide_lock_of_its_words_until_it_commits(
+    admin: Actor, loop: Loop, dsn: str
+) -> None:
+    """The search words of a batch are committed before the batch, outside the import's transaction, as for a
+    report import: left inside, every live write in the tenant adding the same word waited for the whole import
+    (found in review). Checked while the import is held inside its second batch by a lock the test holds."""
+    prefix = f"words-{uuid.uuid4()}"
+    word = "zq" + uuid.uuid4().hex[:12]
+    data = [_claude(f"{prefix}-{i:03}", f"question {i}") for i in range(60)]
+    data[0]["name"] = f"{word} first"
+    data[55] = _claude(f"{prefix}-055", "pause here")  # in the second batch (50 a batch)
+    key = 424_242_001
+
+    async def run() -> tuple[int | None, Any]:
+        holder = await asyncpg.connect(dsn)
+        watcher = await asyncpg.connect(dsn)
+        try:
+            await holder.execute(
+                f"""CREATE FUNCTION test_atomic_pause() RETURNS trigger LANGUAGE plpgsql AS $$
+                    BEGIN PERFORM pg_advisory_xact_lock({key}); RETURN NEW; END $$;
+                    CREATE TRIGGER test_atomic_pause BEFORE INSERT ON message FOR EACH ROW
+                        WHEN (NEW.content LIKE 'pause%') EXECUTE FUNCTION test_atomic_pause()"""
+            )
+            await holder.execute("SELECT pg_advisory_lock($1)", key)
+            call = asyncio.get_running_loop().run_in_executor(
+                None, lambda: admin.client.raw(IMPORT, {"i": {"format": "CLAUDE", "data": data}})
+            )
+            for _ in range(600):  # until the import waits on the lock (a bound, not a timing assertion)
+                waiting = await watcher.fetchval(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND NOT granted",
+                    key,
+                )
+                if waiting:
+                    break
+                await asyncio.sleep(0.1)
+            seen = await watcher.fetchval(
+                "SELECT count(*) FROM search_term WHERE tenant_id = $1 AND term = $2", tenant_of(admin), word
+            )
+            await holder.execute("SELECT pg_advisory_unlock($1)", key)
+            return seen, await call
+        finally:
+            await holder.execute("DROP TRIGGER IF EXISTS test_atomic_pause ON message")
+            await holder.execute("DROP FUNCTION IF EXISTS test_atomic_pause()")
+            await holder.close()
+            await watcher.close()
+
+    seen, body = loop.run(run())
+    assert seen == 1  # committed while the import is still open
+    assert "errors" not in body, body
+    assert len(body["data"]["conversationImport"]) == 60

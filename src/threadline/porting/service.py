@@ -197,6 +197,11 @@ class Importer:
         lazy: bool = False,
     ) -> None:
         self.db = db
+        # Where what need not roll back with the import goes, committed at once: search words and the files of
+        # oversized texts (`db` itself, also when an all-or-nothing import runs in one transaction: the words' and
+        # the files' tenant-wide locks must not be held until the import commits, nor a stored blob orphaned by
+        # its rollback; a file no message holds is swept like any other).
+        self.outside = db
         self.settings = settings
         self.principal = principal
         self.fmt = fmt
@@ -495,7 +500,7 @@ class Importer:
                 f"{'' if sealed else p.conversation['title']} {' '.join(p.conversation['tags'])}"
                 for p in plans
             ]
-            await bulk_repo.add_search_terms(self.db, tenant, labels)
+            await bulk_repo.add_search_terms(self.outside, tenant, labels)
             async with self.db.transaction() as tx:
                 for p, plan in zip(batch, plans, strict=True):
                     if p.deleted:
@@ -609,7 +614,7 @@ class Importer:
                         "fileMaxBytes",
                         self.settings.file_max_bytes,
                     )
-                row, _ = await files.store(self.db, self.settings, self.principal, upload)
+                row, _ = await files.store(self.outside, self.settings, self.principal, upload)
             except files.TooLarge as exc:
                 importer.keep_whole_text(plan, index, None, exc.message)
             else:
