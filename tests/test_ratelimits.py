@@ -398,3 +398,20 @@ def test_anonymous_operations_are_counted_per_client_address(dsn: str, admin: Ac
         assert with_key.status_code == 200, with_key.text
     finally:
         srv.stop()
+
+
+def test_an_ipv6_client_is_counted_by_its_64_as_one_host_holds_a_whole_64() -> None:
+    from types import SimpleNamespace
+
+    from threadline.ratelimits.schema import _address
+
+    def of(host: str) -> str:
+        return _address(SimpleNamespace(client=SimpleNamespace(host=host)))
+
+    assert of("2001:db8:1:2:aaaa::1") == of("2001:db8:1:2:ffff:1:2:3") == "2001:db8:1:2::/64"
+    assert of("2001:db8:1:3::1") != of("2001:db8:1:2::1")
+    assert (of("127.0.0.1"), of("::ffff:10.0.0.1"), of("unix-socket")) == (
+        "127.0.0.1",
+        "::ffff:10.0.0.1",
+        "unix-socket",
+    )

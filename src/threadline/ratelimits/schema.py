@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -18,7 +19,7 @@ from starlette.responses import Response
 from strawberry.extensions import SchemaExtension
 from strawberry.types.graphql import OperationType as ExecutedOperation
 
-from threadline.errors import ThreadlineError
+from threadline.errors import ErrorCode, ThreadlineError
 from threadline.graphql.context import Context, Info
 from threadline.graphql.node import register
 from threadline.graphql.selections import root_fields
@@ -91,7 +92,9 @@ async def draw(context: Context, costs: dict[str, int]) -> GraphQLExecutionResul
     when refused (429 with Retry-After), None when it may run."""
     try:
         principal = await context.principal()
-    except ThreadlineError:
+    except ThreadlineError as exc:
+        if exc.code is not ErrorCode.UNAUTHENTICATED:
+            return None  # e.g. the database is down: the operation fails on its own (UNAVAILABLE)
         principal = None
     try:
         if principal is None:
@@ -111,9 +114,17 @@ async def draw(context: Context, costs: dict[str, int]) -> GraphQLExecutionResul
 
 
 def _address(request: Any) -> str:
-    """The address a request came from (a proxy's, behind one: its callers then share a window)."""
+    """The address a request came from (a proxy's, behind one: its callers then share a window). An IPv6 client
+    is its /64: one host holds a whole /64, so counting single addresses would give it a window per address."""
     client = getattr(request, "client", None)
-    return str(getattr(client, "host", None) or "unknown")
+    host = str(getattr(client, "host", None) or "unknown")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if address.version == 6 and address.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return host
 
 
 async def subscription_started(info: Info) -> None:
