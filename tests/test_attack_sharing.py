@@ -3,33 +3,15 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator
 
 import asyncpg
 import httpx
-import pytest
 
-from tests import harness
 from tests.api import create_conversation, reply, start_thread
 from tests.harness import Actor, Client, Loop, ServerThread
+from tests.test_share_links import strict  # noqa: F401 - the share links' strict server, as a fixture
 
 READ = "query($t: String!) { sharedConversation(token: $t) { title } }"
-
-
-@pytest.fixture(scope="module")
-def strict(dsn: str) -> Iterator[ServerThread]:
-    srv = ServerThread(
-        harness.test_settings(
-            dsn,
-            migrate_on_start=False,
-            share_reads_per_token=3,
-            share_reads_per_address=5,
-            share_rate_window_seconds=3600,
-        )
-    )
-    srv.start()
-    yield srv
-    srv.stop()
 
 
 def token_windows(loop: Loop, dsn: str) -> int:
@@ -44,7 +26,9 @@ def token_windows(loop: Loop, dsn: str) -> int:
 
 
 def test_a_client_past_its_address_budget_adds_no_window_per_guessed_token(
-    strict: ServerThread, loop: Loop, dsn: str
+    strict: ServerThread,  # noqa: F811 - the fixture
+    loop: Loop,
+    dsn: str,
 ) -> None:
     """Every guess was counted against the guessed token's own window, whatever the address's: a refused client
     went on adding a row (kept a day) per guess, without credentials and as fast as it could send them."""
