@@ -1,16 +1,29 @@
-"""Completions one user may have in flight in a process: at most THREADLINE_RUN_MAX_ACTIVE_PER_USER, as for runs.
+"""Who may start a completion now: two caps, each a 429 rate_limit_exceeded with Retry-After past it.
 
-A gateway call is a run that streams to its caller (bounded by THREADLINE_RUN_TIMEOUT_SECONDS as one is), but it
-never enters the runs table, so the cap on a user's active runs did not count it: one key could hold hundreds of
-model streams open at once (the `runs` budget bounds how many start per window, not how many run), each holding
-an upstream connection and, with a session, writing its reply every THREADLINE_RUN_DELTA_INTERVAL_SECONDS.
-Counted per process, as the HTTP subscription streams one user may hold are (THREADLINE_WS_MAX_OPERATIONS).
+- THREADLINE_RUN_MAX_EXECUTING_PER_TENANT (`Places`), in PostgreSQL across every process: a tenant's model work
+  executing at once is its runs IN_PROGRESS or CANCELLING plus its gateway calls in progress, one number with one
+  cap. A run over it waits in the queue (a worker claims it when a place frees); a gateway call cannot wait (its
+  client holds a connection open for the answer), so it is refused. Queued runs, and runs waiting for tool outputs,
+  hold no model and count toward neither. A call holds its place as a lease (`gateway_call`): renewed every
+  THREADLINE_RUN_HEARTBEAT_SECONDS by one statement per process, given back when the call ends whichever way
+  (answered, failed, its client gone, its key revoked), and lapsing THREADLINE_RUN_STALE_SECONDS after its process
+  died, as the run of a dead worker is recovered after as long. Without it, calls through /v1 were not counted at
+  all: one tenant could hold the models' capacity beyond the cap its runs obey, and starve the other tenants'.
+- THREADLINE_RUN_MAX_ACTIVE_PER_USER (`Admission`), per user and process: a gateway call is a run that streams to
+  its caller (bounded by THREADLINE_RUN_TIMEOUT_SECONDS as one is), but it never enters the runs table, so the cap
+  on a user's active runs did not count it: one key could hold hundreds of model streams open at once (the `runs`
+  budget bounds how many start per window, not how many run), each holding an upstream connection and, with a
+  session, writing its reply every THREADLINE_RUN_DELTA_INTERVAL_SECONDS. Counted per process, as the HTTP
+  subscription streams one user may hold are (THREADLINE_WS_MAX_OPERATIONS).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import uuid
-from collections.abc import AsyncIterable, Callable
+from collections.abc import AsyncIterable, Callable, Coroutine
 from typing import Any
 
 from starlette.responses import StreamingResponse
@@ -18,8 +31,23 @@ from starlette.types import Receive, Scope, Send
 
 from threadline.auth.principal import Principal
 from threadline.errors import ErrorCode, ThreadlineError
+from threadline.gateway import repository as repo
+from threadline.runs.worker import tenant_cap
+
+log = logging.getLogger(__name__)
 
 Release = Callable[[], None]
+Spawn = Callable[[Coroutine[Any, Any, None]], object]
+
+
+def both(first: Release, second: Release) -> Release:
+    def release() -> None:
+        try:
+            first()
+        finally:
+            second()
+
+    return release
 
 
 class Admission:
@@ -56,6 +84,78 @@ class Admission:
                 self._active.pop(key, None)
 
         return release
+
+
+class Places:
+    """The places this process's gateway calls hold among their tenants' model work executing
+    (THREADLINE_RUN_MAX_EXECUTING_PER_TENANT), as leases in PostgreSQL (module docstring)."""
+
+    def __init__(self, services: Any, spawn: Spawn) -> None:
+        self.services = services
+        # Runs a give-back to its end, even when the request that held the place is cancelled.
+        self.spawn = spawn
+        self._held: dict[uuid.UUID, uuid.UUID] = {}  # call -> tenant, while its lease is renewed
+        self._renewing: asyncio.Task[None] | None = None
+
+    async def take(self, principal: Principal) -> Release:
+        """A place for one more call of the principal's tenant (RATE_LIMITED when it has the cap's worth of runs
+        executing and calls in progress together; no cap: nothing is taken), and how to give it back (once)."""
+        settings = self.services.settings
+        cap = tenant_cap(settings)
+        if cap is None:
+            return lambda: None
+        tenant, call = principal.tenant_id, uuid.uuid4()
+        async with self.services.db.transaction() as tx:
+            held = await repo.take_call_place(tx, tenant, call, cap, settings.run_stale_seconds)
+        if held is not None:
+            raise ThreadlineError(
+                ErrorCode.RATE_LIMITED,
+                f"Your organisation has {held} model calls executing, the limit of "
+                f"THREADLINE_RUN_MAX_EXECUTING_PER_TENANT ({cap}): its runs in progress and its /v1 completions in "
+                "progress count together, across every server (queued runs do not). Retry when one ends.",
+                retryAfter=1,
+                limit=cap,
+            )
+        self._held[call] = tenant
+        if self._renewing is None or self._renewing.done():
+            self._renewing = asyncio.create_task(self._renew(), name="threadline-gateway-leases")
+        released = False
+
+        def release() -> None:
+            nonlocal released
+            if released:
+                return
+            released = True
+            self._held.pop(call, None)  # no longer renewed: it lapses even if the give-back fails
+            self.spawn(self._give_back(tenant, call))
+
+        return release
+
+    async def _give_back(self, tenant: uuid.UUID, call: uuid.UUID) -> None:
+        try:
+            await repo.give_call_place(self.services.db, tenant, call, self.services.settings.run_queue)
+        except Exception as exc:  # noqa: BLE001 - its lease lapses instead (THREADLINE_RUN_STALE_SECONDS)
+            log.warning("gateway: a call's place could not be given back (%s); its lease lapses", exc)
+
+    async def _renew(self) -> None:
+        settings = self.services.settings
+        while self._held:
+            await asyncio.sleep(settings.run_heartbeat_seconds)
+            calls = [(tenant, call) for call, tenant in self._held.items()]
+            if not calls:
+                return
+            try:
+                await repo.renew_call_places(self.services.db, calls, settings.run_stale_seconds)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - e.g. the database restarting: renewed at the next beat
+                log.warning("gateway: the leases of calls in progress could not be renewed (%s)", exc)
+
+    async def close(self) -> None:
+        if self._renewing is not None:
+            self._renewing.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._renewing
 
 
 class ReleasingStream(StreamingResponse):

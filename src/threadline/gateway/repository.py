@@ -1,4 +1,5 @@
-"""All SQL of the gateway: the conversation a session names, and the messages of its branch. Tenant first.
+"""All SQL of the gateway: the conversation a session names, the messages of its branch, and the leases of the calls in
+progress that count toward THREADLINE_RUN_MAX_EXECUTING_PER_TENANT (`gateway_call`). Tenant first.
 
 Each statement here is a round trip before the model is called, so each answers as much as it can: the
 conversation with the caller's access and its latest thread in one, the branch's messages with their parts in
@@ -15,6 +16,7 @@ import asyncpg
 from threadline.auth.principal import Principal
 from threadline.conversations.repository import CONVERSATION_COLUMNS, visibility_sql
 from threadline.db import Executor
+from threadline.runs.repository import CHANNEL, lock_tenant_executing, tenant_executing
 from threadline.threads.repository import TREE_COLUMNS
 
 
@@ -59,4 +61,60 @@ async def branch_rows(
         tenant_id,
         root_id,
         paths,
+    )
+
+
+# calls in progress (gateway.admission) ---------------------------------------------------------------
+
+
+async def take_call_place(
+    db: Executor, tenant_id: uuid.UUID, call_id: uuid.UUID, cap: int, lease_seconds: float
+) -> int | None:
+    """Inside a transaction: a place among the tenant's model work executing for the call `call_id` (a
+    `gateway_call` leased for `lease_seconds`), unless the tenant already has `cap` (its executing runs and calls,
+    `runs.repository.tenant_executing`); None when taken, else how many it has. Takes the tenant's lock on the
+    count, which a worker claiming its runs takes too, and drops the tenant's leases that ran out (calls of a
+    process that died: at most `cap` of them each time)."""
+    await lock_tenant_executing(db, tenant_id)
+    row = await db.fetchrow(
+        f"""WITH gone AS (DELETE FROM gateway_call WHERE tenant_id = $1 AND expires_at <= now()),
+                 held AS (SELECT {tenant_executing("$1")} AS n),
+                 taken AS (INSERT INTO gateway_call (id, tenant_id, expires_at)
+                           SELECT $2, $1, now() + make_interval(secs => $4) FROM held WHERE held.n < $3
+                           RETURNING id)
+            SELECT held.n, (SELECT count(*) FROM taken) AS taken FROM held""",
+        tenant_id,
+        call_id,
+        cap,
+        lease_seconds,
+    )
+    assert row is not None
+    return None if row["taken"] else int(row["n"])
+
+
+async def renew_call_places(
+    db: Executor, calls: list[tuple[uuid.UUID, uuid.UUID]], lease_seconds: float
+) -> None:
+    """The leases of the calls (tenant, call) this process serves run `lease_seconds` from now (every tenant: one
+    statement per process and heartbeat, whatever the number of calls)."""
+    await db.execute(
+        """UPDATE gateway_call g SET expires_at = now() + make_interval(secs => $3)
+           FROM unnest($1::uuid[], $2::uuid[]) AS k(tenant_id, id)
+           WHERE g.tenant_id = k.tenant_id AND g.id = k.id""",
+        [t for t, _ in calls],
+        [c for _, c in calls],
+        lease_seconds,
+    )
+
+
+async def give_call_place(db: Executor, tenant_id: uuid.UUID, call_id: uuid.UUID, queue: str) -> None:
+    """The call's place back; a worker of `queue` is woken when the tenant has a run queued there, waiting for it."""
+    await db.execute(
+        """WITH gone AS (DELETE FROM gateway_call WHERE tenant_id = $1 AND id = $2 RETURNING tenant_id)
+           SELECT pg_notify($4::text, 'queued:' || $3::text) FROM gone
+           WHERE EXISTS (SELECT 1 FROM run r WHERE r.queue = $3::text AND r.tenant_id = $1 AND r.status = 'QUEUED')""",
+        tenant_id,
+        call_id,
+        queue,
+        CHANNEL,
     )

@@ -2,7 +2,9 @@
 
 A call is checked in this order, each refusal an OpenAI error object: credentials (401), the body (413 past
 THREADLINE_REQUEST_MAX_BYTES, 400 malformed), the model (404 model_not_found), the caller's calls in progress in
-this process (429 past THREADLINE_RUN_MAX_ACTIVE_PER_USER, gateway.admission), the caller's rate-limit budgets
+this process (429 past THREADLINE_RUN_MAX_ACTIVE_PER_USER, gateway.admission), the tenant's model work executing
+across every process, its runs and calls together (429 past THREADLINE_RUN_MAX_EXECUTING_PER_TENANT, a place held
+until the call ends: gateway.admission), the caller's rate-limit budgets
 (429 with Retry-After; a completion draws one `requests` and one `runs` per choice asked for (`n`), and with a session one `mutations` per
 message of the request it stores: each is a write, as a messageReply is), the session (404, 403, 409, 400
 context_length_exceeded), then the model itself (its 4xx refusal passed on, 502 when it cannot be reached).
@@ -29,7 +31,7 @@ from threadline.auth.service import authenticate
 from threadline.db.database import database_unavailable
 from threadline.errors import ErrorCode, ThreadlineError
 from threadline.gateway import request as chat_request
-from threadline.gateway.admission import Admission, Release, ReleasingStream
+from threadline.gateway.admission import Admission, Places, Release, ReleasingStream, both
 from threadline.gateway.completion import Completion
 from threadline.gateway.errors import UpstreamRefused, error_body, error_response, internal_error, unavailable
 from threadline.gateway.recorder import Recorder
@@ -58,6 +60,8 @@ class Gateway:
         self._providers: dict[str, Provider] | None = None
         self._background: set[asyncio.Task[None]] = set()
         self.admission = Admission()  # calls in flight per user (THREADLINE_RUN_MAX_ACTIVE_PER_USER)
+        # the tenant's runs and calls executing, across processes (THREADLINE_RUN_MAX_EXECUTING_PER_TENANT)
+        self.places = Places(services, self._spawn)
 
     def routes(self) -> list[Route]:
         return [
@@ -90,6 +94,7 @@ class Gateway:
     async def close(self) -> None:
         if self._background:
             await asyncio.wait(self._background, timeout=self.services.settings.shutdown_grace_seconds)
+        await self.places.close()
         for provider in (self._providers or {}).values():
             await provider.close()
 
@@ -151,6 +156,11 @@ class Gateway:
         chat = chat_request.parse(raw, request.headers.get(chat_request.SESSION_HEADER))
         provider = self.providers()[provider_of(settings, chat.model)]
         release = self.admission.admit(principal, settings.run_max_active_per_user)  # 429 past the cap
+        try:
+            release = both(await self.places.take(principal), release)  # 429 past the tenant's cap
+        except BaseException:
+            release()
+            raise
         try:
             return await self._answer(principal, chat, provider, release, lambda: self._principal(request))
         except BaseException:

@@ -282,7 +282,11 @@ _CLAIM_CANDIDATE = f"""
         FROM tenants t WHERE t.tenant_id IS NOT NULL
     ),
     executing AS (
-        SELECT tenant_id, count(*) AS n FROM run WHERE status IN ('IN_PROGRESS', 'CANCELLING') GROUP BY tenant_id
+        SELECT w.tenant_id, count(*) AS n FROM (
+            SELECT tenant_id FROM run WHERE status IN ('IN_PROGRESS', 'CANCELLING')
+            UNION ALL
+            SELECT tenant_id FROM gateway_call WHERE expires_at > now()
+        ) w GROUP BY w.tenant_id
     ),
     placed AS (
         SELECT t.tenant_id, coalesce(e.n, 0) AS n, o.created_at, o.id
@@ -313,6 +317,21 @@ _CLAIM_CANDIDATE = f"""
     LIMIT 1 FOR UPDATE OF r SKIP LOCKED"""
 
 
+def tenant_executing(tenant: str) -> str:
+    """SQL for the model work the tenant given by the placeholder `tenant` has executing across every process, what
+    THREADLINE_RUN_MAX_EXECUTING_PER_TENANT bounds: its runs IN_PROGRESS or CANCELLING plus its gateway calls in
+    progress (a `gateway_call` whose lease has not run out; gateway.repository). Queued runs and runs waiting for
+    tool outputs hold no model and do not count. Read it after `lock_tenant_executing`, in a statement of its own."""
+    return f"""((SELECT count(*) FROM run e WHERE e.tenant_id = {tenant} AND e.status IN ('IN_PROGRESS', 'CANCELLING'))
+             + (SELECT count(*) FROM gateway_call g WHERE g.tenant_id = {tenant} AND g.expires_at > now()))"""
+
+
+async def lock_tenant_executing(db: Executor, tenant_id: uuid.UUID) -> None:
+    """The tenant's lock on its executing count until the transaction ends: a worker claiming one of its runs and a
+    gateway call taking a place queue on it, so each counts the other's place (in its next statement)."""
+    await db.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"run-claims:{tenant_id}")
+
+
 async def claim_next(
     db: Executor, queue: str, worker_id: str, keyless: bool = False, max_per_tenant: int | None = None
 ) -> asyncpg.Record | None:
@@ -327,7 +346,8 @@ async def claim_next(
     tenant at once queue on the lock and the second sees the first's claim. A tenant found full is rolled back to
     the savepoint (its lock and the candidate's row lock go, so a claim never holds two tenants' locks and cannot
     deadlock with another) and left out of the next try. Runs leave the count by their status: a run that ends, is
-    expired, requeued or cancelled (by recovery too) frees its place at once.
+    expired, requeued or cancelled (by recovery too) frees its place at once. A tenant's gateway calls in progress
+    count as executing runs (`tenant_executing`): a run waits in the queue while they hold the tenant's places.
 
     A `keyless` worker (no master key in its process) takes no run of a tenant with data keys: it would send the
     sealed history as it is stored to the model, and store its answer plain."""
@@ -339,17 +359,13 @@ async def claim_next(
         if candidate is None:
             return None
         if max_per_tenant is not None:
-            await db.execute(
-                "SELECT pg_advisory_xact_lock(hashtextextended($1, 0))",
-                f"run-claims:{candidate['tenant_id']}",
-            )
+            await lock_tenant_executing(db, candidate["tenant_id"])
         claimed = await db.fetchrow(
             f"""UPDATE run r SET status = 'IN_PROGRESS', attempt = r.attempt + 1, worker_id = $3,
                     heartbeat_at = now(), started_at = coalesce(r.started_at, now()), updated_at = now(),
                     prompt_tokens = 0, completion_tokens = 0
                 WHERE r.tenant_id = $1 AND r.id = $2 AND r.status = 'QUEUED'
-                  AND ($4::int IS NULL OR (SELECT count(*) FROM run e
-                                           WHERE e.tenant_id = $1 AND e.status IN ('IN_PROGRESS', 'CANCELLING')) < $4)
+                  AND ($4::int IS NULL OR {tenant_executing("$1")} < $4)
                 RETURNING {RUN_COLUMNS}""",
             candidate["tenant_id"],
             candidate["id"],
