@@ -28,7 +28,7 @@ import httpx
 import pytest
 
 from tests.api import create_conversation, start_thread
-from tests.harness import Actor, Loop, ServerThread, free_port
+from tests.harness import Actor, Client, Loop, ServerThread, free_port
 from tests.test_runs_support import create_run, on, read_run, runs_server, settle, wait_for
 from threadline.runs import repository as runs_repo
 
@@ -39,7 +39,8 @@ SETTING = "THREADLINE_RUN_MAX_EXECUTING_PER_TENANT"
 
 class HeldUpstream:
     """POST /v1/chat/completions: the first delta at once, the rest once the gate of the last message's text is
-    open (`open`); a text starting with `fail` gets an error event instead. Records the texts that arrived."""
+    open (`open`); a text starting with `fail` gets an error event instead, one starting with `tick` a delta every
+    0.1 s while it waits. Records the texts that arrived."""
 
     def __init__(self) -> None:
         self.arrived: list[str] = []
@@ -105,6 +106,8 @@ class HeldUpstream:
         gate = self._gate(text)
         while not gate.is_set() and not self.closing.is_set():
             gate.wait(0.1)
+            if text.startswith("tick"):
+                send(delta("."))
         if text.startswith("fail"):
             send({"error": {"message": "the model broke", "type": "server_error"}})
             return
@@ -391,6 +394,30 @@ def test_a_client_that_leaves_midway_or_a_model_that_fails_gives_its_place_back(
     assert admitted_when_a_place_frees(api, busy).status_code == 200
     upstream.open(taken.text)
     assert taken.finish()[-1] == "[DONE]"
+
+
+def test_a_call_whose_key_is_revoked_midway_gives_its_place_back(
+    api: ServerThread,
+    upstream: HeldUpstream,
+    admin: Actor,
+    hold: Callable[..., Held],
+) -> None:
+    busy = on(api, admin)
+    made = busy.client.ok(
+        'mutation($u: ID!) { apiKeyCreate(userId: $u, name: "short-lived") { secret apiKey { id } } }',
+        {"u": admin.user_id},
+    )["apiKeyCreate"]
+    short_lived = Actor(admin.tenant_id, admin.user_id, made["secret"], Client(api.url, made["secret"]))
+    revoked, other = hold(short_lived, "tick revoked"), hold(busy, "v1 other")
+    assert_over_the_cap(complete(api, busy))
+
+    busy.client.ok("mutation($k: ID!) { apiKeyRevoke(id: $k) { revoked } }", {"k": made["apiKey"]["id"]})
+    error = json.loads(revoked.finish()[-1])["error"]  # ended within a second, the model still speaking
+    assert error["code"] == "invalid_api_key", error
+    assert admitted_when_a_place_frees(api, busy).status_code == 200
+    upstream.open(other.text)
+    assert other.finish()[-1] == "[DONE]"
+    short_lived.client.close()
 
 
 def test_a_place_held_by_a_process_that_died_lapses_with_its_lease(
