@@ -31,6 +31,7 @@ from threadline.graphql import graphiql
 from threadline.graphql.http_fast import LeanGraphQL
 from threadline.graphql.view import ThreadlineGraphQL
 from threadline.observability.repository import ping
+from threadline.ratelimits.addresses import TrustedProxies
 from threadline.settings import Settings
 from threadline.sharing.page import share_page
 
@@ -60,8 +61,13 @@ class ThreadlineApp(Starlette):
 
     lean: LeanGraphQL | None = None
     _front: ASGIApp | None = None
+    # THREADLINE_TRUSTED_PROXIES: the one place a request's client address is derived (ratelimits.addresses);
+    # None: the TCP peer is the client.
+    proxies: TrustedProxies | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.proxies is not None and scope["type"] != "lifespan":
+            self.proxies.apply(scope)
         lean = self.lean
         if (
             lean is None
@@ -297,4 +303,5 @@ def create_app(settings: Settings | None = None) -> Starlette:
     app.state.services = services
     app.state.graphql_http = graphql_http
     app.lean = graphql_http
+    app.proxies = TrustedProxies(settings.trusted_proxies) if settings.trusted_proxies else None
     return app

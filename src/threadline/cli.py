@@ -57,6 +57,9 @@ def _serve_until_stopped(args: argparse.Namespace, settings: Settings) -> int:
             timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_seconds)),
             # Event frames are small; compressing each one per socket costs more CPU than it saves.
             ws_per_message_deflate=False,
+            # The app derives the client address (THREADLINE_TRUSTED_PROXIES, ratelimits.addresses); uvicorn's own
+            # handling trusted X-Forwarded-For from 127.0.0.1 and ::1 (FORWARDED_ALLOW_IPS), from any local process.
+            proxy_headers=False,
         )
     finally:
         if embedded is not None:

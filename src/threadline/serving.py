@@ -90,6 +90,9 @@ def serve_workers(settings: Settings, dsn: str, host: str, port: int, workers: i
             ws_max_size=settings.ws_max_message_bytes,
             timeout_graceful_shutdown=max(1, round(settings.shutdown_grace_seconds)),
             ws_per_message_deflate=False,
+            # The app derives the client address (THREADLINE_TRUSTED_PROXIES, ratelimits.addresses); uvicorn's own
+            # handling trusted X-Forwarded-For from 127.0.0.1 and ::1 (FORWARDED_ALLOW_IPS), from any local process.
+            proxy_headers=False,
         )
     finally:
         for name, value in saved.items():

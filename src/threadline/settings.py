@@ -65,6 +65,19 @@ def _env_list(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(part.strip() for part in raw.split(",") if part.strip())
 
 
+def _env_networks(name: str, default: tuple[str, ...]) -> tuple[str, ...]:
+    """Comma-separated CIDRs or IP addresses, as networks (`192.0.2.7` is `192.0.2.7/32`)."""
+    import ipaddress
+
+    networks = []
+    for value in _env_list(name, default):
+        try:
+            networks.append(str(ipaddress.ip_network(value, strict=False)))
+        except ValueError as exc:
+            raise ValueError(f"{name} must list CIDRs or IP addresses; got {value!r}") from exc
+    return tuple(networks)
+
+
 def _env_pairs(name: str, default: tuple[tuple[str, int], ...]) -> tuple[tuple[str, int], ...]:
     """`name=int,name=int` (e.g. THREADLINE_MODEL_CONTEXT_TOKENS=gpt-4o=128000,echo=8192)."""
     raw = os.environ.get(name)
@@ -332,6 +345,10 @@ class Settings:
     # Operations of callers without credentials (introspection, shared links) per client address, window and
     # process (ratelimits.service.AnonymousWindows); 0: none counted.
     rate_limit_anonymous: int = 120
+    # Proxies (CIDRs or addresses) whose X-Forwarded-For / Forwarded name the client (ratelimits.addresses): a
+    # request from one is counted, for the anonymous and shared links' per-address windows, as the rightmost hop
+    # that is not itself a trusted proxy. Empty: the TCP peer is the client (behind a proxy, its callers share).
+    trusted_proxies: tuple[str, ...] = ()
     # Request tokens one process may take ahead for a user querying it in quick succession (ratelimits.service
     # leases: one statement per this many plain queries); 1 draws every query on its own.
     rate_limit_lease_max: int = 16
@@ -634,6 +651,7 @@ class Settings:
             ),
             rate_limit_burst=_env_int("THREADLINE_RATE_LIMIT_BURST", cls.rate_limit_burst),
             rate_limit_anonymous=_env_int("THREADLINE_RATE_LIMIT_ANONYMOUS", cls.rate_limit_anonymous),
+            trusted_proxies=_env_networks("THREADLINE_TRUSTED_PROXIES", cls.trusted_proxies),
             rate_limit_lease_max=_env_int("THREADLINE_RATE_LIMIT_LEASE", cls.rate_limit_lease_max),
             rate_limit_ceiling_requests=_env_int(
                 "THREADLINE_RATE_LIMIT_CEILING_REQUESTS", cls.rate_limit_ceiling_requests

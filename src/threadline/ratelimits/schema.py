@@ -114,8 +114,9 @@ async def draw(context: Context, costs: dict[str, int]) -> GraphQLExecutionResul
 
 
 def _address(request: Any) -> str:
-    """The address a request came from (a proxy's, behind one: its callers then share a window). An IPv6 client
-    is its /64: one host holds a whole /64, so counting single addresses would give it a window per address."""
+    """The address a request came from: the peer's, or behind a trusted proxy the client's it forwards (the app
+    sets `client` so, ratelimits.addresses). An IPv6 client is its /64: one host holds a whole /64, so counting
+    single addresses would give it a window per address."""
     client = getattr(request, "client", None)
     host = str(getattr(client, "host", None) or "unknown")
     try:

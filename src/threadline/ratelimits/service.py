@@ -9,6 +9,7 @@ still counts against the budgets that allowed it.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import time
 import uuid
@@ -51,19 +52,46 @@ class RateLimited(ThreadlineError):
         self.budget = budget
 
 
-# Client addresses whose anonymous window one process keeps (least recently seen forgotten first).
+# Client addresses with a window of their own in one process. Once that many hold a live window, a new address is
+# counted with its /24 (IPv4) or /48 (IPv6) in a shared window, at most ANONYMOUS_PREFIXES_MAX of those, and past
+# that in one overflow window every other newcomer shares. A live window is never evicted: a client rotating through
+# many addresses only fills the table, and cannot reset anyone's count by pushing their window out.
 ANONYMOUS_ADDRESSES_MAX = 10_000
+ANONYMOUS_PREFIXES_MAX = 1_000
+_OVERFLOW = "overflow"
+
+_Windows = OrderedDict[str, tuple[float, int]]
+
+
+def wider_prefix(address: str) -> str:
+    """The /24 of an IPv4 address, the /48 of an IPv6 address or /64 (anonymous windows' keys); else itself."""
+    try:
+        network = ipaddress.ip_network(address, strict=False)
+    except ValueError:
+        return address
+    if network.version == 6 and network.prefixlen == 128:
+        mapped = ipaddress.IPv6Address(network.network_address).ipv4_mapped
+        if mapped is not None:
+            network = ipaddress.ip_network(mapped)
+    return str(network.supernet(new_prefix=min(network.prefixlen, 24 if network.version == 4 else 48)))
 
 
 class AnonymousWindows:
     """Operations of callers without credentials, per client address, in fixed windows of
     THREADLINE_RATE_LIMIT_WINDOW_SECONDS, in this process: they have no budget row (no principal), and a full
     introspection costs ~0.15-0.2 s of CPU, so twenty at once from anyone held both cores of a small server. In
-    memory, not the database: a refusal must cost less than what it refuses (behind a proxy, its address is the
-    client's)."""
+    memory, not the database: a refusal must cost less than what it refuses. The client address is the peer's, or
+    behind a trusted proxy the one it forwards (ratelimits.addresses, THREADLINE_TRUSTED_PROXIES).
+
+    Memory is bounded (ANONYMOUS_ADDRESSES_MAX windows, ANONYMOUS_PREFIXES_MAX wider ones and the overflow), and
+    only windows that are over are forgotten, never a live one. Each table is kept in the order its windows
+    started (a window taken over from a prefix may be older than those before it), so the ones over are found at
+    its front without a scan."""
 
     def __init__(self) -> None:
-        self._windows: OrderedDict[str, tuple[float, int]] = OrderedDict()
+        self._windows: _Windows = OrderedDict()
+        self._prefixes: _Windows = OrderedDict()
+        self._overflow: _Windows = OrderedDict()
 
     def take(self, settings: Settings, address: str, now: float | None = None) -> None:
         """Counts one operation of `address`; RATE_LIMITED (budget `anonymous`) past THREADLINE_RATE_LIMIT_ANONYMOUS."""
@@ -72,16 +100,42 @@ class AnonymousWindows:
             return
         now = time.monotonic() if now is None else now
         window = max(settings.rate_limit_window_seconds, 1)
-        start, count = self._windows.pop(address, (now, 0))
+        table, key = self._window_of(address, now, window)
+        start, count = table.get(key, (now, 0))
         if now - start >= window:
             start, count = now, 0
         reset = max(1, math.ceil(start + window - now))
         if count >= limit:
-            self._windows[address] = (start, count)
             raise RateLimited(Budget("anonymous", limit, 0, reset), reset)
-        self._windows[address] = (start, count + 1)
-        while len(self._windows) > ANONYMOUS_ADDRESSES_MAX:
-            self._windows.popitem(last=False)
+        table[key] = (start, count + 1)
+        if count == 0:
+            table.move_to_end(key)  # a window that starts now: the table stays in the order windows started
+
+    def _window_of(self, address: str, now: float, window: int) -> tuple[_Windows, str]:
+        """The table and key counting `address`: its own window; when the table holds only live windows, its wider
+        prefix's (a new one starts from the count the prefix has); then the overflow."""
+        if address in self._windows:
+            return self._windows, address
+        prefix = wider_prefix(address)
+        if self._room(self._windows, ANONYMOUS_ADDRESSES_MAX, now, window):
+            shared = self._prefixes.get(prefix)
+            if shared is not None and now - shared[0] < window:
+                # Counted with its prefix until now: its own window goes on from that count, not from zero.
+                self._windows[address] = shared
+            return self._windows, address
+        if prefix in self._prefixes or self._room(self._prefixes, ANONYMOUS_PREFIXES_MAX, now, window):
+            return self._prefixes, prefix
+        return self._overflow, _OVERFLOW
+
+    @staticmethod
+    def _room(table: _Windows, size: int, now: float, window: int) -> bool:
+        """Whether `table` can take one more window, after forgetting those that are over (at its front)."""
+        while len(table) >= size and table:
+            start, _ = next(iter(table.values()))
+            if now - start < window:
+                return False
+            table.popitem(last=False)
+        return len(table) < size
 
 
 anonymous_windows = AnonymousWindows()
