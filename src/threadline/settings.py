@@ -260,7 +260,11 @@ class Settings:
     run_max_attempts: int = 3
     run_timeout_seconds: float = 300.0
     run_max_active_per_user: int = 10
-    # Runs of one tenant executing at once across every worker (runs.repository.claim_next); 0: no cap.
+    # A tenant's model work executing at once, across every process, counted in PostgreSQL: its runs IN_PROGRESS or
+    # CANCELLING plus its completions in progress through the gateway (/v1), one number
+    # (runs.repository.tenant_executing). Past it a run stays queued until a place frees (claim_next); a /v1 call,
+    # whose client cannot wait, is refused 429 rate_limit_exceeded with Retry-After (gateway.admission). Queued runs
+    # and runs waiting for tool outputs hold no model and count toward nothing. 0: no cap.
     run_max_executing_per_tenant: int = 10
     run_delta_interval_seconds: float = 0.05
     run_default_provider: str = "echo"
