@@ -4,7 +4,7 @@ slots; 0 keeps only the recovery); `threadline worker` runs one on its own.
 
 Runs are claimed with FOR UPDATE SKIP LOCKED, so any number of workers share one database; fairly: the tenant
 with the fewest runs executing goes first, and none has more than THREADLINE_RUN_MAX_EXECUTING_PER_TENANT
-executing across all workers (`repository.claim_next`). A worker wakes on NOTIFY (a run queued, a cancel
+executing across all workers, its gateway calls in progress counted with them (`repository.claim_next`). A worker wakes on NOTIFY (a run queued, a cancel
 requested) and polls as a fallback, so a dropped LISTEN connection only slows it down.
 """
 
