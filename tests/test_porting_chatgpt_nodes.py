@@ -175,3 +175,33 @@ def test_digests_an_earlier_import_kept_of_decoded_messages_are_compared_as_such
     assert summary(cli_import(dsn, admin, write(tmp_path / "v3.json", v3))) == (0, 1, 0, 0, 0, 0, 1)
     assert outline(loop, dsn, cid)[1] == (1, "ASSISTANT", "Paris, on the Seine.")
     assert_tree_is_consistent(loop, dsn, cid)
+
+
+def test_a_merge_stores_the_digests_of_every_node_of_the_newer_export_and_only_those(
+    admin: Actor, dsn: str, loop: Loop, tmp_path: Path
+) -> None:
+    """A merge sends only the digests that changed and the nodes that are gone (bulk_repository.
+    set_merged_sources): what is stored after it is still exactly the newer export's digests, whether nodes were
+    added, removed or edited."""
+
+    def stored() -> dict[str, str]:
+        (source,) = sql(loop, dsn, "SELECT node_digests FROM import_source")
+        return dict(json.loads(source["node_digests"]))
+
+    v1 = first_export()
+    cli_import(dsn, admin, write(tmp_path / "v1.json", v1))
+    v2 = grown(v1, "a-1", [("u-b", "user", "Another question"), ("a-b", "assistant", "Another answer")])
+    assert summary(cli_import(dsn, admin, write(tmp_path / "v2.json", v2)))[4] == 2
+    assert stored() == chatgpt.node_digests(read(v2)["mapping"])
+    # The branch's last node is gone from the next export (hidden), and the main branch grew.
+    v3 = grown(v2, "a-2", [("u-3", "user", "Thanks!"), ("a-3", "assistant", "You're welcome.")])
+    del v3["mapping"]["a-b"]
+    v3["mapping"]["u-b"]["children"] = []
+    assert summary(cli_import(dsn, admin, write(tmp_path / "v3.json", v3)))[4] == 2
+    assert stored() == chatgpt.node_digests(read(v3)["mapping"])
+    assert "a-b" not in stored()
+    # An edited node with a new one: the edit's digest replaces the earlier one.
+    v4 = grown(v3, "a-3", [("u-4", "user", "One more")])
+    v4["mapping"]["a-1"]["message"]["content"]["parts"] = ["Paris, on the Seine."]
+    assert summary(cli_import(dsn, admin, write(tmp_path / "v4.json", v4)))[4:6] == (1, 1)
+    assert stored() == chatgpt.node_digests(read(v4)["mapping"])

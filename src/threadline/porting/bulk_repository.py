@@ -280,23 +280,45 @@ async def set_merged_sources(
     db: Executor,
     tenant_id: uuid.UUID,
     source: str,
-    merged: dict[uuid.UUID, tuple[dict[str, str] | None, bytes | None]],
+    merged: dict[uuid.UUID, tuple[dict[str, str] | None, bytes | None, dict[str, str] | None]],
 ) -> None:
     """What merged conversations now hold came from these items: each one's node digests (`repository.
     set_node_digests`; None keeps the earlier ones) and fingerprint (None: not from a file's item), in one
-    statement for many conversations."""
-    if merged:
-        await db.execute(
-            """UPDATE import_source s SET node_digests = coalesce(v.d, s.node_digests), fingerprint = decode(v.f, 'hex')
-               FROM jsonb_to_recordset($3::jsonb) AS v(conversation_id uuid, d jsonb, f text)
-               WHERE s.tenant_id = $1 AND s.source = $2 AND s.conversation_id = v.conversation_id""",
-            tenant_id,
-            source,
-            [
-                {"conversation_id": str(c), "d": d, "f": f.hex() if f is not None else None}
-                for c, (d, f) in merged.items()
-            ],
-        )
+    statement for many conversations. The third of each is the digests the merge started from (`seen`, read before
+    its lock; None: unknown): only what differs from them travels, the changed and new nodes' digests and the nodes
+    no longer there, applied to the digests stored now. A merge of a grown conversation sent and parsed every
+    node's digest again (~110 a conversation) to change ten; a concurrent merge's digests of nodes this one did not
+    change are kept (they are of what is stored)."""
+    if not merged:
+        return
+    rows = []
+    for c, (digests, fingerprint, seen) in merged.items():
+        row: dict[str, Any] = {
+            "conversation_id": str(c),
+            "f": fingerprint.hex() if fingerprint is not None else None,
+        }
+        if digests is None:
+            row["keep"] = True
+        elif seen is None:
+            row["d"] = digests
+        else:
+            row["changed"] = {k: d for k, d in digests.items() if seen.get(k) != d}
+            row["gone"] = [k for k in seen if k not in digests]
+        rows.append(row)
+    await db.execute(
+        """UPDATE import_source s
+           SET node_digests = CASE WHEN v.keep THEN s.node_digests
+                                   WHEN v.d IS NOT NULL THEN v.d
+                                   ELSE (coalesce(s.node_digests, '{}'::jsonb) - coalesce(v.gone, '{}'::text[]))
+                                        || v.changed END,
+               fingerprint = decode(v.f, 'hex')
+           FROM jsonb_to_recordset($3::jsonb)
+                AS v(conversation_id uuid, keep boolean, d jsonb, changed jsonb, gone text[], f text)
+           WHERE s.tenant_id = $1 AND s.source = $2 AND s.conversation_id = v.conversation_id""",
+        tenant_id,
+        source,
+        rows,
+    )
 
 
 async def set_fingerprints(

@@ -854,6 +854,7 @@ class Importer:
                     # What each holds now came from these items: their node digests, and the fingerprint of their
                     # bytes (None: not from a file's item, nothing to skip by next time).
                     fingerprint_of = {m.conversation_id: self._fingerprint(m.p) for m in pending}
+                    seen_of = {m.conversation_id: m.p.seen for m in pending}
                     await bulk_repo.set_merged_sources(
                         tx,
                         tenant,
@@ -862,6 +863,7 @@ class Importer:
                             t.conversation_id: (
                                 t.plan.node_digests or None,
                                 fingerprint_of[t.conversation_id],
+                                seen_of[t.conversation_id],
                             )
                             for t in targets
                         },
