@@ -12,6 +12,7 @@ import orjson
 from threadline import crypto
 from threadline.conversations.repository import LABEL_VECTOR
 from threadline.db import Executor, Transaction
+from threadline.porting.chatgpt_nodes import FORGOTTEN, forgets
 from threadline.threads.paths import ancestor_paths
 
 # A message row as it is staged (its tenant is the statement's): metadata and parts travel as JSON text.
@@ -302,8 +303,13 @@ async def set_merged_sources(
         elif seen is None:
             row["d"] = digests
         else:
-            row["changed"] = {k: d for k, d in digests.items() if seen.get(k) != d}
+            # A forgotten node's digest stays forgotten (its message was deleted here), and so does the fingerprint.
+            row["changed"] = {
+                k: d for k, d in digests.items() if seen.get(k) != d and seen.get(k) != FORGOTTEN
+            }
             row["gone"] = [k for k in seen if k not in digests]
+            if forgets(seen):
+                row["f"] = None
         rows.append(row)
     await db.execute(
         """UPDATE import_source s

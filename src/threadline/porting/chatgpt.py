@@ -27,7 +27,7 @@ from urllib.parse import quote, urlsplit
 import orjson
 
 from threadline.parts import model as parts
-from threadline.porting.chatgpt_nodes import MAX_DIGESTED_NODES, LazyNodes, is_raw
+from threadline.porting.chatgpt_nodes import MAX_DIGESTED_NODES, LazyNodes, is_raw, same
 from threadline.porting.model import (
     ImportedConversation,
     ImportedMessage,
@@ -518,7 +518,11 @@ def look(obj: dict[str, Any], seen: dict[str, str] | None) -> Look:
         # The earlier import kept digests of decoded messages (made before digests of the bytes were, or read
         # without its text): compared as those, once; the digests of the bytes are kept from now on.
         compared = node_digests(mapping.whole())
-    if seen is None or len(compared) != len(mapping) or any(seen.get(k, d) != d for k, d in compared.items()):
+    if (
+        seen is None
+        or len(compared) != len(mapping)
+        or not all(same(seen, k, d) for k, d in compared.items())
+    ):
         return Look(digests, unchanged=False, only_new=False)
     grown = len(compared) > len(seen) or any(k not in seen for k in compared)
     return Look(digests, unchanged=not grown, only_new=grown)
@@ -546,7 +550,7 @@ def reduced(
     if (
         seen is None
         or len(digests) != len(mapping)
-        or (not only_new and any(seen.get(k, d) != d for k, d in digests.items()))
+        or (not only_new and not all(same(seen, k, d) for k, d in digests.items()))
     ):
         return Reduction(digests)
     new = [k for k in digests if k not in seen]

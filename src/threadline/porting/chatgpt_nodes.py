@@ -49,9 +49,29 @@ def raw_digest(message: msgspec.Raw, parent: Any) -> str:
     return digest.hexdigest()
 
 
+# The digest kept of a node whose message was deleted or erased here (threads.repository.forget_import_digests):
+# the node is known (its message is stored, as a tombstone) and never compared, so a re-import neither takes it for
+# new nor for changed, and the deleted message stays deleted. Nothing of its text is kept.
+FORGOTTEN = ""
+
+
 def is_raw(digests: dict[str, str]) -> bool:
     """Whether node digests were made by `raw_digest` (an empty set: either kind; an import keeps one kind)."""
-    return len(next(iter(digests.values()), "0" * RAW_DIGEST_HEX)) == RAW_DIGEST_HEX
+    first = next((d for d in digests.values() if d != FORGOTTEN), "0" * RAW_DIGEST_HEX)
+    return len(first) == RAW_DIGEST_HEX
+
+
+def same(seen: dict[str, str], key: str, digest: str) -> bool:
+    """Whether node `key`, with this digest now, is as the import that saw the nodes `seen` saw it (a node it did
+    not see is; a forgotten one, `FORGOTTEN`, is never compared)."""
+    kept = seen.get(key, digest)
+    return kept == digest or kept == FORGOTTEN
+
+
+def forgets(seen: dict[str, str] | None) -> bool:
+    """Whether an earlier import's digests name a node whose message was deleted since: no fingerprint of the bytes
+    of a conversation holding its text is kept again."""
+    return seen is not None and FORGOTTEN in seen.values()
 
 
 def _loads(raw: msgspec.Raw) -> Any:

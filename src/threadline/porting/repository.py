@@ -12,6 +12,7 @@ import asyncpg
 from threadline import crypto
 from threadline.conversations.repository import CONVERSATION_COLUMNS
 from threadline.db import Executor, Transaction
+from threadline.threads import repository as threads_repo
 from threadline.threads.repository import MESSAGE_COLUMNS
 
 THREAD_COPY_COLUMNS = (
@@ -392,6 +393,7 @@ async def redact_messages(
             tenant_id,
             message_ids,
         )
+    await threads_repo.forget_import_digests(db, tenant_id, message_ids)
     return await db.fetch(
         """UPDATE message SET content = '', parts = NULL, metadata = NULL, deleted_at = coalesce(deleted_at, now())
            WHERE tenant_id = $1 AND id = ANY($2::uuid[]) RETURNING id, content, edited_at, deleted_at""",

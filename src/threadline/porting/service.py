@@ -674,7 +674,10 @@ class Importer:
                 self._not_mergeable(p, cid)
             except Exception as exc:  # noqa: BLE001 - one bad conversation must not stop the others
                 self._fail_prepared(p, p.external_id, f"could not be merged: {type(exc).__name__}: {exc}")
-        refreshed = {cid: f for cid, f in refreshed.items() if f is not None}
+        forgetting = {
+            cid for p, cid in batch if chatgpt_nodes.forgets(p.seen)
+        }  # no fingerprint of deleted text
+        refreshed = {cid: f for cid, f in refreshed.items() if f is not None and cid not in forgetting}
         if refreshed:  # one statement, no transaction: only a shortcut for the next re-import
             await bulk_repo.set_fingerprints(self.db, tenant, self.fmt.value, refreshed)
         if pending:

@@ -362,12 +362,41 @@ async def tombstone(db: Executor, tenant_id: uuid.UUID, message_id: uuid.UUID) -
     row = await db.fetchrow(
         f"""UPDATE message m SET content = '', parts = NULL, metadata = NULL, pii = NULL, deleted_at = now()
             WHERE m.tenant_id = $1 AND m.id = $2
-            RETURNING {MESSAGE_COLUMNS}""",
+            RETURNING {MESSAGE_COLUMNS}, m.import_key IS NOT NULL AS imported""",
         tenant_id,
         message_id,
     )
     assert row is not None
+    if row["imported"]:
+        await forget_import_digests(db, tenant_id, [message_id])
     return row
+
+
+# What `porting.chatgpt_nodes.FORGOTTEN` is: the digest kept of a source node whose message was deleted.
+_FORGOTTEN_DIGEST = ""
+
+
+async def forget_import_digests(db: Executor, tenant_id: uuid.UUID, message_ids: list[uuid.UUID]) -> None:
+    """Deleted or erased imported messages: the import identity of their conversation forgets what it kept of
+    their source text, the digest of each one's node (kept as known, not compared: `porting.chatgpt_nodes.
+    FORGOTTEN`) and the fingerprint of the whole conversation's bytes. Each confirmed a guess of the deleted text.
+    A re-import reads the conversation again (no fingerprint) and leaves the deleted messages deleted."""
+    await db.execute(
+        """WITH gone AS (
+               SELECT conversation_id, array_agg(import_key) AS keys FROM message
+               WHERE tenant_id = $1 AND id = ANY($2::uuid[]) AND import_key IS NOT NULL
+               GROUP BY conversation_id
+           )
+           UPDATE import_source s
+           SET node_digests = s.node_digests || coalesce(
+                   (SELECT jsonb_object_agg(k, $3::text) FROM unnest(gone.keys) AS k WHERE s.node_digests ? k),
+                   '{}'::jsonb),
+               fingerprint = NULL
+           FROM gone WHERE s.tenant_id = $1 AND s.conversation_id = gone.conversation_id""",
+        tenant_id,
+        message_ids,
+        _FORGOTTEN_DIGEST,
+    )
 
 
 async def drop_chunks(db: Executor, tenant_id: uuid.UUID, message_ids: list[uuid.UUID]) -> None:
