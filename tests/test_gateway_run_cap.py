@@ -469,3 +469,43 @@ def test_a_place_held_by_a_process_that_died_lapses_with_its_lease(
             process.wait(timeout=30)
     # Nothing gives the dead process's place back: its lease (THREADLINE_RUN_STALE_SECONDS there) lapses.
     assert admitted_when_a_place_frees(api, busy, timeout=30).status_code == 200
+
+
+def test_a_call_asking_for_n_choices_holds_n_places_and_more_than_the_cap_is_refused_as_input(
+    api: ServerThread,
+    upstream: HeldUpstream,
+    admin: Actor,
+) -> None:
+    """`n` completions at once are n completions' worth of the model (each draws a `runs` token): one call with
+    `n` = 128 held one place, so a tenant of cap 2 had 256 completions executing (found in review of fe3f474)."""
+    busy = on(api, admin)
+    body = {
+        "model": MODEL,
+        "stream": True,
+        "n": CAP,
+        "messages": [{"role": "user", "content": "v1 n"}],
+    }
+    headers = {"Authorization": f"Bearer {busy.api_key}"}
+    with (
+        httpx.Client(timeout=30) as http,
+        http.stream("POST", f"{api.url}/v1/chat/completions", json=body, headers=headers) as held,
+    ):
+        assert held.status_code == 200, held.read()
+        lines = held.iter_lines()  # kept: a dropped iterator closes the stream
+        assert next(line for line in lines if line.startswith("data: "))
+        assert_over_the_cap(complete(api, busy))  # its CAP choices hold every place
+        upstream.open("v1 n")
+        assert [line for line in lines if line.startswith("data: ")][-1] == "data: [DONE]"
+    assert admitted_when_a_place_frees(api, busy).status_code == 200
+
+    # More choices than the cap could never be admitted: a 400 naming `n`, not a 429 to retry forever.
+    refused = httpx.post(
+        f"{api.url}/v1/chat/completions",
+        json={**body, "stream": False, "n": CAP + 1, "model": "echo"},
+        headers=headers,
+        timeout=30,
+    )
+    assert refused.status_code == 400, refused.text
+    error = refused.json()["error"]
+    assert (error["type"], error["param"]) == ("invalid_request_error", "n"), error
+    assert SETTING in error["message"], error

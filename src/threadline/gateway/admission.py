@@ -30,7 +30,7 @@ from starlette.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from threadline.auth.principal import Principal
-from threadline.errors import ErrorCode, ThreadlineError
+from threadline.errors import ErrorCode, ThreadlineError, bad_input
 from threadline.gateway import repository as repo
 from threadline.runs.worker import tenant_cap
 
@@ -94,29 +94,42 @@ class Places:
         self.services = services
         # Runs a give-back to its end, even when the request that held the place is cancelled.
         self.spawn = spawn
-        self._held: dict[uuid.UUID, uuid.UUID] = {}  # call -> tenant, while its lease is renewed
+        # place (one choice of a call) -> tenant, while its lease is renewed
+        self._held: dict[uuid.UUID, uuid.UUID] = {}
         self._renewing: asyncio.Task[None] | None = None
 
-    async def take(self, principal: Principal) -> Release:
-        """A place for one more call of the principal's tenant (RATE_LIMITED when it has the cap's worth of runs
-        executing and calls in progress together; no cap: nothing is taken), and how to give it back (once)."""
+    async def take(self, principal: Principal, choices: int = 1) -> Release:
+        """A place for each of the `choices` (`n`) of one more call of the principal's tenant: each is a completion
+        the model works on at once, as a run is (and each draws a `runs` token). RATE_LIMITED when the tenant's runs
+        executing and calls in progress would be more than the cap with them; BAD_USER_INPUT (param `n`) when
+        `choices` alone is (no retry could be admitted); no cap: nothing is taken. Returns how to give them back
+        (once)."""
         settings = self.services.settings
         cap = tenant_cap(settings)
         if cap is None:
             return lambda: None
-        tenant, call = principal.tenant_id, uuid.uuid4()
+        if choices > cap:
+            raise bad_input(
+                f"`n` ({choices}) is more than the completions your organisation may have executing at once, "
+                f"THREADLINE_RUN_MAX_EXECUTING_PER_TENANT ({cap}): each choice is a completion of its own",
+                param="n",
+                limit=cap,
+            )
+        tenant, calls = principal.tenant_id, [uuid.uuid4() for _ in range(choices)]
         async with self.services.db.transaction() as tx:
-            held = await repo.take_call_place(tx, tenant, call, cap, settings.run_stale_seconds)
+            held = await repo.take_call_place(tx, tenant, calls, cap, settings.run_stale_seconds)
         if held is not None:
             raise ThreadlineError(
                 ErrorCode.RATE_LIMITED,
                 f"Your organisation has {held} model calls executing, the limit of "
                 f"THREADLINE_RUN_MAX_EXECUTING_PER_TENANT ({cap}): its runs in progress and its /v1 completions in "
-                "progress count together, across every server (queued runs do not). Retry when one ends.",
+                "progress count together, across every server (queued runs do not; a call asking for `n` choices "
+                f"counts as n, {choices} here). Retry when one ends.",
                 retryAfter=1,
                 limit=cap,
             )
-        self._held[call] = tenant
+        for call in calls:
+            self._held[call] = tenant
         if self._renewing is None or self._renewing.done():
             self._renewing = asyncio.create_task(self._renew(), name="threadline-gateway-leases")
         released = False
@@ -126,14 +139,15 @@ class Places:
             if released:
                 return
             released = True
-            self._held.pop(call, None)  # no longer renewed: it lapses even if the give-back fails
-            self.spawn(self._give_back(tenant, call))
+            for call in calls:
+                self._held.pop(call, None)  # no longer renewed: it lapses even if the give-back fails
+            self.spawn(self._give_back(tenant, calls))
 
         return release
 
-    async def _give_back(self, tenant: uuid.UUID, call: uuid.UUID) -> None:
+    async def _give_back(self, tenant: uuid.UUID, calls: list[uuid.UUID]) -> None:
         try:
-            await repo.give_call_place(self.services.db, tenant, call, self.services.settings.run_queue)
+            await repo.give_call_place(self.services.db, tenant, calls, self.services.settings.run_queue)
         except Exception as exc:  # noqa: BLE001 - its lease lapses instead (THREADLINE_RUN_STALE_SECONDS)
             log.warning("gateway: a call's place could not be given back (%s); its lease lapses", exc)
 

@@ -68,23 +68,25 @@ async def branch_rows(
 
 
 async def take_call_place(
-    db: Executor, tenant_id: uuid.UUID, call_id: uuid.UUID, cap: int, lease_seconds: float
+    db: Executor, tenant_id: uuid.UUID, call_ids: list[uuid.UUID], cap: int, lease_seconds: float
 ) -> int | None:
-    """Inside a transaction: a place among the tenant's model work executing for the call `call_id` (a
-    `gateway_call` leased for `lease_seconds`), unless the tenant already has `cap` (its executing runs and calls,
-    `runs.repository.tenant_executing`); None when taken, else how many it has. Takes the tenant's lock on the
-    count, which a worker claiming its runs takes too, and drops the tenant's leases that ran out (calls of a
-    process that died: at most `cap` of them each time)."""
+    """Inside a transaction: one place among the tenant's model work executing for each of `call_ids` (the
+    choices of one call, each a `gateway_call` leased for `lease_seconds`), all or none: unless the tenant's
+    executing runs and calls (`runs.repository.tenant_executing`) and these would be more than `cap`; None when
+    taken, else how many it has. Takes the tenant's lock on the count, which a worker claiming its runs takes too,
+    and drops the tenant's leases that ran out (calls of a process that died)."""
     await lock_tenant_executing(db, tenant_id)
     row = await db.fetchrow(
         f"""WITH gone AS (DELETE FROM gateway_call WHERE tenant_id = $1 AND expires_at <= now()),
                  held AS (SELECT {tenant_executing("$1")} AS n),
                  taken AS (INSERT INTO gateway_call (id, tenant_id, expires_at)
-                           SELECT $2, $1, now() + make_interval(secs => $4) FROM held WHERE held.n < $3
+                           SELECT k.id, $1, now() + make_interval(secs => $4)
+                           FROM held, unnest($2::uuid[]) AS k(id)
+                           WHERE held.n + cardinality($2::uuid[]) <= $3
                            RETURNING id)
             SELECT held.n, (SELECT count(*) FROM taken) AS taken FROM held""",
         tenant_id,
-        call_id,
+        call_ids,
         cap,
         lease_seconds,
     )
@@ -107,14 +109,16 @@ async def renew_call_places(
     )
 
 
-async def give_call_place(db: Executor, tenant_id: uuid.UUID, call_id: uuid.UUID, queue: str) -> None:
-    """The call's place back; a worker of `queue` is woken when the tenant has a run queued there, waiting for it."""
+async def give_call_place(db: Executor, tenant_id: uuid.UUID, call_ids: list[uuid.UUID], queue: str) -> None:
+    """The call's places back; a worker of `queue` is woken (once) when the tenant has a run queued there, waiting
+    for one."""
     await db.execute(
-        """WITH gone AS (DELETE FROM gateway_call WHERE tenant_id = $1 AND id = $2 RETURNING tenant_id)
-           SELECT pg_notify($4::text, 'queued:' || $3::text) FROM gone
-           WHERE EXISTS (SELECT 1 FROM run r WHERE r.queue = $3::text AND r.tenant_id = $1 AND r.status = 'QUEUED')""",
+        """WITH gone AS (DELETE FROM gateway_call WHERE tenant_id = $1 AND id = ANY($2::uuid[]) RETURNING tenant_id)
+           SELECT pg_notify($4::text, 'queued:' || $3::text)
+           WHERE EXISTS (SELECT 1 FROM gone)
+             AND EXISTS (SELECT 1 FROM run r WHERE r.queue = $3::text AND r.tenant_id = $1 AND r.status = 'QUEUED')""",
         tenant_id,
-        call_id,
+        call_ids,
         queue,
         CHANNEL,
     )

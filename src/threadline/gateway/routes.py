@@ -157,7 +157,8 @@ class Gateway:
         provider = self.providers()[provider_of(settings, chat.model)]
         release = self.admission.admit(principal, settings.run_max_active_per_user)  # 429 past the cap
         try:
-            release = both(await self.places.take(principal), release)  # 429 past the tenant's cap
+            # 429 past the tenant's cap (a place for each of the `n` choices; 400 when `n` alone is past it)
+            release = both(await self.places.take(principal, chat.choices), release)
         except BaseException:
             release()
             raise
