@@ -25,7 +25,8 @@ DELETE = "mutation($id: ID!) { messageDelete(id: $id) { id content deletedAt } }
 def source(loop: Loop, dsn: str) -> tuple[dict[str, str], bytes | None]:
     (row,) = sql(loop, dsn, "SELECT node_digests, fingerprint FROM import_source")
     fingerprint = row["fingerprint"]
-    return json.loads(row["node_digests"]), bytes(fingerprint) if fingerprint is not None else None
+    digests = json.loads(row["node_digests"]) if row["node_digests"] is not None else {}
+    return digests, bytes(fingerprint) if fingerprint is not None else None
 
 
 def message_of(loop: Loop, dsn: str, key: str) -> Any:
@@ -105,3 +106,26 @@ def test_erased_imported_messages_are_forgotten_by_the_import_identity_too(
     assert digests["u-1"] == digests["a-2"] == chatgpt_nodes.FORGOTTEN
     assert len(digests["a-1"]) == chatgpt_nodes.RAW_DIGEST_HEX
     assert fingerprint is None
+
+
+def test_digests_kept_again_by_a_reimport_forget_the_deleted_messages(
+    admin: Actor, dsn: str, loop: Loop, tmp_path: Path
+) -> None:
+    """A conversation whose import kept no node digests (imported before they were, or past MAX_DIGESTED_NODES)
+    gets them from its next re-import: not of the messages deleted since, and no fingerprint of its bytes."""
+    v1 = first_export()
+    cli_import(dsn, admin, write(tmp_path / "v1.json", v1))
+    sql(loop, dsn, "UPDATE import_source SET node_digests = NULL")
+    admin.client.ok(DELETE, {"id": encode_id(Kind.MESSAGE, message_of(loop, dsn, "a-1")["id"])})
+    assert summary(cli_import(dsn, admin, write(tmp_path / "again.json", v1))) == (0, 0, 1, 0, 0, 0, 0)
+    digests, fingerprint = source(loop, dsn)
+    assert digests["a-1"] == chatgpt_nodes.FORGOTTEN and len(digests["u-1"]) == chatgpt_nodes.RAW_DIGEST_HEX
+    assert fingerprint is None
+    # And from a merge that reads the rows whole.
+    sql(loop, dsn, "UPDATE import_source SET node_digests = NULL")
+    v2 = grown(v1, "a-2", [("u-3", "user", "Thanks!")])
+    assert summary(cli_import(dsn, admin, write(tmp_path / "v2.json", v2))) == (0, 1, 0, 0, 1, 1, 0)
+    digests, fingerprint = source(loop, dsn)
+    assert digests["a-1"] == chatgpt_nodes.FORGOTTEN
+    assert fingerprint is None
+    assert message_of(loop, dsn, "a-1")["content"] == ""

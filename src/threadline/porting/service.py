@@ -150,6 +150,15 @@ class _Prepared:
     file: str | None = None  # the file it was read from (`Importer.file` then), for failures found later
 
 
+def _forgotten(digests: dict[str, str], rows: list[Any]) -> dict[str, str]:
+    """Node digests to keep, those of the messages deleted here among `rows` forgotten (chatgpt_nodes.FORGOTTEN):
+    a re-import may bring their text back in its bytes, but nothing of it is kept."""
+    deleted = {r["import_key"] for r in rows if r["deleted"] and r["import_key"] in digests}
+    if not deleted:
+        return digests
+    return {k: chatgpt_nodes.FORGOTTEN if k in deleted else d for k, d in digests.items()}
+
+
 def _all_stored(known: dict[str, bool], seen: dict[str, str], value: Any) -> bool:
     """Whether every node the earlier import saw that was asked about is stored or has no parent (the root, whose
     message is null, is never stored): then each walk up from a new node stops at the first of them
@@ -632,6 +641,8 @@ class Importer:
         tenant = self.principal.tenant_id
         pending: list[_Merging] = []
         refreshed: dict[uuid.UUID, bytes | None] = {}  # unchanged ones: the fingerprint of the bytes read now
+        # Conversations holding a message deleted here: no fingerprint of bytes holding its text is kept again.
+        forgetting = {cid for p, cid in batch if chatgpt_nodes.forgets(p.seen)}
         # Most re-imported conversations did not change: their rows read in one statement, no lock.
         read_now = [cid for p, cid in batch if not (p.plan is None and p.seen is not None)]
         rows_of = await bulk_repo.merge_targets(self.db, tenant, read_now) if read_now else {}
@@ -655,13 +666,17 @@ class Importer:
                     await asyncio.sleep(0)
                     continue
                 rows = rows_of[cid]
+                if any(r["deleted"] for r in rows):
+                    forgetting.add(cid)
                 if p.plan is None and self._plan(p, p.item.value) is None:
                     continue
                 assert p.plan is not None
                 if merging.unchanged(p.plan, rows):
                     if p.seen is None and p.plan.node_digests is not None:
                         # Imported before digests were kept: the next re-import reads only what is new.
-                        await repo.set_node_digests(self.db, tenant, cid, p.plan.source, p.plan.node_digests)
+                        await repo.set_node_digests(
+                            self.db, tenant, cid, p.plan.source, _forgotten(p.plan.node_digests, rows)
+                        )
                     self.report.existing.append(cid)
                     refreshed[cid] = self._fingerprint(p)
                     continue
@@ -674,9 +689,6 @@ class Importer:
                 self._not_mergeable(p, cid)
             except Exception as exc:  # noqa: BLE001 - one bad conversation must not stop the others
                 self._fail_prepared(p, p.external_id, f"could not be merged: {type(exc).__name__}: {exc}")
-        forgetting = {
-            cid for p, cid in batch if chatgpt_nodes.forgets(p.seen)
-        }  # no fingerprint of deleted text
         refreshed = {cid: f for cid, f in refreshed.items() if f is not None and cid not in forgetting}
         if refreshed:  # one statement, no transaction: only a shortcut for the next re-import
             await bulk_repo.set_fingerprints(self.db, tenant, self.fmt.value, refreshed)
@@ -830,6 +842,7 @@ class Importer:
         failed: list[tuple[_Prepared, str]] = []
         unmergeable: list[_Merging] = []
         targets: list[merging.Target] = []
+        forgetting = {m.conversation_id for m in pending if chatgpt_nodes.forgets(m.p.seen)}
         try:
             async with self.db.transaction() as tx:
                 ready = await self._manageable(tx, pending, failed)
@@ -852,11 +865,16 @@ class Importer:
                         unmergeable.append(m)
                         continue
                     targets.append(merging.Target(plan, m.conversation_id, rows, record_origin=m.p.no_origin))
+                    if m.rows is not None and any(r["deleted"] for r in rows):
+                        forgetting.add(m.conversation_id)  # whole rows: see `_merge_batch`
                 async with deferring(tx):
                     await merging.merge_many(tx, self.settings, tenant, user, targets)
                     # What each holds now came from these items: their node digests, and the fingerprint of their
                     # bytes (None: not from a file's item, nothing to skip by next time).
-                    fingerprint_of = {m.conversation_id: self._fingerprint(m.p) for m in pending}
+                    fingerprint_of = {
+                        m.conversation_id: None if m.conversation_id in forgetting else self._fingerprint(m.p)
+                        for m in pending
+                    }
                     seen_of = {m.conversation_id: m.p.seen for m in pending}
                     await bulk_repo.set_merged_sources(
                         tx,
@@ -864,7 +882,7 @@ class Importer:
                         self.fmt.value,
                         {
                             t.conversation_id: (
-                                t.plan.node_digests or None,
+                                _forgotten(t.plan.node_digests, t.existing) if t.plan.node_digests else None,
                                 fingerprint_of[t.conversation_id],
                                 seen_of[t.conversation_id],
                             )
