@@ -112,6 +112,9 @@ class ServerThread:
             log_level="warning",
             lifespan="on",
             ws_max_size=1024 * 1024,
+            # As `threadline serve` (cli.py, serving.py): the app derives the client address
+            # (THREADLINE_TRUSTED_PROXIES); uvicorn's own handling trusted X-Forwarded-For from 127.0.0.1.
+            proxy_headers=False,
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, daemon=True)
