@@ -32,15 +32,21 @@ HOPS_MAX = 32
 
 
 def parse_networks(values: Iterable[str]) -> tuple[Network, ...]:
-    """CIDRs or single addresses (`10.0.0.0/8`, `192.0.2.7`, `2001:db8::/32`); ValueError naming a bad one."""
-    networks = []
+    """CIDRs or single addresses (`10.0.0.0/8`, `192.0.2.7`, `2001:db8::/32`); ValueError naming a bad one. An
+    IPv4-mapped IPv6 network (`::ffff:10.0.0.0/104`, as a dual-stack listener shows IPv4 peers) is the IPv4 network
+    it maps: addresses are compared as IPv4 (`parse_address`), so it would match nothing."""
+    networks: list[Network] = []
     for value in values:
         try:
-            networks.append(ipaddress.ip_network(value.strip(), strict=False))
+            network = ipaddress.ip_network(value.strip(), strict=False)
         except ValueError as exc:
             raise ValueError(
                 f"THREADLINE_TRUSTED_PROXIES must list CIDRs or IP addresses; got {value!r}"
             ) from exc
+        mapped = network.network_address.ipv4_mapped if isinstance(network, ipaddress.IPv6Network) else None
+        if mapped is not None and network.prefixlen >= 96:
+            network = ipaddress.IPv4Network((mapped, network.prefixlen - 96))
+        networks.append(network)
     return tuple(networks)
 
 
