@@ -975,6 +975,7 @@ async def import_data(
     if all_or_nothing and run.report.failures:
         failures = run.report.failures
         first = failures[0]
+        await _audit_refusal(db, run, conversations, failures)
         raise bad_input(
             f"{len(failures)} conversation(s) cannot be imported, so none was: item {first.index}: {first.message}",
             argument="input.data",
@@ -989,22 +990,51 @@ async def import_data(
         return await run.finish()
     # All or nothing past planning too: a conversation the database refuses while it is stored (a batch's failure
     # rolls back to its savepoint, and each of the batch is tried again alone, as ever) refuses the others with it.
-    async with db.transaction() as tx:
-        run.db, run.inline = WithinTransaction(db, tx, savepoints=True), True
-        await run.submit(prepared)
-        report = await run.finish()
-        if report.failures:
-            first = report.failures[0]
-            raise bad_input(
-                f"{len(report.failures)} conversation(s) could not be stored, so none was imported: item "
-                f"{first.index}: {first.message}",
-                argument="input.data",
-                failures=[
-                    {"index": f.index, "externalId": f.external_id, "message": f.message}
-                    for f in report.failures
-                ],
-            )
+    refused: list[ImportFailure] = []
+    try:
+        async with db.transaction() as tx:
+            run.db, run.inline = WithinTransaction(db, tx, savepoints=True), True
+            await run.submit(prepared)
+            report = await run.finish()
+            if report.failures:
+                refused = report.failures
+                first = refused[0]
+                raise bad_input(
+                    f"{len(refused)} conversation(s) could not be stored, so none was imported: item "
+                    f"{first.index}: {first.message}",
+                    argument="input.data",
+                    failures=[
+                        {"index": f.index, "externalId": f.external_id, "message": f.message} for f in refused
+                    ],
+                )
+    except ThreadlineError:
+        if refused:  # rolled back: its audit entry with it
+            await _audit_refusal(db, run, conversations, refused)
+        raise
     return report
+
+
+async def _audit_refusal(
+    db: Database, run: Importer, conversations: int, failures: list[ImportFailure]
+) -> None:
+    """An all-or-nothing import refused whole is audited as refused, in a transaction of its own: the import's
+    entry (`Importer.finish`) went with the import's rollback, or was never written. Counts only, as ever."""
+    async with db.transaction() as tx:
+        await record(
+            tx,
+            run.principal,
+            AuditAction.CONVERSATION_IMPORT,
+            None,
+            {
+                "format": run.fmt.value,
+                "refused": True,
+                "conversations": conversations,
+                "imported": 0,
+                "merged": 0,
+                "failed": len(failures),
+                "messages": 0,
+            },
+        )
 
 
 def _prepare_within_caps(run: Importer, items: list[Item], settings: Settings) -> list[_Prepared]:
