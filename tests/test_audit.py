@@ -46,7 +46,8 @@ def test_user_creation_and_api_keys_are_recorded_newest_first(admin: Actor, make
         member.user_id,
         "ApiKey",
         created["id"],
-        {"prefix": created["prefix"], "forSelf": True},
+        # Minted with the key the admin made for the member (rows[2]): the lineage is recorded (auth.service).
+        {"prefix": created["prefix"], "forSelf": True, "createdByKey": rows[2][3]},
     )
     assert rows[2][:3] == ("api_key.create", admin.user_id, "ApiKey") and rows[2][4]["forSelf"] is False
     assert rows[3] == ("user.create", admin.user_id, "User", member.user_id, {"role": "MEMBER"})

@@ -33,6 +33,12 @@ async def user_erased(tx: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID) ->
     if row is not None and row["external_subject"]:
         await repo.insert_erased_subject(tx, tenant_id, hash_subject(row["external_subject"]))
     await publish_principal_changed(tx, tenant_id, PrincipalChanged(None, "erased"))
+    # Their keys are deleted by now, and with them (a trigger, migration 2026-12-10T07:00) every live key those
+    # keys minted was revoked, other users' too (an admin's key mints for anyone): those users' sockets
+    # re-check, as after a revocation.
+    for other in await repo.users_with_keys_revoked_now(tx, tenant_id):
+        if other != user_id:
+            await principal_changed(tx, tenant_id, other, "revoked")
 
 
 async def tenant_changed(tx: Executor, tenant_id: uuid.UUID) -> None:

@@ -22,6 +22,9 @@ class Principal:
     # The tenant's PII policy (privacy.policy), read with the credential: MASK_ON_READ masks what this caller
     # reads (privacy.reading).
     pii_policy: str = "OFF"
+    # The API key the caller authenticated with (None for a JWT): a key it mints records it as its parent, and
+    # is revoked with it (auth.service).
+    key_id: uuid.UUID | None = None
 
     @property
     def is_admin(self) -> bool:

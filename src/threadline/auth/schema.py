@@ -98,7 +98,9 @@ class AuthMutation:
 
     @strawberry.mutation(
         description="Create an API key for a user (admins for anyone, others for themselves). "
-        "The secret is returned only here."
+        "The secret is returned only here. Created with an API key, the new key records it "
+        "(`ApiKey.createdByKey`) and is revoked whenever that key is. A user holds at most 100 live keys "
+        "(CONFLICT beyond)."
     )
     async def api_key_create(
         self,
@@ -122,7 +124,9 @@ class AuthMutation:
 
     @strawberry.mutation(
         description="Revoke an API key: your own, or (admins) any key of the tenant; it stops authenticating "
-        "at once, also on open WebSockets."
+        "at once, also on open WebSockets. Every key it minted (`ApiKey.mintedKeys`) is revoked with it, "
+        "transitively, in the same transaction; each is audited as `api_key.revoke` with "
+        "`details.cascadedFrom`."
     )
     async def api_key_revoke(
         self,

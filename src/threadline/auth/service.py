@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import asyncpg
@@ -23,8 +24,12 @@ from threadline.auth.tokens import (
 )
 from threadline.db import Database, Executor
 from threadline.errors import bad_input, conflict, forbidden, not_found
-from threadline.ids import Kind
+from threadline.ids import Kind, encode_id
 from threadline.settings import Settings
+
+# Live (unrevoked) API keys a user may hold. Also bounds the work of a revocation, which walks the live keys a
+# key minted (revoke_api_key).
+MAX_LIVE_KEYS_PER_USER = 100
 
 
 @dataclass(frozen=True)
@@ -60,7 +65,12 @@ async def authenticate(db: Executor, settings: Settings, authorization: str | No
     if row is None:
         raise unauthenticated("Invalid API key")
     return Principal(
-        row["tenant_id"], row["user_id"], Role(row["role"]), row["team"], row["pii_policy"] or "OFF"
+        row["tenant_id"],
+        row["user_id"],
+        Role(row["role"]),
+        row["team"],
+        row["pii_policy"] or "OFF",
+        key_id=row["key_id"],
     )
 
 
@@ -147,7 +157,13 @@ async def create_user(
 async def create_api_key(
     db: Database, principal: Principal, user_id: uuid.UUID, name: str
 ) -> tuple[asyncpg.Record, str]:
-    """Admins create keys for any user of their tenant; anyone may create keys for themself."""
+    """Admins create keys for any user of their tenant; anyone may create keys for themself.
+
+    A key minted by a caller authenticated with an API key records that key (`created_by_key`): revoking it
+    revokes this one too (revoke_api_key), so a leaked key cannot leave behind keys that outlive its revocation.
+    The parent key's row is held while the new key is inserted, so a revocation racing this either sees the new
+    key or is seen by it (then the caller is UNAUTHENTICATED). A user holds at most MAX_LIVE_KEYS_PER_USER live
+    keys, which bounds what a revocation walks."""
     # Existence first: another tenant's user is NOT_FOUND for every caller, never FORBIDDEN.
     if await repo.user_by_id(db, principal.tenant_id, user_id) is None:
         raise not_found("User")
@@ -157,15 +173,35 @@ async def create_api_key(
         raise bad_input("API key name is limited to 200 characters", argument="name")
     plaintext, key_hash, prefix = new_api_key()
     async with db.transaction() as tx:
-        row = await repo.insert_api_key(tx, principal.tenant_id, user_id, name.strip(), key_hash, prefix)
-        details = {"prefix": prefix, "forSelf": user_id == principal.user_id}
+        if principal.key_id is not None and not await repo.lock_live_api_key(
+            tx, principal.tenant_id, principal.key_id
+        ):
+            raise unauthenticated("Invalid API key")
+        live_keys = await repo.lock_user_keys(tx, principal.tenant_id, user_id)
+        if live_keys is None:
+            raise not_found("User")
+        if live_keys >= MAX_LIVE_KEYS_PER_USER:
+            raise conflict(
+                f"A user may hold at most {MAX_LIVE_KEYS_PER_USER} live API keys: revoke one first"
+            )
+        row = await repo.insert_api_key(
+            tx, principal.tenant_id, user_id, name.strip(), key_hash, prefix, principal.key_id
+        )
+        details: dict[str, object] = {"prefix": prefix, "forSelf": user_id == principal.user_id}
+        if principal.key_id is not None:
+            details["createdByKey"] = encode_id(Kind.API_KEY, principal.key_id)
         await record(tx, principal, AuditAction.API_KEY_CREATE, (Kind.API_KEY, row["id"]), details)
     return row, plaintext
 
 
 async def revoke_api_key(db: Database, principal: Principal, key_id: uuid.UUID) -> asyncpg.Record:
     """Anyone revokes their own keys (a leaked key must not wait for an admin); admins any key of their
-    tenant. Another user's key is NOT_FOUND to a non-admin, as for reading it (readable_api_key)."""
+    tenant. Another user's key is NOT_FOUND to a non-admin, as for reading it (readable_api_key).
+
+    Every live key the key minted is revoked with it, transitively, in the same transaction: each audited as
+    `api_key.revoke` with `details.cascadedFrom`, and the open sockets of each affected user re-check their
+    credential (auth.live), as for the key itself. The walk is bounded by the live keys of the tenant's users
+    (MAX_LIVE_KEYS_PER_USER each)."""
     await readable_api_key(db, principal, key_id)
     async with db.transaction() as tx:
         row = await repo.revoke_api_key(tx, principal.tenant_id, key_id)
@@ -173,7 +209,21 @@ async def revoke_api_key(db: Database, principal: Principal, key_id: uuid.UUID) 
             raise not_found("ApiKey")
         details = {"prefix": row["prefix"]}
         await record(tx, principal, AuditAction.API_KEY_REVOKE, (Kind.API_KEY, key_id), details)
-        await live.principal_changed(tx, principal.tenant_id, row["user_id"], "revoked")
+        users = {row["user_id"]}
+        revoked = [key_id]
+        cascaded_from = encode_id(Kind.API_KEY, key_id)
+        # Repeated until nothing more is found: a key minted under one of them and committed while a pass ran
+        # (its creation held that parent's row) is found by the next pass; none is minted after it.
+        while minted := await repo.revoke_minted_keys(tx, principal.tenant_id, revoked):
+            for child in minted:
+                revoked.append(child["id"])
+                users.add(child["user_id"])
+                child_details = {"prefix": child["prefix"], "cascadedFrom": cascaded_from}
+                await record(
+                    tx, principal, AuditAction.API_KEY_REVOKE, (Kind.API_KEY, child["id"]), child_details
+                )
+        for user in sorted(users):
+            await live.principal_changed(tx, principal.tenant_id, user, "revoked")
     live.committed()
     return row
 
@@ -206,3 +256,32 @@ async def readable_api_key(db: Executor, principal: Principal, key_id: uuid.UUID
     if row is None or (row["user_id"] != principal.user_id and not principal.is_admin):
         raise not_found("ApiKey")
     return row
+
+
+async def visible_api_key(db: Executor, principal: Principal, key_id: uuid.UUID) -> asyncpg.Record | None:
+    """readable_api_key's row, or None where it is NOT_FOUND (gone, or another user's key to a non-admin)."""
+    row = await repo.api_key_by_id(db, principal.tenant_id, key_id)
+    if row is None or (row["user_id"] != principal.user_id and not principal.is_admin):
+        return None
+    return row
+
+
+async def minted_api_keys(
+    db: Executor, principal: Principal, key_id: uuid.UUID, limit: int, after: tuple[object, ...] | None
+) -> tuple[list[asyncpg.Record], Callable[[], Awaitable[int]]]:
+    """The keys `key_id` (readable by the caller) minted, oldest first: all of them for an admin, the caller's
+    own for anyone else. With a count of them, for `totalCount`."""
+    only = None if principal.is_admin else principal.user_id
+    rows = await repo.minted_api_keys(db, principal.tenant_id, key_id, only, limit, after)
+    return rows, lambda: repo.count_minted_api_keys(db, principal.tenant_id, key_id, only)
+
+
+async def user_api_keys(
+    db: Executor, principal: Principal, user_id: uuid.UUID, limit: int, after: tuple[object, ...] | None
+) -> tuple[list[asyncpg.Record], Callable[[], Awaitable[int]]] | None:
+    """A user's API keys (never their secrets), oldest first, for the user and tenant admins; None for anyone
+    else. With a count of them, for `totalCount`."""
+    if user_id != principal.user_id and not principal.is_admin:
+        return None
+    rows = await repo.user_api_keys(db, principal.tenant_id, user_id, limit, after)
+    return rows, lambda: repo.count_user_api_keys(db, principal.tenant_id, user_id)

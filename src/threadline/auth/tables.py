@@ -42,6 +42,10 @@ class ApiKey(Table, tablename="api_key"):
     created_at = Timestamptz(default=TimestamptzNow())
     last_used_at = Timestamptz(null=True, default=None)
     note = Text(default="")
+    # The key that minted this one (apiKeyCreate called with an API key); NULL when a JWT, the bootstrap or a
+    # key made before lineage was recorded minted it. Revoking or deleting a key revokes the keys it minted.
+    created_by_key = UUID(null=True, default=None)
+    revoked_at = Timestamptz(null=True, default=None)
 
 
 class ErasedSubject(Table, tablename="erased_subject"):

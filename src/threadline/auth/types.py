@@ -9,13 +9,23 @@ from typing import Any
 import asyncpg
 import strawberry
 
-from threadline.auth import loaders
+from threadline.auth import loaders, service
 from threadline.auth.principal import Role
 from threadline.graphql.context import Info
 from threadline.graphql.describe import describe_values
 from threadline.graphql.node import Node
+from threadline.graphql.pagination import (
+    After,
+    Connection,
+    First,
+    as_datetime,
+    as_uuid,
+    connection,
+    decode_cursor,
+    page_size,
+)
 from threadline.graphql.ready import NOT_READY, loaded
-from threadline.ids import Kind, encode_id
+from threadline.ids import Kind, decode_id, encode_id
 
 RoleEnum = strawberry.enum(Role, name="Role", description="A user's role in their tenant.")
 describe_values(
@@ -40,6 +50,31 @@ class User(Node):
     created_at: datetime = strawberry.field(description="When the user was created.")
     uuid: strawberry.Private[uuid.UUID]
 
+    @strawberry.field(
+        description="The user's API keys, oldest first, revoked ones included (never their secrets): to find a "
+        "key by its `prefix`, and what it minted (`ApiKey.mintedKeys`). Null unless the caller is this user or "
+        "a tenant admin."
+    )
+    async def api_keys(
+        self, info: Info, first: First = None, after: After = None
+    ) -> Connection[ApiKey] | None:
+        principal = await info.context.principal()
+        settings = info.context.settings
+        limit = page_size(first, settings.page_size_default, settings.page_size_max)
+        cursor = decode_cursor(after, (as_datetime, as_uuid)) if after else None
+        found = await service.user_api_keys(info.context.db, principal, self.uuid, limit + 1, cursor)
+        if found is None:
+            return None
+        rows, count = found
+        return connection(
+            rows,
+            limit,
+            ApiKey.from_row,
+            lambda r: (r["created_at"], r["id"]),
+            count,
+            has_previous=cursor is not None,
+        )
+
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> User:
         return cls(
@@ -57,13 +92,55 @@ class User(Node):
 class ApiKey(Node):
     name: str = strawberry.field(description="A label for the key.")
     prefix: str = strawberry.field(description="The first characters of the key, to recognise it.")
-    revoked: bool = strawberry.field(description="A revoked key no longer authenticates.")
+    revoked: bool = strawberry.field(
+        description="A revoked key no longer authenticates. Revoking a key also revokes every key it minted "
+        "(`mintedKeys`), transitively."
+    )
+    revoked_at: datetime | None = strawberry.field(
+        description="When the key was revoked, directly or with the key that minted it; null while it is live "
+        "(and for keys revoked before this was recorded)."
+    )
     created_at: datetime = strawberry.field(description="When the key was created.")
     user_uuid: strawberry.Private[uuid.UUID]
+    created_by_key_uuid: strawberry.Private[uuid.UUID | None]
 
     @strawberry.field(description="The user this key authenticates as.")
     async def user(self, info: Info) -> User | None:
         return await load_user(info, self.user_uuid)
+
+    @strawberry.field(
+        description="The API key that minted this key (`apiKeyCreate` called with it), if the caller may read "
+        "it (their own key; admins: any). Revoking that key revoked or revokes this one too. Null when a JWT "
+        "minted it, when the minting key is gone or not the caller's to see, and for keys minted before lineage "
+        "was recorded."
+    )
+    async def created_by_key(self, info: Info) -> ApiKey | None:
+        if self.created_by_key_uuid is None:
+            return None
+        principal = await info.context.principal()
+        row = await service.visible_api_key(info.context.db, principal, self.created_by_key_uuid)
+        return ApiKey.from_row(row) if row is not None else None
+
+    @strawberry.field(
+        description="The keys minted with this key (`apiKeyCreate` authenticated by it), oldest first, revoked "
+        "ones included: every key of the tenant for an admin, the caller's own keys for anyone else. They are "
+        "revoked when this key is."
+    )
+    async def minted_keys(self, info: Info, first: First = None, after: After = None) -> Connection[ApiKey]:
+        principal = await info.context.principal()
+        settings = info.context.settings
+        limit = page_size(first, settings.page_size_default, settings.page_size_max)
+        cursor = decode_cursor(after, (as_datetime, as_uuid)) if after else None
+        key_id = decode_id(self.id, Kind.API_KEY)
+        rows, count = await service.minted_api_keys(info.context.db, principal, key_id, limit + 1, cursor)
+        return connection(
+            rows,
+            limit,
+            ApiKey.from_row,
+            lambda r: (r["created_at"], r["id"]),
+            count,
+            has_previous=cursor is not None,
+        )
 
     @classmethod
     def from_row(cls, row: asyncpg.Record) -> ApiKey:
@@ -72,8 +149,10 @@ class ApiKey(Node):
             name=row["name"],
             prefix=row["prefix"],
             revoked=row["revoked"],
+            revoked_at=row["revoked_at"],
             created_at=row["created_at"],
             user_uuid=row["user_id"],
+            created_by_key_uuid=row["created_by_key"],
         )
 
 
