@@ -197,16 +197,23 @@ async def merge_many(
 async def _edit(
     tx: Transaction, tenant_id: uuid.UUID, user_id: uuid.UUID, targets: list[Target]
 ) -> list[asyncpg.Record]:
-    """Known messages whose text changed: updated as edits (the earlier text kept), with the newer parts."""
+    """Known messages whose text changed: updated as edits (the earlier text kept), with the newer parts. One
+    deleted since its row was read (a delete takes the message's lock, not the conversation's) stays deleted: its
+    tombstone takes no text, and it is no edit."""
     edited = []
     for t in targets:
+        kept = []
         for row, m in t.edits:
             current = await threads_repo.message(tx, tenant_id, row["id"], lock=True)
             assert current is not None
+            if current["deleted_at"] is not None:
+                continue
+            kept.append((row, m))
             await threads_repo.record_edit(tx, tenant_id, row["id"], current["content"], user_id)
             edited.append(await threads_repo.set_content(tx, tenant_id, row["id"], m["content"]))
             # The newer export's parts go with its text (content is their projection).
             await threads_repo.set_parts(tx, tenant_id, row["id"], m["parts"])
+        t.edits = kept
     if edited:
         await follow_content(tx, tenant_id, edited)
     return edited

@@ -847,8 +847,15 @@ class Importer:
             async with self.db.transaction() as tx:
                 ready = await self._manageable(tx, pending, failed)
                 fetched, stale = await self._rows_needed(tx, [m for m in ready if m.rows is None])
+                # Rows read before the lock (`_merge_batch`) told which conversations changed; they are read again
+                # under it (one statement): another import may have added the same new messages since (added
+                # twice), or a message may have been deleted (its tombstone given the newer text as an edit).
+                read_before = [m.conversation_id for m in ready if m.rows is not None]
+                locked_rows = await bulk_repo.merge_targets(tx, tenant, read_before) if read_before else {}
                 for m in ready:
-                    rows = m.rows if m.rows is not None else fetched[m.conversation_id]
+                    rows = (
+                        locked_rows[m.conversation_id] if m.rows is not None else fetched[m.conversation_id]
+                    )
                     plan = m.p.plan
                     if m.rows is None:
                         plan, error, stored = self._lazy_plan(m, rows, m.conversation_id in stale)
