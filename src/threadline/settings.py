@@ -217,6 +217,8 @@ class Settings:
     typing_timeout_seconds: float = 5.0
     ws_init_timeout_seconds: float = 10.0
     ws_max_operations: int = 100
+    # Open WebSockets one user may hold in one process (0: no cap): one more is refused at connection_init (4429).
+    ws_max_sockets_per_user: int = 200
     maintenance_interval_seconds: float = 1.0
 
     # Import, export, data rights (issue 7)
@@ -495,6 +497,9 @@ class Settings:
                 "THREADLINE_WS_INIT_TIMEOUT_SECONDS", cls.ws_init_timeout_seconds
             ),
             ws_max_operations=_env_int("THREADLINE_WS_MAX_OPERATIONS", cls.ws_max_operations),
+            ws_max_sockets_per_user=_env_int(
+                "THREADLINE_WS_MAX_SOCKETS_PER_USER", cls.ws_max_sockets_per_user
+            ),
             maintenance_interval_seconds=_env_float(
                 "THREADLINE_MAINTENANCE_INTERVAL_SECONDS", cls.maintenance_interval_seconds
             ),

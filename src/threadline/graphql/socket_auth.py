@@ -10,8 +10,17 @@ close frame carry one; urql and graphql-ws show it, where "Forbidden" alone told
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from threadline.errors import ErrorCode, ThreadlineError
+
+if TYPE_CHECKING:
+    from threadline.settings import Settings
+    from threadline.streaming.sessions import SocketSessions
 
 REFUSED_CLOSE_CODE = 4403
+# graphql-transport-ws's code for "too many initialisation requests": over the caller's budget or socket cap.
+TOO_MANY_CLOSE_CODE = 4429
 # RFC 6455: a close frame's payload is at most 125 bytes, two of which are the code.
 CLOSE_REASON_MAX_BYTES = 123
 # Looked up in this order; the first non-empty string wins.
@@ -51,3 +60,22 @@ def close_reason(text: str) -> str:
     if len(encoded) <= CLOSE_REASON_MAX_BYTES:
         return text
     return encoded[: CLOSE_REASON_MAX_BYTES - 3].decode(errors="ignore") + "..."
+
+
+def check_open_sockets(sessions: SocketSessions, user_id: Any, settings: Settings) -> None:
+    """RATE_LIMITED when the user already holds `ws_max_sockets_per_user` open WebSockets in this process
+    (HTTP subscription streams are counted by their own cap, `ws_max_operations`)."""
+    limit = settings.ws_max_sockets_per_user
+    if limit <= 0:
+        return
+    from threadline.graphql.http_subscriptions import StreamEnd
+
+    open_sockets = sum(1 for s in sessions.of_user(user_id) if not isinstance(s.websocket, StreamEnd))
+    if open_sockets >= limit:
+        raise ThreadlineError(
+            ErrorCode.RATE_LIMITED,
+            f"You have {open_sockets} open WebSockets here; the limit is {limit} "
+            "(THREADLINE_WS_MAX_SOCKETS_PER_USER). Run several subscriptions over one socket.",
+            retryAfter=1,
+            limit=limit,
+        )

@@ -43,7 +43,13 @@ from threadline.graphql import batching, graphiql, http_subscriptions, over_http
 from threadline.graphql.base_schema import ThreadlineSchema
 from threadline.graphql.context import Context
 from threadline.graphql.errors import SqlStatementCount, format_error
-from threadline.graphql.socket_auth import SocketRefused, connection_authorization
+from threadline.graphql.socket_auth import (
+    TOO_MANY_CLOSE_CODE,
+    SocketRefused,
+    check_open_sockets,
+    connection_authorization,
+)
+from threadline.ratelimits import service as ratelimits
 from threadline.streaming.fanout import SUBSCRIPTION_EXECUTOR
 from threadline.streaming.schema import SETTLED, Parked, finish, live
 from threadline.streaming.sessions import SocketSession
@@ -705,6 +711,11 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
         try:
             principal = await context.principal()
             if isinstance(context.request, WebSocket):
+                # Opening a socket is a request (the caller's `requests` budget) and holds memory until it
+                # closes: a user holds at most `ws_max_sockets_per_user` in a process. Before, sockets were free
+                # to open, so one key could open them by the thousand.
+                await ratelimits.spend(context.db, self.services.settings, principal, {"requests": 1})
+                check_open_sockets(self.services.hub.sessions, principal.user_id, self.services.settings)
                 # Registered before authenticating once more: a revocation committed after that second check
                 # reaches the socket through the hub; one committed before it fails the check.
                 session = SocketSession(context, context.request, principal.tenant_id, principal.user_id)
@@ -713,6 +724,8 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
                 context.forget_principal()
                 await context.principal()
         except ThreadlineError as exc:
+            if exc.code is ErrorCode.RATE_LIMITED:
+                raise SocketRefused(exc.message, TOO_MANY_CLOSE_CODE) from exc
             raise SocketRefused(exc.message) from exc
         expires = token_expiry(context.authorization)
         if expires is not None and isinstance(context.request, WebSocket):
