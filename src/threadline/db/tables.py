@@ -12,6 +12,7 @@ from threadline.enrich.tables import EnrichmentJob
 from threadline.events.tables import StreamEvent, StreamState
 from threadline.feedback.tables import MessageFeedback
 from threadline.files.tables import File, FileBlob, FileBlobGone, FileChunk, MessageFile
+from threadline.gateway.tables import GatewayCall
 from threadline.idempotency.tables import IdempotencyKey
 from threadline.links.tables import ConversationLink
 from threadline.organise.tables import ConversationFolder, ConversationPin, Folder, MessageBookmark
@@ -83,4 +84,5 @@ ALL_TABLES: tuple[type[Table], ...] = (
     KeyRotation,
     TierRestore,
     EnrichmentJob,
+    GatewayCall,
 )
