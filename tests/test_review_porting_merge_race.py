@@ -8,17 +8,18 @@ from __future__ import annotations
 import asyncio
 import copy
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.harness import Actor, Loop
-from tests.test_import_forget_deleted import DELETE, message_of
-from tests.test_import_merge import REPORT, counts
-from tests.test_import_merge_ahead import first_export, grown
+from tests.test_import_forget_deleted import DELETE, message_of, source
+from tests.test_import_merge import REPORT, cli_import, counts, summary
+from tests.test_import_merge_ahead import _import, first_export, grown, write
 from tests.test_porting_import import sql
 from threadline.ids import Kind, encode_id
-from threadline.porting import bulk_repository
+from threadline.porting import bulk_repository, service
 
 ANSWER = "Paris is the capital of France."
 
@@ -83,3 +84,37 @@ def test_new_messages_another_import_added_meanwhile_are_not_added_twice(
     assert keys == sorted(["u-1", "a-1", "u-2", "a-2", "u-3", "a-3"])
     (conversation,) = sql(loop, dsn, "SELECT message_count FROM conversation")
     assert conversation["message_count"] == 6
+
+
+def test_a_node_another_merge_changed_since_the_digests_were_read_is_stored_as_this_merge_wrote_it(
+    admin: Actor, loop: Loop, dsn: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Review of 03a3c3f: a merge sends only the digests that differ from those it started from (`seen`, read before
+    the conversation's lock). Here another import merged an edit of a-1 in between, and this merge (whole: u-2
+    changed) wrote a-1 back as its export has it, the same as in `seen`: the other merge's digest of a-1 stayed
+    stored, so a later export holding that other text was skipped as unchanged and a-1 kept the older text."""
+    v1 = first_export()
+    assert summary(cli_import(dsn, admin, write(tmp_path / "v1.json", v1))) == (1, 0, 0, 0, 4, 0, 0)
+    first = source(loop, dsn)[0]
+    other = write(tmp_path / "other.json", edited(v1, "a-1", ANSWER))
+    pending = service.Importer._merge_pending
+    reports: list[dict[str, Any]] = []
+
+    async def meanwhile(self: service.Importer, *args: Any, **kwargs: Any) -> None:
+        if not reports:  # `threadline import` of the other export, between this one's look and its lock
+            reports.append(await asyncio.to_thread(cli_import, dsn, admin, other))
+        await pending(self, *args, **kwargs)
+
+    monkeypatch.setattr(service.Importer, "_merge_pending", meanwhile)
+    mine = edited(v1, "u-2", "And of Spain, please?")
+    merged = loop.run(_import(dsn, admin.api_key, write(tmp_path / "mine.json", mine)))
+    monkeypatch.undo()
+    assert summary(reports[0])[1:7] == (1, 0, 0, 0, 0, 1)
+    assert (merged["merged"], merged["messagesUpdated"]) == (1, 2)  # u-2, and a-1 back to its text
+    assert message_of(loop, dsn, "a-1")["content"] == "Paris."
+    assert source(loop, dsn)[0]["a-1"] == first["a-1"]  # what is stored now
+
+    # Both edits in one export: a-1 is merged, not skipped as unchanged.
+    both = edited(mine, "a-1", ANSWER)
+    assert summary(cli_import(dsn, admin, write(tmp_path / "both.json", both))) == (0, 1, 0, 0, 0, 0, 1)
+    assert message_of(loop, dsn, "a-1")["content"] == ANSWER

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import asyncpg
@@ -281,7 +281,9 @@ async def set_merged_sources(
     db: Executor,
     tenant_id: uuid.UUID,
     source: str,
-    merged: dict[uuid.UUID, tuple[dict[str, str] | None, bytes | None, dict[str, str] | None]],
+    merged: dict[
+        uuid.UUID, tuple[dict[str, str] | None, bytes | None, dict[str, str] | None, Collection[str]]
+    ],
 ) -> None:
     """What merged conversations now hold came from these items: each one's node digests (`repository.
     set_node_digests`; None keeps the earlier ones) and fingerprint (None: not from a file's item), in one
@@ -289,11 +291,15 @@ async def set_merged_sources(
     its lock; None: unknown): only what differs from them travels, the changed and new nodes' digests and the nodes
     no longer there, applied to the digests stored now. A merge of a grown conversation sent and parsed every
     node's digest again (~110 a conversation) to change ten; a concurrent merge's digests of nodes this one did not
-    change are kept (they are of what is stored)."""
+    change are kept (they are of what is stored). The fourth is the nodes whose messages the merge compared with
+    those stored (its plan's): theirs travel too, whatever `seen` says, for the merge wrote them as this export has
+    them. `seen` is read before the lock: another merge may have changed one of them since, and this one changed it
+    back (its digest the same as in `seen`); the digest of the other merge's text stayed, and a later re-import of
+    that text skipped the node as unchanged."""
     if not merged:
         return
     rows = []
-    for c, (digests, fingerprint, seen) in merged.items():
+    for c, (digests, fingerprint, seen, compared) in merged.items():
         row: dict[str, Any] = {
             "conversation_id": str(c),
             "f": fingerprint.hex() if fingerprint is not None else None,
@@ -305,7 +311,9 @@ async def set_merged_sources(
         else:
             # A forgotten node's digest stays forgotten (its message was deleted here), and so does the fingerprint.
             row["changed"] = {
-                k: d for k, d in digests.items() if seen.get(k) != d and seen.get(k) != FORGOTTEN
+                k: d
+                for k, d in digests.items()
+                if (k in compared or seen.get(k) != d) and seen.get(k) != FORGOTTEN
             }
             row["gone"] = [k for k in seen if k not in digests]
             if forgets(seen):

@@ -892,6 +892,7 @@ class Importer:
                                 _forgotten(t.plan.node_digests, t.existing) if t.plan.node_digests else None,
                                 fingerprint_of[t.conversation_id],
                                 seen_of[t.conversation_id],
+                                {m["key"] for m in t.plan.messages},
                             )
                             for t in targets
                         },
