@@ -420,14 +420,10 @@ def test_a_call_whose_key_is_revoked_midway_gives_its_place_back(
     short_lived.client.close()
 
 
-def test_a_place_held_by_a_process_that_died_lapses_with_its_lease(
-    api: ServerThread,
-    upstream: HeldUpstream,
-    admin: Actor,
-    hold: Callable[..., Held],
-    dsn: str,
-) -> None:
-    busy = on(api, admin)
+@contextlib.contextmanager
+def dying_server(dsn: str, upstream: HeldUpstream) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """`threadline serve` in a process of its own whose leases last 2 s (renewed every 0.2 s), no recovery of its
+    own: its URL and process, to SIGKILL midway."""
     port = free_port()
     environment = {
         **os.environ,
@@ -457,18 +453,63 @@ def test_a_place_held_by_a_process_that_died_lapses_with_its_lease(
                     break
             assert process.poll() is None and time.monotonic() < deadline, "the second server did not start"
             time.sleep(0.1)
-        doomed = hold(busy, "v1 in a process that dies", url=f"http://127.0.0.1:{port}")
+        yield f"http://127.0.0.1:{port}", process
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(timeout=30)
+
+
+def test_a_place_held_by_a_process_that_died_lapses_with_its_lease(
+    api: ServerThread,
+    upstream: HeldUpstream,
+    admin: Actor,
+    hold: Callable[..., Held],
+    dsn: str,
+) -> None:
+    busy = on(api, admin)
+    with dying_server(dsn, upstream) as (url, process):
+        doomed = hold(busy, "v1 in a process that dies", url=url)
         hold(busy, "v1 here")
         assert_over_the_cap(complete(api, busy))  # the place held in the other process counts here too
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
         doomed.close()
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(timeout=30)
     # Nothing gives the dead process's place back: its lease (THREADLINE_RUN_STALE_SECONDS there) lapses.
     assert admitted_when_a_place_frees(api, busy, timeout=30).status_code == 200
+
+
+def test_the_lapsed_lease_of_a_process_that_died_is_deleted_though_its_tenant_calls_no_more(
+    upstream: HeldUpstream,
+    admin: Actor,
+    hold: Callable[..., Held],
+    loop: Loop,
+    dsn: str,
+) -> None:
+    """Only the tenant's next /v1 call deleted its lapsed leases: a tenant that made none kept a dead process's rows
+    forever (found in review of fe3f474). Every live instance's run recovery deletes them."""
+
+    async def leases() -> int:
+        conn = await asyncpg.connect(dsn)
+        try:
+            return int(await conn.fetchval("SELECT count(*) FROM gateway_call"))
+        finally:
+            await conn.close()
+
+    with dying_server(dsn, upstream) as (url, process):
+        hold(admin, "v1 in a process that dies", url=url)
+        assert loop.run(leases()) == 1
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=30)
+    recovering = runs_server(dsn, run_workers=0, run_recovery_seconds=0.2, run_max_executing_per_tenant=CAP)
+    recovering.start()
+    try:
+        deadline = time.monotonic() + 30
+        while loop.run(leases()) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert loop.run(leases()) == 0, "the lapsed lease was never deleted"
+    finally:
+        recovering.stop()
 
 
 def test_a_call_asking_for_n_choices_holds_n_places_and_more_than_the_cap_is_refused_as_input(

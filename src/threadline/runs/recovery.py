@@ -6,7 +6,8 @@ an `error` event with code RUN_EXPIRED is published) or put back in the queue (`
 next attempt writes the output from the start; after `THREADLINE_RUN_MAX_ATTEMPTS` attempts it
 expires instead). A run that was being cancelled is cancelled. Rows are taken with SKIP LOCKED, so
 two instances never recover the same run, and the lost worker's own writes are fenced off by the
-attempt number (see `execution`).
+attempt number (see `execution`). On the same beat the leases of /v1 calls whose process died are deleted
+once they ran out (`repository.drop_lapsed_call_places`).
 """
 
 from __future__ import annotations
@@ -76,5 +77,7 @@ async def reap(db: Database, settings: Settings) -> int:
         log.warning(
             "run %s: worker %s stopped heartbeating; run is now %s", run["id"], run["worker_id"], status.value
         )
+    # The leases of gateway calls whose process died, once they ran out (they count toward nothing by then).
+    await repo.drop_lapsed_call_places(db, BATCH * 10)
     # Runs waiting for tool outputs past THREADLINE_RUN_TOOL_OUTPUTS_TIMEOUT_SECONDS expire on the same beat.
     return recovered + await expire_waiting(db, settings)

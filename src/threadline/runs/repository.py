@@ -431,6 +431,22 @@ async def set_output(db: Executor, tenant_id: uuid.UUID, run_id: uuid.UUID, mess
     )
 
 
+async def drop_lapsed_call_places(db: Executor, limit: int) -> int:
+    """Deletes up to `limit` gateway calls' leases that ran out (their process died: a live one renews its own, and
+    gives each back when its call ends); how many. They no longer count (`tenant_executing`), and the tenant's next
+    call deletes its own, but a tenant that made none kept them for good. Rows another transaction holds are
+    skipped (a call taking a place deletes its tenant's too), so this never waits on one nor deadlocks with it."""
+    deleted = await db.fetchval(
+        """WITH gone AS (
+               DELETE FROM gateway_call WHERE id IN (
+                   SELECT id FROM gateway_call WHERE expires_at <= now() LIMIT $1 FOR UPDATE SKIP LOCKED)
+               RETURNING 1)
+           SELECT count(*) FROM gone""",
+        limit,
+    )
+    return int(deleted or 0)
+
+
 async def stale_run_ids(db: Executor, stale_seconds: float, limit: int) -> list[asyncpg.Record]:
     """(tenant_id, id) of executing runs whose worker has not heartbeaten for `stale_seconds` (every tenant)."""
     return await db.fetch(
