@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import uuid
 
+from threadline.audit.service import AuditAction, SystemActor, record
 from threadline.auth import repository as repo
 from threadline.auth.credentials import forget_in_process
 from threadline.auth.tokens import hash_subject
 from threadline.db import Executor
 from threadline.events.announce import publish_principal_changed
 from threadline.events.payloads import PrincipalChanged
+from threadline.ids import Kind, encode_id
 
 
 async def principal_changed(tx: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID, reason: str) -> None:
@@ -34,9 +36,22 @@ async def user_erased(tx: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID) ->
         await repo.insert_erased_subject(tx, tenant_id, hash_subject(row["external_subject"]))
     await publish_principal_changed(tx, tenant_id, PrincipalChanged(None, "erased"))
     # Their keys are deleted by now, and with them (a trigger, migration 2026-12-10T07:00) every live key those
-    # keys minted was revoked, other users' too (an admin's key mints for anyone): those users' sockets
-    # re-check, as after a revocation.
-    for other in await repo.users_with_keys_revoked_now(tx, tenant_id):
+    # keys minted was revoked, other users' too (an admin's key mints for anyone): each such revocation is
+    # audited as apiKeyRevoke's cascade is (`cascadedFrom`: the deleted key it descends from; by the server, as
+    # the erasure's own entry names the admin), and those users' sockets re-check, as after a revocation.
+    revoked = await repo.keys_revoked_now(tx, tenant_id)
+    parents = {row["id"]: row["created_by_key"] for row in revoked}
+    for row in revoked:
+        root = row["created_by_key"]
+        while root in parents:  # up to the deleted key (lineage has no cycles: a parent is older)
+            root = parents[root]
+        details = {"prefix": row["prefix"]}
+        if root is not None:
+            details["cascadedFrom"] = encode_id(Kind.API_KEY, root)
+        await record(
+            tx, SystemActor(tenant_id), AuditAction.API_KEY_REVOKE, (Kind.API_KEY, row["id"]), details
+        )
+    for other in sorted({row["user_id"] for row in revoked}):
         if other != user_id:
             await principal_changed(tx, tenant_id, other, "revoked")
 

@@ -230,14 +230,14 @@ async def revoke_minted_keys(
     )
 
 
-async def users_with_keys_revoked_now(db: Executor, tenant_id: uuid.UUID) -> list[uuid.UUID]:
-    """Users of the tenant with a key revoked in this transaction (`revoked_at` is its start, `now()`): after a
+async def keys_revoked_now(db: Executor, tenant_id: uuid.UUID) -> list[asyncpg.Record]:
+    """The tenant's keys revoked in this transaction (`revoked_at` is its start, `now()`), oldest first: after a
     delete of keys, whose live descendants its trigger revoked (migration 2026-12-10T07:00)."""
-    rows = await db.fetch(
-        "SELECT DISTINCT user_id FROM api_key WHERE tenant_id = $1 AND revoked AND revoked_at = now()",
+    return await db.fetch(
+        f"""SELECT {KEY_COLUMNS} FROM api_key WHERE tenant_id = $1 AND revoked AND revoked_at = now()
+            ORDER BY created_at, id""",
         tenant_id,
     )
-    return [r["user_id"] for r in rows]
 
 
 async def api_key_by_id(db: Executor, tenant_id: uuid.UUID, key_id: uuid.UUID) -> asyncpg.Record | None:
