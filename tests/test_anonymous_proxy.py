@@ -153,6 +153,38 @@ def test_share_link_reads_are_counted_per_forwarded_client(proxied: str, loop: L
         assert read("198.51.100.41") == 200
 
 
+def test_share_link_reads_count_an_ipv6_client_by_its_64(proxied: str, loop: Loop, dsn: str) -> None:
+    """As the anonymous windows: one host holds a whole /64, so a window per IPv6 address gave it one per guess of
+    a token (page and `sharedConversation` alike); another /64 has its own."""
+    admin = create_admin(loop, dsn, proxied)
+    try:
+        conversation = create_conversation(admin, "shared v6")
+        start_thread(admin, conversation, "hello")
+        token = admin.client.ok(
+            "mutation($c: ID!) { shareLinkCreate(conversationId: $c) { token } }", {"c": conversation}
+        )["shareLinkCreate"]["token"]
+    finally:
+        admin.client.http.close()
+    shared = "query($t: String!) { sharedConversation(token: $t) { title } }"
+    with httpx.Client(transport=httpx.HTTPTransport(local_address=PROXY), timeout=30) as http:
+
+        def page(client: str) -> int:
+            return http.get(f"{proxied}/share/{token}", headers={"X-Forwarded-For": client}).status_code
+
+        def graphql(client: str) -> int:
+            body = {"query": shared, "variables": {"t": token}}
+            response = http.post(f"{proxied}/graphql", json=body, headers={"X-Forwarded-For": client})
+            errors = response.json().get("errors") or []
+            return 429 if errors and errors[0]["extensions"]["code"] == "RATE_LIMITED" else 200
+
+        net = "2001:db8:5a:6b"  # a /64 no other test of the module's server counts in
+        assert page(f"{net}::1") == 200
+        assert graphql(f"{net}::2") == 200
+        assert page(f"{net}:ffff::3") == 429
+        assert graphql(f"{net}::4") == 429
+        assert page("2001:db8:5a:6c::1") == 200
+
+
 def test_rotating_through_more_addresses_than_the_table_holds_resets_no_one(
     dsn: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:

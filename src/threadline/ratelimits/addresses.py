@@ -146,3 +146,18 @@ class TrustedProxies:
         client = self.client(peer[0], scope.get("headers") or ())
         if client is not None:
             scope["client"] = (client, 0)
+
+
+def counted(request: Any) -> str:
+    """The address a request is counted by in per-address windows (anonymous operations, shared links' reads):
+    `request.client` (the peer, or behind trusted proxies the client they forward: see above), an IPv6 client by
+    its /64: one host holds a whole /64, so counting single addresses would give it a window per address."""
+    client = getattr(request, "client", None)
+    host = str(getattr(client, "host", None) or "unknown")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if address.version == 6 and address.ipv4_mapped is None:
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return host

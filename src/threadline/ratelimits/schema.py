@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import uuid
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
@@ -24,7 +23,7 @@ from threadline.graphql.context import Context, Info
 from threadline.graphql.node import register
 from threadline.graphql.selections import root_fields
 from threadline.ids import Kind, decode_id
-from threadline.ratelimits import service
+from threadline.ratelimits import addresses, service
 from threadline.ratelimits.repository import BUDGET_FIELDS
 from threadline.ratelimits.types import (
     EffectiveRateLimit,
@@ -99,7 +98,7 @@ async def draw(context: Context, costs: dict[str, int]) -> GraphQLExecutionResul
     try:
         if principal is None:
             # What runs without credentials (introspection, shared links): counted per client address.
-            service.anonymous_windows.take(context.settings, _address(context.request))
+            service.anonymous_windows.take(context.settings, addresses.counted(context.request))
             return None
         budget = await service.spend(context.db, context.settings, principal, costs)
     except service.RateLimited as exc:
@@ -111,21 +110,6 @@ async def draw(context: Context, costs: dict[str, int]) -> GraphQLExecutionResul
         return refused
     _report(context.response, budget)
     return None
-
-
-def _address(request: Any) -> str:
-    """The address a request came from: the peer's, or behind a trusted proxy the client's it forwards (the app
-    sets `client` so, ratelimits.addresses). An IPv6 client is its /64: one host holds a whole /64, so counting
-    single addresses would give it a window per address."""
-    client = getattr(request, "client", None)
-    host = str(getattr(client, "host", None) or "unknown")
-    try:
-        address = ipaddress.ip_address(host)
-    except ValueError:
-        return host
-    if address.version == 6 and address.ipv4_mapped is None:
-        return str(ipaddress.ip_network(f"{address}/64", strict=False))
-    return host
 
 
 async def subscription_started(info: Info) -> None:

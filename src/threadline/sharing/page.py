@@ -22,6 +22,7 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from threadline.db.database import database_unavailable
 from threadline.errors import UNAVAILABLE_RETRY_AFTER_SECONDS, ErrorCode, ThreadlineError
 from threadline.ids import Kind, encode_id
+from threadline.ratelimits import addresses
 from threadline.sharing import service
 
 STYLE = (
@@ -164,7 +165,7 @@ async def share_page(request: Request) -> Response:
     services = request.app.state.services
     settings = services.settings
     token = request.path_params["token"]
-    address = request.client.host if request.client is not None else "unknown"
+    address = addresses.counted(request)  # an IPv6 client by its /64, as every per-address window counts
     try:
         shared = await service.open_link(services.db, settings, token, address, count=True)
         limit = settings.share_page_max_messages

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated
 
 import strawberry
 
@@ -23,15 +23,10 @@ from threadline.graphql.pagination import (
     page_size,
 )
 from threadline.ids import Kind, decode_id
+from threadline.ratelimits import addresses
 from threadline.sharing import repository as repo
 from threadline.sharing import service
 from threadline.sharing.types import SharedConversation, ShareLink
-
-
-def client_address(request: Any) -> str:
-    """The address the request came from (the proxy's, behind one: the per-address window is then shared)."""
-    client = getattr(request, "client", None)
-    return str(getattr(client, "host", None) or "unknown")
 
 
 async def _resolve_link(info: Info, value: uuid.UUID) -> ShareLink:
@@ -56,7 +51,7 @@ class ShareQuery:
     ) -> SharedConversation:
         context = info.context
         shared = await service.open_link(
-            context.db, context.settings, token, client_address(context.request), count=True
+            context.db, context.settings, token, addresses.counted(context.request), count=True
         )
         return SharedConversation.of(shared)
 
