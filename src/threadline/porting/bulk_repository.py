@@ -277,6 +277,10 @@ async def move_current_leaves(
     return [(r["root_id"], r["message_id"]) for r in rows]
 
 
+# Whether an import_source row's stored node digests forget a node (chatgpt_nodes.forgets, in SQL).
+_FORGETS = f"""jsonb_path_exists(coalesce(s.node_digests, '{{}}'::jsonb), '$.* ? (@ == "{FORGOTTEN}")')"""
+
+
 async def set_merged_sources(
     db: Executor,
     tenant_id: uuid.UUID,
@@ -319,13 +323,18 @@ async def set_merged_sources(
             if forgets(seen):
                 row["f"] = None
         rows.append(row)
+    # A node forgotten since `seen` was read (its message deleted while this merge was under way: the delete takes
+    # the message's lock, not the conversation's) stays forgotten, and a conversation whose stored digests forget a
+    # node keeps no fingerprint (the rows a merge of new nodes reads need not hold that message).
     await db.execute(
-        """UPDATE import_source s
+        f"""UPDATE import_source s
            SET node_digests = CASE WHEN v.keep THEN s.node_digests
                                    WHEN v.d IS NOT NULL THEN v.d
-                                   ELSE (coalesce(s.node_digests, '{}'::jsonb) - coalesce(v.gone, '{}'::text[]))
-                                        || v.changed END,
-               fingerprint = decode(v.f, 'hex')
+                                   ELSE (coalesce(s.node_digests, '{{}}'::jsonb) - coalesce(v.gone, '{{}}'::text[]))
+                                        || coalesce((SELECT jsonb_object_agg(c.key, CASE WHEN s.node_digests ->> c.key
+                                                         = '{FORGOTTEN}' THEN to_jsonb('{FORGOTTEN}'::text) ELSE c.value END)
+                                                     FROM jsonb_each(v.changed) AS c), '{{}}'::jsonb) END,
+               fingerprint = CASE WHEN {_FORGETS} THEN NULL ELSE decode(v.f, 'hex') END
            FROM jsonb_to_recordset($3::jsonb)
                 AS v(conversation_id uuid, keep boolean, d jsonb, changed jsonb, gone text[], f text)
            WHERE s.tenant_id = $1 AND s.source = $2 AND s.conversation_id = v.conversation_id""",
@@ -339,13 +348,14 @@ async def set_fingerprints(
     db: Executor, tenant_id: uuid.UUID, source: str, fingerprints: dict[uuid.UUID, bytes | None]
 ) -> None:
     """The fingerprint of the item each conversation was last merged from, or found unchanged in (None: an item
-    without one, e.g. through the API: the earlier fingerprint no longer says what the conversation holds)."""
+    without one, e.g. through the API: the earlier fingerprint no longer says what the conversation holds). Not of
+    a conversation whose stored digests forget a node (a message deleted since the import read them)."""
     if fingerprints:
         await db.execute(
-            """UPDATE import_source s SET fingerprint = v.f
+            f"""UPDATE import_source s SET fingerprint = v.f
                FROM unnest($3::uuid[], $4::bytea[]) AS v(conversation_id, f)
                WHERE s.tenant_id = $1 AND s.source = $2 AND s.conversation_id = v.conversation_id
-                 AND s.fingerprint IS DISTINCT FROM v.f""",
+                 AND s.fingerprint IS DISTINCT FROM v.f AND (v.f IS NULL OR NOT {_FORGETS})""",
             tenant_id,
             source,
             list(fingerprints),

@@ -872,8 +872,10 @@ class Importer:
                         unmergeable.append(m)
                         continue
                     targets.append(merging.Target(plan, m.conversation_id, rows, record_origin=m.p.no_origin))
-                    if m.rows is not None and any(r["deleted"] for r in rows):
-                        forgetting.add(m.conversation_id)  # whole rows: see `_merge_batch`
+                    if any(r["deleted"] for r in rows):
+                        # A message deleted here, among the rows read whole or in part: see `_merge_batch`. (A
+                        # node whose mark left with it from an earlier export is marked again from its row.)
+                        forgetting.add(m.conversation_id)
                 async with deferring(tx):
                     await merging.merge_many(tx, self.settings, tenant, user, targets)
                     # What each holds now came from these items: their node digests, and the fingerprint of their
