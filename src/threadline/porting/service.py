@@ -20,6 +20,7 @@ from threadline.auth.principal import Principal
 from threadline.conversations import repository as conversations
 from threadline.conversations.access import Access, access_level, require, require_writable
 from threadline.db import Database, Transaction
+from threadline.db.database import database_unavailable
 from threadline.db.within import WithinTransaction
 from threadline.errors import ThreadlineError, bad_input
 from threadline.events.announce import deferring
@@ -230,6 +231,9 @@ class Importer:
         # Writes one after the other, awaited where they are started (`_start`): on one connection, for an import
         # in one transaction (`import_data`'s all or nothing).
         self.inline = False
+        # The first failure to store or merge that was the database being unavailable (an outage, a restart): not
+        # the conversation's fault, so an all-or-nothing import is not refused for it (`import_data`).
+        self.outage: BaseException | None = None
 
     async def check_access(self) -> None:
         """Import into an existing conversation needs its owner or a tenant admin (and it must be open):
@@ -345,6 +349,11 @@ class Importer:
         except orjson.JSONEncodeError:  # what orjson cannot write (an integer past 64 bits): the slower way
             encoded = json.dumps(value, default=str, ensure_ascii=False).encode("utf-8", "surrogatepass")
         return hashlib.sha256(encoded).digest()
+
+    def _unavailable(self, exc: BaseException) -> None:
+        """Note a failure to store that was the database being unavailable (`outage`)."""
+        if self.outage is None and database_unavailable(exc):
+            self.outage = exc
 
     def _fail(self, item: Item, external_id: str | None, message: str) -> None:
         self.report.failures.append(
@@ -524,6 +533,7 @@ class Importer:
                 for p in batch:
                     await self._write_batch([p])
                 return
+            self._unavailable(exc)
             self._fail_prepared(
                 batch[0], batch[0].external_id, f"could not be stored: {type(exc).__name__}: {exc}"
             )
@@ -600,6 +610,7 @@ class Importer:
         except importer.AlreadyImported:
             await self._merge_into_earlier(p)
         except Exception as exc:  # noqa: BLE001 - one bad conversation must not stop the others
+            self._unavailable(exc)
             self._fail_prepared(p, p.external_id, f"could not be stored: {type(exc).__name__}: {exc}")
 
     async def _store_whole_texts(self, plan: importer.Plan, indexes: set[int]) -> None:
@@ -688,6 +699,7 @@ class Importer:
             except merging.NotMergeable:
                 self._not_mergeable(p, cid)
             except Exception as exc:  # noqa: BLE001 - one bad conversation must not stop the others
+                self._unavailable(exc)
                 self._fail_prepared(p, p.external_id, f"could not be merged: {type(exc).__name__}: {exc}")
         refreshed = {cid: f for cid, f in refreshed.items() if f is not None and cid not in forgetting}
         if refreshed:  # one statement, no transaction: only a shortcut for the next re-import
@@ -908,6 +920,7 @@ class Importer:
                 for m in pending:
                     await self._merge_pending([m])
                 return
+            self._unavailable(exc)
             failed = [(pending[0].p, f"could not be merged: {type(exc).__name__}: {exc}")]
             targets, unmergeable = [], []
         by_conversation = {m.conversation_id: m.p for m in pending}
@@ -1006,6 +1019,9 @@ async def import_data(
             run.db, run.inline = WithinTransaction(db, tx, savepoints=True), True
             await run.submit(prepared)
             report = await run.finish()
+            if run.outage is not None:
+                # Not refused: the database could not store it (UNAVAILABLE, retried), and nothing says refused.
+                raise run.outage
             if report.failures:
                 refused = report.failures
                 first = refused[0]
