@@ -68,6 +68,31 @@ def test_keys_revoked_because_their_minting_key_was_deleted_are_audited(
     assert member.client.ok(VIEWER)["viewer"]["id"] == member.user_id
 
 
+LINEAGE_PAGE = (
+    """{ viewer { apiKeys(first: 50) { nodes { id createdByKey { id createdByKey { id } } } } } }"""
+)
+
+
+def test_the_minting_keys_of_a_page_of_keys_load_in_one_statement(admin: Actor, server: ServerThread) -> None:
+    """`ApiKey.createdByKey` read one key per statement: a page of keys (and its aliases and nesting, up to the
+    cost limit) cost a statement per key. Now the request's keys load together, whatever the page's size."""
+    parent_secret, _ = mint(admin.client, admin.user_id, "parent")
+    parent = Client(server.url, parent_secret)
+    try:
+        for i in range(3):
+            mint(parent, admin.user_id, f"child {i}")
+        few = admin.client.statements(LINEAGE_PAGE)
+        for i in range(3, 20):
+            mint(parent, admin.user_id, f"child {i}")
+        many = admin.client.statements(LINEAGE_PAGE)
+    finally:
+        parent.close()
+    nodes = admin.client.ok(LINEAGE_PAGE)["viewer"]["apiKeys"]["nodes"]
+    assert len(nodes) == 22
+    assert sum(1 for n in nodes if n["createdByKey"] is not None) == 21  # all but the bootstrap key
+    assert many == few, (few, many)
+
+
 # --- what held: kept as regressions ------------------------------------------------------------------
 
 

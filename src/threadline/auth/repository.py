@@ -248,6 +248,27 @@ async def api_key_by_id(db: Executor, tenant_id: uuid.UUID, key_id: uuid.UUID) -
     )
 
 
+async def api_keys_by_ids(db: Executor, tenant_id: uuid.UUID, ids: list[uuid.UUID]) -> list[asyncpg.Record]:
+    return await db.fetch(
+        f"SELECT {KEY_COLUMNS} FROM api_key WHERE tenant_id = $1 AND id = ANY($2::uuid[])", tenant_id, ids
+    )
+
+
+async def count_minted_api_keys_of(
+    db: Executor, tenant_id: uuid.UUID, key_ids: list[uuid.UUID], user_id: uuid.UUID | None
+) -> list[asyncpg.Record]:
+    """How many keys each of `key_ids` minted (only `user_id`'s when given): a row (created_by_key, n) per key
+    that minted any."""
+    return await db.fetch(
+        """SELECT created_by_key, count(*) AS n FROM api_key
+           WHERE tenant_id = $1 AND created_by_key = ANY($2::uuid[]) AND ($3::uuid IS NULL OR user_id = $3)
+           GROUP BY created_by_key""",
+        tenant_id,
+        key_ids,
+        user_id,
+    )
+
+
 async def minted_api_keys(
     db: Executor,
     tenant_id: uuid.UUID,
@@ -292,20 +313,6 @@ async def count_user_api_keys(db: Executor, tenant_id: uuid.UUID, user_id: uuid.
     return int(
         await db.fetchval(
             "SELECT count(*) FROM api_key WHERE tenant_id = $1 AND user_id = $2", tenant_id, user_id
-        )
-    )
-
-
-async def count_minted_api_keys(
-    db: Executor, tenant_id: uuid.UUID, key_id: uuid.UUID, user_id: uuid.UUID | None
-) -> int:
-    return int(
-        await db.fetchval(
-            """SELECT count(*) FROM api_key
-               WHERE tenant_id = $1 AND created_by_key = $2 AND ($3::uuid IS NULL OR user_id = $3)""",
-            tenant_id,
-            key_id,
-            user_id,
         )
     )
 

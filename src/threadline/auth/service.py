@@ -258,9 +258,9 @@ async def readable_api_key(db: Executor, principal: Principal, key_id: uuid.UUID
     return row
 
 
-async def visible_api_key(db: Executor, principal: Principal, key_id: uuid.UUID) -> asyncpg.Record | None:
-    """readable_api_key's row, or None where it is NOT_FOUND (gone, or another user's key to a non-admin)."""
-    row = await repo.api_key_by_id(db, principal.tenant_id, key_id)
+def visible_api_key(principal: Principal, row: asyncpg.Record | None) -> asyncpg.Record | None:
+    """readable_api_key's rule on a loaded row: the row, or None where it is NOT_FOUND (gone, or another user's
+    key to a non-admin)."""
     if row is None or (row["user_id"] != principal.user_id and not principal.is_admin):
         return None
     return row
@@ -268,12 +268,12 @@ async def visible_api_key(db: Executor, principal: Principal, key_id: uuid.UUID)
 
 async def minted_api_keys(
     db: Executor, principal: Principal, key_id: uuid.UUID, limit: int, after: tuple[object, ...] | None
-) -> tuple[list[asyncpg.Record], Callable[[], Awaitable[int]]]:
+) -> tuple[list[asyncpg.Record], uuid.UUID | None]:
     """The keys `key_id` (readable by the caller) minted, oldest first: all of them for an admin, the caller's
-    own for anyone else. With a count of them, for `totalCount`."""
+    own for anyone else. With whose keys they are limited to (None: everyone's), for `totalCount`
+    (auth.loaders.minted_count)."""
     only = None if principal.is_admin else principal.user_id
-    rows = await repo.minted_api_keys(db, principal.tenant_id, key_id, only, limit, after)
-    return rows, lambda: repo.count_minted_api_keys(db, principal.tenant_id, key_id, only)
+    return await repo.minted_api_keys(db, principal.tenant_id, key_id, only, limit, after), only
 
 
 async def user_api_keys(

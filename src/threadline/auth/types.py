@@ -118,7 +118,7 @@ class ApiKey(Node):
         if self.created_by_key_uuid is None:
             return None
         principal = await info.context.principal()
-        row = await service.visible_api_key(info.context.db, principal, self.created_by_key_uuid)
+        row = service.visible_api_key(principal, await loaders.api_key(info, self.created_by_key_uuid))
         return ApiKey.from_row(row) if row is not None else None
 
     @strawberry.field(
@@ -132,13 +132,13 @@ class ApiKey(Node):
         limit = page_size(first, settings.page_size_default, settings.page_size_max)
         cursor = decode_cursor(after, (as_datetime, as_uuid)) if after else None
         key_id = decode_id(self.id, Kind.API_KEY)
-        rows, count = await service.minted_api_keys(info.context.db, principal, key_id, limit + 1, cursor)
+        rows, only = await service.minted_api_keys(info.context.db, principal, key_id, limit + 1, cursor)
         return connection(
             rows,
             limit,
             ApiKey.from_row,
             lambda r: (r["created_at"], r["id"]),
-            count,
+            lambda: loaders.minted_count(info, key_id, only),
             has_previous=cursor is not None,
         )
 
