@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -129,3 +130,27 @@ def test_a_message_deleted_while_its_conversation_is_merged_stays_forgotten(
     assert digests["a-1"] == chatgpt_nodes.FORGOTTEN
     assert fingerprint is None
     assert message_of(loop, dsn, "a-1")["content"] == ""
+
+
+ANONYMISE = "mutation($u: ID!) { userAnonymise(userId: $u) { userId } }"
+
+
+def test_an_anonymised_importer_leaves_no_digest_of_their_source_text(
+    admin: Actor, make_user: Callable[..., Actor], dsn: str, loop: Loop, tmp_path: Path
+) -> None:
+    """`userAnonymise` masks the PII in what the user wrote, their imported messages included; the import identity
+    (now the pseudonym's, who has no credentials: nobody imports as them again) kept the digests of those
+    messages' source bytes and the fingerprint of the whole item, each a way to confirm a guess of the PII."""
+    member = make_user(admin)
+    v1 = copy.deepcopy(first_export())
+    v1["mapping"]["u-1"]["message"]["content"]["parts"] = [
+        "Mail me at jane.doe@example.com: capital of France?"
+    ]
+    assert summary(cli_import(dsn, member, write(tmp_path / "v1.json", v1)))[0] == 1
+    digests, fingerprint = source(loop, dsn)
+    assert len(digests["u-1"]) == chatgpt_nodes.RAW_DIGEST_HEX and fingerprint is not None
+
+    admin.client.ok(ANONYMISE, {"u": member.user_id})
+    assert "jane.doe@example.com" not in message_of(loop, dsn, "u-1")["content"]
+    digests, fingerprint = source(loop, dsn)
+    assert not any(digests.values()) and fingerprint is None

@@ -443,9 +443,16 @@ async def reassign_user_rows(
     user_id: uuid.UUID,
     to: uuid.UUID,
 ) -> None:
-    """Rows of `table` whose `column` names the user now name `to` (a reference found by user_references)."""
+    """Rows of `table` whose `column` names the user now name `to` (a reference found by user_references).
+    An import identity moved to another user (`userAnonymise`'s pseudonym, who has no credentials: nobody imports as
+    them again) keeps nothing of the source text: the node digests and the fingerprint of the bytes its messages
+    came from each confirmed a guess of what was masked in them."""
+    forget = ", node_digests = NULL, fingerprint = NULL" if table == "import_source" else ""
     await db.execute(
-        f"UPDATE {table} SET {column} = $3 WHERE {_naming_user(column, scoped)}", tenant_id, user_id, to
+        f"UPDATE {table} SET {column} = $3{forget} WHERE {_naming_user(column, scoped)}",
+        tenant_id,
+        user_id,
+        to,
     )
 
 
