@@ -15,8 +15,10 @@ from tests.harness import Actor, Loop
 from tests.test_import_forget_deleted import DELETE, message_of, source
 from tests.test_import_merge import cli_import, summary
 from tests.test_import_merge_ahead import _import, first_export, grown, write
+from tests.test_porting_import import sql
 from threadline.ids import Kind, encode_id
 from threadline.porting import bulk_repository, chatgpt_nodes, merging, service
+from threadline.porting import repository as porting_repo
 
 
 def without(conversation: dict[str, Any], node_id: str) -> dict[str, Any]:
@@ -154,3 +156,26 @@ def test_an_anonymised_importer_leaves_no_digest_of_their_source_text(
     assert "jane.doe@example.com" not in message_of(loop, dsn, "u-1")["content"]
     digests, fingerprint = source(loop, dsn)
     assert not any(digests.values()) and fingerprint is None
+
+
+def test_a_message_deleted_before_a_reimport_keeps_digests_again_stays_forgotten(
+    admin: Actor, dsn: str, loop: Loop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A conversation whose import kept no digests gets them from a re-import that finds it unchanged (rows read
+    without a lock or a transaction): a message deleted after those rows were read is forgotten in them too."""
+    v1 = first_export()
+    cli_import(dsn, admin, write(tmp_path / "v1.json", v1))
+    sql(loop, dsn, "UPDATE import_source SET node_digests = NULL, fingerprint = NULL")
+    target = encode_id(Kind.MESSAGE, message_of(loop, dsn, "u-1")["id"])
+    real = porting_repo.set_node_digests
+
+    async def meanwhile(*args: Any, **kwargs: Any) -> None:
+        await asyncio.to_thread(admin.client.ok, DELETE, {"id": target})
+        await real(*args, **kwargs)
+
+    monkeypatch.setattr(porting_repo, "set_node_digests", meanwhile)
+    again = loop.run(_import(dsn, admin.api_key, write(tmp_path / "again.json", v1)))
+    assert (again["merged"], again["skipped"]) == (0, 1)
+    digests, fingerprint = source(loop, dsn)
+    assert digests["u-1"] == chatgpt_nodes.FORGOTTEN and len(digests["a-1"]) == chatgpt_nodes.RAW_DIGEST_HEX
+    assert fingerprint is None

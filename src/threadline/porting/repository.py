@@ -494,9 +494,15 @@ async def lock_expired_conversations(
 async def set_node_digests(
     db: Executor, tenant_id: uuid.UUID, conversation_id: uuid.UUID, source: str, digests: dict[str, str]
 ) -> None:
-    """The source nodes as this import saw them (a later re-import reads only the new ones)."""
+    """The source nodes as this import saw them (a later re-import reads only the new ones). Those whose message is
+    deleted here are forgotten (`chatgpt_nodes.FORGOTTEN`), also one deleted after the caller read the rows (no
+    lock is held: the delete found no digests to forget then)."""
     await db.execute(
-        """UPDATE import_source SET node_digests = $4
+        """UPDATE import_source SET node_digests = $4::jsonb || coalesce(
+               (SELECT jsonb_object_agg(m.import_key, '') FROM message m
+                WHERE m.tenant_id = $1 AND m.conversation_id = $2 AND m.deleted_at IS NOT NULL
+                  AND $4::jsonb ? m.import_key),
+               '{}'::jsonb)
            WHERE tenant_id = $1 AND conversation_id = $2 AND source = $3""",
         tenant_id,
         conversation_id,
