@@ -80,6 +80,7 @@ async def _stream(
             ErrorCode.CURSOR_EXPIRED,
             "This cursor is older than the event log's retention; refetch the data and subscribe without `since`",
         )
+    own(context, sub)  # before it is registered: from here on, however the task ends, it leaves the hub
     await hub.subscribe(sub)
     await presence.heartbeat(db, sub.tenant_id, sub.user_id, "ONLINE")
     sub.last = sub.start
@@ -122,6 +123,7 @@ async def live(context: Context, sub: Subscriber) -> AsyncGenerator[Conversation
     it ends, unless it parked."""
     hub = context.services.hub
     parked = False
+    own(context, sub)  # a parked stream's new task (graphql.view `run_parked`) takes it over
     try:
         while True:
             queued = sub.pop()
@@ -155,6 +157,7 @@ async def live(context: Context, sub: Subscriber) -> AsyncGenerator[Conversation
             lane = sub.lane
             if sub.lane_open and lane is not None and lane.socket.park(sub):
                 parked = True  # the lane stays open; sub.resume starts the stream again
+                sub.owner = None  # this task ends now; the subscription does not
                 raise Parked
             try:
                 await sub.idle()
@@ -165,10 +168,36 @@ async def live(context: Context, sub: Subscriber) -> AsyncGenerator[Conversation
             finish(context, sub)
 
 
+def own(context: Context, sub: Subscriber) -> None:
+    """The running task runs `sub`'s stream: when it ends, however (a `complete`, its socket gone, cancelled while
+    its send waits for a client that stopped reading, an error), the subscription ends with it, unless it parked
+    first (`live`).
+
+    Not left to the stream's own `finally`: a task cancelled while it waits in its send leaves the stream's
+    generators suspended at their `yield`, and the generators above `live` (strawberry's, graphql-core's, the
+    schema's) do not all close the ones they iterate; their `finally` then runs only when the event loop's
+    async-generator finaliser sees them freed, which any reference still holding them (a reference cycle, a
+    traceback kept by a log handler) puts off until a garbage collection, or forever. Until then the hub kept
+    routing every event of the conversation to the dead subscription and holding what its queue kept."""
+    task = asyncio.current_task()
+    if task is None or sub.owner is task or sub.finished:
+        return
+    sub.owner = task
+    task.add_done_callback(lambda done: _owner_done(context, sub, done))
+
+
+def _owner_done(context: Context, sub: Subscriber, task: asyncio.Task[Any]) -> None:
+    if sub.owner is task:  # it neither parked nor finished: its stream is gone with its task
+        finish(context, sub)
+
+
 def finish(context: Context, sub: Subscriber) -> None:
-    """The subscription is over: out of the hub, and OFFLINE once the user has no other subscription here."""
-    sub.resume = None
-    sub.close_lane()
+    """The subscription is over: out of the hub, its queue let go, and OFFLINE once the user has no other
+    subscription here. Once: every way out of a stream calls it (`own`, the stream's `finally`, a parked
+    operation's cleanup), in whatever order they come."""
+    if sub.finished:
+        return
+    sub.release()
     hub = context.services.hub
     hub.unsubscribe(sub)
     if hub.local_subscriptions(sub.user_id) == 0:

@@ -62,6 +62,10 @@ class Subscriber:
     # The GraphQL context of the socket or HTTP stream it runs on (streaming.sessions ends the subscriptions of
     # one whose credential is revoked, at once, whether or not its close can be written yet).
     context: object = None
+    # The task running its stream (None while parked): when that task ends, however it ends, the subscription is
+    # over (streaming.schema `own`), whenever its stream's generators are finalised.
+    owner: asyncio.Task[Any] | None = None
+    finished: bool = False  # out of the hub for good (streaming.schema `finish` ran)
 
     tenant_int: int = field(init=False)  # tenant_id.int: the hub's hot path compares ints, not UUIDs
 
@@ -140,6 +144,18 @@ class Subscriber:
             queue.append(event)
         self.wake()
         return False
+
+    def release(self) -> None:
+        """The subscription is over: nothing more is queued for it, and what was queued is let go."""
+        self.finished = True
+        self.ended = self.ended or "finished"
+        self.queue = None
+        self.resume = None
+        self.owner = None
+        self.close_lane()
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def end(self, reason: str) -> None:
         self.ended = reason
