@@ -67,9 +67,17 @@ async def deferring(tx: Executor) -> AsyncIterator[None]:
     published as it went held back live delivery for its whole length; now only for its last statement and its
     commit. For writers whose work between events is long, not for a reply (one event, already at its end).
     Nothing is published if the block raises (the transaction rolls back anyway). A block inside another block of
-    the same transaction adds to the outer one's batch (the outer block's end publishes it)."""
-    if id(tx) in _DEFERRING:
-        yield
+    the same transaction adds to the outer one's batch (the outer block's end publishes it); if the inner block
+    raises, what it added is dropped from the batch: a caller that goes on in the transaction after it rolled back
+    to a savepoint (an all-or-nothing import retrying a batch alone) announces nothing of the undone writes."""
+    outer = _DEFERRING.get(id(tx))
+    if outer is not None:
+        mark = len(outer.rows)
+        try:
+            yield
+        except BaseException:
+            del outer.rows[mark:]
+            raise
         return
     batch = _DEFERRING[id(tx)] = _Deferred()
     try:

@@ -4,6 +4,7 @@ merged conversation), audit."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import tempfile
@@ -43,6 +44,8 @@ from threadline.porting import bulk_repository as bulk_repo
 from threadline.porting import repository as repo
 from threadline.porting.jsonstream import Item
 from threadline.porting.model import ImportedConversation, ImportFormat, Rejected, storable
+from threadline.privacy.modes import PiiPolicy
+from threadline.privacy.modes import parse as pii_policy
 from threadline.privacy.writing import imported_for_storage, mask_logged_events
 from threadline.ratelimits import service as ratelimits
 from threadline.settings import Settings
@@ -1014,8 +1017,13 @@ async def import_data(
     # All or nothing past planning too: a conversation the database refuses while it is stored (a batch's failure
     # rolls back to its savepoint, and each of the batch is tried again alone, as ever) refuses the others with it.
     refused: list[ImportFailure] = []
+    # Its events in one statement before the commit (events.publish.deferring), not batch by batch: an event id
+    # drawn holds back every hub's cursor for tenant-wide streams (viewerEvents, of every tenant) until its
+    # transaction ends, and this one lasts the whole import. Under MASK_ON_READ each conversation's logged events
+    # are masked once stored (privacy.writing.mask_logged_events), so they go out batch by batch as before.
+    masked = pii_policy(principal.pii_policy) is PiiPolicy.MASK_ON_READ
     try:
-        async with db.transaction() as tx:
+        async with db.transaction() as tx, contextlib.nullcontext() if masked else deferring(tx):
             run.db, run.inline = WithinTransaction(db, tx, savepoints=True), True
             await run.submit(prepared)
             report = await run.finish()
