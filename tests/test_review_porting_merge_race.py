@@ -18,6 +18,7 @@ from tests.test_import_forget_deleted import DELETE, message_of, source
 from tests.test_import_merge import REPORT, cli_import, counts, summary
 from tests.test_import_merge_ahead import _import, first_export, grown, write
 from tests.test_porting_import import sql
+from tests.test_tiers import freeze
 from threadline.ids import Kind, encode_id
 from threadline.porting import bulk_repository, service
 
@@ -117,4 +118,21 @@ def test_a_node_another_merge_changed_since_the_digests_were_read_is_stored_as_t
     # Both edits in one export: a-1 is merged, not skipped as unchanged.
     both = edited(mine, "a-1", ANSWER)
     assert summary(cli_import(dsn, admin, write(tmp_path / "both.json", both))) == (0, 1, 0, 0, 0, 0, 1)
+    assert message_of(loop, dsn, "a-1")["content"] == ANSWER
+
+
+def test_a_reimport_through_the_api_into_a_cold_conversation_adds_nothing_twice(
+    admin: Actor, loop: Loop, dsn: str
+) -> None:
+    """A cold conversation (tiers/) has no message rows until it comes back, which its lock brings about: a merge
+    that went by the rows read before the lock found none and added every message again."""
+    v1 = first_export()
+    api_import(admin, v1)
+    (conversation,) = sql(loop, dsn, "SELECT id FROM conversation")
+    assert freeze(loop, dsn, admin) == [conversation["id"]]
+
+    report = api_import(admin, edited(v1, "a-1", ANSWER))
+    assert counts(report) == (0, 1, 0, 0, 0, 0, 1)
+    keys = [r["import_key"] for r in sql(loop, dsn, "SELECT import_key FROM message ORDER BY import_key")]
+    assert keys == sorted(["u-1", "a-1", "u-2", "a-2"])
     assert message_of(loop, dsn, "a-1")["content"] == ANSWER
