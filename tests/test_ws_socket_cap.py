@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.harness import Actor, ServerThread, test_settings
 from tests.ws import WsClient
@@ -104,4 +104,45 @@ def test_opening_a_socket_draws_from_the_callers_requests_budget(
         assert code == 4429, (code, reason)
     finally:
         for client in opened:
+            client.close()
+
+
+def handshake_refused(url: str) -> bool:
+    """Whether the WebSocket handshake itself is refused (before any connection_init)."""
+    try:
+        client = WsClient(url, None, init=False)
+    except InvalidStatus as exc:
+        assert exc.response.status_code == 403
+        return True
+    client.close()
+    return False
+
+
+def test_an_address_holds_at_most_the_cap_of_sockets_not_authenticated_yet(
+    capped: ServerThread, admin: Actor
+) -> None:
+    """A socket waits for its connection_init (THREADLINE_WS_INIT_TIMEOUT_SECONDS) holding memory: before, one
+    address could open any number of them. Now at most the per-user cap wait per address; an authenticated socket
+    counts by its user, and a closed one frees its place."""
+    waiting = [WsClient(capped.ws_url, None, init=False) for _ in range(2)]
+    try:
+        assert handshake_refused(capped.ws_url)
+        # One of them authenticates: it no longer counts as waiting, so another handshake is accepted.
+        waiting[0].send({"type": "connection_init", "payload": {"authorization": f"Bearer {admin.api_key}"}})
+        assert waiting[0].receive()["type"] == "connection_ack"
+        deadline = time.monotonic() + 10
+        while handshake_refused(capped.ws_url):
+            assert time.monotonic() < deadline, "an authenticated socket still counts as waiting"
+            time.sleep(0.1)
+        # One that was waiting closes: its place frees too.
+        third = WsClient(capped.ws_url, None, init=False)
+        waiting.append(third)
+        assert handshake_refused(capped.ws_url)
+        third.close()
+        deadline = time.monotonic() + 10
+        while handshake_refused(capped.ws_url):
+            assert time.monotonic() < deadline, "a closed socket still counts as waiting"
+            time.sleep(0.1)
+    finally:
+        for client in waiting:
             client.close()

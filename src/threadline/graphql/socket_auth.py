@@ -79,3 +79,32 @@ def check_open_sockets(sessions: SocketSessions, user_id: Any, settings: Setting
             retryAfter=1,
             limit=limit,
         )
+
+
+class PendingSockets:
+    """Sockets not authenticated yet, from the handshake until their `connection_init` is acknowledged (or they end),
+    per counted address (ratelimits.addresses.counted: behind trusted proxies the client's, an IPv6 client by its
+    /64) in this process. A socket waits for its `connection_init` up to THREADLINE_WS_INIT_TIMEOUT_SECONDS holding
+    memory, and before this count one address could hold any number of them; an address holds at most
+    THREADLINE_WS_MAX_SOCKETS_PER_USER (one user's cap once authenticated; 0: no cap), the next handshake is
+    refused (HTTP 403)."""
+
+    def __init__(self) -> None:
+        self._by_address: dict[str, int] = {}
+
+    def enter(self, address: str, limit: int) -> bool:
+        held = self._by_address.get(address, 0)
+        if 0 < limit <= held:
+            return False
+        self._by_address[address] = held + 1
+        return True
+
+    def leave(self, address: str) -> None:
+        held = self._by_address.get(address, 0) - 1
+        if held > 0:
+            self._by_address[address] = held
+        else:
+            self._by_address.pop(address, None)
+
+    def __len__(self) -> int:
+        return sum(self._by_address.values())

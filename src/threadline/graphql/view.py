@@ -45,10 +45,12 @@ from threadline.graphql.context import Context
 from threadline.graphql.errors import SqlStatementCount, format_error
 from threadline.graphql.socket_auth import (
     TOO_MANY_CLOSE_CODE,
+    PendingSockets,
     SocketRefused,
     check_open_sockets,
     connection_authorization,
 )
+from threadline.ratelimits import addresses
 from threadline.ratelimits import service as ratelimits
 from threadline.streaming.fanout import SUBSCRIPTION_EXECUTOR
 from threadline.streaming.schema import SETTLED, Parked, finish, live
@@ -141,6 +143,9 @@ def body_size_guard(receive: Receive, limit: int) -> Receive:
 
 
 GUARD_KEY = "threadline.ws_guard"
+PENDING_KEY = (
+    "threadline.ws_pending"  # the address a socket not authenticated yet is counted by (PendingSockets)
+)
 
 
 class MessageSizeGuard:
@@ -469,6 +474,7 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
             allowed_origins=services.settings.ws_allowed_origins,
         )
         self.services = services
+        self.pending_sockets = PendingSockets()  # sockets not authenticated yet, per address
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         settings = self.services.settings
@@ -476,6 +482,14 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
             guard = MessageSizeGuard(receive, send, settings.ws_max_message_bytes)
             receive, send = guard.receive, guard.send
             scope.setdefault("state", {})[GUARD_KEY] = guard  # the socket's receive (LeanWebSocketAdapter)
+            pending = None
+            if scope["type"] == "websocket":
+                pending = addresses.counted(WebSocket(scope, receive=receive, send=send))
+                if not self.pending_sockets.enter(pending, settings.ws_max_sockets_per_user):
+                    await receive()  # websocket.connect
+                    await send({"type": "websocket.close", "code": 1008})  # before accept: HTTP 403
+                    return
+                scope.setdefault("state", {})[PENDING_KEY] = pending
             try:
                 if scope["type"] == "websocket":
                     # What strawberry's __call__ does for a socket, one coroutine less deep for its whole life.
@@ -483,6 +497,9 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
                 else:
                     await super().__call__(scope, receive, send)
             finally:
+                if scope.get("state", {}).pop(PENDING_KEY, None) is not None:
+                    assert pending is not None
+                    self.pending_sockets.leave(pending)
                 expiry = scope.get("state", {}).get("token_expiry")
                 if expiry is not None:
                     expiry.cancel()
@@ -723,6 +740,10 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
                 self.services.hub.sessions.add(session)
                 context.forget_principal()
                 await context.principal()
+                # Authenticated: counted by its user from now on, no longer as pending by its address.
+                pending = context.request.scope.get("state", {}).pop(PENDING_KEY, None)
+                if pending is not None:
+                    self.pending_sockets.leave(pending)
         except ThreadlineError as exc:
             if exc.code is ErrorCode.RATE_LIMITED:
                 raise SocketRefused(exc.message, TOO_MANY_CLOSE_CODE) from exc
