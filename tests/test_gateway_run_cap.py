@@ -17,10 +17,9 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import asyncpg
@@ -29,6 +28,7 @@ import pytest
 
 from tests.api import create_conversation, start_thread
 from tests.harness import Actor, Client, Loop, ServerThread, free_port
+from tests.test_run_fairness import GatedUpstream
 from tests.test_runs_support import create_run, on, read_run, runs_server, settle, wait_for
 from threadline.runs import repository as runs_repo
 
@@ -37,47 +37,10 @@ MODEL = "gate"
 SETTING = "THREADLINE_RUN_MAX_EXECUTING_PER_TENANT"
 
 
-class HeldUpstream:
+class HeldUpstream(GatedUpstream):
     """POST /v1/chat/completions: the first delta at once, the rest once the gate of the last message's text is
     open (`open`); a text starting with `fail` gets an error event instead, one starting with `tick` a delta every
     0.1 s while it waits. Records the texts that arrived."""
-
-    def __init__(self) -> None:
-        self.arrived: list[str] = []
-        self._gates: dict[str, threading.Event] = {}
-        self._lock = threading.Lock()
-        self.closing = threading.Event()
-        upstream = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args: Any) -> None:
-                return None
-
-            def do_POST(self) -> None:  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                    upstream.answer(self, str(body["messages"][-1]["content"]))
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    @property
-    def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-
-    def _gate(self, text: str) -> threading.Event:
-        with self._lock:
-            return self._gates.setdefault(text, threading.Event())
-
-    def open(self, text: str) -> None:
-        self._gate(text).set()
-
-    def wait_arrived(self, text: str, timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while text not in self.arrived:
-            assert time.monotonic() < deadline, f"{text!r} never reached the model; arrived: {self.arrived}"
-            time.sleep(0.02)
 
     def answer(self, handler: BaseHTTPRequestHandler, text: str) -> None:
         with self._lock:
@@ -115,16 +78,6 @@ class HeldUpstream:
         send(delta(None, "stop"))
         send({"object": "chat.completion.chunk", "choices": [], "usage": USAGE})
         send("[DONE]")
-
-    def reset(self) -> None:
-        with self._lock:
-            self.arrived.clear()
-            self._gates.clear()
-
-    def close(self) -> None:
-        self.closing.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 USAGE = {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}
@@ -421,9 +374,11 @@ def test_a_call_whose_key_is_revoked_midway_gives_its_place_back(
 
 
 @contextlib.contextmanager
-def dying_server(dsn: str, upstream: HeldUpstream) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+def dying_server(
+    dsn: str, upstream: HeldUpstream, **settings: str
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """`threadline serve` in a process of its own whose leases last 2 s (renewed every 0.2 s), no recovery of its
-    own: its URL and process, to SIGKILL midway."""
+    own, and any other `settings` (environment variables): its URL and process, to SIGKILL midway."""
     port = free_port()
     environment = {
         **os.environ,
@@ -438,6 +393,7 @@ def dying_server(dsn: str, upstream: HeldUpstream) -> Iterator[tuple[str, subpro
         "THREADLINE_OPENAI_API_KEY": "sk-test",
         "THREADLINE_OPENAI_MODELS": MODEL,
         "THREADLINE_OPENAI_DEFAULT_MODEL": MODEL,
+        **settings,
     }
     process = subprocess.Popen(
         [sys.executable, "-m", "threadline.cli", "serve", "--host", "127.0.0.1", "--port", str(port)],

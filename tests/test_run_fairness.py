@@ -9,6 +9,7 @@ so which runs execute is decided by the test, never by timing: a run the workers
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -34,16 +35,16 @@ MODEL = "gate"
 EXECUTING = {"IN_PROGRESS"}
 
 
-class Gate:
-    """Answers POST /v1/chat/completions once the gate of the prompt's last message is open (`open`); records the
-    last message of every prompt that arrived, in order."""
+class GatedUpstream:
+    """A fake OpenAI-compatible endpoint: POST /v1/chat/completions is `answer`ed (by a subclass) with the text of
+    the prompt's last message, whose gate the test opens (`open`); records the texts that arrived, in order."""
 
     def __init__(self) -> None:
         self.arrived: list[str] = []
         self._gates: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
         self.closing = threading.Event()
-        gate = self
+        upstream = self
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args: Any) -> None:
@@ -51,7 +52,8 @@ class Gate:
 
             def do_POST(self) -> None:  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                gate.answer(self, str(body["messages"][-1]["content"]))
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                    upstream.answer(self, str(body["messages"][-1]["content"]))
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
@@ -71,10 +73,25 @@ class Gate:
     def wait_arrived(self, text: str, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while text not in self.arrived:
-            assert time.monotonic() < deadline, (
-                f"{text!r} never reached the provider; arrived: {self.arrived}"
-            )
+            assert time.monotonic() < deadline, f"{text!r} never reached the model; arrived: {self.arrived}"
             time.sleep(0.02)
+
+    def answer(self, handler: BaseHTTPRequestHandler, text: str) -> None:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        with self._lock:
+            self.arrived.clear()
+            self._gates.clear()
+
+    def close(self) -> None:
+        self.closing.set()
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+class Gate(GatedUpstream):
+    """Answers the completion at once, whole, once the gate of the prompt's last message is open."""
 
     def answer(self, handler: BaseHTTPRequestHandler, text: str) -> None:
         with self._lock:
@@ -89,27 +106,14 @@ class Gate:
                 "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
             },
         ]
-        try:
-            handler.send_response(200)
-            handler.send_header("Content-Type", "text/event-stream")
-            handler.send_header("Connection", "close")
-            handler.end_headers()
-            for chunk in chunks:
-                handler.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-            handler.wfile.write(b"data: [DONE]\n\n")
-            handler.wfile.flush()
-        except (BrokenPipeError, ConnectionResetError):
-            return
-
-    def reset(self) -> None:
-        with self._lock:
-            self.arrived.clear()
-            self._gates.clear()
-
-    def close(self) -> None:
-        self.closing.set()
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        handler.send_response(200)  # a client gone meanwhile: GatedUpstream's handler ends quietly
+        handler.send_header("Content-Type", "text/event-stream")
+        handler.send_header("Connection", "close")
+        handler.end_headers()
+        for chunk in chunks:
+            handler.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        handler.wfile.write(b"data: [DONE]\n\n")
+        handler.wfile.flush()
 
 
 PROVIDER: dict[str, Any] = {
