@@ -261,9 +261,12 @@ class Settings:
     run_on_lost_worker: str = "expire"
     run_max_attempts: int = 3
     run_timeout_seconds: float = 300.0
+    # What one user has active at once, across every process, counted in PostgreSQL: their active runs plus their
+    # completions in progress through the gateway (/v1), one per call whatever its `n` (runs.repository.user_active).
+    # Past it runCreate is RATE_LIMITED and a /v1 call 429 rate_limit_exceeded (gateway.admission; 0: no cap on those).
     run_max_active_per_user: int = 10
     # A tenant's model work executing at once, across every process, counted in PostgreSQL: its runs IN_PROGRESS or
-    # CANCELLING plus its completions in progress through the gateway (/v1), one number
+    # CANCELLING plus its completions in progress through the gateway (/v1), one place per choice `n`, one number
     # (runs.repository.tenant_executing). Past it a run stays queued until a place frees (claim_next); a /v1 call,
     # whose client cannot wait, is refused 429 rate_limit_exceeded with Retry-After (gateway.admission). Queued runs
     # and runs waiting for tool outputs hold no model and count toward nothing. 0: no cap.

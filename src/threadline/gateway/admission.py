@@ -1,20 +1,23 @@
-"""Who may start a completion now: two caps, each a 429 rate_limit_exceeded with Retry-After past it.
+"""Who may start a completion now: two caps, each a 429 rate_limit_exceeded with Retry-After past it, both counted
+in PostgreSQL across every process from the same lease rows (`Places`).
 
-- THREADLINE_RUN_MAX_EXECUTING_PER_TENANT (`Places`), in PostgreSQL across every process: a tenant's model work
-  executing at once is its runs IN_PROGRESS or CANCELLING plus its gateway calls in progress, one number with one
-  cap. A run over it waits in the queue (a worker claims it when a place frees); a gateway call cannot wait (its
-  client holds a connection open for the answer), so it is refused. Queued runs, and runs waiting for tool outputs,
-  hold no model and count toward neither. A call holds its place as a lease (`gateway_call`): renewed every
-  THREADLINE_RUN_HEARTBEAT_SECONDS by one statement per process, given back when the call ends whichever way
-  (answered, failed, its client gone, its key revoked), and lapsing THREADLINE_RUN_STALE_SECONDS after its process
-  died, as the run of a dead worker is recovered after as long. Without it, calls through /v1 were not counted at
-  all: one tenant could hold the models' capacity beyond the cap its runs obey, and starve the other tenants'.
-- THREADLINE_RUN_MAX_ACTIVE_PER_USER (`Admission`), per user and process: a gateway call is a run that streams to
-  its caller (bounded by THREADLINE_RUN_TIMEOUT_SECONDS as one is), but it never enters the runs table, so the cap
-  on a user's active runs did not count it: one key could hold hundreds of model streams open at once (the `runs`
-  budget bounds how many start per window, not how many run), each holding an upstream connection and, with a
-  session, writing its reply every THREADLINE_RUN_DELTA_INTERVAL_SECONDS. Counted per process, as the HTTP
-  subscription streams one user may hold are (THREADLINE_WS_MAX_OPERATIONS).
+- THREADLINE_RUN_MAX_ACTIVE_PER_USER: a user's active runs plus their gateway calls in progress (one per call,
+  whatever its `n`). A gateway call is a run that streams to its caller (bounded by THREADLINE_RUN_TIMEOUT_SECONDS
+  as one is), but it never enters the runs table: without it one key could hold hundreds of model streams open at
+  once (the `runs` budget bounds how many start per window, not how many run), each holding an upstream connection
+  and, with a session, writing its reply every THREADLINE_RUN_DELTA_INTERVAL_SECONDS. It was counted per process,
+  and runCreate did not count the calls: a user held the cap in every server, and the cap again in runs.
+- THREADLINE_RUN_MAX_EXECUTING_PER_TENANT: a tenant's model work executing at once is its runs IN_PROGRESS or
+  CANCELLING plus its gateway calls in progress (one per choice `n`), one number with one cap. A run over it waits
+  in the queue (a worker claims it when a place frees); a gateway call cannot wait (its client holds a connection
+  open for the answer), so it is refused. Queued runs, and runs waiting for tool outputs, hold no model and count
+  toward neither. Without it, calls through /v1 were not counted at all: one tenant could hold the models' capacity
+  beyond the cap its runs obey, and starve the other tenants'.
+
+A call holds its places as leases (`gateway_call`, one row per choice, the first naming its user): renewed every
+THREADLINE_RUN_HEARTBEAT_SECONDS by one statement per process (a HOT update: no index holds `expires_at`), given
+back when the call ends whichever way (answered, failed, its client gone, its key revoked), and lapsing
+THREADLINE_RUN_STALE_SECONDS after its process died, as the run of a dead worker is recovered after as long.
 """
 
 from __future__ import annotations
@@ -40,50 +43,17 @@ Release = Callable[[], None]
 Spawn = Callable[[Coroutine[Any, Any, None]], object]
 
 
-def both(first: Release, second: Release) -> Release:
-    def release() -> None:
-        try:
-            first()
-        finally:
-            second()
+def once(release: Release) -> Release:
+    """`release` for the first call only; later calls do nothing."""
+    released = False
 
-    return release
-
-
-class Admission:
-    """The calls in flight per user in this process (an entry only while a call is)."""
-
-    def __init__(self) -> None:
-        self._active: dict[tuple[uuid.UUID, uuid.UUID], int] = {}
-
-    def admit(self, principal: Principal, limit: int) -> Release:
-        """A place for one more call of the user (RATE_LIMITED past `limit`; 0: no cap), and how to give it back
-        (once; later calls do nothing)."""
-        key = (principal.tenant_id, principal.user_id)
-        active = self._active.get(key, 0)
-        if limit > 0 and active >= limit:
-            raise ThreadlineError(
-                ErrorCode.RATE_LIMITED,
-                f"You have {active} completions in progress; the limit is {limit} "
-                "(THREADLINE_RUN_MAX_ACTIVE_PER_USER). Retry when one ends.",
-                retryAfter=1,
-                limit=limit,
-            )
-        self._active[key] = active + 1
-        released = False
-
-        def release() -> None:
-            nonlocal released
-            if released:
-                return
+    def first() -> None:
+        nonlocal released
+        if not released:
             released = True
-            left = self._active.get(key, 0) - 1
-            if left > 0:
-                self._active[key] = left
-            else:
-                self._active.pop(key, None)
+            release()
 
-        return release
+    return first
 
 
 class Places:
@@ -97,59 +67,61 @@ class Places:
         # place (one choice of a call) -> tenant, while its lease is renewed
         self._held: dict[uuid.UUID, uuid.UUID] = {}
         self._renewing: asyncio.Task[None] | None = None
+        # places of calls that ended, while their give-back runs: not counted by this process's next take
+        self._ending: set[uuid.UUID] = set()
 
-    async def take(self, principal: Principal, choices: int = 1) -> Release:
-        """A place for each of the `choices` (`n`) of one more call of the principal's tenant: each is a completion
-        the model works on at once, as a run is (and each draws a `runs` token). RATE_LIMITED when the tenant's runs
-        executing and calls in progress would be more than the cap with them; BAD_USER_INPUT (param `n`) when
-        `choices` alone is (no retry could be admitted); no cap: nothing is taken. Returns how to give them back
-        (once)."""
-        settings = self.services.settings
-        cap = tenant_cap(settings)
-        if cap is None:
-            return lambda: None
-        if choices > cap:
+    def check(self, choices: int) -> None:
+        """BAD_USER_INPUT (param `n`) when `choices` alone are more than the tenant's cap: no retry could be
+        admitted."""
+        cap = tenant_cap(self.services.settings)
+        if cap is not None and choices > cap:
             raise bad_input(
                 f"`n` ({choices}) is more than the completions your organisation may have executing at once, "
                 f"THREADLINE_RUN_MAX_EXECUTING_PER_TENANT ({cap}): each choice is a completion of its own",
                 param="n",
                 limit=cap,
             )
+
+    async def take(self, principal: Principal, choices: int = 1) -> Release:
+        """A place for each of the `choices` (`n`) of one more call of the principal: each is a completion the model
+        works on at once, as a run is (and each draws a `runs` token); the call counts once toward its user's cap.
+        RATE_LIMITED when the user's active runs and calls in progress are their cap already, or the tenant's runs
+        executing and calls in progress would be more than its cap with these; BAD_USER_INPUT (param `n`) when
+        `choices` alone is (no retry could be admitted); no cap: nothing is taken. Returns how to give them back
+        (once)."""
+        settings = self.services.settings
+        cap = tenant_cap(settings)
+        user_cap = settings.run_max_active_per_user if settings.run_max_active_per_user > 0 else None
+        if cap is None and user_cap is None:
+            return lambda: None
+        self.check(choices)
         tenant, calls = principal.tenant_id, [uuid.uuid4() for _ in range(choices)]
         async with self.services.db.transaction() as tx:
-            held = await repo.take_call_place(tx, tenant, calls, cap, settings.run_stale_seconds)
-        if held is not None:
-            raise ThreadlineError(
-                ErrorCode.RATE_LIMITED,
-                f"Your organisation has {held} model calls executing, the limit of "
-                f"THREADLINE_RUN_MAX_EXECUTING_PER_TENANT ({cap}): its runs in progress and its /v1 completions in "
-                "progress count together, across every server (queued runs do not; a call asking for `n` choices "
-                f"counts as n, {choices} here). Retry when one ends.",
-                retryAfter=1,
-                limit=cap,
+            refused = await repo.take_call_place(
+                tx, principal, calls, cap, user_cap, settings.run_stale_seconds, list(self._ending)
             )
+        if refused is not None:
+            raise _refusal(refused, choices, cap, user_cap)
         for call in calls:
             self._held[call] = tenant
         if self._renewing is None or self._renewing.done():
             self._renewing = asyncio.create_task(self._renew(), name="threadline-gateway-leases")
-        released = False
 
         def release() -> None:
-            nonlocal released
-            if released:
-                return
-            released = True
             for call in calls:
                 self._held.pop(call, None)  # no longer renewed: it lapses even if the give-back fails
+                self._ending.add(call)
             self.spawn(self._give_back(tenant, calls))
 
-        return release
+        return once(release)
 
     async def _give_back(self, tenant: uuid.UUID, calls: list[uuid.UUID]) -> None:
         try:
             await repo.give_call_place(self.services.db, tenant, calls, self.services.settings.run_queue)
         except Exception as exc:  # noqa: BLE001 - its lease lapses instead (THREADLINE_RUN_STALE_SECONDS)
             log.warning("gateway: a call's place could not be given back (%s); its lease lapses", exc)
+        finally:
+            self._ending.difference_update(calls)
 
     async def _renew(self) -> None:
         settings = self.services.settings
@@ -170,6 +142,29 @@ class Places:
             self._renewing.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._renewing
+
+
+def _refusal(
+    refused: tuple[str, int], choices: int, cap: int | None, user_cap: int | None
+) -> ThreadlineError:
+    which, held = refused
+    if which == "user":
+        return ThreadlineError(
+            ErrorCode.RATE_LIMITED,
+            f"You have {held} completions in progress and active runs; the limit is {user_cap} "
+            "(THREADLINE_RUN_MAX_ACTIVE_PER_USER), across every server. Retry when one ends.",
+            retryAfter=1,
+            limit=user_cap,
+        )
+    return ThreadlineError(
+        ErrorCode.RATE_LIMITED,
+        f"Your organisation has {held} model calls executing, the limit of "
+        f"THREADLINE_RUN_MAX_EXECUTING_PER_TENANT ({cap}): its runs in progress and its /v1 completions in "
+        "progress count together, across every server (queued runs do not; a call asking for `n` choices "
+        f"counts as n, {choices} here). Retry when one ends.",
+        retryAfter=1,
+        limit=cap,
+    )
 
 
 class ReleasingStream(StreamingResponse):

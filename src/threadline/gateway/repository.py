@@ -16,7 +16,13 @@ import asyncpg
 from threadline.auth.principal import Principal
 from threadline.conversations.repository import CONVERSATION_COLUMNS, visibility_sql
 from threadline.db import Executor
-from threadline.runs.repository import CHANNEL, lock_tenant_executing, tenant_executing
+from threadline.runs.repository import (
+    CHANNEL,
+    lock_tenant_executing,
+    lock_user_runs,
+    tenant_executing,
+    user_active,
+)
 from threadline.threads.repository import TREE_COLUMNS
 
 
@@ -68,30 +74,53 @@ async def branch_rows(
 
 
 async def take_call_place(
-    db: Executor, tenant_id: uuid.UUID, call_ids: list[uuid.UUID], cap: int, lease_seconds: float
-) -> int | None:
-    """Inside a transaction: one place among the tenant's model work executing for each of `call_ids` (the
-    choices of one call, each a `gateway_call` leased for `lease_seconds`), all or none: unless the tenant's
-    executing runs and calls (`runs.repository.tenant_executing`) and these would be more than `cap`; None when
-    taken, else how many it has. Takes the tenant's lock on the count, which a worker claiming its runs takes too,
-    and drops the tenant's leases that ran out (calls of a process that died)."""
-    await lock_tenant_executing(db, tenant_id)
+    db: Executor,
+    principal: Principal,
+    call_ids: list[uuid.UUID],
+    cap: int | None,
+    user_cap: int | None,
+    lease_seconds: float,
+    ended: list[uuid.UUID],
+) -> tuple[str, int] | None:
+    """Inside a transaction: one place among the caller's tenant's model work executing for each of `call_ids` (the
+    choices of one call, each a `gateway_call` leased for `lease_seconds`, the first naming its user), all or none:
+    unless the caller's active runs and calls in progress (`runs.repository.user_active`) are already `user_cap`
+    ("user", how many), or the tenant's executing runs and calls (`runs.repository.tenant_executing`) and these would
+    be more than `cap` ("tenant", how many); None when taken. A cap of None is not checked. Takes the user's lock on
+    their count (runCreate takes it too), then the tenant's (a worker claiming its runs takes it too), and drops the
+    tenant's leases that ran out (calls of a process that died). `ended`: calls of this process that ended, whose
+    places are being given back (not counted: a caller's next call, once the last was answered, is not refused
+    for the moment its give-back takes)."""
+    tenant = principal.tenant_id
+    if user_cap is not None:
+        await lock_user_runs(db, tenant, principal.user_id)
+    if cap is not None:
+        await lock_tenant_executing(db, tenant)
     row = await db.fetchrow(
         f"""WITH gone AS (DELETE FROM gateway_call WHERE tenant_id = $1 AND expires_at <= now()),
-                 held AS (SELECT {tenant_executing("$1")} AS n),
-                 taken AS (INSERT INTO gateway_call (id, tenant_id, expires_at)
-                           SELECT k.id, $1, now() + make_interval(secs => $4)
-                           FROM held, unnest($2::uuid[]) AS k(id)
-                           WHERE held.n + cardinality($2::uuid[]) <= $3
+                 held AS (SELECT CASE WHEN $4::int IS NULL THEN 0 ELSE {tenant_executing("$1", "$7::uuid[]")} END AS n),
+                 mine AS (SELECT CASE WHEN $5::int IS NULL THEN 0 ELSE {user_active("$1", "$2", "$7::uuid[]")} END AS n),
+                 taken AS (INSERT INTO gateway_call (id, tenant_id, user_id, expires_at)
+                           SELECT k.id, $1, CASE WHEN k.i = 1 THEN $2::uuid END, now() + make_interval(secs => $6)
+                           FROM held, mine, unnest($3::uuid[]) WITH ORDINALITY AS k(id, i)
+                           WHERE ($4::int IS NULL OR held.n + cardinality($3::uuid[]) <= $4)
+                             AND ($5::int IS NULL OR mine.n < $5)
                            RETURNING id)
-            SELECT held.n, (SELECT count(*) FROM taken) AS taken FROM held""",
-        tenant_id,
+            SELECT held.n AS tenant_n, mine.n AS user_n, (SELECT count(*) FROM taken) AS taken FROM held, mine""",
+        tenant,
+        principal.user_id,
         call_ids,
         cap,
+        user_cap,
         lease_seconds,
+        ended,
     )
     assert row is not None
-    return None if row["taken"] else int(row["n"])
+    if row["taken"]:
+        return None
+    if user_cap is not None and row["user_n"] >= user_cap:
+        return "user", int(row["user_n"])
+    return "tenant", int(row["tenant_n"])
 
 
 async def renew_call_places(

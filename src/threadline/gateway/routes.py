@@ -1,13 +1,16 @@
 """The gateway's HTTP endpoints: `POST /v1/chat/completions`, `GET /v1/models`, `GET /v1/models/{model}`.
 
 A call is checked in this order, each refusal an OpenAI error object: credentials (401), the body (413 past
-THREADLINE_REQUEST_MAX_BYTES, 400 malformed), the model (404 model_not_found), the caller's calls in progress in
-this process (429 past THREADLINE_RUN_MAX_ACTIVE_PER_USER, gateway.admission), the tenant's model work executing
-across every process, its runs and calls together (429 past THREADLINE_RUN_MAX_EXECUTING_PER_TENANT, a place held
-until the call ends: gateway.admission), the caller's rate-limit budgets
-(429 with Retry-After; a completion draws one `requests` and one `runs` per choice asked for (`n`), and with a session one `mutations` per
-message of the request it stores: each is a write, as a messageReply is), the session (404, 403, 409, 400
-context_length_exceeded), then the model itself (its 4xx refusal passed on, 502 when it cannot be reached).
+THREADLINE_REQUEST_MAX_BYTES, 400 malformed, 400 naming `n` past THREADLINE_RUN_MAX_EXECUTING_PER_TENANT), the model
+(404 model_not_found), the caller's rate-limit budgets (429 with Retry-After; a completion draws one `requests` and
+one `runs` per choice asked for (`n`), and with a session one `mutations` per message of the request it stores: each
+is a write, as a messageReply is), then, side by side, its places (gateway.admission: 429 past
+THREADLINE_RUN_MAX_ACTIVE_PER_USER, the user's active runs and calls in progress, or past
+THREADLINE_RUN_MAX_EXECUTING_PER_TENANT, the tenant's runs and calls executing, each across every process; held
+until the call ends) and the session (404, 403, 409, 400 context_length_exceeded), a cap's refusal first; then the
+model itself (its 4xx refusal passed on, 502 when it cannot be reached). The budgets come before the places: a call
+they refuse takes no place (it took one and gave it back, two write transactions for nothing); a call refused by a
+cap or its session draws from the budgets, as every refused operation does.
 Only then is anything stored, so a refused call leaves nothing behind. A stream that breaks midway ends with an
 `error` event instead of `[DONE]` (what OpenAI's SDKs raise as an APIError); what was stored of the reply is
 kept, made final, and announced with an `error` event as a failed run is.
@@ -31,7 +34,7 @@ from threadline.auth.service import authenticate
 from threadline.db.database import database_unavailable
 from threadline.errors import ErrorCode, ThreadlineError
 from threadline.gateway import request as chat_request
-from threadline.gateway.admission import Admission, Places, Release, ReleasingStream, both
+from threadline.gateway.admission import Places, Release, ReleasingStream
 from threadline.gateway.completion import Completion
 from threadline.gateway.errors import UpstreamRefused, error_body, error_response, internal_error, unavailable
 from threadline.gateway.recorder import Recorder
@@ -59,8 +62,8 @@ class Gateway:
         self.services = services
         self._providers: dict[str, Provider] | None = None
         self._background: set[asyncio.Task[None]] = set()
-        self.admission = Admission()  # calls in flight per user (THREADLINE_RUN_MAX_ACTIVE_PER_USER)
-        # the tenant's runs and calls executing, across processes (THREADLINE_RUN_MAX_EXECUTING_PER_TENANT)
+        # the user's and the tenant's runs and calls in progress, across processes (THREADLINE_RUN_MAX_ACTIVE_PER_USER,
+        # THREADLINE_RUN_MAX_EXECUTING_PER_TENANT)
         self.places = Places(services, self._spawn)
 
     def routes(self) -> list[Route]:
@@ -155,18 +158,36 @@ class Gateway:
         raw = await chat_request.read_body(request, settings.request_max_bytes)
         chat = chat_request.parse(raw, request.headers.get(chat_request.SESSION_HEADER))
         provider = self.providers()[provider_of(settings, chat.model)]
-        release = self.admission.admit(principal, settings.run_max_active_per_user)  # 429 past the cap
+        self.places.check(chat.choices)  # 400: more choices than the tenant's cap could ever admit
+        # The budgets first: a call they refuse takes no place (two write transactions for nothing).
+        budget = await self._spend(principal, _costs(chat))
+        release, session = await self._admitted(principal, chat)
         try:
-            # 429 past the tenant's cap (a place for each of the `n` choices; 400 when `n` alone is past it)
-            release = both(await self.places.take(principal, chat.choices), release)
+            return await self._answer(
+                principal, chat, provider, release, lambda: self._principal(request), budget, session
+            )
         except BaseException:
             release()
             raise
+
+    async def _admitted(self, principal: Principal, chat: ChatRequest) -> tuple[Release, Session | None]:
+        """The call's places (429 past the user's or the tenant's cap; 400 when `n` alone is past the tenant's) and
+        the session's prompt, read side by side (each is a round trip or more before the model is called: the time
+        to the first token). A cap's refusal is the answer before the session's; places taken for a call the
+        session refuses are given back."""
+        if not chat.session_id:
+            return await self.places.take(principal, chat.choices), None
+        taking = asyncio.ensure_future(self.places.take(principal, chat.choices))
         try:
-            return await self._answer(principal, chat, provider, release, lambda: self._principal(request))
-        except BaseException:
-            release()
+            session = await open_session(self.services.db, self.services.settings, principal, chat)
+        except BaseException as exc:
+            taking.add_done_callback(_give_back_taken)  # whenever it ends, even if this request is cancelled
+            if isinstance(exc, Exception):
+                await asyncio.wait({taking})
+                if not taking.cancelled() and isinstance(taking.exception(), ThreadlineError):
+                    raise taking.exception() from None  # type: ignore[misc]
             raise
+        return await taking, session
 
     async def _answer(
         self,
@@ -175,11 +196,12 @@ class Gateway:
         provider: Provider,
         release: Release,
         recheck: Callable[[], Awaitable[Principal]],
+        budget: Budget | None,
+        session: Session | None,
     ) -> Response:
         """The model's answer to an admitted call; `release` gives its place back once it is answered, `recheck`
         authenticates its caller again (Relay)."""
         settings = self.services.settings
-        budget, session = await self._budget_and_session(principal, chat)
         stream = chunks(
             provider, upstream_body(chat.body, chat.model, session.prompt if session else chat.messages)
         )
@@ -215,29 +237,22 @@ class Gateway:
                     response.headers[name] = headers[name]
         return _with_budget(response, budget)
 
-    async def _budget_and_session(
-        self, principal: Principal, chat: ChatRequest
-    ) -> tuple[Budget | None, Session | None]:
-        """The draw from the caller's budgets and the session's prompt, read side by side (each is a round trip
-        or more before the model is called: the time to the first token). A refusal of either wins; a call
-        refused by the session still counts against the budgets, as every refused operation does. A session call
-        also draws a `mutations` token per message it would store: one call could otherwise write hundreds of
-        replies (each deeper than the last, so ever slower) for a single `requests` token."""
-        costs = dict(COMPLETION_COSTS)
-        costs["runs"] = chat.choices  # `n` answers are n runs' worth of the model (OpenAI bills each)
-        if chat.session_id:
-            costs["mutations"] = stored_count(chat)
-        spending = asyncio.ensure_future(self._spend(principal, costs))
-        try:
-            session = (
-                await open_session(self.services.db, self.services.settings, principal, chat)
-                if chat.session_id
-                else None
-            )
-        except Exception:
-            await spending  # a rate-limit refusal is the answer before a session's
-            raise
-        return await spending, session
+
+def _costs(chat: ChatRequest) -> dict[str, int]:
+    """A completion's draw from the caller's budgets. A session call also draws a `mutations` token per message it
+    would store: one call could otherwise write hundreds of replies (each deeper than the last, so ever slower) for
+    a single `requests` token."""
+    costs = dict(COMPLETION_COSTS)
+    costs["runs"] = chat.choices  # `n` answers are n runs' worth of the model (OpenAI bills each)
+    if chat.session_id:
+        costs["mutations"] = stored_count(chat)
+    return costs
+
+
+def _give_back_taken(taking: asyncio.Future[Release]) -> None:
+    """Gives back the places a call took once it was refused by its session (or cancelled) meanwhile."""
+    if not taking.cancelled() and taking.exception() is None:
+        taking.result()()
 
 
 class Relay:

@@ -148,15 +148,21 @@ async def lock_user_runs(db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID)
     await db.execute("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))", f"runs:{tenant_id}:{user_id}")
 
 
+def user_active(tenant: str, user: str, ended: str | None = None) -> str:
+    """SQL for what THREADLINE_RUN_MAX_ACTIVE_PER_USER bounds of the user given by the placeholders `tenant` and
+    `user`, across every process: their active runs plus their gateway (/v1) calls in progress (a call counts once,
+    whatever its `n`: only its first `gateway_call` row names its user). Read it after `lock_user_runs`, which a
+    gateway call taking its place takes too (gateway.repository.take_call_place). `ended` as for `tenant_executing`."""
+    statuses = ", ".join(f"'{status}'" for status in _ACTIVE)
+    return f"""((SELECT count(*) FROM run u WHERE u.tenant_id = {tenant} AND u.created_by = {user}
+                 AND u.status IN ({statuses}))
+             + (SELECT count(*) FROM gateway_call g WHERE g.tenant_id = {tenant} AND g.user_id = {user}
+                AND g.expires_at > now(){_not_ended(ended)}))"""
+
+
 async def count_active_for_user(db: Executor, tenant_id: uuid.UUID, user_id: uuid.UUID) -> int:
-    return int(
-        await db.fetchval(
-            "SELECT count(*) FROM run WHERE created_by = $2 AND status = ANY($3::varchar[]) AND tenant_id = $1",
-            tenant_id,
-            user_id,
-            _ACTIVE,
-        )
-    )
+    """The user's active runs and /v1 calls in progress (`user_active`)."""
+    return int(await db.fetchval(f"SELECT {user_active('$1', '$2')}", tenant_id, user_id))
 
 
 async def run(
@@ -317,13 +323,18 @@ _CLAIM_CANDIDATE = f"""
     LIMIT 1 FOR UPDATE OF r SKIP LOCKED"""
 
 
-def tenant_executing(tenant: str) -> str:
+def tenant_executing(tenant: str, ended: str | None = None) -> str:
     """SQL for the model work the tenant given by the placeholder `tenant` has executing across every process, what
     THREADLINE_RUN_MAX_EXECUTING_PER_TENANT bounds: its runs IN_PROGRESS or CANCELLING plus its gateway calls in
     progress (a `gateway_call` whose lease has not run out; gateway.repository). Queued runs and runs waiting for
-    tool outputs hold no model and do not count. Read it after `lock_tenant_executing`, in a statement of its own."""
+    tool outputs hold no model and do not count. Read it after `lock_tenant_executing`, in a statement of its own.
+    `ended`: the placeholder of an array of calls that ended and are being given back (not counted)."""
     return f"""((SELECT count(*) FROM run e WHERE e.tenant_id = {tenant} AND e.status IN ('IN_PROGRESS', 'CANCELLING'))
-             + (SELECT count(*) FROM gateway_call g WHERE g.tenant_id = {tenant} AND g.expires_at > now()))"""
+             + (SELECT count(*) FROM gateway_call g WHERE g.tenant_id = {tenant} AND g.expires_at > now(){_not_ended(ended)}))"""
+
+
+def _not_ended(ended: str | None) -> str:
+    return "" if ended is None else f" AND g.id <> ALL({ended})"
 
 
 async def lock_tenant_executing(db: Executor, tenant_id: uuid.UUID) -> None:

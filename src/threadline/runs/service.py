@@ -96,8 +96,8 @@ async def create_run(db: Database, settings: Settings, principal: Principal, spe
         if active >= settings.run_max_active_per_user:
             raise ThreadlineError(
                 ErrorCode.RATE_LIMITED,
-                f"You have {active} active runs; the limit is {settings.run_max_active_per_user}. "
-                "Wait for one to finish or cancel one.",
+                f"You have {active} active runs and /v1 completions in progress; the limit is "
+                f"{settings.run_max_active_per_user}. Wait for one to finish or cancel one.",
                 retryAfter=1,
                 limit=settings.run_max_active_per_user,
             )
