@@ -203,6 +203,7 @@ def test_a_user_s_v1_calls_count_toward_their_cap_in_every_process_and_with_thei
             "mutation($i: RunCreateInput!) { runCreate(input: $i) { id } }",
             {"i": {"messageId": message, "provider": "openai", "model": MODEL}},
         )
+        assert "errors" in refused, refused  # the call in the other process counts toward the user's runs too
         assert refused["errors"][0]["extensions"]["code"] == "RATE_LIMITED", refused
         assert "/v1 completions in progress" in refused["errors"][0]["message"]
 
