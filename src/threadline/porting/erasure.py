@@ -55,6 +55,7 @@ PERSONAL = {
     ("message_feedback", "user_id"),  # their ratings and comments: theirs alone
     ("share_link", "created_by"),  # links they made: a link outliving its maker would publish for no one
     ("file", "uploaded_by"),  # their uploads (the triggers drop blobs no upload names any more)
+    ("gateway_call", "user_id"),  # the leases of their /v1 calls in progress (their keys go with them)
 }
 # (table, column) that attribute someone else's object (or a shared one) to the user: these now name the
 # placeholder, so the object stays. A foreign key to app_user in neither set is treated as personal
