@@ -46,6 +46,21 @@ def ancestor_paths(path: bytes) -> list[bytes]:
     return prefixes if path else []
 
 
+def ancestor_lengths(path: bytes) -> list[int]:
+    """The lengths of `ancestor_paths(path)` (0, the root's, first), in time linear in the path: each ancestor's
+    path is the prefix of that length."""
+    if not path:
+        return []
+    lengths = [0]
+    i = 0
+    while True:
+        lead = path[i]
+        i += 1 if lead < 0xF0 else 3 if lead == 0xF0 else 5
+        if i >= len(path):
+            return lengths
+        lengths.append(i)
+
+
 def subtree_upper_bound(path: bytes) -> bytes:
     """Exclusive upper bound of the subtree at `path`: no segment starts with 0xFF."""
     return path + b"\xff"

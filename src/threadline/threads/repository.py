@@ -179,6 +179,27 @@ async def ids_by_paths(
     )
 
 
+async def ids_along_path(
+    db: Executor, tenant_id: uuid.UUID, root_id: uuid.UUID, path: bytes, lengths: list[int]
+) -> list[uuid.UUID]:
+    """The ids of the messages of thread `root_id` whose paths are the prefixes of `path` of these lengths, in path
+    order (root first), in one index scan on (root_id, path). The path goes once and the prefixes are cut from it
+    here: sending each ancestor's whole path (`ids_by_paths`), and reading it back, moved O(depth^2) bytes for one
+    message (~500 KB at depth 1,000, ~10 ms of a reply's 20 ms)."""
+    rows = await db.fetch(
+        """SELECT m.id FROM message m
+           WHERE m.root_id = $2
+             AND m.path = ANY(ARRAY(SELECT substring($3::bytea FROM 1 FOR n) FROM unnest($4::int[]) AS n))
+             AND m.tenant_id = $1
+           ORDER BY m.path""",
+        tenant_id,
+        root_id,
+        path,
+        lengths,
+    )
+    return [r["id"] for r in rows]
+
+
 async def insert_thread(db: Executor, tenant_id: uuid.UUID, root: asyncpg.Record) -> None:
     await db.execute(
         """INSERT INTO thread (id, tenant_id, conversation_id, reply_count, last_seq, created_at, last_activity_at)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+import weakref
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
@@ -13,7 +14,7 @@ import asyncpg
 from threadline.auth.principal import Principal
 from threadline.conversations import repository as conversations
 from threadline.conversations.access import Access, access_level, require, require_writable
-from threadline.db import Database, Executor
+from threadline.db import Database, Executor, Transaction
 from threadline.errors import bad_input, conflict, forbidden, not_found
 from threadline.events.announce import (
     deferring,
@@ -32,7 +33,7 @@ from threadline.privacy.writing import event_text, for_storage
 from threadline.settings import Settings
 from threadline.threads import branches
 from threadline.threads import repository as repo
-from threadline.threads.paths import ancestor_paths
+from threadline.threads.paths import ancestor_lengths, ancestor_paths
 from threadline.threads.tree_rules import ROOT, TooDeep, reply_placement
 
 ROLES = {"USER", "ASSISTANT", "SYSTEM", "TOOL"}
@@ -133,17 +134,85 @@ def _event_snapshot(
     return found if text == found.content else replace(found, content=text)
 
 
+# The path ids of the last replies each open transaction wrote (`add_reply`), by (tenant, message id): a reply to one
+# of them is its parent's path plus itself, with no statement. A chain of replies written in one transaction (a
+# gateway call's new messages, a run's tool round trips) otherwise looked up every ancestor of every reply again: one
+# index probe per level per reply, O(depth^2) over the chain (400 replies, each under the previous, took 4.4 s).
+# Only transactions (`Transaction`, gone with their last reference): ids and paths never change, but a message
+# written in a transaction that rolls back does not exist, and the pool's statements are each their own.
+_RECENT_PATHS: weakref.WeakKeyDictionary[Transaction, dict[tuple[uuid.UUID, uuid.UUID], list[uuid.UUID]]]
+_RECENT_PATHS = weakref.WeakKeyDictionary()
+RECENT_PATHS_KEPT = 4  # per transaction: a chain needs its last reply's (the memory is depth ids each)
+
+
+def _remember_path(db: Executor, tenant_id: uuid.UUID, path: list[uuid.UUID]) -> None:
+    if not isinstance(db, Transaction):
+        return
+    recent = _RECENT_PATHS.get(db)
+    if recent is None:
+        recent = _RECENT_PATHS[db] = {}
+    elif len(recent) >= RECENT_PATHS_KEPT:
+        del recent[next(iter(recent))]  # the oldest
+    recent[(tenant_id, path[-1])] = path
+
+
+def _known_path(
+    recent: dict[tuple[uuid.UUID, uuid.UUID], list[uuid.UUID]] | None,
+    tenant_id: uuid.UUID,
+    row: asyncpg.Record | Mapping[str, Any],
+) -> list[uuid.UUID] | None:
+    """The row's path ids without a statement: a root's and a root's reply's are their ids, a reply to a message whose
+    path this transaction knows is that path and itself."""
+    depth = row.get("depth")
+    if depth is None:  # a row without its depth (a caller's narrower select): looked up
+        return None
+    if depth == 0:
+        return [row["id"]]
+    if depth == 1:
+        return [row["root_id"], row["id"]]
+    if recent:
+        known = recent.get((tenant_id, row["id"]))
+        if known is not None and len(known) == depth + 1:
+            return list(known)
+        parent = recent.get((tenant_id, row["parent_id"]))
+        if parent is not None and len(parent) == depth and parent[0] == row["root_id"]:
+            return [*parent, row["id"]]
+    return None
+
+
 async def path_ids(db: Executor, tenant_id: uuid.UUID, rows: list[asyncpg.Record]) -> list[list[uuid.UUID]]:
-    """Ancestor ids (root first, the message itself last) for each row, in one statement at most."""
+    """Ancestor ids (root first, the message itself last) for each row, in one statement at most (none for roots,
+    their replies, and replies to a message whose path the transaction has just worked out)."""
+    recent = _RECENT_PATHS.get(db) if isinstance(db, Transaction) else None
+    out: list[list[uuid.UUID] | None] = [_known_path(recent, tenant_id, row) for row in rows]
+    unknown = [i for i, known in enumerate(out) if known is None]
+    if len(unknown) == 1:
+        # One message (every write): its ancestors in one index scan, O(depth) bytes each way.
+        row = rows[unknown[0]]
+        lengths = ancestor_lengths(bytes(row["path"]))
+        ancestors = await repo.ids_along_path(db, tenant_id, row["root_id"], bytes(row["path"]), lengths)
+        if len(ancestors) != len(lengths):
+            raise LookupError(
+                f"message {row['id']}: {len(lengths) - len(ancestors)} of its ancestors are missing"
+            )
+        out[unknown[0]] = [*ancestors, row["id"]]
+        return out  # type: ignore[return-value]  # every one known
     wanted: list[tuple[uuid.UUID, bytes]] = []
-    for row in rows:
-        wanted.extend((row["root_id"], p) for p in ancestor_paths(row["path"]))
+    for row, known in zip(rows, out, strict=True):
+        if known is None:
+            wanted.extend((row["root_id"], p) for p in ancestor_paths(bytes(row["path"])))
+    if not wanted:
+        return out  # type: ignore[return-value]  # every one known
     found: dict[tuple[uuid.UUID, bytes], uuid.UUID] = {}
-    if wanted:
-        unique = list(dict.fromkeys(wanted))
-        for r in await repo.ids_by_paths(db, tenant_id, [w[0] for w in unique], [w[1] for w in unique]):
-            found[(r["root_id"], bytes(r["path"]))] = r["id"]
-    return [[found[(row["root_id"], p)] for p in ancestor_paths(row["path"])] + [row["id"]] for row in rows]
+    unique = list(dict.fromkeys(wanted))
+    for r in await repo.ids_by_paths(db, tenant_id, [w[0] for w in unique], [w[1] for w in unique]):
+        found[(r["root_id"], bytes(r["path"]))] = r["id"]
+    return [
+        known
+        if known is not None
+        else [found[(row["root_id"], p)] for p in ancestor_paths(bytes(row["path"]))] + [row["id"]]
+        for row, known in zip(rows, out, strict=True)
+    ]
 
 
 async def _announce_activity(
@@ -322,6 +391,7 @@ async def add_reply(
     await repo.bump_child_count(tx, tenant_id, parent["id"])
     thread = await repo.thread_activity(tx, tenant_id, row["root_id"], replies=1, last_seq=row["seq"])
     (path,) = await path_ids(tx, tenant_id, [row])
+    _remember_path(tx, tenant_id, path)  # the next reply of a chain in this transaction builds on it
     await _announce_activity(tx, tenant_id, author_id, row, thread, "REPLY", path, pii_policy)
     await branches.announce_sibling(tx, tenant_id, row, parent["child_count"])
     if author_id is not None:
