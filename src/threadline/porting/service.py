@@ -220,7 +220,8 @@ class Importer:
         self.fmt = fmt
         self.target_id = target_conversation_id
         self.report = ImportReport()
-        self._slots = asyncio.Semaphore(max(1, concurrency))
+        self._concurrency = max(1, concurrency)
+        self._slots = asyncio.Semaphore(self._concurrency)
         self._tasks: set[asyncio.Task[None]] = set()
         self._on_progress = on_progress
         self._targeted = 0
@@ -948,7 +949,16 @@ class Importer:
 
     async def finish(self, *, fatal: str | None = None) -> ImportReport:
         """Insert what is still queued, wait for the inserts in flight, then audit the run."""
-        await self._flush()
+        # The last batch is written when nothing is left to read: split across the write slots, its statements run
+        # on as many server backends (cores) as the batches before, not in one long transaction alone (the 45 new
+        # conversations closing an export grown by 10% were half of its re-import's time).
+        pending, self._pending, self._pending_bytes = self._pending, [], 0
+        parts = min(self._concurrency, len(pending))
+        size = -(-len(pending) // parts) if parts else 0
+        for start in range(0, len(pending), size or 1):
+            self._pending = pending[start : start + size]
+            self._pending_bytes = sum(p.item.size for p in self._pending)
+            await self._flush()
         if self._tasks:
             await asyncio.gather(*list(self._tasks))
         # Folders, pins, bookmarks and links refer to other conversations and messages: once all are stored.
