@@ -403,10 +403,10 @@ def test_anonymous_operations_are_counted_per_client_address(dsn: str, admin: Ac
 def test_an_ipv6_client_is_counted_by_its_64_as_one_host_holds_a_whole_64() -> None:
     from types import SimpleNamespace
 
-    from threadline.ratelimits.schema import _address
+    from threadline.ratelimits.addresses import counted
 
     def of(host: str) -> str:
-        return _address(SimpleNamespace(client=SimpleNamespace(host=host)))
+        return counted(SimpleNamespace(client=SimpleNamespace(host=host)))
 
     assert of("2001:db8:1:2:aaaa::1") == of("2001:db8:1:2:ffff:1:2:3") == "2001:db8:1:2::/64"
     assert of("2001:db8:1:3::1") != of("2001:db8:1:2::1")
