@@ -171,20 +171,29 @@ class StalledWsClient:
         for chunk in self.protocol.data_to_send():
             self.sock.sendall(chunk)
 
-    def _read_until(self, done: Any) -> None:
-        while True:
-            data = self.sock.recv(65536)
-            self.protocol.receive_data(data)
-            events = self.protocol.events_received()
-            if any(done(e) for e in events):
-                return
+    def _read_until(self, done: Any, timeout: float = 30.0) -> None:
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                data = self.sock.recv(65536)
+                if not data:  # the server closed the connection: recv would return b"" forever
+                    raise ConnectionError("the server closed the connection")
+                self.protocol.receive_data(data)
+                events = self.protocol.events_received()
+                if any(done(e) for e in events):
+                    return
+        finally:
+            self.sock.settimeout(None)
 
     def read_until_complete(self, timeout: float = 30.0) -> list[dict[str, Any]]:
         """Start reading again: every protocol message up to the subscription's `complete`."""
         self.sock.settimeout(timeout)
         messages: list[dict[str, Any]] = []
         while True:
-            self.protocol.receive_data(self.sock.recv(1 << 20))
+            data = self.sock.recv(1 << 20)
+            if not data:
+                raise ConnectionError(f"the server closed the connection after {len(messages)} messages")
+            self.protocol.receive_data(data)
             for event in self.protocol.events_received():
                 data = getattr(event, "data", None)
                 if data is None:
