@@ -6,8 +6,9 @@ every conversation it can."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 import asyncpg
@@ -35,6 +36,46 @@ def _claude(ident: str, *texts: str) -> dict[str, Any]:
 def poison(loop: Loop, dsn: str) -> Iterator[None]:
     with poisoned_messages(loop, dsn):
         yield
+
+
+PAUSE_KEY = 424_242_001
+
+
+async def paused_import(
+    dsn: str, call: Callable[[], Any], during: Callable[[asyncpg.Connection, int], Awaitable[Any]]
+) -> tuple[Any, Any]:
+    """`call()` (an import, in a thread) held at its first message whose text starts with 'pause' by a lock the test
+    holds; `during(watcher, pid)` runs while it is held (pid: the import's backend), then the import goes on.
+    Returns what `during` returned and what `call` did."""
+    holder = await asyncpg.connect(dsn)
+    watcher = await asyncpg.connect(dsn)
+    try:
+        await holder.execute(
+            f"""CREATE FUNCTION test_atomic_pause() RETURNS trigger LANGUAGE plpgsql AS $$
+                BEGIN PERFORM pg_advisory_xact_lock({PAUSE_KEY}); RETURN NEW; END $$;
+                CREATE TRIGGER test_atomic_pause BEFORE INSERT ON message FOR EACH ROW
+                    WHEN (NEW.content LIKE 'pause%') EXECUTE FUNCTION test_atomic_pause()"""
+        )
+        await holder.execute("SELECT pg_advisory_lock($1)", PAUSE_KEY)
+        running = asyncio.get_running_loop().run_in_executor(None, call)
+        pid = None
+        for _ in range(600):  # until the import waits on the lock (a bound, not a timing assertion)
+            pid = await watcher.fetchval(
+                "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND NOT granted",
+                PAUSE_KEY,
+            )
+            if pid is not None:
+                break
+            await asyncio.sleep(0.1)
+        assert pid is not None, "the import never reached its paused message"
+        seen = await during(watcher, pid)
+        await holder.execute("SELECT pg_advisory_unlock($1)", PAUSE_KEY)
+        return seen, await running
+    finally:
+        await holder.execute("DROP TRIGGER IF EXISTS test_atomic_pause ON message")
+        await holder.execute("DROP FUNCTION IF EXISTS test_atomic_pause()")
+        await holder.close()
+        await watcher.close()
 
 
 def _stored(loop: Loop, dsn: str, admin: Actor, prefix: str) -> list[tuple[str, int]]:
@@ -104,42 +145,15 @@ def test_an_all_or_nothing_import_holds_no_tenant_wide_lock_of_its_words_until_i
     data = [_claude(f"{prefix}-{i:03}", f"question {i}") for i in range(60)]
     data[0]["name"] = f"{word} first"
     data[55] = _claude(f"{prefix}-055", "pause here")  # in the second batch (50 a batch)
-    key = 424_242_001
 
-    async def run() -> tuple[int | None, Any]:
-        holder = await asyncpg.connect(dsn)
-        watcher = await asyncpg.connect(dsn)
-        try:
-            await holder.execute(
-                f"""CREATE FUNCTION test_atomic_pause() RETURNS trigger LANGUAGE plpgsql AS $$
-                    BEGIN PERFORM pg_advisory_xact_lock({key}); RETURN NEW; END $$;
-                    CREATE TRIGGER test_atomic_pause BEFORE INSERT ON message FOR EACH ROW
-                        WHEN (NEW.content LIKE 'pause%') EXECUTE FUNCTION test_atomic_pause()"""
-            )
-            await holder.execute("SELECT pg_advisory_lock($1)", key)
-            call = asyncio.get_running_loop().run_in_executor(
-                None, lambda: admin.client.raw(IMPORT, {"i": {"format": "CLAUDE", "data": data}})
-            )
-            for _ in range(600):  # until the import waits on the lock (a bound, not a timing assertion)
-                waiting = await watcher.fetchval(
-                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND NOT granted",
-                    key,
-                )
-                if waiting:
-                    break
-                await asyncio.sleep(0.1)
-            seen = await watcher.fetchval(
-                "SELECT count(*) FROM search_term WHERE tenant_id = $1 AND term = $2", tenant_of(admin), word
-            )
-            await holder.execute("SELECT pg_advisory_unlock($1)", key)
-            return seen, await call
-        finally:
-            await holder.execute("DROP TRIGGER IF EXISTS test_atomic_pause ON message")
-            await holder.execute("DROP FUNCTION IF EXISTS test_atomic_pause()")
-            await holder.close()
-            await watcher.close()
+    async def words(watcher: asyncpg.Connection, pid: int) -> Any:
+        return await watcher.fetchval(
+            "SELECT count(*) FROM search_term WHERE tenant_id = $1 AND term = $2", tenant_of(admin), word
+        )
 
-    seen, body = loop.run(run())
+    call = functools.partial(admin.client.raw, IMPORT, {"i": {"format": "CLAUDE", "data": data}})
+
+    seen, body = loop.run(paused_import(dsn, call, words))
     assert seen == 1  # committed while the import is still open
     assert "errors" not in body, body
     assert len(body["data"]["conversationImport"]) == 60

@@ -5,14 +5,13 @@ transaction ends (events.publish's floor lock), and this transaction lasts the w
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import uuid
-from typing import Any
 
 import asyncpg
 
 from tests.harness import Actor, Loop
-from tests.test_import_atomic import _claude
+from tests.test_import_atomic import _claude, paused_import
 from tests.test_porting_import import IMPORT, sql
 from threadline.events import publish as events_publish
 from threadline.events.kinds import EventType
@@ -30,41 +29,12 @@ def test_an_all_or_nothing_import_holds_no_publish_floor_until_its_end(
     data = [_claude(f"{prefix}-000", "q", "a", "a follow-up", "its answer")]
     data += [_claude(f"{prefix}-{i:03}", f"question {i}") for i in range(1, 60)]
     data[55] = _claude(f"{prefix}-055", "pause here")  # in the second batch (50 a batch)
-    key = 424_242_002
 
-    async def run() -> tuple[int, Any]:
-        holder = await asyncpg.connect(dsn)
-        watcher = await asyncpg.connect(dsn)
-        try:
-            await holder.execute(
-                f"""CREATE FUNCTION test_floor_pause() RETURNS trigger LANGUAGE plpgsql AS $$
-                    BEGIN PERFORM pg_advisory_xact_lock({key}); RETURN NEW; END $$;
-                    CREATE TRIGGER test_floor_pause BEFORE INSERT ON message FOR EACH ROW
-                        WHEN (NEW.content LIKE 'pause%') EXECUTE FUNCTION test_floor_pause()"""
-            )
-            await holder.execute("SELECT pg_advisory_lock($1)", key)
-            call = asyncio.get_running_loop().run_in_executor(
-                None, lambda: admin.client.raw(IMPORT, {"i": {"format": "CLAUDE", "data": data}})
-            )
-            pid = None
-            for _ in range(600):  # until the import waits on the lock (a bound, not a timing assertion)
-                pid = await watcher.fetchval(
-                    "SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND objid = $1 AND NOT granted", key
-                )
-                if pid is not None:
-                    break
-                await asyncio.sleep(0.1)
-            assert pid is not None
-            floors = await watcher.fetchval(FLOOR_LOCKS, events_publish.FLOOR_TAG, pid)
-            await holder.execute("SELECT pg_advisory_unlock($1)", key)
-            return int(floors), await call
-        finally:
-            await holder.execute("DROP TRIGGER IF EXISTS test_floor_pause ON message")
-            await holder.execute("DROP FUNCTION IF EXISTS test_floor_pause()")
-            await holder.close()
-            await watcher.close()
+    async def floors_held(watcher: asyncpg.Connection, pid: int) -> int:
+        return int(await watcher.fetchval(FLOOR_LOCKS, events_publish.FLOOR_TAG, pid))
 
-    floors, body = loop.run(run())
+    call = functools.partial(admin.client.raw, IMPORT, {"i": {"format": "CLAUDE", "data": data}})
+    floors, body = loop.run(paused_import(dsn, call, floors_held))
     assert "errors" not in body, body
     assert len(body["data"]["conversationImport"]) == 60
     assert floors == 0  # the first batch's merge drew no event id while the import was still open
