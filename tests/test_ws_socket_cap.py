@@ -146,3 +146,25 @@ def test_an_address_holds_at_most_the_cap_of_sockets_not_authenticated_yet(
     finally:
         for client in waiting:
             client.close()
+
+
+@pytest.fixture(scope="module")
+def unlimited(dsn: str) -> Iterator[ServerThread]:
+    srv = ServerThread(
+        test_settings(
+            dsn,
+            migrate_on_start=False,
+            rate_limit_enabled=False,
+            rate_limit_requests=1,
+            rate_limit_window_seconds=3600,
+        )
+    )
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def test_with_rate_limits_off_opening_sockets_draws_nothing(unlimited: ServerThread, admin: Actor) -> None:
+    """THREADLINE_RATE_LIMIT_ENABLED=false turns every budget off, the sockets' too."""
+    for _ in range(3):
+        assert opens(unlimited.ws_url, admin.api_key)

@@ -731,7 +731,8 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
                 # Opening a socket is a request (the caller's `requests` budget) and holds memory until it
                 # closes: a user holds at most `ws_max_sockets_per_user` in a process. Before, sockets were free
                 # to open, so one key could open them by the thousand.
-                await ratelimits.spend(context.db, self.services.settings, principal, {"requests": 1})
+                if self.services.settings.rate_limit_enabled:
+                    await ratelimits.spend(context.db, self.services.settings, principal, {"requests": 1})
                 check_open_sockets(self.services.hub.sessions, principal.user_id, self.services.settings)
                 # Registered before authenticating once more: a revocation committed after that second check
                 # reaches the socket through the hub; one committed before it fails the check.
