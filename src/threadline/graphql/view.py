@@ -730,7 +730,10 @@ class ThreadlineGraphQL(GraphQL[Context, None]):
             if isinstance(context.request, WebSocket):
                 # Opening a socket is a request (the caller's `requests` budget) and holds memory until it
                 # closes: a user holds at most `ws_max_sockets_per_user` in a process. Before, sockets were free
-                # to open, so one key could open them by the thousand.
+                # to open, so one key could open them by the thousand. A socket refused at the cap costs nothing (a
+                # client reconnecting in a loop at its cap spent the user's whole budget, HTTP too): checked before
+                # the budget is drawn, and again after (other sockets may have opened meanwhile).
+                check_open_sockets(self.services.hub.sessions, principal.user_id, self.services.settings)
                 if self.services.settings.rate_limit_enabled:
                     await ratelimits.spend(context.db, self.services.settings, principal, {"requests": 1})
                 check_open_sockets(self.services.hub.sessions, principal.user_id, self.services.settings)
