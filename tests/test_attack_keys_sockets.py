@@ -25,8 +25,10 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect
 
-from tests.harness import Actor, Client, ServerThread, test_settings
+from tests.harness import Actor, Client, ServerThread
 from tests.test_key_lineage import AUDIT, ERASE, KEY_CREATE, KEY_REVOKE, mint
+from tests.test_ws_socket_cap import capped_server
+from tests.test_ws_socket_cap import opens as accepted
 from tests.ws import PROTOCOL, VIEWER_EVENTS, WsClient
 
 VIEWER = "{ viewer { id } }"
@@ -98,23 +100,7 @@ def test_the_minting_keys_of_a_page_of_keys_load_in_one_statement(admin: Actor, 
 
 @pytest.fixture(scope="module")
 def capped(dsn: str) -> Iterator[ServerThread]:
-    srv = ServerThread(test_settings(dsn, migrate_on_start=False, ws_max_sockets_per_user=2))
-    srv.start()
-    yield srv
-    srv.stop()
-
-
-def accepted(url: str, secret: str) -> bool:
-    """Whether a socket is acknowledged (closed again either way)."""
-    client = WsClient(url, secret, init=False)
-    try:
-        client.send({"type": "connection_init", "payload": {"authorization": f"Bearer {secret}"}})
-        try:
-            return client.receive(timeout=10)["type"] == "connection_ack"
-        except ConnectionClosed:
-            return False
-    finally:
-        client.close()
+    yield from capped_server(dsn)
 
 
 def killed(url: str, secret: str, stage: int) -> None:

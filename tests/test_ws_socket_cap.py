@@ -45,12 +45,17 @@ def refused(url: str, token: str) -> tuple[int, str]:
         client.close()
 
 
-@pytest.fixture(scope="module")
-def capped(dsn: str) -> Iterator[ServerThread]:
+def capped_server(dsn: str) -> Iterator[ServerThread]:
+    """An in-process server capping each user's sockets (and each address's sockets not authenticated yet) at 2."""
     srv = ServerThread(test_settings(dsn, migrate_on_start=False, ws_max_sockets_per_user=2))
     srv.start()
     yield srv
     srv.stop()
+
+
+@pytest.fixture(scope="module")
+def capped(dsn: str) -> Iterator[ServerThread]:
+    yield from capped_server(dsn)
 
 
 def test_a_user_holds_at_most_the_cap_of_open_sockets_in_a_process(
