@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -63,7 +64,9 @@ class EmbeddedDatabase:
             return given
         from threadline.db.embedded import EmbeddedPostgres
 
-        self._tmp = tempfile.mkdtemp(prefix="tl-test-", dir="/tmp" if Path("/tmp").is_dir() else None)
+        parent = "/tmp" if Path("/tmp").is_dir() else None
+        _sweep_abandoned(Path(parent or tempfile.gettempdir()))
+        self._tmp = tempfile.mkdtemp(prefix="tl-test-", dir=parent)
         os.chmod(self._tmp, 0o755)
         self._embedded = EmbeddedPostgres(Path(self._tmp))
         self.admin_dsn = self._embedded.start()
@@ -72,6 +75,34 @@ class EmbeddedDatabase:
     def stop(self) -> None:
         if self._embedded is not None:
             self._embedded.stop()
+        if self._tmp is not None:
+            shutil.rmtree(
+                self._tmp, ignore_errors=True
+            )  # ~370 MB a session: left behind, they filled the disk
+
+
+# A session's directory whose PostgreSQL is gone (the session was killed before `stop`) is removed by the next one.
+ABANDONED_AFTER_SECONDS = 600
+
+
+def _sweep_abandoned(parent: Path) -> None:
+    for directory in parent.glob("tl-test-*"):
+        try:
+            if time.time() - directory.stat().st_mtime < ABANDONED_AFTER_SECONDS:
+                continue  # being set up, or just stopped
+            pid_file = directory / "pgdata" / "postmaster.pid"
+            if pid_file.exists():
+                pid = int(pid_file.read_text().split()[0])
+                try:
+                    os.kill(pid, 0)
+                    continue  # its PostgreSQL still runs: another session's
+                except ProcessLookupError:
+                    pass
+                except PermissionError:
+                    continue  # someone else's process
+            shutil.rmtree(directory, ignore_errors=True)
+        except (OSError, ValueError, IndexError):
+            continue
 
 
 def database_dsn(admin_dsn: str, name: str) -> str:
